@@ -1,0 +1,171 @@
+//! Command-line definitions.
+
+use crate::engine::{DeviceChoice, GenerationParams, LoadOptions, SamplingParams};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lerpscope",
+    version,
+    about = "Steer a language model by interpolating the weights of two fine-tunes: θ(α) = θ_A + α·(θ_B − θ_A)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text from a prompt at several alphas.
+    Generate(GenerateArgs),
+    /// Measure the engine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// The two endpoints and how to load them.
+#[derive(Args, Debug, Clone)]
+pub struct PairArgs {
+    /// Endpoint A (α = 0): a model directory or a Hub id org/name[@revision].
+    #[arg(long)]
+    pub a: String,
+    /// Endpoint B (α = 1): a model directory or a Hub id org/name[@revision].
+    #[arg(long)]
+    pub b: String,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// auto, f32, f16 or bf16 (auto: f32 on the CPU, the checkpoint's dtype on a GPU).
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Blend endpoints whose tokenizers differ (A's tokenizer is used).
+    #[arg(long)]
+    pub allow_tokenizer_mismatch: bool,
+}
+
+impl LoadArgs {
+    pub fn options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            device: self.device.parse::<DeviceChoice>()?,
+            dtype: crate::engine::parse_dtype(&self.dtype)?,
+            allow_tokenizer_mismatch: self.allow_tokenizer_mismatch,
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Tokens to generate per alpha.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// 0 for greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Nucleus sampling mass (1 disables it).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Keep only the K most likely tokens (0 disables it).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Penalty for tokens already seen (1 disables it).
+    #[arg(long, default_value_t = 1.1)]
+    pub repeat_penalty: f32,
+    /// Random seed; every alpha uses the same random stream.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> Result<GenerationParams> {
+        let sampling = SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+        };
+        sampling.validate()?;
+        Ok(GenerationParams {
+            max_tokens: self.max_tokens,
+            sampling,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// Comma-separated alphas, e.g. 0,0.5,1 (values outside [0, 1] extrapolate).
+    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
+    pub alphas: String,
+    #[arg(long)]
+    pub prompt: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// One JSON object per alpha per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time the in-place blend against a plain copy of the same buffers.
+    Blend(BenchBlendArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchBlendArgs {
+    /// Endpoint A (omit both endpoints to use --params random weights).
+    #[arg(long, requires = "b")]
+    pub a: Option<String>,
+    #[arg(long, requires = "a")]
+    pub b: Option<String>,
+    /// Parameters of a random working set, when no pair is given.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub params: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Timed repetitions of each operation.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The largest |α| accepted: far beyond any useful extrapolation, small enough that a typo
+/// (1e9 for 1e-9) is caught instead of silently producing a model of noise.
+pub const MAX_ABS_ALPHA: f64 = 1000.0;
+
+pub fn parse_alpha(s: &str, flag: &str) -> Result<f64> {
+    let a: f64 = match s.trim().parse() {
+        Ok(a) => a,
+        Err(_) => bail!("{flag}: {s:?} is not a number"),
+    };
+    if !a.is_finite() {
+        bail!("{flag}: α must be finite, got {s}");
+    }
+    if a.abs() > MAX_ABS_ALPHA {
+        bail!("{flag}: α = {s} is absurd (|α| must be at most {MAX_ABS_ALPHA}); 0 is A, 1 is B");
+    }
+    Ok(a)
+}
+
+pub fn parse_alphas(list: &str, flag: &str) -> Result<Vec<f64>> {
+    let v: Vec<f64> = list
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse_alpha(s, flag))
+        .collect::<Result<_>>()?;
+    if v.is_empty() {
+        bail!("{flag}: give at least one α");
+    }
+    Ok(v)
+}

@@ -1,0 +1,49 @@
+//! `lerpscope generate`: one continuation per α, streamed, or as JSON lines.
+
+use crate::cli::{parse_alphas, GenerateArgs};
+use crate::engine::Engine;
+use anyhow::Result;
+use serde_json::json;
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let alphas = parse_alphas(&args.alphas, "--alphas")?;
+    let params = args.sampling.params()?;
+    let opts = args.pair.load.options()?;
+    let mut engine = Engine::load(&args.pair.a, &args.pair.b, &opts)?;
+    let never = AtomicBool::new(false);
+    let stdout = std::io::stdout();
+    for alpha in alphas {
+        let blend = engine.set_alpha(alpha)?;
+        let mut out = stdout.lock();
+        if args.json {
+            let g = engine.generate(&args.prompt, &params, &never, &mut |_| {})?;
+            let line = json!({
+                "alpha": alpha,
+                "prompt": args.prompt,
+                "text": g.text,
+                "token_ids": g.token_ids,
+                "tokens_per_s": g.tokens_per_s(),
+                "blend_ms": blend.as_secs_f64() * 1e3,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "── α = {alpha} ──")?;
+            write!(out, "{}", args.prompt)?;
+            out.flush()?;
+            let g = engine.generate(&args.prompt, &params, &never, &mut |piece| {
+                let _ = write!(out, "{piece}");
+                let _ = out.flush();
+            })?;
+            writeln!(
+                out,
+                "\n[{} tokens, {:.1} tok/s, blend {:.1} ms]\n",
+                g.token_ids.len(),
+                g.tokens_per_s(),
+                blend.as_secs_f64() * 1e3
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! One endpoint on disk: its config, its tokenizer, and the safetensors headers of its shards,
+//! validated up front; tensor data is read (and converted) on demand from memory maps.
+
+use super::blend::Element;
+use super::config::ModelConfig;
+use super::source::ModelFiles;
+use anyhow::{bail, Context, Result};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where one tensor lives and what it is.
+#[derive(Debug, Clone)]
+pub struct TensorMeta {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    shard: usize,
+    /// Byte range inside the shard's memory map.
+    range: std::ops::Range<usize>,
+}
+
+impl TensorMeta {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_float(&self) -> bool {
+        matches!(self.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
+    }
+}
+
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+}
+
+pub struct Checkpoint {
+    pub files: ModelFiles,
+    pub config: ModelConfig,
+    pub tensors: BTreeMap<String, TensorMeta>,
+    shards: Vec<Shard>,
+}
+
+impl Checkpoint {
+    /// Parse config.json and every shard's header. A truncated or malformed file fails here,
+    /// naming the file.
+    pub fn open(files: ModelFiles) -> Result<Self> {
+        let config = ModelConfig::load(&files.config)?;
+        let mut tensors = BTreeMap::new();
+        let mut shards = Vec::new();
+        for (i, path) in files.weights.iter().enumerate() {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("{}: cannot open", path.display()))?;
+            // SAFETY: the map is read-only; a file changed underneath us while loading is
+            // outside what we can defend against (as with every mmap-based loader).
+            let map = unsafe { Mmap::map(&file) }
+                .with_context(|| format!("{}: cannot map", path.display()))?;
+            let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: not a valid safetensors file ({e}); it may be truncated or corrupt",
+                    path.display()
+                )
+            })?;
+            let base = 8 + header_len;
+            for (name, info) in meta.tensors() {
+                let (s, e) = info.data_offsets;
+                let t = TensorMeta {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    shard: i,
+                    range: base + s..base + e,
+                };
+                if tensors.insert(name.clone(), t).is_some() {
+                    bail!("{}: tensor {name} appears in more than one shard", path.display());
+                }
+            }
+            shards.push(Shard {
+                path: path.clone(),
+                map,
+            });
+        }
+        Ok(Self {
+            files,
+            config,
+            tensors,
+            shards,
+        })
+    }
+
+    pub fn label(&self) -> &str {
+        &self.files.label
+    }
+
+    pub fn file_of(&self, name: &str) -> &Path {
+        let t = &self.tensors[name];
+        &self.shards[t.shard].path
+    }
+
+    pub fn meta(&self, name: &str) -> Result<&TensorMeta> {
+        self.tensors
+            .get(name)
+            .with_context(|| format!("{}: no tensor {name}", self.files.label))
+    }
+
+    /// Convert tensor `name` into `out` (its element count), refusing non-finite values.
+    pub fn read_into<T: Element>(&self, name: &str, out: &mut [T]) -> Result<()> {
+        let t = self.meta(name)?;
+        let shard = &self.shards[t.shard];
+        let bytes = &shard.map[t.range.clone()];
+        let bad = decode(bytes, t.dtype, out).with_context(|| {
+            format!("{}: tensor {name}", shard.path.display())
+        })?;
+        if let Some(i) = bad {
+            let flat = i;
+            bail!(
+                "{}: tensor {name} holds a non-finite value (element {flat}); refusing to blend it",
+                shard.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Tensor `name` as f32 (tests and tools).
+    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let mut v = vec![0f32; self.meta(name)?.numel()];
+        self.read_into(name, &mut v)?;
+        Ok(v)
+    }
+}
+
+/// Decode little-endian `bytes` of `dtype` into `out`; returns the index of the first
+/// non-finite value, if any.
+fn decode<T: Element>(bytes: &[u8], dtype: Dtype, out: &mut [T]) -> Result<Option<usize>> {
+    let size = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        Dtype::F64 => 8,
+        other => bail!("dtype {other:?} cannot be blended (expected F32, F16, BF16 or F64)"),
+    };
+    if bytes.len() != out.len() * size {
+        bail!(
+            "holds {} bytes, expected {} for its shape",
+            bytes.len(),
+            out.len() * size
+        );
+    }
+    let mut first_bad = None;
+    let mut put = |i: usize, x: f32, o: &mut T| {
+        if !x.is_finite() && first_bad.is_none() {
+            first_bad = Some(i);
+        }
+        *o = T::from_f32(x);
+    };
+    match dtype {
+        Dtype::F32 => {
+            for (i, (c, o)) in bytes.chunks_exact(4).zip(out.iter_mut()).enumerate() {
+                put(i, f32::from_le_bytes([c[0], c[1], c[2], c[3]]), o);
+            }
+        }
+        Dtype::F16 => {
+            for (i, (c, o)) in bytes.chunks_exact(2).zip(out.iter_mut()).enumerate() {
+                put(i, half::f16::from_le_bytes([c[0], c[1]]).to_f32(), o);
+            }
+        }
+        Dtype::BF16 => {
+            for (i, (c, o)) in bytes.chunks_exact(2).zip(out.iter_mut()).enumerate() {
+                put(i, half::bf16::from_le_bytes([c[0], c[1]]).to_f32(), o);
+            }
+        }
+        _ => {
+            for (i, (c, o)) in bytes.chunks_exact(8).zip(out.iter_mut()).enumerate() {
+                let x = f64::from_le_bytes(c.try_into().expect("8 bytes"));
+                put(i, x as f32, o);
+            }
+        }
+    }
+    Ok(first_bad)
+}
+
+/// The candle dtype that holds a safetensors dtype without loss, for the float types we blend.
+pub fn native_dtype(d: Dtype) -> Option<candle_core::DType> {
+    match d {
+        Dtype::F32 | Dtype::F64 => Some(candle_core::DType::F32),
+        Dtype::F16 => Some(candle_core::DType::F16),
+        Dtype::BF16 => Some(candle_core::DType::BF16),
+        _ => None,
+    }
+}

@@ -1,0 +1,249 @@
+//! config.json of the supported architectures.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    Llama(LlamaConfig),
+    Gpt2(Gpt2Config),
+}
+
+/// `eos_token_id` is an integer or a list of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    pub fn to_vec(&self) -> Vec<u32> {
+        match self {
+            TokenIds::One(t) => vec![*t],
+            TokenIds::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Llama3RopeScaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_max_position_embeddings: usize,
+    #[serde(alias = "type")]
+    pub rope_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct LlamaConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f32,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<TokenIds>,
+    pub rope_scaling: Option<Llama3RopeScaling>,
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+fn default_rope_theta() -> f32 {
+    10_000.0
+}
+fn default_max_pos() -> usize {
+    2048
+}
+fn default_ln_eps() -> f64 {
+    1e-5
+}
+
+impl LlamaConfig {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Gpt2Config {
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_positions: usize,
+    pub vocab_size: usize,
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_epsilon: f64,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<TokenIds>,
+}
+
+impl Gpt2Config {
+    pub fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+}
+
+impl ModelConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        Self::parse(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Head {
+            architectures: Option<Vec<String>>,
+            model_type: Option<String>,
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).context("malformed JSON in config")?;
+        let head: Head = serde_json::from_value(value.clone()).context("malformed config")?;
+        let arch = head
+            .architectures
+            .and_then(|a| a.into_iter().next())
+            .unwrap_or_default();
+        let kind = match (arch.as_str(), head.model_type.as_deref()) {
+            ("LlamaForCausalLM", _) | ("", Some("llama")) => "llama",
+            ("GPT2LMHeadModel", _) | ("", Some("gpt2")) => "gpt2",
+            (a, t) => bail!(
+                "unsupported architecture {:?} (model_type {:?}); supported: LlamaForCausalLM, GPT2LMHeadModel",
+                a,
+                t.unwrap_or("none")
+            ),
+        };
+        let cfg = match kind {
+            "llama" => ModelConfig::Llama(
+                serde_json::from_value(value).context("invalid Llama config")?,
+            ),
+            _ => ModelConfig::Gpt2(serde_json::from_value(value).context("invalid GPT-2 config")?),
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        match self {
+            ModelConfig::Llama(c) => {
+                if c.num_attention_heads == 0
+                    || c.hidden_size % c.num_attention_heads != 0 && c.head_dim.is_none()
+                {
+                    bail!("hidden_size {} is not divisible by num_attention_heads {}", c.hidden_size, c.num_attention_heads);
+                }
+                if c.kv_heads() == 0 || c.num_attention_heads % c.kv_heads() != 0 {
+                    bail!("num_attention_heads {} is not a multiple of num_key_value_heads {}", c.num_attention_heads, c.kv_heads());
+                }
+                if c.head_dim() % 2 != 0 {
+                    bail!("head dimension {} must be even for rotary embeddings", c.head_dim());
+                }
+            }
+            ModelConfig::Gpt2(c) => {
+                if c.n_head == 0 || c.n_embd % c.n_head != 0 {
+                    bail!("n_embd {} is not divisible by n_head {}", c.n_embd, c.n_head);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            ModelConfig::Llama(_) => "LlamaForCausalLM",
+            ModelConfig::Gpt2(_) => "GPT2LMHeadModel",
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Llama(c) => c.vocab_size,
+            ModelConfig::Gpt2(c) => c.vocab_size,
+        }
+    }
+
+    pub fn max_positions(&self) -> usize {
+        match self {
+            ModelConfig::Llama(c) => c.max_position_embeddings,
+            ModelConfig::Gpt2(c) => c.n_positions,
+        }
+    }
+
+    pub fn eos_ids(&self) -> Vec<u32> {
+        let ids = match self {
+            ModelConfig::Llama(c) => c.eos_token_id.as_ref(),
+            ModelConfig::Gpt2(c) => c.eos_token_id.as_ref(),
+        };
+        ids.map(TokenIds::to_vec).unwrap_or_default()
+    }
+
+    /// The fields whose values decide tensor shapes (or how tensors are read): two endpoints
+    /// must agree on all of them to be blended.
+    pub fn shape_fields(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ModelConfig::Llama(c) => vec![
+                ("hidden_size", c.hidden_size.to_string()),
+                ("intermediate_size", c.intermediate_size.to_string()),
+                ("num_hidden_layers", c.num_hidden_layers.to_string()),
+                ("num_attention_heads", c.num_attention_heads.to_string()),
+                ("num_key_value_heads", c.kv_heads().to_string()),
+                ("head_dim", c.head_dim().to_string()),
+                ("vocab_size", c.vocab_size.to_string()),
+                ("tie_word_embeddings", c.tie_word_embeddings.to_string()),
+            ],
+            ModelConfig::Gpt2(c) => vec![
+                ("n_embd", c.n_embd.to_string()),
+                ("n_layer", c.n_layer.to_string()),
+                ("n_head", c.n_head.to_string()),
+                ("n_inner", c.inner().to_string()),
+                ("n_positions", c.n_positions.to_string()),
+                ("vocab_size", c.vocab_size.to_string()),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_llama_and_gpt2() {
+        let l = ModelConfig::parse(
+            r#"{"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":128,
+            "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":100,
+            "eos_token_id":[1,2]}"#,
+        )
+        .unwrap();
+        assert_eq!(l.eos_ids(), vec![1, 2]);
+        let g = ModelConfig::parse(
+            r#"{"model_type":"gpt2","n_embd":32,"n_layer":2,"n_head":4,"n_positions":64,"vocab_size":50,"eos_token_id":7}"#,
+        )
+        .unwrap();
+        assert_eq!(g.architecture(), "GPT2LMHeadModel");
+        assert_eq!(g.eos_ids(), vec![7]);
+    }
+
+    #[test]
+    fn rejects_unknown_architecture() {
+        let e = ModelConfig::parse(r#"{"architectures":["BertModel"]}"#).unwrap_err();
+        assert!(e.to_string().contains("BertModel"), "{e}");
+    }
+}

@@ -1,0 +1,298 @@
+//! The engine: a validated pair, its blended weights, one model reading them, a tokenizer, and
+//! generation. It knows nothing of terminals; the CLI, the UI's worker thread and the
+//! benchmarks drive this one API.
+
+use super::checkpoint::{native_dtype, Checkpoint};
+use super::config::ModelConfig;
+use super::model::Model;
+use super::pair;
+use super::generate::{Generation, GenerationParams, Generator};
+use super::source::{self, ModelFiles};
+use super::weights::{BlendedWeights, Buffer};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::Serialize;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use tokenizers::Tokenizer;
+
+/// `--device`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "auto" => DeviceChoice::Auto,
+            "cpu" => DeviceChoice::Cpu,
+            "cuda" => DeviceChoice::Cuda(0),
+            _ => match s.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) => DeviceChoice::Cuda(n),
+                _ => bail!("--device: expected auto, cpu, cuda or cuda:N, got {s:?}"),
+            },
+        })
+    }
+}
+
+impl DeviceChoice {
+    pub fn open(&self) -> Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda(n) => Device::new_cuda(*n).with_context(|| {
+                if candle_core::utils::cuda_is_available() {
+                    format!("--device cuda:{n}: cannot open this GPU")
+                } else {
+                    "--device cuda: this build has no CUDA support (rebuild with --features cuda)"
+                        .to_string()
+                }
+            }),
+            DeviceChoice::Auto => {
+                if candle_core::utils::cuda_is_available() {
+                    if let Ok(d) = Device::new_cuda(0) {
+                        return Ok(d);
+                    }
+                }
+                Ok(Device::Cpu)
+            }
+        }
+    }
+}
+
+/// `--dtype`: the dtype the working set is held and computed in.
+pub fn parse_dtype(s: &str) -> Result<Option<DType>> {
+    Ok(match s {
+        "auto" => None,
+        "f32" => Some(DType::F32),
+        "f16" => Some(DType::F16),
+        "bf16" => Some(DType::BF16),
+        _ => bail!("--dtype: expected auto, f32, f16 or bf16, got {s:?}"),
+    })
+}
+
+pub fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "other",
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: DeviceChoice,
+    /// None: f32 on the CPU (candle's fastest CPU path), the checkpoint's own dtype on a GPU.
+    pub dtype: Option<DType>,
+    pub allow_tokenizer_mismatch: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: DeviceChoice::Auto,
+            dtype: None,
+            allow_tokenizer_mismatch: false,
+        }
+    }
+}
+
+/// What the UI header and the JSON output say about the loaded pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairInfo {
+    pub a: String,
+    pub b: String,
+    pub architecture: String,
+    pub params: usize,
+    pub dtype: String,
+    pub device: String,
+    /// Bytes of one of the three flat buffers.
+    pub buffer_bytes: usize,
+}
+
+pub struct Engine {
+    pub info: PairInfo,
+    weights: BlendedWeights,
+    model: Model,
+    tokenizer: Tokenizer,
+    eos: Vec<u32>,
+    max_positions: usize,
+}
+
+impl Engine {
+    /// Load a pair from two sources (directories or Hub ids).
+    pub fn load(a: &str, b: &str, opts: &LoadOptions) -> Result<Self> {
+        Self::load_files(source::resolve(a)?, source::resolve(b)?, opts)
+    }
+
+    pub fn load_files(a: ModelFiles, b: ModelFiles, opts: &LoadOptions) -> Result<Self> {
+        let device = opts.device.open()?;
+        let tok_a = pair::load_tokenizer(&a.tokenizer)?;
+        let tok_b = pair::load_tokenizer(&b.tokenizer)?;
+        if !opts.allow_tokenizer_mismatch {
+            pair::check_tokenizers(&tok_a, &a.tokenizer, &tok_b, &b.tokenizer)?;
+        }
+        let ca = Checkpoint::open(a)?;
+        let cb = Checkpoint::open(b)?;
+        pair::validate(&ca, &cb)?;
+        let names = pair::blended_names(&ca);
+        let dtype = match opts.dtype {
+            Some(d) => d,
+            None if device.is_cpu() => DType::F32,
+            None => names
+                .first()
+                .and_then(|n| native_dtype(ca.tensors[n].dtype))
+                .unwrap_or(DType::F32),
+        };
+        let weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
+        let model = build_model(&ca, &weights, Buffer::Working, &device)
+            .with_context(|| format!("{}: cannot build the model", ca.files.config.display()))?;
+        let vocab = ca.config.vocab_size();
+        if tok_a.get_vocab_size(true) > vocab {
+            bail!(
+                "{}: the tokenizer has {} tokens but the model only {vocab}",
+                ca.files.tokenizer.display(),
+                tok_a.get_vocab_size(true)
+            );
+        }
+        let eos = eos_ids(&ca.config, &tok_a);
+        let info = PairInfo {
+            a: ca.label().to_string(),
+            b: cb.label().to_string(),
+            architecture: ca.config.architecture().to_string(),
+            params: weights.layout.params(),
+            dtype: dtype_name(dtype).to_string(),
+            device: device_name(&device),
+            buffer_bytes: weights.bytes(),
+        };
+        Ok(Self {
+            info,
+            max_positions: ca.config.max_positions(),
+            weights,
+            model,
+            tokenizer: tok_a,
+            eos,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn weights(&self) -> &BlendedWeights {
+        &self.weights
+    }
+
+    pub fn alpha(&self) -> f64 {
+        self.weights.alpha()
+    }
+
+    /// Re-blend the working weights in place. Returns the time the blend took.
+    pub fn set_alpha(&mut self, alpha: f64) -> Result<Duration> {
+        self.weights.set_alpha(alpha)
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.generator().encode(text)
+    }
+
+    /// Logits after the whole of `ids`, at the current α (f32, `[vocab]`).
+    pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut cache = self.model.new_cache(ids.len());
+        Ok(self.model.forward(ids, &mut cache)?.to_vec1::<f32>()?)
+    }
+
+    /// Generate from `prompt` at the current α. `on_text` receives each stable piece of text;
+    /// `cancel` is checked between tokens.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        params: &GenerationParams,
+        cancel: &AtomicBool,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation> {
+        self.generator()
+            .run(prompt, params, cancel, on_text)
+            .with_context(|| format!("at α = {}", self.alpha()))
+    }
+
+    pub fn generator(&self) -> Generator<'_> {
+        Generator {
+            model: &self.model,
+            tokenizer: &self.tokenizer,
+            eos: &self.eos,
+            max_positions: self.max_positions,
+        }
+    }
+}
+
+/// Build a model whose weights are views of one of the pair's buffers.
+pub fn build_model(
+    c: &Checkpoint,
+    weights: &BlendedWeights,
+    which: Buffer,
+    device: &Device,
+) -> Result<Model> {
+    let vb = VarBuilder::from_tensors(weights.views(which)?, weights.dtype, device);
+    Ok(Model::load(&c.config, vb)?)
+}
+
+pub fn device_name(d: &Device) -> String {
+    match d {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(_) => "cuda".to_string(),
+        Device::Metal(_) => "metal".to_string(),
+    }
+}
+
+/// EOS ids from the config, else the usual end-of-text tokens the tokenizer knows.
+fn eos_ids(config: &ModelConfig, tokenizer: &Tokenizer) -> Vec<u32> {
+    let ids = config.eos_ids();
+    if !ids.is_empty() {
+        return ids;
+    }
+    ["</s>", "<|endoftext|>", "<|im_end|>", "<|end_of_text|>"]
+        .iter()
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .collect()
+}
+
+/// One model loaded on its own through candle's safetensors loader, with no blending: the
+/// independent path that tests hold the blended engine to at α = 0 and α = 1.
+pub struct Standalone {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    eos: Vec<u32>,
+    max_positions: usize,
+}
+
+impl Standalone {
+    pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Self> {
+        let files = source::resolve(spec)?;
+        let config = ModelConfig::load(&files.config)?;
+        let tokenizer = pair::load_tokenizer(&files.tokenizer)?;
+        // SAFETY: read-only maps of files we do not modify.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device)? };
+        let model = Model::load(&config, vb)?;
+        Ok(Self {
+            eos: eos_ids(&config, &tokenizer),
+            max_positions: config.max_positions(),
+            model,
+            tokenizer,
+        })
+    }
+
+    pub fn generator(&self) -> Generator<'_> {
+        Generator {
+            model: &self.model,
+            tokenizer: &self.tokenizer,
+            eos: &self.eos,
+            max_positions: self.max_positions,
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The engine: everything that touches tensors, and nothing that touches a terminal.
+
+pub mod blend;
+pub mod checkpoint;
+pub mod config;
+#[allow(clippy::module_inception)]
+mod engine;
+pub mod generate;
+pub mod model;
+pub mod pair;
+pub mod sampling;
+pub mod source;
+pub mod token_stream;
+pub mod weights;
+
+pub use engine::{
+    build_model, device_name, dtype_name, parse_dtype, DeviceChoice, Engine, LoadOptions,
+    PairInfo, Standalone,
+};
+pub use generate::{Generation, GenerationParams, Generator, StopReason};
+pub use sampling::SamplingParams;

@@ -1,0 +1,161 @@
+//! LlamaForCausalLM (Llama 2/3, SmolLM/SmolLM2, TinyLlama), tied or untied embeddings.
+
+use super::{attention, check_context, last_position, linear_t, Cache};
+use crate::engine::config::LlamaConfig;
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Embedding, RmsNorm, VarBuilder};
+
+struct Block {
+    attn_norm: RmsNorm,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    mlp_norm: RmsNorm,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+pub struct Llama {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    max_pos: usize,
+}
+
+impl Llama {
+    pub fn load(c: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, hd) = (c.hidden_size, c.head_dim());
+        let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
+        let eps = c.rms_norm_eps;
+        let m = vb.pp("model");
+        let embed_w = m.get((c.vocab_size, h), "embed_tokens.weight")?;
+        let mut blocks = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let l = m.pp(format!("layers.{i}"));
+            let a = l.pp("self_attn");
+            let f = l.pp("mlp");
+            blocks.push(Block {
+                attn_norm: RmsNorm::new(l.get(h, "input_layernorm.weight")?, eps),
+                q: a.get((nh * hd, h), "q_proj.weight")?,
+                k: a.get((nkv * hd, h), "k_proj.weight")?,
+                v: a.get((nkv * hd, h), "v_proj.weight")?,
+                o: a.get((h, nh * hd), "o_proj.weight")?,
+                mlp_norm: RmsNorm::new(l.get(h, "post_attention_layernorm.weight")?, eps),
+                gate: f.get((c.intermediate_size, h), "gate_proj.weight")?,
+                up: f.get((c.intermediate_size, h), "up_proj.weight")?,
+                down: f.get((h, c.intermediate_size), "down_proj.weight")?,
+            });
+        }
+        let norm = RmsNorm::new(m.get(h, "norm.weight")?, eps);
+        let lm_head = if c.tie_word_embeddings {
+            embed_w.clone()
+        } else {
+            vb.get((c.vocab_size, h), "lm_head.weight")?
+        };
+        let (cos, sin) = rope_tables(c, vb.dtype(), vb.device())?;
+        Ok(Self {
+            embed: Embedding::new(embed_w, h),
+            blocks,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            max_pos: c.max_position_embeddings,
+        })
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.lm_head.device()
+    }
+
+    /// `ids [b, t]` → logits of the last position `[b, vocab]`.
+    pub fn forward(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pos = cache.pos;
+        check_context(pos, t, self.max_pos)?;
+        let cos = self.cos.narrow(0, pos, t)?;
+        let sin = self.sin.narrow(0, pos, t)?;
+        let mut x = self.embed.forward(ids)?;
+        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let r = x.clone();
+            let h = block.attn_norm.forward(&x)?;
+            let split = |w: &Tensor, n: usize| -> Result<Tensor> {
+                linear_t(&h, w)?
+                    .reshape((b, t, n, self.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()
+            };
+            let q = candle_nn::rotary_emb::rope(&split(&block.q, self.heads)?, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope(&split(&block.k, self.kv_heads)?, &cos, &sin)?;
+            let v = split(&block.v, self.kv_heads)?;
+            let (k, v) = kv.append(&k, &v)?;
+            let rep = self.heads / self.kv_heads;
+            let k = candle_transformers::utils::repeat_kv(k.contiguous()?, rep)?;
+            let v = candle_transformers::utils::repeat_kv(v.contiguous()?, rep)?;
+            let y = attention(&q, &k, &v)?
+                .transpose(1, 2)?
+                .reshape((b, t, self.heads * self.head_dim))?;
+            x = (linear_t(&y, &block.o)? + r)?;
+            let r = x.clone();
+            let h = block.mlp_norm.forward(&x)?;
+            let g = candle_nn::ops::silu(&linear_t(&h, &block.gate)?)?;
+            let u = linear_t(&h, &block.up)?;
+            x = (linear_t(&(g * u)?, &block.down)? + r)?;
+        }
+        let x = self.norm.forward(&last_position(&x)?)?;
+        linear_t(&x, &self.lm_head)?.squeeze(1)
+    }
+}
+
+/// cos/sin tables `[max_pos, head_dim / 2]` for HF's rotate-half layout, with Llama 3's
+/// frequency scaling when the config asks for it.
+fn rope_tables(c: &LlamaConfig, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    let hd = c.head_dim();
+    let mut inv_freq: Vec<f32> = (0..hd)
+        .step_by(2)
+        .map(|i| 1.0 / c.rope_theta.powf(i as f32 / hd as f32))
+        .collect();
+    if let Some(s) = c.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") {
+        let low_wavelen = s.original_max_position_embeddings as f32 / s.low_freq_factor;
+        let high_wavelen = s.original_max_position_embeddings as f32 / s.high_freq_factor;
+        for f in inv_freq.iter_mut() {
+            let wavelen = 2.0 * std::f32::consts::PI / *f;
+            *f = if wavelen < high_wavelen {
+                *f
+            } else if wavelen > low_wavelen {
+                *f / s.factor
+            } else {
+                let smooth = (s.original_max_position_embeddings as f32 / wavelen
+                    - s.low_freq_factor)
+                    / (s.high_freq_factor - s.low_freq_factor);
+                (1.0 - smooth) * *f / s.factor + smooth * *f
+            };
+        }
+    }
+    let n = inv_freq.len();
+    let inv = Tensor::from_vec(inv_freq, (1, n), device)?;
+    let pos = Tensor::arange(0u32, c.max_position_embeddings as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((c.max_position_embeddings, 1))?;
+    let freqs = pos.matmul(&inv)?;
+    Ok((
+        freqs.cos()?.to_dtype(dtype)?,
+        freqs.sin()?.to_dtype(dtype)?,
+    ))
+}
+

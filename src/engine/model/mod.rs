@@ -1,0 +1,133 @@
+//! The supported architectures, behind one enum. Models hold candle tensors that may be views
+//! into the blended working buffer: they never copy or transform a weight at load time, so an
+//! in-place blend is seen by the next forward pass.
+
+pub mod gpt2;
+pub mod llama;
+
+use super::config::ModelConfig;
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::kv_cache::KvCache;
+use candle_nn::VarBuilder;
+
+pub enum Model {
+    Llama(llama::Llama),
+    Gpt2(gpt2::Gpt2),
+}
+
+/// Per-sequence state: one key/value cache per layer, grown in place up to its capacity.
+pub struct Cache {
+    pub layers: Vec<KvCache>,
+    pub pos: usize,
+}
+
+impl Cache {
+    pub fn new(layers: usize, capacity: usize) -> Self {
+        Self {
+            layers: (0..layers).map(|_| KvCache::new(2, capacity)).collect(),
+            pos: 0,
+        }
+    }
+}
+
+impl Model {
+    pub fn load(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(match config {
+            ModelConfig::Llama(c) => Model::Llama(llama::Llama::load(c, vb)?),
+            ModelConfig::Gpt2(c) => Model::Gpt2(gpt2::Gpt2::load(c, vb)?),
+        })
+    }
+
+    pub fn new_cache(&self, capacity: usize) -> Cache {
+        let layers = match self {
+            Model::Llama(m) => m.num_layers(),
+            Model::Gpt2(m) => m.num_layers(),
+        };
+        Cache::new(layers, capacity)
+    }
+
+    /// Run `ids` (one sequence) from `cache.pos`; returns the logits of the last position as
+    /// f32 `[vocab]`, and advances the cache.
+    pub fn forward(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
+        let device = self.device();
+        let input = Tensor::new(ids, device)?.unsqueeze(0)?;
+        let logits = match self {
+            Model::Llama(m) => m.forward(&input, cache)?,
+            Model::Gpt2(m) => m.forward(&input, cache)?,
+        };
+        cache.pos += ids.len();
+        logits.squeeze(0)?.to_dtype(DType::F32)
+    }
+
+    pub fn device(&self) -> &Device {
+        match self {
+            Model::Llama(m) => m.device(),
+            Model::Gpt2(m) => m.device(),
+        }
+    }
+}
+
+/// Scaled dot-product attention over heads: q `[b, h, t, d]`, k/v `[b, h, T, d]`, causal with
+/// the query block ending at the last key. Softmax in f32.
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (_, _, t, d) = q.dims4()?;
+    let total = k.dim(2)?;
+    let dtype = q.dtype();
+    let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.to_dtype(DType::F32)?;
+    let scores = if t > 1 {
+        let mask = causal_mask(t, total, q.device())?;
+        scores.broadcast_add(&mask)?
+    } else {
+        scores
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    probs.matmul(&v.contiguous()?)
+}
+
+/// `[t, total]` with −∞ above the diagonal that ends at the last key.
+fn causal_mask(t: usize, total: usize, device: &Device) -> Result<Tensor> {
+    let past = total - t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (t, total), device)
+}
+
+/// `x [.., in] · wᵀ` for a weight stored `[out, in]` (PyTorch's nn.Linear layout).
+pub(crate) fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let inner = dims[dims.len() - 1];
+    let rows = x.elem_count() / inner;
+    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+    let mut out = dims;
+    *out.last_mut().expect("rank ≥ 1") = w.dim(0)?;
+    y.reshape(out)
+}
+
+/// `x [.., in] · w + b` for a weight stored `[in, out]` (GPT-2's Conv1D layout).
+pub(crate) fn conv1d(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let inner = dims[dims.len() - 1];
+    let rows = x.elem_count() / inner;
+    let y = x.reshape((rows, inner))?.matmul(w)?.broadcast_add(b)?;
+    let mut out = dims;
+    *out.last_mut().expect("rank ≥ 1") = w.dim(1)?;
+    y.reshape(out)
+}
+
+/// The last position of `[b, t, d]` as `[b, 1, d]`.
+pub(crate) fn last_position(x: &Tensor) -> Result<Tensor> {
+    let t = x.dim(1)?;
+    x.narrow(1, t - 1, 1)
+}
+
+pub(crate) fn check_context(pos: usize, t: usize, max: usize) -> Result<()> {
+    if pos + t > max {
+        candle_core::bail!(
+            "sequence of {} tokens exceeds the model's context of {max} positions",
+            pos + t
+        );
+    }
+    Ok(())
+}
+

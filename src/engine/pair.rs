@@ -1,0 +1,105 @@
+//! Checks that two endpoints can be blended, before a byte of weights is read.
+//! Every failure is one line that names the file and, where there is one, the tensor.
+
+use super::checkpoint::Checkpoint;
+use anyhow::{bail, Result};
+use tokenizers::Tokenizer;
+
+/// The tensors the blend covers: every floating-point tensor (integer buffers such as
+/// position ids are not parameters and are left out).
+pub fn blended_names(c: &Checkpoint) -> Vec<String> {
+    c.tensors
+        .iter()
+        .filter(|(_, t)| t.is_float())
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
+    let (fa, fb) = (a.files.config.display(), b.files.config.display());
+    if a.config.architecture() != b.config.architecture() {
+        bail!(
+            "architectures differ: {fa} is {}, {fb} is {}",
+            a.config.architecture(),
+            b.config.architecture()
+        );
+    }
+    for ((field, va), (_, vb)) in a.config.shape_fields().iter().zip(b.config.shape_fields()) {
+        if *va != vb {
+            bail!("config field {field} differs: {va} in {fa}, {vb} in {fb}");
+        }
+    }
+    for (name, ta) in &a.tensors {
+        let Some(tb) = b.tensors.get(name) else {
+            bail!(
+                "tensor {name} is in {} but missing from {}",
+                a.file_of(name).display(),
+                b.files.label
+            );
+        };
+        if ta.shape != tb.shape {
+            bail!(
+                "tensor {name} has shape {:?} in {} but {:?} in {}",
+                ta.shape,
+                a.file_of(name).display(),
+                tb.shape,
+                b.file_of(name).display()
+            );
+        }
+        if ta.dtype != tb.dtype {
+            bail!(
+                "tensor {name} has dtype {:?} in {} but {:?} in {}",
+                ta.dtype,
+                a.file_of(name).display(),
+                tb.dtype,
+                b.file_of(name).display()
+            );
+        }
+    }
+    if let Some(name) = b.tensors.keys().find(|n| !a.tensors.contains_key(*n)) {
+        bail!(
+            "tensor {name} is in {} but missing from {}",
+            b.file_of(name).display(),
+            a.files.label
+        );
+    }
+    Ok(())
+}
+
+pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot load tokenizer ({e})", path.display()))
+}
+
+/// Two tokenizers agree when they map the same token strings to the same ids.
+pub fn check_tokenizers(
+    a: &Tokenizer,
+    pa: &std::path::Path,
+    b: &Tokenizer,
+    pb: &std::path::Path,
+) -> Result<()> {
+    let hint = "pass --allow-tokenizer-mismatch to blend anyway (A's tokenizer is used)";
+    let (na, nb) = (a.get_vocab_size(true), b.get_vocab_size(true));
+    if na != nb {
+        bail!(
+            "tokenizers differ: {} has {na} tokens, {} has {nb}; {hint}",
+            pa.display(),
+            pb.display()
+        );
+    }
+    let vb = b.get_vocab(true);
+    let mut va: Vec<(String, u32)> = a.get_vocab(true).into_iter().collect();
+    va.sort_by_key(|(_, id)| *id);
+    for (tok, id) in va {
+        if vb.get(&tok) != Some(&id) {
+            bail!(
+                "tokenizers differ: token {tok:?} is id {id} in {} but {} in {}; {hint}",
+                pa.display(),
+                vb.get(&tok)
+                    .map_or("absent".to_string(), |i| format!("id {i}")),
+                pb.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The blended working set: three flat buffers of one dtype on one device — endpoint A,
+//! endpoint B, and the working weights the model reads. Every model tensor is a view at a
+//! 16-byte-aligned offset into the working buffer, so one in-place pass re-blends them all.
+
+use super::blend::{self, Element};
+use super::checkpoint::Checkpoint;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use half::{bf16, f16};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Where one tensor sits inside the flat buffers.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// Offsets (in elements) of every tensor, each aligned to 16 bytes.
+#[derive(Debug, Clone)]
+pub struct FlatLayout {
+    pub slots: Vec<Slot>,
+    pub total: usize,
+}
+
+impl FlatLayout {
+    pub fn new(tensors: impl IntoIterator<Item = (String, Vec<usize>)>, dtype: DType) -> Self {
+        let align = (16 / dtype.size_in_bytes()).max(1);
+        let mut total = 0;
+        let slots = tensors
+            .into_iter()
+            .map(|(name, shape)| {
+                let len: usize = shape.iter().product();
+                let slot = Slot {
+                    name,
+                    shape,
+                    offset: total,
+                    len,
+                };
+                total += len.div_ceil(align) * align;
+                slot
+            })
+            .collect();
+        Self { slots, total }
+    }
+
+    /// Views of `flat` for every slot, by tensor name. They share `flat`'s storage.
+    pub fn views(&self, flat: &Tensor) -> Result<HashMap<String, Tensor>> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let v = flat.narrow(0, s.offset, s.len)?.reshape(s.shape.as_slice())?;
+                Ok((s.name.clone(), v))
+            })
+            .collect()
+    }
+
+    pub fn params(&self) -> usize {
+        self.slots.iter().map(|s| s.len).sum()
+    }
+}
+
+/// Which of the three buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffer {
+    A,
+    B,
+    Working,
+}
+
+pub struct BlendedWeights {
+    pub layout: FlatLayout,
+    pub dtype: DType,
+    a: Tensor,
+    b: Tensor,
+    working: Tensor,
+    alpha: f64,
+}
+
+impl BlendedWeights {
+    /// Read both endpoints' `names` into flat buffers of `dtype` on `device`. The working
+    /// buffer starts as a copy of A (α = 0).
+    pub fn load(
+        a: &Checkpoint,
+        b: &Checkpoint,
+        names: &[String],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let layout = FlatLayout::new(
+            names.iter().map(|n| (n.clone(), a.tensors[n].shape.clone())),
+            dtype,
+        );
+        let (ta, tb) = match dtype {
+            DType::F32 => (
+                read_flat::<f32>(a, &layout, device)?,
+                read_flat::<f32>(b, &layout, device)?,
+            ),
+            DType::F16 => (
+                read_flat::<f16>(a, &layout, device)?,
+                read_flat::<f16>(b, &layout, device)?,
+            ),
+            DType::BF16 => (
+                read_flat::<bf16>(a, &layout, device)?,
+                read_flat::<bf16>(b, &layout, device)?,
+            ),
+            other => bail!("--dtype {other:?} is not supported (use f32, f16 or bf16)"),
+        };
+        let working = ta.copy()?;
+        Ok(Self {
+            layout,
+            dtype,
+            a: ta,
+            b: tb,
+            working,
+            alpha: 0.0,
+        })
+    }
+
+    /// Views of one buffer by tensor name.
+    pub fn views(&self, which: Buffer) -> Result<HashMap<String, Tensor>> {
+        Ok(self.layout.views(self.buffer(which))?)
+    }
+
+    pub fn buffer(&self, which: Buffer) -> &Tensor {
+        match which {
+            Buffer::A => &self.a,
+            Buffer::B => &self.b,
+            Buffer::Working => &self.working,
+        }
+    }
+
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    /// Rewrite the working weights as A + α·(B − A) in one fused pass.
+    pub fn set_alpha(&mut self, alpha: f64) -> Result<Duration> {
+        if !alpha.is_finite() {
+            bail!("α must be a finite number, got {alpha}");
+        }
+        let t = Instant::now();
+        blend::blend_tensor(&self.working, &self.a, &self.b, alpha as f32)
+            .context("blend failed")?;
+        self.working.device().synchronize()?;
+        self.alpha = alpha;
+        Ok(t.elapsed())
+    }
+
+    /// Bytes of one buffer.
+    pub fn bytes(&self) -> usize {
+        self.layout.total * self.dtype.size_in_bytes()
+    }
+}
+
+fn read_flat<T: Element + candle_core::WithDType>(
+    c: &Checkpoint,
+    layout: &FlatLayout,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut host = vec![T::from_f32(0.0); layout.total];
+    for s in &layout.slots {
+        c.read_into(&s.name, &mut host[s.offset..s.offset + s.len])?;
+    }
+    // On the CPU this takes the vector as the tensor's storage; on a GPU it is one upload.
+    Ok(Tensor::from_vec(host, layout.total, device)?)
+}

@@ -1,0 +1,13 @@
+use clap::Parser;
+use lerpscope::cli::Cli;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match lerpscope::commands::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", lerpscope::one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
