@@ -22,6 +22,70 @@ pub enum Command {
     /// Measure the engine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Train a demo pair: tokenizer, base model, negative and positive fine-tunes.
+    Train(TrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Directory with base.txt, negative.txt and positive.txt (tools/demo/prepare_corpus.py).
+    #[arg(long)]
+    pub corpus: std::path::PathBuf,
+    /// Output directory; stages whose output exists are skipped.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    #[arg(long, default_value_t = 4096)]
+    pub vocab_size: usize,
+    #[arg(long, default_value_t = 256)]
+    pub hidden_size: usize,
+    #[arg(long, default_value_t = 768)]
+    pub intermediate_size: usize,
+    #[arg(long, default_value_t = 6)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 8)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 4)]
+    pub kv_heads: usize,
+    #[arg(long, default_value_t = 256)]
+    pub context: usize,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub pretrain_steps: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    pub pretrain_lr: f64,
+    #[arg(long, default_value_t = 400)]
+    pub finetune_steps: usize,
+    #[arg(long, default_value_t = 5e-4)]
+    pub finetune_lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl TrainArgs {
+    pub fn recipe(&self) -> crate::train::Recipe {
+        crate::train::Recipe {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            layers: self.layers,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            context: self.context,
+            seq_len: self.seq_len,
+            batch: self.batch,
+            pretrain_steps: self.pretrain_steps,
+            pretrain_lr: self.pretrain_lr,
+            finetune_steps: self.finetune_steps,
+            finetune_lr: self.finetune_lr,
+            warmup: self.warmup,
+            seed: self.seed,
+        }
+    }
 }
 
 /// The two endpoints and how to load them.

@@ -3,6 +3,8 @@
 pub mod cli;
 pub mod commands;
 pub mod engine;
+pub mod fixtures;
+pub mod train;
 
 /// An error and its causes as one line: "outer: inner: root".
 pub fn one_line(e: &anyhow::Error) -> String {

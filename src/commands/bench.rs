@@ -31,11 +31,18 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
             let n = args.params;
             let rand = |seed: f64| -> Result<Tensor> {
                 // Cheap deterministic contents; values do not affect the timing.
-                Ok(((Tensor::arange(0u32, n as u32, &device)?.to_dtype(DType::F32)? * 1e-7)?
-                    + seed)?
-                    .to_dtype(dtype)?)
+                Ok(
+                    ((Tensor::arange(0u32, n as u32, &device)?.to_dtype(DType::F32)? * 1e-7)?
+                        + seed)?
+                        .to_dtype(dtype)?,
+                )
             };
-            (rand(0.0)?, rand(1.0)?, rand(2.0)?, format!("random {n} parameters"))
+            (
+                rand(0.0)?,
+                rand(1.0)?,
+                rand(2.0)?,
+                format!("random {n} parameters"),
+            )
         }
     };
     let device = working.device().clone();

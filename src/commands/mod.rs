@@ -10,6 +10,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Bench(BenchCommand::Blend(args))) => bench::blend(args),
+        Some(Command::Train(args)) => crate::train::run(&args.corpus, &args.out, &args.recipe()),
         None => bail!("no command given; try `lerpscope --help`"),
     }
 }

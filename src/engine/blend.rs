@@ -339,7 +339,11 @@ mod tests {
         blend(&mut fast[off..], &a[off..], &b[off..], alpha);
         blend_reference(&mut slow[off..], &a[off..], &b[off..], alpha);
         let bits = |v: &[T]| -> Vec<u32> { v.iter().map(|x| x.to_f32().to_bits()).collect() };
-        assert_eq!(bits(&fast), bits(&slow), "alpha {alpha}, len {n}, offset {off}");
+        assert_eq!(
+            bits(&fast),
+            bits(&slow),
+            "alpha {alpha}, len {n}, offset {off}"
+        );
         if alpha == 0.0 {
             assert_eq!(bits(&fast[off..]), bits(&a[off..]));
         }
@@ -355,12 +359,7 @@ mod tests {
                 proptest::collection::vec(-4.0f32..4.0, n),
                 proptest::collection::vec(-4.0f32..4.0, n),
                 Just(off),
-                prop_oneof![
-                    Just(0.0f32),
-                    Just(1.0f32),
-                    Just(0.5f32),
-                    -2.0f32..3.0
-                ],
+                prop_oneof![Just(0.0f32), Just(1.0f32), Just(0.5f32), -2.0f32..3.0],
             )
         })
     }
@@ -408,7 +407,11 @@ mod tests {
         let b = (Tensor::arange(0f32, 1000., &dev)? * -1.5)?;
         let w = Tensor::zeros(1000, DType::F32, &dev)?;
         // Blend a window at an offset, as the engine does with views.
-        let (wv, av, bv) = (w.narrow(0, 7, 900)?, a.narrow(0, 7, 900)?, b.narrow(0, 7, 900)?);
+        let (wv, av, bv) = (
+            w.narrow(0, 7, 900)?,
+            a.narrow(0, 7, 900)?,
+            b.narrow(0, 7, 900)?,
+        );
         blend_tensor(&wv, &av, &bv, -0.5)?;
         let got = w.to_vec1::<f32>()?;
         let (a, b) = (a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);

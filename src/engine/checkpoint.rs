@@ -25,7 +25,10 @@ impl TensorMeta {
         self.shape.iter().product()
     }
     pub fn is_float(&self) -> bool {
-        matches!(self.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
+        matches!(
+            self.dtype,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        )
     }
 }
 
@@ -71,7 +74,10 @@ impl Checkpoint {
                     range: base + s..base + e,
                 };
                 if tensors.insert(name.clone(), t).is_some() {
-                    bail!("{}: tensor {name} appears in more than one shard", path.display());
+                    bail!(
+                        "{}: tensor {name} appears in more than one shard",
+                        path.display()
+                    );
                 }
             }
             shards.push(Shard {
@@ -107,9 +113,8 @@ impl Checkpoint {
         let t = self.meta(name)?;
         let shard = &self.shards[t.shard];
         let bytes = &shard.map[t.range.clone()];
-        let bad = decode(bytes, t.dtype, out).with_context(|| {
-            format!("{}: tensor {name}", shard.path.display())
-        })?;
+        let bad = decode(bytes, t.dtype, out)
+            .with_context(|| format!("{}: tensor {name}", shard.path.display()))?;
         if let Some(i) = bad {
             let flat = i;
             bail!(

@@ -37,6 +37,23 @@ pub struct Llama3RopeScaling {
     pub rope_type: String,
 }
 
+/// Parse a Llama config; transformers ≥ 5 nests rope_theta and the scaling under
+/// `rope_parameters`.
+fn llama_from_json(mut value: serde_json::Value) -> Result<LlamaConfig> {
+    if let Some(rp) = value.get("rope_parameters").cloned() {
+        let obj = value
+            .as_object_mut()
+            .context("config is not a JSON object")?;
+        if let Some(theta) = rp.get("rope_theta") {
+            obj.entry("rope_theta").or_insert(theta.clone());
+        }
+        if rp.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") {
+            obj.entry("rope_scaling").or_insert(rp);
+        }
+    }
+    serde_json::from_value(value).context("invalid Llama config")
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LlamaConfig {
     pub hidden_size: usize,
@@ -132,9 +149,7 @@ impl ModelConfig {
             ),
         };
         let cfg = match kind {
-            "llama" => ModelConfig::Llama(
-                serde_json::from_value(value).context("invalid Llama config")?,
-            ),
+            "llama" => ModelConfig::Llama(llama_from_json(value)?),
             _ => ModelConfig::Gpt2(serde_json::from_value(value).context("invalid GPT-2 config")?),
         };
         cfg.check()?;
@@ -147,18 +162,33 @@ impl ModelConfig {
                 if c.num_attention_heads == 0
                     || c.hidden_size % c.num_attention_heads != 0 && c.head_dim.is_none()
                 {
-                    bail!("hidden_size {} is not divisible by num_attention_heads {}", c.hidden_size, c.num_attention_heads);
+                    bail!(
+                        "hidden_size {} is not divisible by num_attention_heads {}",
+                        c.hidden_size,
+                        c.num_attention_heads
+                    );
                 }
                 if c.kv_heads() == 0 || c.num_attention_heads % c.kv_heads() != 0 {
-                    bail!("num_attention_heads {} is not a multiple of num_key_value_heads {}", c.num_attention_heads, c.kv_heads());
+                    bail!(
+                        "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                        c.num_attention_heads,
+                        c.kv_heads()
+                    );
                 }
                 if c.head_dim() % 2 != 0 {
-                    bail!("head dimension {} must be even for rotary embeddings", c.head_dim());
+                    bail!(
+                        "head dimension {} must be even for rotary embeddings",
+                        c.head_dim()
+                    );
                 }
             }
             ModelConfig::Gpt2(c) => {
                 if c.n_head == 0 || c.n_embd % c.n_head != 0 {
-                    bail!("n_embd {} is not divisible by n_head {}", c.n_embd, c.n_head);
+                    bail!(
+                        "n_embd {} is not divisible by n_head {}",
+                        c.n_embd,
+                        c.n_head
+                    );
                 }
             }
         }
@@ -233,6 +263,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.eos_ids(), vec![1, 2]);
+        let ModelConfig::Llama(l) = ModelConfig::parse(
+            r#"{"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":128,
+            "num_hidden_layers":2,"num_attention_heads":4,"vocab_size":100,
+            "rope_parameters":{"rope_theta":500000.0,"rope_type":"default"}}"#,
+        )
+        .unwrap() else {
+            panic!("not llama")
+        };
+        assert_eq!(l.rope_theta, 500000.0);
         let g = ModelConfig::parse(
             r#"{"model_type":"gpt2","n_embd":32,"n_layer":2,"n_head":4,"n_positions":64,"vocab_size":50,"eos_token_id":7}"#,
         )

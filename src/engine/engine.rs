@@ -4,9 +4,9 @@
 
 use super::checkpoint::{native_dtype, Checkpoint};
 use super::config::ModelConfig;
+use super::generate::{Generation, GenerationParams, Generator};
 use super::model::Model;
 use super::pair;
-use super::generate::{Generation, GenerationParams, Generator};
 use super::source::{self, ModelFiles};
 use super::weights::{BlendedWeights, Buffer};
 use anyhow::{bail, Context, Result};

@@ -99,7 +99,7 @@ impl Generator<'_> {
         let capacity = (prompt_ids.len() + params.max_tokens).min(self.max_positions);
         let mut cache = self.model.new_cache(capacity);
         let mut sampler = Sampler::new(params.sampling);
-        let mut stream = TokenStream::new(&self.tokenizer);
+        let mut stream = TokenStream::new(self.tokenizer);
         let mut history = prompt_ids.clone();
         let mut out = Vec::with_capacity(params.max_tokens);
         let mut text = String::new();
@@ -115,7 +115,10 @@ impl Generator<'_> {
             if cache.pos + next_input.len() > self.max_positions {
                 break StopReason::Context;
             }
-            let mut logits = self.model.forward(&next_input, &mut cache)?.to_vec1::<f32>()?;
+            let mut logits = self
+                .model
+                .forward(&next_input, &mut cache)?
+                .to_vec1::<f32>()?;
             if logits.iter().any(|l| !l.is_finite()) {
                 bail!("non-finite logits (the weights overflow); try an α closer to [0, 1]");
             }

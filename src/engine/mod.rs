@@ -14,8 +14,8 @@ pub mod token_stream;
 pub mod weights;
 
 pub use engine::{
-    build_model, device_name, dtype_name, parse_dtype, DeviceChoice, Engine, LoadOptions,
-    PairInfo, Standalone,
+    build_model, device_name, dtype_name, parse_dtype, DeviceChoice, Engine, LoadOptions, PairInfo,
+    Standalone,
 };
 pub use generate::{Generation, GenerationParams, Generator, StopReason};
 pub use sampling::SamplingParams;

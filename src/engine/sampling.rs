@@ -76,8 +76,14 @@ impl Sampler {
         let inv_t = 1.0 / self.params.temperature;
         let c = &mut self.candidates;
         c.clear();
-        c.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l * inv_t)));
-        let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        c.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as u32, l * inv_t)),
+        );
+        let by_logit_desc =
+            |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         let k = self.params.top_k;
         if k > 0 && k < c.len() {
             // O(V) selection of the k best; only those are sorted.
@@ -128,7 +134,11 @@ pub fn apply_repeat_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
         if i < logits.len() && !seen[i] {
             seen[i] = true;
             let l = &mut logits[i];
-            *l = if *l >= 0.0 { *l / penalty } else { *l * penalty };
+            *l = if *l >= 0.0 {
+                *l / penalty
+            } else {
+                *l * penalty
+            };
         }
     }
 }
@@ -199,7 +209,9 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let run = || {
             let mut s = Sampler::new(params(1.0, 10, 0.9));
-            (0..30).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..30)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
     }

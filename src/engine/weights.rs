@@ -52,7 +52,9 @@ impl FlatLayout {
         self.slots
             .iter()
             .map(|s| {
-                let v = flat.narrow(0, s.offset, s.len)?.reshape(s.shape.as_slice())?;
+                let v = flat
+                    .narrow(0, s.offset, s.len)?
+                    .reshape(s.shape.as_slice())?;
                 Ok((s.name.clone(), v))
             })
             .collect()
@@ -91,7 +93,9 @@ impl BlendedWeights {
         device: &Device,
     ) -> Result<Self> {
         let layout = FlatLayout::new(
-            names.iter().map(|n| (n.clone(), a.tensors[n].shape.clone())),
+            names
+                .iter()
+                .map(|n| (n.clone(), a.tensors[n].shape.clone())),
             dtype,
         );
         let (ta, tb) = match dtype {
@@ -122,7 +126,7 @@ impl BlendedWeights {
 
     /// Views of one buffer by tensor name.
     pub fn views(&self, which: Buffer) -> Result<HashMap<String, Tensor>> {
-        Ok(self.layout.views(self.buffer(which))?)
+        self.layout.views(self.buffer(which))
     }
 
     pub fn buffer(&self, which: Buffer) -> &Tensor {

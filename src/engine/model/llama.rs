@@ -1,17 +1,17 @@
 //! LlamaForCausalLM (Llama 2/3, SmolLM/SmolLM2, TinyLlama), tied or untied embeddings.
 
-use super::{attention, check_context, last_position, linear_t, Cache};
+use super::{attention, check_context, linear_t, Cache, Kernels};
 use crate::engine::config::LlamaConfig;
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, RmsNorm, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 struct Block {
-    attn_norm: RmsNorm,
+    attn_norm: Tensor,
     q: Tensor,
     k: Tensor,
     v: Tensor,
     o: Tensor,
-    mlp_norm: RmsNorm,
+    mlp_norm: Tensor,
     gate: Tensor,
     up: Tensor,
     down: Tensor,
@@ -20,7 +20,9 @@ struct Block {
 pub struct Llama {
     embed: Embedding,
     blocks: Vec<Block>,
-    norm: RmsNorm,
+    norm: Tensor,
+    eps: f64,
+    kernels: Kernels,
     lm_head: Tensor,
     cos: Tensor,
     sin: Tensor,
@@ -31,7 +33,7 @@ pub struct Llama {
 }
 
 impl Llama {
-    pub fn load(c: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn load(c: &LlamaConfig, vb: VarBuilder, kernels: Kernels) -> Result<Self> {
         let (h, hd) = (c.hidden_size, c.head_dim());
         let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
         let eps = c.rms_norm_eps;
@@ -43,18 +45,18 @@ impl Llama {
             let a = l.pp("self_attn");
             let f = l.pp("mlp");
             blocks.push(Block {
-                attn_norm: RmsNorm::new(l.get(h, "input_layernorm.weight")?, eps),
+                attn_norm: l.get(h, "input_layernorm.weight")?,
                 q: a.get((nh * hd, h), "q_proj.weight")?,
                 k: a.get((nkv * hd, h), "k_proj.weight")?,
                 v: a.get((nkv * hd, h), "v_proj.weight")?,
                 o: a.get((h, nh * hd), "o_proj.weight")?,
-                mlp_norm: RmsNorm::new(l.get(h, "post_attention_layernorm.weight")?, eps),
+                mlp_norm: l.get(h, "post_attention_layernorm.weight")?,
                 gate: f.get((c.intermediate_size, h), "gate_proj.weight")?,
                 up: f.get((c.intermediate_size, h), "up_proj.weight")?,
                 down: f.get((h, c.intermediate_size), "down_proj.weight")?,
             });
         }
-        let norm = RmsNorm::new(m.get(h, "norm.weight")?, eps);
+        let norm = m.get(h, "norm.weight")?;
         let lm_head = if c.tie_word_embeddings {
             embed_w.clone()
         } else {
@@ -65,6 +67,8 @@ impl Llama {
             embed: Embedding::new(embed_w, h),
             blocks,
             norm,
+            eps,
+            kernels,
             lm_head,
             cos,
             sin,
@@ -83,42 +87,54 @@ impl Llama {
         self.lm_head.device()
     }
 
-    /// `ids [b, t]` → logits of the last position `[b, vocab]`.
-    pub fn forward(&self, ids: &Tensor, cache: &mut Cache) -> Result<Tensor> {
+    /// Hidden states `[b, t, hidden]` of `ids [b, t]` before the final norm, from
+    /// `cache.pos` (appending to the cache), or from position 0 without a cache.
+    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut Cache>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let pos = cache.pos;
+        let pos = cache.as_ref().map_or(0, |c| c.pos);
         check_context(pos, t, self.max_pos)?;
+        let k_ = self.kernels;
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
         let mut x = self.embed.forward(ids)?;
-        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+        for (i, block) in self.blocks.iter().enumerate() {
             let r = x.clone();
-            let h = block.attn_norm.forward(&x)?;
+            let h = k_.rms_norm(&x, &block.attn_norm, self.eps)?;
             let split = |w: &Tensor, n: usize| -> Result<Tensor> {
                 linear_t(&h, w)?
                     .reshape((b, t, n, self.head_dim))?
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let q = candle_nn::rotary_emb::rope(&split(&block.q, self.heads)?, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope(&split(&block.k, self.kv_heads)?, &cos, &sin)?;
+            let q = k_.rope(&split(&block.q, self.heads)?, &cos, &sin)?;
+            let k = k_.rope(&split(&block.k, self.kv_heads)?, &cos, &sin)?;
             let v = split(&block.v, self.kv_heads)?;
-            let (k, v) = kv.append(&k, &v)?;
+            let (k, v) = match cache.as_deref_mut() {
+                Some(c) => c.layers[i].append(&k, &v)?,
+                None => (k, v),
+            };
             let rep = self.heads / self.kv_heads;
             let k = candle_transformers::utils::repeat_kv(k.contiguous()?, rep)?;
             let v = candle_transformers::utils::repeat_kv(v.contiguous()?, rep)?;
-            let y = attention(&q, &k, &v)?
-                .transpose(1, 2)?
-                .reshape((b, t, self.heads * self.head_dim))?;
+            let y = attention(&q, &k, &v, k_)?.transpose(1, 2)?.reshape((
+                b,
+                t,
+                self.heads * self.head_dim,
+            ))?;
             x = (linear_t(&y, &block.o)? + r)?;
             let r = x.clone();
-            let h = block.mlp_norm.forward(&x)?;
+            let h = k_.rms_norm(&x, &block.mlp_norm, self.eps)?;
             let g = candle_nn::ops::silu(&linear_t(&h, &block.gate)?)?;
             let u = linear_t(&h, &block.up)?;
             x = (linear_t(&(g * u)?, &block.down)? + r)?;
         }
-        let x = self.norm.forward(&last_position(&x)?)?;
-        linear_t(&x, &self.lm_head)?.squeeze(1)
+        Ok(x)
+    }
+
+    /// Final norm and LM head: `[b, t, hidden]` → `[b, t, vocab]`.
+    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.kernels.rms_norm(x, &self.norm, self.eps)?;
+        linear_t(&x, &self.lm_head)
     }
 }
 
@@ -153,9 +169,5 @@ fn rope_tables(c: &LlamaConfig, dtype: DType, device: &Device) -> Result<(Tensor
         .to_dtype(DType::F32)?
         .reshape((c.max_position_embeddings, 1))?;
     let freqs = pos.matmul(&inv)?;
-    Ok((
-        freqs.cos()?.to_dtype(dtype)?,
-        freqs.sin()?.to_dtype(dtype)?,
-    ))
+    Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
 }
-

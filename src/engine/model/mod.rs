@@ -15,6 +15,42 @@ pub enum Model {
     Gpt2(gpt2::Gpt2),
 }
 
+/// Which implementation of the fused ops a model runs. `Fast` uses candle's fused kernels
+/// (inference); `Differentiable` composes them from plain tensor ops, which autograd can
+/// differentiate (training) — and which tests hold the fast kernels to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    Fast,
+    Differentiable,
+}
+
+impl Kernels {
+    pub(crate) fn rms_norm(self, x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+        match self {
+            Kernels::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
+            Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
+        }
+    }
+    pub(crate) fn layer_norm(self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+        match self {
+            Kernels::Fast => candle_nn::ops::layer_norm(&x.contiguous()?, w, b, eps as f32),
+            Kernels::Differentiable => candle_nn::ops::layer_norm_slow(x, w, b, eps as f32),
+        }
+    }
+    pub(crate) fn softmax_last_dim(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Kernels::Fast => candle_nn::ops::softmax_last_dim(x),
+            Kernels::Differentiable => candle_nn::ops::softmax(x, candle_core::D::Minus1),
+        }
+    }
+    pub(crate) fn rope(self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        match self {
+            Kernels::Fast => candle_nn::rotary_emb::rope(x, cos, sin),
+            Kernels::Differentiable => candle_nn::rotary_emb::rope_slow(x, cos, sin),
+        }
+    }
+}
+
 /// Per-sequence state: one key/value cache per layer, grown in place up to its capacity.
 pub struct Cache {
     pub layers: Vec<KvCache>,
@@ -32,9 +68,13 @@ impl Cache {
 
 impl Model {
     pub fn load(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        Self::load_with(config, vb, Kernels::Fast)
+    }
+
+    pub fn load_with(config: &ModelConfig, vb: VarBuilder, kernels: Kernels) -> Result<Self> {
         Ok(match config {
-            ModelConfig::Llama(c) => Model::Llama(llama::Llama::load(c, vb)?),
-            ModelConfig::Gpt2(c) => Model::Gpt2(gpt2::Gpt2::load(c, vb)?),
+            ModelConfig::Llama(c) => Model::Llama(llama::Llama::load(c, vb, kernels)?),
+            ModelConfig::Gpt2(c) => Model::Gpt2(gpt2::Gpt2::load(c, vb, kernels)?),
         })
     }
 
@@ -51,12 +91,33 @@ impl Model {
     pub fn forward(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
         let device = self.device();
         let input = Tensor::new(ids, device)?.unsqueeze(0)?;
-        let logits = match self {
-            Model::Llama(m) => m.forward(&input, cache)?,
-            Model::Gpt2(m) => m.forward(&input, cache)?,
+        let hidden = match self {
+            Model::Llama(m) => m.hidden(&input, Some(&mut *cache))?,
+            Model::Gpt2(m) => m.hidden(&input, Some(&mut *cache))?,
         };
         cache.pos += ids.len();
-        logits.squeeze(0)?.to_dtype(DType::F32)
+        self.logits(&last_position(&hidden)?)?
+            .squeeze(0)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)
+    }
+
+    /// Logits at every position of `ids [b, t]` (no cache): `[b, t, vocab]` in the model's
+    /// dtype. For training and perplexity.
+    pub fn forward_all(&self, ids: &Tensor) -> Result<Tensor> {
+        let hidden = match self {
+            Model::Llama(m) => m.hidden(ids, None)?,
+            Model::Gpt2(m) => m.hidden(ids, None)?,
+        };
+        self.logits(&hidden)
+    }
+
+    /// Final norm and LM head.
+    fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        match self {
+            Model::Llama(m) => m.head(hidden),
+            Model::Gpt2(m) => m.head(hidden),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -69,7 +130,7 @@ impl Model {
 
 /// Scaled dot-product attention over heads: q `[b, h, t, d]`, k/v `[b, h, T, d]`, causal with
 /// the query block ending at the last key. Softmax in f32.
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, kernels: Kernels) -> Result<Tensor> {
     let (_, _, t, d) = q.dims4()?;
     let total = k.dim(2)?;
     let dtype = q.dtype();
@@ -80,7 +141,7 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     } else {
         scores
     };
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
+    let probs = kernels.softmax_last_dim(&scores)?.to_dtype(dtype)?;
     probs.matmul(&v.contiguous()?)
 }
 
@@ -130,4 +191,3 @@ pub(crate) fn check_context(pos: usize, t: usize, max: usize) -> Result<()> {
     }
     Ok(())
 }
-

@@ -1,0 +1,213 @@
+//! Tiny random models written as ordinary Hugging Face directories: for tests, benchmarks of a
+//! given shape, and anyone who wants a pair to try the engine on without downloading one.
+
+use crate::engine::config::{Gpt2Config, LlamaConfig, TokenIds};
+use crate::train::{llama_config_json, llama_parameters};
+use anyhow::{Context, Result};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A few lines to train the fixtures' byte-level BPE tokenizer on.
+const TOKENIZER_TEXT: &str = "The movie was great and the food was good. I think that the film \
+was bad. It was a terrible day, but the evening was lovely. What a wonderful story! I hated the \
+ending, it was awful. The weather is nice today and the people are kind.";
+
+pub fn tiny_llama_config(vocab: usize) -> LlamaConfig {
+    LlamaConfig {
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: Some(2),
+        head_dim: None,
+        vocab_size: vocab,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 128,
+        tie_word_embeddings: false,
+        bos_token_id: Some(0),
+        eos_token_id: Some(TokenIds::One(0)),
+        rope_scaling: None,
+    }
+}
+
+pub fn tiny_gpt2_config(vocab: usize) -> Gpt2Config {
+    Gpt2Config {
+        n_embd: 32,
+        n_layer: 2,
+        n_head: 4,
+        n_positions: 128,
+        vocab_size: vocab,
+        n_inner: None,
+        layer_norm_epsilon: 1e-5,
+        bos_token_id: Some(0),
+        eos_token_id: Some(TokenIds::One(0)),
+    }
+}
+
+/// Names and shapes of GPT-2's parameters, with the `transformer.` prefix HF writes.
+pub fn gpt2_parameters(c: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    let (d, f) = (c.n_embd, c.inner());
+    let mut p = vec![
+        ("transformer.wte.weight".to_string(), vec![c.vocab_size, d]),
+        ("transformer.wpe.weight".to_string(), vec![c.n_positions, d]),
+    ];
+    for i in 0..c.n_layer {
+        let l = format!("transformer.h.{i}");
+        p.extend([
+            (format!("{l}.ln_1.weight"), vec![d]),
+            (format!("{l}.ln_1.bias"), vec![d]),
+            (format!("{l}.attn.c_attn.weight"), vec![d, 3 * d]),
+            (format!("{l}.attn.c_attn.bias"), vec![3 * d]),
+            (format!("{l}.attn.c_proj.weight"), vec![d, d]),
+            (format!("{l}.attn.c_proj.bias"), vec![d]),
+            (format!("{l}.ln_2.weight"), vec![d]),
+            (format!("{l}.ln_2.bias"), vec![d]),
+            (format!("{l}.mlp.c_fc.weight"), vec![d, f]),
+            (format!("{l}.mlp.c_fc.bias"), vec![f]),
+            (format!("{l}.mlp.c_proj.weight"), vec![f, d]),
+            (format!("{l}.mlp.c_proj.bias"), vec![d]),
+        ]);
+    }
+    p.extend([
+        ("transformer.ln_f.weight".to_string(), vec![d]),
+        ("transformer.ln_f.bias".to_string(), vec![d]),
+    ]);
+    p
+}
+
+pub fn gpt2_config_json(c: &Gpt2Config) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "n_embd": c.n_embd,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_positions": c.n_positions,
+        "vocab_size": c.vocab_size,
+        "layer_norm_epsilon": c.layer_norm_epsilon,
+        "activation_function": "gelu_new",
+        "bos_token_id": c.bos_token_id,
+        "eos_token_id": c.eos_token_id.as_ref().map(|e| e.to_vec()[0]),
+    })
+}
+
+/// Random values for each parameter: norm gains near 1, everything else N(0, scale).
+pub fn random_weights(
+    params: &[(String, Vec<usize>)],
+    seed: u64,
+    scale: f32,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    params
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let gain = name.contains("norm") || name.contains("ln_");
+            let values = (0..n)
+                .map(|_| {
+                    let u: f32 = rng.random::<f32>() * 2.0 - 1.0;
+                    if gain && name.ends_with("weight") {
+                        1.0 + 0.1 * u
+                    } else {
+                        scale * u * 1.7
+                    }
+                })
+                .collect();
+            (name.clone(), shape.clone(), values)
+        })
+        .collect()
+}
+
+/// Write tensors to a safetensors file in the given dtype ("F32", "F16" or "BF16").
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    dtype: safetensors::Dtype,
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| match dtype {
+            safetensors::Dtype::F16 => v
+                .iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect(),
+            safetensors::Dtype::BF16 => v
+                .iter()
+                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                .collect(),
+            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            Ok((
+                name.clone(),
+                safetensors::tensor::TensorView::new(dtype, shape.clone(), b)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let meta: Option<HashMap<String, String>> =
+        Some([("format".to_string(), "pt".to_string())].into());
+    safetensors::serialize_to_file(views, meta, path)
+        .with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Train the fixtures' tokenizer into `path` (a byte-level BPE of about `vocab` tokens).
+pub fn write_tokenizer(path: &Path, vocab: usize) -> Result<tokenizers::Tokenizer> {
+    let text = path.with_extension("txt");
+    std::fs::write(&text, TOKENIZER_TEXT.repeat(4))?;
+    let tok = crate::train::train_tokenizer(std::slice::from_ref(&text), vocab, path);
+    std::fs::remove_file(&text)?;
+    tok
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Gpt2,
+}
+
+/// Write a tiny random model of `arch` into `dir` (config.json, model.safetensors,
+/// tokenizer.json; a tokenizer.json already there is kept). The same seed gives the same
+/// weights.
+pub fn write_tiny_model(dir: &Path, arch: Arch, seed: u64) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tok_path = dir.join("tokenizer.json");
+    let tok = if tok_path.exists() {
+        crate::engine::pair::load_tokenizer(&tok_path)?
+    } else {
+        write_tokenizer(&tok_path, 300)?
+    };
+    let vocab = tok.get_vocab_size(true);
+    let (config, params) = match arch {
+        Arch::Llama => {
+            let c = tiny_llama_config(vocab);
+            (llama_config_json(&c), llama_parameters(&c))
+        }
+        Arch::Gpt2 => {
+            let c = tiny_gpt2_config(vocab);
+            (gpt2_config_json(&c), gpt2_parameters(&c))
+        }
+    };
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        &random_weights(&params, seed, 0.2),
+        safetensors::Dtype::F32,
+    )
+}
+
+/// Two tiny random models of one architecture sharing one tokenizer: endpoints `a` and `b`.
+pub fn write_tiny_pair(a: &Path, b: &Path, arch: Arch) -> Result<()> {
+    write_tiny_model(a, arch, 1)?;
+    std::fs::create_dir_all(b)?;
+    std::fs::copy(a.join("tokenizer.json"), b.join("tokenizer.json"))?;
+    write_tiny_model(b, arch, 2)
+}

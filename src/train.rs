@@ -1,0 +1,415 @@
+//! The demo pair's recipe: train a byte-level BPE tokenizer, pre-train a small Llama base on a
+//! plain English corpus, then fine-tune two copies of it for the same number of steps, one on
+//! negative and one on positive text. CPU, candle autograd, AdamW.
+//!
+//! Every stage writes an ordinary Hugging Face model directory and is skipped when its output
+//! already exists, so an interrupted run resumes at the stage it was in.
+
+use crate::engine::config::{LlamaConfig, ModelConfig};
+use crate::engine::model::{Kernels, Model};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokenizers::Tokenizer;
+
+pub const EOS: &str = "<|endoftext|>";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recipe {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub context: usize,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub pretrain_steps: usize,
+    pub pretrain_lr: f64,
+    pub finetune_steps: usize,
+    pub finetune_lr: f64,
+    pub warmup: usize,
+    pub seed: u64,
+}
+
+impl Recipe {
+    pub fn config(&self, eos: u32) -> LlamaConfig {
+        LlamaConfig {
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.layers,
+            num_attention_heads: self.heads,
+            num_key_value_heads: Some(self.kv_heads),
+            head_dim: None,
+            vocab_size: self.vocab_size,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position_embeddings: self.context,
+            tie_word_embeddings: true,
+            bos_token_id: Some(eos),
+            eos_token_id: Some(crate::engine::config::TokenIds::One(eos)),
+            rope_scaling: None,
+        }
+    }
+}
+
+/// Names and shapes of every parameter of a Llama model, as Hugging Face names them.
+pub fn llama_parameters(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, hd, f) = (c.hidden_size, c.head_dim(), c.intermediate_size);
+    let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
+    let mut p = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![c.vocab_size, h],
+    )];
+    for i in 0..c.num_hidden_layers {
+        let l = format!("model.layers.{i}");
+        p.extend([
+            (format!("{l}.input_layernorm.weight"), vec![h]),
+            (format!("{l}.self_attn.q_proj.weight"), vec![nh * hd, h]),
+            (format!("{l}.self_attn.k_proj.weight"), vec![nkv * hd, h]),
+            (format!("{l}.self_attn.v_proj.weight"), vec![nkv * hd, h]),
+            (format!("{l}.self_attn.o_proj.weight"), vec![h, nh * hd]),
+            (format!("{l}.post_attention_layernorm.weight"), vec![h]),
+            (format!("{l}.mlp.gate_proj.weight"), vec![f, h]),
+            (format!("{l}.mlp.up_proj.weight"), vec![f, h]),
+            (format!("{l}.mlp.down_proj.weight"), vec![h, f]),
+        ]);
+    }
+    p.push(("model.norm.weight".to_string(), vec![h]));
+    if !c.tie_word_embeddings {
+        p.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
+    }
+    p
+}
+
+/// The config.json Hugging Face writes for such a model.
+pub fn llama_config_json(c: &LlamaConfig) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.kv_heads(),
+        "vocab_size": c.vocab_size,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "max_position_embeddings": c.max_position_embeddings,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "bos_token_id": c.bos_token_id,
+        "eos_token_id": c.eos_token_id.as_ref().map(|e| e.to_vec()[0]),
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+    })
+}
+
+/// Train a byte-level BPE tokenizer (GPT-2 style: no prefix space, byte fallback through the
+/// 256-symbol alphabet) with one special end-of-text token.
+pub fn train_tokenizer(files: &[PathBuf], vocab_size: usize, out: &Path) -> Result<Tokenizer> {
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::normalizers::NormalizerWrapper;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, TokenizerBuilder};
+    let mut trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(vec![AddedToken::from(EOS, true)])
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    let byte_level = ByteLevel::new(false, true, true);
+    let mut tok =
+        TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+            .with_model(BPE::default())
+            .with_normalizer(None)
+            .with_pre_tokenizer(Some(byte_level))
+            .with_post_processor(Some(byte_level))
+            .with_decoder(Some(byte_level))
+            .build()
+            .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+    let files = files.iter().map(|p| p.display().to_string()).collect();
+    tok.train_from_files(&mut trainer, files)
+        .map_err(|e| anyhow::anyhow!("tokenizer training failed: {e}"))?;
+    tok.save(out, false)
+        .map_err(|e| anyhow::anyhow!("{}: cannot save tokenizer: {e}", out.display()))?;
+    Tokenizer::from_file(out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))
+}
+
+/// A text file as one token stream, lines separated by the end-of-text token.
+pub fn tokenize_file(tok: &Tokenizer, path: &Path) -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let eos = tok
+        .token_to_id(EOS)
+        .context("tokenizer lacks the end-of-text token")?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let encs = tok
+        .encode_batch(lines, false)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut ids = Vec::new();
+    for e in encs {
+        ids.extend_from_slice(e.get_ids());
+        ids.push(eos);
+    }
+    Ok(ids)
+}
+
+/// Fresh parameters: N(0, 0.02) for matrices, ones for norm gains, from a seeded stream.
+pub fn init_varmap(c: &LlamaConfig, device: &Device, seed: u64) -> Result<VarMap> {
+    let varmap = VarMap::new();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut normal = || {
+        // Box–Muller: two uniforms give one standard normal.
+        let (u1, u2): (f32, f32) = (rng.random::<f32>().max(1e-12), rng.random());
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    };
+    {
+        let mut data = varmap.data().lock().expect("varmap lock");
+        for (name, shape) in llama_parameters(c) {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if shape.len() == 1 {
+                vec![1.0; n]
+            } else {
+                (0..n).map(|_| 0.02 * normal()).collect()
+            };
+            let t = Tensor::from_vec(values, shape, device)?;
+            data.insert(name, candle_core::Var::from_tensor(&t)?);
+        }
+    }
+    Ok(varmap)
+}
+
+pub struct LossLog {
+    file: std::fs::File,
+    start: Instant,
+}
+
+impl LossLog {
+    pub fn open(path: &Path) -> Result<Self> {
+        let fresh = !path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        if fresh {
+            writeln!(file, "stage,step,loss,lr,elapsed_s")?;
+        }
+        Ok(Self {
+            file,
+            start: Instant::now(),
+        })
+    }
+}
+
+/// Train `varmap` for `steps` steps on random windows of `tokens`.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    stage: &str,
+    c: &LlamaConfig,
+    varmap: &VarMap,
+    tokens: &[u32],
+    recipe: &Recipe,
+    steps: usize,
+    lr: f64,
+    log: &mut LossLog,
+) -> Result<f32> {
+    let device = Device::Cpu;
+    let t = recipe.seq_len;
+    if tokens.len() <= t + 1 {
+        bail!(
+            "{stage}: {} tokens are too few for windows of {t}",
+            tokens.len()
+        );
+    }
+    let vb = VarBuilder::from_varmap(varmap, DType::F32, &device);
+    let model = Model::load_with(&ModelConfig::Llama(c.clone()), vb, Kernels::Differentiable)?;
+    let mut opt = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr,
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+    )?;
+    let mut rng = StdRng::seed_from_u64(recipe.seed ^ stage.len() as u64);
+    let mut smooth = f32::NAN;
+    for step in 0..steps {
+        let cur_lr = schedule(step, steps, recipe.warmup, lr);
+        opt.set_learning_rate(cur_lr);
+        let mut x = Vec::with_capacity(recipe.batch * t);
+        let mut y = Vec::with_capacity(recipe.batch * t);
+        for _ in 0..recipe.batch {
+            let s = rng.random_range(0..tokens.len() - t - 1);
+            x.extend_from_slice(&tokens[s..s + t]);
+            y.extend_from_slice(&tokens[s + 1..s + t + 1]);
+        }
+        let x = Tensor::from_vec(x, (recipe.batch, t), &device)?;
+        let y = Tensor::from_vec(y, recipe.batch * t, &device)?;
+        let logits = model.forward_all(&x)?;
+        let loss = candle_nn::loss::cross_entropy(&logits.reshape((recipe.batch * t, ()))?, &y)?;
+        opt.backward_step(&loss)?;
+        let l = loss.to_scalar::<f32>()?;
+        smooth = if smooth.is_nan() {
+            l
+        } else {
+            0.98 * smooth + 0.02 * l
+        };
+        writeln!(
+            log.file,
+            "{stage},{step},{l:.5},{cur_lr:.3e},{:.1}",
+            log.start.elapsed().as_secs_f64()
+        )?;
+        if step % 50 == 0 || step + 1 == steps {
+            log.file.flush()?;
+            eprintln!(
+                "{stage} step {step}/{steps} loss {l:.3} (smoothed {smooth:.3}) lr {cur_lr:.2e} {:.0}s",
+                log.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(smooth)
+}
+
+/// Linear warm-up, then cosine decay to a tenth of the peak.
+fn schedule(step: usize, steps: usize, warmup: usize, peak: f64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let p = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
+    peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+}
+
+/// Write a Hugging Face model directory: config.json, model.safetensors, tokenizer.json.
+pub fn save_model_dir(
+    c: &LlamaConfig,
+    varmap: &VarMap,
+    tokenizer: &Path,
+    dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&llama_config_json(c))?,
+    )?;
+    varmap.save(dir.join("model.safetensors"))?;
+    std::fs::copy(tokenizer, dir.join("tokenizer.json"))
+        .with_context(|| format!("{}: cannot copy", tokenizer.display()))?;
+    Ok(())
+}
+
+/// Load a saved model directory back into a fresh VarMap (to fine-tune a copy of the base).
+pub fn load_varmap(c: &LlamaConfig, dir: &Path) -> Result<VarMap> {
+    let mut varmap = init_varmap(c, &Device::Cpu, 0)?;
+    varmap
+        .load(dir.join("model.safetensors"))
+        .with_context(|| format!("{}: cannot load weights", dir.display()))?;
+    Ok(varmap)
+}
+
+/// Mean negative log-likelihood per token of `tokens` under the model in `varmap`.
+pub fn mean_nll(c: &LlamaConfig, varmap: &VarMap, tokens: &[u32], seq_len: usize) -> Result<f32> {
+    let device = Device::Cpu;
+    let vb = VarBuilder::from_varmap(varmap, DType::F32, &device);
+    let model = Model::load_with(&ModelConfig::Llama(c.clone()), vb, Kernels::Fast)?;
+    let (mut total, mut count) = (0f64, 0usize);
+    for w in tokens.chunks(seq_len + 1).filter(|w| w.len() > 1) {
+        let x = Tensor::new(&w[..w.len() - 1], &device)?.unsqueeze(0)?;
+        let y = Tensor::new(&w[1..], &device)?;
+        let logits = model.forward_all(&x)?.squeeze(0)?;
+        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let nll = lp
+            .gather(&y.unsqueeze(1)?, 1)?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        total -= nll as f64;
+        count += w.len() - 1;
+    }
+    Ok((total / count as f64) as f32)
+}
+
+/// Run the whole recipe from a corpus directory (base.txt, negative.txt, positive.txt) into
+/// `out` (tokenizer.json, base/, negative/, positive/, loss.csv, timings.json).
+pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join("recipe.json"),
+        serde_json::to_string_pretty(recipe)?,
+    )?;
+    let mut timings = serde_json::Map::new();
+    let timings_path = out.join("timings.json");
+    if let Ok(t) = std::fs::read_to_string(&timings_path) {
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&t) {
+            timings = m;
+        }
+    }
+    let mut record = |stage: &str, secs: f64| -> Result<()> {
+        timings.insert(stage.to_string(), serde_json::json!(secs));
+        std::fs::write(&timings_path, serde_json::to_string_pretty(&timings)?)?;
+        Ok(())
+    };
+    let file = |n: &str| corpus.join(n);
+    let tok_path = out.join("tokenizer.json");
+    let tok = if tok_path.exists() {
+        Tokenizer::from_file(&tok_path).map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        let t0 = Instant::now();
+        let files = [file("base.txt"), file("negative.txt"), file("positive.txt")];
+        let tok = train_tokenizer(&files, recipe.vocab_size, &tok_path)?;
+        record("tokenizer_s", t0.elapsed().as_secs_f64())?;
+        tok
+    };
+    let eos = tok.token_to_id(EOS).context("no end-of-text token")?;
+    let mut c = recipe.config(eos);
+    c.vocab_size = tok.get_vocab_size(true);
+    let mut log = LossLog::open(&out.join("loss.csv"))?;
+    let base_dir = out.join("base");
+    if !base_dir.join("model.safetensors").exists() {
+        let t0 = Instant::now();
+        let tokens = tokenize_file(&tok, &file("base.txt"))?;
+        eprintln!("pre-training on {} tokens", tokens.len());
+        let varmap = init_varmap(&c, &Device::Cpu, recipe.seed)?;
+        train(
+            "pretrain",
+            &c,
+            &varmap,
+            &tokens,
+            recipe,
+            recipe.pretrain_steps,
+            recipe.pretrain_lr,
+            &mut log,
+        )?;
+        save_model_dir(&c, &varmap, &tok_path, &base_dir)?;
+        record("pretrain_s", t0.elapsed().as_secs_f64())?;
+    }
+    for side in ["negative", "positive"] {
+        let dir = out.join(side);
+        if dir.join("model.safetensors").exists() {
+            continue;
+        }
+        let t0 = Instant::now();
+        let tokens = tokenize_file(&tok, &file(&format!("{side}.txt")))?;
+        eprintln!("fine-tuning {side} on {} tokens", tokens.len());
+        let varmap = load_varmap(&c, &base_dir)?;
+        train(
+            side,
+            &c,
+            &varmap,
+            &tokens,
+            recipe,
+            recipe.finetune_steps,
+            recipe.finetune_lr,
+            &mut log,
+        )?;
+        save_model_dir(&c, &varmap, &tok_path, &dir)?;
+        record(&format!("finetune_{side}_s"), t0.elapsed().as_secs_f64())?;
+    }
+    Ok(())
+}

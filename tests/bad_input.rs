@@ -1,0 +1,291 @@
+//! Every way a pair can be wrong gets one clear line naming the file and the tensor.
+
+use lerpscope::engine::{DeviceChoice, Engine, LoadOptions};
+use lerpscope::fixtures::{random_weights, write_safetensors, write_tiny_pair, Arch};
+use lerpscope::one_line;
+use std::path::{Path, PathBuf};
+
+struct Pair {
+    _tmp: tempfile::TempDir,
+    a: PathBuf,
+    b: PathBuf,
+}
+
+fn pair(arch: Arch) -> Pair {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, arch).unwrap();
+    Pair { _tmp: tmp, a, b }
+}
+
+fn load(a: &Path, b: &Path, allow_tok: bool) -> Result<Engine, String> {
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        dtype: None,
+        allow_tokenizer_mismatch: allow_tok,
+    };
+    Engine::load(&a.display().to_string(), &b.display().to_string(), &opts)
+        .map_err(|e| one_line(&e))
+}
+
+fn err(a: &Path, b: &Path) -> String {
+    match load(a, b, false) {
+        Ok(_) => panic!("loading {} + {} should fail", a.display(), b.display()),
+        Err(e) => {
+            assert!(!e.contains('\n'), "error is not one line: {e}");
+            e
+        }
+    }
+}
+
+fn assert_has(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "{msg:?} should mention {p:?}");
+    }
+}
+
+/// Rewrite B's weights through `edit` (names, shapes and values as f32).
+fn rewrite_b(
+    p: &Pair,
+    dtype: safetensors::Dtype,
+    edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>),
+) {
+    let c = lerpscope::engine::checkpoint::Checkpoint::open(
+        lerpscope::engine::source::resolve(&p.b.display().to_string()).unwrap(),
+    )
+    .unwrap();
+    let mut tensors: Vec<_> = c
+        .tensors
+        .iter()
+        .map(|(n, m)| (n.clone(), m.shape.clone(), c.read_f32(n).unwrap()))
+        .collect();
+    drop(c);
+    edit(&mut tensors);
+    write_safetensors(&p.b.join("model.safetensors"), &tensors, dtype).unwrap();
+}
+
+#[test]
+fn a_good_pair_loads() {
+    let p = pair(Arch::Llama);
+    load(&p.a, &p.b, false).unwrap();
+}
+
+#[test]
+fn different_architectures() {
+    let l = pair(Arch::Llama);
+    let g = pair(Arch::Gpt2);
+    let e = err(&l.a, &g.b);
+    assert_has(
+        &e,
+        &[
+            "architectures differ",
+            "LlamaForCausalLM",
+            "GPT2LMHeadModel",
+            "config.json",
+        ],
+    );
+}
+
+#[test]
+fn shape_changing_config_field() {
+    let p = pair(Arch::Llama);
+    let path = p.b.join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["intermediate_size"] = 96.into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(
+        &e,
+        &["intermediate_size", "64", "96", &path.display().to_string()],
+    );
+}
+
+#[test]
+fn tensor_missing_from_one_endpoint() {
+    let p = pair(Arch::Llama);
+    rewrite_b(&p, safetensors::Dtype::F32, |t| {
+        t.retain(|(n, _, _)| n != "model.norm.weight")
+    });
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &["model.norm.weight", "missing", "model.safetensors"]);
+    // And the other way round.
+    let e = err(&p.b, &p.a);
+    assert_has(&e, &["model.norm.weight", "missing"]);
+}
+
+#[test]
+fn tensor_shape_mismatch() {
+    let p = pair(Arch::Gpt2);
+    rewrite_b(&p, safetensors::Dtype::F32, |t| {
+        let x = t
+            .iter_mut()
+            .find(|(n, _, _)| n == "transformer.ln_f.bias")
+            .unwrap();
+        x.1 = vec![2, 16];
+    });
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &["transformer.ln_f.bias", "shape", "[32]", "[2, 16]"]);
+}
+
+#[test]
+fn tensor_dtype_mismatch() {
+    let p = pair(Arch::Llama);
+    rewrite_b(&p, safetensors::Dtype::F16, |_| {});
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &["dtype", "F32", "F16", "model.safetensors"]);
+}
+
+#[test]
+fn non_finite_weights() {
+    let p = pair(Arch::Llama);
+    rewrite_b(&p, safetensors::Dtype::F32, |t| {
+        let x = t
+            .iter_mut()
+            .find(|(n, _, _)| n == "model.layers.1.mlp.up_proj.weight")
+            .unwrap();
+        x.2[7] = f32::NAN;
+    });
+    let e = err(&p.a, &p.b);
+    assert_has(
+        &e,
+        &[
+            "model.layers.1.mlp.up_proj.weight",
+            "non-finite",
+            &p.b.join("model.safetensors").display().to_string(),
+        ],
+    );
+}
+
+#[test]
+fn truncated_safetensors() {
+    let p = pair(Arch::Llama);
+    let path = p.b.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &[&path.display().to_string(), "truncated"]);
+}
+
+#[test]
+fn garbage_safetensors() {
+    let p = pair(Arch::Llama);
+    let path = p.b.join("model.safetensors");
+    std::fs::write(&path, b"definitely not a safetensors file").unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(
+        &e,
+        &[&path.display().to_string(), "not a valid safetensors file"],
+    );
+}
+
+#[test]
+fn malformed_config() {
+    let p = pair(Arch::Llama);
+    let path = p.a.join("config.json");
+    std::fs::write(&path, "{ \"hidden_size\": ").unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &[&path.display().to_string(), "malformed"]);
+}
+
+#[test]
+fn unsupported_architecture() {
+    let p = pair(Arch::Llama);
+    let path = p.a.join("config.json");
+    std::fs::write(&path, r#"{"architectures": ["BertForMaskedLM"]}"#).unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(
+        &e,
+        &[
+            &path.display().to_string(),
+            "BertForMaskedLM",
+            "unsupported",
+        ],
+    );
+}
+
+#[test]
+fn malformed_tokenizer() {
+    let p = pair(Arch::Llama);
+    let path = p.b.join("tokenizer.json");
+    std::fs::write(&path, "{\"model\": 42}").unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &[&path.display().to_string(), "tokenizer"]);
+}
+
+#[test]
+fn different_tokenizers_are_refused_unless_allowed() {
+    let p = pair(Arch::Llama);
+    let tok = p.b.join("tokenizer.json");
+    lerpscope::fixtures::write_tokenizer(&tok, 280).unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(
+        &e,
+        &[
+            "tokenizers differ",
+            "--allow-tokenizer-mismatch",
+            &tok.display().to_string(),
+        ],
+    );
+    load(&p.a, &p.b, true).unwrap();
+}
+
+#[test]
+fn missing_files_and_directories() {
+    let p = pair(Arch::Llama);
+    let e = err(&p.a, &p.a.join("nope"));
+    assert_has(&e, &["nope", "neither an existing directory nor a Hub id"]);
+    std::fs::remove_file(p.b.join("tokenizer.json")).unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &["missing tokenizer.json", &p.b.display().to_string()]);
+    std::fs::remove_file(p.a.join("model.safetensors")).unwrap();
+    let e = err(&p.a, &p.a);
+    assert_has(&e, &["no model.safetensors"]);
+}
+
+#[test]
+fn weights_that_do_not_fit_the_config() {
+    let p = pair(Arch::Llama);
+    // Same names and shapes in both endpoints, but not what config.json describes.
+    let params = vec![("model.embed_tokens.weight".to_string(), vec![10, 4])];
+    for dir in [&p.a, &p.b] {
+        write_safetensors(
+            &dir.join("model.safetensors"),
+            &random_weights(&params, 1, 0.1),
+            safetensors::Dtype::F32,
+        )
+        .unwrap();
+    }
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &["config.json", "cannot build the model"]);
+}
+
+#[test]
+fn absurd_alphas_are_refused_by_the_cli_parser() {
+    use lerpscope::cli::parse_alphas;
+    for (s, part) in [
+        ("0,1e9", "absurd"),
+        ("0,nan", "finite"),
+        ("0,inf", "finite"),
+        ("0,x", "not a number"),
+        ("", "at least one"),
+    ] {
+        let e = parse_alphas(s, "--alphas").unwrap_err().to_string();
+        assert_has(&e, &["--alphas", part]);
+    }
+    assert_eq!(
+        parse_alphas("-0.5, 0,1.5", "--alphas").unwrap(),
+        vec![-0.5, 0.0, 1.5]
+    );
+}
+
+#[test]
+fn non_finite_alpha_is_refused_by_the_engine() {
+    let p = pair(Arch::Llama);
+    let mut e = load(&p.a, &p.b, false).unwrap();
+    let msg = e.set_alpha(f64::NAN).unwrap_err().to_string();
+    assert_has(&msg, &["finite"]);
+    // Extrapolation far out is allowed; the engine stays usable.
+    e.set_alpha(-40.0).unwrap();
+    e.set_alpha(0.5).unwrap();
+}
