@@ -17,6 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Open the terminal UI on a pair (with no command: on the demo pair in assets/).
+    Tui(TuiArgs),
     /// Generate text from a prompt at several alphas.
     Generate(GenerateArgs),
     /// Measure the engine.
@@ -177,6 +179,49 @@ pub struct GenerateArgs {
     /// One JSON object per alpha per line.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TuiArgs {
+    /// Endpoint A (α = 0); defaults to the demo pair's negative model.
+    #[arg(long, requires = "b")]
+    pub a: Option<String>,
+    /// Endpoint B (α = 1); defaults to the demo pair's positive model.
+    #[arg(long, requires = "a")]
+    pub b: Option<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// The columns' alphas.
+    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
+    pub alphas: String,
+    #[arg(long, default_value = "The food at this place")]
+    pub prompt: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// The slider's visible range, LOW:HIGH.
+    #[arg(long, default_value = "-1:2", allow_hyphen_values = true)]
+    pub range: String,
+}
+
+impl TuiArgs {
+    /// The arguments of a bare `lerpscope`: every default.
+    pub fn defaults() -> Self {
+        match Cli::parse_from(["lerpscope", "tui"]).command {
+            Some(Command::Tui(args)) => args,
+            _ => unreachable!("`tui` parses as the tui command"),
+        }
+    }
+}
+
+pub fn parse_range(s: &str) -> Result<(f64, f64)> {
+    let Some((lo, hi)) = s.split_once(':') else {
+        bail!("--range: expected LOW:HIGH, got {s:?}");
+    };
+    let (lo, hi) = (parse_alpha(lo, "--range")?, parse_alpha(hi, "--range")?);
+    if lo >= hi {
+        bail!("--range: LOW must be below HIGH, got {s:?}");
+    }
+    Ok((lo, hi))
 }
 
 #[derive(Subcommand, Debug)]

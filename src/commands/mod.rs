@@ -2,15 +2,17 @@
 
 mod bench;
 mod generate;
+mod tui;
 
 use crate::cli::{BenchCommand, Cli, Command};
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Bench(BenchCommand::Blend(args))) => bench::blend(args),
         Some(Command::Train(args)) => crate::train::run(&args.corpus, &args.out, &args.recipe()),
-        None => bail!("no command given; try `lerpscope --help`"),
+        Some(Command::Tui(args)) => tui::run(args),
+        None => tui::run(crate::cli::TuiArgs::defaults()),
     }
 }

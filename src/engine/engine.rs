@@ -4,7 +4,7 @@
 
 use super::checkpoint::{native_dtype, Checkpoint};
 use super::config::ModelConfig;
-use super::generate::{Generation, GenerationParams, Generator};
+use super::generate::{Cancel, Generation, GenerationParams, Generator};
 use super::model::Model;
 use super::pair;
 use super::source::{self, ModelFiles};
@@ -13,7 +13,6 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Serialize;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokenizers::Tokenizer;
 
@@ -103,7 +102,7 @@ impl Default for LoadOptions {
 }
 
 /// What the UI header and the JSON output say about the loaded pair.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PairInfo {
     pub a: String,
     pub b: String,
@@ -213,7 +212,7 @@ impl Engine {
         &self,
         prompt: &str,
         params: &GenerationParams,
-        cancel: &AtomicBool,
+        cancel: &dyn Cancel,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
         self.generator()

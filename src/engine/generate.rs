@@ -7,6 +7,23 @@ use super::token_stream::TokenStream;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Asked between tokens whether to stop.
+pub trait Cancel {
+    fn cancelled(&self) -> bool;
+}
+
+impl Cancel for AtomicBool {
+    fn cancelled(&self) -> bool {
+        self.load(Ordering::Relaxed)
+    }
+}
+
+impl<F: Fn() -> bool> Cancel for F {
+    fn cancelled(&self) -> bool {
+        self()
+    }
+}
 use std::time::{Duration, Instant};
 use tokenizers::Tokenizer;
 
@@ -80,7 +97,7 @@ impl Generator<'_> {
         &self,
         prompt: &str,
         params: &GenerationParams,
-        cancel: &AtomicBool,
+        cancel: &dyn Cancel,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
         params.sampling.validate()?;
@@ -109,7 +126,7 @@ impl Generator<'_> {
             if out.len() >= params.max_tokens {
                 break StopReason::MaxTokens;
             }
-            if cancel.load(Ordering::Relaxed) {
+            if cancel.cancelled() {
                 break StopReason::Cancelled;
             }
             if cache.pos + next_input.len() > self.max_positions {

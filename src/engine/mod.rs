@@ -12,10 +12,11 @@ pub mod sampling;
 pub mod source;
 pub mod token_stream;
 pub mod weights;
+pub mod worker;
 
 pub use engine::{
     build_model, device_name, dtype_name, parse_dtype, DeviceChoice, Engine, LoadOptions, PairInfo,
     Standalone,
 };
-pub use generate::{Generation, GenerationParams, Generator, StopReason};
+pub use generate::{Cancel, Generation, GenerationParams, Generator, StopReason};
 pub use sampling::SamplingParams;

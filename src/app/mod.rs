@@ -1,0 +1,620 @@
+//! The UI's state and its transitions: `App::update(msg)` changes the state and returns the
+//! effects for the runtime to carry out (engine jobs, saving, quitting). No I/O happens here,
+//! so every transition is a plain unit test.
+
+pub mod editor;
+pub mod keymap;
+
+use crate::engine::worker::{EngineEvent, Job};
+use crate::engine::{GenerationParams, PairInfo, StopReason};
+use crossterm::event::{
+    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use editor::Editor;
+use keymap::{Action, Keymap};
+use ratatui::layout::Rect;
+use serde::Serialize;
+
+pub const FINE_STEP: f64 = 0.05;
+pub const COARSE_STEP: f64 = 0.25;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Msg {
+    Key(KeyEvent),
+    Mouse(MouseEvent),
+    Paste(String),
+    Resize(u16, u16),
+    Engine(EngineEvent),
+    Saved(Result<String, String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Submit(Job),
+    Forget { column: usize, id: u64 },
+    Save(Session),
+    Quit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PairState {
+    Loading,
+    Ready(PairInfo),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnState {
+    /// Waiting for the pair to load.
+    Idle,
+    Queued,
+    Generating,
+    Done(StopReason),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub alpha: f64,
+    pub text: String,
+    pub state: ColumnState,
+    pub job: u64,
+    pub tokens: usize,
+    pub tokens_per_s: Option<f64>,
+    pub blend_ms: Option<f64>,
+    /// Lines scrolled up from the bottom (0 follows the stream).
+    pub scroll: u16,
+}
+
+impl Column {
+    fn new(alpha: f64) -> Self {
+        Self {
+            alpha,
+            text: String::new(),
+            state: ColumnState::Idle,
+            job: 0,
+            tokens: 0,
+            tokens_per_s: None,
+            blend_ms: None,
+            scroll: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Normal,
+    EditPrompt,
+    /// Typing an exact α for the focused column.
+    EnterAlpha(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Session {
+    pub a: String,
+    pub b: String,
+    pub prompt: String,
+    pub params: GenerationParams,
+    pub columns: Vec<SessionColumn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionColumn {
+    pub alpha: f64,
+    pub text: String,
+    pub tokens: usize,
+    pub complete: bool,
+}
+
+pub struct App {
+    pub a: String,
+    pub b: String,
+    pub pair: PairState,
+    pub prompt: Editor,
+    pub mode: Mode,
+    pub columns: Vec<Column>,
+    pub focused: usize,
+    /// The slider's visible α range.
+    pub range: (f64, f64),
+    pub params: GenerationParams,
+    pub keymap: Keymap,
+    pub show_help: bool,
+    pub show_details: bool,
+    /// What the status line says the engine is doing.
+    pub activity: String,
+    pub last_error: Option<String>,
+    pub notice: Option<String>,
+    pub last_blend_ms: Option<f64>,
+    pub last_tokens_per_s: Option<f64>,
+    /// The terminal's size, for mapping mouse positions onto the layout.
+    pub size: (u16, u16),
+    next_job: u64,
+    drag: bool,
+}
+
+impl App {
+    pub fn new(
+        a: String,
+        b: String,
+        prompt: &str,
+        alphas: &[f64],
+        params: GenerationParams,
+        keymap: Keymap,
+    ) -> Self {
+        Self {
+            a,
+            b,
+            pair: PairState::Loading,
+            prompt: Editor::new(prompt),
+            mode: Mode::Normal,
+            columns: alphas.iter().map(|&a| Column::new(a)).collect(),
+            focused: 0,
+            range: (-1.0, 2.0),
+            params,
+            keymap,
+            show_help: false,
+            show_details: false,
+            activity: "loading the pair…".to_string(),
+            last_error: None,
+            notice: None,
+            last_blend_ms: None,
+            last_tokens_per_s: None,
+            size: (80, 24),
+            next_job: 0,
+            drag: false,
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        matches!(self.pair, PairState::Ready(_))
+    }
+
+    pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
+        match msg {
+            Msg::Key(k) if k.kind != KeyEventKind::Release => self.on_key(k),
+            Msg::Key(_) => vec![],
+            Msg::Mouse(m) => self.on_mouse(m),
+            Msg::Paste(text) => {
+                if self.mode == Mode::EditPrompt {
+                    self.prompt.insert_str(&text);
+                }
+                vec![]
+            }
+            Msg::Resize(w, h) => {
+                self.size = (w, h);
+                vec![]
+            }
+            Msg::Engine(e) => self.on_engine(e),
+            Msg::Saved(r) => {
+                match r {
+                    Ok(p) => self.notice = Some(format!("saved {p}")),
+                    Err(e) => self.last_error = Some(e),
+                }
+                vec![]
+            }
+        }
+    }
+
+    fn on_key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        // Ctrl-C always quits, whatever the mode.
+        if k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL) {
+            return vec![Effect::Quit];
+        }
+        match self.mode.clone() {
+            Mode::EditPrompt => self.on_prompt_key(k),
+            Mode::EnterAlpha(buf) => self.on_alpha_key(k, buf),
+            Mode::Normal => {
+                if self.show_help {
+                    // Any key closes the help; the help key toggles it.
+                    self.show_help = false;
+                    return vec![];
+                }
+                if let KeyCode::Char(c) = k.code {
+                    if (c.is_ascii_digit() || c == '-' || c == '.')
+                        && k.modifiers.difference(KeyModifiers::SHIFT).is_empty()
+                    {
+                        self.mode = Mode::EnterAlpha(c.to_string());
+                        return vec![];
+                    }
+                }
+                match k.code {
+                    KeyCode::PageUp => {
+                        self.scroll_focused(5);
+                        return vec![];
+                    }
+                    KeyCode::PageDown => {
+                        self.scroll_focused(-5);
+                        return vec![];
+                    }
+                    _ => {}
+                }
+                match self.keymap.action(&k) {
+                    Some(a) => self.on_action(a),
+                    None => vec![],
+                }
+            }
+        }
+    }
+
+    fn on_action(&mut self, a: Action) -> Vec<Effect> {
+        match a {
+            Action::Quit => vec![Effect::Quit],
+            Action::AlphaUp => self.nudge(FINE_STEP),
+            Action::AlphaDown => self.nudge(-FINE_STEP),
+            Action::AlphaUpCoarse => self.nudge(COARSE_STEP),
+            Action::AlphaDownCoarse => self.nudge(-COARSE_STEP),
+            Action::NextColumn => {
+                self.focused = (self.focused + 1) % self.columns.len();
+                vec![]
+            }
+            Action::PrevColumn => {
+                self.focused = (self.focused + self.columns.len() - 1) % self.columns.len();
+                vec![]
+            }
+            Action::AddColumn => {
+                let alpha = self
+                    .columns
+                    .iter()
+                    .map(|c| c.alpha)
+                    .fold(f64::MIN, f64::max)
+                    + 0.5;
+                self.columns.push(Column::new(round(alpha)));
+                self.focused = self.columns.len() - 1;
+                self.submit(self.focused, true)
+            }
+            Action::RemoveColumn => {
+                if self.columns.len() <= 1 {
+                    self.notice = Some("the last column stays".to_string());
+                    return vec![];
+                }
+                // Columns after the removed one shift left: forget the last index and
+                // resubmit the shifted ones under their new indices.
+                let at = self.focused;
+                self.columns.remove(at);
+                self.focused = at.min(self.columns.len() - 1);
+                let gone = self.columns.len();
+                let mut effects = vec![Effect::Forget {
+                    column: gone,
+                    id: self.fresh_id(),
+                }];
+                for i in at..self.columns.len() {
+                    effects.extend(self.submit(i, i == self.focused));
+                }
+                effects
+            }
+            Action::EditPrompt => {
+                self.mode = Mode::EditPrompt;
+                vec![]
+            }
+            Action::Regenerate => self.submit_all(),
+            Action::Resample => {
+                self.params.sampling.seed = self.params.sampling.seed.wrapping_add(1);
+                self.notice = Some(format!("seed {}", self.params.sampling.seed));
+                self.submit_all()
+            }
+            Action::Save => vec![Effect::Save(self.session())],
+            Action::Help => {
+                self.show_help = !self.show_help;
+                vec![]
+            }
+            Action::Meters => {
+                self.show_details = !self.show_details;
+                vec![]
+            }
+        }
+    }
+
+    fn on_prompt_key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        let alt = k.modifiers.contains(KeyModifiers::ALT);
+        match k.code {
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Enter if alt || k.modifiers.contains(KeyModifiers::SHIFT) => {
+                self.prompt.newline()
+            }
+            KeyCode::Char('j') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                self.prompt.newline()
+            }
+            KeyCode::Enter => {
+                self.mode = Mode::Normal;
+                return self.submit_all();
+            }
+            KeyCode::Backspace => self.prompt.backspace(),
+            KeyCode::Delete => self.prompt.delete(),
+            KeyCode::Left => self.prompt.left(),
+            KeyCode::Right => self.prompt.right(),
+            KeyCode::Up => self.prompt.up(),
+            KeyCode::Down => self.prompt.down(),
+            KeyCode::Home => self.prompt.home(),
+            KeyCode::End => self.prompt.end(),
+            KeyCode::Tab => self.prompt.insert_str("    "),
+            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+                self.prompt.insert(c)
+            }
+            _ => {}
+        }
+        vec![]
+    }
+
+    fn on_alpha_key(&mut self, k: KeyEvent, mut buf: String) -> Vec<Effect> {
+        match k.code {
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Backspace => {
+                buf.pop();
+                self.mode = if buf.is_empty() {
+                    Mode::Normal
+                } else {
+                    Mode::EnterAlpha(buf)
+                };
+            }
+            KeyCode::Enter => {
+                self.mode = Mode::Normal;
+                match crate::cli::parse_alpha(&buf, "α") {
+                    Ok(a) => return self.set_alpha(a),
+                    Err(e) => self.last_error = Some(e.to_string()),
+                }
+            }
+            KeyCode::Char(c) if c.is_ascii_digit() || matches!(c, '-' | '.' | 'e' | 'E' | '+') => {
+                if buf.len() < 24 {
+                    buf.push(c);
+                }
+                self.mode = Mode::EnterAlpha(buf);
+            }
+            _ => {}
+        }
+        vec![]
+    }
+
+    fn on_mouse(&mut self, m: MouseEvent) -> Vec<Effect> {
+        let areas = crate::ui::layout(Rect::new(0, 0, self.size.0, self.size.1), self);
+        let inside = |r: Rect| {
+            m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height
+        };
+        match m.kind {
+            MouseEventKind::Down(MouseButton::Left) | MouseEventKind::Drag(MouseButton::Left) => {
+                if let Some(track) = areas.slider_track {
+                    let dragging = matches!(m.kind, MouseEventKind::Drag(_)) && self.drag;
+                    if inside(track) || dragging {
+                        self.drag = true;
+                        let x = m
+                            .column
+                            .clamp(track.x, track.x + track.width.saturating_sub(1));
+                        let alpha =
+                            crate::ui::slider::alpha_at(self.range, track.width, x - track.x);
+                        return self.set_alpha(round(alpha));
+                    }
+                }
+                if matches!(m.kind, MouseEventKind::Down(_)) {
+                    if let Some(r) = areas.prompt {
+                        if inside(r) {
+                            self.mode = Mode::EditPrompt;
+                            return vec![];
+                        }
+                    }
+                    for (i, r) in &areas.columns {
+                        if inside(*r) {
+                            self.focused = *i;
+                        }
+                    }
+                }
+                vec![]
+            }
+            MouseEventKind::Up(_) => {
+                self.drag = false;
+                vec![]
+            }
+            MouseEventKind::ScrollUp => {
+                self.scroll_focused(1);
+                vec![]
+            }
+            MouseEventKind::ScrollDown => {
+                self.scroll_focused(-1);
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+
+    fn on_engine(&mut self, e: EngineEvent) -> Vec<Effect> {
+        match e {
+            EngineEvent::Loaded(info) => {
+                self.activity = "ready".to_string();
+                self.pair = PairState::Ready(info);
+                self.submit_all()
+            }
+            EngineEvent::LoadFailed(error) => {
+                self.activity = "load failed".to_string();
+                self.last_error = Some(error.clone());
+                self.pair = PairState::Failed(error);
+                vec![]
+            }
+            EngineEvent::Started {
+                column,
+                id,
+                blend_ms,
+            } => {
+                if let Some(c) = self.current(column, id) {
+                    c.state = ColumnState::Generating;
+                    c.blend_ms = Some(blend_ms);
+                    let alpha = c.alpha;
+                    self.last_blend_ms = Some(blend_ms);
+                    self.activity = format!("generating α = {}", fmt_alpha(alpha));
+                }
+                vec![]
+            }
+            EngineEvent::Text { column, id, piece } => {
+                if let Some(c) = self.current(column, id) {
+                    c.text.push_str(&sanitize(&piece));
+                    c.tokens += 1;
+                }
+                vec![]
+            }
+            EngineEvent::Done {
+                column,
+                id,
+                tokens,
+                tokens_per_s,
+                stop,
+            } => {
+                if let Some(c) = self.current(column, id) {
+                    c.state = ColumnState::Done(stop);
+                    c.tokens = tokens;
+                    c.tokens_per_s = Some(tokens_per_s);
+                    self.last_tokens_per_s = Some(tokens_per_s);
+                }
+                if self
+                    .columns
+                    .iter()
+                    .all(|c| !matches!(c.state, ColumnState::Queued | ColumnState::Generating))
+                {
+                    self.activity = "idle".to_string();
+                }
+                vec![]
+            }
+            EngineEvent::Failed { column, id, error } => {
+                if let Some(c) = self.current(column, id) {
+                    c.state = ColumnState::Failed(error.clone());
+                    self.last_error = Some(error);
+                }
+                vec![]
+            }
+        }
+    }
+
+    /// The column if `id` is its current job (events of superseded jobs are dropped).
+    fn current(&mut self, column: usize, id: u64) -> Option<&mut Column> {
+        self.columns.get_mut(column).filter(|c| c.job == id)
+    }
+
+    fn scroll_focused(&mut self, lines: i32) {
+        if let Some(c) = self.columns.get_mut(self.focused) {
+            c.scroll = (c.scroll as i32 + lines).clamp(0, u16::MAX as i32) as u16;
+        }
+    }
+
+    fn nudge(&mut self, step: f64) -> Vec<Effect> {
+        let a = self.columns[self.focused].alpha + step;
+        self.set_alpha(round(a))
+    }
+
+    /// Set the focused column's α and regenerate it.
+    pub fn set_alpha(&mut self, alpha: f64) -> Vec<Effect> {
+        let alpha = alpha.clamp(-crate::cli::MAX_ABS_ALPHA, crate::cli::MAX_ABS_ALPHA);
+        let c = &mut self.columns[self.focused];
+        if c.alpha == alpha && matches!(c.state, ColumnState::Queued | ColumnState::Generating) {
+            return vec![];
+        }
+        c.alpha = alpha;
+        self.submit(self.focused, true)
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_job += 1;
+        self.next_job
+    }
+
+    fn submit(&mut self, column: usize, urgent: bool) -> Vec<Effect> {
+        if !self.ready() {
+            return vec![];
+        }
+        let id = self.fresh_id();
+        let c = &mut self.columns[column];
+        c.job = id;
+        c.text.clear();
+        c.tokens = 0;
+        c.tokens_per_s = None;
+        c.scroll = 0;
+        c.state = ColumnState::Queued;
+        vec![Effect::Submit(Job {
+            column,
+            id,
+            alpha: c.alpha,
+            prompt: self.prompt.text(),
+            params: self.params,
+            urgent,
+        })]
+    }
+
+    /// Regenerate every column, the focused one first.
+    fn submit_all(&mut self) -> Vec<Effect> {
+        let mut effects = self.submit(self.focused, true);
+        for i in 0..self.columns.len() {
+            if i != self.focused {
+                effects.extend(self.submit(i, false));
+            }
+        }
+        effects
+    }
+
+    pub fn session(&self) -> Session {
+        Session {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            prompt: self.prompt.text(),
+            params: self.params,
+            columns: self
+                .columns
+                .iter()
+                .map(|c| SessionColumn {
+                    alpha: c.alpha,
+                    text: c.text.clone(),
+                    tokens: c.tokens,
+                    complete: matches!(c.state, ColumnState::Done(_)),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// α on a 0.01 grid, so repeated steps do not accumulate binary noise (0.1 + 0.2 …).
+fn round(a: f64) -> f64 {
+    (a * 100.0).round() / 100.0
+}
+
+pub fn fmt_alpha(a: f64) -> String {
+    let s = format!("{a:.2}");
+    if s == "-0.00" {
+        "0.00".to_string()
+    } else {
+        s
+    }
+}
+
+/// Text safe to put in terminal cells: control characters (escape sequences from a model's
+/// bytes) become visible replacements; newlines and tabs survive as layout.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\n' => '\n',
+            '\t' => ' ',
+            c if c.is_control() => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
+}
+
+impl Session {
+    pub fn to_markdown(&self) -> String {
+        let mut md = format!(
+            "# lerpscope session\n\n- A (α = 0): `{}`\n- B (α = 1): `{}`\n- sampling: temperature {}, top-p {}, top-k {}, repeat penalty {}, seed {}, max tokens {}\n\n## Prompt\n\n```\n{}\n```\n",
+            self.a,
+            self.b,
+            self.params.sampling.temperature,
+            self.params.sampling.top_p,
+            self.params.sampling.top_k,
+            self.params.sampling.repeat_penalty,
+            self.params.sampling.seed,
+            self.params.max_tokens,
+            self.prompt
+        );
+        for c in &self.columns {
+            md.push_str(&format!(
+                "\n## α = {}{}\n\n{}{}\n",
+                fmt_alpha(c.alpha),
+                if c.complete { "" } else { " (incomplete)" },
+                self.prompt,
+                c.text
+            ));
+        }
+        md
+    }
+}

@@ -1,0 +1,229 @@
+//! The engine on its own thread, behind message enums. The UI (or any other driver) submits
+//! jobs and receives events; only this thread touches tensors.
+//!
+//! Scheduling: one pending job per column, the latest submission wins (rapid α moves coalesce);
+//! a running job stops between tokens as soon as its column has a newer job; the job marked
+//! urgent (the focused column) runs first. Columns are produced by re-blending between them.
+
+use super::{Engine, GenerationParams, LoadOptions, PairInfo, StopReason};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub column: usize,
+    /// Increases with every submission for a column; events carry it so stale ones can be
+    /// ignored.
+    pub id: u64,
+    pub alpha: f64,
+    pub prompt: String,
+    pub params: GenerationParams,
+    /// Run before non-urgent jobs (the focused column).
+    pub urgent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    Loaded(PairInfo),
+    LoadFailed(String),
+    /// The job's α is blended in; text follows.
+    Started {
+        column: usize,
+        id: u64,
+        blend_ms: f64,
+    },
+    Text {
+        column: usize,
+        id: u64,
+        piece: String,
+    },
+    Done {
+        column: usize,
+        id: u64,
+        tokens: usize,
+        tokens_per_s: f64,
+        stop: StopReason,
+    },
+    Failed {
+        column: usize,
+        id: u64,
+        error: String,
+    },
+}
+
+enum Request {
+    Submit(Job),
+    Forget(usize),
+    Shutdown,
+}
+
+/// The UI's side: submit jobs, and the thread stops when this is dropped.
+pub struct EngineHandle {
+    tx: Sender<Request>,
+    latest: Arc<Latest>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The newest job id of every column, shared so the running job can see it is stale.
+#[derive(Default)]
+struct Latest(std::sync::Mutex<Vec<Arc<AtomicU64>>>);
+
+impl Latest {
+    fn slot(&self, column: usize) -> Arc<AtomicU64> {
+        let mut v = self.0.lock().expect("latest lock");
+        while v.len() <= column {
+            v.push(Arc::new(AtomicU64::new(0)));
+        }
+        v[column].clone()
+    }
+}
+
+impl EngineHandle {
+    /// Start the engine thread; it loads the pair and reports `Loaded` or `LoadFailed`
+    /// through `on_event`, which it calls for every event from then on.
+    pub fn spawn(
+        a: String,
+        b: String,
+        opts: LoadOptions,
+        on_event: impl Fn(EngineEvent) + Send + 'static,
+    ) -> Self {
+        Self::spawn_with(move || Engine::load(&a, &b, &opts), on_event)
+    }
+
+    /// Like `spawn`, with any way of making the engine.
+    pub fn spawn_with(
+        load: impl FnOnce() -> anyhow::Result<Engine> + Send + 'static,
+        on_event: impl Fn(EngineEvent) + Send + 'static,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let latest = Arc::new(Latest::default());
+        let l2 = latest.clone();
+        let thread = std::thread::Builder::new()
+            .name("lerpscope-engine".into())
+            .spawn(move || match load() {
+                Ok(engine) => {
+                    on_event(EngineEvent::Loaded(engine.info.clone()));
+                    serve(engine, rx, &l2, &on_event);
+                }
+                Err(e) => on_event(EngineEvent::LoadFailed(crate::one_line(&e))),
+            })
+            .expect("spawn engine thread");
+        Self {
+            tx,
+            latest,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queue `job`, replacing any pending job of its column and stopping its running one.
+    pub fn submit(&self, job: Job) {
+        self.latest.slot(job.column).store(job.id, Ordering::SeqCst);
+        let _ = self.tx.send(Request::Submit(job));
+    }
+
+    /// Drop a column's pending job and stop its running one (the column was removed).
+    pub fn forget(&self, column: usize, id: u64) {
+        self.latest.slot(column).store(id, Ordering::SeqCst);
+        let _ = self.tx.send(Request::Forget(column));
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        for slot in self.latest.0.lock().expect("latest lock").iter() {
+            slot.store(u64::MAX, Ordering::SeqCst);
+        }
+        let _ = self.tx.send(Request::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(mut engine: Engine, rx: Receiver<Request>, latest: &Latest, emit: &dyn Fn(EngineEvent)) {
+    let mut pending: Vec<Job> = Vec::new();
+    loop {
+        // Block only when idle; otherwise take whatever arrived and get back to work.
+        let first = if pending.is_empty() {
+            match rx.recv() {
+                Ok(r) => Some(r),
+                Err(_) => return,
+            }
+        } else {
+            match rx.recv_timeout(Duration::ZERO) {
+                Ok(r) => Some(r),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        };
+        for req in first.into_iter().chain(rx.try_iter()) {
+            match req {
+                Request::Submit(job) => {
+                    pending.retain(|j| j.column != job.column);
+                    pending.push(job);
+                }
+                Request::Forget(c) => pending.retain(|j| j.column != c),
+                Request::Shutdown => return,
+            }
+        }
+        let Some(next) = pick(&pending) else { continue };
+        let job = pending.remove(next);
+        run_job(&mut engine, &job, &latest.slot(job.column), emit);
+    }
+}
+
+/// Urgent first, then in submission order.
+fn pick(pending: &[Job]) -> Option<usize> {
+    pending
+        .iter()
+        .position(|j| j.urgent)
+        .or((!pending.is_empty()).then_some(0))
+}
+
+fn run_job(engine: &mut Engine, job: &Job, latest: &AtomicU64, emit: &dyn Fn(EngineEvent)) {
+    let stale = || latest.load(Ordering::SeqCst) != job.id;
+    if stale() {
+        return;
+    }
+    let (column, id) = (job.column, job.id);
+    let blend = match engine.set_alpha(job.alpha) {
+        Ok(t) => t,
+        Err(e) => {
+            emit(EngineEvent::Failed {
+                column,
+                id,
+                error: crate::one_line(&e),
+            });
+            return;
+        }
+    };
+    emit(EngineEvent::Started {
+        column,
+        id,
+        blend_ms: blend.as_secs_f64() * 1e3,
+    });
+    let result = engine.generate(&job.prompt, &job.params, &stale, &mut |piece| {
+        emit(EngineEvent::Text {
+            column,
+            id,
+            piece: piece.to_string(),
+        })
+    });
+    emit(match result {
+        Ok(g) => EngineEvent::Done {
+            column,
+            id,
+            tokens: g.token_ids.len(),
+            tokens_per_s: g.tokens_per_s(),
+            stop: g.stop,
+        },
+        Err(e) => EngineEvent::Failed {
+            column,
+            id,
+            error: crate::one_line(&e),
+        },
+    });
+}

@@ -1,0 +1,412 @@
+//! The view: a pure function of `App` onto a frame. `layout` is shared with the mouse handler,
+//! so what is clicked is what was drawn.
+
+pub mod slider;
+pub mod wrap;
+
+use crate::app::{fmt_alpha, App, Column, ColumnState, Mode, PairState};
+use crate::engine::StopReason;
+use ratatui::layout::{Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Clear, Paragraph, Widget, Wrap};
+use ratatui::Frame;
+
+/// Below this a column's text is unreadable; fewer columns are shown instead.
+const MIN_COLUMN_WIDTH: u16 = 16;
+/// The smallest terminal that gets the real screen.
+pub const MIN_SIZE: (u16, u16) = (20, 5);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Areas {
+    pub header: Option<Rect>,
+    pub prompt: Option<Rect>,
+    pub slider_track: Option<Rect>,
+    pub slider_labels: Option<Rect>,
+    /// (column index, area) of the columns shown.
+    pub columns: Vec<(usize, Rect)>,
+    pub status: Option<Rect>,
+}
+
+pub fn layout(area: Rect, app: &App) -> Areas {
+    let mut a = Areas::default();
+    if area.width < MIN_SIZE.0 || area.height < MIN_SIZE.1 {
+        return a;
+    }
+    let (x, w) = (area.x, area.width);
+    let mut top = area.y;
+    let mut bottom = area.y + area.height;
+    let h = area.height;
+    a.header = Some(Rect::new(x, top, w, 1));
+    top += 1;
+    bottom -= 1;
+    a.status = Some(Rect::new(x, bottom, w, 1));
+    // The prompt box: bordered with up to three lines when there is room, one bare line when
+    // space is short, none on the smallest screens.
+    if h >= 18 {
+        let lines = (app.prompt.lines().count() as u16).clamp(1, 3);
+        a.prompt = Some(Rect::new(x, top, w, lines + 2));
+        top += lines + 2;
+    } else if h >= 10 {
+        a.prompt = Some(Rect::new(x, top, w, 1));
+        top += 1;
+    }
+    if h >= 8 {
+        let margin = if w >= 40 { 6 } else { 0 };
+        a.slider_track = Some(Rect::new(x + margin, top, w - 2 * margin, 1));
+        top += 1;
+        if h >= 12 {
+            a.slider_labels = Some(Rect::new(x + margin, top, w - 2 * margin, 1));
+            top += 1;
+        }
+    }
+    let rows = bottom.saturating_sub(top);
+    let k = app.columns.len() as u16;
+    let shown = (w / MIN_COLUMN_WIDTH).clamp(1, k.max(1));
+    // A window of `shown` columns that contains the focused one.
+    let first = (app.focused as u16 + 1)
+        .saturating_sub(shown)
+        .min(k - shown);
+    let width = w / shown;
+    for j in 0..shown {
+        let cx = x + j * width;
+        let cw = if j + 1 == shown { w - j * width } else { width };
+        a.columns
+            .push(((first + j) as usize, Rect::new(cx, top, cw, rows)));
+    }
+    a
+}
+
+pub fn view(app: &App, frame: &mut Frame) {
+    let area = frame.area();
+    let areas = layout(area, app);
+    let buf = frame.buffer_mut();
+    let Some(status) = areas.status else {
+        // Too small for anything but a hint (and never a panic).
+        let hint = format!("terminal too small ({}×{})", area.width, area.height);
+        Paragraph::new(hint)
+            .wrap(Wrap { trim: true })
+            .render(area, buf);
+        return;
+    };
+    if let Some(r) = areas.header {
+        header(app, r, buf);
+    }
+    if let Some(r) = areas.prompt {
+        prompt(app, r, frame);
+    }
+    let buf = frame.buffer_mut();
+    if let Some(t) = areas.slider_track {
+        slider::render(app, t, areas.slider_labels, buf);
+    }
+    match &app.pair {
+        PairState::Failed(e) => load_error(app, e, columns_area(&areas), buf),
+        _ => {
+            for (i, r) in &areas.columns {
+                column(app, *i, &app.columns[*i], *r, buf);
+            }
+        }
+    }
+    status_line(app, status, buf);
+    if app.show_help {
+        help(app, area, buf);
+    }
+}
+
+fn columns_area(a: &Areas) -> Rect {
+    a.columns
+        .iter()
+        .map(|(_, r)| *r)
+        .reduce(|x, y| x.union(y))
+        .unwrap_or_default()
+}
+
+fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let dim = Style::default().fg(Color::DarkGray);
+    let mut spans = vec![
+        Span::styled("lerpscope ", bold.fg(Color::Magenta)),
+        Span::styled("A ", dim),
+        Span::raw(app.a.clone()),
+        Span::styled(" ↔ B ", dim),
+        Span::raw(app.b.clone()),
+    ];
+    if let PairState::Ready(info) = &app.pair {
+        spans.push(Span::styled(
+            format!(
+                "  {} · {} params · {} · {}",
+                info.architecture
+                    .trim_end_matches("ForCausalLM")
+                    .trim_end_matches("LMHeadModel"),
+                human_count(info.params),
+                info.dtype,
+                info.device
+            ),
+            dim,
+        ));
+    }
+    Line::from(spans).render(r, buf);
+}
+
+fn prompt(app: &App, r: Rect, frame: &mut Frame) {
+    let editing = app.mode == Mode::EditPrompt;
+    let lines: Vec<String> = app.prompt.lines().collect();
+    let (row, col) = app.prompt.cursor();
+    let style = if editing {
+        Style::default().fg(Color::Yellow)
+    } else {
+        Style::default().fg(Color::DarkGray)
+    };
+    let (inner, block) = if r.height >= 3 {
+        let title = if editing {
+            " prompt — Enter runs · Alt+Enter new line · Esc leaves "
+        } else {
+            " prompt (e to edit) "
+        };
+        let b = Block::bordered().border_style(style).title(title);
+        (b.inner(r), Some(b))
+    } else {
+        (r, None)
+    };
+    // Keep the cursor's line in view.
+    let first = (row + 1).saturating_sub(inner.height as usize);
+    let text: Vec<Line> = lines
+        .iter()
+        .skip(first)
+        .map(|l| Line::raw(l.clone()))
+        .collect();
+    // Scroll horizontally so the cursor stays visible on long lines.
+    let prefix: String = lines[row].chars().take(col).collect();
+    let cursor_x = wrap::width(&prefix) as u16;
+    let hscroll = cursor_x.saturating_sub(inner.width.saturating_sub(1));
+    let p = Paragraph::new(text).scroll((0, hscroll));
+    if let Some(b) = block {
+        frame.render_widget(b, r);
+    }
+    frame.render_widget(p, inner);
+    if editing && inner.width > 0 && inner.height > 0 {
+        frame.set_cursor_position(Position::new(
+            inner.x + cursor_x - hscroll,
+            inner.y + (row - first) as u16,
+        ));
+    }
+}
+
+fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let focused = i == app.focused;
+    let border = if focused {
+        Style::default().fg(Color::Yellow)
+    } else {
+        Style::default().fg(Color::DarkGray)
+    };
+    let state = match &c.state {
+        ColumnState::Idle => "…".to_string(),
+        ColumnState::Queued => "queued".to_string(),
+        ColumnState::Generating => format!("▸ {} tok", c.tokens),
+        ColumnState::Done(StopReason::Cancelled) => "stopped".to_string(),
+        ColumnState::Done(_) => match c.tokens_per_s {
+            Some(t) if t > 0.0 => format!("✓ {} tok · {:.0}/s", c.tokens, t),
+            _ => format!("✓ {} tok", c.tokens),
+        },
+        ColumnState::Failed(_) => "✗ error".to_string(),
+    };
+    let block = Block::bordered()
+        .border_type(if focused {
+            BorderType::Thick
+        } else {
+            BorderType::Plain
+        })
+        .border_style(border)
+        .title(Line::styled(
+            format!(" α = {} ", fmt_alpha(c.alpha)),
+            border.add_modifier(Modifier::BOLD),
+        ))
+        .title(Line::styled(format!(" {state} "), border).right_aligned());
+    let inner = block.inner(r);
+    block.render(r, buf);
+    if inner.width == 0 || inner.height == 0 {
+        return;
+    }
+    let dim = Style::default().fg(Color::DarkGray);
+    match (&app.pair, &c.state) {
+        (PairState::Loading, _) => {
+            Paragraph::new("loading the pair…")
+                .style(dim)
+                .render(inner, buf);
+            return;
+        }
+        (_, ColumnState::Failed(e)) => {
+            Paragraph::new(e.as_str())
+                .style(Style::default().fg(Color::Red))
+                .wrap(Wrap { trim: false })
+                .render(inner, buf);
+            return;
+        }
+        _ => {}
+    }
+    let prompt = app.prompt.text();
+    let full = format!("{prompt}{}", c.text);
+    let split = prompt.len();
+    let lines = wrap::wrap(&full, inner.width as usize);
+    let h = inner.height as usize;
+    let scroll = (c.scroll as usize).min(lines.len().saturating_sub(h));
+    let end = lines.len() - scroll;
+    let start = end.saturating_sub(h);
+    let shown: Vec<Line> = lines[start..end]
+        .iter()
+        .map(|&(s, e)| {
+            let seg = |a: usize, b: usize, st: Style| Span::styled(full[a..b].to_string(), st);
+            if e <= split {
+                Line::from(seg(s, e, dim))
+            } else if s >= split {
+                Line::from(seg(s, e, Style::default()))
+            } else {
+                Line::from(vec![seg(s, split, dim), seg(split, e, Style::default())])
+            }
+        })
+        .collect();
+    Paragraph::new(shown).render(inner, buf);
+}
+
+fn load_error(app: &App, e: &str, r: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let text = vec![
+        Line::styled("The model pair could not be loaded:", Style::default().add_modifier(Modifier::BOLD)),
+        Line::raw(""),
+        Line::styled(e.to_string(), Style::default().fg(Color::Red)),
+        Line::raw(""),
+        Line::raw(format!("A = {}", app.a)),
+        Line::raw(format!("B = {}", app.b)),
+        Line::raw(""),
+        Line::raw("To fix it: pass two fine-tunes of one base model, each a directory with config.json, model.safetensors (or shards) and tokenizer.json, or a Hub id in the local cache:"),
+        Line::styled("  lerpscope tui --a PATH_OR_ID --b PATH_OR_ID", Style::default().fg(Color::Cyan)),
+        Line::raw("Press q to quit."),
+    ];
+    Paragraph::new(text)
+        .wrap(Wrap { trim: false })
+        .block(
+            Block::bordered()
+                .border_style(Style::default().fg(Color::Red))
+                .title(" error "),
+        )
+        .render(r, buf);
+}
+
+fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let dim = Style::default().fg(Color::DarkGray);
+    let mut spans = Vec::new();
+    match &app.mode {
+        Mode::EnterAlpha(s) => {
+            spans.push(Span::styled(
+                format!("α = {s}▏ Enter sets · Esc cancels  "),
+                Style::default().fg(Color::Yellow),
+            ));
+        }
+        Mode::EditPrompt => spans.push(Span::styled(
+            "editing the prompt  ",
+            Style::default().fg(Color::Yellow),
+        )),
+        Mode::Normal => {}
+    }
+    if let Some(ms) = app.last_blend_ms {
+        spans.push(Span::raw(format!("blend {ms:.2} ms")));
+        spans.push(Span::styled(" · ", dim));
+    }
+    if let Some(t) = app.last_tokens_per_s {
+        spans.push(Span::raw(format!("{t:.0} tok/s")));
+        spans.push(Span::styled(" · ", dim));
+    }
+    spans.push(Span::raw(app.activity.clone()));
+    if app.show_details {
+        spans.push(Span::styled(
+            format!(
+                " · seed {} · T {} · top-p {} · {} tokens",
+                app.params.sampling.seed,
+                app.params.sampling.temperature,
+                app.params.sampling.top_p,
+                app.params.max_tokens
+            ),
+            dim,
+        ));
+    }
+    if let Some(n) = &app.notice {
+        spans.push(Span::styled(" · ", dim));
+        spans.push(Span::styled(n.clone(), Style::default().fg(Color::Green)));
+    }
+    if let Some(e) = &app.last_error {
+        spans.push(Span::styled(" · ", dim));
+        spans.push(Span::styled(e.clone(), Style::default().fg(Color::Red)));
+    }
+    spans.push(Span::styled("  ? keys", dim));
+    Line::from(spans).render(r, buf);
+}
+
+fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    use crate::app::keymap::Action;
+    let mut lines: Vec<Line> = Action::ALL
+        .iter()
+        .map(|&a| {
+            Line::from(vec![
+                Span::styled(
+                    format!("{:>18}  ", app.keymap.keys_of(a).join(" ")),
+                    Style::default().fg(Color::Cyan),
+                ),
+                Span::raw(a.describe()),
+            ])
+        })
+        .collect();
+    lines.extend([
+        Line::from(vec![
+            Span::styled(
+                format!("{:>18}  ", "0-9 . -"),
+                Style::default().fg(Color::Cyan),
+            ),
+            Span::raw("type an exact α, Enter to set"),
+        ]),
+        Line::from(vec![
+            Span::styled(
+                format!("{:>18}  ", "mouse"),
+                Style::default().fg(Color::Cyan),
+            ),
+            Span::raw("click or drag the slider; click a column to focus it"),
+        ]),
+        Line::from(vec![
+            Span::styled(
+                format!("{:>18}  ", "PageUp PageDown"),
+                Style::default().fg(Color::Cyan),
+            ),
+            Span::raw("scroll the focused column"),
+        ]),
+    ]);
+    if let Some(p) = crate::app::keymap::Keymap::user_file() {
+        lines.push(Line::raw(""));
+        lines.push(Line::styled(
+            format!("Rebind keys in {}", p.display()),
+            Style::default().fg(Color::DarkGray),
+        ));
+    }
+    let w = area.width.min(78);
+    let h = area.height.min(lines.len() as u16 + 2);
+    let r = Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    );
+    Clear.render(r, buf);
+    Paragraph::new(lines)
+        .block(
+            Block::bordered()
+                .title(" keys (any key closes) ")
+                .border_style(Style::default().fg(Color::Cyan)),
+        )
+        .render(r, buf);
+}
+
+fn human_count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.1}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}

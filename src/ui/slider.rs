@@ -1,0 +1,124 @@
+//! The α slider: a track over the visible range with ticks at A (0) and B (1) and one marker
+//! per column.
+
+use crate::app::{fmt_alpha, App};
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+
+/// The cell of the track (0 ≤ x < width) for α, or None when α is outside the range.
+pub fn cell_of(range: (f64, f64), width: u16, alpha: f64) -> Option<u16> {
+    let (lo, hi) = range;
+    if width == 0 || !(lo..=hi).contains(&alpha) {
+        return None;
+    }
+    let span = (width - 1) as f64;
+    Some(((alpha - lo) / (hi - lo) * span).round() as u16)
+}
+
+/// The α under cell x of a track `width` cells wide.
+pub fn alpha_at(range: (f64, f64), width: u16, x: u16) -> f64 {
+    let (lo, hi) = range;
+    if width <= 1 {
+        return lo;
+    }
+    lo + (x.min(width - 1) as f64) / ((width - 1) as f64) * (hi - lo)
+}
+
+/// Draw the track in `track` (one line) and, if there is room, the tick labels below it.
+pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
+    let w = track.width;
+    if w == 0 {
+        return;
+    }
+    let dim = Style::default().fg(Color::DarkGray);
+    for x in 0..w {
+        buf[(track.x + x, track.y)].set_symbol("─").set_style(dim);
+    }
+    for (alpha, sym) in [(0.0, "┼"), (1.0, "┼")] {
+        if let Some(x) = cell_of(app.range, w, alpha) {
+            buf[(track.x + x, track.y)]
+                .set_symbol(sym)
+                .set_style(Style::default().fg(Color::Gray));
+        }
+    }
+    // Unfocused markers first, so the focused one is drawn on top.
+    let mut order: Vec<usize> = (0..app.columns.len())
+        .filter(|&i| i != app.focused)
+        .collect();
+    order.push(app.focused);
+    for i in order {
+        let alpha = app.columns[i].alpha;
+        let focused = i == app.focused;
+        let (x, sym) = match cell_of(app.range, w, alpha) {
+            Some(x) => (
+                x,
+                if focused {
+                    "●".to_string()
+                } else {
+                    marker(i)
+                },
+            ),
+            None if alpha < app.range.0 => (0, "◀".to_string()),
+            None => (w - 1, "▶".to_string()),
+        };
+        let style = if focused {
+            Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::default().fg(Color::Cyan)
+        };
+        buf[(track.x + x, track.y)]
+            .set_symbol(&sym)
+            .set_style(style);
+    }
+    if let Some(l) = labels {
+        let put = |buf: &mut Buffer, x: u16, s: &str, style: Style| {
+            let x = x.min(l.width.saturating_sub(s.len() as u16));
+            buf.set_stringn(l.x + x, l.y, s, (l.width - x) as usize, style);
+        };
+        for (alpha, text) in [(0.0, "A"), (1.0, "B")] {
+            if let Some(x) = cell_of(app.range, w, alpha) {
+                put(buf, x, text, Style::default().fg(Color::Gray));
+            }
+        }
+        let focused = app.columns[app.focused].alpha;
+        let text = format!("α={}", fmt_alpha(focused));
+        let x =
+            cell_of(app.range, w, focused).unwrap_or(if focused < app.range.0 { 0 } else { w - 1 });
+        // Keep the focused label clear of the A/B labels when they would collide.
+        let x = x.saturating_sub(text.chars().count() as u16 / 2);
+        put(
+            buf,
+            x,
+            &text,
+            Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+        );
+    }
+}
+
+fn marker(i: usize) -> String {
+    char::from_digit(((i + 1) % 36) as u32, 36)
+        .unwrap_or('•')
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_and_alphas_round_trip() {
+        let r = (-1.0, 2.0);
+        assert_eq!(cell_of(r, 31, -1.0), Some(0));
+        assert_eq!(cell_of(r, 31, 2.0), Some(30));
+        assert_eq!(cell_of(r, 31, 0.0), Some(10));
+        assert_eq!(cell_of(r, 31, 2.5), None);
+        assert!((alpha_at(r, 31, 10) - 0.0).abs() < 1e-12);
+        assert!((alpha_at(r, 31, 20) - 1.0).abs() < 1e-12);
+        assert_eq!(alpha_at(r, 1, 0), -1.0);
+    }
+}
