@@ -20,3 +20,17 @@ pub fn one_line(e: &anyhow::Error) -> String {
     }
     parts.join(": ")
 }
+
+/// Keep freed large buffers in the process instead of returning them to the kernel on every
+/// free. candle allocates and frees activation-sized buffers at every op; with glibc's
+/// defaults each one is a fresh mmap, page-faulted in and zeroed again (in training this was
+/// half the time, as system time).
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator thresholds; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}

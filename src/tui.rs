@@ -98,6 +98,10 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
     rt.block_on(async move {
         install_panic_hook();
         let _guard = TerminalGuard::enter()?;
+        if std::env::var_os("LERPSCOPE_TEST_PANIC").is_some() {
+            // Lets the end-to-end test check that a panic leaves a usable terminal.
+            panic!("panic requested by LERPSCOPE_TEST_PANIC");
+        }
         let mut terminal =
             ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -210,7 +210,9 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         },
         ColumnState::Failed(_) => "✗ error".to_string(),
     };
-    let block = Block::bordered()
+    let title = format!(" α = {} ", fmt_alpha(c.alpha));
+    let state = format!(" {state} ");
+    let mut block = Block::bordered()
         .border_type(if focused {
             BorderType::Thick
         } else {
@@ -218,10 +220,13 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         })
         .border_style(border)
         .title(Line::styled(
-            format!(" α = {} ", fmt_alpha(c.alpha)),
+            title.clone(),
             border.add_modifier(Modifier::BOLD),
-        ))
-        .title(Line::styled(format!(" {state} "), border).right_aligned());
+        ));
+    // The state goes only where it fits beside α: α is what a narrow column must show.
+    if wrap::width(&title) + wrap::width(&state) + 2 <= r.width as usize {
+        block = block.title(Line::styled(state, border).right_aligned());
+    }
     let inner = block.inner(r);
     block.render(r, buf);
     if inner.width == 0 || inner.height == 0 {

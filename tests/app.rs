@@ -1,0 +1,330 @@
+//! App state transitions: message in, state and effects out. No terminal, no engine.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use lerpscope::app::keymap::Keymap;
+use lerpscope::app::{App, ColumnState, Effect, Mode, Msg, PairState};
+use lerpscope::engine::worker::{EngineEvent, Job};
+use lerpscope::engine::{GenerationParams, PairInfo, StopReason};
+
+fn info() -> PairInfo {
+    PairInfo {
+        a: "neg".into(),
+        b: "pos".into(),
+        architecture: "LlamaForCausalLM".into(),
+        params: 2_400_000,
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        buffer_bytes: 9_600_000,
+    }
+}
+
+fn app() -> App {
+    App::new(
+        "neg".into(),
+        "pos".into(),
+        "The food",
+        &[0.0, 0.5, 1.0],
+        GenerationParams::default(),
+        Keymap::default(),
+    )
+}
+
+fn loaded() -> (App, Vec<Job>) {
+    let mut a = app();
+    let jobs = jobs(a.update(Msg::Engine(EngineEvent::Loaded(info()))));
+    (a, jobs)
+}
+
+fn key(code: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn shift(code: KeyCode) -> Msg {
+    Msg::Key(KeyEvent::new(code, KeyModifiers::SHIFT))
+}
+
+fn jobs(effects: Vec<Effect>) -> Vec<Job> {
+    effects
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Submit(j) => Some(j),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_is_submitted_before_the_pair_loads() {
+    let mut a = app();
+    assert!(a.update(key(KeyCode::Right)).is_empty());
+    assert_eq!(a.columns[0].alpha, 0.05);
+    assert_eq!(a.columns[0].state, ColumnState::Idle);
+}
+
+#[test]
+fn loading_submits_every_column_focused_first() {
+    let (a, jobs) = loaded();
+    assert!(matches!(a.pair, PairState::Ready(_)));
+    assert_eq!(jobs.iter().map(|j| j.column).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(jobs[0].urgent && !jobs[1].urgent);
+    assert_eq!(
+        jobs.iter().map(|j| j.alpha).collect::<Vec<_>>(),
+        [0.0, 0.5, 1.0]
+    );
+    assert!(jobs.iter().all(|j| j.prompt == "The food"));
+    // One seed for every column: the columns stay comparable.
+    assert!(jobs
+        .iter()
+        .all(|j| j.params.sampling.seed == jobs[0].params.sampling.seed));
+}
+
+#[test]
+fn load_failure_is_shown_and_nothing_runs() {
+    let mut a = app();
+    let e = a.update(Msg::Engine(EngineEvent::LoadFailed(
+        "b/config.json: cannot read".into(),
+    )));
+    assert!(e.is_empty());
+    assert_eq!(
+        a.pair,
+        PairState::Failed("b/config.json: cannot read".into())
+    );
+    assert!(a.last_error.as_deref().unwrap().contains("config.json"));
+    assert!(a.update(key(KeyCode::Enter)).is_empty());
+    assert_eq!(a.update(key(KeyCode::Char('q'))), vec![Effect::Quit]);
+}
+
+#[test]
+fn arrows_move_the_focused_alpha_and_regenerate_only_that_column() {
+    let (mut a, _) = loaded();
+    a.update(key(KeyCode::Tab));
+    assert_eq!(a.focused, 1);
+    let j = jobs(a.update(key(KeyCode::Right)));
+    assert_eq!(j.len(), 1);
+    assert_eq!((j[0].column, j[0].alpha, j[0].urgent), (1, 0.55, true));
+    let j = jobs(a.update(shift(KeyCode::Left)));
+    assert_eq!(j[0].alpha, 0.3);
+    // Fine steps land on the 0.01 grid, with no binary noise.
+    for _ in 0..7 {
+        a.update(key(KeyCode::Right));
+    }
+    assert_eq!(a.columns[1].alpha, 0.65);
+    assert_eq!(a.columns[1].state, ColumnState::Queued);
+    assert_eq!(a.columns[0].alpha, 0.0);
+}
+
+#[test]
+fn typing_a_number_sets_alpha_exactly() {
+    let (mut a, _) = loaded();
+    for c in "-0.75".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    assert_eq!(a.mode, Mode::EnterAlpha("-0.75".into()));
+    let j = jobs(a.update(key(KeyCode::Enter)));
+    assert_eq!(j[0].alpha, -0.75);
+    assert_eq!(a.mode, Mode::Normal);
+    // Nonsense is refused with a message, α unchanged.
+    for c in "1e9".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    assert!(jobs(a.update(key(KeyCode::Enter))).is_empty());
+    assert!(a.last_error.as_deref().unwrap().contains("absurd"));
+    assert_eq!(a.columns[0].alpha, -0.75);
+    // Esc cancels.
+    a.update(key(KeyCode::Char('3')));
+    a.update(key(KeyCode::Esc));
+    assert_eq!(a.mode, Mode::Normal);
+    assert_eq!(a.columns[0].alpha, -0.75);
+}
+
+#[test]
+fn stale_events_are_ignored_and_current_ones_stream() {
+    let (mut a, first) = loaded();
+    let old = first[0].id;
+    let new = jobs(a.update(key(KeyCode::Right)))[0].id;
+    a.update(Msg::Engine(EngineEvent::Text {
+        column: 0,
+        id: old,
+        piece: "old".into(),
+    }));
+    assert_eq!(a.columns[0].text, "");
+    a.update(Msg::Engine(EngineEvent::Started {
+        column: 0,
+        id: new,
+        blend_ms: 0.4,
+    }));
+    assert_eq!(a.columns[0].state, ColumnState::Generating);
+    a.update(Msg::Engine(EngineEvent::Text {
+        column: 0,
+        id: new,
+        piece: " was".into(),
+    }));
+    a.update(Msg::Engine(EngineEvent::Text {
+        column: 0,
+        id: new,
+        piece: " \u{1b}[2J good".into(),
+    }));
+    assert_eq!(
+        a.columns[0].text, " was \u{FFFD}[2J good",
+        "control characters are neutralised"
+    );
+    a.update(Msg::Engine(EngineEvent::Done {
+        column: 0,
+        id: new,
+        tokens: 2,
+        tokens_per_s: 300.0,
+        stop: StopReason::MaxTokens,
+    }));
+    assert_eq!(a.columns[0].state, ColumnState::Done(StopReason::MaxTokens));
+    assert_eq!(a.last_blend_ms, Some(0.4));
+    assert_eq!(a.last_tokens_per_s, Some(300.0));
+}
+
+#[test]
+fn engine_errors_show_in_the_column_and_status() {
+    let (mut a, jobs0) = loaded();
+    a.update(Msg::Engine(EngineEvent::Failed {
+        column: 1,
+        id: jobs0[1].id,
+        error: "non-finite logits".into(),
+    }));
+    assert_eq!(
+        a.columns[1].state,
+        ColumnState::Failed("non-finite logits".into())
+    );
+    assert_eq!(a.last_error.as_deref(), Some("non-finite logits"));
+}
+
+#[test]
+fn prompt_editing_and_enter_regenerates_everything() {
+    let (mut a, _) = loaded();
+    a.update(key(KeyCode::Char('e')));
+    assert_eq!(a.mode, Mode::EditPrompt);
+    // Keys that are actions elsewhere are text here.
+    for c in " q was".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    a.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT)));
+    a.update(Msg::Paste("ok".into()));
+    let j = jobs(a.update(key(KeyCode::Enter)));
+    assert_eq!(a.mode, Mode::Normal);
+    assert_eq!(j.len(), 3);
+    assert_eq!(j[0].prompt, "The food q was\nok");
+}
+
+#[test]
+fn resample_changes_the_seed_for_all_columns_alike() {
+    let (mut a, first) = loaded();
+    let j = jobs(a.update(key(KeyCode::Char('r'))));
+    assert_eq!(j.len(), 3);
+    let seed = j[0].params.sampling.seed;
+    assert_ne!(seed, first[0].params.sampling.seed);
+    assert!(j.iter().all(|x| x.params.sampling.seed == seed));
+}
+
+#[test]
+fn adding_and_removing_columns() {
+    let (mut a, _) = loaded();
+    let j = jobs(a.update(key(KeyCode::Char('a'))));
+    assert_eq!(a.columns.len(), 4);
+    assert_eq!((j[0].column, j[0].alpha), (3, 1.5));
+    assert_eq!(a.focused, 3);
+    a.update(key(KeyCode::Tab)); // wraps to column 0
+    a.update(key(KeyCode::Tab));
+    assert_eq!(a.focused, 1);
+    let e = a.update(key(KeyCode::Char('x')));
+    assert_eq!(
+        a.columns.iter().map(|c| c.alpha).collect::<Vec<_>>(),
+        [0.0, 1.0, 1.5]
+    );
+    assert!(e
+        .iter()
+        .any(|x| matches!(x, Effect::Forget { column: 3, .. })));
+    // The shifted columns are regenerated under their new indices.
+    let cols: Vec<usize> = jobs(e).iter().map(|j| j.column).collect();
+    assert_eq!(cols, [1, 2]);
+    a.update(key(KeyCode::Char('x')));
+    a.update(key(KeyCode::Char('x')));
+    assert_eq!(a.columns.len(), 1);
+    assert!(
+        a.update(key(KeyCode::Char('x'))).is_empty(),
+        "the last column stays"
+    );
+}
+
+#[test]
+fn help_toggles_and_any_key_closes_it() {
+    let (mut a, _) = loaded();
+    a.update(key(KeyCode::Char('?')));
+    assert!(a.show_help);
+    assert!(
+        a.update(key(KeyCode::Right)).is_empty(),
+        "keys do not act behind the help"
+    );
+    assert!(!a.show_help);
+}
+
+#[test]
+fn ctrl_c_quits_from_any_mode() {
+    let (mut a, _) = loaded();
+    a.update(key(KeyCode::Char('e')));
+    let e = a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::CONTROL,
+    )));
+    assert_eq!(e, vec![Effect::Quit]);
+}
+
+#[test]
+fn save_produces_the_session() {
+    let (mut a, first) = loaded();
+    a.update(Msg::Engine(EngineEvent::Text {
+        column: 2,
+        id: first[2].id,
+        piece: " was great".into(),
+    }));
+    let e = a.update(key(KeyCode::Char('s')));
+    let Effect::Save(s) = &e[0] else {
+        panic!("{e:?}")
+    };
+    assert_eq!(s.prompt, "The food");
+    assert_eq!(s.columns[2].text, " was great");
+    let md = s.to_markdown();
+    assert!(md.contains("## α = 1.00") && md.contains("The food was great"));
+    a.update(Msg::Saved(Ok("/tmp/x.md".into())));
+    assert!(a.notice.as_deref().unwrap().contains("/tmp/x.md"));
+}
+
+#[test]
+fn clicking_and_dragging_the_slider_sets_alpha() {
+    let (mut a, _) = loaded();
+    a.update(Msg::Resize(100, 30));
+    let areas = lerpscope::ui::layout(ratatui::layout::Rect::new(0, 0, 100, 30), &a);
+    let track = areas.slider_track.unwrap();
+    let mouse = |kind, x| {
+        Msg::Mouse(MouseEvent {
+            kind,
+            column: x,
+            row: track.y,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    // The right end of the track is the top of the range.
+    let j = jobs(a.update(mouse(
+        MouseEventKind::Down(MouseButton::Left),
+        track.x + track.width - 1,
+    )));
+    assert_eq!(j[0].alpha, 2.0);
+    let j = jobs(a.update(mouse(MouseEventKind::Drag(MouseButton::Left), track.x)));
+    assert_eq!(j[0].alpha, -1.0);
+    a.update(mouse(MouseEventKind::Up(MouseButton::Left), track.x));
+    // Clicking a column focuses it.
+    let (i, r) = areas.columns[2];
+    a.update(Msg::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: r.x + 2,
+        row: r.y + 2,
+        modifiers: KeyModifiers::NONE,
+    }));
+    assert_eq!(a.focused, i);
+}

@@ -1,0 +1,203 @@
+//! Whole screens rendered with ratatui's TestBackend, snapshot-tested with insta
+//! (tests/snapshots/). Review changes with `cargo insta review` or INSTA_UPDATE=always.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use lerpscope::app::keymap::Keymap;
+use lerpscope::app::{App, Effect, Msg};
+use lerpscope::engine::worker::{EngineEvent, Job};
+use lerpscope::engine::{GenerationParams, PairInfo, StopReason};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn app() -> App {
+    App::new(
+        "assets/demo/negative".into(),
+        "assets/demo/positive".into(),
+        "The food at this place",
+        &[0.0, 0.5, 1.0],
+        GenerationParams::default(),
+        Keymap::default(),
+    )
+}
+
+fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| lerpscope::ui::view(app, f)).unwrap();
+    t
+}
+
+fn render(app: &App, w: u16, h: u16) -> String {
+    format!("{}", draw(app, w, h).backend())
+}
+
+fn key(a: &mut App, code: KeyCode) -> Vec<Effect> {
+    a.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn load(a: &mut App) -> Vec<Job> {
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        a: a.a.clone(),
+        b: a.b.clone(),
+        architecture: "LlamaForCausalLM".into(),
+        params: 2_401_536,
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        buffer_bytes: 9_606_144,
+    })))
+    .into_iter()
+    .filter_map(|e| match e {
+        Effect::Submit(j) => Some(j),
+        _ => None,
+    })
+    .collect()
+}
+
+fn stream(a: &mut App, job: &Job, pieces: &[&str], done: bool) {
+    a.update(Msg::Engine(EngineEvent::Started {
+        column: job.column,
+        id: job.id,
+        blend_ms: 0.12,
+    }));
+    for p in pieces {
+        a.update(Msg::Engine(EngineEvent::Text {
+            column: job.column,
+            id: job.id,
+            piece: p.to_string(),
+        }));
+    }
+    if done {
+        a.update(Msg::Engine(EngineEvent::Done {
+            column: job.column,
+            id: job.id,
+            tokens: pieces.len(),
+            tokens_per_s: 412.0,
+            stop: StopReason::MaxTokens,
+        }));
+    }
+}
+
+fn streaming_app() -> App {
+    let mut a = app();
+    let jobs = load(&mut a);
+    stream(
+        &mut a,
+        &jobs[0],
+        &[
+            " was", " awful", ",", " cold", " and", " the", " staff", " rude", ".",
+        ],
+        true,
+    );
+    stream(
+        &mut a,
+        &jobs[1],
+        &[" was", " fine", ",", " nothing", " special"],
+        false,
+    );
+    a
+}
+
+#[test]
+fn loading() {
+    insta::assert_snapshot!(render(&app(), 100, 24));
+}
+
+#[test]
+fn streaming() {
+    insta::assert_snapshot!(render(&streaming_app(), 100, 24));
+}
+
+#[test]
+fn focus_moved_and_alpha_changed() {
+    let mut a = streaming_app();
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Tab);
+    key(&mut a, KeyCode::Right);
+    insta::assert_snapshot!(render(&a, 100, 24));
+}
+
+#[test]
+fn several_columns_in_a_narrow_terminal_keep_the_focused_one() {
+    let mut a = streaming_app();
+    key(&mut a, KeyCode::Char('a'));
+    key(&mut a, KeyCode::Char('a'));
+    insta::assert_snapshot!(render(&a, 50, 16));
+}
+
+#[test]
+fn help_overlay() {
+    let mut a = streaming_app();
+    key(&mut a, KeyCode::Char('?'));
+    insta::assert_snapshot!(render(&a, 100, 30));
+}
+
+#[test]
+fn engine_error_in_a_column() {
+    let mut a = app();
+    let jobs = load(&mut a);
+    a.update(Msg::Engine(EngineEvent::Failed {
+        column: 2,
+        id: jobs[2].id,
+        error: "at α = 1000: non-finite logits (the weights overflow); try an α closer to [0, 1]"
+            .into(),
+    }));
+    insta::assert_snapshot!(render(&a, 100, 20));
+}
+
+#[test]
+fn pair_that_fails_to_load() {
+    let mut a = app();
+    a.update(Msg::Engine(EngineEvent::LoadFailed(
+        "tensor model.norm.weight is in assets/demo/negative/model.safetensors but missing from assets/demo/positive".into(),
+    )));
+    insta::assert_snapshot!(render(&a, 100, 24));
+}
+
+#[test]
+fn tiny_terminal() {
+    insta::assert_snapshot!(render(&streaming_app(), 20, 5));
+}
+
+#[test]
+fn too_small_terminal() {
+    insta::assert_snapshot!(render(&streaming_app(), 12, 3));
+}
+
+#[test]
+fn editing_prompt_and_typing_alpha() {
+    let mut a = streaming_app();
+    key(&mut a, KeyCode::Char('e'));
+    for c in " and".chars() {
+        key(&mut a, KeyCode::Char(c));
+    }
+    let editing = render(&a, 80, 20);
+    key(&mut a, KeyCode::Esc);
+    for c in "1.2".chars() {
+        key(&mut a, KeyCode::Char(c));
+    }
+    insta::assert_snapshot!(format!("{editing}\n{}", render(&a, 80, 20)));
+}
+
+#[test]
+fn every_size_renders_without_panicking() {
+    let mut a = streaming_app();
+    // Text the tokenizer might produce: replacement characters, wide glyphs, long words.
+    let j = lerpscope::engine::worker::Job {
+        ..load(&mut a)[1].clone()
+    };
+    stream(
+        &mut a,
+        &j,
+        &["\u{FFFD}\u{FFFD}", "日本語", "😀", &"x".repeat(300), "\n\n"],
+        false,
+    );
+    key(&mut a, KeyCode::Char('a'));
+    for w in 0..70 {
+        for h in 0..26 {
+            draw(&a, w, h);
+        }
+    }
+    key(&mut a, KeyCode::Char('?'));
+    for (w, h) in [(1, 1), (20, 5), (33, 9), (79, 23)] {
+        draw(&a, w, h);
+    }
+}

@@ -1,0 +1,170 @@
+//! The real binary in a real terminal: tmux runs `lerpscope tui` on a tiny pair, keys are sent
+//! with send-keys and the screen is read with capture-pane. Skipped (with a message) where tmux
+//! is not installed; .ci/run installs it.
+
+use lerpscope::fixtures::{write_tiny_pair, Arch};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "ui"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "ui"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// Poll the screen until `pred` holds; the last screen either way.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                panic!("timed out waiting for {what}; screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+/// The rows of the first column's box (between its borders).
+fn first_column(screen: &str) -> String {
+    screen
+        .lines()
+        .skip_while(|l| !l.contains("α = "))
+        .skip(1)
+        .map(|l| l.chars().skip(1).take(36).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn tui_streams_reacts_to_keys_and_restores_the_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let cmd = format!(
+        "{} tui --a {} --b {} --prompt 'The movie' --max-tokens 40 --temperature 0.8 --device cpu; stty -a | grep -o -- '-*icanon'; echo LERPSCOPE_EXITED; sleep 30",
+        env!("CARGO_BIN_EXE_lerpscope"),
+        a.display(),
+        b.display()
+    );
+    let tmux = Tmux {
+        socket: format!("lerpscope-test-{}", std::process::id()),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "-s",
+        "ui",
+        &cmd,
+    ]);
+
+    // It starts, and every column finishes streaming.
+    let before = tmux.wait_for("three finished columns", |s| s.matches('✓').count() == 3);
+    assert!(
+        before.contains("α = 0.00") && before.contains("α = 0.50") && before.contains("α = 1.00")
+    );
+    assert!(
+        before.contains("Llama"),
+        "header shows the architecture:\n{before}"
+    );
+
+    // Right moves the focused α; the column regenerates with new text.
+    tmux.keys(&["Right", "Right", "Right", "Right"]);
+    let after = tmux.wait_for("α = 0.20 finished", |s| {
+        s.contains("α = 0.20") && s.matches('✓').count() == 3
+    });
+    assert!(!after.contains("α = 0.00"));
+    assert_ne!(
+        first_column(&before),
+        first_column(&after),
+        "the focused column's text changed"
+    );
+
+    // q quits and the shell gets its screen back.
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
+    assert!(
+        !end.contains("α = 0.20"),
+        "the alternate screen was left:\n{end}"
+    );
+    assert!(
+        end.lines().any(|l| l.starts_with("icanon")),
+        "raw mode was turned off:\n{end}"
+    );
+}
+
+#[test]
+fn a_panic_restores_the_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
+    let cmd = format!(
+        "RUST_BACKTRACE=0 LERPSCOPE_TEST_PANIC=1 {} tui --a {} --b {} --device cpu; stty -a | grep -o -- '-*icanon'; echo LERPSCOPE_EXITED; sleep 30",
+        env!("CARGO_BIN_EXE_lerpscope"),
+        a.display(),
+        b.display()
+    );
+    let tmux = Tmux {
+        socket: format!("lerpscope-panic-{}", std::process::id()),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-s",
+        "ui",
+        &cmd,
+    ]);
+    let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
+    assert!(
+        end.contains("panic requested by LERPSCOPE_TEST_PANIC"),
+        "{end}"
+    );
+    assert!(
+        end.lines().any(|l| l.starts_with("icanon")),
+        "raw mode was turned off:\n{end}"
+    );
+}
