@@ -26,6 +26,8 @@ pub enum Command {
     Bench(BenchCommand),
     /// Train a demo pair: tokenizer, base model, negative and positive fine-tunes.
     Train(TrainArgs),
+    /// Perplexity of a text file under θ(α) for each α.
+    Perplexity(PerplexityArgs),
 }
 
 #[derive(Args, Debug)]
@@ -224,10 +226,47 @@ pub fn parse_range(s: &str) -> Result<(f64, f64)> {
     Ok((lo, hi))
 }
 
+#[derive(Args, Debug)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
+    pub alphas: String,
+    /// The text to score.
+    #[arg(long)]
+    pub file: std::path::PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Time the in-place blend against a plain copy of the same buffers.
     Blend(BenchBlendArgs),
+    /// Key-press-to-frame latency of the UI while its columns generate (headless terminal).
+    Ui(BenchUiArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchUiArgs {
+    /// Endpoint A (default: the demo pair).
+    #[arg(long, requires = "b")]
+    pub a: Option<String>,
+    #[arg(long, requires = "a")]
+    pub b: Option<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Key presses to send.
+    #[arg(long, default_value_t = 200)]
+    pub keys: usize,
+    /// Milliseconds between key presses.
+    #[arg(long, default_value_t = 25)]
+    pub interval_ms: u64,
+    /// Tokens per column.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

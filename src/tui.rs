@@ -113,11 +113,15 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         app.range = cfg.range;
         let size = terminal.size()?;
         app.size = (size.width, size.height);
-        let latency = std::env::var_os("LERPSCOPE_LATENCY_LOG").map(PathBuf::from);
         let input = spawn_input_reader();
-        let result = event_loop(&mut terminal, &mut app, input, rx, &engine, latency).await;
+        let latencies = event_loop(&mut terminal, &mut app, input, rx, &engine).await?;
         drop(engine);
-        result
+        if let Some(path) = std::env::var_os("LERPSCOPE_LATENCY_LOG").map(PathBuf::from) {
+            let text: String = latencies.iter().map(|l| format!("{l:.3}\n")).collect();
+            std::fs::write(&path, text)
+                .with_context(|| format!("{}: cannot write", path.display()))?;
+        }
+        Ok(())
     })
 }
 
@@ -139,17 +143,16 @@ fn spawn_input_reader() -> UnboundedReceiver<std::io::Result<Event>> {
 }
 
 /// Input and engine events in, effects out, one frame per batch. Generic over the backend, and
-/// input comes through a channel, so tests can drive it with a `TestBackend` and synthetic
-/// events.
-/// With `latency_log`, each key's time from arrival to its frame being drawn is appended there.
+/// input comes through a channel, so tests and `bench ui` can drive it with a `TestBackend`
+/// and synthetic events. Returns each input event's latency in ms: from its arrival to the end
+/// of the draw that shows its effect.
 pub async fn event_loop<B>(
     terminal: &mut Terminal<B>,
     app: &mut App,
     mut input: UnboundedReceiver<std::io::Result<Event>>,
     mut engine_rx: UnboundedReceiver<EngineEvent>,
     engine: &dyn JobSink,
-    latency_log: Option<PathBuf>,
-) -> Result<()>
+) -> Result<Vec<f64>>
 where
     B: Backend,
     B::Error: Send + Sync + 'static,
@@ -158,8 +161,11 @@ where
     let mut quit = false;
     let mut input_open = true;
     let mut engine_open = true;
+    let mut waiting: Vec<Instant> = Vec::new();
     while !quit && (input_open || engine_open) {
         terminal.draw(|f| crate::ui::view(app, f))?;
+        let drawn = Instant::now();
+        latencies.extend(waiting.drain(..).map(|t| (drawn - t).as_secs_f64() * 1e3));
         // Wait for something to happen.
         let mut batch: Vec<(Msg, Option<Instant>)> = Vec::new();
         tokio::select! {
@@ -194,11 +200,8 @@ where
                 break;
             }
         }
-        let mut key_times = Vec::new();
         for (msg, t) in batch {
-            if let Some(t) = t {
-                key_times.push(t);
-            }
+            waiting.extend(t);
             for effect in app.update(msg) {
                 match effect {
                     Effect::Submit(job) => engine.submit(job),
@@ -211,17 +214,8 @@ where
                 }
             }
         }
-        if latency_log.is_some() && !key_times.is_empty() {
-            terminal.draw(|f| crate::ui::view(app, f))?;
-            let now = Instant::now();
-            latencies.extend(key_times.iter().map(|t| (now - *t).as_secs_f64() * 1e3));
-        }
     }
-    if let Some(path) = latency_log {
-        let text: String = latencies.iter().map(|l| format!("{l:.3}\n")).collect();
-        std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))?;
-    }
-    Ok(())
+    Ok(latencies)
 }
 
 fn to_msg(e: Event) -> Option<Msg> {

@@ -116,3 +116,96 @@ fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
+
+/// Drive the real event loop on a headless terminal with the real engine: send key presses at
+/// a steady rate while the columns generate, and report how long each took to reach a frame.
+pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
+    use crate::app::{keymap::Keymap, App};
+    use crate::engine::worker::EngineHandle;
+    use crate::engine::{GenerationParams, SamplingParams};
+    use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+    let (a, b) = match (args.a, args.b) {
+        (Some(a), Some(b)) => (a, b),
+        _ => super::tui::demo_pair(),
+    };
+    let opts = args.load.options()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (keys, interval) = (args.keys, Duration::from_millis(args.interval_ms));
+    let (latencies, frames_ok) = rt.block_on(async move {
+        let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
+        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
+        let engine = EngineHandle::spawn(a.clone(), b.clone(), opts, move |e| {
+            if matches!(e, crate::engine::worker::EngineEvent::Loaded(_)) {
+                let _ = loaded_tx.send(());
+            }
+            let _ = etx.send(e);
+        });
+        let params = GenerationParams {
+            max_tokens: args.max_tokens,
+            sampling: SamplingParams::default(),
+        };
+        let mut app = App::new(
+            a,
+            b,
+            "The food at this place",
+            &[0.0, 0.5, 1.0],
+            params,
+            Keymap::default(),
+        );
+        app.size = (120, 40);
+        let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40))?;
+        let (itx, irx) = tokio::sync::mpsc::unbounded_channel();
+        // Keys start once the pair is loaded, so every press lands while columns generate.
+        std::thread::spawn(move || {
+            let _ = loaded_rx.recv_timeout(Duration::from_secs(120));
+            for i in 0..keys {
+                std::thread::sleep(interval);
+                let code = if i % 2 == 0 {
+                    KeyCode::Right
+                } else {
+                    KeyCode::Left
+                };
+                if itx
+                    .send(Ok(Event::Key(KeyEvent::new(code, KeyModifiers::NONE))))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(interval);
+            let _ = itx.send(Ok(Event::Key(KeyEvent::new(
+                KeyCode::Char('q'),
+                KeyModifiers::NONE,
+            ))));
+        });
+        let lat = crate::tui::event_loop(&mut terminal, &mut app, irx, erx, &engine).await?;
+        let ok = app.ready();
+        anyhow::Ok((lat, ok))
+    })?;
+    if !frames_ok {
+        anyhow::bail!("the pair did not load");
+    }
+    let mut v: Vec<f64> = latencies
+        .iter()
+        .copied()
+        .filter(|l| l.is_finite())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    let (p50, p95, p99, max) = (pct(0.5), pct(0.95), pct(0.99), v[v.len() - 1]);
+    if args.json {
+        println!(
+            "{}",
+            json!({"bench": "ui", "keys": v.len(), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "max_ms": max})
+        );
+    } else {
+        println!(
+            "key press → frame, {} presses while columns generate:",
+            v.len()
+        );
+        println!("  p50 {p50:.2} ms  p95 {p95:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
+    }
+    Ok(())
+}

@@ -2,6 +2,7 @@
 
 mod bench;
 mod generate;
+mod perplexity;
 mod tui;
 
 use crate::cli::{BenchCommand, Cli, Command};
@@ -11,6 +12,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Bench(BenchCommand::Blend(args))) => bench::blend(args),
+        Some(Command::Bench(BenchCommand::Ui(args))) => bench::ui(args),
+        Some(Command::Perplexity(args)) => perplexity::run(args),
         Some(Command::Train(args)) => crate::train::run(&args.corpus, &args.out, &args.recipe()),
         Some(Command::Tui(args)) => tui::run(args),
         None => tui::run(crate::cli::TuiArgs::defaults()),

@@ -93,6 +93,30 @@ impl Generator<'_> {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Total negative log-likelihood of `ids[1..]` given what precedes each (in windows of
+    /// the model's context), and the number of tokens scored.
+    pub fn nll(&self, ids: &[u32]) -> Result<(f64, usize)> {
+        use candle_core::{Tensor, D};
+        let device = self.model.device();
+        let (mut total, mut count) = (0f64, 0usize);
+        for w in ids.chunks(self.max_positions.min(1024)) {
+            if w.len() < 2 {
+                continue;
+            }
+            let x = Tensor::new(&w[..w.len() - 1], device)?.unsqueeze(0)?;
+            let y = Tensor::new(&w[1..], device)?.unsqueeze(1)?;
+            let logits = self
+                .model
+                .forward_all(&x)?
+                .squeeze(0)?
+                .to_dtype(candle_core::DType::F32)?;
+            let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            total -= lp.gather(&y, 1)?.sum_all()?.to_scalar::<f32>()? as f64;
+            count += w.len() - 1;
+        }
+        Ok((total, count))
+    }
+
     pub fn run(
         &self,
         prompt: &str,
