@@ -28,6 +28,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Perplexity of a text file under θ(α) for each α.
     Perplexity(PerplexityArgs),
+    /// Sample on a grid of α, score attribute and fluency, write CSV/JSON and plots.
+    Sweep(SweepArgs),
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +226,43 @@ pub fn parse_range(s: &str) -> Result<(f64, f64)> {
         bail!("--range: LOW must be below HIGH, got {s:?}");
     }
     Ok((lo, hi))
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub pair: PairArgs,
+    /// START:STOP:STEP (inclusive) or a comma-separated list.
+    #[arg(long, default_value = "0:1:0.25", allow_hyphen_values = true)]
+    pub alphas: String,
+    /// A file with one prompt per line, or `builtin` (neutral prompts in assets/prompts.txt).
+    #[arg(long, default_value = "builtin")]
+    pub prompts: String,
+    /// Use only the first K prompts.
+    #[arg(long)]
+    pub num_prompts: Option<usize>,
+    /// Samples per prompt per α.
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    /// Tokens per sample.
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fluency judge: a (endpoint A), b, blend (the model that wrote the text), or a model.
+    #[arg(long, default_value = "blend")]
+    pub ppl_ref: String,
+    /// Output directory; rerunning into it resumes an interrupted sweep.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod engine;
+pub mod eval;
 pub mod fixtures;
 pub mod train;
 pub mod tui;

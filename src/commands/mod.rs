@@ -3,6 +3,7 @@
 mod bench;
 mod generate;
 mod perplexity;
+mod sweep;
 mod tui;
 
 use crate::cli::{BenchCommand, Cli, Command};
@@ -14,6 +15,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchCommand::Blend(args))) => bench::blend(args),
         Some(Command::Bench(BenchCommand::Ui(args))) => bench::ui(args),
         Some(Command::Perplexity(args)) => perplexity::run(args),
+        Some(Command::Sweep(args)) => sweep::run(args),
         Some(Command::Train(args)) => crate::train::run(&args.corpus, &args.out, &args.recipe()),
         Some(Command::Tui(args)) => tui::run(args),
         None => tui::run(crate::cli::TuiArgs::defaults()),

@@ -187,6 +187,10 @@ impl Engine {
         &self.weights
     }
 
+    pub fn device(&self) -> &Device {
+        self.model.device()
+    }
+
     pub fn alpha(&self) -> f64 {
         self.weights.alpha()
     }

@@ -117,6 +117,28 @@ impl Generator<'_> {
         Ok((total, count))
     }
 
+    /// Negative log-likelihood of `continuation` given `prompt` (summed), and its length.
+    pub fn continuation_nll(&self, prompt: &[u32], continuation: &[u32]) -> Result<(f64, usize)> {
+        use candle_core::{Tensor, D};
+        if continuation.is_empty() || prompt.is_empty() {
+            return Ok((0.0, 0));
+        }
+        let all: Vec<u32> = prompt.iter().chain(continuation).copied().collect();
+        let all = &all[all.len().saturating_sub(self.max_positions)..];
+        let n = continuation.len().min(all.len() - 1);
+        let device = self.model.device();
+        let x = Tensor::new(&all[..all.len() - 1], device)?.unsqueeze(0)?;
+        let logits = self
+            .model
+            .forward_all(&x)?
+            .squeeze(0)?
+            .to_dtype(candle_core::DType::F32)?;
+        let lp = candle_nn::ops::log_softmax(&logits.narrow(0, all.len() - 1 - n, n)?, D::Minus1)?;
+        let y = Tensor::new(&all[all.len() - n..], device)?.unsqueeze(1)?;
+        let total = -(lp.gather(&y, 1)?.sum_all()?.to_scalar::<f32>()? as f64);
+        Ok((total, n))
+    }
+
     pub fn run(
         &self,
         prompt: &str,

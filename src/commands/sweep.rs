@@ -1,0 +1,83 @@
+//! `lerpscope sweep`.
+
+use crate::cli::SweepArgs;
+use crate::engine::{Engine, GenerationParams, SamplingParams};
+use crate::eval::sweep::{parse_alpha_spec, Sweep, SweepConfig};
+use anyhow::{bail, Context, Result};
+
+/// The neutral prompts shipped with lerpscope.
+pub const BUILTIN_PROMPTS: &str = include_str!("../../assets/prompts.txt");
+
+pub fn run(args: SweepArgs) -> Result<()> {
+    let alphas = parse_alpha_spec(&args.alphas)?;
+    let text = if args.prompts == "builtin" {
+        BUILTIN_PROMPTS.to_string()
+    } else {
+        std::fs::read_to_string(&args.prompts)
+            .with_context(|| format!("--prompts {}: cannot read", args.prompts))?
+    };
+    let mut prompts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if let Some(k) = args.num_prompts {
+        prompts.truncate(k);
+    }
+    if prompts.is_empty() {
+        bail!("--prompts {}: no prompts", args.prompts);
+    }
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repeat_penalty: args.repeat_penalty,
+        seed: args.seed,
+    };
+    sampling.validate()?;
+    let config = SweepConfig {
+        a: args.pair.a.clone(),
+        b: args.pair.b.clone(),
+        alphas,
+        prompts,
+        samples: args.samples,
+        params: GenerationParams {
+            max_tokens: args.max_tokens,
+            sampling,
+        },
+        ppl_ref: args.ppl_ref.parse()?,
+    };
+    let mut engine = Engine::load(&args.pair.a, &args.pair.b, &args.pair.load.options()?)?;
+    let t = std::time::Instant::now();
+    let sweep = Sweep {
+        config,
+        out: args.out.clone(),
+        progress: true,
+    };
+    let summary = sweep.run(&mut engine)?;
+    println!(
+        "{:>8}  {:>22}  {:>24}  {:>6}  {:>6}",
+        "α", "VADER (95% CI)", "perplexity (95% CI)", "dist-1", "dist-2"
+    );
+    for s in &summary {
+        println!(
+            "{:>8}  {:>6.3} [{:>6.3}, {:>6.3}]  {:>7.2} [{:>7.2}, {:>7.2}]  {:>6.3}  {:>6.3}",
+            s.alpha,
+            s.vader.mean,
+            s.vader.ci_low,
+            s.vader.ci_high,
+            s.perplexity.mean,
+            s.perplexity.ci_low,
+            s.perplexity.ci_high,
+            s.distinct_1,
+            s.distinct_2
+        );
+    }
+    println!(
+        "wrote {}/{{samples.jsonl, summary.csv, summary.json, plots/}} in {:.1}s",
+        args.out.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Measuring what α does: attribute scorers, fluency (perplexity), diversity (distinct-n),
+//! summary statistics, the sweep, and its plots.
+
+pub mod plot;
+pub mod stats;
+pub mod sweep;
+
+use std::collections::HashSet;
+
+/// Scores one text for an attribute.
+pub trait Scorer {
+    fn name(&self) -> &str;
+    fn score(&self, text: &str) -> anyhow::Result<f64>;
+}
+
+/// VADER's compound sentiment score in [−1, 1], from the lexicon embedded in the crate.
+pub struct Vader {
+    analyzer: vader_sentiment::SentimentIntensityAnalyzer<'static>,
+}
+
+impl Default for Vader {
+    fn default() -> Self {
+        Self {
+            analyzer: vader_sentiment::SentimentIntensityAnalyzer::new(),
+        }
+    }
+}
+
+impl Scorer for Vader {
+    fn name(&self) -> &str {
+        "vader"
+    }
+    fn score(&self, text: &str) -> anyhow::Result<f64> {
+        Ok(self.analyzer.polarity_scores(text)["compound"])
+    }
+}
+
+/// distinct-n over a set of texts: distinct word n-grams / all word n-grams (0 when there are
+/// none).
+pub fn distinct_n<'a>(texts: impl IntoIterator<Item = &'a str>, n: usize) -> f64 {
+    let mut seen = HashSet::new();
+    let mut total = 0usize;
+    for t in texts {
+        let words: Vec<&str> = t.split_whitespace().collect();
+        for g in words.windows(n) {
+            seen.insert(g.to_vec());
+            total += 1;
+        }
+    }
+    if total == 0 {
+        0.0
+    } else {
+        seen.len() as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_counts_unique_ngrams() {
+        assert_eq!(distinct_n(["a b a b"], 1), 0.5);
+        assert_eq!(distinct_n(["a b a b"], 2), 2.0 / 3.0);
+        assert_eq!(distinct_n(["a"], 2), 0.0);
+    }
+
+    #[test]
+    fn vader_signs() {
+        let v = Vader::default();
+        assert!(v.score("What a wonderful, lovely day!").unwrap() > 0.5);
+        assert!(v.score("This is terrible and awful.").unwrap() < -0.5);
+    }
+}

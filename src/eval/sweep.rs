@@ -1,0 +1,315 @@
+//! `lerpscope sweep`: N samples per prompt per α (common random numbers across α), scored for
+//! the attribute (VADER) and fluency (perplexity under a reference), summarised with 95%
+//! intervals, plotted. Results are appended to samples.jsonl as they are made, so an
+//! interrupted sweep rerun with the same --out resumes where it stopped.
+
+use super::stats::{estimate, Estimate};
+use super::{distinct_n, Scorer, Vader};
+use crate::engine::{Engine, GenerationParams, Standalone};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Which model judges fluency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PplRef {
+    /// Endpoint A alone (α = 0).
+    A,
+    /// Endpoint B alone (α = 1).
+    B,
+    /// The blend that wrote the text.
+    Blend,
+    /// Another model directory or Hub id (same tokenizer).
+    Model(String),
+}
+
+impl std::str::FromStr for PplRef {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "a" => PplRef::A,
+            "b" => PplRef::B,
+            "blend" => PplRef::Blend,
+            other => PplRef::Model(other.to_string()),
+        })
+    }
+}
+
+/// What defines a sweep; a rerun into the same directory must match it to resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepConfig {
+    pub a: String,
+    pub b: String,
+    pub alphas: Vec<f64>,
+    pub prompts: Vec<String>,
+    pub samples: usize,
+    pub params: GenerationParams,
+    pub ppl_ref: PplRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    pub alpha: f64,
+    pub prompt_index: usize,
+    pub sample: usize,
+    pub seed: u64,
+    pub prompt: String,
+    pub text: String,
+    pub tokens: usize,
+    pub vader: f64,
+    pub perplexity: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlphaSummary {
+    pub alpha: f64,
+    pub vader: Estimate,
+    pub perplexity: Estimate,
+    pub distinct_1: f64,
+    pub distinct_2: f64,
+    pub distinct_3: f64,
+}
+
+/// The seed of one (prompt, sample): the same at every α.
+pub fn sample_seed(base: u64, prompt_index: usize, sample: usize) -> u64 {
+    base.wrapping_add((prompt_index as u64) << 32)
+        .wrapping_add(sample as u64)
+}
+
+/// Parse `START:STOP:STEP` (inclusive) or a comma-separated list.
+pub fn parse_alpha_spec(spec: &str) -> Result<Vec<f64>> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    if parts.len() == 3 {
+        let p = |s: &str| crate::cli::parse_alpha(s, "--alphas");
+        let (start, stop, step) = (p(parts[0])?, p(parts[1])?, p(parts[2])?);
+        if step <= 0.0 || stop < start {
+            bail!("--alphas {spec}: expected START:STOP:STEP with STOP ≥ START and STEP > 0");
+        }
+        let n = ((stop - start) / step + 1e-9).floor() as usize;
+        if n > 1000 {
+            bail!("--alphas {spec}: {n} alphas is too many");
+        }
+        return Ok((0..=n)
+            .map(|i| ((start + i as f64 * step) * 1e6).round() / 1e6)
+            .collect());
+    }
+    crate::cli::parse_alphas(spec, "--alphas")
+}
+
+/// Read the finished records of an earlier run; a torn last line (the run was killed while
+/// writing it) is cut off so appending continues cleanly.
+fn read_records(path: &Path) -> Result<Vec<SampleRecord>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
+    let mut records = Vec::new();
+    let mut good = 0;
+    for line in text.split_inclusive('\n') {
+        match serde_json::from_str::<SampleRecord>(line.trim_end()) {
+            Ok(r) if line.ends_with('\n') => {
+                records.push(r);
+                good += line.len();
+            }
+            _ => break,
+        }
+    }
+    if good < text.len() {
+        let f = std::fs::OpenOptions::new().write(true).open(path)?;
+        f.set_len(good as u64)?;
+    }
+    Ok(records)
+}
+
+pub struct Sweep {
+    pub config: SweepConfig,
+    pub out: PathBuf,
+    pub progress: bool,
+}
+
+impl Sweep {
+    pub fn run(&self, engine: &mut Engine) -> Result<Vec<AlphaSummary>> {
+        let out = &self.out;
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("--out {}: cannot create", out.display()))?;
+        let cfg_path = out.join("sweep.json");
+        if let Ok(text) = std::fs::read_to_string(&cfg_path) {
+            let old: SweepConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{}: malformed", cfg_path.display()))?;
+            if old != self.config {
+                bail!(
+                    "--out {} holds a sweep with other settings ({}); use another --out to start a new one",
+                    out.display(),
+                    cfg_path.display()
+                );
+            }
+        } else {
+            std::fs::write(&cfg_path, serde_json::to_string_pretty(&self.config)?)?;
+        }
+        let samples_path = out.join("samples.jsonl");
+        let mut records = read_records(&samples_path)?;
+        let done: HashSet<(u64, usize, usize)> = records
+            .iter()
+            .map(|r| (r.alpha.to_bits(), r.prompt_index, r.sample))
+            .collect();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&samples_path)
+            .with_context(|| format!("{}: cannot open", samples_path.display()))?;
+        let c = &self.config;
+        let total = (c.alphas.len() * c.prompts.len() * c.samples) as u64;
+        let bar = if self.progress {
+            indicatif::ProgressBar::new(total)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} samples · {elapsed} · ETA {eta} · {msg}",
+            )
+            .expect("template"),
+        );
+        bar.set_position(done.len() as u64);
+        let reference = match &c.ppl_ref {
+            PplRef::Model(src) => Some(Standalone::load(
+                src,
+                engine.weights().dtype,
+                engine.device(),
+            )?),
+            _ => None,
+        };
+        let vader = Vader::default();
+        let never = std::sync::atomic::AtomicBool::new(false);
+        for &alpha in &c.alphas {
+            bar.set_message(format!("α = {alpha}"));
+            // Generate this α's missing samples, then score them (possibly at another α).
+            engine.set_alpha(alpha)?;
+            let mut fresh = Vec::new();
+            for (pi, prompt) in c.prompts.iter().enumerate() {
+                for s in 0..c.samples {
+                    if done.contains(&(alpha.to_bits(), pi, s)) {
+                        continue;
+                    }
+                    let mut params = c.params;
+                    params.sampling.seed = sample_seed(c.params.sampling.seed, pi, s);
+                    let g = engine.generate(prompt, &params, &never, &mut |_| {})?;
+                    fresh.push((pi, s, params.sampling.seed, g));
+                    bar.inc(1);
+                }
+            }
+            if fresh.is_empty() {
+                continue;
+            }
+            match c.ppl_ref {
+                PplRef::A => engine.set_alpha(0.0).map(drop)?,
+                PplRef::B => engine.set_alpha(1.0).map(drop)?,
+                _ => {}
+            }
+            for (pi, s, seed, g) in fresh {
+                let prompt = &c.prompts[pi];
+                let prompt_ids = engine.encode(prompt)?;
+                let generator = match &reference {
+                    Some(r) => r.generator(),
+                    None => engine.generator(),
+                };
+                let (nll, n) = generator.continuation_nll(&prompt_ids, &g.token_ids)?;
+                let r = SampleRecord {
+                    alpha,
+                    prompt_index: pi,
+                    sample: s,
+                    seed,
+                    prompt: prompt.clone(),
+                    vader: vader.score(&g.text)?,
+                    perplexity: if n > 0 {
+                        (nll / n as f64).exp()
+                    } else {
+                        f64::NAN
+                    },
+                    text: g.text,
+                    tokens: g.token_ids.len(),
+                };
+                writeln!(file, "{}", serde_json::to_string(&r)?)?;
+                records.push(r);
+            }
+            file.flush()?;
+        }
+        bar.finish_and_clear();
+        let summary = summarise(&c.alphas, &records);
+        write_summary(out, &summary)?;
+        Ok(summary)
+    }
+}
+
+pub fn summarise(alphas: &[f64], records: &[SampleRecord]) -> Vec<AlphaSummary> {
+    let mut by_alpha: BTreeMap<u64, Vec<&SampleRecord>> = BTreeMap::new();
+    for r in records {
+        by_alpha.entry(r.alpha.to_bits()).or_default().push(r);
+    }
+    alphas
+        .iter()
+        .map(|&alpha| {
+            let mut rs = by_alpha.remove(&alpha.to_bits()).unwrap_or_default();
+            // Summaries must not depend on the order a resumed run wrote records in.
+            rs.sort_by_key(|r| (r.prompt_index, r.sample));
+            let vader: Vec<f64> = rs.iter().map(|r| r.vader).collect();
+            let ppl: Vec<f64> = rs
+                .iter()
+                .map(|r| r.perplexity)
+                .filter(|p| p.is_finite())
+                .collect();
+            let texts = || rs.iter().map(|r| r.text.as_str());
+            AlphaSummary {
+                alpha,
+                vader: estimate(&vader),
+                perplexity: estimate(&ppl),
+                distinct_1: distinct_n(texts(), 1),
+                distinct_2: distinct_n(texts(), 2),
+                distinct_3: distinct_n(texts(), 3),
+            }
+        })
+        .collect()
+}
+
+fn write_summary(out: &Path, summary: &[AlphaSummary]) -> Result<()> {
+    let mut csv = String::from("alpha,metric,mean,ci_low,ci_high,n\n");
+    for s in summary {
+        for (name, e) in [("vader", &s.vader), ("perplexity", &s.perplexity)] {
+            csv.push_str(&format!(
+                "{},{name},{},{},{},{}\n",
+                s.alpha, e.mean, e.ci_low, e.ci_high, e.n
+            ));
+        }
+        for (name, v) in [
+            ("distinct_1", s.distinct_1),
+            ("distinct_2", s.distinct_2),
+            ("distinct_3", s.distinct_3),
+        ] {
+            csv.push_str(&format!("{},{name},{v},{v},{v},{}\n", s.alpha, s.vader.n));
+        }
+    }
+    std::fs::write(out.join("summary.csv"), csv)?;
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(summary)?,
+    )?;
+    let plots = out.join("plots");
+    std::fs::create_dir_all(&plots)?;
+    let series = |f: fn(&AlphaSummary) -> Estimate| -> Vec<(f64, Estimate)> {
+        summary.iter().map(|s| (s.alpha, f(s))).collect()
+    };
+    super::plot::metric_vs_alpha(
+        &plots.join("vader"),
+        "Sentiment vs α",
+        "VADER compound (mean, 95% CI)",
+        &series(|s| s.vader),
+    )?;
+    super::plot::metric_vs_alpha(
+        &plots.join("perplexity"),
+        "Perplexity vs α",
+        "perplexity (mean, 95% CI)",
+        &series(|s| s.perplexity),
+    )?;
+    Ok(())
+}
