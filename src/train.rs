@@ -411,5 +411,7 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         save_model_dir(&c, &varmap, &tok_path, &dir)?;
         record(&format!("finetune_{side}_s"), t0.elapsed().as_secs_f64())?;
     }
+    drop(log);
+    crate::eval::plot::loss_curves(&out.join("loss.csv"), &out.join("loss"), 25)?;
     Ok(())
 }

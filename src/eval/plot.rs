@@ -102,3 +102,105 @@ where
         .map_err(err)?;
     Ok(())
 }
+
+/// Training loss curves from the recipe's loss.csv (stage,step,loss,…): pre-training, then both
+/// fine-tunes continuing from its last step. Smoothed with a trailing mean over `window` steps.
+pub fn loss_curves(csv: &Path, stem: &Path, window: usize) -> Result<()> {
+    register_font();
+    let text =
+        std::fs::read_to_string(csv).with_context(|| format!("{}: cannot read", csv.display()))?;
+    let mut stages: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (Some(stage), Some(step), Some(loss)) = (f.first(), f.get(1), f.get(2)) else {
+            continue;
+        };
+        let (Ok(step), Ok(loss)) = (step.parse::<f64>(), loss.parse::<f64>()) else {
+            continue;
+        };
+        match stages.iter_mut().find(|(s, _)| s == stage) {
+            Some((_, v)) => v.push((step, loss)),
+            None => stages.push((stage.to_string(), vec![(step, loss)])),
+        }
+    }
+    let pre_len = stages
+        .iter()
+        .find(|(s, _)| s == "pretrain")
+        .map_or(0.0, |(_, v)| v.len() as f64);
+    let smoothed: Vec<(String, Vec<(f64, f64)>)> = stages
+        .iter()
+        .map(|(name, v)| {
+            let offset = if name == "pretrain" { 0.0 } else { pre_len };
+            let pts = v
+                .iter()
+                .enumerate()
+                .map(|(i, &(step, _))| {
+                    let lo = (i + 1).saturating_sub(window.max(1));
+                    let mean = v[lo..=i].iter().map(|p| p.1).sum::<f64>() / (i + 1 - lo) as f64;
+                    (step + offset, mean)
+                })
+                .collect();
+            (name.clone(), pts)
+        })
+        .collect();
+    let png = stem.with_extension("png");
+    let root = BitMapBackend::new(&png, (900, 500)).into_drawing_area();
+    let err = drawing_error;
+    root.fill(&WHITE).map_err(err)?;
+    let xmax = smoothed
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let ymax = smoothed
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.1))
+        .fold(0.0, f64::max);
+    let ymin = smoothed
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|p| p.1))
+        .fold(f64::MAX, f64::min);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Training loss (cross-entropy per token)",
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..xmax * 1.02, (ymin * 0.95)..(ymax * 1.02))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc(format!("loss (trailing mean of {window})"))
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    let colours = [
+        RGBColor(90, 90, 90),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(31, 119, 180),
+    ];
+    for (i, (name, pts)) in smoothed.iter().enumerate() {
+        let c = colours[i % colours.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+fn drawing_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> anyhow::Error {
+    anyhow::anyhow!("cannot draw: {e:?}")
+}
