@@ -328,3 +328,26 @@ fn clicking_and_dragging_the_slider_sets_alpha() {
     }));
     assert_eq!(a.focused, i);
 }
+
+#[test]
+fn meters_arrive_after_completion_and_clear_on_regeneration() {
+    let (mut a, first) = loaded();
+    a.update(Msg::Engine(EngineEvent::Scored {
+        column: 1,
+        id: first[1].id,
+        vader: 0.42,
+        perplexity: 23.5,
+    }));
+    assert_eq!(a.columns[1].meters, Some((0.42, 23.5)));
+    // A stale score is dropped; a new job clears the old meters.
+    a.update(key(KeyCode::Tab));
+    a.update(key(KeyCode::Right));
+    assert_eq!(a.columns[1].meters, None);
+    a.update(Msg::Engine(EngineEvent::Scored {
+        column: 1,
+        id: first[1].id,
+        vader: 0.1,
+        perplexity: 9.0,
+    }));
+    assert_eq!(a.columns[1].meters, None);
+}

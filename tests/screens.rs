@@ -87,6 +87,12 @@ fn streaming_app() -> App {
         ],
         true,
     );
+    a.update(Msg::Engine(EngineEvent::Scored {
+        column: 0,
+        id: jobs[0].id,
+        vader: -0.7003,
+        perplexity: 31.4,
+    }));
     stream(
         &mut a,
         &jobs[1],

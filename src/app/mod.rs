@@ -64,6 +64,8 @@ pub struct Column {
     pub blend_ms: Option<f64>,
     /// Lines scrolled up from the bottom (0 follows the stream).
     pub scroll: u16,
+    /// (VADER compound, perplexity) once the text is complete.
+    pub meters: Option<(f64, f64)>,
 }
 
 impl Column {
@@ -77,6 +79,7 @@ impl Column {
             tokens_per_s: None,
             blend_ms: None,
             scroll: 0,
+            meters: None,
         }
     }
 }
@@ -470,6 +473,17 @@ impl App {
                 }
                 vec![]
             }
+            EngineEvent::Scored {
+                column,
+                id,
+                vader,
+                perplexity,
+            } => {
+                if let Some(c) = self.current(column, id) {
+                    c.meters = Some((vader, perplexity));
+                }
+                vec![]
+            }
             EngineEvent::Failed { column, id, error } => {
                 if let Some(c) = self.current(column, id) {
                     c.state = ColumnState::Failed(error.clone());
@@ -522,6 +536,7 @@ impl App {
         c.text.clear();
         c.tokens = 0;
         c.tokens_per_s = None;
+        c.meters = None;
         c.scroll = 0;
         c.state = ColumnState::Queued;
         vec![Effect::Submit(Job {

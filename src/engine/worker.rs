@@ -47,6 +47,14 @@ pub enum EngineEvent {
         tokens_per_s: f64,
         stop: StopReason,
     },
+    /// Meters of a finished column: VADER compound of its text, and the perplexity of the
+    /// continuation under the blend that wrote it.
+    Scored {
+        column: usize,
+        id: u64,
+        vader: f64,
+        perplexity: f64,
+    },
     Failed {
         column: usize,
         id: u64,
@@ -212,18 +220,41 @@ fn run_job(engine: &mut Engine, job: &Job, latest: &AtomicU64, emit: &dyn Fn(Eng
             piece: piece.to_string(),
         })
     });
-    emit(match result {
-        Ok(g) => EngineEvent::Done {
-            column,
-            id,
-            tokens: g.token_ids.len(),
-            tokens_per_s: g.tokens_per_s(),
-            stop: g.stop,
-        },
-        Err(e) => EngineEvent::Failed {
+    match result {
+        Ok(g) => {
+            emit(EngineEvent::Done {
+                column,
+                id,
+                tokens: g.token_ids.len(),
+                tokens_per_s: g.tokens_per_s(),
+                stop: g.stop,
+            });
+            if g.stop != StopReason::Cancelled && !stale() {
+                if let Ok(scored) = score(engine, job, &g) {
+                    emit(scored);
+                }
+            }
+        }
+        Err(e) => emit(EngineEvent::Failed {
             column,
             id,
             error: crate::one_line(&e),
+        }),
+    }
+}
+
+fn score(engine: &Engine, job: &Job, g: &crate::engine::Generation) -> anyhow::Result<EngineEvent> {
+    use crate::eval::Scorer;
+    let prompt = engine.encode(&job.prompt)?;
+    let (nll, n) = engine.generator().continuation_nll(&prompt, &g.token_ids)?;
+    Ok(EngineEvent::Scored {
+        column: job.column,
+        id: job.id,
+        vader: crate::eval::Vader::default().score(&g.text)?,
+        perplexity: if n > 0 {
+            (nll / n as f64).exp()
+        } else {
+            f64::NAN
         },
-    });
+    })
 }

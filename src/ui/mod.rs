@@ -227,6 +227,19 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
     if wrap::width(&title) + wrap::width(&state) + 2 <= r.width as usize {
         block = block.title(Line::styled(state, border).right_aligned());
     }
+    if let Some((vader, ppl)) = c.meters {
+        let colour = if vader > 0.05 {
+            Color::Green
+        } else if vader < -0.05 {
+            Color::Red
+        } else {
+            Color::Gray
+        };
+        let meters = format!(" VADER {vader:+.2} · ppl {ppl:.1} ");
+        if wrap::width(&meters) + 2 <= r.width as usize {
+            block = block.title_bottom(Line::styled(meters, Style::default().fg(colour)));
+        }
+    }
     let inner = block.inner(r);
     block.render(r, buf);
     if inner.width == 0 || inner.height == 0 {
