@@ -37,6 +37,23 @@ fn vader_matches_the_python_reference_to_three_decimals() {
     );
 }
 
+/// Independent: one full forward per prefix, log-softmax by hand in f64, for ids[from..].
+fn nll_by_hand(e: &Engine, ids: &[u32], from: usize) -> f64 {
+    (from..ids.len())
+        .map(|i| {
+            let logits = e.logits(&ids[..i]).unwrap();
+            let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let lse = max
+                + logits
+                    .iter()
+                    .map(|&l| (l as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            lse - logits[ids[i] as usize] as f64
+        })
+        .sum()
+}
+
 #[test]
 fn perplexity_is_exp_mean_nll_computed_independently() {
     let tmp = tempfile::tempdir().unwrap();

@@ -53,6 +53,7 @@ pub struct Sampler {
     rng: StdRng,
     /// Scratch reused across steps so the token loop does not allocate.
     candidates: Vec<(u32, f32)>,
+    seen: Vec<bool>,
 }
 
 impl Sampler {
@@ -61,6 +62,7 @@ impl Sampler {
             params,
             rng: StdRng::seed_from_u64(params.seed),
             candidates: Vec::new(),
+            seen: Vec::new(),
         }
     }
 
@@ -69,7 +71,7 @@ impl Sampler {
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
         // One draw per step, always, so the stream stays aligned across alphas.
         let u: f32 = self.rng.random();
-        apply_repeat_penalty(logits, history, self.params.repeat_penalty);
+        penalise(logits, history, self.params.repeat_penalty, &mut self.seen);
         if self.params.temperature == 0.0 {
             return argmax(logits);
         }
@@ -123,12 +125,19 @@ impl Sampler {
     }
 }
 
-/// CTRL-style penalty, as in Hugging Face: positive logits are divided, negative multiplied.
+/// CTRL-style penalty, as in Hugging Face: positive logits are divided, negative multiplied,
+/// once per distinct token seen.
 pub fn apply_repeat_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
+    penalise(logits, history, penalty, &mut Vec::new());
+}
+
+/// The penalty with a caller-owned scratch (all false on entry and on return), so the token
+/// loop does not allocate a vocabulary-sized mask per step.
+fn penalise(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bool>) {
     if penalty == 1.0 {
         return;
     }
-    let mut seen = vec![false; logits.len()];
+    seen.resize(logits.len(), false);
     for &t in history {
         let i = t as usize;
         if i < logits.len() && !seen[i] {
@@ -139,6 +148,11 @@ pub fn apply_repeat_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
             } else {
                 *l * penalty
             };
+        }
+    }
+    for &t in history {
+        if let Some(s) = seen.get_mut(t as usize) {
+            *s = false;
         }
     }
 }
