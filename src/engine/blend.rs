@@ -206,7 +206,8 @@ mod simd {
 }
 
 /// The blend as an in-place candle op: `working.inplace_op3(&a, &b, &BlendOp { alpha })`.
-/// The CUDA twin lives beside this under the `cuda` feature.
+/// The op's shape (`cpu_fwd` now, `cuda_fwd` beside it) is where the CUDA twin slots in; until
+/// then a CUDA buffer gets candle's clear "no cuda implementation" error.
 #[derive(Debug, Clone, Copy)]
 pub struct BlendOp {
     pub alpha: f32,
@@ -253,19 +254,6 @@ impl candle_core::InplaceOp3 for BlendOp {
         }
         Ok(())
     }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        w: &mut candle_core::CudaStorage,
-        lw: &Layout,
-        a: &candle_core::CudaStorage,
-        la: &Layout,
-        b: &candle_core::CudaStorage,
-        lb: &Layout,
-    ) -> Result<()> {
-        super::blend_cuda::blend_cuda(self.alpha, w, lw, a, la, b, lb)
-    }
 }
 
 /// A plain copy of `src` into the destination as an in-place op: the bandwidth yardstick the
@@ -291,17 +279,6 @@ impl candle_core::InplaceOp2 for CopyOp {
             _ => candle_core::bail!("copy: buffers must share one of f32, f16, bf16"),
         }
         Ok(())
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        w: &mut candle_core::CudaStorage,
-        lw: &Layout,
-        a: &candle_core::CudaStorage,
-        la: &Layout,
-    ) -> Result<()> {
-        super::blend_cuda::copy_cuda(w, lw, a, la)
     }
 }
 
