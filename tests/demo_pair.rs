@@ -1,0 +1,59 @@
+//! The shipped demo pair: it loads like any pair, and α moves its sentiment the right way.
+
+use lerpscope::eval::sweep::{PplRef, Sweep, SweepConfig};
+use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
+use std::path::PathBuf;
+
+fn demo(side: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/demo")
+        .join(side)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_demo_pair_loads_and_alpha_moves_sentiment() {
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    let mut engine = Engine::load(&demo("negative"), &demo("positive"), &opts).unwrap();
+    assert_eq!(engine.info.architecture, "LlamaForCausalLM");
+    assert!(engine.info.params > 2_000_000 && engine.info.params < 10_000_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts: Vec<String> = include_str!("../assets/prompts.txt")
+        .lines()
+        .map(String::from)
+        .collect();
+    let sweep = Sweep {
+        config: SweepConfig {
+            a: demo("negative"),
+            b: demo("positive"),
+            alphas: vec![0.0, 1.0],
+            prompts,
+            samples: 2,
+            params: GenerationParams {
+                max_tokens: 24,
+                sampling: SamplingParams {
+                    temperature: 1.0,
+                    top_p: 0.9,
+                    top_k: 0,
+                    repeat_penalty: 1.0,
+                    seed: 7,
+                },
+            },
+            ppl_ref: PplRef::Blend,
+        },
+        out: tmp.path().join("sweep"),
+        progress: false,
+    };
+    let s = sweep.run(&mut engine).unwrap();
+    assert!(
+        s[0].vader.mean < s[1].vader.mean,
+        "sentiment at α = 0 ({}) should be below α = 1 ({})",
+        s[0].vader.mean,
+        s[1].vader.mean
+    );
+    assert!(s[0].vader.mean < 0.0 && s[1].vader.mean > 0.0, "{s:?}");
+}
