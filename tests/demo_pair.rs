@@ -1,7 +1,7 @@
 //! The shipped demo pair: it loads like any pair, and α moves its sentiment the right way.
 
-use lerpscope::eval::sweep::{PplRef, Sweep, SweepConfig};
 use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
+use lerpscope::eval::sweep::{PplRef, Sweep, SweepConfig};
 use std::path::PathBuf;
 
 fn demo(side: &str) -> String {
