@@ -145,9 +145,9 @@ impl Drop for EngineHandle {
             slot.store(u64::MAX, Ordering::SeqCst);
         }
         let _ = self.tx.send(Request::Shutdown);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Not joined: a load of a large pair may still be running, and quitting must not wait
+        // for it. The thread ends on its own at its next check, or with the process.
+        drop(self.thread.take());
     }
 }
 

@@ -98,6 +98,21 @@ pub fn view(app: &App, frame: &mut Frame) {
     let buf = frame.buffer_mut();
     if let Some(t) = areas.slider_track {
         slider::render(app, t, areas.slider_labels, buf);
+        // The visible range's ends, in the margins beside the track.
+        if t.x > area.x + 1 {
+            let dim = Style::default().fg(Color::DarkGray);
+            let lo = format!("{:>5}", fmt_range(app.range.0));
+            let hi = fmt_range(app.range.1);
+            buf.set_stringn(area.x, t.y, &lo, (t.x - area.x - 1) as usize, dim);
+            let hx = t.x + t.width + 1;
+            buf.set_stringn(
+                hx,
+                t.y,
+                &hi,
+                (area.x + area.width).saturating_sub(hx) as usize,
+                dim,
+            );
+        }
     }
     match &app.pair {
         PairState::Failed(e) => load_error(app, e, columns_area(&areas), buf),
@@ -418,6 +433,11 @@ fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
                 .border_style(Style::default().fg(Color::Cyan)),
         )
         .render(r, buf);
+}
+
+fn fmt_range(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn human_count(n: usize) -> String {
