@@ -64,19 +64,7 @@ fn perplexity_is_exp_mean_nll_computed_independently() {
     let ids = e
         .encode("The movie was great and the food was good.")
         .unwrap();
-    // Independent: one full forward per prefix, softmax by hand in f64.
-    let mut nll = 0f64;
-    for i in 1..ids.len() {
-        let logits = e.logits(&ids[..i]).unwrap();
-        let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
-        let lse = max
-            + logits
-                .iter()
-                .map(|&l| (l as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        nll += lse - logits[ids[i] as usize] as f64;
-    }
+    let nll = nll_by_hand(&e, &ids, 1);
     let (got, n) = e.generator().nll(&ids).unwrap();
     assert_eq!(n, ids.len() - 1);
     assert!((got - nll).abs() < 1e-3 * nll.abs(), "{got} vs {nll}");
@@ -88,18 +76,7 @@ fn perplexity_is_exp_mean_nll_computed_independently() {
         .continuation_nll(&ids[..3], &ids[3..])
         .unwrap();
     assert_eq!(m, ids.len() - 3);
-    let mut want = 0f64;
-    for i in 3..ids.len() {
-        let logits = e.logits(&ids[..i]).unwrap();
-        let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
-        let lse = max
-            + logits
-                .iter()
-                .map(|&l| (l as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        want += lse - logits[ids[i] as usize] as f64;
-    }
+    let want = nll_by_hand(&e, &ids, 3);
     assert!((c - want).abs() < 1e-3 * want.abs(), "{c} vs {want}");
 }
 
