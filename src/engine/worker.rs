@@ -250,7 +250,7 @@ fn score(engine: &Engine, job: &Job, g: &crate::engine::Generation) -> anyhow::R
     Ok(EngineEvent::Scored {
         column: job.column,
         id: job.id,
-        vader: crate::eval::Vader::default().score(&g.text)?,
+        vader: crate::eval::Vader.score(&g.text)?,
         perplexity: if n > 0 {
             (nll / n as f64).exp()
         } else {

@@ -4,6 +4,7 @@
 pub mod plot;
 pub mod stats;
 pub mod sweep;
+pub mod vader;
 
 use std::collections::HashSet;
 
@@ -13,25 +14,16 @@ pub trait Scorer {
     fn score(&self, text: &str) -> anyhow::Result<f64>;
 }
 
-/// VADER's compound sentiment score in [−1, 1], from the lexicon embedded in the crate.
-pub struct Vader {
-    analyzer: vader_sentiment::SentimentIntensityAnalyzer<'static>,
-}
-
-impl Default for Vader {
-    fn default() -> Self {
-        Self {
-            analyzer: vader_sentiment::SentimentIntensityAnalyzer::new(),
-        }
-    }
-}
+/// VADER's compound sentiment score in [−1, 1] (vaderSentiment 3.3.2, ported in `vader`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Vader;
 
 impl Scorer for Vader {
     fn name(&self) -> &str {
         "vader"
     }
     fn score(&self, text: &str) -> anyhow::Result<f64> {
-        Ok(self.analyzer.polarity_scores(text)["compound"])
+        Ok(vader::compound(text))
     }
 }
 
@@ -67,7 +59,7 @@ mod tests {
 
     #[test]
     fn vader_signs() {
-        let v = Vader::default();
+        let v = Vader;
         assert!(v.score("What a wonderful, lovely day!").unwrap() > 0.5);
         assert!(v.score("This is terrible and awful.").unwrap() < -0.5);
     }

@@ -180,7 +180,7 @@ impl Sweep {
             )?),
             _ => None,
         };
-        let vader = Vader::default();
+        let vader = Vader;
         let never = std::sync::atomic::AtomicBool::new(false);
         for &alpha in &c.alphas {
             bar.set_message(format!("α = {alpha}"));
