@@ -3,7 +3,7 @@
 //! batch of messages.
 
 use crate::app::{keymap::Keymap, App, Effect, Msg, Session};
-use crate::engine::worker::{EngineEvent, EngineHandle, Job};
+use crate::engine::worker::{CurveJob, EngineEvent, EngineHandle, Job};
 use crate::engine::{GenerationParams, LoadOptions};
 use anyhow::{Context, Result};
 use crossterm::event::{
@@ -31,11 +31,15 @@ pub struct TuiConfig {
 pub trait JobSink {
     fn submit(&self, job: Job);
     fn forget(&self, column: usize, id: u64);
+    fn curve(&self, job: CurveJob);
 }
 
 impl JobSink for EngineHandle {
     fn submit(&self, job: Job) {
         EngineHandle::submit(self, job)
+    }
+    fn curve(&self, job: CurveJob) {
+        EngineHandle::curve(self, job)
     }
     fn forget(&self, column: usize, id: u64) {
         EngineHandle::forget(self, column, id)
@@ -205,6 +209,7 @@ where
             for effect in app.update(msg) {
                 match effect {
                     Effect::Submit(job) => engine.submit(job),
+                    Effect::Curve(job) => engine.curve(job),
                     Effect::Forget { column, id } => engine.forget(column, id),
                     Effect::Save(session) => {
                         let r = save_session(&session).map_err(|e| crate::one_line(&e));

@@ -351,3 +351,36 @@ fn meters_arrive_after_completion_and_clear_on_regeneration() {
     }));
     assert_eq!(a.columns[1].meters, None);
 }
+
+#[test]
+fn the_curve_panel_runs_a_quick_sweep_and_collects_its_points() {
+    let (mut a, _) = loaded();
+    let e = a.update(key(KeyCode::Char('g')));
+    assert!(a.show_curve);
+    let Effect::Curve(job) = &e[0] else {
+        panic!("{e:?}")
+    };
+    assert_eq!(job.alphas.first(), Some(&-1.0));
+    assert_eq!(job.alphas.last(), Some(&2.0));
+    assert_eq!(job.prompt, "The food");
+    a.update(Msg::Engine(EngineEvent::CurvePoint {
+        id: job.id,
+        alpha: -1.0,
+        vader: -0.4,
+    }));
+    a.update(Msg::Engine(EngineEvent::CurvePoint {
+        id: job.id + 99,
+        alpha: 0.0,
+        vader: 0.9,
+    }));
+    assert_eq!(
+        a.curve.points,
+        vec![(-1.0, -0.4)],
+        "points of another sweep are ignored"
+    );
+    assert!(
+        a.update(key(KeyCode::Char('g'))).is_empty(),
+        "closing starts nothing"
+    );
+    assert!(!a.show_curve);
+}

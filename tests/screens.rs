@@ -207,3 +207,21 @@ fn every_size_renders_without_panicking() {
         draw(&a, w, h);
     }
 }
+
+#[test]
+fn curve_panel() {
+    let mut a = streaming_app();
+    let effects = key(&mut a, KeyCode::Char('g'));
+    let Some(Effect::Curve(job)) = effects.into_iter().next() else {
+        panic!("no curve job")
+    };
+    for (i, &alpha) in job.alphas.iter().enumerate().take(6) {
+        let vader = -0.5 + 0.2 * i as f64;
+        a.update(Msg::Engine(EngineEvent::CurvePoint {
+            id: job.id,
+            alpha,
+            vader,
+        }));
+    }
+    insta::assert_snapshot!(render(&a, 100, 30));
+}

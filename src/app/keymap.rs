@@ -30,10 +30,11 @@ pub enum Action {
     Save,
     Help,
     Meters,
+    Curve,
 }
 
 impl Action {
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 16] = [
         Action::Quit,
         Action::AlphaUp,
         Action::AlphaDown,
@@ -49,6 +50,7 @@ impl Action {
         Action::Save,
         Action::Help,
         Action::Meters,
+        Action::Curve,
     ];
 
     /// The name used in keys.toml.
@@ -69,6 +71,7 @@ impl Action {
             Action::Save => "save",
             Action::Help => "help",
             Action::Meters => "meters",
+            Action::Curve => "curve",
         }
     }
 
@@ -89,6 +92,7 @@ impl Action {
             Action::Save => "save the session as Markdown and JSON",
             Action::Help => "show or hide this help",
             Action::Meters => "show or hide the status details",
+            Action::Curve => "sentiment-vs-α curve from a quick background sweep",
         }
     }
 
@@ -104,11 +108,12 @@ impl Action {
             Action::AddColumn => &["a"],
             Action::RemoveColumn => &["x"],
             Action::EditPrompt => &["e", "p"],
-            Action::Regenerate => &["Enter", "g"],
+            Action::Regenerate => &["Enter"],
             Action::Resample => &["r"],
             Action::Save => &["s"],
             Action::Help => &["?", "F1"],
             Action::Meters => &["m"],
+            Action::Curve => &["g"],
         }
     }
 }

@@ -5,7 +5,7 @@
 pub mod editor;
 pub mod keymap;
 
-use crate::engine::worker::{EngineEvent, Job};
+use crate::engine::worker::{CurveJob, EngineEvent, Job};
 use crate::engine::{GenerationParams, PairInfo, StopReason};
 use crossterm::event::{
     KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
@@ -16,6 +16,17 @@ use ratatui::layout::Rect;
 use serde::Serialize;
 
 pub const FINE_STEP: f64 = 0.05;
+/// The quick sweep behind the curve panel: points across the slider's range, samples each.
+pub const CURVE_POINTS: usize = 9;
+pub const CURVE_SAMPLES: usize = 6;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Curve {
+    pub id: u64,
+    /// (α, mean VADER compound), in the order they arrived.
+    pub points: Vec<(f64, f64)>,
+    pub expected: usize,
+}
 pub const COARSE_STEP: f64 = 0.25;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +42,7 @@ pub enum Msg {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Submit(Job),
+    Curve(CurveJob),
     Forget { column: usize, id: u64 },
     Save(Session),
     Quit,
@@ -123,6 +135,9 @@ pub struct App {
     pub keymap: Keymap,
     pub show_help: bool,
     pub show_details: bool,
+    /// The attribute-vs-α panel: shown or not, and the points of the latest quick sweep.
+    pub show_curve: bool,
+    pub curve: Curve,
     /// What the status line says the engine is doing.
     pub activity: String,
     pub last_error: Option<String>,
@@ -157,6 +172,8 @@ impl App {
             keymap,
             show_help: false,
             show_details: false,
+            show_curve: false,
+            curve: Curve::default(),
             activity: "loading the pair…".to_string(),
             last_error: None,
             notice: None,
@@ -303,6 +320,32 @@ impl App {
             Action::Meters => {
                 self.show_details = !self.show_details;
                 vec![]
+            }
+            Action::Curve => {
+                self.show_curve = !self.show_curve;
+                if !self.show_curve || !self.ready() {
+                    return vec![];
+                }
+                // A fresh quick sweep each time the panel opens: the prompt may have changed.
+                let id = self.fresh_id();
+                let (lo, hi) = self.range;
+                let alphas: Vec<f64> = (0..CURVE_POINTS)
+                    .map(|i| round(lo + (hi - lo) * i as f64 / (CURVE_POINTS - 1) as f64))
+                    .collect();
+                self.curve = Curve {
+                    id,
+                    points: Vec::new(),
+                    expected: alphas.len(),
+                };
+                let mut params = self.params;
+                params.max_tokens = params.max_tokens.min(24);
+                vec![Effect::Curve(CurveJob {
+                    id,
+                    alphas,
+                    prompt: self.prompt.text(),
+                    samples: CURVE_SAMPLES,
+                    params,
+                })]
             }
         }
     }
@@ -481,6 +524,12 @@ impl App {
             } => {
                 if let Some(c) = self.current(column, id) {
                     c.meters = Some((vader, perplexity));
+                }
+                vec![]
+            }
+            EngineEvent::CurvePoint { id, alpha, vader } => {
+                if id == self.curve.id {
+                    self.curve.points.push((alpha, vader));
                 }
                 vec![]
             }

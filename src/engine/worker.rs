@@ -60,10 +60,28 @@ pub enum EngineEvent {
         id: u64,
         error: String,
     },
+    /// One α of a curve job is complete: the mean VADER compound of its samples.
+    CurvePoint {
+        id: u64,
+        alpha: f64,
+        vader: f64,
+    },
+}
+
+/// A quick sweep for the UI's attribute-vs-α panel: `samples` continuations of `prompt` at
+/// each α, scored with VADER. Runs only while no column job is waiting, one sample at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurveJob {
+    pub id: u64,
+    pub alphas: Vec<f64>,
+    pub prompt: String,
+    pub samples: usize,
+    pub params: GenerationParams,
 }
 
 enum Request {
     Submit(Job),
+    Curve(CurveJob),
     Forget(usize),
     Shutdown,
 }
@@ -132,6 +150,11 @@ impl EngineHandle {
         let _ = self.tx.send(Request::Submit(job));
     }
 
+    /// Start a background quick sweep, replacing any earlier one.
+    pub fn curve(&self, job: CurveJob) {
+        let _ = self.tx.send(Request::Curve(job));
+    }
+
     /// Drop a column's pending job and stop its running one (the column was removed).
     pub fn forget(&self, column: usize, id: u64) {
         self.latest.slot(column).store(id, Ordering::SeqCst);
@@ -153,9 +176,10 @@ impl Drop for EngineHandle {
 
 fn serve(mut engine: Engine, rx: Receiver<Request>, latest: &Latest, emit: &dyn Fn(EngineEvent)) {
     let mut pending: Vec<Job> = Vec::new();
+    let mut curve: Option<CurveState> = None;
     loop {
         // Block only when idle; otherwise take whatever arrived and get back to work.
-        let first = if pending.is_empty() {
+        let first = if pending.is_empty() && curve.is_none() {
             match rx.recv() {
                 Ok(r) => Some(r),
                 Err(_) => return,
@@ -173,13 +197,68 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, latest: &Latest, emit: &dyn 
                     pending.retain(|j| j.column != job.column);
                     pending.push(job);
                 }
+                Request::Curve(job) => curve = Some(CurveState::new(job)),
                 Request::Forget(c) => pending.retain(|j| j.column != c),
                 Request::Shutdown => return,
             }
         }
-        let Some(next) = pick(&pending) else { continue };
-        let job = pending.remove(next);
-        run_job(&mut engine, &job, &latest.slot(job.column), emit);
+        if let Some(next) = pick(&pending) {
+            let job = pending.remove(next);
+            run_job(&mut engine, &job, &latest.slot(job.column), emit);
+        } else if let Some(c) = curve.as_mut() {
+            // One sample per turn, so a column job submitted meanwhile waits one sample at most.
+            if c.step(&mut engine, emit).is_err() || c.done() {
+                curve = None;
+            }
+        }
+    }
+}
+
+struct CurveState {
+    job: CurveJob,
+    alpha_index: usize,
+    sample: usize,
+    scores: Vec<f64>,
+}
+
+impl CurveState {
+    fn new(job: CurveJob) -> Self {
+        Self {
+            job,
+            alpha_index: 0,
+            sample: 0,
+            scores: Vec::new(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.alpha_index >= self.job.alphas.len()
+    }
+
+    fn step(&mut self, engine: &mut Engine, emit: &dyn Fn(EngineEvent)) -> anyhow::Result<()> {
+        use crate::eval::Scorer;
+        let alpha = self.job.alphas[self.alpha_index];
+        if engine.alpha() != alpha {
+            engine.set_alpha(alpha)?;
+        }
+        let mut params = self.job.params;
+        params.sampling.seed = params.sampling.seed.wrapping_add(self.sample as u64);
+        let never = std::sync::atomic::AtomicBool::new(false);
+        let g = engine.generate(&self.job.prompt, &params, &never, &mut |_| {})?;
+        self.scores.push(crate::eval::Vader.score(&g.text)?);
+        self.sample += 1;
+        if self.sample >= self.job.samples {
+            let mean = self.scores.iter().sum::<f64>() / self.scores.len() as f64;
+            emit(EngineEvent::CurvePoint {
+                id: self.job.id,
+                alpha,
+                vader: mean,
+            });
+            self.scores.clear();
+            self.sample = 0;
+            self.alpha_index += 1;
+        }
+        Ok(())
     }
 }
 

@@ -123,6 +123,9 @@ pub fn view(app: &App, frame: &mut Frame) {
         }
     }
     status_line(app, status, buf);
+    if app.show_curve {
+        curve_panel(app, columns_area(&areas), buf);
+    }
     if app.show_help {
         help(app, area, buf);
     }
@@ -431,6 +434,76 @@ fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
             Block::bordered()
                 .title(" keys (any key closes) ")
                 .border_style(Style::default().fg(Color::Cyan)),
+        )
+        .render(r, buf);
+}
+
+/// The attribute-vs-α curve of the latest quick sweep, over the columns, with the columns'
+/// alphas marked as vertical lines.
+fn curve_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
+    use ratatui::symbols::Marker;
+    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+    if r.width < 20 || r.height < 8 {
+        return;
+    }
+    let mut pts = app.curve.points.clone();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let marks: Vec<Vec<(f64, f64)>> = app
+        .columns
+        .iter()
+        .map(|c| vec![(c.alpha, -1.0), (c.alpha, 1.0)])
+        .collect();
+    let mut sets: Vec<Dataset> = marks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let colour = if i == app.focused {
+                Color::Yellow
+            } else {
+                Color::DarkGray
+            };
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(colour))
+                .data(m)
+        })
+        .collect();
+    sets.push(
+        Dataset::default()
+            .name("mean VADER")
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(Color::Cyan))
+            .data(&pts),
+    );
+    let (lo, hi) = app.range;
+    let progress = if pts.len() < app.curve.expected {
+        format!(" — sweeping {}/{} ", pts.len(), app.curve.expected)
+    } else {
+        String::new()
+    };
+    let title = format!(
+        " sentiment vs α: {} samples per point{progress} (g closes) ",
+        crate::app::CURVE_SAMPLES
+    );
+    Clear.render(r, buf);
+    Chart::new(sets)
+        .block(
+            Block::bordered()
+                .title(title)
+                .border_style(Style::default().fg(Color::Cyan)),
+        )
+        .x_axis(Axis::default().title("α").bounds([lo, hi]).labels([
+            fmt_range(lo),
+            fmt_range((lo + hi) / 2.0),
+            fmt_range(hi),
+        ]))
+        .y_axis(
+            Axis::default()
+                .title("VADER")
+                .bounds([-1.0, 1.0])
+                .labels(["-1", "0", "+1"]),
         )
         .render(r, buf);
 }
