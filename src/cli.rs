@@ -260,6 +260,12 @@ pub struct SweepArgs {
     /// Fluency judge: a (endpoint A), b, blend (the model that wrote the text), or a model.
     #[arg(long, default_value = "blend")]
     pub ppl_ref: String,
+    /// Also score with a sequence classifier (BertForSequenceClassification directory or Hub id).
+    #[arg(long)]
+    pub classifier: Option<String>,
+    /// The classifier label whose probability is the attribute.
+    #[arg(long, default_value = "positive")]
+    pub label: String,
     /// Output directory; rerunning into it resumes an interrupted sweep.
     #[arg(long)]
     pub out: std::path::PathBuf,

@@ -44,6 +44,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
                 },
             },
             ppl_ref: PplRef::Blend,
+            classifier: None,
         },
         out: tmp.path().join("sweep"),
         progress: false,

@@ -47,6 +47,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             sampling,
         },
         ppl_ref: args.ppl_ref.parse()?,
+        classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
     };
     let mut engine = Engine::load(&args.pair.a, &args.pair.b, &args.pair.load.options()?)?;
     let t = std::time::Instant::now();
@@ -72,6 +73,13 @@ pub fn run(args: SweepArgs) -> Result<()> {
             s.perplexity.ci_high,
             s.distinct_1,
             s.distinct_2
+        );
+    }
+    for s in summary.iter().filter(|s| s.classifier.is_some()) {
+        let e = s.classifier.expect("filtered");
+        println!(
+            "{:>8}  classifier P({}) {:.3} [{:.3}, {:.3}]",
+            s.alpha, args.label, e.mean, e.ci_low, e.ci_high
         );
     }
     println!(

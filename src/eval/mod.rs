@@ -1,6 +1,7 @@
 //! Measuring what α does: attribute scorers, fluency (perplexity), diversity (distinct-n),
 //! summary statistics, the sweep, and its plots.
 
+pub mod classifier;
 pub mod plot;
 pub mod stats;
 pub mod sweep;

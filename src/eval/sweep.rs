@@ -47,6 +47,9 @@ pub struct SweepConfig {
     pub samples: usize,
     pub params: GenerationParams,
     pub ppl_ref: PplRef,
+    /// An optional classifier scorer: (model directory or Hub id, label).
+    #[serde(default)]
+    pub classifier: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +63,9 @@ pub struct SampleRecord {
     pub tokens: usize,
     pub vader: f64,
     pub perplexity: f64,
+    /// The classifier's probability of the chosen label, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +73,8 @@ pub struct AlphaSummary {
     pub alpha: f64,
     pub vader: Estimate,
     pub perplexity: Estimate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<Estimate>,
     pub distinct_1: f64,
     pub distinct_2: f64,
     pub distinct_3: f64,
@@ -181,6 +189,10 @@ impl Sweep {
             _ => None,
         };
         let vader = Vader;
+        let classifier = match &c.classifier {
+            Some((src, label)) => Some(super::classifier::Classifier::load(src, label)?),
+            None => None,
+        };
         let never = std::sync::atomic::AtomicBool::new(false);
         for &alpha in &c.alphas {
             bar.set_message(format!("α = {alpha}"));
@@ -222,6 +234,10 @@ impl Sweep {
                     seed,
                     prompt: prompt.clone(),
                     vader: vader.score(&g.text)?,
+                    classifier: match &classifier {
+                        Some(k) => Some(k.score(&g.text)?),
+                        None => None,
+                    },
                     perplexity: if n > 0 {
                         (nll / n as f64).exp()
                     } else {
@@ -260,10 +276,12 @@ pub fn summarise(alphas: &[f64], records: &[SampleRecord]) -> Vec<AlphaSummary> 
                 .filter(|p| p.is_finite())
                 .collect();
             let texts = || rs.iter().map(|r| r.text.as_str());
+            let classifier: Vec<f64> = rs.iter().filter_map(|r| r.classifier).collect();
             AlphaSummary {
                 alpha,
                 vader: estimate(&vader),
                 perplexity: estimate(&ppl),
+                classifier: (!classifier.is_empty()).then(|| estimate(&classifier)),
                 distinct_1: distinct_n(texts(), 1),
                 distinct_2: distinct_n(texts(), 2),
                 distinct_3: distinct_n(texts(), 3),
@@ -275,7 +293,12 @@ pub fn summarise(alphas: &[f64], records: &[SampleRecord]) -> Vec<AlphaSummary> 
 fn write_summary(out: &Path, summary: &[AlphaSummary]) -> Result<()> {
     let mut csv = String::from("alpha,metric,mean,ci_low,ci_high,n\n");
     for s in summary {
-        for (name, e) in [("vader", &s.vader), ("perplexity", &s.perplexity)] {
+        let metrics = [
+            ("vader", Some(&s.vader)),
+            ("perplexity", Some(&s.perplexity)),
+            ("classifier", s.classifier.as_ref()),
+        ];
+        for (name, e) in metrics.iter().filter_map(|(n, e)| e.map(|e| (n, e))) {
             csv.push_str(&format!(
                 "{},{name},{},{},{},{}\n",
                 s.alpha, e.mean, e.ci_low, e.ci_high, e.n
@@ -305,6 +328,18 @@ fn write_summary(out: &Path, summary: &[AlphaSummary]) -> Result<()> {
         "VADER compound (mean, 95% CI)",
         &series(|s| s.vader),
     )?;
+    if summary.iter().any(|s| s.classifier.is_some()) {
+        let points: Vec<(f64, Estimate)> = summary
+            .iter()
+            .filter_map(|s| s.classifier.map(|e| (s.alpha, e)))
+            .collect();
+        super::plot::metric_vs_alpha(
+            &plots.join("classifier"),
+            "Classifier vs α",
+            "P(label) (mean, 95% CI)",
+            &points,
+        )?;
+    }
     super::plot::metric_vs_alpha(
         &plots.join("perplexity"),
         "Perplexity vs α",

@@ -1,0 +1,124 @@
+//! A Hugging Face sequence classifier as an attribute scorer: the probability of a chosen
+//! label. BERT-family checkpoints (BertForSequenceClassification: encoder, pooler, linear
+//! head) through candle-transformers' BERT encoder.
+
+use super::Scorer;
+use crate::engine::{pair::load_tokenizer, source};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use tokenizers::Tokenizer;
+
+pub struct Classifier {
+    encoder: BertModel,
+    pooler: Linear,
+    head: Linear,
+    tokenizer: Tokenizer,
+    labels: Vec<String>,
+    label: usize,
+    name: String,
+    device: Device,
+    max_len: usize,
+}
+
+impl Classifier {
+    /// Load `src` (directory or Hub id) and score the probability of `label` (matched without
+    /// regard to case against the config's id2label).
+    pub fn load(src: &str, label: &str) -> Result<Self> {
+        let files = source::resolve(src)?;
+        let text = std::fs::read_to_string(&files.config)
+            .with_context(|| format!("{}: cannot read", files.config.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: malformed JSON", files.config.display()))?;
+        let arch = value["architectures"][0].as_str().unwrap_or("");
+        if arch != "BertForSequenceClassification" {
+            bail!(
+                "{}: architecture {arch:?} is not supported as a classifier (supported: BertForSequenceClassification)",
+                files.config.display()
+            );
+        }
+        let cfg: BertConfig = serde_json::from_value(value.clone())
+            .with_context(|| format!("{}: invalid BERT config", files.config.display()))?;
+        let mut labels: Vec<(usize, String)> = value["id2label"]
+            .as_object()
+            .with_context(|| format!("{}: no id2label", files.config.display()))?
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.parse::<usize>()?,
+                    v.as_str().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect::<Result<_>>()
+            .with_context(|| format!("{}: malformed id2label", files.config.display()))?;
+        labels.sort();
+        let labels: Vec<String> = labels.into_iter().map(|(_, l)| l).collect();
+        let Some(index) = labels.iter().position(|l| l.eq_ignore_ascii_case(label)) else {
+            bail!(
+                "--label {label:?} is not a label of {} (its labels: {})",
+                files.label,
+                labels.join(", ")
+            );
+        };
+        let device = Device::Cpu;
+        // SAFETY: read-only maps of files we do not modify.
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, DType::F32, &device)? };
+        let h = cfg.hidden_size;
+        let encoder = BertModel::load(vb.clone(), &cfg)
+            .with_context(|| format!("{}: cannot build the BERT encoder", files.label))?;
+        let pooler = candle_nn::linear(h, h, vb.pp("bert.pooler.dense"))?;
+        let head = candle_nn::linear(h, labels.len(), vb.pp("classifier"))?;
+        Ok(Self {
+            encoder,
+            pooler,
+            head,
+            tokenizer: load_tokenizer(&files.tokenizer)?,
+            name: format!("classifier:{}", labels[index]),
+            labels,
+            label: index,
+            device,
+            max_len: cfg.max_position_embeddings,
+        })
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn token_ids(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| anyhow::anyhow!("cannot tokenise for the classifier: {e}"))?;
+        let n = enc.get_ids().len().min(self.max_len);
+        Ok((
+            enc.get_ids()[..n].to_vec(),
+            enc.get_type_ids()[..n].to_vec(),
+        ))
+    }
+
+    /// Class probabilities for `text`, in label-id order.
+    pub fn probabilities(&self, text: &str) -> Result<Vec<f32>> {
+        let (ids, types) = self.token_ids(text)?;
+        let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        let types = Tensor::new(types.as_slice(), &self.device)?.unsqueeze(0)?;
+        let hidden = self.encoder.forward(&ids, &types, None)?;
+        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        let pooled = self.pooler.forward(&cls)?.tanh()?;
+        let logits = self.head.forward(&pooled)?;
+        Ok(candle_nn::ops::softmax(&logits, D::Minus1)?
+            .squeeze(0)?
+            .to_vec1()?)
+    }
+}
+
+impl Scorer for Classifier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn score(&self, text: &str) -> Result<f64> {
+        Ok(self.probabilities(text)?[self.label] as f64)
+    }
+}
