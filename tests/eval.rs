@@ -182,31 +182,43 @@ fn common_random_numbers_tie_samples_across_alpha() {
 }
 
 #[test]
-fn classifier_matches_transformers_and_looks_labels_up_by_name() {
+fn classifiers_match_transformers_and_look_labels_up_by_name() {
     use lerpscope::eval::classifier::Classifier;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier");
-    let dir = root.join("tiny-bert").display().to_string();
-    let expected: Vec<serde_json::Value> =
+    let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("expected.json")).unwrap())
             .unwrap();
-    let c = Classifier::load(&dir, "POSITIVE").unwrap();
-    assert_eq!(c.labels(), ["negative", "positive"]);
-    assert_eq!(c.name(), "classifier:positive");
-    for e in expected {
-        let text = e["text"].as_str().unwrap();
-        let ids: Vec<u32> = serde_json::from_value(e["ids"].clone()).unwrap();
-        assert_eq!(c.token_ids(text).unwrap().0, ids, "{text:?}");
-        let want: Vec<f32> = serde_json::from_value(e["probs"].clone()).unwrap();
-        let got = c.probabilities(text).unwrap();
-        assert!((got.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-        for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() < 1e-4, "{text:?}: {got:?} vs {want:?}");
+    for name in ["tiny-bert", "tiny-distilbert"] {
+        let dir = root.join(name).display().to_string();
+        let c = Classifier::load(&dir, "POSITIVE").unwrap();
+        assert_eq!(c.labels(), ["negative", "positive"]);
+        assert_eq!(c.name(), "classifier:positive");
+        for e in expected[name].as_array().unwrap() {
+            let text = e["text"].as_str().unwrap();
+            let ids: Vec<u32> = serde_json::from_value(e["ids"].clone()).unwrap();
+            assert_eq!(c.token_ids(text).unwrap().0, ids, "{name} {text:?}");
+            let want: Vec<f32> = serde_json::from_value(e["probs"].clone()).unwrap();
+            let got = c.probabilities(text).unwrap();
+            assert!((got.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-4, "{name} {text:?}: {got:?} vs {want:?}");
+            }
+            assert!((c.score(text).unwrap() - want[1] as f64).abs() < 1e-4);
         }
-        assert!((c.score(text).unwrap() - want[1] as f64).abs() < 1e-4);
+        let err = Classifier::load(&dir, "joy").err().unwrap().to_string();
+        assert!(
+            err.contains("--label \"joy\"") && err.contains("negative, positive"),
+            "{err}"
+        );
     }
-    let err = Classifier::load(&dir, "joy").err().unwrap().to_string();
+    // A causal LM is not a classifier: one clear line.
+    let lm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama-a");
+    let err = Classifier::load(&lm.display().to_string(), "positive")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
-        err.contains("--label \"joy\"") && err.contains("negative, positive"),
+        err.contains("LlamaForCausalLM") || err.contains("id2label"),
         "{err}"
     );
 }

@@ -1,6 +1,7 @@
 //! A Hugging Face sequence classifier as an attribute scorer: the probability of a chosen
-//! label. BERT-family checkpoints (BertForSequenceClassification: encoder, pooler, linear
-//! head) through candle-transformers' BERT encoder.
+//! label. BertForSequenceClassification (encoder, tanh pooler, linear head) and
+//! DistilBertForSequenceClassification (encoder, ReLU pre-classifier, linear head — the usual
+//! SST-2 sentiment model) through candle-transformers' encoders.
 
 use super::Scorer;
 use crate::engine::{pair::load_tokenizer, source};
@@ -8,11 +9,18 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::distilbert::{Config as DistilBertConfig, DistilBertModel};
 use tokenizers::Tokenizer;
 
+enum Encoder {
+    /// BERT: the [CLS] state through the tanh pooler.
+    Bert { model: BertModel, pooler: Linear },
+    /// DistilBERT: the [CLS] state through the ReLU pre-classifier.
+    DistilBert { model: DistilBertModel, pre: Linear },
+}
+
 pub struct Classifier {
-    encoder: BertModel,
-    pooler: Linear,
+    encoder: Encoder,
     head: Linear,
     tokenizer: Tokenizer,
     labels: Vec<String>,
@@ -31,15 +39,7 @@ impl Classifier {
             .with_context(|| format!("{}: cannot read", files.config.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{}: malformed JSON", files.config.display()))?;
-        let arch = value["architectures"][0].as_str().unwrap_or("");
-        if arch != "BertForSequenceClassification" {
-            bail!(
-                "{}: architecture {arch:?} is not supported as a classifier (supported: BertForSequenceClassification)",
-                files.config.display()
-            );
-        }
-        let cfg: BertConfig = serde_json::from_value(value.clone())
-            .with_context(|| format!("{}: invalid BERT config", files.config.display()))?;
+        let arch = value["architectures"][0].as_str().unwrap_or("").to_string();
         let mut labels: Vec<(usize, String)> = value["id2label"]
             .as_object()
             .with_context(|| format!("{}: no id2label", files.config.display()))?
@@ -65,21 +65,40 @@ impl Classifier {
         // SAFETY: read-only maps of files we do not modify.
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, DType::F32, &device)? };
-        let h = cfg.hidden_size;
-        let encoder = BertModel::load(vb.clone(), &cfg)
-            .with_context(|| format!("{}: cannot build the BERT encoder", files.label))?;
-        let pooler = candle_nn::linear(h, h, vb.pp("bert.pooler.dense"))?;
+        let invalid = || format!("{}: invalid {arch} config", files.config.display());
+        let cannot = || format!("{}: cannot build the {arch} encoder", files.label);
+        let (encoder, h, max_len) = match arch.as_str() {
+            "BertForSequenceClassification" => {
+                let cfg: BertConfig = serde_json::from_value(value.clone()).with_context(invalid)?;
+                let h = cfg.hidden_size;
+                let model = BertModel::load(vb.clone(), &cfg).with_context(cannot)?;
+                let pooler = candle_nn::linear(h, h, vb.pp("bert.pooler.dense"))?;
+                (Encoder::Bert { model, pooler }, h, cfg.max_position_embeddings)
+            }
+            "DistilBertForSequenceClassification" => {
+                let cfg: DistilBertConfig =
+                    serde_json::from_value(value.clone()).with_context(invalid)?;
+                let h = cfg.dim;
+                let model = DistilBertModel::load(vb.pp("distilbert"), &cfg).with_context(cannot)?;
+                let pre = candle_nn::linear(h, h, vb.pp("pre_classifier"))?;
+                let max_len = value["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
+                (Encoder::DistilBert { model, pre }, h, max_len)
+            }
+            other => bail!(
+                "{}: architecture {other:?} is not supported as a classifier (supported: BertForSequenceClassification, DistilBertForSequenceClassification)",
+                files.config.display()
+            ),
+        };
         let head = candle_nn::linear(h, labels.len(), vb.pp("classifier"))?;
         Ok(Self {
             encoder,
-            pooler,
             head,
             tokenizer: load_tokenizer(&files.tokenizer)?,
             name: format!("classifier:{}", labels[index]),
             labels,
             label: index,
             device,
-            max_len: cfg.max_position_embeddings,
+            max_len,
         })
     }
 
@@ -104,9 +123,18 @@ impl Classifier {
         let (ids, types) = self.token_ids(text)?;
         let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
         let types = Tensor::new(types.as_slice(), &self.device)?.unsqueeze(0)?;
-        let hidden = self.encoder.forward(&ids, &types, None)?;
-        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        let pooled = self.pooler.forward(&cls)?.tanh()?;
+        let cls = |hidden: Tensor| hidden.narrow(1, 0, 1)?.squeeze(1);
+        let pooled = match &self.encoder {
+            Encoder::Bert { model, pooler } => pooler
+                .forward(&cls(model.forward(&ids, &types, None)?)?)?
+                .tanh()?,
+            Encoder::DistilBert { model, pre } => {
+                // candle's DistilBERT masks where the mask is non-zero: nothing is padding.
+                let t = ids.dim(1)?;
+                let mask = Tensor::zeros((1, 1, 1, t), DType::U8, &self.device)?;
+                pre.forward(&cls(model.forward(&ids, &mask)?)?)?.relu()?
+            }
+        };
         let logits = self.head.forward(&pooled)?;
         Ok(candle_nn::ops::softmax(&logits, D::Minus1)?
             .squeeze(0)?
