@@ -260,7 +260,7 @@ pub struct SweepArgs {
     /// Fluency judge: a (endpoint A), b, blend (the model that wrote the text), or a model.
     #[arg(long, default_value = "blend")]
     pub ppl_ref: String,
-    /// Also score with a sequence classifier (BERT or DistilBERT; a directory or Hub id).
+    /// Also score with a sequence classifier (BERT, DistilBERT, RoBERTa, XLM-R; directory or Hub id).
     #[arg(long)]
     pub classifier: Option<String>,
     /// The classifier label whose probability is the attribute.

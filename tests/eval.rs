@@ -188,7 +188,7 @@ fn classifiers_match_transformers_and_look_labels_up_by_name() {
     let expected: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("expected.json")).unwrap())
             .unwrap();
-    for name in ["tiny-bert", "tiny-distilbert"] {
+    for name in ["tiny-bert", "tiny-distilbert", "tiny-roberta"] {
         let dir = root.join(name).display().to_string();
         let c = Classifier::load(&dir, "POSITIVE").unwrap();
         assert_eq!(c.labels(), ["negative", "positive"]);

@@ -10,6 +10,9 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use candle_transformers::models::distilbert::{Config as DistilBertConfig, DistilBertModel};
+use candle_transformers::models::xlm_roberta::{
+    Config as RobertaConfig, XLMRobertaForSequenceClassification,
+};
 use tokenizers::Tokenizer;
 
 enum Encoder {
@@ -17,11 +20,14 @@ enum Encoder {
     Bert { model: BertModel, pooler: Linear },
     /// DistilBERT: the [CLS] state through the ReLU pre-classifier.
     DistilBert { model: DistilBertModel, pre: Linear },
+    /// RoBERTa / XLM-R: candle's model carries its own head (dense, tanh, out_proj).
+    Roberta(XLMRobertaForSequenceClassification),
 }
 
 pub struct Classifier {
     encoder: Encoder,
-    head: Linear,
+    /// The final linear layer (BERT, DistilBERT); RoBERTa's is inside its model.
+    head: Option<Linear>,
     tokenizer: Tokenizer,
     labels: Vec<String>,
     label: usize,
@@ -84,12 +90,26 @@ impl Classifier {
                 let max_len = value["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
                 (Encoder::DistilBert { model, pre }, h, max_len)
             }
+            "RobertaForSequenceClassification" | "XLMRobertaForSequenceClassification" => {
+                // Newer transformers leave out fields that have their default value.
+                let mut v = value.clone();
+                if let Some(o) = v.as_object_mut() {
+                    o.entry("position_embedding_type").or_insert("absolute".into());
+                }
+                let cfg: RobertaConfig = serde_json::from_value(v).with_context(invalid)?;
+                let model = XLMRobertaForSequenceClassification::new(labels.len(), &cfg, vb.clone())
+                    .with_context(cannot)?;
+                (Encoder::Roberta(model), 0, cfg.max_position_embeddings - 2)
+            }
             other => bail!(
-                "{}: architecture {other:?} is not supported as a classifier (supported: BertForSequenceClassification, DistilBertForSequenceClassification)",
+                "{}: architecture {other:?} is not supported as a classifier (supported: Bert-, DistilBert-, Roberta- and XLMRobertaForSequenceClassification)",
                 files.config.display()
             ),
         };
-        let head = candle_nn::linear(h, labels.len(), vb.pp("classifier"))?;
+        let head = match encoder {
+            Encoder::Roberta(_) => None,
+            _ => Some(candle_nn::linear(h, labels.len(), vb.pp("classifier"))?),
+        };
         Ok(Self {
             encoder,
             head,
@@ -124,18 +144,25 @@ impl Classifier {
         let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
         let types = Tensor::new(types.as_slice(), &self.device)?.unsqueeze(0)?;
         let cls = |hidden: Tensor| hidden.narrow(1, 0, 1)?.squeeze(1);
-        let pooled = match &self.encoder {
+        let t = ids.dim(1)?;
+        let features = match &self.encoder {
             Encoder::Bert { model, pooler } => pooler
                 .forward(&cls(model.forward(&ids, &types, None)?)?)?
                 .tanh()?,
             Encoder::DistilBert { model, pre } => {
                 // candle's DistilBERT masks where the mask is non-zero: nothing is padding.
-                let t = ids.dim(1)?;
                 let mask = Tensor::zeros((1, 1, 1, t), DType::U8, &self.device)?;
                 pre.forward(&cls(model.forward(&ids, &mask)?)?)?.relu()?
             }
+            Encoder::Roberta(model) => {
+                let mask = Tensor::ones((1, t), DType::U32, &self.device)?;
+                model.forward(&ids, &mask, &types.zeros_like()?)?
+            }
         };
-        let logits = self.head.forward(&pooled)?;
+        let logits = match &self.head {
+            Some(head) => head.forward(&features)?,
+            None => features,
+        };
         Ok(candle_nn::ops::softmax(&logits, D::Minus1)?
             .squeeze(0)?
             .to_vec1()?)
