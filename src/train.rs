@@ -8,7 +8,7 @@
 use crate::engine::config::{LlamaConfig, ModelConfig};
 use crate::engine::model::{Kernels, Model};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -312,27 +312,6 @@ pub fn load_varmap(c: &LlamaConfig, dir: &Path) -> Result<VarMap> {
         .load(dir.join("model.safetensors"))
         .with_context(|| format!("{}: cannot load weights", dir.display()))?;
     Ok(varmap)
-}
-
-/// Mean negative log-likelihood per token of `tokens` under the model in `varmap`.
-pub fn mean_nll(c: &LlamaConfig, varmap: &VarMap, tokens: &[u32], seq_len: usize) -> Result<f32> {
-    let device = Device::Cpu;
-    let vb = VarBuilder::from_varmap(varmap, DType::F32, &device);
-    let model = Model::load_with(&ModelConfig::Llama(c.clone()), vb, Kernels::Fast)?;
-    let (mut total, mut count) = (0f64, 0usize);
-    for w in tokens.chunks(seq_len + 1).filter(|w| w.len() > 1) {
-        let x = Tensor::new(&w[..w.len() - 1], &device)?.unsqueeze(0)?;
-        let y = Tensor::new(&w[1..], &device)?;
-        let logits = model.forward_all(&x)?.squeeze(0)?;
-        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let nll = lp
-            .gather(&y.unsqueeze(1)?, 1)?
-            .sum_all()?
-            .to_scalar::<f32>()?;
-        total -= nll as f64;
-        count += w.len() - 1;
-    }
-    Ok((total / count as f64) as f32)
 }
 
 /// Run the whole recipe from a corpus directory (base.txt, negative.txt, positive.txt) into
