@@ -32,6 +32,7 @@ pub enum Command {
     Sweep(SweepArgs),
 }
 
+/// The defaults are the demo pair's recipe (assets/demo/recipe.json).
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Directory with base.txt, negative.txt and positive.txt (tools/demo/prepare_corpus.py).
@@ -42,15 +43,15 @@ pub struct TrainArgs {
     pub out: std::path::PathBuf,
     #[arg(long, default_value_t = 4096)]
     pub vocab_size: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 192)]
     pub hidden_size: usize,
-    #[arg(long, default_value_t = 768)]
+    #[arg(long, default_value_t = 512)]
     pub intermediate_size: usize,
-    #[arg(long, default_value_t = 6)]
-    pub layers: usize,
-    #[arg(long, default_value_t = 8)]
-    pub heads: usize,
     #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 6)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 2)]
     pub kv_heads: usize,
     #[arg(long, default_value_t = 256)]
     pub context: usize,
@@ -58,13 +59,13 @@ pub struct TrainArgs {
     pub seq_len: usize,
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2400)]
     pub pretrain_steps: usize,
     #[arg(long, default_value_t = 2e-3)]
     pub pretrain_lr: f64,
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 600)]
     pub finetune_steps: usize,
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 1e-3)]
     pub finetune_lr: f64,
     #[arg(long, default_value_t = 100)]
     pub warmup: usize,
