@@ -108,6 +108,43 @@ pub struct PairArgs {
     pub load: LoadArgs,
 }
 
+/// A pair that defaults to the demo pair in assets/.
+#[derive(Args, Debug, Clone)]
+pub struct DemoOrPair {
+    /// Endpoint A (α = 0); the demo pair's negative model when omitted.
+    #[arg(long, requires = "b")]
+    pub a: Option<String>,
+    /// Endpoint B (α = 1); the demo pair's positive model when omitted.
+    #[arg(long, requires = "a")]
+    pub b: Option<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+impl DemoOrPair {
+    /// The two endpoints as given, or the demo pair's.
+    pub fn endpoints(&self) -> (String, String) {
+        match (&self.a, &self.b) {
+            (Some(a), Some(b)) => (a.clone(), b.clone()),
+            _ => demo_pair(),
+        }
+    }
+}
+
+/// The demo pair in assets/, found from the working directory or the source tree.
+pub fn demo_pair() -> (String, String) {
+    let local = std::path::PathBuf::from("assets/demo");
+    let root = if local.join("negative").is_dir() {
+        local
+    } else {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo")
+    };
+    (
+        root.join("negative").display().to_string(),
+        root.join("positive").display().to_string(),
+    )
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct LoadArgs {
     /// auto, cpu, cuda or cuda:N.
@@ -188,14 +225,8 @@ pub struct GenerateArgs {
 
 #[derive(Args, Debug)]
 pub struct TuiArgs {
-    /// Endpoint A (α = 0); defaults to the demo pair's negative model.
-    #[arg(long, requires = "b")]
-    pub a: Option<String>,
-    /// Endpoint B (α = 1); defaults to the demo pair's positive model.
-    #[arg(long, requires = "a")]
-    pub b: Option<String>,
     #[command(flatten)]
-    pub load: LoadArgs,
+    pub pair: DemoOrPair,
     /// The columns' alphas.
     #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
     pub alphas: String,
@@ -295,13 +326,8 @@ pub enum BenchCommand {
 
 #[derive(Args, Debug)]
 pub struct BenchUiArgs {
-    /// Endpoint A (default: the demo pair).
-    #[arg(long, requires = "b")]
-    pub a: Option<String>,
-    #[arg(long, requires = "a")]
-    pub b: Option<String>,
     #[command(flatten)]
-    pub load: LoadArgs,
+    pub pair: DemoOrPair,
     /// Key presses to send.
     #[arg(long, default_value_t = 200)]
     pub keys: usize,

@@ -124,11 +124,8 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
     use crate::engine::worker::EngineHandle;
     use crate::engine::{GenerationParams, SamplingParams};
     use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
-    let (a, b) = match (args.a, args.b) {
-        (Some(a), Some(b)) => (a, b),
-        _ => super::tui::demo_pair(),
-    };
-    let opts = args.load.options()?;
+    let (a, b) = args.pair.endpoints();
+    let opts = args.pair.load.options()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
