@@ -64,35 +64,47 @@ fn first_column(screen: &str) -> String {
         .join("\n")
 }
 
-#[test]
-fn tui_streams_reacts_to_keys_and_restores_the_terminal() {
+/// Run `lerpscope tui ARGS` on a fresh tiny pair inside tmux, with `env` before it; after it
+/// exits the shell prints the terminal mode and an end marker. None where tmux is missing.
+fn launch(
+    arch: Arch,
+    env: &str,
+    args: &str,
+    size: (u16, u16),
+    name: &str,
+) -> Option<(tempfile::TempDir, Tmux)> {
     if Command::new("tmux").arg("-V").output().is_err() {
         eprintln!("skipped: tmux is not installed");
-        return;
+        return None;
     }
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    write_tiny_pair(&a, &b, arch).unwrap();
     let cmd = format!(
-        "{} tui --a {} --b {} --prompt 'The movie' --max-tokens 40 --temperature 0.8 --device cpu; stty -a | grep -o -- '-*icanon'; echo LERPSCOPE_EXITED; sleep 30",
+        "{env} {} tui --a {} --b {} --device cpu {args}; stty -a | grep -o -- '-*icanon'; echo LERPSCOPE_EXITED; sleep 30",
         env!("CARGO_BIN_EXE_lerpscope"),
         a.display(),
         b.display()
     );
     let tmux = Tmux {
-        socket: format!("lerpscope-test-{}", std::process::id()),
+        socket: format!("lerpscope-{name}-{}", std::process::id()),
     };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        "-s",
-        "ui",
-        &cmd,
-    ]);
+    let (w, h) = (size.0.to_string(), size.1.to_string());
+    tmux.run(&["new-session", "-d", "-x", &w, "-y", &h, "-s", "ui", &cmd]);
+    Some((tmp, tmux))
+}
+
+#[test]
+fn tui_streams_reacts_to_keys_and_restores_the_terminal() {
+    let Some((_tmp, tmux)) = launch(
+        Arch::Llama,
+        "",
+        "--prompt 'The movie' --max-tokens 40 --temperature 0.8",
+        (120, 40),
+        "test",
+    ) else {
+        return;
+    };
 
     // It starts, and every column finishes streaming.
     let before = tmux.wait_for("three finished columns", |s| s.matches('✓').count() == 3);
@@ -131,33 +143,15 @@ fn tui_streams_reacts_to_keys_and_restores_the_terminal() {
 
 #[test]
 fn a_panic_restores_the_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped: tmux is not installed");
+    let Some((_tmp, tmux)) = launch(
+        Arch::Gpt2,
+        "RUST_BACKTRACE=0 LERPSCOPE_TEST_PANIC=1",
+        "",
+        (100, 30),
+        "panic",
+    ) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
-    let cmd = format!(
-        "RUST_BACKTRACE=0 LERPSCOPE_TEST_PANIC=1 {} tui --a {} --b {} --device cpu; stty -a | grep -o -- '-*icanon'; echo LERPSCOPE_EXITED; sleep 30",
-        env!("CARGO_BIN_EXE_lerpscope"),
-        a.display(),
-        b.display()
-    );
-    let tmux = Tmux {
-        socket: format!("lerpscope-panic-{}", std::process::id()),
     };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "-s",
-        "ui",
-        &cmd,
-    ]);
     let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
     assert!(
         end.contains("panic requested by LERPSCOPE_TEST_PANIC"),
