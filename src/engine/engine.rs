@@ -5,6 +5,7 @@
 use super::checkpoint::{native_dtype, Checkpoint};
 use super::config::ModelConfig;
 use super::generate::{Cancel, Generation, GenerationParams, Generator};
+use super::model::param::Mix;
 use super::model::Model;
 use super::pair;
 use super::source::{self, ModelFiles};
@@ -118,6 +119,8 @@ pub struct Engine {
     pub info: PairInfo,
     weights: BlendedWeights,
     model: Model,
+    /// Views of both endpoints (no extra memory), for columns generated as one batch.
+    pair_model: Model,
     tokenizer: Tokenizer,
     eos: Vec<u32>,
     max_positions: usize,
@@ -151,6 +154,11 @@ impl Engine {
         let weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
         let model = build_model(&ca, &weights, Buffer::Working, &device)
             .with_context(|| format!("{}: cannot build the model", ca.files.config.display()))?;
+        let pair_model = Model::load_pair(
+            &ca.config,
+            weights_vb(&weights, Buffer::A, &device)?,
+            weights_vb(&weights, Buffer::B, &device)?,
+        )?;
         let vocab = ca.config.vocab_size();
         if tok_a.get_vocab_size(true) > vocab {
             bail!(
@@ -174,6 +182,7 @@ impl Engine {
             max_positions: ca.config.max_positions(),
             weights,
             model,
+            pair_model,
             tokenizer: tok_a,
             eos,
         })
@@ -224,6 +233,41 @@ impl Engine {
             .with_context(|| format!("at α = {}", self.alpha()))
     }
 
+    /// Generate one continuation per α as one batch, every row at its own α, without
+    /// touching the working weights (the batched-columns mode). Equal to re-blending and
+    /// generating at each α in turn, up to rounding.
+    pub fn generate_columns(
+        &self,
+        prompt: &str,
+        alphas: &[f64],
+        params: &GenerationParams,
+        cancel: &dyn Fn(usize) -> bool,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Generation>> {
+        if let Some(a) = alphas.iter().find(|a| !a.is_finite()) {
+            bail!("α must be a finite number, got {a}");
+        }
+        let mix = Mix::new(alphas, self.weights.dtype, self.device())?;
+        Generator {
+            model: &self.pair_model,
+            ..self.generator()
+        }
+        .run_batch(prompt, &mix, params, cancel, on_text)
+    }
+
+    /// Last-position logits of `ids` for each α, from the batched mode (f32, `[K][vocab]`).
+    pub fn logits_columns(&self, ids: &[u32], alphas: &[f64]) -> Result<Vec<Vec<f32>>> {
+        let mix = Mix::new(alphas, self.weights.dtype, self.device())?;
+        let mut cache = self.pair_model.new_cache(ids.len());
+        let input = candle_core::Tensor::new(ids, self.device())?
+            .unsqueeze(0)?
+            .repeat((alphas.len(), 1))?;
+        Ok(self
+            .pair_model
+            .forward_rows(&input, &mut cache, Some(&mix))?
+            .to_vec2::<f32>()?)
+    }
+
     pub fn generator(&self) -> Generator<'_> {
         Generator {
             model: &self.model,
@@ -234,6 +278,18 @@ impl Engine {
     }
 }
 
+fn weights_vb<'a>(
+    weights: &BlendedWeights,
+    which: Buffer,
+    device: &Device,
+) -> Result<VarBuilder<'a>> {
+    Ok(VarBuilder::from_tensors(
+        weights.views(which)?,
+        weights.dtype,
+        device,
+    ))
+}
+
 /// Build a model whose weights are views of one of the pair's buffers.
 pub fn build_model(
     c: &Checkpoint,
@@ -241,8 +297,7 @@ pub fn build_model(
     which: Buffer,
     device: &Device,
 ) -> Result<Model> {
-    let vb = VarBuilder::from_tensors(weights.views(which)?, weights.dtype, device);
-    Ok(Model::load(&c.config, vb)?)
+    Ok(Model::load(&c.config, weights_vb(weights, which, device)?)?)
 }
 
 pub fn device_name(d: &Device) -> String {

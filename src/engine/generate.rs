@@ -1,10 +1,12 @@
 //! The token loop: prefill, sample, stream stable text, stop at EOS, the token budget, the
 //! context limit or a cancel request (checked between tokens).
 
+use super::model::param::Mix;
 use super::model::Model;
 use super::sampling::{Sampler, SamplingParams};
 use super::token_stream::TokenStream;
 use anyhow::{bail, Result};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -146,8 +148,44 @@ impl Generator<'_> {
         cancel: &dyn Cancel,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Generation> {
-        params.sampling.validate()?;
         let prompt_ids = self.encode(prompt)?;
+        let mut rows = self.run_rows(
+            &prompt_ids,
+            None,
+            params,
+            &|_| cancel.cancelled(),
+            &mut |_, piece| on_text(piece),
+        )?;
+        Ok(rows.remove(0))
+    }
+
+    /// Generate one continuation of `prompt` per α in `mix`, as one batch (the model must hold
+    /// both endpoints: [`Model::load_pair`]). Each row samples with the same seed, so rows
+    /// share their random numbers as sequential runs would. `cancel(row)` is asked between
+    /// tokens; `on_text(row, piece)` receives each row's stable text.
+    pub fn run_batch(
+        &self,
+        prompt: &str,
+        mix: &Mix,
+        params: &GenerationParams,
+        cancel: &dyn Fn(usize) -> bool,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Generation>> {
+        let prompt_ids = self.encode(prompt)?;
+        self.run_rows(&prompt_ids, Some(mix), params, cancel, on_text)
+    }
+
+    /// The token loop for one row (no mix) or one row per α of `mix`. Rows that stop early
+    /// keep their place in the batch (fed their last token) until every row has stopped.
+    pub fn run_rows(
+        &self,
+        prompt_ids: &[u32],
+        mix: Option<&Mix>,
+        params: &GenerationParams,
+        cancel: &dyn Fn(usize) -> bool,
+        on_text: &mut dyn FnMut(usize, &str),
+    ) -> Result<Vec<Generation>> {
+        params.sampling.validate()?;
         if prompt_ids.is_empty() {
             bail!("the prompt is empty after tokenisation");
         }
@@ -158,58 +196,127 @@ impl Generator<'_> {
                 self.max_positions
             );
         }
+        let k = mix.map_or(1, |m| m.alphas().len());
+        let device = self.model.device();
         let start = Instant::now();
         let capacity = (prompt_ids.len() + params.max_tokens).min(self.max_positions);
         let mut cache = self.model.new_cache(capacity);
-        let mut sampler = Sampler::new(params.sampling);
-        let mut stream = TokenStream::new(self.tokenizer);
-        let mut history = prompt_ids.clone();
-        let mut out = Vec::with_capacity(params.max_tokens);
-        let mut text = String::new();
-        let mut first_token = None;
-        let mut next_input: Vec<u32> = prompt_ids.clone();
-        let stop = loop {
-            if out.len() >= params.max_tokens {
-                break StopReason::MaxTokens;
+        let mut rows: Vec<Row> = (0..k)
+            .map(|_| Row::new(self.tokenizer, params, prompt_ids))
+            .collect();
+        let mut logits: Vec<f32> = Vec::new();
+        let mut next: Vec<u32> = Vec::with_capacity(k);
+        let mut input = Tensor::new(prompt_ids, device)?
+            .unsqueeze(0)?
+            .repeat((k, 1))?;
+        loop {
+            for (i, row) in rows.iter_mut().enumerate() {
+                if row.stop.is_none() {
+                    row.stop = if row.out.len() >= params.max_tokens {
+                        Some(StopReason::MaxTokens)
+                    } else if cancel(i) {
+                        Some(StopReason::Cancelled)
+                    } else if cache.pos + input.dim(1)? > self.max_positions {
+                        Some(StopReason::Context)
+                    } else {
+                        None
+                    };
+                }
             }
-            if cancel.cancelled() {
-                break StopReason::Cancelled;
+            if rows.iter().all(|r| r.stop.is_some()) {
+                break;
             }
-            if cache.pos + next_input.len() > self.max_positions {
-                break StopReason::Context;
+            let out = self.model.forward_rows(&input, &mut cache, mix)?;
+            copy_to_host(&out, &mut logits)?;
+            let vocab = logits.len() / k;
+            next.clear();
+            for (i, (row, row_logits)) in rows.iter_mut().zip(logits.chunks_mut(vocab)).enumerate()
+            {
+                if row.stop.is_some() {
+                    next.push(*row.history.last().expect("prompt is not empty"));
+                    continue;
+                }
+                if row_logits.iter().any(|l| !l.is_finite()) {
+                    bail!("non-finite logits (the weights overflow); try an α closer to [0, 1]");
+                }
+                let token = row.sampler.sample(row_logits, &row.history);
+                row.first_token.get_or_insert_with(|| start.elapsed());
+                next.push(token);
+                if self.eos.contains(&token) {
+                    row.stop = Some(StopReason::Eos);
+                    continue;
+                }
+                row.out.push(token);
+                row.history.push(token);
+                if let Some(piece) = row.stream.push(token)? {
+                    on_text(i, &piece);
+                    row.text.push_str(&piece);
+                }
             }
-            let mut logits = self
-                .model
-                .forward(&next_input, &mut cache)?
-                .to_vec1::<f32>()?;
-            if logits.iter().any(|l| !l.is_finite()) {
-                bail!("non-finite logits (the weights overflow); try an α closer to [0, 1]");
-            }
-            let token = sampler.sample(&mut logits, &history);
-            first_token.get_or_insert_with(|| start.elapsed());
-            if self.eos.contains(&token) {
-                break StopReason::Eos;
-            }
-            out.push(token);
-            history.push(token);
-            if let Some(piece) = stream.push(token)? {
-                on_text(&piece);
-                text.push_str(&piece);
-            }
-            next_input.clear();
-            next_input.push(token);
-        };
-        if let Some(piece) = stream.finish()? {
-            on_text(&piece);
-            text.push_str(&piece);
+            input = Tensor::from_slice(&next, (k, 1), device)?;
         }
-        Ok(Generation {
-            text,
-            token_ids: out,
-            prompt_tokens: prompt_ids.len(),
-            stop,
-            first_token: first_token.unwrap_or_else(|| start.elapsed()),
-            elapsed: start.elapsed(),
-        })
+        let elapsed = start.elapsed();
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, mut row)| {
+                if let Some(piece) = row.stream.finish()? {
+                    on_text(i, &piece);
+                    row.text.push_str(&piece);
+                }
+                Ok(Generation {
+                    text: row.text,
+                    token_ids: row.out,
+                    prompt_tokens: prompt_ids.len(),
+                    stop: row.stop.unwrap_or(StopReason::MaxTokens),
+                    first_token: row.first_token.unwrap_or(elapsed),
+                    elapsed,
+                })
+            })
+            .collect()
     }
+}
+
+/// One row's state in the token loop.
+struct Row<'t> {
+    sampler: Sampler,
+    stream: TokenStream<'t>,
+    history: Vec<u32>,
+    out: Vec<u32>,
+    text: String,
+    first_token: Option<Duration>,
+    stop: Option<StopReason>,
+}
+
+impl<'t> Row<'t> {
+    fn new(tokenizer: &'t Tokenizer, params: &GenerationParams, prompt: &[u32]) -> Self {
+        let mut history = Vec::with_capacity(prompt.len() + params.max_tokens);
+        history.extend_from_slice(prompt);
+        Self {
+            sampler: Sampler::new(params.sampling),
+            stream: TokenStream::new(tokenizer),
+            history,
+            out: Vec::with_capacity(params.max_tokens),
+            text: String::new(),
+            first_token: None,
+            stop: None,
+        }
+    }
+}
+
+/// Copy an f32 tensor into `buf` (reused across steps): on the CPU straight from the
+/// tensor's storage, with no intermediate vector; from a GPU, the one device-to-host copy.
+pub fn copy_to_host(t: &Tensor, buf: &mut Vec<f32>) -> candle_core::Result<()> {
+    buf.clear();
+    if t.device().is_cpu() && t.is_contiguous() {
+        let (storage, layout) = t.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage {
+            let all = cpu.as_slice::<f32>()?;
+            buf.extend_from_slice(
+                &all[layout.start_offset()..layout.start_offset() + t.elem_count()],
+            );
+            return Ok(());
+        }
+    }
+    buf.extend(t.flatten_all()?.to_vec1::<f32>()?);
+    Ok(())
 }

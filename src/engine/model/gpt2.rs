@@ -2,34 +2,36 @@
 //! load time would copy them out of the blended buffer); `c_attn` is the fused QKV projection;
 //! the LM head is tied to `wte`.
 
+use super::param::{embed, Loader, Mix, Param};
 use super::{attention, check_context, conv1d, linear_t, Cache, Kernels};
 use crate::engine::config::Gpt2Config;
-use candle_core::{Device, Module, Result, Tensor};
-use candle_nn::{Embedding, VarBuilder};
+use candle_core::{Device, Result, Tensor};
 
+/// Weight and bias are loaded as one pair of params; the batched mode mixes the affine op's
+/// output, which is linear in both together.
 struct Conv1D {
-    w: Tensor,
-    b: Tensor,
+    w: Param,
+    b: Param,
 }
 
 impl Conv1D {
-    fn load(vb: &VarBuilder, inp: usize, out: usize) -> Result<Self> {
+    fn load(vb: &Loader, inp: usize, out: usize) -> Result<Self> {
         Ok(Self {
             w: vb.get((inp, out), "weight")?,
             b: vb.get(out, "bias")?,
         })
     }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv1d(x, &self.w, &self.b)
+    fn forward(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
+        affine2(&self.w, &self.b, mix, |w, b| conv1d(x, w, b))
     }
 }
 
 struct LayerNorm {
-    w: Tensor,
-    b: Tensor,
+    w: Param,
+    b: Param,
 }
 
-fn layer_norm(vb: &VarBuilder, n: usize) -> Result<LayerNorm> {
+fn layer_norm(vb: &Loader, n: usize) -> Result<LayerNorm> {
     Ok(LayerNorm {
         w: vb.get(n, "weight")?,
         b: vb.get(n, "bias")?,
@@ -46,9 +48,8 @@ struct Block {
 }
 
 pub struct Gpt2 {
-    wte: Embedding,
-    wte_w: Tensor,
-    wpe: Tensor,
+    wte: Param,
+    wpe: Param,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     eps: f64,
@@ -58,7 +59,7 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    pub fn load(c: &Gpt2Config, vb: VarBuilder, kernels: Kernels) -> Result<Self> {
+    pub fn load(c: &Gpt2Config, vb: Loader, kernels: Kernels) -> Result<Self> {
         // Hub checkpoints come both with and without the `transformer.` prefix.
         let t = if vb.contains_tensor("transformer.wte.weight") {
             vb.pp("transformer")
@@ -66,7 +67,7 @@ impl Gpt2 {
             vb
         };
         let (d, eps) = (c.n_embd, c.layer_norm_epsilon);
-        let wte_w = t.get((c.vocab_size, d), "wte.weight")?;
+        let wte = t.get((c.vocab_size, d), "wte.weight")?;
         let wpe = t.get((c.n_positions, d), "wpe.weight")?;
         let blocks = (0..c.n_layer)
             .map(|i| {
@@ -82,8 +83,7 @@ impl Gpt2 {
             })
             .collect::<Result<_>>()?;
         Ok(Self {
-            wte: Embedding::new(wte_w.clone(), d),
-            wte_w,
+            wte,
             wpe,
             blocks,
             ln_f: layer_norm(&t.pp("ln_f"), d)?,
@@ -99,27 +99,36 @@ impl Gpt2 {
     }
 
     pub fn device(&self) -> &Device {
-        self.wte_w.device()
+        self.wte.tensor().device()
     }
 
-    fn norm(&self, ln: &LayerNorm, x: &Tensor) -> Result<Tensor> {
-        self.kernels.layer_norm(x, &ln.w, &ln.b, self.eps)
+    fn norm(&self, ln: &LayerNorm, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
+        affine2(&ln.w, &ln.b, mix, |w, b| {
+            self.kernels.layer_norm(x, w, b, self.eps)
+        })
     }
 
     /// Hidden states `[b, t, d]` of `ids [b, t]` before the final norm, from `cache.pos`
-    /// (appending to the cache), or from position 0 without a cache.
-    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut Cache>) -> Result<Tensor> {
+    /// (appending to the cache), or from position 0 without a cache. With a `mix`, row i runs
+    /// at α = `mix.alphas()[i]`.
+    pub fn hidden(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut Cache>,
+        mix: Option<&Mix>,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let pos = cache.as_ref().map_or(0, |c| c.pos);
         check_context(pos, t, self.max_pos)?;
-        let d = self.wte_w.dim(1)?;
+        let d = self.wte.tensor().dim(1)?;
         let hd = d / self.heads;
-        let mut x = self
-            .wte
-            .forward(ids)?
-            .broadcast_add(&self.wpe.narrow(0, pos, t)?)?;
+        let tok = self.wte.apply(mix, |w| embed(w, ids))?;
+        let at = self.wpe.apply(mix, |w| w.narrow(0, pos, t)?.unsqueeze(0))?;
+        let mut x = tok.broadcast_add(&at)?;
         for (i, block) in self.blocks.iter().enumerate() {
-            let qkv = block.c_attn.forward(&self.norm(&block.ln_1, &x)?)?;
+            let qkv = block
+                .c_attn
+                .forward(&self.norm(&block.ln_1, &x, mix)?, mix)?;
             let head = |i: usize| -> Result<Tensor> {
                 qkv.narrow(2, i * d, d)?
                     .reshape((b, t, self.heads, hd))?
@@ -134,15 +143,33 @@ impl Gpt2 {
             let y = attention(&q, &k.contiguous()?, &v, self.kernels)?
                 .transpose(1, 2)?
                 .reshape((b, t, d))?;
-            x = (x + block.attn_proj.forward(&y)?)?;
-            let h = block.c_fc.forward(&self.norm(&block.ln_2, &x)?)?.gelu()?;
-            x = (x + block.mlp_proj.forward(&h)?)?;
+            x = (x + block.attn_proj.forward(&y, mix)?)?;
+            let h = block
+                .c_fc
+                .forward(&self.norm(&block.ln_2, &x, mix)?, mix)?
+                .gelu()?;
+            x = (x + block.mlp_proj.forward(&h, mix)?)?;
         }
         Ok(x)
     }
 
     /// Final norm and tied LM head: `[b, t, d]` → `[b, t, vocab]`.
-    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
-        linear_t(&self.norm(&self.ln_f, x)?, &self.wte_w)
+    pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
+        let x = self.norm(&self.ln_f, x, mix)?;
+        self.wte.apply(mix, |w| linear_t(&x, w))
+    }
+}
+
+/// An op affine in a (weight, bias) pair jointly: evaluated once per endpoint and mixed, as
+/// [`Param::apply`] does for one weight.
+fn affine2(
+    w: &Param,
+    b: &Param,
+    mix: Option<&Mix>,
+    op: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    match (mix, w.endpoint_b(), b.endpoint_b()) {
+        (Some(m), Some(wb), Some(bb)) => m.combine(&op(w.tensor(), b.tensor())?, &op(wb, bb)?),
+        _ => op(w.tensor(), b.tensor()),
     }
 }

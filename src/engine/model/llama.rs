@@ -1,29 +1,29 @@
 //! LlamaForCausalLM (Llama 2/3, SmolLM/SmolLM2, TinyLlama), tied or untied embeddings.
 
+use super::param::{embed, Loader, Mix, Param};
 use super::{attention, check_context, linear_t, Cache, Kernels};
 use crate::engine::config::LlamaConfig;
-use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, VarBuilder};
+use candle_core::{DType, Device, Result, Tensor};
 
 struct Block {
-    attn_norm: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
-    mlp_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    attn_norm: Param,
+    q: Param,
+    k: Param,
+    v: Param,
+    o: Param,
+    mlp_norm: Param,
+    gate: Param,
+    up: Param,
+    down: Param,
 }
 
 pub struct Llama {
-    embed: Embedding,
+    embed: Param,
     blocks: Vec<Block>,
-    norm: Tensor,
+    norm: Param,
     eps: f64,
     kernels: Kernels,
-    lm_head: Tensor,
+    lm_head: Param,
     cos: Tensor,
     sin: Tensor,
     heads: usize,
@@ -33,7 +33,7 @@ pub struct Llama {
 }
 
 impl Llama {
-    pub fn load(c: &LlamaConfig, vb: VarBuilder, kernels: Kernels) -> Result<Self> {
+    pub fn load(c: &LlamaConfig, vb: Loader, kernels: Kernels) -> Result<Self> {
         let (h, hd) = (c.hidden_size, c.head_dim());
         let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
         let eps = c.rms_norm_eps;
@@ -64,7 +64,7 @@ impl Llama {
         };
         let (cos, sin) = rope_tables(c, vb.dtype(), vb.device())?;
         Ok(Self {
-            embed: Embedding::new(embed_w, h),
+            embed: embed_w,
             blocks,
             norm,
             eps,
@@ -84,24 +84,32 @@ impl Llama {
     }
 
     pub fn device(&self) -> &Device {
-        self.lm_head.device()
+        self.lm_head.tensor().device()
     }
 
     /// Hidden states `[b, t, hidden]` of `ids [b, t]` before the final norm, from
-    /// `cache.pos` (appending to the cache), or from position 0 without a cache.
-    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut Cache>) -> Result<Tensor> {
+    /// `cache.pos` (appending to the cache), or from position 0 without a cache. With a `mix`,
+    /// row i runs at α = `mix.alphas()[i]`.
+    pub fn hidden(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut Cache>,
+        mix: Option<&Mix>,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let pos = cache.as_ref().map_or(0, |c| c.pos);
         check_context(pos, t, self.max_pos)?;
         let k_ = self.kernels;
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
-        let mut x = self.embed.forward(ids)?;
+        let norm = |x: &Tensor, g: &Param| g.apply(mix, |g| k_.rms_norm(x, g, self.eps));
+        let linear = |x: &Tensor, w: &Param| w.apply(mix, |w| linear_t(x, w));
+        let mut x = self.embed.apply(mix, |w| embed(w, ids))?;
         for (i, block) in self.blocks.iter().enumerate() {
             let r = x.clone();
-            let h = k_.rms_norm(&x, &block.attn_norm, self.eps)?;
-            let split = |w: &Tensor, n: usize| -> Result<Tensor> {
-                linear_t(&h, w)?
+            let h = norm(&x, &block.attn_norm)?;
+            let split = |w: &Param, n: usize| -> Result<Tensor> {
+                linear(&h, w)?
                     .reshape((b, t, n, self.head_dim))?
                     .transpose(1, 2)?
                     .contiguous()
@@ -121,20 +129,22 @@ impl Llama {
                 t,
                 self.heads * self.head_dim,
             ))?;
-            x = (linear_t(&y, &block.o)? + r)?;
+            x = (linear(&y, &block.o)? + r)?;
             let r = x.clone();
-            let h = k_.rms_norm(&x, &block.mlp_norm, self.eps)?;
-            let g = candle_nn::ops::silu(&linear_t(&h, &block.gate)?)?;
-            let u = linear_t(&h, &block.up)?;
-            x = (linear_t(&(g * u)?, &block.down)? + r)?;
+            let h = norm(&x, &block.mlp_norm)?;
+            let g = candle_nn::ops::silu(&linear(&h, &block.gate)?)?;
+            let u = linear(&h, &block.up)?;
+            x = (linear(&(g * u)?, &block.down)? + r)?;
         }
         Ok(x)
     }
 
     /// Final norm and LM head: `[b, t, hidden]` → `[b, t, vocab]`.
-    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.kernels.rms_norm(x, &self.norm, self.eps)?;
-        linear_t(&x, &self.lm_head)
+    pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
+        let x = self
+            .norm
+            .apply(mix, |g| self.kernels.rms_norm(x, g, self.eps))?;
+        self.lm_head.apply(mix, |w| linear_t(&x, w))
     }
 }
 

@@ -4,11 +4,13 @@
 
 pub mod gpt2;
 pub mod llama;
+pub mod param;
 
 use super::config::ModelConfig;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::VarBuilder;
+use param::{Loader, Mix};
 
 pub enum Model {
     Llama(llama::Llama),
@@ -72,6 +74,16 @@ impl Model {
     }
 
     pub fn load_with(config: &ModelConfig, vb: VarBuilder, kernels: Kernels) -> Result<Self> {
+        Self::load_params(config, Loader::single(vb), kernels)
+    }
+
+    /// A model holding both endpoints, for [`Model::forward_rows`] with a [`Mix`]: each row
+    /// of a batch at its own α. Without a mix it runs endpoint A.
+    pub fn load_pair(config: &ModelConfig, a: VarBuilder, b: VarBuilder) -> Result<Self> {
+        Self::load_params(config, Loader::pair(a, b), Kernels::Fast)
+    }
+
+    fn load_params(config: &ModelConfig, vb: Loader, kernels: Kernels) -> Result<Self> {
         Ok(match config {
             ModelConfig::Llama(c) => Model::Llama(llama::Llama::load(c, vb, kernels)?),
             ModelConfig::Gpt2(c) => Model::Gpt2(gpt2::Gpt2::load(c, vb, kernels)?),
@@ -89,16 +101,27 @@ impl Model {
     /// Run `ids` (one sequence) from `cache.pos`; returns the logits of the last position as
     /// f32 `[vocab]`, and advances the cache.
     pub fn forward(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
-        let device = self.device();
-        let input = Tensor::new(ids, device)?.unsqueeze(0)?;
+        let input = Tensor::new(ids, self.device())?.unsqueeze(0)?;
+        self.forward_rows(&input, cache, None)?.squeeze(0)
+    }
+
+    /// Run a batch `ids [K, t]` of equally long rows from `cache.pos` (a cache made for K
+    /// rows); returns the last position's logits as f32 `[K, vocab]`. With a `mix` (a model
+    /// from [`Model::load_pair`]), row i runs at its own α.
+    pub fn forward_rows(
+        &self,
+        ids: &Tensor,
+        cache: &mut Cache,
+        mix: Option<&Mix>,
+    ) -> Result<Tensor> {
+        let t = ids.dim(1)?;
         let hidden = match self {
-            Model::Llama(m) => m.hidden(&input, Some(&mut *cache))?,
-            Model::Gpt2(m) => m.hidden(&input, Some(&mut *cache))?,
+            Model::Llama(m) => m.hidden(ids, Some(&mut *cache), mix)?,
+            Model::Gpt2(m) => m.hidden(ids, Some(&mut *cache), mix)?,
         };
-        cache.pos += ids.len();
-        self.logits(&last_position(&hidden)?)?
-            .squeeze(0)?
-            .squeeze(0)?
+        cache.pos += t;
+        self.logits(&last_position(&hidden)?, mix)?
+            .squeeze(1)?
             .to_dtype(DType::F32)
     }
 
@@ -106,17 +129,17 @@ impl Model {
     /// dtype. For training and perplexity.
     pub fn forward_all(&self, ids: &Tensor) -> Result<Tensor> {
         let hidden = match self {
-            Model::Llama(m) => m.hidden(ids, None)?,
-            Model::Gpt2(m) => m.hidden(ids, None)?,
+            Model::Llama(m) => m.hidden(ids, None, None)?,
+            Model::Gpt2(m) => m.hidden(ids, None, None)?,
         };
-        self.logits(&hidden)
+        self.logits(&hidden, None)
     }
 
     /// Final norm and LM head.
-    fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+    fn logits(&self, hidden: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
         match self {
-            Model::Llama(m) => m.head(hidden),
-            Model::Gpt2(m) => m.head(hidden),
+            Model::Llama(m) => m.head(hidden, mix),
+            Model::Gpt2(m) => m.head(hidden, mix),
         }
     }
 
