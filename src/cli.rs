@@ -322,6 +322,70 @@ pub enum BenchCommand {
     Blend(BenchBlendArgs),
     /// Key-press-to-frame latency of the UI while its columns generate (headless terminal).
     Ui(BenchUiArgs),
+    /// Time to first token after an α change, and decode tokens/s at one column.
+    Generate(BenchGenerateArgs),
+    /// Wall time to fill K columns at K alphas: re-blending per column, and as one batch,
+    /// against one column.
+    Columns(BenchColumnsArgs),
+}
+
+/// The pair a benchmark runs on: two endpoints, a random pair of a named shape, or (neither)
+/// the demo pair.
+#[derive(Args, Debug, Clone)]
+pub struct BenchModelArgs {
+    #[arg(long, requires = "b", conflicts_with = "shape")]
+    pub a: Option<String>,
+    #[arg(long, requires = "a")]
+    pub b: Option<String>,
+    /// A random pair of this shape (written once under the temporary directory).
+    #[arg(long, value_enum)]
+    pub shape: Option<crate::fixtures::Shape>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Prompt length in tokens (ids 1..=N, the same for every α and for the reference).
+    #[arg(long, default_value_t = 16)]
+    pub prompt_tokens: usize,
+    /// Tokens to generate per column (end-of-text is ignored, so every run makes exactly N).
+    #[arg(long, default_value_t = 32)]
+    pub tokens: usize,
+    /// Timed repetitions; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchModelArgs {
+    /// Endpoint sources and a label for the output.
+    pub fn endpoints(&self) -> Result<(String, String, String)> {
+        Ok(match (&self.a, &self.b, self.shape) {
+            (Some(a), Some(b), _) => (a.clone(), b.clone(), format!("{a} ↔ {b}")),
+            (_, _, Some(shape)) => {
+                let (a, b) = shape.pair()?;
+                let s = |p: std::path::PathBuf| p.display().to_string();
+                (s(a), s(b), shape.name().to_string())
+            }
+            _ => {
+                let (a, b) = demo_pair();
+                (a, b, "demo pair".to_string())
+            }
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchGenerateArgs {
+    #[command(flatten)]
+    pub model: BenchModelArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchColumnsArgs {
+    #[command(flatten)]
+    pub model: BenchModelArgs,
+    /// Columns, at alphas spread evenly over [0, 1].
+    #[arg(long, default_value_t = 4)]
+    pub k: usize,
 }
 
 #[derive(Args, Debug)]

@@ -211,3 +211,114 @@ pub fn write_tiny_pair(a: &Path, b: &Path, arch: Arch) -> Result<()> {
     std::fs::copy(a.join("tokenizer.json"), b.join("tokenizer.json"))?;
     write_tiny_model(b, arch, 2)
 }
+
+/// Model shapes the benchmarks run at, as random pairs: the demo pair's and three common Hub
+/// models' (same architecture, sizes and vocabulary; random weights, since timings do not
+/// depend on the values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    Demo,
+    #[value(name = "smollm2-135m")]
+    Smollm2_135m,
+    #[value(name = "gpt2-124m")]
+    Gpt2_124m,
+    #[value(name = "gpt2-774m")]
+    Gpt2_774m,
+}
+
+impl Shape {
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Demo => "demo",
+            Shape::Smollm2_135m => "smollm2-135m",
+            Shape::Gpt2_124m => "gpt2-124m",
+            Shape::Gpt2_774m => "gpt2-774m",
+        }
+    }
+
+    /// config.json and the parameter list of this shape.
+    pub fn model(self) -> (serde_json::Value, Vec<(String, Vec<usize>)>) {
+        let llama = |h, f, layers, heads, kv, vocab, pos, theta| LlamaConfig {
+            hidden_size: h,
+            intermediate_size: f,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: Some(kv),
+            head_dim: None,
+            vocab_size: vocab,
+            rms_norm_eps: 1e-5,
+            rope_theta: theta,
+            max_position_embeddings: pos,
+            tie_word_embeddings: true,
+            bos_token_id: Some(0),
+            eos_token_id: Some(TokenIds::One(0)),
+            rope_scaling: None,
+        };
+        let gpt2 = |d, layers, heads| Gpt2Config {
+            n_embd: d,
+            n_layer: layers,
+            n_head: heads,
+            n_positions: 1024,
+            vocab_size: 50257,
+            n_inner: None,
+            layer_norm_epsilon: 1e-5,
+            bos_token_id: Some(50256),
+            eos_token_id: Some(TokenIds::One(50256)),
+        };
+        match self {
+            Shape::Demo => {
+                let c = llama(192, 512, 4, 6, 2, 4096, 256, 10_000.0);
+                (llama_config_json(&c), llama_parameters(&c))
+            }
+            Shape::Smollm2_135m => {
+                let c = llama(576, 1536, 30, 9, 3, 49152, 8192, 100_000.0);
+                (llama_config_json(&c), llama_parameters(&c))
+            }
+            Shape::Gpt2_124m => {
+                let c = gpt2(768, 12, 12);
+                (gpt2_config_json(&c), gpt2_parameters(&c))
+            }
+            Shape::Gpt2_774m => {
+                let c = gpt2(1280, 36, 20);
+                (gpt2_config_json(&c), gpt2_parameters(&c))
+            }
+        }
+    }
+
+    /// A random pair of this shape in f32, written once under `root` and reused: returns the
+    /// directories of A and B.
+    pub fn pair_in(self, root: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let dir = root.join(self.name());
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let done = dir.join("complete");
+        if done.exists() {
+            return Ok((a, b));
+        }
+        let (config, params) = self.model();
+        for (seed, d) in [(1, &a), (2, &b)] {
+            std::fs::create_dir_all(d)?;
+            std::fs::write(
+                d.join("config.json"),
+                serde_json::to_string_pretty(&config)?,
+            )?;
+            let tok = d.join("tokenizer.json");
+            if seed == 1 {
+                write_tokenizer(&tok, 300)?;
+            } else {
+                std::fs::copy(a.join("tokenizer.json"), &tok)?;
+            }
+            write_safetensors(
+                &d.join("model.safetensors"),
+                &random_weights(&params, seed, 0.02),
+                safetensors::Dtype::F32,
+            )?;
+        }
+        std::fs::write(&done, "")?;
+        Ok((a, b))
+    }
+
+    /// The pair under the system's temporary directory.
+    pub fn pair(self) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        self.pair_in(&std::env::temp_dir().join("lerpscope-shapes"))
+    }
+}

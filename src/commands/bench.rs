@@ -206,3 +206,215 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// What `bench generate` and `bench columns` share: the loaded pair, the prompt and the
+/// generation settings (end-of-text ignored, so every run makes exactly `tokens`).
+struct GenBench {
+    engine: Engine,
+    label: String,
+    prompt: Vec<u32>,
+    params: crate::engine::GenerationParams,
+}
+
+impl GenBench {
+    fn load(args: &crate::cli::BenchModelArgs) -> Result<Self> {
+        let (a, b, label) = args.endpoints()?;
+        let engine = Engine::load(&a, &b, &args.load.options()?)?;
+        Ok(Self {
+            engine,
+            label,
+            prompt: (1..=args.prompt_tokens.max(1) as u32).collect(),
+            params: crate::engine::GenerationParams {
+                max_tokens: args.tokens,
+                sampling: crate::engine::SamplingParams::default(),
+            },
+        })
+    }
+
+    /// One column at the current α.
+    fn one(&self) -> Result<crate::engine::Generation> {
+        let g = crate::engine::Generator {
+            eos: &[],
+            ..self.engine.generator()
+        };
+        let mut rows = g.run_rows(&self.prompt, None, &self.params, &|_| false, &mut |_, _| {})?;
+        Ok(rows.remove(0))
+    }
+
+    /// Every α in one batch.
+    fn batch(&self, alphas: &[f64]) -> Result<Vec<crate::engine::Generation>> {
+        let g = crate::engine::Generator {
+            eos: &[],
+            ..self.engine.pair_generator()
+        };
+        let mix = self.engine.mix(alphas)?;
+        g.run_rows(
+            &self.prompt,
+            Some(&mix),
+            &self.params,
+            &|_| false,
+            &mut |_, _| {},
+        )
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let i = &self.engine.info;
+        json!({
+            "pair": self.label,
+            "architecture": i.architecture,
+            "params": i.params,
+            "dtype": i.dtype,
+            "device": i.device,
+            "threads": rayon::current_num_threads(),
+            "prompt_tokens": self.prompt.len(),
+            "tokens": self.params.max_tokens,
+        })
+    }
+}
+
+/// Peak resident memory of this process so far (VmHWM), in bytes, where /proc says.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `lerpscope bench generate`: time to first token after an α change (blend + prefill + one
+/// sampled token), and the decode rate after it, at one column.
+pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
+    let mut bench = GenBench::load(&args.model)?;
+    let iters = args.model.iters.max(1);
+    bench.engine.set_alpha(0.5)?;
+    bench.one()?; // warm-up: page faults, allocator pools
+    let (mut blend, mut ttft, mut rate) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..iters {
+        let alpha = if i % 2 == 0 { 0.3 } else { 0.7 };
+        let t = bench.engine.set_alpha(alpha)?;
+        let g = bench.one()?;
+        blend.push(t);
+        ttft.push(t + g.first_token);
+        rate.push(g.tokens_per_s());
+    }
+    rate.sort_by(f64::total_cmp);
+    let (blend, ttft, rate) = (median(&mut blend), median(&mut ttft), rate[rate.len() / 2]);
+    let weights = bench.engine.info.buffer_bytes as u64;
+    let peak = peak_rss();
+    if args.model.json {
+        let mut v = bench.describe();
+        let o = v.as_object_mut().expect("object");
+        o.insert("bench".into(), json!("generate"));
+        o.insert("iters".into(), json!(iters));
+        o.insert("blend_ms".into(), json!(ms(blend)));
+        o.insert("ttft_ms".into(), json!(ms(ttft)));
+        o.insert("decode_tok_s".into(), json!(rate));
+        o.insert("model_bytes".into(), json!(weights));
+        o.insert("peak_rss_bytes".into(), json!(peak));
+        println!("{v}");
+    } else {
+        let i = &bench.engine.info;
+        println!(
+            "generate {}: {} {} params, {}, {}, {} prompt tokens, {} new",
+            bench.label,
+            i.architecture,
+            i.params,
+            i.dtype,
+            i.device,
+            bench.prompt.len(),
+            bench.params.max_tokens
+        );
+        println!(
+            "  α change → first token  {:8.2} ms  (blend {:.2} ms)",
+            ms(ttft),
+            ms(blend)
+        );
+        println!("  decode                  {rate:8.1} tok/s");
+        if let Some(p) = peak {
+            println!(
+                "  peak memory             {:8.1} MB  ({:.2} × one model's {:.1} MB)",
+                p as f64 / 1e6,
+                p as f64 / weights as f64,
+                weights as f64 / 1e6
+            );
+        }
+        println!("  (medians of {iters})");
+    }
+    Ok(())
+}
+
+/// `lerpscope bench columns --k K`: K columns at K alphas, re-blending for each in turn and
+/// as one batch, against one column; runs alternate so all three see the same machine.
+pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
+    let mut bench = GenBench::load(&args.model)?;
+    let k = args.k.max(1);
+    let alphas: Vec<f64> = (0..k)
+        .map(|i| {
+            if k == 1 {
+                0.5
+            } else {
+                i as f64 / (k - 1) as f64
+            }
+        })
+        .collect();
+    let iters = args.model.iters.max(1);
+    bench.engine.set_alpha(0.5)?;
+    bench.one()?;
+    bench.batch(&alphas)?;
+    let (mut one, mut seq, mut batch) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..iters {
+        let t = Instant::now();
+        bench.engine.set_alpha(alphas[0])?;
+        bench.one()?;
+        one.push(t.elapsed());
+        let t = Instant::now();
+        for &a in &alphas {
+            bench.engine.set_alpha(a)?;
+            bench.one()?;
+        }
+        seq.push(t.elapsed());
+        let t = Instant::now();
+        bench.batch(&alphas)?;
+        batch.push(t.elapsed());
+    }
+    let (one, seq, batch) = (median(&mut one), median(&mut seq), median(&mut batch));
+    let ratio = |d: Duration| d.as_secs_f64() / one.as_secs_f64();
+    let best = if batch < seq { "batched" } else { "re-blend" };
+    if args.model.json {
+        let mut v = bench.describe();
+        let o = v.as_object_mut().expect("object");
+        o.insert("bench".into(), json!("columns"));
+        o.insert("k".into(), json!(k));
+        o.insert("alphas".into(), json!(alphas));
+        o.insert("iters".into(), json!(iters));
+        o.insert("one_column_ms".into(), json!(ms(one)));
+        o.insert("reblend_ms".into(), json!(ms(seq)));
+        o.insert("batched_ms".into(), json!(ms(batch)));
+        o.insert("reblend_ratio".into(), json!(ratio(seq)));
+        o.insert("batched_ratio".into(), json!(ratio(batch)));
+        o.insert("faster".into(), json!(best));
+        println!("{v}");
+    } else {
+        let i = &bench.engine.info;
+        println!(
+            "columns {}: {} {} params, {}, {}, K = {k}, {} tokens per column",
+            bench.label, i.architecture, i.params, i.dtype, i.device, bench.params.max_tokens
+        );
+        println!("  one column           {:9.1} ms", ms(one));
+        println!(
+            "  K re-blended         {:9.1} ms  ({:.2} × one)",
+            ms(seq),
+            ratio(seq)
+        );
+        println!(
+            "  K in one batch       {:9.1} ms  ({:.2} × one)",
+            ms(batch),
+            ratio(batch)
+        );
+        println!("  faster: {best}  (medians of {iters})");
+    }
+    Ok(())
+}

@@ -115,6 +115,18 @@ impl Checkpoint {
         let bytes = &shard.map[t.range.clone()];
         let bad = decode(bytes, t.dtype, out)
             .with_context(|| format!("{}: tensor {name}", shard.path.display()))?;
+        // The bytes are copied out: let the kernel drop these pages from our resident set, so
+        // loading a pair never holds the files and the buffers at once.
+        #[cfg(unix)]
+        // SAFETY: a read-only shared file mapping; dropped pages are re-read from the file if
+        // touched again, so no data can change.
+        unsafe {
+            let _ = shard.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                t.range.start,
+                t.range.len(),
+            );
+        }
         if let Some(i) = bad {
             let flat = i;
             bail!(

@@ -244,20 +244,14 @@ impl Engine {
         cancel: &dyn Fn(usize) -> bool,
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<Generation>> {
-        if let Some(a) = alphas.iter().find(|a| !a.is_finite()) {
-            bail!("α must be a finite number, got {a}");
-        }
-        let mix = Mix::new(alphas, self.weights.dtype, self.device())?;
-        Generator {
-            model: &self.pair_model,
-            ..self.generator()
-        }
-        .run_batch(prompt, &mix, params, cancel, on_text)
+        let mix = self.mix(alphas)?;
+        self.pair_generator()
+            .run_batch(prompt, &mix, params, cancel, on_text)
     }
 
     /// Last-position logits of `ids` for each α, from the batched mode (f32, `[K][vocab]`).
     pub fn logits_columns(&self, ids: &[u32], alphas: &[f64]) -> Result<Vec<Vec<f32>>> {
-        let mix = Mix::new(alphas, self.weights.dtype, self.device())?;
+        let mix = self.mix(alphas)?;
         let mut cache = self.pair_model.new_cache(ids.len());
         let input = candle_core::Tensor::new(ids, self.device())?
             .unsqueeze(0)?
@@ -266,6 +260,22 @@ impl Engine {
             .pair_model
             .forward_rows(&input, &mut cache, Some(&mix))?
             .to_vec2::<f32>()?)
+    }
+
+    /// The per-row interpolation weights for a batch at `alphas`.
+    pub fn mix(&self, alphas: &[f64]) -> Result<Mix> {
+        if let Some(a) = alphas.iter().find(|a| !a.is_finite()) {
+            bail!("α must be a finite number, got {a}");
+        }
+        Ok(Mix::new(alphas, self.weights.dtype, self.device())?)
+    }
+
+    /// A generator on both endpoints, for [`Generator::run_rows`] with a [`Mix`].
+    pub fn pair_generator(&self) -> Generator<'_> {
+        Generator {
+            model: &self.pair_model,
+            ..self.generator()
+        }
     }
 
     pub fn generator(&self) -> Generator<'_> {

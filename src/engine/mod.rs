@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 #[allow(clippy::module_inception)]
 mod engine;
+pub mod few_rows;
 pub mod generate;
 pub mod model;
 pub mod pair;

@@ -3,7 +3,7 @@
 //! the LM head is tied to `wte`.
 
 use super::param::{embed, Loader, Mix, Param};
-use super::{attention, check_context, conv1d, linear_t, Cache, Kernels};
+use super::{attention, check_context, conv1d, Cache, Kernels};
 use crate::engine::config::Gpt2Config;
 use candle_core::{Device, Result, Tensor};
 
@@ -156,7 +156,7 @@ impl Gpt2 {
     /// Final norm and tied LM head: `[b, t, d]` → `[b, t, vocab]`.
     pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
         let x = self.norm(&self.ln_f, x, mix)?;
-        self.wte.apply(mix, |w| linear_t(&x, w))
+        self.wte.linear(&x, mix, self.kernels)
     }
 }
 

@@ -1,7 +1,7 @@
 //! LlamaForCausalLM (Llama 2/3, SmolLM/SmolLM2, TinyLlama), tied or untied embeddings.
 
 use super::param::{embed, Loader, Mix, Param};
-use super::{attention, check_context, linear_t, Cache, Kernels};
+use super::{attention, check_context, Cache, Kernels};
 use crate::engine::config::LlamaConfig;
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -103,7 +103,7 @@ impl Llama {
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
         let norm = |x: &Tensor, g: &Param| g.apply(mix, |g| k_.rms_norm(x, g, self.eps));
-        let linear = |x: &Tensor, w: &Param| w.apply(mix, |w| linear_t(x, w));
+        let linear = |x: &Tensor, w: &Param| w.linear(x, mix, k_);
         let mut x = self.embed.apply(mix, |w| embed(w, ids))?;
         for (i, block) in self.blocks.iter().enumerate() {
             let r = x.clone();
@@ -144,7 +144,7 @@ impl Llama {
         let x = self
             .norm
             .apply(mix, |g| self.kernels.rms_norm(x, g, self.eps))?;
-        self.lm_head.apply(mix, |w| linear_t(&x, w))
+        self.lm_head.linear(&x, mix, self.kernels)
     }
 }
 

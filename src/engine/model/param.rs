@@ -6,6 +6,7 @@
 //! endpoints at hand, K rows of one batch can each run at their own α while every weight is
 //! read once per step for all of them — no re-blend between columns.
 
+use super::Kernels;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 
@@ -34,6 +35,17 @@ impl Param {
             (Some(m), Some(b)) => m.combine(&op(&self.a)?, &op(b)?),
             _ => op(&self.a),
         }
+    }
+
+    /// `x · wᵀ` (nn.Linear layout); in the batched mode one fused pass over both endpoints
+    /// where the CPU kernel applies.
+    pub fn linear(&self, x: &Tensor, mix: Option<&Mix>, kernels: Kernels) -> Result<Tensor> {
+        if let (Some(m), Some(b), Kernels::Fast) = (mix, &self.b, kernels) {
+            if let Some(y) = super::linear_t_mixed(x, &self.a, b, m)? {
+                return Ok(y);
+            }
+        }
+        self.apply(mix, |w| kernels.linear_t(x, w))
     }
 
     /// Endpoint B, in the batched mode.

@@ -1,0 +1,297 @@
+//! `y = x · wᵀ` for a few rows of `x` (decode steps, batched columns, short prompts) on the
+//! CPU in f32.
+//!
+//! A general GEMM packs its operands into panels before multiplying. For one row it has a
+//! matrix-vector path, but for 2–16 rows it packs the whole weight matrix on every call, and
+//! a 4-row product took 5× as long as a 1-row one. Here each weight row is streamed once from
+//! memory and dotted with every row of `x` (which stays in L1), so the cost is one pass over
+//! the weights whatever the row count: the batched-columns mode reads each weight once for K
+//! columns, as intended.
+
+use rayon::prelude::*;
+
+/// Above this many rows the general GEMM (blocked for cache reuse) is the better choice.
+pub const MAX_ROWS: usize = 64;
+
+/// Weight rows per parallel task at least: enough to amortise scheduling.
+const MIN_ROWS_PER_TASK: usize = 64;
+
+/// `y [m, n] = x [m, k] · w [n, k]ᵀ`, all row-major and contiguous.
+pub fn matmul_wt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]) {
+    assert_eq!(w.len(), n * k, "w is [n, k]");
+    run(x, m, n, k, y, |first, rows, out| {
+        dot_rows(x, &w[first * k..(first + rows) * k], None, m, k, out)
+    });
+}
+
+/// The batched-columns product in one pass: `y[r] = keep[r]·(x[r]·waᵀ) + take[r]·(x[r]·wbᵀ)`,
+/// reading row j of both endpoints together.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_wt_mixed(
+    x: &[f32],
+    wa: &[f32],
+    wb: &[f32],
+    keep: &[f32],
+    take: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+) {
+    assert_eq!(wa.len(), n * k, "wa is [n, k]");
+    assert_eq!(wb.len(), n * k, "wb is [n, k]");
+    assert!(keep.len() == m && take.len() == m, "one weight per row");
+    run(x, m, n, k, y, |first, rows, out| {
+        let range = first * k..(first + rows) * k;
+        dot_rows(
+            x,
+            &wa[range.clone()],
+            Some((&wb[range], keep, take)),
+            m,
+            k,
+            out,
+        )
+    });
+}
+
+/// Split the n outputs into contiguous stretches of weight rows, one per task; each task
+/// fills its transposed block `[rows, m]`, which is then scattered into y's rows (m·n
+/// floats: small next to the n·k weights).
+fn run(
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+    task: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    assert_eq!(x.len(), m * k, "x is [m, k]");
+    assert_eq!(y.len(), m * n, "y is [m, n]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let mut yt = vec![0f32; n * m];
+    // One long stretch per task keeps each core's prefetcher on one stream; a few tasks per
+    // thread still balance the load.
+    let per_task = n
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(MIN_ROWS_PER_TASK);
+    yt.par_chunks_mut(per_task * m)
+        .enumerate()
+        .for_each(|(i, out)| task(i * per_task, out.len() / m, out));
+    for (j, col) in yt.chunks_exact(m).enumerate() {
+        for (r, v) in col.iter().enumerate() {
+            y[r * n + j] = *v;
+        }
+    }
+}
+
+/// The plain twin the tests hold [`matmul_wt`] to: one dot product per output, in f64.
+pub fn matmul_wt_reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    for r in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k)
+                .map(|i| x[r * k + i] as f64 * w[j * k + i] as f64)
+                .sum();
+            y[r * n + j] = dot as f32;
+        }
+    }
+    y
+}
+
+/// Endpoint B's rows and the per-row weights of A and B, for the mixed product.
+type Mixed<'a> = Option<(&'a [f32], &'a [f32], &'a [f32])>;
+
+/// `out [rows, m]`: each of `w`'s rows dotted with each of `x`'s m rows (mixed with `wb`'s).
+fn dot_rows(x: &[f32], w: &[f32], mixed: Mixed, m: usize, k: usize, out: &mut [f32]) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // SAFETY: the target features are enabled at compile time (see .cargo/config.toml).
+        unsafe { simd::dot_rows(x, w, mixed, m, k, out) }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        let dot = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(p, q)| p * q).sum() };
+        for (j, wrow) in w.chunks_exact(k).enumerate() {
+            for r in 0..m {
+                let xr = &x[r * k..(r + 1) * k];
+                out[j * m + r] = match mixed {
+                    None => dot(xr, wrow),
+                    Some((wb, keep, take)) => {
+                        keep[r] * dot(xr, wrow) + take[r] * dot(xr, &wb[j * k..(j + 1) * k])
+                    }
+                };
+            }
+        }
+    }
+}
+
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+mod simd {
+    use super::Mixed;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_rows(
+        x: &[f32],
+        w: &[f32],
+        mixed: Mixed,
+        m: usize,
+        k: usize,
+        out: &mut [f32],
+    ) {
+        let n = w.len() / k;
+        let xp = x.as_ptr();
+        let row = |j: usize| w.as_ptr().add(j * k);
+        if let Some((wb, keep, take)) = mixed {
+            // Rows j of A and B form the tile's two weight rows.
+            let store = |r0: usize, j: usize, d: &[[f32; 2]], out: &mut [f32]| {
+                for (r, [a, b]) in d.iter().enumerate() {
+                    out[j * m + r0 + r] = keep[r0 + r] * a + take[r0 + r] * b;
+                }
+            };
+            for j in 0..n {
+                let ws = [row(j), wb.as_ptr().add(j * k)];
+                let mut r = 0;
+                while r + 4 <= m {
+                    store(r, j, &tile::<4, 2>(xp.add(r * k), ws, k), out);
+                    r += 4;
+                }
+                match m - r {
+                    3 => store(r, j, &tile::<3, 2>(xp.add(r * k), ws, k), out),
+                    2 => store(r, j, &tile::<2, 2>(xp.add(r * k), ws, k), out),
+                    1 => store(r, j, &tile::<1, 2>(xp.add(r * k), ws, k), out),
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let store = |r0: usize, j: usize, d: &[[f32; 2]], out: &mut [f32]| {
+            for (r, cols) in d.iter().enumerate() {
+                for (c, v) in cols.iter().enumerate() {
+                    out[(j + c) * m + r0 + r] = *v;
+                }
+            }
+        };
+        let mut j = 0;
+        while j + 2 <= n {
+            let ws = [row(j), row(j + 1)];
+            let mut r = 0;
+            while r + 4 <= m {
+                store(r, j, &tile::<4, 2>(xp.add(r * k), ws, k), out);
+                r += 4;
+            }
+            match m - r {
+                3 => store(r, j, &tile::<3, 2>(xp.add(r * k), ws, k), out),
+                2 => store(r, j, &tile::<2, 2>(xp.add(r * k), ws, k), out),
+                1 => store(r, j, &tile::<1, 2>(xp.add(r * k), ws, k), out),
+                _ => {}
+            }
+            j += 2;
+        }
+        if j < n {
+            for r in 0..m {
+                out[j * m + r] = tile::<1, 1>(xp.add(r * k), [row(j)], k)[0][0];
+            }
+        }
+    }
+
+    /// Dot products of R consecutive rows of x (from `xp`) with C weight rows: R·C
+    /// accumulators, and every load of a weight vector feeds R multiply-adds.
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const C: usize>(
+        xp: *const f32,
+        ws: [*const f32; C],
+        k: usize,
+    ) -> [[f32; C]; R] {
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let body = k / 8 * 8;
+        let mut i = 0;
+        while i < body {
+            let mut wv = [_mm256_setzero_ps(); C];
+            for (v, w) in wv.iter_mut().zip(ws) {
+                *v = _mm256_loadu_ps(w.add(i));
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let xv = _mm256_loadu_ps(xp.add(r * k + i));
+                for c in 0..C {
+                    row[c] = _mm256_fmadd_ps(wv[c], xv, row[c]);
+                }
+            }
+            i += 8;
+        }
+        let mut d = [[0f32; C]; R];
+        for r in 0..R {
+            for c in 0..C {
+                let mut s = hsum(acc[r][c]);
+                for t in body..k {
+                    s += *xp.add(r * k + t) * *ws[c].add(t);
+                }
+                d[r][c] = s;
+            }
+        }
+        d
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    fn assert_close(got: &[f32], want: &[f32], k: usize, what: &str) {
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()) * (k as f32).sqrt(),
+                "{what} at {i}: {a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn matches_the_reference_for_every_row_count_and_odd_sizes() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for &(n, k) in &[(1, 1), (7, 13), (130, 64), (257, 200), (64, 577)] {
+            for m in (1..=17).chain([31, MAX_ROWS]) {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let w: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let mut y = vec![f32::NAN; m * n];
+                matmul_wt(&x, &w, m, n, k, &mut y);
+                let want = matmul_wt_reference(&x, &w, m, n, k);
+                assert_close(&y, &want, k, &format!("m {m} n {n} k {k}"));
+                // The mixed product against two plain products mixed afterwards.
+                let wb: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let alphas: Vec<f32> = (0..m).map(|r| r as f32 * 0.4 - 0.5).collect();
+                let keep: Vec<f32> = alphas.iter().map(|a| 1.0 - a).collect();
+                let mut mixed = vec![f32::NAN; m * n];
+                matmul_wt_mixed(&x, &w, &wb, &keep, &alphas, m, n, k, &mut mixed);
+                let at_b = matmul_wt_reference(&x, &wb, m, n, k);
+                let want: Vec<f32> = (0..m * n)
+                    .map(|i| keep[i / n] * want[i] + alphas[i / n] * at_b[i])
+                    .collect();
+                assert_close(&mixed, &want, k, &format!("mixed m {m} n {n} k {k}"));
+            }
+        }
+    }
+}
