@@ -237,6 +237,10 @@ pub struct TuiArgs {
     /// The slider's visible range, LOW:HIGH.
     #[arg(long, default_value = "-1:2", allow_hyphen_values = true)]
     pub range: String,
+    /// How columns that restart together are generated: one batch with a per-row α, one
+    /// re-blend per column, or whichever measures faster here.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub columns: crate::engine::ColumnsMode,
 }
 
 impl TuiArgs {

@@ -25,6 +25,7 @@ pub struct TuiConfig {
     pub params: GenerationParams,
     pub load: LoadOptions,
     pub range: (f64, f64),
+    pub columns: crate::engine::ColumnsMode,
 }
 
 /// Where engine jobs go: the engine thread, or a recorder in tests.
@@ -109,10 +110,17 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         let mut terminal =
             ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let engine =
-            EngineHandle::spawn(cfg.a.clone(), cfg.b.clone(), cfg.load.clone(), move |e| {
+        let (a, b, load, columns) = (cfg.a.clone(), cfg.b.clone(), cfg.load.clone(), cfg.columns);
+        let engine = EngineHandle::spawn_with(
+            move || {
+                let mut engine = crate::engine::Engine::load(&a, &b, &load)?;
+                engine.set_columns_mode(columns);
+                Ok(engine)
+            },
+            move |e| {
                 let _ = tx.send(e);
-            });
+            },
+        );
         let mut app = App::new(cfg.a, cfg.b, &cfg.prompt, &cfg.alphas, cfg.params, keymap);
         app.range = cfg.range;
         let size = terminal.size()?;

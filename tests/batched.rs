@@ -133,3 +133,79 @@ fn non_finite_alpha_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("finite"), "{err}");
 }
+
+/// The engine thread: columns waiting with one prompt run as one batch (forced here) and
+/// produce the same events and text as re-blending for each.
+#[test]
+fn worker_batches_waiting_columns_with_the_same_results() {
+    use lerpscope::engine::worker::{EngineEvent, EngineHandle, Job};
+    use lerpscope::engine::ColumnsMode;
+    use std::collections::BTreeMap;
+    use std::sync::mpsc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
+    let run = |mode: ColumnsMode| -> (BTreeMap<usize, String>, Vec<f64>) {
+        let (a, b) = (a.display().to_string(), b.display().to_string());
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (tx, rx) = mpsc::channel();
+        let handle = EngineHandle::spawn_with(
+            move || {
+                go_rx.recv().unwrap(); // hold the engine until every job is queued
+                let mut e = Engine::load(
+                    &a,
+                    &b,
+                    &LoadOptions {
+                        device: DeviceChoice::Cpu,
+                        dtype: None,
+                        allow_tokenizer_mismatch: false,
+                    },
+                )?;
+                e.set_columns_mode(mode);
+                Ok(e)
+            },
+            move |e| tx.send(e).unwrap(),
+        );
+        for (column, alpha) in [0.0, 0.5, 1.0].into_iter().enumerate() {
+            handle.submit(Job {
+                column,
+                id: 1,
+                alpha,
+                prompt: "The movie was".into(),
+                params: GenerationParams {
+                    max_tokens: 12,
+                    sampling: SamplingParams::default(),
+                },
+                urgent: column == 1,
+            });
+        }
+        go_tx.send(()).unwrap();
+        let (mut texts, mut blends, mut scored) = (BTreeMap::new(), Vec::new(), 0);
+        while scored < 3 {
+            match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
+                EngineEvent::Started { blend_ms, .. } => blends.push(blend_ms),
+                EngineEvent::Text { column, piece, .. } => texts
+                    .entry(column)
+                    .or_insert_with(String::new)
+                    .push_str(&piece),
+                EngineEvent::Scored { .. } => scored += 1,
+                EngineEvent::Failed { error, .. } => panic!("{error}"),
+                _ => {}
+            }
+        }
+        (texts, blends)
+    };
+    let (batched, batched_blends) = run(ColumnsMode::Batched);
+    let (reblended, reblend_blends) = run(ColumnsMode::Reblend);
+    assert_eq!(batched.len(), 3);
+    assert_eq!(batched, reblended);
+    assert!(
+        batched_blends.iter().all(|&b| b == 0.0),
+        "one batch, no blends"
+    );
+    assert!(
+        reblend_blends.iter().all(|&b| b > 0.0),
+        "a blend per column"
+    );
+}

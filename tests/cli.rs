@@ -131,3 +131,67 @@ fn bench_blend_reports_both_bandwidths() {
         assert!(v[k].as_f64().unwrap() > 0.0, "{k}");
     }
 }
+
+#[test]
+fn bench_generate_and_columns_report_their_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    let pair = [
+        "--a", &a, "--b", &b, "--device", "cpu", "--iters", "2", "--tokens", "6",
+    ];
+    let json = |out: std::process::Output| -> Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let g = json(lerpscope(
+        &[&["bench", "generate", "--json"], &pair[..]].concat(),
+    ));
+    assert_eq!(g["bench"], "generate");
+    assert_eq!(g["tokens"], 6);
+    assert!(g["ttft_ms"].as_f64().unwrap() > g["blend_ms"].as_f64().unwrap());
+    assert!(g["decode_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(g["peak_rss_bytes"].as_u64().unwrap() > g["model_bytes"].as_u64().unwrap());
+    let c = json(lerpscope(
+        &[&["bench", "columns", "--k", "3", "--json"], &pair[..]].concat(),
+    ));
+    assert_eq!(c["k"], 3);
+    assert_eq!(c["alphas"], serde_json::json!([0.0, 0.5, 1.0]));
+    for key in ["one_column_ms", "reblend_ms", "batched_ms"] {
+        assert!(c[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    assert!(["batched", "re-blend"].contains(&c["faster"].as_str().unwrap()));
+}
+
+#[test]
+fn a_named_shape_is_written_once_as_a_loadable_pair() {
+    use lerpscope::fixtures::Shape;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = Shape::Demo.pair_in(tmp.path()).unwrap();
+    let stamp = std::fs::metadata(a.join("model.safetensors"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let e = Engine::load(
+        &a.display().to_string(),
+        &b.display().to_string(),
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(e.info.params, 2_361_024, "the demo pair's parameter count");
+    let again = Shape::Demo.pair_in(tmp.path()).unwrap();
+    assert_eq!(again.0, a);
+    let stamp2 = std::fs::metadata(a.join("model.safetensors"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(stamp, stamp2, "reused, not rewritten");
+}

@@ -14,5 +14,6 @@ pub fn run(args: TuiArgs) -> Result<()> {
         params: args.sampling.params()?,
         load: args.pair.load.options()?,
         range: parse_range(&args.range)?,
+        columns: args.columns,
     })
 }

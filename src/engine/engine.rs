@@ -102,6 +102,18 @@ impl Default for LoadOptions {
     }
 }
 
+/// How several columns waiting with one prompt are generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColumnsMode {
+    /// Whichever measures faster for the number of columns on this machine and model.
+    #[default]
+    Auto,
+    /// One batch, each row at its own α, read from both endpoints.
+    Batched,
+    /// Re-blend the working weights to each column's α in turn.
+    Reblend,
+}
+
 /// What the UI header and the JSON output say about the loaded pair.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PairInfo {
@@ -121,6 +133,9 @@ pub struct Engine {
     model: Model,
     /// Views of both endpoints (no extra memory), for columns generated as one batch.
     pair_model: Model,
+    /// Per-token step times measured on first use, by batch size (1: the working model).
+    step_times: std::collections::HashMap<usize, Duration>,
+    columns_mode: ColumnsMode,
     tokenizer: Tokenizer,
     eos: Vec<u32>,
     max_positions: usize,
@@ -183,6 +198,8 @@ impl Engine {
             weights,
             model,
             pair_model,
+            step_times: Default::default(),
+            columns_mode: ColumnsMode::Auto,
             tokenizer: tok_a,
             eos,
         })
@@ -247,6 +264,56 @@ impl Engine {
         let mix = self.mix(alphas)?;
         self.pair_generator()
             .run_batch(prompt, &mix, params, cancel, on_text)
+    }
+
+    /// Whether `k` columns of `tokens` tokens are faster as one batch than re-blended one
+    /// after another, from step times measured on this machine and model the first time each
+    /// `k` is asked about (a few forward passes).
+    pub fn prefer_batch(&mut self, k: usize, tokens: usize) -> Result<bool> {
+        match self.columns_mode {
+            _ if k < 2 => return Ok(false),
+            ColumnsMode::Batched => return Ok(true),
+            ColumnsMode::Reblend => return Ok(false),
+            ColumnsMode::Auto => {}
+        }
+        let one = self.step_time(1)?;
+        let many = self.step_time(k)?;
+        let blend = self.weights.last_blend().unwrap_or_default();
+        let sequential = k as f64 * (blend + one * tokens as u32).as_secs_f64();
+        let batched = (many * tokens as u32).as_secs_f64();
+        Ok(batched < sequential)
+    }
+
+    pub fn set_columns_mode(&mut self, mode: ColumnsMode) {
+        self.columns_mode = mode;
+    }
+
+    /// Median time of one decode step at batch size `k` (k = 1: the working model).
+    fn step_time(&mut self, k: usize) -> Result<Duration> {
+        if let Some(t) = self.step_times.get(&k) {
+            return Ok(*t);
+        }
+        let alphas: Vec<f64> = (0..k).map(|i| i as f64 / k as f64).collect();
+        let mix = self.mix(&alphas)?;
+        let (model, mix) = if k == 1 {
+            (&self.model, None)
+        } else {
+            (&self.pair_model, Some(&mix))
+        };
+        let steps = 4;
+        let mut cache = model.new_cache(steps);
+        let mut times = Vec::with_capacity(steps);
+        let ids = candle_core::Tensor::zeros((k, 1), DType::U32, self.device())?;
+        for _ in 0..steps {
+            let t = std::time::Instant::now();
+            model.forward_rows(&ids, &mut cache, mix)?;
+            self.device().synchronize()?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        let t = times[steps / 2];
+        self.step_times.insert(k, t);
+        Ok(t)
     }
 
     /// Last-position logits of `ids` for each α, from the batched mode (f32, `[K][vocab]`).

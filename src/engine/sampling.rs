@@ -48,6 +48,9 @@ impl SamplingParams {
     }
 }
 
+/// The first head searched for the top-p nucleus; each miss widens it eightfold.
+const NUCLEUS_HEAD: usize = 64;
+
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
@@ -92,27 +95,39 @@ impl Sampler {
             c.select_nth_unstable_by(k - 1, by_logit_desc);
             c.truncate(k);
         }
-        c.sort_unstable_by(by_logit_desc);
-        // Softmax over the survivors (max first, so exp never overflows).
-        let max = c[0].1;
-        let mut total = 0.0f32;
-        for e in c.iter_mut() {
-            e.1 = (e.1 - max).exp();
-            total += e.1;
-        }
-        if self.params.top_p < 1.0 {
-            let mut acc = 0.0;
-            let mut keep = c.len();
-            for (i, e) in c.iter().enumerate() {
-                acc += e.1 / total;
-                if acc >= self.params.top_p {
-                    keep = i + 1;
+        let max = c.iter().map(|e| e.1).fold(f32::NEG_INFINITY, f32::max);
+        let top_p = self.params.top_p;
+        let mut need = f32::INFINITY;
+        if top_p < 1.0 {
+            // The nucleus is usually a few dozen tokens: find it by selecting ever larger
+            // heads (O(V) each) instead of sorting the vocabulary.
+            let all: f32 = c.iter().map(|e| (e.1 - max).exp()).sum();
+            need = top_p * all;
+            let mut m = NUCLEUS_HEAD;
+            while m < c.len() {
+                c.select_nth_unstable_by(m - 1, by_logit_desc);
+                let mass: f32 = c[..m].iter().map(|e| (e.1 - max).exp()).sum();
+                if mass >= need {
+                    c.truncate(m);
                     break;
                 }
+                m *= 8;
             }
-            c.truncate(keep);
-            total = c.iter().map(|e| e.1).sum();
         }
+        c.sort_unstable_by(by_logit_desc);
+        // Softmax weights of the survivors (max first, so exp never overflows), cut where
+        // the mass reaches top-p of the whole distribution.
+        let mut total = 0.0f32;
+        let mut keep = c.len();
+        for (i, e) in c.iter_mut().enumerate() {
+            e.1 = (e.1 - max).exp();
+            total += e.1;
+            if total >= need {
+                keep = i + 1;
+                break;
+            }
+        }
+        c.truncate(keep);
         let target = u * total;
         let mut acc = 0.0;
         for e in c.iter() {
@@ -228,6 +243,81 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
+    }
+
+    /// The plain twin: sort the whole vocabulary, softmax, cut, inverse CDF.
+    fn sample_reference(p: SamplingParams, logits: &[f32], u: f32) -> u32 {
+        let mut c: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l * (1.0 / p.temperature)))
+            .collect();
+        c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if p.top_k > 0 {
+            c.truncate(p.top_k);
+        }
+        let max = c[0].1;
+        let w: Vec<f32> = c.iter().map(|e| (e.1 - max).exp()).collect();
+        // The whole mass summed in token order, as the fast path must (it never sorts the
+        // whole vocabulary); rounding then cannot move the cut between the two.
+        let mut by_id = c.clone();
+        by_id.sort_by_key(|e| e.0);
+        let all: f32 = by_id.iter().map(|e| (e.1 - max).exp()).sum();
+        let (mut acc, mut keep) = (0.0, c.len());
+        for (i, x) in w.iter().enumerate() {
+            acc += x;
+            if p.top_p < 1.0 && acc >= p.top_p * all {
+                keep = i + 1;
+                break;
+            }
+        }
+        let kept: f32 = w[..keep].iter().sum();
+        let target = u * kept;
+        let mut acc = 0.0;
+        for i in 0..keep {
+            acc += w[i];
+            if acc > target {
+                return c[i].0;
+            }
+        }
+        c[keep - 1].0
+    }
+
+    #[test]
+    fn partial_selection_matches_a_full_sort() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for &(t, k, p) in &[
+            (1.0, 0, 0.95),
+            (0.7, 0, 0.5),
+            (1.3, 0, 0.999),
+            (1.0, 40, 0.9),
+            (0.8, 0, 1.0),
+        ] {
+            let params = SamplingParams {
+                seed: 5,
+                ..params(t, k, p)
+            };
+            let mut fast = Sampler::new(params);
+            let mut draws = StdRng::seed_from_u64(5);
+            for step in 0..300 {
+                // Language-model-like logits over a 5,000-token vocabulary: a few likely
+                // tokens and a long tail, in random order, sharper or flatter by turns.
+                let sharp = if step % 2 == 0 { 1.5 } else { 0.6 };
+                let logits: Vec<f32> = (0..5000)
+                    .map(|_| {
+                        -sharp * (1.0 + 4999.0 * rng.random::<f32>()).ln()
+                            + 0.1 * rng.random::<f32>()
+                    })
+                    .collect();
+                let u: f32 = draws.random();
+                let want = sample_reference(params, &logits, u);
+                assert_eq!(
+                    fast.sample(&mut logits.clone(), &[]),
+                    want,
+                    "t {t} k {k} p {p} step {step}"
+                );
+            }
+        }
     }
 
     #[test]

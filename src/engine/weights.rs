@@ -80,6 +80,7 @@ pub struct BlendedWeights {
     b: Tensor,
     working: Tensor,
     alpha: f64,
+    last_blend: Option<Duration>,
 }
 
 impl BlendedWeights {
@@ -121,6 +122,7 @@ impl BlendedWeights {
             b: tb,
             working,
             alpha: 0.0,
+            last_blend: None,
         })
     }
 
@@ -151,7 +153,14 @@ impl BlendedWeights {
             .context("blend failed")?;
         self.working.device().synchronize()?;
         self.alpha = alpha;
-        Ok(t.elapsed())
+        let took = t.elapsed();
+        self.last_blend = Some(took);
+        Ok(took)
+    }
+
+    /// How long the latest `set_alpha` took.
+    pub fn last_blend(&self) -> Option<Duration> {
+        self.last_blend
     }
 
     /// Bytes of one buffer.

@@ -3,7 +3,9 @@
 //!
 //! Scheduling: one pending job per column, the latest submission wins (rapid α moves coalesce);
 //! a running job stops between tokens as soon as its column has a newer job; the job marked
-//! urgent (the focused column) runs first. Columns are produced by re-blending between them.
+//! urgent (the focused column) runs first. A column is produced by re-blending to its α;
+//! several columns waiting with one prompt run as one batch, each row at its own α, when the
+//! engine measures that to be faster.
 
 use super::{Engine, GenerationParams, LoadOptions, PairInfo, StopReason};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -202,7 +204,12 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, latest: &Latest, emit: &dyn 
                 Request::Shutdown => return,
             }
         }
-        if let Some(next) = pick(&pending) {
+        if let Some(batch) = batchable(&mut engine, &pending) {
+            // Remove from the back so the earlier indices stay valid; keep submission order.
+            let mut jobs: Vec<Job> = batch.iter().rev().map(|&i| pending.remove(i)).collect();
+            jobs.reverse();
+            run_batch(&mut engine, &jobs, latest, emit);
+        } else if let Some(next) = pick(&pending) {
             let job = pending.remove(next);
             run_job(&mut engine, &job, &latest.slot(job.column), emit);
         } else if let Some(c) = curve.as_mut() {
@@ -268,6 +275,73 @@ fn pick(pending: &[Job]) -> Option<usize> {
         .iter()
         .position(|j| j.urgent)
         .or((!pending.is_empty()).then_some(0))
+}
+
+/// Indices (ascending) of the pending jobs that share the next job's prompt and settings,
+/// when there are several and one batch is faster for them than re-blending for each.
+fn batchable(engine: &mut Engine, pending: &[Job]) -> Option<Vec<usize>> {
+    let first = &pending[pick(pending)?];
+    let group: Vec<usize> = (0..pending.len())
+        .filter(|&i| pending[i].prompt == first.prompt && pending[i].params == first.params)
+        .collect();
+    let faster = group.len() >= 2
+        && engine
+            .prefer_batch(group.len(), first.params.max_tokens)
+            .unwrap_or(false);
+    faster.then_some(group)
+}
+
+/// Several columns as one batch: the same events as [`run_job`] for each, with text
+/// interleaved as the rows advance together.
+fn run_batch(engine: &mut Engine, jobs: &[Job], latest: &Latest, emit: &dyn Fn(EngineEvent)) {
+    let slots: Vec<_> = jobs.iter().map(|j| latest.slot(j.column)).collect();
+    let stale = |i: usize| slots[i].load(Ordering::SeqCst) != jobs[i].id;
+    for job in jobs {
+        emit(EngineEvent::Started {
+            column: job.column,
+            id: job.id,
+            blend_ms: 0.0,
+        });
+    }
+    let alphas: Vec<f64> = jobs.iter().map(|j| j.alpha).collect();
+    let (prompt, params) = (&jobs[0].prompt, &jobs[0].params);
+    let result = engine.generate_columns(prompt, &alphas, params, &stale, &mut |i, piece| {
+        emit(EngineEvent::Text {
+            column: jobs[i].column,
+            id: jobs[i].id,
+            piece: piece.to_string(),
+        })
+    });
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            for job in jobs {
+                emit(EngineEvent::Failed {
+                    column: job.column,
+                    id: job.id,
+                    error: crate::one_line(&e),
+                });
+            }
+            return;
+        }
+    };
+    for (job, g) in jobs.iter().zip(&rows) {
+        emit(EngineEvent::Done {
+            column: job.column,
+            id: job.id,
+            tokens: g.token_ids.len(),
+            tokens_per_s: g.tokens_per_s(),
+            stop: g.stop,
+        });
+    }
+    // The meters score each text under the blend that wrote it.
+    for (i, (job, g)) in jobs.iter().zip(&rows).enumerate() {
+        if g.stop != StopReason::Cancelled && !stale(i) && engine.set_alpha(job.alpha).is_ok() {
+            if let Ok(scored) = score(engine, job, g) {
+                emit(scored);
+            }
+        }
+    }
 }
 
 fn run_job(engine: &mut Engine, job: &Job, latest: &AtomicU64, emit: &dyn Fn(EngineEvent)) {
