@@ -15,6 +15,7 @@ fn info() -> PairInfo {
         dtype: "f32".into(),
         device: "cpu".into(),
         buffer_bytes: 9_600_000,
+        gpu_memory: None,
     }
 }
 
@@ -151,7 +152,7 @@ fn stale_events_are_ignored_and_current_ones_stream() {
     a.update(Msg::Engine(EngineEvent::Started {
         column: 0,
         id: new,
-        blend_ms: 0.4,
+        blend_ms: Some(0.4),
     }));
     assert_eq!(a.columns[0].state, ColumnState::Generating);
     a.update(Msg::Engine(EngineEvent::Text {

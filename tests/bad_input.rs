@@ -289,3 +289,17 @@ fn non_finite_alpha_is_refused_by_the_engine() {
     e.set_alpha(-40.0).unwrap();
     e.set_alpha(0.5).unwrap();
 }
+
+#[test]
+fn a_pair_too_large_for_the_gpu_gets_the_memory_needed_and_free() {
+    let gib = 1u64 << 30;
+    let err = lerpscope::engine::memory_fit(10 * gib, 2 * gib, 24 * gib).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("needs 32.00 GiB"), "{msg}");
+    assert!(
+        msg.contains("3 × 10.00 GiB") && msg.contains("2.00 GiB"),
+        "{msg}"
+    );
+    assert!(msg.contains("24.00 GiB free"), "{msg}");
+    assert!(lerpscope::engine::memory_fit(10 * gib, 2 * gib, 33 * gib).is_ok());
+}

@@ -43,6 +43,7 @@ fn load(a: &mut App) -> Vec<Job> {
         dtype: "f32".into(),
         device: "cpu".into(),
         buffer_bytes: 9_606_144,
+        gpu_memory: None,
     })))
     .into_iter()
     .filter_map(|e| match e {
@@ -56,7 +57,7 @@ fn stream(a: &mut App, job: &Job, pieces: &[&str], done: bool) {
     a.update(Msg::Engine(EngineEvent::Started {
         column: job.column,
         id: job.id,
-        blend_ms: 0.12,
+        blend_ms: Some(0.12),
     }));
     for p in pieces {
         a.update(Msg::Engine(EngineEvent::Text {

@@ -480,10 +480,15 @@ impl App {
             } => {
                 if let Some(c) = self.current(column, id) {
                     c.state = ColumnState::Generating;
-                    c.blend_ms = Some(blend_ms);
+                    c.blend_ms = blend_ms;
                     let alpha = c.alpha;
-                    self.last_blend_ms = Some(blend_ms);
-                    self.activity = format!("generating α = {}", fmt_alpha(alpha));
+                    self.activity = match blend_ms {
+                        Some(_) => format!("generating α = {}", fmt_alpha(alpha)),
+                        None => "generating the columns as one batch".to_string(),
+                    };
+                    if blend_ms.is_some() {
+                        self.last_blend_ms = blend_ms;
+                    }
                 }
                 vec![]
             }

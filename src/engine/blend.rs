@@ -206,8 +206,8 @@ mod simd {
 }
 
 /// The blend as an in-place candle op: `working.inplace_op3(&a, &b, &BlendOp { alpha })`.
-/// The op's shape (`cpu_fwd` now, `cuda_fwd` beside it) is where the CUDA twin slots in; until
-/// then a CUDA buffer gets candle's clear "no cuda implementation" error.
+/// `cpu_fwd` runs the kernels above; with the `cuda` feature, `cuda_fwd` launches blend.cu
+/// once over the whole buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct BlendOp {
     pub alpha: f32,
@@ -254,6 +254,19 @@ impl candle_core::InplaceOp3 for BlendOp {
         }
         Ok(())
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        w: &mut candle_core::CudaStorage,
+        lw: &Layout,
+        a: &candle_core::CudaStorage,
+        la: &Layout,
+        b: &candle_core::CudaStorage,
+        lb: &Layout,
+    ) -> Result<()> {
+        cuda::blend(self.alpha, w, lw, a, la, b, lb)
+    }
 }
 
 /// A plain copy of `src` into the destination as an in-place op: the bandwidth yardstick the
@@ -279,6 +292,123 @@ impl candle_core::InplaceOp2 for CopyOp {
             _ => candle_core::bail!("copy: buffers must share one of f32, f16, bf16"),
         }
         Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        w: &mut candle_core::CudaStorage,
+        lw: &Layout,
+        a: &candle_core::CudaStorage,
+        la: &Layout,
+    ) -> Result<()> {
+        cuda::copy(w, lw, a, la)
+    }
+}
+
+/// The CUDA side: one launch of blend.cu (compiled to PTX by build.rs) per blend, and a
+/// device-to-device copy for the bandwidth yardstick.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::contiguous_range;
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaView, CudaViewMut, LaunchConfig, PushKernelArg,
+    };
+    use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+    use candle_core::{CudaDevice, CudaStorage, Layout, Result};
+
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/blend.ptx"));
+    const THREADS: u32 = 256;
+
+    /// Enough blocks to cover the buffer with one 16-byte vector per thread, capped (the
+    /// kernel is grid-stride): a few waves on the largest GPUs.
+    fn config(n: usize, lanes: usize) -> LaunchConfig {
+        let blocks = n
+            .div_ceil(lanes)
+            .div_ceil(THREADS as usize)
+            .clamp(1, 1 << 16);
+        LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    pub fn blend(
+        alpha: f32,
+        w: &mut CudaStorage,
+        lw: &Layout,
+        a: &CudaStorage,
+        la: &Layout,
+        b: &CudaStorage,
+        lb: &Layout,
+    ) -> Result<()> {
+        let (w0, w1) = contiguous_range(lw, "working")?;
+        let (a0, a1) = contiguous_range(la, "A")?;
+        let (b0, b1) = contiguous_range(lb, "B")?;
+        let n = w1 - w0;
+        if n != a1 - a0 || n != b1 - b0 {
+            candle_core::bail!("blend: buffer lengths differ");
+        }
+        let dev = w.device.clone();
+        match (&mut w.slice, &a.slice, &b.slice) {
+            (CudaStorageSlice::F32(w), CudaStorageSlice::F32(a), CudaStorageSlice::F32(b)) => {
+                let views = (w.slice_mut(w0..w1), a.slice(a0..a1), b.slice(b0..b1));
+                launch(&dev, "blend_f32", 4, views, alpha)
+            }
+            (CudaStorageSlice::F16(w), CudaStorageSlice::F16(a), CudaStorageSlice::F16(b)) => {
+                let views = (w.slice_mut(w0..w1), a.slice(a0..a1), b.slice(b0..b1));
+                launch(&dev, "blend_f16", 8, views, alpha)
+            }
+            (CudaStorageSlice::BF16(w), CudaStorageSlice::BF16(a), CudaStorageSlice::BF16(b)) => {
+                let views = (w.slice_mut(w0..w1), a.slice(a0..a1), b.slice(b0..b1));
+                launch(&dev, "blend_bf16", 8, views, alpha)
+            }
+            _ => candle_core::bail!("blend: buffers must share one of f32, f16, bf16"),
+        }
+    }
+
+    /// One launch of `name` over the views (working, A, B) of equal length; `lanes` elements
+    /// per 16-byte vector.
+    fn launch<T>(
+        dev: &CudaDevice,
+        name: &str,
+        lanes: usize,
+        (mut w, a, b): (CudaViewMut<T>, CudaView<T>, CudaView<T>),
+        alpha: f32,
+    ) -> Result<()> {
+        let n = w.len();
+        let func = dev.get_or_load_custom_func(name, "lerpscope_blend", PTX)?;
+        let mut builder = func.builder();
+        builder.arg(&mut w);
+        builder.arg(&a);
+        builder.arg(&b);
+        builder.arg(&alpha);
+        builder.arg(&n);
+        // SAFETY: the kernel reads n elements of a and b and writes n of w, all in bounds.
+        unsafe { builder.launch(config(n, lanes)) }.w()?;
+        Ok(())
+    }
+
+    pub fn copy(w: &mut CudaStorage, lw: &Layout, a: &CudaStorage, la: &Layout) -> Result<()> {
+        let (w0, w1) = contiguous_range(lw, "destination")?;
+        let (a0, a1) = contiguous_range(la, "source")?;
+        if w1 - w0 != a1 - a0 {
+            candle_core::bail!("copy: buffer lengths differ");
+        }
+        let dev = w.device.clone();
+        match (&mut w.slice, &a.slice) {
+            (CudaStorageSlice::F32(w), CudaStorageSlice::F32(a)) => {
+                dev.memcpy_dtod(&a.slice(a0..a1), &mut w.slice_mut(w0..w1))
+            }
+            (CudaStorageSlice::F16(w), CudaStorageSlice::F16(a)) => {
+                dev.memcpy_dtod(&a.slice(a0..a1), &mut w.slice_mut(w0..w1))
+            }
+            (CudaStorageSlice::BF16(w), CudaStorageSlice::BF16(a)) => {
+                dev.memcpy_dtod(&a.slice(a0..a1), &mut w.slice_mut(w0..w1))
+            }
+            _ => candle_core::bail!("copy: buffers must share one of f32, f16, bf16"),
+        }
     }
 }
 

@@ -209,6 +209,15 @@ impl ModelConfig {
         }
     }
 
+    /// Bytes of key/value cache per position per sequence, at `dtype_bytes` per element.
+    pub fn kv_bytes_per_position(&self, dtype_bytes: usize) -> usize {
+        let (layers, width) = match self {
+            ModelConfig::Llama(c) => (c.num_hidden_layers, c.kv_heads() * c.head_dim()),
+            ModelConfig::Gpt2(c) => (c.n_layer, c.n_embd),
+        };
+        2 * layers * width * dtype_bytes
+    }
+
     pub fn max_positions(&self) -> usize {
         match self {
             ModelConfig::Llama(c) => c.max_position_embeddings,

@@ -125,6 +125,58 @@ pub struct PairInfo {
     pub device: String,
     /// Bytes of one of the three flat buffers.
     pub buffer_bytes: usize,
+    /// On a GPU after loading: bytes in use and in total on the device.
+    pub gpu_memory: Option<(u64, u64)>,
+}
+
+/// Free and total memory of a CUDA device, in bytes; None on other devices.
+pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
+        return Some((free as u64, total as u64));
+    }
+    let _ = device;
+    None
+}
+
+/// Columns' worth of key/value cache the memory check reserves, at the full context (capped).
+const KV_RESERVE_SEQUENCES: usize = 4;
+const KV_RESERVE_MAX_POSITIONS: usize = 4096;
+
+/// Refuse a pair that cannot fit on the GPU before uploading anything: the two endpoints, the
+/// working copy and the key/value caches of a few columns.
+fn check_fits(
+    device: &Device,
+    config: &ModelConfig,
+    buffer_bytes: usize,
+    dtype: DType,
+) -> Result<()> {
+    let Some((free, _)) = device_memory(device) else {
+        return Ok(());
+    };
+    let positions = config.max_positions().min(KV_RESERVE_MAX_POSITIONS);
+    let kv = KV_RESERVE_SEQUENCES * positions * config.kv_bytes_per_position(dtype.size_in_bytes());
+    memory_fit(buffer_bytes as u64, kv as u64, free)
+        .with_context(|| format!("--device {}", device_name(device)))
+}
+
+/// Whether three buffers of `buffer_bytes` and `kv_bytes` of caches fit in `free` bytes; the
+/// error gives the memory needed and available.
+pub fn memory_fit(buffer_bytes: u64, kv_bytes: u64, free: u64) -> Result<()> {
+    let needed = 3 * buffer_bytes + kv_bytes;
+    if needed > free {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        bail!(
+            "the pair needs {:.2} GiB (A, B and the working copy: 3 × {:.2} GiB; key/value \
+             caches: {:.2} GiB) but the GPU has {:.2} GiB free; try --dtype bf16 or a smaller pair",
+            gib(needed),
+            gib(buffer_bytes),
+            gib(kv_bytes),
+            gib(free)
+        );
+    }
+    Ok(())
 }
 
 pub struct Engine {
@@ -166,6 +218,15 @@ impl Engine {
                 .and_then(|n| native_dtype(ca.tensors[n].dtype))
                 .unwrap_or(DType::F32),
         };
+        let layout_bytes = super::weights::FlatLayout::new(
+            names
+                .iter()
+                .map(|n| (n.clone(), ca.tensors[n].shape.clone())),
+            dtype,
+        )
+        .total
+            * dtype.size_in_bytes();
+        check_fits(&device, &ca.config, layout_bytes, dtype)?;
         let weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
         let model = build_model(&ca, &weights, Buffer::Working, &device)
             .with_context(|| format!("{}: cannot build the model", ca.files.config.display()))?;
@@ -191,6 +252,7 @@ impl Engine {
             dtype: dtype_name(dtype).to_string(),
             device: device_name(&device),
             buffer_bytes: weights.bytes(),
+            gpu_memory: device_memory(&device).map(|(free, total)| (total - free, total)),
         };
         Ok(Self {
             info,

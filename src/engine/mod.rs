@@ -16,8 +16,8 @@ pub mod weights;
 pub mod worker;
 
 pub use engine::{
-    build_model, device_name, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine,
-    LoadOptions, PairInfo, Standalone,
+    build_model, device_memory, device_name, dtype_name, memory_fit, parse_dtype, ColumnsMode,
+    DeviceChoice, Engine, LoadOptions, PairInfo, Standalone,
 };
 pub use generate::{Cancel, Generation, GenerationParams, Generator, StopReason};
 pub use sampling::SamplingParams;

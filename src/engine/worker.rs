@@ -31,11 +31,12 @@ pub struct Job {
 pub enum EngineEvent {
     Loaded(PairInfo),
     LoadFailed(String),
-    /// The job's α is blended in; text follows.
+    /// The job's α is blended in (taking `blend_ms`; None when the column runs in a batch
+    /// and needs no blend); text follows.
     Started {
         column: usize,
         id: u64,
-        blend_ms: f64,
+        blend_ms: Option<f64>,
     },
     Text {
         column: usize,
@@ -300,7 +301,7 @@ fn run_batch(engine: &mut Engine, jobs: &[Job], latest: &Latest, emit: &dyn Fn(E
         emit(EngineEvent::Started {
             column: job.column,
             id: job.id,
-            blend_ms: 0.0,
+            blend_ms: None,
         });
     }
     let alphas: Vec<f64> = jobs.iter().map(|j| j.alpha).collect();
@@ -364,7 +365,7 @@ fn run_job(engine: &mut Engine, job: &Job, latest: &AtomicU64, emit: &dyn Fn(Eng
     emit(EngineEvent::Started {
         column,
         id,
-        blend_ms: blend.as_secs_f64() * 1e3,
+        blend_ms: Some(blend.as_secs_f64() * 1e3),
     });
     let result = engine.generate(&job.prompt, &job.params, &stale, &mut |piece| {
         emit(EngineEvent::Text {

@@ -5,7 +5,7 @@ pub mod slider;
 pub mod wrap;
 
 use crate::app::{fmt_alpha, App, Column, ColumnState, Mode, PairState};
-use crate::engine::StopReason;
+use crate::engine::{PairInfo, StopReason};
 use ratatui::layout::{Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -349,6 +349,19 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     }
     if let Some(t) = app.last_tokens_per_s {
         spans.push(Span::raw(format!("{t:.0} tok/s")));
+        spans.push(Span::styled(" · ", dim));
+    }
+    if let PairState::Ready(PairInfo {
+        gpu_memory: Some((used, total)),
+        ..
+    }) = &app.pair
+    {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        spans.push(Span::raw(format!(
+            "GPU {:.1}/{:.0} GiB",
+            gib(*used),
+            gib(*total)
+        )));
         spans.push(Span::styled(" · ", dim));
     }
     spans.push(Span::raw(app.activity.clone()));

@@ -1,0 +1,37 @@
+//! Under the `cuda` feature, compile the blend kernel (src/engine/blend.cu) to PTX with nvcc.
+//!
+//! Why at build time rather than with NVRTC at run time: a kernel that does not compile then
+//! fails the build (CI builds the feature), not a user's first slider move; and the binary
+//! carries its PTX, which the driver JIT-compiles for whatever GPU it finds.
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    println!("cargo:rerun-if-changed=src/engine/blend.cu");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    println!("cargo:rerun-if-env-changed=CUDA_ROOT");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
+    let cap = cap.trim_end_matches(['a', 'f']);
+    let nvcc = std::env::var("CUDA_ROOT")
+        .map(|r| std::path::Path::new(&r).join("bin/nvcc"))
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "nvcc".into());
+    let status = std::process::Command::new(&nvcc)
+        .args(["--ptx", "-O3", "-std=c++17"])
+        .arg(format!("--gpu-architecture=compute_{cap}"))
+        .arg("src/engine/blend.cu")
+        .arg("-o")
+        .arg(out.join("blend.ptx"))
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): the cuda feature needs nvcc (see README, GPU)",
+                nvcc.display()
+            )
+        });
+    assert!(status.success(), "nvcc failed on src/engine/blend.cu");
+}
