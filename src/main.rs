@@ -2,6 +2,7 @@ use clap::Parser;
 use lerpscope::cli::Cli;
 
 fn main() -> std::process::ExitCode {
+    lerpscope::pin_thread_count();
     lerpscope::tune_allocator();
     let cli = Cli::parse();
     match lerpscope::commands::run(cli) {

@@ -9,16 +9,21 @@ mod tui;
 use crate::cli::{BenchCommand, Cli, Command};
 use anyhow::Result;
 
+/// Headless commands run on a thread of rayon's pool (see [`crate::on_pool`]); the UI keeps
+/// the main thread and runs its engine on the pool from the engine thread.
 pub fn run(cli: Cli) -> Result<()> {
+    use crate::on_pool;
     match cli.command {
-        Some(Command::Generate(args)) => generate::run(args),
-        Some(Command::Bench(BenchCommand::Blend(args))) => bench::blend(args),
+        Some(Command::Generate(args)) => on_pool(|| generate::run(args)),
+        Some(Command::Bench(BenchCommand::Blend(args))) => on_pool(|| bench::blend(args)),
         Some(Command::Bench(BenchCommand::Ui(args))) => bench::ui(args),
-        Some(Command::Bench(BenchCommand::Generate(args))) => bench::generate(args),
-        Some(Command::Bench(BenchCommand::Columns(args))) => bench::columns(args),
-        Some(Command::Perplexity(args)) => perplexity::run(args),
-        Some(Command::Sweep(args)) => sweep::run(args),
-        Some(Command::Train(args)) => crate::train::run(&args.corpus, &args.out, &args.recipe()),
+        Some(Command::Bench(BenchCommand::Generate(args))) => on_pool(|| bench::generate(args)),
+        Some(Command::Bench(BenchCommand::Columns(args))) => on_pool(|| bench::columns(args)),
+        Some(Command::Perplexity(args)) => on_pool(|| perplexity::run(args)),
+        Some(Command::Sweep(args)) => on_pool(|| sweep::run(args)),
+        Some(Command::Train(args)) => {
+            on_pool(|| crate::train::run(&args.corpus, &args.out, &args.recipe()))
+        }
         Some(Command::Tui(args)) => tui::run(args),
         None => tui::run(crate::cli::TuiArgs::defaults()),
     }

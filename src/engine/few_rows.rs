@@ -13,6 +13,10 @@ use rayon::prelude::*;
 /// Above this many rows the general GEMM (blocked for cache reuse) is the better choice.
 pub const MAX_ROWS: usize = 64;
 
+/// Products smaller than this many multiply-adds run on the calling thread: splitting them
+/// costs more than it saves.
+const SERIAL_BELOW: usize = 1 << 15;
+
 /// Weight rows per parallel task at least: enough to amortise scheduling.
 const MIN_ROWS_PER_TASK: usize = 64;
 
@@ -71,6 +75,11 @@ fn run(
         return;
     }
     let mut yt = vec![0f32; n * m];
+    if m * n * k < SERIAL_BELOW {
+        task(0, n, &mut yt);
+        scatter(&yt, m, n, y);
+        return;
+    }
     // One long stretch per task keeps each core's prefetcher on one stream; a few tasks per
     // thread still balance the load.
     let per_task = n
@@ -79,6 +88,11 @@ fn run(
     yt.par_chunks_mut(per_task * m)
         .enumerate()
         .for_each(|(i, out)| task(i * per_task, out.len() / m, out));
+    scatter(&yt, m, n, y);
+}
+
+/// `y [m, n]` from its transpose.
+fn scatter(yt: &[f32], m: usize, n: usize, y: &mut [f32]) {
     for (j, col) in yt.chunks_exact(m).enumerate() {
         for (r, v) in col.iter().enumerate() {
             y[r * n + j] = *v;

@@ -82,6 +82,9 @@ pub struct CurveJob {
     pub params: GenerationParams,
 }
 
+/// Where events go; shared with the pool thread that runs each job.
+type Emit = dyn Fn(EngineEvent) + Sync;
+
 enum Request {
     Submit(Job),
     Curve(CurveJob),
@@ -117,7 +120,7 @@ impl EngineHandle {
         a: String,
         b: String,
         opts: LoadOptions,
-        on_event: impl Fn(EngineEvent) + Send + 'static,
+        on_event: impl Fn(EngineEvent) + Send + Sync + 'static,
     ) -> Self {
         Self::spawn_with(move || Engine::load(&a, &b, &opts), on_event)
     }
@@ -125,7 +128,7 @@ impl EngineHandle {
     /// Like `spawn`, with any way of making the engine.
     pub fn spawn_with(
         load: impl FnOnce() -> anyhow::Result<Engine> + Send + 'static,
-        on_event: impl Fn(EngineEvent) + Send + 'static,
+        on_event: impl Fn(EngineEvent) + Send + Sync + 'static,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
         let latest = Arc::new(Latest::default());
@@ -177,7 +180,7 @@ impl Drop for EngineHandle {
     }
 }
 
-fn serve(mut engine: Engine, rx: Receiver<Request>, latest: &Latest, emit: &dyn Fn(EngineEvent)) {
+fn serve(mut engine: Engine, rx: Receiver<Request>, latest: &Latest, emit: &Emit) {
     let mut pending: Vec<Job> = Vec::new();
     let mut curve: Option<CurveState> = None;
     loop {
@@ -205,17 +208,20 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, latest: &Latest, emit: &dyn 
                 Request::Shutdown => return,
             }
         }
-        if let Some(batch) = batchable(&mut engine, &pending) {
+        // Each piece of work runs on a thread of rayon's pool (see `crate::on_pool`); this
+        // thread only waits for requests.
+        if let Some(batch) = crate::on_pool(|| batchable(&mut engine, &pending)) {
             // Remove from the back so the earlier indices stay valid; keep submission order.
             let mut jobs: Vec<Job> = batch.iter().rev().map(|&i| pending.remove(i)).collect();
             jobs.reverse();
-            run_batch(&mut engine, &jobs, latest, emit);
+            crate::on_pool(|| run_batch(&mut engine, &jobs, latest, emit));
         } else if let Some(next) = pick(&pending) {
             let job = pending.remove(next);
-            run_job(&mut engine, &job, &latest.slot(job.column), emit);
+            crate::on_pool(|| run_job(&mut engine, &job, &latest.slot(job.column), emit));
         } else if let Some(c) = curve.as_mut() {
             // One sample per turn, so a column job submitted meanwhile waits one sample at most.
-            if c.step(&mut engine, emit).is_err() || c.done() {
+            let (stepped, done) = crate::on_pool(|| (c.step(&mut engine, emit), c.done()));
+            if stepped.is_err() || done {
                 curve = None;
             }
         }
@@ -243,7 +249,7 @@ impl CurveState {
         self.alpha_index >= self.job.alphas.len()
     }
 
-    fn step(&mut self, engine: &mut Engine, emit: &dyn Fn(EngineEvent)) -> anyhow::Result<()> {
+    fn step(&mut self, engine: &mut Engine, emit: &Emit) -> anyhow::Result<()> {
         use crate::eval::Scorer;
         let alpha = self.job.alphas[self.alpha_index];
         if engine.alpha() != alpha {
@@ -294,7 +300,7 @@ fn batchable(engine: &mut Engine, pending: &[Job]) -> Option<Vec<usize>> {
 
 /// Several columns as one batch: the same events as [`run_job`] for each, with text
 /// interleaved as the rows advance together.
-fn run_batch(engine: &mut Engine, jobs: &[Job], latest: &Latest, emit: &dyn Fn(EngineEvent)) {
+fn run_batch(engine: &mut Engine, jobs: &[Job], latest: &Latest, emit: &Emit) {
     let slots: Vec<_> = jobs.iter().map(|j| latest.slot(j.column)).collect();
     let stale = |i: usize| slots[i].load(Ordering::SeqCst) != jobs[i].id;
     for job in jobs {
@@ -345,7 +351,7 @@ fn run_batch(engine: &mut Engine, jobs: &[Job], latest: &Latest, emit: &dyn Fn(E
     }
 }
 
-fn run_job(engine: &mut Engine, job: &Job, latest: &AtomicU64, emit: &dyn Fn(EngineEvent)) {
+fn run_job(engine: &mut Engine, job: &Job, latest: &AtomicU64, emit: &Emit) {
     let stale = || latest.load(Ordering::SeqCst) != job.id;
     if stale() {
         return;
