@@ -20,7 +20,7 @@ row() { rows+=("$(printf '| %-44s | %-28s | %-22s | %-4s |' "$1" "$2" "$3" "$4")
 verdict() { python3 -c "import sys; print('pass' if $1 else 'FAIL')"; }
 
 # 1. The GPU tests (kernel vs CPU reference in three dtypes, logits vs CPU, no drift, memory).
-./gpu-tests --test-threads 1 >"$OUT/gpu-tests.txt" 2>&1
+./gpu-tests --test-threads 1 --nocapture >"$OUT/gpu-tests.txt" 2>&1
 passed=$(grep -o "[0-9]* passed" "$OUT/gpu-tests.txt" | tail -1)
 failed=$(grep -o "[0-9]* failed" "$OUT/gpu-tests.txt" | tail -1)
 skipped=$(grep -c "skipped: no CUDA GPU" "$OUT/gpu-tests.txt")
