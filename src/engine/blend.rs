@@ -220,6 +220,18 @@ fn contiguous_range(l: &Layout, what: &str) -> Result<(usize, usize)> {
     }
 }
 
+/// The element ranges of the working buffer and both endpoints: contiguous, equally long.
+type Range = (usize, usize);
+fn blend_ranges(lw: &Layout, la: &Layout, lb: &Layout) -> Result<(Range, Range, Range)> {
+    let w = contiguous_range(lw, "working")?;
+    let a = contiguous_range(la, "A")?;
+    let b = contiguous_range(lb, "B")?;
+    if w.1 - w.0 != a.1 - a.0 || a.1 - a.0 != b.1 - b.0 {
+        candle_core::bail!("blend: buffer lengths differ");
+    }
+    Ok((w, a, b))
+}
+
 impl candle_core::InplaceOp3 for BlendOp {
     fn name(&self) -> &'static str {
         "lerpscope-blend"
@@ -234,12 +246,7 @@ impl candle_core::InplaceOp3 for BlendOp {
         b: &CpuStorage,
         lb: &Layout,
     ) -> Result<()> {
-        let (w0, w1) = contiguous_range(lw, "working")?;
-        let (a0, a1) = contiguous_range(la, "A")?;
-        let (b0, b1) = contiguous_range(lb, "B")?;
-        if w1 - w0 != a1 - a0 || a1 - a0 != b1 - b0 {
-            candle_core::bail!("blend: buffer lengths differ");
-        }
+        let ((w0, w1), (a0, a1), (b0, b1)) = blend_ranges(lw, la, lb)?;
         match (w, a, b) {
             (CpuStorage::F32(w), CpuStorage::F32(a), CpuStorage::F32(b)) => {
                 blend(&mut w[w0..w1], &a[a0..a1], &b[b0..b1], self.alpha)
@@ -343,13 +350,7 @@ mod cuda {
         b: &CudaStorage,
         lb: &Layout,
     ) -> Result<()> {
-        let (w0, w1) = contiguous_range(lw, "working")?;
-        let (a0, a1) = contiguous_range(la, "A")?;
-        let (b0, b1) = contiguous_range(lb, "B")?;
-        let n = w1 - w0;
-        if n != a1 - a0 || n != b1 - b0 {
-            candle_core::bail!("blend: buffer lengths differ");
-        }
+        let ((w0, w1), (a0, a1), (b0, b1)) = super::blend_ranges(lw, la, lb)?;
         let dev = w.device.clone();
         match (&mut w.slice, &a.slice, &b.slice) {
             (CudaStorageSlice::F32(w), CudaStorageSlice::F32(a), CudaStorageSlice::F32(b)) => {

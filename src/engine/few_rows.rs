@@ -179,17 +179,7 @@ mod simd {
             };
             for j in 0..n {
                 let ws = [row(j), wb.as_ptr().add(j * k)];
-                let mut r = 0;
-                while r + 4 <= m {
-                    store(r, j, &tile::<4, 2>(xp.add(r * k), ws, k), out);
-                    r += 4;
-                }
-                match m - r {
-                    3 => store(r, j, &tile::<3, 2>(xp.add(r * k), ws, k), out),
-                    2 => store(r, j, &tile::<2, 2>(xp.add(r * k), ws, k), out),
-                    1 => store(r, j, &tile::<1, 2>(xp.add(r * k), ws, k), out),
-                    _ => {}
-                }
+                every_row(xp, m, k, ws, |r, d| store(r, j, d, out));
             }
             return;
         }
@@ -202,24 +192,36 @@ mod simd {
         };
         let mut j = 0;
         while j + 2 <= n {
-            let ws = [row(j), row(j + 1)];
-            let mut r = 0;
-            while r + 4 <= m {
-                store(r, j, &tile::<4, 2>(xp.add(r * k), ws, k), out);
-                r += 4;
-            }
-            match m - r {
-                3 => store(r, j, &tile::<3, 2>(xp.add(r * k), ws, k), out),
-                2 => store(r, j, &tile::<2, 2>(xp.add(r * k), ws, k), out),
-                1 => store(r, j, &tile::<1, 2>(xp.add(r * k), ws, k), out),
-                _ => {}
-            }
+            every_row(xp, m, k, [row(j), row(j + 1)], |r, d| store(r, j, d, out));
             j += 2;
         }
         if j < n {
             for r in 0..m {
                 out[j * m + r] = tile::<1, 1>(xp.add(r * k), [row(j)], k)[0][0];
             }
+        }
+    }
+
+    /// Every row of x (m rows from `xp`) against two weight rows, four rows at a time; `store`
+    /// gets the first row of each tile and its dot products.
+    #[inline(always)]
+    unsafe fn every_row(
+        xp: *const f32,
+        m: usize,
+        k: usize,
+        ws: [*const f32; 2],
+        mut store: impl FnMut(usize, &[[f32; 2]]),
+    ) {
+        let mut r = 0;
+        while r + 4 <= m {
+            store(r, &tile::<4, 2>(xp.add(r * k), ws, k));
+            r += 4;
+        }
+        match m - r {
+            3 => store(r, &tile::<3, 2>(xp.add(r * k), ws, k)),
+            2 => store(r, &tile::<2, 2>(xp.add(r * k), ws, k)),
+            1 => store(r, &tile::<1, 2>(xp.add(r * k), ws, k)),
+            _ => {}
         }
     }
 
