@@ -210,7 +210,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, latest: &Latest, emit: &Emit
         }
         // Each piece of work runs on a thread of rayon's pool (see `crate::on_pool`); this
         // thread only waits for requests.
-        if let Some(batch) = crate::on_pool(|| batchable(&mut engine, &pending)) {
+        if let Some(batch) = batchable(&mut engine, &pending) {
             // Remove from the back so the earlier indices stay valid; keep submission order.
             let mut jobs: Vec<Job> = batch.iter().rev().map(|&i| pending.remove(i)).collect();
             jobs.reverse();
@@ -291,9 +291,9 @@ fn batchable(engine: &mut Engine, pending: &[Job]) -> Option<Vec<usize>> {
     let group: Vec<usize> = (0..pending.len())
         .filter(|&i| pending[i].prompt == first.prompt && pending[i].params == first.params)
         .collect();
+    // Deciding may time a few forward passes (once per group size): on the pool, like a job.
     let faster = group.len() >= 2
-        && engine
-            .prefer_batch(group.len(), first.params.max_tokens)
+        && crate::on_pool(|| engine.prefer_batch(group.len(), first.params.max_tokens))
             .unwrap_or(false);
     faster.then_some(group)
 }

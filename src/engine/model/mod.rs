@@ -228,14 +228,15 @@ pub(crate) fn linear_t_mixed(
     use crate::engine::few_rows::matmul_wt_mixed;
     let (n, k) = wa.dims2()?;
     let m = x.elem_count() / k;
-    let per_row = m / mix.alphas().len();
-    let take: Vec<f32> = mix
-        .alphas()
-        .iter()
-        .flat_map(|&a| std::iter::repeat_n(a as f32, per_row))
-        .collect();
-    let keep: Vec<f32> = take.iter().map(|a| 1.0 - a).collect();
     few_rows_call(x, &[wa, wb], n, k, |xs, ws, y| {
+        // Row r of x belongs to batch row r / t.
+        let per_row = m / mix.alphas().len();
+        let take: Vec<f32> = mix
+            .alphas()
+            .iter()
+            .flat_map(|&a| std::iter::repeat_n(a as f32, per_row))
+            .collect();
+        let keep: Vec<f32> = take.iter().map(|a| 1.0 - a).collect();
         matmul_wt_mixed(xs, ws[0], ws[1], &keep, &take, m, n, k, y)
     })
 }
