@@ -1,8 +1,15 @@
 //! Under the `cuda` feature, compile the blend kernel (src/engine/blend.cu) to PTX with nvcc.
 //!
 //! Why at build time rather than with NVRTC at run time: a kernel that does not compile then
-//! fails the build (CI builds the feature), not a user's first slider move; and the binary
-//! carries its PTX, which the driver JIT-compiles for whatever GPU it finds.
+//! fails the build (CI builds the feature), not a user's first slider move.
+//!
+//! The PTX targets the virtual architecture `compute_$CUDA_COMPUTE_CAP` (90 by default, like
+//! candle's own kernels, which read the same variable). The driver JIT-compiles PTX for GPUs of
+//! that compute capability or newer, never older: the default build loads on H100/H200 (9.0) and
+//! later GPUs; for an A100 build with `CUDA_COMPUTE_CAP=80`, for an RTX 4090 with 89, and so on.
+//!
+//! `--fmad=false`: the kernel must equal the CPU blend bit for bit, so no multiply-add may be
+//! contracted into one FMA (the kernel's intrinsics already forbid it; this keeps it so).
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -21,7 +28,7 @@ fn main() {
         .filter(|p| p.exists())
         .unwrap_or_else(|| "nvcc".into());
     let status = std::process::Command::new(&nvcc)
-        .args(["--ptx", "-O3", "-std=c++17"])
+        .args(["--ptx", "-O3", "-std=c++17", "--fmad=false"])
         .arg(format!("--gpu-architecture=compute_{cap}"))
         .arg("src/engine/blend.cu")
         .arg("-o")

@@ -4,16 +4,18 @@
 // - 128-bit loads and stores (4 floats or 8 halves per thread per step), grid-stride;
 //   a scalar path for buffers whose three pointers are not all 16-byte aligned.
 // - Arithmetic in f32 for every dtype; alpha = 0 and alpha = 1 copy the endpoint's bits.
-// - The formula switches form at alpha = 0.5 like the CPU kernel, so results agree with it
-//   within an ulp (the GPU may contract a multiply-add into one rounding).
+// - The formula switches form at alpha = 0.5 like the CPU kernel, and every product and sum is
+//   rounded on its own (__fmul_rn/__fadd_rn are never contracted into an FMA, and build.rs
+//   passes --fmad=false besides), so the result equals the CPU kernel's bit for bit.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
 
 __device__ __forceinline__ float lerp1(float a, float b, float alpha) {
-    float d = b - a;
-    return alpha < 0.5f ? a + alpha * d : b - (1.0f - alpha) * d;
+    const float d = __fsub_rn(b, a);
+    return alpha < 0.5f ? __fadd_rn(a, __fmul_rn(alpha, d))
+                        : __fsub_rn(b, __fmul_rn(__fsub_rn(1.0f, alpha), d));
 }
 
 __device__ __forceinline__ bool aligned16(const void* w, const void* a, const void* b) {
