@@ -1,7 +1,9 @@
-//! Command-line definitions.
+//! Command-line definitions: flags in, typed values out.
 
-use crate::engine::{DeviceChoice, GenerationParams, LoadOptions, SamplingParams};
+use crate::engine::fixtures::Shape;
+use crate::engine::{Alpha, ColumnsMode, DeviceChoice, GenerationParams, LoadOptions};
 use anyhow::{bail, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -10,9 +12,14 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Steer a language model by interpolating the weights of two fine-tunes: θ(α) = θ_A + α·(θ_B − θ_A)"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// With no command, the UI's flags (`lerpscope --max-tokens 60` is `lerpscope tui
+    /// --max-tokens 60`).
+    #[command(flatten)]
+    pub tui: TuiArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,19 +102,6 @@ impl TrainArgs {
     }
 }
 
-/// The two endpoints and how to load them.
-#[derive(Args, Debug, Clone)]
-pub struct PairArgs {
-    /// Endpoint A (α = 0): a model directory or a Hub id org/name[@revision].
-    #[arg(long)]
-    pub a: String,
-    /// Endpoint B (α = 1): a model directory or a Hub id org/name[@revision].
-    #[arg(long)]
-    pub b: String,
-    #[command(flatten)]
-    pub load: LoadArgs,
-}
-
 /// A pair that defaults to the demo pair in assets/.
 #[derive(Args, Debug, Clone)]
 pub struct DemoOrPair {
@@ -168,53 +162,81 @@ impl LoadArgs {
     }
 }
 
-#[derive(Args, Debug, Clone)]
+/// The sampling flags, shared by every command that generates. Unset flags take the
+/// command's defaults: [`INTERACTIVE`] for the UI and `generate`, [`SWEEP`] for `sweep`.
+#[derive(Args, Debug, Clone, Default)]
 pub struct SamplingArgs {
-    /// Tokens to generate per alpha.
-    #[arg(long, default_value_t = 64)]
-    pub max_tokens: usize,
-    /// 0 for greedy decoding.
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f32,
-    /// Nucleus sampling mass (1 disables it).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Keep only the K most likely tokens (0 disables it).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Penalty for tokens already seen (1 disables it).
-    #[arg(long, default_value_t = 1.1)]
-    pub repeat_penalty: f32,
-    /// Random seed; every alpha uses the same random stream.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Tokens to generate per column or sample [default: 64; sweep: 32].
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Softmax temperature; 0 is greedy decoding [default: 0.8; sweep: 1].
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass; 1 disables it [default: 0.95; sweep: 0.9].
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Keep only the K most likely tokens; 0 disables it [default: 0].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Penalty for tokens already seen; 1 disables it [default: 1.1; sweep: 1].
+    #[arg(long)]
+    pub repeat_penalty: Option<f32>,
+    /// Random seed; every α uses the same random stream [default: 42; sweep: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
+/// The UI's and `generate`'s sampling defaults.
+pub const INTERACTIVE: GenerationParams = GenerationParams {
+    max_tokens: 64,
+    sampling: crate::engine::SamplingParams {
+        temperature: 0.8,
+        top_k: 0,
+        top_p: 0.95,
+        repeat_penalty: 1.1,
+        seed: 42,
+    },
+};
+
+/// `sweep`'s: the model's own distribution (T 1, no penalty), a light nucleus cut.
+pub const SWEEP: GenerationParams = GenerationParams {
+    max_tokens: 32,
+    sampling: crate::engine::SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 0.9,
+        repeat_penalty: 1.0,
+        seed: 0,
+    },
+};
+
 impl SamplingArgs {
-    pub fn params(&self) -> Result<GenerationParams> {
-        let sampling = SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            repeat_penalty: self.repeat_penalty,
-            seed: self.seed,
+    /// The flags given, over `defaults`, validated.
+    pub fn params(&self, defaults: GenerationParams) -> Result<GenerationParams> {
+        let d = defaults.sampling;
+        let params = GenerationParams {
+            max_tokens: self.max_tokens.unwrap_or(defaults.max_tokens),
+            sampling: crate::engine::SamplingParams {
+                temperature: self.temperature.unwrap_or(d.temperature),
+                top_k: self.top_k.unwrap_or(d.top_k),
+                top_p: self.top_p.unwrap_or(d.top_p),
+                repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
+                seed: self.seed.unwrap_or(d.seed),
+            },
         };
-        sampling.validate()?;
-        Ok(GenerationParams {
-            max_tokens: self.max_tokens,
-            sampling,
-        })
+        params.sampling.validate()?;
+        Ok(params)
     }
 }
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
-    pub pair: PairArgs,
+    pub pair: DemoOrPair,
     /// Comma-separated alphas, e.g. 0,0.5,1 (values outside [0, 1] extrapolate).
     #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
     pub alphas: String,
-    #[arg(long)]
+    #[arg(long, default_value = "The food at this place")]
     pub prompt: String,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -223,7 +245,7 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct TuiArgs {
     #[command(flatten)]
     pub pair: DemoOrPair,
@@ -239,21 +261,25 @@ pub struct TuiArgs {
     pub range: String,
     /// How columns that restart together are generated: one batch with a per-row α, one
     /// re-blend per column, or whichever measures faster here.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub columns: crate::engine::ColumnsMode,
+    #[arg(long, default_value = "auto", value_parser = columns_mode())]
+    pub columns: ColumnsMode,
 }
 
-impl TuiArgs {
-    /// The arguments of a bare `lerpscope`: every default.
-    pub fn defaults() -> Self {
-        match Cli::parse_from(["lerpscope", "tui"]).command {
-            Some(Command::Tui(args)) => args,
-            _ => unreachable!("`tui` parses as the tui command"),
-        }
-    }
+fn columns_mode() -> impl TypedValueParser<Value = ColumnsMode> {
+    PossibleValuesParser::new(ColumnsMode::ALL.map(ColumnsMode::name)).map(|s| {
+        ColumnsMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .expect("a possible value")
+    })
 }
 
-pub fn parse_range(s: &str) -> Result<(f64, f64)> {
+fn shape() -> impl TypedValueParser<Value = Shape> {
+    PossibleValuesParser::new(Shape::ALL.map(Shape::name))
+        .map(|s| s.parse::<Shape>().expect("a possible value"))
+}
+
+pub fn parse_range(s: &str) -> Result<(Alpha, Alpha)> {
     let Some((lo, hi)) = s.split_once(':') else {
         bail!("--range: expected LOW:HIGH, got {s:?}");
     };
@@ -267,7 +293,7 @@ pub fn parse_range(s: &str) -> Result<(f64, f64)> {
 #[derive(Args, Debug)]
 pub struct SweepArgs {
     #[command(flatten)]
-    pub pair: PairArgs,
+    pub pair: DemoOrPair,
     /// START:STOP:STEP (inclusive) or a comma-separated list.
     #[arg(long, default_value = "0:1:0.25", allow_hyphen_values = true)]
     pub alphas: String,
@@ -280,19 +306,8 @@ pub struct SweepArgs {
     /// Samples per prompt per α.
     #[arg(long, default_value_t = 8)]
     pub samples: usize,
-    /// Tokens per sample.
-    #[arg(long, default_value_t = 32)]
-    pub max_tokens: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f32,
-    #[arg(long, default_value_t = 0.9)]
-    pub top_p: f32,
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Fluency judge: a (endpoint A), b, blend (the model that wrote the text), or a model.
     #[arg(long, default_value = "blend")]
     pub ppl_ref: String,
@@ -310,7 +325,7 @@ pub struct SweepArgs {
 #[derive(Args, Debug)]
 pub struct PerplexityArgs {
     #[command(flatten)]
-    pub pair: PairArgs,
+    pub pair: DemoOrPair,
     #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
     pub alphas: String,
     /// The text to score.
@@ -342,8 +357,8 @@ pub struct BenchModelArgs {
     #[arg(long, requires = "a")]
     pub b: Option<String>,
     /// A random pair of this shape (written once under the temporary directory).
-    #[arg(long, value_enum)]
-    pub shape: Option<crate::fixtures::Shape>,
+    #[arg(long, value_parser = shape())]
+    pub shape: Option<Shape>,
     #[command(flatten)]
     pub load: LoadArgs,
     /// Prompt length in tokens (ids 1..=N, the same for every α and for the reference).
@@ -428,26 +443,15 @@ pub struct BenchBlendArgs {
     pub json: bool,
 }
 
-/// The largest |α| accepted: far beyond any useful extrapolation, small enough that a typo
-/// (1e9 for 1e-9) is caught instead of silently producing a model of noise.
-pub const MAX_ABS_ALPHA: f64 = 1000.0;
-
-pub fn parse_alpha(s: &str, flag: &str) -> Result<f64> {
-    let a: f64 = match s.trim().parse() {
-        Ok(a) => a,
-        Err(_) => bail!("{flag}: {s:?} is not a number"),
-    };
-    if !a.is_finite() {
-        bail!("{flag}: α must be finite, got {s}");
-    }
-    if a.abs() > MAX_ABS_ALPHA {
-        bail!("{flag}: α = {s} is absurd (|α| must be at most {MAX_ABS_ALPHA}); 0 is A, 1 is B");
-    }
-    Ok(a)
+/// One α from a flag's value.
+pub fn parse_alpha(s: &str, flag: &str) -> Result<Alpha> {
+    s.parse::<Alpha>()
+        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
-pub fn parse_alphas(list: &str, flag: &str) -> Result<Vec<f64>> {
-    let v: Vec<f64> = list
+/// A comma-separated list of alphas.
+pub fn parse_alphas(list: &str, flag: &str) -> Result<Vec<Alpha>> {
+    let v: Vec<Alpha> = list
         .split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|s| parse_alpha(s, flag))
@@ -456,4 +460,24 @@ pub fn parse_alphas(list: &str, flag: &str) -> Result<Vec<f64>> {
         bail!("{flag}: give at least one α");
     }
     Ok(v)
+}
+
+/// `START:STOP:STEP` (inclusive) or a comma-separated list.
+pub fn parse_alpha_spec(spec: &str, flag: &str) -> Result<Vec<Alpha>> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    if parts.len() != 3 {
+        return parse_alphas(spec, flag);
+    }
+    let p = |s: &str| parse_alpha(s, flag).map(Alpha::value);
+    let (start, stop, step) = (p(parts[0])?, p(parts[1])?, p(parts[2])?);
+    if step <= 0.0 || stop < start {
+        bail!("{flag} {spec}: expected START:STOP:STEP with STOP ≥ START and STEP > 0");
+    }
+    let n = ((stop - start) / step + 1e-9).floor() as usize;
+    if n > 1000 {
+        bail!("{flag} {spec}: {n} alphas is too many");
+    }
+    (0..=n)
+        .map(|i| Ok(Alpha::new(start + i as f64 * step)?))
+        .collect()
 }

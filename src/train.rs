@@ -13,11 +13,12 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
-pub const EOS: &str = "<|endoftext|>";
+pub use crate::engine::fixtures::EOS;
+use crate::engine::fixtures::{llama_config_json, llama_parameters, train_tokenizer};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recipe {
@@ -57,89 +58,6 @@ impl Recipe {
             rope_scaling: None,
         }
     }
-}
-
-/// Names and shapes of every parameter of a Llama model, as Hugging Face names them.
-pub fn llama_parameters(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, hd, f) = (c.hidden_size, c.head_dim(), c.intermediate_size);
-    let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
-    let mut p = vec![(
-        "model.embed_tokens.weight".to_string(),
-        vec![c.vocab_size, h],
-    )];
-    for i in 0..c.num_hidden_layers {
-        let l = format!("model.layers.{i}");
-        p.extend([
-            (format!("{l}.input_layernorm.weight"), vec![h]),
-            (format!("{l}.self_attn.q_proj.weight"), vec![nh * hd, h]),
-            (format!("{l}.self_attn.k_proj.weight"), vec![nkv * hd, h]),
-            (format!("{l}.self_attn.v_proj.weight"), vec![nkv * hd, h]),
-            (format!("{l}.self_attn.o_proj.weight"), vec![h, nh * hd]),
-            (format!("{l}.post_attention_layernorm.weight"), vec![h]),
-            (format!("{l}.mlp.gate_proj.weight"), vec![f, h]),
-            (format!("{l}.mlp.up_proj.weight"), vec![f, h]),
-            (format!("{l}.mlp.down_proj.weight"), vec![h, f]),
-        ]);
-    }
-    p.push(("model.norm.weight".to_string(), vec![h]));
-    if !c.tie_word_embeddings {
-        p.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
-    }
-    p
-}
-
-/// The config.json Hugging Face writes for such a model.
-pub fn llama_config_json(c: &LlamaConfig) -> serde_json::Value {
-    serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.kv_heads(),
-        "vocab_size": c.vocab_size,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_theta": c.rope_theta,
-        "max_position_embeddings": c.max_position_embeddings,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "bos_token_id": c.bos_token_id,
-        "eos_token_id": c.eos_token_id.as_ref().map(|e| e.to_vec()[0]),
-        "hidden_act": "silu",
-        "torch_dtype": "float32",
-    })
-}
-
-/// Train a byte-level BPE tokenizer (GPT-2 style: no prefix space, byte fallback through the
-/// 256-symbol alphabet) with one special end-of-text token.
-pub fn train_tokenizer(files: &[PathBuf], vocab_size: usize, out: &Path) -> Result<Tokenizer> {
-    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-    use tokenizers::normalizers::NormalizerWrapper;
-    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-    use tokenizers::{AddedToken, TokenizerBuilder};
-    let mut trainer = BpeTrainerBuilder::new()
-        .vocab_size(vocab_size)
-        .min_frequency(2)
-        .show_progress(false)
-        .special_tokens(vec![AddedToken::from(EOS, true)])
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .build();
-    let byte_level = ByteLevel::new(false, true, true);
-    let mut tok =
-        TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
-            .with_model(BPE::default())
-            .with_normalizer(None)
-            .with_pre_tokenizer(Some(byte_level))
-            .with_post_processor(Some(byte_level))
-            .with_decoder(Some(byte_level))
-            .build()
-            .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-    let files = files.iter().map(|p| p.display().to_string()).collect();
-    tok.train_from_files(&mut trainer, files)
-        .map_err(|e| anyhow::anyhow!("tokenizer training failed: {e}"))?;
-    tok.save(out, false)
-        .map_err(|e| anyhow::anyhow!("{}: cannot save tokenizer: {e}", out.display()))?;
-    Tokenizer::from_file(out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))
 }
 
 /// A text file as one token stream, lines separated by the end-of-text token.

@@ -2,9 +2,9 @@
 //! thread, and run the event loop — input and engine events in, effects out, one frame per
 //! batch of messages.
 
-use crate::app::{keymap::Keymap, App, Effect, Msg, Session};
-use crate::engine::worker::{CurveJob, EngineEvent, EngineHandle, Job};
-use crate::engine::{GenerationParams, LoadOptions};
+use crate::app::{keymap::Keymap, App, Effect, Msg};
+use crate::engine::{Alpha, ColumnsMode, GenerationParams, LoadOptions};
+use crate::session::{ColumnHandle, ColumnId, CurveJob, EngineEvent, Job, Session};
 use anyhow::{Context, Result};
 use crossterm::event::{
     DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture, Event,
@@ -12,38 +12,61 @@ use crossterm::event::{
 use crossterm::terminal::{self, EnterAlternateScreen, LeaveAlternateScreen};
 use ratatui::backend::Backend;
 use ratatui::Terminal;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 use tokio::sync::mpsc::UnboundedReceiver;
+
+/// A terminal event and the moment the input thread read it.
+pub type Input = (Instant, std::io::Result<Event>);
 
 /// What the UI is opened on.
 pub struct TuiConfig {
     pub a: String,
     pub b: String,
-    pub alphas: Vec<f64>,
+    pub alphas: Vec<Alpha>,
     pub prompt: String,
     pub params: GenerationParams,
     pub load: LoadOptions,
-    pub range: (f64, f64),
-    pub columns: crate::engine::ColumnsMode,
+    pub range: (Alpha, Alpha),
+    pub columns: ColumnsMode,
 }
 
-/// Where engine jobs go: the engine thread, or a recorder in tests.
+/// Where the app's column work goes: a session, or a recorder in tests.
 pub trait JobSink {
-    fn submit(&self, job: Job);
-    fn forget(&self, column: usize, id: u64);
-    fn curve(&self, job: CurveJob);
+    fn submit(&mut self, column: ColumnId, job: Job);
+    fn remove(&mut self, column: ColumnId);
+    fn curve(&mut self, job: CurveJob);
 }
 
-impl JobSink for EngineHandle {
-    fn submit(&self, job: Job) {
-        EngineHandle::submit(self, job)
+/// The session's handles for the app's live columns: a column's handle is made at its first
+/// job and dropped (cancelling its work) when the column is removed.
+pub struct SessionColumns<'s> {
+    session: &'s Session,
+    handles: HashMap<ColumnId, ColumnHandle>,
+}
+
+impl<'s> SessionColumns<'s> {
+    pub fn new(session: &'s Session) -> Self {
+        Self {
+            session,
+            handles: HashMap::new(),
+        }
     }
-    fn curve(&self, job: CurveJob) {
-        EngineHandle::curve(self, job)
+}
+
+impl JobSink for SessionColumns<'_> {
+    fn submit(&mut self, column: ColumnId, job: Job) {
+        self.handles
+            .entry(column)
+            .or_insert_with(|| self.session.column(column))
+            .submit(job);
     }
-    fn forget(&self, column: usize, id: u64) {
-        EngineHandle::forget(self, column, id)
+    fn remove(&mut self, column: ColumnId) {
+        self.handles.remove(&column);
+    }
+    fn curve(&mut self, job: CurveJob) {
+        self.session.curve(job);
     }
 }
 
@@ -111,7 +134,7 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
             ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (a, b, load, columns) = (cfg.a.clone(), cfg.b.clone(), cfg.load.clone(), cfg.columns);
-        let engine = EngineHandle::spawn_with(
+        let session = Session::spawn_with(
             move || {
                 let mut engine = crate::engine::Engine::load(&a, &b, &load)?;
                 engine.set_columns_mode(columns);
@@ -122,12 +145,14 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
             },
         );
         let mut app = App::new(cfg.a, cfg.b, &cfg.prompt, &cfg.alphas, cfg.params, keymap);
-        app.range = cfg.range;
+        app.range = (cfg.range.0.value(), cfg.range.1.value());
         let size = terminal.size()?;
         app.size = (size.width, size.height);
         let input = spawn_input_reader();
-        let latencies = event_loop(&mut terminal, &mut app, input, rx, &engine).await?;
-        drop(engine);
+        let mut columns = SessionColumns::new(&session);
+        let latencies = event_loop(&mut terminal, &mut app, input, rx, &mut columns).await?;
+        drop(columns);
+        drop(session);
         if let Some(path) = std::env::var_os("LERPSCOPE_LATENCY_LOG").map(PathBuf::from) {
             let text: String = latencies.iter().map(|l| format!("{l:.3}\n")).collect();
             std::fs::write(&path, text)
@@ -138,15 +163,16 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
 }
 
 /// Terminal input read on its own thread into a channel (a blocking read is simpler and more
-/// robust than polling from the async loop).
-fn spawn_input_reader() -> UnboundedReceiver<std::io::Result<Event>> {
+/// robust than polling from the async loop), each event stamped as it is read so latency counts
+/// the time it waits behind a draw.
+fn spawn_input_reader() -> UnboundedReceiver<Input> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name("lerpscope-input".into())
         .spawn(move || loop {
             let e = crossterm::event::read();
             let failed = e.is_err();
-            if tx.send(e).is_err() || failed {
+            if tx.send((Instant::now(), e)).is_err() || failed {
                 break;
             }
         })
@@ -156,14 +182,14 @@ fn spawn_input_reader() -> UnboundedReceiver<std::io::Result<Event>> {
 
 /// Input and engine events in, effects out, one frame per batch. Generic over the backend, and
 /// input comes through a channel, so tests and `bench ui` can drive it with a `TestBackend`
-/// and synthetic events. Returns each input event's latency in ms: from its arrival to the end
-/// of the draw that shows its effect.
+/// and synthetic events. Returns each input event's latency in ms: from when it was read to
+/// the end of the draw that shows its effect.
 pub async fn event_loop<B>(
     terminal: &mut Terminal<B>,
     app: &mut App,
-    mut input: UnboundedReceiver<std::io::Result<Event>>,
+    mut input: UnboundedReceiver<Input>,
     mut engine_rx: UnboundedReceiver<EngineEvent>,
-    engine: &dyn JobSink,
+    engine: &mut dyn JobSink,
 ) -> Result<Vec<f64>>
 where
     B: Backend,
@@ -174,20 +200,21 @@ where
     let mut input_open = true;
     let mut engine_open = true;
     let mut waiting: Vec<Instant> = Vec::new();
+    let mut dragging = false;
     while !quit && (input_open || engine_open) {
         terminal.draw(|f| crate::ui::view(app, f))?;
         let drawn = Instant::now();
         latencies.extend(waiting.drain(..).map(|t| (drawn - t).as_secs_f64() * 1e3));
         // Wait for something to happen.
-        let mut batch: Vec<(Msg, Option<Instant>)> = Vec::new();
+        let mut batch: Vec<Msg> = Vec::new();
+        let mut inputs: Vec<Input> = Vec::new();
         tokio::select! {
             ev = input.recv(), if input_open => match ev {
-                Some(Ok(e)) => batch.extend(to_msg(e).map(|m| (m, Some(Instant::now())))),
-                Some(Err(e)) => return Err(e).context("reading terminal input"),
+                Some(e) => inputs.push(e),
                 None => input_open = false,
             },
             ev = engine_rx.recv(), if engine_open => match ev {
-                Some(e) => batch.push((Msg::Engine(e), None)),
+                Some(e) => batch.push(Msg::Engine(e)),
                 // The engine thread is gone (a failed load): keep serving keys.
                 None => engine_open = false,
             },
@@ -197,12 +224,11 @@ where
         loop {
             let mut got = false;
             while let Ok(e) = input.try_recv() {
-                let e = e.context("reading terminal input")?;
-                batch.extend(to_msg(e).map(|m| (m, Some(Instant::now()))));
+                inputs.push(e);
                 got = true;
             }
             while let Ok(e) = engine_rx.try_recv() {
-                batch.push((Msg::Engine(e), None));
+                batch.push(Msg::Engine(e));
                 got = true;
                 if batch.len() > 4096 {
                     break;
@@ -212,15 +238,32 @@ where
                 break;
             }
         }
-        for (msg, t) in batch {
-            waiting.extend(t);
+        // Input first (in the order read), so a key is never answered after a burst of tokens
+        // that arrived later.
+        let mut ordered = Vec::with_capacity(inputs.len() + batch.len());
+        for (read, e) in inputs {
+            let e = e.context("reading terminal input")?;
+            let msg = match e {
+                Event::Mouse(m) => {
+                    let area = ratatui::layout::Rect::new(0, 0, app.size.0, app.size.1);
+                    let areas = crate::ui::layout(area, app);
+                    crate::ui::pointer(&areas, app.range, &mut dragging, m).map(Msg::Pointer)
+                }
+                e => to_msg(e),
+            };
+            // Every input is answered by the next frame, mapped or not.
+            waiting.push(read);
+            ordered.extend(msg);
+        }
+        ordered.append(&mut batch);
+        for msg in ordered {
             for effect in app.update(msg) {
                 match effect {
-                    Effect::Submit(job) => engine.submit(job),
+                    Effect::Submit { column, job } => engine.submit(column, job),
                     Effect::Curve(job) => engine.curve(job),
-                    Effect::Forget { column, id } => engine.forget(column, id),
+                    Effect::Remove { column } => engine.remove(column),
                     Effect::Save(session) => {
-                        let r = save_session(&session).map_err(|e| crate::one_line(&e));
+                        let r = save_session(&session).map_err(|e| crate::one_line(&*e));
                         app.update(Msg::Saved(r));
                     }
                     Effect::Quit => quit = true,
@@ -234,7 +277,6 @@ where
 fn to_msg(e: Event) -> Option<Msg> {
     match e {
         Event::Key(k) => Some(Msg::Key(k)),
-        Event::Mouse(m) => Some(Msg::Mouse(m)),
         Event::Paste(s) => Some(Msg::Paste(s)),
         Event::Resize(w, h) => Some(Msg::Resize(w, h)),
         _ => None,
@@ -243,7 +285,7 @@ fn to_msg(e: Event) -> Option<Msg> {
 
 /// Write the session as Markdown and JSON in the current directory; returns the Markdown path
 /// (the JSON sits beside it).
-pub fn save_session(s: &Session) -> Result<String> {
+pub fn save_session(s: &crate::app::Session) -> Result<String> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

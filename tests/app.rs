@@ -3,8 +3,8 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use lerpscope::app::keymap::Keymap;
 use lerpscope::app::{App, ColumnState, Effect, Mode, Msg, PairState};
-use lerpscope::engine::worker::{EngineEvent, Job};
-use lerpscope::engine::{GenerationParams, PairInfo, StopReason};
+use lerpscope::engine::{Alpha, GenerationParams, PairInfo, StopReason};
+use lerpscope::session::{ColumnId, EngineEvent, JobId};
 
 fn info() -> PairInfo {
     PairInfo {
@@ -24,13 +24,28 @@ fn app() -> App {
         "neg".into(),
         "pos".into(),
         "The food",
-        &[0.0, 0.5, 1.0],
+        &[Alpha::A, Alpha::new(0.5).unwrap(), Alpha::B],
         GenerationParams::default(),
         Keymap::default(),
     )
 }
 
-fn loaded() -> (App, Vec<Job>) {
+/// A submission as the tests look at it: the column's id number, α as a plain number.
+#[derive(Debug, Clone)]
+struct Sub {
+    column: u64,
+    id: JobId,
+    alpha: f64,
+    urgent: bool,
+    prompt: String,
+    params: GenerationParams,
+}
+
+fn alpha(a: &App, i: usize) -> f64 {
+    a.columns[i].alpha.value()
+}
+
+fn loaded() -> (App, Vec<Sub>) {
     let mut a = app();
     let jobs = jobs(a.update(Msg::Engine(EngineEvent::Loaded(info()))));
     (a, jobs)
@@ -44,11 +59,18 @@ fn shift(code: KeyCode) -> Msg {
     Msg::Key(KeyEvent::new(code, KeyModifiers::SHIFT))
 }
 
-fn jobs(effects: Vec<Effect>) -> Vec<Job> {
+fn jobs(effects: Vec<Effect>) -> Vec<Sub> {
     effects
         .into_iter()
         .filter_map(|e| match e {
-            Effect::Submit(j) => Some(j),
+            Effect::Submit { column, job } => Some(Sub {
+                column: column.0,
+                id: job.id,
+                alpha: job.alpha.value(),
+                urgent: job.urgent,
+                prompt: job.prompt,
+                params: job.params,
+            }),
             _ => None,
         })
         .collect()
@@ -58,7 +80,7 @@ fn jobs(effects: Vec<Effect>) -> Vec<Job> {
 fn nothing_is_submitted_before_the_pair_loads() {
     let mut a = app();
     assert!(a.update(key(KeyCode::Right)).is_empty());
-    assert_eq!(a.columns[0].alpha, 0.05);
+    assert_eq!(alpha(&a, 0), 0.05);
     assert_eq!(a.columns[0].state, ColumnState::Idle);
 }
 
@@ -105,13 +127,13 @@ fn arrows_move_the_focused_alpha_and_regenerate_only_that_column() {
     assert_eq!((j[0].column, j[0].alpha, j[0].urgent), (1, 0.55, true));
     let j = jobs(a.update(shift(KeyCode::Left)));
     assert_eq!(j[0].alpha, 0.3);
-    // Fine steps land on the 0.01 grid, with no binary noise.
+    // Steps land on the α grid, with no binary noise.
     for _ in 0..7 {
         a.update(key(KeyCode::Right));
     }
-    assert_eq!(a.columns[1].alpha, 0.65);
+    assert_eq!(alpha(&a, 1), 0.65);
     assert_eq!(a.columns[1].state, ColumnState::Queued);
-    assert_eq!(a.columns[0].alpha, 0.0);
+    assert_eq!(alpha(&a, 0), 0.0);
 }
 
 #[test]
@@ -130,12 +152,12 @@ fn typing_a_number_sets_alpha_exactly() {
     }
     assert!(jobs(a.update(key(KeyCode::Enter))).is_empty());
     assert!(a.last_error.as_deref().unwrap().contains("absurd"));
-    assert_eq!(a.columns[0].alpha, -0.75);
+    assert_eq!(alpha(&a, 0), -0.75);
     // Esc cancels.
     a.update(key(KeyCode::Char('3')));
     a.update(key(KeyCode::Esc));
     assert_eq!(a.mode, Mode::Normal);
-    assert_eq!(a.columns[0].alpha, -0.75);
+    assert_eq!(alpha(&a, 0), -0.75);
 }
 
 #[test]
@@ -144,25 +166,25 @@ fn stale_events_are_ignored_and_current_ones_stream() {
     let old = first[0].id;
     let new = jobs(a.update(key(KeyCode::Right)))[0].id;
     a.update(Msg::Engine(EngineEvent::Text {
-        column: 0,
-        id: old,
+        column: ColumnId(0),
+        job: old,
         piece: "old".into(),
     }));
     assert_eq!(a.columns[0].text, "");
     a.update(Msg::Engine(EngineEvent::Started {
-        column: 0,
-        id: new,
+        column: ColumnId(0),
+        job: new,
         blend_ms: Some(0.4),
     }));
     assert_eq!(a.columns[0].state, ColumnState::Generating);
     a.update(Msg::Engine(EngineEvent::Text {
-        column: 0,
-        id: new,
+        column: ColumnId(0),
+        job: new,
         piece: " was".into(),
     }));
     a.update(Msg::Engine(EngineEvent::Text {
-        column: 0,
-        id: new,
+        column: ColumnId(0),
+        job: new,
         piece: " \u{1b}[2J good".into(),
     }));
     assert_eq!(
@@ -170,8 +192,8 @@ fn stale_events_are_ignored_and_current_ones_stream() {
         "control characters are neutralised"
     );
     a.update(Msg::Engine(EngineEvent::Done {
-        column: 0,
-        id: new,
+        column: ColumnId(0),
+        job: new,
         tokens: 2,
         tokens_per_s: 300.0,
         stop: StopReason::MaxTokens,
@@ -185,8 +207,8 @@ fn stale_events_are_ignored_and_current_ones_stream() {
 fn engine_errors_show_in_the_column_and_status() {
     let (mut a, jobs0) = loaded();
     a.update(Msg::Engine(EngineEvent::Failed {
-        column: 1,
-        id: jobs0[1].id,
+        column: ColumnId(1),
+        job: jobs0[1].id,
         error: "non-finite logits".into(),
     }));
     assert_eq!(
@@ -235,21 +257,58 @@ fn adding_and_removing_columns() {
     assert_eq!(a.focused, 1);
     let e = a.update(key(KeyCode::Char('x')));
     assert_eq!(
-        a.columns.iter().map(|c| c.alpha).collect::<Vec<_>>(),
+        a.columns
+            .iter()
+            .map(|c| c.alpha.value())
+            .collect::<Vec<_>>(),
         [0.0, 1.0, 1.5]
     );
-    assert!(e
-        .iter()
-        .any(|x| matches!(x, Effect::Forget { column: 3, .. })));
-    // The shifted columns are regenerated under their new indices.
-    let cols: Vec<usize> = jobs(e).iter().map(|j| j.column).collect();
-    assert_eq!(cols, [1, 2]);
+    // Only the removed column's work stops: no other column is resubmitted.
+    assert_eq!(
+        e,
+        vec![Effect::Remove {
+            column: ColumnId(1)
+        }]
+    );
+    assert_eq!(
+        a.columns.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [ColumnId(0), ColumnId(2), ColumnId(3)]
+    );
     a.update(key(KeyCode::Char('x')));
     a.update(key(KeyCode::Char('x')));
     assert_eq!(a.columns.len(), 1);
     assert!(
         a.update(key(KeyCode::Char('x'))).is_empty(),
         "the last column stays"
+    );
+}
+
+#[test]
+fn removing_the_middle_column_leaves_the_others_streaming() {
+    let (mut a, first) = loaded();
+    let text = |a: &mut App, sub: &Sub, piece: &str| {
+        a.update(Msg::Engine(EngineEvent::Text {
+            column: ColumnId(sub.column),
+            job: sub.id,
+            piece: piece.into(),
+        }))
+    };
+    for s in &first {
+        text(&mut a, s, "The");
+    }
+    a.update(key(KeyCode::Tab));
+    let e = a.update(key(KeyCode::Char('x')));
+    assert!(jobs(e).is_empty(), "no new job for the others");
+    // The others keep their text and keep streaming; the removed one's events are dropped.
+    for s in &first {
+        text(&mut a, s, " end");
+    }
+    assert_eq!(
+        a.columns
+            .iter()
+            .map(|c| c.text.as_str())
+            .collect::<Vec<_>>(),
+        ["The end", "The end"]
     );
 }
 
@@ -280,8 +339,8 @@ fn ctrl_c_quits_from_any_mode() {
 fn save_produces_the_session() {
     let (mut a, first) = loaded();
     a.update(Msg::Engine(EngineEvent::Text {
-        column: 2,
-        id: first[2].id,
+        column: ColumnId(2),
+        job: first[2].id,
         piece: " was great".into(),
     }));
     let e = a.update(key(KeyCode::Char('s')));
@@ -302,31 +361,49 @@ fn clicking_and_dragging_the_slider_sets_alpha() {
     a.update(Msg::Resize(100, 30));
     let areas = lerpscope::ui::layout(ratatui::layout::Rect::new(0, 0, 100, 30), &a);
     let track = areas.slider_track.unwrap();
-    let mouse = |kind, x| {
-        Msg::Mouse(MouseEvent {
+    let mut dragging = false;
+    // The runtime maps each mouse event onto what was drawn, then the app acts on it.
+    let mut mouse = |a: &mut App, kind, column, row| {
+        let m = MouseEvent {
             kind,
-            column: x,
-            row: track.y,
+            column,
+            row,
             modifiers: KeyModifiers::NONE,
-        })
+        };
+        match lerpscope::ui::pointer(&areas, a.range, &mut dragging, m) {
+            Some(p) => a.update(Msg::Pointer(p)),
+            None => vec![],
+        }
     };
     // The right end of the track is the top of the range.
-    let j = jobs(a.update(mouse(
+    let j = jobs(mouse(
+        &mut a,
         MouseEventKind::Down(MouseButton::Left),
         track.x + track.width - 1,
-    )));
+        track.y,
+    ));
     assert_eq!(j[0].alpha, 2.0);
-    let j = jobs(a.update(mouse(MouseEventKind::Drag(MouseButton::Left), track.x)));
+    let j = jobs(mouse(
+        &mut a,
+        MouseEventKind::Drag(MouseButton::Left),
+        track.x,
+        track.y,
+    ));
     assert_eq!(j[0].alpha, -1.0);
-    a.update(mouse(MouseEventKind::Up(MouseButton::Left), track.x));
+    mouse(
+        &mut a,
+        MouseEventKind::Up(MouseButton::Left),
+        track.x,
+        track.y,
+    );
     // Clicking a column focuses it.
     let (i, r) = areas.columns[2];
-    a.update(Msg::Mouse(MouseEvent {
-        kind: MouseEventKind::Down(MouseButton::Left),
-        column: r.x + 2,
-        row: r.y + 2,
-        modifiers: KeyModifiers::NONE,
-    }));
+    mouse(
+        &mut a,
+        MouseEventKind::Down(MouseButton::Left),
+        r.x + 2,
+        r.y + 2,
+    );
     assert_eq!(a.focused, i);
 }
 
@@ -334,8 +411,8 @@ fn clicking_and_dragging_the_slider_sets_alpha() {
 fn meters_arrive_after_completion_and_clear_on_regeneration() {
     let (mut a, first) = loaded();
     a.update(Msg::Engine(EngineEvent::Scored {
-        column: 1,
-        id: first[1].id,
+        column: ColumnId(1),
+        job: first[1].id,
         vader: 0.42,
         perplexity: 23.5,
     }));
@@ -345,8 +422,8 @@ fn meters_arrive_after_completion_and_clear_on_regeneration() {
     a.update(key(KeyCode::Right));
     assert_eq!(a.columns[1].meters, None);
     a.update(Msg::Engine(EngineEvent::Scored {
-        column: 1,
-        id: first[1].id,
+        column: ColumnId(1),
+        job: first[1].id,
         vader: 0.1,
         perplexity: 9.0,
     }));
@@ -361,22 +438,22 @@ fn the_curve_panel_runs_a_quick_sweep_and_collects_its_points() {
     let Effect::Curve(job) = &e[0] else {
         panic!("{e:?}")
     };
-    assert_eq!(job.alphas.first(), Some(&-1.0));
-    assert_eq!(job.alphas.last(), Some(&2.0));
+    assert_eq!(job.alphas.first().map(|a| a.value()), Some(-1.0));
+    assert_eq!(job.alphas.last().map(|a| a.value()), Some(2.0));
     assert_eq!(job.prompt, "The food");
     a.update(Msg::Engine(EngineEvent::CurvePoint {
         id: job.id,
-        alpha: -1.0,
+        alpha: Alpha::new(-1.0).unwrap(),
         vader: -0.4,
     }));
     a.update(Msg::Engine(EngineEvent::CurvePoint {
         id: job.id + 99,
-        alpha: 0.0,
+        alpha: Alpha::A,
         vader: 0.9,
     }));
     assert_eq!(
         a.curve.points,
-        vec![(-1.0, -0.4)],
+        vec![(Alpha::new(-1.0).unwrap(), -0.4)],
         "points of another sweep are ignored"
     );
     assert!(

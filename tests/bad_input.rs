@@ -273,10 +273,12 @@ fn absurd_alphas_are_refused_by_the_cli_parser() {
         let e = parse_alphas(s, "--alphas").unwrap_err().to_string();
         assert_has(&e, &["--alphas", part]);
     }
-    assert_eq!(
-        parse_alphas("-0.5, 0,1.5", "--alphas").unwrap(),
-        vec![-0.5, 0.0, 1.5]
-    );
+    let values: Vec<f64> = parse_alphas("-0.5, 0,1.5", "--alphas")
+        .unwrap()
+        .into_iter()
+        .map(|a| a.value())
+        .collect();
+    assert_eq!(values, vec![-0.5, 0.0, 1.5]);
 }
 
 #[test]

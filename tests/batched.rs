@@ -138,19 +138,19 @@ fn non_finite_alpha_is_refused() {
 /// produce the same events and text as re-blending for each.
 #[test]
 fn worker_batches_waiting_columns_with_the_same_results() {
-    use lerpscope::engine::worker::{EngineEvent, EngineHandle, Job};
-    use lerpscope::engine::ColumnsMode;
+    use lerpscope::engine::{Alpha, ColumnsMode};
+    use lerpscope::session::{ColumnId, EngineEvent, Job, JobId, Session};
     use std::collections::BTreeMap;
     use std::sync::mpsc;
 
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
-    let run = |mode: ColumnsMode| -> (BTreeMap<usize, String>, Vec<Option<f64>>) {
+    let run = |mode: ColumnsMode| -> (BTreeMap<ColumnId, String>, Vec<Option<f64>>) {
         let (a, b) = (a.display().to_string(), b.display().to_string());
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (tx, rx) = mpsc::channel();
-        let handle = EngineHandle::spawn_with(
+        let session = Session::spawn_with(
             move || {
                 go_rx.recv().unwrap(); // hold the engine until every job is queued
                 let mut e = Engine::load(
@@ -167,17 +167,17 @@ fn worker_batches_waiting_columns_with_the_same_results() {
             },
             move |e| tx.send(e).unwrap(),
         );
-        for (column, alpha) in [0.0, 0.5, 1.0].into_iter().enumerate() {
-            handle.submit(Job {
-                column,
-                id: 1,
-                alpha,
+        let columns: Vec<_> = (0..3).map(|i| session.column(ColumnId(i))).collect();
+        for (column, alpha) in columns.iter().zip([0.0, 0.5, 1.0]) {
+            column.submit(Job {
+                id: JobId(1),
+                alpha: Alpha::new(alpha).unwrap(),
                 prompt: "The movie was".into(),
                 params: GenerationParams {
                     max_tokens: 12,
                     sampling: SamplingParams::default(),
                 },
-                urgent: column == 1,
+                urgent: column.id() == ColumnId(1),
             });
         }
         go_tx.send(()).unwrap();

@@ -195,3 +195,53 @@ fn a_named_shape_is_written_once_as_a_loadable_pair() {
         .unwrap();
     assert_eq!(stamp, stamp2, "reused, not rewritten");
 }
+
+#[test]
+fn bare_lerpscope_takes_the_ui_flags_and_commands_default_to_the_demo_pair() {
+    use clap::Parser;
+    use lerpscope::cli::{Cli, Command};
+    let cli = Cli::try_parse_from(["lerpscope", "--max-tokens", "60", "--alphas=-0.5,1.5"])
+        .expect("the UI's flags without `tui`");
+    assert!(cli.command.is_none());
+    assert_eq!(cli.tui.sampling.max_tokens, Some(60));
+    assert_eq!(cli.tui.alphas, "-0.5,1.5");
+    let Some(Command::Generate(g)) = Cli::try_parse_from(["lerpscope", "generate"])
+        .expect("generate without a pair")
+        .command
+    else {
+        panic!("not generate")
+    };
+    assert!(g.pair.endpoints().0.ends_with("assets/demo/negative"));
+    // `sweep` keeps its own sampling defaults; a flag given overrides one of them.
+    let Some(Command::Sweep(s)) =
+        Cli::try_parse_from(["lerpscope", "sweep", "--out", "x", "--top-p", "0.5"])
+            .unwrap()
+            .command
+    else {
+        panic!("not sweep")
+    };
+    let p = s.sampling.params(lerpscope::cli::SWEEP).unwrap();
+    assert_eq!((p.sampling.temperature, p.sampling.top_p), (1.0, 0.5));
+    assert_eq!(p.sampling.repeat_penalty, 1.0);
+}
+
+#[test]
+fn generate_runs_on_the_demo_pair_with_no_pair_given() {
+    let out = lerpscope(&[
+        "generate",
+        "--max-tokens",
+        "4",
+        "--alphas",
+        "0",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["alpha"], 0.0);
+}

@@ -1,6 +1,8 @@
 //! The shipped demo pair: it loads like any pair, and α moves its sentiment the right way.
 
-use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
+use lerpscope::engine::{
+    Alpha, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
+};
 use lerpscope::eval::sweep::{PplRef, Sweep, SweepConfig};
 use std::path::PathBuf;
 
@@ -30,7 +32,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
         config: SweepConfig {
             a: demo("negative"),
             b: demo("positive"),
-            alphas: vec![0.0, 1.0],
+            alphas: vec![Alpha::A, Alpha::B],
             prompts,
             samples: 2,
             params: GenerationParams {

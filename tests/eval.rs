@@ -1,7 +1,9 @@
 //! The meters: VADER against the reference Python implementation, perplexity against an
 //! independent computation, and sweep resumption.
 
-use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
+use lerpscope::engine::{
+    Alpha, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
+};
 use lerpscope::eval::sweep::{PplRef, Sweep, SweepConfig};
 use lerpscope::eval::{Scorer, Vader};
 use lerpscope::fixtures::{write_tiny_pair, Arch};
@@ -84,7 +86,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
         config: SweepConfig {
             a: a.display().to_string(),
             b: b.display().to_string(),
-            alphas: vec![0.0, 0.5, 1.0],
+            alphas: [0.0, 0.5, 1.0].map(|a| Alpha::new(a).unwrap()).to_vec(),
             prompts: vec!["The movie".into(), "I think".into()],
             samples: 3,
             params: GenerationParams {

@@ -36,7 +36,7 @@ fn check_arch(arch: &str) {
     let new_tokens = exp["new_tokens"].as_u64().unwrap() as usize;
     let models = exp["models"][arch].as_object().unwrap();
     for (alpha, runs) in models {
-        engine.set_alpha(alpha.parse().unwrap()).unwrap();
+        engine.set_alpha(alpha.parse::<f64>().unwrap()).unwrap();
         for (prompt, run) in prompts.iter().zip(runs.as_array().unwrap()) {
             let ids: Vec<u32> = serde_json::from_value(run["prompt_ids"].clone()).unwrap();
             assert_eq!(

@@ -4,8 +4,8 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use lerpscope::app::keymap::Keymap;
 use lerpscope::app::{App, Effect, Msg};
-use lerpscope::engine::worker::{EngineEvent, Job};
-use lerpscope::engine::{GenerationParams, PairInfo, StopReason};
+use lerpscope::engine::{Alpha, GenerationParams, PairInfo, StopReason};
+use lerpscope::session::{ColumnId, EngineEvent, Job};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
@@ -14,7 +14,7 @@ fn app() -> App {
         "assets/demo/negative".into(),
         "assets/demo/positive".into(),
         "The food at this place",
-        &[0.0, 0.5, 1.0],
+        &[Alpha::A, Alpha::new(0.5).unwrap(), Alpha::B],
         GenerationParams::default(),
         Keymap::default(),
     )
@@ -34,7 +34,7 @@ fn key(a: &mut App, code: KeyCode) -> Vec<Effect> {
     a.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
 }
 
-fn load(a: &mut App) -> Vec<Job> {
+fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
     a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
         a: a.a.clone(),
         b: a.b.clone(),
@@ -47,29 +47,30 @@ fn load(a: &mut App) -> Vec<Job> {
     })))
     .into_iter()
     .filter_map(|e| match e {
-        Effect::Submit(j) => Some(j),
+        Effect::Submit { column, job } => Some((column, job)),
         _ => None,
     })
     .collect()
 }
 
-fn stream(a: &mut App, job: &Job, pieces: &[&str], done: bool) {
+fn stream(a: &mut App, (column, job): &(ColumnId, Job), pieces: &[&str], done: bool) {
+    let column = *column;
     a.update(Msg::Engine(EngineEvent::Started {
-        column: job.column,
-        id: job.id,
+        column,
+        job: job.id,
         blend_ms: Some(0.12),
     }));
     for p in pieces {
         a.update(Msg::Engine(EngineEvent::Text {
-            column: job.column,
-            id: job.id,
+            column,
+            job: job.id,
             piece: p.to_string(),
         }));
     }
     if done {
         a.update(Msg::Engine(EngineEvent::Done {
-            column: job.column,
-            id: job.id,
+            column,
+            job: job.id,
             tokens: pieces.len(),
             tokens_per_s: 412.0,
             stop: StopReason::MaxTokens,
@@ -89,8 +90,8 @@ fn streaming_app() -> App {
         true,
     );
     a.update(Msg::Engine(EngineEvent::Scored {
-        column: 0,
-        id: jobs[0].id,
+        column: jobs[0].0,
+        job: jobs[0].1.id,
         vader: -0.7003,
         perplexity: 31.4,
     }));
@@ -142,8 +143,8 @@ fn engine_error_in_a_column() {
     let mut a = app();
     let jobs = load(&mut a);
     a.update(Msg::Engine(EngineEvent::Failed {
-        column: 2,
-        id: jobs[2].id,
+        column: jobs[2].0,
+        job: jobs[2].1.id,
         error: "at α = 1000: non-finite logits (the weights overflow); try an α closer to [0, 1]"
             .into(),
     }));
@@ -188,9 +189,7 @@ fn editing_prompt_and_typing_alpha() {
 fn every_size_renders_without_panicking() {
     let mut a = streaming_app();
     // Text the tokenizer might produce: replacement characters, wide glyphs, long words.
-    let j = lerpscope::engine::worker::Job {
-        ..load(&mut a)[1].clone()
-    };
+    let j = load(&mut a)[1].clone();
     stream(
         &mut a,
         &j,

@@ -20,10 +20,13 @@ pub enum Action {
     AlphaDown,
     AlphaUpCoarse,
     AlphaDownCoarse,
+    TypeAlpha,
     NextColumn,
     PrevColumn,
     AddColumn,
     RemoveColumn,
+    ScrollUp,
+    ScrollDown,
     EditPrompt,
     Regenerate,
     Resample,
@@ -33,88 +36,163 @@ pub enum Action {
     Curve,
 }
 
+/// One row of the keymap: an action, its name in keys.toml, its help text and its default
+/// keys. `{fine}`, `{coarse}` and `{page}` in the help stand for the step constants.
+struct Binding {
+    action: Action,
+    name: &'static str,
+    help: &'static str,
+    keys: &'static [&'static str],
+}
+
+/// Every action, in the order the help screen lists them.
+const BINDINGS: &[Binding] = &[
+    Binding {
+        action: Action::Quit,
+        name: "quit",
+        help: "quit",
+        keys: &["q", "ctrl+c"],
+    },
+    Binding {
+        action: Action::AlphaUp,
+        name: "alpha_up",
+        help: "α + {fine} (focused column)",
+        keys: &["Right"],
+    },
+    Binding {
+        action: Action::AlphaDown,
+        name: "alpha_down",
+        help: "α − {fine}",
+        keys: &["Left"],
+    },
+    Binding {
+        action: Action::AlphaUpCoarse,
+        name: "alpha_up_coarse",
+        help: "α + {coarse}",
+        keys: &["shift+Right"],
+    },
+    Binding {
+        action: Action::AlphaDownCoarse,
+        name: "alpha_down_coarse",
+        help: "α − {coarse}",
+        keys: &["shift+Left"],
+    },
+    Binding {
+        action: Action::NextColumn,
+        name: "next_column",
+        help: "focus the next column",
+        keys: &["Tab"],
+    },
+    Binding {
+        action: Action::PrevColumn,
+        name: "prev_column",
+        help: "focus the previous column",
+        keys: &["shift+Tab", "BackTab"],
+    },
+    Binding {
+        action: Action::AddColumn,
+        name: "add_column",
+        help: "add a column",
+        keys: &["a"],
+    },
+    Binding {
+        action: Action::RemoveColumn,
+        name: "remove_column",
+        help: "remove the focused column",
+        keys: &["x"],
+    },
+    Binding {
+        action: Action::EditPrompt,
+        name: "edit_prompt",
+        help: "edit the prompt (Enter runs, Alt+Enter new line, Esc leaves)",
+        keys: &["e", "p"],
+    },
+    Binding {
+        action: Action::Regenerate,
+        name: "regenerate",
+        help: "regenerate every column",
+        keys: &["Enter"],
+    },
+    Binding {
+        action: Action::Resample,
+        name: "resample",
+        help: "resample every column with a new seed",
+        keys: &["r"],
+    },
+    Binding {
+        action: Action::Save,
+        name: "save",
+        help: "save the session as Markdown and JSON",
+        keys: &["s"],
+    },
+    Binding {
+        action: Action::Help,
+        name: "help",
+        help: "show or hide this help",
+        keys: &["?", "F1"],
+    },
+    Binding {
+        action: Action::Meters,
+        name: "meters",
+        help: "show or hide the status details",
+        keys: &["m"],
+    },
+    Binding {
+        action: Action::Curve,
+        name: "curve",
+        help: "sentiment-vs-α curve from a quick background sweep",
+        keys: &["g"],
+    },
+    Binding {
+        action: Action::TypeAlpha,
+        name: "type_alpha",
+        help: "type an exact α, Enter to set",
+        keys: &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "-", "."],
+    },
+    Binding {
+        action: Action::ScrollUp,
+        name: "scroll_up",
+        help: "scroll the focused column up {page} lines",
+        keys: &["PageUp"],
+    },
+    Binding {
+        action: Action::ScrollDown,
+        name: "scroll_down",
+        help: "scroll it down {page} lines",
+        keys: &["PageDown"],
+    },
+];
+
 impl Action {
-    pub const ALL: [Action; 16] = [
-        Action::Quit,
-        Action::AlphaUp,
-        Action::AlphaDown,
-        Action::AlphaUpCoarse,
-        Action::AlphaDownCoarse,
-        Action::NextColumn,
-        Action::PrevColumn,
-        Action::AddColumn,
-        Action::RemoveColumn,
-        Action::EditPrompt,
-        Action::Regenerate,
-        Action::Resample,
-        Action::Save,
-        Action::Help,
-        Action::Meters,
-        Action::Curve,
-    ];
+    /// Every action, in the help screen's order.
+    pub fn all() -> impl Iterator<Item = Action> {
+        BINDINGS.iter().map(|b| b.action)
+    }
+
+    fn binding(self) -> &'static Binding {
+        BINDINGS
+            .iter()
+            .find(|b| b.action == self)
+            .expect("every action has a row in BINDINGS")
+    }
 
     /// The name used in keys.toml.
     pub fn name(self) -> &'static str {
-        match self {
-            Action::Quit => "quit",
-            Action::AlphaUp => "alpha_up",
-            Action::AlphaDown => "alpha_down",
-            Action::AlphaUpCoarse => "alpha_up_coarse",
-            Action::AlphaDownCoarse => "alpha_down_coarse",
-            Action::NextColumn => "next_column",
-            Action::PrevColumn => "prev_column",
-            Action::AddColumn => "add_column",
-            Action::RemoveColumn => "remove_column",
-            Action::EditPrompt => "edit_prompt",
-            Action::Regenerate => "regenerate",
-            Action::Resample => "resample",
-            Action::Save => "save",
-            Action::Help => "help",
-            Action::Meters => "meters",
-            Action::Curve => "curve",
-        }
+        self.binding().name
     }
 
-    pub fn describe(self) -> &'static str {
-        match self {
-            Action::Quit => "quit",
-            Action::AlphaUp => "α + 0.05 (focused column)",
-            Action::AlphaDown => "α − 0.05",
-            Action::AlphaUpCoarse => "α + 0.25",
-            Action::AlphaDownCoarse => "α − 0.25",
-            Action::NextColumn => "focus the next column",
-            Action::PrevColumn => "focus the previous column",
-            Action::AddColumn => "add a column",
-            Action::RemoveColumn => "remove the focused column",
-            Action::EditPrompt => "edit the prompt (Enter runs, Alt+Enter new line, Esc leaves)",
-            Action::Regenerate => "regenerate every column",
-            Action::Resample => "resample every column with a new seed",
-            Action::Save => "save the session as Markdown and JSON",
-            Action::Help => "show or hide this help",
-            Action::Meters => "show or hide the status details",
-            Action::Curve => "sentiment-vs-α curve from a quick background sweep",
-        }
+    /// The help text, with the steps the app really uses.
+    pub fn describe(self) -> String {
+        use super::{COARSE_STEP, FINE_STEP, PAGE_LINES};
+        self.binding()
+            .help
+            .replace("{fine}", &FINE_STEP.to_string())
+            .replace("{coarse}", &COARSE_STEP.to_string())
+            .replace("{page}", &PAGE_LINES.to_string())
     }
 
     fn defaults(self) -> &'static [&'static str] {
-        match self {
-            Action::Quit => &["q", "ctrl+c"],
-            Action::AlphaUp => &["Right"],
-            Action::AlphaDown => &["Left"],
-            Action::AlphaUpCoarse => &["shift+Right"],
-            Action::AlphaDownCoarse => &["shift+Left"],
-            Action::NextColumn => &["Tab"],
-            Action::PrevColumn => &["shift+Tab", "BackTab"],
-            Action::AddColumn => &["a"],
-            Action::RemoveColumn => &["x"],
-            Action::EditPrompt => &["e", "p"],
-            Action::Regenerate => &["Enter"],
-            Action::Resample => &["r"],
-            Action::Save => &["s"],
-            Action::Help => &["?", "F1"],
-            Action::Meters => &["m"],
-            Action::Curve => &["g"],
-        }
+        self.binding().keys
     }
 }
 
@@ -229,7 +307,7 @@ pub struct Keymap {
 impl Default for Keymap {
     fn default() -> Self {
         let mut bindings = HashMap::new();
-        for a in Action::ALL {
+        for a in Action::all() {
             for k in a.defaults() {
                 bindings.insert(Key::parse(k).expect("default key"), a);
             }
@@ -243,7 +321,7 @@ impl Keymap {
         self.bindings.get(&Key::from_event(e)).copied()
     }
 
-    /// The keys of `a`, for the help screen.
+    /// The keys of `a`, for the help screen; all ten digits read as "0-9".
     pub fn keys_of(&self, a: Action) -> Vec<String> {
         let mut v: Vec<String> = self
             .bindings
@@ -253,6 +331,11 @@ impl Keymap {
             .collect();
         v.sort();
         v.dedup();
+        let digits: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+        if digits.iter().all(|d| v.contains(d)) {
+            v.retain(|k| !digits.contains(k));
+            v.insert(0, "0-9".to_string());
+        }
         v
     }
 
@@ -268,8 +351,8 @@ impl Keymap {
             .with_context(|| format!("{}: malformed key configuration", origin.display()))?;
         let mut map = Self::default();
         for (name, keys) in file.keys {
-            let Some(action) = Action::ALL.iter().copied().find(|a| a.name() == name) else {
-                let names: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
+            let Some(action) = Action::all().find(|a| a.name() == name) else {
+                let names: Vec<&str> = Action::all().map(|a| a.name()).collect();
                 bail!(
                     "{}: unknown action {name:?} (actions: {})",
                     origin.display(),
@@ -335,6 +418,24 @@ mod tests {
             k.action(&ev(KeyCode::BackTab, KeyModifiers::SHIFT)),
             Some(Action::PrevColumn)
         );
+    }
+
+    #[test]
+    fn every_action_has_one_row_and_digits_and_pages_go_through_the_map() {
+        for a in Action::all() {
+            assert_eq!(BINDINGS.iter().filter(|b| b.action == a).count(), 1);
+        }
+        let k = Keymap::default();
+        assert_eq!(
+            k.action(&ev(KeyCode::Char('7'), KeyModifiers::NONE)),
+            Some(Action::TypeAlpha)
+        );
+        assert_eq!(
+            k.action(&ev(KeyCode::PageUp, KeyModifiers::NONE)),
+            Some(Action::ScrollUp)
+        );
+        assert!(Action::AlphaUp.describe().contains("0.05"));
+        assert!(Action::AlphaUpCoarse.describe().contains("0.25"));
     }
 
     #[test]

@@ -5,17 +5,18 @@
 pub mod editor;
 pub mod keymap;
 
-use crate::engine::worker::{CurveJob, EngineEvent, Job};
-use crate::engine::{GenerationParams, PairInfo, StopReason};
-use crossterm::event::{
-    KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
-};
+use crate::engine::{Alpha, GenerationParams, PairInfo, StopReason};
+use crate::session::{ColumnId, CurveJob, EngineEvent, Job, JobId};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use editor::Editor;
 use keymap::{Action, Keymap};
-use ratatui::layout::Rect;
 use serde::Serialize;
 
+/// The α steps of the arrow keys, plain and with Shift.
 pub const FINE_STEP: f64 = 0.05;
+pub const COARSE_STEP: f64 = 0.25;
+/// Lines PageUp / PageDown scroll the focused column by.
+pub const PAGE_LINES: i32 = 5;
 /// The quick sweep behind the curve panel: points across the slider's range, samples each.
 pub const CURVE_POINTS: usize = 9;
 pub const CURVE_SAMPLES: usize = 6;
@@ -24,26 +25,46 @@ pub const CURVE_SAMPLES: usize = 6;
 pub struct Curve {
     pub id: u64,
     /// (α, mean VADER compound), in the order they arrived.
-    pub points: Vec<(f64, f64)>,
+    pub points: Vec<(Alpha, f64)>,
     pub expected: usize,
 }
-pub const COARSE_STEP: f64 = 0.25;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
     Key(KeyEvent),
-    Mouse(MouseEvent),
+    /// Mouse input, already mapped by the runtime onto what was drawn.
+    Pointer(Pointer),
     Paste(String),
     Resize(u16, u16),
     Engine(EngineEvent),
     Saved(Result<String, String>),
 }
 
+/// What a mouse event means on the screen as drawn (see `ui::pointer`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pointer {
+    /// A press or drag on the slider, at this α.
+    Slider(Alpha),
+    /// A press on the prompt.
+    Prompt,
+    /// A press on the column at this position.
+    Column(usize),
+    /// The wheel: lines up (positive) or down.
+    Scroll(i32),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    Submit(Job),
+    /// Run `job` for `column`, replacing whatever the column had queued or running.
+    Submit {
+        column: ColumnId,
+        job: Job,
+    },
     Curve(CurveJob),
-    Forget { column: usize, id: u64 },
+    /// The column is gone: cancel its work. No other column is affected.
+    Remove {
+        column: ColumnId,
+    },
     Save(Session),
     Quit,
 }
@@ -67,10 +88,12 @@ pub enum ColumnState {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
-    pub alpha: f64,
+    pub id: ColumnId,
+    pub alpha: Alpha,
     pub text: String,
     pub state: ColumnState,
-    pub job: u64,
+    /// The latest job submitted for this column; events of any other are stale.
+    pub job: Option<JobId>,
     pub tokens: usize,
     pub tokens_per_s: Option<f64>,
     pub blend_ms: Option<f64>,
@@ -81,12 +104,13 @@ pub struct Column {
 }
 
 impl Column {
-    fn new(alpha: f64) -> Self {
+    fn new(id: ColumnId, alpha: Alpha) -> Self {
         Self {
+            id,
             alpha,
             text: String::new(),
             state: ColumnState::Idle,
-            job: 0,
+            job: None,
             tokens: 0,
             tokens_per_s: None,
             blend_ms: None,
@@ -115,7 +139,7 @@ pub struct Session {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionColumn {
-    pub alpha: f64,
+    pub alpha: Alpha,
     pub text: String,
     pub tokens: usize,
     pub complete: bool,
@@ -144,10 +168,10 @@ pub struct App {
     pub notice: Option<String>,
     pub last_blend_ms: Option<f64>,
     pub last_tokens_per_s: Option<f64>,
-    /// The terminal's size, for mapping mouse positions onto the layout.
+    /// The terminal's size (the layout is computed from it).
     pub size: (u16, u16),
     next_job: u64,
-    drag: bool,
+    next_column: u64,
 }
 
 impl App {
@@ -155,17 +179,23 @@ impl App {
         a: String,
         b: String,
         prompt: &str,
-        alphas: &[f64],
+        alphas: &[Alpha],
         params: GenerationParams,
         keymap: Keymap,
     ) -> Self {
+        let columns: Vec<Column> = alphas
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| Column::new(ColumnId(i as u64), a))
+            .collect();
         Self {
             a,
             b,
             pair: PairState::Loading,
             prompt: Editor::new(prompt),
             mode: Mode::Normal,
-            columns: alphas.iter().map(|&a| Column::new(a)).collect(),
+            next_column: columns.len() as u64,
+            columns,
             focused: 0,
             range: (-1.0, 2.0),
             params,
@@ -181,7 +211,6 @@ impl App {
             last_tokens_per_s: None,
             size: (80, 24),
             next_job: 0,
-            drag: false,
         }
     }
 
@@ -193,7 +222,7 @@ impl App {
         match msg {
             Msg::Key(k) if k.kind != KeyEventKind::Release => self.on_key(k),
             Msg::Key(_) => vec![],
-            Msg::Mouse(m) => self.on_mouse(m),
+            Msg::Pointer(p) => self.on_pointer(p),
             Msg::Paste(text) => {
                 if self.mode == Mode::EditPrompt {
                     self.prompt.insert_str(&text);
@@ -229,26 +258,13 @@ impl App {
                     self.show_help = false;
                     return vec![];
                 }
-                if let KeyCode::Char(c) = k.code {
-                    if (c.is_ascii_digit() || c == '-' || c == '.')
-                        && k.modifiers.difference(KeyModifiers::SHIFT).is_empty()
-                    {
-                        self.mode = Mode::EnterAlpha(c.to_string());
-                        return vec![];
-                    }
-                }
-                match k.code {
-                    KeyCode::PageUp => {
-                        self.scroll_focused(5);
-                        return vec![];
-                    }
-                    KeyCode::PageDown => {
-                        self.scroll_focused(-5);
-                        return vec![];
-                    }
-                    _ => {}
-                }
                 match self.keymap.action(&k) {
+                    Some(Action::TypeAlpha) => {
+                        if let KeyCode::Char(c) = k.code {
+                            self.mode = Mode::EnterAlpha(c.to_string());
+                        }
+                        vec![]
+                    }
                     Some(a) => self.on_action(a),
                     None => vec![],
                 }
@@ -271,14 +287,25 @@ impl App {
                 self.focused = (self.focused + self.columns.len() - 1) % self.columns.len();
                 vec![]
             }
+            Action::ScrollUp => {
+                self.scroll_focused(PAGE_LINES);
+                vec![]
+            }
+            Action::ScrollDown => {
+                self.scroll_focused(-PAGE_LINES);
+                vec![]
+            }
+            Action::TypeAlpha => vec![],
             Action::AddColumn => {
-                let alpha = self
+                let highest = self
                     .columns
                     .iter()
-                    .map(|c| c.alpha)
-                    .fold(f64::MIN, f64::max)
-                    + 0.5;
-                self.columns.push(Column::new(round(alpha)));
+                    .map(|c| c.alpha.value())
+                    .fold(f64::MIN, f64::max);
+                let id = ColumnId(self.next_column);
+                self.next_column += 1;
+                self.columns
+                    .push(Column::new(id, Alpha::saturating(highest + 0.5)));
                 self.focused = self.columns.len() - 1;
                 self.submit(self.focused, true)
             }
@@ -287,20 +314,10 @@ impl App {
                     self.notice = Some("the last column stays".to_string());
                     return vec![];
                 }
-                // Columns after the removed one shift left: forget the last index and
-                // resubmit the shifted ones under their new indices.
-                let at = self.focused;
-                self.columns.remove(at);
-                self.focused = at.min(self.columns.len() - 1);
-                let gone = self.columns.len();
-                let mut effects = vec![Effect::Forget {
-                    column: gone,
-                    id: self.fresh_id(),
-                }];
-                for i in at..self.columns.len() {
-                    effects.extend(self.submit(i, i == self.focused));
-                }
-                effects
+                // Only the removed column's work stops; the others keep their generations.
+                let gone = self.columns.remove(self.focused);
+                self.focused = self.focused.min(self.columns.len() - 1);
+                vec![Effect::Remove { column: gone.id }]
             }
             Action::EditPrompt => {
                 self.mode = Mode::EditPrompt;
@@ -329,8 +346,10 @@ impl App {
                 // A fresh quick sweep each time the panel opens: the prompt may have changed.
                 let id = self.fresh_id();
                 let (lo, hi) = self.range;
-                let alphas: Vec<f64> = (0..CURVE_POINTS)
-                    .map(|i| round(lo + (hi - lo) * i as f64 / (CURVE_POINTS - 1) as f64))
+                let alphas: Vec<Alpha> = (0..CURVE_POINTS)
+                    .map(|i| {
+                        Alpha::saturating(lo + (hi - lo) * i as f64 / (CURVE_POINTS - 1) as f64)
+                    })
                     .collect();
                 self.curve = Curve {
                     id,
@@ -394,7 +413,7 @@ impl App {
             }
             KeyCode::Enter => {
                 self.mode = Mode::Normal;
-                match crate::cli::parse_alpha(&buf, "α") {
+                match buf.parse::<Alpha>() {
                     Ok(a) => return self.set_alpha(a),
                     Err(e) => self.last_error = Some(e.to_string()),
                 }
@@ -410,53 +429,23 @@ impl App {
         vec![]
     }
 
-    fn on_mouse(&mut self, m: MouseEvent) -> Vec<Effect> {
-        let areas = crate::ui::layout(Rect::new(0, 0, self.size.0, self.size.1), self);
-        let inside = |r: Rect| {
-            m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height
-        };
-        match m.kind {
-            MouseEventKind::Down(MouseButton::Left) | MouseEventKind::Drag(MouseButton::Left) => {
-                if let Some(track) = areas.slider_track {
-                    let dragging = matches!(m.kind, MouseEventKind::Drag(_)) && self.drag;
-                    if inside(track) || dragging {
-                        self.drag = true;
-                        let x = m
-                            .column
-                            .clamp(track.x, track.x + track.width.saturating_sub(1));
-                        let alpha =
-                            crate::ui::slider::alpha_at(self.range, track.width, x - track.x);
-                        return self.set_alpha(round(alpha));
-                    }
-                }
-                if matches!(m.kind, MouseEventKind::Down(_)) {
-                    if let Some(r) = areas.prompt {
-                        if inside(r) {
-                            self.mode = Mode::EditPrompt;
-                            return vec![];
-                        }
-                    }
-                    for (i, r) in &areas.columns {
-                        if inside(*r) {
-                            self.focused = *i;
-                        }
-                    }
+    fn on_pointer(&mut self, p: Pointer) -> Vec<Effect> {
+        match p {
+            Pointer::Slider(alpha) => self.set_alpha(alpha),
+            Pointer::Prompt => {
+                self.mode = Mode::EditPrompt;
+                vec![]
+            }
+            Pointer::Column(i) => {
+                if i < self.columns.len() {
+                    self.focused = i;
                 }
                 vec![]
             }
-            MouseEventKind::Up(_) => {
-                self.drag = false;
+            Pointer::Scroll(lines) => {
+                self.scroll_focused(lines);
                 vec![]
             }
-            MouseEventKind::ScrollUp => {
-                self.scroll_focused(1);
-                vec![]
-            }
-            MouseEventKind::ScrollDown => {
-                self.scroll_focused(-1);
-                vec![]
-            }
-            _ => vec![],
         }
     }
 
@@ -475,10 +464,10 @@ impl App {
             }
             EngineEvent::Started {
                 column,
-                id,
+                job,
                 blend_ms,
             } => {
-                if let Some(c) = self.current(column, id) {
+                if let Some(c) = self.current(column, job) {
                     c.state = ColumnState::Generating;
                     c.blend_ms = blend_ms;
                     let alpha = c.alpha;
@@ -492,8 +481,8 @@ impl App {
                 }
                 vec![]
             }
-            EngineEvent::Text { column, id, piece } => {
-                if let Some(c) = self.current(column, id) {
+            EngineEvent::Text { column, job, piece } => {
+                if let Some(c) = self.current(column, job) {
                     c.text.push_str(&sanitize(&piece));
                     c.tokens += 1;
                 }
@@ -501,12 +490,12 @@ impl App {
             }
             EngineEvent::Done {
                 column,
-                id,
+                job,
                 tokens,
                 tokens_per_s,
                 stop,
             } => {
-                if let Some(c) = self.current(column, id) {
+                if let Some(c) = self.current(column, job) {
                     c.state = ColumnState::Done(stop);
                     c.tokens = tokens;
                     c.tokens_per_s = Some(tokens_per_s);
@@ -523,11 +512,11 @@ impl App {
             }
             EngineEvent::Scored {
                 column,
-                id,
+                job,
                 vader,
                 perplexity,
             } => {
-                if let Some(c) = self.current(column, id) {
+                if let Some(c) = self.current(column, job) {
                     c.meters = Some((vader, perplexity));
                 }
                 vec![]
@@ -538,8 +527,8 @@ impl App {
                 }
                 vec![]
             }
-            EngineEvent::Failed { column, id, error } => {
-                if let Some(c) = self.current(column, id) {
+            EngineEvent::Failed { column, job, error } => {
+                if let Some(c) = self.current(column, job) {
                     c.state = ColumnState::Failed(error.clone());
                     self.last_error = Some(error);
                 }
@@ -548,9 +537,13 @@ impl App {
         }
     }
 
-    /// The column if `id` is its current job (events of superseded jobs are dropped).
-    fn current(&mut self, column: usize, id: u64) -> Option<&mut Column> {
-        self.columns.get_mut(column).filter(|c| c.job == id)
+    /// The column if `job` is its current job. The one place stale events are dropped: those
+    /// of superseded jobs, and of removed columns.
+    fn current(&mut self, column: ColumnId, job: JobId) -> Option<&mut Column> {
+        self.columns
+            .iter_mut()
+            .find(|c| c.id == column)
+            .filter(|c| c.job == Some(job))
     }
 
     fn scroll_focused(&mut self, lines: i32) {
@@ -560,13 +553,12 @@ impl App {
     }
 
     fn nudge(&mut self, step: f64) -> Vec<Effect> {
-        let a = self.columns[self.focused].alpha + step;
-        self.set_alpha(round(a))
+        let a = self.columns[self.focused].alpha.value() + step;
+        self.set_alpha(Alpha::saturating(a))
     }
 
     /// Set the focused column's α and regenerate it.
-    pub fn set_alpha(&mut self, alpha: f64) -> Vec<Effect> {
-        let alpha = alpha.clamp(-crate::cli::MAX_ABS_ALPHA, crate::cli::MAX_ABS_ALPHA);
+    pub fn set_alpha(&mut self, alpha: Alpha) -> Vec<Effect> {
         let c = &mut self.columns[self.focused];
         if c.alpha == alpha && matches!(c.state, ColumnState::Queued | ColumnState::Generating) {
             return vec![];
@@ -584,23 +576,25 @@ impl App {
         if !self.ready() {
             return vec![];
         }
-        let id = self.fresh_id();
+        let id = JobId(self.fresh_id());
         let c = &mut self.columns[column];
-        c.job = id;
+        c.job = Some(id);
         c.text.clear();
         c.tokens = 0;
         c.tokens_per_s = None;
         c.meters = None;
         c.scroll = 0;
         c.state = ColumnState::Queued;
-        vec![Effect::Submit(Job {
-            column,
-            id,
-            alpha: c.alpha,
-            prompt: self.prompt.text(),
-            params: self.params,
-            urgent,
-        })]
+        vec![Effect::Submit {
+            column: c.id,
+            job: Job {
+                id,
+                alpha: c.alpha,
+                prompt: self.prompt.text(),
+                params: self.params,
+                urgent,
+            },
+        }]
     }
 
     /// Regenerate every column, the focused one first.
@@ -634,17 +628,13 @@ impl App {
     }
 }
 
-/// α on a 0.01 grid, so repeated steps do not accumulate binary noise (0.1 + 0.2 …).
-fn round(a: f64) -> f64 {
-    (a * 100.0).round() / 100.0
-}
-
-pub fn fmt_alpha(a: f64) -> String {
-    let s = format!("{a:.2}");
-    if s == "-0.00" {
-        "0.00".to_string()
+/// α for the screen: two decimals, three when it has them (a typed 0.333).
+pub fn fmt_alpha(a: Alpha) -> String {
+    let a = a.value();
+    if ((a * 100.0).round() - a * 100.0).abs() > 1e-9 {
+        format!("{a:.3}")
     } else {
-        s
+        format!("{a:.2}")
     }
 }
 

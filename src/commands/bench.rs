@@ -4,7 +4,7 @@
 use crate::cli::BenchBlendArgs;
 use crate::engine::blend::{blend_tensor, copy_tensor};
 use crate::engine::weights::Buffer;
-use crate::engine::{dtype_name, Engine};
+use crate::engine::{dtype_name, Alpha, Engine};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
@@ -121,8 +121,8 @@ fn median(v: &mut [Duration]) -> Duration {
 /// a steady rate while the columns generate, and report how long each took to reach a frame.
 pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
     use crate::app::{keymap::Keymap, App};
-    use crate::engine::worker::EngineHandle;
     use crate::engine::{GenerationParams, SamplingParams};
+    use crate::session::{EngineEvent, Session};
     use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
     let (a, b) = args.pair.endpoints();
     let opts = args.pair.load.options()?;
@@ -133,8 +133,8 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
     let (latencies, frames_ok) = rt.block_on(async move {
         let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
         let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
-        let engine = EngineHandle::spawn(a.clone(), b.clone(), opts, move |e| {
-            if matches!(e, crate::engine::worker::EngineEvent::Loaded(_)) {
+        let session = Session::spawn(a.clone(), b.clone(), opts, move |e| {
+            if matches!(e, EngineEvent::Loaded(_)) {
                 let _ = loaded_tx.send(());
             }
             let _ = etx.send(e);
@@ -147,7 +147,7 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
             a,
             b,
             "The food at this place",
-            &[0.0, 0.5, 1.0],
+            &[Alpha::A, Alpha::new(0.5)?, Alpha::B],
             params,
             Keymap::default(),
         );
@@ -164,20 +164,17 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
                 } else {
                     KeyCode::Left
                 };
-                if itx
-                    .send(Ok(Event::Key(KeyEvent::new(code, KeyModifiers::NONE))))
-                    .is_err()
-                {
+                let key = Event::Key(KeyEvent::new(code, KeyModifiers::NONE));
+                if itx.send((std::time::Instant::now(), Ok(key))).is_err() {
                     return;
                 }
             }
             std::thread::sleep(interval);
-            let _ = itx.send(Ok(Event::Key(KeyEvent::new(
-                KeyCode::Char('q'),
-                KeyModifiers::NONE,
-            ))));
+            let quit = Event::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE));
+            let _ = itx.send((std::time::Instant::now(), Ok(quit)));
         });
-        let lat = crate::tui::event_loop(&mut terminal, &mut app, irx, erx, &engine).await?;
+        let mut columns = crate::tui::SessionColumns::new(&session);
+        let lat = crate::tui::event_loop(&mut terminal, &mut app, irx, erx, &mut columns).await?;
         let ok = app.ready();
         anyhow::Ok((lat, ok))
     })?;
@@ -242,19 +239,19 @@ impl GenBench {
     }
 
     /// Every α in one batch.
-    fn batch(&self, alphas: &[f64]) -> Result<Vec<crate::engine::Generation>> {
+    fn batch(&self, alphas: &[Alpha]) -> Result<Vec<crate::engine::Generation>> {
         let g = crate::engine::Generator {
             eos: &[],
             ..self.engine.pair_generator()
         };
         let mix = self.engine.mix(alphas)?;
-        g.run_rows(
+        Ok(g.run_rows(
             &self.prompt,
             Some(&mix),
             &self.params,
             &|_| false,
             &mut |_, _| {},
-        )
+        )?)
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -289,12 +286,12 @@ fn ms(d: Duration) -> f64 {
 pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
     let mut bench = GenBench::load(&args.model)?;
     let iters = args.model.iters.max(1);
-    bench.engine.set_alpha(0.5)?;
+    bench.engine.set_alpha(Alpha::new(0.5)?)?;
     bench.one()?; // warm-up: page faults, allocator pools
     let (mut blend, mut ttft, mut rate) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..iters {
         let alpha = if i % 2 == 0 { 0.3 } else { 0.7 };
-        let t = bench.engine.set_alpha(alpha)?;
+        let t = bench.engine.set_alpha(Alpha::new(alpha)?)?;
         let g = bench.one()?;
         blend.push(t);
         ttft.push(t + g.first_token);
@@ -351,17 +348,17 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
 pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
     let mut bench = GenBench::load(&args.model)?;
     let k = args.k.max(1);
-    let alphas: Vec<f64> = (0..k)
+    let alphas: Vec<Alpha> = (0..k)
         .map(|i| {
-            if k == 1 {
+            Alpha::saturating(if k == 1 {
                 0.5
             } else {
                 i as f64 / (k - 1) as f64
-            }
+            })
         })
         .collect();
     let iters = args.model.iters.max(1);
-    bench.engine.set_alpha(0.5)?;
+    bench.engine.set_alpha(Alpha::new(0.5)?)?;
     bench.one()?;
     bench.batch(&alphas)?;
     let (mut one, mut seq, mut batch) = (Vec::new(), Vec::new(), Vec::new());

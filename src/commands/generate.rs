@@ -1,6 +1,6 @@
 //! `lerpscope generate`: one continuation per α, streamed, or as JSON lines.
 
-use crate::cli::{parse_alphas, GenerateArgs};
+use crate::cli::{parse_alphas, GenerateArgs, INTERACTIVE};
 use crate::engine::Engine;
 use anyhow::Result;
 use serde_json::json;
@@ -9,9 +9,10 @@ use std::sync::atomic::AtomicBool;
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let alphas = parse_alphas(&args.alphas, "--alphas")?;
-    let params = args.sampling.params()?;
+    let params = args.sampling.params(INTERACTIVE)?;
     let opts = args.pair.load.options()?;
-    let mut engine = Engine::load(&args.pair.a, &args.pair.b, &opts)?;
+    let (a, b) = args.pair.endpoints();
+    let mut engine = Engine::load(&a, &b, &opts)?;
     let never = AtomicBool::new(false);
     let stdout = std::io::stdout();
     for alpha in alphas {

@@ -9,10 +9,10 @@ mod tui;
 use crate::cli::{BenchCommand, Cli, Command};
 use anyhow::Result;
 
-/// Headless commands run on a thread of rayon's pool (see [`crate::on_pool`]); the UI keeps
+/// Headless commands run on a thread of rayon's pool (see [`crate::engine::on_pool`]); the UI keeps
 /// the main thread and runs its engine on the pool from the engine thread.
 pub fn run(cli: Cli) -> Result<()> {
-    use crate::on_pool;
+    use crate::engine::on_pool;
     match cli.command {
         Some(Command::Generate(args)) => on_pool(|| generate::run(args)),
         Some(Command::Bench(BenchCommand::Blend(args))) => on_pool(|| bench::blend(args)),
@@ -25,6 +25,6 @@ pub fn run(cli: Cli) -> Result<()> {
             on_pool(|| crate::train::run(&args.corpus, &args.out, &args.recipe()))
         }
         Some(Command::Tui(args)) => tui::run(args),
-        None => tui::run(crate::cli::TuiArgs::defaults()),
+        None => tui::run(cli.tui),
     }
 }

@@ -1,7 +1,7 @@
 //! `lerpscope perplexity`: how fluent θ(α) finds a text, for each α.
 
 use crate::cli::{parse_alphas, PerplexityArgs};
-use crate::engine::Engine;
+use crate::engine::{perplexity, Engine};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
@@ -9,7 +9,8 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let alphas = parse_alphas(&args.alphas, "--alphas")?;
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("--file {}: cannot read", args.file.display()))?;
-    let mut engine = Engine::load(&args.pair.a, &args.pair.b, &args.pair.load.options()?)?;
+    let (a, b) = args.pair.endpoints();
+    let mut engine = Engine::load(&a, &b, &args.pair.load.options()?)?;
     let ids = engine.encode(&text)?;
     if ids.len() < 2 {
         bail!("--file {}: too short to score", args.file.display());
@@ -17,7 +18,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     for alpha in alphas {
         engine.set_alpha(alpha)?;
         let (nll, n) = engine.generator().nll(&ids)?;
-        let ppl = (nll / n as f64).exp();
+        let ppl = perplexity(nll, n);
         if args.json {
             println!(
                 "{}",

@@ -1,15 +1,15 @@
 //! `lerpscope sweep`.
 
-use crate::cli::SweepArgs;
-use crate::engine::{Engine, GenerationParams, SamplingParams};
-use crate::eval::sweep::{parse_alpha_spec, Sweep, SweepConfig};
+use crate::cli::{parse_alpha_spec, SweepArgs, SWEEP};
+use crate::engine::Engine;
+use crate::eval::sweep::{Sweep, SweepConfig};
 use anyhow::{bail, Context, Result};
 
 /// The neutral prompts shipped with lerpscope.
 pub const BUILTIN_PROMPTS: &str = include_str!("../../assets/prompts.txt");
 
 pub fn run(args: SweepArgs) -> Result<()> {
-    let alphas = parse_alpha_spec(&args.alphas)?;
+    let alphas = parse_alpha_spec(&args.alphas, "--alphas")?;
     let text = if args.prompts == "builtin" {
         BUILTIN_PROMPTS.to_string()
     } else {
@@ -28,28 +28,18 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if prompts.is_empty() {
         bail!("--prompts {}: no prompts", args.prompts);
     }
-    let sampling = SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repeat_penalty: args.repeat_penalty,
-        seed: args.seed,
-    };
-    sampling.validate()?;
+    let (a, b) = args.pair.endpoints();
     let config = SweepConfig {
-        a: args.pair.a.clone(),
-        b: args.pair.b.clone(),
+        a: a.clone(),
+        b: b.clone(),
         alphas,
         prompts,
         samples: args.samples,
-        params: GenerationParams {
-            max_tokens: args.max_tokens,
-            sampling,
-        },
+        params: args.sampling.params(SWEEP)?,
         ppl_ref: args.ppl_ref.parse()?,
         classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
     };
-    let mut engine = Engine::load(&args.pair.a, &args.pair.b, &args.pair.load.options()?)?;
+    let mut engine = Engine::load(&a, &b, &args.pair.load.options()?)?;
     let t = std::time::Instant::now();
     let sweep = Sweep {
         config,

@@ -1,6 +1,6 @@
 //! `lerpscope` / `lerpscope tui`: the terminal UI.
 
-use crate::cli::{parse_alphas, parse_range, TuiArgs};
+use crate::cli::{parse_alphas, parse_range, TuiArgs, INTERACTIVE};
 use crate::tui::TuiConfig;
 use anyhow::Result;
 
@@ -11,7 +11,7 @@ pub fn run(args: TuiArgs) -> Result<()> {
         b,
         alphas: parse_alphas(&args.alphas, "--alphas")?,
         prompt: args.prompt,
-        params: args.sampling.params()?,
+        params: args.sampling.params(INTERACTIVE)?,
         load: args.pair.load.options()?,
         range: parse_range(&args.range)?,
         columns: args.columns,

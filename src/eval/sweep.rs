@@ -3,9 +3,10 @@
 //! intervals, plotted. Results are appended to samples.jsonl as they are made, so an
 //! interrupted sweep rerun with the same --out resumes where it stopped.
 
+use super::grid::SampleGrid;
 use super::stats::{estimate, Estimate};
 use super::{distinct_n, Scorer, Vader};
-use crate::engine::{Engine, GenerationParams, Standalone};
+use crate::engine::{perplexity, Alpha, Engine, GenerationParams, Standalone};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -42,7 +43,7 @@ impl std::str::FromStr for PplRef {
 pub struct SweepConfig {
     pub a: String,
     pub b: String,
-    pub alphas: Vec<f64>,
+    pub alphas: Vec<Alpha>,
     pub prompts: Vec<String>,
     pub samples: usize,
     pub params: GenerationParams,
@@ -54,7 +55,7 @@ pub struct SweepConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleRecord {
-    pub alpha: f64,
+    pub alpha: Alpha,
     pub prompt_index: usize,
     pub sample: usize,
     pub seed: u64,
@@ -70,7 +71,7 @@ pub struct SampleRecord {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AlphaSummary {
-    pub alpha: f64,
+    pub alpha: Alpha,
     pub vader: Estimate,
     pub perplexity: Estimate,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,32 +79,6 @@ pub struct AlphaSummary {
     pub distinct_1: f64,
     pub distinct_2: f64,
     pub distinct_3: f64,
-}
-
-/// The seed of one (prompt, sample): the same at every α.
-pub fn sample_seed(base: u64, prompt_index: usize, sample: usize) -> u64 {
-    base.wrapping_add((prompt_index as u64) << 32)
-        .wrapping_add(sample as u64)
-}
-
-/// Parse `START:STOP:STEP` (inclusive) or a comma-separated list.
-pub fn parse_alpha_spec(spec: &str) -> Result<Vec<f64>> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    if parts.len() == 3 {
-        let p = |s: &str| crate::cli::parse_alpha(s, "--alphas");
-        let (start, stop, step) = (p(parts[0])?, p(parts[1])?, p(parts[2])?);
-        if step <= 0.0 || stop < start {
-            bail!("--alphas {spec}: expected START:STOP:STEP with STOP ≥ START and STEP > 0");
-        }
-        let n = ((stop - start) / step + 1e-9).floor() as usize;
-        if n > 1000 {
-            bail!("--alphas {spec}: {n} alphas is too many");
-        }
-        return Ok((0..=n)
-            .map(|i| ((start + i as f64 * step) * 1e6).round() / 1e6)
-            .collect());
-    }
-    crate::cli::parse_alphas(spec, "--alphas")
 }
 
 /// Read the finished records of an earlier run; a torn last line (the run was killed while
@@ -159,7 +134,7 @@ impl Sweep {
         let mut records = read_records(&samples_path)?;
         let done: HashSet<(u64, usize, usize)> = records
             .iter()
-            .map(|r| (r.alpha.to_bits(), r.prompt_index, r.sample))
+            .map(|r| (r.alpha.value().to_bits(), r.prompt_index, r.sample))
             .collect();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -167,7 +142,13 @@ impl Sweep {
             .open(&samples_path)
             .with_context(|| format!("{}: cannot open", samples_path.display()))?;
         let c = &self.config;
-        let total = (c.alphas.len() * c.prompts.len() * c.samples) as u64;
+        let grid = SampleGrid {
+            alphas: c.alphas.clone(),
+            prompts: c.prompts.clone(),
+            samples: c.samples,
+            params: c.params,
+        };
+        let total = grid.len() as u64;
         let bar = if self.progress {
             indicatif::ProgressBar::new(total)
         } else {
@@ -193,34 +174,30 @@ impl Sweep {
             Some((src, label)) => Some(super::classifier::Classifier::load(src, label)?),
             None => None,
         };
-        let never = std::sync::atomic::AtomicBool::new(false);
-        for &alpha in &c.alphas {
+        let cells: Vec<_> = grid.cells().collect();
+        for of_alpha in cells.chunk_by(|x, y| x.alpha_index == y.alpha_index) {
+            let alpha = grid.alpha(of_alpha[0]);
             bar.set_message(format!("α = {alpha}"));
             // Generate this α's missing samples, then score them (possibly at another α).
-            engine.set_alpha(alpha)?;
             let mut fresh = Vec::new();
-            for (pi, prompt) in c.prompts.iter().enumerate() {
-                for s in 0..c.samples {
-                    if done.contains(&(alpha.to_bits(), pi, s)) {
-                        continue;
-                    }
-                    let mut params = c.params;
-                    params.sampling.seed = sample_seed(c.params.sampling.seed, pi, s);
-                    let g = engine.generate(prompt, &params, &never, &mut |_| {})?;
-                    fresh.push((pi, s, params.sampling.seed, g));
-                    bar.inc(1);
+            for &cell in of_alpha {
+                if done.contains(&(alpha.value().to_bits(), cell.prompt_index, cell.sample)) {
+                    continue;
                 }
+                let g = grid.generate(engine, cell)?;
+                fresh.push((cell, g));
+                bar.inc(1);
             }
             if fresh.is_empty() {
                 continue;
             }
             match c.ppl_ref {
-                PplRef::A => engine.set_alpha(0.0).map(drop)?,
-                PplRef::B => engine.set_alpha(1.0).map(drop)?,
+                PplRef::A => engine.set_alpha(Alpha::A).map(drop)?,
+                PplRef::B => engine.set_alpha(Alpha::B).map(drop)?,
                 _ => {}
             }
-            for (pi, s, seed, g) in fresh {
-                let prompt = &c.prompts[pi];
+            for (cell, g) in fresh {
+                let prompt = &c.prompts[cell.prompt_index];
                 let prompt_ids = engine.encode(prompt)?;
                 let generator = match &reference {
                     Some(r) => r.generator(),
@@ -229,20 +206,16 @@ impl Sweep {
                 let (nll, n) = generator.continuation_nll(&prompt_ids, &g.token_ids)?;
                 let r = SampleRecord {
                     alpha,
-                    prompt_index: pi,
-                    sample: s,
-                    seed,
+                    prompt_index: cell.prompt_index,
+                    sample: cell.sample,
+                    seed: grid.params(cell).sampling.seed,
                     prompt: prompt.clone(),
                     vader: vader.score(&g.text)?,
                     classifier: match &classifier {
                         Some(k) => Some(k.score(&g.text)?),
                         None => None,
                     },
-                    perplexity: if n > 0 {
-                        (nll / n as f64).exp()
-                    } else {
-                        f64::NAN
-                    },
+                    perplexity: perplexity(nll, n),
                     text: g.text,
                     tokens: g.token_ids.len(),
                 };
@@ -258,15 +231,20 @@ impl Sweep {
     }
 }
 
-pub fn summarise(alphas: &[f64], records: &[SampleRecord]) -> Vec<AlphaSummary> {
+pub fn summarise(alphas: &[Alpha], records: &[SampleRecord]) -> Vec<AlphaSummary> {
     let mut by_alpha: BTreeMap<u64, Vec<&SampleRecord>> = BTreeMap::new();
     for r in records {
-        by_alpha.entry(r.alpha.to_bits()).or_default().push(r);
+        by_alpha
+            .entry(r.alpha.value().to_bits())
+            .or_default()
+            .push(r);
     }
     alphas
         .iter()
         .map(|&alpha| {
-            let mut rs = by_alpha.remove(&alpha.to_bits()).unwrap_or_default();
+            let mut rs = by_alpha
+                .remove(&alpha.value().to_bits())
+                .unwrap_or_default();
             // Summaries must not depend on the order a resumed run wrote records in.
             rs.sort_by_key(|r| (r.prompt_index, r.sample));
             let vader: Vec<f64> = rs.iter().map(|r| r.vader).collect();
@@ -320,7 +298,7 @@ fn write_summary(out: &Path, summary: &[AlphaSummary]) -> Result<()> {
     let plots = out.join("plots");
     std::fs::create_dir_all(&plots)?;
     let series = |f: fn(&AlphaSummary) -> Estimate| -> Vec<(f64, Estimate)> {
-        summary.iter().map(|s| (s.alpha, f(s))).collect()
+        summary.iter().map(|s| (s.alpha.value(), f(s))).collect()
     };
     super::plot::metric_vs_alpha(
         &plots.join("vader"),
@@ -331,7 +309,7 @@ fn write_summary(out: &Path, summary: &[AlphaSummary]) -> Result<()> {
     if summary.iter().any(|s| s.classifier.is_some()) {
         let points: Vec<(f64, Estimate)> = summary
             .iter()
-            .filter_map(|s| s.classifier.map(|e| (s.alpha, e)))
+            .filter_map(|s| s.classifier.map(|e| (s.alpha.value(), e)))
             .collect();
         super::plot::metric_vs_alpha(
             &plots.join("classifier"),

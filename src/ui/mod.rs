@@ -77,6 +77,57 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     a
 }
 
+/// What a mouse event means on the screen `areas` describes, for [`crate::app::Pointer`].
+/// `dragging` carries a slider drag across events: once a press lands on the track, drags
+/// anywhere keep setting α until the button is released.
+pub fn pointer(
+    areas: &Areas,
+    range: (f64, f64),
+    dragging: &mut bool,
+    m: crossterm::event::MouseEvent,
+) -> Option<crate::app::Pointer> {
+    use crate::app::Pointer;
+    use crossterm::event::{MouseButton, MouseEventKind};
+    let inside = |r: Rect| {
+        m.column >= r.x && m.column < r.x + r.width && m.row >= r.y && m.row < r.y + r.height
+    };
+    match m.kind {
+        MouseEventKind::Down(MouseButton::Left) | MouseEventKind::Drag(MouseButton::Left) => {
+            let press = matches!(m.kind, MouseEventKind::Down(_));
+            if let Some(track) = areas.slider_track {
+                if inside(track) || (*dragging && !press) {
+                    *dragging = true;
+                    let x = m
+                        .column
+                        .clamp(track.x, track.x + track.width.saturating_sub(1));
+                    let alpha = slider::alpha_at(range, track.width, x - track.x);
+                    // The pointer's resolution: a hundredth, not a cell's arbitrary fraction.
+                    let alpha = crate::engine::Alpha::saturating((alpha * 100.0).round() / 100.0);
+                    return Some(Pointer::Slider(alpha));
+                }
+            }
+            if !press {
+                return None;
+            }
+            if areas.prompt.is_some_and(inside) {
+                return Some(Pointer::Prompt);
+            }
+            areas
+                .columns
+                .iter()
+                .find(|(_, r)| inside(*r))
+                .map(|&(i, _)| Pointer::Column(i))
+        }
+        MouseEventKind::Up(_) => {
+            *dragging = false;
+            None
+        }
+        MouseEventKind::ScrollUp => Some(Pointer::Scroll(1)),
+        MouseEventKind::ScrollDown => Some(Pointer::Scroll(-1)),
+        _ => None,
+    }
+}
+
 pub fn view(app: &App, frame: &mut Frame) {
     let area = frame.area();
     let areas = layout(area, app);
@@ -391,9 +442,8 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
 
 fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
     use crate::app::keymap::Action;
-    let mut lines: Vec<Line> = Action::ALL
-        .iter()
-        .map(|&a| {
+    let mut lines: Vec<Line> = Action::all()
+        .map(|a| {
             Line::from(vec![
                 Span::styled(
                     format!("{:>18}  ", app.keymap.keys_of(a).join(" ")),
@@ -403,29 +453,13 @@ fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
             ])
         })
         .collect();
-    lines.extend([
-        Line::from(vec![
-            Span::styled(
-                format!("{:>18}  ", "0-9 . -"),
-                Style::default().fg(Color::Cyan),
-            ),
-            Span::raw("type an exact α, Enter to set"),
-        ]),
-        Line::from(vec![
-            Span::styled(
-                format!("{:>18}  ", "mouse"),
-                Style::default().fg(Color::Cyan),
-            ),
-            Span::raw("click or drag the slider; click a column to focus it"),
-        ]),
-        Line::from(vec![
-            Span::styled(
-                format!("{:>18}  ", "PageUp PageDown"),
-                Style::default().fg(Color::Cyan),
-            ),
-            Span::raw("scroll the focused column"),
-        ]),
-    ]);
+    lines.push(Line::from(vec![
+        Span::styled(
+            format!("{:>18}  ", "mouse"),
+            Style::default().fg(Color::Cyan),
+        ),
+        Span::raw("click or drag the slider; click a column to focus it"),
+    ]));
     if let Some(p) = crate::app::keymap::Keymap::user_file() {
         lines.push(Line::raw(""));
         lines.push(Line::styled(
@@ -459,12 +493,17 @@ fn curve_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     if r.width < 20 || r.height < 8 {
         return;
     }
-    let mut pts = app.curve.points.clone();
+    let mut pts: Vec<(f64, f64)> = app
+        .curve
+        .points
+        .iter()
+        .map(|&(a, v)| (a.value(), v))
+        .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
     let marks: Vec<Vec<(f64, f64)>> = app
         .columns
         .iter()
-        .map(|c| vec![(c.alpha, -1.0), (c.alpha, 1.0)])
+        .map(|c| vec![(c.alpha.value(), -1.0), (c.alpha.value(), 1.0)])
         .collect();
     let mut sets: Vec<Dataset> = marks
         .iter()

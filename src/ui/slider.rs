@@ -48,7 +48,7 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
         .collect();
     order.push(app.focused);
     for i in order {
-        let alpha = app.columns[i].alpha;
+        let alpha = app.columns[i].alpha.value();
         let focused = i == app.focused;
         let (x, sym) = match cell_of(app.range, w, alpha) {
             Some(x) => (
@@ -85,6 +85,7 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
         }
         let focused = app.columns[app.focused].alpha;
         let text = format!("α={}", fmt_alpha(focused));
+        let focused = focused.value();
         let x =
             cell_of(app.range, w, focused).unwrap_or(if focused < app.range.0 { 0 } else { w - 1 });
         // Keep the focused label clear of the A/B labels when they would collide.

@@ -2,15 +2,16 @@
 //! generation. It knows nothing of terminals; the CLI, the UI's worker thread and the
 //! benchmarks drive this one API.
 
-use super::checkpoint::{native_dtype, Checkpoint};
-use super::config::ModelConfig;
-use super::generate::{Cancel, Generation, GenerationParams, Generator};
-use super::model::param::Mix;
-use super::model::Model;
-use super::pair;
-use super::source::{self, ModelFiles};
-use super::weights::{BlendedWeights, Buffer};
-use anyhow::{bail, Context, Result};
+use crate::alpha::{alphas_of, Alpha, IntoAlpha};
+use crate::checkpoint::{native_dtype, Checkpoint};
+use crate::config::ModelConfig;
+use crate::error::{bail, Context, Error, Result};
+use crate::generate::{Cancel, Generation, GenerationParams, Generator, TextSpec};
+use crate::model::param::Mix;
+use crate::model::Model;
+use crate::pair;
+use crate::source::{self, ModelFiles};
+use crate::weights::{BlendedWeights, Buffer};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Serialize;
@@ -25,8 +26,24 @@ pub enum DeviceChoice {
     Cuda(usize),
 }
 
+impl ColumnsMode {
+    pub const ALL: [ColumnsMode; 3] = [
+        ColumnsMode::Auto,
+        ColumnsMode::Batched,
+        ColumnsMode::Reblend,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnsMode::Auto => "auto",
+            ColumnsMode::Batched => "batched",
+            ColumnsMode::Reblend => "reblend",
+        }
+    }
+}
+
 impl std::str::FromStr for DeviceChoice {
-    type Err = anyhow::Error;
+    type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Ok(match s {
             "auto" => DeviceChoice::Auto,
@@ -34,7 +51,10 @@ impl std::str::FromStr for DeviceChoice {
             "cuda" => DeviceChoice::Cuda(0),
             _ => match s.strip_prefix("cuda:").map(str::parse) {
                 Some(Ok(n)) => DeviceChoice::Cuda(n),
-                _ => bail!("--device: expected auto, cpu, cuda or cuda:N, got {s:?}"),
+                _ => bail!(
+                    Invalid,
+                    "--device: expected auto, cpu, cuda or cuda:N, got {s:?}"
+                ),
             },
         })
     }
@@ -71,7 +91,10 @@ pub fn parse_dtype(s: &str) -> Result<Option<DType>> {
         "f32" => Some(DType::F32),
         "f16" => Some(DType::F16),
         "bf16" => Some(DType::BF16),
-        _ => bail!("--dtype: expected auto, f32, f16 or bf16, got {s:?}"),
+        _ => bail!(
+            Invalid,
+            "--dtype: expected auto, f32, f16 or bf16, got {s:?}"
+        ),
     })
 }
 
@@ -103,7 +126,7 @@ impl Default for LoadOptions {
 }
 
 /// How several columns waiting with one prompt are generated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ColumnsMode {
     /// Whichever measures faster for the number of columns on this machine and model.
     #[default]
@@ -168,6 +191,7 @@ pub fn memory_fit(buffer_bytes: u64, kv_bytes: u64, free: u64) -> Result<()> {
     if needed > free {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         bail!(
+            Memory,
             "the pair needs {:.2} GiB (A, B and the working copy: 3 × {:.2} GiB; key/value \
              caches: {:.2} GiB) but the GPU has {:.2} GiB free; try --dtype bf16 or a smaller pair",
             gib(needed),
@@ -188,9 +212,7 @@ pub struct Engine {
     /// Per-token step times measured on first use, by batch size (1: the working model).
     step_times: std::collections::HashMap<usize, Duration>,
     columns_mode: ColumnsMode,
-    tokenizer: Tokenizer,
-    eos: Vec<u32>,
-    max_positions: usize,
+    text: TextSpec,
 }
 
 impl Engine {
@@ -238,12 +260,17 @@ impl Engine {
         let vocab = ca.config.vocab_size();
         if tok_a.get_vocab_size(true) > vocab {
             bail!(
+                Mismatch,
                 "{}: the tokenizer has {} tokens but the model only {vocab}",
                 ca.files.tokenizer.display(),
                 tok_a.get_vocab_size(true)
             );
         }
-        let eos = eos_ids(&ca.config, &tok_a);
+        let text = TextSpec {
+            eos: eos_ids(&ca.config, &tok_a),
+            max_positions: ca.config.max_positions(),
+            tokenizer: tok_a,
+        };
         let info = PairInfo {
             a: ca.label().to_string(),
             b: cb.label().to_string(),
@@ -256,19 +283,17 @@ impl Engine {
         };
         Ok(Self {
             info,
-            max_positions: ca.config.max_positions(),
             weights,
             model,
             pair_model,
             step_times: Default::default(),
             columns_mode: ColumnsMode::Auto,
-            tokenizer: tok_a,
-            eos,
+            text,
         })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        &self.text.tokenizer
     }
 
     pub fn weights(&self) -> &BlendedWeights {
@@ -279,13 +304,13 @@ impl Engine {
         self.model.device()
     }
 
-    pub fn alpha(&self) -> f64 {
+    pub fn alpha(&self) -> Alpha {
         self.weights.alpha()
     }
 
     /// Re-blend the working weights in place. Returns the time the blend took.
-    pub fn set_alpha(&mut self, alpha: f64) -> Result<Duration> {
-        self.weights.set_alpha(alpha)
+    pub fn set_alpha(&mut self, alpha: impl IntoAlpha) -> Result<Duration> {
+        self.weights.set_alpha(alpha.into_alpha()?)
     }
 
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -318,7 +343,7 @@ impl Engine {
     pub fn generate_columns(
         &self,
         prompt: &str,
-        alphas: &[f64],
+        alphas: &[impl IntoAlpha],
         params: &GenerationParams,
         cancel: &dyn Fn(usize) -> bool,
         on_text: &mut dyn FnMut(usize, &str),
@@ -355,7 +380,9 @@ impl Engine {
         if let Some(t) = self.step_times.get(&k) {
             return Ok(*t);
         }
-        let alphas: Vec<f64> = (0..k).map(|i| i as f64 / k as f64).collect();
+        let alphas: Vec<Alpha> = (0..k)
+            .map(|i| Alpha::saturating(i as f64 / k as f64))
+            .collect();
         let mix = self.mix(&alphas)?;
         let (model, mix) = if k == 1 {
             (&self.model, None)
@@ -379,7 +406,7 @@ impl Engine {
     }
 
     /// Last-position logits of `ids` for each α, from the batched mode (f32, `[K][vocab]`).
-    pub fn logits_columns(&self, ids: &[u32], alphas: &[f64]) -> Result<Vec<Vec<f32>>> {
+    pub fn logits_columns(&self, ids: &[u32], alphas: &[impl IntoAlpha]) -> Result<Vec<Vec<f32>>> {
         let mix = self.mix(alphas)?;
         let mut cache = self.pair_model.new_cache(ids.len());
         let input = candle_core::Tensor::new(ids, self.device())?
@@ -392,11 +419,8 @@ impl Engine {
     }
 
     /// The per-row interpolation weights for a batch at `alphas`.
-    pub fn mix(&self, alphas: &[f64]) -> Result<Mix> {
-        if let Some(a) = alphas.iter().find(|a| !a.is_finite()) {
-            bail!("α must be a finite number, got {a}");
-        }
-        Ok(Mix::new(alphas, self.weights.dtype, self.device())?)
+    pub fn mix(&self, alphas: &[impl IntoAlpha]) -> Result<Mix> {
+        Ok(Mix::new(&alphas_of(alphas)?, self.device())?)
     }
 
     /// A generator on both endpoints, for [`Generator::run_rows`] with a [`Mix`].
@@ -408,12 +432,7 @@ impl Engine {
     }
 
     pub fn generator(&self) -> Generator<'_> {
-        Generator {
-            model: &self.model,
-            tokenizer: &self.tokenizer,
-            eos: &self.eos,
-            max_positions: self.max_positions,
-        }
+        self.text.generator(&self.model)
     }
 }
 
@@ -463,9 +482,7 @@ fn eos_ids(config: &ModelConfig, tokenizer: &Tokenizer) -> Vec<u32> {
 /// independent path that tests hold the blended engine to at α = 0 and α = 1.
 pub struct Standalone {
     pub model: Model,
-    pub tokenizer: Tokenizer,
-    eos: Vec<u32>,
-    max_positions: usize,
+    text: TextSpec,
 }
 
 impl Standalone {
@@ -477,19 +494,20 @@ impl Standalone {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device)? };
         let model = Model::load(&config, vb)?;
         Ok(Self {
-            eos: eos_ids(&config, &tokenizer),
-            max_positions: config.max_positions(),
+            text: TextSpec {
+                eos: eos_ids(&config, &tokenizer),
+                max_positions: config.max_positions(),
+                tokenizer,
+            },
             model,
-            tokenizer,
         })
     }
 
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.text.tokenizer
+    }
+
     pub fn generator(&self) -> Generator<'_> {
-        Generator {
-            model: &self.model,
-            tokenizer: &self.tokenizer,
-            eos: &self.eos,
-            max_positions: self.max_positions,
-        }
+        self.text.generator(&self.model)
     }
 }

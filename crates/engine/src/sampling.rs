@@ -34,15 +34,23 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> crate::Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            anyhow::bail!("--temperature must be ≥ 0, got {}", self.temperature);
+            crate::error::bail!(
+                Invalid,
+                "--temperature must be ≥ 0, got {}",
+                self.temperature
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            anyhow::bail!("--top-p must be in (0, 1], got {}", self.top_p);
+            crate::error::bail!(Invalid, "--top-p must be in (0, 1], got {}", self.top_p);
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            anyhow::bail!("--repeat-penalty must be > 0, got {}", self.repeat_penalty);
+            crate::error::bail!(
+                Invalid,
+                "--repeat-penalty must be > 0, got {}",
+                self.repeat_penalty
+            );
         }
         Ok(())
     }

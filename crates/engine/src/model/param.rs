@@ -7,6 +7,7 @@
 //! read once per step for all of them — no re-blend between columns.
 
 use super::Kernels;
+use crate::Alpha;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 
@@ -54,34 +55,53 @@ impl Param {
     }
 }
 
-/// Per-row interpolation weights for a batch of K rows: `keep = 1 − α` and `take = α`, each
-/// `[K, 1, 1]` in the model's dtype.
+/// Per-row interpolation weights for a batch of K rows: `keep = 1 − α` and `take = α`. They
+/// stay f32 whatever the model's dtype (rounded to bf16, α = 0.3 would run at 0.30078).
 pub struct Mix {
-    keep: Tensor,
-    take: Tensor,
-    alphas: Vec<f64>,
+    alphas: Vec<Alpha>,
+    keep: Vec<f32>,
+    take: Vec<f32>,
+    /// `keep` and `take` as `[K, 1, 1]` f32 tensors on the model's device.
+    keep_t: Tensor,
+    take_t: Tensor,
 }
 
 impl Mix {
-    pub fn new(alphas: &[f64], dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(alphas: &[Alpha], device: &Device) -> Result<Self> {
         let k = alphas.len();
-        let take: Vec<f32> = alphas.iter().map(|&a| a as f32).collect();
-        let keep: Vec<f32> = alphas.iter().map(|&a| (1.0 - a) as f32).collect();
+        let (keep, take): (Vec<f32>, Vec<f32>) =
+            alphas.iter().map(|a| a.endpoint_weights_f32()).unzip();
         Ok(Self {
-            keep: Tensor::from_vec(keep, (k, 1, 1), device)?.to_dtype(dtype)?,
-            take: Tensor::from_vec(take, (k, 1, 1), device)?.to_dtype(dtype)?,
+            keep_t: Tensor::from_slice(&keep, (k, 1, 1), device)?,
+            take_t: Tensor::from_slice(&take, (k, 1, 1), device)?,
             alphas: alphas.to_vec(),
+            keep,
+            take,
         })
     }
 
-    pub fn alphas(&self) -> &[f64] {
+    pub fn alphas(&self) -> &[Alpha] {
         &self.alphas
     }
 
-    /// `(1−α)·at_a + α·at_b` row by row, for outputs `[K, ..]` of rank 3.
+    /// `1 − α` of each row.
+    pub fn keep(&self) -> &[f32] {
+        &self.keep
+    }
+
+    /// `α` of each row.
+    pub fn take(&self) -> &[f32] {
+        &self.take
+    }
+
+    /// `(1−α)·at_a + α·at_b` row by row, for outputs `[K, ..]` of rank 3, computed in f32.
     pub fn combine(&self, at_a: &Tensor, at_b: &Tensor) -> Result<Tensor> {
-        at_a.broadcast_mul(&self.keep)?
-            .add(&at_b.broadcast_mul(&self.take)?)
+        let dtype = at_a.dtype();
+        let f32_of = |t: &Tensor| t.to_dtype(DType::F32);
+        f32_of(at_a)?
+            .broadcast_mul(&self.keep_t)?
+            .add(&f32_of(at_b)?.broadcast_mul(&self.take_t)?)?
+            .to_dtype(dtype)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::param::{embed, Loader, Mix, Param};
 use super::{attention, check_context, conv1d, Cache, Kernels};
-use crate::engine::config::Gpt2Config;
+use crate::config::Gpt2Config;
 use candle_core::{Device, Result, Tensor};
 
 /// Weight and bias are loaded as one pair of params; the batched mode mixes the affine op's

@@ -2,7 +2,7 @@
 
 use super::param::{embed, Loader, Mix, Param};
 use super::{attention, check_context, Cache, Kernels};
-use crate::engine::config::LlamaConfig;
+use crate::config::LlamaConfig;
 use candle_core::{DType, Device, Result, Tensor};
 
 struct Block {

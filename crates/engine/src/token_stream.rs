@@ -23,14 +23,14 @@ impl<'t> TokenStream<'t> {
         }
     }
 
-    fn decode(&self, ids: &[u32]) -> anyhow::Result<String> {
+    fn decode(&self, ids: &[u32]) -> crate::Result<String> {
         self.tokenizer
             .decode(ids, true)
-            .map_err(|e| anyhow::anyhow!("cannot decode tokens: {e}"))
+            .map_err(|e| crate::error::err!(Format, "cannot decode tokens: {e}"))
     }
 
     /// Add a token; returns the new text it completes, if any.
-    pub fn push(&mut self, token: u32) -> anyhow::Result<Option<String>> {
+    pub fn push(&mut self, token: u32) -> crate::Result<Option<String>> {
         let before = self.decode(&self.tokens[self.prev..self.current])?;
         self.tokens.push(token);
         let after = self.decode(&self.tokens[self.prev..])?;
@@ -49,7 +49,7 @@ impl<'t> TokenStream<'t> {
     }
 
     /// Whatever is left undecoded at the end (lossy if the model stopped mid-character).
-    pub fn finish(&mut self) -> anyhow::Result<Option<String>> {
+    pub fn finish(&mut self) -> crate::Result<Option<String>> {
         let before = self.decode(&self.tokens[self.prev..self.current])?;
         let after = self.decode(&self.tokens[self.prev..])?;
         self.prev = self.current;

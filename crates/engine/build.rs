@@ -1,4 +1,4 @@
-//! Under the `cuda` feature, compile the blend kernel (src/engine/blend.cu) to PTX with nvcc.
+//! Under the `cuda` feature, compile the blend kernel (src/blend.cu) to PTX with nvcc.
 //!
 //! Why at build time rather than with NVRTC at run time: a kernel that does not compile then
 //! fails the build (CI builds the feature), not a user's first slider move.
@@ -16,7 +16,7 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    println!("cargo:rerun-if-changed=src/engine/blend.cu");
+    println!("cargo:rerun-if-changed=src/blend.cu");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=CUDA_ROOT");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
@@ -30,7 +30,7 @@ fn main() {
     let status = std::process::Command::new(&nvcc)
         .args(["--ptx", "-O3", "-std=c++17", "--fmad=false"])
         .arg(format!("--gpu-architecture=compute_{cap}"))
-        .arg("src/engine/blend.cu")
+        .arg("src/blend.cu")
         .arg("-o")
         .arg(out.join("blend.ptx"))
         .status()
@@ -40,5 +40,5 @@ fn main() {
                 nvcc.display()
             )
         });
-    assert!(status.success(), "nvcc failed on src/engine/blend.cu");
+    assert!(status.success(), "nvcc failed on src/blend.cu");
 }

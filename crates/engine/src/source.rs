@@ -1,7 +1,7 @@
 //! Where an endpoint's files come from: a local Hugging Face model directory, or a Hub id
 //! (`org/name[@revision]`) resolved through the hf-hub cache.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, err, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// The files that make up one model, wherever they came from.
@@ -25,6 +25,7 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
     match HubId::parse(spec) {
         Some(id) => hub(&id),
         None => bail!(
+            NotFound,
             "model '{spec}' is neither an existing directory nor a Hub id of the form org/name[@revision]"
         ),
     }
@@ -34,6 +35,7 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
 pub fn local(dir: &Path, label: &str) -> Result<ModelFiles> {
     if !dir.is_dir() {
         bail!(
+            NotFound,
             "{}: not a directory (expected a Hugging Face model directory with config.json, *.safetensors and tokenizer.json)",
             dir.display()
         );
@@ -43,7 +45,7 @@ pub fn local(dir: &Path, label: &str) -> Result<ModelFiles> {
         if p.is_file() {
             Ok(p)
         } else {
-            bail!("{}: missing {name}", dir.display())
+            bail!(NotFound, "{}: missing {name}", dir.display())
         }
     };
     let config = need("config.json")?;
@@ -60,12 +62,17 @@ pub fn local(dir: &Path, label: &str) -> Result<ModelFiles> {
                 if p.is_file() {
                     Ok(p)
                 } else {
-                    bail!("{}: lists shard {f}, which is missing", index.display())
+                    bail!(
+                        NotFound,
+                        "{}: lists shard {f}, which is missing",
+                        index.display()
+                    )
                 }
             })
             .collect::<Result<_>>()?
     } else {
         bail!(
+            NotFound,
             "{}: no model.safetensors or model.safetensors.index.json (only safetensors weights are supported)",
             dir.display()
         )
@@ -92,7 +99,7 @@ fn shard_names(index: &Path) -> Result<Vec<String>> {
     files.sort();
     files.dedup();
     if files.is_empty() {
-        bail!("{}: the weight map is empty", index.display());
+        bail!(Format, "{}: the weight map is empty", index.display());
     }
     Ok(files)
 }
@@ -179,7 +186,8 @@ pub fn hub(id: &HubId) -> Result<ModelFiles> {
             .or_else(|| api.as_ref().and_then(|r| r.get(name).ok()))
     };
     let missing = |name: &str| {
-        anyhow::anyhow!(
+        err!(
+            NotFound,
             "model '{label}': {name} is not in the Hugging Face cache at {}{}; {how_to_get}",
             cache_dir.display(),
             if offline() {

@@ -1,12 +1,15 @@
 //! Tiny random models written as ordinary Hugging Face directories: for tests, benchmarks of a
 //! given shape, and anyone who wants a pair to try the engine on without downloading one.
 
-use crate::engine::config::{Gpt2Config, LlamaConfig, TokenIds};
-use crate::train::{llama_config_json, llama_parameters};
-use anyhow::{Context, Result};
+use crate::config::{Gpt2Config, LlamaConfig, TokenIds};
+use crate::error::{err, Context, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// The end-of-text token of the tokenizers trained here.
+pub const EOS: &str = "<|endoftext|>";
 
 /// A few lines to train the fixtures' byte-level BPE tokenizer on.
 const TOKENIZER_TEXT: &str = "The movie was great and the food was good. I think that the film \
@@ -93,6 +96,89 @@ pub fn gpt2_config_json(c: &Gpt2Config) -> serde_json::Value {
     })
 }
 
+/// Names and shapes of every parameter of a Llama model, as Hugging Face names them.
+pub fn llama_parameters(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, hd, f) = (c.hidden_size, c.head_dim(), c.intermediate_size);
+    let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
+    let mut p = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![c.vocab_size, h],
+    )];
+    for i in 0..c.num_hidden_layers {
+        let l = format!("model.layers.{i}");
+        p.extend([
+            (format!("{l}.input_layernorm.weight"), vec![h]),
+            (format!("{l}.self_attn.q_proj.weight"), vec![nh * hd, h]),
+            (format!("{l}.self_attn.k_proj.weight"), vec![nkv * hd, h]),
+            (format!("{l}.self_attn.v_proj.weight"), vec![nkv * hd, h]),
+            (format!("{l}.self_attn.o_proj.weight"), vec![h, nh * hd]),
+            (format!("{l}.post_attention_layernorm.weight"), vec![h]),
+            (format!("{l}.mlp.gate_proj.weight"), vec![f, h]),
+            (format!("{l}.mlp.up_proj.weight"), vec![f, h]),
+            (format!("{l}.mlp.down_proj.weight"), vec![h, f]),
+        ]);
+    }
+    p.push(("model.norm.weight".to_string(), vec![h]));
+    if !c.tie_word_embeddings {
+        p.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
+    }
+    p
+}
+
+/// The config.json Hugging Face writes for such a model.
+pub fn llama_config_json(c: &LlamaConfig) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.kv_heads(),
+        "vocab_size": c.vocab_size,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "max_position_embeddings": c.max_position_embeddings,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "bos_token_id": c.bos_token_id,
+        "eos_token_id": c.eos_token_id.as_ref().map(|e| e.to_vec()[0]),
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+    })
+}
+
+/// Train a byte-level BPE tokenizer (GPT-2 style: no prefix space, byte fallback through the
+/// 256-symbol alphabet) with one special end-of-text token.
+pub fn train_tokenizer(files: &[PathBuf], vocab_size: usize, out: &Path) -> Result<Tokenizer> {
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::normalizers::NormalizerWrapper;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, TokenizerBuilder};
+    let mut trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(vec![AddedToken::from(EOS, true)])
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    let byte_level = ByteLevel::new(false, true, true);
+    let mut tok =
+        TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+            .with_model(BPE::default())
+            .with_normalizer(None)
+            .with_pre_tokenizer(Some(byte_level))
+            .with_post_processor(Some(byte_level))
+            .with_decoder(Some(byte_level))
+            .build()
+            .map_err(|e| err!(Format, "tokenizer: {e}"))?;
+    let files = files.iter().map(|p| p.display().to_string()).collect();
+    tok.train_from_files(&mut trainer, files)
+        .map_err(|e| err!(Format, "tokenizer training failed: {e}"))?;
+    tok.save(out, false)
+        .map_err(|e| err!(Format, "{}: cannot save tokenizer: {e}", out.display()))?;
+    Tokenizer::from_file(out).map_err(|e| err!(Format, "{}: {e}", out.display()))
+}
+
 /// Random values for each parameter: norm gains near 1, everything else N(0, scale).
 pub fn random_weights(
     params: &[(String, Vec<usize>)],
@@ -160,7 +246,7 @@ pub fn write_safetensors(
 pub fn write_tokenizer(path: &Path, vocab: usize) -> Result<tokenizers::Tokenizer> {
     let text = path.with_extension("txt");
     std::fs::write(&text, TOKENIZER_TEXT.repeat(4))?;
-    let tok = crate::train::train_tokenizer(std::slice::from_ref(&text), vocab, path);
+    let tok = train_tokenizer(std::slice::from_ref(&text), vocab, path);
     std::fs::remove_file(&text)?;
     tok
 }
@@ -178,7 +264,7 @@ pub fn write_tiny_model(dir: &Path, arch: Arch, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let tok_path = dir.join("tokenizer.json");
     let tok = if tok_path.exists() {
-        crate::engine::pair::load_tokenizer(&tok_path)?
+        crate::pair::load_tokenizer(&tok_path)?
     } else {
         write_tokenizer(&tok_path, 300)?
     };
@@ -215,18 +301,39 @@ pub fn write_tiny_pair(a: &Path, b: &Path, arch: Arch) -> Result<()> {
 /// Model shapes the benchmarks run at, as random pairs: the demo pair's and three common Hub
 /// models' (same architecture, sizes and vocabulary; random weights, since timings do not
 /// depend on the values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     Demo,
-    #[value(name = "smollm2-135m")]
     Smollm2_135m,
-    #[value(name = "gpt2-124m")]
     Gpt2_124m,
-    #[value(name = "gpt2-774m")]
     Gpt2_774m,
 }
 
+impl std::str::FromStr for Shape {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Shape::ALL
+            .into_iter()
+            .find(|shape| shape.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Shape::ALL.iter().map(|s| s.name()).collect();
+                err!(
+                    Invalid,
+                    "unknown shape {s:?} (shapes: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 impl Shape {
+    pub const ALL: [Shape; 4] = [
+        Shape::Demo,
+        Shape::Smollm2_135m,
+        Shape::Gpt2_124m,
+        Shape::Gpt2_774m,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Shape::Demo => "demo",

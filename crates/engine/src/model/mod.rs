@@ -46,7 +46,7 @@ impl Kernels {
         }
     }
     /// `x [.., in] · wᵀ` for `w [out, in]`. The fast kernels take few-row products on the
-    /// CPU in f32 through [`few_rows`](crate::engine::few_rows), which streams the weights
+    /// CPU in f32 through [`few_rows`](crate::few_rows), which streams the weights
     /// once instead of packing them.
     pub(crate) fn linear_t(self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         if self == Kernels::Fast {
@@ -204,10 +204,10 @@ pub(crate) fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// is faster (the demo pair decodes 1.7× faster with it).
 const GEMV_ABOVE_BYTES: usize = 8 << 20;
 
-/// [`linear_t`] by [`few_rows::matmul_wt`](crate::engine::few_rows::matmul_wt), where it
+/// [`linear_t`] by [`few_rows::matmul_wt`](crate::few_rows::matmul_wt), where it
 /// applies (CPU, f32, few rows, contiguous weight); `None` elsewhere.
 fn linear_t_few_rows(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    use crate::engine::few_rows::matmul_wt;
+    use crate::few_rows::matmul_wt;
     let (n, k) = w.dims2()?;
     let m = x.elem_count() / k;
     if m == 1 && n * k * 4 > GEMV_ABOVE_BYTES {
@@ -217,7 +217,7 @@ fn linear_t_few_rows(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
 }
 
 /// `(1−α)·x·w_aᵀ + α·x·w_bᵀ` with each row's α from `mix` (x `[K, t, in]`), in one pass by
-/// [`few_rows::matmul_wt_mixed`](crate::engine::few_rows::matmul_wt_mixed); `None` where
+/// [`few_rows::matmul_wt_mixed`](crate::few_rows::matmul_wt_mixed); `None` where
 /// it does not apply.
 pub(crate) fn linear_t_mixed(
     x: &Tensor,
@@ -225,18 +225,18 @@ pub(crate) fn linear_t_mixed(
     wb: &Tensor,
     mix: &Mix,
 ) -> Result<Option<Tensor>> {
-    use crate::engine::few_rows::matmul_wt_mixed;
+    use crate::few_rows::matmul_wt_mixed;
     let (n, k) = wa.dims2()?;
     let m = x.elem_count() / k;
     few_rows_call(x, &[wa, wb], n, k, |xs, ws, y| {
         // Row r of x belongs to batch row r / t.
         let per_row = m / mix.alphas().len();
-        let take: Vec<f32> = mix
-            .alphas()
-            .iter()
-            .flat_map(|&a| std::iter::repeat_n(a as f32, per_row))
-            .collect();
-        let keep: Vec<f32> = take.iter().map(|a| 1.0 - a).collect();
+        let spread = |w: &[f32]| -> Vec<f32> {
+            w.iter()
+                .flat_map(|&w| std::iter::repeat_n(w, per_row))
+                .collect()
+        };
+        let (keep, take) = (spread(mix.keep()), spread(mix.take()));
         matmul_wt_mixed(xs, ws[0], ws[1], &keep, &take, m, n, k, y)
     })
 }
@@ -250,7 +250,7 @@ fn few_rows_call(
     k: usize,
     kernel: impl FnOnce(&[f32], &[&[f32]], &mut [f32]),
 ) -> Result<Option<Tensor>> {
-    use crate::engine::few_rows::MAX_ROWS;
+    use crate::few_rows::MAX_ROWS;
     use candle_core::Storage;
     let m = x.elem_count() / k;
     let eligible = x.device().is_cpu()

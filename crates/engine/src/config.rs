@@ -1,6 +1,6 @@
 //! config.json of the supported architectures.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, err, Context, Result};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -43,7 +43,7 @@ fn llama_from_json(mut value: serde_json::Value) -> Result<LlamaConfig> {
     if let Some(rp) = value.get("rope_parameters").cloned() {
         let obj = value
             .as_object_mut()
-            .context("config is not a JSON object")?;
+            .ok_or_else(|| err!(Format, "config is not a JSON object"))?;
         if let Some(theta) = rp.get("rope_theta") {
             obj.entry("rope_theta").or_insert(theta.clone());
         }
@@ -143,6 +143,7 @@ impl ModelConfig {
             ("LlamaForCausalLM", _) | ("", Some("llama")) => "llama",
             ("GPT2LMHeadModel", _) | ("", Some("gpt2")) => "gpt2",
             (a, t) => bail!(
+                Unsupported,
                 "unsupported architecture {:?} (model_type {:?}); supported: LlamaForCausalLM, GPT2LMHeadModel",
                 a,
                 t.unwrap_or("none")
@@ -163,6 +164,7 @@ impl ModelConfig {
                     || c.hidden_size % c.num_attention_heads != 0 && c.head_dim.is_none()
                 {
                     bail!(
+                        Format,
                         "hidden_size {} is not divisible by num_attention_heads {}",
                         c.hidden_size,
                         c.num_attention_heads
@@ -170,6 +172,7 @@ impl ModelConfig {
                 }
                 if c.kv_heads() == 0 || c.num_attention_heads % c.kv_heads() != 0 {
                     bail!(
+                        Format,
                         "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                         c.num_attention_heads,
                         c.kv_heads()
@@ -177,6 +180,7 @@ impl ModelConfig {
                 }
                 if c.head_dim() % 2 != 0 {
                     bail!(
+                        Format,
                         "head dimension {} must be even for rotary embeddings",
                         c.head_dim()
                     );
@@ -185,6 +189,7 @@ impl ModelConfig {
             ModelConfig::Gpt2(c) => {
                 if c.n_head == 0 || c.n_embd % c.n_head != 0 {
                     bail!(
+                        Format,
                         "n_embd {} is not divisible by n_head {}",
                         c.n_embd,
                         c.n_head

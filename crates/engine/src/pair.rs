@@ -2,7 +2,7 @@
 //! Every failure is one line that names the file and, where there is one, the tensor.
 
 use super::checkpoint::Checkpoint;
-use anyhow::{bail, Result};
+use crate::error::{bail, err, Result};
 use tokenizers::Tokenizer;
 
 /// The tensors the blend covers: every floating-point tensor (integer buffers such as
@@ -19,6 +19,7 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
     let (fa, fb) = (a.files.config.display(), b.files.config.display());
     if a.config.architecture() != b.config.architecture() {
         bail!(
+            Mismatch,
             "architectures differ: {fa} is {}, {fb} is {}",
             a.config.architecture(),
             b.config.architecture()
@@ -26,12 +27,16 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
     }
     for ((field, va), (_, vb)) in a.config.shape_fields().iter().zip(b.config.shape_fields()) {
         if *va != vb {
-            bail!("config field {field} differs: {va} in {fa}, {vb} in {fb}");
+            bail!(
+                Mismatch,
+                "config field {field} differs: {va} in {fa}, {vb} in {fb}"
+            );
         }
     }
     for (name, ta) in &a.tensors {
         let Some(tb) = b.tensors.get(name) else {
             bail!(
+                Mismatch,
                 "tensor {name} is in {} but missing from {}",
                 a.file_of(name).display(),
                 b.files.label
@@ -39,6 +44,7 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
         };
         if ta.shape != tb.shape {
             bail!(
+                Mismatch,
                 "tensor {name} has shape {:?} in {} but {:?} in {}",
                 ta.shape,
                 a.file_of(name).display(),
@@ -48,6 +54,7 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
         }
         if ta.dtype != tb.dtype {
             bail!(
+                Mismatch,
                 "tensor {name} has dtype {:?} in {} but {:?} in {}",
                 ta.dtype,
                 a.file_of(name).display(),
@@ -58,6 +65,7 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
     }
     if let Some(name) = b.tensors.keys().find(|n| !a.tensors.contains_key(*n)) {
         bail!(
+            Mismatch,
             "tensor {name} is in {} but missing from {}",
             b.file_of(name).display(),
             a.files.label
@@ -68,7 +76,7 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
 
 pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
     Tokenizer::from_file(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot load tokenizer ({e})", path.display()))
+        .map_err(|e| err!(Format, "{}: cannot load tokenizer ({e})", path.display()))
 }
 
 /// Two tokenizers agree when they map the same token strings to the same ids.
@@ -82,6 +90,7 @@ pub fn check_tokenizers(
     let (na, nb) = (a.get_vocab_size(true), b.get_vocab_size(true));
     if na != nb {
         bail!(
+            Mismatch,
             "tokenizers differ: {} has {na} tokens, {} has {nb}; {hint}",
             pa.display(),
             pb.display()
@@ -93,6 +102,7 @@ pub fn check_tokenizers(
     for (tok, id) in va {
         if vb.get(&tok) != Some(&id) {
             bail!(
+                Mismatch,
                 "tokenizers differ: token {tok:?} is id {id} in {} but {} in {}; {hint}",
                 pa.display(),
                 vb.get(&tok)

@@ -4,7 +4,8 @@
 
 use super::blend::{self, Element};
 use super::checkpoint::Checkpoint;
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
+use crate::Alpha;
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
 use std::collections::HashMap;
@@ -79,7 +80,7 @@ pub struct BlendedWeights {
     a: Tensor,
     b: Tensor,
     working: Tensor,
-    alpha: f64,
+    alpha: Alpha,
     last_blend: Option<Duration>,
 }
 
@@ -112,7 +113,10 @@ impl BlendedWeights {
                 read_flat::<bf16>(a, &layout, device)?,
                 read_flat::<bf16>(b, &layout, device)?,
             ),
-            other => bail!("--dtype {other:?} is not supported (use f32, f16 or bf16)"),
+            other => bail!(
+                Unsupported,
+                "--dtype {other:?} is not supported (use f32, f16 or bf16)"
+            ),
         };
         let working = ta.copy()?;
         Ok(Self {
@@ -121,7 +125,7 @@ impl BlendedWeights {
             a: ta,
             b: tb,
             working,
-            alpha: 0.0,
+            alpha: Alpha::A,
             last_blend: None,
         })
     }
@@ -139,17 +143,14 @@ impl BlendedWeights {
         }
     }
 
-    pub fn alpha(&self) -> f64 {
+    pub fn alpha(&self) -> Alpha {
         self.alpha
     }
 
     /// Rewrite the working weights as A + α·(B − A) in one fused pass.
-    pub fn set_alpha(&mut self, alpha: f64) -> Result<Duration> {
-        if !alpha.is_finite() {
-            bail!("α must be a finite number, got {alpha}");
-        }
+    pub fn set_alpha(&mut self, alpha: Alpha) -> Result<Duration> {
         let t = Instant::now();
-        blend::blend_tensor(&self.working, &self.a, &self.b, alpha as f32)
+        blend::blend_tensor(&self.working, &self.a, &self.b, alpha.as_f32())
             .context("blend failed")?;
         self.working.device().synchronize()?;
         self.alpha = alpha;

@@ -4,7 +4,7 @@
 use super::blend::Element;
 use super::config::ModelConfig;
 use super::source::ModelFiles;
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, err, Context, Result};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -59,7 +59,8 @@ impl Checkpoint {
             let map = unsafe { Mmap::map(&file) }
                 .with_context(|| format!("{}: cannot map", path.display()))?;
             let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
-                anyhow::anyhow!(
+                err!(
+                    Format,
                     "{}: not a valid safetensors file ({e}); it may be truncated or corrupt",
                     path.display()
                 )
@@ -75,6 +76,7 @@ impl Checkpoint {
                 };
                 if tensors.insert(name.clone(), t).is_some() {
                     bail!(
+                        Format,
                         "{}: tensor {name} appears in more than one shard",
                         path.display()
                     );
@@ -105,7 +107,7 @@ impl Checkpoint {
     pub fn meta(&self, name: &str) -> Result<&TensorMeta> {
         self.tensors
             .get(name)
-            .with_context(|| format!("{}: no tensor {name}", self.files.label))
+            .ok_or_else(|| err!(NotFound, "{}: no tensor {name}", self.files.label))
     }
 
     /// Convert tensor `name` into `out` (its element count), refusing non-finite values.
@@ -130,6 +132,7 @@ impl Checkpoint {
         if let Some(i) = bad {
             let flat = i;
             bail!(
+                Format,
                 "{}: tensor {name} holds a non-finite value (element {flat}); refusing to blend it",
                 shard.path.display()
             );
@@ -152,10 +155,14 @@ fn decode<T: Element>(bytes: &[u8], dtype: Dtype, out: &mut [T]) -> Result<Optio
         Dtype::F32 => 4,
         Dtype::F16 | Dtype::BF16 => 2,
         Dtype::F64 => 8,
-        other => bail!("dtype {other:?} cannot be blended (expected F32, F16, BF16 or F64)"),
+        other => bail!(
+            Unsupported,
+            "dtype {other:?} cannot be blended (expected F32, F16, BF16 or F64)"
+        ),
     };
     if bytes.len() != out.len() * size {
         bail!(
+            Format,
             "holds {} bytes, expected {} for its shape",
             bytes.len(),
             out.len() * size

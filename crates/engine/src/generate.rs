@@ -5,7 +5,7 @@ use super::model::param::Mix;
 use super::model::Model;
 use super::sampling::{Sampler, SamplingParams};
 use super::token_stream::TokenStream;
-use anyhow::{bail, Result};
+use crate::error::{bail, err, Result};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,6 +78,35 @@ impl Generation {
     }
 }
 
+/// Perplexity from a summed negative log-likelihood over `n` tokens: exp(nll / n), NaN when
+/// there were no tokens to score.
+pub fn perplexity(nll: f64, n: usize) -> f64 {
+    if n == 0 {
+        f64::NAN
+    } else {
+        (nll / n as f64).exp()
+    }
+}
+
+/// What generation needs besides a model: the tokenizer, the end-of-text ids and the context
+/// length.
+pub struct TextSpec {
+    pub tokenizer: Tokenizer,
+    pub eos: Vec<u32>,
+    pub max_positions: usize,
+}
+
+impl TextSpec {
+    pub fn generator<'a>(&'a self, model: &'a Model) -> Generator<'a> {
+        Generator {
+            model,
+            tokenizer: &self.tokenizer,
+            eos: &self.eos,
+            max_positions: self.max_positions,
+        }
+    }
+}
+
 /// A model with what it takes to generate from it.
 pub struct Generator<'a> {
     pub model: &'a Model,
@@ -91,7 +120,7 @@ impl Generator<'_> {
         let enc = self
             .tokenizer
             .encode(text, true)
-            .map_err(|e| anyhow::anyhow!("cannot tokenise the prompt: {e}"))?;
+            .map_err(|e| err!(Format, "cannot tokenise the prompt: {e}"))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -187,10 +216,11 @@ impl Generator<'_> {
     ) -> Result<Vec<Generation>> {
         params.sampling.validate()?;
         if prompt_ids.is_empty() {
-            bail!("the prompt is empty after tokenisation");
+            bail!(Invalid, "the prompt is empty after tokenisation");
         }
         if prompt_ids.len() >= self.max_positions {
             bail!(
+                Invalid,
                 "the prompt has {} tokens; the model's context is {}",
                 prompt_ids.len(),
                 self.max_positions
@@ -237,7 +267,10 @@ impl Generator<'_> {
                     continue;
                 }
                 if row_logits.iter().any(|l| !l.is_finite()) {
-                    bail!("non-finite logits (the weights overflow); try an α closer to [0, 1]");
+                    bail!(
+                        Invalid,
+                        "non-finite logits (the weights overflow); try an α closer to [0, 1]"
+                    );
                 }
                 let token = row.sampler.sample(row_logits, &row.history);
                 row.first_token.get_or_insert_with(|| start.elapsed());

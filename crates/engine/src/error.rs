@@ -1,0 +1,116 @@
+//! The engine's error type. Every message is one line that names what it is about (a file, a
+//! tensor, a flag's value); the kind lets a caller react without parsing the text.
+
+use std::fmt::Display;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An α that is not a finite number within the allowed range.
+    #[error(transparent)]
+    Alpha(#[from] crate::alpha::AlphaError),
+    /// A file that cannot be read or written (the context names it).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A file or value whose contents are malformed, truncated or inconsistent.
+    #[error("{0}")]
+    Format(String),
+    /// Something that is well-formed but not supported (an architecture, a dtype, a method).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Two endpoints (or an endpoint and its base) that cannot be blended together.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A model, file or tensor that cannot be found where it was asked for.
+    #[error("{0}")]
+    NotFound(String),
+    /// The working set does not fit in the memory of the device.
+    #[error("{0}")]
+    Memory(String),
+    /// A request the engine cannot carry out as asked (sampling settings, an empty prompt…).
+    #[error("{0}")]
+    Invalid(String),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// An error with what was being done when it happened.
+    #[error("{context}: {source}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+impl Error {
+    /// The innermost error, past every added context.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            e => e,
+        }
+    }
+}
+
+impl From<safetensors::SafeTensorError> for Error {
+    fn from(e: safetensors::SafeTensorError) -> Self {
+        Error::Format(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Format(e.to_string())
+    }
+}
+
+/// Adds what was being done to an error, like anyhow's `Context`.
+pub trait Context<T> {
+    fn context(self, context: impl Display) -> Result<T>;
+    fn with_context<C: Display>(self, f: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
+    fn context(self, context: impl Display) -> Result<T> {
+        self.map_err(|e| Error::Context {
+            context: context.to_string(),
+            source: Box::new(e.into()),
+        })
+    }
+    fn with_context<C: Display>(self, f: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| Error::Context {
+            context: f().to_string(),
+            source: Box::new(e.into()),
+        })
+    }
+}
+
+/// `bail!(Kind, "format", args…)`: return `Err(Error::Kind(format!(…)))`.
+macro_rules! bail {
+    ($kind:ident, $($arg:tt)+) => {
+        return Err($crate::error::Error::$kind(format!($($arg)+)))
+    };
+}
+pub(crate) use bail;
+
+/// `err!(Kind, "format", args…)`: `Error::Kind(format!(…))`.
+macro_rules! err {
+    ($kind:ident, $($arg:tt)+) => {
+        $crate::error::Error::$kind(format!($($arg)+))
+    };
+}
+pub(crate) use err;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_keeps_the_kind_and_reads_as_one_line() {
+        let r: Result<()> = Err(err!(Mismatch, "tensor x differs"));
+        let e = r.context("loading a.safetensors").unwrap_err();
+        assert_eq!(e.to_string(), "loading a.safetensors: tensor x differs");
+        assert!(matches!(e.root(), Error::Mismatch(_)));
+    }
+}

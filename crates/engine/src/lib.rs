@@ -1,0 +1,31 @@
+//! lerpscope's engine: two fine-tunes of one model (A and B) held side by side, the working
+//! weights θ(α) = θ_A + α·(θ_B − θ_A) re-blended in place by one fused pass, models that read
+//! those weights, and generation from them. It knows nothing of terminals, command lines or
+//! evaluation; the lerpscope binary, its UI and its benchmarks all drive this one API.
+
+pub mod alpha;
+pub mod blend;
+pub mod checkpoint;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod few_rows;
+pub mod fixtures;
+pub mod generate;
+pub mod model;
+pub mod pair;
+pub mod sampling;
+pub mod source;
+pub mod threads;
+pub mod token_stream;
+pub mod weights;
+
+pub use alpha::{Alpha, AlphaError, IntoAlpha, MAX_ABS_ALPHA};
+pub use engine::{
+    build_model, device_memory, device_name, dtype_name, memory_fit, parse_dtype, ColumnsMode,
+    DeviceChoice, Engine, LoadOptions, PairInfo, Standalone,
+};
+pub use error::{Error, Result};
+pub use generate::{perplexity, Cancel, Generation, GenerationParams, Generator, StopReason};
+pub use sampling::SamplingParams;
+pub use threads::{on_pool, pin_thread_count};

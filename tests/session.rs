@@ -1,0 +1,109 @@
+//! The session layer with a real engine: columns are handles with stable ids, and removing
+//! one never disturbs another.
+
+use lerpscope::engine::{
+    Alpha, ColumnsMode, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
+    StopReason,
+};
+use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::session::{ColumnId, EngineEvent, Job, JobId, Session};
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::Duration;
+
+const TOKENS: usize = 48;
+
+/// Three columns generating; the middle one is dropped once every column has produced text.
+/// The other two must run to completion on their first job: one `Started` each, no text ever
+/// taken back, every token there.
+fn remove_the_middle(mode: ColumnsMode) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    let (tx, rx) = mpsc::channel();
+    let session = Session::spawn_with(
+        move || {
+            let opts = LoadOptions {
+                device: DeviceChoice::Cpu,
+                ..Default::default()
+            };
+            let mut e = Engine::load(&a, &b, &opts)?;
+            e.set_columns_mode(mode);
+            Ok(e)
+        },
+        move |e| {
+            let _ = tx.send(e);
+        },
+    );
+    let mut columns: Vec<_> = (0..3).map(|i| Some(session.column(ColumnId(i)))).collect();
+    let params = GenerationParams {
+        max_tokens: TOKENS,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            repeat_penalty: 1.0,
+            ..Default::default()
+        },
+    };
+    for (i, c) in columns.iter().enumerate() {
+        c.as_ref().unwrap().submit(Job {
+            id: JobId(1),
+            alpha: Alpha::new(i as f64 * 0.5).unwrap(),
+            prompt: "The movie was".into(),
+            params,
+            urgent: i == 0,
+        });
+    }
+    let mut started: BTreeMap<ColumnId, usize> = BTreeMap::new();
+    let mut text: BTreeMap<ColumnId, usize> = BTreeMap::new();
+    let mut done: BTreeMap<ColumnId, StopReason> = BTreeMap::new();
+    let mut removed = false;
+    let survivors = [ColumnId(0), ColumnId(2)];
+    while !survivors.iter().all(|c| done.contains_key(c)) {
+        match rx.recv_timeout(Duration::from_secs(120)).expect("an event") {
+            EngineEvent::Started { column, .. } => *started.entry(column).or_default() += 1,
+            EngineEvent::Text { column, .. } => {
+                *text.entry(column).or_default() += 1;
+                // Remove the middle column as soon as it is producing text (in re-blend mode
+                // the first column is then finished and the third still waiting).
+                if column == ColumnId(1) && !removed {
+                    columns[1] = None;
+                    removed = true;
+                }
+            }
+            EngineEvent::Done { column, stop, .. } => {
+                done.insert(column, stop);
+            }
+            EngineEvent::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    assert!(
+        removed,
+        "the middle column produced text before it was removed"
+    );
+    for c in survivors {
+        assert_eq!(started[&c], 1, "{c:?} started once: no job was resubmitted");
+        assert_ne!(
+            done[&c],
+            StopReason::Cancelled,
+            "{c:?} finished its generation"
+        );
+        assert!(text[&c] > 0);
+    }
+    // The removed column stopped between tokens.
+    assert!(done
+        .get(&ColumnId(1))
+        .is_none_or(|&s| s == StopReason::Cancelled));
+}
+
+#[test]
+fn removing_a_column_leaves_the_others_generating_when_reblending() {
+    remove_the_middle(ColumnsMode::Reblend);
+}
+
+#[test]
+fn removing_a_column_leaves_the_others_generating_in_one_batch() {
+    remove_the_middle(ColumnsMode::Batched);
+}
