@@ -19,8 +19,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def run_json(cmd):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+def run_json(cmd, threads):
+    """Run one side with `threads` threads: lerpscope (candle and rayon) reads
+    RAYON_NUM_THREADS, the reference takes --threads (torch.set_num_threads)."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -55,32 +58,37 @@ def main():
 
         for r in range(args.rounds):
             print(f"[{shape}] round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
-            g = run_json([args.lerpscope, "bench", "generate", *ours_pair, *load, *common, "--json"])
+            g = run_json([args.lerpscope, "bench", "generate", *ours_pair, *load, *common,
+                          "--json"], args.threads)
             add("ours_ttft", g["ttft_ms"])
             add("ours_rate", g["decode_tok_s"])
             add("ours_peak", g["peak_rss_bytes"] / g["model_bytes"])
+            add("ours_threads", g["threads"])
             bl = run_json([args.lerpscope, "bench", "blend", "--a", a, "--b", b, *load,
-                           "--iters", str(args.iters), "--json"])
+                           "--iters", str(args.iters), "--json"], args.threads)
             add("ours_blend", bl["blend_ms"])
             c = run_json([args.lerpscope, "bench", "columns", *ours_pair, *load, *common,
-                          "--k", str(args.k), "--json"])
+                          "--k", str(args.k), "--json"], args.threads)
             add("ours_one", c["one_column_ms"])
             add("ours_k", min(c["reblend_ms"], c["batched_ms"]))
             add("ours_k_mode", c["faster"])
-            rb = run_json(ref + ["--job", "blend"])
+            rb = run_json(ref + ["--job", "blend"], args.threads)
             add("ref_blend", rb["blend_ms"])
             add("ref_blend_lerp", rb["blend_lerp_ms"])
-            rg = run_json(ref + ["--job", "generate"])
+            rg = run_json(ref + ["--job", "generate"], args.threads)
+            add("ref_threads", rg["threads"])
             add("ref_ttft", rg["ttft_ms"])
             add("ref_rate", rg["decode_tok_s"])
-            rc = run_json(ref + ["--job", "columns", "--k", str(args.k)])
+            rc = run_json(ref + ["--job", "columns", "--k", str(args.k)], args.threads)
             add("ref_one", rc["one_column_ms"])
             add("ref_k", rc["reblend_ms"])
         m = {k: statistics.median(v) for k, v in samples.items() if not k.endswith("_mode")}
         mode = max(set(samples["ours_k_mode"]), key=samples["ours_k_mode"].count)
         rows.append((shape, m, mode))
 
-    print(f"\n{args.dtype}, {args.threads} threads, prompt {args.prompt_tokens} tokens, "
+    threads = sorted({t for _, m, _ in rows for t in (m["ours_threads"], m["ref_threads"])})
+    print(f"\n{args.dtype}, threads on each side (as each reported): {threads}, "
+          f"prompt {args.prompt_tokens} tokens, "
           f"{args.tokens} new, K = {args.k}; medians of {args.rounds} alternating rounds "
           f"(each side a median of {args.iters})\n")
     print("| shape | α change (ms) ours / ref [lerp] | × faster | first token after α change (ms) "

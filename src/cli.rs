@@ -432,7 +432,7 @@ pub struct BenchBlendArgs {
     #[arg(long, requires = "a")]
     pub b: Option<String>,
     /// Parameters of a random working set, when no pair is given.
-    #[arg(long, default_value_t = 100_000_000)]
+    #[arg(long, default_value = "100000000", value_parser = parse_params)]
     pub params: usize,
     #[command(flatten)]
     pub load: LoadArgs,
@@ -441,6 +441,19 @@ pub struct BenchBlendArgs {
     pub iters: usize,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--params`: a count of parameters, at least 1, taken whole (5000000000 is not 705032704).
+pub fn parse_params(s: &str) -> Result<usize, String> {
+    let n: u64 = s
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if n == 0 {
+        return Err("the working set needs at least one parameter".into());
+    }
+    usize::try_from(n).map_err(|_| format!("{n} parameters cannot be addressed on this machine"))
 }
 
 /// One α from a flag's value.

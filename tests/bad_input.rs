@@ -305,3 +305,45 @@ fn a_pair_too_large_for_the_gpu_gets_the_memory_needed_and_free() {
     assert!(msg.contains("24.00 GiB free"), "{msg}");
     assert!(lerpscope::engine::memory_fit(10 * gib, 2 * gib, 33 * gib).is_ok());
 }
+
+/// A safetensors file whose one tensor claims `elems` f32 values, written sparse: the header is
+/// real and consistent, the data is holes, so the file costs nothing on disk.
+fn sparse_safetensors(path: &Path, name: &str, shape: [u64; 2]) {
+    use std::io::Write;
+    let bytes = shape[0] * shape[1] * 4;
+    let header = serde_json::json!({
+        name: {"dtype": "F32", "shape": shape, "data_offsets": [0, bytes]}
+    })
+    .to_string();
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    f.write_all(header.as_bytes()).unwrap();
+    f.set_len(8 + header.len() as u64 + bytes).unwrap();
+}
+
+#[test]
+fn a_pair_too_large_for_ram_is_refused_before_loading_with_the_numbers() {
+    let p = pair(Arch::Llama);
+    // 2.5 × 10¹⁰ parameters per endpoint: 100 GB each, far beyond this machine's RAM.
+    for dir in [&p.a, &p.b] {
+        sparse_safetensors(
+            &dir.join("model.safetensors"),
+            "model.embed_tokens.weight",
+            [250_000, 100_000],
+        );
+    }
+    let t = std::time::Instant::now();
+    let e = err(&p.a, &p.b);
+    assert_has(
+        &e,
+        &[
+            "--device cpu",
+            "the pair needs",
+            "GiB",
+            "the system has",
+            "free",
+        ],
+    );
+    // Refused from the headers alone: nothing was read or allocated.
+    assert!(t.elapsed().as_secs() < 10, "took {:?}", t.elapsed());
+}

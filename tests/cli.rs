@@ -245,3 +245,36 @@ fn generate_runs_on_the_demo_pair_with_no_pair_given() {
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["alpha"], 0.0);
 }
+
+#[test]
+fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
+    let out = lerpscope(&["bench", "ui", "--keys", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--keys 0") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // 2³² + 1 parameters stay 2³² + 1 (a real blend of that size needs 48 GB).
+    use lerpscope::cli::parse_params;
+    assert_eq!(parse_params("4294967297"), Ok(4_294_967_297));
+    assert_eq!(parse_params("100_000_000"), Ok(100_000_000));
+    assert!(parse_params("0").is_err());
+    assert!(parse_params("-5").is_err());
+    // Too many for this machine: refused before allocating, naming the flag.
+    let out = lerpscope(&[
+        "bench",
+        "blend",
+        "--params",
+        "100000000000",
+        "--device",
+        "cpu",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--params 100000000000") && err.contains("GiB"),
+        "{err}"
+    );
+}

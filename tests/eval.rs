@@ -224,3 +224,54 @@ fn classifiers_match_transformers_and_look_labels_up_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn a_finished_sweep_rerun_leaves_every_file_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let out = tmp.path().join("out");
+    sweep(&a, &b, &out).run(&mut e).unwrap();
+    let files = [
+        "sweep.json",
+        "samples.jsonl",
+        "summary.csv",
+        "summary.json",
+        "plots/vader.png",
+        "plots/vader.svg",
+        "plots/perplexity.png",
+        "plots/perplexity.svg",
+    ];
+    let read = |f: &str| std::fs::read(out.join(f)).unwrap();
+    let before: Vec<Vec<u8>> = files.iter().map(|f| read(f)).collect();
+    // The rerun reads every record back from samples.jsonl (17-digit floats included).
+    sweep(&a, &b, &out).run(&mut e).unwrap();
+    for (f, old) in files.iter().zip(&before) {
+        assert!(read(f) == *old, "{f} changed on a resumed, finished sweep");
+    }
+}
+
+#[test]
+fn a_classifier_with_no_room_for_a_token_is_refused() {
+    use lerpscope::eval::classifier::Classifier;
+    let src =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier/tiny-roberta");
+    let tmp = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let config = tmp.path().join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    for n in [0, 1, 2] {
+        c["max_position_embeddings"] = n.into();
+        std::fs::write(&config, c.to_string()).unwrap();
+        let err = Classifier::load(&tmp.path().display().to_string(), "positive")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("max_position_embeddings"), "{n}: {err}");
+    }
+}

@@ -29,13 +29,11 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
             let device = opts.device.open()?;
             let dtype = opts.dtype.unwrap_or(DType::F32);
             let n = args.params;
+            crate::engine::check_host_memory(&device, 3 * n as u64 * dtype.size_in_bytes() as u64)
+                .map_err(|e| anyhow::anyhow!("--params {n}: {e}"))?;
             let rand = |seed: f64| -> Result<Tensor> {
                 // Cheap deterministic contents; values do not affect the timing.
-                Ok(
-                    ((Tensor::arange(0u32, n as u32, &device)?.to_dtype(DType::F32)? * 1e-7)?
-                        + seed)?
-                        .to_dtype(dtype)?,
-                )
+                Ok((Tensor::ones(n, DType::F32, &device)? * seed)?.to_dtype(dtype)?)
             };
             (
                 rand(0.0)?,
@@ -124,6 +122,9 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
     use crate::engine::{GenerationParams, SamplingParams};
     use crate::session::{EngineEvent, Session};
     use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+    if args.keys == 0 {
+        anyhow::bail!("--keys 0: nothing to time; send at least one key");
+    }
     let (a, b) = args.pair.endpoints();
     let opts = args.pair.load.options()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -187,6 +188,9 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
         .filter(|l| l.is_finite())
         .collect();
     v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        anyhow::bail!("no key press reached a frame");
+    }
     let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     let (p50, p95, p99, max) = (pct(0.5), pct(0.95), pct(0.99), v[v.len() - 1]);
     if args.json {

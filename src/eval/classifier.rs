@@ -67,6 +67,15 @@ impl Classifier {
                 labels.join(", ")
             );
         };
+        // RoBERTa's positions start after the padding index (1): two fewer are usable.
+        let reserved = if arch.contains("Roberta") { 2 } else { 0 };
+        let positions = value["max_position_embeddings"].as_u64().unwrap_or(512);
+        if positions <= reserved {
+            bail!(
+                "{}: max_position_embeddings = {positions} leaves no position for a token",
+                files.config.display()
+            );
+        }
         let device = Device::Cpu;
         // SAFETY: read-only maps of files we do not modify.
         let vb =
@@ -99,7 +108,8 @@ impl Classifier {
                 let cfg: RobertaConfig = serde_json::from_value(v).with_context(invalid)?;
                 let model = XLMRobertaForSequenceClassification::new(labels.len(), &cfg, vb.clone())
                     .with_context(cannot)?;
-                (Encoder::Roberta(model), 0, cfg.max_position_embeddings - 2)
+                let max_len = cfg.max_position_embeddings - reserved as usize;
+                (Encoder::Roberta(model), 0, max_len)
             }
             other => bail!(
                 "{}: architecture {other:?} is not supported as a classifier (supported: Bert-, DistilBert-, Roberta- and XLMRobertaForSequenceClassification)",

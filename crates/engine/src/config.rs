@@ -215,12 +215,18 @@ impl ModelConfig {
     }
 
     /// Bytes of key/value cache per position per sequence, at `dtype_bytes` per element.
-    pub fn kv_bytes_per_position(&self, dtype_bytes: usize) -> usize {
+    pub fn kv_bytes_per_position(&self, dtype_bytes: usize) -> u64 {
         let (layers, width) = match self {
-            ModelConfig::Llama(c) => (c.num_hidden_layers, c.kv_heads() * c.head_dim()),
+            ModelConfig::Llama(c) => (
+                c.num_hidden_layers,
+                c.kv_heads().saturating_mul(c.head_dim()),
+            ),
             ModelConfig::Gpt2(c) => (c.n_layer, c.n_embd),
         };
-        2 * layers * width * dtype_bytes
+        // Saturating: a config is read before its sizes are checked against any tensor.
+        [layers, width, dtype_bytes]
+            .iter()
+            .fold(2u64, |acc, &x| acc.saturating_mul(x as u64))
     }
 
     pub fn max_positions(&self) -> usize {

@@ -7,6 +7,7 @@ use crate::checkpoint::{native_dtype, Checkpoint};
 use crate::config::ModelConfig;
 use crate::error::{bail, Context, Error, Result};
 use crate::generate::{Cancel, Generation, GenerationParams, Generator, TextSpec};
+use crate::memory::{check_fits, device_memory, device_name};
 use crate::model::param::Mix;
 use crate::model::Model;
 use crate::pair;
@@ -152,57 +153,6 @@ pub struct PairInfo {
     pub gpu_memory: Option<(u64, u64)>,
 }
 
-/// Free and total memory of a CUDA device, in bytes; None on other devices.
-pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
-    #[cfg(feature = "cuda")]
-    if let Device::Cuda(d) = device {
-        let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
-        return Some((free as u64, total as u64));
-    }
-    let _ = device;
-    None
-}
-
-/// Columns' worth of key/value cache the memory check reserves, at the full context (capped).
-const KV_RESERVE_SEQUENCES: usize = 4;
-const KV_RESERVE_MAX_POSITIONS: usize = 4096;
-
-/// Refuse a pair that cannot fit on the GPU before uploading anything: the two endpoints, the
-/// working copy and the key/value caches of a few columns.
-fn check_fits(
-    device: &Device,
-    config: &ModelConfig,
-    buffer_bytes: usize,
-    dtype: DType,
-) -> Result<()> {
-    let Some((free, _)) = device_memory(device) else {
-        return Ok(());
-    };
-    let positions = config.max_positions().min(KV_RESERVE_MAX_POSITIONS);
-    let kv = KV_RESERVE_SEQUENCES * positions * config.kv_bytes_per_position(dtype.size_in_bytes());
-    memory_fit(buffer_bytes as u64, kv as u64, free)
-        .with_context(|| format!("--device {}", device_name(device)))
-}
-
-/// Whether three buffers of `buffer_bytes` and `kv_bytes` of caches fit in `free` bytes; the
-/// error gives the memory needed and available.
-pub fn memory_fit(buffer_bytes: u64, kv_bytes: u64, free: u64) -> Result<()> {
-    let needed = 3 * buffer_bytes + kv_bytes;
-    if needed > free {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        bail!(
-            Memory,
-            "the pair needs {:.2} GiB (A, B and the working copy: 3 × {:.2} GiB; key/value \
-             caches: {:.2} GiB) but the GPU has {:.2} GiB free; try --dtype bf16 or a smaller pair",
-            gib(needed),
-            gib(buffer_bytes),
-            gib(kv_bytes),
-            gib(free)
-        );
-    }
-    Ok(())
-}
-
 pub struct Engine {
     pub info: PairInfo,
     weights: BlendedWeights,
@@ -240,7 +190,7 @@ impl Engine {
                 .and_then(|n| native_dtype(ca.tensors[n].dtype))
                 .unwrap_or(DType::F32),
         };
-        let layout_bytes = super::weights::FlatLayout::new(
+        let layout_bytes = crate::weights::FlatLayout::new(
             names
                 .iter()
                 .map(|n| (n.clone(), ca.tensors[n].shape.clone())),
@@ -248,7 +198,7 @@ impl Engine {
         )
         .total
             * dtype.size_in_bytes();
-        check_fits(&device, &ca.config, layout_bytes, dtype)?;
+        check_fits(&device, &ca.config, layout_bytes as u64, dtype)?;
         let weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
         let model = build_model(&ca, &weights, Buffer::Working, &device)
             .with_context(|| format!("{}: cannot build the model", ca.files.config.display()))?;
@@ -456,14 +406,6 @@ pub fn build_model(
     device: &Device,
 ) -> Result<Model> {
     Ok(Model::load(&c.config, weights_vb(weights, which, device)?)?)
-}
-
-pub fn device_name(d: &Device) -> String {
-    match d {
-        Device::Cpu => "cpu".to_string(),
-        Device::Cuda(_) => "cuda".to_string(),
-        Device::Metal(_) => "metal".to_string(),
-    }
 }
 
 /// EOS ids from the config, else the usual end-of-text tokens the tokenizer knows.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod few_rows;
 pub mod fixtures;
 pub mod generate;
+pub mod memory;
 pub mod model;
 pub mod pair;
 pub mod sampling;
@@ -22,10 +23,11 @@ pub mod weights;
 
 pub use alpha::{Alpha, AlphaError, IntoAlpha, MAX_ABS_ALPHA};
 pub use engine::{
-    build_model, device_memory, device_name, dtype_name, memory_fit, parse_dtype, ColumnsMode,
-    DeviceChoice, Engine, LoadOptions, PairInfo, Standalone,
+    build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, LoadOptions, PairInfo,
+    Standalone,
 };
 pub use error::{Error, Result};
 pub use generate::{perplexity, Cancel, Generation, GenerationParams, Generator, StopReason};
+pub use memory::{check_host_memory, device_memory, device_name, memory_fit};
 pub use sampling::SamplingParams;
 pub use threads::{on_pool, pin_thread_count};

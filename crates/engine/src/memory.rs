@@ -1,0 +1,127 @@
+//! Whether a pair fits before a byte of it is loaded: the two endpoints, the working copy and
+//! the key/value caches of a few columns, against free GPU memory or the RAM the system can
+//! still give.
+
+use crate::config::ModelConfig;
+use crate::error::{bail, Context, Result};
+use candle_core::{DType, Device};
+
+/// Free and total memory of a CUDA device, in bytes; None on other devices.
+pub fn device_memory(device: &Device) -> Option<(u64, u64)> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
+        return Some((free as u64, total as u64));
+    }
+    let _ = device;
+    None
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes: what the system can give without swapping.
+pub fn host_available_memory() -> Option<u64> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemAvailable` from the text of /proc/meminfo, in bytes.
+pub fn parse_meminfo(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// What `device` can still hold, and how to name it in a message.
+fn available(device: &Device) -> Option<(u64, &'static str)> {
+    match device {
+        Device::Cpu => host_available_memory().map(|b| (b, "the system")),
+        _ => device_memory(device).map(|(free, _)| (free, "the GPU")),
+    }
+}
+
+/// Columns' worth of key/value cache the memory check reserves, at the full context (capped).
+const KV_RESERVE_SEQUENCES: u64 = 4;
+const KV_RESERVE_MAX_POSITIONS: u64 = 4096;
+
+/// Refuse a pair that cannot fit on `device` before loading anything.
+pub(crate) fn check_fits(
+    device: &Device,
+    config: &ModelConfig,
+    buffer_bytes: u64,
+    dtype: DType,
+) -> Result<()> {
+    let Some((free, place)) = available(device) else {
+        return Ok(());
+    };
+    let positions = (config.max_positions() as u64).min(KV_RESERVE_MAX_POSITIONS);
+    let kv = KV_RESERVE_SEQUENCES
+        .saturating_mul(positions)
+        .saturating_mul(config.kv_bytes_per_position(dtype.size_in_bytes()));
+    fit(buffer_bytes, kv, free, place).with_context(|| format!("--device {}", device_name(device)))
+}
+
+/// Refuse `bytes` of working buffers the device cannot hold (benchmarks' random buffers).
+pub fn check_host_memory(device: &Device, bytes: u64) -> Result<()> {
+    match available(device) {
+        Some((free, place)) if bytes > free => bail!(
+            Memory,
+            "needs {:.2} GiB but {place} has {:.2} GiB available",
+            gib(bytes),
+            gib(free)
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Whether three buffers of `buffer_bytes` and `kv_bytes` of caches fit in `free` bytes of GPU
+/// memory; the error gives the memory needed and available.
+pub fn memory_fit(buffer_bytes: u64, kv_bytes: u64, free: u64) -> Result<()> {
+    fit(buffer_bytes, kv_bytes, free, "the GPU")
+}
+
+fn gib(b: u64) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+fn fit(buffer_bytes: u64, kv_bytes: u64, free: u64, place: &str) -> Result<()> {
+    let needed = buffer_bytes.saturating_mul(3).saturating_add(kv_bytes);
+    if needed > free {
+        bail!(
+            Memory,
+            "the pair needs {:.2} GiB (A, B and the working copy: 3 × {:.2} GiB; key/value \
+             caches: {:.2} GiB) but {place} has {:.2} GiB free; try --dtype bf16 or a smaller pair",
+            gib(needed),
+            gib(buffer_bytes),
+            gib(kv_bytes),
+            gib(free)
+        );
+    }
+    Ok(())
+}
+
+pub fn device_name(d: &Device) -> String {
+    match d {
+        Device::Cpu => "cpu".to_string(),
+        Device::Cuda(_) => "cuda".to_string(),
+        Device::Metal(_) => "metal".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mem_available() {
+        let text = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(parse_meminfo(text), Some(20_000_000 * 1024));
+        assert_eq!(parse_meminfo("MemTotal: 5 kB"), None);
+    }
+
+    #[test]
+    fn the_message_names_the_place_and_never_overflows() {
+        let e = fit(u64::MAX / 2, u64::MAX, 1 << 30, "the system").unwrap_err();
+        assert!(
+            e.to_string().contains("the system has 1.00 GiB free"),
+            "{e}"
+        );
+    }
+}
