@@ -202,6 +202,7 @@ fn classifiers_match_transformers_and_look_labels_up_by_name() {
             let want: Vec<f32> = serde_json::from_value(e["probs"].clone()).unwrap();
             let got = c.probabilities(text).unwrap();
             assert!((got.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            assert_eq!(got.len(), want.len(), "{name}: one probability per label");
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-4, "{name} {text:?}: {got:?} vs {want:?}");
             }

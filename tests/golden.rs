@@ -1,6 +1,8 @@
-//! The engine against Hugging Face transformers: tiny random Llama and GPT-2 pairs made and run
-//! by tests/fixtures/make_fixtures.py, whose logits and greedy tokens at several alphas (the
-//! blend done on torch state dicts) are checked in as tests/fixtures/expected.json.
+//! The engine against Hugging Face transformers: tiny random pairs made and run by
+//! tests/fixtures/make_fixtures.py, whose logits and greedy tokens at several alphas (the
+//! blend done on torch state dicts) are checked in as tests/fixtures/expected.json. The pairs
+//! cover untied and tied (SmolLM2-style) Llama, Llama 3.1, linear and dynamic RoPE scaling, and
+//! GPT-2; every greedy reference uses several distinct tokens.
 
 use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
 use serde_json::Value;
@@ -46,6 +48,11 @@ fn check_arch(arch: &str) {
             );
             let want: Vec<f32> = serde_json::from_value(run["logits"].clone()).unwrap();
             let got = engine.logits(&ids).unwrap();
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "{arch}: logits over the whole vocabulary"
+            );
             let worst = want
                 .iter()
                 .zip(&got)
@@ -57,6 +64,7 @@ fn check_arch(arch: &str) {
             );
 
             let greedy: Vec<u32> = serde_json::from_value(run["greedy"].clone()).unwrap();
+            assert_eq!(greedy.len(), new_tokens);
             let mut generator = engine.generator();
             generator.eos = &[]; // transformers ran without an EOS stop
             let params = GenerationParams {
@@ -86,4 +94,31 @@ fn llama_matches_transformers_at_every_alpha() {
 #[test]
 fn gpt2_matches_transformers_at_every_alpha() {
     check_arch("gpt2");
+}
+
+#[test]
+fn tied_gqa_llama_like_smollm2_matches_transformers() {
+    check_arch("llama-tied");
+}
+
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    check_arch("llama3-rope");
+}
+
+#[test]
+fn linear_rope_scaling_matches_transformers() {
+    check_arch("llama-linear");
+}
+
+#[test]
+fn dynamic_rope_scaling_matches_transformers_past_the_original_context() {
+    check_arch("llama-dynamic");
+}
+
+#[test]
+fn every_fixture_pair_is_checked() {
+    let exp = expected();
+    let archs: Vec<&String> = exp["models"].as_object().unwrap().keys().collect();
+    assert_eq!(archs.len(), 6, "{archs:?}: add a test for each pair");
 }

@@ -126,6 +126,7 @@ fn engines(arch: Arch) -> (tempfile::TempDir, Engine, Engine) {
 }
 
 fn close(x: &[f32], y: &[f32], what: &str) {
+    assert_eq!(x.len(), y.len(), "{what}: logits of different lengths");
     let d = x
         .iter()
         .zip(y)
@@ -151,6 +152,7 @@ fn tiny_models_on_cuda_match_the_cpu() {
         // The batched-columns mode on the GPU, against re-blending there.
         let alphas = [0.0, 0.4, 1.0];
         let rows = gpu.logits_columns(&ids, &alphas).unwrap();
+        assert_eq!(rows.len(), alphas.len());
         for (alpha, row) in alphas.iter().zip(&rows) {
             gpu.set_alpha(*alpha).unwrap();
             close(

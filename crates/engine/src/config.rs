@@ -27,31 +27,95 @@ impl TokenIds {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Llama3RopeScaling {
-    pub factor: f32,
-    pub low_freq_factor: f32,
-    pub high_freq_factor: f32,
-    pub original_max_position_embeddings: usize,
-    #[serde(alias = "type")]
-    pub rope_type: String,
+/// How RoPE's frequencies are stretched for longer contexts (`rope_scaling`, or
+/// `rope_parameters` in transformers ≥ 5, by its `rope_type`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// Positions divided by `factor` (every frequency scaled down alike).
+    Linear { factor: f32 },
+    /// NTK-aware: past `max_position_embeddings`, the base grows with the sequence length.
+    Dynamic { factor: f32 },
+    /// Llama 3.1's: low frequencies scaled by `factor`, high ones kept, a smooth ramp between.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: usize,
+    },
+}
+
+impl RopeScaling {
+    /// The scaling a config asks for: None for the default; an error names any other type.
+    fn from_json(v: &serde_json::Value) -> Result<Option<Self>> {
+        let kind = v
+            .get("rope_type")
+            .or_else(|| v.get("type"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("default");
+        let num = |key: &str| -> Result<f32> {
+            let x = v.get(key).and_then(|x| x.as_f64()).ok_or_else(|| {
+                err!(Format, "rope_scaling of type {kind:?} needs a number {key}")
+            })?;
+            if !(x.is_finite() && x > 0.0 && x < 1e9) {
+                bail!(
+                    Format,
+                    "rope_scaling {key} must be a positive number, got {x}"
+                );
+            }
+            Ok(x as f32)
+        };
+        Ok(match kind {
+            "default" => None,
+            "linear" => Some(RopeScaling::Linear {
+                factor: num("factor")?,
+            }),
+            "dynamic" => Some(RopeScaling::Dynamic {
+                factor: num("factor")?,
+            }),
+            "llama3" => {
+                let (low, high) = (num("low_freq_factor")?, num("high_freq_factor")?);
+                if low >= high {
+                    bail!(
+                        Format,
+                        "rope_scaling low_freq_factor {low} must be below high_freq_factor {high}"
+                    );
+                }
+                Some(RopeScaling::Llama3 {
+                    factor: num("factor")?,
+                    low_freq_factor: low,
+                    high_freq_factor: high,
+                    original_max_position_embeddings: num("original_max_position_embeddings")?
+                        as usize,
+                })
+            }
+            other => bail!(
+                Unsupported,
+                "rope_type {other:?} is not supported (supported: default, linear, dynamic, llama3)"
+            ),
+        })
+    }
 }
 
 /// Parse a Llama config; transformers ≥ 5 nests rope_theta and the scaling under
 /// `rope_parameters`.
 fn llama_from_json(mut value: serde_json::Value) -> Result<LlamaConfig> {
-    if let Some(rp) = value.get("rope_parameters").cloned() {
-        let obj = value
-            .as_object_mut()
-            .ok_or_else(|| err!(Format, "config is not a JSON object"))?;
-        if let Some(theta) = rp.get("rope_theta") {
-            obj.entry("rope_theta").or_insert(theta.clone());
-        }
-        if rp.get("rope_type").and_then(|t| t.as_str()) == Some("llama3") {
-            obj.entry("rope_scaling").or_insert(rp);
-        }
+    let rope = ["rope_parameters", "rope_scaling"]
+        .iter()
+        .find_map(|k| value.get(*k).filter(|v| v.is_object()).cloned());
+    let rope_scaling = match &rope {
+        Some(r) => RopeScaling::from_json(r)?,
+        None => None,
+    };
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| err!(Format, "config is not a JSON object"))?;
+    obj.remove("rope_scaling");
+    if let Some(theta) = rope.as_ref().and_then(|r| r.get("rope_theta")) {
+        obj.entry("rope_theta").or_insert(theta.clone());
     }
-    serde_json::from_value(value).context("invalid Llama config")
+    let mut c: LlamaConfig = serde_json::from_value(value).context("invalid Llama config")?;
+    c.rope_scaling = rope_scaling;
+    Ok(c)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -73,7 +137,8 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<TokenIds>,
-    pub rope_scaling: Option<Llama3RopeScaling>,
+    #[serde(skip)]
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 fn default_rms_eps() -> f64 {
@@ -90,6 +155,17 @@ fn default_ln_eps() -> f64 {
 }
 
 impl LlamaConfig {
+    /// The longest sequence the model runs: `max_position_embeddings`, stretched by the factor
+    /// under dynamic RoPE scaling (which exists to run past it).
+    pub fn context(&self) -> usize {
+        match self.rope_scaling {
+            Some(RopeScaling::Dynamic { factor }) => {
+                (self.max_position_embeddings as f64 * factor.max(1.0) as f64) as usize
+            }
+            _ => self.max_position_embeddings,
+        }
+    }
+
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
@@ -231,7 +307,7 @@ impl ModelConfig {
 
     pub fn max_positions(&self) -> usize {
         match self {
-            ModelConfig::Llama(c) => c.max_position_embeddings,
+            ModelConfig::Llama(c) => c.context(),
             ModelConfig::Gpt2(c) => c.n_positions,
         }
     }
@@ -298,6 +374,54 @@ mod tests {
         .unwrap();
         assert_eq!(g.architecture(), "GPT2LMHeadModel");
         assert_eq!(g.eos_ids(), vec![7]);
+    }
+
+    fn llama_with(extra: &str) -> Result<ModelConfig> {
+        ModelConfig::parse(&format!(
+            r#"{{"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":128,
+            "num_hidden_layers":2,"num_attention_heads":4,"vocab_size":100,
+            "max_position_embeddings":32{extra}}}"#
+        ))
+    }
+
+    #[test]
+    fn every_rope_type_is_read_or_refused_by_name() {
+        let scaling = |c: ModelConfig| match c {
+            ModelConfig::Llama(l) => l.rope_scaling,
+            _ => panic!("not llama"),
+        };
+        let lin = llama_with(r#","rope_scaling":{"type":"linear","factor":4.0}"#).unwrap();
+        assert_eq!(scaling(lin), Some(RopeScaling::Linear { factor: 4.0 }));
+        let dy = llama_with(
+            r#","rope_parameters":{"rope_type":"dynamic","factor":2.0,"rope_theta":1e5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            dy.max_positions(),
+            64,
+            "dynamic scaling runs past the original context"
+        );
+        assert_eq!(scaling(dy), Some(RopeScaling::Dynamic { factor: 2.0 }));
+        let l3 = llama_with(
+            r#","rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,
+            "high_freq_factor":4.0,"original_max_position_embeddings":8}"#,
+        )
+        .unwrap();
+        assert!(matches!(scaling(l3), Some(RopeScaling::Llama3 { .. })));
+        assert_eq!(
+            scaling(llama_with(r#","rope_scaling":null"#).unwrap()),
+            None
+        );
+        for kind in ["yarn", "longrope", "su"] {
+            let e = llama_with(&format!(
+                r#","rope_scaling":{{"rope_type":"{kind}","factor":4.0}}"#
+            ))
+            .unwrap_err();
+            assert!(e.to_string().contains(kind), "{e}");
+            assert!(matches!(e.root(), crate::Error::Unsupported(_)), "{e:?}");
+        }
+        let e = llama_with(r#","rope_scaling":{"type":"linear"}"#).unwrap_err();
+        assert!(e.to_string().contains("factor"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::param::{embed, Loader, Mix, Param};
 use super::{attention, check_context, Cache, Kernels};
-use crate::config::LlamaConfig;
+use crate::config::{LlamaConfig, RopeScaling};
 use candle_core::{DType, Device, Result, Tensor};
 
 struct Block {
@@ -24,8 +24,13 @@ pub struct Llama {
     eps: f64,
     kernels: Kernels,
     lm_head: Param,
-    cos: Tensor,
-    sin: Tensor,
+    /// RoPE's inverse frequencies `[1, head_dim / 2]` (f32). The angles of the positions a
+    /// forward pass needs are made from them on the spot: a table for every position the config
+    /// allows would be sized by a number in a file (and 10⁹ positions is one JSON edit away).
+    inv_freq: Tensor,
+    /// (θ, factor, positions before scaling starts) for dynamic scaling.
+    dynamic: Option<(f32, f32, usize)>,
+    dtype: DType,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -62,7 +67,7 @@ impl Llama {
         } else {
             vb.get((c.vocab_size, h), "lm_head.weight")?
         };
-        let (cos, sin) = rope_tables(c, vb.dtype(), vb.device())?;
+        let inv_freq = inverse_frequencies(c, vb.device())?;
         Ok(Self {
             embed: embed_w,
             blocks,
@@ -70,12 +75,18 @@ impl Llama {
             eps,
             kernels,
             lm_head,
-            cos,
-            sin,
+            inv_freq,
+            dynamic: match c.rope_scaling {
+                Some(RopeScaling::Dynamic { factor }) => {
+                    Some((c.rope_theta, factor, c.max_position_embeddings))
+                }
+                _ => None,
+            },
+            dtype: vb.dtype(),
             heads: nh,
             kv_heads: nkv,
             head_dim: hd,
-            max_pos: c.max_position_embeddings,
+            max_pos: c.context(),
         })
     }
 
@@ -100,8 +111,7 @@ impl Llama {
         let pos = cache.as_ref().map_or(0, |c| c.pos);
         check_context(pos, t, self.max_pos)?;
         let k_ = self.kernels;
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
+        let (cos, sin) = self.rope_angles(pos, t)?;
         let norm = |x: &Tensor, g: &Param| g.apply(mix, |g| k_.rms_norm(x, g, self.eps));
         let linear = |x: &Tensor, w: &Param| w.linear(x, mix, k_);
         let mut x = self.embed.apply(mix, |w| embed(w, ids))?;
@@ -139,6 +149,31 @@ impl Llama {
         Ok(x)
     }
 
+    /// cos and sin `[t, head_dim / 2]` of positions `pos..pos + t`, in the model's dtype.
+    /// With dynamic scaling a call that reaches past the original context uses frequencies
+    /// for its length; keys already cached keep theirs, as in transformers.
+    fn rope_angles(&self, pos: usize, t: usize) -> Result<(Tensor, Tensor)> {
+        let device = self.inv_freq.device();
+        let grown;
+        let inv_freq = match self.dynamic {
+            Some((theta, factor, original)) if pos + t > original => {
+                let f = dynamic_frequencies(theta, self.head_dim, factor, original, pos + t);
+                let n = f.len();
+                grown = Tensor::from_vec(f, (1, n), device)?;
+                &grown
+            }
+            _ => &self.inv_freq,
+        };
+        let positions = Tensor::arange(pos as u32, (pos + t) as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((t, 1))?;
+        let freqs = positions.matmul(inv_freq)?;
+        Ok((
+            freqs.cos()?.to_dtype(self.dtype)?,
+            freqs.sin()?.to_dtype(self.dtype)?,
+        ))
+    }
+
     /// Final norm and LM head: `[b, t, hidden]` → `[b, t, vocab]`.
     pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
         let x = self
@@ -148,36 +183,59 @@ impl Llama {
     }
 }
 
-/// cos/sin tables `[max_pos, head_dim / 2]` for HF's rotate-half layout, with Llama 3's
-/// frequency scaling when the config asks for it.
-fn rope_tables(c: &LlamaConfig, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
-    let hd = c.head_dim();
-    let mut inv_freq: Vec<f32> = (0..hd)
+/// RoPE's inverse frequencies for HF's rotate-half layout: `1 / θ^(i / d)` for even i < d.
+fn base_frequencies(theta: f32, head_dim: usize) -> Vec<f32> {
+    (0..head_dim)
         .step_by(2)
-        .map(|i| 1.0 / c.rope_theta.powf(i as f32 / hd as f32))
-        .collect();
-    if let Some(s) = c.rope_scaling.as_ref().filter(|s| s.rope_type == "llama3") {
-        let low_wavelen = s.original_max_position_embeddings as f32 / s.low_freq_factor;
-        let high_wavelen = s.original_max_position_embeddings as f32 / s.high_freq_factor;
-        for f in inv_freq.iter_mut() {
-            let wavelen = 2.0 * std::f32::consts::PI / *f;
-            *f = if wavelen < high_wavelen {
-                *f
-            } else if wavelen > low_wavelen {
-                *f / s.factor
-            } else {
-                let smooth = (s.original_max_position_embeddings as f32 / wavelen
-                    - s.low_freq_factor)
-                    / (s.high_freq_factor - s.low_freq_factor);
-                (1.0 - smooth) * *f / s.factor + smooth * *f
-            };
+        .map(|i| 1.0 / theta.powf(i as f32 / head_dim as f32))
+        .collect()
+}
+
+/// RoPE's inverse frequencies `[1, head_dim / 2]` at the start of a sequence, with the
+/// config's scaling (dynamic scaling changes them later, see [`Llama::rope_angles`]).
+fn inverse_frequencies(c: &LlamaConfig, device: &Device) -> Result<Tensor> {
+    let mut inv_freq = base_frequencies(c.rope_theta, c.head_dim());
+    match c.rope_scaling {
+        Some(RopeScaling::Linear { factor }) => inv_freq.iter_mut().for_each(|f| *f /= factor),
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => {
+            let original = original_max_position_embeddings as f32;
+            let low_wavelen = original / low_freq_factor;
+            let high_wavelen = original / high_freq_factor;
+            for f in inv_freq.iter_mut() {
+                let wavelen = 2.0 * std::f32::consts::PI / *f;
+                *f = if wavelen < high_wavelen {
+                    *f
+                } else if wavelen > low_wavelen {
+                    *f / factor
+                } else {
+                    let smooth = (original / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * *f / factor + smooth * *f
+                };
+            }
         }
+        Some(RopeScaling::Dynamic { .. }) | None => {}
     }
     let n = inv_freq.len();
-    let inv = Tensor::from_vec(inv_freq, (1, n), device)?;
-    let pos = Tensor::arange(0u32, c.max_position_embeddings as u32, device)?
-        .to_dtype(DType::F32)?
-        .reshape((c.max_position_embeddings, 1))?;
-    let freqs = pos.matmul(&inv)?;
-    Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
+    Tensor::from_vec(inv_freq, (1, n), device)
+}
+
+/// Dynamic NTK scaling as transformers does it: once a sequence reaches `seq_len` positions
+/// past `original`, the base becomes θ·(f·seq_len/original − (f − 1))^(d/(d−2)).
+fn dynamic_frequencies(
+    theta: f32,
+    head_dim: usize,
+    factor: f32,
+    original: usize,
+    seq_len: usize,
+) -> Vec<f32> {
+    let (f, d) = (factor as f64, head_dim as f64);
+    let grown =
+        theta as f64 * (f * seq_len as f64 / original as f64 - (f - 1.0)).powf(d / (d - 2.0));
+    base_frequencies(grown as f32, head_dim)
 }
