@@ -3,6 +3,7 @@ use lerpscope::cli::Cli;
 
 fn main() -> std::process::ExitCode {
     lerpscope::engine::pin_thread_count();
+    lerpscope::engine::guard::quiet_caught_panics();
     lerpscope::tune_allocator();
     let cli = Cli::parse();
     match lerpscope::commands::run(cli) {

@@ -109,6 +109,10 @@ impl Drop for TerminalGuard {
 fn install_panic_hook() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // A bad file's parser panicking inside the engine is an error, not the end of the UI.
+        if crate::engine::guard::in_guard() {
+            return;
+        }
         restore_terminal();
         previous(info);
     }));

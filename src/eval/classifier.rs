@@ -137,10 +137,11 @@ impl Classifier {
     }
 
     pub fn token_ids(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| anyhow::anyhow!("cannot tokenise for the classifier: {e}"))?;
+        let enc = crate::engine::guard::catch("cannot tokenise for the classifier", || {
+            self.tokenizer.encode(text, true).map_err(|e| {
+                crate::engine::Error::Format(format!("cannot tokenise for the classifier: {e}"))
+            })
+        })?;
         let n = enc.get_ids().len().min(self.max_len);
         Ok((
             enc.get_ids()[..n].to_vec(),

@@ -81,22 +81,37 @@ pub struct AlphaSummary {
     pub distinct_3: f64,
 }
 
-/// Read the finished records of an earlier run; a torn last line (the run was killed while
-/// writing it) is cut off so appending continues cleanly.
-fn read_records(path: &Path) -> Result<Vec<SampleRecord>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(Vec::new());
+/// The settings of an earlier sweep (its sweep.json).
+pub fn read_config(path: &Path) -> Result<SweepConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: malformed", path.display()))
+}
+
+/// Read the finished records of an earlier run. A torn last line (the run was killed while
+/// writing it) is cut off so appending continues cleanly; a damaged complete line is an error
+/// naming it, so that no record after it is silently dropped.
+pub fn read_records(path: &Path) -> Result<Vec<SampleRecord>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
     };
     let mut records = Vec::new();
     let mut good = 0;
-    for line in text.split_inclusive('\n') {
-        match serde_json::from_str::<SampleRecord>(line.trim_end()) {
-            Ok(r) if line.ends_with('\n') => {
-                records.push(r);
-                good += line.len();
-            }
-            _ => break,
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if !line.ends_with('\n') {
+            break; // torn: cut below
         }
+        let r = serde_json::from_str::<SampleRecord>(line.trim_end()).with_context(|| {
+            format!(
+                "{}: line {} is not a sample record; fix or remove it to resume",
+                path.display(),
+                i + 1
+            )
+        })?;
+        records.push(r);
+        good += line.len();
     }
     if good < text.len() {
         let f = std::fs::OpenOptions::new().write(true).open(path)?;
@@ -117,9 +132,8 @@ impl Sweep {
         std::fs::create_dir_all(out)
             .with_context(|| format!("--out {}: cannot create", out.display()))?;
         let cfg_path = out.join("sweep.json");
-        if let Ok(text) = std::fs::read_to_string(&cfg_path) {
-            let old: SweepConfig = serde_json::from_str(&text)
-                .with_context(|| format!("{}: malformed", cfg_path.display()))?;
+        if cfg_path.exists() {
+            let old = read_config(&cfg_path)?;
             if old != self.config {
                 bail!(
                     "--out {} holds a sweep with other settings ({}); use another --out to start a new one",

@@ -117,10 +117,11 @@ pub struct Generator<'a> {
 
 impl Generator<'_> {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| err!(Format, "cannot tokenise the prompt: {e}"))?;
+        let enc = crate::guard::catch("cannot tokenise the prompt", || {
+            self.tokenizer
+                .encode(text, true)
+                .map_err(|e| err!(Format, "cannot tokenise the prompt: {e}"))
+        })?;
         Ok(enc.get_ids().to_vec())
     }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod few_rows;
 pub mod fixtures;
 pub mod generate;
+pub mod guard;
 pub mod memory;
 pub mod model;
 pub mod pair;

@@ -75,8 +75,10 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
 }
 
 pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
-    Tokenizer::from_file(path)
-        .map_err(|e| err!(Format, "{}: cannot load tokenizer ({e})", path.display()))
+    let what = format!("{}: cannot load tokenizer", path.display());
+    crate::guard::catch(&what, || {
+        Tokenizer::from_file(path).map_err(|e| err!(Format, "{what} ({e})"))
+    })
 }
 
 /// Two tokenizers agree when they map the same token strings to the same ids.

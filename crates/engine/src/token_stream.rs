@@ -24,9 +24,11 @@ impl<'t> TokenStream<'t> {
     }
 
     fn decode(&self, ids: &[u32]) -> crate::Result<String> {
-        self.tokenizer
-            .decode(ids, true)
-            .map_err(|e| crate::error::err!(Format, "cannot decode tokens: {e}"))
+        crate::guard::catch("cannot decode tokens", || {
+            self.tokenizer
+                .decode(ids, true)
+                .map_err(|e| crate::error::err!(Format, "cannot decode tokens: {e}"))
+        })
     }
 
     /// Add a token; returns the new text it completes, if any.
