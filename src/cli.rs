@@ -150,6 +150,10 @@ pub struct LoadArgs {
     /// Blend endpoints whose tokenizers differ (A's tokenizer is used).
     #[arg(long)]
     pub allow_tokenizer_mismatch: bool,
+    /// The model two PEFT adapters apply to (a directory or Hub id); by default the base the
+    /// adapters name. With adapters, `--a base` is the base itself: α scales B's adapter.
+    #[arg(long)]
+    pub base: Option<String>,
 }
 
 impl LoadArgs {
@@ -158,6 +162,7 @@ impl LoadArgs {
             device: self.device.parse::<DeviceChoice>()?,
             dtype: crate::engine::parse_dtype(&self.dtype)?,
             allow_tokenizer_mismatch: self.allow_tokenizer_mismatch,
+            base: self.base.clone(),
         })
     }
 }

@@ -10,6 +10,7 @@ fn info() -> PairInfo {
     PairInfo {
         a: "neg".into(),
         b: "pos".into(),
+        description: "A ↔ B".into(),
         architecture: "LlamaForCausalLM".into(),
         params: 2_400_000,
         dtype: "f32".into(),

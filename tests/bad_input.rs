@@ -23,6 +23,7 @@ fn load(a: &Path, b: &Path, allow_tok: bool) -> Result<Engine, String> {
         device: DeviceChoice::Cpu,
         dtype: None,
         allow_tokenizer_mismatch: allow_tok,
+        ..Default::default()
     };
     Engine::load(&a.display().to_string(), &b.display().to_string(), &opts)
         .map_err(|e| one_line(&e))
@@ -55,9 +56,10 @@ fn rewrite_b(
     )
     .unwrap();
     let mut tensors: Vec<_> = c
+        .weights
         .tensors
         .iter()
-        .map(|(n, m)| (n.clone(), m.shape.clone(), c.read_f32(n).unwrap()))
+        .map(|(n, m)| (n.clone(), m.shape.clone(), c.weights.read_f32(n).unwrap()))
         .collect();
     drop(c);
     edit(&mut tensors);

@@ -16,6 +16,7 @@ fn engine(arch: Arch) -> (tempfile::TempDir, Engine) {
         device: DeviceChoice::Cpu,
         dtype: None,
         allow_tokenizer_mismatch: false,
+        ..Default::default()
     };
     let e = Engine::load(&a.display().to_string(), &b.display().to_string(), &opts).unwrap();
     (tmp, e)
@@ -160,6 +161,7 @@ fn worker_batches_waiting_columns_with_the_same_results() {
                         device: DeviceChoice::Cpu,
                         dtype: None,
                         allow_tokenizer_mismatch: false,
+                        ..Default::default()
                     },
                 )?;
                 e.set_columns_mode(mode);

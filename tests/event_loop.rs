@@ -40,7 +40,12 @@ fn key_latency_counts_from_when_the_key_was_read() {
             ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
         let (itx, irx) = tokio::sync::mpsc::unbounded_channel();
         let (_etx, erx) = tokio::sync::mpsc::unbounded_channel();
-        let key = |c| Ok(Event::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)));
+        let key = |c| {
+            Ok(Event::Key(KeyEvent::new(
+                KeyCode::Char(c),
+                KeyModifiers::NONE,
+            )))
+        };
         // Read 80 ms ago, then queued until now.
         let read = Instant::now() - Duration::from_millis(80);
         itx.send((read, key('m'))).unwrap();

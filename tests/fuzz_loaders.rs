@@ -487,11 +487,16 @@ impl Corpus {
         let sharded = root.path().join("sharded");
         let ck = Checkpoint::open(source::local(&llama.0, "a").unwrap()).unwrap();
         let mut weight_map = serde_json::Map::new();
-        let mut shards: [Vec<(String, Vec<usize>, Vec<f32>)>; 2] = Default::default();
-        for (i, (name, meta)) in ck.tensors.iter().enumerate() {
+        type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+        let mut shards: [Tensors; 2] = Default::default();
+        for (i, (name, meta)) in ck.weights.tensors.iter().enumerate() {
             let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
             weight_map.insert(name.clone(), file.into());
-            shards[i % 2].push((name.clone(), meta.shape.clone(), ck.read_f32(name).unwrap()));
+            shards[i % 2].push((
+                name.clone(),
+                meta.shape.clone(),
+                ck.weights.read_f32(name).unwrap(),
+            ));
         }
         std::fs::create_dir_all(&sharded).unwrap();
         for (i, tensors) in shards.iter().enumerate() {
@@ -622,8 +627,8 @@ fn run(input: &Input, c: &Corpus) -> bool {
             let Ok(ck) = Checkpoint::open(endpoint_files(&dir)) else {
                 return false;
             };
-            let names: Vec<String> = ck.tensors.keys().cloned().collect();
-            names.iter().all(|n| ck.read_f32(n).is_ok())
+            let names: Vec<String> = ck.weights.tensors.keys().cloned().collect();
+            names.iter().all(|n| ck.weights.read_f32(n).is_ok())
         }
         Target::Config => {
             let text = String::from_utf8_lossy(&input.bytes);

@@ -116,6 +116,7 @@ fn engines(arch: Arch) -> (tempfile::TempDir, Engine, Engine) {
                 device,
                 dtype: Some(DType::F32),
                 allow_tokenizer_mismatch: false,
+                ..Default::default()
             },
         )
         .unwrap()
@@ -180,6 +181,8 @@ fn a_thousand_moves_leave_no_drift_on_cuda() {
     let bits = |e: &Engine| -> Vec<u32> {
         use lerpscope::engine::weights::Buffer;
         e.weights()
+            .full()
+            .unwrap()
             .buffer(Buffer::Working)
             .to_vec1::<f32>()
             .unwrap()

@@ -24,6 +24,7 @@ fn cpu(dtype: Option<DType>) -> LoadOptions {
         device: DeviceChoice::Cpu,
         dtype,
         allow_tokenizer_mismatch: false,
+        ..Default::default()
     }
 }
 
@@ -40,8 +41,11 @@ fn reference_logits(a: &str, b: &str, alpha: f32) -> Vec<f32> {
     let ca = Checkpoint::open(source::resolve(a).unwrap()).unwrap();
     let cb = Checkpoint::open(source::resolve(b).unwrap()).unwrap();
     let mut tensors = HashMap::new();
-    for (name, meta) in &ca.tensors {
-        let (va, vb) = (ca.read_f32(name).unwrap(), cb.read_f32(name).unwrap());
+    for (name, meta) in &ca.weights.tensors {
+        let (va, vb) = (
+            ca.weights.read_f32(name).unwrap(),
+            cb.weights.read_f32(name).unwrap(),
+        );
         let mut w = vec![0f32; va.len()];
         blend_reference(&mut w, &va, &vb, alpha);
         let t = Tensor::from_vec(w, meta.shape.as_slice(), &Device::Cpu).unwrap();
@@ -87,13 +91,13 @@ fn inplace_matches_fresh(arch: Arch) {
     }
     engine.set_alpha(0.0).unwrap();
     assert_eq!(
-        bits(engine.weights().buffer(Buffer::Working)),
-        bits(engine.weights().buffer(Buffer::A))
+        bits(engine.weights().full().unwrap().buffer(Buffer::Working)),
+        bits(engine.weights().full().unwrap().buffer(Buffer::A))
     );
     engine.set_alpha(1.0).unwrap();
     assert_eq!(
-        bits(engine.weights().buffer(Buffer::Working)),
-        bits(engine.weights().buffer(Buffer::B))
+        bits(engine.weights().full().unwrap().buffer(Buffer::Working)),
+        bits(engine.weights().full().unwrap().buffer(Buffer::B))
     );
 }
 
@@ -165,8 +169,8 @@ fn no_drift_after_a_thousand_moves() {
     let mut fresh = Engine::load(&a, &b, &cpu(None)).unwrap();
     fresh.set_alpha(0.3).unwrap();
     assert_eq!(
-        bits(moved.weights().buffer(Buffer::Working)),
-        bits(fresh.weights().buffer(Buffer::Working))
+        bits(moved.weights().full().unwrap().buffer(Buffer::Working)),
+        bits(fresh.weights().full().unwrap().buffer(Buffer::Working))
     );
 }
 
@@ -175,12 +179,20 @@ fn half_precision_endpoints_are_exact_and_blends_close() {
     let (_tmp, a, b) = pair(Arch::Llama);
     for dtype in [DType::F16, DType::BF16] {
         let mut engine = Engine::load(&a, &b, &cpu(Some(dtype))).unwrap();
-        assert_eq!(engine.weights().buffer(Buffer::Working).dtype(), dtype);
+        assert_eq!(
+            engine
+                .weights()
+                .full()
+                .unwrap()
+                .buffer(Buffer::Working)
+                .dtype(),
+            dtype
+        );
         engine.set_alpha(1.0).unwrap();
-        let w = engine.weights();
+        let w = engine.weights().full().unwrap();
         assert_eq!(bits(w.buffer(Buffer::Working)), bits(w.buffer(Buffer::B)));
         engine.set_alpha(0.0).unwrap();
-        let w = engine.weights();
+        let w = engine.weights().full().unwrap();
         assert_eq!(bits(w.buffer(Buffer::Working)), bits(w.buffer(Buffer::A)));
         engine.set_alpha(0.5).unwrap();
         let got = engine.logits(&PROMPT_IDS).unwrap();
@@ -201,7 +213,7 @@ fn sharded_checkpoint_loads_like_a_single_file() {
         std::fs::copy(Path::new(&b).join(f), sharded.join(f)).unwrap();
     }
     let cb = Checkpoint::open(source::resolve(&b).unwrap()).unwrap();
-    let names: Vec<String> = cb.tensors.keys().cloned().collect();
+    let names: Vec<String> = cb.weights.tensors.keys().cloned().collect();
     let (first, second) = names.split_at(names.len() / 2);
     let mut map = serde_json::Map::new();
     for (i, part) in [first, second].iter().enumerate() {
@@ -211,8 +223,8 @@ fn sharded_checkpoint_loads_like_a_single_file() {
             .map(|n| {
                 (
                     n.clone(),
-                    cb.tensors[n].shape.clone(),
-                    cb.read_f32(n).unwrap(),
+                    cb.weights.tensors[n].shape.clone(),
+                    cb.weights.read_f32(n).unwrap(),
                 )
             })
             .collect();

@@ -38,6 +38,7 @@ fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
     a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
         a: a.a.clone(),
         b: a.b.clone(),
+        description: "A ↔ B".into(),
         architecture: "LlamaForCausalLM".into(),
         params: 2_401_536,
         dtype: "f32".into(),

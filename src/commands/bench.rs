@@ -17,7 +17,9 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
     let (working, a, b, source) = match (&args.a, &args.b) {
         (Some(pa), Some(pb)) => {
             engine = Engine::load(pa, pb, &opts)?;
-            let w = engine.weights();
+            let Some(w) = engine.weights().full() else {
+                return merge(engine, args);
+            };
             (
                 w.buffer(Buffer::Working).clone(),
                 w.buffer(Buffer::A).clone(),
@@ -98,6 +100,43 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
             bytes as f64 / 1e6
         );
         println!("  blend / copy bandwidth: {ratio:.2}  (median of {iters})");
+    }
+    Ok(())
+}
+
+/// `bench blend` on an adapter pair: the merged pass (base plus both low-rank updates into the
+/// working copy of the changed tensors) at alternating α.
+fn merge(mut engine: Engine, args: BenchBlendArgs) -> Result<()> {
+    let iters = args.iters.max(1);
+    engine.set_alpha(0.25)?;
+    let mut t = Vec::with_capacity(iters);
+    for i in 0..iters {
+        t.push(engine.set_alpha(if i % 2 == 0 { 0.3 } else { 0.7 })?);
+    }
+    let tm = median(&mut t);
+    let w = engine.weights().working();
+    let bytes = w.elem_count() * w.dtype().size_in_bytes();
+    let i = &engine.info;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "bench": "blend", "source": i.description, "device": i.device, "dtype": i.dtype,
+                "params": i.params, "merged_params": w.elem_count(), "iters": iters,
+                "merge_ms": ms(tm), "merged_bytes": bytes,
+            })
+        );
+    } else {
+        println!(
+            "merge {}: {} params, {}, {}",
+            i.description, i.params, i.dtype, i.device
+        );
+        println!(
+            "  merge  {:8.2} ms  ({} changed params, {:.1} MB rewritten per α change; median of {iters})",
+            ms(tm),
+            w.elem_count(),
+            bytes as f64 / 1e6
+        );
     }
     Ok(())
 }

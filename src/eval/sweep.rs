@@ -178,7 +178,7 @@ impl Sweep {
         let reference = match &c.ppl_ref {
             PplRef::Model(src) => Some(Standalone::load(
                 src,
-                engine.weights().dtype,
+                engine.weights().dtype(),
                 engine.device(),
             )?),
             _ => None,

@@ -201,6 +201,12 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         Span::raw(app.b.clone()),
     ];
     if let PairState::Ready(info) = &app.pair {
+        // Adapters: what is on each side of the base, e.g. "base X + LoRA r8 ×7 modules ↔ …".
+        if let Some(rest) = info.description.strip_prefix("base ") {
+            spans.truncate(1);
+            spans.push(Span::styled("base ", dim));
+            spans.push(Span::raw(rest.to_string()));
+        }
         spans.push(Span::styled(
             format!(
                 "  {} · {} params · {} · {}",

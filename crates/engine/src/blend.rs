@@ -313,6 +313,10 @@ impl candle_core::InplaceOp2 for CopyOp {
     }
 }
 
+/// blend.cu compiled to PTX by build.rs: the blend and the merged-adapter kernels.
+#[cfg(feature = "cuda")]
+pub(crate) const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/blend.ptx"));
+
 /// The CUDA side: one launch of blend.cu (compiled to PTX by build.rs) per blend, and a
 /// device-to-device copy for the bandwidth yardstick.
 #[cfg(feature = "cuda")]
@@ -324,7 +328,7 @@ mod cuda {
     use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
     use candle_core::{CudaDevice, CudaStorage, Layout, Result};
 
-    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/blend.ptx"));
+    use super::PTX;
     const THREADS: u32 = 256;
 
     /// Enough blocks to cover the buffer with one 16-byte vector per thread, capped (the

@@ -37,11 +37,11 @@ struct Shard {
     map: Mmap,
 }
 
+/// One model's config and tensors.
 pub struct Checkpoint {
     pub files: ModelFiles,
     pub config: ModelConfig,
-    pub tensors: BTreeMap<String, TensorMeta>,
-    shards: Vec<Shard>,
+    pub weights: TensorFiles,
 }
 
 impl Checkpoint {
@@ -49,9 +49,31 @@ impl Checkpoint {
     /// naming the file.
     pub fn open(files: ModelFiles) -> Result<Self> {
         let config = ModelConfig::load(&files.config)?;
+        let weights = TensorFiles::open(&files.weights)?;
+        Ok(Self {
+            files,
+            config,
+            weights,
+        })
+    }
+
+    pub fn label(&self) -> &str {
+        &self.files.label
+    }
+}
+
+/// The tensors of one or more safetensors files: headers validated up front, data read (and
+/// converted) on demand from memory maps.
+pub struct TensorFiles {
+    pub tensors: BTreeMap<String, TensorMeta>,
+    shards: Vec<Shard>,
+}
+
+impl TensorFiles {
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
         let mut tensors = BTreeMap::new();
         let mut shards = Vec::new();
-        for (i, path) in files.weights.iter().enumerate() {
+        for (i, path) in paths.iter().enumerate() {
             let file = std::fs::File::open(path)
                 .with_context(|| format!("{}: cannot open", path.display()))?;
             // SAFETY: the map is read-only; a file changed underneath us while loading is
@@ -87,16 +109,7 @@ impl Checkpoint {
                 map,
             });
         }
-        Ok(Self {
-            files,
-            config,
-            tensors,
-            shards,
-        })
-    }
-
-    pub fn label(&self) -> &str {
-        &self.files.label
+        Ok(Self { tensors, shards })
     }
 
     pub fn file_of(&self, name: &str) -> &Path {
@@ -105,9 +118,10 @@ impl Checkpoint {
     }
 
     pub fn meta(&self, name: &str) -> Result<&TensorMeta> {
-        self.tensors
-            .get(name)
-            .ok_or_else(|| err!(NotFound, "{}: no tensor {name}", self.files.label))
+        self.tensors.get(name).ok_or_else(|| {
+            let file = self.shards.first().map(|s| s.path.display().to_string());
+            err!(NotFound, "{}: no tensor {name}", file.unwrap_or_default())
+        })
     }
 
     /// Convert tensor `name` into `out` (its element count), refusing non-finite values.

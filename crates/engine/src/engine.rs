@@ -2,6 +2,8 @@
 //! generation. It knows nothing of terminals; the CLI, the UI's worker thread and the
 //! benchmarks drive this one API.
 
+use crate::adapter::Adapter;
+use crate::adapter_weights::AdapterWeights;
 use crate::alpha::{alphas_of, Alpha, IntoAlpha};
 use crate::checkpoint::{native_dtype, Checkpoint};
 use crate::config::ModelConfig;
@@ -11,9 +13,10 @@ use crate::memory::{check_fits, device_memory, device_name};
 use crate::model::param::Mix;
 use crate::model::Model;
 use crate::pair;
-use crate::source::{self, ModelFiles};
+use crate::pair_weights::Weights;
+use crate::source::{self, Endpoint, ModelFiles};
 use crate::weights::{BlendedWeights, Buffer};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Serialize;
 use std::time::Duration;
@@ -114,6 +117,9 @@ pub struct LoadOptions {
     /// None: f32 on the CPU (candle's fastest CPU path), the checkpoint's own dtype on a GPU.
     pub dtype: Option<DType>,
     pub allow_tokenizer_mismatch: bool,
+    /// The model two adapters apply to (a directory or Hub id); None: the base the adapters
+    /// name (`base_model_name_or_path`).
+    pub base: Option<String>,
 }
 
 impl Default for LoadOptions {
@@ -122,6 +128,7 @@ impl Default for LoadOptions {
             device: DeviceChoice::Auto,
             dtype: None,
             allow_tokenizer_mismatch: false,
+            base: None,
         }
     }
 }
@@ -132,9 +139,10 @@ pub enum ColumnsMode {
     /// Whichever measures faster for the number of columns on this machine and model.
     #[default]
     Auto,
-    /// One batch, each row at its own α, read from both endpoints.
+    /// One batch, each row at its own α, read from both endpoints (for adapters: the factored
+    /// path, W0 read once and the low-rank updates per row).
     Batched,
-    /// Re-blend the working weights to each column's α in turn.
+    /// Re-blend (adapters: re-merge) the working weights to each column's α in turn.
     Reblend,
 }
 
@@ -143,6 +151,8 @@ pub enum ColumnsMode {
 pub struct PairInfo {
     pub a: String,
     pub b: String,
+    /// What was loaded, for the header: "A ↔ B", or "base X + LoRA r8 ×7 modules ↔ …".
+    pub description: String,
     pub architecture: String,
     pub params: usize,
     pub dtype: String,
@@ -155,20 +165,34 @@ pub struct PairInfo {
 
 pub struct Engine {
     pub info: PairInfo,
-    weights: BlendedWeights,
+    weights: Weights,
     model: Model,
-    /// Views of both endpoints (no extra memory), for columns generated as one batch.
+    /// Views of both endpoints (no extra memory; for adapters, the base and the factors), for
+    /// columns generated as one batch.
     pair_model: Model,
     /// Per-token step times measured on first use, by batch size (1: the working model).
-    step_times: std::collections::HashMap<usize, Duration>,
+    step_times: std::collections::HashMap<(usize, bool), Duration>,
     columns_mode: ColumnsMode,
     text: TextSpec,
 }
 
 impl Engine {
-    /// Load a pair from two sources (directories or Hub ids).
+    /// Load a pair from two sources (directories or Hub ids): two full models, or two PEFT
+    /// adapters (or `base` and an adapter) on one base.
     pub fn load(a: &str, b: &str, opts: &LoadOptions) -> Result<Self> {
-        Self::load_files(source::resolve(a)?, source::resolve(b)?, opts)
+        let (ea, eb) = (source::resolve_endpoint(a)?, source::resolve_endpoint(b)?);
+        match (ea, eb) {
+            (Endpoint::Model(fa), Endpoint::Model(fb)) => {
+                if let Some(base) = &opts.base {
+                    bail!(
+                        Invalid,
+                        "--base {base}: --a and --b are full models; --base names the model two adapters apply to"
+                    );
+                }
+                Self::load_files(fa, fb, opts)
+            }
+            (ea, eb) => Self::load_adapters(ea, eb, opts),
+        }
     }
 
     pub fn load_files(a: ModelFiles, b: ModelFiles, opts: &LoadOptions) -> Result<Self> {
@@ -187,13 +211,13 @@ impl Engine {
             None if device.is_cpu() => DType::F32,
             None => names
                 .first()
-                .and_then(|n| native_dtype(ca.tensors[n].dtype))
+                .and_then(|n| native_dtype(ca.weights.tensors[n].dtype))
                 .unwrap_or(DType::F32),
         };
         let layout_bytes = crate::weights::FlatLayout::new(
             names
                 .iter()
-                .map(|n| (n.clone(), ca.tensors[n].shape.clone())),
+                .map(|n| (n.clone(), ca.weights.tensors[n].shape.clone())),
             dtype,
         )
         .total
@@ -207,31 +231,120 @@ impl Engine {
             weights_vb(&weights, Buffer::A, &device)?,
             weights_vb(&weights, Buffer::B, &device)?,
         )?;
-        let vocab = ca.config.vocab_size();
-        if tok_a.get_vocab_size(true) > vocab {
+        let text = text_spec(&ca, tok_a)?;
+        let description = format!("{} ↔ {}", ca.label(), cb.label());
+        Ok(Self::assemble(
+            &ca,
+            (ca.label().to_string(), cb.label().to_string(), description),
+            Weights::Full(weights),
+            (model, pair_model),
+            text,
+            &device,
+        ))
+    }
+
+    /// Two adapters (or `base` and an adapter) on one base.
+    fn load_adapters(a: Endpoint, b: Endpoint, opts: &LoadOptions) -> Result<Self> {
+        let side = |e: Endpoint, flag: &str| -> Result<Option<crate::adapter::AdapterFiles>> {
+            match e {
+                Endpoint::Adapter(f) => Ok(Some(f)),
+                Endpoint::Base => Ok(None),
+                Endpoint::Model(m) => bail!(
+                    Mismatch,
+                    "{flag} {} is a full model but the other side is an adapter or `base`: blend two full models, or two adapters (or `base` and an adapter) on one base",
+                    m.label
+                ),
+            }
+        };
+        let (fa, fb) = (side(a, "--a")?, side(b, "--b")?);
+        if fa.is_none() && fb.is_none() {
             bail!(
-                Mismatch,
-                "{}: the tokenizer has {} tokens but the model only {vocab}",
-                ca.files.tokenizer.display(),
-                tok_a.get_vocab_size(true)
+                Invalid,
+                "--a and --b are both `base`: there is nothing to interpolate"
             );
         }
-        let text = TextSpec {
-            eos: eos_ids(&ca.config, &tok_a),
-            max_positions: ca.config.max_positions(),
-            tokenizer: tok_a,
+        let base_spec = choose_base(opts.base.as_deref(), [fa.as_ref(), fb.as_ref()])?;
+        let device = opts.device.open()?;
+        let base = Checkpoint::open(source::resolve(&base_spec)?)
+            .with_context(|| format!("the base {base_spec}"))?;
+        let tokenizer = pair::load_tokenizer(&base.files.tokenizer)?;
+        let load = |f: Option<crate::adapter::AdapterFiles>| -> Result<Option<Adapter>> {
+            f.map(|f| Adapter::load(f, &base)).transpose()
         };
+        let (aa, ab) = (load(fa)?, load(fb)?);
+        let names = pair::blended_names(&base);
+        let dtype = match opts.dtype {
+            Some(d) => d,
+            None if device.is_cpu() => DType::F32,
+            None => names
+                .first()
+                .and_then(|n| native_dtype(base.weights.tensors[n].dtype))
+                .unwrap_or(DType::F32),
+        };
+        let shape = |n: &String| base.weights.tensors[n].shape.iter().product::<usize>() as u64;
+        let base_bytes: u64 = names.iter().map(shape).sum::<u64>() * dtype.size_in_bytes() as u64;
+        let changed: std::collections::BTreeSet<&String> = [&aa, &ab]
+            .into_iter()
+            .flatten()
+            .flat_map(|x| x.updates.keys().chain(x.replacements.keys()))
+            .collect();
+        let changed_bytes: u64 =
+            changed.iter().map(|n| shape(n)).sum::<u64>() * dtype.size_in_bytes() as u64;
+        crate::memory::check_adapters_fit(&device, &base.config, base_bytes, changed_bytes, dtype)?;
+        let weights =
+            AdapterWeights::load(&base, &names, aa.as_ref(), ab.as_ref(), dtype, &device)?;
+        let vb = |views| VarBuilder::from_tensors(views, dtype, &device);
+        let model = Model::load(&base.config, vb(weights.merged_views()?))
+            .with_context(|| format!("{}: cannot build the model", base.files.config.display()))?;
+        let (va, vbv) = weights.factored_views()?;
+        let mut low_rank = std::collections::HashMap::new();
+        for (name, f) in &weights.forward {
+            let up = Tensor::from_slice(&f.up, (f.out, f.rank), &device)?.to_dtype(dtype)?;
+            let down = Tensor::from_slice(&f.down, (f.rank, f.inp), &device)?.to_dtype(dtype)?;
+            let pair = crate::model::param::LowRankPair::new(up, down, f.split)?;
+            low_rank.insert(name.clone(), std::sync::Arc::new(pair));
+        }
+        let pair_model = Model::load_factored(&base.config, vb(va), vb(vbv), low_rank)?;
+        let text = text_spec(&base, tokenizer)?;
+        let label = |x: &Option<Adapter>| match x {
+            Some(x) => x.files.label.clone(),
+            None => source::BASE.to_string(),
+        };
+        let what = |x: &Option<Adapter>| match x {
+            Some(x) => x.describe(),
+            None => "the base".to_string(),
+        };
+        let description = format!("base {} + {} ↔ {}", base.label(), what(&aa), what(&ab));
+        Ok(Self::assemble(
+            &base,
+            (label(&aa), label(&ab), description),
+            Weights::Adapters(weights),
+            (model, pair_model),
+            text,
+            &device,
+        ))
+    }
+
+    fn assemble(
+        c: &Checkpoint,
+        (a, b, description): (String, String, String),
+        weights: Weights,
+        (model, pair_model): (Model, Model),
+        text: TextSpec,
+        device: &Device,
+    ) -> Self {
         let info = PairInfo {
-            a: ca.label().to_string(),
-            b: cb.label().to_string(),
-            architecture: ca.config.architecture().to_string(),
-            params: weights.layout.params(),
-            dtype: dtype_name(dtype).to_string(),
-            device: device_name(&device),
-            buffer_bytes: weights.bytes(),
-            gpu_memory: device_memory(&device).map(|(free, total)| (total - free, total)),
+            a,
+            b,
+            description,
+            architecture: c.config.architecture().to_string(),
+            params: weights.params(),
+            dtype: dtype_name(weights.dtype()).to_string(),
+            device: device_name(device),
+            buffer_bytes: weights.model_bytes(),
+            gpu_memory: device_memory(device).map(|(free, total)| (total - free, total)),
         };
-        Ok(Self {
+        Self {
             info,
             weights,
             model,
@@ -239,15 +352,20 @@ impl Engine {
             step_times: Default::default(),
             columns_mode: ColumnsMode::Auto,
             text,
-        })
+        }
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.text.tokenizer
     }
 
-    pub fn weights(&self) -> &BlendedWeights {
+    pub fn weights(&self) -> &Weights {
         &self.weights
+    }
+
+    /// Whether the endpoints are adapters on one base.
+    pub fn is_adapter_pair(&self) -> bool {
+        matches!(self.weights, Weights::Adapters(_))
     }
 
     pub fn device(&self) -> &Device {
@@ -305,16 +423,18 @@ impl Engine {
 
     /// Whether `k` columns of `tokens` tokens are faster as one batch than re-blended one
     /// after another, from step times measured on this machine and model the first time each
-    /// `k` is asked about (a few forward passes).
+    /// `k` is asked about (a few forward passes). For adapters this covers one column too:
+    /// the factored path needs no merge at all, which can beat merging and decoding.
     pub fn prefer_batch(&mut self, k: usize, tokens: usize) -> Result<bool> {
+        let fewest = if self.is_adapter_pair() { 1 } else { 2 };
         match self.columns_mode {
-            _ if k < 2 => return Ok(false),
+            _ if k < fewest => return Ok(false),
             ColumnsMode::Batched => return Ok(true),
             ColumnsMode::Reblend => return Ok(false),
             ColumnsMode::Auto => {}
         }
-        let one = self.step_time(1)?;
-        let many = self.step_time(k)?;
+        let one = self.step_time(1, false)?;
+        let many = self.step_time(k, true)?;
         let blend = self.weights.last_blend().unwrap_or_default();
         let sequential = k as f64 * (blend + one * tokens as u32).as_secs_f64();
         let batched = (many * tokens as u32).as_secs_f64();
@@ -325,19 +445,20 @@ impl Engine {
         self.columns_mode = mode;
     }
 
-    /// Median time of one decode step at batch size `k` (k = 1: the working model).
-    fn step_time(&mut self, k: usize) -> Result<Duration> {
-        if let Some(t) = self.step_times.get(&k) {
+    /// Median time of one decode step at batch size `k`, of the batch model or (k = 1) the
+    /// working model.
+    fn step_time(&mut self, k: usize, batched: bool) -> Result<Duration> {
+        if let Some(t) = self.step_times.get(&(k, batched)) {
             return Ok(*t);
         }
         let alphas: Vec<Alpha> = (0..k)
             .map(|i| Alpha::saturating(i as f64 / k as f64))
             .collect();
         let mix = self.mix(&alphas)?;
-        let (model, mix) = if k == 1 {
-            (&self.model, None)
-        } else {
+        let (model, mix) = if batched {
             (&self.pair_model, Some(&mix))
+        } else {
+            (&self.model, None)
         };
         let steps = 4;
         let mut cache = model.new_cache(steps);
@@ -351,7 +472,7 @@ impl Engine {
         }
         times.sort();
         let t = times[steps / 2];
-        self.step_times.insert(k, t);
+        self.step_times.insert((k, batched), t);
         Ok(t)
     }
 
@@ -406,6 +527,72 @@ pub fn build_model(
     device: &Device,
 ) -> Result<Model> {
     Ok(Model::load(&c.config, weights_vb(weights, which, device)?)?)
+}
+
+/// The base of an adapter pair: `--base`, else the base both adapters name.
+fn choose_base(
+    given: Option<&str>,
+    sides: [Option<&crate::adapter::AdapterFiles>; 2],
+) -> Result<String> {
+    if let Some(b) = given {
+        return Ok(b.to_string());
+    }
+    let mut named: Vec<(&str, String)> = Vec::new();
+    for (flag, f) in ["--a", "--b"].into_iter().zip(sides) {
+        let Some(f) = f else { continue };
+        let text = std::fs::read_to_string(&f.config)
+            .with_context(|| format!("{}: cannot read", f.config.display()))?;
+        let config = crate::adapter::AdapterConfig::parse(&text, &f.config)?;
+        if let Some(base) = config.base_model {
+            // A relative path is taken from the working directory, else from the adapter's.
+            let p = std::path::Path::new(&base);
+            let base = if p.is_relative() && !p.exists() && f.dir.join(p).exists() {
+                f.dir.join(p).display().to_string()
+            } else {
+                base
+            };
+            named.push((flag, base));
+        }
+    }
+    match named.as_slice() {
+        [] => bail!(
+            Invalid,
+            "the adapters do not name their base (base_model_name_or_path): pass --base"
+        ),
+        [(_, b)] => Ok(b.clone()),
+        [(fa, x), (fb, y)] if same_place(x, y) => Ok(x.clone()),
+        [(fa, x), (fb, y), ..] => bail!(
+            Mismatch,
+            "the adapters name different bases ({x} for {fa}, {y} for {fb}): pass --base to choose"
+        ),
+    }
+}
+
+/// Two names of one base: equal, or the same directory reached two ways.
+fn same_place(x: &str, y: &str) -> bool {
+    x == y
+        || matches!(
+            (std::fs::canonicalize(x), std::fs::canonicalize(y)),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
+/// The tokenizer, end-of-text ids and context of a checkpoint, checked against its vocabulary.
+fn text_spec(c: &Checkpoint, tokenizer: Tokenizer) -> Result<TextSpec> {
+    let vocab = c.config.vocab_size();
+    if tokenizer.get_vocab_size(true) > vocab {
+        bail!(
+            Mismatch,
+            "{}: the tokenizer has {} tokens but the model only {vocab}",
+            c.files.tokenizer.display(),
+            tokenizer.get_vocab_size(true)
+        );
+    }
+    Ok(TextSpec {
+        eos: eos_ids(&c.config, &tokenizer),
+        max_positions: c.config.max_positions(),
+        tokenizer,
+    })
 }
 
 /// EOS ids from the config, else the usual end-of-text tokens the tokenizer knows.

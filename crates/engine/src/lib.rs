@@ -3,6 +3,8 @@
 //! those weights, and generation from them. It knows nothing of terminals, command lines or
 //! evaluation; the lerpscope binary, its UI and its benchmarks all drive this one API.
 
+pub mod adapter;
+pub mod adapter_weights;
 pub mod alpha;
 pub mod blend;
 pub mod checkpoint;
@@ -13,9 +15,11 @@ pub mod few_rows;
 pub mod fixtures;
 pub mod generate;
 pub mod guard;
+pub mod lowrank;
 pub mod memory;
 pub mod model;
 pub mod pair;
+pub mod pair_weights;
 pub mod sampling;
 pub mod source;
 pub mod threads;

@@ -51,11 +51,46 @@ pub(crate) fn check_fits(
     let Some((free, place)) = available(device) else {
         return Ok(());
     };
-    let positions = (config.max_positions() as u64).min(KV_RESERVE_MAX_POSITIONS);
-    let kv = KV_RESERVE_SEQUENCES
-        .saturating_mul(positions)
-        .saturating_mul(config.kv_bytes_per_position(dtype.size_in_bytes()));
+    let kv = kv_reserve(config, dtype);
     fit(buffer_bytes, kv, free, place).with_context(|| format!("--device {}", device_name(device)))
+}
+
+/// Refuse an adapter pair that cannot fit on `device` before loading anything: the base, a
+/// working copy of the tensors the adapters change, and the key/value caches.
+pub(crate) fn check_adapters_fit(
+    device: &Device,
+    config: &ModelConfig,
+    base_bytes: u64,
+    changed_bytes: u64,
+    dtype: DType,
+) -> Result<()> {
+    let Some((free, place)) = available(device) else {
+        return Ok(());
+    };
+    let kv = kv_reserve(config, dtype);
+    let needed = base_bytes.saturating_add(changed_bytes).saturating_add(kv);
+    if needed > free {
+        bail!(
+            Memory,
+            "--device {}: the base and adapters need {:.2} GiB (base {:.2} GiB, working copy of \
+             the tensors they change {:.2} GiB, key/value caches {:.2} GiB) but {place} has \
+             {:.2} GiB free; try --dtype bf16 or a smaller base",
+            device_name(device),
+            gib(needed),
+            gib(base_bytes),
+            gib(changed_bytes),
+            gib(kv),
+            gib(free)
+        );
+    }
+    Ok(())
+}
+
+fn kv_reserve(config: &ModelConfig, dtype: DType) -> u64 {
+    let positions = (config.max_positions() as u64).min(KV_RESERVE_MAX_POSITIONS);
+    KV_RESERVE_SEQUENCES
+        .saturating_mul(positions)
+        .saturating_mul(config.kv_bytes_per_position(dtype.size_in_bytes()))
 }
 
 /// Refuse `bytes` of working buffers the device cannot hold (benchmarks' random buffers).

@@ -8,7 +8,8 @@ use tokenizers::Tokenizer;
 /// The tensors the blend covers: every floating-point tensor (integer buffers such as
 /// position ids are not parameters and are left out).
 pub fn blended_names(c: &Checkpoint) -> Vec<String> {
-    c.tensors
+    c.weights
+        .tensors
         .iter()
         .filter(|(_, t)| t.is_float())
         .map(|(n, _)| n.clone())
@@ -33,12 +34,12 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
             );
         }
     }
-    for (name, ta) in &a.tensors {
-        let Some(tb) = b.tensors.get(name) else {
+    for (name, ta) in &a.weights.tensors {
+        let Some(tb) = b.weights.tensors.get(name) else {
             bail!(
                 Mismatch,
                 "tensor {name} is in {} but missing from {}",
-                a.file_of(name).display(),
+                a.weights.file_of(name).display(),
                 b.files.label
             );
         };
@@ -47,9 +48,9 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
                 Mismatch,
                 "tensor {name} has shape {:?} in {} but {:?} in {}",
                 ta.shape,
-                a.file_of(name).display(),
+                a.weights.file_of(name).display(),
                 tb.shape,
-                b.file_of(name).display()
+                b.weights.file_of(name).display()
             );
         }
         if ta.dtype != tb.dtype {
@@ -57,17 +58,22 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
                 Mismatch,
                 "tensor {name} has dtype {:?} in {} but {:?} in {}",
                 ta.dtype,
-                a.file_of(name).display(),
+                a.weights.file_of(name).display(),
                 tb.dtype,
-                b.file_of(name).display()
+                b.weights.file_of(name).display()
             );
         }
     }
-    if let Some(name) = b.tensors.keys().find(|n| !a.tensors.contains_key(*n)) {
+    if let Some(name) = b
+        .weights
+        .tensors
+        .keys()
+        .find(|n| !a.weights.tensors.contains_key(*n))
+    {
         bail!(
             Mismatch,
             "tensor {name} is in {} but missing from {}",
-            b.file_of(name).display(),
+            b.weights.file_of(name).display(),
             a.files.label
         );
     }

@@ -1,8 +1,97 @@
 //! Where an endpoint's files come from: a local Hugging Face model directory, or a Hub id
-//! (`org/name[@revision]`) resolved through the hf-hub cache.
+//! (`org/name[@revision]`) resolved through the hf-hub cache; either may hold a full model or a
+//! PEFT adapter.
 
+use crate::adapter::AdapterFiles;
 use crate::error::{bail, err, Context, Result};
 use std::path::{Path, PathBuf};
+
+/// One side of a pair, as named on the command line.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// A whole model.
+    Model(ModelFiles),
+    /// A PEFT adapter, applied to a base.
+    Adapter(AdapterFiles),
+    /// The literal `base`: the base model itself (no adapter).
+    Base,
+}
+
+/// The word that names the base itself as an endpoint (a folder of that name is `./base`).
+pub const BASE: &str = "base";
+
+/// Resolve `spec` to a full model, an adapter, or the base.
+pub fn resolve_endpoint(spec: &str) -> Result<Endpoint> {
+    if spec == BASE {
+        return Ok(Endpoint::Base);
+    }
+    let path = Path::new(spec);
+    if path.exists() {
+        if is_adapter_dir(path) {
+            return local_adapter(path, spec).map(Endpoint::Adapter);
+        }
+        return local(path, spec).map(Endpoint::Model);
+    }
+    match HubId::parse(spec) {
+        Some(id) => {
+            let repo = HubRepo::open(&id);
+            if let Some(config) = repo.fetch("adapter_config.json") {
+                let weights = repo.fetch("adapter_model.safetensors").ok_or_else(|| {
+                    if repo.fetch("adapter_model.bin").is_some() {
+                        bin_only(&repo.label)
+                    } else {
+                        repo.missing("adapter_model.safetensors")
+                    }
+                })?;
+                let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
+                return Ok(Endpoint::Adapter(AdapterFiles {
+                    label: repo.label.clone(),
+                    dir,
+                    config,
+                    weights,
+                }));
+            }
+            repo.files().map(Endpoint::Model)
+        }
+        None => bail!(
+            NotFound,
+            "model '{spec}' is neither an existing directory nor a Hub id of the form org/name[@revision]"
+        ),
+    }
+}
+
+fn is_adapter_dir(dir: &Path) -> bool {
+    dir.join("adapter_config.json").is_file()
+}
+
+fn bin_only(label: &str) -> crate::Error {
+    err!(
+        Unsupported,
+        "adapter '{label}' has only adapter_model.bin (a pickle); lerpscope reads adapter_model.safetensors: re-save it with PEFT's save_pretrained (safe_serialization=True)"
+    )
+}
+
+/// A PEFT adapter in a local directory.
+pub fn local_adapter(dir: &Path, label: &str) -> Result<AdapterFiles> {
+    let config = dir.join("adapter_config.json");
+    let weights = dir.join("adapter_model.safetensors");
+    if !weights.is_file() {
+        if dir.join("adapter_model.bin").is_file() {
+            return Err(bin_only(label));
+        }
+        bail!(
+            NotFound,
+            "{}: missing adapter_model.safetensors beside adapter_config.json",
+            dir.display()
+        );
+    }
+    Ok(AdapterFiles {
+        label: label.to_string(),
+        dir: dir.to_path_buf(),
+        config,
+        weights,
+    })
+}
 
 /// The files that make up one model, wherever they came from.
 #[derive(Debug, Clone)]
@@ -156,65 +245,97 @@ fn offline() -> bool {
         .unwrap_or(false)
 }
 
-/// Resolve a Hub id: the cache first, then (unless HF_HUB_OFFLINE) a download into the cache.
-pub fn hub(id: &HubId) -> Result<ModelFiles> {
-    use hf_hub::{Cache, Repo, RepoType};
-    let cache_dir = hub_cache_dir();
-    let repo = Repo::with_revision(id.repo.clone(), RepoType::Model, id.revision.clone());
-    let cached = Cache::new(cache_dir.clone()).repo(repo.clone());
-    let label = if id.revision == "main" {
-        id.repo.clone()
-    } else {
-        format!("{}@{}", id.repo, id.revision)
-    };
-    let how_to_get = format!(
-        "download it with `huggingface-cli download {} --revision {}` (or `hf download`), or pass a local model directory",
-        id.repo, id.revision
-    );
-    let api = if offline() {
-        None
-    } else {
-        hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
-            .with_progress(false)
-            .build()
-            .ok()
-            .map(|api| api.repo(repo))
-    };
-    let fetch = |name: &str| -> Option<PathBuf> {
-        cached
+/// A Hub repository: its cache, and (unless HF_HUB_OFFLINE) the Hub to download missing files
+/// into the cache.
+struct HubRepo {
+    label: String,
+    cache_dir: PathBuf,
+    cached: hf_hub::CacheRepo,
+    api: Option<hf_hub::api::sync::ApiRepo>,
+    how_to_get: String,
+}
+
+impl HubRepo {
+    fn open(id: &HubId) -> Self {
+        use hf_hub::{Cache, Repo, RepoType};
+        let cache_dir = hub_cache_dir();
+        let repo = Repo::with_revision(id.repo.clone(), RepoType::Model, id.revision.clone());
+        let cached = Cache::new(cache_dir.clone()).repo(repo.clone());
+        let label = if id.revision == "main" {
+            id.repo.clone()
+        } else {
+            format!("{}@{}", id.repo, id.revision)
+        };
+        let how_to_get = format!(
+            "download it with `huggingface-cli download {} --revision {}` (or `hf download`), or pass a local model directory",
+            id.repo, id.revision
+        );
+        let api = if offline() {
+            None
+        } else {
+            hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
+                .with_progress(false)
+                .build()
+                .ok()
+                .map(|api| api.repo(repo))
+        };
+        Self {
+            label,
+            cache_dir,
+            cached,
+            api,
+            how_to_get,
+        }
+    }
+
+    fn fetch(&self, name: &str) -> Option<PathBuf> {
+        self.cached
             .get(name)
-            .or_else(|| api.as_ref().and_then(|r| r.get(name).ok()))
-    };
-    let missing = |name: &str| {
+            .or_else(|| self.api.as_ref().and_then(|r| r.get(name).ok()))
+    }
+
+    fn missing(&self, name: &str) -> crate::Error {
         err!(
             NotFound,
-            "model '{label}': {name} is not in the Hugging Face cache at {}{}; {how_to_get}",
-            cache_dir.display(),
+            "model '{}': {name} is not in the Hugging Face cache at {}{}; {}",
+            self.label,
+            self.cache_dir.display(),
             if offline() {
                 " (HF_HUB_OFFLINE is set)"
             } else {
                 " and could not be downloaded"
-            }
+            },
+            self.how_to_get
         )
-    };
-    let config = fetch("config.json").ok_or_else(|| missing("config.json"))?;
-    let tokenizer = fetch("tokenizer.json").ok_or_else(|| missing("tokenizer.json"))?;
-    let weights = if let Some(single) = fetch("model.safetensors") {
-        vec![single]
-    } else if let Some(index) = fetch("model.safetensors.index.json") {
-        shard_names(&index)?
-            .iter()
-            .map(|f| fetch(f).ok_or_else(|| missing(f)))
-            .collect::<Result<_>>()?
-    } else {
-        return Err(missing("model.safetensors"));
-    };
-    Ok(ModelFiles {
-        label,
-        config,
-        tokenizer,
-        weights,
-    })
+    }
+
+    /// A full model's files.
+    fn files(&self) -> Result<ModelFiles> {
+        let fetch = |name: &str| self.fetch(name).ok_or_else(|| self.missing(name));
+        let config = fetch("config.json")?;
+        let tokenizer = fetch("tokenizer.json")?;
+        let weights = if let Some(single) = self.fetch("model.safetensors") {
+            vec![single]
+        } else if let Some(index) = self.fetch("model.safetensors.index.json") {
+            shard_names(&index)?
+                .iter()
+                .map(|f| fetch(f))
+                .collect::<Result<_>>()?
+        } else {
+            return Err(self.missing("model.safetensors"));
+        };
+        Ok(ModelFiles {
+            label: self.label.clone(),
+            config,
+            tokenizer,
+            weights,
+        })
+    }
+}
+
+/// Resolve a Hub id: the cache first, then (unless HF_HUB_OFFLINE) a download into the cache.
+pub fn hub(id: &HubId) -> Result<ModelFiles> {
+    HubRepo::open(id).files()
 }
 
 #[cfg(test)]

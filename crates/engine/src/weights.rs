@@ -97,27 +97,11 @@ impl BlendedWeights {
         let layout = FlatLayout::new(
             names
                 .iter()
-                .map(|n| (n.clone(), a.tensors[n].shape.clone())),
+                .map(|n| (n.clone(), a.weights.tensors[n].shape.clone())),
             dtype,
         );
-        let (ta, tb) = match dtype {
-            DType::F32 => (
-                read_flat::<f32>(a, &layout, device)?,
-                read_flat::<f32>(b, &layout, device)?,
-            ),
-            DType::F16 => (
-                read_flat::<f16>(a, &layout, device)?,
-                read_flat::<f16>(b, &layout, device)?,
-            ),
-            DType::BF16 => (
-                read_flat::<bf16>(a, &layout, device)?,
-                read_flat::<bf16>(b, &layout, device)?,
-            ),
-            other => bail!(
-                Unsupported,
-                "--dtype {other:?} is not supported (use f32, f16 or bf16)"
-            ),
-        };
+        let ta = build_flat(&layout, dtype, device, &a.weights)?;
+        let tb = build_flat(&layout, dtype, device, &b.weights)?;
         let working = ta.copy()?;
         Ok(Self {
             layout,
@@ -170,15 +154,56 @@ impl BlendedWeights {
     }
 }
 
-fn read_flat<T: Element + candle_core::WithDType>(
-    c: &Checkpoint,
-    layout: &FlatLayout,
-    device: &Device,
-) -> Result<Tensor> {
-    let mut host = vec![T::from_f32(0.0); layout.total];
-    for s in &layout.slots {
-        c.read_into(&s.name, &mut host[s.offset..s.offset + s.len])?;
+/// Where the values of a flat buffer's slots come from.
+pub(crate) trait SlotSource {
+    fn fill<T: Element>(&self, slot: &Slot, out: &mut [T]) -> Result<()>;
+}
+
+/// Tensors read from their files, by slot name.
+impl SlotSource for crate::checkpoint::TensorFiles {
+    fn fill<T: Element>(&self, slot: &Slot, out: &mut [T]) -> Result<()> {
+        self.read_into(&slot.name, out)
     }
-    // On the CPU this takes the vector as the tensor's storage; on a GPU it is one upload.
-    Ok(Tensor::from_vec(host, layout.total, device)?)
+}
+
+/// Values already in memory, by slot name.
+impl SlotSource for std::collections::BTreeMap<String, Vec<f32>> {
+    fn fill<T: Element>(&self, slot: &Slot, out: &mut [T]) -> Result<()> {
+        for (o, &x) in out.iter_mut().zip(&self[&slot.name]) {
+            *o = T::from_f32(x);
+        }
+        Ok(())
+    }
+}
+
+/// A flat buffer of `dtype` on `device` laid out by `layout`, every slot filled from `src`
+/// (the gaps left for alignment are zero).
+pub(crate) fn build_flat(
+    layout: &FlatLayout,
+    dtype: DType,
+    device: &Device,
+    src: &impl SlotSource,
+) -> Result<Tensor> {
+    fn typed<T: Element + candle_core::WithDType>(
+        layout: &FlatLayout,
+        device: &Device,
+        src: &impl SlotSource,
+    ) -> Result<Tensor> {
+        let mut host = vec![T::from_f32(0.0); layout.total.max(1)];
+        for s in &layout.slots {
+            src.fill(s, &mut host[s.offset..s.offset + s.len])?;
+        }
+        let n = host.len();
+        // On the CPU this takes the vector as the tensor's storage; on a GPU it is one upload.
+        Ok(Tensor::from_vec(host, n, device)?)
+    }
+    match dtype {
+        DType::F32 => typed::<f32>(layout, device, src),
+        DType::F16 => typed::<f16>(layout, device, src),
+        DType::BF16 => typed::<bf16>(layout, device, src),
+        other => bail!(
+            Unsupported,
+            "--dtype {other:?} is not supported (use f32, f16 or bf16)"
+        ),
+    }
 }

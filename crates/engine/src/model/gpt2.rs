@@ -2,7 +2,7 @@
 //! load time would copy them out of the blended buffer); `c_attn` is the fused QKV projection;
 //! the LM head is tied to `wte`.
 
-use super::param::{embed, Loader, Mix, Param};
+use super::param::{Loader, Mix, Param};
 use super::{attention, check_context, conv1d, Cache, Kernels};
 use crate::config::Gpt2Config;
 use candle_core::{Device, Result, Tensor};
@@ -22,7 +22,8 @@ impl Conv1D {
         })
     }
     fn forward(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
-        affine2(&self.w, &self.b, mix, |w, b| conv1d(x, w, b))
+        let y = affine2(&self.w, &self.b, mix, |w, b| conv1d(x, w, b))?;
+        self.w.add_delta(y, x, mix)
     }
 }
 
@@ -122,7 +123,7 @@ impl Gpt2 {
         check_context(pos, t, self.max_pos)?;
         let d = self.wte.tensor().dim(1)?;
         let hd = d / self.heads;
-        let tok = self.wte.apply(mix, |w| embed(w, ids))?;
+        let tok = self.wte.embed(ids, mix)?;
         let at = self.wpe.apply(mix, |w| w.narrow(0, pos, t)?.unsqueeze(0))?;
         let mut x = tok.broadcast_add(&at)?;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -169,7 +170,11 @@ fn affine2(
     op: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     match (mix, w.endpoint_b(), b.endpoint_b()) {
-        (Some(m), Some(wb), Some(bb)) => m.combine(&op(w.tensor(), b.tensor())?, &op(wb, bb)?),
-        _ => op(w.tensor(), b.tensor()),
+        (None, ..) | (Some(_), None, None) => op(w.tensor(), b.tensor()),
+        // Either has a B version (an adapter may replace just one): the other keeps its one.
+        (Some(m), wb, bb) => m.combine(
+            &op(w.tensor(), b.tensor())?,
+            &op(wb.unwrap_or(w.tensor()), bb.unwrap_or(b.tensor()))?,
+        ),
     }
 }

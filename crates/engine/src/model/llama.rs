@@ -1,6 +1,6 @@
 //! LlamaForCausalLM (Llama 2/3, SmolLM/SmolLM2, TinyLlama), tied or untied embeddings.
 
-use super::param::{embed, Loader, Mix, Param};
+use super::param::{Loader, Mix, Param};
 use super::{attention, check_context, Cache, Kernels};
 use crate::config::{LlamaConfig, RopeScaling};
 use candle_core::{DType, Device, Result, Tensor};
@@ -114,7 +114,7 @@ impl Llama {
         let (cos, sin) = self.rope_angles(pos, t)?;
         let norm = |x: &Tensor, g: &Param| g.apply(mix, |g| k_.rms_norm(x, g, self.eps));
         let linear = |x: &Tensor, w: &Param| w.linear(x, mix, k_);
-        let mut x = self.embed.apply(mix, |w| embed(w, ids))?;
+        let mut x = self.embed.embed(ids, mix)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let r = x.clone();
             let h = norm(&x, &block.attn_norm)?;

@@ -94,6 +94,17 @@ impl Model {
         Self::load_params(config, Loader::pair(a, b), Kernels::Fast)
     }
 
+    /// An adapter pair's factored model: A's version of every weight, B's version of those
+    /// either side replaces, and both sides' low-rank updates by weight name.
+    pub fn load_factored(
+        config: &ModelConfig,
+        a: VarBuilder,
+        b: VarBuilder,
+        low_rank: std::collections::HashMap<String, std::sync::Arc<param::LowRankPair>>,
+    ) -> Result<Self> {
+        Self::load_params(config, Loader::factored(a, b, low_rank), Kernels::Fast)
+    }
+
     fn load_params(config: &ModelConfig, vb: Loader, kernels: Kernels) -> Result<Self> {
         Ok(match config {
             ModelConfig::Llama(c) => Model::Llama(llama::Llama::load(c, vb, kernels)?),
@@ -241,6 +252,41 @@ pub(crate) fn linear_t_mixed(
     })
 }
 
+/// `x·w0ᵀ + Σ_side c_k·(x·downᵀ)·upᵀ` (an adapter pair's factored linear layer, x `[K, t, in]`)
+/// with every product on [`few_rows`](crate::few_rows): W0 streamed once for all rows, the
+/// low-rank factors (small) once more. `None` where it does not apply.
+pub(crate) fn linear_t_lowrank(
+    x: &Tensor,
+    w0: &Tensor,
+    up: &Tensor,
+    down: &Tensor,
+    split: usize,
+    mix: &Mix,
+) -> Result<Option<Tensor>> {
+    use crate::few_rows::matmul_wt;
+    let (n, k) = w0.dims2()?;
+    let rank = down.dim(0)?;
+    let m = x.elem_count() / k;
+    if m == 1 && n * k * 4 > GEMV_ABOVE_BYTES {
+        return Ok(None);
+    }
+    few_rows_call(x, &[w0, down, up], n, k, |xs, ws, y| {
+        matmul_wt(xs, ws[0], m, n, k, y);
+        let mut u = vec![0f32; m * rank];
+        matmul_wt(xs, ws[1], m, rank, k, &mut u);
+        // Row r of x belongs to batch row r / t; its ranks take that row's weights.
+        let per_row = m / mix.alphas().len();
+        let weights = mix.rank_weights_host(split, rank);
+        for (r, u) in u.chunks_mut(rank).enumerate() {
+            let w = &weights[(r / per_row) * rank..][..rank];
+            u.iter_mut().zip(w).for_each(|(u, w)| *u *= w);
+        }
+        let mut delta = vec![0f32; m * n];
+        matmul_wt(&u, ws[2], m, n, rank, &mut delta);
+        y.iter_mut().zip(&delta).for_each(|(y, d)| *y += d);
+    })
+}
+
 /// Run a few-rows kernel on host slices of `x` and the weights, where it applies: CPU, f32,
 /// at most `MAX_ROWS` rows, contiguous weights. The output has x's shape with `n` last.
 fn few_rows_call(
@@ -272,11 +318,11 @@ fn few_rows_call(
         let xa = &xc.as_slice::<f32>()?[xl.start_offset()..][..m * k];
         let guards: Vec<_> = ws.iter().map(|w| w.storage_and_layout()).collect();
         let mut slices = Vec::with_capacity(ws.len());
-        for (s, l) in &guards {
+        for ((s, l), w) in guards.iter().zip(ws) {
             let Storage::Cpu(c) = &**s else {
                 return Ok(None);
             };
-            slices.push(&c.as_slice::<f32>()?[l.start_offset()..][..n * k]);
+            slices.push(&c.as_slice::<f32>()?[l.start_offset()..][..w.elem_count()]);
         }
         kernel(xa, &slices, &mut y);
     }

@@ -1,21 +1,81 @@
 //! Weights that are either one tensor (the blended working set) or both endpoints, for the
-//! batched-columns mode.
+//! batched-columns mode; with adapters, also the low-rank updates of both.
 //!
 //! Every op a model applies to a weight is affine in that weight (matmuls, norm gains, biases,
 //! embedding lookups), so `op(x; (1−α)·A + α·B) = (1−α)·op(x; A) + α·op(x; B)`. With both
 //! endpoints at hand, K rows of one batch can each run at their own α while every weight is
-//! read once per step for all of them — no re-blend between columns.
+//! read once per step for all of them — no re-blend between columns. For adapters on one base
+//! the endpoints share W0 and differ by low-rank updates, so row k computes
+//! `W0·x + (1−α_k)·ΔA·x + α_k·ΔB·x`, reading W0 once for all rows (the factored path).
 
 use super::Kernels;
 use crate::Alpha;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// One weight: the working tensor, or endpoints A and B.
+/// One weight: the working tensor, or endpoints A and B, and (adapters) both endpoints'
+/// low-rank updates on top.
 #[derive(Clone)]
 pub struct Param {
     a: Tensor,
     b: Option<Tensor>,
+    low_rank: Option<Arc<LowRankPair>>,
+}
+
+/// Both adapters' updates of one weight, ΔW = up·down in the forward's orientation (`[out, in]`;
+/// `[vocab, dim]` for an embedding), A's ranks first: row k of a batch adds
+/// `(1−α_k)·up_A·down_A + α_k·up_B·down_B`.
+pub struct LowRankPair {
+    /// `[out, rank]` in the model's dtype, the scales folded in.
+    up: Tensor,
+    /// `[rank, in]`.
+    down: Tensor,
+    rank: usize,
+    split: usize,
+}
+
+impl LowRankPair {
+    pub fn new(up: Tensor, down: Tensor, split: usize) -> Result<Self> {
+        let rank = down.dim(0)?;
+        Ok(Self {
+            up,
+            down,
+            rank,
+            split,
+        })
+    }
+
+    /// `Σ_side c_k·(x·downᵀ)·upᵀ` for x `[K, t, in]`: `[K, t, out]`.
+    fn linear_delta(&self, x: &Tensor, mix: &Mix) -> Result<Tensor> {
+        let (k, t, inp) = x.dims3()?;
+        let coef = mix.rank_weights(self.split, self.rank, x.dtype())?;
+        let u = x
+            .reshape((k * t, inp))?
+            .matmul(&self.down.t()?)?
+            .reshape((k, t, self.rank))?
+            .broadcast_mul(&coef)?;
+        let out = self.up.dim(0)?;
+        u.reshape((k * t, self.rank))?
+            .matmul(&self.up.t()?)?
+            .reshape((k, t, out))
+    }
+
+    /// The embedding rows of `ids [K, t]`: `Σ_side c_k·up[id]·down`, `[K, t, dim]`.
+    fn embed_delta(&self, ids: &Tensor, mix: &Mix) -> Result<Tensor> {
+        let (k, t) = ids.dims2()?;
+        let coef = mix.rank_weights(self.split, self.rank, self.up.dtype())?;
+        let u = self
+            .up
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((k, t, self.rank))?
+            .broadcast_mul(&coef)?;
+        let dim = self.down.dim(1)?;
+        u.reshape((k * t, self.rank))?
+            .matmul(&self.down)?
+            .reshape((k, t, dim))
+    }
 }
 
 impl Param {
@@ -39,14 +99,40 @@ impl Param {
     }
 
     /// `x · wᵀ` (nn.Linear layout); in the batched mode one fused pass over both endpoints
-    /// where the CPU kernel applies.
+    /// (or over W0 and the low-rank updates) where the CPU kernel applies.
     pub fn linear(&self, x: &Tensor, mix: Option<&Mix>, kernels: Kernels) -> Result<Tensor> {
         if let (Some(m), Some(b), Kernels::Fast) = (mix, &self.b, kernels) {
-            if let Some(y) = super::linear_t_mixed(x, &self.a, b, m)? {
+            if self.low_rank.is_none() {
+                if let Some(y) = super::linear_t_mixed(x, &self.a, b, m)? {
+                    return Ok(y);
+                }
+            }
+        }
+        if let (Some(m), None, Some(lr), Kernels::Fast) = (mix, &self.b, &self.low_rank, kernels) {
+            if let Some(y) = super::linear_t_lowrank(x, &self.a, &lr.up, &lr.down, lr.split, m)? {
                 return Ok(y);
             }
         }
-        self.apply(mix, |w| kernels.linear_t(x, w))
+        let y = self.apply(mix, |w| kernels.linear_t(x, w))?;
+        self.add_delta(y, x, mix)
+    }
+
+    /// `y` plus the low-rank updates' share of the op on `x` (for ops linear in the weight
+    /// along its input: linear layers, Conv1D, the tied head).
+    pub fn add_delta(&self, y: Tensor, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
+        match (mix, &self.low_rank) {
+            (Some(m), Some(lr)) => y + lr.linear_delta(x, m)?,
+            _ => Ok(y),
+        }
+    }
+
+    /// The embedding rows of `ids [b, t]`: `[b, t, d]`, with the updates' rows.
+    pub fn embed(&self, ids: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
+        let rows = self.apply(mix, |w| embed(w, ids))?;
+        match (mix, &self.low_rank) {
+            (Some(m), Some(lr)) => rows + lr.embed_delta(ids, m)?,
+            _ => Ok(rows),
+        }
     }
 
     /// Endpoint B, in the batched mode.
@@ -64,6 +150,8 @@ pub struct Mix {
     /// `keep` and `take` as `[K, 1, 1]` f32 tensors on the model's device.
     keep_t: Tensor,
     take_t: Tensor,
+    /// Per (split, rank, dtype): each row's weight of every rank, `[K, 1, rank]`.
+    rank_weights: Mutex<HashMap<(usize, usize, DType), Tensor>>,
 }
 
 impl Mix {
@@ -77,7 +165,30 @@ impl Mix {
             alphas: alphas.to_vec(),
             keep,
             take,
+            rank_weights: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `[K, 1, rank]`: for row k, `1 − α_k` on A's ranks (the first `split`) and `α_k` on B's.
+    pub fn rank_weights(&self, split: usize, rank: usize, dtype: DType) -> Result<Tensor> {
+        let mut cache = self.rank_weights.lock().expect("rank weights lock");
+        if let Some(t) = cache.get(&(split, rank, dtype)) {
+            return Ok(t.clone());
+        }
+        let w = self.rank_weights_host(split, rank);
+        let t = Tensor::from_vec(w, (self.alphas.len(), 1, rank), self.keep_t.device())?
+            .to_dtype(dtype)?;
+        cache.insert((split, rank, dtype), t.clone());
+        Ok(t)
+    }
+
+    /// [`Mix::rank_weights`] on the host, row-major `[K, rank]`.
+    pub fn rank_weights_host(&self, split: usize, rank: usize) -> Vec<f32> {
+        self.keep
+            .iter()
+            .zip(&self.take)
+            .flat_map(|(&keep, &take)| (0..rank).map(move |r| if r < split { keep } else { take }))
+            .collect()
     }
 
     pub fn alphas(&self) -> &[Alpha] {
@@ -105,20 +216,44 @@ impl Mix {
     }
 }
 
-/// Reads [`Param`]s from one VarBuilder, or from two (A and B) sharing names and shapes.
+/// Reads [`Param`]s from one VarBuilder, from two (A and B) sharing names and shapes, or (the
+/// factored path) from A's tensors, B's versions of the tensors it replaces, and the low-rank
+/// updates by tensor name.
 #[derive(Clone)]
 pub struct Loader<'a> {
     a: VarBuilder<'a>,
     b: Option<VarBuilder<'a>>,
+    low_rank: Option<Arc<HashMap<String, Arc<LowRankPair>>>>,
+    prefix: String,
 }
 
 impl<'a> Loader<'a> {
     pub fn single(vb: VarBuilder<'a>) -> Self {
-        Self { a: vb, b: None }
+        Self {
+            a: vb,
+            b: None,
+            low_rank: None,
+            prefix: String::new(),
+        }
     }
 
     pub fn pair(a: VarBuilder<'a>, b: VarBuilder<'a>) -> Self {
-        Self { a, b: Some(b) }
+        Self {
+            b: Some(b),
+            ..Self::single(a)
+        }
+    }
+
+    pub fn factored(
+        a: VarBuilder<'a>,
+        b: VarBuilder<'a>,
+        low_rank: HashMap<String, Arc<LowRankPair>>,
+    ) -> Self {
+        Self {
+            b: Some(b),
+            low_rank: Some(Arc::new(low_rank)),
+            ..Self::single(a)
+        }
     }
 
     pub fn pp(&self, prefix: impl ToString) -> Self {
@@ -126,16 +261,28 @@ impl<'a> Loader<'a> {
         Self {
             a: self.a.pp(&p),
             b: self.b.as_ref().map(|b| b.pp(&p)),
+            low_rank: self.low_rank.clone(),
+            prefix: if self.prefix.is_empty() {
+                p
+            } else {
+                format!("{}.{p}", self.prefix)
+            },
         }
     }
 
     pub fn get<S: Into<Shape> + Clone>(&self, shape: S, name: &str) -> Result<Param> {
+        let full = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
         Ok(Param {
             a: self.a.get(shape.clone(), name)?,
             b: match &self.b {
-                Some(b) => Some(b.get(shape, name)?),
-                None => None,
+                Some(b) if b.contains_tensor(name) => Some(b.get(shape, name)?),
+                _ => None,
             },
+            low_rank: self.low_rank.as_ref().and_then(|m| m.get(&full).cloned()),
         })
     }
 

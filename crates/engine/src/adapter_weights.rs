@@ -1,0 +1,504 @@
+//! The working set of an adapter pair on a shared base: the base's tensors once, a working copy
+//! of only the tensors the adapters change, the tensors an adapter replaces whole
+//! (`modules_to_save`), and the adapters' factors.
+//!
+//! Merged path: an α change rewrites each changed tensor of the working copy in one pass,
+//! W0 + (1 − α)·ΔA + α·ΔB (a replaced tensor: the blend of both sides' versions, plus the
+//! updates). Untouched tensors are read from the base and never written.
+//! Factored path: the factors themselves, laid out for `y = W0·x + (1 − α)·ΔA·x + α·ΔB·x`
+//! per batch row (see `model::param::LowRankPair`).
+
+use crate::adapter::{Adapter, LowRank, ModuleKind};
+use crate::blend::{self, Element};
+use crate::checkpoint::Checkpoint;
+use crate::error::{bail, Result};
+use crate::lowrank::{self, StoredUpdate};
+use crate::weights::{build_flat, FlatLayout};
+use crate::Alpha;
+use candle_core::{CpuStorage, DType, Device, Layout, Tensor};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One changed tensor: where it lives in each buffer, and what changes it.
+#[derive(Debug)]
+struct MergeItem {
+    /// (offset, len) in the working buffer.
+    work: (usize, usize),
+    /// Offset in the base buffer.
+    base: usize,
+    /// Offsets of A's and B's replacements in the replacements buffer.
+    replaced: [Option<usize>; 2],
+    update: Option<StoredUpdate>,
+    /// The update's factors on the device, for the CUDA pass.
+    #[allow(dead_code)]
+    on_device: Option<(Tensor, Tensor)>,
+}
+
+/// Both adapters' update of one tensor in the forward's orientation (`[out, in]`), A's ranks
+/// first: what the factored path multiplies by.
+#[derive(Debug, Clone)]
+pub struct ForwardUpdate {
+    pub kind: ModuleKind,
+    /// `[out, rank]`, the scales folded in.
+    pub up: Vec<f32>,
+    /// `[rank, in]`.
+    pub down: Vec<f32>,
+    pub out: usize,
+    pub inp: usize,
+    pub rank: usize,
+    pub split: usize,
+}
+
+pub struct AdapterWeights {
+    pub dtype: DType,
+    pub base_layout: FlatLayout,
+    base: Tensor,
+    pub work_layout: FlatLayout,
+    working: Tensor,
+    repl_layout: FlatLayout,
+    replacements: Tensor,
+    plan: Arc<Vec<MergeItem>>,
+    /// Tensor name → both sides' update, for the factored path.
+    pub forward: BTreeMap<String, ForwardUpdate>,
+    alpha: Alpha,
+    last_blend: Option<Duration>,
+}
+
+/// Concatenate two sides' updates of one tensor (either may be absent), A's ranks first.
+fn concat_forward(a: Option<&LowRank>, b: Option<&LowRank>) -> Option<ForwardUpdate> {
+    let any = a.or(b)?;
+    let (out, inp, kind) = (any.out, any.inp, any.kind);
+    let (ra, rb) = (a.map_or(0, |x| x.rank), b.map_or(0, |x| x.rank));
+    let rank = ra + rb;
+    let mut up = vec![0f32; out * rank];
+    for (o, row) in up.chunks_mut(rank).enumerate() {
+        if let Some(a) = a {
+            row[..ra].copy_from_slice(&a.up[o * ra..(o + 1) * ra]);
+        }
+        if let Some(b) = b {
+            row[ra..].copy_from_slice(&b.up[o * rb..(o + 1) * rb]);
+        }
+    }
+    let mut down = Vec::with_capacity(rank * inp);
+    down.extend(a.iter().flat_map(|a| a.down.iter().copied()));
+    down.extend(b.iter().flat_map(|b| b.down.iter().copied()));
+    Some(ForwardUpdate {
+        kind,
+        up,
+        down,
+        out,
+        inp,
+        rank,
+        split: ra,
+    })
+}
+
+/// The update in the tensor's stored orientation: `[out, in]` for linear layers and
+/// embeddings, `[in, out]` (transposed) for Conv1D.
+fn stored(f: &ForwardUpdate) -> StoredUpdate {
+    match f.kind {
+        ModuleKind::Linear | ModuleKind::Embedding => StoredUpdate {
+            u: f.up.clone(),
+            d: f.down.clone(),
+            rows: f.out,
+            cols: f.inp,
+            rank: f.rank,
+            split: f.split,
+        },
+        // ΔWᵀ = downᵀ·upᵀ.
+        ModuleKind::Conv1D => StoredUpdate {
+            u: crate::adapter::transpose(&f.down, f.rank, f.inp),
+            d: crate::adapter::transpose(&f.up, f.out, f.rank),
+            rows: f.inp,
+            cols: f.out,
+            rank: f.rank,
+            split: f.split,
+        },
+    }
+}
+
+impl AdapterWeights {
+    /// The base's `names` in one buffer, and a working copy of the tensors the adapters (A,
+    /// B; `None` is the base itself) change, merged at α = 0.
+    pub fn load(
+        base: &Checkpoint,
+        names: &[String],
+        a: Option<&Adapter>,
+        b: Option<&Adapter>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let shape_of = |n: &String| base.weights.tensors[n].shape.clone();
+        let base_layout = FlatLayout::new(names.iter().map(|n| (n.clone(), shape_of(n))), dtype);
+        let sides = [a, b];
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for side in sides.iter().flatten() {
+            touched.extend(side.updates.keys().cloned());
+            touched.extend(side.replacements.keys().cloned());
+        }
+        if let Some(n) = touched.iter().find(|n| !names.contains(n)) {
+            bail!(
+                Mismatch,
+                "the adapters change {n}, which is not a weight of the base"
+            );
+        }
+        let work_layout = FlatLayout::new(touched.iter().map(|n| (n.clone(), shape_of(n))), dtype);
+        // Replacements are named "a/<tensor>" and "b/<tensor>".
+        let mut repl_values: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+        for (tag, side) in ["a", "b"].iter().zip(sides) {
+            for (n, v) in side.iter().flat_map(|s| &s.replacements) {
+                repl_values.insert(format!("{tag}/{n}"), v.clone());
+            }
+        }
+        let repl_layout = FlatLayout::new(
+            repl_values
+                .keys()
+                .map(|k| (k.clone(), shape_of(&k[2..].to_string()))),
+            dtype,
+        );
+        let base_t = build_flat(&base_layout, dtype, device, &base.weights)?;
+        let working = build_flat(&work_layout, dtype, device, &base.weights)?;
+        let replacements = build_flat(&repl_layout, dtype, device, &repl_values)?;
+        let base_offset: HashMap<&str, usize> = base_layout
+            .slots
+            .iter()
+            .map(|s| (s.name.as_str(), s.offset))
+            .collect();
+        let repl_offset: HashMap<&str, usize> = repl_layout
+            .slots
+            .iter()
+            .map(|s| (s.name.as_str(), s.offset))
+            .collect();
+        let mut forward = BTreeMap::new();
+        let mut plan = Vec::new();
+        for slot in &work_layout.slots {
+            let n = &slot.name;
+            let fwd = concat_forward(
+                a.and_then(|s| s.updates.get(n)),
+                b.and_then(|s| s.updates.get(n)),
+            );
+            let update = fwd.as_ref().map(stored);
+            let on_device = match (&update, device) {
+                (Some(u), Device::Cuda(_)) => Some((
+                    Tensor::from_slice(&u.u, u.u.len(), device)?,
+                    Tensor::from_slice(&u.d, u.d.len(), device)?,
+                )),
+                _ => None,
+            };
+            if let Some(f) = fwd {
+                forward.insert(n.clone(), f);
+            }
+            plan.push(MergeItem {
+                work: (slot.offset, slot.len),
+                base: base_offset[n.as_str()],
+                replaced: [
+                    repl_offset.get(format!("a/{n}").as_str()).copied(),
+                    repl_offset.get(format!("b/{n}").as_str()).copied(),
+                ],
+                update,
+                on_device,
+            });
+        }
+        let mut w = Self {
+            dtype,
+            base_layout,
+            base: base_t,
+            work_layout,
+            working,
+            repl_layout,
+            replacements,
+            plan: Arc::new(plan),
+            forward,
+            alpha: Alpha::B,
+            last_blend: None,
+        };
+        w.set_alpha(Alpha::A)?;
+        Ok(w)
+    }
+
+    pub fn alpha(&self) -> Alpha {
+        self.alpha
+    }
+
+    pub fn last_blend(&self) -> Option<Duration> {
+        self.last_blend
+    }
+
+    /// Rewrite the changed tensors of the working copy at α, one pass each.
+    pub fn set_alpha(&mut self, alpha: Alpha) -> Result<Duration> {
+        let t = Instant::now();
+        self.working.inplace_op3(
+            &self.base,
+            &self.replacements,
+            &MergeOp {
+                alpha,
+                plan: self.plan.clone(),
+            },
+        )?;
+        self.working.device().synchronize()?;
+        self.alpha = alpha;
+        let took = t.elapsed();
+        self.last_blend = Some(took);
+        Ok(took)
+    }
+
+    /// Views for the merged model: every base tensor, the changed ones from the working copy.
+    pub fn merged_views(&self) -> Result<HashMap<String, Tensor>> {
+        let mut v = self.base_layout.views(&self.base)?;
+        v.extend(self.work_layout.views(&self.working)?);
+        Ok(v)
+    }
+
+    /// Views for the factored model: endpoint A's version of every tensor (the base, or A's
+    /// replacement), and B's version of the tensors either side replaces.
+    pub fn factored_views(&self) -> Result<(HashMap<String, Tensor>, HashMap<String, Tensor>)> {
+        let base = self.base_layout.views(&self.base)?;
+        let repl = self.repl_layout.views(&self.replacements)?;
+        let mut a = base.clone();
+        let mut b = HashMap::new();
+        for (key, t) in &repl {
+            let name = &key[2..];
+            if key.starts_with("a/") {
+                a.insert(name.to_string(), t.clone());
+            }
+            let b_version = repl
+                .get(&format!("b/{name}"))
+                .unwrap_or(&base[name])
+                .clone();
+            b.insert(name.to_string(), b_version);
+        }
+        Ok((a, b))
+    }
+
+    /// The working copy (the tensors the adapters change).
+    pub fn working(&self) -> &Tensor {
+        &self.working
+    }
+
+    /// Bytes held: base, working copy, replacements and factors.
+    pub fn bytes(&self) -> usize {
+        let size = self.dtype.size_in_bytes();
+        let factors: usize = self
+            .forward
+            .values()
+            .map(|f| 4 * (f.up.len() + f.down.len()))
+            .sum();
+        (self.base_layout.total + self.work_layout.total + self.repl_layout.total) * size
+            + 2 * factors
+    }
+}
+
+/// The merged pass as one in-place op over the working buffer, reading the base and the
+/// replacements: `working.inplace_op3(&base, &replacements, &MergeOp { .. })`.
+struct MergeOp {
+    alpha: Alpha,
+    plan: Arc<Vec<MergeItem>>,
+}
+
+fn range(l: &Layout) -> candle_core::Result<usize> {
+    match l.contiguous_offsets() {
+        Some((start, _)) => Ok(start),
+        None => candle_core::bail!("adapter merge: buffers must be contiguous"),
+    }
+}
+
+fn merge_all<T: Element>(op: &MergeOp, w: &mut [T], base: &[T], repl: &[T]) {
+    let coefs: Vec<Option<Vec<f32>>> = op
+        .plan
+        .iter()
+        .map(|i| i.update.as_ref().map(|u| u.coefficients(op.alpha)))
+        .collect();
+    for (item, c) in op.plan.iter().zip(&coefs) {
+        let (off, len) = item.work;
+        let out = &mut w[off..off + len];
+        let base = &base[item.base..item.base + len];
+        let side = |r: Option<usize>| r.map_or(base, |o| &repl[o..o + len]);
+        match (item.replaced, &item.update, c) {
+            ([None, None], Some(u), Some(c)) => lowrank::merge(out, Some(base), u, c),
+            (replaced, update, c) => {
+                blend::blend(out, side(replaced[0]), side(replaced[1]), op.alpha.as_f32());
+                if let (Some(u), Some(c)) = (update, c) {
+                    lowrank::merge(out, None, u, c);
+                }
+            }
+        }
+    }
+}
+
+impl candle_core::InplaceOp3 for MergeOp {
+    fn name(&self) -> &'static str {
+        "lerpscope-adapter-merge"
+    }
+
+    fn cpu_fwd(
+        &self,
+        w: &mut CpuStorage,
+        lw: &Layout,
+        b: &CpuStorage,
+        lb: &Layout,
+        r: &CpuStorage,
+        lr: &Layout,
+    ) -> candle_core::Result<()> {
+        let (w0, b0, r0) = (range(lw)?, range(lb)?, range(lr)?);
+        match (w, b, r) {
+            (CpuStorage::F32(w), CpuStorage::F32(b), CpuStorage::F32(r)) => {
+                merge_all(self, &mut w[w0..], &b[b0..], &r[r0..])
+            }
+            (CpuStorage::F16(w), CpuStorage::F16(b), CpuStorage::F16(r)) => {
+                merge_all(self, &mut w[w0..], &b[b0..], &r[r0..])
+            }
+            (CpuStorage::BF16(w), CpuStorage::BF16(b), CpuStorage::BF16(r)) => {
+                merge_all(self, &mut w[w0..], &b[b0..], &r[r0..])
+            }
+            _ => candle_core::bail!("adapter merge: buffers must share one of f32, f16, bf16"),
+        }
+        Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        w: &mut candle_core::CudaStorage,
+        lw: &Layout,
+        b: &candle_core::CudaStorage,
+        lb: &Layout,
+        r: &candle_core::CudaStorage,
+        lr: &Layout,
+    ) -> candle_core::Result<()> {
+        cuda::merge_all(self, w, range(lw)?, b, range(lb)?, r, range(lr)?)
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::{MergeItem, MergeOp};
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaSlice, DevicePtr, LaunchConfig, PushKernelArg,
+    };
+    use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+    use candle_core::{CudaStorage, Result, Storage, Tensor};
+
+    fn f32_slice(t: &Tensor) -> Result<CudaSlice<f32>> {
+        let (s, _) = t.storage_and_layout();
+        match &*s {
+            Storage::Cuda(c) => Ok(c.as_cuda_slice::<f32>()?.clone()),
+            _ => candle_core::bail!("adapter merge: factors are not on the GPU"),
+        }
+    }
+
+    /// Per changed tensor: the blend kernel over the replaced sides when there are any, then
+    /// the low-rank kernel (in place after a blend, from the base otherwise).
+    pub fn merge_all(
+        op: &MergeOp,
+        w: &mut CudaStorage,
+        w0: usize,
+        b: &CudaStorage,
+        b0: usize,
+        r: &CudaStorage,
+        r0: usize,
+    ) -> Result<()> {
+        let dev = w.device.clone();
+        let (suffix, lanes) = match (&w.slice, &b.slice, &r.slice) {
+            (CudaStorageSlice::F32(_), CudaStorageSlice::F32(_), CudaStorageSlice::F32(_)) => {
+                ("f32", 4)
+            }
+            (CudaStorageSlice::F16(_), CudaStorageSlice::F16(_), CudaStorageSlice::F16(_)) => {
+                ("f16", 8)
+            }
+            (CudaStorageSlice::BF16(_), CudaStorageSlice::BF16(_), CudaStorageSlice::BF16(_)) => {
+                ("bf16", 8)
+            }
+            _ => candle_core::bail!("adapter merge: buffers must share one of f32, f16, bf16"),
+        };
+        let (keep, take) = op.alpha.endpoint_weights_f32();
+        let alpha = op.alpha.as_f32();
+        let elem = match suffix {
+            "f32" => 4,
+            _ => 2,
+        };
+        // Raw device addresses of the three buffers (their element offsets applied below).
+        let (wp, bp, rp) = (
+            ptr(&w.slice, &dev)?,
+            ptr(&b.slice, &dev)?,
+            ptr(&r.slice, &dev)?,
+        );
+        for item in op.plan.iter() {
+            let MergeItem {
+                work: (off, len),
+                base,
+                replaced,
+                update,
+                on_device,
+            } = item;
+            let out = wp + ((w0 + off) * elem) as u64;
+            let base = bp + ((b0 + base) * elem) as u64;
+            let side = |x: Option<usize>| x.map_or(base, |o| rp + ((r0 + o) * elem) as u64);
+            let n = *len;
+            let mut src = base;
+            if replaced.iter().any(Option::is_some) {
+                let func = dev.get_or_load_custom_func(
+                    &format!("blend_{suffix}"),
+                    "lerpscope_blend",
+                    crate::blend::PTX,
+                )?;
+                let (a_src, b_src) = (side(replaced[0]), side(replaced[1]));
+                let mut builder = func.builder();
+                builder.arg(&out);
+                builder.arg(&a_src);
+                builder.arg(&b_src);
+                builder.arg(&alpha);
+                builder.arg(&n);
+                let blocks = n.div_ceil(lanes).div_ceil(256).clamp(1, 1 << 16) as u32;
+                let cfg = LaunchConfig {
+                    grid_dim: (blocks, 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                // SAFETY: the kernel reads n elements at a_src and b_src and writes n at out,
+                // all inside their buffers (offsets from the layouts).
+                unsafe { builder.launch(cfg) }.w()?;
+                src = out;
+            }
+            if let (Some(u), Some((ud, dd))) = (update, on_device) {
+                let func = dev.get_or_load_custom_func(
+                    &format!("lowrank_merge_{suffix}"),
+                    "lerpscope_blend",
+                    crate::blend::PTX,
+                )?;
+                let (ud, dd) = (f32_slice(ud)?, f32_slice(dd)?);
+                let (rows, cols, rank, split) = (u.rows, u.cols, u.rank, u.split);
+                let mut builder = func.builder();
+                builder.arg(&out);
+                builder.arg(&src);
+                builder.arg(&ud);
+                builder.arg(&dd);
+                builder.arg(&rows);
+                builder.arg(&cols);
+                builder.arg(&rank);
+                builder.arg(&split);
+                builder.arg(&keep);
+                builder.arg(&take);
+                let cfg = LaunchConfig {
+                    grid_dim: (cols.div_ceil(256) as u32, rows.min(65535) as u32, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                // SAFETY: the kernel reads rows × cols at src, rows × rank of u, rank × cols
+                // of d, and writes rows × cols at out, all in bounds.
+                unsafe { builder.launch(cfg) }.w()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ptr(s: &CudaStorageSlice, dev: &candle_core::CudaDevice) -> Result<u64> {
+        let stream = dev.cuda_stream();
+        Ok(match s {
+            CudaStorageSlice::F32(x) => x.device_ptr(&stream).0,
+            CudaStorageSlice::F16(x) => x.device_ptr(&stream).0,
+            CudaStorageSlice::BF16(x) => x.device_ptr(&stream).0,
+            _ => candle_core::bail!("adapter merge: unsupported dtype"),
+        })
+    }
+}

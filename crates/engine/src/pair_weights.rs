@@ -1,0 +1,77 @@
+//! A pair's weights, whatever the endpoints are: two full models (three flat buffers), or
+//! adapters on one base (the base, a working copy of what they change, their factors).
+
+use crate::adapter_weights::AdapterWeights;
+use crate::error::Result;
+use crate::weights::{BlendedWeights, Buffer};
+use crate::Alpha;
+use candle_core::{DType, Tensor};
+use std::time::Duration;
+
+pub enum Weights {
+    Full(BlendedWeights),
+    Adapters(AdapterWeights),
+}
+
+impl Weights {
+    pub fn alpha(&self) -> Alpha {
+        match self {
+            Weights::Full(w) => w.alpha(),
+            Weights::Adapters(w) => w.alpha(),
+        }
+    }
+
+    /// Re-blend (full pairs) or re-merge (adapters) the working weights in place at α.
+    pub fn set_alpha(&mut self, alpha: Alpha) -> Result<Duration> {
+        match self {
+            Weights::Full(w) => w.set_alpha(alpha),
+            Weights::Adapters(w) => w.set_alpha(alpha),
+        }
+    }
+
+    pub fn last_blend(&self) -> Option<Duration> {
+        match self {
+            Weights::Full(w) => w.last_blend(),
+            Weights::Adapters(w) => w.last_blend(),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Weights::Full(w) => w.dtype,
+            Weights::Adapters(w) => w.dtype,
+        }
+    }
+
+    /// The buffer an α change rewrites.
+    pub fn working(&self) -> &Tensor {
+        match self {
+            Weights::Full(w) => w.buffer(Buffer::Working),
+            Weights::Adapters(w) => w.working(),
+        }
+    }
+
+    /// The full pair's three buffers, when the pair is two full models.
+    pub fn full(&self) -> Option<&BlendedWeights> {
+        match self {
+            Weights::Full(w) => Some(w),
+            Weights::Adapters(_) => None,
+        }
+    }
+
+    /// Parameters of the model (of one endpoint, or of the base).
+    pub fn params(&self) -> usize {
+        match self {
+            Weights::Full(w) => w.layout.params(),
+            Weights::Adapters(w) => w.base_layout.params(),
+        }
+    }
+
+    /// Bytes of one model's weights (one endpoint, or the base).
+    pub fn model_bytes(&self) -> usize {
+        match self {
+            Weights::Full(w) => w.bytes(),
+            Weights::Adapters(w) => w.base_layout.total * w.dtype.size_in_bytes(),
+        }
+    }
+}
