@@ -364,6 +364,10 @@ pub struct BenchModelArgs {
     /// A random pair of this shape (written once under the temporary directory).
     #[arg(long, value_parser = shape())]
     pub shape: Option<Shape>,
+    /// With --shape: two random rank-R LoRA adapters on every linear layer of the shape's
+    /// model, instead of two full models.
+    #[arg(long, requires = "shape")]
+    pub lora_rank: Option<usize>,
     #[command(flatten)]
     pub load: LoadArgs,
     /// Prompt length in tokens (ids 1..=N, the same for every α and for the reference).
@@ -385,9 +389,19 @@ impl BenchModelArgs {
         Ok(match (&self.a, &self.b, self.shape) {
             (Some(a), Some(b), _) => (a.clone(), b.clone(), format!("{a} ↔ {b}")),
             (_, _, Some(shape)) => {
-                let (a, b) = shape.pair()?;
+                let root = std::env::temp_dir().join("lerpscope-shapes");
                 let s = |p: std::path::PathBuf| p.display().to_string();
-                (s(a), s(b), shape.name().to_string())
+                match self.lora_rank {
+                    Some(0) => bail!("--lora-rank must be at least 1"),
+                    Some(r) => {
+                        let (a, b) = shape.adapters_in(&root, r)?;
+                        (s(a), s(b), format!("{} + LoRA r{r}", shape.name()))
+                    }
+                    None => {
+                        let (a, b) = shape.pair_in(&root)?;
+                        (s(a), s(b), shape.name().to_string())
+                    }
+                }
             }
             _ => {
                 let (a, b) = demo_pair();

@@ -198,3 +198,162 @@ fn factored_and_merged_generation_agree_with_sampling() {
         assert_eq!(row.token_ids, one.token_ids, "α = {alpha}");
     }
 }
+
+/// A copy of fixture adapter `name` in a temporary directory (its base path made absolute), to
+/// damage.
+fn copy_adapter(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(fixtures().join(name)).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let base = fixtures().join("base-llama-tied").display().to_string();
+    edit_config(&dir, |c| c["base_model_name_or_path"] = base.into());
+    (tmp, dir)
+}
+
+fn edit_config(dir: &std::path::Path, f: impl FnOnce(&mut Value)) {
+    let p = dir.join("adapter_config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut c);
+    std::fs::write(&p, c.to_string()).unwrap();
+}
+
+fn load_err(a: &str, b: &str, base: Option<&str>) -> String {
+    let opts = LoadOptions {
+        base: base.map(String::from),
+        ..cpu()
+    };
+    let e = match Engine::load(a, b, &opts) {
+        Ok(_) => panic!("{a} + {b} should be refused"),
+        Err(e) => lerpscope::one_line(&e),
+    };
+    assert!(!e.contains('\n'), "not one line: {e}");
+    e
+}
+
+fn has(e: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(e.contains(p), "{e:?} lacks {p:?}");
+    }
+}
+
+#[test]
+fn bad_adapters_get_one_line_naming_the_file_and_key() {
+    let fx = |n: &str| fixtures().join(n).display().to_string();
+    let other = fx("llama-plain-b");
+    // Another PEFT method.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["peft_type"] = "IA3".into());
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["adapter_config.json", "IA3"],
+    );
+    // DoRA, by config and by key; trained biases.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["use_dora"] = true.into());
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["use_dora", "DoRA"],
+    );
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["bias"] = "lora_only".into());
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["bias", "lora_only"],
+    );
+    let (_t, d) = copy_adapter("llama-plain-a");
+    add_tensor(
+        &d,
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector",
+        vec![48],
+    );
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &[
+            "adapter_model.safetensors",
+            "q_proj.lora_magnitude_vector",
+            "DoRA",
+        ],
+    );
+    // Only the pickle format.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    std::fs::rename(
+        d.join("adapter_model.safetensors"),
+        d.join("adapter_model.bin"),
+    )
+    .unwrap();
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["adapter_model.bin", "safetensors"],
+    );
+    // A target module the base lacks.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| {
+        c["target_modules"] = serde_json::json!(["q_proj", "w_gate"])
+    });
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["target module \"w_gate\"", "not in the base"],
+    );
+    // The config's rank against the factors'.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["r"] = 5.into());
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["has rank 4", "r = 5"],
+    );
+    // Made for another base: the module and both shapes.
+    let small = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama-a");
+    let e = load_err(&fx("llama-plain-a"), &other, Some(small.to_str().unwrap()));
+    has(
+        &e,
+        &[
+            "model.layers.0.self_attn.q_proj",
+            "[4, 48]",
+            "[32, 32]",
+            "another base",
+        ],
+    );
+    // Bases that disagree; none named.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| {
+        c["base_model_name_or_path"] = "org/other-base".into()
+    });
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["different bases", "org/other-base", "--base"],
+    );
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["base_model_name_or_path"] = Value::Null);
+    has(&load_err(d.to_str().unwrap(), "base", None), &["--base"]);
+    // Kinds that do not pair.
+    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama-b");
+    has(
+        &load_err(small.to_str().unwrap(), &other, None),
+        &["is a full model", "adapter"],
+    );
+    has(&load_err("base", "base", None), &["both `base`"]);
+    has(
+        &load_err(small.to_str().unwrap(), full.to_str().unwrap(), Some("x")),
+        &["--base", "full models"],
+    );
+}
+
+/// Add a tensor of zeros to an adapter's safetensors file.
+fn add_tensor(dir: &std::path::Path, name: &str, shape: Vec<usize>) {
+    use lerpscope::engine::checkpoint::TensorFiles;
+    let path = dir.join("adapter_model.safetensors");
+    let store = TensorFiles::open(std::slice::from_ref(&path)).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = store
+        .tensors
+        .iter()
+        .map(|(n, m)| (n.clone(), m.shape.clone(), store.read_f32(n).unwrap()))
+        .collect();
+    drop(store);
+    let n = shape.iter().product();
+    tensors.push((name.to_string(), shape, vec![0.0; n]));
+    lerpscope::fixtures::write_safetensors(&path, &tensors, safetensors::Dtype::F32).unwrap();
+}

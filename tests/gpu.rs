@@ -201,3 +201,77 @@ fn a_pair_too_large_for_the_gpu_is_refused_with_the_numbers() {
     let msg = err.to_string();
     assert!(msg.contains("GiB") && msg.contains("free"), "{msg}");
 }
+
+fn adapter_engines(pair: &str, dtype: DType) -> (Engine, Engine) {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters");
+    let (a, b) = (dir.join(format!("{pair}-a")), dir.join(format!("{pair}-b")));
+    let load = |device| {
+        Engine::load(
+            &a.display().to_string(),
+            &b.display().to_string(),
+            &LoadOptions {
+                device,
+                dtype: Some(dtype),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    (load(DeviceChoice::Cpu), load(DeviceChoice::Cuda(0)))
+}
+
+/// The merged-adapter pass on the GPU (blend.cu's lowrank_merge, and the blend for replaced
+/// tensors) writes the same bits as the CPU's, in every dtype.
+#[test]
+fn adapter_merge_on_cuda_equals_the_cpu_bit_for_bit() {
+    if gpu().is_none() {
+        return;
+    }
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for pair in ["llama-plain", "llama-saved", "gpt2"] {
+            let (mut cpu, mut gpu) = adapter_engines(pair, dtype);
+            for alpha in [0.0, 0.3, 1.0, -0.5, 1.5] {
+                cpu.set_alpha(alpha).unwrap();
+                gpu.set_alpha(alpha).unwrap();
+                let bits = |e: &Engine| -> Vec<u32> {
+                    let w = e.weights().working().to_dtype(DType::F32).unwrap();
+                    w.to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .collect()
+                };
+                assert!(
+                    bits(&cpu) == bits(&gpu),
+                    "{pair} {dtype:?} α {alpha}: the merged weights differ"
+                );
+            }
+        }
+    }
+}
+
+/// Both adapter paths on the GPU give the CPU's logits.
+#[test]
+fn adapter_pairs_on_cuda_match_the_cpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let ids = [5u32, 17, 42, 8, 99, 3];
+    for pair in ["llama-plain", "llama-embedding", "llama-saved", "gpt2"] {
+        let (mut cpu, mut gpu) = adapter_engines(pair, DType::F32);
+        let alphas = [0.0, 0.3, 1.0, 1.5];
+        let rows = gpu.logits_columns(&ids, &alphas).unwrap();
+        assert_eq!(rows.len(), alphas.len());
+        for (alpha, row) in alphas.iter().zip(&rows) {
+            cpu.set_alpha(*alpha).unwrap();
+            gpu.set_alpha(*alpha).unwrap();
+            let c = cpu.logits(&ids).unwrap();
+            close(
+                &c,
+                &gpu.logits(&ids).unwrap(),
+                &format!("{pair} merged α {alpha}"),
+            );
+            close(&c, row, &format!("{pair} factored α {alpha}"));
+        }
+    }
+}

@@ -12,8 +12,9 @@ fn put_in_cache(cache: &Path, repo: &str, revision: &str, commit: &str, model: &
     std::fs::create_dir_all(&snap).unwrap();
     std::fs::create_dir_all(root.join("refs")).unwrap();
     std::fs::write(root.join("refs").join(revision), commit).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        std::fs::copy(model.join(f), snap.join(f)).unwrap();
+    for f in std::fs::read_dir(model).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, snap.join(f.file_name().unwrap())).unwrap();
     }
 }
 
@@ -35,6 +36,42 @@ fn hub_ids_resolve_through_the_cache_offline() {
     assert_eq!(engine.info.a, "lerp/neg");
     assert_eq!(engine.info.b, "lerp/pos@v1");
     assert_eq!(engine.info.architecture, "GPT2LMHeadModel");
+
+    // Adapters by Hub id, on a base by Hub id (named by the adapters, as PEFT writes it).
+    let fx = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters");
+    put_in_cache(
+        &cache,
+        "lerp/tiny-base",
+        "main",
+        "89ab",
+        &fx.join("base-llama-tied"),
+    );
+    for (repo, dir) in [
+        ("lerp/lora-neg", "llama-plain-a"),
+        ("lerp/lora-pos", "llama-plain-b"),
+    ] {
+        let copy = tmp.path().join(dir);
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(fx.join(dir).join(f), copy.join(f)).unwrap();
+        }
+        let cfg = copy.join("adapter_config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        c["base_model_name_or_path"] = "lerp/tiny-base".into();
+        std::fs::write(&cfg, c.to_string()).unwrap();
+        put_in_cache(&cache, repo, "main", "cdef", &copy);
+    }
+    let adapters = Engine::load("lerp/lora-neg", "lerp/lora-pos", &opts).unwrap();
+    assert!(adapters.is_adapter_pair());
+    assert!(
+        adapters
+            .info
+            .description
+            .starts_with("base lerp/tiny-base + LoRA r4"),
+        "{}",
+        adapters.info.description
+    );
 
     // A model that is not cached, offline: one line saying where we looked and what to do.
     let e = Engine::load("lerp/neg", "lerp/absent", &opts)

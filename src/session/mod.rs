@@ -276,7 +276,7 @@ fn pick(pending: &[Pending]) -> Option<usize> {
 }
 
 /// The columns (in submission order) of the pending jobs that share the next job's prompt and
-/// settings, when there are several and one batch is faster for them than re-blending for each.
+/// settings, when one batch is faster for them than re-blending for each.
 fn batchable(engine: &mut Engine, pending: &[Pending]) -> Option<Vec<ColumnId>> {
     let first = &pending[pick(pending)?].job;
     let group: Vec<ColumnId> = pending
@@ -285,8 +285,9 @@ fn batchable(engine: &mut Engine, pending: &[Pending]) -> Option<Vec<ColumnId>> 
         .map(|p| p.column)
         .collect();
     // Deciding may time a few forward passes (once per group size): on the pool, like a job.
-    let faster = group.len() >= 2
-        && crate::engine::on_pool(|| engine.prefer_batch(group.len(), first.params.max_tokens))
+    // (For adapters even one column may run as a batch: the factored path needs no merge.)
+    let faster =
+        crate::engine::on_pool(|| engine.prefer_batch(group.len(), first.params.max_tokens))
             .unwrap_or(false);
     faster.then_some(group)
 }

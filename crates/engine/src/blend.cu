@@ -85,3 +85,44 @@ extern "C" __global__ void blend_bf16(__nv_bfloat16* w, const __nv_bfloat16* a,
                                       const __nv_bfloat16* b, float alpha, size_t n) {
     blend<BF16>(w, a, b, alpha, n);
 }
+
+// The merged-adapter pass (lowrank.rs holds the CPU kernel and its slow twin):
+//   out[i, j] = src[i, j] + sum_r (u[i, r] * c_r) * d[r, j],  c_r = keep for r < split, else take,
+// accumulated in f32 with one fused multiply-add per rank, in the CPU kernel's order, so the
+// two agree bit for bit in f32. out may be src (in place). Blocks cover columns along x and
+// stride over rows along y.
+
+template <typename E>
+__device__ void lowrank_merge(typename E::T* out, const typename E::T* src, const float* u,
+                              const float* d, size_t rows, size_t cols, size_t rank,
+                              size_t split, float keep, float take) {
+    const size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols) return;
+    for (size_t i = blockIdx.y; i < rows; i += gridDim.y) {
+        float acc = E::load(src[i * cols + j]);
+        for (size_t r = 0; r < rank; r++) {
+            const float k = __fmul_rn(u[i * rank + r], r < split ? keep : take);
+            acc = __fmaf_rn(k, d[r * cols + j], acc);
+        }
+        out[i * cols + j] = E::store(acc);
+    }
+}
+
+extern "C" __global__ void lowrank_merge_f32(float* out, const float* src, const float* u,
+                                             const float* d, size_t rows, size_t cols,
+                                             size_t rank, size_t split, float keep, float take) {
+    lowrank_merge<F32>(out, src, u, d, rows, cols, rank, split, keep, take);
+}
+
+extern "C" __global__ void lowrank_merge_f16(__half* out, const __half* src, const float* u,
+                                             const float* d, size_t rows, size_t cols,
+                                             size_t rank, size_t split, float keep, float take) {
+    lowrank_merge<F16>(out, src, u, d, rows, cols, rank, split, keep, take);
+}
+
+extern "C" __global__ void lowrank_merge_bf16(__nv_bfloat16* out, const __nv_bfloat16* src,
+                                              const float* u, const float* d, size_t rows,
+                                              size_t cols, size_t rank, size_t split, float keep,
+                                              float take) {
+    lowrank_merge<BF16>(out, src, u, d, rows, cols, rank, split, keep, take);
+}

@@ -75,11 +75,24 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     fn from_f32(x: f32) -> Self;
     fn blend_chunk(w: &mut [Self], a: &[Self], b: &[Self], alpha: f32);
+    /// The slice as f32, when the element type is f32 (for kernels with an f32 fast path).
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
 }
 
 impl Element for f32 {
     fn to_f32(self) -> f32 {
         self
+    }
+    fn as_f32(x: &[f32]) -> Option<&[f32]> {
+        Some(x)
+    }
+    fn as_f32_mut(x: &mut [f32]) -> Option<&mut [f32]> {
+        Some(x)
     }
     fn from_f32(x: f32) -> Self {
         x

@@ -428,4 +428,88 @@ impl Shape {
     pub fn pair(self) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
         self.pair_in(&std::env::temp_dir().join("lerpscope-shapes"))
     }
+
+    /// Two random rank-`rank` LoRA adapters on every linear layer of this shape's A model (the
+    /// base, which they name by absolute path), written once under `root`: their directories.
+    pub fn adapters_in(self, root: &Path, rank: usize) -> Result<(PathBuf, PathBuf)> {
+        let (base, _) = self.pair_in(root)?;
+        let dir = root.join(self.name()).join(format!("lora-r{rank}"));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        if dir.join("complete").exists() {
+            return Ok((a, b));
+        }
+        let (_, params) = self.model();
+        let targets = [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+        .iter()
+        .chain(&["c_attn", "c_proj", "c_fc"]);
+        let linear: Vec<&(String, Vec<usize>)> = params
+            .iter()
+            .filter(|(n, s)| {
+                s.len() == 2
+                    && targets
+                        .clone()
+                        .any(|t| n.ends_with(&format!(".{t}.weight")))
+            })
+            .collect();
+        let gpt2 = matches!(self, Shape::Gpt2_124m | Shape::Gpt2_774m);
+        let base_abs = std::fs::canonicalize(&base)?;
+        for (seed, d) in [(11u64, &a), (12, &b)] {
+            std::fs::create_dir_all(d)?;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut tensors = Vec::new();
+            for (name, shape) in &linear {
+                // nn.Linear is [out, in]; GPT-2's Conv1D is [in, out].
+                let (out, inp) = if gpt2 {
+                    (shape[1], shape[0])
+                } else {
+                    (shape[0], shape[1])
+                };
+                let module = name.trim_end_matches(".weight");
+                let mut random = |n: usize, scale: f32| -> Vec<f32> {
+                    (0..n)
+                        .map(|_| scale * (rng.random::<f32>() * 2.0 - 1.0))
+                        .collect()
+                };
+                tensors.push((
+                    format!("base_model.model.{module}.lora_A.weight"),
+                    vec![rank, inp],
+                    random(rank * inp, 1.0 / (inp as f32).sqrt()),
+                ));
+                tensors.push((
+                    format!("base_model.model.{module}.lora_B.weight"),
+                    vec![out, rank],
+                    random(out * rank, 0.02),
+                ));
+            }
+            write_safetensors(
+                &d.join("adapter_model.safetensors"),
+                &tensors,
+                safetensors::Dtype::F32,
+            )?;
+            let names: Vec<&str> = targets
+                .clone()
+                .copied()
+                .filter(|t| linear.iter().any(|(n, _)| n.contains(&format!(".{t}."))))
+                .collect();
+            let config = serde_json::json!({
+                "peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "bias": "none",
+                "target_modules": names, "fan_in_fan_out": gpt2,
+                "base_model_name_or_path": base_abs.display().to_string(),
+            });
+            std::fs::write(
+                d.join("adapter_config.json"),
+                serde_json::to_string_pretty(&config)?,
+            )?;
+        }
+        std::fs::write(dir.join("complete"), "")?;
+        Ok((a, b))
+    }
 }
