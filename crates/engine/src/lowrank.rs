@@ -138,7 +138,7 @@ mod simd {
         // non-temporal stores skip the read-for-ownership, as the blend's do. They need
         // 16-byte alignment, which every row has when the first one does and cols is a
         // multiple of 4.
-        let stream = (op as usize) % 16 == 0 && cols % 4 == 0;
+        let stream = (op as usize).is_multiple_of(16) && cols.is_multiple_of(4);
         let mut i = 0;
         while i < rows {
             let nr = BR.min(rows - i);
