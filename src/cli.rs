@@ -154,6 +154,10 @@ pub struct LoadArgs {
     /// adapters name. With adapters, `--a base` is the base itself: α scales B's adapter.
     #[arg(long)]
     pub base: Option<String>,
+    /// A tokenizer.json to use for every endpoint instead of its own (for a GGUF file whose
+    /// tokenizer metadata cannot be rebuilt).
+    #[arg(long)]
+    pub tokenizer: Option<std::path::PathBuf>,
 }
 
 impl LoadArgs {
@@ -163,6 +167,7 @@ impl LoadArgs {
             dtype: crate::engine::parse_dtype(&self.dtype)?,
             allow_tokenizer_mismatch: self.allow_tokenizer_mismatch,
             base: self.base.clone(),
+            tokenizer: self.tokenizer.clone(),
         })
     }
 }

@@ -1,5 +1,6 @@
-//! One endpoint on disk: its config, its tokenizer, and the safetensors headers of its shards,
-//! validated up front; tensor data is read (and converted) on demand from memory maps.
+//! One endpoint on disk: its config, its tokenizer, and the headers of its tensor files
+//! (safetensors shards, or one GGUF file), validated up front; tensor data is read (converted,
+//! dequantised) on demand from memory maps.
 
 use super::blend::Element;
 use super::config::ModelConfig;
@@ -18,6 +19,8 @@ pub struct TensorMeta {
     shard: usize,
     /// Byte range inside the shard's memory map.
     range: std::ops::Range<usize>,
+    /// In a GGUF file: the ggml type, and how the stored tensor becomes this one.
+    ggml: Option<(u32, crate::gguf::Transform)>,
 }
 
 impl TensorMeta {
@@ -48,6 +51,18 @@ impl Checkpoint {
     /// Parse config.json and every shard's header. A truncated or malformed file fails here,
     /// naming the file.
     pub fn open(files: ModelFiles) -> Result<Self> {
+        if let [one] = files.weights.as_slice() {
+            if crate::gguf::is_gguf(one) {
+                let header = crate::gguf::Header::read(one)?;
+                let config = header.config()?;
+                let weights = TensorFiles::from_gguf(&header, &config)?;
+                return Ok(Self {
+                    files,
+                    config,
+                    weights,
+                });
+            }
+        }
         let config = ModelConfig::load(&files.config)?;
         let weights = TensorFiles::open(&files.weights)?;
         Ok(Self {
@@ -95,6 +110,7 @@ impl TensorFiles {
                     shape: info.shape.clone(),
                     shard: i,
                     range: base + s..base + e,
+                    ggml: None,
                 };
                 if tensors.insert(name.clone(), t).is_some() {
                     bail!(
@@ -110,6 +126,41 @@ impl TensorFiles {
             });
         }
         Ok(Self { tensors, shards })
+    }
+
+    /// The tensors of a GGUF file under their Hugging Face names and shapes.
+    pub fn from_gguf(h: &crate::gguf::Header, config: &ModelConfig) -> Result<Self> {
+        let file = std::fs::File::open(&h.path)
+            .with_context(|| format!("{}: cannot open", h.path.display()))?;
+        // SAFETY: a read-only map of a file we do not modify.
+        let map = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("{}: cannot map", h.path.display()))?;
+        let mut tensors = BTreeMap::new();
+        for (hf, (name, shape, transform)) in crate::gguf::hf_names(h, config)? {
+            let info = &h.tensors[&name];
+            let dtype = match crate::gguf::native_dtype(info.ggml_type) {
+                candle_core::DType::F16 => Dtype::F16,
+                candle_core::DType::BF16 => Dtype::BF16,
+                _ => Dtype::F32,
+            };
+            tensors.insert(
+                hf,
+                TensorMeta {
+                    dtype,
+                    shape,
+                    shard: 0,
+                    range: info.range.start as usize..info.range.end as usize,
+                    ggml: Some((info.ggml_type, transform)),
+                },
+            );
+        }
+        Ok(Self {
+            tensors,
+            shards: vec![Shard {
+                path: h.path.clone(),
+                map,
+            }],
+        })
     }
 
     pub fn file_of(&self, name: &str) -> &Path {
@@ -129,8 +180,11 @@ impl TensorFiles {
         let t = self.meta(name)?;
         let shard = &self.shards[t.shard];
         let bytes = &shard.map[t.range.clone()];
-        let bad = decode(bytes, t.dtype, out)
-            .with_context(|| format!("{}: tensor {name}", shard.path.display()))?;
+        let bad = match t.ggml {
+            None => decode(bytes, t.dtype, out),
+            Some((ty, transform)) => dequantize(bytes, ty, &t.shape, transform, out),
+        }
+        .with_context(|| format!("{}: tensor {name}", shard.path.display()))?;
         // The bytes are copied out: let the kernel drop these pages from our resident set, so
         // loading a pair never holds the files and the buffers at once.
         #[cfg(unix)]
@@ -160,6 +214,34 @@ impl TensorFiles {
         self.read_into(name, &mut v)?;
         Ok(v)
     }
+}
+
+/// Dequantise a GGUF tensor into `out`; returns the index of the first non-finite value.
+fn dequantize<T: Element>(
+    bytes: &[u8],
+    ty: u32,
+    shape: &[usize],
+    transform: crate::gguf::Transform,
+    out: &mut [T],
+) -> Result<Option<usize>> {
+    let v = crate::gguf::dequantize(bytes, ty, shape, transform).map_err(|e| {
+        err!(
+            Format,
+            "cannot dequantise {} data ({e})",
+            crate::gguf::type_name(ty)
+        )
+    })?;
+    if v.len() != out.len() {
+        bail!(Format, "holds {} values, expected {}", v.len(), out.len());
+    }
+    let mut first_bad = None;
+    for (i, (o, x)) in out.iter_mut().zip(v).enumerate() {
+        if !x.is_finite() && first_bad.is_none() {
+            first_bad = Some(i);
+        }
+        *o = T::from_f32(x);
+    }
+    Ok(first_bad)
 }
 
 /// Decode little-endian `bytes` of `dtype` into `out`; returns the index of the first

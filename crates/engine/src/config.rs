@@ -229,11 +229,12 @@ impl ModelConfig {
             "llama" => ModelConfig::Llama(llama_from_json(value)?),
             _ => ModelConfig::Gpt2(serde_json::from_value(value).context("invalid GPT-2 config")?),
         };
-        cfg.check()?;
+        cfg.check_values()?;
         Ok(cfg)
     }
 
-    fn check(&self) -> Result<()> {
+    /// Sizes that make a model at all (from any source of configs).
+    pub(crate) fn check_values(&self) -> Result<()> {
         match self {
             ModelConfig::Llama(c) => {
                 if c.num_attention_heads == 0

@@ -120,6 +120,9 @@ pub struct LoadOptions {
     /// The model two adapters apply to (a directory or Hub id); None: the base the adapters
     /// name (`base_model_name_or_path`).
     pub base: Option<String>,
+    /// A tokenizer.json used for every endpoint instead of its own (chiefly for GGUF files
+    /// whose tokenizer metadata cannot be rebuilt).
+    pub tokenizer: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -129,6 +132,7 @@ impl Default for LoadOptions {
             dtype: None,
             allow_tokenizer_mismatch: false,
             base: None,
+            tokenizer: None,
         }
     }
 }
@@ -180,7 +184,17 @@ impl Engine {
     /// Load a pair from two sources (directories or Hub ids): two full models, or two PEFT
     /// adapters (or `base` and an adapter) on one base.
     pub fn load(a: &str, b: &str, opts: &LoadOptions) -> Result<Self> {
-        let (ea, eb) = (source::resolve_endpoint(a)?, source::resolve_endpoint(b)?);
+        let tokenizer = |e: Endpoint| match (e, &opts.tokenizer) {
+            (Endpoint::Model(mut f), Some(t)) => {
+                f.tokenizer = t.clone();
+                Endpoint::Model(f)
+            }
+            (e, _) => e,
+        };
+        let (ea, eb) = (
+            tokenizer(source::resolve_endpoint(a)?),
+            tokenizer(source::resolve_endpoint(b)?),
+        );
         match (ea, eb) {
             (Endpoint::Model(fa), Endpoint::Model(fb)) => {
                 if let Some(base) = &opts.base {
@@ -197,13 +211,16 @@ impl Engine {
 
     pub fn load_files(a: ModelFiles, b: ModelFiles, opts: &LoadOptions) -> Result<Self> {
         let device = opts.device.open()?;
-        let tok_a = pair::load_tokenizer(&a.tokenizer)?;
-        let tok_b = pair::load_tokenizer(&b.tokenizer)?;
-        if !opts.allow_tokenizer_mismatch {
-            pair::check_tokenizers(&tok_a, &a.tokenizer, &tok_b, &b.tokenizer)?;
-        }
+        let (ta, tb) = (a.tokenizer.clone(), b.tokenizer.clone());
+        // Configs and headers first: a file that is not a model says so before its tokenizer
+        // is looked for.
         let ca = Checkpoint::open(a)?;
         let cb = Checkpoint::open(b)?;
+        let tok_a = pair::load_tokenizer(&ta)?;
+        let tok_b = pair::load_tokenizer(&tb)?;
+        if !opts.allow_tokenizer_mismatch {
+            pair::check_tokenizers(&tok_a, &ta, &tok_b, &tb)?;
+        }
         pair::validate(&ca, &cb)?;
         let names = pair::blended_names(&ca);
         let dtype = match opts.dtype {
@@ -265,8 +282,11 @@ impl Engine {
         }
         let base_spec = choose_base(opts.base.as_deref(), [fa.as_ref(), fb.as_ref()])?;
         let device = opts.device.open()?;
-        let base = Checkpoint::open(source::resolve(&base_spec)?)
-            .with_context(|| format!("the base {base_spec}"))?;
+        let mut base_files = source::resolve(&base_spec)?;
+        if let Some(t) = &opts.tokenizer {
+            base_files.tokenizer = t.clone();
+        }
+        let base = Checkpoint::open(base_files).with_context(|| format!("the base {base_spec}"))?;
         let tokenizer = pair::load_tokenizer(&base.files.tokenizer)?;
         let load = |f: Option<crate::adapter::AdapterFiles>| -> Result<Option<Adapter>> {
             f.map(|f| Adapter::load(f, &base)).transpose()

@@ -14,6 +14,8 @@ pub mod error;
 pub mod few_rows;
 pub mod fixtures;
 pub mod generate;
+pub mod gguf;
+pub mod gguf_tokenizer;
 pub mod guard;
 pub mod lowrank;
 pub mod memory;

@@ -81,6 +81,9 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
 }
 
 pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
+    if crate::gguf::is_gguf(path) {
+        return crate::gguf_tokenizer::from_gguf(&crate::gguf::Header::read(path)?);
+    }
     let what = format!("{}: cannot load tokenizer", path.display());
     crate::guard::catch(&what, || {
         Tokenizer::from_file(path).map_err(|e| err!(Format, "{what} ({e})"))

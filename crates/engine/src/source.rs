@@ -120,12 +120,21 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
     }
 }
 
-/// A model in a local directory laid out as on the Hub.
+/// A model in a local directory laid out as on the Hub, or one GGUF file (its own config and
+/// tokenizer).
 pub fn local(dir: &Path, label: &str) -> Result<ModelFiles> {
+    if dir.is_file() && crate::gguf::is_gguf(dir) {
+        return Ok(ModelFiles {
+            label: label.to_string(),
+            config: dir.to_path_buf(),
+            tokenizer: dir.to_path_buf(),
+            weights: vec![dir.to_path_buf()],
+        });
+    }
     if !dir.is_dir() {
         bail!(
             NotFound,
-            "{}: not a directory (expected a Hugging Face model directory with config.json, *.safetensors and tokenizer.json)",
+            "{}: not a directory (expected a Hugging Face model directory with config.json, *.safetensors and tokenizer.json, or a .gguf file)",
             dir.display()
         );
     }

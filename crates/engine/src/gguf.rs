@@ -1,0 +1,697 @@
+//! GGUF files (llama.cpp's format) as endpoints: the header read here with every count and
+//! offset checked against the file before anything is allocated, the config and tokenizer
+//! rebuilt from the metadata, tensors named and laid out as Hugging Face has them (Q and K rows
+//! un-permuted from llama.cpp's interleaved RoPE order, GPT-2's Conv1D weights transposed back)
+//! and dequantised by candle at load.
+
+use crate::config::{Gpt2Config, LlamaConfig, ModelConfig, RopeScaling, TokenIds};
+use crate::error::{bail, err, Context, Result};
+use candle_core::quantized::GgmlDType;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::UInt(x) => Some(x),
+            Value::Int(x) if x >= 0 => Some(x as u64),
+            _ => None,
+        }
+    }
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::Float(x) => Some(x),
+            Value::UInt(x) => Some(x as f64),
+            Value::Int(x) => Some(x as f64),
+            _ => None,
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// One tensor as the file describes it.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    /// ggml's order: the fastest-varying dimension first.
+    pub dims: Vec<u64>,
+    pub ggml_type: u32,
+    /// Byte range inside the file.
+    pub range: std::ops::Range<u64>,
+}
+
+/// The parsed header of a GGUF file.
+#[derive(Debug)]
+pub struct Header {
+    pub path: PathBuf,
+    pub version: u32,
+    pub metadata: BTreeMap<String, Value>,
+    pub tensors: BTreeMap<String, TensorInfo>,
+}
+
+const MAGIC: &[u8; 4] = b"GGUF";
+/// ggml tensors have at most four dimensions.
+const MAX_DIMS: u64 = 4;
+/// Array nesting deeper than this is not a model (and would recurse without bound).
+const MAX_DEPTH: usize = 4;
+
+/// A cursor over the header bytes that refuses to read past them.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    path: &'a Path,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+        let left = (self.bytes.len() - self.at) as u64;
+        if n > left {
+            bail!(
+                Format,
+                "{}: truncated GGUF header: {what} needs {n} bytes at offset {}, the file has {left} left",
+                self.path.display(),
+                self.at
+            );
+        }
+        let s = &self.bytes[self.at..self.at + n as usize];
+        self.at += n as usize;
+        Ok(s)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().expect("4"),
+        ))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().expect("8"),
+        ))
+    }
+    fn string(&mut self, what: &str) -> Result<String> {
+        let n = self.u64(what)?;
+        let b = self.take(n, what)?;
+        String::from_utf8(b.to_vec())
+            .map_err(|_| err!(Format, "{}: {what} is not UTF-8", self.path.display()))
+    }
+    /// A count of items at least `min` bytes each, checked against the bytes left.
+    fn count(&mut self, min: u64, what: &str) -> Result<u64> {
+        let n = self.u64(what)?;
+        let left = (self.bytes.len() - self.at) as u64;
+        if n.saturating_mul(min) > left {
+            bail!(
+                Format,
+                "{}: {what} claims {n} entries but only {left} bytes follow; the file is truncated or corrupt",
+                self.path.display()
+            );
+        }
+        Ok(n)
+    }
+    fn value(&mut self, kind: u32, key: &str, depth: usize) -> Result<Value> {
+        let scalar = |b: &[u8]| -> u64 {
+            let mut x = [0u8; 8];
+            x[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(x)
+        };
+        Ok(match kind {
+            0 => Value::UInt(self.take(1, key)?[0] as u64),
+            1 => Value::Int(self.take(1, key)?[0] as i8 as i64),
+            2 => Value::UInt(scalar(self.take(2, key)?)),
+            3 => Value::Int(i16::from_le_bytes(self.take(2, key)?.try_into().expect("2")) as i64),
+            4 => Value::UInt(self.u32(key)? as u64),
+            5 => Value::Int(i32::from_le_bytes(self.take(4, key)?.try_into().expect("4")) as i64),
+            6 => Value::Float(f32::from_le_bytes(self.take(4, key)?.try_into().expect("4")) as f64),
+            7 => Value::Bool(self.take(1, key)?[0] != 0),
+            8 => Value::Str(self.string(key)?),
+            9 => {
+                if depth >= MAX_DEPTH {
+                    bail!(
+                        Format,
+                        "{}: {key}: arrays nested too deep",
+                        self.path.display()
+                    );
+                }
+                let inner = self.u32(key)?;
+                let min = match inner {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4..=6 => 4,
+                    _ => 8, // strings (a length each), arrays, 64-bit values
+                };
+                let n = self.count(min, key)?;
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(self.value(inner, key, depth + 1)?);
+                }
+                Value::Array(v)
+            }
+            10 => Value::UInt(self.u64(key)?),
+            11 => Value::Int(self.u64(key)? as i64),
+            12 => Value::Float(f64::from_le_bytes(
+                self.take(8, key)?.try_into().expect("8"),
+            )),
+            other => bail!(
+                Format,
+                "{}: {key} has value type {other}, which GGUF does not define",
+                self.path.display()
+            ),
+        })
+    }
+}
+
+/// ggml's type ids, for the types candle dequantises.
+fn ggml_dtype(t: u32) -> Option<GgmlDType> {
+    Some(match t {
+        0 => GgmlDType::F32,
+        1 => GgmlDType::F16,
+        2 => GgmlDType::Q4_0,
+        3 => GgmlDType::Q4_1,
+        6 => GgmlDType::Q5_0,
+        7 => GgmlDType::Q5_1,
+        8 => GgmlDType::Q8_0,
+        9 => GgmlDType::Q8_1,
+        10 => GgmlDType::Q2K,
+        11 => GgmlDType::Q3K,
+        12 => GgmlDType::Q4K,
+        13 => GgmlDType::Q5K,
+        14 => GgmlDType::Q6K,
+        15 => GgmlDType::Q8K,
+        30 => GgmlDType::BF16,
+        _ => return None,
+    })
+}
+
+/// ggml's name of a type id, for messages.
+pub fn type_name(t: u32) -> String {
+    match ggml_dtype(t) {
+        Some(d) => format!("{d:?}"),
+        None => format!("ggml type {t}"),
+    }
+}
+
+/// Whether `path` looks like a GGUF file (by name, or by its first four bytes).
+pub fn is_gguf(path: &Path) -> bool {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    use std::io::Read;
+    path.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+        && &magic == MAGIC
+}
+
+impl Header {
+    /// Read the header of `path` (the tensors' data stay on disk).
+    pub fn read(path: &Path) -> Result<Self> {
+        let p = path.display();
+        let file = std::fs::File::open(path).with_context(|| format!("{p}: cannot open"))?;
+        // SAFETY: a read-only map of a file we do not modify.
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{p}: cannot map"))?;
+        let mut r = Reader {
+            bytes: &map,
+            at: 0,
+            path,
+        };
+        if r.take(4, "the magic number")? != MAGIC {
+            bail!(Format, "{p}: not a GGUF file (wrong magic number)");
+        }
+        let version = r.u32("the version")?;
+        if !(2..=3).contains(&version) {
+            bail!(
+                Unsupported,
+                "{p}: GGUF version {version} is not supported (2 or 3)"
+            );
+        }
+        // A tensor info is at least a name length, a dimension count, a type and an offset.
+        let n_tensors = r.count(8 + 4 + 4 + 8, "the tensor count")?;
+        // A metadata entry is at least a key length and a value type.
+        let n_kv = r.count(8 + 4 + 1, "the metadata count")?;
+        let mut metadata = BTreeMap::new();
+        for _ in 0..n_kv {
+            let key = r.string("a metadata key")?;
+            let kind = r.u32(&key)?;
+            let value = r.value(kind, &key, 0)?;
+            metadata.insert(key, value);
+        }
+        let mut infos = Vec::new();
+        for _ in 0..n_tensors {
+            let name = r.string("a tensor name")?;
+            let n_dims = r.u32(&name)? as u64;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                bail!(
+                    Format,
+                    "{p}: tensor {name} has {n_dims} dimensions (1 to 4 allowed)"
+                );
+            }
+            let dims: Vec<u64> = (0..n_dims).map(|_| r.u64(&name)).collect::<Result<_>>()?;
+            let ggml_type = r.u32(&name)?;
+            let offset = r.u64(&name)?;
+            infos.push((name, dims, ggml_type, offset));
+        }
+        let alignment = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v.as_u64() {
+                Some(a) if a > 0 && a <= 1 << 20 && a % 8 == 0 => a,
+                _ => bail!(Format, "{p}: general.alignment must be a multiple of 8"),
+            },
+        };
+        let data_start = (r.at as u64).div_ceil(alignment) * alignment;
+        let len = map.len() as u64;
+        let mut tensors = BTreeMap::new();
+        for (name, dims, ggml_type, offset) in infos {
+            let numel = dims
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    err!(
+                        Format,
+                        "{p}: tensor {name} has an impossible shape {dims:?}"
+                    )
+                })?;
+            let dt = ggml_dtype(ggml_type).ok_or_else(|| {
+                err!(
+                    Unsupported,
+                    "{p}: tensor {name} has type {}, which lerpscope cannot dequantise",
+                    type_name(ggml_type)
+                )
+            })?;
+            let block = dt.block_size() as u64;
+            if dims[0] % block != 0 {
+                bail!(
+                    Format,
+                    "{p}: tensor {name} ({dt:?}) has rows of {} values, not a multiple of its block of {block}",
+                    dims[0]
+                );
+            }
+            let bytes = (numel / block) * dt.type_size() as u64;
+            let start = data_start.checked_add(offset);
+            let range = match start.and_then(|s| s.checked_add(bytes).map(|e| s..e)) {
+                Some(r) if r.end <= len && offset % alignment == 0 => r,
+                _ => bail!(
+                    Format,
+                    "{p}: tensor {name} lies outside the file ({bytes} bytes at data offset {offset}); the file is truncated or corrupt"
+                ),
+            };
+            if tensors
+                .insert(
+                    name.clone(),
+                    TensorInfo {
+                        dims,
+                        ggml_type,
+                        range,
+                    },
+                )
+                .is_some()
+            {
+                bail!(Format, "{p}: tensor {name} appears twice");
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    fn need_u64(&self, key: &str) -> Result<u64> {
+        self.get(key).and_then(Value::as_u64).ok_or_else(|| {
+            err!(
+                Format,
+                "{}: metadata {key} is missing or not a whole number",
+                self.path.display()
+            )
+        })
+    }
+
+    fn usize_or(&self, key: &str, default: Option<u64>) -> Result<usize> {
+        let v = match (self.get(key).and_then(Value::as_u64), default) {
+            (Some(v), _) => v,
+            (None, Some(d)) => d,
+            (None, None) => return self.need_u64(key).map(|v| v as usize),
+        };
+        if v > 1 << 40 {
+            bail!(
+                Format,
+                "{}: metadata {key} = {v} is absurd",
+                self.path.display()
+            );
+        }
+        Ok(v as usize)
+    }
+
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+                err!(
+                    Format,
+                    "{}: metadata {key} is not a number",
+                    self.path.display()
+                )
+            }),
+        }
+    }
+
+    pub fn architecture(&self) -> Result<&str> {
+        self.get("general.architecture")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err!(Format, "{}: no general.architecture", self.path.display()))
+    }
+
+    /// The number of tokens in the tokenizer's vocabulary.
+    fn vocab_len(&self) -> Option<usize> {
+        match self.get("tokenizer.ggml.tokens") {
+            Some(Value::Array(a)) => Some(a.len()),
+            _ => None,
+        }
+    }
+
+    /// The model's config, from the metadata.
+    pub fn config(&self) -> Result<ModelConfig> {
+        let p = self.path.display();
+        let arch = self.architecture()?;
+        let id = |k: &str| self.get(k).and_then(Value::as_u64).map(|x| x as u32);
+        let bos = id("tokenizer.ggml.bos_token_id");
+        let eos = id("tokenizer.ggml.eos_token_id").map(TokenIds::One);
+        let vocab_from_tensor = self
+            .tensors
+            .get("token_embd.weight")
+            .map(|t| t.dims.get(1).copied().unwrap_or(0) as usize);
+        let vocab = self
+            .get(&format!("{arch}.vocab_size"))
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .or(vocab_from_tensor)
+            .or(self.vocab_len())
+            .ok_or_else(|| err!(Format, "{p}: no vocabulary size"))?;
+        let config = match arch {
+            "llama" => {
+                let heads = self.usize_or("llama.attention.head_count", None)?;
+                let hidden = self.usize_or("llama.embedding_length", None)?;
+                let rope_dim = self.usize_or("llama.rope.dimension_count", Some(0))?;
+                let scaling = match self.get("llama.rope.scaling.type").and_then(Value::as_str) {
+                    None | Some("none") => None,
+                    Some("linear") => Some(RopeScaling::Linear {
+                        factor: self.f64_or("llama.rope.scaling.factor", 1.0)? as f32,
+                    }),
+                    Some(other) => bail!(
+                        Unsupported,
+                        "{p}: llama.rope.scaling.type {other:?} is not supported (linear is)"
+                    ),
+                };
+                if self.tensors.contains_key("rope_freqs.weight") {
+                    bail!(
+                        Unsupported,
+                        "{p}: tensor rope_freqs.weight (Llama 3.1's RoPE scaling in GGUF form) is not supported; use the safetensors model"
+                    );
+                }
+                ModelConfig::Llama(LlamaConfig {
+                    hidden_size: hidden,
+                    intermediate_size: self.usize_or("llama.feed_forward_length", None)?,
+                    num_hidden_layers: self.usize_or("llama.block_count", None)?,
+                    num_attention_heads: heads,
+                    num_key_value_heads: Some(
+                        self.usize_or("llama.attention.head_count_kv", Some(heads as u64))?,
+                    ),
+                    head_dim: (rope_dim > 0 && heads > 0 && rope_dim != hidden / heads)
+                        .then_some(rope_dim),
+                    vocab_size: vocab,
+                    rms_norm_eps: self.f64_or("llama.attention.layer_norm_rms_epsilon", 1e-5)?,
+                    rope_theta: self.f64_or("llama.rope.freq_base", 10_000.0)? as f32,
+                    max_position_embeddings: self.usize_or("llama.context_length", Some(2048))?,
+                    tie_word_embeddings: !self.tensors.contains_key("output.weight"),
+                    bos_token_id: bos,
+                    eos_token_id: eos,
+                    rope_scaling: scaling,
+                })
+            }
+            "gpt2" => ModelConfig::Gpt2(Gpt2Config {
+                n_embd: self.usize_or("gpt2.embedding_length", None)?,
+                n_layer: self.usize_or("gpt2.block_count", None)?,
+                n_head: self.usize_or("gpt2.attention.head_count", None)?,
+                n_positions: self.usize_or("gpt2.context_length", Some(1024))?,
+                vocab_size: vocab,
+                n_inner: Some(self.usize_or("gpt2.feed_forward_length", None)?),
+                layer_norm_epsilon: self.f64_or("gpt2.attention.layer_norm_epsilon", 1e-5)?,
+                bos_token_id: bos,
+                eos_token_id: eos,
+            }),
+            other => bail!(
+                Unsupported,
+                "{p}: general.architecture {other:?} is not supported (llama and gpt2 are)"
+            ),
+        };
+        config.check_values()?;
+        Ok(config)
+    }
+}
+
+/// How a GGUF tensor becomes its Hugging Face counterpart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transform {
+    None,
+    /// Undo llama.cpp's Q/K row permutation for `heads` heads.
+    UnpermuteRope {
+        heads: usize,
+    },
+    /// GPT-2's Conv1D weights, stored by llama.cpp as `[out, in]`: back to `[in, out]`.
+    Transpose,
+}
+
+/// A GGUF tensor's name, its shape under its Hugging Face name, and how to get there.
+pub type Mapped = (String, Vec<usize>, Transform);
+
+/// The Hugging Face name, shape and transform of every tensor of a GGUF model, by HF name.
+pub fn hf_names(
+    h: &Header,
+    config: &ModelConfig,
+) -> Result<BTreeMap<String, Mapped>> {
+    let p = h.path.display();
+    let mut out = BTreeMap::new();
+    for (name, info) in &h.tensors {
+        // Candle's (row-major) order is ggml's reversed.
+        let mut shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
+        let (hf, transform) = match config {
+            ModelConfig::Llama(c) => {
+                let (hf, t) = llama_name(name, c).ok_or_else(|| {
+                    err!(
+                        Unsupported,
+                        "{p}: tensor {name} has no Llama counterpart lerpscope knows"
+                    )
+                })?;
+                if hf.is_empty() {
+                    continue; // nothing to load
+                }
+                (hf, t)
+            }
+            ModelConfig::Gpt2(_) => {
+                let Some((hf, t)) = gpt2_name(name) else {
+                    bail!(
+                        Unsupported,
+                        "{p}: tensor {name} has no GPT-2 counterpart lerpscope knows"
+                    );
+                };
+                if hf.is_empty() {
+                    continue;
+                }
+                if t == Transform::Transpose {
+                    shape.reverse();
+                }
+                (hf, t)
+            }
+        };
+        out.insert(hf, (name.clone(), shape, transform));
+    }
+    Ok(out)
+}
+
+fn llama_name(name: &str, c: &LlamaConfig) -> Option<(String, Transform)> {
+    let plain = |s: &str| Some((s.to_string(), Transform::None));
+    match name {
+        "token_embd.weight" => return plain("model.embed_tokens.weight"),
+        "output_norm.weight" => return plain("model.norm.weight"),
+        "output.weight" => return plain("lm_head.weight"),
+        _ => {}
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (i, part) = rest.split_once('.')?;
+    let i: usize = i.parse().ok()?;
+    let l = format!("model.layers.{i}");
+    let (hf, t) = match part {
+        "attn_norm.weight" => ("input_layernorm.weight", Transform::None),
+        "attn_q.weight" => (
+            "self_attn.q_proj.weight",
+            Transform::UnpermuteRope {
+                heads: c.num_attention_heads,
+            },
+        ),
+        "attn_k.weight" => (
+            "self_attn.k_proj.weight",
+            Transform::UnpermuteRope {
+                heads: c.kv_heads(),
+            },
+        ),
+        "attn_v.weight" => ("self_attn.v_proj.weight", Transform::None),
+        "attn_output.weight" => ("self_attn.o_proj.weight", Transform::None),
+        "ffn_norm.weight" => ("post_attention_layernorm.weight", Transform::None),
+        "ffn_gate.weight" => ("mlp.gate_proj.weight", Transform::None),
+        "ffn_up.weight" => ("mlp.up_proj.weight", Transform::None),
+        "ffn_down.weight" => ("mlp.down_proj.weight", Transform::None),
+        _ => return None,
+    };
+    Some((format!("{l}.{hf}"), t))
+}
+
+fn gpt2_name(name: &str) -> Option<(String, Transform)> {
+    let plain = |s: &str| Some((s.to_string(), Transform::None));
+    match name {
+        "token_embd.weight" => return plain("transformer.wte.weight"),
+        "position_embd.weight" => return plain("transformer.wpe.weight"),
+        "output_norm.weight" => return plain("transformer.ln_f.weight"),
+        "output_norm.bias" => return plain("transformer.ln_f.bias"),
+        // llama.cpp writes the tied head out again; the model reads wte.
+        "output.weight" => return Some((String::new(), Transform::None)),
+        _ => {}
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (i, part) = rest.split_once('.')?;
+    let i: usize = i.parse().ok()?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let conv = kind == "weight";
+    let (hf, transposed) = match module {
+        "attn_norm" => ("ln_1", false),
+        "attn_qkv" => ("attn.c_attn", conv),
+        "attn_output" => ("attn.c_proj", conv),
+        "ffn_norm" => ("ln_2", false),
+        "ffn_up" => ("mlp.c_fc", conv),
+        "ffn_down" => ("mlp.c_proj", conv),
+        _ => return None,
+    };
+    let t = if transposed {
+        Transform::Transpose
+    } else {
+        Transform::None
+    };
+    Some((format!("transformer.h.{i}.{hf}.{kind}"), t))
+}
+
+/// Dequantise `raw` (ggml type `t`, candle-order `shape`) to f32, then apply `transform`.
+pub fn dequantize(
+    raw: &[u8],
+    t: u32,
+    shape: &[usize],
+    transform: Transform,
+) -> candle_core::Result<Vec<f32>> {
+    let dt = ggml_dtype(t).ok_or_else(|| candle_core::Error::Msg(format!("ggml type {t}")))?;
+    // ggml's dims (and so the stored order) for the stored, untransposed tensor.
+    let stored: Vec<usize> = match transform {
+        Transform::Transpose => shape.iter().rev().copied().collect(),
+        _ => shape.to_vec(),
+    };
+    // candle reads blocks straight from the bytes: give it an aligned copy if they are not.
+    let aligned;
+    let raw = if (raw.as_ptr() as usize).is_multiple_of(8) {
+        raw
+    } else {
+        let mut words = vec![0u64; raw.len().div_ceil(8)];
+        // SAFETY: `words` has at least raw.len() bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, raw.len()) };
+        bytes.copy_from_slice(raw);
+        aligned = words;
+        // SAFETY: the same bytes, read-only.
+        unsafe { std::slice::from_raw_parts(aligned.as_ptr() as *const u8, raw.len()) }
+    };
+    let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+        dt,
+        raw,
+        stored.clone(),
+        &candle_core::Device::Cpu,
+    )?;
+    let v = q
+        .dequantize(&candle_core::Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(match transform {
+        Transform::None => v,
+        Transform::Transpose => crate::adapter::transpose(&v, stored[0], stored[1]),
+        Transform::UnpermuteRope { heads } => unpermute(&v, heads, shape[0], shape[1]),
+    })
+}
+
+/// Invert llama.cpp's `w.reshape(heads, 2, d/2, in).swapaxes(1, 2)`: HF row `h·d + j·d/2 + i`
+/// is stored at `h·d + 2i + j`.
+pub fn unpermute(w: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let d = rows / heads;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for j in 0..2 {
+            for i in 0..d / 2 {
+                let (hf, stored) = (h * d + j * (d / 2) + i, h * d + 2 * i + j);
+                out[hf * cols..(hf + 1) * cols]
+                    .copy_from_slice(&w[stored * cols..(stored + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The ggml type's dtype as the blend holds it without loss (quantised types dequantise to f32).
+pub fn native_dtype(t: u32) -> candle_core::DType {
+    match t {
+        1 => candle_core::DType::F16,
+        30 => candle_core::DType::BF16,
+        _ => candle_core::DType::F32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        // llama.cpp: w.reshape(heads, 2, d/2, cols).swapaxes(1, 2).reshape(rows, cols).
+        let (heads, d, cols) = (3, 4, 2);
+        let rows = heads * d;
+        let hf: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
+        let mut permuted = vec![0f32; hf.len()];
+        for h in 0..heads {
+            for j in 0..2 {
+                for i in 0..d / 2 {
+                    let (src, dst) = (h * d + j * (d / 2) + i, h * d + 2 * i + j);
+                    permuted[dst * cols..(dst + 1) * cols]
+                        .copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+                }
+            }
+        }
+        assert_eq!(unpermute(&permuted, heads, rows, cols), hf);
+    }
+}

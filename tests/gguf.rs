@@ -1,0 +1,202 @@
+//! GGUF endpoints, against llama.cpp's own Python package and transformers:
+//! tests/fixtures/make_gguf.py wrote tiny GGUFs (F32, F16, Q8_0, Q4_0, Q4_1, raw Q6_K) from the
+//! tiny HF fixtures, each beside the tensors `gguf.quants.dequantize` gives back (in HF names and
+//! layout) and transformers' logits on them.
+
+use lerpscope::engine::checkpoint::{Checkpoint, TensorFiles};
+use lerpscope::engine::{DeviceChoice, Engine, LoadOptions};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn gguf(name: &str) -> PathBuf {
+    fixtures().join("gguf").join(format!("{name}.gguf"))
+}
+
+fn cpu() -> LoadOptions {
+    LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    }
+}
+
+const VARIANTS: &[&str] = &[
+    "llama-f32",
+    "llama-f16",
+    "llama-q8_0",
+    "llama-q4_0",
+    "llama-q4_1",
+    "llama-q6_k",
+    "gpt2-f32",
+    "gpt2-q8_0",
+];
+
+#[test]
+fn dequantised_tensors_equal_the_gguf_package_bit_for_bit() {
+    for v in VARIANTS {
+        let ck =
+            Checkpoint::open(lerpscope::engine::source::local(&gguf(v), v).expect("a GGUF source"))
+                .unwrap_or_else(|e| panic!("{v}: {e}"));
+        let reference = fixtures()
+            .join("gguf")
+            .join(format!("{v}.reference.safetensors"));
+        let want = TensorFiles::open(std::slice::from_ref(&reference)).unwrap();
+        let names: Vec<&String> = want.tensors.keys().collect();
+        let mut got_names: Vec<&String> = ck.weights.tensors.keys().collect();
+        got_names.sort();
+        assert_eq!(got_names, names, "{v}: the same tensors under HF names");
+        for n in names {
+            let (g, w) = (ck.weights.read_f32(n).unwrap(), want.read_f32(n).unwrap());
+            assert_eq!(
+                ck.weights.tensors[n].shape, want.tensors[n].shape,
+                "{v} {n}"
+            );
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&g) == bits(&w), "{v} {n}: dequantised values differ");
+        }
+    }
+}
+
+#[test]
+fn gguf_endpoints_compute_like_transformers_on_the_same_weights() {
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("gguf/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let prompts: Vec<Vec<u32>> = serde_json::from_value(exp["prompt_ids"].clone()).unwrap();
+    for v in VARIANTS {
+        let p = gguf(v).display().to_string();
+        let e = Engine::load(&p, &p, &cpu()).unwrap_or_else(|e| panic!("{v}: {e}"));
+        for (ids, want) in prompts.iter().zip(exp["variants"][v].as_array().unwrap()) {
+            let want: Vec<f32> = serde_json::from_value(want.clone()).unwrap();
+            let got = e.logits(ids).unwrap();
+            assert_eq!(got.len(), want.len());
+            let d = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= 1e-4, "{v}: max |Δlogit| = {d}");
+        }
+    }
+}
+
+#[test]
+fn the_tokenizer_rebuilt_from_metadata_encodes_like_the_original() {
+    let original =
+        lerpscope::engine::pair::load_tokenizer(&fixtures().join("tiny-llama-a/tokenizer.json"))
+            .unwrap();
+    for v in ["llama-q4_1", "gpt2-q8_0"] {
+        let rebuilt = lerpscope::engine::pair::load_tokenizer(&gguf(v)).unwrap();
+        for probe in [
+            "The movie was great!",
+            "  two spaces, digits 12345 and 3.14",
+            "ünïcödé ✓ 日本 😀",
+            "line one\nline two\t tab",
+            "<|endoftext|>The end",
+        ] {
+            let (a, b) = (
+                original.encode(probe, true).unwrap(),
+                rebuilt.encode(probe, true).unwrap(),
+            );
+            assert_eq!(a.get_ids(), b.get_ids(), "{v}: {probe:?}");
+            assert_eq!(
+                original.decode(a.get_ids(), false).unwrap(),
+                rebuilt.decode(b.get_ids(), false).unwrap()
+            );
+        }
+    }
+}
+
+/// A GGUF endpoint blends with the safetensors model it came from as if it were that model.
+#[test]
+fn a_gguf_and_a_safetensors_endpoint_make_one_pair() {
+    let (a_gguf, a_st, b_st) = (
+        gguf("llama-f32").display().to_string(),
+        fixtures().join("tiny-llama-a").display().to_string(),
+        fixtures().join("tiny-llama-b").display().to_string(),
+    );
+    let mut mixed = Engine::load(&a_gguf, &b_st, &cpu()).unwrap();
+    let mut plain = Engine::load(&a_st, &b_st, &cpu()).unwrap();
+    let ids = [5u32, 17, 42, 8];
+    for alpha in [0.0, 0.3, 1.0, 1.4] {
+        mixed.set_alpha(alpha).unwrap();
+        plain.set_alpha(alpha).unwrap();
+        assert_eq!(
+            mixed.logits(&ids).unwrap(),
+            plain.logits(&ids).unwrap(),
+            "α {alpha}"
+        );
+    }
+}
+
+fn load_err(path: &Path) -> String {
+    let p = path.display().to_string();
+    match Engine::load(&p, &p, &cpu()) {
+        Ok(_) => panic!("{p} should be refused"),
+        Err(e) => {
+            let e = lerpscope::one_line(&e);
+            assert!(!e.contains('\n'), "{e}");
+            e
+        }
+    }
+}
+
+#[test]
+fn bad_gguf_files_get_one_line_naming_the_file_and_what() {
+    let has = |e: &str, parts: &[&str]| {
+        for p in parts {
+            assert!(e.contains(p), "{e:?} lacks {p:?}");
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(gguf("llama-q8_0")).unwrap();
+    // Truncated anywhere: in the header, in the tensor data.
+    for cut in [3, 20, 200, 2000, good.len() - 1] {
+        let p = dir.path().join(format!("cut{cut}.gguf"));
+        std::fs::write(&p, &good[..cut]).unwrap();
+        let e = load_err(&p);
+        has(&e, &[&p.display().to_string()]);
+        assert!(
+            e.contains("truncated") || e.contains("GGUF"),
+            "cut at {cut}: {e}"
+        );
+    }
+    let p = dir.path().join("magic.gguf");
+    let mut bad = good.clone();
+    bad[..4].copy_from_slice(b"GGML");
+    std::fs::write(&p, &bad).unwrap();
+    has(&load_err(&p), &["magic.gguf", "not a GGUF file"]);
+    has(
+        &load_err(&gguf("bad-arch")),
+        &["bad-arch.gguf", "general.architecture", "mamba"],
+    );
+    has(
+        &load_err(&gguf("bad-type")),
+        &["bad-type.gguf", "token_embd.weight", "cannot dequantise"],
+    );
+    has(
+        &load_err(&gguf("no-tokenizer")),
+        &["no-tokenizer.gguf", "tokenizer", "--tokenizer"],
+    );
+}
+
+#[test]
+fn a_tokenizer_json_stands_in_for_missing_metadata() {
+    let p = gguf("no-tokenizer").display().to_string();
+    let opts = LoadOptions {
+        tokenizer: Some(fixtures().join("tiny-llama-a/tokenizer.json")),
+        ..cpu()
+    };
+    let e = Engine::load(&p, &p, &opts).unwrap();
+    let original =
+        lerpscope::engine::pair::load_tokenizer(&fixtures().join("tiny-llama-a/tokenizer.json"))
+            .unwrap();
+    assert_eq!(
+        e.encode("The movie").unwrap(),
+        original.encode("The movie", true).unwrap().get_ids()
+    );
+}
