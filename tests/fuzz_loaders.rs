@@ -1,6 +1,8 @@
 //! Everything lerpscope reads from disk, fed mutated and random files: safetensors (headers,
-//! offsets, dtypes, shapes), config.json, tokenizer.json, a sharded index, keys.toml, a sweep's
-//! sweep.json and samples.jsonl, and whole pairs through `Engine::load`.
+//! offsets, dtypes, shapes), config.json, tokenizer.json, a sharded index, PEFT adapters
+//! (adapter_config.json and adapter_model.safetensors), GGUF files (header counts, offsets,
+//! types, metadata), keys.toml, a sweep's sweep.json and samples.jsonl, and whole pairs
+//! through `Engine::load`.
 //!
 //! No input may panic, run longer than 10 s, or allocate more than its size justifies. Inputs
 //! are structure-aware mutations of valid files (JSON values, safetensors headers and their
@@ -402,6 +404,43 @@ fn mutate_safetensors(rng: &mut StdRng, valid: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A GGUF file with numbers of its header (counts, lengths, dims, types, offsets) replaced by
+/// interesting ones, bytes changed anywhere, or cut short.
+fn mutate_gguf(rng: &mut StdRng, valid: &[u8]) -> Vec<u8> {
+    let mut d = valid.to_vec();
+    // The header is the part before the (much larger) tensor data: its first few kilobytes.
+    let header = d.len().min(12_000);
+    match rng.random_range(0..10) {
+        0..=5 => {
+            for _ in 0..rng.random_range(1..=3) {
+                let at = rng.random_range(0..header - 8) / 4 * 4;
+                let x = INTERESTING[rng.random_range(0..INTERESTING.len())] as u64;
+                if rng.random() {
+                    d[at..at + 8].copy_from_slice(&x.to_le_bytes());
+                } else {
+                    d[at..at + 4].copy_from_slice(&(x as u32).to_le_bytes());
+                }
+            }
+            d
+        }
+        6..=8 => {
+            mutate_bytes(rng, &mut d);
+            d
+        }
+        _ => random_bytes(rng),
+    }
+}
+
+fn adapters() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters")
+}
+
+fn gguf_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gguf")
+        .join(format!("{name}.gguf"))
+}
+
 fn mutate_text(rng: &mut StdRng, valid: &[u8]) -> Vec<u8> {
     match rng.random_range(0..10) {
         0..=7 => {
@@ -427,18 +466,24 @@ enum Target {
     SweepRecords,
     /// A whole pair through `Engine::load`, one of its six files mutated.
     Engine,
+    /// An adapter pair through `Engine::load`, one adapter's config or factors mutated.
+    Adapter,
+    /// A GGUF endpoint through `Engine::load`.
+    Gguf,
 }
 
 /// How often each target is drawn, per 100 inputs.
 const MIX: &[(Target, u32)] = &[
-    (Target::Safetensors, 24),
-    (Target::Config, 20),
-    (Target::Tokenizer, 10),
-    (Target::ShardIndex, 6),
-    (Target::Keys, 10),
-    (Target::SweepConfig, 10),
-    (Target::SweepRecords, 10),
+    (Target::Safetensors, 18),
+    (Target::Config, 14),
+    (Target::Tokenizer, 8),
+    (Target::ShardIndex, 5),
+    (Target::Keys, 8),
+    (Target::SweepConfig, 8),
+    (Target::SweepRecords, 8),
     (Target::Engine, 10),
+    (Target::Adapter, 11),
+    (Target::Gguf, 10),
 ];
 
 /// Valid files to start from, and a scratch directory per target.
@@ -578,6 +623,23 @@ fn make_input(rng: &mut StdRng, c: &Corpus) -> Input {
         Target::Keys => (mutate_text(rng, &c.keys), String::new()),
         Target::SweepConfig => (mutate_json_file(rng, &c.sweep_config), String::new()),
         Target::SweepRecords => (mutate_text(rng, &c.sweep_records), String::new()),
+        Target::Adapter => {
+            let dir = adapters().join("llama-plain-a");
+            if rng.random() {
+                let valid = read(&dir.join("adapter_config.json"));
+                (mutate_json_file(rng, &valid), "adapter_config.json".into())
+            } else {
+                let valid = read(&dir.join("adapter_model.safetensors"));
+                (
+                    mutate_safetensors(rng, &valid),
+                    "adapter_model.safetensors".into(),
+                )
+            }
+        }
+        Target::Gguf => {
+            let name = ["llama-q4_1", "llama-q8_0", "gpt2-q8_0"][rng.random_range(0..3)];
+            (mutate_gguf(rng, &read(&gguf_fixture(name))), name.into())
+        }
         Target::Engine => {
             let side = if rng.random() { "a" } else { "b" };
             // Half of them in config.json: its numbers decide what gets built.
@@ -672,6 +734,37 @@ fn run(input: &Input, c: &Corpus) -> bool {
         Target::SweepRecords => {
             lerpscope::eval::sweep::read_records(&write("samples.jsonl")).is_ok()
         }
+        Target::Adapter => {
+            let a = dir.join("a");
+            std::fs::create_dir_all(&a).unwrap();
+            let src = adapters().join("llama-plain-a");
+            for f in ["adapter_config.json", "adapter_model.safetensors"] {
+                std::fs::copy(src.join(f), a.join(f)).unwrap();
+            }
+            std::fs::write(a.join(&input.detail), &input.bytes).unwrap();
+            let opts = LoadOptions {
+                device: DeviceChoice::Cpu,
+                base: Some(adapters().join("base-llama-tied").display().to_string()),
+                ..Default::default()
+            };
+            let b = adapters().join("llama-plain-b").display().to_string();
+            match Engine::load(&a.display().to_string(), &b, &opts) {
+                Ok(mut e) => e.set_alpha(0.5).is_ok() && e.logits(&[5, 17]).is_ok(),
+                Err(_) => false,
+            }
+        }
+        Target::Gguf => {
+            let p = write("model.gguf");
+            let s = p.display().to_string();
+            let opts = LoadOptions {
+                device: DeviceChoice::Cpu,
+                ..Default::default()
+            };
+            match Engine::load(&s, &s, &opts) {
+                Ok(e) => e.logits(&[5, 17]).is_ok(),
+                Err(_) => false,
+            }
+        }
         Target::Engine => {
             let mut parts = input.detail.split('/');
             let (arch, side, file) = (
@@ -716,6 +809,10 @@ fn run(input: &Input, c: &Corpus) -> bool {
 fn budget(input: &Input) -> usize {
     let files = match input.target {
         Target::Engine => 2 * 200_000 + input.bytes.len(),
+        // The base, and the other adapter.
+        Target::Adapter => 400_000 + input.bytes.len(),
+        // Dequantised to f32: up to 8 times a 4-bit file's size, twice (A and B, one file).
+        Target::Gguf => 16 * input.bytes.len(),
         Target::Safetensors => 40_000 + input.bytes.len(),
         _ => input.bytes.len(),
     };

@@ -305,9 +305,13 @@ impl Header {
                     dims[0]
                 );
             }
-            let bytes = (numel / block) * dt.type_size() as u64;
+            let bytes = (numel / block).checked_mul(dt.type_size() as u64);
             let start = data_start.checked_add(offset);
-            let range = match start.and_then(|s| s.checked_add(bytes).map(|e| s..e)) {
+            let end = start
+                .zip(bytes)
+                .and_then(|(s, b)| s.checked_add(b).map(|e| s..e));
+            let bytes = bytes.unwrap_or(u64::MAX);
+            let range = match end {
                 Some(r) if r.end <= len && offset % alignment == 0 => r,
                 _ => bail!(
                     Format,
@@ -489,10 +493,7 @@ pub enum Transform {
 pub type Mapped = (String, Vec<usize>, Transform);
 
 /// The Hugging Face name, shape and transform of every tensor of a GGUF model, by HF name.
-pub fn hf_names(
-    h: &Header,
-    config: &ModelConfig,
-) -> Result<BTreeMap<String, Mapped>> {
+pub fn hf_names(h: &Header, config: &ModelConfig) -> Result<BTreeMap<String, Mapped>> {
     let p = h.path.display();
     let mut out = BTreeMap::new();
     for (name, info) in &h.tensors {
