@@ -37,6 +37,27 @@ pub enum Command {
     Perplexity(PerplexityArgs),
     /// Sample on a grid of α, score attribute and fluency, write CSV/JSON and plots.
     Sweep(SweepArgs),
+    /// Write the model at one α as a Hugging Face folder or a GGUF file.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub pair: DemoOrPair,
+    /// The α to bake in.
+    #[arg(long, allow_hyphen_values = true)]
+    pub alpha: String,
+    /// Where to write: a folder (hf) or a file (gguf); default `<name of B>-alpha<X>` (plus
+    /// `.gguf`) in the working directory.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// hf (a Hugging Face folder: config, tokenizer, safetensors) or gguf (one llama.cpp file).
+    #[arg(long, default_value = "hf", value_parser = ["hf", "gguf"])]
+    pub format: String,
+    /// Replace an existing --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The defaults are the demo pair's recipe (assets/demo/recipe.json).

@@ -37,6 +37,7 @@ pub trait JobSink {
     fn submit(&mut self, column: ColumnId, job: Job);
     fn remove(&mut self, column: ColumnId);
     fn curve(&mut self, job: CurveJob);
+    fn export(&mut self, job: crate::session::ExportJob);
 }
 
 /// The session's handles for the app's live columns: a column's handle is made at its first
@@ -67,6 +68,9 @@ impl JobSink for SessionColumns<'_> {
     }
     fn curve(&mut self, job: CurveJob) {
         self.session.curve(job);
+    }
+    fn export(&mut self, job: crate::session::ExportJob) {
+        self.session.export(job);
     }
 }
 
@@ -266,6 +270,11 @@ where
                     Effect::Submit { column, job } => engine.submit(column, job),
                     Effect::Curve(job) => engine.curve(job),
                     Effect::Remove { column } => engine.remove(column),
+                    Effect::Export { alpha, out } => engine.export(crate::session::ExportJob {
+                        alpha,
+                        out,
+                        format: crate::engine::export::Format::Hf,
+                    }),
                     Effect::Save(session) => {
                         let r = save_session(&session).map_err(|e| crate::one_line(&*e));
                         app.update(Msg::Saved(r));

@@ -463,3 +463,28 @@ fn the_curve_panel_runs_a_quick_sweep_and_collects_its_points() {
     );
     assert!(!a.show_curve);
 }
+
+#[test]
+fn bake_exports_the_focused_column_and_reports_progress() {
+    let (mut a, _) = loaded();
+    a.update(key(KeyCode::Tab));
+    let e = a.update(key(KeyCode::Char('b')));
+    assert_eq!(
+        e,
+        vec![Effect::Export {
+            alpha: Alpha::new(0.5).unwrap(),
+            out: "pos-alpha0.5".into()
+        }]
+    );
+    a.update(Msg::Engine(EngineEvent::ExportProgress {
+        done: 1,
+        total: 4,
+    }));
+    assert!(a.activity.contains("25%"), "{}", a.activity);
+    a.update(Msg::Engine(EngineEvent::Exported(
+        Ok("pos-alpha0.5".into()),
+    )));
+    assert!(a.notice.as_deref().unwrap().contains("baked pos-alpha0.5"));
+    a.update(Msg::Engine(EngineEvent::Exported(Err("disk full".into()))));
+    assert_eq!(a.last_error.as_deref(), Some("disk full"));
+}

@@ -17,6 +17,7 @@ impl JobSink for Recorder {
     }
     fn remove(&mut self, _column: ColumnId) {}
     fn curve(&mut self, _job: CurveJob) {}
+    fn export(&mut self, _job: lerpscope::session::ExportJob) {}
 }
 
 /// Latency runs from when the input thread read a key, so time it spent queued (behind a draw,

@@ -107,3 +107,53 @@ fn removing_a_column_leaves_the_others_generating_when_reblending() {
 fn removing_a_column_leaves_the_others_generating_in_one_batch() {
     remove_the_middle(ColumnsMode::Batched);
 }
+
+/// Baking in the UI: the session copies the weights out and writes them on another thread;
+/// the folder appears whole, and columns keep working.
+#[test]
+fn the_session_bakes_a_column_into_a_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    let session = Session::spawn(
+        a.display().to_string(),
+        b.display().to_string(),
+        opts,
+        move |e| {
+            let _ = tx.send(e);
+        },
+    );
+    let out = tmp.path().join("baked");
+    session.export(lerpscope::session::ExportJob {
+        alpha: Alpha::new(0.25).unwrap(),
+        out: out.clone(),
+        format: lerpscope::engine::export::Format::Hf,
+    });
+    let column = session.column(ColumnId(0));
+    column.submit(Job {
+        id: JobId(1),
+        alpha: Alpha::B,
+        prompt: "The movie".into(),
+        params: GenerationParams {
+            max_tokens: 4,
+            ..Default::default()
+        },
+        urgent: true,
+    });
+    let (mut baked, mut done) = (None, false);
+    while baked.is_none() || !done {
+        match rx.recv_timeout(Duration::from_secs(60)).expect("an event") {
+            EngineEvent::Exported(r) => baked = Some(r.expect("exported")),
+            EngineEvent::Done { .. } => done = true,
+            EngineEvent::Failed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    assert_eq!(baked.unwrap(), out);
+    assert!(out.join("model.safetensors").exists() && out.join("config.json").exists());
+}

@@ -31,6 +31,7 @@ pub enum Action {
     Regenerate,
     Resample,
     Save,
+    Bake,
     Help,
     Meters,
     Curve,
@@ -124,6 +125,12 @@ const BINDINGS: &[Binding] = &[
         name: "save",
         help: "save the session as Markdown and JSON",
         keys: &["s"],
+    },
+    Binding {
+        action: Action::Bake,
+        name: "bake",
+        help: "bake the focused column's model into a model folder here",
+        keys: &["b"],
     },
     Binding {
         action: Action::Help,

@@ -65,6 +65,11 @@ pub enum Effect {
     Remove {
         column: ColumnId,
     },
+    /// Bake the model at this α into a Hugging Face folder in the working directory.
+    Export {
+        alpha: Alpha,
+        out: std::path::PathBuf,
+    },
     Save(Session),
     Quit,
 }
@@ -330,6 +335,18 @@ impl App {
                 self.submit_all()
             }
             Action::Save => vec![Effect::Save(self.session())],
+            Action::Bake => {
+                if !self.ready() {
+                    return vec![];
+                }
+                let alpha = self.columns[self.focused].alpha;
+                let out = crate::engine::export::default_name(&self.b, alpha);
+                self.activity = format!("baking α = {} into {out}…", fmt_alpha(alpha));
+                vec![Effect::Export {
+                    alpha,
+                    out: out.into(),
+                }]
+            }
             Action::Help => {
                 self.show_help = !self.show_help;
                 vec![]
@@ -525,6 +542,19 @@ impl App {
                 if id == self.curve.id {
                     self.curve.points.push((alpha, vader));
                 }
+                vec![]
+            }
+            EngineEvent::ExportProgress { done, total } => {
+                let pct = if total > 0 { 100 * done / total } else { 100 };
+                self.activity = format!("baking… {pct}%");
+                vec![]
+            }
+            EngineEvent::Exported(r) => {
+                match r {
+                    Ok(p) => self.notice = Some(format!("baked {}", p.display())),
+                    Err(e) => self.last_error = Some(e),
+                }
+                self.activity = "idle".to_string();
                 vec![]
             }
             EngineEvent::Failed { column, job, error } => {

@@ -1,6 +1,7 @@
 //! The subcommands, each a thin driver of the engine.
 
 mod bench;
+mod export;
 mod generate;
 mod perplexity;
 mod sweep;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchCommand::Columns(args))) => on_pool(|| bench::columns(args)),
         Some(Command::Perplexity(args)) => on_pool(|| perplexity::run(args)),
         Some(Command::Sweep(args)) => on_pool(|| sweep::run(args)),
+        Some(Command::Export(args)) => on_pool(|| export::run(args)),
         Some(Command::Train(args)) => {
             on_pool(|| crate::train::run(&args.corpus, &args.out, &args.recipe()))
         }

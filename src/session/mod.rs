@@ -82,16 +82,33 @@ pub enum EngineEvent {
         alpha: Alpha,
         vader: f64,
     },
+    /// An export is being written: bytes done of the total.
+    ExportProgress {
+        done: u64,
+        total: u64,
+    },
+    /// An export is complete (its path), or failed (the error).
+    Exported(Result<std::path::PathBuf, String>),
 }
 
 /// Where events go; shared with the pool thread that runs each job.
-type Emit = dyn Fn(EngineEvent) + Sync;
+type Emit = dyn Fn(EngineEvent) + Send + Sync;
 
 enum Request {
     Submit(ColumnId, Arc<AtomicU64>, Job),
     Curve(CurveJob),
+    Export(ExportJob),
     Remove(ColumnId),
     Shutdown,
+}
+
+/// Bake the model at α into a file: the engine copies the weights out at α (a moment), and
+/// another thread writes them while the engine goes back to generating.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportJob {
+    pub alpha: Alpha,
+    pub out: std::path::PathBuf,
+    pub format: crate::engine::export::Format,
 }
 
 /// The driver's side of the engine thread; the thread stops when this is dropped.
@@ -128,12 +145,13 @@ impl Session {
         on_event: impl Fn(EngineEvent) + Send + Sync + 'static,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
+        let on_event: Arc<Emit> = Arc::new(on_event);
         let thread = std::thread::Builder::new()
             .name("lerpscope-engine".into())
             .spawn(move || match load() {
                 Ok(engine) => {
                     on_event(EngineEvent::Loaded(engine.info.clone()));
-                    serve(engine, rx, &on_event);
+                    serve(engine, rx, on_event);
                 }
                 Err(e) => on_event(EngineEvent::LoadFailed(crate::one_line(&*e))),
             })
@@ -161,6 +179,11 @@ impl Session {
     /// Start a background quick sweep, replacing any earlier one.
     pub fn curve(&self, job: CurveJob) {
         let _ = self.tx.send(Request::Curve(job));
+    }
+
+    /// Export the model at `job.alpha`; progress and the result come back as events.
+    pub fn export(&self, job: ExportJob) {
+        let _ = self.tx.send(Request::Export(job));
     }
 }
 
@@ -212,7 +235,9 @@ impl Pending {
     }
 }
 
-fn serve(mut engine: Engine, rx: Receiver<Request>, emit: &Emit) {
+fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
+    let emit: &Emit = &*emit_arc;
+    let mut exports: Vec<ExportJob> = Vec::new();
     // Submission order; at most one entry per column.
     let mut pending: Vec<Pending> = Vec::new();
     let mut curve: Option<CurveState> = None;
@@ -241,11 +266,30 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit: &Emit) {
                     });
                 }
                 Request::Curve(job) => curve = Some(CurveState::new(job)),
+                Request::Export(job) => exports.push(job),
                 Request::Remove(c) => pending.retain(|p| p.column != c),
                 Request::Shutdown => return,
             }
         }
         pending.retain(|p| !p.stale());
+        // Exports first: copying the weights out takes a moment, writing happens elsewhere.
+        for job in exports.drain(..) {
+            let snapshot = crate::engine::on_pool(|| {
+                let dtype = engine.weights().dtype();
+                engine.snapshot(job.alpha, dtype)
+            });
+            let emit = emit_arc.clone();
+            let writer = move || {
+                let snapshot = snapshot.map_err(|e| e.to_string())?;
+                let progress = |done, total| emit(EngineEvent::ExportProgress { done, total });
+                crate::engine::export::write(&snapshot, job.format, &job.out, false, &progress)
+                    .map_err(|e| e.to_string())
+            };
+            let emit = emit_arc.clone();
+            let _ = std::thread::Builder::new()
+                .name("lerpscope-export".into())
+                .spawn(move || emit(EngineEvent::Exported(writer())));
+        }
         // Each piece of work runs on a thread of rayon's pool (see `engine::on_pool`); this
         // thread only waits for requests.
         if let Some(batch) = batchable(&mut engine, &pending) {

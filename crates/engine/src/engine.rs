@@ -167,8 +167,19 @@ pub struct PairInfo {
     pub gpu_memory: Option<(u64, u64)>,
 }
 
+/// Where a pair came from, for exports: the model whose config and tokenizer files describe the
+/// blend (A, or the base), and every source as given with the files that identify it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub model: ModelFiles,
+    /// (role: "a", "b" or "base"; the source as given; its files).
+    pub sources: Vec<(String, String, Vec<std::path::PathBuf>)>,
+}
+
 pub struct Engine {
     pub info: PairInfo,
+    pub origin: Origin,
+    config: ModelConfig,
     weights: Weights,
     model: Model,
     /// Views of both endpoints (no extra memory; for adapters, the base and the factors), for
@@ -250,7 +261,21 @@ impl Engine {
         )?;
         let text = text_spec(&ca, tok_a)?;
         let description = format!("{} ↔ {}", ca.label(), cb.label());
+        let files = |c: &Checkpoint| {
+            let mut f = vec![c.files.config.clone()];
+            f.extend(c.files.weights.iter().cloned());
+            f.dedup();
+            f
+        };
+        let origin = Origin {
+            model: ca.files.clone(),
+            sources: vec![
+                ("a".into(), ca.label().to_string(), files(&ca)),
+                ("b".into(), cb.label().to_string(), files(&cb)),
+            ],
+        };
         Ok(Self::assemble(
+            origin,
             &ca,
             (ca.label().to_string(), cb.label().to_string(), description),
             Weights::Full(weights),
@@ -335,7 +360,23 @@ impl Engine {
             None => "the base".to_string(),
         };
         let description = format!("base {} + {} ↔ {}", base.label(), what(&aa), what(&ab));
+        let adapter_files = |x: &Option<Adapter>| match x {
+            Some(x) => vec![x.files.config.clone(), x.files.weights.clone()],
+            None => Vec::new(),
+        };
+        let mut base_files = vec![base.files.config.clone()];
+        base_files.extend(base.files.weights.iter().cloned());
+        base_files.dedup();
+        let origin = Origin {
+            model: base.files.clone(),
+            sources: vec![
+                ("a".into(), label(&aa), adapter_files(&aa)),
+                ("b".into(), label(&ab), adapter_files(&ab)),
+                ("base".into(), base_spec.clone(), base_files),
+            ],
+        };
         Ok(Self::assemble(
+            origin,
             &base,
             (label(&aa), label(&ab), description),
             Weights::Adapters(weights),
@@ -346,6 +387,7 @@ impl Engine {
     }
 
     fn assemble(
+        origin: Origin,
         c: &Checkpoint,
         (a, b, description): (String, String, String),
         weights: Weights,
@@ -366,6 +408,8 @@ impl Engine {
         };
         Self {
             info,
+            origin,
+            config: c.config.clone(),
             weights,
             model,
             pair_model,
@@ -377,6 +421,11 @@ impl Engine {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.text.tokenizer
+    }
+
+    /// The model's config (A's, or the base's).
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
     }
 
     pub fn weights(&self) -> &Weights {

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod export;
 pub mod few_rows;
 pub mod fixtures;
 pub mod generate;

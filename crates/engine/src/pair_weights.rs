@@ -51,6 +51,14 @@ impl Weights {
         }
     }
 
+    /// Every weight of the model at the current α, by name (views, no copies).
+    pub fn merged_views(&self) -> Result<std::collections::HashMap<String, Tensor>> {
+        match self {
+            Weights::Full(w) => w.views(Buffer::Working),
+            Weights::Adapters(w) => w.merged_views(),
+        }
+    }
+
     /// The full pair's three buffers, when the pair is two full models.
     pub fn full(&self) -> Option<&BlendedWeights> {
         match self {

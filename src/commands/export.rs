@@ -1,0 +1,47 @@
+//! `lerpscope export`: the model at one α, written as a Hugging Face folder or a GGUF file.
+
+use crate::cli::{parse_alpha, ExportArgs};
+use crate::engine::export::{self, Format};
+use crate::engine::Engine;
+use anyhow::Result;
+use candle_core::DType;
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let alpha = parse_alpha(&args.alpha, "--alpha")?;
+    let format = match args.format.as_str() {
+        "gguf" => Format::Gguf,
+        _ => Format::Hf,
+    };
+    let mut opts = args.pair.load.options()?;
+    // The blend is computed and written in one dtype: the one asked for, else f32.
+    let dtype = opts.dtype.unwrap_or(DType::F32);
+    opts.dtype = Some(dtype);
+    let (a, b) = args.pair.endpoints();
+    let out = args.out.clone().unwrap_or_else(|| {
+        let name = export::default_name(&b, alpha);
+        match format {
+            Format::Hf => name.into(),
+            Format::Gguf => format!("{name}.gguf").into(),
+        }
+    });
+    let mut engine = Engine::load(&a, &b, &opts)?;
+    let snapshot = engine.snapshot(alpha, dtype)?;
+    drop(engine);
+    let total: u64 = snapshot.tensors.iter().map(|t| t.2.len() as u64).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} · {elapsed}")
+            .expect("template"),
+    );
+    let path = export::write(&snapshot, format, &out, args.force, &|done, _| {
+        bar.set_position(done)
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "wrote {} (α = {alpha}, {}, {:.1} MB of weights)",
+        path.display(),
+        crate::engine::dtype_name(dtype),
+        total as f64 / 1e6
+    );
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! `lerpscope export`: the blend at α written as a Hugging Face folder or a GGUF file, held to
+//! transformers (tests/fixtures/export_expected.json, made by tests/fixtures/make_export.py
+//! from the folders the binary wrote), to the engine that wrote it, and to itself across
+//! formats; and every way an export can fail leaves nothing behind.
+
+use lerpscope::engine::checkpoint::{Checkpoint, TensorFiles};
+use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn lerpscope(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run lerpscope")
+}
+
+fn cpu() -> LoadOptions {
+    LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    }
+}
+
+fn export(a: &str, b: &str, alpha: &str, out: &Path, format: &str) {
+    let o = lerpscope(
+        &[
+            "export",
+            "--a",
+            a,
+            "--b",
+            b,
+            "--alpha",
+            alpha,
+            "--out",
+            out.to_str().unwrap(),
+            "--format",
+            format,
+            "--device",
+            "cpu",
+        ],
+        &root(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn max_diff(x: &[f32], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len());
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn exports_load_in_transformers_and_back_in_lerpscope() {
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/export_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let prompts: Vec<Vec<u32>> = serde_json::from_value(exp["prompt_ids"].clone()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, blend) in exp["blends"].as_object().unwrap() {
+        let (a, b, alpha) = (
+            blend["a"].as_str().unwrap(),
+            blend["b"].as_str().unwrap(),
+            blend["alpha"].as_str().unwrap(),
+        );
+        let hf = tmp.path().join(name);
+        let gg = tmp.path().join(format!("{name}.gguf"));
+        export(a, b, alpha, &hf, "hf");
+        export(a, b, alpha, &gg, "gguf");
+        let (hf_s, gg_s) = (hf.display().to_string(), gg.display().to_string());
+        let mut source = Engine::load(
+            &root().join(a).display().to_string(),
+            &root().join(b).display().to_string(),
+            &cpu(),
+        )
+        .unwrap();
+        source.set_alpha(alpha.parse::<f64>().unwrap()).unwrap();
+        // The export alone (A = B = export; α is then irrelevant).
+        let exported = Engine::load(&hf_s, &hf_s, &cpu()).unwrap();
+        let from_gguf = Engine::load(&gg_s, &gg_s, &cpu()).unwrap();
+        for (ids, want) in prompts.iter().zip(blend["logits"].as_array().unwrap()) {
+            let want: Vec<f32> = serde_json::from_value(want.clone()).unwrap();
+            let got = exported.logits(ids).unwrap();
+            let d = max_diff(&got, &want);
+            assert!(
+                d <= 1e-5,
+                "{name}: transformers on the export: max |Δlogit| = {d}"
+            );
+            assert_eq!(
+                got,
+                source.logits(ids).unwrap(),
+                "{name}: the export is the column"
+            );
+            assert_eq!(got, from_gguf.logits(ids).unwrap(), "{name}: GGUF export");
+        }
+        // Greedy text at α = 0 of (export, anything) is the column it came from.
+        let params = GenerationParams {
+            max_tokens: 12,
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..Default::default()
+            },
+        };
+        let b_path = root().join(b).display().to_string();
+        if !b.contains("adapters") {
+            let mut pair = Engine::load(&hf_s, &b_path, &cpu()).unwrap();
+            pair.set_alpha(0.0).unwrap();
+            let never = AtomicBool::new(false);
+            assert_eq!(
+                pair.generate("The movie", &params, &never, &mut |_| {})
+                    .unwrap()
+                    .token_ids,
+                source
+                    .generate("The movie", &params, &never, &mut |_| {})
+                    .unwrap()
+                    .token_ids,
+                "{name}"
+            );
+        }
+        // The GGUF holds the folder's tensors (read back through lerpscope's reader, which
+        // tests/gguf.rs holds to the gguf package bit for bit).
+        let folder = TensorFiles::open(&[hf.join("model.safetensors")]).unwrap();
+        let back = Checkpoint::open(lerpscope::engine::source::local(&gg, "x").unwrap()).unwrap();
+        for n in folder.tensors.keys() {
+            assert_eq!(
+                folder.read_f32(n).unwrap(),
+                back.weights.read_f32(n).unwrap(),
+                "{name} {n}"
+            );
+        }
+        // The recipe travels in the file.
+        let header = std::fs::read(hf.join("model.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&header).unwrap();
+        let m = meta.metadata().as_ref().unwrap();
+        assert_eq!(m["lerpscope.alpha"], alpha);
+        assert_eq!(m["lerpscope.b"].as_str(), b);
+        assert_eq!(m["lerpscope.b.sha256"].len(), 64);
+        assert!(std::fs::read_to_string(hf.join("README.md"))
+            .unwrap()
+            .contains(&format!("α = {alpha}")));
+    }
+}
+
+fn no_leftovers(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn failed_exports_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        root()
+            .join("tests/fixtures/tiny-llama-a")
+            .display()
+            .to_string(),
+        root()
+            .join("tests/fixtures/tiny-llama-b")
+            .display()
+            .to_string(),
+    );
+    // An --out that exists: refused, then replaced with --force.
+    let out = tmp.path().join("taken");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let args = [
+        "export", "--a", &a, "--b", &b, "--alpha", "0.5", "--out", "taken", "--device", "cpu",
+    ];
+    let o = lerpscope(&args, tmp.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--out") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(out.join("keep.txt").exists());
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert!(lerpscope(&forced, tmp.path()).status.success());
+    assert!(out.join("model.safetensors").exists() && !out.join("keep.txt").exists());
+    no_leftovers(tmp.path());
+    // A full disk: the file size limit makes writes fail (EFBIG) part way.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 64; exec '{}' export --a '{a}' --b '{b}' --alpha 0.5 --out full --device cpu",
+            env!("CARGO_BIN_EXE_lerpscope")
+        ))
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("full") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!tmp.path().join("full").exists());
+    no_leftovers(tmp.path());
+}
+
+#[test]
+fn an_interrupted_export_leaves_no_half_written_model() {
+    // A pair big enough to take a moment to write, killed as it writes.
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    lerpscope::fixtures::write_tiny_pair(&a, &b, lerpscope::fixtures::Arch::Llama).unwrap();
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args([
+            "export", "--a", &a, "--b", &b, "--alpha", "0.5", "--out", "cut", "--device", "cpu",
+        ])
+        .current_dir(tmp.path())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    // Either it finished before the kill, whole, or there is no `cut` at all.
+    let out = tmp.path().join("cut");
+    if out.exists() {
+        assert!(out.join("model.safetensors").exists() && out.join("README.md").exists());
+    }
+    // A rerun cleans up what the killed one left in its temporary folder.
+    let o = lerpscope(
+        &[
+            "export", "--a", &a, "--b", &b, "--alpha", "0.5", "--out", "cut", "--device", "cpu",
+            "--force",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    no_leftovers(tmp.path());
+}
