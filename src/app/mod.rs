@@ -545,7 +545,7 @@ impl App {
                 vec![]
             }
             EngineEvent::ExportProgress { done, total } => {
-                let pct = if total > 0 { 100 * done / total } else { 100 };
+                let pct = (100 * done).checked_div(total).unwrap_or(100);
                 self.activity = format!("baking… {pct}%");
                 vec![]
             }
