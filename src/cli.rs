@@ -215,6 +215,12 @@ pub struct SamplingArgs {
     /// Random seed; every α uses the same random stream [default: 42; sweep: 0].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Stop a column once this text appears (repeatable); the model's end tokens always stop it.
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Go on past the model's end tokens (they show as ⟨markers⟩).
+    #[arg(long)]
+    pub ignore_eos: bool,
 }
 
 /// The UI's and `generate`'s sampling defaults.
@@ -227,6 +233,7 @@ pub const INTERACTIVE: GenerationParams = GenerationParams {
         repeat_penalty: 1.1,
         seed: 42,
     },
+    ignore_eos: false,
 };
 
 /// `sweep`'s: the model's own distribution (T 1, no penalty), a light nucleus cut.
@@ -239,6 +246,7 @@ pub const SWEEP: GenerationParams = GenerationParams {
         repeat_penalty: 1.0,
         seed: 0,
     },
+    ignore_eos: false,
 };
 
 impl SamplingArgs {
@@ -254,6 +262,7 @@ impl SamplingArgs {
                 repeat_penalty: self.repeat_penalty.unwrap_or(d.repeat_penalty),
                 seed: self.seed.unwrap_or(d.seed),
             },
+            ignore_eos: self.ignore_eos || defaults.ignore_eos,
         };
         params.sampling.validate()?;
         Ok(params)

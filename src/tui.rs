@@ -30,6 +30,8 @@ pub struct TuiConfig {
     pub load: LoadOptions,
     pub range: (Alpha, Alpha),
     pub columns: ColumnsMode,
+    /// Texts that stop a column.
+    pub stop: Vec<String>,
 }
 
 /// Where the app's column work goes: a session, or a recorder in tests.
@@ -142,10 +144,12 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
             ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (a, b, load, columns) = (cfg.a.clone(), cfg.b.clone(), cfg.load.clone(), cfg.columns);
+        let stop = cfg.stop.clone();
         let session = Session::spawn_with(
             move || {
                 let mut engine = crate::engine::Engine::load(&a, &b, &load)?;
                 engine.set_columns_mode(columns);
+                engine.set_stop_texts(stop);
                 Ok(engine)
             },
             move |e| {

@@ -53,6 +53,7 @@ fn greedy(n: usize) -> GenerationParams {
             repeat_penalty: 1.0,
             ..Default::default()
         },
+        ignore_eos: false,
     }
 }
 
@@ -174,6 +175,7 @@ fn factored_and_merged_generation_agree_with_sampling() {
             seed: 3,
             ..Default::default()
         },
+        ignore_eos: false,
     };
     e.set_columns_mode(ColumnsMode::Batched);
     let rows = e

@@ -65,6 +65,7 @@ fn generations_agree(arch: Arch, temperature: f32) {
             repeat_penalty: 1.1,
             seed: 7,
         },
+        ignore_eos: false,
     };
     let prompt = "The movie was";
     let mut streamed = vec![String::new(); ALPHAS.len()];
@@ -105,6 +106,7 @@ fn one_cancelled_row_stops_alone() {
             temperature: 0.0,
             ..SamplingParams::default()
         },
+        ignore_eos: false,
     };
     let rows = e
         .generate_columns(
@@ -178,6 +180,7 @@ fn worker_batches_waiting_columns_with_the_same_results() {
                 params: GenerationParams {
                     max_tokens: 12,
                     sampling: SamplingParams::default(),
+                    ignore_eos: false,
                 },
                 urgent: column.id() == ColumnId(1),
             });

@@ -26,6 +26,7 @@ fn greedy_alone(path: &str, prompt: &str, n: usize) -> String {
             temperature: 0.0,
             ..Default::default()
         },
+        ignore_eos: false,
     };
     e.generate(prompt, &params, &AtomicBool::new(false), &mut |_| {})
         .unwrap()

@@ -44,6 +44,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
                     repeat_penalty: 1.0,
                     seed: 7,
                 },
+                ignore_eos: false,
             },
             ppl_ref: PplRef::Blend,
             classifier: None,

@@ -97,6 +97,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
                     seed: 5,
                     ..Default::default()
                 },
+                ignore_eos: false,
             },
             ppl_ref: PplRef::A,
             classifier: None,

@@ -110,6 +110,7 @@ fn exports_load_in_transformers_and_back_in_lerpscope() {
                 temperature: 0.0,
                 ..Default::default()
             },
+            ignore_eos: false,
         };
         let b_path = root().join(b).display().to_string();
         if !b.contains("adapters") {

@@ -796,6 +796,7 @@ fn run(input: &Input, c: &Corpus) -> bool {
                     temperature: 0.0,
                     ..Default::default()
                 },
+                ignore_eos: false,
             };
             e.set_alpha(0.5).is_ok()
                 && e.generate("The movie", &params, &AtomicBool::new(false), &mut |_| {})

@@ -74,6 +74,7 @@ fn check_arch(arch: &str) {
                     repeat_penalty: 1.0,
                     ..Default::default()
                 },
+                ignore_eos: false,
             };
             let g = generator
                 .run(prompt, &params, &AtomicBool::new(false), &mut |_| {})

@@ -122,6 +122,7 @@ fn endpoints_equal_the_models_loaded_alone() {
                 temperature: 0.0,
                 ..Default::default()
             },
+            ignore_eos: false,
         };
         let never = AtomicBool::new(false);
         for (alpha, path) in [(0.0, &a), (1.0, &b)] {
@@ -302,6 +303,7 @@ fn cached_decoding_matches_a_full_forward() {
             repeat_penalty: 1.0,
             ..Default::default()
         },
+        ignore_eos: false,
     };
     let out = g
         .run("The food", &params, &AtomicBool::new(false), &mut |_| {})

@@ -45,6 +45,7 @@ fn remove_the_middle(mode: ColumnsMode) {
             repeat_penalty: 1.0,
             ..Default::default()
         },
+        ignore_eos: false,
     };
     for (i, c) in columns.iter().enumerate() {
         c.as_ref().unwrap().submit(Job {

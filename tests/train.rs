@@ -95,6 +95,7 @@ fn the_recipe_in_miniature() {
             temperature: 0.0,
             ..Default::default()
         },
+        ignore_eos: false,
     };
     e.generate("the food", &params, &AtomicBool::new(false), &mut |_| {})
         .unwrap();

@@ -649,7 +649,7 @@ impl App {
                 .iter()
                 .map(|c| SessionColumn {
                     alpha: c.alpha,
-                    text: c.text.clone(),
+                    text: crate::engine::token_stream::plain(&c.text),
                     tokens: c.tokens,
                     complete: matches!(c.state, ColumnState::Done(_)),
                 })

@@ -182,6 +182,7 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
         let params = GenerationParams {
             max_tokens: args.max_tokens,
             sampling: SamplingParams::default(),
+            ignore_eos: false,
         };
         let mut app = App::new(
             a,
@@ -267,6 +268,7 @@ impl GenBench {
             params: crate::engine::GenerationParams {
                 max_tokens: args.tokens,
                 sampling: crate::engine::SamplingParams::default(),
+                ignore_eos: false,
             },
         })
     }

@@ -13,6 +13,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let opts = args.pair.load.options()?;
     let (a, b) = args.pair.endpoints();
     let mut engine = Engine::load(&a, &b, &opts)?;
+    engine.set_stop_texts(args.sampling.stop.clone());
     let never = AtomicBool::new(false);
     let stdout = std::io::stdout();
     for alpha in alphas {
@@ -23,7 +24,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             let line = json!({
                 "alpha": alpha,
                 "prompt": args.prompt,
-                "text": g.text,
+                "text": crate::engine::token_stream::plain(&g.text),
                 "token_ids": g.token_ids,
                 "tokens_per_s": g.tokens_per_s(),
                 "blend_ms": blend.as_secs_f64() * 1e3,
@@ -34,7 +35,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             write!(out, "{}", args.prompt)?;
             out.flush()?;
             let g = engine.generate(&args.prompt, &params, &never, &mut |piece| {
-                let _ = write!(out, "{piece}");
+                let _ = write!(out, "{}", crate::engine::token_stream::plain(piece));
                 let _ = out.flush();
             })?;
             writeln!(

@@ -40,6 +40,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
     };
     let mut engine = Engine::load(&a, &b, &args.pair.load.options()?)?;
+    engine.set_stop_texts(args.sampling.stop.clone());
     let t = std::time::Instant::now();
     let sweep = Sweep {
         config,

@@ -15,5 +15,6 @@ pub fn run(args: TuiArgs) -> Result<()> {
         load: args.pair.load.options()?,
         range: parse_range(&args.range)?,
         columns: args.columns,
+        stop: args.sampling.stop.clone(),
     })
 }

@@ -6,6 +6,7 @@
 use super::grid::SampleGrid;
 use super::stats::{estimate, Estimate};
 use super::{distinct_n, Scorer, Vader};
+use crate::engine::token_stream::{plain, without_specials};
 use crate::engine::{perplexity, Alpha, Engine, GenerationParams, Standalone};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -224,13 +225,13 @@ impl Sweep {
                     sample: cell.sample,
                     seed: grid.params(cell).sampling.seed,
                     prompt: prompt.clone(),
-                    vader: vader.score(&g.text)?,
+                    vader: vader.score(&without_specials(&g.text))?,
                     classifier: match &classifier {
-                        Some(k) => Some(k.score(&g.text)?),
+                        Some(k) => Some(k.score(&without_specials(&g.text))?),
                         None => None,
                     },
                     perplexity: perplexity(nll, n),
-                    text: g.text,
+                    text: plain(&g.text),
                     tokens: g.token_ids.len(),
                 };
                 writeln!(file, "{}", serde_json::to_string(&r)?)?;

@@ -48,7 +48,8 @@ impl CurveState {
     pub(super) fn step(&mut self, engine: &mut Engine, emit: &Emit) -> anyhow::Result<()> {
         let cell = self.cells[self.next];
         let g = self.grid.generate(engine, cell)?;
-        self.scores.push(Vader.score(&g.text)?);
+        self.scores
+            .push(Vader.score(&crate::engine::token_stream::without_specials(&g.text))?);
         self.next += 1;
         let alpha_done = self
             .cells

@@ -451,7 +451,7 @@ fn score(
     Ok(EngineEvent::Scored {
         column: p.column,
         job: p.job.id,
-        vader: crate::eval::Vader.score(&g.text)?,
+        vader: crate::eval::Vader.score(&crate::engine::token_stream::without_specials(&g.text))?,
         perplexity: crate::engine::perplexity(nll, n),
     })
 }

@@ -338,8 +338,33 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         _ => {}
     }
     let prompt = app.prompt.text();
-    let full = format!("{prompt}{}", c.text);
+    let raw = format!("{prompt}{}", c.text);
     let split = prompt.len();
+    // Special tokens the model emitted show as dim ⟨markers⟩ (the brackets take the same bytes
+    // as the stream's private-use delimiters, so offsets hold).
+    use crate::engine::token_stream::{SPECIAL_END, SPECIAL_START};
+    let mut specials = Vec::new();
+    let mut open = None;
+    for (i, ch) in raw.char_indices() {
+        match ch {
+            SPECIAL_START => open = Some(i),
+            SPECIAL_END => specials.extend(open.take().map(|o| (o, i + ch.len_utf8()))),
+            _ => {}
+        }
+    }
+    let full = raw.replace(SPECIAL_START, "⟨").replace(SPECIAL_END, "⟩");
+    let special = Style::default()
+        .fg(Color::DarkGray)
+        .add_modifier(Modifier::ITALIC);
+    let style_at = |i: usize| {
+        if i < split {
+            dim
+        } else if specials.iter().any(|&(a, b)| (a..b).contains(&i)) {
+            special
+        } else {
+            Style::default()
+        }
+    };
     let lines = wrap::wrap(&full, inner.width as usize);
     let h = inner.height as usize;
     let scroll = (c.scroll as usize).min(lines.len().saturating_sub(h));
@@ -348,14 +373,19 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
     let shown: Vec<Line> = lines[start..end]
         .iter()
         .map(|&(s, e)| {
-            let seg = |a: usize, b: usize, st: Style| Span::styled(full[a..b].to_string(), st);
-            if e <= split {
-                Line::from(seg(s, e, dim))
-            } else if s >= split {
-                Line::from(seg(s, e, Style::default()))
-            } else {
-                Line::from(vec![seg(s, split, dim), seg(split, e, Style::default())])
+            // Runs of one style within the line.
+            let mut spans = Vec::new();
+            let mut run = s;
+            for (i, _) in full[s..e].char_indices().map(|(i, ch)| (s + i, ch)) {
+                if i > run && style_at(i) != style_at(run) {
+                    spans.push(Span::styled(full[run..i].to_string(), style_at(run)));
+                    run = i;
+                }
             }
+            if e > run {
+                spans.push(Span::styled(full[run..e].to_string(), style_at(run)));
+            }
+            Line::from(spans)
         })
         .collect();
     Paragraph::new(shown).render(inner, buf);

@@ -423,6 +423,16 @@ impl Engine {
         &self.text.tokenizer
     }
 
+    /// Texts after which generation stops (besides the end tokens).
+    pub fn set_stop_texts(&mut self, stop: Vec<String>) {
+        self.text.stop = stop;
+    }
+
+    /// The tokens that end a generation.
+    pub fn end_tokens(&self) -> &[u32] {
+        &self.text.eos
+    }
+
     /// The model's config (A's, or the base's).
     pub fn config(&self) -> &ModelConfig {
         &self.config
@@ -658,22 +668,50 @@ fn text_spec(c: &Checkpoint, tokenizer: Tokenizer) -> Result<TextSpec> {
         );
     }
     Ok(TextSpec {
-        eos: eos_ids(&c.config, &tokenizer),
+        eos: eos_ids(&c.config, &tokenizer, c.files.config.parent()),
         max_positions: c.config.max_positions(),
         tokenizer,
+        stop: Vec::new(),
     })
 }
 
-/// EOS ids from the config, else the usual end-of-text tokens the tokenizer knows.
-fn eos_ids(config: &ModelConfig, tokenizer: &Tokenizer) -> Vec<u32> {
-    let ids = config.eos_ids();
-    if !ids.is_empty() {
-        return ids;
+/// Every token that ends a generation: the config's EOS, generation_config.json's beside it,
+/// and the end-of-text and end-of-turn tokens the tokenizer holds as special (a chat model may
+/// emit `<|endoftext|>` where its config names only `<|im_end|>`).
+fn eos_ids(config: &ModelConfig, tokenizer: &Tokenizer, dir: Option<&std::path::Path>) -> Vec<u32> {
+    let mut ids = config.eos_ids();
+    if let Some(text) =
+        dir.and_then(|d| std::fs::read_to_string(d.join("generation_config.json")).ok())
+    {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            match &v["eos_token_id"] {
+                serde_json::Value::Number(n) => ids.extend(n.as_u64().map(|x| x as u32)),
+                serde_json::Value::Array(a) => {
+                    ids.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
+                }
+                _ => {}
+            }
+        }
     }
-    ["</s>", "<|endoftext|>", "<|im_end|>", "<|end_of_text|>"]
-        .iter()
-        .filter_map(|t| tokenizer.token_to_id(t))
-        .collect()
+    let specials = tokenizer.get_added_tokens_decoder();
+    for name in [
+        "</s>",
+        "<|endoftext|>",
+        "<|im_end|>",
+        "<|end_of_text|>",
+        "<|eot_id|>",
+        "<|end|>",
+        "<end_of_turn>",
+    ] {
+        if let Some(id) = tokenizer.token_to_id(name) {
+            if specials.get(&id).is_some_and(|t| t.special) {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// One model loaded on its own through candle's safetensors loader, with no blending: the
@@ -693,9 +731,10 @@ impl Standalone {
         let model = Model::load(&config, vb)?;
         Ok(Self {
             text: TextSpec {
-                eos: eos_ids(&config, &tokenizer),
+                eos: eos_ids(&config, &tokenizer, files.config.parent()),
                 max_positions: config.max_positions(),
                 tokenizer,
+                stop: Vec::new(),
             },
             model,
         })

@@ -33,6 +33,9 @@ use tokenizers::Tokenizer;
 pub struct GenerationParams {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
+    /// Keep going past the model's end tokens (until the budget or the context).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerationParams {
@@ -40,6 +43,7 @@ impl Default for GenerationParams {
         Self {
             max_tokens: 64,
             sampling: SamplingParams::default(),
+            ignore_eos: false,
         }
     }
 }
@@ -48,6 +52,8 @@ impl Default for GenerationParams {
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     Eos,
+    /// A stop text (`--stop`) appeared.
+    StopText,
     MaxTokens,
     Context,
     Cancelled,
@@ -94,6 +100,8 @@ pub struct TextSpec {
     pub tokenizer: Tokenizer,
     pub eos: Vec<u32>,
     pub max_positions: usize,
+    /// Texts after which generation stops.
+    pub stop: Vec<String>,
 }
 
 impl TextSpec {
@@ -103,6 +111,7 @@ impl TextSpec {
             tokenizer: &self.tokenizer,
             eos: &self.eos,
             max_positions: self.max_positions,
+            stop: &self.stop,
         }
     }
 }
@@ -113,6 +122,7 @@ pub struct Generator<'a> {
     pub tokenizer: &'a Tokenizer,
     pub eos: &'a [u32],
     pub max_positions: usize,
+    pub stop: &'a [String],
 }
 
 impl Generator<'_> {
@@ -276,7 +286,7 @@ impl Generator<'_> {
                 let token = row.sampler.sample(row_logits, &row.history);
                 row.first_token.get_or_insert_with(|| start.elapsed());
                 next.push(token);
-                if self.eos.contains(&token) {
+                if !params.ignore_eos && self.eos.contains(&token) {
                     row.stop = Some(StopReason::Eos);
                     continue;
                 }
@@ -285,6 +295,19 @@ impl Generator<'_> {
                 if let Some(piece) = row.stream.push(token)? {
                     on_text(i, &piece);
                     row.text.push_str(&piece);
+                    // A stop text may span pieces: look in the tail that could hold it.
+                    let longest = self.stop.iter().map(String::len).max().unwrap_or(0);
+                    let mut from = row.text.len().saturating_sub(longest + piece.len());
+                    while !row.text.is_char_boundary(from) {
+                        from -= 1;
+                    }
+                    if self
+                        .stop
+                        .iter()
+                        .any(|s| row.text[from..].contains(s.as_str()))
+                    {
+                        row.stop = Some(StopReason::StopText);
+                    }
                 }
             }
             input = Tensor::from_slice(&next, (k, 1), device)?;

@@ -1,0 +1,112 @@
+//! End tokens: every end-of-text/end-of-turn token the model has stops a column, `--stop` texts
+//! stop it too, `--ignore-eos` goes on, and a special token that appears in the text is kept as
+//! a marker, never dropped.
+
+use lerpscope::engine::token_stream::{plain, without_specials, SPECIAL_END, SPECIAL_START};
+use lerpscope::engine::{
+    DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams, StopReason,
+};
+use lerpscope::fixtures::{write_tiny_pair, Arch};
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+fn greedy(n: usize, ignore_eos: bool) -> GenerationParams {
+    GenerationParams {
+        max_tokens: n,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            ..Default::default()
+        },
+        ignore_eos,
+    }
+}
+
+fn load(a: &Path, b: &Path) -> Engine {
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    Engine::load(&a.display().to_string(), &b.display().to_string(), &opts).unwrap()
+}
+
+/// Make `id` a special token of both endpoints' tokenizers, and an end token of their
+/// generation_config.json (as chat models list several).
+fn make_end_token(dirs: [&Path; 2], id: u32) {
+    for d in dirs {
+        let p = d.join("tokenizer.json");
+        let mut t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let content = t["model"]["vocab"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, v)| v.as_u64() == Some(id as u64))
+            .map(|(k, _)| k.clone())
+            .unwrap();
+        t["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({
+            "id": id, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true}));
+        std::fs::write(&p, t.to_string()).unwrap();
+        std::fs::write(
+            d.join("generation_config.json"),
+            format!(r#"{{"eos_token_id": [0, {id}]}}"#),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn every_end_token_stops_and_ignored_ones_show_as_markers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let never = AtomicBool::new(false);
+    // The token greedy decoding produces third: made an end token below.
+    let e = load(&a, &b);
+    let free = e
+        .generate("The movie", &greedy(6, true), &never, &mut |_| {})
+        .unwrap();
+    let t = free.token_ids[2];
+    drop(e);
+    make_end_token([&a, &b], t);
+    let e = load(&a, &b);
+    assert!(e.end_tokens().contains(&t) && e.end_tokens().contains(&0));
+    let stopped = e
+        .generate("The movie", &greedy(6, false), &never, &mut |_| {})
+        .unwrap();
+    assert_eq!(stopped.stop, StopReason::Eos);
+    assert_eq!(stopped.token_ids, free.token_ids[..2]);
+    // Told to go on, the end token is in the text as a marker, and in the ids.
+    let mut streamed = String::new();
+    let on = e
+        .generate("The movie", &greedy(6, true), &never, &mut |p| {
+            streamed.push_str(p)
+        })
+        .unwrap();
+    assert_eq!(on.token_ids, free.token_ids);
+    assert!(on.text.contains(SPECIAL_START) && on.text.contains(SPECIAL_END), "{:?}", on.text);
+    assert_eq!(streamed, on.text);
+    assert!(!without_specials(&on.text).contains(SPECIAL_START));
+    assert!(plain(&on.text).len() < on.text.len());
+}
+
+#[test]
+fn a_stop_text_stops_the_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
+    let mut e = load(&a, &b);
+    let never = AtomicBool::new(false);
+    let free = e
+        .generate("The movie", &greedy(16, true), &never, &mut |_| {})
+        .unwrap();
+    // Stop at a piece of text the free run wrote mid-way.
+    let stop: String = free.text.chars().skip(free.text.chars().count() / 2).take(3).collect();
+    e.set_stop_texts(vec![stop.clone()]);
+    let g = e
+        .generate("The movie", &greedy(16, true), &never, &mut |_| {})
+        .unwrap();
+    assert_eq!(g.stop, StopReason::StopText, "{stop:?} in {:?}", free.text);
+    assert!(g.text.contains(&stop) && g.token_ids.len() < free.token_ids.len());
+}
