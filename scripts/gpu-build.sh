@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the CUDA binary and the GPU test executables on this (GPU-less) machine and gather
-# them, with the check script, into gpu-bundle/ and gpu-bundle.tgz (both ignored): copy either
-# to a machine with an NVIDIA GPU and run `bash gpu-bundle/gpu-check.sh` there (no Rust needed).
+# them, with the check script and the fixtures the tests read, into gpu-bundle/ and
+# gpu-bundle.txz (both ignored): copy either to a machine with an NVIDIA GPU and run
+# `bash gpu-bundle/gpu-check.sh` there (no Rust needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fetch --locked >/dev/null
@@ -17,9 +18,11 @@ rm -rf gpu-bundle && mkdir -p gpu-bundle
 cp "$CARGO_TARGET_DIR/release/lerpscope" gpu-bundle/
 cp "$tests" gpu-bundle/gpu-tests
 cp scripts/gpu-check.sh gpu-bundle/
-# Debug info is most of their size; the bundle travels.
-strip --strip-debug gpu-bundle/lerpscope gpu-bundle/gpu-tests
-# Compressed, it is about a quarter of the size (mostly candle's PTX): unpack with
-# `tar xzf gpu-bundle.tgz` and run `bash gpu-bundle/gpu-check.sh`.
-tar -czf gpu-bundle.tgz gpu-bundle
-echo "gpu-bundle/: $(du -sh gpu-bundle | cut -f1); gpu-bundle.tgz: $(du -sh gpu-bundle.tgz | cut -f1)"
+mkdir -p gpu-bundle/fixtures
+cp -r tests/fixtures/adapters gpu-bundle/fixtures/
+# Symbols and debug info are most of their size; the bundle travels.
+strip --strip-all gpu-bundle/lerpscope gpu-bundle/gpu-tests
+# xz takes it to about an eighth (mostly candle's PTX text): unpack with
+# `tar xJf gpu-bundle.txz` and run `bash gpu-bundle/gpu-check.sh`.
+tar -cJf gpu-bundle.txz gpu-bundle
+echo "gpu-bundle/: $(du -sh gpu-bundle | cut -f1); gpu-bundle.txz: $(du -sh gpu-bundle.txz | cut -f1)"

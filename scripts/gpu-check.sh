@@ -6,6 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")"
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
+# The fixtures the GPU tests read travel in the bundle.
+export LERPSCOPE_FIXTURES="$PWD/fixtures"
 
 # The CUDA 13 runtime libraries: the system's, or those of PyTorch's pip wheels.
 if ! ldd ./lerpscope | grep -q "not found"; then :; else

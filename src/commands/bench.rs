@@ -165,7 +165,7 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
         anyhow::bail!("--keys 0: nothing to time; send at least one key");
     }
     let (a, b) = args.pair.endpoints();
-    let opts = args.pair.load.options()?;
+    let opts = args.pair.options()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

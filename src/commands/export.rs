@@ -12,7 +12,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         "gguf" => Format::Gguf,
         _ => Format::Hf,
     };
-    let mut opts = args.pair.load.options()?;
+    let mut opts = args.pair.options()?;
     // The blend is computed and written in one dtype: the one asked for, else f32.
     let dtype = opts.dtype.unwrap_or(DType::F32);
     opts.dtype = Some(dtype);

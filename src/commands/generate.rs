@@ -1,6 +1,6 @@
 //! `lerpscope generate`: one continuation per α, streamed, or as JSON lines.
 
-use crate::cli::{parse_alphas, GenerateArgs, INTERACTIVE};
+use crate::cli::{parse_alphas, Demo, GenerateArgs};
 use crate::engine::Engine;
 use anyhow::Result;
 use serde_json::json;
@@ -8,9 +8,14 @@ use std::io::Write;
 use std::sync::atomic::AtomicBool;
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let alphas = parse_alphas(&args.alphas, "--alphas")?;
-    let params = args.sampling.params(INTERACTIVE)?;
-    let opts = args.pair.load.options()?;
+    let defaults = args.pair.demo().unwrap_or(Demo::Tiny).defaults();
+    let alphas = parse_alphas(
+        args.alphas.as_deref().unwrap_or(defaults.alphas_wide),
+        "--alphas",
+    )?;
+    let params = args.sampling.params(defaults.params)?;
+    let prompt = args.prompt.clone().unwrap_or(defaults.prompt.to_string());
+    let opts = args.pair.options()?;
     let (a, b) = args.pair.endpoints();
     let mut engine = Engine::load(&a, &b, &opts)?;
     engine.set_stop_texts(args.sampling.stop.clone());
@@ -20,10 +25,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let blend = engine.set_alpha(alpha)?;
         let mut out = stdout.lock();
         if args.json {
-            let g = engine.generate(&args.prompt, &params, &never, &mut |_| {})?;
+            let g = engine.generate(&prompt, &params, &never, &mut |_| {})?;
             let line = json!({
                 "alpha": alpha,
-                "prompt": args.prompt,
+                "prompt": prompt,
                 "text": crate::engine::token_stream::plain(&g.text),
                 "token_ids": g.token_ids,
                 "tokens_per_s": g.tokens_per_s(),
@@ -32,9 +37,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             writeln!(out, "{line}")?;
         } else {
             writeln!(out, "── α = {alpha} ──")?;
-            write!(out, "{}", args.prompt)?;
+            write!(out, "{}", prompt)?;
             out.flush()?;
-            let g = engine.generate(&args.prompt, &params, &never, &mut |piece| {
+            let g = engine.generate(&prompt, &params, &never, &mut |piece| {
                 let _ = write!(out, "{}", crate::engine::token_stream::plain(piece));
                 let _ = out.flush();
             })?;

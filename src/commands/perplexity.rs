@@ -10,8 +10,8 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("--file {}: cannot read", args.file.display()))?;
     let (a, b) = args.pair.endpoints();
-    let mut engine = Engine::load(&a, &b, &args.pair.load.options()?)?;
-    let ids = engine.encode(&text)?;
+    let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;
+    let ids = engine.encode_text(&text)?;
     if ids.len() < 2 {
         bail!("--file {}: too short to score", args.file.display());
     }

@@ -39,7 +39,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         ppl_ref: args.ppl_ref.parse()?,
         classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
     };
-    let mut engine = Engine::load(&a, &b, &args.pair.load.options()?)?;
+    let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;
     engine.set_stop_texts(args.sampling.stop.clone());
     let t = std::time::Instant::now();
     let sweep = Sweep {

@@ -1,18 +1,28 @@
 //! `lerpscope` / `lerpscope tui`: the terminal UI.
 
-use crate::cli::{parse_alphas, parse_range, TuiArgs, INTERACTIVE};
+use crate::cli::{parse_alphas, parse_range, Demo, TuiArgs};
 use crate::tui::TuiConfig;
 use anyhow::Result;
 
+/// Terminal width from which a demo shows its five columns.
+const WIDE: u16 = 100;
+
 pub fn run(args: TuiArgs) -> Result<()> {
     let (a, b) = args.pair.endpoints();
+    let defaults = args.pair.demo().unwrap_or(Demo::Tiny).defaults();
+    let wide = crossterm::terminal::size().is_ok_and(|(w, _)| w >= WIDE);
+    let alphas = match &args.alphas {
+        Some(a) => a.clone(),
+        None if wide => defaults.alphas_wide.to_string(),
+        None => defaults.alphas.to_string(),
+    };
     crate::tui::run(TuiConfig {
         a,
         b,
-        alphas: parse_alphas(&args.alphas, "--alphas")?,
-        prompt: args.prompt,
-        params: args.sampling.params(INTERACTIVE)?,
-        load: args.pair.load.options()?,
+        alphas: parse_alphas(&alphas, "--alphas")?,
+        prompt: args.prompt.clone().unwrap_or(defaults.prompt.to_string()),
+        params: args.sampling.params(defaults.params)?,
+        load: args.pair.options()?,
         range: parse_range(&args.range)?,
         columns: args.columns,
         stop: args.sampling.stop.clone(),

@@ -123,6 +123,8 @@ pub struct LoadOptions {
     /// A tokenizer.json used for every endpoint instead of its own (chiefly for GGUF files
     /// whose tokenizer metadata cannot be rebuilt).
     pub tokenizer: Option<std::path::PathBuf>,
+    /// Put plain prompts through the model's chat template, when it has one.
+    pub chat_template: bool,
 }
 
 impl Default for LoadOptions {
@@ -133,6 +135,7 @@ impl Default for LoadOptions {
             allow_tokenizer_mismatch: false,
             base: None,
             tokenizer: None,
+            chat_template: true,
         }
     }
 }
@@ -259,7 +262,10 @@ impl Engine {
             weights_vb(&weights, Buffer::A, &device)?,
             weights_vb(&weights, Buffer::B, &device)?,
         )?;
-        let text = text_spec(&ca, tok_a)?;
+        let mut text = text_spec(&ca, tok_a)?;
+        if opts.chat_template {
+            text.chat = crate::chat::ChatTemplate::of(&ca.files.tokenizer);
+        }
         let description = format!("{} ↔ {}", ca.label(), cb.label());
         let files = |c: &Checkpoint| {
             let mut f = vec![c.files.config.clone()];
@@ -350,7 +356,10 @@ impl Engine {
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
         let pair_model = Model::load_factored(&base.config, vb(va), vb(vbv), low_rank)?;
-        let text = text_spec(&base, tokenizer)?;
+        let mut text = text_spec(&base, tokenizer)?;
+        if opts.chat_template {
+            text.chat = crate::chat::ChatTemplate::of(&base.files.tokenizer);
+        }
         let label = |x: &Option<Adapter>| match x {
             Some(x) => x.files.label.clone(),
             None => source::BASE.to_string(),
@@ -460,8 +469,19 @@ impl Engine {
         self.weights.set_alpha(alpha.into_alpha()?)
     }
 
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        self.generator().encode(text)
+    /// A prompt's ids (through the chat template when one applies).
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        self.generator().encode(prompt)
+    }
+
+    /// A text's ids as it stands, for scoring it.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        self.generator().encode_text(text)
+    }
+
+    /// Whether plain prompts go through a chat template.
+    pub fn has_chat_template(&self) -> bool {
+        self.text.chat.is_some()
     }
 
     /// Logits after the whole of `ids`, at the current α (f32, `[vocab]`).
@@ -672,6 +692,7 @@ fn text_spec(c: &Checkpoint, tokenizer: Tokenizer) -> Result<TextSpec> {
         max_positions: c.config.max_positions(),
         tokenizer,
         stop: Vec::new(),
+        chat: None,
     })
 }
 
@@ -735,6 +756,7 @@ impl Standalone {
                 max_positions: config.max_positions(),
                 tokenizer,
                 stop: Vec::new(),
+                chat: None,
             },
             model,
         })

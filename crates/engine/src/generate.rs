@@ -102,6 +102,8 @@ pub struct TextSpec {
     pub max_positions: usize,
     /// Texts after which generation stops.
     pub stop: Vec<String>,
+    /// Plain prompts go through this template (a user turn, the assistant's turn opened).
+    pub chat: Option<crate::chat::ChatTemplate>,
 }
 
 impl TextSpec {
@@ -112,6 +114,7 @@ impl TextSpec {
             eos: &self.eos,
             max_positions: self.max_positions,
             stop: &self.stop,
+            chat: self.chat.as_ref(),
         }
     }
 }
@@ -123,13 +126,31 @@ pub struct Generator<'a> {
     pub eos: &'a [u32],
     pub max_positions: usize,
     pub stop: &'a [String],
+    pub chat: Option<&'a crate::chat::ChatTemplate>,
 }
 
 impl Generator<'_> {
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+    /// A prompt's ids: through the chat template when the model has one and the prompt is
+    /// plain text.
+    pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
+        match self.chat {
+            Some(t) if !crate::chat::is_formatted(prompt) => {
+                // The template writes the special tokens itself.
+                self.tokenize(&t.render(prompt)?, false)
+            }
+            _ => self.tokenize(prompt, true),
+        }
+    }
+
+    /// A text's ids as it stands (no template): for scoring text.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenize(text, true)
+    }
+
+    fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let enc = crate::guard::catch("cannot tokenise the prompt", || {
             self.tokenizer
-                .encode(text, true)
+                .encode(text, special)
                 .map_err(|e| err!(Format, "cannot tokenise the prompt: {e}"))
         })?;
         Ok(enc.get_ids().to_vec())

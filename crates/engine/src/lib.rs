@@ -7,6 +7,7 @@ pub mod adapter;
 pub mod adapter_weights;
 pub mod alpha;
 pub mod blend;
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 mod engine;

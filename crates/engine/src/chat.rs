@@ -1,0 +1,126 @@
+//! Chat templates: an instruction-tuned model is prompted through its own template (the Jinja
+//! text in tokenizer_config.json's `chat_template`, or a GGUF's `tokenizer.chat_template`), so a
+//! plain prompt reaches it as a user turn followed by the start of the assistant's reply.
+
+use crate::error::{err, Result};
+
+/// A model's chat template.
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    source: String,
+    bos: String,
+    eos: String,
+}
+
+impl ChatTemplate {
+    pub fn new(source: String, bos: String, eos: String) -> Self {
+        Self { source, bos, eos }
+    }
+
+    /// The template of a Hugging Face model folder (tokenizer_config.json beside its
+    /// tokenizer.json) or of a GGUF file; None when it has none.
+    pub fn of(tokenizer_file: &std::path::Path) -> Option<Self> {
+        if crate::gguf::is_gguf(tokenizer_file) {
+            let h = crate::gguf::Header::read(tokenizer_file).ok()?;
+            let source = h.get("tokenizer.chat_template")?.as_str()?.to_string();
+            return Some(Self::new(source, String::new(), String::new()));
+        }
+        let text =
+            std::fs::read_to_string(tokenizer_file.with_file_name("tokenizer_config.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let source = match &v["chat_template"] {
+            serde_json::Value::String(s) => s.clone(),
+            // A list of named templates: the default one.
+            serde_json::Value::Array(a) => {
+                a.iter().find(|t| t["name"] == "default").or(a.first())?["template"]
+                    .as_str()?
+                    .to_string()
+            }
+            _ => return None,
+        };
+        let token = |k: &str| match &v[k] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => o
+                .get("content")
+                .and_then(|c| c.as_str())
+                .unwrap_or("")
+                .to_string(),
+            _ => String::new(),
+        };
+        Some(Self::new(source, token("bos_token"), token("eos_token")))
+    }
+
+    /// `prompt` as one user turn, with the assistant's turn opened.
+    pub fn render(&self, prompt: &str) -> Result<String> {
+        let mut env = minijinja::Environment::new();
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_function("strftime_now", |_fmt: String| String::new());
+        env.add_template("chat", &self.source).map_err(|e| {
+            err!(
+                Format,
+                "the chat template does not parse ({e}); pass --no-chat-template"
+            )
+        })?;
+        let ctx = minijinja::context! {
+            messages => vec![minijinja::context! { role => "user", content => prompt }],
+            add_generation_prompt => true,
+            bos_token => self.bos.clone(),
+            eos_token => self.eos.clone(),
+        };
+        env.get_template("chat")
+            .and_then(|t| t.render(ctx))
+            .map_err(|e| {
+                err!(
+                    Format,
+                    "the chat template fails on this prompt ({e}); pass --no-chat-template"
+                )
+            })
+    }
+}
+
+/// Whether `prompt` is already in a chat format (holds one of the special markers templates use).
+pub fn is_formatted(prompt: &str) -> bool {
+    [
+        "<|im_start|>",
+        "<|start_header_id|>",
+        "[INST]",
+        "<start_of_turn>",
+        "<|user|>",
+    ]
+    .iter()
+    .any(|m| prompt.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_chatml_template_as_one_user_turn() {
+        let t = ChatTemplate::new(
+            "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}".into(),
+            String::new(),
+            String::new(),
+        );
+        assert_eq!(
+            t.render("Hi there").unwrap(),
+            "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert!(is_formatted("<|im_start|>user\nx"));
+        assert!(!is_formatted("The food was"));
+        let bad = ChatTemplate::new("{% if %}".into(), String::new(), String::new());
+        assert!(bad
+            .render("x")
+            .unwrap_err()
+            .to_string()
+            .contains("--no-chat-template"));
+    }
+}
