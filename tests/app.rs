@@ -488,3 +488,51 @@ fn bake_exports_the_focused_column_and_reports_progress() {
     a.update(Msg::Engine(EngineEvent::Exported(Err("disk full".into()))));
     assert_eq!(a.last_error.as_deref(), Some("disk full"));
 }
+
+#[test]
+fn the_animation_sweeps_the_focused_alpha_until_a_key_is_pressed() {
+    let (mut a, _) = loaded();
+    let j = jobs(a.update(key(KeyCode::Char('v'))));
+    assert_eq!(j[0].alpha, -1.0, "from the slider's low end");
+    let done = |a: &mut App, sub: &Sub| {
+        jobs(a.update(Msg::Engine(EngineEvent::Done {
+            column: ColumnId(sub.column),
+            job: sub.id,
+            tokens: 3,
+            tokens_per_s: 100.0,
+            stop: StopReason::MaxTokens,
+        })))
+    };
+    let mut sub = j[0].clone();
+    let mut seen = vec![sub.alpha];
+    for _ in 0..14 {
+        let next = done(&mut a, &sub);
+        assert_eq!(next.len(), 1);
+        assert_eq!(
+            next[0].params.sampling.seed, sub.params.sampling.seed,
+            "one seed"
+        );
+        sub = next[0].clone();
+        seen.push(sub.alpha);
+    }
+    // Up in steps of 0.25 to the top of the range (2), then back down.
+    assert_eq!(&seen[..3], &[-1.0, -0.75, -0.5]);
+    assert_eq!(seen[12], 2.0);
+    assert_eq!(seen[13], 1.75);
+    // Any key stops it; the next Done starts nothing.
+    assert!(
+        a.update(key(KeyCode::Char('q'))).is_empty(),
+        "the key only stops it"
+    );
+    assert!(done(&mut a, &sub).is_empty());
+    assert!(a.animating.is_none());
+}
+
+#[test]
+fn presenter_mode_toggles() {
+    let (mut a, _) = loaded();
+    a.update(key(KeyCode::Char('z')));
+    assert!(a.presenter);
+    a.update(key(KeyCode::Char('z')));
+    assert!(!a.presenter);
+}

@@ -226,3 +226,12 @@ fn curve_panel() {
     }
     insta::assert_snapshot!(render(&a, 100, 30));
 }
+
+#[test]
+fn presenter_mode() {
+    let mut a = streaming_app();
+    key(&mut a, KeyCode::Char('z'));
+    key(&mut a, KeyCode::Tab);
+    insta::assert_snapshot!("presenter_120x40", render(&a, 120, 40));
+    insta::assert_snapshot!("presenter_80x24", render(&a, 80, 24));
+}

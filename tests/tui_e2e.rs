@@ -162,3 +162,34 @@ fn a_panic_restores_the_terminal() {
         "raw mode was turned off:\n{end}"
     );
 }
+
+#[test]
+fn presenter_mode_in_a_wide_and_a_small_terminal() {
+    for (size, name) in [((120, 40), "presenter-wide"), ((80, 24), "presenter-small")] {
+        let Some((_tmp, tmux)) = launch(
+            Arch::Gpt2,
+            "",
+            "--prompt 'The movie' --max-tokens 12",
+            size,
+            name,
+        ) else {
+            return;
+        };
+        // (A narrow column has no room for its ✓; the status line says when all are done.)
+        tmux.wait_for("the columns to finish", |s| s.contains("· idle"));
+        tmux.keys(&["z"]);
+        let shown = tmux.wait_for("the big α", |s| s.contains("███"));
+        assert!(!shown.contains("? keys"), "no status details:\n{shown}");
+        assert!(
+            !shown.contains("prompt (e to edit)"),
+            "columns only:\n{shown}"
+        );
+        assert!(shown.contains("α = 0.00"), "the columns stay:\n{shown}");
+        // The animation moves the focused α, and a key stops it.
+        tmux.keys(&["v"]);
+        tmux.wait_for("the animation to move α", |s| s.contains("α = -0.75"));
+        tmux.keys(&["x"]);
+        tmux.keys(&["z", "q"]);
+        tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
+    }
+}

@@ -32,6 +32,8 @@ pub enum Action {
     Resample,
     Save,
     Bake,
+    Presenter,
+    Animate,
     Help,
     Meters,
     Curve,
@@ -131,6 +133,18 @@ const BINDINGS: &[Binding] = &[
         name: "bake",
         help: "bake the focused column's model into a model folder here",
         keys: &["b"],
+    },
+    Binding {
+        action: Action::Presenter,
+        name: "presenter",
+        help: "presenter mode: columns only, the focused α in big digits",
+        keys: &["z"],
+    },
+    Binding {
+        action: Action::Animate,
+        name: "animate",
+        help: "sweep the focused α across the slider, one generation per step",
+        keys: &["v"],
     },
     Binding {
         action: Action::Help,

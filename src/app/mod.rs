@@ -17,6 +17,8 @@ pub const FINE_STEP: f64 = 0.05;
 pub const COARSE_STEP: f64 = 0.25;
 /// Lines PageUp / PageDown scroll the focused column by.
 pub const PAGE_LINES: i32 = 5;
+/// The α step of the animation (`v`), across the slider's range and back.
+pub const ANIMATION_STEP: f64 = 0.25;
 /// The quick sweep behind the curve panel: points across the slider's range, samples each.
 pub const CURVE_POINTS: usize = 9;
 pub const CURVE_SAMPLES: usize = 6;
@@ -167,6 +169,10 @@ pub struct App {
     /// The attribute-vs-α panel: shown or not, and the points of the latest quick sweep.
     pub show_curve: bool,
     pub curve: Curve,
+    /// Presenter mode: columns only, the focused α in big digits.
+    pub presenter: bool,
+    /// The α animation: the direction it is moving in, while it runs.
+    pub animating: Option<f64>,
     /// What the status line says the engine is doing.
     pub activity: String,
     pub last_error: Option<String>,
@@ -209,6 +215,8 @@ impl App {
             show_details: false,
             show_curve: false,
             curve: Curve::default(),
+            presenter: false,
+            animating: None,
             activity: "loading the pair…".to_string(),
             last_error: None,
             notice: None,
@@ -253,6 +261,11 @@ impl App {
         // Ctrl-C always quits, whatever the mode.
         if k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL) {
             return vec![Effect::Quit];
+        }
+        // Any key stops the animation (and does nothing else).
+        if self.animating.take().is_some() {
+            self.notice = Some("animation stopped".to_string());
+            return vec![];
         }
         match self.mode.clone() {
             Mode::EditPrompt => self.on_prompt_key(k),
@@ -335,6 +348,19 @@ impl App {
                 self.submit_all()
             }
             Action::Save => vec![Effect::Save(self.session())],
+            Action::Presenter => {
+                self.presenter = !self.presenter;
+                vec![]
+            }
+            Action::Animate => {
+                if !self.ready() {
+                    return vec![];
+                }
+                // From the range's low end up, then back down, until a key is pressed.
+                self.animating = Some(ANIMATION_STEP);
+                self.notice = Some("animating α (any key stops)".to_string());
+                self.set_alpha(Alpha::saturating(self.range.0))
+            }
             Action::Bake => {
                 if !self.ready() {
                     return vec![];
@@ -512,11 +538,16 @@ impl App {
                 tokens_per_s,
                 stop,
             } => {
+                let mut effects = vec![];
                 if let Some(c) = self.current(column, job) {
                     c.state = ColumnState::Done(stop);
                     c.tokens = tokens;
                     c.tokens_per_s = Some(tokens_per_s);
                     self.last_tokens_per_s = Some(tokens_per_s);
+                    // The animated column finished a step: on to the next α.
+                    if self.columns[self.focused].id == column && stop != StopReason::Cancelled {
+                        effects = self.animation_step();
+                    }
                 }
                 if self
                     .columns
@@ -525,7 +556,7 @@ impl App {
                 {
                     self.activity = "idle".to_string();
                 }
-                vec![]
+                effects
             }
             EngineEvent::Scored {
                 column,
@@ -574,6 +605,21 @@ impl App {
             .iter_mut()
             .find(|c| c.id == column)
             .filter(|c| c.job == Some(job))
+    }
+
+    /// The next α of the animation, bouncing between the ends of the slider's range.
+    fn animation_step(&mut self) -> Vec<Effect> {
+        let Some(dir) = self.animating else {
+            return vec![];
+        };
+        let (lo, hi) = self.range;
+        let a = self.columns[self.focused].alpha.value();
+        let mut next = a + dir;
+        if next > hi + 1e-9 || next < lo - 1e-9 {
+            self.animating = Some(-dir);
+            next = a - dir;
+        }
+        self.set_alpha(Alpha::saturating(next))
     }
 
     fn scroll_focused(&mut self, lines: i32) {

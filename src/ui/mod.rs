@@ -1,6 +1,7 @@
 //! The view: a pure function of `App` onto a frame. `layout` is shared with the mouse handler,
 //! so what is clicked is what was drawn.
 
+pub mod big;
 pub mod slider;
 pub mod wrap;
 
@@ -25,8 +26,13 @@ pub struct Areas {
     pub slider_labels: Option<Rect>,
     /// (column index, area) of the columns shown.
     pub columns: Vec<(usize, Rect)>,
+    /// Presenter mode: the focused α in big digits.
+    pub big_alpha: Option<Rect>,
     pub status: Option<Rect>,
 }
+
+/// Rows the presenter's big α takes (five of glyphs, a blank below).
+const BIG_ROWS: u16 = 6;
 
 pub fn layout(area: Rect, app: &App) -> Areas {
     let mut a = Areas::default();
@@ -37,6 +43,15 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     let mut top = area.y;
     let mut bottom = area.y + area.height;
     let h = area.height;
+    if app.presenter {
+        // Columns only, under the big α when there is room for it.
+        if h >= BIG_ROWS + 8 {
+            a.big_alpha = Some(Rect::new(x, top, w, BIG_ROWS));
+            top += BIG_ROWS;
+        }
+        a.columns = column_areas(app, x, w, top, bottom - top);
+        return a;
+    }
     a.header = Some(Rect::new(x, top, w, 1));
     top += 1;
     bottom -= 1;
@@ -60,7 +75,13 @@ pub fn layout(area: Rect, app: &App) -> Areas {
             top += 1;
         }
     }
-    let rows = bottom.saturating_sub(top);
+    a.columns = column_areas(app, x, w, top, bottom.saturating_sub(top));
+    a
+}
+
+/// As many columns as fit side by side, a window that holds the focused one.
+fn column_areas(app: &App, x: u16, w: u16, top: u16, rows: u16) -> Vec<(usize, Rect)> {
+    let mut out = Vec::new();
     let k = app.columns.len() as u16;
     let shown = (w / MIN_COLUMN_WIDTH).clamp(1, k.max(1));
     // A window of `shown` columns that contains the focused one.
@@ -71,10 +92,9 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     for j in 0..shown {
         let cx = x + j * width;
         let cw = if j + 1 == shown { w - j * width } else { width };
-        a.columns
-            .push(((first + j) as usize, Rect::new(cx, top, cw, rows)));
+        out.push(((first + j) as usize, Rect::new(cx, top, cw, rows)));
     }
-    a
+    out
 }
 
 /// What a mouse event means on the screen `areas` describes, for [`crate::app::Pointer`].
@@ -132,6 +152,10 @@ pub fn view(app: &App, frame: &mut Frame) {
     let area = frame.area();
     let areas = layout(area, app);
     let buf = frame.buffer_mut();
+    if app.presenter && !areas.columns.is_empty() {
+        presenter(app, &areas, buf);
+        return;
+    }
     let Some(status) = areas.status else {
         // Too small for anything but a hint (and never a panic).
         let hint = format!("terminal too small ({}×{})", area.width, area.height);
@@ -179,6 +203,33 @@ pub fn view(app: &App, frame: &mut Frame) {
     }
     if app.show_help {
         help(app, area, buf);
+    }
+}
+
+/// Presenter mode: the big α of the focused column, and the columns.
+fn presenter(app: &App, areas: &Areas, buf: &mut ratatui::buffer::Buffer) {
+    if let Some(r) = areas.big_alpha {
+        let alpha = app.columns[app.focused].alpha;
+        let rows = big::render(&format!("α={}", fmt_alpha(alpha)));
+        let width = wrap::width(&rows[0]) as u16;
+        let x = r.x + r.width.saturating_sub(width) / 2;
+        for (i, line) in rows.iter().enumerate() {
+            buf.set_stringn(
+                x,
+                r.y + i as u16,
+                line,
+                r.width as usize,
+                Style::default().fg(Color::Yellow),
+            );
+        }
+    }
+    match &app.pair {
+        PairState::Failed(e) => load_error(app, e, columns_area(areas), buf),
+        _ => {
+            for (i, r) in &areas.columns {
+                column(app, *i, &app.columns[*i], *r, buf);
+            }
+        }
     }
 }
 
