@@ -362,6 +362,7 @@ pub const INTERACTIVE: GenerationParams = GenerationParams {
         seed: 42,
     },
     ignore_eos: false,
+    token_info: false,
 };
 
 /// `sweep`'s: the model's own distribution (T 1, no penalty), a light nucleus cut.
@@ -375,6 +376,7 @@ pub const SWEEP: GenerationParams = GenerationParams {
         seed: 0,
     },
     ignore_eos: false,
+    token_info: false,
 };
 
 impl SamplingArgs {
@@ -391,6 +393,7 @@ impl SamplingArgs {
                 seed: self.seed.unwrap_or(d.seed),
             },
             ignore_eos: self.ignore_eos || defaults.ignore_eos,
+            token_info: defaults.token_info,
         };
         params.sampling.validate()?;
         Ok(params)

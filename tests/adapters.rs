@@ -54,6 +54,7 @@ fn greedy(n: usize) -> GenerationParams {
             ..Default::default()
         },
         ignore_eos: false,
+        token_info: false,
     }
 }
 
@@ -77,7 +78,14 @@ fn check(name: &str) {
         };
         let mix = e.mix(&alphas).unwrap();
         let batch = pair_g
-            .run_rows(&ids, Some(&mix), &greedy(n), &|_| false, &mut |_, _| {})
+            .run_rows(
+                &ids,
+                &[],
+                Some(&mix),
+                &greedy(n),
+                &|_| false,
+                &mut |_, _| {},
+            )
             .unwrap();
         for (i, (alpha, run)) in runs.iter().enumerate() {
             let want: Vec<f32> = serde_json::from_value(run[pi]["logits"].clone()).unwrap();
@@ -176,6 +184,7 @@ fn factored_and_merged_generation_agree_with_sampling() {
             ..Default::default()
         },
         ignore_eos: false,
+        token_info: false,
     };
     e.set_columns_mode(ColumnsMode::Batched);
     let rows = e

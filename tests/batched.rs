@@ -66,6 +66,7 @@ fn generations_agree(arch: Arch, temperature: f32) {
             seed: 7,
         },
         ignore_eos: false,
+        token_info: false,
     };
     let prompt = "The movie was";
     let mut streamed = vec![String::new(); ALPHAS.len()];
@@ -107,6 +108,7 @@ fn one_cancelled_row_stops_alone() {
             ..SamplingParams::default()
         },
         ignore_eos: false,
+        token_info: false,
     };
     let rows = e
         .generate_columns(
@@ -181,6 +183,7 @@ fn worker_batches_waiting_columns_with_the_same_results() {
                     max_tokens: 12,
                     sampling: SamplingParams::default(),
                     ignore_eos: false,
+                    token_info: false,
                 },
                 urgent: column.id() == ColumnId(1),
             });

@@ -27,6 +27,7 @@ fn greedy_alone(path: &str, prompt: &str, n: usize) -> String {
             ..Default::default()
         },
         ignore_eos: false,
+        token_info: false,
     };
     e.generate(prompt, &params, &AtomicBool::new(false), &mut |_| {})
         .unwrap()

@@ -45,6 +45,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
                     seed: 7,
                 },
                 ignore_eos: false,
+                token_info: false,
             },
             ppl_ref: PplRef::Blend,
             classifier: None,

@@ -19,6 +19,7 @@ fn greedy(n: usize, ignore_eos: bool) -> GenerationParams {
             ..Default::default()
         },
         ignore_eos,
+        token_info: false,
     }
 }
 

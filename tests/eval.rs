@@ -98,6 +98,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
                     ..Default::default()
                 },
                 ignore_eos: false,
+                token_info: false,
             },
             ppl_ref: PplRef::A,
             classifier: None,

@@ -111,6 +111,7 @@ fn exports_load_in_transformers_and_back_in_lerpscope() {
                 ..Default::default()
             },
             ignore_eos: false,
+            token_info: false,
         };
         let b_path = root().join(b).display().to_string();
         if !b.contains("adapters") {

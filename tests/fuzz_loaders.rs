@@ -797,6 +797,7 @@ fn run(input: &Input, c: &Corpus) -> bool {
                     ..Default::default()
                 },
                 ignore_eos: false,
+                token_info: false,
             };
             e.set_alpha(0.5).is_ok()
                 && e.generate("The movie", &params, &AtomicBool::new(false), &mut |_| {})

@@ -75,6 +75,7 @@ fn check_arch(arch: &str) {
                     ..Default::default()
                 },
                 ignore_eos: false,
+                token_info: false,
             };
             let g = generator
                 .run(prompt, &params, &AtomicBool::new(false), &mut |_| {})

@@ -123,6 +123,7 @@ fn endpoints_equal_the_models_loaded_alone() {
                 ..Default::default()
             },
             ignore_eos: false,
+            token_info: false,
         };
         let never = AtomicBool::new(false);
         for (alpha, path) in [(0.0, &a), (1.0, &b)] {
@@ -304,6 +305,7 @@ fn cached_decoding_matches_a_full_forward() {
             ..Default::default()
         },
         ignore_eos: false,
+        token_info: false,
     };
     let out = g
         .run("The food", &params, &AtomicBool::new(false), &mut |_| {})

@@ -46,6 +46,7 @@ fn remove_the_middle(mode: ColumnsMode) {
             ..Default::default()
         },
         ignore_eos: false,
+        token_info: false,
     };
     for (i, c) in columns.iter().enumerate() {
         c.as_ref().unwrap().submit(Job {

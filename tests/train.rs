@@ -96,6 +96,7 @@ fn the_recipe_in_miniature() {
             ..Default::default()
         },
         ignore_eos: false,
+        token_info: false,
     };
     e.generate("the food", &params, &AtomicBool::new(false), &mut |_| {})
         .unwrap();

@@ -183,6 +183,7 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
             max_tokens: args.max_tokens,
             sampling: SamplingParams::default(),
             ignore_eos: false,
+            token_info: true,
         };
         let mut app = App::new(
             a,
@@ -269,6 +270,7 @@ impl GenBench {
                 max_tokens: args.tokens,
                 sampling: crate::engine::SamplingParams::default(),
                 ignore_eos: false,
+                token_info: false,
             },
         })
     }
@@ -279,7 +281,14 @@ impl GenBench {
             eos: &[],
             ..self.engine.generator()
         };
-        let mut rows = g.run_rows(&self.prompt, None, &self.params, &|_| false, &mut |_, _| {})?;
+        let mut rows = g.run_rows(
+            &self.prompt,
+            &[],
+            None,
+            &self.params,
+            &|_| false,
+            &mut |_, _| {},
+        )?;
         Ok(rows.remove(0))
     }
 
@@ -292,6 +301,7 @@ impl GenBench {
         let mix = self.engine.mix(alphas)?;
         Ok(g.run_rows(
             &self.prompt,
+            &[],
             Some(&mix),
             &self.params,
             &|_| false,

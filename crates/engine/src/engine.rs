@@ -7,8 +7,8 @@ use crate::adapter_weights::AdapterWeights;
 use crate::alpha::{alphas_of, Alpha, IntoAlpha};
 use crate::checkpoint::{native_dtype, Checkpoint};
 use crate::config::ModelConfig;
-use crate::error::{bail, Context, Error, Result};
-use crate::generate::{Cancel, Generation, GenerationParams, Generator, TextSpec};
+use crate::error::{bail, err, Context, Error, Result};
+use crate::generate::{Cancel, Generation, GenerationParams, Generator, Step, TextSpec};
 use crate::memory::{check_fits, device_memory, device_name};
 use crate::model::param::Mix;
 use crate::model::Model;
@@ -518,6 +518,66 @@ impl Engine {
         let mix = self.mix(alphas)?;
         self.pair_generator()
             .run_batch(prompt, &mix, params, cancel, on_text)
+    }
+
+    /// The token loop with everything it reports ([`Step`]): from prompt ids and `given`
+    /// tokens, at the current α (`alphas` None) or one row per α in the batched mode.
+    pub fn generate_steps(
+        &self,
+        prompt_ids: &[u32],
+        given: &[u32],
+        alphas: Option<&[Alpha]>,
+        params: &GenerationParams,
+        cancel: &dyn Fn(usize) -> bool,
+        on_step: &mut dyn FnMut(usize, Step<'_>),
+    ) -> Result<Vec<Generation>> {
+        match alphas {
+            None => self
+                .generator()
+                .run_rows(prompt_ids, given, None, params, cancel, on_step)
+                .with_context(|| format!("at α = {}", self.alpha())),
+            Some(alphas) => {
+                let mix = self.mix(alphas)?;
+                self.pair_generator().run_rows(
+                    prompt_ids,
+                    given,
+                    Some(&mix),
+                    params,
+                    cancel,
+                    on_step,
+                )
+            }
+        }
+    }
+
+    /// log p(ids[i] | ids[..i]) for i ≥ 1 at the current α (natural log).
+    pub fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.generator()
+            .token_logprobs(ids)
+            .with_context(|| format!("at α = {}", self.alpha()))
+    }
+
+    /// p(token | prefix) at each α, from one batched pass over the prefix (the α-scrub).
+    pub fn scrub(&self, prefix: &[u32], token: u32, alphas: &[Alpha]) -> Result<Vec<f32>> {
+        if prefix.is_empty() || prefix.len() >= self.text.max_positions {
+            bail!(
+                Invalid,
+                "a scrub needs a prefix of 1 to {} tokens, got {}",
+                self.text.max_positions - 1,
+                prefix.len()
+            );
+        }
+        let rows = self.logits_columns(prefix, alphas)?;
+        rows.iter()
+            .map(|l| {
+                let at = *l
+                    .get(token as usize)
+                    .ok_or_else(|| err!(Invalid, "token id {token} is outside the vocabulary"))?;
+                let max = l.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let z: f64 = l.iter().map(|&x| ((x - max) as f64).exp()).sum();
+                Ok((((at - max) as f64).exp() / z) as f32)
+            })
+            .collect()
     }
 
     /// Whether `k` columns of `tokens` tokens are faster as one batch than re-blended one

@@ -4,6 +4,7 @@
 use super::model::param::Mix;
 use super::model::Model;
 use super::sampling::{Sampler, SamplingParams};
+use super::token_info::{Summary, TokenInfo};
 use super::token_stream::TokenStream;
 use crate::error::{bail, err, Result};
 use candle_core::Tensor;
@@ -36,6 +37,10 @@ pub struct GenerationParams {
     /// Keep going past the model's end tokens (until the budget or the context).
     #[serde(default)]
     pub ignore_eos: bool,
+    /// Describe every written token ([`TokenInfo`]): its probability, the entropy and the
+    /// alternatives, from the model's own distribution.
+    #[serde(default)]
+    pub token_info: bool,
 }
 
 impl Default for GenerationParams {
@@ -44,6 +49,7 @@ impl Default for GenerationParams {
             max_tokens: 64,
             sampling: SamplingParams::default(),
             ignore_eos: false,
+            token_info: false,
         }
     }
 }
@@ -64,6 +70,9 @@ pub enum StopReason {
 pub struct Generation {
     pub text: String,
     pub token_ids: Vec<u32>,
+    /// One per token of `token_ids` that the model wrote (given tokens have none), when
+    /// [`GenerationParams::token_info`] asked for them.
+    pub tokens: Vec<TokenInfo>,
     pub prompt_tokens: usize,
     pub stop: StopReason,
     /// From the start of the call to the first sampled token (prefill included).
@@ -82,6 +91,17 @@ impl Generation {
             0.0
         }
     }
+}
+
+/// What the token loop reports as it goes: a token (given or written) and the stable text it
+/// completed (often all of it, empty while a character is incomplete), or, with no token, the
+/// text left over at the end.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    pub id: Option<u32>,
+    pub piece: &'a str,
+    /// For written tokens, when asked for.
+    pub info: Option<&'a TokenInfo>,
 }
 
 /// Perplexity from a summed negative log-likelihood over `n` tokens: exp(nll / n), NaN when
@@ -180,6 +200,33 @@ impl Generator<'_> {
         Ok((total, count))
     }
 
+    /// log p(ids[i] | ids[..i]) for every i ≥ 1 (natural log), from one forward pass over
+    /// the text; a text longer than the context is refused.
+    pub fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        use candle_core::D;
+        if ids.len() > self.max_positions {
+            bail!(
+                Invalid,
+                "the text has {} tokens; the model's context is {}",
+                ids.len(),
+                self.max_positions
+            );
+        }
+        if ids.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let device = self.model.device();
+        let x = Tensor::new(&ids[..ids.len() - 1], device)?.unsqueeze(0)?;
+        let y = Tensor::new(&ids[1..], device)?.unsqueeze(1)?;
+        let logits = self
+            .model
+            .forward_all(&x)?
+            .squeeze(0)?
+            .to_dtype(candle_core::DType::F32)?;
+        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        Ok(lp.gather(&y, 1)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
     /// Negative log-likelihood of `continuation` given `prompt` (summed), and its length.
     pub fn continuation_nll(&self, prompt: &[u32], continuation: &[u32]) -> Result<(f64, usize)> {
         use candle_core::{Tensor, D};
@@ -212,10 +259,15 @@ impl Generator<'_> {
         let prompt_ids = self.encode(prompt)?;
         let mut rows = self.run_rows(
             &prompt_ids,
+            &[],
             None,
             params,
             &|_| cancel.cancelled(),
-            &mut |_, piece| on_text(piece),
+            &mut |_, step| {
+                if !step.piece.is_empty() {
+                    on_text(step.piece)
+                }
+            },
         )?;
         Ok(rows.remove(0))
     }
@@ -233,28 +285,44 @@ impl Generator<'_> {
         on_text: &mut dyn FnMut(usize, &str),
     ) -> Result<Vec<Generation>> {
         let prompt_ids = self.encode(prompt)?;
-        self.run_rows(&prompt_ids, Some(mix), params, cancel, on_text)
+        self.run_rows(
+            &prompt_ids,
+            &[],
+            Some(mix),
+            params,
+            cancel,
+            &mut |i, step| {
+                if !step.piece.is_empty() {
+                    on_text(i, step.piece)
+                }
+            },
+        )
     }
 
     /// The token loop for one row (no mix) or one row per α of `mix`. Rows that stop early
     /// keep their place in the batch (fed their last token) until every row has stopped.
+    ///
+    /// `given` tokens continue the prompt as if written already (a fork from a chosen
+    /// alternative): they count towards the budget and take their steps of the random
+    /// stream, so what follows is what sampling from there would have drawn.
     pub fn run_rows(
         &self,
         prompt_ids: &[u32],
+        given: &[u32],
         mix: Option<&Mix>,
         params: &GenerationParams,
         cancel: &dyn Fn(usize) -> bool,
-        on_text: &mut dyn FnMut(usize, &str),
+        on_step: &mut dyn FnMut(usize, Step<'_>),
     ) -> Result<Vec<Generation>> {
         params.sampling.validate()?;
         if prompt_ids.is_empty() {
             bail!(Invalid, "the prompt is empty after tokenisation");
         }
-        if prompt_ids.len() >= self.max_positions {
+        if prompt_ids.len() + given.len() >= self.max_positions {
             bail!(
                 Invalid,
                 "the prompt has {} tokens; the model's context is {}",
-                prompt_ids.len(),
+                prompt_ids.len() + given.len(),
                 self.max_positions
             );
         }
@@ -266,11 +334,27 @@ impl Generator<'_> {
         let mut rows: Vec<Row> = (0..k)
             .map(|_| Row::new(self.tokenizer, params, prompt_ids))
             .collect();
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.sampler.skip(given.len());
+            for &t in given {
+                row.out.push(t);
+                row.history.push(t);
+                let piece = row.stream.push(t)?.unwrap_or_default();
+                row.text.push_str(&piece);
+                on_step(
+                    i,
+                    Step {
+                        id: Some(t),
+                        piece: &piece,
+                        info: None,
+                    },
+                );
+            }
+        }
         let mut logits: Vec<f32> = Vec::new();
         let mut next: Vec<u32> = Vec::with_capacity(k);
-        let mut input = Tensor::new(prompt_ids, device)?
-            .unsqueeze(0)?
-            .repeat((k, 1))?;
+        let context: Vec<u32> = prompt_ids.iter().chain(given).copied().collect();
+        let mut input = Tensor::new(context, device)?.unsqueeze(0)?.repeat((k, 1))?;
         loop {
             for (i, row) in rows.iter_mut().enumerate() {
                 if row.stop.is_none() {
@@ -304,6 +388,8 @@ impl Generator<'_> {
                         "non-finite logits (the weights overflow); try an α closer to [0, 1]"
                     );
                 }
+                // Before sampling: the penalty rewrites the logits in place.
+                let summary = params.token_info.then(|| Summary::of(row_logits));
                 let token = row.sampler.sample(row_logits, &row.history);
                 row.first_token.get_or_insert_with(|| start.elapsed());
                 next.push(token);
@@ -311,10 +397,20 @@ impl Generator<'_> {
                     row.stop = Some(StopReason::Eos);
                     continue;
                 }
+                let info = summary.map(|s| s.info(token, row.sampler.raw_logit(row_logits, token)));
+                row.infos.extend(info);
                 row.out.push(token);
                 row.history.push(token);
-                if let Some(piece) = row.stream.push(token)? {
-                    on_text(i, &piece);
+                let piece = row.stream.push(token)?;
+                on_step(
+                    i,
+                    Step {
+                        id: Some(token),
+                        piece: piece.as_deref().unwrap_or(""),
+                        info: info.as_ref(),
+                    },
+                );
+                if let Some(piece) = piece {
                     row.text.push_str(&piece);
                     // A stop text may span pieces: look in the tail that could hold it.
                     let longest = self.stop.iter().map(String::len).max().unwrap_or(0);
@@ -338,12 +434,20 @@ impl Generator<'_> {
             .enumerate()
             .map(|(i, mut row)| {
                 if let Some(piece) = row.stream.finish()? {
-                    on_text(i, &piece);
+                    on_step(
+                        i,
+                        Step {
+                            id: None,
+                            piece: &piece,
+                            info: None,
+                        },
+                    );
                     row.text.push_str(&piece);
                 }
                 Ok(Generation {
                     text: row.text,
                     token_ids: row.out,
+                    tokens: row.infos,
                     prompt_tokens: prompt_ids.len(),
                     stop: row.stop.unwrap_or(StopReason::MaxTokens),
                     first_token: row.first_token.unwrap_or(elapsed),
@@ -360,6 +464,7 @@ struct Row<'t> {
     stream: TokenStream<'t>,
     history: Vec<u32>,
     out: Vec<u32>,
+    infos: Vec<TokenInfo>,
     text: String,
     first_token: Option<Duration>,
     stop: Option<StopReason>,
@@ -374,6 +479,11 @@ impl<'t> Row<'t> {
             stream: TokenStream::new(tokenizer),
             history,
             out: Vec::with_capacity(params.max_tokens),
+            infos: Vec::with_capacity(if params.token_info {
+                params.max_tokens
+            } else {
+                0
+            }),
             text: String::new(),
             first_token: None,
             stop: None,

@@ -27,6 +27,7 @@ pub mod pair_weights;
 pub mod sampling;
 pub mod source;
 pub mod threads;
+pub mod token_info;
 pub mod token_stream;
 pub mod weights;
 
@@ -36,7 +37,8 @@ pub use engine::{
     Standalone,
 };
 pub use error::{Error, Result};
-pub use generate::{perplexity, Cancel, Generation, GenerationParams, Generator, StopReason};
+pub use generate::{perplexity, Cancel, Generation, GenerationParams, Generator, Step, StopReason};
 pub use memory::{check_host_memory, device_memory, device_name, memory_fit};
 pub use sampling::SamplingParams;
 pub use threads::{on_pool, pin_thread_count};
+pub use token_info::TokenInfo;

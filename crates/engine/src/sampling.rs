@@ -65,6 +65,8 @@ pub struct Sampler {
     /// Scratch reused across steps so the token loop does not allocate.
     candidates: Vec<(u32, f32)>,
     seen: Vec<bool>,
+    /// The raw logits the last penalty changed, to report the model's own probabilities.
+    changed: Vec<(u32, f32)>,
 }
 
 impl Sampler {
@@ -74,7 +76,24 @@ impl Sampler {
             rng: StdRng::seed_from_u64(params.seed),
             candidates: Vec::new(),
             seen: Vec::new(),
+            changed: Vec::new(),
         }
+    }
+
+    /// Consume the random numbers of `steps` steps without sampling: a generation resumed
+    /// after `steps` given tokens goes on with the draws it would have had.
+    pub fn skip(&mut self, steps: usize) {
+        for _ in 0..steps {
+            let _: f32 = self.rng.random();
+        }
+    }
+
+    /// The logit `token` had before the last [`Sampler::sample`] penalised `logits`.
+    pub fn raw_logit(&self, logits: &[f32], token: u32) -> f32 {
+        self.changed
+            .iter()
+            .find(|c| c.0 == token)
+            .map_or(logits[token as usize], |c| c.1)
     }
 
     /// Pick the next token from `logits` (modified in place by the penalty), given the
@@ -82,7 +101,14 @@ impl Sampler {
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
         // One draw per step, always, so the stream stays aligned across alphas.
         let u: f32 = self.rng.random();
-        penalise(logits, history, self.params.repeat_penalty, &mut self.seen);
+        self.changed.clear();
+        penalise(
+            logits,
+            history,
+            self.params.repeat_penalty,
+            &mut self.seen,
+            &mut self.changed,
+        );
         if self.params.temperature == 0.0 {
             return argmax(logits);
         }
@@ -151,12 +177,19 @@ impl Sampler {
 /// CTRL-style penalty, as in Hugging Face: positive logits are divided, negative multiplied,
 /// once per distinct token seen.
 pub fn apply_repeat_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
-    penalise(logits, history, penalty, &mut Vec::new());
+    penalise(logits, history, penalty, &mut Vec::new(), &mut Vec::new());
 }
 
 /// The penalty with a caller-owned scratch (all false on entry and on return), so the token
-/// loop does not allocate a vocabulary-sized mask per step.
-fn penalise(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bool>) {
+/// loop does not allocate a vocabulary-sized mask per step; `changed` receives each changed
+/// token with its logit before.
+fn penalise(
+    logits: &mut [f32],
+    history: &[u32],
+    penalty: f32,
+    seen: &mut Vec<bool>,
+    changed: &mut Vec<(u32, f32)>,
+) {
     if penalty == 1.0 {
         return;
     }
@@ -166,6 +199,7 @@ fn penalise(logits: &mut [f32], history: &[u32], penalty: f32, seen: &mut Vec<bo
         if i < logits.len() && !seen[i] {
             seen[i] = true;
             let l = &mut logits[i];
+            changed.push((t, *l));
             *l = if *l >= 0.0 {
                 *l / penalty
             } else {
@@ -326,6 +360,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn raw_logits_survive_the_penalty() {
+        let mut s = Sampler::new(SamplingParams {
+            repeat_penalty: 1.3,
+            ..params(0.0, 0, 1.0)
+        });
+        let raw = [2.0f32, -2.0, 1.0, 0.7];
+        let mut l = raw;
+        s.sample(&mut l, &[0, 1, 1]);
+        assert_ne!(l, raw);
+        for t in 0..4 {
+            assert_eq!(s.raw_logit(&l, t), raw[t as usize]);
+        }
+    }
+
+    #[test]
+    fn skipping_steps_aligns_the_stream() {
+        let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut whole = Sampler::new(params(1.0, 0, 1.0));
+        let all: Vec<u32> = (0..8)
+            .map(|_| whole.sample(&mut logits.clone(), &[]))
+            .collect();
+        let mut resumed = Sampler::new(params(1.0, 0, 1.0));
+        resumed.skip(5);
+        let rest: Vec<u32> = (0..3)
+            .map(|_| resumed.sample(&mut logits.clone(), &[]))
+            .collect();
+        assert_eq!(rest, all[5..]);
     }
 
     #[test]
