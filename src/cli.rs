@@ -35,6 +35,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Perplexity of a text file under θ(α) for each α.
     Perplexity(PerplexityArgs),
+    /// The log-probability of every token of a fixed text at each α.
+    Score(ScoreArgs),
     /// Sample on a grid of α, score attribute and fluency, write CSV/JSON and plots.
     Sweep(SweepArgs),
     /// Write the model at one α as a Hugging Face folder or a GGUF file.
@@ -416,6 +418,10 @@ pub struct GenerateArgs {
     /// One JSON object per alpha per line.
     #[arg(long)]
     pub json: bool,
+    /// With --json: each token's log-probability, the entropy and the top 5 alternatives, from
+    /// the model's own distribution (softmax of the raw logits, before penalty, top-k, top-p).
+    #[arg(long, requires = "json")]
+    pub logprobs: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -506,6 +512,22 @@ pub struct PerplexityArgs {
     /// The text to score.
     #[arg(long)]
     pub file: std::path::PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub pair: DemoOrPair,
+    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
+    pub alphas: String,
+    /// The text to score, as it stands (no chat template; BOS only where the tokenizer adds
+    /// it); - reads standard input.
+    #[arg(long)]
+    pub text: std::path::PathBuf,
+    /// One JSON object per α: alpha, token_ids, tokens, logprobs (null for the first token;
+    /// natural log), nll, ppl.
     #[arg(long)]
     pub json: bool,
 }

@@ -229,3 +229,134 @@ fn a_text_longer_than_the_context_is_refused() {
     let err = e.token_logprobs(&ids).unwrap_err().to_string();
     assert!(err.contains("context is"), "{err}");
 }
+
+fn lerpscope(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args(args)
+        .output()
+        .expect("run lerpscope")
+}
+
+fn json_lines(out: &std::process::Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `lerpscope score --json` on a golden pair: the schema of the issue, and transformers'
+/// numbers.
+#[test]
+fn score_json_follows_the_schema_and_equals_transformers() {
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("expected.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, exp["score_text"].as_str().unwrap()).unwrap();
+    let (a, b) = (fixture("tiny-gpt2-a"), fixture("tiny-gpt2-b"));
+    let out = lerpscope(
+        &[
+            "score", "--a", &a, "--b", &b, "--alphas", "0,0.3,1", "--device", "cpu", "--json",
+            "--text",
+        ]
+        .into_iter()
+        .chain([text.to_str().unwrap()])
+        .collect::<Vec<_>>(),
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3);
+    for (line, alpha) in lines.iter().zip(["0.0", "0.3", "1.0"]) {
+        let want = &exp["scores"]["gpt2"][alpha];
+        assert_eq!(line["token_ids"], want["token_ids"]);
+        let n = want["token_ids"].as_array().unwrap().len();
+        assert_eq!(line["tokens"].as_array().unwrap().len(), n);
+        assert!(line["tokens"][0].is_string());
+        let (got, want) = (
+            line["logprobs"].as_array().unwrap(),
+            want["logprobs"].as_array().unwrap(),
+        );
+        assert!(got[0].is_null());
+        let mut nll = 0.0;
+        for (g, w) in got[1..].iter().zip(&want[1..]) {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            assert!((g - w).abs() < 1e-3, "α {alpha}: {g} vs {w}");
+            nll -= g;
+        }
+        assert!((line["nll"].as_f64().unwrap() - nll).abs() < 1e-3);
+        let ppl = (nll / (n - 1) as f64).exp();
+        assert!((line["ppl"].as_f64().unwrap() / ppl - 1.0).abs() < 1e-4);
+    }
+    // The plain output names the most contested tokens.
+    let out = lerpscope(&[
+        "score",
+        "--a",
+        &a,
+        "--b",
+        &b,
+        "--alphas",
+        "0,1",
+        "--device",
+        "cpu",
+        "--text",
+        text.to_str().unwrap(),
+    ]);
+    let plain = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plain.contains("perplexity") && plain.contains("disagree most"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn score_refuses_a_missing_file_and_an_overlong_text_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.txt");
+    let out = lerpscope(&["score", "--text", missing.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--text") && err.contains("missing.txt"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let long = tmp.path().join("long.txt");
+    std::fs::write(&long, "word ".repeat(5000)).unwrap();
+    let out = lerpscope(&["score", "--text", long.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("context is"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn generate_logprobs_adds_the_per_token_arrays() {
+    let out = lerpscope(&[
+        "generate",
+        "--alphas",
+        "0,1",
+        "--max-tokens",
+        "6",
+        "--json",
+        "--logprobs",
+        "--ignore-eos",
+    ]);
+    for line in json_lines(&out) {
+        let n = line["token_ids"].as_array().unwrap().len();
+        assert_eq!(n, 6);
+        for key in ["tokens", "logprobs", "entropy", "top"] {
+            assert_eq!(line[key].as_array().unwrap().len(), n, "{key}");
+        }
+        let top = line["top"][0].as_array().unwrap();
+        assert_eq!(top.len(), 5);
+        assert!(top[0]["token"].is_string() && top[0]["logprob"].is_f64());
+        assert!(line["logprobs"][0].as_f64().unwrap() <= 0.0);
+    }
+    let plain = lerpscope(&["generate", "--alphas", "0", "--max-tokens", "3", "--json"]);
+    for line in json_lines(&plain) {
+        assert!(line.get("logprobs").is_none() && line.get("top").is_none());
+    }
+}

@@ -13,7 +13,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         args.alphas.as_deref().unwrap_or(defaults.alphas_wide),
         "--alphas",
     )?;
-    let params = args.sampling.params(defaults.params)?;
+    let params = crate::engine::GenerationParams {
+        token_info: args.logprobs,
+        ..args.sampling.params(defaults.params)?
+    };
     let prompt = args.prompt.clone().unwrap_or(defaults.prompt.to_string());
     let opts = args.pair.options()?;
     let (a, b) = args.pair.endpoints();
@@ -26,14 +29,32 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let mut out = stdout.lock();
         if args.json {
             let g = engine.generate(&prompt, &params, &never, &mut |_| {})?;
-            let line = json!({
+            let mut line = json!({
                 "alpha": alpha,
                 "prompt": prompt,
                 "text": crate::engine::token_stream::plain(&g.text),
                 "token_ids": g.token_ids,
+                "tokens": super::score::pieces(&engine, &g.token_ids),
                 "tokens_per_s": g.tokens_per_s(),
                 "blend_ms": blend.as_secs_f64() * 1e3,
             });
+            if args.logprobs {
+                let top = |t: &crate::engine::TokenInfo| {
+                    t.top
+                        .iter()
+                        .map(|a| {
+                            json!({
+                                "id": a.id,
+                                "token": engine.tokenizer().id_to_token(a.id),
+                                "logprob": a.logprob,
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                };
+                line["logprobs"] = g.tokens.iter().map(|t| t.logprob).collect();
+                line["entropy"] = g.tokens.iter().map(|t| t.entropy).collect();
+                line["top"] = g.tokens.iter().map(top).collect();
+            }
             writeln!(out, "{line}")?;
         } else {
             writeln!(out, "── α = {alpha} ──")?;

@@ -4,6 +4,7 @@ mod bench;
 mod export;
 mod generate;
 mod perplexity;
+mod score;
 mod sweep;
 mod tui;
 
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchCommand::Generate(args))) => on_pool(|| bench::generate(args)),
         Some(Command::Bench(BenchCommand::Columns(args))) => on_pool(|| bench::columns(args)),
         Some(Command::Perplexity(args)) => on_pool(|| perplexity::run(args)),
+        Some(Command::Score(args)) => on_pool(|| score::run(args)),
         Some(Command::Sweep(args)) => on_pool(|| sweep::run(args)),
         Some(Command::Export(args)) => on_pool(|| export::run(args)),
         Some(Command::Train(args)) => {

@@ -2,6 +2,7 @@
 //! summary statistics, the sweep, and its plots.
 
 pub mod classifier;
+pub mod differences;
 pub mod grid;
 pub mod plot;
 pub mod stats;

@@ -557,6 +557,29 @@ impl Engine {
             .with_context(|| format!("at α = {}", self.alpha()))
     }
 
+    /// A text's tokens and their log-probabilities at α (the working weights move there).
+    pub fn score_text(&mut self, text: &str, alpha: impl IntoAlpha) -> Result<TextScore> {
+        let alpha = alpha.into_alpha()?;
+        let token_ids = self.encode_text(text)?;
+        if token_ids.len() < 2 {
+            bail!(
+                Invalid,
+                "the text has {} token(s); scoring needs at least 2",
+                token_ids.len()
+            );
+        }
+        self.set_alpha(alpha)?;
+        let logprobs = self.token_logprobs(&token_ids)?;
+        let nll = -logprobs.iter().map(|&l| l as f64).sum::<f64>();
+        Ok(TextScore {
+            alpha,
+            perplexity: crate::generate::perplexity(nll, logprobs.len()),
+            token_ids,
+            logprobs,
+            nll,
+        })
+    }
+
     /// p(token | prefix) at each α, from one batched pass over the prefix (the α-scrub).
     pub fn scrub(&self, prefix: &[u32], token: u32, alphas: &[Alpha]) -> Result<Vec<f32>> {
         if prefix.is_empty() || prefix.len() >= self.text.max_positions {
@@ -829,4 +852,16 @@ impl Standalone {
     pub fn generator(&self) -> Generator<'_> {
         self.text.generator(&self.model)
     }
+}
+
+/// A fixed text under the model at one α.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextScore {
+    pub alpha: Alpha,
+    pub token_ids: Vec<u32>,
+    /// log p(token i | tokens before it) for i ≥ 1 (natural log): one fewer than the tokens.
+    pub logprobs: Vec<f32>,
+    /// −Σ logprobs.
+    pub nll: f64,
+    pub perplexity: f64,
 }

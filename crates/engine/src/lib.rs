@@ -34,7 +34,7 @@ pub mod weights;
 pub use alpha::{Alpha, AlphaError, IntoAlpha, MAX_ABS_ALPHA};
 pub use engine::{
     build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, LoadOptions, PairInfo,
-    Standalone,
+    Standalone, TextScore,
 };
 pub use error::{Error, Result};
 pub use generate::{perplexity, Cancel, Generation, GenerationParams, Generator, Step, StopReason};

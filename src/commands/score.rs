@@ -1,0 +1,112 @@
+//! `lerpscope score`: how likely each token of a fixed text is at each α.
+
+use crate::cli::{parse_alphas, ScoreArgs};
+use crate::engine::{Engine, TextScore};
+use crate::eval::differences;
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::io::{Read, Write};
+
+/// How many of the most contested tokens the plain output lists.
+const LISTED: usize = 8;
+
+pub fn run(args: ScoreArgs) -> Result<()> {
+    let alphas = parse_alphas(&args.alphas, "--alphas")?;
+    let text = read_text(&args.text)?;
+    let (a, b) = args.pair.endpoints();
+    let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;
+    let mut out = std::io::stdout().lock();
+    let mut scores = Vec::with_capacity(alphas.len());
+    for alpha in alphas {
+        let s = engine
+            .score_text(&text, alpha)
+            .with_context(|| format!("--text {}", args.text.display()))?;
+        if args.json {
+            writeln!(out, "{}", score_json(&engine, &s))?;
+        }
+        scores.push(s);
+    }
+    if !args.json {
+        print_plain(&mut out, &engine, &scores)?;
+    }
+    Ok(())
+}
+
+fn read_text(path: &std::path::Path) -> Result<String> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("--text -: cannot read standard input")?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("--text {}: cannot read", path.display()))?;
+    }
+    Ok(text)
+}
+
+/// One α's line: `logprobs[i]` belongs to `tokens[i]`, null for the first token.
+fn score_json(engine: &Engine, s: &TextScore) -> serde_json::Value {
+    let logprobs: Vec<Option<f32>> = std::iter::once(None)
+        .chain(s.logprobs.iter().copied().map(Some))
+        .collect();
+    json!({
+        "alpha": s.alpha,
+        "token_ids": s.token_ids,
+        "tokens": pieces(engine, &s.token_ids),
+        "logprobs": logprobs,
+        "nll": s.nll,
+        "ppl": s.perplexity,
+    })
+}
+
+/// The tokenizer's piece string of each id.
+pub(super) fn pieces(engine: &Engine, ids: &[u32]) -> Vec<String> {
+    ids.iter()
+        .map(|&id| engine.tokenizer().id_to_token(id).unwrap_or_default())
+        .collect()
+}
+
+fn print_plain(out: &mut impl Write, engine: &Engine, scores: &[TextScore]) -> Result<()> {
+    let Some(first) = scores.first() else {
+        return Ok(());
+    };
+    writeln!(
+        out,
+        "{} tokens, {} scored",
+        first.token_ids.len(),
+        first.logprobs.len()
+    )?;
+    for s in scores {
+        writeln!(
+            out,
+            "α = {:>6}: NLL {:>9.3}  perplexity {:>9.3}",
+            s.alpha, s.nll, s.perplexity
+        )?;
+    }
+    let columns: Vec<&[f32]> = scores.iter().map(|s| s.logprobs.as_slice()).collect();
+    let diffs = differences::biggest(&columns, LISTED);
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\nwhere the alphas disagree most (log-probability, nats):"
+    )?;
+    let names = pieces(engine, &first.token_ids);
+    for d in diffs {
+        let (lo, hi) = (&scores[d.lowest], &scores[d.highest]);
+        writeln!(
+            out,
+            "  #{:<4} {:<16} {:>7.3} at α = {:<6} {:>7.3} at α = {:<6} (spread {:.3})",
+            d.token,
+            format!("{:?}", names[d.token]),
+            lo.logprobs[d.token - 1],
+            lo.alpha.to_string(),
+            hi.logprobs[d.token - 1],
+            hi.alpha.to_string(),
+            d.spread
+        )?;
+    }
+    Ok(())
+}
