@@ -39,6 +39,7 @@ pub trait JobSink {
     fn submit(&mut self, column: ColumnId, job: Job);
     fn remove(&mut self, column: ColumnId);
     fn curve(&mut self, job: CurveJob);
+    fn scrub(&mut self, job: crate::session::ScrubJob);
     fn export(&mut self, job: crate::session::ExportJob);
 }
 
@@ -70,6 +71,9 @@ impl JobSink for SessionColumns<'_> {
     }
     fn curve(&mut self, job: CurveJob) {
         self.session.curve(job);
+    }
+    fn scrub(&mut self, job: crate::session::ScrubJob) {
+        self.session.scrub(job);
     }
     fn export(&mut self, job: crate::session::ExportJob) {
         self.session.export(job);
@@ -259,7 +263,7 @@ where
                 Event::Mouse(m) => {
                     let area = ratatui::layout::Rect::new(0, 0, app.size.0, app.size.1);
                     let areas = crate::ui::layout(area, app);
-                    crate::ui::pointer(&areas, app.range, &mut dragging, m).map(Msg::Pointer)
+                    crate::ui::pointer(app, &areas, &mut dragging, m).map(Msg::Pointer)
                 }
                 e => to_msg(e),
             };
@@ -273,6 +277,7 @@ where
                 match effect {
                     Effect::Submit { column, job } => engine.submit(column, job),
                     Effect::Curve(job) => engine.curve(job),
+                    Effect::Scrub(job) => engine.scrub(job),
                     Effect::Remove { column } => engine.remove(column),
                     Effect::Export { alpha, out } => engine.export(crate::session::ExportJob {
                         alpha,

@@ -170,6 +170,7 @@ fn stale_events_are_ignored_and_current_ones_stream() {
         column: ColumnId(0),
         job: old,
         piece: "old".into(),
+        token: None,
     }));
     assert_eq!(a.columns[0].text, "");
     a.update(Msg::Engine(EngineEvent::Started {
@@ -182,11 +183,13 @@ fn stale_events_are_ignored_and_current_ones_stream() {
         column: ColumnId(0),
         job: new,
         piece: " was".into(),
+        token: None,
     }));
     a.update(Msg::Engine(EngineEvent::Text {
         column: ColumnId(0),
         job: new,
         piece: " \u{1b}[2J good".into(),
+        token: None,
     }));
     assert_eq!(
         a.columns[0].text, " was \u{FFFD}[2J good",
@@ -292,6 +295,7 @@ fn removing_the_middle_column_leaves_the_others_streaming() {
             column: ColumnId(sub.column),
             job: sub.id,
             piece: piece.into(),
+            token: None,
         }))
     };
     for s in &first {
@@ -343,6 +347,7 @@ fn save_produces_the_session() {
         column: ColumnId(2),
         job: first[2].id,
         piece: " was great".into(),
+        token: None,
     }));
     let e = a.update(key(KeyCode::Char('s')));
     let Effect::Save(s) = &e[0] else {
@@ -371,7 +376,7 @@ fn clicking_and_dragging_the_slider_sets_alpha() {
             row,
             modifiers: KeyModifiers::NONE,
         };
-        match lerpscope::ui::pointer(&areas, a.range, &mut dragging, m) {
+        match lerpscope::ui::pointer(a, &areas, &mut dragging, m) {
             Some(p) => a.update(Msg::Pointer(p)),
             None => vec![],
         }

@@ -186,6 +186,7 @@ fn worker_batches_waiting_columns_with_the_same_results() {
                     token_info: false,
                 },
                 urgent: column.id() == ColumnId(1),
+                kind: Default::default(),
             });
         }
         go_tx.send(()).unwrap();

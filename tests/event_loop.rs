@@ -17,6 +17,7 @@ impl JobSink for Recorder {
     }
     fn remove(&mut self, _column: ColumnId) {}
     fn curve(&mut self, _job: CurveJob) {}
+    fn scrub(&mut self, _job: lerpscope::session::ScrubJob) {}
     fn export(&mut self, _job: lerpscope::session::ExportJob) {}
 }
 

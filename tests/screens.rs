@@ -61,11 +61,15 @@ fn stream(a: &mut App, (column, job): &(ColumnId, Job), pieces: &[&str], done: b
         job: job.id,
         blend_ms: Some(0.12),
     }));
-    for p in pieces {
+    for (i, p) in pieces.iter().enumerate() {
         a.update(Msg::Engine(EngineEvent::Text {
             column,
             job: job.id,
             piece: p.to_string(),
+            token: Some(lerpscope::session::Token {
+                id: i as u32,
+                info: None,
+            }),
         }));
     }
     if done {

@@ -55,6 +55,7 @@ fn remove_the_middle(mode: ColumnsMode) {
             prompt: "The movie was".into(),
             params,
             urgent: i == 0,
+            kind: Default::default(),
         });
     }
     let mut started: BTreeMap<ColumnId, usize> = BTreeMap::new();
@@ -146,6 +147,7 @@ fn the_session_bakes_a_column_into_a_folder() {
             ..Default::default()
         },
         urgent: true,
+        kind: Default::default(),
     });
     let (mut baked, mut done) = (None, false);
     while baked.is_none() || !done {

@@ -37,6 +37,11 @@ pub enum Action {
     Help,
     Meters,
     Curve,
+    TokenView,
+    Inspect,
+    CursorPrev,
+    CursorNext,
+    ScoreMode,
 }
 
 /// One row of the keymap: an action, its name in keys.toml, its help text and its default
@@ -107,7 +112,7 @@ const BINDINGS: &[Binding] = &[
     Binding {
         action: Action::EditPrompt,
         name: "edit_prompt",
-        help: "edit the prompt (Enter runs, Alt+Enter new line, Esc leaves)",
+        help: "edit the prompt",
         keys: &["e", "p"],
     },
     Binding {
@@ -119,31 +124,31 @@ const BINDINGS: &[Binding] = &[
     Binding {
         action: Action::Resample,
         name: "resample",
-        help: "resample every column with a new seed",
+        help: "resample with a new seed",
         keys: &["r"],
     },
     Binding {
         action: Action::Save,
         name: "save",
-        help: "save the session as Markdown and JSON",
+        help: "save: Markdown, JSON and HTML",
         keys: &["s"],
     },
     Binding {
         action: Action::Bake,
         name: "bake",
-        help: "bake the focused column's model into a model folder here",
+        help: "bake α into a model folder",
         keys: &["b"],
     },
     Binding {
         action: Action::Presenter,
         name: "presenter",
-        help: "presenter mode: columns only, the focused α in big digits",
+        help: "presenter mode (a big α)",
         keys: &["z"],
     },
     Binding {
         action: Action::Animate,
         name: "animate",
-        help: "sweep the focused α across the slider, one generation per step",
+        help: "animate α across the slider",
         keys: &["v"],
     },
     Binding {
@@ -161,8 +166,38 @@ const BINDINGS: &[Binding] = &[
     Binding {
         action: Action::Curve,
         name: "curve",
-        help: "sentiment-vs-α curve from a quick background sweep",
+        help: "sentiment-vs-α curve",
         keys: &["g"],
+    },
+    Binding {
+        action: Action::TokenView,
+        name: "token_view",
+        help: "shade tokens: p, entropy, off",
+        keys: &["t"],
+    },
+    Binding {
+        action: Action::Inspect,
+        name: "inspect",
+        help: "token cursor: ←→ ↑↓, Enter forks",
+        keys: &["c"],
+    },
+    Binding {
+        action: Action::CursorPrev,
+        name: "cursor_prev",
+        help: "token cursor back one token",
+        keys: &["["],
+    },
+    Binding {
+        action: Action::CursorNext,
+        name: "cursor_next",
+        help: "token cursor on one token",
+        keys: &["]"],
+    },
+    Binding {
+        action: Action::ScoreMode,
+        name: "score_mode",
+        help: "score a fixed text at each α",
+        keys: &["S"],
     },
     Binding {
         action: Action::TypeAlpha,
@@ -173,7 +208,7 @@ const BINDINGS: &[Binding] = &[
     Binding {
         action: Action::ScrollUp,
         name: "scroll_up",
-        help: "scroll the focused column up {page} lines",
+        help: "scroll the column up {page} lines",
         keys: &["PageUp"],
     },
     Binding {

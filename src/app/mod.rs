@@ -3,12 +3,14 @@
 //! so every transition is a plain unit test.
 
 pub mod editor;
+pub mod inspect;
 pub mod keymap;
 
 use crate::engine::{Alpha, GenerationParams, PairInfo, StopReason};
-use crate::session::{ColumnId, CurveJob, EngineEvent, Job, JobId};
+use crate::session::{ColumnId, CurveJob, EngineEvent, Job, JobId, JobKind, ScrubJob};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use editor::Editor;
+pub use inspect::{Piece, Scrub, TokenCursor, TokenView, Vocab};
 use keymap::{Action, Keymap};
 use serde::Serialize;
 
@@ -51,6 +53,8 @@ pub enum Pointer {
     Prompt,
     /// A press on the column at this position.
     Column(usize),
+    /// A press on token `token` of the column at position `column`.
+    Token { column: usize, token: usize },
     /// The wheel: lines up (positive) or down.
     Scroll(i32),
 }
@@ -63,6 +67,7 @@ pub enum Effect {
         job: Job,
     },
     Curve(CurveJob),
+    Scrub(ScrubJob),
     /// The column is gone: cancel its work. No other column is affected.
     Remove {
         column: ColumnId,
@@ -98,6 +103,10 @@ pub struct Column {
     pub id: ColumnId,
     pub alpha: Alpha,
     pub text: String,
+    /// The text's tokens, in order.
+    pub pieces: Vec<Piece>,
+    /// For a fork: what is known of the tokens it was given, by position.
+    pub carry: Vec<Option<crate::engine::TokenInfo>>,
     pub state: ColumnState,
     /// The latest job submitted for this column; events of any other are stale.
     pub job: Option<JobId>,
@@ -108,6 +117,8 @@ pub struct Column {
     pub scroll: u16,
     /// (VADER compound, perplexity) once the text is complete.
     pub meters: Option<(f64, f64)>,
+    /// Score mode: (NLL, perplexity) of the text.
+    pub score: Option<(f64, f64)>,
 }
 
 impl Column {
@@ -116,6 +127,8 @@ impl Column {
             id,
             alpha,
             text: String::new(),
+            pieces: Vec::new(),
+            carry: Vec::new(),
             state: ColumnState::Idle,
             job: None,
             tokens: 0,
@@ -123,6 +136,7 @@ impl Column {
             blend_ms: None,
             scroll: 0,
             meters: None,
+            score: None,
         }
     }
 }
@@ -150,6 +164,28 @@ pub struct SessionColumn {
     pub text: String,
     pub tokens: usize,
     pub complete: bool,
+    /// Every token with what the model thought of it (see [`SessionToken`]).
+    pub token_detail: Vec<SessionToken>,
+    /// Where this column first differs from the one to its left (a token index).
+    pub diverges_at: Option<usize>,
+}
+
+/// One token of a saved column: its text and, for written tokens, its log-probability, the
+/// entropy and the top alternatives (natural log, the model's own distribution).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionToken {
+    pub id: u32,
+    pub text: String,
+    pub logprob: Option<f32>,
+    pub entropy: Option<f32>,
+    pub top: Vec<SessionAlternative>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionAlternative {
+    pub id: u32,
+    pub text: String,
+    pub logprob: f32,
 }
 
 pub struct App {
@@ -173,6 +209,16 @@ pub struct App {
     pub presenter: bool,
     /// The α animation: the direction it is moving in, while it runs.
     pub animating: Option<f64>,
+    /// Token shading, the token cursor and its α-scrub.
+    pub token_view: TokenView,
+    pub cursor: Option<TokenCursor>,
+    pub scrub: Scrub,
+    /// Score mode: the columns score `score_text` instead of generating.
+    pub score_mode: bool,
+    pub score_text: Editor,
+    /// No colours: token shading by underline, bold and reverse instead.
+    pub monochrome: bool,
+    pub vocab: Vocab,
     /// What the status line says the engine is doing.
     pub activity: String,
     pub last_error: Option<String>,
@@ -209,7 +255,11 @@ impl App {
             columns,
             focused: 0,
             range: (-1.0, 2.0),
-            params,
+            // The token view, the cursor and the saved session read every token's data.
+            params: GenerationParams {
+                token_info: true,
+                ..params
+            },
             keymap,
             show_help: false,
             show_details: false,
@@ -217,6 +267,13 @@ impl App {
             curve: Curve::default(),
             presenter: false,
             animating: None,
+            token_view: TokenView::Off,
+            cursor: None,
+            scrub: Scrub::default(),
+            score_mode: false,
+            score_text: Editor::new(""),
+            monochrome: false,
+            vocab: Vocab::default(),
             activity: "loading the pair…".to_string(),
             last_error: None,
             notice: None,
@@ -238,7 +295,7 @@ impl App {
             Msg::Pointer(p) => self.on_pointer(p),
             Msg::Paste(text) => {
                 if self.mode == Mode::EditPrompt {
-                    self.prompt.insert_str(&text);
+                    self.editor_mut().insert_str(&text);
                 }
                 vec![]
             }
@@ -276,6 +333,9 @@ impl App {
                     self.show_help = false;
                     return vec![];
                 }
+                if let Some(effects) = self.on_cursor_key(&k) {
+                    return effects;
+                }
                 match self.keymap.action(&k) {
                     Some(Action::TypeAlpha) => {
                         if let KeyCode::Char(c) = k.code {
@@ -297,14 +357,20 @@ impl App {
             Action::AlphaDown => self.nudge(-FINE_STEP),
             Action::AlphaUpCoarse => self.nudge(COARSE_STEP),
             Action::AlphaDownCoarse => self.nudge(-COARSE_STEP),
-            Action::NextColumn => {
-                self.focused = (self.focused + 1) % self.columns.len();
-                vec![]
-            }
+            Action::NextColumn => self.focus((self.focused + 1) % self.columns.len()),
             Action::PrevColumn => {
-                self.focused = (self.focused + self.columns.len() - 1) % self.columns.len();
-                vec![]
+                self.focus((self.focused + self.columns.len() - 1) % self.columns.len())
             }
+            Action::TokenView => self.cycle_token_view(),
+            Action::Inspect => {
+                if self.cursor.take().is_some() {
+                    return vec![];
+                }
+                self.move_cursor(0)
+            }
+            Action::CursorPrev => self.move_cursor(-1),
+            Action::CursorNext => self.move_cursor(1),
+            Action::ScoreMode => self.toggle_score_mode(),
             Action::ScrollUp => {
                 self.scroll_focused(PAGE_LINES);
                 vec![]
@@ -412,35 +478,44 @@ impl App {
         }
     }
 
-    fn on_prompt_key(&mut self, k: KeyEvent) -> Vec<Effect> {
-        let alt = k.modifiers.contains(KeyModifiers::ALT);
-        match k.code {
-            KeyCode::Esc => self.mode = Mode::Normal,
-            KeyCode::Enter if alt || k.modifiers.contains(KeyModifiers::SHIFT) => {
-                self.prompt.newline()
-            }
-            KeyCode::Char('j') if k.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.prompt.newline()
-            }
-            KeyCode::Enter => {
-                self.mode = Mode::Normal;
-                return self.submit_all();
-            }
-            KeyCode::Backspace => self.prompt.backspace(),
-            KeyCode::Delete => self.prompt.delete(),
-            KeyCode::Left => self.prompt.left(),
-            KeyCode::Right => self.prompt.right(),
-            KeyCode::Up => self.prompt.up(),
-            KeyCode::Down => self.prompt.down(),
-            KeyCode::Home => self.prompt.home(),
-            KeyCode::End => self.prompt.end(),
-            KeyCode::Tab => self.prompt.insert_str("    "),
-            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.prompt.insert(c)
-            }
-            _ => {}
+    /// The text being edited: the prompt, or in score mode the text to score.
+    pub fn editor(&self) -> &Editor {
+        if self.score_mode {
+            &self.score_text
+        } else {
+            &self.prompt
         }
-        vec![]
+    }
+
+    fn editor_mut(&mut self) -> &mut Editor {
+        if self.score_mode {
+            &mut self.score_text
+        } else {
+            &mut self.prompt
+        }
+    }
+
+    fn on_prompt_key(&mut self, k: KeyEvent) -> Vec<Effect> {
+        match self.editor_mut().key(&k) {
+            editor::Outcome::Run => {
+                self.mode = Mode::Normal;
+                self.submit_all()
+            }
+            editor::Outcome::Leave => {
+                self.mode = Mode::Normal;
+                vec![]
+            }
+            editor::Outcome::Edited | editor::Outcome::Ignored => vec![],
+        }
+    }
+
+    /// Focus column `i`; an open cursor moves over to it.
+    fn focus(&mut self, i: usize) -> Vec<Effect> {
+        self.focused = i;
+        match self.cursor {
+            Some(c) => self.cursor_to(c.token),
+            None => vec![],
+        }
     }
 
     fn on_alpha_key(&mut self, k: KeyEvent, mut buf: String) -> Vec<Effect> {
@@ -479,12 +554,19 @@ impl App {
                 self.mode = Mode::EditPrompt;
                 vec![]
             }
-            Pointer::Column(i) => {
-                if i < self.columns.len() {
-                    self.focused = i;
+            Pointer::Column(i) if i < self.columns.len() => {
+                if i != self.focused {
+                    self.cursor = None;
                 }
+                self.focused = i;
                 vec![]
             }
+            Pointer::Column(_) => vec![],
+            Pointer::Token { column, token } if column < self.columns.len() => {
+                self.focused = column;
+                self.cursor_to(token)
+            }
+            Pointer::Token { .. } => vec![],
             Pointer::Scroll(lines) => {
                 self.scroll_focused(lines);
                 vec![]
@@ -524,11 +606,62 @@ impl App {
                 }
                 vec![]
             }
-            EngineEvent::Text { column, job, piece } => {
+            EngineEvent::Text {
+                column,
+                job,
+                piece,
+                token,
+            } => {
                 if let Some(c) = self.current(column, job) {
                     c.text.push_str(&sanitize(&piece));
-                    c.tokens += 1;
+                    match token {
+                        Some(t) => {
+                            let carried = c.carry.get(c.pieces.len()).copied().flatten();
+                            c.pieces.push(Piece {
+                                id: t.id,
+                                end: c.text.len(),
+                                info: t.info.or(carried),
+                            });
+                            c.tokens = c.pieces.len();
+                        }
+                        None => {
+                            if let Some(last) = c.pieces.last_mut() {
+                                last.end = c.text.len();
+                            }
+                        }
+                    }
                 }
+                vec![]
+            }
+            EngineEvent::TextScored { column, job, score } => {
+                if self.current(column, job).is_some() {
+                    self.on_text_scored(column, score);
+                    self.idle_when_done();
+                }
+                vec![]
+            }
+            EngineEvent::ScrubPoints {
+                id,
+                points,
+                complete,
+            } => {
+                if id == self.scrub.id {
+                    self.scrub.points.extend(points);
+                    self.scrub
+                        .points
+                        .sort_by(|a, b| a.0.value().total_cmp(&b.0.value()));
+                    self.scrub.complete = complete;
+                }
+                vec![]
+            }
+            EngineEvent::ScrubFailed { id, error } => {
+                if id == self.scrub.id {
+                    self.scrub.error = Some(error);
+                }
+                vec![]
+            }
+            EngineEvent::Vocabulary(v) => {
+                self.vocab = Vocab(v);
                 vec![]
             }
             EngineEvent::Done {
@@ -549,13 +682,7 @@ impl App {
                         effects = self.animation_step();
                     }
                 }
-                if self
-                    .columns
-                    .iter()
-                    .all(|c| !matches!(c.state, ColumnState::Queued | ColumnState::Generating))
-                {
-                    self.activity = "idle".to_string();
-                }
+                self.idle_when_done();
                 effects
             }
             EngineEvent::Scored {
@@ -595,6 +722,16 @@ impl App {
                 }
                 vec![]
             }
+        }
+    }
+
+    fn idle_when_done(&mut self) {
+        if self
+            .columns
+            .iter()
+            .all(|c| !matches!(c.state, ColumnState::Queued | ColumnState::Generating))
+        {
+            self.activity = "idle".to_string();
         }
     }
 
@@ -648,17 +785,35 @@ impl App {
         self.next_job
     }
 
+    /// Generate (or in score mode, score) column `column` afresh.
     fn submit(&mut self, column: usize, urgent: bool) -> Vec<Effect> {
+        let kind = if self.score_mode {
+            JobKind::Score
+        } else {
+            JobKind::Generate
+        };
+        self.submit_kind(column, urgent, kind)
+    }
+
+    fn submit_kind(&mut self, column: usize, urgent: bool, kind: JobKind) -> Vec<Effect> {
         if !self.ready() {
             return vec![];
         }
+        if column == self.focused && !matches!(kind, JobKind::Fork(_)) {
+            // Its tokens are about to change.
+            self.cursor = None;
+        }
         let id = JobId(self.fresh_id());
+        let prompt = self.editor().text();
         let c = &mut self.columns[column];
         c.job = Some(id);
         c.text.clear();
+        c.pieces.clear();
+        c.carry.clear();
         c.tokens = 0;
         c.tokens_per_s = None;
         c.meters = None;
+        c.score = None;
         c.scroll = 0;
         c.state = ColumnState::Queued;
         vec![Effect::Submit {
@@ -666,9 +821,10 @@ impl App {
             job: Job {
                 id,
                 alpha: c.alpha,
-                prompt: self.prompt.text(),
+                prompt,
                 params: self.params,
                 urgent,
+                kind,
             },
         }]
     }
@@ -693,11 +849,33 @@ impl App {
             columns: self
                 .columns
                 .iter()
-                .map(|c| SessionColumn {
+                .enumerate()
+                .map(|(i, c)| SessionColumn {
                     alpha: c.alpha,
                     text: crate::engine::token_stream::plain(&c.text),
                     tokens: c.tokens,
                     complete: matches!(c.state, ColumnState::Done(_)),
+                    token_detail: c
+                        .pieces
+                        .iter()
+                        .map(|p| SessionToken {
+                            id: p.id,
+                            text: self.vocab.text(p.id),
+                            logprob: p.info.map(|t| t.logprob),
+                            entropy: p.info.map(|t| t.entropy),
+                            top: p.info.map_or(Vec::new(), |t| {
+                                t.top
+                                    .iter()
+                                    .map(|a| SessionAlternative {
+                                        id: a.id,
+                                        text: self.vocab.text(a.id),
+                                        logprob: a.logprob,
+                                    })
+                                    .collect()
+                            }),
+                        })
+                        .collect(),
+                    diverges_at: self.divergence_of(i),
                 })
                 .collect(),
         }

@@ -48,7 +48,7 @@ fn read_text(path: &std::path::Path) -> Result<String> {
 /// One α's line: `logprobs[i]` belongs to `tokens[i]`, null for the first token.
 fn score_json(engine: &Engine, s: &TextScore) -> serde_json::Value {
     let logprobs: Vec<Option<f32>> = std::iter::once(None)
-        .chain(s.logprobs.iter().copied().map(Some))
+        .chain(s.tokens.iter().map(|t| Some(t.logprob)))
         .collect();
     json!({
         "alpha": s.alpha,
@@ -75,7 +75,7 @@ fn print_plain(out: &mut impl Write, engine: &Engine, scores: &[TextScore]) -> R
         out,
         "{} tokens, {} scored",
         first.token_ids.len(),
-        first.logprobs.len()
+        first.tokens.len()
     )?;
     for s in scores {
         writeln!(
@@ -84,7 +84,8 @@ fn print_plain(out: &mut impl Write, engine: &Engine, scores: &[TextScore]) -> R
             s.alpha, s.nll, s.perplexity
         )?;
     }
-    let columns: Vec<&[f32]> = scores.iter().map(|s| s.logprobs.as_slice()).collect();
+    let logprobs: Vec<Vec<f32>> = scores.iter().map(TextScore::logprobs).collect();
+    let columns: Vec<&[f32]> = logprobs.iter().map(Vec::as_slice).collect();
     let diffs = differences::biggest(&columns, LISTED);
     if diffs.is_empty() {
         return Ok(());
@@ -101,9 +102,9 @@ fn print_plain(out: &mut impl Write, engine: &Engine, scores: &[TextScore]) -> R
             "  #{:<4} {:<16} {:>7.3} at α = {:<6} {:>7.3} at α = {:<6} (spread {:.3})",
             d.token,
             format!("{:?}", names[d.token]),
-            lo.logprobs[d.token - 1],
+            lo.tokens[d.token - 1].logprob,
             lo.alpha.to_string(),
-            hi.logprobs[d.token - 1],
+            hi.tokens[d.token - 1].logprob,
             hi.alpha.to_string(),
             d.spread
         )?;

@@ -9,10 +9,15 @@
 //! engine measures that to be faster.
 
 mod curve;
+mod scrub;
 
-use crate::engine::{Alpha, Engine, GenerationParams, LoadOptions, PairInfo, StopReason};
+use crate::engine::{
+    Alpha, Engine, GenerationParams, LoadOptions, PairInfo, StopReason, TextScore, TokenInfo,
+};
 pub use curve::CurveJob;
 use curve::CurveState;
+pub use scrub::ScrubJob;
+use scrub::ScrubState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -34,15 +39,37 @@ const DROPPED: u64 = u64::MAX;
 pub struct Job {
     pub id: JobId,
     pub alpha: Alpha,
+    /// The prompt, or for a score job the text to score.
     pub prompt: String,
     pub params: GenerationParams,
     /// Run before non-urgent jobs (the focused column).
     pub urgent: bool,
+    pub kind: JobKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum JobKind {
+    #[default]
+    Generate,
+    /// Generate on from these tokens after the prompt (a fork at a chosen alternative).
+    Fork(Vec<u32>),
+    /// Score the text instead of generating.
+    Score,
+}
+
+/// One token of a column's text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Token {
+    pub id: u32,
+    /// Written tokens carry it when the job asked for token info; given ones do not.
+    pub info: Option<TokenInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
     Loaded(PairInfo),
+    /// Each token id's text, for naming alternatives (follows `Loaded`).
+    Vocabulary(Arc<Vec<String>>),
     LoadFailed(String),
     /// The job's α is blended in (taking `blend_ms`; None when the column runs in a batch
     /// and needs no blend); text follows.
@@ -51,10 +78,20 @@ pub enum EngineEvent {
         job: JobId,
         blend_ms: Option<f64>,
     },
+    /// Text for the column: a token and the text it completed (possibly none yet), or (no
+    /// token) text left over at the end.
     Text {
         column: ColumnId,
         job: JobId,
         piece: String,
+        token: Option<Token>,
+    },
+    /// A score job's result: the text's tokens and their probabilities, with each token's
+    /// byte range in the text.
+    TextScored {
+        column: ColumnId,
+        job: JobId,
+        score: TextScore,
     },
     Done {
         column: ColumnId,
@@ -82,6 +119,16 @@ pub enum EngineEvent {
         alpha: Alpha,
         vader: f64,
     },
+    /// Points of an α-scrub: p(token | prefix) at each α; `complete` on the last batch.
+    ScrubPoints {
+        id: u64,
+        points: Vec<(Alpha, f32)>,
+        complete: bool,
+    },
+    ScrubFailed {
+        id: u64,
+        error: String,
+    },
     /// An export is being written: bytes done of the total.
     ExportProgress {
         done: u64,
@@ -97,6 +144,7 @@ type Emit = dyn Fn(EngineEvent) + Send + Sync;
 enum Request {
     Submit(ColumnId, Arc<AtomicU64>, Job),
     Curve(CurveJob),
+    Scrub(ScrubJob),
     Export(ExportJob),
     Remove(ColumnId),
     Shutdown,
@@ -151,6 +199,7 @@ impl Session {
             .spawn(move || match load() {
                 Ok(engine) => {
                     on_event(EngineEvent::Loaded(engine.info.clone()));
+                    on_event(EngineEvent::Vocabulary(Arc::new(vocabulary(&engine))));
                     serve(engine, rx, on_event);
                 }
                 Err(e) => on_event(EngineEvent::LoadFailed(crate::one_line(&*e))),
@@ -179,6 +228,11 @@ impl Session {
     /// Start a background quick sweep, replacing any earlier one.
     pub fn curve(&self, job: CurveJob) {
         let _ = self.tx.send(Request::Curve(job));
+    }
+
+    /// Start an α-scrub, replacing any earlier one.
+    pub fn scrub(&self, job: ScrubJob) {
+        let _ = self.tx.send(Request::Scrub(job));
     }
 
     /// Export the model at `job.alpha`; progress and the result come back as events.
@@ -241,9 +295,10 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
     // Submission order; at most one entry per column.
     let mut pending: Vec<Pending> = Vec::new();
     let mut curve: Option<CurveState> = None;
+    let mut scrub: Option<ScrubState> = None;
     loop {
         // Block only when idle; otherwise take whatever arrived and get back to work.
-        let first = if pending.is_empty() && curve.is_none() {
+        let first = if pending.is_empty() && curve.is_none() && scrub.is_none() {
             match rx.recv() {
                 Ok(r) => Some(r),
                 Err(_) => return,
@@ -266,6 +321,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                     });
                 }
                 Request::Curve(job) => curve = Some(CurveState::new(job)),
+                Request::Scrub(job) => scrub = Some(ScrubState::new(job)),
                 Request::Export(job) => exports.push(job),
                 Request::Remove(c) => pending.retain(|p| p.column != c),
                 Request::Shutdown => return,
@@ -291,8 +347,13 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                 .spawn(move || emit(EngineEvent::Exported(writer())));
         }
         // Each piece of work runs on a thread of rayon's pool (see `engine::on_pool`); this
-        // thread only waits for requests.
-        if let Some(batch) = batchable(&mut engine, &pending) {
+        // thread only waits for requests. A scrub answers the user's cursor: it goes first,
+        // one batch of points per turn.
+        if let Some(s) = scrub.as_mut() {
+            if crate::engine::on_pool(|| s.step(&engine, emit)) {
+                scrub = None;
+            }
+        } else if let Some(batch) = batchable(&mut engine, &pending) {
             let (jobs, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut pending)
                 .into_iter()
                 .partition(|p| batch.contains(&p.column));
@@ -323,9 +384,16 @@ fn pick(pending: &[Pending]) -> Option<usize> {
 /// settings, when one batch is faster for them than re-blending for each.
 fn batchable(engine: &mut Engine, pending: &[Pending]) -> Option<Vec<ColumnId>> {
     let first = &pending[pick(pending)?].job;
+    if first.kind != JobKind::Generate {
+        return None;
+    }
     let group: Vec<ColumnId> = pending
         .iter()
-        .filter(|p| p.job.prompt == first.prompt && p.job.params == first.params)
+        .filter(|p| {
+            p.job.kind == JobKind::Generate
+                && p.job.prompt == first.prompt
+                && p.job.params == first.params
+        })
         .map(|p| p.column)
         .collect();
     // Deciding may time a few forward passes (once per group size): on the pool, like a job.
@@ -349,11 +417,9 @@ fn run_batch(engine: &mut Engine, jobs: &[Pending], emit: &Emit) {
     let stale = |i: usize| jobs[i].stale();
     let alphas: Vec<Alpha> = jobs.iter().map(|p| p.job.alpha).collect();
     let (prompt, params) = (&jobs[0].job.prompt, &jobs[0].job.params);
-    let result = engine.generate_columns(prompt, &alphas, params, &stale, &mut |i, piece| {
-        emit(EngineEvent::Text {
-            column: jobs[i].column,
-            job: jobs[i].job.id,
-            piece: piece.to_string(),
+    let result = engine.encode(prompt).and_then(|ids| {
+        engine.generate_steps(&ids, &[], Some(&alphas), params, &stale, &mut |i, step| {
+            emit(text_event(jobs[i].column, jobs[i].job.id, step))
         })
     });
     let rows = match result {
@@ -378,13 +444,30 @@ fn run_batch(engine: &mut Engine, jobs: &[Pending], emit: &Emit) {
             stop: g.stop,
         });
     }
-    // The meters score each text under the blend that wrote it.
+    // The meters score each text under the blend that wrote it (from the recorded
+    // log-probabilities when there are some: no re-blend needed).
     for (p, g) in jobs.iter().zip(&rows) {
-        if g.stop != StopReason::Cancelled && !p.stale() && engine.set_alpha(p.job.alpha).is_ok() {
+        if g.stop == StopReason::Cancelled || p.stale() {
+            continue;
+        }
+        if recorded(g) || engine.set_alpha(p.job.alpha).is_ok() {
             if let Ok(scored) = score(engine, p, g) {
                 emit(scored);
             }
         }
+    }
+}
+
+/// A step of the token loop as the column's event.
+fn text_event(column: ColumnId, job: JobId, step: crate::engine::Step<'_>) -> EngineEvent {
+    EngineEvent::Text {
+        column,
+        job,
+        piece: step.piece.to_string(),
+        token: step.id.map(|id| Token {
+            id,
+            info: step.info.copied(),
+        }),
     }
 }
 
@@ -394,6 +477,17 @@ fn run_job(engine: &mut Engine, p: &Pending, emit: &Emit) {
         return;
     }
     let (column, job) = (p.column, p.job.id);
+    if p.job.kind == JobKind::Score {
+        emit(match engine.score_text(&p.job.prompt, p.job.alpha) {
+            Ok(score) => EngineEvent::TextScored { column, job, score },
+            Err(e) => EngineEvent::Failed {
+                column,
+                job,
+                error: e.to_string(),
+            },
+        });
+        return;
+    }
     let blend = match engine.set_alpha(p.job.alpha) {
         Ok(t) => t,
         Err(e) => {
@@ -410,14 +504,21 @@ fn run_job(engine: &mut Engine, p: &Pending, emit: &Emit) {
         job,
         blend_ms: Some(blend.as_secs_f64() * 1e3),
     });
-    let result = engine.generate(&p.job.prompt, &p.job.params, &stale, &mut |piece| {
-        emit(EngineEvent::Text {
-            column,
-            job,
-            piece: piece.to_string(),
-        })
+    let given: &[u32] = match &p.job.kind {
+        JobKind::Fork(given) => given,
+        _ => &[],
+    };
+    let result = engine.encode(&p.job.prompt).and_then(|ids| {
+        engine.generate_steps(
+            &ids,
+            given,
+            None,
+            &p.job.params,
+            &|_| stale(),
+            &mut |_, step| emit(text_event(column, job, step)),
+        )
     });
-    match result {
+    match result.map(|mut rows| rows.remove(0)) {
         Ok(g) => {
             emit(EngineEvent::Done {
                 column,
@@ -446,12 +547,32 @@ fn score(
     g: &crate::engine::Generation,
 ) -> anyhow::Result<EngineEvent> {
     use crate::eval::Scorer;
-    let prompt = engine.encode(&p.job.prompt)?;
-    let (nll, n) = engine.generator().continuation_nll(&prompt, &g.token_ids)?;
+    // The continuation's perplexity: from the log-probabilities the loop recorded when it
+    // did, else by one more pass at the engine's current α.
+    let (nll, n) = if recorded(g) {
+        let nll = -g.tokens.iter().map(|t| t.logprob as f64).sum::<f64>();
+        (nll, g.tokens.len())
+    } else {
+        let prompt = engine.encode(&p.job.prompt)?;
+        engine.generator().continuation_nll(&prompt, &g.token_ids)?
+    };
     Ok(EngineEvent::Scored {
         column: p.column,
         job: p.job.id,
         vader: crate::eval::Vader.score(&crate::engine::token_stream::without_specials(&g.text))?,
         perplexity: crate::engine::perplexity(nll, n),
     })
+}
+
+/// Whether the loop recorded every token's log-probability.
+fn recorded(g: &crate::engine::Generation) -> bool {
+    !g.tokens.is_empty() && g.tokens.len() == g.token_ids.len()
+}
+
+/// Each token id as text (special tokens included), in id order.
+fn vocabulary(engine: &Engine) -> Vec<String> {
+    let t = engine.tokenizer();
+    (0..t.get_vocab_size(true) as u32)
+        .map(|id| t.decode(&[id], false).unwrap_or_else(|_| format!("#{id}")))
+        .collect()
 }

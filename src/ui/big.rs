@@ -16,7 +16,7 @@ fn glyph(c: char) -> [&'static str; 5] {
         '.' => ["   ", "   ", "   ", "   ", " █ "],
         '-' => ["   ", "   ", "███", "   ", "   "],
         '=' => ["   ", "███", "   ", "███", "   "],
-        'α' => ["   ", "██ █", "█ █ ", "██ █", "   "],
+        'α' => ["    ", "██ █", "█ █ ", "██ █", "    "],
         _ => ["   ", "   ", "   ", "   ", "   "],
     }
 }
@@ -39,8 +39,8 @@ pub fn render(text: &str) -> [String; 5] {
 mod tests {
     #[test]
     fn renders_five_rows_of_equal_width() {
-        let r = super::render("-0.75");
+        let r = super::render("α=-0.75");
         assert!(r.iter().all(|l| l.chars().count() == r[0].chars().count()));
-        assert_eq!(r[2], "███ ███     ███ ███");
+        assert_eq!(r[2], "█ █      ███ █ █       █ ███");
     }
 }

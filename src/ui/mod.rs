@@ -2,7 +2,9 @@
 //! so what is clicked is what was drawn.
 
 pub mod big;
+mod panels;
 pub mod slider;
+pub mod tokens;
 pub mod wrap;
 
 use crate::app::{fmt_alpha, App, Column, ColumnState, Mode, PairState};
@@ -28,8 +30,15 @@ pub struct Areas {
     pub columns: Vec<(usize, Rect)>,
     /// Presenter mode: the focused α in big digits.
     pub big_alpha: Option<Rect>,
+    /// Under the columns: the token cursor's panel, or score mode's differences.
+    pub panel: Option<Rect>,
+    /// The token shading's legend, above the status line.
+    pub legend: Option<Rect>,
     pub status: Option<Rect>,
 }
+
+/// Rows of the panel under the columns (borders included).
+const PANEL_ROWS: u16 = 9;
 
 /// Rows the presenter's big α takes (five of glyphs, a blank below).
 const BIG_ROWS: u16 = 6;
@@ -56,6 +65,10 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     top += 1;
     bottom -= 1;
     a.status = Some(Rect::new(x, bottom, w, 1));
+    if h >= 12 && tokens::shading(app) != crate::app::TokenView::Off {
+        bottom -= 1;
+        a.legend = Some(Rect::new(x, bottom, w, 1));
+    }
     // The prompt box: bordered with up to three lines when there is room, one bare line when
     // space is short, none on the smallest screens.
     if h >= 18 {
@@ -74,6 +87,12 @@ pub fn layout(area: Rect, app: &App) -> Areas {
             a.slider_labels = Some(Rect::new(x + margin, top, w - 2 * margin, 1));
             top += 1;
         }
+    }
+    // The panel takes rows from the columns only where they keep a few of their own.
+    let wants_panel = app.cursor.is_some() || app.score_mode;
+    if wants_panel && bottom.saturating_sub(top) >= PANEL_ROWS + 6 && w >= 40 {
+        bottom -= PANEL_ROWS;
+        a.panel = Some(Rect::new(x, bottom, w, PANEL_ROWS));
     }
     a.columns = column_areas(app, x, w, top, bottom.saturating_sub(top));
     a
@@ -101,11 +120,12 @@ fn column_areas(app: &App, x: u16, w: u16, top: u16, rows: u16) -> Vec<(usize, R
 /// `dragging` carries a slider drag across events: once a press lands on the track, drags
 /// anywhere keep setting α until the button is released.
 pub fn pointer(
+    app: &App,
     areas: &Areas,
-    range: (f64, f64),
     dragging: &mut bool,
     m: crossterm::event::MouseEvent,
 ) -> Option<crate::app::Pointer> {
+    let range = app.range;
     use crate::app::Pointer;
     use crossterm::event::{MouseButton, MouseEventKind};
     let inside = |r: Rect| {
@@ -132,11 +152,20 @@ pub fn pointer(
             if areas.prompt.is_some_and(inside) {
                 return Some(Pointer::Prompt);
             }
-            areas
-                .columns
-                .iter()
-                .find(|(_, r)| inside(*r))
-                .map(|&(i, _)| Pointer::Column(i))
+            let &(i, r) = areas.columns.iter().find(|(_, r)| inside(*r))?;
+            // A press on a token of the text puts the cursor there.
+            let token = column_window(app, i, r).and_then(|(text, inner, start)| {
+                if !inside(inner) {
+                    return None;
+                }
+                let row = (m.row - inner.y) as usize;
+                let at = text.byte_at(start, row, (m.column - inner.x) as usize)?;
+                text.token_at(&app.columns[i].pieces, at)
+            });
+            Some(match token {
+                Some(token) => Pointer::Token { column: i, token },
+                None => Pointer::Column(i),
+            })
         }
         MouseEventKind::Up(_) => {
             *dragging = false;
@@ -196,6 +225,12 @@ pub fn view(app: &App, frame: &mut Frame) {
                 column(app, *i, &app.columns[*i], *r, buf);
             }
         }
+    }
+    if let (Some(r), Some(line)) = (areas.legend, tokens::legend(app)) {
+        line.render(r, buf);
+    }
+    if let Some(r) = areas.panel {
+        panels::render(app, r, buf);
     }
     status_line(app, status, buf);
     if app.show_curve {
@@ -276,18 +311,19 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
 
 fn prompt(app: &App, r: Rect, frame: &mut Frame) {
     let editing = app.mode == Mode::EditPrompt;
-    let lines: Vec<String> = app.prompt.lines().collect();
-    let (row, col) = app.prompt.cursor();
+    let lines: Vec<String> = app.editor().lines().collect();
+    let (row, col) = app.editor().cursor();
     let style = if editing {
         Style::default().fg(Color::Yellow)
     } else {
         Style::default().fg(Color::DarkGray)
     };
     let (inner, block) = if r.height >= 3 {
-        let title = if editing {
-            " prompt — Enter runs · Alt+Enter new line · Esc leaves "
-        } else {
-            " prompt (e to edit) "
+        let title = match (app.score_mode, editing) {
+            (false, true) => " prompt — Enter runs · Alt+Enter new line · Esc leaves ",
+            (false, false) => " prompt (e to edit) ",
+            (true, true) => " text to score — Enter scores · paste or type · Esc leaves ",
+            (true, false) => " text to score (e to edit · S back to generating) ",
         };
         let b = Block::bordered().border_style(style).title(title);
         (b.inner(r), Some(b))
@@ -361,9 +397,29 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         } else {
             Color::Gray
         };
-        let meters = format!(" VADER {vader:+.2} · ppl {ppl:.1} ");
+        let ppl = if ppl.is_finite() {
+            format!("{ppl:.1}")
+        } else {
+            "–".to_string()
+        };
+        let meters = format!(" VADER {vader:+.2} · ppl {ppl} ");
         if wrap::width(&meters) + 2 <= r.width as usize {
             block = block.title_bottom(Line::styled(meters, Style::default().fg(colour)));
+        }
+    }
+    if let Some((nll, ppl)) = c.score {
+        let score = format!(" NLL {nll:.1} · ppl {ppl:.1} ");
+        if wrap::width(&score) + 2 <= r.width as usize {
+            block = block.title_bottom(Line::styled(score, Style::default().fg(Color::Cyan)));
+        }
+    }
+    // Where this column parts from its left neighbour (the token is marked in the text).
+    if let Some(d) = app.divergence_of(i) {
+        let parts = format!(" parts at token {} ", d + 1);
+        if wrap::width(&parts) + 24 <= r.width as usize {
+            block = block.title_bottom(
+                Line::styled(parts, Style::default().fg(Color::Magenta)).right_aligned(),
+            );
         }
     }
     let inner = block.inner(r);
@@ -388,58 +444,32 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         }
         _ => {}
     }
-    let prompt = app.prompt.text();
-    let raw = format!("{prompt}{}", c.text);
-    let split = prompt.len();
-    // Special tokens the model emitted show as dim ⟨markers⟩ (the brackets take the same bytes
-    // as the stream's private-use delimiters, so offsets hold).
-    use crate::engine::token_stream::{SPECIAL_END, SPECIAL_START};
-    let mut specials = Vec::new();
-    let mut open = None;
-    for (i, ch) in raw.char_indices() {
-        match ch {
-            SPECIAL_START => open = Some(i),
-            SPECIAL_END => specials.extend(open.take().map(|o| (o, i + ch.len_utf8()))),
-            _ => {}
-        }
-    }
-    let full = raw.replace(SPECIAL_START, "⟨").replace(SPECIAL_END, "⟩");
-    let special = Style::default()
-        .fg(Color::DarkGray)
-        .add_modifier(Modifier::ITALIC);
-    let style_at = |i: usize| {
-        if i < split {
-            dim
-        } else if specials.iter().any(|&(a, b)| (a..b).contains(&i)) {
-            special
-        } else {
-            Style::default()
-        }
+    let Some((text, _, start)) = column_window(app, i, r) else {
+        return;
     };
-    let lines = wrap::wrap(&full, inner.width as usize);
-    let h = inner.height as usize;
-    let scroll = (c.scroll as usize).min(lines.len().saturating_sub(h));
-    let end = lines.len() - scroll;
-    let start = end.saturating_sub(h);
-    let shown: Vec<Line> = lines[start..end]
-        .iter()
-        .map(|&(s, e)| {
-            // Runs of one style within the line.
-            let mut spans = Vec::new();
-            let mut run = s;
-            for (i, _) in full[s..e].char_indices().map(|(i, ch)| (s + i, ch)) {
-                if i > run && style_at(i) != style_at(run) {
-                    spans.push(Span::styled(full[run..i].to_string(), style_at(run)));
-                    run = i;
-                }
-            }
-            if e > run {
-                spans.push(Span::styled(full[run..e].to_string(), style_at(run)));
-            }
-            Line::from(spans)
-        })
-        .collect();
-    Paragraph::new(shown).render(inner, buf);
+    let end = (start + inner.height as usize).min(text.lines.len());
+    Paragraph::new(text.render(app, i, start, end)).render(inner, buf);
+}
+
+/// Column `i` drawn in `r`: its text laid out for the inside of the border, that inside, and
+/// the first line shown (following the stream, scrolled, or holding the token cursor).
+fn column_window(app: &App, i: usize, r: Rect) -> Option<(tokens::ColumnText, Rect, usize)> {
+    let inner = Block::bordered().inner(r);
+    if inner.width == 0 || inner.height == 0 {
+        return None;
+    }
+    let c = &app.columns[i];
+    let text = tokens::ColumnText::of(app, i, inner.width as usize);
+    let cursor_line = app
+        .cursor
+        .filter(|_| i == app.focused)
+        .and_then(|cur| c.pieces.get(cur.token).map(|_| cur.token))
+        .map(|t| {
+            let (s, _) = crate::app::inspect::span(&c.pieces, t);
+            text.line_of(text.split + s)
+        });
+    let (start, _) = text.window(inner.height as usize, c.scroll as usize, cursor_line);
+    Some((text, inner, start))
 }
 
 fn load_error(app: &App, e: &str, r: Rect, buf: &mut ratatui::buffer::Buffer) {
@@ -476,10 +506,26 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             ));
         }
         Mode::EditPrompt => spans.push(Span::styled(
-            "editing the prompt  ",
+            if app.score_mode {
+                "editing the text to score  "
+            } else {
+                "editing the prompt  "
+            },
             Style::default().fg(Color::Yellow),
         )),
         Mode::Normal => {}
+    }
+    if app.score_mode {
+        // Each column's fit to the text, left to right.
+        spans.push(Span::styled("score ", Style::default().fg(Color::Cyan)));
+        for c in &app.columns {
+            let fit = match c.score {
+                Some((nll, ppl)) => format!("α {}: NLL {nll:.1} ppl {ppl:.1}", fmt_alpha(c.alpha)),
+                None => format!("α {}: …", fmt_alpha(c.alpha)),
+            };
+            spans.push(Span::raw(fit));
+            spans.push(Span::styled(" · ", dim));
+        }
     }
     if let Some(ms) = app.last_blend_ms {
         spans.push(Span::raw(format!("blend {ms:.2} ms")));
@@ -529,24 +575,39 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
 
 fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
     use crate::app::keymap::Action;
-    let mut lines: Vec<Line> = Action::all()
-        .map(|a| {
-            Line::from(vec![
-                Span::styled(
-                    format!("{:>18}  ", app.keymap.keys_of(a).join(" ")),
-                    Style::default().fg(Color::Cyan),
-                ),
-                Span::raw(a.describe()),
-            ])
+    let mut entries: Vec<(String, String)> = Action::all()
+        .map(|a| (compact_keys(&app.keymap.keys_of(a)), a.describe()))
+        .collect();
+    entries.push(("mouse".into(), "click slider, column or token".into()));
+    entries.push((String::new(), "in the prompt:".into()));
+    for (k, what) in crate::app::editor::KEYS {
+        entries.push((k.to_string(), what.to_string()));
+    }
+    // Two columns when one would not fit the height and the width allows.
+    let rows_one = entries.len() as u16 + 4;
+    let halves = if rows_one > area.height && area.width >= 96 {
+        2
+    } else {
+        1
+    };
+    let per = entries.len().div_ceil(halves);
+    let col_w = if halves == 2 { 48 } else { 60 };
+    let key = Style::default().fg(Color::Cyan);
+    let mut lines: Vec<Line> = (0..per)
+        .map(|row| {
+            let mut spans = Vec::new();
+            for h in 0..halves {
+                if let Some((k, what)) = entries.get(h * per + row) {
+                    let k: String = k.chars().take(12).collect();
+                    let what: String = what.chars().take(col_w - 14).collect();
+                    let pad = (col_w - 14).saturating_sub(wrap::width(&what));
+                    spans.push(Span::styled(format!("{k:>12}  "), key));
+                    spans.push(Span::raw(format!("{what}{}", " ".repeat(pad + 1))));
+                }
+            }
+            Line::from(spans)
         })
         .collect();
-    lines.push(Line::from(vec![
-        Span::styled(
-            format!("{:>18}  ", "mouse"),
-            Style::default().fg(Color::Cyan),
-        ),
-        Span::raw("click or drag the slider; click a column to focus it"),
-    ]));
     if let Some(p) = crate::app::keymap::Keymap::user_file() {
         lines.push(Line::raw(""));
         lines.push(Line::styled(
@@ -554,7 +615,7 @@ fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
             Style::default().fg(Color::DarkGray),
         ));
     }
-    let w = area.width.min(78);
+    let w = area.width.min((col_w as u16 + 1) * halves as u16 + 2);
     let h = area.height.min(lines.len() as u16 + 2);
     let r = Rect::new(
         area.x + (area.width - w) / 2,
@@ -570,6 +631,21 @@ fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
                 .border_style(Style::default().fg(Color::Cyan)),
         )
         .render(r, buf);
+}
+
+/// A key list for the help: ten digit keys read as "0-9".
+fn compact_keys(keys: &[String]) -> String {
+    let digits = (0..10).all(|d| keys.contains(&d.to_string()));
+    let rest = keys
+        .iter()
+        .filter(|k| !(digits && k.len() == 1 && k.as_bytes()[0].is_ascii_digit()))
+        .cloned();
+    let mut out: Vec<String> = Vec::new();
+    if digits {
+        out.push("0-9".into());
+    }
+    out.extend(rest);
+    out.join(" ")
 }
 
 /// The attribute-vs-α curve of the latest quick sweep, over the columns, with the columns'

@@ -552,15 +552,27 @@ impl Engine {
 
     /// log p(ids[i] | ids[..i]) for i ≥ 1 at the current α (natural log).
     pub fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.generator()
-            .token_logprobs(ids)
-            .with_context(|| format!("at α = {}", self.alpha()))
+        Ok(self
+            .generator()
+            .token_details(ids)
+            .with_context(|| format!("at α = {}", self.alpha()))?
+            .iter()
+            .map(|t| t.logprob)
+            .collect())
     }
 
-    /// A text's tokens and their log-probabilities at α (the working weights move there).
+    /// A text's tokens and what the model at α thinks of each (the working weights move
+    /// there). The text is taken as it stands: no chat template, BOS only where the
+    /// tokenizer's own post-processor adds it.
     pub fn score_text(&mut self, text: &str, alpha: impl IntoAlpha) -> Result<TextScore> {
         let alpha = alpha.into_alpha()?;
-        let token_ids = self.encode_text(text)?;
+        let enc = crate::guard::catch("cannot tokenise the text", || {
+            self.text
+                .tokenizer
+                .encode(text, true)
+                .map_err(|e| err!(Format, "cannot tokenise the text: {e}"))
+        })?;
+        let token_ids = enc.get_ids().to_vec();
         if token_ids.len() < 2 {
             bail!(
                 Invalid,
@@ -569,13 +581,18 @@ impl Engine {
             );
         }
         self.set_alpha(alpha)?;
-        let logprobs = self.token_logprobs(&token_ids)?;
-        let nll = -logprobs.iter().map(|&l| l as f64).sum::<f64>();
+        let tokens = self
+            .generator()
+            .token_details(&token_ids)
+            .with_context(|| format!("at α = {alpha}"))?;
+        let nll = -tokens.iter().map(|t| t.logprob as f64).sum::<f64>();
         Ok(TextScore {
             alpha,
-            perplexity: crate::generate::perplexity(nll, logprobs.len()),
+            text: text.to_string(),
+            offsets: enc.get_offsets().to_vec(),
+            perplexity: crate::generate::perplexity(nll, tokens.len()),
             token_ids,
-            logprobs,
+            tokens,
             nll,
         })
     }
@@ -858,10 +875,20 @@ impl Standalone {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TextScore {
     pub alpha: Alpha,
+    pub text: String,
     pub token_ids: Vec<u32>,
-    /// log p(token i | tokens before it) for i ≥ 1 (natural log): one fewer than the tokens.
-    pub logprobs: Vec<f32>,
-    /// −Σ logprobs.
+    /// Each token's byte range in `text` (empty for tokens the tokenizer added).
+    pub offsets: Vec<(usize, usize)>,
+    /// Tokens 1.. under the model (token 0 has nothing before it): one fewer than the ids.
+    pub tokens: Vec<crate::token_info::TokenInfo>,
+    /// −Σ log p over `tokens`.
     pub nll: f64,
     pub perplexity: f64,
+}
+
+impl TextScore {
+    /// log p(token i | tokens before it) for i ≥ 1 (natural log).
+    pub fn logprobs(&self) -> Vec<f32> {
+        self.tokens.iter().map(|t| t.logprob).collect()
+    }
 }

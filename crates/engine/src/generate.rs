@@ -200,10 +200,10 @@ impl Generator<'_> {
         Ok((total, count))
     }
 
-    /// log p(ids[i] | ids[..i]) for every i ≥ 1 (natural log), from one forward pass over
+    /// What the model thinks of every token of `ids` after the first, given those before it
+    /// ([`TokenInfo`]: log-probability, entropy, alternatives), from one forward pass over
     /// the text; a text longer than the context is refused.
-    pub fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        use candle_core::D;
+    pub fn token_details(&self, ids: &[u32]) -> Result<Vec<TokenInfo>> {
         if ids.len() > self.max_positions {
             bail!(
                 Invalid,
@@ -217,14 +217,22 @@ impl Generator<'_> {
         }
         let device = self.model.device();
         let x = Tensor::new(&ids[..ids.len() - 1], device)?.unsqueeze(0)?;
-        let y = Tensor::new(&ids[1..], device)?.unsqueeze(1)?;
         let logits = self
             .model
             .forward_all(&x)?
             .squeeze(0)?
             .to_dtype(candle_core::DType::F32)?;
-        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        Ok(lp.gather(&y, 1)?.flatten_all()?.to_vec1::<f32>()?)
+        let mut host = Vec::new();
+        copy_to_host(&logits.contiguous()?, &mut host)?;
+        let vocab = host.len() / (ids.len() - 1);
+        Ok(host
+            .chunks(vocab)
+            .zip(&ids[1..])
+            .map(|(row, &id)| {
+                let at = row.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
+                Summary::of(row).info(id, at)
+            })
+            .collect())
     }
 
     /// Negative log-likelihood of `continuation` given `prompt` (summed), and its length.
