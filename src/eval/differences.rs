@@ -13,7 +13,8 @@ pub struct Difference {
     pub spread: f32,
 }
 
-/// The `n` tokens with the widest spread, widest first (ties: earlier token first).
+/// The `n` tokens with the widest spread, widest first (ties: earlier token first); tokens
+/// every column agrees on are left out.
 /// `columns[c][i]` is column c's log-probability of token i + 1.
 pub fn biggest(columns: &[&[f32]], n: usize) -> Vec<Difference> {
     let len = columns.iter().map(|c| c.len()).min().unwrap_or(0);
@@ -39,6 +40,7 @@ pub fn biggest(columns: &[&[f32]], n: usize) -> Vec<Difference> {
             }
         })
         .collect();
+    all.retain(|d| d.spread > 0.0);
     all.sort_by(|a, b| b.spread.total_cmp(&a.spread).then(a.token.cmp(&b.token)));
     all.truncate(n);
     all

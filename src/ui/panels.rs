@@ -182,7 +182,7 @@ fn scrub_chart(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
 /// Score mode: the tokens whose log-probability spreads most across the columns.
 fn differences_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     let b = block(
-        " where the columns disagree most (log-probability, nats) ".to_string(),
+        " where the columns disagree most (log p, nats) ".to_string(),
         " c: token cursor · e: edit the text · S: back ",
     );
     let inner = b.inner(r);
