@@ -440,6 +440,10 @@ pub struct TuiArgs {
     /// The slider's visible range, LOW:HIGH.
     #[arg(long, default_value = "-1:2", allow_hyphen_values = true)]
     pub range: String,
+    /// Open in score mode on this text file: each column shows how likely each of its tokens
+    /// is at the column's α.
+    #[arg(long)]
+    pub text: Option<std::path::PathBuf>,
     /// How columns that restart together are generated: one batch with a per-row α, one
     /// re-blend per column, or whichever measures faster here.
     #[arg(long, default_value = "auto", value_parser = columns_mode())]

@@ -32,6 +32,8 @@ pub struct TuiConfig {
     pub columns: ColumnsMode,
     /// Texts that stop a column.
     pub stop: Vec<String>,
+    /// Start in score mode on this text.
+    pub score_text: Option<String>,
 }
 
 /// Where the app's column work goes: a session, or a recorder in tests.
@@ -162,6 +164,10 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         );
         let mut app = App::new(cfg.a, cfg.b, &cfg.prompt, &cfg.alphas, cfg.params, keymap);
         app.range = (cfg.range.0.value(), cfg.range.1.value());
+        app.monochrome = monochrome();
+        if let Some(text) = &cfg.score_text {
+            app.start_in_score_mode(text);
+        }
         let size = terminal.size()?;
         app.size = (size.width, size.height);
         let input = spawn_input_reader();
@@ -320,4 +326,11 @@ pub fn save_session(s: &crate::app::Session) -> Result<String> {
     std::fs::write(&json, serde_json::to_string_pretty(s)?)
         .with_context(|| format!("{}: cannot write", json.display()))?;
     Ok(format!("{} and .json", md.display()))
+}
+
+/// Whether to shade without colours: NO_COLOR (no-color.org) is set, or the terminal reports
+/// fewer than eight colours.
+fn monochrome() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+        || crossterm::style::available_color_count() < 8
 }

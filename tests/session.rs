@@ -161,3 +161,111 @@ fn the_session_bakes_a_column_into_a_folder() {
     assert_eq!(baked.unwrap(), out);
     assert!(out.join("model.safetensors").exists() && out.join("config.json").exists());
 }
+
+/// Score jobs, forks and the α-scrub through a real engine thread.
+#[test]
+fn score_fork_and_scrub_jobs_answer_with_their_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    let session = Session::spawn(
+        a.display().to_string(),
+        b.display().to_string(),
+        opts,
+        move |e| {
+            let _ = tx.send(e);
+        },
+    );
+    let next = || loop {
+        match rx.recv_timeout(Duration::from_secs(60)).expect("an event") {
+            EngineEvent::Failed { error, .. } => panic!("{error}"),
+            EngineEvent::Loaded(_) | EngineEvent::Vocabulary(_) | EngineEvent::Started { .. } => {}
+            e => return e,
+        }
+    };
+    let params = GenerationParams {
+        max_tokens: 6,
+        token_info: true,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let column = session.column(ColumnId(0));
+    column.submit(Job {
+        id: JobId(1),
+        alpha: Alpha::new(0.3).unwrap(),
+        prompt: "The movie was good".into(),
+        params,
+        urgent: true,
+        kind: lerpscope::session::JobKind::Score,
+    });
+    let EngineEvent::TextScored { score, .. } = next() else {
+        panic!("expected the score")
+    };
+    assert_eq!(score.alpha, Alpha::new(0.3).unwrap());
+    assert_eq!(score.tokens.len() + 1, score.token_ids.len());
+    assert_eq!(score.offsets.len(), score.token_ids.len());
+    assert!(score.perplexity.is_finite() && score.nll > 0.0);
+
+    // A fork: the given tokens come back first, without data, then written ones with it.
+    column.submit(Job {
+        id: JobId(2),
+        alpha: Alpha::A,
+        prompt: "The movie".into(),
+        params,
+        urgent: true,
+        kind: lerpscope::session::JobKind::Fork(vec![7, 9]),
+    });
+    let mut tokens = Vec::new();
+    loop {
+        match next() {
+            EngineEvent::Text { token: Some(t), .. } => tokens.push(t),
+            EngineEvent::Text { .. } => {}
+            EngineEvent::Done { .. } => break,
+            e => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(tokens.len(), 6);
+    assert_eq!((tokens[0].id, tokens[1].id), (7, 9));
+    assert!(tokens[..2].iter().all(|t| t.info.is_none()));
+    assert!(tokens[2..].iter().all(|t| t.info.is_some()));
+    while !matches!(next(), EngineEvent::Scored { .. }) {}
+
+    session.scrub(lerpscope::session::ScrubJob {
+        id: 5,
+        prompt: Some("The movie".into()),
+        before: vec![7],
+        token: 9,
+        alphas: (0..25)
+            .map(|i| Alpha::new(i as f64 / 24.0).unwrap())
+            .collect(),
+    });
+    let mut points = Vec::new();
+    loop {
+        let EngineEvent::ScrubPoints {
+            id,
+            points: p,
+            complete,
+        } = next()
+        else {
+            panic!("expected scrub points")
+        };
+        assert_eq!(id, 5);
+        points.extend(p);
+        if complete {
+            break;
+        }
+    }
+    assert_eq!(points.len(), 25);
+    assert!(points.iter().all(|&(_, p)| (0.0..=1.0).contains(&p)));
+    // The coarse pass came first: every fourth α and the last.
+    let first: Vec<f64> = points[..7].iter().map(|p| p.0.value() * 24.0).collect();
+    assert_eq!(
+        first.iter().map(|x| x.round() as u32).collect::<Vec<_>>(),
+        [0, 4, 8, 12, 16, 20, 24]
+    );
+}

@@ -248,6 +248,12 @@ impl App {
         self.submit_all()
     }
 
+    /// Open in score mode on `text` (scored as soon as the pair is loaded).
+    pub fn start_in_score_mode(&mut self, text: &str) {
+        self.score_mode = true;
+        self.score_text = super::editor::Editor::new(text.trim_end_matches('\n'));
+    }
+
     /// A score job's result: the column shows the text, token by token.
     pub(super) fn on_text_scored(&mut self, column: ColumnId, score: crate::engine::TextScore) {
         let Some(c) = self.columns.iter_mut().find(|c| c.id == column) else {

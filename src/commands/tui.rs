@@ -2,7 +2,7 @@
 
 use crate::cli::{parse_alphas, parse_range, Demo, TuiArgs};
 use crate::tui::TuiConfig;
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 /// Terminal width from which a demo shows its five columns.
 const WIDE: u16 = 100;
@@ -26,5 +26,12 @@ pub fn run(args: TuiArgs) -> Result<()> {
         range: parse_range(&args.range)?,
         columns: args.columns,
         stop: args.sampling.stop.clone(),
+        score_text: match &args.text {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("--text {}: cannot read", path.display()))?,
+            ),
+            None => None,
+        },
     })
 }
