@@ -321,11 +321,14 @@ pub fn save_session(s: &crate::app::Session) -> Result<String> {
     let base = std::env::current_dir()?.join(format!("lerpscope-session-{stamp}"));
     let md = base.with_extension("md");
     let json = base.with_extension("json");
+    let html = base.with_extension("html");
     std::fs::write(&md, s.to_markdown())
         .with_context(|| format!("{}: cannot write", md.display()))?;
     std::fs::write(&json, serde_json::to_string_pretty(s)?)
         .with_context(|| format!("{}: cannot write", json.display()))?;
-    Ok(format!("{} and .json", md.display()))
+    std::fs::write(&html, crate::app::html::render(s))
+        .with_context(|| format!("{}: cannot write", html.display()))?;
+    Ok(format!("{} (.json, .html)", md.display()))
 }
 
 /// Whether to shade without colours: NO_COLOR (no-color.org) is set, or the terminal reports

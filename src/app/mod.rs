@@ -3,6 +3,7 @@
 //! so every transition is a plain unit test.
 
 pub mod editor;
+pub mod html;
 pub mod inspect;
 pub mod keymap;
 
@@ -155,6 +156,8 @@ pub struct Session {
     pub b: String,
     pub prompt: String,
     pub params: GenerationParams,
+    /// Score mode: the text every column scored (their text), instead of generating.
+    pub score_text: Option<String>,
     pub columns: Vec<SessionColumn>,
 }
 
@@ -168,9 +171,12 @@ pub struct SessionColumn {
     pub token_detail: Vec<SessionToken>,
     /// Where this column first differs from the one to its left (a token index).
     pub diverges_at: Option<usize>,
+    /// Score mode: (NLL, perplexity) of the text at this α.
+    pub score: Option<(f64, f64)>,
 }
 
-/// One token of a saved column: its text and, for written tokens, its log-probability, the
+/// One token of a saved column: its text as it reads in the column (empty while a character
+/// spans tokens: the next one then holds it) and, for written tokens, its log-probability, the
 /// entropy and the top alternatives (natural log, the model's own distribution).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionToken {
@@ -846,6 +852,7 @@ impl App {
             b: self.b.clone(),
             prompt: self.prompt.text(),
             params: self.params,
+            score_text: self.score_mode.then(|| self.score_text.text()),
             columns: self
                 .columns
                 .iter()
@@ -858,9 +865,13 @@ impl App {
                     token_detail: c
                         .pieces
                         .iter()
-                        .map(|p| SessionToken {
+                        .enumerate()
+                        .map(|(t, p)| SessionToken {
                             id: p.id,
-                            text: self.vocab.text(p.id),
+                            text: {
+                                let (s, e) = inspect::span(&c.pieces, t);
+                                c.text.get(s..e).unwrap_or_default().to_string()
+                            },
                             logprob: p.info.map(|t| t.logprob),
                             entropy: p.info.map(|t| t.entropy),
                             top: p.info.map_or(Vec::new(), |t| {
@@ -876,6 +887,7 @@ impl App {
                         })
                         .collect(),
                     diverges_at: self.divergence_of(i),
+                    score: c.score,
                 })
                 .collect(),
         }
