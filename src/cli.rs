@@ -547,6 +547,9 @@ pub enum BenchCommand {
     /// Wall time to fill K columns at K alphas: re-blending per column, and as one batch,
     /// against one column.
     Columns(BenchColumnsArgs),
+    /// The cost of the token views: decode with and without per-token data, and an α-scrub
+    /// against one batched forward pass of as many rows over the same prefix.
+    Inspect(BenchInspectArgs),
 }
 
 /// The pair a benchmark runs on: two endpoints, a random pair of a named shape, or (neither)
@@ -620,6 +623,16 @@ pub struct BenchColumnsArgs {
     /// Columns, at alphas spread evenly over [0, 1].
     #[arg(long, default_value_t = 4)]
     pub k: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchInspectArgs {
+    /// The prefix is the prompt (--prompt-tokens); the scrubbed token follows it.
+    #[command(flatten)]
+    pub model: BenchModelArgs,
+    /// Points of the α-scrub.
+    #[arg(long, default_value_t = 25)]
+    pub points: usize,
 }
 
 #[derive(Args, Debug)]

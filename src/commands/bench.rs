@@ -495,3 +495,116 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `lerpscope bench inspect`: what the token views cost. Decode with and without per-token
+/// data (interleaved runs, medians), and an α-scrub of N points (its passes as the UI runs
+/// them) against one batched forward pass of N rows over the same prefix.
+pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
+    let mut bench = GenBench::load(&args.model)?;
+    let iters = args.model.iters.max(1);
+    bench.engine.set_alpha(Alpha::new(0.5)?)?;
+    let plain = bench.params;
+    let recording = crate::engine::GenerationParams {
+        token_info: true,
+        ..plain
+    };
+    bench.one()?;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for i in 0..iters {
+        // Alternating which goes first, so neither always runs on the warmer machine.
+        for record in [i % 2 == 0, i % 2 == 1] {
+            bench.params = if record { recording } else { plain };
+            let rate = bench.one()?.tokens_per_s();
+            if record { &mut with } else { &mut without }.push(rate);
+        }
+    }
+    bench.params = plain;
+    let (without, with) = (median_f64(&mut without), median_f64(&mut with));
+    let cost = 1.0 - with / without;
+
+    let n = args.points.max(2);
+    let alphas: Vec<Alpha> = (0..n)
+        .map(|i| Alpha::saturating(-1.0 + 3.0 * i as f64 / (n - 1) as f64))
+        .collect();
+    let prefix = bench.prompt.clone();
+    let token = 1;
+    let passes = crate::session::scrub::passes(n);
+    bench.engine.logits_columns(&prefix, &alphas)?;
+    let (mut forward, mut one, mut two, mut first) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..iters {
+        let t = Instant::now();
+        bench.engine.logits_columns(&prefix, &alphas)?;
+        forward.push(t.elapsed());
+        let t = Instant::now();
+        bench.engine.scrub(&prefix, token, &alphas)?;
+        one.push(t.elapsed());
+        let t = Instant::now();
+        for (k, pass) in passes.iter().enumerate() {
+            let at: Vec<Alpha> = pass.iter().map(|&i| alphas[i]).collect();
+            bench.engine.scrub(&prefix, token, &at)?;
+            if k == 0 {
+                first.push(t.elapsed());
+            }
+        }
+        two.push(t.elapsed());
+    }
+    let forward = median(&mut forward);
+    let (one, two, first) = (median(&mut one), median(&mut two), median(&mut first));
+    let ratio = |d: Duration| d.as_secs_f64() / forward.as_secs_f64();
+    if args.model.json {
+        let mut v = bench.describe();
+        let o = v.as_object_mut().expect("object");
+        o.insert("bench".into(), json!("inspect"));
+        o.insert("iters".into(), json!(iters));
+        o.insert("decode_tok_s".into(), json!(without));
+        o.insert("decode_token_info_tok_s".into(), json!(with));
+        o.insert("token_info_cost".into(), json!(cost));
+        o.insert("points".into(), json!(n));
+        o.insert("batched_forward_ms".into(), json!(ms(forward)));
+        o.insert("scrub_one_pass_ms".into(), json!(ms(one)));
+        o.insert("scrub_one_pass_ratio".into(), json!(ratio(one)));
+        o.insert("scrub_coarse_first_ms".into(), json!(ms(two)));
+        o.insert("scrub_coarse_first_ratio".into(), json!(ratio(two)));
+        o.insert("scrub_first_points_ms".into(), json!(ms(first)));
+        println!("{v}");
+    } else {
+        let i = &bench.engine.info;
+        println!(
+            "inspect {}: {} {} params, {}, {}, prefix {} tokens",
+            bench.label,
+            i.architecture,
+            i.params,
+            i.dtype,
+            i.device,
+            prefix.len()
+        );
+        println!(
+            "  decode                   {without:8.1} tok/s; with token data {with:.1} ({:+.1}%)",
+            -100.0 * cost
+        );
+        println!(
+            "  one batched pass of {n} rows over the prefix  {:8.1} ms",
+            ms(forward)
+        );
+        println!(
+            "  α-scrub, one pass          {:8.1} ms  ({:.2} ×)",
+            ms(one),
+            ratio(one)
+        );
+        println!(
+            "  α-scrub, coarse points first {:6.1} ms  ({:.2} ×; first {} points after {:.1} ms)",
+            ms(two),
+            ratio(two),
+            passes[0].len(),
+            ms(first)
+        );
+        println!("  (the UI scrubs in one pass where it expects that to take under 0.4 s)");
+        println!("  (medians of {iters}, runs interleaved)");
+    }
+    Ok(())
+}
+
+fn median_f64(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -9,7 +9,7 @@
 //! engine measures that to be faster.
 
 mod curve;
-mod scrub;
+pub mod scrub;
 
 use crate::engine::{
     Alpha, Engine, GenerationParams, LoadOptions, PairInfo, StopReason, TextScore, TokenInfo,
@@ -17,7 +17,7 @@ use crate::engine::{
 pub use curve::CurveJob;
 use curve::CurveState;
 pub use scrub::ScrubJob;
-use scrub::ScrubState;
+use scrub::{ScrubCost, ScrubState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -296,6 +296,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
     let mut pending: Vec<Pending> = Vec::new();
     let mut curve: Option<CurveState> = None;
     let mut scrub: Option<ScrubState> = None;
+    let mut scrub_cost = ScrubCost::default();
     loop {
         // Block only when idle; otherwise take whatever arrived and get back to work.
         let first = if pending.is_empty() && curve.is_none() && scrub.is_none() {
@@ -350,7 +351,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
         // thread only waits for requests. A scrub answers the user's cursor: it goes first,
         // one batch of points per turn.
         if let Some(s) = scrub.as_mut() {
-            if crate::engine::on_pool(|| s.step(&engine, emit)) {
+            if crate::engine::on_pool(|| s.step(&engine, emit, &mut scrub_cost)) {
                 scrub = None;
             }
         } else if let Some(batch) = batchable(&mut engine, &pending) {
