@@ -138,9 +138,9 @@ fn token(h: &mut String, t: &SessionToken, i: usize, parts: Option<usize>) {
     let text = escape(&crate::engine::token_stream::plain(&t.text));
     let _ = write!(h, "<span class=\"{class}\"{style}>{text}");
     if let (Some(lp), Some(ent)) = (t.logprob, t.entropy) {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<span class=\"tip\">token {} · p {:.3} · entropy {:.2} nats\n",
+            "<span class=\"tip\">token {} · p {:.3} · entropy {:.2} nats",
             i + 1,
             lp.exp(),
             ent
