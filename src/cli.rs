@@ -448,6 +448,29 @@ pub struct TuiArgs {
     /// re-blend per column, or whichever measures faster here.
     #[arg(long, default_value = "auto", value_parser = columns_mode())]
     pub columns: ColumnsMode,
+    /// Instead of running interactively, draw the screen once every column has finished into
+    /// this SVG file (the README's pictures are made this way).
+    #[arg(long, value_name = "FILE.svg")]
+    pub screenshot: Option<std::path::PathBuf>,
+    /// The screenshot's terminal size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "120x40", requires = "screenshot", value_parser = parse_size)]
+    pub size: (u16, u16),
+    /// Keys pressed before the screenshot, one character each, every one followed by the work
+    /// it starts (e.g. `t` for the token view, `z` for presenter mode).
+    #[arg(long, default_value = "", requires = "screenshot")]
+    pub press: String,
+}
+
+fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let bad = || {
+        format!("{s:?}: expected WIDTHxHEIGHT, e.g. 120x40 (width 20 to 1000, height 10 to 1000)")
+    };
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    let (w, h): (u16, u16) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if !(20..=1000).contains(&w) || !(10..=1000).contains(&h) {
+        return Err(bad());
+    }
+    Ok((w, h))
 }
 
 fn columns_mode() -> impl TypedValueParser<Value = ColumnsMode> {

@@ -34,6 +34,94 @@ pub struct TuiConfig {
     pub stop: Vec<String>,
     /// Start in score mode on this text.
     pub score_text: Option<String>,
+    /// Draw one screen off-terminal into an SVG file instead of running interactively.
+    pub screenshot: Option<Screenshot>,
+}
+
+/// A picture of the UI: the screen once every column has finished (after `press`, a key at a
+/// time, each followed by the work it starts), drawn on a headless terminal of `size`.
+pub struct Screenshot {
+    pub path: PathBuf,
+    pub size: (u16, u16),
+    pub press: String,
+}
+
+/// The real app, engine and renderer on a headless terminal, with the default keymap and
+/// colours; writes the final screen as SVG.
+fn screenshot(cfg: TuiConfig) -> Result<()> {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    let Some(shot) = &cfg.screenshot else {
+        return Ok(());
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let svg = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let session = spawn_session(&cfg, move |e| {
+            let _ = tx.send(e);
+        });
+        let mut app = new_app(&cfg, Keymap::default());
+        app.size = shot.size;
+        let backend = ratatui::backend::TestBackend::new(shot.size.0, shot.size.1);
+        let mut terminal = Terminal::new(backend)?;
+        let mut columns = SessionColumns::new(&session);
+        let mut keys = shot.press.chars();
+        loop {
+            terminal.draw(|f| crate::ui::view(&app, f))?;
+            if let crate::app::PairState::Failed(e) = &app.pair {
+                anyhow::bail!("{e}");
+            }
+            if app.settled() {
+                let Some(c) = keys.next() else { break };
+                let key = KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+                apply(&mut app, Msg::Key(key), &mut columns);
+                continue;
+            }
+            match rx.recv().await {
+                Some(e) => {
+                    apply(&mut app, Msg::Engine(e), &mut columns);
+                }
+                None => anyhow::bail!("the engine stopped before the columns finished"),
+            }
+        }
+        terminal.draw(|f| crate::ui::view(&app, f))?;
+        anyhow::Ok(crate::ui::svg::render(terminal.backend().buffer()))
+    })?;
+    std::fs::write(&shot.path, svg)
+        .with_context(|| format!("--screenshot {}: cannot write", shot.path.display()))
+}
+
+/// The engine thread for `cfg`'s pair, sending its events to `send`.
+fn spawn_session(cfg: &TuiConfig, send: impl Fn(EngineEvent) + Send + Sync + 'static) -> Session {
+    let (a, b, load, columns) = (cfg.a.clone(), cfg.b.clone(), cfg.load.clone(), cfg.columns);
+    let stop = cfg.stop.clone();
+    Session::spawn_with(
+        move || {
+            let mut engine = crate::engine::Engine::load(&a, &b, &load)?;
+            engine.set_columns_mode(columns);
+            engine.set_stop_texts(stop);
+            Ok(engine)
+        },
+        send,
+    )
+}
+
+/// The app as `cfg` opens it.
+fn new_app(cfg: &TuiConfig, keymap: Keymap) -> App {
+    let mut app = App::new(
+        cfg.a.clone(),
+        cfg.b.clone(),
+        &cfg.prompt,
+        &cfg.alphas,
+        cfg.params.clone(),
+        keymap,
+    );
+    app.range = (cfg.range.0.value(), cfg.range.1.value());
+    if let Some(text) = &cfg.score_text {
+        app.start_in_score_mode(text);
+    }
+    app
 }
 
 /// Where the app's column work goes: a session, or a recorder in tests.
@@ -132,6 +220,9 @@ fn install_panic_hook() {
 
 pub fn run(cfg: TuiConfig) -> Result<()> {
     use std::io::IsTerminal;
+    if cfg.screenshot.is_some() {
+        return screenshot(cfg);
+    }
     let keymap = Keymap::load_user()?;
     if !std::io::stdout().is_terminal() {
         anyhow::bail!("the UI needs a terminal; use `lerpscope generate` for scripts");
@@ -149,25 +240,11 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         let mut terminal =
             ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(std::io::stdout()))?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (a, b, load, columns) = (cfg.a.clone(), cfg.b.clone(), cfg.load.clone(), cfg.columns);
-        let stop = cfg.stop.clone();
-        let session = Session::spawn_with(
-            move || {
-                let mut engine = crate::engine::Engine::load(&a, &b, &load)?;
-                engine.set_columns_mode(columns);
-                engine.set_stop_texts(stop);
-                Ok(engine)
-            },
-            move |e| {
-                let _ = tx.send(e);
-            },
-        );
-        let mut app = App::new(cfg.a, cfg.b, &cfg.prompt, &cfg.alphas, cfg.params, keymap);
-        app.range = (cfg.range.0.value(), cfg.range.1.value());
+        let session = spawn_session(&cfg, move |e| {
+            let _ = tx.send(e);
+        });
+        let mut app = new_app(&cfg, keymap);
         app.monochrome = monochrome();
-        if let Some(text) = &cfg.score_text {
-            app.start_in_score_mode(text);
-        }
         let size = terminal.size()?;
         app.size = (size.width, size.height);
         let input = spawn_input_reader();
@@ -279,27 +356,34 @@ where
         }
         ordered.append(&mut batch);
         for msg in ordered {
-            for effect in app.update(msg) {
-                match effect {
-                    Effect::Submit { column, job } => engine.submit(column, job),
-                    Effect::Curve(job) => engine.curve(job),
-                    Effect::Scrub(job) => engine.scrub(job),
-                    Effect::Remove { column } => engine.remove(column),
-                    Effect::Export { alpha, out } => engine.export(crate::session::ExportJob {
-                        alpha,
-                        out,
-                        format: crate::engine::export::Format::Hf,
-                    }),
-                    Effect::Save(session) => {
-                        let r = save_session(&session).map_err(|e| crate::one_line(&*e));
-                        app.update(Msg::Saved(r));
-                    }
-                    Effect::Quit => quit = true,
-                }
-            }
+            quit |= apply(app, msg, engine);
         }
     }
     Ok(latencies)
+}
+
+/// Update the app with one message and carry out its effects; true when it asks to quit.
+fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
+    let mut quit = false;
+    for effect in app.update(msg) {
+        match effect {
+            Effect::Submit { column, job } => engine.submit(column, job),
+            Effect::Curve(job) => engine.curve(job),
+            Effect::Scrub(job) => engine.scrub(job),
+            Effect::Remove { column } => engine.remove(column),
+            Effect::Export { alpha, out } => engine.export(crate::session::ExportJob {
+                alpha,
+                out,
+                format: crate::engine::export::Format::Hf,
+            }),
+            Effect::Save(session) => {
+                let r = save_session(&session).map_err(|e| crate::one_line(&*e));
+                app.update(Msg::Saved(r));
+            }
+            Effect::Quit => quit = true,
+        }
+    }
+    quit
 }
 
 fn to_msg(e: Event) -> Option<Msg> {

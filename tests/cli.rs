@@ -280,3 +280,37 @@ fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_screenshot_draws_the_finished_columns_into_an_svg() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svg = tmp.path().join("ui.svg");
+    let out = lerpscope(&[
+        "tui",
+        "--alphas",
+        "0,1",
+        "--max-tokens",
+        "6",
+        "--screenshot",
+        svg.to_str().unwrap(),
+        "--size",
+        "90x24",
+        "--press",
+        "z",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.contains(r#"width="756" height="432""#));
+    // Presenter mode, pressed once the columns were done: the big digits of the focused α.
+    assert!(text.contains('█'), "{text}");
+    // Both columns finished before the picture was taken.
+    assert_eq!(text.matches('✓').count(), 2, "{text}");
+
+    let bad = lerpscope(&["tui", "--screenshot", "x.svg", "--size", "90by24"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("--size"), "{err}");
+}

@@ -294,6 +294,15 @@ impl App {
         matches!(self.pair, PairState::Ready(_))
     }
 
+    /// Loaded, and no column waiting or generating.
+    pub fn settled(&self) -> bool {
+        self.ready()
+            && self
+                .columns
+                .iter()
+                .all(|c| !matches!(c.state, ColumnState::Queued | ColumnState::Generating))
+    }
+
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
         match msg {
             Msg::Key(k) if k.kind != KeyEventKind::Release => self.on_key(k),
@@ -732,11 +741,7 @@ impl App {
     }
 
     fn idle_when_done(&mut self) {
-        if self
-            .columns
-            .iter()
-            .all(|c| !matches!(c.state, ColumnState::Queued | ColumnState::Generating))
-        {
+        if self.settled() {
             self.activity = "idle".to_string();
         }
     }

@@ -10,7 +10,11 @@ const WIDE: u16 = 100;
 pub fn run(args: TuiArgs) -> Result<()> {
     let (a, b) = args.pair.endpoints();
     let defaults = args.pair.demo().unwrap_or(Demo::Tiny).defaults();
-    let wide = crossterm::terminal::size().is_ok_and(|(w, _)| w >= WIDE);
+    let width = match &args.screenshot {
+        Some(_) => Some(args.size.0),
+        None => crossterm::terminal::size().ok().map(|(w, _)| w),
+    };
+    let wide = width.is_some_and(|w| w >= WIDE);
     let alphas = match &args.alphas {
         Some(a) => a.clone(),
         None if wide => defaults.alphas_wide.to_string(),
@@ -33,5 +37,10 @@ pub fn run(args: TuiArgs) -> Result<()> {
             ),
             None => None,
         },
+        screenshot: args.screenshot.clone().map(|path| crate::tui::Screenshot {
+            path,
+            size: args.size,
+            press: args.press.clone(),
+        }),
     })
 }

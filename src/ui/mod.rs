@@ -4,6 +4,7 @@
 pub mod big;
 mod panels;
 pub mod slider;
+pub mod svg;
 pub mod tokens;
 pub mod wrap;
 
