@@ -114,7 +114,7 @@ fn new_app(cfg: &TuiConfig, keymap: Keymap) -> App {
         cfg.b.clone(),
         &cfg.prompt,
         &cfg.alphas,
-        cfg.params.clone(),
+        cfg.params,
         keymap,
     );
     app.range = (cfg.range.0.value(), cfg.range.1.value());
