@@ -57,6 +57,8 @@ pub struct Gpt2 {
     kernels: Kernels,
     heads: usize,
     max_pos: usize,
+    /// The activations' dtype ([`compute_dtype`](super::compute_dtype)).
+    act: candle_core::DType,
 }
 
 impl Gpt2 {
@@ -92,6 +94,7 @@ impl Gpt2 {
             kernels,
             heads: c.n_head,
             max_pos: c.n_positions,
+            act: super::compute_dtype(t.dtype(), t.device()),
         })
     }
 
@@ -123,8 +126,11 @@ impl Gpt2 {
         check_context(pos, t, self.max_pos)?;
         let d = self.wte.tensor().dim(1)?;
         let hd = d / self.heads;
-        let tok = self.wte.embed(ids, mix)?;
-        let at = self.wpe.apply(mix, |w| w.narrow(0, pos, t)?.unsqueeze(0))?;
+        let tok = self.wte.embed(ids, mix)?.to_dtype(self.act)?;
+        let at = self
+            .wpe
+            .apply(mix, |w| w.narrow(0, pos, t)?.unsqueeze(0))?
+            .to_dtype(self.act)?;
         let mut x = tok.broadcast_add(&at)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let qkv = block

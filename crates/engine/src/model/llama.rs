@@ -30,7 +30,8 @@ pub struct Llama {
     inv_freq: Tensor,
     /// (θ, factor, positions before scaling starts) for dynamic scaling.
     dynamic: Option<(f32, f32, usize)>,
-    dtype: DType,
+    /// The activations' dtype ([`compute_dtype`](super::compute_dtype)).
+    act: DType,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -82,7 +83,7 @@ impl Llama {
                 }
                 _ => None,
             },
-            dtype: vb.dtype(),
+            act: super::compute_dtype(vb.dtype(), vb.device()),
             heads: nh,
             kv_heads: nkv,
             head_dim: hd,
@@ -114,7 +115,7 @@ impl Llama {
         let (cos, sin) = self.rope_angles(pos, t)?;
         let norm = |x: &Tensor, g: &Param| g.apply(mix, |g| k_.rms_norm(x, g, self.eps));
         let linear = |x: &Tensor, w: &Param| w.linear(x, mix, k_);
-        let mut x = self.embed.embed(ids, mix)?;
+        let mut x = self.embed.embed(ids, mix)?.to_dtype(self.act)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let r = x.clone();
             let h = norm(&x, &block.attn_norm)?;
@@ -149,7 +150,7 @@ impl Llama {
         Ok(x)
     }
 
-    /// cos and sin `[t, head_dim / 2]` of positions `pos..pos + t`, in the model's dtype.
+    /// cos and sin `[t, head_dim / 2]` of positions `pos..pos + t`, in the activations' dtype.
     /// With dynamic scaling a call that reaches past the original context uses frequencies
     /// for its length; keys already cached keep theirs, as in transformers.
     fn rope_angles(&self, pos: usize, t: usize) -> Result<(Tensor, Tensor)> {
@@ -169,8 +170,8 @@ impl Llama {
             .reshape((t, 1))?;
         let freqs = positions.matmul(inv_freq)?;
         Ok((
-            freqs.cos()?.to_dtype(self.dtype)?,
-            freqs.sin()?.to_dtype(self.dtype)?,
+            freqs.cos()?.to_dtype(self.act)?,
+            freqs.sin()?.to_dtype(self.act)?,
         ))
     }
 

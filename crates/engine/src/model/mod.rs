@@ -7,6 +7,7 @@ pub mod llama;
 pub mod param;
 
 use super::config::ModelConfig;
+use crate::few_rows::{matmul_wt, Weight};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::VarBuilder;
@@ -26,14 +27,34 @@ pub enum Kernels {
     Differentiable,
 }
 
+/// The dtype activations are computed in for weights held in `weights` on `device`. On the
+/// CPU always f32: candle's f16/bf16 CPU kernels are many times slower than its f32 ones, and
+/// the matmuls that dominate read half weights directly ([`few_rows`](crate::few_rows)), so
+/// the half dtype saves memory traffic without costing f32 arithmetic. On a GPU, the weights'.
+pub fn compute_dtype(weights: DType, device: &Device) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        weights
+    }
+}
+
+/// `w` in the dtype of the activations it meets (a no-op when they agree): norm gains, biases
+/// and position rows are small, so converting them per call costs little.
+pub(crate) fn like(w: &Tensor, x: &Tensor) -> Result<Tensor> {
+    w.to_dtype(x.dtype())
+}
+
 impl Kernels {
     pub(crate) fn rms_norm(self, x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+        let w = &like(w, x)?;
         match self {
             Kernels::Fast => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
             Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
         }
     }
     pub(crate) fn layer_norm(self, x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+        let (w, b) = (&like(w, x)?, &like(b, x)?);
         match self {
             Kernels::Fast => candle_nn::ops::layer_norm(&x.contiguous()?, w, b, eps as f32),
             Kernels::Differentiable => candle_nn::ops::layer_norm_slow(x, w, b, eps as f32),
@@ -46,15 +67,20 @@ impl Kernels {
         }
     }
     /// `x [.., in] · wᵀ` for `w [out, in]`. The fast kernels take few-row products on the
-    /// CPU in f32 through [`few_rows`](crate::few_rows), which streams the weights
-    /// once instead of packing them.
+    /// CPU (f32 activations; f32, f16 or bf16 weights) through [`few_rows`](crate::few_rows),
+    /// which streams the weights once instead of packing them; half weights take every
+    /// product there, [`MAX_ROWS`](crate::few_rows::MAX_ROWS) rows at a time, rather than
+    /// being converted whole for candle's GEMM.
     pub(crate) fn linear_t(self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         if self == Kernels::Fast {
             if let Some(y) = linear_t_few_rows(x, w)? {
                 return Ok(y);
             }
+            if let Some(y) = linear_t_row_chunks(x, w)? {
+                return Ok(y);
+            }
         }
-        linear_t(x, w)
+        linear_t(x, &like(w, x)?)
     }
     pub(crate) fn rope(self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         match self {
@@ -218,13 +244,44 @@ const GEMV_ABOVE_BYTES: usize = 8 << 20;
 /// [`linear_t`] by [`few_rows::matmul_wt`](crate::few_rows::matmul_wt), where it
 /// applies (CPU, f32, few rows, contiguous weight); `None` elsewhere.
 fn linear_t_few_rows(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    use crate::few_rows::matmul_wt;
     let (n, k) = w.dims2()?;
     let m = x.elem_count() / k;
-    if m == 1 && n * k * 4 > GEMV_ABOVE_BYTES {
+    if m == 1 && w.dtype() == DType::F32 && n * k * 4 > GEMV_ABOVE_BYTES {
         return Ok(None);
     }
-    few_rows_call(x, &[w], n, k, |xs, ws, y| matmul_wt(xs, ws[0], m, n, k, y))
+    few_rows_call(x, &[w], n, k, |xs, ws, y| match ws {
+        HostWeights::F32(ws) => matmul_wt(xs, ws[0], m, n, k, y),
+        HostWeights::F16(ws) => matmul_wt(xs, ws[0], m, n, k, y),
+        HostWeights::BF16(ws) => matmul_wt(xs, ws[0], m, n, k, y),
+    })
+}
+
+/// Half weights against more rows than one few-rows call takes (a prompt): the rows in
+/// chunks, each streaming the weights once. `None` for f32 weights (candle's GEMM packs them
+/// well) and off the CPU.
+fn linear_t_row_chunks(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    use crate::few_rows::MAX_ROWS;
+    let (n, k) = w.dims2()?;
+    let m = x.elem_count() / k;
+    if !(x.device().is_cpu() && x.dtype() == DType::F32 && is_half(w.dtype())) || m <= MAX_ROWS {
+        return Ok(None);
+    }
+    let rows = x.reshape((m, k))?;
+    let mut parts = Vec::with_capacity(m.div_ceil(MAX_ROWS));
+    for start in (0..m).step_by(MAX_ROWS) {
+        let chunk = rows.narrow(0, start, MAX_ROWS.min(m - start))?;
+        match linear_t_few_rows(&chunk, w)? {
+            Some(y) => parts.push(y),
+            None => return Ok(None),
+        }
+    }
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank ≥ 1") = n;
+    Tensor::cat(&parts, 0)?.reshape(dims).map(Some)
+}
+
+fn is_half(d: DType) -> bool {
+    matches!(d, DType::F16 | DType::BF16)
 }
 
 /// `(1−α)·x·w_aᵀ + α·x·w_bᵀ` with each row's α from `mix` (x `[K, t, in]`), in one pass by
@@ -248,7 +305,11 @@ pub(crate) fn linear_t_mixed(
                 .collect()
         };
         let (keep, take) = (spread(mix.keep()), spread(mix.take()));
-        matmul_wt_mixed(xs, ws[0], ws[1], &keep, &take, m, n, k, y)
+        match ws {
+            HostWeights::F32(w) => matmul_wt_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
+            HostWeights::F16(w) => matmul_wt_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
+            HostWeights::BF16(w) => matmul_wt_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
+        }
     })
 }
 
@@ -263,14 +324,29 @@ pub(crate) fn linear_t_lowrank(
     split: usize,
     mix: &Mix,
 ) -> Result<Option<Tensor>> {
-    use crate::few_rows::matmul_wt;
     let (n, k) = w0.dims2()?;
     let rank = down.dim(0)?;
     let m = x.elem_count() / k;
-    if m == 1 && n * k * 4 > GEMV_ABOVE_BYTES {
+    if m == 1 && w0.dtype() == DType::F32 && n * k * 4 > GEMV_ABOVE_BYTES {
         return Ok(None);
     }
-    few_rows_call(x, &[w0, down, up], n, k, |xs, ws, y| {
+    few_rows_call(x, &[w0, down, up], n, k, |xs, ws, y| match ws {
+        HostWeights::F32(ws) => lowrank_rows(xs, &ws, mix, split, (m, n, k, rank), y),
+        HostWeights::F16(ws) => lowrank_rows(xs, &ws, mix, split, (m, n, k, rank), y),
+        HostWeights::BF16(ws) => lowrank_rows(xs, &ws, mix, split, (m, n, k, rank), y),
+    })
+}
+
+/// [`linear_t_lowrank`] on host slices: `ws` = [W0, down, up].
+fn lowrank_rows<W: Weight>(
+    xs: &[f32],
+    ws: &[&[W]],
+    mix: &Mix,
+    split: usize,
+    (m, n, k, rank): (usize, usize, usize, usize),
+    y: &mut [f32],
+) {
+    {
         matmul_wt(xs, ws[0], m, n, k, y);
         let mut u = vec![0f32; m * rank];
         matmul_wt(xs, ws[1], m, rank, k, &mut u);
@@ -284,27 +360,35 @@ pub(crate) fn linear_t_lowrank(
         let mut delta = vec![0f32; m * n];
         matmul_wt(&u, ws[2], m, n, rank, &mut delta);
         y.iter_mut().zip(&delta).for_each(|(y, d)| *y += d);
-    })
+    }
 }
 
-/// Run a few-rows kernel on host slices of `x` and the weights, where it applies: CPU, f32,
-/// at most `MAX_ROWS` rows, contiguous weights. The output has x's shape with `n` last.
+/// The weights of one few-rows call as host slices, all of one dtype.
+enum HostWeights<'a> {
+    F32(Vec<&'a [f32]>),
+    F16(Vec<&'a [half::f16]>),
+    BF16(Vec<&'a [half::bf16]>),
+}
+
+/// Run a few-rows kernel on host slices of `x` and the weights, where it applies: CPU, f32
+/// activations, at most `MAX_ROWS` rows, contiguous weights all of one dtype (f32, f16 or
+/// bf16). The output has x's shape with `n` last.
 fn few_rows_call(
     x: &Tensor,
     ws: &[&Tensor],
     n: usize,
     k: usize,
-    kernel: impl FnOnce(&[f32], &[&[f32]], &mut [f32]),
+    kernel: impl FnOnce(&[f32], HostWeights, &mut [f32]),
 ) -> Result<Option<Tensor>> {
     use crate::few_rows::MAX_ROWS;
-    use candle_core::Storage;
+    use candle_core::{CpuStorage, Storage};
     let m = x.elem_count() / k;
+    let dtype = ws[0].dtype();
     let eligible = x.device().is_cpu()
         && x.dtype() == DType::F32
         && m <= MAX_ROWS
-        && ws
-            .iter()
-            .all(|w| w.dtype() == DType::F32 && w.is_contiguous());
+        && matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+        && ws.iter().all(|w| w.dtype() == dtype && w.is_contiguous());
     if !eligible {
         return Ok(None);
     }
@@ -317,14 +401,27 @@ fn few_rows_call(
         };
         let xa = &xc.as_slice::<f32>()?[xl.start_offset()..][..m * k];
         let guards: Vec<_> = ws.iter().map(|w| w.storage_and_layout()).collect();
-        let mut slices = Vec::with_capacity(ws.len());
+        let mut host = match dtype {
+            DType::F16 => HostWeights::F16(vec![]),
+            DType::BF16 => HostWeights::BF16(vec![]),
+            _ => HostWeights::F32(vec![]),
+        };
         for ((s, l), w) in guards.iter().zip(ws) {
-            let Storage::Cpu(c) = &**s else {
-                return Ok(None);
-            };
-            slices.push(&c.as_slice::<f32>()?[l.start_offset()..][..w.elem_count()]);
+            let (start, len) = (l.start_offset(), w.elem_count());
+            match (&**s, &mut host) {
+                (Storage::Cpu(CpuStorage::F32(c)), HostWeights::F32(v)) => {
+                    v.push(&c[start..][..len])
+                }
+                (Storage::Cpu(CpuStorage::F16(c)), HostWeights::F16(v)) => {
+                    v.push(&c[start..][..len])
+                }
+                (Storage::Cpu(CpuStorage::BF16(c)), HostWeights::BF16(v)) => {
+                    v.push(&c[start..][..len])
+                }
+                _ => return Ok(None),
+            }
         }
-        kernel(xa, &slices, &mut y);
+        kernel(xa, host, &mut y);
     }
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("rank ≥ 1") = n;
@@ -333,6 +430,7 @@ fn few_rows_call(
 
 /// `x [.., in] · w + b` for a weight stored `[in, out]` (GPT-2's Conv1D layout).
 pub(crate) fn conv1d(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (w, b) = (&like(w, x)?, &like(b, x)?);
     let dims = x.dims().to_vec();
     let inner = dims[dims.len() - 1];
     let rows = x.elem_count() / inner;

@@ -51,14 +51,15 @@ impl LowRankPair {
     fn linear_delta(&self, x: &Tensor, mix: &Mix) -> Result<Tensor> {
         let (k, t, inp) = x.dims3()?;
         let coef = mix.rank_weights(self.split, self.rank, x.dtype())?;
+        let (down, up) = (super::like(&self.down, x)?, super::like(&self.up, x)?);
         let u = x
             .reshape((k * t, inp))?
-            .matmul(&self.down.t()?)?
+            .matmul(&down.t()?)?
             .reshape((k, t, self.rank))?
             .broadcast_mul(&coef)?;
-        let out = self.up.dim(0)?;
+        let out = up.dim(0)?;
         u.reshape((k * t, self.rank))?
-            .matmul(&self.up.t()?)?
+            .matmul(&up.t()?)?
             .reshape((k, t, out))
     }
 
