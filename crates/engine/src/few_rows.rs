@@ -348,6 +348,268 @@ mod simd {
     }
 }
 
+/// `y [m, n] = x [m, k] · w [k, n]` for weights stored `[in, out]` (GPT-2's Conv1D): each
+/// weight row is read once, in order, and multiplied into every row of x.
+pub fn matmul_w<W: Weight>(x: &[f32], w: &[W], m: usize, n: usize, k: usize, y: &mut [f32]) {
+    assert_eq!(w.len(), k * n, "w is [k, n]");
+    run_cols(x, m, n, k, y, |first, cols, out| {
+        in_out::columns(x, w, None, m, n, k, first, cols, out)
+    });
+}
+
+/// [`matmul_w`] for the batched columns: `y[r] = keep[r]·(x[r]·wa) + take[r]·(x[r]·wb)`,
+/// reading both endpoints' rows together.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_w_mixed<W: Weight>(
+    x: &[f32],
+    wa: &[W],
+    wb: &[W],
+    keep: &[f32],
+    take: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+) {
+    assert_eq!(wa.len(), k * n, "wa is [k, n]");
+    assert_eq!(wb.len(), k * n, "wb is [k, n]");
+    assert!(keep.len() == m && take.len() == m, "one weight per row");
+    run_cols(x, m, n, k, y, |first, cols, out| {
+        in_out::columns(x, wa, Some((wb, keep, take)), m, n, k, first, cols, out)
+    });
+}
+
+/// The plain twin of [`matmul_w`], in f64.
+pub fn matmul_w_reference<W: Weight>(x: &[f32], w: &[W], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    for r in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k)
+                .map(|i| x[r * k + i] as f64 * w[i * n + j].to_f32() as f64)
+                .sum();
+            y[r * n + j] = dot as f32;
+        }
+    }
+    y
+}
+
+/// Split the n output columns into blocks, one per task; each task fills its block
+/// `[m, cols]`, copied into y's rows afterwards.
+fn run_cols(
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+    task: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    assert_eq!(x.len(), m * k, "x is [m, k]");
+    assert_eq!(y.len(), m * n, "y is [m, n]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if m * n * k < SERIAL_BELOW {
+        task(0, n, y);
+        return;
+    }
+    // Blocks of whole 16-column tiles: a task streams its block's part of every weight row.
+    let per_task = n
+        .div_ceil(4 * rayon::current_num_threads())
+        .next_multiple_of(16)
+        .max(MIN_ROWS_PER_TASK);
+    let blocks: Vec<(usize, Vec<f32>)> = (0..n)
+        .step_by(per_task)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|first| {
+            let cols = per_task.min(n - first);
+            let mut out = vec![0f32; m * cols];
+            task(first, cols, &mut out);
+            (first, out)
+        })
+        .collect();
+    for (first, out) in blocks {
+        let cols = out.len() / m;
+        for (r, row) in out.chunks_exact(cols).enumerate() {
+            y[r * n + first..][..cols].copy_from_slice(row);
+        }
+    }
+}
+
+/// The column-block kernels of [`matmul_w`] and [`matmul_w_mixed`].
+mod in_out {
+    use super::{Mixed, Weight};
+
+    /// Columns `first..first + cols` of `x · w` (mixed with `wb`) into `out [m, cols]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn columns<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        mixed: Mixed<W>,
+        m: usize,
+        n: usize,
+        k: usize,
+        first: usize,
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))]
+        // SAFETY: the target features are enabled at compile time (see .cargo/config.toml).
+        let done = unsafe { simd::columns(x, w, mixed, m, n, k, first, cols, out) };
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        )))]
+        let done = 0;
+        scalar(
+            x,
+            w,
+            mixed,
+            m,
+            n,
+            k,
+            first + done,
+            cols - done,
+            done,
+            cols,
+            out,
+        );
+    }
+
+    /// Columns `first..first + count` the plain way, into `out`'s columns from `at`.
+    #[allow(clippy::too_many_arguments)]
+    fn scalar<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        mixed: Mixed<W>,
+        m: usize,
+        n: usize,
+        k: usize,
+        first: usize,
+        count: usize,
+        at: usize,
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        for r in 0..m {
+            for c in 0..count {
+                let j = first + c;
+                let dot =
+                    |w: &[W]| -> f32 { (0..k).map(|i| x[r * k + i] * w[i * n + j].to_f32()).sum() };
+                out[r * stride + at + c] = match mixed {
+                    Some((wb, keep, take)) => keep[r] * dot(w) + take[r] * dot(wb),
+                    None => dot(w),
+                };
+            }
+        }
+    }
+
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    mod simd {
+        use super::{Mixed, Weight};
+        use std::arch::x86_64::*;
+
+        /// The tiles that fit `cols` (16 columns each, 8 when mixed); returns how many
+        /// columns it filled, the rest left to the scalar loop.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn columns<W: Weight>(
+            x: &[f32],
+            w: &[W],
+            mixed: Mixed<W>,
+            m: usize,
+            n: usize,
+            k: usize,
+            first: usize,
+            cols: usize,
+            out: &mut [f32],
+        ) -> usize {
+            let xp = x.as_ptr();
+            let width = if mixed.is_some() { 8 } else { 16 };
+            let tiles = cols / width;
+            for t in 0..tiles {
+                let j = first + t * width;
+                let c0 = t * width;
+                // Two streams of 8 columns: neighbouring columns, or the same columns of A
+                // and of B.
+                let ws = match mixed {
+                    Some((wb, ..)) => [w.as_ptr().add(j), wb.as_ptr().add(j)],
+                    None => [w.as_ptr().add(j), w.as_ptr().add(j + 8)],
+                };
+                let mut r = 0;
+                while r < m {
+                    let rows = (m - r).min(4);
+                    let acc = match rows {
+                        4 => tile::<W, 4>(xp.add(r * k), ws, n, k),
+                        3 => widen(tile::<W, 3>(xp.add(r * k), ws, n, k)),
+                        2 => widen(tile::<W, 2>(xp.add(r * k), ws, n, k)),
+                        _ => widen(tile::<W, 1>(xp.add(r * k), ws, n, k)),
+                    };
+                    for (i, [a, b]) in acc.iter().take(rows).enumerate() {
+                        let o = out.as_mut_ptr().add((r + i) * cols + c0);
+                        match mixed {
+                            Some((_, keep, take)) => {
+                                let v = _mm256_add_ps(
+                                    _mm256_mul_ps(_mm256_set1_ps(keep[r + i]), *a),
+                                    _mm256_mul_ps(_mm256_set1_ps(take[r + i]), *b),
+                                );
+                                _mm256_storeu_ps(o, v);
+                            }
+                            None => {
+                                _mm256_storeu_ps(o, *a);
+                                _mm256_storeu_ps(o.add(8), *b);
+                            }
+                        }
+                    }
+                    r += rows;
+                }
+            }
+            tiles * width
+        }
+
+        #[inline(always)]
+        unsafe fn widen<const R: usize>(acc: [[__m256; 2]; R]) -> [[__m256; 2]; 4] {
+            let mut out = [[_mm256_setzero_ps(); 2]; 4];
+            out[..R].copy_from_slice(&acc);
+            out
+        }
+
+        /// R rows of x (from `xp`, row stride k) times two 8-column weight streams (row
+        /// stride n): every weight load feeds R multiply-adds.
+        #[inline(always)]
+        unsafe fn tile<W: Weight, const R: usize>(
+            xp: *const f32,
+            ws: [*const W; 2],
+            n: usize,
+            k: usize,
+        ) -> [[__m256; 2]; R] {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            for i in 0..k {
+                let w0 = W::load8(ws[0].add(i * n));
+                let w1 = W::load8(ws[1].add(i * n));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_set1_ps(*xp.add(r * k + i));
+                    acc[0] = _mm256_fmadd_ps(xv, w0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(xv, w1, acc[1]);
+                }
+            }
+            acc
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,6 +670,34 @@ mod tests {
                 matmul_wt(&x, &rounded, m, n, k, &mut exact);
                 matmul_wt(&x, &w16, m, n, k, &mut y);
                 assert_close(&y, &exact, k, "f16 against rounded f32");
+            }
+        }
+    }
+
+    #[test]
+    fn in_out_layout_matches_the_reference_for_every_row_count() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for &(n, k) in &[(1, 1), (7, 13), (16, 5), (130, 64), (2304, 48), (100, 577)] {
+            for m in (1..=9).chain([17, MAX_ROWS]) {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let w: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let wb: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let mut y = vec![f32::NAN; m * n];
+                matmul_w(&x, &w, m, n, k, &mut y);
+                let want = matmul_w_reference(&x, &w, m, n, k);
+                assert_close(&y, &want, k, &format!("m {m} n {n} k {k}"));
+                let w16: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                matmul_w(&x, &w16, m, n, k, &mut y);
+                let want16 = matmul_w_reference(&x, &w16, m, n, k);
+                assert_close(&y, &want16, k, &format!("bf16 m {m} n {n} k {k}"));
+                let alphas: Vec<f32> = (0..m).map(|r| r as f32 * 0.4 - 0.5).collect();
+                let keep: Vec<f32> = alphas.iter().map(|a| 1.0 - a).collect();
+                matmul_w_mixed(&x, &w, &wb, &keep, &alphas, m, n, k, &mut y);
+                let at_b = matmul_w_reference(&x, &wb, m, n, k);
+                let mixed: Vec<f32> = (0..m * n)
+                    .map(|i| keep[i / n] * want[i] + alphas[i / n] * at_b[i])
+                    .collect();
+                assert_close(&y, &mixed, k, &format!("mixed m {m} n {n} k {k}"));
             }
         }
     }

@@ -3,7 +3,7 @@
 //! the LM head is tied to `wte`.
 
 use super::param::{Loader, Mix, Param};
-use super::{attention, check_context, conv1d, Cache, Kernels};
+use super::{attention, check_context, conv1d, conv1d_mixed, Cache, Kernels};
 use crate::config::Gpt2Config;
 use candle_core::{Device, Result, Tensor};
 
@@ -21,8 +21,27 @@ impl Conv1D {
             b: vb.get(out, "bias")?,
         })
     }
-    fn forward(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
-        let y = affine2(&self.w, &self.b, mix, |w, b| conv1d(x, w, b))?;
+    fn forward(&self, x: &Tensor, mix: Option<&Mix>, kernels: Kernels) -> Result<Tensor> {
+        // Batched columns over two full endpoints: both weights in one pass, the biases mixed
+        // per row (the same affine identity as `affine2`).
+        if let (Some(m), Some(wb), Kernels::Fast) = (mix, self.w.endpoint_b(), kernels) {
+            if let Some(y) = conv1d_mixed(x, self.w.tensor(), wb, m)? {
+                let n = y.dim(candle_core::D::Minus1)?;
+                let k = m.alphas().len();
+                let row_bias = |b: &Tensor| {
+                    b.to_dtype(y.dtype())?
+                        .reshape((1, 1, n))?
+                        .broadcast_as((k, 1, n))?
+                        .contiguous()
+                };
+                let bias = m.combine(
+                    &row_bias(self.b.tensor())?,
+                    &row_bias(self.b.endpoint_b().unwrap_or(self.b.tensor()))?,
+                )?;
+                return self.w.add_delta(y.broadcast_add(&bias)?, x, mix);
+            }
+        }
+        let y = affine2(&self.w, &self.b, mix, |w, b| conv1d(x, w, b, kernels))?;
         self.w.add_delta(y, x, mix)
     }
 }
@@ -135,7 +154,7 @@ impl Gpt2 {
         for (i, block) in self.blocks.iter().enumerate() {
             let qkv = block
                 .c_attn
-                .forward(&self.norm(&block.ln_1, &x, mix)?, mix)?;
+                .forward(&self.norm(&block.ln_1, &x, mix)?, mix, self.kernels)?;
             let head = |i: usize| -> Result<Tensor> {
                 qkv.narrow(2, i * d, d)?
                     .reshape((b, t, self.heads, hd))?
@@ -150,12 +169,12 @@ impl Gpt2 {
             let y = attention(&q, &k.contiguous()?, &v, self.kernels)?
                 .transpose(1, 2)?
                 .reshape((b, t, d))?;
-            x = (x + block.attn_proj.forward(&y, mix)?)?;
+            x = (x + block.attn_proj.forward(&y, mix, self.kernels)?)?;
             let h = block
                 .c_fc
-                .forward(&self.norm(&block.ln_2, &x, mix)?, mix)?
+                .forward(&self.norm(&block.ln_2, &x, mix)?, mix, self.kernels)?
                 .gelu()?;
-            x = (x + block.mlp_proj.forward(&h, mix)?)?;
+            x = (x + block.mlp_proj.forward(&h, mix, self.kernels)?)?;
         }
         Ok(x)
     }

@@ -7,7 +7,7 @@ pub mod llama;
 pub mod param;
 
 use super::config::ModelConfig;
-use crate::few_rows::{matmul_wt, Weight};
+use crate::few_rows::{matmul_w, matmul_wt, Weight};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::VarBuilder;
@@ -260,8 +260,20 @@ fn linear_t_few_rows(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
 /// chunks, each streaming the weights once. `None` for f32 weights (candle's GEMM packs them
 /// well) and off the CPU.
 fn linear_t_row_chunks(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    use crate::few_rows::MAX_ROWS;
     let (n, k) = w.dims2()?;
+    in_row_chunks(x, w, k, n, |chunk| linear_t_few_rows(chunk, w))
+}
+
+/// `product` over x's rows in chunks of at most `MAX_ROWS`, for half weights `w` against
+/// more rows than one few-rows call takes; `None` unless every chunk ran.
+fn in_row_chunks(
+    x: &Tensor,
+    w: &Tensor,
+    k: usize,
+    n: usize,
+    product: impl Fn(&Tensor) -> Result<Option<Tensor>>,
+) -> Result<Option<Tensor>> {
+    use crate::few_rows::MAX_ROWS;
     let m = x.elem_count() / k;
     if !(x.device().is_cpu() && x.dtype() == DType::F32 && is_half(w.dtype())) || m <= MAX_ROWS {
         return Ok(None);
@@ -270,7 +282,7 @@ fn linear_t_row_chunks(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let mut parts = Vec::with_capacity(m.div_ceil(MAX_ROWS));
     for start in (0..m).step_by(MAX_ROWS) {
         let chunk = rows.narrow(0, start, MAX_ROWS.min(m - start))?;
-        match linear_t_few_rows(&chunk, w)? {
+        match product(&chunk)? {
             Some(y) => parts.push(y),
             None => return Ok(None),
         }
@@ -429,15 +441,66 @@ fn few_rows_call(
 }
 
 /// `x [.., in] · w + b` for a weight stored `[in, out]` (GPT-2's Conv1D layout).
-pub(crate) fn conv1d(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let (w, b) = (&like(w, x)?, &like(b, x)?);
-    let dims = x.dims().to_vec();
-    let inner = dims[dims.len() - 1];
-    let rows = x.elem_count() / inner;
-    let y = x.reshape((rows, inner))?.matmul(w)?.broadcast_add(b)?;
-    let mut out = dims;
-    *out.last_mut().expect("rank ≥ 1") = w.dim(1)?;
-    y.reshape(out)
+pub(crate) fn conv1d(x: &Tensor, w: &Tensor, b: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    let (k, n) = w.dims2()?;
+    // Few rows (decode, batched columns) stream each weight row once through few_rows; half
+    // weights take that path for prompts too, in row chunks.
+    let few = |x: &Tensor| {
+        few_rows_call(x, &[w], n, k, |xs, ws, y| {
+            let m = xs.len() / k;
+            match ws {
+                HostWeights::F32(ws) => matmul_w(xs, ws[0], m, n, k, y),
+                HostWeights::F16(ws) => matmul_w(xs, ws[0], m, n, k, y),
+                HostWeights::BF16(ws) => matmul_w(xs, ws[0], m, n, k, y),
+            }
+        })
+    };
+    let fast = kernels == Kernels::Fast;
+    let y = match if fast { few(x)? } else { None } {
+        Some(y) => y,
+        None => match if fast {
+            in_row_chunks(x, w, k, n, few)?
+        } else {
+            None
+        } {
+            Some(y) => y,
+            None => {
+                let rows = x.elem_count() / k;
+                let mut out = x.dims().to_vec();
+                *out.last_mut().expect("rank ≥ 1") = n;
+                x.reshape((rows, k))?.matmul(&like(w, x)?)?.reshape(out)?
+            }
+        },
+    };
+    y.broadcast_add(&like(b, &y)?)
+}
+
+/// The batched columns' Conv1D product without its bias, `keep[r]·(x[r]·wa) + take[r]·(x[r]·wb)`
+/// for each batch row's α, in one pass over both endpoints; `None` where few_rows does not
+/// apply.
+pub(crate) fn conv1d_mixed(
+    x: &Tensor,
+    wa: &Tensor,
+    wb: &Tensor,
+    mix: &Mix,
+) -> Result<Option<Tensor>> {
+    use crate::few_rows::matmul_w_mixed;
+    let (k, n) = wa.dims2()?;
+    let m = x.elem_count() / k;
+    few_rows_call(x, &[wa, wb], n, k, |xs, ws, y| {
+        let per_row = m / mix.alphas().len();
+        let spread = |w: &[f32]| -> Vec<f32> {
+            w.iter()
+                .flat_map(|&w| std::iter::repeat_n(w, per_row))
+                .collect()
+        };
+        let (keep, take) = (spread(mix.keep()), spread(mix.take()));
+        match ws {
+            HostWeights::F32(w) => matmul_w_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
+            HostWeights::F16(w) => matmul_w_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
+            HostWeights::BF16(w) => matmul_w_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
+        }
+    })
 }
 
 /// The last position of `[b, t, d]` as `[b, 1, d]`.
