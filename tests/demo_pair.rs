@@ -52,6 +52,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
         },
         out: tmp.path().join("sweep"),
         progress: false,
+        tokens_per_s: Default::default(),
     };
     let s = sweep.run(&mut engine).unwrap();
     assert!(

@@ -105,6 +105,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
         },
         out: out.to_path_buf(),
         progress: false,
+        tokens_per_s: Default::default(),
     }
 }
 

@@ -46,6 +46,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         config,
         out: args.out.clone(),
         progress: true,
+        tokens_per_s: Default::default(),
     };
     let summary = sweep.run(&mut engine)?;
     println!(
@@ -74,9 +75,13 @@ pub fn run(args: SweepArgs) -> Result<()> {
         );
     }
     println!(
-        "wrote {}/{{samples.jsonl, summary.csv, summary.json, plots/}} in {:.1}s",
+        "wrote {}/{{samples.jsonl, summary.csv, summary.json, plots/}} in {:.1}s{}",
         args.out.display(),
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        match sweep.tokens_per_s.get() {
+            Some(r) => format!(" (generation {r:.1} tok/s over all rows)"),
+            None => String::new(),
+        }
     );
     Ok(())
 }

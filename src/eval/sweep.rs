@@ -121,10 +121,15 @@ pub fn read_records(path: &Path) -> Result<Vec<SampleRecord>> {
     Ok(records)
 }
 
+/// Samples of one prompt generated together as one batch, at most.
+pub const SAMPLE_BATCH: usize = 16;
+
 pub struct Sweep {
     pub config: SweepConfig,
     pub out: PathBuf,
     pub progress: bool,
+    /// After a run: the generation rate over every row generated (None if nothing was).
+    pub tokens_per_s: std::cell::Cell<Option<f64>>,
 }
 
 impl Sweep {
@@ -190,18 +195,49 @@ impl Sweep {
             None => None,
         };
         let cells: Vec<_> = grid.cells().collect();
+        let started = std::time::Instant::now();
+        let mut generated_tokens = 0usize;
         for of_alpha in cells.chunk_by(|x, y| x.alpha_index == y.alpha_index) {
             let alpha = grid.alpha(of_alpha[0]);
             bar.set_message(format!("α = {alpha}"));
             // Generate this α's missing samples, then score them (possibly at another α).
+            // The unit of generation is one batch: a prompt's samples in groups of at most
+            // SAMPLE_BATCH rows. A batch with any sample missing is generated whole, so every
+            // sample always comes from the same batch and a resumed sweep writes exactly the
+            // records an uninterrupted one would.
             let mut fresh = Vec::new();
-            for &cell in of_alpha {
-                if done.contains(&(alpha.value().to_bits(), cell.prompt_index, cell.sample)) {
+            for batch in of_alpha.chunk_by(|x, y| {
+                x.prompt_index == y.prompt_index
+                    && x.sample / SAMPLE_BATCH == y.sample / SAMPLE_BATCH
+            }) {
+                let missing = |cell: &super::grid::Cell| {
+                    !done.contains(&(alpha.value().to_bits(), cell.prompt_index, cell.sample))
+                };
+                if !batch.iter().any(missing) {
                     continue;
                 }
-                let g = grid.generate(engine, cell)?;
-                fresh.push((cell, g));
-                bar.inc(1);
+                if engine.alpha() != alpha {
+                    engine.set_alpha(alpha)?;
+                }
+                let prompt_ids = engine.encode(&c.prompts[batch[0].prompt_index])?;
+                let seeds: Vec<u64> = batch
+                    .iter()
+                    .map(|&cell| grid.params(cell).sampling.seed)
+                    .collect();
+                let mut params = c.params;
+                // The blend's own log-probabilities of what it wrote are its perplexity.
+                params.token_info = c.ppl_ref == PplRef::Blend;
+                let gens = engine
+                    .generator()
+                    .run_samples(&prompt_ids, &seeds, &params, &mut |_, _| {})
+                    .with_context(|| format!("at α = {alpha}"))?;
+                for (&cell, g) in batch.iter().zip(gens) {
+                    generated_tokens += g.token_ids.len();
+                    if missing(&cell) {
+                        fresh.push((cell, prompt_ids.clone(), g));
+                        bar.inc(1);
+                    }
+                }
             }
             if fresh.is_empty() {
                 continue;
@@ -211,14 +247,18 @@ impl Sweep {
                 PplRef::B => engine.set_alpha(Alpha::B).map(drop)?,
                 _ => {}
             }
-            for (cell, g) in fresh {
+            for (cell, prompt_ids, g) in fresh {
                 let prompt = &c.prompts[cell.prompt_index];
-                let prompt_ids = engine.encode(prompt)?;
-                let generator = match &reference {
-                    Some(r) => r.generator(),
-                    None => engine.generator(),
+                let (nll, n) = match (&c.ppl_ref, &reference) {
+                    (PplRef::Blend, _) => (
+                        -g.tokens.iter().map(|t| t.logprob as f64).sum::<f64>(),
+                        g.tokens.len(),
+                    ),
+                    (_, Some(r)) => r.generator().continuation_nll(&prompt_ids, &g.token_ids)?,
+                    (_, None) => engine
+                        .generator()
+                        .continuation_nll(&prompt_ids, &g.token_ids)?,
                 };
-                let (nll, n) = generator.continuation_nll(&prompt_ids, &g.token_ids)?;
                 let r = SampleRecord {
                     alpha,
                     prompt_index: cell.prompt_index,
@@ -239,6 +279,10 @@ impl Sweep {
             }
             file.flush()?;
         }
+        self.tokens_per_s.set(
+            (generated_tokens > 0)
+                .then(|| generated_tokens as f64 / started.elapsed().as_secs_f64()),
+        );
         bar.finish_and_clear();
         let summary = summarise(&c.alphas, &records);
         write_summary(out, &summary)?;

@@ -322,6 +322,44 @@ impl Generator<'_> {
         cancel: &dyn Fn(usize) -> bool,
         on_step: &mut dyn FnMut(usize, Step<'_>),
     ) -> Result<Vec<Generation>> {
+        self.rows_loop(prompt_ids, given, mix, None, params, cancel, on_step)
+    }
+
+    /// Several samples of one prompt as one batch at the model's current weights: row i
+    /// samples with `seeds[i]` (the rest of `params` shared). Each row's tokens depend only
+    /// on its seed and on the batch's size, not on its neighbours.
+    pub fn run_samples(
+        &self,
+        prompt_ids: &[u32],
+        seeds: &[u64],
+        params: &GenerationParams,
+        on_step: &mut dyn FnMut(usize, Step<'_>),
+    ) -> Result<Vec<Generation>> {
+        if seeds.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.rows_loop(
+            prompt_ids,
+            &[],
+            None,
+            Some(seeds),
+            params,
+            &|_| false,
+            on_step,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rows_loop(
+        &self,
+        prompt_ids: &[u32],
+        given: &[u32],
+        mix: Option<&Mix>,
+        seeds: Option<&[u64]>,
+        params: &GenerationParams,
+        cancel: &dyn Fn(usize) -> bool,
+        on_step: &mut dyn FnMut(usize, Step<'_>),
+    ) -> Result<Vec<Generation>> {
         params.sampling.validate()?;
         if prompt_ids.is_empty() {
             bail!(Invalid, "the prompt is empty after tokenisation");
@@ -334,13 +372,23 @@ impl Generator<'_> {
                 self.max_positions
             );
         }
-        let k = mix.map_or(1, |m| m.alphas().len());
+        let k = match (seeds, mix) {
+            (Some(s), _) => s.len(),
+            (None, Some(m)) => m.alphas().len(),
+            (None, None) => 1,
+        };
         let device = self.model.device();
         let start = Instant::now();
         let capacity = (prompt_ids.len() + params.max_tokens).min(self.max_positions);
         let mut cache = self.model.new_cache(capacity);
         let mut rows: Vec<Row> = (0..k)
-            .map(|_| Row::new(self.tokenizer, params, prompt_ids))
+            .map(|i| {
+                let mut p = *params;
+                if let Some(seeds) = seeds {
+                    p.sampling.seed = seeds[i];
+                }
+                Row::new(self.tokenizer, &p, prompt_ids)
+            })
             .collect();
         for (i, row) in rows.iter_mut().enumerate() {
             row.sampler.skip(given.len());
