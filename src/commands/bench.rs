@@ -378,6 +378,8 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
         o.insert("blend_ms".into(), json!(ms(blend)));
         o.insert("ttft_ms".into(), json!(ms(ttft)));
         o.insert("decode_tok_s".into(), json!(rate));
+        o.insert("bytes_per_token".into(), json!(weights));
+        o.insert("decode_gb_s".into(), json!(rate * weights as f64 / 1e9));
         o.insert("model_bytes".into(), json!(weights));
         o.insert("peak_rss_bytes".into(), json!(peak));
         if let Some((ttft, rate)) = factored {
@@ -403,7 +405,12 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
             ms(ttft),
             ms(blend)
         );
-        println!("  decode                  {rate:8.1} tok/s");
+        // Each decode step reads every weight once (the tied embedding once, as the head).
+        println!(
+            "  decode                  {rate:8.1} tok/s  ({:.1} MB/token → {:.1} GB/s)",
+            weights as f64 / 1e6,
+            rate * weights as f64 / 1e9
+        );
         if let Some((f_ttft, f_rate)) = factored {
             println!(
                 "  factored: α change → first token {:8.2} ms (no merge), decode {f_rate:.1} tok/s",
