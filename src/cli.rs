@@ -290,7 +290,8 @@ pub struct LoadArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// auto, f32, f16 or bf16 (auto: f32 on the CPU, the checkpoint's dtype on a GPU).
+    /// auto, f32, f16 or bf16 (auto: the checkpoint's dtype on a GPU; on the CPU f32, or a
+    /// half-precision checkpoint's own dtype where that measures faster on this machine).
     #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Blend endpoints whose tokenizers differ (A's tokenizer is used).

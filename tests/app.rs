@@ -17,6 +17,7 @@ fn info() -> PairInfo {
         device: "cpu".into(),
         buffer_bytes: 9_600_000,
         gpu_memory: None,
+        chat_template: false,
     }
 }
 

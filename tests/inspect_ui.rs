@@ -38,6 +38,7 @@ fn app() -> (App, Vec<(ColumnId, Job)>) {
             device: "cpu".into(),
             buffer_bytes: 4000,
             gpu_memory: None,
+            chat_template: false,
         })))
         .into_iter()
         .filter_map(|e| match e {

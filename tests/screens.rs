@@ -45,6 +45,7 @@ fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
         device: "cpu".into(),
         buffer_bytes: 9_606_144,
         gpu_memory: None,
+        chat_template: false,
     })))
     .into_iter()
     .filter_map(|e| match e {

@@ -269,6 +269,18 @@ fn presenter(app: &App, areas: &Areas, buf: &mut ratatui::buffer::Buffer) {
     }
 }
 
+/// Long paths in a header text cut to their last component ("…/model.gguf"), so that the
+/// architecture, dtype and device after them stay on screen.
+fn compact_paths(text: &str) -> String {
+    text.split(' ')
+        .map(|w| match w.rsplit_once('/') {
+            Some((_, last)) if w.chars().count() > 32 && !last.is_empty() => format!("…/{last}"),
+            _ => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn columns_area(a: &Areas) -> Rect {
     a.columns
         .iter()
@@ -283,16 +295,16 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     let mut spans = vec![
         Span::styled("lerpscope ", bold.fg(Color::Magenta)),
         Span::styled("A ", dim),
-        Span::raw(app.a.clone()),
+        Span::raw(compact_paths(&app.a)),
         Span::styled(" ↔ B ", dim),
-        Span::raw(app.b.clone()),
+        Span::raw(compact_paths(&app.b)),
     ];
     if let PairState::Ready(info) = &app.pair {
         // Adapters: what is on each side of the base, e.g. "base X + LoRA r8 ×7 modules ↔ …".
         if let Some(rest) = info.description.strip_prefix("base ") {
             spans.truncate(1);
             spans.push(Span::styled("base ", dim));
-            spans.push(Span::raw(rest.to_string()));
+            spans.push(Span::raw(compact_paths(rest)));
         }
         spans.push(Span::styled(
             format!(

@@ -5,7 +5,7 @@
 
 use super::wrap;
 use crate::app::inspect::span;
-use crate::app::{App, Piece, TokenView};
+use crate::app::{App, PairState, Piece, TokenView};
 use crate::engine::token_stream::{SPECIAL_END, SPECIAL_START};
 use crate::engine::TokenInfo;
 use ratatui::style::{Color, Modifier, Style};
@@ -104,10 +104,15 @@ pub struct ColumnText {
 impl ColumnText {
     pub fn of(app: &App, i: usize, width: usize) -> Self {
         let c = &app.columns[i];
-        let prompt = if app.score_mode {
-            String::new()
-        } else {
-            app.prompt.text()
+        let prompt = match &app.pair {
+            _ if app.score_mode => String::new(),
+            // A chat model replies in a turn of its own: start the reply on a new line.
+            PairState::Ready(info)
+                if info.chat_template && !crate::engine::chat::is_formatted(&app.prompt.text()) =>
+            {
+                format!("{}\n", app.prompt.text())
+            }
+            _ => app.prompt.text(),
         };
         let raw = format!("{prompt}{}", c.text);
         let mut specials = Vec::new();

