@@ -535,8 +535,12 @@ pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
         .collect();
     let prefix = bench.prompt.clone();
     let token = 1;
-    let passes = crate::session::scrub::passes(n);
+    // Warm-up, which also times a row as the UI's first scrub does, to size the coarse pass.
+    let t = Instant::now();
     bench.engine.logits_columns(&prefix, &alphas)?;
+    let per_row_token = t.elapsed().as_secs_f64() / (n * prefix.len().max(1)) as f64;
+    let coarse = crate::session::scrub::coarse_points(Some(per_row_token), prefix.len());
+    let passes = crate::session::scrub::passes(n, coarse);
     let (mut forward, mut one, mut two, mut first) = (vec![], vec![], vec![], vec![]);
     for _ in 0..iters {
         let t = Instant::now();

@@ -16,8 +16,12 @@ pub struct ScrubJob {
     pub alphas: Vec<Alpha>,
 }
 
-/// Every this many points, one goes in the coarse pass.
-const COARSE_EVERY: usize = 4;
+/// The coarse pass aims to be drawn within this many seconds of the request.
+const COARSE_WITHIN: f64 = 0.8;
+/// Points in the coarse pass: at least the ends and the middle, at most every fourth of 25.
+const COARSE_POINTS: (usize, usize) = (3, 7);
+/// Coarse points before any pass has been timed.
+const COARSE_UNTIMED: usize = 4;
 
 pub(super) struct ScrubState {
     job: ScrubJob,
@@ -30,17 +34,35 @@ pub(super) struct ScrubState {
 /// points first only pay where the wait would be felt.
 const ONE_PASS_UNDER: f64 = 0.4;
 
-/// The passes of a scrub of `n` points, in order, as indices into its alphas: every fourth
-/// point and the last, then the rest.
-pub fn passes(n: usize) -> Vec<Vec<usize>> {
-    let coarse: Vec<usize> = (0..n)
-        .filter(|i| i % COARSE_EVERY == 0 || i + 1 == n)
-        .collect();
-    let fine: Vec<usize> = (0..n).filter(|i| !coarse.contains(i)).collect();
-    [coarse, fine]
+/// The passes of a scrub of `n` points, in order, as indices into its alphas: `coarse` points
+/// spread evenly (both ends included), then the rest.
+pub fn passes(n: usize, coarse: usize) -> Vec<Vec<usize>> {
+    let picked: Vec<usize> = match (n, coarse.clamp(2, n.max(2))) {
+        (0, _) => vec![],
+        (1, _) => vec![0],
+        (n, c) => {
+            let mut v: Vec<usize> = (0..c)
+                .map(|j| (j * (n - 1) + (c - 1) / 2) / (c - 1))
+                .collect();
+            v.dedup();
+            v
+        }
+    };
+    let fine: Vec<usize> = (0..n).filter(|i| !picked.contains(i)).collect();
+    [picked, fine]
         .into_iter()
         .filter(|p| !p.is_empty())
         .collect()
+}
+
+/// How many points the coarse pass takes over `tokens` of prefix, given the measured cost of
+/// one row and token (None before any pass): as many as fit in [`COARSE_WITHIN`].
+pub fn coarse_points(per_row_token: Option<f64>, tokens: usize) -> usize {
+    match per_row_token {
+        Some(per) if per > 0.0 => ((COARSE_WITHIN / (per * tokens.max(1) as f64)) as usize)
+            .clamp(COARSE_POINTS.0, COARSE_POINTS.1),
+        _ => COARSE_UNTIMED,
+    }
 }
 
 /// What a scrub costs on this engine: seconds per row and prefix token, from the last pass.
@@ -52,7 +74,7 @@ impl ScrubCost {
     pub(super) fn plan(&self, n: usize, tokens: usize) -> Vec<Vec<usize>> {
         match self.0 {
             Some(per) if per * ((n * tokens) as f64) < ONE_PASS_UNDER => vec![(0..n).collect()],
-            _ => passes(n),
+            cost => passes(n, coarse_points(cost, tokens)),
         }
     }
 
@@ -110,5 +132,28 @@ impl ScrubState {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_pass_spreads_its_points_and_the_fine_pass_takes_the_rest() {
+        assert_eq!(passes(25, 7)[0], vec![0, 4, 8, 12, 16, 20, 24]);
+        assert_eq!(passes(25, 4)[0], vec![0, 8, 16, 24]);
+        assert_eq!(passes(25, 3)[0], vec![0, 12, 24]);
+        for (n, c) in [(25, 4), (9, 7), (2, 3), (1, 4), (5, 9)] {
+            let p = passes(n, c);
+            let mut all: Vec<usize> = p.concat();
+            all.sort();
+            assert_eq!(all, (0..n).collect::<Vec<_>>(), "n {n} coarse {c}");
+        }
+        // As many coarse points as fit in the time aimed at, within bounds.
+        assert_eq!(coarse_points(None, 64), COARSE_UNTIMED);
+        assert_eq!(coarse_points(Some(1e-3), 64), 12.min(COARSE_POINTS.1));
+        assert_eq!(coarse_points(Some(3e-3), 64), 4);
+        assert_eq!(coarse_points(Some(1.0), 64), COARSE_POINTS.0);
     }
 }
