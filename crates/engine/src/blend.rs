@@ -189,19 +189,34 @@ mod simd {
         /// # Safety
         /// The CPU must support AVX2 and F16C; the slices must have equal lengths.
         unsafe fn load8(p: *const Self) -> __m256;
+        /// Eight f32 rounded to this type, packed in 128 bits.
+        ///
         /// # Safety
-        /// As for `load8`; `p` valid for eight writes.
-        unsafe fn store8(p: *mut Self, v: __m256);
+        /// The CPU must support AVX2 and F16C.
+        unsafe fn pack8(v: __m256) -> __m128i;
         fn scalar(w: &mut Self, a: Self, b: Self, alpha: f32);
 
+        /// Like the f32 blend, written with non-temporal stores: the working buffer is not
+        /// read again before the next forward pass, and skipping the read-for-ownership saves
+        /// a quarter of the traffic.
         #[target_feature(enable = "avx2,f16c")]
         unsafe fn blend(w: &mut [Self], a: &[Self], b: &[Self], alpha: f32) {
             let n = w.len();
-            let body = n / 8 * 8;
+            // Scalar head until the destination is 16-byte aligned (streaming stores need it).
+            let misalign = (w.as_ptr() as usize) % 16;
+            let head = if misalign == 0 {
+                0
+            } else {
+                ((16 - misalign) / 2).min(n)
+            };
+            for j in 0..head {
+                Self::scalar(&mut w[j], a[j], b[j], alpha);
+            }
+            let body = head + (n - head) / 8 * 8;
             let low = alpha < 0.5;
             let k = _mm256_set1_ps(if low { alpha } else { 1.0 - alpha });
             let (wp, ap, bp) = (w.as_mut_ptr(), a.as_ptr(), b.as_ptr());
-            let mut i = 0;
+            let mut i = head;
             while i < body {
                 let va = Self::load8(ap.add(i));
                 let vb = Self::load8(bp.add(i));
@@ -211,9 +226,10 @@ mod simd {
                 } else {
                     _mm256_sub_ps(vb, _mm256_mul_ps(k, d))
                 };
-                Self::store8(wp.add(i), r);
+                _mm_stream_si128(wp.add(i) as *mut __m128i, Self::pack8(r));
                 i += 8;
             }
+            _mm_sfence();
             for j in body..n {
                 Self::scalar(&mut w[j], a[j], b[j], alpha);
             }
@@ -232,9 +248,8 @@ mod simd {
             _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
         }
         #[inline(always)]
-        unsafe fn store8(p: *mut Self, v: __m256) {
-            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-            _mm_storeu_si128(p as *mut __m128i, h);
+        unsafe fn pack8(v: __m256) -> __m128i {
+            _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v)
         }
         fn scalar(w: &mut Self, a: Self, b: Self, alpha: f32) {
             *w = half::f16::from_f32(scalar_f32(a.to_f32(), b.to_f32(), alpha));
@@ -252,7 +267,7 @@ mod simd {
         /// carry into the exponent is the correct overflow to the next binade or to ∞), NaN
         /// made quiet as `half` does, then the top halves packed back to 16 bits.
         #[inline(always)]
-        unsafe fn store8(p: *mut Self, v: __m256) {
+        unsafe fn pack8(v: __m256) -> __m128i {
             let bits = _mm256_castps_si256(v);
             let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(bits), _mm256_set1_epi32(1));
             let bias = _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb);
@@ -263,7 +278,7 @@ mod simd {
             // Pack 32 → 16 bits (values fit, so unsigned saturation is exact); the pack works
             // per 128-bit lane, so gather the two lanes' halves.
             let packed = _mm256_permute4x64_epi64::<0b1000>(_mm256_packus_epi32(r, r));
-            _mm_storeu_si128(p as *mut __m128i, _mm256_castsi256_si128(packed));
+            _mm256_castsi256_si128(packed)
         }
         fn scalar(w: &mut Self, a: Self, b: Self, alpha: f32) {
             *w = half::bf16::from_f32(scalar_f32(a.to_f32(), b.to_f32(), alpha));

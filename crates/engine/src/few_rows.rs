@@ -348,17 +348,23 @@ mod simd {
     }
 }
 
-/// `y [m, n] = x [m, k] · w [k, n]` for weights stored `[in, out]` (GPT-2's Conv1D): each
-/// weight row is read once, in order, and multiplied into every row of x.
+/// `y [m, n] = x [m, k] · w [k, n]` for weights stored `[in, out]` (GPT-2's Conv1D).
+///
+/// Each weight row is a run of n outputs' coefficients for one input, so the kernel streams
+/// the rows in order, adding `x[r, i] · w[i, ..]` into every row's outputs (held in cache).
+/// Walking down columns instead would jump a whole row per step, which the prefetchers do not
+/// follow. The k rows are split into contiguous stretches, one per task, whose partial sums
+/// are added at the end (m·n floats each: small next to the weights).
 pub fn matmul_w<W: Weight>(x: &[f32], w: &[W], m: usize, n: usize, k: usize, y: &mut [f32]) {
     assert_eq!(w.len(), k * n, "w is [k, n]");
-    run_cols(x, m, n, k, y, |first, cols, out| {
-        in_out::columns(x, w, None, m, n, k, first, cols, out)
+    let [ya] = run_rows(x, m, n, k, |i0, i1, acc: &mut [Vec<f32>; 1]| {
+        in_out::stream(x, w, m, n, k, i0, i1, &mut acc[0])
     });
+    y.copy_from_slice(&ya);
 }
 
 /// [`matmul_w`] for the batched columns: `y[r] = keep[r]·(x[r]·wa) + take[r]·(x[r]·wb)`,
-/// reading both endpoints' rows together.
+/// each task streaming its stretch of A's rows, then of B's.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_w_mixed<W: Weight>(
     x: &[f32],
@@ -374,9 +380,16 @@ pub fn matmul_w_mixed<W: Weight>(
     assert_eq!(wa.len(), k * n, "wa is [k, n]");
     assert_eq!(wb.len(), k * n, "wb is [k, n]");
     assert!(keep.len() == m && take.len() == m, "one weight per row");
-    run_cols(x, m, n, k, y, |first, cols, out| {
-        in_out::columns(x, wa, Some((wb, keep, take)), m, n, k, first, cols, out)
+    let [ya, yb] = run_rows(x, m, n, k, |i0, i1, acc: &mut [Vec<f32>; 2]| {
+        let [a, b] = acc;
+        in_out::stream(x, wa, m, n, k, i0, i1, a);
+        in_out::stream(x, wb, m, n, k, i0, i1, b);
     });
+    for r in 0..m {
+        for j in 0..n {
+            y[r * n + j] = keep[r] * ya[r * n + j] + take[r] * yb[r * n + j];
+        }
+    }
 }
 
 /// The plain twin of [`matmul_w`], in f64.
@@ -393,65 +406,58 @@ pub fn matmul_w_reference<W: Weight>(x: &[f32], w: &[W], m: usize, n: usize, k: 
     y
 }
 
-/// Split the n output columns into blocks, one per task; each task fills its block
-/// `[m, cols]`, copied into y's rows afterwards.
-fn run_cols(
+/// Split the k weight rows into stretches, one per task, each accumulating `S` partial
+/// outputs `[m, n]` over its stretch; returns their sums.
+fn run_rows<const S: usize>(
     x: &[f32],
     m: usize,
     n: usize,
     k: usize,
-    y: &mut [f32],
-    task: impl Fn(usize, usize, &mut [f32]) + Sync,
-) {
+    task: impl Fn(usize, usize, &mut [Vec<f32>; S]) + Sync,
+) -> [Vec<f32>; S] {
     assert_eq!(x.len(), m * k, "x is [m, k]");
-    assert_eq!(y.len(), m * n, "y is [m, n]");
-    if m == 0 || n == 0 {
-        return;
+    let zero = || std::array::from_fn(|_| vec![0f32; m * n]);
+    if m == 0 || n == 0 || m * n * k < SERIAL_BELOW {
+        let mut acc = zero();
+        task(0, k, &mut acc);
+        return acc;
     }
-    if m * n * k < SERIAL_BELOW {
-        task(0, n, y);
-        return;
-    }
-    // Blocks of whole 16-column tiles: a task streams its block's part of every weight row.
-    let per_task = n
-        .div_ceil(4 * rayon::current_num_threads())
-        .next_multiple_of(16)
-        .max(MIN_ROWS_PER_TASK);
-    let blocks: Vec<(usize, Vec<f32>)> = (0..n)
+    let tasks = (2 * rayon::current_num_threads())
+        .min(k.div_ceil(MIN_ROWS_PER_TASK))
+        .max(1);
+    let per_task = k.div_ceil(tasks);
+    (0..k)
         .step_by(per_task)
         .collect::<Vec<_>>()
         .into_par_iter()
-        .map(|first| {
-            let cols = per_task.min(n - first);
-            let mut out = vec![0f32; m * cols];
-            task(first, cols, &mut out);
-            (first, out)
+        .map(|i0| {
+            let mut acc = zero();
+            task(i0, (i0 + per_task).min(k), &mut acc);
+            acc
         })
-        .collect();
-    for (first, out) in blocks {
-        let cols = out.len() / m;
-        for (r, row) in out.chunks_exact(cols).enumerate() {
-            y[r * n + first..][..cols].copy_from_slice(row);
-        }
-    }
+        .reduce(zero, |mut a, b| {
+            for (a, b) in a.iter_mut().zip(&b) {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+            }
+            a
+        })
 }
 
-/// The column-block kernels of [`matmul_w`] and [`matmul_w_mixed`].
+/// The row-streaming kernel of [`matmul_w`] and [`matmul_w_mixed`].
 mod in_out {
-    use super::{Mixed, Weight};
+    use super::Weight;
 
-    /// Columns `first..first + cols` of `x · w` (mixed with `wb`) into `out [m, cols]`.
+    /// `y [m, n] += x[:, i0..i1] · w[i0..i1, :]`.
     #[allow(clippy::too_many_arguments)]
-    pub fn columns<W: Weight>(
+    pub fn stream<W: Weight>(
         x: &[f32],
         w: &[W],
-        mixed: Mixed<W>,
         m: usize,
         n: usize,
         k: usize,
-        first: usize,
-        cols: usize,
-        out: &mut [f32],
+        i0: usize,
+        i1: usize,
+        y: &mut [f32],
     ) {
         #[cfg(all(
             target_arch = "x86_64",
@@ -460,53 +466,21 @@ mod in_out {
             target_feature = "f16c"
         ))]
         // SAFETY: the target features are enabled at compile time (see .cargo/config.toml).
-        let done = unsafe { simd::columns(x, w, mixed, m, n, k, first, cols, out) };
+        unsafe {
+            simd::stream(x, w, m, n, k, i0, i1, y)
+        }
         #[cfg(not(all(
             target_arch = "x86_64",
             target_feature = "avx2",
             target_feature = "fma",
             target_feature = "f16c"
         )))]
-        let done = 0;
-        scalar(
-            x,
-            w,
-            mixed,
-            m,
-            n,
-            k,
-            first + done,
-            cols - done,
-            done,
-            cols,
-            out,
-        );
-    }
-
-    /// Columns `first..first + count` the plain way, into `out`'s columns from `at`.
-    #[allow(clippy::too_many_arguments)]
-    fn scalar<W: Weight>(
-        x: &[f32],
-        w: &[W],
-        mixed: Mixed<W>,
-        m: usize,
-        n: usize,
-        k: usize,
-        first: usize,
-        count: usize,
-        at: usize,
-        stride: usize,
-        out: &mut [f32],
-    ) {
-        for r in 0..m {
-            for c in 0..count {
-                let j = first + c;
-                let dot =
-                    |w: &[W]| -> f32 { (0..k).map(|i| x[r * k + i] * w[i * n + j].to_f32()).sum() };
-                out[r * stride + at + c] = match mixed {
-                    Some((wb, keep, take)) => keep[r] * dot(w) + take[r] * dot(wb),
-                    None => dot(w),
-                };
+        for i in i0..i1 {
+            for r in 0..m {
+                let xv = x[r * k + i];
+                for j in 0..n {
+                    y[r * n + j] += xv * w[i * n + j].to_f32();
+                }
             }
         }
     }
@@ -518,94 +492,77 @@ mod in_out {
         target_feature = "f16c"
     ))]
     mod simd {
-        use super::{Mixed, Weight};
+        use super::Weight;
         use std::arch::x86_64::*;
 
-        /// The tiles that fit `cols` (16 columns each, 8 when mixed); returns how many
-        /// columns it filled, the rest left to the scalar loop.
+        /// Four weight rows at a time (four sequential streams), so each output vector is
+        /// loaded and stored once per four inputs; for every row of x in turn, the four rows
+        /// are read again from cache.
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn columns<W: Weight>(
+        pub unsafe fn stream<W: Weight>(
             x: &[f32],
             w: &[W],
-            mixed: Mixed<W>,
             m: usize,
             n: usize,
             k: usize,
-            first: usize,
-            cols: usize,
-            out: &mut [f32],
-        ) -> usize {
-            let xp = x.as_ptr();
-            let width = if mixed.is_some() { 8 } else { 16 };
-            let tiles = cols / width;
-            for t in 0..tiles {
-                let j = first + t * width;
-                let c0 = t * width;
-                // Two streams of 8 columns: neighbouring columns, or the same columns of A
-                // and of B.
-                let ws = match mixed {
-                    Some((wb, ..)) => [w.as_ptr().add(j), wb.as_ptr().add(j)],
-                    None => [w.as_ptr().add(j), w.as_ptr().add(j + 8)],
-                };
-                let mut r = 0;
-                while r < m {
-                    let rows = (m - r).min(4);
-                    let acc = match rows {
-                        4 => tile::<W, 4>(xp.add(r * k), ws, n, k),
-                        3 => widen(tile::<W, 3>(xp.add(r * k), ws, n, k)),
-                        2 => widen(tile::<W, 2>(xp.add(r * k), ws, n, k)),
-                        _ => widen(tile::<W, 1>(xp.add(r * k), ws, n, k)),
-                    };
-                    for (i, [a, b]) in acc.iter().take(rows).enumerate() {
-                        let o = out.as_mut_ptr().add((r + i) * cols + c0);
-                        match mixed {
-                            Some((_, keep, take)) => {
-                                let v = _mm256_add_ps(
-                                    _mm256_mul_ps(_mm256_set1_ps(keep[r + i]), *a),
-                                    _mm256_mul_ps(_mm256_set1_ps(take[r + i]), *b),
-                                );
-                                _mm256_storeu_ps(o, v);
-                            }
-                            None => {
-                                _mm256_storeu_ps(o, *a);
-                                _mm256_storeu_ps(o.add(8), *b);
-                            }
+            i0: usize,
+            i1: usize,
+            y: &mut [f32],
+        ) {
+            let body = n / 8 * 8;
+            let (wp, yp) = (w.as_ptr(), y.as_mut_ptr());
+            let mut i = i0;
+            while i + 4 <= i1 {
+                let rows = [
+                    wp.add(i * n),
+                    wp.add((i + 1) * n),
+                    wp.add((i + 2) * n),
+                    wp.add((i + 3) * n),
+                ];
+                for r in 0..m {
+                    let xs = [
+                        x[r * k + i],
+                        x[r * k + i + 1],
+                        x[r * k + i + 2],
+                        x[r * k + i + 3],
+                    ];
+                    let xv = xs.map(|v| _mm256_set1_ps(v));
+                    let out = yp.add(r * n);
+                    let mut j = 0;
+                    while j < body {
+                        let mut acc = _mm256_loadu_ps(out.add(j));
+                        for t in 0..4 {
+                            acc = _mm256_fmadd_ps(xv[t], W::load8(rows[t].add(j)), acc);
+                        }
+                        _mm256_storeu_ps(out.add(j), acc);
+                        j += 8;
+                    }
+                    for j in body..n {
+                        for t in 0..4 {
+                            *out.add(j) += xs[t] * (*rows[t].add(j)).to_f32();
                         }
                     }
-                    r += rows;
+                }
+                i += 4;
+            }
+            for i in i..i1 {
+                let row = wp.add(i * n);
+                for r in 0..m {
+                    let (xs, out) = (x[r * k + i], yp.add(r * n));
+                    let xv = _mm256_set1_ps(xs);
+                    let mut j = 0;
+                    while j < body {
+                        let acc =
+                            _mm256_fmadd_ps(xv, W::load8(row.add(j)), _mm256_loadu_ps(out.add(j)));
+                        _mm256_storeu_ps(out.add(j), acc);
+                        j += 8;
+                    }
+                    for j in body..n {
+                        *out.add(j) += xs * (*row.add(j)).to_f32();
+                    }
                 }
             }
-            tiles * width
-        }
-
-        #[inline(always)]
-        unsafe fn widen<const R: usize>(acc: [[__m256; 2]; R]) -> [[__m256; 2]; 4] {
-            let mut out = [[_mm256_setzero_ps(); 2]; 4];
-            out[..R].copy_from_slice(&acc);
-            out
-        }
-
-        /// R rows of x (from `xp`, row stride k) times two 8-column weight streams (row
-        /// stride n): every weight load feeds R multiply-adds.
-        #[inline(always)]
-        unsafe fn tile<W: Weight, const R: usize>(
-            xp: *const f32,
-            ws: [*const W; 2],
-            n: usize,
-            k: usize,
-        ) -> [[__m256; 2]; R] {
-            let mut acc = [[_mm256_setzero_ps(); 2]; R];
-            for i in 0..k {
-                let w0 = W::load8(ws[0].add(i * n));
-                let w1 = W::load8(ws[1].add(i * n));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let xv = _mm256_set1_ps(*xp.add(r * k + i));
-                    acc[0] = _mm256_fmadd_ps(xv, w0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(xv, w1, acc[1]);
-                }
-            }
-            acc
         }
     }
 }
