@@ -235,6 +235,12 @@ mod simd {
     use super::{Mixed, Weight};
     use std::arch::x86_64::*;
 
+    /// How far ahead of the loads each weight stream is prefetched. The hardware prefetchers
+    /// alone left a one-row product over a 113 MB weight at half the copy bandwidth on this
+    /// 2-core machine; 4 KiB ahead took it from 12.5 to 28.7 GB/s in f32 and from 10.6 to
+    /// 16.8 GB/s in bf16 (1 and 2 KiB: 16–18 GB/s; 8 and 16 KiB: no better, noisier).
+    const PREFETCH_BYTES: usize = 4096;
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows<W: Weight>(
         x: &[f32],
@@ -313,9 +319,11 @@ mod simd {
         let mut acc = [[_mm256_setzero_ps(); C]; R];
         let body = k / 8 * 8;
         let mut i = 0;
+        let ahead = PREFETCH_BYTES / std::mem::size_of::<W>();
         while i < body {
             let mut wv = [_mm256_setzero_ps(); C];
             for (v, w) in wv.iter_mut().zip(ws) {
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i + ahead) as *const i8);
                 *v = W::load8(w.add(i));
             }
             for (r, row) in acc.iter_mut().enumerate() {

@@ -236,19 +236,11 @@ pub(crate) fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     y.reshape(out)
 }
 
-/// Weights larger than this (bytes) go to candle's matrix-vector product for a single row:
-/// out of cache it streamed 25 GB/s here against few_rows' 19 GB/s, while in cache few_rows
-/// is faster (the demo pair decodes 1.7× faster with it).
-const GEMV_ABOVE_BYTES: usize = 8 << 20;
-
 /// [`linear_t`] by [`few_rows::matmul_wt`](crate::few_rows::matmul_wt), where it
 /// applies (CPU, f32, few rows, contiguous weight); `None` elsewhere.
 fn linear_t_few_rows(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let (n, k) = w.dims2()?;
     let m = x.elem_count() / k;
-    if m == 1 && w.dtype() == DType::F32 && n * k * 4 > GEMV_ABOVE_BYTES {
-        return Ok(None);
-    }
     few_rows_call(x, &[w], n, k, |xs, ws, y| match ws {
         HostWeights::F32(ws) => matmul_wt(xs, ws[0], m, n, k, y),
         HostWeights::F16(ws) => matmul_wt(xs, ws[0], m, n, k, y),
@@ -339,9 +331,6 @@ pub(crate) fn linear_t_lowrank(
     let (n, k) = w0.dims2()?;
     let rank = down.dim(0)?;
     let m = x.elem_count() / k;
-    if m == 1 && w0.dtype() == DType::F32 && n * k * 4 > GEMV_ABOVE_BYTES {
-        return Ok(None);
-    }
     few_rows_call(x, &[w0, down, up], n, k, |xs, ws, y| match ws {
         HostWeights::F32(ws) => lowrank_rows(xs, &ws, mix, split, (m, n, k, rank), y),
         HostWeights::F16(ws) => lowrank_rows(xs, &ws, mix, split, (m, n, k, rank), y),
