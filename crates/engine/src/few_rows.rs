@@ -77,6 +77,12 @@ impl Weight for half::bf16 {
     }
 }
 
+/// How far ahead of the loads each weight stream is prefetched. The hardware prefetchers
+/// alone left a one-row product over a 113 MB weight at half the copy bandwidth on this
+/// 2-core machine; 4 KiB ahead took it from 12.5 to 28.7 GB/s in f32 and from 10.6 to
+/// 16.8 GB/s in bf16 (1 and 2 KiB: 16–18 GB/s; 8 and 16 KiB: no better, noisier).
+const PREFETCH_BYTES: usize = 4096;
+
 /// Above this many rows the general GEMM (blocked for cache reuse) is the better choice.
 pub const MAX_ROWS: usize = 64;
 
@@ -232,14 +238,8 @@ fn dot_rows<W: Weight>(x: &[f32], w: &[W], mixed: Mixed<W>, m: usize, k: usize, 
     target_feature = "f16c"
 ))]
 mod simd {
-    use super::{Mixed, Weight};
+    use super::{Mixed, Weight, PREFETCH_BYTES};
     use std::arch::x86_64::*;
-
-    /// How far ahead of the loads each weight stream is prefetched. The hardware prefetchers
-    /// alone left a one-row product over a 113 MB weight at half the copy bandwidth on this
-    /// 2-core machine; 4 KiB ahead took it from 12.5 to 28.7 GB/s in f32 and from 10.6 to
-    /// 16.8 GB/s in bf16 (1 and 2 KiB: 16–18 GB/s; 8 and 16 KiB: no better, noisier).
-    const PREFETCH_BYTES: usize = 4096;
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows<W: Weight>(
