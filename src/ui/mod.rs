@@ -269,6 +269,30 @@ fn presenter(app: &App, areas: &Areas, buf: &mut ratatui::buffer::Buffer) {
     }
 }
 
+/// A vertical line at each column's α (the focused one highlighted), for the charts over α.
+fn alpha_marks<'a>(app: &App, marks: &'a [Vec<(f64, f64)>]) -> Vec<ratatui::widgets::Dataset<'a>> {
+    use ratatui::{
+        symbols::Marker,
+        widgets::{Dataset, GraphType},
+    };
+    marks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let colour = if i == app.focused {
+                Color::Yellow
+            } else {
+                Color::DarkGray
+            };
+            Dataset::default()
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(colour))
+                .data(m)
+        })
+        .collect()
+}
+
 /// Long paths in a header text cut to their last component ("…/model.gguf"), so that the
 /// architecture, dtype and device after them stay on screen.
 fn compact_paths(text: &str) -> String {
@@ -681,22 +705,7 @@ fn curve_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         .iter()
         .map(|c| vec![(c.alpha.value(), -1.0), (c.alpha.value(), 1.0)])
         .collect();
-    let mut sets: Vec<Dataset> = marks
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let colour = if i == app.focused {
-                Color::Yellow
-            } else {
-                Color::DarkGray
-            };
-            Dataset::default()
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::default().fg(colour))
-                .data(m)
-        })
-        .collect();
+    let mut sets = alpha_marks(app, &marks);
     sets.push(
         Dataset::default()
             .name("mean VADER")

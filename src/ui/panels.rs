@@ -127,22 +127,7 @@ fn scrub_chart(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         .iter()
         .map(|c| vec![(c.alpha.value(), 0.0), (c.alpha.value(), ceiling)])
         .collect();
-    let mut sets: Vec<Dataset> = marks
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let colour = if i == app.focused {
-                Color::Yellow
-            } else {
-                Color::DarkGray
-            };
-            Dataset::default()
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::default().fg(colour))
-                .data(m)
-        })
-        .collect();
+    let mut sets = super::alpha_marks(app, &marks);
     sets.push(
         Dataset::default()
             .marker(Marker::Braille)

@@ -301,14 +301,7 @@ pub(crate) fn linear_t_mixed(
     let (n, k) = wa.dims2()?;
     let m = x.elem_count() / k;
     few_rows_call(x, &[wa, wb], n, k, |xs, ws, y| {
-        // Row r of x belongs to batch row r / t.
-        let per_row = m / mix.alphas().len();
-        let spread = |w: &[f32]| -> Vec<f32> {
-            w.iter()
-                .flat_map(|&w| std::iter::repeat_n(w, per_row))
-                .collect()
-        };
-        let (keep, take) = (spread(mix.keep()), spread(mix.take()));
+        let (keep, take) = row_weights(mix, m);
         match ws {
             HostWeights::F32(w) => matmul_wt_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
             HostWeights::F16(w) => matmul_wt_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
@@ -488,19 +481,25 @@ pub(crate) fn conv1d_mixed(
         return Ok(None);
     }
     few_rows_call(x, &[wa, wb], n, k, |xs, ws, y| {
-        let per_row = m / mix.alphas().len();
-        let spread = |w: &[f32]| -> Vec<f32> {
-            w.iter()
-                .flat_map(|&w| std::iter::repeat_n(w, per_row))
-                .collect()
-        };
-        let (keep, take) = (spread(mix.keep()), spread(mix.take()));
+        let (keep, take) = row_weights(mix, m);
         match ws {
             HostWeights::F32(w) => matmul_w_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
             HostWeights::F16(w) => matmul_w_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
             HostWeights::BF16(w) => matmul_w_mixed(xs, w[0], w[1], &keep, &take, m, n, k, y),
         }
     })
+}
+
+/// `1 − α` and `α` for each of the m rows of x `[K, t, ..]` flattened: row r belongs to batch
+/// row r / t.
+fn row_weights(mix: &Mix, m: usize) -> (Vec<f32>, Vec<f32>) {
+    let per_row = m / mix.alphas().len();
+    let spread = |w: &[f32]| -> Vec<f32> {
+        w.iter()
+            .flat_map(|&w| std::iter::repeat_n(w, per_row))
+            .collect()
+    };
+    (spread(mix.keep()), spread(mix.take()))
 }
 
 /// The last position of `[b, t, d]` as `[b, 1, d]`.
