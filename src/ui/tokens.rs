@@ -107,10 +107,12 @@ impl ColumnText {
         let prompt = match &app.pair {
             _ if app.score_mode => String::new(),
             // A chat model replies in a turn of its own: start the reply on a new line.
-            PairState::Ready(info)
-                if info.chat_template && !crate::engine::chat::is_formatted(&app.prompt.text()) =>
-            {
-                format!("{}\n", app.prompt.text())
+            PairState::Ready(info) if info.chat_template => {
+                let text = app.prompt.text();
+                match crate::engine::chat::is_formatted(&text) {
+                    true => text,
+                    false => text + "\n",
+                }
             }
             _ => app.prompt.text(),
         };
