@@ -26,6 +26,25 @@ pub trait Weight: Copy + Send + Sync + 'static {
         target_feature = "f16c"
     ))]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+
+    /// Whether [`Weight::load16`] returns a block's even elements then its odd ones (so x
+    /// must be [`arranged`] to match) rather than its two halves.
+    const EVENS_THEN_ODDS: bool = false;
+
+    /// Sixteen consecutive weights from `p` as two vectors of f32: elements 0–7 and 8–15, or
+    /// the even and the odd ones where [`Weight::EVENS_THEN_ODDS`].
+    ///
+    /// # Safety
+    /// `p` must be valid for reads of sixteen elements.
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    unsafe fn load16(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
+        [Self::load8(p), Self::load8(p.add(8))]
+    }
 }
 
 impl Weight for f32 {
@@ -75,6 +94,52 @@ impl Weight for half::bf16 {
         let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
         _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))
     }
+
+    /// Read as eight 32-bit lanes, each holding two bf16: shifting a lane left by 16 gives
+    /// its even element as an f32, masking off its low half gives the odd one. Two cheap
+    /// integer ops per sixteen weights, where widening takes a shuffle per eight.
+    const EVENS_THEN_ODDS: bool = true;
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    unsafe fn load16(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
+        use std::arch::x86_64::*;
+        let pairs = _mm256_loadu_si256(p as *const __m256i);
+        let odd = _mm256_and_si256(pairs, _mm256_set1_epi32(0xffff_0000u32 as i32));
+        [
+            _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)),
+            _mm256_castsi256_ps(odd),
+        ]
+    }
+}
+
+/// `x [m, k]` in the order [`Weight::load16`] yields W's elements: unchanged, or each whole
+/// block of sixteen split into its even elements then its odd ones (the tail stays in place).
+fn arranged<W: Weight>(x: &[f32], m: usize, k: usize) -> std::borrow::Cow<'_, [f32]> {
+    let simd = cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ));
+    if !W::EVENS_THEN_ODDS || !simd {
+        return x.into();
+    }
+    let mut out = x.to_vec();
+    for r in 0..m {
+        let row = &x[r * k..(r + 1) * k];
+        let dst = &mut out[r * k..(r + 1) * k];
+        for (src, dst) in row.chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
+            for t in 0..8 {
+                dst[t] = src[2 * t];
+                dst[8 + t] = src[2 * t + 1];
+            }
+        }
+    }
+    out.into()
 }
 
 /// How far ahead of the loads each weight stream is prefetched. The hardware prefetchers
@@ -96,6 +161,7 @@ const MIN_ROWS_PER_TASK: usize = 64;
 /// `y [m, n] = x [m, k] · w [n, k]ᵀ`, all row-major and contiguous.
 pub fn matmul_wt<W: Weight>(x: &[f32], w: &[W], m: usize, n: usize, k: usize, y: &mut [f32]) {
     assert_eq!(w.len(), n * k, "w is [n, k]");
+    let x = &arranged::<W>(x, m, k)[..];
     run(x, m, n, k, y, |first, rows, out| {
         dot_rows(x, &w[first * k..(first + rows) * k], None, m, k, out)
     });
@@ -118,6 +184,7 @@ pub fn matmul_wt_mixed<W: Weight>(
     assert_eq!(wa.len(), n * k, "wa is [n, k]");
     assert_eq!(wb.len(), n * k, "wb is [n, k]");
     assert!(keep.len() == m && take.len() == m, "one weight per row");
+    let x = &arranged::<W>(x, m, k)[..];
     run(x, m, n, k, y, |first, rows, out| {
         let range = first * k..(first + rows) * k;
         dot_rows(
@@ -308,36 +375,44 @@ mod simd {
         }
     }
 
-    /// Dot products of R consecutive rows of x (from `xp`) with C weight rows: R·C
-    /// accumulators, and every load of a weight vector feeds R multiply-adds.
+    /// Dot products of R consecutive rows of x (from `xp`, [`super::arranged`]) with C weight
+    /// rows: every load of a weight vector feeds R multiply-adds. With one or two rows of x,
+    /// each product keeps two accumulators, so that the adds' latency does not bound a step.
     #[inline(always)]
     unsafe fn tile<W: Weight, const R: usize, const C: usize>(
         xp: *const f32,
         ws: [*const W; C],
         k: usize,
     ) -> [[f32; C]; R] {
-        let mut acc = [[_mm256_setzero_ps(); C]; R];
-        let body = k / 8 * 8;
-        let mut i = 0;
+        let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
+        let second = usize::from(R <= 2);
+        let body = k / 16 * 16;
         let ahead = PREFETCH_BYTES / std::mem::size_of::<W>();
+        // One prefetch per 64-byte line.
+        let line = 64 / std::mem::size_of::<W>();
+        let mut i = 0;
         while i < body {
-            let mut wv = [_mm256_setzero_ps(); C];
+            let mut wv = [[_mm256_setzero_ps(); 2]; C];
             for (v, w) in wv.iter_mut().zip(ws) {
-                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i + ahead) as *const i8);
-                *v = W::load8(w.add(i));
+                if line <= 16 || i % line == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i + ahead) as *const i8);
+                }
+                *v = W::load16(w.add(i));
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                let xv = _mm256_loadu_ps(xp.add(r * k + i));
+                let x0 = _mm256_loadu_ps(xp.add(r * k + i));
+                let x1 = _mm256_loadu_ps(xp.add(r * k + i + 8));
                 for c in 0..C {
-                    row[c] = _mm256_fmadd_ps(wv[c], xv, row[c]);
+                    row[c][0] = _mm256_fmadd_ps(wv[c][0], x0, row[c][0]);
+                    row[c][second] = _mm256_fmadd_ps(wv[c][1], x1, row[c][second]);
                 }
             }
-            i += 8;
+            i += 16;
         }
         let mut d = [[0f32; C]; R];
         for r in 0..R {
             for c in 0..C {
-                let mut s = hsum(acc[r][c]);
+                let mut s = hsum(_mm256_add_ps(acc[r][c][0], acc[r][c][1]));
                 for t in body..k {
                     s += *xp.add(r * k + t) * (*ws[c].add(t)).to_f32();
                 }
@@ -618,8 +693,8 @@ mod tests {
     #[test]
     fn half_precision_weights_match_the_reference() {
         let mut rng = StdRng::seed_from_u64(5);
-        for &(n, k) in &[(7, 13), (130, 64), (33, 203)] {
-            for m in [1, 2, 3, 5, 8, 17] {
+        for &(n, k) in &[(7, 13), (130, 64), (33, 203), (64, 577)] {
+            for m in [1, 2, 3, 5, 8, 17, MAX_ROWS] {
                 let x: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() - 0.5).collect();
                 let w: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>() - 0.5).collect();
                 let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
@@ -635,6 +710,21 @@ mod tests {
                 matmul_wt(&x, &rounded, m, n, k, &mut exact);
                 matmul_wt(&x, &w16, m, n, k, &mut y);
                 assert_close(&y, &exact, k, "f16 against rounded f32");
+                // The mixed product reads x in the same arranged order as the plain one.
+                let wb2: Vec<half::bf16> = (0..n * k)
+                    .map(|_| half::bf16::from_f32(rng.random::<f32>() - 0.5))
+                    .collect();
+                let keep: Vec<f32> = (0..m).map(|r| 1.0 - r as f32 * 0.3).collect();
+                let take: Vec<f32> = keep.iter().map(|v| 1.0 - v).collect();
+                matmul_wt_mixed(&x, &wbf, &wb2, &keep, &take, m, n, k, &mut y);
+                let (at_a, at_b) = (
+                    matmul_wt_reference(&x, &wbf, m, n, k),
+                    matmul_wt_reference(&x, &wb2, m, n, k),
+                );
+                let want: Vec<f32> = (0..m * n)
+                    .map(|i| keep[i / n] * at_a[i] + take[i / n] * at_b[i])
+                    .collect();
+                assert_close(&y, &want, k, "mixed bf16");
             }
         }
     }
