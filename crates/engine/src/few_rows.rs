@@ -341,6 +341,14 @@ mod simd {
             }
         };
         let mut j = 0;
+        if m == 1 {
+            // Four weight rows at a time: four independent chains of multiply-adds.
+            while j + 4 <= n {
+                let d = tile::<W, 1, 4>(xp, [row(j), row(j + 1), row(j + 2), row(j + 3)], k);
+                out[j..j + 4].copy_from_slice(&d[0]);
+                j += 4;
+            }
+        }
         while j + 2 <= n {
             every_row(xp, m, k, [row(j), row(j + 1)], |r, d| store(r, j, d, out));
             j += 2;
@@ -376,16 +384,16 @@ mod simd {
     }
 
     /// Dot products of R consecutive rows of x (from `xp`, [`super::arranged`]) with C weight
-    /// rows: every load of a weight vector feeds R multiply-adds. With one or two rows of x,
-    /// each product keeps two accumulators, so that the adds' latency does not bound a step.
+    /// rows: every load of a weight vector feeds R multiply-adds. Each product adds its terms
+    /// in the same order whatever R and C are, so a row's result does not depend on the other
+    /// rows of its batch.
     #[inline(always)]
     unsafe fn tile<W: Weight, const R: usize, const C: usize>(
         xp: *const f32,
         ws: [*const W; C],
         k: usize,
     ) -> [[f32; C]; R] {
-        let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
-        let second = usize::from(R <= 2);
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
         let body = k / 16 * 16;
         let ahead = PREFETCH_BYTES / std::mem::size_of::<W>();
         // One prefetch per 64-byte line.
@@ -403,8 +411,8 @@ mod simd {
                 let x0 = _mm256_loadu_ps(xp.add(r * k + i));
                 let x1 = _mm256_loadu_ps(xp.add(r * k + i + 8));
                 for c in 0..C {
-                    row[c][0] = _mm256_fmadd_ps(wv[c][0], x0, row[c][0]);
-                    row[c][second] = _mm256_fmadd_ps(wv[c][1], x1, row[c][second]);
+                    row[c] = _mm256_fmadd_ps(wv[c][0], x0, row[c]);
+                    row[c] = _mm256_fmadd_ps(wv[c][1], x1, row[c]);
                 }
             }
             i += 16;
@@ -412,7 +420,7 @@ mod simd {
         let mut d = [[0f32; C]; R];
         for r in 0..R {
             for c in 0..C {
-                let mut s = hsum(_mm256_add_ps(acc[r][c][0], acc[r][c][1]));
+                let mut s = hsum(acc[r][c]);
                 for t in body..k {
                     s += *xp.add(r * k + t) * (*ws[c].add(t)).to_f32();
                 }
@@ -688,6 +696,52 @@ mod tests {
                 assert_close(&mixed, &want, k, &format!("mixed m {m} n {n} k {k}"));
             }
         }
+    }
+
+    /// A row's result is bit for bit the same alone as in a batch of any size (batched
+    /// columns and sweep samples rely on it: resumed runs repeat earlier ones exactly).
+    #[test]
+    fn a_rows_result_does_not_depend_on_its_batch() {
+        fn check<W: Weight>(convert: fn(f32) -> W) {
+            let mut rng = StdRng::seed_from_u64(9);
+            let (n, k) = (67, 203);
+            let m = 17;
+            let x: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() - 0.5).collect();
+            let w: Vec<W> = (0..n * k)
+                .map(|_| convert(rng.random::<f32>() - 0.5))
+                .collect();
+            let wb: Vec<W> = (0..n * k)
+                .map(|_| convert(rng.random::<f32>() - 0.5))
+                .collect();
+            let (keep, take) = ([0.7f32; 17], [0.3f32; 17]);
+            let alone: Vec<(Vec<f32>, Vec<f32>)> = (0..m)
+                .map(|r| {
+                    let (mut y, mut mixed) = (vec![0f32; n], vec![0f32; n]);
+                    let xr = &x[r * k..(r + 1) * k];
+                    matmul_wt(xr, &w, 1, n, k, &mut y);
+                    matmul_wt_mixed(xr, &w, &wb, &keep[..1], &take[..1], 1, n, k, &mut mixed);
+                    (y, mixed)
+                })
+                .collect();
+            for rows in 1..=m {
+                let (mut y, mut mixed) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+                let xs = &x[..rows * k];
+                matmul_wt(xs, &w, rows, n, k, &mut y);
+                let (kp, tk) = (&keep[..rows], &take[..rows]);
+                matmul_wt_mixed(xs, &w, &wb, kp, tk, rows, n, k, &mut mixed);
+                for (r, (plain, mix)) in alone.iter().take(rows).enumerate() {
+                    assert_eq!(&y[r * n..(r + 1) * n], &plain[..], "row {r} of {rows}");
+                    assert_eq!(
+                        &mixed[r * n..(r + 1) * n],
+                        &mix[..],
+                        "mixed row {r} of {rows}"
+                    );
+                }
+            }
+        }
+        check::<f32>(|v| v);
+        check::<half::f16>(half::f16::from_f32);
+        check::<half::bf16>(half::bf16::from_f32);
     }
 
     #[test]

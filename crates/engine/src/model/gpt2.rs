@@ -2,8 +2,9 @@
 //! load time would copy them out of the blended buffer); `c_attn` is the fused QKV projection;
 //! the LM head is tied to `wte`.
 
+use super::attention::attend;
 use super::param::{Loader, Mix, Param};
-use super::{attention, check_context, conv1d, conv1d_mixed, Cache, Kernels};
+use super::{check_context, conv1d, conv1d_mixed, Cache, Kernels};
 use crate::config::Gpt2Config;
 use candle_core::{Device, Result, Tensor};
 
@@ -166,9 +167,7 @@ impl Gpt2 {
                 Some(c) => c.layers[i].append(&k, &v)?,
                 None => (k, v),
             };
-            let y = attention(&q, &k.contiguous()?, &v, self.kernels)?
-                .transpose(1, 2)?
-                .reshape((b, t, d))?;
+            let y = attend(&q, &k, &v, self.kernels)?;
             x = (x + block.attn_proj.forward(&y, mix, self.kernels)?)?;
             let h = block
                 .c_fc

@@ -1,7 +1,8 @@
 //! LlamaForCausalLM (Llama 2/3, SmolLM/SmolLM2, TinyLlama), tied or untied embeddings.
 
+use super::attention::attend;
 use super::param::{Loader, Mix, Param};
-use super::{attention, check_context, Cache, Kernels};
+use super::{check_context, Cache, Kernels};
 use crate::config::{LlamaConfig, RopeScaling};
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -132,14 +133,7 @@ impl Llama {
                 Some(c) => c.layers[i].append(&k, &v)?,
                 None => (k, v),
             };
-            let rep = self.heads / self.kv_heads;
-            let k = candle_transformers::utils::repeat_kv(k.contiguous()?, rep)?;
-            let v = candle_transformers::utils::repeat_kv(v.contiguous()?, rep)?;
-            let y = attention(&q, &k, &v, k_)?.transpose(1, 2)?.reshape((
-                b,
-                t,
-                self.heads * self.head_dim,
-            ))?;
+            let y = attend(&q, &k, &v, k_)?;
             x = (linear(&y, &block.o)? + r)?;
             let r = x.clone();
             let h = norm(&x, &block.mlp_norm)?;

@@ -2,6 +2,7 @@
 //! into the blended working buffer: they never copy or transform a weight at load time, so an
 //! in-place blend is seen by the next forward pass.
 
+mod attention;
 pub mod gpt2;
 pub mod llama;
 pub mod param;
@@ -197,32 +198,6 @@ impl Model {
             Model::Gpt2(m) => m.device(),
         }
     }
-}
-
-/// Scaled dot-product attention over heads: q `[b, h, t, d]`, k/v `[b, h, T, d]`, causal with
-/// the query block ending at the last key. Softmax in f32.
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, kernels: Kernels) -> Result<Tensor> {
-    let (_, _, t, d) = q.dims4()?;
-    let total = k.dim(2)?;
-    let dtype = q.dtype();
-    let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.to_dtype(DType::F32)?;
-    let scores = if t > 1 {
-        let mask = causal_mask(t, total, q.device())?;
-        scores.broadcast_add(&mask)?
-    } else {
-        scores
-    };
-    let probs = kernels.softmax_last_dim(&scores)?.to_dtype(dtype)?;
-    probs.matmul(&v.contiguous()?)
-}
-
-/// `[t, total]` with −∞ above the diagonal that ends at the last key.
-fn causal_mask(t: usize, total: usize, device: &Device) -> Result<Tensor> {
-    let past = total - t;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (t, total), device)
 }
 
 /// `x [.., in] · wᵀ` for a weight stored `[out, in]` (PyTorch's nn.Linear layout).
