@@ -498,7 +498,9 @@ pub fn matmul_w_reference<W: Weight>(x: &[f32], w: &[W], m: usize, n: usize, k: 
 }
 
 /// Split the k weight rows into stretches, one per task, each accumulating `S` partial
-/// outputs `[m, n]` over its stretch; returns their sums.
+/// outputs `[m, n]` over its stretch; returns their sums. The stretches depend on k alone and
+/// the partial sums are added in stretch order, so a row's result does not depend on m or on
+/// which thread ran what.
 fn run_rows<const S: usize>(
     x: &[f32],
     m: usize,
@@ -508,30 +510,32 @@ fn run_rows<const S: usize>(
 ) -> [Vec<f32>; S] {
     assert_eq!(x.len(), m * k, "x is [m, k]");
     let zero = || std::array::from_fn(|_| vec![0f32; m * n]);
-    if m == 0 || n == 0 || m * n * k < SERIAL_BELOW {
-        let mut acc = zero();
-        task(0, k, &mut acc);
-        return acc;
+    if m == 0 || n == 0 || k == 0 {
+        return zero();
     }
     let tasks = (2 * rayon::current_num_threads())
         .min(k.div_ceil(MIN_ROWS_PER_TASK))
         .max(1);
     let per_task = k.div_ceil(tasks);
-    (0..k)
-        .step_by(per_task)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|i0| {
-            let mut acc = zero();
-            task(i0, (i0 + per_task).min(k), &mut acc);
-            acc
-        })
-        .reduce(zero, |mut a, b| {
-            for (a, b) in a.iter_mut().zip(&b) {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-            }
-            a
-        })
+    let stretch = |i0: usize| {
+        let mut acc = zero();
+        task(i0, (i0 + per_task).min(k), &mut acc);
+        acc
+    };
+    let starts: Vec<usize> = (0..k).step_by(per_task).collect();
+    let partials: Vec<[Vec<f32>; S]> = if m * n * k < SERIAL_BELOW {
+        starts.into_iter().map(stretch).collect()
+    } else {
+        starts.into_par_iter().map(stretch).collect()
+    };
+    let mut parts = partials.into_iter();
+    let mut sum = parts.next().expect("k > 0: at least one stretch");
+    for part in parts {
+        for (a, b) in sum.iter_mut().zip(&part) {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        }
+    }
+    sum
 }
 
 /// The row-streaming kernel of [`matmul_w`] and [`matmul_w_mixed`].
@@ -587,8 +591,9 @@ mod in_out {
         use std::arch::x86_64::*;
 
         /// Four weight rows at a time (four sequential streams), so each output vector is
-        /// loaded and stored once per four inputs; for every row of x in turn, the four rows
-        /// are read again from cache.
+        /// loaded and stored once per four inputs; two rows of x at a time, so each weight
+        /// vector loaded serves both (the four rows are read again from cache for the next
+        /// pair). Every output adds its terms in the same order whatever m is.
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn stream<W: Weight>(
@@ -601,56 +606,56 @@ mod in_out {
             i1: usize,
             y: &mut [f32],
         ) {
-            let body = n / 8 * 8;
             let (wp, yp) = (w.as_ptr(), y.as_mut_ptr());
+            let xs = |r: usize, i: usize| x.as_ptr().add(r * k + i);
             let mut i = i0;
             while i + 4 <= i1 {
-                let rows = [
-                    wp.add(i * n),
-                    wp.add((i + 1) * n),
-                    wp.add((i + 2) * n),
-                    wp.add((i + 3) * n),
-                ];
-                for r in 0..m {
-                    let xs = [
-                        x[r * k + i],
-                        x[r * k + i + 1],
-                        x[r * k + i + 2],
-                        x[r * k + i + 3],
-                    ];
-                    let xv = xs.map(|v| _mm256_set1_ps(v));
-                    let out = yp.add(r * n);
-                    let mut j = 0;
-                    while j < body {
-                        let mut acc = _mm256_loadu_ps(out.add(j));
-                        for t in 0..4 {
-                            acc = _mm256_fmadd_ps(xv[t], W::load8(rows[t].add(j)), acc);
-                        }
-                        _mm256_storeu_ps(out.add(j), acc);
-                        j += 8;
-                    }
-                    for j in body..n {
-                        for t in 0..4 {
-                            *out.add(j) += xs[t] * (*rows[t].add(j)).to_f32();
-                        }
-                    }
+                let rows = std::array::from_fn(|t| wp.add((i + t) * n));
+                let mut r = 0;
+                while r + 2 <= m {
+                    let outs = [yp.add(r * n), yp.add((r + 1) * n)];
+                    tile::<W, 2, 4>([xs(r, i), xs(r + 1, i)], rows, outs, n);
+                    r += 2;
+                }
+                if r < m {
+                    tile::<W, 1, 4>([xs(r, i)], rows, [yp.add(r * n)], n);
                 }
                 i += 4;
             }
             for i in i..i1 {
-                let row = wp.add(i * n);
                 for r in 0..m {
-                    let (xs, out) = (x[r * k + i], yp.add(r * n));
-                    let xv = _mm256_set1_ps(xs);
-                    let mut j = 0;
-                    while j < body {
-                        let acc =
-                            _mm256_fmadd_ps(xv, W::load8(row.add(j)), _mm256_loadu_ps(out.add(j)));
-                        _mm256_storeu_ps(out.add(j), acc);
-                        j += 8;
+                    tile::<W, 1, 1>([xs(r, i)], [wp.add(i * n)], [yp.add(r * n)], n);
+                }
+            }
+        }
+
+        /// `outs[r][..n] += Σ_t x[r][t] · rows[t][..n]` for R rows of x and G weight rows.
+        #[inline(always)]
+        unsafe fn tile<W: Weight, const R: usize, const G: usize>(
+            x: [*const f32; R],
+            rows: [*const W; G],
+            outs: [*mut f32; R],
+            n: usize,
+        ) {
+            let xs: [[f32; G]; R] = x.map(|p| std::array::from_fn(|t| *p.add(t)));
+            let xv = xs.map(|r| r.map(|v| _mm256_set1_ps(v)));
+            let body = n / 8 * 8;
+            let mut j = 0;
+            while j < body {
+                let wv: [__m256; G] = std::array::from_fn(|t| W::load8(rows[t].add(j)));
+                for r in 0..R {
+                    let mut acc = _mm256_loadu_ps(outs[r].add(j));
+                    for t in 0..G {
+                        acc = _mm256_fmadd_ps(xv[r][t], wv[t], acc);
                     }
-                    for j in body..n {
-                        *out.add(j) += xs * (*row.add(j)).to_f32();
+                    _mm256_storeu_ps(outs[r].add(j), acc);
+                }
+                j += 8;
+            }
+            for j in body..n {
+                for r in 0..R {
+                    for t in 0..G {
+                        *outs[r].add(j) += xs[r][t] * (*rows[t].add(j)).to_f32();
                     }
                 }
             }
@@ -704,7 +709,8 @@ mod tests {
     fn a_rows_result_does_not_depend_on_its_batch() {
         fn check<W: Weight>(convert: fn(f32) -> W) {
             let mut rng = StdRng::seed_from_u64(9);
-            let (n, k) = (67, 203);
+            // k large enough that the [in, out] kernel splits it across tasks at every m.
+            let (n, k) = (67, 403);
             let m = 17;
             let x: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() - 0.5).collect();
             let w: Vec<W> = (0..n * k)
@@ -714,28 +720,35 @@ mod tests {
                 .map(|_| convert(rng.random::<f32>() - 0.5))
                 .collect();
             let (keep, take) = ([0.7f32; 17], [0.3f32; 17]);
-            let alone: Vec<(Vec<f32>, Vec<f32>)> = (0..m)
-                .map(|r| {
-                    let (mut y, mut mixed) = (vec![0f32; n], vec![0f32; n]);
-                    let xr = &x[r * k..(r + 1) * k];
-                    matmul_wt(xr, &w, 1, n, k, &mut y);
-                    matmul_wt_mixed(xr, &w, &wb, &keep[..1], &take[..1], 1, n, k, &mut mixed);
-                    (y, mixed)
-                })
-                .collect();
-            for rows in 1..=m {
-                let (mut y, mut mixed) = (vec![0f32; rows * n], vec![0f32; rows * n]);
-                let xs = &x[..rows * k];
-                matmul_wt(xs, &w, rows, n, k, &mut y);
-                let (kp, tk) = (&keep[..rows], &take[..rows]);
-                matmul_wt_mixed(xs, &w, &wb, kp, tk, rows, n, k, &mut mixed);
-                for (r, (plain, mix)) in alone.iter().take(rows).enumerate() {
-                    assert_eq!(&y[r * n..(r + 1) * n], &plain[..], "row {r} of {rows}");
-                    assert_eq!(
-                        &mixed[r * n..(r + 1) * n],
-                        &mix[..],
-                        "mixed row {r} of {rows}"
-                    );
+            // Both layouts: w as [n, k] and as [k, n].
+            type Plain<W> = fn(&[f32], &[W], usize, usize, usize, &mut [f32]);
+            type Mixed<W> =
+                fn(&[f32], &[W], &[W], &[f32], &[f32], usize, usize, usize, &mut [f32]);
+            let kernels: [(Plain<W>, Mixed<W>, &str); 2] = [
+                (matmul_wt, matmul_wt_mixed, "[out, in]"),
+                (matmul_w, matmul_w_mixed, "[in, out]"),
+            ];
+            for (plain, mixed, layout) in kernels {
+                let alone: Vec<(Vec<f32>, Vec<f32>)> = (0..m)
+                    .map(|r| {
+                        let (mut y, mut ym) = (vec![0f32; n], vec![0f32; n]);
+                        let xr = &x[r * k..(r + 1) * k];
+                        plain(xr, &w, 1, n, k, &mut y);
+                        mixed(xr, &w, &wb, &keep[..1], &take[..1], 1, n, k, &mut ym);
+                        (y, ym)
+                    })
+                    .collect();
+                for rows in 1..=m {
+                    let (mut y, mut ym) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+                    let xs = &x[..rows * k];
+                    plain(xs, &w, rows, n, k, &mut y);
+                    let (kp, tk) = (&keep[..rows], &take[..rows]);
+                    mixed(xs, &w, &wb, kp, tk, rows, n, k, &mut ym);
+                    for (r, (p, mx)) in alone.iter().take(rows).enumerate() {
+                        let at = r * n..(r + 1) * n;
+                        assert_eq!(&y[at.clone()], &p[..], "{layout} row {r} of {rows}");
+                        assert_eq!(&ym[at], &mx[..], "{layout} mixed row {r} of {rows}");
+                    }
                 }
             }
         }
