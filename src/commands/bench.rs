@@ -449,10 +449,13 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
     bench.one()?;
     bench.batch(&alphas)?;
     let (mut one, mut seq, mut batch) = (Vec::new(), Vec::new(), Vec::new());
+    // Phases: (first token, decode steps/s) of one column (blend excluded) and of the batch.
+    let (mut one_phases, mut batch_phases) = (Vec::new(), Vec::new());
+    let phases = |g: &crate::engine::Generation| (g.first_token, g.tokens_per_s());
     for _ in 0..iters {
         let t = Instant::now();
         bench.engine.set_alpha(alphas[0])?;
-        bench.one()?;
+        one_phases.push(phases(&bench.one()?));
         one.push(t.elapsed());
         let t = Instant::now();
         for &a in &alphas {
@@ -461,9 +464,17 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
         }
         seq.push(t.elapsed());
         let t = Instant::now();
-        bench.batch(&alphas)?;
+        let rows = bench.batch(&alphas)?;
         batch.push(t.elapsed());
+        batch_phases.push(phases(&rows[0]));
     }
+    let median_phases = |mut v: Vec<(Duration, f64)>| {
+        let mut first: Vec<Duration> = v.iter().map(|p| p.0).collect();
+        v.sort_by(|a, b| a.1.total_cmp(&b.1));
+        (median(&mut first), v[v.len() / 2].1)
+    };
+    let (one_first, one_rate) = median_phases(one_phases);
+    let (batch_first, batch_rate) = median_phases(batch_phases);
     let (one, seq, batch) = (median(&mut one), median(&mut seq), median(&mut batch));
     let ratio = |d: Duration| d.as_secs_f64() / one.as_secs_f64();
     let best = if batch < seq { "batched" } else { "re-blend" };
@@ -480,6 +491,10 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
         o.insert("reblend_ratio".into(), json!(ratio(seq)));
         o.insert("batched_ratio".into(), json!(ratio(batch)));
         o.insert("faster".into(), json!(best));
+        o.insert("one_first_token_ms".into(), json!(ms(one_first)));
+        o.insert("one_steps_per_s".into(), json!(one_rate));
+        o.insert("batched_first_token_ms".into(), json!(ms(batch_first)));
+        o.insert("batched_steps_per_s".into(), json!(batch_rate));
         println!("{v}");
     } else {
         let i = &bench.engine.info;
@@ -497,6 +512,12 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
             "  K in one batch       {:9.1} ms  ({:.2} × one)",
             ms(batch),
             ratio(batch)
+        );
+        println!(
+            "  phases: one column first token {:.1} ms, {one_rate:.1} steps/s; batch first \
+             token {:.1} ms, {batch_rate:.1} steps/s",
+            ms(one_first),
+            ms(batch_first)
         );
         println!("  faster: {best}  (medians of {iters})");
     }

@@ -42,6 +42,7 @@ pub trait Weight: Copy + Send + Sync + 'static {
         target_feature = "fma",
         target_feature = "f16c"
     ))]
+    #[inline(always)]
     unsafe fn load16(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
         [Self::load8(p), Self::load8(p.add(8))]
     }
@@ -57,6 +58,7 @@ impl Weight for f32 {
         target_feature = "fma",
         target_feature = "f16c"
     ))]
+    #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         std::arch::x86_64::_mm256_loadu_ps(p)
     }
@@ -72,6 +74,7 @@ impl Weight for half::f16 {
         target_feature = "fma",
         target_feature = "f16c"
     ))]
+    #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
@@ -89,6 +92,7 @@ impl Weight for half::bf16 {
         target_feature = "fma",
         target_feature = "f16c"
     ))]
+    #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
@@ -105,6 +109,7 @@ impl Weight for half::bf16 {
         target_feature = "fma",
         target_feature = "f16c"
     ))]
+    #[inline(always)]
     unsafe fn load16(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
         use std::arch::x86_64::*;
         let pairs = _mm256_loadu_si256(p as *const __m256i);
@@ -318,44 +323,86 @@ mod simd {
         out: &mut [f32],
     ) {
         let n = w.len() / k;
-        let xp = x.as_ptr();
+        // Many rows of x (prompts, batched prompts) outgrow L1, and each pair of weight rows
+        // would read them all from L2 again: take the weights in chunks that stay in L2 and
+        // x in blocks that stay in L1, so x comes from L1 and the weights from L2.
+        let x_block = (X_BLOCK_BYTES / (4 * k)).max(4) / 4 * 4;
+        let per_row = k * std::mem::size_of::<W>() * if mixed.is_some() { 2 } else { 1 };
+        let w_chunk = (W_CHUNK_BYTES / per_row).max(2) / 2 * 2;
+        let (w_chunk, x_block) = if m <= x_block {
+            (n, m)
+        } else {
+            (w_chunk, x_block)
+        };
+        for j0 in (0..n).step_by(w_chunk) {
+            for r0 in (0..m).step_by(x_block) {
+                let rows = j0..(j0 + w_chunk).min(n);
+                dot_block(x, w, mixed, m, k, r0..(r0 + x_block).min(m), rows, out);
+            }
+        }
+    }
+
+    /// Bytes of x a block of rows takes at most (L1 is 32–48 KiB).
+    const X_BLOCK_BYTES: usize = 24 << 10;
+    /// Bytes of weights a chunk of rows takes at most (L2 is 1–2 MiB).
+    const W_CHUNK_BYTES: usize = 256 << 10;
+
+    /// `out[j·m + r]` for the weight rows `js` and the rows `rs` of x.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn dot_block<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        mixed: Mixed<W>,
+        m: usize,
+        k: usize,
+        rs: std::ops::Range<usize>,
+        js: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        let r0 = rs.start;
+        let rows = rs.len();
+        let xp = x.as_ptr().add(r0 * k);
         let row = |j: usize| w.as_ptr().add(j * k);
         if let Some((wb, keep, take)) = mixed {
             // Rows j of A and B form the tile's two weight rows.
-            let store = |r0: usize, j: usize, d: &[[f32; 2]], out: &mut [f32]| {
-                for (r, [a, b]) in d.iter().enumerate() {
-                    out[j * m + r0 + r] = keep[r0 + r] * a + take[r0 + r] * b;
+            let store = |r: usize, j: usize, d: &[[f32; 2]], out: &mut [f32]| {
+                for (i, [a, b]) in d.iter().enumerate() {
+                    let r = r0 + r + i;
+                    out[j * m + r] = keep[r] * a + take[r] * b;
                 }
             };
-            for j in 0..n {
+            for j in js {
                 let ws = [row(j), wb.as_ptr().add(j * k)];
-                every_row(xp, m, k, ws, |r, d| store(r, j, d, out));
+                every_row(xp, rows, k, ws, |r, d| store(r, j, d, out));
             }
             return;
         }
-        let store = |r0: usize, j: usize, d: &[[f32; 2]], out: &mut [f32]| {
-            for (r, cols) in d.iter().enumerate() {
+        let store = |r: usize, j: usize, d: &[[f32; 2]], out: &mut [f32]| {
+            for (i, cols) in d.iter().enumerate() {
                 for (c, v) in cols.iter().enumerate() {
-                    out[(j + c) * m + r0 + r] = *v;
+                    out[(j + c) * m + r0 + r + i] = *v;
                 }
             }
         };
-        let mut j = 0;
+        let (mut j, end) = (js.start, js.end);
         if m == 1 {
             // Four weight rows at a time: four independent chains of multiply-adds.
-            while j + 4 <= n {
+            while j + 4 <= end {
                 let d = tile::<W, 1, 4>(xp, [row(j), row(j + 1), row(j + 2), row(j + 3)], k);
                 out[j..j + 4].copy_from_slice(&d[0]);
                 j += 4;
             }
         }
-        while j + 2 <= n {
-            every_row(xp, m, k, [row(j), row(j + 1)], |r, d| store(r, j, d, out));
+        while j + 2 <= end {
+            every_row(xp, rows, k, [row(j), row(j + 1)], |r, d| {
+                store(r, j, d, out)
+            });
             j += 2;
         }
-        if j < n {
-            for r in 0..m {
-                out[j * m + r] = tile::<W, 1, 1>(xp.add(r * k), [row(j)], k)[0][0];
+        if j < end {
+            for r in 0..rows {
+                out[j * m + r0 + r] = tile::<W, 1, 1>(xp.add(r * k), [row(j)], k)[0][0];
             }
         }
     }
@@ -606,19 +653,31 @@ mod in_out {
             i1: usize,
             y: &mut [f32],
         ) {
+            const BLOCK: usize = 1024;
             let (wp, yp) = (w.as_ptr(), y.as_mut_ptr());
             let xs = |r: usize, i: usize| x.as_ptr().add(r * k + i);
             let mut i = i0;
             while i + 4 <= i1 {
-                let rows = std::array::from_fn(|t| wp.add((i + t) * n));
-                let mut r = 0;
-                while r + 2 <= m {
-                    let outs = [yp.add(r * n), yp.add((r + 1) * n)];
-                    tile::<W, 2, 4>([xs(r, i), xs(r + 1, i)], rows, outs, n);
-                    r += 2;
-                }
-                if r < m {
-                    tile::<W, 1, 4>([xs(r, i)], rows, [yp.add(r * n)], n);
+                // In blocks of outputs whose four weight rows stay in L1 for the next pair.
+                let mut j0 = 0;
+                while j0 < n {
+                    let j1 = (j0 + BLOCK).min(n);
+                    let rows = std::array::from_fn(|t| wp.add((i + t) * n + j0));
+                    let out = |r: usize| yp.add(r * n + j0);
+                    let mut r = 0;
+                    while r + 2 <= m {
+                        tile::<W, 2, 4>(
+                            [xs(r, i), xs(r + 1, i)],
+                            rows,
+                            [out(r), out(r + 1)],
+                            j1 - j0,
+                        );
+                        r += 2;
+                    }
+                    if r < m {
+                        tile::<W, 1, 4>([xs(r, i)], rows, [out(r)], j1 - j0);
+                    }
+                    j0 = j1;
                 }
                 i += 4;
             }
@@ -637,12 +696,21 @@ mod in_out {
             outs: [*mut f32; R],
             n: usize,
         ) {
-            let xs: [[f32; G]; R] = x.map(|p| std::array::from_fn(|t| *p.add(t)));
-            let xv = xs.map(|r| r.map(|v| _mm256_set1_ps(v)));
+            let mut xs = [[0f32; G]; R];
+            let mut xv = [[_mm256_setzero_ps(); G]; R];
+            for r in 0..R {
+                for t in 0..G {
+                    xs[r][t] = *x[r].add(t);
+                    xv[r][t] = _mm256_set1_ps(xs[r][t]);
+                }
+            }
             let body = n / 8 * 8;
             let mut j = 0;
             while j < body {
-                let wv: [__m256; G] = std::array::from_fn(|t| W::load8(rows[t].add(j)));
+                let mut wv = [_mm256_setzero_ps(); G];
+                for t in 0..G {
+                    wv[t] = W::load8(rows[t].add(j));
+                }
                 for r in 0..R {
                     let mut acc = _mm256_loadu_ps(outs[r].add(j));
                     for t in 0..G {
@@ -722,8 +790,7 @@ mod tests {
             let (keep, take) = ([0.7f32; 17], [0.3f32; 17]);
             // Both layouts: w as [n, k] and as [k, n].
             type Plain<W> = fn(&[f32], &[W], usize, usize, usize, &mut [f32]);
-            type Mixed<W> =
-                fn(&[f32], &[W], &[W], &[f32], &[f32], usize, usize, usize, &mut [f32]);
+            type Mixed<W> = fn(&[f32], &[W], &[W], &[f32], &[f32], usize, usize, usize, &mut [f32]);
             let kernels: [(Plain<W>, Mixed<W>, &str); 2] = [
                 (matmul_wt, matmul_wt_mixed, "[out, in]"),
                 (matmul_w, matmul_w_mixed, "[in, out]"),
