@@ -398,7 +398,6 @@ fn few_rows_call(
 }
 
 /// `x [.., in] · w + b` for a weight stored `[in, out]` (GPT-2's Conv1D layout).
-
 pub(crate) fn conv1d(x: &Tensor, w: &Tensor, b: &Tensor, kernels: Kernels) -> Result<Tensor> {
     let (k, n) = w.dims2()?;
     // Up to few_rows::MAX_ROWS rows (decode, batched columns, short prompts) stream each
