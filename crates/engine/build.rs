@@ -13,6 +13,7 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    few_rows_simd();
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
@@ -41,4 +42,16 @@ fn main() {
             )
         });
     assert!(status.success(), "nvcc failed on src/blend.cu");
+}
+
+/// `cfg(few_rows_simd)` where the target has every feature the few-rows kernels use (AVX2,
+/// FMA, F16C; see .cargo/config.toml), so the kernels name one condition instead of four.
+fn few_rows_simd() {
+    println!("cargo::rustc-check-cfg=cfg(few_rows_simd)");
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    let has = |f: &str| features.split(',').any(|x| x == f);
+    if arch == "x86_64" && ["avx2", "fma", "f16c"].into_iter().all(has) {
+        println!("cargo:rustc-cfg=few_rows_simd");
+    }
 }

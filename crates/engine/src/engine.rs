@@ -242,22 +242,7 @@ impl Engine {
         }
         pair::validate(&ca, &cb)?;
         let names = pair::blended_names(&ca);
-        let largest = names
-            .iter()
-            .map(|n| ca.weights.tensors[n].shape.iter().product::<usize>())
-            .max()
-            .unwrap_or(0);
-        let dtype = match opts.dtype {
-            Some(d) => d,
-            None => crate::dtype_choice::auto(
-                &names
-                    .iter()
-                    .map(|n| native_dtype(ca.weights.tensors[n].dtype))
-                    .collect::<Vec<_>>(),
-                &device,
-                largest,
-            ),
-        };
+        let dtype = held_dtype(opts.dtype, &ca, &names, &device);
         let layout_bytes = crate::weights::FlatLayout::new(
             names
                 .iter()
@@ -337,22 +322,7 @@ impl Engine {
         };
         let (aa, ab) = (load(fa)?, load(fb)?);
         let names = pair::blended_names(&base);
-        let largest = names
-            .iter()
-            .map(|n| base.weights.tensors[n].shape.iter().product::<usize>())
-            .max()
-            .unwrap_or(0);
-        let dtype = match opts.dtype {
-            Some(d) => d,
-            None => crate::dtype_choice::auto(
-                &names
-                    .iter()
-                    .map(|n| native_dtype(base.weights.tensors[n].dtype))
-                    .collect::<Vec<_>>(),
-                &device,
-                largest,
-            ),
-        };
+        let dtype = held_dtype(opts.dtype, &base, &names, &device);
         let shape = |n: &String| base.weights.tensors[n].shape.iter().product::<usize>() as u64;
         let base_bytes: u64 = names.iter().map(shape).sum::<u64>() * dtype.size_in_bytes() as u64;
         let changed: std::collections::BTreeSet<&String> = [&aa, &ab]
@@ -738,6 +708,29 @@ fn weights_vb<'a>(
         weights.dtype,
         device,
     ))
+}
+
+/// The dtype the blended tensors `names` of `checkpoint` are held in: `asked`, or
+/// [`dtype_choice::auto`](crate::dtype_choice::auto) from their stored dtypes and the largest.
+fn held_dtype(
+    asked: Option<DType>,
+    checkpoint: &Checkpoint,
+    names: &[String],
+    device: &Device,
+) -> DType {
+    asked.unwrap_or_else(|| {
+        let tensors = &checkpoint.weights.tensors;
+        let stored: Vec<_> = names
+            .iter()
+            .map(|n| native_dtype(tensors[n].dtype))
+            .collect();
+        let largest = names
+            .iter()
+            .map(|n| tensors[n].shape.iter().product::<usize>())
+            .max()
+            .unwrap_or(0);
+        crate::dtype_choice::auto(&stored, device, largest)
+    })
 }
 
 /// Build a model whose weights are views of one of the pair's buffers.
