@@ -529,6 +529,11 @@ pub struct SweepArgs {
     /// Output directory; rerunning into it resumes an interrupted sweep.
     #[arg(long)]
     pub out: std::path::PathBuf,
+    /// How the alphas are generated: re-blend the weights to each α in turn (a prompt's
+    /// samples as one batch), batch several alphas' samples with a per-row α, or whichever
+    /// measures faster here. Settled when the sweep starts and kept in sweep.json.
+    #[arg(long, default_value = "auto", value_parser = columns_mode())]
+    pub alpha_mode: ColumnsMode,
 }
 
 #[derive(Args, Debug)]

@@ -240,10 +240,10 @@ fn a_batch_of_samples_matches_each_seed_alone() {
         let g = e.generator();
         let seeds = [3u64, 11, 12, 40];
         let rows = g
-            .run_samples(&ids, &seeds, &params, &mut |_, _| {})
+            .run_samples(&ids, &seeds, None, &params, &mut |_, _| {})
             .unwrap();
         let others = g
-            .run_samples(&ids, &[3, 99, 12, 7], &params, &mut |_, _| {})
+            .run_samples(&ids, &[3, 99, 12, 7], None, &params, &mut |_, _| {})
             .unwrap();
         assert_eq!(rows[0].token_ids, others[0].token_ids, "{arch:?}");
         assert_eq!(rows[2].token_ids, others[2].token_ids, "{arch:?}");

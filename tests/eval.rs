@@ -2,9 +2,9 @@
 //! independent computation, and sweep resumption.
 
 use lerpscope::engine::{
-    Alpha, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
+    Alpha, ColumnsMode, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
 };
-use lerpscope::eval::sweep::{PplRef, Sweep, SweepConfig};
+use lerpscope::eval::sweep::{AlphaMode, PplRef, Sweep, SweepConfig};
 use lerpscope::eval::{Scorer, Vader};
 use lerpscope::fixtures::{write_tiny_pair, Arch};
 use std::path::{Path, PathBuf};
@@ -102,7 +102,9 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
             },
             ppl_ref: PplRef::A,
             classifier: None,
+            alpha_mode: Default::default(),
         },
+        mode: ColumnsMode::Auto,
         out: out.to_path_buf(),
         progress: false,
         tokens_per_s: Default::default(),
@@ -111,11 +113,21 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
 
 #[test]
 fn an_interrupted_sweep_resumes_to_the_same_summary() {
+    for mode in [ColumnsMode::Reblend, ColumnsMode::Batched] {
+        interrupted_sweep_resumes(mode);
+    }
+}
+
+fn interrupted_sweep_resumes(mode: ColumnsMode) {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
     let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
     let whole = tmp.path().join("whole");
+    let sweep = |a: &Path, b: &Path, out: &Path| Sweep {
+        mode,
+        ..sweep(a, b, out)
+    };
     let s1 = sweep(&a, &b, &whole).run(&mut e).unwrap();
 
     // The same sweep, killed midway: keep 7 complete records and half of the 8th line.
@@ -136,10 +148,20 @@ fn an_interrupted_sweep_resumes_to_the_same_summary() {
     assert_eq!(
         serde_json::to_string(&s1).unwrap(),
         serde_json::to_string(&s2).unwrap(),
-        "resumed summary differs"
+        "{mode:?}: resumed summary differs"
     );
     let resumed = std::fs::read_to_string(part.join("samples.jsonl")).unwrap();
     assert_eq!(resumed.lines().count(), 18);
+    let sorted = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        sorted(&resumed),
+        sorted(&text),
+        "{mode:?}: the resumed sweep wrote other records"
+    );
     for f in [
         "summary.csv",
         "summary.json",
@@ -278,4 +300,97 @@ fn a_classifier_with_no_room_for_a_token_is_refused() {
             .to_string();
         assert!(err.contains("max_position_embeddings"), "{n}: {err}");
     }
+}
+
+/// Both modes write the same samples: the same tokens, and perplexities that differ only by
+/// rounding (a re-blended weight against `(1 − α)·A·x + α·B·x`), for either fluency judge.
+#[test]
+fn a_batched_sweep_writes_what_the_reblended_one_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    for judge in [PplRef::A, PplRef::Blend] {
+        let records = |mode: ColumnsMode, e: &mut Engine| {
+            let out = tmp.path().join(format!("{judge:?}-{mode:?}"));
+            let mut s = sweep(&a, &b, &out);
+            s.mode = mode;
+            s.config.ppl_ref = judge.clone();
+            s.config.samples = 20; // two sample groups per prompt
+            s.run(e).unwrap();
+            let written: SweepConfig =
+                serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap())
+                    .unwrap();
+            let mut rs: Vec<serde_json::Value> = std::fs::read_to_string(out.join("samples.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            rs.sort_by_key(|r| {
+                (
+                    r["alpha"].as_f64().unwrap().to_bits(),
+                    r["prompt_index"].as_u64(),
+                    r["sample"].as_u64(),
+                )
+            });
+            (written.alpha_mode, rs)
+        };
+        let (m1, reblended) = records(ColumnsMode::Reblend, &mut e);
+        let (m2, batched) = records(ColumnsMode::Batched, &mut e);
+        assert_eq!((m1, m2), (AlphaMode::Reblend, AlphaMode::Batched));
+        assert_eq!(reblended.len(), 3 * 2 * 20);
+        assert_eq!(reblended.len(), batched.len());
+        let mut texts = std::collections::HashSet::new();
+        for (r, q) in reblended.iter().zip(&batched) {
+            for key in ["alpha", "prompt_index", "sample", "seed", "text", "tokens"] {
+                assert_eq!(r[key], q[key], "{judge:?} {key}: {r} vs {q}");
+            }
+            let (p, pb) = (
+                r["perplexity"].as_f64().unwrap(),
+                q["perplexity"].as_f64().unwrap(),
+            );
+            assert!((p - pb).abs() <= 1e-4 * p, "{judge:?}: {r} vs {q}");
+            texts.insert(r["text"].as_str().unwrap().to_string());
+        }
+        assert!(texts.len() > 10, "the samples should differ: {texts:?}");
+    }
+}
+
+/// A sweep keeps the mode it started in: auto resumes in it, the other mode asked for is
+/// refused (the two round differently), and a sweep.json from before modes were recorded
+/// resumes as a re-blended one.
+#[test]
+fn a_sweep_keeps_the_mode_it_started_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
+    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let out = tmp.path().join("out");
+    let run = |mode: ColumnsMode, e: &mut Engine| {
+        let mut s = sweep(&a, &b, &out);
+        s.mode = mode;
+        s.run(e)
+    };
+    run(ColumnsMode::Batched, &mut e).unwrap();
+    let cfg = std::fs::read_to_string(out.join("sweep.json")).unwrap();
+    assert!(cfg.contains("\"alpha_mode\": \"batched\""), "{cfg}");
+    run(ColumnsMode::Auto, &mut e).unwrap();
+    run(ColumnsMode::Batched, &mut e).unwrap();
+    let err = run(ColumnsMode::Reblend, &mut e).unwrap_err().to_string();
+    assert!(
+        err.contains("--alpha-mode reblend") && err.contains("batched mode"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("sweep.json")).unwrap(),
+        cfg
+    );
+
+    let mut old: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    old.as_object_mut().unwrap().remove("alpha_mode");
+    std::fs::write(out.join("sweep.json"), old.to_string()).unwrap();
+    std::fs::remove_file(out.join("samples.jsonl")).unwrap();
+    let err = run(ColumnsMode::Batched, &mut e).unwrap_err().to_string();
+    assert!(err.contains("reblend mode"), "{err}");
+    run(ColumnsMode::Auto, &mut e).unwrap();
 }

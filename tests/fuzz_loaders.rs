@@ -521,6 +521,7 @@ impl Corpus {
             params: GenerationParams::default(),
             ppl_ref: lerpscope::eval::sweep::PplRef::Blend,
             classifier: Some(("c".into(), "positive".into())),
+            alpha_mode: lerpscope::eval::sweep::AlphaMode::Batched,
         };
         let record = |i: usize| {
             serde_json::json!({"alpha": 0.5, "prompt_index": i, "sample": 1, "seed": 7,

@@ -38,12 +38,14 @@ pub fn run(args: SweepArgs) -> Result<()> {
         params: args.sampling.params(SWEEP)?,
         ppl_ref: args.ppl_ref.parse()?,
         classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
+        alpha_mode: Default::default(),
     };
     let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;
     engine.set_stop_texts(args.sampling.stop.clone());
     let t = std::time::Instant::now();
     let sweep = Sweep {
         config,
+        mode: args.alpha_mode,
         out: args.out.clone(),
         progress: true,
         tokens_per_s: Default::default(),

@@ -3,11 +3,11 @@
 //! intervals, plotted. Results are appended to samples.jsonl as they are made, so an
 //! interrupted sweep rerun with the same --out resumes where it stopped.
 
-use super::grid::SampleGrid;
+use super::grid::{Cell, SampleGrid};
 use super::stats::{estimate, Estimate};
 use super::{distinct_n, Scorer, Vader};
 use crate::engine::token_stream::{plain, without_specials};
-use crate::engine::{perplexity, Alpha, Engine, GenerationParams, Standalone};
+use crate::engine::{perplexity, Alpha, ColumnsMode, Engine, GenerationParams, Standalone};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -52,6 +52,25 @@ pub struct SweepConfig {
     /// An optional classifier scorer: (model directory or Hub id, label).
     #[serde(default)]
     pub classifier: Option<(String, String)>,
+    /// How the alphas were generated. [`Sweep::run`] settles it when the sweep starts (from
+    /// [`Sweep::mode`]) and keeps it for every resume; what a caller puts here is replaced.
+    #[serde(default)]
+    pub alpha_mode: AlphaMode,
+}
+
+/// How a sweep's alphas are generated. The two round differently (a re-blended weight against
+/// `(1 − α)·A·x + α·B·x`), so a sweep keeps one mode from start to finish: a resumed sweep
+/// writes what an uninterrupted one would.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlphaMode {
+    /// The weights re-blended to each α in turn; a prompt's samples at that α as one batch.
+    /// (Sweeps written before the mode was recorded were made this way.)
+    #[default]
+    Reblend,
+    /// Several alphas' samples of a prompt as one batch, each row at its own α: both
+    /// endpoints read per step (adapters: the base once, the low-rank updates per row).
+    Batched,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,8 +143,15 @@ pub fn read_records(path: &Path) -> Result<Vec<SampleRecord>> {
 /// Samples of one prompt generated together as one batch, at most.
 pub const SAMPLE_BATCH: usize = 16;
 
+/// Rows of one batch in [`AlphaMode::Batched`], at most: as many whole alphas' sample groups
+/// as fit (at least one).
+pub const ALPHA_BATCH_ROWS: usize = 64;
+
 pub struct Sweep {
     pub config: SweepConfig,
+    /// The mode asked for: auto measures which is faster when the sweep starts. A resumed
+    /// sweep keeps the mode it started with; asking for the other one is an error.
+    pub mode: ColumnsMode,
     pub out: PathBuf,
     pub progress: bool,
     /// After a run: the generation rate over every row generated (None if nothing was).
@@ -138,18 +164,41 @@ impl Sweep {
         std::fs::create_dir_all(out)
             .with_context(|| format!("--out {}: cannot create", out.display()))?;
         let cfg_path = out.join("sweep.json");
-        if cfg_path.exists() {
+        let c = &if cfg_path.exists() {
             let old = read_config(&cfg_path)?;
-            if old != self.config {
+            let asked = SweepConfig {
+                alpha_mode: old.alpha_mode,
+                ..self.config.clone()
+            };
+            if asked != old {
                 bail!(
                     "--out {} holds a sweep with other settings ({}); use another --out to start a new one",
                     out.display(),
                     cfg_path.display()
                 );
             }
+            let wanted = match self.mode {
+                ColumnsMode::Auto => None,
+                ColumnsMode::Batched => Some(AlphaMode::Batched),
+                ColumnsMode::Reblend => Some(AlphaMode::Reblend),
+            };
+            if wanted.is_some_and(|m| m != old.alpha_mode) {
+                bail!(
+                    "--alpha-mode {}: --out {} holds a sweep made in {} mode, which it keeps to resume exactly; use another --out for a new mode",
+                    self.mode.name(),
+                    out.display(),
+                    mode_name(old.alpha_mode)
+                );
+            }
+            old
         } else {
-            std::fs::write(&cfg_path, serde_json::to_string_pretty(&self.config)?)?;
-        }
+            let c = SweepConfig {
+                alpha_mode: self.settle_mode(engine)?,
+                ..self.config.clone()
+            };
+            std::fs::write(&cfg_path, serde_json::to_string_pretty(&c)?)?;
+            c
+        };
         let samples_path = out.join("samples.jsonl");
         let mut records = read_records(&samples_path)?;
         let done: HashSet<(u64, usize, usize)> = records
@@ -161,7 +210,6 @@ impl Sweep {
             .append(true)
             .open(&samples_path)
             .with_context(|| format!("{}: cannot open", samples_path.display()))?;
-        let c = &self.config;
         let grid = SampleGrid {
             alphas: c.alphas.clone(),
             prompts: c.prompts.clone(),
@@ -194,30 +242,25 @@ impl Sweep {
             Some((src, label)) => Some(super::classifier::Classifier::load(src, label)?),
             None => None,
         };
-        let cells: Vec<_> = grid.cells().collect();
+        let missing = |cell: &Cell| {
+            !done.contains(&(
+                grid.alpha(*cell).value().to_bits(),
+                cell.prompt_index,
+                cell.sample,
+            ))
+        };
         let started = std::time::Instant::now();
         let mut generated_tokens = 0usize;
-        for of_alpha in cells.chunk_by(|x, y| x.alpha_index == y.alpha_index) {
-            let alpha = grid.alpha(of_alpha[0]);
-            bar.set_message(format!("α = {alpha}"));
-            // Generate this α's missing samples, then score them (possibly at another α).
-            // The unit of generation is one batch: a prompt's samples in groups of at most
-            // SAMPLE_BATCH rows. A batch with any sample missing is generated whole, so every
-            // sample always comes from the same batch and a resumed sweep writes exactly the
-            // records an uninterrupted one would.
+        for stage in stages(&grid, c.alpha_mode) {
+            // Generate this stage's missing samples, then score them (possibly at another α).
+            // The unit of generation is one batch, fixed by the settings alone: a batch with
+            // any sample missing is generated whole, so every sample always comes from the
+            // same batch and a resumed sweep writes exactly the records an uninterrupted one
+            // would.
             let mut fresh = Vec::new();
-            for batch in of_alpha.chunk_by(|x, y| {
-                x.prompt_index == y.prompt_index
-                    && x.sample / SAMPLE_BATCH == y.sample / SAMPLE_BATCH
-            }) {
-                let missing = |cell: &super::grid::Cell| {
-                    !done.contains(&(alpha.value().to_bits(), cell.prompt_index, cell.sample))
-                };
+            for batch in &stage.batches {
                 if !batch.iter().any(missing) {
                     continue;
-                }
-                if engine.alpha() != alpha {
-                    engine.set_alpha(alpha)?;
                 }
                 let prompt_ids = engine.encode(&c.prompts[batch[0].prompt_index])?;
                 let seeds: Vec<u64> = batch
@@ -227,10 +270,38 @@ impl Sweep {
                 let mut params = c.params;
                 // The blend's own log-probabilities of what it wrote are its perplexity.
                 params.token_info = c.ppl_ref == PplRef::Blend;
-                let gens = engine
-                    .generator()
-                    .run_samples(&prompt_ids, &seeds, &params, &mut |_, _| {})
-                    .with_context(|| format!("at α = {alpha}"))?;
+                let gens = match stage.alpha {
+                    Some(alpha) => {
+                        bar.set_message(format!("α = {alpha}"));
+                        if engine.alpha() != alpha {
+                            engine.set_alpha(alpha)?;
+                        }
+                        engine
+                            .generator()
+                            .run_samples(&prompt_ids, &seeds, None, &params, &mut |_, _| {})
+                            .with_context(|| format!("at α = {alpha}"))?
+                    }
+                    None => {
+                        let alphas: Vec<Alpha> =
+                            batch.iter().map(|&cell| grid.alpha(cell)).collect();
+                        bar.set_message(format!(
+                            "α = {} … {} together",
+                            alphas[0],
+                            alphas[alphas.len() - 1]
+                        ));
+                        let mix = engine.mix(&alphas)?;
+                        engine
+                            .pair_generator()
+                            .run_samples(&prompt_ids, &seeds, Some(&mix), &params, &mut |_, _| {})
+                            .with_context(|| {
+                                format!(
+                                    "at α = {} … {} together",
+                                    alphas[0],
+                                    alphas[alphas.len() - 1]
+                                )
+                            })?
+                    }
+                };
                 for (&cell, g) in batch.iter().zip(gens) {
                     generated_tokens += g.token_ids.len();
                     if missing(&cell) {
@@ -242,10 +313,13 @@ impl Sweep {
             if fresh.is_empty() {
                 continue;
             }
-            match c.ppl_ref {
-                PplRef::A => engine.set_alpha(Alpha::A).map(drop)?,
-                PplRef::B => engine.set_alpha(Alpha::B).map(drop)?,
-                _ => {}
+            let judge = match c.ppl_ref {
+                PplRef::A => Some(Alpha::A),
+                PplRef::B => Some(Alpha::B),
+                _ => None,
+            };
+            if let Some(judge) = judge.filter(|&j| engine.alpha() != j) {
+                engine.set_alpha(judge)?;
             }
             for (cell, prompt_ids, g) in fresh {
                 let prompt = &c.prompts[cell.prompt_index];
@@ -260,7 +334,7 @@ impl Sweep {
                         .continuation_nll(&prompt_ids, &g.token_ids)?,
                 };
                 let r = SampleRecord {
-                    alpha,
+                    alpha: grid.alpha(cell),
                     prompt_index: cell.prompt_index,
                     sample: cell.sample,
                     seed: grid.params(cell).sampling.seed,
@@ -287,6 +361,96 @@ impl Sweep {
         let summary = summarise(&c.alphas, &records);
         write_summary(out, &summary)?;
         Ok(summary)
+    }
+
+    /// The mode of a new sweep: as asked, or (auto) whichever decodes its batches faster here.
+    fn settle_mode(&self, engine: &mut Engine) -> Result<AlphaMode> {
+        let c = &self.config;
+        let group = c.samples.min(SAMPLE_BATCH);
+        let faster = match self.mode {
+            ColumnsMode::Batched => true,
+            ColumnsMode::Reblend => false,
+            ColumnsMode::Auto => {
+                let alphas = alphas_per_batch(group).min(c.alphas.len());
+                engine.alphas_together_faster(alphas, group)?
+            }
+        };
+        Ok(if faster {
+            AlphaMode::Batched
+        } else {
+            AlphaMode::Reblend
+        })
+    }
+}
+
+pub fn mode_name(mode: AlphaMode) -> &'static str {
+    match mode {
+        AlphaMode::Reblend => "reblend",
+        AlphaMode::Batched => "batched",
+    }
+}
+
+/// Whole alphas' groups of `group` samples in one batched-mode batch.
+fn alphas_per_batch(group: usize) -> usize {
+    (ALPHA_BATCH_ROWS / group.max(1)).max(1)
+}
+
+/// Batches generated one after another, then scored: at one re-blended α (`alpha`), or each
+/// row at its own α.
+struct Stage {
+    alpha: Option<Alpha>,
+    batches: Vec<Vec<Cell>>,
+}
+
+/// A sweep's batches in the order they are generated. Re-blend: one stage per α (blended once),
+/// each prompt's samples in groups of at most [`SAMPLE_BATCH`]. Batched: one stage per batch of
+/// a prompt's sample group at as many alphas as fit in [`ALPHA_BATCH_ROWS`] rows.
+fn stages(grid: &SampleGrid, mode: AlphaMode) -> Vec<Stage> {
+    let groups = |prompt_index: usize| {
+        (0..grid.samples).step_by(SAMPLE_BATCH).map(move |first| {
+            (
+                prompt_index,
+                first..(first + SAMPLE_BATCH).min(grid.samples),
+            )
+        })
+    };
+    let cell = |alpha_index, prompt_index, sample| Cell {
+        alpha_index,
+        prompt_index,
+        sample,
+    };
+    let prompts = 0..grid.prompts.len();
+    match mode {
+        AlphaMode::Reblend => (0..grid.alphas.len())
+            .map(|a| Stage {
+                alpha: Some(grid.alphas[a]),
+                batches: prompts
+                    .clone()
+                    .flat_map(groups)
+                    .map(|(p, samples)| samples.map(|s| cell(a, p, s)).collect())
+                    .collect(),
+            })
+            .collect(),
+        AlphaMode::Batched => {
+            let per = alphas_per_batch(grid.samples.min(SAMPLE_BATCH));
+            let alpha_chunks: Vec<Vec<usize>> = (0..grid.alphas.len())
+                .collect::<Vec<_>>()
+                .chunks(per)
+                .map(<[usize]>::to_vec)
+                .collect();
+            prompts
+                .flat_map(groups)
+                .flat_map(|(p, samples)| {
+                    alpha_chunks.iter().map(move |chunk| Stage {
+                        alpha: None,
+                        batches: vec![chunk
+                            .iter()
+                            .flat_map(|&a| samples.clone().map(move |s| cell(a, p, s)))
+                            .collect()],
+                    })
+                })
+                .collect()
+        }
     }
 }
 

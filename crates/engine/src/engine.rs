@@ -632,6 +632,19 @@ impl Engine {
         Ok(batched < sequential)
     }
 
+    /// Whether `alphas` × `rows` rows decode faster as one batch, each row at its own α, than
+    /// as `alphas` batches of `rows` at weights re-blended to each α in turn: per step, from
+    /// times measured on this machine and model the first time each size is asked about.
+    /// (A sweep re-blends once per α for all its prompts, so blends do not count here.)
+    pub fn alphas_together_faster(&mut self, alphas: usize, rows: usize) -> Result<bool> {
+        if alphas < 2 || rows == 0 {
+            return Ok(false);
+        }
+        let apart = alphas as f64 * self.step_time(rows, false)?.as_secs_f64();
+        let together = self.step_time(alphas * rows, true)?.as_secs_f64();
+        Ok(together < apart)
+    }
+
     pub fn set_columns_mode(&mut self, mode: ColumnsMode) {
         self.columns_mode = mode;
     }

@@ -326,23 +326,35 @@ impl Generator<'_> {
         self.rows_loop(prompt_ids, given, mix, None, params, cancel, on_step)
     }
 
-    /// Several samples of one prompt as one batch at the model's current weights: row i
-    /// samples with `seeds[i]` (the rest of `params` shared). Each row's tokens depend only
-    /// on its seed and on the batch's size, not on its neighbours.
+    /// Several samples of one prompt as one batch: row i samples with `seeds[i]` (the rest
+    /// of `params` shared), at the model's current weights or, given a `mix` of one α per row
+    /// (on a [`pair generator`](crate::Engine::pair_generator)), at its own α. Each row's
+    /// tokens depend only on its seed, its α and the batch's size, not on its neighbours.
     pub fn run_samples(
         &self,
         prompt_ids: &[u32],
         seeds: &[u64],
+        mix: Option<&Mix>,
         params: &GenerationParams,
         on_step: &mut dyn FnMut(usize, Step<'_>),
     ) -> Result<Vec<Generation>> {
         if seeds.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(m) = mix {
+            if m.alphas().len() != seeds.len() {
+                bail!(
+                    Invalid,
+                    "{} seeds for a mix of {} alphas: one of each per row",
+                    seeds.len(),
+                    m.alphas().len()
+                );
+            }
+        }
         self.rows_loop(
             prompt_ids,
             &[],
-            None,
+            mix,
             Some(seeds),
             params,
             &|_| false,
