@@ -225,6 +225,28 @@ fn bare_lerpscope_takes_the_ui_flags_and_commands_default_to_the_demo_pair() {
     let p = s.sampling.params(lerpscope::cli::SWEEP).unwrap();
     assert_eq!((p.sampling.temperature, p.sampling.top_p), (1.0, 0.5));
     assert_eq!(p.sampling.repeat_penalty, 1.0);
+    assert_eq!(s.alpha_mode, lerpscope::engine::ColumnsMode::Auto);
+    let Some(Command::Sweep(s)) = Cli::try_parse_from([
+        "lerpscope",
+        "sweep",
+        "--out",
+        "x",
+        "--alpha-mode",
+        "batched",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not sweep")
+    };
+    assert_eq!(s.alpha_mode, lerpscope::engine::ColumnsMode::Batched);
+    let err = Cli::try_parse_from(["lerpscope", "sweep", "--out", "x", "--alpha-mode", "fast"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--alpha-mode") && err.contains("reblend"),
+        "{err}"
+    );
 }
 
 #[test]
