@@ -57,10 +57,7 @@ fn nll_by_hand(e: &Engine, ids: &[u32], from: usize) -> f64 {
 
 #[test]
 fn perplexity_is_exp_mean_nll_computed_independently() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
-    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let (_tmp, _, _, mut e) = tiny_pair(Arch::Llama);
     e.set_alpha(0.4).unwrap();
     let ids = e
         .encode("The movie was great and the food was good.")
@@ -79,6 +76,15 @@ fn perplexity_is_exp_mean_nll_computed_independently() {
     assert_eq!(m, ids.len() - 3);
     let want = nll_by_hand(&e, &ids, 3);
     assert!((c - want).abs() < 1e-3 * want.abs(), "{c} vs {want}");
+}
+
+/// A tiny random pair of `arch` in a temporary directory, loaded on the CPU.
+fn tiny_pair(arch: Arch) -> (tempfile::TempDir, PathBuf, PathBuf, Engine) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, arch).unwrap();
+    let e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    (tmp, a, b, e)
 }
 
 fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
@@ -119,10 +125,7 @@ fn an_interrupted_sweep_resumes_to_the_same_summary() {
 }
 
 fn interrupted_sweep_resumes(mode: ColumnsMode) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
-    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let (tmp, a, b, mut e) = tiny_pair(Arch::Gpt2);
     let whole = tmp.path().join("whole");
     let sweep = |a: &Path, b: &Path, out: &Path| Sweep {
         mode,
@@ -253,10 +256,7 @@ fn classifiers_match_transformers_and_look_labels_up_by_name() {
 
 #[test]
 fn a_finished_sweep_rerun_leaves_every_file_byte_identical() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
-    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let (tmp, a, b, mut e) = tiny_pair(Arch::Llama);
     let out = tmp.path().join("out");
     sweep(&a, &b, &out).run(&mut e).unwrap();
     let files = [
@@ -385,10 +385,7 @@ fn a_batched_sweep_writes_what_the_reblended_one_does() {
 /// resumes as a re-blended one.
 #[test]
 fn a_sweep_keeps_the_mode_it_started_in() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
-    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let (tmp, a, b, mut e) = tiny_pair(Arch::Gpt2);
     let out = tmp.path().join("out");
     let run = |mode: ColumnsMode, e: &mut Engine| {
         let mut s = sweep(&a, &b, &out);

@@ -177,17 +177,12 @@ impl Sweep {
                     cfg_path.display()
                 );
             }
-            let wanted = match self.mode {
-                ColumnsMode::Auto => None,
-                ColumnsMode::Batched => Some(AlphaMode::Batched),
-                ColumnsMode::Reblend => Some(AlphaMode::Reblend),
-            };
-            if wanted.is_some_and(|m| m != old.alpha_mode) {
+            if AlphaMode::asked(self.mode).is_some_and(|m| m != old.alpha_mode) {
                 bail!(
                     "--alpha-mode {}: --out {} holds a sweep made in {} mode, which it keeps to resume exactly; use another --out for a new mode",
                     self.mode.name(),
                     out.display(),
-                    mode_name(old.alpha_mode)
+                    old.alpha_mode.name()
                 );
             }
             old
@@ -284,22 +279,14 @@ impl Sweep {
                     None => {
                         let alphas: Vec<Alpha> =
                             batch.iter().map(|&cell| grid.alpha(cell)).collect();
-                        bar.set_message(format!(
-                            "α = {} … {} together",
-                            alphas[0],
-                            alphas[alphas.len() - 1]
-                        ));
+                        let which =
+                            format!("α = {} … {} together", alphas[0], alphas[alphas.len() - 1]);
+                        bar.set_message(which.clone());
                         let mix = engine.mix(&alphas)?;
                         engine
                             .pair_generator()
                             .run_samples(&prompt_ids, &seeds, Some(&mix), &params, &mut |_, _| {})
-                            .with_context(|| {
-                                format!(
-                                    "at α = {} … {} together",
-                                    alphas[0],
-                                    alphas[alphas.len() - 1]
-                                )
-                            })?
+                            .with_context(|| format!("at {which}"))?
                     }
                 };
                 for (&cell, g) in batch.iter().zip(gens) {
@@ -367,15 +354,11 @@ impl Sweep {
     fn settle_mode(&self, engine: &mut Engine) -> Result<AlphaMode> {
         let c = &self.config;
         let group = c.samples.min(SAMPLE_BATCH);
-        let faster = match self.mode {
-            ColumnsMode::Batched => true,
-            ColumnsMode::Reblend => false,
-            ColumnsMode::Auto => {
-                let alphas = alphas_per_batch(group).min(c.alphas.len());
-                engine.alphas_together_faster(alphas, group)?
-            }
-        };
-        Ok(if faster {
+        if let Some(mode) = AlphaMode::asked(self.mode) {
+            return Ok(mode);
+        }
+        let alphas = alphas_per_batch(group).min(c.alphas.len());
+        Ok(if engine.alphas_together_faster(alphas, group)? {
             AlphaMode::Batched
         } else {
             AlphaMode::Reblend
@@ -383,10 +366,21 @@ impl Sweep {
     }
 }
 
-pub fn mode_name(mode: AlphaMode) -> &'static str {
-    match mode {
-        AlphaMode::Reblend => "reblend",
-        AlphaMode::Batched => "batched",
+impl AlphaMode {
+    /// The mode a `--alpha-mode` value names (None for auto, which is measured).
+    fn asked(mode: ColumnsMode) -> Option<Self> {
+        match mode {
+            ColumnsMode::Auto => None,
+            ColumnsMode::Batched => Some(Self::Batched),
+            ColumnsMode::Reblend => Some(Self::Reblend),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reblend => "reblend",
+            Self::Batched => "batched",
+        }
     }
 }
 
