@@ -579,6 +579,9 @@ pub enum BenchCommand {
     /// The cost of the token views: decode with and without per-token data, and an α-scrub
     /// against one batched forward pass of as many rows over the same prefix.
     Inspect(BenchInspectArgs),
+    /// Where one decode step's time goes: enqueuing the forward pass, waiting for the device,
+    /// copying the logits back, sampling; on a GPU for the fused pass and candle's ops.
+    Step(BenchStepArgs),
 }
 
 /// The pair a benchmark runs on: two endpoints, a random pair of a named shape, or (neither)
@@ -614,29 +617,39 @@ pub struct BenchModelArgs {
 impl BenchModelArgs {
     /// Endpoint sources and a label for the output.
     pub fn endpoints(&self) -> Result<(String, String, String)> {
-        Ok(match (&self.a, &self.b, self.shape) {
-            (Some(a), Some(b), _) => (a.clone(), b.clone(), format!("{a} ↔ {b}")),
-            (_, _, Some(shape)) => {
-                let root = std::env::temp_dir().join("lerpscope-shapes");
-                let s = |p: std::path::PathBuf| p.display().to_string();
-                match self.lora_rank {
-                    Some(0) => bail!("--lora-rank must be at least 1"),
-                    Some(r) => {
-                        let (a, b) = shape.adapters_in(&root, r)?;
-                        (s(a), s(b), format!("{} + LoRA r{r}", shape.name()))
-                    }
-                    None => {
-                        let (a, b) = shape.pair_in(&root)?;
-                        (s(a), s(b), shape.name().to_string())
-                    }
+        match shape_endpoints(self.shape, self.lora_rank)? {
+            Some(e) if self.a.is_none() => Ok(e),
+            _ => Ok(match (&self.a, &self.b) {
+                (Some(a), Some(b)) => (a.clone(), b.clone(), format!("{a} ↔ {b}")),
+                _ => {
+                    let (a, b) = demo_pair();
+                    (a, b, "demo pair".to_string())
                 }
-            }
-            _ => {
-                let (a, b) = demo_pair();
-                (a, b, "demo pair".to_string())
-            }
-        })
+            }),
+        }
     }
+}
+
+/// `--shape` (with `--lora-rank`): the random pair's directories, written once under the
+/// temporary directory, and a label; `None` without a shape.
+pub fn shape_endpoints(
+    shape: Option<Shape>,
+    lora_rank: Option<usize>,
+) -> Result<Option<(String, String, String)>> {
+    let Some(shape) = shape else { return Ok(None) };
+    let root = std::env::temp_dir().join("lerpscope-shapes");
+    let s = |p: std::path::PathBuf| p.display().to_string();
+    Ok(Some(match lora_rank {
+        Some(0) => bail!("--lora-rank must be at least 1"),
+        Some(r) => {
+            let (a, b) = shape.adapters_in(&root, r)?;
+            (s(a), s(b), format!("{} + LoRA r{r}", shape.name()))
+        }
+        None => {
+            let (a, b) = shape.pair_in(&root)?;
+            (s(a), s(b), shape.name().to_string())
+        }
+    }))
 }
 
 #[derive(Args, Debug)]
@@ -651,6 +664,16 @@ pub struct BenchColumnsArgs {
     pub model: BenchModelArgs,
     /// Columns, at alphas spread evenly over [0, 1].
     #[arg(long, default_value_t = 4)]
+    pub k: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchStepArgs {
+    /// The prompt is prefilled once; steps decode after it (--tokens steps per run).
+    #[command(flatten)]
+    pub model: BenchModelArgs,
+    /// Rows per step: 1 is one column; more are batched columns at alphas spread over [0, 1].
+    #[arg(long, default_value_t = 1)]
     pub k: usize,
 }
 
@@ -683,11 +706,17 @@ pub struct BenchUiArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchBlendArgs {
-    /// Endpoint A (omit both endpoints to use --params random weights).
-    #[arg(long, requires = "b")]
+    /// Endpoint A (omit both endpoints and --shape to use --params random weights).
+    #[arg(long, requires = "b", conflicts_with = "shape")]
     pub a: Option<String>,
     #[arg(long, requires = "a")]
     pub b: Option<String>,
+    /// A random pair of this shape (written once under the temporary directory).
+    #[arg(long, value_parser = shape())]
+    pub shape: Option<Shape>,
+    /// With --shape: two random rank-R LoRA adapters (the merged pass is timed).
+    #[arg(long, requires = "shape")]
+    pub lora_rank: Option<usize>,
     /// Parameters of a random working set, when no pair is given.
     #[arg(long, default_value = "100000000", value_parser = parse_params)]
     pub params: usize,

@@ -142,13 +142,18 @@ fn tiny_models_on_cuda_match_the_cpu() {
         return;
     }
     let ids = [5u32, 17, 42, 8, 99, 3];
-    for arch in [Arch::Llama, Arch::Gpt2] {
+    for (arch, fused) in [
+        (Arch::Llama, false),
+        (Arch::Llama, true),
+        (Arch::Gpt2, false),
+    ] {
         let (_tmp, mut cpu, mut gpu) = engines(arch);
+        gpu.set_fused(fused).unwrap();
         for alpha in [0.0, 0.3, 1.0, 1.5] {
             cpu.set_alpha(alpha).unwrap();
             gpu.set_alpha(alpha).unwrap();
             let (c, g) = (cpu.logits(&ids).unwrap(), gpu.logits(&ids).unwrap());
-            close(&c, &g, &format!("{arch:?} α {alpha}"));
+            close(&c, &g, &format!("{arch:?} α {alpha} (fused: {fused})"));
         }
         // The batched-columns mode on the GPU, against re-blending there.
         let alphas = [0.0, 0.4, 1.0];
@@ -229,16 +234,21 @@ fn adapter_engines(pair: &str, dtype: DType) -> (Engine, Engine) {
     (load(DeviceChoice::Cpu), load(DeviceChoice::Cuda(0)))
 }
 
-/// The merged-adapter pass on the GPU (blend.cu's lowrank_merge, and the blend for replaced
-/// tensors) writes the same bits as the CPU's, in every dtype.
+/// The merged-adapter pass on the GPU writes the same bits as the CPU's, in every dtype: per
+/// tensor (blend.cu's lowrank_merge, and the blend for replaced tensors) and in one launch
+/// (merge_tiles, with the fused kernels on).
 #[test]
 fn adapter_merge_on_cuda_equals_the_cpu_bit_for_bit() {
     if gpu().is_none() {
         return;
     }
-    for dtype in [DType::F32, DType::F16, DType::BF16] {
+    for (dtype, one_launch) in [DType::F32, DType::F16, DType::BF16]
+        .into_iter()
+        .flat_map(|d| [(d, false), (d, true)])
+    {
         for pair in ["llama-plain", "llama-saved", "gpt2"] {
             let (mut cpu, mut gpu) = adapter_engines(pair, dtype);
+            gpu.set_fused(one_launch).unwrap();
             for alpha in [0.0, 0.3, 1.0, -0.5, 1.5] {
                 cpu.set_alpha(alpha).unwrap();
                 gpu.set_alpha(alpha).unwrap();
@@ -252,7 +262,7 @@ fn adapter_merge_on_cuda_equals_the_cpu_bit_for_bit() {
                 };
                 assert!(
                     bits(&cpu) == bits(&gpu),
-                    "{pair} {dtype:?} α {alpha}: the merged weights differ"
+                    "{pair} {dtype:?} α {alpha} (one launch: {one_launch}): the merged weights differ"
                 );
             }
         }
@@ -266,8 +276,10 @@ fn adapter_pairs_on_cuda_match_the_cpu() {
         return;
     }
     let ids = [5u32, 17, 42, 8, 99, 3];
-    for pair in ["llama-plain", "llama-embedding", "llama-saved", "gpt2"] {
+    let pairs = ["llama-plain", "llama-embedding", "llama-saved", "gpt2"];
+    for (pair, fused) in pairs.iter().flat_map(|p| [(p, false), (p, true)]) {
         let (mut cpu, mut gpu) = adapter_engines(pair, DType::F32);
+        gpu.set_fused(fused).unwrap();
         let alphas = [0.0, 0.3, 1.0, 1.5];
         let rows = gpu.logits_columns(&ids, &alphas).unwrap();
         assert_eq!(rows.len(), alphas.len());
@@ -278,9 +290,186 @@ fn adapter_pairs_on_cuda_match_the_cpu() {
             close(
                 &c,
                 &gpu.logits(&ids).unwrap(),
-                &format!("{pair} merged α {alpha}"),
+                &format!("{pair} merged α {alpha} (fused: {fused})"),
             );
-            close(&c, row, &format!("{pair} factored α {alpha}"));
+            close(
+                &c,
+                row,
+                &format!("{pair} factored α {alpha} (fused: {fused})"),
+            );
         }
+    }
+}
+
+/// A pair on the GPU in `dtype` and the same pair on the CPU in f32 (the reference): the
+/// tiny Llama fixture (head dimension 8) or the demo shape (head dimension 32, vector loads).
+fn llama_engines(demo_shape: bool, dtype: DType) -> (tempfile::TempDir, Engine, Engine) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = if demo_shape {
+        lerpscope::fixtures::Shape::Demo
+            .pair_in(tmp.path())
+            .unwrap()
+    } else {
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+        (a, b)
+    };
+    let load = |device, dtype| {
+        Engine::load(
+            &a.display().to_string(),
+            &b.display().to_string(),
+            &LoadOptions {
+                device,
+                dtype: Some(dtype),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let gpu = load(DeviceChoice::Cuda(0), dtype);
+    let cpu = load(DeviceChoice::Cpu, DType::F32);
+    (tmp, cpu, gpu)
+}
+
+fn max_diff(x: &[f32], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len());
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Logits of `ids` (K rows of `t`, row-major) fed in `chunks` (prompt, then steps) through
+/// `model`, the last position's of each chunk: what a generation sees step by step.
+fn stepped_logits(
+    model: &lerpscope::engine::model::Model,
+    ids: &[u32],
+    k: usize,
+    chunks: &[usize],
+    mix: Option<&lerpscope::engine::model::param::Mix>,
+) -> Vec<Vec<f32>> {
+    let t = ids.len() / k;
+    let mut cache = model.new_cache(t);
+    let mut start = 0;
+    chunks
+        .iter()
+        .map(|&n| {
+            let part: Vec<u32> = (0..k)
+                .flat_map(|row| ids[row * t + start..row * t + start + n].to_vec())
+                .collect();
+            start += n;
+            model
+                .forward_ids(&part, k, &mut cache, mix)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The fused GPU pass against candle's ops on the same GPU weights, step by step: prompts of
+/// one token, a few, and more than one pass holds (chunked), then single-token steps; one
+/// sequence, and three at their own alphas (the batched columns). f32, so the two agree to
+/// rounding.
+#[test]
+fn fused_pass_matches_candle_ops_step_by_step() {
+    if gpu().is_none() {
+        return;
+    }
+    for demo_shape in [false, true] {
+        let (_tmp, _cpu, mut gpu) = llama_engines(demo_shape, DType::F32);
+        gpu.set_fused(true).unwrap();
+        assert_eq!(gpu.forward_path(), "fused", "the fused pass applies");
+        gpu.set_alpha(0.3).unwrap();
+        let vocab = gpu.config().vocab_size() as u32;
+        let ids: Vec<u32> = (0..90u32).map(|i| (i * 37 + 11) % vocab).collect();
+        let mix = gpu.mix(&[-0.5, 0.3, 1.2]).unwrap();
+        for (k, chunks) in [
+            (1, vec![1, 1, 1, 1]),
+            (1, vec![5, 1, 1, 1]),
+            (1, vec![70, 1, 1]),
+            (3, vec![7, 1, 1, 1]),
+            (3, vec![25, 1]),
+        ] {
+            let t: usize = chunks.iter().sum();
+            let rows: Vec<u32> = (0..k).flat_map(|r| ids[r..r + t].to_vec()).collect();
+            let run = |gpu: &Engine| {
+                let g = if k > 1 {
+                    gpu.pair_generator()
+                } else {
+                    gpu.generator()
+                };
+                stepped_logits(g.model, &rows, k, &chunks, (k > 1).then_some(&mix))
+            };
+            let fused = run(&gpu);
+            gpu.set_fused(false).unwrap();
+            let candle = run(&gpu);
+            gpu.set_fused(true).unwrap();
+            for (step, (f, c)) in fused.iter().zip(&candle).enumerate() {
+                let d = max_diff(f, c);
+                assert!(
+                    d <= 1e-3,
+                    "demo shape {demo_shape}, {k} row(s), chunks {chunks:?}, step {step}: max |Δlogit| {d}"
+                );
+            }
+        }
+    }
+}
+
+/// In half precision the fused pass keeps f32 activations: against the CPU's f32 logits it is
+/// at least as close as candle's half-precision ops on the same weights.
+#[test]
+fn fused_pass_in_half_precision_is_as_close_to_f32_as_candle_ops() {
+    if gpu().is_none() {
+        return;
+    }
+    for dtype in [DType::BF16, DType::F16] {
+        let (_tmp, mut cpu, mut gpu) = llama_engines(true, dtype);
+        let ids: Vec<u32> = (0..24u32).map(|i| (i * 53 + 7) % 4096).collect();
+        for alpha in [0.0, 0.6, 1.4] {
+            cpu.set_alpha(alpha).unwrap();
+            gpu.set_alpha(alpha).unwrap();
+            let reference = cpu.logits(&ids).unwrap();
+            gpu.set_fused(true).unwrap();
+            let fused = gpu.logits(&ids).unwrap();
+            gpu.set_fused(false).unwrap();
+            let candle = gpu.logits(&ids).unwrap();
+            let (df, dc) = (max_diff(&fused, &reference), max_diff(&candle, &reference));
+            assert!(
+                df <= 1.5 * dc + 1e-3,
+                "{dtype:?} α {alpha}: fused {df} vs candle {dc} from the f32 logits"
+            );
+        }
+    }
+}
+
+/// The factored adapter path (base plus both adapters' low-rank products per row) and the
+/// merged one through the fused pass, against candle's ops.
+#[test]
+fn fused_pass_runs_adapter_pairs_like_candle_ops() {
+    if gpu().is_none() {
+        return;
+    }
+    let ids = [5u32, 17, 42, 8, 99, 3];
+    for pair in ["llama-plain", "llama-embedding", "llama-saved"] {
+        let (_cpu, mut gpu) = adapter_engines(pair, DType::F32);
+        gpu.set_fused(true).unwrap();
+        assert_eq!(gpu.forward_path(), "fused", "{pair}");
+        let alphas = [0.0, 0.3, 1.0, 1.5];
+        let fused = gpu.logits_columns(&ids, &alphas).unwrap();
+        gpu.set_alpha(0.3).unwrap();
+        let merged = gpu.logits(&ids).unwrap();
+        gpu.set_fused(false).unwrap();
+        gpu.set_alpha(0.3).unwrap();
+        let candle = gpu.logits_columns(&ids, &alphas).unwrap();
+        let candle_merged = gpu.logits(&ids).unwrap();
+        for (alpha, (f, c)) in alphas.iter().zip(fused.iter().zip(&candle)) {
+            let d = max_diff(f, c);
+            assert!(d <= 1e-3, "{pair} factored α {alpha}: max |Δlogit| {d}");
+        }
+        let d = max_diff(&merged, &candle_merged);
+        assert!(d <= 1e-3, "{pair} merged α 0.3: max |Δlogit| {d}");
     }
 }

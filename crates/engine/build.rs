@@ -1,4 +1,5 @@
-//! Under the `cuda` feature, compile the blend kernel (src/blend.cu) to PTX with nvcc.
+//! Under the `cuda` feature, compile the blend kernels (src/blend.cu) and the fused forward
+//! pass's (src/decode.cu) to PTX with nvcc.
 //!
 //! Why at build time rather than with NVRTC at run time: a kernel that does not compile then
 //! fails the build (CI builds the feature), not a user's first slider move.
@@ -8,8 +9,9 @@
 //! that compute capability or newer, never older: the default build loads on H100/H200 (9.0) and
 //! later GPUs; for an A100 build with `CUDA_COMPUTE_CAP=80`, for an RTX 4090 with 89, and so on.
 //!
-//! `--fmad=false`: the kernel must equal the CPU blend bit for bit, so no multiply-add may be
-//! contracted into one FMA (the kernel's intrinsics already forbid it; this keeps it so).
+//! `--fmad=false` for blend.cu: the kernel must equal the CPU blend bit for bit, so no
+//! multiply-add may be contracted into one FMA (the kernel's intrinsics already forbid it; this
+//! keeps it so). decode.cu is held to a tolerance and keeps FMAs.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -18,6 +20,8 @@ fn main() {
         return;
     }
     println!("cargo:rerun-if-changed=src/blend.cu");
+    println!("cargo:rerun-if-changed=src/decode.cu");
+    println!("cargo:rerun-if-changed=src/elements.cuh");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=CUDA_ROOT");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
@@ -28,20 +32,24 @@ fn main() {
         .ok()
         .filter(|p| p.exists())
         .unwrap_or_else(|| "nvcc".into());
-    let status = std::process::Command::new(&nvcc)
-        .args(["--ptx", "-O3", "-std=c++17", "--fmad=false"])
-        .arg(format!("--gpu-architecture=compute_{cap}"))
-        .arg("src/blend.cu")
-        .arg("-o")
-        .arg(out.join("blend.ptx"))
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {} ({e}): the cuda feature needs nvcc (see README, GPU)",
-                nvcc.display()
-            )
-        });
-    assert!(status.success(), "nvcc failed on src/blend.cu");
+    // The blend must round like the CPU's (no contraction); the decode kernels may fuse.
+    for (name, exact) in [("blend", true), ("decode", false)] {
+        let status = std::process::Command::new(&nvcc)
+            .args(["--ptx", "-O3", "-std=c++17"])
+            .arg(format!("--fmad={}", !exact))
+            .arg(format!("--gpu-architecture=compute_{cap}"))
+            .arg(format!("src/{name}.cu"))
+            .arg("-o")
+            .arg(out.join(format!("{name}.ptx")))
+            .status()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): the cuda feature needs nvcc (see README, GPU)",
+                    nvcc.display()
+                )
+            });
+        assert!(status.success(), "nvcc failed on src/{name}.cu");
+    }
 }
 
 /// `cfg(few_rows_simd)` where the target has every feature the few-rows kernels use (AVX2,

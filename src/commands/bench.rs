@@ -14,8 +14,12 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
     let opts = args.load.options()?;
     // Keep the engine alive (when loaded) so its buffers stay valid.
     let engine;
-    let (working, a, b, source) = match (&args.a, &args.b) {
-        (Some(pa), Some(pb)) => {
+    let pair = match crate::cli::shape_endpoints(args.shape, args.lora_rank)? {
+        Some((a, b, _)) => Some((a, b)),
+        None => args.a.clone().zip(args.b.clone()),
+    };
+    let (working, a, b, source) = match &pair {
+        Some((pa, pb)) => {
             engine = Engine::load(pa, pb, &opts)?;
             let Some(w) = engine.weights().full() else {
                 return merge(engine, args);
@@ -27,7 +31,7 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
                 format!("{} ↔ {}", pa, pb),
             )
         }
-        _ => {
+        None => {
             let device = opts.device.open()?;
             let dtype = opts.dtype.unwrap_or(DType::F32);
             let n = args.params;
@@ -105,17 +109,25 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
 }
 
 /// `bench blend` on an adapter pair: the merged pass (base plus both low-rank updates into the
-/// working copy of the changed tensors) at alternating α.
+/// working copy of the changed tensors) at alternating α, against a plain copy of as many
+/// bytes (the pass reads each changed weight's source once and writes it once, as a copy does;
+/// the factors are small).
 fn merge(mut engine: Engine, args: BenchBlendArgs) -> Result<()> {
     let iters = args.iters.max(1);
     engine.set_alpha(0.25)?;
-    let mut t = Vec::with_capacity(iters);
+    let w = engine.weights().working().clone();
+    let device = w.device().clone();
+    let scratch = w.zeros_like()?;
+    copy_tensor(&scratch, &w)?;
+    let (mut t, mut tc) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
     for i in 0..iters {
         t.push(engine.set_alpha(if i % 2 == 0 { 0.3 } else { 0.7 })?);
+        tc.push(time(&device, || copy_tensor(&scratch, &w))?);
     }
-    let tm = median(&mut t);
-    let w = engine.weights().working();
+    let (tm, tc) = (median(&mut t), median(&mut tc));
     let bytes = w.elem_count() * w.dtype().size_in_bytes();
+    let merge_gbs = 2.0 * bytes as f64 / tm.as_secs_f64() / 1e9;
+    let copy_gbs = 2.0 * bytes as f64 / tc.as_secs_f64() / 1e9;
     let i = &engine.info;
     if args.json {
         println!(
@@ -123,7 +135,8 @@ fn merge(mut engine: Engine, args: BenchBlendArgs) -> Result<()> {
             json!({
                 "bench": "blend", "source": i.description, "device": i.device, "dtype": i.dtype,
                 "params": i.params, "merged_params": w.elem_count(), "iters": iters,
-                "merge_ms": ms(tm), "merged_bytes": bytes,
+                "merge_ms": ms(tm), "merged_bytes": bytes, "copy_ms": ms(tc),
+                "merge_gb_s": merge_gbs, "copy_gb_s": copy_gbs, "ratio": merge_gbs / copy_gbs,
             })
         );
     } else {
@@ -132,10 +145,19 @@ fn merge(mut engine: Engine, args: BenchBlendArgs) -> Result<()> {
             i.description, i.params, i.dtype, i.device
         );
         println!(
-            "  merge  {:8.2} ms  ({} changed params, {:.1} MB rewritten per α change; median of {iters})",
+            "  merge  {:8.2} ms  {merge_gbs:6.2} GB/s  ({} changed params, {:.1} MB rewritten per α change)",
             ms(tm),
             w.elem_count(),
             bytes as f64 / 1e6
+        );
+        println!(
+            "  copy   {:8.2} ms  {copy_gbs:6.2} GB/s  (2 × {:.1} MB)",
+            ms(tc),
+            bytes as f64 / 1e6
+        );
+        println!(
+            "  merge / copy bandwidth: {:.2}  (median of {iters})",
+            merge_gbs / copy_gbs
         );
     }
     Ok(())
@@ -639,4 +661,125 @@ pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
 fn median_f64(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// `lerpscope bench step`: one decode step taken apart. The prompt is prefilled once, then
+/// `--tokens` steps decode from it, each timed in four phases: enqueuing the forward pass
+/// (on a GPU the launches return before the work is done), waiting for the device, copying
+/// the logits to the host, and sampling every row. On a GPU both forward paths run, candle's
+/// ops and the fused pass, in one process.
+pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
+    use crate::engine::generate::copy_to_host;
+    use crate::engine::sampling::Sampler;
+    let mut bench = GenBench::load(&args.model)?;
+    let k = args.k.max(1);
+    let steps = args.model.tokens.max(1);
+    let alphas: Vec<Alpha> = (0..k)
+        .map(|i| {
+            Alpha::saturating(if k == 1 {
+                0.5
+            } else {
+                i as f64 / (k - 1) as f64
+            })
+        })
+        .collect();
+    bench.engine.set_alpha(Alpha::new(0.5)?)?;
+    let paths: &[bool] = if bench.engine.device().is_cpu() {
+        &[false]
+    } else {
+        &[false, true]
+    };
+    let mut results = Vec::new();
+    for &fused in paths {
+        bench.engine.set_fused(fused)?;
+        let path = bench.engine.forward_path();
+        let mix = (k > 1).then(|| bench.engine.mix(&alphas)).transpose()?;
+        let generator = if mix.is_some() {
+            bench.engine.pair_generator()
+        } else {
+            bench.engine.generator()
+        };
+        let model = generator.model;
+        let device = model.device().clone();
+        let mut phases: [Vec<Duration>; 4] = Default::default();
+        let mut logits = Vec::new();
+        // A warm-up run (allocator pools, module loads), then the timed one.
+        for timed in [false, true] {
+            let mut cache = model.new_cache(bench.prompt.len() + steps + 1);
+            let prompt: Vec<u32> = bench.prompt.repeat(k);
+            model.forward_ids(&prompt, k, &mut cache, mix.as_ref())?;
+            device.synchronize()?;
+            let mut samplers: Vec<Sampler> = (0..k)
+                .map(|_| Sampler::new(bench.params.sampling))
+                .collect();
+            let mut history = bench.prompt.clone();
+            let mut ids = vec![1u32; k];
+            for _ in 0..steps {
+                let t0 = Instant::now();
+                let out = model.forward_ids(&ids, k, &mut cache, mix.as_ref())?;
+                let t1 = Instant::now();
+                device.synchronize()?;
+                let t2 = Instant::now();
+                copy_to_host(&out, &mut logits)?;
+                let t3 = Instant::now();
+                let vocab = logits.len() / k;
+                for (i, (s, row)) in samplers
+                    .iter_mut()
+                    .zip(logits.chunks_mut(vocab))
+                    .enumerate()
+                {
+                    ids[i] = s.sample(row, &history);
+                }
+                history.push(ids[0]);
+                let t4 = Instant::now();
+                if timed {
+                    for (p, d) in phases.iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+                        p.push(d);
+                    }
+                }
+            }
+        }
+        let [enqueue, wait, copy, sample] = phases.map(|mut p| ms(median(&mut p)));
+        results.push(json!({
+            "path": path, "enqueue_ms": enqueue, "wait_ms": wait, "copy_ms": copy,
+            "sample_ms": sample, "step_ms": enqueue + wait + copy + sample,
+        }));
+    }
+    bench
+        .engine
+        .set_fused(crate::engine::model::fused_requested())?;
+    if args.model.json {
+        let mut v = bench.describe();
+        let o = v.as_object_mut().expect("object");
+        o.insert("bench".into(), json!("step"));
+        o.insert("k".into(), json!(k));
+        o.insert("steps".into(), json!(steps));
+        o.insert("paths".into(), json!(results));
+        println!("{v}");
+    } else {
+        let i = &bench.engine.info;
+        println!(
+            "decode step {}: {} {} params, {}, {}, {k} row(s), median of {steps} steps after a {}-token prompt",
+            bench.label,
+            i.architecture,
+            i.params,
+            i.dtype,
+            i.device,
+            bench.prompt.len()
+        );
+        println!("  path     enqueue    wait    copy  sample    step (ms)");
+        for r in &results {
+            let f = |key: &str| r[key].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "  {:<7} {:8.3} {:7.3} {:7.3} {:7.3} {:7.3}",
+                r["path"].as_str().unwrap_or("?"),
+                f("enqueue_ms"),
+                f("wait_ms"),
+                f("copy_ms"),
+                f("sample_ms"),
+                f("step_ms")
+            );
+        }
+    }
+    Ok(())
 }

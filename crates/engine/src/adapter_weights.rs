@@ -59,6 +59,11 @@ pub struct AdapterWeights {
     repl_layout: FlatLayout,
     replacements: Tensor,
     plan: Arc<Vec<MergeItem>>,
+    /// The plan as blend.cu's table, made at the first merge on a GPU in one launch.
+    #[cfg(feature = "cuda")]
+    gpu_plan: Arc<std::sync::OnceLock<cuda::Table>>,
+    /// Merge on a GPU in one launch (`merge_tiles`) rather than a launch or two per tensor.
+    one_launch: bool,
     /// Tensor name → both sides' update, for the factored path.
     pub forward: BTreeMap<String, ForwardUpdate>,
     alpha: Alpha,
@@ -209,6 +214,9 @@ impl AdapterWeights {
             repl_layout,
             replacements,
             plan: Arc::new(plan),
+            #[cfg(feature = "cuda")]
+            gpu_plan: Default::default(),
+            one_launch: crate::model::fused_requested(),
             forward,
             alpha: Alpha::B,
             last_blend: None,
@@ -219,6 +227,11 @@ impl AdapterWeights {
 
     pub fn alpha(&self) -> Alpha {
         self.alpha
+    }
+
+    /// Whether a merge on a GPU runs in one launch over every changed tensor.
+    pub fn set_one_launch(&mut self, on: bool) {
+        self.one_launch = on;
     }
 
     pub fn last_blend(&self) -> Option<Duration> {
@@ -234,6 +247,9 @@ impl AdapterWeights {
             &MergeOp {
                 alpha,
                 plan: self.plan.clone(),
+                #[cfg(feature = "cuda")]
+                gpu_plan: self.gpu_plan.clone(),
+                one_launch: self.one_launch,
             },
         )?;
         self.working.device().synchronize()?;
@@ -294,6 +310,10 @@ impl AdapterWeights {
 struct MergeOp {
     alpha: Alpha,
     plan: Arc<Vec<MergeItem>>,
+    #[cfg(feature = "cuda")]
+    gpu_plan: Arc<std::sync::OnceLock<cuda::Table>>,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    one_launch: bool,
 }
 
 fn range(l: &Layout) -> candle_core::Result<usize> {
@@ -366,7 +386,12 @@ impl candle_core::InplaceOp3 for MergeOp {
         r: &candle_core::CudaStorage,
         lr: &Layout,
     ) -> candle_core::Result<()> {
-        cuda::merge_all(self, w, range(lw)?, b, range(lb)?, r, range(lr)?)
+        let merge = if self.one_launch {
+            cuda::merge_all
+        } else {
+            cuda::merge_per_tensor
+        };
+        merge(self, w, range(lw)?, b, range(lb)?, r, range(lr)?)
     }
 }
 
@@ -379,6 +404,38 @@ mod cuda {
     use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
     use candle_core::{CudaStorage, Result, Storage, Tensor};
 
+    /// blend.cu's `MergeItem`: one changed tensor, as device addresses.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Item {
+        out: u64,
+        src: u64,
+        a_src: u64,
+        b_src: u64,
+        u: u64,
+        d: u64,
+        rows: i64,
+        cols: i64,
+        tile0: i64,
+        rank: i32,
+        split: i32,
+        col_blocks: i32,
+        pad: i32,
+    }
+    const _: () = assert!(std::mem::size_of::<Item>() == 88);
+
+    /// blend.cu's MERGE_ROWS and the block width: a tile is this many rows × columns.
+    const TILE_ROWS: usize = 32;
+    const THREADS: usize = 256;
+
+    /// The plan on the device: the items (their addresses fixed, as the buffers are) and the
+    /// tiles they cut into.
+    pub struct Table {
+        items: CudaSlice<u8>,
+        count: usize,
+        tiles: usize,
+    }
+
     fn f32_slice(t: &Tensor) -> Result<CudaSlice<f32>> {
         let (s, _) = t.storage_and_layout();
         match &*s {
@@ -387,9 +444,151 @@ mod cuda {
         }
     }
 
+    fn f32_address(t: &Tensor) -> Result<u64> {
+        let (s, l) = t.storage_and_layout();
+        match &*s {
+            Storage::Cuda(c) => {
+                let slice = c.as_cuda_slice::<f32>()?;
+                let base = slice.device_ptr(&c.device.cuda_stream()).0;
+                Ok(base + (l.start_offset() * 4) as u64)
+            }
+            _ => candle_core::bail!("adapter merge: factors are not on the GPU"),
+        }
+    }
+
+    fn table(
+        op: &MergeOp,
+        (wp, bp, rp): (u64, u64, u64),
+        elem: usize,
+        dev: &candle_core::CudaDevice,
+    ) -> Result<Table> {
+        let at = |base: u64, offset: usize| base + (offset * elem) as u64;
+        let mut items = Vec::with_capacity(op.plan.len());
+        let mut tiles = 0usize;
+        for item in op.plan.iter() {
+            let MergeItem {
+                work: (off, len),
+                base,
+                replaced,
+                update,
+                on_device,
+            } = item;
+            let side = |r: Option<usize>| r.map_or(at(bp, *base), |o| at(rp, o));
+            let blended = replaced.iter().any(Option::is_some);
+            let (rows, cols, rank, split, u, d) = match (update, on_device) {
+                (Some(up), Some((ud, dd))) => (
+                    up.rows,
+                    up.cols,
+                    up.rank,
+                    up.split,
+                    f32_address(ud)?,
+                    f32_address(dd)?,
+                ),
+                // No update: the tensor as one row.
+                _ => (1, *len, 0, 0, 0, 0),
+            };
+            let col_blocks = cols.div_ceil(THREADS).max(1);
+            items.push(Item {
+                out: at(wp, *off),
+                src: at(bp, *base),
+                a_src: if blended { side(replaced[0]) } else { 0 },
+                b_src: if blended { side(replaced[1]) } else { 0 },
+                u,
+                d,
+                rows: rows as i64,
+                cols: cols as i64,
+                tile0: tiles as i64,
+                rank: rank as i32,
+                split: split as i32,
+                col_blocks: col_blocks as i32,
+                pad: 0,
+            });
+            tiles += col_blocks * rows.div_ceil(TILE_ROWS);
+        }
+        // SAFETY: Item is plain integers; its bytes are what blend.cu reads.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                items.as_ptr().cast::<u8>(),
+                items.len() * std::mem::size_of::<Item>(),
+            )
+        };
+        Ok(Table {
+            items: dev.clone_htod(bytes)?,
+            count: items.len(),
+            tiles,
+        })
+    }
+
+    /// Every changed tensor in one launch of `merge_tiles` (blend.cu), from a table made at the
+    /// first call (the buffers never move).
+    pub fn merge_all(
+        op: &MergeOp,
+        w: &mut CudaStorage,
+        w0: usize,
+        b: &CudaStorage,
+        b0: usize,
+        r: &CudaStorage,
+        r0: usize,
+    ) -> Result<()> {
+        let dev = w.device.clone();
+        let (suffix, elem) = match (&w.slice, &b.slice, &r.slice) {
+            (CudaStorageSlice::F32(_), CudaStorageSlice::F32(_), CudaStorageSlice::F32(_)) => {
+                ("f32", 4)
+            }
+            (CudaStorageSlice::F16(_), CudaStorageSlice::F16(_), CudaStorageSlice::F16(_)) => {
+                ("f16", 2)
+            }
+            (CudaStorageSlice::BF16(_), CudaStorageSlice::BF16(_), CudaStorageSlice::BF16(_)) => {
+                ("bf16", 2)
+            }
+            _ => candle_core::bail!("adapter merge: buffers must share one of f32, f16, bf16"),
+        };
+        if op.plan.is_empty() {
+            return Ok(());
+        }
+        // Raw device addresses of the three buffers at their layouts' offsets.
+        let addresses = (
+            ptr(&w.slice, &dev)? + (w0 * elem) as u64,
+            ptr(&b.slice, &dev)? + (b0 * elem) as u64,
+            ptr(&r.slice, &dev)? + (r0 * elem) as u64,
+        );
+        let table = match op.gpu_plan.get() {
+            Some(t) => t,
+            None => {
+                let t = table(op, addresses, elem, &dev)?;
+                op.gpu_plan.get_or_init(|| t)
+            }
+        };
+        let (keep, take) = op.alpha.endpoint_weights_f32();
+        let alpha = op.alpha.as_f32();
+        let func = dev.get_or_load_custom_func(
+            &format!("merge_tiles_{suffix}"),
+            "lerpscope_blend",
+            crate::blend::PTX,
+        )?;
+        let items = table.items.device_ptr(&dev.cuda_stream()).0;
+        let (count, tiles) = (table.count as i32, table.tiles as i64);
+        let mut builder = func.builder();
+        builder.arg(&items);
+        builder.arg(&count);
+        builder.arg(&tiles);
+        builder.arg(&alpha);
+        builder.arg(&keep);
+        builder.arg(&take);
+        let cfg = LaunchConfig {
+            grid_dim: (table.tiles.clamp(1, 1 << 20) as u32, 1, 1),
+            block_dim: (THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: every item addresses a tensor inside the three buffers (offsets from the
+        // plan and the layouts) and factors sized rows × rank and rank × cols.
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(())
+    }
+
     /// Per changed tensor: the blend kernel over the replaced sides when there are any, then
     /// the low-rank kernel (in place after a blend, from the base otherwise).
-    pub fn merge_all(
+    pub fn merge_per_tensor(
         op: &MergeOp,
         w: &mut CudaStorage,
         w0: usize,

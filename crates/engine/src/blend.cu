@@ -8,9 +8,7 @@
 //   rounded on its own (__fmul_rn/__fadd_rn are never contracted into an FMA, and build.rs
 //   passes --fmad=false besides), so the result equals the CPU kernel's bit for bit.
 
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
-#include <stdint.h>
+#include "elements.cuh"
 
 __device__ __forceinline__ float lerp1(float a, float b, float alpha) {
     const float d = __fsub_rn(b, a);
@@ -22,22 +20,6 @@ __device__ __forceinline__ bool aligned16(const void* w, const void* a, const vo
     return ((reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(a) |
              reinterpret_cast<uintptr_t>(b)) & 15) == 0;
 }
-
-struct F32 {
-    typedef float T;
-    static __device__ __forceinline__ float load(T x) { return x; }
-    static __device__ __forceinline__ T store(float x) { return x; }
-};
-struct F16 {
-    typedef __half T;
-    static __device__ __forceinline__ float load(T x) { return __half2float(x); }
-    static __device__ __forceinline__ T store(float x) { return __float2half_rn(x); }
-};
-struct BF16 {
-    typedef __nv_bfloat16 T;
-    static __device__ __forceinline__ float load(T x) { return __bfloat162float(x); }
-    static __device__ __forceinline__ T store(float x) { return __float2bfloat16_rn(x); }
-};
 
 template <typename E>
 __device__ void blend(typename E::T* __restrict__ w, const typename E::T* __restrict__ a,
@@ -126,3 +108,97 @@ extern "C" __global__ void lowrank_merge_bf16(__nv_bfloat16* out, const __nv_bfl
                                               float take) {
     lowrank_merge<BF16>(out, src, u, d, rows, cols, rank, split, keep, take);
 }
+
+// The same pass over every changed tensor of an adapter pair's working copy in one launch
+// (`merge_all` in adapter_weights.rs), the source being the base's version or the blend of
+// both sides' replacements (rounded to the dtype, as the CPU writes it before adding the
+// updates), with the same arithmetic in the same order, so it too equals the CPU bit for bit.
+// A table of items (one per tensor), each cut into tiles of MERGE_ROWS rows × blockDim.x
+// columns, a block per tile; a thread keeps its column of d for MERGE_RANKS ranks in
+// registers across the tile's rows, so d is read once per tile rather than once per row.
+
+#define MERGE_ROWS 32
+#define MERGE_RANKS 16
+
+struct MergeItem {
+    void* out;
+    const void* src;    // the base's version (read when not blended)
+    const void* a_src;  // A's and B's versions to blend, or null
+    const void* b_src;
+    const float* u;     // [rows, rank] (rank 0: no update)
+    const float* d;     // [rank, cols]
+    long long rows, cols, tile0;
+    int rank, split, col_blocks, pad;
+};
+
+static_assert(sizeof(MergeItem) == 88, "MergeItem layout is shared with adapter_weights.rs");
+
+template <typename E>
+__device__ void merge_tiles(const MergeItem* items, int n_items, long long tiles, float alpha,
+                            float keep, float take) {
+    typedef typename E::T T;
+    for (long long tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        int lo = 0, hi = n_items - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) / 2;
+            if (items[mid].tile0 <= tile) lo = mid; else hi = mid - 1;
+        }
+        const MergeItem& it = items[lo];
+        const long long t = tile - it.tile0;
+        const long long j = (t % it.col_blocks) * blockDim.x + threadIdx.x;
+        const long long i0 = (t / it.col_blocks) * MERGE_ROWS;
+        if (j >= it.cols) continue;
+        const int rows = (int)min((long long)MERGE_ROWS, it.rows - i0);
+        T* out = static_cast<T*>(it.out);
+        float acc[MERGE_ROWS];
+#pragma unroll
+        for (int q = 0; q < MERGE_ROWS; q++) {
+            if (q >= rows) continue;
+            const long long idx = (i0 + q) * it.cols + j;
+            T v;
+            if (it.a_src) {
+                const T a = static_cast<const T*>(it.a_src)[idx];
+                const T b = static_cast<const T*>(it.b_src)[idx];
+                v = alpha == 0.0f ? a
+                  : alpha == 1.0f ? b
+                  : E::store(lerp1(E::load(a), E::load(b), alpha));
+            } else {
+                v = static_cast<const T*>(it.src)[idx];
+            }
+            if (it.rank == 0) out[idx] = v;  // the bits as they are (a copy or the blend)
+            acc[q] = E::load(v);
+        }
+        if (it.rank == 0) continue;
+        for (int r0 = 0; r0 < it.rank; r0 += MERGE_RANKS) {
+            float dr[MERGE_RANKS];
+#pragma unroll
+            for (int r = 0; r < MERGE_RANKS; r++)
+                dr[r] = r0 + r < it.rank ? it.d[(long long)(r0 + r) * it.cols + j] : 0.0f;
+#pragma unroll
+            for (int q = 0; q < MERGE_ROWS; q++) {
+                if (q >= rows) continue;
+                const float* u = it.u + (i0 + q) * it.rank;
+#pragma unroll
+                for (int r = 0; r < MERGE_RANKS; r++) {
+                    const int rr = r0 + r;
+                    if (rr < it.rank) {
+                        const float k = __fmul_rn(u[rr], rr < it.split ? keep : take);
+                        acc[q] = __fmaf_rn(k, dr[r], acc[q]);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < MERGE_ROWS; q++)
+            if (q < rows) out[(i0 + q) * it.cols + j] = E::store(acc[q]);
+    }
+}
+
+#define MERGE_TILES(NAME, E)                                                                   \
+    extern "C" __global__ void NAME(const MergeItem* items, int n_items, long long tiles,     \
+                                    float alpha, float keep, float take) {                    \
+        merge_tiles<E>(items, n_items, tiles, alpha, keep, take);                              \
+    }
+MERGE_TILES(merge_tiles_f32, F32)
+MERGE_TILES(merge_tiles_f16, F16)
+MERGE_TILES(merge_tiles_bf16, BF16)

@@ -649,6 +649,27 @@ impl Engine {
         self.columns_mode = mode;
     }
 
+    /// Whether this pair on a GPU runs the fused kernels (the forward pass of model/fused.rs
+    /// where it applies, the adapter merge in one launch) or the paths they are held to;
+    /// [`crate::model::FUSED_SWITCH`] sets the default. Step times measured before are
+    /// forgotten.
+    pub fn set_fused(&mut self, on: bool) -> Result<()> {
+        self.model.set_fused(on)?;
+        self.pair_model.set_fused(on)?;
+        self.weights.set_fused(on);
+        self.step_times.clear();
+        Ok(())
+    }
+
+    /// How forward passes run: `fused` (the GPU pass of model/fused.rs) or `candle`.
+    pub fn forward_path(&self) -> &'static str {
+        if self.model.is_fused() {
+            "fused"
+        } else {
+            "candle"
+        }
+    }
+
     /// Median time of one decode step at batch size `k`, of the batch model or (k = 1) the
     /// working model.
     fn step_time(&mut self, k: usize, batched: bool) -> Result<Duration> {
@@ -667,10 +688,10 @@ impl Engine {
         let steps = 4;
         let mut cache = model.new_cache(steps);
         let mut times = Vec::with_capacity(steps);
-        let ids = candle_core::Tensor::zeros((k, 1), DType::U32, self.device())?;
+        let ids = vec![0u32; k];
         for _ in 0..steps {
             let t = std::time::Instant::now();
-            model.forward_rows(&ids, &mut cache, mix)?;
+            model.forward_ids(&ids, k, &mut cache, mix)?;
             self.device().synchronize()?;
             times.push(t.elapsed());
         }
@@ -684,12 +705,14 @@ impl Engine {
     pub fn logits_columns(&self, ids: &[u32], alphas: &[impl IntoAlpha]) -> Result<Vec<Vec<f32>>> {
         let mix = self.mix(alphas)?;
         let mut cache = self.pair_model.new_cache(ids.len());
-        let input = candle_core::Tensor::new(ids, self.device())?
-            .unsqueeze(0)?
-            .repeat((alphas.len(), 1))?;
         Ok(self
             .pair_model
-            .forward_rows(&input, &mut cache, Some(&mix))?
+            .forward_ids(
+                &ids.repeat(alphas.len()),
+                alphas.len(),
+                &mut cache,
+                Some(&mix),
+            )?
             .to_vec2::<f32>()?)
     }
 

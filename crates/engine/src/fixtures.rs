@@ -305,6 +305,7 @@ pub fn write_tiny_pair(a: &Path, b: &Path, arch: Arch) -> Result<()> {
 pub enum Shape {
     Demo,
     Smollm2_135m,
+    Smollm2_1_7b,
     Gpt2_124m,
     Gpt2_774m,
 }
@@ -327,9 +328,10 @@ impl std::str::FromStr for Shape {
 }
 
 impl Shape {
-    pub const ALL: [Shape; 4] = [
+    pub const ALL: [Shape; 5] = [
         Shape::Demo,
         Shape::Smollm2_135m,
+        Shape::Smollm2_1_7b,
         Shape::Gpt2_124m,
         Shape::Gpt2_774m,
     ];
@@ -338,6 +340,7 @@ impl Shape {
         match self {
             Shape::Demo => "demo",
             Shape::Smollm2_135m => "smollm2-135m",
+            Shape::Smollm2_1_7b => "smollm2-1.7b",
             Shape::Gpt2_124m => "gpt2-124m",
             Shape::Gpt2_774m => "gpt2-774m",
         }
@@ -381,6 +384,10 @@ impl Shape {
                 let c = llama(576, 1536, 30, 9, 3, 49152, 8192, 100_000.0);
                 (llama_config_json(&c), llama_parameters(&c))
             }
+            Shape::Smollm2_1_7b => {
+                let c = llama(2048, 8192, 24, 32, 32, 49152, 8192, 130_000.0);
+                (llama_config_json(&c), llama_parameters(&c))
+            }
             Shape::Gpt2_124m => {
                 let c = gpt2(768, 12, 12);
                 (gpt2_config_json(&c), gpt2_parameters(&c))
@@ -392,8 +399,17 @@ impl Shape {
         }
     }
 
-    /// A random pair of this shape in f32, written once under `root` and reused: returns the
-    /// directories of A and B.
+    /// The dtype a random pair of this shape is written in: f32, except bf16 (what such models
+    /// ship in) for the 1.7B shape, whose f32 pair would take 14 GB of disk.
+    pub fn file_dtype(self) -> safetensors::Dtype {
+        match self {
+            Shape::Smollm2_1_7b => safetensors::Dtype::BF16,
+            _ => safetensors::Dtype::F32,
+        }
+    }
+
+    /// A random pair of this shape in [`Shape::file_dtype`], written once under `root` and
+    /// reused: returns the directories of A and B.
     pub fn pair_in(self, root: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
         let dir = root.join(self.name());
         let (a, b) = (dir.join("a"), dir.join("b"));
@@ -417,7 +433,7 @@ impl Shape {
             write_safetensors(
                 &d.join("model.safetensors"),
                 &random_weights(&params, seed, 0.02),
-                safetensors::Dtype::F32,
+                self.file_dtype(),
             )?;
         }
         std::fs::write(&done, "")?;

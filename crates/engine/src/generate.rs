@@ -390,7 +390,6 @@ impl Generator<'_> {
             (None, Some(m)) => m.alphas().len(),
             (None, None) => 1,
         };
-        let device = self.model.device();
         let start = Instant::now();
         let capacity = (prompt_ids.len() + params.max_tokens).min(self.max_positions);
         let mut cache = self.model.new_cache(capacity);
@@ -423,7 +422,8 @@ impl Generator<'_> {
         let mut logits: Vec<f32> = Vec::new();
         let mut next: Vec<u32> = Vec::with_capacity(k);
         let context: Vec<u32> = prompt_ids.iter().chain(given).copied().collect();
-        let mut input = Tensor::new(context, device)?.unsqueeze(0)?.repeat((k, 1))?;
+        // Row-major [k, t]: the context in every row, then each row's last token.
+        let mut input: Vec<u32> = context.repeat(k);
         loop {
             for (i, row) in rows.iter_mut().enumerate() {
                 if row.stop.is_none() {
@@ -431,7 +431,7 @@ impl Generator<'_> {
                         Some(StopReason::MaxTokens)
                     } else if cancel(i) {
                         Some(StopReason::Cancelled)
-                    } else if cache.pos + input.dim(1)? > self.max_positions {
+                    } else if cache.pos + input.len() / k > self.max_positions {
                         Some(StopReason::Context)
                     } else {
                         None
@@ -447,7 +447,7 @@ impl Generator<'_> {
             if rows.iter().all(|r| r.stop.is_some()) {
                 break;
             }
-            let out = self.model.forward_rows(&input, &mut cache, mix)?;
+            let out = self.model.forward_ids(&input, k, &mut cache, mix)?;
             copy_to_host(&out, &mut logits)?;
             let vocab = logits.len() / k;
             next.clear();
@@ -502,7 +502,7 @@ impl Generator<'_> {
                     }
                 }
             }
-            input = Tensor::from_slice(&next, (k, 1), device)?;
+            std::mem::swap(&mut input, &mut next);
         }
         let elapsed = start.elapsed();
         rows.into_iter()

@@ -29,6 +29,14 @@ impl Weights {
         }
     }
 
+    /// Whether an adapter pair's merge on a GPU runs in one launch (see
+    /// [`crate::Engine::set_fused`]); a full pair's blend is one launch already.
+    pub fn set_fused(&mut self, on: bool) {
+        if let Weights::Adapters(w) = self {
+            w.set_one_launch(on)
+        }
+    }
+
     pub fn last_blend(&self) -> Option<Duration> {
         match self {
             Weights::Full(w) => w.last_blend(),

@@ -37,6 +37,13 @@ pub struct Llama {
     kv_heads: usize,
     head_dim: usize,
     max_pos: usize,
+    /// The fused GPU pass over the same weights, made when first asked for and where it
+    /// applies ([`super::fused`]); the candle path is its twin.
+    #[cfg(feature = "cuda")]
+    fused: Option<Box<super::fused::FusedLlama>>,
+    /// The config, for the fused pass's shapes.
+    #[cfg(feature = "cuda")]
+    config: LlamaConfig,
 }
 
 impl Llama {
@@ -70,7 +77,8 @@ impl Llama {
             vb.get((c.vocab_size, h), "lm_head.weight")?
         };
         let inv_freq = inverse_frequencies(c, vb.device())?;
-        Ok(Self {
+        #[allow(unused_mut)]
+        let mut model = Self {
             embed: embed_w,
             blocks,
             norm,
@@ -89,7 +97,77 @@ impl Llama {
             kv_heads: nkv,
             head_dim: hd,
             max_pos: c.context(),
-        })
+            #[cfg(feature = "cuda")]
+            fused: None,
+            #[cfg(feature = "cuda")]
+            config: c.clone(),
+        };
+        #[cfg(feature = "cuda")]
+        model.set_fused(super::fused_requested())?;
+        Ok(model)
+    }
+
+    /// The params and shape the fused GPU pass reads.
+    #[cfg(feature = "cuda")]
+    fn fused_parts(&self) -> super::fused::Parts<'_> {
+        let c = &self.config;
+        use super::fused::{BlockParts, Parts};
+        Parts {
+            embed: &self.embed,
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockParts {
+                    attn_norm: &b.attn_norm,
+                    q: &b.q,
+                    k: &b.k,
+                    v: &b.v,
+                    o: &b.o,
+                    mlp_norm: &b.mlp_norm,
+                    gate: &b.gate,
+                    up: &b.up,
+                    down: &b.down,
+                })
+                .collect(),
+            norm: &self.norm,
+            lm_head: &self.lm_head,
+            inv_freq: &self.inv_freq,
+            eps: self.eps,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            vocab: c.vocab_size,
+        }
+    }
+
+    /// The fused GPU pass, where it is on.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn fused(&self) -> Option<&super::fused::FusedLlama> {
+        self.fused.as_deref()
+    }
+
+    /// Whether forward passes take the fused GPU pass (where it applies: inference kernels,
+    /// on a GPU) or candle's ops.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn set_fused(&mut self, on: bool) -> Result<()> {
+        self.fused = match (on, self.fused.take()) {
+            (false, _) => None,
+            (true, Some(f)) => Some(f),
+            (true, None) if self.kernels == Kernels::Fast => {
+                super::fused::FusedLlama::new(&self.fused_parts(), self.dynamic.is_some())?
+                    .map(Box::new)
+            }
+            (true, None) => None,
+        };
+        Ok(())
+    }
+
+    /// The longest sequence the model runs.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn context(&self) -> usize {
+        self.max_pos
     }
 
     pub fn num_layers(&self) -> usize {

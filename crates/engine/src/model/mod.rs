@@ -3,6 +3,8 @@
 //! in-place blend is seen by the next forward pass.
 
 mod attention;
+#[cfg(feature = "cuda")]
+pub mod fused;
 pub mod gpt2;
 pub mod llama;
 pub mod param;
@@ -17,6 +19,17 @@ use param::{Loader, Mix};
 pub enum Model {
     Llama(llama::Llama),
     Gpt2(gpt2::Gpt2),
+}
+
+/// The environment variable that turns the fused GPU kernels on (`1`) or off (`0`) at load:
+/// the fused forward pass ([`fused`]) and the one-launch adapter merge. Off by default until
+/// `scripts/gpu-check.sh` has held them to the existing paths on a GPU; the existing paths are
+/// their twins either way ([`crate::Engine::set_fused`] switches a loaded pair).
+pub const FUSED_SWITCH: &str = "LERPSCOPE_GPU_FUSED";
+
+/// Whether [`FUSED_SWITCH`] asks for the fused GPU kernels.
+pub fn fused_requested() -> bool {
+    std::env::var(FUSED_SWITCH).is_ok_and(|v| v == "1")
 }
 
 /// Which implementation of the fused ops a model runs. `Fast` uses candle's fused kernels
@@ -91,10 +104,15 @@ impl Kernels {
     }
 }
 
-/// Per-sequence state: one key/value cache per layer, grown in place up to its capacity.
+/// Per-sequence state: one key/value cache per layer, grown in place up to its capacity (the
+/// candle path's), or the fused GPU pass's cache and buffers, made at the first pass.
 pub struct Cache {
     pub layers: Vec<KvCache>,
     pub pos: usize,
+    #[cfg(feature = "cuda")]
+    capacity: usize,
+    #[cfg(feature = "cuda")]
+    fused: Option<fused::FusedCache>,
 }
 
 impl Cache {
@@ -102,6 +120,10 @@ impl Cache {
         Self {
             layers: (0..layers).map(|_| KvCache::new(2, capacity)).collect(),
             pos: 0,
+            #[cfg(feature = "cuda")]
+            capacity,
+            #[cfg(feature = "cuda")]
+            fused: None,
         }
     }
 }
@@ -150,8 +172,76 @@ impl Model {
     /// Run `ids` (one sequence) from `cache.pos`; returns the logits of the last position as
     /// f32 `[vocab]`, and advances the cache.
     pub fn forward(&self, ids: &[u32], cache: &mut Cache) -> Result<Tensor> {
-        let input = Tensor::new(ids, self.device())?.unsqueeze(0)?;
-        self.forward_rows(&input, cache, None)?.squeeze(0)
+        self.forward_ids(ids, 1, cache, None)?.squeeze(0)
+    }
+
+    /// [`Model::forward_rows`] from host ids: K rows of equal length, row-major. On a GPU
+    /// with the fused pass the ids go up once, with no tensor op around them.
+    pub fn forward_ids(
+        &self,
+        ids: &[u32],
+        k: usize,
+        cache: &mut Cache,
+        mix: Option<&Mix>,
+    ) -> Result<Tensor> {
+        if k == 0 || !ids.len().is_multiple_of(k) {
+            candle_core::bail!("{} ids do not make {k} equal rows", ids.len());
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(out) = self.forward_fused(ids, k, cache, mix)? {
+            return Ok(out);
+        }
+        let input = Tensor::from_slice(ids, (k, ids.len() / k), self.device())?;
+        self.forward_candle(&input, cache, mix)
+    }
+
+    /// The fused GPU pass, where the model has one on and the cache is its own (or new).
+    #[cfg(feature = "cuda")]
+    fn forward_fused(
+        &self,
+        ids: &[u32],
+        k: usize,
+        cache: &mut Cache,
+        mix: Option<&Mix>,
+    ) -> Result<Option<Tensor>> {
+        let Model::Llama(m) = self else {
+            return Ok(None);
+        };
+        let Some(f) = m.fused() else { return Ok(None) };
+        if cache.fused.is_none() && cache.pos > 0 {
+            return Ok(None);
+        }
+        let t = ids.len() / k;
+        check_context(cache.pos, t, m.context())?;
+        let pos = cache.pos;
+        let state = match &mut cache.fused {
+            Some(s) => s,
+            none => none.insert(f.new_cache(k, cache.capacity)?),
+        };
+        let out = f.forward(state, ids, k, pos, mix)?;
+        cache.pos += t;
+        Ok(Some(out))
+    }
+
+    /// Whether forward passes take the fused GPU pass where it applies (a Llama-family model
+    /// on a GPU; see [`FUSED_SWITCH`] for the default) or candle's ops, its twin. Without the
+    /// `cuda` feature there is none.
+    pub fn set_fused(&mut self, on: bool) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Model::Llama(m) = self {
+            m.set_fused(on)?;
+        }
+        let _ = on;
+        Ok(())
+    }
+
+    /// Whether this model runs the fused GPU pass.
+    pub fn is_fused(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        if let Model::Llama(m) = self {
+            return m.fused().is_some();
+        }
+        false
     }
 
     /// Run a batch `ids [K, t]` of equally long rows from `cache.pos` (a cache made for K
@@ -163,6 +253,16 @@ impl Model {
         cache: &mut Cache,
         mix: Option<&Mix>,
     ) -> Result<Tensor> {
+        if self.is_fused() {
+            let k = ids.dim(0)?;
+            let host = ids.flatten_all()?.to_vec1::<u32>()?;
+            return self.forward_ids(&host, k, cache, mix);
+        }
+        self.forward_candle(ids, cache, mix)
+    }
+
+    /// [`Model::forward_rows`] through candle's ops.
+    fn forward_candle(&self, ids: &Tensor, cache: &mut Cache, mix: Option<&Mix>) -> Result<Tensor> {
         let t = ids.dim(1)?;
         let hidden = match self {
             Model::Llama(m) => m.hidden(ids, Some(&mut *cache), mix)?,

@@ -37,6 +37,27 @@ pub struct LowRankPair {
 }
 
 impl LowRankPair {
+    #[cfg(feature = "cuda")]
+    pub(crate) fn up(&self) -> &Tensor {
+        &self.up
+    }
+
+    #[cfg(feature = "cuda")]
+    pub(crate) fn down(&self) -> &Tensor {
+        &self.down
+    }
+
+    #[cfg(feature = "cuda")]
+    pub(crate) fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Ranks that belong to endpoint A (the first ones).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn split(&self) -> usize {
+        self.split
+    }
+
     pub fn new(up: Tensor, down: Tensor, split: usize) -> Result<Self> {
         let rank = down.dim(0)?;
         Ok(Self {
@@ -139,6 +160,12 @@ impl Param {
     /// Endpoint B, in the batched mode.
     pub fn endpoint_b(&self) -> Option<&Tensor> {
         self.b.as_ref()
+    }
+
+    /// Both adapters' updates of this weight, on the factored path.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn low_rank(&self) -> Option<&LowRankPair> {
+        self.low_rank.as_deref()
     }
 }
 
