@@ -61,6 +61,10 @@ fn screenshot(cfg: TuiConfig) -> Result<()> {
         let session = spawn_session(&cfg, move |e| {
             let _ = tx.send(e);
         });
+        if std::env::var_os("LERPSCOPE_TEST_JOB_PANIC").is_some() {
+            // Lets the end-to-end test check that a job's panic is reported and survived.
+            session.inject_panic();
+        }
         let mut app = new_app(&cfg, Keymap::default());
         app.size = shot.size;
         let backend = ratatui::backend::TestBackend::new(shot.size.0, shot.size.1);
@@ -173,9 +177,15 @@ impl JobSink for SessionColumns<'_> {
 /// Restores the terminal when dropped — on return, on error and on unwinding panic.
 struct TerminalGuard;
 
+/// Whether the terminal is in the UI's modes, so it is put back exactly once (a panic's hook
+/// and then the guard's drop both try; leaving the alternate screen twice would move the
+/// cursor back over the panic's message).
+static ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl TerminalGuard {
     fn enter() -> Result<Self> {
         terminal::enable_raw_mode().context("cannot switch the terminal to raw mode")?;
+        ENTERED.store(true, std::sync::atomic::Ordering::SeqCst);
         let guard = TerminalGuard;
         crossterm::execute!(
             std::io::stdout(),
@@ -188,6 +198,9 @@ impl TerminalGuard {
 }
 
 pub fn restore_terminal() {
+    if !ENTERED.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let _ = crossterm::execute!(
         std::io::stdout(),
         DisableBracketedPaste,
@@ -204,13 +217,21 @@ impl Drop for TerminalGuard {
     }
 }
 
-/// Put the terminal back before a panic message is printed, so it is readable and the shell
-/// is usable.
+/// On the UI thread: put the terminal back before a panic message is printed, so it is
+/// readable and the shell is usable. Elsewhere (the engine thread, the pool's workers) the
+/// panic is recorded instead of printed over the screen: the session catches it, reports it
+/// as the job's error and re-blends, or, if it cannot, the UI says so in one line and quits
+/// ([`event_loop`]).
 fn install_panic_hook() {
     let previous = std::panic::take_hook();
+    let ui = std::thread::current().id();
     std::panic::set_hook(Box::new(move |info| {
         // A bad file's parser panicking inside the engine is an error, not the end of the UI.
         if crate::engine::guard::in_guard() {
+            return;
+        }
+        if std::thread::current().id() != ui {
+            crate::session::note_panic(info);
             return;
         }
         restore_terminal();
@@ -243,6 +264,10 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         let session = spawn_session(&cfg, move |e| {
             let _ = tx.send(e);
         });
+        if std::env::var_os("LERPSCOPE_TEST_JOB_PANIC").is_some() {
+            // Lets the end-to-end test check that a job's panic is reported and survived.
+            session.inject_panic();
+        }
         let mut app = new_app(&cfg, keymap);
         app.monochrome = monochrome();
         let size = terminal.size()?;
@@ -314,7 +339,16 @@ where
             },
             ev = engine_rx.recv(), if engine_open => match ev {
                 Some(e) => batch.push(Msg::Engine(e)),
-                // The engine thread is gone (a failed load): keep serving keys.
+                // The engine thread is gone. After a failed load the UI keeps serving keys
+                // (the error is on screen); after a load it cannot go on.
+                None if app.ready() => {
+                    anyhow::bail!(
+                        "the engine stopped unexpectedly{}",
+                        crate::session::last_panic()
+                            .map(|p| format!(": {p}"))
+                            .unwrap_or_default()
+                    )
+                }
                 None => engine_open = false,
             },
         }
@@ -357,6 +391,9 @@ where
         ordered.append(&mut batch);
         for msg in ordered {
             quit |= apply(app, msg, engine);
+        }
+        if let Some(why) = &app.broken {
+            anyhow::bail!("the engine stopped: {why}");
         }
     }
     Ok(latencies)

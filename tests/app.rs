@@ -542,3 +542,37 @@ fn presenter_mode_toggles() {
     a.update(key(KeyCode::Char('z')));
     assert!(!a.presenter);
 }
+
+/// A job's panic, caught by the engine: the column shows the failure, the status line says the
+/// engine recovered, and keys go on working (→ regenerates the column).
+#[test]
+fn a_recovered_panic_is_shown_and_keys_still_work() {
+    let (mut a, subs) = loaded();
+    let first = subs.iter().find(|s| s.column == 0).unwrap().id;
+    let error = "internal error: a panic injected by the test hook".to_string();
+    a.update(Msg::Engine(EngineEvent::Failed {
+        column: ColumnId(0),
+        job: first,
+        error: error.clone(),
+    }));
+    a.update(Msg::Engine(EngineEvent::Recovered(error)));
+    assert!(matches!(a.columns[0].state, ColumnState::Failed(_)));
+    let status = a.last_error.clone().unwrap();
+    assert!(status.contains("recovered"), "{status}");
+    assert!(a.broken.is_none());
+    let again = jobs(a.update(key(KeyCode::Right)));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].column, 0);
+}
+
+/// An engine that cannot be trusted any more makes the UI quit, with the reason kept for the
+/// one line it prints.
+#[test]
+fn a_broken_engine_quits_the_ui() {
+    let (mut a, _) = loaded();
+    let effects = a.update(Msg::Engine(EngineEvent::Broken(
+        "re-blending failed".into(),
+    )));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Quit)));
+    assert_eq!(a.broken.as_deref(), Some("re-blending failed"));
+}

@@ -279,3 +279,56 @@ fn a_batch_of_samples_matches_each_seed_alone() {
         );
     }
 }
+
+/// Rows of one batch stopped before their first token, at it, and after several, with the
+/// whole batch at no budget too: every row's timings are ordered and its rate finite and not
+/// negative (a row stopped before it sampled anything used to panic computing its rate).
+#[test]
+fn rows_cancelled_around_their_first_token_have_sane_rates() {
+    use std::cell::RefCell;
+    let (_tmp, e) = engine(Arch::Llama);
+    let alphas = [0.0, 0.4, 0.8, 1.0];
+    let mix = e.mix(&alphas).unwrap();
+    let g = lerpscope::engine::Generator {
+        eos: &[],
+        ..e.pair_generator()
+    };
+    // Row i is cancelled once it has written `stop_after[i]` tokens (0: before its first).
+    let stop_after = [0usize, 1, 5, usize::MAX];
+    for max_tokens in [0, 12] {
+        let params = GenerationParams {
+            max_tokens,
+            ..Default::default()
+        };
+        let written = RefCell::new([0usize; 4]);
+        let rows = g
+            .run_rows(
+                &PROMPT_IDS,
+                &[],
+                Some(&mix),
+                &params,
+                &|i| written.borrow()[i] >= stop_after[i],
+                &mut |i, step| {
+                    if step.id.is_some() {
+                        written.borrow_mut()[i] += 1;
+                    }
+                },
+            )
+            .unwrap();
+        for (i, row) in rows.iter().enumerate() {
+            let rate = row.tokens_per_s();
+            assert!(
+                row.first_token <= row.elapsed && rate.is_finite() && rate >= 0.0,
+                "budget {max_tokens}, row {i}: first {:?}, elapsed {:?}, rate {rate}",
+                row.first_token,
+                row.elapsed
+            );
+            let expect = if max_tokens == 0 {
+                0
+            } else {
+                stop_after[i].min(max_tokens)
+            };
+            assert_eq!(row.token_ids.len(), expect, "budget {max_tokens}, row {i}");
+        }
+    }
+}

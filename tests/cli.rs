@@ -336,3 +336,51 @@ fn a_screenshot_draws_the_finished_columns_into_an_svg() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("--size"), "{err}");
 }
+
+/// No budget is an empty continuation per α, in both output forms (it used to panic computing
+/// the rate of a row that wrote nothing).
+#[test]
+fn generate_with_no_token_budget_writes_empty_continuations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    for json in [true, false] {
+        let mut args = vec![
+            "generate",
+            "--a",
+            &a,
+            "--b",
+            &b,
+            "--alphas",
+            "0,1",
+            "--prompt",
+            "The movie",
+            "--max-tokens",
+            "0",
+            "--device",
+            "cpu",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = lerpscope(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        if json {
+            let lines: Vec<Value> = String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 2);
+            for line in &lines {
+                assert_eq!(line["text"], "");
+                assert_eq!(line["tokens_per_s"].as_f64(), Some(0.0));
+            }
+        }
+    }
+}

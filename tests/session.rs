@@ -270,3 +270,128 @@ fn score_fork_and_scrub_jobs_answer_with_their_events() {
         [0, 8, 16, 24]
     );
 }
+
+/// A job that panics (the test hook scribbles zeros over the working weights first, as a bug
+/// mid-blend would) fails with the panic's line and a `Recovered` event; the engine serves on,
+/// re-blends from the endpoints, and the next jobs write what a fresh engine writes at their
+/// α. Both ways columns run: one re-blended alone, and two as a batch.
+#[test]
+fn a_panicking_job_is_reported_and_the_next_job_is_right() {
+    for (mode, alphas) in [
+        (ColumnsMode::Reblend, vec![0.3]),
+        (ColumnsMode::Batched, vec![0.3, 0.8]),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+        let (a, b) = (a.display().to_string(), b.display().to_string());
+        let opts = LoadOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        };
+        let params = GenerationParams {
+            max_tokens: 12,
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..Default::default()
+            },
+            ignore_eos: true,
+            token_info: false,
+        };
+        // What a fresh engine writes the same way: re-blended, or as one batch.
+        let mut fresh = Engine::load(&a, &b, &opts).unwrap();
+        let want: Vec<String> = if mode == ColumnsMode::Batched {
+            fresh
+                .generate_columns(
+                    "The movie was",
+                    &alphas,
+                    &params,
+                    &|_| false,
+                    &mut |_, _| {},
+                )
+                .unwrap()
+                .into_iter()
+                .map(|g| g.text)
+                .collect()
+        } else {
+            alphas
+                .iter()
+                .map(|&alpha| {
+                    fresh.set_alpha(alpha).unwrap();
+                    let stop = std::sync::atomic::AtomicBool::new(false);
+                    fresh
+                        .generate("The movie was", &params, &stop, &mut |_| {})
+                        .unwrap()
+                        .text
+                })
+                .collect()
+        };
+
+        let (tx, rx) = mpsc::channel();
+        let session = Session::spawn_with(
+            move || {
+                let mut e = Engine::load(&a, &b, &opts)?;
+                e.set_columns_mode(mode);
+                Ok(e)
+            },
+            move |e| {
+                let _ = tx.send(e);
+            },
+        );
+        let columns: Vec<_> = (0..alphas.len())
+            .map(|i| session.column(ColumnId(i as u64)))
+            .collect();
+        let submit = |id| {
+            for (c, &alpha) in columns.iter().zip(&alphas) {
+                c.submit(Job {
+                    id: JobId(id),
+                    alpha: Alpha::new(alpha).unwrap(),
+                    prompt: "The movie was".into(),
+                    params,
+                    urgent: false,
+                    kind: Default::default(),
+                });
+            }
+        };
+        session.inject_panic();
+        submit(1);
+        let mut failed = Vec::new();
+        let mut recovered = None;
+        let mut text: BTreeMap<ColumnId, String> = BTreeMap::new();
+        let mut done = 0;
+        while done < alphas.len() {
+            match rx.recv_timeout(Duration::from_secs(120)).expect("an event") {
+                EngineEvent::Failed { job, error, .. } => {
+                    assert_eq!(job, JobId(1), "{mode:?}");
+                    failed.push(error);
+                }
+                EngineEvent::Recovered(e) => {
+                    recovered = Some(e);
+                    submit(2);
+                }
+                EngineEvent::Text {
+                    column,
+                    job: JobId(2),
+                    piece,
+                    ..
+                } => text.entry(column).or_default().push_str(&piece),
+                EngineEvent::Done { job: JobId(2), .. } => done += 1,
+                EngineEvent::Broken(e) => panic!("{mode:?}: the engine gave up: {e}"),
+                _ => {}
+            }
+        }
+        assert!(!failed.is_empty(), "{mode:?}: the injected job failed");
+        for f in &failed {
+            assert!(f.contains("injected"), "{mode:?}: {f}");
+        }
+        assert!(recovered.unwrap().contains("injected"), "{mode:?}");
+        for (i, want) in want.iter().enumerate() {
+            assert_eq!(
+                &text[&ColumnId(i as u64)],
+                want,
+                "{mode:?}: after recovering, the text at α {}",
+                alphas[i]
+            );
+        }
+    }
+}

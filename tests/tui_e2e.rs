@@ -31,15 +31,19 @@ impl Tmux {
         self.run(&args);
     }
 
-    /// Poll the screen until `pred` holds; the last screen either way.
+    /// Poll the screen until `pred` holds (20 s at most); the last screen either way.
     fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_up_to(Duration::from_secs(20), what, pred)
+    }
+
+    fn wait_up_to(&self, limit: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
         loop {
             let s = self.screen();
             if pred(&s) {
                 return s;
             }
-            if start.elapsed() > Duration::from_secs(20) {
+            if start.elapsed() > limit {
                 panic!("timed out waiting for {what}; screen:\n{s}");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -65,7 +69,8 @@ fn first_column(screen: &str) -> String {
 }
 
 /// Run `lerpscope tui ARGS` on a fresh tiny pair inside tmux, with `env` before it; after it
-/// exits the shell prints the terminal mode and an end marker. None where tmux is missing.
+/// exits the shell prints its exit status, the terminal mode and an end marker. None where
+/// tmux is missing.
 fn launch(
     arch: Arch,
     env: &str,
@@ -73,25 +78,36 @@ fn launch(
     size: (u16, u16),
     name: &str,
 ) -> Option<(tempfile::TempDir, Tmux)> {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped: tmux is not installed");
+    if !have_tmux() {
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     write_tiny_pair(&a, &b, arch).unwrap();
+    let pair = format!("--a {} --b {} --device cpu", a.display(), b.display());
+    Some((tmp, run_in_tmux(&pair, env, args, size, name)))
+}
+
+fn have_tmux() -> bool {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed");
+        return false;
+    }
+    true
+}
+
+/// `lerpscope tui PAIR ARGS` in a new tmux session named after `name`.
+fn run_in_tmux(pair: &str, env: &str, args: &str, size: (u16, u16), name: &str) -> Tmux {
     let cmd = format!(
-        "{env} {} tui --a {} --b {} --device cpu {args}; stty -a | grep -o -- '-*icanon'; echo LERPSCOPE_EXITED; sleep 30",
+        "{env} {} tui {pair} {args}; echo \"exit=$?\"; stty -a | grep -o -- '-*icanon'; echo LERPSCOPE_EXITED; sleep 30",
         env!("CARGO_BIN_EXE_lerpscope"),
-        a.display(),
-        b.display()
     );
     let tmux = Tmux {
         socket: format!("lerpscope-{name}-{}", std::process::id()),
     };
     let (w, h) = (size.0.to_string(), size.1.to_string());
     tmux.run(&["new-session", "-d", "-x", &w, "-y", &h, "-s", "ui", &cmd]);
-    Some((tmp, tmux))
+    tmux
 }
 
 #[test]
@@ -192,4 +208,132 @@ fn presenter_mode_in_a_wide_and_a_small_terminal() {
         tmux.keys(&["z", "q"]);
         tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
     }
+}
+
+/// 300 keys about 10 ms apart (regenerate, α up and down, next column, add, remove, resample),
+/// with two resizes, while the columns generate and batch: nothing panics, every column is
+/// still drawn, and q exits with status 0. `LERPSCOPE_STORMS=20` repeats it.
+#[test]
+fn a_key_storm_while_columns_generate_neither_panics_nor_hangs() {
+    if !have_tmux() {
+        return;
+    }
+    for round in 0..storm_rounds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+        let pair = format!("--a {} --b {} --device cpu", a.display(), b.display());
+        storm_round(
+            &pair,
+            "--prompt 'The movie' --max-tokens 24",
+            &format!("storm{round}"),
+        );
+    }
+}
+
+/// The same storm on the real demo (SmolLM2-135M and its two adapters), where
+/// LERPSCOPE_REQUIRE_SMOLLM2 is set (.ci/run sets it and installs the base).
+#[test]
+fn a_key_storm_on_the_real_demo() {
+    if std::env::var_os("LERPSCOPE_REQUIRE_SMOLLM2").is_none() {
+        eprintln!("skipped: LERPSCOPE_REQUIRE_SMOLLM2 is not set (the real demo's storm)");
+        return;
+    }
+    assert!(
+        lerpscope::cli::smollm2_gguf().is_some(),
+        "LERPSCOPE_REQUIRE_SMOLLM2 is set but the SmolLM2 base is not installed"
+    );
+    if !have_tmux() {
+        return;
+    }
+    for round in 0..storm_rounds() {
+        storm_round(
+            "--demo smollm2 --device cpu",
+            "--max-tokens 24",
+            &format!("demo-storm{round}"),
+        );
+    }
+}
+
+fn storm_rounds() -> usize {
+    std::env::var("LERPSCOPE_STORMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// One storm on `pair`: no panic on stderr, the columns drawn once it settles, exit status 0.
+fn storm_round(pair: &str, args: &str, name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let stderr = tmp.path().join("stderr");
+    let args = format!("{args} 2>{}", stderr.display());
+    let tmux = run_in_tmux(pair, "RUST_BACKTRACE=1", &args, (120, 40), name);
+    let long = Duration::from_secs(180);
+    tmux.wait_up_to(long, "the pair to load", |s| {
+        s.contains("α = ") && !s.contains("loading the pair")
+    });
+    storm(&tmux, 300);
+    let settled = tmux.wait_up_to(long, "the columns to settle", |s| s.contains("· idle"));
+    assert!(
+        settled.contains("α = "),
+        "{name}: no column drawn:\n{settled}"
+    );
+    assert!(
+        !settled.contains("internal error"),
+        "{name}: an internal error:\n{settled}"
+    );
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(!err.contains("panicked"), "{name}: stderr:\n{err}");
+    assert!(end.contains("exit=0"), "{name}: {end}\nstderr:\n{err}");
+}
+
+/// `n` keys from the storm's set in a fixed pseudo-random order, ~10 ms apart, the window
+/// resized a third and two thirds of the way.
+fn storm(tmux: &Tmux, n: usize) {
+    const KEYS: [&str; 7] = ["Enter", "Right", "Left", "Tab", "a", "x", "r"];
+    let mut state = 0x2545_f491u32;
+    for i in 0..n {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        tmux.keys(&[KEYS[state as usize % KEYS.len()]]);
+        if i == n / 3 {
+            tmux.run(&["resize-window", "-t", "ui", "-x", "90", "-y", "28"]);
+        }
+        if i == 2 * n / 3 {
+            tmux.run(&["resize-window", "-t", "ui", "-x", "120", "-y", "40"]);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A job's panic on the engine thread (the test hook) is reported on the status line, the
+/// engine recovers, keys still work, and q exits 0: the terminal is never handed back early.
+#[test]
+fn a_job_panic_is_reported_and_the_ui_carries_on() {
+    let Some((_tmp, tmux)) = launch(
+        Arch::Llama,
+        "RUST_BACKTRACE=0 LERPSCOPE_TEST_JOB_PANIC=1",
+        "--prompt 'The movie' --max-tokens 16",
+        (120, 40),
+        "jobpanic",
+    ) else {
+        return;
+    };
+    let shown = tmux.wait_for("the recovery on the status line", |s| {
+        s.contains("recovered")
+    });
+    assert!(
+        shown.contains("α = 0.00"),
+        "the UI is still drawn:\n{shown}"
+    );
+    tmux.keys(&["Right", "Enter"]);
+    tmux.wait_for("every column to finish again", |s| {
+        s.contains("α = 0.05") && s.matches('✓').count() == 3
+    });
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
+    assert!(end.contains("exit=0"), "{end}");
 }

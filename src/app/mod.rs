@@ -229,6 +229,8 @@ pub struct App {
     pub activity: String,
     pub last_error: Option<String>,
     pub notice: Option<String>,
+    /// The engine stopped and cannot be trusted (why): the UI says so and quits.
+    pub broken: Option<String>,
     pub last_blend_ms: Option<f64>,
     pub last_tokens_per_s: Option<f64>,
     /// The terminal's size (the layout is computed from it).
@@ -283,6 +285,7 @@ impl App {
             activity: "loading the pair…".to_string(),
             last_error: None,
             notice: None,
+            broken: None,
             last_blend_ms: None,
             last_tokens_per_s: None,
             size: (80, 24),
@@ -736,6 +739,18 @@ impl App {
                     self.last_error = Some(error);
                 }
                 vec![]
+            }
+            EngineEvent::Recovered(error) => {
+                self.last_error = Some(format!(
+                    "recovered from {error} (weights re-blended; move α to run again)"
+                ));
+                self.idle_when_done();
+                vec![]
+            }
+            EngineEvent::Broken(error) => {
+                self.activity = "stopped".to_string();
+                self.broken = Some(error);
+                vec![Effect::Quit]
             }
         }
     }

@@ -18,6 +18,7 @@ pub use curve::CurveJob;
 use curve::CurveState;
 pub use scrub::ScrubJob;
 use scrub::{ScrubCost, ScrubState};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -136,6 +137,12 @@ pub enum EngineEvent {
     },
     /// An export is complete (its path), or failed (the error).
     Exported(Result<std::path::PathBuf, String>),
+    /// A job panicked and was stopped (its column also gets `Failed`); the weights are
+    /// re-blended from the endpoints before the next job, and the engine serves on.
+    Recovered(String),
+    /// The engine cannot be trusted any more (a panic it could not contain, or a re-blend that
+    /// failed after one) and has stopped; the driver should say so and quit.
+    Broken(String),
 }
 
 /// Where events go; shared with the pool thread that runs each job.
@@ -147,6 +154,8 @@ enum Request {
     Scrub(ScrubJob),
     Export(ExportJob),
     Remove(ColumnId),
+    /// Test hook: the next column job scribbles over the working weights and panics.
+    InjectPanic,
     Shutdown,
 }
 
@@ -200,7 +209,14 @@ impl Session {
                 Ok(engine) => {
                     on_event(EngineEvent::Loaded(engine.info.clone()));
                     on_event(EngineEvent::Vocabulary(Arc::new(vocabulary(&engine))));
-                    serve(engine, rx, on_event);
+                    let emit = on_event.clone();
+                    // serve contains a job's panic itself; one that escapes it (its own
+                    // bookkeeping) still ends with an event, not a silent thread.
+                    let served =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| serve(engine, rx, on_event)));
+                    if let Err(payload) = served {
+                        emit(EngineEvent::Broken(panic_text(&*payload)));
+                    }
                 }
                 Err(e) => on_event(EngineEvent::LoadFailed(crate::one_line(&*e))),
             })
@@ -238,6 +254,12 @@ impl Session {
     /// Export the model at `job.alpha`; progress and the result come back as events.
     pub fn export(&self, job: ExportJob) {
         let _ = self.tx.send(Request::Export(job));
+    }
+
+    /// Test hook: the next column job writes zeros over the working weights and panics, as a
+    /// bug in the middle of a blend would; the engine must report it and recover.
+    pub fn inject_panic(&self) {
+        let _ = self.tx.send(Request::InjectPanic);
     }
 }
 
@@ -289,6 +311,60 @@ impl Pending {
     }
 }
 
+/// The last panic off the UI thread, with where it happened, as a panic hook recorded it
+/// ([`note_panic`]); read when a job's panic is reported.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Record a panic (for a hook on a thread that cannot print: the UI owns the terminal).
+pub fn note_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let what = payload_text(info.payload());
+    let at = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{what}{at}"));
+}
+
+/// The last recorded panic, if any (taken).
+pub fn last_panic() -> Option<String> {
+    LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
+}
+
+/// One line for a caught panic: the hook's record (with its location) when there is one.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let noted = last_panic();
+    format!(
+        "internal error: {}",
+        noted.unwrap_or_else(|| payload_text(payload))
+    )
+}
+
+/// Run `work` on the pool (see `engine::on_pool`) with a panic in it, on the pool thread or
+/// any thread it fans out to, caught: `Err` carries its line.
+fn contained<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| crate::engine::on_pool(work)))
+        .map_err(|payload| panic_text(&*payload))
+}
+
+/// After a caught panic the working weights may be half-written: blend them again from the
+/// endpoints at the current α (always exact, and cheap). `Err` when that fails too.
+fn reblend(engine: &mut Engine) -> Result<(), String> {
+    let alpha = engine.alpha();
+    match contained(|| engine.set_alpha(alpha)) {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("re-blending after an internal error failed: {e}")),
+        Err(e) => Err(format!("re-blending after an internal error failed: {e}")),
+    }
+}
+
 fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
     let emit: &Emit = &*emit_arc;
     let mut exports: Vec<ExportJob> = Vec::new();
@@ -297,6 +373,9 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
     let mut curve: Option<CurveState> = None;
     let mut scrub: Option<ScrubState> = None;
     let mut scrub_cost = ScrubCost::default();
+    let mut inject = false;
+    // A panic was caught: the weights are re-blended before anything else runs.
+    let mut dirty = false;
     loop {
         // Block only when idle; otherwise take whatever arrived and get back to work.
         let first = if pending.is_empty() && curve.is_none() && scrub.is_none() {
@@ -325,19 +404,29 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                 Request::Scrub(job) => scrub = Some(ScrubState::new(job)),
                 Request::Export(job) => exports.push(job),
                 Request::Remove(c) => pending.retain(|p| p.column != c),
+                Request::InjectPanic => inject = true,
                 Request::Shutdown => return,
             }
         }
         pending.retain(|p| !p.stale());
+        if std::mem::take(&mut dirty) {
+            if let Err(e) = reblend(&mut engine) {
+                emit(EngineEvent::Broken(e));
+                return;
+            }
+        }
         // Exports first: copying the weights out takes a moment, writing happens elsewhere.
         for job in exports.drain(..) {
-            let snapshot = crate::engine::on_pool(|| {
+            let snapshot = contained(|| {
                 let dtype = engine.weights().dtype();
-                engine.snapshot(job.alpha, dtype)
+                engine.snapshot(job.alpha, dtype).map_err(|e| e.to_string())
             });
+            if snapshot.is_err() {
+                dirty = true;
+            }
             let emit = emit_arc.clone();
             let writer = move || {
-                let snapshot = snapshot.map_err(|e| e.to_string())?;
+                let snapshot = snapshot.and_then(|s| s)?;
                 let progress = |done, total| emit(EngineEvent::ExportProgress { done, total });
                 crate::engine::export::write(&snapshot, job.format, &job.out, false, &progress)
                     .map_err(|e| e.to_string())
@@ -350,27 +439,71 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
         // Each piece of work runs on a thread of rayon's pool (see `engine::on_pool`); this
         // thread only waits for requests. A scrub answers the user's cursor: it goes first,
         // one batch of points per turn.
+        // A panic in any of them is caught here: the work it was doing fails with the panic's
+        // line, and the weights are re-blended before the next.
         if let Some(s) = scrub.as_mut() {
-            if crate::engine::on_pool(|| s.step(&engine, emit, &mut scrub_cost)) {
-                scrub = None;
+            let id = s.id();
+            match contained(|| s.step(&engine, emit, &mut scrub_cost)) {
+                Ok(false) => {}
+                Ok(true) => scrub = None,
+                Err(error) => {
+                    emit(EngineEvent::ScrubFailed { id, error });
+                    (scrub, dirty) = (None, true);
+                }
             }
-        } else if let Some(batch) = batchable(&mut engine, &pending) {
+        } else if let Some(batch) = batchable(&mut engine, &pending, &mut dirty, emit) {
             let (jobs, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut pending)
                 .into_iter()
                 .partition(|p| batch.contains(&p.column));
             pending = rest;
-            crate::engine::on_pool(|| run_batch(&mut engine, &jobs, emit));
+            let injected = std::mem::take(&mut inject);
+            if let Err(error) = contained(|| run_batch(&mut engine, &jobs, injected, emit)) {
+                fail_all(&jobs, &error, emit);
+                dirty = true;
+            }
         } else if let Some(next) = pick(&pending) {
             let p = pending.remove(next);
-            crate::engine::on_pool(|| run_job(&mut engine, &p, emit));
+            let injected = std::mem::take(&mut inject);
+            if let Err(error) = contained(|| run_job(&mut engine, &p, injected, emit)) {
+                fail_all(std::slice::from_ref(&p), &error, emit);
+                dirty = true;
+            }
         } else if let Some(c) = curve.as_mut() {
             // One sample per turn, so a column job submitted meanwhile waits one sample at most.
-            let (stepped, done) = crate::engine::on_pool(|| (c.step(&mut engine, emit), c.done()));
-            if stepped.is_err() || done {
-                curve = None;
+            match contained(|| (c.step(&mut engine, emit), c.done())) {
+                Ok((stepped, done)) => {
+                    if stepped.is_err() || done {
+                        curve = None;
+                    }
+                }
+                Err(error) => {
+                    emit(EngineEvent::Recovered(error));
+                    (curve, dirty) = (None, true);
+                }
             }
         }
     }
+}
+
+/// Each job's column fails with a caught panic's line; then the engine says it recovered.
+fn fail_all(jobs: &[Pending], error: &str, emit: &Emit) {
+    for p in jobs {
+        emit(EngineEvent::Failed {
+            column: p.column,
+            job: p.job.id,
+            error: error.to_string(),
+        });
+    }
+    emit(EngineEvent::Recovered(error.to_string()));
+}
+
+/// The test hook's damage: zeros over the working weights, then a panic.
+fn injected_panic(engine: &Engine) {
+    let w = engine.weights().working();
+    if let Ok(zeros) = w.zeros_like() {
+        let _ = crate::engine::blend::copy_tensor(w, &zeros);
+    }
+    panic!("a panic injected by the test hook, after scribbling over the weights");
 }
 
 /// Urgent first, then in submission order.
@@ -383,7 +516,12 @@ fn pick(pending: &[Pending]) -> Option<usize> {
 
 /// The columns (in submission order) of the pending jobs that share the next job's prompt and
 /// settings, when one batch is faster for them than re-blending for each.
-fn batchable(engine: &mut Engine, pending: &[Pending]) -> Option<Vec<ColumnId>> {
+fn batchable(
+    engine: &mut Engine,
+    pending: &[Pending],
+    dirty: &mut bool,
+    emit: &Emit,
+) -> Option<Vec<ColumnId>> {
     let first = &pending[pick(pending)?].job;
     if first.kind != JobKind::Generate {
         return None;
@@ -399,21 +537,29 @@ fn batchable(engine: &mut Engine, pending: &[Pending]) -> Option<Vec<ColumnId>> 
         .collect();
     // Deciding may time a few forward passes (once per group size): on the pool, like a job.
     // (For adapters even one column may run as a batch: the factored path needs no merge.)
-    let faster =
-        crate::engine::on_pool(|| engine.prefer_batch(group.len(), first.params.max_tokens))
-            .unwrap_or(false);
+    let faster = match contained(|| engine.prefer_batch(group.len(), first.params.max_tokens)) {
+        Ok(faster) => faster.unwrap_or(false),
+        Err(error) => {
+            emit(EngineEvent::Recovered(error));
+            *dirty = true;
+            false
+        }
+    };
     faster.then_some(group)
 }
 
 /// Several columns as one batch: the same events as [`run_job`] for each, with text
 /// interleaved as the rows advance together.
-fn run_batch(engine: &mut Engine, jobs: &[Pending], emit: &Emit) {
+fn run_batch(engine: &mut Engine, jobs: &[Pending], inject: bool, emit: &Emit) {
     for p in jobs {
         emit(EngineEvent::Started {
             column: p.column,
             job: p.job.id,
             blend_ms: None,
         });
+    }
+    if inject {
+        injected_panic(engine);
     }
     let stale = |i: usize| jobs[i].stale();
     let alphas: Vec<Alpha> = jobs.iter().map(|p| p.job.alpha).collect();
@@ -472,7 +618,7 @@ fn text_event(column: ColumnId, job: JobId, step: crate::engine::Step<'_>) -> En
     }
 }
 
-fn run_job(engine: &mut Engine, p: &Pending, emit: &Emit) {
+fn run_job(engine: &mut Engine, p: &Pending, inject: bool, emit: &Emit) {
     let stale = || p.stale();
     if stale() {
         return;
@@ -505,6 +651,9 @@ fn run_job(engine: &mut Engine, p: &Pending, emit: &Emit) {
         job,
         blend_ms: Some(blend.as_secs_f64() * 1e3),
     });
+    if inject {
+        injected_panic(engine);
+    }
     let given: &[u32] = match &p.job.kind {
         JobKind::Fork(given) => given,
         _ => &[],

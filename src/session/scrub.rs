@@ -88,6 +88,11 @@ impl ScrubState {
         Self { job, passes: None }
     }
 
+    /// The scrub's id, for its events.
+    pub(super) fn id(&self) -> u64 {
+        self.job.id
+    }
+
     /// Run the next pass and emit its points; true when the scrub is over.
     pub(super) fn step(&mut self, engine: &Engine, emit: &Emit, cost: &mut ScrubCost) -> bool {
         let prompt = match &self.job.prompt {

@@ -75,17 +75,19 @@ pub struct Generation {
     pub tokens: Vec<TokenInfo>,
     pub prompt_tokens: usize,
     pub stop: StopReason,
-    /// From the start of the call to the first sampled token (prefill included).
+    /// From the start of the call to the first sampled token (prefill included); a row that
+    /// stopped before sampling one (cancelled, no budget) has its stop time here.
     pub first_token: Duration,
-    /// From the start of the call to when this row stopped.
+    /// From the start of the call to when this row stopped (never before `first_token`).
     pub elapsed: Duration,
 }
 
 impl Generation {
-    /// Decode rate after the first token.
+    /// Decode rate after the first token: 0 for a row with fewer than two written tokens or
+    /// no time between its first token and its stop.
     pub fn tokens_per_s(&self) -> f64 {
         let n = self.token_ids.len().saturating_sub(1) as f64;
-        let t = (self.elapsed - self.first_token).as_secs_f64();
+        let t = self.elapsed.saturating_sub(self.first_token).as_secs_f64();
         if n > 0.0 && t > 0.0 {
             n / t
         } else {
@@ -519,14 +521,17 @@ impl Generator<'_> {
                     );
                     row.text.push_str(&piece);
                 }
+                // A row's first token comes before its stop; one without a first token
+                // stopped before sampling, and its "first token" is its stop.
+                let ended = row.ended.unwrap_or(elapsed);
                 Ok(Generation {
                     text: row.text,
                     token_ids: row.out,
                     tokens: row.infos,
                     prompt_tokens: prompt_ids.len(),
                     stop: row.stop.unwrap_or(StopReason::MaxTokens),
-                    first_token: row.first_token.unwrap_or(elapsed),
-                    elapsed: row.ended.unwrap_or(elapsed),
+                    first_token: row.first_token.unwrap_or(ended).min(ended),
+                    elapsed: ended,
                 })
             })
             .collect()
