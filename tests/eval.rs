@@ -38,44 +38,98 @@ fn vader_matches_the_python_reference_to_three_decimals() {
     );
 }
 
-/// Independent: one full forward per prefix, log-softmax by hand in f64, for ids[from..].
-fn nll_by_hand(e: &Engine, ids: &[u32], from: usize) -> f64 {
-    (from..ids.len())
-        .map(|i| {
-            let logits = e.logits(&ids[..i]).unwrap();
-            let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
-            let lse = max
-                + logits
-                    .iter()
-                    .map(|&l| (l as f64 - max).exp())
-                    .sum::<f64>()
-                    .ln();
-            lse - logits[ids[i] as usize] as f64
-        })
-        .sum()
+/// transformers' goldens (tests/fixtures/expected.json, make_fixtures.py).
+fn goldens() -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/expected.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+fn fixture_pair(arch: &str) -> (String, String) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let side = |s: &str| dir.join(format!("tiny-{arch}-{s}")).display().to_string();
+    (side("a"), side("b"))
+}
+
+/// `nll` and `perplexity()` (and the conditional `continuation_nll`) against transformers'
+/// log-probabilities of the same tokens of a fixed text, at every α of the goldens, for both
+/// architectures. Mutations tried: perplexity over n + 1 tokens (the count off by one) and the
+/// first token scored too; both fail.
 #[test]
-fn perplexity_is_exp_mean_nll_computed_independently() {
-    let (_tmp, _, _, mut e) = tiny_pair(Arch::Llama);
-    e.set_alpha(0.4).unwrap();
-    let ids = e
-        .encode("The movie was great and the food was good.")
-        .unwrap();
-    let nll = nll_by_hand(&e, &ids, 1);
-    let (got, n) = e.generator().nll(&ids).unwrap();
-    assert_eq!(n, ids.len() - 1);
-    assert!((got - nll).abs() < 1e-3 * nll.abs(), "{got} vs {nll}");
-    let ppl = (got / n as f64).exp();
-    assert!((ppl - (nll / n as f64).exp()).abs() / ppl < 1e-3);
-    // And the conditional form: the continuation's NLL given the prompt.
-    let (c, m) = e
-        .generator()
-        .continuation_nll(&ids[..3], &ids[3..])
-        .unwrap();
-    assert_eq!(m, ids.len() - 3);
-    let want = nll_by_hand(&e, &ids, 3);
-    assert!((c - want).abs() < 1e-3 * want.abs(), "{c} vs {want}");
+fn perplexity_equals_transformers_on_the_same_tokens() {
+    let g = goldens();
+    for arch in ["llama", "gpt2"] {
+        let (a, b) = fixture_pair(arch);
+        let mut e = Engine::load(&a, &b, &cpu()).unwrap();
+        for (alpha, score) in g["scores"][arch].as_object().unwrap() {
+            e.set_alpha(alpha.parse::<f64>().unwrap()).unwrap();
+            let ids: Vec<u32> = serde_json::from_value(score["token_ids"].clone()).unwrap();
+            let lp: Vec<f64> = score["logprobs"].as_array().unwrap()[1..]
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            let want = (-lp.iter().sum::<f64>() / lp.len() as f64).exp();
+            let (nll, n) = e.generator().nll(&ids).unwrap();
+            let got = lerpscope::engine::perplexity(nll, n);
+            assert!(
+                (got - want).abs() <= 1e-4 * want,
+                "{arch} α {alpha}: perplexity {got} vs transformers {want}"
+            );
+            let (c, m) = e
+                .generator()
+                .continuation_nll(&ids[..3], &ids[3..])
+                .unwrap();
+            let want_c = -lp[2..].iter().sum::<f64>();
+            assert_eq!(m, ids.len() - 3);
+            assert!(
+                (c - want_c).abs() <= 1e-4 * want_c.abs(),
+                "{arch} α {alpha}: continuation NLL {c} vs transformers {want_c}"
+            );
+        }
+    }
+}
+
+/// A greedy sweep records, for each sample, the perplexity transformers gives the same
+/// continuation under the blend that wrote it (the goldens' greedy_perplexity), from the
+/// log-probabilities recorded as it generated (--ppl-ref blend). Mutation tried: the sweep's perplexity over one token more than it scored (fails).
+#[test]
+fn a_sweeps_perplexities_equal_transformers() {
+    let g = goldens();
+    let prompts: Vec<String> = serde_json::from_value(g["prompts"].clone()).unwrap();
+    let n = g["new_tokens"].as_u64().unwrap() as usize;
+    for arch in ["llama", "gpt2"] {
+        let (a, b) = fixture_pair(arch);
+        let mut e = Engine::load(&a, &b, &cpu()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("sweep");
+        let alphas = [0.0, 0.3, 1.0];
+        let mut s = sweep(Path::new(&a), Path::new(&b), &out);
+        s.config.alphas = alphas.map(|a| Alpha::new(a).unwrap()).to_vec();
+        s.config.prompts = prompts.clone();
+        s.config.samples = 1;
+        s.config.params.max_tokens = n;
+        s.config.params.ignore_eos = true;
+        s.config.params.sampling.temperature = 0.0;
+        s.config.params.sampling.repeat_penalty = 1.0;
+        s.config.ppl_ref = PplRef::Blend;
+        s.run(&mut e).unwrap();
+        let records = lerpscope::eval::sweep::read_records(&out.join("samples.jsonl")).unwrap();
+        assert_eq!(records.len(), alphas.len() * prompts.len());
+        for r in &records {
+            // The goldens are keyed by Python's str(α): "0.0", "0.3", "1.0".
+            let golden = &g["models"][arch][format!("{:?}", r.alpha.value())][r.prompt_index];
+            let want = golden["greedy_perplexity"].as_f64().unwrap();
+            let got = r.perplexity.expect("a sample of n tokens has a perplexity");
+            let greedy: Vec<u32> = serde_json::from_value(golden["greedy"].clone()).unwrap();
+            let text = e.tokenizer().decode(&greedy, false).unwrap();
+            assert_eq!((r.tokens, &r.text), (n, &text), "{arch} α {}", r.alpha);
+            assert!(
+                (got - want).abs() <= 1e-4 * want,
+                "{arch} α {} prompt {}: perplexity {got} vs transformers {want}",
+                r.alpha,
+                r.prompt_index
+            );
+        }
+    }
 }
 
 /// A tiny random pair of `arch` in a temporary directory, loaded on the CPU.
@@ -117,65 +171,69 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
     }
 }
 
+/// A sweep cut off after any record (and with half of the next line torn), resumed, writes
+/// every file byte for byte as the uninterrupted sweep did, in both alpha modes. A third of
+/// the vocabulary ends the text, so some samples are empty (an end token first): they are
+/// records too, read back like any other. Mutations tried: the perplexity back as an `f64`
+/// (an empty sample's NaN is written `null`, which then fails to read: the reported bug), and
+/// the torn half line left in place instead of cut; each makes it fail.
 #[test]
-fn an_interrupted_sweep_resumes_to_the_same_summary() {
+fn an_interrupted_sweep_resumes_byte_for_byte_with_empty_samples() {
     for mode in [ColumnsMode::Reblend, ColumnsMode::Batched] {
         interrupted_sweep_resumes(mode);
     }
 }
 
 fn interrupted_sweep_resumes(mode: ColumnsMode) {
-    let (tmp, a, b, mut e) = tiny_pair(Arch::Gpt2);
+    let (tmp, a, b, _) = tiny_pair(Arch::Gpt2);
+    // Every third token id ends a text.
+    let ends: Vec<u32> = (0..300).step_by(3).collect();
+    for dir in [&a, &b] {
+        let config = serde_json::json!({ "eos_token_id": ends });
+        std::fs::write(dir.join("generation_config.json"), config.to_string()).unwrap();
+    }
+    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
     let whole = tmp.path().join("whole");
-    let sweep = |a: &Path, b: &Path, out: &Path| Sweep {
+    let sweep = |out: &Path| Sweep {
         mode,
-        ..sweep(a, b, out)
+        ..sweep(&a, &b, out)
     };
-    let s1 = sweep(&a, &b, &whole).run(&mut e).unwrap();
-
-    // The same sweep, killed midway: keep 7 complete records and half of the 8th line.
-    let part = tmp.path().join("part");
-    std::fs::create_dir_all(&part).unwrap();
-    std::fs::copy(whole.join("sweep.json"), part.join("sweep.json")).unwrap();
-    let text = std::fs::read_to_string(whole.join("samples.jsonl")).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 18);
-    let torn = format!(
-        "{}\n{}",
-        lines[..7].join("\n"),
-        &lines[7][..lines[7].len() / 2]
-    );
-    std::fs::write(part.join("samples.jsonl"), torn).unwrap();
-    let s2 = sweep(&a, &b, &part).run(&mut e).unwrap();
-
-    assert_eq!(
-        serde_json::to_string(&s1).unwrap(),
-        serde_json::to_string(&s2).unwrap(),
-        "{mode:?}: resumed summary differs"
-    );
-    let resumed = std::fs::read_to_string(part.join("samples.jsonl")).unwrap();
-    assert_eq!(resumed.lines().count(), 18);
-    let sorted = |text: &str| {
-        let mut lines: Vec<String> = text.lines().map(String::from).collect();
-        lines.sort();
-        lines
-    };
-    assert_eq!(
-        sorted(&resumed),
-        sorted(&text),
-        "{mode:?}: the resumed sweep wrote other records"
-    );
-    for f in [
+    sweep(&whole).run(&mut e).unwrap();
+    let files = [
+        "samples.jsonl",
         "summary.csv",
         "summary.json",
-        "plots/vader.png",
         "plots/vader.svg",
+        "plots/vader.png",
+        "plots/perplexity.svg",
         "plots/perplexity.png",
-    ] {
-        assert!(part.join(f).is_file(), "{f} missing");
+    ];
+    let read = |dir: &Path, f: &str| std::fs::read(dir.join(f)).unwrap();
+    let want: Vec<Vec<u8>> = files.iter().map(|f| read(&whole, f)).collect();
+    let text = String::from_utf8(want[0].clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 18);
+    assert!(
+        text.contains("\"tokens\":0,") && text.contains("\"perplexity\":null"),
+        "{mode:?}: the sweep should hold an empty sample:\n{text}"
+    );
+    for cut in 0..lines.len() {
+        let part = tmp.path().join(format!("part-{mode:?}-{cut}"));
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::copy(whole.join("sweep.json"), part.join("sweep.json")).unwrap();
+        let mut kept: String = lines[..cut].iter().map(|l| format!("{l}\n")).collect();
+        kept.push_str(&lines[cut][..lines[cut].len() / 2]);
+        std::fs::write(part.join("samples.jsonl"), kept).unwrap();
+        sweep(&part).run(&mut e).unwrap();
+        for (f, want) in files.iter().zip(&want) {
+            assert!(
+                read(&part, f) == *want,
+                "{mode:?}, cut after {cut} records: {f} differs from the uninterrupted sweep's"
+            );
+        }
     }
     // Other settings into the same directory are refused rather than mixed in.
-    let mut other = sweep(&a, &b, &part);
+    let mut other = sweep(&whole);
     other.config.samples = 4;
     let err = other.run(&mut e).unwrap_err().to_string();
     assert!(err.contains("other settings"), "{err}");

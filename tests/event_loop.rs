@@ -21,15 +21,21 @@ impl JobSink for Recorder {
     fn export(&mut self, _job: lerpscope::session::ExportJob) {}
 }
 
-/// Latency runs from when the input thread read a key, so time it spent queued (behind a draw,
-/// or anything else) is counted.
+/// Latency runs from when the input thread read a key, so time it spent queued is counted;
+/// keys waiting together are answered by one frame, applied in the order they were read.
+/// Asserted without wall-clock bounds that a loaded machine could break: five keys already
+/// waiting when the loop starts (read 80, 30, 20, 10 and 0 ms before) share its first frame,
+/// so the first reports at least 80 ms and their latencies differ by exactly those gaps; and
+/// the α the last four spell ("1.5" then Enter) is 1.5. Mutations tried: latency stamped when
+/// the frame starts instead of when the key was read (the gaps vanish), the batch applied in
+/// reverse (α 5.1 is left being typed and q then types into it: the loop never ends).
 #[test]
-fn key_latency_counts_from_when_the_key_was_read() {
+fn key_latency_counts_from_the_read_and_waiting_keys_share_a_frame() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let latencies = rt.block_on(async {
+    let (latencies, app) = rt.block_on(async {
         let mut app = App::new(
             "a".into(),
             "b".into(),
@@ -42,27 +48,38 @@ fn key_latency_counts_from_when_the_key_was_read() {
             ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
         let (itx, irx) = tokio::sync::mpsc::unbounded_channel();
         let (_etx, erx) = tokio::sync::mpsc::unbounded_channel();
-        let key = |c| {
-            Ok(Event::Key(KeyEvent::new(
-                KeyCode::Char(c),
-                KeyModifiers::NONE,
-            )))
-        };
-        // Read 80 ms ago, then queued until now.
-        let read = Instant::now() - Duration::from_millis(80);
-        itx.send((read, key('m'))).unwrap();
+        let key = |code| Ok(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+        let now = Instant::now();
+        let waiting = [
+            (80, KeyCode::Char('m')),
+            (30, KeyCode::Char('1')),
+            (20, KeyCode::Char('.')),
+            (10, KeyCode::Char('5')),
+            (0, KeyCode::Enter),
+        ];
+        for (ago, code) in waiting {
+            itx.send((now - Duration::from_millis(ago), key(code)))
+                .unwrap();
+        }
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            itx.send((Instant::now(), key('m'))).unwrap();
-            std::thread::sleep(Duration::from_millis(200));
-            itx.send((Instant::now(), key('q'))).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            itx.send((Instant::now(), key(KeyCode::Char('q')))).unwrap();
         });
         let mut sink = Recorder::default();
-        event_loop(&mut terminal, &mut app, irx, erx, &mut sink)
+        let latencies = event_loop(&mut terminal, &mut app, irx, erx, &mut sink)
             .await
-            .unwrap()
+            .unwrap();
+        (latencies, app)
     });
-    assert_eq!(latencies.len(), 2, "{latencies:?}");
+    assert_eq!(latencies.len(), 5, "{latencies:?}");
     assert!(latencies[0] >= 80.0, "{latencies:?}");
-    assert!(latencies[1] < 80.0, "{latencies:?}");
+    for (i, gap) in [(0, 50.0), (1, 10.0), (2, 10.0), (3, 10.0)] {
+        let d = latencies[i] - latencies[i + 1];
+        assert!(
+            (d - gap).abs() < 0.01,
+            "keys {i} and {}: {latencies:?}",
+            i + 1
+        );
+    }
+    assert_eq!(app.columns[0].alpha.value(), 1.5);
 }

@@ -1,7 +1,8 @@
 //! `lerpscope export`: the blend at α written as a Hugging Face folder or a GGUF file, held to
-//! transformers (tests/fixtures/export_expected.json, made by tests/fixtures/make_export.py
-//! from the folders the binary wrote), to the engine that wrote it, and to itself across
-//! formats; and every way an export can fail leaves nothing behind.
+//! transformers running the same blend made in torch from the endpoints' state dicts
+//! (tests/fixtures/export_expected.json, made by tests/fixtures/make_export.py without
+//! lerpscope), to the engine that wrote it, and to itself across formats; and every way an
+//! export can fail leaves nothing behind.
 
 use lerpscope::engine::checkpoint::{Checkpoint, TensorFiles};
 use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
@@ -59,6 +60,7 @@ fn max_diff(x: &[f32], y: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Mutation tried: the snapshot blended at 1 − α (fails: the logits are another model's).
 #[test]
 fn exports_load_in_transformers_and_back_in_lerpscope() {
     let exp: Value = serde_json::from_str(
@@ -216,36 +218,71 @@ fn failed_exports_leave_nothing_behind() {
     no_leftovers(tmp.path());
 }
 
+/// An export killed at each of its writes in turn (LERPSCOPE_TEST_KILL_AT_WRITE: the process
+/// ends on the spot, nothing cleaned up) never leaves a model at --out, and the next export to
+/// the same place removes what it left; one whose k-th write fails instead
+/// (LERPSCOPE_TEST_FAIL_WRITE, a full disk) says so in one line and leaves nothing. Both
+/// formats, every write point. Mutations tried: the next export not clearing the partial
+/// folder (leftovers found), the failed export not removing its partial output (leftovers).
 #[test]
-fn an_interrupted_export_leaves_no_half_written_model() {
-    // A pair big enough to take a moment to write, killed as it writes.
+fn an_export_stopped_at_any_write_leaves_no_half_written_model() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     lerpscope::fixtures::write_tiny_pair(&a, &b, lerpscope::fixtures::Arch::Llama).unwrap();
     let (a, b) = (a.display().to_string(), b.display().to_string());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
-        .args([
-            "export", "--a", &a, "--b", &b, "--alpha", "0.5", "--out", "cut", "--device", "cpu",
-        ])
-        .current_dir(tmp.path())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(5));
-    let _ = child.kill();
-    let _ = child.wait();
-    // Either it finished before the kill, whole, or there is no `cut` at all.
-    let out = tmp.path().join("cut");
-    if out.exists() {
-        assert!(out.join("model.safetensors").exists() && out.join("README.md").exists());
+    for (format, out) in [("hf", "cut"), ("gguf", "cut.gguf")] {
+        let export = |hook: Option<(&str, usize)>| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_lerpscope"));
+            c.args([
+                "export", "--a", &a, "--b", &b, "--alpha", "0.5", "--out", out,
+            ])
+            .args(["--format", format, "--device", "cpu"])
+            .current_dir(tmp.path());
+            if let Some((var, k)) = hook {
+                c.env(var, k.to_string());
+            }
+            c.output().unwrap()
+        };
+        let mut writes = 0;
+        for k in 1..=200 {
+            let killed = export(Some(("LERPSCOPE_TEST_KILL_AT_WRITE", k)));
+            if killed.status.success() {
+                break; // k is past the export's last write
+            }
+            writes = k;
+            assert!(
+                !tmp.path().join(out).exists(),
+                "{format}: killed at write {k}, yet {out} exists"
+            );
+            let failed = export(Some(("LERPSCOPE_TEST_FAIL_WRITE", k)));
+            let err = String::from_utf8_lossy(&failed.stderr);
+            assert!(
+                !failed.status.success(),
+                "{format}: write {k} failed unnoticed"
+            );
+            assert!(
+                err.contains("injected failure") && err.contains("nothing was written"),
+                "{format}, write {k}: {err}"
+            );
+            assert_eq!(err.trim().lines().count(), 1, "{format}, write {k}: {err}");
+            assert!(!tmp.path().join(out).exists());
+            no_leftovers(tmp.path());
+            // Killed again, then an export with no hook: it clears what the kill left.
+            export(Some(("LERPSCOPE_TEST_KILL_AT_WRITE", k)));
+            let whole = export(None);
+            assert!(
+                whole.status.success(),
+                "{}",
+                String::from_utf8_lossy(&whole.stderr)
+            );
+            no_leftovers(tmp.path());
+            let o = tmp.path().join(out);
+            if o.is_dir() {
+                std::fs::remove_dir_all(&o).unwrap();
+            } else {
+                std::fs::remove_file(&o).unwrap();
+            }
+        }
+        assert!(writes >= 3, "{format}: only {writes} write points");
     }
-    // A rerun cleans up what the killed one left in its temporary folder.
-    let o = lerpscope(
-        &[
-            "export", "--a", &a, "--b", &b, "--alpha", "0.5", "--out", "cut", "--device", "cpu",
-            "--force",
-        ],
-        tmp.path(),
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    no_leftovers(tmp.path());
 }

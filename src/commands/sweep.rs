@@ -69,6 +69,12 @@ pub fn run(args: SweepArgs) -> Result<()> {
             s.distinct_2
         );
     }
+    for s in summary.iter().filter(|s| s.empty > 0) {
+        println!(
+            "{:>8}  {} empty sample(s) (an end token first), left out of the estimates",
+            s.alpha, s.empty
+        );
+    }
     for s in summary.iter().filter(|s| s.classifier.is_some()) {
         let e = s.classifier.expect("filtered");
         println!(

@@ -83,7 +83,9 @@ pub struct SampleRecord {
     pub text: String,
     pub tokens: usize,
     pub vader: f64,
-    pub perplexity: f64,
+    /// Absent (`null`) for an empty sample: perplexity over no tokens is undefined. (Also for
+    /// one whose perplexity is not finite, which JSON cannot hold.)
+    pub perplexity: Option<f64>,
     /// The classifier's probability of the chosen label, when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classifier: Option<f64>,
@@ -92,6 +94,9 @@ pub struct SampleRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct AlphaSummary {
     pub alpha: Alpha,
+    /// Samples with no tokens (an end token first): no meter scores them, and none of the
+    /// estimates below counts them.
+    pub empty: usize,
     pub vader: Estimate,
     pub perplexity: Estimate,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -331,7 +336,7 @@ impl Sweep {
                         Some(k) => Some(k.score(&without_specials(&g.text))?),
                         None => None,
                     },
-                    perplexity: perplexity(nll, n),
+                    perplexity: Some(perplexity(nll, n)).filter(|p| n > 0 && p.is_finite()),
                     text: plain(&g.text),
                     tokens: g.token_ids.len(),
                 };
@@ -464,16 +469,16 @@ pub fn summarise(alphas: &[Alpha], records: &[SampleRecord]) -> Vec<AlphaSummary
                 .unwrap_or_default();
             // Summaries must not depend on the order a resumed run wrote records in.
             rs.sort_by_key(|r| (r.prompt_index, r.sample));
+            let all = rs.len();
+            // An empty sample has no sentiment, fluency or diversity to measure.
+            rs.retain(|r| r.tokens > 0);
             let vader: Vec<f64> = rs.iter().map(|r| r.vader).collect();
-            let ppl: Vec<f64> = rs
-                .iter()
-                .map(|r| r.perplexity)
-                .filter(|p| p.is_finite())
-                .collect();
+            let ppl: Vec<f64> = rs.iter().filter_map(|r| r.perplexity).collect();
             let texts = || rs.iter().map(|r| r.text.as_str());
             let classifier: Vec<f64> = rs.iter().filter_map(|r| r.classifier).collect();
             AlphaSummary {
                 alpha,
+                empty: all - rs.len(),
                 vader: estimate(&vader),
                 perplexity: estimate(&ppl),
                 classifier: (!classifier.is_empty()).then(|| estimate(&classifier)),
@@ -506,6 +511,13 @@ fn write_summary(out: &Path, summary: &[AlphaSummary]) -> Result<()> {
         ] {
             csv.push_str(&format!("{},{name},{v},{v},{v},{}\n", s.alpha, s.vader.n));
         }
+        // How many samples were empty (and left out of every row above), of all at this α.
+        let k = s.empty;
+        csv.push_str(&format!(
+            "{},empty,{k},{k},{k},{}\n",
+            s.alpha,
+            s.vader.n + k
+        ));
     }
     std::fs::write(out.join("summary.csv"), csv)?;
     std::fs::write(

@@ -249,8 +249,38 @@ fn io<T>(r: std::io::Result<T>, path: &Path) -> Result<T> {
     r.with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// Test hook, called before every write of an export: `LERPSCOPE_TEST_FAIL_WRITE=k` makes the
+/// k-th write fail (as a full disk would), `LERPSCOPE_TEST_KILL_AT_WRITE=k` ends the process
+/// there on the spot (as a kill would, nothing cleaned up). Writes are counted per process.
+fn write_point(path: &Path) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    static AT: OnceLock<(Option<usize>, Option<usize>)> = OnceLock::new();
+    let (fail, kill) = *AT.get_or_init(|| {
+        let at = |v: &str| std::env::var(v).ok().and_then(|k| k.parse().ok());
+        (
+            at("LERPSCOPE_TEST_FAIL_WRITE"),
+            at("LERPSCOPE_TEST_KILL_AT_WRITE"),
+        )
+    });
+    if fail.is_none() && kill.is_none() {
+        return Ok(());
+    }
+    let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
+    if kill == Some(n) {
+        std::process::abort();
+    }
+    if fail == Some(n) {
+        let e = std::io::Error::other("injected failure (LERPSCOPE_TEST_FAIL_WRITE)");
+        return io(Err(e), path);
+    }
+    Ok(())
+}
+
 /// A Hugging Face folder at `dir`.
 fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<()> {
+    write_point(dir)?;
     io(std::fs::create_dir_all(dir), dir)?;
     let src = &snap.model_files;
     let from_gguf = crate::gguf::is_gguf(&src.config);
@@ -273,6 +303,7 @@ fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<
         o.insert("dtype".into(), d.into());
     }
     let p = dir.join("config.json");
+    write_point(&p)?;
     io(
         std::fs::write(&p, serde_json::to_string_pretty(&config)?),
         &p,
@@ -311,6 +342,7 @@ fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<
             }
         }
         let p = dir.join("tokenizer_config.json");
+        write_point(&p)?;
         io(std::fs::write(&p, serde_json::to_string_pretty(&tc)?), &p)?;
     } else {
         for f in [
@@ -326,6 +358,7 @@ fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<
                 src_dir.join(f)
             };
             if from.is_file() {
+                write_point(&dir.join(f))?;
                 io(std::fs::copy(&from, dir.join(f)), &dir.join(f))?;
             }
         }
@@ -333,11 +366,13 @@ fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<
     let gen = src_dir.join("generation_config.json");
     let p = dir.join("generation_config.json");
     if !from_gguf && gen.is_file() {
+        write_point(&p)?;
         io(std::fs::copy(&gen, &p), &p)?;
     } else {
         let ids = snap.config.eos_ids();
         let g =
             serde_json::json!({"bos_token_id": bos_of(&snap.config), "eos_token_id": ids.first()});
+        write_point(&p)?;
         io(std::fs::write(&p, serde_json::to_string_pretty(&g)?), &p)?;
     }
     // The weights, sharded as transformers shards them.
@@ -381,6 +416,7 @@ fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<
             })
             .collect::<Result<_>>()?;
         let p = dir.join(&file);
+        write_point(&p)?;
         safetensors::serialize_to_file(views, Some(metadata.clone()), &p)
             .map_err(|e| err!(Format, "{}: cannot write ({e})", p.display()))?;
         done += shard
@@ -393,12 +429,14 @@ fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<
         let index =
             serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
         let p = dir.join("model.safetensors.index.json");
+        write_point(&p)?;
         io(
             std::fs::write(&p, serde_json::to_string_pretty(&index)?),
             &p,
         )?;
     }
     let p = dir.join("README.md");
+    write_point(&p)?;
     io(std::fs::write(&p, model_card(snap)), &p)?;
     Ok(())
 }
@@ -846,15 +884,18 @@ fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u64)) -> Resu
     }
     let pad = |n: usize| (n.div_ceil(32) * 32) - n;
     head.extend(std::iter::repeat_n(0u8, pad(head.len())));
+    write_point(path)?;
     io(f.write_all(&head), path)?;
     let total: u64 = tensors.iter().map(|t| t.2.len() as u64).sum();
     let mut done = 0;
     for (_, _, data) in &tensors {
+        write_point(path)?;
         io(f.write_all(data), path)?;
         io(f.write_all(&vec![0u8; pad(data.len())]), path)?;
         done += data.len() as u64;
         progress(done, total);
     }
+    write_point(path)?;
     io(f.flush(), path)?;
     io(f.get_ref().sync_all(), path)?;
     Ok(())

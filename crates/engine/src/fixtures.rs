@@ -529,3 +529,29 @@ impl Shape {
         Ok((a, b))
     }
 }
+
+/// A test that cannot run on this machine says why, where it will be seen: on stderr, and as
+/// a line `TEST: skipped: REASON` appended to the file `LERPSCOPE_SKIP_LOG` names (CI prints
+/// that file, since the test harness swallows a passing test's output). Where the variable
+/// `required_by` is set the test may not skip: it fails with the reason instead.
+pub fn skip(reason: &str, required_by: &str) {
+    if std::env::var_os(required_by).is_some() {
+        panic!("{reason}, and {required_by} is set: this test must run here");
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    eprintln!("skipped: {reason}");
+    if let Some(log) = std::env::var_os("LERPSCOPE_SKIP_LOG") {
+        use std::io::Write;
+        let line = format!("{test}: skipped: {reason} (set {required_by} to require it)\n");
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}

@@ -677,22 +677,22 @@ pub fn native_dtype(t: u32) -> candle_core::DType {
 mod tests {
     use super::*;
 
+    /// llama.cpp stores a head's rotary rows interleaved, first half with second half: for a
+    /// head of 8 rows, HF rows 0..8 sit at 0, 4, 1, 5, 2, 6, 3, 7 (written out, not computed,
+    /// so the test shares no formula with the code). At d = 8 the permutation is not its own
+    /// inverse: applying llama.cpp's permutation again instead of undoing it (mutation tried)
+    /// gives 0, 2, 4, 6, 1, 3, 5, 7 and fails.
     #[test]
     fn unpermute_inverts_llama_cpp_permute() {
-        // llama.cpp: w.reshape(heads, 2, d/2, cols).swapaxes(1, 2).reshape(rows, cols).
-        let (heads, d, cols) = (3, 4, 2);
-        let rows = heads * d;
-        let hf: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
-        let mut permuted = vec![0f32; hf.len()];
-        for h in 0..heads {
-            for j in 0..2 {
-                for i in 0..d / 2 {
-                    let (src, dst) = (h * d + j * (d / 2) + i, h * d + 2 * i + j);
-                    permuted[dst * cols..(dst + 1) * cols]
-                        .copy_from_slice(&hf[src * cols..(src + 1) * cols]);
-                }
-            }
-        }
-        assert_eq!(unpermute(&permuted, heads, rows, cols), hf);
+        let (heads, d, cols) = (2, 8, 3);
+        let stored_order = [0, 4, 1, 5, 2, 6, 3, 7];
+        let row =
+            |hf_row: usize| -> Vec<f32> { (0..cols).map(|c| (hf_row * 10 + c) as f32).collect() };
+        let stored: Vec<f32> = (0..heads)
+            .flat_map(|h| stored_order.iter().map(move |&r| h * d + r))
+            .flat_map(row)
+            .collect();
+        let hf: Vec<f32> = (0..heads * d).flat_map(row).collect();
+        assert_eq!(unpermute(&stored, heads, heads * d, cols), hf);
     }
 }
