@@ -1,7 +1,7 @@
 //! Command-line definitions: flags in, typed values out.
 
 use crate::engine::fixtures::Shape;
-use crate::engine::{Alpha, ColumnsMode, DeviceChoice, GenerationParams, LoadOptions};
+use crate::engine::{Alpha, AlphaRange, ColumnsMode, DeviceChoice, GenerationParams, LoadOptions};
 use anyhow::{bail, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
@@ -49,7 +49,7 @@ pub struct ExportArgs {
     pub pair: DemoOrPair,
     /// The α to bake in.
     #[arg(long, allow_hyphen_values = true)]
-    pub alpha: String,
+    pub alpha: Alpha,
     /// Where to write: a folder (hf) or a file (gguf); default `<name of B>-alpha<X>` (plus
     /// `.gguf`) in the working directory.
     #[arg(long)]
@@ -409,8 +409,8 @@ pub struct GenerateArgs {
     pub pair: DemoOrPair,
     /// Comma-separated alphas, e.g. 0,0.5,1 (values outside [0, 1] extrapolate) [default:
     /// 0,0.5,1; smollm2 demo: -0.5,0,0.5,1,1.5].
-    #[arg(long, allow_hyphen_values = true)]
-    pub alphas: Option<String>,
+    #[arg(long, allow_hyphen_values = true, value_parser = alpha_list)]
+    pub alphas: Option<Alphas>,
     /// [default: "The food at this place"; smollm2 demo: "Tell me about your day."]
     #[arg(long)]
     pub prompt: Option<String>,
@@ -431,8 +431,8 @@ pub struct TuiArgs {
     pub pair: DemoOrPair,
     /// The columns' alphas [default: 0,0.5,1; smollm2 demo: -0.5,0,0.5,1,1.5 in a terminal
     /// of 100 columns or more].
-    #[arg(long, allow_hyphen_values = true)]
-    pub alphas: Option<String>,
+    #[arg(long, allow_hyphen_values = true, value_parser = alpha_list)]
+    pub alphas: Option<Alphas>,
     /// [default: "The food at this place"; smollm2 demo: "Tell me about your day."]
     #[arg(long)]
     pub prompt: Option<String>,
@@ -440,7 +440,7 @@ pub struct TuiArgs {
     pub sampling: SamplingArgs,
     /// The slider's visible range, LOW:HIGH.
     #[arg(long, default_value = "-1:2", allow_hyphen_values = true)]
-    pub range: String,
+    pub range: AlphaRange,
     /// Open in score mode on this text file: each column shows how likely each of its tokens
     /// is at the column's α.
     #[arg(long)]
@@ -488,24 +488,13 @@ fn shape() -> impl TypedValueParser<Value = Shape> {
         .map(|s| s.parse::<Shape>().expect("a possible value"))
 }
 
-pub fn parse_range(s: &str) -> Result<(Alpha, Alpha)> {
-    let Some((lo, hi)) = s.split_once(':') else {
-        bail!("--range: expected LOW:HIGH, got {s:?}");
-    };
-    let (lo, hi) = (parse_alpha(lo, "--range")?, parse_alpha(hi, "--range")?);
-    if lo >= hi {
-        bail!("--range: LOW must be below HIGH, got {s:?}");
-    }
-    Ok((lo, hi))
-}
-
 #[derive(Args, Debug)]
 pub struct SweepArgs {
     #[command(flatten)]
     pub pair: DemoOrPair,
     /// START:STOP:STEP (inclusive) or a comma-separated list.
-    #[arg(long, default_value = "0:1:0.25", allow_hyphen_values = true)]
-    pub alphas: String,
+    #[arg(long, default_value = "0:1:0.25", allow_hyphen_values = true, value_parser = alpha_grid)]
+    pub alphas: Alphas,
     /// A file with one prompt per line, or `builtin` (neutral prompts in assets/prompts.txt).
     #[arg(long, default_value = "builtin")]
     pub prompts: String,
@@ -540,8 +529,8 @@ pub struct SweepArgs {
 pub struct PerplexityArgs {
     #[command(flatten)]
     pub pair: DemoOrPair,
-    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
-    pub alphas: String,
+    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true, value_parser = alpha_list)]
+    pub alphas: Alphas,
     /// The text to score.
     #[arg(long)]
     pub file: std::path::PathBuf,
@@ -553,8 +542,8 @@ pub struct PerplexityArgs {
 pub struct ScoreArgs {
     #[command(flatten)]
     pub pair: DemoOrPair,
-    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true)]
-    pub alphas: String,
+    #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true, value_parser = alpha_list)]
+    pub alphas: Alphas,
     /// The text to score, as it stands (no chat template; BOS only where the tokenizer adds
     /// it); - reads standard input.
     #[arg(long)]
@@ -742,41 +731,49 @@ pub fn parse_params(s: &str) -> Result<usize, String> {
     usize::try_from(n).map_err(|_| format!("{n} parameters cannot be addressed on this machine"))
 }
 
-/// One α from a flag's value.
-pub fn parse_alpha(s: &str, flag: &str) -> Result<Alpha> {
-    s.parse::<Alpha>()
-        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-}
+/// Alphas as a flag gives them, parsed once by clap (the commands never see the text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alphas(pub Vec<Alpha>);
 
-/// A comma-separated list of alphas.
-pub fn parse_alphas(list: &str, flag: &str) -> Result<Vec<Alpha>> {
+/// A comma-separated list of alphas (a value parser: clap names the flag in its error).
+pub fn alpha_list(list: &str) -> Result<Alphas, String> {
     let v: Vec<Alpha> = list
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| parse_alpha(s, flag))
-        .collect::<Result<_>>()?;
+        .map(|s| s.parse::<Alpha>().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
     if v.is_empty() {
-        bail!("{flag}: give at least one α");
+        return Err("give at least one α".into());
     }
-    Ok(v)
+    Ok(Alphas(v))
 }
 
-/// `START:STOP:STEP` (inclusive) or a comma-separated list.
-pub fn parse_alpha_spec(spec: &str, flag: &str) -> Result<Vec<Alpha>> {
+/// `START:STOP:STEP` (inclusive) or a comma-separated list (a value parser).
+pub fn alpha_grid(spec: &str) -> Result<Alphas, String> {
     let parts: Vec<&str> = spec.split(':').collect();
     if parts.len() != 3 {
-        return parse_alphas(spec, flag);
+        return alpha_list(spec);
     }
-    let p = |s: &str| parse_alpha(s, flag).map(Alpha::value);
+    let p = |s: &str| {
+        s.parse::<Alpha>()
+            .map(Alpha::value)
+            .map_err(|e| e.to_string())
+    };
     let (start, stop, step) = (p(parts[0])?, p(parts[1])?, p(parts[2])?);
     if step <= 0.0 || stop < start {
-        bail!("{flag} {spec}: expected START:STOP:STEP with STOP ≥ START and STEP > 0");
+        return Err("expected START:STOP:STEP with STOP ≥ START and STEP > 0".into());
     }
     let n = ((stop - start) / step + 1e-9).floor() as usize;
     if n > 1000 {
-        bail!("{flag} {spec}: {n} alphas is too many");
+        return Err(format!("{n} alphas is too many"));
     }
     (0..=n)
-        .map(|i| Ok(Alpha::new(start + i as f64 * step)?))
-        .collect()
+        .map(|i| Alpha::new(start + i as f64 * step).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()
+        .map(Alphas)
+}
+
+/// A default list written in this file.
+pub fn default_alphas(list: &str) -> Vec<Alpha> {
+    alpha_list(list).expect("a valid default").0
 }

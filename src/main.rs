@@ -1,3 +1,4 @@
+use clap::error::ErrorKind;
 use clap::Parser;
 use lerpscope::cli::Cli;
 
@@ -5,7 +6,10 @@ fn main() -> std::process::ExitCode {
     lerpscope::engine::pin_thread_count();
     lerpscope::engine::guard::quiet_caught_panics();
     lerpscope::tune_allocator();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => exit_on_bad_flags(e),
+    };
     match lerpscope::commands::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The reader went away (`| head`): nothing left to say to it.
@@ -22,4 +26,23 @@ fn closed_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+/// Help and version as clap prints them; a bad flag or value as one line (clap's first, which
+/// names the flag and the value), like every other error.
+fn exit_on_bad_flags(e: clap::Error) -> ! {
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error");
+            eprintln!("{}", first.trim_end());
+            std::process::exit(2)
+        }
+    }
 }

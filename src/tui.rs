@@ -28,7 +28,7 @@ pub struct TuiConfig {
     pub prompt: String,
     pub params: GenerationParams,
     pub load: LoadOptions,
-    pub range: (Alpha, Alpha),
+    pub range: crate::engine::AlphaRange,
     pub columns: ColumnsMode,
     /// Texts that stop a column.
     pub stop: Vec<String>,
@@ -121,7 +121,7 @@ fn new_app(cfg: &TuiConfig, keymap: Keymap) -> App {
         cfg.params,
         keymap,
     );
-    app.range = (cfg.range.0.value(), cfg.range.1.value());
+    app.range = cfg.range;
     if let Some(text) = &cfg.score_text {
         app.start_in_score_mode(text);
     }
@@ -414,7 +414,8 @@ fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
                 format: crate::engine::export::Format::Hf,
             }),
             Effect::Save(session) => {
-                let r = save_session(&session).map_err(|e| crate::one_line(&*e));
+                let r =
+                    save_session(&session).map_err(|e| crate::session::Failure::from_anyhow(&e));
                 app.update(Msg::Saved(r));
             }
             Effect::Quit => quit = true,

@@ -549,7 +549,9 @@ fn presenter_mode_toggles() {
 fn a_recovered_panic_is_shown_and_keys_still_work() {
     let (mut a, subs) = loaded();
     let first = subs.iter().find(|s| s.column == 0).unwrap().id;
-    let error = "internal error: a panic injected by the test hook".to_string();
+    let error = lerpscope::session::Failure::internal(
+        "internal error: a panic injected by the test hook".to_string(),
+    );
     a.update(Msg::Engine(EngineEvent::Failed {
         column: ColumnId(0),
         job: first,
@@ -575,4 +577,31 @@ fn a_broken_engine_quits_the_ui() {
     )));
     assert!(effects.iter().any(|e| matches!(e, Effect::Quit)));
     assert_eq!(a.broken.as_deref(), Some("re-blending failed"));
+}
+
+/// A pair that does not fit: the engine's memory error, its kind kept across the thread,
+/// shows with the numbers, the dtype to try and what the UI itself can change.
+#[test]
+fn a_memory_error_shows_the_numbers_and_what_to_try() {
+    let mut a = app();
+    let gib = 1u64 << 30;
+    let e = lerpscope::engine::memory_fit(24 * gib, gib, 16 * gib).unwrap_err();
+    a.update(Msg::Engine(EngineEvent::LoadFailed(
+        lerpscope::session::Failure::engine(&e),
+    )));
+    let shown = a.last_error.clone().unwrap();
+    for part in [
+        "73.00 GiB",
+        "16.00 GiB free",
+        "--dtype bf16",
+        "fewer columns",
+    ] {
+        assert!(shown.contains(part), "{part:?} missing from: {shown}");
+    }
+    assert!(matches!(a.pair, PairState::Failed(ref s) if s == &shown));
+    // Another kind of failure is shown as it is.
+    a.update(Msg::Engine(EngineEvent::LoadFailed(
+        "a.json: not a config".into(),
+    )));
+    assert_eq!(a.last_error.as_deref(), Some("a.json: not a config"));
 }

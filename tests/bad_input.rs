@@ -262,9 +262,17 @@ fn weights_that_do_not_fit_the_config() {
     assert_has(&e, &["config.json", "cannot build the model"]);
 }
 
+/// Alphas are typed where clap reads them: a bad value is refused there, naming the flag,
+/// and every command gets `Alpha`s (lists, grids, a range) rather than text to parse again.
 #[test]
 fn absurd_alphas_are_refused_by_the_cli_parser() {
-    use lerpscope::cli::parse_alphas;
+    use clap::Parser;
+    use lerpscope::cli::{Cli, Command};
+    let refused = |args: &[&str]| -> String {
+        let mut all = vec!["lerpscope"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap_err().to_string()
+    };
     for (s, part) in [
         ("0,1e9", "absurd"),
         ("0,nan", "finite"),
@@ -272,14 +280,31 @@ fn absurd_alphas_are_refused_by_the_cli_parser() {
         ("0,x", "not a number"),
         ("", "at least one"),
     ] {
-        let e = parse_alphas(s, "--alphas").unwrap_err().to_string();
-        assert_has(&e, &["--alphas", part]);
+        for cmd in ["generate", "score", "perplexity"] {
+            let e = refused(&[cmd, "--alphas", s]);
+            assert_has(&e, &["--alphas", part]);
+        }
     }
-    let values: Vec<f64> = parse_alphas("-0.5, 0,1.5", "--alphas")
-        .unwrap()
-        .into_iter()
-        .map(|a| a.value())
-        .collect();
+    assert_has(
+        &refused(&["sweep", "--out", "x", "--alphas", "1:0:0.1"]),
+        &["--alphas", "STOP ≥ START"],
+    );
+    assert_has(
+        &refused(&["export", "--alpha", "1e9"]),
+        &["--alpha", "absurd"],
+    );
+    assert_has(
+        &refused(&["tui", "--range", "2:1"]),
+        &["--range", "LOW below HIGH"],
+    );
+    let Some(Command::Generate(g)) =
+        Cli::try_parse_from(["lerpscope", "generate", "--alphas=-0.5, 0,1.5"])
+            .unwrap()
+            .command
+    else {
+        panic!("a generate command")
+    };
+    let values: Vec<f64> = g.alphas.unwrap().0.into_iter().map(|a| a.value()).collect();
     assert_eq!(values, vec![-0.5, 0.0, 1.5]);
 }
 

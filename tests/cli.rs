@@ -206,7 +206,8 @@ fn bare_lerpscope_takes_the_ui_flags_and_commands_default_to_the_demo_pair() {
         .expect("the UI's flags without `tui`");
     assert!(cli.command.is_none());
     assert_eq!(cli.tui.sampling.max_tokens, Some(60));
-    assert_eq!(cli.tui.alphas.as_deref(), Some("-0.5,1.5"));
+    let alphas = cli.tui.alphas.expect("--alphas").0;
+    assert_eq!(alphas.iter().map(|a| a.value()).collect::<Vec<_>>(), [-0.5, 1.5]);
     let Some(Command::Generate(g)) = Cli::try_parse_from(["lerpscope", "generate"])
         .expect("generate without a pair")
         .command

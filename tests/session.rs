@@ -382,9 +382,10 @@ fn a_panicking_job_is_reported_and_the_next_job_is_right() {
         }
         assert!(!failed.is_empty(), "{mode:?}: the injected job failed");
         for f in &failed {
-            assert!(f.contains("injected"), "{mode:?}: {f}");
+            assert!(f.message.contains("injected"), "{mode:?}: {f}");
+            assert_eq!(f.kind, lerpscope::session::FailureKind::Internal);
         }
-        assert!(recovered.unwrap().contains("injected"), "{mode:?}");
+        assert!(recovered.unwrap().message.contains("injected"), "{mode:?}");
         for (i, want) in want.iter().enumerate() {
             assert_eq!(
                 &text[&ColumnId(i as u64)],

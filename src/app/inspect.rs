@@ -218,7 +218,7 @@ impl App {
         let (token, column) = (piece.id, c.id);
         let prompt = (!self.score_mode).then(|| self.prompt.text());
         let id = self.fresh_id();
-        let (lo, hi) = self.range;
+        let (lo, hi) = self.range.bounds();
         let alphas = (0..SCRUB_POINTS)
             .map(|i| Alpha::saturating(lo + (hi - lo) * i as f64 / (SCRUB_POINTS - 1) as f64))
             .collect();

@@ -7,8 +7,8 @@ pub mod html;
 pub mod inspect;
 pub mod keymap;
 
-use crate::engine::{Alpha, GenerationParams, PairInfo, StopReason};
-use crate::session::{ColumnId, CurveJob, EngineEvent, Job, JobId, JobKind, ScrubJob};
+use crate::engine::{Alpha, AlphaRange, GenerationParams, PairInfo, StopReason};
+use crate::session::{ColumnId, CurveJob, EngineEvent, Failure, Job, JobId, JobKind, ScrubJob};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use editor::Editor;
 pub use inspect::{Piece, Scrub, TokenCursor, TokenView, Vocab};
@@ -42,7 +42,7 @@ pub enum Msg {
     Paste(String),
     Resize(u16, u16),
     Engine(EngineEvent),
-    Saved(Result<String, String>),
+    Saved(Result<String, Failure>),
 }
 
 /// What a mouse event means on the screen as drawn (see `ui::pointer`).
@@ -203,7 +203,7 @@ pub struct App {
     pub columns: Vec<Column>,
     pub focused: usize,
     /// The slider's visible α range.
-    pub range: (f64, f64),
+    pub range: AlphaRange,
     pub params: GenerationParams,
     pub keymap: Keymap,
     pub show_help: bool,
@@ -262,7 +262,7 @@ impl App {
             next_column: columns.len() as u64,
             columns,
             focused: 0,
-            range: (-1.0, 2.0),
+            range: "-1:2".parse().expect("a valid range"),
             // The token view, the cursor and the saved session read every token's data.
             params: GenerationParams {
                 token_info: true,
@@ -325,7 +325,7 @@ impl App {
             Msg::Saved(r) => {
                 match r {
                     Ok(p) => self.notice = Some(format!("saved {p}")),
-                    Err(e) => self.last_error = Some(e),
+                    Err(e) => self.last_error = Some(explain(&e)),
                 }
                 vec![]
             }
@@ -443,7 +443,7 @@ impl App {
                 // From the range's low end up, then back down, until a key is pressed.
                 self.animating = Some(ANIMATION_STEP);
                 self.notice = Some("animating α (any key stops)".to_string());
-                self.set_alpha(Alpha::saturating(self.range.0))
+                self.set_alpha(self.range.lo())
             }
             Action::Bake => {
                 if !self.ready() {
@@ -472,7 +472,7 @@ impl App {
                 }
                 // A fresh quick sweep each time the panel opens: the prompt may have changed.
                 let id = self.fresh_id();
-                let (lo, hi) = self.range;
+                let (lo, hi) = self.range.bounds();
                 let alphas: Vec<Alpha> = (0..CURVE_POINTS)
                     .map(|i| {
                         Alpha::saturating(lo + (hi - lo) * i as f64 / (CURVE_POINTS - 1) as f64)
@@ -600,6 +600,7 @@ impl App {
                 self.submit_all()
             }
             EngineEvent::LoadFailed(error) => {
+                let error = explain(&error);
                 self.activity = "load failed".to_string();
                 self.last_error = Some(error.clone());
                 self.pair = PairState::Failed(error);
@@ -674,7 +675,7 @@ impl App {
             }
             EngineEvent::ScrubFailed { id, error } => {
                 if id == self.scrub.id {
-                    self.scrub.error = Some(error);
+                    self.scrub.error = Some(explain(&error));
                 }
                 vec![]
             }
@@ -728,13 +729,14 @@ impl App {
             EngineEvent::Exported(r) => {
                 match r {
                     Ok(p) => self.notice = Some(format!("baked {}", p.display())),
-                    Err(e) => self.last_error = Some(e),
+                    Err(e) => self.last_error = Some(explain(&e)),
                 }
                 self.activity = "idle".to_string();
                 vec![]
             }
             EngineEvent::Failed { column, job, error } => {
                 if let Some(c) = self.current(column, job) {
+                    let error = explain(&error);
                     c.state = ColumnState::Failed(error.clone());
                     self.last_error = Some(error);
                 }
@@ -749,7 +751,7 @@ impl App {
             }
             EngineEvent::Broken(error) => {
                 self.activity = "stopped".to_string();
-                self.broken = Some(error);
+                self.broken = Some(error.to_string());
                 vec![Effect::Quit]
             }
         }
@@ -775,7 +777,7 @@ impl App {
         let Some(dir) = self.animating else {
             return vec![];
         };
-        let (lo, hi) = self.range;
+        let (lo, hi) = self.range.bounds();
         let a = self.columns[self.focused].alpha.value();
         let mut next = a + dir;
         if next > hi + 1e-9 || next < lo - 1e-9 {
@@ -961,5 +963,15 @@ impl Session {
             ));
         }
         md
+    }
+}
+
+/// How a failure reads on screen: its line (a memory error's has the numbers and a smaller
+/// dtype to try), and for a memory error what else the UI can do about it.
+pub fn explain(f: &Failure) -> String {
+    if f.is_memory() {
+        format!("{f}; or run fewer columns (each holds a key/value cache), or --device cpu")
+    } else {
+        f.to_string()
     }
 }

@@ -1,13 +1,13 @@
 //! `lerpscope export`: the model at one α, written as a Hugging Face folder or a GGUF file.
 
-use crate::cli::{parse_alpha, ExportArgs};
+use crate::cli::ExportArgs;
 use crate::engine::export::{self, Format};
 use crate::engine::Engine;
 use anyhow::Result;
 use candle_core::DType;
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let alpha = parse_alpha(&args.alpha, "--alpha")?;
+    let alpha = args.alpha;
     let format = match args.format.as_str() {
         "gguf" => Format::Gguf,
         _ => Format::Hf,

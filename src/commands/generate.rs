@@ -1,6 +1,6 @@
 //! `lerpscope generate`: one continuation per α, streamed, or as JSON lines.
 
-use crate::cli::{parse_alphas, Demo, GenerateArgs};
+use crate::cli::{default_alphas, Demo, GenerateArgs};
 use crate::engine::Engine;
 use anyhow::Result;
 use serde_json::json;
@@ -9,10 +9,10 @@ use std::sync::atomic::AtomicBool;
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let defaults = args.pair.demo().unwrap_or(Demo::Tiny).defaults();
-    let alphas = parse_alphas(
-        args.alphas.as_deref().unwrap_or(defaults.alphas_wide),
-        "--alphas",
-    )?;
+    let alphas = match &args.alphas {
+        Some(a) => a.0.clone(),
+        None => default_alphas(defaults.alphas_wide),
+    };
     let params = crate::engine::GenerationParams {
         token_info: args.logprobs,
         ..args.sampling.params(defaults.params)?

@@ -1,12 +1,12 @@
 //! `lerpscope perplexity`: how fluent θ(α) finds a text, for each α.
 
-use crate::cli::{parse_alphas, PerplexityArgs};
+use crate::cli::PerplexityArgs;
 use crate::engine::{perplexity, Engine};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 pub fn run(args: PerplexityArgs) -> Result<()> {
-    let alphas = parse_alphas(&args.alphas, "--alphas")?;
+    let alphas = args.alphas.0.clone();
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("--file {}: cannot read", args.file.display()))?;
     let (a, b) = args.pair.endpoints();

@@ -1,6 +1,6 @@
 //! `lerpscope score`: how likely each token of a fixed text is at each α.
 
-use crate::cli::{parse_alphas, ScoreArgs};
+use crate::cli::ScoreArgs;
 use crate::engine::{Engine, TextScore};
 use crate::eval::differences;
 use anyhow::{Context, Result};
@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 const LISTED: usize = 8;
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    let alphas = parse_alphas(&args.alphas, "--alphas")?;
+    let alphas = args.alphas.0.clone();
     let text = read_text(&args.text)?;
     let (a, b) = args.pair.endpoints();
     let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;

@@ -1,6 +1,6 @@
 //! `lerpscope sweep`.
 
-use crate::cli::{parse_alpha_spec, SweepArgs, SWEEP};
+use crate::cli::{SweepArgs, SWEEP};
 use crate::engine::Engine;
 use crate::eval::sweep::{Sweep, SweepConfig};
 use anyhow::{bail, Context, Result};
@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 pub const BUILTIN_PROMPTS: &str = include_str!("../../assets/prompts.txt");
 
 pub fn run(args: SweepArgs) -> Result<()> {
-    let alphas = parse_alpha_spec(&args.alphas, "--alphas")?;
+    let alphas = args.alphas.0.clone();
     let text = if args.prompts == "builtin" {
         BUILTIN_PROMPTS.to_string()
     } else {

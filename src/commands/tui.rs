@@ -1,6 +1,6 @@
 //! `lerpscope` / `lerpscope tui`: the terminal UI.
 
-use crate::cli::{parse_alphas, parse_range, Demo, TuiArgs};
+use crate::cli::{default_alphas, Demo, TuiArgs};
 use crate::tui::TuiConfig;
 use anyhow::{Context, Result};
 
@@ -16,18 +16,18 @@ pub fn run(args: TuiArgs) -> Result<()> {
     };
     let wide = width.is_some_and(|w| w >= WIDE);
     let alphas = match &args.alphas {
-        Some(a) => a.clone(),
-        None if wide => defaults.alphas_wide.to_string(),
-        None => defaults.alphas.to_string(),
+        Some(a) => a.0.clone(),
+        None if wide => default_alphas(defaults.alphas_wide),
+        None => default_alphas(defaults.alphas),
     };
     crate::tui::run(TuiConfig {
         a,
         b,
-        alphas: parse_alphas(&alphas, "--alphas")?,
+        alphas,
         prompt: args.prompt.clone().unwrap_or(defaults.prompt.to_string()),
         params: args.sampling.params(defaults.params)?,
         load: args.pair.options()?,
-        range: parse_range(&args.range)?,
+        range: args.range,
         columns: args.columns,
         stop: args.sampling.stop.clone(),
         score_text: match &args.text {

@@ -58,6 +58,76 @@ pub enum JobKind {
     Score,
 }
 
+/// An error as it crosses from the engine thread to a driver: what kind it is, so the driver
+/// can react (a memory error gets a suggestion), and its one line, flattened once here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// One of the engine's errors.
+    Engine(crate::engine::ErrorKind),
+    /// A panic, caught.
+    Internal,
+    /// Anything else (a file the driver could not write, say).
+    Other,
+}
+
+impl Failure {
+    pub fn engine(e: &crate::engine::Error) -> Self {
+        Self {
+            kind: FailureKind::Engine(e.kind()),
+            message: crate::one_line(e),
+        }
+    }
+
+    /// From an error that may carry one of the engine's (its kind is kept).
+    pub fn from_anyhow(e: &anyhow::Error) -> Self {
+        let kind = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::engine::Error>())
+            .map_or(FailureKind::Other, |e| FailureKind::Engine(e.kind()));
+        Self {
+            kind,
+            message: crate::one_line(&**e),
+        }
+    }
+
+    pub fn internal(message: String) -> Self {
+        Self {
+            kind: FailureKind::Internal,
+            message,
+        }
+    }
+
+    pub fn other(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Other,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_memory(&self) -> bool {
+        self.kind == FailureKind::Engine(crate::engine::ErrorKind::Memory)
+    }
+}
+
+/// A failure of no particular kind, from its line.
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Self::other(message)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// One token of a column's text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Token {
@@ -71,7 +141,7 @@ pub enum EngineEvent {
     Loaded(PairInfo),
     /// Each token id's text, for naming alternatives (follows `Loaded`).
     Vocabulary(Arc<Vec<String>>),
-    LoadFailed(String),
+    LoadFailed(Failure),
     /// The job's α is blended in (taking `blend_ms`; None when the column runs in a batch
     /// and needs no blend); text follows.
     Started {
@@ -112,7 +182,7 @@ pub enum EngineEvent {
     Failed {
         column: ColumnId,
         job: JobId,
-        error: String,
+        error: Failure,
     },
     /// One α of a curve job is complete: the mean VADER compound of its samples.
     CurvePoint {
@@ -128,7 +198,7 @@ pub enum EngineEvent {
     },
     ScrubFailed {
         id: u64,
-        error: String,
+        error: Failure,
     },
     /// An export is being written: bytes done of the total.
     ExportProgress {
@@ -136,13 +206,13 @@ pub enum EngineEvent {
         total: u64,
     },
     /// An export is complete (its path), or failed (the error).
-    Exported(Result<std::path::PathBuf, String>),
+    Exported(Result<std::path::PathBuf, Failure>),
     /// A job panicked and was stopped (its column also gets `Failed`); the weights are
     /// re-blended from the endpoints before the next job, and the engine serves on.
-    Recovered(String),
+    Recovered(Failure),
     /// The engine cannot be trusted any more (a panic it could not contain, or a re-blend that
     /// failed after one) and has stopped; the driver should say so and quit.
-    Broken(String),
+    Broken(Failure),
 }
 
 /// Where events go; shared with the pool thread that runs each job.
@@ -215,10 +285,12 @@ impl Session {
                     let served =
                         std::panic::catch_unwind(AssertUnwindSafe(|| serve(engine, rx, on_event)));
                     if let Err(payload) = served {
-                        emit(EngineEvent::Broken(panic_text(&*payload)));
+                        emit(EngineEvent::Broken(Failure::internal(panic_text(
+                            &*payload,
+                        ))));
                     }
                 }
-                Err(e) => on_event(EngineEvent::LoadFailed(crate::one_line(&*e))),
+                Err(e) => on_event(EngineEvent::LoadFailed(Failure::from_anyhow(&e))),
             })
             .expect("spawn engine thread");
         Self {
@@ -349,19 +421,23 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Run `work` on the pool (see `engine::on_pool`) with a panic in it, on the pool thread or
 /// any thread it fans out to, caught: `Err` carries its line.
-fn contained<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, String> {
+fn contained<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R, Failure> {
     std::panic::catch_unwind(AssertUnwindSafe(|| crate::engine::on_pool(work)))
-        .map_err(|payload| panic_text(&*payload))
+        .map_err(|payload| Failure::internal(panic_text(&*payload)))
 }
 
 /// After a caught panic the working weights may be half-written: blend them again from the
 /// endpoints at the current α (always exact, and cheap). `Err` when that fails too.
-fn reblend(engine: &mut Engine) -> Result<(), String> {
+fn reblend(engine: &mut Engine) -> Result<(), Failure> {
     let alpha = engine.alpha();
+    let failed = |e: &dyn std::fmt::Display, kind| Failure {
+        kind,
+        message: format!("re-blending after an internal error failed: {e}"),
+    };
     match contained(|| engine.set_alpha(alpha)) {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("re-blending after an internal error failed: {e}")),
-        Err(e) => Err(format!("re-blending after an internal error failed: {e}")),
+        Ok(Err(e)) => Err(failed(&e, FailureKind::Engine(e.kind()))),
+        Err(e) => Err(failed(&e, FailureKind::Internal)),
     }
 }
 
@@ -419,7 +495,9 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
         for job in exports.drain(..) {
             let snapshot = contained(|| {
                 let dtype = engine.weights().dtype();
-                engine.snapshot(job.alpha, dtype).map_err(|e| e.to_string())
+                engine
+                    .snapshot(job.alpha, dtype)
+                    .map_err(|e| Failure::engine(&e))
             });
             if snapshot.is_err() {
                 dirty = true;
@@ -429,7 +507,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                 let snapshot = snapshot.and_then(|s| s)?;
                 let progress = |done, total| emit(EngineEvent::ExportProgress { done, total });
                 crate::engine::export::write(&snapshot, job.format, &job.out, false, &progress)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| Failure::engine(&e))
             };
             let emit = emit_arc.clone();
             let _ = std::thread::Builder::new()
@@ -486,15 +564,15 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
 }
 
 /// Each job's column fails with a caught panic's line; then the engine says it recovered.
-fn fail_all(jobs: &[Pending], error: &str, emit: &Emit) {
+fn fail_all(jobs: &[Pending], error: &Failure, emit: &Emit) {
     for p in jobs {
         emit(EngineEvent::Failed {
             column: p.column,
             job: p.job.id,
-            error: error.to_string(),
+            error: error.clone(),
         });
     }
-    emit(EngineEvent::Recovered(error.to_string()));
+    emit(EngineEvent::Recovered(error.clone()));
 }
 
 /// The test hook's damage: zeros over the working weights, then a panic.
@@ -576,7 +654,7 @@ fn run_batch(engine: &mut Engine, jobs: &[Pending], inject: bool, emit: &Emit) {
                 emit(EngineEvent::Failed {
                     column: p.column,
                     job: p.job.id,
-                    error: e.to_string(),
+                    error: Failure::engine(&e),
                 });
             }
             return;
@@ -630,7 +708,7 @@ fn run_job(engine: &mut Engine, p: &Pending, inject: bool, emit: &Emit) {
             Err(e) => EngineEvent::Failed {
                 column,
                 job,
-                error: e.to_string(),
+                error: Failure::engine(&e),
             },
         });
         return;
@@ -641,7 +719,7 @@ fn run_job(engine: &mut Engine, p: &Pending, inject: bool, emit: &Emit) {
             emit(EngineEvent::Failed {
                 column,
                 job,
-                error: e.to_string(),
+                error: Failure::engine(&e),
             });
             return;
         }
@@ -686,7 +764,7 @@ fn run_job(engine: &mut Engine, p: &Pending, inject: bool, emit: &Emit) {
         Err(e) => emit(EngineEvent::Failed {
             column,
             job,
-            error: e.to_string(),
+            error: Failure::engine(&e),
         }),
     }
 }

@@ -132,7 +132,7 @@ impl ScrubState {
             Err(e) => {
                 emit(EngineEvent::ScrubFailed {
                     id: self.job.id,
-                    error: e.to_string(),
+                    error: super::Failure::engine(&e),
                 });
                 true
             }

@@ -126,7 +126,7 @@ pub fn pointer(
     dragging: &mut bool,
     m: crossterm::event::MouseEvent,
 ) -> Option<crate::app::Pointer> {
-    let range = app.range;
+    let range = app.range.bounds();
     use crate::app::Pointer;
     use crossterm::event::{MouseButton, MouseEventKind};
     let inside = |r: Rect| {
@@ -206,8 +206,8 @@ pub fn view(app: &App, frame: &mut Frame) {
         // The visible range's ends, in the margins beside the track.
         if t.x > area.x + 1 {
             let dim = Style::default().fg(Color::DarkGray);
-            let lo = format!("{:>5}", fmt_range(app.range.0));
-            let hi = fmt_range(app.range.1);
+            let lo = format!("{:>5}", fmt_range(app.range.lo().value()));
+            let hi = fmt_range(app.range.hi().value());
             buf.set_stringn(area.x, t.y, &lo, (t.x - area.x - 1) as usize, dim);
             let hx = t.x + t.width + 1;
             buf.set_stringn(
@@ -714,7 +714,7 @@ fn curve_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             .style(Style::default().fg(Color::Cyan))
             .data(&pts),
     );
-    let (lo, hi) = app.range;
+    let (lo, hi) = app.range.bounds();
     let progress = if pts.len() < app.curve.expected {
         format!(" — sweeping {}/{} ", pts.len(), app.curve.expected)
     } else {

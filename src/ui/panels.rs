@@ -135,7 +135,7 @@ fn scrub_chart(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             .style(Style::default().fg(Color::Cyan))
             .data(&pts),
     );
-    let (lo, hi) = app.range;
+    let (lo, hi) = app.range.bounds();
     let state = if s.complete {
         format!("{} points", pts.len())
     } else if pts.is_empty() {

@@ -36,7 +36,7 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
         buf[(track.x + x, track.y)].set_symbol("─").set_style(dim);
     }
     for (alpha, sym) in [(0.0, "┼"), (1.0, "┼")] {
-        if let Some(x) = cell_of(app.range, w, alpha) {
+        if let Some(x) = cell_of(app.range.bounds(), w, alpha) {
             buf[(track.x + x, track.y)]
                 .set_symbol(sym)
                 .set_style(Style::default().fg(Color::Gray));
@@ -50,7 +50,7 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
     for i in order {
         let alpha = app.columns[i].alpha.value();
         let focused = i == app.focused;
-        let (x, sym) = match cell_of(app.range, w, alpha) {
+        let (x, sym) = match cell_of(app.range.bounds(), w, alpha) {
             Some(x) => (
                 x,
                 if focused {
@@ -59,7 +59,7 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
                     marker(i)
                 },
             ),
-            None if alpha < app.range.0 => (0, "◀".to_string()),
+            None if alpha < app.range.lo().value() => (0, "◀".to_string()),
             None => (w - 1, "▶".to_string()),
         };
         let style = if focused {
@@ -79,15 +79,20 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
             buf.set_stringn(l.x + x, l.y, s, (l.width - x) as usize, style);
         };
         for (alpha, text) in [(0.0, "A"), (1.0, "B")] {
-            if let Some(x) = cell_of(app.range, w, alpha) {
+            if let Some(x) = cell_of(app.range.bounds(), w, alpha) {
                 put(buf, x, text, Style::default().fg(Color::Gray));
             }
         }
         let focused = app.columns[app.focused].alpha;
         let text = format!("α={}", fmt_alpha(focused));
         let focused = focused.value();
-        let x =
-            cell_of(app.range, w, focused).unwrap_or(if focused < app.range.0 { 0 } else { w - 1 });
+        let x = cell_of(app.range.bounds(), w, focused).unwrap_or(
+            if focused < app.range.lo().value() {
+                0
+            } else {
+                w - 1
+            },
+        );
         // Keep the focused label clear of the A/B labels when they would collide.
         let x = x.saturating_sub(text.chars().count() as u16 / 2);
         put(

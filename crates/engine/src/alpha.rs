@@ -28,6 +28,47 @@ pub enum AlphaError {
     NotFinite(f64),
     #[error("α = {0} is absurd (|α| must be at most {MAX_ABS_ALPHA}); 0 is A, 1 is B")]
     OutOfRange(f64),
+    #[error("expected LOW:HIGH with LOW below HIGH, got {0:?}")]
+    Range(String),
+}
+
+/// Alphas from LOW up to HIGH, LOW < HIGH: the slider's visible range (`--range`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlphaRange {
+    lo: Alpha,
+    hi: Alpha,
+}
+
+impl AlphaRange {
+    pub fn new(lo: Alpha, hi: Alpha) -> Result<Self, AlphaError> {
+        if lo >= hi {
+            return Err(AlphaError::Range(format!("{lo}:{hi}")));
+        }
+        Ok(Self { lo, hi })
+    }
+
+    pub fn lo(self) -> Alpha {
+        self.lo
+    }
+
+    pub fn hi(self) -> Alpha {
+        self.hi
+    }
+
+    /// Both ends as plain numbers, for drawing.
+    pub fn bounds(self) -> (f64, f64) {
+        (self.lo.value(), self.hi.value())
+    }
+}
+
+impl std::str::FromStr for AlphaRange {
+    type Err = AlphaError;
+    fn from_str(s: &str) -> Result<Self, AlphaError> {
+        let (lo, hi) = s
+            .split_once(':')
+            .ok_or_else(|| AlphaError::Range(s.to_string()))?;
+        Self::new(lo.parse()?, hi.parse()?).map_err(|_| AlphaError::Range(s.to_string()))
+    }
 }
 
 impl Alpha {

@@ -51,6 +51,37 @@ impl Error {
             e => e,
         }
     }
+
+    /// What kind of error this is (its root's), for a caller that reacts to it.
+    pub fn kind(&self) -> ErrorKind {
+        match self.root() {
+            Error::Alpha(_) => ErrorKind::Alpha,
+            Error::Io(_) => ErrorKind::Io,
+            Error::Format(_) => ErrorKind::Format,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::Mismatch(_) => ErrorKind::Mismatch,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Memory(_) => ErrorKind::Memory,
+            Error::Invalid(_) => ErrorKind::Invalid,
+            Error::Candle(_) => ErrorKind::Tensor,
+            Error::Context { .. } => unreachable!("root() passes every context"),
+        }
+    }
+}
+
+/// The kinds of [`Error`], without their payloads: a value that can be copied across threads
+/// and compared (the UI suggests a smaller dtype for `Memory`, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Alpha,
+    Io,
+    Format,
+    Unsupported,
+    Mismatch,
+    NotFound,
+    Memory,
+    Invalid,
+    Tensor,
 }
 
 impl From<safetensors::SafeTensorError> for Error {

@@ -32,12 +32,12 @@ pub mod token_info;
 pub mod token_stream;
 pub mod weights;
 
-pub use alpha::{Alpha, AlphaError, IntoAlpha, MAX_ABS_ALPHA};
+pub use alpha::{Alpha, AlphaError, AlphaRange, IntoAlpha, MAX_ABS_ALPHA};
 pub use engine::{
     build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, LoadOptions, PairInfo,
     Standalone, TextScore,
 };
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use generate::{perplexity, Cancel, Generation, GenerationParams, Generator, Step, StopReason};
 pub use memory::{check_host_memory, device_memory, device_name, memory_fit};
 pub use sampling::SamplingParams;
