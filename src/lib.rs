@@ -10,6 +10,7 @@ pub use lerpscope_engine::fixtures;
 pub mod app;
 pub mod cli;
 pub mod commands;
+pub mod cpu;
 pub mod eval;
 pub mod session;
 pub mod train;

@@ -3,6 +3,15 @@ use clap::Parser;
 use lerpscope::cli::Cli;
 
 fn main() -> std::process::ExitCode {
+    // First of all: a CPU older than the build's target gets a sentence, not SIGILL.
+    lerpscope::cpu::require_build_features();
+    run()
+}
+
+/// Everything after the CPU check, kept out of `main` so that nothing of it (a large local
+/// zeroed with AVX, say) can run before the check.
+#[inline(never)]
+fn run() -> std::process::ExitCode {
     lerpscope::engine::pin_thread_count();
     lerpscope::engine::guard::quiet_caught_panics();
     lerpscope::tune_allocator();

@@ -207,7 +207,10 @@ fn bare_lerpscope_takes_the_ui_flags_and_commands_default_to_the_demo_pair() {
     assert!(cli.command.is_none());
     assert_eq!(cli.tui.sampling.max_tokens, Some(60));
     let alphas = cli.tui.alphas.expect("--alphas").0;
-    assert_eq!(alphas.iter().map(|a| a.value()).collect::<Vec<_>>(), [-0.5, 1.5]);
+    assert_eq!(
+        alphas.iter().map(|a| a.value()).collect::<Vec<_>>(),
+        [-0.5, 1.5]
+    );
     let Some(Command::Generate(g)) = Cli::try_parse_from(["lerpscope", "generate"])
         .expect("generate without a pair")
         .command

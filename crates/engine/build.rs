@@ -15,7 +15,7 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    few_rows_simd();
+    simd_kernels();
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
@@ -52,14 +52,15 @@ fn main() {
     }
 }
 
-/// `cfg(few_rows_simd)` where the target has every feature the few-rows kernels use (AVX2,
-/// FMA, F16C; see .cargo/config.toml), so the kernels name one condition instead of four.
-fn few_rows_simd() {
-    println!("cargo::rustc-check-cfg=cfg(few_rows_simd)");
+/// `cfg(simd_kernels)` where the target has every feature the SIMD kernels use (AVX2, FMA,
+/// F16C; see .cargo/config.toml): the one way kernels pick their SIMD path, at compile time.
+/// (The binary checks at start that the CPU has what the build assumed: src/cpu.rs.)
+fn simd_kernels() {
+    println!("cargo::rustc-check-cfg=cfg(simd_kernels)");
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
     let has = |f: &str| features.split(',').any(|x| x == f);
     if arch == "x86_64" && ["avx2", "fma", "f16c"].into_iter().all(has) {
-        println!("cargo:rustc-cfg=few_rows_simd");
+        println!("cargo:rustc-cfg=simd_kernels");
     }
 }

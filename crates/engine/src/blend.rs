@@ -16,7 +16,9 @@ use rayon::prelude::*;
 /// split evenly over a few cores.
 const CHUNK: usize = 1 << 16;
 
-/// Elements converted through an f32 scratch buffer at a time for the half types.
+/// Elements converted through an f32 scratch buffer at a time for the half types (the
+/// portable kernel's).
+#[cfg(not(simd_kernels))]
 const HALF_TILE: usize = 512;
 
 /// One element of the blend, computed in f32. The reference every kernel is held to.
@@ -98,14 +100,13 @@ impl Element for f32 {
         x
     }
     fn blend_chunk(w: &mut [f32], a: &[f32], b: &[f32], alpha: f32) {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(simd_kernels)]
         {
-            if std::is_x86_feature_detected!("avx") {
-                // SAFETY: AVX is present, and the three slices have equal lengths.
-                unsafe { simd::blend_f32_avx_stream(w, a, b, alpha) };
-                return;
-            }
+            // SAFETY: the build targets AVX (cfg simd_kernels, and the start-up check holds
+            // the CPU to it), and the three slices have equal lengths.
+            unsafe { simd::blend_f32_avx_stream(w, a, b, alpha) };
         }
+        #[cfg(not(simd_kernels))]
         blend_f32_portable(w, a, b, alpha);
     }
 }
@@ -133,30 +134,29 @@ macro_rules! half_element {
                 <$t>::from_f32(x)
             }
             fn blend_chunk(w: &mut [$t], a: &[$t], b: &[$t], alpha: f32) {
-                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the build targets AVX2 and F16C (cfg simd_kernels, held to the CPU
+                // at start-up); the slices have equal lengths.
+                #[cfg(simd_kernels)]
+                unsafe {
+                    <$t as simd::HalfSimd>::blend(w, a, b, alpha)
+                };
+                #[cfg(not(simd_kernels))]
                 {
-                    if std::is_x86_feature_detected!("avx2")
-                        && std::is_x86_feature_detected!("f16c")
+                    use half::slice::HalfFloatSliceExt;
+                    let mut fa = [0f32; HALF_TILE];
+                    let mut fb = [0f32; HALF_TILE];
+                    for ((w, a), b) in w
+                        .chunks_mut(HALF_TILE)
+                        .zip(a.chunks(HALF_TILE))
+                        .zip(b.chunks(HALF_TILE))
                     {
-                        // SAFETY: AVX2 and F16C are present; the slices have equal lengths.
-                        unsafe { <$t as simd::HalfSimd>::blend(w, a, b, alpha) };
-                        return;
+                        let n = w.len();
+                        a.convert_to_f32_slice(&mut fa[..n]);
+                        b.convert_to_f32_slice(&mut fb[..n]);
+                        let (fa, fb) = (&mut fa[..n], &fb[..n]);
+                        blend_f32_portable_into(fa, fb, alpha);
+                        w.convert_from_f32_slice(fa);
                     }
-                }
-                use half::slice::HalfFloatSliceExt;
-                let mut fa = [0f32; HALF_TILE];
-                let mut fb = [0f32; HALF_TILE];
-                for ((w, a), b) in w
-                    .chunks_mut(HALF_TILE)
-                    .zip(a.chunks(HALF_TILE))
-                    .zip(b.chunks(HALF_TILE))
-                {
-                    let n = w.len();
-                    a.convert_to_f32_slice(&mut fa[..n]);
-                    b.convert_to_f32_slice(&mut fb[..n]);
-                    let (fa, fb) = (&mut fa[..n], &fb[..n]);
-                    blend_f32_portable_into(fa, fb, alpha);
-                    w.convert_from_f32_slice(fa);
                 }
             }
         }
@@ -179,7 +179,7 @@ fn blend_f32_portable_into(a: &mut [f32], b: &[f32], alpha: f32) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(simd_kernels)]
 mod simd {
     use std::arch::x86_64::*;
 

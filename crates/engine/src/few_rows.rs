@@ -19,7 +19,7 @@ pub trait Weight: Copy + Send + Sync + 'static {
     ///
     /// # Safety
     /// `p` must be valid for reads of eight elements.
-    #[cfg(few_rows_simd)]
+    #[cfg(simd_kernels)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
 
     /// Whether [`Weight::load16`] returns a block's even elements then its odd ones (so x
@@ -31,7 +31,7 @@ pub trait Weight: Copy + Send + Sync + 'static {
     ///
     /// # Safety
     /// `p` must be valid for reads of sixteen elements.
-    #[cfg(few_rows_simd)]
+    #[cfg(simd_kernels)]
     #[inline(always)]
     unsafe fn load16(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
         [Self::load8(p), Self::load8(p.add(8))]
@@ -42,7 +42,7 @@ impl Weight for f32 {
     fn to_f32(self) -> f32 {
         self
     }
-    #[cfg(few_rows_simd)]
+    #[cfg(simd_kernels)]
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         std::arch::x86_64::_mm256_loadu_ps(p)
@@ -53,7 +53,7 @@ impl Weight for half::f16 {
     fn to_f32(self) -> f32 {
         self.to_f32()
     }
-    #[cfg(few_rows_simd)]
+    #[cfg(simd_kernels)]
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
@@ -66,7 +66,7 @@ impl Weight for half::bf16 {
         self.to_f32()
     }
     /// bf16 is the top half of an f32: widen to 32 bits and shift into place.
-    #[cfg(few_rows_simd)]
+    #[cfg(simd_kernels)]
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
@@ -78,7 +78,7 @@ impl Weight for half::bf16 {
     /// its even element as an f32, masking off its low half gives the odd one. Two cheap
     /// integer ops per sixteen weights, where widening takes a shuffle per eight.
     const EVENS_THEN_ODDS: bool = true;
-    #[cfg(few_rows_simd)]
+    #[cfg(simd_kernels)]
     #[inline(always)]
     unsafe fn load16(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
         use std::arch::x86_64::*;
@@ -94,7 +94,7 @@ impl Weight for half::bf16 {
 /// `x [m, k]` in the order [`Weight::load16`] yields W's elements: unchanged, or each whole
 /// block of sixteen split into its even elements then its odd ones (the tail stays in place).
 fn arranged<W: Weight>(x: &[f32], m: usize, k: usize) -> std::borrow::Cow<'_, [f32]> {
-    if !W::EVENS_THEN_ODDS || !cfg!(few_rows_simd) {
+    if !W::EVENS_THEN_ODDS || !cfg!(simd_kernels) {
         return x.into();
     }
     let mut out = x.to_vec();
@@ -114,7 +114,7 @@ fn arranged<W: Weight>(x: &[f32], m: usize, k: usize) -> std::borrow::Cow<'_, [f
 /// `y [m, n]` back in order from outputs the `[in, out]` kernel wrote in [`Weight::load16`]'s
 /// order (each whole block of sixteen: the even outputs, then the odd ones).
 fn unarrange<W: Weight>(y: &mut [f32], n: usize) {
-    if !W::EVENS_THEN_ODDS || !cfg!(few_rows_simd) || n == 0 {
+    if !W::EVENS_THEN_ODDS || !cfg!(simd_kernels) || n == 0 {
         return;
     }
     for row in y.chunks_exact_mut(n) {
@@ -132,7 +132,7 @@ fn unarrange<W: Weight>(y: &mut [f32], n: usize) {
 /// alone left a one-row product over a 113 MB weight at half the copy bandwidth on this
 /// 2-core machine; 4 KiB ahead took it from 12.5 to 28.7 GB/s in f32 and from 10.6 to
 /// 16.8 GB/s in bf16 (1 and 2 KiB: 16–18 GB/s; 8 and 16 KiB: no better, noisier).
-#[cfg(few_rows_simd)]
+#[cfg(simd_kernels)]
 const PREFETCH_BYTES: usize = 4096;
 
 /// Above this many rows the general GEMM (blocked for cache reuse) is the better choice.
@@ -252,12 +252,12 @@ type Mixed<'a, W> = Option<(&'a [W], &'a [f32], &'a [f32])>;
 
 /// `out [rows, m]`: each of `w`'s rows dotted with each of `x`'s m rows (mixed with `wb`'s).
 fn dot_rows<W: Weight>(x: &[f32], w: &[W], mixed: Mixed<W>, m: usize, k: usize, out: &mut [f32]) {
-    #[cfg(few_rows_simd)]
+    #[cfg(simd_kernels)]
     {
         // SAFETY: the target features are enabled at compile time (see .cargo/config.toml).
         unsafe { simd::dot_rows(x, w, mixed, m, k, out) }
     }
-    #[cfg(not(few_rows_simd))]
+    #[cfg(not(simd_kernels))]
     {
         let dot =
             |a: &[f32], b: &[W]| -> f32 { a.iter().zip(b).map(|(p, q)| p * q.to_f32()).sum() };
@@ -275,7 +275,7 @@ fn dot_rows<W: Weight>(x: &[f32], w: &[W], mixed: Mixed<W>, m: usize, k: usize, 
     }
 }
 
-#[cfg(few_rows_simd)]
+#[cfg(simd_kernels)]
 mod simd {
     use super::{Mixed, Weight, PREFETCH_BYTES};
     use std::arch::x86_64::*;
@@ -565,12 +565,12 @@ mod in_out {
         i1: usize,
         y: &mut [f32],
     ) {
-        #[cfg(few_rows_simd)]
+        #[cfg(simd_kernels)]
         // SAFETY: the target features are enabled at compile time (see .cargo/config.toml).
         unsafe {
             simd::stream(x, w, m, n, k, i0, i1, y)
         }
-        #[cfg(not(few_rows_simd))]
+        #[cfg(not(simd_kernels))]
         for i in i0..i1 {
             for r in 0..m {
                 let xv = x[r * k + i];
@@ -581,7 +581,7 @@ mod in_out {
         }
     }
 
-    #[cfg(few_rows_simd)]
+    #[cfg(simd_kernels)]
     mod simd {
         use super::Weight;
         use std::arch::x86_64::*;

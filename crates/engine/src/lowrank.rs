@@ -55,23 +55,22 @@ pub fn merge<T: Element>(out: &mut [T], src: Option<&[T]>, upd: &StoredUpdate, c
         .chunks(rank.max(1))
         .flat_map(|row| row.iter().zip(c).map(|(u, c)| u * c))
         .collect();
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(simd_kernels)]
     if let Some(out) = T::as_f32_mut(out) {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            let src = src.map(|s| T::as_f32(s).expect("same element type as out"));
-            out.par_chunks_mut(per_task * cols)
-                .enumerate()
-                .for_each(|(chunk, out)| {
-                    let first = chunk * per_task;
-                    let n = out.len() / cols.max(1);
-                    let coef = &coef[first * rank..(first + n) * rank];
-                    let src = src.map(|s| &s[first * cols..(first + n) * cols]);
-                    // SAFETY: AVX2 and FMA are present; the slices have the sizes the kernel
-                    // reads (n rows of cols, n rows of rank coefficients, rank rows of d).
-                    unsafe { simd::merge_f32(out, src, coef, &upd.d, n, cols, rank) }
-                });
-            return;
-        }
+        let src = src.map(|s| T::as_f32(s).expect("same element type as out"));
+        out.par_chunks_mut(per_task * cols)
+            .enumerate()
+            .for_each(|(chunk, out)| {
+                let first = chunk * per_task;
+                let n = out.len() / cols.max(1);
+                let coef = &coef[first * rank..(first + n) * rank];
+                let src = src.map(|s| &s[first * cols..(first + n) * cols]);
+                // SAFETY: the build targets AVX2 and FMA (cfg simd_kernels, held to the CPU at
+                // start-up); the slices have the sizes the kernel reads (n rows of cols, n
+                // rows of rank coefficients, rank rows of d).
+                unsafe { simd::merge_f32(out, src, coef, &upd.d, n, cols, rank) }
+            });
+        return;
     }
     out.par_chunks_mut(per_task * cols)
         .enumerate()
@@ -107,7 +106,7 @@ fn add_scaled(acc: &mut [f32], d: &[f32], k: f32) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(simd_kernels)]
 mod simd {
     use std::arch::x86_64::*;
 
