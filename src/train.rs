@@ -5,7 +5,7 @@
 //! Every stage writes an ordinary Hugging Face model directory and is skipped when its output
 //! already exists, so an interrupted run resumes at the stage it was in.
 
-use crate::engine::config::{LlamaConfig, ModelConfig};
+use crate::engine::config::{DecoderConfig, ModelConfig};
 use crate::engine::model::{Kernels, Model};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -40,8 +40,8 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    pub fn config(&self, eos: u32) -> LlamaConfig {
-        LlamaConfig {
+    pub fn config(&self, eos: u32) -> DecoderConfig {
+        DecoderConfig {
             hidden_size: self.hidden_size,
             intermediate_size: self.intermediate_size,
             num_hidden_layers: self.layers,
@@ -56,6 +56,7 @@ impl Recipe {
             bos_token_id: Some(eos),
             eos_token_id: Some(crate::engine::config::TokenIds::One(eos)),
             rope_scaling: None,
+            ..Default::default()
         }
     }
 }
@@ -80,7 +81,7 @@ pub fn tokenize_file(tok: &Tokenizer, path: &Path) -> Result<Vec<u32>> {
 }
 
 /// Fresh parameters: N(0, 0.02) for matrices, ones for norm gains, from a seeded stream.
-pub fn init_varmap(c: &LlamaConfig, device: &Device, seed: u64) -> Result<VarMap> {
+pub fn init_varmap(c: &DecoderConfig, device: &Device, seed: u64) -> Result<VarMap> {
     let varmap = VarMap::new();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut normal = || {
@@ -131,7 +132,7 @@ impl LossLog {
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     stage: &str,
-    c: &LlamaConfig,
+    c: &DecoderConfig,
     varmap: &VarMap,
     tokens: &[u32],
     recipe: &Recipe,
@@ -148,7 +149,11 @@ pub fn train(
         );
     }
     let vb = VarBuilder::from_varmap(varmap, DType::F32, &device);
-    let model = Model::load_with(&ModelConfig::Llama(c.clone()), vb, Kernels::Differentiable)?;
+    let model = Model::load_with(
+        &ModelConfig::Decoder(c.clone()),
+        vb,
+        Kernels::Differentiable,
+    )?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {
@@ -207,7 +212,7 @@ fn schedule(step: usize, steps: usize, warmup: usize, peak: f64) -> f64 {
 
 /// Write a Hugging Face model directory: config.json, model.safetensors, tokenizer.json.
 pub fn save_model_dir(
-    c: &LlamaConfig,
+    c: &DecoderConfig,
     varmap: &VarMap,
     tokenizer: &Path,
     dir: &Path,
@@ -224,7 +229,7 @@ pub fn save_model_dir(
 }
 
 /// Load a saved model directory back into a fresh VarMap (to fine-tune a copy of the base).
-pub fn load_varmap(c: &LlamaConfig, dir: &Path) -> Result<VarMap> {
+pub fn load_varmap(c: &DecoderConfig, dir: &Path) -> Result<VarMap> {
     let mut varmap = init_varmap(c, &Device::Cpu, 0)?;
     varmap
         .load(dir.join("model.safetensors"))

@@ -266,7 +266,7 @@ fn is_conv1d(config: &ModelConfig, module: &str) -> bool {
 
 fn is_embedding(config: &ModelConfig, module: &str) -> bool {
     match config {
-        ModelConfig::Llama(_) => module.ends_with("embed_tokens"),
+        ModelConfig::Decoder(_) => module.ends_with("embed_tokens"),
         ModelConfig::Gpt2(_) => {
             module.ends_with(".wte")
                 || module.ends_with(".wpe")

@@ -6,7 +6,7 @@ use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
-    Llama(LlamaConfig),
+    Decoder(DecoderConfig),
     Gpt2(Gpt2Config),
 }
 
@@ -29,7 +29,7 @@ impl TokenIds {
 
 /// How RoPE's frequencies are stretched for longer contexts (`rope_scaling`, or
 /// `rope_parameters` in transformers ≥ 5, by its `rope_type`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RopeScaling {
     /// Positions divided by `factor` (every frequency scaled down alike).
     Linear { factor: f32 },
@@ -46,7 +46,7 @@ pub enum RopeScaling {
 
 impl RopeScaling {
     /// The scaling a config asks for: None for the default; an error names any other type.
-    fn from_json(v: &serde_json::Value) -> Result<Option<Self>> {
+    pub(crate) fn from_json(v: &serde_json::Value) -> Result<Option<Self>> {
         let kind = v
             .get("rope_type")
             .or_else(|| v.get("type"))
@@ -96,30 +96,97 @@ impl RopeScaling {
     }
 }
 
-/// Parse a Llama config; transformers ≥ 5 nests rope_theta and the scaling under
-/// `rope_parameters`.
-fn llama_from_json(mut value: serde_json::Value) -> Result<LlamaConfig> {
-    let rope = ["rope_parameters", "rope_scaling"]
-        .iter()
-        .find_map(|k| value.get(*k).filter(|v| v.is_object()).cloned());
-    let rope_scaling = match &rope {
-        Some(r) => RopeScaling::from_json(r)?,
-        None => None,
-    };
-    let obj = value
-        .as_object_mut()
-        .ok_or_else(|| err!(Format, "config is not a JSON object"))?;
-    obj.remove("rope_scaling");
-    if let Some(theta) = rope.as_ref().and_then(|r| r.get("rope_theta")) {
-        obj.entry("rope_theta").or_insert(theta.clone());
-    }
-    let mut c: LlamaConfig = serde_json::from_value(value).context("invalid Llama config")?;
-    c.rope_scaling = rope_scaling;
-    Ok(c)
+/// RoPE's base where a config gives none (Llama's, and most families').
+pub const DEFAULT_ROPE_THETA: f32 = 10_000.0;
+
+/// The decoder families: one block ([`crate::model::decoder`]), parameterised by
+/// [`BlockOptions`]; each family's unit in `arch/` reads its configs and names its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    #[default]
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+    Gemma2,
+    Gemma3,
+    Phi3,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct LlamaConfig {
+/// Which bias vectors the attention's projections have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionBias {
+    #[default]
+    None,
+    /// q, k and v (Qwen2).
+    Qkv,
+    /// q, k, v and o (Llama's `attention_bias`).
+    QkvO,
+}
+
+/// The feed-forward's gate activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// SiLU (SwiGLU): Llama, Mistral, Qwen, Phi-3.
+    #[default]
+    Silu,
+    /// GELU, tanh approximation (GeGLU): Gemma.
+    GeluTanh,
+}
+
+/// What the decoder families differ in, beyond sizes. The default is Llama's block.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BlockOptions {
+    pub attention_bias: AttentionBias,
+    /// RMSNorm of each head's q and k (over the head dimension) before RoPE (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// RMSNorm gains stored as w and applied as (1 + w) (Gemma).
+    pub norm_plus_one: bool,
+    /// Norms after attention and after the feed-forward too, before each residual add (Gemma).
+    pub sandwich_norms: bool,
+    /// Embeddings scaled by √hidden_size (Gemma).
+    pub embed_scale: bool,
+    pub activation: Activation,
+    /// Attention scores soft-capped: cap · tanh(score / cap) (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// Logits soft-capped the same way (Gemma 2).
+    pub final_softcap: Option<f32>,
+    /// Scores scaled by this^-½ instead of head_dim^-½ (Gemma's `query_pre_attn_scalar`).
+    pub query_scalar: Option<f32>,
+    /// q, k and v as one `qkv_proj`, gate and up as one `gate_up_proj` (Phi-3).
+    pub fused_projections: bool,
+}
+
+/// A layer's attention: over every earlier position, or the last `sliding_window` ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerType {
+    Full,
+    Sliding,
+}
+
+/// A RoPE: its base and scaling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rope {
+    pub theta: f32,
+    pub scaling: Option<RopeScaling>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+pub struct DecoderConfig {
+    /// Set by the family's unit, not read from the JSON as such.
+    #[serde(skip)]
+    pub family: Family,
+    #[serde(skip)]
+    pub opts: BlockOptions,
+    /// One per layer, or none: every layer `Full` ([`DecoderConfig::layer_type`]).
+    #[serde(skip)]
+    pub layer_types: Vec<LayerType>,
+    /// Keys a sliding layer sees (itself included).
+    #[serde(skip)]
+    pub sliding_window: Option<usize>,
+    /// The RoPE of sliding layers where it differs from the full layers' (Gemma 3).
+    #[serde(skip)]
+    pub local_rope: Option<Rope>,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -154,7 +221,7 @@ fn default_ln_eps() -> f64 {
     1e-5
 }
 
-impl LlamaConfig {
+impl DecoderConfig {
     /// The longest sequence the model runs: `max_position_embeddings`, stretched by the factor
     /// under dynamic RoPE scaling (which exists to run past it).
     pub fn context(&self) -> usize {
@@ -168,6 +235,11 @@ impl LlamaConfig {
 
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Layer `i`'s attention.
+    pub fn layer_type(&self, i: usize) -> LayerType {
+        self.layer_types.get(i).copied().unwrap_or(LayerType::Full)
     }
     pub fn head_dim(&self) -> usize {
         self.head_dim
@@ -215,19 +287,32 @@ impl ModelConfig {
             .architectures
             .and_then(|a| a.into_iter().next())
             .unwrap_or_default();
-        let kind = match (arch.as_str(), head.model_type.as_deref()) {
-            ("LlamaForCausalLM", _) | ("", Some("llama")) => "llama",
-            ("GPT2LMHeadModel", _) | ("", Some("gpt2")) => "gpt2",
-            (a, t) => bail!(
+        let model_type = head.model_type.as_deref();
+        if arch == "Gemma3ForConditionalGeneration"
+            || model_type == Some("gemma3")
+            || value.get("text_config").is_some() && value.get("vision_config").is_some()
+        {
+            bail!(
                 Unsupported,
-                "unsupported architecture {:?} (model_type {:?}); supported: LlamaForCausalLM, GPT2LMHeadModel",
-                a,
-                t.unwrap_or("none")
-            ),
-        };
-        let cfg = match kind {
-            "llama" => ModelConfig::Llama(llama_from_json(value)?),
-            _ => ModelConfig::Gpt2(serde_json::from_value(value).context("invalid GPT-2 config")?),
+                "unsupported architecture {arch:?} (model_type {:?}): multimodal models are not supported; a text model (Gemma3ForCausalLM, gemma3_text) is",
+                model_type.unwrap_or("none")
+            );
+        }
+        let cfg = if arch == "GPT2LMHeadModel" || arch.is_empty() && model_type == Some("gpt2") {
+            ModelConfig::Gpt2(serde_json::from_value(value).context("invalid GPT-2 config")?)
+        } else {
+            match crate::arch::find(&arch, model_type) {
+                Some(unit) => ModelConfig::Decoder(
+                    (unit.read)(&value).with_context(|| format!("{} config", unit.class))?,
+                ),
+                None => bail!(
+                    Unsupported,
+                    "unsupported architecture {:?} (model_type {:?}); supported: {}",
+                    arch,
+                    model_type.unwrap_or("none"),
+                    crate::arch::supported_classes()
+                ),
+            }
         };
         cfg.check_values()?;
         Ok(cfg)
@@ -236,7 +321,7 @@ impl ModelConfig {
     /// Sizes that make a model at all (from any source of configs).
     pub(crate) fn check_values(&self) -> Result<()> {
         match self {
-            ModelConfig::Llama(c) => {
+            ModelConfig::Decoder(c) => {
                 if c.num_attention_heads == 0
                     || c.hidden_size % c.num_attention_heads != 0 && c.head_dim.is_none()
                 {
@@ -279,14 +364,14 @@ impl ModelConfig {
 
     pub fn architecture(&self) -> &'static str {
         match self {
-            ModelConfig::Llama(_) => "LlamaForCausalLM",
+            ModelConfig::Decoder(c) => crate::arch::unit(c.family).class,
             ModelConfig::Gpt2(_) => "GPT2LMHeadModel",
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         match self {
-            ModelConfig::Llama(c) => c.vocab_size,
+            ModelConfig::Decoder(c) => c.vocab_size,
             ModelConfig::Gpt2(c) => c.vocab_size,
         }
     }
@@ -294,7 +379,7 @@ impl ModelConfig {
     /// Bytes of key/value cache per position per sequence, at `dtype_bytes` per element.
     pub fn kv_bytes_per_position(&self, dtype_bytes: usize) -> u64 {
         let (layers, width) = match self {
-            ModelConfig::Llama(c) => (
+            ModelConfig::Decoder(c) => (
                 c.num_hidden_layers,
                 c.kv_heads().saturating_mul(c.head_dim()),
             ),
@@ -308,14 +393,14 @@ impl ModelConfig {
 
     pub fn max_positions(&self) -> usize {
         match self {
-            ModelConfig::Llama(c) => c.context(),
+            ModelConfig::Decoder(c) => c.context(),
             ModelConfig::Gpt2(c) => c.n_positions,
         }
     }
 
     pub fn eos_ids(&self) -> Vec<u32> {
         let ids = match self {
-            ModelConfig::Llama(c) => c.eos_token_id.as_ref(),
+            ModelConfig::Decoder(c) => c.eos_token_id.as_ref(),
             ModelConfig::Gpt2(c) => c.eos_token_id.as_ref(),
         };
         ids.map(TokenIds::to_vec).unwrap_or_default()
@@ -325,7 +410,19 @@ impl ModelConfig {
     /// must agree on all of them to be blended.
     pub fn shape_fields(&self) -> Vec<(&'static str, String)> {
         match self {
-            ModelConfig::Llama(c) => vec![
+            ModelConfig::Decoder(c) => vec![
+                ("architectures", self.architecture().to_string()),
+                ("block options", format!("{:?}", c.opts)),
+                (
+                    "layer_types",
+                    format!(
+                        "{:?}",
+                        (0..c.num_hidden_layers)
+                            .map(|i| c.layer_type(i))
+                            .collect::<Vec<_>>()
+                    ),
+                ),
+                ("sliding_window", format!("{:?}", c.sliding_window)),
                 ("hidden_size", c.hidden_size.to_string()),
                 ("intermediate_size", c.intermediate_size.to_string()),
                 ("num_hidden_layers", c.num_hidden_layers.to_string()),
@@ -360,7 +457,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.eos_ids(), vec![1, 2]);
-        let ModelConfig::Llama(l) = ModelConfig::parse(
+        let ModelConfig::Decoder(l) = ModelConfig::parse(
             r#"{"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":128,
             "num_hidden_layers":2,"num_attention_heads":4,"vocab_size":100,
             "rope_parameters":{"rope_theta":500000.0,"rope_type":"default"}}"#,
@@ -388,7 +485,7 @@ mod tests {
     #[test]
     fn every_rope_type_is_read_or_refused_by_name() {
         let scaling = |c: ModelConfig| match c {
-            ModelConfig::Llama(l) => l.rope_scaling,
+            ModelConfig::Decoder(l) => l.rope_scaling,
             _ => panic!("not llama"),
         };
         let lin = llama_with(r#","rope_scaling":{"type":"linear","factor":4.0}"#).unwrap();

@@ -443,7 +443,7 @@ fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<
 
 fn bos_of(c: &ModelConfig) -> Option<u32> {
     match c {
-        ModelConfig::Llama(c) => c.bos_token_id,
+        ModelConfig::Decoder(c) => c.bos_token_id,
         ModelConfig::Gpt2(c) => c.bos_token_id,
     }
 }
@@ -451,7 +451,7 @@ fn bos_of(c: &ModelConfig) -> Option<u32> {
 /// config.json for a config that came without one (a GGUF source).
 fn config_json(c: &ModelConfig) -> serde_json::Value {
     match c {
-        ModelConfig::Llama(l) => {
+        ModelConfig::Decoder(l) => {
             let mut v = crate::fixtures::llama_config_json(l);
             v["head_dim"] = l.head_dim().into();
             if let Some(crate::config::RopeScaling::Linear { factor }) = l.rope_scaling {
@@ -572,7 +572,7 @@ fn gguf_name(config: &ModelConfig, hf: &str) -> Option<(String, crate::gguf::Tra
     use crate::gguf::Transform;
     let plain = |s: String| Some((s, Transform::None));
     match config {
-        ModelConfig::Llama(c) => {
+        ModelConfig::Decoder(c) => {
             match hf {
                 "model.embed_tokens.weight" => return plain("token_embd.weight".into()),
                 "model.norm.weight" => return plain("output_norm.weight".into()),
@@ -779,7 +779,7 @@ fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u64)) -> Resu
         n_kv: 0,
     };
     let arch = match snap.config {
-        ModelConfig::Llama(_) => "llama",
+        ModelConfig::Decoder(_) => "llama",
         ModelConfig::Gpt2(_) => "gpt2",
     };
     w.string("general.architecture", arch);
@@ -789,7 +789,7 @@ fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u64)) -> Resu
     );
     w.u32("general.alignment", 32);
     match &snap.config {
-        ModelConfig::Llama(c) => {
+        ModelConfig::Decoder(c) => {
             w.u32("llama.context_length", c.max_position_embeddings as u32);
             w.u32("llama.embedding_length", c.hidden_size as u32);
             w.u32("llama.feed_forward_length", c.intermediate_size as u32);

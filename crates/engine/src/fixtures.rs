@@ -1,7 +1,7 @@
 //! Tiny random models written as ordinary Hugging Face directories: for tests, benchmarks of a
 //! given shape, and anyone who wants a pair to try the engine on without downloading one.
 
-use crate::config::{Gpt2Config, LlamaConfig, TokenIds};
+use crate::config::{DecoderConfig, Gpt2Config, TokenIds};
 use crate::error::{err, Context, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
@@ -16,8 +16,8 @@ const TOKENIZER_TEXT: &str = "The movie was great and the food was good. I think
 was bad. It was a terrible day, but the evening was lovely. What a wonderful story! I hated the \
 ending, it was awful. The weather is nice today and the people are kind.";
 
-pub fn tiny_llama_config(vocab: usize) -> LlamaConfig {
-    LlamaConfig {
+pub fn tiny_llama_config(vocab: usize) -> DecoderConfig {
+    DecoderConfig {
         hidden_size: 32,
         intermediate_size: 64,
         num_hidden_layers: 2,
@@ -32,6 +32,7 @@ pub fn tiny_llama_config(vocab: usize) -> LlamaConfig {
         bos_token_id: Some(0),
         eos_token_id: Some(TokenIds::One(0)),
         rope_scaling: None,
+        ..Default::default()
     }
 }
 
@@ -97,7 +98,7 @@ pub fn gpt2_config_json(c: &Gpt2Config) -> serde_json::Value {
 }
 
 /// Names and shapes of every parameter of a Llama model, as Hugging Face names them.
-pub fn llama_parameters(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+pub fn llama_parameters(c: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
     let (h, hd, f) = (c.hidden_size, c.head_dim(), c.intermediate_size);
     let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
     let mut p = vec![(
@@ -126,7 +127,7 @@ pub fn llama_parameters(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
 }
 
 /// The config.json Hugging Face writes for such a model.
-pub fn llama_config_json(c: &LlamaConfig) -> serde_json::Value {
+pub fn llama_config_json(c: &DecoderConfig) -> serde_json::Value {
     serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -348,7 +349,7 @@ impl Shape {
 
     /// config.json and the parameter list of this shape.
     pub fn model(self) -> (serde_json::Value, Vec<(String, Vec<usize>)>) {
-        let llama = |h, f, layers, heads, kv, vocab, pos, theta| LlamaConfig {
+        let llama = |h, f, layers, heads, kv, vocab, pos, theta| DecoderConfig {
             hidden_size: h,
             intermediate_size: f,
             num_hidden_layers: layers,
@@ -363,6 +364,7 @@ impl Shape {
             bos_token_id: Some(0),
             eos_token_id: Some(TokenIds::One(0)),
             rope_scaling: None,
+            ..Default::default()
         };
         let gpt2 = |d, layers, heads| Gpt2Config {
             n_embd: d,

@@ -4,7 +4,7 @@
 //! un-permuted from llama.cpp's interleaved RoPE order, GPT-2's Conv1D weights transposed back)
 //! and dequantised by candle at load.
 
-use crate::config::{Gpt2Config, LlamaConfig, ModelConfig, RopeScaling, TokenIds};
+use crate::config::{DecoderConfig, Gpt2Config, ModelConfig, RopeScaling, TokenIds};
 use crate::error::{bail, err, Context, Result};
 use candle_core::quantized::GgmlDType;
 use std::collections::BTreeMap;
@@ -436,7 +436,7 @@ impl Header {
                         "{p}: tensor rope_freqs.weight (Llama 3.1's RoPE scaling in GGUF form) is not supported; use the safetensors model"
                     );
                 }
-                ModelConfig::Llama(LlamaConfig {
+                ModelConfig::Decoder(DecoderConfig {
                     hidden_size: hidden,
                     intermediate_size: self.usize_or("llama.feed_forward_length", None)?,
                     num_hidden_layers: self.usize_or("llama.block_count", None)?,
@@ -454,6 +454,7 @@ impl Header {
                     bos_token_id: bos,
                     eos_token_id: eos,
                     rope_scaling: scaling,
+                    ..Default::default()
                 })
             }
             "gpt2" => ModelConfig::Gpt2(Gpt2Config {
@@ -500,7 +501,7 @@ pub fn hf_names(h: &Header, config: &ModelConfig) -> Result<BTreeMap<String, Map
         // Candle's (row-major) order is ggml's reversed.
         let mut shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
         let (hf, transform) = match config {
-            ModelConfig::Llama(c) => {
+            ModelConfig::Decoder(c) => {
                 let (hf, t) = llama_name(name, c).ok_or_else(|| {
                     err!(
                         Unsupported,
@@ -533,7 +534,7 @@ pub fn hf_names(h: &Header, config: &ModelConfig) -> Result<BTreeMap<String, Map
     Ok(out)
 }
 
-fn llama_name(name: &str, c: &LlamaConfig) -> Option<(String, Transform)> {
+fn llama_name(name: &str, c: &DecoderConfig) -> Option<(String, Transform)> {
     let plain = |s: &str| Some((s.to_string(), Transform::None));
     match name {
         "token_embd.weight" => return plain("model.embed_tokens.weight"),

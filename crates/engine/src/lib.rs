@@ -6,6 +6,7 @@
 pub mod adapter;
 pub mod adapter_weights;
 pub mod alpha;
+mod arch;
 pub mod blend;
 pub mod chat;
 pub mod checkpoint;

@@ -18,32 +18,76 @@ const DIRECT_MAX_ROWS: usize = 16;
 /// Multiply-adds below which the direct path stays on the calling thread.
 const SERIAL_BELOW: usize = 1 << 18;
 
+/// How the scores are formed and which keys a query sees, beyond causality.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AttentionOptions {
+    /// Scores are q·k times this (head_dim^-½ unless the family says otherwise).
+    pub scale: f64,
+    /// Scores soft-capped as cap·tanh(s / cap), before the mask.
+    pub softcap: Option<f32>,
+    /// A query at position i sees keys i − window < j ≤ i (itself included).
+    pub window: Option<usize>,
+}
+
+impl AttentionOptions {
+    /// Plain causal attention for heads of `head_dim`.
+    pub fn plain(head_dim: usize) -> Self {
+        Self {
+            scale: 1.0 / (head_dim as f64).sqrt(),
+            softcap: None,
+            window: None,
+        }
+    }
+
+    /// Keys a query sees: from `first` (inclusive) to `end` (exclusive), for the query at
+    /// position `pos` (0-based, the last key it may see).
+    fn visible(&self, pos: usize) -> (usize, usize) {
+        let end = pos + 1;
+        (self.window.map_or(0, |w| end.saturating_sub(w)), end)
+    }
+}
+
 /// Attention of q `[b, heads, t, d]` over k/v `[b, kv_heads, total, d]` (any strides; the
 /// query block ends at the last key), as `[b, t, heads·d]`. Softmax in f32.
-pub(crate) fn attend(q: &Tensor, k: &Tensor, v: &Tensor, kernels: Kernels) -> Result<Tensor> {
+pub(crate) fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kernels: Kernels,
+    opts: &AttentionOptions,
+) -> Result<Tensor> {
     let (b, heads, t, d) = q.dims4()?;
     if kernels == Kernels::Fast {
-        if let Some(y) = direct(q, k, v)? {
+        if let Some(y) = direct(q, k, v, opts)? {
             return Ok(y);
         }
     }
     let rep = heads / k.dim(1)?;
     let k = candle_transformers::utils::repeat_kv(k.contiguous()?, rep)?;
     let v = candle_transformers::utils::repeat_kv(v.contiguous()?, rep)?;
-    attention(q, &k, &v, kernels)?
+    attention(q, &k, &v, kernels, opts)?
         .transpose(1, 2)?
         .reshape((b, t, heads * d))
 }
 
 /// Scaled dot-product attention over heads: q `[b, h, t, d]`, k/v `[b, h, T, d]`, causal with
 /// the query block ending at the last key. Softmax in f32.
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, kernels: Kernels) -> Result<Tensor> {
-    let (_, _, t, d) = q.dims4()?;
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    kernels: Kernels,
+    opts: &AttentionOptions,
+) -> Result<Tensor> {
+    let t = q.dim(2)?;
     let total = k.dim(2)?;
     let dtype = q.dtype();
-    let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.to_dtype(DType::F32)?;
-    let scores = if t > 1 {
-        let mask = causal_mask(t, total, q.device())?;
+    let mut scores = (q.matmul(&k.t()?)? * opts.scale)?.to_dtype(DType::F32)?;
+    if let Some(cap) = opts.softcap {
+        scores = super::decoder::softcap(&scores, cap)?;
+    }
+    let scores = if t > 1 || opts.window.is_some_and(|w| w < total) {
+        let mask = mask(t, total, opts, q.device())?;
         scores.broadcast_add(&mask)?
     } else {
         scores
@@ -52,11 +96,20 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, kernels: Kernels) ->
     probs.matmul(&v.contiguous()?)
 }
 
-/// `[t, total]` with −∞ above the diagonal that ends at the last key.
-fn causal_mask(t: usize, total: usize, device: &Device) -> Result<Tensor> {
+/// `[t, total]`: 0 where query i (the block ending at the last key) sees key j, −∞ elsewhere.
+fn mask(t: usize, total: usize, opts: &AttentionOptions, device: &Device) -> Result<Tensor> {
     let past = total - t;
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            let (first, end) = opts.visible(past + i);
+            (0..total).map(move |j| {
+                if (first..end).contains(&j) {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(mask, (t, total), device)
 }
@@ -72,7 +125,7 @@ fn cpu_f32<R>(x: &Tensor, f: impl FnOnce(&[f32], &Layout) -> R) -> Option<R> {
 
 /// The direct path, where it applies: f32 on the CPU, a few query rows, unit stride along the
 /// head dimension, query heads a multiple of key/value heads.
-fn direct(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
+fn direct(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOptions) -> Result<Option<Tensor>> {
     let (b, heads, t, d) = q.dims4()?;
     let (_, kv_heads, total, _) = k.dims4()?;
     let applies = q.device().is_cpu()
@@ -100,7 +153,7 @@ fn direct(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Option<Tensor>> {
                     d,
                     stride: [stride[0], stride[1], stride[2]],
                 };
-                attend_rows(q, k, v, b, &shape)
+                attend_rows(q, k, v, b, &shape, opts)
             })
         })
     })
@@ -121,15 +174,30 @@ struct Shape {
 }
 
 /// Every (batch, query row, head)'s output, written as `[b, t, heads·d]`.
-fn attend_rows(q: &[f32], k: &[f32], v: &[f32], b: usize, s: &Shape) -> Vec<f32> {
+fn attend_rows(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    b: usize,
+    s: &Shape,
+    opts: &AttentionOptions,
+) -> Vec<f32> {
     let (d, t, heads) = (s.d, s.t, s.heads);
     let mut y = vec![0f32; b * t * heads * d];
     let one = |(i, out): (usize, &mut [f32])| {
         let (bi, ti, h) = (i / (t * heads), i / heads % t, i % heads);
-        let kv = bi * s.stride[0] + h / s.group * s.stride[1];
-        let visible = s.total - t + ti + 1;
+        let (first, end) = opts.visible(s.total - t + ti);
+        let kv = bi * s.stride[0] + h / s.group * s.stride[1] + first * s.stride[2];
         let qrow = &q[((bi * heads + h) * t + ti) * d..][..d];
-        attend_row(qrow, &k[kv..], &v[kv..], s.stride[2], visible, out);
+        attend_row(
+            qrow,
+            &k[kv..],
+            &v[kv..],
+            s.stride[2],
+            end - first,
+            opts,
+            out,
+        );
     };
     if b * t * heads * s.total * d < SERIAL_BELOW {
         y.chunks_mut(d).enumerate().for_each(one);
@@ -140,12 +208,23 @@ fn attend_rows(q: &[f32], k: &[f32], v: &[f32], b: usize, s: &Shape) -> Vec<f32>
 }
 
 /// One query row against the first `visible` keys (rows `step` apart from `k` and `v`).
-fn attend_row(q: &[f32], k: &[f32], v: &[f32], step: usize, visible: usize, out: &mut [f32]) {
+fn attend_row(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    step: usize,
+    visible: usize,
+    opts: &AttentionOptions,
+    out: &mut [f32],
+) {
     let d = q.len();
-    let scale = 1.0 / (d as f32).sqrt();
+    let scale = opts.scale as f32;
     let mut scores: Vec<f32> = (0..visible)
         .map(|j| dot(q, &k[j * step..][..d]) * scale)
         .collect();
+    if let Some(cap) = opts.softcap {
+        scores.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
+    }
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for s in scores.iter_mut() {
@@ -185,11 +264,33 @@ mod tests {
     use candle_nn::kv_cache::KvCache;
 
     /// The direct path against the general one, reading from a cache's strided views, for
-    /// grouped and plain heads, one and several query rows, one and two sequences.
+    /// grouped and plain heads, one and several query rows, one and two sequences, with and
+    /// without a scale, soft-capping and sliding windows (a window of 1 sees itself only).
     #[test]
     fn direct_attention_matches_the_general_path() -> Result<()> {
         let dev = Device::Cpu;
-        for &(b, heads, kv_heads, d) in &[(1, 9, 3, 64), (2, 4, 4, 16), (3, 6, 2, 24)] {
+        let plain = AttentionOptions::plain(16);
+        let options = [
+            plain,
+            AttentionOptions {
+                scale: 0.2,
+                softcap: Some(1.5),
+                ..plain
+            },
+            AttentionOptions {
+                window: Some(3),
+                ..plain
+            },
+            AttentionOptions {
+                window: Some(1),
+                softcap: Some(3.0),
+                ..plain
+            },
+        ];
+        for (&(b, heads, kv_heads, d), opts) in [(1, 9, 3, 64), (2, 4, 4, 16), (3, 6, 2, 24)]
+            .iter()
+            .flat_map(|shape| options.iter().map(move |o| (shape, *o)))
+        {
             let mut cache = KvCache::new(2, 64);
             let mut past = 0;
             for t in [5usize, 1, 1, 3, 1] {
@@ -198,13 +299,13 @@ mod tests {
                 let (k, v) = cache.append(&rand(kv_heads)?, &rand(kv_heads)?)?;
                 past += t;
                 assert_eq!(k.dim(2)?, past);
-                let got = direct(&q, &k, &v)?.expect("applies");
+                let got = direct(&q, &k, &v, &opts)?.expect("applies");
                 let rep = heads / kv_heads;
                 let (kr, vr) = (
                     candle_transformers::utils::repeat_kv(k.contiguous()?, rep)?,
                     candle_transformers::utils::repeat_kv(v.contiguous()?, rep)?,
                 );
-                let want = attention(&q, &kr, &vr, Kernels::Differentiable)?
+                let want = attention(&q, &kr, &vr, Kernels::Differentiable, &opts)?
                     .transpose(1, 2)?
                     .reshape((b, t, heads * d))?;
                 let diff = (got - want)?
@@ -212,7 +313,10 @@ mod tests {
                     .flatten_all()?
                     .max(0)?
                     .to_scalar::<f32>()?;
-                assert!(diff < 1e-5, "b {b} heads {heads}/{kv_heads} t {t}: {diff}");
+                assert!(
+                    diff < 1e-5,
+                    "b {b} heads {heads}/{kv_heads} t {t} {opts:?}: {diff}"
+                );
             }
         }
         Ok(())
@@ -222,9 +326,10 @@ mod tests {
     fn long_prompts_and_other_dtypes_take_the_general_path() -> Result<()> {
         let dev = Device::Cpu;
         let x = Tensor::zeros((1, 2, DIRECT_MAX_ROWS + 1, 8), DType::F32, &dev)?;
-        assert!(direct(&x, &x, &x)?.is_none());
+        let plain = AttentionOptions::plain(8);
+        assert!(direct(&x, &x, &x, &plain)?.is_none());
         let h = Tensor::zeros((1, 2, 1, 8), DType::BF16, &dev)?;
-        assert!(direct(&h, &h, &h)?.is_none());
+        assert!(direct(&h, &h, &h, &plain)?.is_none());
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! load time would copy them out of the blended buffer); `c_attn` is the fused QKV projection;
 //! the LM head is tied to `wte`.
 
-use super::attention::attend;
+use super::attention::{attend, AttentionOptions};
 use super::param::{Loader, Mix, Param};
 use super::{check_context, conv1d, conv1d_mixed, Cache, Kernels};
 use crate::config::Gpt2Config;
@@ -167,7 +167,7 @@ impl Gpt2 {
                 Some(c) => c.layers[i].append(&k, &v)?,
                 None => (k, v),
             };
-            let y = attend(&q, &k, &v, self.kernels)?;
+            let y = attend(&q, &k, &v, self.kernels, &AttentionOptions::plain(hd))?;
             x = (x + block.attn_proj.forward(&y, mix, self.kernels)?)?;
             let h = block
                 .c_fc

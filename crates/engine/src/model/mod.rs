@@ -3,10 +3,10 @@
 //! in-place blend is seen by the next forward pass.
 
 mod attention;
+pub mod decoder;
 #[cfg(feature = "cuda")]
 pub mod fused;
 pub mod gpt2;
-pub mod llama;
 pub mod param;
 
 use super::config::ModelConfig;
@@ -17,7 +17,7 @@ use candle_nn::VarBuilder;
 use param::{Loader, Mix};
 
 pub enum Model {
-    Llama(llama::Llama),
+    Decoder(decoder::Decoder),
     Gpt2(gpt2::Gpt2),
 }
 
@@ -156,14 +156,14 @@ impl Model {
 
     fn load_params(config: &ModelConfig, vb: Loader, kernels: Kernels) -> Result<Self> {
         Ok(match config {
-            ModelConfig::Llama(c) => Model::Llama(llama::Llama::load(c, vb, kernels)?),
+            ModelConfig::Decoder(c) => Model::Decoder(decoder::Decoder::load(c, vb, kernels)?),
             ModelConfig::Gpt2(c) => Model::Gpt2(gpt2::Gpt2::load(c, vb, kernels)?),
         })
     }
 
     pub fn new_cache(&self, capacity: usize) -> Cache {
         let layers = match self {
-            Model::Llama(m) => m.num_layers(),
+            Model::Decoder(m) => m.num_layers(),
             Model::Gpt2(m) => m.num_layers(),
         };
         Cache::new(layers, capacity)
@@ -204,7 +204,7 @@ impl Model {
         cache: &mut Cache,
         mix: Option<&Mix>,
     ) -> Result<Option<Tensor>> {
-        let Model::Llama(m) = self else {
+        let Model::Decoder(m) = self else {
             return Ok(None);
         };
         let Some(f) = m.fused() else { return Ok(None) };
@@ -228,7 +228,7 @@ impl Model {
     /// `cuda` feature there is none.
     pub fn set_fused(&mut self, on: bool) -> Result<()> {
         #[cfg(feature = "cuda")]
-        if let Model::Llama(m) = self {
+        if let Model::Decoder(m) = self {
             m.set_fused(on)?;
         }
         let _ = on;
@@ -238,7 +238,7 @@ impl Model {
     /// Whether this model runs the fused GPU pass.
     pub fn is_fused(&self) -> bool {
         #[cfg(feature = "cuda")]
-        if let Model::Llama(m) = self {
+        if let Model::Decoder(m) = self {
             return m.fused().is_some();
         }
         false
@@ -265,7 +265,7 @@ impl Model {
     fn forward_candle(&self, ids: &Tensor, cache: &mut Cache, mix: Option<&Mix>) -> Result<Tensor> {
         let t = ids.dim(1)?;
         let hidden = match self {
-            Model::Llama(m) => m.hidden(ids, Some(&mut *cache), mix)?,
+            Model::Decoder(m) => m.hidden(ids, Some(&mut *cache), mix)?,
             Model::Gpt2(m) => m.hidden(ids, Some(&mut *cache), mix)?,
         };
         cache.pos += t;
@@ -278,7 +278,7 @@ impl Model {
     /// dtype. For training and perplexity.
     pub fn forward_all(&self, ids: &Tensor) -> Result<Tensor> {
         let hidden = match self {
-            Model::Llama(m) => m.hidden(ids, None, None)?,
+            Model::Decoder(m) => m.hidden(ids, None, None)?,
             Model::Gpt2(m) => m.hidden(ids, None, None)?,
         };
         self.logits(&hidden, None)
@@ -287,14 +287,14 @@ impl Model {
     /// Final norm and LM head.
     fn logits(&self, hidden: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
         match self {
-            Model::Llama(m) => m.head(hidden, mix),
+            Model::Decoder(m) => m.head(hidden, mix),
             Model::Gpt2(m) => m.head(hidden, mix),
         }
     }
 
     pub fn device(&self) -> &Device {
         match self {
-            Model::Llama(m) => m.device(),
+            Model::Decoder(m) => m.device(),
             Model::Gpt2(m) => m.device(),
         }
     }

@@ -233,13 +233,20 @@ impl Mix {
         &self.take
     }
 
-    /// `(1−α)·at_a + α·at_b` row by row, for outputs `[K, ..]` of rank 3, computed in f32.
+    /// `(1−α)·at_a + α·at_b` row by row, for outputs `[K, ..]` (rank 3, or 4 for per-head
+    /// values), computed in f32.
     pub fn combine(&self, at_a: &Tensor, at_b: &Tensor) -> Result<Tensor> {
         let dtype = at_a.dtype();
         let f32_of = |t: &Tensor| t.to_dtype(DType::F32);
+        // keep_t and take_t are [K, 1, 1]: one more unit dimension for each beyond rank 3.
+        let per_row = |w: &Tensor| -> Result<Tensor> {
+            let mut shape = vec![self.alphas.len()];
+            shape.resize(at_a.rank().max(3), 1);
+            w.reshape(shape)
+        };
         f32_of(at_a)?
-            .broadcast_mul(&self.keep_t)?
-            .add(&f32_of(at_b)?.broadcast_mul(&self.take_t)?)?
+            .broadcast_mul(&per_row(&self.keep_t)?)?
+            .add(&f32_of(at_b)?.broadcast_mul(&per_row(&self.take_t)?)?)?
             .to_dtype(dtype)
     }
 }

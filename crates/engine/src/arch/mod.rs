@@ -1,0 +1,440 @@
+//! One unit per decoder family: how its config.json reads (the older flat keys and the form
+//! transformers 5 writes), which options of the shared block ([`crate::model::decoder`]) it
+//! sets, and which of its options nothing here implements (refused by name, never defaulted).
+//!
+//! Adding a family: a file here with its `read` (and its GGUF names in `crate::gguf`), a row in
+//! [`UNITS`], a variant of [`Family`], and its tiny pair in tests/fixtures/make_families.py.
+
+mod gemma2;
+mod gemma3;
+mod llama;
+mod mistral;
+mod phi3;
+mod qwen2;
+mod qwen3;
+
+use crate::config::{Activation, DecoderConfig, Family, LayerType, Rope, RopeScaling};
+use crate::error::{bail, err, Context, Result};
+use serde_json::Value;
+
+/// A family's unit: its names and its config reader.
+pub(crate) struct Unit {
+    pub family: Family,
+    /// The transformers class its config.json's `architectures` names.
+    pub class: &'static str,
+    /// Its `model_type` (for configs without `architectures`).
+    pub model_type: &'static str,
+    /// config.json (parsed) to the block's config.
+    pub read: fn(&Value) -> Result<DecoderConfig>,
+}
+
+pub(crate) const UNITS: [Unit; 7] = [
+    llama::UNIT,
+    mistral::UNIT,
+    qwen2::UNIT,
+    qwen3::UNIT,
+    gemma2::UNIT,
+    gemma3::UNIT,
+    phi3::UNIT,
+];
+
+/// The family a config names, by its class or (without one) its model_type.
+pub(crate) fn find(class: &str, model_type: Option<&str>) -> Option<&'static Unit> {
+    UNITS
+        .iter()
+        .find(|u| u.class == class || (class.is_empty() && model_type == Some(u.model_type)))
+}
+
+pub(crate) fn unit(family: Family) -> &'static Unit {
+    UNITS
+        .iter()
+        .find(|u| u.family == family)
+        .expect("every family has a unit")
+}
+
+/// The classes lerpscope reads, for messages.
+pub(crate) fn supported_classes() -> String {
+    let mut v: Vec<&str> = UNITS.iter().map(|u| u.class).collect();
+    v.push("GPT2LMHeadModel");
+    v.join(", ")
+}
+
+/// What every family shares: sizes, ids, eps, and RoPE given as flat keys (`rope_theta`,
+/// `rope_scaling`) or as one `rope_parameters` object (transformers ≥ 5). `rms_eps` and
+/// `theta` are the family's defaults.
+fn read_base(value: &Value, rms_eps: f64, theta: f32) -> Result<DecoderConfig> {
+    let mut value = value.clone();
+    let rope = ["rope_parameters", "rope_scaling"]
+        .iter()
+        .find_map(|k| value.get(*k).filter(|v| v.is_object()).cloned());
+    let rope_scaling = match &rope {
+        Some(r) => RopeScaling::from_json(r)?,
+        None => None,
+    };
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| err!(Format, "config is not a JSON object"))?;
+    obj.remove("rope_scaling");
+    obj.remove("rope_parameters");
+    if let Some(theta) = rope.as_ref().and_then(|r| r.get("rope_theta")) {
+        obj.entry("rope_theta").or_insert(theta.clone());
+    }
+    if !obj.contains_key("rope_theta") {
+        obj.insert("rope_theta".into(), theta.into());
+    }
+    if !obj.contains_key("rms_norm_eps") {
+        obj.insert("rms_norm_eps".into(), rms_eps.into());
+    }
+    let mut c: DecoderConfig = serde_json::from_value(value).context("invalid config")?;
+    c.rope_scaling = rope_scaling;
+    Ok(c)
+}
+
+/// A key's value, if it is present and not null.
+fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.get(key).filter(|x| !x.is_null())
+}
+
+fn flag(v: &Value, key: &str) -> bool {
+    get(v, key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn number(v: &Value, key: &str) -> Result<Option<f64>> {
+    match get(v, key) {
+        None => Ok(None),
+        Some(x) => x
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .map(Some)
+            .ok_or_else(|| err!(Format, "{key} must be a number, got {x}")),
+    }
+}
+
+fn count(v: &Value, key: &str) -> Result<Option<usize>> {
+    match get(v, key) {
+        None => Ok(None),
+        Some(x) => x
+            .as_u64()
+            .filter(|&n| n > 0 && n < 1 << 32)
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| err!(Format, "{key} must be a positive whole number, got {x}")),
+    }
+}
+
+/// A boolean option nothing here implements, refused when true.
+fn refuse_true(v: &Value, key: &str, family: &str) -> Result<()> {
+    if flag(v, key) {
+        bail!(Unsupported, "{key}: true is not supported for {family}");
+    }
+    Ok(())
+}
+
+/// The gate activation named by `key` (`hidden_act` or Gemma's `hidden_activation`), which
+/// must be one the block has.
+fn activation(v: &Value, key: &str, default: Activation) -> Result<Activation> {
+    match get(v, key).map(|x| x.as_str().unwrap_or("")) {
+        None => Ok(default),
+        Some("silu") | Some("swish") => Ok(Activation::Silu),
+        Some("gelu_pytorch_tanh") | Some("gelu_tanh") => Ok(Activation::GeluTanh),
+        Some(other) => bail!(
+            Unsupported,
+            "{key} {other:?} is not supported (supported: silu, gelu_pytorch_tanh)"
+        ),
+    }
+}
+
+/// The config's `layer_types`, if it lists them (`full_attention` or `sliding_attention` for
+/// every layer).
+fn layer_types(v: &Value, layers: usize) -> Result<Option<Vec<LayerType>>> {
+    let Some(list) = get(v, "layer_types") else {
+        return Ok(None);
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| err!(Format, "layer_types must be a list"))?;
+    if list.len() != layers {
+        bail!(
+            Format,
+            "layer_types has {} entries for {layers} layers",
+            list.len()
+        );
+    }
+    list.iter()
+        .map(|t| match t.as_str() {
+            Some("full_attention") | Some("attention") => Ok(LayerType::Full),
+            Some("sliding_attention") => Ok(LayerType::Sliding),
+            _ => bail!(
+                Unsupported,
+                "layer_types entry {t} is not supported (supported: full_attention, sliding_attention)"
+            ),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// Qwen's sliding windows: only with `use_sliding_window`, for layers from
+/// `max_window_layers` on (or as `layer_types` lists them).
+fn qwen_windows(v: &Value, c: &mut DecoderConfig) -> Result<()> {
+    let on = flag(v, "use_sliding_window");
+    c.sliding_window = if on {
+        Some(count(v, "sliding_window")?.unwrap_or(4096))
+    } else {
+        None
+    };
+    let from = count(v, "max_window_layers")?.unwrap_or(28);
+    let n = c.num_hidden_layers;
+    c.layer_types = match layer_types(v, n)? {
+        Some(t) => t,
+        None => (0..n)
+            .map(|i| {
+                if on && i >= from {
+                    LayerType::Sliding
+                } else {
+                    LayerType::Full
+                }
+            })
+            .collect(),
+    };
+    if !on && c.layer_types.contains(&LayerType::Sliding) {
+        bail!(
+            Format,
+            "layer_types has sliding_attention layers but use_sliding_window is false"
+        );
+    }
+    Ok(())
+}
+
+/// Gemma's alternating layers: every `pattern`-th layer full, the rest sliding (unless
+/// `layer_types` lists them).
+fn gemma_layers(v: &Value, c: &mut DecoderConfig, pattern: usize) -> Result<()> {
+    let n = c.num_hidden_layers;
+    c.layer_types = match layer_types(v, n)? {
+        Some(t) => t,
+        None => (0..n)
+            .map(|i| {
+                if (i + 1) % pattern != 0 {
+                    LayerType::Sliding
+                } else {
+                    LayerType::Full
+                }
+            })
+            .collect(),
+    };
+    c.sliding_window = Some(count(v, "sliding_window")?.unwrap_or(4096));
+    Ok(())
+}
+
+/// The options every Gemma shares: (1 + w) gains, sandwich norms, √hidden embeddings, GeGLU,
+/// `query_pre_attn_scalar`, a head_dim of 256 unless given.
+fn gemma_common(v: &Value, c: &mut DecoderConfig) -> Result<()> {
+    refuse_true(v, "use_bidirectional_attention", "Gemma")?;
+    c.opts.norm_plus_one = true;
+    c.opts.sandwich_norms = true;
+    c.opts.embed_scale = true;
+    // Gemma's key; the `hidden_act` its configs also carry is not read by transformers.
+    c.opts.activation = activation(v, "hidden_activation", Activation::GeluTanh)?;
+    c.opts.query_scalar = Some(number(v, "query_pre_attn_scalar")?.unwrap_or(256.0) as f32);
+    c.head_dim = Some(c.head_dim.unwrap_or(256));
+    if flag(v, "attention_bias") {
+        c.opts.attention_bias = crate::config::AttentionBias::QkvO;
+    }
+    if get(v, "tie_word_embeddings").is_none() {
+        c.tie_word_embeddings = true;
+    }
+    Ok(())
+}
+
+/// A RoPE from one `rope_parameters` entry (or `{rope_theta, rope_scaling}` flat keys).
+fn rope_of(entry: &Value, default_theta: f32) -> Result<Rope> {
+    Ok(Rope {
+        theta: number(entry, "rope_theta")?.map_or(default_theta, |t| t as f32),
+        scaling: RopeScaling::from_json(entry)?,
+    })
+}
+
+/// `{key: number}` in a config that must be a positive number when given.
+fn positive(v: &Value, key: &str) -> Result<Option<f32>> {
+    match number(v, key)? {
+        Some(x) if x > 0.0 => Ok(Some(x as f32)),
+        Some(x) => bail!(Format, "{key} must be positive, got {x}"),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{
+        AttentionBias, DecoderConfig, Family, LayerType, ModelConfig, Rope, RopeScaling,
+    };
+    use crate::error::Result;
+
+    fn parse(class: &str, extra: &str) -> Result<DecoderConfig> {
+        let text = format!(
+            r#"{{"architectures":["{class}"],"hidden_size":64,"intermediate_size":128,
+            "num_hidden_layers":4,"num_attention_heads":4,"num_key_value_heads":2,
+            "vocab_size":100{extra}}}"#
+        );
+        match ModelConfig::parse(&text)? {
+            ModelConfig::Decoder(c) => Ok(c),
+            other => panic!("not a decoder: {other:?}"),
+        }
+    }
+
+    fn refused(class: &str, extra: &str, says: &[&str]) {
+        let e = parse(class, extra).unwrap_err().to_string();
+        for s in says {
+            assert!(e.contains(s), "{class} {extra}: {e:?} should say {s:?}");
+        }
+    }
+
+    /// Gemma 3's RoPEs and layers read alike from the older flat keys and from the form
+    /// transformers 5 writes (rope_parameters keyed by layer type, layer_types).
+    #[test]
+    fn gemma3_reads_the_same_from_both_config_forms() {
+        let legacy = parse(
+            "Gemma3ForCausalLM",
+            r#","rope_theta":1000000.0,"rope_local_base_freq":10000.0,
+            "rope_scaling":{"rope_type":"linear","factor":8.0},"sliding_window_pattern":2,
+            "sliding_window":4,"head_dim":16"#,
+        )
+        .unwrap();
+        let v5 = parse(
+            "Gemma3ForCausalLM",
+            r#","rope_parameters":{"sliding_attention":{"rope_type":"default","rope_theta":10000.0},
+            "full_attention":{"rope_type":"linear","factor":8.0,"rope_theta":1000000.0}},
+            "layer_types":["sliding_attention","full_attention","sliding_attention","full_attention"],
+            "sliding_window":4,"head_dim":16"#,
+        )
+        .unwrap();
+        assert_eq!(legacy, v5);
+        assert_eq!(v5.family, Family::Gemma3);
+        assert_eq!(v5.rope_theta, 1e6);
+        assert_eq!(v5.rope_scaling, Some(RopeScaling::Linear { factor: 8.0 }));
+        assert_eq!(
+            v5.local_rope,
+            Some(Rope {
+                theta: 1e4,
+                scaling: None
+            })
+        );
+        assert_eq!(v5.layer_type(0), LayerType::Sliding);
+        assert_eq!(v5.layer_type(1), LayerType::Full);
+        assert!(v5.opts.qk_norm && v5.opts.norm_plus_one && v5.opts.sandwich_norms);
+        assert_eq!(
+            v5.opts.attn_softcap, None,
+            "Gemma 3 never soft-caps attention"
+        );
+        // Defaults: five sliding layers to one full, windows of 4096, RoPE bases 10⁶ and 10⁴.
+        let d = parse("Gemma3ForCausalLM", "").unwrap();
+        assert_eq!(d.sliding_window, Some(4096));
+        assert_eq!((d.rope_theta, d.local_rope.unwrap().theta), (1e6, 1e4));
+        assert_eq!(d.head_dim(), 256);
+    }
+
+    #[test]
+    fn each_familys_defaults_and_keys() {
+        // Mistral: no key means a window of 4096, null means none.
+        assert_eq!(
+            parse("MistralForCausalLM", "").unwrap().sliding_window,
+            Some(4096)
+        );
+        let none = parse("MistralForCausalLM", r#","sliding_window":null"#).unwrap();
+        assert_eq!(none.sliding_window, None);
+        assert_eq!(none.layer_type(3), LayerType::Full);
+        // Qwen2: a window only where use_sliding_window says, from max_window_layers on.
+        let q = parse("Qwen2ForCausalLM", r#","sliding_window":4"#).unwrap();
+        assert_eq!((q.sliding_window, q.layer_type(3)), (None, LayerType::Full));
+        assert_eq!(q.opts.attention_bias, AttentionBias::Qkv);
+        let q = parse(
+            "Qwen2ForCausalLM",
+            r#","use_sliding_window":true,"sliding_window":4,"max_window_layers":2"#,
+        )
+        .unwrap();
+        assert_eq!(q.layer_type(1), LayerType::Full);
+        assert_eq!(q.layer_type(2), LayerType::Sliding);
+        // Qwen3: head_dim 128 unless given, q/k norms, biases everywhere with attention_bias.
+        let q3 = parse("Qwen3ForCausalLM", r#","attention_bias":true"#).unwrap();
+        assert_eq!(q3.head_dim(), 128);
+        assert!(q3.opts.qk_norm);
+        assert_eq!(q3.opts.attention_bias, AttentionBias::QkvO);
+        // Gemma 2: both caps by default, null turns one off; even layers slide.
+        let g2 = parse("Gemma2ForCausalLM", r#","final_logit_softcapping":null"#).unwrap();
+        assert_eq!(
+            (g2.opts.attn_softcap, g2.opts.final_softcap),
+            (Some(50.0), None)
+        );
+        assert_eq!(g2.layer_type(0), LayerType::Sliding);
+        assert_eq!(g2.layer_type(1), LayerType::Full);
+        assert_eq!(g2.opts.query_scalar, Some(256.0));
+        // Phi-3: fused projections, eps 1e-5, a window only when given.
+        let p = parse("Phi3ForCausalLM", "").unwrap();
+        assert!(p.opts.fused_projections);
+        assert_eq!((p.rms_norm_eps, p.sliding_window), (1e-5, None));
+        // Llama: attention_bias puts biases on q, k, v and o.
+        let l = parse("LlamaForCausalLM", r#","attention_bias":true"#).unwrap();
+        assert_eq!(l.opts.attention_bias, AttentionBias::QkvO);
+        // model_type alone names the family too.
+        let c = ModelConfig::parse(
+            r#"{"model_type":"qwen3","hidden_size":64,"intermediate_size":128,
+            "num_hidden_layers":2,"num_attention_heads":4,"vocab_size":100}"#,
+        )
+        .unwrap();
+        assert_eq!(c.architecture(), "Qwen3ForCausalLM");
+    }
+
+    /// What the block does not implement is refused by name, never defaulted.
+    #[test]
+    fn what_nothing_implements_is_refused_by_name() {
+        refused(
+            "Gemma3ForConditionalGeneration",
+            "",
+            &["multimodal", "Gemma3ForCausalLM"],
+        );
+        refused(
+            "Gemma3ForCausalLM",
+            r#","rope_parameters":{"rope_theta":1e6}"#,
+            &["rope_parameters", "layer type"],
+        );
+        refused(
+            "Gemma2ForCausalLM",
+            r#","use_bidirectional_attention":true"#,
+            &["use_bidirectional_attention"],
+        );
+        refused(
+            "Phi3ForCausalLM",
+            r#","rope_scaling":{"type":"longrope","short_factor":[1.0],"long_factor":[2.0]}"#,
+            &["longrope"],
+        );
+        refused(
+            "Phi3ForCausalLM",
+            r#","partial_rotary_factor":0.5"#,
+            &["partial_rotary_factor", "0.5"],
+        );
+        refused("LlamaForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
+        refused(
+            "LlamaForCausalLM",
+            r#","hidden_act":"relu""#,
+            &["hidden_act", "relu"],
+        );
+        refused(
+            "Qwen2ForCausalLM",
+            r#","layer_types":["full_attention","sliding_attention","full_attention","full_attention"]"#,
+            &["use_sliding_window"],
+        );
+        refused(
+            "Qwen2ForCausalLM",
+            r#","use_sliding_window":true,"layer_types":["full_attention"]"#,
+            &["layer_types", "1 entries for 4 layers"],
+        );
+        refused(
+            "MistralForCausalLM",
+            r#","layer_types":["full_attention","full_attention","full_attention","full_attention"]"#,
+            &["layer_types"],
+        );
+        refused(
+            "MixtralForCausalLM",
+            "",
+            &["MixtralForCausalLM", "Qwen3ForCausalLM"],
+        );
+    }
+}

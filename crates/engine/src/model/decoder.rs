@@ -1,0 +1,501 @@
+//! The decoder block every family in `arch/` runs: Llama's (pre-norm attention with RoPE and
+//! grouped key/value heads, a gated feed-forward), with the options the families differ in
+//! ([`BlockOptions`]): biases, per-head q/k norms, (1 + w) gains and sandwich norms, scaled
+//! embeddings, GeGLU, soft-capping, a query scalar, sliding windows with their own RoPE, fused
+//! projections. Tied or untied heads.
+
+use super::attention::{attend, AttentionOptions};
+use super::param::{Loader, Mix, Param};
+use super::{check_context, Cache, Kernels};
+use crate::config::{
+    Activation, AttentionBias, BlockOptions, DecoderConfig, LayerType, Rope, RopeScaling,
+};
+use candle_core::{DType, Device, Result, Tensor};
+
+/// q, k and v: three weights, or one `qkv_proj` whose output rows are q's, k's, then v's.
+enum Qkv {
+    Separate { q: Param, k: Param, v: Param },
+    Fused(Param),
+}
+
+/// Gate and up: two weights, or one `gate_up_proj` whose output rows are the gate's, then up's.
+enum GateUp {
+    Separate { gate: Param, up: Param },
+    Fused(Param),
+}
+
+struct Block {
+    attn_norm: Param,
+    qkv: Qkv,
+    /// Biases of q, k and v, where the family has them.
+    qkv_bias: Option<[Param; 3]>,
+    /// Per-head RMSNorm gains of q and k.
+    qk_norm: Option<[Param; 2]>,
+    o: Param,
+    o_bias: Option<Param>,
+    /// After attention, before the residual add (Gemma).
+    post_attn_norm: Option<Param>,
+    /// Before the feed-forward.
+    mlp_norm: Param,
+    gate_up: GateUp,
+    down: Param,
+    /// After the feed-forward, before the residual add (Gemma).
+    post_mlp_norm: Option<Param>,
+    /// This layer's sliding window, if it has one.
+    window: Option<usize>,
+    /// Which of the decoder's RoPEs this layer uses.
+    rope: usize,
+}
+
+pub struct Decoder {
+    embed: Param,
+    blocks: Vec<Block>,
+    norm: Param,
+    eps: f64,
+    kernels: Kernels,
+    lm_head: Param,
+    opts: BlockOptions,
+    /// √hidden_size, where the family scales its embeddings.
+    embed_scale: Option<f64>,
+    /// RoPE's inverse frequencies `[1, head_dim / 2]` (f32), of the full layers (first) and,
+    /// where they differ, of the sliding ones. The angles of the positions a forward pass
+    /// needs are made from them on the spot: a table for every position the config allows
+    /// would be sized by a number in a file (and 10⁹ positions is one JSON edit away).
+    inv_freqs: Vec<Tensor>,
+    /// (θ, factor, positions before scaling starts) for dynamic scaling.
+    dynamic: Option<(f32, f32, usize)>,
+    /// The activations' dtype ([`compute_dtype`](super::compute_dtype)).
+    act: DType,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    max_pos: usize,
+    /// The fused GPU pass over the same weights, made when first asked for and where it
+    /// applies ([`super::fused`]); the candle path is its twin.
+    #[cfg(feature = "cuda")]
+    fused: Option<Box<super::fused::FusedLlama>>,
+    /// The config, for the fused pass's shapes.
+    #[cfg(feature = "cuda")]
+    config: DecoderConfig,
+}
+
+impl Decoder {
+    pub fn load(c: &DecoderConfig, vb: Loader, kernels: Kernels) -> Result<Self> {
+        let (h, hd, f) = (c.hidden_size, c.head_dim(), c.intermediate_size);
+        let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
+        let o = c.opts;
+        let m = vb.pp("model");
+        let embed_w = m.get((c.vocab_size, h), "embed_tokens.weight")?;
+        let mut blocks = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let l = m.pp(format!("layers.{i}"));
+            let a = l.pp("self_attn");
+            let mlp = l.pp("mlp");
+            let qkv = if o.fused_projections {
+                Qkv::Fused(a.get(((nh + 2 * nkv) * hd, h), "qkv_proj.weight")?)
+            } else {
+                Qkv::Separate {
+                    q: a.get((nh * hd, h), "q_proj.weight")?,
+                    k: a.get((nkv * hd, h), "k_proj.weight")?,
+                    v: a.get((nkv * hd, h), "v_proj.weight")?,
+                }
+            };
+            let qkv_bias = match o.attention_bias {
+                AttentionBias::None => None,
+                AttentionBias::Qkv | AttentionBias::QkvO => Some([
+                    a.get(nh * hd, "q_proj.bias")?,
+                    a.get(nkv * hd, "k_proj.bias")?,
+                    a.get(nkv * hd, "v_proj.bias")?,
+                ]),
+            };
+            let gate_up = if o.fused_projections {
+                GateUp::Fused(mlp.get((2 * f, h), "gate_up_proj.weight")?)
+            } else {
+                GateUp::Separate {
+                    gate: mlp.get((f, h), "gate_proj.weight")?,
+                    up: mlp.get((f, h), "up_proj.weight")?,
+                }
+            };
+            // Gemma's names: its post_attention_layernorm follows attention, and the norm
+            // before the feed-forward is its own.
+            let (post_attn_norm, mlp_norm, post_mlp_norm) = if o.sandwich_norms {
+                (
+                    Some(l.get(h, "post_attention_layernorm.weight")?),
+                    l.get(h, "pre_feedforward_layernorm.weight")?,
+                    Some(l.get(h, "post_feedforward_layernorm.weight")?),
+                )
+            } else {
+                (None, l.get(h, "post_attention_layernorm.weight")?, None)
+            };
+            let sliding = c.layer_type(i) == LayerType::Sliding;
+            blocks.push(Block {
+                attn_norm: l.get(h, "input_layernorm.weight")?,
+                qkv,
+                qkv_bias,
+                qk_norm: match o.qk_norm {
+                    true => Some([a.get(hd, "q_norm.weight")?, a.get(hd, "k_norm.weight")?]),
+                    false => None,
+                },
+                o: a.get((h, nh * hd), "o_proj.weight")?,
+                o_bias: match o.attention_bias {
+                    AttentionBias::QkvO => Some(a.get(h, "o_proj.bias")?),
+                    _ => None,
+                },
+                post_attn_norm,
+                mlp_norm,
+                gate_up,
+                down: mlp.get((h, f), "down_proj.weight")?,
+                post_mlp_norm,
+                window: if sliding { c.sliding_window } else { None },
+                rope: usize::from(sliding && c.local_rope.is_some()),
+            });
+        }
+        let norm = m.get(h, "norm.weight")?;
+        let lm_head = if c.tie_word_embeddings {
+            embed_w.clone()
+        } else {
+            vb.get((c.vocab_size, h), "lm_head.weight")?
+        };
+        let global = Rope {
+            theta: c.rope_theta,
+            scaling: c.rope_scaling,
+        };
+        let mut inv_freqs = vec![inverse_frequencies(&global, c.head_dim(), vb.device())?];
+        if let Some(local) = &c.local_rope {
+            inv_freqs.push(inverse_frequencies(local, c.head_dim(), vb.device())?);
+        }
+        #[allow(unused_mut)]
+        let mut model = Self {
+            embed: embed_w,
+            blocks,
+            norm,
+            eps: c.rms_norm_eps,
+            kernels,
+            lm_head,
+            opts: o,
+            embed_scale: o.embed_scale.then(|| (h as f64).sqrt()),
+            inv_freqs,
+            dynamic: match c.rope_scaling {
+                Some(RopeScaling::Dynamic { factor }) => {
+                    Some((c.rope_theta, factor, c.max_position_embeddings))
+                }
+                _ => None,
+            },
+            act: super::compute_dtype(vb.dtype(), vb.device()),
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            max_pos: c.context(),
+            #[cfg(feature = "cuda")]
+            fused: None,
+            #[cfg(feature = "cuda")]
+            config: c.clone(),
+        };
+        #[cfg(feature = "cuda")]
+        model.set_fused(super::fused_requested())?;
+        Ok(model)
+    }
+
+    /// The params and shape the fused GPU pass reads: Llama's block only (no option of
+    /// another family set, every layer full attention, one RoPE).
+    #[cfg(feature = "cuda")]
+    fn fused_parts(&self) -> Option<super::fused::Parts<'_>> {
+        use super::fused::{BlockParts, Parts};
+        let c = &self.config;
+        let plain = self.opts == BlockOptions::default() && self.inv_freqs.len() == 1;
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| match (&b.qkv, &b.gate_up, b.window) {
+                (Qkv::Separate { q, k, v }, GateUp::Separate { gate, up }, None) => {
+                    Some(BlockParts {
+                        attn_norm: &b.attn_norm,
+                        q,
+                        k,
+                        v,
+                        o: &b.o,
+                        mlp_norm: &b.mlp_norm,
+                        gate,
+                        up,
+                        down: &b.down,
+                    })
+                }
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        plain.then(|| Parts {
+            embed: &self.embed,
+            blocks,
+            norm: &self.norm,
+            lm_head: &self.lm_head,
+            inv_freq: &self.inv_freqs[0],
+            eps: self.eps,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            hidden: c.hidden_size,
+            intermediate: c.intermediate_size,
+            vocab: c.vocab_size,
+        })
+    }
+
+    /// The fused GPU pass, where it is on.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn fused(&self) -> Option<&super::fused::FusedLlama> {
+        self.fused.as_deref()
+    }
+
+    /// Whether forward passes take the fused GPU pass (where it applies: inference kernels,
+    /// on a GPU) or candle's ops.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn set_fused(&mut self, on: bool) -> Result<()> {
+        self.fused = match (on, self.fused.take()) {
+            (false, _) => None,
+            (true, Some(f)) => Some(f),
+            (true, None) if self.kernels == Kernels::Fast => match self.fused_parts() {
+                Some(parts) => {
+                    super::fused::FusedLlama::new(&parts, self.dynamic.is_some())?.map(Box::new)
+                }
+                None => None,
+            },
+            (true, None) => None,
+        };
+        Ok(())
+    }
+
+    /// The longest sequence the model runs.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn context(&self) -> usize {
+        self.max_pos
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.lm_head.tensor().device()
+    }
+
+    /// Hidden states `[b, t, hidden]` of `ids [b, t]` before the final norm, from
+    /// `cache.pos` (appending to the cache), or from position 0 without a cache. With a `mix`,
+    /// row i runs at α = `mix.alphas()[i]`.
+    pub fn hidden(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut Cache>,
+        mix: Option<&Mix>,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pos = cache.as_ref().map_or(0, |c| c.pos);
+        check_context(pos, t, self.max_pos)?;
+        let k_ = self.kernels;
+        let o = &self.opts;
+        let angles = self
+            .inv_freqs
+            .iter()
+            .enumerate()
+            .map(|(i, f)| self.rope_angles(f, i == 0, pos, t))
+            .collect::<Result<Vec<_>>>()?;
+        let linear = |x: &Tensor, w: &Param| w.linear(x, mix, k_);
+        // A bias added per row: (1 − α)·b_A + α·b_B in the batched mode.
+        let biased = |y: Tensor, b: Option<&Param>| match b {
+            Some(b) => b.apply(mix, |b| y.broadcast_add(&super::like(b, &y)?)),
+            None => Ok(y),
+        };
+        let mut x = self.embed.embed(ids, mix)?.to_dtype(self.act)?;
+        if let Some(s) = self.embed_scale {
+            x = (x * s)?;
+        }
+        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, self.head_dim));
+        for (i, block) in self.blocks.iter().enumerate() {
+            let r = x.clone();
+            let h = self.norm(&x, &block.attn_norm, mix)?;
+            let [qb, kb, vb] = match &block.qkv_bias {
+                Some([q, k, v]) => [Some(q), Some(k), Some(v)],
+                None => [None; 3],
+            };
+            let (q, k, v) = match &block.qkv {
+                Qkv::Separate { q, k, v } => (
+                    biased(linear(&h, q)?, qb)?,
+                    biased(linear(&h, k)?, kb)?,
+                    biased(linear(&h, v)?, vb)?,
+                ),
+                Qkv::Fused(w) => {
+                    let y = linear(&h, w)?;
+                    let (nq, nk) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+                    (
+                        y.narrow(2, 0, nq)?,
+                        y.narrow(2, nq, nk)?,
+                        y.narrow(2, nq + nk, nk)?,
+                    )
+                }
+            };
+            let (mut q, mut k) = (heads(q, self.heads)?, heads(k, self.kv_heads)?);
+            if let Some([qn, kn]) = &block.qk_norm {
+                q = self.norm(&q, qn, mix)?;
+                k = self.norm(&k, kn, mix)?;
+            }
+            let (cos, sin) = &angles[block.rope];
+            let q = k_.rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
+            let k = k_.rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
+            let v = heads(v, self.kv_heads)?.transpose(1, 2)?.contiguous()?;
+            let (k, v) = match cache.as_deref_mut() {
+                Some(c) => c.layers[i].append(&k, &v)?,
+                None => (k, v),
+            };
+            let att = AttentionOptions {
+                scale: match o.query_scalar {
+                    Some(s) => 1.0 / (s as f64).sqrt(),
+                    None => 1.0 / (self.head_dim as f64).sqrt(),
+                },
+                softcap: o.attn_softcap,
+                window: block.window,
+            };
+            let y = attend(&q, &k, &v, k_, &att)?;
+            let mut a = biased(linear(&y, &block.o)?, block.o_bias.as_ref())?;
+            if let Some(n) = &block.post_attn_norm {
+                a = self.norm(&a, n, mix)?;
+            }
+            x = (a + r)?;
+            let r = x.clone();
+            let h = self.norm(&x, &block.mlp_norm, mix)?;
+            let (g, u) = match &block.gate_up {
+                GateUp::Separate { gate, up } => (linear(&h, gate)?, linear(&h, up)?),
+                GateUp::Fused(w) => {
+                    let y = linear(&h, w)?;
+                    let f = y.dim(2)? / 2;
+                    (y.narrow(2, 0, f)?, y.narrow(2, f, f)?)
+                }
+            };
+            let g = match o.activation {
+                Activation::Silu => candle_nn::ops::silu(&g)?,
+                Activation::GeluTanh => g.gelu()?,
+            };
+            let mut m = linear(&(g * u)?, &block.down)?;
+            if let Some(n) = &block.post_mlp_norm {
+                m = self.norm(&m, n, mix)?;
+            }
+            x = (m + r)?;
+        }
+        Ok(x)
+    }
+
+    /// RMS norm of `x` over its last dimension with `g`'s gains (as 1 + g where the family
+    /// stores them so), per row in the batched mode.
+    fn norm(&self, x: &Tensor, g: &Param, mix: Option<&Mix>) -> Result<Tensor> {
+        g.apply(mix, |g| {
+            if self.opts.norm_plus_one {
+                self.kernels
+                    .rms_norm(x, &(g.to_dtype(DType::F32)? + 1.0)?, self.eps)
+            } else {
+                self.kernels.rms_norm(x, g, self.eps)
+            }
+        })
+    }
+
+    /// cos and sin `[t, head_dim / 2]` of positions `pos..pos + t` from `inv_freq`, in the
+    /// activations' dtype. With dynamic scaling (of the full layers' RoPE, `global`) a call
+    /// that reaches past the original context uses frequencies for its length; keys already
+    /// cached keep theirs, as in transformers.
+    fn rope_angles(
+        &self,
+        inv_freq: &Tensor,
+        global: bool,
+        pos: usize,
+        t: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let device = inv_freq.device();
+        let grown;
+        let inv_freq = match self.dynamic {
+            Some((theta, factor, original)) if global && pos + t > original => {
+                let f = dynamic_frequencies(theta, self.head_dim, factor, original, pos + t);
+                let n = f.len();
+                grown = Tensor::from_vec(f, (1, n), device)?;
+                &grown
+            }
+            _ => inv_freq,
+        };
+        let positions = Tensor::arange(pos as u32, (pos + t) as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((t, 1))?;
+        let freqs = positions.matmul(inv_freq)?;
+        Ok((
+            freqs.cos()?.to_dtype(self.act)?,
+            freqs.sin()?.to_dtype(self.act)?,
+        ))
+    }
+
+    /// Final norm and LM head: `[b, t, hidden]` → `[b, t, vocab]`, soft-capped where the
+    /// family caps its logits.
+    pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
+        let x = self.norm(x, &self.norm, mix)?;
+        let logits = self.lm_head.linear(&x, mix, self.kernels)?;
+        match self.opts.final_softcap {
+            Some(cap) => softcap(&logits, cap),
+            None => Ok(logits),
+        }
+    }
+}
+
+/// `cap · tanh(x / cap)`.
+pub(crate) fn softcap(x: &Tensor, cap: f32) -> Result<Tensor> {
+    (x / cap as f64)?.tanh()? * cap as f64
+}
+
+/// RoPE's inverse frequencies for HF's rotate-half layout: `1 / θ^(i / d)` for even i < d.
+fn base_frequencies(theta: f32, head_dim: usize) -> Vec<f32> {
+    (0..head_dim)
+        .step_by(2)
+        .map(|i| 1.0 / theta.powf(i as f32 / head_dim as f32))
+        .collect()
+}
+
+/// RoPE's inverse frequencies `[1, head_dim / 2]` at the start of a sequence, with the
+/// scaling (dynamic scaling changes them later, see [`Decoder::rope_angles`]).
+fn inverse_frequencies(rope: &Rope, head_dim: usize, device: &Device) -> Result<Tensor> {
+    let mut inv_freq = base_frequencies(rope.theta, head_dim);
+    match rope.scaling {
+        Some(RopeScaling::Linear { factor }) => inv_freq.iter_mut().for_each(|f| *f /= factor),
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => {
+            let original = original_max_position_embeddings as f32;
+            let low_wavelen = original / low_freq_factor;
+            let high_wavelen = original / high_freq_factor;
+            for f in inv_freq.iter_mut() {
+                let wavelen = 2.0 * std::f32::consts::PI / *f;
+                *f = if wavelen < high_wavelen {
+                    *f
+                } else if wavelen > low_wavelen {
+                    *f / factor
+                } else {
+                    let smooth = (original / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * *f / factor + smooth * *f
+                };
+            }
+        }
+        Some(RopeScaling::Dynamic { .. }) | None => {}
+    }
+    let n = inv_freq.len();
+    Tensor::from_vec(inv_freq, (1, n), device)
+}
+
+/// Dynamic NTK scaling as transformers does it: once a sequence reaches `seq_len` positions
+/// past `original`, the base becomes θ·(f·seq_len/original − (f − 1))^(d/(d−2)).
+fn dynamic_frequencies(
+    theta: f32,
+    head_dim: usize,
+    factor: f32,
+    original: usize,
+    seq_len: usize,
+) -> Vec<f32> {
+    let (f, d) = (factor as f64, head_dim as f64);
+    let grown =
+        theta as f64 * (f * seq_len as f64 / original as f64 - (f - 1.0)).powf(d / (d - 2.0));
+    base_frequencies(grown as f32, head_dim)
+}

@@ -1,0 +1,220 @@
+//! The decoder families against transformers' own classes: tiny random pairs of Mistral,
+//! Qwen2, Qwen3, Gemma 2, Gemma 3 and Phi-3 made and run by tests/fixtures/make_families.py
+//! (sliding windows shorter than prompt plus generation, biases, q/k norms, (1 + w) sandwich
+//! norms, soft-capping, a query scalar, per-layer-type RoPE, fused projections), whose logits
+//! and greedy tokens at α ∈ {0, 0.3, 1, 1.5} on torch-blended state dicts are in
+//! tests/fixtures/families/expected.json (every greedy step's top-2 margin ≥ 1e-3). Held in
+//! the re-blended path and the batched one (every α a row of one batch), and in bf16 against
+//! the same model's own f32 run.
+
+use candle_core::DType;
+use lerpscope::engine::{
+    Alpha, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
+};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/families")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(fixture("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn load(family: &str, dtype: DType) -> Engine {
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        dtype: Some(dtype),
+        ..Default::default()
+    };
+    Engine::load(
+        &fixture(&format!("{family}-a")),
+        &fixture(&format!("{family}-b")),
+        &opts,
+    )
+    .unwrap()
+}
+
+fn greedy_params(n: usize) -> GenerationParams {
+    GenerationParams {
+        max_tokens: n,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            ..Default::default()
+        },
+        // transformers ran without an end-of-text stop.
+        ignore_eos: true,
+        token_info: false,
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "logits over the whole vocabulary");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// One family: every α re-blended, and all of them as rows of one batch.
+fn check(family: &str, class: &str) {
+    let exp = expected();
+    let mut engine = load(family, DType::F32);
+    assert_eq!(engine.info.architecture, class);
+    let new_tokens = exp["new_tokens"].as_u64().unwrap() as usize;
+    let runs = exp["families"][family].as_object().unwrap();
+    let alphas: Vec<Alpha> = runs.keys().map(|a| a.parse().unwrap()).collect();
+    let params = greedy_params(new_tokens);
+    for p in 0..exp["prompts"].as_array().unwrap().len() {
+        let run = |alpha: &str| &runs[alpha][p];
+        let ids: Vec<u32> =
+            serde_json::from_value(run(runs.keys().next().unwrap())["prompt_ids"].clone()).unwrap();
+        // Re-blended, α by α.
+        for (alpha, a) in runs.keys().zip(&alphas) {
+            engine.set_alpha(*a).unwrap();
+            let want: Vec<f32> = serde_json::from_value(run(alpha)["logits"].clone()).unwrap();
+            let d = max_diff(&engine.logits(&ids).unwrap(), &want);
+            assert!(
+                d < 1e-4,
+                "{family} α={alpha} prompt {p}: max |Δlogit| = {d}"
+            );
+            let greedy: Vec<u32> = serde_json::from_value(run(alpha)["greedy"].clone()).unwrap();
+            let g = engine
+                .generate_steps(&ids, &[], None, &params, &|_| false, &mut |_, _| {})
+                .unwrap();
+            assert_eq!(
+                g[0].token_ids, greedy,
+                "{family} α={alpha} prompt {p}: greedy"
+            );
+        }
+        // Batched: every α a row.
+        let rows = engine.logits_columns(&ids, &alphas).unwrap();
+        let gens = engine
+            .generate_steps(
+                &ids,
+                &[],
+                Some(&alphas),
+                &params,
+                &|_| false,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        for ((alpha, row), g) in runs.keys().zip(&rows).zip(&gens) {
+            let want: Vec<f32> = serde_json::from_value(run(alpha)["logits"].clone()).unwrap();
+            let d = max_diff(row, &want);
+            assert!(
+                d < 1e-4,
+                "{family} batched α={alpha} prompt {p}: max |Δlogit| = {d}"
+            );
+            let greedy: Vec<u32> = serde_json::from_value(run(alpha)["greedy"].clone()).unwrap();
+            assert_eq!(
+                g.token_ids, greedy,
+                "{family} batched α={alpha} prompt {p}: greedy"
+            );
+        }
+    }
+}
+
+#[test]
+fn mistral_matches_transformers_past_its_sliding_window() {
+    check("mistral", "MistralForCausalLM");
+}
+
+#[test]
+fn qwen2_matches_transformers_with_biases_and_windows() {
+    check("qwen2", "Qwen2ForCausalLM");
+}
+
+#[test]
+fn qwen3_matches_transformers_with_qk_norms() {
+    check("qwen3", "Qwen3ForCausalLM");
+}
+
+#[test]
+fn gemma2_matches_transformers_with_soft_capping() {
+    check("gemma2", "Gemma2ForCausalLM");
+}
+
+#[test]
+fn gemma3_matches_transformers_with_two_ropes() {
+    check("gemma3", "Gemma3ForCausalLM");
+}
+
+#[test]
+fn phi3_matches_transformers_with_fused_projections() {
+    check("phi3", "Phi3ForCausalLM");
+}
+
+#[test]
+fn every_family_pair_is_checked() {
+    let exp = expected();
+    let families: Vec<&String> = exp["families"].as_object().unwrap().keys().collect();
+    assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
+}
+
+/// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of
+/// tests/half.rs, 64·2⁻⁸·(1 + max|logit|), and its greedy tokens equal the f32 run's up to the
+/// first step whose f32 margin is within twice the two runs' distance.
+#[test]
+fn every_family_in_bf16_writes_what_it_writes_in_f32() {
+    let exp = expected();
+    let n = exp["new_tokens"].as_u64().unwrap() as usize;
+    let mut compared = 0;
+    for family in exp["families"].as_object().unwrap().keys() {
+        let (mut full, mut half) = (load(family, DType::F32), load(family, DType::BF16));
+        let ids: Vec<u32> =
+            serde_json::from_value(exp["families"][family]["0.3"][0]["prompt_ids"].clone())
+                .unwrap();
+        for a in [0.3, 1.0] {
+            full.set_alpha(a).unwrap();
+            half.set_alpha(a).unwrap();
+            let (f, h) = (full.logits(&ids).unwrap(), half.logits(&ids).unwrap());
+            let tol = 64.0 * 2f32.powi(-8) * (1.0 + f.iter().fold(0f32, |m, x| m.max(x.abs())));
+            let d = max_diff(&f, &h);
+            assert!(
+                d <= tol,
+                "{family} α={a}: bf16 logits {d} from f32 (> {tol})"
+            );
+            let params = greedy_params(n);
+            let greedy = |e: &Engine| {
+                e.generate_steps(&ids, &[], None, &params, &|_| false, &mut |_, _| {})
+                    .unwrap()
+                    .remove(0)
+                    .token_ids
+            };
+            let (want, got) = (greedy(&full), greedy(&half));
+            let mut context = ids.clone();
+            for (i, (&w, &g)) in want.iter().zip(&got).enumerate() {
+                let lf = full.logits(&context).unwrap();
+                let apart = max_diff(&lf, &half.logits(&context).unwrap());
+                if margin(&lf) <= 2.0 * apart {
+                    break;
+                }
+                assert_eq!(w, g, "{family} bf16 α={a}: step {i}");
+                context.push(w);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 40, "only {compared} greedy steps compared");
+}
+
+/// Top-1 minus top-2.
+fn margin(logits: &[f32]) -> f32 {
+    let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for &l in logits {
+        if l > a {
+            (a, b) = (l, a);
+        } else if l > b {
+            b = l;
+        }
+    }
+    a - b
+}
