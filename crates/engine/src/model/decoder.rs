@@ -76,7 +76,7 @@ pub struct Decoder {
     fused: Option<Box<super::fused::FusedLlama>>,
     /// The config, for the fused pass's shapes.
     #[cfg(feature = "cuda")]
-    config: DecoderConfig,
+    config: Box<DecoderConfig>,
 }
 
 impl Decoder {
@@ -189,7 +189,7 @@ impl Decoder {
             #[cfg(feature = "cuda")]
             fused: None,
             #[cfg(feature = "cuda")]
-            config: c.clone(),
+            config: Box::new(c.clone()),
         };
         #[cfg(feature = "cuda")]
         model.set_fused(super::fused_requested())?;
