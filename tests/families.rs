@@ -218,3 +218,73 @@ fn margin(logits: &[f32]) -> f32 {
     }
     a - b
 }
+
+/// PEFT adapter pairs on tiny Qwen2, Gemma 3 and Phi-3 bases (Phi-3's on its fused qkv_proj
+/// and gate_up_proj) give the goldens of θ(α) = M_A + α·(M_B − M_A), M_X PEFT's
+/// merge_and_unload of the base with X: merged per α, and factored (base plus both
+/// adapters' low-rank products, every α a row of one batch).
+#[test]
+fn adapter_pairs_on_the_families_match_peft() {
+    let exp = expected();
+    let new_tokens = exp["new_tokens"].as_u64().unwrap() as usize;
+    let params = greedy_params(new_tokens);
+    let pairs = exp["adapters"].as_object().unwrap();
+    assert_eq!(pairs.len(), 3, "{:?}", pairs.keys());
+    for (family, runs) in pairs {
+        let opts = LoadOptions {
+            device: DeviceChoice::Cpu,
+            dtype: Some(DType::F32),
+            ..Default::default()
+        };
+        let mut engine = Engine::load(
+            &fixture(&format!("{family}-lora-a")),
+            &fixture(&format!("{family}-lora-b")),
+            &opts,
+        )
+        .unwrap();
+        assert!(engine.is_adapter_pair());
+        let runs = runs.as_object().unwrap();
+        let alphas: Vec<Alpha> = runs.keys().map(|a| a.parse().unwrap()).collect();
+        for p in 0..2 {
+            let run = |alpha: &str| &runs[alpha][p];
+            let ids: Vec<u32> = serde_json::from_value(run("0.0")["prompt_ids"].clone()).unwrap();
+            for (alpha, a) in runs.keys().zip(&alphas) {
+                engine.set_alpha(*a).unwrap();
+                let want: Vec<f32> = serde_json::from_value(run(alpha)["logits"].clone()).unwrap();
+                let d = max_diff(&engine.logits(&ids).unwrap(), &want);
+                assert!(
+                    d < 1e-4,
+                    "{family} LoRA merged α={alpha}: max |Δlogit| = {d}"
+                );
+                let greedy: Vec<u32> =
+                    serde_json::from_value(run(alpha)["greedy"].clone()).unwrap();
+                let g = engine
+                    .generate_steps(&ids, &[], None, &params, &|_| false, &mut |_, _| {})
+                    .unwrap();
+                assert_eq!(g[0].token_ids, greedy, "{family} LoRA merged α={alpha}");
+            }
+            let rows = engine.logits_columns(&ids, &alphas).unwrap();
+            let gens = engine
+                .generate_steps(
+                    &ids,
+                    &[],
+                    Some(&alphas),
+                    &params,
+                    &|_| false,
+                    &mut |_, _| {},
+                )
+                .unwrap();
+            for ((alpha, row), g) in runs.keys().zip(&rows).zip(&gens) {
+                let want: Vec<f32> = serde_json::from_value(run(alpha)["logits"].clone()).unwrap();
+                let d = max_diff(row, &want);
+                assert!(
+                    d < 1e-4,
+                    "{family} LoRA factored α={alpha}: max |Δlogit| = {d}"
+                );
+                let greedy: Vec<u32> =
+                    serde_json::from_value(run(alpha)["greedy"].clone()).unwrap();
+                assert_eq!(g.token_ids, greedy, "{family} LoRA factored α={alpha}");
+            }
+        }
+    }
+}
