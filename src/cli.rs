@@ -1,6 +1,6 @@
 //! Command-line definitions: flags in, typed values out.
 
-use crate::engine::fixtures::Shape;
+use crate::engine::shapes::Shape;
 use crate::engine::{Alpha, AlphaRange, ColumnsMode, DeviceChoice, GenerationParams, LoadOptions};
 use anyhow::{bail, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};

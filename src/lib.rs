@@ -5,7 +5,7 @@
 //! layer that runs the engine on its own thread, evaluation, and the terminal UI.
 
 pub use lerpscope_engine as engine;
-pub use lerpscope_engine::fixtures;
+pub use lerpscope_engine::shapes;
 
 pub mod app;
 pub mod cli;

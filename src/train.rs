@@ -5,8 +5,8 @@
 //! Every stage writes an ordinary Hugging Face model directory and is skipped when its output
 //! already exists, so an interrupted run resumes at the stage it was in.
 
-use crate::engine::config::{DecoderConfig, ModelConfig};
-use crate::engine::model::{Kernels, Model};
+use crate::engine::{DecoderConfig, ModelConfig};
+use crate::engine::{Kernels, Model};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
-pub use crate::engine::fixtures::EOS;
-use crate::engine::fixtures::{llama_config_json, llama_parameters, train_tokenizer};
+use crate::engine::tokens::train_tokenizer;
+pub use crate::engine::tokens::END_OF_TEXT;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recipe {
@@ -54,7 +54,7 @@ impl Recipe {
             max_position_embeddings: self.context,
             tie_word_embeddings: true,
             bos_token_id: Some(eos),
-            eos_token_id: Some(crate::engine::config::TokenIds::One(eos)),
+            eos_token_id: Some(crate::engine::TokenIds::One(eos)),
             rope_scaling: None,
             ..Default::default()
         }
@@ -66,7 +66,7 @@ pub fn tokenize_file(tok: &Tokenizer, path: &Path) -> Result<Vec<u32>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let eos = tok
-        .token_to_id(EOS)
+        .token_to_id(END_OF_TEXT)
         .context("tokenizer lacks the end-of-text token")?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let encs = tok
@@ -91,7 +91,7 @@ pub fn init_varmap(c: &DecoderConfig, device: &Device, seed: u64) -> Result<VarM
     };
     {
         let mut data = varmap.data().lock().expect("varmap lock");
-        for (name, shape) in llama_parameters(c) {
+        for (name, shape) in crate::engine::parameters(&ModelConfig::Decoder(c.clone())) {
             let n: usize = shape.iter().product();
             let values: Vec<f32> = if shape.len() == 1 {
                 vec![1.0; n]
@@ -220,7 +220,9 @@ pub fn save_model_dir(
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     std::fs::write(
         dir.join("config.json"),
-        serde_json::to_string_pretty(&llama_config_json(c))?,
+        serde_json::to_string_pretty(&crate::engine::config_json(&ModelConfig::Decoder(
+            c.clone(),
+        ))?)?,
     )?;
     varmap.save(dir.join("model.safetensors"))?;
     std::fs::copy(tokenizer, dir.join("tokenizer.json"))
@@ -268,7 +270,9 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         record("tokenizer_s", t0.elapsed().as_secs_f64())?;
         tok
     };
-    let eos = tok.token_to_id(EOS).context("no end-of-text token")?;
+    let eos = tok
+        .token_to_id(END_OF_TEXT)
+        .context("no end-of-text token")?;
     let mut c = recipe.config(eos);
     c.vocab_size = tok.get_vocab_size(true);
     let mut log = LossLog::open(&out.join("loss.csv"))?;

@@ -355,7 +355,7 @@ fn bad_adapters_get_one_line_naming_the_file_and_key() {
 
 /// Add a tensor of zeros to an adapter's safetensors file.
 fn add_tensor(dir: &std::path::Path, name: &str, shape: Vec<usize>) {
-    use lerpscope::engine::checkpoint::TensorFiles;
+    use lerpscope::engine::TensorFiles;
     let path = dir.join("adapter_model.safetensors");
     let store = TensorFiles::open(std::slice::from_ref(&path)).unwrap();
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = store
@@ -366,5 +366,5 @@ fn add_tensor(dir: &std::path::Path, name: &str, shape: Vec<usize>) {
     drop(store);
     let n = shape.iter().product();
     tensors.push((name.to_string(), shape, vec![0.0; n]));
-    lerpscope::fixtures::write_safetensors(&path, &tensors, safetensors::Dtype::F32).unwrap();
+    lerpscope::shapes::write_safetensors(&path, &tensors, safetensors::Dtype::F32).unwrap();
 }

@@ -1,8 +1,8 @@
 //! Every way a pair can be wrong gets one clear line naming the file and the tensor.
 
 use lerpscope::engine::{DeviceChoice, Engine, LoadOptions};
-use lerpscope::fixtures::{random_weights, write_safetensors, write_tiny_pair, Arch};
 use lerpscope::one_line;
+use lerpscope::shapes::{random_weights, write_safetensors, write_tiny_pair, Arch};
 use std::path::{Path, PathBuf};
 
 struct Pair {
@@ -51,7 +51,7 @@ fn rewrite_b(
     dtype: safetensors::Dtype,
     edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>),
 ) {
-    let c = lerpscope::engine::checkpoint::Checkpoint::open(
+    let c = lerpscope::engine::Checkpoint::open(
         lerpscope::engine::source::resolve(&p.b.display().to_string()).unwrap(),
     )
     .unwrap();
@@ -219,7 +219,7 @@ fn malformed_tokenizer() {
 fn different_tokenizers_are_refused_unless_allowed() {
     let p = pair(Arch::Llama);
     let tok = p.b.join("tokenizer.json");
-    lerpscope::fixtures::write_tokenizer(&tok, 280).unwrap();
+    lerpscope::shapes::write_tokenizer(&tok, 280).unwrap();
     let e = err(&p.a, &p.b);
     assert_has(
         &e,

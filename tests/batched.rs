@@ -2,7 +2,7 @@
 //! to the in-place re-blend it replaces, for both architectures.
 
 use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use std::sync::atomic::AtomicBool;
 
 const ALPHAS: [f64; 6] = [-0.5, 0.0, 0.3, 0.5, 1.0, 1.7];

@@ -1,7 +1,7 @@
 //! The real binary: `generate --json` and `bench blend --json` on tiny pairs.
 
 use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use serde_json::Value;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
@@ -172,7 +172,7 @@ fn bench_generate_and_columns_report_their_figures() {
 
 #[test]
 fn a_named_shape_is_written_once_as_a_loadable_pair() {
-    use lerpscope::fixtures::Shape;
+    use lerpscope::shapes::Shape;
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = Shape::Demo.pair_in(tmp.path()).unwrap();
     let stamp = std::fs::metadata(a.join("model.safetensors"))

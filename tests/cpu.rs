@@ -46,7 +46,7 @@ fn an_old_cpu_under_qemu_gets_the_line_instead_of_sigill() {
         .output()
         .is_err()
     {
-        lerpscope::fixtures::skip(
+        lerpscope::shapes::skip(
             "qemu-x86_64 is not installed (Debian: qemu-user)",
             "LERPSCOPE_REQUIRE_QEMU",
         );

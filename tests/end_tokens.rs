@@ -2,11 +2,11 @@
 //! stop it too, `--ignore-eos` goes on, and a special token that appears in the text is kept as
 //! a marker, never dropped.
 
-use lerpscope::engine::token_stream::{plain, without_specials, SPECIAL_END, SPECIAL_START};
+use lerpscope::engine::tokens::{plain, without_specials, SPECIAL_END, SPECIAL_START};
 use lerpscope::engine::{
     DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams, StopReason,
 };
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 

@@ -6,7 +6,7 @@ use lerpscope::engine::{
 };
 use lerpscope::eval::sweep::{AlphaMode, PplRef, Sweep, SweepConfig};
 use lerpscope::eval::{Scorer, Vader};
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use std::path::{Path, PathBuf};
 
 fn cpu() -> LoadOptions {

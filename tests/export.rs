@@ -4,7 +4,7 @@
 //! lerpscope), to the engine that wrote it, and to itself across formats; and every way an
 //! export can fail leaves nothing behind.
 
-use lerpscope::engine::checkpoint::{Checkpoint, TensorFiles};
+use lerpscope::engine::{Checkpoint, TensorFiles};
 use lerpscope::engine::{DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -228,7 +228,7 @@ fn failed_exports_leave_nothing_behind() {
 fn an_export_stopped_at_any_write_leaves_no_half_written_model() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    lerpscope::fixtures::write_tiny_pair(&a, &b, lerpscope::fixtures::Arch::Llama).unwrap();
+    lerpscope::shapes::write_tiny_pair(&a, &b, lerpscope::shapes::Arch::Llama).unwrap();
     let (a, b) = (a.display().to_string(), b.display().to_string());
     for (format, out) in [("hf", "cut"), ("gguf", "cut.gguf")] {
         let export = |hook: Option<(&str, usize)>| {

@@ -14,13 +14,13 @@
 //! (`LERPSCOPE_FUZZ_SEED` picks another stream; `LERPSCOPE_FUZZ_VERBOSE` prints why each
 //! whole-pair input was refused). Failing inputs are written to target/fuzz-failures/.
 
-use lerpscope::engine::checkpoint::Checkpoint;
-use lerpscope::engine::config::ModelConfig;
 use lerpscope::engine::source::{self, ModelFiles};
+use lerpscope::engine::Checkpoint;
+use lerpscope::engine::ModelConfig;
 use lerpscope::engine::{
     Alpha, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
 };
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -547,8 +547,7 @@ impl Corpus {
         std::fs::create_dir_all(&sharded).unwrap();
         for (i, tensors) in shards.iter().enumerate() {
             let path = sharded.join(format!("model-0000{}-of-00002.safetensors", i + 1));
-            lerpscope::fixtures::write_safetensors(&path, tensors, safetensors::Dtype::F32)
-                .unwrap();
+            lerpscope::shapes::write_safetensors(&path, tensors, safetensors::Dtype::F32).unwrap();
         }
         for f in ["config.json", "tokenizer.json"] {
             std::fs::copy(llama.0.join(f), sharded.join(f)).unwrap();
@@ -704,11 +703,11 @@ fn run(input: &Input, c: &Corpus) -> bool {
         }
         Target::Tokenizer => {
             let p = write("tokenizer.json");
-            let Ok(t) = lerpscope::engine::pair::load_tokenizer(&p) else {
+            let Ok(t) = lerpscope::engine::tokens::load_tokenizer(&p) else {
                 return false;
             };
             // Encoding and decoding go through the engine's guarded paths, as generation does.
-            let mut stream = lerpscope::engine::token_stream::TokenStream::new(&t);
+            let mut stream = lerpscope::engine::tokens::TokenStream::new(&t);
             if let Ok(e) = t.encode("The food was 42 ünïcödé <|endoftext|> ok", true) {
                 for &id in e.get_ids() {
                     let _ = stream.push(id);

@@ -3,7 +3,7 @@
 //! tiny HF fixtures, each beside the tensors `gguf.quants.dequantize` gives back (in HF names and
 //! layout) and transformers' logits on them.
 
-use lerpscope::engine::checkpoint::{Checkpoint, TensorFiles};
+use lerpscope::engine::{Checkpoint, TensorFiles};
 use lerpscope::engine::{DeviceChoice, Engine, LoadOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -87,10 +87,10 @@ fn gguf_endpoints_compute_like_transformers_on_the_same_weights() {
 #[test]
 fn the_tokenizer_rebuilt_from_metadata_encodes_like_the_original() {
     let original =
-        lerpscope::engine::pair::load_tokenizer(&fixtures().join("tiny-llama-a/tokenizer.json"))
+        lerpscope::engine::tokens::load_tokenizer(&fixtures().join("tiny-llama-a/tokenizer.json"))
             .unwrap();
     for v in ["llama-q4_1", "gpt2-q8_0"] {
-        let rebuilt = lerpscope::engine::pair::load_tokenizer(&gguf(v)).unwrap();
+        let rebuilt = lerpscope::engine::tokens::load_tokenizer(&gguf(v)).unwrap();
         for probe in [
             "The movie was great!",
             "  two spaces, digits 12345 and 3.14",
@@ -193,7 +193,7 @@ fn a_tokenizer_json_stands_in_for_missing_metadata() {
     };
     let e = Engine::load(&p, &p, &opts).unwrap();
     let original =
-        lerpscope::engine::pair::load_tokenizer(&fixtures().join("tiny-llama-a/tokenizer.json"))
+        lerpscope::engine::tokens::load_tokenizer(&fixtures().join("tiny-llama-a/tokenizer.json"))
             .unwrap();
     assert_eq!(
         e.encode("The movie").unwrap(),

@@ -4,9 +4,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
-use lerpscope::engine::blend::{blend, blend_reference, blend_tensor, Element};
+use lerpscope::engine::kernels::{blend, blend_reference, blend_tensor, Element};
 use lerpscope::engine::{DeviceChoice, Engine, LoadOptions};
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// The GPU, or None after saying so (a failure instead where LERPSCOPE_REQUIRE_GPU is set,
@@ -15,7 +15,7 @@ fn gpu() -> Option<Device> {
     match Device::new_cuda(0) {
         Ok(d) => Some(d),
         Err(e) => {
-            lerpscope::fixtures::skip(&format!("no CUDA GPU ({e})"), "LERPSCOPE_REQUIRE_GPU");
+            lerpscope::shapes::skip(&format!("no CUDA GPU ({e})"), "LERPSCOPE_REQUIRE_GPU");
             None
         }
     }
@@ -186,7 +186,7 @@ fn a_thousand_moves_leave_no_drift_on_cuda() {
     moved.set_alpha(0.3).unwrap();
     fresh.set_alpha(0.3).unwrap();
     let bits = |e: &Engine| -> Vec<u32> {
-        use lerpscope::engine::weights::Buffer;
+        use lerpscope::engine::Buffer;
         e.weights()
             .full()
             .unwrap()
@@ -308,9 +308,7 @@ fn adapter_pairs_on_cuda_match_the_cpu() {
 fn llama_engines(demo_shape: bool, dtype: DType) -> (tempfile::TempDir, Engine, Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = if demo_shape {
-        lerpscope::fixtures::Shape::Demo
-            .pair_in(tmp.path())
-            .unwrap()
+        lerpscope::shapes::Shape::Demo.pair_in(tmp.path()).unwrap()
     } else {
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
         write_tiny_pair(&a, &b, Arch::Llama).unwrap();
@@ -344,11 +342,11 @@ fn max_diff(x: &[f32], y: &[f32]) -> f32 {
 /// Logits of `ids` (K rows of `t`, row-major) fed in `chunks` (prompt, then steps) through
 /// `model`, the last position's of each chunk: what a generation sees step by step.
 fn stepped_logits(
-    model: &lerpscope::engine::model::Model,
+    model: &lerpscope::engine::Model,
     ids: &[u32],
     k: usize,
     chunks: &[usize],
-    mix: Option<&lerpscope::engine::model::param::Mix>,
+    mix: Option<&lerpscope::engine::layers::Mix>,
 ) -> Vec<Vec<f32>> {
     let t = ids.len() / k;
     let mut cache = model.new_cache(t);

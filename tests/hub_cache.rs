@@ -3,7 +3,7 @@
 //! (Its own test binary: it sets process-wide environment variables.)
 
 use lerpscope::engine::{DeviceChoice, Engine, LoadOptions};
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use std::path::Path;
 
 fn put_in_cache(cache: &Path, repo: &str, revision: &str, commit: &str, model: &Path) {

@@ -3,16 +3,16 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use lerpscope::engine::blend::blend_reference;
-use lerpscope::engine::checkpoint::Checkpoint;
-use lerpscope::engine::config::ModelConfig;
-use lerpscope::engine::model::Model;
+use lerpscope::engine::kernels::blend_reference;
 use lerpscope::engine::source;
-use lerpscope::engine::weights::Buffer;
+use lerpscope::engine::Buffer;
+use lerpscope::engine::Checkpoint;
+use lerpscope::engine::Model;
+use lerpscope::engine::ModelConfig;
 use lerpscope::engine::{
     DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams, Standalone,
 };
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -230,7 +230,7 @@ fn sharded_checkpoint_loads_like_a_single_file() {
                 )
             })
             .collect();
-        lerpscope::fixtures::write_safetensors(
+        lerpscope::shapes::write_safetensors(
             &sharded.join(&file),
             &tensors,
             safetensors::Dtype::F32,
@@ -261,7 +261,7 @@ fn sharded_checkpoint_loads_like_a_single_file() {
 
 #[test]
 fn fast_and_differentiable_kernels_agree() {
-    use lerpscope::engine::model::Kernels;
+    use lerpscope::engine::Kernels;
     for arch in [Arch::Llama, Arch::Gpt2] {
         let (_tmp, a, _b) = pair(arch);
         let files = source::resolve(&a).unwrap();
@@ -314,7 +314,7 @@ fn cached_decoding_matches_a_full_forward() {
     let mut ids = engine.encode("The food").unwrap();
     for &t in &out.token_ids {
         let logits = engine.logits(&ids).unwrap();
-        assert_eq!(lerpscope::engine::sampling::argmax(&logits), t);
+        assert_eq!(lerpscope::engine::argmax(&logits), t);
         ids.push(t);
     }
 }

@@ -1,11 +1,11 @@
 //! Per-token data: the probabilities the token loop records, text scoring against Hugging Face
 //! transformers, forks from a given token, and the α-scrub, each held to a plain computation.
 
-use lerpscope::engine::token_info::{log_softmax, reference};
+use lerpscope::engine::tokens::{log_softmax, reference_info as reference};
 use lerpscope::engine::{
     Alpha, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
 };
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use serde_json::Value;
 use std::path::PathBuf;
 

@@ -5,8 +5,8 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use lerpscope::app::keymap::Keymap;
 use lerpscope::app::{App, Effect, Msg, Pointer, TokenView};
-use lerpscope::engine::token_info::{Alternative, TokenInfo};
 use lerpscope::engine::{Alpha, GenerationParams, PairInfo, StopReason, TextScore};
+use lerpscope::engine::{Alternative, TokenInfo};
 use lerpscope::session::{ColumnId, EngineEvent, Job, JobKind, Token};
 use ratatui::backend::TestBackend;
 use ratatui::style::{Color, Modifier};
@@ -474,7 +474,7 @@ fn the_html_page_opens_in_headless_chromium() {
                 .is_ok_and(|o| o.status.success())
         })
     else {
-        lerpscope::fixtures::skip("no Chromium on this machine", "LERPSCOPE_REQUIRE_CHROMIUM");
+        lerpscope::shapes::skip("no Chromium on this machine", "LERPSCOPE_REQUIRE_CHROMIUM");
         return;
     };
     let (a, _) = streamed();

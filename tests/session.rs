@@ -5,8 +5,8 @@ use lerpscope::engine::{
     Alpha, ColumnsMode, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
     StopReason,
 };
-use lerpscope::fixtures::{write_tiny_pair, Arch};
 use lerpscope::session::{ColumnId, EngineEvent, Job, JobId, Session};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::Duration;

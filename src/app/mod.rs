@@ -881,7 +881,7 @@ impl App {
                 .enumerate()
                 .map(|(i, c)| SessionColumn {
                     alpha: c.alpha,
-                    text: crate::engine::token_stream::plain(&c.text),
+                    text: crate::engine::tokens::plain(&c.text),
                     tokens: c.tokens,
                     complete: matches!(c.state, ColumnState::Done(_)),
                     token_detail: c

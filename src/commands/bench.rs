@@ -2,8 +2,8 @@
 //! alternated in one run so both see the same machine state.
 
 use crate::cli::BenchBlendArgs;
-use crate::engine::blend::{blend_tensor, copy_tensor};
-use crate::engine::weights::Buffer;
+use crate::engine::kernels::{blend_tensor, copy_tensor};
+use crate::engine::Buffer;
 use crate::engine::{dtype_name, Alpha, Engine};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -669,8 +669,8 @@ fn median_f64(v: &mut [f64]) -> f64 {
 /// the logits to the host, and sampling every row. On a GPU both forward paths run, candle's
 /// ops and the fused pass, in one process.
 pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
-    use crate::engine::generate::copy_to_host;
-    use crate::engine::sampling::Sampler;
+    use crate::engine::copy_to_host;
+    use crate::engine::Sampler;
     let mut bench = GenBench::load(&args.model)?;
     let k = args.k.max(1);
     let steps = args.model.tokens.max(1);
@@ -745,9 +745,7 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
             "sample_ms": sample, "step_ms": enqueue + wait + copy + sample,
         }));
     }
-    bench
-        .engine
-        .set_fused(crate::engine::model::fused_requested())?;
+    bench.engine.set_fused(crate::engine::fused_requested())?;
     if args.model.json {
         let mut v = bench.describe();
         let o = v.as_object_mut().expect("object");

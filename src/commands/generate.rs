@@ -32,7 +32,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             let mut line = json!({
                 "alpha": alpha,
                 "prompt": prompt,
-                "text": crate::engine::token_stream::plain(&g.text),
+                "text": crate::engine::tokens::plain(&g.text),
                 "token_ids": g.token_ids,
                 "tokens": super::score::pieces(&engine, &g.token_ids),
                 "tokens_per_s": g.tokens_per_s(),
@@ -61,7 +61,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             write!(out, "{}", prompt)?;
             out.flush()?;
             let g = engine.generate(&prompt, &params, &never, &mut |piece| {
-                let _ = write!(out, "{}", crate::engine::token_stream::plain(piece));
+                let _ = write!(out, "{}", crate::engine::tokens::plain(piece));
                 let _ = out.flush();
             })?;
             writeln!(

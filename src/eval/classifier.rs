@@ -4,7 +4,7 @@
 //! SST-2 sentiment model) through candle-transformers' encoders.
 
 use super::Scorer;
-use crate::engine::{pair::load_tokenizer, source};
+use crate::engine::{source, tokens::load_tokenizer};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};

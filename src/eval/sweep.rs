@@ -6,7 +6,7 @@
 use super::grid::{Cell, SampleGrid};
 use super::stats::{estimate, Estimate};
 use super::{distinct_n, Scorer, Vader};
-use crate::engine::token_stream::{plain, without_specials};
+use crate::engine::tokens::{plain, without_specials};
 use crate::engine::{perplexity, Alpha, ColumnsMode, Engine, GenerationParams, Standalone};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};

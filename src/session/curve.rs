@@ -72,7 +72,7 @@ impl CurveState {
         )?;
         let mut total = 0.0;
         for g in &gens {
-            total += Vader.score(&crate::engine::token_stream::without_specials(&g.text))?;
+            total += Vader.score(&crate::engine::tokens::without_specials(&g.text))?;
         }
         emit(EngineEvent::CurvePoint {
             id: self.id,
@@ -152,7 +152,7 @@ mod tests {
                     let g = grid.generate(&mut engine, cell).unwrap();
                     texts.insert(g.text.clone());
                     Vader
-                        .score(&crate::engine::token_stream::without_specials(&g.text))
+                        .score(&crate::engine::tokens::without_specials(&g.text))
                         .unwrap()
                 })
                 .collect();

@@ -579,7 +579,7 @@ fn fail_all(jobs: &[Pending], error: &Failure, emit: &Emit) {
 fn injected_panic(engine: &Engine) {
     let w = engine.weights().working();
     if let Ok(zeros) = w.zeros_like() {
-        let _ = crate::engine::blend::copy_tensor(w, &zeros);
+        let _ = crate::engine::kernels::copy_tensor(w, &zeros);
     }
     panic!("a panic injected by the test hook, after scribbling over the weights");
 }
@@ -787,7 +787,7 @@ fn score(
     Ok(EngineEvent::Scored {
         column: p.column,
         job: p.job.id,
-        vader: crate::eval::Vader.score(&crate::engine::token_stream::without_specials(&g.text))?,
+        vader: crate::eval::Vader.score(&crate::engine::tokens::without_specials(&g.text))?,
         perplexity: crate::engine::perplexity(nll, n),
     })
 }

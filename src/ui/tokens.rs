@@ -6,7 +6,7 @@
 use super::wrap;
 use crate::app::inspect::span;
 use crate::app::{App, PairState, Piece, TokenView};
-use crate::engine::token_stream::{SPECIAL_END, SPECIAL_START};
+use crate::engine::tokens::{SPECIAL_END, SPECIAL_START};
 use crate::engine::TokenInfo;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -109,7 +109,7 @@ impl ColumnText {
             // A chat model replies in a turn of its own: start the reply on a new line.
             PairState::Ready(info) if info.chat_template => {
                 let text = app.prompt.text();
-                match crate::engine::chat::is_formatted(&text) {
+                match crate::engine::tokens::is_formatted(&text) {
                     true => text,
                     false => text + "\n",
                 }
@@ -284,7 +284,7 @@ mod tests {
     use super::*;
 
     fn info(logprob: f32, entropy: f32) -> TokenInfo {
-        let alt = crate::engine::token_info::Alternative { id: 0, logprob };
+        let alt = crate::engine::Alternative { id: 0, logprob };
         TokenInfo {
             id: 0,
             logprob,

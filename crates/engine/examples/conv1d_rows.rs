@@ -2,7 +2,7 @@
 //! mixed from both endpoints (the batched columns), the latter ideally twice the former (twice
 //! the bytes). `cargo run --release --example conv1d_rows -p lerpscope-engine`.
 
-use lerpscope_engine::few_rows::{matmul_w, matmul_w_mixed};
+use lerpscope_engine::kernels::few_rows::{matmul_w, matmul_w_mixed};
 use std::time::Instant;
 
 fn main() {

@@ -3,7 +3,7 @@
 //! few_rows_bandwidth -p lerpscope-engine [n k]` (default: SmolLM2-135M's output head).
 
 use half::{bf16, f16};
-use lerpscope_engine::few_rows::matmul_wt;
+use lerpscope_engine::kernels::few_rows::matmul_wt;
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {

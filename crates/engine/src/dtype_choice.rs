@@ -46,7 +46,7 @@ pub fn half_is_faster_on_cpu(half: DType, largest: usize) -> bool {
 /// Median times of `y = x · wᵀ` for one row against an `[n, 1024]` weight in f32 and in
 /// `half`, interleaved so that both see the same machine.
 fn measure(half: DType, largest: usize) -> (Duration, Duration) {
-    use crate::few_rows::matmul_wt;
+    use crate::weights::few_rows::matmul_wt;
     const K: usize = 1024;
     let n = largest.clamp(1 << 20, 1 << 25) / K;
     let x: Vec<f32> = (0..K).map(|i| (i % 7) as f32 * 0.01).collect();

@@ -2,20 +2,20 @@
 //! generation. It knows nothing of terminals; the CLI, the UI's worker thread and the
 //! benchmarks drive this one API.
 
-use crate::adapter::Adapter;
-use crate::adapter_weights::AdapterWeights;
 use crate::alpha::{alphas_of, Alpha, IntoAlpha};
-use crate::checkpoint::{native_dtype, Checkpoint};
-use crate::config::ModelConfig;
 use crate::error::{bail, err, Context, Error, Result};
+use crate::formats::adapter::Adapter;
+use crate::formats::checkpoint::{native_dtype, Checkpoint};
+use crate::formats::config::ModelConfig;
+use crate::formats::pair;
+use crate::formats::source::{self, Endpoint, ModelFiles};
 use crate::generate::{Cancel, Generation, GenerationParams, Generator, Step, TextSpec};
 use crate::memory::{check_fits, device_memory, device_name};
 use crate::model::param::Mix;
 use crate::model::Model;
-use crate::pair;
-use crate::pair_weights::Weights;
-use crate::source::{self, Endpoint, ModelFiles};
-use crate::weights::{BlendedWeights, Buffer};
+use crate::weights::adapters::AdapterWeights;
+use crate::weights::full::{BlendedWeights, Buffer};
+use crate::weights::Weights;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::Serialize;
@@ -235,15 +235,15 @@ impl Engine {
         // is looked for.
         let ca = Checkpoint::open(a)?;
         let cb = Checkpoint::open(b)?;
-        let tok_a = pair::load_tokenizer(&ta)?;
-        let tok_b = pair::load_tokenizer(&tb)?;
+        let tok_a = crate::formats::tokenizer::load_tokenizer(&ta)?;
+        let tok_b = crate::formats::tokenizer::load_tokenizer(&tb)?;
         if !opts.allow_tokenizer_mismatch {
-            pair::check_tokenizers(&tok_a, &ta, &tok_b, &tb)?;
+            crate::formats::tokenizer::check_tokenizers(&tok_a, &ta, &tok_b, &tb)?;
         }
         pair::validate(&ca, &cb)?;
         let names = pair::blended_names(&ca);
         let dtype = held_dtype(opts.dtype, &ca, &names, &device);
-        let layout_bytes = crate::weights::FlatLayout::new(
+        let layout_bytes = crate::weights::full::FlatLayout::new(
             names
                 .iter()
                 .map(|n| (n.clone(), ca.weights.tensors[n].shape.clone())),
@@ -262,7 +262,7 @@ impl Engine {
         )?;
         let mut text = text_spec(&ca, tok_a)?;
         if opts.chat_template {
-            text.chat = crate::chat::ChatTemplate::of(&ca.files.tokenizer);
+            text.chat = crate::generate::chat::ChatTemplate::of(&ca.files.tokenizer);
         }
         let description = format!("{} ↔ {}", ca.label(), cb.label());
         let files = |c: &Checkpoint| {
@@ -291,7 +291,9 @@ impl Engine {
 
     /// Two adapters (or `base` and an adapter) on one base.
     fn load_adapters(a: Endpoint, b: Endpoint, opts: &LoadOptions) -> Result<Self> {
-        let side = |e: Endpoint, flag: &str| -> Result<Option<crate::adapter::AdapterFiles>> {
+        let side = |e: Endpoint,
+                    flag: &str|
+         -> Result<Option<crate::formats::adapter::AdapterFiles>> {
             match e {
                 Endpoint::Adapter(f) => Ok(Some(f)),
                 Endpoint::Base => Ok(None),
@@ -316,8 +318,8 @@ impl Engine {
             base_files.tokenizer = t.clone();
         }
         let base = Checkpoint::open(base_files).with_context(|| format!("the base {base_spec}"))?;
-        let tokenizer = pair::load_tokenizer(&base.files.tokenizer)?;
-        let load = |f: Option<crate::adapter::AdapterFiles>| -> Result<Option<Adapter>> {
+        let tokenizer = crate::formats::tokenizer::load_tokenizer(&base.files.tokenizer)?;
+        let load = |f: Option<crate::formats::adapter::AdapterFiles>| -> Result<Option<Adapter>> {
             f.map(|f| Adapter::load(f, &base)).transpose()
         };
         let (aa, ab) = (load(fa)?, load(fb)?);
@@ -349,7 +351,7 @@ impl Engine {
         let pair_model = Model::load_factored(&base.config, vb(va), vb(vbv), low_rank)?;
         let mut text = text_spec(&base, tokenizer)?;
         if opts.chat_template {
-            text.chat = crate::chat::ChatTemplate::of(&base.files.tokenizer);
+            text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
         }
         let label = |x: &Option<Adapter>| match x {
             Some(x) => x.files.label.clone(),
@@ -782,7 +784,7 @@ pub fn build_model(
 /// The base of an adapter pair: `--base`, else the base both adapters name.
 fn choose_base(
     given: Option<&str>,
-    sides: [Option<&crate::adapter::AdapterFiles>; 2],
+    sides: [Option<&crate::formats::adapter::AdapterFiles>; 2],
 ) -> Result<String> {
     if let Some(b) = given {
         return Ok(b.to_string());
@@ -792,7 +794,7 @@ fn choose_base(
         let Some(f) = f else { continue };
         let text = std::fs::read_to_string(&f.config)
             .with_context(|| format!("{}: cannot read", f.config.display()))?;
-        let config = crate::adapter::AdapterConfig::parse(&text, &f.config)?;
+        let config = crate::formats::adapter::AdapterConfig::parse(&text, &f.config)?;
         if let Some(base) = config.base_model {
             // A relative path is taken from the working directory, else from the adapter's.
             let p = std::path::Path::new(&base);
@@ -897,7 +899,7 @@ impl Standalone {
     pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Self> {
         let files = source::resolve(spec)?;
         let config = ModelConfig::load(&files.config)?;
-        let tokenizer = pair::load_tokenizer(&files.tokenizer)?;
+        let tokenizer = crate::formats::tokenizer::load_tokenizer(&files.tokenizer)?;
         // SAFETY: read-only maps of files we do not modify.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, device)? };
         let model = Model::load(&config, vb)?;
@@ -931,7 +933,7 @@ pub struct TextScore {
     /// Each token's byte range in `text` (empty for tokens the tokenizer added).
     pub offsets: Vec<(usize, usize)>,
     /// Tokens 1.. under the model (token 0 has nothing before it): one fewer than the ids.
-    pub tokens: Vec<crate::token_info::TokenInfo>,
+    pub tokens: Vec<crate::generate::token_info::TokenInfo>,
     /// −Σ log p over `tokens`.
     pub nll: f64,
     pub perplexity: f64,

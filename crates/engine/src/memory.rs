@@ -2,8 +2,8 @@
 //! the key/value caches of a few columns, against free GPU memory or the RAM the system can
 //! still give.
 
-use crate::config::ModelConfig;
 use crate::error::{bail, Context, Result};
+use crate::formats::config::ModelConfig;
 use candle_core::{DType, Device};
 
 /// Free and total memory of a CUDA device, in bytes; None on other devices.

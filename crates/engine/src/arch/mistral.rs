@@ -1,21 +1,27 @@
-//! MistralForCausalLM: Llama's block with a sliding window on every layer when
-//! `sliding_window` is set (4096 when the key is absent, none when it is null: v0.1 against
-//! v0.2 and later). Its projections have no biases whatever the config says.
+//! MistralForCausalLM (Mistral 7B v0.1–v0.3, and fine-tunes of it): Llama's block with a
+//! sliding window on every layer (`sliding_window`: 4096 when absent, none when null). In GGUF
+//! it is llama.cpp's `llama` (read back as Llama; see `llama::from_gguf` for the window).
 
-use super::{activation, count, read_base, Unit};
-use crate::config::{Activation, DecoderConfig, Family, LayerType, DEFAULT_ROPE_THETA};
+use super::gguf::Keys;
+use super::{activation, count, Unit};
 use crate::error::{bail, Result};
-use serde_json::Value;
+use crate::formats::config::{Activation, DecoderConfig, Family, LayerType, DEFAULT_ROPE_THETA};
+use serde_json::{Map, Value};
 
 pub(super) const UNIT: Unit = Unit {
     family: Family::Mistral,
     class: "MistralForCausalLM",
     model_type: "mistral",
+    gguf_arch: "llama",
     read,
+    write,
+    // A `llama` GGUF is read by the Llama unit, which comes first in `UNITS`.
+    from_gguf: |_, _| Ok(()),
+    to_gguf,
 };
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
+    let mut c = super::read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
     c.family = Family::Mistral;
     if activation(v, "hidden_act", Activation::Silu)? != Activation::Silu {
         bail!(
@@ -37,4 +43,16 @@ fn read(v: &Value) -> Result<DecoderConfig> {
         c.layer_types = vec![LayerType::Sliding; c.num_hidden_layers];
     }
     Ok(c)
+}
+
+fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
+    super::uniform_window_json(c, map)
+}
+
+fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
+    let a = UNIT.gguf_arch;
+    k.u32(&format!("{a}.rope.dimension_count"), c.head_dim());
+    k.u32(&format!("{a}.vocab_size"), c.vocab_size);
+    super::gguf::write_windows(c, k, super::gguf::all_sliding);
+    Ok(())
 }

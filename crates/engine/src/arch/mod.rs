@@ -2,30 +2,46 @@
 //! transformers 5 writes), which options of the shared block ([`crate::model::decoder`]) it
 //! sets, and which of its options nothing here implements (refused by name, never defaulted).
 //!
-//! Adding a family: a file here with its `read` (and its GGUF names in `crate::gguf`), a row in
+//! Adding a family: a file here with its `read` (and its GGUF names in `crate::formats::gguf`), a row in
 //! [`UNITS`], a variant of [`Family`], and its tiny pair in tests/fixtures/make_families.py.
 
 mod gemma2;
 mod gemma3;
+pub mod gguf;
 mod llama;
 mod mistral;
 mod phi3;
 mod qwen2;
 mod qwen3;
+pub mod tensors;
 
-use crate::config::{Activation, DecoderConfig, Family, LayerType, Rope, RopeScaling};
 use crate::error::{bail, err, Context, Result};
-use serde_json::Value;
+use crate::formats::config::{
+    Activation, DecoderConfig, Family, LayerType, ModelConfig, Rope, RopeScaling,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::path::Path;
 
-/// A family's unit: its names and its config reader.
+/// A family's unit: its names, its config.json both ways, its GGUF metadata both ways.
 pub(crate) struct Unit {
     pub family: Family,
     /// The transformers class its config.json's `architectures` names.
     pub class: &'static str,
     /// Its `model_type` (for configs without `architectures`).
     pub model_type: &'static str,
+    /// llama.cpp's `general.architecture` for it.
+    pub gguf_arch: &'static str,
     /// config.json (parsed) to the block's config.
     pub read: fn(&Value) -> Result<DecoderConfig>,
+    /// The config.json keys of its own, beyond those every family writes ([`config_json`]).
+    pub write: fn(&DecoderConfig, &mut Map<String, Value>) -> Result<()>,
+    /// Its GGUF keys (and what llama.cpp derives instead of storing), onto the shared ones
+    /// [`gguf::config`] read.
+    pub from_gguf: fn(&gguf::Meta, &mut DecoderConfig) -> Result<()>,
+    /// Its GGUF keys, after the shared ones [`gguf::metadata`] wrote; an error where llama.cpp
+    /// would run the model differently from the config.
+    pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
 pub(crate) const UNITS: [Unit; 7] = [
@@ -57,6 +73,212 @@ pub(crate) fn supported_classes() -> String {
     let mut v: Vec<&str> = UNITS.iter().map(|u| u.class).collect();
     v.push("GPT2LMHeadModel");
     v.join(", ")
+}
+
+impl ModelConfig {
+    /// Read a config.json.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        Self::parse(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Head {
+            architectures: Option<Vec<String>>,
+            model_type: Option<String>,
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).context("malformed JSON in config")?;
+        let head: Head = serde_json::from_value(value.clone()).context("malformed config")?;
+        let arch = head
+            .architectures
+            .and_then(|a| a.into_iter().next())
+            .unwrap_or_default();
+        let model_type = head.model_type.as_deref();
+        if arch == "Gemma3ForConditionalGeneration"
+            || model_type == Some("gemma3")
+            || value.get("text_config").is_some() && value.get("vision_config").is_some()
+        {
+            bail!(
+                Unsupported,
+                "unsupported architecture {arch:?} (model_type {:?}): multimodal models are not supported; a text model (Gemma3ForCausalLM, gemma3_text) is",
+                model_type.unwrap_or("none")
+            );
+        }
+        let cfg = if arch == "GPT2LMHeadModel" || arch.is_empty() && model_type == Some("gpt2") {
+            ModelConfig::Gpt2(serde_json::from_value(value).context("invalid GPT-2 config")?)
+        } else {
+            match find(&arch, model_type) {
+                Some(unit) => ModelConfig::Decoder(
+                    (unit.read)(&value).with_context(|| format!("{} config", unit.class))?,
+                ),
+                None => bail!(
+                    Unsupported,
+                    "unsupported architecture {:?} (model_type {:?}); supported: {}",
+                    arch,
+                    model_type.unwrap_or("none"),
+                    supported_classes()
+                ),
+            }
+        };
+        cfg.check_values()?;
+        Ok(cfg)
+    }
+
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            ModelConfig::Decoder(c) => unit(c.family).class,
+            ModelConfig::Gpt2(_) => "GPT2LMHeadModel",
+        }
+    }
+}
+
+/// config.json for a config: what an export from a GGUF writes, and the tiny models of
+/// [`crate::shapes`]. Reading it back gives the same config.
+pub fn config_json(c: &ModelConfig) -> Result<Value> {
+    let c = match c {
+        ModelConfig::Decoder(c) => c,
+        ModelConfig::Gpt2(c) => {
+            return Ok(json!({
+                "architectures": ["GPT2LMHeadModel"],
+                "model_type": "gpt2",
+                "n_embd": c.n_embd,
+                "n_layer": c.n_layer,
+                "n_head": c.n_head,
+                "n_positions": c.n_positions,
+                "n_inner": c.n_inner,
+                "vocab_size": c.vocab_size,
+                "layer_norm_epsilon": c.layer_norm_epsilon,
+                "activation_function": "gelu_new",
+                "bos_token_id": c.bos_token_id,
+                "eos_token_id": eos_json(&c.eos_token_id),
+            }))
+        }
+    };
+    let u = unit(c.family);
+    if c.rope_factors.is_some() {
+        bail!(
+            Unsupported,
+            "config.json has no form for RoPE factors given as a tensor (rope_freqs.weight) that are not Llama 3's; use --format gguf"
+        );
+    }
+    let mut v = json!({
+        "architectures": [u.class],
+        "model_type": u.model_type,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.kv_heads(),
+        "head_dim": c.head_dim(),
+        "vocab_size": c.vocab_size,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "max_position_embeddings": c.max_position_embeddings,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "bos_token_id": c.bos_token_id,
+        "eos_token_id": eos_json(&c.eos_token_id),
+        "hidden_act": match c.opts.activation {
+            Activation::Silu => "silu",
+            Activation::GeluTanh => "gelu_pytorch_tanh",
+        },
+    });
+    let map = v.as_object_mut().expect("an object");
+    if let Some(s) = c.rope_scaling {
+        map.insert("rope_scaling".into(), scaling_json(s));
+    }
+    (u.write)(c, map)?;
+    Ok(v)
+}
+
+fn eos_json(ids: &Option<crate::formats::config::TokenIds>) -> Value {
+    match ids.as_ref().map(|e| e.to_vec()) {
+        Some(v) if v.len() == 1 => v[0].into(),
+        Some(v) => v.into(),
+        None => Value::Null,
+    }
+}
+
+/// A RoPE scaling as transformers writes it.
+fn scaling_json(s: RopeScaling) -> Value {
+    match s {
+        RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),
+        RopeScaling::Dynamic { factor } => json!({"rope_type": "dynamic", "factor": factor}),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "original_max_position_embeddings": original_max_position_embeddings}),
+    }
+}
+
+/// Each layer's type as `layer_types` lists them.
+fn layer_types_json(c: &DecoderConfig) -> Value {
+    (0..c.num_hidden_layers)
+        .map(|i| match c.layer_type(i) {
+            LayerType::Full => "full_attention",
+            LayerType::Sliding => "sliding_attention",
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// A window on every layer or none, as Mistral and Phi-3 configs give it (`sliding_window`,
+/// null for none); any other pattern has no such form.
+fn uniform_window_json(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
+    let sliding = (0..c.num_hidden_layers).filter(|&i| c.layer_type(i) == LayerType::Sliding);
+    let window = match sliding.count() {
+        0 => Value::Null,
+        n if n == c.num_hidden_layers => c.sliding_window.into(),
+        _ => bail!(
+            Unsupported,
+            "{} applies its window to every layer or none; this config slides only some",
+            unit(c.family).class
+        ),
+    };
+    map.insert("sliding_window".into(), window);
+    Ok(())
+}
+
+/// The Gemma keys Gemma 2 and 3 share.
+fn gemma_json(c: &DecoderConfig, map: &mut Map<String, Value>) {
+    map.insert("hidden_activation".into(), map["hidden_act"].clone());
+    map.insert("query_pre_attn_scalar".into(), c.opts.query_scalar.into());
+    map.insert("sliding_window".into(), c.sliding_window.into());
+    map.insert("layer_types".into(), layer_types_json(c));
+    map.insert(
+        "attention_bias".into(),
+        (c.opts.attention_bias != crate::formats::config::AttentionBias::None).into(),
+    );
+    map.insert(
+        "final_logit_softcapping".into(),
+        c.opts.final_softcap.into(),
+    );
+}
+
+/// Qwen's windows as its configs give them: `use_sliding_window`, the window, the first
+/// sliding layer, and each layer's type.
+fn qwen_windows_json(c: &DecoderConfig, map: &mut Map<String, Value>) {
+    let n = c.num_hidden_layers;
+    let first = (0..n).find(|&i| c.layer_type(i) == LayerType::Sliding);
+    map.insert("use_sliding_window".into(), first.is_some().into());
+    map.insert(
+        "sliding_window".into(),
+        c.sliding_window.filter(|_| first.is_some()).into(),
+    );
+    map.insert("max_window_layers".into(), first.unwrap_or(n).into());
+    map.insert("layer_types".into(), layer_types_json(c));
+}
+
+/// Qwen2's and Qwen3's GGUF keys beyond the shared ones: windows only (llama.cpp applies none).
+fn qwen_to_gguf(c: &DecoderConfig, k: &mut gguf::Keys) -> Result<()> {
+    gguf::write_windows(c, k, gguf::all_sliding);
+    Ok(())
 }
 
 /// What every family shares: sizes, ids, eps, and RoPE given as flat keys (`rope_theta`,
@@ -236,7 +458,7 @@ fn gemma_common(v: &Value, c: &mut DecoderConfig) -> Result<()> {
     c.opts.query_scalar = Some(number(v, "query_pre_attn_scalar")?.unwrap_or(256.0) as f32);
     c.head_dim = Some(c.head_dim.unwrap_or(256));
     if flag(v, "attention_bias") {
-        c.opts.attention_bias = crate::config::AttentionBias::QkvO;
+        c.opts.attention_bias = crate::formats::config::AttentionBias::QkvO;
     }
     if get(v, "tie_word_embeddings").is_none() {
         c.tie_word_embeddings = true;
@@ -263,10 +485,10 @@ fn positive(v: &Value, key: &str) -> Result<Option<f32>> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{
+    use crate::error::Result;
+    use crate::formats::config::{
         AttentionBias, DecoderConfig, Family, LayerType, ModelConfig, Rope, RopeScaling,
     };
-    use crate::error::Result;
 
     fn parse(class: &str, extra: &str) -> Result<DecoderConfig> {
         let text = format!(

@@ -1,16 +1,24 @@
 //! Qwen3ForCausalLM (dense): Qwen2's windows, RMSNorm of each head's q and k before RoPE,
 //! biases on q, k, v and o only with `attention_bias`, and a head_dim of 128 unless given.
+//! In GGUF (`qwen3`): the norms as `attn_{q,k}_norm` (not shifted), head_dim as `key_length`.
 
+use super::gguf::Meta;
 use super::{activation, qwen_windows, read_base, Unit};
-use crate::config::{Activation, AttentionBias, DecoderConfig, Family, DEFAULT_ROPE_THETA};
 use crate::error::{bail, Result};
-use serde_json::Value;
+use crate::formats::config::{
+    Activation, AttentionBias, DecoderConfig, Family, DEFAULT_ROPE_THETA,
+};
+use serde_json::{Map, Value};
 
 pub(super) const UNIT: Unit = Unit {
     family: Family::Qwen3,
     class: "Qwen3ForCausalLM",
     model_type: "qwen3",
+    gguf_arch: "qwen3",
     read,
+    write,
+    from_gguf,
+    to_gguf: super::qwen_to_gguf,
 };
 
 fn read(v: &Value) -> Result<DecoderConfig> {
@@ -26,4 +34,24 @@ fn read(v: &Value) -> Result<DecoderConfig> {
     }
     qwen_windows(v, &mut c)?;
     Ok(c)
+}
+
+fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
+    if c.opts.attention_bias == AttentionBias::Qkv {
+        bail!(
+            Unsupported,
+            "Qwen3ForCausalLM has biases on q, k, v and o or on none; this model has them on q, k and v only"
+        );
+    }
+    map.insert(
+        "attention_bias".into(),
+        (c.opts.attention_bias == AttentionBias::QkvO).into(),
+    );
+    super::qwen_windows_json(c, map);
+    Ok(())
+}
+
+fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
+    c.opts.qk_norm = true;
+    super::gguf::read_windows(m, c, None, super::gguf::all_sliding)
 }

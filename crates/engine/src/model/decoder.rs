@@ -7,7 +7,7 @@
 use super::attention::{attend, AttentionOptions};
 use super::param::{Loader, Mix, Param};
 use super::{check_context, Cache, Kernels};
-use crate::config::{
+use crate::formats::config::{
     Activation, AttentionBias, BlockOptions, DecoderConfig, LayerType, Rope, RopeScaling,
 };
 use candle_core::{DType, Device, Result, Tensor};
@@ -160,9 +160,14 @@ impl Decoder {
             theta: c.rope_theta,
             scaling: c.rope_scaling,
         };
-        let mut inv_freqs = vec![inverse_frequencies(&global, c.head_dim(), vb.device())?];
+        let mut inv_freqs = vec![inverse_frequencies(
+            &global,
+            c.rope_factors.as_deref(),
+            c.head_dim(),
+            vb.device(),
+        )?];
         if let Some(local) = &c.local_rope {
-            inv_freqs.push(inverse_frequencies(local, c.head_dim(), vb.device())?);
+            inv_freqs.push(inverse_frequencies(local, None, c.head_dim(), vb.device())?);
         }
         #[allow(unused_mut)]
         let mut model = Self {
@@ -452,9 +457,18 @@ fn base_frequencies(theta: f32, head_dim: usize) -> Vec<f32> {
 }
 
 /// RoPE's inverse frequencies `[1, head_dim / 2]` at the start of a sequence, with the
-/// scaling (dynamic scaling changes them later, see [`Decoder::rope_angles`]).
-fn inverse_frequencies(rope: &Rope, head_dim: usize, device: &Device) -> Result<Tensor> {
+/// per-frequency divisors a GGUF gave and the scaling (dynamic scaling changes them later, see
+/// [`Decoder::rope_angles`]).
+fn inverse_frequencies(
+    rope: &Rope,
+    factors: Option<&[f32]>,
+    head_dim: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let mut inv_freq = base_frequencies(rope.theta, head_dim);
+    if let Some(factors) = factors {
+        inv_freq.iter_mut().zip(factors).for_each(|(f, d)| *f /= d);
+    }
     match rope.scaling {
         Some(RopeScaling::Linear { factor }) => inv_freq.iter_mut().for_each(|f| *f /= factor),
         Some(RopeScaling::Llama3 {

@@ -278,7 +278,7 @@ impl FusedLlama {
             && p.head_dim <= MAX_HEAD_DIM
             && p.kv_heads > 0
             && p.heads.is_multiple_of(p.kv_heads);
-        if dynamic_rope || !shaped || !crate::blend::supported(dtype) {
+        if dynamic_rope || !shaped || !crate::weights::blend::supported(dtype) {
             return Ok(None);
         }
         let mut held = vec![p.inv_freq.clone()];

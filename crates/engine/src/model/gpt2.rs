@@ -5,7 +5,7 @@
 use super::attention::{attend, AttentionOptions};
 use super::param::{Loader, Mix, Param};
 use super::{check_context, conv1d, conv1d_mixed, Cache, Kernels};
-use crate::config::Gpt2Config;
+use crate::formats::config::Gpt2Config;
 use candle_core::{Device, Result, Tensor};
 
 /// Weight and bias are loaded as one pair of params; the batched mode mixes the affine op's

@@ -9,8 +9,8 @@ pub mod fused;
 pub mod gpt2;
 pub mod param;
 
-use super::config::ModelConfig;
-use crate::few_rows::{matmul_w, matmul_wt, Weight};
+use crate::formats::config::ModelConfig;
+use crate::weights::few_rows::{matmul_w, matmul_wt, Weight};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::VarBuilder;
@@ -43,7 +43,7 @@ pub enum Kernels {
 
 /// The dtype activations are computed in for weights held in `weights` on `device`. On the
 /// CPU always f32: candle's f16/bf16 CPU kernels are many times slower than its f32 ones, and
-/// the matmuls that dominate read half weights directly ([`few_rows`](crate::few_rows)), so
+/// the matmuls that dominate read half weights directly ([`few_rows`](crate::weights::few_rows)), so
 /// the half dtype saves memory traffic without costing f32 arithmetic. On a GPU, the weights'.
 pub fn compute_dtype(weights: DType, device: &Device) -> DType {
     if device.is_cpu() {
@@ -81,9 +81,9 @@ impl Kernels {
         }
     }
     /// `x [.., in] · wᵀ` for `w [out, in]`. The fast kernels take few-row products on the
-    /// CPU (f32 activations; f32, f16 or bf16 weights) through [`few_rows`](crate::few_rows),
+    /// CPU (f32 activations; f32, f16 or bf16 weights) through [`few_rows`](crate::weights::few_rows),
     /// which streams the weights once instead of packing them; half weights take every
-    /// product there, [`MAX_ROWS`](crate::few_rows::MAX_ROWS) rows at a time, rather than
+    /// product there, [`MAX_ROWS`](crate::weights::few_rows::MAX_ROWS) rows at a time, rather than
     /// being converted whole for candle's GEMM.
     pub(crate) fn linear_t(self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         if self == Kernels::Fast {
@@ -311,7 +311,7 @@ pub(crate) fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     y.reshape(out)
 }
 
-/// [`linear_t`] by [`few_rows::matmul_wt`](crate::few_rows::matmul_wt), where it
+/// [`linear_t`] by [`few_rows::matmul_wt`](crate::weights::few_rows::matmul_wt), where it
 /// applies (CPU, f32, few rows, contiguous weight); `None` elsewhere.
 fn linear_t_few_rows(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     let (n, k) = w.dims2()?;
@@ -340,7 +340,7 @@ fn in_row_chunks(
     n: usize,
     product: impl Fn(&Tensor) -> Result<Option<Tensor>>,
 ) -> Result<Option<Tensor>> {
-    use crate::few_rows::MAX_ROWS;
+    use crate::weights::few_rows::MAX_ROWS;
     let m = x.elem_count() / k;
     if !(x.device().is_cpu() && x.dtype() == DType::F32 && is_half(w.dtype())) || m <= MAX_ROWS {
         return Ok(None);
@@ -364,7 +364,7 @@ fn is_half(d: DType) -> bool {
 }
 
 /// `(1−α)·x·w_aᵀ + α·x·w_bᵀ` with each row's α from `mix` (x `[K, t, in]`), in one pass by
-/// [`few_rows::matmul_wt_mixed`](crate::few_rows::matmul_wt_mixed); `None` where
+/// [`few_rows::matmul_wt_mixed`](crate::weights::few_rows::matmul_wt_mixed); `None` where
 /// it does not apply.
 pub(crate) fn linear_t_mixed(
     x: &Tensor,
@@ -372,7 +372,7 @@ pub(crate) fn linear_t_mixed(
     wb: &Tensor,
     mix: &Mix,
 ) -> Result<Option<Tensor>> {
-    use crate::few_rows::matmul_wt_mixed;
+    use crate::weights::few_rows::matmul_wt_mixed;
     let (n, k) = wa.dims2()?;
     let m = x.elem_count() / k;
     few_rows_call(x, &[wa, wb], n, k, |xs, ws, y| {
@@ -386,7 +386,7 @@ pub(crate) fn linear_t_mixed(
 }
 
 /// `x·w0ᵀ + Σ_side c_k·(x·downᵀ)·upᵀ` (an adapter pair's factored linear layer, x `[K, t, in]`)
-/// with every product on [`few_rows`](crate::few_rows): W0 streamed once for all rows, the
+/// with every product on [`few_rows`](crate::weights::few_rows): W0 streamed once for all rows, the
 /// low-rank factors (small) once more. `None` where it does not apply.
 pub(crate) fn linear_t_lowrank(
     x: &Tensor,
@@ -449,7 +449,7 @@ fn few_rows_call(
     k: usize,
     kernel: impl FnOnce(&[f32], HostWeights, &mut [f32]),
 ) -> Result<Option<Tensor>> {
-    use crate::few_rows::MAX_ROWS;
+    use crate::weights::few_rows::MAX_ROWS;
     use candle_core::{CpuStorage, Storage};
     let m = x.elem_count() / k;
     let dtype = ws[0].dtype();
@@ -543,7 +543,7 @@ pub(crate) fn conv1d_mixed(
     wb: &Tensor,
     mix: &Mix,
 ) -> Result<Option<Tensor>> {
-    use crate::few_rows::matmul_w_mixed;
+    use crate::weights::few_rows::matmul_w_mixed;
     let (k, n) = wa.dims2()?;
     let m = x.elem_count() / k;
     few_rows_call(x, &[wa, wb], n, k, |xs, ws, y| {

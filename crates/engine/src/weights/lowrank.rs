@@ -9,7 +9,7 @@
 //! all R ranks, so each `d` vector loaded serves four rows and nothing but the result is
 //! stored: the pass costs about one read of the source and one write of the output.
 
-use crate::blend::Element;
+use crate::weights::blend::Element;
 use rayon::prelude::*;
 
 /// A weight's two updates in its stored orientation, concatenated.

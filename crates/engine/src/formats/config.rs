@@ -1,8 +1,7 @@
 //! config.json of the supported architectures.
 
-use crate::error::{bail, err, Context, Result};
+use crate::error::{bail, err, Result};
 use serde::Deserialize;
-use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
@@ -95,6 +94,10 @@ impl RopeScaling {
         })
     }
 }
+
+/// The most layers a config may give: far beyond any model, far below what would exhaust
+/// memory in per-layer tables.
+pub const MAX_LAYERS: usize = 1 << 16;
 
 /// RoPE's base where a config gives none (Llama's, and most families').
 pub const DEFAULT_ROPE_THETA: f32 = 10_000.0;
@@ -206,6 +209,10 @@ pub struct DecoderConfig {
     pub eos_token_id: Option<TokenIds>,
     #[serde(skip)]
     pub rope_scaling: Option<RopeScaling>,
+    /// A divisor per RoPE frequency, as a GGUF may give them (`rope_freqs.weight`) where they
+    /// are not Llama 3's scaling; applied to the full layers' RoPE after `rope_scaling`.
+    #[serde(skip)]
+    pub rope_factors: Option<Vec<f32>>,
 }
 
 fn default_rms_eps() -> f64 {
@@ -268,58 +275,19 @@ impl Gpt2Config {
 }
 
 impl ModelConfig {
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        Self::parse(&text).with_context(|| format!("{}", path.display()))
-    }
-
-    pub fn parse(text: &str) -> Result<Self> {
-        #[derive(Deserialize)]
-        struct Head {
-            architectures: Option<Vec<String>>,
-            model_type: Option<String>,
-        }
-        let value: serde_json::Value =
-            serde_json::from_str(text).context("malformed JSON in config")?;
-        let head: Head = serde_json::from_value(value.clone()).context("malformed config")?;
-        let arch = head
-            .architectures
-            .and_then(|a| a.into_iter().next())
-            .unwrap_or_default();
-        let model_type = head.model_type.as_deref();
-        if arch == "Gemma3ForConditionalGeneration"
-            || model_type == Some("gemma3")
-            || value.get("text_config").is_some() && value.get("vision_config").is_some()
-        {
-            bail!(
-                Unsupported,
-                "unsupported architecture {arch:?} (model_type {:?}): multimodal models are not supported; a text model (Gemma3ForCausalLM, gemma3_text) is",
-                model_type.unwrap_or("none")
-            );
-        }
-        let cfg = if arch == "GPT2LMHeadModel" || arch.is_empty() && model_type == Some("gpt2") {
-            ModelConfig::Gpt2(serde_json::from_value(value).context("invalid GPT-2 config")?)
-        } else {
-            match crate::arch::find(&arch, model_type) {
-                Some(unit) => ModelConfig::Decoder(
-                    (unit.read)(&value).with_context(|| format!("{} config", unit.class))?,
-                ),
-                None => bail!(
-                    Unsupported,
-                    "unsupported architecture {:?} (model_type {:?}); supported: {}",
-                    arch,
-                    model_type.unwrap_or("none"),
-                    crate::arch::supported_classes()
-                ),
-            }
-        };
-        cfg.check_values()?;
-        Ok(cfg)
-    }
-
     /// Sizes that make a model at all (from any source of configs).
     pub(crate) fn check_values(&self) -> Result<()> {
+        let layers = match self {
+            ModelConfig::Decoder(c) => c.num_hidden_layers,
+            ModelConfig::Gpt2(c) => c.n_layer,
+        };
+        // Per-layer tables are sized by it before any tensor is read.
+        if layers > MAX_LAYERS {
+            bail!(
+                Format,
+                "{layers} layers is absurd (lerpscope reads models of up to {MAX_LAYERS})"
+            );
+        }
         match self {
             ModelConfig::Decoder(c) => {
                 if c.num_attention_heads == 0
@@ -362,10 +330,10 @@ impl ModelConfig {
         Ok(())
     }
 
-    pub fn architecture(&self) -> &'static str {
+    pub fn bos_token_id(&self) -> Option<u32> {
         match self {
-            ModelConfig::Decoder(c) => crate::arch::unit(c.family).class,
-            ModelConfig::Gpt2(_) => "GPT2LMHeadModel",
+            ModelConfig::Decoder(c) => c.bos_token_id,
+            ModelConfig::Gpt2(c) => c.bos_token_id,
         }
     }
 

@@ -176,7 +176,8 @@ impl Sampler {
 
 /// CTRL-style penalty, as in Hugging Face: positive logits are divided, negative multiplied,
 /// once per distinct token seen.
-pub fn apply_repeat_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
+#[cfg(test)]
+fn apply_repeat_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
     penalise(logits, history, penalty, &mut Vec::new(), &mut Vec::new());
 }
 

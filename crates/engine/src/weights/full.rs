@@ -2,9 +2,9 @@
 //! endpoint B, and the working weights the model reads. Every model tensor is a view at a
 //! 16-byte-aligned offset into the working buffer, so one in-place pass re-blends them all.
 
-use super::blend::{self, Element};
-use super::checkpoint::Checkpoint;
 use crate::error::{bail, Context, Result};
+use crate::formats::checkpoint::Checkpoint;
+use crate::weights::blend::{self, Element};
 use crate::Alpha;
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
@@ -160,7 +160,7 @@ pub(crate) trait SlotSource {
 }
 
 /// Tensors read from their files, by slot name.
-impl SlotSource for crate::checkpoint::TensorFiles {
+impl SlotSource for crate::formats::checkpoint::TensorFiles {
     fn fill<T: Element>(&self, slot: &Slot, out: &mut [T]) -> Result<()> {
         self.read_into(&slot.name, out)
     }

@@ -8,12 +8,12 @@
 //! Factored path: the factors themselves, laid out for `y = W0·x + (1 − α)·ΔA·x + α·ΔB·x`
 //! per batch row (see `model::param::LowRankPair`).
 
-use crate::adapter::{Adapter, LowRank, ModuleKind};
-use crate::blend::{self, Element};
-use crate::checkpoint::Checkpoint;
 use crate::error::{bail, Result};
-use crate::lowrank::{self, StoredUpdate};
-use crate::weights::{build_flat, FlatLayout};
+use crate::formats::adapter::{Adapter, LowRank, ModuleKind};
+use crate::formats::checkpoint::Checkpoint;
+use crate::weights::blend::{self, Element};
+use crate::weights::full::{build_flat, FlatLayout};
+use crate::weights::lowrank::{self, StoredUpdate};
 use crate::Alpha;
 use candle_core::{CpuStorage, DType, Device, Layout, Tensor};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -113,8 +113,8 @@ fn stored(f: &ForwardUpdate) -> StoredUpdate {
         },
         // ΔWᵀ = downᵀ·upᵀ.
         ModuleKind::Conv1D => StoredUpdate {
-            u: crate::adapter::transpose(&f.down, f.rank, f.inp),
-            d: crate::adapter::transpose(&f.up, f.out, f.rank),
+            u: crate::formats::layout::transpose(&f.down, f.rank, f.inp),
+            d: crate::formats::layout::transpose(&f.up, f.out, f.rank),
             rows: f.inp,
             cols: f.out,
             rank: f.rank,
@@ -564,7 +564,7 @@ mod cuda {
         let func = dev.get_or_load_custom_func(
             &format!("merge_tiles_{suffix}"),
             "lerpscope_blend",
-            crate::blend::PTX,
+            crate::weights::blend::PTX,
         )?;
         let items = table.items.device_ptr(&dev.cuda_stream()).0;
         let (count, tiles) = (table.count as i32, table.tiles as i64);
@@ -639,7 +639,7 @@ mod cuda {
                 let func = dev.get_or_load_custom_func(
                     &format!("blend_{suffix}"),
                     "lerpscope_blend",
-                    crate::blend::PTX,
+                    crate::weights::blend::PTX,
                 )?;
                 let (a_src, b_src) = (side(replaced[0]), side(replaced[1]));
                 let mut builder = func.builder();
@@ -663,7 +663,7 @@ mod cuda {
                 let func = dev.get_or_load_custom_func(
                     &format!("lowrank_merge_{suffix}"),
                     "lerpscope_blend",
-                    crate::blend::PTX,
+                    crate::weights::blend::PTX,
                 )?;
                 let (ud, dd) = (f32_slice(ud)?, f32_slice(dd)?);
                 let (rows, cols, rank, split) = (u.rows, u.cols, u.rank, u.split);

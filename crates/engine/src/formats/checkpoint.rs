@@ -2,10 +2,10 @@
 //! (safetensors shards, or one GGUF file), validated up front; tensor data is read (converted,
 //! dequantised) on demand from memory maps.
 
-use super::blend::Element;
-use super::config::ModelConfig;
-use super::source::ModelFiles;
 use crate::error::{bail, err, Context, Result};
+use crate::formats::config::ModelConfig;
+use crate::formats::files::ModelFiles;
+use crate::weights::blend::Element;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ pub struct TensorMeta {
     /// Byte range inside the shard's memory map.
     range: std::ops::Range<usize>,
     /// In a GGUF file: the ggml type, and how the stored tensor becomes this one.
-    ggml: Option<(u32, crate::gguf::Transform)>,
+    ggml: Option<(u32, crate::formats::layout::Layout)>,
 }
 
 impl TensorMeta {
@@ -52,9 +52,9 @@ impl Checkpoint {
     /// naming the file.
     pub fn open(files: ModelFiles) -> Result<Self> {
         if let [one] = files.weights.as_slice() {
-            if crate::gguf::is_gguf(one) {
-                let header = crate::gguf::Header::read(one)?;
-                let config = header.config()?;
+            if crate::formats::gguf::is_gguf(one) {
+                let header = crate::formats::gguf::Header::read(one)?;
+                let config = crate::arch::gguf::config(&header)?;
                 let weights = TensorFiles::from_gguf(&header, &config)?;
                 return Ok(Self {
                     files,
@@ -129,16 +129,16 @@ impl TensorFiles {
     }
 
     /// The tensors of a GGUF file under their Hugging Face names and shapes.
-    pub fn from_gguf(h: &crate::gguf::Header, config: &ModelConfig) -> Result<Self> {
+    pub fn from_gguf(h: &crate::formats::gguf::Header, config: &ModelConfig) -> Result<Self> {
         let file = std::fs::File::open(&h.path)
             .with_context(|| format!("{}: cannot open", h.path.display()))?;
         // SAFETY: a read-only map of a file we do not modify.
         let map = unsafe { Mmap::map(&file) }
             .with_context(|| format!("{}: cannot map", h.path.display()))?;
         let mut tensors = BTreeMap::new();
-        for (hf, (name, shape, transform)) in crate::gguf::hf_names(h, config)? {
-            let info = &h.tensors[&name];
-            let dtype = match crate::gguf::native_dtype(info.ggml_type) {
+        for (hf, named) in crate::arch::gguf::hf_names(h, config)? {
+            let info = &h.tensors[&named.gguf];
+            let dtype = match crate::formats::gguf::native_dtype(info.ggml_type) {
                 candle_core::DType::F16 => Dtype::F16,
                 candle_core::DType::BF16 => Dtype::BF16,
                 _ => Dtype::F32,
@@ -147,10 +147,10 @@ impl TensorFiles {
                 hf,
                 TensorMeta {
                     dtype,
-                    shape,
+                    shape: named.hf_shape,
                     shard: 0,
                     range: info.range.start as usize..info.range.end as usize,
-                    ggml: Some((info.ggml_type, transform)),
+                    ggml: Some((info.ggml_type, named.layout)),
                 },
             );
         }
@@ -221,14 +221,14 @@ fn dequantize<T: Element>(
     bytes: &[u8],
     ty: u32,
     shape: &[usize],
-    transform: crate::gguf::Transform,
+    transform: crate::formats::layout::Layout,
     out: &mut [T],
 ) -> Result<Option<usize>> {
-    let v = crate::gguf::dequantize(bytes, ty, shape, transform).map_err(|e| {
+    let v = crate::formats::gguf::dequantize(bytes, ty, shape, transform).map_err(|e| {
         err!(
             Format,
             "cannot dequantise {} data ({e})",
-            crate::gguf::type_name(ty)
+            crate::formats::gguf::type_name(ty)
         )
     })?;
     if v.len() != out.len() {

@@ -2,8 +2,10 @@
 //! (`org/name[@revision]`) resolved through the hf-hub cache; either may hold a full model or a
 //! PEFT adapter.
 
-use crate::adapter::AdapterFiles;
-use crate::error::{bail, err, Context, Result};
+use crate::error::{bail, err, Result};
+use crate::formats::adapter::AdapterFiles;
+use crate::formats::files::shard_names;
+pub use crate::formats::files::ModelFiles;
 use std::path::{Path, PathBuf};
 
 /// One side of a pair, as named on the command line.
@@ -93,17 +95,6 @@ pub fn local_adapter(dir: &Path, label: &str) -> Result<AdapterFiles> {
     })
 }
 
-/// The files that make up one model, wherever they came from.
-#[derive(Debug, Clone)]
-pub struct ModelFiles {
-    /// How the user named it: a path or a Hub id. Shown in the UI and in errors.
-    pub label: String,
-    pub config: PathBuf,
-    pub tokenizer: PathBuf,
-    /// One file, or every shard listed by model.safetensors.index.json (in name order).
-    pub weights: Vec<PathBuf>,
-}
-
 /// Resolve `spec` to a model's files. An existing path is a local directory; anything else
 /// that looks like `org/name[@revision]` is a Hub id.
 pub fn resolve(spec: &str) -> Result<ModelFiles> {
@@ -123,7 +114,7 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
 /// A model in a local directory laid out as on the Hub, or one GGUF file (its own config and
 /// tokenizer).
 pub fn local(dir: &Path, label: &str) -> Result<ModelFiles> {
-    if dir.is_file() && crate::gguf::is_gguf(dir) {
+    if dir.is_file() && crate::formats::gguf::is_gguf(dir) {
         return Ok(ModelFiles {
             label: label.to_string(),
             config: dir.to_path_buf(),
@@ -181,25 +172,6 @@ pub fn local(dir: &Path, label: &str) -> Result<ModelFiles> {
         tokenizer,
         weights,
     })
-}
-
-/// The distinct shard file names of a safetensors index, sorted.
-fn shard_names(index: &Path) -> Result<Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: std::collections::BTreeMap<String, String>,
-    }
-    let text = std::fs::read_to_string(index)
-        .with_context(|| format!("{}: cannot read", index.display()))?;
-    let idx: Index = serde_json::from_str(&text)
-        .with_context(|| format!("{}: malformed safetensors index", index.display()))?;
-    let mut files: Vec<String> = idx.weight_map.into_values().collect();
-    files.sort();
-    files.dedup();
-    if files.is_empty() {
-        bail!(Format, "{}: the weight map is empty", index.display());
-    }
-    Ok(files)
 }
 
 /// `org/name[@revision]`.

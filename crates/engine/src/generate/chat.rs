@@ -20,8 +20,8 @@ impl ChatTemplate {
     /// The template of a Hugging Face model folder (tokenizer_config.json beside its
     /// tokenizer.json) or of a GGUF file; None when it has none.
     pub fn of(tokenizer_file: &std::path::Path) -> Option<Self> {
-        if crate::gguf::is_gguf(tokenizer_file) {
-            let h = crate::gguf::Header::read(tokenizer_file).ok()?;
+        if crate::formats::gguf::is_gguf(tokenizer_file) {
+            let h = crate::formats::gguf::Header::read(tokenizer_file).ok()?;
             let source = h.get("tokenizer.chat_template")?.as_str()?.to_string();
             return Some(Self::new(source, String::new(), String::new()));
         }

@@ -5,7 +5,8 @@
 //!   the pre-tokenizer follows `.pre` (llama.cpp's names: `gpt2`/`default`, `smollm` with
 //!   single digits, `llama-bpe`/`llama3` and `qwen2` with their split regexes).
 //! - `llama` (SentencePiece BPE): the vocabulary and scores, merges rebuilt from them as
-//!   transformers' converter does, "▁" for spaces, byte fallback.
+//!   transformers' converter does, "▁" for spaces, byte fallback, and a "▁" before the text
+//!   unless `.add_space_prefix` is false (Gemma's).
 //! - Tokens of type 3 (control) are special added tokens, type 4 (user-defined) plain added ones;
 //!   `.add_bos_token` decides whether the BOS token is prepended.
 //!
@@ -13,7 +14,7 @@
 //! instead).
 
 use crate::error::{bail, err, Result};
-use crate::gguf::{Header, Value};
+use crate::formats::gguf::{Header, Value};
 use serde_json::json;
 use tokenizers::Tokenizer;
 
@@ -140,17 +141,33 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
             let scores = numbers(h, "tokenizer.ggml.scores", tokens.len())?
                 .ok_or_else(|| err!(Format, "{p}: no tokenizer.ggml.scores; {hint}"))?;
             let unk = id("tokenizer.ggml.unknown_token_id").map(|i| tokens[i as usize]);
+            // llama.cpp's default for SentencePiece vocabularies is true.
+            let prefix = !matches!(
+                h.get("tokenizer.ggml.add_space_prefix"),
+                Some(Value::Bool(false))
+            );
+            let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"});
+            let (normalizer, decoders) = if prefix {
+                (
+                    json!({"type": "Sequence", "normalizers": [
+                        {"type": "Prepend", "prepend": "▁"}, replace]}),
+                    json!([{"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                        {"type": "ByteFallback"}, {"type": "Fuse"},
+                        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]),
+                )
+            } else {
+                (
+                    replace,
+                    json!([{"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                        {"type": "ByteFallback"}, {"type": "Fuse"}]),
+                )
+            };
             json!({
                 "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-                "normalizer": {"type": "Sequence", "normalizers": [
-                    {"type": "Prepend", "prepend": "▁"},
-                    {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+                "normalizer": normalizer,
                 "pre_tokenizer": null,
                 "post_processor": post(json!({"type": "Sequence", "processors": []})),
-                "decoder": {"type": "Sequence", "decoders": [
-                    {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
-                    {"type": "ByteFallback"}, {"type": "Fuse"},
-                    {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+                "decoder": {"type": "Sequence", "decoders": decoders},
                 "model": {"type": "BPE", "dropout": null, "unk_token": unk,
                     "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
                     "byte_fallback": true, "ignore_merges": false, "vocab": vocab,

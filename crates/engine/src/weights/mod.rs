@@ -1,9 +1,15 @@
 //! A pair's weights, whatever the endpoints are: two full models (three flat buffers), or
 //! adapters on one base (the base, a working copy of what they change, their factors).
 
-use crate::adapter_weights::AdapterWeights;
+pub mod adapters;
+pub mod blend;
+pub mod few_rows;
+pub mod full;
+pub mod lowrank;
+
 use crate::error::Result;
-use crate::weights::{BlendedWeights, Buffer};
+use crate::weights::adapters::AdapterWeights;
+use crate::weights::full::{BlendedWeights, Buffer};
 use crate::Alpha;
 use candle_core::{DType, Tensor};
 use std::time::Duration;

@@ -1,12 +1,17 @@
 //! The token loop: prefill, sample, stream stable text, stop at EOS, the token budget, the
 //! context limit or a cancel request (checked between tokens).
 
-use super::model::param::Mix;
-use super::model::Model;
-use super::sampling::{Sampler, SamplingParams};
-use super::token_info::{Summary, TokenInfo};
-use super::token_stream::TokenStream;
+pub mod chat;
+pub mod sampling;
+pub mod token_info;
+pub mod token_stream;
+
 use crate::error::{bail, err, Result};
+use crate::generate::sampling::{Sampler, SamplingParams};
+use crate::generate::token_info::{Summary, TokenInfo};
+use crate::generate::token_stream::TokenStream;
+use crate::model::param::Mix;
+use crate::model::Model;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -126,7 +131,7 @@ pub struct TextSpec {
     /// Texts after which generation stops.
     pub stop: Vec<String>,
     /// Plain prompts go through this template (a user turn, the assistant's turn opened).
-    pub chat: Option<crate::chat::ChatTemplate>,
+    pub chat: Option<crate::generate::chat::ChatTemplate>,
 }
 
 impl TextSpec {
@@ -149,7 +154,7 @@ pub struct Generator<'a> {
     pub eos: &'a [u32],
     pub max_positions: usize,
     pub stop: &'a [String],
-    pub chat: Option<&'a crate::chat::ChatTemplate>,
+    pub chat: Option<&'a crate::generate::chat::ChatTemplate>,
 }
 
 impl Generator<'_> {
@@ -157,7 +162,7 @@ impl Generator<'_> {
     /// plain text.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
         match self.chat {
-            Some(t) if !crate::chat::is_formatted(prompt) => {
+            Some(t) if !crate::generate::chat::is_formatted(prompt) => {
                 // The template writes the special tokens itself.
                 self.tokenize(&t.render(prompt)?, false)
             }

@@ -10,9 +10,9 @@
 //! - GPT-2's Conv1D stores its weight `[in, out]`: ΔW is added transposed.
 //! - DoRA, LoRA biases and other PEFT methods are refused by name.
 
-use crate::checkpoint::{Checkpoint, TensorFiles};
-use crate::config::ModelConfig;
 use crate::error::{bail, err, Context, Result};
+use crate::formats::checkpoint::{Checkpoint, TensorFiles};
+use crate::formats::config::ModelConfig;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -500,23 +500,15 @@ fn factors(
         ModuleKind::Embedding => LowRank {
             kind,
             rank,
-            up: transpose(&a, rank, inp).iter().map(|x| x * scale).collect(),
-            down: transpose(&b, out, rank),
+            up: crate::formats::layout::transpose(&a, rank, inp)
+                .iter()
+                .map(|x| x * scale)
+                .collect(),
+            down: crate::formats::layout::transpose(&b, out, rank),
             out: inp,
             inp: out,
         },
     })
-}
-
-/// `[rows, cols]` → `[cols, rows]`.
-pub fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; x.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = x[r * cols + c];
-        }
-    }
-    t
 }
 
 /// Every module the config targets must exist in the base.
@@ -625,13 +617,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn transposes() {
-        assert_eq!(
-            transpose(&[1., 2., 3., 4., 5., 6.], 2, 3),
-            vec![1., 4., 2., 5., 3., 6.]
-        );
     }
 }

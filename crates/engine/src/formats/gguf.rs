@@ -1,11 +1,10 @@
-//! GGUF files (llama.cpp's format) as endpoints: the header read here with every count and
-//! offset checked against the file before anything is allocated, the config and tokenizer
-//! rebuilt from the metadata, tensors named and laid out as Hugging Face has them (Q and K rows
-//! un-permuted from llama.cpp's interleaved RoPE order, GPT-2's Conv1D weights transposed back)
-//! and dequantised by candle at load.
+//! GGUF files (llama.cpp's format): the header read here with every count and offset checked
+//! against the file before anything is allocated, and tensors dequantised by candle into
+//! Hugging Face's layout. What the metadata and names mean per family is the families' (see
+//! `arch::gguf`).
 
-use crate::config::{DecoderConfig, Gpt2Config, ModelConfig, RopeScaling, TokenIds};
 use crate::error::{bail, err, Context, Result};
+pub use crate::formats::layout::Layout;
 use candle_core::quantized::GgmlDType;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -340,6 +339,24 @@ impl Header {
         })
     }
 
+    /// A tensor's values as f32, in the file's layout: for the small tensors a config is
+    /// read from (`rope_freqs.weight`).
+    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let p = self.path.display();
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| err!(Format, "{p}: no tensor {name}"))?;
+        let file = std::fs::File::open(&self.path).with_context(|| format!("{p}: cannot open"))?;
+        // SAFETY: a read-only map of a file we do not modify.
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{p}: cannot map"))?;
+        let raw = &map[info.range.start as usize..info.range.end as usize];
+        let shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
+        dequantize(raw, info.ggml_type, &shape, Layout::AsIs)
+            .map_err(|e| err!(Format, "{p}: tensor {name}: {e}"))
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
     }
@@ -354,7 +371,7 @@ impl Header {
         })
     }
 
-    fn usize_or(&self, key: &str, default: Option<u64>) -> Result<usize> {
+    pub(crate) fn usize_or(&self, key: &str, default: Option<u64>) -> Result<usize> {
         let v = match (self.get(key).and_then(Value::as_u64), default) {
             (Some(v), _) => v,
             (None, Some(d)) => d,
@@ -370,7 +387,7 @@ impl Header {
         Ok(v as usize)
     }
 
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+    pub(crate) fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
@@ -388,235 +405,19 @@ impl Header {
             .and_then(Value::as_str)
             .ok_or_else(|| err!(Format, "{}: no general.architecture", self.path.display()))
     }
-
-    /// The number of tokens in the tokenizer's vocabulary.
-    fn vocab_len(&self) -> Option<usize> {
-        match self.get("tokenizer.ggml.tokens") {
-            Some(Value::Array(a)) => Some(a.len()),
-            _ => None,
-        }
-    }
-
-    /// The model's config, from the metadata.
-    pub fn config(&self) -> Result<ModelConfig> {
-        let p = self.path.display();
-        let arch = self.architecture()?;
-        let id = |k: &str| self.get(k).and_then(Value::as_u64).map(|x| x as u32);
-        let bos = id("tokenizer.ggml.bos_token_id");
-        let eos = id("tokenizer.ggml.eos_token_id").map(TokenIds::One);
-        let vocab_from_tensor = self
-            .tensors
-            .get("token_embd.weight")
-            .map(|t| t.dims.get(1).copied().unwrap_or(0) as usize);
-        let vocab = self
-            .get(&format!("{arch}.vocab_size"))
-            .and_then(Value::as_u64)
-            .map(|v| v as usize)
-            .or(vocab_from_tensor)
-            .or(self.vocab_len())
-            .ok_or_else(|| err!(Format, "{p}: no vocabulary size"))?;
-        let config = match arch {
-            "llama" => {
-                let heads = self.usize_or("llama.attention.head_count", None)?;
-                let hidden = self.usize_or("llama.embedding_length", None)?;
-                let rope_dim = self.usize_or("llama.rope.dimension_count", Some(0))?;
-                let scaling = match self.get("llama.rope.scaling.type").and_then(Value::as_str) {
-                    None | Some("none") => None,
-                    Some("linear") => Some(RopeScaling::Linear {
-                        factor: self.f64_or("llama.rope.scaling.factor", 1.0)? as f32,
-                    }),
-                    Some(other) => bail!(
-                        Unsupported,
-                        "{p}: llama.rope.scaling.type {other:?} is not supported (linear is)"
-                    ),
-                };
-                if self.tensors.contains_key("rope_freqs.weight") {
-                    bail!(
-                        Unsupported,
-                        "{p}: tensor rope_freqs.weight (Llama 3.1's RoPE scaling in GGUF form) is not supported; use the safetensors model"
-                    );
-                }
-                ModelConfig::Decoder(DecoderConfig {
-                    hidden_size: hidden,
-                    intermediate_size: self.usize_or("llama.feed_forward_length", None)?,
-                    num_hidden_layers: self.usize_or("llama.block_count", None)?,
-                    num_attention_heads: heads,
-                    num_key_value_heads: Some(
-                        self.usize_or("llama.attention.head_count_kv", Some(heads as u64))?,
-                    ),
-                    head_dim: (rope_dim > 0 && heads > 0 && rope_dim != hidden / heads)
-                        .then_some(rope_dim),
-                    vocab_size: vocab,
-                    rms_norm_eps: self.f64_or("llama.attention.layer_norm_rms_epsilon", 1e-5)?,
-                    rope_theta: self.f64_or("llama.rope.freq_base", 10_000.0)? as f32,
-                    max_position_embeddings: self.usize_or("llama.context_length", Some(2048))?,
-                    tie_word_embeddings: !self.tensors.contains_key("output.weight"),
-                    bos_token_id: bos,
-                    eos_token_id: eos,
-                    rope_scaling: scaling,
-                    ..Default::default()
-                })
-            }
-            "gpt2" => ModelConfig::Gpt2(Gpt2Config {
-                n_embd: self.usize_or("gpt2.embedding_length", None)?,
-                n_layer: self.usize_or("gpt2.block_count", None)?,
-                n_head: self.usize_or("gpt2.attention.head_count", None)?,
-                n_positions: self.usize_or("gpt2.context_length", Some(1024))?,
-                vocab_size: vocab,
-                n_inner: Some(self.usize_or("gpt2.feed_forward_length", None)?),
-                layer_norm_epsilon: self.f64_or("gpt2.attention.layer_norm_epsilon", 1e-5)?,
-                bos_token_id: bos,
-                eos_token_id: eos,
-            }),
-            other => bail!(
-                Unsupported,
-                "{p}: general.architecture {other:?} is not supported (llama and gpt2 are)"
-            ),
-        };
-        config.check_values()?;
-        Ok(config)
-    }
 }
 
-/// How a GGUF tensor becomes its Hugging Face counterpart.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Transform {
-    None,
-    /// Undo llama.cpp's Q/K row permutation for `heads` heads.
-    UnpermuteRope {
-        heads: usize,
-    },
-    /// GPT-2's Conv1D weights, stored by llama.cpp as `[out, in]`: back to `[in, out]`.
-    Transpose,
-}
-
-/// A GGUF tensor's name, its shape under its Hugging Face name, and how to get there.
-pub type Mapped = (String, Vec<usize>, Transform);
-
-/// The Hugging Face name, shape and transform of every tensor of a GGUF model, by HF name.
-pub fn hf_names(h: &Header, config: &ModelConfig) -> Result<BTreeMap<String, Mapped>> {
-    let p = h.path.display();
-    let mut out = BTreeMap::new();
-    for (name, info) in &h.tensors {
-        // Candle's (row-major) order is ggml's reversed.
-        let mut shape: Vec<usize> = info.dims.iter().rev().map(|&d| d as usize).collect();
-        let (hf, transform) = match config {
-            ModelConfig::Decoder(c) => {
-                let (hf, t) = llama_name(name, c).ok_or_else(|| {
-                    err!(
-                        Unsupported,
-                        "{p}: tensor {name} has no Llama counterpart lerpscope knows"
-                    )
-                })?;
-                if hf.is_empty() {
-                    continue; // nothing to load
-                }
-                (hf, t)
-            }
-            ModelConfig::Gpt2(_) => {
-                let Some((hf, t)) = gpt2_name(name) else {
-                    bail!(
-                        Unsupported,
-                        "{p}: tensor {name} has no GPT-2 counterpart lerpscope knows"
-                    );
-                };
-                if hf.is_empty() {
-                    continue;
-                }
-                if t == Transform::Transpose {
-                    shape.reverse();
-                }
-                (hf, t)
-            }
-        };
-        out.insert(hf, (name.clone(), shape, transform));
-    }
-    Ok(out)
-}
-
-fn llama_name(name: &str, c: &DecoderConfig) -> Option<(String, Transform)> {
-    let plain = |s: &str| Some((s.to_string(), Transform::None));
-    match name {
-        "token_embd.weight" => return plain("model.embed_tokens.weight"),
-        "output_norm.weight" => return plain("model.norm.weight"),
-        "output.weight" => return plain("lm_head.weight"),
-        _ => {}
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (i, part) = rest.split_once('.')?;
-    let i: usize = i.parse().ok()?;
-    let l = format!("model.layers.{i}");
-    let (hf, t) = match part {
-        "attn_norm.weight" => ("input_layernorm.weight", Transform::None),
-        "attn_q.weight" => (
-            "self_attn.q_proj.weight",
-            Transform::UnpermuteRope {
-                heads: c.num_attention_heads,
-            },
-        ),
-        "attn_k.weight" => (
-            "self_attn.k_proj.weight",
-            Transform::UnpermuteRope {
-                heads: c.kv_heads(),
-            },
-        ),
-        "attn_v.weight" => ("self_attn.v_proj.weight", Transform::None),
-        "attn_output.weight" => ("self_attn.o_proj.weight", Transform::None),
-        "ffn_norm.weight" => ("post_attention_layernorm.weight", Transform::None),
-        "ffn_gate.weight" => ("mlp.gate_proj.weight", Transform::None),
-        "ffn_up.weight" => ("mlp.up_proj.weight", Transform::None),
-        "ffn_down.weight" => ("mlp.down_proj.weight", Transform::None),
-        _ => return None,
-    };
-    Some((format!("{l}.{hf}"), t))
-}
-
-fn gpt2_name(name: &str) -> Option<(String, Transform)> {
-    let plain = |s: &str| Some((s.to_string(), Transform::None));
-    match name {
-        "token_embd.weight" => return plain("transformer.wte.weight"),
-        "position_embd.weight" => return plain("transformer.wpe.weight"),
-        "output_norm.weight" => return plain("transformer.ln_f.weight"),
-        "output_norm.bias" => return plain("transformer.ln_f.bias"),
-        // llama.cpp writes the tied head out again; the model reads wte.
-        "output.weight" => return Some((String::new(), Transform::None)),
-        _ => {}
-    }
-    let rest = name.strip_prefix("blk.")?;
-    let (i, part) = rest.split_once('.')?;
-    let i: usize = i.parse().ok()?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let conv = kind == "weight";
-    let (hf, transposed) = match module {
-        "attn_norm" => ("ln_1", false),
-        "attn_qkv" => ("attn.c_attn", conv),
-        "attn_output" => ("attn.c_proj", conv),
-        "ffn_norm" => ("ln_2", false),
-        "ffn_up" => ("mlp.c_fc", conv),
-        "ffn_down" => ("mlp.c_proj", conv),
-        _ => return None,
-    };
-    let t = if transposed {
-        Transform::Transpose
-    } else {
-        Transform::None
-    };
-    Some((format!("transformer.h.{i}.{hf}.{kind}"), t))
-}
-
-/// Dequantise `raw` (ggml type `t`, candle-order `shape`) to f32, then apply `transform`.
+/// Dequantise `raw` (ggml type `t`) to f32 in Hugging Face's layout, whose shape (candle
+/// order) is `hf_shape`.
 pub fn dequantize(
     raw: &[u8],
     t: u32,
-    shape: &[usize],
-    transform: Transform,
+    hf_shape: &[usize],
+    layout: Layout,
 ) -> candle_core::Result<Vec<f32>> {
+    // Every layout's shape change is its own inverse.
+    let stored = &layout.hf_shape(hf_shape)[..];
     let dt = ggml_dtype(t).ok_or_else(|| candle_core::Error::Msg(format!("ggml type {t}")))?;
-    // ggml's dims (and so the stored order) for the stored, untransposed tensor.
-    let stored: Vec<usize> = match transform {
-        Transform::Transpose => shape.iter().rev().copied().collect(),
-        _ => shape.to_vec(),
-    };
     // candle reads blocks straight from the bytes: give it an aligned copy if they are not.
     let aligned;
     let raw = if (raw.as_ptr() as usize).is_multiple_of(8) {
@@ -634,35 +435,14 @@ pub fn dequantize(
     let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
         dt,
         raw,
-        stored.clone(),
+        stored.to_vec(),
         &candle_core::Device::Cpu,
     )?;
     let v = q
         .dequantize(&candle_core::Device::Cpu)?
         .flatten_all()?
         .to_vec1::<f32>()?;
-    Ok(match transform {
-        Transform::None => v,
-        Transform::Transpose => crate::adapter::transpose(&v, stored[0], stored[1]),
-        Transform::UnpermuteRope { heads } => unpermute(&v, heads, shape[0], shape[1]),
-    })
-}
-
-/// Invert llama.cpp's `w.reshape(heads, 2, d/2, in).swapaxes(1, 2)`: HF row `h·d + j·d/2 + i`
-/// is stored at `h·d + 2i + j`.
-pub fn unpermute(w: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
-    let d = rows / heads;
-    let mut out = vec![0f32; w.len()];
-    for h in 0..heads {
-        for j in 0..2 {
-            for i in 0..d / 2 {
-                let (hf, stored) = (h * d + j * (d / 2) + i, h * d + 2 * i + j);
-                out[hf * cols..(hf + 1) * cols]
-                    .copy_from_slice(&w[stored * cols..(stored + 1) * cols]);
-            }
-        }
-    }
-    out
+    Ok(layout.to_hf(v, stored))
 }
 
 /// The ggml type's dtype as the blend holds it without loss (quantised types dequantise to f32).
@@ -671,29 +451,5 @@ pub fn native_dtype(t: u32) -> candle_core::DType {
         1 => candle_core::DType::F16,
         30 => candle_core::DType::BF16,
         _ => candle_core::DType::F32,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// llama.cpp stores a head's rotary rows interleaved, first half with second half: for a
-    /// head of 8 rows, HF rows 0..8 sit at 0, 4, 1, 5, 2, 6, 3, 7 (written out, not computed,
-    /// so the test shares no formula with the code). At d = 8 the permutation is not its own
-    /// inverse: applying llama.cpp's permutation again instead of undoing it (mutation tried)
-    /// gives 0, 2, 4, 6, 1, 3, 5, 7 and fails.
-    #[test]
-    fn unpermute_inverts_llama_cpp_permute() {
-        let (heads, d, cols) = (2, 8, 3);
-        let stored_order = [0, 4, 1, 5, 2, 6, 3, 7];
-        let row =
-            |hf_row: usize| -> Vec<f32> { (0..cols).map(|c| (hf_row * 10 + c) as f32).collect() };
-        let stored: Vec<f32> = (0..heads)
-            .flat_map(|h| stored_order.iter().map(move |&r| h * d + r))
-            .flat_map(row)
-            .collect();
-        let hf: Vec<f32> = (0..heads * d).flat_map(row).collect();
-        assert_eq!(unpermute(&stored, heads, heads * d, cols), hf);
     }
 }

@@ -1,9 +1,8 @@
 //! Checks that two endpoints can be blended, before a byte of weights is read.
 //! Every failure is one line that names the file and, where there is one, the tensor.
 
-use super::checkpoint::Checkpoint;
-use crate::error::{bail, err, Result};
-use tokenizers::Tokenizer;
+use crate::error::{bail, Result};
+use crate::formats::checkpoint::Checkpoint;
 
 /// The tensors the blend covers: every floating-point tensor (integer buffers such as
 /// position ids are not parameters and are left out).
@@ -76,51 +75,6 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
             b.weights.file_of(name).display(),
             a.files.label
         );
-    }
-    Ok(())
-}
-
-pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
-    if crate::gguf::is_gguf(path) {
-        return crate::gguf_tokenizer::from_gguf(&crate::gguf::Header::read(path)?);
-    }
-    let what = format!("{}: cannot load tokenizer", path.display());
-    crate::guard::catch(&what, || {
-        Tokenizer::from_file(path).map_err(|e| err!(Format, "{what} ({e})"))
-    })
-}
-
-/// Two tokenizers agree when they map the same token strings to the same ids.
-pub fn check_tokenizers(
-    a: &Tokenizer,
-    pa: &std::path::Path,
-    b: &Tokenizer,
-    pb: &std::path::Path,
-) -> Result<()> {
-    let hint = "pass --allow-tokenizer-mismatch to blend anyway (A's tokenizer is used)";
-    let (na, nb) = (a.get_vocab_size(true), b.get_vocab_size(true));
-    if na != nb {
-        bail!(
-            Mismatch,
-            "tokenizers differ: {} has {na} tokens, {} has {nb}; {hint}",
-            pa.display(),
-            pb.display()
-        );
-    }
-    let vb = b.get_vocab(true);
-    let mut va: Vec<(String, u32)> = a.get_vocab(true).into_iter().collect();
-    va.sort_by_key(|(_, id)| *id);
-    for (tok, id) in va {
-        if vb.get(&tok) != Some(&id) {
-            bail!(
-                Mismatch,
-                "tokenizers differ: token {tok:?} is id {id} in {} but {} in {}; {hint}",
-                pa.display(),
-                vb.get(&tok)
-                    .map_or("absent".to_string(), |i| format!("id {i}")),
-                pb.display()
-            );
-        }
     }
     Ok(())
 }

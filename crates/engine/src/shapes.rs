@@ -1,15 +1,12 @@
 //! Tiny random models written as ordinary Hugging Face directories: for tests, benchmarks of a
 //! given shape, and anyone who wants a pair to try the engine on without downloading one.
 
-use crate::config::{DecoderConfig, Gpt2Config, TokenIds};
+use crate::arch::tensors::parameters;
 use crate::error::{err, Context, Result};
+use crate::formats::config::{DecoderConfig, Gpt2Config, ModelConfig, TokenIds};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use tokenizers::Tokenizer;
-
-/// The end-of-text token of the tokenizers trained here.
-pub const EOS: &str = "<|endoftext|>";
 
 /// A few lines to train the fixtures' byte-level BPE tokenizer on.
 const TOKENIZER_TEXT: &str = "The movie was great and the food was good. I think that the film \
@@ -48,136 +45,6 @@ pub fn tiny_gpt2_config(vocab: usize) -> Gpt2Config {
         bos_token_id: Some(0),
         eos_token_id: Some(TokenIds::One(0)),
     }
-}
-
-/// Names and shapes of GPT-2's parameters, with the `transformer.` prefix HF writes.
-pub fn gpt2_parameters(c: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
-    let (d, f) = (c.n_embd, c.inner());
-    let mut p = vec![
-        ("transformer.wte.weight".to_string(), vec![c.vocab_size, d]),
-        ("transformer.wpe.weight".to_string(), vec![c.n_positions, d]),
-    ];
-    for i in 0..c.n_layer {
-        let l = format!("transformer.h.{i}");
-        p.extend([
-            (format!("{l}.ln_1.weight"), vec![d]),
-            (format!("{l}.ln_1.bias"), vec![d]),
-            (format!("{l}.attn.c_attn.weight"), vec![d, 3 * d]),
-            (format!("{l}.attn.c_attn.bias"), vec![3 * d]),
-            (format!("{l}.attn.c_proj.weight"), vec![d, d]),
-            (format!("{l}.attn.c_proj.bias"), vec![d]),
-            (format!("{l}.ln_2.weight"), vec![d]),
-            (format!("{l}.ln_2.bias"), vec![d]),
-            (format!("{l}.mlp.c_fc.weight"), vec![d, f]),
-            (format!("{l}.mlp.c_fc.bias"), vec![f]),
-            (format!("{l}.mlp.c_proj.weight"), vec![f, d]),
-            (format!("{l}.mlp.c_proj.bias"), vec![d]),
-        ]);
-    }
-    p.extend([
-        ("transformer.ln_f.weight".to_string(), vec![d]),
-        ("transformer.ln_f.bias".to_string(), vec![d]),
-    ]);
-    p
-}
-
-pub fn gpt2_config_json(c: &Gpt2Config) -> serde_json::Value {
-    serde_json::json!({
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        "n_embd": c.n_embd,
-        "n_layer": c.n_layer,
-        "n_head": c.n_head,
-        "n_positions": c.n_positions,
-        "vocab_size": c.vocab_size,
-        "layer_norm_epsilon": c.layer_norm_epsilon,
-        "activation_function": "gelu_new",
-        "bos_token_id": c.bos_token_id,
-        "eos_token_id": c.eos_token_id.as_ref().map(|e| e.to_vec()[0]),
-    })
-}
-
-/// Names and shapes of every parameter of a Llama model, as Hugging Face names them.
-pub fn llama_parameters(c: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, hd, f) = (c.hidden_size, c.head_dim(), c.intermediate_size);
-    let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
-    let mut p = vec![(
-        "model.embed_tokens.weight".to_string(),
-        vec![c.vocab_size, h],
-    )];
-    for i in 0..c.num_hidden_layers {
-        let l = format!("model.layers.{i}");
-        p.extend([
-            (format!("{l}.input_layernorm.weight"), vec![h]),
-            (format!("{l}.self_attn.q_proj.weight"), vec![nh * hd, h]),
-            (format!("{l}.self_attn.k_proj.weight"), vec![nkv * hd, h]),
-            (format!("{l}.self_attn.v_proj.weight"), vec![nkv * hd, h]),
-            (format!("{l}.self_attn.o_proj.weight"), vec![h, nh * hd]),
-            (format!("{l}.post_attention_layernorm.weight"), vec![h]),
-            (format!("{l}.mlp.gate_proj.weight"), vec![f, h]),
-            (format!("{l}.mlp.up_proj.weight"), vec![f, h]),
-            (format!("{l}.mlp.down_proj.weight"), vec![h, f]),
-        ]);
-    }
-    p.push(("model.norm.weight".to_string(), vec![h]));
-    if !c.tie_word_embeddings {
-        p.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
-    }
-    p
-}
-
-/// The config.json Hugging Face writes for such a model.
-pub fn llama_config_json(c: &DecoderConfig) -> serde_json::Value {
-    serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.kv_heads(),
-        "vocab_size": c.vocab_size,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_theta": c.rope_theta,
-        "max_position_embeddings": c.max_position_embeddings,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "bos_token_id": c.bos_token_id,
-        "eos_token_id": c.eos_token_id.as_ref().map(|e| e.to_vec()[0]),
-        "hidden_act": "silu",
-        "torch_dtype": "float32",
-    })
-}
-
-/// Train a byte-level BPE tokenizer (GPT-2 style: no prefix space, byte fallback through the
-/// 256-symbol alphabet) with one special end-of-text token.
-pub fn train_tokenizer(files: &[PathBuf], vocab_size: usize, out: &Path) -> Result<Tokenizer> {
-    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-    use tokenizers::normalizers::NormalizerWrapper;
-    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-    use tokenizers::{AddedToken, TokenizerBuilder};
-    let mut trainer = BpeTrainerBuilder::new()
-        .vocab_size(vocab_size)
-        .min_frequency(2)
-        .show_progress(false)
-        .special_tokens(vec![AddedToken::from(EOS, true)])
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .build();
-    let byte_level = ByteLevel::new(false, true, true);
-    let mut tok =
-        TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
-            .with_model(BPE::default())
-            .with_normalizer(None)
-            .with_pre_tokenizer(Some(byte_level))
-            .with_post_processor(Some(byte_level))
-            .with_decoder(Some(byte_level))
-            .build()
-            .map_err(|e| err!(Format, "tokenizer: {e}"))?;
-    let files = files.iter().map(|p| p.display().to_string()).collect();
-    tok.train_from_files(&mut trainer, files)
-        .map_err(|e| err!(Format, "tokenizer training failed: {e}"))?;
-    tok.save(out, false)
-        .map_err(|e| err!(Format, "{}: cannot save tokenizer: {e}", out.display()))?;
-    Tokenizer::from_file(out).map_err(|e| err!(Format, "{}: {e}", out.display()))
 }
 
 /// Random values for each parameter: norm gains near 1, everything else N(0, scale).
@@ -247,7 +114,7 @@ pub fn write_safetensors(
 pub fn write_tokenizer(path: &Path, vocab: usize) -> Result<tokenizers::Tokenizer> {
     let text = path.with_extension("txt");
     std::fs::write(&text, TOKENIZER_TEXT.repeat(4))?;
-    let tok = train_tokenizer(std::slice::from_ref(&text), vocab, path);
+    let tok = crate::formats::tokenizer::train_tokenizer(std::slice::from_ref(&text), vocab, path);
     std::fs::remove_file(&text)?;
     tok
 }
@@ -265,21 +132,17 @@ pub fn write_tiny_model(dir: &Path, arch: Arch, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let tok_path = dir.join("tokenizer.json");
     let tok = if tok_path.exists() {
-        crate::pair::load_tokenizer(&tok_path)?
+        crate::formats::tokenizer::load_tokenizer(&tok_path)?
     } else {
         write_tokenizer(&tok_path, 300)?
     };
     let vocab = tok.get_vocab_size(true);
-    let (config, params) = match arch {
-        Arch::Llama => {
-            let c = tiny_llama_config(vocab);
-            (llama_config_json(&c), llama_parameters(&c))
-        }
-        Arch::Gpt2 => {
-            let c = tiny_gpt2_config(vocab);
-            (gpt2_config_json(&c), gpt2_parameters(&c))
-        }
+    let config = match arch {
+        Arch::Llama => ModelConfig::Decoder(tiny_llama_config(vocab)),
+        Arch::Gpt2 => ModelConfig::Gpt2(tiny_gpt2_config(vocab)),
     };
+    let params = parameters(&config);
+    let config = crate::arch::config_json(&config)?;
     std::fs::write(
         dir.join("config.json"),
         serde_json::to_string_pretty(&config)?,
@@ -299,14 +162,18 @@ pub fn write_tiny_pair(a: &Path, b: &Path, arch: Arch) -> Result<()> {
     write_tiny_model(b, arch, 2)
 }
 
-/// Model shapes the benchmarks run at, as random pairs: the demo pair's and three common Hub
+/// Model shapes the benchmarks run at, as random pairs: the demo pair's and common Hub
 /// models' (same architecture, sizes and vocabulary; random weights, since timings do not
-/// depend on the values).
+/// depend on the values). `phi3-mini-8l` is Phi-3-mini with 8 of its 32 layers: a full pair
+/// of it (3 × 7.6 GB in bf16) does not fit this project's 24 GB machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     Demo,
     Smollm2_135m,
     Smollm2_1_7b,
+    Qwen2_5_0_5b,
+    Gemma3_270m,
+    Phi3Mini8l,
     Gpt2_124m,
     Gpt2_774m,
 }
@@ -329,10 +196,13 @@ impl std::str::FromStr for Shape {
 }
 
 impl Shape {
-    pub const ALL: [Shape; 5] = [
+    pub const ALL: [Shape; 8] = [
         Shape::Demo,
         Shape::Smollm2_135m,
         Shape::Smollm2_1_7b,
+        Shape::Qwen2_5_0_5b,
+        Shape::Gemma3_270m,
+        Shape::Phi3Mini8l,
         Shape::Gpt2_124m,
         Shape::Gpt2_774m,
     ];
@@ -342,63 +212,51 @@ impl Shape {
             Shape::Demo => "demo",
             Shape::Smollm2_135m => "smollm2-135m",
             Shape::Smollm2_1_7b => "smollm2-1.7b",
+            Shape::Qwen2_5_0_5b => "qwen2.5-0.5b",
+            Shape::Gemma3_270m => "gemma3-270m",
+            Shape::Phi3Mini8l => "phi3-mini-8l",
             Shape::Gpt2_124m => "gpt2-124m",
             Shape::Gpt2_774m => "gpt2-774m",
         }
     }
 
+    /// This shape's config, read through its family's config.json reader.
+    pub fn config(self) -> ModelConfig {
+        let json = match self {
+            Shape::Demo => llama_json(192, 512, 4, 6, 2, 4096, 256, 10_000.0),
+            Shape::Smollm2_135m => llama_json(576, 1536, 30, 9, 3, 49152, 8192, 100_000.0),
+            Shape::Smollm2_1_7b => llama_json(2048, 8192, 24, 32, 32, 49152, 8192, 130_000.0),
+            Shape::Qwen2_5_0_5b => serde_json::json!({
+                "architectures": ["Qwen2ForCausalLM"], "hidden_size": 896,
+                "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+                "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 32768,
+                "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": true,
+                "use_sliding_window": false, "sliding_window": 32768, "max_window_layers": 21,
+                "bos_token_id": 0, "eos_token_id": 0}),
+            Shape::Gemma3_270m => serde_json::json!({
+                "architectures": ["Gemma3ForCausalLM"], "hidden_size": 640,
+                "intermediate_size": 2048, "num_hidden_layers": 18, "num_attention_heads": 4,
+                "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 262144,
+                "max_position_embeddings": 32768, "rope_theta": 1e6,
+                "rope_local_base_freq": 10000.0, "sliding_window": 512,
+                "sliding_window_pattern": 6, "query_pre_attn_scalar": 256,
+                "final_logit_softcapping": null, "bos_token_id": 0, "eos_token_id": 0}),
+            Shape::Phi3Mini8l => serde_json::json!({
+                "architectures": ["Phi3ForCausalLM"], "hidden_size": 3072,
+                "intermediate_size": 8192, "num_hidden_layers": 8, "num_attention_heads": 32,
+                "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096,
+                "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": 2047,
+                "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 0}),
+            Shape::Gpt2_124m => gpt2_json(768, 12, 12),
+            Shape::Gpt2_774m => gpt2_json(1280, 36, 20),
+        };
+        ModelConfig::parse(&json.to_string()).expect("every shape's config reads")
+    }
+
     /// config.json and the parameter list of this shape.
-    pub fn model(self) -> (serde_json::Value, Vec<(String, Vec<usize>)>) {
-        let llama = |h, f, layers, heads, kv, vocab, pos, theta| DecoderConfig {
-            hidden_size: h,
-            intermediate_size: f,
-            num_hidden_layers: layers,
-            num_attention_heads: heads,
-            num_key_value_heads: Some(kv),
-            head_dim: None,
-            vocab_size: vocab,
-            rms_norm_eps: 1e-5,
-            rope_theta: theta,
-            max_position_embeddings: pos,
-            tie_word_embeddings: true,
-            bos_token_id: Some(0),
-            eos_token_id: Some(TokenIds::One(0)),
-            rope_scaling: None,
-            ..Default::default()
-        };
-        let gpt2 = |d, layers, heads| Gpt2Config {
-            n_embd: d,
-            n_layer: layers,
-            n_head: heads,
-            n_positions: 1024,
-            vocab_size: 50257,
-            n_inner: None,
-            layer_norm_epsilon: 1e-5,
-            bos_token_id: Some(50256),
-            eos_token_id: Some(TokenIds::One(50256)),
-        };
-        match self {
-            Shape::Demo => {
-                let c = llama(192, 512, 4, 6, 2, 4096, 256, 10_000.0);
-                (llama_config_json(&c), llama_parameters(&c))
-            }
-            Shape::Smollm2_135m => {
-                let c = llama(576, 1536, 30, 9, 3, 49152, 8192, 100_000.0);
-                (llama_config_json(&c), llama_parameters(&c))
-            }
-            Shape::Smollm2_1_7b => {
-                let c = llama(2048, 8192, 24, 32, 32, 49152, 8192, 130_000.0);
-                (llama_config_json(&c), llama_parameters(&c))
-            }
-            Shape::Gpt2_124m => {
-                let c = gpt2(768, 12, 12);
-                (gpt2_config_json(&c), gpt2_parameters(&c))
-            }
-            Shape::Gpt2_774m => {
-                let c = gpt2(1280, 36, 20);
-                (gpt2_config_json(&c), gpt2_parameters(&c))
-            }
-        }
+    pub fn model(self) -> Result<(serde_json::Value, Vec<crate::arch::tensors::Parameter>)> {
+        let c = self.config();
+        Ok((crate::arch::config_json(&c)?, parameters(&c)))
     }
 
     /// The dtype a random pair of this shape is written in: f32, except bf16 (what such models
@@ -419,7 +277,7 @@ impl Shape {
         if done.exists() {
             return Ok((a, b));
         }
-        let (config, params) = self.model();
+        let (config, params) = self.model()?;
         for (seed, d) in [(1, &a), (2, &b)] {
             std::fs::create_dir_all(d)?;
             std::fs::write(
@@ -456,14 +314,16 @@ impl Shape {
         if dir.join("complete").exists() {
             return Ok((a, b));
         }
-        let (_, params) = self.model();
+        let (_, params) = self.model()?;
         let targets = [
             "q_proj",
             "k_proj",
             "v_proj",
+            "qkv_proj",
             "o_proj",
             "gate_proj",
             "up_proj",
+            "gate_up_proj",
             "down_proj",
         ]
         .iter()
@@ -530,6 +390,32 @@ impl Shape {
         std::fs::write(dir.join("complete"), "")?;
         Ok((a, b))
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn llama_json(
+    h: usize,
+    f: usize,
+    layers: usize,
+    heads: usize,
+    kv: usize,
+    vocab: usize,
+    positions: usize,
+    theta: f64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": h, "intermediate_size": f,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
+        "vocab_size": vocab, "max_position_embeddings": positions, "rope_theta": theta,
+        "rms_norm_eps": 1e-5, "tie_word_embeddings": true, "bos_token_id": 0,
+        "eos_token_id": 0})
+}
+
+fn gpt2_json(d: usize, layers: usize, heads: usize) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"], "n_embd": d, "n_layer": layers, "n_head": heads,
+        "n_positions": 1024, "vocab_size": 50257, "layer_norm_epsilon": 1e-5,
+        "bos_token_id": 50256, "eos_token_id": 50256})
 }
 
 /// A test that cannot run on this machine says why, where it will be seen: on stderr, and as

@@ -1,0 +1,100 @@
+//! Every parameter of a model as Hugging Face names and shapes it: what a checkpoint of the
+//! config holds, what the tiny models of `shapes` are written from, and the list the GGUF name
+//! map ([`super::gguf`]) is built on.
+
+use crate::formats::config::{AttentionBias, DecoderConfig, Gpt2Config, ModelConfig};
+
+/// A parameter's name and shape (candle order).
+pub type Parameter = (String, Vec<usize>);
+
+/// The parameters of a model of config `c`.
+pub fn parameters(c: &ModelConfig) -> Vec<Parameter> {
+    match c {
+        ModelConfig::Decoder(c) => decoder_parameters(c),
+        ModelConfig::Gpt2(c) => gpt2_parameters(c),
+    }
+}
+
+/// The shared decoder block's parameters, with what the family's options add or fuse.
+fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
+    let (h, hd, f) = (c.hidden_size, c.head_dim(), c.intermediate_size);
+    let (q, kv) = (c.num_attention_heads * hd, c.kv_heads() * hd);
+    let o = &c.opts;
+    let mut p = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![c.vocab_size, h],
+    )];
+    for i in 0..c.num_hidden_layers {
+        let l = format!("model.layers.{i}");
+        let mut add = |name: &str, shape: Vec<usize>| p.push((format!("{l}.{name}"), shape));
+        add("input_layernorm.weight", vec![h]);
+        if o.fused_projections {
+            add("self_attn.qkv_proj.weight", vec![q + 2 * kv, h]);
+        } else {
+            add("self_attn.q_proj.weight", vec![q, h]);
+            add("self_attn.k_proj.weight", vec![kv, h]);
+            add("self_attn.v_proj.weight", vec![kv, h]);
+        }
+        if o.attention_bias != AttentionBias::None {
+            add("self_attn.q_proj.bias", vec![q]);
+            add("self_attn.k_proj.bias", vec![kv]);
+            add("self_attn.v_proj.bias", vec![kv]);
+        }
+        if o.qk_norm {
+            add("self_attn.q_norm.weight", vec![hd]);
+            add("self_attn.k_norm.weight", vec![hd]);
+        }
+        add("self_attn.o_proj.weight", vec![h, q]);
+        if o.attention_bias == AttentionBias::QkvO {
+            add("self_attn.o_proj.bias", vec![h]);
+        }
+        add("post_attention_layernorm.weight", vec![h]);
+        if o.sandwich_norms {
+            add("pre_feedforward_layernorm.weight", vec![h]);
+            add("post_feedforward_layernorm.weight", vec![h]);
+        }
+        if o.fused_projections {
+            add("mlp.gate_up_proj.weight", vec![2 * f, h]);
+        } else {
+            add("mlp.gate_proj.weight", vec![f, h]);
+            add("mlp.up_proj.weight", vec![f, h]);
+        }
+        add("mlp.down_proj.weight", vec![h, f]);
+    }
+    p.push(("model.norm.weight".to_string(), vec![h]));
+    if !c.tie_word_embeddings {
+        p.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
+    }
+    p
+}
+
+/// GPT-2's parameters, with the `transformer.` prefix HF writes (Conv1D weights `[in, out]`).
+fn gpt2_parameters(c: &Gpt2Config) -> Vec<Parameter> {
+    let (d, f) = (c.n_embd, c.inner());
+    let mut p = vec![
+        ("transformer.wte.weight".to_string(), vec![c.vocab_size, d]),
+        ("transformer.wpe.weight".to_string(), vec![c.n_positions, d]),
+    ];
+    for i in 0..c.n_layer {
+        let l = format!("transformer.h.{i}");
+        p.extend([
+            (format!("{l}.ln_1.weight"), vec![d]),
+            (format!("{l}.ln_1.bias"), vec![d]),
+            (format!("{l}.attn.c_attn.weight"), vec![d, 3 * d]),
+            (format!("{l}.attn.c_attn.bias"), vec![3 * d]),
+            (format!("{l}.attn.c_proj.weight"), vec![d, d]),
+            (format!("{l}.attn.c_proj.bias"), vec![d]),
+            (format!("{l}.ln_2.weight"), vec![d]),
+            (format!("{l}.ln_2.bias"), vec![d]),
+            (format!("{l}.mlp.c_fc.weight"), vec![d, f]),
+            (format!("{l}.mlp.c_fc.bias"), vec![f]),
+            (format!("{l}.mlp.c_proj.weight"), vec![f, d]),
+            (format!("{l}.mlp.c_proj.bias"), vec![d]),
+        ]);
+    }
+    p.extend([
+        ("transformer.ln_f.weight".to_string(), vec![d]),
+        ("transformer.ln_f.bias".to_string(), vec![d]),
+    ]);
+    p
+}

@@ -1,0 +1,201 @@
+//! A blend as a Hugging Face folder: config.json (the source's, or the family's written from
+//! a GGUF's config), tokenizer and generation files, safetensors shards, a model card.
+
+use super::{io, write_point, Snapshot, SHARD_BYTES};
+use crate::engine::dtype_name;
+use crate::error::{err, Context, Result};
+use candle_core::DType;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A Hugging Face folder at `dir`.
+pub(super) fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<()> {
+    write_point(dir)?;
+    io(std::fs::create_dir_all(dir), dir)?;
+    let src = &snap.model_files;
+    let from_gguf = crate::formats::gguf::is_gguf(&src.config);
+    // config.json: the source's own (with the dtype updated), or written from the config.
+    let mut config = if from_gguf {
+        crate::arch::config_json(&snap.config)?
+    } else {
+        serde_json::from_str(
+            &std::fs::read_to_string(&src.config)
+                .with_context(|| format!("{}: cannot read", src.config.display()))?,
+        )?
+    };
+    if let Some(o) = config.as_object_mut() {
+        let d = match snap.recipe.dtype {
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            _ => "float32",
+        };
+        o.insert("torch_dtype".into(), d.into());
+        o.insert("dtype".into(), d.into());
+    }
+    let p = dir.join("config.json");
+    write_point(&p)?;
+    io(
+        std::fs::write(&p, serde_json::to_string_pretty(&config)?),
+        &p,
+    )?;
+    // Tokenizer and generation files: the source's, or rebuilt from the GGUF metadata.
+    let src_dir = src
+        .config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    if from_gguf {
+        let p = dir.join("tokenizer.json");
+        snap.tokenizer
+            .save(&p, true)
+            .map_err(|e| err!(Format, "{}: cannot write the tokenizer ({e})", p.display()))?;
+        let h = crate::formats::gguf::Header::read(&src.config)?;
+        let token = |k: &str| {
+            h.get(k)
+                .and_then(crate::formats::gguf::Value::as_u64)
+                .and_then(|i| snap.tokenizer.id_to_token(i as u32))
+        };
+        let mut tc = serde_json::json!({"tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": snap.config.max_positions()});
+        if let Some(t) = h
+            .get("tokenizer.chat_template")
+            .and_then(crate::formats::gguf::Value::as_str)
+        {
+            tc["chat_template"] = t.into();
+        }
+        for (key, k) in [
+            ("bos_token", "tokenizer.ggml.bos_token_id"),
+            ("eos_token", "tokenizer.ggml.eos_token_id"),
+        ] {
+            if let Some(t) = token(k) {
+                tc[key] = t.into();
+            }
+        }
+        let p = dir.join("tokenizer_config.json");
+        write_point(&p)?;
+        io(std::fs::write(&p, serde_json::to_string_pretty(&tc)?), &p)?;
+    } else {
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.json",
+            "merges.txt",
+        ] {
+            let from = if f == "tokenizer.json" {
+                src.tokenizer.clone()
+            } else {
+                src_dir.join(f)
+            };
+            if from.is_file() {
+                write_point(&dir.join(f))?;
+                io(std::fs::copy(&from, dir.join(f)), &dir.join(f))?;
+            }
+        }
+    }
+    let gen = src_dir.join("generation_config.json");
+    let p = dir.join("generation_config.json");
+    if !from_gguf && gen.is_file() {
+        write_point(&p)?;
+        io(std::fs::copy(&gen, &p), &p)?;
+    } else {
+        let ids = snap.config.eos_ids();
+        let g = serde_json::json!({"bos_token_id": snap.config.bos_token_id(), "eos_token_id": ids.first()});
+        write_point(&p)?;
+        io(std::fs::write(&p, serde_json::to_string_pretty(&g)?), &p)?;
+    }
+    // The weights, sharded as transformers shards them.
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut size = 0;
+    for (i, (_, _, b)) in snap.tensors.iter().enumerate() {
+        if size > 0 && size + b.len() > SHARD_BYTES {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        shards.last_mut().expect("one shard").push(i);
+        size += b.len();
+    }
+    let total: u64 = snap.tensors.iter().map(|t| t.2.len() as u64).sum();
+    let mut done = 0u64;
+    let mut metadata: std::collections::HashMap<String, String> =
+        snap.recipe.entries().into_iter().collect();
+    metadata.insert("format".into(), "pt".into());
+    let dtype = match snap.recipe.dtype {
+        DType::F16 => safetensors::Dtype::F16,
+        DType::BF16 => safetensors::Dtype::BF16,
+        _ => safetensors::Dtype::F32,
+    };
+    let n = shards.len();
+    let mut weight_map = BTreeMap::new();
+    for (k, shard) in shards.iter().enumerate() {
+        let file = if n == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{n:05}.safetensors", k + 1)
+        };
+        let views: Vec<(String, safetensors::tensor::TensorView)> = shard
+            .iter()
+            .map(|&i| {
+                let (name, shape, bytes) = &snap.tensors[i];
+                weight_map.insert(name.clone(), file.clone());
+                Ok((
+                    name.clone(),
+                    safetensors::tensor::TensorView::new(dtype, shape.clone(), bytes)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let p = dir.join(&file);
+        write_point(&p)?;
+        safetensors::serialize_to_file(views, Some(metadata.clone()), &p)
+            .map_err(|e| err!(Format, "{}: cannot write ({e})", p.display()))?;
+        done += shard
+            .iter()
+            .map(|&i| snap.tensors[i].2.len() as u64)
+            .sum::<u64>();
+        progress(done, total);
+    }
+    if n > 1 {
+        let index =
+            serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        let p = dir.join("model.safetensors.index.json");
+        write_point(&p)?;
+        io(
+            std::fs::write(&p, serde_json::to_string_pretty(&index)?),
+            &p,
+        )?;
+    }
+    let p = dir.join("README.md");
+    write_point(&p)?;
+    io(std::fs::write(&p, model_card(snap)), &p)?;
+    Ok(())
+}
+
+fn model_card(snap: &Snapshot) -> String {
+    let r = &snap.recipe;
+    let mut s = format!(
+        "---\nlibrary_name: transformers\ntags:\n- lerpscope\n- merge\n---\n\n# A blend at α = {}\n\nThis model is θ(α) = θ_A + α·(θ_B − θ_A) at α = {}, written by lerpscope {} in {}.\n\n| role | source | SHA-256 of its files |\n|---|---|---|\n",
+        r.alpha,
+        r.alpha,
+        env!("CARGO_PKG_VERSION"),
+        dtype_name(r.dtype)
+    );
+    for (role, spec, sha) in &r.sources {
+        let role = match role.as_str() {
+            "a" => "A (α = 0)",
+            "b" => "B (α = 1)",
+            _ => "base",
+        };
+        s.push_str(&format!(
+            "| {role} | `{spec}` | `{}` |\n",
+            if sha.is_empty() {
+                "(the base itself)"
+            } else {
+                sha
+            }
+        ));
+    }
+    s.push_str("\nThe same recipe is in the safetensors header's metadata (`lerpscope.*`).\n");
+    s
+}
+
+// -- GGUF ------------------------------------------------------------------------------------

@@ -1,0 +1,283 @@
+//! Baking a blend into a model file others can load: θ(α) written as a Hugging Face folder
+//! (config, tokenizer files, safetensors sharded above 5 GB, a model card) or as one GGUF file
+//! (llama.cpp's names and layout, its tokenizer metadata), with the recipe (α, both endpoints and
+//! the base as given and their SHA-256, dtype, version) in the file's own metadata.
+//!
+//! Nothing half-written is ever left behind: everything goes to a temporary sibling of the
+//! destination, renamed into place at the end, and removed on any error.
+
+use crate::engine::{dtype_name, Engine};
+use crate::error::{bail, err, Context, Result};
+use crate::formats::config::ModelConfig;
+use crate::Alpha;
+use candle_core::{DType, Tensor};
+use std::path::{Path, PathBuf};
+
+mod gguf;
+mod hf;
+use gguf::write_gguf;
+use hf::write_hf;
+
+/// transformers' default shard size.
+const SHARD_BYTES: usize = 5_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A Hugging Face model folder.
+    Hf,
+    /// One GGUF file.
+    Gguf,
+}
+
+/// What an export is of, and how it came to be.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub alpha: Alpha,
+    /// (role, source as given, SHA-256 of its files).
+    pub sources: Vec<(String, String, String)>,
+    pub dtype: DType,
+}
+
+impl Recipe {
+    /// The recipe as string pairs, for safetensors' `__metadata__` and GGUF's keys.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut e = vec![
+            ("lerpscope.alpha".to_string(), self.alpha.to_string()),
+            (
+                "lerpscope.dtype".to_string(),
+                dtype_name(self.dtype).to_string(),
+            ),
+            (
+                "lerpscope.version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+            (
+                "lerpscope.formula".to_string(),
+                "theta(alpha) = theta_a + alpha * (theta_b - theta_a)".to_string(),
+            ),
+        ];
+        for (role, spec, sha) in &self.sources {
+            e.push((format!("lerpscope.{role}"), spec.clone()));
+            if !sha.is_empty() {
+                e.push((format!("lerpscope.{role}.sha256"), sha.clone()));
+            }
+        }
+        e
+    }
+}
+
+/// The model at one α, copied out of the engine: what the writers need, with no tie to it (so
+/// an export can be written on another thread while the engine goes on).
+pub struct Snapshot {
+    pub config: ModelConfig,
+    /// The source's own files describing the model (config.json, tokenizer files...), or a
+    /// GGUF file whose metadata does.
+    pub model_files: crate::formats::source::ModelFiles,
+    pub tokenizer: tokenizers::Tokenizer,
+    /// (HF name, shape, little-endian bytes in `recipe.dtype`), in name order.
+    pub tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+    pub recipe: Recipe,
+}
+
+/// SHA-256 of a source's files, in order, as one digest (hex).
+pub fn sha256(files: &[PathBuf]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    if files.is_empty() {
+        return Ok(String::new());
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        let mut file =
+            std::fs::File::open(f).with_context(|| format!("{}: cannot read", f.display()))?;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("{}: cannot read", f.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn bytes_of(t: &Tensor, dtype: DType) -> Result<Vec<u8>> {
+    let t = t
+        .to_dtype(dtype)?
+        .to_device(&candle_core::Device::Cpu)?
+        .flatten_all()?;
+    Ok(match dtype {
+        DType::F32 => t
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::F16 => t
+            .to_vec1::<half::f16>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        DType::BF16 => t
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        other => bail!(
+            Unsupported,
+            "--dtype {other:?}: export writes f32, f16 or bf16"
+        ),
+    })
+}
+
+impl Engine {
+    /// The model at α in `dtype`, copied out (the engine's working weights are left at α).
+    pub fn snapshot(&mut self, alpha: Alpha, dtype: DType) -> Result<Snapshot> {
+        self.set_alpha(alpha)?;
+        let views = self.weights().merged_views()?;
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = views
+            .into_iter()
+            .map(|(name, t)| Ok((name, t.dims().to_vec(), bytes_of(&t, dtype)?)))
+            .collect::<Result<_>>()?;
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let sources = self
+            .origin
+            .sources
+            .iter()
+            .map(|(role, spec, files)| Ok((role.clone(), spec.clone(), sha256(files)?)))
+            .collect::<Result<_>>()?;
+        Ok(Snapshot {
+            config: self.config().clone(),
+            model_files: self.origin.model.clone(),
+            tokenizer: self.tokenizer().clone(),
+            tensors,
+            recipe: Recipe {
+                alpha,
+                sources,
+                dtype,
+            },
+        })
+    }
+}
+
+/// Where an export goes when `--out` is not given: `<name of B>-alpha<X>` (beside nothing; the
+/// working directory).
+pub fn default_name(b: &str, alpha: Alpha) -> String {
+    let name = Path::new(b.trim_end_matches('/'))
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| b.to_string());
+    let name = name.trim_end_matches(".gguf").replace(['/', '@'], "-");
+    format!("{name}-alpha{alpha}")
+}
+
+/// Write `snap` to `out` as `format`. `out` must not exist, or be empty, or `force` be set.
+/// Returns the path written. `progress(done, total)` is called as bytes are written.
+pub fn write(
+    snap: &Snapshot,
+    format: Format,
+    out: &Path,
+    force: bool,
+    progress: &dyn Fn(u64, u64),
+) -> Result<PathBuf> {
+    let exists_non_empty = match format {
+        Format::Hf => {
+            out.is_dir()
+                && std::fs::read_dir(out)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+        }
+        Format::Gguf => out.exists(),
+    };
+    if (exists_non_empty || (out.exists() && !out.is_dir() && format == Format::Hf)) && !force {
+        bail!(
+            Invalid,
+            "--out {}: already exists; choose another --out or pass --force to replace it",
+            out.display()
+        );
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("--out {}: cannot create", parent.display()))?;
+    let name = out.file_name().ok_or_else(|| {
+        err!(
+            Invalid,
+            "--out {}: not a file or folder name",
+            out.display()
+        )
+    })?;
+    let stem = format!(".{}.partial-", name.to_string_lossy());
+    // What an interrupted export to the same place left behind.
+    if let Ok(entries) = std::fs::read_dir(&parent) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&stem) {
+                let _ = std::fs::remove_dir_all(e.path());
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let tmp = parent.join(format!("{stem}{}", std::process::id()));
+    let result = match format {
+        Format::Hf => write_hf(snap, &tmp, progress),
+        Format::Gguf => write_gguf(snap, &tmp, progress),
+    };
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| {
+            format!(
+                "--out {}: export failed, nothing was written",
+                out.display()
+            )
+        });
+    }
+    if out.exists() {
+        let removed = if out.is_dir() {
+            std::fs::remove_dir_all(out)
+        } else {
+            std::fs::remove_file(out)
+        };
+        removed.with_context(|| format!("--out {}: cannot replace", out.display()))?;
+    }
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("--out {}: cannot move the export into place", out.display()))?;
+    Ok(out.to_path_buf())
+}
+
+fn io<T>(r: std::io::Result<T>, path: &Path) -> Result<T> {
+    r.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Test hook, called before every write of an export: `LERPSCOPE_TEST_FAIL_WRITE=k` makes the
+/// k-th write fail (as a full disk would), `LERPSCOPE_TEST_KILL_AT_WRITE=k` ends the process
+/// there on the spot (as a kill would, nothing cleaned up). Writes are counted per process.
+fn write_point(path: &Path) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    static AT: OnceLock<(Option<usize>, Option<usize>)> = OnceLock::new();
+    let (fail, kill) = *AT.get_or_init(|| {
+        let at = |v: &str| std::env::var(v).ok().and_then(|k| k.parse().ok());
+        (
+            at("LERPSCOPE_TEST_FAIL_WRITE"),
+            at("LERPSCOPE_TEST_KILL_AT_WRITE"),
+        )
+    });
+    if fail.is_none() && kill.is_none() {
+        return Ok(());
+    }
+    let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
+    if kill == Some(n) {
+        std::process::abort();
+    }
+    if fail == Some(n) {
+        let e = std::io::Error::other("injected failure (LERPSCOPE_TEST_FAIL_WRITE)");
+        return io(Err(e), path);
+    }
+    Ok(())
+}

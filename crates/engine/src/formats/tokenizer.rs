@@ -1,0 +1,88 @@
+//! Tokenizers: loaded from a tokenizer.json or rebuilt from a GGUF's metadata, compared
+//! across a pair, and trained (the byte-level BPE of the demo pair and of the tiny models).
+
+use crate::error::{bail, err, Result};
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// The end-of-text token of the tokenizers trained here.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
+pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
+    if crate::formats::gguf::is_gguf(path) {
+        return crate::formats::gguf_tokenizer::from_gguf(&crate::formats::gguf::Header::read(
+            path,
+        )?);
+    }
+    let what = format!("{}: cannot load tokenizer", path.display());
+    crate::guard::catch(&what, || {
+        Tokenizer::from_file(path).map_err(|e| err!(Format, "{what} ({e})"))
+    })
+}
+
+/// Two tokenizers agree when they map the same token strings to the same ids.
+pub fn check_tokenizers(
+    a: &Tokenizer,
+    pa: &std::path::Path,
+    b: &Tokenizer,
+    pb: &std::path::Path,
+) -> Result<()> {
+    let hint = "pass --allow-tokenizer-mismatch to blend anyway (A's tokenizer is used)";
+    let (na, nb) = (a.get_vocab_size(true), b.get_vocab_size(true));
+    if na != nb {
+        bail!(
+            Mismatch,
+            "tokenizers differ: {} has {na} tokens, {} has {nb}; {hint}",
+            pa.display(),
+            pb.display()
+        );
+    }
+    let vb = b.get_vocab(true);
+    let mut va: Vec<(String, u32)> = a.get_vocab(true).into_iter().collect();
+    va.sort_by_key(|(_, id)| *id);
+    for (tok, id) in va {
+        if vb.get(&tok) != Some(&id) {
+            bail!(
+                Mismatch,
+                "tokenizers differ: token {tok:?} is id {id} in {} but {} in {}; {hint}",
+                pa.display(),
+                vb.get(&tok)
+                    .map_or("absent".to_string(), |i| format!("id {i}")),
+                pb.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Train a byte-level BPE tokenizer (GPT-2 style: no prefix space, byte fallback through the
+/// 256-symbol alphabet) with one special end-of-text token.
+pub fn train_tokenizer(files: &[PathBuf], vocab_size: usize, out: &Path) -> Result<Tokenizer> {
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::normalizers::NormalizerWrapper;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::{AddedToken, TokenizerBuilder};
+    let mut trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(vec![AddedToken::from(END_OF_TEXT, true)])
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    let byte_level = ByteLevel::new(false, true, true);
+    let mut tok =
+        TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+            .with_model(BPE::default())
+            .with_normalizer(None)
+            .with_pre_tokenizer(Some(byte_level))
+            .with_post_processor(Some(byte_level))
+            .with_decoder(Some(byte_level))
+            .build()
+            .map_err(|e| err!(Format, "tokenizer: {e}"))?;
+    let files = files.iter().map(|p| p.display().to_string()).collect();
+    tok.train_from_files(&mut trainer, files)
+        .map_err(|e| err!(Format, "tokenizer training failed: {e}"))?;
+    tok.save(out, false)
+        .map_err(|e| err!(Format, "{}: cannot save tokenizer: {e}", out.display()))?;
+    Tokenizer::from_file(out).map_err(|e| err!(Format, "{}: {e}", out.display()))
+}
