@@ -16,29 +16,44 @@ use std::path::PathBuf;
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/families")
+        .join("tests/fixtures")
         .join(name)
         .display()
         .to_string()
 }
 
 fn expected() -> Value {
-    let text = std::fs::read_to_string(fixture("expected.json")).unwrap();
+    read_json("families/expected.json")
+}
+
+fn read_json(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
-fn load(family: &str, dtype: DType) -> Engine {
+/// Where a pair's endpoints are: the safetensors folders of families/, or the GGUF files of
+/// gguf/ (tests/fixtures/make_gguf_families.py).
+#[derive(Clone, Copy)]
+enum Form {
+    Folders,
+    Gguf,
+}
+
+fn load_form(family: &str, dtype: DType, form: Form) -> Engine {
     let opts = LoadOptions {
         device: DeviceChoice::Cpu,
         dtype: Some(dtype),
         ..Default::default()
     };
-    Engine::load(
-        &fixture(&format!("{family}-a")),
-        &fixture(&format!("{family}-b")),
-        &opts,
-    )
-    .unwrap()
+    let path = |side: &str| match form {
+        Form::Folders => fixture(&format!("families/{family}-{side}")),
+        Form::Gguf => fixture(&format!("gguf/{family}-{side}.gguf")),
+    };
+    Engine::load(&path("a"), &path("b"), &opts).unwrap_or_else(|e| panic!("{family}: {e}"))
+}
+
+fn load(family: &str, dtype: DType) -> Engine {
+    load_form(family, dtype, Form::Folders)
 }
 
 fn greedy_params(n: usize) -> GenerationParams {
@@ -65,8 +80,11 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// One family: every α re-blended, and all of them as rows of one batch.
 fn check(family: &str, class: &str) {
-    let exp = expected();
-    let mut engine = load(family, DType::F32);
+    check_form(family, class, Form::Folders, &expected());
+}
+
+fn check_form(family: &str, class: &str, form: Form, exp: &Value) {
+    let mut engine = load_form(family, DType::F32, form);
     assert_eq!(engine.info.architecture, class);
     let new_tokens = exp["new_tokens"].as_u64().unwrap() as usize;
     let runs = exp["families"][family].as_object().unwrap();
@@ -150,6 +168,26 @@ fn gemma3_matches_transformers_with_two_ropes() {
 #[test]
 fn phi3_matches_transformers_with_fused_projections() {
     check("phi3", "Phi3ForCausalLM");
+}
+
+/// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
+/// projections fused, Llama 3.1's RoPE scaling as rope_freqs.weight, Q8_0/F16/Q4_0 matrices)
+/// compute what transformers computes on the weights they dequantise to.
+#[test]
+fn gguf_family_pairs_match_transformers_on_their_dequantised_weights() {
+    let exp = read_json("gguf/families.json");
+    let families = exp["families"].as_object().unwrap();
+    let classes = [
+        ("qwen2", "Qwen2ForCausalLM"),
+        ("qwen3", "Qwen3ForCausalLM"),
+        ("gemma3", "Gemma3ForCausalLM"),
+        ("phi3", "Phi3ForCausalLM"),
+        ("llama3-rope", "LlamaForCausalLM"),
+    ];
+    assert_eq!(families.len(), classes.len(), "a class for every GGUF pair");
+    for (family, class) in classes {
+        check_form(family, class, Form::Gguf, &exp);
+    }
 }
 
 #[test]
@@ -237,8 +275,8 @@ fn adapter_pairs_on_the_families_match_peft() {
             ..Default::default()
         };
         let mut engine = Engine::load(
-            &fixture(&format!("{family}-lora-a")),
-            &fixture(&format!("{family}-lora-b")),
+            &fixture(&format!("families/{family}-lora-a")),
+            &fixture(&format!("families/{family}-lora-b")),
             &opts,
         )
         .unwrap();
@@ -286,5 +324,32 @@ fn adapter_pairs_on_the_families_match_peft() {
                 assert_eq!(g.token_ids, greedy, "{family} LoRA factored α={alpha}");
             }
         }
+    }
+}
+
+/// What an export from a GGUF writes as config.json (each family's unit writes its own keys)
+/// reads back as the config it was written from: for every family's fixture and bench shape.
+#[test]
+fn each_familys_config_json_reads_back_as_itself() {
+    use lerpscope::engine::{config_json, ModelConfig};
+    let mut configs: Vec<(String, ModelConfig)> = Vec::new();
+    for family in expected()["families"].as_object().unwrap().keys() {
+        let path = PathBuf::from(fixture(&format!("families/{family}-a"))).join("config.json");
+        configs.push((family.clone(), ModelConfig::load(&path).unwrap()));
+    }
+    for shape in lerpscope::shapes::Shape::ALL {
+        configs.push((shape.name().into(), shape.config()));
+    }
+    // An absent head_dim means hidden / heads; the written config names it.
+    let explicit = |mut c: ModelConfig| {
+        if let ModelConfig::Decoder(d) = &mut c {
+            d.head_dim = Some(d.head_dim());
+        }
+        c
+    };
+    for (name, c) in configs {
+        let json = config_json(&c).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let back = ModelConfig::parse(&json.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(explicit(back), explicit(c), "{name}: {json}");
     }
 }

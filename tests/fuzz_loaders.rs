@@ -611,10 +611,20 @@ fn make_input(rng: &mut StdRng, c: &Corpus) -> Input {
             mutate_safetensors(rng, &read(&pair.0.join("model.safetensors"))),
             String::new(),
         ),
-        Target::Config => (
-            mutate_json_file(rng, &read(&pair.0.join("config.json"))),
-            String::new(),
-        ),
+        // Half of them the decoder families' configs, each read by its family's unit.
+        Target::Config => {
+            let families = ["mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
+            let valid = if rng.random() {
+                read(&pair.0.join("config.json"))
+            } else {
+                let f = families[rng.random_range(0..families.len())];
+                read(
+                    &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                        .join(format!("tests/fixtures/families/{f}-a/config.json")),
+                )
+            };
+            (mutate_json_file(rng, &valid), String::new())
+        }
         Target::Tokenizer => (
             mutate_json_file(rng, &read(&pair.0.join("tokenizer.json"))),
             String::new(),
@@ -637,7 +647,18 @@ fn make_input(rng: &mut StdRng, c: &Corpus) -> Input {
             }
         }
         Target::Gguf => {
-            let name = ["llama-q4_1", "llama-q8_0", "gpt2-q8_0"][rng.random_range(0..3)];
+            // The families' GGUFs too: their own keys, fused tensors, Gemma's norms.
+            let names = [
+                "llama-q4_1",
+                "llama-q8_0",
+                "gpt2-q8_0",
+                "qwen2-a",
+                "qwen3-a",
+                "gemma3-a",
+                "phi3-a",
+                "llama3-rope-a",
+            ];
+            let name = names[rng.random_range(0..names.len())];
             (mutate_gguf(rng, &read(&gguf_fixture(name))), name.into())
         }
         Target::Engine => {

@@ -32,6 +32,12 @@ const VARIANTS: &[&str] = &[
     "llama-q6_k",
     "gpt2-f32",
     "gpt2-q8_0",
+    // tests/fixtures/make_gguf_families.py
+    "qwen2-a",
+    "qwen3-a",
+    "gemma3-a",
+    "phi3-a",
+    "llama3-rope-a",
 ];
 
 #[test]
@@ -67,7 +73,9 @@ fn gguf_endpoints_compute_like_transformers_on_the_same_weights() {
     )
     .unwrap();
     let prompts: Vec<Vec<u32>> = serde_json::from_value(exp["prompt_ids"].clone()).unwrap();
-    for v in VARIANTS {
+    // The families' GGUFs have their goldens in gguf/families.json (tests/families.rs).
+    for v in exp["variants"].as_object().unwrap().keys() {
+        let v = v.as_str();
         let p = gguf(v).display().to_string();
         let e = Engine::load(&p, &p, &cpu()).unwrap_or_else(|e| panic!("{v}: {e}"));
         for (ids, want) in prompts.iter().zip(exp["variants"][v].as_array().unwrap()) {
@@ -198,5 +206,92 @@ fn a_tokenizer_json_stands_in_for_missing_metadata() {
     assert_eq!(
         e.encode("The movie").unwrap(),
         original.encode("The movie", true).unwrap().get_ids()
+    );
+}
+
+/// `file` with the metadata value after `key` replaced by `value` (same length) or, with
+/// `rename`, the key itself renamed: byte surgery on a valid file, so one thing is wrong.
+fn patched(file: &[u8], key: &str, edit: impl Fn(&mut [u8], usize)) -> Vec<u8> {
+    let mut out = file.to_vec();
+    let at = out
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .unwrap_or_else(|| panic!("no key {key}"));
+    edit(&mut out, at);
+    out
+}
+
+/// The families' GGUFs refused in one line naming the file and what is wrong: a key the
+/// architecture needs, a RoPE scaling nothing implements, a fused tensor of the wrong shape,
+/// Phi-3's longrope, an architecture nothing reads (with the ones that are read).
+#[test]
+fn bad_family_ggufs_get_one_line_naming_the_key_or_tensor() {
+    let has = |e: &str, parts: &[&str]| {
+        for p in parts {
+            assert!(e.contains(p), "{e:?} lacks {p:?}");
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: Vec<u8>| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let qwen2 = std::fs::read(gguf("qwen2-a")).unwrap();
+    let gone = patched(&qwen2, "qwen2.block_count", |b, at| b[at + 16] = b'x');
+    has(
+        &load_err(&write("no-blocks.gguf", gone)),
+        &["no-blocks.gguf", "qwen2.block_count", "missing"],
+    );
+    let gemma3 = std::fs::read(gguf("gemma3-a")).unwrap();
+    // The key, then its type (u32 8: a string), its length (u64 6) and "linear".
+    let yarn = patched(&gemma3, "gemma3.rope.scaling.type", |b, at| {
+        let v = at + "gemma3.rope.scaling.type".len() + 4 + 8;
+        b[v..v + 6].copy_from_slice(b"yarn_x");
+    });
+    has(
+        &load_err(&write("yarn.gguf", yarn)),
+        &["yarn.gguf", "gemma3.rope.scaling.type", "yarn_x", "linear"],
+    );
+    let phi3 = std::fs::read(gguf("phi3-a")).unwrap();
+    // feed_forward_length 64 → 48: the fused gate|up rows no longer fit it.
+    let ffn = patched(&phi3, "phi3.feed_forward_length", |b, at| {
+        let v = at + "phi3.feed_forward_length".len() + 4;
+        b[v..v + 4].copy_from_slice(&48u32.to_le_bytes());
+    });
+    has(
+        &load_err(&write("ffn.gguf", ffn)),
+        &["ffn.gguf", "blk.0.ffn_up.weight", "gate and up rows fused"],
+    );
+    // A tensor renamed in place (same length) to llama.cpp's longrope factors.
+    let longrope = patched(&phi3, "blk.0.attn_output.weight", |b, at| {
+        b[at..at + 24].copy_from_slice(b"rope_factors_long.weight");
+    });
+    has(
+        &load_err(&write("longrope.gguf", longrope)),
+        &["longrope.gguf", "rope_factors_long.weight", "Phi-3-mini-4k"],
+    );
+    has(
+        &load_err(&gguf("bad-arch")),
+        &["mamba", "supported", "qwen2", "gemma3", "phi3", "gpt2"],
+    );
+}
+
+/// Llama 3.1's RoPE scaling, stored by llama.cpp as per-frequency divisors, reads back as the
+/// scaling it came from (Llama 3's parameters), so an export to Hugging Face can name it.
+#[test]
+fn rope_freqs_read_back_as_llama3_scaling() {
+    let ck = Checkpoint::open(
+        lerpscope::engine::source::local(&gguf("llama3-rope-a"), "x").expect("a GGUF source"),
+    )
+    .unwrap();
+    let lerpscope::engine::ModelConfig::Decoder(c) = &ck.config else {
+        panic!("a decoder");
+    };
+    assert!(c.rope_factors.is_none(), "{:?}", c.rope_factors);
+    assert!(
+        format!("{:?}", c.rope_scaling).contains("Llama3"),
+        "{:?}",
+        c.rope_scaling
     );
 }

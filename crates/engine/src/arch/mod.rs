@@ -180,6 +180,8 @@ pub fn config_json(c: &ModelConfig) -> Result<Value> {
         "tie_word_embeddings": c.tie_word_embeddings,
         "bos_token_id": c.bos_token_id,
         "eos_token_id": eos_json(&c.eos_token_id),
+        // Unknown here, and some families' defaults lie outside a small vocabulary.
+        "pad_token_id": null,
         "hidden_act": match c.opts.activation {
             Activation::Silu => "silu",
             Activation::GeluTanh => "gelu_pytorch_tanh",
@@ -248,7 +250,12 @@ fn uniform_window_json(c: &DecoderConfig, map: &mut Map<String, Value>) -> Resul
 /// The Gemma keys Gemma 2 and 3 share.
 fn gemma_json(c: &DecoderConfig, map: &mut Map<String, Value>) {
     map.insert("hidden_activation".into(), map["hidden_act"].clone());
-    map.insert("query_pre_attn_scalar".into(), c.opts.query_scalar.into());
+    // transformers types it as an integer; configs write it so where it is whole.
+    let scalar = c.opts.query_scalar.map(|q| match q.fract() == 0.0 {
+        true => Value::from(q as u64),
+        false => Value::from(q),
+    });
+    map.insert("query_pre_attn_scalar".into(), scalar.into());
     map.insert("sliding_window".into(), c.sliding_window.into());
     map.insert("layer_types".into(), layer_types_json(c));
     map.insert(
@@ -309,6 +316,15 @@ fn read_base(value: &Value, rms_eps: f64, theta: f32) -> Result<DecoderConfig> {
     }
     let mut c: DecoderConfig = serde_json::from_value(value).context("invalid config")?;
     c.rope_scaling = rope_scaling;
+    // The families size per-layer tables by it next.
+    if c.num_hidden_layers > crate::formats::config::MAX_LAYERS {
+        bail!(
+            Format,
+            "num_hidden_layers {} is absurd (lerpscope reads models of up to {})",
+            c.num_hidden_layers,
+            crate::formats::config::MAX_LAYERS
+        );
+    }
     Ok(c)
 }
 

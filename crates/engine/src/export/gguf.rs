@@ -64,6 +64,7 @@ impl Gguf {
             Some(Value::Str(_)) => (8, |v| matches!(v, Value::Str(_))),
             Some(Value::Float(_)) => (6, |v| matches!(v, Value::Float(_))),
             Some(Value::Int(_)) => (5, |v| matches!(v, Value::Int(_))),
+            Some(Value::Bool(_)) => (7, |v| matches!(v, Value::Bool(_))),
             _ => (5, |v| matches!(v, Value::UInt(_) | Value::Int(_))),
         };
         self.kv.extend(ty.to_le_bytes());
@@ -73,6 +74,7 @@ impl Gguf {
             match (ty, v) {
                 (8, Value::Str(s)) => Self::str_bytes(&mut self.kv, s),
                 (6, Value::Float(x)) => self.kv.extend((*x as f32).to_le_bytes()),
+                (7, Value::Bool(b)) => self.kv.push(*b as u8),
                 (_, Value::Int(x)) => self.kv.extend((*x as i32).to_le_bytes()),
                 (_, Value::UInt(x)) => self.kv.extend((*x as i32).to_le_bytes()),
                 _ => {}
