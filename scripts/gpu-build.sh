@@ -19,7 +19,7 @@ cp "$CARGO_TARGET_DIR/release/lerpscope" gpu-bundle/
 cp "$tests" gpu-bundle/gpu-tests
 cp scripts/gpu-check.sh gpu-bundle/
 mkdir -p gpu-bundle/fixtures
-cp -r tests/fixtures/adapters gpu-bundle/fixtures/
+cp -r tests/fixtures/adapters tests/fixtures/families gpu-bundle/fixtures/
 # Symbols and debug info are most of their size; the bundle travels.
 strip --strip-all gpu-bundle/lerpscope gpu-bundle/gpu-tests
 # xz takes it to about an eighth (mostly candle's PTX text): unpack with

@@ -39,6 +39,8 @@ pub enum Command {
     Score(ScoreArgs),
     /// Sample on a grid of α, score attribute and fluency, write CSV/JSON and plots.
     Sweep(SweepArgs),
+    /// Find the α at which the attribute's mean reaches a target, with its interval.
+    Find(FindArgs),
     /// Write the model at one α as a Hugging Face folder or a GGUF file.
     Export(ExportArgs),
 }
@@ -526,6 +528,55 @@ pub struct SweepArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct FindArgs {
+    #[command(flatten)]
+    pub pair: DemoOrPair,
+    /// The meter's mean to reach: VADER compound in [−1, 1], or with --classifier the
+    /// probability of --label.
+    #[arg(long, allow_hyphen_values = true)]
+    pub target: f64,
+    /// One prompt (repeatable); instead of --prompts.
+    #[arg(long, conflicts_with = "prompts")]
+    pub prompt: Vec<String>,
+    /// A file with one prompt per line, or `builtin` (neutral prompts in assets/prompts.txt).
+    #[arg(long, default_value = "builtin")]
+    pub prompts: String,
+    /// Use only the first K prompts.
+    #[arg(long)]
+    pub num_prompts: Option<usize>,
+    /// Samples per prompt at each α evaluated.
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Where to look, LOW:HIGH.
+    #[arg(long, default_value = "-1:2", allow_hyphen_values = true)]
+    pub range: AlphaRange,
+    /// Never answer with a point whose perplexity is above R × the endpoints' (the larger of
+    /// α = 0's and α = 1's).
+    #[arg(long)]
+    pub max_ppl_ratio: Option<f64>,
+    /// Fluency judge: a (endpoint A), b, blend (the model that wrote the text), or a model.
+    #[arg(long, default_value = "blend")]
+    pub ppl_ref: String,
+    /// Meter with a sequence classifier (BERT, DistilBERT, RoBERTa, XLM-R; directory or Hub
+    /// id) instead of VADER.
+    #[arg(long)]
+    pub classifier: Option<String>,
+    /// The classifier label whose probability is the meter.
+    #[arg(long, default_value = "positive", requires = "classifier")]
+    pub label: String,
+    /// Stop once the bracket is this narrow in α.
+    #[arg(long, default_value_t = 0.02)]
+    pub tolerance: f64,
+    /// Evaluate at most this many alphas (the final one included).
+    #[arg(long, default_value_t = 8)]
+    pub max_points: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct PerplexityArgs {
     #[command(flatten)]
     pub pair: DemoOrPair,
@@ -599,6 +650,11 @@ pub struct BenchModelArgs {
     /// Timed repetitions; medians are reported.
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    /// Sampling temperature (top-p 0.95 as in the UI); 0 times the model alone. A random
+    /// shape's distribution is nearly flat, so its nucleus is most of the vocabulary and
+    /// sampling costs far more than with a trained model's.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
     #[arg(long)]
     pub json: bool,
 }

@@ -133,6 +133,8 @@ pub trait JobSink {
     fn submit(&mut self, column: ColumnId, job: Job);
     fn remove(&mut self, column: ColumnId);
     fn curve(&mut self, job: CurveJob);
+    fn find(&mut self, job: crate::session::FindJob);
+    fn cancel_find(&mut self, id: u64);
     fn scrub(&mut self, job: crate::session::ScrubJob);
     fn export(&mut self, job: crate::session::ExportJob);
 }
@@ -165,6 +167,12 @@ impl JobSink for SessionColumns<'_> {
     }
     fn curve(&mut self, job: CurveJob) {
         self.session.curve(job);
+    }
+    fn find(&mut self, job: crate::session::FindJob) {
+        self.session.find(job);
+    }
+    fn cancel_find(&mut self, id: u64) {
+        self.session.cancel_find(id);
     }
     fn scrub(&mut self, job: crate::session::ScrubJob) {
         self.session.scrub(job);
@@ -406,6 +414,8 @@ fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
         match effect {
             Effect::Submit { column, job } => engine.submit(column, job),
             Effect::Curve(job) => engine.curve(job),
+            Effect::Find(job) => engine.find(job),
+            Effect::CancelFind(id) => engine.cancel_find(id),
             Effect::Scrub(job) => engine.scrub(job),
             Effect::Remove { column } => engine.remove(column),
             Effect::Export { alpha, out } => engine.export(crate::session::ExportJob {

@@ -4,7 +4,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent,
 use lerpscope::app::keymap::Keymap;
 use lerpscope::app::{App, ColumnState, Effect, Mode, Msg, PairState};
 use lerpscope::engine::{Alpha, GenerationParams, PairInfo, StopReason};
-use lerpscope::session::{ColumnId, EngineEvent, JobId};
+use lerpscope::eval::find::{Outcome, Verdict};
+use lerpscope::eval::stats::estimate;
+use lerpscope::session::{ColumnId, EngineEvent, FindReport, JobId};
 
 fn info() -> PairInfo {
     PairInfo {
@@ -448,26 +450,188 @@ fn the_curve_panel_runs_a_quick_sweep_and_collects_its_points() {
     assert_eq!(job.alphas.first().map(|a| a.value()), Some(-1.0));
     assert_eq!(job.alphas.last().map(|a| a.value()), Some(2.0));
     assert_eq!(job.prompt, "The food");
+    assert_eq!(job.samples, lerpscope::app::CURVE_SAMPLES);
+    let point = estimate(&[-0.5, -0.3]);
     a.update(Msg::Engine(EngineEvent::CurvePoint {
         id: job.id,
         alpha: Alpha::new(-1.0).unwrap(),
-        vader: -0.4,
+        vader: point,
     }));
     a.update(Msg::Engine(EngineEvent::CurvePoint {
         id: job.id + 99,
         alpha: Alpha::A,
-        vader: 0.9,
+        vader: estimate(&[0.9]),
     }));
     assert_eq!(
         a.curve.points,
-        vec![(Alpha::new(-1.0).unwrap(), -0.4)],
+        vec![(Alpha::new(-1.0).unwrap(), point)],
         "points of another sweep are ignored"
     );
+    // + doubles the samples per point: a new sweep, whose points replace the old ones.
+    let e = a.update(key(KeyCode::Char('+')));
+    let Effect::Curve(more) = &e[0] else {
+        panic!("{e:?}")
+    };
+    assert_eq!(more.samples, 2 * job.samples);
+    assert_ne!(more.id, job.id);
+    assert!(a.curve.points.is_empty());
+    assert_eq!(a.curve.samples, more.samples);
+    for _ in 0..10 {
+        a.update(key(KeyCode::Char('+')));
+    }
+    assert_eq!(a.curve.samples, lerpscope::app::CURVE_MAX_SAMPLES);
     assert!(
         a.update(key(KeyCode::Char('g'))).is_empty(),
         "closing starts nothing"
     );
     assert!(!a.show_curve);
+    assert!(
+        a.update(key(KeyCode::Char('+'))).is_empty(),
+        "+ with the curve closed starts nothing"
+    );
+}
+
+fn type_keys(a: &mut App, text: &str) -> Vec<Effect> {
+    text.chars()
+        .flat_map(|c| a.update(key(KeyCode::Char(c))))
+        .collect()
+}
+
+/// `f`, a typed target and Enter start a search for the focused column; its points arrive
+/// while the columns keep working; when it ends the column moves to α* and regenerates.
+#[test]
+fn find_sets_the_focused_columns_alpha_to_the_answer() {
+    let (mut a, _) = loaded();
+    a.update(key(KeyCode::Tab));
+    let column = a.columns[a.focused].id;
+    assert!(type_keys(&mut a, "f0.3").is_empty());
+    let e = a.update(key(KeyCode::Enter));
+    let Effect::Find(job) = &e[0] else {
+        panic!("{e:?}")
+    };
+    assert_eq!(job.target, 0.3);
+    assert_eq!(job.prompt, "The food");
+    assert_eq!(job.range, a.range);
+    // Other keys act as usual meanwhile: α moves on the focused column.
+    let e = a.update(key(KeyCode::Right));
+    assert!(matches!(e[0], Effect::Submit { .. }), "{e:?}");
+    let report = |alpha: f64, bracket| FindReport::Point {
+        alpha: Alpha::new(alpha).unwrap(),
+        vader: estimate(&[0.1, 0.2]),
+        bracket,
+    };
+    a.update(Msg::Engine(EngineEvent::Find {
+        id: job.id,
+        report: report(0.0, None),
+    }));
+    let bracket = Some((Alpha::A, Alpha::B));
+    a.update(Msg::Engine(EngineEvent::Find {
+        id: job.id,
+        report: report(1.0, bracket),
+    }));
+    a.update(Msg::Engine(EngineEvent::Find {
+        id: job.id + 7,
+        report: report(0.5, None),
+    }));
+    let f = a.finding.as_ref().unwrap();
+    assert_eq!(f.points.len(), 2, "another search's points are ignored");
+    assert_eq!(f.bracket, bracket);
+    // Focus moves away; the answer still goes to the column the search was for.
+    a.update(key(KeyCode::Tab));
+    let star = Alpha::new(0.42).unwrap();
+    let e = a.update(Msg::Engine(EngineEvent::Find {
+        id: job.id,
+        report: FindReport::Done {
+            outcome: Outcome {
+                verdict: Verdict::Found,
+                alpha: star,
+                alpha_ci: Some((0.3, 0.5)),
+                bracket,
+                ppl_limit: None,
+            },
+            vader: estimate(&[0.25, 0.35]),
+            points: 3,
+        },
+    }));
+    assert!(a.finding.is_none());
+    assert_eq!(a.columns[a.focused].id, column);
+    assert_eq!(a.columns[a.focused].alpha, star);
+    let Effect::Submit { column: c, job } = &e[0] else {
+        panic!("{e:?}")
+    };
+    assert_eq!((*c, job.alpha), (column, star));
+    assert!(
+        a.notice.as_deref().unwrap().contains("α* = 0.42"),
+        "{:?}",
+        a.notice
+    );
+}
+
+#[test]
+fn esc_stops_a_search_and_a_miss_says_why() {
+    let (mut a, _) = loaded();
+    type_keys(&mut a, "f-0.5");
+    let e = a.update(key(KeyCode::Enter));
+    let Effect::Find(job) = &e[0] else {
+        panic!("{e:?}")
+    };
+    assert_eq!(job.target, -0.5);
+    let e = a.update(key(KeyCode::Esc));
+    assert_eq!(e, vec![Effect::CancelFind(job.id)]);
+    assert!(a.finding.is_none());
+    // A late report of the stopped search changes nothing.
+    let before = a.columns[0].alpha;
+    a.update(Msg::Engine(EngineEvent::Find {
+        id: job.id,
+        report: FindReport::Done {
+            outcome: Outcome {
+                verdict: Verdict::Found,
+                alpha: Alpha::new(0.7).unwrap(),
+                alpha_ci: None,
+                bracket: None,
+                ppl_limit: None,
+            },
+            vader: estimate(&[0.0]),
+            points: 2,
+        },
+    }));
+    assert_eq!(a.columns[0].alpha, before);
+    // Out of reach: one line with the closest point; no α changes.
+    type_keys(&mut a, "f0.9");
+    let e = a.update(key(KeyCode::Enter));
+    let Effect::Find(job) = &e[0] else {
+        panic!("{e:?}")
+    };
+    let e = a.update(Msg::Engine(EngineEvent::Find {
+        id: job.id,
+        report: FindReport::Done {
+            outcome: Outcome {
+                verdict: Verdict::OutOfReach,
+                alpha: Alpha::new(2.0).unwrap(),
+                alpha_ci: None,
+                bracket: None,
+                ppl_limit: None,
+            },
+            vader: estimate(&[0.5, 0.6]),
+            points: 3,
+        },
+    }));
+    assert!(e.is_empty());
+    let err = a.last_error.clone().unwrap();
+    assert!(
+        err.contains("out of reach") && err.contains("α = 2.00"),
+        "{err}"
+    );
+    // A target beyond VADER's scale, or not a number, is refused before any work.
+    for typed in ["f3", "f-", "f1.2.3"] {
+        type_keys(&mut a, typed);
+        assert!(a.update(key(KeyCode::Enter)).is_empty(), "{typed}");
+        assert!(a.finding.is_none());
+    }
+    // Esc while typing leaves without searching.
+    type_keys(&mut a, "f0.2");
+    assert!(a.update(key(KeyCode::Esc)).is_empty());
+    assert_eq!(a.mode, Mode::Normal);
 }
 
 #[test]

@@ -17,6 +17,8 @@ impl JobSink for Recorder {
     }
     fn remove(&mut self, _column: ColumnId) {}
     fn curve(&mut self, _job: CurveJob) {}
+    fn find(&mut self, _job: lerpscope::session::FindJob) {}
+    fn cancel_find(&mut self, _id: u64) {}
     fn scrub(&mut self, _job: lerpscope::session::ScrubJob) {}
     fn export(&mut self, _job: lerpscope::session::ExportJob) {}
 }

@@ -236,6 +236,55 @@ fn adapter_engines(pair: &str, dtype: DType) -> (Engine, Engine) {
     (load(DeviceChoice::Cpu), load(DeviceChoice::Cuda(0)))
 }
 
+/// Every decoder family's tiny pair (tests/fixtures/families: windows, biases, q/k norms,
+/// soft-caps, two RoPEs, fused projections) on CUDA against the CPU, re-blended and batched.
+#[test]
+fn decoder_families_on_cuda_match_the_cpu() {
+    if gpu().is_none() {
+        return;
+    }
+    // Longer than the fixtures' windows of 4.
+    let ids = [5u32, 17, 42, 8, 99, 3, 61, 7, 12, 40];
+    for family in ["mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"] {
+        let dir = fixtures().join("families");
+        let (a, b) = (
+            dir.join(format!("{family}-a")),
+            dir.join(format!("{family}-b")),
+        );
+        let load = |device| {
+            Engine::load(
+                &a.display().to_string(),
+                &b.display().to_string(),
+                &LoadOptions {
+                    device,
+                    dtype: Some(DType::F32),
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{family}: {e}"))
+        };
+        let (mut cpu, mut gpu) = (load(DeviceChoice::Cpu), load(DeviceChoice::Cuda(0)));
+        for alpha in [0.0, 0.3, 1.5] {
+            cpu.set_alpha(alpha).unwrap();
+            gpu.set_alpha(alpha).unwrap();
+            let (c, g) = (cpu.logits(&ids).unwrap(), gpu.logits(&ids).unwrap());
+            close(&c, &g, &format!("{family} α {alpha}"));
+        }
+        let alphas = [0.0, 0.4, 1.0];
+        for (alpha, row) in alphas
+            .iter()
+            .zip(gpu.logits_columns(&ids, &alphas).unwrap())
+        {
+            cpu.set_alpha(*alpha).unwrap();
+            close(
+                &row,
+                &cpu.logits(&ids).unwrap(),
+                &format!("{family} batched α {alpha}"),
+            );
+        }
+    }
+}
+
 /// The merged-adapter pass on the GPU writes the same bits as the CPU's, in every dtype: per
 /// tensor (blend.cu's lowrank_merge, and the blend for replaced tensors) and in one launch
 /// (merge_tiles, with the fused kernels on).

@@ -222,11 +222,11 @@ fn curve_panel() {
         panic!("no curve job")
     };
     for (i, &alpha) in job.alphas.iter().enumerate().take(6) {
-        let vader = -0.5 + 0.2 * i as f64;
+        let m = -0.5 + 0.2 * i as f64;
         a.update(Msg::Engine(EngineEvent::CurvePoint {
             id: job.id,
             alpha,
-            vader,
+            vader: lerpscope::eval::stats::estimate(&[m - 0.2, m, m + 0.2]),
         }));
     }
     insta::assert_snapshot!(render(&a, 100, 30));
@@ -239,4 +239,34 @@ fn presenter_mode() {
     key(&mut a, KeyCode::Tab);
     insta::assert_snapshot!("presenter_120x40", render(&a, 120, 40));
     insta::assert_snapshot!("presenter_80x24", render(&a, 80, 24));
+}
+
+/// `f` asks for a target in the status line; while the search runs, the status line shows its
+/// points and bracket.
+#[test]
+fn find_prompt_and_progress() {
+    let mut a = streaming_app();
+    for c in "f-0.25".chars() {
+        key(&mut a, KeyCode::Char(c));
+    }
+    let typing = render(&a, 100, 30);
+    let status = typing.lines().last().unwrap().to_string();
+    insta::assert_snapshot!("find_typing_status", status);
+    let effects = key(&mut a, KeyCode::Enter);
+    let Some(Effect::Find(job)) = effects.into_iter().next() else {
+        panic!("no find job")
+    };
+    for (alpha, bracket) in [(0.0, None), (1.0, Some((0.0, 1.0)))] {
+        a.update(Msg::Engine(EngineEvent::Find {
+            id: job.id,
+            report: lerpscope::session::FindReport::Point {
+                alpha: Alpha::new(alpha).unwrap(),
+                vader: lerpscope::eval::stats::estimate(&[0.1, 0.3]),
+                bracket: bracket.map(|(x, y)| (Alpha::new(x).unwrap(), Alpha::new(y).unwrap())),
+            },
+        }));
+    }
+    let running = render(&a, 120, 30);
+    let status = running.lines().last().unwrap().to_string();
+    insta::assert_snapshot!("find_running_status", status);
 }

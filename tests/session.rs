@@ -396,3 +396,81 @@ fn a_panicking_job_is_reported_and_the_next_job_is_right() {
         }
     }
 }
+
+/// A find job on the demo pair reports each point as it is measured and ends with α* (the demo
+/// pair's sentiment crosses 0 between A and B); a cancelled one goes quiet.
+#[test]
+fn a_find_job_reports_its_points_and_its_answer_and_stops_when_cancelled() {
+    use lerpscope::eval::find::Verdict;
+    use lerpscope::session::{FindJob, FindReport};
+    let demo = |side: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/demo")
+            .join(side)
+            .display()
+            .to_string()
+    };
+    let (tx, rx) = mpsc::channel();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    let session = Session::spawn(demo("negative"), demo("positive"), opts, move |e| {
+        let _ = tx.send(e);
+    });
+    let params = GenerationParams {
+        max_tokens: 24,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_p: 0.95,
+            seed: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let job = |id| FindJob {
+        id,
+        target: 0.0,
+        range: "-1:2".parse().unwrap(),
+        prompt: "The food at this place".into(),
+        samples: 16,
+        params,
+    };
+    session.find(job(1));
+    let (mut points, mut done) = (Vec::new(), None);
+    while done.is_none() {
+        match rx.recv_timeout(Duration::from_secs(60)).expect("an event") {
+            EngineEvent::Find { id: 1, report } => match report {
+                FindReport::Point { alpha, .. } => points.push(alpha),
+                FindReport::Done {
+                    outcome, points: n, ..
+                } => done = Some((outcome, n)),
+            },
+            EngineEvent::FindFailed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    let (outcome, n) = done.unwrap();
+    assert_eq!(n, points.len());
+    assert_eq!(&points[..2], &[Alpha::A, Alpha::B]);
+    assert!(n <= 8, "{points:?}");
+    assert_eq!(outcome.verdict, Verdict::Found, "{outcome:?}");
+    assert!((0.0..1.0).contains(&outcome.alpha.value()), "{outcome:?}");
+    // Cancelled at once: at most the point already under way is reported, never an answer.
+    session.find(job(2));
+    session.cancel_find(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut reports = 0;
+    while let Ok(e) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        match e {
+            EngineEvent::Find { id: 2, report } => {
+                assert!(matches!(report, FindReport::Point { .. }), "{report:?}");
+                reports += 1;
+            }
+            EngineEvent::FindFailed { error, .. } => panic!("{error}"),
+            _ => {}
+        }
+    }
+    assert!(reports <= 1, "{reports} points after the cancel");
+}

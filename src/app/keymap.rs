@@ -37,6 +37,8 @@ pub enum Action {
     Help,
     Meters,
     Curve,
+    CurveMore,
+    Find,
     TokenView,
     Inspect,
     CursorPrev,
@@ -168,6 +170,18 @@ const BINDINGS: &[Binding] = &[
         name: "curve",
         help: "sentiment-vs-α curve",
         keys: &["g"],
+    },
+    Binding {
+        action: Action::CurveMore,
+        name: "curve_more",
+        help: "curve: twice the samples per point",
+        keys: &["+"],
+    },
+    Binding {
+        action: Action::Find,
+        name: "find",
+        help: "find α for a typed sentiment",
+        keys: &["f"],
     },
     Binding {
         action: Action::TokenView,

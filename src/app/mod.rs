@@ -8,7 +8,11 @@ pub mod inspect;
 pub mod keymap;
 
 use crate::engine::{Alpha, AlphaRange, GenerationParams, PairInfo, StopReason};
-use crate::session::{ColumnId, CurveJob, EngineEvent, Failure, Job, JobId, JobKind, ScrubJob};
+use crate::eval::find::Verdict;
+use crate::eval::stats::Estimate;
+use crate::session::{
+    ColumnId, CurveJob, EngineEvent, Failure, FindJob, FindReport, Job, JobId, JobKind, ScrubJob,
+};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use editor::Editor;
 pub use inspect::{Piece, Scrub, TokenCursor, TokenView, Vocab};
@@ -22,16 +26,44 @@ pub const COARSE_STEP: f64 = 0.25;
 pub const PAGE_LINES: i32 = 5;
 /// The α step of the animation (`v`), across the slider's range and back.
 pub const ANIMATION_STEP: f64 = 0.25;
-/// The quick sweep behind the curve panel: points across the slider's range, samples each.
+/// The quick sweep behind the curve panel: points across the slider's range, samples each
+/// (at first: `+` doubles them while the panel is open, up to the most).
 pub const CURVE_POINTS: usize = 9;
 pub const CURVE_SAMPLES: usize = 6;
+pub const CURVE_MAX_SAMPLES: usize = 96;
+/// Samples of the prompt at each α the UI's search for a target measures, and their length.
+pub const FIND_SAMPLES: usize = 16;
+pub const FIND_MAX_TOKENS: usize = 32;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Curve {
     pub id: u64,
-    /// (α, mean VADER compound), in the order they arrived.
-    pub points: Vec<(Alpha, f64)>,
+    /// (α, mean VADER compound with its 95% interval), in the order they arrived.
+    pub points: Vec<(Alpha, Estimate)>,
     pub expected: usize,
+    pub samples: usize,
+}
+
+impl Default for Curve {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            points: Vec::new(),
+            expected: 0,
+            samples: CURVE_SAMPLES,
+        }
+    }
+}
+
+/// A running search for the α of a target (`f`): what it has measured so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub id: u64,
+    pub target: f64,
+    /// The column that gets α* (the focused one when the search started).
+    pub column: ColumnId,
+    pub points: Vec<(Alpha, Estimate)>,
+    pub bracket: Option<(Alpha, Alpha)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +100,9 @@ pub enum Effect {
         job: Job,
     },
     Curve(CurveJob),
+    Find(FindJob),
+    /// Stop the search with this id.
+    CancelFind(u64),
     Scrub(ScrubJob),
     /// The column is gone: cancel its work. No other column is affected.
     Remove {
@@ -148,6 +183,8 @@ pub enum Mode {
     EditPrompt,
     /// Typing an exact α for the focused column.
     EnterAlpha(String),
+    /// Typing the sentiment to find the α of.
+    EnterTarget(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -211,6 +248,8 @@ pub struct App {
     /// The attribute-vs-α panel: shown or not, and the points of the latest quick sweep.
     pub show_curve: bool,
     pub curve: Curve,
+    /// The search for a target's α, while it runs.
+    pub finding: Option<Finding>,
     /// Presenter mode: columns only, the focused α in big digits.
     pub presenter: bool,
     /// The α animation: the direction it is moving in, while it runs.
@@ -273,6 +312,7 @@ impl App {
             show_details: false,
             show_curve: false,
             curve: Curve::default(),
+            finding: None,
             presenter: false,
             animating: None,
             token_view: TokenView::Off,
@@ -345,7 +385,14 @@ impl App {
         match self.mode.clone() {
             Mode::EditPrompt => self.on_prompt_key(k),
             Mode::EnterAlpha(buf) => self.on_alpha_key(k, buf),
+            Mode::EnterTarget(buf) => self.on_target_key(k, buf),
             Mode::Normal => {
+                if k.code == KeyCode::Esc {
+                    if let Some(f) = self.finding.take() {
+                        self.notice = Some("search stopped".to_string());
+                        return vec![Effect::CancelFind(f.id)];
+                    }
+                }
                 if self.show_help {
                     // Any key closes the help; the help key toggles it.
                     self.show_help = false;
@@ -467,31 +514,169 @@ impl App {
             }
             Action::Curve => {
                 self.show_curve = !self.show_curve;
-                if !self.show_curve || !self.ready() {
+                if !self.show_curve {
                     return vec![];
                 }
-                // A fresh quick sweep each time the panel opens: the prompt may have changed.
-                let id = self.fresh_id();
-                let (lo, hi) = self.range.bounds();
-                let alphas: Vec<Alpha> = (0..CURVE_POINTS)
-                    .map(|i| {
-                        Alpha::saturating(lo + (hi - lo) * i as f64 / (CURVE_POINTS - 1) as f64)
-                    })
-                    .collect();
-                self.curve = Curve {
-                    id,
-                    points: Vec::new(),
-                    expected: alphas.len(),
+                self.start_curve(CURVE_SAMPLES)
+            }
+            Action::CurveMore => {
+                if !self.show_curve {
+                    self.notice = Some("open the curve (g) first".to_string());
+                    return vec![];
+                }
+                let samples = (self.curve.samples * 2).min(CURVE_MAX_SAMPLES);
+                self.notice = Some(format!("curve: {samples} samples per point"));
+                self.start_curve(samples)
+            }
+            Action::Find => {
+                if !self.ready() {
+                    return vec![];
+                }
+                self.mode = Mode::EnterTarget(String::new());
+                vec![]
+            }
+        }
+    }
+
+    /// A fresh quick sweep for the curve panel, `samples` per point (the prompt may have
+    /// changed since the last one).
+    fn start_curve(&mut self, samples: usize) -> Vec<Effect> {
+        if !self.ready() {
+            return vec![];
+        }
+        let id = self.fresh_id();
+        let (lo, hi) = self.range.bounds();
+        let alphas: Vec<Alpha> = (0..CURVE_POINTS)
+            .map(|i| Alpha::saturating(lo + (hi - lo) * i as f64 / (CURVE_POINTS - 1) as f64))
+            .collect();
+        self.curve = Curve {
+            id,
+            points: Vec::new(),
+            expected: alphas.len(),
+            samples,
+        };
+        let mut params = self.params;
+        params.max_tokens = params.max_tokens.min(24);
+        vec![Effect::Curve(CurveJob {
+            id,
+            alphas,
+            prompt: self.prompt.text(),
+            samples,
+            params,
+        })]
+    }
+
+    fn on_target_key(&mut self, k: KeyEvent, mut buf: String) -> Vec<Effect> {
+        match k.code {
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Backspace => {
+                buf.pop();
+                self.mode = Mode::EnterTarget(buf);
+            }
+            KeyCode::Enter => {
+                self.mode = Mode::Normal;
+                match buf.trim().parse::<f64>() {
+                    Ok(t) if (-1.0..=1.0).contains(&t) => return self.start_find(t),
+                    Ok(t) => {
+                        self.last_error = Some(format!(
+                            "sentiment target {t}: VADER compound lies in [-1, 1]"
+                        ))
+                    }
+                    Err(_) => {
+                        self.last_error = Some(format!("sentiment target {buf:?} is not a number"))
+                    }
+                }
+            }
+            KeyCode::Char(c) if c.is_ascii_digit() || matches!(c, '-' | '.' | '+') => {
+                if buf.len() < 12 {
+                    buf.push(c);
+                }
+                self.mode = Mode::EnterTarget(buf);
+            }
+            _ => {}
+        }
+        vec![]
+    }
+
+    /// Search for the α at which the prompt's mean VADER reaches `target`, for the focused
+    /// column; a search already running is replaced.
+    fn start_find(&mut self, target: f64) -> Vec<Effect> {
+        let mut effects: Vec<Effect> = self
+            .finding
+            .take()
+            .map(|f| Effect::CancelFind(f.id))
+            .into_iter()
+            .collect();
+        let id = self.fresh_id();
+        self.finding = Some(Finding {
+            id,
+            target,
+            column: self.columns[self.focused].id,
+            points: Vec::new(),
+            bracket: None,
+        });
+        let mut params = self.params;
+        params.max_tokens = params.max_tokens.min(FIND_MAX_TOKENS);
+        effects.push(Effect::Find(FindJob {
+            id,
+            target,
+            range: self.range,
+            prompt: self.prompt.text(),
+            samples: FIND_SAMPLES,
+            params,
+        }));
+        effects
+    }
+
+    /// A search's report: progress, or its end (α* set on its column).
+    fn on_find(&mut self, id: u64, report: FindReport) -> Vec<Effect> {
+        let Some(f) = self.finding.as_mut().filter(|f| f.id == id) else {
+            return vec![];
+        };
+        match report {
+            FindReport::Point {
+                alpha,
+                vader,
+                bracket,
+            } => {
+                f.points.push((alpha, vader));
+                f.bracket = bracket;
+                vec![]
+            }
+            FindReport::Done {
+                outcome,
+                vader,
+                points,
+            } => {
+                let f = self.finding.take().expect("matched above");
+                let at = format!(
+                    "VADER {:+.2} [{:+.2}, {:+.2}]",
+                    vader.mean, vader.ci_low, vader.ci_high
+                );
+                if outcome.verdict != Verdict::Found {
+                    let why = match outcome.verdict {
+                        Verdict::OutOfReach => "out of reach in the slider's range",
+                        Verdict::NotMonotone => "not monotone in α here",
+                        _ => "reached only where the text turns disfluent",
+                    };
+                    self.last_error = Some(format!(
+                        "sentiment {:+.2} is {why}; closest α = {} ({at})",
+                        f.target,
+                        fmt_alpha(outcome.alpha)
+                    ));
+                    return vec![];
+                }
+                let (lo, hi) = outcome.alpha_ci.unwrap_or((f64::NAN, f64::NAN));
+                self.notice = Some(format!(
+                    "α* = {} (95% CI {lo:.2} … {hi:.2}) for sentiment {:+.2}: {at}, {points} points",
+                    fmt_alpha(outcome.alpha),
+                    f.target
+                ));
+                let Some(i) = self.columns.iter().position(|c| c.id == f.column) else {
+                    return vec![];
                 };
-                let mut params = self.params;
-                params.max_tokens = params.max_tokens.min(24);
-                vec![Effect::Curve(CurveJob {
-                    id,
-                    alphas,
-                    prompt: self.prompt.text(),
-                    samples: CURVE_SAMPLES,
-                    params,
-                })]
+                self.focused = i;
+                self.set_alpha(outcome.alpha)
             }
         }
     }
@@ -718,6 +903,14 @@ impl App {
             EngineEvent::CurvePoint { id, alpha, vader } => {
                 if id == self.curve.id {
                     self.curve.points.push((alpha, vader));
+                }
+                vec![]
+            }
+            EngineEvent::Find { id, report } => self.on_find(id, report),
+            EngineEvent::FindFailed { id, error } => {
+                if self.finding.as_ref().is_some_and(|f| f.id == id) {
+                    self.finding = None;
+                    self.last_error = Some(format!("finding α: {}", explain(&error)));
                 }
                 vec![]
             }

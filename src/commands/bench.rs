@@ -290,7 +290,10 @@ impl GenBench {
             prompt: (1..=args.prompt_tokens.max(1) as u32).collect(),
             params: crate::engine::GenerationParams {
                 max_tokens: args.tokens,
-                sampling: crate::engine::SamplingParams::default(),
+                sampling: crate::engine::SamplingParams {
+                    temperature: args.temperature,
+                    ..Default::default()
+                },
                 ignore_eos: false,
                 token_info: false,
             },
@@ -342,6 +345,7 @@ impl GenBench {
             "threads": rayon::current_num_threads(),
             "prompt_tokens": self.prompt.len(),
             "tokens": self.params.max_tokens,
+            "temperature": self.params.sampling.temperature,
         })
     }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod export;
+mod find;
 mod generate;
 mod perplexity;
 mod score;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Perplexity(args)) => on_pool(|| perplexity::run(args)),
         Some(Command::Score(args)) => on_pool(|| score::run(args)),
         Some(Command::Sweep(args)) => on_pool(|| sweep::run(args)),
+        Some(Command::Find(args)) => on_pool(|| find::run(args)),
         Some(Command::Export(args)) => on_pool(|| export::run(args)),
         Some(Command::Train(args)) => {
             on_pool(|| crate::train::run(&args.corpus, &args.out, &args.recipe()))

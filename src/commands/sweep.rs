@@ -8,13 +8,13 @@ use anyhow::{bail, Context, Result};
 /// The neutral prompts shipped with lerpscope.
 pub const BUILTIN_PROMPTS: &str = include_str!("../../assets/prompts.txt");
 
-pub fn run(args: SweepArgs) -> Result<()> {
-    let alphas = args.alphas.0.clone();
-    let text = if args.prompts == "builtin" {
+/// The prompts of `--prompts FILE|builtin`, the first `num` of them where given.
+pub(super) fn read_prompts(source: &str, num: Option<usize>) -> Result<Vec<String>> {
+    let text = if source == "builtin" {
         BUILTIN_PROMPTS.to_string()
     } else {
-        std::fs::read_to_string(&args.prompts)
-            .with_context(|| format!("--prompts {}: cannot read", args.prompts))?
+        std::fs::read_to_string(source)
+            .with_context(|| format!("--prompts {source}: cannot read"))?
     };
     let mut prompts: Vec<String> = text
         .lines()
@@ -22,12 +22,18 @@ pub fn run(args: SweepArgs) -> Result<()> {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    if let Some(k) = args.num_prompts {
+    if let Some(k) = num {
         prompts.truncate(k);
     }
     if prompts.is_empty() {
-        bail!("--prompts {}: no prompts", args.prompts);
+        bail!("--prompts {source}: no prompts");
     }
+    Ok(prompts)
+}
+
+pub fn run(args: SweepArgs) -> Result<()> {
+    let alphas = args.alphas.0.clone();
+    let prompts = read_prompts(&args.prompts, args.num_prompts)?;
     let (a, b) = args.pair.endpoints();
     let config = SweepConfig {
         a: a.clone(),

@@ -3,8 +3,10 @@
 
 pub mod classifier;
 pub mod differences;
+pub mod find;
 pub mod grid;
 pub mod plot;
+pub mod points;
 pub mod stats;
 pub mod sweep;
 pub mod vader;

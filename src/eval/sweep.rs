@@ -7,7 +7,7 @@ use super::grid::{Cell, SampleGrid};
 use super::stats::{estimate, Estimate};
 use super::{distinct_n, Scorer, Vader};
 use crate::engine::tokens::{plain, without_specials};
-use crate::engine::{perplexity, Alpha, ColumnsMode, Engine, GenerationParams, Standalone};
+use crate::engine::{perplexity, Alpha, ColumnsMode, Engine, GenerationParams};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -229,14 +229,7 @@ impl Sweep {
             .expect("template"),
         );
         bar.set_position(done.len() as u64);
-        let reference = match &c.ppl_ref {
-            PplRef::Model(src) => Some(Standalone::load(
-                src,
-                engine.weights().dtype(),
-                engine.device(),
-            )?),
-            _ => None,
-        };
+        let fluency = super::points::Fluency::new(c.ppl_ref.clone(), engine)?;
         let vader = Vader;
         let classifier = match &c.classifier {
             Some((src, label)) => Some(super::classifier::Classifier::load(src, label)?),
@@ -269,7 +262,7 @@ impl Sweep {
                     .collect();
                 let mut params = c.params;
                 // The blend's own log-probabilities of what it wrote are its perplexity.
-                params.token_info = c.ppl_ref == PplRef::Blend;
+                params.token_info = fluency.needs_token_info();
                 let gens = match stage.alpha {
                     Some(alpha) => {
                         bar.set_message(format!("α = {alpha}"));
@@ -305,26 +298,12 @@ impl Sweep {
             if fresh.is_empty() {
                 continue;
             }
-            let judge = match c.ppl_ref {
-                PplRef::A => Some(Alpha::A),
-                PplRef::B => Some(Alpha::B),
-                _ => None,
-            };
-            if let Some(judge) = judge.filter(|&j| engine.alpha() != j) {
+            if let Some(judge) = fluency.judge_alpha().filter(|&j| engine.alpha() != j) {
                 engine.set_alpha(judge)?;
             }
             for (cell, prompt_ids, g) in fresh {
                 let prompt = &c.prompts[cell.prompt_index];
-                let (nll, n) = match (&c.ppl_ref, &reference) {
-                    (PplRef::Blend, _) => (
-                        -g.tokens.iter().map(|t| t.logprob as f64).sum::<f64>(),
-                        g.tokens.len(),
-                    ),
-                    (_, Some(r)) => r.generator().continuation_nll(&prompt_ids, &g.token_ids)?,
-                    (_, None) => engine
-                        .generator()
-                        .continuation_nll(&prompt_ids, &g.token_ids)?,
-                };
+                let (nll, n) = fluency.nll(engine, &prompt_ids, &g)?;
                 let r = SampleRecord {
                     alpha: grid.alpha(cell),
                     prompt_index: cell.prompt_index,

@@ -1,11 +1,14 @@
-//! The UI's quick attribute-vs-α curve: a small [`SampleGrid`] scored with VADER, run one α
-//! per turn of the engine thread (its samples as one batch) so column jobs never wait long
-//! behind it.
+//! The UI's quick attribute-vs-α curve, and its search for the α of a target: points measured
+//! by `eval::points` (VADER over the prompt's samples, common random numbers) one α per turn of
+//! the engine thread, so column jobs never wait long behind them.
 
 use super::{Emit, EngineEvent};
-use crate::engine::{Alpha, Engine, GenerationParams};
-use crate::eval::grid::{Cell, SampleGrid};
-use crate::eval::{Scorer, Vader};
+use crate::engine::{Alpha, AlphaRange, Engine, GenerationParams};
+use crate::eval::find::{Outcome, Search, Settings, Step};
+use crate::eval::points::{measure, Fluency, Plan};
+use crate::eval::stats::Estimate;
+use crate::eval::sweep::PplRef;
+use crate::eval::Vader;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurveJob {
@@ -18,7 +21,8 @@ pub struct CurveJob {
 
 pub(super) struct CurveState {
     id: u64,
-    grid: SampleGrid,
+    alphas: Vec<Alpha>,
+    plan: Plan,
     next_alpha: usize,
 }
 
@@ -26,8 +30,8 @@ impl CurveState {
     pub(super) fn new(job: CurveJob) -> Self {
         Self {
             id: job.id,
-            grid: SampleGrid {
-                alphas: job.alphas,
+            alphas: job.alphas,
+            plan: Plan {
                 prompts: vec![job.prompt],
                 samples: job.samples,
                 params: job.params,
@@ -37,49 +41,118 @@ impl CurveState {
     }
 
     pub(super) fn done(&self) -> bool {
-        self.next_alpha >= self.grid.alphas.len()
+        self.next_alpha >= self.alphas.len()
     }
 
-    /// Generate and score the next α's samples (one batch at the re-blended weights, each row
-    /// with its sample's seed, as `sweep` does); emit that α's point.
+    /// Generate and score the next α's samples (at the re-blended weights, each row with its
+    /// sample's seed, as `sweep` does); emit that α's point with its interval.
     pub(super) fn step(&mut self, engine: &mut Engine, emit: &Emit) -> anyhow::Result<()> {
-        let alpha_index = self.next_alpha;
+        let alpha = self.alphas[self.next_alpha];
         self.next_alpha += 1;
-        let alpha = self.grid.alphas[alpha_index];
-        if self.grid.samples == 0 {
+        if self.plan.samples == 0 {
             return Ok(());
         }
-        let seeds: Vec<u64> = (0..self.grid.samples)
-            .map(|sample| {
-                let cell = Cell {
-                    alpha_index,
-                    prompt_index: 0,
-                    sample,
-                };
-                self.grid.params(cell).sampling.seed
-            })
-            .collect();
-        if engine.alpha() != alpha {
-            engine.set_alpha(alpha)?;
-        }
-        let prompt_ids = engine.encode(&self.grid.prompts[0])?;
-        let gens = engine.generator().run_samples(
-            &prompt_ids,
-            &seeds,
-            None,
-            &self.grid.params,
-            &mut |_, _| {},
-        )?;
-        let mut total = 0.0;
-        for g in &gens {
-            total += Vader.score(&crate::engine::tokens::without_specials(&g.text))?;
-        }
+        let fluency = Fluency::new(PplRef::Blend, engine)?;
+        let point = measure(engine, &self.plan, alpha, &Vader, &fluency)?;
         emit(EngineEvent::CurvePoint {
             id: self.id,
             alpha,
-            vader: total / gens.len() as f64,
+            vader: point.meter(),
         });
         Ok(())
+    }
+}
+
+/// Find the α at which the prompt's mean VADER reaches `target` (see `eval::find`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindJob {
+    pub id: u64,
+    pub target: f64,
+    pub range: AlphaRange,
+    pub prompt: String,
+    pub samples: usize,
+    pub params: GenerationParams,
+}
+
+/// How far a search has got, or how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FindReport {
+    /// A point is measured; the bracket is the current one, once found.
+    Point {
+        alpha: Alpha,
+        vader: Estimate,
+        bracket: Option<(Alpha, Alpha)>,
+    },
+    /// The search is over; `vader` is the meter at the outcome's α.
+    Done {
+        outcome: Outcome,
+        vader: Estimate,
+        points: usize,
+    },
+}
+
+pub(super) struct FindState {
+    id: u64,
+    plan: Plan,
+    search: Search,
+}
+
+impl FindState {
+    pub(super) fn new(job: FindJob) -> Self {
+        let mut settings = Settings::new(job.target, job.range);
+        settings.seed = job.params.sampling.seed;
+        Self {
+            id: job.id,
+            plan: Plan {
+                prompts: vec![job.prompt],
+                samples: job.samples,
+                params: job.params,
+            },
+            search: Search::new(settings),
+        }
+    }
+
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Measure one α, or report the outcome. Ok(true) once the search is over.
+    pub(super) fn step(&mut self, engine: &mut Engine, emit: &Emit) -> anyhow::Result<bool> {
+        let id = self.id;
+        match self.search.next_step() {
+            Step::Measure(alpha) => {
+                let fluency = Fluency::new(PplRef::Blend, engine)?;
+                let point = measure(engine, &self.plan, alpha, &Vader, &fluency)?;
+                let vader = point.meter();
+                self.search.add(point);
+                emit(EngineEvent::Find {
+                    id,
+                    report: FindReport::Point {
+                        alpha,
+                        vader,
+                        bracket: self.search.bracket(),
+                    },
+                });
+                Ok(false)
+            }
+            Step::Done => {
+                let outcome = self.search.outcome().expect("done").clone();
+                let points = self.search.points();
+                let vader = points
+                    .iter()
+                    .find(|p| p.alpha == outcome.alpha)
+                    .map_or(crate::eval::stats::estimate(&[]), |p| p.meter());
+                emit(EngineEvent::Find {
+                    id,
+                    report: FindReport::Done {
+                        outcome,
+                        vader,
+                        points: points.len(),
+                    },
+                });
+                Ok(true)
+            }
+        }
     }
 }
 
@@ -87,6 +160,8 @@ impl CurveState {
 mod tests {
     use super::*;
     use crate::engine::{DeviceChoice, LoadOptions, SamplingParams};
+    use crate::eval::grid::{Cell, SampleGrid};
+    use crate::eval::Scorer;
     use std::sync::{Arc, Mutex};
 
     /// Each point is the mean VADER score of its α's samples, each generated alone with its
@@ -126,7 +201,7 @@ mod tests {
         let seen = points.clone();
         let emit = move |e: EngineEvent| {
             if let EngineEvent::CurvePoint { id, alpha, vader } = e {
-                seen.lock().unwrap().push((id, alpha, vader));
+                seen.lock().unwrap().push((id, alpha, vader.mean, vader.n));
             }
         };
         let mut curve = CurveState::new(job.clone());
@@ -143,7 +218,7 @@ mod tests {
         for (alpha_index, &alpha) in job.alphas.iter().enumerate() {
             let mut texts = std::collections::HashSet::new();
             let scores: Vec<f64> = (0..job.samples)
-                .map(|sample| {
+                .filter_map(|sample| {
                     let cell = Cell {
                         alpha_index,
                         prompt_index: 0,
@@ -151,13 +226,21 @@ mod tests {
                     };
                     let g = grid.generate(&mut engine, cell).unwrap();
                     texts.insert(g.text.clone());
-                    Vader
-                        .score(&crate::engine::tokens::without_specials(&g.text))
-                        .unwrap()
+                    // An empty sample (an end token first) is not scored.
+                    (!g.token_ids.is_empty()).then(|| {
+                        Vader
+                            .score(&crate::engine::tokens::without_specials(&g.text))
+                            .unwrap()
+                    })
                 })
                 .collect();
             assert!(texts.len() > 1, "the samples should differ");
-            want.push((7, alpha, scores.iter().sum::<f64>() / scores.len() as f64));
+            want.push((
+                7,
+                alpha,
+                scores.iter().sum::<f64>() / scores.len() as f64,
+                scores.len(),
+            ));
         }
         assert!(want.iter().any(|p| p.2 != 0.0), "{want:?}");
         assert_eq!(*points.lock().unwrap(), want);

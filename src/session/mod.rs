@@ -14,8 +14,8 @@ pub mod scrub;
 use crate::engine::{
     Alpha, Engine, GenerationParams, LoadOptions, PairInfo, StopReason, TextScore, TokenInfo,
 };
-pub use curve::CurveJob;
-use curve::CurveState;
+pub use curve::{CurveJob, FindJob, FindReport};
+use curve::{CurveState, FindState};
 pub use scrub::ScrubJob;
 use scrub::{ScrubCost, ScrubState};
 use std::panic::AssertUnwindSafe;
@@ -184,11 +184,21 @@ pub enum EngineEvent {
         job: JobId,
         error: Failure,
     },
-    /// One α of a curve job is complete: the mean VADER compound of its samples.
+    /// One α of a curve job is complete: the mean VADER compound of its samples, with its 95%
+    /// interval.
     CurvePoint {
         id: u64,
         alpha: Alpha,
-        vader: f64,
+        vader: crate::eval::stats::Estimate,
+    },
+    /// A find job measured a point, or finished.
+    Find {
+        id: u64,
+        report: FindReport,
+    },
+    FindFailed {
+        id: u64,
+        error: Failure,
     },
     /// Points of an α-scrub: p(token | prefix) at each α; `complete` on the last batch.
     ScrubPoints {
@@ -221,6 +231,9 @@ type Emit = dyn Fn(EngineEvent) + Send + Sync;
 enum Request {
     Submit(ColumnId, Arc<AtomicU64>, Job),
     Curve(CurveJob),
+    Find(FindJob),
+    /// Stop the find job with this id (if it is still running).
+    CancelFind(u64),
     Scrub(ScrubJob),
     Export(ExportJob),
     Remove(ColumnId),
@@ -311,6 +324,16 @@ impl Session {
             latest,
             tx: self.tx.clone(),
         }
+    }
+
+    /// Start a search for the α of a target, replacing any earlier one.
+    pub fn find(&self, job: FindJob) {
+        let _ = self.tx.send(Request::Find(job));
+    }
+
+    /// Stop the search with this id, if it is still running.
+    pub fn cancel_find(&self, id: u64) {
+        let _ = self.tx.send(Request::CancelFind(id));
     }
 
     /// Start a background quick sweep, replacing any earlier one.
@@ -447,6 +470,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
     // Submission order; at most one entry per column.
     let mut pending: Vec<Pending> = Vec::new();
     let mut curve: Option<CurveState> = None;
+    let mut find: Option<FindState> = None;
     let mut scrub: Option<ScrubState> = None;
     let mut scrub_cost = ScrubCost::default();
     let mut inject = false;
@@ -454,7 +478,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
     let mut dirty = false;
     loop {
         // Block only when idle; otherwise take whatever arrived and get back to work.
-        let first = if pending.is_empty() && curve.is_none() && scrub.is_none() {
+        let first = if pending.is_empty() && curve.is_none() && find.is_none() && scrub.is_none() {
             match rx.recv() {
                 Ok(r) => Some(r),
                 Err(_) => return,
@@ -477,6 +501,12 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                     });
                 }
                 Request::Curve(job) => curve = Some(CurveState::new(job)),
+                Request::Find(job) => find = Some(FindState::new(job)),
+                Request::CancelFind(id) => {
+                    if find.as_ref().is_some_and(|f| f.id() == id) {
+                        find = None;
+                    }
+                }
                 Request::Scrub(job) => scrub = Some(ScrubState::new(job)),
                 Request::Export(job) => exports.push(job),
                 Request::Remove(c) => pending.retain(|p| p.column != c),
@@ -545,6 +575,28 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
             if let Err(error) = contained(|| run_job(&mut engine, &p, injected, emit)) {
                 fail_all(std::slice::from_ref(&p), &error, emit);
                 dirty = true;
+            }
+        } else if let Some(f) = find.as_mut() {
+            // One point per turn, like the curve; the user is waiting on it, so it goes first.
+            let id = f.id();
+            match contained(|| f.step(&mut engine, emit)) {
+                Ok(Ok(false)) => {}
+                Ok(Ok(true)) => find = None,
+                Ok(Err(e)) => {
+                    emit(EngineEvent::FindFailed {
+                        id,
+                        error: Failure::from_anyhow(&e),
+                    });
+                    find = None;
+                }
+                Err(error) => {
+                    emit(EngineEvent::FindFailed {
+                        id,
+                        error: error.clone(),
+                    });
+                    emit(EngineEvent::Recovered(error));
+                    (find, dirty) = (None, true);
+                }
             }
         } else if let Some(c) = curve.as_mut() {
             // One sample per turn, so a column job submitted meanwhile waits one sample at most.

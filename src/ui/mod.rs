@@ -542,6 +542,14 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
                 Style::default().fg(Color::Yellow),
             ));
         }
+        Mode::EnterTarget(s) => {
+            spans.push(Span::styled(
+                format!(
+                    "find the α of sentiment (VADER, −1…1) {s}▏ Enter searches · Esc cancels  "
+                ),
+                Style::default().fg(Color::Yellow),
+            ));
+        }
         Mode::EditPrompt => spans.push(Span::styled(
             if app.score_mode {
                 "editing the text to score  "
@@ -586,6 +594,20 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         spans.push(Span::styled(" · ", dim));
     }
     spans.push(Span::raw(app.activity.clone()));
+    if let Some(f) = &app.finding {
+        let bracket = match f.bracket {
+            Some((a, b)) => format!(", bracket [{}, {}]", fmt_alpha(a), fmt_alpha(b)),
+            None => String::new(),
+        };
+        spans.push(Span::styled(
+            format!(
+                " · finding sentiment {:+.2}: {} pts{bracket}, Esc stops",
+                f.target,
+                f.points.len()
+            ),
+            Style::default().fg(Color::Cyan),
+        ));
+    }
     if app.show_details {
         spans.push(Span::styled(
             format!(
@@ -693,26 +715,40 @@ fn curve_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     if r.width < 20 || r.height < 8 {
         return;
     }
-    let mut pts: Vec<(f64, f64)> = app
+    let mut pts: Vec<(f64, crate::eval::stats::Estimate)> = app
         .curve
         .points
         .iter()
         .map(|&(a, v)| (a.value(), v))
         .collect();
     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let means: Vec<(f64, f64)> = pts.iter().map(|&(a, e)| (a, e.mean)).collect();
+    // Each point's 95% interval as a vertical bar (clipped to the axis).
+    let bars: Vec<Vec<(f64, f64)>> = pts
+        .iter()
+        .filter(|(_, e)| e.n > 1)
+        .map(|&(a, e)| vec![(a, e.ci_low.max(-1.0)), (a, e.ci_high.min(1.0))])
+        .collect();
     let marks: Vec<Vec<(f64, f64)>> = app
         .columns
         .iter()
         .map(|c| vec![(c.alpha.value(), -1.0), (c.alpha.value(), 1.0)])
         .collect();
     let mut sets = alpha_marks(app, &marks);
+    sets.extend(bars.iter().map(|b| {
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(Color::Blue))
+            .data(b)
+    }));
     sets.push(
         Dataset::default()
-            .name("mean VADER")
+            .name("mean VADER, 95% CI")
             .marker(Marker::Braille)
             .graph_type(GraphType::Line)
             .style(Style::default().fg(Color::Cyan))
-            .data(&pts),
+            .data(&means),
     );
     let (lo, hi) = app.range.bounds();
     let progress = if pts.len() < app.curve.expected {
@@ -721,8 +757,8 @@ fn curve_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         String::new()
     };
     let title = format!(
-        " sentiment vs α: {} samples per point{progress} (g closes) ",
-        crate::app::CURVE_SAMPLES
+        " sentiment vs α: {} samples per point{progress} (+ more, g closes) ",
+        app.curve.samples
     );
     Clear.render(r, buf);
     Chart::new(sets)

