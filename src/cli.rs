@@ -311,6 +311,11 @@ pub struct LoadArgs {
     /// the model has one, to prompts that are plain text).
     #[arg(long)]
     pub no_chat_template: bool,
+    /// How the weights move with α: linear (the line θ_A + α·(θ_B − θ_A)) or slerp (per tensor
+    /// along the great circle from A to B, as mergekit's slerp with A as its base; two full
+    /// models, on the CPU).
+    #[arg(long, default_value = "linear")]
+    pub method: crate::engine::Method,
 }
 
 impl LoadArgs {
@@ -322,6 +327,7 @@ impl LoadArgs {
             base: self.base.clone(),
             tokenizer: self.tokenizer.clone(),
             chat_template: !self.no_chat_template,
+            method: self.method,
         })
     }
 }

@@ -162,6 +162,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
             },
             ppl_ref: PplRef::A,
             classifier: None,
+            method: Default::default(),
             alpha_mode: Default::default(),
         },
         mode: ColumnsMode::Auto,

@@ -107,7 +107,16 @@ fn the_smollm2_demos_plus_point_two_is_where_a_fresh_sweep_measures_it() {
         );
         return;
     }
-    let r = check_found(&["--demo", "smollm2"], 0.2, 16);
+    // 8 prompts and 24 tokens keep it to a few minutes in a debug build.
+    let smollm2 = [
+        "--demo",
+        "smollm2",
+        "--num-prompts",
+        "8",
+        "--max-tokens",
+        "24",
+    ];
+    let r = check_found(&smollm2, 0.2, 16);
     // Sentiment rises from about −0.36 at A to +0.55 at B (the demo's README).
     let alpha = r["alpha"].as_f64().unwrap();
     assert!((0.0..1.0).contains(&alpha), "{r}");

@@ -521,6 +521,7 @@ impl Corpus {
             params: GenerationParams::default(),
             ppl_ref: lerpscope::eval::sweep::PplRef::Blend,
             classifier: Some(("c".into(), "positive".into())),
+            method: Default::default(),
             alpha_mode: lerpscope::eval::sweep::AlphaMode::Batched,
         };
         let record = |i: usize| {

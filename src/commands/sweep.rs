@@ -44,6 +44,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         params: args.sampling.params(SWEEP)?,
         ppl_ref: args.ppl_ref.parse()?,
         classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
+        method: args.pair.options()?.method,
         alpha_mode: Default::default(),
     };
     let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;

@@ -52,6 +52,9 @@ pub struct SweepConfig {
     /// An optional classifier scorer: (model directory or Hub id, label).
     #[serde(default)]
     pub classifier: Option<(String, String)>,
+    /// How the weights move with α (sweeps written before this was recorded were linear).
+    #[serde(default)]
+    pub method: crate::engine::Method,
     /// How the alphas were generated. [`Sweep::run`] settles it when the sweep starts (from
     /// [`Sweep::mode`]) and keeps it for every resume; what a caller puts here is replaced.
     #[serde(default)]
@@ -339,6 +342,12 @@ impl Sweep {
         let c = &self.config;
         let group = c.samples.min(SAMPLE_BATCH);
         if let Some(mode) = AlphaMode::asked(self.mode) {
+            if mode == AlphaMode::Batched && engine.method() != crate::engine::Method::Linear {
+                bail!(
+                    "--alpha-mode batched: rows at several alphas in one batch follow the line only, not --method {}; use --alpha-mode reblend",
+                    engine.method().name()
+                );
+            }
             return Ok(mode);
         }
         let alphas = alphas_per_batch(group).min(c.alphas.len());

@@ -15,6 +15,7 @@ use crate::model::param::Mix;
 use crate::model::Model;
 use crate::weights::adapters::AdapterWeights;
 use crate::weights::full::{BlendedWeights, Buffer};
+use crate::weights::slerp::Method;
 use crate::weights::Weights;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -126,6 +127,8 @@ pub struct LoadOptions {
     pub tokenizer: Option<std::path::PathBuf>,
     /// Put plain prompts through the model's chat template, when it has one.
     pub chat_template: bool,
+    /// How the weights move with α: the line, or slerp (two full models, on the CPU).
+    pub method: Method,
 }
 
 impl Default for LoadOptions {
@@ -137,6 +140,7 @@ impl Default for LoadOptions {
             base: None,
             tokenizer: None,
             chat_template: true,
+            method: Method::Linear,
         }
     }
 }
@@ -252,7 +256,8 @@ impl Engine {
         .total
             * dtype.size_in_bytes();
         check_fits(&device, &ca.config, layout_bytes as u64, dtype)?;
-        let weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
+        let mut weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
+        weights.use_method(opts.method)?;
         let model = build_model(&ca, &weights, Buffer::Working, &device)
             .with_context(|| format!("{}: cannot build the model", ca.files.config.display()))?;
         let pair_model = Model::load_pair(
@@ -264,7 +269,10 @@ impl Engine {
         if opts.chat_template {
             text.chat = crate::generate::chat::ChatTemplate::of(&ca.files.tokenizer);
         }
-        let description = format!("{} ↔ {}", ca.label(), cb.label());
+        let description = match opts.method {
+            Method::Linear => format!("{} ↔ {}", ca.label(), cb.label()),
+            m => format!("{} ↔ {} ({})", ca.label(), cb.label(), m.name()),
+        };
         let files = |c: &Checkpoint| {
             let mut f = vec![c.files.config.clone()];
             f.extend(c.files.weights.iter().cloned());
@@ -291,6 +299,13 @@ impl Engine {
 
     /// Two adapters (or `base` and an adapter) on one base.
     fn load_adapters(a: Endpoint, b: Endpoint, opts: &LoadOptions) -> Result<Self> {
+        if opts.method != Method::Linear {
+            bail!(
+                Unsupported,
+                "--method {}: interpolates two full models; over adapters only the line (linear) is built",
+                opts.method.name()
+            );
+        }
         let side = |e: Endpoint,
                     flag: &str|
          -> Result<Option<crate::formats::adapter::AdapterFiles>> {
@@ -443,6 +458,11 @@ impl Engine {
 
     pub fn weights(&self) -> &Weights {
         &self.weights
+    }
+
+    /// How the weights move with α.
+    pub fn method(&self) -> Method {
+        self.weights.full().map_or(Method::Linear, |w| w.method())
     }
 
     /// Whether the endpoints are adapters on one base.
@@ -620,6 +640,9 @@ impl Engine {
     /// the factored path needs no merge at all, which can beat merging and decoding.
     pub fn prefer_batch(&mut self, k: usize, tokens: usize) -> Result<bool> {
         let fewest = if self.is_adapter_pair() { 1 } else { 2 };
+        if self.method() != Method::Linear {
+            return Ok(false);
+        }
         match self.columns_mode {
             _ if k < fewest => return Ok(false),
             ColumnsMode::Batched => return Ok(true),
@@ -639,7 +662,7 @@ impl Engine {
     /// times measured on this machine and model the first time each size is asked about.
     /// (A sweep re-blends once per α for all its prompts, so blends do not count here.)
     pub fn alphas_together_faster(&mut self, alphas: usize, rows: usize) -> Result<bool> {
-        if alphas < 2 || rows == 0 {
+        if alphas < 2 || rows == 0 || self.method() != Method::Linear {
             return Ok(false);
         }
         let apart = alphas as f64 * self.step_time(rows, false)?.as_secs_f64();
@@ -720,6 +743,13 @@ impl Engine {
 
     /// The per-row interpolation weights for a batch at `alphas`.
     pub fn mix(&self, alphas: &[impl IntoAlpha]) -> Result<Mix> {
+        if self.method() != Method::Linear {
+            bail!(
+                Unsupported,
+                "--method {}: rows at several alphas in one batch follow the line only; each α is re-blended instead (--alpha-mode reblend)",
+                self.method().name()
+            );
+        }
         Ok(Mix::new(&alphas_of(alphas)?, self.device())?)
     }
 

@@ -42,6 +42,7 @@ pub use memory::{check_host_memory, device_memory, device_name, memory_fit};
 pub use model::{fused_requested, Kernels, Model};
 pub use threads::{on_pool, pin_thread_count};
 pub use weights::full::Buffer;
+pub use weights::slerp::Method;
 
 /// Where an endpoint's files come from: local folders, Hub ids, the hf-hub cache.
 pub mod source {
@@ -68,6 +69,7 @@ pub mod kernels {
     };
     pub use crate::weights::few_rows;
     pub use crate::weights::lowrank;
+    pub use crate::weights::slerp;
 }
 
 /// The parts of a model's forward pass that training composes.

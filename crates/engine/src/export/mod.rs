@@ -36,6 +36,7 @@ pub struct Recipe {
     /// (role, source as given, SHA-256 of its files).
     pub sources: Vec<(String, String, String)>,
     pub dtype: DType,
+    pub method: crate::Method,
 }
 
 impl Recipe {
@@ -53,9 +54,15 @@ impl Recipe {
             ),
             (
                 "lerpscope.formula".to_string(),
-                "theta(alpha) = theta_a + alpha * (theta_b - theta_a)".to_string(),
+                self.method.formula().to_string(),
             ),
         ];
+        if self.method != crate::Method::Linear {
+            e.push((
+                "lerpscope.method".to_string(),
+                self.method.name().to_string(),
+            ));
+        }
         for (role, spec, sha) in &self.sources {
             e.push((format!("lerpscope.{role}"), spec.clone()));
             if !sha.is_empty() {
@@ -157,6 +164,7 @@ impl Engine {
                 alpha,
                 sources,
                 dtype,
+                method: self.method(),
             },
         })
     }

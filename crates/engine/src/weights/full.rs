@@ -5,6 +5,7 @@
 use crate::error::{bail, Context, Result};
 use crate::formats::checkpoint::Checkpoint;
 use crate::weights::blend::{self, Element};
+use crate::weights::slerp;
 use crate::Alpha;
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
@@ -82,6 +83,8 @@ pub struct BlendedWeights {
     working: Tensor,
     alpha: Alpha,
     last_blend: Option<Duration>,
+    /// With `--method slerp`: each slot's angle between A and B (measured at load).
+    slerp: Option<Vec<Option<slerp::Angle>>>,
 }
 
 impl BlendedWeights {
@@ -111,7 +114,26 @@ impl BlendedWeights {
             working,
             alpha: Alpha::A,
             last_blend: None,
+            slerp: None,
         })
+    }
+
+    /// Move along the great circle from A to B instead of the line (angles measured now).
+    pub fn use_method(&mut self, method: slerp::Method) -> Result<()> {
+        self.slerp = match method {
+            slerp::Method::Linear => None,
+            slerp::Method::Slerp => Some(slerp::angles_of(&self.layout, &self.a, &self.b)?),
+        };
+        let alpha = self.alpha;
+        self.set_alpha(alpha)?;
+        Ok(())
+    }
+
+    pub fn method(&self) -> slerp::Method {
+        match self.slerp {
+            Some(_) => slerp::Method::Slerp,
+            None => slerp::Method::Linear,
+        }
     }
 
     /// Views of one buffer by tensor name.
@@ -131,11 +153,23 @@ impl BlendedWeights {
         self.alpha
     }
 
-    /// Rewrite the working weights as A + α·(B − A) in one fused pass.
+    /// Rewrite the working weights as A + α·(B − A) (or along the great circle, with slerp)
+    /// in one fused pass.
     pub fn set_alpha(&mut self, alpha: Alpha) -> Result<Duration> {
         let t = Instant::now();
-        blend::blend_tensor(&self.working, &self.a, &self.b, alpha.as_f32())
-            .context("blend failed")?;
+        match &self.slerp {
+            None => blend::blend_tensor(&self.working, &self.a, &self.b, alpha.as_f32()),
+            Some(angles) => self.working.inplace_op3(
+                &self.a,
+                &self.b,
+                &slerp::SlerpOp {
+                    layout: &self.layout,
+                    angles,
+                    alpha: alpha.value(),
+                },
+            ),
+        }
+        .context("blend failed")?;
         self.working.device().synchronize()?;
         self.alpha = alpha;
         let took = t.elapsed();

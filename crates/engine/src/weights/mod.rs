@@ -6,6 +6,7 @@ pub mod blend;
 pub mod few_rows;
 pub mod full;
 pub mod lowrank;
+pub mod slerp;
 
 use crate::error::Result;
 use crate::weights::adapters::AdapterWeights;
