@@ -20,6 +20,7 @@ fn info() -> PairInfo {
         buffer_bytes: 9_600_000,
         gpu_memory: None,
         chat_template: false,
+        method: Default::default(),
     }
 }
 

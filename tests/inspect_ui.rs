@@ -39,6 +39,7 @@ fn app() -> (App, Vec<(ColumnId, Job)>) {
             buffer_bytes: 4000,
             gpu_memory: None,
             chat_template: false,
+            method: Default::default(),
         })))
         .into_iter()
         .filter_map(|e| match e {

@@ -46,6 +46,7 @@ fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
         buffer_bytes: 9_606_144,
         gpu_memory: None,
         chat_template: false,
+        method: Default::default(),
     })))
     .into_iter()
     .filter_map(|e| match e {
@@ -269,4 +270,40 @@ fn find_prompt_and_progress() {
     let running = render(&a, 120, 30);
     let status = running.lines().last().unwrap().to_string();
     insta::assert_snapshot!("find_running_status", status);
+}
+
+/// A slerp pair says so in the header.
+#[test]
+fn the_header_names_a_method_other_than_the_line() {
+    let mut a = App::new(
+        "assets/demo/negative".into(),
+        "assets/demo/positive".into(),
+        "The food",
+        &[Alpha::A],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        a: a.a.clone(),
+        b: a.b.clone(),
+        description: "A ↔ B (slerp)".into(),
+        architecture: "LlamaForCausalLM".into(),
+        params: 2_401_536,
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        buffer_bytes: 9_606_144,
+        gpu_memory: None,
+        chat_template: false,
+        method: lerpscope::engine::Method::Slerp,
+    })));
+    let screen = render(&a, 120, 20);
+    let header = screen.lines().next().unwrap();
+    assert!(header.contains("positive (slerp)"), "{header}");
+    let mut line = streaming_app();
+    let header = render(&line, 120, 20).lines().next().unwrap().to_string();
+    assert!(
+        !header.contains("linear") && !header.contains("slerp"),
+        "{header}"
+    );
+    key(&mut line, KeyCode::Char('q'));
 }

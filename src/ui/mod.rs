@@ -330,6 +330,12 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             spans.push(Span::styled("base ", dim));
             spans.push(Span::raw(compact_paths(rest)));
         }
+        if info.method != crate::engine::Method::Linear {
+            spans.push(Span::styled(
+                format!(" ({})", info.method.name()),
+                Style::default().fg(Color::Cyan),
+            ));
+        }
         spans.push(Span::styled(
             format!(
                 "  {} · {} params · {} · {}",

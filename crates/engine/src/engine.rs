@@ -177,6 +177,9 @@ pub struct PairInfo {
     /// user turn, and what is generated is the assistant's reply).
     #[serde(default)]
     pub chat_template: bool,
+    /// How the weights move with α.
+    #[serde(default)]
+    pub method: Method,
 }
 
 /// Where a pair came from, for exports: the model whose config and tokenizer files describe the
@@ -423,6 +426,7 @@ impl Engine {
             buffer_bytes: weights.model_bytes(),
             gpu_memory: device_memory(device).map(|(free, total)| (total - free, total)),
             chat_template: text.chat.is_some(),
+            method: weights.full().map_or(Method::Linear, |w| w.method()),
         };
         Self {
             info,
