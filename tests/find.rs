@@ -183,3 +183,29 @@ fn an_out_of_reach_answer_in_json_says_so_with_the_closest_point() {
     assert_eq!(r["alpha"], 1.0, "B is the closest: {r}");
     assert_eq!(r["points_evaluated"], 2, "{r}");
 }
+
+/// The search runs along whichever path α moves on: with `--method slerp` it measures the
+/// slerp blends (other samples than the line's at the same α), and a sweep with the same
+/// method and seed reads the same mean there.
+#[test]
+fn find_follows_the_slerp_path_too() {
+    let slerp = find_json(&[
+        "--target",
+        "0",
+        "--seed",
+        "1",
+        "--num-prompts",
+        "6",
+        "--method",
+        "slerp",
+    ]);
+    assert_eq!(slerp["verdict"], "found", "{slerp}");
+    let alpha = slerp["alpha"].as_f64().unwrap();
+    let want = sweep_at(&["--method", "slerp"], alpha, 1, 8, &["--num-prompts", "6"]);
+    assert_eq!(slerp["at_alpha"]["meter"], want, "{slerp}");
+    let at_line = sweep_at(&[], alpha, 1, 8, &["--num-prompts", "6"]);
+    assert_ne!(
+        want, at_line,
+        "slerp and the line wrote the same samples at α = {alpha}"
+    );
+}
