@@ -115,22 +115,65 @@ pub fn measure(
     meter: &dyn Scorer,
     fluency: &Fluency,
 ) -> Result<Point> {
-    let grid = SampleGrid {
-        alphas: vec![alpha],
-        prompts: plan.prompts.clone(),
-        samples: plan.samples,
-        params: plan.params,
-    };
-    let mut params = plan.params;
-    params.token_info = fluency.needs_token_info();
-    if engine.alpha() != alpha {
-        engine.set_alpha(alpha)?;
+    let mut m = Measuring::new(plan, alpha, SAMPLE_BATCH);
+    loop {
+        if let Some(point) = m.step(engine, meter, fluency)? {
+            return Ok(point);
+        }
     }
-    let mut made = Vec::new();
-    for (prompt_index, prompt) in plan.prompts.iter().enumerate() {
-        let prompt_ids = engine.encode(prompt)?;
-        for first in (0..plan.samples).step_by(SAMPLE_BATCH) {
-            let seeds: Vec<u64> = (first..(first + SAMPLE_BATCH).min(plan.samples))
+}
+
+/// A point measured a batch at a time, so that a caller sharing the engine (the UI's engine
+/// thread) can run other work between batches. A row's result does not depend on its batch,
+/// so the point is the same whatever the batch size.
+pub struct Measuring {
+    plan: Plan,
+    alpha: Alpha,
+    batch: usize,
+    /// The next (prompt, first sample) to generate.
+    next: (usize, usize),
+    made: Vec<(usize, Vec<u32>, Vec<Generation>)>,
+}
+
+impl Measuring {
+    pub fn new(plan: &Plan, alpha: Alpha, batch: usize) -> Self {
+        Self {
+            plan: plan.clone(),
+            alpha,
+            batch: batch.max(1),
+            next: (0, 0),
+            made: Vec::new(),
+        }
+    }
+
+    pub fn alpha(&self) -> Alpha {
+        self.alpha
+    }
+
+    /// Generate the next batch (blending to α first where the engine moved); once every
+    /// sample is made, score them all and return the point.
+    pub fn step(
+        &mut self,
+        engine: &mut Engine,
+        meter: &dyn Scorer,
+        fluency: &Fluency,
+    ) -> Result<Option<Point>> {
+        let (prompt_index, first) = self.next;
+        if prompt_index < self.plan.prompts.len() && self.plan.samples > 0 {
+            let grid = SampleGrid {
+                alphas: vec![self.alpha],
+                prompts: self.plan.prompts.clone(),
+                samples: self.plan.samples,
+                params: self.plan.params,
+            };
+            let mut params = self.plan.params;
+            params.token_info = fluency.needs_token_info();
+            if engine.alpha() != self.alpha {
+                engine.set_alpha(self.alpha)?;
+            }
+            let prompt_ids = engine.encode(&self.plan.prompts[prompt_index])?;
+            let last = (first + self.batch).min(self.plan.samples);
+            let seeds: Vec<u64> = (first..last)
                 .map(|sample| {
                     let cell = Cell {
                         alpha_index: 0,
@@ -143,32 +186,96 @@ pub fn measure(
             let gens = engine
                 .generator()
                 .run_samples(&prompt_ids, &seeds, None, &params, &mut |_, _| {})
-                .with_context(|| format!("at α = {alpha}"))?;
-            made.push((prompt_index, prompt_ids.clone(), gens));
-        }
-    }
-    if let Some(judge) = fluency.judge_alpha().filter(|&j| engine.alpha() != j) {
-        engine.set_alpha(judge)?;
-    }
-    let mut point = Point {
-        alpha,
-        scores: vec![Vec::with_capacity(plan.samples); plan.prompts.len()],
-        perplexities: Vec::new(),
-    };
-    for (prompt_index, prompt_ids, gens) in made {
-        for g in gens {
-            let score = if g.token_ids.is_empty() {
-                None
+                .with_context(|| format!("at α = {}", self.alpha))?;
+            self.made.push((prompt_index, prompt_ids, gens));
+            self.next = if last == self.plan.samples {
+                (prompt_index + 1, 0)
             } else {
-                let (nll, n) = fluency.nll(engine, &prompt_ids, &g)?;
-                let p = perplexity(nll, n);
-                if n > 0 && p.is_finite() {
-                    point.perplexities.push(p);
-                }
-                Some(meter.score(&without_specials(&g.text))?)
+                (prompt_index, last)
             };
-            point.scores[prompt_index].push(score);
+            if self.next.0 < self.plan.prompts.len() {
+                return Ok(None);
+            }
+        }
+        if let Some(judge) = fluency.judge_alpha().filter(|&j| engine.alpha() != j) {
+            engine.set_alpha(judge)?;
+        }
+        let mut point = Point {
+            alpha: self.alpha,
+            scores: vec![Vec::with_capacity(self.plan.samples); self.plan.prompts.len()],
+            perplexities: Vec::new(),
+        };
+        for (prompt_index, prompt_ids, gens) in std::mem::take(&mut self.made) {
+            for g in gens {
+                let score = if g.token_ids.is_empty() {
+                    None
+                } else {
+                    let (nll, n) = fluency.nll(engine, &prompt_ids, &g)?;
+                    let p = perplexity(nll, n);
+                    if n > 0 && p.is_finite() {
+                        point.perplexities.push(p);
+                    }
+                    Some(meter.score(&without_specials(&g.text))?)
+                };
+                point.scores[prompt_index].push(score);
+            }
+        }
+        Ok(Some(point))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{DeviceChoice, LoadOptions, SamplingParams};
+    use crate::eval::Vader;
+
+    /// A point is the same measured in batches of 1, 3 or 16: rows do not depend on their
+    /// batch, and the scores land by prompt and sample whatever the order.
+    #[test]
+    fn a_point_does_not_depend_on_its_batches() {
+        let demo = |side: &str| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("assets/demo")
+                .join(side)
+                .display()
+                .to_string()
+        };
+        let opts = LoadOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        };
+        let mut engine = Engine::load(&demo("negative"), &demo("positive"), &opts).unwrap();
+        let plan = Plan {
+            prompts: vec!["The food".into(), "My friend said".into()],
+            samples: 5,
+            params: GenerationParams {
+                max_tokens: 16,
+                sampling: SamplingParams {
+                    temperature: 1.0,
+                    seed: 11,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        };
+        let fluency = Fluency::new(PplRef::Blend, &engine).unwrap();
+        let alpha = Alpha::new(0.4).unwrap();
+        let whole = measure(&mut engine, &plan, alpha, &Vader, &fluency).unwrap();
+        assert_eq!(whole.scores.iter().map(Vec::len).sum::<usize>(), 10);
+        for batch in [1, 3] {
+            let mut m = Measuring::new(&plan, alpha, batch);
+            let mut steps = 1;
+            let point = loop {
+                // Another job moves the engine between batches.
+                engine.set_alpha(Alpha::B).unwrap();
+                match m.step(&mut engine, &Vader, &fluency).unwrap() {
+                    Some(p) => break p,
+                    None => steps += 1,
+                }
+            };
+            assert_eq!(steps, 2 * 5usize.div_ceil(batch), "batch {batch}");
+            assert_eq!(point, whole, "batch {batch}");
         }
     }
-    Ok(point)
 }

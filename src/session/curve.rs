@@ -1,14 +1,18 @@
 //! The UI's quick attribute-vs-α curve, and its search for the α of a target: points measured
-//! by `eval::points` (VADER over the prompt's samples, common random numbers) one α per turn of
-//! the engine thread, so column jobs never wait long behind them.
+//! by `eval::points` (VADER over the prompt's samples, common random numbers) one batch of
+//! [`TURN_SAMPLES`] per turn of the engine thread, so column jobs never wait long behind them.
 
 use super::{Emit, EngineEvent};
 use crate::engine::{Alpha, AlphaRange, Engine, GenerationParams};
 use crate::eval::find::{Outcome, Search, Settings, Step};
-use crate::eval::points::{measure, Fluency, Plan};
+use crate::eval::points::{Fluency, Measuring, Plan};
 use crate::eval::stats::Estimate;
 use crate::eval::sweep::PplRef;
 use crate::eval::Vader;
+
+/// Samples generated per turn of the engine thread: a column job submitted meanwhile waits
+/// for one such batch at most.
+pub const TURN_SAMPLES: usize = 4;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurveJob {
@@ -24,6 +28,7 @@ pub(super) struct CurveState {
     alphas: Vec<Alpha>,
     plan: Plan,
     next_alpha: usize,
+    measuring: Option<Measuring>,
 }
 
 impl CurveState {
@@ -37,28 +42,40 @@ impl CurveState {
                 params: job.params,
             },
             next_alpha: 0,
+            measuring: None,
         }
     }
 
     pub(super) fn done(&self) -> bool {
-        self.next_alpha >= self.alphas.len()
+        self.next_alpha >= self.alphas.len() && self.measuring.is_none()
     }
 
-    /// Generate and score the next α's samples (at the re-blended weights, each row with its
-    /// sample's seed, as `sweep` does); emit that α's point with its interval.
+    /// Generate the next batch of the current α's samples (at the re-blended weights, each row
+    /// with its sample's seed, as `sweep` does); once they are all made, emit that α's point
+    /// with its interval.
     pub(super) fn step(&mut self, engine: &mut Engine, emit: &Emit) -> anyhow::Result<()> {
-        let alpha = self.alphas[self.next_alpha];
-        self.next_alpha += 1;
         if self.plan.samples == 0 {
+            self.next_alpha = self.alphas.len();
             return Ok(());
         }
+        let m = match self.measuring.as_mut() {
+            Some(m) => m,
+            None => {
+                let alpha = self.alphas[self.next_alpha];
+                self.next_alpha += 1;
+                self.measuring
+                    .insert(Measuring::new(&self.plan, alpha, TURN_SAMPLES))
+            }
+        };
         let fluency = Fluency::new(PplRef::Blend, engine)?;
-        let point = measure(engine, &self.plan, alpha, &Vader, &fluency)?;
-        emit(EngineEvent::CurvePoint {
-            id: self.id,
-            alpha,
-            vader: point.meter(),
-        });
+        if let Some(point) = m.step(engine, &Vader, &fluency)? {
+            self.measuring = None;
+            emit(EngineEvent::CurvePoint {
+                id: self.id,
+                alpha: point.alpha,
+                vader: point.meter(),
+            });
+        }
         Ok(())
     }
 }
@@ -95,6 +112,7 @@ pub(super) struct FindState {
     id: u64,
     plan: Plan,
     search: Search,
+    measuring: Option<Measuring>,
 }
 
 impl FindState {
@@ -109,6 +127,7 @@ impl FindState {
                 params: job.params,
             },
             search: Search::new(settings),
+            measuring: None,
         }
     }
 
@@ -116,43 +135,50 @@ impl FindState {
         self.id
     }
 
-    /// Measure one α, or report the outcome. Ok(true) once the search is over.
+    /// Measure one batch of the current point (reporting the point once it is whole), or
+    /// report the outcome. Ok(true) once the search is over.
     pub(super) fn step(&mut self, engine: &mut Engine, emit: &Emit) -> anyhow::Result<bool> {
         let id = self.id;
-        match self.search.next_step() {
-            Step::Measure(alpha) => {
-                let fluency = Fluency::new(PplRef::Blend, engine)?;
-                let point = measure(engine, &self.plan, alpha, &Vader, &fluency)?;
-                let vader = point.meter();
-                self.search.add(point);
-                emit(EngineEvent::Find {
-                    id,
-                    report: FindReport::Point {
-                        alpha,
-                        vader,
-                        bracket: self.search.bracket(),
-                    },
-                });
-                Ok(false)
-            }
-            Step::Done => {
-                let outcome = self.search.outcome().expect("done").clone();
-                let points = self.search.points();
-                let vader = points
-                    .iter()
-                    .find(|p| p.alpha == outcome.alpha)
-                    .map_or(crate::eval::stats::estimate(&[]), |p| p.meter());
-                emit(EngineEvent::Find {
-                    id,
-                    report: FindReport::Done {
-                        outcome,
-                        vader,
-                        points: points.len(),
-                    },
-                });
-                Ok(true)
+        if self.measuring.is_none() {
+            match self.search.next_step() {
+                Step::Measure(alpha) => {
+                    self.measuring = Some(Measuring::new(&self.plan, alpha, TURN_SAMPLES))
+                }
+                Step::Done => {
+                    let outcome = self.search.outcome().expect("done").clone();
+                    let points = self.search.points();
+                    let vader = points
+                        .iter()
+                        .find(|p| p.alpha == outcome.alpha)
+                        .map_or(crate::eval::stats::estimate(&[]), |p| p.meter());
+                    emit(EngineEvent::Find {
+                        id,
+                        report: FindReport::Done {
+                            outcome,
+                            vader,
+                            points: points.len(),
+                        },
+                    });
+                    return Ok(true);
+                }
             }
         }
+        let m = self.measuring.as_mut().expect("set above");
+        let fluency = Fluency::new(PplRef::Blend, engine)?;
+        if let Some(point) = m.step(engine, &Vader, &fluency)? {
+            self.measuring = None;
+            let (alpha, vader) = (point.alpha, point.meter());
+            self.search.add(point);
+            emit(EngineEvent::Find {
+                id,
+                report: FindReport::Point {
+                    alpha,
+                    vader,
+                    bracket: self.search.bracket(),
+                },
+            });
+        }
+        Ok(false)
     }
 }
 

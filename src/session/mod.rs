@@ -577,7 +577,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                 dirty = true;
             }
         } else if let Some(f) = find.as_mut() {
-            // One point per turn, like the curve; the user is waiting on it, so it goes first.
+            // One batch of a point per turn, like the curve; the user waits on it: it goes first.
             let id = f.id();
             match contained(|| f.step(&mut engine, emit)) {
                 Ok(Ok(false)) => {}
@@ -599,7 +599,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                 }
             }
         } else if let Some(c) = curve.as_mut() {
-            // One sample per turn, so a column job submitted meanwhile waits one sample at most.
+            // One batch of a point per turn, so a column job submitted meanwhile waits that long.
             match contained(|| (c.step(&mut engine, emit), c.done())) {
                 Ok((stepped, done)) => {
                     if stepped.is_err() || done {
