@@ -5,7 +5,7 @@
 //! falls back to the line there, and so must we.
 
 use lerpscope::engine::{
-    DeviceChoice, Engine, GenerationParams, LoadOptions, Method, SamplingParams,
+    Alpha, DeviceChoice, Engine, GenerationParams, LoadOptions, Method, SamplingParams,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -209,5 +209,35 @@ fn slerps_limits_get_one_line() {
     assert!(
         !out.status.success() && err.contains("--method slerp: interpolates two full models"),
         "{err}"
+    );
+}
+
+/// The α-scrub works on the slerp path too: a re-blend and a pass per α, each point p(token)
+/// from that α's own logits.
+#[test]
+fn the_scrub_re_blends_per_alpha_with_slerp() {
+    let mut slerp = load(Method::Slerp);
+    let prefix = slerp.encode("The movie was").unwrap();
+    let token = 7;
+    let alphas: Vec<Alpha> = [0.0, 0.25, 0.8, 1.3]
+        .iter()
+        .map(|&a| Alpha::new(a).unwrap())
+        .collect();
+    let got = slerp.scrub_any(&prefix, token, &alphas).unwrap();
+    for (&alpha, &p) in alphas.iter().zip(&got) {
+        slerp.set_alpha(alpha).unwrap();
+        let l = slerp.logits(&prefix).unwrap();
+        let max = l.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let z: f64 = l.iter().map(|&x| ((x - max) as f64).exp()).sum();
+        let want = (((l[token as usize] - max) as f64).exp() / z) as f32;
+        assert_eq!(p, want, "α {alpha}");
+    }
+    assert!(got.windows(2).any(|w| w[0] != w[1]), "{got:?}");
+    // On the line it is the batched scrub, as before.
+    let line = load(Method::Linear);
+    let mut line_mut = load(Method::Linear);
+    assert_eq!(
+        line_mut.scrub_any(&prefix, token, &alphas).unwrap(),
+        line.scrub(&prefix, token, &alphas).unwrap()
     );
 }

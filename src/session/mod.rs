@@ -551,7 +551,7 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
         // line, and the weights are re-blended before the next.
         if let Some(s) = scrub.as_mut() {
             let id = s.id();
-            match contained(|| s.step(&engine, emit, &mut scrub_cost)) {
+            match contained(|| s.step(&mut engine, emit, &mut scrub_cost)) {
                 Ok(false) => {}
                 Ok(true) => scrub = None,
                 Err(error) => {

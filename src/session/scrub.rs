@@ -1,5 +1,6 @@
 //! The α-scrub behind the token cursor: p(token | its prefix) across the slider's range, from
-//! the batched mode (one forward pass over the prefix, one row per α). Coarse points come
+//! the batched mode (one forward pass over the prefix, one row per α; with slerp, whose rows
+//! cannot share a batch, a re-blend and a pass per α). Coarse points come
 //! first so a slow model shows the curve's shape at once; the rest fill it in.
 
 use super::{Emit, EngineEvent};
@@ -94,7 +95,7 @@ impl ScrubState {
     }
 
     /// Run the next pass and emit its points; true when the scrub is over.
-    pub(super) fn step(&mut self, engine: &Engine, emit: &Emit, cost: &mut ScrubCost) -> bool {
+    pub(super) fn step(&mut self, engine: &mut Engine, emit: &Emit, cost: &mut ScrubCost) -> bool {
         let prompt = match &self.job.prompt {
             Some(p) => engine.encode(p),
             None => Ok(Vec::new()),
@@ -114,7 +115,7 @@ impl ScrubState {
             };
             let alphas: Vec<Alpha> = pass.iter().map(|&i| self.job.alphas[i]).collect();
             let t = std::time::Instant::now();
-            let p = engine.scrub(&prefix, self.job.token, &alphas)?;
+            let p = engine.scrub_any(&prefix, self.job.token, &alphas)?;
             cost.record(alphas.len(), prefix.len(), t.elapsed());
             Ok(Some(alphas.into_iter().zip(p).collect()))
         });

@@ -626,14 +626,24 @@ impl Engine {
             );
         }
         let rows = self.logits_columns(prefix, alphas)?;
-        rows.iter()
-            .map(|l| {
-                let at = *l
-                    .get(token as usize)
-                    .ok_or_else(|| err!(Invalid, "token id {token} is outside the vocabulary"))?;
-                let max = l.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let z: f64 = l.iter().map(|&x| ((x - max) as f64).exp()).sum();
-                Ok((((at - max) as f64).exp() / z) as f32)
+        rows.iter().map(|l| probability(l, token)).collect()
+    }
+
+    /// The α-scrub on any path: one batched pass on the line; with another method (whose
+    /// rows cannot share a batch) the weights re-blended to each α in turn, the prefix run at
+    /// each. The engine is left at the last α.
+    pub fn scrub_any(&mut self, prefix: &[u32], token: u32, alphas: &[Alpha]) -> Result<Vec<f32>> {
+        if self.method() == Method::Linear {
+            return self.scrub(prefix, token, alphas);
+        }
+        if prefix.is_empty() || prefix.len() >= self.text.max_positions {
+            return self.scrub(prefix, token, alphas); // the same refusal
+        }
+        alphas
+            .iter()
+            .map(|&alpha| {
+                self.set_alpha(alpha)?;
+                probability(&self.logits(prefix)?, token)
             })
             .collect()
     }
@@ -768,6 +778,16 @@ impl Engine {
     pub fn generator(&self) -> Generator<'_> {
         self.text.generator(&self.model)
     }
+}
+
+/// p(token) from a row of logits (softmax in f64).
+fn probability(logits: &[f32], token: u32) -> Result<f32> {
+    let at = *logits
+        .get(token as usize)
+        .ok_or_else(|| err!(Invalid, "token id {token} is outside the vocabulary"))?;
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let z: f64 = logits.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    Ok((((at - max) as f64).exp() / z) as f32)
 }
 
 fn weights_vb<'a>(
