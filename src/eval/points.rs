@@ -234,18 +234,12 @@ mod tests {
     /// batch, and the scores land by prompt and sample whatever the order.
     #[test]
     fn a_point_does_not_depend_on_its_batches() {
-        let demo = |side: &str| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("assets/demo")
-                .join(side)
-                .display()
-                .to_string()
-        };
+        let (a, b) = crate::cli::demo_pair();
         let opts = LoadOptions {
             device: DeviceChoice::Cpu,
             ..Default::default()
         };
-        let mut engine = Engine::load(&demo("negative"), &demo("positive"), &opts).unwrap();
+        let mut engine = Engine::load(&a, &b, &opts).unwrap();
         let plan = Plan {
             prompts: vec!["The food".into(), "My friend said".into()],
             samples: 5,

@@ -195,18 +195,12 @@ mod tests {
     #[test]
     fn each_point_is_the_mean_of_its_samples_generated_alone() {
         // The demo pair writes words VADER knows, so the means are not all zero.
-        let demo = |side: &str| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("assets/demo")
-                .join(side)
-                .display()
-                .to_string()
-        };
+        let (a, b) = crate::cli::demo_pair();
         let opts = LoadOptions {
             device: DeviceChoice::Cpu,
             ..Default::default()
         };
-        let mut engine = Engine::load(&demo("negative"), &demo("positive"), &opts).unwrap();
+        let mut engine = Engine::load(&a, &b, &opts).unwrap();
         let job = CurveJob {
             id: 7,
             alphas: [0.0, 0.5, 1.5].map(|a| Alpha::new(a).unwrap()).to_vec(),

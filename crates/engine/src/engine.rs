@@ -250,7 +250,7 @@ impl Engine {
         pair::validate(&ca, &cb)?;
         let names = pair::blended_names(&ca);
         let dtype = held_dtype(opts.dtype, &ca, &names, &device);
-        let layout_bytes = crate::weights::full::FlatLayout::new(
+        let layout_bytes = crate::weights::flat::FlatLayout::new(
             names
                 .iter()
                 .map(|n| (n.clone(), ca.weights.tensors[n].shape.clone())),

@@ -5,67 +5,13 @@
 use crate::error::{bail, Context, Result};
 use crate::formats::checkpoint::Checkpoint;
 use crate::weights::blend::{self, Element};
+pub use crate::weights::flat::{FlatLayout, Slot};
 use crate::weights::slerp;
 use crate::Alpha;
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-/// Where one tensor sits inside the flat buffers.
-#[derive(Debug, Clone)]
-pub struct Slot {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub offset: usize,
-    pub len: usize,
-}
-
-/// Offsets (in elements) of every tensor, each aligned to 16 bytes.
-#[derive(Debug, Clone)]
-pub struct FlatLayout {
-    pub slots: Vec<Slot>,
-    pub total: usize,
-}
-
-impl FlatLayout {
-    pub fn new(tensors: impl IntoIterator<Item = (String, Vec<usize>)>, dtype: DType) -> Self {
-        let align = (16 / dtype.size_in_bytes()).max(1);
-        let mut total = 0;
-        let slots = tensors
-            .into_iter()
-            .map(|(name, shape)| {
-                let len: usize = shape.iter().product();
-                let slot = Slot {
-                    name,
-                    shape,
-                    offset: total,
-                    len,
-                };
-                total += len.div_ceil(align) * align;
-                slot
-            })
-            .collect();
-        Self { slots, total }
-    }
-
-    /// Views of `flat` for every slot, by tensor name. They share `flat`'s storage.
-    pub fn views(&self, flat: &Tensor) -> Result<HashMap<String, Tensor>> {
-        self.slots
-            .iter()
-            .map(|s| {
-                let v = flat
-                    .narrow(0, s.offset, s.len)?
-                    .reshape(s.shape.as_slice())?;
-                Ok((s.name.clone(), v))
-            })
-            .collect()
-    }
-
-    pub fn params(&self) -> usize {
-        self.slots.iter().map(|s| s.len).sum()
-    }
-}
 
 /// Which of the three buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod blend;
 pub mod few_rows;
+pub mod flat;
 pub mod full;
 pub mod lowrank;
 pub mod slerp;

@@ -8,7 +8,7 @@
 
 use crate::error::{bail, Result};
 use crate::weights::blend::Element;
-use crate::weights::full::FlatLayout;
+use crate::weights::flat::FlatLayout;
 use candle_core::{CpuStorage, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
