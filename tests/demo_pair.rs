@@ -50,6 +50,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
             ppl_ref: PplRef::Blend,
             classifier: None,
             method: Default::default(),
+            layers: None,
             alpha_mode: Default::default(),
         },
         mode: lerpscope::engine::ColumnsMode::Auto,

@@ -163,6 +163,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
             ppl_ref: PplRef::A,
             classifier: None,
             method: Default::default(),
+            layers: None,
             alpha_mode: Default::default(),
         },
         mode: ColumnsMode::Auto,

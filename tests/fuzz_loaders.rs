@@ -522,6 +522,7 @@ impl Corpus {
             ppl_ref: lerpscope::eval::sweep::PplRef::Blend,
             classifier: Some(("c".into(), "positive".into())),
             method: Default::default(),
+            layers: None,
             alpha_mode: lerpscope::eval::sweep::AlphaMode::Batched,
         };
         let record = |i: usize| {

@@ -40,6 +40,7 @@ fn app() -> (App, Vec<(ColumnId, Job)>) {
             gpu_memory: None,
             chat_template: false,
             method: Default::default(),
+            layers: None,
         })))
         .into_iter()
         .filter_map(|e| match e {

@@ -47,6 +47,7 @@ fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
         gpu_memory: None,
         chat_template: false,
         method: Default::default(),
+        layers: None,
     })))
     .into_iter()
     .filter_map(|e| match e {
@@ -295,6 +296,7 @@ fn the_header_names_a_method_other_than_the_line() {
         gpu_memory: None,
         chat_template: false,
         method: lerpscope::engine::Method::Slerp,
+        layers: None,
     })));
     let screen = render(&a, 120, 20);
     let header = screen.lines().next().unwrap();

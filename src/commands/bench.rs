@@ -12,24 +12,27 @@ use std::time::{Duration, Instant};
 
 pub fn blend(args: BenchBlendArgs) -> Result<()> {
     let opts = args.load.options()?;
-    // Keep the engine alive (when loaded) so its buffers stay valid.
-    let engine;
+    // Keep the engine alive (when loaded) so its buffers stay valid; off the line (slerp, α
+    // per layer) its own pass is timed, through `set_alpha`.
+    let mut engine: Option<Engine> = None;
     let pair = match crate::cli::shape_endpoints(args.shape, args.lora_rank)? {
         Some((a, b, _)) => Some((a, b)),
         None => args.a.clone().zip(args.b.clone()),
     };
     let (working, a, b, source) = match &pair {
         Some((pa, pb)) => {
-            engine = Engine::load(pa, pb, &opts)?;
-            let Some(w) = engine.weights().full() else {
-                return merge(engine, args);
+            let e = Engine::load(pa, pb, &opts)?;
+            let Some(w) = e.weights().full() else {
+                return merge(e, args);
             };
-            (
+            let buffers = (
                 w.buffer(Buffer::Working).clone(),
                 w.buffer(Buffer::A).clone(),
                 w.buffer(Buffer::B).clone(),
-                format!("{} ↔ {}", pa, pb),
-            )
+                e.info.description.clone(),
+            );
+            engine = Some(e);
+            buffers
         }
         None => {
             let device = opts.device.open()?;
@@ -54,12 +57,19 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
     let iters = args.iters.max(1);
     let mut blend_t = Vec::with_capacity(iters);
     let mut copy_t = Vec::with_capacity(iters);
+    let mut path = engine.as_mut().filter(|e| !e.on_line());
+    let mut blend_at = |alpha: f32| -> Result<Duration> {
+        match path.as_mut() {
+            Some(e) => Ok(e.set_alpha(alpha as f64)?),
+            None => time(&device, || blend_tensor(&working, &a, &b, alpha)),
+        }
+    };
     // Warm up both (page faults, GPU module load), then alternate.
-    blend_tensor(&working, &a, &b, 0.25)?;
+    blend_at(0.25)?;
     copy_tensor(&working, &a)?;
     for i in 0..iters {
         let alpha = if i % 2 == 0 { 0.3 } else { 0.7 };
-        blend_t.push(time(&device, || blend_tensor(&working, &a, &b, alpha))?);
+        blend_t.push(blend_at(alpha)?);
         copy_t.push(time(&device, || copy_tensor(&working, &a))?);
     }
     let (tb, tc) = (median(&mut blend_t), median(&mut copy_t));

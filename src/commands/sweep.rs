@@ -45,6 +45,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         ppl_ref: args.ppl_ref.parse()?,
         classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
         method: args.pair.options()?.method,
+        layers: args.pair.options()?.layers.map(|l| l.spec()),
         alpha_mode: Default::default(),
     };
     let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;

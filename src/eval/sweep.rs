@@ -55,6 +55,9 @@ pub struct SweepConfig {
     /// How the weights move with α (sweeps written before this was recorded were linear).
     #[serde(default)]
     pub method: crate::engine::Method,
+    /// With α per layer: its rules (`--layer-alphas` syntax), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<String>,
     /// How the alphas were generated. [`Sweep::run`] settles it when the sweep starts (from
     /// [`Sweep::mode`]) and keeps it for every resume; what a caller puts here is replaced.
     #[serde(default)]
@@ -342,10 +345,13 @@ impl Sweep {
         let c = &self.config;
         let group = c.samples.min(SAMPLE_BATCH);
         if let Some(mode) = AlphaMode::asked(self.mode) {
-            if mode == AlphaMode::Batched && engine.method() != crate::engine::Method::Linear {
+            if mode == AlphaMode::Batched && !engine.on_line() {
+                let path = match engine.method() {
+                    crate::engine::Method::Linear => "α per layer".to_string(),
+                    m => format!("--method {}", m.name()),
+                };
                 bail!(
-                    "--alpha-mode batched: rows at several alphas in one batch follow the line only, not --method {}; use --alpha-mode reblend",
-                    engine.method().name()
+                    "--alpha-mode batched: rows at several alphas in one batch follow the line only, not {path}; use --alpha-mode reblend"
                 );
             }
             return Ok(mode);

@@ -15,6 +15,7 @@ use crate::model::param::Mix;
 use crate::model::Model;
 use crate::weights::adapters::AdapterWeights;
 use crate::weights::full::{BlendedWeights, Buffer};
+use crate::weights::layers::LayerAlphas;
 use crate::weights::slerp::Method;
 use crate::weights::Weights;
 use candle_core::{DType, Device, Tensor};
@@ -129,6 +130,8 @@ pub struct LoadOptions {
     pub chat_template: bool,
     /// How the weights move with α: the line, or slerp (two full models, on the CPU).
     pub method: Method,
+    /// Each tensor at α times a factor of its own (two full models, on the CPU).
+    pub layers: Option<LayerAlphas>,
 }
 
 impl Default for LoadOptions {
@@ -141,6 +144,7 @@ impl Default for LoadOptions {
             tokenizer: None,
             chat_template: true,
             method: Method::Linear,
+            layers: None,
         }
     }
 }
@@ -180,6 +184,9 @@ pub struct PairInfo {
     /// How the weights move with α.
     #[serde(default)]
     pub method: Method,
+    /// With α per layer: its rules (`--layer-alphas` syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<String>,
 }
 
 /// Where a pair came from, for exports: the model whose config and tokenizer files describe the
@@ -204,6 +211,8 @@ pub struct Engine {
     step_times: std::collections::HashMap<(usize, bool), Duration>,
     columns_mode: ColumnsMode,
     text: TextSpec,
+    /// With α per layer: the rules each tensor's factor came from.
+    layers: Option<LayerAlphas>,
 }
 
 impl Engine {
@@ -261,6 +270,9 @@ impl Engine {
         check_fits(&device, &ca.config, layout_bytes as u64, dtype)?;
         let mut weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
         weights.use_method(opts.method)?;
+        if let Some(layers) = &opts.layers {
+            weights.use_layers(layers, ca.config.layers())?;
+        }
         let model = build_model(&ca, &weights, Buffer::Working, &device)
             .with_context(|| format!("{}: cannot build the model", ca.files.config.display()))?;
         let pair_model = Model::load_pair(
@@ -272,9 +284,9 @@ impl Engine {
         if opts.chat_template {
             text.chat = crate::generate::chat::ChatTemplate::of(&ca.files.tokenizer);
         }
-        let description = match opts.method {
-            Method::Linear => format!("{} ↔ {}", ca.label(), cb.label()),
-            m => format!("{} ↔ {} ({})", ca.label(), cb.label(), m.name()),
+        let description = match path_note(opts.method, opts.layers.as_ref()) {
+            None => format!("{} ↔ {}", ca.label(), cb.label()),
+            Some(note) => format!("{} ↔ {} ({note})", ca.label(), cb.label()),
         };
         let files = |c: &Checkpoint| {
             let mut f = vec![c.files.config.clone()];
@@ -289,7 +301,7 @@ impl Engine {
                 ("b".into(), cb.label().to_string(), files(&cb)),
             ],
         };
-        Ok(Self::assemble(
+        let mut engine = Self::assemble(
             origin,
             &ca,
             (ca.label().to_string(), cb.label().to_string(), description),
@@ -297,7 +309,10 @@ impl Engine {
             (model, pair_model),
             text,
             &device,
-        ))
+        );
+        engine.info.layers = opts.layers.as_ref().map(|l| l.spec());
+        engine.layers = opts.layers.clone();
+        Ok(engine)
     }
 
     /// Two adapters (or `base` and an adapter) on one base.
@@ -307,6 +322,13 @@ impl Engine {
                 Unsupported,
                 "--method {}: interpolates two full models; over adapters only the line (linear) is built",
                 opts.method.name()
+            );
+        }
+        if let Some(layers) = &opts.layers {
+            bail!(
+                Unsupported,
+                "{}: α per layer blends two full models; over adapters only one α for every tensor is built",
+                layers.source()
             );
         }
         let side = |e: Endpoint,
@@ -427,6 +449,7 @@ impl Engine {
             gpu_memory: device_memory(device).map(|(free, total)| (total - free, total)),
             chat_template: text.chat.is_some(),
             method: weights.full().map_or(Method::Linear, |w| w.method()),
+            layers: None,
         };
         Self {
             info,
@@ -436,6 +459,7 @@ impl Engine {
             model,
             pair_model,
             step_times: Default::default(),
+            layers: None,
             columns_mode: ColumnsMode::Auto,
             text,
         }
@@ -467,6 +491,17 @@ impl Engine {
     /// How the weights move with α.
     pub fn method(&self) -> Method {
         self.weights.full().map_or(Method::Linear, |w| w.method())
+    }
+
+    /// With α per layer: its rules.
+    pub fn layer_alphas(&self) -> Option<&LayerAlphas> {
+        self.layers.as_ref()
+    }
+
+    /// Whether every tensor moves along the line by the same α, which rows at several alphas
+    /// in one batch assume (neither slerp nor α per layer does).
+    pub fn on_line(&self) -> bool {
+        self.weights.full().is_none_or(|w| w.on_line())
     }
 
     /// Whether the endpoints are adapters on one base.
@@ -633,7 +668,7 @@ impl Engine {
     /// rows cannot share a batch) the weights re-blended to each α in turn, the prefix run at
     /// each. The engine is left at the last α.
     pub fn scrub_any(&mut self, prefix: &[u32], token: u32, alphas: &[Alpha]) -> Result<Vec<f32>> {
-        if self.method() == Method::Linear {
+        if self.on_line() {
             return self.scrub(prefix, token, alphas);
         }
         if prefix.is_empty() || prefix.len() >= self.text.max_positions {
@@ -654,7 +689,7 @@ impl Engine {
     /// the factored path needs no merge at all, which can beat merging and decoding.
     pub fn prefer_batch(&mut self, k: usize, tokens: usize) -> Result<bool> {
         let fewest = if self.is_adapter_pair() { 1 } else { 2 };
-        if self.method() != Method::Linear {
+        if !self.on_line() {
             return Ok(false);
         }
         match self.columns_mode {
@@ -676,7 +711,7 @@ impl Engine {
     /// times measured on this machine and model the first time each size is asked about.
     /// (A sweep re-blends once per α for all its prompts, so blends do not count here.)
     pub fn alphas_together_faster(&mut self, alphas: usize, rows: usize) -> Result<bool> {
-        if alphas < 2 || rows == 0 || self.method() != Method::Linear {
+        if alphas < 2 || rows == 0 || !self.on_line() {
             return Ok(false);
         }
         let apart = alphas as f64 * self.step_time(rows, false)?.as_secs_f64();
@@ -757,11 +792,12 @@ impl Engine {
 
     /// The per-row interpolation weights for a batch at `alphas`.
     pub fn mix(&self, alphas: &[impl IntoAlpha]) -> Result<Mix> {
-        if self.method() != Method::Linear {
+        if !self.on_line() {
             bail!(
                 Unsupported,
-                "--method {}: rows at several alphas in one batch follow the line only; each α is re-blended instead (--alpha-mode reblend)",
-                self.method().name()
+                "{}: rows at several alphas in one batch follow the line only; each α is re-blended instead (--alpha-mode reblend)",
+                path_note(self.method(), None)
+                    .map_or("α per layer".to_string(), |m| format!("--method {m}"))
             );
         }
         Ok(Mix::new(&alphas_of(alphas)?, self.device())?)
@@ -781,6 +817,19 @@ impl Engine {
 }
 
 /// p(token) from a row of logits (softmax in f64).
+/// What the header adds after "A ↔ B" for a path other than the line: the method, the
+/// layers' rules.
+fn path_note(method: Method, layers: Option<&LayerAlphas>) -> Option<String> {
+    let mut parts = Vec::new();
+    if method != Method::Linear {
+        parts.push(method.name().to_string());
+    }
+    if let Some(l) = layers {
+        parts.push(format!("α per layer {}", l.spec()));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 fn probability(logits: &[f32], token: u32) -> Result<f32> {
     let at = *logits
         .get(token as usize)

@@ -33,6 +33,7 @@ pub use engine::{
 pub use error::{Error, ErrorKind, Result};
 pub use formats::checkpoint::{Checkpoint, TensorFiles};
 pub use formats::config::{DecoderConfig, Family, ModelConfig, TokenIds};
+pub use formats::mergekit::MergeRecipe;
 pub use generate::sampling::{argmax, Sampler, SamplingParams};
 pub use generate::token_info::{Alternative, TokenInfo};
 pub use generate::{
@@ -42,6 +43,7 @@ pub use memory::{check_host_memory, device_memory, device_name, memory_fit};
 pub use model::{fused_requested, Kernels, Model};
 pub use threads::{on_pool, pin_thread_count};
 pub use weights::full::Buffer;
+pub use weights::layers::{LayerAlphas, Rule as LayerRule};
 pub use weights::slerp::Method;
 
 /// Where an endpoint's files come from: local folders, Hub ids, the hf-hub cache.
@@ -70,6 +72,7 @@ pub mod kernels {
     pub use crate::weights::few_rows;
     pub use crate::weights::lowrank;
     pub use crate::weights::slerp;
+    pub use crate::weights::table;
 }
 
 /// The parts of a model's forward pass that training composes.

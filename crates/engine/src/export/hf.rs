@@ -104,6 +104,12 @@ pub(super) fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64))
         write_point(&p)?;
         io(std::fs::write(&p, serde_json::to_string_pretty(&g)?), &p)?;
     }
+    // How to make the same model with mergekit.
+    if let Some(yaml) = snap.recipe.mergekit_yaml() {
+        let p = dir.join("mergekit_config.yml");
+        write_point(&p)?;
+        io(std::fs::write(&p, yaml), &p)?;
+    }
     // The weights, sharded as transformers shards them.
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
     let mut size = 0;

@@ -37,9 +37,34 @@ pub struct Recipe {
     pub sources: Vec<(String, String, String)>,
     pub dtype: DType,
     pub method: crate::Method,
+    /// With α per layer: each tensor at α times its factor from these rules.
+    pub layers: Option<crate::LayerAlphas>,
 }
 
 impl Recipe {
+    /// The recipe as a mergekit config (`mergekit_config.yml`, the name mergekit gives its
+    /// own), for two full models; None for adapters and where mergekit has no config for it.
+    pub fn mergekit_yaml(&self) -> Option<String> {
+        let source = |role: &str| {
+            self.sources
+                .iter()
+                .find(|s| s.0 == role)
+                .map(|s| s.1.as_str())
+        };
+        // mergekit merges full models in Hugging Face folders (or Hub ids) only.
+        if source("base").is_some() || self.sources.iter().any(|s| s.1.ends_with(".gguf")) {
+            return None;
+        }
+        crate::formats::mergekit::to_yaml(
+            source("a")?,
+            source("b")?,
+            self.method,
+            self.layers.as_ref(),
+            self.alpha.value(),
+            self.dtype,
+        )
+    }
+
     /// The recipe as string pairs, for safetensors' `__metadata__` and GGUF's keys.
     pub fn entries(&self) -> Vec<(String, String)> {
         let mut e = vec![
@@ -62,6 +87,10 @@ impl Recipe {
                 "lerpscope.method".to_string(),
                 self.method.name().to_string(),
             ));
+        }
+        if let Some(l) = &self.layers {
+            // Each tensor's α is the exported α times its factor from these rules.
+            e.push(("lerpscope.layer_alphas".to_string(), l.spec()));
         }
         for (role, spec, sha) in &self.sources {
             e.push((format!("lerpscope.{role}"), spec.clone()));
@@ -165,6 +194,7 @@ impl Engine {
                 sources,
                 dtype,
                 method: self.method(),
+                layers: self.layer_alphas().cloned(),
             },
         })
     }

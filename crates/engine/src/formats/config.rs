@@ -275,12 +275,17 @@ impl Gpt2Config {
 }
 
 impl ModelConfig {
-    /// Sizes that make a model at all (from any source of configs).
-    pub(crate) fn check_values(&self) -> Result<()> {
-        let layers = match self {
+    /// How many decoder layers the model has.
+    pub fn layers(&self) -> usize {
+        match self {
             ModelConfig::Decoder(c) => c.num_hidden_layers,
             ModelConfig::Gpt2(c) => c.n_layer,
-        };
+        }
+    }
+
+    /// Sizes that make a model at all (from any source of configs).
+    pub(crate) fn check_values(&self) -> Result<()> {
+        let layers = self.layers();
         // Per-layer tables are sized by it before any tensor is read.
         if layers > MAX_LAYERS {
             bail!(

@@ -10,6 +10,7 @@ pub mod files;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod layout;
+pub mod mergekit;
 pub mod pair;
 pub mod source;
 pub mod tokenizer;

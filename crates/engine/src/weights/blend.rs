@@ -77,6 +77,13 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
     fn from_f32(x: f32) -> Self;
     fn blend_chunk(w: &mut [Self], a: &[Self], b: &[Self], alpha: f32);
+    /// ca·a + cb·b element by element in f32 (two products and a sum, never fused): a blend
+    /// table's pair rows (slerp). The plain loop vectorises for f32.
+    fn combine_chunk(w: &mut [Self], a: &[Self], b: &[Self], ca: f32, cb: f32) {
+        for ((w, &a), &b) in w.iter_mut().zip(a).zip(b) {
+            *w = Self::from_f32(ca * a.to_f32() + cb * b.to_f32());
+        }
+    }
     /// The slice as f32, when the element type is f32 (for kernels with an f32 fast path).
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
         None
@@ -159,6 +166,30 @@ macro_rules! half_element {
                     }
                 }
             }
+            /// Sixteen at a time as the blend (AVX2/F16C), else through f32 tiles.
+            fn combine_chunk(w: &mut [$t], a: &[$t], b: &[$t], ca: f32, cb: f32) {
+                // SAFETY: as the blend's.
+                #[cfg(simd_kernels)]
+                unsafe {
+                    <$t as simd::HalfSimd>::combine(w, a, b, ca, cb)
+                };
+                #[cfg(not(simd_kernels))]
+                {
+                    use half::slice::HalfFloatSliceExt;
+                    const TILE: usize = 512;
+                    let mut fa = [0f32; TILE];
+                    let mut fb = [0f32; TILE];
+                    for ((w, a), b) in w.chunks_mut(TILE).zip(a.chunks(TILE)).zip(b.chunks(TILE)) {
+                        let n = w.len();
+                        a.convert_to_f32_slice(&mut fa[..n]);
+                        b.convert_to_f32_slice(&mut fb[..n]);
+                        for (x, &y) in fa[..n].iter_mut().zip(&fb[..n]) {
+                            *x = ca * *x + cb * y;
+                        }
+                        w.convert_from_f32_slice(&fa[..n]);
+                    }
+                }
+            }
         }
     };
 }
@@ -186,12 +217,64 @@ mod simd {
     /// The half-precision blends: elements widened to f32, blended with the same
     /// multiply-then-add as the reference, rounded back to nearest-even, sixteen at a time.
     pub trait HalfSimd: Sized + Copy {
-        /// Sixteen blended elements from `a` and `b` (`k` is α below ½, else 1 − α).
+        /// Sixteen elements of `a` and `b` widened to f32, `f` applied eight lanes at a time,
+        /// rounded back to nearest-even.
         ///
         /// # Safety
         /// The CPU must support AVX2 and F16C; both pointers valid for sixteen reads.
-        unsafe fn blend16(a: *const Self, b: *const Self, low: bool, k: __m256) -> __m256i;
+        unsafe fn map16(
+            a: *const Self,
+            b: *const Self,
+            f: impl Fn(__m256, __m256) -> __m256,
+        ) -> __m256i;
         fn scalar(w: &mut Self, a: Self, b: Self, alpha: f32);
+        fn from_f32(x: f32) -> Self;
+        fn to_f32(self) -> f32;
+
+        /// Sixteen blended elements from `a` and `b` (`k` is α below ½, else 1 − α).
+        ///
+        /// # Safety
+        /// As [`HalfSimd::map16`].
+        #[inline(always)]
+        unsafe fn blend16(a: *const Self, b: *const Self, low: bool, k: __m256) -> __m256i {
+            Self::map16(a, b, |va, vb| lerp8(va, vb, low, k))
+        }
+
+        /// ca·a + cb·b (multiply, multiply, add: the reference's arithmetic), streamed like
+        /// the blend.
+        #[target_feature(enable = "avx2,f16c")]
+        unsafe fn combine(w: &mut [Self], a: &[Self], b: &[Self], ca: f32, cb: f32) {
+            let n = w.len();
+            let scalar = |w: &mut Self, a: Self, b: Self| {
+                *w = Self::from_f32(ca * a.to_f32() + cb * b.to_f32());
+            };
+            let misalign = (w.as_ptr() as usize) % 32;
+            let head = if misalign == 0 {
+                0
+            } else {
+                ((32 - misalign) / 2).min(n)
+            };
+            for j in 0..head {
+                scalar(&mut w[j], a[j], b[j]);
+            }
+            let body = head + (n - head) / 16 * 16;
+            let (vca, vcb) = (_mm256_set1_ps(ca), _mm256_set1_ps(cb));
+            let (wp, ap, bp) = (w.as_mut_ptr(), a.as_ptr(), b.as_ptr());
+            let mut i = head;
+            while i < body {
+                _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(i + 2048) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(i + 2048) as *const i8);
+                let r = Self::map16(ap.add(i), bp.add(i), |va, vb| {
+                    _mm256_add_ps(_mm256_mul_ps(vca, va), _mm256_mul_ps(vcb, vb))
+                });
+                _mm256_stream_si256(wp.add(i) as *mut __m256i, r);
+                i += 16;
+            }
+            _mm_sfence();
+            for j in body..n {
+                scalar(&mut w[j], a[j], b[j]);
+            }
+        }
 
         /// Like the f32 blend, written with non-temporal stores: the working buffer is not
         /// read again before the next forward pass, and skipping the read-for-ownership saves
@@ -249,16 +332,26 @@ mod simd {
 
     impl HalfSimd for half::f16 {
         #[inline(always)]
-        unsafe fn blend16(a: *const Self, b: *const Self, low: bool, k: __m256) -> __m256i {
+        unsafe fn map16(
+            a: *const Self,
+            b: *const Self,
+            f: impl Fn(__m256, __m256) -> __m256,
+        ) -> __m256i {
             let half = |i: usize| {
                 let va = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i) as *const __m128i));
                 let vb = _mm256_cvtph_ps(_mm_loadu_si128(b.add(i) as *const __m128i));
-                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(lerp8(va, vb, low, k))
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(f(va, vb))
             };
             _mm256_set_m128i(half(8), half(0))
         }
         fn scalar(w: &mut Self, a: Self, b: Self, alpha: f32) {
             *w = half::f16::from_f32(scalar_f32(a.to_f32(), b.to_f32(), alpha));
+        }
+        fn from_f32(x: f32) -> Self {
+            half::f16::from_f32(x)
+        }
+        fn to_f32(self) -> f32 {
+            half::f16::to_f32(self)
         }
     }
 
@@ -273,7 +366,11 @@ mod simd {
         /// whose low bits are zero, or from ∞ − ∞, whose default NaN has them zero too; the
         /// arithmetic already made it quiet), so the bias cannot carry out of the mantissa.
         #[inline(always)]
-        unsafe fn blend16(a: *const Self, b: *const Self, low: bool, k: __m256) -> __m256i {
+        unsafe fn map16(
+            a: *const Self,
+            b: *const Self,
+            f: impl Fn(__m256, __m256) -> __m256,
+        ) -> __m256i {
             let top = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
             let (pa, pb) = (
                 _mm256_loadu_si256(a as *const __m256i),
@@ -286,12 +383,18 @@ mod simd {
                 let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(bits), _mm256_set1_epi32(1));
                 _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb))
             };
-            let e = round(lerp8(even(pa), even(pb), low, k));
-            let o = round(lerp8(odd(pa), odd(pb), low, k));
+            let e = round(f(even(pa), even(pb)));
+            let o = round(f(odd(pa), odd(pb)));
             _mm256_or_si256(_mm256_srli_epi32::<16>(e), _mm256_and_si256(o, top))
         }
         fn scalar(w: &mut Self, a: Self, b: Self, alpha: f32) {
             *w = half::bf16::from_f32(scalar_f32(a.to_f32(), b.to_f32(), alpha));
+        }
+        fn from_f32(x: f32) -> Self {
+            half::bf16::from_f32(x)
+        }
+        fn to_f32(self) -> f32 {
+            half::bf16::to_f32(self)
         }
     }
 

@@ -6,7 +6,9 @@ use crate::error::{bail, Context, Result};
 use crate::formats::checkpoint::Checkpoint;
 use crate::weights::blend::{self, Element};
 pub use crate::weights::flat::{FlatLayout, Slot};
+use crate::weights::layers::LayerAlphas;
 use crate::weights::slerp;
+use crate::weights::table::{SlotMix, TableOp};
 use crate::Alpha;
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
@@ -31,6 +33,8 @@ pub struct BlendedWeights {
     last_blend: Option<Duration>,
     /// With `--method slerp`: each slot's angle between A and B (measured at load).
     slerp: Option<Vec<Option<slerp::Angle>>>,
+    /// With α per layer: each slot's factor on α.
+    factors: Option<Vec<f64>>,
 }
 
 impl BlendedWeights {
@@ -61,6 +65,7 @@ impl BlendedWeights {
             alpha: Alpha::A,
             last_blend: None,
             slerp: None,
+            factors: None,
         })
     }
 
@@ -73,6 +78,44 @@ impl BlendedWeights {
         let alpha = self.alpha;
         self.set_alpha(alpha)?;
         Ok(())
+    }
+
+    /// Move each tensor by α times its factor from `layers` (on a model of `n_layers`).
+    pub fn use_layers(&mut self, layers: &LayerAlphas, n_layers: usize) -> Result<()> {
+        if !self.working.device().is_cpu() {
+            bail!(
+                Unsupported,
+                "{}: α per layer runs on the CPU for now; use --device cpu",
+                layers.source()
+            );
+        }
+        self.factors = Some(layers.factors(&self.layout, n_layers)?);
+        let alpha = self.alpha;
+        self.set_alpha(alpha)?;
+        Ok(())
+    }
+
+    /// Whether every tensor moves along the line by the same α (the batched paths' premise).
+    pub fn on_line(&self) -> bool {
+        self.slerp.is_none() && self.factors.is_none()
+    }
+
+    /// Each tensor's row at α, unless every tensor takes the line at α itself.
+    pub fn table(&self, alpha: f64) -> Option<Vec<SlotMix>> {
+        if self.on_line() {
+            return None;
+        }
+        Some(
+            (0..self.layout.slots.len())
+                .map(|i| {
+                    let at = alpha * self.factors.as_ref().map_or(1.0, |f| f[i]);
+                    match &self.slerp {
+                        None => SlotMix::line(at),
+                        Some(angles) => slerp::row(angles[i], at),
+                    }
+                })
+                .collect(),
+        )
     }
 
     pub fn method(&self) -> slerp::Method {
@@ -99,19 +142,18 @@ impl BlendedWeights {
         self.alpha
     }
 
-    /// Rewrite the working weights as A + α·(B − A) (or along the great circle, with slerp)
-    /// in one fused pass.
+    /// Rewrite the working weights as A + α·(B − A) (along the great circle with slerp, each
+    /// tensor at its own multiple of α with α per layer) in one fused pass.
     pub fn set_alpha(&mut self, alpha: Alpha) -> Result<Duration> {
         let t = Instant::now();
-        match &self.slerp {
+        match self.table(alpha.value()) {
             None => blend::blend_tensor(&self.working, &self.a, &self.b, alpha.as_f32()),
-            Some(angles) => self.working.inplace_op3(
+            Some(table) => self.working.inplace_op3(
                 &self.a,
                 &self.b,
-                &slerp::SlerpOp {
+                &TableOp {
                     layout: &self.layout,
-                    angles,
-                    alpha: alpha.value(),
+                    table: &table,
                 },
             ),
         }

@@ -6,8 +6,10 @@ pub mod blend;
 pub mod few_rows;
 pub mod flat;
 pub mod full;
+pub mod layers;
 pub mod lowrank;
 pub mod slerp;
+pub mod table;
 
 use crate::error::Result;
 use crate::weights::adapters::AdapterWeights;

@@ -9,7 +9,8 @@
 use crate::error::{bail, Result};
 use crate::weights::blend::Element;
 use crate::weights::flat::FlatLayout;
-use candle_core::{CpuStorage, Layout, Storage, Tensor};
+use crate::weights::table::{self, SlotMix};
+use candle_core::{CpuStorage, Storage, Tensor};
 use rayon::prelude::*;
 
 /// mergekit's `dot_threshold`: above it the two directions count as parallel.
@@ -111,34 +112,19 @@ pub fn coefficients(angle: Option<Angle>, alpha: f64) -> (f32, f32) {
     }
 }
 
-/// One element: ca·a + cb·b in f32 (two products and a sum, never fused, so every kernel
-/// gives these bits).
-#[inline(always)]
-pub fn combine_scalar(a: f32, b: f32, ca: f32, cb: f32) -> f32 {
-    ca * a + cb * b
-}
-
-/// The plain twin: element by element, one thread.
-pub fn combine_reference<T: Element>(w: &mut [T], a: &[T], b: &[T], ca: f32, cb: f32) {
-    for ((w, &a), &b) in w.iter_mut().zip(a).zip(b) {
-        *w = T::from_f32(combine_scalar(a.to_f32(), b.to_f32(), ca, cb));
+/// The table row of one tensor at α: the vertices copied, elsewhere its two coefficients.
+pub fn row(angle: Option<Angle>, alpha: f64) -> SlotMix {
+    if alpha == 0.0 {
+        SlotMix::A
+    } else if alpha == 1.0 {
+        SlotMix::B
+    } else {
+        let (ca, cb) = coefficients(angle, alpha);
+        SlotMix::Pair(ca, cb)
     }
 }
 
-/// Elements per rayon task.
-const CHUNK: usize = 1 << 16;
-
-/// One rayon task: a chunk of one slot and its coefficients.
-struct Task<'a, T> {
-    w: &'a mut [T],
-    a: &'a [T],
-    b: &'a [T],
-    ca: f32,
-    cb: f32,
-}
-
-/// Every slot of `w` rewritten as its coefficients' combination of `a` and `b` at α, in
-/// parallel chunks (vertices copied).
+/// Every slot of `w` rewritten as its coefficients' combination of `a` and `b` at α.
 pub fn slerp_into<T: Element>(
     layout: &FlatLayout,
     angles: &[Option<Angle>],
@@ -147,35 +133,8 @@ pub fn slerp_into<T: Element>(
     b: &[T],
     alpha: f64,
 ) {
-    if alpha == 0.0 || alpha == 1.0 {
-        let src = if alpha == 0.0 { a } else { b };
-        w.par_chunks_mut(CHUNK)
-            .zip(src.par_chunks(CHUNK))
-            .for_each(|(w, s)| w.copy_from_slice(s));
-        return;
-    }
-    // Each slot is split into chunks of its own; slots are disjoint ranges of w.
-    let mut tasks: Vec<Task<'_, T>> = Vec::new();
-    let mut rest: &mut [T] = w;
-    let mut at = 0;
-    for (s, &angle) in layout.slots.iter().zip(angles) {
-        let (_, tail) = std::mem::take(&mut rest).split_at_mut(s.offset - at);
-        let (slot, tail) = tail.split_at_mut(s.len);
-        rest = tail;
-        at = s.offset + s.len;
-        let (ca, cb) = coefficients(angle, alpha);
-        let (sa, sb) = (&a[s.offset..at], &b[s.offset..at]);
-        for ((w, a), b) in slot
-            .chunks_mut(CHUNK)
-            .zip(sa.chunks(CHUNK))
-            .zip(sb.chunks(CHUNK))
-        {
-            tasks.push(Task { w, a, b, ca, cb });
-        }
-    }
-    tasks
-        .into_par_iter()
-        .for_each(|t| combine_reference(t.w, t.a, t.b, t.ca, t.cb));
+    let table: Vec<SlotMix> = angles.iter().map(|&an| row(an, alpha)).collect();
+    table::apply(layout, &table, w, a, b)
 }
 
 /// The angles of every slot between two flat CPU buffers of one dtype.
@@ -199,61 +158,6 @@ pub fn angles_of(layout: &FlatLayout, a: &Tensor, b: &Tensor) -> Result<Vec<Opti
             "--method slerp runs on the CPU (f32, f16 or bf16) for now; use --device cpu"
         ),
     })
-}
-
-/// The slerp pass as an in-place op on the working buffer.
-pub struct SlerpOp<'a> {
-    pub layout: &'a FlatLayout,
-    pub angles: &'a [Option<Angle>],
-    pub alpha: f64,
-}
-
-impl candle_core::InplaceOp3 for SlerpOp<'_> {
-    fn name(&self) -> &'static str {
-        "lerpscope-slerp"
-    }
-
-    fn cpu_fwd(
-        &self,
-        w: &mut CpuStorage,
-        lw: &Layout,
-        a: &CpuStorage,
-        la: &Layout,
-        b: &CpuStorage,
-        lb: &Layout,
-    ) -> candle_core::Result<()> {
-        let n = self.layout.total;
-        let (w0, a0, b0) = (lw.start_offset(), la.start_offset(), lb.start_offset());
-        let (l, an, al) = (self.layout, self.angles, self.alpha);
-        match (w, a, b) {
-            (CpuStorage::F32(w), CpuStorage::F32(a), CpuStorage::F32(b)) => slerp_into(
-                l,
-                an,
-                &mut w[w0..w0 + n],
-                &a[a0..a0 + n],
-                &b[b0..b0 + n],
-                al,
-            ),
-            (CpuStorage::F16(w), CpuStorage::F16(a), CpuStorage::F16(b)) => slerp_into(
-                l,
-                an,
-                &mut w[w0..w0 + n],
-                &a[a0..a0 + n],
-                &b[b0..b0 + n],
-                al,
-            ),
-            (CpuStorage::BF16(w), CpuStorage::BF16(a), CpuStorage::BF16(b)) => slerp_into(
-                l,
-                an,
-                &mut w[w0..w0 + n],
-                &a[a0..a0 + n],
-                &b[b0..b0 + n],
-                al,
-            ),
-            _ => candle_core::bail!("slerp: buffers must share one of f32, f16, bf16"),
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -322,7 +226,13 @@ mod tests {
                     for (s, &angle) in l.slots.iter().zip(&an) {
                         let (ca, cb) = coefficients(angle, alpha);
                         let r = s.offset..s.offset + s.len;
-                        combine_reference(&mut slow[r.clone()], &a[r.clone()], &b[r], ca, cb);
+                        table::combine_reference(
+                            &mut slow[r.clone()],
+                            &a[r.clone()],
+                            &b[r],
+                            ca,
+                            cb,
+                        );
                     }
                 }
                 for s in &l.slots {

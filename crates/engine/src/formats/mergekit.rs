@@ -1,0 +1,620 @@
+//! mergekit's YAML merge configs, read as recipes for a pair: `linear`, `slerp` and
+//! `task_arithmetic` over two models, with their parameters as scalars, gradients and filtered
+//! rules. Each becomes endpoints A and B, a method, and per-tensor factors on α
+//! ([`LayerAlphas`]) whose value at α = 1 is the config's own merge:
+//! - `slerp`: A is `base_model`, B the other model; each tensor at slerp(α·t).
+//! - `task_arithmetic`: A is `base_model`, B the one other model; A + α·λ·w·(B − A) (with
+//!   `normalize: true`, A + α·λ·(B − A)).
+//! - `linear`: A and B the two models in order; A + α·(w_B/(w_A + w_B))·(B − A), which at α = 1
+//!   is mergekit's (w_A·A + w_B·B)/(w_A + w_B). `normalize: false` leaves the line between the
+//!   two models and is refused.
+//!
+//! Everything else (other methods, more models, `modules`, tokenizer surgery) is refused by
+//! name, never ignored in a way that changes the weights.
+
+use crate::error::{bail, err, Context, Result};
+use crate::weights::layers::{LayerAlphas, Rule};
+use crate::Method;
+use candle_core::DType;
+use serde_yaml_ng::{Mapping, Value};
+use std::path::Path;
+
+/// A mergekit config as a pair and its path through weight space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeRecipe {
+    /// The file, for messages.
+    pub file: String,
+    pub merge_method: String,
+    /// Endpoint A (α = 0) and B, as the config names them (paths or Hub ids).
+    pub a: String,
+    pub b: String,
+    pub method: Method,
+    /// Each tensor's factor on α; the config's merge at α = 1.
+    pub layers: LayerAlphas,
+    /// The config's `dtype`, when it names one lerpscope computes in.
+    pub dtype: Option<DType>,
+}
+
+const METHODS: &str = "linear, slerp and task_arithmetic";
+
+impl MergeRecipe {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--recipe {}: cannot read", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self> {
+        let doc: Value =
+            serde_yaml_ng::from_str(text).map_err(|e| err!(Format, "{file}: not YAML: {e}"))?;
+        let top = doc
+            .as_mapping()
+            .ok_or_else(|| err!(Format, "{file}: expected a mapping of mergekit keys"))?;
+        Reader { file, top }.read()
+    }
+}
+
+/// A mergekit config that merges what lerpscope has at α between `a` and `b` (sources as
+/// given): the line and α per layer as `task_arithmetic` (A the base, B's weight α times each
+/// factor), slerp with t = α times each factor. None where mergekit has no config for it: a
+/// linear recipe's normalised shares at an α other than its own.
+pub fn to_yaml(
+    a: &str,
+    b: &str,
+    method: Method,
+    layers: Option<&LayerAlphas>,
+    alpha: f64,
+    dtype: DType,
+) -> Option<String> {
+    let number = |v: f64| Value::Number(serde_yaml_ng::Number::from(v));
+    let setting = match layers {
+        None => number(alpha),
+        Some(l) if l.is_share() => return None,
+        Some(l) => {
+            let k = alpha * l.scale();
+            let mut rules: Vec<Value> = l
+                .rules()
+                .iter()
+                .map(|r| {
+                    let mut m = Mapping::new();
+                    if let Some(f) = &r.filter {
+                        m.insert("filter".into(), Value::String(f.clone()));
+                    }
+                    let values = r.values.iter().map(|&v| number(k * v)).collect();
+                    m.insert("value".into(), Value::Sequence(values));
+                    Value::Mapping(m)
+                })
+                .collect();
+            // Tensors no rule matches move with α (factor 1); mergekit needs that said.
+            if l.rules().last().is_some_and(|r| r.filter.is_some()) {
+                let mut m = Mapping::new();
+                m.insert("value".into(), number(k));
+                rules.push(Value::Mapping(m));
+            }
+            Value::Sequence(rules)
+        }
+    };
+    let (merge_method, key) = match method {
+        Method::Linear => ("task_arithmetic", "weight"),
+        Method::Slerp => ("slerp", "t"),
+    };
+    let model = |name: &str, params: Option<Mapping>| {
+        let mut m = Mapping::new();
+        m.insert("model".into(), Value::String(name.to_string()));
+        if let Some(p) = params {
+            m.insert("parameters".into(), Value::Mapping(p));
+        }
+        Value::Mapping(m)
+    };
+    let mut one = Mapping::new();
+    one.insert(key.into(), setting);
+    let (b_params, shared) = match method {
+        Method::Linear => (Some(one), None),
+        Method::Slerp => (None, Some(one)),
+    };
+    let mut top = Mapping::new();
+    top.insert("merge_method".into(), Value::String(merge_method.into()));
+    top.insert("base_model".into(), Value::String(a.to_string()));
+    top.insert(
+        "models".into(),
+        Value::Sequence(vec![model(a, None), model(b, b_params)]),
+    );
+    if let Some(p) = shared {
+        top.insert("parameters".into(), Value::Mapping(p));
+    }
+    let dtype = match dtype {
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        _ => "float32",
+    };
+    top.insert("dtype".into(), Value::String(dtype.into()));
+    serde_yaml_ng::to_string(&Value::Mapping(top)).ok()
+}
+
+struct Reader<'a> {
+    file: &'a str,
+    top: &'a Mapping,
+}
+
+/// One input model and its own parameters.
+struct Input<'a> {
+    model: String,
+    parameters: Option<&'a Mapping>,
+}
+
+impl Reader<'_> {
+    fn read(&self) -> Result<MergeRecipe> {
+        let file = self.file;
+        for (k, _) in self.top {
+            let k = key(k);
+            match k.as_str() {
+                "merge_method" | "base_model" | "models" | "slices" | "parameters" | "dtype"
+                | "out_dtype" | "chat_template" | "name" => {}
+                "tokenizer_source" => match self.top.get("tokenizer_source").and_then(Value::as_str) {
+                    None | Some("base") => {}
+                    Some(other) => bail!(
+                        Unsupported,
+                        "{file}: tokenizer_source {other:?} rebuilds the vocabulary; only the endpoints' own tokenizer (tokenizer_source: base) is supported"
+                    ),
+                },
+                other => bail!(
+                    Unsupported,
+                    "{file}: key {other:?} is not supported (read: merge_method, models or one slice, base_model, parameters, dtype)"
+                ),
+            }
+        }
+        let merge_method = self
+            .str("merge_method")?
+            .ok_or_else(|| err!(Format, "{file}: no merge_method"))?;
+        let dtype = match self.str("dtype")?.as_deref() {
+            None => None,
+            Some("float32") => Some(DType::F32),
+            Some("float16") => Some(DType::F16),
+            Some("bfloat16") => Some(DType::BF16),
+            Some(other) => bail!(
+                Unsupported,
+                "{file}: dtype {other:?}: lerpscope computes in float32, float16 or bfloat16"
+            ),
+        };
+        let (inputs, layer_range, slice_params) = self.inputs()?;
+        let base = self.str("base_model")?;
+        let global = self.mapping("parameters")?;
+        // mergekit's precedence for shared parameters: the slice's, then the config's.
+        let shared = [slice_params, global];
+        let what = |name: &str| format!("{file}: parameters.{name}");
+        let (a, b, method, layers) = match merge_method.as_str() {
+            "slerp" => {
+                only_parameters(file, &shared, &["t"])?;
+                let (a, b) = base_and_other(file, &merge_method, base.as_deref(), &inputs)?;
+                if b.parameters.is_some() || a.parameters.is_some() {
+                    bail!(
+                        Unsupported,
+                        "{file}: slerp takes t from parameters shared by both models, not from one model's"
+                    );
+                }
+                let t = setting(file, &shared, &[], "t")?
+                    .ok_or_else(|| err!(Format, "{file}: slerp needs parameters.t"))?;
+                let layers = LayerAlphas::new(t, &what("t"))?.required();
+                (a.model, b.model, Method::Slerp, layers)
+            }
+            "task_arithmetic" => {
+                only_parameters(file, &shared, &["lambda", "normalize", "weight"])?;
+                let (a, b) = base_and_other(file, &merge_method, base.as_deref(), &inputs)?;
+                let lambda = scalar(file, &shared, "lambda")?.unwrap_or(1.0);
+                let normalize = flag(file, &shared, "normalize")?.unwrap_or(false);
+                only_parameters(file, &[b.parameters], &["weight"])?;
+                let w = setting(file, &shared, &[b.parameters], "weight")?.ok_or_else(|| {
+                    err!(
+                        Format,
+                        "{file}: task_arithmetic needs a weight for {}",
+                        b.model
+                    )
+                })?;
+                let rules = if normalize {
+                    vec![Rule {
+                        filter: None,
+                        values: vec![1.0],
+                    }]
+                } else {
+                    w
+                };
+                let layers = LayerAlphas::new(rules, &what("weight"))?
+                    .scaled(lambda)
+                    .required();
+                (a.model, b.model, Method::Linear, layers)
+            }
+            "linear" => {
+                only_parameters(file, &shared, &["normalize", "weight"])?;
+                if flag(file, &shared, "normalize")? == Some(false) {
+                    bail!(
+                        Unsupported,
+                        "{file}: linear with normalize: false leaves the line between the two models; use task_arithmetic for A + w·(B − A)"
+                    );
+                }
+                let [a, b] = two(file, &merge_method, inputs)?;
+                let weight = |i: &Input| -> Result<Vec<Rule>> {
+                    only_parameters(file, &[i.parameters], &["weight"])?;
+                    setting(file, &shared, &[i.parameters], "weight")?.ok_or_else(|| {
+                        err!(Format, "{file}: linear needs a weight for {}", i.model)
+                    })
+                };
+                let (wa, wb) = (weight(&a)?, weight(&b)?);
+                let layers = LayerAlphas::new(wb, &what("weight"))?
+                    .shared_with(LayerAlphas::new(wa, &what("weight"))?)
+                    .required();
+                (a.model, b.model, Method::Linear, layers)
+            }
+            other => bail!(
+                Unsupported,
+                "{file}: merge_method {other:?} is not supported; lerpscope previews {METHODS}"
+            ),
+        };
+        Ok(MergeRecipe {
+            file: file.to_string(),
+            merge_method,
+            a,
+            b,
+            method,
+            layers: layers.for_layers(layer_range),
+            dtype,
+        })
+    }
+
+    fn str(&self, k: &str) -> Result<Option<String>> {
+        match self.top.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => bail!(Format, "{}: {k} must be a string", self.file),
+        }
+    }
+
+    fn mapping(&self, k: &str) -> Result<Option<&Mapping>> {
+        match self.top.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Mapping(m)) => Ok(Some(m)),
+            Some(_) => bail!(Format, "{}: {k} must be a mapping", self.file),
+        }
+    }
+
+    /// The input models, from `models:` or the one slice of `slices:` (with its layer range
+    /// and its own parameters).
+    #[allow(clippy::type_complexity)]
+    fn inputs(&self) -> Result<(Vec<Input<'_>>, Option<(usize, usize)>, Option<&Mapping>)> {
+        let file = self.file;
+        match (self.top.get("models"), self.top.get("slices")) {
+            (Some(Value::Sequence(models)), None) => {
+                let inputs = models
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| input(file, &format!("models[{i}]"), m, &["model", "parameters"]))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((inputs, None, None))
+            }
+            (None, Some(Value::Sequence(slices))) => {
+                let [slice] = slices.as_slice() else {
+                    bail!(
+                        Unsupported,
+                        "{file}: {} slices; one slice over every layer is supported",
+                        slices.len()
+                    );
+                };
+                let slice = slice
+                    .as_mapping()
+                    .ok_or_else(|| err!(Format, "{file}: slices[0] must be a mapping"))?;
+                for (k, _) in slice {
+                    let k = key(k);
+                    if !matches!(k.as_str(), "sources" | "parameters") {
+                        bail!(
+                            Unsupported,
+                            "{file}: slices[0].{k} is not supported (read: sources, parameters)"
+                        );
+                    }
+                }
+                let Some(Value::Sequence(sources)) = slice.get("sources") else {
+                    bail!(Format, "{file}: slices[0].sources must be a list");
+                };
+                let mut range = None;
+                let mut inputs = Vec::new();
+                for (i, s) in sources.iter().enumerate() {
+                    let at = format!("slices[0].sources[{i}]");
+                    let r = s
+                        .get("layer_range")
+                        .and_then(Value::as_sequence)
+                        .and_then(|r| match r.as_slice() {
+                            [a, b] => Some((a.as_u64()? as usize, b.as_u64()? as usize)),
+                            _ => None,
+                        })
+                        .ok_or_else(|| {
+                            err!(Format, "{file}: {at}.layer_range must be [start, end]")
+                        })?;
+                    if range.is_some_and(|x| x != r) {
+                        bail!(
+                            Unsupported,
+                            "{file}: {at}.layer_range differs from the first source's; every source must cover the same layers"
+                        );
+                    }
+                    range = Some(r);
+                    inputs.push(input(
+                        file,
+                        &at,
+                        s,
+                        &["model", "layer_range", "parameters"],
+                    )?);
+                }
+                let params = match slice.get("parameters") {
+                    None => None,
+                    Some(Value::Mapping(m)) => Some(m),
+                    Some(_) => bail!(Format, "{file}: slices[0].parameters must be a mapping"),
+                };
+                Ok((inputs, range, params))
+            }
+            (Some(_), Some(_)) => bail!(Format, "{file}: both models and slices; give one"),
+            (None, None) => bail!(Format, "{file}: no models (or slices) to merge"),
+            _ => bail!(Format, "{file}: models and slices must be lists"),
+        }
+    }
+}
+
+fn key(k: &Value) -> String {
+    k.as_str().map_or_else(|| format!("{k:?}"), str::to_string)
+}
+
+fn input<'a>(file: &str, at: &str, v: &'a Value, allowed: &[&str]) -> Result<Input<'a>> {
+    let m = v
+        .as_mapping()
+        .ok_or_else(|| err!(Format, "{file}: {at} must be a mapping with a model"))?;
+    for (k, _) in m {
+        let k = key(k);
+        if !allowed.contains(&k.as_str()) {
+            bail!(Unsupported, "{file}: {at}.{k} is not supported");
+        }
+    }
+    let model = match m.get("model") {
+        Some(Value::String(s)) => s.clone(),
+        _ => bail!(Format, "{file}: {at}.model must be a path or Hub id"),
+    };
+    let parameters = match m.get("parameters") {
+        None | Some(Value::Null) => None,
+        Some(Value::Mapping(p)) => Some(p),
+        Some(_) => bail!(Format, "{file}: {at}.parameters must be a mapping"),
+    };
+    Ok(Input { model, parameters })
+}
+
+/// Exactly two input models.
+fn two<'a>(file: &str, method: &str, inputs: Vec<Input<'a>>) -> Result<[Input<'a>; 2]> {
+    let n = inputs.len();
+    inputs.try_into().map_err(|_| {
+        err!(
+            Unsupported,
+            "{file}: {method} over {n} models; lerpscope interpolates between two"
+        )
+    })
+}
+
+/// `base_model` as A and the one other input as B (the base may be listed among the inputs or
+/// not).
+fn base_and_other<'a>(
+    file: &str,
+    method: &str,
+    base: Option<&str>,
+    inputs: &[Input<'a>],
+) -> Result<(Input<'a>, Input<'a>)> {
+    let base = base.ok_or_else(|| err!(Format, "{file}: {method} needs base_model"))?;
+    let listed = inputs.iter().find(|i| i.model == base);
+    let others: Vec<&Input> = inputs.iter().filter(|i| i.model != base).collect();
+    let [other] = others.as_slice() else {
+        bail!(
+            Unsupported,
+            "{file}: {method} with {} models besides base_model; lerpscope interpolates between the base and one model",
+            others.len()
+        );
+    };
+    let a = Input {
+        model: base.to_string(),
+        parameters: listed.and_then(|i| i.parameters),
+    };
+    let b = Input {
+        model: other.model.clone(),
+        parameters: other.parameters,
+    };
+    Ok((a, b))
+}
+
+/// Refuse parameters the method does not read (mergekit would reject or ignore them; either
+/// way the preview would not be the merge the file describes).
+fn only_parameters(file: &str, scopes: &[Option<&Mapping>], allowed: &[&str]) -> Result<()> {
+    for m in scopes.iter().flatten() {
+        for (k, _) in *m {
+            let k = key(k);
+            if !allowed.contains(&k.as_str()) {
+                bail!(
+                    Unsupported,
+                    "{file}: parameter {k:?} is not read here (this method takes {})",
+                    allowed.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A parameter's rules, from the most specific scope that sets it: the model's own, then the
+/// shared ones in order.
+fn setting(
+    file: &str,
+    shared: &[Option<&Mapping>],
+    own: &[Option<&Mapping>],
+    name: &str,
+) -> Result<Option<Vec<Rule>>> {
+    let Some(v) = own.iter().chain(shared).flatten().find_map(|m| m.get(name)) else {
+        return Ok(None);
+    };
+    rules(v).map(Some).map_err(|why| {
+        err!(
+            Format,
+            "{file}: parameters.{name}: {why} (a number, a list of numbers, or a list of {{filter, value}})"
+        )
+    })
+}
+
+fn rules(v: &Value) -> std::result::Result<Vec<Rule>, String> {
+    let numbers = |v: &Value| -> std::result::Result<Vec<f64>, String> {
+        match v {
+            Value::Number(_) => Ok(vec![number(v)?]),
+            Value::Sequence(s) => s.iter().map(number).collect(),
+            other => Err(format!("expected numbers, got {other:?}")),
+        }
+    };
+    match v {
+        Value::Sequence(s) if s.iter().any(Value::is_mapping) => s
+            .iter()
+            .map(|c| {
+                let m = c.as_mapping().ok_or("mixed numbers and rules")?;
+                for (k, _) in m {
+                    if !matches!(key(k).as_str(), "filter" | "value") {
+                        return Err(format!("unknown key {:?} in a rule", key(k)));
+                    }
+                }
+                let filter = match m.get("filter") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(f)) if f == "*" => None,
+                    Some(Value::String(f)) => Some(f.clone()),
+                    Some(_) => return Err("a filter must be a string".into()),
+                };
+                let value = m.get("value").ok_or("a rule without a value")?;
+                Ok(Rule {
+                    filter,
+                    values: numbers(value)?,
+                })
+            })
+            .collect(),
+        _ => Ok(vec![Rule {
+            filter: None,
+            values: numbers(v)?,
+        }]),
+    }
+}
+
+fn number(v: &Value) -> std::result::Result<f64, String> {
+    match v {
+        Value::Number(n) => n.as_f64().ok_or_else(|| format!("{n:?} is not a number")),
+        // mergekit accepts numbers written as strings (YAML reads "1e-2" as a string).
+        Value::String(s) => s.parse().map_err(|_| format!("{s:?} is not a number")),
+        other => Err(format!("{other:?} is not a number")),
+    }
+}
+
+/// A scalar shared parameter.
+fn scalar(file: &str, shared: &[Option<&Mapping>], name: &str) -> Result<Option<f64>> {
+    match shared.iter().flatten().find_map(|m| m.get(name)) {
+        None => Ok(None),
+        Some(v) => number(v)
+            .map(Some)
+            .map_err(|why| err!(Format, "{file}: parameters.{name}: {why}")),
+    }
+}
+
+fn flag(file: &str, shared: &[Option<&Mapping>], name: &str) -> Result<Option<bool>> {
+    match shared.iter().flatten().find_map(|m| m.get(name)) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => bail!(Format, "{file}: parameters.{name} must be true or false"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_slerp_config_reads() {
+        let r = MergeRecipe::parse(
+            r#"
+slices:
+  - sources:
+      - model: a
+        layer_range: [0, 4]
+      - model: b
+        layer_range: [0, 4]
+merge_method: slerp
+base_model: a
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: bfloat16
+"#,
+            "m.yaml",
+        )
+        .unwrap();
+        assert_eq!((r.a.as_str(), r.b.as_str()), ("a", "b"));
+        assert_eq!(r.method, Method::Slerp);
+        assert_eq!(r.dtype, Some(DType::BF16));
+        assert_eq!(
+            r.layers.spec(),
+            "self_attn=0,0.5,0.3,0.7,1;mlp=1,0.5,0.7,0.3,0;0.5"
+        );
+        let layout = |n: usize| {
+            crate::weights::flat::FlatLayout::new(
+                (0..n).flat_map(|i| {
+                    ["mlp.up_proj", "self_attn.q_proj"]
+                        .map(|m| (format!("model.layers.{i}.{m}.weight"), vec![2]))
+                }),
+                DType::F32,
+            )
+        };
+        // Layer 0: mlp at the gradient's start (1), self_attn at its start (0).
+        assert_eq!(r.layers.factors(&layout(4), 4).unwrap()[..2], [1.0, 0.0]);
+        let e = r.layers.factors(&layout(6), 6).unwrap_err().to_string();
+        assert!(e.contains("layer_range [0, 4]"), "{e}");
+    }
+
+    #[test]
+    fn linear_shares_and_task_arithmetic_scales() {
+        let lin = MergeRecipe::parse(
+            "models:\n  - model: x\n    parameters: {weight: 3}\n  - model: y\n    parameters: {weight: 1}\nmerge_method: linear\n",
+            "l.yaml",
+        )
+        .unwrap();
+        assert_eq!((lin.a.as_str(), lin.b.as_str()), ("x", "y"));
+        assert_eq!(
+            lin.layers.value("model.layers.0.mlp.up_proj.weight", 0.0),
+            Some(0.25)
+        );
+        let ta = MergeRecipe::parse(
+            "models:\n  - model: y\n    parameters:\n      weight: [0, 1]\nbase_model: x\nmerge_method: task_arithmetic\nparameters: {lambda: 0.5}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!((ta.a.as_str(), ta.b.as_str()), ("x", "y"));
+        assert_eq!(
+            ta.layers.value("model.layers.3.mlp.up_proj.weight", 1.0),
+            Some(0.5)
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_file_and_key() {
+        for (yaml, says) in [
+            ("merge_method: ties\nmodels: [{model: a}, {model: b}]\nbase_model: a\n", "merge_method \"ties\""),
+            ("merge_method: slerp\nmodels: [{model: a}, {model: b}]\n", "needs base_model"),
+            ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\n", "needs parameters.t"),
+            ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}, {model: c}]\nparameters: {t: 0.5}\n", "2 models besides"),
+            ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 1}}]\nparameters: {normalize: false}\n", "normalize: false"),
+            ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b}]\n", "needs a weight for b"),
+            ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: [{filter: mlp, value: x}]}\n", "parameters.t"),
+            ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: 0.5, density: 0.3}\n", "\"density\""),
+            ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: .nan}\n", "finite"),
+            ("merge_method: linear\nmodules: {}\n", "\"modules\""),
+            ("merge_method: linear\ndtype: int8\nmodels: []\n", "dtype \"int8\""),
+            ("- not a mapping\n", "mapping"),
+        ] {
+            let e = MergeRecipe::parse(yaml, "r.yaml").unwrap_err().to_string();
+            assert!(e.starts_with("r.yaml") && e.contains(says), "{yaml}\n→ {e}");
+        }
+    }
+}

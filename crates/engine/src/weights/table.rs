@@ -1,0 +1,248 @@
+//! A blend as a table: for every tensor (slot) of the flat buffers, how its working weights are
+//! made from the two endpoints. The line with one α is a table whose rows are all alike (and
+//! has its own faster pass, [`crate::weights::blend`]); slerp and α per layer give each tensor
+//! a row of its own. One pass over the buffer applies any table.
+
+use crate::weights::blend::{blend_reference, Element};
+use crate::weights::flat::FlatLayout;
+use candle_core::{CpuStorage, Layout};
+use rayon::prelude::*;
+
+/// How one tensor's working weights are made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SlotMix {
+    /// A copy of endpoint A, bit for bit.
+    A,
+    /// A copy of endpoint B, bit for bit.
+    B,
+    /// The line at this α: `blend::lerp_scalar`, the blend's own element.
+    Line(f32),
+    /// ca·A + cb·B (slerp's two coefficients).
+    Pair(f32, f32),
+}
+
+impl SlotMix {
+    /// The line at α, with the vertices as copies.
+    pub fn line(alpha: f64) -> Self {
+        if alpha == 0.0 {
+            SlotMix::A
+        } else if alpha == 1.0 {
+            SlotMix::B
+        } else {
+            SlotMix::Line(alpha as f32)
+        }
+    }
+}
+
+/// One element of a [`SlotMix::Pair`]: ca·a + cb·b in f32 (two products and a sum, never
+/// fused, so every kernel gives these bits).
+#[inline(always)]
+pub fn combine_scalar(a: f32, b: f32, ca: f32, cb: f32) -> f32 {
+    ca * a + cb * b
+}
+
+/// A pair row over a slice, element by element.
+pub fn combine_reference<T: Element>(w: &mut [T], a: &[T], b: &[T], ca: f32, cb: f32) {
+    for ((w, &a), &b) in w.iter_mut().zip(a).zip(b) {
+        *w = T::from_f32(combine_scalar(a.to_f32(), b.to_f32(), ca, cb));
+    }
+}
+
+/// Elements per rayon task.
+const CHUNK: usize = 1 << 16;
+
+/// The plain twin: slot by slot, element by element, one thread.
+pub fn apply_reference<T: Element>(
+    layout: &FlatLayout,
+    table: &[SlotMix],
+    w: &mut [T],
+    a: &[T],
+    b: &[T],
+) {
+    assert_eq!(layout.slots.len(), table.len());
+    for (s, mix) in layout.slots.iter().zip(table) {
+        let r = s.offset..s.offset + s.len;
+        let (w, a, b) = (&mut w[r.clone()], &a[r.clone()], &b[r]);
+        match *mix {
+            SlotMix::A => w.copy_from_slice(a),
+            SlotMix::B => w.copy_from_slice(b),
+            SlotMix::Line(alpha) => blend_reference(w, a, b, alpha),
+            SlotMix::Pair(ca, cb) => combine_reference(w, a, b, ca, cb),
+        }
+    }
+}
+
+/// One rayon task: a chunk of one slot and its row of the table.
+struct Task<'a, T> {
+    w: &'a mut [T],
+    a: &'a [T],
+    b: &'a [T],
+    mix: SlotMix,
+}
+
+/// The fast pass: every slot split into chunks, all chunks in parallel, each through its
+/// element type's vectorised kernel.
+pub fn apply<T: Element>(layout: &FlatLayout, table: &[SlotMix], w: &mut [T], a: &[T], b: &[T]) {
+    assert_eq!(layout.slots.len(), table.len());
+    let mut tasks: Vec<Task<'_, T>> = Vec::new();
+    let mut rest: &mut [T] = w;
+    let mut at = 0;
+    for (s, &mix) in layout.slots.iter().zip(table) {
+        // Slots are disjoint, in increasing order: split them off the buffer one by one.
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(s.offset - at);
+        let (slot, tail) = tail.split_at_mut(s.len);
+        rest = tail;
+        at = s.offset + s.len;
+        let (sa, sb) = (&a[s.offset..at], &b[s.offset..at]);
+        for ((w, a), b) in slot
+            .chunks_mut(CHUNK)
+            .zip(sa.chunks(CHUNK))
+            .zip(sb.chunks(CHUNK))
+        {
+            tasks.push(Task { w, a, b, mix });
+        }
+    }
+    tasks.into_par_iter().for_each(|t| match t.mix {
+        SlotMix::A => t.w.copy_from_slice(t.a),
+        SlotMix::B => t.w.copy_from_slice(t.b),
+        SlotMix::Line(alpha) => T::blend_chunk(t.w, t.a, t.b, alpha),
+        SlotMix::Pair(ca, cb) => T::combine_chunk(t.w, t.a, t.b, ca, cb),
+    });
+}
+
+/// The table's pass as an in-place op on the working buffer (CPU; a GPU run is refused when
+/// the pair loads).
+pub struct TableOp<'a> {
+    pub layout: &'a FlatLayout,
+    pub table: &'a [SlotMix],
+}
+
+impl candle_core::InplaceOp3 for TableOp<'_> {
+    fn name(&self) -> &'static str {
+        "lerpscope-table"
+    }
+
+    fn cpu_fwd(
+        &self,
+        w: &mut CpuStorage,
+        lw: &Layout,
+        a: &CpuStorage,
+        la: &Layout,
+        b: &CpuStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<()> {
+        let n = self.layout.total;
+        let (w0, a0, b0) = (lw.start_offset(), la.start_offset(), lb.start_offset());
+        let (l, t) = (self.layout, self.table);
+        match (w, a, b) {
+            (CpuStorage::F32(w), CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                apply(l, t, &mut w[w0..w0 + n], &a[a0..a0 + n], &b[b0..b0 + n])
+            }
+            (CpuStorage::F16(w), CpuStorage::F16(a), CpuStorage::F16(b)) => {
+                apply(l, t, &mut w[w0..w0 + n], &a[a0..a0 + n], &b[b0..b0 + n])
+            }
+            (CpuStorage::BF16(w), CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
+                apply(l, t, &mut w[w0..w0 + n], &a[a0..a0 + n], &b[b0..b0 + n])
+            }
+            _ => candle_core::bail!("table blend: buffers must share one of f32, f16, bf16"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::blend::blend;
+    use half::{bf16, f16};
+
+    fn layout(lens: &[usize]) -> FlatLayout {
+        FlatLayout::new(
+            lens.iter()
+                .enumerate()
+                .map(|(i, &n)| (format!("t{i}"), vec![n])),
+            candle_core::DType::F32,
+        )
+    }
+
+    fn endpoints<T: Element>(n: usize) -> (Vec<T>, Vec<T>) {
+        let a = (0..n)
+            .map(|i| T::from_f32((i as f32 * 0.37).sin() * 3.0))
+            .collect();
+        let b = (0..n)
+            .map(|i| T::from_f32((i as f32 * 0.11 + 1.0).cos() - 0.25))
+            .collect();
+        (a, b)
+    }
+
+    /// Every kind of row, slots that span several chunks and slots shorter than a SIMD lane:
+    /// the fast pass writes its twin's bits in f32, f16 and bf16.
+    #[test]
+    fn the_pass_writes_the_references_bits() {
+        let l = layout(&[70_001, 13, 9, 130_000, 3]);
+        let table = [
+            SlotMix::Line(0.3),
+            SlotMix::A,
+            SlotMix::Pair(0.25, -1.5),
+            SlotMix::Line(1.7),
+            SlotMix::B,
+        ];
+        fn check<T: Element + PartialEq + std::fmt::Debug>(l: &FlatLayout, t: &[SlotMix]) {
+            let (a, b) = endpoints::<T>(l.total);
+            let mut fast = vec![T::from_f32(9.0); l.total];
+            let mut slow = fast.clone();
+            apply(l, t, &mut fast, &a, &b);
+            apply_reference(l, t, &mut slow, &a, &b);
+            assert_eq!(fast, slow);
+        }
+        check::<f32>(&l, &table);
+        check::<f16>(&l, &table);
+        check::<bf16>(&l, &table);
+    }
+
+    /// Every f16 and bf16 bit pattern (subnormals, ∞, NaN, overflow) against a shuffled
+    /// partner: the vectorised pair row rounds as the reference does.
+    #[test]
+    fn every_half_bit_pattern_combines_like_the_reference() {
+        fn every<T: Element>(from_bits: fn(u16) -> T) {
+            let a: Vec<T> = (0..=u16::MAX).map(from_bits).collect();
+            let b: Vec<T> = (0..=u16::MAX)
+                .map(|i| from_bits(i.wrapping_mul(40503).rotate_left(5)))
+                .collect();
+            for (ca, cb) in [(0.7, 0.3), (1.3, -0.45), (-2.0, 3.0), (0.1, 1e-3)] {
+                let mut fast = a.clone();
+                let mut slow = a.clone();
+                // Offsets that misalign the destination, so the scalar head and tail run too.
+                T::combine_chunk(&mut fast[3..], &a[3..], &b[3..], ca, cb);
+                combine_reference(&mut slow[3..], &a[3..], &b[3..], ca, cb);
+                for (i, (f, s)) in fast.iter().zip(&slow).enumerate() {
+                    let (f, s) = (f.to_f32(), s.to_f32());
+                    assert!(
+                        f.to_bits() == s.to_bits() || (f.is_nan() && s.is_nan()),
+                        "({ca}, {cb}) element {i}: {f} vs {s}"
+                    );
+                }
+            }
+        }
+        every(f16::from_bits);
+        every(bf16::from_bits);
+    }
+
+    /// A table of equal line rows is the line's own pass, bit for bit (vertices included).
+    #[test]
+    fn equal_rows_are_the_line() {
+        let l = layout(&[70_001, 13, 9, 130_000]);
+        let (a, b) = endpoints::<f32>(l.total);
+        for alpha in [0.0, 0.3, 0.5, 0.7, 1.0, -0.4, 2.5] {
+            let table = vec![SlotMix::line(alpha); l.slots.len()];
+            let mut rows = a.clone();
+            let mut line = a.clone();
+            apply(&l, &table, &mut rows, &a, &b);
+            blend(&mut line, &a, &b, alpha as f32);
+            for s in &l.slots {
+                let r = s.offset..s.offset + s.len;
+                assert_eq!(rows[r.clone()], line[r], "α {alpha} slot {}", s.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! mergekit recipes and α per layer against mergekit itself: tests/fixtures/make_recipes.py
+//! merged the tiny Llama pair with each config in tests/fixtures/recipes/ (slerp with a
+//! filtered gradient on t, task_arithmetic with a filtered weight and λ, linear with per-model
+//! filtered gradients), kept mergekit's merged weights, and recorded transformers' logits and
+//! greedy tokens on them.
+
+use lerpscope::engine::{
+    DeviceChoice, Engine, GenerationParams, LayerAlphas, LoadOptions, MergeRecipe, SamplingParams,
+};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+const RECIPES: [&str; 3] = ["slerp-gradient", "task-arithmetic", "linear-gradient"];
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn recipe(name: &str) -> PathBuf {
+    fixture(&format!("recipes/{name}.yaml"))
+}
+
+/// A safetensors file's f32 tensors by name.
+fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let v = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            (name, v)
+        })
+        .collect()
+}
+
+/// `lerpscope export` with `args` at α, in f32, read back.
+fn export(args: &[&str], alpha: &str) -> HashMap<String, Vec<f32>> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("merged");
+    let run = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("export")
+        .args(args)
+        .args([
+            "--alpha", alpha, "--dtype", "f32", "--device", "cpu", "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    tensors(&out.join("model.safetensors"))
+}
+
+/// Every tensor within 1e-6 of its own scale (NaN anywhere fails).
+fn assert_close(what: &str, got: &HashMap<String, Vec<f32>>, want: &HashMap<String, Vec<f32>>) {
+    assert_eq!(got.len(), want.len(), "{what}: tensor count");
+    for (name, want) in want {
+        let got = &got[name];
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let worst = want
+            .iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, |m, d| {
+                if d.is_nan() || m.is_nan() {
+                    f32::NAN
+                } else {
+                    m.max(d)
+                }
+            });
+        assert!(
+            worst <= 1e-6 * scale,
+            "{what} {name}: max |Δ| {worst} against a scale of {scale}"
+        );
+    }
+}
+
+/// At α = 1 each recipe's export is mergekit's merge. (Mutations tried: the tensors outside
+/// the layers at the gradient's t = 1 instead of mergekit's 0 fail slerp-gradient on the
+/// embeddings; linear's weights unnormalised fail linear-gradient; λ dropped fails
+/// task-arithmetic.)
+#[test]
+fn each_recipe_at_one_is_mergekits_merge() {
+    for name in RECIPES {
+        let r = recipe(name);
+        let got = export(&["--recipe", r.to_str().unwrap()], "1");
+        let want = tensors(&fixture(&format!("recipes/{name}.safetensors")));
+        assert_close(name, &got, &want);
+    }
+}
+
+/// `--layer-alphas` without a file is the same path: task_arithmetic's rules times its λ.
+#[test]
+fn the_flag_is_the_recipe_without_a_file() {
+    let a = fixture("tiny-llama-a");
+    let b = fixture("tiny-llama-b");
+    let got = export(
+        &[
+            "--a",
+            a.to_str().unwrap(),
+            "--b",
+            b.to_str().unwrap(),
+            "--layer-alphas",
+            "mlp=0.63,1.08;0.45",
+        ],
+        "1",
+    );
+    let want = tensors(&fixture("recipes/task-arithmetic.safetensors"));
+    assert_close("--layer-alphas", &got, &want);
+}
+
+/// α = 0 is endpoint A bit for bit, whatever the recipe.
+#[test]
+fn alpha_zero_is_a_exactly() {
+    let a = tensors(&fixture("tiny-llama-a/model.safetensors"));
+    for name in RECIPES {
+        let r = recipe(name);
+        let got = export(&["--recipe", r.to_str().unwrap()], "0");
+        for (t, want) in &a {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got[t]), bits(want), "{name} {t}");
+        }
+    }
+}
+
+fn load(name: &str) -> Engine {
+    let r = MergeRecipe::load(&recipe(name)).unwrap();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        dtype: r.dtype,
+        method: r.method,
+        layers: Some(r.layers.clone()),
+        ..Default::default()
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = |p: &str| root.join(p).display().to_string();
+    Engine::load(&path(&r.a), &path(&r.b), &opts).unwrap()
+}
+
+/// Generation at α = 1 matches transformers on mergekit's model: logits within 1e-4, greedy
+/// tokens exactly.
+#[test]
+fn generation_matches_transformers_on_mergekits_models() {
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("recipes/expected.json")).unwrap())
+            .unwrap();
+    let prompts = ["The movie was", "I think that the food"];
+    for name in RECIPES {
+        let mut engine = load(name);
+        assert!(!engine.on_line(), "{name}");
+        assert!(engine.info.description.contains("α per layer"), "{name}");
+        engine.set_alpha(1.0).unwrap();
+        for (prompt, run) in prompts.iter().zip(exp[name].as_array().unwrap()) {
+            let ids: Vec<u32> = serde_json::from_value(run["prompt_ids"].clone()).unwrap();
+            assert_eq!(engine.encode(prompt).unwrap(), ids, "{prompt:?}");
+            let want: Vec<f32> = serde_json::from_value(run["logits"].clone()).unwrap();
+            let got = engine.logits(&ids).unwrap();
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{name}: max |Δlogit| {worst}");
+            let greedy: Vec<u32> = serde_json::from_value(run["greedy"].clone()).unwrap();
+            let mut generator = engine.generator();
+            generator.eos = &[];
+            let params = GenerationParams {
+                max_tokens: greedy.len(),
+                sampling: SamplingParams {
+                    temperature: 0.0,
+                    repeat_penalty: 1.0,
+                    ..Default::default()
+                },
+                ignore_eos: false,
+                token_info: false,
+            };
+            let g = generator
+                .run(prompt, &params, &AtomicBool::new(false), &mut |_| {})
+                .unwrap();
+            assert_eq!(g.token_ids, greedy, "{name}: greedy tokens");
+        }
+    }
+}
+
+/// Rows at several alphas in one batch assume one α for every tensor: refused, and every
+/// other path re-blends per α.
+#[test]
+fn batches_at_several_alphas_are_refused() {
+    let engine = load("task-arithmetic");
+    let Err(e) = engine.mix(&[0.2, 0.4]) else {
+        panic!("α per layer in one batch")
+    };
+    let e = e.to_string();
+    assert!(e.contains("α per layer") && e.contains("reblend"), "{e}");
+}
+
+fn lerpscope(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Bad recipes and flags get one line naming the file and key, or the flag.
+#[test]
+fn bad_recipes_name_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("ties.yaml");
+    std::fs::write(
+        &bad,
+        "merge_method: ties\nbase_model: a\nmodels: [{model: a}, {model: b}]\n",
+    )
+    .unwrap();
+    let (ok, err) = lerpscope(&["generate", "--recipe", bad.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("ties.yaml") && err.contains("\"ties\""),
+        "{err}"
+    );
+
+    let missing = dir.path().join("absent.yaml");
+    let (ok, err) = lerpscope(&["generate", "--recipe", missing.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("absent.yaml") && err.contains("cannot read"),
+        "{err}"
+    );
+
+    // A filter that matches no tensor of the model.
+    let (ok, err) = lerpscope(&[
+        "generate",
+        "--layer-alphas",
+        "mpl=0,1",
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "1",
+    ]);
+    assert!(!ok && err.contains("\"mpl\" matches no tensor"), "{err}");
+
+    // A recipe with its own pair cannot take another.
+    let r = recipe("slerp-gradient");
+    let (ok, err) = lerpscope(&[
+        "generate",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--a",
+        "x",
+        "--b",
+        "y",
+    ]);
+    assert!(!ok && err.contains("--recipe"), "{err}");
+
+    // A recipe's layer range must be the model's.
+    let short = dir.path().join("short.yaml");
+    let text = std::fs::read_to_string(&r)
+        .unwrap()
+        .replace("layer_range: [0, 2]", "layer_range: [0, 1]");
+    std::fs::write(&short, text).unwrap();
+    let (ok, err) = lerpscope(&[
+        "generate",
+        "--recipe",
+        short.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "1",
+    ]);
+    assert!(!ok && err.contains("layer_range [0, 1]"), "{err}");
+}
+
+/// Over adapters the factors are not built yet: refused by name.
+#[test]
+fn adapters_refuse_alpha_per_layer() {
+    let layers = LayerAlphas::parse("mlp=0,1").unwrap();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        layers: Some(layers),
+        base: Some(fixture("adapters/base-llama-tied").display().to_string()),
+        ..Default::default()
+    };
+    let a = fixture("adapters/llama-plain-a");
+    let b = fixture("adapters/llama-plain-b");
+    let Err(e) = Engine::load(a.to_str().unwrap(), b.to_str().unwrap(), &opts) else {
+        panic!("α per layer over adapters")
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("--layer-alphas") && e.contains("adapters"),
+        "{e}"
+    );
+}
+
+/// `lerpscope export` to a fresh folder; the folder.
+fn export_dir(args: &[&str], alpha: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("at-{alpha}"));
+    let run = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("export")
+        .args(args)
+        .args([
+            "--alpha", alpha, "--dtype", "f32", "--device", "cpu", "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// An export writes the mergekit config that makes the same model, and that config read back
+/// as a recipe at α = 1 gives the same weights: slerp with a gradient, α per layer from the
+/// flag, the plain line.
+#[test]
+fn an_export_writes_its_own_mergekit_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe("slerp-gradient");
+    let a = fixture("tiny-llama-a");
+    let b = fixture("tiny-llama-b");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let cases: [(&str, Vec<&str>); 3] = [
+        ("slerp", vec!["--recipe", r.to_str().unwrap()]),
+        (
+            "layers",
+            vec!["--a", a, "--b", b, "--layer-alphas", "mlp=0,2"],
+        ),
+        ("line", vec!["--a", a, "--b", b]),
+    ];
+    for (what, args) in cases {
+        let case = dir.path().join(what);
+        let out = export_dir(&args, "0.4", &case);
+        let config = out.join("mergekit_config.yml");
+        assert!(config.is_file(), "{what}: no mergekit_config.yml");
+        let again = export_dir(&["--recipe", config.to_str().unwrap()], "1", &case);
+        assert_close(
+            what,
+            &tensors(&again.join("model.safetensors")),
+            &tensors(&out.join("model.safetensors")),
+        );
+    }
+    // A linear recipe's normalised shares have no mergekit config away from its own α.
+    let lin = recipe("linear-gradient");
+    let out = export_dir(&["--recipe", lin.to_str().unwrap()], "0.4", dir.path());
+    assert!(!out.join("mergekit_config.yml").exists());
+}
+
+/// mergekit itself, run on the config an export wrote, merges the export's weights (where a
+/// Python with mergekit is at hand: `LERPSCOPE_PYTHON`).
+#[test]
+fn mergekit_merges_what_the_export_wrote() {
+    let python = std::env::var("LERPSCOPE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has = Command::new(&python)
+        .args(["-c", "import mergekit.scripts.run_yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        lerpscope::shapes::skip(
+            &format!("{python} cannot import mergekit (set LERPSCOPE_PYTHON)"),
+            "LERPSCOPE_REQUIRE_MERGEKIT",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe("slerp-gradient");
+    let out = export_dir(&["--recipe", r.to_str().unwrap()], "0.4", dir.path());
+    let merged = dir.path().join("by-mergekit");
+    let run = Command::new(&python)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["-m", "mergekit.scripts.run_yaml"])
+        .arg(out.join("mergekit_config.yml"))
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "mergekit: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_close(
+        "mergekit on the exported config",
+        &tensors(&out.join("model.safetensors")),
+        &tensors(&merged.join("model.safetensors")),
+    );
+}
+
+/// A sweep records α per layer in sweep.json and resumes only with the same rules.
+#[test]
+fn a_sweep_keeps_its_layer_alphas() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let prompts = dir.path().join("prompts.txt");
+    std::fs::write(&prompts, "The food\n").unwrap();
+    let sweep = |rules: &str| {
+        lerpscope(&[
+            "sweep",
+            "--device",
+            "cpu",
+            "--alphas",
+            "0,1",
+            "--samples",
+            "1",
+            "--max-tokens",
+            "3",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--layer-alphas",
+            rules,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (ok, err) = sweep("mlp=0,1");
+    assert!(ok, "{err}");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(config["layers"], "mlp=0,1");
+    assert!(sweep("mlp=0,1").0, "the same rules resume");
+    let (ok, err) = sweep("mlp=1,0");
+    assert!(!ok && err.contains("other settings"), "{err}");
+}
