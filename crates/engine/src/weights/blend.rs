@@ -116,6 +116,21 @@ impl Element for f32 {
         #[cfg(not(simd_kernels))]
         blend_f32_portable(w, a, b, alpha);
     }
+    fn combine_chunk(w: &mut [f32], a: &[f32], b: &[f32], ca: f32, cb: f32) {
+        #[cfg(simd_kernels)]
+        {
+            // SAFETY: as the blend's.
+            unsafe { simd::combine_f32_avx_stream(w, a, b, ca, cb) };
+        }
+        #[cfg(not(simd_kernels))]
+        combine_f32_portable(w, a, b, ca, cb);
+    }
+}
+
+fn combine_f32_portable(w: &mut [f32], a: &[f32], b: &[f32], ca: f32, cb: f32) {
+    for ((w, &a), &b) in w.iter_mut().zip(a).zip(b) {
+        *w = ca * a + cb * b;
+    }
 }
 
 fn blend_f32_portable(w: &mut [f32], a: &[f32], b: &[f32], alpha: f32) {
@@ -396,6 +411,44 @@ mod simd {
         fn to_f32(self) -> f32 {
             half::bf16::to_f32(self)
         }
+    }
+
+    /// ca·a + cb·b in f32 with streaming stores, as the blend (multiply, multiply, add: no FMA,
+    /// so the bits are the reference's).
+    ///
+    /// # Safety
+    /// The CPU must support AVX; the slices must have equal lengths.
+    #[target_feature(enable = "avx")]
+    pub unsafe fn combine_f32_avx_stream(w: &mut [f32], a: &[f32], b: &[f32], ca: f32, cb: f32) {
+        let n = w.len();
+        let misalign = (w.as_ptr() as usize) % 32;
+        let head = if misalign == 0 {
+            0
+        } else {
+            ((32 - misalign) / 4).min(n)
+        };
+        super::combine_f32_portable(&mut w[..head], &a[..head], &b[..head], ca, cb);
+        let body = (n - head) / 8 * 8;
+        let (wp, ap, bp) = (
+            w.as_mut_ptr().add(head),
+            a.as_ptr().add(head),
+            b.as_ptr().add(head),
+        );
+        let (vca, vcb) = (_mm256_set1_ps(ca), _mm256_set1_ps(cb));
+        let mut i = 0;
+        while i < body {
+            _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(i + 1024) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(i + 1024) as *const i8);
+            let r = _mm256_add_ps(
+                _mm256_mul_ps(vca, _mm256_loadu_ps(ap.add(i))),
+                _mm256_mul_ps(vcb, _mm256_loadu_ps(bp.add(i))),
+            );
+            _mm256_stream_ps(wp.add(i), r);
+            i += 8;
+        }
+        _mm_sfence();
+        let tail = head + body;
+        super::combine_f32_portable(&mut w[tail..], &a[tail..], &b[tail..], ca, cb);
     }
 
     /// f32 blend with 256-bit loads and non-temporal stores: the working buffer is written once
