@@ -145,8 +145,15 @@ pub struct DemoOrPair {
     /// and its path: A is its base_model (linear: its first model), B the other, and α scales
     /// the config's t or weights, its own merge at α = 1.
     #[arg(long, value_name = "FILE", value_parser = parse_recipe,
-          conflicts_with_all = ["a", "b", "demo", "method", "layer_alphas"])]
-    pub recipe: Option<crate::engine::MergeRecipe>,
+          conflicts_with_all = ["a", "b", "demo", "method", "layer_alphas", "c"])]
+    pub recipe: Option<Box<crate::engine::MergeRecipe>>,
+    /// A third full model C: the working weights move on the plane
+    /// A + α·(B − A) + β·(C − A), β set by --beta (on the CPU).
+    #[arg(long, requires_all = ["a", "beta"])]
+    pub c: Option<String>,
+    /// How far towards C (with --c): 0 is the line A→B, 1 adds all of C − A.
+    #[arg(long, requires = "c", allow_hyphen_values = true)]
+    pub beta: Option<crate::engine::Alpha>,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -228,6 +235,18 @@ impl DemoOrPair {
             opts.method = r.method;
             opts.layers = Some(r.layers.clone());
             opts.dtype = opts.dtype.or(r.dtype);
+            opts.third = r.c.as_ref().map(|(c, f)| crate::engine::ThirdEndpoint {
+                source: c.clone(),
+                beta: None,
+                factors: Some(f.clone()),
+            });
+        }
+        if let (Some(c), Some(beta)) = (&self.c, self.beta) {
+            opts.third = Some(crate::engine::ThirdEndpoint {
+                source: c.clone(),
+                beta: Some(beta.value()),
+                factors: None,
+            });
         }
         if self.demo() == Some(Demo::Smollm2) && opts.base.is_none() {
             opts.base = Some(smollm2_base()?);
@@ -344,8 +363,10 @@ fn parse_layer_alphas(s: &str) -> Result<crate::engine::LayerAlphas, String> {
     crate::engine::LayerAlphas::parse(s).map_err(|e| e.to_string())
 }
 
-fn parse_recipe(s: &str) -> Result<crate::engine::MergeRecipe, String> {
-    crate::engine::MergeRecipe::load(std::path::Path::new(s)).map_err(|e| e.to_string())
+fn parse_recipe(s: &str) -> Result<Box<crate::engine::MergeRecipe>, String> {
+    crate::engine::MergeRecipe::load(std::path::Path::new(s))
+        .map(Box::new)
+        .map_err(|e| e.to_string())
 }
 
 impl LoadArgs {
@@ -359,6 +380,7 @@ impl LoadArgs {
             chat_template: !self.no_chat_template,
             method: self.method,
             layers: self.layer_alphas.clone(),
+            third: None,
         })
     }
 }

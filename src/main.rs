@@ -46,11 +46,17 @@ fn exit_on_bad_flags(e: clap::Error) -> ! {
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         _ => {
             let text = e.render().to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error");
-            eprintln!("{}", first.trim_end());
+            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+            let mut first = lines.next().unwrap_or("error").trim_end().to_string();
+            // "…were not provided:" lists the flags on the lines below: bring them up.
+            if first.ends_with(':') {
+                let listed: Vec<&str> = lines
+                    .take_while(|l| l.starts_with(' '))
+                    .map(str::trim)
+                    .collect();
+                first = format!("{first} {}", listed.join(", "));
+            }
+            eprintln!("{first}");
             std::process::exit(2)
         }
     }

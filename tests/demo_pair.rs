@@ -51,6 +51,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
             classifier: None,
             method: Default::default(),
             layers: None,
+            plane: None,
             alpha_mode: Default::default(),
         },
         mode: lerpscope::engine::ColumnsMode::Auto,

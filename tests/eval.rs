@@ -164,6 +164,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
             classifier: None,
             method: Default::default(),
             layers: None,
+            plane: None,
             alpha_mode: Default::default(),
         },
         mode: ColumnsMode::Auto,

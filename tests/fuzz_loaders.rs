@@ -523,6 +523,7 @@ impl Corpus {
             classifier: Some(("c".into(), "positive".into())),
             method: Default::default(),
             layers: None,
+            plane: None,
             alpha_mode: lerpscope::eval::sweep::AlphaMode::Batched,
         };
         let record = |i: usize| {

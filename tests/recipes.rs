@@ -6,6 +6,7 @@
 
 use lerpscope::engine::{
     DeviceChoice, Engine, GenerationParams, LayerAlphas, LoadOptions, MergeRecipe, SamplingParams,
+    ThirdEndpoint,
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -13,7 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
-const RECIPES: [&str; 3] = ["slerp-gradient", "task-arithmetic", "linear-gradient"];
+const RECIPES: [&str; 4] = [
+    "slerp-gradient",
+    "task-arithmetic",
+    "task-arithmetic-plane",
+    "linear-gradient",
+];
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -122,6 +128,39 @@ fn the_flag_is_the_recipe_without_a_file() {
     assert_close("--layer-alphas", &got, &want);
 }
 
+/// `--c C --beta 0.5` at α = 0.7 is task_arithmetic's base plus 0.7 and 0.5 of two task
+/// vectors: the plane through three full models, as mergekit merges it.
+#[test]
+fn the_plane_through_three_models_is_mergekits_task_arithmetic() {
+    let (a, b, c) = (
+        fixture("tiny-llama-a"),
+        fixture("tiny-llama-b"),
+        fixture("recipes/c"),
+    );
+    let args = [
+        "--a",
+        a.to_str().unwrap(),
+        "--b",
+        b.to_str().unwrap(),
+        "--c",
+        c.to_str().unwrap(),
+        "--beta",
+        "0.5",
+    ];
+    let got = export(&args, "0.7");
+    let want = tensors(&fixture("recipes/task-arithmetic-plane.safetensors"));
+    assert_close("--c --beta", &got, &want);
+    // α = 0, β = 0 is A bit for bit; --beta needs --c and --c needs --beta.
+    let mut zero = args;
+    zero[7] = "0";
+    let got = export(&zero, "0");
+    for (t, want) in tensors(&fixture("tiny-llama-a/model.safetensors")) {
+        assert_eq!(got[&t], want, "{t}");
+    }
+    let (ok, err) = lerpscope(&["generate", "--a", args[1], "--b", args[3], "--c", args[5]]);
+    assert!(!ok && err.contains("--beta"), "{err}");
+}
+
 /// α = 0 is endpoint A bit for bit, whatever the recipe.
 #[test]
 fn alpha_zero_is_a_exactly() {
@@ -136,6 +175,10 @@ fn alpha_zero_is_a_exactly() {
     }
 }
 
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 fn load(name: &str) -> Engine {
     let r = MergeRecipe::load(&recipe(name)).unwrap();
     let opts = LoadOptions {
@@ -143,10 +186,14 @@ fn load(name: &str) -> Engine {
         dtype: r.dtype,
         method: r.method,
         layers: Some(r.layers.clone()),
+        third: r.c.as_ref().map(|(c, f)| ThirdEndpoint {
+            source: root().join(c).display().to_string(),
+            beta: None,
+            factors: Some(f.clone()),
+        }),
         ..Default::default()
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let path = |p: &str| root.join(p).display().to_string();
+    let path = |p: &str| root().join(p).display().to_string();
     Engine::load(&path(&r.a), &path(&r.b), &opts).unwrap()
 }
 
@@ -162,6 +209,10 @@ fn generation_matches_transformers_on_mergekits_models() {
         let mut engine = load(name);
         assert!(!engine.on_line(), "{name}");
         assert!(engine.info.description.contains("α per layer"), "{name}");
+        if name.ends_with("plane") {
+            let d = &engine.info.description;
+            assert!(d.contains("+ α·(") && d.contains("recipes/c − A)"), "{d}");
+        }
         engine.set_alpha(1.0).unwrap();
         for (prompt, run) in prompts.iter().zip(exp[name].as_array().unwrap()) {
             let ids: Vec<u32> = serde_json::from_value(run["prompt_ids"].clone()).unwrap();
@@ -338,13 +389,19 @@ fn an_export_writes_its_own_mergekit_config() {
     let a = fixture("tiny-llama-a");
     let b = fixture("tiny-llama-b");
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
-    let cases: [(&str, Vec<&str>); 3] = [
+    let c = fixture("recipes/c");
+    let c = c.to_str().unwrap();
+    let cases: [(&str, Vec<&str>); 4] = [
         ("slerp", vec!["--recipe", r.to_str().unwrap()]),
         (
             "layers",
             vec!["--a", a, "--b", b, "--layer-alphas", "mlp=0,2"],
         ),
         ("line", vec!["--a", a, "--b", b]),
+        (
+            "plane",
+            vec!["--a", a, "--b", b, "--c", c, "--beta", "-0.3"],
+        ),
     ];
     for (what, args) in cases {
         let case = dir.path().join(what);

@@ -46,6 +46,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
         classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
         method: args.pair.options()?.method,
         layers: args.pair.options()?.layers.map(|l| l.spec()),
+        plane: args.pair.options()?.third.map(|t| {
+            let beta = t.beta.map_or("α".to_string(), |b| b.to_string());
+            let factors = t.factors.map(|f| format!(", factors {}", f.spec()));
+            format!("{}, β {beta}{}", t.source, factors.unwrap_or_default())
+        }),
         alpha_mode: Default::default(),
     };
     let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;

@@ -58,6 +58,10 @@ pub struct SweepConfig {
     /// With α per layer: its rules (`--layer-alphas` syntax), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<String>,
+    /// With a plane: endpoint C and β ("C, β 0.5"; β α: a recipe's direction), absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plane: Option<String>,
     /// How the alphas were generated. [`Sweep::run`] settles it when the sweep starts (from
     /// [`Sweep::mode`]) and keeps it for every resume; what a caller puts here is replaced.
     #[serde(default)]

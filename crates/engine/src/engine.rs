@@ -132,6 +132,19 @@ pub struct LoadOptions {
     pub method: Method,
     /// Each tensor at α times a factor of its own (two full models, on the CPU).
     pub layers: Option<LayerAlphas>,
+    /// A third full model C: the plane A + α·(B − A) + β·(C − A) (on the CPU).
+    pub third: Option<ThirdEndpoint>,
+}
+
+/// Endpoint C of a plane, and how far towards it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThirdEndpoint {
+    /// A directory, Hub id or GGUF file, as `--a` and `--b` take.
+    pub source: String,
+    /// β, fixed; None: C's weight scales with α as B's does (a recipe's direction).
+    pub beta: Option<f64>,
+    /// Per-tensor factors on C's weight (a recipe's gradient for C).
+    pub factors: Option<LayerAlphas>,
 }
 
 impl Default for LoadOptions {
@@ -145,6 +158,7 @@ impl Default for LoadOptions {
             chat_template: true,
             method: Method::Linear,
             layers: None,
+            third: None,
         }
     }
 }
@@ -213,6 +227,8 @@ pub struct Engine {
     text: TextSpec,
     /// With α per layer: the rules each tensor's factor came from.
     layers: Option<LayerAlphas>,
+    /// With a third endpoint: where it came from and how far towards it.
+    third: Option<ThirdEndpoint>,
 }
 
 impl Engine {
@@ -273,6 +289,31 @@ impl Engine {
         if let Some(layers) = &opts.layers {
             weights.use_layers(layers, ca.config.layers())?;
         }
+        let third = match &opts.third {
+            Some(t) => {
+                let cc = match source::resolve_endpoint(&t.source)? {
+                    Endpoint::Model(f) => Checkpoint::open(f)?,
+                    _ => bail!(
+                        Unsupported,
+                        "--c {}: is not a full model; the plane runs through three full models",
+                        t.source
+                    ),
+                };
+                if !opts.allow_tokenizer_mismatch {
+                    let tok_c = crate::formats::tokenizer::load_tokenizer(&cc.files.tokenizer)?;
+                    crate::formats::tokenizer::check_tokenizers(
+                        &tok_a,
+                        &ta,
+                        &tok_c,
+                        &cc.files.tokenizer,
+                    )?;
+                }
+                pair::validate(&ca, &cc)?;
+                weights.use_third(&cc, t.beta, t.factors.as_ref(), ca.config.layers())?;
+                Some(cc)
+            }
+            None => None,
+        };
         let model = build_model(&ca, &weights, Buffer::Working, &device)
             .with_context(|| format!("{}: cannot build the model", ca.files.config.display()))?;
         let pair_model = Model::load_pair(
@@ -284,10 +325,14 @@ impl Engine {
         if opts.chat_template {
             text.chat = crate::generate::chat::ChatTemplate::of(&ca.files.tokenizer);
         }
-        let description = match path_note(opts.method, opts.layers.as_ref()) {
+        let mut description = match path_note(opts.method, opts.layers.as_ref()) {
             None => format!("{} ↔ {}", ca.label(), cb.label()),
             Some(note) => format!("{} ↔ {} ({note})", ca.label(), cb.label()),
         };
+        if let (Some(t), Some(cc)) = (&opts.third, &third) {
+            let beta = t.beta.map_or("α".to_string(), |b| b.to_string());
+            description.push_str(&format!(" + {beta}·({} − A)", cc.label()));
+        }
         let files = |c: &Checkpoint| {
             let mut f = vec![c.files.config.clone()];
             f.extend(c.files.weights.iter().cloned());
@@ -296,10 +341,16 @@ impl Engine {
         };
         let origin = Origin {
             model: ca.files.clone(),
-            sources: vec![
-                ("a".into(), ca.label().to_string(), files(&ca)),
-                ("b".into(), cb.label().to_string(), files(&cb)),
-            ],
+            sources: [
+                Some(("a".into(), ca.label().to_string(), files(&ca))),
+                Some(("b".into(), cb.label().to_string(), files(&cb))),
+                third
+                    .as_ref()
+                    .map(|cc| ("c".into(), cc.label().to_string(), files(cc))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         };
         let mut engine = Self::assemble(
             origin,
@@ -312,6 +363,7 @@ impl Engine {
         );
         engine.info.layers = opts.layers.as_ref().map(|l| l.spec());
         engine.layers = opts.layers.clone();
+        engine.third = opts.third.clone();
         Ok(engine)
     }
 
@@ -329,6 +381,13 @@ impl Engine {
                 Unsupported,
                 "{}: α per layer blends two full models; over adapters only one α for every tensor is built",
                 layers.source()
+            );
+        }
+        if let Some(t) = &opts.third {
+            bail!(
+                Unsupported,
+                "--c {}: the plane runs through three full models; over adapters it is not built yet",
+                t.source
             );
         }
         let side = |e: Endpoint,
@@ -460,6 +519,7 @@ impl Engine {
             pair_model,
             step_times: Default::default(),
             layers: None,
+            third: None,
             columns_mode: ColumnsMode::Auto,
             text,
         }
@@ -496,6 +556,11 @@ impl Engine {
     /// With α per layer: its rules.
     pub fn layer_alphas(&self) -> Option<&LayerAlphas> {
         self.layers.as_ref()
+    }
+
+    /// With a plane: endpoint C and β.
+    pub fn third(&self) -> Option<&ThirdEndpoint> {
+        self.third.as_ref()
     }
 
     /// Whether every tensor moves along the line by the same α, which rows at several alphas

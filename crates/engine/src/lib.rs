@@ -28,7 +28,7 @@ pub use alpha::{Alpha, AlphaError, AlphaRange, IntoAlpha, MAX_ABS_ALPHA};
 pub use arch::{config_json, tensors::parameters};
 pub use engine::{
     build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, LoadOptions, PairInfo,
-    Standalone, TextScore,
+    Standalone, TextScore, ThirdEndpoint,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use formats::checkpoint::{Checkpoint, TensorFiles};

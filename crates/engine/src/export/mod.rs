@@ -39,6 +39,8 @@ pub struct Recipe {
     pub method: crate::Method,
     /// With α per layer: each tensor at α times its factor from these rules.
     pub layers: Option<crate::LayerAlphas>,
+    /// With a plane: endpoint C and β.
+    pub third: Option<crate::ThirdEndpoint>,
 }
 
 impl Recipe {
@@ -60,6 +62,9 @@ impl Recipe {
             source("b")?,
             self.method,
             self.layers.as_ref(),
+            self.third
+                .as_ref()
+                .map(|t| (source("c").unwrap_or(&t.source), t.beta, t.factors.as_ref())),
             self.alpha.value(),
             self.dtype,
         )
@@ -91,6 +96,16 @@ impl Recipe {
         if let Some(l) = &self.layers {
             // Each tensor's α is the exported α times its factor from these rules.
             e.push(("lerpscope.layer_alphas".to_string(), l.spec()));
+        }
+        if let Some(t) = &self.third {
+            e[3].1 = "theta = theta_a + alpha * (theta_b - theta_a) + beta * (theta_c - theta_a)"
+                .to_string();
+            // The plane: theta_a + alpha * (theta_b - theta_a) + beta * (theta_c - theta_a).
+            let beta = t.beta.map_or("alpha".to_string(), |b| b.to_string());
+            e.push(("lerpscope.beta".to_string(), beta));
+            if let Some(f) = &t.factors {
+                e.push(("lerpscope.c_factors".to_string(), f.spec()));
+            }
         }
         for (role, spec, sha) in &self.sources {
             e.push((format!("lerpscope.{role}"), spec.clone()));
@@ -195,6 +210,7 @@ impl Engine {
                 dtype,
                 method: self.method(),
                 layers: self.layer_alphas().cloned(),
+                third: self.third().cloned(),
             },
         })
     }

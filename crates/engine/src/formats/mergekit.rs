@@ -31,6 +31,9 @@ pub struct MergeRecipe {
     pub method: Method,
     /// Each tensor's factor on α; the config's merge at α = 1.
     pub layers: LayerAlphas,
+    /// task_arithmetic over two models besides the base: the second (C) and its factors; the
+    /// working weights are then A + α·(k_B·(B − A) + k_C·(C − A)).
+    pub c: Option<(String, LayerAlphas)>,
     /// The config's `dtype`, when it names one lerpscope computes in.
     pub dtype: Option<DType>,
 }
@@ -63,15 +66,65 @@ pub fn to_yaml(
     b: &str,
     method: Method,
     layers: Option<&LayerAlphas>,
+    third: Option<(&str, Option<f64>, Option<&LayerAlphas>)>,
     alpha: f64,
     dtype: DType,
 ) -> Option<String> {
+    let b_setting = weight_setting(alpha, layers)?;
+    let c_model = match third {
+        Some((c, beta, factors)) => Some((c, weight_setting(beta.unwrap_or(alpha), factors)?)),
+        None => None,
+    };
+    let (merge_method, key) = match method {
+        Method::Linear => ("task_arithmetic", "weight"),
+        Method::Slerp => ("slerp", "t"),
+    };
+    let model = |name: &str, params: Option<Mapping>| {
+        let mut m = Mapping::new();
+        m.insert("model".into(), Value::String(name.to_string()));
+        if let Some(p) = params {
+            m.insert("parameters".into(), Value::Mapping(p));
+        }
+        Value::Mapping(m)
+    };
+    let one = |setting: Value| {
+        let mut m = Mapping::new();
+        m.insert(key.into(), setting);
+        m
+    };
+    let (b_params, shared) = match method {
+        Method::Linear => (Some(one(b_setting)), None),
+        Method::Slerp => (None, Some(one(b_setting))),
+    };
+    let mut models = vec![model(a, None), model(b, b_params)];
+    if let Some((c, setting)) = c_model {
+        models.push(model(c, Some(one(setting))));
+    }
+    let mut top = Mapping::new();
+    top.insert("merge_method".into(), Value::String(merge_method.into()));
+    top.insert("base_model".into(), Value::String(a.to_string()));
+    top.insert("models".into(), Value::Sequence(models));
+    if let Some(p) = shared {
+        top.insert("parameters".into(), Value::Mapping(p));
+    }
+    let dtype = match dtype {
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        _ => "float32",
+    };
+    top.insert("dtype".into(), Value::String(dtype.into()));
+    serde_yaml_ng::to_string(&Value::Mapping(top)).ok()
+}
+
+/// A weight or t of `k` times each factor of `layers` (mergekit's rules), or `k` itself; None
+/// for a share of two weights, which has no such form.
+fn weight_setting(k: f64, layers: Option<&LayerAlphas>) -> Option<Value> {
     let number = |v: f64| Value::Number(serde_yaml_ng::Number::from(v));
-    let setting = match layers {
-        None => number(alpha),
-        Some(l) if l.is_share() => return None,
+    match layers {
+        None => Some(number(k)),
+        Some(l) if l.is_share() => None,
         Some(l) => {
-            let k = alpha * l.scale();
+            let k = k * l.scale();
             let mut rules: Vec<Value> = l
                 .rules()
                 .iter()
@@ -91,44 +144,9 @@ pub fn to_yaml(
                 m.insert("value".into(), number(k));
                 rules.push(Value::Mapping(m));
             }
-            Value::Sequence(rules)
+            Some(Value::Sequence(rules))
         }
-    };
-    let (merge_method, key) = match method {
-        Method::Linear => ("task_arithmetic", "weight"),
-        Method::Slerp => ("slerp", "t"),
-    };
-    let model = |name: &str, params: Option<Mapping>| {
-        let mut m = Mapping::new();
-        m.insert("model".into(), Value::String(name.to_string()));
-        if let Some(p) = params {
-            m.insert("parameters".into(), Value::Mapping(p));
-        }
-        Value::Mapping(m)
-    };
-    let mut one = Mapping::new();
-    one.insert(key.into(), setting);
-    let (b_params, shared) = match method {
-        Method::Linear => (Some(one), None),
-        Method::Slerp => (None, Some(one)),
-    };
-    let mut top = Mapping::new();
-    top.insert("merge_method".into(), Value::String(merge_method.into()));
-    top.insert("base_model".into(), Value::String(a.to_string()));
-    top.insert(
-        "models".into(),
-        Value::Sequence(vec![model(a, None), model(b, b_params)]),
-    );
-    if let Some(p) = shared {
-        top.insert("parameters".into(), Value::Mapping(p));
     }
-    let dtype = match dtype {
-        DType::F16 => "float16",
-        DType::BF16 => "bfloat16",
-        _ => "float32",
-    };
-    top.insert("dtype".into(), Value::String(dtype.into()));
-    serde_yaml_ng::to_string(&Value::Mapping(top)).ok()
 }
 
 struct Reader<'a> {
@@ -182,10 +200,12 @@ impl Reader<'_> {
         // mergekit's precedence for shared parameters: the slice's, then the config's.
         let shared = [slice_params, global];
         let what = |name: &str| format!("{file}: parameters.{name}");
-        let (a, b, method, layers) = match merge_method.as_str() {
+        let (a, b, method, layers, c) = match merge_method.as_str() {
             "slerp" => {
                 only_parameters(file, &shared, &["t"])?;
-                let (a, b) = base_and_other(file, &merge_method, base.as_deref(), &inputs)?;
+                let (a, mut others) =
+                    base_and_others(file, &merge_method, base.as_deref(), &inputs, 1)?;
+                let b = others.remove(0);
                 if b.parameters.is_some() || a.parameters.is_some() {
                     bail!(
                         Unsupported,
@@ -195,33 +215,54 @@ impl Reader<'_> {
                 let t = setting(file, &shared, &[], "t")?
                     .ok_or_else(|| err!(Format, "{file}: slerp needs parameters.t"))?;
                 let layers = LayerAlphas::new(t, &what("t"))?.required();
-                (a.model, b.model, Method::Slerp, layers)
+                (a.model, b.model, Method::Slerp, layers, None)
             }
             "task_arithmetic" => {
                 only_parameters(file, &shared, &["lambda", "normalize", "weight"])?;
-                let (a, b) = base_and_other(file, &merge_method, base.as_deref(), &inputs)?;
+                let (a, others) =
+                    base_and_others(file, &merge_method, base.as_deref(), &inputs, 2)?;
                 let lambda = scalar(file, &shared, "lambda")?.unwrap_or(1.0);
                 let normalize = flag(file, &shared, "normalize")?.unwrap_or(false);
-                only_parameters(file, &[b.parameters], &["weight"])?;
-                let w = setting(file, &shared, &[b.parameters], "weight")?.ok_or_else(|| {
-                    err!(
-                        Format,
-                        "{file}: task_arithmetic needs a weight for {}",
-                        b.model
-                    )
-                })?;
-                let rules = if normalize {
-                    vec![Rule {
-                        filter: None,
-                        values: vec![1.0],
-                    }]
-                } else {
-                    w
+                let weights = others
+                    .iter()
+                    .map(|o| {
+                        only_parameters(file, &[o.parameters], &["weight"])?;
+                        let w = setting(file, &shared, &[o.parameters], "weight")?.ok_or_else(
+                            || {
+                                err!(
+                                    Format,
+                                    "{file}: task_arithmetic needs a weight for {}",
+                                    o.model
+                                )
+                            },
+                        )?;
+                        LayerAlphas::new(w, &what("weight"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                // normalize divides the weighted deltas by the weights' sum: each model's
+                // factor is its share of it (one model: 1).
+                let factor = |i: usize| -> Result<LayerAlphas> {
+                    let own = weights[i].clone();
+                    let f = match (normalize, weights.len()) {
+                        (false, _) => own,
+                        (true, 1) => LayerAlphas::new(
+                            vec![Rule {
+                                filter: None,
+                                values: vec![1.0],
+                            }],
+                            &what("weight"),
+                        )?,
+                        (true, _) => own.shared_with(weights[1 - i].clone()),
+                    };
+                    Ok(f.scaled(lambda).required())
                 };
-                let layers = LayerAlphas::new(rules, &what("weight"))?
-                    .scaled(lambda)
-                    .required();
-                (a.model, b.model, Method::Linear, layers)
+                let layers = factor(0)?;
+                let c = match others.get(1) {
+                    Some(o) => Some((o.model.clone(), factor(1)?.for_layers(layer_range))),
+                    None => None,
+                };
+                let b = others.into_iter().next().expect("one model at least");
+                (a.model, b.model, Method::Linear, layers, c)
             }
             "linear" => {
                 only_parameters(file, &shared, &["normalize", "weight"])?;
@@ -242,7 +283,7 @@ impl Reader<'_> {
                 let layers = LayerAlphas::new(wb, &what("weight"))?
                     .shared_with(LayerAlphas::new(wa, &what("weight"))?)
                     .required();
-                (a.model, b.model, Method::Linear, layers)
+                (a.model, b.model, Method::Linear, layers, None)
             }
             other => bail!(
                 Unsupported,
@@ -256,6 +297,7 @@ impl Reader<'_> {
             b,
             method,
             layers: layers.for_layers(layer_range),
+            c,
             dtype,
         })
     }
@@ -392,33 +434,42 @@ fn two<'a>(file: &str, method: &str, inputs: Vec<Input<'a>>) -> Result<[Input<'a
     })
 }
 
-/// `base_model` as A and the one other input as B (the base may be listed among the inputs or
-/// not).
-fn base_and_other<'a>(
+/// `base_model` as A and the other inputs in order (the base may be listed among the inputs or
+/// not); at most `most` of them.
+fn base_and_others<'a>(
     file: &str,
     method: &str,
     base: Option<&str>,
     inputs: &[Input<'a>],
-) -> Result<(Input<'a>, Input<'a>)> {
+    most: usize,
+) -> Result<(Input<'a>, Vec<Input<'a>>)> {
     let base = base.ok_or_else(|| err!(Format, "{file}: {method} needs base_model"))?;
     let listed = inputs.iter().find(|i| i.model == base);
-    let others: Vec<&Input> = inputs.iter().filter(|i| i.model != base).collect();
-    let [other] = others.as_slice() else {
+    let others: Vec<Input> = inputs
+        .iter()
+        .filter(|i| i.model != base)
+        .map(|i| Input {
+            model: i.model.clone(),
+            parameters: i.parameters,
+        })
+        .collect();
+    if others.is_empty() || others.len() > most {
         bail!(
             Unsupported,
-            "{file}: {method} with {} models besides base_model; lerpscope interpolates between the base and one model",
-            others.len()
+            "{file}: {method} with {} models besides base_model; lerpscope takes {}",
+            others.len(),
+            if most == 1 {
+                "one".to_string()
+            } else {
+                format!("one to {most}")
+            }
         );
-    };
+    }
     let a = Input {
         model: base.to_string(),
         parameters: listed.and_then(|i| i.parameters),
     };
-    let b = Input {
-        model: other.model.clone(),
-        parameters: other.parameters,
-    };
-    Ok((a, b))
+    Ok((a, others))
 }
 
 /// Refuse parameters the method does not read (mergekit would reject or ignore them; either
@@ -604,6 +655,7 @@ dtype: bfloat16
             ("merge_method: slerp\nmodels: [{model: a}, {model: b}]\n", "needs base_model"),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\n", "needs parameters.t"),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}, {model: c}]\nparameters: {t: 0.5}\n", "2 models besides"),
+            ("merge_method: task_arithmetic\nbase_model: a\nmodels: [{model: b}, {model: c}, {model: d}]\nparameters: {weight: 0.5}\n", "3 models besides"),
             ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 1}}]\nparameters: {normalize: false}\n", "normalize: false"),
             ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b}]\n", "needs a weight for b"),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: [{filter: mlp, value: x}]}\n", "parameters.t"),

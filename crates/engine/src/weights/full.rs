@@ -35,6 +35,17 @@ pub struct BlendedWeights {
     slerp: Option<Vec<Option<slerp::Angle>>>,
     /// With α per layer: each slot's factor on α.
     factors: Option<Vec<f64>>,
+    /// A third endpoint C: the plane A + α·(B − A) + β·(C − A).
+    third: Option<Third>,
+}
+
+/// Endpoint C and how far the working weights move towards it.
+struct Third {
+    c: Tensor,
+    /// β, fixed; None: C's weight scales with α as B's does (a recipe's direction).
+    beta: Option<f64>,
+    /// Each slot's factor on β (or α).
+    factors: Vec<f64>,
 }
 
 impl BlendedWeights {
@@ -66,6 +77,7 @@ impl BlendedWeights {
             last_blend: None,
             slerp: None,
             factors: None,
+            third: None,
         })
     }
 
@@ -95,9 +107,51 @@ impl BlendedWeights {
         Ok(())
     }
 
+    /// Add endpoint C (of this layout, read from `c`): the working weights become
+    /// A + α·(B − A) + β·(C − A), each C term times its factor from `factors` (β None: C's
+    /// weight is α too, a recipe's direction through its own point at α = 1).
+    pub fn use_third(
+        &mut self,
+        c: &Checkpoint,
+        beta: Option<f64>,
+        factors: Option<&LayerAlphas>,
+        n_layers: usize,
+    ) -> Result<()> {
+        if !self.working.device().is_cpu() {
+            bail!(
+                Unsupported,
+                "--c: the plane through three endpoints runs on the CPU for now; use --device cpu"
+            );
+        }
+        if self.slerp.is_some() {
+            bail!(
+                Unsupported,
+                "--c: the plane is built on the line; --method slerp takes two endpoints"
+            );
+        }
+        let tc = build_flat(&self.layout, self.dtype, self.working.device(), &c.weights)?;
+        let factors = match factors {
+            Some(l) => l.factors(&self.layout, n_layers)?,
+            None => vec![1.0; self.layout.slots.len()],
+        };
+        self.third = Some(Third {
+            c: tc,
+            beta,
+            factors,
+        });
+        let alpha = self.alpha;
+        self.set_alpha(alpha)?;
+        Ok(())
+    }
+
+    /// β, when a third endpoint is loaded with a fixed one.
+    pub fn beta(&self) -> Option<f64> {
+        self.third.as_ref().and_then(|t| t.beta)
+    }
+
     /// Whether every tensor moves along the line by the same α (the batched paths' premise).
     pub fn on_line(&self) -> bool {
-        self.slerp.is_none() && self.factors.is_none()
+        self.slerp.is_none() && self.factors.is_none() && self.third.is_none()
     }
 
     /// Each tensor's row at α, unless every tensor takes the line at α itself.
@@ -109,9 +163,17 @@ impl BlendedWeights {
             (0..self.layout.slots.len())
                 .map(|i| {
                     let at = alpha * self.factors.as_ref().map_or(1.0, |f| f[i]);
-                    match &self.slerp {
-                        None => SlotMix::line(at),
-                        Some(angles) => slerp::row(angles[i], at),
+                    match (&self.slerp, &self.third) {
+                        (Some(angles), _) => slerp::row(angles[i], at),
+                        (None, None) => SlotMix::line(at),
+                        (None, Some(t)) => {
+                            let kc = t.beta.unwrap_or(alpha) * t.factors[i];
+                            match (at, kc) {
+                                (0.0, 0.0) => SlotMix::A,
+                                (1.0, 0.0) => SlotMix::B,
+                                _ => SlotMix::Plane(at as f32, kc as f32),
+                            }
+                        }
                     }
                 })
                 .collect(),
@@ -154,6 +216,7 @@ impl BlendedWeights {
                 &TableOp {
                     layout: &self.layout,
                     table: &table,
+                    c: self.third.as_ref().map(|t| &t.c),
                 },
             ),
         }

@@ -1,5 +1,5 @@
 //! A blend as a table: for every tensor (slot) of the flat buffers, how its working weights are
-//! made from the two endpoints. The line with one α is a table whose rows are all alike (and
+//! made from the endpoints (two, or three for a plane). The line with one α is a table whose rows are all alike (and
 //! has its own faster pass, [`crate::weights::blend`]); slerp and α per layer give each tensor
 //! a row of its own. One pass over the buffer applies any table.
 
@@ -19,6 +19,8 @@ pub enum SlotMix {
     Line(f32),
     /// ca·A + cb·B (slerp's two coefficients).
     Pair(f32, f32),
+    /// A + kb·(B − A) + kc·(C − A): a point of the plane through three endpoints.
+    Plane(f32, f32),
 }
 
 impl SlotMix {
@@ -48,6 +50,20 @@ pub fn combine_reference<T: Element>(w: &mut [T], a: &[T], b: &[T], ca: f32, cb:
     }
 }
 
+/// One element of a [`SlotMix::Plane`], in f32: the two deltas scaled and added to A, in
+/// that order (as mergekit's task arithmetic sums its deltas before adding them to the base).
+#[inline(always)]
+pub fn plane_scalar(a: f32, b: f32, c: f32, kb: f32, kc: f32) -> f32 {
+    a + (kb * (b - a) + kc * (c - a))
+}
+
+/// A plane row over a slice, element by element.
+pub fn plane_reference<T: Element>(w: &mut [T], a: &[T], b: &[T], c: &[T], kb: f32, kc: f32) {
+    for (((w, &a), &b), &c) in w.iter_mut().zip(a).zip(b).zip(c) {
+        *w = T::from_f32(plane_scalar(a.to_f32(), b.to_f32(), c.to_f32(), kb, kc));
+    }
+}
+
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 16;
 
@@ -58,16 +74,21 @@ pub fn apply_reference<T: Element>(
     w: &mut [T],
     a: &[T],
     b: &[T],
+    c: Option<&[T]>,
 ) {
     assert_eq!(layout.slots.len(), table.len());
     for (s, mix) in layout.slots.iter().zip(table) {
         let r = s.offset..s.offset + s.len;
+        let c = c.map(|c| &c[r.clone()]);
         let (w, a, b) = (&mut w[r.clone()], &a[r.clone()], &b[r]);
         match *mix {
             SlotMix::A => w.copy_from_slice(a),
             SlotMix::B => w.copy_from_slice(b),
             SlotMix::Line(alpha) => blend_reference(w, a, b, alpha),
             SlotMix::Pair(ca, cb) => combine_reference(w, a, b, ca, cb),
+            SlotMix::Plane(kb, kc) => {
+                plane_reference(w, a, b, c.expect("a plane row needs C"), kb, kc)
+            }
         }
     }
 }
@@ -77,13 +98,25 @@ struct Task<'a, T> {
     w: &'a mut [T],
     a: &'a [T],
     b: &'a [T],
+    c: &'a [T],
     mix: SlotMix,
 }
 
 /// The fast pass: every slot split into chunks, all chunks in parallel, each through its
 /// element type's vectorised kernel.
-pub fn apply<T: Element>(layout: &FlatLayout, table: &[SlotMix], w: &mut [T], a: &[T], b: &[T]) {
+pub fn apply<T: Element>(
+    layout: &FlatLayout,
+    table: &[SlotMix],
+    w: &mut [T],
+    a: &[T],
+    b: &[T],
+    c: Option<&[T]>,
+) {
     assert_eq!(layout.slots.len(), table.len());
+    assert!(
+        c.is_some() || !table.iter().any(|m| matches!(m, SlotMix::Plane(..))),
+        "a plane row needs C"
+    );
     let mut tasks: Vec<Task<'_, T>> = Vec::new();
     let mut rest: &mut [T] = w;
     let mut at = 0;
@@ -94,12 +127,15 @@ pub fn apply<T: Element>(layout: &FlatLayout, table: &[SlotMix], w: &mut [T], a:
         rest = tail;
         at = s.offset + s.len;
         let (sa, sb) = (&a[s.offset..at], &b[s.offset..at]);
-        for ((w, a), b) in slot
+        let sc = c.map_or(&[][..], |c| &c[s.offset..at]);
+        for (i, ((w, a), b)) in slot
             .chunks_mut(CHUNK)
             .zip(sa.chunks(CHUNK))
             .zip(sb.chunks(CHUNK))
+            .enumerate()
         {
-            tasks.push(Task { w, a, b, mix });
+            let c = sc.get(i * CHUNK..i * CHUNK + w.len()).unwrap_or(&[]);
+            tasks.push(Task { w, a, b, c, mix });
         }
     }
     tasks.into_par_iter().for_each(|t| match t.mix {
@@ -107,14 +143,16 @@ pub fn apply<T: Element>(layout: &FlatLayout, table: &[SlotMix], w: &mut [T], a:
         SlotMix::B => t.w.copy_from_slice(t.b),
         SlotMix::Line(alpha) => T::blend_chunk(t.w, t.a, t.b, alpha),
         SlotMix::Pair(ca, cb) => T::combine_chunk(t.w, t.a, t.b, ca, cb),
+        SlotMix::Plane(kb, kc) => plane_reference(t.w, t.a, t.b, t.c, kb, kc),
     });
 }
 
 /// The table's pass as an in-place op on the working buffer (CPU; a GPU run is refused when
-/// the pair loads).
+/// the pair loads). A third endpoint, when there is one, is read beside the op's two.
 pub struct TableOp<'a> {
     pub layout: &'a FlatLayout,
     pub table: &'a [SlotMix],
+    pub c: Option<&'a candle_core::Tensor>,
 }
 
 impl candle_core::InplaceOp3 for TableOp<'_> {
@@ -134,15 +172,36 @@ impl candle_core::InplaceOp3 for TableOp<'_> {
         let n = self.layout.total;
         let (w0, a0, b0) = (lw.start_offset(), la.start_offset(), lb.start_offset());
         let (l, t) = (self.layout, self.table);
+        let third = self.c.map(|c| c.storage_and_layout());
+        let c = match &third {
+            None => None,
+            Some((s, lc)) => match &**s {
+                candle_core::Storage::Cpu(s) => Some((s, lc.start_offset())),
+                _ => candle_core::bail!("table blend: C must be on the CPU"),
+            },
+        };
+        macro_rules! run {
+            ($v:ident, $w:expr, $a:expr, $b:expr) => {{
+                let c = match c {
+                    None => None,
+                    Some((CpuStorage::$v(c), c0)) => Some(&c[c0..c0 + n]),
+                    Some(_) => candle_core::bail!("table blend: C's dtype differs"),
+                };
+                apply(
+                    l,
+                    t,
+                    &mut $w[w0..w0 + n],
+                    &$a[a0..a0 + n],
+                    &$b[b0..b0 + n],
+                    c,
+                )
+            }};
+        }
         match (w, a, b) {
-            (CpuStorage::F32(w), CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                apply(l, t, &mut w[w0..w0 + n], &a[a0..a0 + n], &b[b0..b0 + n])
-            }
-            (CpuStorage::F16(w), CpuStorage::F16(a), CpuStorage::F16(b)) => {
-                apply(l, t, &mut w[w0..w0 + n], &a[a0..a0 + n], &b[b0..b0 + n])
-            }
+            (CpuStorage::F32(w), CpuStorage::F32(a), CpuStorage::F32(b)) => run!(F32, w, a, b),
+            (CpuStorage::F16(w), CpuStorage::F16(a), CpuStorage::F16(b)) => run!(F16, w, a, b),
             (CpuStorage::BF16(w), CpuStorage::BF16(a), CpuStorage::BF16(b)) => {
-                apply(l, t, &mut w[w0..w0 + n], &a[a0..a0 + n], &b[b0..b0 + n])
+                run!(BF16, w, a, b)
             }
             _ => candle_core::bail!("table blend: buffers must share one of f32, f16, bf16"),
         }
@@ -184,15 +243,18 @@ mod tests {
             SlotMix::Line(0.3),
             SlotMix::A,
             SlotMix::Pair(0.25, -1.5),
-            SlotMix::Line(1.7),
+            SlotMix::Plane(0.7, 0.5),
             SlotMix::B,
         ];
         fn check<T: Element + PartialEq + std::fmt::Debug>(l: &FlatLayout, t: &[SlotMix]) {
             let (a, b) = endpoints::<T>(l.total);
+            let c: Vec<T> = (0..l.total)
+                .map(|i| T::from_f32((i as f32 * 0.05).sin() + 0.5))
+                .collect();
             let mut fast = vec![T::from_f32(9.0); l.total];
             let mut slow = fast.clone();
-            apply(l, t, &mut fast, &a, &b);
-            apply_reference(l, t, &mut slow, &a, &b);
+            apply(l, t, &mut fast, &a, &b, Some(&c));
+            apply_reference(l, t, &mut slow, &a, &b, Some(&c));
             assert_eq!(fast, slow);
         }
         check::<f32>(&l, &table);
@@ -228,6 +290,29 @@ mod tests {
         every(bf16::from_bits);
     }
 
+    /// A plane row is the plane computed in f64 within f32 rounding, and at kc = 0 it is the
+    /// line below ½ (the same operations in the same order).
+    #[test]
+    fn plane_rows_are_the_plane() {
+        let l = layout(&[5000]);
+        let (a, b) = endpoints::<f32>(l.total);
+        let c: Vec<f32> = (0..l.total).map(|i| (i as f32 * 0.05).cos()).collect();
+        let mut w = vec![0f32; l.total];
+        apply(&l, &[SlotMix::Plane(0.7, -0.5)], &mut w, &a, &b, Some(&c));
+        for i in 0..l.total {
+            let (x, y, z) = (a[i] as f64, b[i] as f64, c[i] as f64);
+            let want = x + 0.7 * (y - x) - 0.5 * (z - x);
+            assert!(
+                (w[i] as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
+                "{i}"
+            );
+        }
+        let mut line = vec![0f32; l.total];
+        apply(&l, &[SlotMix::Plane(0.3, 0.0)], &mut w, &a, &b, Some(&c));
+        apply(&l, &[SlotMix::Line(0.3)], &mut line, &a, &b, None);
+        assert_eq!(w, line);
+    }
+
     /// A table of equal line rows is the line's own pass, bit for bit (vertices included).
     #[test]
     fn equal_rows_are_the_line() {
@@ -237,7 +322,7 @@ mod tests {
             let table = vec![SlotMix::line(alpha); l.slots.len()];
             let mut rows = a.clone();
             let mut line = a.clone();
-            apply(&l, &table, &mut rows, &a, &b);
+            apply(&l, &table, &mut rows, &a, &b, None);
             blend(&mut line, &a, &b, alpha as f32);
             for s in &l.slots {
                 let r = s.offset..s.offset + s.len;
