@@ -821,6 +821,12 @@ pub struct BenchBlendArgs {
     /// With --shape: two random rank-R LoRA adapters (the merged pass is timed).
     #[arg(long, requires = "shape")]
     pub lora_rank: Option<usize>,
+    /// A third full model of the pair's shape: the plane's pass is timed (with --beta).
+    #[arg(long, requires = "beta")]
+    pub c: Option<String>,
+    /// β of the plane, with --c.
+    #[arg(long, requires = "c", allow_hyphen_values = true)]
+    pub beta: Option<crate::engine::Alpha>,
     /// Parameters of a random working set, when no pair is given.
     #[arg(long, default_value = "100000000", value_parser = parse_params)]
     pub params: usize,

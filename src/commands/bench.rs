@@ -11,7 +11,14 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 pub fn blend(args: BenchBlendArgs) -> Result<()> {
-    let opts = args.load.options()?;
+    let mut opts = args.load.options()?;
+    if let (Some(c), Some(beta)) = (&args.c, args.beta) {
+        opts.third = Some(crate::engine::ThirdEndpoint {
+            source: c.clone(),
+            beta: Some(beta.value()),
+            factors: None,
+        });
+    }
     // Keep the engine alive (when loaded) so its buffers stay valid; off the line (slerp, α
     // per layer) its own pass is timed, through `set_alpha`.
     let mut engine: Option<Engine> = None;

@@ -84,6 +84,13 @@ pub trait Element: Copy + Send + Sync + 'static {
             *w = Self::from_f32(ca * a.to_f32() + cb * b.to_f32());
         }
     }
+    /// a + (kb·(b − a) + kc·(c − a)) element by element in f32: a blend table's plane rows.
+    fn plane_chunk(w: &mut [Self], a: &[Self], b: &[Self], c: &[Self], kb: f32, kc: f32) {
+        for (((w, &a), &b), &c) in w.iter_mut().zip(a).zip(b).zip(c) {
+            let (a, b, c) = (a.to_f32(), b.to_f32(), c.to_f32());
+            *w = Self::from_f32(a + (kb * (b - a) + kc * (c - a)));
+        }
+    }
     /// The slice as f32, when the element type is f32 (for kernels with an f32 fast path).
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
         None
@@ -124,6 +131,21 @@ impl Element for f32 {
         }
         #[cfg(not(simd_kernels))]
         combine_f32_portable(w, a, b, ca, cb);
+    }
+    fn plane_chunk(w: &mut [f32], a: &[f32], b: &[f32], c: &[f32], kb: f32, kc: f32) {
+        #[cfg(simd_kernels)]
+        {
+            // SAFETY: as the blend's.
+            unsafe { simd::plane_f32_avx_stream(w, a, b, c, kb, kc) };
+        }
+        #[cfg(not(simd_kernels))]
+        plane_f32_portable(w, a, b, c, kb, kc);
+    }
+}
+
+fn plane_f32_portable(w: &mut [f32], a: &[f32], b: &[f32], c: &[f32], kb: f32, kc: f32) {
+    for (((w, &a), &b), &c) in w.iter_mut().zip(a).zip(b).zip(c) {
+        *w = a + (kb * (b - a) + kc * (c - a));
     }
 }
 
@@ -181,6 +203,18 @@ macro_rules! half_element {
                     }
                 }
             }
+            fn plane_chunk(w: &mut [$t], a: &[$t], b: &[$t], c: &[$t], kb: f32, kc: f32) {
+                // SAFETY: as the blend's.
+                #[cfg(simd_kernels)]
+                unsafe {
+                    <$t as simd::HalfSimd>::plane(w, a, b, c, kb, kc)
+                };
+                #[cfg(not(simd_kernels))]
+                for (((w, &a), &b), &c) in w.iter_mut().zip(a).zip(b).zip(c) {
+                    let (a, b, c) = (a.to_f32(), b.to_f32(), c.to_f32());
+                    *w = <$t>::from_f32(a + (kb * (b - a) + kc * (c - a)));
+                }
+            }
             /// Sixteen at a time as the blend (AVX2/F16C), else through f32 tiles.
             fn combine_chunk(w: &mut [$t], a: &[$t], b: &[$t], ca: f32, cb: f32) {
                 // SAFETY: as the blend's.
@@ -232,15 +266,17 @@ mod simd {
     /// The half-precision blends: elements widened to f32, blended with the same
     /// multiply-then-add as the reference, rounded back to nearest-even, sixteen at a time.
     pub trait HalfSimd: Sized + Copy {
-        /// Sixteen elements of `a` and `b` widened to f32, `f` applied eight lanes at a time,
-        /// rounded back to nearest-even.
+        /// Sixteen elements of `a`, `b` and `c` widened to f32, `f` applied eight lanes at a
+        /// time, rounded back to nearest-even. (A closure that ignores an input lets the
+        /// compiler drop its loads: two-input callers pass `a` again.)
         ///
         /// # Safety
         /// The CPU must support AVX2 and F16C; both pointers valid for sixteen reads.
         unsafe fn map16(
             a: *const Self,
             b: *const Self,
-            f: impl Fn(__m256, __m256) -> __m256,
+            c: *const Self,
+            f: impl Fn(__m256, __m256, __m256) -> __m256,
         ) -> __m256i;
         fn scalar(w: &mut Self, a: Self, b: Self, alpha: f32);
         fn from_f32(x: f32) -> Self;
@@ -252,7 +288,7 @@ mod simd {
         /// As [`HalfSimd::map16`].
         #[inline(always)]
         unsafe fn blend16(a: *const Self, b: *const Self, low: bool, k: __m256) -> __m256i {
-            Self::map16(a, b, |va, vb| lerp8(va, vb, low, k))
+            Self::map16(a, b, a, |va, vb, _| lerp8(va, vb, low, k))
         }
 
         /// ca·a + cb·b (multiply, multiply, add: the reference's arithmetic), streamed like
@@ -279,7 +315,7 @@ mod simd {
             while i < body {
                 _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(i + 2048) as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(i + 2048) as *const i8);
-                let r = Self::map16(ap.add(i), bp.add(i), |va, vb| {
+                let r = Self::map16(ap.add(i), bp.add(i), ap.add(i), |va, vb, _| {
                     _mm256_add_ps(_mm256_mul_ps(vca, va), _mm256_mul_ps(vcb, vb))
                 });
                 _mm256_stream_si256(wp.add(i) as *mut __m256i, r);
@@ -288,6 +324,45 @@ mod simd {
             _mm_sfence();
             for j in body..n {
                 scalar(&mut w[j], a[j], b[j]);
+            }
+        }
+
+        /// a + (kb·(b − a) + kc·(c − a)), the plane's element, streamed like the blend.
+        #[target_feature(enable = "avx2,f16c")]
+        unsafe fn plane(w: &mut [Self], a: &[Self], b: &[Self], c: &[Self], kb: f32, kc: f32) {
+            let n = w.len();
+            let scalar = |w: &mut Self, a: Self, b: Self, c: Self| {
+                let (a, b, c) = (a.to_f32(), b.to_f32(), c.to_f32());
+                *w = Self::from_f32(a + (kb * (b - a) + kc * (c - a)));
+            };
+            let misalign = (w.as_ptr() as usize) % 32;
+            let head = if misalign == 0 {
+                0
+            } else {
+                ((32 - misalign) / 2).min(n)
+            };
+            for j in 0..head {
+                scalar(&mut w[j], a[j], b[j], c[j]);
+            }
+            let body = head + (n - head) / 16 * 16;
+            let (vkb, vkc) = (_mm256_set1_ps(kb), _mm256_set1_ps(kc));
+            let (wp, ap, bp, cp) = (w.as_mut_ptr(), a.as_ptr(), b.as_ptr(), c.as_ptr());
+            let mut i = head;
+            while i < body {
+                _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(i + 2048) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(i + 2048) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(i + 2048) as *const i8);
+                let r = Self::map16(ap.add(i), bp.add(i), cp.add(i), |va, vb, vc| {
+                    let db = _mm256_mul_ps(vkb, _mm256_sub_ps(vb, va));
+                    let dc = _mm256_mul_ps(vkc, _mm256_sub_ps(vc, va));
+                    _mm256_add_ps(va, _mm256_add_ps(db, dc))
+                });
+                _mm256_stream_si256(wp.add(i) as *mut __m256i, r);
+                i += 16;
+            }
+            _mm_sfence();
+            for j in body..n {
+                scalar(&mut w[j], a[j], b[j], c[j]);
             }
         }
 
@@ -350,12 +425,14 @@ mod simd {
         unsafe fn map16(
             a: *const Self,
             b: *const Self,
-            f: impl Fn(__m256, __m256) -> __m256,
+            c: *const Self,
+            f: impl Fn(__m256, __m256, __m256) -> __m256,
         ) -> __m256i {
             let half = |i: usize| {
                 let va = _mm256_cvtph_ps(_mm_loadu_si128(a.add(i) as *const __m128i));
                 let vb = _mm256_cvtph_ps(_mm_loadu_si128(b.add(i) as *const __m128i));
-                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(f(va, vb))
+                let vc = _mm256_cvtph_ps(_mm_loadu_si128(c.add(i) as *const __m128i));
+                _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(f(va, vb, vc))
             };
             _mm256_set_m128i(half(8), half(0))
         }
@@ -384,12 +461,14 @@ mod simd {
         unsafe fn map16(
             a: *const Self,
             b: *const Self,
-            f: impl Fn(__m256, __m256) -> __m256,
+            c: *const Self,
+            f: impl Fn(__m256, __m256, __m256) -> __m256,
         ) -> __m256i {
             let top = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
-            let (pa, pb) = (
+            let (pa, pb, pc) = (
                 _mm256_loadu_si256(a as *const __m256i),
                 _mm256_loadu_si256(b as *const __m256i),
+                _mm256_loadu_si256(c as *const __m256i),
             );
             let even = |p: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(p));
             let odd = |p: __m256i| _mm256_castsi256_ps(_mm256_and_si256(p, top));
@@ -398,8 +477,8 @@ mod simd {
                 let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(bits), _mm256_set1_epi32(1));
                 _mm256_add_epi32(bits, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), lsb))
             };
-            let e = round(f(even(pa), even(pb)));
-            let o = round(f(odd(pa), odd(pb)));
+            let e = round(f(even(pa), even(pb), even(pc)));
+            let o = round(f(odd(pa), odd(pb), odd(pc)));
             _mm256_or_si256(_mm256_srli_epi32::<16>(e), _mm256_and_si256(o, top))
         }
         fn scalar(w: &mut Self, a: Self, b: Self, alpha: f32) {
@@ -449,6 +528,51 @@ mod simd {
         _mm_sfence();
         let tail = head + body;
         super::combine_f32_portable(&mut w[tail..], &a[tail..], &b[tail..], ca, cb);
+    }
+
+    /// The plane's element in f32 with streaming stores, as the blend (no FMA).
+    ///
+    /// # Safety
+    /// The CPU must support AVX; the slices must have equal lengths.
+    #[target_feature(enable = "avx")]
+    pub unsafe fn plane_f32_avx_stream(
+        w: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        c: &[f32],
+        kb: f32,
+        kc: f32,
+    ) {
+        let n = w.len();
+        let misalign = (w.as_ptr() as usize) % 32;
+        let head = if misalign == 0 {
+            0
+        } else {
+            ((32 - misalign) / 4).min(n)
+        };
+        super::plane_f32_portable(&mut w[..head], &a[..head], &b[..head], &c[..head], kb, kc);
+        let body = (n - head) / 8 * 8;
+        let (wp, ap, bp, cp) = (
+            w.as_mut_ptr().add(head),
+            a.as_ptr().add(head),
+            b.as_ptr().add(head),
+            c.as_ptr().add(head),
+        );
+        let (vkb, vkc) = (_mm256_set1_ps(kb), _mm256_set1_ps(kc));
+        let mut i = 0;
+        while i < body {
+            _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(i + 1024) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(i + 1024) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(i + 1024) as *const i8);
+            let va = _mm256_loadu_ps(ap.add(i));
+            let db = _mm256_mul_ps(vkb, _mm256_sub_ps(_mm256_loadu_ps(bp.add(i)), va));
+            let dc = _mm256_mul_ps(vkc, _mm256_sub_ps(_mm256_loadu_ps(cp.add(i)), va));
+            _mm256_stream_ps(wp.add(i), _mm256_add_ps(va, _mm256_add_ps(db, dc)));
+            i += 8;
+        }
+        _mm_sfence();
+        let tail = head + body;
+        super::plane_f32_portable(&mut w[tail..], &a[tail..], &b[tail..], &c[tail..], kb, kc);
     }
 
     /// f32 blend with 256-bit loads and non-temporal stores: the working buffer is written once

@@ -143,7 +143,7 @@ pub fn apply<T: Element>(
         SlotMix::B => t.w.copy_from_slice(t.b),
         SlotMix::Line(alpha) => T::blend_chunk(t.w, t.a, t.b, alpha),
         SlotMix::Pair(ca, cb) => T::combine_chunk(t.w, t.a, t.b, ca, cb),
-        SlotMix::Plane(kb, kc) => plane_reference(t.w, t.a, t.b, t.c, kb, kc),
+        SlotMix::Plane(kb, kc) => T::plane_chunk(t.w, t.a, t.b, t.c, kb, kc),
     });
 }
 
@@ -262,8 +262,8 @@ mod tests {
         check::<bf16>(&l, &table);
     }
 
-    /// Every f16 and bf16 bit pattern (subnormals, ∞, NaN, overflow) against a shuffled
-    /// partner: the vectorised pair row rounds as the reference does.
+    /// Every f16 and bf16 bit pattern (subnormals, ∞, NaN, overflow) against shuffled
+    /// partners: the vectorised pair and plane rows round as the reference does.
     #[test]
     fn every_half_bit_pattern_combines_like_the_reference() {
         fn every<T: Element>(from_bits: fn(u16) -> T) {
@@ -271,12 +271,21 @@ mod tests {
             let b: Vec<T> = (0..=u16::MAX)
                 .map(|i| from_bits(i.wrapping_mul(40503).rotate_left(5)))
                 .collect();
+            let c: Vec<T> = (0..=u16::MAX)
+                .map(|i| from_bits(i.wrapping_mul(7919).rotate_left(9)))
+                .collect();
             for (ca, cb) in [(0.7, 0.3), (1.3, -0.45), (-2.0, 3.0), (0.1, 1e-3)] {
                 let mut fast = a.clone();
                 let mut slow = a.clone();
                 // Offsets that misalign the destination, so the scalar head and tail run too.
                 T::combine_chunk(&mut fast[3..], &a[3..], &b[3..], ca, cb);
                 combine_reference(&mut slow[3..], &a[3..], &b[3..], ca, cb);
+                let mut plane_fast = a.clone();
+                let mut plane_slow = a.clone();
+                T::plane_chunk(&mut plane_fast[5..], &a[5..], &b[5..], &c[5..], ca, cb);
+                plane_reference(&mut plane_slow[5..], &a[5..], &b[5..], &c[5..], ca, cb);
+                fast.extend(plane_fast);
+                slow.extend(plane_slow);
                 for (i, (f, s)) in fast.iter().zip(&slow).enumerate() {
                     let (f, s) = (f.to_f32(), s.to_f32());
                     assert!(
