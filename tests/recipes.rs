@@ -495,3 +495,52 @@ fn a_sweep_keeps_its_layer_alphas() {
     let (ok, err) = sweep("mlp=1,0");
     assert!(!ok && err.contains("other settings"), "{err}");
 }
+
+/// A third endpoint that does not fit gets one line naming it: another architecture, an absurd
+/// β, adapters, and `--c` beside a recipe.
+#[test]
+fn a_bad_third_endpoint_gets_one_line() {
+    let (a, b) = (fixture("tiny-llama-a"), fixture("tiny-llama-b"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let gpt2 = fixture("tiny-gpt2-a");
+    let cpu = ["--device", "cpu", "--max-tokens", "1"];
+    let run = |c: &str, beta: &str| {
+        let mut args = vec!["generate", "--a", a, "--b", b, "--c", c, "--beta", beta];
+        args.extend(cpu);
+        lerpscope(&args)
+    };
+    let (ok, err) = run(gpt2.to_str().unwrap(), "0.5");
+    assert!(!ok && err.contains("tiny-gpt2-a") && err.lines().count() == 1, "{err}");
+    let c = fixture("recipes/c");
+    let (ok, err) = run(c.to_str().unwrap(), "1e9");
+    assert!(!ok && err.contains("--beta") && err.contains("absurd"), "{err}");
+    let r = recipe("task-arithmetic");
+    let (ok, err) = lerpscope(&[
+        "generate",
+        "--recipe",
+        r.to_str().unwrap(),
+        "--c",
+        c.to_str().unwrap(),
+        "--beta",
+        "0.5",
+    ]);
+    assert!(!ok && err.contains("--recipe"), "{err}");
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        base: Some(fixture("adapters/base-llama-tied").display().to_string()),
+        third: Some(ThirdEndpoint {
+            source: c.display().to_string(),
+            beta: Some(0.5),
+            factors: None,
+        }),
+        ..Default::default()
+    };
+    let Err(e) = Engine::load(
+        fixture("adapters/llama-plain-a").to_str().unwrap(),
+        fixture("adapters/llama-plain-b").to_str().unwrap(),
+        &opts,
+    ) else {
+        panic!("a plane over adapters")
+    };
+    assert!(e.to_string().contains("--c"), "{e}");
+}
