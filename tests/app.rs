@@ -22,6 +22,7 @@ fn info() -> PairInfo {
         chat_template: false,
         method: Default::default(),
         layers: None,
+        beta: None,
     }
 }
 
@@ -770,4 +771,43 @@ fn a_memory_error_shows_the_numbers_and_what_to_try() {
         "a.json: not a config".into(),
     )));
     assert_eq!(a.last_error.as_deref(), Some("a.json: not a config"));
+}
+
+/// On a plane with its own β, ↑/↓ move β for every column: the engine is told first, then
+/// every column regenerates at its α; without a plane they say why and do nothing.
+#[test]
+fn up_and_down_move_the_planes_beta_for_every_column() {
+    let mut a = app();
+    let plane = PairInfo {
+        description: "A ↔ B + β·(C − A)".into(),
+        beta: Some(0.5),
+        ..info()
+    };
+    a.update(Msg::Engine(EngineEvent::Loaded(plane)));
+    let effects = a.update(key(KeyCode::Up));
+    assert!(
+        matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == 0.55),
+        "{effects:?}"
+    );
+    let subs = jobs(effects);
+    assert_eq!(subs.len(), 3, "every column regenerates");
+    assert_eq!(a.beta.map(|b| b.value()), Some(0.55));
+    let effects = a.update(shift(KeyCode::Down));
+    assert!(
+        matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == 0.3),
+        "{effects:?}"
+    );
+    // α stays where each column had it.
+    assert_eq!(
+        (0..3).map(|i| alpha(&a, i)).collect::<Vec<_>>(),
+        [0.0, 0.5, 1.0]
+    );
+
+    let (mut line, _) = loaded();
+    assert!(line.update(key(KeyCode::Up)).is_empty());
+    assert!(line
+        .notice
+        .as_deref()
+        .unwrap_or("")
+        .contains("no third endpoint"));
 }

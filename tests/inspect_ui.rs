@@ -41,6 +41,7 @@ fn app() -> (App, Vec<(ColumnId, Job)>) {
             chat_template: false,
             method: Default::default(),
             layers: None,
+            beta: None,
         })))
         .into_iter()
         .filter_map(|e| match e {

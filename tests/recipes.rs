@@ -510,10 +510,16 @@ fn a_bad_third_endpoint_gets_one_line() {
         lerpscope(&args)
     };
     let (ok, err) = run(gpt2.to_str().unwrap(), "0.5");
-    assert!(!ok && err.contains("tiny-gpt2-a") && err.lines().count() == 1, "{err}");
+    assert!(
+        !ok && err.contains("tiny-gpt2-a") && err.lines().count() == 1,
+        "{err}"
+    );
     let c = fixture("recipes/c");
     let (ok, err) = run(c.to_str().unwrap(), "1e9");
-    assert!(!ok && err.contains("--beta") && err.contains("absurd"), "{err}");
+    assert!(
+        !ok && err.contains("--beta") && err.contains("absurd"),
+        "{err}"
+    );
     let r = recipe("task-arithmetic");
     let (ok, err) = lerpscope(&[
         "generate",
@@ -543,4 +549,44 @@ fn a_bad_third_endpoint_gets_one_line() {
         panic!("a plane over adapters")
     };
     assert!(e.to_string().contains("--c"), "{e}");
+}
+
+/// Moving β on a loaded plane gives the weights a plane loaded at that β has, bit for bit.
+#[test]
+fn moving_beta_is_loading_at_it() {
+    let opts = |beta: f64| LoadOptions {
+        device: DeviceChoice::Cpu,
+        dtype: Some(candle_core::DType::F32),
+        third: Some(ThirdEndpoint {
+            source: fixture("recipes/c").display().to_string(),
+            beta: Some(beta),
+            factors: None,
+        }),
+        ..Default::default()
+    };
+    let (a, b) = (fixture("tiny-llama-a"), fixture("tiny-llama-b"));
+    let load = |beta| Engine::load(a.to_str().unwrap(), b.to_str().unwrap(), &opts(beta)).unwrap();
+    let bits = |e: &Engine| -> Vec<u32> {
+        let v = e.weights().working().to_vec1::<f32>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    };
+    let mut moved = load(0.5);
+    moved.set_alpha(0.3).unwrap();
+    moved.set_beta(-0.25).unwrap();
+    let mut fresh = load(-0.25);
+    fresh.set_alpha(0.3).unwrap();
+    assert_eq!(bits(&moved), bits(&fresh));
+    assert_eq!(moved.info.beta, Some(-0.25));
+    // A pair without a plane refuses β in one line.
+    let mut line = Engine::load(
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let e = line.set_beta(0.5).unwrap_err().to_string();
+    assert!(e.contains("no third endpoint"), "{e}");
 }

@@ -48,6 +48,7 @@ fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
         chat_template: false,
         method: Default::default(),
         layers: None,
+        beta: None,
     })))
     .into_iter()
     .filter_map(|e| match e {
@@ -297,6 +298,7 @@ fn the_header_names_a_method_other_than_the_line() {
         chat_template: false,
         method: lerpscope::engine::Method::Slerp,
         layers: None,
+        beta: None,
     })));
     let screen = render(&a, 120, 20);
     let header = screen.lines().next().unwrap();
@@ -308,4 +310,38 @@ fn the_header_names_a_method_other_than_the_line() {
         "{header}"
     );
     key(&mut line, KeyCode::Char('q'));
+}
+
+/// A plane says so in the header, with C and the β of the moment; α per layer too.
+#[test]
+fn the_header_shows_the_plane_and_its_beta() {
+    let mut a = App::new(
+        "assets/demo/negative".into(),
+        "assets/demo/positive".into(),
+        "The food",
+        &[Alpha::A],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        a: a.a.clone(),
+        b: a.b.clone(),
+        description: "A ↔ B (α per layer mlp=0,1) + β·(formal − A)".into(),
+        architecture: "LlamaForCausalLM".into(),
+        params: 2_401_536,
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        buffer_bytes: 9_606_144,
+        gpu_memory: None,
+        chat_template: false,
+        method: Default::default(),
+        layers: Some("mlp=0,1".into()),
+        beta: Some(0.5),
+    })));
+    key(&mut a, KeyCode::Up);
+    let header = render(&a, 160, 20).lines().next().unwrap().to_string();
+    assert!(
+        header.contains("(α per layer)") && header.contains("β·(formal − A), β = 0.55"),
+        "{header}"
+    );
 }

@@ -114,9 +114,13 @@ pub enum Effect {
         out: std::path::PathBuf,
     },
     Save(Session),
+    /// Move the plane's β; the columns' resubmitted jobs follow.
+    SetBeta(Alpha),
     Quit,
 }
 
+// One per app, replaced a few times in its life: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum PairState {
     Loading,
@@ -268,6 +272,8 @@ pub struct App {
     pub activity: String,
     pub last_error: Option<String>,
     pub notice: Option<String>,
+    /// The plane's β, when the pair is a plane with a β of its own (`--c` with `--beta`).
+    pub beta: Option<Alpha>,
     /// The engine stopped and cannot be trusted (why): the UI says so and quits.
     pub broken: Option<String>,
     pub last_blend_ms: Option<f64>,
@@ -325,6 +331,7 @@ impl App {
             activity: "loading the pair…".to_string(),
             last_error: None,
             notice: None,
+            beta: None,
             broken: None,
             last_blend_ms: None,
             last_tokens_per_s: None,
@@ -422,6 +429,10 @@ impl App {
             Action::AlphaDown => self.nudge(-FINE_STEP),
             Action::AlphaUpCoarse => self.nudge(COARSE_STEP),
             Action::AlphaDownCoarse => self.nudge(-COARSE_STEP),
+            Action::BetaUp => self.nudge_beta(FINE_STEP),
+            Action::BetaDown => self.nudge_beta(-FINE_STEP),
+            Action::BetaUpCoarse => self.nudge_beta(COARSE_STEP),
+            Action::BetaDownCoarse => self.nudge_beta(-COARSE_STEP),
             Action::NextColumn => self.focus((self.focused + 1) % self.columns.len()),
             Action::PrevColumn => {
                 self.focus((self.focused + self.columns.len() - 1) % self.columns.len())
@@ -781,6 +792,7 @@ impl App {
         match e {
             EngineEvent::Loaded(info) => {
                 self.activity = "ready".to_string();
+                self.beta = info.beta.and_then(|b| Alpha::new(b).ok());
                 self.pair = PairState::Ready(info);
                 self.submit_all()
             }
@@ -984,6 +996,19 @@ impl App {
         if let Some(c) = self.columns.get_mut(self.focused) {
             c.scroll = (c.scroll as i32 + lines).clamp(0, u16::MAX as i32) as u16;
         }
+    }
+
+    /// Move β by `step` and regenerate every column at it.
+    fn nudge_beta(&mut self, step: f64) -> Vec<Effect> {
+        let Some(beta) = self.beta else {
+            self.notice = Some("β: the pair has no third endpoint (--c C --beta B)".to_string());
+            return vec![];
+        };
+        let beta = Alpha::saturating(beta.value() + step);
+        self.beta = Some(beta);
+        let mut effects = vec![Effect::SetBeta(beta)];
+        effects.extend(self.submit_all());
+        effects
     }
 
     fn nudge(&mut self, step: f64) -> Vec<Effect> {

@@ -237,6 +237,8 @@ enum Request {
     Scrub(ScrubJob),
     Export(ExportJob),
     Remove(ColumnId),
+    /// Move the plane's β (the columns are resubmitted after it).
+    SetBeta(f64),
     /// Test hook: the next column job scribbles over the working weights and panics.
     InjectPanic,
     Shutdown,
@@ -349,6 +351,11 @@ impl Session {
     /// Export the model at `job.alpha`; progress and the result come back as events.
     pub fn export(&self, job: ExportJob) {
         let _ = self.tx.send(Request::Export(job));
+    }
+
+    /// Move the plane's β; jobs submitted after this run at it.
+    pub fn set_beta(&self, beta: f64) {
+        let _ = self.tx.send(Request::SetBeta(beta));
     }
 
     /// Test hook: the next column job writes zeros over the working weights and panics, as a
@@ -510,6 +517,14 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                 Request::Scrub(job) => scrub = Some(ScrubState::new(job)),
                 Request::Export(job) => exports.push(job),
                 Request::Remove(c) => pending.retain(|p| p.column != c),
+                Request::SetBeta(beta) => match contained(|| engine.set_beta(beta)) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => emit(EngineEvent::Recovered(Failure::engine(&e))),
+                    Err(error) => {
+                        emit(EngineEvent::Recovered(error));
+                        dirty = true;
+                    }
+                },
                 Request::InjectPanic => inject = true,
                 Request::Shutdown => return,
             }

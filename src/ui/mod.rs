@@ -336,6 +336,24 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
                 Style::default().fg(Color::Cyan),
             ));
         }
+        // The path's other parts, from the description: α per layer, a plane's C and β.
+        if info.layers.is_some() {
+            spans.push(Span::styled(
+                " (α per layer)",
+                Style::default().fg(Color::Cyan),
+            ));
+        }
+        let plane = info
+            .description
+            .rsplit_once(" + ")
+            .filter(|(_, c)| c.starts_with("β·(") || c.starts_with("α·("));
+        if let Some((_, c)) = plane {
+            let c = match app.beta {
+                Some(beta) => format!(" + {}, β = {beta}", compact_paths(c)),
+                None => format!(" + {}", compact_paths(c)),
+            };
+            spans.push(Span::styled(c, Style::default().fg(Color::Cyan)));
+        }
         spans.push(Span::styled(
             format!(
                 "  {} · {} params · {} · {}",

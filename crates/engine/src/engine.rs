@@ -201,6 +201,9 @@ pub struct PairInfo {
     /// With α per layer: its rules (`--layer-alphas` syntax).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<String>,
+    /// With a plane whose β is set apart from α (`--c` with `--beta`): β at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
 }
 
 /// Where a pair came from, for exports: the model whose config and tokenizer files describe the
@@ -330,7 +333,7 @@ impl Engine {
             Some(note) => format!("{} ↔ {} ({note})", ca.label(), cb.label()),
         };
         if let (Some(t), Some(cc)) = (&opts.third, &third) {
-            let beta = t.beta.map_or("α".to_string(), |b| b.to_string());
+            let beta = if t.beta.is_some() { "β" } else { "α" };
             description.push_str(&format!(" + {beta}·({} − A)", cc.label()));
         }
         let files = |c: &Checkpoint| {
@@ -509,6 +512,7 @@ impl Engine {
             chat_template: text.chat.is_some(),
             method: weights.full().map_or(Method::Linear, |w| w.method()),
             layers: None,
+            beta: weights.full().and_then(|w| w.beta()),
         };
         Self {
             info,
@@ -561,6 +565,22 @@ impl Engine {
     /// With a plane: endpoint C and β.
     pub fn third(&self) -> Option<&ThirdEndpoint> {
         self.third.as_ref()
+    }
+
+    /// Move the plane's β (a plane loaded with `--beta`) and re-blend at the current α.
+    pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
+        let Weights::Full(w) = &mut self.weights else {
+            bail!(
+                Unsupported,
+                "β: the pair has no third endpoint (--c C --beta B)"
+            );
+        };
+        let took = w.set_beta(beta)?;
+        if let Some(t) = self.third.as_mut() {
+            t.beta = Some(beta);
+        }
+        self.info.beta = Some(beta);
+        Ok(took)
     }
 
     /// Whether every tensor moves along the line by the same α, which rows at several alphas

@@ -144,6 +144,23 @@ impl BlendedWeights {
         Ok(())
     }
 
+    /// Set β (a plane loaded with a fixed one) and re-blend at the current α.
+    pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
+        match self.third.as_mut() {
+            Some(t) if t.beta.is_some() => t.beta = Some(beta),
+            Some(_) => bail!(
+                Unsupported,
+                "β: this plane is a recipe's direction, its β moving with α"
+            ),
+            None => bail!(
+                Unsupported,
+                "β: the pair has no third endpoint (--c C --beta B)"
+            ),
+        }
+        let alpha = self.alpha;
+        self.set_alpha(alpha)
+    }
+
     /// β, when a third endpoint is loaded with a fixed one.
     pub fn beta(&self) -> Option<f64> {
         self.third.as_ref().and_then(|t| t.beta)
