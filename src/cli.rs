@@ -149,7 +149,7 @@ pub struct DemoOrPair {
     pub recipe: Option<Box<crate::engine::MergeRecipe>>,
     /// A third full model C: the working weights move on the plane
     /// A + α·(B − A) + β·(C − A), β set by --beta (on the CPU).
-    #[arg(long, requires_all = ["a", "beta"])]
+    #[arg(long, requires = "a")]
     pub c: Option<String>,
     /// How far towards C (with --c): 0 is the line A→B, 1 adds all of C − A.
     #[arg(long, requires = "c", allow_hyphen_values = true)]
@@ -227,6 +227,15 @@ impl DemoOrPair {
         }
     }
 
+    /// How to load the pair with the plane's β at `beta` (a β grid's sweep).
+    pub fn options_at_beta(&self, beta: Alpha) -> Result<LoadOptions> {
+        Self {
+            beta: Some(beta),
+            ..self.clone()
+        }
+        .options()
+    }
+
     /// How to load the pair: the flags, and for the SmolLM2 demo its base when --base is not
     /// given (the Hub id through the cache where it resolves, else the packaged GGUF).
     pub fn options(&self) -> Result<LoadOptions> {
@@ -241,12 +250,16 @@ impl DemoOrPair {
                 factors: Some(f.clone()),
             });
         }
-        if let (Some(c), Some(beta)) = (&self.c, self.beta) {
-            opts.third = Some(crate::engine::ThirdEndpoint {
-                source: c.clone(),
-                beta: Some(beta.value()),
-                factors: None,
-            });
+        match (&self.c, self.beta) {
+            (Some(c), Some(beta)) => {
+                opts.third = Some(crate::engine::ThirdEndpoint {
+                    source: c.clone(),
+                    beta: Some(beta.value()),
+                    factors: None,
+                })
+            }
+            (Some(c), None) => bail!("--c {c}: needs --beta B, how far towards C"),
+            _ => {}
         }
         if self.demo() == Some(Demo::Smollm2) && opts.base.is_none() {
             opts.base = Some(smollm2_base()?);
@@ -584,6 +597,11 @@ pub struct SweepArgs {
     /// measures faster here. Settled when the sweep starts and kept in sweep.json.
     #[arg(long, default_value = "auto", value_parser = columns_mode())]
     pub alpha_mode: ColumnsMode,
+    /// With --c: sweep the (α, β) grid, β over these values (--alphas' syntax), each β's sweep
+    /// in OUT/beta<β>/, and the grid as OUT/grid.csv and heat maps in OUT/plots/.
+    #[arg(long, requires = "c", allow_hyphen_values = true, value_parser = alpha_grid,
+          conflicts_with = "beta")]
+    pub betas: Option<Alphas>,
 }
 
 #[derive(Args, Debug)]

@@ -590,3 +590,67 @@ fn moving_beta_is_loading_at_it() {
     let e = line.set_beta(0.5).unwrap_err().to_string();
     assert!(e.contains("no third endpoint"), "{e}");
 }
+
+/// `sweep --c C --betas` sweeps the (α, β) grid: a sweep per β in its own folder, grid.csv
+/// with a row per cell, heat maps. At β = 0 the plane is the line (the same operations below
+/// α = ½, copies at the vertices), so its samples are the plain sweep's (re-blended too), byte
+/// for byte.
+#[test]
+fn a_beta_grid_sweeps_the_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.txt");
+    std::fs::write(&prompts, "The food\nThe movie\n").unwrap();
+    let (a, b, c) = (
+        fixture("tiny-llama-a"),
+        fixture("tiny-llama-b"),
+        fixture("recipes/c"),
+    );
+    let sweep = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "sweep",
+            "--a",
+            a.to_str().unwrap(),
+            "--b",
+            b.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--alphas",
+            "0,0.25,1",
+            "--alpha-mode",
+            "reblend",
+            "--samples",
+            "2",
+            "--max-tokens",
+            "6",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let (ok, err) = lerpscope(&args);
+        assert!(ok, "{err}");
+    };
+    let grid = dir.path().join("grid");
+    sweep(&["--c", c.to_str().unwrap(), "--betas", "0,0.5"], &grid);
+    let line = dir.path().join("line");
+    sweep(&[], &line);
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+    assert_eq!(
+        read(grid.join("beta0/samples.jsonl")),
+        read(line.join("samples.jsonl"))
+    );
+    assert_ne!(
+        read(grid.join("beta0.5/samples.jsonl")),
+        read(line.join("samples.jsonl"))
+    );
+    let csv = read(grid.join("grid.csv"));
+    assert_eq!(csv.lines().count(), 1 + 2 * 3, "{csv}");
+    assert!(csv.lines().nth(4).unwrap().starts_with("0.5,0,"), "{csv}");
+    for f in ["grid-vader.png", "grid-vader.svg", "grid-perplexity.png"] {
+        assert!(grid.join("plots").join(f).is_file(), "{f}");
+    }
+    // A rerun resumes every β's sweep.
+    sweep(&["--c", c.to_str().unwrap(), "--betas", "0,0.5"], &grid);
+    assert_eq!(read(grid.join("grid.csv")), csv);
+}

@@ -1,8 +1,9 @@
 //! `lerpscope sweep`.
 
 use crate::cli::{SweepArgs, SWEEP};
-use crate::engine::Engine;
-use crate::eval::sweep::{Sweep, SweepConfig};
+use crate::engine::{Alpha, Engine};
+use crate::eval::plot;
+use crate::eval::sweep::{AlphaSummary, Sweep, SweepConfig};
 use anyhow::{bail, Context, Result};
 
 /// The neutral prompts shipped with lerpscope.
@@ -35,35 +36,80 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let alphas = args.alphas.0.clone();
     let prompts = read_prompts(&args.prompts, args.num_prompts)?;
     let (a, b) = args.pair.endpoints();
-    let config = SweepConfig {
-        a: a.clone(),
-        b: b.clone(),
-        alphas,
-        prompts,
-        samples: args.samples,
-        params: args.sampling.params(SWEEP)?,
-        ppl_ref: args.ppl_ref.parse()?,
-        classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
-        method: args.pair.options()?.method,
-        layers: args.pair.options()?.layers.map(|l| l.spec()),
-        plane: args.pair.options()?.third.map(|t| {
-            let beta = t.beta.map_or("α".to_string(), |b| b.to_string());
-            let factors = t.factors.map(|f| format!(", factors {}", f.spec()));
-            format!("{}, β {beta}{}", t.source, factors.unwrap_or_default())
-        }),
-        alpha_mode: Default::default(),
+    // With --betas, one sweep per β, each in a folder of its own, then the grid.
+    let betas: Vec<Option<Alpha>> = match &args.betas {
+        Some(list) => list.0.iter().copied().map(Some).collect(),
+        None => vec![None],
     };
-    let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;
+    let options = |beta: Option<Alpha>| match beta {
+        Some(beta) => args.pair.options_at_beta(beta),
+        None => args.pair.options(),
+    };
+    let opts = options(betas[0])?;
+    let mut engine = Engine::load(&a, &b, &opts)?;
     engine.set_stop_texts(args.sampling.stop.clone());
+    let mut grid = Vec::new();
+    for &beta in &betas {
+        let opts = options(beta)?;
+        if let Some(beta) = beta {
+            engine.set_beta(beta.value())?;
+        }
+        let config = SweepConfig {
+            a: a.clone(),
+            b: b.clone(),
+            alphas: alphas.clone(),
+            prompts: prompts.clone(),
+            samples: args.samples,
+            params: args.sampling.params(SWEEP)?,
+            ppl_ref: args.ppl_ref.parse()?,
+            classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
+            method: opts.method,
+            layers: opts.layers.map(|l| l.spec()),
+            plane: opts.third.map(|t| {
+                let beta = t.beta.map_or("α".to_string(), |b| b.to_string());
+                let factors = t.factors.map(|f| format!(", factors {}", f.spec()));
+                format!("{}, β {beta}{}", t.source, factors.unwrap_or_default())
+            }),
+            alpha_mode: Default::default(),
+        };
+        let out = match beta {
+            Some(beta) => args.out.join(format!("beta{beta}")),
+            None => args.out.clone(),
+        };
+        if let Some(beta) = beta {
+            println!("── β = {beta} ──");
+        }
+        let summary = sweep_one(&mut engine, config, &out, &args)?;
+        if let Some(beta) = beta {
+            grid.extend(summary.into_iter().map(|s| (beta, s)));
+        }
+    }
+    if !grid.is_empty() {
+        write_grid(&args.out, &grid, &args.label)?;
+        println!(
+            "wrote {}/{{grid.csv, plots/grid-*.png|svg}}",
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// One sweep into `out`, its table printed.
+fn sweep_one(
+    engine: &mut Engine,
+    config: SweepConfig,
+    out: &std::path::Path,
+    args: &SweepArgs,
+) -> Result<Vec<AlphaSummary>> {
     let t = std::time::Instant::now();
     let sweep = Sweep {
         config,
         mode: args.alpha_mode,
-        out: args.out.clone(),
+        out: out.to_path_buf(),
         progress: true,
         tokens_per_s: Default::default(),
     };
-    let summary = sweep.run(&mut engine)?;
+    let summary = sweep.run(engine)?;
     println!(
         "{:>8}  {:>22}  {:>24}  {:>6}  {:>6}",
         "α", "VADER (95% CI)", "perplexity (95% CI)", "dist-1", "dist-2"
@@ -97,12 +143,66 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     println!(
         "wrote {}/{{samples.jsonl, summary.csv, summary.json, plots/}} in {:.1}s{}",
-        args.out.display(),
+        out.display(),
         t.elapsed().as_secs_f64(),
         match sweep.tokens_per_s.get() {
             Some(r) => format!(" (generation {r:.1} tok/s over all rows)"),
             None => String::new(),
         }
     );
+    Ok(summary)
+}
+
+/// The (α, β) grid: grid.csv (one row per cell: β, α, each meter's mean and 95% interval) and
+/// a heat map of each meter's mean.
+fn write_grid(out: &std::path::Path, grid: &[(Alpha, AlphaSummary)], label: &str) -> Result<()> {
+    let mut csv = String::from(
+        "beta,alpha,vader_mean,vader_ci_low,vader_ci_high,perplexity_mean,perplexity_ci_low,perplexity_ci_high,classifier_mean,classifier_ci_low,classifier_ci_high,empty\n",
+    );
+    let field = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+    for (beta, s) in grid {
+        let c = s.classifier;
+        csv.push_str(&format!(
+            "{beta},{},{},{},{},{},{},{},{},{},{},{}\n",
+            s.alpha,
+            s.vader.mean,
+            s.vader.ci_low,
+            s.vader.ci_high,
+            s.perplexity.mean,
+            s.perplexity.ci_low,
+            s.perplexity.ci_high,
+            field(c.map(|e| e.mean)),
+            field(c.map(|e| e.ci_low)),
+            field(c.map(|e| e.ci_high)),
+            s.empty
+        ));
+    }
+    let path = out.join("grid.csv");
+    std::fs::write(&path, csv).with_context(|| format!("{}: cannot write", path.display()))?;
+    let plots = out.join("plots");
+    std::fs::create_dir_all(&plots)
+        .with_context(|| format!("{}: cannot create", plots.display()))?;
+    let cells = |f: &dyn Fn(&AlphaSummary) -> Option<f64>| -> Vec<(f64, f64, f64)> {
+        grid.iter()
+            .filter_map(|(beta, s)| Some((s.alpha.value(), beta.value(), f(s)?)))
+            .collect()
+    };
+    plot::heat_map(
+        &plots.join("grid-vader"),
+        "mean VADER compound over (α, β)",
+        &cells(&|s| Some(s.vader.mean)),
+    )?;
+    plot::heat_map(
+        &plots.join("grid-perplexity"),
+        "mean perplexity over (α, β)",
+        &cells(&|s| Some(s.perplexity.mean)),
+    )?;
+    if grid.iter().any(|(_, s)| s.classifier.is_some()) {
+        plot::heat_map(
+            &plots.join("grid-classifier"),
+            &format!("mean P({label}) over (α, β)"),
+            &cells(&|s| s.classifier.map(|e| e.mean)),
+        )?;
+    }
     Ok(())
 }

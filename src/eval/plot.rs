@@ -204,3 +204,127 @@ pub fn loss_curves(csv: &Path, stem: &Path, window: usize) -> Result<()> {
 fn drawing_error<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> anyhow::Error {
     anyhow::anyhow!("cannot draw: {e:?}")
 }
+
+/// Write `stem.png` and `stem.svg`: a heat map of `cells` (α, β, value) on their grid, each
+/// cell coloured from blue (the lowest value) through white to red (the highest), with its
+/// value written in it.
+pub fn heat_map(stem: &Path, title: &str, cells: &[(f64, f64, f64)]) -> Result<()> {
+    register_font();
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    {
+        let root = BitMapBackend::new(&png, (800, 600)).into_drawing_area();
+        draw_heat(&root, title, cells)
+            .with_context(|| format!("{}: cannot draw", png.display()))?;
+        root.present()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", png.display()))?;
+    }
+    {
+        let root = SVGBackend::new(&svg, (800, 600)).into_drawing_area();
+        draw_heat(&root, title, cells)
+            .with_context(|| format!("{}: cannot draw", svg.display()))?;
+        root.present()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", svg.display()))?;
+    }
+    Ok(())
+}
+
+/// The distinct values of one coordinate, sorted.
+fn axis(values: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.dedup();
+    v
+}
+
+fn draw_heat<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    cells: &[(f64, f64, f64)],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow::anyhow!("{e:?}");
+    root.fill(&WHITE).map_err(err)?;
+    let (xs, ys) = (
+        axis(cells.iter().map(|c| c.0)),
+        axis(cells.iter().map(|c| c.1)),
+    );
+    let finite: Vec<f64> = cells
+        .iter()
+        .map(|c| c.2)
+        .filter(|v| v.is_finite())
+        .collect();
+    let (lo, hi) = finite
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    // Cells are drawn on index coordinates, labelled with the grid's own values.
+    let (nx, ny) = (xs.len().max(1) as f64, ys.len().max(1) as f64);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..nx, 0.0..ny)
+        .map_err(err)?;
+    let label = |v: &[f64], at: f64| {
+        v.get(at.floor() as usize)
+            .filter(|_| (at - at.floor() - 0.5).abs() < 1e-9)
+            .map_or(String::new(), |x| format!("{x}"))
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("α  (towards B)")
+        .y_desc("β  (towards C)")
+        .x_labels(xs.len() * 2 + 1)
+        .y_labels(ys.len() * 2 + 1)
+        .x_label_formatter(&|x| label(&xs, *x))
+        .y_label_formatter(&|y| label(&ys, *y))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(err)?;
+    let colour = |v: f64| {
+        if !v.is_finite() {
+            return RGBColor(200, 200, 200);
+        }
+        let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+        // Blue (0) → white (½) → red (1).
+        let mix = |from: f64, to: f64, s: f64| (from + (to - from) * s).round() as u8;
+        if t < 0.5 {
+            let s = t * 2.0;
+            RGBColor(
+                mix(59.0, 255.0, s),
+                mix(76.0, 255.0, s),
+                mix(192.0, 255.0, s),
+            )
+        } else {
+            let s = (t - 0.5) * 2.0;
+            RGBColor(
+                mix(255.0, 180.0, s),
+                mix(255.0, 4.0, s),
+                mix(255.0, 38.0, s),
+            )
+        }
+    };
+    let index = |v: &[f64], x: f64| v.iter().position(|&y| y == x).unwrap_or(0) as f64;
+    chart
+        .draw_series(cells.iter().map(|&(a, b, v)| {
+            let (i, j) = (index(&xs, a), index(&ys, b));
+            Rectangle::new([(i, j), (i + 1.0, j + 1.0)], colour(v).filled())
+        }))
+        .map_err(err)?;
+    chart
+        .draw_series(cells.iter().map(|&(a, b, v)| {
+            let (i, j) = (index(&xs, a), index(&ys, b));
+            Text::new(
+                format!("{v:.3}"),
+                (i + 0.3, j + 0.6),
+                ("sans-serif", 14).into_font(),
+            )
+        }))
+        .map_err(err)?;
+    Ok(())
+}
