@@ -363,6 +363,10 @@ fn save_produces_the_session() {
     assert_eq!(s.columns[2].text, " was great");
     let md = s.to_markdown();
     assert!(md.contains("## α = 1.00") && md.contains("The food was great"));
+    assert!(
+        s.path.is_none() && !md.contains("path:"),
+        "the line has no path line"
+    );
     a.update(Msg::Saved(Ok("/tmp/x.md".into())));
     assert!(a.notice.as_deref().unwrap().contains("/tmp/x.md"));
 }
@@ -802,6 +806,16 @@ fn up_and_down_move_the_planes_beta_for_every_column() {
         (0..3).map(|i| alpha(&a, i)).collect::<Vec<_>>(),
         [0.0, 0.5, 1.0]
     );
+
+    // A saved session says where on the plane it was, in every format.
+    let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
+        panic!("no save")
+    };
+    let want = "+ β·(C − A), β = 0.3";
+    assert_eq!(s.path.as_deref(), Some(want));
+    assert!(s.to_markdown().contains(&format!("- path: {want}")));
+    assert!(lerpscope::app::html::render(s).contains("path: + β·(C − A), β = 0.3"));
+    assert!(serde_json::to_string(s).unwrap().contains("\"path\":"));
 
     let (mut line, _) = loaded();
     assert!(line.update(key(KeyCode::Up)).is_empty());

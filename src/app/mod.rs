@@ -195,6 +195,10 @@ pub enum Mode {
 pub struct Session {
     pub a: String,
     pub b: String,
+    /// How the weights move with α, where it is not the line: the method, α per layer, a
+    /// plane's C and β.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub prompt: String,
     pub params: GenerationParams,
     /// Score mode: the text every column scored (their text), instead of generating.
@@ -1086,10 +1090,44 @@ impl App {
         effects
     }
 
+    /// A plane's term, "β·(C − A)" (or "α·(C − A)" for a recipe's direction), from the pair's
+    /// description.
+    pub fn plane_term(&self) -> Option<&str> {
+        let PairState::Ready(info) = &self.pair else {
+            return None;
+        };
+        info.description
+            .rsplit_once(" + ")
+            .map(|(_, c)| c)
+            .filter(|c| c.starts_with("β·(") || c.starts_with("α·("))
+    }
+
+    /// The pair's path beyond the line, in words (None on the line).
+    pub fn path(&self) -> Option<String> {
+        let PairState::Ready(info) = &self.pair else {
+            return None;
+        };
+        let mut parts = Vec::new();
+        if info.method != crate::engine::Method::Linear {
+            parts.push(info.method.name().to_string());
+        }
+        if let Some(l) = &info.layers {
+            parts.push(format!("α per layer {l}"));
+        }
+        if let Some(c) = self.plane_term() {
+            parts.push(match self.beta {
+                Some(beta) => format!("+ {c}, β = {beta}"),
+                None => format!("+ {c}"),
+            });
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
     pub fn session(&self) -> Session {
         Session {
             a: self.a.clone(),
             b: self.b.clone(),
+            path: self.path(),
             prompt: self.prompt.text(),
             params: self.params,
             score_text: self.score_mode.then(|| self.score_text.text()),
@@ -1160,9 +1198,12 @@ pub fn sanitize(s: &str) -> String {
 impl Session {
     pub fn to_markdown(&self) -> String {
         let mut md = format!(
-            "# lerpscope session\n\n- A (α = 0): `{}`\n- B (α = 1): `{}`\n- sampling: temperature {}, top-p {}, top-k {}, repeat penalty {}, seed {}, max tokens {}\n\n## Prompt\n\n```\n{}\n```\n",
+            "# lerpscope session\n\n- A (α = 0): `{}`\n- B (α = 1): `{}`\n{}- sampling: temperature {}, top-p {}, top-k {}, repeat penalty {}, seed {}, max tokens {}\n\n## Prompt\n\n```\n{}\n```\n",
             self.a,
             self.b,
+            self.path
+                .as_ref()
+                .map_or(String::new(), |p| format!("- path: {p}\n")),
             self.params.sampling.temperature,
             self.params.sampling.top_p,
             self.params.sampling.top_k,

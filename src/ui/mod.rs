@@ -343,11 +343,7 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
                 Style::default().fg(Color::Cyan),
             ));
         }
-        let plane = info
-            .description
-            .rsplit_once(" + ")
-            .filter(|(_, c)| c.starts_with("β·(") || c.starts_with("α·("));
-        if let Some((_, c)) = plane {
+        if let Some(c) = app.plane_term() {
             let c = match app.beta {
                 Some(beta) => format!(" + {}, β = {beta}", compact_paths(c)),
                 None => format!(" + {}", compact_paths(c)),
