@@ -94,7 +94,7 @@ const BINDINGS: &[Binding] = &[
     Binding {
         action: Action::BetaUp,
         name: "beta_up",
-        help: "β + {fine} (a plane through three models: every column)",
+        help: "β + {fine} (plane: all columns)",
         keys: &["Up"],
     },
     Binding {
