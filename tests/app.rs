@@ -788,7 +788,13 @@ fn up_and_down_move_the_planes_beta_for_every_column() {
         ..info()
     };
     a.update(Msg::Engine(EngineEvent::Loaded(plane)));
+    // An open curve is measured again at the new β.
+    a.show_curve = true;
     let effects = a.update(key(KeyCode::Up));
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Curve(_))),
+        "{effects:?}"
+    );
     assert!(
         matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == 0.55),
         "{effects:?}"
@@ -796,6 +802,7 @@ fn up_and_down_move_the_planes_beta_for_every_column() {
     let subs = jobs(effects);
     assert_eq!(subs.len(), 3, "every column regenerates");
     assert_eq!(a.beta.map(|b| b.value()), Some(0.55));
+    a.show_curve = false;
     let effects = a.update(shift(KeyCode::Down));
     assert!(
         matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == 0.3),

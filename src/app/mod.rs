@@ -1005,13 +1005,30 @@ impl App {
     /// Move β by `step` and regenerate every column at it.
     fn nudge_beta(&mut self, step: f64) -> Vec<Effect> {
         let Some(beta) = self.beta else {
-            self.notice = Some("β: the pair has no third endpoint (--c C --beta B)".to_string());
+            self.notice = Some(
+                match self.plane_term() {
+                    Some(_) => {
+                        "β moves with α on this recipe's plane; load with --c C --beta B to set it"
+                    }
+                    None => "β: the pair has no third endpoint (--c C --beta B)",
+                }
+                .to_string(),
+            );
             return vec![];
         };
         let beta = Alpha::saturating(beta.value() + step);
         self.beta = Some(beta);
         let mut effects = vec![Effect::SetBeta(beta)];
+        // A search or a curve measured at the old β would mix two planes' points.
+        if let Some(f) = self.finding.take() {
+            self.notice = Some("search stopped: β moved".to_string());
+            effects.push(Effect::CancelFind(f.id));
+        }
         effects.extend(self.submit_all());
+        if self.show_curve {
+            let samples = self.curve.samples;
+            effects.extend(self.start_curve(samples));
+        }
         effects
     }
 

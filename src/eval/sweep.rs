@@ -350,9 +350,10 @@ impl Sweep {
         let group = c.samples.min(SAMPLE_BATCH);
         if let Some(mode) = AlphaMode::asked(self.mode) {
             if mode == AlphaMode::Batched && !engine.on_line() {
-                let path = match engine.method() {
-                    crate::engine::Method::Linear => "α per layer".to_string(),
-                    m => format!("--method {}", m.name()),
+                let path = match (engine.third().is_some(), engine.method()) {
+                    (true, _) => "--c (a plane)".to_string(),
+                    (false, crate::engine::Method::Linear) => "α per layer".to_string(),
+                    (false, m) => format!("--method {}", m.name()),
                 };
                 bail!(
                     "--alpha-mode batched: rows at several alphas in one batch follow the line only, not {path}; use --alpha-mode reblend"

@@ -286,7 +286,22 @@ impl Engine {
         )
         .total
             * dtype.size_in_bytes();
-        check_fits(&device, &ca.config, layout_bytes as u64, dtype)?;
+        // Off the line the blend is a table, on the CPU for now: refused before anything loads.
+        if !device.is_cpu()
+            && (opts.method != Method::Linear || opts.layers.is_some() || opts.third.is_some())
+        {
+            let what = match (&opts.third, &opts.layers) {
+                (Some(_), _) => "--c: the plane".to_string(),
+                (None, Some(l)) => format!("{}: α per layer", l.source()),
+                (None, None) => format!("--method {}", opts.method.name()),
+            };
+            bail!(
+                Unsupported,
+                "{what} runs on the CPU for now; use --device cpu"
+            );
+        }
+        let buffers = if opts.third.is_some() { 4 } else { 3 };
+        check_fits(&device, &ca.config, layout_bytes as u64, buffers, dtype)?;
         let mut weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
         weights.use_method(opts.method)?;
         if let Some(layers) = &opts.layers {
@@ -295,7 +310,12 @@ impl Engine {
         let third = match &opts.third {
             Some(t) => {
                 let cc = match source::resolve_endpoint(&t.source)? {
-                    Endpoint::Model(f) => Checkpoint::open(f)?,
+                    Endpoint::Model(mut f) => {
+                        if let Some(tok) = &opts.tokenizer {
+                            f.tokenizer = tok.clone();
+                        }
+                        Checkpoint::open(f)?
+                    }
                     _ => bail!(
                         Unsupported,
                         "--c {}: is not a full model; the plane runs through three full models",
@@ -881,8 +901,11 @@ impl Engine {
             bail!(
                 Unsupported,
                 "{}: rows at several alphas in one batch follow the line only; each α is re-blended instead (--alpha-mode reblend)",
-                path_note(self.method(), None)
-                    .map_or("α per layer".to_string(), |m| format!("--method {m}"))
+                match (self.third.is_some(), path_note(self.method(), None)) {
+                    (true, _) => "--c (a plane)".to_string(),
+                    (false, Some(m)) => format!("--method {m}"),
+                    (false, None) => "α per layer".to_string(),
+                }
             );
         }
         Ok(Mix::new(&alphas_of(alphas)?, self.device())?)

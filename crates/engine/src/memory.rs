@@ -41,18 +41,22 @@ fn available(device: &Device) -> Option<(u64, &'static str)> {
 const KV_RESERVE_SEQUENCES: u64 = 4;
 const KV_RESERVE_MAX_POSITIONS: u64 = 4096;
 
-/// Refuse a pair that cannot fit on `device` before loading anything.
+/// Refuse a full pair that cannot fit on `device` before loading anything: `buffers` flat
+/// buffers of `buffer_bytes` (three: A, B and the working copy; a plane's four with C) and the
+/// key/value caches.
 pub(crate) fn check_fits(
     device: &Device,
     config: &ModelConfig,
     buffer_bytes: u64,
+    buffers: u64,
     dtype: DType,
 ) -> Result<()> {
     let Some((free, place)) = available(device) else {
         return Ok(());
     };
     let kv = kv_reserve(config, dtype);
-    fit(buffer_bytes, kv, free, place).with_context(|| format!("--device {}", device_name(device)))
+    fit_buffers(buffer_bytes, buffers, kv, free, place)
+        .with_context(|| format!("--device {}", device_name(device)))
 }
 
 /// Refuse an adapter pair that cannot fit on `device` before loading anything: the base, a
@@ -117,11 +121,28 @@ fn gib(b: u64) -> f64 {
 }
 
 fn fit(buffer_bytes: u64, kv_bytes: u64, free: u64, place: &str) -> Result<()> {
-    let needed = buffer_bytes.saturating_mul(3).saturating_add(kv_bytes);
+    fit_buffers(buffer_bytes, 3, kv_bytes, free, place)
+}
+
+fn fit_buffers(
+    buffer_bytes: u64,
+    buffers: u64,
+    kv_bytes: u64,
+    free: u64,
+    place: &str,
+) -> Result<()> {
+    let needed = buffer_bytes
+        .saturating_mul(buffers)
+        .saturating_add(kv_bytes);
+    let what = if buffers == 4 {
+        "A, B, C and the working copy"
+    } else {
+        "A, B and the working copy"
+    };
     if needed > free {
         bail!(
             Memory,
-            "the pair needs {:.2} GiB (A, B and the working copy: 3 × {:.2} GiB; key/value \
+            "the pair needs {:.2} GiB ({what}: {buffers} × {:.2} GiB; key/value \
              caches: {:.2} GiB) but {place} has {:.2} GiB free; try --dtype bf16 or a smaller pair",
             gib(needed),
             gib(buffer_bytes),

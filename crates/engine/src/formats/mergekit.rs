@@ -59,8 +59,9 @@ impl MergeRecipe {
 
 /// A mergekit config that merges what lerpscope has at α between `a` and `b` (sources as
 /// given): the line and α per layer as `task_arithmetic` (A the base, B's weight α times each
-/// factor), slerp with t = α times each factor. None where mergekit has no config for it: a
-/// linear recipe's normalised shares at an α other than its own.
+/// factor), slerp with t = α times each factor. None where mergekit has no such config: a
+/// linear recipe's normalised shares (and task_arithmetic's with `normalize`), whose factors
+/// are ratios rather than gradients.
 pub fn to_yaml(
     a: &str,
     b: &str,
@@ -168,8 +169,9 @@ impl Reader<'_> {
             match k.as_str() {
                 "merge_method" | "base_model" | "models" | "slices" | "parameters" | "dtype"
                 | "out_dtype" | "chat_template" | "name" => {}
-                "tokenizer_source" => match self.top.get("tokenizer_source").and_then(Value::as_str) {
-                    None | Some("base") => {}
+                "tokenizer_source" => match self.top.get("tokenizer_source") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(s)) if s == "base" => {}
                     Some(other) => bail!(
                         Unsupported,
                         "{file}: tokenizer_source {other:?} rebuilds the vocabulary; only the endpoints' own tokenizer (tokenizer_source: base) is supported"
@@ -179,6 +181,17 @@ impl Reader<'_> {
                     Unsupported,
                     "{file}: key {other:?} is not supported (read: merge_method, models or one slice, base_model, parameters, dtype)"
                 ),
+            }
+        }
+        // mergekit computes in `dtype` and saves in `out_dtype`: a different one rounds the
+        // result, which this preview would not show.
+        if let (Some(out), dtype) = (self.str("out_dtype")?, self.str("dtype")?) {
+            if dtype.as_deref() != Some(out.as_str()) {
+                bail!(
+                    Unsupported,
+                    "{file}: out_dtype {out:?} differs from dtype {:?}; lerpscope computes and exports in one dtype (drop out_dtype, or export with --dtype)",
+                    dtype.unwrap_or_default()
+                );
             }
         }
         let merge_method = self
@@ -664,6 +677,8 @@ dtype: bfloat16
             ("merge_method: linear\nmodules: {}\n", "\"modules\""),
             ("merge_method: linear\ndtype: int8\nmodels: []\n", "dtype \"int8\""),
             ("- not a mapping\n", "mapping"),
+            ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: 0.5}\ndtype: float32\nout_dtype: bfloat16\n", "out_dtype \"bfloat16\""),
+            ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: 0.5}\ntokenizer_source: {kind: union}\n", "tokenizer_source"),
         ] {
             let e = MergeRecipe::parse(yaml, "r.yaml").unwrap_err().to_string();
             assert!(e.starts_with("r.yaml") && e.contains(says), "{yaml}\n→ {e}");

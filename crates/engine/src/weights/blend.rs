@@ -80,12 +80,14 @@ pub trait Element: Copy + Send + Sync + 'static {
     /// ca·a + cb·b element by element in f32 (two products and a sum, never fused): a blend
     /// table's pair rows (slerp). The plain loop vectorises for f32.
     fn combine_chunk(w: &mut [Self], a: &[Self], b: &[Self], ca: f32, cb: f32) {
+        assert!(w.len() == a.len() && a.len() == b.len());
         for ((w, &a), &b) in w.iter_mut().zip(a).zip(b) {
             *w = Self::from_f32(ca * a.to_f32() + cb * b.to_f32());
         }
     }
     /// a + (kb·(b − a) + kc·(c − a)) element by element in f32: a blend table's plane rows.
     fn plane_chunk(w: &mut [Self], a: &[Self], b: &[Self], c: &[Self], kb: f32, kc: f32) {
+        assert!(w.len() == a.len() && a.len() == b.len() && b.len() == c.len());
         for (((w, &a), &b), &c) in w.iter_mut().zip(a).zip(b).zip(c) {
             let (a, b, c) = (a.to_f32(), b.to_f32(), c.to_f32());
             *w = Self::from_f32(a + (kb * (b - a) + kc * (c - a)));
@@ -124,6 +126,8 @@ impl Element for f32 {
         blend_f32_portable(w, a, b, alpha);
     }
     fn combine_chunk(w: &mut [f32], a: &[f32], b: &[f32], ca: f32, cb: f32) {
+        // The kernels read through raw pointers: the lengths are checked here, once a chunk.
+        assert!(w.len() == a.len() && a.len() == b.len());
         #[cfg(simd_kernels)]
         {
             // SAFETY: as the blend's.
@@ -133,6 +137,7 @@ impl Element for f32 {
         combine_f32_portable(w, a, b, ca, cb);
     }
     fn plane_chunk(w: &mut [f32], a: &[f32], b: &[f32], c: &[f32], kb: f32, kc: f32) {
+        assert!(w.len() == a.len() && a.len() == b.len() && b.len() == c.len());
         #[cfg(simd_kernels)]
         {
             // SAFETY: as the blend's.
@@ -204,6 +209,7 @@ macro_rules! half_element {
                 }
             }
             fn plane_chunk(w: &mut [$t], a: &[$t], b: &[$t], c: &[$t], kb: f32, kc: f32) {
+                assert!(w.len() == a.len() && a.len() == b.len() && b.len() == c.len());
                 // SAFETY: as the blend's.
                 #[cfg(simd_kernels)]
                 unsafe {
@@ -217,6 +223,7 @@ macro_rules! half_element {
             }
             /// Sixteen at a time as the blend (AVX2/F16C), else through f32 tiles.
             fn combine_chunk(w: &mut [$t], a: &[$t], b: &[$t], ca: f32, cb: f32) {
+                assert!(w.len() == a.len() && a.len() == b.len());
                 // SAFETY: as the blend's.
                 #[cfg(simd_kernels)]
                 unsafe {

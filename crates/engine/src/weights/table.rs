@@ -24,14 +24,25 @@ pub enum SlotMix {
 }
 
 impl SlotMix {
-    /// The line at α, with the vertices as copies.
+    /// The line at α, with the vertices as copies. α is narrowed to the kernels' f32 first,
+    /// so an α that rounds to 0 or 1 is a copy on every path, as the reference treats it.
     pub fn line(alpha: f64) -> Self {
-        if alpha == 0.0 {
+        let a = alpha as f32;
+        if a == 0.0 {
             SlotMix::A
-        } else if alpha == 1.0 {
+        } else if a == 1.0 {
             SlotMix::B
         } else {
-            SlotMix::Line(alpha as f32)
+            SlotMix::Line(a)
+        }
+    }
+
+    /// The plane at (kb, kc), narrowed first; (0, 0) is A and (1, 0) is B, as copies.
+    pub fn plane(kb: f64, kc: f64) -> Self {
+        match (kb as f32, kc as f32) {
+            (0.0, 0.0) => SlotMix::A,
+            (1.0, 0.0) => SlotMix::B,
+            (kb, kc) => SlotMix::Plane(kb, kc),
         }
     }
 }
@@ -134,7 +145,11 @@ pub fn apply<T: Element>(
             .zip(sb.chunks(CHUNK))
             .enumerate()
         {
-            let c = sc.get(i * CHUNK..i * CHUNK + w.len()).unwrap_or(&[]);
+            let c = if sc.is_empty() {
+                sc
+            } else {
+                &sc[i * CHUNK..i * CHUNK + w.len()]
+            };
             tasks.push(Task { w, a, b, c, mix });
         }
     }
@@ -320,6 +335,15 @@ mod tests {
         apply(&l, &[SlotMix::Plane(0.3, 0.0)], &mut w, &a, &b, Some(&c));
         apply(&l, &[SlotMix::Line(0.3)], &mut line, &a, &b, None);
         assert_eq!(w, line);
+    }
+
+    /// An α that narrows to 0 or 1 in f32 is a copy, on the fast path as on the reference.
+    #[test]
+    fn alphas_that_round_to_a_vertex_are_copies() {
+        assert_eq!(SlotMix::line(0.3 * (10.0 / 3.0)), SlotMix::B);
+        assert_eq!(SlotMix::line(1e-60), SlotMix::A);
+        assert_eq!(SlotMix::plane(1.0 - 1e-17, 1e-60), SlotMix::B);
+        assert_eq!(SlotMix::plane(0.5, 0.25), SlotMix::Plane(0.5, 0.25));
     }
 
     /// A table of equal line rows is the line's own pass, bit for bit (vertices included).
