@@ -531,6 +531,9 @@ fn a_bad_third_endpoint_gets_one_line() {
         "0.5",
     ]);
     assert!(!ok && err.contains("--recipe"), "{err}");
+    // `bench blend` times a loaded pair's path, never random buffers' line in its place.
+    let (ok, err) = lerpscope(&["bench", "blend", "--c", "x", "--beta", "0.5"]);
+    assert!(!ok && err.contains("--shape"), "{err}");
     let opts = LoadOptions {
         device: DeviceChoice::Cpu,
         base: Some(fixture("adapters/base-llama-tied").display().to_string()),

@@ -26,6 +26,14 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
         Some((a, b, _)) => Some((a, b)),
         None => args.a.clone().zip(args.b.clone()),
     };
+    let off_line = opts.third.is_some()
+        || opts.layers.is_some()
+        || opts.method != crate::engine::Method::Linear;
+    if pair.is_none() && off_line {
+        anyhow::bail!(
+            "bench blend: --c, --layer-alphas and --method time a loaded pair; give --a and --b or --shape"
+        );
+    }
     let (working, a, b, source) = match &pair {
         Some((pa, pb)) => {
             let e = Engine::load(pa, pb, &opts)?;
