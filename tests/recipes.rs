@@ -4,15 +4,15 @@
 //! filtered gradients), kept mergekit's merged weights, and recorded transformers' logits and
 //! greedy tokens on them.
 
+mod support;
+
 use lerpscope::engine::{
-    DeviceChoice, Engine, GenerationParams, LayerAlphas, LoadOptions, MergeRecipe, SamplingParams,
-    ThirdEndpoint,
+    DeviceChoice, Engine, LayerAlphas, LoadOptions, MergeRecipe, ThirdEndpoint,
 };
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
 const RECIPES: [&str; 4] = [
     "slerp-gradient",
@@ -51,23 +51,7 @@ fn tensors(path: &Path) -> HashMap<String, Vec<f32>> {
 /// `lerpscope export` with `args` at α, in f32, read back.
 fn export(args: &[&str], alpha: &str) -> HashMap<String, Vec<f32>> {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("merged");
-    let run = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("export")
-        .args(args)
-        .args([
-            "--alpha", alpha, "--dtype", "f32", "--device", "cpu", "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    tensors(&out.join("model.safetensors"))
+    tensors(&export_dir(args, alpha, dir.path()).join("model.safetensors"))
 }
 
 /// Every tensor within 1e-6 of its own scale (NaN anywhere fails).
@@ -214,35 +198,7 @@ fn generation_matches_transformers_on_mergekits_models() {
             assert!(d.contains("+ α·(") && d.contains("recipes/c − A)"), "{d}");
         }
         engine.set_alpha(1.0).unwrap();
-        for (prompt, run) in prompts.iter().zip(exp[name].as_array().unwrap()) {
-            let ids: Vec<u32> = serde_json::from_value(run["prompt_ids"].clone()).unwrap();
-            assert_eq!(engine.encode(prompt).unwrap(), ids, "{prompt:?}");
-            let want: Vec<f32> = serde_json::from_value(run["logits"].clone()).unwrap();
-            let got = engine.logits(&ids).unwrap();
-            let worst = want
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-4, "{name}: max |Δlogit| {worst}");
-            let greedy: Vec<u32> = serde_json::from_value(run["greedy"].clone()).unwrap();
-            let mut generator = engine.generator();
-            generator.eos = &[];
-            let params = GenerationParams {
-                max_tokens: greedy.len(),
-                sampling: SamplingParams {
-                    temperature: 0.0,
-                    repeat_penalty: 1.0,
-                    ..Default::default()
-                },
-                ignore_eos: false,
-                token_info: false,
-            };
-            let g = generator
-                .run(prompt, &params, &AtomicBool::new(false), &mut |_| {})
-                .unwrap();
-            assert_eq!(g.token_ids, greedy, "{name}: greedy tokens");
-        }
+        support::assert_runs_match(&engine, &prompts, &exp[name], name);
     }
 }
 

@@ -4,13 +4,12 @@
 //! of the pair's 21 tensors are far from parallel; the final norms are parallel, so mergekit
 //! falls back to the line there, and so must we.
 
-use lerpscope::engine::{
-    Alpha, DeviceChoice, Engine, GenerationParams, LoadOptions, Method, SamplingParams,
-};
+mod support;
+
+use lerpscope::engine::{Alpha, DeviceChoice, Engine, LoadOptions, Method};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -120,35 +119,7 @@ fn generation_matches_transformers_on_mergekits_model() {
     let prompts = ["The movie was", "I think that the food"];
     for t in ["0.3", "0.7"] {
         engine.set_alpha(t.parse::<f64>().unwrap()).unwrap();
-        for (prompt, run) in prompts.iter().zip(exp["runs"][t].as_array().unwrap()) {
-            let ids: Vec<u32> = serde_json::from_value(run["prompt_ids"].clone()).unwrap();
-            assert_eq!(engine.encode(prompt).unwrap(), ids, "{prompt:?}");
-            let want: Vec<f32> = serde_json::from_value(run["logits"].clone()).unwrap();
-            let got = engine.logits(&ids).unwrap();
-            let worst = want
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-4, "t {t}: max |Δlogit| {worst}");
-            let greedy: Vec<u32> = serde_json::from_value(run["greedy"].clone()).unwrap();
-            let mut generator = engine.generator();
-            generator.eos = &[];
-            let params = GenerationParams {
-                max_tokens: greedy.len(),
-                sampling: SamplingParams {
-                    temperature: 0.0,
-                    repeat_penalty: 1.0,
-                    ..Default::default()
-                },
-                ignore_eos: false,
-                token_info: false,
-            };
-            let g = generator
-                .run(prompt, &params, &AtomicBool::new(false), &mut |_| {})
-                .unwrap();
-            assert_eq!(g.token_ids, greedy, "t {t}: greedy tokens");
-        }
+        support::assert_runs_match(&engine, &prompts, &exp["runs"][t], &format!("t {t}"));
     }
 }
 

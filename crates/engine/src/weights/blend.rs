@@ -270,6 +270,17 @@ fn blend_f32_portable_into(a: &mut [f32], b: &[f32], alpha: f32) {
 mod simd {
     use std::arch::x86_64::*;
 
+    /// Elements before `w`'s first 32-byte boundary (all of `w` if it ends first): the scalar
+    /// head every streaming kernel writes before its aligned body.
+    fn head_to_align<T>(w: &[T]) -> usize {
+        let misalign = (w.as_ptr() as usize) % 32;
+        if misalign == 0 {
+            0
+        } else {
+            ((32 - misalign) / std::mem::size_of::<T>()).min(w.len())
+        }
+    }
+
     /// The half-precision blends: elements widened to f32, blended with the same
     /// multiply-then-add as the reference, rounded back to nearest-even, sixteen at a time.
     pub trait HalfSimd: Sized + Copy {
@@ -306,12 +317,7 @@ mod simd {
             let scalar = |w: &mut Self, a: Self, b: Self| {
                 *w = Self::from_f32(ca * a.to_f32() + cb * b.to_f32());
             };
-            let misalign = (w.as_ptr() as usize) % 32;
-            let head = if misalign == 0 {
-                0
-            } else {
-                ((32 - misalign) / 2).min(n)
-            };
+            let head = head_to_align(w);
             for j in 0..head {
                 scalar(&mut w[j], a[j], b[j]);
             }
@@ -342,12 +348,7 @@ mod simd {
                 let (a, b, c) = (a.to_f32(), b.to_f32(), c.to_f32());
                 *w = Self::from_f32(a + (kb * (b - a) + kc * (c - a)));
             };
-            let misalign = (w.as_ptr() as usize) % 32;
-            let head = if misalign == 0 {
-                0
-            } else {
-                ((32 - misalign) / 2).min(n)
-            };
+            let head = head_to_align(w);
             for j in 0..head {
                 scalar(&mut w[j], a[j], b[j], c[j]);
             }
@@ -380,12 +381,7 @@ mod simd {
         unsafe fn blend(w: &mut [Self], a: &[Self], b: &[Self], alpha: f32) {
             let n = w.len();
             // Scalar head until the destination is 32-byte aligned (streaming stores need it).
-            let misalign = (w.as_ptr() as usize) % 32;
-            let head = if misalign == 0 {
-                0
-            } else {
-                ((32 - misalign) / 2).min(n)
-            };
+            let head = head_to_align(w);
             for j in 0..head {
                 Self::scalar(&mut w[j], a[j], b[j], alpha);
             }
@@ -507,12 +503,7 @@ mod simd {
     #[target_feature(enable = "avx")]
     pub unsafe fn combine_f32_avx_stream(w: &mut [f32], a: &[f32], b: &[f32], ca: f32, cb: f32) {
         let n = w.len();
-        let misalign = (w.as_ptr() as usize) % 32;
-        let head = if misalign == 0 {
-            0
-        } else {
-            ((32 - misalign) / 4).min(n)
-        };
+        let head = head_to_align(w);
         super::combine_f32_portable(&mut w[..head], &a[..head], &b[..head], ca, cb);
         let body = (n - head) / 8 * 8;
         let (wp, ap, bp) = (
@@ -551,12 +542,7 @@ mod simd {
         kc: f32,
     ) {
         let n = w.len();
-        let misalign = (w.as_ptr() as usize) % 32;
-        let head = if misalign == 0 {
-            0
-        } else {
-            ((32 - misalign) / 4).min(n)
-        };
+        let head = head_to_align(w);
         super::plane_f32_portable(&mut w[..head], &a[..head], &b[..head], &c[..head], kb, kc);
         let body = (n - head) / 8 * 8;
         let (wp, ap, bp, cp) = (
@@ -592,12 +578,7 @@ mod simd {
     pub unsafe fn blend_f32_avx_stream(w: &mut [f32], a: &[f32], b: &[f32], alpha: f32) {
         let n = w.len();
         // Scalar head until the destination is 32-byte aligned (streaming stores require it).
-        let misalign = (w.as_ptr() as usize) % 32;
-        let head = if misalign == 0 {
-            0
-        } else {
-            ((32 - misalign) / 4).min(n)
-        };
+        let head = head_to_align(w);
         super::blend_f32_portable(&mut w[..head], &a[..head], &b[..head], alpha);
         let body = (n - head) / 8 * 8;
         let (wp, ap, bp) = (
