@@ -18,6 +18,7 @@ mod generate;
 mod memory;
 mod model;
 mod threads;
+mod quantized;
 mod weights;
 
 pub mod export;

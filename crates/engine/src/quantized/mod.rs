@@ -1,0 +1,559 @@
+//! Weights kept in their GGUF quantization: a [`QMatrix`] views a tensor's blocks where they lie
+//! in the memory-mapped file, and its products quantize the activations to Q8 first and sum
+//! quantized dot products, as llama.cpp does. Beside each product, a plain twin that
+//! dequantizes both sides and sums in f64.
+//!
+//! Kernels: Q4_1 × Q8_1 is this crate's own (`q4_1.rs`, AVX2); the other types use candle's
+//! block dot products (AVX2 for Q4_0, Q8_0 and Q2_K…Q6_K; scalar for Q5_0 and Q5_1).
+
+pub mod activations;
+pub mod q4_1;
+
+use candle_core::quantized::k_quants::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlType,
+};
+use memmap2::Mmap;
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// The quantization types a weight can be kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QType {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+impl QType {
+    /// The type of a ggml type id, where it is one of these.
+    pub fn from_ggml(t: u32) -> Option<Self> {
+        Some(match t {
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
+            8 => Self::Q8_0,
+            10 => Self::Q2K,
+            11 => Self::Q3K,
+            12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// ggml's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q4_0 => "Q4_0",
+            Self::Q4_1 => "Q4_1",
+            Self::Q5_0 => "Q5_0",
+            Self::Q5_1 => "Q5_1",
+            Self::Q8_0 => "Q8_0",
+            Self::Q2K => "Q2_K",
+            Self::Q3K => "Q3_K",
+            Self::Q4K => "Q4_K",
+            Self::Q5K => "Q5_K",
+            Self::Q6K => "Q6_K",
+        }
+    }
+
+    /// Values per block.
+    pub fn block_values(self) -> usize {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => 32,
+            _ => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        use std::mem::size_of;
+        match self {
+            Self::Q4_0 => size_of::<BlockQ4_0>(),
+            Self::Q4_1 => size_of::<BlockQ4_1>(),
+            Self::Q5_0 => size_of::<BlockQ5_0>(),
+            Self::Q5_1 => size_of::<BlockQ5_1>(),
+            Self::Q8_0 => size_of::<BlockQ8_0>(),
+            Self::Q2K => size_of::<BlockQ2K>(),
+            Self::Q3K => size_of::<BlockQ3K>(),
+            Self::Q4K => size_of::<BlockQ4K>(),
+            Self::Q5K => size_of::<BlockQ5K>(),
+            Self::Q6K => size_of::<BlockQ6K>(),
+        }
+    }
+
+    /// What the activations are quantized to for this type's dot product.
+    fn activations(self) -> Act {
+        match self {
+            Self::Q4_0 | Self::Q5_0 | Self::Q8_0 => Act::Q8_0,
+            Self::Q4_1 | Self::Q5_1 => Act::Q8_1,
+            _ => Act::Q8K,
+        }
+    }
+}
+
+/// The Q8 formats activations are quantized to.
+#[derive(Clone, Copy)]
+enum Act {
+    Q8_0,
+    Q8_1,
+    Q8K,
+}
+
+impl Act {
+    /// Bytes of one row of `cols` values.
+    fn row_bytes(self, cols: usize) -> usize {
+        match self {
+            Act::Q8_0 => cols / 32 * activations::Q8_0_BYTES,
+            Act::Q8_1 => cols / 32 * activations::Q8_1_BYTES,
+            Act::Q8K => cols / 256 * std::mem::size_of::<BlockQ8K>(),
+        }
+    }
+
+    /// Quantize `x` (one row) into `out` (its row bytes).
+    fn quantize(self, x: &[f32], out: &mut [u8]) {
+        match self {
+            Act::Q8_0 => out.copy_from_slice(activations::as_bytes(&activations::q8_0(x))),
+            Act::Q8_1 => out.copy_from_slice(activations::as_bytes(&activations::q8_1(x))),
+            Act::Q8K => {
+                let mut blocks = vec![BlockQ8K::zeros(); x.len() / 256];
+                BlockQ8K::from_float(x, &mut blocks);
+                out.copy_from_slice(bytes_of(&blocks));
+            }
+        }
+    }
+
+    /// The values a quantized row stands for (the plain twin's activations).
+    fn dequantize(self, row: &[u8]) -> Vec<f32> {
+        match self {
+            Act::Q8_0 => activations::dequantize_q8(row, activations::Q8_0_BYTES),
+            Act::Q8_1 => activations::dequantize_q8(row, activations::Q8_1_BYTES),
+            Act::Q8K => to_float::<BlockQ8K>(row),
+        }
+    }
+}
+
+/// A block slice's bytes.
+fn bytes_of<T>(blocks: &[T]) -> &[u8] {
+    // SAFETY: candle's blocks are repr(C) plain data without padding (it asserts their sizes).
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks)) }
+}
+
+/// Bytes as blocks of `T`.
+fn blocks_of<T>(bytes: &[u8]) -> &[T] {
+    let size = std::mem::size_of::<T>();
+    assert!(
+        bytes.len().is_multiple_of(size)
+            && (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()),
+        "whole, aligned blocks"
+    );
+    // SAFETY: the length and alignment are checked above; every bit pattern is a valid block
+    // (integers and f16/f32 fields only).
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) }
+}
+
+fn to_float<T: GgmlType>(bytes: &[u8]) -> Vec<f32> {
+    let blocks = blocks_of::<T>(bytes);
+    let mut out = vec![0f32; blocks.len() * T::BLCK_SIZE];
+    T::to_float(blocks, &mut out);
+    out
+}
+
+/// candle's dot product of a row of `T` blocks with its activation blocks.
+fn candle_dot<T: GgmlType>(w: &[u8], x: &[u8]) -> f32 {
+    let w = blocks_of::<T>(w);
+    T::vec_dot(w.len() * T::BLCK_SIZE, w, blocks_of::<T::VecDotType>(x))
+}
+
+/// Quantized activation rows, in words so that every row's blocks are aligned (rows are whole
+/// blocks, and no block needs more than 4-byte alignment).
+struct ActRows {
+    words: Vec<u64>,
+    row_bytes: usize,
+}
+
+impl ActRows {
+    fn new(row_bytes: usize, m: usize) -> Self {
+        Self {
+            words: vec![0u64; (row_bytes * m).div_ceil(8)],
+            row_bytes,
+        }
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        // SAFETY: the words hold at least row_bytes·m bytes; callers ask for r < m.
+        let all = unsafe {
+            std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.words.len() * 8)
+        };
+        &all[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    fn row_mut(&mut self, r: usize) -> &mut [u8] {
+        let len = self.words.len() * 8;
+        // SAFETY: as above, uniquely borrowed.
+        let all =
+            unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, len) };
+        &mut all[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+}
+
+/// Where a matrix's blocks are.
+enum Blocks {
+    /// In place, in the mapped file.
+    Mapped { map: Arc<Mmap>, range: Range<usize> },
+    /// A copy, for blocks the file does not align (words, so the copy is aligned).
+    Owned { words: Vec<u64>, len: usize },
+}
+
+/// A `[rows, cols]` weight (the `[out, in]` of a linear layer, or an embedding table) kept as
+/// quantized blocks, rows whole blocks.
+pub struct QMatrix {
+    qtype: QType,
+    rows: usize,
+    cols: usize,
+    blocks: Blocks,
+    /// Stored row of each Hugging Face row, where llama.cpp stores them in another order
+    /// (the interleaved Q and K rows of RoPE).
+    stored_rows: Option<Vec<u32>>,
+}
+
+/// Output rows per parallel task.
+const ROWS_PER_TASK: usize = 32;
+
+impl QMatrix {
+    /// The blocks of `range` in `map`, as `[rows, cols]` of `qtype`; a one-line reason where
+    /// they cannot be.
+    pub fn mapped(
+        qtype: QType,
+        (rows, cols): (usize, usize),
+        map: Arc<Mmap>,
+        range: Range<usize>,
+    ) -> Result<Self, String> {
+        if range.end > map.len() {
+            return Err(format!(
+                "ends at byte {} of a {}-byte file (truncated?)",
+                range.end,
+                map.len()
+            ));
+        }
+        Self::check(qtype, (rows, cols), range.len())?;
+        // Blocks hold f16 fields: read in place where they are 2-aligned (GGUF aligns tensor
+        // data to 32 bytes by default), else copied once.
+        let blocks = if (map.as_ptr() as usize + range.start).is_multiple_of(8) {
+            Blocks::Mapped { map, range }
+        } else {
+            let mut words = vec![0u64; range.len().div_ceil(8)];
+            // SAFETY: `words` has at least range.len() bytes.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, range.len())
+            };
+            bytes.copy_from_slice(&map[range.clone()]);
+            Blocks::Owned {
+                words,
+                len: range.len(),
+            }
+        };
+        Ok(Self {
+            qtype,
+            rows,
+            cols,
+            blocks,
+            stored_rows: None,
+        })
+    }
+
+    /// A copy of `bytes` as `[rows, cols]` of `qtype` (blocks not in a mapped file: tests,
+    /// tensors read from elsewhere).
+    pub fn owned(qtype: QType, shape: (usize, usize), bytes: &[u8]) -> Result<Self, String> {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: `words` has at least bytes.len() bytes.
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, bytes.len()) }
+            .copy_from_slice(bytes);
+        Self::check(qtype, shape, bytes.len())?;
+        Ok(Self {
+            qtype,
+            rows: shape.0,
+            cols: shape.1,
+            blocks: Blocks::Owned {
+                words,
+                len: bytes.len(),
+            },
+            stored_rows: None,
+        })
+    }
+
+    /// Whether `len` bytes are `[rows, cols]` of `qtype`.
+    fn check(qtype: QType, (rows, cols): (usize, usize), len: usize) -> Result<(), String> {
+        let bv = qtype.block_values();
+        if !cols.is_multiple_of(bv) {
+            return Err(format!(
+                "rows of {cols} values are not whole {} blocks of {bv}",
+                qtype.name()
+            ));
+        }
+        let want = rows * cols / bv * qtype.block_bytes();
+        if len != want {
+            return Err(format!(
+                "holds {len} bytes, expected {want} for {rows}×{cols} {} (truncated?)",
+                qtype.name()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Read rows in another order: Hugging Face row i is stored row `stored_rows[i]`.
+    pub fn with_row_order(mut self, stored_rows: Vec<u32>) -> Result<Self, String> {
+        if stored_rows.len() != self.rows || stored_rows.iter().any(|&r| r as usize >= self.rows) {
+            return Err("a row order that is not one of its rows".into());
+        }
+        self.stored_rows = Some(stored_rows);
+        Ok(self)
+    }
+
+    pub fn qtype(&self) -> QType {
+        self.qtype
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of its blocks.
+    pub fn bytes(&self) -> usize {
+        self.data().len()
+    }
+
+    fn data(&self) -> &[u8] {
+        match &self.blocks {
+            Blocks::Mapped { map, range } => &map[range.clone()],
+            Blocks::Owned { words, len } => {
+                // SAFETY: `words` holds `len` bytes of blocks.
+                unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, *len) }
+            }
+        }
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / self.qtype.block_values() * self.qtype.block_bytes()
+    }
+
+    /// Hugging Face row `i`'s blocks.
+    fn row(&self, i: usize) -> &[u8] {
+        let stored = self.stored_rows.as_ref().map_or(i, |s| s[i] as usize);
+        let n = self.row_bytes();
+        &self.data()[stored * n..(stored + 1) * n]
+    }
+
+    /// `x [m, cols]` (f32, row-major) times the matrix transposed: `[m, rows]`.
+    pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        match self.qtype {
+            QType::Q4_0 => self.product(x, m, candle_dot::<BlockQ4_0>),
+            QType::Q4_1 => self.product(x, m, q4_1::dot),
+            QType::Q5_0 => self.product(x, m, candle_dot::<BlockQ5_0>),
+            QType::Q5_1 => self.product(x, m, candle_dot::<BlockQ5_1>),
+            QType::Q8_0 => self.product(x, m, candle_dot::<BlockQ8_0>),
+            QType::Q2K => self.product(x, m, candle_dot::<BlockQ2K>),
+            QType::Q3K => self.product(x, m, candle_dot::<BlockQ3K>),
+            QType::Q4K => self.product(x, m, candle_dot::<BlockQ4K>),
+            QType::Q5K => self.product(x, m, candle_dot::<BlockQ5K>),
+            QType::Q6K => self.product(x, m, candle_dot::<BlockQ6K>),
+        }
+    }
+
+    /// Quantize the m activation rows once, then every output row's dot with each of them:
+    /// a weight row is read once for all m.
+    fn product(&self, x: &[f32], m: usize, dot: fn(&[u8], &[u8]) -> f32) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.cols, "x is [m, cols]");
+        let acts = self.quantize_rows(x, m);
+        let mut yt = vec![0f32; self.rows * m];
+        yt.par_chunks_mut(ROWS_PER_TASK * m.max(1))
+            .enumerate()
+            .for_each(|(task, out)| {
+                for (j, out) in out.chunks_mut(m.max(1)).enumerate() {
+                    let w = self.row(task * ROWS_PER_TASK + j);
+                    for (r, o) in out.iter_mut().enumerate() {
+                        *o = dot(w, acts.row(r));
+                    }
+                }
+            });
+        if m == 1 {
+            return yt;
+        }
+        (0..m)
+            .flat_map(|r| (0..self.rows).map(move |i| (r, i)))
+            .map(|(r, i)| yt[i * m + r])
+            .collect()
+    }
+
+    /// The m rows of `x` quantized for this type's dot product.
+    fn quantize_rows(&self, x: &[f32], m: usize) -> ActRows {
+        let act = self.qtype.activations();
+        let mut rows = ActRows::new(act.row_bytes(self.cols), m);
+        for (r, x) in x.chunks_exact(self.cols).enumerate() {
+            act.quantize(x, rows.row_mut(r));
+        }
+        rows
+    }
+
+    /// The plain twin of [`QMatrix::matmul_t`]: both sides dequantized (the activations after
+    /// the same Q8 quantization), each dot product summed in f64.
+    pub fn matmul_t_reference(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let act = self.qtype.activations();
+        let acts = self.quantize_rows(x, m);
+        let mut out = Vec::with_capacity(m * self.rows);
+        for r in 0..m {
+            let xs = act.dequantize(acts.row(r));
+            for i in 0..self.rows {
+                let w = self.dequantize_row(i);
+                out.push(w.iter().zip(&xs).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32);
+            }
+        }
+        out
+    }
+
+    /// Hugging Face row `i` in f32.
+    pub fn dequantize_row(&self, i: usize) -> Vec<f32> {
+        let row = self.row(i);
+        match self.qtype {
+            QType::Q4_0 => to_float::<BlockQ4_0>(row),
+            QType::Q4_1 => to_float::<BlockQ4_1>(row),
+            QType::Q5_0 => to_float::<BlockQ5_0>(row),
+            QType::Q5_1 => to_float::<BlockQ5_1>(row),
+            QType::Q8_0 => to_float::<BlockQ8_0>(row),
+            QType::Q2K => to_float::<BlockQ2K>(row),
+            QType::Q3K => to_float::<BlockQ3K>(row),
+            QType::Q4K => to_float::<BlockQ4K>(row),
+            QType::Q5K => to_float::<BlockQ5K>(row),
+            QType::Q6K => to_float::<BlockQ6K>(row),
+        }
+    }
+
+    /// Rows `ids` in f32, `[ids.len(), cols]` (embedding lookups).
+    pub fn dequantize_rows(&self, ids: &[u32]) -> Vec<f32> {
+        ids.iter()
+            .flat_map(|&i| self.dequantize_row(i as usize))
+            .collect()
+    }
+
+    /// The whole matrix in f32, Hugging Face's row order (exports, the twin's checks).
+    pub fn dequantize(&self) -> Vec<f32> {
+        (0..self.rows)
+            .into_par_iter()
+            .flat_map_iter(|i| self.dequantize_row(i))
+            .collect()
+    }
+}
+
+// candle's block types must keep the sizes this module's byte arithmetic assumes.
+const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == activations::Q8_1_BYTES);
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == activations::Q8_0_BYTES);
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == q4_1::BLOCK_BYTES);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TYPES: [QType; 10] = [
+        QType::Q4_0,
+        QType::Q4_1,
+        QType::Q5_0,
+        QType::Q5_1,
+        QType::Q8_0,
+        QType::Q2K,
+        QType::Q3K,
+        QType::Q4K,
+        QType::Q5K,
+        QType::Q6K,
+    ];
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed * 104729) % 1009) as f32 - 504.0) / 300.0)
+            .collect()
+    }
+
+    fn quantize<T: GgmlType>(w: &[f32]) -> Vec<u8> {
+        let mut blocks = vec![T::zeros(); w.len() / T::BLCK_SIZE];
+        T::from_float(w, &mut blocks);
+        bytes_of(&blocks).to_vec()
+    }
+
+    /// A `[rows, cols]` matrix of `t` from made-up values, quantized by candle.
+    pub(crate) fn matrix(t: QType, rows: usize, cols: usize) -> QMatrix {
+        let w = values(rows * cols, 1);
+        let bytes = match t {
+            QType::Q4_0 => quantize::<BlockQ4_0>(&w),
+            QType::Q4_1 => quantize::<BlockQ4_1>(&w),
+            QType::Q5_0 => quantize::<BlockQ5_0>(&w),
+            QType::Q5_1 => quantize::<BlockQ5_1>(&w),
+            QType::Q8_0 => quantize::<BlockQ8_0>(&w),
+            QType::Q2K => quantize::<BlockQ2K>(&w),
+            QType::Q3K => quantize::<BlockQ3K>(&w),
+            QType::Q4K => quantize::<BlockQ4K>(&w),
+            QType::Q5K => quantize::<BlockQ5K>(&w),
+            QType::Q6K => quantize::<BlockQ6K>(&w),
+        };
+        QMatrix::owned(t, (rows, cols), &bytes).unwrap()
+    }
+
+    #[test]
+    fn every_type_matches_its_plain_twin_and_rows_do_not_depend_on_their_batch() {
+        // 70 rows: two full tasks and a short one.
+        let (rows, cols, m) = (70, 512, 3);
+        let x = values(m * cols, 2);
+        for t in TYPES {
+            let q = matrix(t, rows, cols);
+            let (fast, slow) = (q.matmul_t(&x, m), q.matmul_t_reference(&x, m));
+            for r in 0..m {
+                let xr = &x[r * cols..(r + 1) * cols];
+                for i in 0..rows {
+                    let w = q.dequantize_row(i);
+                    let scale: f32 = w.iter().zip(xr).map(|(a, b)| (a * b).abs()).sum();
+                    let (f, s) = (fast[r * rows + i], slow[r * rows + i]);
+                    assert!(
+                        (f - s).abs() <= 1e-5 * scale + 1e-6,
+                        "{} row {r} out {i}: {f} vs {s}",
+                        t.name()
+                    );
+                }
+                let alone = q.matmul_t(xr, 1);
+                assert_eq!(alone[..], fast[r * rows..(r + 1) * rows], "{}", t.name());
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_order_reads_rows_where_llama_cpp_stored_them() {
+        let q = matrix(QType::Q8_0, 8, 64);
+        let plain = q.matmul_t(&values(64, 3), 1);
+        let order: Vec<u32> = vec![1, 0, 3, 2, 5, 4, 7, 6];
+        let q = q.with_row_order(order.clone()).unwrap();
+        let moved = q.matmul_t(&values(64, 3), 1);
+        for (i, &from) in order.iter().enumerate() {
+            assert_eq!(moved[i], plain[from as usize]);
+        }
+        assert!(matrix(QType::Q8_0, 8, 64).with_row_order(vec![8; 8]).is_err());
+    }
+
+    #[test]
+    fn wrong_sizes_are_refused_with_a_reason() {
+        let e = QMatrix::owned(QType::Q4_1, (2, 64), &[0u8; 79]).err().unwrap();
+        assert!(e.contains("expected 80") && e.contains("truncated"), "{e}");
+        let e = QMatrix::owned(QType::Q4K, (1, 64), &[0u8; 144]).err().unwrap();
+        assert!(e.contains("not whole Q4_K blocks of 256"), "{e}");
+    }
+}
