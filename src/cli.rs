@@ -370,6 +370,11 @@ pub struct LoadArgs {
     /// the CPU).
     #[arg(long, value_parser = parse_layer_alphas)]
     pub layer_alphas: Option<crate::engine::LayerAlphas>,
+    /// Dequantize a quantized GGUF base for adapters into the working dtype, as full
+    /// endpoints are. By default (`--dtype auto`, on the CPU) the base stays quantized: its
+    /// matrices are read in place from the file and both adapters apply per row.
+    #[arg(long)]
+    pub dequantize: bool,
 }
 
 fn parse_layer_alphas(s: &str) -> Result<crate::engine::LayerAlphas, String> {
@@ -394,6 +399,7 @@ impl LoadArgs {
             method: self.method,
             layers: self.layer_alphas.clone(),
             third: None,
+            dequantize: self.dequantize,
         })
     }
 }

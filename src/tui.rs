@@ -103,7 +103,7 @@ fn spawn_session(cfg: &TuiConfig, send: impl Fn(EngineEvent) + Send + Sync + 'st
     Session::spawn_with(
         move || {
             let mut engine = crate::engine::Engine::load(&a, &b, &load)?;
-            engine.set_columns_mode(columns);
+            engine.set_columns_mode(columns)?;
             engine.set_stop_texts(stop);
             Ok(engine)
         },

@@ -349,6 +349,12 @@ impl Sweep {
         let c = &self.config;
         let group = c.samples.min(SAMPLE_BATCH);
         if let Some(mode) = AlphaMode::asked(self.mode) {
+            if mode == AlphaMode::Reblend && engine.kept_quantized() {
+                bail!(
+                    "{}",
+                    crate::engine::REBLEND_ON_QUANTIZED.replace("--columns", "--alpha-mode")
+                );
+            }
             if mode == AlphaMode::Batched && !engine.on_line() {
                 let path = match (engine.third().is_some(), engine.method()) {
                     (true, _) => "--c (a plane)".to_string(),

@@ -16,6 +16,7 @@ use crate::model::Model;
 use crate::weights::adapters::AdapterWeights;
 use crate::weights::full::{BlendedWeights, Buffer};
 use crate::weights::layers::LayerAlphas;
+use crate::weights::quantized_base::QuantizedAdapters;
 use crate::weights::slerp::Method;
 use crate::weights::Weights;
 use candle_core::{DType, Device, Tensor};
@@ -134,6 +135,9 @@ pub struct LoadOptions {
     pub layers: Option<LayerAlphas>,
     /// A third full model C: the plane A + α·(B − A) + β·(C − A) (on the CPU).
     pub third: Option<ThirdEndpoint>,
+    /// Dequantize a quantized GGUF base for adapters even where `auto` would keep it
+    /// quantized (`--dequantize`).
+    pub dequantize: bool,
 }
 
 /// Endpoint C of a plane, and how far towards it.
@@ -159,6 +163,7 @@ impl Default for LoadOptions {
             method: Method::Linear,
             layers: None,
             third: None,
+            dequantize: false,
         }
     }
 }
@@ -446,6 +451,9 @@ impl Engine {
         };
         let (aa, ab) = (load(fa)?, load(fb)?);
         let names = pair::blended_names(&base);
+        if keeps_quantized(opts, &base, &names, &device) {
+            return Self::load_on_quantized(base, base_spec, tokenizer, (aa, ab), &names, opts);
+        }
         let dtype = held_dtype(opts.dtype, &base, &names, &device);
         let shape = |n: &String| base.weights.tensors[n].shape.iter().product::<usize>() as u64;
         let base_bytes: u64 = names.iter().map(shape).sum::<u64>() * dtype.size_in_bytes() as u64;
@@ -475,35 +483,64 @@ impl Engine {
         if opts.chat_template {
             text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
         }
-        let label = |x: &Option<Adapter>| match x {
-            Some(x) => x.files.label.clone(),
-            None => source::BASE.to_string(),
-        };
-        let what = |x: &Option<Adapter>| match x {
-            Some(x) => x.describe(),
-            None => "the base".to_string(),
-        };
-        let description = format!("base {} + {} ↔ {}", base.label(), what(&aa), what(&ab));
-        let adapter_files = |x: &Option<Adapter>| match x {
-            Some(x) => vec![x.files.config.clone(), x.files.weights.clone()],
-            None => Vec::new(),
-        };
-        let mut base_files = vec![base.files.config.clone()];
-        base_files.extend(base.files.weights.iter().cloned());
-        base_files.dedup();
-        let origin = Origin {
-            model: base.files.clone(),
-            sources: vec![
-                ("a".into(), label(&aa), adapter_files(&aa)),
-                ("b".into(), label(&ab), adapter_files(&ab)),
-                ("base".into(), base_spec.clone(), base_files),
-            ],
-        };
+        let (names, origin) = adapter_origin(&base, &base_spec, [&aa, &ab], None);
         Ok(Self::assemble(
             origin,
             &base,
-            (label(&aa), label(&ab), description),
+            names,
             Weights::Adapters(weights),
+            (model, pair_model),
+            text,
+            &device,
+        ))
+    }
+
+    /// Adapters on a quantized GGUF base kept as it is: the base's matrices read in place,
+    /// both adapters' factors applied per row, nothing merged at any α.
+    fn load_on_quantized(
+        base: Checkpoint,
+        base_spec: String,
+        tokenizer: Tokenizer,
+        (aa, ab): (Option<Adapter>, Option<Adapter>),
+        names: &[String],
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let device = Device::Cpu;
+        let weights = QuantizedAdapters::load(&base, names, aa.as_ref(), ab.as_ref())?;
+        let mut low_rank = std::collections::HashMap::new();
+        for (name, f) in &weights.forward {
+            let pair = crate::model::param::LowRankPair::on_host(
+                f.up.clone(),
+                f.down.clone(),
+                (f.out, f.inp),
+                f.split,
+            )?;
+            low_rank.insert(name.clone(), std::sync::Arc::new(pair));
+        }
+        let quantized: std::collections::HashMap<_, _> = weights
+            .quantized
+            .iter()
+            .map(|(n, q)| (n.clone(), q.clone()))
+            .collect();
+        let build = || {
+            let dense = VarBuilder::from_tensors(weights.dense_views()?, DType::F32, &device);
+            Model::load_quantized(&base.config, dense, quantized.clone(), low_rank.clone())
+                .with_context(|| format!("{}: cannot build the model", base.label()))
+        };
+        let mut model = build()?;
+        model.set_default_mix(Some(Mix::new(&[weights.alpha()], &device)?))?;
+        let pair_model = build()?;
+        let mut text = text_spec(&base, tokenizer)?;
+        if opts.chat_template {
+            text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
+        }
+        let kept = format!("{}, kept quantized", weights.types());
+        let (names, origin) = adapter_origin(&base, &base_spec, [&aa, &ab], Some(&kept));
+        Ok(Self::assemble(
+            origin,
+            &base,
+            names,
+            Weights::Quantized(weights),
             (model, pair_model),
             text,
             &device,
@@ -611,7 +648,12 @@ impl Engine {
 
     /// Whether the endpoints are adapters on one base.
     pub fn is_adapter_pair(&self) -> bool {
-        matches!(self.weights, Weights::Adapters(_))
+        matches!(self.weights, Weights::Adapters(_) | Weights::Quantized(_))
+    }
+
+    /// Whether the base is kept quantized (adapters on a GGUF base, factored at every α).
+    pub fn kept_quantized(&self) -> bool {
+        matches!(self.weights, Weights::Quantized(_))
     }
 
     pub fn device(&self) -> &Device {
@@ -622,9 +664,15 @@ impl Engine {
         self.weights.alpha()
     }
 
-    /// Re-blend the working weights in place. Returns the time the blend took.
+    /// Re-blend the working weights in place. Returns the time the blend took. (On a base
+    /// kept quantized nothing is merged: the model runs at α from its next pass.)
     pub fn set_alpha(&mut self, alpha: impl IntoAlpha) -> Result<Duration> {
-        self.weights.set_alpha(alpha.into_alpha()?)
+        let alpha = alpha.into_alpha()?;
+        if self.kept_quantized() {
+            let mix = Mix::new(&[alpha], self.device())?;
+            self.model.set_default_mix(Some(mix))?;
+        }
+        self.weights.set_alpha(alpha)
     }
 
     /// A prompt's ids (through the chat template when one applies).
@@ -824,8 +872,14 @@ impl Engine {
         Ok(together < apart)
     }
 
-    pub fn set_columns_mode(&mut self, mode: ColumnsMode) {
+    /// How columns waiting with one prompt run. Re-merging is refused on a base kept
+    /// quantized: merging into quantized blocks is not exact, so that base never merges.
+    pub fn set_columns_mode(&mut self, mode: ColumnsMode) -> Result<()> {
+        if mode == ColumnsMode::Reblend && self.kept_quantized() {
+            bail!(Unsupported, "{}", REBLEND_ON_QUANTIZED);
+        }
         self.columns_mode = mode;
+        Ok(())
     }
 
     /// Whether this pair on a GPU runs the fused kernels (the forward pass of model/fused.rs
@@ -922,6 +976,65 @@ impl Engine {
     pub fn generator(&self) -> Generator<'_> {
         self.text.generator(&self.model)
     }
+}
+
+/// Why `--columns reblend` (and `sweep --alpha-mode reblend`) is refused on a base kept
+/// quantized.
+pub const REBLEND_ON_QUANTIZED: &str = "--columns reblend: the base is kept quantized, and merging adapters into quantized blocks is not exact, so its columns always run factored (batched); use --dequantize to merge into a dequantized copy";
+
+/// Whether adapters on `base` keep it quantized: `--dtype auto` (no dtype asked), no
+/// `--dequantize`, on the CPU (the quantized kernels are CPU kernels), a decoder family, and
+/// at least one matrix of a type with a kernel. There the quantized path measures faster than
+/// the dequantized one (README, "Quantized bases") and needs a fraction of the memory.
+fn keeps_quantized(
+    opts: &LoadOptions,
+    base: &Checkpoint,
+    names: &[String],
+    device: &Device,
+) -> bool {
+    !opts.dequantize
+        && opts.dtype.is_none()
+        && device.is_cpu()
+        && matches!(base.config, ModelConfig::Decoder(_))
+        && names
+            .iter()
+            .any(|n| base.weights.quantized_type(n).is_some())
+}
+
+/// The labels, header line and origin of an adapter pair; `kept` says how the base is held
+/// where it is not dequantized.
+fn adapter_origin(
+    base: &Checkpoint,
+    base_spec: &str,
+    [aa, ab]: [&Option<Adapter>; 2],
+    kept: Option<&str>,
+) -> ((String, String, String), Origin) {
+    let label = |x: &Option<Adapter>| match x {
+        Some(x) => x.files.label.clone(),
+        None => source::BASE.to_string(),
+    };
+    let what = |x: &Option<Adapter>| match x {
+        Some(x) => x.describe(),
+        None => "the base".to_string(),
+    };
+    let held = kept.map(|k| format!(" ({k})")).unwrap_or_default();
+    let description = format!("base {}{held} + {} ↔ {}", base.label(), what(aa), what(ab));
+    let adapter_files = |x: &Option<Adapter>| match x {
+        Some(x) => vec![x.files.config.clone(), x.files.weights.clone()],
+        None => Vec::new(),
+    };
+    let mut base_files = vec![base.files.config.clone()];
+    base_files.extend(base.files.weights.iter().cloned());
+    base_files.dedup();
+    let origin = Origin {
+        model: base.files.clone(),
+        sources: vec![
+            ("a".into(), label(aa), adapter_files(aa)),
+            ("b".into(), label(ab), adapter_files(ab)),
+            ("base".into(), base_spec.to_string(), base_files),
+        ],
+    };
+    ((label(aa), label(ab), description), origin)
 }
 
 /// p(token) from a row of logits (softmax in f64).

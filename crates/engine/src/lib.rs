@@ -17,8 +17,8 @@ mod formats;
 mod generate;
 mod memory;
 mod model;
-mod threads;
 mod quantized;
+mod threads;
 mod weights;
 
 pub mod export;
@@ -29,7 +29,7 @@ pub use alpha::{Alpha, AlphaError, AlphaRange, IntoAlpha, MAX_ABS_ALPHA};
 pub use arch::{config_json, tensors::parameters};
 pub use engine::{
     build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, LoadOptions, PairInfo,
-    Standalone, TextScore, ThirdEndpoint,
+    Standalone, TextScore, ThirdEndpoint, REBLEND_ON_QUANTIZED,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use formats::checkpoint::{Checkpoint, TensorFiles};

@@ -37,7 +37,7 @@ impl TensorMeta {
 
 struct Shard {
     path: PathBuf,
-    map: Mmap,
+    map: std::sync::Arc<Mmap>,
 }
 
 /// One model's config and tensors.
@@ -122,7 +122,7 @@ impl TensorFiles {
             }
             shards.push(Shard {
                 path: path.clone(),
-                map,
+                map: std::sync::Arc::new(map),
             });
         }
         Ok(Self { tensors, shards })
@@ -158,7 +158,7 @@ impl TensorFiles {
             tensors,
             shards: vec![Shard {
                 path: h.path.clone(),
-                map,
+                map: std::sync::Arc::new(map),
             }],
         })
     }
@@ -173,6 +173,44 @@ impl TensorFiles {
             let file = self.shards.first().map(|s| s.path.display().to_string());
             err!(NotFound, "{}: no tensor {name}", file.unwrap_or_default())
         })
+    }
+
+    /// The GGUF quantization type tensor `name` could be kept in, if it is a matrix of one
+    /// (a type with a kernel, in a layout whose rows can be read where they lie).
+    pub fn quantized_type(&self, name: &str) -> Option<crate::quantized::QType> {
+        use crate::formats::layout::Layout;
+        let t = self.tensors.get(name)?;
+        let (ty, layout) = t.ggml?;
+        let rows_readable = matches!(layout, Layout::AsIs | Layout::RopeInterleaved { .. });
+        (t.shape.len() == 2 && rows_readable)
+            .then(|| crate::quantized::QType::from_ggml(ty))
+            .flatten()
+    }
+
+    /// Tensor `name`'s blocks, viewed where they lie in the mapped file, if it can be kept
+    /// quantized ([`TensorFiles::quantized_type`]); a truncated or misshapen tensor fails
+    /// naming the file and tensor.
+    pub fn quantized(&self, name: &str) -> Result<Option<crate::quantized::QMatrix>> {
+        let Some(qtype) = self.quantized_type(name) else {
+            return Ok(None);
+        };
+        let t = &self.tensors[name];
+        let shard = &self.shards[t.shard];
+        let fail = |e: String| err!(Format, "{}: tensor {name}: {e}", shard.path.display());
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let m = crate::quantized::QMatrix::mapped(
+            qtype,
+            (rows, cols),
+            shard.map.clone(),
+            t.range.clone(),
+        )
+        .map_err(fail)?;
+        Ok(Some(
+            match t.ggml.and_then(|(_, l)| l.stored_row_order(rows)) {
+                Some(order) => m.with_row_order(order).map_err(fail)?,
+                None => m,
+            },
+        ))
     }
 
     /// Convert tensor `name` into `out` (its element count), refusing non-finite values.

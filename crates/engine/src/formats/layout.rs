@@ -25,6 +25,18 @@ impl Layout {
         }
     }
 
+    /// Where each Hugging Face row of a `rows`-row matrix is stored, where the two orders
+    /// differ by whole rows (the interleaved Q and K rows); None where they are the same.
+    pub fn stored_row_order(self, rows: usize) -> Option<Vec<u32>> {
+        match self {
+            Layout::RopeInterleaved { heads } => {
+                let d = rows / heads;
+                Some((0..rows).map(|hf| interleaved(hf, d) as u32).collect())
+            }
+            _ => None,
+        }
+    }
+
     /// Stored values (`stored` shape, candle order) in Hugging Face's layout.
     pub fn to_hf(self, v: Vec<f32>, stored: &[usize]) -> Vec<f32> {
         match self {

@@ -70,6 +70,9 @@ pub struct Decoder {
     kv_heads: usize,
     head_dim: usize,
     max_pos: usize,
+    /// The α passes run at when given no [`Mix`]: for adapters on a base kept quantized, whose
+    /// one-column path is the factored one at the current α (nothing is merged).
+    default_mix: Option<Mix>,
     /// The fused GPU pass over the same weights, made when first asked for and where it
     /// applies ([`super::fused`]); the candle path is its twin.
     #[cfg(feature = "cuda")]
@@ -191,6 +194,7 @@ impl Decoder {
             kv_heads: nkv,
             head_dim: hd,
             max_pos: c.context(),
+            default_mix: None,
             #[cfg(feature = "cuda")]
             fused: None,
             #[cfg(feature = "cuda")]
@@ -279,7 +283,13 @@ impl Decoder {
     }
 
     pub fn device(&self) -> &Device {
-        self.lm_head.tensor().device()
+        // The final norm's gains: never kept quantized.
+        self.norm.tensor().device()
+    }
+
+    /// Run passes given no [`Mix`] at this one (None: at the weights as they are).
+    pub fn set_default_mix(&mut self, mix: Option<Mix>) {
+        self.default_mix = mix;
     }
 
     /// Hidden states `[b, t, hidden]` of `ids [b, t]` before the final norm, from
@@ -291,6 +301,7 @@ impl Decoder {
         mut cache: Option<&mut Cache>,
         mix: Option<&Mix>,
     ) -> Result<Tensor> {
+        let mix = mix.or(self.default_mix.as_ref());
         let (b, t) = ids.dims2()?;
         let pos = cache.as_ref().map_or(0, |c| c.pos);
         check_context(pos, t, self.max_pos)?;
@@ -434,6 +445,7 @@ impl Decoder {
     /// Final norm and LM head: `[b, t, hidden]` → `[b, t, vocab]`, soft-capped where the
     /// family caps its logits.
     pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
+        let mix = mix.or(self.default_mix.as_ref());
         let x = self.norm(x, &self.norm, mix)?;
         let logits = self.lm_head.linear(&x, mix, self.kernels)?;
         match self.opts.final_softcap {

@@ -154,6 +154,23 @@ impl Model {
         Self::load_params(config, Loader::factored(a, b, low_rank), Kernels::Fast)
     }
 
+    /// A model over a base kept quantized (`quantized`, by tensor name; the rest from
+    /// `dense`) and both adapters' factors: the factored path at every α.
+    pub fn load_quantized(
+        config: &ModelConfig,
+        dense: VarBuilder,
+        quantized: std::collections::HashMap<String, std::sync::Arc<param::QuantizedWeight>>,
+        low_rank: std::collections::HashMap<String, std::sync::Arc<param::LowRankPair>>,
+    ) -> Result<Self> {
+        if !matches!(config, ModelConfig::Decoder(_)) {
+            candle_core::bail!("only decoder families keep a base quantized");
+        }
+        let loader = Loader::single(dense)
+            .with_quantized(quantized)
+            .with_low_rank(low_rank);
+        Self::load_params(config, loader, Kernels::Fast)
+    }
+
     fn load_params(config: &ModelConfig, vb: Loader, kernels: Kernels) -> Result<Self> {
         Ok(match config {
             ModelConfig::Decoder(c) => Model::Decoder(decoder::Decoder::load(c, vb, kernels)?),
@@ -233,6 +250,19 @@ impl Model {
         }
         let _ = on;
         Ok(())
+    }
+
+    /// Run passes given no [`Mix`] at this one: a model over a base kept quantized and two
+    /// adapters' factors moves with α this way, with nothing merged. Decoder families only
+    /// (the only ones a base is kept quantized for).
+    pub fn set_default_mix(&mut self, mix: Option<Mix>) -> Result<()> {
+        match self {
+            Model::Decoder(m) => {
+                m.set_default_mix(mix);
+                Ok(())
+            }
+            Model::Gpt2(_) => candle_core::bail!("GPT-2 runs on merged weights only"),
+        }
     }
 
     /// Whether this model runs the fused GPU pass.

@@ -9,19 +9,82 @@
 //! `W0·x + (1−α_k)·ΔA·x + α_k·ΔB·x`, reading W0 once for all rows (the factored path).
 
 use super::Kernels;
+use crate::quantized::QMatrix;
+use crate::weights::few_rows::matmul_wt;
 use crate::Alpha;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// One weight: the working tensor, or endpoints A and B, and (adapters) both endpoints'
-/// low-rank updates on top.
+/// low-rank updates on top. A base kept quantized holds A (or the base) as GGUF blocks.
 #[derive(Clone)]
 pub struct Param {
-    a: Tensor,
+    a: Stored,
     b: Option<Tensor>,
     low_rank: Option<Arc<LowRankPair>>,
+}
+
+/// How the first (or only) tensor of a weight is held.
+#[derive(Clone)]
+enum Stored {
+    Dense(Tensor),
+    Quantized(Arc<QuantizedWeight>),
+}
+
+/// A weight kept quantized (on the CPU), with a dequantized copy made only if some op without a
+/// quantized kernel asks for the tensor (none of the decoder's forward pass does).
+pub struct QuantizedWeight {
+    matrix: QMatrix,
+    dense: OnceLock<Tensor>,
+}
+
+impl QuantizedWeight {
+    pub fn new(matrix: QMatrix) -> Self {
+        Self {
+            matrix,
+            dense: OnceLock::new(),
+        }
+    }
+
+    pub fn matrix(&self) -> &QMatrix {
+        &self.matrix
+    }
+
+    fn dense(&self) -> &Tensor {
+        self.dense.get_or_init(|| {
+            let m = &self.matrix;
+            Tensor::from_vec(m.dequantize(), (m.rows(), m.cols()), &Device::Cpu)
+                .expect("a dequantized weight of its own shape")
+        })
+    }
+
+    /// `x [.., in] · Wᵀ`: `[.., out]` in x's dtype, with the low-rank updates of `delta` at
+    /// the mix's rows where their factors are on the host (then the second value is true).
+    fn linear(&self, x: &Tensor, delta: Option<(&Mix, &LowRankPair)>) -> Result<(Tensor, bool)> {
+        let dims = x.dims().to_vec();
+        let inp = *dims.last().expect("x has a last dimension");
+        let m = x.elem_count() / inp.max(1);
+        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut y = self.matrix.matmul_t(&xs, m);
+        let added = delta.is_some_and(|(mix, lr)| lr.add_host(&mut y, &xs, m, mix));
+        let mut shape = dims;
+        *shape.last_mut().expect("x has a last dimension") = self.matrix.rows();
+        Ok((
+            Tensor::from_vec(y, shape, x.device())?.to_dtype(x.dtype())?,
+            added,
+        ))
+    }
+
+    /// Rows of `ids [b, t]`: `[b, t, cols]` in f32.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let rows = self
+            .matrix
+            .dequantize_rows(&ids.flatten_all()?.to_vec1::<u32>()?);
+        Tensor::from_vec(rows, (b, t, self.matrix.cols()), ids.device())
+    }
 }
 
 /// Both adapters' updates of one weight, ΔW = up·down in the forward's orientation (`[out, in]`;
@@ -34,6 +97,9 @@ pub struct LowRankPair {
     down: Tensor,
     rank: usize,
     split: usize,
+    /// `up` and `down` as host f32, where the factored pass runs on host slices (a base kept
+    /// quantized): no tensor op per factor.
+    host: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl LowRankPair {
@@ -65,7 +131,51 @@ impl LowRankPair {
             down,
             rank,
             split,
+            host: None,
         })
+    }
+
+    /// f32 factors on the CPU, kept as host slices too: `up [out, rank]`, `down [rank, in]`.
+    pub fn on_host(
+        up: Vec<f32>,
+        down: Vec<f32>,
+        (out, inp): (usize, usize),
+        split: usize,
+    ) -> Result<Self> {
+        let rank = down.len() / inp.max(1);
+        let mut pair = Self::new(
+            Tensor::from_slice(&up, (out, rank), &Device::Cpu)?,
+            Tensor::from_slice(&down, (rank, inp), &Device::Cpu)?,
+            split,
+        )?;
+        pair.host = Some((up, down));
+        Ok(pair)
+    }
+
+    /// `y [m, out] += Σ_r c[row, r]·(x·downᵀ)[.., r]·upᵀ` on host slices, `x [m, in]`; rows
+    /// belong to the mix's rows in order (all to its one row, if it has one).
+    fn add_host(&self, y: &mut [f32], x: &[f32], m: usize, mix: &Mix) -> bool {
+        let Some((up, down)) = &self.host else {
+            return false;
+        };
+        let (rank, inp) = (self.rank, down.len() / self.rank.max(1));
+        let out = up.len() / rank.max(1);
+        let k = mix.alphas().len();
+        if rank == 0 || m == 0 || (k != 1 && !m.is_multiple_of(k)) {
+            return false;
+        }
+        let coef = mix.rank_weights_host(self.split, rank);
+        let per_mix_row = m / k;
+        let mut u = vec![0f32; m * rank];
+        matmul_wt(x, down, m, rank, inp, &mut u);
+        for (row, u) in u.chunks_mut(rank).enumerate() {
+            let c = &coef[(row / per_mix_row % k) * rank..][..rank];
+            u.iter_mut().zip(c).for_each(|(u, c)| *u *= c);
+        }
+        let mut delta = vec![0f32; m * out];
+        matmul_wt(&u, up, m, out, rank, &mut delta);
+        y.iter_mut().zip(&delta).for_each(|(y, d)| *y += d);
+        true
     }
 
     /// `Σ_side c_k·(x·downᵀ)·upᵀ` for x `[K, t, in]`: `[K, t, out]`.
@@ -101,9 +211,21 @@ impl LowRankPair {
 }
 
 impl Param {
-    /// The tensor the single-α path reads (A in the batched mode).
+    /// The tensor the single-α path reads (A in the batched mode); for a weight kept
+    /// quantized, its dequantized copy (made on first use).
     pub fn tensor(&self) -> &Tensor {
-        &self.a
+        match &self.a {
+            Stored::Dense(t) => t,
+            Stored::Quantized(q) => q.dense(),
+        }
+    }
+
+    /// The weight's quantized blocks, where it is kept quantized.
+    pub fn quantized(&self) -> Option<&QMatrix> {
+        match &self.a {
+            Stored::Dense(_) => None,
+            Stored::Quantized(q) => Some(q.matrix()),
+        }
     }
 
     /// `op` applied to this weight: once, or per row as `(1−α)·op(A) + α·op(B)` when a
@@ -115,23 +237,41 @@ impl Param {
         op: impl Fn(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         match (mix, &self.b) {
-            (Some(m), Some(b)) => m.combine(&op(&self.a)?, &op(b)?),
-            _ => op(&self.a),
+            (Some(m), Some(b)) => m.combine(&op(self.tensor())?, &op(b)?),
+            _ => op(self.tensor()),
         }
     }
 
     /// `x · wᵀ` (nn.Linear layout); in the batched mode one fused pass over both endpoints
     /// (or over W0 and the low-rank updates) where the CPU kernel applies.
     pub fn linear(&self, x: &Tensor, mix: Option<&Mix>, kernels: Kernels) -> Result<Tensor> {
+        let a = match &self.a {
+            Stored::Dense(a) => a,
+            Stored::Quantized(q) => {
+                let delta = match (mix, &self.b) {
+                    (Some(m), None) => self.low_rank.as_deref().map(|lr| (m, lr)),
+                    _ => None,
+                };
+                let (y, added) = q.linear(x, delta)?;
+                if added {
+                    return Ok(y);
+                }
+                let y = match (mix, &self.b) {
+                    (Some(m), Some(b)) => m.combine(&y, &kernels.linear_t(x, b)?)?,
+                    _ => y,
+                };
+                return self.add_delta(y, x, mix);
+            }
+        };
         if let (Some(m), Some(b), Kernels::Fast) = (mix, &self.b, kernels) {
             if self.low_rank.is_none() {
-                if let Some(y) = super::linear_t_mixed(x, &self.a, b, m)? {
+                if let Some(y) = super::linear_t_mixed(x, a, b, m)? {
                     return Ok(y);
                 }
             }
         }
         if let (Some(m), None, Some(lr), Kernels::Fast) = (mix, &self.b, &self.low_rank, kernels) {
-            if let Some(y) = super::linear_t_lowrank(x, &self.a, &lr.up, &lr.down, lr.split, m)? {
+            if let Some(y) = super::linear_t_lowrank(x, a, &lr.up, &lr.down, lr.split, m)? {
                 return Ok(y);
             }
         }
@@ -150,7 +290,13 @@ impl Param {
 
     /// The embedding rows of `ids [b, t]`: `[b, t, d]`, with the updates' rows.
     pub fn embed(&self, ids: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
-        let rows = self.apply(mix, |w| embed(w, ids))?;
+        let rows = match (&self.a, mix, &self.b) {
+            (Stored::Quantized(q), Some(m), Some(b)) => {
+                m.combine(&q.embed(ids)?, &embed(b, ids)?)?
+            }
+            (Stored::Quantized(q), ..) => q.embed(ids)?,
+            (Stored::Dense(_), ..) => self.apply(mix, |w| embed(w, ids))?,
+        };
         match (mix, &self.low_rank) {
             (Some(m), Some(lr)) => rows + lr.embed_delta(ids, m)?,
             _ => Ok(rows),
@@ -259,6 +405,8 @@ pub struct Loader<'a> {
     a: VarBuilder<'a>,
     b: Option<VarBuilder<'a>>,
     low_rank: Option<Arc<HashMap<String, Arc<LowRankPair>>>>,
+    /// A's (the base's) weights kept quantized, by tensor name: these are not in `a`.
+    quantized: Option<Arc<HashMap<String, Arc<QuantizedWeight>>>>,
     prefix: String,
 }
 
@@ -268,8 +416,29 @@ impl<'a> Loader<'a> {
             a: vb,
             b: None,
             low_rank: None,
+            quantized: None,
             prefix: String::new(),
         }
+    }
+
+    /// Weights kept quantized take the place of A's tensors of the same names.
+    pub fn with_quantized(self, quantized: HashMap<String, Arc<QuantizedWeight>>) -> Self {
+        Self {
+            quantized: Some(Arc::new(quantized)),
+            ..self
+        }
+    }
+
+    /// Both adapters' factors apply to the weights of these names (the factored path).
+    pub fn with_low_rank(self, low_rank: HashMap<String, Arc<LowRankPair>>) -> Self {
+        Self {
+            low_rank: Some(Arc::new(low_rank)),
+            ..self
+        }
+    }
+
+    fn quantized(&self, full: &str) -> Option<&Arc<QuantizedWeight>> {
+        self.quantized.as_ref().and_then(|q| q.get(full))
     }
 
     pub fn pair(a: VarBuilder<'a>, b: VarBuilder<'a>) -> Self {
@@ -297,6 +466,7 @@ impl<'a> Loader<'a> {
             a: self.a.pp(&p),
             b: self.b.as_ref().map(|b| b.pp(&p)),
             low_rank: self.low_rank.clone(),
+            quantized: self.quantized.clone(),
             prefix: if self.prefix.is_empty() {
                 p
             } else {
@@ -305,14 +475,33 @@ impl<'a> Loader<'a> {
         }
     }
 
-    pub fn get<S: Into<Shape> + Clone>(&self, shape: S, name: &str) -> Result<Param> {
-        let full = if self.prefix.is_empty() {
+    fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
             name.to_string()
         } else {
             format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn get<S: Into<Shape> + Clone>(&self, shape: S, name: &str) -> Result<Param> {
+        let full = self.full_name(name);
+        let a = match self.quantized(&full) {
+            Some(q) => {
+                let want: Shape = shape.clone().into();
+                let m = q.matrix();
+                if want.dims() != [m.rows(), m.cols()] {
+                    candle_core::bail!(
+                        "{full}: kept quantized as {}×{}, but the model expects {want:?}",
+                        m.rows(),
+                        m.cols()
+                    );
+                }
+                Stored::Quantized(q.clone())
+            }
+            None => Stored::Dense(self.a.get(shape.clone(), name)?),
         };
         Ok(Param {
-            a: self.a.get(shape.clone(), name)?,
+            a,
             b: match &self.b {
                 Some(b) if b.contains_tensor(name) => Some(b.get(shape, name)?),
                 _ => None,
@@ -322,7 +511,7 @@ impl<'a> Loader<'a> {
     }
 
     pub fn contains_tensor(&self, name: &str) -> bool {
-        self.a.contains_tensor(name)
+        self.a.contains_tensor(name) || self.quantized(&self.full_name(name)).is_some()
     }
 
     pub fn dtype(&self) -> DType {

@@ -90,7 +90,9 @@ mod tests {
 
     #[test]
     fn blocks_round_trip_within_half_a_step() {
-        let x: Vec<f32> = (0..96).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let x: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
         for (words, size) in [(q8_0(&x), Q8_0_BYTES), (q8_1(&x), Q8_1_BYTES)] {
             let back = dequantize_q8(as_bytes(&words), size);
             for (b, xs) in back.chunks(QK8).zip(x.chunks(QK8)) {
@@ -107,7 +109,10 @@ mod tests {
     #[test]
     fn q8_1_carries_the_scaled_sum_and_zero_blocks_stay_zero() {
         let mut x = vec![0f32; 64];
-        x[32..].iter_mut().enumerate().for_each(|(i, v)| *v = i as f32);
+        x[32..]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as f32);
         let words = q8_1(&x);
         let b = as_bytes(&words);
         assert!(b[..Q8_1_BYTES].iter().all(|&v| v == 0), "an all-zero block");
@@ -116,6 +121,10 @@ mod tests {
         let s = f16::from_le_bytes([blk[2], blk[3]]).to_f32();
         let sum: i32 = blk[4..].iter().map(|&q| q as i8 as i32).sum();
         assert_eq!(s, f16::from_f32(d * sum as f32).to_f32());
-        assert_eq!(blk[4 + 31] as i8, 127, "the largest value takes the full range");
+        assert_eq!(
+            blk[4 + 31] as i8,
+            127,
+            "the largest value takes the full range"
+        );
     }
 }

@@ -146,7 +146,9 @@ impl Act {
 /// A block slice's bytes.
 fn bytes_of<T>(blocks: &[T]) -> &[u8] {
     // SAFETY: candle's blocks are repr(C) plain data without padding (it asserts their sizes).
-    unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks)) }
+    unsafe {
+        std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks))
+    }
 }
 
 /// Bytes as blocks of `T`.
@@ -227,8 +229,11 @@ pub struct QMatrix {
     stored_rows: Option<Vec<u32>>,
 }
 
-/// Output rows per parallel task.
-const ROWS_PER_TASK: usize = 32;
+/// Products smaller than this many multiply-adds run on the calling thread: splitting them
+/// costs more than it saves.
+const SERIAL_BELOW: usize = 1 << 15;
+/// Output rows per parallel task at least: enough to amortise scheduling.
+const MIN_ROWS_PER_TASK: usize = 64;
 
 impl QMatrix {
     /// The blocks of `range` in `map`, as `[rows, cols]` of `qtype`; a one-line reason where
@@ -380,16 +385,30 @@ impl QMatrix {
         assert_eq!(x.len(), m * self.cols, "x is [m, cols]");
         let acts = self.quantize_rows(x, m);
         let mut yt = vec![0f32; self.rows * m];
-        yt.par_chunks_mut(ROWS_PER_TASK * m.max(1))
-            .enumerate()
-            .for_each(|(task, out)| {
-                for (j, out) in out.chunks_mut(m.max(1)).enumerate() {
-                    let w = self.row(task * ROWS_PER_TASK + j);
-                    for (r, o) in out.iter_mut().enumerate() {
-                        *o = dot(w, acts.row(r));
-                    }
+        if m == 0 {
+            return yt;
+        }
+        let rows_of = |first: usize, out: &mut [f32]| {
+            for (j, out) in out.chunks_mut(m).enumerate() {
+                let w = self.row(first + j);
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = dot(w, acts.row(r));
                 }
-            });
+            }
+        };
+        if m * self.rows * self.cols < SERIAL_BELOW {
+            rows_of(0, &mut yt);
+        } else {
+            // One long stretch of rows per task keeps each core's prefetcher on one stream;
+            // a few tasks per thread still balance the load.
+            let per_task = self
+                .rows
+                .div_ceil(4 * rayon::current_num_threads())
+                .max(MIN_ROWS_PER_TASK);
+            yt.par_chunks_mut(per_task * m)
+                .enumerate()
+                .for_each(|(task, out)| rows_of(task * per_task, out));
+        }
         if m == 1 {
             return yt;
         }
@@ -419,7 +438,12 @@ impl QMatrix {
             let xs = act.dequantize(acts.row(r));
             for i in 0..self.rows {
                 let w = self.dequantize_row(i);
-                out.push(w.iter().zip(&xs).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32);
+                out.push(
+                    w.iter()
+                        .zip(&xs)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum::<f64>() as f32,
+                );
             }
         }
         out
@@ -546,14 +570,20 @@ mod tests {
         for (i, &from) in order.iter().enumerate() {
             assert_eq!(moved[i], plain[from as usize]);
         }
-        assert!(matrix(QType::Q8_0, 8, 64).with_row_order(vec![8; 8]).is_err());
+        assert!(matrix(QType::Q8_0, 8, 64)
+            .with_row_order(vec![8; 8])
+            .is_err());
     }
 
     #[test]
     fn wrong_sizes_are_refused_with_a_reason() {
-        let e = QMatrix::owned(QType::Q4_1, (2, 64), &[0u8; 79]).err().unwrap();
+        let e = QMatrix::owned(QType::Q4_1, (2, 64), &[0u8; 79])
+            .err()
+            .unwrap();
         assert!(e.contains("expected 80") && e.contains("truncated"), "{e}");
-        let e = QMatrix::owned(QType::Q4K, (1, 64), &[0u8; 144]).err().unwrap();
+        let e = QMatrix::owned(QType::Q4K, (1, 64), &[0u8; 144])
+            .err()
+            .unwrap();
         assert!(e.contains("not whole Q4_K blocks of 256"), "{e}");
     }
 }

@@ -17,12 +17,10 @@ fn half_at(b: &[u8], at: usize) -> f32 {
 }
 
 /// The plain twin: the same formula, block by block, in scalar code.
+#[cfg_attr(simd_kernels, allow(dead_code))]
 pub fn dot_reference(w: &[u8], x: &[u8]) -> f32 {
     let mut sum = 0f32;
-    for (w, x) in w
-        .chunks_exact(BLOCK_BYTES)
-        .zip(x.chunks_exact(Q8_1_BYTES))
-    {
+    for (w, x) in w.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(Q8_1_BYTES)) {
         let mut sumi = 0i32;
         for j in 0..16 {
             let (lo, hi) = ((w[4 + j] & 0x0f) as i32, (w[4 + j] >> 4) as i32);
@@ -48,34 +46,71 @@ pub fn dot(w: &[u8], x: &[u8]) -> f32 {
 
 #[cfg(simd_kernels)]
 mod simd {
-    use super::{half_at, BLOCK_BYTES, Q8_1_BYTES};
+    use super::{BLOCK_BYTES, Q8_1_BYTES};
     use std::arch::x86_64::*;
 
+    /// One block: its `d_w·d_x·Σ q_w·q_x` added to `acc`, and `[d_w·d_x, m_w·s_x, ..]`.
+    ///
     /// # Safety
-    /// AVX2 and FMA must be present; `x` holds at least as many Q8_1 blocks as `w` has Q4_1.
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2, FMA and F16C; `w` and `x` point at whole blocks.
+    #[inline(always)]
+    unsafe fn block(w: *const u8, x: *const u8, acc: __m256) -> (__m256, __m128) {
+        // The four f16 scales at once: [d_w, m_w, d_x, s_x] → [d_w·d_x, m_w·s_x, ..].
+        let halves = _mm_set_epi32(
+            0,
+            0,
+            (x as *const i32).read_unaligned(),
+            (w as *const i32).read_unaligned(),
+        );
+        let s = _mm_cvtph_ps(halves);
+        let prods = _mm_mul_ps(s, _mm_shuffle_ps(s, s, 0b01_00_11_10));
+        let nibbles = _mm_loadu_si128(w.add(4) as *const __m128i);
+        // Low nibbles are values 0..16, high nibbles 16..32: the order of x's bytes.
+        let qw = _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(nibbles, 4), nibbles),
+            _mm256_set1_epi8(0x0f),
+        );
+        let qx = _mm256_loadu_si256(x.add(4) as *const __m256i);
+        // u8 × i8 pairs summed to i16 (at most 2·15·128, no saturation), then to i32.
+        let pairs = _mm256_maddubs_epi16(qw, qx);
+        let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+        (
+            _mm256_fmadd_ps(_mm256_broadcastss_ps(prods), sums, acc),
+            prods,
+        )
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C must be present; `x` holds at least as many Q8_1 blocks as `w` has
+    /// Q4_1.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot(w: &[u8], x: &[u8]) -> f32 {
         let n = w.len() / BLOCK_BYTES;
-        let low = _mm256_set1_epi8(0x0f);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
+        assert!(x.len() >= n * Q8_1_BYTES, "as many activation blocks");
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        // Two chains of accumulators, so consecutive blocks do not wait on each other.
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut mins = 0f32;
-        for i in 0..n {
-            let (wb, xb) = (&w[i * BLOCK_BYTES..], &x[i * Q8_1_BYTES..]);
-            mins += half_at(wb, 2) * half_at(xb, 2);
-            let scale = _mm256_set1_ps(half_at(wb, 0) * half_at(xb, 0));
-            let nibbles = _mm_loadu_si128(wb.as_ptr().add(4) as *const __m128i);
-            // Low nibbles are values 0..16, high nibbles 16..32: the order of x's bytes.
-            let qw = _mm256_and_si256(
-                _mm256_set_m128i(_mm_srli_epi16(nibbles, 4), nibbles),
-                low,
+        let mut i = 0;
+        while i + 2 <= n {
+            let (a0, p0) = block(wp.add(i * BLOCK_BYTES), xp.add(i * Q8_1_BYTES), acc0);
+            let (a1, p1) = block(
+                wp.add((i + 1) * BLOCK_BYTES),
+                xp.add((i + 1) * Q8_1_BYTES),
+                acc1,
             );
-            let qx = _mm256_loadu_si256(xb.as_ptr().add(4) as *const __m256i);
-            // u8 × i8 pairs summed to i16 (at most 2·15·128, no saturation), then to i32.
-            let pairs = _mm256_maddubs_epi16(qw, qx);
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-            acc = _mm256_fmadd_ps(scale, sums, acc);
+            (acc0, acc1) = (a0, a1);
+            // The minimum terms in the twin's order: block by block.
+            mins += _mm_cvtss_f32(_mm_movehdup_ps(p0));
+            mins += _mm_cvtss_f32(_mm_movehdup_ps(p1));
+            i += 2;
         }
+        if i < n {
+            let (a0, p0) = block(wp.add(i * BLOCK_BYTES), xp.add(i * Q8_1_BYTES), acc0);
+            acc0 = a0;
+            mins += _mm_cvtss_f32(_mm_movehdup_ps(p0));
+        }
+        let acc = _mm256_add_ps(acc0, acc1);
         let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
         let one = _mm_add_ss(quad, _mm_movehdup_ps(quad));
@@ -100,16 +135,26 @@ mod tests {
     #[test]
     fn the_kernel_matches_its_scalar_twin_and_candles_formula() {
         for n in [32usize, 64, 576, 1536] {
-            let w: Vec<f32> = (0..n).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 40.0).collect();
-            let x: Vec<f32> = (0..n).map(|i| ((i * 104729 % 97) as f32 - 48.0) / 9.0).collect();
+            let w: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 % 113) as f32 - 56.0) / 40.0)
+                .collect();
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 104729 % 97) as f32 - 48.0) / 9.0)
+                .collect();
             let (wq, xq) = (q4_1_bytes(&w), q8_1(&x));
             let (fast, slow) = (dot(&wq, as_bytes(&xq)), dot_reference(&wq, as_bytes(&xq)));
             // Only the order of f32 sums differs: a few ulps of the sum of magnitudes.
             let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
-            assert!((fast - slow).abs() <= scale * 1e-5, "n {n}: {fast} vs {slow}");
+            assert!(
+                (fast - slow).abs() <= scale * 1e-5,
+                "n {n}: {fast} vs {slow}"
+            );
             // And the whole chain stays near the exact product of the unquantized values.
             let exact: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
-            assert!((fast - exact).abs() <= scale * 0.1, "n {n}: {fast} vs {exact}");
+            assert!(
+                (fast - exact).abs() <= scale * 0.1,
+                "n {n}: {fast} vs {exact}"
+            );
         }
     }
 }

@@ -72,7 +72,7 @@ pub struct AdapterWeights {
 }
 
 /// Concatenate two sides' updates of one tensor (either may be absent), A's ranks first.
-fn concat_forward(a: Option<&LowRank>, b: Option<&LowRank>) -> Option<ForwardUpdate> {
+pub(crate) fn concat_forward(a: Option<&LowRank>, b: Option<&LowRank>) -> Option<ForwardUpdate> {
     let any = a.or(b)?;
     let (out, inp, kind) = (any.out, any.inp, any.kind);
     let (ra, rb) = (a.map_or(0, |x| x.rank), b.map_or(0, |x| x.rank));
@@ -102,7 +102,7 @@ fn concat_forward(a: Option<&LowRank>, b: Option<&LowRank>) -> Option<ForwardUpd
 
 /// The update in the tensor's stored orientation: `[out, in]` for linear layers and
 /// embeddings, `[in, out]` (transposed) for Conv1D.
-fn stored(f: &ForwardUpdate) -> StoredUpdate {
+pub(crate) fn stored(f: &ForwardUpdate) -> StoredUpdate {
     match f.kind {
         ModuleKind::Linear | ModuleKind::Embedding => StoredUpdate {
             u: f.up.clone(),

@@ -8,12 +8,14 @@ pub mod flat;
 pub mod full;
 pub mod layers;
 pub mod lowrank;
+pub mod quantized_base;
 pub mod slerp;
 pub mod table;
 
 use crate::error::Result;
 use crate::weights::adapters::AdapterWeights;
 use crate::weights::full::{BlendedWeights, Buffer};
+use crate::weights::quantized_base::QuantizedAdapters;
 use crate::Alpha;
 use candle_core::{DType, Tensor};
 use std::time::Duration;
@@ -21,6 +23,9 @@ use std::time::Duration;
 pub enum Weights {
     Full(BlendedWeights),
     Adapters(AdapterWeights),
+    /// Adapters on a base kept quantized: nothing is merged, α is a coefficient of the
+    /// factored forward pass.
+    Quantized(QuantizedAdapters),
 }
 
 impl Weights {
@@ -28,6 +33,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.alpha(),
             Weights::Adapters(w) => w.alpha(),
+            Weights::Quantized(w) => w.alpha(),
         }
     }
 
@@ -36,6 +42,10 @@ impl Weights {
         match self {
             Weights::Full(w) => w.set_alpha(alpha),
             Weights::Adapters(w) => w.set_alpha(alpha),
+            Weights::Quantized(w) => {
+                w.set_alpha(alpha);
+                Ok(Duration::ZERO)
+            }
         }
     }
 
@@ -51,6 +61,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.last_blend(),
             Weights::Adapters(w) => w.last_blend(),
+            Weights::Quantized(_) => Some(Duration::ZERO),
         }
     }
 
@@ -58,14 +69,16 @@ impl Weights {
         match self {
             Weights::Full(w) => w.dtype,
             Weights::Adapters(w) => w.dtype,
+            Weights::Quantized(_) => DType::F32,
         }
     }
 
-    /// The buffer an α change rewrites.
+    /// The buffer an α change rewrites (on a base kept quantized, none is: its dense tensors).
     pub fn working(&self) -> &Tensor {
         match self {
             Weights::Full(w) => w.buffer(Buffer::Working),
             Weights::Adapters(w) => w.working(),
+            Weights::Quantized(w) => w.dense(),
         }
     }
 
@@ -74,6 +87,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.views(Buffer::Working),
             Weights::Adapters(w) => w.merged_views(),
+            Weights::Quantized(w) => w.merged(),
         }
     }
 
@@ -81,7 +95,7 @@ impl Weights {
     pub fn full(&self) -> Option<&BlendedWeights> {
         match self {
             Weights::Full(w) => Some(w),
-            Weights::Adapters(_) => None,
+            Weights::Adapters(_) | Weights::Quantized(_) => None,
         }
     }
 
@@ -90,6 +104,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.layout.params(),
             Weights::Adapters(w) => w.base_layout.params(),
+            Weights::Quantized(w) => w.params(),
         }
     }
 
@@ -98,6 +113,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.bytes(),
             Weights::Adapters(w) => w.base_layout.total * w.dtype.size_in_bytes(),
+            Weights::Quantized(w) => w.bytes(),
         }
     }
 }

@@ -1,0 +1,170 @@
+//! Adapters on a base kept quantized: the base's matrices stay GGUF blocks where they lie in the
+//! mapped file, its other tensors (norms, and any matrix of a type without a kernel) sit in one
+//! small f32 buffer, and both adapters' factors apply per batch row on the factored path:
+//!
+//!   y = W_q·x + (1 − α)·ΔA·x + α·ΔB·x.
+//!
+//! Merging into quantized blocks is not exact, so nothing is merged: an α change only changes
+//! the coefficients the next forward pass uses. Exports dequantize and merge in f32.
+
+use crate::error::{bail, Result};
+use crate::formats::adapter::Adapter;
+use crate::formats::checkpoint::Checkpoint;
+use crate::model::param::QuantizedWeight;
+use crate::weights::adapters::{concat_forward, stored, ForwardUpdate};
+use crate::weights::flat::FlatLayout;
+use crate::weights::full::build_flat;
+use crate::weights::lowrank;
+use crate::Alpha;
+use candle_core::{DType, Device, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub struct QuantizedAdapters {
+    /// The tensors not kept quantized, in f32.
+    pub dense_layout: FlatLayout,
+    dense: Tensor,
+    /// The matrices kept quantized, by tensor name.
+    pub quantized: BTreeMap<String, Arc<QuantizedWeight>>,
+    /// Tensor name → both adapters' update, for the factored path.
+    pub forward: BTreeMap<String, ForwardUpdate>,
+    alpha: Alpha,
+}
+
+impl QuantizedAdapters {
+    /// The base's `names`, its quantized matrices kept as they are, and the adapters' factors
+    /// (A, B; `None` is the base itself).
+    pub fn load(
+        base: &Checkpoint,
+        names: &[String],
+        a: Option<&Adapter>,
+        b: Option<&Adapter>,
+    ) -> Result<Self> {
+        for side in [a, b].into_iter().flatten() {
+            if let Some(n) = side.replacements.keys().next() {
+                bail!(
+                    Unsupported,
+                    "{}: replaces {n} whole (modules_to_save); on a base kept quantized that is not built, use --dequantize",
+                    side.files.label
+                );
+            }
+            if let Some(n) = side.updates.keys().find(|n| !names.contains(n)) {
+                bail!(
+                    Mismatch,
+                    "the adapters change {n}, which is not a weight of the base"
+                );
+            }
+        }
+        let mut quantized = BTreeMap::new();
+        let mut dense = Vec::new();
+        for n in names {
+            match base.weights.quantized(n)? {
+                Some(m) => {
+                    quantized.insert(n.clone(), Arc::new(QuantizedWeight::new(m)));
+                }
+                None => dense.push((n.clone(), base.weights.tensors[n].shape.clone())),
+            }
+        }
+        let device = Device::Cpu;
+        let dense_layout = FlatLayout::new(dense, DType::F32);
+        let dense = build_flat(&dense_layout, DType::F32, &device, &base.weights)?;
+        let forward = names
+            .iter()
+            .filter_map(|n| {
+                let f = concat_forward(
+                    a.and_then(|s| s.updates.get(n)),
+                    b.and_then(|s| s.updates.get(n)),
+                )?;
+                Some((n.clone(), f))
+            })
+            .collect();
+        Ok(Self {
+            dense_layout,
+            dense,
+            quantized,
+            forward,
+            alpha: Alpha::A,
+        })
+    }
+
+    /// The types kept, most used first: "Q4_1", "Q4_K + Q6_K".
+    pub fn types(&self) -> String {
+        let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+        for q in self.quantized.values() {
+            *count.entry(q.matrix().qtype().name()).or_default() += q.matrix().bytes();
+        }
+        let mut v: Vec<_> = count.into_iter().collect();
+        v.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+        v.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" + ")
+    }
+
+    pub fn alpha(&self) -> Alpha {
+        self.alpha
+    }
+
+    /// Nothing to merge: the next forward pass takes α's coefficients.
+    pub fn set_alpha(&mut self, alpha: Alpha) {
+        self.alpha = alpha;
+    }
+
+    /// The tensors not kept quantized (norms and the like), flat.
+    pub fn dense(&self) -> &Tensor {
+        &self.dense
+    }
+
+    /// Views of the dense tensors, by name.
+    pub fn dense_views(&self) -> Result<HashMap<String, Tensor>> {
+        Ok(self.dense_layout.views(&self.dense)?)
+    }
+
+    /// Every weight at the current α in f32: the quantized ones dequantized (exactly) and the
+    /// updates merged in. For exports; this holds the whole model in f32.
+    pub fn merged(&self) -> Result<HashMap<String, Tensor>> {
+        let mut v = self.dense_views()?;
+        for (name, q) in &self.quantized {
+            let m = q.matrix();
+            let mut w = m.dequantize();
+            if let Some(f) = self.forward.get(name) {
+                let upd = stored(f);
+                lowrank::merge(&mut w, None, &upd, &upd.coefficients(self.alpha));
+            }
+            v.insert(
+                name.clone(),
+                Tensor::from_vec(w, (m.rows(), m.cols()), &Device::Cpu)?,
+            );
+        }
+        // Dense tensors the adapters change (not kept quantized): merged the same way.
+        for (name, f) in &self.forward {
+            if self.quantized.contains_key(name) {
+                continue;
+            }
+            let t = &v[name];
+            let mut w = t.flatten_all()?.to_vec1::<f32>()?;
+            let upd = stored(f);
+            lowrank::merge(&mut w, None, &upd, &upd.coefficients(self.alpha));
+            let shape = t.shape().clone();
+            v.insert(name.clone(), Tensor::from_vec(w, shape, &Device::Cpu)?);
+        }
+        Ok(v)
+    }
+
+    /// Parameters of the base.
+    pub fn params(&self) -> usize {
+        self.dense_layout.params()
+            + self
+                .quantized
+                .values()
+                .map(|q| q.matrix().rows() * q.matrix().cols())
+                .sum::<usize>()
+    }
+
+    /// Bytes of the base as held: its quantized blocks and its dense tensors.
+    pub fn bytes(&self) -> usize {
+        self.dense_layout.total * 4
+            + self
+                .quantized
+                .values()
+                .map(|q| q.matrix().bytes())
+                .sum::<usize>()
+    }
+}
