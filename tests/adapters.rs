@@ -186,7 +186,7 @@ fn factored_and_merged_generation_agree_with_sampling() {
         ignore_eos: false,
         token_info: false,
     };
-    e.set_columns_mode(ColumnsMode::Batched);
+    e.set_columns_mode(ColumnsMode::Batched).unwrap();
     let rows = e
         .generate_columns(
             "The movie was",

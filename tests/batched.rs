@@ -168,7 +168,7 @@ fn worker_batches_waiting_columns_with_the_same_results() {
                         ..Default::default()
                     },
                 )?;
-                e.set_columns_mode(mode);
+                e.set_columns_mode(mode).unwrap();
                 Ok(e)
             },
             move |e| tx.send(e).unwrap(),

@@ -1,8 +1,8 @@
 //! Everything lerpscope reads from disk, fed mutated and random files: safetensors (headers,
 //! offsets, dtypes, shapes), config.json, tokenizer.json, a sharded index, PEFT adapters
 //! (adapter_config.json and adapter_model.safetensors), GGUF files (header counts, offsets,
-//! types, metadata), keys.toml, a sweep's sweep.json and samples.jsonl, and whole pairs
-//! through `Engine::load`.
+//! types, metadata; as endpoints, and as a quantized base kept quantized), keys.toml, a
+//! sweep's sweep.json and samples.jsonl, and whole pairs through `Engine::load`.
 //!
 //! No input may panic, run longer than 10 s, or allocate more than its size justifies. Inputs
 //! are structure-aware mutations of valid files (JSON values, safetensors headers and their
@@ -435,6 +435,10 @@ fn adapters() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters")
 }
 
+fn quantized_fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quantized")
+}
+
 fn gguf_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/gguf")
@@ -470,6 +474,8 @@ enum Target {
     Adapter,
     /// A GGUF endpoint through `Engine::load`.
     Gguf,
+    /// A quantized GGUF as the base of an adapter, kept quantized, through `Engine::load`.
+    QuantizedBase,
 }
 
 /// How often each target is drawn, per 100 inputs.
@@ -483,7 +489,8 @@ const MIX: &[(Target, u32)] = &[
     (Target::SweepRecords, 8),
     (Target::Engine, 10),
     (Target::Adapter, 11),
-    (Target::Gguf, 10),
+    (Target::Gguf, 7),
+    (Target::QuantizedBase, 3),
 ];
 
 /// Valid files to start from, and a scratch directory per target.
@@ -664,6 +671,12 @@ fn make_input(rng: &mut StdRng, c: &Corpus) -> Input {
             let name = names[rng.random_range(0..names.len())];
             (mutate_gguf(rng, &read(&gguf_fixture(name))), name.into())
         }
+        Target::QuantizedBase => {
+            // llama.cpp's quantizer's files: a legacy type and a k-quant mix.
+            let name = ["base-q4_1", "base-q4_k_m"][rng.random_range(0..2)];
+            let valid = read(&quantized_fixture().join(format!("{name}.gguf")));
+            (mutate_gguf(rng, &valid), name.into())
+        }
         Target::Engine => {
             let side = if rng.random() { "a" } else { "b" };
             // Half of them in config.json: its numbers decide what gets built.
@@ -789,6 +802,20 @@ fn run(input: &Input, c: &Corpus) -> bool {
                 Err(_) => false,
             }
         }
+        Target::QuantizedBase => {
+            let p = write("base.gguf");
+            let opts = LoadOptions {
+                device: DeviceChoice::Cpu,
+                base: Some(p.display().to_string()),
+                chat_template: false,
+                ..Default::default()
+            };
+            let lora = quantized_fixture().join("lora").display().to_string();
+            match Engine::load("base", &lora, &opts) {
+                Ok(mut e) => e.set_alpha(0.5).is_ok() && e.logits(&[5, 17]).is_ok(),
+                Err(_) => false,
+            }
+        }
         Target::Engine => {
             let mut parts = input.detail.split('/');
             let (arch, side, file) = (
@@ -839,6 +866,8 @@ fn budget(input: &Input) -> usize {
         Target::Adapter => 400_000 + input.bytes.len(),
         // Dequantised to f32: up to 8 times a 4-bit file's size, twice (A and B, one file).
         Target::Gguf => 16 * input.bytes.len(),
+        // Kept quantized (mapped, not allocated): the adapter and the dense tensors.
+        Target::QuantizedBase => 400_000 + input.bytes.len(),
         Target::Safetensors => 40_000 + input.bytes.len(),
         _ => input.bytes.len(),
     };

@@ -41,7 +41,12 @@ fn expected() -> Value {
 fn load(base: &str, dequantize: bool) -> Engine {
     let opts = LoadOptions {
         device: DeviceChoice::Cpu,
-        base: Some(dir().join(format!("base-{base}.gguf")).display().to_string()),
+        base: Some(
+            dir()
+                .join(format!("base-{base}.gguf"))
+                .display()
+                .to_string(),
+        ),
         chat_template: false,
         dequantize,
         ..Default::default()
@@ -85,14 +90,20 @@ fn every_type_and_the_adapter_match_llama_cpp_step_by_step() {
     let e = expected();
     let prompt = ids(&e["prompt"]);
     let runs = e["runs"].as_object().unwrap();
-    assert_eq!(runs.len(), 16, "ten bases alone, three with the adapter at two scales");
+    assert_eq!(
+        runs.len(),
+        16,
+        "ten bases alone, three with the adapter at two scales"
+    );
     let mut worst = 0f32;
     let mut exact = 0;
     for (name, run) in runs {
         let mut engine = load(run["base"].as_str().unwrap(), false);
         assert!(engine.kept_quantized(), "{name}: the base stays quantized");
         // `--a base --b lora`: α is llama.cpp's lora_scale (0 is the base alone).
-        engine.set_alpha(run["lora_scale"].as_f64().unwrap_or(0.0)).unwrap();
+        engine
+            .set_alpha(run["lora_scale"].as_f64().unwrap_or(0.0))
+            .unwrap();
         let want_tokens = ids(&run["tokens"]);
         let mut seq = prompt.clone();
         let mut agree = true;
@@ -138,7 +149,84 @@ fn rows_at_mixed_alphas_match_each_alpha_alone_and_the_dequantised_path() {
             plain.set_alpha(a).unwrap();
             let gap = max_gap(row, &plain.logits(&ids).unwrap());
             // The dequantised path skips the activations' Q8 rounding.
-            assert!(gap <= DEQUANTISED, "{base} α {a}: {gap} from the dequantised path");
+            assert!(
+                gap <= DEQUANTISED,
+                "{base} α {a}: {gap} from the dequantised path"
+            );
         }
     }
+}
+
+#[test]
+fn columns_that_re_merge_are_refused_on_a_base_kept_quantized() {
+    let mut engine = load("q4_1", false);
+    let e = engine
+        .set_columns_mode(lerpscope::engine::ColumnsMode::Reblend)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("--columns reblend: the base is kept quantized") && !e.contains('\n'),
+        "{e}"
+    );
+    engine
+        .set_columns_mode(lerpscope::engine::ColumnsMode::Batched)
+        .unwrap();
+    // The dequantised copy merges as before.
+    load("q4_1", true)
+        .set_columns_mode(lerpscope::engine::ColumnsMode::Reblend)
+        .unwrap();
+}
+
+/// A copy of base-q4_0.gguf with `tensor`'s ggml type id replaced by `ty` in the header.
+fn with_type(tmp: &std::path::Path, tensor: &str, ty: u32) -> PathBuf {
+    let mut bytes = std::fs::read(dir().join("base-q4_0.gguf")).unwrap();
+    // A tensor info: name length (u64), name, dimension count (u32), dims (u64 each), type.
+    let mut key = (tensor.len() as u64).to_le_bytes().to_vec();
+    key.extend(tensor.as_bytes());
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the tensor's info")
+        + key.len();
+    let n_dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let ty_at = at + 4 + 8 * n_dims;
+    assert_eq!(
+        u32::from_le_bytes(bytes[ty_at..ty_at + 4].try_into().unwrap()),
+        2
+    );
+    bytes[ty_at..ty_at + 4].copy_from_slice(&ty.to_le_bytes());
+    let out = tmp.join("patched.gguf");
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+fn load_error(base: &std::path::Path) -> String {
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        base: Some(base.display().to_string()),
+        chat_template: false,
+        ..Default::default()
+    };
+    match Engine::load("base", &dir().join("lora").display().to_string(), &opts) {
+        Ok(_) => panic!("{} loaded", base.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_type_nothing_implements_and_a_truncated_block_fail_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    // IQ4_NL (type 20) has Q4_0's block size, so the file stays consistent.
+    let patched = with_type(tmp.path(), "blk.0.attn_q.weight", 20);
+    let e = load_error(&patched);
+    assert!(
+        e.contains("patched.gguf") && e.contains("blk.0.attn_q.weight") && !e.contains('\n'),
+        "{e}"
+    );
+    // The file cut inside the last tensor's blocks.
+    let full = std::fs::read(dir().join("base-q4_1.gguf")).unwrap();
+    let cut = tmp.path().join("cut.gguf");
+    std::fs::write(&cut, &full[..full.len() - 7]).unwrap();
+    let e = load_error(&cut);
+    assert!(e.contains("cut.gguf") && !e.contains('\n'), "{e}");
 }

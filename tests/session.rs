@@ -29,7 +29,7 @@ fn remove_the_middle(mode: ColumnsMode) {
                 ..Default::default()
             };
             let mut e = Engine::load(&a, &b, &opts)?;
-            e.set_columns_mode(mode);
+            e.set_columns_mode(mode)?;
             Ok(e)
         },
         move |e| {
@@ -331,7 +331,7 @@ fn a_panicking_job_is_reported_and_the_next_job_is_right() {
         let session = Session::spawn_with(
             move || {
                 let mut e = Engine::load(&a, &b, &opts)?;
-                e.set_columns_mode(mode);
+                e.set_columns_mode(mode)?;
                 Ok(e)
             },
             move |e| {

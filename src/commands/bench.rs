@@ -363,6 +363,7 @@ impl GenBench {
         let i = &self.engine.info;
         json!({
             "pair": self.label,
+            "description": i.description,
             "architecture": i.architecture,
             "params": i.params,
             "dtype": i.dtype,
@@ -451,8 +452,13 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
             bench.prompt.len(),
             bench.params.max_tokens
         );
+        let path = if bench.engine.kept_quantized() {
+            "base kept quantized: nothing merged"
+        } else {
+            "adapters: the merged path"
+        };
         println!(
-            "  α change → first token  {:8.2} ms  (blend {:.2} ms; adapters: the merged path)",
+            "  α change → first token  {:8.2} ms  (blend {:.2} ms; {path})",
             ms(ttft),
             ms(blend)
         );

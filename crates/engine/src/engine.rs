@@ -980,7 +980,7 @@ impl Engine {
 
 /// Why `--columns reblend` (and `sweep --alpha-mode reblend`) is refused on a base kept
 /// quantized.
-pub const REBLEND_ON_QUANTIZED: &str = "--columns reblend: the base is kept quantized, and merging adapters into quantized blocks is not exact, so its columns always run factored (batched); use --dequantize to merge into a dequantized copy";
+pub const REBLEND_ON_QUANTIZED: &str = "--columns reblend: the base is kept quantized, and merging adapters into quantized blocks is not exact, so it is never merged (every α runs factored); use --dequantize to merge into a dequantized copy";
 
 /// Whether adapters on `base` keep it quantized: `--dtype auto` (no dtype asked), no
 /// `--dequantize`, on the CPU (the quantized kernels are CPU kernels), a decoder family, and

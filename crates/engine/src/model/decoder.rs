@@ -72,7 +72,7 @@ pub struct Decoder {
     max_pos: usize,
     /// The α passes run at when given no [`Mix`]: for adapters on a base kept quantized, whose
     /// one-column path is the factored one at the current α (nothing is merged).
-    default_mix: Option<Mix>,
+    default_mix: Option<Box<Mix>>,
     /// The fused GPU pass over the same weights, made when first asked for and where it
     /// applies ([`super::fused`]); the candle path is its twin.
     #[cfg(feature = "cuda")]
@@ -289,7 +289,7 @@ impl Decoder {
 
     /// Run passes given no [`Mix`] at this one (None: at the weights as they are).
     pub fn set_default_mix(&mut self, mix: Option<Mix>) {
-        self.default_mix = mix;
+        self.default_mix = mix.map(Box::new);
     }
 
     /// Hidden states `[b, t, hidden]` of `ids [b, t]` before the final norm, from
@@ -301,7 +301,7 @@ impl Decoder {
         mut cache: Option<&mut Cache>,
         mix: Option<&Mix>,
     ) -> Result<Tensor> {
-        let mix = mix.or(self.default_mix.as_ref());
+        let mix = mix.or(self.default_mix.as_deref());
         let (b, t) = ids.dims2()?;
         let pos = cache.as_ref().map_or(0, |c| c.pos);
         check_context(pos, t, self.max_pos)?;
@@ -445,7 +445,7 @@ impl Decoder {
     /// Final norm and LM head: `[b, t, hidden]` → `[b, t, vocab]`, soft-capped where the
     /// family caps its logits.
     pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
-        let mix = mix.or(self.default_mix.as_ref());
+        let mix = mix.or(self.default_mix.as_deref());
         let x = self.norm(x, &self.norm, mix)?;
         let logits = self.lm_head.linear(&x, mix, self.kernels)?;
         match self.opts.final_softcap {

@@ -114,7 +114,7 @@ impl QuantizedAdapters {
 
     /// Views of the dense tensors, by name.
     pub fn dense_views(&self) -> Result<HashMap<String, Tensor>> {
-        Ok(self.dense_layout.views(&self.dense)?)
+        self.dense_layout.views(&self.dense)
     }
 
     /// Every weight at the current α in f32: the quantized ones dequantized (exactly) and the
