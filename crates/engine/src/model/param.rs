@@ -97,8 +97,8 @@ pub struct LowRankPair {
     down: Tensor,
     rank: usize,
     split: usize,
-    /// `up` and `down` as host f32, where the factored pass runs on host slices (a base kept
-    /// quantized): no tensor op per factor.
+    /// `upᵀ` (`[rank, out]`) and `down` as host f32, where the factored pass runs on host
+    /// slices (a base kept quantized): no tensor op per factor.
     host: Option<(Vec<f32>, Vec<f32>)>,
 }
 
@@ -148,18 +148,19 @@ impl LowRankPair {
             Tensor::from_slice(&down, (rank, inp), &Device::Cpu)?,
             split,
         )?;
-        pair.host = Some((up, down));
+        pair.host = Some((crate::formats::layout::transpose(&up, out, rank), down));
         Ok(pair)
     }
 
-    /// `y [m, out] += Σ_r c[row, r]·(x·downᵀ)[.., r]·upᵀ` on host slices, `x [m, in]`; rows
-    /// belong to the mix's rows in order (all to its one row, if it has one).
+    /// `y [m, out] += Σ_r c[row, r]·(x·downᵀ)[.., r]·up[:, r]` on host slices, `x [m, in]`;
+    /// rows belong to the mix's rows in order (all to its one row, if it has one). `up` is
+    /// held transposed (`[rank, out]`), so each rank adds one contiguous row to y.
     fn add_host(&self, y: &mut [f32], x: &[f32], m: usize, mix: &Mix) -> bool {
-        let Some((up, down)) = &self.host else {
+        let Some((up_t, down)) = &self.host else {
             return false;
         };
         let (rank, inp) = (self.rank, down.len() / self.rank.max(1));
-        let out = up.len() / rank.max(1);
+        let out = up_t.len() / rank.max(1);
         let k = mix.alphas().len();
         if rank == 0 || m == 0 || (k != 1 && !m.is_multiple_of(k)) {
             return false;
@@ -168,13 +169,17 @@ impl LowRankPair {
         let per_mix_row = m / k;
         let mut u = vec![0f32; m * rank];
         matmul_wt(x, down, m, rank, inp, &mut u);
-        for (row, u) in u.chunks_mut(rank).enumerate() {
+        for (row, (u, y)) in u.chunks(rank).zip(y.chunks_mut(out)).enumerate() {
             let c = &coef[(row / per_mix_row % k) * rank..][..rank];
-            u.iter_mut().zip(c).for_each(|(u, c)| *u *= c);
+            for ((u, c), up) in u.iter().zip(c).zip(up_t.chunks(out)) {
+                let s = u * c;
+                if s != 0.0 {
+                    y.iter_mut()
+                        .zip(up)
+                        .for_each(|(y, w)| *y = s.mul_add(*w, *y));
+                }
+            }
         }
-        let mut delta = vec![0f32; m * out];
-        matmul_wt(&u, up, m, out, rank, &mut delta);
-        y.iter_mut().zip(&delta).for_each(|(y, d)| *y += d);
         true
     }
 

@@ -3,11 +3,12 @@
 //! quantized dot products, as llama.cpp does. Beside each product, a plain twin that
 //! dequantizes both sides and sums in f64.
 //!
-//! Kernels: Q4_1 × Q8_1 is this crate's own (`q4_1.rs`, AVX2); the other types use candle's
-//! block dot products (AVX2 for Q4_0, Q8_0 and Q2_K…Q6_K; scalar for Q5_0 and Q5_1).
+//! Kernels: Q4_0, Q4_1 and Q8_0 are this crate's own (`legacy.rs`, AVX2, each weight block
+//! unpacked once for every row of a batch); the other types use candle's block dot products,
+//! one row at a time (AVX2 for Q2_K…Q6_K; scalar for Q5_0 and Q5_1).
 
 pub mod activations;
-pub mod q4_1;
+pub mod legacy;
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
@@ -169,6 +170,15 @@ fn to_float<T: GgmlType>(bytes: &[u8]) -> Vec<f32> {
     let mut out = vec![0f32; blocks.len() * T::BLCK_SIZE];
     T::to_float(blocks, &mut out);
     out
+}
+
+/// How a type's weight rows are dotted with the activation rows.
+#[derive(Clone, Copy)]
+enum Dot {
+    /// All rows at once, each weight block unpacked once.
+    Rows(legacy::Kind),
+    /// One row at a time.
+    One(fn(&[u8], &[u8]) -> f32),
 }
 
 /// candle's dot product of a row of `T` blocks with its activation blocks.
@@ -366,24 +376,25 @@ impl QMatrix {
     /// `x [m, cols]` (f32, row-major) times the matrix transposed: `[m, rows]`.
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
         match self.qtype {
-            QType::Q4_0 => self.product(x, m, candle_dot::<BlockQ4_0>),
-            QType::Q4_1 => self.product(x, m, q4_1::dot),
-            QType::Q5_0 => self.product(x, m, candle_dot::<BlockQ5_0>),
-            QType::Q5_1 => self.product(x, m, candle_dot::<BlockQ5_1>),
-            QType::Q8_0 => self.product(x, m, candle_dot::<BlockQ8_0>),
-            QType::Q2K => self.product(x, m, candle_dot::<BlockQ2K>),
-            QType::Q3K => self.product(x, m, candle_dot::<BlockQ3K>),
-            QType::Q4K => self.product(x, m, candle_dot::<BlockQ4K>),
-            QType::Q5K => self.product(x, m, candle_dot::<BlockQ5K>),
-            QType::Q6K => self.product(x, m, candle_dot::<BlockQ6K>),
+            QType::Q4_0 => self.product(x, m, Dot::Rows(legacy::Kind::Q4_0)),
+            QType::Q4_1 => self.product(x, m, Dot::Rows(legacy::Kind::Q4_1)),
+            QType::Q8_0 => self.product(x, m, Dot::Rows(legacy::Kind::Q8_0)),
+            QType::Q5_0 => self.product(x, m, Dot::One(candle_dot::<BlockQ5_0>)),
+            QType::Q5_1 => self.product(x, m, Dot::One(candle_dot::<BlockQ5_1>)),
+            QType::Q2K => self.product(x, m, Dot::One(candle_dot::<BlockQ2K>)),
+            QType::Q3K => self.product(x, m, Dot::One(candle_dot::<BlockQ3K>)),
+            QType::Q4K => self.product(x, m, Dot::One(candle_dot::<BlockQ4K>)),
+            QType::Q5K => self.product(x, m, Dot::One(candle_dot::<BlockQ5K>)),
+            QType::Q6K => self.product(x, m, Dot::One(candle_dot::<BlockQ6K>)),
         }
     }
 
     /// Quantize the m activation rows once, then every output row's dot with each of them:
     /// a weight row is read once for all m.
-    fn product(&self, x: &[f32], m: usize, dot: fn(&[u8], &[u8]) -> f32) -> Vec<f32> {
+    fn product(&self, x: &[f32], m: usize, dot: Dot) -> Vec<f32> {
         assert_eq!(x.len(), m * self.cols, "x is [m, cols]");
         let acts = self.quantize_rows(x, m);
+        let act_rows: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
         let mut yt = vec![0f32; self.rows * m];
         if m == 0 {
             return yt;
@@ -391,8 +402,13 @@ impl QMatrix {
         let rows_of = |first: usize, out: &mut [f32]| {
             for (j, out) in out.chunks_mut(m).enumerate() {
                 let w = self.row(first + j);
-                for (r, o) in out.iter_mut().enumerate() {
-                    *o = dot(w, acts.row(r));
+                match dot {
+                    Dot::Rows(kind) => legacy::dot_rows(kind, w, &act_rows, out),
+                    Dot::One(dot) => {
+                        for (o, x) in out.iter_mut().zip(&act_rows) {
+                            *o = dot(w, x);
+                        }
+                    }
                 }
             }
         };
@@ -485,7 +501,8 @@ impl QMatrix {
 // candle's block types must keep the sizes this module's byte arithmetic assumes.
 const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == activations::Q8_1_BYTES);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == activations::Q8_0_BYTES);
-const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == q4_1::BLOCK_BYTES);
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 
 #[cfg(test)]
 mod tests {
