@@ -290,7 +290,7 @@ mod tests {
         // SAFETY: whole, 2-aligned blocks (a fresh Vec<u8> from a Vec of blocks is 8-aligned in
         // practice; checked).
         let (wp, xp) = (w.as_ptr(), x.as_ptr());
-        assert!(wp as usize % 2 == 0 && xp as usize % 2 == 0);
+        assert!((wp as usize).is_multiple_of(2) && (xp as usize).is_multiple_of(2));
         let wb = unsafe {
             std::slice::from_raw_parts(wp as *const T, w.len() / std::mem::size_of::<T>())
         };
