@@ -230,3 +230,18 @@ fn a_type_nothing_implements_and_a_truncated_block_fail_in_one_line() {
     let e = load_error(&cut);
     assert!(e.contains("cut.gguf") && !e.contains('\n'), "{e}");
 }
+
+#[test]
+fn an_export_dequantises_and_merges_as_the_dequantised_path_does() {
+    let alpha = lerpscope::engine::Alpha::new(0.7).unwrap();
+    let f32 = candle_core::DType::F32;
+    for base in ["q4_1", "q4_k_m"] {
+        let kept = load(base, false).snapshot(alpha, f32).unwrap();
+        let plain = load(base, true).snapshot(alpha, f32).unwrap();
+        assert_eq!(kept.tensors.len(), plain.tensors.len(), "{base}");
+        for (k, p) in kept.tensors.iter().zip(&plain.tensors) {
+            assert_eq!((&k.0, &k.1), (&p.0, &p.1), "{base}");
+            assert!(k.2 == p.2, "{base}: {} differs", k.0);
+        }
+    }
+}
