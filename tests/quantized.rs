@@ -238,6 +238,21 @@ fn an_export_dequantises_and_merges_as_the_dequantised_path_does() {
     for base in ["q4_1", "q4_k_m"] {
         let kept = load(base, false).snapshot(alpha, f32).unwrap();
         let plain = load(base, true).snapshot(alpha, f32).unwrap();
+        // The recipe says what the base was stored in, whichever path read it.
+        let entry = |s: &lerpscope::engine::export::Snapshot| {
+            s.recipe
+                .entries()
+                .into_iter()
+                .find(|(k, _)| k == "lerpscope.base.quantization")
+                .map(|(_, v)| v)
+        };
+        let want = if base == "q4_1" {
+            "Q4_1 + Q6_K"
+        } else {
+            "Q4_K + Q6_K"
+        };
+        assert_eq!(entry(&kept).as_deref(), Some(want));
+        assert_eq!(entry(&plain).as_deref(), Some(want));
         assert_eq!(kept.tensors.len(), plain.tensors.len(), "{base}");
         for (k, p) in kept.tensors.iter().zip(&plain.tensors) {
             assert_eq!((&k.0, &k.1), (&p.0, &p.1), "{base}");

@@ -218,6 +218,9 @@ pub struct Origin {
     pub model: ModelFiles,
     /// (role: "a", "b" or "base"; the source as given; its files).
     pub sources: Vec<(String, String, Vec<std::path::PathBuf>)>,
+    /// (role, the GGUF quantization types it was stored in: "Q4_1 + Q8_0"), for quantized
+    /// sources.
+    pub quantization: Vec<(String, String)>,
 }
 
 pub struct Engine {
@@ -379,6 +382,10 @@ impl Engine {
             .into_iter()
             .flatten()
             .collect(),
+            quantization: [("a", Some(&ca)), ("b", Some(&cb)), ("c", third.as_ref())]
+                .into_iter()
+                .filter_map(|(role, c)| Some((role.to_string(), c?.weights.quantization()?)))
+                .collect(),
         };
         let mut engine = Self::assemble(
             origin,
@@ -654,6 +661,14 @@ impl Engine {
     /// Whether the base is kept quantized (adapters on a GGUF base, factored at every α).
     pub fn kept_quantized(&self) -> bool {
         matches!(self.weights, Weights::Quantized(_))
+    }
+
+    /// The types a base kept quantized is held in ("Q4_1 + Q8_0").
+    pub fn kept_quantization(&self) -> Option<String> {
+        match &self.weights {
+            Weights::Quantized(w) => Some(w.types()),
+            _ => None,
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -1033,6 +1048,11 @@ fn adapter_origin(
             ("b".into(), label(ab), adapter_files(ab)),
             ("base".into(), base_spec.to_string(), base_files),
         ],
+        quantization: base
+            .weights
+            .quantization()
+            .map(|q| vec![("base".to_string(), q)])
+            .unwrap_or_default(),
     };
     ((label(aa), label(ab), description), origin)
 }

@@ -41,6 +41,9 @@ pub struct Recipe {
     pub layers: Option<crate::LayerAlphas>,
     /// With a plane: endpoint C and β.
     pub third: Option<crate::ThirdEndpoint>,
+    /// (role, the GGUF quantization types it was stored in), for quantized sources: the export
+    /// holds their exact dequantisation.
+    pub quantization: Vec<(String, String)>,
 }
 
 impl Recipe {
@@ -111,6 +114,9 @@ impl Recipe {
             e.push((format!("lerpscope.{role}"), spec.clone()));
             if !sha.is_empty() {
                 e.push((format!("lerpscope.{role}.sha256"), sha.clone()));
+            }
+            if let Some((_, q)) = self.quantization.iter().find(|(r, _)| r == role) {
+                e.push((format!("lerpscope.{role}.quantization"), q.clone()));
             }
         }
         e
@@ -211,6 +217,7 @@ impl Engine {
                 method: self.method(),
                 layers: self.layer_alphas().cloned(),
                 third: self.third().cloned(),
+                quantization: self.origin.quantization.clone(),
             },
         })
     }
