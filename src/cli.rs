@@ -370,9 +370,10 @@ pub struct LoadArgs {
     /// the CPU).
     #[arg(long, value_parser = parse_layer_alphas)]
     pub layer_alphas: Option<crate::engine::LayerAlphas>,
-    /// Dequantize a quantized GGUF base for adapters into the working dtype, as full
-    /// endpoints are. By default (`--dtype auto`, on the CPU) the base stays quantized: its
-    /// matrices are read in place from the file and both adapters apply per row.
+    /// Dequantize quantized GGUFs (a base for adapters, or full endpoints) into the working
+    /// dtype. By default (`--dtype auto`, on the CPU) they stay quantized: their matrices are
+    /// read in place from the file, and each row adds both adapters' terms or mixes both
+    /// endpoints' products.
     #[arg(long)]
     pub dequantize: bool,
 }

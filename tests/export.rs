@@ -138,10 +138,16 @@ fn exports_load_in_transformers_and_back_in_lerpscope() {
             );
         }
         let (hf_s, gg_s) = (hf.display().to_string(), gg.display().to_string());
+        // The column of the dequantised path: an export holds the exact dequantised blend (a
+        // pair of quantized GGUFs kept quantized also rounds its activations to Q8).
+        let dequantised = LoadOptions {
+            dequantize: true,
+            ..cpu()
+        };
         let mut source = Engine::load(
             &root().join(a).display().to_string(),
             &root().join(b).display().to_string(),
-            &cpu(),
+            &dequantised,
         )
         .unwrap();
         source.set_alpha(alpha.parse::<f64>().unwrap()).unwrap();

@@ -453,7 +453,7 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
             bench.params.max_tokens
         );
         let path = if bench.engine.kept_quantized() {
-            "base kept quantized: nothing merged"
+            "kept quantized: nothing merged"
         } else {
             "adapters: the merged path"
         };

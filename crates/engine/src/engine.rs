@@ -17,6 +17,7 @@ use crate::weights::adapters::AdapterWeights;
 use crate::weights::full::{BlendedWeights, Buffer};
 use crate::weights::layers::LayerAlphas;
 use crate::weights::quantized_base::QuantizedAdapters;
+use crate::weights::quantized_pair::QuantizedPair;
 use crate::weights::slerp::Method;
 use crate::weights::Weights;
 use candle_core::{DType, Device, Tensor};
@@ -308,6 +309,14 @@ impl Engine {
                 "{what} runs on the CPU for now; use --device cpu"
             );
         }
+        let on_line =
+            opts.method == Method::Linear && opts.layers.is_none() && opts.third.is_none();
+        if on_line
+            && keeps_quantized(opts, &ca, &names, &device)
+            && keeps_quantized(opts, &cb, &names, &device)
+        {
+            return Self::load_quantized_pair(ca, cb, tok_a, &names, opts);
+        }
         let buffers = if opts.third.is_some() { 4 } else { 3 };
         check_fits(&device, &ca.config, layout_bytes as u64, buffers, dtype)?;
         let mut weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
@@ -502,6 +511,67 @@ impl Engine {
         ))
     }
 
+    /// Two quantized GGUF endpoints kept as they are: both mapped, nothing blended at any α.
+    fn load_quantized_pair(
+        ca: Checkpoint,
+        cb: Checkpoint,
+        tokenizer: Tokenizer,
+        names: &[String],
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let device = Device::Cpu;
+        let weights = QuantizedPair::load(&ca, &cb, names)?;
+        let build = || {
+            let vb = |v| VarBuilder::from_tensors(v, DType::F32, &device);
+            Model::load_quantized_pair(
+                &ca.config,
+                (vb(weights.a.dense_views()?), vb(weights.b.dense_views()?)),
+                weights.a.quantized_map(),
+                weights.b.quantized_map(),
+            )
+            .with_context(|| format!("{}: cannot build the model", ca.label()))
+        };
+        let mut model = build()?;
+        model.set_default_mix(Some(Mix::new(&[weights.alpha()], &device)?))?;
+        let pair_model = build()?;
+        let mut text = text_spec(&ca, tokenizer)?;
+        if opts.chat_template {
+            text.chat = crate::generate::chat::ChatTemplate::of(&ca.files.tokenizer);
+        }
+        let description = format!(
+            "{} ↔ {} ({}, kept quantized)",
+            ca.label(),
+            cb.label(),
+            weights.types()
+        );
+        let files = |c: &Checkpoint| {
+            let mut f = vec![c.files.config.clone()];
+            f.extend(c.files.weights.iter().cloned());
+            f.dedup();
+            f
+        };
+        let origin = Origin {
+            model: ca.files.clone(),
+            sources: vec![
+                ("a".into(), ca.label().to_string(), files(&ca)),
+                ("b".into(), cb.label().to_string(), files(&cb)),
+            ],
+            quantization: [("a", &ca), ("b", &cb)]
+                .into_iter()
+                .filter_map(|(role, c)| Some((role.to_string(), c.weights.quantization()?)))
+                .collect(),
+        };
+        Ok(Self::assemble(
+            origin,
+            &ca,
+            (ca.label().to_string(), cb.label().to_string(), description),
+            Weights::QuantizedPair(weights),
+            (model, pair_model),
+            text,
+            &device,
+        ))
+    }
+
     /// Adapters on a quantized GGUF base kept as it is: the base's matrices read in place,
     /// both adapters' factors applied per row, nothing merged at any α.
     fn load_on_quantized(
@@ -658,15 +728,20 @@ impl Engine {
         matches!(self.weights, Weights::Adapters(_) | Weights::Quantized(_))
     }
 
-    /// Whether the base is kept quantized (adapters on a GGUF base, factored at every α).
+    /// Whether the base is kept quantized (adapters on a GGUF base, factored at every α), or
+    /// both full endpoints are (two GGUFs, rows mixed at every α).
     pub fn kept_quantized(&self) -> bool {
-        matches!(self.weights, Weights::Quantized(_))
+        matches!(
+            self.weights,
+            Weights::Quantized(_) | Weights::QuantizedPair(_)
+        )
     }
 
     /// The types a base kept quantized is held in ("Q4_1 + Q8_0").
     pub fn kept_quantization(&self) -> Option<String> {
         match &self.weights {
             Weights::Quantized(w) => Some(w.types()),
+            Weights::QuantizedPair(w) => Some(w.types()),
             _ => None,
         }
     }
@@ -997,9 +1072,9 @@ impl Engine {
 /// quantized.
 pub const REBLEND_ON_QUANTIZED: &str = "--columns reblend: the base is kept quantized, and merging adapters into quantized blocks is not exact, so it is never merged (every α runs factored); use --dequantize to merge into a dequantized copy";
 
-/// Whether adapters on `base` keep it quantized: `--dtype auto` (no dtype asked), no
-/// `--dequantize`, on the CPU (the quantized kernels are CPU kernels), a decoder family, and
-/// at least one matrix of a type with a kernel. There the quantized path measures faster than
+/// Whether `base` (of adapters, or either of two full endpoints) stays quantized: `--dtype
+/// auto` (no dtype asked), no `--dequantize`, on the CPU (the quantized kernels are CPU
+/// kernels), a decoder family, and at least one matrix of a type with a kernel. There the quantized path measures faster than
 /// the dequantized one (README, "Quantized bases") and needs a fraction of the memory.
 fn keeps_quantized(
     opts: &LoadOptions,

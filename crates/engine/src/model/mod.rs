@@ -171,6 +171,23 @@ impl Model {
         Self::load_params(config, loader, Kernels::Fast)
     }
 
+    /// A model over two quantized full endpoints: their matrices kept quantized (by tensor
+    /// name; the rest from `dense_a` and `dense_b`), each row mixing both products at its α.
+    pub fn load_quantized_pair(
+        config: &ModelConfig,
+        (dense_a, dense_b): (VarBuilder, VarBuilder),
+        quantized_a: std::collections::HashMap<String, std::sync::Arc<param::QuantizedWeight>>,
+        quantized_b: std::collections::HashMap<String, std::sync::Arc<param::QuantizedWeight>>,
+    ) -> Result<Self> {
+        if !matches!(config, ModelConfig::Decoder(_)) {
+            candle_core::bail!("only decoder families keep endpoints quantized");
+        }
+        let loader = Loader::pair(dense_a, dense_b)
+            .with_quantized(quantized_a)
+            .with_quantized_b(quantized_b);
+        Self::load_params(config, loader, Kernels::Fast)
+    }
+
     fn load_params(config: &ModelConfig, vb: Loader, kernels: Kernels) -> Result<Self> {
         Ok(match config {
             ModelConfig::Decoder(c) => Model::Decoder(decoder::Decoder::load(c, vb, kernels)?),

@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub struct Param {
     a: Stored,
     b: Option<Tensor>,
+    /// Endpoint B kept quantized too (two quantized full endpoints; `b` is then None).
+    b_quantized: Option<Arc<QuantizedWeight>>,
     low_rank: Option<Arc<LowRankPair>>,
 }
 
@@ -253,6 +255,9 @@ impl Param {
         let a = match &self.a {
             Stored::Dense(a) => a,
             Stored::Quantized(q) => {
+                if let (Some(m), Some(qb)) = (mix, &self.b_quantized) {
+                    return mix_endpoints(m, |w| Ok(w.linear(x, None)?.0), q, qb);
+                }
                 let delta = match (mix, &self.b) {
                     (Some(m), None) => self.low_rank.as_deref().map(|lr| (m, lr)),
                     _ => None,
@@ -317,6 +322,23 @@ impl Param {
     #[cfg(feature = "cuda")]
     pub(crate) fn low_rank(&self) -> Option<&LowRankPair> {
         self.low_rank.as_deref()
+    }
+}
+
+/// `op` on both quantized endpoints, mixed per row; where every row sits at one endpoint, the
+/// other is not read at all.
+fn mix_endpoints(
+    m: &Mix,
+    op: impl Fn(&QuantizedWeight) -> Result<Tensor>,
+    a: &QuantizedWeight,
+    b: &QuantizedWeight,
+) -> Result<Tensor> {
+    if m.take().iter().all(|&t| t == 0.0) {
+        op(a)
+    } else if m.keep().iter().all(|&k| k == 0.0) {
+        op(b)
+    } else {
+        m.combine(&op(a)?, &op(b)?)
     }
 }
 
@@ -412,6 +434,8 @@ pub struct Loader<'a> {
     low_rank: Option<Arc<HashMap<String, Arc<LowRankPair>>>>,
     /// A's (the base's) weights kept quantized, by tensor name: these are not in `a`.
     quantized: Option<Arc<HashMap<String, Arc<QuantizedWeight>>>>,
+    /// B's, for two quantized full endpoints: not in `b`.
+    quantized_b: Option<Arc<HashMap<String, Arc<QuantizedWeight>>>>,
     prefix: String,
 }
 
@@ -422,6 +446,7 @@ impl<'a> Loader<'a> {
             b: None,
             low_rank: None,
             quantized: None,
+            quantized_b: None,
             prefix: String::new(),
         }
     }
@@ -430,6 +455,14 @@ impl<'a> Loader<'a> {
     pub fn with_quantized(self, quantized: HashMap<String, Arc<QuantizedWeight>>) -> Self {
         Self {
             quantized: Some(Arc::new(quantized)),
+            ..self
+        }
+    }
+
+    /// B's weights kept quantized take the place of B's tensors of the same names.
+    pub fn with_quantized_b(self, quantized: HashMap<String, Arc<QuantizedWeight>>) -> Self {
+        Self {
+            quantized_b: Some(Arc::new(quantized)),
             ..self
         }
     }
@@ -472,6 +505,7 @@ impl<'a> Loader<'a> {
             b: self.b.as_ref().map(|b| b.pp(&p)),
             low_rank: self.low_rank.clone(),
             quantized: self.quantized.clone(),
+            quantized_b: self.quantized_b.clone(),
             prefix: if self.prefix.is_empty() {
                 p
             } else {
@@ -505,8 +539,17 @@ impl<'a> Loader<'a> {
             }
             None => Stored::Dense(self.a.get(shape.clone(), name)?),
         };
+        let b_quantized = self
+            .quantized_b
+            .as_ref()
+            .and_then(|q| q.get(&full).cloned());
+        if self.quantized_b.is_some() && b_quantized.is_some() != matches!(a, Stored::Quantized(_))
+        {
+            candle_core::bail!("{full}: kept quantized in one endpoint only");
+        }
         Ok(Param {
             a,
+            b_quantized,
             b: match &self.b {
                 Some(b) if b.contains_tensor(name) => Some(b.get(shape, name)?),
                 _ => None,

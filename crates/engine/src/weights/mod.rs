@@ -9,6 +9,7 @@ pub mod full;
 pub mod layers;
 pub mod lowrank;
 pub mod quantized_base;
+pub mod quantized_pair;
 pub mod slerp;
 pub mod table;
 
@@ -16,6 +17,7 @@ use crate::error::Result;
 use crate::weights::adapters::AdapterWeights;
 use crate::weights::full::{BlendedWeights, Buffer};
 use crate::weights::quantized_base::QuantizedAdapters;
+use crate::weights::quantized_pair::QuantizedPair;
 use crate::Alpha;
 use candle_core::{DType, Tensor};
 use std::time::Duration;
@@ -26,6 +28,8 @@ pub enum Weights {
     /// Adapters on a base kept quantized: nothing is merged, α is a coefficient of the
     /// factored forward pass.
     Quantized(QuantizedAdapters),
+    /// Two quantized full endpoints: nothing is blended, each row mixes both products.
+    QuantizedPair(QuantizedPair),
 }
 
 impl Weights {
@@ -34,6 +38,7 @@ impl Weights {
             Weights::Full(w) => w.alpha(),
             Weights::Adapters(w) => w.alpha(),
             Weights::Quantized(w) => w.alpha(),
+            Weights::QuantizedPair(w) => w.alpha(),
         }
     }
 
@@ -43,6 +48,10 @@ impl Weights {
             Weights::Full(w) => w.set_alpha(alpha),
             Weights::Adapters(w) => w.set_alpha(alpha),
             Weights::Quantized(w) => {
+                w.set_alpha(alpha);
+                Ok(Duration::ZERO)
+            }
+            Weights::QuantizedPair(w) => {
                 w.set_alpha(alpha);
                 Ok(Duration::ZERO)
             }
@@ -61,7 +70,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.last_blend(),
             Weights::Adapters(w) => w.last_blend(),
-            Weights::Quantized(_) => Some(Duration::ZERO),
+            Weights::Quantized(_) | Weights::QuantizedPair(_) => Some(Duration::ZERO),
         }
     }
 
@@ -69,7 +78,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.dtype,
             Weights::Adapters(w) => w.dtype,
-            Weights::Quantized(_) => DType::F32,
+            Weights::Quantized(_) | Weights::QuantizedPair(_) => DType::F32,
         }
     }
 
@@ -79,6 +88,7 @@ impl Weights {
             Weights::Full(w) => w.buffer(Buffer::Working),
             Weights::Adapters(w) => w.working(),
             Weights::Quantized(w) => w.dense(),
+            Weights::QuantizedPair(w) => w.dense(),
         }
     }
 
@@ -88,6 +98,7 @@ impl Weights {
             Weights::Full(w) => w.views(Buffer::Working),
             Weights::Adapters(w) => w.merged_views(),
             Weights::Quantized(w) => w.merged(),
+            Weights::QuantizedPair(w) => w.merged(),
         }
     }
 
@@ -95,7 +106,7 @@ impl Weights {
     pub fn full(&self) -> Option<&BlendedWeights> {
         match self {
             Weights::Full(w) => Some(w),
-            Weights::Adapters(_) | Weights::Quantized(_) => None,
+            Weights::Adapters(_) | Weights::Quantized(_) | Weights::QuantizedPair(_) => None,
         }
     }
 
@@ -105,6 +116,7 @@ impl Weights {
             Weights::Full(w) => w.layout.params(),
             Weights::Adapters(w) => w.base_layout.params(),
             Weights::Quantized(w) => w.params(),
+            Weights::QuantizedPair(w) => w.params(),
         }
     }
 
@@ -114,6 +126,7 @@ impl Weights {
             Weights::Full(w) => w.bytes(),
             Weights::Adapters(w) => w.base_layout.total * w.dtype.size_in_bytes(),
             Weights::Quantized(w) => w.bytes(),
+            Weights::QuantizedPair(w) => w.bytes(),
         }
     }
 }
