@@ -175,19 +175,8 @@ fn two_quantized_endpoints_are_llama_cpp_at_each_end_and_mix_rows_between() {
             gap_to_llama_cpp(&engine, &prompt, run, &format!("{ty} pair α {alpha}"));
         }
         // Rows at mixed alphas: each α alone, bit for bit; near the dequantised blend.
-        let rows = engine.logits_columns(&few, &alphas).unwrap();
         let mut plain = load_pair(ty, true);
-        assert!(!plain.kept_quantized());
-        for (row, &a) in rows.iter().zip(&alphas) {
-            engine.set_alpha(a).unwrap();
-            assert_eq!(row, &engine.logits(&few).unwrap(), "{ty} α {a}");
-            plain.set_alpha(a).unwrap();
-            let gap = max_gap(row, &plain.logits(&few).unwrap());
-            assert!(
-                gap <= DEQUANTISED,
-                "{ty} α {a}: {gap} from the dequantised blend"
-            );
-        }
+        rows_match_alone_and_dequantised(&mut engine, &mut plain, &few, &alphas, ty);
         // An export blends the exact dequantisation with the line's kernel, as the
         // dequantised path does.
         let alpha = lerpscope::engine::Alpha::new(0.3).unwrap();
@@ -197,27 +186,37 @@ fn two_quantized_endpoints_are_llama_cpp_at_each_end_and_mix_rows_between() {
     }
 }
 
+/// Rows of `engine` at `alphas` in one batch: each equals its α alone, bit for bit (a row's
+/// result does not depend on its batch), and lies within DEQUANTISED of `plain`, the
+/// dequantised path, which skips the activations' Q8 rounding.
+fn rows_match_alone_and_dequantised(
+    engine: &mut Engine,
+    plain: &mut Engine,
+    ids: &[u32],
+    alphas: &[f64],
+    name: &str,
+) {
+    assert!(engine.kept_quantized() && !plain.kept_quantized(), "{name}");
+    let rows = engine.logits_columns(ids, alphas).unwrap();
+    for (row, &a) in rows.iter().zip(alphas) {
+        engine.set_alpha(a).unwrap();
+        assert_eq!(row, &engine.logits(ids).unwrap(), "{name} α {a}");
+        plain.set_alpha(a).unwrap();
+        let gap = max_gap(row, &plain.logits(ids).unwrap());
+        assert!(
+            gap <= DEQUANTISED,
+            "{name} α {a}: {gap} from the dequantised path"
+        );
+    }
+}
+
 #[test]
 fn rows_at_mixed_alphas_match_each_alpha_alone_and_the_dequantised_path() {
     let alphas = [0.0, 0.5, 1.0, 1.5];
     let ids = [5u32, 17, 42, 8, 99, 3];
     for base in ["q4_1", "q4_k_m", "q8_0"] {
-        let mut engine = load(base, false);
-        let rows = engine.logits_columns(&ids, &alphas).unwrap();
-        let mut plain = load(base, true);
-        assert!(!plain.kept_quantized());
-        for (row, &a) in rows.iter().zip(&alphas) {
-            engine.set_alpha(a).unwrap();
-            // A row's result does not depend on its batch: bit for bit.
-            assert_eq!(row, &engine.logits(&ids).unwrap(), "{base} α {a}");
-            plain.set_alpha(a).unwrap();
-            let gap = max_gap(row, &plain.logits(&ids).unwrap());
-            // The dequantised path skips the activations' Q8 rounding.
-            assert!(
-                gap <= DEQUANTISED,
-                "{base} α {a}: {gap} from the dequantised path"
-            );
-        }
+        let (mut engine, mut plain) = (load(base, false), load(base, true));
+        rows_match_alone_and_dequantised(&mut engine, &mut plain, &ids, &alphas, base);
     }
 }
 

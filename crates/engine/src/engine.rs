@@ -594,13 +594,9 @@ impl Engine {
             )?;
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
-        let quantized: std::collections::HashMap<_, _> = weights
-            .quantized
-            .iter()
-            .map(|(n, q)| (n.clone(), q.clone()))
-            .collect();
+        let quantized = weights.base.quantized_map();
         let build = || {
-            let dense = VarBuilder::from_tensors(weights.dense_views()?, DType::F32, &device);
+            let dense = VarBuilder::from_tensors(weights.base.dense_views()?, DType::F32, &device);
             Model::load_quantized(&base.config, dense, quantized.clone(), low_rank.clone())
                 .with_context(|| format!("{}: cannot build the model", base.label()))
         };
@@ -611,7 +607,7 @@ impl Engine {
         if opts.chat_template {
             text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
         }
-        let kept = format!("{}, kept quantized", weights.types());
+        let kept = format!("{}, kept quantized", weights.base.types());
         let (names, origin) = adapter_origin(&base, &base_spec, [&aa, &ab], Some(&kept));
         Ok(Self::assemble(
             origin,
@@ -740,7 +736,7 @@ impl Engine {
     /// The types a base kept quantized is held in ("Q4_1 + Q8_0").
     pub fn kept_quantization(&self) -> Option<String> {
         match &self.weights {
-            Weights::Quantized(w) => Some(w.types()),
+            Weights::Quantized(w) => Some(w.base.types()),
             Weights::QuantizedPair(w) => Some(w.types()),
             _ => None,
         }

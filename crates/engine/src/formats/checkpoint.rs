@@ -190,22 +190,17 @@ impl TensorFiles {
     /// The quantization types of a GGUF's tensors, largest share of bytes first ("Q4_1 +
     /// Q8_0"); None where no tensor is quantized.
     pub fn quantization(&self) -> Option<String> {
-        let mut bytes: BTreeMap<String, usize> = BTreeMap::new();
-        for t in self.tensors.values() {
-            if let Some((ty, _)) = t.ggml.filter(|(ty, _)| ![0, 1, 30].contains(ty)) {
+        let parts: Vec<(String, usize)> = self
+            .tensors
+            .values()
+            .filter_map(|t| {
+                let (ty, _) = t.ggml.filter(|(ty, _)| ![0, 1, 30].contains(ty))?;
                 let name = crate::quantized::QType::from_ggml(ty)
                     .map_or_else(|| crate::formats::gguf::type_name(ty), |q| q.name().into());
-                *bytes.entry(name).or_default() += t.range.len();
-            }
-        }
-        let mut v: Vec<_> = bytes.into_iter().collect();
-        v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-        (!v.is_empty()).then(|| {
-            v.into_iter()
-                .map(|(t, _)| t)
-                .collect::<Vec<_>>()
-                .join(" + ")
-        })
+                Some((name, t.range.len()))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| crate::quantized::by_share(parts))
     }
 
     /// Tensor `name`'s blocks, viewed where they lie in the mapped file, if it can be kept

@@ -19,6 +19,20 @@ use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
 
+/// Type names joined by their share of bytes, largest first: "Q4_1 + Q6_K".
+pub fn by_share(parts: impl IntoIterator<Item = (String, usize)>) -> String {
+    let mut bytes: std::collections::BTreeMap<String, usize> = Default::default();
+    for (name, n) in parts {
+        *bytes.entry(name).or_default() += n;
+    }
+    let mut v: Vec<_> = bytes.into_iter().collect();
+    v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    v.into_iter()
+        .map(|(t, _)| t)
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
 /// The quantization types a weight can be kept in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QType {

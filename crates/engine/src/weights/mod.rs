@@ -87,7 +87,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.buffer(Buffer::Working),
             Weights::Adapters(w) => w.working(),
-            Weights::Quantized(w) => w.dense(),
+            Weights::Quantized(w) => w.base.dense(),
             Weights::QuantizedPair(w) => w.dense(),
         }
     }
@@ -115,7 +115,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.layout.params(),
             Weights::Adapters(w) => w.base_layout.params(),
-            Weights::Quantized(w) => w.params(),
+            Weights::Quantized(w) => w.base.params(),
             Weights::QuantizedPair(w) => w.params(),
         }
     }
@@ -125,7 +125,7 @@ impl Weights {
         match self {
             Weights::Full(w) => w.bytes(),
             Weights::Adapters(w) => w.base_layout.total * w.dtype.size_in_bytes(),
-            Weights::Quantized(w) => w.bytes(),
+            Weights::Quantized(w) => w.base.bytes(),
             Weights::QuantizedPair(w) => w.bytes(),
         }
     }

@@ -20,12 +20,78 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-pub struct QuantizedAdapters {
-    /// The tensors not kept quantized, in f32.
+/// One model as held on the quantized paths: its matrices kept quantized (by tensor name) and
+/// its other tensors in one f32 buffer.
+pub struct HeldModel {
     pub dense_layout: FlatLayout,
     dense: Tensor,
-    /// The matrices kept quantized, by tensor name.
     pub quantized: BTreeMap<String, Arc<QuantizedWeight>>,
+}
+
+impl HeldModel {
+    /// `quantized` as they are, and the tensors `dense` (name, shape) read from `c` in f32.
+    pub fn new(
+        c: &Checkpoint,
+        quantized: BTreeMap<String, Arc<QuantizedWeight>>,
+        dense: Vec<(String, Vec<usize>)>,
+    ) -> Result<Self> {
+        let dense_layout = FlatLayout::new(dense, DType::F32);
+        Ok(Self {
+            dense: build_flat(&dense_layout, DType::F32, &Device::Cpu, &c.weights)?,
+            dense_layout,
+            quantized,
+        })
+    }
+
+    /// The dense tensors, flat.
+    pub fn dense(&self) -> &Tensor {
+        &self.dense
+    }
+
+    /// The dense tensors by name.
+    pub fn dense_views(&self) -> Result<HashMap<String, Tensor>> {
+        self.dense_layout.views(&self.dense)
+    }
+
+    /// The quantized matrices, as the model loader takes them.
+    pub fn quantized_map(&self) -> HashMap<String, Arc<QuantizedWeight>> {
+        self.quantized
+            .iter()
+            .map(|(n, q)| (n.clone(), q.clone()))
+            .collect()
+    }
+
+    /// The types kept, largest share first: "Q4_1 + Q8_0".
+    pub fn types(&self) -> String {
+        crate::quantized::by_share(self.quantized.values().map(|q| {
+            let m = q.matrix();
+            (m.qtype().name().to_string(), m.bytes())
+        }))
+    }
+
+    /// Parameters of the model.
+    pub fn params(&self) -> usize {
+        self.dense_layout.params()
+            + self
+                .quantized
+                .values()
+                .map(|q| q.matrix().rows() * q.matrix().cols())
+                .sum::<usize>()
+    }
+
+    /// Bytes as held: the quantized blocks and the dense tensors.
+    pub fn bytes(&self) -> usize {
+        self.dense_layout.total * 4
+            + self
+                .quantized
+                .values()
+                .map(|q| q.matrix().bytes())
+                .sum::<usize>()
+    }
+}
+
+pub struct QuantizedAdapters {
+    pub base: HeldModel,
     /// Tensor name → both adapters' update, for the factored path.
     pub forward: BTreeMap<String, ForwardUpdate>,
     alpha: Alpha,
@@ -65,9 +131,6 @@ impl QuantizedAdapters {
                 None => dense.push((n.clone(), base.weights.tensors[n].shape.clone())),
             }
         }
-        let device = Device::Cpu;
-        let dense_layout = FlatLayout::new(dense, DType::F32);
-        let dense = build_flat(&dense_layout, DType::F32, &device, &base.weights)?;
         let forward = names
             .iter()
             .filter_map(|n| {
@@ -79,23 +142,10 @@ impl QuantizedAdapters {
             })
             .collect();
         Ok(Self {
-            dense_layout,
-            dense,
-            quantized,
+            base: HeldModel::new(base, quantized, dense)?,
             forward,
             alpha: Alpha::A,
         })
-    }
-
-    /// The types kept, most used first: "Q4_1", "Q4_K + Q6_K".
-    pub fn types(&self) -> String {
-        let mut count: BTreeMap<&str, usize> = BTreeMap::new();
-        for q in self.quantized.values() {
-            *count.entry(q.matrix().qtype().name()).or_default() += q.matrix().bytes();
-        }
-        let mut v: Vec<_> = count.into_iter().collect();
-        v.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
-        v.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" + ")
     }
 
     pub fn alpha(&self) -> Alpha {
@@ -107,21 +157,11 @@ impl QuantizedAdapters {
         self.alpha = alpha;
     }
 
-    /// The tensors not kept quantized (norms and the like), flat.
-    pub fn dense(&self) -> &Tensor {
-        &self.dense
-    }
-
-    /// Views of the dense tensors, by name.
-    pub fn dense_views(&self) -> Result<HashMap<String, Tensor>> {
-        self.dense_layout.views(&self.dense)
-    }
-
     /// Every weight at the current α in f32: the quantized ones dequantized (exactly) and the
     /// updates merged in. For exports; this holds the whole model in f32.
     pub fn merged(&self) -> Result<HashMap<String, Tensor>> {
-        let mut v = self.dense_views()?;
-        for (name, q) in &self.quantized {
+        let mut v = self.base.dense_views()?;
+        for (name, q) in &self.base.quantized {
             let m = q.matrix();
             let mut w = m.dequantize();
             if let Some(f) = self.forward.get(name) {
@@ -135,7 +175,7 @@ impl QuantizedAdapters {
         }
         // Dense tensors the adapters change (not kept quantized): merged the same way.
         for (name, f) in &self.forward {
-            if self.quantized.contains_key(name) {
+            if self.base.quantized.contains_key(name) {
                 continue;
             }
             let t = &v[name];
@@ -146,25 +186,5 @@ impl QuantizedAdapters {
             v.insert(name.clone(), Tensor::from_vec(w, shape, &Device::Cpu)?);
         }
         Ok(v)
-    }
-
-    /// Parameters of the base.
-    pub fn params(&self) -> usize {
-        self.dense_layout.params()
-            + self
-                .quantized
-                .values()
-                .map(|q| q.matrix().rows() * q.matrix().cols())
-                .sum::<usize>()
-    }
-
-    /// Bytes of the base as held: its quantized blocks and its dense tensors.
-    pub fn bytes(&self) -> usize {
-        self.dense_layout.total * 4
-            + self
-                .quantized
-                .values()
-                .map(|q| q.matrix().bytes())
-                .sum::<usize>()
     }
 }

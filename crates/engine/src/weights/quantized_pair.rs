@@ -8,55 +8,23 @@ use crate::error::Result;
 use crate::formats::checkpoint::Checkpoint;
 use crate::model::param::QuantizedWeight;
 use crate::weights::blend;
-use crate::weights::flat::FlatLayout;
-use crate::weights::full::build_flat;
+use crate::weights::quantized_base::HeldModel;
 use crate::Alpha;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// One endpoint as held: its quantized matrices and its dense tensors.
-pub struct Side {
-    pub dense_layout: FlatLayout,
-    dense: Tensor,
-    pub quantized: BTreeMap<String, Arc<QuantizedWeight>>,
-}
-
-impl Side {
-    /// The dense tensors by name.
-    pub fn dense_views(&self) -> Result<HashMap<String, Tensor>> {
-        self.dense_layout.views(&self.dense)
-    }
-
-    /// The quantized matrices, as the model loader takes them.
-    pub fn quantized_map(&self) -> HashMap<String, Arc<QuantizedWeight>> {
-        self.quantized
-            .iter()
-            .map(|(n, q)| (n.clone(), q.clone()))
-            .collect()
-    }
-
-    /// Tensor `name` in f32 (dequantised where it is kept quantized).
-    fn values(&self, name: &str, dense: &HashMap<String, Tensor>) -> Result<Vec<f32>> {
-        Ok(match self.quantized.get(name) {
-            Some(q) => q.matrix().dequantize(),
-            None => dense[name].flatten_all()?.to_vec1::<f32>()?,
-        })
-    }
-
-    fn bytes(&self) -> usize {
-        self.dense_layout.total * 4
-            + self
-                .quantized
-                .values()
-                .map(|q| q.matrix().bytes())
-                .sum::<usize>()
-    }
+/// Tensor `name` of `m` in f32 (dequantised where it is kept quantized).
+fn values(m: &HeldModel, name: &str, dense: &HashMap<String, Tensor>) -> Result<Vec<f32>> {
+    Ok(match m.quantized.get(name) {
+        Some(q) => q.matrix().dequantize(),
+        None => dense[name].flatten_all()?.to_vec1::<f32>()?,
+    })
 }
 
 pub struct QuantizedPair {
-    pub a: Side,
-    pub b: Side,
+    pub a: HeldModel,
+    pub b: HeldModel,
     shapes: BTreeMap<String, Vec<usize>>,
     alpha: Alpha,
 }
@@ -76,17 +44,9 @@ impl QuantizedPair {
                 _ => dense.push((n.clone(), a.weights.tensors[n].shape.clone())),
             }
         }
-        let side = |c: &Checkpoint, quantized| -> Result<Side> {
-            let dense_layout = FlatLayout::new(dense.iter().cloned(), DType::F32);
-            Ok(Side {
-                dense: build_flat(&dense_layout, DType::F32, &Device::Cpu, &c.weights)?,
-                dense_layout,
-                quantized,
-            })
-        };
         Ok(Self {
-            a: side(a, qa)?,
-            b: side(b, qb)?,
+            a: HeldModel::new(a, qa, dense.clone())?,
+            b: HeldModel::new(b, qb, dense)?,
             shapes: names
                 .iter()
                 .map(|n| (n.clone(), a.weights.tensors[n].shape.clone()))
@@ -97,7 +57,7 @@ impl QuantizedPair {
 
     /// What each side was kept in: "Q4_1 + Q6_K ↔ Q4_K + Q6_K" (one side's where they agree).
     pub fn types(&self) -> String {
-        let (a, b) = (types_of(&self.a), types_of(&self.b));
+        let (a, b) = (self.a.types(), self.b.types());
         if a == b {
             a
         } else {
@@ -116,7 +76,7 @@ impl QuantizedPair {
 
     /// Endpoint A's dense tensors, flat.
     pub fn dense(&self) -> &Tensor {
-        &self.a.dense
+        self.a.dense()
     }
 
     /// Every weight at the current α in f32: both sides dequantised (exactly) and blended by
@@ -125,7 +85,7 @@ impl QuantizedPair {
         let (da, db) = (self.a.dense_views()?, self.b.dense_views()?);
         let mut out = HashMap::new();
         for (name, shape) in &self.shapes {
-            let (va, vb) = (self.a.values(name, &da)?, self.b.values(name, &db)?);
+            let (va, vb) = (values(&self.a, name, &da)?, values(&self.b, name, &db)?);
             let mut w = vec![0f32; va.len()];
             blend::blend(&mut w, &va, &vb, self.alpha.as_f32());
             out.insert(
@@ -148,14 +108,4 @@ impl QuantizedPair {
     pub fn bytes(&self) -> usize {
         self.a.bytes()
     }
-}
-
-fn types_of(side: &Side) -> String {
-    let mut bytes: BTreeMap<&str, usize> = BTreeMap::new();
-    for q in side.quantized.values() {
-        *bytes.entry(q.matrix().qtype().name()).or_default() += q.matrix().bytes();
-    }
-    let mut v: Vec<_> = bytes.into_iter().collect();
-    v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-    v.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(" + ")
 }
