@@ -147,8 +147,10 @@ pub struct DemoOrPair {
     #[arg(long, value_name = "FILE", value_parser = parse_recipe,
           conflicts_with_all = ["a", "b", "demo", "method", "layer_alphas", "c"])]
     pub recipe: Option<Box<crate::engine::MergeRecipe>>,
-    /// A third full model C: the working weights move on the plane
-    /// A + α·(B − A) + β·(C − A), β set by --beta (on the CPU).
+    /// A third endpoint C: the working weights move on the plane A + α·(B − A) + β·(C − A),
+    /// β set by --beta (on the CPU). A full model beside two full models, or an adapter (or
+    /// `base`) beside two adapters on one base: then the adapters' strengths are
+    /// 1 − α − β, α and β.
     #[arg(long, requires = "a")]
     pub c: Option<String>,
     /// How far towards C (with --c): 0 is the line A→B, 1 adds all of C − A.

@@ -220,6 +220,88 @@ fn rows_at_mixed_alphas_match_each_alpha_alone_and_the_dequantised_path() {
     }
 }
 
+/// A copy of the fixture adapter with every lora_B scaled by `s`, so that its update is
+/// `s·ΔB`.
+fn scaled_lora(tmp: &std::path::Path, s: f64) -> PathBuf {
+    let out = tmp.join("scaled-lora");
+    std::fs::create_dir_all(&out).unwrap();
+    let src = dir().join("lora");
+    std::fs::copy(
+        src.join("adapter_config.json"),
+        out.join("adapter_config.json"),
+    )
+    .unwrap();
+    let tensors = candle_core::safetensors::load(
+        src.join("adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let scaled: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if n.contains("lora_B") {
+                t.affine(s, 0.0).unwrap()
+            } else {
+                t
+            };
+            (n, t)
+        })
+        .collect();
+    candle_core::safetensors::save(&scaled, out.join("adapter_model.safetensors")).unwrap();
+    out
+}
+
+/// A plane over adapters on a base kept quantized: `--a base --b lora --c C --beta β` runs
+/// factored with three coefficients per row. With C = −0.6·ΔB the plane at (α, β) is the line
+/// at α − 0.6·β; rows match their point alone and the dequantised (merged) plane; β = 0 is the
+/// line bit for bit.
+#[test]
+fn a_plane_over_adapters_on_a_quantized_base_runs_factored_at_every_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = scaled_lora(tmp.path(), -0.6).display().to_string();
+    let opts = |dequantize: bool| LoadOptions {
+        device: DeviceChoice::Cpu,
+        base: Some(dir().join("base-q4_1.gguf").display().to_string()),
+        chat_template: false,
+        dequantize,
+        third: Some(lerpscope::engine::ThirdEndpoint {
+            source: c.clone(),
+            beta: Some(0.5),
+            factors: None,
+        }),
+        ..Default::default()
+    };
+    let lora = dir().join("lora").display().to_string();
+    let mut plane = Engine::load("base", &lora, &opts(false)).unwrap();
+    assert!(plane.info.description.contains("kept quantized"));
+    assert!(plane.info.description.contains(" + β·("));
+    let mut plain = Engine::load("base", &lora, &opts(true)).unwrap();
+    let ids = [5u32, 17, 42, 8, 99, 3];
+    let alphas = [0.0, 0.8, 1.3];
+    rows_match_alone_and_dequantised(&mut plane, &mut plain, &ids, &alphas, "plane q4_1");
+    let mut line = load("q4_1", false);
+    for a in alphas {
+        plane.set_alpha(a).unwrap();
+        line.set_alpha(a - 0.3).unwrap();
+        let gap = max_gap(&plane.logits(&ids).unwrap(), &line.logits(&ids).unwrap());
+        assert!(
+            gap <= TOLERANCE,
+            "α {a}, β 0.5 against the line at {}: {gap}",
+            a - 0.3
+        );
+    }
+    plane.set_beta(0.0).unwrap();
+    for a in alphas {
+        plane.set_alpha(a).unwrap();
+        line.set_alpha(a).unwrap();
+        assert_eq!(
+            plane.logits(&ids).unwrap(),
+            line.logits(&ids).unwrap(),
+            "β 0, α {a}"
+        );
+    }
+}
+
 #[test]
 fn columns_that_re_merge_are_refused_on_a_base_kept_quantized() {
     let mut engine = load("q4_1", false);

@@ -344,4 +344,39 @@ fn the_header_shows_the_plane_and_its_beta() {
         header.contains("(α per layer)") && header.contains("β·(formal − A), β = 0.55"),
         "{header}"
     );
+    // Over adapters: the base and each side, then C once, with β.
+    let mut adapters = App::new(
+        "base".into(),
+        "neg".into(),
+        "The food",
+        &[Alpha::A],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    adapters.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        a: "base".into(),
+        b: "neg".into(),
+        description: "base X + the base ↔ LoRA r8 ×7 modules + β·(LoRA r6 ×4 modules − A)".into(),
+        architecture: "LlamaForCausalLM".into(),
+        params: 2_401_536,
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        buffer_bytes: 9_606_144,
+        gpu_memory: None,
+        chat_template: false,
+        method: Default::default(),
+        layers: None,
+        beta: Some(0.5),
+    })));
+    let header = render(&adapters, 160, 20)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        header.contains(
+            "base X + the base ↔ LoRA r8 ×7 modules + β·(LoRA r6 ×4 modules − A), β = 0.5"
+        ) && header.matches("β·(").count() == 1,
+        "{header}"
+    );
 }

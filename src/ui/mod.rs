@@ -326,6 +326,11 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     if let PairState::Ready(info) = &app.pair {
         // Adapters: what is on each side of the base, e.g. "base X + LoRA r8 ×7 modules ↔ …".
         if let Some(rest) = info.description.strip_prefix("base ") {
+            // A plane's C follows, with β, below.
+            let rest = app
+                .plane_term()
+                .and_then(|c| rest.strip_suffix(c)?.strip_suffix(" + "))
+                .unwrap_or(rest);
             spans.truncate(1);
             spans.push(Span::styled("base ", dim));
             spans.push(Span::raw(compact_paths(rest)));

@@ -116,6 +116,13 @@ impl Alpha {
         ((1.0 - self.0) as f32, self.0 as f32)
     }
 
+    /// The weights of A, B and C on the plane θ = θ_A + α·(θ_B − θ_A) + β·(θ_C − θ_A), that is
+    /// `[1 − α − β, α, β]`, each formed in f64 and narrowed once. At β = 0 these are the line's
+    /// ([`Alpha::endpoint_weights_f32`]) and C's weight is 0.
+    pub fn plane_weights_f32(self, beta: f64) -> [f32; 3] {
+        [(1.0 - self.0 - beta) as f32, self.0 as f32, beta as f32]
+    }
+
     /// Exactly one of the endpoints (the blend then copies it bit for bit).
     pub fn is_endpoint(self) -> bool {
         self == Self::A || self == Self::B

@@ -427,13 +427,6 @@ impl Engine {
                 layers.source()
             );
         }
-        if let Some(t) = &opts.third {
-            bail!(
-                Unsupported,
-                "--c {}: the plane runs through three full models; over adapters it is not built yet",
-                t.source
-            );
-        }
         let side = |e: Endpoint,
                     flag: &str|
          -> Result<Option<crate::formats::adapter::AdapterFiles>> {
@@ -448,14 +441,46 @@ impl Engine {
             }
         };
         let (fa, fb) = (side(a, "--a")?, side(b, "--b")?);
-        if fa.is_none() && fb.is_none() {
+        let (fc, beta) = match &opts.third {
+            None => (None, None),
+            Some(t) => {
+                let Some(beta) = t.beta else {
+                    bail!(
+                        Unsupported,
+                        "--c {}: over adapters the plane needs its own β (--beta); C's weight cannot follow α",
+                        t.source
+                    );
+                };
+                if t.factors.is_some() {
+                    bail!(
+                        Unsupported,
+                        "--c {}: per-tensor factors on C blend full models; over adapters C takes one β",
+                        t.source
+                    );
+                }
+                (
+                    side(source::resolve_endpoint(&t.source)?, "--c")?,
+                    Some(beta),
+                )
+            }
+        };
+        if fa.is_none() && fb.is_none() && fc.is_none() {
             bail!(
                 Invalid,
                 "--a and --b are both `base`: there is nothing to interpolate"
             );
         }
-        let base_spec = choose_base(opts.base.as_deref(), [fa.as_ref(), fb.as_ref()])?;
+        let base_spec = choose_base(
+            opts.base.as_deref(),
+            [fa.as_ref(), fb.as_ref(), fc.as_ref()],
+        )?;
         let device = opts.device.open()?;
+        if beta.is_some() && !device.is_cpu() {
+            bail!(
+                Unsupported,
+                "--c: the plane over adapters runs on the CPU for now; use --device cpu"
+            );
+        }
         let mut base_files = source::resolve(&base_spec)?;
         if let Some(t) = &opts.tokenizer {
             base_files.tokenizer = t.clone();
@@ -465,24 +490,33 @@ impl Engine {
         let load = |f: Option<crate::formats::adapter::AdapterFiles>| -> Result<Option<Adapter>> {
             f.map(|f| Adapter::load(f, &base)).transpose()
         };
-        let (aa, ab) = (load(fa)?, load(fb)?);
+        let sides = [load(fa)?, load(fb)?, load(fc)?];
         let names = pair::blended_names(&base);
         if keeps_quantized(opts, &base, &names, &device) {
-            return Self::load_on_quantized(base, base_spec, tokenizer, (aa, ab), &names, opts);
+            return Self::load_on_quantized(base, base_spec, tokenizer, sides, &names, opts);
         }
+        let [aa, ab, ac] = &sides;
         let dtype = held_dtype(opts.dtype, &base, &names, &device);
         let shape = |n: &String| base.weights.tensors[n].shape.iter().product::<usize>() as u64;
         let base_bytes: u64 = names.iter().map(shape).sum::<u64>() * dtype.size_in_bytes() as u64;
-        let changed: std::collections::BTreeSet<&String> = [&aa, &ab]
-            .into_iter()
+        let changed: std::collections::BTreeSet<&String> = sides
+            .iter()
             .flatten()
             .flat_map(|x| x.updates.keys().chain(x.replacements.keys()))
             .collect();
         let changed_bytes: u64 =
             changed.iter().map(|n| shape(n)).sum::<u64>() * dtype.size_in_bytes() as u64;
         crate::memory::check_adapters_fit(&device, &base.config, base_bytes, changed_bytes, dtype)?;
-        let weights =
-            AdapterWeights::load(&base, &names, aa.as_ref(), ab.as_ref(), dtype, &device)?;
+        let mut weights = AdapterWeights::load(
+            &base,
+            &names,
+            [aa.as_ref(), ab.as_ref(), ac.as_ref()],
+            dtype,
+            &device,
+        )?;
+        if let Some(beta) = beta {
+            weights.set_beta(beta)?;
+        }
         let vb = |views| VarBuilder::from_tensors(views, dtype, &device);
         let model = Model::load(&base.config, vb(weights.merged_views()?))
             .with_context(|| format!("{}: cannot build the model", base.files.config.display()))?;
@@ -491,7 +525,7 @@ impl Engine {
         for (name, f) in &weights.forward {
             let up = Tensor::from_slice(&f.up, (f.out, f.rank), &device)?.to_dtype(dtype)?;
             let down = Tensor::from_slice(&f.down, (f.rank, f.inp), &device)?.to_dtype(dtype)?;
-            let pair = crate::model::param::LowRankPair::new(up, down, f.split)?;
+            let pair = crate::model::param::LowRankPair::new(up, down, f.sides)?;
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
         let pair_model = Model::load_factored(&base.config, vb(va), vb(vbv), low_rank)?;
@@ -499,8 +533,9 @@ impl Engine {
         if opts.chat_template {
             text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
         }
-        let (names, origin) = adapter_origin(&base, &base_spec, [&aa, &ab], None);
-        Ok(Self::assemble(
+        let plane = beta.map(|_| ac);
+        let (names, origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, None);
+        let mut engine = Self::assemble(
             origin,
             &base,
             names,
@@ -508,7 +543,25 @@ impl Engine {
             (model, pair_model),
             text,
             &device,
-        ))
+        );
+        engine.use_adapter_plane(opts.third.as_ref(), beta);
+        Ok(engine)
+    }
+
+    /// A plane over adapters: C and β recorded where the header, sessions and exports look.
+    fn use_adapter_plane(&mut self, third: Option<&ThirdEndpoint>, beta: Option<f64>) {
+        self.third = third.cloned();
+        self.info.beta = beta;
+    }
+
+    /// C's weight on a plane over adapters (0 on the line, and for full models, whose plane
+    /// never shares a batch).
+    fn adapter_beta(&self) -> f64 {
+        match &self.weights {
+            Weights::Adapters(w) => w.beta(),
+            Weights::Quantized(w) => w.beta(),
+            Weights::Full(_) | Weights::QuantizedPair(_) => 0.0,
+        }
     }
 
     /// Two quantized GGUF endpoints kept as they are: both mapped, nothing blended at any α.
@@ -578,19 +631,24 @@ impl Engine {
         base: Checkpoint,
         base_spec: String,
         tokenizer: Tokenizer,
-        (aa, ab): (Option<Adapter>, Option<Adapter>),
+        sides: [Option<Adapter>; 3],
         names: &[String],
         opts: &LoadOptions,
     ) -> Result<Self> {
         let device = Device::Cpu;
-        let weights = QuantizedAdapters::load(&base, names, aa.as_ref(), ab.as_ref())?;
+        let mut weights =
+            QuantizedAdapters::load(&base, names, sides.each_ref().map(Option::as_ref))?;
+        let beta = opts.third.as_ref().and_then(|t| t.beta);
+        if let Some(beta) = beta {
+            weights.set_beta(beta);
+        }
         let mut low_rank = std::collections::HashMap::new();
         for (name, f) in &weights.forward {
             let pair = crate::model::param::LowRankPair::on_host(
                 f.up.clone(),
                 f.down.clone(),
                 (f.out, f.inp),
-                f.split,
+                f.sides,
             )?;
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
@@ -601,15 +659,18 @@ impl Engine {
                 .with_context(|| format!("{}: cannot build the model", base.label()))
         };
         let mut model = build()?;
-        model.set_default_mix(Some(Mix::new(&[weights.alpha()], &device)?))?;
+        let mix = Mix::on_plane(&[weights.alpha()], weights.beta(), &device)?;
+        model.set_default_mix(Some(mix))?;
         let pair_model = build()?;
         let mut text = text_spec(&base, tokenizer)?;
         if opts.chat_template {
             text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
         }
         let kept = format!("{}, kept quantized", weights.base.types());
-        let (names, origin) = adapter_origin(&base, &base_spec, [&aa, &ab], Some(&kept));
-        Ok(Self::assemble(
+        let [aa, ab, ac] = &sides;
+        let plane = beta.map(|_| ac);
+        let (names, origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, Some(&kept));
+        let mut engine = Self::assemble(
             origin,
             &base,
             names,
@@ -617,7 +678,9 @@ impl Engine {
             (model, pair_model),
             text,
             &device,
-        ))
+        );
+        engine.use_adapter_plane(opts.third.as_ref(), beta);
+        Ok(engine)
     }
 
     fn assemble(
@@ -697,15 +760,26 @@ impl Engine {
         self.third.as_ref()
     }
 
-    /// Move the plane's β (a plane loaded with `--beta`) and re-blend at the current α.
+    /// Move the plane's β (a plane loaded with `--beta`) and re-blend (adapters: re-merge) at
+    /// the current α; on a base kept quantized nothing is merged.
     pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
-        let Weights::Full(w) = &mut self.weights else {
+        if self.third.as_ref().is_none_or(|t| t.beta.is_none()) {
             bail!(
                 Unsupported,
                 "β: the pair has no third endpoint (--c C --beta B)"
             );
+        }
+        let took = match &mut self.weights {
+            Weights::Full(w) => w.set_beta(beta)?,
+            Weights::Adapters(w) => w.set_beta(beta)?,
+            Weights::Quantized(w) => {
+                let mix = Mix::on_plane(&[w.alpha()], beta, &Device::Cpu)?;
+                self.model.set_default_mix(Some(mix))?;
+                w.set_beta(beta);
+                Duration::ZERO
+            }
+            Weights::QuantizedPair(_) => unreachable!("a quantized pair loads no plane"),
         };
-        let took = w.set_beta(beta)?;
         if let Some(t) = self.third.as_mut() {
             t.beta = Some(beta);
         }
@@ -755,7 +829,7 @@ impl Engine {
     pub fn set_alpha(&mut self, alpha: impl IntoAlpha) -> Result<Duration> {
         let alpha = alpha.into_alpha()?;
         if self.kept_quantized() {
-            let mix = Mix::new(&[alpha], self.device())?;
+            let mix = Mix::on_plane(&[alpha], self.adapter_beta(), self.device())?;
             self.model.set_default_mix(Some(mix))?;
         }
         self.weights.set_alpha(alpha)
@@ -1048,7 +1122,11 @@ impl Engine {
                 }
             );
         }
-        Ok(Mix::new(&alphas_of(alphas)?, self.device())?)
+        Ok(Mix::on_plane(
+            &alphas_of(alphas)?,
+            self.adapter_beta(),
+            self.device(),
+        )?)
     }
 
     /// A generator on both endpoints, for [`Generator::run_rows`] with a [`Mix`].
@@ -1093,6 +1171,7 @@ fn adapter_origin(
     base: &Checkpoint,
     base_spec: &str,
     [aa, ab]: [&Option<Adapter>; 2],
+    plane: Option<&Option<Adapter>>,
     kept: Option<&str>,
 ) -> ((String, String, String), Origin) {
     let label = |x: &Option<Adapter>| match x {
@@ -1104,7 +1183,10 @@ fn adapter_origin(
         None => "the base".to_string(),
     };
     let held = kept.map(|k| format!(" ({k})")).unwrap_or_default();
-    let description = format!("base {}{held} + {} ↔ {}", base.label(), what(aa), what(ab));
+    let mut description = format!("base {}{held} + {} ↔ {}", base.label(), what(aa), what(ab));
+    if let Some(ac) = plane {
+        description.push_str(&format!(" + β·({} − A)", what(ac)));
+    }
     let adapter_files = |x: &Option<Adapter>| match x {
         Some(x) => vec![x.files.config.clone(), x.files.weights.clone()],
         None => Vec::new(),
@@ -1114,11 +1196,15 @@ fn adapter_origin(
     base_files.dedup();
     let origin = Origin {
         model: base.files.clone(),
-        sources: vec![
-            ("a".into(), label(aa), adapter_files(aa)),
-            ("b".into(), label(ab), adapter_files(ab)),
-            ("base".into(), base_spec.to_string(), base_files),
-        ],
+        sources: [
+            Some(("a".into(), label(aa), adapter_files(aa))),
+            Some(("b".into(), label(ab), adapter_files(ab))),
+            plane.map(|ac| ("c".into(), label(ac), adapter_files(ac))),
+            Some(("base".into(), base_spec.to_string(), base_files)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         quantization: base
             .weights
             .quantization()
@@ -1199,13 +1285,13 @@ pub fn build_model(
 /// The base of an adapter pair: `--base`, else the base both adapters name.
 fn choose_base(
     given: Option<&str>,
-    sides: [Option<&crate::formats::adapter::AdapterFiles>; 2],
+    sides: [Option<&crate::formats::adapter::AdapterFiles>; 3],
 ) -> Result<String> {
     if let Some(b) = given {
         return Ok(b.to_string());
     }
     let mut named: Vec<(&str, String)> = Vec::new();
-    for (flag, f) in ["--a", "--b"].into_iter().zip(sides) {
+    for (flag, f) in ["--a", "--b", "--c"].into_iter().zip(sides) {
         let Some(f) = f else { continue };
         let text = std::fs::read_to_string(&f.config)
             .with_context(|| format!("{}: cannot read", f.config.display()))?;
@@ -1226,12 +1312,14 @@ fn choose_base(
             Invalid,
             "the adapters do not name their base (base_model_name_or_path): pass --base"
         ),
-        [(_, b)] => Ok(b.clone()),
-        [(fa, x), (fb, y)] if same_place(x, y) => Ok(x.clone()),
-        [(fa, x), (fb, y), ..] => bail!(
-            Mismatch,
-            "the adapters name different bases ({x} for {fa}, {y} for {fb}): pass --base to choose"
-        ),
+        [(_, b), rest @ ..] => match rest.iter().find(|(_, y)| !same_place(b, y)) {
+            None => Ok(b.clone()),
+            Some((fy, y)) => bail!(
+                Mismatch,
+                "the adapters name different bases ({b} for {}, {y} for {fy}): pass --base to choose",
+                named[0].0
+            ),
+        },
     }
 }
 

@@ -440,16 +440,16 @@ pub(crate) fn linear_t_lowrank(
     w0: &Tensor,
     up: &Tensor,
     down: &Tensor,
-    split: usize,
+    sides: crate::weights::lowrank::RankSides,
     mix: &Mix,
 ) -> Result<Option<Tensor>> {
     let (n, k) = w0.dims2()?;
     let rank = down.dim(0)?;
     let m = x.elem_count() / k;
     few_rows_call(x, &[w0, down, up], n, k, |xs, ws, y| match ws {
-        HostWeights::F32(ws) => lowrank_rows(xs, &ws, mix, split, (m, n, k, rank), y),
-        HostWeights::F16(ws) => lowrank_rows(xs, &ws, mix, split, (m, n, k, rank), y),
-        HostWeights::BF16(ws) => lowrank_rows(xs, &ws, mix, split, (m, n, k, rank), y),
+        HostWeights::F32(ws) => lowrank_rows(xs, &ws, mix, sides, (m, n, k, rank), y),
+        HostWeights::F16(ws) => lowrank_rows(xs, &ws, mix, sides, (m, n, k, rank), y),
+        HostWeights::BF16(ws) => lowrank_rows(xs, &ws, mix, sides, (m, n, k, rank), y),
     })
 }
 
@@ -458,7 +458,7 @@ fn lowrank_rows<W: Weight>(
     xs: &[f32],
     ws: &[&[W]],
     mix: &Mix,
-    split: usize,
+    sides: crate::weights::lowrank::RankSides,
     (m, n, k, rank): (usize, usize, usize, usize),
     y: &mut [f32],
 ) {
@@ -468,7 +468,7 @@ fn lowrank_rows<W: Weight>(
         matmul_wt(xs, ws[1], m, rank, k, &mut u);
         // Row r of x belongs to batch row r / t; its ranks take that row's weights.
         let per_row = m / mix.alphas().len();
-        let weights = mix.rank_weights_host(split, rank);
+        let weights = mix.rank_weights_host(sides);
         for (r, u) in u.chunks_mut(rank).enumerate() {
             let w = &weights[(r / per_row) * rank..][..rank];
             u.iter_mut().zip(w).for_each(|(u, w)| *u *= w);

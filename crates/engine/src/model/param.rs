@@ -11,6 +11,7 @@
 use super::Kernels;
 use crate::quantized::QMatrix;
 use crate::weights::few_rows::matmul_wt;
+use crate::weights::lowrank::RankSides;
 use crate::Alpha;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
@@ -89,16 +90,17 @@ impl QuantizedWeight {
     }
 }
 
-/// Both adapters' updates of one weight, ΔW = up·down in the forward's orientation (`[out, in]`;
+/// The adapters' updates of one weight, ΔW = up·down in the forward's orientation (`[out, in]`;
 /// `[vocab, dim]` for an embedding), A's ranks first: row k of a batch adds
-/// `(1−α_k)·up_A·down_A + α_k·up_B·down_B`.
+/// `(1−α_k)·up_A·down_A + α_k·up_B·down_B` (on a plane, C's ranks last, with
+/// `1−α_k−β_k`, `α_k` and `β_k`).
 pub struct LowRankPair {
     /// `[out, rank]` in the model's dtype, the scales folded in.
     up: Tensor,
     /// `[rank, in]`.
     down: Tensor,
     rank: usize,
-    split: usize,
+    sides: RankSides,
     /// `upᵀ` (`[rank, out]`) and `down` as host f32, where the factored pass runs on host
     /// slices (a base kept quantized): no tensor op per factor.
     host: Option<(Vec<f32>, Vec<f32>)>,
@@ -120,19 +122,24 @@ impl LowRankPair {
         self.rank
     }
 
-    /// Ranks that belong to endpoint A (the first ones).
+    /// Ranks that belong to endpoint A (the first ones); the GPU passes are built for the
+    /// line, so every other rank is B's.
     #[cfg(feature = "cuda")]
     pub(crate) fn split(&self) -> usize {
-        self.split
+        debug_assert_eq!(self.sides.c, 0, "the GPU passes take no plane");
+        self.sides.a
     }
 
-    pub fn new(up: Tensor, down: Tensor, split: usize) -> Result<Self> {
+    pub fn new(up: Tensor, down: Tensor, sides: RankSides) -> Result<Self> {
         let rank = down.dim(0)?;
+        if rank != sides.total() {
+            candle_core::bail!("low-rank update: {rank} ranks, but the sides hold {sides:?}");
+        }
         Ok(Self {
             up,
             down,
             rank,
-            split,
+            sides,
             host: None,
         })
     }
@@ -142,13 +149,13 @@ impl LowRankPair {
         up: Vec<f32>,
         down: Vec<f32>,
         (out, inp): (usize, usize),
-        split: usize,
+        sides: RankSides,
     ) -> Result<Self> {
         let rank = down.len() / inp.max(1);
         let mut pair = Self::new(
             Tensor::from_slice(&up, (out, rank), &Device::Cpu)?,
             Tensor::from_slice(&down, (rank, inp), &Device::Cpu)?,
-            split,
+            sides,
         )?;
         pair.host = Some((crate::formats::layout::transpose(&up, out, rank), down));
         Ok(pair)
@@ -167,7 +174,7 @@ impl LowRankPair {
         if rank == 0 || m == 0 || (k != 1 && !m.is_multiple_of(k)) {
             return false;
         }
-        let coef = mix.rank_weights_host(self.split, rank);
+        let coef = mix.rank_weights_host(self.sides);
         let per_mix_row = m / k;
         let mut u = vec![0f32; m * rank];
         matmul_wt(x, down, m, rank, inp, &mut u);
@@ -188,7 +195,7 @@ impl LowRankPair {
     /// `Σ_side c_k·(x·downᵀ)·upᵀ` for x `[K, t, in]`: `[K, t, out]`.
     fn linear_delta(&self, x: &Tensor, mix: &Mix) -> Result<Tensor> {
         let (k, t, inp) = x.dims3()?;
-        let coef = mix.rank_weights(self.split, self.rank, x.dtype())?;
+        let coef = mix.rank_weights(self.sides, x.dtype())?;
         let (down, up) = (super::like(&self.down, x)?, super::like(&self.up, x)?);
         let u = x
             .reshape((k * t, inp))?
@@ -204,7 +211,7 @@ impl LowRankPair {
     /// The embedding rows of `ids [K, t]`: `Σ_side c_k·up[id]·down`, `[K, t, dim]`.
     fn embed_delta(&self, ids: &Tensor, mix: &Mix) -> Result<Tensor> {
         let (k, t) = ids.dims2()?;
-        let coef = mix.rank_weights(self.split, self.rank, self.up.dtype())?;
+        let coef = mix.rank_weights(self.sides, self.up.dtype())?;
         let u = self
             .up
             .index_select(&ids.flatten_all()?, 0)?
@@ -281,7 +288,7 @@ impl Param {
             }
         }
         if let (Some(m), None, Some(lr), Kernels::Fast) = (mix, &self.b, &self.low_rank, kernels) {
-            if let Some(y) = super::linear_t_lowrank(x, a, &lr.up, &lr.down, lr.split, m)? {
+            if let Some(y) = super::linear_t_lowrank(x, a, &lr.up, &lr.down, lr.sides, m)? {
                 return Ok(y);
             }
         }
@@ -342,53 +349,69 @@ fn mix_endpoints(
     }
 }
 
-/// Per-row interpolation weights for a batch of K rows: `keep = 1 − α` and `take = α`. They
-/// stay f32 whatever the model's dtype (rounded to bf16, α = 0.3 would run at 0.30078).
+/// Per-row interpolation weights for a batch of K rows: `keep = 1 − α` and `take = α`; on a
+/// plane over adapters, `keep = 1 − α − β` and C's weight β besides. They stay f32 whatever
+/// the model's dtype (rounded to bf16, α = 0.3 would run at 0.30078).
 pub struct Mix {
     alphas: Vec<Alpha>,
     keep: Vec<f32>,
     take: Vec<f32>,
+    /// C's weight of each row (0 on the line).
+    third: Vec<f32>,
     /// `keep` and `take` as `[K, 1, 1]` f32 tensors on the model's device.
     keep_t: Tensor,
     take_t: Tensor,
-    /// Per (split, rank, dtype): each row's weight of every rank, `[K, 1, rank]`.
-    rank_weights: Mutex<HashMap<(usize, usize, DType), Tensor>>,
+    /// Per (sides, dtype): each row's weight of every rank, `[K, 1, rank]`.
+    rank_weights: Mutex<HashMap<(RankSides, DType), Tensor>>,
 }
 
 impl Mix {
+    /// Rows on the line, each at its α.
     pub fn new(alphas: &[Alpha], device: &Device) -> Result<Self> {
+        Self::on_plane(alphas, 0.0, device)
+    }
+
+    /// Rows on the plane θ_A + α·(θ_B − θ_A) + β·(θ_C − θ_A) at one β, each at its α; β = 0
+    /// is the line, bit for bit. Only low-rank updates take C's weight: the plane is built
+    /// for adapters, whose C is one more set of ranks.
+    pub fn on_plane(alphas: &[Alpha], beta: f64, device: &Device) -> Result<Self> {
         let k = alphas.len();
-        let (keep, take): (Vec<f32>, Vec<f32>) =
-            alphas.iter().map(|a| a.endpoint_weights_f32()).unzip();
+        let weights: Vec<[f32; 3]> = alphas.iter().map(|a| a.plane_weights_f32(beta)).collect();
+        let keep: Vec<f32> = weights.iter().map(|w| w[0]).collect();
+        let take: Vec<f32> = weights.iter().map(|w| w[1]).collect();
         Ok(Self {
             keep_t: Tensor::from_slice(&keep, (k, 1, 1), device)?,
             take_t: Tensor::from_slice(&take, (k, 1, 1), device)?,
             alphas: alphas.to_vec(),
+            third: weights.iter().map(|w| w[2]).collect(),
             keep,
             take,
             rank_weights: Mutex::new(HashMap::new()),
         })
     }
 
-    /// `[K, 1, rank]`: for row k, `1 − α_k` on A's ranks (the first `split`) and `α_k` on B's.
-    pub fn rank_weights(&self, split: usize, rank: usize, dtype: DType) -> Result<Tensor> {
+    /// `[K, 1, rank]`: for row k, each rank's endpoint weight (`1 − α_k` on A's ranks, `α_k`
+    /// on B's; on a plane `1 − α_k − β`, `α_k`, `β`).
+    pub fn rank_weights(&self, sides: RankSides, dtype: DType) -> Result<Tensor> {
         let mut cache = self.rank_weights.lock().expect("rank weights lock");
-        if let Some(t) = cache.get(&(split, rank, dtype)) {
+        if let Some(t) = cache.get(&(sides, dtype)) {
             return Ok(t.clone());
         }
-        let w = self.rank_weights_host(split, rank);
-        let t = Tensor::from_vec(w, (self.alphas.len(), 1, rank), self.keep_t.device())?
-            .to_dtype(dtype)?;
-        cache.insert((split, rank, dtype), t.clone());
+        let w = self.rank_weights_host(sides);
+        let t = Tensor::from_vec(
+            w,
+            (self.alphas.len(), 1, sides.total()),
+            self.keep_t.device(),
+        )?
+        .to_dtype(dtype)?;
+        cache.insert((sides, dtype), t.clone());
         Ok(t)
     }
 
     /// [`Mix::rank_weights`] on the host, row-major `[K, rank]`.
-    pub fn rank_weights_host(&self, split: usize, rank: usize) -> Vec<f32> {
-        self.keep
-            .iter()
-            .zip(&self.take)
-            .flat_map(|(&keep, &take)| (0..rank).map(move |r| if r < split { keep } else { take }))
+    pub fn rank_weights_host(&self, sides: RankSides) -> Vec<f32> {
+        (0..self.alphas.len())
+            .flat_map(|k| sides.spread([self.keep[k], self.take[k], self.third[k]]))
             .collect()
     }
 
@@ -409,6 +432,10 @@ impl Mix {
     /// `(1−α)·at_a + α·at_b` row by row, for outputs `[K, ..]` (rank 3, or 4 for per-head
     /// values), computed in f32.
     pub fn combine(&self, at_a: &Tensor, at_b: &Tensor) -> Result<Tensor> {
+        debug_assert!(
+            self.third.iter().all(|&c| c == 0.0),
+            "two endpoints: no plane"
+        );
         let dtype = at_a.dtype();
         let f32_of = |t: &Tensor| t.to_dtype(DType::F32);
         // keep_t and take_t are [K, 1, 1]: one more unit dimension for each beyond rank 3.

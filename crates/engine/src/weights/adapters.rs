@@ -7,6 +7,9 @@
 //! updates). Untouched tensors are read from the base and never written.
 //! Factored path: the factors themselves, laid out for `y = W0·x + (1 − α)·ΔA·x + α·ΔB·x`
 //! per batch row (see `model::param::LowRankPair`).
+//!
+//! A plane adds a third adapter C: W0 + (1 − α − β)·ΔA + α·ΔB + β·ΔC, its ranks after B's.
+//! (Whole replaced tensors are refused there: their blend is the line's.)
 
 use crate::error::{bail, Result};
 use crate::formats::adapter::{Adapter, LowRank, ModuleKind};
@@ -14,7 +17,7 @@ use crate::formats::checkpoint::Checkpoint;
 use crate::weights::blend::{self, Element};
 use crate::weights::flat::FlatLayout;
 use crate::weights::full::build_flat;
-use crate::weights::lowrank::{self, StoredUpdate};
+use crate::weights::lowrank::{self, RankSides, StoredUpdate};
 use crate::Alpha;
 use candle_core::{CpuStorage, DType, Device, Layout, Tensor};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -36,8 +39,8 @@ struct MergeItem {
     on_device: Option<(Tensor, Tensor)>,
 }
 
-/// Both adapters' update of one tensor in the forward's orientation (`[out, in]`), A's ranks
-/// first: what the factored path multiplies by.
+/// The adapters' update of one tensor in the forward's orientation (`[out, in]`), A's ranks
+/// first, then B's (then C's): what the factored path multiplies by.
 #[derive(Debug, Clone)]
 pub struct ForwardUpdate {
     pub kind: ModuleKind,
@@ -48,7 +51,7 @@ pub struct ForwardUpdate {
     pub out: usize,
     pub inp: usize,
     pub rank: usize,
-    pub split: usize,
+    pub sides: RankSides,
 }
 
 pub struct AdapterWeights {
@@ -68,27 +71,29 @@ pub struct AdapterWeights {
     /// Tensor name → both sides' update, for the factored path.
     pub forward: BTreeMap<String, ForwardUpdate>,
     alpha: Alpha,
+    /// C's weight on a plane (0 on the line).
+    beta: f64,
     last_blend: Option<Duration>,
 }
 
-/// Concatenate two sides' updates of one tensor (either may be absent), A's ranks first.
-pub(crate) fn concat_forward(a: Option<&LowRank>, b: Option<&LowRank>) -> Option<ForwardUpdate> {
-    let any = a.or(b)?;
+/// Concatenate the endpoints' updates of one tensor (A, B and, on a plane, C; any may be
+/// absent), in that order.
+pub(crate) fn concat_forward(sides: [Option<&LowRank>; 3]) -> Option<ForwardUpdate> {
+    let any = sides.iter().flatten().next()?;
     let (out, inp, kind) = (any.out, any.inp, any.kind);
-    let (ra, rb) = (a.map_or(0, |x| x.rank), b.map_or(0, |x| x.rank));
-    let rank = ra + rb;
-    let mut up = vec![0f32; out * rank];
-    for (o, row) in up.chunks_mut(rank).enumerate() {
-        if let Some(a) = a {
-            row[..ra].copy_from_slice(&a.up[o * ra..(o + 1) * ra]);
-        }
-        if let Some(b) = b {
-            row[ra..].copy_from_slice(&b.up[o * rb..(o + 1) * rb]);
+    let ranks = sides.map(|s| s.map_or(0, |x| x.rank));
+    let rank: usize = ranks.iter().sum();
+    let mut up = Vec::with_capacity(out * rank);
+    for o in 0..out {
+        for (s, r) in sides.iter().zip(ranks) {
+            up.extend(s.iter().flat_map(|s| &s.up[o * r..(o + 1) * r]));
         }
     }
-    let mut down = Vec::with_capacity(rank * inp);
-    down.extend(a.iter().flat_map(|a| a.down.iter().copied()));
-    down.extend(b.iter().flat_map(|b| b.down.iter().copied()));
+    let down = sides
+        .iter()
+        .flatten()
+        .flat_map(|s| s.down.iter().copied())
+        .collect();
     Some(ForwardUpdate {
         kind,
         up,
@@ -96,8 +101,27 @@ pub(crate) fn concat_forward(a: Option<&LowRank>, b: Option<&LowRank>) -> Option
         out,
         inp,
         rank,
-        split: ra,
+        sides: RankSides {
+            a: ranks[0],
+            b: ranks[1],
+            c: ranks[2],
+        },
     })
+}
+
+/// A plane over adapters blends only low-rank updates: a tensor an adapter replaces whole
+/// (`modules_to_save`) would need the plane's blend of whole tensors, which is not built.
+pub(crate) fn refuse_replacements_on_plane(sides: [Option<&Adapter>; 3]) -> Result<()> {
+    for (flag, side) in ["--a", "--b", "--c"].iter().zip(sides) {
+        if let Some(n) = side.and_then(|s| s.replacements.keys().next()) {
+            bail!(
+                Unsupported,
+                "{flag} {}: replaces {n} whole (modules_to_save); a plane over adapters blends low-rank updates only",
+                side.map(|s| s.files.label.as_str()).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The update in the tensor's stored orientation: `[out, in]` for linear layers and
@@ -110,7 +134,7 @@ pub(crate) fn stored(f: &ForwardUpdate) -> StoredUpdate {
             rows: f.out,
             cols: f.inp,
             rank: f.rank,
-            split: f.split,
+            sides: f.sides,
         },
         // ΔWᵀ = downᵀ·upᵀ.
         ModuleKind::Conv1D => StoredUpdate {
@@ -119,19 +143,18 @@ pub(crate) fn stored(f: &ForwardUpdate) -> StoredUpdate {
             rows: f.inp,
             cols: f.out,
             rank: f.rank,
-            split: f.split,
+            sides: f.sides,
         },
     }
 }
 
 impl AdapterWeights {
     /// The base's `names` in one buffer, and a working copy of the tensors the adapters (A,
-    /// B; `None` is the base itself) change, merged at α = 0.
+    /// B and, for a plane, C; `None` is the base itself) change, merged at α = 0 (β = 0).
     pub fn load(
         base: &Checkpoint,
         names: &[String],
-        a: Option<&Adapter>,
-        b: Option<&Adapter>,
+        [a, b, c]: [Option<&Adapter>; 3],
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
@@ -139,6 +162,10 @@ impl AdapterWeights {
         let base_layout = FlatLayout::new(names.iter().map(|n| (n.clone(), shape_of(n))), dtype);
         let sides = [a, b];
         let mut touched: BTreeSet<String> = BTreeSet::new();
+        if let Some(c) = c {
+            refuse_replacements_on_plane([a, b, Some(c)])?;
+            touched.extend(c.updates.keys().cloned());
+        }
         for side in sides.iter().flatten() {
             touched.extend(side.updates.keys().cloned());
             touched.extend(side.replacements.keys().cloned());
@@ -180,10 +207,7 @@ impl AdapterWeights {
         let mut plan = Vec::new();
         for slot in &work_layout.slots {
             let n = &slot.name;
-            let fwd = concat_forward(
-                a.and_then(|s| s.updates.get(n)),
-                b.and_then(|s| s.updates.get(n)),
-            );
+            let fwd = concat_forward([a, b, c].map(|s| s.and_then(|s| s.updates.get(n))));
             let update = fwd.as_ref().map(stored);
             let on_device = match (&update, device) {
                 (Some(u), Device::Cuda(_)) => Some((
@@ -220,6 +244,7 @@ impl AdapterWeights {
             one_launch: crate::model::fused_requested(),
             forward,
             alpha: Alpha::B,
+            beta: 0.0,
             last_blend: None,
         };
         w.set_alpha(Alpha::A)?;
@@ -239,7 +264,22 @@ impl AdapterWeights {
         self.last_blend
     }
 
-    /// Rewrite the changed tensors of the working copy at α, one pass each.
+    /// C's weight on a plane (0 on the line).
+    pub fn beta(&self) -> f64 {
+        self.beta
+    }
+
+    /// Move the plane's β and re-merge at the current α; β is kept only if that succeeds.
+    pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
+        let old = std::mem::replace(&mut self.beta, beta);
+        let merged = self.set_alpha(self.alpha);
+        if merged.is_err() {
+            self.beta = old;
+        }
+        merged
+    }
+
+    /// Rewrite the changed tensors of the working copy at α (and β), one pass each.
     pub fn set_alpha(&mut self, alpha: Alpha) -> Result<Duration> {
         let t = Instant::now();
         self.working.inplace_op3(
@@ -247,6 +287,7 @@ impl AdapterWeights {
             &self.replacements,
             &MergeOp {
                 alpha,
+                weights: alpha.plane_weights_f32(self.beta),
                 plan: self.plan.clone(),
                 #[cfg(feature = "cuda")]
                 gpu_plan: self.gpu_plan.clone(),
@@ -310,6 +351,8 @@ impl AdapterWeights {
 /// replacements: `working.inplace_op3(&base, &replacements, &MergeOp { .. })`.
 struct MergeOp {
     alpha: Alpha,
+    /// The endpoints' weights at α and β, for the low-rank updates.
+    weights: [f32; 3],
     plan: Arc<Vec<MergeItem>>,
     #[cfg(feature = "cuda")]
     gpu_plan: Arc<std::sync::OnceLock<cuda::Table>>,
@@ -328,7 +371,7 @@ fn merge_all<T: Element>(op: &MergeOp, w: &mut [T], base: &[T], repl: &[T]) {
     let coefs: Vec<Option<Vec<f32>>> = op
         .plan
         .iter()
-        .map(|i| i.update.as_ref().map(|u| u.coefficients(op.alpha)))
+        .map(|i| i.update.as_ref().map(|u| u.coefficients(op.weights)))
         .collect();
     for (item, c) in op.plan.iter().zip(&coefs) {
         let (off, len) = item.work;
@@ -481,7 +524,7 @@ mod cuda {
                     up.rows,
                     up.cols,
                     up.rank,
-                    up.split,
+                    up.sides.a,
                     f32_address(ud)?,
                     f32_address(dd)?,
                 ),
@@ -667,7 +710,7 @@ mod cuda {
                     crate::weights::blend::PTX,
                 )?;
                 let (ud, dd) = (f32_slice(ud)?, f32_slice(dd)?);
-                let (rows, cols, rank, split) = (u.rows, u.cols, u.rank, u.split);
+                let (rows, cols, rank, split) = (u.rows, u.cols, u.rank, u.sides.a);
                 let mut builder = func.builder();
                 builder.arg(&out);
                 builder.arg(&src);

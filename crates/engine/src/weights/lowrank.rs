@@ -1,9 +1,12 @@
-//! The merged-adapter pass: a weight rewritten as its source plus two low-rank updates at α,
+//! The merged-adapter pass: a weight rewritten as its source plus the endpoints' low-rank
+//! updates at their weights,
 //!
-//!   out[i, :] = src[i, :] + Σ_r u[i, r]·c_r·d[r, :],   c_r = 1 − α for r < split, else α,
+//!   out[i, :] = src[i, :] + Σ_r u[i, r]·c_r·d[r, :],   c_r = the weight of rank r's endpoint
 //!
-//! in f32 with no temporary the size of the weight, `u` `[rows, R]` and `d` `[R, cols]` holding
-//! both adapters' factors side by side (A's first). Beside it, the slow twin it is held to.
+//! (on the line 1 − α for A's ranks and α for B's; on a plane 1 − α − β, α and β for A's, B's
+//! and C's), in f32 with no temporary the size of the weight, `u` `[rows, R]` and `d`
+//! `[R, cols]` holding the adapters' factors side by side (A's first, then B's, then C's).
+//! Beside it, the slow twin it is held to.
 //!
 //! The f32 kernel (AVX2 + FMA) works on blocks of 4 rows × 16 columns held in registers across
 //! all R ranks, so each `d` vector loaded serves four rows and nothing but the result is
@@ -12,7 +15,28 @@
 use crate::weights::blend::Element;
 use rayon::prelude::*;
 
-/// A weight's two updates in its stored orientation, concatenated.
+/// How the ranks of concatenated updates divide among the endpoints: the first `a` are A's,
+/// the next `b` B's, the last `c` C's (a plane's third endpoint; 0 on a line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct RankSides {
+    pub a: usize,
+    pub b: usize,
+    pub c: usize,
+}
+
+impl RankSides {
+    pub fn total(self) -> usize {
+        self.a + self.b + self.c
+    }
+
+    /// Each rank's coefficient, from the endpoints' weights `[w_A, w_B, w_C]`.
+    pub fn spread(self, w: [f32; 3]) -> impl Iterator<Item = f32> {
+        let n = [self.a, self.b, self.c];
+        (0..3).flat_map(move |s| std::iter::repeat_n(w[s], n[s]))
+    }
+}
+
+/// A weight's updates in its stored orientation, concatenated.
 #[derive(Debug, Clone)]
 pub struct StoredUpdate {
     /// `[rows, rank]`.
@@ -22,18 +46,15 @@ pub struct StoredUpdate {
     pub rows: usize,
     pub cols: usize,
     pub rank: usize,
-    /// Columns of `u` (rows of `d`) that belong to endpoint A.
-    pub split: usize,
+    /// Which columns of `u` (rows of `d`) belong to which endpoint.
+    pub sides: RankSides,
 }
 
 impl StoredUpdate {
-    /// The coefficient of each rank at α: A's take 1 − α, B's take α (formed in f64 and
-    /// narrowed once, like α).
-    pub fn coefficients(&self, alpha: crate::Alpha) -> Vec<f32> {
-        let (keep, take) = alpha.endpoint_weights_f32();
-        (0..self.rank)
-            .map(|r| if r < self.split { keep } else { take })
-            .collect()
+    /// The coefficient of each rank from the endpoints' weights (see
+    /// [`crate::Alpha::plane_weights_f32`]).
+    pub fn coefficients(&self, weights: [f32; 3]) -> Vec<f32> {
+        self.sides.spread(weights).collect()
     }
 }
 
@@ -262,23 +283,26 @@ mod tests {
     #[test]
     fn the_fast_merge_equals_its_reference() {
         let mut rng = StdRng::seed_from_u64(3);
-        for &(rows, cols, rank, split) in &[
-            (1, 1, 1, 0),
-            (7, 13, 3, 1),
-            (100, 37, 12, 4),
-            (300, 64, 8, 8),
+        for &(rows, cols, (a, b, c)) in &[
+            (1, 1, (0, 1, 0)),
+            (7, 13, (1, 2, 0)),
+            (100, 37, (4, 8, 0)),
+            (300, 64, (8, 0, 0)),
+            (50, 21, (2, 3, 4)),
         ] {
+            let sides = RankSides { a, b, c };
+            let rank = sides.total();
             let upd = StoredUpdate {
                 u: random(rows * rank, &mut rng),
                 d: random(rank * cols, &mut rng),
                 rows,
                 cols,
                 rank,
-                split,
+                sides,
             };
             let src = random(rows * cols, &mut rng);
-            for alpha in [-0.5, 0.0, 0.3, 1.0, 1.7] {
-                let c = upd.coefficients(crate::Alpha::new(alpha).unwrap());
+            for (alpha, beta) in [(-0.5, 0.0), (0.0, 0.0), (0.3, 0.4), (1.0, -0.2), (1.7, 0.0)] {
+                let c = upd.coefficients(crate::Alpha::new(alpha).unwrap().plane_weights_f32(beta));
                 let want = merge_reference(&src, &upd, &c);
                 let mut out = vec![0f32; rows * cols];
                 merge(&mut out, Some(&src), &upd, &c);

@@ -2,7 +2,7 @@
 //! mapped file, its other tensors (norms, and any matrix of a type without a kernel) sit in one
 //! small f32 buffer, and both adapters' factors apply per batch row on the factored path:
 //!
-//!   y = W_q·x + (1 − α)·ΔA·x + α·ΔB·x.
+//!   y = W_q·x + (1 − α)·ΔA·x + α·ΔB·x   (on a plane, + β·ΔC with 1 − α − β on ΔA).
 //!
 //! Merging into quantized blocks is not exact, so nothing is merged: an α change only changes
 //! the coefficients the next forward pass uses. Exports dequantize and merge in f32.
@@ -95,18 +95,15 @@ pub struct QuantizedAdapters {
     /// Tensor name → both adapters' update, for the factored path.
     pub forward: BTreeMap<String, ForwardUpdate>,
     alpha: Alpha,
+    /// C's weight on a plane (0 on the line).
+    beta: f64,
 }
 
 impl QuantizedAdapters {
     /// The base's `names`, its quantized matrices kept as they are, and the adapters' factors
-    /// (A, B; `None` is the base itself).
-    pub fn load(
-        base: &Checkpoint,
-        names: &[String],
-        a: Option<&Adapter>,
-        b: Option<&Adapter>,
-    ) -> Result<Self> {
-        for side in [a, b].into_iter().flatten() {
+    /// (A, B and, for a plane, C; `None` is the base itself).
+    pub fn load(base: &Checkpoint, names: &[String], sides: [Option<&Adapter>; 3]) -> Result<Self> {
+        for side in sides.into_iter().flatten() {
             if let Some(n) = side.replacements.keys().next() {
                 bail!(
                     Unsupported,
@@ -134,10 +131,7 @@ impl QuantizedAdapters {
         let forward = names
             .iter()
             .filter_map(|n| {
-                let f = concat_forward(
-                    a.and_then(|s| s.updates.get(n)),
-                    b.and_then(|s| s.updates.get(n)),
-                )?;
+                let f = concat_forward(sides.map(|s| s.and_then(|s| s.updates.get(n))))?;
                 Some((n.clone(), f))
             })
             .collect();
@@ -145,6 +139,7 @@ impl QuantizedAdapters {
             base: HeldModel::new(base, quantized, dense)?,
             forward,
             alpha: Alpha::A,
+            beta: 0.0,
         })
     }
 
@@ -157,7 +152,17 @@ impl QuantizedAdapters {
         self.alpha = alpha;
     }
 
-    /// Every weight at the current α in f32: the quantized ones dequantized (exactly) and the
+    /// C's weight on a plane (0 on the line).
+    pub fn beta(&self) -> f64 {
+        self.beta
+    }
+
+    /// Nothing to merge here either.
+    pub fn set_beta(&mut self, beta: f64) {
+        self.beta = beta;
+    }
+
+    /// Every weight at the current α (and β) in f32: the quantized ones dequantized (exactly) and the
     /// updates merged in. For exports; this holds the whole model in f32.
     pub fn merged(&self) -> Result<HashMap<String, Tensor>> {
         let mut v = self.base.dense_views()?;
@@ -166,7 +171,12 @@ impl QuantizedAdapters {
             let mut w = m.dequantize();
             if let Some(f) = self.forward.get(name) {
                 let upd = stored(f);
-                lowrank::merge(&mut w, None, &upd, &upd.coefficients(self.alpha));
+                lowrank::merge(
+                    &mut w,
+                    None,
+                    &upd,
+                    &upd.coefficients(self.alpha.plane_weights_f32(self.beta)),
+                );
             }
             v.insert(
                 name.clone(),
@@ -181,7 +191,12 @@ impl QuantizedAdapters {
             let t = &v[name];
             let mut w = t.flatten_all()?.to_vec1::<f32>()?;
             let upd = stored(f);
-            lowrank::merge(&mut w, None, &upd, &upd.coefficients(self.alpha));
+            lowrank::merge(
+                &mut w,
+                None,
+                &upd,
+                &upd.coefficients(self.alpha.plane_weights_f32(self.beta)),
+            );
             let shape = t.shape().clone();
             v.insert(name.clone(), Tensor::from_vec(w, shape, &Device::Cpu)?);
         }

@@ -1,0 +1,335 @@
+//! A plane over adapters on one base, A + α·(B − A) + β·(C − A), that is
+//! W0 + (1 − α − β)·ΔA + α·ΔB + β·ΔC, against PEFT itself: tests/fixtures/make_adapter_plane.py
+//! combined three adapters (and two, with the base as A) with PEFT's
+//! `add_weighted_adapter(combination_type="cat")` at those weights, merged, and recorded logits
+//! and greedy tokens (tests/fixtures/adapter-plane/expected.json). Both paths must match them:
+//! merged (the working copy re-merged at α and β) and factored (each batch row at its own α).
+
+use lerpscope::engine::{
+    Alpha, ColumnsMode, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
+    ThirdEndpoint,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+fn here() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapter-plane")
+}
+
+fn expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(here().join("expected.json")).unwrap()).unwrap()
+}
+
+fn path(exp: &Value, side: &str) -> String {
+    here()
+        .join(exp[side].as_str().unwrap())
+        .display()
+        .to_string()
+}
+
+fn with_c(c: &str, beta: f64) -> LoadOptions {
+    LoadOptions {
+        device: DeviceChoice::Cpu,
+        third: Some(ThirdEndpoint {
+            source: c.to_string(),
+            beta: Some(beta),
+            factors: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn max_diff(x: &[f32], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "logits over the whole vocabulary");
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+fn greedy(n: usize) -> GenerationParams {
+    GenerationParams {
+        max_tokens: n,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            ..Default::default()
+        },
+        ignore_eos: false,
+        token_info: false,
+    }
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+/// Every point of `plane` (from one engine, β moved by `set_beta`): merged and factored logits
+/// within 1e-4 of PEFT's, greedy tokens equal.
+fn check_plane(a: &str, plane: &str) {
+    let exp = expected();
+    let prompts: Vec<String> = serde_json::from_value(exp["prompts"].clone()).unwrap();
+    let n = exp["new_tokens"].as_u64().unwrap() as usize;
+    let points = exp["planes"][plane].as_array().unwrap();
+    let first_beta = points[0]["beta"].as_f64().unwrap();
+    let mut e = Engine::load(a, &path(&exp, "b"), &with_c(&path(&exp, "c"), first_beta))
+        .unwrap_or_else(|err| panic!("{plane}: {err}"));
+    assert!(e.is_adapter_pair());
+    assert!(
+        e.info.description.contains(" + β·("),
+        "{}",
+        e.info.description
+    );
+    for point in points {
+        let (alpha, beta) = (
+            point["alpha"].as_f64().unwrap(),
+            point["beta"].as_f64().unwrap(),
+        );
+        let at = Alpha::new(alpha).unwrap();
+        e.set_beta(beta).unwrap();
+        e.set_alpha(at).unwrap();
+        assert_eq!(e.info.beta, Some(beta));
+        for (pi, prompt) in prompts.iter().enumerate() {
+            let run = &point["runs"][pi];
+            let prompt_ids = ids(&run["prompt_ids"]);
+            let want = floats(&run["logits"]);
+            let what = format!("{plane} (α, β) = ({alpha}, {beta}) {prompt:?}");
+            let d = max_diff(&e.logits(&prompt_ids).unwrap(), &want);
+            assert!(d <= 1e-4, "{what} merged: max |Δlogit| = {d}");
+            let factored = e.logits_columns(&prompt_ids, &[at]).unwrap();
+            let d = max_diff(&factored[0], &want);
+            assert!(d <= 1e-4, "{what} factored: max |Δlogit| = {d}");
+            let mut g = e.generator();
+            g.eos = &[];
+            let tokens = g
+                .run(prompt, &greedy(n), &AtomicBool::new(false), &mut |_| {})
+                .unwrap()
+                .token_ids;
+            assert_eq!(tokens, ids(&run["greedy"]), "{what} merged greedy");
+            let mix = e.mix(&[at]).unwrap();
+            let pair_g = lerpscope::engine::Generator {
+                eos: &[],
+                ..e.pair_generator()
+            };
+            let rows = pair_g
+                .run_rows(
+                    &prompt_ids,
+                    &[],
+                    Some(&mix),
+                    &greedy(n),
+                    &|_| false,
+                    &mut |_, _| {},
+                )
+                .unwrap();
+            assert_eq!(
+                rows[0].token_ids,
+                ids(&run["greedy"]),
+                "{what} factored greedy"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_plane_over_three_adapters_is_peft_cat_at_their_weights() {
+    let exp = expected();
+    check_plane(&path(&exp, "a"), "adapters");
+}
+
+#[test]
+fn with_the_base_as_a_the_plane_sets_two_adapters_strengths_independently() {
+    check_plane("base", "base");
+}
+
+/// Moving β re-merges to the same bits as loading there; columns at several alphas share one
+/// batch at the plane's β and give what re-merging to each α gives.
+#[test]
+fn set_beta_is_loading_at_that_beta_and_columns_batch_on_the_plane() {
+    let exp = expected();
+    let (a, b, c) = (path(&exp, "a"), path(&exp, "b"), path(&exp, "c"));
+    let ids = [3u32, 17, 40, 9];
+    let mut moved = Engine::load(&a, &b, &with_c(&c, 0.0)).unwrap();
+    moved.set_beta(0.6).unwrap();
+    moved.set_alpha(0.25).unwrap();
+    let mut fresh = Engine::load(&a, &b, &with_c(&c, 0.6)).unwrap();
+    fresh.set_alpha(0.25).unwrap();
+    assert_eq!(moved.logits(&ids).unwrap(), fresh.logits(&ids).unwrap());
+    // β = 0 is the line through A and B, bit for bit.
+    let mut line = Engine::load(
+        &a,
+        &b,
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    moved.set_beta(0.0).unwrap();
+    for alpha in [0.0, 0.4, 1.0] {
+        moved.set_alpha(alpha).unwrap();
+        line.set_alpha(alpha).unwrap();
+        assert_eq!(
+            moved.logits(&ids).unwrap(),
+            line.logits(&ids).unwrap(),
+            "α = {alpha}"
+        );
+    }
+
+    fresh.set_columns_mode(ColumnsMode::Batched).unwrap();
+    let alphas: Vec<Alpha> = [-0.5, 0.0, 0.3, 1.0, 1.5]
+        .iter()
+        .map(|&a| Alpha::new(a).unwrap())
+        .collect();
+    let params = GenerationParams {
+        max_tokens: 16,
+        sampling: SamplingParams {
+            seed: 3,
+            ..Default::default()
+        },
+        ignore_eos: false,
+        token_info: false,
+    };
+    let rows = fresh
+        .generate_columns(
+            "The movie was",
+            &alphas,
+            &params,
+            &|_| false,
+            &mut |_, _| {},
+        )
+        .unwrap();
+    for (alpha, row) in alphas.iter().zip(&rows) {
+        fresh.set_alpha(*alpha).unwrap();
+        let one = fresh
+            .generate(
+                "The movie was",
+                &params,
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )
+            .unwrap();
+        assert_eq!(row.token_ids, one.token_ids, "α = {alpha} at β = 0.6");
+    }
+}
+
+fn load_err(a: &str, b: &str, opts: &LoadOptions) -> String {
+    match Engine::load(a, b, opts) {
+        Ok(_) => panic!("{a} ↔ {b} loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn has(e: &str, parts: &[&str]) {
+    assert!(!e.contains('\n'), "one line: {e}");
+    for p in parts {
+        assert!(e.contains(p), "{e:?} lacks {p:?}");
+    }
+}
+
+#[test]
+fn a_plane_over_adapters_refuses_what_it_cannot_blend_in_one_line() {
+    let exp = expected();
+    let (a, b, c) = (path(&exp, "a"), path(&exp, "b"), path(&exp, "c"));
+    let adapters = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters");
+    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama-a");
+    let full = full.display().to_string();
+    // A full model as C beside adapters.
+    has(
+        &load_err(&a, &b, &with_c(&full, 0.5)),
+        &["--c", "tiny-llama-a", "full model"],
+    );
+    // An adapter as C beside full models.
+    has(
+        &load_err(&full, &full, &with_c(&c, 0.5)),
+        &["--c", "not a full model"],
+    );
+    // C's weight following α (a recipe's direction) needs full models.
+    let mut follows = with_c(&c, 0.5);
+    follows.third.as_mut().unwrap().beta = None;
+    has(&load_err(&a, &b, &follows), &["--c", "--beta"]);
+    // A tensor replaced whole (modules_to_save) in any of the three (llama-saved-b replaces
+    // the final norm, which the tied base has too).
+    let saved = adapters.join("llama-saved-b").display().to_string();
+    let mut on_tied = with_c(&saved, 0.5);
+    on_tied.base = Some(adapters.join("base-llama-tied").display().to_string());
+    has(
+        &load_err(&a, &b, &on_tied),
+        &["--c", "llama-saved-b", "modules_to_save", "plane"],
+    );
+    // C on another base.
+    let gpt2 = adapters.join("gpt2-a").display().to_string();
+    has(
+        &load_err(&a, &b, &with_c(&gpt2, 0.5)),
+        &["different bases", "--c"],
+    );
+    // β on a pair without C.
+    let mut line = Engine::load(
+        &a,
+        &b,
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    has(&line.set_beta(0.5).unwrap_err().to_string(), &["β", "--c"]);
+}
+
+/// `export` bakes the plane over adapters: the exported model is PEFT's at that point, and its
+/// metadata names C and β.
+#[test]
+fn an_export_on_the_plane_is_peft_cat_merged() {
+    let exp = expected();
+    let point = &exp["planes"]["adapters"][0];
+    let (alpha, beta) = (
+        point["alpha"].as_f64().unwrap(),
+        point["beta"].as_f64().unwrap(),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("plane");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args(["export", "--device", "cpu", "--a", &path(&exp, "a"), "--b"])
+        .arg(path(&exp, "b"))
+        .args(["--c", &path(&exp, "c"), "--beta", &beta.to_string()])
+        .args(["--alpha", &alpha.to_string(), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = out.display().to_string();
+    let e = Engine::load(
+        &dir,
+        &dir,
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let run = &point["runs"][0];
+    let d = max_diff(
+        &e.logits(&ids(&run["prompt_ids"])).unwrap(),
+        &floats(&run["logits"]),
+    );
+    assert!(d <= 1e-4, "exported plane: max |Δlogit| = {d}");
+    let meta = metadata(&out.join("model.safetensors"));
+    assert_eq!(meta["lerpscope.beta"], beta.to_string());
+    assert!(meta["lerpscope.c"].ends_with("c"), "{meta:?}");
+    assert!(meta["lerpscope.formula"].contains("beta"), "{meta:?}");
+    assert!(
+        !out.join("mergekit_config.yml").exists(),
+        "no mergekit form for adapters"
+    );
+}
+
+fn metadata(file: &Path) -> std::collections::HashMap<String, String> {
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    serde_json::from_value(header["__metadata__"].clone()).unwrap()
+}
