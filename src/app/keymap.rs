@@ -244,7 +244,7 @@ const BINDINGS: &[Binding] = &[
     Binding {
         action: Action::TypeAlpha,
         name: "type_alpha",
-        help: "type an exact α, Enter to set",
+        help: "type α (plane: α,β), Enter sets",
         keys: &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "-", "."],
     },
     Binding {

@@ -82,6 +82,8 @@ pub enum Msg {
 pub enum Pointer {
     /// A press or drag on the slider, at this α.
     Slider(Alpha),
+    /// A press or drag on a plane's pad, at this (α, β).
+    Pad(Alpha, Alpha),
     /// A press on the prompt.
     Prompt,
     /// A press on the column at this position.
@@ -749,10 +751,23 @@ impl App {
             }
             KeyCode::Enter => {
                 self.mode = Mode::Normal;
-                match buf.parse::<Alpha>() {
-                    Ok(a) => return self.set_alpha(a),
+                // On a plane, "α,β" sets both.
+                let point = match buf.split_once(',') {
+                    Some((a, b)) => a
+                        .trim()
+                        .parse::<Alpha>()
+                        .and_then(|a| Ok((a, Some(b.trim().parse::<Alpha>()?)))),
+                    None => buf.parse::<Alpha>().map(|a| (a, None)),
+                };
+                match point {
+                    Ok((a, None)) => return self.set_alpha(a),
+                    Ok((a, Some(b))) => return self.set_point(a, b),
                     Err(e) => self.last_error = Some(e.to_string()),
                 }
+            }
+            KeyCode::Char(',') if self.beta.is_some() && !buf.contains(',') => {
+                buf.push(',');
+                self.mode = Mode::EnterAlpha(buf);
             }
             KeyCode::Char(c) if c.is_ascii_digit() || matches!(c, '-' | '.' | 'e' | 'E' | '+') => {
                 if buf.len() < 24 {
@@ -768,6 +783,7 @@ impl App {
     fn on_pointer(&mut self, p: Pointer) -> Vec<Effect> {
         match p {
             Pointer::Slider(alpha) => self.set_alpha(alpha),
+            Pointer::Pad(alpha, beta) => self.set_point(alpha, beta),
             Pointer::Prompt => {
                 self.mode = Mode::EditPrompt;
                 vec![]
@@ -1016,7 +1032,26 @@ impl App {
             );
             return vec![];
         };
-        let beta = Alpha::saturating(beta.value() + step);
+        self.set_beta(Alpha::saturating(beta.value() + step))
+    }
+
+    /// The focused column to α and every column to β (on a plane; elsewhere β is refused as
+    /// the β keys are).
+    fn set_point(&mut self, alpha: Alpha, beta: Alpha) -> Vec<Effect> {
+        if self.beta.is_none() || self.beta == Some(beta) {
+            let mut effects = self.set_alpha(alpha);
+            if self.beta.is_none() {
+                effects.extend(self.nudge_beta(0.0));
+            }
+            return effects;
+        }
+        // Every column regenerates at the new β, the focused one at its new α.
+        self.columns[self.focused].alpha = alpha;
+        self.set_beta(beta)
+    }
+
+    /// Move β and regenerate every column at it.
+    fn set_beta(&mut self, beta: Alpha) -> Vec<Effect> {
         self.beta = Some(beta);
         let mut effects = vec![Effect::SetBeta(beta)];
         // A search or a curve measured at the old β would mix two planes' points.

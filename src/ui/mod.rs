@@ -2,6 +2,7 @@
 //! so what is clicked is what was drawn.
 
 pub mod big;
+pub mod pad;
 mod panels;
 pub mod slider;
 pub mod svg;
@@ -27,6 +28,8 @@ pub struct Areas {
     pub prompt: Option<Rect>,
     pub slider_track: Option<Rect>,
     pub slider_labels: Option<Rect>,
+    /// On a plane: the pad, α across and β up.
+    pub pad: Option<Rect>,
     /// (column index, area) of the columns shown.
     pub columns: Vec<(usize, Rect)>,
     /// Presenter mode: the focused α in big digits.
@@ -40,6 +43,9 @@ pub struct Areas {
 
 /// Rows of the panel under the columns (borders included).
 const PANEL_ROWS: u16 = 9;
+
+/// Rows of the plane's pad: β in quarters from −0.5 to 1.5.
+const PAD_ROWS: u16 = 9;
 
 /// Rows the presenter's big α takes (five of glyphs, a blank below).
 const BIG_ROWS: u16 = 6;
@@ -88,6 +94,12 @@ pub fn layout(area: Rect, app: &App) -> Areas {
             a.slider_labels = Some(Rect::new(x + margin, top, w - 2 * margin, 1));
             top += 1;
         }
+    }
+    // On a plane the pad sits under the slider where the columns keep rows of their own.
+    if app.beta.is_some() && bottom.saturating_sub(top) >= PAD_ROWS + 8 && w >= 40 {
+        let margin = 6;
+        a.pad = Some(Rect::new(x + margin, top, w - 2 * margin, PAD_ROWS));
+        top += PAD_ROWS;
     }
     // The panel takes rows from the columns only where they keep a few of their own.
     let wants_panel = app.cursor.is_some() || app.score_mode;
@@ -147,6 +159,16 @@ pub fn pointer(
                     return Some(Pointer::Slider(alpha));
                 }
             }
+            if let (Some(pad), Some(beta)) = (areas.pad, app.beta) {
+                if inside(pad) {
+                    let alpha = slider::alpha_at(range, pad.width, m.column - pad.x);
+                    let beta =
+                        pad::beta_at(pad::beta_range(beta.value()), pad.height, m.row - pad.y);
+                    let hundredth =
+                        |v: f64| crate::engine::Alpha::saturating((v * 100.0).round() / 100.0);
+                    return Some(Pointer::Pad(hundredth(alpha), hundredth(beta)));
+                }
+            }
             if !press {
                 return None;
             }
@@ -201,6 +223,9 @@ pub fn view(app: &App, frame: &mut Frame) {
         prompt(app, r, frame);
     }
     let buf = frame.buffer_mut();
+    if let Some(r) = areas.pad {
+        pad::render(app, r, buf);
+    }
     if let Some(t) = areas.slider_track {
         slider::render(app, t, areas.slider_labels, buf);
         // The visible range's ends, in the margins beside the track.
@@ -662,7 +687,7 @@ fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
     let mut entries: Vec<(String, String)> = Action::all()
         .map(|a| (compact_keys(&app.keymap.keys_of(a)), a.describe()))
         .collect();
-    entries.push(("mouse".into(), "click slider, column or token".into()));
+    entries.push(("mouse".into(), "click slider, pad, column or token".into()));
     entries.push((String::new(), "in the prompt:".into()));
     for (k, what) in crate::app::editor::KEYS {
         entries.push((k.to_string(), what.to_string()));

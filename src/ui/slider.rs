@@ -106,7 +106,8 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
     }
 }
 
-fn marker(i: usize) -> String {
+/// A column's marker: its position, 1–9 then a–z.
+pub fn marker(i: usize) -> String {
     char::from_digit(((i + 1) % 36) as u32, 36)
         .unwrap_or('•')
         .to_string()

@@ -1,0 +1,134 @@
+//! The plane's pad: α across (the slider's range), β up, the triangle A (0, 0), B (1, 0),
+//! C (0, 1) drawn in braille with its vertices labelled, the current β as a dotted guide, and
+//! one marker per column at its (α, β). Columns share β, so their markers sit on the guide.
+
+use super::slider;
+use crate::app::{fmt_alpha, App};
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::widgets::canvas::{Canvas, Line};
+use ratatui::widgets::Widget;
+
+/// β's visible range: the unit triangle with a margin, widened just enough to keep β itself
+/// in view (so a click on the edge row keeps its β).
+pub fn beta_range(beta: f64) -> (f64, f64) {
+    (beta.min(-0.5), beta.max(1.5))
+}
+
+/// The row (0 = top) of a pad `height` rows tall for β, or None outside the range.
+pub fn row_of(range: (f64, f64), height: u16, beta: f64) -> Option<u16> {
+    let (lo, hi) = range;
+    if height == 0 || !(lo..=hi).contains(&beta) {
+        return None;
+    }
+    Some(((hi - beta) / (hi - lo) * (height - 1) as f64).round() as u16)
+}
+
+/// The β under row y of a pad `height` rows tall.
+pub fn beta_at(range: (f64, f64), height: u16, y: u16) -> f64 {
+    let (lo, hi) = range;
+    if height <= 1 {
+        return lo;
+    }
+    hi - (y.min(height - 1) as f64) / ((height - 1) as f64) * (hi - lo)
+}
+
+pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
+    let Some(beta) = app.beta.map(|b| b.value()) else {
+        return;
+    };
+    if area.width < 4 || area.height < 3 {
+        return;
+    }
+    let (xr, yr) = (app.range.bounds(), beta_range(beta));
+    let edge = Color::Gray;
+    Canvas::default()
+        .marker(Marker::Braille)
+        .x_bounds([xr.0, xr.1])
+        .y_bounds([yr.0, yr.1])
+        .paint(|ctx| {
+            ctx.draw(&Line::new(xr.0, beta, xr.1, beta, Color::DarkGray));
+            ctx.layer();
+            for ((x1, y1), (x2, y2)) in [
+                ((0.0, 0.0), (1.0, 0.0)),
+                ((1.0, 0.0), (0.0, 1.0)),
+                ((0.0, 1.0), (0.0, 0.0)),
+            ] {
+                ctx.draw(&Line::new(x1, y1, x2, y2, edge));
+            }
+        })
+        .render(area, buf);
+    let cell = |alpha: f64, beta: f64| {
+        Some((
+            slider::cell_of(xr, area.width, alpha)?,
+            row_of(yr, area.height, beta)?,
+        ))
+    };
+    let put = |buf: &mut Buffer, (x, y): (u16, u16), s: &str, style: Style| {
+        let x = x.min(area.width.saturating_sub(s.chars().count() as u16));
+        buf.set_stringn(area.x + x, area.y + y, s, (area.width - x) as usize, style);
+    };
+    let label = Style::default()
+        .fg(Color::Gray)
+        .add_modifier(Modifier::BOLD);
+    for (a, b, name) in [(0.0, 0.0, "A"), (1.0, 0.0, "B"), (0.0, 1.0, "C")] {
+        if let Some(at) = cell(a, b) {
+            put(buf, at, name, label);
+        }
+    }
+    // Unfocused markers first, so the focused one is drawn on top.
+    let mut order: Vec<usize> = (0..app.columns.len())
+        .filter(|&i| i != app.focused)
+        .collect();
+    order.push(app.focused);
+    for i in order {
+        let alpha = app.columns[i].alpha.value();
+        let focused = i == app.focused;
+        let Some(at) = cell(alpha, beta) else {
+            continue;
+        };
+        let (sym, style) = if focused {
+            (
+                "●".to_string(),
+                Style::default()
+                    .fg(Color::Yellow)
+                    .add_modifier(Modifier::BOLD),
+            )
+        } else {
+            (slider::marker(i), Style::default().fg(Color::Cyan))
+        };
+        put(buf, at, &sym, style);
+    }
+    let focused = app.columns[app.focused].alpha;
+    put(
+        buf,
+        (area.width, 0),
+        &format!(
+            "(α, β) = ({}, {})",
+            fmt_alpha(focused),
+            fmt_alpha(app.beta.unwrap())
+        ),
+        Style::default().fg(Color::Yellow),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_and_betas_round_trip() {
+        let r = (-0.5, 1.5);
+        assert_eq!(row_of(r, 9, 1.5), Some(0));
+        assert_eq!(row_of(r, 9, -0.5), Some(8));
+        assert_eq!(row_of(r, 9, 0.0), Some(6));
+        assert_eq!(row_of(r, 9, 2.0), None);
+        assert!((beta_at(r, 9, 6) - 0.0).abs() < 1e-12);
+        assert!((beta_at(r, 9, 2) - 1.0).abs() < 1e-12);
+        assert_eq!(beta_range(0.5), (-0.5, 1.5));
+        assert_eq!(beta_range(2.0), (-0.5, 2.0));
+        assert_eq!(beta_range(-0.5), (-0.5, 1.5));
+    }
+}
