@@ -754,6 +754,12 @@ pub struct BenchModelArgs {
     /// model, instead of two full models.
     #[arg(long, requires = "shape")]
     pub lora_rank: Option<usize>,
+    /// A third endpoint: the pair runs on the plane A + α·(B − A) + β·(C − A) (with --beta).
+    #[arg(long, requires = "beta")]
+    pub c: Option<String>,
+    /// β of the plane, with --c.
+    #[arg(long, requires = "c", allow_hyphen_values = true)]
+    pub beta: Option<crate::engine::Alpha>,
     #[command(flatten)]
     pub load: LoadArgs,
     /// Prompt length in tokens (ids 1..=N, the same for every α and for the reference).
@@ -775,6 +781,19 @@ pub struct BenchModelArgs {
 }
 
 impl BenchModelArgs {
+    /// How to load the pair: the load flags, and the plane's C and β when given.
+    pub fn options(&self) -> Result<LoadOptions> {
+        let mut opts = self.load.options()?;
+        if let (Some(c), Some(beta)) = (&self.c, self.beta) {
+            opts.third = Some(crate::engine::ThirdEndpoint {
+                source: c.clone(),
+                beta: Some(beta.value()),
+                factors: None,
+            });
+        }
+        Ok(opts)
+    }
+
     /// Endpoint sources and a label for the output.
     pub fn endpoints(&self) -> Result<(String, String, String)> {
         match shape_endpoints(self.shape, self.lora_rank)? {

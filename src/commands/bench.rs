@@ -307,8 +307,11 @@ struct GenBench {
 
 impl GenBench {
     fn load(args: &crate::cli::BenchModelArgs) -> Result<Self> {
-        let (a, b, label) = args.endpoints()?;
-        let engine = Engine::load(&a, &b, &args.load.options()?)?;
+        let (a, b, mut label) = args.endpoints()?;
+        let engine = Engine::load(&a, &b, &args.options()?)?;
+        if let (Some(c), Some(beta)) = (&args.c, args.beta) {
+            label.push_str(&format!(" + β·({c} − A) at β = {beta}"));
+        }
         Ok(Self {
             engine,
             label,
