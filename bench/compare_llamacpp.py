@@ -52,7 +52,8 @@ def hf_config_dir(gguf_path, out):
 
     arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
     assert arch == "llama", f"{gguf_path}: the converter config is written for llama, not {arch}"
-    vocab = len(r.fields["tokenizer.ggml.tokens"].data)
+    tokens = r.fields.get("tokenizer.ggml.tokens")
+    vocab = len(tokens.data) if tokens is not None else get("llama.vocab_size")
     tied = not any(t.name == "output.weight" for t in r.tensors)
     heads = get("llama.attention.head_count")
     c = LlamaConfig(vocab_size=vocab, hidden_size=get("llama.embedding_length"),
@@ -120,16 +121,24 @@ def llama_worker(args):
 
 def decode(m, n):
     """Prefill the prompt, then n greedy tokens; (first-token seconds, decode tokens/s)."""
+    import llama_cpp
     import numpy as np
+
+    def last():
+        # The context's own logits: llama-cpp-python leaves `scores` empty for a file
+        # without a vocabulary (the random shapes' `no_vocab`).
+        row = llama_cpp.llama_get_logits_ith(m._ctx.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(row, shape=(m.n_vocab(),))))
+
     m.reset()
     t = time.perf_counter()
     m.eval(PROMPT)
-    tok = int(np.argmax(m.scores[m.n_tokens - 1]))
+    tok = last()
     first = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(n - 1):
         m.eval([tok])
-        tok = int(np.argmax(m.scores[m.n_tokens - 1]))
+        tok = last()
     return first, (n - 1) / (time.perf_counter() - t)
 
 
@@ -149,6 +158,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lerpscope", default=os.path.join(ROOT, "target", "release", "lerpscope"))
+    ap.add_argument("--tokenizer", help="a tokenizer.json for lerpscope, for a GGUF without one "
+                    "(the random files of `bench --shape S --quant Q` have one beside them)")
     ap.add_argument("--worker", choices=["base", "lora"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -161,6 +172,8 @@ def main():
         env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
         ours = ["--a", "base", "--b", args.adapter, "--base", args.gguf, "--device", "cpu",
                 "--temperature", "0", "--tokens", str(args.tokens), "--iters", str(args.iters), "--json"]
+        if args.tokenizer:
+            ours += ["--tokenizer", args.tokenizer]
         worker = [sys.executable, os.path.abspath(__file__), "--gguf", args.gguf, "--adapter", args.adapter,
                   "--lora-gguf", args.lora_gguf, "--tokens", str(args.tokens), "--iters", str(args.iters),
                   "--threads", str(args.threads), "--worker"]

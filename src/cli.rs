@@ -594,6 +594,16 @@ fn columns_mode() -> impl TypedValueParser<Value = ColumnsMode> {
     })
 }
 
+fn quant() -> impl TypedValueParser<Value = crate::shapes::Quant> {
+    PossibleValuesParser::new(["q4_0", "q4_k", "q8_0"])
+        .map(|s| s.parse::<crate::shapes::Quant>().expect("a possible value"))
+}
+
+/// Where random shapes are written once and reused.
+fn shapes_root() -> std::path::PathBuf {
+    std::env::temp_dir().join("lerpscope-shapes")
+}
+
 fn shape() -> impl TypedValueParser<Value = Shape> {
     PossibleValuesParser::new(Shape::ALL.map(Shape::name))
         .map(|s| s.parse::<Shape>().expect("a possible value"))
@@ -754,6 +764,11 @@ pub struct BenchModelArgs {
     /// model, instead of two full models.
     #[arg(long, requires = "shape")]
     pub lora_rank: Option<usize>,
+    /// With --shape: one random GGUF of the shape in this type (q4_0, q4_k, q8_0; a matrix whose
+    /// rows the type's blocks do not divide falls back to Q8_0 or F32), written once: as both
+    /// endpoints, or with --lora-rank as the adapters' base. Llama-family shapes.
+    #[arg(long, requires = "shape", value_parser = quant())]
+    pub quant: Option<crate::shapes::Quant>,
     /// A third endpoint: the pair runs on the plane A + α·(B − A) + β·(C − A) (with --beta).
     #[arg(long, requires = "beta")]
     pub c: Option<String>,
@@ -784,6 +799,13 @@ impl BenchModelArgs {
     /// How to load the pair: the load flags, and the plane's C and β when given.
     pub fn options(&self) -> Result<LoadOptions> {
         let mut opts = self.load.options()?;
+        // A random quantized file has no tokenizer of its own: the one written beside it.
+        if let (Some(shape), Some(quant)) = (self.shape, self.quant) {
+            if opts.tokenizer.is_none() {
+                let file = shape.quantized_in(&shapes_root(), quant)?;
+                opts.tokenizer = Some(file.with_file_name("tokenizer.json"));
+            }
+        }
         if let (Some(c), Some(beta)) = (&self.c, self.beta) {
             opts.third = Some(crate::engine::ThirdEndpoint {
                 source: c.clone(),
@@ -796,6 +818,22 @@ impl BenchModelArgs {
 
     /// Endpoint sources and a label for the output.
     pub fn endpoints(&self) -> Result<(String, String, String)> {
+        if let (Some(shape), Some(quant)) = (self.shape, self.quant) {
+            let s = |p: std::path::PathBuf| p.display().to_string();
+            let root = shapes_root();
+            return Ok(match self.lora_rank {
+                Some(0) => bail!("--lora-rank must be at least 1"),
+                Some(r) => {
+                    let (a, b) = shape.quantized_adapters_in(&root, quant, r)?;
+                    let label = format!("{} {} + LoRA r{r}", shape.name(), quant.name());
+                    (s(a), s(b), label)
+                }
+                None => {
+                    let f = s(shape.quantized_in(&root, quant)?);
+                    (f.clone(), f, format!("{} {}", shape.name(), quant.name()))
+                }
+            });
+        }
         match shape_endpoints(self.shape, self.lora_rank)? {
             Some(e) if self.a.is_none() => Ok(e),
             _ => Ok(match (&self.a, &self.b) {
@@ -816,7 +854,7 @@ pub fn shape_endpoints(
     lora_rank: Option<usize>,
 ) -> Result<Option<(String, String, String)>> {
     let Some(shape) = shape else { return Ok(None) };
-    let root = std::env::temp_dir().join("lerpscope-shapes");
+    let root = shapes_root();
     let s = |p: std::path::PathBuf| p.display().to_string();
     Ok(Some(match lora_rank {
         Some(0) => bail!("--lora-rank must be at least 1"),

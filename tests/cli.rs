@@ -170,6 +170,44 @@ fn bench_generate_and_columns_report_their_figures() {
     assert!(["batched", "re-blend"].contains(&c["faster"].as_str().unwrap()));
 }
 
+/// `--quant`: a random GGUF of the shape, kept quantized when loaded (with the tokenizer
+/// written beside it), and rank-R adapters on it; llama3-8b's full pair is refused by name.
+#[test]
+fn a_shape_is_written_once_as_a_quantized_file_and_adapters_on_it() {
+    use lerpscope::shapes::{Quant, Shape};
+    let tmp = tempfile::tempdir().unwrap();
+    let file = Shape::Demo.quantized_in(tmp.path(), Quant::Q4_0).unwrap();
+    let (a, b) = Shape::Demo
+        .quantized_adapters_in(tmp.path(), Quant::Q4_0, 4)
+        .unwrap();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        tokenizer: Some(file.with_file_name("tokenizer.json")),
+        ..Default::default()
+    };
+    let f = file.display().to_string();
+    let pair = Engine::load(&f, &f, &opts).unwrap();
+    assert!(pair.kept_quantized());
+    assert_eq!(pair.kept_quantization().as_deref(), Some("Q4_0"));
+    let mut adapters =
+        Engine::load(&a.display().to_string(), &b.display().to_string(), &opts).unwrap();
+    assert!(adapters.kept_quantized() && adapters.is_adapter_pair());
+    adapters.set_alpha(0.5).unwrap();
+    assert!(adapters
+        .logits(&[1, 2, 3])
+        .unwrap()
+        .iter()
+        .all(|x| x.is_finite()));
+    let stamp = std::fs::metadata(&file).unwrap().modified().unwrap();
+    Shape::Demo.quantized_in(tmp.path(), Quant::Q4_0).unwrap();
+    assert_eq!(stamp, std::fs::metadata(&file).unwrap().modified().unwrap());
+    let e = Shape::Llama3_8b
+        .pair_in(tmp.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--quant") && e.contains("llama3-8b"), "{e}");
+}
+
 #[test]
 fn a_named_shape_is_written_once_as_a_loadable_pair() {
     use lerpscope::shapes::Shape;

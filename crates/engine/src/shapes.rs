@@ -176,6 +176,54 @@ pub enum Shape {
     Phi3Mini8l,
     Gpt2_124m,
     Gpt2_774m,
+    /// Llama 3.2 1B (tied embeddings, 128k vocabulary).
+    Llama3_2_1b,
+    /// Llama 3 8B: for quantized files (`--quant`) only; a full pair is 32 GB in bf16.
+    Llama3_8b,
+}
+
+/// The types a random quantized file of a shape is written in (`bench --quant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quant {
+    Q4_0,
+    Q4K,
+    Q8_0,
+}
+
+impl std::str::FromStr for Quant {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "q4_0" => Quant::Q4_0,
+            "q4_k" => Quant::Q4K,
+            "q8_0" => Quant::Q8_0,
+            _ => {
+                return Err(err!(
+                    Invalid,
+                    "unknown quantization {s:?} (q4_0, q4_k, q8_0)"
+                ))
+            }
+        })
+    }
+}
+
+impl Quant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Quant::Q4_0 => "q4_0",
+            Quant::Q4K => "q4_k",
+            Quant::Q8_0 => "q8_0",
+        }
+    }
+
+    fn qtype(self) -> crate::quantized::QType {
+        use crate::quantized::QType;
+        match self {
+            Quant::Q4_0 => QType::Q4_0,
+            Quant::Q4K => QType::Q4K,
+            Quant::Q8_0 => QType::Q8_0,
+        }
+    }
 }
 
 impl std::str::FromStr for Shape {
@@ -196,7 +244,7 @@ impl std::str::FromStr for Shape {
 }
 
 impl Shape {
-    pub const ALL: [Shape; 8] = [
+    pub const ALL: [Shape; 10] = [
         Shape::Demo,
         Shape::Smollm2_135m,
         Shape::Smollm2_1_7b,
@@ -205,6 +253,8 @@ impl Shape {
         Shape::Phi3Mini8l,
         Shape::Gpt2_124m,
         Shape::Gpt2_774m,
+        Shape::Llama3_2_1b,
+        Shape::Llama3_8b,
     ];
 
     pub fn name(self) -> &'static str {
@@ -217,6 +267,8 @@ impl Shape {
             Shape::Phi3Mini8l => "phi3-mini-8l",
             Shape::Gpt2_124m => "gpt2-124m",
             Shape::Gpt2_774m => "gpt2-774m",
+            Shape::Llama3_2_1b => "llama3.2-1b",
+            Shape::Llama3_8b => "llama3-8b",
         }
     }
 
@@ -247,6 +299,12 @@ impl Shape {
                 "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096,
                 "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": 2047,
                 "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 0}),
+            Shape::Llama3_2_1b => llama_json(2048, 8192, 16, 32, 8, 128256, 8192, 500_000.0),
+            Shape::Llama3_8b => {
+                let mut j = llama_json(4096, 14336, 32, 32, 8, 128256, 8192, 500_000.0);
+                j["tie_word_embeddings"] = false.into();
+                j
+            }
             Shape::Gpt2_124m => gpt2_json(768, 12, 12),
             Shape::Gpt2_774m => gpt2_json(1280, 36, 20),
         };
@@ -263,9 +321,12 @@ impl Shape {
     /// for the shapes whose f32 pairs would take gigabytes of disk, f32 for the others.
     pub fn file_dtype(self) -> safetensors::Dtype {
         match self {
-            Shape::Smollm2_1_7b | Shape::Qwen2_5_0_5b | Shape::Gemma3_270m | Shape::Phi3Mini8l => {
-                safetensors::Dtype::BF16
-            }
+            Shape::Smollm2_1_7b
+            | Shape::Qwen2_5_0_5b
+            | Shape::Gemma3_270m
+            | Shape::Phi3Mini8l
+            | Shape::Llama3_2_1b
+            | Shape::Llama3_8b => safetensors::Dtype::BF16,
             _ => safetensors::Dtype::F32,
         }
     }
@@ -278,6 +339,12 @@ impl Shape {
         let done = dir.join("complete");
         if done.exists() {
             return Ok((a, b));
+        }
+        if self == Shape::Llama3_8b {
+            return Err(err!(
+                Unsupported,
+                "--shape llama3-8b: a full pair takes 32 GB in bf16; use it with --quant"
+            ));
         }
         let (config, params) = self.model()?;
         for (seed, d) in [(1, &a), (2, &b)] {
@@ -307,11 +374,53 @@ impl Shape {
         self.pair_in(&std::env::temp_dir().join("lerpscope-shapes"))
     }
 
+    /// A random GGUF of this shape in `quant` (see `quantized::random` for the per-tensor
+    /// fallbacks) and a tokenizer.json beside it (the file has none), written once under
+    /// `root`: the file.
+    pub fn quantized_in(self, root: &Path, quant: Quant) -> Result<PathBuf> {
+        let dir = root.join(self.name()).join(quant.name());
+        let file = dir.join("model.gguf");
+        if dir.join("complete").exists() {
+            return Ok(file);
+        }
+        if matches!(self.config(), ModelConfig::Gpt2(_)) {
+            return Err(err!(
+                Unsupported,
+                "--quant: random quantized files are written for Llama-family shapes"
+            ));
+        }
+        std::fs::create_dir_all(&dir)?;
+        write_tokenizer(&dir.join("tokenizer.json"), 300)?;
+        crate::quantized::random::write(&self.config(), quant.qtype(), &file, 1)?;
+        std::fs::write(dir.join("complete"), "")?;
+        Ok(file)
+    }
+
     /// Two random rank-`rank` LoRA adapters on every linear layer of this shape's A model (the
     /// base, which they name by absolute path), written once under `root`: their directories.
     pub fn adapters_in(self, root: &Path, rank: usize) -> Result<(PathBuf, PathBuf)> {
         let (base, _) = self.pair_in(root)?;
         let dir = root.join(self.name()).join(format!("lora-r{rank}"));
+        self.adapters_on(&base, &dir, rank)
+    }
+
+    /// [`Shape::adapters_in`] on this shape's random quantized file.
+    pub fn quantized_adapters_in(
+        self,
+        root: &Path,
+        quant: Quant,
+        rank: usize,
+    ) -> Result<(PathBuf, PathBuf)> {
+        let base = self.quantized_in(root, quant)?;
+        let dir = root
+            .join(self.name())
+            .join(quant.name())
+            .join(format!("lora-r{rank}"));
+        self.adapters_on(&base, &dir, rank)
+    }
+
+    /// Two random rank-`rank` LoRA adapters under `dir` on `base` (named by absolute path).
+    fn adapters_on(self, base: &Path, dir: &Path, rank: usize) -> Result<(PathBuf, PathBuf)> {
         let (a, b) = (dir.join("a"), dir.join("b"));
         if dir.join("complete").exists() {
             return Ok((a, b));
@@ -340,7 +449,7 @@ impl Shape {
             })
             .collect();
         let gpt2 = matches!(self, Shape::Gpt2_124m | Shape::Gpt2_774m);
-        let base_abs = std::fs::canonicalize(&base)?;
+        let base_abs = std::fs::canonicalize(base)?;
         for (seed, d) in [(11u64, &a), (12, &b)] {
             std::fs::create_dir_all(d)?;
             let mut rng = StdRng::seed_from_u64(seed);

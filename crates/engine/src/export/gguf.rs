@@ -7,14 +7,20 @@ use crate::formats::config::ModelConfig;
 use candle_core::DType;
 use std::path::Path;
 
-/// A little-endian GGUF writer (version 3).
-struct Gguf {
-    kv: Vec<u8>,
-    n_kv: u64,
+/// A little-endian GGUF writer (version 3): the metadata's key/value bytes so far.
+pub(crate) struct Gguf {
+    pub(crate) kv: Vec<u8>,
+    pub(crate) n_kv: u64,
 }
 
 impl Gguf {
-    fn str_bytes(out: &mut Vec<u8>, s: &str) {
+    pub(crate) fn new() -> Self {
+        Self {
+            kv: Vec::new(),
+            n_kv: 0,
+        }
+    }
+    pub(crate) fn str_bytes(out: &mut Vec<u8>, s: &str) {
         out.extend((s.len() as u64).to_le_bytes());
         out.extend(s.as_bytes());
     }
@@ -23,7 +29,7 @@ impl Gguf {
         self.kv.extend(ty.to_le_bytes());
         self.n_kv += 1;
     }
-    fn u32(&mut self, k: &str, v: u32) {
+    pub(crate) fn u32(&mut self, k: &str, v: u32) {
         self.key(k, 4);
         self.kv.extend(v.to_le_bytes());
     }
@@ -39,7 +45,7 @@ impl Gguf {
         self.key(k, 8);
         Self::str_bytes(&mut self.kv, v);
     }
-    fn value(&mut self, k: &str, v: &crate::formats::gguf::Value) {
+    pub(crate) fn value(&mut self, k: &str, v: &crate::formats::gguf::Value) {
         use crate::formats::gguf::Value;
         match v {
             Value::UInt(x) if *x <= u32::MAX as u64 => self.u32(k, *x as u32),
@@ -234,10 +240,7 @@ pub(super) fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u6
     use crate::formats::layout::{permute_rows, Layout};
     use std::borrow::Cow;
     use std::io::Write;
-    let mut w = Gguf {
-        kv: Vec::new(),
-        n_kv: 0,
-    };
+    let mut w = Gguf::new();
     let metadata = crate::arch::gguf::metadata(&snap.config)?;
     for (k, v) in &metadata.0 {
         w.value(k, v);

@@ -13,7 +13,7 @@ use crate::Alpha;
 use candle_core::{DType, Tensor};
 use std::path::{Path, PathBuf};
 
-mod gguf;
+pub(crate) mod gguf;
 mod hf;
 use gguf::write_gguf;
 use hf::write_hf;

@@ -9,6 +9,7 @@
 
 pub mod activations;
 pub mod legacy;
+pub mod random;
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
