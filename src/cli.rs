@@ -396,8 +396,8 @@ pub struct LoadArgs {
     /// α per layer: each tensor moves by α times a factor from gradients over the layers, as
     /// rules `FILTER=V0,V1,…` separated by `;` (first match wins; a bare `V0,V1,…` last for
     /// every other tensor; unmatched tensors take 1). The values spread evenly over the
-    /// layers, as mergekit's gradients: `self_attn=0,0.5,1;mlp=1,0.5,0` (two full models, on
-    /// the CPU).
+    /// layers, as mergekit's gradients: `self_attn=0,0.5,1;mlp=1,0.5,0` (on the CPU; two full
+    /// models, or adapters, whose updates each move by their tensor's α).
     #[arg(long, value_parser = parse_layer_alphas)]
     pub layer_alphas: Option<crate::engine::LayerAlphas>,
     /// Dequantize quantized GGUFs (a base for adapters, or full endpoints) into the working

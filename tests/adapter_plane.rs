@@ -333,3 +333,65 @@ fn metadata(file: &Path) -> std::collections::HashMap<String, String> {
     let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     serde_json::from_value(header["__metadata__"].clone()).unwrap()
 }
+
+/// `lerpscope export` of a pair at α, to `out`.
+fn export(a: &str, b: &str, alpha: &str, out: &Path) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args(["export", "--device", "cpu", "--a", a, "--b", b])
+        .args(["--alpha", alpha, "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// α per layer over adapters is α per layer over the two models they make: W0 + ΔA and
+/// W0 + ΔB, each exported whole (the full pair's path is held to mergekit in recipes.rs),
+/// merged and factored, also on a plane; modules_to_save is refused with it.
+#[test]
+fn alpha_per_layer_over_adapters_is_alpha_per_layer_over_their_models() {
+    let exp = expected();
+    let (a, b, c) = (path(&exp, "a"), path(&exp, "b"), path(&exp, "c"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (fa, fb) = (tmp.path().join("a"), tmp.path().join("b"));
+    export(&a, &b, "0", &fa);
+    export(&a, &b, "1", &fb);
+    let layers = lerpscope::engine::LayerAlphas::parse("self_attn=0,1;mlp=1,0.25;0.5").unwrap();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        layers: Some(layers.clone()),
+        ..Default::default()
+    };
+    let mut full =
+        Engine::load(&fa.display().to_string(), &fb.display().to_string(), &opts).unwrap();
+    let mut adapters = Engine::load(&a, &b, &opts).unwrap();
+    assert_eq!(
+        adapters.info.layers.as_deref(),
+        Some(layers.spec().as_str())
+    );
+    let ids = [3u32, 17, 40, 9, 77];
+    for alpha in [0.3, 1.0, 1.4] {
+        full.set_alpha(alpha).unwrap();
+        adapters.set_alpha(alpha).unwrap();
+        let want = full.logits(&ids).unwrap();
+        let d = max_diff(&adapters.logits(&ids).unwrap(), &want);
+        assert!(d <= 1e-4, "α {alpha} merged: {d}");
+        let rows = adapters.logits_columns(&ids, &[alpha, 0.0]).unwrap();
+        let d = max_diff(&rows[0], &want);
+        assert!(d <= 1e-4, "α {alpha} factored: {d}");
+    }
+    // Without the rules the adapters differ from it (the rules do something).
+    let plain = Engine::load(&a, &b, &with_c(&c, 0.0)).unwrap();
+    let mut plain = plain;
+    plain.set_alpha(1.4).unwrap();
+    assert!(max_diff(&plain.logits(&ids).unwrap(), &full.logits(&ids).unwrap()) > 1e-3);
+    // modules_to_save with α per layer: refused by name.
+    let adapters_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters");
+    let saved = adapters_dir.join("llama-saved-b").display().to_string();
+    let mut on_tied = opts.clone();
+    on_tied.base = Some(adapters_dir.join("base-llama-tied").display().to_string());
+    has(
+        &load_err(&a, &saved, &on_tied),
+        &["--b", "llama-saved-b", "modules_to_save", "α per layer"],
+    );
+}

@@ -302,6 +302,31 @@ fn a_plane_over_adapters_on_a_quantized_base_runs_factored_at_every_point() {
     }
 }
 
+/// α per layer over the adapter on a base kept quantized: each row's low-rank terms take the
+/// tensor's own α; rows match their α alone and the dequantised (merged) path.
+#[test]
+fn alpha_per_layer_on_a_quantized_base_runs_factored() {
+    let opts = |dequantize: bool| LoadOptions {
+        device: DeviceChoice::Cpu,
+        base: Some(dir().join("base-q4_1.gguf").display().to_string()),
+        chat_template: false,
+        dequantize,
+        layers: Some(lerpscope::engine::LayerAlphas::parse("self_attn=0,1;mlp=1,0.25").unwrap()),
+        ..Default::default()
+    };
+    let lora = dir().join("lora").display().to_string();
+    let mut engine = Engine::load("base", &lora, &opts(false)).unwrap();
+    let mut plain = Engine::load("base", &lora, &opts(true)).unwrap();
+    let ids = [5u32, 17, 42, 8, 99, 3];
+    rows_match_alone_and_dequantised(&mut engine, &mut plain, &ids, &[0.0, 0.6, 1.2], "layers");
+    // The rules move something: at α = 1 this is not the adapter at 1.
+    let mut line = load("q4_1", false);
+    line.set_alpha(1.0).unwrap();
+    engine.set_alpha(1.0).unwrap();
+    let gap = max_gap(&engine.logits(&ids).unwrap(), &line.logits(&ids).unwrap());
+    assert!(gap > TOLERANCE, "{gap}");
+}
+
 #[test]
 fn columns_that_re_merge_are_refused_on_a_base_kept_quantized() {
     let mut engine = load("q4_1", false);

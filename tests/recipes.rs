@@ -292,24 +292,27 @@ fn bad_recipes_name_the_file_and_key() {
     assert!(!ok && err.contains("layer_range [0, 1]"), "{err}");
 }
 
-/// Over adapters the factors are not built yet: refused by name.
+/// Over adapters the factors apply too (tests/adapter_plane.rs holds them to the full pair);
+/// a filter that matches no tensor of the base is refused by name.
 #[test]
-fn adapters_refuse_alpha_per_layer() {
-    let layers = LayerAlphas::parse("mlp=0,1").unwrap();
-    let opts = LoadOptions {
+fn adapters_take_alpha_per_layer_and_refuse_a_filter_that_matches_nothing() {
+    let opts = |spec: &str| LoadOptions {
         device: DeviceChoice::Cpu,
-        layers: Some(layers),
+        layers: Some(LayerAlphas::parse(spec).unwrap()),
         base: Some(fixture("adapters/base-llama-tied").display().to_string()),
         ..Default::default()
     };
     let a = fixture("adapters/llama-plain-a");
     let b = fixture("adapters/llama-plain-b");
-    let Err(e) = Engine::load(a.to_str().unwrap(), b.to_str().unwrap(), &opts) else {
-        panic!("α per layer over adapters")
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let e = Engine::load(a, b, &opts("mlp=0,1")).unwrap();
+    assert_eq!(e.info.layers.as_deref(), Some("mlp=0,1"));
+    let Err(e) = Engine::load(a, b, &opts("no_such=0,1")) else {
+        panic!("a filter that matches nothing")
     };
     let e = e.to_string();
     assert!(
-        e.contains("--layer-alphas") && e.contains("adapters"),
+        e.contains("no_such") && e.contains("matches no tensor"),
         "{e}"
     );
 }

@@ -120,13 +120,18 @@ impl Alpha {
     /// `[1 − α − β, α, β]`, each formed in f64 and narrowed once. At β = 0 these are the line's
     /// ([`Alpha::endpoint_weights_f32`]) and C's weight is 0.
     pub fn plane_weights_f32(self, beta: f64) -> [f32; 3] {
-        [(1.0 - self.0 - beta) as f32, self.0 as f32, beta as f32]
+        plane_weights_f32(self.0, beta)
     }
 
     /// Exactly one of the endpoints (the blend then copies it bit for bit).
     pub fn is_endpoint(self) -> bool {
         self == Self::A || self == Self::B
     }
+}
+
+/// [`Alpha::plane_weights_f32`] at any α (a tensor's own α·factor with α per layer).
+pub fn plane_weights_f32(alpha: f64, beta: f64) -> [f32; 3] {
+    [(1.0 - alpha - beta) as f32, alpha as f32, beta as f32]
 }
 
 /// What the engine's α arguments take: an [`Alpha`], or a plain number validated on the way in.

@@ -132,7 +132,7 @@ pub struct LoadOptions {
     pub chat_template: bool,
     /// How the weights move with α: the line, or slerp (two full models, on the CPU).
     pub method: Method,
-    /// Each tensor at α times a factor of its own (two full models, on the CPU).
+    /// Each tensor at α times a factor of its own (on the CPU; full models or adapters).
     pub layers: Option<LayerAlphas>,
     /// A third full model C: the plane A + α·(B − A) + β·(C − A) (on the CPU).
     pub third: Option<ThirdEndpoint>,
@@ -420,13 +420,6 @@ impl Engine {
                 opts.method.name()
             );
         }
-        if let Some(layers) = &opts.layers {
-            bail!(
-                Unsupported,
-                "{}: α per layer blends two full models; over adapters only one α for every tensor is built",
-                layers.source()
-            );
-        }
         let side = |e: Endpoint,
                     flag: &str|
          -> Result<Option<crate::formats::adapter::AdapterFiles>> {
@@ -481,6 +474,13 @@ impl Engine {
                 "--c: the plane over adapters runs on the CPU for now; use --device cpu"
             );
         }
+        if let (Some(layers), false) = (&opts.layers, device.is_cpu()) {
+            bail!(
+                Unsupported,
+                "{}: α per layer over adapters runs on the CPU for now; use --device cpu",
+                layers.source()
+            );
+        }
         let mut base_files = source::resolve(&base_spec)?;
         if let Some(t) = &opts.tokenizer {
             base_files.tokenizer = t.clone();
@@ -492,8 +492,16 @@ impl Engine {
         };
         let sides = [load(fa)?, load(fb)?, load(fc)?];
         let names = pair::blended_names(&base);
+        let factors = adapter_factors(opts.layers.as_ref(), &base, &names, &sides)?;
         if keeps_quantized(opts, &base, &names, &device) {
-            return Self::load_on_quantized(base, base_spec, tokenizer, sides, &names, opts);
+            return Self::load_on_quantized(
+                base,
+                base_spec,
+                tokenizer,
+                (sides, factors),
+                &names,
+                opts,
+            );
         }
         let [aa, ab, ac] = &sides;
         let dtype = held_dtype(opts.dtype, &base, &names, &device);
@@ -517,6 +525,10 @@ impl Engine {
         if let Some(beta) = beta {
             weights.set_beta(beta)?;
         }
+        let factor = |n: &str| factors.as_ref().and_then(|f| f.get(n)).copied();
+        if factors.is_some() {
+            weights.use_factors(&|n| factor(n).unwrap_or(1.0))?;
+        }
         let vb = |views| VarBuilder::from_tensors(views, dtype, &device);
         let model = Model::load(&base.config, vb(weights.merged_views()?))
             .with_context(|| format!("{}: cannot build the model", base.files.config.display()))?;
@@ -525,7 +537,8 @@ impl Engine {
         for (name, f) in &weights.forward {
             let up = Tensor::from_slice(&f.up, (f.out, f.rank), &device)?.to_dtype(dtype)?;
             let down = Tensor::from_slice(&f.down, (f.rank, f.inp), &device)?.to_dtype(dtype)?;
-            let pair = crate::model::param::LowRankPair::new(up, down, f.sides)?;
+            let pair = crate::model::param::LowRankPair::new(up, down, f.sides)?
+                .with_factor(factor(name).unwrap_or(1.0));
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
         let pair_model = Model::load_factored(&base.config, vb(va), vb(vbv), low_rank)?;
@@ -544,14 +557,19 @@ impl Engine {
             text,
             &device,
         );
-        engine.use_adapter_plane(opts.third.as_ref(), beta);
+        engine.use_adapter_path(opts, beta);
         Ok(engine)
     }
 
-    /// A plane over adapters: C and β recorded where the header, sessions and exports look.
-    fn use_adapter_plane(&mut self, third: Option<&ThirdEndpoint>, beta: Option<f64>) {
-        self.third = third.cloned();
+    /// A plane or α per layer over adapters: recorded where the header, sessions and exports
+    /// look.
+    fn use_adapter_path(&mut self, opts: &LoadOptions, beta: Option<f64>) {
+        self.third = beta.and(opts.third.clone());
         self.info.beta = beta;
+        if let Some(l) = &opts.layers {
+            self.layers = Some(l.clone());
+            self.info.layers = Some(l.spec());
+        }
     }
 
     /// C's weight on a plane over adapters (0 on the line, and for full models, whose plane
@@ -631,13 +649,17 @@ impl Engine {
         base: Checkpoint,
         base_spec: String,
         tokenizer: Tokenizer,
-        sides: [Option<Adapter>; 3],
+        (sides, factors): (
+            [Option<Adapter>; 3],
+            Option<std::collections::HashMap<String, f64>>,
+        ),
         names: &[String],
         opts: &LoadOptions,
     ) -> Result<Self> {
         let device = Device::Cpu;
         let mut weights =
             QuantizedAdapters::load(&base, names, sides.each_ref().map(Option::as_ref))?;
+        weights.factors = factors;
         let beta = opts.third.as_ref().and_then(|t| t.beta);
         if let Some(beta) = beta {
             weights.set_beta(beta);
@@ -649,7 +671,15 @@ impl Engine {
                 f.down.clone(),
                 (f.out, f.inp),
                 f.sides,
-            )?;
+            )?
+            .with_factor(
+                weights
+                    .factors
+                    .as_ref()
+                    .and_then(|m| m.get(name))
+                    .copied()
+                    .unwrap_or(1.0),
+            );
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
         let quantized = weights.base.quantized_map();
@@ -679,7 +709,7 @@ impl Engine {
             text,
             &device,
         );
-        engine.use_adapter_plane(opts.third.as_ref(), beta);
+        engine.use_adapter_path(opts, beta);
         Ok(engine)
     }
 
@@ -1283,6 +1313,42 @@ pub fn build_model(
 }
 
 /// The base of an adapter pair: `--base`, else the base both adapters name.
+/// α per layer over adapters: each base tensor's factor (mergekit's gradients over the
+/// layers), by name. Tensors an adapter replaces whole (modules_to_save) are refused: the
+/// batched rows blend them on the line.
+fn adapter_factors(
+    layers: Option<&LayerAlphas>,
+    base: &Checkpoint,
+    names: &[String],
+    sides: &[Option<Adapter>; 3],
+) -> Result<Option<std::collections::HashMap<String, f64>>> {
+    let Some(layers) = layers else {
+        return Ok(None);
+    };
+    for (flag, side) in ["--a", "--b", "--c"].iter().zip(sides) {
+        if let Some((s, n)) = side
+            .as_ref()
+            .and_then(|s| Some((s, s.replacements.keys().next()?)))
+        {
+            bail!(
+                Unsupported,
+                "{flag} {}: replaces {n} whole (modules_to_save); α per layer over adapters moves low-rank updates only",
+                s.files.label
+            );
+        }
+    }
+    let layout = crate::weights::flat::FlatLayout::new(
+        names
+            .iter()
+            .map(|n| (n.clone(), base.weights.tensors[n].shape.clone())),
+        DType::F32,
+    );
+    let f = layers.factors(&layout, base.config.layers())?;
+    Ok(Some(
+        layout.slots.iter().map(|s| s.name.clone()).zip(f).collect(),
+    ))
+}
+
 fn choose_base(
     given: Option<&str>,
     sides: [Option<&crate::formats::adapter::AdapterFiles>; 3],

@@ -440,7 +440,7 @@ pub(crate) fn linear_t_lowrank(
     w0: &Tensor,
     up: &Tensor,
     down: &Tensor,
-    sides: crate::weights::lowrank::RankSides,
+    sides: (crate::weights::lowrank::RankSides, f64),
     mix: &Mix,
 ) -> Result<Option<Tensor>> {
     let (n, k) = w0.dims2()?;
@@ -458,7 +458,7 @@ fn lowrank_rows<W: Weight>(
     xs: &[f32],
     ws: &[&[W]],
     mix: &Mix,
-    sides: crate::weights::lowrank::RankSides,
+    (sides, factor): (crate::weights::lowrank::RankSides, f64),
     (m, n, k, rank): (usize, usize, usize, usize),
     y: &mut [f32],
 ) {
@@ -468,7 +468,7 @@ fn lowrank_rows<W: Weight>(
         matmul_wt(xs, ws[1], m, rank, k, &mut u);
         // Row r of x belongs to batch row r / t; its ranks take that row's weights.
         let per_row = m / mix.alphas().len();
-        let weights = mix.rank_weights_host(sides);
+        let weights = mix.rank_weights_host(sides, factor);
         for (r, u) in u.chunks_mut(rank).enumerate() {
             let w = &weights[(r / per_row) * rank..][..rank];
             u.iter_mut().zip(w).for_each(|(u, w)| *u *= w);

@@ -101,6 +101,8 @@ pub struct LowRankPair {
     down: Tensor,
     rank: usize,
     sides: RankSides,
+    /// With α per layer: this weight's factor on α (1 otherwise).
+    factor: f64,
     /// `upᵀ` (`[rank, out]`) and `down` as host f32, where the factored pass runs on host
     /// slices (a base kept quantized): no tensor op per factor.
     host: Option<(Vec<f32>, Vec<f32>)>,
@@ -140,8 +142,14 @@ impl LowRankPair {
             down,
             rank,
             sides,
+            factor: 1.0,
             host: None,
         })
+    }
+
+    /// This weight moves by α times `factor` (α per layer).
+    pub fn with_factor(self, factor: f64) -> Self {
+        Self { factor, ..self }
     }
 
     /// f32 factors on the CPU, kept as host slices too: `up [out, rank]`, `down [rank, in]`.
@@ -174,7 +182,7 @@ impl LowRankPair {
         if rank == 0 || m == 0 || (k != 1 && !m.is_multiple_of(k)) {
             return false;
         }
-        let coef = mix.rank_weights_host(self.sides);
+        let coef = mix.rank_weights_host(self.sides, self.factor);
         let per_mix_row = m / k;
         let mut u = vec![0f32; m * rank];
         matmul_wt(x, down, m, rank, inp, &mut u);
@@ -195,7 +203,7 @@ impl LowRankPair {
     /// `Σ_side c_k·(x·downᵀ)·upᵀ` for x `[K, t, in]`: `[K, t, out]`.
     fn linear_delta(&self, x: &Tensor, mix: &Mix) -> Result<Tensor> {
         let (k, t, inp) = x.dims3()?;
-        let coef = mix.rank_weights(self.sides, x.dtype())?;
+        let coef = mix.rank_weights(self.sides, self.factor, x.dtype())?;
         let (down, up) = (super::like(&self.down, x)?, super::like(&self.up, x)?);
         let u = x
             .reshape((k * t, inp))?
@@ -211,7 +219,7 @@ impl LowRankPair {
     /// The embedding rows of `ids [K, t]`: `Σ_side c_k·up[id]·down`, `[K, t, dim]`.
     fn embed_delta(&self, ids: &Tensor, mix: &Mix) -> Result<Tensor> {
         let (k, t) = ids.dims2()?;
-        let coef = mix.rank_weights(self.sides, self.up.dtype())?;
+        let coef = mix.rank_weights(self.sides, self.factor, self.up.dtype())?;
         let u = self
             .up
             .index_select(&ids.flatten_all()?, 0)?
@@ -288,7 +296,9 @@ impl Param {
             }
         }
         if let (Some(m), None, Some(lr), Kernels::Fast) = (mix, &self.b, &self.low_rank, kernels) {
-            if let Some(y) = super::linear_t_lowrank(x, a, &lr.up, &lr.down, lr.sides, m)? {
+            if let Some(y) =
+                super::linear_t_lowrank(x, a, &lr.up, &lr.down, (lr.sides, lr.factor), m)?
+            {
                 return Ok(y);
             }
         }
@@ -356,13 +366,14 @@ pub struct Mix {
     alphas: Vec<Alpha>,
     keep: Vec<f32>,
     take: Vec<f32>,
-    /// C's weight of each row (0 on the line).
+    /// C's weight of each row (0 on the line), and as given.
     third: Vec<f32>,
+    beta: f64,
     /// `keep` and `take` as `[K, 1, 1]` f32 tensors on the model's device.
     keep_t: Tensor,
     take_t: Tensor,
-    /// Per (sides, dtype): each row's weight of every rank, `[K, 1, rank]`.
-    rank_weights: Mutex<HashMap<(RankSides, DType), Tensor>>,
+    /// Per (sides, factor's bits, dtype): each row's weight of every rank, `[K, 1, rank]`.
+    rank_weights: Mutex<HashMap<(RankSides, u64, DType), Tensor>>,
 }
 
 impl Mix {
@@ -384,6 +395,7 @@ impl Mix {
             take_t: Tensor::from_slice(&take, (k, 1, 1), device)?,
             alphas: alphas.to_vec(),
             third: weights.iter().map(|w| w[2]).collect(),
+            beta,
             keep,
             take,
             rank_weights: Mutex::new(HashMap::new()),
@@ -391,27 +403,36 @@ impl Mix {
     }
 
     /// `[K, 1, rank]`: for row k, each rank's endpoint weight (`1 − α_k` on A's ranks, `α_k`
-    /// on B's; on a plane `1 − α_k − β`, `α_k`, `β`).
-    pub fn rank_weights(&self, sides: RankSides, dtype: DType) -> Result<Tensor> {
+    /// on B's; on a plane `1 − α_k − β`, `α_k`, `β`), with α_k times `factor` (α per layer).
+    pub fn rank_weights(&self, sides: RankSides, factor: f64, dtype: DType) -> Result<Tensor> {
+        let key = (sides, factor.to_bits(), dtype);
         let mut cache = self.rank_weights.lock().expect("rank weights lock");
-        if let Some(t) = cache.get(&(sides, dtype)) {
+        if let Some(t) = cache.get(&key) {
             return Ok(t.clone());
         }
-        let w = self.rank_weights_host(sides);
+        let w = self.rank_weights_host(sides, factor);
         let t = Tensor::from_vec(
             w,
             (self.alphas.len(), 1, sides.total()),
             self.keep_t.device(),
         )?
         .to_dtype(dtype)?;
-        cache.insert((sides, dtype), t.clone());
+        cache.insert(key, t.clone());
         Ok(t)
     }
 
     /// [`Mix::rank_weights`] on the host, row-major `[K, rank]`.
-    pub fn rank_weights_host(&self, sides: RankSides) -> Vec<f32> {
+    pub fn rank_weights_host(&self, sides: RankSides, factor: f64) -> Vec<f32> {
         (0..self.alphas.len())
-            .flat_map(|k| sides.spread([self.keep[k], self.take[k], self.third[k]]))
+            .flat_map(|k| {
+                let w = if factor == 1.0 {
+                    [self.keep[k], self.take[k], self.third[k]]
+                } else {
+                    let at = self.alphas[k].value() * factor;
+                    crate::alpha::plane_weights_f32(at, self.beta)
+                };
+                sides.spread(w)
+            })
             .collect()
     }
 

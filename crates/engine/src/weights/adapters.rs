@@ -73,6 +73,8 @@ pub struct AdapterWeights {
     alpha: Alpha,
     /// C's weight on a plane (0 on the line).
     beta: f64,
+    /// With α per layer: each changed tensor's factor on α, in the plan's order.
+    factors: Option<Arc<Vec<f64>>>,
     last_blend: Option<Duration>,
 }
 
@@ -245,6 +247,7 @@ impl AdapterWeights {
             forward,
             alpha: Alpha::B,
             beta: 0.0,
+            factors: None,
             last_blend: None,
         };
         w.set_alpha(Alpha::A)?;
@@ -269,6 +272,19 @@ impl AdapterWeights {
         self.beta
     }
 
+    /// α per layer: each changed tensor moves by α times its factor (`factor` by tensor name;
+    /// 1 where it has none), re-merged at the current α.
+    pub fn use_factors(&mut self, factor: &dyn Fn(&str) -> f64) -> Result<Duration> {
+        let f = self
+            .work_layout
+            .slots
+            .iter()
+            .map(|s| factor(&s.name))
+            .collect();
+        self.factors = Some(Arc::new(f));
+        self.set_alpha(self.alpha)
+    }
+
     /// Move the plane's β and re-merge at the current α; β is kept only if that succeeds.
     pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
         let old = std::mem::replace(&mut self.beta, beta);
@@ -287,7 +303,8 @@ impl AdapterWeights {
             &self.replacements,
             &MergeOp {
                 alpha,
-                weights: alpha.plane_weights_f32(self.beta),
+                beta: self.beta,
+                factors: self.factors.clone(),
                 plan: self.plan.clone(),
                 #[cfg(feature = "cuda")]
                 gpu_plan: self.gpu_plan.clone(),
@@ -351,8 +368,10 @@ impl AdapterWeights {
 /// replacements: `working.inplace_op3(&base, &replacements, &MergeOp { .. })`.
 struct MergeOp {
     alpha: Alpha,
-    /// The endpoints' weights at α and β, for the low-rank updates.
-    weights: [f32; 3],
+    /// C's weight on a plane (0 on the line).
+    beta: f64,
+    /// With α per layer: each item's factor on α.
+    factors: Option<Arc<Vec<f64>>>,
     plan: Arc<Vec<MergeItem>>,
     #[cfg(feature = "cuda")]
     gpu_plan: Arc<std::sync::OnceLock<cuda::Table>>,
@@ -367,13 +386,25 @@ fn range(l: &Layout) -> candle_core::Result<usize> {
     }
 }
 
+impl MergeOp {
+    /// Item i's α: α itself, or α times its factor.
+    fn alpha_of(&self, i: usize) -> f64 {
+        let a = self.alpha.value();
+        self.factors.as_ref().map_or(a, |f| a * f[i])
+    }
+}
+
 fn merge_all<T: Element>(op: &MergeOp, w: &mut [T], base: &[T], repl: &[T]) {
     let coefs: Vec<Option<Vec<f32>>> = op
         .plan
         .iter()
-        .map(|i| i.update.as_ref().map(|u| u.coefficients(op.weights)))
+        .enumerate()
+        .map(|(i, item)| {
+            let weights = crate::alpha::plane_weights_f32(op.alpha_of(i), op.beta);
+            item.update.as_ref().map(|u| u.coefficients(weights))
+        })
         .collect();
-    for (item, c) in op.plan.iter().zip(&coefs) {
+    for (i, (item, c)) in op.plan.iter().zip(&coefs).enumerate() {
         let (off, len) = item.work;
         let out = &mut w[off..off + len];
         let base = &base[item.base..item.base + len];
@@ -381,7 +412,12 @@ fn merge_all<T: Element>(op: &MergeOp, w: &mut [T], base: &[T], repl: &[T]) {
         match (item.replaced, &item.update, c) {
             ([None, None], Some(u), Some(c)) => lowrank::merge(out, Some(base), u, c),
             (replaced, update, c) => {
-                blend::blend(out, side(replaced[0]), side(replaced[1]), op.alpha.as_f32());
+                blend::blend(
+                    out,
+                    side(replaced[0]),
+                    side(replaced[1]),
+                    op.alpha_of(i) as f32,
+                );
                 if let (Some(u), Some(c)) = (update, c) {
                     lowrank::merge(out, None, u, c);
                 }

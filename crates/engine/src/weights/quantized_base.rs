@@ -97,6 +97,8 @@ pub struct QuantizedAdapters {
     alpha: Alpha,
     /// C's weight on a plane (0 on the line).
     beta: f64,
+    /// With α per layer: each tensor's factor on α, by name (1 where absent).
+    pub factors: Option<HashMap<String, f64>>,
 }
 
 impl QuantizedAdapters {
@@ -140,6 +142,7 @@ impl QuantizedAdapters {
             forward,
             alpha: Alpha::A,
             beta: 0.0,
+            factors: None,
         })
     }
 
@@ -162,6 +165,12 @@ impl QuantizedAdapters {
         self.beta = beta;
     }
 
+    /// The endpoints' weights for tensor `name` at the current α and β.
+    fn weights_of(&self, name: &str) -> [f32; 3] {
+        let f = self.factors.as_ref().and_then(|f| f.get(name)).copied();
+        crate::alpha::plane_weights_f32(self.alpha.value() * f.unwrap_or(1.0), self.beta)
+    }
+
     /// Every weight at the current α (and β) in f32: the quantized ones dequantized (exactly) and the
     /// updates merged in. For exports; this holds the whole model in f32.
     pub fn merged(&self) -> Result<HashMap<String, Tensor>> {
@@ -171,12 +180,7 @@ impl QuantizedAdapters {
             let mut w = m.dequantize();
             if let Some(f) = self.forward.get(name) {
                 let upd = stored(f);
-                lowrank::merge(
-                    &mut w,
-                    None,
-                    &upd,
-                    &upd.coefficients(self.alpha.plane_weights_f32(self.beta)),
-                );
+                lowrank::merge(&mut w, None, &upd, &upd.coefficients(self.weights_of(name)));
             }
             v.insert(
                 name.clone(),
@@ -191,12 +195,7 @@ impl QuantizedAdapters {
             let t = &v[name];
             let mut w = t.flatten_all()?.to_vec1::<f32>()?;
             let upd = stored(f);
-            lowrank::merge(
-                &mut w,
-                None,
-                &upd,
-                &upd.coefficients(self.alpha.plane_weights_f32(self.beta)),
-            );
+            lowrank::merge(&mut w, None, &upd, &upd.coefficients(self.weights_of(name)));
             let shape = t.shape().clone();
             v.insert(name.clone(), Tensor::from_vec(w, shape, &Device::Cpu)?);
         }
