@@ -158,8 +158,14 @@ mod tests {
     #[test]
     fn a_random_file_reads_back_with_its_types_and_fallbacks() {
         let dir = tempfile::tempdir().unwrap();
-        // The demo shape: hidden 192 (not a multiple of 256), so Q4_K falls back to Q8_0.
-        let config = crate::shapes::Shape::Demo.config();
+        // Hidden 192 (not a multiple of 256), so Q4_K falls back to Q8_0.
+        let config = ModelConfig::parse(
+            r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 192,
+                "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 6,
+                "num_key_value_heads": 2, "vocab_size": 300, "max_position_embeddings": 256,
+                "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": true}"#,
+        )
+        .unwrap();
         for (want, matrices) in [(QType::Q4_0, QType::Q4_0), (QType::Q4K, QType::Q8_0)] {
             let path = dir.path().join(format!("{}.gguf", want.name()));
             write(&config, want, &path, 1).unwrap();
