@@ -522,6 +522,10 @@ pub struct GenerateArgs {
     /// 0,0.5,1; smollm2 demo: -0.5,0,0.5,1,1.5].
     #[arg(long, allow_hyphen_values = true, value_parser = alpha_list)]
     pub alphas: Option<Alphas>,
+    /// On a plane (--c, or the demo's --plane): one β per α, paired in order, so each
+    /// continuation is at its own point (α_i, β_i) (instead of one --beta for all).
+    #[arg(long, allow_hyphen_values = true, value_parser = alpha_list, conflicts_with = "beta")]
+    pub betas: Option<Alphas>,
     /// [default: "The food at this place"; smollm2 demo: "Tell me about your day."]
     #[arg(long)]
     pub prompt: Option<String>,

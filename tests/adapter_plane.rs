@@ -395,3 +395,72 @@ fn alpha_per_layer_over_adapters_is_alpha_per_layer_over_their_models() {
         &["--b", "llama-saved-b", "modules_to_save", "α per layer"],
     );
 }
+
+/// `generate --betas` pairs one β with each α: each continuation is PEFT's at its own point;
+/// a list of another length, or no third endpoint, is refused in one line.
+#[test]
+fn generate_takes_one_beta_per_alpha() {
+    let exp = expected();
+    let points = exp["planes"]["adapters"].as_array().unwrap();
+    let prompt = exp["prompts"][0].as_str().unwrap();
+    let n = exp["new_tokens"].to_string();
+    let (alphas, betas): (Vec<String>, Vec<String>) = points
+        .iter()
+        .map(|p| (p["alpha"].to_string(), p["beta"].to_string()))
+        .unzip();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+            .args([
+                "generate",
+                "--device",
+                "cpu",
+                "--a",
+                &path(&exp, "a"),
+                "--b",
+            ])
+            .arg(path(&exp, "b"))
+            .args([
+                "--c",
+                &path(&exp, "c"),
+                "--prompt",
+                prompt,
+                "--max-tokens",
+                &n,
+            ])
+            .args([
+                "--temperature",
+                "0",
+                "--repeat-penalty",
+                "1",
+                "--ignore-eos",
+                "--json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--alphas", &alphas.join(","), "--betas", &betas.join(",")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), points.len());
+    for (line, point) in lines.iter().zip(points) {
+        assert_eq!(line["beta"], point["beta"]);
+        assert_eq!(
+            ids(&line["token_ids"]),
+            ids(&point["runs"][0]["greedy"]),
+            "({}, {})",
+            point["alpha"],
+            point["beta"]
+        );
+    }
+    let o = run(&["--alphas", "0,1", "--betas", "0.5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--betas: 1 values for 2 alphas"),
+        "{err}"
+    );
+}

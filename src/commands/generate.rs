@@ -2,7 +2,7 @@
 
 use crate::cli::{default_alphas, Demo, GenerateArgs};
 use crate::engine::Engine;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde_json::json;
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
@@ -18,14 +18,32 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ..args.sampling.params(defaults.params)?
     };
     let prompt = args.prompt.clone().unwrap_or(defaults.prompt.to_string());
-    let opts = args.pair.options()?;
+    // --betas: one point (α_i, β_i) per continuation; the pair loads at the first β.
+    let betas = args.betas.as_ref().map(|b| b.0.clone());
+    let opts = match &betas {
+        Some(b) if b.len() != alphas.len() => bail!(
+            "--betas: {} values for {} alphas; give one β per α, paired in order",
+            b.len(),
+            alphas.len()
+        ),
+        Some(_) if args.pair.c.is_none() && !args.pair.plane => {
+            bail!("--betas: needs --c C (or --demo smollm2 --plane), the plane's third endpoint")
+        }
+        Some(b) => args.pair.options_at_beta(b[0])?,
+        None => args.pair.options()?,
+    };
     let (a, b) = args.pair.endpoints();
     let mut engine = Engine::load(&a, &b, &opts)?;
     engine.set_stop_texts(args.sampling.stop.clone());
     let never = AtomicBool::new(false);
     let stdout = std::io::stdout();
-    for alpha in alphas {
-        let blend = engine.set_alpha(alpha)?;
+    for (i, alpha) in alphas.into_iter().enumerate() {
+        let beta = betas.as_ref().map(|b| b[i]);
+        let mut blend = std::time::Duration::ZERO;
+        if let Some(beta) = beta {
+            blend += engine.set_beta(beta.value())?;
+        }
+        blend += engine.set_alpha(alpha)?;
         let mut out = stdout.lock();
         if args.json {
             let g = engine.generate(&prompt, &params, &never, &mut |_| {})?;
@@ -38,6 +56,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 "tokens_per_s": g.tokens_per_s(),
                 "blend_ms": blend.as_secs_f64() * 1e3,
             });
+            if let Some(beta) = engine.info.beta {
+                line["beta"] = json!(beta);
+            }
             if args.logprobs {
                 let top = |t: &crate::engine::TokenInfo| {
                     t.top
@@ -57,7 +78,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             }
             writeln!(out, "{line}")?;
         } else {
-            writeln!(out, "── α = {alpha} ──")?;
+            match engine.info.beta {
+                Some(beta) => writeln!(out, "── α = {alpha}, β = {beta} ──")?,
+                None => writeln!(out, "── α = {alpha} ──")?,
+            }
             write!(out, "{}", prompt)?;
             out.flush()?;
             let g = engine.generate(&prompt, &params, &never, &mut |piece| {
