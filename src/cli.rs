@@ -205,6 +205,10 @@ impl Demo {
     }
 }
 
+/// Why `--betas` is refused without a third endpoint.
+pub const BETAS_NEED_A_PLANE: &str =
+    "--betas: needs --c C (or --demo smollm2 --plane), the plane's third endpoint";
+
 /// The Hub id the SmolLM2 demo's adapters name as their base.
 pub const SMOLLM2_BASE: &str = "HuggingFaceTB/SmolLM2-135M-Instruct";
 
@@ -236,6 +240,11 @@ impl DemoOrPair {
         }
     }
 
+    /// Whether the pair has a third endpoint (`--c`, or the demo's `--plane`).
+    pub fn has_plane(&self) -> bool {
+        self.c.is_some() || self.plane
+    }
+
     /// How to load the pair with the plane's β at `beta` (a β grid's sweep).
     pub fn options_at_beta(&self, beta: Alpha) -> Result<LoadOptions> {
         Self {
@@ -263,21 +272,16 @@ impl DemoOrPair {
             if self.demo() != Some(Demo::Smollm2) {
                 bail!("--plane: only the smollm2 demo has a plane (--demo smollm2 --plane)");
             }
-            opts.third = Some(crate::engine::ThirdEndpoint {
-                source: smollm2_adapter("positive"),
-                beta: Some(self.beta.map_or(0.0, |b| b.value())),
-                factors: None,
-            });
+            opts.third = Some(crate::engine::ThirdEndpoint::fixed(
+                smollm2_adapter("positive"),
+                self.beta.map_or(0.0, |b| b.value()),
+            ));
         }
         match (&self.c, self.beta) {
             _ if self.plane => {}
             (None, Some(_)) => bail!("--beta: needs --c C, the plane's third endpoint"),
             (Some(c), Some(beta)) => {
-                opts.third = Some(crate::engine::ThirdEndpoint {
-                    source: c.clone(),
-                    beta: Some(beta.value()),
-                    factors: None,
-                })
+                opts.third = Some(crate::engine::ThirdEndpoint::fixed(c.clone(), beta.value()))
             }
             (Some(c), None) => bail!("--c {c}: needs --beta B, how far towards C"),
             _ => {}
@@ -811,11 +815,7 @@ impl BenchModelArgs {
             }
         }
         if let (Some(c), Some(beta)) = (&self.c, self.beta) {
-            opts.third = Some(crate::engine::ThirdEndpoint {
-                source: c.clone(),
-                beta: Some(beta.value()),
-                factors: None,
-            });
+            opts.third = Some(crate::engine::ThirdEndpoint::fixed(c.clone(), beta.value()));
         }
         Ok(opts)
     }

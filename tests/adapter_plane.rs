@@ -261,6 +261,13 @@ fn a_plane_over_adapters_refuses_what_it_cannot_blend_in_one_line() {
         &load_err(&a, &b, &on_tied),
         &["--c", "llama-saved-b", "modules_to_save", "plane"],
     );
+    // … also when C is the base itself and B replaces a tensor.
+    let mut base_c = with_c("base", 0.5);
+    base_c.base = on_tied.base.clone();
+    has(
+        &load_err(&a, &saved, &base_c),
+        &["--b", "llama-saved-b", "modules_to_save", "plane"],
+    );
     // C on another base.
     let gpt2 = adapters.join("gpt2-a").display().to_string();
     has(
@@ -278,6 +285,10 @@ fn a_plane_over_adapters_refuses_what_it_cannot_blend_in_one_line() {
     )
     .unwrap();
     has(&line.set_beta(0.5).unwrap_err().to_string(), &["β", "--c"]);
+    // An absurd β says so.
+    let mut plane = Engine::load(&a, &b, &with_c(&c, 0.5)).unwrap();
+    has(&plane.set_beta(f64::NAN).unwrap_err().to_string(), &["β"]);
+    assert_eq!(plane.info.beta, Some(0.5));
 }
 
 /// `export` bakes the plane over adapters: the exported model is PEFT's at that point, and its

@@ -756,8 +756,15 @@ impl App {
                     Some((a, b)) => a
                         .trim()
                         .parse::<Alpha>()
-                        .and_then(|a| Ok((a, Some(b.trim().parse::<Alpha>()?)))),
-                    None => buf.parse::<Alpha>().map(|a| (a, None)),
+                        .map_err(|e| e.to_string())
+                        .and_then(|a| {
+                            let b = b.trim().parse::<Alpha>().map_err(|e| format!("β: {e}"))?;
+                            Ok((a, Some(b)))
+                        }),
+                    None => buf
+                        .parse::<Alpha>()
+                        .map(|a| (a, None))
+                        .map_err(|e| e.to_string()),
                 };
                 match point {
                     Ok((a, None)) => return self.set_alpha(a),

@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 pub fn blend(args: BenchBlendArgs) -> Result<()> {
     let mut opts = args.load.options()?;
     if let (Some(c), Some(beta)) = (&args.c, args.beta) {
-        opts.third = Some(crate::engine::ThirdEndpoint {
-            source: c.clone(),
-            beta: Some(beta.value()),
-            factors: None,
-        });
+        opts.third = Some(crate::engine::ThirdEndpoint::fixed(c.clone(), beta.value()));
     }
     // Keep the engine alive (when loaded) so its buffers stay valid; off the line (slerp, α
     // per layer) its own pass is timed, through `set_alpha`.

@@ -26,9 +26,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             b.len(),
             alphas.len()
         ),
-        Some(_) if args.pair.c.is_none() && !args.pair.plane => {
-            bail!("--betas: needs --c C (or --demo smollm2 --plane), the plane's third endpoint")
-        }
+        Some(_) if !args.pair.has_plane() => bail!("{}", crate::cli::BETAS_NEED_A_PLANE),
         Some(b) => args.pair.options_at_beta(b[0])?,
         None => args.pair.options()?,
     };

@@ -37,8 +37,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let prompts = read_prompts(&args.prompts, args.num_prompts)?;
     let (a, b) = args.pair.endpoints();
     // With --betas, one sweep per β, each in a folder of its own, then the grid.
-    if args.betas.is_some() && args.pair.c.is_none() && !args.pair.plane {
-        bail!("--betas: needs --c C (or --demo smollm2 --plane), the plane's third endpoint");
+    if args.betas.is_some() && !args.pair.has_plane() {
+        bail!("{}", crate::cli::BETAS_NEED_A_PLANE);
     }
     let betas: Vec<Option<Alpha>> = match &args.betas {
         Some(list) => list.0.iter().copied().map(Some).collect(),

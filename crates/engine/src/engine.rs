@@ -152,6 +152,17 @@ pub struct ThirdEndpoint {
     pub factors: Option<LayerAlphas>,
 }
 
+impl ThirdEndpoint {
+    /// C at a fixed β, with no per-tensor factors (`--c C --beta B`).
+    pub fn fixed(source: impl Into<String>, beta: f64) -> Self {
+        Self {
+            source: source.into(),
+            beta: Some(beta),
+            factors: None,
+        }
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
@@ -491,6 +502,13 @@ impl Engine {
             f.map(|f| Adapter::load(f, &base)).transpose()
         };
         let sides = [load(fa)?, load(fb)?, load(fc)?];
+        if beta.is_some() {
+            // C may be the base itself: A's and B's replacements are refused all the same.
+            crate::weights::adapters::refuse_replacements(
+                sides.each_ref().map(Option::as_ref),
+                crate::weights::adapters::PLANE_MOVES_UPDATES,
+            )?;
+        }
         let names = pair::blended_names(&base);
         let factors = adapter_factors(opts.layers.as_ref(), &base, &names, &sides)?;
         if keeps_quantized(opts, &base, &names, &device) {
@@ -525,9 +543,9 @@ impl Engine {
         if let Some(beta) = beta {
             weights.set_beta(beta)?;
         }
-        let factor = |n: &str| factors.as_ref().and_then(|f| f.get(n)).copied();
+        let factor = |n: &str| crate::weights::quantized_base::factor_of(factors.as_ref(), n);
         if factors.is_some() {
-            weights.use_factors(&|n| factor(n).unwrap_or(1.0))?;
+            weights.use_factors(&factor)?;
         }
         let vb = |views| VarBuilder::from_tensors(views, dtype, &device);
         let model = Model::load(&base.config, vb(weights.merged_views()?))
@@ -537,8 +555,8 @@ impl Engine {
         for (name, f) in &weights.forward {
             let up = Tensor::from_slice(&f.up, (f.out, f.rank), &device)?.to_dtype(dtype)?;
             let down = Tensor::from_slice(&f.down, (f.rank, f.inp), &device)?.to_dtype(dtype)?;
-            let pair = crate::model::param::LowRankPair::new(up, down, f.sides)?
-                .with_factor(factor(name).unwrap_or(1.0));
+            let pair =
+                crate::model::param::LowRankPair::new(up, down, f.sides)?.with_factor(factor(name));
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
         let pair_model = Model::load_factored(&base.config, vb(va), vb(vbv), low_rank)?;
@@ -672,14 +690,7 @@ impl Engine {
                 (f.out, f.inp),
                 f.sides,
             )?
-            .with_factor(
-                weights
-                    .factors
-                    .as_ref()
-                    .and_then(|m| m.get(name))
-                    .copied()
-                    .unwrap_or(1.0),
-            );
+            .with_factor(weights.factor(name));
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
         let quantized = weights.base.quantized_map();
@@ -793,11 +804,19 @@ impl Engine {
     /// Move the plane's β (a plane loaded with `--beta`) and re-blend (adapters: re-merge) at
     /// the current α; on a base kept quantized nothing is merged.
     pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
-        if self.third.as_ref().is_none_or(|t| t.beta.is_none()) {
-            bail!(
+        let beta = Alpha::new(beta)
+            .map_err(|e| err!(Invalid, "β: {e}"))?
+            .value();
+        match &self.third {
+            Some(t) if t.beta.is_some() => {}
+            Some(_) => bail!(
+                Unsupported,
+                "β: this plane is a recipe's direction, its β moving with α"
+            ),
+            None => bail!(
                 Unsupported,
                 "β: the pair has no third endpoint (--c C --beta B)"
-            );
+            ),
         }
         let took = match &mut self.weights {
             Weights::Full(w) => w.set_beta(beta)?,
@@ -1312,7 +1331,6 @@ pub fn build_model(
     Ok(Model::load(&c.config, weights_vb(weights, which, device)?)?)
 }
 
-/// The base of an adapter pair: `--base`, else the base both adapters name.
 /// α per layer over adapters: each base tensor's factor (mergekit's gradients over the
 /// layers), by name. Tensors an adapter replaces whole (modules_to_save) are refused: the
 /// batched rows blend them on the line.
@@ -1325,18 +1343,10 @@ fn adapter_factors(
     let Some(layers) = layers else {
         return Ok(None);
     };
-    for (flag, side) in ["--a", "--b", "--c"].iter().zip(sides) {
-        if let Some((s, n)) = side
-            .as_ref()
-            .and_then(|s| Some((s, s.replacements.keys().next()?)))
-        {
-            bail!(
-                Unsupported,
-                "{flag} {}: replaces {n} whole (modules_to_save); α per layer over adapters moves low-rank updates only",
-                s.files.label
-            );
-        }
-    }
+    crate::weights::adapters::refuse_replacements(
+        sides.each_ref().map(Option::as_ref),
+        "α per layer over adapters moves low-rank updates only",
+    )?;
     let layout = crate::weights::flat::FlatLayout::new(
         names
             .iter()
@@ -1349,6 +1359,7 @@ fn adapter_factors(
     ))
 }
 
+/// The base of an adapter pair: `--base`, else the base the adapters name.
 fn choose_base(
     given: Option<&str>,
     sides: [Option<&crate::formats::adapter::AdapterFiles>; 3],

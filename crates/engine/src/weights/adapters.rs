@@ -111,20 +111,23 @@ pub(crate) fn concat_forward(sides: [Option<&LowRank>; 3]) -> Option<ForwardUpda
     })
 }
 
-/// A plane over adapters blends only low-rank updates: a tensor an adapter replaces whole
-/// (`modules_to_save`) would need the plane's blend of whole tensors, which is not built.
-pub(crate) fn refuse_replacements_on_plane(sides: [Option<&Adapter>; 3]) -> Result<()> {
+/// Refuse adapters that replace a tensor whole (`modules_to_save`) where only low-rank updates
+/// can move (a plane, α per layer, a base kept quantized); `why` ends the line.
+pub(crate) fn refuse_replacements(sides: [Option<&Adapter>; 3], why: &str) -> Result<()> {
     for (flag, side) in ["--a", "--b", "--c"].iter().zip(sides) {
-        if let Some(n) = side.and_then(|s| s.replacements.keys().next()) {
+        if let Some((s, n)) = side.and_then(|s| Some((s, s.replacements.keys().next()?))) {
             bail!(
                 Unsupported,
-                "{flag} {}: replaces {n} whole (modules_to_save); a plane over adapters blends low-rank updates only",
-                side.map(|s| s.files.label.as_str()).unwrap_or_default()
+                "{flag} {}: replaces {n} whole (modules_to_save); {why}",
+                s.files.label
             );
         }
     }
     Ok(())
 }
+
+/// Why a plane refuses [`refuse_replacements`]' adapters.
+pub(crate) const PLANE_MOVES_UPDATES: &str = "a plane over adapters blends low-rank updates only";
 
 /// The update in the tensor's stored orientation: `[out, in]` for linear layers and
 /// embeddings, `[in, out]` (transposed) for Conv1D.
@@ -165,7 +168,7 @@ impl AdapterWeights {
         let sides = [a, b];
         let mut touched: BTreeSet<String> = BTreeSet::new();
         if let Some(c) = c {
-            refuse_replacements_on_plane([a, b, Some(c)])?;
+            refuse_replacements([a, b, Some(c)], PLANE_MOVES_UPDATES)?;
             touched.extend(c.updates.keys().cloned());
         }
         for side in sides.iter().flatten() {
@@ -272,9 +275,21 @@ impl AdapterWeights {
         self.beta
     }
 
+    /// The GPU merge is built for the line (one α, two sides): refuse `what` there.
+    fn cpu_only(&self, what: &str) -> Result<()> {
+        if !self.working.device().is_cpu() {
+            bail!(
+                Unsupported,
+                "{what} runs on the CPU for now; use --device cpu"
+            );
+        }
+        Ok(())
+    }
+
     /// α per layer: each changed tensor moves by α times its factor (`factor` by tensor name;
     /// 1 where it has none), re-merged at the current α.
     pub fn use_factors(&mut self, factor: &dyn Fn(&str) -> f64) -> Result<Duration> {
+        self.cpu_only("α per layer over adapters")?;
         let f = self
             .work_layout
             .slots
@@ -287,6 +302,7 @@ impl AdapterWeights {
 
     /// Move the plane's β and re-merge at the current α; β is kept only if that succeeds.
     pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
+        self.cpu_only("a plane over adapters")?;
         let old = std::mem::replace(&mut self.beta, beta);
         let merged = self.set_alpha(self.alpha);
         if merged.is_err() {

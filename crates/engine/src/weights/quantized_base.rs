@@ -90,6 +90,11 @@ impl HeldModel {
     }
 }
 
+/// A tensor's factor on α from α per layer's factors by name (1 where there are none).
+pub fn factor_of(factors: Option<&HashMap<String, f64>>, name: &str) -> f64 {
+    factors.and_then(|f| f.get(name)).copied().unwrap_or(1.0)
+}
+
 pub struct QuantizedAdapters {
     pub base: HeldModel,
     /// Tensor name → both adapters' update, for the factored path.
@@ -105,14 +110,11 @@ impl QuantizedAdapters {
     /// The base's `names`, its quantized matrices kept as they are, and the adapters' factors
     /// (A, B and, for a plane, C; `None` is the base itself).
     pub fn load(base: &Checkpoint, names: &[String], sides: [Option<&Adapter>; 3]) -> Result<Self> {
+        crate::weights::adapters::refuse_replacements(
+            sides,
+            "on a base kept quantized that is not built, use --dequantize",
+        )?;
         for side in sides.into_iter().flatten() {
-            if let Some(n) = side.replacements.keys().next() {
-                bail!(
-                    Unsupported,
-                    "{}: replaces {n} whole (modules_to_save); on a base kept quantized that is not built, use --dequantize",
-                    side.files.label
-                );
-            }
             if let Some(n) = side.updates.keys().find(|n| !names.contains(n)) {
                 bail!(
                     Mismatch,
@@ -165,10 +167,14 @@ impl QuantizedAdapters {
         self.beta = beta;
     }
 
+    /// Tensor `name`'s factor on α (1 without α per layer).
+    pub fn factor(&self, name: &str) -> f64 {
+        factor_of(self.factors.as_ref(), name)
+    }
+
     /// The endpoints' weights for tensor `name` at the current α and β.
     fn weights_of(&self, name: &str) -> [f32; 3] {
-        let f = self.factors.as_ref().and_then(|f| f.get(name)).copied();
-        crate::alpha::plane_weights_f32(self.alpha.value() * f.unwrap_or(1.0), self.beta)
+        crate::alpha::plane_weights_f32(self.alpha.value() * self.factor(name), self.beta)
     }
 
     /// Every weight at the current α (and β) in f32: the quantized ones dequantized (exactly) and the
