@@ -5,13 +5,13 @@
 //! and greedy tokens (tests/fixtures/adapter-plane/expected.json). Both paths must match them:
 //! merged (the working copy re-merged at α and β) and factored (each batch row at its own α).
 
-use lerpscope::engine::{
-    Alpha, ColumnsMode, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
-    ThirdEndpoint,
-};
+mod support;
+
+use lerpscope::engine::{Alpha, DeviceChoice, Engine, LoadOptions, ThirdEndpoint};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use support::{greedy, max_diff};
 
 fn here() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapter-plane")
@@ -37,27 +37,6 @@ fn with_c(c: &str, beta: f64) -> LoadOptions {
             factors: None,
         }),
         ..Default::default()
-    }
-}
-
-fn max_diff(x: &[f32], y: &[f32]) -> f32 {
-    assert_eq!(x.len(), y.len(), "logits over the whole vocabulary");
-    x.iter()
-        .zip(y)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-}
-
-fn greedy(n: usize) -> GenerationParams {
-    GenerationParams {
-        max_tokens: n,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            repeat_penalty: 1.0,
-            ..Default::default()
-        },
-        ignore_eos: false,
-        token_info: false,
     }
 }
 
@@ -180,41 +159,11 @@ fn set_beta_is_loading_at_that_beta_and_columns_batch_on_the_plane() {
         );
     }
 
-    fresh.set_columns_mode(ColumnsMode::Batched).unwrap();
-    let alphas: Vec<Alpha> = [-0.5, 0.0, 0.3, 1.0, 1.5]
-        .iter()
-        .map(|&a| Alpha::new(a).unwrap())
-        .collect();
-    let params = GenerationParams {
-        max_tokens: 16,
-        sampling: SamplingParams {
-            seed: 3,
-            ..Default::default()
-        },
-        ignore_eos: false,
-        token_info: false,
-    };
-    let rows = fresh
-        .generate_columns(
-            "The movie was",
-            &alphas,
-            &params,
-            &|_| false,
-            &mut |_, _| {},
-        )
-        .unwrap();
-    for (alpha, row) in alphas.iter().zip(&rows) {
-        fresh.set_alpha(*alpha).unwrap();
-        let one = fresh
-            .generate(
-                "The movie was",
-                &params,
-                &AtomicBool::new(false),
-                &mut |_| {},
-            )
-            .unwrap();
-        assert_eq!(row.token_ids, one.token_ids, "α = {alpha} at β = 0.6");
-    }
+    support::assert_batched_columns_equal_each_alone(
+        &mut fresh,
+        &[-0.5, 0.0, 0.3, 1.0, 1.5],
+        "at β = 0.6",
+    );
 }
 
 fn load_err(a: &str, b: &str, opts: &LoadOptions) -> String {

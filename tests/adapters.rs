@@ -4,12 +4,13 @@
 //! execution paths must match them: merged (the working copy re-merged at each α) and factored
 //! (W0 and the low-rank updates, each batch row at its own α).
 
-use lerpscope::engine::{
-    Alpha, ColumnsMode, DeviceChoice, Engine, GenerationParams, LoadOptions, SamplingParams,
-};
+mod support;
+
+use lerpscope::engine::{Alpha, DeviceChoice, Engine, LoadOptions};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
+use support::{greedy, max_diff};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters")
@@ -35,27 +36,6 @@ fn load(name: &str, exp: &Value) -> Engine {
         None => "base".to_string(),
     };
     Engine::load(&side("a"), &side("b"), &cpu()).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn max_diff(x: &[f32], y: &[f32]) -> f32 {
-    assert_eq!(x.len(), y.len(), "logits over the whole vocabulary");
-    x.iter()
-        .zip(y)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-}
-
-fn greedy(n: usize) -> GenerationParams {
-    GenerationParams {
-        max_tokens: n,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            repeat_penalty: 1.0,
-            ..Default::default()
-        },
-        ignore_eos: false,
-        token_info: false,
-    }
 }
 
 fn check(name: &str) {
@@ -173,41 +153,11 @@ fn every_fixture_pair_is_checked() {
 fn factored_and_merged_generation_agree_with_sampling() {
     let exp = expected();
     let mut e = load("llama-plain", &exp);
-    let alphas: Vec<Alpha> = [-0.5, 0.0, 0.3, 0.5, 1.0, 1.5]
-        .iter()
-        .map(|&a| Alpha::new(a).unwrap())
-        .collect();
-    let params = GenerationParams {
-        max_tokens: 16,
-        sampling: SamplingParams {
-            seed: 3,
-            ..Default::default()
-        },
-        ignore_eos: false,
-        token_info: false,
-    };
-    e.set_columns_mode(ColumnsMode::Batched).unwrap();
-    let rows = e
-        .generate_columns(
-            "The movie was",
-            &alphas,
-            &params,
-            &|_| false,
-            &mut |_, _| {},
-        )
-        .unwrap();
-    for (alpha, row) in alphas.iter().zip(&rows) {
-        e.set_alpha(*alpha).unwrap();
-        let one = e
-            .generate(
-                "The movie was",
-                &params,
-                &AtomicBool::new(false),
-                &mut |_| {},
-            )
-            .unwrap();
-        assert_eq!(row.token_ids, one.token_ids, "α = {alpha}");
-    }
+    support::assert_batched_columns_equal_each_alone(
+        &mut e,
+        &[-0.5, 0.0, 0.3, 0.5, 1.0, 1.5],
+        "llama-plain",
+    );
 }
 
 /// A copy of fixture adapter `name` in a temporary directory (its base path made absolute), to

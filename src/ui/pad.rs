@@ -78,28 +78,11 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
             put(buf, at, name, label);
         }
     }
-    // Unfocused markers first, so the focused one is drawn on top.
-    let mut order: Vec<usize> = (0..app.columns.len())
-        .filter(|&i| i != app.focused)
-        .collect();
-    order.push(app.focused);
-    for i in order {
-        let alpha = app.columns[i].alpha.value();
-        let focused = i == app.focused;
-        let Some(at) = cell(alpha, beta) else {
-            continue;
-        };
-        let (sym, style) = if focused {
-            (
-                "●".to_string(),
-                Style::default()
-                    .fg(Color::Yellow)
-                    .add_modifier(Modifier::BOLD),
-            )
-        } else {
-            (slider::marker(i), Style::default().fg(Color::Cyan))
-        };
-        put(buf, at, &sym, style);
+    for i in slider::draw_order(app) {
+        if let Some(at) = cell(app.columns[i].alpha.value(), beta) {
+            let (sym, style) = slider::look(app, i);
+            put(buf, at, &sym, style);
+        }
     }
     let focused = app.columns[app.focused].alpha;
     put(

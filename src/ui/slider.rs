@@ -42,32 +42,13 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
                 .set_style(Style::default().fg(Color::Gray));
         }
     }
-    // Unfocused markers first, so the focused one is drawn on top.
-    let mut order: Vec<usize> = (0..app.columns.len())
-        .filter(|&i| i != app.focused)
-        .collect();
-    order.push(app.focused);
-    for i in order {
+    for i in draw_order(app) {
         let alpha = app.columns[i].alpha.value();
-        let focused = i == app.focused;
+        let (sym, style) = look(app, i);
         let (x, sym) = match cell_of(app.range.bounds(), w, alpha) {
-            Some(x) => (
-                x,
-                if focused {
-                    "●".to_string()
-                } else {
-                    marker(i)
-                },
-            ),
+            Some(x) => (x, sym),
             None if alpha < app.range.lo().value() => (0, "◀".to_string()),
             None => (w - 1, "▶".to_string()),
-        };
-        let style = if focused {
-            Style::default()
-                .fg(Color::Yellow)
-                .add_modifier(Modifier::BOLD)
-        } else {
-            Style::default().fg(Color::Cyan)
         };
         buf[(track.x + x, track.y)]
             .set_symbol(&sym)
@@ -106,8 +87,31 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
     }
 }
 
+/// The columns in the order their markers are drawn: the focused one last, on top.
+pub fn draw_order(app: &App) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..app.columns.len())
+        .filter(|&i| i != app.focused)
+        .collect();
+    order.push(app.focused);
+    order
+}
+
+/// Column i's marker and its style: a bold yellow dot when focused, else its position.
+pub fn look(app: &App, i: usize) -> (String, Style) {
+    if i == app.focused {
+        (
+            "●".to_string(),
+            Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+        )
+    } else {
+        (marker(i), Style::default().fg(Color::Cyan))
+    }
+}
+
 /// A column's marker: its position, 1–9 then a–z.
-pub fn marker(i: usize) -> String {
+fn marker(i: usize) -> String {
     char::from_digit(((i + 1) % 36) as u32, 36)
         .unwrap_or('•')
         .to_string()

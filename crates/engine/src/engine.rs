@@ -384,12 +384,7 @@ impl Engine {
             let beta = if t.beta.is_some() { "β" } else { "α" };
             description.push_str(&format!(" + {beta}·({} − A)", cc.label()));
         }
-        let files = |c: &Checkpoint| {
-            let mut f = vec![c.files.config.clone()];
-            f.extend(c.files.weights.iter().cloned());
-            f.dedup();
-            f
-        };
+        let files = source_files;
         let origin = Origin {
             model: ca.files.clone(),
             sources: [
@@ -633,12 +628,7 @@ impl Engine {
             cb.label(),
             weights.types()
         );
-        let files = |c: &Checkpoint| {
-            let mut f = vec![c.files.config.clone()];
-            f.extend(c.files.weights.iter().cloned());
-            f.dedup();
-            f
-        };
+        let files = source_files;
         let origin = Origin {
             model: ca.files.clone(),
             sources: vec![
@@ -1240,9 +1230,7 @@ fn adapter_origin(
         Some(x) => vec![x.files.config.clone(), x.files.weights.clone()],
         None => Vec::new(),
     };
-    let mut base_files = vec![base.files.config.clone()];
-    base_files.extend(base.files.weights.iter().cloned());
-    base_files.dedup();
+    let base_files = source_files(base);
     let origin = Origin {
         model: base.files.clone(),
         sources: [
@@ -1329,6 +1317,15 @@ pub fn build_model(
     device: &Device,
 ) -> Result<Model> {
     Ok(Model::load(&c.config, weights_vb(weights, which, device)?)?)
+}
+
+/// The files that identify a model for an export's recipe: its config and weights (one GGUF
+/// file is both).
+fn source_files(c: &Checkpoint) -> Vec<std::path::PathBuf> {
+    let mut f = vec![c.files.config.clone()];
+    f.extend(c.files.weights.iter().cloned());
+    f.dedup();
+    f
 }
 
 /// α per layer over adapters: each base tensor's factor (mergekit's gradients over the

@@ -29,6 +29,37 @@ impl Gguf {
         self.kv.extend(ty.to_le_bytes());
         self.n_kv += 1;
     }
+    /// The file's header: magic, version, counts, the metadata, and each tensor's info
+    /// (name, Hugging Face-order shape, ggml type, byte length) at offsets aligned to 32,
+    /// padded to 32 itself. The tensors' data follows, each padded to 32.
+    pub(crate) fn header<'a>(
+        &self,
+        tensors: impl ExactSizeIterator<Item = (&'a str, &'a [usize], u32, usize)>,
+    ) -> Vec<u8> {
+        let mut head = Vec::new();
+        head.extend(b"GGUF");
+        head.extend(3u32.to_le_bytes());
+        head.extend((tensors.len() as u64).to_le_bytes());
+        head.extend(self.n_kv.to_le_bytes());
+        head.extend(&self.kv);
+        let mut offset = 0u64;
+        for (name, shape, ty, len) in tensors {
+            Self::str_bytes(&mut head, name);
+            head.extend((shape.len() as u32).to_le_bytes());
+            for d in shape.iter().rev() {
+                head.extend((*d as u64).to_le_bytes());
+            }
+            head.extend(ty.to_le_bytes());
+            head.extend(offset.to_le_bytes());
+            offset += (len as u64).div_ceil(32) * 32;
+        }
+        head.extend(std::iter::repeat_n(
+            0u8,
+            head.len().div_ceil(32) * 32 - head.len(),
+        ));
+        head
+    }
+
     pub(crate) fn u32(&mut self, k: &str, v: u32) {
         self.key(k, 4);
         self.kv.extend(v.to_le_bytes());
@@ -310,25 +341,12 @@ pub(super) fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u6
     let f = std::fs::File::create(path)
         .with_context(|| format!("{}: cannot create", path.display()))?;
     let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
-    let mut head = Vec::new();
-    head.extend(b"GGUF");
-    head.extend(3u32.to_le_bytes());
-    head.extend((tensors.len() as u64).to_le_bytes());
-    head.extend(w.n_kv.to_le_bytes());
-    head.extend(&w.kv);
-    let mut offset = 0u64;
-    for (name, shape, ty, data) in &tensors {
-        Gguf::str_bytes(&mut head, name);
-        head.extend((shape.len() as u32).to_le_bytes());
-        for d in shape.iter().rev() {
-            head.extend((*d as u64).to_le_bytes());
-        }
-        head.extend(ty.to_le_bytes());
-        head.extend(offset.to_le_bytes());
-        offset += (data.len() as u64).div_ceil(32) * 32;
-    }
+    let head = w.header(
+        tensors
+            .iter()
+            .map(|(name, shape, ty, data)| (name.as_str(), shape.as_slice(), *ty, data.len())),
+    );
     let pad = |n: usize| (n.div_ceil(32) * 32) - n;
-    head.extend(std::iter::repeat_n(0u8, pad(head.len())));
     write_point(path)?;
     io(f.write_all(&head), path)?;
     let total: u64 = tensors.iter().map(|t| t.3.len() as u64).sum();

@@ -96,25 +96,14 @@ pub fn write(config: &ModelConfig, want: QType, path: &Path, seed: u64) -> Resul
         })
         .collect();
     let pad = |n: usize| n.div_ceil(32) * 32 - n;
-    let mut head = Vec::new();
-    head.extend(b"GGUF");
-    head.extend(3u32.to_le_bytes());
-    head.extend((tensors.len() as u64).to_le_bytes());
-    head.extend(w.n_kv.to_le_bytes());
-    head.extend(&w.kv);
-    let mut offset = 0u64;
-    for (name, shape, t) in &tensors {
-        Gguf::str_bytes(&mut head, name);
-        head.extend((shape.len() as u32).to_le_bytes());
-        for d in shape.iter().rev() {
-            head.extend((*d as u64).to_le_bytes());
-        }
-        head.extend(ggml_id(*t).to_le_bytes());
-        head.extend(offset.to_le_bytes());
-        let len = byte_len(shape, *t);
-        offset += (len + pad(len)) as u64;
-    }
-    head.extend(std::iter::repeat_n(0u8, pad(head.len())));
+    let head = w.header(tensors.iter().map(|(name, shape, t)| {
+        (
+            name.as_str(),
+            shape.as_slice(),
+            ggml_id(*t),
+            byte_len(shape, *t),
+        )
+    }));
     let partial = path.with_extension("gguf.partial");
     let file = std::fs::File::create(&partial)
         .with_context(|| format!("{}: cannot create", partial.display()))?;
