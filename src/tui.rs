@@ -137,8 +137,6 @@ pub trait JobSink {
     fn cancel_find(&mut self, id: u64);
     fn scrub(&mut self, job: crate::session::ScrubJob);
     fn export(&mut self, job: crate::session::ExportJob);
-    /// Move the plane's β (before the jobs that follow).
-    fn set_beta(&mut self, beta: f64);
 }
 
 /// The session's handles for the app's live columns: a column's handle is made at its first
@@ -181,9 +179,6 @@ impl JobSink for SessionColumns<'_> {
     }
     fn export(&mut self, job: crate::session::ExportJob) {
         self.session.export(job);
-    }
-    fn set_beta(&mut self, beta: f64) {
-        self.session.set_beta(beta);
     }
 }
 
@@ -433,7 +428,6 @@ fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
                     save_session(&session).map_err(|e| crate::session::Failure::from_anyhow(&e));
                 app.update(Msg::Saved(r));
             }
-            Effect::SetBeta(beta) => engine.set_beta(beta.value()),
             Effect::Quit => quit = true,
         }
     }

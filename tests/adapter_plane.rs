@@ -48,8 +48,9 @@ fn ids(v: &Value) -> Vec<u32> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
-/// Every point of `plane` (from one engine, β moved by `set_beta`): merged and factored logits
-/// within 1e-4 of PEFT's, greedy tokens equal.
+/// Every point of `plane` (from one engine moved by `set_point`): merged and factored logits
+/// within 1e-4 of PEFT's, greedy tokens equal. Then every point at once, a row each in one
+/// factored batch: the same logits and tokens.
 fn check_plane(a: &str, plane: &str) {
     let exp = expected();
     let prompts: Vec<String> = serde_json::from_value(exp["prompts"].clone()).unwrap();
@@ -70,8 +71,7 @@ fn check_plane(a: &str, plane: &str) {
             point["beta"].as_f64().unwrap(),
         );
         let at = Alpha::new(alpha).unwrap();
-        e.set_beta(beta).unwrap();
-        e.set_alpha(at).unwrap();
+        e.set_point(at, Some(beta)).unwrap();
         assert_eq!(e.info.beta, Some(beta));
         for (pi, prompt) in prompts.iter().enumerate() {
             let run = &point["runs"][pi];
@@ -110,6 +110,39 @@ fn check_plane(a: &str, plane: &str) {
                 ids(&run["greedy"]),
                 "{what} factored greedy"
             );
+        }
+    }
+    // All the points as rows of one batch, each at its own (α, β).
+    let at = |key: &str| -> Vec<Alpha> {
+        points
+            .iter()
+            .map(|p| Alpha::new(p[key].as_f64().unwrap()).unwrap())
+            .collect()
+    };
+    let mix = e.mix_at(&at("alpha"), Some(&at("beta"))).unwrap();
+    for (pi, prompt) in prompts.iter().enumerate() {
+        let prompt_ids = ids(&points[0]["runs"][pi]["prompt_ids"]);
+        let rows = e.logits_mixed(&prompt_ids, &mix).unwrap();
+        let pair_g = lerpscope::engine::Generator {
+            eos: &[],
+            ..e.pair_generator()
+        };
+        let greedy_rows = pair_g
+            .run_rows(
+                &prompt_ids,
+                &[],
+                Some(&mix),
+                &greedy(n),
+                &|_| false,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        for (k, point) in points.iter().enumerate() {
+            let run = &point["runs"][pi];
+            let what = format!("{plane} row {k} of one batch, {prompt:?}");
+            let d = max_diff(&rows[k], &floats(&run["logits"]));
+            assert!(d <= 1e-4, "{what}: max |Δlogit| = {d}");
+            assert_eq!(greedy_rows[k].token_ids, ids(&run["greedy"]), "{what}");
         }
     }
 }
@@ -164,6 +197,83 @@ fn set_beta_is_loading_at_that_beta_and_columns_batch_on_the_plane() {
         &[-0.5, 0.0, 0.3, 1.0, 1.5],
         "at β = 0.6",
     );
+}
+
+/// Columns at points of their own through the session (each job carries its β), in whatever
+/// batches the scheduler makes: each column's text is its point's alone, re-merged there.
+#[test]
+fn session_columns_each_run_at_their_own_point() {
+    use lerpscope::engine::{ColumnsMode, GenerationParams, SamplingParams};
+    use lerpscope::session::{ColumnId, EngineEvent, Job, JobId, Session};
+    let exp = expected();
+    let (a, b, c) = (path(&exp, "a"), path(&exp, "b"), path(&exp, "c"));
+    let points = [(0.0, 0.0), (0.3, 0.6), (1.0, -0.4), (0.5, 1.2)];
+    let params = GenerationParams {
+        max_tokens: 12,
+        sampling: SamplingParams {
+            seed: 5,
+            ..Default::default()
+        },
+        ignore_eos: true,
+        token_info: false,
+    };
+    for mode in [ColumnsMode::Batched, ColumnsMode::Reblend] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (a2, b2, c2) = (a.clone(), b.clone(), c.clone());
+        let session = Session::spawn_with(
+            move || {
+                let mut e = Engine::load(&a2, &b2, &with_c(&c2, 0.5))?;
+                e.set_columns_mode(mode)?;
+                Ok(e)
+            },
+            move |e| {
+                let _ = tx.send(e);
+            },
+        );
+        let handles: Vec<_> = (0..points.len())
+            .map(|i| session.column(ColumnId(i as u64)))
+            .collect();
+        for (h, &(alpha, beta)) in handles.iter().zip(&points) {
+            h.submit(Job {
+                id: JobId(1),
+                alpha: Alpha::new(alpha).unwrap(),
+                beta: Some(Alpha::new(beta).unwrap()),
+                prompt: "The movie was".into(),
+                params,
+                urgent: false,
+                kind: Default::default(),
+            });
+        }
+        let mut texts = vec![String::new(); points.len()];
+        let mut done = 0;
+        while done < points.len() {
+            match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
+                EngineEvent::Text { column, piece, .. } => {
+                    texts[column.0 as usize].push_str(&piece)
+                }
+                EngineEvent::Done { .. } => done += 1,
+                EngineEvent::Failed { error, .. } | EngineEvent::LoadFailed(error) => {
+                    panic!("{error}")
+                }
+                _ => {}
+            }
+        }
+        drop(handles);
+        drop(session);
+        let mut alone = Engine::load(&a, &b, &with_c(&c, 0.0)).unwrap();
+        for (i, &(alpha, beta)) in points.iter().enumerate() {
+            alone.set_point(alpha, Some(beta)).unwrap();
+            let one = alone
+                .generate(
+                    "The movie was",
+                    &params,
+                    &AtomicBool::new(false),
+                    &mut |_| {},
+                )
+                .unwrap();
+            assert_eq!(texts[i], one.text, "{mode:?}: (α, β) = ({alpha}, {beta})");
+        }
+    }
 }
 
 fn load_err(a: &str, b: &str, opts: &LoadOptions) -> String {

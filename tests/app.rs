@@ -43,6 +43,7 @@ struct Sub {
     column: u64,
     id: JobId,
     alpha: f64,
+    beta: Option<f64>,
     urgent: bool,
     prompt: String,
     params: GenerationParams,
@@ -74,6 +75,7 @@ fn jobs(effects: Vec<Effect>) -> Vec<Sub> {
                 column: column.0,
                 id: job.id,
                 alpha: job.alpha.value(),
+                beta: job.beta.map(|b| b.value()),
                 urgent: job.urgent,
                 prompt: job.prompt,
                 params: job.params,
@@ -462,11 +464,13 @@ fn the_curve_panel_runs_a_quick_sweep_and_collects_its_points() {
     a.update(Msg::Engine(EngineEvent::CurvePoint {
         id: job.id,
         alpha: Alpha::new(-1.0).unwrap(),
+        beta: None,
         vader: point,
     }));
     a.update(Msg::Engine(EngineEvent::CurvePoint {
         id: job.id + 99,
         alpha: Alpha::A,
+        beta: None,
         vader: estimate(&[0.9]),
     }));
     assert_eq!(
@@ -777,52 +781,53 @@ fn a_memory_error_shows_the_numbers_and_what_to_try() {
     assert_eq!(a.last_error.as_deref(), Some("a.json: not a config"));
 }
 
-/// On a plane with its own β, ↑/↓ move β for every column: the engine is told first, then
-/// every column regenerates at its α; without a plane they say why and do nothing.
+/// On a plane with its own β every column sits at its own point: ↑/↓ move the focused
+/// column's β (and regenerate it alone, at its α); without a plane they say why and do nothing.
 #[test]
-fn up_and_down_move_the_planes_beta_for_every_column() {
+fn up_and_down_move_the_focused_columns_beta() {
     let mut a = app();
     let plane = PairInfo {
         description: "A ↔ B + β·(C − A)".into(),
         beta: Some(0.5),
         ..info()
     };
-    a.update(Msg::Engine(EngineEvent::Loaded(plane)));
-    // An open curve is measured again at the new β.
-    a.show_curve = true;
-    let effects = a.update(key(KeyCode::Up));
+    let loaded_jobs = jobs(a.update(Msg::Engine(EngineEvent::Loaded(plane))));
     assert!(
-        effects.iter().any(|e| matches!(e, Effect::Curve(_))),
-        "{effects:?}"
+        loaded_jobs.iter().all(|j| j.beta == Some(0.5)),
+        "every column starts at the loaded β: {loaded_jobs:?}"
     );
-    assert!(
-        matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == 0.55),
-        "{effects:?}"
-    );
-    let subs = jobs(effects);
-    assert_eq!(subs.len(), 3, "every column regenerates");
-    assert_eq!(a.beta.map(|b| b.value()), Some(0.55));
-    a.show_curve = false;
-    let effects = a.update(shift(KeyCode::Down));
-    assert!(
-        matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == 0.3),
-        "{effects:?}"
-    );
+    let subs = jobs(a.update(key(KeyCode::Up)));
+    assert_eq!(subs.len(), 1, "the focused column alone regenerates");
+    assert_eq!((subs[0].alpha, subs[0].beta), (0.0, Some(0.55)));
+    assert!(subs[0].urgent);
+    let subs = jobs(a.update(shift(KeyCode::Down)));
+    assert_eq!((subs[0].alpha, subs[0].beta), (0.0, Some(0.3)));
+    assert_eq!(a.beta().map(|b| b.value()), Some(0.3));
+    // The next column keeps its own β, and moves from there.
+    a.update(key(KeyCode::Tab));
+    assert_eq!(a.beta().map(|b| b.value()), Some(0.5));
+    let subs = jobs(a.update(key(KeyCode::Up)));
+    assert_eq!((subs[0].alpha, subs[0].beta), (0.5, Some(0.55)));
     // α stays where each column had it.
     assert_eq!(
         (0..3).map(|i| alpha(&a, i)).collect::<Vec<_>>(),
         [0.0, 0.5, 1.0]
     );
+    // A new column starts at the focused column's point's β.
+    let subs = jobs(a.update(key(KeyCode::Char('a'))));
+    assert_eq!(subs[0].beta, Some(0.55));
 
-    // A saved session says where on the plane it was, in every format.
+    // A saved session says where on the plane each column was, in every format.
     let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
         panic!("no save")
     };
-    let want = "+ β·(C − A), β = 0.3";
-    assert_eq!(s.path.as_deref(), Some(want));
-    assert!(s.to_markdown().contains(&format!("- path: {want}")));
-    assert!(lerpscope::app::html::render(s).contains("path: + β·(C − A), β = 0.3"));
-    assert!(serde_json::to_string(s).unwrap().contains("\"path\":"));
+    assert_eq!(s.path.as_deref(), Some("+ β·(C − A)"));
+    let md = s.to_markdown();
+    assert!(md.contains("## α = 0.00, β = 0.30"), "{md}");
+    assert!(md.contains("## α = 0.50, β = 0.55"), "{md}");
+    assert!(lerpscope::app::html::render(s).contains("α = 1.00, β = 0.50"));
+    let json = serde_json::to_string(s).unwrap();
+    assert!(json.contains("\"beta\":0.3"), "{json}");
 
     let (mut line, _) = loaded();
     assert!(line.update(key(KeyCode::Up)).is_empty());
@@ -831,10 +836,69 @@ fn up_and_down_move_the_planes_beta_for_every_column() {
         .as_deref()
         .unwrap_or("")
         .contains("no third endpoint"));
+    let Effect::Save(s) = &line.update(key(KeyCode::Char('s')))[0] else {
+        panic!("no save")
+    };
+    assert!(!serde_json::to_string(s).unwrap().contains("beta"));
 }
 
-/// On a plane the pad sits under the slider: a click sets the focused column's α and every
-/// column's β; typing `α,β` does the same; off a plane there is no pad and `,` is not taken.
+/// `g` on a plane measures a coarse grid of (α, β) for the heat map: the slider's α range
+/// across, the pad's β range up; each point lands in its cell, and a point off the grid or of
+/// another sweep is ignored.
+#[test]
+fn the_curve_on_a_plane_is_a_grid() {
+    let mut a = app();
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        description: "A ↔ B + β·(C − A)".into(),
+        beta: Some(0.5),
+        ..info()
+    })));
+    let effects = a.update(key(KeyCode::Char('g')));
+    let Some(Effect::Curve(job)) = effects.into_iter().find(|e| matches!(e, Effect::Curve(_)))
+    else {
+        panic!("no curve job")
+    };
+    let values = |v: &[Alpha]| v.iter().map(|a| a.value()).collect::<Vec<_>>();
+    assert_eq!(values(&job.alphas), [-1.0, -0.25, 0.5, 1.25, 2.0]);
+    assert_eq!(values(&job.betas), [-0.5, 0.0, 0.5, 1.0, 1.5]);
+    assert_eq!(a.curve.expected, 25);
+    let at = |x: f64| Alpha::new(x).unwrap();
+    for (id, alpha, beta, m) in [
+        (job.id, 0.5, 1.0, 0.4),
+        (job.id, 0.5, 0.7, 0.9),
+        (job.id + 1, 2.0, 1.5, 0.9),
+    ] {
+        a.update(Msg::Engine(EngineEvent::CurvePoint {
+            id,
+            alpha: at(alpha),
+            beta: Some(at(beta)),
+            vader: estimate(&[m]),
+        }));
+    }
+    let grid = a.curve.grid.as_ref().expect("a grid on a plane");
+    let filled: Vec<(usize, usize, f64)> = grid
+        .cells
+        .iter()
+        .enumerate()
+        .flat_map(|(b, row)| {
+            row.iter()
+                .enumerate()
+                .filter_map(move |(i, c)| c.map(|e| (b, i, e.mean)))
+        })
+        .collect();
+    assert_eq!(filled, [(3, 2, 0.4)]);
+    // On a line the curve has no grid.
+    let (mut line, _) = loaded();
+    let effects = line.update(key(KeyCode::Char('g')));
+    assert!(effects
+        .iter()
+        .any(|e| matches!(e, Effect::Curve(j) if j.betas.is_empty())));
+    assert!(line.curve.grid.is_none());
+}
+
+/// On a plane the pad sits under the slider: a click sets the focused column's point (α, β),
+/// typing `α,β` does the same, and the other columns stay where they are; off a plane there
+/// is no pad and `,` is not taken.
 #[test]
 fn the_pad_and_typed_points_set_alpha_and_beta() {
     let mut a = app();
@@ -860,30 +924,24 @@ fn the_pad_and_typed_points_set_alpha_and_beta() {
         modifiers: KeyModifiers::NONE,
     };
     let p = lerpscope::ui::pointer(&a, &areas, &mut false, m).unwrap();
-    let effects = a.update(Msg::Pointer(p));
-    assert!(
-        matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == -0.5),
-        "{effects:?}"
-    );
-    let subs = jobs(effects);
-    assert_eq!(subs.len(), 3, "every column regenerates at the new β");
-    assert_eq!(alpha(&a, a.focused), 2.0);
-    // A click at the same β moves the focused α alone.
+    let subs = jobs(a.update(Msg::Pointer(p)));
+    assert_eq!(subs.len(), 1, "the focused column alone moves");
+    assert_eq!((subs[0].alpha, subs[0].beta), (2.0, Some(-0.5)));
+    assert_eq!(a.columns[1].beta.map(|b| b.value()), Some(0.5));
+    // A click on the pad's left edge at the same β moves its α.
     let m = MouseEvent { column: pad.x, ..m };
     let p = lerpscope::ui::pointer(&a, &areas, &mut false, m).unwrap();
-    let effects = a.update(Msg::Pointer(p));
-    assert!(!effects.iter().any(|e| matches!(e, Effect::SetBeta(_))));
-    assert_eq!(jobs(effects).len(), 1);
-    assert_eq!(alpha(&a, a.focused), -1.0);
+    let subs = jobs(a.update(Msg::Pointer(p)));
+    assert_eq!((subs[0].alpha, subs[0].beta), (-1.0, Some(-0.5)));
+    // Clicking the focused column's own point again regenerates nothing new while it runs.
+    let p = lerpscope::ui::pointer(&a, &areas, &mut false, m).unwrap();
+    assert!(jobs(a.update(Msg::Pointer(p))).is_empty());
     // Typed: "0.3,0.25".
     for c in "0.3,0.25".chars() {
         a.update(key(KeyCode::Char(c)));
     }
-    let effects = a.update(key(KeyCode::Enter));
-    assert!(
-        matches!(effects.first(), Some(Effect::SetBeta(b)) if b.value() == 0.25),
-        "{effects:?}"
-    );
+    let subs = jobs(a.update(key(KeyCode::Enter)));
+    assert_eq!((subs[0].alpha, subs[0].beta), (0.3, Some(0.25)));
     assert_eq!(alpha(&a, a.focused), 0.3);
     // A bad β says so and changes nothing.
     for c in "0.1,1e9".chars() {
@@ -891,7 +949,7 @@ fn the_pad_and_typed_points_set_alpha_and_beta() {
     }
     assert!(a.update(key(KeyCode::Enter)).is_empty());
     assert!(a.last_error.is_some());
-    assert_eq!(a.beta.map(|b| b.value()), Some(0.25));
+    assert_eq!(a.beta().map(|b| b.value()), Some(0.25));
 
     // Off a plane: no pad, and a comma is not taken ("0.30.25" is no α).
     let (mut line, _) = loaded();

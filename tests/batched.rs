@@ -178,6 +178,7 @@ fn worker_batches_waiting_columns_with_the_same_results() {
             column.submit(Job {
                 id: JobId(1),
                 alpha: Alpha::new(alpha).unwrap(),
+                beta: None,
                 prompt: "The movie was".into(),
                 params: GenerationParams {
                     max_tokens: 12,

@@ -229,6 +229,7 @@ fn curve_panel() {
         a.update(Msg::Engine(EngineEvent::CurvePoint {
             id: job.id,
             alpha,
+            beta: None,
             vader: lerpscope::eval::stats::estimate(&[m - 0.2, m, m + 0.2]),
         }));
     }
@@ -312,7 +313,8 @@ fn the_header_names_a_method_other_than_the_line() {
     key(&mut line, KeyCode::Char('q'));
 }
 
-/// A plane says so in the header, with C and the β of the moment; α per layer too.
+/// A plane says so in the header, with C; each column's title has its point (α, β); α per
+/// layer is in the header too.
 #[test]
 fn the_header_shows_the_plane_and_its_beta() {
     let mut a = App::new(
@@ -339,11 +341,13 @@ fn the_header_shows_the_plane_and_its_beta() {
         beta: Some(0.5),
     })));
     key(&mut a, KeyCode::Up);
-    let header = render(&a, 160, 20).lines().next().unwrap().to_string();
+    let screen = render(&a, 160, 20);
+    let header = screen.lines().next().unwrap().to_string();
     assert!(
-        header.contains("(α per layer)") && header.contains("β·(formal − A), β = 0.55"),
+        header.contains("(α per layer)") && header.contains("+ β·(formal − A)"),
         "{header}"
     );
+    assert!(screen.contains(" α = 0.00, β = 0.55 "), "{screen}");
     // Over adapters: the base and each side, then C once, with β.
     let mut adapters = App::new(
         "base".into(),
@@ -374,9 +378,8 @@ fn the_header_shows_the_plane_and_its_beta() {
         .unwrap()
         .to_string();
     assert!(
-        header.contains(
-            "base X + the base ↔ LoRA r8 ×7 modules + β·(LoRA r6 ×4 modules − A), β = 0.5"
-        ) && header.matches("β·(").count() == 1,
+        header.contains("base X + the base ↔ LoRA r8 ×7 modules + β·(LoRA r6 ×4 modules − A)")
+            && header.matches("β·(").count() == 1,
         "{header}"
     );
 }
@@ -428,4 +431,51 @@ fn the_pad_draws_the_triangle_and_the_focused_point() {
     assert_eq!(cell(4, 0.0), '●', "the focused column: {screen}");
     assert_eq!(cell(4, 1.0), '2', "the second column: {screen}");
     assert!(screen.contains("(α, β) = (0.00, 0.50)"), "{screen}");
+
+    // Each column at its own point: the second moves to β = 1 (row 2) and the first stays.
+    key(&mut a, KeyCode::Tab);
+    for _ in 0..2 {
+        a.update(Msg::Key(KeyEvent::new(KeyCode::Up, KeyModifiers::SHIFT)));
+    }
+    let screen = render(&a, 100, 40);
+    let lines: Vec<&str> = screen.lines().collect();
+    let cell = |row: u16, alpha: f64| -> char {
+        let x = lerpscope::ui::slider::cell_of(a.range.bounds(), pad.width, alpha).unwrap();
+        lines[(pad.y + row) as usize]
+            .chars()
+            .nth(1 + (pad.x + x) as usize)
+            .unwrap()
+    };
+    assert_eq!(
+        cell(2, 1.0),
+        '●',
+        "the focused second column at β = 1: {screen}"
+    );
+    assert_eq!(
+        cell(4, 0.0),
+        '1',
+        "the first column stays at β = 0.5: {screen}"
+    );
+    assert!(screen.contains("(α, β) = (1.00, 1.00)"), "{screen}");
+    assert!(screen.contains(" α = 0.00, β = 0.50 "), "{screen}");
+    assert!(screen.contains(" α = 1.00, β = 1.00 "), "{screen}");
+
+    // `g` on the plane: the heat map over (α, β), cells filled as points arrive.
+    let effects = key(&mut a, KeyCode::Char('g'));
+    let Some(Effect::Curve(job)) = effects.into_iter().find(|e| matches!(e, Effect::Curve(_)))
+    else {
+        panic!("no curve job")
+    };
+    for (i, &beta) in job.betas.iter().enumerate() {
+        for (j, &alpha) in job.alphas.iter().enumerate().skip(i % 2) {
+            let m = -0.8 + 0.3 * j as f64 + 0.1 * i as f64;
+            a.update(Msg::Engine(EngineEvent::CurvePoint {
+                id: job.id,
+                alpha,
+                beta: Some(beta),
+                vader: lerpscope::eval::stats::estimate(&[m - 0.1, m + 0.1]),
+            }));
+        }
+    }
+    insta::assert_snapshot!(render(&a, 100, 40));
 }

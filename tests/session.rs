@@ -54,6 +54,7 @@ fn remove_the_middle(mode: ColumnsMode) {
         c.as_ref().unwrap().submit(Job {
             id: JobId(1),
             alpha: Alpha::new(i as f64 * 0.5).unwrap(),
+            beta: None,
             prompt: "The movie was".into(),
             params,
             urgent: i == 0,
@@ -143,6 +144,7 @@ fn the_session_bakes_a_column_into_a_folder() {
     column.submit(Job {
         id: JobId(1),
         alpha: Alpha::B,
+        beta: None,
         prompt: "The movie".into(),
         params: GenerationParams {
             max_tokens: 4,
@@ -200,6 +202,7 @@ fn score_fork_and_scrub_jobs_answer_with_their_events() {
     column.submit(Job {
         id: JobId(1),
         alpha: Alpha::new(0.3).unwrap(),
+        beta: None,
         prompt: "The movie was good".into(),
         params,
         urgent: true,
@@ -217,6 +220,7 @@ fn score_fork_and_scrub_jobs_answer_with_their_events() {
     column.submit(Job {
         id: JobId(2),
         alpha: Alpha::A,
+        beta: None,
         prompt: "The movie".into(),
         params,
         urgent: true,
@@ -245,6 +249,7 @@ fn score_fork_and_scrub_jobs_answer_with_their_events() {
         alphas: (0..25)
             .map(|i| Alpha::new(i as f64 / 24.0).unwrap())
             .collect(),
+        beta: None,
     });
     let mut points = Vec::new();
     loop {
@@ -348,6 +353,7 @@ fn a_panicking_job_is_reported_and_the_next_job_is_right() {
                 c.submit(Job {
                     id: JobId(id),
                     alpha: Alpha::new(alpha).unwrap(),
+                    beta: None,
                     prompt: "The movie was".into(),
                     params,
                     urgent: false,
@@ -434,6 +440,7 @@ fn a_find_job_reports_its_points_and_its_answer_and_stops_when_cancelled() {
         id,
         target: 0.0,
         range: "-1:2".parse().unwrap(),
+        beta: None,
         prompt: "The food at this place".into(),
         samples: 16,
         params,
@@ -475,4 +482,97 @@ fn a_find_job_reports_its_points_and_its_answer_and_stops_when_cancelled() {
         }
     }
     assert!(reports <= 1, "{reports} points after the cancel");
+}
+
+/// `g` on a plane: a curve job with βs measures the grid row by row, each point at its own
+/// (α, β) however the engine moved in between (a column job at another point runs meanwhile),
+/// and equal to measuring that point alone. With C = B the plane is A + (α + β)·(B − A), so β
+/// visibly moves the meter.
+#[test]
+fn a_curve_over_a_plane_measures_each_point_of_its_grid() {
+    use lerpscope::engine::ThirdEndpoint;
+    use lerpscope::eval::points::{measure, Fluency, Plan};
+    use lerpscope::eval::sweep::PplRef;
+    use lerpscope::session::CurveJob;
+    let (a, b) = lerpscope::cli::demo_pair();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        third: Some(ThirdEndpoint::fixed(b.clone(), 0.0)),
+        ..Default::default()
+    };
+    let (tx, rx) = mpsc::channel();
+    let (a2, b2, opts2) = (a.clone(), b.clone(), opts.clone());
+    let session = Session::spawn_with(
+        move || Ok(Engine::load(&a2, &b2, &opts2)?),
+        move |e| {
+            let _ = tx.send(e);
+        },
+    );
+    let params = GenerationParams {
+        max_tokens: 16,
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_p: 0.95,
+            seed: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let at = |x: f64| Alpha::new(x).unwrap();
+    let job = CurveJob {
+        id: 9,
+        alphas: vec![at(0.0), at(0.5)],
+        betas: vec![at(0.0), at(0.75)],
+        prompt: "The food at this place".into(),
+        samples: 6,
+        params,
+    };
+    session.curve(job.clone());
+    let column = session.column(ColumnId(0));
+    column.submit(Job {
+        id: JobId(1),
+        alpha: at(1.5),
+        beta: Some(at(-0.5)),
+        prompt: "The service".into(),
+        params,
+        urgent: true,
+        kind: Default::default(),
+    });
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        match rx.recv_timeout(Duration::from_secs(120)).unwrap() {
+            EngineEvent::CurvePoint {
+                id,
+                alpha,
+                beta,
+                vader,
+            } => {
+                assert_eq!(id, 9);
+                got.push((alpha.value(), beta.map(Alpha::value), vader.mean, vader.n));
+            }
+            EngineEvent::LoadFailed(e) | EngineEvent::Failed { error: e, .. } => panic!("{e}"),
+            _ => {}
+        }
+    }
+    drop(column);
+    drop(session);
+    let mut alone = Engine::load(&a, &b, &opts).unwrap();
+    let plan = Plan {
+        prompts: vec![job.prompt.clone()],
+        samples: job.samples,
+        params,
+    };
+    let mut want = Vec::new();
+    for &beta in &job.betas {
+        for &alpha in &job.alphas {
+            alone.set_point(alpha, Some(beta.value())).unwrap();
+            let fluency = Fluency::new(PplRef::Blend, &alone).unwrap();
+            let m = measure(&mut alone, &plan, alpha, &lerpscope::eval::Vader, &fluency)
+                .unwrap()
+                .meter();
+            want.push((alpha.value(), Some(beta.value()), m.mean, m.n));
+        }
+    }
+    assert_eq!(got, want);
+    assert_ne!(got[0].2, got[2].2, "β moves the meter: {got:?}");
 }

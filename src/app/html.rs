@@ -3,7 +3,7 @@
 //! left neighbour marked, and a tooltip per token with its top alternatives. No scripts, no
 //! external assets: it opens offline in any browser.
 
-use super::{fmt_alpha, Session, SessionColumn, SessionToken};
+use super::{Session, SessionColumn, SessionToken};
 use std::fmt::Write;
 
 /// Probability buckets (lower bounds of the top four): the UI's scale.
@@ -114,8 +114,8 @@ fn column(h: &mut String, s: &Session, c: &SessionColumn) {
     };
     let _ = write!(
         h,
-        "<section class=\"col\"><h2>α = {} <small>{}</small></h2><div class=\"text\">",
-        fmt_alpha(c.alpha),
+        "<section class=\"col\"><h2>{} <small>{}</small></h2><div class=\"text\">",
+        escape(&c.point()),
         escape(&stats)
     );
     if s.score_text.is_none() {

@@ -215,7 +215,7 @@ impl App {
             return vec![];
         }
         let before: Vec<u32> = c.pieces[..cursor.token].iter().map(|p| p.id).collect();
-        let (token, column) = (piece.id, c.id);
+        let (token, column, beta) = (piece.id, c.id, c.beta);
         let prompt = (!self.score_mode).then(|| self.prompt.text());
         let id = self.fresh_id();
         let (lo, hi) = self.range.bounds();
@@ -234,6 +234,7 @@ impl App {
             before,
             token,
             alphas,
+            beta,
         })]
     }
 

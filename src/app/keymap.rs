@@ -94,7 +94,7 @@ const BINDINGS: &[Binding] = &[
     Binding {
         action: Action::BetaUp,
         name: "beta_up",
-        help: "β + {fine} (plane: all columns)",
+        help: "β + {fine} (plane: focused column)",
         keys: &["Up"],
     },
     Binding {

@@ -30,6 +30,10 @@ pub const ANIMATION_STEP: f64 = 0.25;
 /// (at first: `+` doubles them while the panel is open, up to the most).
 pub const CURVE_POINTS: usize = 9;
 pub const CURVE_SAMPLES: usize = 6;
+/// The heat map's grid on a plane: alphas across, βs up (25 points: coarse, but each costs a
+/// curve point's samples).
+pub const HEAT_ALPHAS: usize = 5;
+pub const HEAT_BETAS: usize = 5;
 pub const CURVE_MAX_SAMPLES: usize = 96;
 /// Samples of the prompt at each α the UI's search for a target measures, and their length.
 pub const FIND_SAMPLES: usize = 16;
@@ -40,6 +44,9 @@ pub struct Curve {
     pub id: u64,
     /// (α, mean VADER compound with its 95% interval), in the order they arrived.
     pub points: Vec<(Alpha, Estimate)>,
+    /// On a plane, the heat map's grid: its alphas and βs, and each point measured, by
+    /// (α index, β index).
+    pub grid: Option<HeatGrid>,
     pub expected: usize,
     pub samples: usize,
 }
@@ -49,8 +56,43 @@ impl Default for Curve {
         Self {
             id: 0,
             points: Vec::new(),
+            grid: None,
             expected: 0,
             samples: CURVE_SAMPLES,
+        }
+    }
+}
+
+/// The meter over a coarse grid of the plane (`g` on a plane).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatGrid {
+    pub alphas: Vec<Alpha>,
+    pub betas: Vec<Alpha>,
+    /// `cells[β index][α index]`, filled in as points arrive.
+    pub cells: Vec<Vec<Option<Estimate>>>,
+}
+
+impl HeatGrid {
+    /// `n_alpha` alphas across `alphas` and `n_beta` βs across `betas`, both ends included.
+    fn new(alphas: (f64, f64), betas: (f64, f64), n_alpha: usize, n_beta: usize) -> Self {
+        let spread = |(lo, hi): (f64, f64), n: usize| -> Vec<Alpha> {
+            (0..n)
+                .map(|i| Alpha::saturating(lo + (hi - lo) * i as f64 / (n - 1) as f64))
+                .collect()
+        };
+        Self {
+            alphas: spread(alphas, n_alpha),
+            betas: spread(betas, n_beta),
+            cells: vec![vec![None; n_alpha]; n_beta],
+        }
+    }
+
+    /// Record a measured point (one not on the grid is ignored).
+    fn record(&mut self, alpha: Alpha, beta: Alpha, vader: Estimate) {
+        let a = self.alphas.iter().position(|&x| x == alpha);
+        let b = self.betas.iter().position(|&x| x == beta);
+        if let (Some(a), Some(b)) = (a, b) {
+            self.cells[b][a] = Some(vader);
         }
     }
 }
@@ -116,8 +158,6 @@ pub enum Effect {
         out: std::path::PathBuf,
     },
     Save(Session),
-    /// Move the plane's β; the columns' resubmitted jobs follow.
-    SetBeta(Alpha),
     Quit,
 }
 
@@ -144,6 +184,8 @@ pub enum ColumnState {
 pub struct Column {
     pub id: ColumnId,
     pub alpha: Alpha,
+    /// On a plane with a β of its own, the column's β: each column sits at its own point.
+    pub beta: Option<Alpha>,
     pub text: String,
     /// The text's tokens, in order.
     pub pieces: Vec<Piece>,
@@ -168,6 +210,7 @@ impl Column {
         Self {
             id,
             alpha,
+            beta: None,
             text: String::new(),
             pieces: Vec::new(),
             carry: Vec::new(),
@@ -211,6 +254,9 @@ pub struct Session {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionColumn {
     pub alpha: Alpha,
+    /// On a plane, the column's β.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta: Option<Alpha>,
     pub text: String,
     pub tokens: usize,
     pub complete: bool,
@@ -278,8 +324,6 @@ pub struct App {
     pub activity: String,
     pub last_error: Option<String>,
     pub notice: Option<String>,
-    /// The plane's β, when the pair is a plane with a β of its own (`--c` with `--beta`).
-    pub beta: Option<Alpha>,
     /// The engine stopped and cannot be trusted (why): the UI says so and quits.
     pub broken: Option<String>,
     pub last_blend_ms: Option<f64>,
@@ -337,7 +381,6 @@ impl App {
             activity: "loading the pair…".to_string(),
             last_error: None,
             notice: None,
-            beta: None,
             broken: None,
             last_blend_ms: None,
             last_tokens_per_s: None,
@@ -470,8 +513,9 @@ impl App {
                     .fold(f64::MIN, f64::max);
                 let id = ColumnId(self.next_column);
                 self.next_column += 1;
-                self.columns
-                    .push(Column::new(id, Alpha::saturating(highest + 0.5)));
+                let mut column = Column::new(id, Alpha::saturating(highest + 0.5));
+                column.beta = self.beta();
+                self.columns.push(column);
                 self.focused = self.columns.len() - 1;
                 self.submit(self.focused, true)
             }
@@ -563,13 +607,27 @@ impl App {
         }
         let id = self.fresh_id();
         let (lo, hi) = self.range.bounds();
-        let alphas: Vec<Alpha> = (0..CURVE_POINTS)
-            .map(|i| Alpha::saturating(lo + (hi - lo) * i as f64 / (CURVE_POINTS - 1) as f64))
-            .collect();
+        // On a plane: a coarse grid over the slider's α range and the pad's β range.
+        let grid = self.beta().map(|_| {
+            let betas = self.beta_range();
+            HeatGrid::new((lo, hi), betas, HEAT_ALPHAS, HEAT_BETAS)
+        });
+        let (alphas, betas) = match &grid {
+            Some(g) => (g.alphas.clone(), g.betas.clone()),
+            None => (
+                (0..CURVE_POINTS)
+                    .map(|i| {
+                        Alpha::saturating(lo + (hi - lo) * i as f64 / (CURVE_POINTS - 1) as f64)
+                    })
+                    .collect(),
+                Vec::new(),
+            ),
+        };
         self.curve = Curve {
             id,
             points: Vec::new(),
-            expected: alphas.len(),
+            expected: alphas.len() * betas.len().max(1),
+            grid,
             samples,
         };
         let mut params = self.params;
@@ -577,6 +635,7 @@ impl App {
         vec![Effect::Curve(CurveJob {
             id,
             alphas,
+            betas,
             prompt: self.prompt.text(),
             samples,
             params,
@@ -638,6 +697,7 @@ impl App {
             id,
             target,
             range: self.range,
+            beta: self.beta(),
             prompt: self.prompt.text(),
             samples: FIND_SAMPLES,
             params,
@@ -772,7 +832,7 @@ impl App {
                     Err(e) => self.last_error = Some(e.to_string()),
                 }
             }
-            KeyCode::Char(',') if self.beta.is_some() && !buf.contains(',') => {
+            KeyCode::Char(',') if self.beta().is_some() && !buf.contains(',') => {
                 buf.push(',');
                 self.mode = Mode::EnterAlpha(buf);
             }
@@ -819,7 +879,10 @@ impl App {
         match e {
             EngineEvent::Loaded(info) => {
                 self.activity = "ready".to_string();
-                self.beta = info.beta.and_then(|b| Alpha::new(b).ok());
+                let beta = info.beta.and_then(|b| Alpha::new(b).ok());
+                for c in &mut self.columns {
+                    c.beta = beta;
+                }
                 self.pair = PairState::Ready(info);
                 self.submit_all()
             }
@@ -939,9 +1002,17 @@ impl App {
                 }
                 vec![]
             }
-            EngineEvent::CurvePoint { id, alpha, vader } => {
+            EngineEvent::CurvePoint {
+                id,
+                alpha,
+                beta,
+                vader,
+            } => {
                 if id == self.curve.id {
                     self.curve.points.push((alpha, vader));
+                    if let (Some(grid), Some(beta)) = (self.curve.grid.as_mut(), beta) {
+                        grid.record(alpha, beta, vader);
+                    }
                 }
                 vec![]
             }
@@ -1025,9 +1096,26 @@ impl App {
         }
     }
 
-    /// Move β by `step` and regenerate every column at it.
+    /// The focused column's β (on a plane with a β of its own).
+    pub fn beta(&self) -> Option<Alpha> {
+        self.columns.get(self.focused).and_then(|c| c.beta)
+    }
+
+    /// β's visible range on the pad (and the heat map's): the unit triangle with a margin,
+    /// widened just enough to keep every column's β in view (so a click on the edge row keeps
+    /// its β).
+    pub fn beta_range(&self) -> (f64, f64) {
+        self.columns
+            .iter()
+            .filter_map(|c| c.beta)
+            .fold((-0.5, 1.5), |(lo, hi), b| {
+                (lo.min(b.value()), hi.max(b.value()))
+            })
+    }
+
+    /// Move the focused column's β by `step` and regenerate it.
     fn nudge_beta(&mut self, step: f64) -> Vec<Effect> {
-        let Some(beta) = self.beta else {
+        let Some(beta) = self.beta() else {
             self.notice = Some(
                 match self.plane_term() {
                     Some(_) => {
@@ -1039,39 +1127,22 @@ impl App {
             );
             return vec![];
         };
-        self.set_beta(Alpha::saturating(beta.value() + step))
+        let alpha = self.columns[self.focused].alpha;
+        self.set_point(alpha, Alpha::saturating(beta.value() + step))
     }
 
-    /// The focused column to α and every column to β (on a plane; elsewhere β is refused as
-    /// the β keys are).
+    /// The focused column to (α, β) (on a plane; elsewhere β is refused as the β keys are),
+    /// regenerated there.
     fn set_point(&mut self, alpha: Alpha, beta: Alpha) -> Vec<Effect> {
-        if self.beta.is_none() || self.beta == Some(beta) {
+        if self.beta().is_none() {
             let mut effects = self.set_alpha(alpha);
-            if self.beta.is_none() {
-                effects.extend(self.nudge_beta(0.0));
-            }
+            effects.extend(self.nudge_beta(0.0));
             return effects;
         }
-        // Every column regenerates at the new β, the focused one at its new α.
-        self.columns[self.focused].alpha = alpha;
-        self.set_beta(beta)
-    }
-
-    /// Move β and regenerate every column at it.
-    fn set_beta(&mut self, beta: Alpha) -> Vec<Effect> {
-        self.beta = Some(beta);
-        let mut effects = vec![Effect::SetBeta(beta)];
-        // A search or a curve measured at the old β would mix two planes' points.
-        if let Some(f) = self.finding.take() {
-            self.notice = Some("search stopped: β moved".to_string());
-            effects.push(Effect::CancelFind(f.id));
-        }
-        effects.extend(self.submit_all());
-        if self.show_curve {
-            let samples = self.curve.samples;
-            effects.extend(self.start_curve(samples));
-        }
-        effects
+        let c = &mut self.columns[self.focused];
+        let moved = c.beta != Some(beta);
+        c.beta = Some(beta);
+        self.set_alpha_forced(alpha, moved)
     }
 
     fn nudge(&mut self, step: f64) -> Vec<Effect> {
@@ -1081,8 +1152,15 @@ impl App {
 
     /// Set the focused column's α and regenerate it.
     pub fn set_alpha(&mut self, alpha: Alpha) -> Vec<Effect> {
+        self.set_alpha_forced(alpha, false)
+    }
+
+    /// [`App::set_alpha`]; `moved` when something else about the column (its β) changed, so
+    /// that an unchanged α still regenerates it.
+    fn set_alpha_forced(&mut self, alpha: Alpha, moved: bool) -> Vec<Effect> {
         let c = &mut self.columns[self.focused];
-        if c.alpha == alpha && matches!(c.state, ColumnState::Queued | ColumnState::Generating) {
+        let busy = matches!(c.state, ColumnState::Queued | ColumnState::Generating);
+        if c.alpha == alpha && busy && !moved {
             return vec![];
         }
         c.alpha = alpha;
@@ -1130,6 +1208,7 @@ impl App {
             job: Job {
                 id,
                 alpha: c.alpha,
+                beta: c.beta,
                 prompt,
                 params: self.params,
                 urgent,
@@ -1174,10 +1253,7 @@ impl App {
             parts.push(format!("α per layer {l}"));
         }
         if let Some(c) = self.plane_term() {
-            parts.push(match self.beta {
-                Some(beta) => format!("+ {c}, β = {beta}"),
-                None => format!("+ {c}"),
-            });
+            parts.push(format!("+ {c}"));
         }
         (!parts.is_empty()).then(|| parts.join("; "))
     }
@@ -1196,6 +1272,7 @@ impl App {
                 .enumerate()
                 .map(|(i, c)| SessionColumn {
                     alpha: c.alpha,
+                    beta: c.beta,
                     text: crate::engine::tokens::plain(&c.text),
                     tokens: c.tokens,
                     complete: matches!(c.state, ColumnState::Done(_)),
@@ -1254,6 +1331,21 @@ pub fn sanitize(s: &str) -> String {
         .collect()
 }
 
+impl SessionColumn {
+    /// "α = 0.50", or on a plane "α = 0.50, β = 0.20".
+    pub fn point(&self) -> String {
+        point_label(self.alpha, self.beta)
+    }
+}
+
+/// A column's point for titles: "α = 0.50", or on a plane "α = 0.50, β = 0.20".
+pub fn point_label(alpha: Alpha, beta: Option<Alpha>) -> String {
+    match beta {
+        Some(b) => format!("α = {}, β = {}", fmt_alpha(alpha), fmt_alpha(b)),
+        None => format!("α = {}", fmt_alpha(alpha)),
+    }
+}
+
 impl Session {
     pub fn to_markdown(&self) -> String {
         let mut md = format!(
@@ -1273,8 +1365,8 @@ impl Session {
         );
         for c in &self.columns {
             md.push_str(&format!(
-                "\n## α = {}{}\n\n{}{}\n",
-                fmt_alpha(c.alpha),
+                "\n## {}{}\n\n{}{}\n",
+                c.point(),
                 if c.complete { "" } else { " (incomplete)" },
                 self.prompt,
                 c.text

@@ -36,12 +36,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let never = AtomicBool::new(false);
     let stdout = std::io::stdout();
     for (i, alpha) in alphas.into_iter().enumerate() {
-        let beta = betas.as_ref().map(|b| b[i]);
-        let mut blend = std::time::Duration::ZERO;
-        if let Some(beta) = beta {
-            blend += engine.set_beta(beta.value())?;
-        }
-        blend += engine.set_alpha(alpha)?;
+        let beta = betas.as_ref().map(|b| b[i].value());
+        let blend = engine.set_point(alpha, beta)?;
         let mut out = stdout.lock();
         if args.json {
             let g = engine.generate(&prompt, &params, &never, &mut |_| {})?;

@@ -18,6 +18,8 @@ pub const TURN_SAMPLES: usize = 4;
 pub struct CurveJob {
     pub id: u64,
     pub alphas: Vec<Alpha>,
+    /// On a plane: the grid's βs, each α measured at each (a heat map); empty on a line.
+    pub betas: Vec<Alpha>,
     pub prompt: String,
     pub samples: usize,
     pub params: GenerationParams,
@@ -25,29 +27,37 @@ pub struct CurveJob {
 
 pub(super) struct CurveState {
     id: u64,
-    alphas: Vec<Alpha>,
+    /// (α, β) of each point in the order measured: the line's alphas, or the grid row by row.
+    points: Vec<(Alpha, Option<Alpha>)>,
     plan: Plan,
-    next_alpha: usize,
-    measuring: Option<Measuring>,
+    next_point: usize,
+    measuring: Option<(Measuring, Option<Alpha>)>,
 }
 
 impl CurveState {
     pub(super) fn new(job: CurveJob) -> Self {
+        let points = match job.betas.as_slice() {
+            [] => job.alphas.iter().map(|&a| (a, None)).collect(),
+            betas => betas
+                .iter()
+                .flat_map(|&b| job.alphas.iter().map(move |&a| (a, Some(b))))
+                .collect(),
+        };
         Self {
             id: job.id,
-            alphas: job.alphas,
+            points,
             plan: Plan {
                 prompts: vec![job.prompt],
                 samples: job.samples,
                 params: job.params,
             },
-            next_alpha: 0,
+            next_point: 0,
             measuring: None,
         }
     }
 
     pub(super) fn done(&self) -> bool {
-        self.next_alpha >= self.alphas.len() && self.measuring.is_none()
+        self.next_point >= self.points.len() && self.measuring.is_none()
     }
 
     /// Generate the next batch of the current α's samples (at the re-blended weights, each row
@@ -55,24 +65,27 @@ impl CurveState {
     /// with its interval.
     pub(super) fn step(&mut self, engine: &mut Engine, emit: &Emit) -> anyhow::Result<()> {
         if self.plan.samples == 0 {
-            self.next_alpha = self.alphas.len();
+            self.next_point = self.points.len();
             return Ok(());
         }
-        let m = match self.measuring.as_mut() {
+        let (m, beta) = match self.measuring.as_mut() {
             Some(m) => m,
             None => {
-                let alpha = self.alphas[self.next_alpha];
-                self.next_alpha += 1;
+                let (alpha, beta) = self.points[self.next_point];
+                self.next_point += 1;
                 self.measuring
-                    .insert(Measuring::new(&self.plan, alpha, TURN_SAMPLES))
+                    .insert((Measuring::new(&self.plan, alpha, TURN_SAMPLES), beta))
             }
         };
+        let beta = *beta;
+        super::to_point(engine, m.alpha(), beta)?;
         let fluency = Fluency::new(PplRef::Blend, engine)?;
         if let Some(point) = m.step(engine, &Vader, &fluency)? {
             self.measuring = None;
             emit(EngineEvent::CurvePoint {
                 id: self.id,
                 alpha: point.alpha,
+                beta,
                 vader: point.meter(),
             });
         }
@@ -86,6 +99,8 @@ pub struct FindJob {
     pub id: u64,
     pub target: f64,
     pub range: AlphaRange,
+    /// On a plane, the β the search runs at (its column's).
+    pub beta: Option<Alpha>,
     pub prompt: String,
     pub samples: usize,
     pub params: GenerationParams,
@@ -110,6 +125,7 @@ pub enum FindReport {
 
 pub(super) struct FindState {
     id: u64,
+    beta: Option<Alpha>,
     plan: Plan,
     search: Search,
     measuring: Option<Measuring>,
@@ -121,6 +137,7 @@ impl FindState {
         settings.seed = job.params.sampling.seed;
         Self {
             id: job.id,
+            beta: job.beta,
             plan: Plan {
                 prompts: vec![job.prompt],
                 samples: job.samples,
@@ -164,6 +181,7 @@ impl FindState {
             }
         }
         let m = self.measuring.as_mut().expect("set above");
+        super::to_point(engine, m.alpha(), self.beta)?;
         let fluency = Fluency::new(PplRef::Blend, engine)?;
         if let Some(point) = m.step(engine, &Vader, &fluency)? {
             self.measuring = None;
@@ -204,6 +222,7 @@ mod tests {
         let job = CurveJob {
             id: 7,
             alphas: [0.0, 0.5, 1.5].map(|a| Alpha::new(a).unwrap()).to_vec(),
+            betas: vec![],
             prompt: "The food at this place".into(),
             samples: 4,
             params: GenerationParams {
@@ -220,7 +239,10 @@ mod tests {
         let points = Arc::new(Mutex::new(Vec::new()));
         let seen = points.clone();
         let emit = move |e: EngineEvent| {
-            if let EngineEvent::CurvePoint { id, alpha, vader } = e {
+            if let EngineEvent::CurvePoint {
+                id, alpha, vader, ..
+            } = e
+            {
                 seen.lock().unwrap().push((id, alpha, vader.mean, vader.n));
             }
         };

@@ -5,8 +5,8 @@
 //! Scheduling: one pending job per column, the latest submission wins (rapid α moves coalesce);
 //! a running job stops between tokens as soon as its column has a newer job or is dropped; the
 //! job marked urgent (the focused column) runs first. A column is produced by re-blending to its
-//! α; several columns waiting with one prompt run as one batch, each row at its own α, when the
-//! engine measures that to be faster.
+//! α (on a plane, its point (α, β)); several columns waiting with one prompt run as one batch,
+//! each row at its own point, when the engine measures that to be faster.
 
 mod curve;
 pub mod scrub;
@@ -40,6 +40,8 @@ const DROPPED: u64 = u64::MAX;
 pub struct Job {
     pub id: JobId,
     pub alpha: Alpha,
+    /// On a plane with a β of its own, the column's β (None: β as the engine has it).
+    pub beta: Option<Alpha>,
     /// The prompt, or for a score job the text to score.
     pub prompt: String,
     pub params: GenerationParams,
@@ -184,11 +186,12 @@ pub enum EngineEvent {
         job: JobId,
         error: Failure,
     },
-    /// One α of a curve job is complete: the mean VADER compound of its samples, with its 95%
-    /// interval.
+    /// One point of a curve job is complete: the mean VADER compound of its samples, with its
+    /// 95% interval (`beta` on a plane's grid).
     CurvePoint {
         id: u64,
         alpha: Alpha,
+        beta: Option<Alpha>,
         vader: crate::eval::stats::Estimate,
     },
     /// A find job measured a point, or finished.
@@ -237,8 +240,6 @@ enum Request {
     Scrub(ScrubJob),
     Export(ExportJob),
     Remove(ColumnId),
-    /// Move the plane's β (the columns are resubmitted after it).
-    SetBeta(f64),
     /// Test hook: the next column job scribbles over the working weights and panics.
     InjectPanic,
     Shutdown,
@@ -351,11 +352,6 @@ impl Session {
     /// Export the model at `job.alpha`; progress and the result come back as events.
     pub fn export(&self, job: ExportJob) {
         let _ = self.tx.send(Request::Export(job));
-    }
-
-    /// Move the plane's β; jobs submitted after this run at it.
-    pub fn set_beta(&self, beta: f64) {
-        let _ = self.tx.send(Request::SetBeta(beta));
     }
 
     /// Test hook: the next column job writes zeros over the working weights and panics, as a
@@ -517,14 +513,6 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                 Request::Scrub(job) => scrub = Some(ScrubState::new(job)),
                 Request::Export(job) => exports.push(job),
                 Request::Remove(c) => pending.retain(|p| p.column != c),
-                Request::SetBeta(beta) => match contained(|| engine.set_beta(beta)) {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => emit(EngineEvent::Recovered(Failure::engine(&e))),
-                    Err(error) => {
-                        emit(EngineEvent::Recovered(error));
-                        dirty = true;
-                    }
-                },
                 Request::InjectPanic => inject = true,
                 Request::Shutdown => return,
             }
@@ -708,9 +696,12 @@ fn run_batch(engine: &mut Engine, jobs: &[Pending], inject: bool, emit: &Emit) {
     }
     let stale = |i: usize| jobs[i].stale();
     let alphas: Vec<Alpha> = jobs.iter().map(|p| p.job.alpha).collect();
+    // Each row at its column's point (a β per row only when every job has one).
+    let betas: Option<Vec<Alpha>> = jobs.iter().map(|p| p.job.beta).collect();
     let (prompt, params) = (&jobs[0].job.prompt, &jobs[0].job.params);
-    let result = engine.encode(prompt).and_then(|ids| {
-        engine.generate_steps(&ids, &[], Some(&alphas), params, &stale, &mut |i, step| {
+    let result = engine.mix_at(&alphas, betas.as_deref()).and_then(|mix| {
+        let ids = engine.encode(prompt)?;
+        engine.generate_steps_mixed(&ids, &[], Some(&mix), params, &stale, &mut |i, step| {
             emit(text_event(jobs[i].column, jobs[i].job.id, step))
         })
     });
@@ -742,7 +733,7 @@ fn run_batch(engine: &mut Engine, jobs: &[Pending], inject: bool, emit: &Emit) {
         if g.stop == StopReason::Cancelled || p.stale() {
             continue;
         }
-        if recorded(g) || engine.set_alpha(p.job.alpha).is_ok() {
+        if recorded(g) || at_point(engine, &p.job).is_ok() {
             if let Ok(scored) = score(engine, p, g) {
                 emit(scored);
             }
@@ -770,7 +761,12 @@ fn run_job(engine: &mut Engine, p: &Pending, inject: bool, emit: &Emit) {
     }
     let (column, job) = (p.column, p.job.id);
     if p.job.kind == JobKind::Score {
-        emit(match engine.score_text(&p.job.prompt, p.job.alpha) {
+        let scored = match p.job.beta {
+            Some(beta) => engine.set_beta(beta.value()),
+            None => Ok(Duration::ZERO),
+        }
+        .and_then(|_| engine.score_text(&p.job.prompt, p.job.alpha));
+        emit(match scored {
             Ok(score) => EngineEvent::TextScored { column, job, score },
             Err(e) => EngineEvent::Failed {
                 column,
@@ -780,7 +776,7 @@ fn run_job(engine: &mut Engine, p: &Pending, inject: bool, emit: &Emit) {
         });
         return;
     }
-    let blend = match engine.set_alpha(p.job.alpha) {
+    let blend = match at_point(engine, &p.job) {
         Ok(t) => t,
         Err(e) => {
             emit(EngineEvent::Failed {
@@ -834,6 +830,21 @@ fn run_job(engine: &mut Engine, p: &Pending, inject: bool, emit: &Emit) {
             error: Failure::engine(&e),
         }),
     }
+}
+
+/// Move the engine to (α, β) where it is elsewhere, in one blend (β None: β as it is). A
+/// curve, a search or a scrub runs at its own point between column jobs that move the engine.
+fn to_point(engine: &mut Engine, alpha: Alpha, beta: Option<Alpha>) -> crate::engine::Result<()> {
+    let beta = beta.map(Alpha::value);
+    if engine.alpha() != alpha || (beta.is_some() && engine.beta() != beta) {
+        engine.set_point(alpha, beta)?;
+    }
+    Ok(())
+}
+
+/// Blend the engine to the job's point.
+fn at_point(engine: &mut Engine, job: &Job) -> crate::engine::Result<Duration> {
+    engine.set_point(job.alpha, job.beta.map(Alpha::value))
 }
 
 fn score(

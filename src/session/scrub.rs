@@ -15,6 +15,8 @@ pub struct ScrubJob {
     pub before: Vec<u32>,
     pub token: u32,
     pub alphas: Vec<Alpha>,
+    /// On a plane, the column's β.
+    pub beta: Option<Alpha>,
 }
 
 /// The coarse pass aims to be drawn within this many seconds of the request.
@@ -100,6 +102,8 @@ impl ScrubState {
             Some(p) => engine.encode(p),
             None => Ok(Vec::new()),
         };
+        let prompt =
+            prompt.and_then(|p| super::to_point(engine, engine.alpha(), self.job.beta).map(|_| p));
         let prefix = prompt.map(|mut prefix| {
             prefix.extend_from_slice(&self.job.before);
             prefix

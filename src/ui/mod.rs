@@ -2,6 +2,7 @@
 //! so what is clicked is what was drawn.
 
 pub mod big;
+mod heat;
 pub mod pad;
 mod panels;
 pub mod slider;
@@ -96,7 +97,7 @@ pub fn layout(area: Rect, app: &App) -> Areas {
         }
     }
     // On a plane the pad sits under the slider where the columns keep rows of their own.
-    if app.beta.is_some() && bottom.saturating_sub(top) >= PAD_ROWS + 8 && w >= 40 {
+    if app.beta().is_some() && bottom.saturating_sub(top) >= PAD_ROWS + 8 && w >= 40 {
         let margin = 6;
         a.pad = Some(Rect::new(x + margin, top, w - 2 * margin, PAD_ROWS));
         top += PAD_ROWS;
@@ -159,11 +160,10 @@ pub fn pointer(
                     return Some(Pointer::Slider(alpha));
                 }
             }
-            if let (Some(pad), Some(beta)) = (areas.pad, app.beta) {
+            if let Some(pad) = areas.pad {
                 if inside(pad) {
                     let alpha = slider::alpha_at(range, pad.width, m.column - pad.x);
-                    let beta =
-                        pad::beta_at(pad::beta_range(beta.value()), pad.height, m.row - pad.y);
+                    let beta = pad::beta_at(app.beta_range(), pad.height, m.row - pad.y);
                     let hundredth =
                         |v: f64| crate::engine::Alpha::saturating((v * 100.0).round() / 100.0);
                     return Some(Pointer::Pad(hundredth(alpha), hundredth(beta)));
@@ -374,10 +374,7 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             ));
         }
         if let Some(c) = app.plane_term() {
-            let c = match app.beta {
-                Some(beta) => format!(" + {}, β = {beta}", compact_paths(c)),
-                None => format!(" + {}", compact_paths(c)),
-            };
+            let c = format!(" + {}", compact_paths(c));
             spans.push(Span::styled(c, Style::default().fg(Color::Cyan)));
         }
         spans.push(Span::styled(
@@ -459,7 +456,7 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         },
         ColumnState::Failed(_) => "✗ error".to_string(),
     };
-    let title = format!(" α = {} ", fmt_alpha(c.alpha));
+    let title = format!(" {} ", crate::app::point_label(c.alpha, c.beta));
     let state = format!(" {state} ");
     let mut block = Block::bordered()
         .border_type(if focused {
@@ -764,6 +761,9 @@ fn curve_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
     if r.width < 20 || r.height < 8 {
         return;
+    }
+    if let Some(grid) = &app.curve.grid {
+        return heat::render(app, grid, r, buf);
     }
     let mut pts: Vec<(f64, crate::eval::stats::Estimate)> = app
         .curve

@@ -1,6 +1,6 @@
 //! The plane's pad: α across (the slider's range), β up, the triangle A (0, 0), B (1, 0),
-//! C (0, 1) drawn in braille with its vertices labelled, the current β as a dotted guide, and
-//! one marker per column at its (α, β). Columns share β, so their markers sit on the guide.
+//! C (0, 1) drawn in braille with its vertices labelled, the focused column's β as a dotted
+//! guide, and one marker per column at its own (α, β).
 
 use super::slider;
 use crate::app::{fmt_alpha, App};
@@ -10,12 +10,6 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::widgets::canvas::{Canvas, Line};
 use ratatui::widgets::Widget;
-
-/// β's visible range: the unit triangle with a margin, widened just enough to keep β itself
-/// in view (so a click on the edge row keeps its β).
-pub fn beta_range(beta: f64) -> (f64, f64) {
-    (beta.min(-0.5), beta.max(1.5))
-}
 
 /// The row (0 = top) of a pad `height` rows tall for β, or None outside the range.
 pub fn row_of(range: (f64, f64), height: u16, beta: f64) -> Option<u16> {
@@ -36,13 +30,14 @@ pub fn beta_at(range: (f64, f64), height: u16, y: u16) -> f64 {
 }
 
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
-    let Some(beta) = app.beta.map(|b| b.value()) else {
+    let Some(focused_beta) = app.beta() else {
         return;
     };
+    let beta = focused_beta.value();
     if area.width < 4 || area.height < 3 {
         return;
     }
-    let (xr, yr) = (app.range.bounds(), beta_range(beta));
+    let (xr, yr) = (app.range.bounds(), app.beta_range());
     let edge = Color::Gray;
     Canvas::default()
         .marker(Marker::Braille)
@@ -79,7 +74,8 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         }
     }
     for i in slider::draw_order(app) {
-        if let Some(at) = cell(app.columns[i].alpha.value(), beta) {
+        let c = &app.columns[i];
+        if let Some(at) = cell(c.alpha.value(), c.beta.map_or(beta, |b| b.value())) {
             let (sym, style) = slider::look(app, i);
             put(buf, at, &sym, style);
         }
@@ -91,7 +87,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         &format!(
             "(α, β) = ({}, {})",
             fmt_alpha(focused),
-            fmt_alpha(app.beta.unwrap())
+            fmt_alpha(focused_beta)
         ),
         Style::default().fg(Color::Yellow),
     );
@@ -110,8 +106,5 @@ mod tests {
         assert_eq!(row_of(r, 9, 2.0), None);
         assert!((beta_at(r, 9, 6) - 0.0).abs() < 1e-12);
         assert!((beta_at(r, 9, 2) - 1.0).abs() < 1e-12);
-        assert_eq!(beta_range(0.5), (-0.5, 1.5));
-        assert_eq!(beta_range(2.0), (-0.5, 2.0));
-        assert_eq!(beta_range(-0.5), (-0.5, 1.5));
     }
 }

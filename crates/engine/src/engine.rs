@@ -794,6 +794,21 @@ impl Engine {
     /// Move the plane's β (a plane loaded with `--beta`) and re-blend (adapters: re-merge) at
     /// the current α; on a base kept quantized nothing is merged.
     pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
+        self.set_point(self.alpha(), Some(beta))
+    }
+
+    /// The plane's β, when it has one of its own (`--c` with `--beta`).
+    pub fn beta(&self) -> Option<f64> {
+        self.info.beta
+    }
+
+    /// Move to α and, on a plane with a β of its own, to β (None: β stays): one blend (one
+    /// merge over adapters), however many of the two move.
+    pub fn set_point(&mut self, alpha: impl IntoAlpha, beta: Option<f64>) -> Result<Duration> {
+        let alpha = alpha.into_alpha()?;
+        let Some(beta) = beta else {
+            return self.set_alpha(alpha);
+        };
         let beta = Alpha::new(beta)
             .map_err(|e| err!(Invalid, "β: {e}"))?
             .value();
@@ -809,12 +824,13 @@ impl Engine {
             ),
         }
         let took = match &mut self.weights {
-            Weights::Full(w) => w.set_beta(beta)?,
-            Weights::Adapters(w) => w.set_beta(beta)?,
+            Weights::Full(w) => w.set_point(alpha, beta)?,
+            Weights::Adapters(w) => w.set_point(alpha, beta)?,
             Weights::Quantized(w) => {
-                let mix = Mix::on_plane(&[w.alpha()], beta, &Device::Cpu)?;
+                let mix = Mix::on_plane(&[alpha], beta, &Device::Cpu)?;
                 self.model.set_default_mix(Some(mix))?;
                 w.set_beta(beta);
+                w.set_alpha(alpha);
                 Duration::ZERO
             }
             Weights::QuantizedPair(_) => unreachable!("a quantized pair loads no plane"),
@@ -936,22 +952,34 @@ impl Engine {
         cancel: &dyn Fn(usize) -> bool,
         on_step: &mut dyn FnMut(usize, Step<'_>),
     ) -> Result<Vec<Generation>> {
-        match alphas {
+        let mix = alphas.map(|a| self.mix(a)).transpose()?;
+        self.generate_steps_mixed(prompt_ids, given, mix.as_ref(), params, cancel, on_step)
+    }
+
+    /// [`Engine::generate_steps`] with the batch's rows given as a [`Mix`] (from
+    /// [`Engine::mix`] or, a point per row, [`Engine::mix_at`]).
+    pub fn generate_steps_mixed(
+        &self,
+        prompt_ids: &[u32],
+        given: &[u32],
+        mix: Option<&Mix>,
+        params: &GenerationParams,
+        cancel: &dyn Fn(usize) -> bool,
+        on_step: &mut dyn FnMut(usize, Step<'_>),
+    ) -> Result<Vec<Generation>> {
+        match mix {
             None => self
                 .generator()
                 .run_rows(prompt_ids, given, None, params, cancel, on_step)
                 .with_context(|| format!("at α = {}", self.alpha())),
-            Some(alphas) => {
-                let mix = self.mix(alphas)?;
-                self.pair_generator().run_rows(
-                    prompt_ids,
-                    given,
-                    Some(&mix),
-                    params,
-                    cancel,
-                    on_step,
-                )
-            }
+            Some(mix) => self.pair_generator().run_rows(
+                prompt_ids,
+                given,
+                Some(mix),
+                params,
+                cancel,
+                on_step,
+            ),
         }
     }
 
@@ -1135,21 +1163,27 @@ impl Engine {
 
     /// Last-position logits of `ids` for each α, from the batched mode (f32, `[K][vocab]`).
     pub fn logits_columns(&self, ids: &[u32], alphas: &[impl IntoAlpha]) -> Result<Vec<Vec<f32>>> {
-        let mix = self.mix(alphas)?;
+        self.logits_mixed(ids, &self.mix(alphas)?)
+    }
+
+    /// Last-position logits of `ids` for each row of `mix` (f32, `[K][vocab]`).
+    pub fn logits_mixed(&self, ids: &[u32], mix: &Mix) -> Result<Vec<Vec<f32>>> {
+        let k = mix.alphas().len();
         let mut cache = self.pair_model.new_cache(ids.len());
         Ok(self
             .pair_model
-            .forward_ids(
-                &ids.repeat(alphas.len()),
-                alphas.len(),
-                &mut cache,
-                Some(&mix),
-            )?
+            .forward_ids(&ids.repeat(k), k, &mut cache, Some(mix))?
             .to_vec2::<f32>()?)
     }
 
     /// The per-row interpolation weights for a batch at `alphas`.
     pub fn mix(&self, alphas: &[impl IntoAlpha]) -> Result<Mix> {
+        self.mix_at(alphas, None)
+    }
+
+    /// [`Engine::mix`] with row k at β_k on a plane with a β of its own (None: every row at
+    /// the engine's β).
+    pub fn mix_at(&self, alphas: &[impl IntoAlpha], betas: Option<&[Alpha]>) -> Result<Mix> {
         if !self.on_line() {
             bail!(
                 Unsupported,
@@ -1161,11 +1195,22 @@ impl Engine {
                 }
             );
         }
-        Ok(Mix::on_plane(
-            &alphas_of(alphas)?,
-            self.adapter_beta(),
-            self.device(),
-        )?)
+        let alphas = alphas_of(alphas)?;
+        let betas: Vec<f64> = match betas {
+            None => vec![self.adapter_beta(); alphas.len()],
+            Some(_) if self.beta().is_none() => bail!(
+                Unsupported,
+                "β: the pair has no third endpoint with a β of its own (--c C --beta B)"
+            ),
+            Some(betas) if betas.len() != alphas.len() => bail!(
+                Invalid,
+                "{} β(s) for {} α(s): one β per row",
+                betas.len(),
+                alphas.len()
+            ),
+            Some(betas) => betas.iter().map(|b| b.value()).collect(),
+        };
+        Ok(Mix::at_points(&alphas, &betas, self.device())?)
     }
 
     /// A generator on both endpoints, for [`Generator::run_rows`] with a [`Mix`].

@@ -368,7 +368,8 @@ pub struct Mix {
     take: Vec<f32>,
     /// C's weight of each row (0 on the line), and as given.
     third: Vec<f32>,
-    beta: f64,
+    /// Each row's β (0 on the line).
+    betas: Vec<f64>,
     /// `keep` and `take` as `[K, 1, 1]` f32 tensors on the model's device.
     keep_t: Tensor,
     take_t: Tensor,
@@ -386,8 +387,19 @@ impl Mix {
     /// is the line, bit for bit. Only low-rank updates take C's weight: the plane is built
     /// for adapters, whose C is one more set of ranks.
     pub fn on_plane(alphas: &[Alpha], beta: f64, device: &Device) -> Result<Self> {
+        Self::at_points(alphas, &vec![beta; alphas.len()], device)
+    }
+
+    /// Rows on the plane, row k at (α_k, β_k): columns at points of their own, still one batch
+    /// (C's ranks take a weight per row like A's and B's).
+    pub fn at_points(alphas: &[Alpha], betas: &[f64], device: &Device) -> Result<Self> {
+        assert_eq!(alphas.len(), betas.len(), "one β per row");
         let k = alphas.len();
-        let weights: Vec<[f32; 3]> = alphas.iter().map(|a| a.plane_weights_f32(beta)).collect();
+        let weights: Vec<[f32; 3]> = alphas
+            .iter()
+            .zip(betas)
+            .map(|(a, &beta)| a.plane_weights_f32(beta))
+            .collect();
         let keep: Vec<f32> = weights.iter().map(|w| w[0]).collect();
         let take: Vec<f32> = weights.iter().map(|w| w[1]).collect();
         Ok(Self {
@@ -395,7 +407,7 @@ impl Mix {
             take_t: Tensor::from_slice(&take, (k, 1, 1), device)?,
             alphas: alphas.to_vec(),
             third: weights.iter().map(|w| w[2]).collect(),
-            beta,
+            betas: betas.to_vec(),
             keep,
             take,
             rank_weights: Mutex::new(HashMap::new()),
@@ -429,7 +441,7 @@ impl Mix {
                     [self.keep[k], self.take[k], self.third[k]]
                 } else {
                     let at = self.alphas[k].value() * factor;
-                    crate::alpha::plane_weights_f32(at, self.beta)
+                    crate::alpha::plane_weights_f32(at, self.betas[k])
                 };
                 sides.spread(w)
             })

@@ -302,9 +302,14 @@ impl AdapterWeights {
 
     /// Move the plane's β and re-merge at the current α; β is kept only if that succeeds.
     pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
+        self.set_point(self.alpha, beta)
+    }
+
+    /// Move to (α, β) on the plane: one merge; β is kept only if it succeeds.
+    pub fn set_point(&mut self, alpha: Alpha, beta: f64) -> Result<Duration> {
         self.cpu_only("a plane over adapters")?;
         let old = std::mem::replace(&mut self.beta, beta);
-        let merged = self.set_alpha(self.alpha);
+        let merged = self.set_alpha(alpha);
         if merged.is_err() {
             self.beta = old;
         }

@@ -146,6 +146,11 @@ impl BlendedWeights {
 
     /// Set β (a plane loaded with a fixed one) and re-blend at the current α.
     pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
+        self.set_point(self.alpha, beta)
+    }
+
+    /// Move to (α, β) on a plane loaded with a fixed β: one blend.
+    pub fn set_point(&mut self, alpha: Alpha, beta: f64) -> Result<Duration> {
         match self.third.as_mut() {
             Some(t) if t.beta.is_some() => t.beta = Some(beta),
             Some(_) => bail!(
@@ -157,7 +162,6 @@ impl BlendedWeights {
                 "β: the pair has no third endpoint (--c C --beta B)"
             ),
         }
-        let alpha = self.alpha;
         self.set_alpha(alpha)
     }
 
