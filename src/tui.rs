@@ -137,6 +137,8 @@ pub trait JobSink {
     fn cancel_find(&mut self, id: u64);
     fn scrub(&mut self, job: crate::session::ScrubJob);
     fn export(&mut self, job: crate::session::ExportJob);
+    /// Edit α per layer (`--layer-alphas` syntax; empty: off).
+    fn set_layer_alphas(&mut self, spec: String);
 }
 
 /// The session's handles for the app's live columns: a column's handle is made at its first
@@ -179,6 +181,9 @@ impl JobSink for SessionColumns<'_> {
     }
     fn export(&mut self, job: crate::session::ExportJob) {
         self.session.export(job);
+    }
+    fn set_layer_alphas(&mut self, spec: String) {
+        self.session.set_layer_alphas(spec);
     }
 }
 
@@ -428,6 +433,7 @@ fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
                     save_session(&session).map_err(|e| crate::session::Failure::from_anyhow(&e));
                 app.update(Msg::Saved(r));
             }
+            Effect::SetLayers(spec) => engine.set_layer_alphas(spec),
             Effect::Quit => quit = true,
         }
     }

@@ -23,6 +23,7 @@ fn info() -> PairInfo {
         method: Default::default(),
         layers: None,
         beta: None,
+        layer_strip: vec![],
     }
 }
 
@@ -789,6 +790,7 @@ fn up_and_down_move_the_focused_columns_beta() {
     let plane = PairInfo {
         description: "A ↔ B + β·(C − A)".into(),
         beta: Some(0.5),
+        layer_strip: vec![],
         ..info()
     };
     let loaded_jobs = jobs(a.update(Msg::Engine(EngineEvent::Loaded(plane))));
@@ -851,6 +853,7 @@ fn the_curve_on_a_plane_is_a_grid() {
     a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
         description: "A ↔ B + β·(C − A)".into(),
         beta: Some(0.5),
+        layer_strip: vec![],
         ..info()
     })));
     let effects = a.update(key(KeyCode::Char('g')));
@@ -905,6 +908,7 @@ fn the_pad_and_typed_points_set_alpha_and_beta() {
     a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
         description: "A ↔ B + β·(C − A)".into(),
         beta: Some(0.5),
+        layer_strip: vec![],
         ..info()
     })));
     a.update(Msg::Resize(100, 40));
@@ -960,4 +964,51 @@ fn the_pad_and_typed_points_set_alpha_and_beta() {
     }
     assert!(line.update(key(KeyCode::Enter)).is_empty());
     assert!(line.last_error.is_some());
+}
+
+/// `l` edits α per layer: the entry starts from the rules in force, Enter asks the engine, and
+/// its answer regenerates every column (a refusal says why and regenerates nothing).
+#[test]
+fn l_edits_alpha_per_layer_and_the_answer_regenerates_the_columns() {
+    let (mut a, _) = loaded();
+    assert!(a.update(key(KeyCode::Char('l'))).is_empty());
+    assert_eq!(a.mode, Mode::EnterLayers(String::new()));
+    for c in "mlp=0,1".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    let effects = a.update(key(KeyCode::Enter));
+    assert!(
+        matches!(effects.as_slice(), [Effect::SetLayers(s)] if s == "mlp=0,1"),
+        "{effects:?}"
+    );
+    assert_eq!(a.mode, Mode::Normal);
+    let info = PairInfo {
+        layers: Some("mlp=0,1".into()),
+        layer_strip: vec![lerpscope::engine::LayerStrip {
+            kind: "mlp".into(),
+            factors: vec![0.0, 0.5, 1.0],
+        }],
+        ..info()
+    };
+    let subs = jobs(a.update(Msg::Engine(EngineEvent::LayersChanged(Ok(Box::new(info))))));
+    assert_eq!(
+        subs.len(),
+        3,
+        "every column regenerates under the new rules"
+    );
+    assert!(a.notice.as_deref().unwrap_or("").contains("mlp=0,1"));
+    // The entry starts from the rules in force; Esc leaves them.
+    a.update(key(KeyCode::Char('l')));
+    assert_eq!(a.mode, Mode::EnterLayers("mlp=0,1".into()));
+    assert!(a.update(key(KeyCode::Esc)).is_empty());
+    assert_eq!(a.mode, Mode::Normal);
+    let effects = a.update(Msg::Engine(EngineEvent::LayersChanged(Err(
+        "--layer-alphas: \"x\" in rule \"mlp=x\" is not a number".into(),
+    ))));
+    assert!(effects.is_empty());
+    assert!(a
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("not a number"));
 }

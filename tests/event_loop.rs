@@ -21,6 +21,7 @@ impl JobSink for Recorder {
     fn cancel_find(&mut self, _id: u64) {}
     fn scrub(&mut self, _job: lerpscope::session::ScrubJob) {}
     fn export(&mut self, _job: lerpscope::session::ExportJob) {}
+    fn set_layer_alphas(&mut self, _spec: String) {}
 }
 
 /// Latency runs from when the input thread read a key, so time it spent queued is counted;

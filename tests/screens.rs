@@ -49,6 +49,7 @@ fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
         method: Default::default(),
         layers: None,
         beta: None,
+        layer_strip: vec![],
     })))
     .into_iter()
     .filter_map(|e| match e {
@@ -300,6 +301,7 @@ fn the_header_names_a_method_other_than_the_line() {
         method: lerpscope::engine::Method::Slerp,
         layers: None,
         beta: None,
+        layer_strip: vec![],
     })));
     let screen = render(&a, 120, 20);
     let header = screen.lines().next().unwrap();
@@ -339,6 +341,7 @@ fn the_header_shows_the_plane_and_its_beta() {
         method: Default::default(),
         layers: Some("mlp=0,1".into()),
         beta: Some(0.5),
+        layer_strip: vec![],
     })));
     key(&mut a, KeyCode::Up);
     let screen = render(&a, 160, 20);
@@ -371,6 +374,7 @@ fn the_header_shows_the_plane_and_its_beta() {
         method: Default::default(),
         layers: None,
         beta: Some(0.5),
+        layer_strip: vec![],
     })));
     let header = render(&adapters, 160, 20)
         .lines()
@@ -410,6 +414,7 @@ fn the_pad_draws_the_triangle_and_the_focused_point() {
         method: Default::default(),
         layers: None,
         beta: Some(0.5),
+        layer_strip: vec![],
     })));
     let areas = lerpscope::ui::layout(ratatui::layout::Rect::new(0, 0, 100, 40), &a);
     let pad = areas.pad.unwrap();
@@ -478,4 +483,49 @@ fn the_pad_draws_the_triangle_and_the_focused_point() {
         }
     }
     insta::assert_snapshot!(render(&a, 100, 40));
+}
+
+/// With α per layer the strip sits under the slider: a row per module kind, a bar per layer of
+/// the focused column's α times the layer's factor, and the range they span.
+#[test]
+fn the_layer_strip_shows_each_layers_alpha() {
+    let mut a = App::new(
+        "neg".into(),
+        "pos".into(),
+        "The food",
+        &[Alpha::B],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        a: "neg".into(),
+        b: "pos".into(),
+        description: "A ↔ B (α per layer self_attn=0,1;mlp=1,0)".into(),
+        architecture: "LlamaForCausalLM".into(),
+        params: 2_401_536,
+        dtype: "f32".into(),
+        device: "cpu".into(),
+        buffer_bytes: 9_606_144,
+        gpu_memory: None,
+        chat_template: false,
+        method: Default::default(),
+        layers: Some("self_attn=0,1;mlp=1,0".into()),
+        beta: None,
+        layer_strip: vec![
+            lerpscope::engine::LayerStrip {
+                kind: "self_attn".into(),
+                factors: vec![0.0, 0.25, 0.5, 0.75, 1.0],
+            },
+            lerpscope::engine::LayerStrip {
+                kind: "mlp".into(),
+                factors: vec![1.0, 0.75, 0.5, 0.25, 0.0],
+            },
+        ],
+    })));
+    let screen = render(&a, 80, 24);
+    assert!(screen.contains("self_attn ▃▄▅▅▆ α 0.00…1.00"), "{screen}");
+    assert!(screen.contains("      mlp ▆▅▅▄▃ α 0.00…1.00"), "{screen}");
+    // Too few rows: no strip, the columns keep theirs.
+    let small = render(&a, 80, 12);
+    assert!(!small.contains("self_attn"), "{small}");
 }

@@ -43,6 +43,7 @@ pub enum Action {
     Curve,
     CurveMore,
     Find,
+    Layers,
     TokenView,
     Inspect,
     CursorPrev,
@@ -210,6 +211,12 @@ const BINDINGS: &[Binding] = &[
         name: "find",
         help: "find α for a typed sentiment",
         keys: &["f"],
+    },
+    Binding {
+        action: Action::Layers,
+        name: "layers",
+        help: "edit α per layer (--layer-alphas rules)",
+        keys: &["l"],
     },
     Binding {
         action: Action::TokenView,

@@ -38,6 +38,8 @@ pub const CURVE_MAX_SAMPLES: usize = 96;
 /// Samples of the prompt at each α the UI's search for a target measures, and their length.
 pub const FIND_SAMPLES: usize = 16;
 pub const FIND_MAX_TOKENS: usize = 32;
+/// The longest α per layer rules the entry takes.
+pub const LAYERS_MAX_CHARS: usize = 200;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Curve {
@@ -108,6 +110,9 @@ pub struct Finding {
     pub bracket: Option<(Alpha, Alpha)>,
 }
 
+// A few hundred bytes moved once per event: boxing the engine's events would cost an
+// allocation each instead.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
     Key(KeyEvent),
@@ -158,6 +163,8 @@ pub enum Effect {
         out: std::path::PathBuf,
     },
     Save(Session),
+    /// Edit α per layer (`--layer-alphas` syntax; empty: off).
+    SetLayers(String),
     Quit,
 }
 
@@ -234,6 +241,8 @@ pub enum Mode {
     EnterAlpha(String),
     /// Typing the sentiment to find the α of.
     EnterTarget(String),
+    /// Editing α per layer's rules (`--layer-alphas` syntax).
+    EnterLayers(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -442,6 +451,7 @@ impl App {
             Mode::EditPrompt => self.on_prompt_key(k),
             Mode::EnterAlpha(buf) => self.on_alpha_key(k, buf),
             Mode::EnterTarget(buf) => self.on_target_key(k, buf),
+            Mode::EnterLayers(buf) => self.on_layers_key(k, buf),
             Mode::Normal => {
                 if k.code == KeyCode::Esc {
                     if let Some(f) = self.finding.take() {
@@ -596,7 +606,39 @@ impl App {
                 self.mode = Mode::EnterTarget(String::new());
                 vec![]
             }
+            Action::Layers => {
+                let PairState::Ready(info) = &self.pair else {
+                    return vec![];
+                };
+                self.mode = Mode::EnterLayers(info.layers.clone().unwrap_or_default());
+                vec![]
+            }
         }
+    }
+
+    /// α per layer's rules as they are typed; Enter asks the engine, whose answer
+    /// (`LayersChanged`) regenerates the columns or says why not.
+    fn on_layers_key(&mut self, k: KeyEvent, mut buf: String) -> Vec<Effect> {
+        match k.code {
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Backspace => {
+                buf.pop();
+                self.mode = Mode::EnterLayers(buf);
+            }
+            KeyCode::Enter => {
+                self.mode = Mode::Normal;
+                self.activity = "α per layer…".to_string();
+                return vec![Effect::SetLayers(buf.trim().to_string())];
+            }
+            KeyCode::Char(c) if !c.is_control() => {
+                if buf.chars().count() < LAYERS_MAX_CHARS {
+                    buf.push(c);
+                }
+                self.mode = Mode::EnterLayers(buf);
+            }
+            _ => {}
+        }
+        vec![]
     }
 
     /// A fresh quick sweep for the curve panel, `samples` per point (the prompt may have
@@ -1022,6 +1064,25 @@ impl App {
                     self.finding = None;
                     self.last_error = Some(format!("finding α: {}", explain(&error)));
                 }
+                vec![]
+            }
+            EngineEvent::LayersChanged(Ok(info)) => {
+                self.activity = "ready".to_string();
+                self.notice = Some(match &info.layers {
+                    Some(l) => format!("α per layer: {l}"),
+                    None => "α per layer: off (every tensor on the line)".to_string(),
+                });
+                self.pair = PairState::Ready(*info);
+                let mut effects = self.submit_all();
+                if self.show_curve {
+                    let samples = self.curve.samples;
+                    effects.extend(self.start_curve(samples));
+                }
+                effects
+            }
+            EngineEvent::LayersChanged(Err(error)) => {
+                self.activity = "ready".to_string();
+                self.last_error = Some(explain(&error));
                 vec![]
             }
             EngineEvent::ExportProgress { done, total } => {

@@ -213,6 +213,9 @@ pub enum EngineEvent {
         id: u64,
         error: Failure,
     },
+    /// α per layer was edited: the pair as it now is (its rules and strip), or why the edit
+    /// was refused (nothing changed then).
+    LayersChanged(Result<Box<PairInfo>, Failure>),
     /// An export is being written: bytes done of the total.
     ExportProgress {
         done: u64,
@@ -240,6 +243,8 @@ enum Request {
     Scrub(ScrubJob),
     Export(ExportJob),
     Remove(ColumnId),
+    /// Edit α per layer (`--layer-alphas` syntax; empty: off).
+    SetLayers(String),
     /// Test hook: the next column job scribbles over the working weights and panics.
     InjectPanic,
     Shutdown,
@@ -352,6 +357,12 @@ impl Session {
     /// Export the model at `job.alpha`; progress and the result come back as events.
     pub fn export(&self, job: ExportJob) {
         let _ = self.tx.send(Request::Export(job));
+    }
+
+    /// Edit α per layer live (`--layer-alphas` syntax; empty turns it off); `LayersChanged`
+    /// answers. Columns submitted after the answer run under the new rules.
+    pub fn set_layer_alphas(&self, spec: String) {
+        let _ = self.tx.send(Request::SetLayers(spec));
     }
 
     /// Test hook: the next column job writes zeros over the working weights and panics, as a
@@ -513,6 +524,17 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                 Request::Scrub(job) => scrub = Some(ScrubState::new(job)),
                 Request::Export(job) => exports.push(job),
                 Request::Remove(c) => pending.retain(|p| p.column != c),
+                Request::SetLayers(spec) => match contained(|| engine.set_layer_alphas(&spec)) {
+                    Ok(Ok(_)) => emit(EngineEvent::LayersChanged(Ok(Box::new(
+                        engine.info.clone(),
+                    )))),
+                    Ok(Err(e)) => emit(EngineEvent::LayersChanged(Err(Failure::engine(&e)))),
+                    Err(error) => {
+                        emit(EngineEvent::LayersChanged(Err(error.clone())));
+                        emit(EngineEvent::Recovered(error));
+                        dirty = true;
+                    }
+                },
                 Request::InjectPanic => inject = true,
                 Request::Shutdown => return,
             }

@@ -6,6 +6,7 @@ mod heat;
 pub mod pad;
 mod panels;
 pub mod slider;
+mod strip;
 pub mod svg;
 pub mod tokens;
 pub mod wrap;
@@ -31,6 +32,8 @@ pub struct Areas {
     pub slider_labels: Option<Rect>,
     /// On a plane: the pad, α across and β up.
     pub pad: Option<Rect>,
+    /// With α per layer: the layer strip, a row per module kind.
+    pub strip: Option<Rect>,
     /// (column index, area) of the columns shown.
     pub columns: Vec<(usize, Rect)>,
     /// Presenter mode: the focused α in big digits.
@@ -95,6 +98,12 @@ pub fn layout(area: Rect, app: &App) -> Areas {
             a.slider_labels = Some(Rect::new(x + margin, top, w - 2 * margin, 1));
             top += 1;
         }
+    }
+    // With α per layer the strip sits under the slider, where the columns keep rows.
+    let strip = strip::rows(app);
+    if strip > 0 && bottom.saturating_sub(top) >= strip + 8 && w >= 40 {
+        a.strip = Some(Rect::new(x, top, w, strip));
+        top += strip;
     }
     // On a plane the pad sits under the slider where the columns keep rows of their own.
     if app.beta().is_some() && bottom.saturating_sub(top) >= PAD_ROWS + 8 && w >= 40 {
@@ -225,6 +234,9 @@ pub fn view(app: &App, frame: &mut Frame) {
     let buf = frame.buffer_mut();
     if let Some(r) = areas.pad {
         pad::render(app, r, buf);
+    }
+    if let Some(r) = areas.strip {
+        strip::render(app, r, buf);
     }
     if let Some(t) = areas.slider_track {
         slider::render(app, t, areas.slider_labels, buf);
@@ -586,6 +598,14 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         Mode::EnterAlpha(s) => {
             spans.push(Span::styled(
                 format!("α = {s}▏ Enter sets · Esc cancels  "),
+                Style::default().fg(Color::Yellow),
+            ));
+        }
+        Mode::EnterLayers(s) => {
+            spans.push(Span::styled(
+                format!(
+                    "α per layer (FILTER=V0,V1,…;… empty: off) {s}▏ Enter sets · Esc cancels  "
+                ),
                 Style::default().fg(Color::Yellow),
             ));
         }

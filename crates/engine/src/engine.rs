@@ -15,7 +15,7 @@ use crate::model::param::Mix;
 use crate::model::Model;
 use crate::weights::adapters::AdapterWeights;
 use crate::weights::full::{BlendedWeights, Buffer};
-use crate::weights::layers::LayerAlphas;
+use crate::weights::layers::{LayerAlphas, LayerStrip};
 use crate::weights::quantized_base::QuantizedAdapters;
 use crate::weights::quantized_pair::QuantizedPair;
 use crate::weights::slerp::Method;
@@ -221,6 +221,9 @@ pub struct PairInfo {
     /// With a plane whose β is set apart from α (`--c` with `--beta`): β at load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<f64>,
+    /// With α per layer: each module kind's factor on α at every layer (the layer strip).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_strip: Vec<LayerStrip>,
 }
 
 /// Where a pair came from, for exports: the model whose config and tokenizer files describe the
@@ -252,6 +255,16 @@ pub struct Engine {
     layers: Option<LayerAlphas>,
     /// With a third endpoint: where it came from and how far towards it.
     third: Option<ThirdEndpoint>,
+    /// Over adapters: what α per layer edited live moves.
+    adapted: Option<AdaptedTensors>,
+}
+
+/// Over adapters, what α per layer edited live needs: the low-rank pairs the factored models
+/// share (their factors move in place) and the base's layout (filters are checked against it,
+/// as at load).
+struct AdaptedTensors {
+    low_rank: std::collections::HashMap<String, std::sync::Arc<crate::model::param::LowRankPair>>,
+    layout: crate::weights::flat::FlatLayout,
 }
 
 impl Engine {
@@ -413,6 +426,7 @@ impl Engine {
         );
         engine.info.layers = opts.layers.as_ref().map(|l| l.spec());
         engine.layers = opts.layers.clone();
+        engine.info.layer_strip = engine.layer_strip();
         engine.third = opts.third.clone();
         Ok(engine)
     }
@@ -554,6 +568,10 @@ impl Engine {
                 crate::model::param::LowRankPair::new(up, down, f.sides)?.with_factor(factor(name));
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
+        let adapted = AdaptedTensors {
+            low_rank: low_rank.clone(),
+            layout: base_layout(&base, &names),
+        };
         let pair_model = Model::load_factored(&base.config, vb(va), vb(vbv), low_rank)?;
         let mut text = text_spec(&base, tokenizer)?;
         if opts.chat_template {
@@ -570,6 +588,7 @@ impl Engine {
             text,
             &device,
         );
+        engine.adapted = Some(adapted);
         engine.use_adapter_path(opts, beta);
         Ok(engine)
     }
@@ -582,6 +601,7 @@ impl Engine {
         if let Some(l) = &opts.layers {
             self.layers = Some(l.clone());
             self.info.layers = Some(l.spec());
+            self.info.layer_strip = self.layer_strip();
         }
     }
 
@@ -683,6 +703,10 @@ impl Engine {
             .with_factor(weights.factor(name));
             low_rank.insert(name.clone(), std::sync::Arc::new(pair));
         }
+        let adapted = AdaptedTensors {
+            low_rank: low_rank.clone(),
+            layout: base_layout(&base, names),
+        };
         let quantized = weights.base.quantized_map();
         let build = || {
             let dense = VarBuilder::from_tensors(weights.base.dense_views()?, DType::F32, &device);
@@ -710,6 +734,7 @@ impl Engine {
             text,
             &device,
         );
+        engine.adapted = Some(adapted);
         engine.use_adapter_path(opts, beta);
         Ok(engine)
     }
@@ -737,6 +762,7 @@ impl Engine {
             method: weights.full().map_or(Method::Linear, |w| w.method()),
             layers: None,
             beta: weights.full().and_then(|w| w.beta()),
+            layer_strip: Vec::new(),
         };
         Self {
             info,
@@ -748,6 +774,7 @@ impl Engine {
             step_times: Default::default(),
             layers: None,
             third: None,
+            adapted: None,
             columns_mode: ColumnsMode::Auto,
             text,
         }
@@ -784,6 +811,114 @@ impl Engine {
     /// With α per layer: its rules.
     pub fn layer_alphas(&self) -> Option<&LayerAlphas> {
         self.layers.as_ref()
+    }
+
+    /// With α per layer: each module kind's factor at every layer (empty otherwise).
+    pub fn layer_strip(&self) -> Vec<LayerStrip> {
+        let Some(layers) = &self.layers else {
+            return Vec::new();
+        };
+        let names: Vec<&str> = match (&self.weights, &self.adapted) {
+            (Weights::Full(w), _) => w.layout.slots.iter().map(|s| s.name.as_str()).collect(),
+            (_, Some(a)) => {
+                let mut n: Vec<&str> = a.low_rank.keys().map(String::as_str).collect();
+                n.sort_unstable();
+                n
+            }
+            _ => return Vec::new(),
+        };
+        crate::weights::layers::strips(layers, &names, self.config.layers())
+    }
+
+    /// Edit α per layer live (the layer strip): `spec` in `--layer-alphas` syntax, empty for
+    /// none. The working weights move to the current α under the new rules (adapters:
+    /// re-merged, and the factored models' factors moved in place). Refused where the rules
+    /// are a recipe's, off the line's method, on a GPU, and with tensors replaced whole.
+    pub fn set_layer_alphas(&mut self, spec: &str) -> Result<Duration> {
+        const FLAG: &str = "--layer-alphas";
+        let layers = match spec.trim() {
+            "" => None,
+            s => Some(LayerAlphas::parse(s)?),
+        };
+        if self.method() != Method::Linear {
+            bail!(
+                Unsupported,
+                "{FLAG}: α per layer is edited live on the line; this pair follows --method {}",
+                self.method().name()
+            );
+        }
+        if let Some(l) = self.layers.as_ref().filter(|l| l.source() != FLAG) {
+            bail!(
+                Unsupported,
+                "{}: the recipe's gradients are its own; edit the recipe and load it again",
+                l.source()
+            );
+        }
+        if self.third.as_ref().is_some_and(|t| t.factors.is_some()) {
+            bail!(
+                Unsupported,
+                "{FLAG}: the recipe's C has gradients of its own; edit the recipe"
+            );
+        }
+        if !self.device().is_cpu() {
+            bail!(
+                Unsupported,
+                "{FLAG}: α per layer runs on the CPU for now; use --device cpu"
+            );
+        }
+        let n = self.config.layers();
+        let t = std::time::Instant::now();
+        match (&mut self.weights, &self.adapted) {
+            (Weights::Full(w), _) => match &layers {
+                Some(l) => w.use_layers(l, n)?,
+                None => w.clear_layers()?,
+            },
+            (Weights::Adapters(_) | Weights::Quantized(_), Some(a)) => {
+                let f: std::collections::HashMap<String, f64> = match &layers {
+                    Some(l) => {
+                        let f = l.factors(&a.layout, n)?;
+                        a.layout.slots.iter().map(|s| s.name.clone()).zip(f).collect()
+                    }
+                    None => Default::default(),
+                };
+                let factor = |name: &str| f.get(name).copied().unwrap_or(1.0);
+                match &mut self.weights {
+                    Weights::Adapters(w) => {
+                        if w.has_replacements() {
+                            bail!(
+                                Unsupported,
+                                "{FLAG}: an adapter replaces tensors whole (modules_to_save), and α per layer over adapters moves low-rank updates only"
+                            );
+                        }
+                        w.use_factors(&factor)?;
+                    }
+                    Weights::Quantized(w) => w.factors = layers.as_ref().map(|_| f.clone()),
+                    _ => unreachable!("matched above"),
+                }
+                for (name, pair) in &a.low_rank {
+                    pair.set_factor(factor(name));
+                }
+            }
+            _ => bail!(
+                Unsupported,
+                "{FLAG}: two quantized endpoints mix rows on the line; load them with --dequantize for α per layer"
+            ),
+        }
+        let took = t.elapsed();
+        if matches!(self.weights, Weights::Full(_)) {
+            let head = format!("{} ↔ {}", self.info.a, self.info.b);
+            let note = |l: Option<&LayerAlphas>| {
+                path_note(Method::Linear, l).map_or(String::new(), |n| format!(" ({n})"))
+            };
+            let old = format!("{head}{}", note(self.layers.as_ref()));
+            if let Some(rest) = self.info.description.strip_prefix(&old) {
+                self.info.description = format!("{head}{}{rest}", note(layers.as_ref()));
+            }
+        }
+        self.info.layers = layers.as_ref().map(|l| l.spec());
+        self.layers = layers;
+        self.info.layer_strip = self.layer_strip();
+        Ok(took)
     }
 
     /// With a plane: endpoint C and β.
@@ -1389,16 +1524,22 @@ fn adapter_factors(
         sides.each_ref().map(Option::as_ref),
         "α per layer over adapters moves low-rank updates only",
     )?;
-    let layout = crate::weights::flat::FlatLayout::new(
-        names
-            .iter()
-            .map(|n| (n.clone(), base.weights.tensors[n].shape.clone())),
-        DType::F32,
-    );
+    let layout = base_layout(base, names);
     let f = layers.factors(&layout, base.config.layers())?;
     Ok(Some(
         layout.slots.iter().map(|s| s.name.clone()).zip(f).collect(),
     ))
+}
+
+/// The layout of the base's tensors `names` (names and shapes: what α per layer's filters are
+/// checked against).
+fn base_layout(base: &Checkpoint, names: &[String]) -> crate::weights::flat::FlatLayout {
+    crate::weights::flat::FlatLayout::new(
+        names
+            .iter()
+            .map(|n| (n.clone(), base.weights.tensors[n].shape.clone())),
+        DType::F32,
+    )
 }
 
 /// The base of an adapter pair: `--base`, else the base the adapters name.

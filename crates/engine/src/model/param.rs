@@ -16,6 +16,7 @@ use crate::Alpha;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// One weight: the working tensor, or endpoints A and B, and (adapters) both endpoints'
@@ -101,8 +102,9 @@ pub struct LowRankPair {
     down: Tensor,
     rank: usize,
     sides: RankSides,
-    /// With α per layer: this weight's factor on α (1 otherwise).
-    factor: f64,
+    /// With α per layer: this weight's factor on α (1 otherwise), as f64 bits: the layer
+    /// strip edits it while the models holding this pair stay as they are.
+    factor: AtomicU64,
     /// `upᵀ` (`[rank, out]`) and `down` as host f32, where the factored pass runs on host
     /// slices (a base kept quantized): no tensor op per factor.
     host: Option<(Vec<f32>, Vec<f32>)>,
@@ -142,14 +144,24 @@ impl LowRankPair {
             down,
             rank,
             sides,
-            factor: 1.0,
+            factor: AtomicU64::new(1f64.to_bits()),
             host: None,
         })
     }
 
     /// This weight moves by α times `factor` (α per layer).
     pub fn with_factor(self, factor: f64) -> Self {
-        Self { factor, ..self }
+        self.set_factor(factor);
+        self
+    }
+
+    /// Move this weight's factor on α (α per layer edited live); the next pass takes it.
+    pub fn set_factor(&self, factor: f64) {
+        self.factor.store(factor.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn factor(&self) -> f64 {
+        f64::from_bits(self.factor.load(Ordering::Relaxed))
     }
 
     /// f32 factors on the CPU, kept as host slices too: `up [out, rank]`, `down [rank, in]`.
@@ -182,7 +194,7 @@ impl LowRankPair {
         if rank == 0 || m == 0 || (k != 1 && !m.is_multiple_of(k)) {
             return false;
         }
-        let coef = mix.rank_weights_host(self.sides, self.factor);
+        let coef = mix.rank_weights_host(self.sides, self.factor());
         let per_mix_row = m / k;
         let mut u = vec![0f32; m * rank];
         matmul_wt(x, down, m, rank, inp, &mut u);
@@ -203,7 +215,7 @@ impl LowRankPair {
     /// `Σ_side c_k·(x·downᵀ)·upᵀ` for x `[K, t, in]`: `[K, t, out]`.
     fn linear_delta(&self, x: &Tensor, mix: &Mix) -> Result<Tensor> {
         let (k, t, inp) = x.dims3()?;
-        let coef = mix.rank_weights(self.sides, self.factor, x.dtype())?;
+        let coef = mix.rank_weights(self.sides, self.factor(), x.dtype())?;
         let (down, up) = (super::like(&self.down, x)?, super::like(&self.up, x)?);
         let u = x
             .reshape((k * t, inp))?
@@ -219,7 +231,7 @@ impl LowRankPair {
     /// The embedding rows of `ids [K, t]`: `Σ_side c_k·up[id]·down`, `[K, t, dim]`.
     fn embed_delta(&self, ids: &Tensor, mix: &Mix) -> Result<Tensor> {
         let (k, t) = ids.dims2()?;
-        let coef = mix.rank_weights(self.sides, self.factor, self.up.dtype())?;
+        let coef = mix.rank_weights(self.sides, self.factor(), self.up.dtype())?;
         let u = self
             .up
             .index_select(&ids.flatten_all()?, 0)?
@@ -297,7 +309,7 @@ impl Param {
         }
         if let (Some(m), None, Some(lr), Kernels::Fast) = (mix, &self.b, &self.low_rank, kernels) {
             if let Some(y) =
-                super::linear_t_lowrank(x, a, &lr.up, &lr.down, (lr.sides, lr.factor), m)?
+                super::linear_t_lowrank(x, a, &lr.up, &lr.down, (lr.sides, lr.factor()), m)?
             {
                 return Ok(y);
             }

@@ -300,6 +300,11 @@ impl AdapterWeights {
         self.set_alpha(self.alpha)
     }
 
+    /// Whether an adapter replaces tensors whole (modules_to_save).
+    pub fn has_replacements(&self) -> bool {
+        !self.repl_layout.slots.is_empty()
+    }
+
     /// Move the plane's β and re-merge at the current α; β is kept only if that succeeds.
     pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
         self.set_point(self.alpha, beta)

@@ -107,6 +107,13 @@ impl BlendedWeights {
         Ok(())
     }
 
+    /// α per layer off: every tensor on the line again, re-blended at the current α.
+    pub fn clear_layers(&mut self) -> Result<()> {
+        self.factors = None;
+        self.set_alpha(self.alpha)?;
+        Ok(())
+    }
+
     /// Add endpoint C (of this layout, read from `c`): the working weights become
     /// A + α·(B − A) + β·(C − A), each C term times its factor from `factors` (β None: C's
     /// weight is α too, a recipe's direction through its own point at α = 1).

@@ -254,6 +254,59 @@ impl LayerAlphas {
     }
 }
 
+/// One row of the layer strip: a module kind ("self_attn", "mlp") and its factor on α at each
+/// layer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayerStrip {
+    pub kind: String,
+    pub factors: Vec<f64>,
+}
+
+/// The strip of `layers` over tensors `names` on a model of `n_layers` layers: a row per
+/// module kind inside the layers (norms left out: they are not what a gradient aims at), in
+/// order of first appearance, each layer's factor taken from its first tensor of that kind
+/// (1 where it has none).
+pub fn strips(layers: &LayerAlphas, names: &[&str], n_layers: usize) -> Vec<LayerStrip> {
+    let mut rows: Vec<(String, Vec<Option<f64>>)> = Vec::new();
+    for name in names {
+        let (Some(i), Some(kind)) = (layer_of(name), kind_of(name)) else {
+            continue;
+        };
+        if i >= n_layers {
+            continue;
+        }
+        let row = match rows.iter().position(|(k, _)| k == kind) {
+            Some(r) => r,
+            None => {
+                rows.push((kind.to_string(), vec![None; n_layers]));
+                rows.len() - 1
+            }
+        };
+        let slot = &mut rows[row].1[i];
+        if slot.is_none() {
+            *slot = Some(layers.value(name, position(name, n_layers)).unwrap_or(1.0));
+        }
+    }
+    rows.into_iter()
+        .map(|(kind, f)| LayerStrip {
+            kind,
+            factors: f.into_iter().map(|v| v.unwrap_or(1.0)).collect(),
+        })
+        .collect()
+}
+
+/// The module a layer's tensor belongs to: the part of its name after the layer index
+/// (`model.layers.3.self_attn.q_proj.weight` → `self_attn`), None for norms.
+fn kind_of(name: &str) -> Option<&str> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let at = parts
+        .windows(2)
+        .position(|w| matches!(w[0], "layers" | "h") && w[1].parse::<usize>().is_ok())?;
+    let kind = *parts.get(at + 2)?;
+    let norm = kind.contains("norm") || kind.starts_with("ln_");
+    (!norm && parts.len() > at + 3).then_some(kind)
+}
+
 /// mergekit's numeric gradient at t ∈ [0, 1]: anchors spread evenly, linear in between.
 pub fn gradient(values: &[f64], t: f64) -> f64 {
     let scaled = t * (values.len() - 1) as f64;
@@ -294,6 +347,34 @@ mod tests {
         assert!((gradient(&v, 0.25) - 0.5).abs() < 1e-15);
         assert!((gradient(&v, 0.375) - 0.4).abs() < 1e-12);
         assert_eq!(gradient(&[0.4], 0.6), 0.4);
+    }
+
+    #[test]
+    fn the_strip_has_a_row_per_module_kind() {
+        let l = LayerAlphas::parse("mlp=0,1;q_proj=2;0.5").unwrap();
+        let names = [
+            "model.embed_tokens.weight",
+            "model.layers.0.input_layernorm.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.k_proj.weight",
+            "model.layers.0.mlp.up_proj.weight",
+            "model.layers.1.self_attn.k_proj.weight",
+            "model.layers.1.mlp.up_proj.weight",
+            "model.layers.2.mlp.down_proj.weight",
+            "transformer.h.1.ln_1.weight",
+        ];
+        let rows = strips(&l, &names, 3);
+        let want = [
+            ("self_attn", vec![2.0, 0.5, 1.0]),
+            ("mlp", vec![0.0, 0.5, 1.0]),
+        ];
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for (row, (kind, f)) in rows.iter().zip(want) {
+            assert_eq!((row.kind.as_str(), &row.factors), (kind, &f));
+        }
+        assert_eq!(kind_of("transformer.h.4.attn.c_attn.weight"), Some("attn"));
+        assert_eq!(kind_of("transformer.h.4.ln_2.weight"), None);
+        assert_eq!(kind_of("lm_head.weight"), None);
     }
 
     #[test]
