@@ -423,8 +423,9 @@ fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
             Effect::CancelFind(id) => engine.cancel_find(id),
             Effect::Scrub(job) => engine.scrub(job),
             Effect::Remove { column } => engine.remove(column),
-            Effect::Export { alpha, out } => engine.export(crate::session::ExportJob {
+            Effect::Export { alpha, beta, out } => engine.export(crate::session::ExportJob {
                 alpha,
+                beta,
                 out,
                 format: crate::engine::export::Format::Hf,
             }),

@@ -244,14 +244,24 @@ fn session_columns_each_run_at_their_own_point() {
                 kind: Default::default(),
             });
         }
+        // A bake at its own point, asked for while the columns move the engine elsewhere.
+        let tmp = tempfile::tempdir().unwrap();
+        let baked = tmp.path().join("baked");
+        session.export(lerpscope::session::ExportJob {
+            alpha: Alpha::new(0.7).unwrap(),
+            beta: Some(Alpha::new(-0.3).unwrap()),
+            out: baked.clone(),
+            format: lerpscope::engine::export::Format::Hf,
+        });
         let mut texts = vec![String::new(); points.len()];
-        let mut done = 0;
-        while done < points.len() {
+        let (mut done, mut exported) = (0, false);
+        while done < points.len() || !exported {
             match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
                 EngineEvent::Text { column, piece, .. } => {
                     texts[column.0 as usize].push_str(&piece)
                 }
                 EngineEvent::Done { .. } => done += 1,
+                EngineEvent::Exported(r) => exported = r.map(|_| true).unwrap(),
                 EngineEvent::Failed { error, .. } | EngineEvent::LoadFailed(error) => {
                     panic!("{error}")
                 }
@@ -273,6 +283,15 @@ fn session_columns_each_run_at_their_own_point() {
                 .unwrap();
             assert_eq!(texts[i], one.text, "{mode:?}: (α, β) = ({alpha}, {beta})");
         }
+        alone.set_point(0.7, Some(-0.3)).unwrap();
+        let baked = baked.display().to_string();
+        let model = Engine::load(&baked, &baked, &with_c(&baked, 0.0)).unwrap();
+        let ids = [3u32, 17, 40, 9];
+        let d = max_diff(&model.logits(&ids).unwrap(), &alone.logits(&ids).unwrap());
+        assert!(
+            d <= 1e-5,
+            "{mode:?}: the bake is its point: max |Δlogit| = {d}"
+        );
     }
 }
 

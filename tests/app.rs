@@ -655,6 +655,7 @@ fn bake_exports_the_focused_column_and_reports_progress() {
         e,
         vec![Effect::Export {
             alpha: Alpha::new(0.5).unwrap(),
+            beta: None,
             out: "pos-alpha0.5".into()
         }]
     );
@@ -814,6 +815,16 @@ fn up_and_down_move_the_focused_columns_beta() {
     assert_eq!(
         (0..3).map(|i| alpha(&a, i)).collect::<Vec<_>>(),
         [0.0, 0.5, 1.0]
+    );
+    // A bake is of the focused column's point.
+    let e = a.update(key(KeyCode::Char('b')));
+    assert_eq!(
+        e,
+        vec![Effect::Export {
+            alpha: Alpha::new(0.5).unwrap(),
+            beta: Some(Alpha::new(0.55).unwrap()),
+            out: "pos-alpha0.5-beta0.55".into()
+        }]
     );
     // A new column starts at the focused column's point's β.
     let subs = jobs(a.update(key(KeyCode::Char('a'))));

@@ -137,6 +137,7 @@ fn the_session_bakes_a_column_into_a_folder() {
     let out = tmp.path().join("baked");
     session.export(lerpscope::session::ExportJob {
         alpha: Alpha::new(0.25).unwrap(),
+        beta: None,
         out: out.clone(),
         format: lerpscope::engine::export::Format::Hf,
     });

@@ -157,9 +157,11 @@ pub enum Effect {
     Remove {
         column: ColumnId,
     },
-    /// Bake the model at this α into a Hugging Face folder in the working directory.
+    /// Bake the model at this α (on a plane, at this point (α, β)) into a Hugging Face folder
+    /// in the working directory.
     Export {
         alpha: Alpha,
+        beta: Option<Alpha>,
         out: std::path::PathBuf,
     },
     Save(Session),
@@ -567,11 +569,15 @@ impl App {
                 if !self.ready() {
                     return vec![];
                 }
-                let alpha = self.columns[self.focused].alpha;
-                let out = crate::engine::export::default_name(&self.b, alpha);
-                self.activity = format!("baking α = {} into {out}…", fmt_alpha(alpha));
+                let (alpha, beta) = (self.columns[self.focused].alpha, self.beta());
+                let mut out = crate::engine::export::default_name(&self.b, alpha);
+                if let Some(b) = beta {
+                    out.push_str(&format!("-beta{b}"));
+                }
+                self.activity = format!("baking {} into {out}…", point_label(alpha, beta));
                 vec![Effect::Export {
                     alpha,
+                    beta,
                     out: out.into(),
                 }]
             }

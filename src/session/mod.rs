@@ -255,6 +255,8 @@ enum Request {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportJob {
     pub alpha: Alpha,
+    /// On a plane with a β of its own, the point's β (None: β as the engine has it).
+    pub beta: Option<Alpha>,
     pub out: std::path::PathBuf,
     pub format: crate::engine::export::Format,
 }
@@ -550,8 +552,8 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
         for job in exports.drain(..) {
             let snapshot = contained(|| {
                 let dtype = engine.weights().dtype();
-                engine
-                    .snapshot(job.alpha, dtype)
+                to_point(&mut engine, job.alpha, job.beta)
+                    .and_then(|_| engine.snapshot(job.alpha, dtype))
                     .map_err(|e| Failure::engine(&e))
             });
             if snapshot.is_err() {
