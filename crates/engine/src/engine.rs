@@ -542,20 +542,18 @@ impl Engine {
         let changed_bytes: u64 =
             changed.iter().map(|n| shape(n)).sum::<u64>() * dtype.size_in_bytes() as u64;
         crate::memory::check_adapters_fit(&device, &base.config, base_bytes, changed_bytes, dtype)?;
-        let mut weights = AdapterWeights::load(
+        let factor = |n: &str| crate::weights::quantized_base::factor_of(factors.as_ref(), n);
+        // Merged once, at α = 0 on the plane and under the rules asked for.
+        let weights = AdapterWeights::load(
             &base,
             &names,
             [aa.as_ref(), ab.as_ref(), ac.as_ref()],
-            dtype,
-            &device,
+            (dtype, &device),
+            (
+                beta.unwrap_or(0.0),
+                factors.is_some().then_some(&factor as &dyn Fn(&str) -> f64),
+            ),
         )?;
-        if let Some(beta) = beta {
-            weights.set_beta(beta)?;
-        }
-        let factor = |n: &str| crate::weights::quantized_base::factor_of(factors.as_ref(), n);
-        if factors.is_some() {
-            weights.use_factors(&factor)?;
-        }
         let vb = |views| VarBuilder::from_tensors(views, dtype, &device);
         let model = Model::load(&base.config, vb(weights.merged_views()?))
             .with_context(|| format!("{}: cannot build the model", base.files.config.display()))?;

@@ -153,15 +153,19 @@ pub(crate) fn stored(f: &ForwardUpdate) -> StoredUpdate {
     }
 }
 
+/// α per layer's factor of a tensor, by name.
+pub type Factor<'a> = &'a dyn Fn(&str) -> f64;
+
 impl AdapterWeights {
     /// The base's `names` in one buffer, and a working copy of the tensors the adapters (A,
-    /// B and, for a plane, C; `None` is the base itself) change, merged at α = 0 (β = 0).
+    /// B and, for a plane, C; `None` is the base itself) change, merged once at α = 0 and
+    /// `beta`, with α per layer's `factor` by tensor name where there is one.
     pub fn load(
         base: &Checkpoint,
         names: &[String],
         [a, b, c]: [Option<&Adapter>; 3],
-        dtype: DType,
-        device: &Device,
+        (dtype, device): (DType, &Device),
+        (beta, factor): (f64, Option<Factor<'_>>),
     ) -> Result<Self> {
         let shape_of = |n: &String| base.weights.tensors[n].shape.clone();
         let base_layout = FlatLayout::new(names.iter().map(|n| (n.clone(), shape_of(n))), dtype);
@@ -249,10 +253,17 @@ impl AdapterWeights {
             one_launch: crate::model::fused_requested(),
             forward,
             alpha: Alpha::B,
-            beta: 0.0,
+            beta,
             factors: None,
             last_blend: None,
         };
+        if beta != 0.0 {
+            w.cpu_only("a plane over adapters")?;
+        }
+        if let Some(factor) = factor {
+            w.cpu_only("α per layer over adapters")?;
+            w.factors = Some(Arc::new(w.factors_by(factor)));
+        }
         w.set_alpha(Alpha::A)?;
         Ok(w)
     }
@@ -290,14 +301,17 @@ impl AdapterWeights {
     /// 1 where it has none), re-merged at the current α.
     pub fn use_factors(&mut self, factor: &dyn Fn(&str) -> f64) -> Result<Duration> {
         self.cpu_only("α per layer over adapters")?;
-        let f = self
-            .work_layout
+        self.factors = Some(Arc::new(self.factors_by(factor)));
+        self.set_alpha(self.alpha)
+    }
+
+    /// Each changed tensor's factor, in the plan's order.
+    fn factors_by(&self, factor: &dyn Fn(&str) -> f64) -> Vec<f64> {
+        self.work_layout
             .slots
             .iter()
             .map(|s| factor(&s.name))
-            .collect();
-        self.factors = Some(Arc::new(f));
-        self.set_alpha(self.alpha)
+            .collect()
     }
 
     /// Whether an adapter replaces tensors whole (modules_to_save).
