@@ -394,7 +394,7 @@ pub struct LoadArgs {
     pub no_chat_template: bool,
     /// How the weights move with α: linear (the line θ_A + α·(θ_B − θ_A)) or slerp (per tensor
     /// along the great circle from A to B, as mergekit's slerp with A as its base; two full
-    /// models, on the CPU).
+    /// models, or two adapters on a dense base, on the CPU).
     #[arg(long, default_value = "linear")]
     pub method: crate::engine::Method,
     /// α per layer: each tensor moves by α times a factor from gradients over the layers, as

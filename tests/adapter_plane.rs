@@ -553,3 +553,74 @@ fn generate_takes_one_beta_per_alpha() {
         "{err}"
     );
 }
+
+/// slerp over adapters is slerp over the two models they make, W0 + ΔA and W0 + ΔB, each
+/// exported whole (the full pair's slerp is held to mergekit in tests/recipes.rs): each
+/// tensor's angle between them, and the base at the sum of the two coefficients, which is not
+/// 1 on an arc. Columns re-merge (an arc is no batch row's line); a plane, a base kept
+/// quantized and modules_to_save are refused in one line.
+#[test]
+fn slerp_over_adapters_is_slerp_over_their_models() {
+    use lerpscope::engine::Method;
+    let exp = expected();
+    let (a, b, c) = (path(&exp, "a"), path(&exp, "b"), path(&exp, "c"));
+    let tmp = tempfile::tempdir().unwrap();
+    let (fa, fb) = (tmp.path().join("a"), tmp.path().join("b"));
+    export(&a, &b, "0", &fa);
+    export(&a, &b, "1", &fb);
+    let slerp = LoadOptions {
+        device: DeviceChoice::Cpu,
+        method: Method::Slerp,
+        ..Default::default()
+    };
+    let (fa, fb) = (fa.display().to_string(), fb.display().to_string());
+    let mut full = Engine::load(&fa, &fb, &slerp).unwrap();
+    let mut adapters = Engine::load(&a, &b, &slerp).unwrap();
+    assert_eq!(adapters.method(), Method::Slerp);
+    assert_eq!(adapters.info.method, Method::Slerp);
+    assert!(!adapters.on_line());
+    let ids = [3u32, 17, 40, 9, 77];
+    for alpha in [0.0, 0.3, 0.7, 1.0, 1.3] {
+        full.set_alpha(alpha).unwrap();
+        adapters.set_alpha(alpha).unwrap();
+        let d = max_diff(&adapters.logits(&ids).unwrap(), &full.logits(&ids).unwrap());
+        assert!(d <= 1e-4, "α {alpha}: max |Δlogit| = {d}");
+    }
+    // The arc is not the line on these adapters.
+    let mut line = Engine::load(&a, &b, &with_c(&c, 0.0)).unwrap();
+    line.set_alpha(0.5).unwrap();
+    adapters.set_alpha(0.5).unwrap();
+    let gap = max_diff(&line.logits(&ids).unwrap(), &adapters.logits(&ids).unwrap());
+    assert!(gap > 1e-3, "slerp should leave the line here: {gap}");
+    let Err(e) = adapters.mix(&[0.5]) else {
+        panic!("rows in one batch on slerp's arc")
+    };
+    has(&e.to_string(), &["slerp"]);
+    // Refused in one line each.
+    let on_plane = LoadOptions {
+        method: Method::Slerp,
+        ..with_c(&c, 0.5)
+    };
+    has(&load_err(&a, &b, &on_plane), &["--method slerp", "--c"]);
+    let quantized = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quantized");
+    let on_q4 = LoadOptions {
+        base: Some(quantized.join("base-q4_1.gguf").display().to_string()),
+        chat_template: false,
+        ..slerp.clone()
+    };
+    let lora = quantized.join("lora").display().to_string();
+    has(&load_err("base", &lora, &on_q4), &["slerp", "--dequantize"]);
+    let adapters_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters");
+    let on_tied = LoadOptions {
+        base: Some(adapters_dir.join("base-llama-tied").display().to_string()),
+        ..slerp
+    };
+    has(
+        &load_err(
+            &adapters_dir.join("llama-plain-a").display().to_string(),
+            &adapters_dir.join("llama-saved-b").display().to_string(),
+            &on_tied,
+        ),
+        &["slerp", "modules_to_save"],
+    );
+}

@@ -152,7 +152,7 @@ fn vertices_are_the_endpoints_and_the_middle_is_not_the_line() {
 }
 
 /// What slerp cannot do says so in one line: rows at several alphas in one batch (the α-scrub,
-/// batched sweeps), adapters, an unknown method.
+/// batched sweeps), an unknown method; over adapters it runs.
 #[test]
 fn slerps_limits_get_one_line() {
     let slerp = load(Method::Slerp);
@@ -176,11 +176,9 @@ fn slerps_limits_get_one_line() {
         .args(["--method", "slerp", "--max-tokens", "1", "--device", "cpu"])
         .output()
         .unwrap();
+    // Over adapters slerp runs too (tests/adapter_plane.rs holds it to their models').
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("--method slerp: interpolates two full models"),
-        "{err}"
-    );
+    assert!(out.status.success(), "{err}");
 }
 
 /// The α-scrub works on the slerp path too: a re-blend and a pass per α, each point p(token)

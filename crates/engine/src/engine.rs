@@ -433,13 +433,7 @@ impl Engine {
 
     /// Two adapters (or `base` and an adapter) on one base.
     fn load_adapters(a: Endpoint, b: Endpoint, opts: &LoadOptions) -> Result<Self> {
-        if opts.method != Method::Linear {
-            bail!(
-                Unsupported,
-                "--method {}: interpolates two full models; over adapters only the line (linear) is built",
-                opts.method.name()
-            );
-        }
+        let slerp = opts.method == Method::Slerp;
         let side = |e: Endpoint,
                     flag: &str|
          -> Result<Option<crate::formats::adapter::AdapterFiles>> {
@@ -488,6 +482,18 @@ impl Engine {
             [fa.as_ref(), fb.as_ref(), fc.as_ref()],
         )?;
         let device = opts.device.open()?;
+        if slerp && beta.is_some() {
+            bail!(
+                Unsupported,
+                "--method slerp runs along A→B; over adapters a plane (--c) is refused with it"
+            );
+        }
+        if slerp && !device.is_cpu() {
+            bail!(
+                Unsupported,
+                "--method slerp over adapters runs on the CPU for now; use --device cpu"
+            );
+        }
         if beta.is_some() && !device.is_cpu() {
             bail!(
                 Unsupported,
@@ -521,6 +527,12 @@ impl Engine {
         let names = pair::blended_names(&base);
         let factors = adapter_factors(opts.layers.as_ref(), &base, &names, &sides)?;
         if keeps_quantized(opts, &base, &names, &device) {
+            if slerp {
+                bail!(
+                    Unsupported,
+                    "--method slerp over adapters on a base kept quantized: the angles need the merged tensors; use --dequantize"
+                );
+            }
             return Self::load_on_quantized(
                 base,
                 base_spec,
@@ -544,7 +556,7 @@ impl Engine {
         crate::memory::check_adapters_fit(&device, &base.config, base_bytes, changed_bytes, dtype)?;
         let factor = |n: &str| crate::weights::quantized_base::factor_of(factors.as_ref(), n);
         // Merged once, at α = 0 on the plane and under the rules asked for.
-        let weights = AdapterWeights::load(
+        let mut weights = AdapterWeights::load(
             &base,
             &names,
             [aa.as_ref(), ab.as_ref(), ac.as_ref()],
@@ -554,6 +566,9 @@ impl Engine {
                 factors.is_some().then_some(&factor as &dyn Fn(&str) -> f64),
             ),
         )?;
+        if slerp {
+            weights.use_slerp()?;
+        }
         let vb = |views| VarBuilder::from_tensors(views, dtype, &device);
         let model = Model::load(&base.config, vb(weights.merged_views()?))
             .with_context(|| format!("{}: cannot build the model", base.files.config.display()))?;
@@ -757,7 +772,7 @@ impl Engine {
             buffer_bytes: weights.model_bytes(),
             gpu_memory: device_memory(device).map(|(free, total)| (total - free, total)),
             chat_template: text.chat.is_some(),
-            method: weights.full().map_or(Method::Linear, |w| w.method()),
+            method: weights.method(),
             layers: None,
             beta: weights.full().and_then(|w| w.beta()),
             layer_strip: Vec::new(),
@@ -803,7 +818,7 @@ impl Engine {
 
     /// How the weights move with α.
     pub fn method(&self) -> Method {
-        self.weights.full().map_or(Method::Linear, |w| w.method())
+        self.weights.method()
     }
 
     /// With α per layer: its rules.
@@ -978,7 +993,7 @@ impl Engine {
     /// Whether every tensor moves along the line by the same α, which rows at several alphas
     /// in one batch assume (neither slerp nor α per layer does).
     pub fn on_line(&self) -> bool {
-        self.weights.full().is_none_or(|w| w.on_line())
+        self.weights.on_line()
     }
 
     /// Whether the endpoints are adapters on one base.

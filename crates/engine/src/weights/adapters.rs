@@ -18,6 +18,7 @@ use crate::weights::blend::{self, Element};
 use crate::weights::flat::FlatLayout;
 use crate::weights::full::build_flat;
 use crate::weights::lowrank::{self, RankSides, StoredUpdate};
+use crate::weights::slerp;
 use crate::Alpha;
 use candle_core::{CpuStorage, DType, Device, Layout, Tensor};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -75,6 +76,9 @@ pub struct AdapterWeights {
     beta: f64,
     /// With α per layer: each changed tensor's factor on α, in the plan's order.
     factors: Option<Arc<Vec<f64>>>,
+    /// With `--method slerp`: each changed tensor's angle between W0 + ΔA and W0 + ΔB, in the
+    /// plan's order (None: it falls back to the line).
+    slerp: Option<Arc<Vec<Option<slerp::Angle>>>>,
     last_blend: Option<Duration>,
 }
 
@@ -255,6 +259,7 @@ impl AdapterWeights {
             alpha: Alpha::B,
             beta,
             factors: None,
+            slerp: None,
             last_blend: None,
         };
         if beta != 0.0 {
@@ -319,6 +324,52 @@ impl AdapterWeights {
         !self.repl_layout.slots.is_empty()
     }
 
+    /// `--method slerp` along A→B: each changed tensor's angle between the two models the
+    /// adapters make, W0 + ΔA and W0 + ΔB, measured once (mergekit's formula, its fall-back to
+    /// the line included), then re-merged at the current α. The coefficients on A and B then
+    /// no longer sum to 1, so the base takes their sum.
+    pub fn use_slerp(&mut self) -> Result<Duration> {
+        const WHAT: &str = "--method slerp over adapters";
+        self.cpu_only(WHAT)?;
+        if self.has_replacements() {
+            bail!(
+                Unsupported,
+                "{WHAT}: an adapter replaces tensors whole (modules_to_save); slerp over adapters moves low-rank updates only"
+            );
+        }
+        if self.beta != 0.0 {
+            bail!(
+                Unsupported,
+                "{WHAT} runs along A→B; a plane (--c) is refused with it"
+            );
+        }
+        let mut angles = Vec::with_capacity(self.plan.len());
+        for item in self.plan.iter() {
+            let Some(u) = &item.update else {
+                angles.push(None);
+                continue;
+            };
+            let w0 = self
+                .base
+                .narrow(0, item.base, item.work.1)?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?;
+            let at = |weights: [f32; 3]| {
+                let mut w = w0.clone();
+                lowrank::merge(&mut w, None, u, &u.coefficients(weights));
+                w
+            };
+            angles.push(slerp::angle(&at([1.0, 0.0, 0.0]), &at([0.0, 1.0, 0.0])));
+        }
+        self.slerp = Some(Arc::new(angles));
+        self.set_alpha(self.alpha)
+    }
+
+    /// Whether every tensor moves along the line (batched rows assume it; slerp does not).
+    pub fn on_line(&self) -> bool {
+        self.slerp.is_none()
+    }
+
     /// Move the plane's β and re-merge at the current α; β is kept only if that succeeds.
     pub fn set_beta(&mut self, beta: f64) -> Result<Duration> {
         self.set_point(self.alpha, beta)
@@ -345,6 +396,7 @@ impl AdapterWeights {
                 alpha,
                 beta: self.beta,
                 factors: self.factors.clone(),
+                slerp: self.slerp.clone(),
                 plan: self.plan.clone(),
                 #[cfg(feature = "cuda")]
                 gpu_plan: self.gpu_plan.clone(),
@@ -412,6 +464,8 @@ struct MergeOp {
     beta: f64,
     /// With α per layer: each item's factor on α.
     factors: Option<Arc<Vec<f64>>>,
+    /// With slerp: each item's angle (None: on the line).
+    slerp: Option<Arc<Vec<Option<slerp::Angle>>>>,
     plan: Arc<Vec<MergeItem>>,
     #[cfg(feature = "cuda")]
     gpu_plan: Arc<std::sync::OnceLock<cuda::Table>>,
@@ -432,24 +486,46 @@ impl MergeOp {
         let a = self.alpha.value();
         self.factors.as_ref().map_or(a, |f| a * f[i])
     }
+
+    /// Item i's weights on A, B and C, and (slerp off the line) the base's own coefficient:
+    /// the sum of A's and B's, which is not 1 on an arc.
+    fn weights_of(&self, i: usize) -> ([f32; 3], Option<f32>) {
+        let t = self.alpha_of(i);
+        match self.slerp.as_ref().and_then(|s| s[i]) {
+            Some(angle) => {
+                let (ca, cb) = slerp::coefficients(Some(angle), t);
+                let scale = ca + cb;
+                ([ca, cb, 0.0], (scale != 1.0).then_some(scale))
+            }
+            None => (crate::alpha::plane_weights_f32(t, self.beta), None),
+        }
+    }
 }
 
 fn merge_all<T: Element>(op: &MergeOp, w: &mut [T], base: &[T], repl: &[T]) {
-    let coefs: Vec<Option<Vec<f32>>> = op
+    let coefs: Vec<(Option<Vec<f32>>, Option<f32>)> = op
         .plan
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let weights = crate::alpha::plane_weights_f32(op.alpha_of(i), op.beta);
-            item.update.as_ref().map(|u| u.coefficients(weights))
+            let (weights, scale) = op.weights_of(i);
+            (item.update.as_ref().map(|u| u.coefficients(weights)), scale)
         })
         .collect();
-    for (i, (item, c)) in op.plan.iter().zip(&coefs).enumerate() {
+    for (i, (item, (c, scale))) in op.plan.iter().zip(&coefs).enumerate() {
         let (off, len) = item.work;
         let out = &mut w[off..off + len];
         let base = &base[item.base..item.base + len];
         let side = |r: Option<usize>| r.map_or(base, |o| &repl[o..o + len]);
         match (item.replaced, &item.update, c) {
+            // On slerp's arc: the base at its own coefficient, then the updates onto it.
+            ([None, None], Some(u), Some(c)) if scale.is_some() => {
+                let s = scale.expect("checked");
+                for (o, &b) in out.iter_mut().zip(base) {
+                    *o = T::from_f32(s * b.to_f32());
+                }
+                lowrank::merge(out, None, u, c)
+            }
             ([None, None], Some(u), Some(c)) => lowrank::merge(out, Some(base), u, c),
             (replaced, update, c) => {
                 blend::blend(

@@ -103,6 +103,24 @@ impl Weights {
     }
 
     /// The full pair's three buffers, when the pair is two full models.
+    /// How the weights move with α.
+    pub fn method(&self) -> slerp::Method {
+        match self {
+            Weights::Full(w) => w.method(),
+            Weights::Adapters(w) if !w.on_line() => slerp::Method::Slerp,
+            _ => slerp::Method::Linear,
+        }
+    }
+
+    /// Whether every tensor moves along the line by the same α (the batched paths' premise).
+    pub fn on_line(&self) -> bool {
+        match self {
+            Weights::Full(w) => w.on_line(),
+            Weights::Adapters(w) => w.on_line(),
+            Weights::Quantized(_) | Weights::QuantizedPair(_) => true,
+        }
+    }
+
     pub fn full(&self) -> Option<&BlendedWeights> {
         match self {
             Weights::Full(w) => Some(w),

@@ -73,29 +73,34 @@ pub fn angles<T: Element>(layout: &FlatLayout, a: &[T], b: &[T]) -> Vec<Option<A
         .slots
         .par_iter()
         .map(|s| {
-            let (a, b) = (
+            angle(
                 &a[s.offset..s.offset + s.len],
                 &b[s.offset..s.offset + s.len],
-            );
-            let (mut aa, mut bb, mut ab) = (0f64, 0f64, 0f64);
-            for (&x, &y) in a.iter().zip(b) {
-                let (x, y) = (x.to_f32() as f64, y.to_f32() as f64);
-                aa += x * x;
-                bb += y * y;
-                ab += x * y;
-            }
-            let norm = |n2: f64| {
-                let n = n2.sqrt();
-                if n > EPS {
-                    n
-                } else {
-                    1.0
-                }
-            };
-            let cos = (ab / (norm(aa) * norm(bb))).clamp(-1.0, 1.0);
-            (cos.abs() <= DOT_THRESHOLD).then(|| Angle { theta: cos.acos() })
+            )
         })
         .collect()
+}
+
+/// The angle between two tensors (mergekit's formula, in f64); None where it falls back to
+/// the line.
+pub fn angle<T: Element>(a: &[T], b: &[T]) -> Option<Angle> {
+    let (mut aa, mut bb, mut ab) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x.to_f32() as f64, y.to_f32() as f64);
+        aa += x * x;
+        bb += y * y;
+        ab += x * y;
+    }
+    let norm = |n2: f64| {
+        let n = n2.sqrt();
+        if n > EPS {
+            n
+        } else {
+            1.0
+        }
+    };
+    let cos = (ab / (norm(aa) * norm(bb))).clamp(-1.0, 1.0);
+    (cos.abs() <= DOT_THRESHOLD).then(|| Angle { theta: cos.acos() })
 }
 
 /// The coefficients (on A, on B) of one tensor at α.
