@@ -48,6 +48,29 @@ fn ids(v: &Value) -> Vec<u32> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
+/// Greedy tokens of each row of `mix` from the factored batch, the end token ignored.
+fn factored_greedy(
+    e: &Engine,
+    prompt_ids: &[u32],
+    mix: &lerpscope::engine::layers::Mix,
+    n: usize,
+) -> Vec<lerpscope::engine::Generation> {
+    let pair_g = lerpscope::engine::Generator {
+        eos: &[],
+        ..e.pair_generator()
+    };
+    pair_g
+        .run_rows(
+            prompt_ids,
+            &[],
+            Some(mix),
+            &greedy(n),
+            &|_| false,
+            &mut |_, _| {},
+        )
+        .unwrap()
+}
+
 /// Every point of `plane` (from one engine moved by `set_point`): merged and factored logits
 /// within 1e-4 of PEFT's, greedy tokens equal. Then every point at once, a row each in one
 /// factored batch: the same logits and tokens.
@@ -90,21 +113,7 @@ fn check_plane(a: &str, plane: &str) {
                 .unwrap()
                 .token_ids;
             assert_eq!(tokens, ids(&run["greedy"]), "{what} merged greedy");
-            let mix = e.mix(&[at]).unwrap();
-            let pair_g = lerpscope::engine::Generator {
-                eos: &[],
-                ..e.pair_generator()
-            };
-            let rows = pair_g
-                .run_rows(
-                    &prompt_ids,
-                    &[],
-                    Some(&mix),
-                    &greedy(n),
-                    &|_| false,
-                    &mut |_, _| {},
-                )
-                .unwrap();
+            let rows = factored_greedy(&e, &prompt_ids, &e.mix(&[at]).unwrap(), n);
             assert_eq!(
                 rows[0].token_ids,
                 ids(&run["greedy"]),
@@ -123,20 +132,7 @@ fn check_plane(a: &str, plane: &str) {
     for (pi, prompt) in prompts.iter().enumerate() {
         let prompt_ids = ids(&points[0]["runs"][pi]["prompt_ids"]);
         let rows = e.logits_mixed(&prompt_ids, &mix).unwrap();
-        let pair_g = lerpscope::engine::Generator {
-            eos: &[],
-            ..e.pair_generator()
-        };
-        let greedy_rows = pair_g
-            .run_rows(
-                &prompt_ids,
-                &[],
-                Some(&mix),
-                &greedy(n),
-                &|_| false,
-                &mut |_, _| {},
-            )
-            .unwrap();
+        let greedy_rows = factored_greedy(&e, &prompt_ids, &mix, n);
         for (k, point) in points.iter().enumerate() {
             let run = &point["runs"][pi];
             let what = format!("{plane} row {k} of one batch, {prompt:?}");

@@ -26,19 +26,12 @@ fn draw(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
     t
 }
 
-fn render(app: &App, w: u16, h: u16) -> String {
-    format!("{}", draw(app, w, h).backend())
-}
-
-fn key(a: &mut App, code: KeyCode) -> Vec<Effect> {
-    a.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
-}
-
-fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
-    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
-        a: a.a.clone(),
-        b: a.b.clone(),
-        description: "A ↔ B".into(),
+/// A loaded pair as the screens show it: a small Llama on the CPU.
+fn pair_info(a: impl Into<String>, b: impl Into<String>, description: &str) -> PairInfo {
+    PairInfo {
+        a: a.into(),
+        b: b.into(),
+        description: description.into(),
         architecture: "LlamaForCausalLM".into(),
         params: 2_401_536,
         dtype: "f32".into(),
@@ -50,7 +43,23 @@ fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
         layers: None,
         beta: None,
         layer_strip: vec![],
-    })))
+    }
+}
+
+fn render(app: &App, w: u16, h: u16) -> String {
+    format!("{}", draw(app, w, h).backend())
+}
+
+fn key(a: &mut App, code: KeyCode) -> Vec<Effect> {
+    a.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn load(a: &mut App) -> Vec<(ColumnId, Job)> {
+    a.update(Msg::Engine(EngineEvent::Loaded(pair_info(
+        a.a.clone(),
+        a.b.clone(),
+        "A ↔ B",
+    ))))
     .into_iter()
     .filter_map(|e| match e {
         Effect::Submit { column, job } => Some((column, job)),
@@ -328,20 +337,13 @@ fn the_header_shows_the_plane_and_its_beta() {
         Keymap::default(),
     );
     a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
-        a: a.a.clone(),
-        b: a.b.clone(),
-        description: "A ↔ B (α per layer mlp=0,1) + β·(formal − A)".into(),
-        architecture: "LlamaForCausalLM".into(),
-        params: 2_401_536,
-        dtype: "f32".into(),
-        device: "cpu".into(),
-        buffer_bytes: 9_606_144,
-        gpu_memory: None,
-        chat_template: false,
-        method: Default::default(),
         layers: Some("mlp=0,1".into()),
         beta: Some(0.5),
-        layer_strip: vec![],
+        ..pair_info(
+            a.a.clone(),
+            a.b.clone(),
+            "A ↔ B (α per layer mlp=0,1) + β·(formal − A)",
+        )
     })));
     key(&mut a, KeyCode::Up);
     let screen = render(&a, 160, 20);
@@ -361,20 +363,12 @@ fn the_header_shows_the_plane_and_its_beta() {
         Keymap::default(),
     );
     adapters.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
-        a: "base".into(),
-        b: "neg".into(),
-        description: "base X + the base ↔ LoRA r8 ×7 modules + β·(LoRA r6 ×4 modules − A)".into(),
-        architecture: "LlamaForCausalLM".into(),
-        params: 2_401_536,
-        dtype: "f32".into(),
-        device: "cpu".into(),
-        buffer_bytes: 9_606_144,
-        gpu_memory: None,
-        chat_template: false,
-        method: Default::default(),
-        layers: None,
         beta: Some(0.5),
-        layer_strip: vec![],
+        ..pair_info(
+            "base",
+            "neg",
+            "base X + the base ↔ LoRA r8 ×7 modules + β·(LoRA r6 ×4 modules − A)",
+        )
     })));
     let header = render(&adapters, 160, 20)
         .lines()
@@ -401,20 +395,8 @@ fn the_pad_draws_the_triangle_and_the_focused_point() {
         Keymap::default(),
     );
     a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
-        a: "base".into(),
-        b: "neg".into(),
-        description: "A ↔ B + β·(C − A)".into(),
-        architecture: "LlamaForCausalLM".into(),
-        params: 2_401_536,
-        dtype: "f32".into(),
-        device: "cpu".into(),
-        buffer_bytes: 9_606_144,
-        gpu_memory: None,
-        chat_template: false,
-        method: Default::default(),
-        layers: None,
         beta: Some(0.5),
-        layer_strip: vec![],
+        ..pair_info("base", "neg", "A ↔ B + β·(C − A)")
     })));
     let areas = lerpscope::ui::layout(ratatui::layout::Rect::new(0, 0, 100, 40), &a);
     let pad = areas.pad.unwrap();
@@ -498,19 +480,7 @@ fn the_layer_strip_shows_each_layers_alpha() {
         Keymap::default(),
     );
     a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
-        a: "neg".into(),
-        b: "pos".into(),
-        description: "A ↔ B (α per layer self_attn=0,1;mlp=1,0)".into(),
-        architecture: "LlamaForCausalLM".into(),
-        params: 2_401_536,
-        dtype: "f32".into(),
-        device: "cpu".into(),
-        buffer_bytes: 9_606_144,
-        gpu_memory: None,
-        chat_template: false,
-        method: Default::default(),
         layers: Some("self_attn=0,1;mlp=1,0".into()),
-        beta: None,
         layer_strip: vec![
             lerpscope::engine::LayerStrip {
                 kind: "self_attn".into(),
@@ -521,6 +491,7 @@ fn the_layer_strip_shows_each_layers_alpha() {
                 factors: vec![1.0, 0.75, 0.5, 0.25, 0.0],
             },
         ],
+        ..pair_info("neg", "pos", "A ↔ B (α per layer self_attn=0,1;mlp=1,0)")
     })));
     let screen = render(&a, 80, 24);
     assert!(screen.contains("self_attn ▃▄▅▅▆ α 0.00…1.00"), "{screen}");
