@@ -577,3 +577,52 @@ fn a_curve_over_a_plane_measures_each_point_of_its_grid() {
     assert_eq!(got, want);
     assert_ne!(got[0].2, got[2].2, "β moves the meter: {got:?}");
 }
+
+/// α per layer edited through the session: the engine answers with the pair as it now is, or
+/// with a refusal in one line that changes nothing; columns submitted after run under it.
+#[test]
+fn layer_rules_set_through_the_session_answer_with_the_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let session = Session::spawn(
+        a.display().to_string(),
+        b.display().to_string(),
+        LoadOptions {
+            device: DeviceChoice::Cpu,
+            ..Default::default()
+        },
+        move |e| {
+            let _ = tx.send(e);
+        },
+    );
+    let answer = || loop {
+        match rx.recv_timeout(Duration::from_secs(60)).expect("an event") {
+            EngineEvent::LayersChanged(r) => return r,
+            EngineEvent::LoadFailed(e) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    session.set_layer_alphas("mlp=0,1".into());
+    let info = answer().expect("rules taken");
+    assert_eq!(info.layers.as_deref(), Some("mlp=0,1"));
+    // Every module kind gets a row; the rules move the MLPs, the rest stays at 1.
+    let strip: Vec<(&str, &[f64])> = info
+        .layer_strip
+        .iter()
+        .map(|s| (s.kind.as_str(), s.factors.as_slice()))
+        .collect();
+    assert_eq!(
+        strip,
+        [("mlp", &[0.0, 1.0][..]), ("self_attn", &[1.0, 1.0][..])]
+    );
+    session.set_layer_alphas("mlp=0,oops".into());
+    let e = answer().expect_err("a bad rule");
+    assert!(
+        e.message.contains("--layer-alphas") && !e.message.contains('\n'),
+        "{e}"
+    );
+    session.set_layer_alphas(String::new());
+    assert_eq!(answer().expect("rules off").layers, None);
+}
