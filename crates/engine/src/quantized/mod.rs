@@ -9,6 +9,7 @@
 
 pub mod activations;
 pub mod legacy;
+pub mod q4k;
 pub mod random;
 
 use candle_core::quantized::k_quants::{
@@ -194,6 +195,8 @@ enum Dot {
     Rows(legacy::Kind),
     /// One row at a time.
     One(fn(&[u8], &[u8]) -> f32),
+    /// Q4_K: each weight row decoded once for all rows (see `q4k`).
+    Q4K,
 }
 
 /// candle's dot product of a row of `T` blocks with its activation blocks.
@@ -409,7 +412,7 @@ impl QMatrix {
             QType::Q5_1 => self.product(x, m, Dot::One(pairs_dot::<BlockQ5_1>)),
             QType::Q2K => self.product(x, m, Dot::One(candle_dot::<BlockQ2K>)),
             QType::Q3K => self.product(x, m, Dot::One(candle_dot::<BlockQ3K>)),
-            QType::Q4K => self.product(x, m, Dot::One(candle_dot::<BlockQ4K>)),
+            QType::Q4K => self.product(x, m, Dot::Q4K),
             QType::Q5K => self.product(x, m, Dot::One(candle_dot::<BlockQ5K>)),
             QType::Q6K => self.product(x, m, Dot::One(candle_dot::<BlockQ6K>)),
         }
@@ -430,6 +433,7 @@ impl QMatrix {
                 let w = self.row(first + j);
                 match dot {
                     Dot::Rows(kind) => legacy::dot_rows(kind, w, &act_rows, out),
+                    Dot::Q4K => q4k::dot_rows(w, &act_rows, out),
                     Dot::One(dot) => {
                         for (o, x) in out.iter_mut().zip(&act_rows) {
                             *o = dot(w, x);
