@@ -8,8 +8,8 @@
 //! one row at a time (AVX2 for Q2_K…Q6_K; scalar for Q5_0 and Q5_1).
 
 pub mod activations;
+pub mod k_rows;
 pub mod legacy;
-pub mod q4k;
 pub mod random;
 
 use candle_core::quantized::k_quants::{
@@ -195,8 +195,8 @@ enum Dot {
     Rows(legacy::Kind),
     /// One row at a time.
     One(fn(&[u8], &[u8]) -> f32),
-    /// Q4_K: each weight row decoded once for all rows (see `q4k`).
-    Q4K,
+    /// Q4_K and Q6_K: each weight super-block decoded once for up to four rows (`k_rows`).
+    KRows(k_rows::Kind),
 }
 
 /// candle's dot product of a row of `T` blocks with its activation blocks.
@@ -412,9 +412,9 @@ impl QMatrix {
             QType::Q5_1 => self.product(x, m, Dot::One(pairs_dot::<BlockQ5_1>)),
             QType::Q2K => self.product(x, m, Dot::One(candle_dot::<BlockQ2K>)),
             QType::Q3K => self.product(x, m, Dot::One(candle_dot::<BlockQ3K>)),
-            QType::Q4K => self.product(x, m, Dot::Q4K),
+            QType::Q4K => self.product(x, m, Dot::KRows(k_rows::Kind::Q4K)),
             QType::Q5K => self.product(x, m, Dot::One(candle_dot::<BlockQ5K>)),
-            QType::Q6K => self.product(x, m, Dot::One(candle_dot::<BlockQ6K>)),
+            QType::Q6K => self.product(x, m, Dot::KRows(k_rows::Kind::Q6K)),
         }
     }
 
@@ -433,7 +433,7 @@ impl QMatrix {
                 let w = self.row(first + j);
                 match dot {
                     Dot::Rows(kind) => legacy::dot_rows(kind, w, &act_rows, out),
-                    Dot::Q4K => q4k::dot_rows(w, &act_rows, out),
+                    Dot::KRows(kind) => k_rows::dot_rows(kind, w, &act_rows, out),
                     Dot::One(dot) => {
                         for (o, x) in out.iter_mut().zip(&act_rows) {
                             *o = dot(w, x);
