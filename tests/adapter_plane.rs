@@ -28,6 +28,13 @@ fn path(exp: &Value, side: &str) -> String {
         .to_string()
 }
 
+fn cpu() -> LoadOptions {
+    LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    }
+}
+
 fn with_c(c: &str, beta: f64) -> LoadOptions {
     LoadOptions {
         device: DeviceChoice::Cpu,
@@ -167,16 +174,14 @@ fn set_beta_is_loading_at_that_beta_and_columns_batch_on_the_plane() {
     let mut fresh = Engine::load(&a, &b, &with_c(&c, 0.6)).unwrap();
     fresh.set_alpha(0.25).unwrap();
     assert_eq!(moved.logits(&ids).unwrap(), fresh.logits(&ids).unwrap());
+    // Scoring a text at a point moves there in one call.
+    let text = "The movie was fine";
+    let at = moved.score_text_at(text, 0.7, Some(-0.2)).unwrap();
+    let mut there = Engine::load(&a, &b, &with_c(&c, -0.2)).unwrap();
+    assert_eq!(at.nll, there.score_text(text, 0.7).unwrap().nll);
+    moved.set_point(0.25, Some(0.6)).unwrap();
     // β = 0 is the line through A and B, bit for bit.
-    let mut line = Engine::load(
-        &a,
-        &b,
-        &LoadOptions {
-            device: DeviceChoice::Cpu,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut line = Engine::load(&a, &b, &cpu()).unwrap();
     moved.set_beta(0.0).unwrap();
     for alpha in [0.0, 0.4, 1.0] {
         moved.set_alpha(alpha).unwrap();
@@ -349,15 +354,7 @@ fn a_plane_over_adapters_refuses_what_it_cannot_blend_in_one_line() {
         &["different bases", "--c"],
     );
     // β on a pair without C.
-    let mut line = Engine::load(
-        &a,
-        &b,
-        &LoadOptions {
-            device: DeviceChoice::Cpu,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut line = Engine::load(&a, &b, &cpu()).unwrap();
     has(&line.set_beta(0.5).unwrap_err().to_string(), &["β", "--c"]);
     // An absurd β says so.
     let mut plane = Engine::load(&a, &b, &with_c(&c, 0.5)).unwrap();
@@ -387,15 +384,7 @@ fn an_export_on_the_plane_is_peft_cat_merged() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let dir = out.display().to_string();
-    let e = Engine::load(
-        &dir,
-        &dir,
-        &LoadOptions {
-            device: DeviceChoice::Cpu,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let e = Engine::load(&dir, &dir, &cpu()).unwrap();
     let run = &point["runs"][0];
     let d = max_diff(
         &e.logits(&ids(&run["prompt_ids"])).unwrap(),

@@ -27,6 +27,15 @@ fn info() -> PairInfo {
     }
 }
 
+/// A plane with a β of its own, loaded at β = 0.5.
+fn plane_info() -> PairInfo {
+    PairInfo {
+        description: "A ↔ B + β·(C − A)".into(),
+        beta: Some(0.5),
+        ..info()
+    }
+}
+
 fn app() -> App {
     App::new(
         "neg".into(),
@@ -788,12 +797,7 @@ fn a_memory_error_shows_the_numbers_and_what_to_try() {
 #[test]
 fn up_and_down_move_the_focused_columns_beta() {
     let mut a = app();
-    let plane = PairInfo {
-        description: "A ↔ B + β·(C − A)".into(),
-        beta: Some(0.5),
-        layer_strip: vec![],
-        ..info()
-    };
+    let plane = plane_info();
     let loaded_jobs = jobs(a.update(Msg::Engine(EngineEvent::Loaded(plane))));
     assert!(
         loaded_jobs.iter().all(|j| j.beta == Some(0.5)),
@@ -861,12 +865,7 @@ fn up_and_down_move_the_focused_columns_beta() {
 #[test]
 fn the_curve_on_a_plane_is_a_grid() {
     let mut a = app();
-    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
-        description: "A ↔ B + β·(C − A)".into(),
-        beta: Some(0.5),
-        layer_strip: vec![],
-        ..info()
-    })));
+    a.update(Msg::Engine(EngineEvent::Loaded(plane_info())));
     let effects = a.update(key(KeyCode::Char('g')));
     let Some(Effect::Curve(job)) = effects.into_iter().find(|e| matches!(e, Effect::Curve(_)))
     else {
@@ -916,12 +915,7 @@ fn the_curve_on_a_plane_is_a_grid() {
 #[test]
 fn the_pad_and_typed_points_set_alpha_and_beta() {
     let mut a = app();
-    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
-        description: "A ↔ B + β·(C − A)".into(),
-        beta: Some(0.5),
-        layer_strip: vec![],
-        ..info()
-    })));
+    a.update(Msg::Engine(EngineEvent::Loaded(plane_info())));
     a.update(Msg::Resize(100, 40));
     let areas = lerpscope::ui::layout(ratatui::layout::Rect::new(0, 0, 100, 40), &a);
     let pad = areas.pad.expect("a pad on a plane");

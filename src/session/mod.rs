@@ -785,19 +785,17 @@ fn run_job(engine: &mut Engine, p: &Pending, inject: bool, emit: &Emit) {
     }
     let (column, job) = (p.column, p.job.id);
     if p.job.kind == JobKind::Score {
-        let scored = match p.job.beta {
-            Some(beta) => engine.set_beta(beta.value()),
-            None => Ok(Duration::ZERO),
-        }
-        .and_then(|_| engine.score_text(&p.job.prompt, p.job.alpha));
-        emit(match scored {
-            Ok(score) => EngineEvent::TextScored { column, job, score },
-            Err(e) => EngineEvent::Failed {
-                column,
-                job,
-                error: Failure::engine(&e),
+        let beta = p.job.beta.map(Alpha::value);
+        emit(
+            match engine.score_text_at(&p.job.prompt, p.job.alpha, beta) {
+                Ok(score) => EngineEvent::TextScored { column, job, score },
+                Err(e) => EngineEvent::Failed {
+                    column,
+                    job,
+                    error: Failure::engine(&e),
+                },
             },
-        });
+        );
         return;
     }
     let blend = match at_point(engine, &p.job) {

@@ -1146,6 +1146,16 @@ impl Engine {
     /// there). The text is taken as it stands: no chat template, BOS only where the
     /// tokenizer's own post-processor adds it.
     pub fn score_text(&mut self, text: &str, alpha: impl IntoAlpha) -> Result<TextScore> {
+        self.score_text_at(text, alpha, None)
+    }
+
+    /// [`Engine::score_text`] at a point of a plane (β None: β as it is), in one blend.
+    pub fn score_text_at(
+        &mut self,
+        text: &str,
+        alpha: impl IntoAlpha,
+        beta: Option<f64>,
+    ) -> Result<TextScore> {
         let alpha = alpha.into_alpha()?;
         let enc = crate::guard::catch("cannot tokenise the text", || {
             self.text
@@ -1161,7 +1171,7 @@ impl Engine {
                 token_ids.len()
             );
         }
-        self.set_alpha(alpha)?;
+        self.set_point(alpha, beta)?;
         let tokens = self
             .generator()
             .token_details(&token_ids)
