@@ -214,19 +214,15 @@ impl TensorFiles {
         let shard = &self.shards[t.shard];
         let fail = |e: String| err!(Format, "{}: tensor {name}: {e}", shard.path.display());
         let (rows, cols) = (t.shape[0], t.shape[1]);
-        let m = crate::quantized::QMatrix::mapped(
+        crate::quantized::QMatrix::mapped(
             qtype,
             (rows, cols),
             shard.map.clone(),
             t.range.clone(),
+            t.ggml.and_then(|(_, l)| l.stored_row_order(rows)),
         )
-        .map_err(fail)?;
-        Ok(Some(
-            match t.ggml.and_then(|(_, l)| l.stored_row_order(rows)) {
-                Some(order) => m.with_row_order(order).map_err(fail)?,
-                None => m,
-            },
-        ))
+        .map(Some)
+        .map_err(fail)
     }
 
     /// Convert tensor `name` into `out` (its element count), refusing non-finite values.

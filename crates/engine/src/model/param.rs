@@ -198,16 +198,34 @@ impl LowRankPair {
         let per_mix_row = m / k;
         let mut u = vec![0f32; m * rank];
         matmul_wt(x, down, m, rank, inp, &mut u);
-        for (row, (u, y)) in u.chunks(rank).zip(y.chunks_mut(out)).enumerate() {
+        for (row, u) in u.chunks_mut(rank).enumerate() {
             let c = &coef[(row / per_mix_row % k) * rank..][..rank];
-            for ((u, c), up) in u.iter().zip(c).zip(up_t.chunks(out)) {
-                let s = u * c;
-                if s != 0.0 {
+            u.iter_mut().zip(c).for_each(|(u, c)| *u *= c);
+        }
+        // Each output's rank terms add in rank order, however the columns are split.
+        let add = |u: &[f32], y: &mut [f32], first: usize| {
+            for (s, up) in u.iter().zip(up_t.chunks(out)) {
+                if *s != 0.0 {
                     y.iter_mut()
-                        .zip(up)
+                        .zip(&up[first..])
                         .for_each(|(y, w)| *y = s.mul_add(*w, *y));
                 }
             }
+        };
+        if m * rank * out < 1 << 15 {
+            for (u, y) in u.chunks(rank).zip(y.chunks_mut(out)) {
+                add(u, y, 0);
+            }
+        } else {
+            use rayon::prelude::*;
+            const COLUMNS_PER_TASK: usize = 1024;
+            y.par_chunks_mut(out)
+                .zip(u.par_chunks(rank))
+                .for_each(|(y, u)| {
+                    y.par_chunks_mut(COLUMNS_PER_TASK)
+                        .enumerate()
+                        .for_each(|(c, y)| add(u, y, c * COLUMNS_PER_TASK))
+                });
         }
         true
     }

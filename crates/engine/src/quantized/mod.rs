@@ -4,12 +4,15 @@
 //! dequantizes both sides and sums in f64.
 //!
 //! Kernels: Q4_0, Q4_1 and Q8_0 are this crate's own (`legacy.rs`, AVX2, each weight block
-//! unpacked once for every row of a batch); the other types use candle's block dot products,
-//! one row at a time (AVX2 for Q2_K…Q6_K; scalar for Q5_0 and Q5_1).
+//! unpacked once for every row of a batch); Q4_K is repacked at load into tiles of eight rows
+//! (`q4k_tiles.rs`), and Q6_K decodes each super-block once for several rows (`k_rows.rs`);
+//! the other types use candle's block dot products, one row at a time (AVX2 for Q2_K, Q3_K and
+//! Q5_K; scalar for Q5_0 and Q5_1).
 
 pub mod activations;
 pub mod k_rows;
 pub mod legacy;
+pub mod q4k_tiles;
 pub mod random;
 
 use candle_core::quantized::k_quants::{
@@ -266,6 +269,9 @@ pub struct QMatrix {
     /// Stored row of each Hugging Face row, where llama.cpp stores them in another order
     /// (the interleaved Q and K rows of RoPE).
     stored_rows: Option<Vec<u32>>,
+    /// Q4_K rows repacked for the products, in Hugging Face's order (whole tiles only; other
+    /// matrices read their blocks where they are).
+    tiles: Option<q4k_tiles::Q4KTiles>,
 }
 
 /// Products smaller than this many multiply-adds run on the calling thread: splitting them
@@ -275,13 +281,14 @@ const SERIAL_BELOW: usize = 1 << 15;
 const MIN_ROWS_PER_TASK: usize = 64;
 
 impl QMatrix {
-    /// The blocks of `range` in `map`, as `[rows, cols]` of `qtype`; a one-line reason where
-    /// they cannot be.
+    /// The blocks of `range` in `map`, as `[rows, cols]` of `qtype`, Hugging Face row i
+    /// stored at `stored_rows[i]` where given; a one-line reason where they cannot be.
     pub fn mapped(
         qtype: QType,
         (rows, cols): (usize, usize),
         map: Arc<Mmap>,
         range: Range<usize>,
+        stored_rows: Option<Vec<u32>>,
     ) -> Result<Self, String> {
         if range.end > map.len() {
             return Err(format!(
@@ -307,13 +314,18 @@ impl QMatrix {
                 len: range.len(),
             }
         };
-        Ok(Self {
+        let m = Self {
             qtype,
             rows,
             cols,
             blocks,
             stored_rows: None,
-        })
+            tiles: None,
+        };
+        match stored_rows {
+            Some(order) => m.with_row_order(order),
+            None => Ok(m.repacked()),
+        }
     }
 
     /// A copy of `bytes` as `[rows, cols]` of `qtype` (blocks not in a mapped file: tests,
@@ -333,7 +345,33 @@ impl QMatrix {
                 len: bytes.len(),
             },
             stored_rows: None,
-        })
+            tiles: None,
+        }
+        .repacked())
+    }
+
+    /// Q4_K repacked into tiles where the rows fill them (and the build has the kernel). The
+    /// mapped blocks are then read only for lookups and exports: their pages leave the
+    /// resident set, so a repacked model holds about one copy of its weights, not two.
+    fn repacked(mut self) -> Self {
+        self.tiles = None;
+        if self.qtype != QType::Q4K || !cfg!(simd_kernels) {
+            return self;
+        }
+        self.tiles = q4k_tiles::Q4KTiles::pack(self.rows, self.cols, |i| self.row(i));
+        #[cfg(unix)]
+        if let (Some(_), Blocks::Mapped { map, range }) = (&self.tiles, &self.blocks) {
+            // SAFETY: a read-only shared file mapping; dropped pages are re-read from the file
+            // if touched again, so no data can change.
+            unsafe {
+                let _ = map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    range.start,
+                    range.len(),
+                );
+            }
+        }
+        self
     }
 
     /// Whether `len` bytes are `[rows, cols]` of `qtype`.
@@ -361,7 +399,7 @@ impl QMatrix {
             return Err("a row order that is not one of its rows".into());
         }
         self.stored_rows = Some(stored_rows);
-        Ok(self)
+        Ok(self.repacked())
     }
 
     pub fn qtype(&self) -> QType {
@@ -429,6 +467,9 @@ impl QMatrix {
             return yt;
         }
         let rows_of = |first: usize, out: &mut [f32]| {
+            if let Some(tiles) = &self.tiles {
+                return tiles.rows_into(first, &act_rows, out);
+            }
             for (j, out) in out.chunks_mut(m).enumerate() {
                 let w = self.row(first + j);
                 match dot {
@@ -450,7 +491,8 @@ impl QMatrix {
             let per_task = self
                 .rows
                 .div_ceil(4 * rayon::current_num_threads())
-                .max(MIN_ROWS_PER_TASK);
+                .max(MIN_ROWS_PER_TASK)
+                .next_multiple_of(q4k_tiles::TILE_ROWS);
             yt.par_chunks_mut(per_task * m)
                 .enumerate()
                 .for_each(|(task, out)| rows_of(task * per_task, out));
@@ -583,10 +625,14 @@ mod tests {
 
     #[test]
     fn every_type_matches_its_plain_twin_and_rows_do_not_depend_on_their_batch() {
-        // 70 rows: two full tasks and a short one.
-        let (rows, cols, m) = (70, 512, 3);
+        // 70 rows: two full tasks and a short one; 72, whole tiles of eight for Q4_K.
+        let (cols, m) = (512, 3);
         let x = values(m * cols, 2);
-        for t in TYPES {
+        for (t, rows) in TYPES.map(|t| (t, 70)).into_iter().chain([(QType::Q4K, 72)]) {
+            assert_eq!(
+                matrix(t, rows, cols).tiles.is_some(),
+                rows == 72 && cfg!(simd_kernels)
+            );
             let q = matrix(t, rows, cols);
             let (fast, slow) = (q.matmul_t(&x, m), q.matmul_t_reference(&x, m));
             for r in 0..m {
@@ -626,13 +672,16 @@ mod tests {
 
     #[test]
     fn a_row_order_reads_rows_where_llama_cpp_stored_them() {
-        let q = matrix(QType::Q8_0, 8, 64);
-        let plain = q.matmul_t(&values(64, 3), 1);
-        let order: Vec<u32> = vec![1, 0, 3, 2, 5, 4, 7, 6];
-        let q = q.with_row_order(order.clone()).unwrap();
-        let moved = q.matmul_t(&values(64, 3), 1);
-        for (i, &from) in order.iter().enumerate() {
-            assert_eq!(moved[i], plain[from as usize]);
+        // Q4_K's tiles take the rows in Hugging Face's order.
+        for (t, cols) in [(QType::Q8_0, 64), (QType::Q4K, 256)] {
+            let q = matrix(t, 8, cols);
+            let plain = q.matmul_t(&values(cols, 3), 1);
+            let order: Vec<u32> = vec![1, 0, 3, 2, 5, 4, 7, 6];
+            let q = q.with_row_order(order.clone()).unwrap();
+            let moved = q.matmul_t(&values(cols, 3), 1);
+            for (i, &from) in order.iter().enumerate() {
+                assert_eq!(moved[i], plain[from as usize], "{}", t.name());
+            }
         }
         assert!(matrix(QType::Q8_0, 8, 64)
             .with_row_order(vec![8; 8])

@@ -142,8 +142,12 @@ pub const MAX_ROWS: usize = 64;
 /// costs more than it saves.
 const SERIAL_BELOW: usize = 1 << 15;
 
-/// Weight rows per parallel task at least: enough to amortise scheduling.
+/// Weight rows per parallel task at least, where rows are split by count alone.
 const MIN_ROWS_PER_TASK: usize = 64;
+
+/// Multiply-adds per parallel task at least: enough to amortise scheduling, while a few long
+/// rows (an adapter's 16 down rows of 2,048) still split over the cores.
+const MIN_TASK_WORK: usize = 1 << 14;
 
 /// `y [m, n] = x [m, k] · w [n, k]ᵀ`, all row-major and contiguous.
 pub fn matmul_wt<W: Weight>(x: &[f32], w: &[W], m: usize, n: usize, k: usize, y: &mut [f32]) {
@@ -211,7 +215,7 @@ fn run(
     // thread still balance the load.
     let per_task = n
         .div_ceil(4 * rayon::current_num_threads())
-        .max(MIN_ROWS_PER_TASK);
+        .max(MIN_TASK_WORK.div_ceil(m * k));
     yt.par_chunks_mut(per_task * m)
         .enumerate()
         .for_each(|(i, out)| task(i * per_task, out.len() / m, out));
