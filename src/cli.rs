@@ -603,7 +603,7 @@ fn columns_mode() -> impl TypedValueParser<Value = ColumnsMode> {
 }
 
 fn quant() -> impl TypedValueParser<Value = crate::shapes::Quant> {
-    PossibleValuesParser::new(["q4_0", "q4_k", "q8_0"])
+    PossibleValuesParser::new(["q4_0", "q4_k", "q4_k_m", "q8_0"])
         .map(|s| s.parse::<crate::shapes::Quant>().expect("a possible value"))
 }
 
@@ -772,8 +772,9 @@ pub struct BenchModelArgs {
     /// model, instead of two full models.
     #[arg(long, requires = "shape")]
     pub lora_rank: Option<usize>,
-    /// With --shape: one random GGUF of the shape in this type (q4_0, q4_k, q8_0; a matrix whose
-    /// rows the type's blocks do not divide falls back to Q8_0 or F32), written once: as both
+    /// With --shape: one random GGUF of the shape in this type (q4_0, q4_k, q8_0, or q4_k_m:
+    /// llama.cpp's mix of Q4_K and Q6_K; a matrix whose rows the type's blocks do not divide
+    /// falls back to Q8_0 or F32), written once: as both
     /// endpoints, or with --lora-rank as the adapters' base. Llama-family shapes.
     #[arg(long, requires = "shape", value_parser = quant())]
     pub quant: Option<crate::shapes::Quant>,

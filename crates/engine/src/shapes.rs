@@ -187,6 +187,8 @@ pub enum Shape {
 pub enum Quant {
     Q4_0,
     Q4K,
+    /// llama.cpp's Q4_K_M mix: Q4_K with Q6_K in some tensors.
+    Q4KM,
     Q8_0,
 }
 
@@ -196,11 +198,12 @@ impl std::str::FromStr for Quant {
         Ok(match s {
             "q4_0" => Quant::Q4_0,
             "q4_k" => Quant::Q4K,
+            "q4_k_m" => Quant::Q4KM,
             "q8_0" => Quant::Q8_0,
             _ => {
                 return Err(err!(
                     Invalid,
-                    "unknown quantization {s:?} (q4_0, q4_k, q8_0)"
+                    "unknown quantization {s:?} (q4_0, q4_k, q4_k_m, q8_0)"
                 ))
             }
         })
@@ -212,16 +215,18 @@ impl Quant {
         match self {
             Quant::Q4_0 => "q4_0",
             Quant::Q4K => "q4_k",
+            Quant::Q4KM => "q4_k_m",
             Quant::Q8_0 => "q8_0",
         }
     }
 
-    fn qtype(self) -> crate::quantized::QType {
-        use crate::quantized::QType;
+    fn scheme(self) -> crate::quantized::random::Scheme {
+        use crate::quantized::{random::Scheme, QType};
         match self {
-            Quant::Q4_0 => QType::Q4_0,
-            Quant::Q4K => QType::Q4K,
-            Quant::Q8_0 => QType::Q8_0,
+            Quant::Q4_0 => Scheme::One(QType::Q4_0),
+            Quant::Q4K => Scheme::One(QType::Q4K),
+            Quant::Q4KM => Scheme::Q4KM,
+            Quant::Q8_0 => Scheme::One(QType::Q8_0),
         }
     }
 }
@@ -391,7 +396,7 @@ impl Shape {
         }
         std::fs::create_dir_all(&dir)?;
         write_tokenizer(&dir.join("tokenizer.json"), 300)?;
-        crate::quantized::random::write(&self.config(), quant.qtype(), &file, 1)?;
+        crate::quantized::random::write(&self.config(), quant.scheme(), &file, 1)?;
         std::fs::write(dir.join("complete"), "")?;
         Ok(file)
     }

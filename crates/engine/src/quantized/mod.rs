@@ -4,16 +4,16 @@
 //! dequantizes both sides and sums in f64.
 //!
 //! Kernels: Q4_0, Q4_1 and Q8_0 are this crate's own (`legacy.rs`, AVX2, each weight block
-//! unpacked once for every row of a batch); Q4_K is repacked at load into tiles of eight rows
-//! (`q4k_tiles.rs`), and Q6_K decodes each super-block once for several rows (`k_rows.rs`);
-//! the other types use candle's block dot products, one row at a time (AVX2 for Q2_K, Q3_K and
-//! Q5_K; scalar for Q5_0 and Q5_1).
+//! unpacked once for every row of a batch); Q4_K and Q6_K are repacked at load into tiles of
+//! eight rows (`tiles/`), or where rows fill no tile decode each super-block once for several
+//! rows (`k_rows.rs`); the other types use candle's block dot products, one row at a time
+//! (AVX2 for Q2_K, Q3_K and Q5_K; scalar for Q5_0 and Q5_1).
 
 pub mod activations;
 pub mod k_rows;
 pub mod legacy;
-pub mod q4k_tiles;
 pub mod random;
+pub mod tiles;
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
@@ -269,9 +269,9 @@ pub struct QMatrix {
     /// Stored row of each Hugging Face row, where llama.cpp stores them in another order
     /// (the interleaved Q and K rows of RoPE).
     stored_rows: Option<Vec<u32>>,
-    /// Q4_K rows repacked for the products, in Hugging Face's order (whole tiles only; other
-    /// matrices read their blocks where they are).
-    tiles: Option<q4k_tiles::Q4KTiles>,
+    /// Q4_K or Q6_K rows repacked for the products, in Hugging Face's order (whole tiles
+    /// only; other matrices read their blocks where they are).
+    tiles: Option<tiles::Tiles>,
 }
 
 /// Products smaller than this many multiply-adds run on the calling thread: splitting them
@@ -350,15 +350,15 @@ impl QMatrix {
         .repacked())
     }
 
-    /// Q4_K repacked into tiles where the rows fill them (and the build has the kernel). The
-    /// mapped blocks are then read only for lookups and exports: their pages leave the
-    /// resident set, so a repacked model holds about one copy of its weights, not two.
+    /// Q4_K and Q6_K repacked into tiles where the rows fill them (and the build has the
+    /// kernels). The mapped blocks are then read only for lookups and exports: their pages
+    /// leave the resident set, so a repacked model holds about one copy of its weights.
     fn repacked(mut self) -> Self {
         self.tiles = None;
-        if self.qtype != QType::Q4K || !cfg!(simd_kernels) {
+        if !cfg!(simd_kernels) {
             return self;
         }
-        self.tiles = q4k_tiles::Q4KTiles::pack(self.rows, self.cols, |i| self.row(i));
+        self.tiles = tiles::Tiles::pack(self.qtype, self.rows, self.cols, |i| self.row(i));
         #[cfg(unix)]
         if let (Some(_), Blocks::Mapped { map, range }) = (&self.tiles, &self.blocks) {
             // SAFETY: a read-only shared file mapping; dropped pages are re-read from the file
@@ -492,7 +492,7 @@ impl QMatrix {
                 .rows
                 .div_ceil(4 * rayon::current_num_threads())
                 .max(MIN_ROWS_PER_TASK)
-                .next_multiple_of(q4k_tiles::TILE_ROWS);
+                .next_multiple_of(tiles::TILE_ROWS);
             yt.par_chunks_mut(per_task * m)
                 .enumerate()
                 .for_each(|(task, out)| rows_of(task * per_task, out));
@@ -625,10 +625,11 @@ mod tests {
 
     #[test]
     fn every_type_matches_its_plain_twin_and_rows_do_not_depend_on_their_batch() {
-        // 70 rows: two full tasks and a short one; 72, whole tiles of eight for Q4_K.
+        // 70 rows: two full tasks and a short one; 72, whole tiles of eight for Q4_K and Q6_K.
         let (cols, m) = (512, 3);
         let x = values(m * cols, 2);
-        for (t, rows) in TYPES.map(|t| (t, 70)).into_iter().chain([(QType::Q4K, 72)]) {
+        let tiled = [(QType::Q4K, 72), (QType::Q6K, 72)];
+        for (t, rows) in TYPES.map(|t| (t, 70)).into_iter().chain(tiled) {
             assert_eq!(
                 matrix(t, rows, cols).tiles.is_some(),
                 rows == 72 && cfg!(simd_kernels)
@@ -672,8 +673,8 @@ mod tests {
 
     #[test]
     fn a_row_order_reads_rows_where_llama_cpp_stored_them() {
-        // Q4_K's tiles take the rows in Hugging Face's order.
-        for (t, cols) in [(QType::Q8_0, 64), (QType::Q4K, 256)] {
+        // Tiles take the rows in Hugging Face's order.
+        for (t, cols) in [(QType::Q8_0, 64), (QType::Q4K, 256), (QType::Q6K, 256)] {
             let q = matrix(t, 8, cols);
             let plain = q.matmul_t(&values(cols, 3), 1);
             let order: Vec<u32> = vec![1, 0, 3, 2, 5, 4, 7, 6];

@@ -17,15 +17,49 @@ use rand::{rngs::StdRng, Rng, RngCore, SeedableRng};
 use std::io::Write;
 use std::path::Path;
 
-/// The types a random file can be written in (the blocks' scale fields are known).
-pub const TYPES: [QType; 3] = [QType::Q4_0, QType::Q4K, QType::Q8_0];
+/// What a random file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// One type for every matrix: Q4_0, Q4_K or Q8_0 (the blocks' scale fields are known).
+    One(QType),
+    /// llama.cpp's Q4_K_M: Q4_K, with Q6_K for the output head and for `attn_v` and
+    /// `ffn_down` in the layers llama.cpp gives more bits (its `use_more_bits`).
+    Q4KM,
+}
 
-/// How one tensor is stored: a quantized type, or F32.
-fn stored_type(shape: &[usize], want: QType) -> Option<QType> {
+/// llama.cpp's `use_more_bits(i, n)`: the first and last eighth of the layers, and every
+/// third between.
+fn more_bits(i: usize, n: usize) -> bool {
+    // The first clause keeps i − n/8 from underflowing.
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// How one tensor (GGUF name) is stored: a quantized type, or F32.
+fn stored_type(name: &str, shape: &[usize], scheme: Scheme, layers: usize) -> Option<QType> {
     let cols = *shape.last()?;
     if shape.len() != 2 {
         return None;
     }
+    let want = match scheme {
+        Scheme::One(t) => t,
+        Scheme::Q4KM => {
+            let layer = name
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').next()?.parse::<usize>().ok());
+            let more = match layer {
+                Some(i) => {
+                    (name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight"))
+                        && more_bits(i, layers)
+                }
+                None => name == "output.weight",
+            };
+            if more {
+                QType::Q6K
+            } else {
+                QType::Q4K
+            }
+        }
+    };
     [want, QType::Q8_0]
         .into_iter()
         .find(|t| cols.is_multiple_of(t.block_values()))
@@ -37,6 +71,7 @@ fn ggml_id(t: Option<QType>) -> u32 {
         Some(QType::Q4_0) => 2,
         Some(QType::Q8_0) => 8,
         Some(QType::Q4K) => 12,
+        Some(QType::Q6K) => 14,
         Some(other) => unreachable!("{} is not written here", other.name()),
     }
 }
@@ -57,6 +92,8 @@ fn random_blocks(t: QType, bytes: &mut [u8], rng: &mut StdRng) {
         QType::Q8_0 => (&[0], 0.0004),
         // d·scale(≤ 63)·q(≤ 15) − dmin·m(≤ 63): values within about ±0.05.
         QType::Q4K => (&[0, 2], 0.00005),
+        // d·scale(≤ 128)·(q − 32)(≤ 32): within about ±0.06.
+        QType::Q6K => (&[208], 0.00001),
         other => unreachable!("{} is not written here", other.name()),
     };
     for block in bytes.chunks_mut(t.block_bytes()) {
@@ -67,15 +104,17 @@ fn random_blocks(t: QType, bytes: &mut [u8], rng: &mut StdRng) {
     }
 }
 
-/// Write a GGUF of `config`'s tensors in `want` (with the per-tensor fallbacks above) to
+/// Write a GGUF of `config`'s tensors in `scheme` (with the per-tensor fallbacks above) to
 /// `path`, llama.cpp's metadata for the family but no tokenizer (pass one beside it).
-pub fn write(config: &ModelConfig, want: QType, path: &Path, seed: u64) -> Result<()> {
-    if !TYPES.contains(&want) {
-        bail!(
-            Unsupported,
-            "random {} files are not written; types: Q4_0, Q4_K, Q8_0",
-            want.name()
-        );
+pub fn write(config: &ModelConfig, scheme: Scheme, path: &Path, seed: u64) -> Result<()> {
+    if let Scheme::One(t) = scheme {
+        if ![QType::Q4_0, QType::Q4K, QType::Q8_0].contains(&t) {
+            bail!(
+                Unsupported,
+                "random {} files are not written; types: Q4_0, Q4_K, Q8_0, or Q4_K_M",
+                t.name()
+            );
+        }
     }
     let mut w = Gguf::new();
     for (k, v) in &crate::arch::gguf::metadata(config)?.0 {
@@ -91,7 +130,7 @@ pub fn write(config: &ModelConfig, want: QType, path: &Path, seed: u64) -> Resul
     let tensors: Vec<(String, Vec<usize>, Option<QType>)> = crate::arch::gguf::tensor_names(config)
         .into_iter()
         .map(|n| {
-            let t = stored_type(&n.hf_shape, want);
+            let t = stored_type(&n.gguf, &n.hf_shape, scheme, config.layers());
             (n.gguf, n.hf_shape, t)
         })
         .collect();
@@ -157,7 +196,7 @@ mod tests {
         .unwrap();
         for (want, matrices) in [(QType::Q4_0, QType::Q4_0), (QType::Q4K, QType::Q8_0)] {
             let path = dir.path().join(format!("{}.gguf", want.name()));
-            write(&config, want, &path, 1).unwrap();
+            write(&config, Scheme::One(want), &path, 1).unwrap();
             let files = crate::formats::source::resolve(&path.display().to_string()).unwrap();
             let c = crate::formats::checkpoint::Checkpoint::open(files).unwrap();
             let q = c
@@ -172,6 +211,49 @@ mod tests {
                 .all(|x| x.is_finite() && x.abs() < 0.2));
             assert!(c.weights.quantized("model.norm.weight").unwrap().is_none());
         }
-        assert!(write(&config, QType::Q5K, &dir.path().join("x.gguf"), 1).is_err());
+        assert!(write(
+            &config,
+            Scheme::One(QType::Q5K),
+            &dir.path().join("x.gguf"),
+            1
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn q4_k_m_gives_llama_cpps_layers_more_bits() {
+        // Of 9 layers, llama.cpp's use_more_bits picks 0 (i < 9/8), 7 and 8 (i ≥ 7·9/8) and
+        // 3 and 6 ((i − 1) % 3 = 2).
+        let picked: Vec<usize> = (0..9).filter(|&i| more_bits(i, 9)).collect();
+        assert_eq!(picked, [0, 3, 6, 7, 8]);
+        let dir = tempfile::tempdir().unwrap();
+        let config = ModelConfig::parse(
+            r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 256,
+                "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "vocab_size": 300, "max_position_embeddings": 256,
+                "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": false}"#,
+        )
+        .unwrap();
+        let path = dir.path().join("m.gguf");
+        write(&config, Scheme::Q4KM, &path, 1).unwrap();
+        let files = crate::formats::source::resolve(&path.display().to_string()).unwrap();
+        let c = crate::formats::checkpoint::Checkpoint::open(files).unwrap();
+        let t = |name: &str| c.weights.quantized(name).unwrap().unwrap();
+        for (name, want) in [
+            ("lm_head.weight", QType::Q6K),
+            ("model.layers.1.mlp.down_proj.weight", QType::Q6K),
+            ("model.layers.1.self_attn.v_proj.weight", QType::Q6K),
+            ("model.layers.0.mlp.down_proj.weight", QType::Q4K),
+            ("model.layers.1.mlp.up_proj.weight", QType::Q4K),
+        ] {
+            let q = t(name);
+            assert_eq!(q.qtype(), want, "{name}");
+            assert!(
+                q.dequantize()
+                    .iter()
+                    .all(|x| x.is_finite() && x.abs() < 0.2),
+                "{name}"
+            );
+        }
     }
 }

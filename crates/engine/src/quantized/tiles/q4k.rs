@@ -1,0 +1,316 @@
+//! Q4_K in tiles of eight rows. A tile's super-block holds, for its eight rows: d and dmin
+//! (f16 bits), the 6-bit scales by [sub-block][row], the mins by [sub-block pair][row][2], and
+//! the nibbles by [sub-block][quarter][row][4 bytes], byte k of a quarter q holding values
+//! 8q + k (low nibble) and 8q + 4 + k (high) of its sub-block of 32.
+
+use super::TILE_ROWS;
+use crate::quantized::k_rows::{Q4K_BYTES, X_BYTES};
+
+/// Bytes of one super-block of a tile, and where its fields lie.
+pub const SB_BYTES: usize = 16 + 16 + 64 + 64 + 1024;
+const D: usize = 0;
+const DMIN: usize = 16;
+const SCALES: usize = 32;
+const MINS: usize = 96;
+const QS: usize = 160;
+const _: () = assert!(QS + 1024 == SB_BYTES && SB_BYTES.is_multiple_of(8));
+
+/// One Q4_K super-block's fields, unpacked.
+struct Unpacked {
+    d: u16,
+    dmin: u16,
+    scales: [u8; 8],
+    mins: [u8; 8],
+    /// The 256 values, 0..=15, in order.
+    q: [u8; 256],
+}
+
+impl Unpacked {
+    fn read(b: &[u8]) -> Self {
+        let d = u16::from_le_bytes([b[0], b[1]]);
+        let dmin = u16::from_le_bytes([b[2], b[3]]);
+        let s = &b[4..16];
+        let (mut scales, mut mins) = ([0u8; 8], [0u8; 8]);
+        // ggml's get_scale_min_k4.
+        for j in 0..8 {
+            (scales[j], mins[j]) = if j < 4 {
+                (s[j] & 63, s[j + 4] & 63)
+            } else {
+                (
+                    (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4),
+                    (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+                )
+            };
+        }
+        let mut q = [0u8; 256];
+        for (g, bytes) in b[16..Q4K_BYTES].chunks_exact(32).enumerate() {
+            for (l, &byte) in bytes.iter().enumerate() {
+                q[64 * g + l] = byte & 0xF;
+                q[64 * g + 32 + l] = byte >> 4;
+            }
+        }
+        Self {
+            d,
+            dmin,
+            scales,
+            mins,
+            q,
+        }
+    }
+
+    /// The block back in Q4_K's layout (ggml's quantize_row_q4_K packing).
+    #[cfg(test)]
+    fn write(&self, b: &mut [u8]) {
+        b[0..2].copy_from_slice(&self.d.to_le_bytes());
+        b[2..4].copy_from_slice(&self.dmin.to_le_bytes());
+        let s = &mut b[4..16];
+        s.fill(0);
+        for j in 0..8 {
+            let (ls, lm) = (self.scales[j], self.mins[j]);
+            if j < 4 {
+                s[j] = ls;
+                s[j + 4] = lm;
+            } else {
+                s[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+                s[j - 4] |= (ls >> 4) << 6;
+                s[j] |= (lm >> 4) << 6;
+            }
+        }
+        for (g, bytes) in b[16..Q4K_BYTES].chunks_exact_mut(32).enumerate() {
+            for (l, byte) in bytes.iter_mut().enumerate() {
+                *byte = self.q[64 * g + l] | (self.q[64 * g + 32 + l] << 4);
+            }
+        }
+    }
+}
+
+/// Fill one tile super-block from its eight rows' blocks.
+pub fn pack(blocks: [&[u8]; TILE_ROWS], sb: &mut [u8]) {
+    for (r, block) in blocks.iter().enumerate() {
+        let u = Unpacked::read(block);
+        sb[D + 2 * r..D + 2 * r + 2].copy_from_slice(&u.d.to_le_bytes());
+        sb[DMIN + 2 * r..DMIN + 2 * r + 2].copy_from_slice(&u.dmin.to_le_bytes());
+        for s in 0..8 {
+            sb[SCALES + 8 * s + r] = u.scales[s];
+            sb[MINS + 16 * (s / 2) + 2 * r + s % 2] = u.mins[s];
+            for quarter in 0..4 {
+                let at = QS + 32 * (4 * s + quarter) + 4 * r;
+                let v = &u.q[32 * s + 8 * quarter..];
+                for k in 0..4 {
+                    sb[at + k] = v[k] | (v[4 + k] << 4);
+                }
+            }
+        }
+    }
+}
+
+/// Row r's original block, from a tile super-block.
+#[cfg(test)]
+pub fn unpack(sb: &[u8], r: usize, out: &mut [u8]) {
+    let u = Unpacked {
+        d: u16::from_le_bytes([sb[D + 2 * r], sb[D + 2 * r + 1]]),
+        dmin: u16::from_le_bytes([sb[DMIN + 2 * r], sb[DMIN + 2 * r + 1]]),
+        scales: std::array::from_fn(|s| sb[SCALES + 8 * s + r]),
+        mins: std::array::from_fn(|s| sb[MINS + 16 * (s / 2) + 2 * r + s % 2]),
+        q: std::array::from_fn(|k| nibble(sb, r, k)),
+    };
+    u.write(out);
+}
+
+/// Value k (0..256) of row r in a tile's super-block.
+#[cfg(any(test, not(simd_kernels)))]
+fn nibble(sb: &[u8], r: usize, k: usize) -> u8 {
+    let (s, v) = (k / 32, k % 32);
+    let (quarter, i) = (v / 8, v % 8);
+    let byte = sb[QS + 32 * (4 * s + quarter) + 4 * r + i % 4];
+    if i < 4 {
+        byte & 0xF
+    } else {
+        byte >> 4
+    }
+}
+
+/// The plain twin of the SIMD kernels: the same exact integer sums and the same two float
+/// multiply-adds per super-block, so the same bits.
+#[cfg(any(test, not(simd_kernels)))]
+pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
+    let mut acc = [0f32; TILE_ROWS];
+    for b in 0..blocks {
+        let sb = &tile[b * SB_BYTES..(b + 1) * SB_BYTES];
+        let x = &x[b * X_BYTES..(b + 1) * X_BYTES];
+        let xd = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+        let q8 = |k: usize| x[4 + k] as i8 as i32;
+        let bsum = |j: usize| i16::from_le_bytes([x[260 + 2 * j], x[261 + 2 * j]]) as i32;
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let (mut sumi, mut summ) = (0i32, 0i32);
+            for s in 0..8 {
+                let dot: i32 = (32 * s..32 * s + 32)
+                    .map(|k| nibble(sb, r, k) as i32 * q8(k))
+                    .sum();
+                sumi += sb[SCALES + 8 * s + r] as i32 * dot;
+                summ += sb[MINS + 16 * (s / 2) + 2 * r + s % 2] as i32
+                    * (bsum(2 * s) + bsum(2 * s + 1));
+            }
+            let f16 =
+                |at: usize| half::f16::from_le_bytes([sb[at + 2 * r], sb[at + 2 * r + 1]]).to_f32();
+            *acc = (f16(D) * xd).mul_add(sumi as f32, *acc);
+            *acc = (-(f16(DMIN) * xd)).mul_add(summ as f32, *acc);
+        }
+    }
+    acc
+}
+
+#[cfg(simd_kernels)]
+pub mod simd {
+    use super::{D, DMIN, MINS, QS, SB_BYTES, SCALES, TILE_ROWS, X_BYTES};
+    use std::arch::x86_64::*;
+
+    /// One tile (`blocks` super-blocks of eight rows) against R activation rows: each 32-byte
+    /// load of nibbles is split once and serves every row. Per row and sub-block, eight
+    /// `maddubs` sums add up in 16 bits (at most 16 products of 15 × 128: no overflow), then
+    /// one multiply by the eight rows' scales.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `tile` holds `blocks` super-blocks and every
+    /// `xs[r]` `blocks` Q8_K blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_tile<const R: usize>(
+        tile: &[u8],
+        blocks: usize,
+        xs: &[&[u8]],
+        out: &mut [[f32; TILE_ROWS]],
+    ) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let t = tile.as_ptr().add(b * SB_BYTES);
+            super::super::prefetch_ahead(t, QS);
+            let x: [*const u8; R] = std::array::from_fn(|r| xs[r].as_ptr().add(b * X_BYTES));
+            let summ = mins_term::<R>(t, &x);
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for s in 0..8 {
+                super::super::prefetch_ahead(t.add(QS + 128 * s), 128);
+                let mut a16 = [_mm256_setzero_si256(); R];
+                for quarter in 0..4 {
+                    let bits =
+                        _mm256_loadu_si256(t.add(QS + 32 * (4 * s + quarter)) as *const __m256i);
+                    let lo = _mm256_and_si256(bits, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                    for r in 0..R {
+                        let q8 = x[r].add(4 + 32 * s + 8 * quarter);
+                        let xl = _mm256_set1_epi32((q8 as *const i32).read_unaligned());
+                        let xh = _mm256_set1_epi32((q8.add(4) as *const i32).read_unaligned());
+                        a16[r] = _mm256_add_epi16(a16[r], _mm256_maddubs_epi16(lo, xl));
+                        a16[r] = _mm256_add_epi16(a16[r], _mm256_maddubs_epi16(hi, xh));
+                    }
+                }
+                // Each row's scale in both 16-bit halves of its lane.
+                let sc =
+                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
+                let sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+                for r in 0..R {
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(a16[r], sc));
+                }
+            }
+            accumulate::<R>(t, &x, &sumi, &summ, &mut acc);
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+
+    /// [`dot_tile`] with VNNI's `vpdpbusd`, which multiplies and sums four byte pairs into
+    /// 32 bits in one instruction: per sub-block and row, eight of them and one multiply by
+    /// the scales, where AVX2 needs sixteen multiplies and adds. The sums are the same
+    /// integers, so the results are the same bits.
+    ///
+    /// # Safety
+    /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot_tile_vnni<const R: usize>(
+        tile: &[u8],
+        blocks: usize,
+        xs: &[&[u8]],
+        out: &mut [[f32; TILE_ROWS]],
+    ) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let t = tile.as_ptr().add(b * SB_BYTES);
+            super::super::prefetch_ahead(t, QS);
+            let x: [*const u8; R] = std::array::from_fn(|r| xs[r].as_ptr().add(b * X_BYTES));
+            let summ = mins_term::<R>(t, &x);
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for s in 0..8 {
+                super::super::prefetch_ahead(t.add(QS + 128 * s), 128);
+                let mut a32 = [_mm256_setzero_si256(); R];
+                for quarter in 0..4 {
+                    let bits =
+                        _mm256_loadu_si256(t.add(QS + 32 * (4 * s + quarter)) as *const __m256i);
+                    let lo = _mm256_and_si256(bits, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                    for r in 0..R {
+                        let q8 = x[r].add(4 + 32 * s + 8 * quarter);
+                        let xl = _mm256_set1_epi32((q8 as *const i32).read_unaligned());
+                        let xh = _mm256_set1_epi32((q8.add(4) as *const i32).read_unaligned());
+                        a32[r] = _mm256_dpbusd_epi32(a32[r], lo, xl);
+                        a32[r] = _mm256_dpbusd_epi32(a32[r], hi, xh);
+                    }
+                }
+                let sc =
+                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
+                for r in 0..R {
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_mullo_epi32(a32[r], sc));
+                }
+            }
+            accumulate::<R>(t, &x, &sumi, &summ, &mut acc);
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+
+    /// The mins' term of one super-block for each activation row: Σ_s min(row, s)·(sum of
+    /// sub-block s's activation quants), the sums paired as the mins are.
+    #[inline(always)]
+    unsafe fn mins_term<const R: usize>(t: *const u8, x: &[*const u8; R]) -> [__m256i; R] {
+        let mut pairs = [[0i32; 4]; R];
+        for r in 0..R {
+            let bsums = _mm256_loadu_si256(x[r].add(260) as *const __m256i);
+            let bs = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bsums),
+                _mm256_extracti128_si256(bsums, 1),
+            );
+            _mm_storeu_si128(pairs[r].as_mut_ptr() as *mut __m128i, bs);
+        }
+        let mut summ = [_mm256_setzero_si256(); R];
+        #[allow(clippy::needless_range_loop)] // p picks the mins' bytes and each row's pair
+        for p in 0..4 {
+            let mins =
+                _mm256_cvtepu8_epi16(_mm_loadu_si128(t.add(MINS + 16 * p) as *const __m128i));
+            for r in 0..R {
+                let pair = _mm256_set1_epi32(pairs[r][p]);
+                summ[r] = _mm256_add_epi32(summ[r], _mm256_madd_epi16(mins, pair));
+            }
+        }
+        summ
+    }
+
+    /// A super-block's two float multiply-adds per row: d·xd·sumi, then − dmin·xd·summ.
+    #[inline(always)]
+    unsafe fn accumulate<const R: usize>(
+        t: *const u8,
+        x: &[*const u8; R],
+        sumi: &[__m256i; R],
+        summ: &[__m256i; R],
+        acc: &mut [__m256; R],
+    ) {
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(t.add(DMIN) as *const __m128i));
+        for r in 0..R {
+            let xd = _mm256_set1_ps((x[r] as *const f32).read_unaligned());
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, xd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, xd), _mm256_cvtepi32_ps(summ[r]), acc[r]);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Q6_K in tiles of eight rows. A tile's super-block holds, for its eight rows: d (f16 bits),
+//! the sixteen scales' i8 by [sub-block][row], then per sub-block of sixteen values 96 bytes:
+//! the low nibbles of its two quarters as Q4_K's tiles hold them ([quarter][row][4 bytes]:
+//! byte k holds values 8q + k and 8q + 4 + k) and its high two bits by [row][4 bytes] (bits
+//! 2p..2p + 2 of byte k: value 4p + k of the sub-block), so the kernel reads one stream. The values stay unsigned (0..=63); the −32 of Q6_K comes off each sub-block's
+//! sum through the activations' sums of sixteen, as candle's kernel does.
+
+use super::TILE_ROWS;
+use crate::quantized::k_rows::{Q6K_BYTES, X_BYTES};
+
+/// Bytes of one super-block of a tile.
+pub const SB_BYTES: usize = 16 + 128 + 1024 + 512;
+const D: usize = 0;
+const SCALES: usize = 16;
+/// The quants, sub-block by sub-block: 96 bytes each, read in one sequential stream.
+const Q: usize = 144;
+const _: () = assert!(Q + 16 * 96 == SB_BYTES && SB_BYTES == TILE_ROWS * Q6K_BYTES);
+
+/// Where a quarter's (eight values') low nibbles start: the sub-block's first 64 bytes.
+const fn ql(quarter: usize) -> usize {
+    Q + 96 * (quarter / 2) + 32 * (quarter % 2)
+}
+
+/// Where sub-block s's high bits start: its last 32 bytes.
+const fn qh(s: usize) -> usize {
+    Q + 96 * s + 64
+}
+
+/// One Q6_K super-block's fields, unpacked.
+struct Unpacked {
+    d: u16,
+    scales: [i8; 16],
+    /// The 256 values, 0..=63 (the stored value, before Q6_K's −32), in order.
+    q: [u8; 256],
+}
+
+impl Unpacked {
+    /// ggml's dequantize_row_q6_K layout: 128 bytes of low nibbles, 64 of high bit pairs,
+    /// 16 scales, d.
+    fn read(b: &[u8]) -> Self {
+        let (ql, qh) = (&b[..128], &b[128..192]);
+        let mut q = [0u8; 256];
+        for n in 0..2 {
+            for l in 0..32 {
+                let (lo, hi, h) = (ql[64 * n + l], ql[64 * n + l + 32], qh[32 * n + l]);
+                q[128 * n + l] = (lo & 0xF) | ((h & 3) << 4);
+                q[128 * n + l + 32] = (hi & 0xF) | (((h >> 2) & 3) << 4);
+                q[128 * n + l + 64] = (lo >> 4) | (((h >> 4) & 3) << 4);
+                q[128 * n + l + 96] = (hi >> 4) | (((h >> 6) & 3) << 4);
+            }
+        }
+        Self {
+            d: u16::from_le_bytes([b[208], b[209]]),
+            scales: std::array::from_fn(|i| b[192 + i] as i8),
+            q,
+        }
+    }
+
+    #[cfg(test)]
+    fn write(&self, b: &mut [u8]) {
+        b.fill(0);
+        for n in 0..2 {
+            for l in 0..32 {
+                let v = |k: usize| self.q[128 * n + l + k];
+                b[64 * n + l] = (v(0) & 0xF) | ((v(64) & 0xF) << 4);
+                b[64 * n + l + 32] = (v(32) & 0xF) | ((v(96) & 0xF) << 4);
+                b[128 + 32 * n + l] =
+                    (v(0) >> 4) | ((v(32) >> 4) << 2) | ((v(64) >> 4) << 4) | ((v(96) >> 4) << 6);
+            }
+        }
+        for (i, s) in self.scales.iter().enumerate() {
+            b[192 + i] = *s as u8;
+        }
+        b[208..210].copy_from_slice(&self.d.to_le_bytes());
+    }
+}
+
+/// Fill one tile super-block from its eight rows' blocks.
+pub fn pack(blocks: [&[u8]; TILE_ROWS], sb: &mut [u8]) {
+    for (r, block) in blocks.iter().enumerate() {
+        let u = Unpacked::read(block);
+        sb[D + 2 * r..D + 2 * r + 2].copy_from_slice(&u.d.to_le_bytes());
+        for s in 0..16 {
+            sb[SCALES + 8 * s + r] = u.scales[s] as u8;
+            let mut high = [0u8; 4];
+            for (p, v) in u.q[16 * s..16 * s + 16].chunks_exact(4).enumerate() {
+                for k in 0..4 {
+                    high[k] |= (v[k] >> 4) << (2 * p);
+                }
+            }
+            sb[qh(s) + 4 * r..][..4].copy_from_slice(&high);
+        }
+        for quarter in 0..32 {
+            let v = &u.q[8 * quarter..];
+            for k in 0..4 {
+                sb[ql(quarter) + 4 * r + k] = (v[k] & 0xF) | ((v[4 + k] & 0xF) << 4);
+            }
+        }
+    }
+}
+
+/// Row r's original block, from a tile super-block.
+#[cfg(test)]
+pub fn unpack(sb: &[u8], r: usize, out: &mut [u8]) {
+    let u = Unpacked {
+        d: u16::from_le_bytes([sb[D + 2 * r], sb[D + 2 * r + 1]]),
+        scales: std::array::from_fn(|s| sb[SCALES + 8 * s + r] as i8),
+        q: std::array::from_fn(|v| value(sb, r, v)),
+    };
+    u.write(out);
+}
+
+/// Value v (0..256, unsigned) of row r in a tile's super-block.
+#[cfg(any(test, not(simd_kernels)))]
+fn value(sb: &[u8], r: usize, v: usize) -> u8 {
+    let (quarter, i) = (v / 8, v % 8);
+    let byte = sb[ql(quarter) + 4 * r + i % 4];
+    let low = if i < 4 { byte & 0xF } else { byte >> 4 };
+    let (s, w) = (v / 16, v % 16);
+    let high = (sb[qh(s) + 4 * r + w % 4] >> (2 * (w / 4))) & 3;
+    low | (high << 4)
+}
+
+/// The plain twin of the SIMD kernels: per row, Σ_s scale·(Σ q·x − 32·Σ x) exactly, then one
+/// float multiply-add per super-block.
+#[cfg(any(test, not(simd_kernels)))]
+pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
+    let mut acc = [0f32; TILE_ROWS];
+    for b in 0..blocks {
+        let sb = &tile[b * SB_BYTES..(b + 1) * SB_BYTES];
+        let x = &x[b * X_BYTES..(b + 1) * X_BYTES];
+        let xd = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+        let q8 = |k: usize| x[4 + k] as i8 as i32;
+        let bsum = |s: usize| i16::from_le_bytes([x[260 + 2 * s], x[261 + 2 * s]]) as i32;
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let mut sumi = 0i32;
+            for s in 0..16 {
+                let dot: i32 = (16 * s..16 * s + 16)
+                    .map(|v| value(sb, r, v) as i32 * q8(v))
+                    .sum();
+                sumi += sb[SCALES + 8 * s + r] as i8 as i32 * (dot - 32 * bsum(s));
+            }
+            let d = half::f16::from_le_bytes([sb[D + 2 * r], sb[D + 2 * r + 1]]).to_f32();
+            *acc = (d * xd).mul_add(sumi as f32, *acc);
+        }
+    }
+    acc
+}
+
+#[cfg(simd_kernels)]
+pub mod simd {
+    use super::{qh, ql, D, Q, SB_BYTES, SCALES, TILE_ROWS, X_BYTES};
+    use std::arch::x86_64::*;
+
+    /// The four 4-value chunks of sub-block s of a tile super-block, as unsigned bytes (each
+    /// lane a row's four values).
+    #[inline(always)]
+    unsafe fn sub_block(t: *const u8, s: usize) -> [__m256i; 4] {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x30);
+        let high_bits = _mm256_loadu_si256(t.add(qh(s)) as *const __m256i);
+        // Bits 2p, 2p + 1 of each byte to bits 4, 5 (16-bit shifts: the mask drops what
+        // crosses a byte).
+        let high = [
+            _mm256_and_si256(_mm256_slli_epi16(high_bits, 4), m2),
+            _mm256_and_si256(_mm256_slli_epi16(high_bits, 2), m2),
+            _mm256_and_si256(high_bits, m2),
+            _mm256_and_si256(_mm256_srli_epi16(high_bits, 2), m2),
+        ];
+        let a = _mm256_loadu_si256(t.add(ql(2 * s)) as *const __m256i);
+        let b = _mm256_loadu_si256(t.add(ql(2 * s + 1)) as *const __m256i);
+        [
+            _mm256_or_si256(_mm256_and_si256(a, m4), high[0]),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), high[1]),
+            _mm256_or_si256(_mm256_and_si256(b, m4), high[2]),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4), high[3]),
+        ]
+    }
+
+    /// Activation bytes 4c..4c + 4 of sub-block s, in every lane.
+    #[inline(always)]
+    unsafe fn x4(x: *const u8, s: usize, c: usize) -> __m256i {
+        _mm256_set1_epi32((x.add(4 + 16 * s + 4 * c) as *const i32).read_unaligned())
+    }
+
+    /// 32 × sub-block s's activation sum, in every lane.
+    #[inline(always)]
+    unsafe fn offset(x: *const u8, s: usize) -> i32 {
+        32 * (x.add(260 + 2 * s) as *const i16).read_unaligned() as i32
+    }
+
+    /// The super-block's float multiply-add per row.
+    #[inline(always)]
+    unsafe fn accumulate<const R: usize>(
+        t: *const u8,
+        x: &[*const u8; R],
+        sumi: &[__m256i; R],
+        acc: &mut [__m256; R],
+    ) {
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+        for r in 0..R {
+            let xd = _mm256_set1_ps((x[r] as *const f32).read_unaligned());
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, xd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+        }
+    }
+
+    /// One tile against R activation rows (AVX2). Per sub-block and row, two `maddubs` sums
+    /// add in 16 bits (at most 4 products of 63 × 128: no overflow) before each multiply by
+    /// the scales.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `tile` holds `blocks` super-blocks and every
+    /// `xs[r]` `blocks` Q8_K blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_tile<const R: usize>(
+        tile: &[u8],
+        blocks: usize,
+        xs: &[&[u8]],
+        out: &mut [[f32; TILE_ROWS]],
+    ) {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let t = tile.as_ptr().add(b * SB_BYTES);
+            super::super::prefetch_ahead(t, Q);
+            let x: [*const u8; R] = std::array::from_fn(|r| xs[r].as_ptr().add(b * X_BYTES));
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for s in 0..16 {
+                super::super::prefetch_ahead(t.add(Q + 96 * s), 96);
+                let q = sub_block(t, s);
+                // Each row's scale in both 16-bit halves of its lane.
+                let sc =
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
+                let sc = _mm256_or_si256(
+                    _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)),
+                    _mm256_slli_epi32(sc, 16),
+                );
+                for r in 0..R {
+                    let p0 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(q[0], x4(x[r], s, 0)),
+                        _mm256_maddubs_epi16(q[1], x4(x[r], s, 1)),
+                    );
+                    let p1 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(q[2], x4(x[r], s, 2)),
+                        _mm256_maddubs_epi16(q[3], x4(x[r], s, 3)),
+                    );
+                    // 16·Σx in both halves: madd with the scales makes 32·scale·Σx.
+                    let o = offset(x[r], s) / 2;
+                    let o = _mm256_set1_epi32((o & 0xFFFF) | (o << 16));
+                    let v = _mm256_sub_epi32(
+                        _mm256_add_epi32(_mm256_madd_epi16(p0, sc), _mm256_madd_epi16(p1, sc)),
+                        _mm256_madd_epi16(o, sc),
+                    );
+                    sumi[r] = _mm256_add_epi32(sumi[r], v);
+                }
+            }
+            accumulate::<R>(t, &x, &sumi, &mut acc);
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+
+    /// [`dot_tile`] with VNNI's `vpdpbusd`: four multiply-adds into 32 bits per instruction,
+    /// the −32 and the scale applied once per sub-block; the same integers, the same bits.
+    ///
+    /// # Safety
+    /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot_tile_vnni<const R: usize>(
+        tile: &[u8],
+        blocks: usize,
+        xs: &[&[u8]],
+        out: &mut [[f32; TILE_ROWS]],
+    ) {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let t = tile.as_ptr().add(b * SB_BYTES);
+            super::super::prefetch_ahead(t, Q);
+            let x: [*const u8; R] = std::array::from_fn(|r| xs[r].as_ptr().add(b * X_BYTES));
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for s in 0..16 {
+                super::super::prefetch_ahead(t.add(Q + 96 * s), 96);
+                let q = sub_block(t, s);
+                let sc =
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
+                for r in 0..R {
+                    let mut a = _mm256_set1_epi32(-offset(x[r], s));
+                    for (c, q) in q.iter().enumerate() {
+                        a = _mm256_dpbusd_epi32(a, *q, x4(x[r], s, c));
+                    }
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_mullo_epi32(a, sc));
+                }
+            }
+            accumulate::<R>(t, &x, &sumi, &mut acc);
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+}
