@@ -11,8 +11,10 @@
 //! the AVX2 kernels, their VNNI variants and their plain twins agree bit for bit, and a row's
 //! result never depends on the batch it came in.
 
+mod q4_1;
 mod q4k;
 mod q6k;
+mod q8_0;
 
 use super::k_rows::{Q4K_BYTES, Q6K_BYTES, X_BYTES};
 use super::QType;
@@ -27,27 +29,70 @@ const PASS_ROWS: usize = 4;
 /// The types kept in tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    Q4_1,
+    Q8_0,
     Q4K,
     Q6K,
 }
 
+/// A type's sizes: values per block, bytes of one of its blocks, of a tile's eight, and of
+/// one block of the activations its products take.
+struct Sizes {
+    values: usize,
+    block: usize,
+    tile_block: usize,
+    act: usize,
+}
+
 impl Kind {
-    /// Bytes of one of the type's super-blocks, and of a tile's eight.
-    fn sizes(self) -> (usize, usize) {
-        match self {
-            Kind::Q4K => (Q4K_BYTES, q4k::SB_BYTES),
-            Kind::Q6K => (Q6K_BYTES, q6k::SB_BYTES),
+    fn sizes(self) -> Sizes {
+        let (values, block, tile_block, act) = match self {
+            Kind::Q4_1 => (32, q4_1::BLOCK_BYTES, q4_1::TB_BYTES, q4_1::ACT_BYTES),
+            Kind::Q8_0 => (32, q8_0::BLOCK_BYTES, q8_0::TB_BYTES, q8_0::ACT_BYTES),
+            Kind::Q4K => (256, Q4K_BYTES, q4k::SB_BYTES, X_BYTES),
+            Kind::Q6K => (256, Q6K_BYTES, q6k::SB_BYTES, X_BYTES),
+        };
+        Sizes {
+            values,
+            block,
+            tile_block,
+            act,
         }
+    }
+}
+
+/// A kernel: one tile (of `blocks` blocks) against up to [`PASS_ROWS`] activation rows.
+type Kernel = unsafe fn(&[u8], usize, &[&[u8]], &mut [[f32; TILE_ROWS]]);
+
+/// A type's kernels by pass size (index R − 1): AVX2, or with `vnni` VNNI's.
+#[cfg(simd_kernels)]
+fn kernels(kind: Kind, vnni: bool) -> [Kernel; PASS_ROWS] {
+    macro_rules! by_rows {
+        ($($f:ident)::+) => {
+            [$($f)::+::<1>, $($f)::+::<2>, $($f)::+::<3>, $($f)::+::<4>]
+        };
+    }
+    match (kind, vnni) {
+        (Kind::Q4_1, false) => by_rows!(q4_1::simd::dot_tile),
+        (Kind::Q4_1, true) => by_rows!(q4_1::simd::dot_tile_vnni),
+        (Kind::Q8_0, false) => by_rows!(q8_0::simd::dot_tile),
+        (Kind::Q8_0, true) => by_rows!(q8_0::simd::dot_tile_vnni),
+        (Kind::Q4K, false) => by_rows!(q4k::simd::dot_tile),
+        (Kind::Q4K, true) => by_rows!(q4k::simd::dot_tile_vnni),
+        (Kind::Q6K, false) => by_rows!(q6k::simd::dot_tile),
+        (Kind::Q6K, true) => by_rows!(q6k::simd::dot_tile_vnni),
     }
 }
 
 /// A `[rows, cols]` matrix as tiles of [`TILE_ROWS`] rows.
 pub struct Tiles {
     kind: Kind,
-    /// Tile t's super-block b at bytes `(t·blocks + b)·sb_bytes`; words keep it 8-aligned.
+    /// Tile t's block b at bytes `(t·blocks + b)·tile_block`; words keep it 8-aligned.
     words: Vec<u64>,
-    /// Super-blocks per row.
+    /// Blocks per row.
     blocks: usize,
+    #[cfg(simd_kernels)]
+    kernels: [Kernel; PASS_ROWS],
 }
 
 impl Tiles {
@@ -60,27 +105,33 @@ impl Tiles {
         row: impl Fn(usize) -> &'a [u8] + Sync,
     ) -> Option<Self> {
         let kind = match qtype {
+            QType::Q4_1 => Kind::Q4_1,
+            QType::Q8_0 => Kind::Q8_0,
             QType::Q4K => Kind::Q4K,
             QType::Q6K => Kind::Q6K,
             _ => return None,
         };
-        if rows == 0 || !rows.is_multiple_of(TILE_ROWS) || !cols.is_multiple_of(256) {
+        let sizes = kind.sizes();
+        if rows == 0 || !rows.is_multiple_of(TILE_ROWS) || !cols.is_multiple_of(sizes.values) {
             return None;
         }
-        let (block_bytes, sb_bytes) = kind.sizes();
-        let blocks = cols / 256;
-        let tile_words = blocks * sb_bytes / 8;
+        let blocks = cols / sizes.values;
+        // Whole words per tile, so every tile starts 8-aligned.
+        let tile_words = (blocks * sizes.tile_block).div_ceil(8);
         let mut words = vec![0u64; rows / TILE_ROWS * tile_words];
         words
             .par_chunks_mut(tile_words)
             .enumerate()
             .for_each(|(t, tile)| {
                 let rows: [&[u8]; TILE_ROWS] = std::array::from_fn(|r| row(TILE_ROWS * t + r));
-                for (b, sb) in as_bytes_mut(tile).chunks_exact_mut(sb_bytes).enumerate() {
-                    let blocks = rows.map(|row| &row[b * block_bytes..(b + 1) * block_bytes]);
+                let tile = &mut as_bytes_mut(tile)[..blocks * sizes.tile_block];
+                for (b, tb) in tile.chunks_exact_mut(sizes.tile_block).enumerate() {
+                    let blocks = rows.map(|row| &row[b * sizes.block..(b + 1) * sizes.block]);
                     match kind {
-                        Kind::Q4K => q4k::pack(blocks, sb),
-                        Kind::Q6K => q6k::pack(blocks, sb),
+                        Kind::Q4_1 => q4_1::pack(blocks, tb),
+                        Kind::Q8_0 => q8_0::pack(blocks, tb),
+                        Kind::Q4K => q4k::pack(blocks, tb),
+                        Kind::Q6K => q6k::pack(blocks, tb),
                     }
                 }
             });
@@ -88,24 +139,29 @@ impl Tiles {
             kind,
             words,
             blocks,
+            #[cfg(simd_kernels)]
+            kernels: kernels(kind, has_vnni()),
         })
     }
 
     fn tile(&self, t: usize) -> &[u8] {
-        let n = self.blocks * self.kind.sizes().1;
+        let n = self.blocks * self.kind.sizes().tile_block;
+        let words = n.div_ceil(8);
         // SAFETY: plain bytes of an owned word buffer.
         let bytes = unsafe {
             std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.words.len() * 8)
         };
-        &bytes[t * n..(t + 1) * n]
+        &bytes[t * words * 8..][..n]
     }
 
-    /// Output rows `first..first + n` against every activation row (Q8_K, `xs`), into `out`
-    /// as `[n][xs.len()]`; `first` and `n` are whole tiles.
+    /// Output rows `first..first + n` against every activation row (`xs`, quantized for this
+    /// type), into `out` as `[n][xs.len()]`; `first` and `n` are whole tiles.
     pub fn rows_into(&self, first: usize, xs: &[&[u8]], out: &mut [f32]) {
         let m = xs.len();
         debug_assert!(first.is_multiple_of(TILE_ROWS) && out.len().is_multiple_of(TILE_ROWS * m));
-        debug_assert!(xs.iter().all(|x| x.len() == self.blocks * X_BYTES));
+        debug_assert!(xs
+            .iter()
+            .all(|x| x.len() == self.blocks * self.kind.sizes().act));
         for (k, out) in out.chunks_exact_mut(TILE_ROWS * m).enumerate() {
             let tile = self.tile(first / TILE_ROWS + k);
             for (a, xs) in xs.chunks(PASS_ROWS).enumerate() {
@@ -123,32 +179,11 @@ impl Tiles {
     /// One tile against up to [`PASS_ROWS`] activation rows.
     fn dot_tile(&self, tile: &[u8], xs: &[&[u8]], out: &mut [[f32; TILE_ROWS]]) {
         #[cfg(simd_kernels)]
-        {
-            use crate::quantized::tiles::{q4k::simd as s4, q6k::simd as s6};
-            let b = self.blocks;
-            // SAFETY: the build targets AVX2, FMA and F16C (held to the CPU at start-up), and
-            // VNNI is used where detected; the tile and every activation row have `blocks`
-            // super-blocks (both come from the matrix's columns).
-            unsafe {
-                match (self.kind, has_vnni(), xs.len()) {
-                    (Kind::Q4K, true, 4) => s4::dot_tile_vnni::<4>(tile, b, xs, out),
-                    (Kind::Q4K, true, 3) => s4::dot_tile_vnni::<3>(tile, b, xs, out),
-                    (Kind::Q4K, true, 2) => s4::dot_tile_vnni::<2>(tile, b, xs, out),
-                    (Kind::Q4K, true, _) => s4::dot_tile_vnni::<1>(tile, b, xs, out),
-                    (Kind::Q4K, false, 4) => s4::dot_tile::<4>(tile, b, xs, out),
-                    (Kind::Q4K, false, 3) => s4::dot_tile::<3>(tile, b, xs, out),
-                    (Kind::Q4K, false, 2) => s4::dot_tile::<2>(tile, b, xs, out),
-                    (Kind::Q4K, false, _) => s4::dot_tile::<1>(tile, b, xs, out),
-                    (Kind::Q6K, true, 4) => s6::dot_tile_vnni::<4>(tile, b, xs, out),
-                    (Kind::Q6K, true, 3) => s6::dot_tile_vnni::<3>(tile, b, xs, out),
-                    (Kind::Q6K, true, 2) => s6::dot_tile_vnni::<2>(tile, b, xs, out),
-                    (Kind::Q6K, true, _) => s6::dot_tile_vnni::<1>(tile, b, xs, out),
-                    (Kind::Q6K, false, 4) => s6::dot_tile::<4>(tile, b, xs, out),
-                    (Kind::Q6K, false, 3) => s6::dot_tile::<3>(tile, b, xs, out),
-                    (Kind::Q6K, false, 2) => s6::dot_tile::<2>(tile, b, xs, out),
-                    (Kind::Q6K, false, _) => s6::dot_tile::<1>(tile, b, xs, out),
-                }
-            }
+        // SAFETY: the build targets AVX2, FMA and F16C (held to the CPU at start-up), and VNNI
+        // kernels are chosen only where detected; the tile and every activation row have
+        // `blocks` blocks (both come from the matrix's columns).
+        unsafe {
+            self.kernels[xs.len() - 1](tile, self.blocks, xs, out)
         }
         #[cfg(not(simd_kernels))]
         for (x, o) in xs.iter().zip(out) {
@@ -160,6 +195,8 @@ impl Tiles {
     #[cfg(any(test, not(simd_kernels)))]
     fn plain(&self, tile: &[u8], x: &[u8]) -> [f32; TILE_ROWS] {
         match self.kind {
+            Kind::Q4_1 => q4_1::plain(tile, self.blocks, x),
+            Kind::Q8_0 => q8_0::plain(tile, self.blocks, x),
             Kind::Q4K => q4k::plain(tile, self.blocks, x),
             Kind::Q6K => q6k::plain(tile, self.blocks, x),
         }
@@ -209,27 +246,31 @@ mod tests {
     use super::*;
     use crate::quantized::tests::matrix;
 
-    const KINDS: [(QType, usize); 2] = [(QType::Q4K, Q4K_BYTES), (QType::Q6K, Q6K_BYTES)];
+    const TYPES: [QType; 4] = [QType::Q4_1, QType::Q8_0, QType::Q4K, QType::Q6K];
 
     #[test]
     fn the_repack_is_lossless() {
-        for (t, block_bytes) in KINDS {
-            let q = matrix(t, 16, 512);
-            let tiles = Tiles::pack(t, 16, 512, |i| q.row(i)).unwrap();
-            let sb_bytes = tiles.kind.sizes().1;
+        for t in TYPES {
+            let cols = 512;
+            let q = matrix(t, 16, cols);
+            let tiles = Tiles::pack(t, 16, cols, |i| q.row(i)).unwrap();
+            let sizes = tiles.kind.sizes();
             for i in 0..16 {
-                let mut back = vec![0u8; 2 * block_bytes];
-                for (b, out) in back.chunks_exact_mut(block_bytes).enumerate() {
-                    let sb = &tiles.tile(i / TILE_ROWS)[b * sb_bytes..(b + 1) * sb_bytes];
+                let mut back = vec![0u8; cols / sizes.values * sizes.block];
+                for (b, out) in back.chunks_exact_mut(sizes.block).enumerate() {
+                    let tb = &tiles.tile(i / TILE_ROWS)[b * sizes.tile_block..][..sizes.tile_block];
+                    let r = i % TILE_ROWS;
                     match tiles.kind {
-                        Kind::Q4K => q4k::unpack(sb, i % TILE_ROWS, out),
-                        Kind::Q6K => q6k::unpack(sb, i % TILE_ROWS, out),
+                        Kind::Q4_1 => q4_1::unpack(tb, r, out),
+                        Kind::Q8_0 => q8_0::unpack(tb, r, out),
+                        Kind::Q4K => q4k::unpack(tb, r, out),
+                        Kind::Q6K => q6k::unpack(tb, r, out),
                     }
                 }
                 assert_eq!(back, q.row(i), "{} row {i}", t.name());
             }
             assert!(
-                Tiles::pack(t, 12, 512, |i| q.row(i)).is_none(),
+                Tiles::pack(t, 12, cols, |i| q.row(i)).is_none(),
                 "half a tile"
             );
         }
@@ -237,63 +278,51 @@ mod tests {
         assert!(Tiles::pack(QType::Q5K, 8, 256, |i| q.row(i)).is_none());
     }
 
-    /// The kernels equal their plain twin bit for bit, for every pass size, and a row's
-    /// result does not depend on the rows it is computed with.
+    /// Every kernel (AVX2, and VNNI where this CPU has it; every pass size) equals the plain
+    /// twin bit for bit, so a row's result does not depend on the rows it is computed with.
     #[test]
     fn the_kernels_are_their_plain_twin_whatever_the_batch() {
-        let (rows, cols) = (16, 1024);
-        for (t, _) in KINDS {
-            let q = matrix(t, rows, cols);
-            let tiles = Tiles::pack(t, rows, cols, |i| q.row(i)).unwrap();
-            for m in 1..=6 {
-                let x: Vec<f32> = (0..m * cols)
-                    .map(|i| ((i * 31 + m * 7) % 97) as f32 / 13.0 - 3.5)
-                    .collect();
-                let acts = q.quantize_rows(&x, m);
-                let xs: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
-                let mut out = vec![0f32; rows * m];
-                tiles.rows_into(0, &xs, &mut out);
-                for k in 0..rows / TILE_ROWS {
-                    for (a, x) in xs.iter().enumerate() {
-                        let plain = tiles.plain(tiles.tile(k), x);
-                        for (r, p) in plain.iter().enumerate() {
-                            let i = TILE_ROWS * k + r;
-                            let got = out[i * m + a];
-                            assert_eq!(got.to_bits(), p.to_bits(), "{t:?} m {m} row {i} x {a}");
+        // 1,024 columns: 32 blocks of 32, 4 super-blocks of 256; 32 + 3 columns make the
+        // Q4_1 and Q8_0 rows an odd number of blocks.
+        for t in TYPES {
+            for cols in [1024, if t.block_values() == 32 { 96 } else { 256 }] {
+                let rows = 16;
+                let q = matrix(t, rows, cols);
+                let tiles = Tiles::pack(t, rows, cols, |i| q.row(i)).unwrap();
+                for m in 1..=6 {
+                    let x: Vec<f32> = (0..m * cols)
+                        .map(|i| ((i * 31 + m * 7) % 97) as f32 / 13.0 - 3.5)
+                        .collect();
+                    let acts = q.quantize_rows(&x, m);
+                    let xs: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
+                    let mut out = vec![0f32; rows * m];
+                    tiles.rows_into(0, &xs, &mut out);
+                    for k in 0..rows / TILE_ROWS {
+                        for (a, x) in xs.iter().enumerate() {
+                            let plain = tiles.plain(tiles.tile(k), x);
+                            for (r, p) in plain.iter().enumerate() {
+                                let i = TILE_ROWS * k + r;
+                                let got = out[i * m + a];
+                                assert_eq!(got.to_bits(), p.to_bits(), "{t:?} m {m} row {i} x {a}");
+                            }
                         }
                     }
-                }
-            }
-            // Both SIMD kernels, whichever this CPU dispatches to.
-            #[cfg(simd_kernels)]
-            {
-                let x: Vec<f32> = (0..cols).map(|i| (i % 29) as f32 / 7.0 - 2.0).collect();
-                let acts = q.quantize_rows(&x, 1);
-                let xs = [acts.row(0)];
-                let plain = tiles.plain(tiles.tile(1), xs[0]);
-                let (tile, b) = (tiles.tile(1), tiles.blocks);
-                let mut y = [[0f32; TILE_ROWS]; 1];
-                // SAFETY: AVX2 is the build's target; VNNI only where detected.
-                unsafe {
-                    match tiles.kind {
-                        Kind::Q4K => q4k::simd::dot_tile::<1>(tile, b, &xs, &mut y),
-                        Kind::Q6K => q6k::simd::dot_tile::<1>(tile, b, &xs, &mut y),
-                    }
-                    assert_eq!(
-                        y[0].map(f32::to_bits),
-                        plain.map(f32::to_bits),
-                        "{t:?} AVX2"
-                    );
-                    if has_vnni() {
-                        match tiles.kind {
-                            Kind::Q4K => q4k::simd::dot_tile_vnni::<1>(tile, b, &xs, &mut y),
-                            Kind::Q6K => q6k::simd::dot_tile_vnni::<1>(tile, b, &xs, &mut y),
+                    #[cfg(simd_kernels)]
+                    for vnni in [false, has_vnni()] {
+                        for (pass, kernel) in kernels(tiles.kind, vnni).iter().enumerate().take(m) {
+                            let xs = &xs[..pass + 1];
+                            let mut y = [[0f32; TILE_ROWS]; PASS_ROWS];
+                            // SAFETY: AVX2 is the build's target; VNNI only where detected.
+                            unsafe { kernel(tiles.tile(1), tiles.blocks, xs, &mut y[..xs.len()]) };
+                            for (a, x) in xs.iter().enumerate() {
+                                let plain = tiles.plain(tiles.tile(1), x);
+                                assert_eq!(
+                                    y[a].map(f32::to_bits),
+                                    plain.map(f32::to_bits),
+                                    "{t:?} VNNI {vnni} pass {pass} x {a}"
+                                );
+                            }
                         }
-                        assert_eq!(
-                            y[0].map(f32::to_bits),
-                            plain.map(f32::to_bits),
-                            "{t:?} VNNI"
-                        );
                     }
                 }
             }

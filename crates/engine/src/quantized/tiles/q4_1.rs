@@ -1,0 +1,188 @@
+//! Q4_1 in tiles of eight rows, against Q8_1 activations. A tile's block holds, for its eight
+//! rows: d and m (f16 bits), then the nibbles by [quarter of 8 values][row][4 bytes], byte k
+//! holding values 8q + k (low nibble) and 8q + 4 + k (high) of the block of 32.
+
+use super::TILE_ROWS;
+
+/// Bytes of one Q4_1 block: d, m (f16), 16 bytes of nibbles (value j < 16 low, j + 16 high).
+pub const BLOCK_BYTES: usize = 20;
+/// Bytes of one Q8_1 activation block: d, d·Σq (f16), 32 × i8.
+pub const ACT_BYTES: usize = 36;
+/// Bytes of one block of a tile.
+pub const TB_BYTES: usize = 16 + 16 + 128;
+const D: usize = 0;
+const M: usize = 16;
+const QS: usize = 32;
+const _: () = assert!(TB_BYTES == TILE_ROWS * BLOCK_BYTES);
+
+/// Fill one tile block from its eight rows' blocks.
+pub fn pack(blocks: [&[u8]; TILE_ROWS], tb: &mut [u8]) {
+    for (r, b) in blocks.iter().enumerate() {
+        tb[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b[0..2]);
+        tb[M + 2 * r..M + 2 * r + 2].copy_from_slice(&b[2..4]);
+        let q = |v: usize| {
+            let byte = b[4 + v % 16];
+            if v < 16 {
+                byte & 0xF
+            } else {
+                byte >> 4
+            }
+        };
+        for quarter in 0..4 {
+            for k in 0..4 {
+                let v = 8 * quarter + k;
+                tb[QS + 32 * quarter + 4 * r + k] = q(v) | (q(v + 4) << 4);
+            }
+        }
+    }
+}
+
+/// Value v (0..32) of row r in a tile block.
+#[cfg(any(test, not(simd_kernels)))]
+fn value(tb: &[u8], r: usize, v: usize) -> u8 {
+    let byte = tb[QS + 32 * (v / 8) + 4 * r + v % 4];
+    if v % 8 < 4 {
+        byte & 0xF
+    } else {
+        byte >> 4
+    }
+}
+
+/// Row r's original block, from a tile block.
+#[cfg(test)]
+pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
+    out[0..2].copy_from_slice(&tb[D + 2 * r..D + 2 * r + 2]);
+    out[2..4].copy_from_slice(&tb[M + 2 * r..M + 2 * r + 2]);
+    for j in 0..16 {
+        out[4 + j] = value(tb, r, j) | (value(tb, r, j + 16) << 4);
+    }
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The plain twin: per row and block, the exact Σ q·x, then d_w·d_x·Σ and m_w·s_x added in
+/// that order.
+#[cfg(any(test, not(simd_kernels)))]
+pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
+    let mut acc = [0f32; TILE_ROWS];
+    for b in 0..blocks {
+        let tb = &tile[b * TB_BYTES..(b + 1) * TB_BYTES];
+        let x = &x[b * ACT_BYTES..(b + 1) * ACT_BYTES];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let sumi: i32 = (0..32)
+                .map(|v| value(tb, r, v) as i32 * x[4 + v] as i8 as i32)
+                .sum();
+            let dw = f16_at(tb, D + 2 * r);
+            *acc = (dw * f16_at(x, 0)).mul_add(sumi as f32, *acc);
+            *acc = f16_at(tb, M + 2 * r).mul_add(f16_at(x, 2), *acc);
+        }
+    }
+    acc
+}
+
+#[cfg(simd_kernels)]
+pub mod simd {
+    use super::{f16_at, ACT_BYTES, D, M, QS, TB_BYTES, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    /// The block's float multiply-adds per row: d_w·d_x·Σ, then m_w·s_x.
+    #[inline(always)]
+    unsafe fn accumulate<const R: usize>(
+        t: *const u8,
+        x: &[&[u8]; R],
+        sumi: &[__m256i; R],
+        acc: &mut [__m256; R],
+    ) {
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+        let m = _mm256_cvtph_ps(_mm_loadu_si128(t.add(M) as *const __m128i));
+        for r in 0..R {
+            let dx = _mm256_set1_ps(f16_at(x[r], 0));
+            let sx = _mm256_set1_ps(f16_at(x[r], 2));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            acc[r] = _mm256_fmadd_ps(m, sx, acc[r]);
+        }
+    }
+
+    /// Activation bytes 4i..4i + 4 of a block, in every lane.
+    #[inline(always)]
+    unsafe fn x4(x: &[u8], i: usize) -> __m256i {
+        _mm256_set1_epi32((x.as_ptr().add(4 + 4 * i) as *const i32).read_unaligned())
+    }
+
+    /// One tile against R activation rows (AVX2): per row, eight `maddubs` sums add in 16 bits
+    /// (at most 16 products of 15 × 127) before one widening add.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `tile` holds `blocks` blocks and every `xs[r]`
+    /// `blocks` Q8_1 blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_tile<const R: usize>(
+        tile: &[u8],
+        blocks: usize,
+        xs: &[&[u8]],
+        out: &mut [[f32; TILE_ROWS]],
+    ) {
+        let (m4, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let t = tile.as_ptr().add(b * TB_BYTES);
+            super::super::prefetch_ahead(t, TB_BYTES);
+            let x: [&[u8]; R] = std::array::from_fn(|r| &xs[r][b * ACT_BYTES..]);
+            let mut a16 = [_mm256_setzero_si256(); R];
+            for quarter in 0..4 {
+                let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
+                let lo = _mm256_and_si256(bits, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                for r in 0..R {
+                    a16[r] =
+                        _mm256_add_epi16(a16[r], _mm256_maddubs_epi16(lo, x4(x[r], 2 * quarter)));
+                    a16[r] = _mm256_add_epi16(
+                        a16[r],
+                        _mm256_maddubs_epi16(hi, x4(x[r], 2 * quarter + 1)),
+                    );
+                }
+            }
+            let sumi: [__m256i; R] = std::array::from_fn(|r| _mm256_madd_epi16(a16[r], ones));
+            accumulate::<R>(t, &x, &sumi, &mut acc);
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+
+    /// [`dot_tile`] with VNNI's `vpdpbusd`; the same integer sums, so the same bits.
+    ///
+    /// # Safety
+    /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot_tile_vnni<const R: usize>(
+        tile: &[u8],
+        blocks: usize,
+        xs: &[&[u8]],
+        out: &mut [[f32; TILE_ROWS]],
+    ) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let t = tile.as_ptr().add(b * TB_BYTES);
+            super::super::prefetch_ahead(t, TB_BYTES);
+            let x: [&[u8]; R] = std::array::from_fn(|r| &xs[r][b * ACT_BYTES..]);
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for quarter in 0..4 {
+                let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
+                let lo = _mm256_and_si256(bits, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                for r in 0..R {
+                    sumi[r] = _mm256_dpbusd_epi32(sumi[r], lo, x4(x[r], 2 * quarter));
+                    sumi[r] = _mm256_dpbusd_epi32(sumi[r], hi, x4(x[r], 2 * quarter + 1));
+                }
+            }
+            accumulate::<R>(t, &x, &sumi, &mut acc);
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+}

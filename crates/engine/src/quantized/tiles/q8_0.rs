@@ -1,0 +1,153 @@
+//! Q8_0 in tiles of eight rows, against Q8_0 activations. A tile's block holds, for its eight
+//! rows: d (f16 bits), then the quants by [quarter of 4 values][row][4 bytes].
+
+use super::TILE_ROWS;
+
+/// Bytes of one Q8_0 block (weights and activations alike): d (f16), 32 × i8.
+pub const BLOCK_BYTES: usize = 34;
+pub const ACT_BYTES: usize = 34;
+/// Bytes of one block of a tile.
+pub const TB_BYTES: usize = 16 + 256;
+const D: usize = 0;
+const QS: usize = 16;
+const _: () = assert!(TB_BYTES == TILE_ROWS * BLOCK_BYTES);
+
+/// Fill one tile block from its eight rows' blocks.
+pub fn pack(blocks: [&[u8]; TILE_ROWS], tb: &mut [u8]) {
+    for (r, b) in blocks.iter().enumerate() {
+        tb[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b[0..2]);
+        for quarter in 0..8 {
+            tb[QS + 32 * quarter + 4 * r..][..4].copy_from_slice(&b[2 + 4 * quarter..][..4]);
+        }
+    }
+}
+
+/// Value v (0..32) of row r in a tile block.
+#[cfg(any(test, not(simd_kernels)))]
+fn value(tb: &[u8], r: usize, v: usize) -> i8 {
+    tb[QS + 32 * (v / 4) + 4 * r + v % 4] as i8
+}
+
+/// Row r's original block, from a tile block.
+#[cfg(test)]
+pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
+    out[0..2].copy_from_slice(&tb[D + 2 * r..D + 2 * r + 2]);
+    for v in 0..32 {
+        out[2 + v] = value(tb, r, v) as u8;
+    }
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The plain twin: per row and block, the exact Σ q_w·q_x, then one multiply-add by d_w·d_x.
+#[cfg(any(test, not(simd_kernels)))]
+pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
+    let mut acc = [0f32; TILE_ROWS];
+    for b in 0..blocks {
+        let tb = &tile[b * TB_BYTES..(b + 1) * TB_BYTES];
+        let x = &x[b * ACT_BYTES..(b + 1) * ACT_BYTES];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let sumi: i32 = (0..32)
+                .map(|v| value(tb, r, v) as i32 * x[2 + v] as i8 as i32)
+                .sum();
+            *acc = (f16_at(tb, D + 2 * r) * f16_at(x, 0)).mul_add(sumi as f32, *acc);
+        }
+    }
+    acc
+}
+
+#[cfg(simd_kernels)]
+pub mod simd {
+    use super::{f16_at, ACT_BYTES, D, QS, TB_BYTES, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    /// Activation bytes 4i..4i + 4 of a block, in every lane.
+    #[inline(always)]
+    unsafe fn x4(x: &[u8], i: usize) -> __m256i {
+        _mm256_set1_epi32((x.as_ptr().add(2 + 4 * i) as *const i32).read_unaligned())
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate<const R: usize>(
+        t: *const u8,
+        x: &[&[u8]; R],
+        sumi: &[__m256i; R],
+        acc: &mut [__m256; R],
+    ) {
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+        for r in 0..R {
+            let dx = _mm256_set1_ps(f16_at(x[r], 0));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+        }
+    }
+
+    /// One tile against R activation rows (AVX2): signed by signed as |w| times x with w's
+    /// sign (the activations stay within ±127, so no product saturates), widened per load.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; `tile` holds `blocks` blocks and every `xs[r]`
+    /// `blocks` Q8_0 blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_tile<const R: usize>(
+        tile: &[u8],
+        blocks: usize,
+        xs: &[&[u8]],
+        out: &mut [[f32; TILE_ROWS]],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let t = tile.as_ptr().add(b * TB_BYTES);
+            super::super::prefetch_ahead(t, TB_BYTES);
+            let x: [&[u8]; R] = std::array::from_fn(|r| &xs[r][b * ACT_BYTES..]);
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for quarter in 0..8 {
+                let w = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
+                let aw = _mm256_abs_epi8(w);
+                for r in 0..R {
+                    let sx = _mm256_sign_epi8(x4(x[r], quarter), w);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+                    sumi[r] = _mm256_add_epi32(sumi[r], p);
+                }
+            }
+            accumulate::<R>(t, &x, &sumi, &mut acc);
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+
+    /// [`dot_tile`] with VNNI's `vpdpbusd`; the same integer sums, so the same bits.
+    ///
+    /// # Safety
+    /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot_tile_vnni<const R: usize>(
+        tile: &[u8],
+        blocks: usize,
+        xs: &[&[u8]],
+        out: &mut [[f32; TILE_ROWS]],
+    ) {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let t = tile.as_ptr().add(b * TB_BYTES);
+            super::super::prefetch_ahead(t, TB_BYTES);
+            let x: [&[u8]; R] = std::array::from_fn(|r| &xs[r][b * ACT_BYTES..]);
+            let mut sumi = [_mm256_setzero_si256(); R];
+            for quarter in 0..8 {
+                let w = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
+                let aw = _mm256_abs_epi8(w);
+                for r in 0..R {
+                    let sx = _mm256_sign_epi8(x4(x[r], quarter), w);
+                    sumi[r] = _mm256_dpbusd_epi32(sumi[r], aw, sx);
+                }
+            }
+            accumulate::<R>(t, &x, &sumi, &mut acc);
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+    }
+}
