@@ -11,6 +11,59 @@
 //! the AVX2 kernels, their VNNI variants and their plain twins agree bit for bit, and a row's
 //! result never depends on the batch it came in.
 
+/// A type's two kernels over one block function `$block::<R, VNNI>` (which adds one tile
+/// block's products into R rows' accumulators): AVX2, and VNNI for CPUs that have it. The
+/// block function picks its integer instructions by `VNNI`; the sums are the same integers
+/// either way, so the two kernels give the same bits.
+#[cfg(simd_kernels)]
+macro_rules! kernels {
+    ($block:ident, $tile_block:expr, $act:expr) => {
+        /// One tile (`blocks` blocks of eight rows) against R activation rows, AVX2.
+        ///
+        /// # Safety
+        /// AVX2, FMA and F16C must be available; `tile` holds `blocks` blocks and every
+        /// `xs[r]` as many activation blocks.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn dot_tile<const R: usize>(
+            tile: &[u8],
+            blocks: usize,
+            xs: &[&[u8]],
+            out: &mut [[f32; TILE_ROWS]],
+        ) {
+            super::super::over_blocks::<R>(
+                tile,
+                blocks,
+                ($tile_block, $act),
+                xs,
+                out,
+                |t, x, acc| $block::<R, false>(t, x, acc),
+            )
+        }
+
+        /// [`dot_tile`] with VNNI's `vpdpbusd`, which multiplies and sums four byte pairs into
+        /// 32 bits in one instruction.
+        ///
+        /// # Safety
+        /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn dot_tile_vnni<const R: usize>(
+            tile: &[u8],
+            blocks: usize,
+            xs: &[&[u8]],
+            out: &mut [[f32; TILE_ROWS]],
+        ) {
+            super::super::over_blocks::<R>(
+                tile,
+                blocks,
+                ($tile_block, $act),
+                xs,
+                out,
+                |t, x, acc| $block::<R, true>(t, x, acc),
+            )
+        }
+    };
+}
+
 mod q4_1;
 mod q4k;
 mod q6k;
@@ -225,6 +278,35 @@ fn prefetch_ahead(at: *const u8, len: usize) {
                 _MM_HINT_T0,
             )
         };
+    }
+}
+
+/// The loop every tile kernel shares: `block` adds each block's products (given the tile
+/// block's bytes and each activation row's block) into the R rows' accumulators, which end as
+/// the eight outputs of each row.
+///
+/// # Safety
+/// `tile` holds `blocks` blocks of `tile_block` bytes, every `xs[r]` as many of `act` bytes;
+/// the caller has AVX.
+#[cfg(simd_kernels)]
+#[inline(always)]
+unsafe fn over_blocks<const R: usize>(
+    tile: &[u8],
+    blocks: usize,
+    (tile_block, act): (usize, usize),
+    xs: &[&[u8]],
+    out: &mut [[f32; TILE_ROWS]],
+    mut block: impl FnMut(*const u8, &[*const u8; R], &mut [std::arch::x86_64::__m256; R]),
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..blocks {
+        let t = tile.as_ptr().add(b * tile_block);
+        let x = std::array::from_fn(|r| xs[r].as_ptr().add(b * act));
+        block(t, &x, &mut acc);
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
     }
 }
 

@@ -58,6 +58,7 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
     }
 }
 
+#[cfg(any(test, not(simd_kernels)))]
 fn f16_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
@@ -84,105 +85,58 @@ pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
 
 #[cfg(simd_kernels)]
 pub mod simd {
-    use super::{f16_at, ACT_BYTES, D, M, QS, TB_BYTES, TILE_ROWS};
+    use super::{ACT_BYTES, D, M, QS, TB_BYTES, TILE_ROWS};
     use std::arch::x86_64::*;
 
-    /// The block's float multiply-adds per row: d_w·d_x·Σ, then m_w·s_x.
-    #[inline(always)]
-    unsafe fn accumulate<const R: usize>(
-        t: *const u8,
-        x: &[&[u8]; R],
-        sumi: &[__m256i; R],
-        acc: &mut [__m256; R],
-    ) {
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
-        let m = _mm256_cvtph_ps(_mm_loadu_si128(t.add(M) as *const __m128i));
-        for r in 0..R {
-            let dx = _mm256_set1_ps(f16_at(x[r], 0));
-            let sx = _mm256_set1_ps(f16_at(x[r], 2));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            acc[r] = _mm256_fmadd_ps(m, sx, acc[r]);
-        }
-    }
+    kernels!(block, TB_BYTES, ACT_BYTES);
 
     /// Activation bytes 4i..4i + 4 of a block, in every lane.
     #[inline(always)]
-    unsafe fn x4(x: &[u8], i: usize) -> __m256i {
-        _mm256_set1_epi32((x.as_ptr().add(4 + 4 * i) as *const i32).read_unaligned())
+    unsafe fn x4(x: *const u8, i: usize) -> __m256i {
+        _mm256_set1_epi32((x.add(4 + 4 * i) as *const i32).read_unaligned())
     }
 
-    /// One tile against R activation rows (AVX2): per row, eight `maddubs` sums add in 16 bits
-    /// (at most 16 products of 15 × 127) before one widening add.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C must be available; `tile` holds `blocks` blocks and every `xs[r]`
-    /// `blocks` Q8_1 blocks.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_tile<const R: usize>(
-        tile: &[u8],
-        blocks: usize,
-        xs: &[&[u8]],
-        out: &mut [[f32; TILE_ROWS]],
+    /// One block: Σ q·x per row (AVX2: eight `maddubs` add in 16 bits, at most 16 products of
+    /// 15 × 127, before one widening add), then d_w·d_x·Σ and m_w·s_x.
+    #[inline(always)]
+    unsafe fn block<const R: usize, const VNNI: bool>(
+        t: *const u8,
+        x: &[*const u8; R],
+        acc: &mut [__m256; R],
     ) {
-        let (m4, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..blocks {
-            let t = tile.as_ptr().add(b * TB_BYTES);
-            super::super::prefetch_ahead(t, TB_BYTES);
-            let x: [&[u8]; R] = std::array::from_fn(|r| &xs[r][b * ACT_BYTES..]);
-            let mut a16 = [_mm256_setzero_si256(); R];
-            for quarter in 0..4 {
-                let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
-                let lo = _mm256_and_si256(bits, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                for r in 0..R {
-                    a16[r] =
-                        _mm256_add_epi16(a16[r], _mm256_maddubs_epi16(lo, x4(x[r], 2 * quarter)));
-                    a16[r] = _mm256_add_epi16(
-                        a16[r],
-                        _mm256_maddubs_epi16(hi, x4(x[r], 2 * quarter + 1)),
-                    );
-                }
-            }
-            let sumi: [__m256i; R] = std::array::from_fn(|r| _mm256_madd_epi16(a16[r], ones));
-            accumulate::<R>(t, &x, &sumi, &mut acc);
-        }
-        for r in 0..R {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
-        }
-    }
-
-    /// [`dot_tile`] with VNNI's `vpdpbusd`; the same integer sums, so the same bits.
-    ///
-    /// # Safety
-    /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot_tile_vnni<const R: usize>(
-        tile: &[u8],
-        blocks: usize,
-        xs: &[&[u8]],
-        out: &mut [[f32; TILE_ROWS]],
-    ) {
+        super::super::prefetch_ahead(t, TB_BYTES);
         let m4 = _mm256_set1_epi8(0x0F);
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..blocks {
-            let t = tile.as_ptr().add(b * TB_BYTES);
-            super::super::prefetch_ahead(t, TB_BYTES);
-            let x: [&[u8]; R] = std::array::from_fn(|r| &xs[r][b * ACT_BYTES..]);
-            let mut sumi = [_mm256_setzero_si256(); R];
-            for quarter in 0..4 {
-                let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
-                let lo = _mm256_and_si256(bits, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                for r in 0..R {
-                    sumi[r] = _mm256_dpbusd_epi32(sumi[r], lo, x4(x[r], 2 * quarter));
-                    sumi[r] = _mm256_dpbusd_epi32(sumi[r], hi, x4(x[r], 2 * quarter + 1));
-                }
+        let mut sums = [_mm256_setzero_si256(); R];
+        for quarter in 0..4 {
+            let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
+            let lo = _mm256_and_si256(bits, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            for r in 0..R {
+                let (xl, xh) = (x4(x[r], 2 * quarter), x4(x[r], 2 * quarter + 1));
+                sums[r] = if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums[r], lo, xl), hi, xh)
+                } else {
+                    let s = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(lo, xl));
+                    _mm256_add_epi16(s, _mm256_maddubs_epi16(hi, xh))
+                };
             }
-            accumulate::<R>(t, &x, &sumi, &mut acc);
         }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+        let m = _mm256_cvtph_ps(_mm_loadu_si128(t.add(M) as *const __m128i));
         for r in 0..R {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+            let sumi = if VNNI {
+                sums[r]
+            } else {
+                _mm256_madd_epi16(sums[r], _mm256_set1_epi16(1))
+            };
+            let f16 =
+                |at: usize| half::f16::from_bits((x[r].add(at) as *const u16).read_unaligned());
+            let (dx, sx) = (
+                _mm256_set1_ps(f16(0).to_f32()),
+                _mm256_set1_ps(f16(2).to_f32()),
+            );
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fmadd_ps(m, sx, acc[r]);
         }
     }
 }

@@ -165,109 +165,53 @@ pub mod simd {
     use super::{D, DMIN, MINS, QS, SB_BYTES, SCALES, TILE_ROWS, X_BYTES};
     use std::arch::x86_64::*;
 
-    /// One tile (`blocks` super-blocks of eight rows) against R activation rows: each 32-byte
-    /// load of nibbles is split once and serves every row. Per row and sub-block, eight
-    /// `maddubs` sums add up in 16 bits (at most 16 products of 15 × 128: no overflow), then
-    /// one multiply by the eight rows' scales.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C must be available; `tile` holds `blocks` super-blocks and every
-    /// `xs[r]` `blocks` Q8_K blocks.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_tile<const R: usize>(
-        tile: &[u8],
-        blocks: usize,
-        xs: &[&[u8]],
-        out: &mut [[f32; TILE_ROWS]],
-    ) {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..blocks {
-            let t = tile.as_ptr().add(b * SB_BYTES);
-            super::super::prefetch_ahead(t, QS);
-            let x: [*const u8; R] = std::array::from_fn(|r| xs[r].as_ptr().add(b * X_BYTES));
-            let summ = mins_term::<R>(t, &x);
-            let mut sumi = [_mm256_setzero_si256(); R];
-            for s in 0..8 {
-                super::super::prefetch_ahead(t.add(QS + 128 * s), 128);
-                let mut a16 = [_mm256_setzero_si256(); R];
-                for quarter in 0..4 {
-                    let bits =
-                        _mm256_loadu_si256(t.add(QS + 32 * (4 * s + quarter)) as *const __m256i);
-                    let lo = _mm256_and_si256(bits, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                    for r in 0..R {
-                        let q8 = x[r].add(4 + 32 * s + 8 * quarter);
-                        let xl = _mm256_set1_epi32((q8 as *const i32).read_unaligned());
-                        let xh = _mm256_set1_epi32((q8.add(4) as *const i32).read_unaligned());
-                        a16[r] = _mm256_add_epi16(a16[r], _mm256_maddubs_epi16(lo, xl));
-                        a16[r] = _mm256_add_epi16(a16[r], _mm256_maddubs_epi16(hi, xh));
-                    }
-                }
-                // Each row's scale in both 16-bit halves of its lane.
-                let sc =
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
-                let sc = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
-                for r in 0..R {
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(a16[r], sc));
-                }
-            }
-            accumulate::<R>(t, &x, &sumi, &summ, &mut acc);
-        }
-        for r in 0..R {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
-        }
-    }
+    kernels!(block, SB_BYTES, X_BYTES);
 
-    /// [`dot_tile`] with VNNI's `vpdpbusd`, which multiplies and sums four byte pairs into
-    /// 32 bits in one instruction: per sub-block and row, eight of them and one multiply by
-    /// the scales, where AVX2 needs sixteen multiplies and adds. The sums are the same
-    /// integers, so the results are the same bits.
-    ///
-    /// # Safety
-    /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot_tile_vnni<const R: usize>(
-        tile: &[u8],
-        blocks: usize,
-        xs: &[&[u8]],
-        out: &mut [[f32; TILE_ROWS]],
+    /// One super-block: each 32-byte load of nibbles is split once and serves every row.
+    /// Per row and sub-block, AVX2's eight `maddubs` sums add up in 16 bits (at most 16
+    /// products of 15 × 128: no overflow) before one multiply by the eight rows' scales (in
+    /// both 16-bit halves of each lane); VNNI's sum in 32 bits, then one multiply.
+    #[inline(always)]
+    unsafe fn block<const R: usize, const VNNI: bool>(
+        t: *const u8,
+        x: &[*const u8; R],
+        acc: &mut [__m256; R],
     ) {
+        super::super::prefetch_ahead(t, QS);
         let m4 = _mm256_set1_epi8(0x0F);
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..blocks {
-            let t = tile.as_ptr().add(b * SB_BYTES);
-            super::super::prefetch_ahead(t, QS);
-            let x: [*const u8; R] = std::array::from_fn(|r| xs[r].as_ptr().add(b * X_BYTES));
-            let summ = mins_term::<R>(t, &x);
-            let mut sumi = [_mm256_setzero_si256(); R];
-            for s in 0..8 {
-                super::super::prefetch_ahead(t.add(QS + 128 * s), 128);
-                let mut a32 = [_mm256_setzero_si256(); R];
-                for quarter in 0..4 {
-                    let bits =
-                        _mm256_loadu_si256(t.add(QS + 32 * (4 * s + quarter)) as *const __m256i);
-                    let lo = _mm256_and_si256(bits, m4);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                    for r in 0..R {
-                        let q8 = x[r].add(4 + 32 * s + 8 * quarter);
-                        let xl = _mm256_set1_epi32((q8 as *const i32).read_unaligned());
-                        let xh = _mm256_set1_epi32((q8.add(4) as *const i32).read_unaligned());
-                        a32[r] = _mm256_dpbusd_epi32(a32[r], lo, xl);
-                        a32[r] = _mm256_dpbusd_epi32(a32[r], hi, xh);
-                    }
-                }
-                let sc =
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
+        let summ = mins_term::<R>(t, x);
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for s in 0..8 {
+            super::super::prefetch_ahead(t.add(QS + 128 * s), 128);
+            let mut sums = [_mm256_setzero_si256(); R];
+            for quarter in 0..4 {
+                let bits = _mm256_loadu_si256(t.add(QS + 32 * (4 * s + quarter)) as *const __m256i);
+                let lo = _mm256_and_si256(bits, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
                 for r in 0..R {
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_mullo_epi32(a32[r], sc));
+                    let q8 = x[r].add(4 + 32 * s + 8 * quarter);
+                    let xl = _mm256_set1_epi32((q8 as *const i32).read_unaligned());
+                    let xh = _mm256_set1_epi32((q8.add(4) as *const i32).read_unaligned());
+                    sums[r] = if VNNI {
+                        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums[r], lo, xl), hi, xh)
+                    } else {
+                        let a = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(lo, xl));
+                        _mm256_add_epi16(a, _mm256_maddubs_epi16(hi, xh))
+                    };
                 }
             }
-            accumulate::<R>(t, &x, &sumi, &summ, &mut acc);
+            let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
+            let sc16 = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+            for r in 0..R {
+                let scaled = if VNNI {
+                    _mm256_mullo_epi32(sums[r], sc)
+                } else {
+                    _mm256_madd_epi16(sums[r], sc16)
+                };
+                sumi[r] = _mm256_add_epi32(sumi[r], scaled);
+            }
         }
-        for r in 0..R {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
-        }
+        accumulate::<R>(t, x, &sumi, &summ, acc);
     }
 
     /// The mins' term of one super-block for each activation row: Σ_s min(row, s)·(sum of

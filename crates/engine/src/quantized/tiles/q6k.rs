@@ -204,37 +204,36 @@ pub mod simd {
         }
     }
 
-    /// One tile against R activation rows (AVX2). Per sub-block and row, two `maddubs` sums
-    /// add in 16 bits (at most 4 products of 63 × 128: no overflow) before each multiply by
-    /// the scales.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C must be available; `tile` holds `blocks` super-blocks and every
-    /// `xs[r]` `blocks` Q8_K blocks.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_tile<const R: usize>(
-        tile: &[u8],
-        blocks: usize,
-        xs: &[&[u8]],
-        out: &mut [[f32; TILE_ROWS]],
+    kernels!(block, SB_BYTES, X_BYTES);
+
+    /// One super-block. Per row and sub-block, AVX2's `maddubs` sums add in 16 bits two at a
+    /// time (at most 4 products of 63 × 128) before each multiply by the scales (in both
+    /// 16-bit halves of each lane), and 32·scale·Σx comes off through a 16·Σx pair; VNNI's
+    /// start from −32·Σx, sum in 32 bits, then one multiply.
+    #[inline(always)]
+    unsafe fn block<const R: usize, const VNNI: bool>(
+        t: *const u8,
+        x: &[*const u8; R],
+        acc: &mut [__m256; R],
     ) {
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..blocks {
-            let t = tile.as_ptr().add(b * SB_BYTES);
-            super::super::prefetch_ahead(t, Q);
-            let x: [*const u8; R] = std::array::from_fn(|r| xs[r].as_ptr().add(b * X_BYTES));
-            let mut sumi = [_mm256_setzero_si256(); R];
-            for s in 0..16 {
-                super::super::prefetch_ahead(t.add(Q + 96 * s), 96);
-                let q = sub_block(t, s);
-                // Each row's scale in both 16-bit halves of its lane.
-                let sc =
-                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
-                let sc = _mm256_or_si256(
-                    _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)),
-                    _mm256_slli_epi32(sc, 16),
-                );
-                for r in 0..R {
+        super::super::prefetch_ahead(t, Q);
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for s in 0..16 {
+            super::super::prefetch_ahead(t.add(Q + 96 * s), 96);
+            let q = sub_block(t, s);
+            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
+            let sc16 = _mm256_or_si256(
+                _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)),
+                _mm256_slli_epi32(sc, 16),
+            );
+            for r in 0..R {
+                let v = if VNNI {
+                    let mut a = _mm256_set1_epi32(-offset(x[r], s));
+                    for (c, q) in q.iter().enumerate() {
+                        a = _mm256_dpbusd_epi32(a, *q, x4(x[r], s, c));
+                    }
+                    _mm256_mullo_epi32(a, sc)
+                } else {
                     let p0 = _mm256_add_epi16(
                         _mm256_maddubs_epi16(q[0], x4(x[r], s, 0)),
                         _mm256_maddubs_epi16(q[1], x4(x[r], s, 1)),
@@ -243,58 +242,16 @@ pub mod simd {
                         _mm256_maddubs_epi16(q[2], x4(x[r], s, 2)),
                         _mm256_maddubs_epi16(q[3], x4(x[r], s, 3)),
                     );
-                    // 16·Σx in both halves: madd with the scales makes 32·scale·Σx.
                     let o = offset(x[r], s) / 2;
                     let o = _mm256_set1_epi32((o & 0xFFFF) | (o << 16));
-                    let v = _mm256_sub_epi32(
-                        _mm256_add_epi32(_mm256_madd_epi16(p0, sc), _mm256_madd_epi16(p1, sc)),
-                        _mm256_madd_epi16(o, sc),
-                    );
-                    sumi[r] = _mm256_add_epi32(sumi[r], v);
-                }
+                    _mm256_sub_epi32(
+                        _mm256_add_epi32(_mm256_madd_epi16(p0, sc16), _mm256_madd_epi16(p1, sc16)),
+                        _mm256_madd_epi16(o, sc16),
+                    )
+                };
+                sumi[r] = _mm256_add_epi32(sumi[r], v);
             }
-            accumulate::<R>(t, &x, &sumi, &mut acc);
         }
-        for r in 0..R {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
-        }
-    }
-
-    /// [`dot_tile`] with VNNI's `vpdpbusd`: four multiply-adds into 32 bits per instruction,
-    /// the −32 and the scale applied once per sub-block; the same integers, the same bits.
-    ///
-    /// # Safety
-    /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot_tile_vnni<const R: usize>(
-        tile: &[u8],
-        blocks: usize,
-        xs: &[&[u8]],
-        out: &mut [[f32; TILE_ROWS]],
-    ) {
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..blocks {
-            let t = tile.as_ptr().add(b * SB_BYTES);
-            super::super::prefetch_ahead(t, Q);
-            let x: [*const u8; R] = std::array::from_fn(|r| xs[r].as_ptr().add(b * X_BYTES));
-            let mut sumi = [_mm256_setzero_si256(); R];
-            for s in 0..16 {
-                super::super::prefetch_ahead(t.add(Q + 96 * s), 96);
-                let q = sub_block(t, s);
-                let sc =
-                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
-                for r in 0..R {
-                    let mut a = _mm256_set1_epi32(-offset(x[r], s));
-                    for (c, q) in q.iter().enumerate() {
-                        a = _mm256_dpbusd_epi32(a, *q, x4(x[r], s, c));
-                    }
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_mullo_epi32(a, sc));
-                }
-            }
-            accumulate::<R>(t, &x, &sumi, &mut acc);
-        }
-        for r in 0..R {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
-        }
+        accumulate::<R>(t, x, &sumi, acc);
     }
 }

@@ -37,6 +37,7 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
     }
 }
 
+#[cfg(any(test, not(simd_kernels)))]
 fn f16_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
@@ -60,94 +61,40 @@ pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
 
 #[cfg(simd_kernels)]
 pub mod simd {
-    use super::{f16_at, ACT_BYTES, D, QS, TB_BYTES, TILE_ROWS};
+    use super::{ACT_BYTES, D, QS, TB_BYTES, TILE_ROWS};
     use std::arch::x86_64::*;
 
-    /// Activation bytes 4i..4i + 4 of a block, in every lane.
-    #[inline(always)]
-    unsafe fn x4(x: &[u8], i: usize) -> __m256i {
-        _mm256_set1_epi32((x.as_ptr().add(2 + 4 * i) as *const i32).read_unaligned())
-    }
+    kernels!(block, TB_BYTES, ACT_BYTES);
 
+    /// One block: Σ q_w·q_x per row as |w| times x with w's sign (the activations stay within
+    /// ±127, so no product saturates; AVX2 widens per load), then d_w·d_x·Σ.
     #[inline(always)]
-    unsafe fn accumulate<const R: usize>(
+    unsafe fn block<const R: usize, const VNNI: bool>(
         t: *const u8,
-        x: &[&[u8]; R],
-        sumi: &[__m256i; R],
+        x: &[*const u8; R],
         acc: &mut [__m256; R],
     ) {
+        super::super::prefetch_ahead(t, TB_BYTES);
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for quarter in 0..8 {
+            let w = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
+            let aw = _mm256_abs_epi8(w);
+            for r in 0..R {
+                let xq = (x[r].add(2 + 4 * quarter) as *const i32).read_unaligned();
+                let sx = _mm256_sign_epi8(_mm256_set1_epi32(xq), w);
+                sumi[r] = if VNNI {
+                    _mm256_dpbusd_epi32(sumi[r], aw, sx)
+                } else {
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
+                    _mm256_add_epi32(sumi[r], p)
+                };
+            }
+        }
         let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
         for r in 0..R {
-            let dx = _mm256_set1_ps(f16_at(x[r], 0));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-        }
-    }
-
-    /// One tile against R activation rows (AVX2): signed by signed as |w| times x with w's
-    /// sign (the activations stay within ±127, so no product saturates), widened per load.
-    ///
-    /// # Safety
-    /// AVX2, FMA and F16C must be available; `tile` holds `blocks` blocks and every `xs[r]`
-    /// `blocks` Q8_0 blocks.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_tile<const R: usize>(
-        tile: &[u8],
-        blocks: usize,
-        xs: &[&[u8]],
-        out: &mut [[f32; TILE_ROWS]],
-    ) {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..blocks {
-            let t = tile.as_ptr().add(b * TB_BYTES);
-            super::super::prefetch_ahead(t, TB_BYTES);
-            let x: [&[u8]; R] = std::array::from_fn(|r| &xs[r][b * ACT_BYTES..]);
-            let mut sumi = [_mm256_setzero_si256(); R];
-            for quarter in 0..8 {
-                let w = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
-                let aw = _mm256_abs_epi8(w);
-                for r in 0..R {
-                    let sx = _mm256_sign_epi8(x4(x[r], quarter), w);
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                    sumi[r] = _mm256_add_epi32(sumi[r], p);
-                }
-            }
-            accumulate::<R>(t, &x, &sumi, &mut acc);
-        }
-        for r in 0..R {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
-        }
-    }
-
-    /// [`dot_tile`] with VNNI's `vpdpbusd`; the same integer sums, so the same bits.
-    ///
-    /// # Safety
-    /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot_tile_vnni<const R: usize>(
-        tile: &[u8],
-        blocks: usize,
-        xs: &[&[u8]],
-        out: &mut [[f32; TILE_ROWS]],
-    ) {
-        let mut acc = [_mm256_setzero_ps(); R];
-        for b in 0..blocks {
-            let t = tile.as_ptr().add(b * TB_BYTES);
-            super::super::prefetch_ahead(t, TB_BYTES);
-            let x: [&[u8]; R] = std::array::from_fn(|r| &xs[r][b * ACT_BYTES..]);
-            let mut sumi = [_mm256_setzero_si256(); R];
-            for quarter in 0..8 {
-                let w = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
-                let aw = _mm256_abs_epi8(w);
-                for r in 0..R {
-                    let sx = _mm256_sign_epi8(x4(x[r], quarter), w);
-                    sumi[r] = _mm256_dpbusd_epi32(sumi[r], aw, sx);
-                }
-            }
-            accumulate::<R>(t, &x, &sumi, &mut acc);
-        }
-        for r in 0..R {
-            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+            let dx = half::f16::from_bits((x[r] as *const u16).read_unaligned()).to_f32();
+            let dd = _mm256_mul_ps(d, _mm256_set1_ps(dx));
+            acc[r] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
 }
