@@ -3,11 +3,10 @@
 //! quantized dot products, as llama.cpp does. Beside each product, a plain twin that
 //! dequantizes both sides and sums in f64.
 //!
-//! Kernels: Q4_1, Q8_0, Q4_K and Q6_K are repacked at load into tiles of eight rows
-//! (`tiles/`). Where rows fill no tile, and for Q4_0, this crate's row kernels unpack each
-//! weight block once for several rows of a batch (`legacy.rs`, `k_rows.rs`); the other types
-//! use candle's block dot products, one row at a time (AVX2 for Q2_K, Q3_K and Q5_K; scalar
-//! for Q5_0 and Q5_1).
+//! Kernels: Q4_0, Q4_1, Q8_0, Q4_K and Q6_K are repacked at load into tiles of eight rows
+//! (`tiles/`). Where rows fill no tile, this crate's row kernels unpack each weight block once
+//! for several rows of a batch (`legacy.rs`, `k_rows.rs`); the other types use candle's block
+//! dot products, one row at a time (AVX2 for Q2_K, Q3_K and Q5_K; scalar for Q5_0 and Q5_1).
 
 pub mod activations;
 pub mod k_rows;
@@ -629,7 +628,14 @@ mod tests {
         // have them.
         let (cols, m) = (512, 3);
         let x = values(m * cols, 2);
-        let tiled = [QType::Q4_1, QType::Q8_0, QType::Q4K, QType::Q6K].map(|t| (t, 72));
+        let tiled = [
+            QType::Q4_0,
+            QType::Q4_1,
+            QType::Q8_0,
+            QType::Q4K,
+            QType::Q6K,
+        ]
+        .map(|t| (t, 72));
         for (t, rows) in TYPES.map(|t| (t, 70)).into_iter().chain(tiled) {
             assert_eq!(
                 matrix(t, rows, cols).tiles.is_some(),

@@ -1,10 +1,10 @@
-//! k-quant weights repacked once, at load, into tiles of eight rows, so that the eight lanes
-//! of a SIMD register are eight output rows. A one-row product (a decode step) then needs no
-//! horizontal sums and no scale unpacking per block, and multiplies by the scales once per
-//! sub-block, where candle's row-at-a-time kernels spend a third of their work on those.
-//! llama.cpp repacks Q4_K into eight-row tiles for the same reason (its `block_q4_Kx8`); these
-//! layouts are this crate's own (`q4k.rs`, `q6k.rs`), and each is as large as the blocks it
-//! holds (Q4_K's unpacked scales add 2.8%).
+//! Quantized weights repacked once, at load, into tiles of eight rows, so that the eight
+//! lanes of a SIMD register are eight output rows. A one-row product (a decode step) then
+//! needs no horizontal sums, and k-quant scales are unpacked once at load and applied once
+//! per sub-block, where candle's row-at-a-time kernels spend a third of their work on those.
+//! llama.cpp repacks some types into eight-row tiles for the same reason (its `block_q4_Kx8`);
+//! these layouts are this crate's own, one file per type (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), each
+//! as large as the blocks it holds but Q4_K's (its unpacked scales add 2.8%).
 //!
 //! The repack is lossless (every field is moved, none rounded: a test rebuilds the original
 //! blocks) and the sums are exact integers up to each super-block's float multiply-adds, so
@@ -64,6 +64,7 @@ macro_rules! kernels {
     };
 }
 
+mod q4_0;
 mod q4_1;
 mod q4k;
 mod q6k;
@@ -82,6 +83,7 @@ const PASS_ROWS: usize = 4;
 /// The types kept in tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    Q4_0,
     Q4_1,
     Q8_0,
     Q4K,
@@ -100,6 +102,7 @@ struct Sizes {
 impl Kind {
     fn sizes(self) -> Sizes {
         let (values, block, tile_block, act) = match self {
+            Kind::Q4_0 => (32, q4_0::BLOCK_BYTES, q4_0::TB_BYTES, q4_0::ACT_BYTES),
             Kind::Q4_1 => (32, q4_1::BLOCK_BYTES, q4_1::TB_BYTES, q4_1::ACT_BYTES),
             Kind::Q8_0 => (32, q8_0::BLOCK_BYTES, q8_0::TB_BYTES, q8_0::ACT_BYTES),
             Kind::Q4K => (256, Q4K_BYTES, q4k::SB_BYTES, X_BYTES),
@@ -126,6 +129,8 @@ fn kernels(kind: Kind, vnni: bool) -> [Kernel; PASS_ROWS] {
         };
     }
     match (kind, vnni) {
+        (Kind::Q4_0, false) => by_rows!(q4_0::simd::dot_tile),
+        (Kind::Q4_0, true) => by_rows!(q4_0::simd::dot_tile_vnni),
         (Kind::Q4_1, false) => by_rows!(q4_1::simd::dot_tile),
         (Kind::Q4_1, true) => by_rows!(q4_1::simd::dot_tile_vnni),
         (Kind::Q8_0, false) => by_rows!(q8_0::simd::dot_tile),
@@ -158,6 +163,7 @@ impl Tiles {
         row: impl Fn(usize) -> &'a [u8] + Sync,
     ) -> Option<Self> {
         let kind = match qtype {
+            QType::Q4_0 => Kind::Q4_0,
             QType::Q4_1 => Kind::Q4_1,
             QType::Q8_0 => Kind::Q8_0,
             QType::Q4K => Kind::Q4K,
@@ -181,6 +187,7 @@ impl Tiles {
                 for (b, tb) in tile.chunks_exact_mut(sizes.tile_block).enumerate() {
                     let blocks = rows.map(|row| &row[b * sizes.block..(b + 1) * sizes.block]);
                     match kind {
+                        Kind::Q4_0 => q4_0::pack(blocks, tb),
                         Kind::Q4_1 => q4_1::pack(blocks, tb),
                         Kind::Q8_0 => q8_0::pack(blocks, tb),
                         Kind::Q4K => q4k::pack(blocks, tb),
@@ -248,6 +255,7 @@ impl Tiles {
     #[cfg(any(test, not(simd_kernels)))]
     fn plain(&self, tile: &[u8], x: &[u8]) -> [f32; TILE_ROWS] {
         match self.kind {
+            Kind::Q4_0 => q4_0::plain(tile, self.blocks, x),
             Kind::Q4_1 => q4_1::plain(tile, self.blocks, x),
             Kind::Q8_0 => q8_0::plain(tile, self.blocks, x),
             Kind::Q4K => q4k::plain(tile, self.blocks, x),
@@ -328,7 +336,13 @@ mod tests {
     use super::*;
     use crate::quantized::tests::matrix;
 
-    const TYPES: [QType; 4] = [QType::Q4_1, QType::Q8_0, QType::Q4K, QType::Q6K];
+    const TYPES: [QType; 5] = [
+        QType::Q4_0,
+        QType::Q4_1,
+        QType::Q8_0,
+        QType::Q4K,
+        QType::Q6K,
+    ];
 
     #[test]
     fn the_repack_is_lossless() {
@@ -343,6 +357,7 @@ mod tests {
                     let tb = &tiles.tile(i / TILE_ROWS)[b * sizes.tile_block..][..sizes.tile_block];
                     let r = i % TILE_ROWS;
                     match tiles.kind {
+                        Kind::Q4_0 => q4_0::unpack(tb, r, out),
                         Kind::Q4_1 => q4_1::unpack(tb, r, out),
                         Kind::Q8_0 => q8_0::unpack(tb, r, out),
                         Kind::Q4K => q4k::unpack(tb, r, out),

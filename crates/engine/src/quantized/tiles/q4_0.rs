@@ -1,0 +1,132 @@
+//! Q4_0 in tiles of eight rows, against Q8_0 activations. A tile's block holds, for its eight
+//! rows: d (f16 bits), then the nibbles by [quarter of 8 values][row][4 bytes], byte k holding
+//! values 8q + k (low nibble) and 8q + 4 + k (high) of the block of 32. A weight is
+//! d·(q − 8).
+
+use super::TILE_ROWS;
+
+/// Bytes of one Q4_0 block: d (f16), 16 bytes of nibbles (value j < 16 low, j + 16 high).
+pub const BLOCK_BYTES: usize = 18;
+/// Bytes of one Q8_0 activation block: d (f16), 32 × i8.
+pub const ACT_BYTES: usize = 34;
+/// Bytes of one block of a tile.
+pub const TB_BYTES: usize = 16 + 128;
+const D: usize = 0;
+const QS: usize = 16;
+const _: () = assert!(TB_BYTES == TILE_ROWS * BLOCK_BYTES);
+
+/// Fill one tile block from its eight rows' blocks.
+pub fn pack(blocks: [&[u8]; TILE_ROWS], tb: &mut [u8]) {
+    for (r, b) in blocks.iter().enumerate() {
+        tb[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b[0..2]);
+        let q = |v: usize| {
+            let byte = b[2 + v % 16];
+            if v < 16 {
+                byte & 0xF
+            } else {
+                byte >> 4
+            }
+        };
+        for quarter in 0..4 {
+            for k in 0..4 {
+                let v = 8 * quarter + k;
+                tb[QS + 32 * quarter + 4 * r + k] = q(v) | (q(v + 4) << 4);
+            }
+        }
+    }
+}
+
+/// Value v (0..32) of row r in a tile block, 0..=15 (before the − 8).
+#[cfg(any(test, not(simd_kernels)))]
+fn value(tb: &[u8], r: usize, v: usize) -> u8 {
+    let byte = tb[QS + 32 * (v / 8) + 4 * r + v % 4];
+    if v % 8 < 4 {
+        byte & 0xF
+    } else {
+        byte >> 4
+    }
+}
+
+/// Row r's original block, from a tile block.
+#[cfg(test)]
+pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
+    out[0..2].copy_from_slice(&tb[D + 2 * r..D + 2 * r + 2]);
+    for j in 0..16 {
+        out[2 + j] = value(tb, r, j) | (value(tb, r, j + 16) << 4);
+    }
+}
+
+#[cfg(any(test, not(simd_kernels)))]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The plain twin: per row and block, the exact Σ (q − 8)·x, then one multiply-add by
+/// d_w·d_x.
+#[cfg(any(test, not(simd_kernels)))]
+pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
+    let mut acc = [0f32; TILE_ROWS];
+    for b in 0..blocks {
+        let tb = &tile[b * TB_BYTES..(b + 1) * TB_BYTES];
+        let x = &x[b * ACT_BYTES..(b + 1) * ACT_BYTES];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let sumi: i32 = (0..32)
+                .map(|v| (value(tb, r, v) as i32 - 8) * x[2 + v] as i8 as i32)
+                .sum();
+            *acc = (f16_at(tb, D + 2 * r) * f16_at(x, 0)).mul_add(sumi as f32, *acc);
+        }
+    }
+    acc
+}
+
+#[cfg(simd_kernels)]
+pub mod simd {
+    use super::{ACT_BYTES, D, QS, TB_BYTES, TILE_ROWS};
+    use std::arch::x86_64::*;
+
+    kernels!(block, TB_BYTES, ACT_BYTES);
+
+    /// One block: the nibbles less 8 as signed bytes, then Σ w·x per row as |w| times x with
+    /// w's sign (AVX2: eight `maddubs` add in 16 bits, at most 16 products of 8 × 127, before
+    /// one widening add), then d_w·d_x·Σ.
+    #[inline(always)]
+    unsafe fn block<const R: usize, const VNNI: bool>(
+        t: *const u8,
+        x: &[*const u8; R],
+        acc: &mut [__m256; R],
+    ) {
+        super::super::prefetch_ahead(t, TB_BYTES);
+        let (m4, eight) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(8));
+        let mut sums = [_mm256_setzero_si256(); R];
+        for quarter in 0..4 {
+            let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
+            let lo = _mm256_sub_epi8(_mm256_and_si256(bits, m4), eight);
+            let hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), eight);
+            let (alo, ahi) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
+            for r in 0..R {
+                let xq = |i: usize| {
+                    _mm256_set1_epi32((x[r].add(2 + 4 * i) as *const i32).read_unaligned())
+                };
+                let sl = _mm256_sign_epi8(xq(2 * quarter), lo);
+                let sh = _mm256_sign_epi8(xq(2 * quarter + 1), hi);
+                sums[r] = if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums[r], alo, sl), ahi, sh)
+                } else {
+                    let s = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(alo, sl));
+                    _mm256_add_epi16(s, _mm256_maddubs_epi16(ahi, sh))
+                };
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+        for r in 0..R {
+            let sumi = if VNNI {
+                sums[r]
+            } else {
+                _mm256_madd_epi16(sums[r], _mm256_set1_epi16(1))
+            };
+            let dx = half::f16::from_bits((x[r] as *const u16).read_unaligned()).to_f32();
+            let dd = _mm256_mul_ps(d, _mm256_set1_ps(dx));
+            acc[r] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[r]);
+        }
+    }
+}
