@@ -3,8 +3,8 @@
 //! quantized dot products, as llama.cpp does. Beside each product, a plain twin that
 //! dequantizes both sides and sums in f64.
 //!
-//! Kernels: Q4_0, Q4_1, Q8_0, Q4_K and Q6_K are repacked at load into tiles of eight rows
-//! (`tiles/`). Where rows fill no tile, this crate's row kernels unpack each weight block once
+//! Kernels: Q4_0, Q4_1, Q8_0, Q4_K and Q6_K are repacked into tiles of eight rows (`tiles/`)
+//! by their first product. Where rows fill no tile, this crate's row kernels unpack each weight block once
 //! for several rows of a batch (`legacy.rs`, `k_rows.rs`); the other types use candle's block
 //! dot products, one row at a time (AVX2 for Q2_K, Q3_K and Q5_K; scalar for Q5_0 and Q5_1).
 
@@ -21,7 +21,7 @@ use candle_core::quantized::k_quants::{
 use memmap2::Mmap;
 use rayon::prelude::*;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Type names joined by their share of bytes, largest first: "Q4_1 + Q6_K".
 pub fn by_share(parts: impl IntoIterator<Item = (String, usize)>) -> String {
@@ -268,9 +268,10 @@ pub struct QMatrix {
     /// Stored row of each Hugging Face row, where llama.cpp stores them in another order
     /// (the interleaved Q and K rows of RoPE).
     stored_rows: Option<Vec<u32>>,
-    /// Q4_K or Q6_K rows repacked for the products, in Hugging Face's order (whole tiles
-    /// only; other matrices read their blocks where they are).
-    tiles: Option<tiles::Tiles>,
+    /// The rows repacked for the products, in Hugging Face's order, by the first product
+    /// (so a matrix only ever looked up, an untied embedding, is never copied); None where
+    /// the type has no tiles or the rows fill none.
+    tiles: OnceLock<Option<tiles::Tiles>>,
 }
 
 /// Products smaller than this many multiply-adds run on the calling thread: splitting them
@@ -319,11 +320,11 @@ impl QMatrix {
             cols,
             blocks,
             stored_rows: None,
-            tiles: None,
+            tiles: OnceLock::new(),
         };
         match stored_rows {
             Some(order) => m.with_row_order(order),
-            None => Ok(m.repacked()),
+            None => Ok(m),
         }
     }
 
@@ -344,33 +345,35 @@ impl QMatrix {
                 len: bytes.len(),
             },
             stored_rows: None,
-            tiles: None,
-        }
-        .repacked())
+            tiles: OnceLock::new(),
+        })
     }
 
-    /// Q4_K and Q6_K repacked into tiles where the rows fill them (and the build has the
-    /// kernels). The mapped blocks are then read only for lookups and exports: their pages
-    /// leave the resident set, so a repacked model holds about one copy of its weights.
-    fn repacked(mut self) -> Self {
-        self.tiles = None;
-        if !cfg!(simd_kernels) {
-            return self;
-        }
-        self.tiles = tiles::Tiles::pack(self.qtype, self.rows, self.cols, |i| self.row(i));
-        #[cfg(unix)]
-        if let (Some(_), Blocks::Mapped { map, range }) = (&self.tiles, &self.blocks) {
-            // SAFETY: a read-only shared file mapping; dropped pages are re-read from the file
-            // if touched again, so no data can change.
-            unsafe {
-                let _ = map.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    range.start,
-                    range.len(),
-                );
-            }
-        }
-        self
+    /// The tiles, packed on first use where the type has them (and the build their kernels).
+    /// The mapped blocks are then read only for lookups and exports: their pages leave the
+    /// resident set, so a repacked model holds about one copy of its weights.
+    fn tiles(&self) -> Option<&tiles::Tiles> {
+        self.tiles
+            .get_or_init(|| {
+                if !cfg!(simd_kernels) {
+                    return None;
+                }
+                let tiles = tiles::Tiles::pack(self.qtype, self.rows, self.cols, |i| self.row(i));
+                #[cfg(unix)]
+                if let (Some(_), Blocks::Mapped { map, range }) = (&tiles, &self.blocks) {
+                    // SAFETY: a read-only shared file mapping; dropped pages are re-read from
+                    // the file if touched again, so no data can change.
+                    unsafe {
+                        let _ = map.unchecked_advise_range(
+                            memmap2::UncheckedAdvice::DontNeed,
+                            range.start,
+                            range.len(),
+                        );
+                    }
+                }
+                tiles
+            })
+            .as_ref()
     }
 
     /// Whether `len` bytes are `[rows, cols]` of `qtype`.
@@ -398,7 +401,8 @@ impl QMatrix {
             return Err("a row order that is not one of its rows".into());
         }
         self.stored_rows = Some(stored_rows);
-        Ok(self.repacked())
+        self.tiles = OnceLock::new();
+        Ok(self)
     }
 
     pub fn qtype(&self) -> QType {
@@ -465,8 +469,9 @@ impl QMatrix {
         if m == 0 {
             return yt;
         }
+        let tiles = self.tiles();
         let rows_of = |first: usize, out: &mut [f32]| {
-            if let Some(tiles) = &self.tiles {
+            if let Some(tiles) = tiles {
                 return tiles.rows_into(first, &act_rows, out);
             }
             for (j, out) in out.chunks_mut(m).enumerate() {
@@ -638,7 +643,7 @@ mod tests {
         .map(|t| (t, 72));
         for (t, rows) in TYPES.map(|t| (t, 70)).into_iter().chain(tiled) {
             assert_eq!(
-                matrix(t, rows, cols).tiles.is_some(),
+                matrix(t, rows, cols).tiles().is_some(),
                 rows == 72 && cfg!(simd_kernels)
             );
             let q = matrix(t, rows, cols);

@@ -1,6 +1,6 @@
-//! Quantized weights repacked once, at load, into tiles of eight rows, so that the eight
-//! lanes of a SIMD register are eight output rows. A one-row product (a decode step) then
-//! needs no horizontal sums, and k-quant scales are unpacked once at load and applied once
+//! Quantized weights repacked once (by a matrix's first product) into tiles of eight rows, so
+//! that the eight lanes of a SIMD register are eight output rows. A one-row product (a decode
+//! step) then needs no horizontal sums, and k-quant scales are unpacked once and applied once
 //! per sub-block, where candle's row-at-a-time kernels spend a third of their work on those.
 //! llama.cpp repacks some types into eight-row tiles for the same reason (its `block_q4_Kx8`);
 //! these layouts are this crate's own, one file per type (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), each
@@ -118,6 +118,7 @@ impl Kind {
 }
 
 /// A kernel: one tile (of `blocks` blocks) against up to [`PASS_ROWS`] activation rows.
+#[cfg(simd_kernels)]
 type Kernel = unsafe fn(&[u8], usize, &[&[u8]], &mut [[f32; TILE_ROWS]]);
 
 /// A type's kernels by pass size (index R − 1): AVX2, or with `vnni` VNNI's.
