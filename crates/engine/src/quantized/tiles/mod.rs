@@ -327,6 +327,76 @@ fn has_vnni() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vl")
 }
 
+/// The nibble layout the 4-bit types' tiles share, per 32 values of each of the eight rows:
+/// 128 bytes as [quarter][row][4 bytes], byte k of quarter q holding values 8q + k (low
+/// nibble) and 8q + 4 + k (high), so one 32-byte load splits into two registers of four
+/// values a row. Store row r's values `q(v)` (v < 32, each < 16) into `qs`.
+fn put_nibbles(qs: &mut [u8], r: usize, q: impl Fn(usize) -> u8) {
+    for quarter in 0..4 {
+        for k in 0..4 {
+            let v = 8 * quarter + k;
+            qs[32 * quarter + 4 * r + k] = q(v) | (q(v + 4) << 4);
+        }
+    }
+}
+
+/// Value v (0..32) of row r in 128 bytes laid out by [`put_nibbles`].
+#[cfg(any(test, not(simd_kernels)))]
+fn nibble(qs: &[u8], r: usize, v: usize) -> u8 {
+    let byte = qs[32 * (v / 8) + 4 * r + v % 4];
+    if v % 8 < 4 {
+        byte & 0xF
+    } else {
+        byte >> 4
+    }
+}
+
+/// Value v (0..32) of a Q4_0 or Q4_1 block's 16 bytes of nibbles (ggml's order: value j < 16
+/// in the low nibble of byte j, j + 16 in its high nibble).
+fn block_nibble(bytes: &[u8], v: usize) -> u8 {
+    let byte = bytes[v % 16];
+    if v < 16 {
+        byte & 0xF
+    } else {
+        byte >> 4
+    }
+}
+
+/// Row r's 16 bytes of nibbles in ggml's order, from 128 bytes laid out by [`put_nibbles`].
+#[cfg(test)]
+fn block_nibbles(qs: &[u8], r: usize, out: &mut [u8]) {
+    for (j, byte) in out[..16].iter_mut().enumerate() {
+        *byte = nibble(qs, r, j) | (nibble(qs, r, j + 16) << 4);
+    }
+}
+
+/// The plain twins' loop: `row(tile block, activation block, r, acc)` adds row r's terms of
+/// one block to its accumulator, block by block as the kernels do.
+#[cfg(any(test, not(simd_kernels)))]
+fn plain_rows(
+    tile: &[u8],
+    blocks: usize,
+    (tile_block, act): (usize, usize),
+    x: &[u8],
+    row: impl Fn(&[u8], &[u8], usize, f32) -> f32,
+) -> [f32; TILE_ROWS] {
+    let mut acc = [0f32; TILE_ROWS];
+    for b in 0..blocks {
+        let tb = &tile[b * tile_block..][..tile_block];
+        let x = &x[b * act..][..act];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            *acc = row(tb, x, r, *acc);
+        }
+    }
+    acc
+}
+
+/// The f16 at byte `at` of `b`, as f32 (the plain twins' scales).
+#[cfg(any(test, not(simd_kernels)))]
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
 fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
     // SAFETY: plain bytes of a word buffer, uniquely borrowed.
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8) }

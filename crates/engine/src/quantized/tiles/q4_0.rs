@@ -19,31 +19,7 @@ const _: () = assert!(TB_BYTES == TILE_ROWS * BLOCK_BYTES);
 pub fn pack(blocks: [&[u8]; TILE_ROWS], tb: &mut [u8]) {
     for (r, b) in blocks.iter().enumerate() {
         tb[D + 2 * r..D + 2 * r + 2].copy_from_slice(&b[0..2]);
-        let q = |v: usize| {
-            let byte = b[2 + v % 16];
-            if v < 16 {
-                byte & 0xF
-            } else {
-                byte >> 4
-            }
-        };
-        for quarter in 0..4 {
-            for k in 0..4 {
-                let v = 8 * quarter + k;
-                tb[QS + 32 * quarter + 4 * r + k] = q(v) | (q(v + 4) << 4);
-            }
-        }
-    }
-}
-
-/// Value v (0..32) of row r in a tile block, 0..=15 (before the − 8).
-#[cfg(any(test, not(simd_kernels)))]
-fn value(tb: &[u8], r: usize, v: usize) -> u8 {
-    let byte = tb[QS + 32 * (v / 8) + 4 * r + v % 4];
-    if v % 8 < 4 {
-        byte & 0xF
-    } else {
-        byte >> 4
+        super::put_nibbles(&mut tb[QS..], r, |v| super::block_nibble(&b[2..], v));
     }
 }
 
@@ -51,32 +27,19 @@ fn value(tb: &[u8], r: usize, v: usize) -> u8 {
 #[cfg(test)]
 pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
     out[0..2].copy_from_slice(&tb[D + 2 * r..D + 2 * r + 2]);
-    for j in 0..16 {
-        out[2 + j] = value(tb, r, j) | (value(tb, r, j + 16) << 4);
-    }
-}
-
-#[cfg(any(test, not(simd_kernels)))]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+    super::block_nibbles(&tb[QS..], r, &mut out[2..]);
 }
 
 /// The plain twin: per row and block, the exact Σ (q − 8)·x, then one multiply-add by
 /// d_w·d_x.
 #[cfg(any(test, not(simd_kernels)))]
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
-    let mut acc = [0f32; TILE_ROWS];
-    for b in 0..blocks {
-        let tb = &tile[b * TB_BYTES..(b + 1) * TB_BYTES];
-        let x = &x[b * ACT_BYTES..(b + 1) * ACT_BYTES];
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let sumi: i32 = (0..32)
-                .map(|v| (value(tb, r, v) as i32 - 8) * x[2 + v] as i8 as i32)
-                .sum();
-            *acc = (f16_at(tb, D + 2 * r) * f16_at(x, 0)).mul_add(sumi as f32, *acc);
-        }
-    }
-    acc
+    super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
+        let sumi: i32 = (0..32)
+            .map(|v| (super::nibble(&tb[QS..], r, v) as i32 - 8) * x[2 + v] as i8 as i32)
+            .sum();
+        (super::f16_at(tb, D + 2 * r) * super::f16_at(x, 0)).mul_add(sumi as f32, acc)
+    })
 }
 
 #[cfg(simd_kernels)]

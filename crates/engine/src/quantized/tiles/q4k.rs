@@ -93,13 +93,7 @@ pub fn pack(blocks: [&[u8]; TILE_ROWS], sb: &mut [u8]) {
         for s in 0..8 {
             sb[SCALES + 8 * s + r] = u.scales[s];
             sb[MINS + 16 * (s / 2) + 2 * r + s % 2] = u.mins[s];
-            for quarter in 0..4 {
-                let at = QS + 32 * (4 * s + quarter) + 4 * r;
-                let v = &u.q[32 * s + 8 * quarter..];
-                for k in 0..4 {
-                    sb[at + k] = v[k] | (v[4 + k] << 4);
-                }
-            }
+            super::put_nibbles(&mut sb[QS + 128 * s..], r, |v| u.q[32 * s + v]);
         }
     }
 }
@@ -112,52 +106,32 @@ pub fn unpack(sb: &[u8], r: usize, out: &mut [u8]) {
         dmin: u16::from_le_bytes([sb[DMIN + 2 * r], sb[DMIN + 2 * r + 1]]),
         scales: std::array::from_fn(|s| sb[SCALES + 8 * s + r]),
         mins: std::array::from_fn(|s| sb[MINS + 16 * (s / 2) + 2 * r + s % 2]),
-        q: std::array::from_fn(|k| nibble(sb, r, k)),
+        q: std::array::from_fn(|k| super::nibble(&sb[QS + 128 * (k / 32)..], r, k % 32)),
     };
     u.write(out);
-}
-
-/// Value k (0..256) of row r in a tile's super-block.
-#[cfg(any(test, not(simd_kernels)))]
-fn nibble(sb: &[u8], r: usize, k: usize) -> u8 {
-    let (s, v) = (k / 32, k % 32);
-    let (quarter, i) = (v / 8, v % 8);
-    let byte = sb[QS + 32 * (4 * s + quarter) + 4 * r + i % 4];
-    if i < 4 {
-        byte & 0xF
-    } else {
-        byte >> 4
-    }
 }
 
 /// The plain twin of the SIMD kernels: the same exact integer sums and the same two float
 /// multiply-adds per super-block, so the same bits.
 #[cfg(any(test, not(simd_kernels)))]
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
-    let mut acc = [0f32; TILE_ROWS];
-    for b in 0..blocks {
-        let sb = &tile[b * SB_BYTES..(b + 1) * SB_BYTES];
-        let x = &x[b * X_BYTES..(b + 1) * X_BYTES];
+    super::plain_rows(tile, blocks, (SB_BYTES, X_BYTES), x, |sb, x, r, acc| {
         let xd = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
-        let q8 = |k: usize| x[4 + k] as i8 as i32;
         let bsum = |j: usize| i16::from_le_bytes([x[260 + 2 * j], x[261 + 2 * j]]) as i32;
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let (mut sumi, mut summ) = (0i32, 0i32);
-            for s in 0..8 {
-                let dot: i32 = (32 * s..32 * s + 32)
-                    .map(|k| nibble(sb, r, k) as i32 * q8(k))
-                    .sum();
-                sumi += sb[SCALES + 8 * s + r] as i32 * dot;
-                summ += sb[MINS + 16 * (s / 2) + 2 * r + s % 2] as i32
-                    * (bsum(2 * s) + bsum(2 * s + 1));
-            }
-            let f16 =
-                |at: usize| half::f16::from_le_bytes([sb[at + 2 * r], sb[at + 2 * r + 1]]).to_f32();
-            *acc = (f16(D) * xd).mul_add(sumi as f32, *acc);
-            *acc = (-(f16(DMIN) * xd)).mul_add(summ as f32, *acc);
+        let (mut sumi, mut summ) = (0i32, 0i32);
+        for s in 0..8 {
+            let dot: i32 = (0..32)
+                .map(|v| {
+                    super::nibble(&sb[QS + 128 * s..], r, v) as i32 * x[4 + 32 * s + v] as i8 as i32
+                })
+                .sum();
+            sumi += sb[SCALES + 8 * s + r] as i32 * dot;
+            summ +=
+                sb[MINS + 16 * (s / 2) + 2 * r + s % 2] as i32 * (bsum(2 * s) + bsum(2 * s + 1));
         }
-    }
-    acc
+        let acc = (super::f16_at(sb, D + 2 * r) * xd).mul_add(sumi as f32, acc);
+        (-(super::f16_at(sb, DMIN + 2 * r) * xd)).mul_add(summ as f32, acc)
+    })
 }
 
 #[cfg(simd_kernels)]

@@ -125,26 +125,18 @@ fn value(sb: &[u8], r: usize, v: usize) -> u8 {
 /// float multiply-add per super-block.
 #[cfg(any(test, not(simd_kernels)))]
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
-    let mut acc = [0f32; TILE_ROWS];
-    for b in 0..blocks {
-        let sb = &tile[b * SB_BYTES..(b + 1) * SB_BYTES];
-        let x = &x[b * X_BYTES..(b + 1) * X_BYTES];
+    super::plain_rows(tile, blocks, (SB_BYTES, X_BYTES), x, |sb, x, r, acc| {
         let xd = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
-        let q8 = |k: usize| x[4 + k] as i8 as i32;
         let bsum = |s: usize| i16::from_le_bytes([x[260 + 2 * s], x[261 + 2 * s]]) as i32;
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let mut sumi = 0i32;
-            for s in 0..16 {
-                let dot: i32 = (16 * s..16 * s + 16)
-                    .map(|v| value(sb, r, v) as i32 * q8(v))
-                    .sum();
-                sumi += sb[SCALES + 8 * s + r] as i8 as i32 * (dot - 32 * bsum(s));
-            }
-            let d = half::f16::from_le_bytes([sb[D + 2 * r], sb[D + 2 * r + 1]]).to_f32();
-            *acc = (d * xd).mul_add(sumi as f32, *acc);
+        let mut sumi = 0i32;
+        for s in 0..16 {
+            let dot: i32 = (16 * s..16 * s + 16)
+                .map(|v| value(sb, r, v) as i32 * x[4 + v] as i8 as i32)
+                .sum();
+            sumi += sb[SCALES + 8 * s + r] as i8 as i32 * (dot - 32 * bsum(s));
         }
-    }
-    acc
+        (super::f16_at(sb, D + 2 * r) * xd).mul_add(sumi as f32, acc)
+    })
 }
 
 #[cfg(simd_kernels)]

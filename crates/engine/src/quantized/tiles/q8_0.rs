@@ -37,26 +37,15 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
     }
 }
 
-#[cfg(any(test, not(simd_kernels)))]
-fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
 /// The plain twin: per row and block, the exact Σ q_w·q_x, then one multiply-add by d_w·d_x.
 #[cfg(any(test, not(simd_kernels)))]
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
-    let mut acc = [0f32; TILE_ROWS];
-    for b in 0..blocks {
-        let tb = &tile[b * TB_BYTES..(b + 1) * TB_BYTES];
-        let x = &x[b * ACT_BYTES..(b + 1) * ACT_BYTES];
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let sumi: i32 = (0..32)
-                .map(|v| value(tb, r, v) as i32 * x[2 + v] as i8 as i32)
-                .sum();
-            *acc = (f16_at(tb, D + 2 * r) * f16_at(x, 0)).mul_add(sumi as f32, *acc);
-        }
-    }
-    acc
+    super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
+        let sumi: i32 = (0..32)
+            .map(|v| value(tb, r, v) as i32 * x[2 + v] as i8 as i32)
+            .sum();
+        (super::f16_at(tb, D + 2 * r) * super::f16_at(x, 0)).mul_add(sumi as f32, acc)
+    })
 }
 
 #[cfg(simd_kernels)]
