@@ -4,9 +4,10 @@
 //! dequantizes both sides and sums in f64.
 //!
 //! Kernels: Q4_0, Q4_1, Q8_0, Q4_K and Q6_K are repacked into tiles of eight rows (`tiles/`)
-//! by their first product. Where rows fill no tile, this crate's row kernels unpack each weight block once
-//! for several rows of a batch (`legacy.rs`, `k_rows.rs`); the other types use candle's block
-//! dot products, one row at a time (AVX2 for Q2_K, Q3_K and Q5_K; scalar for Q5_0 and Q5_1).
+//! by their first product. Where rows fill no tile, this crate's row kernels unpack each
+//! weight block once for several rows of a batch (`legacy.rs`, `k_rows.rs`); the other types
+//! use candle's block dot products, one row at a time (AVX2 for Q2_K, Q3_K and Q5_K; scalar
+//! for Q5_0 and Q5_1).
 
 pub mod activations;
 pub mod k_rows;
@@ -359,17 +360,8 @@ impl QMatrix {
                     return None;
                 }
                 let tiles = tiles::Tiles::pack(self.qtype, self.rows, self.cols, |i| self.row(i));
-                #[cfg(unix)]
                 if let (Some(_), Blocks::Mapped { map, range }) = (&tiles, &self.blocks) {
-                    // SAFETY: a read-only shared file mapping; dropped pages are re-read from
-                    // the file if touched again, so no data can change.
-                    unsafe {
-                        let _ = map.unchecked_advise_range(
-                            memmap2::UncheckedAdvice::DontNeed,
-                            range.start,
-                            range.len(),
-                        );
-                    }
+                    crate::formats::checkpoint::release_pages(map, range.clone());
                 }
                 tiles
             })
