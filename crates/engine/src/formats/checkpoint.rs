@@ -237,7 +237,7 @@ impl TensorFiles {
         .with_context(|| format!("{}: tensor {name}", shard.path.display()))?;
         // The bytes are copied out: loading a pair never holds the files and the buffers at
         // once.
-        release_pages(&shard.map, t.range.clone());
+        super::pages::release(&shard.map, t.range.clone());
         if let Some(i) = bad {
             let flat = i;
             bail!(
@@ -346,21 +346,4 @@ pub fn native_dtype(d: Dtype) -> Option<candle_core::DType> {
         Dtype::BF16 => Some(candle_core::DType::BF16),
         _ => None,
     }
-}
-
-/// Let the kernel drop `range` of a mapping from our resident set, once its bytes have been
-/// copied out (a read into a buffer, a repack into tiles).
-pub(crate) fn release_pages(map: &memmap2::Mmap, range: std::ops::Range<usize>) {
-    #[cfg(unix)]
-    // SAFETY: a read-only shared file mapping; dropped pages are re-read from the file if
-    // touched again, so no data can change.
-    unsafe {
-        let _ = map.unchecked_advise_range(
-            memmap2::UncheckedAdvice::DontNeed,
-            range.start,
-            range.len(),
-        );
-    }
-    #[cfg(not(unix))]
-    let _ = (map, range);
 }

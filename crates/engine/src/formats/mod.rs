@@ -11,6 +11,7 @@ pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod layout;
 pub mod mergekit;
+pub mod pages;
 pub mod pair;
 pub mod source;
 pub mod tokenizer;

@@ -361,7 +361,7 @@ impl QMatrix {
                 }
                 let tiles = tiles::Tiles::pack(self.qtype, self.rows, self.cols, |i| self.row(i));
                 if let (Some(_), Blocks::Mapped { map, range }) = (&tiles, &self.blocks) {
-                    crate::formats::checkpoint::release_pages(map, range.clone());
+                    crate::formats::pages::release(map, range.clone());
                 }
                 tiles
             })
