@@ -150,7 +150,7 @@ pub struct DemoOrPair {
     /// and its path: A is its base_model (linear: its first model), B the other, and α scales
     /// the config's t or weights, its own merge at α = 1.
     #[arg(long, value_name = "FILE", value_parser = parse_recipe,
-          conflicts_with_all = ["a", "b", "demo", "method", "layer_alphas", "c"])]
+          conflicts_with_all = ["a", "b", "demo", "method", "layer_alphas", "c", "d"])]
     pub recipe: Option<Box<crate::engine::MergeRecipe>>,
     /// A third endpoint C: the working weights move on the plane A + α·(B − A) + β·(C − A),
     /// β set by --beta (on the CPU). A full model beside two full models, or an adapter (or
@@ -160,8 +160,16 @@ pub struct DemoOrPair {
     pub c: Option<String>,
     /// How far towards C (with --c, or the demo's --plane): 0 is the line A→B, 1 adds all
     /// of C − A.
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_beta)]
     pub beta: Option<crate::engine::Alpha>,
+    /// A fourth endpoint D beside C, of the same kind: the working weights gain + γ·(D − A),
+    /// γ set by --gamma and held while α and β move (over adapters the strengths are then
+    /// 1 − α − β − γ, α, β and γ).
+    #[arg(long, requires = "c")]
+    pub d: Option<String>,
+    /// How far towards D (with --d).
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_gamma)]
+    pub gamma: Option<crate::engine::Alpha>,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -203,6 +211,15 @@ impl Demo {
             },
         }
     }
+}
+
+/// The benches' C at β and D at γ, where given.
+pub fn extra_endpoints(opts: &mut LoadOptions, [c, d]: [(&Option<String>, Option<Alpha>); 2]) {
+    let fixed = |(x, w): (&Option<String>, Option<Alpha>)| {
+        Some(crate::engine::ExtraEndpoint::fixed(x.clone()?, w?.value()))
+    };
+    opts.third = fixed(c);
+    opts.fourth = fixed(d);
 }
 
 /// Why `--betas` is refused without a third endpoint.
@@ -262,17 +279,20 @@ impl DemoOrPair {
             opts.method = r.method;
             opts.layers = Some(r.layers.clone());
             opts.dtype = opts.dtype.or(r.dtype);
-            opts.third = r.c.as_ref().map(|(c, f)| crate::engine::ThirdEndpoint {
-                source: c.clone(),
-                beta: None,
-                factors: Some(f.clone()),
-            });
+            let follow_alpha =
+                |(x, f): &(String, crate::engine::LayerAlphas)| crate::engine::ExtraEndpoint {
+                    source: x.clone(),
+                    weight: None,
+                    factors: Some(f.clone()),
+                };
+            opts.third = r.c.as_ref().map(follow_alpha);
+            opts.fourth = r.d.as_ref().map(follow_alpha);
         }
         if self.plane {
             if self.demo() != Some(Demo::Smollm2) {
                 bail!("--plane: only the smollm2 demo has a plane (--demo smollm2 --plane)");
             }
-            opts.third = Some(crate::engine::ThirdEndpoint::fixed(
+            opts.third = Some(crate::engine::ExtraEndpoint::fixed(
                 smollm2_adapter("positive"),
                 self.beta.map_or(0.0, |b| b.value()),
             ));
@@ -281,9 +301,20 @@ impl DemoOrPair {
             _ if self.plane => {}
             (None, Some(_)) => bail!("--beta: needs --c C, the plane's third endpoint"),
             (Some(c), Some(beta)) => {
-                opts.third = Some(crate::engine::ThirdEndpoint::fixed(c.clone(), beta.value()))
+                opts.third = Some(crate::engine::ExtraEndpoint::fixed(c.clone(), beta.value()))
             }
             (Some(c), None) => bail!("--c {c}: needs --beta B, how far towards C"),
+            _ => {}
+        }
+        match (&self.d, self.gamma) {
+            (None, Some(_)) => bail!("--gamma: needs --d D, the fourth endpoint"),
+            (Some(d), Some(gamma)) => {
+                opts.fourth = Some(crate::engine::ExtraEndpoint::fixed(
+                    d.clone(),
+                    gamma.value(),
+                ))
+            }
+            (Some(d), None) => bail!("--d {d}: needs --gamma G, how far towards D"),
             _ => {}
         }
         if self.demo() == Some(Demo::Smollm2) && opts.base.is_none() {
@@ -416,6 +447,27 @@ fn parse_layer_alphas(s: &str) -> Result<crate::engine::LayerAlphas, String> {
     crate::engine::LayerAlphas::parse(s).map_err(|e| e.to_string())
 }
 
+/// `--beta`: how far towards C, validated as α is, its errors in β's name.
+fn parse_beta(s: &str) -> Result<Alpha, String> {
+    parse_weight(s, "β", "C")
+}
+
+/// `--gamma`: how far towards D.
+fn parse_gamma(s: &str) -> Result<Alpha, String> {
+    parse_weight(s, "γ", "D")
+}
+
+fn parse_weight(s: &str, name: &str, endpoint: &str) -> Result<Alpha, String> {
+    use crate::engine::AlphaError;
+    s.parse::<Alpha>().map_err(|e| match e {
+        AlphaError::OutOfRange(x) => format!(
+            "{name} = {x} is absurd (|{name}| must be at most {}); 0 adds none of {endpoint} − A, 1 all of it",
+            crate::engine::MAX_ABS_ALPHA
+        ),
+        other => other.to_string().replace('α', name),
+    })
+}
+
 fn parse_recipe(s: &str) -> Result<Box<crate::engine::MergeRecipe>, String> {
     crate::engine::MergeRecipe::load(std::path::Path::new(s))
         .map(Box::new)
@@ -434,6 +486,7 @@ impl LoadArgs {
             method: self.method,
             layers: self.layer_alphas.clone(),
             third: None,
+            fourth: None,
             dequantize: self.dequantize,
         })
     }
@@ -782,8 +835,14 @@ pub struct BenchModelArgs {
     #[arg(long, requires = "beta")]
     pub c: Option<String>,
     /// β of the plane, with --c.
-    #[arg(long, requires = "c", allow_hyphen_values = true)]
+    #[arg(long, requires = "c", allow_hyphen_values = true, value_parser = parse_beta)]
     pub beta: Option<crate::engine::Alpha>,
+    /// A fourth endpoint beside C: + γ·(D − A) (with --gamma).
+    #[arg(long, requires_all = ["c", "gamma"])]
+    pub d: Option<String>,
+    /// γ, with --d.
+    #[arg(long, requires = "d", allow_hyphen_values = true, value_parser = parse_gamma)]
+    pub gamma: Option<crate::engine::Alpha>,
     #[command(flatten)]
     pub load: LoadArgs,
     /// Prompt length in tokens (ids 1..=N, the same for every α and for the reference).
@@ -815,9 +874,7 @@ impl BenchModelArgs {
                 opts.tokenizer = Some(file.with_file_name("tokenizer.json"));
             }
         }
-        if let (Some(c), Some(beta)) = (&self.c, self.beta) {
-            opts.third = Some(crate::engine::ThirdEndpoint::fixed(c.clone(), beta.value()));
-        }
+        extra_endpoints(&mut opts, [(&self.c, self.beta), (&self.d, self.gamma)]);
         Ok(opts)
     }
 
@@ -943,8 +1000,15 @@ pub struct BenchBlendArgs {
     #[arg(long, requires = "beta")]
     pub c: Option<String>,
     /// β of the plane, with --c.
-    #[arg(long, requires = "c", allow_hyphen_values = true)]
+    #[arg(long, requires = "c", allow_hyphen_values = true, value_parser = parse_beta)]
     pub beta: Option<crate::engine::Alpha>,
+    /// A fourth full model of the pair's shape: the pass through four endpoints is timed
+    /// (with --gamma).
+    #[arg(long, requires_all = ["c", "gamma"])]
+    pub d: Option<String>,
+    /// γ, with --d.
+    #[arg(long, requires = "d", allow_hyphen_values = true, value_parser = parse_gamma)]
+    pub gamma: Option<crate::engine::Alpha>,
     /// Parameters of a random working set, when no pair is given.
     #[arg(long, default_value = "100000000", value_parser = parse_params)]
     pub params: usize,

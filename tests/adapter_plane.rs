@@ -4,10 +4,11 @@
 //! `add_weighted_adapter(combination_type="cat")` at those weights, merged, and recorded logits
 //! and greedy tokens (tests/fixtures/adapter-plane/expected.json). Both paths must match them:
 //! merged (the working copy re-merged at α and β) and factored (each batch row at its own α).
+//! A fourth adapter D at γ (`--d D --gamma G`) is held to PEFT's `cat` of all four the same way.
 
 mod support;
 
-use lerpscope::engine::{Alpha, DeviceChoice, Engine, LoadOptions, ThirdEndpoint};
+use lerpscope::engine::{Alpha, DeviceChoice, Engine, ExtraEndpoint, LoadOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -38,9 +39,9 @@ fn cpu() -> LoadOptions {
 fn with_c(c: &str, beta: f64) -> LoadOptions {
     LoadOptions {
         device: DeviceChoice::Cpu,
-        third: Some(ThirdEndpoint {
+        third: Some(ExtraEndpoint {
             source: c.to_string(),
-            beta: Some(beta),
+            weight: Some(beta),
             factors: None,
         }),
         ..Default::default()
@@ -148,6 +149,136 @@ fn check_plane(a: &str, plane: &str) {
             assert_eq!(greedy_rows[k].token_ids, ids(&run["greedy"]), "{what}");
         }
     }
+}
+
+fn with_c_and_d(c: &str, beta: f64, d: &str, gamma: f64) -> LoadOptions {
+    LoadOptions {
+        fourth: Some(ExtraEndpoint::fixed(d, gamma)),
+        ..with_c(c, beta)
+    }
+}
+
+/// Every point (α, β, γ) of `set`: an engine loaded at its γ, moved to (α, β), gives PEFT's
+/// logits (within 1e-4) merged and factored, and its greedy tokens; the points at one γ as
+/// rows of one factored batch give the same.
+fn check_space(a: &str, set: &str) {
+    let exp = expected();
+    let prompts: Vec<String> = serde_json::from_value(exp["prompts"].clone()).unwrap();
+    let n = exp["new_tokens"].as_u64().unwrap() as usize;
+    let points = exp["spaces"][set].as_array().unwrap();
+    let num = |p: &Value, k: &str| p[k].as_f64().unwrap();
+    let (b, c, d) = (path(&exp, "b"), path(&exp, "c"), path(&exp, "d"));
+    let mut gammas: Vec<f64> = points.iter().map(|p| num(p, "gamma")).collect();
+    gammas.dedup();
+    for gamma in gammas {
+        let at_gamma: Vec<&Value> = points.iter().filter(|p| num(p, "gamma") == gamma).collect();
+        let opts = with_c_and_d(&c, num(at_gamma[0], "beta"), &d, gamma);
+        let mut e = Engine::load(a, &b, &opts).unwrap_or_else(|err| panic!("{set}: {err}"));
+        assert!(
+            e.info.description.contains(" + γ·("),
+            "{}",
+            e.info.description
+        );
+        assert_eq!(e.gamma(), Some(gamma));
+        for point in &at_gamma {
+            let (alpha, beta) = (num(point, "alpha"), num(point, "beta"));
+            let at = Alpha::new(alpha).unwrap();
+            e.set_point(at, Some(beta)).unwrap();
+            for (pi, prompt) in prompts.iter().enumerate() {
+                let run = &point["runs"][pi];
+                let prompt_ids = ids(&run["prompt_ids"]);
+                let want = floats(&run["logits"]);
+                let what = format!("{set} (α, β, γ) = ({alpha}, {beta}, {gamma}) {prompt:?}");
+                let dm = max_diff(&e.logits(&prompt_ids).unwrap(), &want);
+                assert!(dm <= 1e-4, "{what} merged: max |Δlogit| = {dm}");
+                let factored = e.logits_columns(&prompt_ids, &[at]).unwrap();
+                let df = max_diff(&factored[0], &want);
+                assert!(df <= 1e-4, "{what} factored: max |Δlogit| = {df}");
+                let mut g = e.generator();
+                g.eos = &[];
+                let tokens = g
+                    .run(prompt, &greedy(n), &AtomicBool::new(false), &mut |_| {})
+                    .unwrap()
+                    .token_ids;
+                assert_eq!(tokens, ids(&run["greedy"]), "{what} merged greedy");
+            }
+        }
+        let at = |key: &str| -> Vec<Alpha> {
+            at_gamma
+                .iter()
+                .map(|p| Alpha::new(num(p, key)).unwrap())
+                .collect()
+        };
+        let mix = e.mix_at(&at("alpha"), Some(&at("beta"))).unwrap();
+        for (pi, prompt) in prompts.iter().enumerate() {
+            let prompt_ids = ids(&at_gamma[0]["runs"][pi]["prompt_ids"]);
+            let rows = e.logits_mixed(&prompt_ids, &mix).unwrap();
+            let greedy_rows = factored_greedy(&e, &prompt_ids, &mix, n);
+            for (k, point) in at_gamma.iter().enumerate() {
+                let run = &point["runs"][pi];
+                let what = format!("{set} γ = {gamma}, row {k} of one batch, {prompt:?}");
+                let dr = max_diff(&rows[k], &floats(&run["logits"]));
+                assert!(dr <= 1e-4, "{what}: max |Δlogit| = {dr}");
+                assert_eq!(greedy_rows[k].token_ids, ids(&run["greedy"]), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn four_adapters_are_peft_cat_at_their_weights() {
+    let exp = expected();
+    check_space(&path(&exp, "a"), "adapters");
+}
+
+#[test]
+fn with_the_base_as_a_three_adapters_take_independent_strengths() {
+    check_space("base", "base");
+}
+
+/// γ = 0 is the plane through A, B and C, bit for bit; D needs C and a γ of its own, and a
+/// D of another kind is refused by flag.
+#[test]
+fn a_fourth_endpoint_at_zero_is_the_plane_and_bad_ones_are_refused() {
+    let exp = expected();
+    let (a, b, c, d) = (
+        path(&exp, "a"),
+        path(&exp, "b"),
+        path(&exp, "c"),
+        path(&exp, "d"),
+    );
+    let ids = [3u32, 17, 40, 9];
+    let mut plane = Engine::load(&a, &b, &with_c(&c, 0.4)).unwrap();
+    let mut space = Engine::load(&a, &b, &with_c_and_d(&c, 0.4, &d, 0.0)).unwrap();
+    for alpha in [0.0, 0.6, 1.0] {
+        plane.set_alpha(alpha).unwrap();
+        space.set_alpha(alpha).unwrap();
+        assert_eq!(
+            plane.logits(&ids).unwrap(),
+            space.logits(&ids).unwrap(),
+            "α {alpha}"
+        );
+    }
+    let refused = |opts: LoadOptions, says: &str| {
+        let e = Engine::load(&a, &b, &opts).err().expect(says).to_string();
+        assert!(e.contains(says), "{e}");
+    };
+    let no_c = LoadOptions {
+        fourth: Some(ExtraEndpoint::fixed(d.clone(), 0.5)),
+        ..cpu()
+    };
+    refused(no_c, "--d");
+    let follows = LoadOptions {
+        fourth: Some(ExtraEndpoint {
+            source: d.clone(),
+            weight: None,
+            factors: None,
+        }),
+        ..with_c(&c, 0.2)
+    };
+    refused(follows, "(--gamma)");
+    let full = here().join("../tiny-llama-a").display().to_string();
+    refused(with_c_and_d(&c, 0.2, &full, 0.5), "--d");
 }
 
 #[test]
@@ -329,7 +460,7 @@ fn a_plane_over_adapters_refuses_what_it_cannot_blend_in_one_line() {
     );
     // C's weight following α (a recipe's direction) needs full models.
     let mut follows = with_c(&c, 0.5);
-    follows.third.as_mut().unwrap().beta = None;
+    follows.third.as_mut().unwrap().weight = None;
     has(&load_err(&a, &b, &follows), &["--c", "--beta"]);
     // A tensor replaced whole (modules_to_save) in any of the three (llama-saved-b replaces
     // the final norm, which the tied base has too).

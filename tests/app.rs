@@ -23,6 +23,7 @@ fn info() -> PairInfo {
         method: Default::default(),
         layers: None,
         beta: None,
+        gamma: None,
         layer_strip: vec![],
     }
 }

@@ -42,6 +42,7 @@ fn app() -> (App, Vec<(ColumnId, Job)>) {
             method: Default::default(),
             layers: None,
             beta: None,
+            gamma: None,
             layer_strip: vec![],
         })))
         .into_iter()

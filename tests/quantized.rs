@@ -223,7 +223,7 @@ fn rows_at_mixed_alphas_match_each_alpha_alone_and_the_dequantised_path() {
 /// A copy of the fixture adapter with every lora_B scaled by `s`, so that its update is
 /// `s·ΔB`.
 fn scaled_lora(tmp: &std::path::Path, s: f64) -> PathBuf {
-    let out = tmp.join("scaled-lora");
+    let out = tmp.join(format!("scaled-lora{s}"));
     std::fs::create_dir_all(&out).unwrap();
     let src = dir().join("lora");
     std::fs::copy(
@@ -264,9 +264,9 @@ fn a_plane_over_adapters_on_a_quantized_base_runs_factored_at_every_point() {
         base: Some(dir().join("base-q4_1.gguf").display().to_string()),
         chat_template: false,
         dequantize,
-        third: Some(lerpscope::engine::ThirdEndpoint {
+        third: Some(lerpscope::engine::ExtraEndpoint {
             source: c.clone(),
-            beta: Some(0.5),
+            weight: Some(0.5),
             factors: None,
         }),
         ..Default::default()
@@ -298,6 +298,60 @@ fn a_plane_over_adapters_on_a_quantized_base_runs_factored_at_every_point() {
             plane.logits(&ids).unwrap(),
             line.logits(&ids).unwrap(),
             "β 0, α {a}"
+        );
+    }
+}
+
+/// A fourth adapter D on a base kept quantized: with C = −0.6·ΔB at β = 0.5 and D = 0.4·ΔB at
+/// γ = 0.5, the point (α, β, γ) is the line at α − 0.1; rows match their point alone and the
+/// dequantised (merged) path, and γ = 0 is the plane bit for bit.
+#[test]
+fn a_fourth_adapter_on_a_quantized_base_runs_factored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = scaled_lora(tmp.path(), -0.6).display().to_string();
+    let d = scaled_lora(tmp.path(), 0.4).display().to_string();
+    let opts = |dequantize: bool, gamma: f64| LoadOptions {
+        device: DeviceChoice::Cpu,
+        base: Some(dir().join("base-q4_1.gguf").display().to_string()),
+        chat_template: false,
+        dequantize,
+        third: Some(lerpscope::engine::ExtraEndpoint::fixed(c.clone(), 0.5)),
+        fourth: Some(lerpscope::engine::ExtraEndpoint::fixed(d.clone(), gamma)),
+        ..Default::default()
+    };
+    let lora = dir().join("lora").display().to_string();
+    let mut four = Engine::load("base", &lora, &opts(false, 0.5)).unwrap();
+    assert!(
+        four.info.description.contains(" + γ·("),
+        "{}",
+        four.info.description
+    );
+    let mut plain = Engine::load("base", &lora, &opts(true, 0.5)).unwrap();
+    let ids = [5u32, 17, 42, 8, 99, 3];
+    let alphas = [0.0, 0.8, 1.3];
+    rows_match_alone_and_dequantised(&mut four, &mut plain, &ids, &alphas, "four q4_1");
+    let mut line = load("q4_1", false);
+    for a in alphas {
+        four.set_alpha(a).unwrap();
+        line.set_alpha(a - 0.1).unwrap();
+        let gap = max_gap(&four.logits(&ids).unwrap(), &line.logits(&ids).unwrap());
+        assert!(
+            gap <= TOLERANCE,
+            "α {a} against the line at {}: {gap}",
+            a - 0.1
+        );
+    }
+    let mut at_zero = Engine::load("base", &lora, &opts(false, 0.0)).unwrap();
+    let mut plane_opts = opts(false, 0.0);
+    plane_opts.fourth = None;
+    let mut plane = Engine::load("base", &lora, &plane_opts).unwrap();
+    for a in alphas {
+        at_zero.set_alpha(a).unwrap();
+        plane.set_alpha(a).unwrap();
+        assert_eq!(
+            at_zero.logits(&ids).unwrap(),
+            plane.logits(&ids).unwrap(),
+            "γ 0, α {a}"
         );
     }
 }

@@ -1,24 +1,26 @@
 //! mergekit recipes and α per layer against mergekit itself: tests/fixtures/make_recipes.py
 //! merged the tiny Llama pair with each config in tests/fixtures/recipes/ (slerp with a
-//! filtered gradient on t, task_arithmetic with a filtered weight and λ, linear with per-model
-//! filtered gradients), kept mergekit's merged weights, and recorded transformers' logits and
-//! greedy tokens on them.
+//! filtered gradient on t, task_arithmetic with a filtered weight and λ, over three and four
+//! models, linear with per-model filtered gradients over two and four models), kept mergekit's
+//! merged weights, and recorded transformers' logits and greedy tokens on them.
 
 mod support;
 
 use lerpscope::engine::{
-    DeviceChoice, Engine, LayerAlphas, LoadOptions, MergeRecipe, ThirdEndpoint,
+    DeviceChoice, Engine, ExtraEndpoint, LayerAlphas, LoadOptions, MergeRecipe,
 };
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const RECIPES: [&str; 4] = [
+const RECIPES: [&str; 6] = [
     "slerp-gradient",
     "task-arithmetic",
     "task-arithmetic-plane",
+    "task-arithmetic-four",
     "linear-gradient",
+    "linear-four",
 ];
 
 fn fixture(name: &str) -> PathBuf {
@@ -145,6 +147,67 @@ fn the_plane_through_three_models_is_mergekits_task_arithmetic() {
     assert!(!ok && err.contains("--beta"), "{err}");
 }
 
+/// `--d D --gamma −0.3` beside `--c C --beta 0.5`, at α = 0.7: task_arithmetic over a base and
+/// three models, as mergekit merges it. γ = 0 is the plane bit for bit; --gamma needs --d.
+#[test]
+fn four_models_are_mergekits_task_arithmetic() {
+    let (a, b, c, d) = (
+        fixture("tiny-llama-a"),
+        fixture("tiny-llama-b"),
+        fixture("recipes/c"),
+        fixture("recipes/d"),
+    );
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let plane = [
+        "--a".to_string(),
+        s(&a),
+        "--b".into(),
+        s(&b),
+        "--c".into(),
+        s(&c),
+        "--beta".into(),
+        "0.5".into(),
+    ];
+    let four: Vec<String> = plane
+        .iter()
+        .cloned()
+        .chain(["--d".into(), s(&d), "--gamma=-0.3".into()])
+        .collect();
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let got = export(&args(&four), "0.7");
+    let want = tensors(&fixture("recipes/task-arithmetic-four.safetensors"));
+    assert_close("--d --gamma", &got, &want);
+    let mut at_zero = four.clone();
+    at_zero[10] = "--gamma=0".into();
+    let bits = |m: HashMap<String, Vec<f32>>| -> Vec<(String, Vec<u32>)> {
+        let mut v: Vec<_> = m
+            .into_iter()
+            .map(|(k, t)| (k, t.iter().map(|x| x.to_bits()).collect()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(bits(export(&args(&at_zero), "0.7")) == bits(export(&args(&plane), "0.7")));
+    let mut no_d = plane.to_vec();
+    no_d.extend(["--gamma".into(), "0.2".into()]);
+    let (ok, err) = lerpscope(&[&["generate"], &args(&no_d)[..]].concat());
+    assert!(!ok && err.contains("--gamma"), "{err}");
+    let mut no_gamma = plane.to_vec();
+    no_gamma.extend(["--d".into(), s(&d)]);
+    let (ok, err) = lerpscope(&[&["generate"], &args(&no_gamma)[..]].concat());
+    assert!(
+        !ok && err.contains("--d") && err.contains("--gamma"),
+        "{err}"
+    );
+    let mut absurd = four.clone();
+    absurd[10] = "--gamma=5000".into();
+    let (ok, err) = lerpscope(&[&["generate"], &args(&absurd)[..]].concat());
+    assert!(!ok && err.contains("γ = 5000 is absurd"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
 /// α = 0 is endpoint A bit for bit, whatever the recipe.
 #[test]
 fn alpha_zero_is_a_exactly() {
@@ -170,9 +233,14 @@ fn load(name: &str) -> Engine {
         dtype: r.dtype,
         method: r.method,
         layers: Some(r.layers.clone()),
-        third: r.c.as_ref().map(|(c, f)| ThirdEndpoint {
+        third: r.c.as_ref().map(|(c, f)| ExtraEndpoint {
             source: root().join(c).display().to_string(),
-            beta: None,
+            weight: None,
+            factors: Some(f.clone()),
+        }),
+        fourth: r.d.as_ref().map(|(d, f)| ExtraEndpoint {
+            source: root().join(d).display().to_string(),
+            weight: None,
             factors: Some(f.clone()),
         }),
         ..Default::default()
@@ -193,9 +261,13 @@ fn generation_matches_transformers_on_mergekits_models() {
         let mut engine = load(name);
         assert!(!engine.on_line(), "{name}");
         assert!(engine.info.description.contains("α per layer"), "{name}");
-        if name.ends_with("plane") {
+        if name.ends_with("plane") || name.ends_with("four") {
             let d = &engine.info.description;
             assert!(d.contains("+ α·(") && d.contains("recipes/c − A)"), "{d}");
+        }
+        if name.ends_with("four") {
+            let d = &engine.info.description;
+            assert!(d.contains("recipes/d − A)"), "{d}");
         }
         engine.set_alpha(1.0).unwrap();
         support::assert_runs_match(&engine, &prompts, &exp[name], name);
@@ -350,7 +422,10 @@ fn an_export_writes_its_own_mergekit_config() {
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
     let c = fixture("recipes/c");
     let c = c.to_str().unwrap();
-    let cases: [(&str, Vec<&str>); 4] = [
+    let d = fixture("recipes/d");
+    let d = d.to_str().unwrap();
+    let four = recipe("task-arithmetic-four");
+    let cases: [(&str, Vec<&str>); 6] = [
         ("slerp", vec!["--recipe", r.to_str().unwrap()]),
         (
             "layers",
@@ -361,6 +436,13 @@ fn an_export_writes_its_own_mergekit_config() {
             "plane",
             vec!["--a", a, "--b", b, "--c", c, "--beta", "-0.3"],
         ),
+        (
+            "four",
+            vec![
+                "--a", a, "--b", b, "--c", c, "--beta", "-0.3", "--d", d, "--gamma", "0.6",
+            ],
+        ),
+        ("four-recipe", vec!["--recipe", four.to_str().unwrap()]),
     ];
     for (what, args) in cases {
         let case = dir.path().join(what);
@@ -396,27 +478,29 @@ fn mergekit_merges_what_the_export_wrote() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let r = recipe("slerp-gradient");
-    let out = export_dir(&["--recipe", r.to_str().unwrap()], "0.4", dir.path());
-    let merged = dir.path().join("by-mergekit");
-    let run = Command::new(&python)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["-m", "mergekit.scripts.run_yaml"])
-        .arg(out.join("mergekit_config.yml"))
-        .arg(&merged)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "mergekit: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert_close(
-        "mergekit on the exported config",
-        &tensors(&out.join("model.safetensors")),
-        &tensors(&merged.join("model.safetensors")),
-    );
+    for name in ["slerp-gradient", "task-arithmetic-four"] {
+        let dir = tempfile::tempdir().unwrap();
+        let r = recipe(name);
+        let out = export_dir(&["--recipe", r.to_str().unwrap()], "0.4", dir.path());
+        let merged = dir.path().join("by-mergekit");
+        let run = Command::new(&python)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["-m", "mergekit.scripts.run_yaml"])
+            .arg(out.join("mergekit_config.yml"))
+            .arg(&merged)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "mergekit: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_close(
+            &format!("mergekit on the config exported from {name}"),
+            &tensors(&out.join("model.safetensors")),
+            &tensors(&merged.join("model.safetensors")),
+        );
+    }
 }
 
 /// A sweep records α per layer in sweep.json and resumes only with the same rules.
@@ -496,9 +580,9 @@ fn a_bad_third_endpoint_gets_one_line() {
     let opts = LoadOptions {
         device: DeviceChoice::Cpu,
         base: Some(fixture("adapters/base-llama-tied").display().to_string()),
-        third: Some(ThirdEndpoint {
+        third: Some(ExtraEndpoint {
             source: c.display().to_string(),
-            beta: Some(0.5),
+            weight: Some(0.5),
             factors: None,
         }),
         ..Default::default()
@@ -519,9 +603,9 @@ fn moving_beta_is_loading_at_it() {
     let opts = |beta: f64| LoadOptions {
         device: DeviceChoice::Cpu,
         dtype: Some(candle_core::DType::F32),
-        third: Some(ThirdEndpoint {
+        third: Some(ExtraEndpoint {
             source: fixture("recipes/c").display().to_string(),
-            beta: Some(beta),
+            weight: Some(beta),
             factors: None,
         }),
         ..Default::default()

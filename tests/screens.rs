@@ -42,6 +42,7 @@ fn pair_info(a: impl Into<String>, b: impl Into<String>, description: &str) -> P
         method: Default::default(),
         layers: None,
         beta: None,
+        gamma: None,
         layer_strip: vec![],
     }
 }
@@ -310,6 +311,7 @@ fn the_header_names_a_method_other_than_the_line() {
         method: lerpscope::engine::Method::Slerp,
         layers: None,
         beta: None,
+        gamma: None,
         layer_strip: vec![],
     })));
     let screen = render(&a, 120, 20);
@@ -379,6 +381,38 @@ fn the_header_shows_the_plane_and_its_beta() {
         header.contains("base X + the base ↔ LoRA r8 ×7 modules + β·(LoRA r6 ×4 modules − A)")
             && header.matches("β·(").count() == 1,
         "{header}"
+    );
+}
+
+/// With a fourth endpoint held at γ the header shows its term and γ, the pad the focused
+/// point with γ, and a saved session's path records them.
+#[test]
+fn a_fourth_endpoint_shows_its_gamma() {
+    let mut a = App::new(
+        "base".into(),
+        "neg".into(),
+        "The food",
+        &[Alpha::A, Alpha::B],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        beta: Some(0.5),
+        gamma: Some(0.3),
+        ..pair_info("base", "neg", "A ↔ B + β·(C − A) + γ·(D − A)")
+    })));
+    let screen = render(&a, 120, 40);
+    assert!(
+        screen.contains("+ β·(C − A) + γ·(D − A) (γ = 0.3)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("(α, β, γ) = (0.00, 0.50, 0.30)"),
+        "{screen}"
+    );
+    assert_eq!(
+        a.session().path.as_deref(),
+        Some("+ β·(C − A) + γ·(D − A); γ = 0.3")
     );
 }
 
@@ -481,6 +515,7 @@ fn the_layer_strip_shows_each_layers_alpha() {
     );
     a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
         layers: Some("self_attn=0,1;mlp=1,0".into()),
+        gamma: None,
         layer_strip: vec![
             lerpscope::engine::LayerStrip {
                 kind: "self_attn".into(),

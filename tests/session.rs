@@ -491,14 +491,14 @@ fn a_find_job_reports_its_points_and_its_answer_and_stops_when_cancelled() {
 /// visibly moves the meter.
 #[test]
 fn a_curve_over_a_plane_measures_each_point_of_its_grid() {
-    use lerpscope::engine::ThirdEndpoint;
+    use lerpscope::engine::ExtraEndpoint;
     use lerpscope::eval::points::{measure, Fluency, Plan};
     use lerpscope::eval::sweep::PplRef;
     use lerpscope::session::CurveJob;
     let (a, b) = lerpscope::cli::demo_pair();
     let opts = LoadOptions {
         device: DeviceChoice::Cpu,
-        third: Some(ThirdEndpoint::fixed(b.clone(), 0.0)),
+        third: Some(ExtraEndpoint::fixed(b.clone(), 0.0)),
         ..Default::default()
     };
     let (tx, rx) = mpsc::channel();

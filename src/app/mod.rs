@@ -1168,6 +1168,14 @@ impl App {
         self.columns.get(self.focused).and_then(|c| c.beta)
     }
 
+    /// D's weight γ, held for the session, with a fourth endpoint (`--d D --gamma G`).
+    pub fn gamma(&self) -> Option<f64> {
+        match &self.pair {
+            PairState::Ready(info) => info.gamma,
+            _ => None,
+        }
+    }
+
     /// β's visible range on the pad (and the heat map's): the unit triangle with a margin,
     /// widened just enough to keep every column's β in view (so a click on the edge row keeps
     /// its β).
@@ -1295,16 +1303,18 @@ impl App {
         effects
     }
 
-    /// A plane's term, "β·(C − A)" (or "α·(C − A)" for a recipe's direction), from the pair's
-    /// description.
+    /// A plane's terms, "β·(C − A)" (or "α·(C − A)" for a recipe's direction, and with a
+    /// fourth endpoint "… + γ·(D − A)"), from the pair's description.
     pub fn plane_term(&self) -> Option<&str> {
         let PairState::Ready(info) = &self.pair else {
             return None;
         };
-        info.description
-            .rsplit_once(" + ")
-            .map(|(_, c)| c)
-            .filter(|c| c.starts_with("β·(") || c.starts_with("α·("))
+        let d = &info.description;
+        let at = [" + β·(", " + α·("]
+            .iter()
+            .filter_map(|t| d.find(t))
+            .min()?;
+        Some(&d[at + " + ".len()..])
     }
 
     /// The pair's path beyond the line, in words (None on the line).
@@ -1321,6 +1331,9 @@ impl App {
         }
         if let Some(c) = self.plane_term() {
             parts.push(format!("+ {c}"));
+        }
+        if let Some(gamma) = info.gamma {
+            parts.push(format!("γ = {gamma}"));
         }
         (!parts.is_empty()).then(|| parts.join("; "))
     }

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 pub fn blend(args: BenchBlendArgs) -> Result<()> {
     let mut opts = args.load.options()?;
-    if let (Some(c), Some(beta)) = (&args.c, args.beta) {
-        opts.third = Some(crate::engine::ThirdEndpoint::fixed(c.clone(), beta.value()));
-    }
+    crate::cli::extra_endpoints(&mut opts, [(&args.c, args.beta), (&args.d, args.gamma)]);
     // Keep the engine alive (when loaded) so its buffers stay valid; off the line (slerp, α
     // per layer) its own pass is timed, through `set_alpha`.
     let mut engine: Option<Engine> = None;
@@ -27,7 +25,7 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
         || opts.method != crate::engine::Method::Linear;
     if pair.is_none() && off_line {
         anyhow::bail!(
-            "bench blend: --c, --layer-alphas and --method time a loaded pair; give --a and --b or --shape"
+            "bench blend: --c, --d, --layer-alphas and --method time a loaded pair; give --a and --b or --shape"
         );
     }
     let (working, a, b, source) = match &pair {
@@ -307,6 +305,9 @@ impl GenBench {
         let engine = Engine::load(&a, &b, &args.options()?)?;
         if let (Some(c), Some(beta)) = (&args.c, args.beta) {
             label.push_str(&format!(" + β·({c} − A) at β = {beta}"));
+        }
+        if let (Some(d), Some(gamma)) = (&args.d, args.gamma) {
+            label.push_str(&format!(" + γ·({d} − A) at γ = {gamma}"));
         }
         Ok(Self {
             engine,

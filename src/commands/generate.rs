@@ -53,6 +53,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             if let Some(beta) = engine.info.beta {
                 line["beta"] = json!(beta);
             }
+            if let Some(gamma) = engine.info.gamma {
+                line["gamma"] = json!(gamma);
+            }
             if args.logprobs {
                 let top = |t: &crate::engine::TokenInfo| {
                     t.top
@@ -72,9 +75,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             }
             writeln!(out, "{line}")?;
         } else {
-            match engine.info.beta {
-                Some(beta) => writeln!(out, "── α = {alpha}, β = {beta} ──")?,
-                None => writeln!(out, "── α = {alpha} ──")?,
+            match (engine.info.beta, engine.info.gamma) {
+                (Some(beta), Some(gamma)) => {
+                    writeln!(out, "── α = {alpha}, β = {beta}, γ = {gamma} ──")?
+                }
+                (Some(beta), None) => writeln!(out, "── α = {alpha}, β = {beta} ──")?,
+                _ => writeln!(out, "── α = {alpha} ──")?,
             }
             write!(out, "{}", prompt)?;
             out.flush()?;

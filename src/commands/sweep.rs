@@ -69,7 +69,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             method: opts.method,
             layers: opts.layers.map(|l| l.spec()),
             plane: opts.third.map(|t| {
-                let beta = t.beta.map_or("α".to_string(), |b| b.to_string());
+                let beta = t.weight.map_or("α".to_string(), |b| b.to_string());
                 let factors = t.factors.map(|f| format!(", factors {}", f.spec()));
                 format!("{}, β {beta}{}", t.source, factors.unwrap_or_default())
             }),

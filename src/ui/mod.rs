@@ -386,7 +386,10 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             ));
         }
         if let Some(c) = app.plane_term() {
-            let c = format!(" + {}", compact_paths(c));
+            let mut c = format!(" + {}", compact_paths(c));
+            if let Some(gamma) = info.gamma {
+                c.push_str(&format!(" (γ = {gamma})"));
+            }
             spans.push(Span::styled(c, Style::default().fg(Color::Cyan)));
         }
         spans.push(Span::styled(

@@ -81,14 +81,16 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         }
     }
     let focused = app.columns[app.focused].alpha;
+    let (a, b) = (fmt_alpha(focused), fmt_alpha(focused_beta));
+    // With a fourth endpoint the pad is the plane's slice at D's held γ.
+    let point = match app.gamma() {
+        None => format!("(α, β) = ({a}, {b})"),
+        Some(g) => format!("(α, β, γ) = ({a}, {b}, {g:.2})"),
+    };
     put(
         buf,
         (area.width, 0),
-        &format!(
-            "(α, β) = ({}, {})",
-            fmt_alpha(focused),
-            fmt_alpha(focused_beta)
-        ),
+        &point,
         Style::default().fg(Color::Yellow),
     );
 }

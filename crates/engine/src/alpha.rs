@@ -116,11 +116,11 @@ impl Alpha {
         ((1.0 - self.0) as f32, self.0 as f32)
     }
 
-    /// The weights of A, B and C on the plane θ = θ_A + α·(θ_B − θ_A) + β·(θ_C − θ_A), that is
-    /// `[1 − α − β, α, β]`, each formed in f64 and narrowed once. At β = 0 these are the line's
-    /// ([`Alpha::endpoint_weights_f32`]) and C's weight is 0.
-    pub fn plane_weights_f32(self, beta: f64) -> [f32; 3] {
-        plane_weights_f32(self.0, beta)
+    /// The weights of A, B, C and D at θ = θ_A + α·(θ_B − θ_A) + β·(θ_C − θ_A) + γ·(θ_D − θ_A),
+    /// that is `[1 − α − β − γ, α, β, γ]`, each formed in f64 and narrowed once. At β = γ = 0
+    /// these are the line's ([`Alpha::endpoint_weights_f32`]), and at γ = 0 the plane's.
+    pub fn point_weights_f32(self, beta: f64, gamma: f64) -> [f32; 4] {
+        point_weights_f32(self.0, beta, gamma)
     }
 
     /// Exactly one of the endpoints (the blend then copies it bit for bit).
@@ -129,9 +129,14 @@ impl Alpha {
     }
 }
 
-/// [`Alpha::plane_weights_f32`] at any α (a tensor's own α·factor with α per layer).
-pub fn plane_weights_f32(alpha: f64, beta: f64) -> [f32; 3] {
-    [(1.0 - alpha - beta) as f32, alpha as f32, beta as f32]
+/// [`Alpha::point_weights_f32`] at any α (a tensor's own α·factor with α per layer).
+pub fn point_weights_f32(alpha: f64, beta: f64, gamma: f64) -> [f32; 4] {
+    [
+        (1.0 - alpha - beta - gamma) as f32,
+        alpha as f32,
+        beta as f32,
+        gamma as f32,
+    ]
 }
 
 /// What the engine's α arguments take: an [`Alpha`], or a plain number validated on the way in.

@@ -134,30 +134,33 @@ pub struct LoadOptions {
     pub method: Method,
     /// Each tensor at α times a factor of its own (on the CPU; full models or adapters).
     pub layers: Option<LayerAlphas>,
-    /// A third full model C: the plane A + α·(B − A) + β·(C − A) (on the CPU).
-    pub third: Option<ThirdEndpoint>,
+    /// A third endpoint C: the plane A + α·(B − A) + β·(C − A) (on the CPU).
+    pub third: Option<ExtraEndpoint>,
+    /// A fourth endpoint D beside C: + γ·(D − A) (on the CPU).
+    pub fourth: Option<ExtraEndpoint>,
     /// Dequantize a quantized GGUF base for adapters even where `auto` would keep it
     /// quantized (`--dequantize`).
     pub dequantize: bool,
 }
 
-/// Endpoint C of a plane, and how far towards it.
+/// An endpoint beyond A and B (C of a plane, or D), and how far towards it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ThirdEndpoint {
+pub struct ExtraEndpoint {
     /// A directory, Hub id or GGUF file, as `--a` and `--b` take.
     pub source: String,
-    /// β, fixed; None: C's weight scales with α as B's does (a recipe's direction).
-    pub beta: Option<f64>,
-    /// Per-tensor factors on C's weight (a recipe's gradient for C).
+    /// Its weight (β for C, γ for D), fixed; None: it scales with α as B's does (a recipe's
+    /// direction).
+    pub weight: Option<f64>,
+    /// Per-tensor factors on its weight (a recipe's gradient for it).
     pub factors: Option<LayerAlphas>,
 }
 
-impl ThirdEndpoint {
-    /// C at a fixed β, with no per-tensor factors (`--c C --beta B`).
-    pub fn fixed(source: impl Into<String>, beta: f64) -> Self {
+impl ExtraEndpoint {
+    /// An endpoint at a fixed weight, with no per-tensor factors (`--c C --beta B`).
+    pub fn fixed(source: impl Into<String>, weight: f64) -> Self {
         Self {
             source: source.into(),
-            beta: Some(beta),
+            weight: Some(weight),
             factors: None,
         }
     }
@@ -175,6 +178,7 @@ impl Default for LoadOptions {
             method: Method::Linear,
             layers: None,
             third: None,
+            fourth: None,
             dequantize: false,
         }
     }
@@ -221,6 +225,9 @@ pub struct PairInfo {
     /// With a plane whose β is set apart from α (`--c` with `--beta`): β at load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<f64>,
+    /// With a fourth endpoint at a weight of its own (`--d` with `--gamma`): γ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
     /// With α per layer: each module kind's factor on α at every layer (the layer strip).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layer_strip: Vec<LayerStrip>,
@@ -254,7 +261,9 @@ pub struct Engine {
     /// With α per layer: the rules each tensor's factor came from.
     layers: Option<LayerAlphas>,
     /// With a third endpoint: where it came from and how far towards it.
-    third: Option<ThirdEndpoint>,
+    third: Option<ExtraEndpoint>,
+    /// With a fourth endpoint: where it came from and how far towards it.
+    fourth: Option<ExtraEndpoint>,
     /// Over adapters: what α per layer edited live moves.
     adapted: Option<AdaptedTensors>,
 }
@@ -310,6 +319,9 @@ impl Engine {
         }
         pair::validate(&ca, &cb)?;
         let names = pair::blended_names(&ca);
+        if let (Some(d), None) = (&opts.fourth, &opts.third) {
+            bail!(Invalid, "--d {}: needs --c, the third endpoint", d.source);
+        }
         let dtype = held_dtype(opts.dtype, &ca, &names, &device);
         let layout_bytes = crate::weights::flat::FlatLayout::new(
             names
@@ -324,6 +336,7 @@ impl Engine {
             && (opts.method != Method::Linear || opts.layers.is_some() || opts.third.is_some())
         {
             let what = match (&opts.third, &opts.layers) {
+                (Some(_), _) if opts.fourth.is_some() => "--c, --d: four endpoints".to_string(),
                 (Some(_), _) => "--c: the plane".to_string(),
                 (None, Some(l)) => format!("{}: α per layer", l.source()),
                 (None, None) => format!("--method {}", opts.method.name()),
@@ -341,43 +354,49 @@ impl Engine {
         {
             return Self::load_quantized_pair(ca, cb, tok_a, &names, opts);
         }
-        let buffers = if opts.third.is_some() { 4 } else { 3 };
-        check_fits(&device, &ca.config, layout_bytes as u64, buffers, dtype)?;
+        let extras = [&opts.third, &opts.fourth];
+        let buffers = 3 + extras.iter().filter(|x| x.is_some()).count();
+        check_fits(
+            &device,
+            &ca.config,
+            layout_bytes as u64,
+            buffers as u64,
+            dtype,
+        )?;
         let mut weights = BlendedWeights::load(&ca, &cb, &names, dtype, &device)?;
         weights.use_method(opts.method)?;
         if let Some(layers) = &opts.layers {
             weights.use_layers(layers, ca.config.layers())?;
         }
-        let third = match &opts.third {
-            Some(t) => {
-                let cc = match source::resolve_endpoint(&t.source)? {
-                    Endpoint::Model(mut f) => {
-                        if let Some(tok) = &opts.tokenizer {
-                            f.tokenizer = tok.clone();
-                        }
-                        Checkpoint::open(f)?
+        let mut beyond = Vec::new();
+        for (flag, x) in ["--c", "--d"].into_iter().zip(extras) {
+            let Some(x) = x else { continue };
+            let cx = match source::resolve_endpoint(&x.source)? {
+                Endpoint::Model(mut f) => {
+                    if let Some(tok) = &opts.tokenizer {
+                        f.tokenizer = tok.clone();
                     }
-                    _ => bail!(
-                        Unsupported,
-                        "--c {}: is not a full model; the plane runs through three full models",
-                        t.source
-                    ),
-                };
-                if !opts.allow_tokenizer_mismatch {
-                    let tok_c = crate::formats::tokenizer::load_tokenizer(&cc.files.tokenizer)?;
-                    crate::formats::tokenizer::check_tokenizers(
-                        &tok_a,
-                        &ta,
-                        &tok_c,
-                        &cc.files.tokenizer,
-                    )?;
+                    Checkpoint::open(f)?
                 }
-                pair::validate(&ca, &cc)?;
-                weights.use_third(&cc, t.beta, t.factors.as_ref(), ca.config.layers())?;
-                Some(cc)
+                _ => bail!(
+                    Unsupported,
+                    "{flag} {}: is not a full model; beside two full models every endpoint is one",
+                    x.source
+                ),
+            };
+            if !opts.allow_tokenizer_mismatch {
+                let tok_x = crate::formats::tokenizer::load_tokenizer(&cx.files.tokenizer)?;
+                crate::formats::tokenizer::check_tokenizers(
+                    &tok_a,
+                    &ta,
+                    &tok_x,
+                    &cx.files.tokenizer,
+                )?;
             }
-            None => None,
-        };
+            pair::validate(&ca, &cx)?;
+            weights.add_endpoint(&cx, x.weight, x.factors.as_ref(), ca.config.layers())?;
+            beyond.push(cx);
+        }
         let model = build_model(&ca, &weights, Buffer::Working, &device)
             .with_context(|| format!("{}: cannot build the model", ca.files.config.display()))?;
         let pair_model = Model::load_pair(
@@ -393,26 +412,25 @@ impl Engine {
             None => format!("{} ↔ {}", ca.label(), cb.label()),
             Some(note) => format!("{} ↔ {} ({note})", ca.label(), cb.label()),
         };
-        if let (Some(t), Some(cc)) = (&opts.third, &third) {
-            let beta = if t.beta.is_some() { "β" } else { "α" };
-            description.push_str(&format!(" + {beta}·({} − A)", cc.label()));
+        let given = extras.iter().filter_map(|x| x.as_ref());
+        for ((x, cx), name) in given.zip(&beyond).zip(["β", "γ"]) {
+            let weight = if x.weight.is_some() { name } else { "α" };
+            description.push_str(&format!(" + {weight}·({} − A)", cx.label()));
         }
         let files = source_files;
+        let roles = ["a", "b", "c", "d"];
+        let all: Vec<&Checkpoint> = [&ca, &cb].into_iter().chain(&beyond).collect();
         let origin = Origin {
             model: ca.files.clone(),
-            sources: [
-                Some(("a".into(), ca.label().to_string(), files(&ca))),
-                Some(("b".into(), cb.label().to_string(), files(&cb))),
-                third
-                    .as_ref()
-                    .map(|cc| ("c".into(), cc.label().to_string(), files(cc))),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-            quantization: [("a", Some(&ca)), ("b", Some(&cb)), ("c", third.as_ref())]
-                .into_iter()
-                .filter_map(|(role, c)| Some((role.to_string(), c?.weights.quantization()?)))
+            sources: roles
+                .iter()
+                .zip(&all)
+                .map(|(role, c)| (role.to_string(), c.label().to_string(), files(c)))
+                .collect(),
+            quantization: roles
+                .iter()
+                .zip(&all)
+                .filter_map(|(role, c)| Some((role.to_string(), c.weights.quantization()?)))
                 .collect(),
         };
         let mut engine = Self::assemble(
@@ -428,6 +446,8 @@ impl Engine {
         engine.layers = opts.layers.clone();
         engine.info.layer_strip = engine.layer_strip();
         engine.third = opts.third.clone();
+        engine.fourth = opts.fourth.clone();
+        engine.info.gamma = engine.weights.full().and_then(|w| w.gamma());
         Ok(engine)
     }
 
@@ -448,30 +468,30 @@ impl Engine {
             }
         };
         let (fa, fb) = (side(a, "--a")?, side(b, "--b")?);
-        let (fc, beta) = match &opts.third {
-            None => (None, None),
-            Some(t) => {
-                let Some(beta) = t.beta else {
-                    bail!(
-                        Unsupported,
-                        "--c {}: over adapters the plane needs its own β (--beta); C's weight cannot follow α",
-                        t.source
-                    );
-                };
-                if t.factors.is_some() {
-                    bail!(
-                        Unsupported,
-                        "--c {}: per-tensor factors on C blend full models; over adapters C takes one β",
-                        t.source
-                    );
-                }
-                (
-                    side(source::resolve_endpoint(&t.source)?, "--c")?,
-                    Some(beta),
-                )
+        if let (Some(d), None) = (&opts.fourth, &opts.third) {
+            bail!(Invalid, "--d {}: needs --c, the third endpoint", d.source);
+        }
+        let extra = |x: &Option<ExtraEndpoint>, (flag, weight, name): (&str, &str, &str)| {
+            let Some(x) = x else { return Ok((None, None)) };
+            let Some(w) = x.weight else {
+                bail!(
+                    Unsupported,
+                    "{flag} {}: over adapters it needs its own {name} ({weight}); its weight cannot follow α",
+                    x.source
+                );
+            };
+            if x.factors.is_some() {
+                bail!(
+                    Unsupported,
+                    "{flag} {}: per-tensor factors on it blend full models; over adapters it takes one {name}",
+                    x.source
+                );
             }
+            Ok((side(source::resolve_endpoint(&x.source)?, flag)?, Some(w)))
         };
-        if fa.is_none() && fb.is_none() && fc.is_none() {
+        let (fc, beta) = extra(&opts.third, ("--c", "--beta", "β"))?;
+        let (fd, gamma) = extra(&opts.fourth, ("--d", "--gamma", "γ"))?;
+        if fa.is_none() && fb.is_none() && fc.is_none() && fd.is_none() {
             bail!(
                 Invalid,
                 "--a and --b are both `base`: there is nothing to interpolate"
@@ -479,7 +499,7 @@ impl Engine {
         }
         let base_spec = choose_base(
             opts.base.as_deref(),
-            [fa.as_ref(), fb.as_ref(), fc.as_ref()],
+            [fa.as_ref(), fb.as_ref(), fc.as_ref(), fd.as_ref()],
         )?;
         let device = opts.device.open()?;
         if slerp && beta.is_some() {
@@ -516,7 +536,7 @@ impl Engine {
         let load = |f: Option<crate::formats::adapter::AdapterFiles>| -> Result<Option<Adapter>> {
             f.map(|f| Adapter::load(f, &base)).transpose()
         };
-        let sides = [load(fa)?, load(fb)?, load(fc)?];
+        let sides = [load(fa)?, load(fb)?, load(fc)?, load(fd)?];
         if beta.is_some() {
             // C may be the base itself: A's and B's replacements are refused all the same.
             crate::weights::adapters::refuse_replacements(
@@ -542,7 +562,7 @@ impl Engine {
                 opts,
             );
         }
-        let [aa, ab, ac] = &sides;
+        let [aa, ab, ac, ad] = &sides;
         let dtype = held_dtype(opts.dtype, &base, &names, &device);
         let shape = |n: &String| base.weights.tensors[n].shape.iter().product::<usize>() as u64;
         let base_bytes: u64 = names.iter().map(shape).sum::<u64>() * dtype.size_in_bytes() as u64;
@@ -559,10 +579,10 @@ impl Engine {
         let mut weights = AdapterWeights::load(
             &base,
             &names,
-            [aa.as_ref(), ab.as_ref(), ac.as_ref()],
+            [aa.as_ref(), ab.as_ref(), ac.as_ref(), ad.as_ref()],
             (dtype, &device),
             (
-                beta.unwrap_or(0.0),
+                [beta.unwrap_or(0.0), gamma.unwrap_or(0.0)],
                 factors.is_some().then_some(&factor as &dyn Fn(&str) -> f64),
             ),
         )?;
@@ -590,7 +610,7 @@ impl Engine {
         if opts.chat_template {
             text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
         }
-        let plane = beta.map(|_| ac);
+        let plane = beta.map(|_| [ac, ad]);
         let (names, origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, None);
         let mut engine = Self::assemble(
             origin,
@@ -610,7 +630,9 @@ impl Engine {
     /// look.
     fn use_adapter_path(&mut self, opts: &LoadOptions, beta: Option<f64>) {
         self.third = beta.and(opts.third.clone());
+        self.fourth = beta.and(opts.fourth.clone());
         self.info.beta = beta;
+        self.info.gamma = self.fourth.as_ref().and_then(|d| d.weight);
         if let Some(l) = &opts.layers {
             self.layers = Some(l.clone());
             self.info.layers = Some(l.spec());
@@ -618,13 +640,13 @@ impl Engine {
         }
     }
 
-    /// C's weight on a plane over adapters (0 on the line, and for full models, whose plane
+    /// C's and D's weights over adapters (0 on the line, and for full models, whose plane
     /// never shares a batch).
-    fn adapter_beta(&self) -> f64 {
+    fn adapter_beyond(&self) -> [f64; 2] {
         match &self.weights {
-            Weights::Adapters(w) => w.beta(),
-            Weights::Quantized(w) => w.beta(),
-            Weights::Full(_) | Weights::QuantizedPair(_) => 0.0,
+            Weights::Adapters(w) => [w.beta(), w.gamma()],
+            Weights::Quantized(w) => [w.beta(), w.gamma()],
+            Weights::Full(_) | Weights::QuantizedPair(_) => [0.0, 0.0],
         }
     }
 
@@ -691,7 +713,7 @@ impl Engine {
         base_spec: String,
         tokenizer: Tokenizer,
         (sides, factors): (
-            [Option<Adapter>; 3],
+            [Option<Adapter>; 4],
             Option<std::collections::HashMap<String, f64>>,
         ),
         names: &[String],
@@ -701,9 +723,12 @@ impl Engine {
         let mut weights =
             QuantizedAdapters::load(&base, names, sides.each_ref().map(Option::as_ref))?;
         weights.factors = factors;
-        let beta = opts.third.as_ref().and_then(|t| t.beta);
+        let beta = opts.third.as_ref().and_then(|t| t.weight);
         if let Some(beta) = beta {
             weights.set_beta(beta);
+        }
+        if let Some(gamma) = opts.fourth.as_ref().and_then(|t| t.weight) {
+            weights.set_gamma(gamma);
         }
         let mut low_rank = std::collections::HashMap::new();
         for (name, f) in &weights.forward {
@@ -727,7 +752,11 @@ impl Engine {
                 .with_context(|| format!("{}: cannot build the model", base.label()))
         };
         let mut model = build()?;
-        let mix = Mix::on_plane(&[weights.alpha()], weights.beta(), &device)?;
+        let mix = Mix::on_plane(
+            &[weights.alpha()],
+            [weights.beta(), weights.gamma()],
+            &device,
+        )?;
         model.set_default_mix(Some(mix))?;
         let pair_model = build()?;
         let mut text = text_spec(&base, tokenizer)?;
@@ -735,8 +764,8 @@ impl Engine {
             text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
         }
         let kept = format!("{}, kept quantized", weights.base.types());
-        let [aa, ab, ac] = &sides;
-        let plane = beta.map(|_| ac);
+        let [aa, ab, ac, ad] = &sides;
+        let plane = beta.map(|_| [ac, ad]);
         let (names, origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, Some(&kept));
         let mut engine = Self::assemble(
             origin,
@@ -775,6 +804,7 @@ impl Engine {
             method: weights.method(),
             layers: None,
             beta: weights.full().and_then(|w| w.beta()),
+            gamma: None,
             layer_strip: Vec::new(),
         };
         Self {
@@ -787,6 +817,7 @@ impl Engine {
             step_times: Default::default(),
             layers: None,
             third: None,
+            fourth: None,
             adapted: None,
             columns_mode: ColumnsMode::Auto,
             text,
@@ -935,8 +966,18 @@ impl Engine {
     }
 
     /// With a plane: endpoint C and β.
-    pub fn third(&self) -> Option<&ThirdEndpoint> {
+    pub fn third(&self) -> Option<&ExtraEndpoint> {
         self.third.as_ref()
+    }
+
+    /// With a fourth endpoint: D and γ.
+    pub fn fourth(&self) -> Option<&ExtraEndpoint> {
+        self.fourth.as_ref()
+    }
+
+    /// D's weight, when a fourth endpoint has one of its own (`--d` with `--gamma`).
+    pub fn gamma(&self) -> Option<f64> {
+        self.info.gamma
     }
 
     /// Move the plane's β (a plane loaded with `--beta`) and re-blend (adapters: re-merge) at
@@ -961,7 +1002,7 @@ impl Engine {
             .map_err(|e| err!(Invalid, "β: {e}"))?
             .value();
         match &self.third {
-            Some(t) if t.beta.is_some() => {}
+            Some(t) if t.weight.is_some() => {}
             Some(_) => bail!(
                 Unsupported,
                 "β: this plane is a recipe's direction, its β moving with α"
@@ -975,7 +1016,7 @@ impl Engine {
             Weights::Full(w) => w.set_point(alpha, beta)?,
             Weights::Adapters(w) => w.set_point(alpha, beta)?,
             Weights::Quantized(w) => {
-                let mix = Mix::on_plane(&[alpha], beta, &Device::Cpu)?;
+                let mix = Mix::on_plane(&[alpha], [beta, w.gamma()], &Device::Cpu)?;
                 self.model.set_default_mix(Some(mix))?;
                 w.set_beta(beta);
                 w.set_alpha(alpha);
@@ -984,7 +1025,7 @@ impl Engine {
             Weights::QuantizedPair(_) => unreachable!("a quantized pair loads no plane"),
         };
         if let Some(t) = self.third.as_mut() {
-            t.beta = Some(beta);
+            t.weight = Some(beta);
         }
         self.info.beta = Some(beta);
         Ok(took)
@@ -1032,7 +1073,7 @@ impl Engine {
     pub fn set_alpha(&mut self, alpha: impl IntoAlpha) -> Result<Duration> {
         let alpha = alpha.into_alpha()?;
         if self.kept_quantized() {
-            let mix = Mix::on_plane(&[alpha], self.adapter_beta(), self.device())?;
+            let mix = Mix::on_plane(&[alpha], self.adapter_beyond(), self.device())?;
             self.model.set_default_mix(Some(mix))?;
         }
         self.weights.set_alpha(alpha)
@@ -1354,8 +1395,9 @@ impl Engine {
             );
         }
         let alphas = alphas_of(alphas)?;
+        let [beta, gamma] = self.adapter_beyond();
         let betas: Vec<f64> = match betas {
-            None => vec![self.adapter_beta(); alphas.len()],
+            None => vec![beta; alphas.len()],
             Some(_) if self.beta().is_none() => bail!(
                 Unsupported,
                 "β: the pair has no third endpoint with a β of its own (--c C --beta B)"
@@ -1368,7 +1410,7 @@ impl Engine {
             ),
             Some(betas) => betas.iter().map(|b| b.value()).collect(),
         };
-        Ok(Mix::at_points(&alphas, &betas, self.device())?)
+        Ok(Mix::at_points(&alphas, &betas, gamma, self.device())?)
     }
 
     /// A generator on both endpoints, for [`Generator::run_rows`] with a [`Mix`].
@@ -1413,7 +1455,7 @@ fn adapter_origin(
     base: &Checkpoint,
     base_spec: &str,
     [aa, ab]: [&Option<Adapter>; 2],
-    plane: Option<&Option<Adapter>>,
+    plane: Option<[&Option<Adapter>; 2]>,
     kept: Option<&str>,
 ) -> ((String, String, String), Origin) {
     let label = |x: &Option<Adapter>| match x {
@@ -1426,20 +1468,25 @@ fn adapter_origin(
     };
     let held = kept.map(|k| format!(" ({k})")).unwrap_or_default();
     let mut description = format!("base {}{held} + {} ↔ {}", base.label(), what(aa), what(ab));
-    if let Some(ac) = plane {
+    if let Some([ac, ad]) = plane {
         description.push_str(&format!(" + β·({} − A)", what(ac)));
+        if let Some(d) = ad {
+            description.push_str(&format!(" + γ·({} − A)", d.describe()));
+        }
     }
     let adapter_files = |x: &Option<Adapter>| match x {
         Some(x) => vec![x.files.config.clone(), x.files.weights.clone()],
         None => Vec::new(),
     };
+    let fourth = plane.and_then(|[_, ad]| ad.as_ref().map(|_| ad));
     let base_files = source_files(base);
     let origin = Origin {
         model: base.files.clone(),
         sources: [
             Some(("a".into(), label(aa), adapter_files(aa))),
             Some(("b".into(), label(ab), adapter_files(ab))),
-            plane.map(|ac| ("c".into(), label(ac), adapter_files(ac))),
+            plane.map(|[ac, _]| ("c".into(), label(ac), adapter_files(ac))),
+            fourth.map(|ad| ("d".into(), label(ad), adapter_files(ad))),
             Some(("base".into(), base_spec.to_string(), base_files)),
         ]
         .into_iter()
@@ -1538,7 +1585,7 @@ fn adapter_factors(
     layers: Option<&LayerAlphas>,
     base: &Checkpoint,
     names: &[String],
-    sides: &[Option<Adapter>; 3],
+    sides: &[Option<Adapter>; 4],
 ) -> Result<Option<std::collections::HashMap<String, f64>>> {
     let Some(layers) = layers else {
         return Ok(None);
@@ -1568,13 +1615,13 @@ fn base_layout(base: &Checkpoint, names: &[String]) -> crate::weights::flat::Fla
 /// The base of an adapter pair: `--base`, else the base the adapters name.
 fn choose_base(
     given: Option<&str>,
-    sides: [Option<&crate::formats::adapter::AdapterFiles>; 3],
+    sides: [Option<&crate::formats::adapter::AdapterFiles>; 4],
 ) -> Result<String> {
     if let Some(b) = given {
         return Ok(b.to_string());
     }
     let mut named: Vec<(&str, String)> = Vec::new();
-    for (flag, f) in ["--a", "--b", "--c"].into_iter().zip(sides) {
+    for (flag, f) in ["--a", "--b", "--c", "--d"].into_iter().zip(sides) {
         let Some(f) = f else { continue };
         let text = std::fs::read_to_string(&f.config)
             .with_context(|| format!("{}: cannot read", f.config.display()))?;

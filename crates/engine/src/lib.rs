@@ -28,8 +28,8 @@ pub mod shapes;
 pub use alpha::{Alpha, AlphaError, AlphaRange, IntoAlpha, MAX_ABS_ALPHA};
 pub use arch::{config_json, tensors::parameters};
 pub use engine::{
-    build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, LoadOptions, PairInfo,
-    Standalone, TextScore, ThirdEndpoint, REBLEND_ON_QUANTIZED,
+    build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, ExtraEndpoint,
+    LoadOptions, PairInfo, Standalone, TextScore, REBLEND_ON_QUANTIZED,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use formats::checkpoint::{Checkpoint, TensorFiles};

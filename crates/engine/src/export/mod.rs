@@ -40,7 +40,9 @@ pub struct Recipe {
     /// With α per layer: each tensor at α times its factor from these rules.
     pub layers: Option<crate::LayerAlphas>,
     /// With a plane: endpoint C and β.
-    pub third: Option<crate::ThirdEndpoint>,
+    pub third: Option<crate::ExtraEndpoint>,
+    /// With a fourth endpoint: D and γ.
+    pub fourth: Option<crate::ExtraEndpoint>,
     /// (role, the GGUF quantization types it was stored in), for quantized sources: the export
     /// holds their exact dequantisation.
     pub quantization: Vec<(String, String)>,
@@ -65,9 +67,17 @@ impl Recipe {
             source("b")?,
             self.method,
             self.layers.as_ref(),
-            self.third
-                .as_ref()
-                .map(|t| (source("c").unwrap_or(&t.source), t.beta, t.factors.as_ref())),
+            &[("c", &self.third), ("d", &self.fourth)]
+                .into_iter()
+                .filter_map(|(role, x)| {
+                    let x = x.as_ref()?;
+                    Some((
+                        source(role).unwrap_or(&x.source),
+                        x.weight,
+                        x.factors.as_ref(),
+                    ))
+                })
+                .collect::<Vec<_>>(),
             self.alpha.value(),
             self.dtype,
         )
@@ -103,11 +113,17 @@ impl Recipe {
         if let Some(t) = &self.third {
             e[3].1 = "theta = theta_a + alpha * (theta_b - theta_a) + beta * (theta_c - theta_a)"
                 .to_string();
-            // The plane: theta_a + alpha * (theta_b - theta_a) + beta * (theta_c - theta_a).
-            let beta = t.beta.map_or("alpha".to_string(), |b| b.to_string());
-            e.push(("lerpscope.beta".to_string(), beta));
-            if let Some(f) = &t.factors {
-                e.push(("lerpscope.c_factors".to_string(), f.spec()));
+            if self.fourth.is_some() {
+                e[3].1.push_str(" + gamma * (theta_d - theta_a)");
+            }
+            let beyond = [("beta", "c", Some(t)), ("gamma", "d", self.fourth.as_ref())];
+            for (name, role, x) in beyond {
+                let Some(x) = x else { continue };
+                let weight = x.weight.map_or("alpha".to_string(), |w| w.to_string());
+                e.push((format!("lerpscope.{name}"), weight));
+                if let Some(f) = &x.factors {
+                    e.push((format!("lerpscope.{role}_factors"), f.spec()));
+                }
             }
         }
         for (role, spec, sha) in &self.sources {
@@ -217,6 +233,7 @@ impl Engine {
                 method: self.method(),
                 layers: self.layer_alphas().cloned(),
                 third: self.third().cloned(),
+                fourth: self.fourth().cloned(),
                 quantization: self.origin.quantization.clone(),
             },
         })

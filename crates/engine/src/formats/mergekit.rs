@@ -1,13 +1,13 @@
-//! mergekit's YAML merge configs, read as recipes for a pair: `linear`, `slerp` and
-//! `task_arithmetic` over two models, with their parameters as scalars, gradients and filtered
-//! rules. Each becomes endpoints A and B, a method, and per-tensor factors on α
+//! mergekit's YAML merge configs, read as recipes: `linear`, `slerp` and `task_arithmetic`
+//! over two to four models, with their parameters as scalars, gradients and filtered rules.
+//! Each becomes endpoints A and B (and C, D), a method, and per-tensor factors on α
 //! ([`LayerAlphas`]) whose value at α = 1 is the config's own merge:
 //! - `slerp`: A is `base_model`, B the other model; each tensor at slerp(α·t).
-//! - `task_arithmetic`: A is `base_model`, B the one other model; A + α·λ·w·(B − A) (with
-//!   `normalize: true`, A + α·λ·(B − A)).
-//! - `linear`: A and B the two models in order; A + α·(w_B/(w_A + w_B))·(B − A), which at α = 1
-//!   is mergekit's (w_A·A + w_B·B)/(w_A + w_B). `normalize: false` leaves the line between the
-//!   two models and is refused.
+//! - `task_arithmetic`: A is `base_model`, B, C and D the one to three others;
+//!   A + α·λ·Σ wᵢ·(Xᵢ − A) (with `normalize: true`, each wᵢ over the weights' sum).
+//! - `linear`: A, B, C and D the two to four models in order; A + α·Σ (wᵢ/Σw)·(Xᵢ − A) over
+//!   the models after A, which at α = 1 is mergekit's Σ wᵢ·Xᵢ/Σ w. `normalize: false` leaves
+//!   the affine span of the models and is refused.
 //!
 //! Everything else (other methods, more models, `modules`, tokenizer surgery) is refused by
 //! name, never ignored in a way that changes the weights.
@@ -31,9 +31,11 @@ pub struct MergeRecipe {
     pub method: Method,
     /// Each tensor's factor on α; the config's merge at α = 1.
     pub layers: LayerAlphas,
-    /// task_arithmetic over two models besides the base: the second (C) and its factors; the
-    /// working weights are then A + α·(k_B·(B − A) + k_C·(C − A)).
+    /// A third model (task_arithmetic's second besides the base, linear's third) and its
+    /// factors: the working weights are then A + α·(k_B·(B − A) + k_C·(C − A)).
     pub c: Option<(String, LayerAlphas)>,
+    /// A fourth model and its factors, beside C: + α·k_D·(D − A).
+    pub d: Option<(String, LayerAlphas)>,
     /// The config's `dtype`, when it names one lerpscope computes in.
     pub dtype: Option<DType>,
 }
@@ -67,15 +69,16 @@ pub fn to_yaml(
     b: &str,
     method: Method,
     layers: Option<&LayerAlphas>,
-    third: Option<(&str, Option<f64>, Option<&LayerAlphas>)>,
+    extras: &[(&str, Option<f64>, Option<&LayerAlphas>)],
     alpha: f64,
     dtype: DType,
 ) -> Option<String> {
     let b_setting = weight_setting(alpha, layers)?;
-    let c_model = match third {
-        Some((c, beta, factors)) => Some((c, weight_setting(beta.unwrap_or(alpha), factors)?)),
-        None => None,
-    };
+    // C and D, each at its weight (or α) times its factors.
+    let extra_models = extras
+        .iter()
+        .map(|&(x, w, factors)| Some((x, weight_setting(w.unwrap_or(alpha), factors)?)))
+        .collect::<Option<Vec<_>>>()?;
     let (merge_method, key) = match method {
         Method::Linear => ("task_arithmetic", "weight"),
         Method::Slerp => ("slerp", "t"),
@@ -98,8 +101,8 @@ pub fn to_yaml(
         Method::Slerp => (None, Some(one(b_setting))),
     };
     let mut models = vec![model(a, None), model(b, b_params)];
-    if let Some((c, setting)) = c_model {
-        models.push(model(c, Some(one(setting))));
+    for (x, setting) in extra_models {
+        models.push(model(x, Some(one(setting))));
     }
     let mut top = Mapping::new();
     top.insert("merge_method".into(), Value::String(merge_method.into()));
@@ -213,7 +216,7 @@ impl Reader<'_> {
         // mergekit's precedence for shared parameters: the slice's, then the config's.
         let shared = [slice_params, global];
         let what = |name: &str| format!("{file}: parameters.{name}");
-        let (a, b, method, layers, c) = match merge_method.as_str() {
+        let (a, b, method, layers, [c, d]) = match merge_method.as_str() {
             "slerp" => {
                 only_parameters(file, &shared, &["t"])?;
                 let (a, mut others) =
@@ -228,12 +231,12 @@ impl Reader<'_> {
                 let t = setting(file, &shared, &[], "t")?
                     .ok_or_else(|| err!(Format, "{file}: slerp needs parameters.t"))?;
                 let layers = LayerAlphas::new(t, &what("t"))?.required();
-                (a.model, b.model, Method::Slerp, layers, None)
+                (a.model, b.model, Method::Slerp, layers, [None, None])
             }
             "task_arithmetic" => {
                 only_parameters(file, &shared, &["lambda", "normalize", "weight"])?;
                 let (a, others) =
-                    base_and_others(file, &merge_method, base.as_deref(), &inputs, 2)?;
+                    base_and_others(file, &merge_method, base.as_deref(), &inputs, 3)?;
                 let lambda = scalar(file, &shared, "lambda")?.unwrap_or(1.0);
                 let normalize = flag(file, &shared, "normalize")?.unwrap_or(false);
                 let weights = others
@@ -265,17 +268,20 @@ impl Reader<'_> {
                             }],
                             &what("weight"),
                         )?,
-                        (true, _) => own.shared_with(weights[1 - i].clone()),
+                        (true, _) => own.shared_among(others_of(&weights, i)),
                     };
                     Ok(f.scaled(lambda).required())
                 };
                 let layers = factor(0)?;
-                let c = match others.get(1) {
-                    Some(o) => Some((o.model.clone(), factor(1)?.for_layers(layer_range))),
-                    None => None,
+                let extra = |i: usize| -> Result<Option<(String, LayerAlphas)>> {
+                    match others.get(i) {
+                        Some(o) => Ok(Some((o.model.clone(), factor(i)?.for_layers(layer_range)))),
+                        None => Ok(None),
+                    }
                 };
+                let cd = [extra(1)?, extra(2)?];
                 let b = others.into_iter().next().expect("one model at least");
-                (a.model, b.model, Method::Linear, layers, c)
+                (a.model, b.model, Method::Linear, layers, cd)
             }
             "linear" => {
                 only_parameters(file, &shared, &["normalize", "weight"])?;
@@ -285,18 +291,39 @@ impl Reader<'_> {
                         "{file}: linear with normalize: false leaves the line between the two models; use task_arithmetic for A + w·(B − A)"
                     );
                 }
-                let [a, b] = two(file, &merge_method, inputs)?;
-                let weight = |i: &Input| -> Result<Vec<Rule>> {
-                    only_parameters(file, &[i.parameters], &["weight"])?;
-                    setting(file, &shared, &[i.parameters], "weight")?.ok_or_else(|| {
-                        err!(Format, "{file}: linear needs a weight for {}", i.model)
+                let n = inputs.len();
+                if !(2..=4).contains(&n) {
+                    bail!(
+                        Unsupported,
+                        "{file}: {merge_method} over {n} models; lerpscope takes two to four"
+                    );
+                }
+                let weights = inputs
+                    .iter()
+                    .map(|i| {
+                        only_parameters(file, &[i.parameters], &["weight"])?;
+                        let w = setting(file, &shared, &[i.parameters], "weight")?.ok_or_else(
+                            || err!(Format, "{file}: linear needs a weight for {}", i.model),
+                        )?;
+                        LayerAlphas::new(w, &what("weight"))
                     })
+                    .collect::<Result<Vec<_>>>()?;
+                // Each model after A at its share of all the weights.
+                let share = |i: usize| {
+                    weights[i]
+                        .clone()
+                        .shared_among(others_of(&weights, i))
+                        .required()
                 };
-                let (wa, wb) = (weight(&a)?, weight(&b)?);
-                let layers = LayerAlphas::new(wb, &what("weight"))?
-                    .shared_with(LayerAlphas::new(wa, &what("weight"))?)
-                    .required();
-                (a.model, b.model, Method::Linear, layers, None)
+                let extra = |i: usize| {
+                    inputs
+                        .get(i)
+                        .map(|x| (x.model.clone(), share(i).for_layers(layer_range)))
+                };
+                let cd = [extra(2), extra(3)];
+                let mut models = inputs.into_iter().map(|i| i.model);
+                let (a, b) = (models.next().expect("two"), models.next().expect("two"));
+                (a, b, Method::Linear, share(1), cd)
             }
             other => bail!(
                 Unsupported,
@@ -311,6 +338,7 @@ impl Reader<'_> {
             method,
             layers: layers.for_layers(layer_range),
             c,
+            d,
             dtype,
         })
     }
@@ -436,15 +464,11 @@ fn input<'a>(file: &str, at: &str, v: &'a Value, allowed: &[&str]) -> Result<Inp
     Ok(Input { model, parameters })
 }
 
-/// Exactly two input models.
-fn two<'a>(file: &str, method: &str, inputs: Vec<Input<'a>>) -> Result<[Input<'a>; 2]> {
-    let n = inputs.len();
-    inputs.try_into().map_err(|_| {
-        err!(
-            Unsupported,
-            "{file}: {method} over {n} models; lerpscope interpolates between two"
-        )
-    })
+/// Every weight but the `i`th, in order (the partners of its share).
+fn others_of(weights: &[LayerAlphas], i: usize) -> Vec<LayerAlphas> {
+    let mut v = weights.to_vec();
+    v.remove(i);
+    v
 }
 
 /// `base_model` as A and the other inputs in order (the base may be listed among the inputs or
@@ -661,6 +685,35 @@ dtype: bfloat16
         );
     }
 
+    /// Four models: linear's C and D take their shares of all four weights, task_arithmetic's
+    /// (normalised) theirs of the three beside the base.
+    #[test]
+    fn four_models_give_c_and_d() {
+        let at = |l: &LayerAlphas| l.value("model.layers.0.mlp.up_proj.weight", 0.0);
+        let lin = MergeRecipe::parse(
+            "models:\n  - {model: w, parameters: {weight: 1}}\n  - {model: x, parameters: {weight: 2}}\n  - {model: y, parameters: {weight: 3}}\n  - {model: z, parameters: {weight: 4}}\nmerge_method: linear\n",
+            "l.yaml",
+        )
+        .unwrap();
+        let (c, d) = (lin.c.as_ref().unwrap(), lin.d.as_ref().unwrap());
+        assert_eq!(
+            (lin.a.as_str(), lin.b.as_str(), c.0.as_str(), d.0.as_str()),
+            ("w", "x", "y", "z")
+        );
+        assert_eq!(
+            [at(&lin.layers), at(&c.1), at(&d.1)],
+            [Some(0.2), Some(0.3), Some(0.4)]
+        );
+        let ta = MergeRecipe::parse(
+            "models:\n  - {model: x, parameters: {weight: 1}}\n  - {model: y, parameters: {weight: 1}}\n  - {model: z, parameters: {weight: 2}}\nbase_model: w\nmerge_method: task_arithmetic\nparameters: {normalize: true}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let d = ta.d.as_ref().unwrap();
+        assert_eq!((ta.a.as_str(), d.0.as_str()), ("w", "z"));
+        assert_eq!([at(&ta.layers), at(&d.1)], [Some(0.25), Some(0.5)]);
+    }
+
     #[test]
     fn bad_configs_name_the_file_and_key() {
         for (yaml, says) in [
@@ -668,7 +721,9 @@ dtype: bfloat16
             ("merge_method: slerp\nmodels: [{model: a}, {model: b}]\n", "needs base_model"),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\n", "needs parameters.t"),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}, {model: c}]\nparameters: {t: 0.5}\n", "2 models besides"),
-            ("merge_method: task_arithmetic\nbase_model: a\nmodels: [{model: b}, {model: c}, {model: d}]\nparameters: {weight: 0.5}\n", "3 models besides"),
+            ("merge_method: task_arithmetic\nbase_model: a\nmodels: [{model: b}, {model: c}, {model: d}, {model: e}]\nparameters: {weight: 0.5}\n", "4 models besides"),
+            ("merge_method: linear\nmodels: [{model: a}, {model: b}, {model: c}, {model: d}, {model: e}]\nparameters: {weight: 1}\n", "over 5 models"),
+            ("merge_method: linear\nmodels: [{model: a}]\nparameters: {weight: 1}\n", "over 1 models"),
             ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 1}}]\nparameters: {normalize: false}\n", "normalize: false"),
             ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b}]\n", "needs a weight for b"),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: [{filter: mlp, value: x}]}\n", "parameters.t"),

@@ -93,8 +93,8 @@ impl QuantizedWeight {
 
 /// The adapters' updates of one weight, ΔW = up·down in the forward's orientation (`[out, in]`;
 /// `[vocab, dim]` for an embedding), A's ranks first: row k of a batch adds
-/// `(1−α_k)·up_A·down_A + α_k·up_B·down_B` (on a plane, C's ranks last, with
-/// `1−α_k−β_k`, `α_k` and `β_k`).
+/// `(1−α_k)·up_A·down_A + α_k·up_B·down_B` (on a plane, C's ranks after B's, with
+/// `1−α_k−β_k`, `α_k` and `β_k`; with a fourth endpoint D's last, at γ).
 pub struct LowRankPair {
     /// `[out, rank]` in the model's dtype, the scales folded in.
     up: Tensor,
@@ -130,7 +130,11 @@ impl LowRankPair {
     /// line, so every other rank is B's.
     #[cfg(feature = "cuda")]
     pub(crate) fn split(&self) -> usize {
-        debug_assert_eq!(self.sides.c, 0, "the GPU passes take no plane");
+        debug_assert_eq!(
+            self.sides.c + self.sides.d,
+            0,
+            "the GPU passes take no plane"
+        );
         self.sides.a
     }
 
@@ -390,7 +394,7 @@ fn mix_endpoints(
 }
 
 /// Per-row interpolation weights for a batch of K rows: `keep = 1 − α` and `take = α`; on a
-/// plane over adapters, `keep = 1 − α − β` and C's weight β besides. They stay f32 whatever
+/// plane over adapters, `keep = 1 − α − β − γ` and C's weight β (and D's γ) besides. They stay f32 whatever
 /// the model's dtype (rounded to bf16, α = 0.3 would run at 0.30078).
 pub struct Mix {
     alphas: Vec<Alpha>,
@@ -400,6 +404,9 @@ pub struct Mix {
     third: Vec<f32>,
     /// Each row's β (0 on the line).
     betas: Vec<f64>,
+    /// D's weight, the same in every row (0 without a fourth endpoint), and as given.
+    fourth: f32,
+    gamma: f64,
     /// `keep` and `take` as `[K, 1, 1]` f32 tensors on the model's device.
     keep_t: Tensor,
     take_t: Tensor,
@@ -410,25 +417,26 @@ pub struct Mix {
 impl Mix {
     /// Rows on the line, each at its α.
     pub fn new(alphas: &[Alpha], device: &Device) -> Result<Self> {
-        Self::on_plane(alphas, 0.0, device)
+        Self::on_plane(alphas, [0.0, 0.0], device)
     }
 
-    /// Rows on the plane θ_A + α·(θ_B − θ_A) + β·(θ_C − θ_A) at one β, each at its α; β = 0
-    /// is the line, bit for bit. Only low-rank updates take C's weight: the plane is built
-    /// for adapters, whose C is one more set of ranks.
-    pub fn on_plane(alphas: &[Alpha], beta: f64, device: &Device) -> Result<Self> {
-        Self::at_points(alphas, &vec![beta; alphas.len()], device)
+    /// Rows on the plane θ_A + α·(θ_B − θ_A) + β·(θ_C − θ_A) at one β (and with a fourth
+    /// endpoint, + γ·(θ_D − θ_A)), each at its α; β = γ = 0 is the line, bit for bit. Only
+    /// low-rank updates take C's and D's weights: the plane is built for adapters, whose C
+    /// and D are more sets of ranks.
+    pub fn on_plane(alphas: &[Alpha], [beta, gamma]: [f64; 2], device: &Device) -> Result<Self> {
+        Self::at_points(alphas, &vec![beta; alphas.len()], gamma, device)
     }
 
-    /// Rows on the plane, row k at (α_k, β_k): columns at points of their own, still one batch
-    /// (C's ranks take a weight per row like A's and B's).
-    pub fn at_points(alphas: &[Alpha], betas: &[f64], device: &Device) -> Result<Self> {
+    /// Rows on the plane, row k at (α_k, β_k), every row at D's weight γ: columns at points
+    /// of their own, still one batch (C's ranks take a weight per row like A's and B's).
+    pub fn at_points(alphas: &[Alpha], betas: &[f64], gamma: f64, device: &Device) -> Result<Self> {
         assert_eq!(alphas.len(), betas.len(), "one β per row");
         let k = alphas.len();
-        let weights: Vec<[f32; 3]> = alphas
+        let weights: Vec<[f32; 4]> = alphas
             .iter()
             .zip(betas)
-            .map(|(a, &beta)| a.plane_weights_f32(beta))
+            .map(|(a, &beta)| a.point_weights_f32(beta, gamma))
             .collect();
         let keep: Vec<f32> = weights.iter().map(|w| w[0]).collect();
         let take: Vec<f32> = weights.iter().map(|w| w[1]).collect();
@@ -438,6 +446,8 @@ impl Mix {
             alphas: alphas.to_vec(),
             third: weights.iter().map(|w| w[2]).collect(),
             betas: betas.to_vec(),
+            fourth: gamma as f32,
+            gamma,
             keep,
             take,
             rank_weights: Mutex::new(HashMap::new()),
@@ -445,7 +455,8 @@ impl Mix {
     }
 
     /// `[K, 1, rank]`: for row k, each rank's endpoint weight (`1 − α_k` on A's ranks, `α_k`
-    /// on B's; on a plane `1 − α_k − β`, `α_k`, `β`), with α_k times `factor` (α per layer).
+    /// on B's; on a plane `1 − α_k − β − γ`, `α_k`, `β`, `γ`), with α_k times `factor` (α per
+    /// layer).
     pub fn rank_weights(&self, sides: RankSides, factor: f64, dtype: DType) -> Result<Tensor> {
         let key = (sides, factor.to_bits(), dtype);
         let mut cache = self.rank_weights.lock().expect("rank weights lock");
@@ -468,10 +479,10 @@ impl Mix {
         (0..self.alphas.len())
             .flat_map(|k| {
                 let w = if factor == 1.0 {
-                    [self.keep[k], self.take[k], self.third[k]]
+                    [self.keep[k], self.take[k], self.third[k], self.fourth]
                 } else {
                     let at = self.alphas[k].value() * factor;
-                    crate::alpha::plane_weights_f32(at, self.betas[k])
+                    crate::alpha::point_weights_f32(at, self.betas[k], self.gamma)
                 };
                 sides.spread(w)
             })
@@ -496,7 +507,7 @@ impl Mix {
     /// values), computed in f32.
     pub fn combine(&self, at_a: &Tensor, at_b: &Tensor) -> Result<Tensor> {
         debug_assert!(
-            self.third.iter().all(|&c| c == 0.0),
+            self.third.iter().all(|&c| c == 0.0) && self.fourth == 0.0,
             "two endpoints: no plane"
         );
         let dtype = at_a.dtype();

@@ -8,7 +8,8 @@
 //! Factored path: the factors themselves, laid out for `y = W0·x + (1 − α)·ΔA·x + α·ΔB·x`
 //! per batch row (see `model::param::LowRankPair`).
 //!
-//! A plane adds a third adapter C: W0 + (1 − α − β)·ΔA + α·ΔB + β·ΔC, its ranks after B's.
+//! A plane adds a third adapter C: W0 + (1 − α − β)·ΔA + α·ΔB + β·ΔC, its ranks after B's; a
+//! fourth, D, adds γ·ΔD (and takes γ from A's weight), its ranks last.
 //! (Whole replaced tensors are refused there: their blend is the line's.)
 
 use crate::error::{bail, Result};
@@ -74,6 +75,8 @@ pub struct AdapterWeights {
     alpha: Alpha,
     /// C's weight on a plane (0 on the line).
     beta: f64,
+    /// D's weight, with a fourth endpoint (0 otherwise).
+    gamma: f64,
     /// With α per layer: each changed tensor's factor on α, in the plan's order.
     factors: Option<Arc<Vec<f64>>>,
     /// With `--method slerp`: each changed tensor's angle between W0 + ΔA and W0 + ΔB, in the
@@ -82,9 +85,9 @@ pub struct AdapterWeights {
     last_blend: Option<Duration>,
 }
 
-/// Concatenate the endpoints' updates of one tensor (A, B and, on a plane, C; any may be
-/// absent), in that order.
-pub(crate) fn concat_forward(sides: [Option<&LowRank>; 3]) -> Option<ForwardUpdate> {
+/// Concatenate the endpoints' updates of one tensor (A, B and, on a plane, C, with a fourth
+/// endpoint D; any may be absent), in that order.
+pub(crate) fn concat_forward(sides: [Option<&LowRank>; 4]) -> Option<ForwardUpdate> {
     let any = sides.iter().flatten().next()?;
     let (out, inp, kind) = (any.out, any.inp, any.kind);
     let ranks = sides.map(|s| s.map_or(0, |x| x.rank));
@@ -111,14 +114,15 @@ pub(crate) fn concat_forward(sides: [Option<&LowRank>; 3]) -> Option<ForwardUpda
             a: ranks[0],
             b: ranks[1],
             c: ranks[2],
+            d: ranks[3],
         },
     })
 }
 
 /// Refuse adapters that replace a tensor whole (`modules_to_save`) where only low-rank updates
 /// can move (a plane, α per layer, a base kept quantized); `why` ends the line.
-pub(crate) fn refuse_replacements(sides: [Option<&Adapter>; 3], why: &str) -> Result<()> {
-    for (flag, side) in ["--a", "--b", "--c"].iter().zip(sides) {
+pub(crate) fn refuse_replacements(sides: [Option<&Adapter>; 4], why: &str) -> Result<()> {
+    for (flag, side) in ["--a", "--b", "--c", "--d"].iter().zip(sides) {
         if let Some((s, n)) = side.and_then(|s| Some((s, s.replacements.keys().next()?))) {
             bail!(
                 Unsupported,
@@ -162,22 +166,25 @@ pub type Factor<'a> = &'a dyn Fn(&str) -> f64;
 
 impl AdapterWeights {
     /// The base's `names` in one buffer, and a working copy of the tensors the adapters (A,
-    /// B and, for a plane, C; `None` is the base itself) change, merged once at α = 0 and
-    /// `beta`, with α per layer's `factor` by tensor name where there is one.
+    /// B and, for a plane, C, with a fourth endpoint D; `None` is the base itself) change,
+    /// merged once at α = 0 and C's and D's weights `[β, γ]`, with α per layer's `factor` by
+    /// tensor name where there is one.
     pub fn load(
         base: &Checkpoint,
         names: &[String],
-        [a, b, c]: [Option<&Adapter>; 3],
+        [a, b, c, d]: [Option<&Adapter>; 4],
         (dtype, device): (DType, &Device),
-        (beta, factor): (f64, Option<Factor<'_>>),
+        ([beta, gamma], factor): ([f64; 2], Option<Factor<'_>>),
     ) -> Result<Self> {
         let shape_of = |n: &String| base.weights.tensors[n].shape.clone();
         let base_layout = FlatLayout::new(names.iter().map(|n| (n.clone(), shape_of(n))), dtype);
         let sides = [a, b];
         let mut touched: BTreeSet<String> = BTreeSet::new();
-        if let Some(c) = c {
-            refuse_replacements([a, b, Some(c)], PLANE_MOVES_UPDATES)?;
-            touched.extend(c.updates.keys().cloned());
+        if c.is_some() || d.is_some() {
+            refuse_replacements([a, b, c, d], PLANE_MOVES_UPDATES)?;
+        }
+        for x in [c, d].into_iter().flatten() {
+            touched.extend(x.updates.keys().cloned());
         }
         for side in sides.iter().flatten() {
             touched.extend(side.updates.keys().cloned());
@@ -220,7 +227,7 @@ impl AdapterWeights {
         let mut plan = Vec::new();
         for slot in &work_layout.slots {
             let n = &slot.name;
-            let fwd = concat_forward([a, b, c].map(|s| s.and_then(|s| s.updates.get(n))));
+            let fwd = concat_forward([a, b, c, d].map(|s| s.and_then(|s| s.updates.get(n))));
             let update = fwd.as_ref().map(stored);
             let on_device = match (&update, device) {
                 (Some(u), Device::Cuda(_)) => Some((
@@ -258,11 +265,12 @@ impl AdapterWeights {
             forward,
             alpha: Alpha::B,
             beta,
+            gamma,
             factors: None,
             slerp: None,
             last_blend: None,
         };
-        if beta != 0.0 {
+        if beta != 0.0 || gamma != 0.0 {
             w.cpu_only("a plane over adapters")?;
         }
         if let Some(factor) = factor {
@@ -289,6 +297,11 @@ impl AdapterWeights {
     /// C's weight on a plane (0 on the line).
     pub fn beta(&self) -> f64 {
         self.beta
+    }
+
+    /// D's weight (0 without a fourth endpoint).
+    pub fn gamma(&self) -> f64 {
+        self.gamma
     }
 
     /// The GPU merge is built for the line (one α, two sides): refuse `what` there.
@@ -337,10 +350,10 @@ impl AdapterWeights {
                 "{WHAT}: an adapter replaces tensors whole (modules_to_save); slerp over adapters moves low-rank updates only"
             );
         }
-        if self.beta != 0.0 {
+        if self.beta != 0.0 || self.gamma != 0.0 {
             bail!(
                 Unsupported,
-                "{WHAT} runs along A→B; a plane (--c) is refused with it"
+                "{WHAT} runs along A→B; a plane (--c, --d) is refused with it"
             );
         }
         let mut angles = Vec::with_capacity(self.plan.len());
@@ -354,12 +367,15 @@ impl AdapterWeights {
                 .narrow(0, item.base, item.work.1)?
                 .to_dtype(DType::F32)?
                 .to_vec1::<f32>()?;
-            let at = |weights: [f32; 3]| {
+            let at = |weights: [f32; 4]| {
                 let mut w = w0.clone();
                 lowrank::merge(&mut w, None, u, &u.coefficients(weights));
                 w
             };
-            angles.push(slerp::angle(&at([1.0, 0.0, 0.0]), &at([0.0, 1.0, 0.0])));
+            angles.push(slerp::angle(
+                &at([1.0, 0.0, 0.0, 0.0]),
+                &at([0.0, 1.0, 0.0, 0.0]),
+            ));
         }
         self.slerp = Some(Arc::new(angles));
         self.set_alpha(self.alpha)
@@ -394,7 +410,7 @@ impl AdapterWeights {
             &self.replacements,
             &MergeOp {
                 alpha,
-                beta: self.beta,
+                beyond: [self.beta, self.gamma],
                 factors: self.factors.clone(),
                 slerp: self.slerp.clone(),
                 plan: self.plan.clone(),
@@ -460,8 +476,8 @@ impl AdapterWeights {
 /// replacements: `working.inplace_op3(&base, &replacements, &MergeOp { .. })`.
 struct MergeOp {
     alpha: Alpha,
-    /// C's weight on a plane (0 on the line).
-    beta: f64,
+    /// C's and D's weights (0 on the line).
+    beyond: [f64; 2],
     /// With α per layer: each item's factor on α.
     factors: Option<Arc<Vec<f64>>>,
     /// With slerp: each item's angle (None: on the line).
@@ -487,17 +503,20 @@ impl MergeOp {
         self.factors.as_ref().map_or(a, |f| a * f[i])
     }
 
-    /// Item i's weights on A, B and C, and (slerp off the line) the base's own coefficient:
-    /// the sum of A's and B's, which is not 1 on an arc.
-    fn weights_of(&self, i: usize) -> ([f32; 3], Option<f32>) {
+    /// Item i's weights on A, B, C and D, and (slerp off the line) the base's own
+    /// coefficient: the sum of A's and B's, which is not 1 on an arc.
+    fn weights_of(&self, i: usize) -> ([f32; 4], Option<f32>) {
         let t = self.alpha_of(i);
         match self.slerp.as_ref().and_then(|s| s[i]) {
             Some(angle) => {
                 let (ca, cb) = slerp::coefficients(Some(angle), t);
                 let scale = ca + cb;
-                ([ca, cb, 0.0], (scale != 1.0).then_some(scale))
+                ([ca, cb, 0.0, 0.0], (scale != 1.0).then_some(scale))
             }
-            None => (crate::alpha::plane_weights_f32(t, self.beta), None),
+            None => {
+                let [beta, gamma] = self.beyond;
+                (crate::alpha::point_weights_f32(t, beta, gamma), None)
+            }
         }
     }
 }

@@ -93,6 +93,17 @@ pub trait Element: Copy + Send + Sync + 'static {
             *w = Self::from_f32(a + (kb * (b - a) + kc * (c - a)));
         }
     }
+    /// a + (kb·(b − a) + kc·(c − a) + kd·(d − a)) element by element in f32: a blend table's
+    /// rows through four endpoints (the plane's element with one more delta, summed before
+    /// the base is added). The plain loop vectorises for f32.
+    fn space_chunk(w: &mut [Self], [a, b, c, d]: [&[Self]; 4], [kb, kc, kd]: [f32; 3]) {
+        assert!(w.len() == a.len() && a.len() == b.len() && b.len() == c.len());
+        assert_eq!(c.len(), d.len());
+        for ((((w, &a), &b), &c), &d) in w.iter_mut().zip(a).zip(b).zip(c).zip(d) {
+            let (a, b, c, d) = (a.to_f32(), b.to_f32(), c.to_f32(), d.to_f32());
+            *w = Self::from_f32(a + (kb * (b - a) + kc * (c - a) + kd * (d - a)));
+        }
+    }
     /// The slice as f32, when the element type is f32 (for kernels with an f32 fast path).
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
         None

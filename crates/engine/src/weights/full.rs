@@ -35,18 +35,23 @@ pub struct BlendedWeights {
     slerp: Option<Vec<Option<slerp::Angle>>>,
     /// With α per layer: each slot's factor on α.
     factors: Option<Vec<f64>>,
-    /// A third endpoint C: the plane A + α·(B − A) + β·(C − A).
-    third: Option<Third>,
+    /// Endpoints beyond B, in order C, D: the plane A + α·(B − A) + β·(C − A), and with D
+    /// one more delta, + γ·(D − A).
+    extras: Vec<Extra>,
 }
 
-/// Endpoint C and how far the working weights move towards it.
-struct Third {
-    c: Tensor,
-    /// β, fixed; None: C's weight scales with α as B's does (a recipe's direction).
-    beta: Option<f64>,
-    /// Each slot's factor on β (or α).
+/// An endpoint beyond B (C or D) and how far the working weights move towards it.
+struct Extra {
+    t: Tensor,
+    /// Its weight (β for C, γ for D), fixed; None: it scales with α as B's does (a recipe's
+    /// direction).
+    weight: Option<f64>,
+    /// Each slot's factor on the weight (or α).
     factors: Vec<f64>,
 }
+
+/// The flags of the endpoints beyond B, for messages.
+const EXTRA_FLAGS: [&str; 2] = ["--c", "--d"];
 
 impl BlendedWeights {
     /// Read both endpoints' `names` into flat buffers of `dtype` on `device`. The working
@@ -77,7 +82,7 @@ impl BlendedWeights {
             last_blend: None,
             slerp: None,
             factors: None,
-            third: None,
+            extras: Vec::new(),
         })
     }
 
@@ -114,38 +119,37 @@ impl BlendedWeights {
         Ok(())
     }
 
-    /// Add endpoint C (of this layout, read from `c`): the working weights become
-    /// A + α·(B − A) + β·(C − A), each C term times its factor from `factors` (β None: C's
+    /// Add the next endpoint beyond B (C, then D; of this layout, read from `x`): the working
+    /// weights gain + w·(X − A), each term times its factor from `factors` (`weight` None: X's
     /// weight is α too, a recipe's direction through its own point at α = 1).
-    pub fn use_third(
+    pub fn add_endpoint(
         &mut self,
-        c: &Checkpoint,
-        beta: Option<f64>,
+        x: &Checkpoint,
+        weight: Option<f64>,
         factors: Option<&LayerAlphas>,
         n_layers: usize,
     ) -> Result<()> {
+        let Some(flag) = EXTRA_FLAGS.get(self.extras.len()) else {
+            bail!(Unsupported, "{}: at most four endpoints", x.label());
+        };
         if !self.working.device().is_cpu() {
             bail!(
                 Unsupported,
-                "--c: the plane through three endpoints runs on the CPU for now; use --device cpu"
+                "{flag}: blends of more than two endpoints run on the CPU for now; use --device cpu"
             );
         }
         if self.slerp.is_some() {
             bail!(
                 Unsupported,
-                "--c: the plane is built on the line; --method slerp takes two endpoints"
+                "{flag}: more endpoints build on the line; --method slerp takes two endpoints"
             );
         }
-        let tc = build_flat(&self.layout, self.dtype, self.working.device(), &c.weights)?;
+        let t = build_flat(&self.layout, self.dtype, self.working.device(), &x.weights)?;
         let factors = match factors {
             Some(l) => l.factors(&self.layout, n_layers)?,
             None => vec![1.0; self.layout.slots.len()],
         };
-        self.third = Some(Third {
-            c: tc,
-            beta,
-            factors,
-        });
+        self.extras.push(Extra { t, weight, factors });
         let alpha = self.alpha;
         self.set_alpha(alpha)?;
         Ok(())
@@ -158,8 +162,8 @@ impl BlendedWeights {
 
     /// Move to (α, β) on a plane loaded with a fixed β: one blend.
     pub fn set_point(&mut self, alpha: Alpha, beta: f64) -> Result<Duration> {
-        match self.third.as_mut() {
-            Some(t) if t.beta.is_some() => t.beta = Some(beta),
+        match self.extras.first_mut() {
+            Some(t) if t.weight.is_some() => t.weight = Some(beta),
             Some(_) => bail!(
                 Unsupported,
                 "β: this plane is a recipe's direction, its β moving with α"
@@ -174,12 +178,17 @@ impl BlendedWeights {
 
     /// β, when a third endpoint is loaded with a fixed one.
     pub fn beta(&self) -> Option<f64> {
-        self.third.as_ref().and_then(|t| t.beta)
+        self.extras.first().and_then(|t| t.weight)
+    }
+
+    /// γ, when a fourth endpoint is loaded with a fixed one.
+    pub fn gamma(&self) -> Option<f64> {
+        self.extras.get(1).and_then(|t| t.weight)
     }
 
     /// Whether every tensor moves along the line by the same α (the batched paths' premise).
     pub fn on_line(&self) -> bool {
-        self.slerp.is_none() && self.factors.is_none() && self.third.is_none()
+        self.slerp.is_none() && self.factors.is_none() && self.extras.is_empty()
     }
 
     /// Each tensor's row at α, unless every tensor takes the line at α itself.
@@ -191,15 +200,19 @@ impl BlendedWeights {
             (0..self.layout.slots.len())
                 .map(|i| {
                     let at = alpha * self.factors.as_ref().map_or(1.0, |f| f[i]);
-                    match (&self.slerp, &self.third) {
+                    let k = |x: Option<&Extra>| {
+                        x.map_or(0.0, |x| x.weight.unwrap_or(alpha) * x.factors[i])
+                    };
+                    match (&self.slerp, self.extras.is_empty()) {
                         (Some(angles), _) => slerp::row(angles[i], at),
-                        (None, None) => SlotMix::line(at),
-                        (None, Some(t)) => {
-                            let kc = t.beta.unwrap_or(alpha) * t.factors[i];
-                            match (at, kc) {
-                                (0.0, 0.0) => SlotMix::A,
-                                (1.0, 0.0) => SlotMix::B,
-                                _ => SlotMix::Plane(at as f32, kc as f32),
+                        (None, true) => SlotMix::line(at),
+                        (None, false) => {
+                            let (kc, kd) = (k(self.extras.first()), k(self.extras.get(1)));
+                            match (at, kc, kd) {
+                                (0.0, 0.0, 0.0) => SlotMix::A,
+                                (1.0, 0.0, 0.0) => SlotMix::B,
+                                (_, _, 0.0) => SlotMix::Plane(at as f32, kc as f32),
+                                _ => SlotMix::Space(at as f32, kc as f32, kd as f32),
                             }
                         }
                     }
@@ -244,7 +257,7 @@ impl BlendedWeights {
                 &TableOp {
                     layout: &self.layout,
                     table: &table,
-                    c: self.third.as_ref().map(|t| &t.c),
+                    extra: [0, 1].map(|i| self.extras.get(i).map(|x| &x.t)),
                 },
             ),
         }

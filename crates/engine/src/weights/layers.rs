@@ -27,9 +27,9 @@ pub struct LayerAlphas {
     rules: Vec<Rule>,
     /// Every factor times this (task_arithmetic's λ).
     scale: f64,
-    /// With a partner's rules, the factor is this one's share of the two, v/(partner + v)
-    /// (linear's normalised weights, B's share).
-    share: Option<Box<LayerAlphas>>,
+    /// With partners' rules, the factor is this one's share of them all, v/(Σ partners + v)
+    /// (normalised weights: linear's, task_arithmetic's with `normalize`).
+    share: Vec<LayerAlphas>,
     /// Whether a tensor no rule matches is an error (mergekit's required parameters) rather
     /// than factor 1.
     required: bool,
@@ -77,7 +77,7 @@ impl LayerAlphas {
         Ok(Self {
             rules,
             scale: 1.0,
-            share: None,
+            share: Vec::new(),
             required: false,
             layer_range: None,
             what: what.to_string(),
@@ -121,10 +121,10 @@ impl LayerAlphas {
         Self { scale, ..self }
     }
 
-    /// The factor as this one's share of it and `partner`'s: v/(partner + v).
-    pub fn shared_with(self, partner: LayerAlphas) -> Self {
+    /// The factor as this one's share of it and its `partners`': v/(Σ partners + v).
+    pub fn shared_among(self, partners: Vec<LayerAlphas>) -> Self {
         Self {
-            share: Some(Box::new(partner)),
+            share: partners,
             ..self
         }
     }
@@ -150,9 +150,9 @@ impl LayerAlphas {
         self.scale
     }
 
-    /// Whether the factor is a share of two weights (not a gradient of its own).
+    /// Whether the factor is a share of several weights (not a gradient of its own).
     pub fn is_share(&self) -> bool {
-        self.share.is_some()
+        !self.share.is_empty()
     }
 
     /// Where the rules came from.
@@ -168,9 +168,12 @@ impl LayerAlphas {
     /// scale are written around them.
     pub fn spec(&self) -> String {
         let own = self.rules_spec();
-        let shared = match &self.share {
-            Some(p) => format!("share {own} of {} + {own}", p.rules_spec()),
-            None => own,
+        let shared = match self.share.is_empty() {
+            true => own,
+            false => {
+                let partners: Vec<String> = self.share.iter().map(|p| p.rules_spec()).collect();
+                format!("share {own} of {} + {own}", partners.join(" + "))
+            }
         };
         if self.scale == 1.0 {
             shared
@@ -196,8 +199,14 @@ impl LayerAlphas {
     /// The factor of the tensor `name` at position `t`; None where no rule matches.
     pub fn value(&self, name: &str, t: f64) -> Option<f64> {
         let v = self.own(name, t)?;
-        let v = match &self.share {
-            Some(p) => v / (p.own(name, t)? + v),
+        let v = match self.share.split_first() {
+            Some((first, rest)) => {
+                let mut sum = first.own(name, t)?;
+                for p in rest {
+                    sum += p.own(name, t)?;
+                }
+                v / (sum + v)
+            }
             None => v,
         };
         Some(self.scale * v)

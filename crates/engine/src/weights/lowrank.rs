@@ -4,8 +4,9 @@
 //!   out[i, :] = src[i, :] + Σ_r u[i, r]·c_r·d[r, :],   c_r = the weight of rank r's endpoint
 //!
 //! (on the line 1 − α for A's ranks and α for B's; on a plane 1 − α − β, α and β for A's, B's
-//! and C's), in f32 with no temporary the size of the weight, `u` `[rows, R]` and `d`
-//! `[R, cols]` holding the adapters' factors side by side (A's first, then B's, then C's).
+//! and C's; with D, γ for D's and 1 − α − β − γ for A's), in f32 with no temporary the size of
+//! the weight, `u` `[rows, R]` and `d` `[R, cols]` holding the adapters' factors side by side
+//! (A's first, then B's, C's and D's).
 //! Beside it, the slow twin it is held to.
 //!
 //! The f32 kernel (AVX2 + FMA) works on blocks of 4 rows × 16 columns held in registers across
@@ -16,23 +17,25 @@ use crate::weights::blend::Element;
 use rayon::prelude::*;
 
 /// How the ranks of concatenated updates divide among the endpoints: the first `a` are A's,
-/// the next `b` B's, the last `c` C's (a plane's third endpoint; 0 on a line).
+/// the next `b` B's, then `c` C's (a plane's third endpoint; 0 on a line) and `d` D's (a
+/// fourth endpoint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct RankSides {
     pub a: usize,
     pub b: usize,
     pub c: usize,
+    pub d: usize,
 }
 
 impl RankSides {
     pub fn total(self) -> usize {
-        self.a + self.b + self.c
+        self.a + self.b + self.c + self.d
     }
 
-    /// Each rank's coefficient, from the endpoints' weights `[w_A, w_B, w_C]`.
-    pub fn spread(self, w: [f32; 3]) -> impl Iterator<Item = f32> {
-        let n = [self.a, self.b, self.c];
-        (0..3).flat_map(move |s| std::iter::repeat_n(w[s], n[s]))
+    /// Each rank's coefficient, from the endpoints' weights `[w_A, w_B, w_C, w_D]`.
+    pub fn spread(self, w: [f32; 4]) -> impl Iterator<Item = f32> {
+        let n = [self.a, self.b, self.c, self.d];
+        (0..4).flat_map(move |s| std::iter::repeat_n(w[s], n[s]))
     }
 }
 
@@ -52,8 +55,8 @@ pub struct StoredUpdate {
 
 impl StoredUpdate {
     /// The coefficient of each rank from the endpoints' weights (see
-    /// [`crate::Alpha::plane_weights_f32`]).
-    pub fn coefficients(&self, weights: [f32; 3]) -> Vec<f32> {
+    /// [`crate::Alpha::point_weights_f32`]).
+    pub fn coefficients(&self, weights: [f32; 4]) -> Vec<f32> {
         self.sides.spread(weights).collect()
     }
 }
@@ -283,14 +286,15 @@ mod tests {
     #[test]
     fn the_fast_merge_equals_its_reference() {
         let mut rng = StdRng::seed_from_u64(3);
-        for &(rows, cols, (a, b, c)) in &[
-            (1, 1, (0, 1, 0)),
-            (7, 13, (1, 2, 0)),
-            (100, 37, (4, 8, 0)),
-            (300, 64, (8, 0, 0)),
-            (50, 21, (2, 3, 4)),
+        for &(rows, cols, (a, b, c, d)) in &[
+            (1, 1, (0, 1, 0, 0)),
+            (7, 13, (1, 2, 0, 0)),
+            (100, 37, (4, 8, 0, 0)),
+            (300, 64, (8, 0, 0, 0)),
+            (50, 21, (2, 3, 4, 0)),
+            (33, 19, (0, 3, 2, 5)),
         ] {
-            let sides = RankSides { a, b, c };
+            let sides = RankSides { a, b, c, d };
             let rank = sides.total();
             let upd = StoredUpdate {
                 u: random(rows * rank, &mut rng),
@@ -301,8 +305,18 @@ mod tests {
                 sides,
             };
             let src = random(rows * cols, &mut rng);
-            for (alpha, beta) in [(-0.5, 0.0), (0.0, 0.0), (0.3, 0.4), (1.0, -0.2), (1.7, 0.0)] {
-                let c = upd.coefficients(crate::Alpha::new(alpha).unwrap().plane_weights_f32(beta));
+            for (alpha, beta, gamma) in [
+                (-0.5, 0.0, 0.0),
+                (0.0, 0.0, 0.0),
+                (0.3, 0.4, 0.0),
+                (1.0, -0.2, 0.0),
+                (1.7, 0.0, 0.0),
+                (0.2, 0.5, -0.7),
+            ] {
+                let w = crate::Alpha::new(alpha)
+                    .unwrap()
+                    .point_weights_f32(beta, gamma);
+                let c = upd.coefficients(w);
                 let want = merge_reference(&src, &upd, &c);
                 let mut out = vec![0f32; rows * cols];
                 merge(&mut out, Some(&src), &upd, &c);

@@ -2,7 +2,8 @@
 //! mapped file, its other tensors (norms, and any matrix of a type without a kernel) sit in one
 //! small f32 buffer, and both adapters' factors apply per batch row on the factored path:
 //!
-//!   y = W_q·x + (1 − α)·ΔA·x + α·ΔB·x   (on a plane, + β·ΔC with 1 − α − β on ΔA).
+//!   y = W_q·x + (1 − α)·ΔA·x + α·ΔB·x   (on a plane, + β·ΔC with 1 − α − β on ΔA; with a
+//!   fourth endpoint, + γ·ΔD with 1 − α − β − γ on ΔA).
 //!
 //! Merging into quantized blocks is not exact, so nothing is merged: an α change only changes
 //! the coefficients the next forward pass uses. Exports dequantize and merge in f32.
@@ -102,14 +103,16 @@ pub struct QuantizedAdapters {
     alpha: Alpha,
     /// C's weight on a plane (0 on the line).
     beta: f64,
+    /// D's weight, with a fourth endpoint (0 otherwise).
+    gamma: f64,
     /// With α per layer: each tensor's factor on α, by name (1 where absent).
     pub factors: Option<HashMap<String, f64>>,
 }
 
 impl QuantizedAdapters {
     /// The base's `names`, its quantized matrices kept as they are, and the adapters' factors
-    /// (A, B and, for a plane, C; `None` is the base itself).
-    pub fn load(base: &Checkpoint, names: &[String], sides: [Option<&Adapter>; 3]) -> Result<Self> {
+    /// (A, B and, for a plane, C, with a fourth endpoint D; `None` is the base itself).
+    pub fn load(base: &Checkpoint, names: &[String], sides: [Option<&Adapter>; 4]) -> Result<Self> {
         crate::weights::adapters::refuse_replacements(
             sides,
             "on a base kept quantized that is not built, use --dequantize",
@@ -144,6 +147,7 @@ impl QuantizedAdapters {
             forward,
             alpha: Alpha::A,
             beta: 0.0,
+            gamma: 0.0,
             factors: None,
         })
     }
@@ -167,14 +171,25 @@ impl QuantizedAdapters {
         self.beta = beta;
     }
 
+    /// D's weight (0 without a fourth endpoint).
+    pub fn gamma(&self) -> f64 {
+        self.gamma
+    }
+
+    /// Nothing to merge here either.
+    pub fn set_gamma(&mut self, gamma: f64) {
+        self.gamma = gamma;
+    }
+
     /// Tensor `name`'s factor on α (1 without α per layer).
     pub fn factor(&self, name: &str) -> f64 {
         factor_of(self.factors.as_ref(), name)
     }
 
-    /// The endpoints' weights for tensor `name` at the current α and β.
-    fn weights_of(&self, name: &str) -> [f32; 3] {
-        crate::alpha::plane_weights_f32(self.alpha.value() * self.factor(name), self.beta)
+    /// The endpoints' weights for tensor `name` at the current α, β and γ.
+    fn weights_of(&self, name: &str) -> [f32; 4] {
+        let alpha = self.alpha.value() * self.factor(name);
+        crate::alpha::point_weights_f32(alpha, self.beta, self.gamma)
     }
 
     /// Every weight at the current α (and β) in f32: the quantized ones dequantized (exactly) and the

@@ -139,7 +139,7 @@ pub fn slerp_into<T: Element>(
     alpha: f64,
 ) {
     let table: Vec<SlotMix> = angles.iter().map(|&an| row(an, alpha)).collect();
-    table::apply(layout, &table, w, a, b, None)
+    table::apply(layout, &table, w, a, b, [None, None])
 }
 
 /// The angles of every slot between two flat CPU buffers of one dtype.

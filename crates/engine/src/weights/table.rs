@@ -1,5 +1,5 @@
 //! A blend as a table: for every tensor (slot) of the flat buffers, how its working weights are
-//! made from the endpoints (two, or three for a plane). The line with one α is a table whose rows are all alike (and
+//! made from the endpoints (two; three for a plane; four with a fourth endpoint D). The line with one α is a table whose rows are all alike (and
 //! has its own faster pass, [`crate::weights::blend`]); slerp and α per layer give each tensor
 //! a row of its own. One pass over the buffer applies any table.
 
@@ -21,6 +21,8 @@ pub enum SlotMix {
     Pair(f32, f32),
     /// A + kb·(B − A) + kc·(C − A): a point of the plane through three endpoints.
     Plane(f32, f32),
+    /// A + kb·(B − A) + kc·(C − A) + kd·(D − A): a point among four endpoints.
+    Space(f32, f32, f32),
 }
 
 impl SlotMix {
@@ -43,6 +45,15 @@ impl SlotMix {
             (0.0, 0.0) => SlotMix::A,
             (1.0, 0.0) => SlotMix::B,
             (kb, kc) => SlotMix::Plane(kb, kc),
+        }
+    }
+
+    /// Among four endpoints at (kb, kc, kd), narrowed first; with kd = 0 it is the plane's
+    /// row (D then costs nothing, and the plane's bits stay its own).
+    pub fn space(kb: f64, kc: f64, kd: f64) -> Self {
+        match kd as f32 {
+            0.0 => Self::plane(kb, kc),
+            kd => SlotMix::Space(kb as f32, kc as f32, kd),
         }
     }
 }
@@ -75,6 +86,20 @@ pub fn plane_reference<T: Element>(w: &mut [T], a: &[T], b: &[T], c: &[T], kb: f
     }
 }
 
+/// One element of a [`SlotMix::Space`], in f32: the plane's with D's delta summed last.
+#[inline(always)]
+pub fn space_scalar([a, b, c, d]: [f32; 4], [kb, kc, kd]: [f32; 3]) -> f32 {
+    a + (kb * (b - a) + kc * (c - a) + kd * (d - a))
+}
+
+/// A row among four endpoints over a slice, element by element.
+pub fn space_reference<T: Element>(w: &mut [T], [a, b, c, d]: [&[T]; 4], k: [f32; 3]) {
+    for (i, w) in w.iter_mut().enumerate() {
+        let x = [a[i], b[i], c[i], d[i]].map(T::to_f32);
+        *w = T::from_f32(space_scalar(x, k));
+    }
+}
+
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 16;
 
@@ -85,12 +110,13 @@ pub fn apply_reference<T: Element>(
     w: &mut [T],
     a: &[T],
     b: &[T],
-    c: Option<&[T]>,
+    [c, d]: [Option<&[T]>; 2],
 ) {
     assert_eq!(layout.slots.len(), table.len());
     for (s, mix) in layout.slots.iter().zip(table) {
         let r = s.offset..s.offset + s.len;
         let c = c.map(|c| &c[r.clone()]);
+        let d = d.map(|d| &d[r.clone()]);
         let (w, a, b) = (&mut w[r.clone()], &a[r.clone()], &b[r]);
         match *mix {
             SlotMix::A => w.copy_from_slice(a),
@@ -99,6 +125,10 @@ pub fn apply_reference<T: Element>(
             SlotMix::Pair(ca, cb) => combine_reference(w, a, b, ca, cb),
             SlotMix::Plane(kb, kc) => {
                 plane_reference(w, a, b, c.expect("a plane row needs C"), kb, kc)
+            }
+            SlotMix::Space(kb, kc, kd) => {
+                let (c, d) = (c.expect("a row of four needs C"), d.expect("and D"));
+                space_reference(w, [a, b, c, d], [kb, kc, kd])
             }
         }
     }
@@ -110,26 +140,31 @@ struct Task<'a, T> {
     a: &'a [T],
     b: &'a [T],
     c: &'a [T],
+    d: &'a [T],
     mix: SlotMix,
 }
 
 /// The fast pass: every slot split into chunks, all chunks in parallel, each through its
 /// element type's vectorised kernel.
-pub fn apply<T: Element>(
+pub fn apply<'a, T: Element>(
     layout: &FlatLayout,
     table: &[SlotMix],
-    w: &mut [T],
-    a: &[T],
-    b: &[T],
-    c: Option<&[T]>,
+    w: &'a mut [T],
+    a: &'a [T],
+    b: &'a [T],
+    [c, d]: [Option<&'a [T]>; 2],
 ) {
     assert_eq!(layout.slots.len(), table.len());
     assert!(
         c.is_some() || !table.iter().any(|m| matches!(m, SlotMix::Plane(..))),
         "a plane row needs C"
     );
-    let mut tasks: Vec<Task<'_, T>> = Vec::new();
-    let mut rest: &mut [T] = w;
+    assert!(
+        (c.is_some() && d.is_some()) || !table.iter().any(|m| matches!(m, SlotMix::Space(..))),
+        "a row of four needs C and D"
+    );
+    let mut tasks: Vec<Task<'a, T>> = Vec::new();
+    let mut rest: &'a mut [T] = w;
     let mut at = 0;
     for (s, &mix) in layout.slots.iter().zip(table) {
         // Slots are disjoint, in increasing order: split them off the buffer one by one.
@@ -139,18 +174,24 @@ pub fn apply<T: Element>(
         at = s.offset + s.len;
         let (sa, sb) = (&a[s.offset..at], &b[s.offset..at]);
         let sc = c.map_or(&[][..], |c| &c[s.offset..at]);
+        let sd = d.map_or(&[][..], |d| &d[s.offset..at]);
+        // C and D, where given, split into the chunks A and B split into.
+        let part = |x: &'a [T], i: usize, n: usize| {
+            if x.is_empty() {
+                x
+            } else {
+                &x[i * CHUNK..i * CHUNK + n]
+            }
+        };
         for (i, ((w, a), b)) in slot
             .chunks_mut(CHUNK)
             .zip(sa.chunks(CHUNK))
             .zip(sb.chunks(CHUNK))
             .enumerate()
         {
-            let c = if sc.is_empty() {
-                sc
-            } else {
-                &sc[i * CHUNK..i * CHUNK + w.len()]
-            };
-            tasks.push(Task { w, a, b, c, mix });
+            let n = w.len();
+            let (c, d) = (part(sc, i, n), part(sd, i, n));
+            tasks.push(Task { w, a, b, c, d, mix });
         }
     }
     tasks.into_par_iter().for_each(|t| match t.mix {
@@ -159,15 +200,16 @@ pub fn apply<T: Element>(
         SlotMix::Line(alpha) => T::blend_chunk(t.w, t.a, t.b, alpha),
         SlotMix::Pair(ca, cb) => T::combine_chunk(t.w, t.a, t.b, ca, cb),
         SlotMix::Plane(kb, kc) => T::plane_chunk(t.w, t.a, t.b, t.c, kb, kc),
+        SlotMix::Space(kb, kc, kd) => T::space_chunk(t.w, [t.a, t.b, t.c, t.d], [kb, kc, kd]),
     });
 }
 
 /// The table's pass as an in-place op on the working buffer (CPU; a GPU run is refused when
-/// the pair loads). A third endpoint, when there is one, is read beside the op's two.
+/// the pair loads). Endpoints C and D, where there are any, are read beside the op's two.
 pub struct TableOp<'a> {
     pub layout: &'a FlatLayout,
     pub table: &'a [SlotMix],
-    pub c: Option<&'a candle_core::Tensor>,
+    pub extra: [Option<&'a candle_core::Tensor>; 2],
 }
 
 impl candle_core::InplaceOp3 for TableOp<'_> {
@@ -187,28 +229,33 @@ impl candle_core::InplaceOp3 for TableOp<'_> {
         let n = self.layout.total;
         let (w0, a0, b0) = (lw.start_offset(), la.start_offset(), lb.start_offset());
         let (l, t) = (self.layout, self.table);
-        let third = self.c.map(|c| c.storage_and_layout());
-        let c = match &third {
-            None => None,
-            Some((s, lc)) => match &**s {
-                candle_core::Storage::Cpu(s) => Some((s, lc.start_offset())),
-                _ => candle_core::bail!("table blend: C must be on the CPU"),
-            },
-        };
+        let held = self.extra.map(|x| x.map(|x| x.storage_and_layout()));
+        let mut extra = [None, None];
+        for (e, h) in extra.iter_mut().zip(&held) {
+            if let Some((s, l)) = h {
+                match &**s {
+                    candle_core::Storage::Cpu(s) => *e = Some((s, l.start_offset())),
+                    _ => candle_core::bail!("table blend: C and D must be on the CPU"),
+                }
+            }
+        }
         macro_rules! run {
             ($v:ident, $w:expr, $a:expr, $b:expr) => {{
-                let c = match c {
-                    None => None,
-                    Some((CpuStorage::$v(c), c0)) => Some(&c[c0..c0 + n]),
-                    Some(_) => candle_core::bail!("table blend: C's dtype differs"),
-                };
+                let mut cd = [None, None];
+                for (x, e) in cd.iter_mut().zip(extra) {
+                    *x = match e {
+                        None => None,
+                        Some((CpuStorage::$v(x), x0)) => Some(&x[x0..x0 + n]),
+                        Some(_) => candle_core::bail!("table blend: C's or D's dtype differs"),
+                    };
+                }
                 apply(
                     l,
                     t,
                     &mut $w[w0..w0 + n],
                     &$a[a0..a0 + n],
                     &$b[b0..b0 + n],
-                    c,
+                    cd,
                 )
             }};
         }
@@ -253,23 +300,28 @@ mod tests {
     /// the fast pass writes its twin's bits in f32, f16 and bf16.
     #[test]
     fn the_pass_writes_the_references_bits() {
-        let l = layout(&[70_001, 13, 9, 130_000, 3]);
+        let l = layout(&[70_001, 13, 9, 130_000, 3, 70_000, 17]);
         let table = [
             SlotMix::Line(0.3),
             SlotMix::A,
             SlotMix::Pair(0.25, -1.5),
             SlotMix::Plane(0.7, 0.5),
             SlotMix::B,
+            SlotMix::Space(0.3, -0.4, 1.25),
+            SlotMix::Space(0.0, 0.0, 0.5),
         ];
         fn check<T: Element + PartialEq + std::fmt::Debug>(l: &FlatLayout, t: &[SlotMix]) {
             let (a, b) = endpoints::<T>(l.total);
             let c: Vec<T> = (0..l.total)
                 .map(|i| T::from_f32((i as f32 * 0.05).sin() + 0.5))
                 .collect();
+            let d: Vec<T> = (0..l.total)
+                .map(|i| T::from_f32((i as f32 * 0.013).cos() * 2.0 - 0.1))
+                .collect();
             let mut fast = vec![T::from_f32(9.0); l.total];
             let mut slow = fast.clone();
-            apply(l, t, &mut fast, &a, &b, Some(&c));
-            apply_reference(l, t, &mut slow, &a, &b, Some(&c));
+            apply(l, t, &mut fast, &a, &b, [Some(&c), Some(&d)]);
+            apply_reference(l, t, &mut slow, &a, &b, [Some(&c), Some(&d)]);
             assert_eq!(fast, slow);
         }
         check::<f32>(&l, &table);
@@ -322,7 +374,14 @@ mod tests {
         let (a, b) = endpoints::<f32>(l.total);
         let c: Vec<f32> = (0..l.total).map(|i| (i as f32 * 0.05).cos()).collect();
         let mut w = vec![0f32; l.total];
-        apply(&l, &[SlotMix::Plane(0.7, -0.5)], &mut w, &a, &b, Some(&c));
+        apply(
+            &l,
+            &[SlotMix::Plane(0.7, -0.5)],
+            &mut w,
+            &a,
+            &b,
+            [Some(&c), None],
+        );
         for i in 0..l.total {
             let (x, y, z) = (a[i] as f64, b[i] as f64, c[i] as f64);
             let want = x + 0.7 * (y - x) - 0.5 * (z - x);
@@ -332,9 +391,41 @@ mod tests {
             );
         }
         let mut line = vec![0f32; l.total];
-        apply(&l, &[SlotMix::Plane(0.3, 0.0)], &mut w, &a, &b, Some(&c));
-        apply(&l, &[SlotMix::Line(0.3)], &mut line, &a, &b, None);
+        apply(
+            &l,
+            &[SlotMix::Plane(0.3, 0.0)],
+            &mut w,
+            &a,
+            &b,
+            [Some(&c), None],
+        );
+        apply(&l, &[SlotMix::Line(0.3)], &mut line, &a, &b, [None, None]);
         assert_eq!(w, line);
+    }
+
+    /// A row of four is the point computed in f64 within f32 rounding, and `SlotMix::space`
+    /// with D's weight 0 is the plane's own row.
+    #[test]
+    fn rows_of_four_are_the_point() {
+        let l = layout(&[5000]);
+        let (a, b) = endpoints::<f32>(l.total);
+        let c: Vec<f32> = (0..l.total).map(|i| (i as f32 * 0.05).cos()).collect();
+        let d: Vec<f32> = (0..l.total)
+            .map(|i| (i as f32 * 0.02).sin() - 1.0)
+            .collect();
+        let mut w = vec![0f32; l.total];
+        let row = SlotMix::space(0.7, -0.5, 0.25);
+        apply(&l, &[row], &mut w, &a, &b, [Some(&c), Some(&d)]);
+        for i in 0..l.total {
+            let (x, y, z, u) = (a[i] as f64, b[i] as f64, c[i] as f64, d[i] as f64);
+            let want = x + 0.7 * (y - x) - 0.5 * (z - x) + 0.25 * (u - x);
+            assert!(
+                (w[i] as f64 - want).abs() < 1e-6 * (1.0 + want.abs()),
+                "{i}"
+            );
+        }
+        assert_eq!(SlotMix::space(0.7, -0.5, 1e-60), SlotMix::Plane(0.7, -0.5));
+        assert_eq!(SlotMix::space(1.0, 0.0, 0.0), SlotMix::B);
     }
 
     /// An α that narrows to 0 or 1 in f32 is a copy, on the fast path as on the reference.
@@ -355,7 +446,7 @@ mod tests {
             let table = vec![SlotMix::line(alpha); l.slots.len()];
             let mut rows = a.clone();
             let mut line = a.clone();
-            apply(&l, &table, &mut rows, &a, &b, None);
+            apply(&l, &table, &mut rows, &a, &b, [None, None]);
             blend(&mut line, &a, &b, alpha as f32);
             for s in &l.slots {
                 let r = s.offset..s.offset + s.len;
