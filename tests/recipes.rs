@@ -651,7 +651,7 @@ fn a_beta_grid_sweeps_the_plane() {
         fixture("tiny-llama-b"),
         fixture("recipes/c"),
     );
-    let sweep = |extra: &[&str], out: &Path| {
+    let try_sweep = |extra: &[&str], out: &Path| {
         let mut args = vec![
             "sweep",
             "--a",
@@ -674,7 +674,10 @@ fn a_beta_grid_sweeps_the_plane() {
             out.to_str().unwrap(),
         ];
         args.extend(extra);
-        let (ok, err) = lerpscope(&args);
+        lerpscope(&args)
+    };
+    let sweep = |extra: &[&str], out: &Path| {
+        let (ok, err) = try_sweep(extra, out);
         assert!(ok, "{err}");
     };
     let grid = dir.path().join("grid");
@@ -699,4 +702,20 @@ fn a_beta_grid_sweeps_the_plane() {
     // A rerun resumes every β's sweep.
     sweep(&["--c", c.to_str().unwrap(), "--betas", "0,0.5"], &grid);
     assert_eq!(read(grid.join("grid.csv")), csv);
+    // A fourth endpoint held at γ: recorded with the plane, and a resume at another γ refused.
+    let d = fixture("recipes/d");
+    let four = dir.path().join("four");
+    let with_d = |gamma: &'static str| {
+        let (c, d) = (c.to_str().unwrap(), d.to_str().unwrap());
+        vec!["--c", c, "--betas", "0", "--d", d, "--gamma", gamma]
+    };
+    sweep(&with_d("0.4"), &four);
+    let config = read(four.join("beta0/sweep.json"));
+    assert!(config.contains("γ 0.4"), "{config}");
+    assert_ne!(
+        read(four.join("beta0/samples.jsonl")),
+        read(line.join("samples.jsonl"))
+    );
+    let (ok, err) = try_sweep(&with_d("0.5"), &four);
+    assert!(!ok && err.contains("other settings"), "{err}");
 }

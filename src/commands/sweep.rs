@@ -68,10 +68,16 @@ pub fn run(args: SweepArgs) -> Result<()> {
             classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
             method: opts.method,
             layers: opts.layers.map(|l| l.spec()),
-            plane: opts.third.map(|t| {
-                let beta = t.weight.map_or("α".to_string(), |b| b.to_string());
-                let factors = t.factors.map(|f| format!(", factors {}", f.spec()));
-                format!("{}, β {beta}{}", t.source, factors.unwrap_or_default())
+            plane: opts.third.map(|c| {
+                let term = |t: crate::engine::ExtraEndpoint, name: &str| {
+                    let w = t.weight.map_or("α".to_string(), |w| w.to_string());
+                    let factors = t.factors.map(|f| format!(", factors {}", f.spec()));
+                    format!("{}, {name} {w}{}", t.source, factors.unwrap_or_default())
+                };
+                match opts.fourth {
+                    None => term(c, "β"),
+                    Some(d) => format!("{}; {}", term(c, "β"), term(d, "γ")),
+                }
             }),
             alpha_mode: Default::default(),
         };

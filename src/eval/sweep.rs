@@ -58,8 +58,8 @@ pub struct SweepConfig {
     /// With α per layer: its rules (`--layer-alphas` syntax), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<String>,
-    /// With a plane: endpoint C and β ("C, β 0.5"; β α: a recipe's direction), absent
-    /// otherwise.
+    /// With a plane: endpoint C and β ("C, β 0.5"; β α: a recipe's direction), and with a
+    /// fourth endpoint D and γ after it ("C, β 0.5; D, γ 0.3"), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plane: Option<String>,
     /// How the alphas were generated. [`Sweep::run`] settles it when the sweep starts (from
