@@ -82,7 +82,9 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
         copy_t.push(time(&device, || copy_tensor(&working, &a))?);
     }
     let (tb, tc) = (median(&mut blend_t), median(&mut copy_t));
-    let blend_gbs = 3.0 * bytes as f64 / tb.as_secs_f64() / 1e9;
+    // The buffers a move streams: A, B, the working one, and C and D where given.
+    let streams = 3 + [&opts.third, &opts.fourth].iter().filter(|x| x.is_some()).count();
+    let blend_gbs = streams as f64 * bytes as f64 / tb.as_secs_f64() / 1e9;
     let copy_gbs = 2.0 * bytes as f64 / tc.as_secs_f64() / 1e9;
     let ratio = blend_gbs / copy_gbs;
     if args.json {
@@ -111,7 +113,7 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
             crate::engine::device_name(&device)
         );
         println!(
-            "  blend  {:8.2} ms  {:6.2} GB/s  (3 × {:.1} MB per move)",
+            "  blend  {:8.2} ms  {:6.2} GB/s  ({streams} × {:.1} MB per move)",
             tb.as_secs_f64() * 1e3,
             blend_gbs,
             bytes as f64 / 1e6

@@ -157,6 +157,23 @@ impl Element for f32 {
         #[cfg(not(simd_kernels))]
         plane_f32_portable(w, a, b, c, kb, kc);
     }
+    fn space_chunk(w: &mut [f32], x: [&[f32]; 4], k: [f32; 3]) {
+        assert!(x.iter().all(|x| x.len() == w.len()));
+        #[cfg(simd_kernels)]
+        {
+            // SAFETY: as the blend's.
+            unsafe { simd::space_f32_avx_stream(w, x, k) };
+        }
+        #[cfg(not(simd_kernels))]
+        space_f32_portable(w, x, k);
+    }
+}
+
+fn space_f32_portable(w: &mut [f32], [a, b, c, d]: [&[f32]; 4], [kb, kc, kd]: [f32; 3]) {
+    for (i, w) in w.iter_mut().enumerate() {
+        let (a, b, c, d) = (a[i], b[i], c[i], d[i]);
+        *w = a + (kb * (b - a) + kc * (c - a) + kd * (d - a));
+    }
 }
 
 fn plane_f32_portable(w: &mut [f32], a: &[f32], b: &[f32], c: &[f32], kb: f32, kc: f32) {
@@ -577,6 +594,40 @@ mod simd {
         _mm_sfence();
         let tail = head + body;
         super::plane_f32_portable(&mut w[tail..], &a[tail..], &b[tail..], &c[tail..], kb, kc);
+    }
+
+    /// The element of a row of four in f32 with streaming stores, as the plane's (no FMA; the
+    /// three deltas summed in order, then added to A).
+    ///
+    /// # Safety
+    /// The CPU must support AVX; the slices must have equal lengths.
+    #[target_feature(enable = "avx")]
+    pub unsafe fn space_f32_avx_stream(w: &mut [f32], x: [&[f32]; 4], k: [f32; 3]) {
+        let n = w.len();
+        let head = head_to_align(w);
+        super::space_f32_portable(&mut w[..head], x.map(|x| &x[..head]), k);
+        let body = (n - head) / 8 * 8;
+        let wp = w.as_mut_ptr().add(head);
+        let [ap, bp, cp, dp] = x.map(|x| x.as_ptr().add(head));
+        let [vkb, vkc, vkd] = k.map(|k| _mm256_set1_ps(k));
+        let mut i = 0;
+        while i < body {
+            for p in [ap, bp, cp, dp] {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + 1024) as *const i8);
+            }
+            let va = _mm256_loadu_ps(ap.add(i));
+            let delta =
+                |p: *const f32, k| _mm256_mul_ps(k, _mm256_sub_ps(_mm256_loadu_ps(p.add(i)), va));
+            let sum = _mm256_add_ps(
+                _mm256_add_ps(delta(bp, vkb), delta(cp, vkc)),
+                delta(dp, vkd),
+            );
+            _mm256_stream_ps(wp.add(i), _mm256_add_ps(va, sum));
+            i += 8;
+        }
+        _mm_sfence();
+        let tail = head + body;
+        super::space_f32_portable(&mut w[tail..], x.map(|x| &x[tail..]), k);
     }
 
     /// f32 blend with 256-bit loads and non-temporal stores: the working buffer is written once
