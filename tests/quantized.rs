@@ -356,6 +356,98 @@ fn a_fourth_adapter_on_a_quantized_base_runs_factored() {
     }
 }
 
+/// A copy of the fixture adapter that also replaces the head and the embeddings whole
+/// (modules_to_save), with seeded values.
+fn lora_with_saved(tmp: &std::path::Path) -> PathBuf {
+    let out = tmp.join("saved-lora");
+    std::fs::create_dir_all(&out).unwrap();
+    let src = dir().join("lora");
+    let config = std::fs::read_to_string(src.join("adapter_config.json")).unwrap();
+    let config = config.replace(
+        "\"modules_to_save\": null",
+        "\"modules_to_save\": [\"lm_head\", \"embed_tokens\"]",
+    );
+    assert!(
+        config.contains("embed_tokens"),
+        "the fixture config names modules_to_save"
+    );
+    std::fs::write(out.join("adapter_config.json"), config).unwrap();
+    let mut tensors = candle_core::safetensors::load(
+        src.join("adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut seed = 7u64;
+    let mut random = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect()
+    };
+    for key in ["lm_head.weight", "model.embed_tokens.weight"] {
+        let t =
+            candle_core::Tensor::from_vec(random(300 * 256), (300, 256), &candle_core::Device::Cpu)
+                .unwrap();
+        tensors.insert(format!("base_model.model.{key}"), t);
+    }
+    candle_core::safetensors::save(&tensors, out.join("adapter_model.safetensors")).unwrap();
+    out
+}
+
+/// modules_to_save on a base kept quantized: the replaced head and embeddings are held dense
+/// in both versions and each row mixes them at its α; rows match their α alone and the
+/// dequantised (merged) path, with the replacing adapter as B and as A, and an export is the
+/// dequantised path's.
+#[test]
+fn modules_to_save_on_a_quantized_base_run_factored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let saved = lora_with_saved(tmp.path()).display().to_string();
+    let lora = dir().join("lora").display().to_string();
+    let opts = |dequantize: bool| LoadOptions {
+        device: DeviceChoice::Cpu,
+        base: Some(dir().join("base-q4_1.gguf").display().to_string()),
+        chat_template: false,
+        dequantize,
+        ..Default::default()
+    };
+    let ids = [5u32, 17, 42, 8, 99, 3];
+    let alphas = [0.0, 0.4, 1.0, 1.3];
+    for (a, b) in [("base", saved.as_str()), (saved.as_str(), lora.as_str())] {
+        let mut kept = Engine::load(a, b, &opts(false)).unwrap();
+        assert!(
+            kept.info.description.contains("2 saved tensors"),
+            "{}",
+            kept.info.description
+        );
+        let mut plain = Engine::load(a, b, &opts(true)).unwrap();
+        rows_match_alone_and_dequantised(&mut kept, &mut plain, &ids, &alphas, "saved");
+    }
+    // The replacement moves the output: at α = 1 this is not the plain adapter.
+    let mut kept = Engine::load("base", &saved, &opts(false)).unwrap();
+    let mut line = load("q4_1", false);
+    kept.set_alpha(1.0).unwrap();
+    line.set_alpha(1.0).unwrap();
+    let gap = max_gap(&kept.logits(&ids).unwrap(), &line.logits(&ids).unwrap());
+    assert!(gap > 10.0 * DEQUANTISED, "{gap}");
+    // An export dequantises and blends the replaced tensors as the dequantised path does.
+    let alpha = lerpscope::engine::Alpha::new(0.4).unwrap();
+    let f32 = candle_core::DType::F32;
+    let kept = kept.snapshot(alpha, f32).unwrap();
+    let plain = Engine::load("base", &saved, &opts(true))
+        .unwrap()
+        .snapshot(alpha, f32)
+        .unwrap();
+    assert_eq!(kept.tensors.len(), plain.tensors.len());
+    for (k, p) in kept.tensors.iter().zip(&plain.tensors) {
+        assert_eq!((&k.0, &k.1), (&p.0, &p.1));
+        assert!(k.2 == p.2, "{} differs", k.0);
+    }
+}
+
 /// α per layer over the adapter on a base kept quantized: each row's low-rank terms take the
 /// tensor's own α; rows match their α alone and the dequantised (merged) path.
 #[test]

@@ -83,7 +83,10 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
     }
     let (tb, tc) = (median(&mut blend_t), median(&mut copy_t));
     // The buffers a move streams: A, B, the working one, and C and D where given.
-    let streams = 3 + [&opts.third, &opts.fourth].iter().filter(|x| x.is_some()).count();
+    let streams = 3 + [&opts.third, &opts.fourth]
+        .iter()
+        .filter(|x| x.is_some())
+        .count();
     let blend_gbs = streams as f64 * bytes as f64 / tb.as_secs_f64() / 1e9;
     let copy_gbs = 2.0 * bytes as f64 / tc.as_secs_f64() / 1e9;
     let ratio = blend_gbs / copy_gbs;

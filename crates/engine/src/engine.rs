@@ -747,9 +747,16 @@ impl Engine {
         };
         let quantized = weights.base.quantized_map();
         let build = || {
-            let dense = VarBuilder::from_tensors(weights.base.dense_views()?, DType::F32, &device);
-            Model::load_quantized(&base.config, dense, quantized.clone(), low_rank.clone())
-                .with_context(|| format!("{}: cannot build the model", base.label()))
+            let vb = |views| VarBuilder::from_tensors(views, DType::F32, &device);
+            let dense = vb(weights.base.dense_views()?);
+            let dense_b = weights.replaced_b_views()?.map(vb);
+            Model::load_quantized(
+                &base.config,
+                (dense, dense_b),
+                quantized.clone(),
+                low_rank.clone(),
+            )
+            .with_context(|| format!("{}: cannot build the model", base.label()))
         };
         let mut model = build()?;
         let mix = Mix::on_plane(

@@ -155,19 +155,22 @@ impl Model {
     }
 
     /// A model over a base kept quantized (`quantized`, by tensor name; the rest from
-    /// `dense`) and both adapters' factors: the factored path at every α.
+    /// `dense`) and both adapters' factors: the factored path at every α. `dense_b` holds B's
+    /// version of the tensors an adapter replaces whole (`dense` A's), where there are any.
     pub fn load_quantized(
         config: &ModelConfig,
-        dense: VarBuilder,
+        (dense, dense_b): (VarBuilder, Option<VarBuilder>),
         quantized: std::collections::HashMap<String, std::sync::Arc<param::QuantizedWeight>>,
         low_rank: std::collections::HashMap<String, std::sync::Arc<param::LowRankPair>>,
     ) -> Result<Self> {
         if !matches!(config, ModelConfig::Decoder(_)) {
             candle_core::bail!("only decoder families keep a base quantized");
         }
-        let loader = Loader::single(dense)
-            .with_quantized(quantized)
-            .with_low_rank(low_rank);
+        let loader = match dense_b {
+            Some(b) => Loader::factored(dense, b, low_rank),
+            None => Loader::single(dense).with_low_rank(low_rank),
+        }
+        .with_quantized(quantized);
         Self::load_params(config, loader, Kernels::Fast)
     }
 
