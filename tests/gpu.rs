@@ -106,6 +106,70 @@ fn blend_kernel_matches_the_cpu_reference_in_every_dtype() {
     kernel_matches_reference::<bf16>(&dev);
 }
 
+/// The blend table's pass on CUDA (blend.cu's `table_pass`) writes the CPU pass's bits: every
+/// row kind (copies, the line, slerp's pair, the plane, rows of four), slots of odd lengths
+/// that span tiles and slots shorter than one vector.
+fn table_matches_the_cpu<T: Bits>(dev: &Device) {
+    use lerpscope::engine::kernels::table::{SlotMix, TableOp};
+    use lerpscope::engine::kernels::FlatLayout;
+    let lens = [70_001usize, 13, 9, 130_000, 3, 5000, 17, 1];
+    let layout = FlatLayout::new(
+        lens.iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("t{i}"), vec![n])),
+        T::DTYPE,
+    );
+    let table = [
+        SlotMix::Line(0.3),
+        SlotMix::A,
+        SlotMix::Pair(0.25, -1.5),
+        SlotMix::Plane(0.7, 0.5),
+        SlotMix::B,
+        SlotMix::Space(0.3, -0.4, 1.25),
+        SlotMix::Line(0.8),
+        SlotMix::Space(0.0, 0.0, 0.5),
+    ];
+    let n = layout.total;
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut gen = || -> Vec<T> {
+        (0..n)
+            .map(|_| T::from_f32((rng.random::<f32>() - 0.5) * 8.0))
+            .collect()
+    };
+    let ends = [gen(), gen(), gen(), gen()];
+    let run = |device: &Device| -> Vec<T> {
+        let [a, b, c, d] = ends
+            .each_ref()
+            .map(|v| Tensor::from_slice(v, n, device).unwrap());
+        let w = Tensor::zeros(n, T::DTYPE, device).unwrap();
+        let op = TableOp {
+            layout: &layout,
+            table: &table,
+            extra: [Some(&c), Some(&d)],
+        };
+        w.inplace_op3(&a, &b, &op).unwrap();
+        w.to_vec1().unwrap()
+    };
+    let (cpu, gpu) = (run(&Device::Cpu), run(dev));
+    for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        assert!(
+            g.bits() == c.bits(),
+            "{:?} element {i}: GPU {:#x}, CPU {:#x}",
+            T::DTYPE,
+            g.bits(),
+            c.bits()
+        );
+    }
+}
+
+#[test]
+fn the_table_pass_on_cuda_equals_the_cpu_bit_for_bit() {
+    let Some(dev) = gpu() else { return };
+    table_matches_the_cpu::<f32>(&dev);
+    table_matches_the_cpu::<f16>(&dev);
+    table_matches_the_cpu::<bf16>(&dev);
+}
+
 fn engines(arch: Arch) -> (tempfile::TempDir, Engine, Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));

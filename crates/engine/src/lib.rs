@@ -72,6 +72,7 @@ pub mod kernels {
         blend, blend_reference, blend_tensor, copy, copy_tensor, lerp_scalar, supported, Element,
     };
     pub use crate::weights::few_rows;
+    pub use crate::weights::flat::FlatLayout;
     pub use crate::weights::lowrank;
     pub use crate::weights::slerp;
     pub use crate::weights::table;

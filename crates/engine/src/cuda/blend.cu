@@ -202,3 +202,68 @@ __device__ void merge_tiles(const MergeItem* items, int n_items, long long tiles
 MERGE_TILES(merge_tiles_f32, F32)
 MERGE_TILES(merge_tiles_f16, F16)
 MERGE_TILES(merge_tiles_bf16, BF16)
+
+// The blend table's pass (table.rs) over a whole flat buffer in one launch: a row per slot,
+// each cut into tiles of TABLE_TILE elements, a block per tile. Each row kind's element is
+// table.rs's scalar twin with every product and sum rounded on its own, so the pass equals
+// the CPU's bit for bit.
+
+#define TABLE_TILE 4096
+
+struct TableRow {
+    long long offset, len, tile0;
+    int kind;  // 0: copy A, 1: copy B, 2: line at k0, 3: k0·A + k1·B, 4: plane, 5: four
+    float k0, k1, k2;
+};
+
+static_assert(sizeof(TableRow) == 40, "TableRow layout is shared with table.rs");
+
+template <typename E>
+__device__ void table_pass(const TableRow* rows, int n_rows, long long tiles,
+                           typename E::T* __restrict__ w, const typename E::T* __restrict__ a,
+                           const typename E::T* __restrict__ b,
+                           const typename E::T* __restrict__ c,
+                           const typename E::T* __restrict__ d) {
+    typedef typename E::T T;
+    for (long long tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        int lo = 0, hi = n_rows - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) / 2;
+            if (rows[mid].tile0 <= tile) lo = mid; else hi = mid - 1;
+        }
+        const TableRow r = rows[lo];
+        const long long start = (tile - r.tile0) * TABLE_TILE;
+        const long long end = min(start + TABLE_TILE, r.len);
+        for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {
+            const long long at = r.offset + i;
+            T out;
+            if (r.kind == 0) {
+                out = a[at];
+            } else if (r.kind == 1) {
+                out = b[at];
+            } else if (r.kind == 2) {
+                out = E::store(lerp1(E::load(a[at]), E::load(b[at]), r.k0));
+            } else if (r.kind == 3) {
+                out = E::store(__fadd_rn(__fmul_rn(r.k0, E::load(a[at])),
+                                         __fmul_rn(r.k1, E::load(b[at]))));
+            } else {
+                const float x = E::load(a[at]);
+                float s = __fadd_rn(__fmul_rn(r.k0, __fsub_rn(E::load(b[at]), x)),
+                                    __fmul_rn(r.k1, __fsub_rn(E::load(c[at]), x)));
+                if (r.kind == 5) s = __fadd_rn(s, __fmul_rn(r.k2, __fsub_rn(E::load(d[at]), x)));
+                out = E::store(__fadd_rn(x, s));
+            }
+            w[at] = out;
+        }
+    }
+}
+
+#define TABLE_PASS(NAME, E)                                                                    \
+    extern "C" __global__ void NAME(const TableRow* rows, int n_rows, long long tiles,        \
+                                    E::T* w, const E::T* a, const E::T* b, const E::T* c,     \
+                                    const E::T* d) {                                          \
+        table_pass<E>(rows, n_rows, tiles, w, a, b, c, d);                                     \
+    }
+TABLE_PASS(table_pass_f32, F32)
+TABLE_PASS(table_pass_f16, F16)
+TABLE_PASS(table_pass_bf16, BF16)

@@ -204,8 +204,9 @@ pub fn apply<'a, T: Element>(
     });
 }
 
-/// The table's pass as an in-place op on the working buffer (CPU; a GPU run is refused when
-/// the pair loads). Endpoints C and D, where there are any, are read beside the op's two.
+/// The table's pass as an in-place op on the working buffer: one parallel pass on the CPU,
+/// one launch of blend.cu's `table_pass` on a GPU. Endpoints C and D, where there are any,
+/// are read beside the op's two.
 pub struct TableOp<'a> {
     pub layout: &'a FlatLayout,
     pub table: &'a [SlotMix],
@@ -267,6 +268,158 @@ impl candle_core::InplaceOp3 for TableOp<'_> {
             }
             _ => candle_core::bail!("table blend: buffers must share one of f32, f16, bf16"),
         }
+        Ok(())
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        w: &mut candle_core::CudaStorage,
+        lw: &Layout,
+        a: &candle_core::CudaStorage,
+        la: &Layout,
+        b: &candle_core::CudaStorage,
+        lb: &Layout,
+    ) -> candle_core::Result<()> {
+        let starts = [lw, la, lb].map(|l| l.start_offset());
+        cuda::pass(self, w, [a, b], starts)
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::{SlotMix, TableOp};
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+    use candle_core::{CudaStorage, Result, Storage};
+
+    /// blend.cu's `TableRow`: one slot and how its elements are made.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Row {
+        offset: i64,
+        len: i64,
+        tile0: i64,
+        kind: i32,
+        k: [f32; 3],
+    }
+    const _: () = assert!(std::mem::size_of::<Row>() == 40);
+
+    /// blend.cu's TABLE_TILE, and the block width.
+    const TILE: usize = 4096;
+    const THREADS: u32 = 256;
+
+    fn address(s: &CudaStorageSlice, dev: &candle_core::CudaDevice) -> Result<u64> {
+        let stream = dev.cuda_stream();
+        Ok(match s {
+            CudaStorageSlice::F32(x) => x.device_ptr(&stream).0,
+            CudaStorageSlice::F16(x) => x.device_ptr(&stream).0,
+            CudaStorageSlice::BF16(x) => x.device_ptr(&stream).0,
+            _ => candle_core::bail!("table blend: buffers must share one of f32, f16, bf16"),
+        })
+    }
+
+    /// Every slot in one launch: the table's rows copied up (a few KiB), the buffers read at
+    /// their layouts' offsets.
+    pub fn pass(
+        op: &TableOp,
+        w: &mut CudaStorage,
+        [a, b]: [&CudaStorage; 2],
+        [w0, a0, b0]: [usize; 3],
+    ) -> Result<()> {
+        let dev = w.device.clone();
+        let (suffix, elem) = match w.slice {
+            CudaStorageSlice::F32(_) => ("f32", 4),
+            CudaStorageSlice::F16(_) => ("f16", 2),
+            CudaStorageSlice::BF16(_) => ("bf16", 2),
+            _ => candle_core::bail!("table blend: buffers must share one of f32, f16, bf16"),
+        };
+        if [a, b].iter().any(|s| s.dtype() != w.dtype()) {
+            candle_core::bail!("table blend: A's or B's dtype differs");
+        }
+        // C and D as device addresses at their offsets (0 where absent).
+        let mut extra = [0u64; 2];
+        for (e, t) in extra.iter_mut().zip(op.extra) {
+            let Some(t) = t else { continue };
+            let (s, l) = t.storage_and_layout();
+            match &*s {
+                Storage::Cuda(c) if c.dtype() == w.dtype() => {
+                    *e = address(&c.slice, &dev)? + (l.start_offset() * elem) as u64;
+                }
+                _ => candle_core::bail!(
+                    "table blend: C and D must be on the GPU in the buffers' dtype"
+                ),
+            }
+        }
+        let mut rows = Vec::with_capacity(op.table.len());
+        let mut tiles = 0usize;
+        for (slot, mix) in op.layout.slots.iter().zip(op.table) {
+            let (kind, k) = match *mix {
+                SlotMix::A => (0, [0.0; 3]),
+                SlotMix::B => (1, [0.0; 3]),
+                SlotMix::Line(alpha) => (2, [alpha, 0.0, 0.0]),
+                SlotMix::Pair(ca, cb) => (3, [ca, cb, 0.0]),
+                SlotMix::Plane(kb, kc) => (4, [kb, kc, 0.0]),
+                SlotMix::Space(kb, kc, kd) => (5, [kb, kc, kd]),
+            };
+            let needs = [kind >= 4, kind == 5];
+            if needs.iter().zip(extra).any(|(&n, e)| n && e == 0) {
+                candle_core::bail!("table blend: {} needs C (and D) on the GPU", slot.name);
+            }
+            if slot.len == 0 {
+                continue;
+            }
+            rows.push(Row {
+                offset: slot.offset as i64,
+                len: slot.len as i64,
+                tile0: tiles as i64,
+                kind,
+                k,
+            });
+            tiles += slot.len.div_ceil(TILE);
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: Row is plain numbers; its bytes are what blend.cu reads.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                rows.as_ptr().cast::<u8>(),
+                rows.len() * std::mem::size_of::<Row>(),
+            )
+        };
+        let table = dev.clone_htod(bytes)?;
+        let func = dev.get_or_load_custom_func(
+            &format!("table_pass_{suffix}"),
+            "lerpscope_blend",
+            crate::weights::blend::PTX,
+        )?;
+        let at = |base: u64, start: usize| base + (start * elem) as u64;
+        let (wp, ap, bp) = (
+            at(address(&w.slice, &dev)?, w0),
+            at(address(&a.slice, &dev)?, a0),
+            at(address(&b.slice, &dev)?, b0),
+        );
+        let table_ptr = table.device_ptr(&dev.cuda_stream()).0;
+        let (count, n_tiles) = (rows.len() as i32, tiles as i64);
+        let mut builder = func.builder();
+        builder.arg(&table_ptr);
+        builder.arg(&count);
+        builder.arg(&n_tiles);
+        builder.arg(&wp);
+        builder.arg(&ap);
+        builder.arg(&bp);
+        builder.arg(&extra[0]);
+        builder.arg(&extra[1]);
+        let cfg = LaunchConfig {
+            grid_dim: (tiles.clamp(1, 1 << 20) as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: every row addresses a slot inside the buffers (the layout's offsets), and
+        // rows that read C or D have them.
+        unsafe { builder.launch(cfg) }.w()?;
         Ok(())
     }
 }
