@@ -139,6 +139,8 @@ pub trait JobSink {
     fn export(&mut self, job: crate::session::ExportJob);
     /// Edit α per layer (`--layer-alphas` syntax; empty: off).
     fn set_layer_alphas(&mut self, spec: String);
+    /// Move a fourth endpoint's γ.
+    fn set_gamma(&mut self, gamma: f64);
 }
 
 /// The session's handles for the app's live columns: a column's handle is made at its first
@@ -184,6 +186,9 @@ impl JobSink for SessionColumns<'_> {
     }
     fn set_layer_alphas(&mut self, spec: String) {
         self.session.set_layer_alphas(spec);
+    }
+    fn set_gamma(&mut self, gamma: f64) {
+        self.session.set_gamma(gamma);
     }
 }
 
@@ -435,6 +440,7 @@ fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
                 app.update(Msg::Saved(r));
             }
             Effect::SetLayers(spec) => engine.set_layer_alphas(spec),
+            Effect::SetGamma(gamma) => engine.set_gamma(gamma.value()),
             Effect::Quit => quit = true,
         }
     }

@@ -259,6 +259,21 @@ fn a_fourth_endpoint_at_zero_is_the_plane_and_bad_ones_are_refused() {
             "α {alpha}"
         );
     }
+    // Moving γ is loading at it, merged and factored; a plane without D has no γ to move.
+    space.set_gamma(-0.7).unwrap();
+    assert_eq!(space.gamma(), Some(-0.7));
+    let mut fresh = Engine::load(&a, &b, &with_c_and_d(&c, 0.4, &d, -0.7)).unwrap();
+    fresh.set_alpha(1.0).unwrap();
+    assert_eq!(space.logits(&ids).unwrap(), fresh.logits(&ids).unwrap());
+    let at = [Alpha::new(0.3).unwrap()];
+    assert_eq!(
+        space.logits_columns(&ids, &at).unwrap(),
+        fresh.logits_columns(&ids, &at).unwrap()
+    );
+    let e = plane.set_gamma(0.5).unwrap_err().to_string();
+    assert!(e.contains("no fourth endpoint"), "{e}");
+    let e = space.set_gamma(f64::NAN).unwrap_err().to_string();
+    assert!(e.starts_with("γ:"), "{e}");
     let refused = |opts: LoadOptions, says: &str| {
         let e = Engine::load(&a, &b, &opts).err().expect(says).to_string();
         assert!(e.contains(says), "{e}");
@@ -329,6 +344,39 @@ fn set_beta_is_loading_at_that_beta_and_columns_batch_on_the_plane() {
         &[-0.5, 0.0, 0.3, 1.0, 1.5],
         "at β = 0.6",
     );
+}
+
+/// γ moved through the session: the engine answers with the pair as it now is, or with why
+/// not (an absurd γ), and nothing else changes then.
+#[test]
+fn the_session_moves_gamma_and_says_when_it_cannot() {
+    use lerpscope::session::{EngineEvent, Session};
+    let exp = expected();
+    let (a, b, c, d) = (
+        path(&exp, "a"),
+        path(&exp, "b"),
+        path(&exp, "c"),
+        path(&exp, "d"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let session = Session::spawn_with(
+        move || Ok(Engine::load(&a, &b, &with_c_and_d(&c, 0.4, &d, 0.2))?),
+        move |e| {
+            let _ = tx.send(e);
+        },
+    );
+    let mut next_gamma = || loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
+            EngineEvent::GammaChanged(r) => return r,
+            EngineEvent::LoadFailed(e) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    session.set_gamma(-0.3);
+    assert_eq!(next_gamma().unwrap().gamma, Some(-0.3));
+    session.set_gamma(5e3);
+    let e = next_gamma().unwrap_err();
+    assert!(e.message.contains("γ"), "{e:?}");
 }
 
 /// Columns at points of their own through the session (each job carries its β), in whatever

@@ -910,6 +910,54 @@ fn the_curve_on_a_plane_is_a_grid() {
     assert!(line.curve.grid.is_none());
 }
 
+/// With a fourth endpoint, typing `α,β,γ` moves the focused column's point and asks for γ;
+/// when the engine answers every column regenerates at the new γ. Without one a second comma
+/// is not taken.
+#[test]
+fn a_typed_gamma_moves_d_for_every_column() {
+    let mut a = app();
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        description: "A ↔ B + β·(C − A) + γ·(D − A)".into(),
+        gamma: Some(0.2),
+        ..plane_info()
+    })));
+    let effects = {
+        type_keys(&mut a, "0.3,0.25,-0.4");
+        a.update(key(KeyCode::Enter))
+    };
+    assert!(
+        effects.contains(&Effect::SetGamma(Alpha::new(-0.4).unwrap())),
+        "{effects:?}"
+    );
+    let subs = jobs(effects);
+    assert_eq!((subs[0].alpha, subs[0].beta), (0.3, Some(0.25)));
+    let info = PairInfo {
+        description: "A ↔ B + β·(C − A) + γ·(D − A)".into(),
+        gamma: Some(-0.4),
+        ..plane_info()
+    };
+    let subs = jobs(a.update(Msg::Engine(EngineEvent::GammaChanged(Ok(Box::new(info))))));
+    assert_eq!(subs.len(), 3, "every column regenerates at the new γ");
+    assert_eq!(a.gamma(), Some(-0.4));
+    // A refused γ says why and changes nothing.
+    let refused = a.update(Msg::Engine(EngineEvent::GammaChanged(Err(
+        lerpscope::session::Failure::other("γ: no"),
+    ))));
+    assert!(refused.is_empty());
+    assert_eq!(a.gamma(), Some(-0.4));
+    // On a plane without D the entry takes one comma only.
+    let mut plane = app();
+    plane.update(Msg::Engine(EngineEvent::Loaded(plane_info())));
+    type_keys(&mut plane, "0.3,0.25,0.1");
+    let effects = plane.update(key(KeyCode::Enter));
+    assert!(!effects.iter().any(|e| matches!(e, Effect::SetGamma(_))));
+    let subs = jobs(effects);
+    assert!(
+        subs.is_empty(),
+        "the third number makes the entry invalid: {subs:?}"
+    );
+}
+
 /// On a plane the pad sits under the slider: a click sets the focused column's point (α, β),
 /// typing `α,β` does the same, and the other columns stay where they are; off a plane there
 /// is no pad and `,` is not taken.

@@ -22,6 +22,7 @@ impl JobSink for Recorder {
     fn scrub(&mut self, _job: lerpscope::session::ScrubJob) {}
     fn export(&mut self, _job: lerpscope::session::ExportJob) {}
     fn set_layer_alphas(&mut self, _spec: String) {}
+    fn set_gamma(&mut self, _gamma: f64) {}
 }
 
 /// Latency runs from when the input thread read a key, so time it spent queued is counted;

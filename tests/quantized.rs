@@ -341,6 +341,18 @@ fn a_fourth_adapter_on_a_quantized_base_runs_factored() {
             a - 0.1
         );
     }
+    // Moving γ is loading at it (nothing merged: the next pass takes the new coefficients).
+    four.set_gamma(-0.2).unwrap();
+    let mut fresh = Engine::load("base", &lora, &opts(false, -0.2)).unwrap();
+    for a in alphas {
+        four.set_alpha(a).unwrap();
+        fresh.set_alpha(a).unwrap();
+        assert_eq!(
+            four.logits(&ids).unwrap(),
+            fresh.logits(&ids).unwrap(),
+            "γ −0.2, α {a}"
+        );
+    }
     let mut at_zero = Engine::load("base", &lora, &opts(false, 0.0)).unwrap();
     let mut plane_opts = opts(false, 0.0);
     plane_opts.fourth = None;

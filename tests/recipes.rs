@@ -623,6 +623,22 @@ fn moving_beta_is_loading_at_it() {
     fresh.set_alpha(0.3).unwrap();
     assert_eq!(bits(&moved), bits(&fresh));
     assert_eq!(moved.info.beta, Some(-0.25));
+    // So is moving a fourth endpoint's γ.
+    let with_d = |gamma: f64| LoadOptions {
+        fourth: Some(ExtraEndpoint::fixed(
+            fixture("recipes/d").display().to_string(),
+            gamma,
+        )),
+        ..opts(-0.25)
+    };
+    let load_d = |g| Engine::load(a.to_str().unwrap(), b.to_str().unwrap(), &with_d(g)).unwrap();
+    let mut moved = load_d(0.1);
+    moved.set_alpha(0.3).unwrap();
+    moved.set_gamma(0.6).unwrap();
+    let mut fresh = load_d(0.6);
+    fresh.set_alpha(0.3).unwrap();
+    assert_eq!(bits(&moved), bits(&fresh));
+    assert_eq!(moved.info.gamma, Some(0.6));
     // A pair without a plane refuses β in one line.
     let mut line = Engine::load(
         a.to_str().unwrap(),

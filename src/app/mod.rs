@@ -167,6 +167,8 @@ pub enum Effect {
     Save(Session),
     /// Edit α per layer (`--layer-alphas` syntax; empty: off).
     SetLayers(String),
+    /// Move a fourth endpoint's γ (every column regenerates when the engine answers).
+    SetGamma(Alpha),
     Quit,
 }
 
@@ -859,28 +861,33 @@ impl App {
             }
             KeyCode::Enter => {
                 self.mode = Mode::Normal;
-                // On a plane, "α,β" sets both.
-                let point = match buf.split_once(',') {
-                    Some((a, b)) => a
-                        .trim()
-                        .parse::<Alpha>()
-                        .map_err(|e| e.to_string())
-                        .and_then(|a| {
-                            let b = b.trim().parse::<Alpha>().map_err(|e| format!("β: {e}"))?;
-                            Ok((a, Some(b)))
-                        }),
-                    None => buf
-                        .parse::<Alpha>()
-                        .map(|a| (a, None))
-                        .map_err(|e| e.to_string()),
+                // On a plane, "α,β" sets both; with a fourth endpoint "α,β,γ" moves γ too.
+                let parts: Vec<&str> = buf.split(',').map(str::trim).collect();
+                let value = |i: usize, name: &str| {
+                    parts[i].parse::<Alpha>().map_err(|e| match name {
+                        "α" => e.to_string(),
+                        _ => format!("{name}: {e}"),
+                    })
                 };
+                let point = (|| -> Result<_, String> {
+                    let a = value(0, "α")?;
+                    let b = parts.get(1).map(|_| value(1, "β")).transpose()?;
+                    let g = parts.get(2).map(|_| value(2, "γ")).transpose()?;
+                    Ok((a, b, g))
+                })();
                 match point {
-                    Ok((a, None)) => return self.set_alpha(a),
-                    Ok((a, Some(b))) => return self.set_point(a, b),
-                    Err(e) => self.last_error = Some(e.to_string()),
+                    Ok((a, None, _)) => return self.set_alpha(a),
+                    Ok((a, Some(b), None)) => return self.set_point(a, b),
+                    Ok((a, Some(b), Some(g))) => {
+                        let mut effects = self.set_point(a, b);
+                        effects.push(Effect::SetGamma(g));
+                        self.activity = "moving γ…".to_string();
+                        return effects;
+                    }
+                    Err(e) => self.last_error = Some(e),
                 }
             }
-            KeyCode::Char(',') if self.beta().is_some() && !buf.contains(',') => {
+            KeyCode::Char(',') if self.commas_allowed() > buf.matches(',').count() => {
                 buf.push(',');
                 self.mode = Mode::EnterAlpha(buf);
             }
@@ -1091,6 +1098,24 @@ impl App {
                 self.last_error = Some(explain(&error));
                 vec![]
             }
+            EngineEvent::GammaChanged(Ok(info)) => {
+                self.activity = "ready".to_string();
+                if let Some(g) = info.gamma {
+                    self.notice = Some(format!("γ = {g} for every column"));
+                }
+                self.pair = PairState::Ready(*info);
+                let mut effects = self.submit_all();
+                if self.show_curve {
+                    let samples = self.curve.samples;
+                    effects.extend(self.start_curve(samples));
+                }
+                effects
+            }
+            EngineEvent::GammaChanged(Err(error)) => {
+                self.activity = "ready".to_string();
+                self.last_error = Some(explain(&error));
+                vec![]
+            }
             EngineEvent::ExportProgress { done, total } => {
                 let pct = (100 * done).checked_div(total).unwrap_or(100);
                 self.activity = format!("baking… {pct}%");
@@ -1168,7 +1193,17 @@ impl App {
         self.columns.get(self.focused).and_then(|c| c.beta)
     }
 
-    /// D's weight γ, held for the session, with a fourth endpoint (`--d D --gamma G`).
+    /// Commas the α entry takes: one on a plane with a β of its own ("α,β"), two with a
+    /// fourth endpoint's γ besides ("α,β,γ").
+    fn commas_allowed(&self) -> usize {
+        match (self.beta(), self.gamma()) {
+            (None, _) => 0,
+            (Some(_), None) => 1,
+            (Some(_), Some(_)) => 2,
+        }
+    }
+
+    /// D's weight γ, the same for every column, with a fourth endpoint (`--d D --gamma G`).
     pub fn gamma(&self) -> Option<f64> {
         match &self.pair {
             PairState::Ready(info) => info.gamma,

@@ -216,6 +216,8 @@ pub enum EngineEvent {
     /// α per layer was edited: the pair as it now is (its rules and strip), or why the edit
     /// was refused (nothing changed then).
     LayersChanged(Result<Box<PairInfo>, Failure>),
+    /// D's γ was moved: the pair as it now is, or why not (nothing changed then).
+    GammaChanged(Result<Box<PairInfo>, Failure>),
     /// An export is being written: bytes done of the total.
     ExportProgress {
         done: u64,
@@ -245,6 +247,8 @@ enum Request {
     Remove(ColumnId),
     /// Edit α per layer (`--layer-alphas` syntax; empty: off).
     SetLayers(String),
+    /// Move a fourth endpoint's γ.
+    SetGamma(f64),
     /// Test hook: the next column job scribbles over the working weights and panics.
     InjectPanic,
     Shutdown,
@@ -365,6 +369,12 @@ impl Session {
     /// answers. Columns submitted after the answer run under the new rules.
     pub fn set_layer_alphas(&self, spec: String) {
         let _ = self.tx.send(Request::SetLayers(spec));
+    }
+
+    /// Move a fourth endpoint's γ for every column; `GammaChanged` answers, and columns
+    /// submitted after it run at the new γ.
+    pub fn set_gamma(&self, gamma: f64) {
+        let _ = self.tx.send(Request::SetGamma(gamma));
     }
 
     /// Test hook: the next column job writes zeros over the working weights and panics, as a
@@ -533,6 +543,15 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                     Ok(Err(e)) => emit(EngineEvent::LayersChanged(Err(Failure::engine(&e)))),
                     Err(error) => {
                         emit(EngineEvent::LayersChanged(Err(error.clone())));
+                        emit(EngineEvent::Recovered(error));
+                        dirty = true;
+                    }
+                },
+                Request::SetGamma(gamma) => match contained(|| engine.set_gamma(gamma)) {
+                    Ok(Ok(_)) => emit(EngineEvent::GammaChanged(Ok(Box::new(engine.info.clone())))),
+                    Ok(Err(e)) => emit(EngineEvent::GammaChanged(Err(Failure::engine(&e)))),
+                    Err(error) => {
+                        emit(EngineEvent::GammaChanged(Err(error.clone())));
                         emit(EngineEvent::Recovered(error));
                         dirty = true;
                     }

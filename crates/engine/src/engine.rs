@@ -1038,6 +1038,37 @@ impl Engine {
         Ok(took)
     }
 
+    /// Move D's weight γ (a fourth endpoint loaded with `--gamma`) for every column: one blend
+    /// (adapters: one merge; on a base kept quantized, none).
+    pub fn set_gamma(&mut self, gamma: f64) -> Result<Duration> {
+        let gamma = Alpha::new(gamma)
+            .map_err(|e| err!(Invalid, "γ: {e}"))?
+            .value();
+        if self.info.gamma.is_none() {
+            bail!(
+                Unsupported,
+                "γ: the pair has no fourth endpoint with a γ of its own (--d D --gamma G)"
+            );
+        }
+        let alpha = self.alpha();
+        let took = match &mut self.weights {
+            Weights::Full(w) => w.set_gamma(gamma)?,
+            Weights::Adapters(w) => w.set_gamma(gamma)?,
+            Weights::Quantized(w) => {
+                w.set_gamma(gamma);
+                let mix = Mix::on_plane(&[alpha], [w.beta(), gamma], &Device::Cpu)?;
+                self.model.set_default_mix(Some(mix))?;
+                Duration::ZERO
+            }
+            Weights::QuantizedPair(_) => unreachable!("a quantized pair loads no fourth endpoint"),
+        };
+        if let Some(d) = self.fourth.as_mut() {
+            d.weight = Some(gamma);
+        }
+        self.info.gamma = Some(gamma);
+        Ok(took)
+    }
+
     /// Whether every tensor moves along the line by the same α, which rows at several alphas
     /// in one batch assume (neither slerp nor α per layer does).
     pub fn on_line(&self) -> bool {

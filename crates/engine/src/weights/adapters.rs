@@ -391,6 +391,17 @@ impl AdapterWeights {
         self.set_point(self.alpha, beta)
     }
 
+    /// Move D's weight γ and re-merge at the current α; γ is kept only if that succeeds.
+    pub fn set_gamma(&mut self, gamma: f64) -> Result<Duration> {
+        self.cpu_only("a plane over adapters")?;
+        let old = std::mem::replace(&mut self.gamma, gamma);
+        let merged = self.set_alpha(self.alpha);
+        if merged.is_err() {
+            self.gamma = old;
+        }
+        merged
+    }
+
     /// Move to (α, β) on the plane: one merge; β is kept only if it succeeds.
     pub fn set_point(&mut self, alpha: Alpha, beta: f64) -> Result<Duration> {
         self.cpu_only("a plane over adapters")?;

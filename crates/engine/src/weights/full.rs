@@ -176,6 +176,19 @@ impl BlendedWeights {
         self.set_alpha(alpha)
     }
 
+    /// Move D's fixed γ and re-blend at the current α: one blend.
+    pub fn set_gamma(&mut self, gamma: f64) -> Result<Duration> {
+        match self.extras.get_mut(1) {
+            Some(d) if d.weight.is_some() => d.weight = Some(gamma),
+            Some(_) => bail!(Unsupported, "γ: D's weight moves with α on this recipe"),
+            None => bail!(
+                Unsupported,
+                "γ: the pair has no fourth endpoint (--d D --gamma G)"
+            ),
+        }
+        self.set_alpha(self.alpha)
+    }
+
     /// β, when a third endpoint is loaded with a fixed one.
     pub fn beta(&self) -> Option<f64> {
         self.extras.first().and_then(|t| t.weight)
