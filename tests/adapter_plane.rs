@@ -365,7 +365,7 @@ fn the_session_moves_gamma_and_says_when_it_cannot() {
             let _ = tx.send(e);
         },
     );
-    let mut next_gamma = || loop {
+    let next_gamma = || loop {
         match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
             EngineEvent::GammaChanged(r) => return r,
             EngineEvent::LoadFailed(e) => panic!("{e}"),
