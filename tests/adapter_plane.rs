@@ -79,13 +79,70 @@ fn factored_greedy(
         .unwrap()
 }
 
+/// The engine at its current point (α = `at`) against PEFT's recorded `point`: merged and
+/// factored logits within 1e-4, greedy tokens equal on both paths.
+fn check_point(e: &Engine, at: Alpha, point: &Value, what: &str) {
+    let exp = expected();
+    let prompts: Vec<String> = serde_json::from_value(exp["prompts"].clone()).unwrap();
+    let n = exp["new_tokens"].as_u64().unwrap() as usize;
+    for (pi, prompt) in prompts.iter().enumerate() {
+        let run = &point["runs"][pi];
+        let prompt_ids = ids(&run["prompt_ids"]);
+        let want = floats(&run["logits"]);
+        let what = format!("{what} {prompt:?}");
+        let d = max_diff(&e.logits(&prompt_ids).unwrap(), &want);
+        assert!(d <= 1e-4, "{what} merged: max |Δlogit| = {d}");
+        let factored = e.logits_columns(&prompt_ids, &[at]).unwrap();
+        let d = max_diff(&factored[0], &want);
+        assert!(d <= 1e-4, "{what} factored: max |Δlogit| = {d}");
+        let mut g = e.generator();
+        g.eos = &[];
+        let tokens = g
+            .run(prompt, &greedy(n), &AtomicBool::new(false), &mut |_| {})
+            .unwrap()
+            .token_ids;
+        assert_eq!(tokens, ids(&run["greedy"]), "{what} merged greedy");
+        let rows = factored_greedy(e, &prompt_ids, &e.mix(&[at]).unwrap(), n);
+        assert_eq!(
+            rows[0].token_ids,
+            ids(&run["greedy"]),
+            "{what} factored greedy"
+        );
+    }
+}
+
+/// `points` as the rows of one factored batch, each at its own (α, β): every row's logits and
+/// greedy tokens are its point's.
+fn check_batch(e: &Engine, points: &[&Value], what: &str) {
+    let exp = expected();
+    let prompts: Vec<String> = serde_json::from_value(exp["prompts"].clone()).unwrap();
+    let n = exp["new_tokens"].as_u64().unwrap() as usize;
+    let at = |key: &str| -> Vec<Alpha> {
+        points
+            .iter()
+            .map(|p| Alpha::new(p[key].as_f64().unwrap()).unwrap())
+            .collect()
+    };
+    let mix = e.mix_at(&at("alpha"), Some(&at("beta"))).unwrap();
+    for (pi, prompt) in prompts.iter().enumerate() {
+        let prompt_ids = ids(&points[0]["runs"][pi]["prompt_ids"]);
+        let rows = e.logits_mixed(&prompt_ids, &mix).unwrap();
+        let greedy_rows = factored_greedy(e, &prompt_ids, &mix, n);
+        for (k, point) in points.iter().enumerate() {
+            let run = &point["runs"][pi];
+            let what = format!("{what}, row {k} of one batch, {prompt:?}");
+            let d = max_diff(&rows[k], &floats(&run["logits"]));
+            assert!(d <= 1e-4, "{what}: max |Δlogit| = {d}");
+            assert_eq!(greedy_rows[k].token_ids, ids(&run["greedy"]), "{what}");
+        }
+    }
+}
+
 /// Every point of `plane` (from one engine moved by `set_point`): merged and factored logits
 /// within 1e-4 of PEFT's, greedy tokens equal. Then every point at once, a row each in one
 /// factored batch: the same logits and tokens.
 fn check_plane(a: &str, plane: &str) {
     let exp = expected();
-    let prompts: Vec<String> = serde_json::from_value(exp["prompts"].clone()).unwrap();
-    let n = exp["new_tokens"].as_u64().unwrap() as usize;
     let points = exp["planes"][plane].as_array().unwrap();
     let first_beta = points[0]["beta"].as_f64().unwrap();
     let mut e = Engine::load(a, &path(&exp, "b"), &with_c(&path(&exp, "c"), first_beta))
@@ -104,51 +161,14 @@ fn check_plane(a: &str, plane: &str) {
         let at = Alpha::new(alpha).unwrap();
         e.set_point(at, Some(beta)).unwrap();
         assert_eq!(e.info.beta, Some(beta));
-        for (pi, prompt) in prompts.iter().enumerate() {
-            let run = &point["runs"][pi];
-            let prompt_ids = ids(&run["prompt_ids"]);
-            let want = floats(&run["logits"]);
-            let what = format!("{plane} (α, β) = ({alpha}, {beta}) {prompt:?}");
-            let d = max_diff(&e.logits(&prompt_ids).unwrap(), &want);
-            assert!(d <= 1e-4, "{what} merged: max |Δlogit| = {d}");
-            let factored = e.logits_columns(&prompt_ids, &[at]).unwrap();
-            let d = max_diff(&factored[0], &want);
-            assert!(d <= 1e-4, "{what} factored: max |Δlogit| = {d}");
-            let mut g = e.generator();
-            g.eos = &[];
-            let tokens = g
-                .run(prompt, &greedy(n), &AtomicBool::new(false), &mut |_| {})
-                .unwrap()
-                .token_ids;
-            assert_eq!(tokens, ids(&run["greedy"]), "{what} merged greedy");
-            let rows = factored_greedy(&e, &prompt_ids, &e.mix(&[at]).unwrap(), n);
-            assert_eq!(
-                rows[0].token_ids,
-                ids(&run["greedy"]),
-                "{what} factored greedy"
-            );
-        }
+        check_point(
+            &e,
+            at,
+            point,
+            &format!("{plane} (α, β) = ({alpha}, {beta})"),
+        );
     }
-    // All the points as rows of one batch, each at its own (α, β).
-    let at = |key: &str| -> Vec<Alpha> {
-        points
-            .iter()
-            .map(|p| Alpha::new(p[key].as_f64().unwrap()).unwrap())
-            .collect()
-    };
-    let mix = e.mix_at(&at("alpha"), Some(&at("beta"))).unwrap();
-    for (pi, prompt) in prompts.iter().enumerate() {
-        let prompt_ids = ids(&points[0]["runs"][pi]["prompt_ids"]);
-        let rows = e.logits_mixed(&prompt_ids, &mix).unwrap();
-        let greedy_rows = factored_greedy(&e, &prompt_ids, &mix, n);
-        for (k, point) in points.iter().enumerate() {
-            let run = &point["runs"][pi];
-            let what = format!("{plane} row {k} of one batch, {prompt:?}");
-            let d = max_diff(&rows[k], &floats(&run["logits"]));
-            assert!(d <= 1e-4, "{what}: max |Δlogit| = {d}");
-            assert_eq!(greedy_rows[k].token_ids, ids(&run["greedy"]), "{what}");
-        }
-    }
+    check_batch(&e, &points.iter().collect::<Vec<_>>(), plane);
 }
 
 fn with_c_and_d(c: &str, beta: f64, d: &str, gamma: f64) -> LoadOptions {
@@ -163,8 +183,6 @@ fn with_c_and_d(c: &str, beta: f64, d: &str, gamma: f64) -> LoadOptions {
 /// rows of one factored batch give the same.
 fn check_space(a: &str, set: &str) {
     let exp = expected();
-    let prompts: Vec<String> = serde_json::from_value(exp["prompts"].clone()).unwrap();
-    let n = exp["new_tokens"].as_u64().unwrap() as usize;
     let points = exp["spaces"][set].as_array().unwrap();
     let num = |p: &Value, k: &str| p[k].as_f64().unwrap();
     let (b, c, d) = (path(&exp, "b"), path(&exp, "c"), path(&exp, "d"));
@@ -184,44 +202,14 @@ fn check_space(a: &str, set: &str) {
             let (alpha, beta) = (num(point, "alpha"), num(point, "beta"));
             let at = Alpha::new(alpha).unwrap();
             e.set_point(at, Some(beta)).unwrap();
-            for (pi, prompt) in prompts.iter().enumerate() {
-                let run = &point["runs"][pi];
-                let prompt_ids = ids(&run["prompt_ids"]);
-                let want = floats(&run["logits"]);
-                let what = format!("{set} (α, β, γ) = ({alpha}, {beta}, {gamma}) {prompt:?}");
-                let dm = max_diff(&e.logits(&prompt_ids).unwrap(), &want);
-                assert!(dm <= 1e-4, "{what} merged: max |Δlogit| = {dm}");
-                let factored = e.logits_columns(&prompt_ids, &[at]).unwrap();
-                let df = max_diff(&factored[0], &want);
-                assert!(df <= 1e-4, "{what} factored: max |Δlogit| = {df}");
-                let mut g = e.generator();
-                g.eos = &[];
-                let tokens = g
-                    .run(prompt, &greedy(n), &AtomicBool::new(false), &mut |_| {})
-                    .unwrap()
-                    .token_ids;
-                assert_eq!(tokens, ids(&run["greedy"]), "{what} merged greedy");
-            }
+            check_point(
+                &e,
+                at,
+                point,
+                &format!("{set} (α, β, γ) = ({alpha}, {beta}, {gamma})"),
+            );
         }
-        let at = |key: &str| -> Vec<Alpha> {
-            at_gamma
-                .iter()
-                .map(|p| Alpha::new(num(p, key)).unwrap())
-                .collect()
-        };
-        let mix = e.mix_at(&at("alpha"), Some(&at("beta"))).unwrap();
-        for (pi, prompt) in prompts.iter().enumerate() {
-            let prompt_ids = ids(&at_gamma[0]["runs"][pi]["prompt_ids"]);
-            let rows = e.logits_mixed(&prompt_ids, &mix).unwrap();
-            let greedy_rows = factored_greedy(&e, &prompt_ids, &mix, n);
-            for (k, point) in at_gamma.iter().enumerate() {
-                let run = &point["runs"][pi];
-                let what = format!("{set} γ = {gamma}, row {k} of one batch, {prompt:?}");
-                let dr = max_diff(&rows[k], &floats(&run["logits"]));
-                assert!(dr <= 1e-4, "{what}: max |Δlogit| = {dr}");
-                assert_eq!(greedy_rows[k].token_ids, ids(&run["greedy"]), "{what}");
-            }
-        }
+        check_batch(&e, &at_gamma, &format!("{set} γ = {gamma}"));
     }
 }
 

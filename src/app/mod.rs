@@ -1080,38 +1080,17 @@ impl App {
                 vec![]
             }
             EngineEvent::LayersChanged(Ok(info)) => {
-                self.activity = "ready".to_string();
-                self.notice = Some(match &info.layers {
+                let notice = match &info.layers {
                     Some(l) => format!("α per layer: {l}"),
                     None => "α per layer: off (every tensor on the line)".to_string(),
-                });
-                self.pair = PairState::Ready(*info);
-                let mut effects = self.submit_all();
-                if self.show_curve {
-                    let samples = self.curve.samples;
-                    effects.extend(self.start_curve(samples));
-                }
-                effects
-            }
-            EngineEvent::LayersChanged(Err(error)) => {
-                self.activity = "ready".to_string();
-                self.last_error = Some(explain(&error));
-                vec![]
+                };
+                self.pair_changed(*info, notice)
             }
             EngineEvent::GammaChanged(Ok(info)) => {
-                self.activity = "ready".to_string();
-                if let Some(g) = info.gamma {
-                    self.notice = Some(format!("γ = {g} for every column"));
-                }
-                self.pair = PairState::Ready(*info);
-                let mut effects = self.submit_all();
-                if self.show_curve {
-                    let samples = self.curve.samples;
-                    effects.extend(self.start_curve(samples));
-                }
-                effects
+                let notice = format!("γ = {} for every column", info.gamma.unwrap_or_default());
+                self.pair_changed(*info, notice)
             }
-            EngineEvent::GammaChanged(Err(error)) => {
+            EngineEvent::LayersChanged(Err(error)) | EngineEvent::GammaChanged(Err(error)) => {
                 self.activity = "ready".to_string();
                 self.last_error = Some(explain(&error));
                 vec![]
@@ -1191,6 +1170,20 @@ impl App {
     /// The focused column's β (on a plane with a β of its own).
     pub fn beta(&self) -> Option<Alpha> {
         self.columns.get(self.focused).and_then(|c| c.beta)
+    }
+
+    /// The pair changed for every column (α per layer edited, γ moved): say so, and
+    /// regenerate every column (and the curve, where it is shown).
+    fn pair_changed(&mut self, info: PairInfo, notice: String) -> Vec<Effect> {
+        self.activity = "ready".to_string();
+        self.notice = Some(notice);
+        self.pair = PairState::Ready(info);
+        let mut effects = self.submit_all();
+        if self.show_curve {
+            let samples = self.curve.samples;
+            effects.extend(self.start_curve(samples));
+        }
+        effects
     }
 
     /// Commas the α entry takes: one on a plane with a β of its own ("α,β"), two with a
