@@ -939,6 +939,12 @@ fn a_typed_gamma_moves_d_for_every_column() {
     let subs = jobs(a.update(Msg::Engine(EngineEvent::GammaChanged(Ok(Box::new(info))))));
     assert_eq!(subs.len(), 3, "every column regenerates at the new γ");
     assert_eq!(a.gamma(), Some(-0.4));
+    // A bake is named for the whole point.
+    let bake = a.update(key(KeyCode::Char('b')));
+    assert!(
+        matches!(&bake[..], [Effect::Export { out, .. }] if out.to_str() == Some("pos-alpha0.3-beta0.25-gamma-0.4")),
+        "{bake:?}"
+    );
     // A refused γ says why and changes nothing.
     let refused = a.update(Msg::Engine(EngineEvent::GammaChanged(Err(
         lerpscope::session::Failure::other("γ: no"),

@@ -576,6 +576,9 @@ impl App {
                 if let Some(b) = beta {
                     out.push_str(&format!("-beta{b}"));
                 }
+                if let Some(g) = self.gamma() {
+                    out.push_str(&format!("-gamma{g}"));
+                }
                 self.activity = format!("baking {} into {out}…", point_label(alpha, beta));
                 vec![Effect::Export {
                     alpha,
