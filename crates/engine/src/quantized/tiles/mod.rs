@@ -290,6 +290,65 @@ fn prefetch_ahead(at: *const u8, len: usize) {
     }
 }
 
+/// The tile's eight rows' f16 scales at `at`, as f32 lanes.
+///
+/// # Safety
+/// 16 bytes are readable at `at`; the caller has F16C.
+#[cfg(simd_kernels)]
+#[inline(always)]
+unsafe fn row_scales(at: *const u8) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    _mm256_cvtph_ps(_mm_loadu_si128(at as *const __m128i))
+}
+
+/// `acc + (d·dx)·Σ`: one activation row's block (its scale `dx`) against the eight rows'
+/// scales `d` and integer sums `sumi`, the float step every kernel ends a block with.
+///
+/// # Safety
+/// The caller has AVX2 and FMA.
+#[cfg(simd_kernels)]
+#[inline(always)]
+unsafe fn add_scaled(
+    acc: std::arch::x86_64::__m256,
+    d: std::arch::x86_64::__m256,
+    dx: f32,
+    sumi: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    _mm256_fmadd_ps(
+        _mm256_mul_ps(d, _mm256_set1_ps(dx)),
+        _mm256_cvtepi32_ps(sumi),
+        acc,
+    )
+}
+
+/// AVX2's pair sums, 16 bits each, widened to 32 (VNNI's sums are 32 bits already).
+///
+/// # Safety
+/// The caller has AVX2.
+#[cfg(simd_kernels)]
+#[inline(always)]
+unsafe fn widened<const VNNI: bool>(
+    sums: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    if VNNI {
+        sums
+    } else {
+        _mm256_madd_epi16(sums, _mm256_set1_epi16(1))
+    }
+}
+
+/// An activation block's f16 scale at `at`.
+///
+/// # Safety
+/// Two bytes are readable at `at`.
+#[cfg(simd_kernels)]
+#[inline(always)]
+unsafe fn f16_scale(at: *const u8) -> f32 {
+    half::f16::from_bits((at as *const u16).read_unaligned()).to_f32()
+}
+
 /// The loop every tile kernel shares: `block` adds each block's products (given the tile
 /// block's bytes and each activation row's block) into the R rows' accumulators, which end as
 /// the eight outputs of each row.

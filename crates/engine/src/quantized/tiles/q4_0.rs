@@ -80,16 +80,10 @@ pub mod simd {
                 };
             }
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+        let d = super::super::row_scales(t.add(D));
         for r in 0..R {
-            let sumi = if VNNI {
-                sums[r]
-            } else {
-                _mm256_madd_epi16(sums[r], _mm256_set1_epi16(1))
-            };
-            let dx = half::f16::from_bits((x[r] as *const u16).read_unaligned()).to_f32();
-            let dd = _mm256_mul_ps(d, _mm256_set1_ps(dx));
-            acc[r] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(sumi), acc[r]);
+            let sumi = super::super::widened::<VNNI>(sums[r]);
+            acc[r] = super::super::add_scaled(acc[r], d, super::super::f16_scale(x[r]), sumi);
         }
     }
 }

@@ -83,22 +83,16 @@ pub mod simd {
                 };
             }
         }
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
-        let m = _mm256_cvtph_ps(_mm_loadu_si128(t.add(M) as *const __m128i));
+        let d = super::super::row_scales(t.add(D));
+        let m = super::super::row_scales(t.add(M));
         for r in 0..R {
-            let sumi = if VNNI {
-                sums[r]
-            } else {
-                _mm256_madd_epi16(sums[r], _mm256_set1_epi16(1))
-            };
-            let f16 =
-                |at: usize| half::f16::from_bits((x[r].add(at) as *const u16).read_unaligned());
+            let sumi = super::super::widened::<VNNI>(sums[r]);
             let (dx, sx) = (
-                _mm256_set1_ps(f16(0).to_f32()),
-                _mm256_set1_ps(f16(2).to_f32()),
+                super::super::f16_scale(x[r]),
+                super::super::f16_scale(x[r].add(2)),
             );
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(sumi), acc[r]);
-            acc[r] = _mm256_fmadd_ps(m, sx, acc[r]);
+            acc[r] = super::super::add_scaled(acc[r], d, dx, sumi);
+            acc[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(sx), acc[r]);
         }
     }
 }

@@ -189,10 +189,10 @@ pub mod simd {
         sumi: &[__m256i; R],
         acc: &mut [__m256; R],
     ) {
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(t.add(D) as *const __m128i));
+        let d = super::super::row_scales(t.add(D));
         for r in 0..R {
-            let xd = _mm256_set1_ps((x[r] as *const f32).read_unaligned());
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, xd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            let dx = (x[r] as *const f32).read_unaligned();
+            acc[r] = super::super::add_scaled(acc[r], d, dx, sumi[r]);
         }
     }
 
