@@ -61,6 +61,7 @@ pub mod simd {
         super::super::prefetch_ahead(t, TB_BYTES);
         let (m4, eight) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(8));
         let mut sums = [_mm256_setzero_si256(); R];
+        let mut highs = [_mm256_setzero_si256(); R];
         for quarter in 0..4 {
             let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
             let lo = _mm256_sub_epi8(_mm256_and_si256(bits, m4), eight);
@@ -72,17 +73,24 @@ pub mod simd {
                 };
                 let sl = _mm256_sign_epi8(xq(2 * quarter), lo);
                 let sh = _mm256_sign_epi8(xq(2 * quarter + 1), hi);
-                sums[r] = if VNNI {
-                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums[r], alo, sl), ahi, sh)
+                if VNNI {
+                    sums[r] = _mm256_dpbusd_epi32(sums[r], alo, sl);
+                    highs[r] = _mm256_dpbusd_epi32(highs[r], ahi, sh);
                 } else {
                     let s = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(alo, sl));
-                    _mm256_add_epi16(s, _mm256_maddubs_epi16(ahi, sh))
-                };
+                    sums[r] = _mm256_add_epi16(s, _mm256_maddubs_epi16(ahi, sh));
+                }
             }
         }
         let d = super::super::row_scales(t.add(D));
         for r in 0..R {
-            let sumi = super::super::widened::<VNNI>(sums[r]);
+            // VNNI's two chains (a dependent chain of two `vpdpbusd`s per row stalls on
+            // their latency), summed once per block.
+            let sumi = if VNNI {
+                _mm256_add_epi32(sums[r], highs[r])
+            } else {
+                super::super::widened::<false>(sums[r])
+            };
             acc[r] = super::super::add_scaled(acc[r], d, super::super::f16_scale(x[r]), sumi);
         }
     }

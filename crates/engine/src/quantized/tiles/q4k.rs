@@ -144,7 +144,8 @@ pub mod simd {
     /// One super-block: each 32-byte load of nibbles is split once and serves every row.
     /// Per row and sub-block, AVX2's eight `maddubs` sums add up in 16 bits (at most 16
     /// products of 15 × 128: no overflow) before one multiply by the eight rows' scales (in
-    /// both 16-bit halves of each lane); VNNI's sum in 32 bits, then one multiply.
+    /// both 16-bit halves of each lane); VNNI's sum in 32 bits, in two chains (low and high
+    /// nibbles: one dependent chain per row stalls on `vpdpbusd`'s latency), then one multiply.
     #[inline(always)]
     unsafe fn block<const R: usize, const VNNI: bool>(
         t: *const u8,
@@ -158,6 +159,7 @@ pub mod simd {
         for s in 0..8 {
             super::super::prefetch_ahead(t.add(QS + 128 * s), 128);
             let mut sums = [_mm256_setzero_si256(); R];
+            let mut highs = [_mm256_setzero_si256(); R];
             for quarter in 0..4 {
                 let bits = _mm256_loadu_si256(t.add(QS + 32 * (4 * s + quarter)) as *const __m256i);
                 let lo = _mm256_and_si256(bits, m4);
@@ -166,12 +168,18 @@ pub mod simd {
                     let q8 = x[r].add(4 + 32 * s + 8 * quarter);
                     let xl = _mm256_set1_epi32((q8 as *const i32).read_unaligned());
                     let xh = _mm256_set1_epi32((q8.add(4) as *const i32).read_unaligned());
-                    sums[r] = if VNNI {
-                        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums[r], lo, xl), hi, xh)
+                    if VNNI {
+                        sums[r] = _mm256_dpbusd_epi32(sums[r], lo, xl);
+                        highs[r] = _mm256_dpbusd_epi32(highs[r], hi, xh);
                     } else {
                         let a = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(lo, xl));
-                        _mm256_add_epi16(a, _mm256_maddubs_epi16(hi, xh))
-                    };
+                        sums[r] = _mm256_add_epi16(a, _mm256_maddubs_epi16(hi, xh));
+                    }
+                }
+            }
+            if VNNI {
+                for r in 0..R {
+                    sums[r] = _mm256_add_epi32(sums[r], highs[r]);
                 }
             }
             let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
