@@ -2,6 +2,7 @@
 //! context limit or a cancel request (checked between tokens).
 
 pub mod chat;
+pub mod device_sampling;
 pub mod sampling;
 pub mod token_info;
 pub mod token_stream;

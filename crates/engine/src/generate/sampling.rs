@@ -4,6 +4,12 @@
 //! Common random numbers: every step consumes exactly one number from the stream whatever the
 //! logits are, and the token is picked by inverse CDF over candidates in a fixed order, so two
 //! runs with one seed at two alphas differ only where α changes the distribution.
+//!
+//! The arithmetic is fixed to the last bit so that the GPU's sampler (src/cuda/sample.cu)
+//! picks the same token from the same logits: weights come from [`exp_weight`] (plain
+//! multiply-adds, not the platform's `exp`), the nucleus' share of the whole mass is a sum in
+//! [`MASS_LANES`] interleaved lanes and a fixed tree ([`lane_sum`]), and everything else is a
+//! sequential walk over the candidates in their sorted order.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -67,6 +73,8 @@ pub struct Sampler {
     seen: Vec<bool>,
     /// The raw logits the last penalty changed, to report the model's own probabilities.
     changed: Vec<(u32, f32)>,
+    /// The candidates' weights by token id, for the whole mass.
+    weights: Vec<f32>,
 }
 
 impl Sampler {
@@ -77,6 +85,7 @@ impl Sampler {
             candidates: Vec::new(),
             seen: Vec::new(),
             changed: Vec::new(),
+            weights: Vec::new(),
         }
     }
 
@@ -99,8 +108,18 @@ impl Sampler {
     /// Pick the next token from `logits` (modified in place by the penalty), given the
     /// tokens seen so far.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
-        // One draw per step, always, so the stream stays aligned across alphas.
-        let u: f32 = self.rng.random();
+        let u = self.draw();
+        self.pick(u, logits, history)
+    }
+
+    /// This step's uniform number. One draw per step, always, so the stream stays aligned
+    /// across alphas (and across devices: the GPU's sampler is handed the same numbers).
+    pub fn draw(&mut self) -> f32 {
+        self.rng.random()
+    }
+
+    /// [`Sampler::sample`] with this step's number `u` already drawn.
+    pub fn pick(&mut self, u: f32, logits: &mut [f32], history: &[u32]) -> u32 {
         self.changed.clear();
         penalise(
             logits,
@@ -131,37 +150,33 @@ impl Sampler {
         }
         let max = c.iter().map(|e| e.1).fold(f32::NEG_INFINITY, f32::max);
         let top_p = self.params.top_p;
-        let mut need = f32::INFINITY;
-        if top_p < 1.0 {
-            // The nucleus is usually a few dozen tokens: find it by selecting ever larger
-            // heads (O(V) each) instead of sorting the vocabulary.
-            let all: f32 = c.iter().map(|e| (e.1 - max).exp()).sum();
-            need = top_p * all;
-            let mut m = NUCLEUS_HEAD;
-            while m < c.len() {
+        let need = if top_p < 1.0 {
+            top_p * whole_mass(c, &mut self.weights, logits.len(), max)
+        } else {
+            f32::INFINITY
+        };
+        // The nucleus is usually a few dozen tokens: find it in ever larger heads (each
+        // selected in O(V), then sorted) instead of sorting the vocabulary. The cut does not
+        // depend on the head: a head's sorted walk is the start of the whole walk.
+        let mut m = if top_p < 1.0 { NUCLEUS_HEAD } else { c.len() };
+        let (keep, total) = loop {
+            if m < c.len() {
                 c.select_nth_unstable_by(m - 1, by_logit_desc);
-                let mass: f32 = c[..m].iter().map(|e| (e.1 - max).exp()).sum();
-                if mass >= need {
-                    c.truncate(m);
-                    break;
-                }
-                m *= 8;
             }
-        }
-        c.sort_unstable_by(by_logit_desc);
-        // Softmax weights of the survivors (max first, so exp never overflows), cut where
-        // the mass reaches top-p of the whole distribution.
-        let mut total = 0.0f32;
-        let mut keep = c.len();
-        for (i, e) in c.iter_mut().enumerate() {
-            e.1 = (e.1 - max).exp();
-            total += e.1;
-            if total >= need {
-                keep = i + 1;
-                break;
+            let head = m.min(c.len());
+            c[..head].sort_unstable_by(by_logit_desc);
+            // Softmax weights (max first, so nothing overflows), cut where the mass reaches
+            // top-p of the whole distribution.
+            let (cut, total) = nucleus(&c[..head], max, need);
+            if cut.is_some() || head == c.len() {
+                break (cut.unwrap_or(head), total);
             }
-        }
+            m *= 8;
+        };
         c.truncate(keep);
+        for e in c.iter_mut() {
+            e.1 = exp_weight(e.1 - max);
+        }
         let target = u * total;
         let mut acc = 0.0;
         for e in c.iter() {
@@ -172,6 +187,89 @@ impl Sampler {
         }
         c.last().expect("at least one candidate").0
     }
+}
+
+/// Σ exp(s − max) over the candidates `c` (every token, or the top-k; s their tempered
+/// logits): their weights set by token id into `weights`, non-candidates 0, then
+/// [`lane_sum`].
+fn whole_mass(c: &[(u32, f32)], weights: &mut Vec<f32>, vocab: usize, max: f32) -> f32 {
+    weights.clear();
+    weights.resize(vocab, 0.0);
+    for e in c {
+        weights[e.0 as usize] = exp_weight(e.1 - max);
+    }
+    lane_sum(weights)
+}
+
+/// Walk `head` (sorted, tempered logits) adding up their weights exp(s − max) until the
+/// total reaches `need`: the count kept if it did, and the total.
+fn nucleus(head: &[(u32, f32)], max: f32, need: f32) -> (Option<usize>, f32) {
+    let mut total = 0.0f32;
+    for (i, e) in head.iter().enumerate() {
+        total += exp_weight(e.1 - max);
+        if total >= need {
+            return (Some(i + 1), total);
+        }
+    }
+    (None, total)
+}
+
+/// Lanes of the whole-mass sum: lane j adds tokens j, j + L, j + 2L, … in order, then lanes
+/// pair up in halves (j += j + L/2, …). One GPU block of this many threads does the same.
+pub const MASS_LANES: usize = 1024;
+
+/// `values` summed as [`MASS_LANES`] interleaved lanes and a fixed tree over them.
+pub fn lane_sum(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; MASS_LANES];
+    for chunk in values.chunks(MASS_LANES) {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += v;
+        }
+    }
+    let mut half = MASS_LANES / 2;
+    while half > 0 {
+        let (low, high) = lanes.split_at_mut(half);
+        for (l, &h) in low.iter_mut().zip(&high[..half]) {
+            *l += h;
+        }
+        half /= 2;
+    }
+    lanes[0]
+}
+
+/// exp(x) for x ≤ 0 (a softmax weight), to about 1 ulp, in plain IEEE operations that a GPU
+/// kernel repeats bit for bit: x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by a degree-7
+/// polynomial (Horner, fused multiply-adds), times 2^n. Below −87 it is 0 (f32's normal
+/// range ends there); NaN stays NaN.
+pub fn exp_weight(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n·LN2_HI is exact for |n| < 2^9.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Taylor coefficients 1/k!, k = 7 … 2.
+    const C: [f32; 6] = [
+        1.0 / 5040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+    ];
+    if x < -87.0 {
+        return 0.0;
+    }
+    if x.is_nan() {
+        return x;
+    }
+    let n = (x * LOG2E + 0.5).floor();
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+    let mut p = C[0];
+    for c in &C[1..] {
+        p = p.mul_add(r, *c);
+    }
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// CTRL-style penalty, as in Hugging Face: positive logits are divided, negative multiplied,
@@ -300,12 +398,13 @@ mod tests {
             c.truncate(p.top_k);
         }
         let max = c[0].1;
-        let w: Vec<f32> = c.iter().map(|e| (e.1 - max).exp()).collect();
-        // The whole mass summed in token order, as the fast path must (it never sorts the
-        // whole vocabulary); rounding then cannot move the cut between the two.
-        let mut by_id = c.clone();
-        by_id.sort_by_key(|e| e.0);
-        let all: f32 = by_id.iter().map(|e| (e.1 - max).exp()).sum();
+        let w: Vec<f32> = c.iter().map(|e| exp_weight(e.1 - max)).collect();
+        // The whole mass in the sampler's fixed order (lanes by token id, then a tree).
+        let mut by_id = vec![0f32; logits.len()];
+        for (e, &w) in c.iter().zip(&w) {
+            by_id[e.0 as usize] = w;
+        }
+        let all = lane_sum(&by_id);
         let (mut acc, mut keep) = (0.0, c.len());
         for (i, x) in w.iter().enumerate() {
             acc += x;
@@ -391,6 +490,35 @@ mod tests {
             .map(|_| resumed.sample(&mut logits.clone(), &[]))
             .collect();
         assert_eq!(rest, all[5..]);
+    }
+
+    #[test]
+    fn the_weights_exp_is_within_an_ulp_and_exact_where_it_must_be() {
+        assert_eq!(exp_weight(0.0), 1.0);
+        assert_eq!(exp_weight(-0.0), 1.0);
+        assert_eq!(exp_weight(-87.5), 0.0);
+        assert_eq!(exp_weight(f32::NEG_INFINITY), 0.0);
+        assert!(exp_weight(f32::NAN).is_nan());
+        let mut worst = 0f64;
+        for i in 0..=870_000 {
+            let x = -(i as f32) * 1e-4;
+            let want = (x as f64).exp();
+            let got = exp_weight(x) as f64;
+            let ulp = (want as f32).to_bits();
+            let ulp = (f32::from_bits(ulp + 1) - f32::from_bits(ulp)) as f64;
+            worst = worst.max((got - want).abs() / ulp);
+        }
+        assert!(worst <= 1.5, "worst error {worst} ulp");
+    }
+
+    #[test]
+    fn the_lane_sum_adds_every_value() {
+        for n in [0, 1, 1023, 1024, 1025, 49_152, 50_000] {
+            let v: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 8.0).collect();
+            let want: f64 = v.iter().map(|&x| x as f64).sum();
+            let got = lane_sum(&v) as f64;
+            assert!((got - want).abs() <= want * 1e-6, "{n}: {got} vs {want}");
+        }
     }
 
     #[test]
