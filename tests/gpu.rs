@@ -586,3 +586,124 @@ fn fused_pass_runs_adapter_pairs_like_candle_ops() {
         assert!(d <= 1e-3, "{pair} merged α 0.3: max |Δlogit| {d}");
     }
 }
+
+/// The device sampler picks what the host's sampler picks from the same logits and draws, row
+/// by row and step by step (penalties carried on the device): greedy, top-k, top-p, ties, at a
+/// vocabulary under its head and at SmolLM2's. It hands back exactly the rows its CPU twin
+/// hands back (a nucleus wider than its head), and those the host picks and marks.
+#[test]
+fn the_device_sampler_picks_as_the_host() {
+    use lerpscope::engine::device_sampling::{pick_as_the_kernel, DeviceSampler, Pick};
+    use lerpscope::engine::{Sampler, SamplingParams};
+    let Some(dev) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut handed_back = 0;
+    for (temperature, top_k, top_p, repeat_penalty) in [
+        (0.0, 0, 1.0, 1.3),
+        (0.8, 0, 0.95, 1.1),
+        (0.7, 40, 0.9, 1.0),
+        (1.0, 0, 1.0, 1.0),
+        (1.3, 500, 1.0, 1.2),
+        (1.0, 0, 0.999, 1.0),
+    ] {
+        let params = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            repeat_penalty,
+            seed: 9,
+        };
+        for vocab in [700usize, 49_152] {
+            let rows = 3;
+            let mut histories: Vec<Vec<u32>> = (0..rows)
+                .map(|_| (0..12).map(|_| rng.random_range(0..vocab as u32)).collect())
+                .collect();
+            let starts: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
+            let mut device = DeviceSampler::new(&dev, vocab, &starts).unwrap();
+            let mut hosts: Vec<Sampler> = (0..rows).map(|_| Sampler::new(params)).collect();
+            for step in 0..24 {
+                let sharp = [2.5f32, 1.2, 0.5][step % 3];
+                let logits: Vec<f32> = (0..rows * vocab)
+                    .map(|_| {
+                        let l = -sharp * (1.0 + (vocab - 1) as f32 * rng.random::<f32>()).ln();
+                        if step % 4 == 0 {
+                            (l * 2.0).round() / 2.0
+                        } else {
+                            l
+                        }
+                    })
+                    .collect();
+                let t = Tensor::from_vec(logits.clone(), (rows, vocab), &dev).unwrap();
+                let u: Vec<f32> = hosts.iter_mut().map(Sampler::draw).collect();
+                let words = device.sample(&t, &u, &params).unwrap().to_vec();
+                for r in 0..rows {
+                    let row = &logits[r * vocab..(r + 1) * vocab];
+                    let mut seen = vec![false; vocab];
+                    for &h in &histories[r] {
+                        seen[h as usize] = true;
+                    }
+                    let want = hosts[r].pick(u[r], &mut row.to_vec(), &histories[r]);
+                    let got = Pick::from_word(words[r]);
+                    let what = format!(
+                        "T {temperature} k {top_k} p {top_p} V {vocab} step {step} row {r}"
+                    );
+                    assert_eq!(got, pick_as_the_kernel(row, &seen, &params, u[r]), "{what}");
+                    match got {
+                        Pick::Token(t) => assert_eq!(t, want, "{what}"),
+                        Pick::OnHost => {
+                            handed_back += 1;
+                            device.mark(r, want).unwrap();
+                        }
+                        Pick::NonFinite => panic!("{what}: finite logits called non-finite"),
+                    }
+                    histories[r].push(want);
+                }
+            }
+        }
+    }
+    eprintln!("{handed_back} rows handed back to the host");
+    let bad = Tensor::from_vec(vec![0.5f32, f32::NAN, 0.1], (1, 3), &dev).unwrap();
+    let mut device = DeviceSampler::new(&dev, 3, &[&[]]).unwrap();
+    let word = device
+        .sample(&bad, &[0.5], &SamplingParams::default())
+        .unwrap()[0];
+    assert_eq!(Pick::from_word(word), Pick::NonFinite);
+}
+
+/// A generation on the fused pass picks its tokens on the device; asking for per-token
+/// details brings every row's logits back and picks on the host. From the same logits the
+/// two write the same tokens, one column and three.
+#[test]
+fn generation_samples_on_the_device_as_on_the_host() {
+    use lerpscope::engine::GenerationParams;
+    if gpu().is_none() {
+        return;
+    }
+    let (_tmp, _cpu, mut gpu) = llama_engines(true, DType::F32);
+    gpu.set_fused(true).unwrap();
+    gpu.set_alpha(0.4).unwrap();
+    let run = |details: bool| {
+        let params = GenerationParams {
+            max_tokens: 40,
+            ignore_eos: true,
+            token_info: details,
+            ..Default::default()
+        };
+        let one = gpu
+            .generate("the film was", &params, &|| false, &mut |_| {})
+            .unwrap();
+        let columns = gpu
+            .generate_columns(
+                "the film was",
+                &[0.0, 0.5, 1.0],
+                &params,
+                &|_| false,
+                &mut |_, _| {},
+            )
+            .unwrap();
+        let mut ids = vec![one.token_ids];
+        ids.extend(columns.into_iter().map(|g| g.token_ids));
+        ids
+    };
+    assert_eq!(run(false), run(true));
+}

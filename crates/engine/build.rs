@@ -1,5 +1,5 @@
-//! Under the `cuda` feature, compile the blend kernels (src/cuda/blend.cu) and the fused forward
-//! pass's (src/cuda/decode.cu) to PTX with nvcc.
+//! Under the `cuda` feature, compile the blend kernels (src/cuda/blend.cu), the fused forward
+//! pass's (src/cuda/decode.cu) and the sampler's (src/cuda/sample.cu) to PTX with nvcc.
 //!
 //! Why at build time rather than with NVRTC at run time: a kernel that does not compile then
 //! fails the build (CI builds the feature), not a user's first slider move.
@@ -9,9 +9,9 @@
 //! that compute capability or newer, never older: the default build loads on H100/H200 (9.0) and
 //! later GPUs; for an A100 build with `CUDA_COMPUTE_CAP=80`, for an RTX 4090 with 89, and so on.
 //!
-//! `--fmad=false` for blend.cu: the kernel must equal the CPU blend bit for bit, so no
-//! multiply-add may be contracted into one FMA (the kernel's intrinsics already forbid it; this
-//! keeps it so). decode.cu is held to a tolerance and keeps FMAs.
+//! `--fmad=false` for blend.cu and sample.cu: their kernels must equal the CPU's blend and
+//! sampler bit for bit, so no multiply-add may be contracted into one FMA (their intrinsics
+//! already forbid it; this keeps it so). decode.cu is held to a tolerance and keeps FMAs.
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -21,6 +21,7 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=src/cuda/blend.cu");
     println!("cargo:rerun-if-changed=src/cuda/decode.cu");
+    println!("cargo:rerun-if-changed=src/cuda/sample.cu");
     println!("cargo:rerun-if-changed=src/cuda/elements.cuh");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=CUDA_ROOT");
@@ -33,7 +34,7 @@ fn main() {
         .filter(|p| p.exists())
         .unwrap_or_else(|| "nvcc".into());
     // The blend must round like the CPU's (no contraction); the decode kernels may fuse.
-    for (name, exact) in [("blend", true), ("decode", false)] {
+    for (name, exact) in [("blend", true), ("sample", true), ("decode", false)] {
         let status = std::process::Command::new(&nvcc)
             .args(["--ptx", "-O3", "-std=c++17"])
             .arg(format!("--fmad={}", !exact))

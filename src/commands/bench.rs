@@ -707,9 +707,11 @@ fn median_f64(v: &mut [f64]) -> f64 {
 /// `--tokens` steps decode from it, each timed in four phases: enqueuing the forward pass
 /// (on a GPU the launches return before the work is done), waiting for the device, copying
 /// the logits to the host, and sampling every row. On a GPU both forward paths run, candle's
-/// ops and the fused pass, in one process.
+/// ops and the fused pass, in one process; the fused pass samples on the device, so its copy
+/// is the sampler's launch with the ids coming back, and its sampling the rows handed back.
 pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
     use crate::engine::copy_to_host;
+    use crate::engine::device_sampling::{OnDevice, Pick};
     use crate::engine::Sampler;
     let mut bench = GenBench::load(&args.model)?;
     let k = args.k.max(1);
@@ -747,12 +749,16 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
         for timed in [false, true] {
             let mut cache = model.new_cache(bench.prompt.len() + steps + 1);
             let prompt: Vec<u32> = bench.prompt.repeat(k);
-            model.forward_ids(&prompt, k, &mut cache, mix.as_ref())?;
+            let first = model.forward_ids(&prompt, k, &mut cache, mix.as_ref())?;
             device.synchronize()?;
             let mut samplers: Vec<Sampler> = (0..k)
                 .map(|_| Sampler::new(bench.params.sampling))
                 .collect();
             let mut history = bench.prompt.clone();
+            // The fused pass samples on the device, as generation does there: "copy" is then
+            // the sampler's launch and the ids coming back, "sample" the rows it hands back.
+            let histories = vec![history.as_slice(); k];
+            let mut on_device = OnDevice::start(model, &first, &histories, false)?;
             let mut ids = vec![1u32; k];
             for _ in 0..steps {
                 let t0 = Instant::now();
@@ -760,15 +766,34 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
                 let t1 = Instant::now();
                 device.synchronize()?;
                 let t2 = Instant::now();
-                copy_to_host(&out, &mut logits)?;
+                let picks = match &mut on_device {
+                    Some(d) => {
+                        for (draw, s) in d.draws.iter_mut().zip(&mut samplers) {
+                            *draw = s.draw();
+                        }
+                        Some(d.picks(&out, &bench.params.sampling)?)
+                    }
+                    None => {
+                        copy_to_host(&out, &mut logits)?;
+                        None
+                    }
+                };
                 let t3 = Instant::now();
-                let vocab = logits.len() / k;
-                for (i, (s, row)) in samplers
-                    .iter_mut()
-                    .zip(logits.chunks_mut(vocab))
-                    .enumerate()
-                {
-                    ids[i] = s.sample(row, &history);
+                let vocab = out.dim(1)?;
+                for (i, s) in samplers.iter_mut().enumerate() {
+                    ids[i] = match (&picks, &mut on_device) {
+                        (Some(picks), Some(d)) => match picks[i] {
+                            Pick::Token(t) => t,
+                            Pick::NonFinite => anyhow::bail!("non-finite logits"),
+                            Pick::OnHost => {
+                                copy_to_host(&out.get(i)?, &mut logits)?;
+                                let t = s.pick(d.draws[i], &mut logits, &history);
+                                d.picked_on_host(i, t)?;
+                                t
+                            }
+                        },
+                        _ => s.sample(&mut logits[i * vocab..(i + 1) * vocab], &history),
+                    };
                 }
                 history.push(ids[0]);
                 let t4 = Instant::now();

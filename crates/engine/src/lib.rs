@@ -78,6 +78,13 @@ pub mod kernels {
     pub use crate::weights::table;
 }
 
+/// Sampling on the GPU: the kernel's algorithm on the CPU (its twin), the host sampler's fixed
+/// arithmetic it repeats, and with the `cuda` feature the device sampler itself.
+pub mod device_sampling {
+    pub use crate::generate::device_sampling::*;
+    pub use crate::generate::sampling::{exp_weight, lane_sum, MASS_LANES};
+}
+
 /// The parts of a model's forward pass that training composes.
 pub mod layers {
     pub use crate::model::param::Mix;

@@ -185,6 +185,223 @@ pub fn pick_as_the_kernel(logits: &[f32], seen: &[bool], p: &SamplingParams, u: 
     Pick::Token(!(head[keep - 1] as u32))
 }
 
+#[cfg(feature = "cuda")]
+pub use gpu::DeviceSampler;
+
+/// The token loop's rows picking on the device: made for a model that takes the fused GPU
+/// pass (see [`crate::model::FUSED_SWITCH`]: both wait for `scripts/gpu-check.sh` on a GPU),
+/// where no row needs its whole distribution back (per-token details). Without the `cuda`
+/// feature none can be made.
+pub struct OnDevice {
+    #[cfg(feature = "cuda")]
+    sampler: DeviceSampler,
+    #[cfg(not(feature = "cuda"))]
+    never: std::convert::Infallible,
+    /// This step's draws, one per row (0 for rows that have stopped: they draw no more).
+    pub draws: Vec<f32>,
+}
+
+impl OnDevice {
+    /// For a generation whose first logits are `logits` (`[rows, vocab]`), rows starting
+    /// from `histories`; None where rows pick on the host.
+    pub fn start(
+        model: &crate::Model,
+        logits: &candle_core::Tensor,
+        histories: &[&[u32]],
+        details: bool,
+    ) -> candle_core::Result<Option<Self>> {
+        if details || !model.is_fused() {
+            return Ok(None);
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let sampler = DeviceSampler::new(logits.device(), logits.dim(1)?, histories)?;
+            Ok(Some(Self {
+                sampler,
+                draws: vec![0.0; histories.len()],
+            }))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (logits, histories);
+            Ok(None)
+        }
+    }
+
+    /// Every row's pick from `logits` at [`OnDevice::draws`].
+    pub fn picks(
+        &mut self,
+        logits: &candle_core::Tensor,
+        p: &SamplingParams,
+    ) -> candle_core::Result<Vec<Pick>> {
+        #[cfg(feature = "cuda")]
+        {
+            let words = self.sampler.sample(logits, &self.draws, p)?;
+            Ok(words.iter().map(|&w| Pick::from_word(w)).collect())
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (logits, p);
+            match self.never {}
+        }
+    }
+
+    /// Tell the device the host picked `token` for `row`.
+    pub fn picked_on_host(&mut self, row: usize, token: u32) -> candle_core::Result<()> {
+        #[cfg(feature = "cuda")]
+        {
+            self.sampler.mark(row, token)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (row, token);
+            match self.never {}
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::HEAD;
+    use crate::generate::sampling::SamplingParams;
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+    };
+    use candle_core::cuda_backend::WrapErr;
+    use candle_core::{CudaDevice, DType, Device, Result, Storage, Tensor};
+
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/sample.ptx"));
+    const MODULE: &str = "lerpscope_sample";
+
+    /// sample.cu's `SampleParams`.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Params {
+        inv_t: f32,
+        penalty: f32,
+        top_p: f32,
+        top_k: i32,
+        greedy: i32,
+        vocab: i32,
+    }
+    // SAFETY: a plain C struct of 4-byte fields, laid out as sample.cu's.
+    unsafe impl DeviceRepr for Params {}
+    const _: () = assert!(std::mem::size_of::<Params>() == 24);
+
+    /// The rows of one generation: which tokens each row's penalty applies to (kept on the
+    /// device, marked by the kernel as it picks), the step's draws and the picks.
+    pub struct DeviceSampler {
+        dev: CudaDevice,
+        func: CudaFunction,
+        seen: CudaSlice<u8>,
+        u: CudaSlice<f32>,
+        out: CudaSlice<u32>,
+        vocab: usize,
+        picked: Vec<u32>,
+    }
+
+    impl DeviceSampler {
+        /// One row per history (the prompt so far: the penalty's tokens) over `vocab` tokens.
+        pub fn new(device: &Device, vocab: usize, histories: &[&[u32]]) -> Result<Self> {
+            let Device::Cuda(dev) = device else {
+                candle_core::bail!("the device sampler needs a CUDA device");
+            };
+            let rows = histories.len();
+            let mut seen = vec![0u8; rows * vocab];
+            for (r, history) in histories.iter().enumerate() {
+                for &t in history.iter().filter(|&&t| (t as usize) < vocab) {
+                    seen[r * vocab + t as usize] = 1;
+                }
+            }
+            Ok(Self {
+                func: (*dev.get_or_load_custom_func("sample_rows", MODULE, PTX)?).clone(),
+                seen: dev.clone_htod(&seen)?,
+                u: dev.alloc_zeros(rows.max(1))?,
+                out: dev.alloc_zeros(rows.max(1))?,
+                dev: dev.clone(),
+                vocab,
+                picked: vec![0; rows],
+            })
+        }
+
+        /// Each row's pick from `logits` (`[rows, vocab]` f32 on this device) given this step's
+        /// draws `u`, as the kernel's words ([`Pick::from_word`](super::Pick::from_word)): one
+        /// launch, the draws up and the picks back.
+        pub fn sample(&mut self, logits: &Tensor, u: &[f32], p: &SamplingParams) -> Result<&[u32]> {
+            let rows = self.picked.len();
+            if logits.dims() != [rows, self.vocab] || logits.dtype() != DType::F32 {
+                candle_core::bail!(
+                    "device sampler: logits {:?} {:?}, expected [{rows}, {}] f32",
+                    logits.dims(),
+                    logits.dtype(),
+                    self.vocab
+                );
+            }
+            if u.len() != rows {
+                candle_core::bail!("device sampler: {} draws for {rows} rows", u.len());
+            }
+            let logits = logits.contiguous()?;
+            let (storage, layout) = logits.storage_and_layout();
+            let Storage::Cuda(c) = &*storage else {
+                candle_core::bail!("device sampler: the logits are not on the GPU");
+            };
+            let stream = self.dev.cuda_stream();
+            let base =
+                c.as_cuda_slice::<f32>()?.device_ptr(&stream).0 + 4 * layout.start_offset() as u64;
+            self.dev.memcpy_htod(u, &mut self.u)?;
+            let params = Params {
+                inv_t: if p.temperature == 0.0 {
+                    0.0
+                } else {
+                    1.0 / p.temperature
+                },
+                penalty: p.repeat_penalty,
+                top_p: p.top_p,
+                top_k: p.top_k.min(i32::MAX as usize) as i32,
+                greedy: (p.temperature == 0.0) as i32,
+                vocab: self.vocab as i32,
+            };
+            let cfg = LaunchConfig {
+                grid_dim: (rows as u32, 1, 1),
+                block_dim: (HEAD as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = stream.launch_builder(&self.func);
+            launch.arg(&base);
+            launch.arg(&mut self.seen);
+            launch.arg(&self.u);
+            launch.arg(&mut self.out);
+            launch.arg(&params);
+            // SAFETY: the logits hold rows × vocab f32 from `base`; seen, u and out were
+            // allocated for these rows and this vocabulary.
+            unsafe { launch.launch(cfg) }.w()?;
+            self.dev.memcpy_dtoh(&self.out, &mut self.picked)?;
+            Ok(&self.picked)
+        }
+
+        /// Mark `token` as seen in `row` (one the host picked for the device).
+        pub fn mark(&mut self, row: usize, token: u32) -> Result<()> {
+            let i = row * self.vocab + token as usize;
+            if token as usize >= self.vocab || row >= self.picked.len() {
+                candle_core::bail!("device sampler: token {token} of row {row} out of range");
+            }
+            self.dev
+                .memcpy_htod(&[1u8][..], &mut self.seen.slice_mut(i..i + 1))
+        }
+    }
+
+    impl std::fmt::Debug for DeviceSampler {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "DeviceSampler({} rows × {})",
+                self.picked.len(),
+                self.vocab
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +420,19 @@ mod tests {
                 assert_eq!(keys, sampler, "{a} #{i} vs {b} #{j}");
             }
         }
+    }
+
+    /// The kernel spells the weights' constants as bits; they must be the host's.
+    #[test]
+    fn the_kernels_constants_are_the_hosts() {
+        let cu = include_str!("../cuda/sample.cu");
+        for (name, value) in crate::generate::sampling::EXP_CONSTANTS {
+            let line = format!("#define {name}_BITS {:#010x}u", value.to_bits());
+            assert!(cu.contains(&line), "sample.cu lacks `{line}`");
+        }
+        assert!(cu.contains(&format!("#define HEAD {HEAD}")));
+        assert!(cu.contains(&format!("#define ON_HOST {ON_HOST:#010X}u")));
+        assert!(cu.contains(&format!("#define NON_FINITE {NON_FINITE:#010X}u")));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod token_info;
 pub mod token_stream;
 
 use crate::error::{bail, err, Result};
+use crate::generate::device_sampling::{OnDevice, Pick};
 use crate::generate::sampling::{Sampler, SamplingParams};
 use crate::generate::token_info::{Summary, TokenInfo};
 use crate::generate::token_stream::TokenStream;
@@ -428,6 +429,7 @@ impl Generator<'_> {
             }
         }
         let mut logits: Vec<f32> = Vec::new();
+        let (mut on_device, mut host_only): (Option<OnDevice>, bool) = (None, false);
         let mut next: Vec<u32> = Vec::with_capacity(k);
         let context: Vec<u32> = prompt_ids.iter().chain(given).copied().collect();
         // Row-major [k, t]: the context in every row, then each row's last token.
@@ -456,31 +458,67 @@ impl Generator<'_> {
                 break;
             }
             let out = self.model.forward_ids(&input, k, &mut cache, mix)?;
-            copy_to_host(&out, &mut logits)?;
-            let vocab = logits.len() / k;
+            if on_device.is_none() && !host_only {
+                let histories: Vec<&[u32]> = rows.iter().map(|r| r.history.as_slice()).collect();
+                on_device = OnDevice::start(self.model, &out, &histories, params.token_info)?;
+                host_only = on_device.is_none();
+            }
+            // Rows pick on the device, only their tokens coming back, or here from a copy of
+            // every row's logits.
+            let picks = match &mut on_device {
+                Some(d) => {
+                    for (draw, row) in d.draws.iter_mut().zip(&mut rows) {
+                        *draw = if row.stop.is_none() {
+                            row.sampler.draw()
+                        } else {
+                            0.0
+                        };
+                    }
+                    Some(d.picks(&out, &params.sampling)?)
+                }
+                None => {
+                    copy_to_host(&out, &mut logits)?;
+                    None
+                }
+            };
+            let vocab = out.dim(1)?;
             next.clear();
-            for (i, (row, row_logits)) in rows.iter_mut().zip(logits.chunks_mut(vocab)).enumerate()
-            {
+            for (i, row) in rows.iter_mut().enumerate() {
                 if row.stop.is_some() {
                     next.push(*row.history.last().expect("prompt is not empty"));
                     continue;
                 }
-                if row_logits.iter().any(|l| !l.is_finite()) {
-                    bail!(
-                        Invalid,
-                        "non-finite logits (the weights overflow); try an α closer to [0, 1]"
-                    );
-                }
-                // Before sampling: the penalty rewrites the logits in place.
-                let summary = params.token_info.then(|| Summary::of(row_logits));
-                let token = row.sampler.sample(row_logits, &row.history);
+                let (token, info) = match (&picks, &mut on_device) {
+                    (Some(picks), Some(d)) => match picks[i] {
+                        Pick::Token(t) => (t, None),
+                        Pick::NonFinite => bail!(Invalid, "{NON_FINITE_LOGITS}"),
+                        Pick::OnHost => {
+                            // A nucleus wider than the device's head: this row alone comes back.
+                            copy_to_host(&out.get(i)?, &mut logits)?;
+                            let t = row.sampler.pick(d.draws[i], &mut logits, &row.history);
+                            d.picked_on_host(i, t)?;
+                            (t, None)
+                        }
+                    },
+                    _ => {
+                        let row_logits = &mut logits[i * vocab..(i + 1) * vocab];
+                        if row_logits.iter().any(|l| !l.is_finite()) {
+                            bail!(Invalid, "{NON_FINITE_LOGITS}");
+                        }
+                        // Before sampling: the penalty rewrites the logits in place.
+                        let summary = params.token_info.then(|| Summary::of(row_logits));
+                        let token = row.sampler.sample(row_logits, &row.history);
+                        let info = summary
+                            .map(|s| s.info(token, row.sampler.raw_logit(row_logits, token)));
+                        (token, info)
+                    }
+                };
                 row.first_token.get_or_insert_with(|| start.elapsed());
                 next.push(token);
                 if !params.ignore_eos && self.eos.contains(&token) {
                     row.stop = Some(StopReason::Eos);
                     continue;
                 }
-                let info = summary.map(|s| s.info(token, row.sampler.raw_logit(row_logits, token)));
                 row.infos.extend(info);
                 row.out.push(token);
                 row.history.push(token);
@@ -543,6 +581,9 @@ impl Generator<'_> {
             .collect()
     }
 }
+
+const NON_FINITE_LOGITS: &str =
+    "non-finite logits (the weights overflow); try an α closer to [0, 1]";
 
 /// One row's state in the token loop.
 struct Row<'t> {

@@ -162,6 +162,13 @@ impl Sampler {
         let (keep, total) = loop {
             if m < c.len() {
                 c.select_nth_unstable_by(m - 1, by_logit_desc);
+                // A head whose mass falls short is not sorted. (The walk decides: where
+                // rounding tells the two apart, a larger head's walk cuts at the same place.)
+                let mass: f32 = c[..m].iter().map(|e| exp_weight(e.1 - max)).sum();
+                if mass < need {
+                    m *= 8;
+                    continue;
+                }
             }
             let head = m.min(c.len());
             c[..head].sort_unstable_by(by_logit_desc);
@@ -237,36 +244,38 @@ pub fn lane_sum(values: &[f32]) -> f32 {
     lanes[0]
 }
 
+/// [`exp_weight`]'s constants by the names sample.cu gives them: log2(e), ln 2 split so that
+/// n·LN2_HI is exact for |n| < 2^9, and the Taylor coefficients 1/k!, k = 7 … 3.
+pub(crate) const EXP_CONSTANTS: [(&str, f32); 8] = [
+    ("LOG2E", std::f32::consts::LOG2_E),
+    ("LN2_HI", 0.693_145_75),
+    ("LN2_LO", 1.428_606_8e-6),
+    ("C7", 1.0 / 5040.0),
+    ("C6", 1.0 / 720.0),
+    ("C5", 1.0 / 120.0),
+    ("C4", 1.0 / 24.0),
+    ("C3", 1.0 / 6.0),
+];
+
 /// exp(x) for x ≤ 0 (a softmax weight), to about 1 ulp, in plain IEEE operations that a GPU
 /// kernel repeats bit for bit: x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by a degree-7
 /// polynomial (Horner, fused multiply-adds), times 2^n. Below −87 it is 0 (f32's normal
 /// range ends there); NaN stays NaN.
 pub fn exp_weight(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split so that n·LN2_HI is exact for |n| < 2^9.
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Taylor coefficients 1/k!, k = 7 … 2.
-    const C: [f32; 6] = [
-        1.0 / 5040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-    ];
+    let [(_, log2e), (_, ln2_hi), (_, ln2_lo), c @ ..] = EXP_CONSTANTS;
     if x < -87.0 {
         return 0.0;
     }
     if x.is_nan() {
         return x;
     }
-    let n = (x * LOG2E + 0.5).floor();
-    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
-    let mut p = C[0];
-    for c in &C[1..] {
+    let n = (x * log2e + 0.5).floor();
+    let r = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x));
+    let mut p = c[0].1;
+    for (_, c) in &c[1..] {
         p = p.mul_add(r, *c);
     }
+    p = p.mul_add(r, 0.5);
     p = p.mul_add(r, 1.0);
     p = p.mul_add(r, 1.0);
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
