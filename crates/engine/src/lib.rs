@@ -82,7 +82,7 @@ pub mod kernels {
 /// arithmetic it repeats, and with the `cuda` feature the device sampler itself.
 pub mod device_sampling {
     pub use crate::generate::device_sampling::*;
-    pub use crate::generate::sampling::{exp_weight, lane_sum, MASS_LANES};
+    pub use crate::generate::softmax_weights::{exp_weight, lane_sum, tempered_mass, MASS_LANES};
 }
 
 /// The parts of a model's forward pass that training composes.

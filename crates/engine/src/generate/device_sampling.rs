@@ -14,7 +14,8 @@
 //! [`pick_as_the_kernel`] is the kernel's algorithm step for step on the CPU: a test holds it
 //! to the host sampler, and the GPU test holds the kernel to both.
 
-use super::sampling::{exp_weight, lane_sum, SamplingParams, MASS_LANES};
+use super::sampling::SamplingParams;
+use super::softmax_weights::{exp_weight, lane_sum, MASS_LANES};
 
 /// Candidates the kernel sorts and walks at most: one per thread of its block.
 pub const HEAD: usize = MASS_LANES;
@@ -426,7 +427,7 @@ mod tests {
     #[test]
     fn the_kernels_constants_are_the_hosts() {
         let cu = include_str!("../cuda/sample.cu");
-        for (name, value) in crate::generate::sampling::EXP_CONSTANTS {
+        for (name, value) in crate::generate::softmax_weights::EXP_CONSTANTS {
             let line = format!("#define {name}_BITS {:#010x}u", value.to_bits());
             assert!(cu.contains(&line), "sample.cu lacks `{line}`");
         }

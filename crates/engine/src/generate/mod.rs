@@ -4,6 +4,7 @@
 pub mod chat;
 pub mod device_sampling;
 pub mod sampling;
+pub mod softmax_weights;
 pub mod token_info;
 pub mod token_stream;
 

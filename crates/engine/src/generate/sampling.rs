@@ -6,11 +6,11 @@
 //! runs with one seed at two alphas differ only where α changes the distribution.
 //!
 //! The arithmetic is fixed to the last bit so that the GPU's sampler (src/cuda/sample.cu)
-//! picks the same token from the same logits: weights come from [`exp_weight`] (plain
-//! multiply-adds, not the platform's `exp`), the nucleus' share of the whole mass is a sum in
-//! [`MASS_LANES`] interleaved lanes and a fixed tree ([`lane_sum`]), and everything else is a
-//! sequential walk over the candidates in their sorted order.
+//! picks the same token from the same logits: weights and the whole mass as
+//! [`softmax_weights`](super::softmax_weights) makes them, and everything else a sequential
+//! walk over the candidates in their sorted order.
 
+use super::softmax_weights::{exp_weight, lane_sum, tempered_mass};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -62,8 +62,9 @@ impl SamplingParams {
     }
 }
 
-/// The first head searched for the top-p nucleus; each miss widens it eightfold.
-const NUCLEUS_HEAD: usize = 64;
+/// How far below the largest tempered logit the first search for the top-p nucleus reaches
+/// (weights down to e^−8 of the largest); each miss doubles it.
+const NUCLEUS_REACH: f32 = 8.0;
 
 pub struct Sampler {
     params: SamplingParams,
@@ -150,35 +151,39 @@ impl Sampler {
         }
         let max = c.iter().map(|e| e.1).fold(f32::NEG_INFINITY, f32::max);
         let top_p = self.params.top_p;
-        let need = if top_p < 1.0 {
-            top_p * whole_mass(c, &mut self.weights, logits.len(), max)
-        } else {
+        let need = if top_p >= 1.0 {
             f32::INFINITY
+        } else if c.len() == logits.len() {
+            top_p * tempered_mass(logits, inv_t, max)
+        } else {
+            top_p * whole_mass(c, &mut self.weights, logits.len(), max)
         };
-        // The nucleus is usually a few dozen tokens: find it in ever larger heads (each
-        // selected in O(V), then sorted) instead of sorting the vocabulary. The cut does not
-        // depend on the head: a head's sorted walk is the start of the whole walk.
-        let mut m = if top_p < 1.0 { NUCLEUS_HEAD } else { c.len() };
+        // The nucleus is usually a few dozen tokens: look for it among the tokens within reach
+        // of the largest (one pass), widening the reach until their mass holds it, instead of
+        // sorting the vocabulary. Such tokens are a head of the sorted order, and the cut does
+        // not depend on the head: a head's sorted walk is the start of the whole walk.
+        let mut reach = NUCLEUS_REACH;
         let (keep, total) = loop {
-            if m < c.len() {
-                c.select_nth_unstable_by(m - 1, by_logit_desc);
+            let head = if need.is_finite() {
+                within(c, max - reach)
+            } else {
+                c.len()
+            };
+            if head < c.len() {
                 // A head whose mass falls short is not sorted. (The walk decides: where
-                // rounding tells the two apart, a larger head's walk cuts at the same place.)
-                let mass: f32 = c[..m].iter().map(|e| exp_weight(e.1 - max)).sum();
+                // rounding tells the two apart, a wider head's walk cuts at the same place.)
+                let mass: f32 = c[..head].iter().map(|e| exp_weight(e.1 - max)).sum();
                 if mass < need {
-                    m *= 8;
+                    reach *= 2.0;
                     continue;
                 }
             }
-            let head = m.min(c.len());
             c[..head].sort_unstable_by(by_logit_desc);
-            // Softmax weights (max first, so nothing overflows), cut where the mass reaches
-            // top-p of the whole distribution.
             let (cut, total) = nucleus(&c[..head], max, need);
             if cut.is_some() || head == c.len() {
                 break (cut.unwrap_or(head), total);
             }
-            m *= 8;
+            reach *= 2.0;
         };
         c.truncate(keep);
         for e in c.iter_mut() {
@@ -196,9 +201,9 @@ impl Sampler {
     }
 }
 
-/// Σ exp(s − max) over the candidates `c` (every token, or the top-k; s their tempered
-/// logits): their weights set by token id into `weights`, non-candidates 0, then
-/// [`lane_sum`].
+/// Σ exp(s − max) over the top-k candidates `c` (s their tempered logits): their weights set
+/// by token id into `weights`, the other tokens' 0, then [`lane_sum`], the order in which
+/// [`tempered_mass`] adds up every token's.
 fn whole_mass(c: &[(u32, f32)], weights: &mut Vec<f32>, vocab: usize, max: f32) -> f32 {
     weights.clear();
     weights.resize(vocab, 0.0);
@@ -206,6 +211,18 @@ fn whole_mass(c: &[(u32, f32)], weights: &mut Vec<f32>, vocab: usize, max: f32) 
         weights[e.0 as usize] = exp_weight(e.1 - max);
     }
     lane_sum(weights)
+}
+
+/// Move the candidates whose tempered logit is at least `floor` to the front: how many.
+fn within(c: &mut [(u32, f32)], floor: f32) -> usize {
+    let mut n = 0;
+    for i in 0..c.len() {
+        if c[i].1 >= floor {
+            c.swap(i, n);
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Walk `head` (sorted, tempered logits) adding up their weights exp(s − max) until the
@@ -219,66 +236,6 @@ fn nucleus(head: &[(u32, f32)], max: f32, need: f32) -> (Option<usize>, f32) {
         }
     }
     (None, total)
-}
-
-/// Lanes of the whole-mass sum: lane j adds tokens j, j + L, j + 2L, … in order, then lanes
-/// pair up in halves (j += j + L/2, …). One GPU block of this many threads does the same.
-pub const MASS_LANES: usize = 1024;
-
-/// `values` summed as [`MASS_LANES`] interleaved lanes and a fixed tree over them.
-pub fn lane_sum(values: &[f32]) -> f32 {
-    let mut lanes = [0f32; MASS_LANES];
-    for chunk in values.chunks(MASS_LANES) {
-        for (l, &v) in lanes.iter_mut().zip(chunk) {
-            *l += v;
-        }
-    }
-    let mut half = MASS_LANES / 2;
-    while half > 0 {
-        let (low, high) = lanes.split_at_mut(half);
-        for (l, &h) in low.iter_mut().zip(&high[..half]) {
-            *l += h;
-        }
-        half /= 2;
-    }
-    lanes[0]
-}
-
-/// [`exp_weight`]'s constants by the names sample.cu gives them: log2(e), ln 2 split so that
-/// n·LN2_HI is exact for |n| < 2^9, and the Taylor coefficients 1/k!, k = 7 … 3.
-pub(crate) const EXP_CONSTANTS: [(&str, f32); 8] = [
-    ("LOG2E", std::f32::consts::LOG2_E),
-    ("LN2_HI", 0.693_145_75),
-    ("LN2_LO", 1.428_606_8e-6),
-    ("C7", 1.0 / 5040.0),
-    ("C6", 1.0 / 720.0),
-    ("C5", 1.0 / 120.0),
-    ("C4", 1.0 / 24.0),
-    ("C3", 1.0 / 6.0),
-];
-
-/// exp(x) for x ≤ 0 (a softmax weight), to about 1 ulp, in plain IEEE operations that a GPU
-/// kernel repeats bit for bit: x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by a degree-7
-/// polynomial (Horner, fused multiply-adds), times 2^n. Below −87 it is 0 (f32's normal
-/// range ends there); NaN stays NaN.
-pub fn exp_weight(x: f32) -> f32 {
-    let [(_, log2e), (_, ln2_hi), (_, ln2_lo), c @ ..] = EXP_CONSTANTS;
-    if x < -87.0 {
-        return 0.0;
-    }
-    if x.is_nan() {
-        return x;
-    }
-    let n = (x * log2e + 0.5).floor();
-    let r = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x));
-    let mut p = c[0].1;
-    for (_, c) in &c[1..] {
-        p = p.mul_add(r, *c);
-    }
-    p = p.mul_add(r, 0.5);
-    p = p.mul_add(r, 1.0);
-    p = p.mul_add(r, 1.0);
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// CTRL-style penalty, as in Hugging Face: positive logits are divided, negative multiplied,
@@ -499,35 +456,6 @@ mod tests {
             .map(|_| resumed.sample(&mut logits.clone(), &[]))
             .collect();
         assert_eq!(rest, all[5..]);
-    }
-
-    #[test]
-    fn the_weights_exp_is_within_an_ulp_and_exact_where_it_must_be() {
-        assert_eq!(exp_weight(0.0), 1.0);
-        assert_eq!(exp_weight(-0.0), 1.0);
-        assert_eq!(exp_weight(-87.5), 0.0);
-        assert_eq!(exp_weight(f32::NEG_INFINITY), 0.0);
-        assert!(exp_weight(f32::NAN).is_nan());
-        let mut worst = 0f64;
-        for i in 0..=870_000 {
-            let x = -(i as f32) * 1e-4;
-            let want = (x as f64).exp();
-            let got = exp_weight(x) as f64;
-            let ulp = (want as f32).to_bits();
-            let ulp = (f32::from_bits(ulp + 1) - f32::from_bits(ulp)) as f64;
-            worst = worst.max((got - want).abs() / ulp);
-        }
-        assert!(worst <= 1.5, "worst error {worst} ulp");
-    }
-
-    #[test]
-    fn the_lane_sum_adds_every_value() {
-        for n in [0, 1, 1023, 1024, 1025, 49_152, 50_000] {
-            let v: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32 / 8.0).collect();
-            let want: f64 = v.iter().map(|&x| x as f64).sum();
-            let got = lane_sum(&v) as f64;
-            assert!((got - want).abs() <= want * 1e-6, "{n}: {got} vs {want}");
-        }
     }
 
     #[test]
