@@ -457,49 +457,63 @@ impl QMatrix {
         assert_eq!(x.len(), m * self.cols, "x is [m, cols]");
         let acts = self.quantize_rows(x, m);
         let act_rows: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
-        let mut yt = vec![0f32; self.rows * m];
-        if m == 0 {
-            return yt;
+        let mut y = vec![0f32; m * self.rows];
+        if y.is_empty() {
+            return y;
         }
         let tiles = self.tiles();
-        let rows_of = |first: usize, out: &mut [f32]| {
+        // Output rows first.. of every activation row, each written where it ends up
+        // (`outs[a][j]` is y[a, first + j]): no transposition after.
+        let rows_of = |first: usize, outs: &mut [&mut [f32]]| {
             if let Some(tiles) = tiles {
-                return tiles.rows_into(first, &act_rows, out);
+                return tiles.rows_into(first, &act_rows, outs);
             }
-            for (j, out) in out.chunks_mut(m).enumerate() {
+            let mut out = vec![0f32; m];
+            for j in 0..outs[0].len() {
                 let w = self.row(first + j);
                 match dot {
-                    Dot::Rows(kind) => legacy::dot_rows(kind, w, &act_rows, out),
-                    Dot::KRows(kind) => k_rows::dot_rows(kind, w, &act_rows, out),
+                    Dot::Rows(kind) => legacy::dot_rows(kind, w, &act_rows, &mut out),
+                    Dot::KRows(kind) => k_rows::dot_rows(kind, w, &act_rows, &mut out),
                     Dot::One(dot) => {
                         for (o, x) in out.iter_mut().zip(&act_rows) {
                             *o = dot(w, x);
                         }
                     }
                 }
+                for (o, &v) in outs.iter_mut().zip(&out) {
+                    o[j] = v;
+                }
             }
         };
-        if m * self.rows * self.cols < SERIAL_BELOW {
-            rows_of(0, &mut yt);
+        // One long stretch of rows per task keeps each core's prefetcher on one stream; a
+        // few tasks per thread still balance the load.
+        let per_task = if m * self.rows * self.cols < SERIAL_BELOW {
+            self.rows
         } else {
-            // One long stretch of rows per task keeps each core's prefetcher on one stream;
-            // a few tasks per thread still balance the load.
-            let per_task = self
-                .rows
+            self.rows
                 .div_ceil(4 * rayon::current_num_threads())
                 .max(MIN_ROWS_PER_TASK)
-                .next_multiple_of(tiles::TILE_ROWS);
-            yt.par_chunks_mut(per_task * m)
+                .next_multiple_of(tiles::TILE_ROWS)
+        };
+        // Task t's stretch of every activation row's outputs.
+        let mut tasks: Vec<Vec<&mut [f32]>> = Vec::new();
+        for row in y.chunks_mut(self.rows) {
+            for (t, part) in row.chunks_mut(per_task).enumerate() {
+                if t == tasks.len() {
+                    tasks.push(Vec::with_capacity(m));
+                }
+                tasks[t].push(part);
+            }
+        }
+        if tasks.len() == 1 {
+            rows_of(0, &mut tasks[0]);
+        } else {
+            tasks
+                .par_iter_mut()
                 .enumerate()
-                .for_each(|(task, out)| rows_of(task * per_task, out));
+                .for_each(|(t, outs)| rows_of(t * per_task, outs));
         }
-        if m == 1 {
-            return yt;
-        }
-        (0..m)
-            .flat_map(|r| (0..self.rows).map(move |i| (r, i)))
-            .map(|(r, i)| yt[i * m + r])
-            .collect()
+        y
     }
 
     /// The m rows of `x` quantized for this type's dot product.

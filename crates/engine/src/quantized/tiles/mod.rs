@@ -216,22 +216,22 @@ impl Tiles {
     }
 
     /// Output rows `first..first + n` against every activation row (`xs`, quantized for this
-    /// type), into `out` as `[n][xs.len()]`; `first` and `n` are whole tiles.
-    pub fn rows_into(&self, first: usize, xs: &[&[u8]], out: &mut [f32]) {
-        let m = xs.len();
-        debug_assert!(first.is_multiple_of(TILE_ROWS) && out.len().is_multiple_of(TILE_ROWS * m));
+    /// type), into `outs[a]` (n values each) for activation row a; `first` and `n` are whole
+    /// tiles.
+    pub fn rows_into(&self, first: usize, xs: &[&[u8]], outs: &mut [&mut [f32]]) {
+        let n = outs.first().map_or(0, |o| o.len());
+        debug_assert!(first.is_multiple_of(TILE_ROWS) && n.is_multiple_of(TILE_ROWS));
+        debug_assert!(outs.len() == xs.len() && outs.iter().all(|o| o.len() == n));
         debug_assert!(xs
             .iter()
             .all(|x| x.len() == self.blocks * self.kind.sizes().act));
-        for (k, out) in out.chunks_exact_mut(TILE_ROWS * m).enumerate() {
+        for k in 0..n / TILE_ROWS {
             let tile = self.tile(first / TILE_ROWS + k);
-            for (a, xs) in xs.chunks(PASS_ROWS).enumerate() {
+            for (xs, outs) in xs.chunks(PASS_ROWS).zip(outs.chunks_mut(PASS_ROWS)) {
                 let mut y = [[0f32; TILE_ROWS]; PASS_ROWS];
                 self.dot_tile(tile, xs, &mut y[..xs.len()]);
-                for (g, y) in y[..xs.len()].iter().enumerate() {
-                    for (r, &v) in y.iter().enumerate() {
-                        out[r * m + a * PASS_ROWS + g] = v;
-                    }
+                for (y, out) in y.iter().zip(outs) {
+                    out[k * TILE_ROWS..(k + 1) * TILE_ROWS].copy_from_slice(y);
                 }
             }
         }
@@ -523,13 +523,14 @@ mod tests {
                     let acts = q.quantize_rows(&x, m);
                     let xs: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
                     let mut out = vec![0f32; rows * m];
-                    tiles.rows_into(0, &xs, &mut out);
+                    let mut outs: Vec<&mut [f32]> = out.chunks_mut(rows).collect();
+                    tiles.rows_into(0, &xs, &mut outs);
                     for k in 0..rows / TILE_ROWS {
                         for (a, x) in xs.iter().enumerate() {
                             let plain = tiles.plain(tiles.tile(k), x);
                             for (r, p) in plain.iter().enumerate() {
                                 let i = TILE_ROWS * k + r;
-                                let got = out[i * m + a];
+                                let got = out[a * rows + i];
                                 assert_eq!(got.to_bits(), p.to_bits(), "{t:?} m {m} row {i} x {a}");
                             }
                         }
