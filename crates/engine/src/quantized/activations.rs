@@ -15,58 +15,123 @@ pub const Q8_0_BYTES: usize = 34;
 /// Bytes of one Q8_1 block: f16 scale, f16 scale × Σ q, 32 × i8.
 pub const Q8_1_BYTES: usize = 36;
 
-/// One block of 32 values: its scale and quantized values (and their sum).
-fn block(x: &[f32]) -> (f32, [i8; QK8], i32) {
+/// One block of 32 values quantized into `q` (32 bytes): its scale and the sum of its values.
+fn block(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+    #[cfg(simd_kernels)]
+    // SAFETY: the build targets AVX2 (held to the CPU at start-up); `x` holds 32 values and
+    // `q` 32 bytes (checked there).
+    unsafe {
+        simd::block(x, q)
+    }
+    #[cfg(not(simd_kernels))]
+    block_plain(x, q)
+}
+
+/// [`block`]'s plain twin.
+fn block_plain(x: &[f32], q: &mut [u8]) -> (f32, i32) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    let mut q = [0i8; QK8];
     let mut sum = 0i32;
     for (q, &v) in q.iter_mut().zip(x) {
         // |v·id| ≤ 127 up to rounding of id; the cast saturates in any case.
-        *q = (v * id).round_ties_even() as i8;
-        sum += *q as i32;
+        let v = (v * id).round_ties_even() as i8;
+        *q = v as u8;
+        sum += v as i32;
     }
-    (d, q, sum)
+    (d, sum)
+}
+
+/// `x` (a multiple of 32 values) as Q8_0 blocks into `out`.
+pub fn q8_0_into(x: &[f32], out: &mut [u8]) {
+    for (b, x) in out.chunks_exact_mut(Q8_0_BYTES).zip(x.chunks_exact(QK8)) {
+        let (d, _) = block(x, &mut b[2..]);
+        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    }
+}
+
+/// `x` (a multiple of 32 values) as Q8_1 blocks into `out`.
+pub fn q8_1_into(x: &[f32], out: &mut [u8]) {
+    for (b, x) in out.chunks_exact_mut(Q8_1_BYTES).zip(x.chunks_exact(QK8)) {
+        let (d, sum) = block(x, &mut b[4..]);
+        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        b[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
+    }
 }
 
 /// `x` (a multiple of 32 values) as Q8_0 blocks, in words so that the blocks' f16 fields are
 /// aligned for candle's block types.
+#[cfg(test)]
 pub fn q8_0(x: &[f32]) -> Vec<u16> {
-    let n = x.len() / QK8;
-    let mut out = vec![0u16; n * Q8_0_BYTES / 2];
-    let bytes = as_bytes_mut(&mut out);
-    for (b, x) in bytes.chunks_exact_mut(Q8_0_BYTES).zip(x.chunks_exact(QK8)) {
-        let (d, q, _) = block(x);
-        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        for (o, q) in b[2..].iter_mut().zip(q) {
-            *o = q as u8;
-        }
-    }
+    let mut out = vec![0u16; x.len() / QK8 * Q8_0_BYTES / 2];
+    q8_0_into(x, as_bytes_mut(&mut out));
     out
 }
 
 /// `x` as Q8_1 blocks (see [`q8_0`]).
+#[cfg(test)]
 pub fn q8_1(x: &[f32]) -> Vec<u16> {
-    let n = x.len() / QK8;
-    let mut out = vec![0u16; n * Q8_1_BYTES / 2];
-    let bytes = as_bytes_mut(&mut out);
-    for (b, x) in bytes.chunks_exact_mut(Q8_1_BYTES).zip(x.chunks_exact(QK8)) {
-        let (d, q, sum) = block(x);
-        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        b[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
-        for (o, q) in b[4..].iter_mut().zip(q) {
-            *o = q as u8;
-        }
-    }
+    let mut out = vec![0u16; x.len() / QK8 * Q8_1_BYTES / 2];
+    q8_1_into(x, as_bytes_mut(&mut out));
     out
 }
 
+#[cfg(simd_kernels)]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// [`super::block_plain`] eight values at a time, as llama.cpp's AVX2 quantizer: the same
+    /// largest magnitude (a max is exact in any order), the same products rounded half to
+    /// even, and the bytes packed back into order. Blocks where that could differ (a NaN, or
+    /// a scale so small that its inverse overflows) go to the plain twin.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn block(x: &[f32], q: &mut [u8]) -> (f32, i32) {
+        assert!(x.len() >= 32 && q.len() >= 32);
+        let p = x.as_ptr();
+        let v = [0, 8, 16, 24].map(|i| _mm256_loadu_ps(p.add(i)));
+        let sign = _mm256_set1_ps(-0.0);
+        let abs = v.map(|v| _mm256_andnot_ps(sign, v));
+        let nan = v.iter().fold(0, |m, &v| {
+            m | _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v))
+        });
+        let m = _mm256_max_ps(_mm256_max_ps(abs[0], abs[1]), _mm256_max_ps(abs[2], abs[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        if nan != 0 || !id.is_finite() {
+            return super::block_plain(x, q);
+        }
+        let vid = _mm256_set1_ps(id);
+        let i = v.map(|v| {
+            _mm256_cvtps_epi32(_mm256_round_ps::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(_mm256_mul_ps(v, vid)))
+        });
+        // Within ±127 (|v·id| ≤ 127 up to id's rounding), so the sum is the bytes'.
+        let s = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)));
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(i[0], i[1]),
+            _mm256_packs_epi32(i[2], i[3]),
+        );
+        // The packs work within 128-bit halves: put the 4-byte groups back in order.
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, bytes);
+        (d, sum)
+    }
+}
+
+#[cfg(test)]
 pub fn as_bytes_mut(w: &mut [u16]) -> &mut [u8] {
     // SAFETY: u16 has no padding and any byte pattern is a valid u16; the length is in bytes.
     unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, w.len() * 2) }
 }
 
+#[cfg(test)]
 pub fn as_bytes(w: &[u16]) -> &[u8] {
     // SAFETY: as above, read-only.
     unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, w.len() * 2) }
@@ -103,6 +168,36 @@ mod tests {
                     assert!((b - x).abs() <= 0.5 * step + amax * 1e-3, "{b} vs {x}");
                 }
             }
+        }
+    }
+
+    /// The fast block is its plain twin bit for bit: signs, ties, zero blocks, huge and
+    /// tiny scales, NaN.
+    #[test]
+    fn a_block_is_its_plain_twin() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(4);
+        for case in 0..2000 {
+            let scale = [1.0f32, 1e-3, 1e30, 1e-40, 0.0][case % 5];
+            let mut x: Vec<f32> = (0..32)
+                .map(|i| match (case / 5 + i) % 9 {
+                    0 => 0.5 * scale,
+                    1 => -0.0,
+                    2 => (rng.random::<f32>() - 0.5) * scale,
+                    _ => ((rng.random::<f32>() * 254.0).round() - 127.0) / 2.0 * scale,
+                })
+                .collect();
+            if case % 97 == 0 {
+                x[case % 32] = f32::NAN;
+            }
+            let (mut fast, mut plain) = ([0u8; 32], [0u8; 32]);
+            let a = block(&x, &mut fast);
+            let b = block_plain(&x, &mut plain);
+            assert_eq!(
+                (a.0.to_bits(), a.1, fast),
+                (b.0.to_bits(), b.1, plain),
+                "case {case}"
+            );
         }
     }
 

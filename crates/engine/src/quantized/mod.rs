@@ -143,8 +143,8 @@ impl Act {
     /// Quantize `x` (one row) into `out` (its row bytes).
     fn quantize(self, x: &[f32], out: &mut [u8]) {
         match self {
-            Act::Q8_0 => out.copy_from_slice(activations::as_bytes(&activations::q8_0(x))),
-            Act::Q8_1 => out.copy_from_slice(activations::as_bytes(&activations::q8_1(x))),
+            Act::Q8_0 => activations::q8_0_into(x, out),
+            Act::Q8_1 => activations::q8_1_into(x, out),
             Act::Q8K => {
                 let mut blocks = vec![BlockQ8K::zeros(); x.len() / 256];
                 BlockQ8K::from_float(x, &mut blocks);
