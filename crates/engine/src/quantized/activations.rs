@@ -1,5 +1,7 @@
 //! Activations quantized to Q8 before each quantized dot product, as llama.cpp does: Q8_0 for
-//! Q4_0, Q5_0 and Q8_0 weights, Q8_1 (with each block's scaled sum) for Q4_1 and Q5_1.
+//! Q4_0, Q5_0 and Q8_0 weights, Q8_1 (with each block's scaled sum) for Q4_1 and Q5_1. Q4_0
+//! and Q8_0 in tiles take Q8_0 blocks that carry their integer sum (Q8_0S), which lets VNNI
+//! multiply unsigned weights.
 //!
 //! These follow llama.cpp's AVX2 quantizers rather than its scalar reference (and candle's):
 //! the inverse scale is 127 / max|x| and values round half to even. That keeps a row's
@@ -14,6 +16,9 @@ pub const QK8: usize = 32;
 pub const Q8_0_BYTES: usize = 34;
 /// Bytes of one Q8_1 block: f16 scale, f16 scale × Σ q, 32 × i8.
 pub const Q8_1_BYTES: usize = 36;
+/// Bytes of one Q8_0 block with its sum, for the tiled Q4_0 and Q8_0 kernels: f16 scale,
+/// Σ q as i16, 32 × i8.
+pub const Q8_0S_BYTES: usize = 36;
 
 /// One block of 32 values quantized into `q` (32 bytes): its scale and the sum of its values.
 fn block(x: &[f32], q: &mut [u8]) -> (f32, i32) {
@@ -47,6 +52,16 @@ pub fn q8_0_into(x: &[f32], out: &mut [u8]) {
     for (b, x) in out.chunks_exact_mut(Q8_0_BYTES).zip(x.chunks_exact(QK8)) {
         let (d, _) = block(x, &mut b[2..]);
         b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    }
+}
+
+/// `x` (a multiple of 32 values) as Q8_0 blocks with their sums into `out`.
+pub fn q8_0s_into(x: &[f32], out: &mut [u8]) {
+    for (b, x) in out.chunks_exact_mut(Q8_0S_BYTES).zip(x.chunks_exact(QK8)) {
+        let (d, sum) = block(x, &mut b[4..]);
+        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        // |Σ q| ≤ 32 · 127.
+        b[2..4].copy_from_slice(&(sum as i16).to_le_bytes());
     }
 }
 

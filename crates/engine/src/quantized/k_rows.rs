@@ -299,7 +299,7 @@ mod tests {
                 let x: Vec<f32> = (0..m * cols)
                     .map(|i| ((i * 31 + m * 7) % 97) as f32 / 13.0 - 3.5)
                     .collect();
-                let acts = q.quantize_rows(&x, m);
+                let acts = q.quantize_rows(&x, m, t.activations());
                 let xs: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
                 for i in 0..rows {
                     let mut out = vec![0f32; m];

@@ -120,12 +120,22 @@ impl QType {
             _ => Act::Q8K,
         }
     }
+
+    /// What the activations are quantized to for this type's tiles.
+    fn tile_activations(self) -> Act {
+        match self {
+            Self::Q4_0 | Self::Q8_0 => Act::Q8_0S,
+            t => t.activations(),
+        }
+    }
 }
 
 /// The Q8 formats activations are quantized to.
 #[derive(Clone, Copy)]
 enum Act {
     Q8_0,
+    /// Q8_0 with each block's integer sum (the tiled Q4_0 and Q8_0 kernels').
+    Q8_0S,
     Q8_1,
     Q8K,
 }
@@ -135,6 +145,7 @@ impl Act {
     fn row_bytes(self, cols: usize) -> usize {
         match self {
             Act::Q8_0 => cols / 32 * activations::Q8_0_BYTES,
+            Act::Q8_0S => cols / 32 * activations::Q8_0S_BYTES,
             Act::Q8_1 => cols / 32 * activations::Q8_1_BYTES,
             Act::Q8K => cols / 256 * std::mem::size_of::<BlockQ8K>(),
         }
@@ -144,6 +155,7 @@ impl Act {
     fn quantize(self, x: &[f32], out: &mut [u8]) {
         match self {
             Act::Q8_0 => activations::q8_0_into(x, out),
+            Act::Q8_0S => activations::q8_0s_into(x, out),
             Act::Q8_1 => activations::q8_1_into(x, out),
             Act::Q8K => {
                 let mut blocks = vec![BlockQ8K::zeros(); x.len() / 256];
@@ -157,6 +169,7 @@ impl Act {
     fn dequantize(self, row: &[u8]) -> Vec<f32> {
         match self {
             Act::Q8_0 => activations::dequantize_q8(row, activations::Q8_0_BYTES),
+            Act::Q8_0S => activations::dequantize_q8(row, activations::Q8_0S_BYTES),
             Act::Q8_1 => activations::dequantize_q8(row, activations::Q8_1_BYTES),
             Act::Q8K => to_float::<BlockQ8K>(row),
         }
@@ -455,13 +468,17 @@ impl QMatrix {
     /// a weight row is read once for all m.
     fn product(&self, x: &[f32], m: usize, dot: Dot) -> Vec<f32> {
         assert_eq!(x.len(), m * self.cols, "x is [m, cols]");
-        let acts = self.quantize_rows(x, m);
-        let act_rows: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
         let mut y = vec![0f32; m * self.rows];
         if y.is_empty() {
             return y;
         }
         let tiles = self.tiles();
+        let act = match tiles {
+            Some(_) => self.qtype.tile_activations(),
+            None => self.qtype.activations(),
+        };
+        let acts = self.quantize_rows(x, m, act);
+        let act_rows: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
         // Output rows first.. of every activation row, each written where it ends up
         // (`outs[a][j]` is y[a, first + j]): no transposition after.
         let rows_of = |first: usize, outs: &mut [&mut [f32]]| {
@@ -517,8 +534,7 @@ impl QMatrix {
     }
 
     /// The m rows of `x` quantized for this type's dot product.
-    fn quantize_rows(&self, x: &[f32], m: usize) -> ActRows {
-        let act = self.qtype.activations();
+    fn quantize_rows(&self, x: &[f32], m: usize, act: Act) -> ActRows {
         let mut rows = ActRows::new(act.row_bytes(self.cols), m);
         for (r, x) in x.chunks_exact(self.cols).enumerate() {
             act.quantize(x, rows.row_mut(r));
@@ -530,7 +546,7 @@ impl QMatrix {
     /// the same Q8 quantization), each dot product summed in f64.
     pub fn matmul_t_reference(&self, x: &[f32], m: usize) -> Vec<f32> {
         let act = self.qtype.activations();
-        let acts = self.quantize_rows(x, m);
+        let acts = self.quantize_rows(x, m, act);
         let mut out = Vec::with_capacity(m * self.rows);
         for r in 0..m {
             let xs = act.dequantize(acts.row(r));

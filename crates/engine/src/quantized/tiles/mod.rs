@@ -349,6 +349,16 @@ unsafe fn f16_scale(at: *const u8) -> f32 {
     half::f16::from_bits((at as *const u16).read_unaligned()).to_f32()
 }
 
+/// A Q8_0S activation block's integer sum (bytes 2..4).
+///
+/// # Safety
+/// Four bytes are readable at `at`.
+#[cfg(simd_kernels)]
+#[inline(always)]
+unsafe fn act_sum(at: *const u8) -> i32 {
+    (at.add(2) as *const i16).read_unaligned() as i32
+}
+
 /// The loop every tile kernel shares: `block` adds each block's products (given the tile
 /// block's bytes and each activation row's block) into the R rows' accumulators, which end as
 /// the eight outputs of each row.
@@ -520,7 +530,7 @@ mod tests {
                     let x: Vec<f32> = (0..m * cols)
                         .map(|i| ((i * 31 + m * 7) % 97) as f32 / 13.0 - 3.5)
                         .collect();
-                    let acts = q.quantize_rows(&x, m);
+                    let acts = q.quantize_rows(&x, m, t.tile_activations());
                     let xs: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
                     let mut out = vec![0f32; rows * m];
                     let mut outs: Vec<&mut [f32]> = out.chunks_mut(rows).collect();

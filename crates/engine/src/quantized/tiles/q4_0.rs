@@ -1,4 +1,4 @@
-//! Q4_0 in tiles of eight rows, against Q8_0 activations. A tile's block holds, for its eight
+//! Q4_0 in tiles of eight rows, against Q8_0 activations with their sums (Q8_0S). A tile's block holds, for its eight
 //! rows: d (f16 bits), then the nibbles by [quarter of 8 values][row][4 bytes], byte k holding
 //! values 8q + k (low nibble) and 8q + 4 + k (high) of the block of 32. A weight is
 //! d·(q − 8).
@@ -7,8 +7,8 @@ use super::TILE_ROWS;
 
 /// Bytes of one Q4_0 block: d (f16), 16 bytes of nibbles (value j < 16 low, j + 16 high).
 pub const BLOCK_BYTES: usize = 18;
-/// Bytes of one Q8_0 activation block: d (f16), 32 × i8.
-pub const ACT_BYTES: usize = 34;
+/// Bytes of one Q8_0S activation block: d (f16), Σ q (i16), 32 × i8.
+pub const ACT_BYTES: usize = 36;
 /// Bytes of one block of a tile.
 pub const TB_BYTES: usize = 16 + 128;
 const D: usize = 0;
@@ -36,7 +36,7 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
         let sumi: i32 = (0..32)
-            .map(|v| (super::nibble(&tb[QS..], r, v) as i32 - 8) * x[2 + v] as i8 as i32)
+            .map(|v| (super::nibble(&tb[QS..], r, v) as i32 - 8) * x[4 + v] as i8 as i32)
             .sum();
         (super::f16_at(tb, D + 2 * r) * super::f16_at(x, 0)).mul_add(sumi as f32, acc)
     })
@@ -49,9 +49,11 @@ pub mod simd {
 
     kernels!(block, TB_BYTES, ACT_BYTES);
 
-    /// One block: the nibbles less 8 as signed bytes, then Σ w·x per row as |w| times x with
-    /// w's sign (AVX2: eight `maddubs` add in 16 bits, at most 16 products of 8 × 127, before
-    /// one widening add), then d_w·d_x·Σ.
+    /// One block: Σ (q − 8)·x per row, then d_w·d_x·Σ. AVX2 takes the nibbles less 8 as
+    /// signed bytes and multiplies |w| by x with w's sign (eight `maddubs` add in 16 bits, at
+    /// most 16 products of 8 × 127, before one widening add). VNNI multiplies the nibbles as
+    /// they are, in two chains (low and high: its latency), and takes 8·Σ x off with the
+    /// block's sum.
     #[inline(always)]
     unsafe fn block<const R: usize, const VNNI: bool>(
         t: *const u8,
@@ -64,30 +66,32 @@ pub mod simd {
         let mut highs = [_mm256_setzero_si256(); R];
         for quarter in 0..4 {
             let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
-            let lo = _mm256_sub_epi8(_mm256_and_si256(bits, m4), eight);
-            let hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), eight);
-            let (alo, ahi) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
-            for r in 0..R {
-                let xq = |i: usize| {
-                    _mm256_set1_epi32((x[r].add(2 + 4 * i) as *const i32).read_unaligned())
-                };
-                let sl = _mm256_sign_epi8(xq(2 * quarter), lo);
-                let sh = _mm256_sign_epi8(xq(2 * quarter + 1), hi);
-                if VNNI {
-                    sums[r] = _mm256_dpbusd_epi32(sums[r], alo, sl);
-                    highs[r] = _mm256_dpbusd_epi32(highs[r], ahi, sh);
-                } else {
-                    let s = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(alo, sl));
-                    sums[r] = _mm256_add_epi16(s, _mm256_maddubs_epi16(ahi, sh));
+            let lo = _mm256_and_si256(bits, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            let xq = |r: usize, i: usize| {
+                _mm256_set1_epi32((x[r].add(4 + 4 * i) as *const i32).read_unaligned())
+            };
+            if VNNI {
+                for r in 0..R {
+                    sums[r] = _mm256_dpbusd_epi32(sums[r], lo, xq(r, 2 * quarter));
+                    highs[r] = _mm256_dpbusd_epi32(highs[r], hi, xq(r, 2 * quarter + 1));
+                }
+            } else {
+                let (lo, hi) = (_mm256_sub_epi8(lo, eight), _mm256_sub_epi8(hi, eight));
+                let (alo, ahi) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    let sl = _mm256_sign_epi8(xq(r, 2 * quarter), lo);
+                    let sh = _mm256_sign_epi8(xq(r, 2 * quarter + 1), hi);
+                    let s = _mm256_add_epi16(*sums, _mm256_maddubs_epi16(alo, sl));
+                    *sums = _mm256_add_epi16(s, _mm256_maddubs_epi16(ahi, sh));
                 }
             }
         }
         let d = super::super::row_scales(t.add(D));
         for r in 0..R {
-            // VNNI's two chains (a dependent chain of two `vpdpbusd`s per row stalls on
-            // their latency), summed once per block.
             let sumi = if VNNI {
-                _mm256_add_epi32(sums[r], highs[r])
+                let offset = _mm256_set1_epi32(8 * super::super::act_sum(x[r]));
+                _mm256_sub_epi32(_mm256_add_epi32(sums[r], highs[r]), offset)
             } else {
                 super::super::widened::<false>(sums[r])
             };

@@ -1,11 +1,13 @@
-//! Q8_0 in tiles of eight rows, against Q8_0 activations. A tile's block holds, for its eight
-//! rows: d (f16 bits), then the quants by [quarter of 4 values][row][4 bytes].
+//! Q8_0 in tiles of eight rows, against Q8_0 activations with their sums (Q8_0S). A tile's
+//! block holds, for its eight rows: d (f16 bits), then the quants by [quarter of 4
+//! values][row][4 bytes].
 
 use super::TILE_ROWS;
 
-/// Bytes of one Q8_0 block (weights and activations alike): d (f16), 32 × i8.
+/// Bytes of one Q8_0 block: d (f16), 32 × i8.
 pub const BLOCK_BYTES: usize = 34;
-pub const ACT_BYTES: usize = 34;
+/// Bytes of one Q8_0S activation block: d (f16), Σ q (i16), 32 × i8.
+pub const ACT_BYTES: usize = 36;
 /// Bytes of one block of a tile.
 pub const TB_BYTES: usize = 16 + 256;
 const D: usize = 0;
@@ -42,7 +44,7 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
         let sumi: i32 = (0..32)
-            .map(|v| value(tb, r, v) as i32 * x[2 + v] as i8 as i32)
+            .map(|v| value(tb, r, v) as i32 * x[4 + v] as i8 as i32)
             .sum();
         (super::f16_at(tb, D + 2 * r) * super::f16_at(x, 0)).mul_add(sumi as f32, acc)
     })
@@ -55,8 +57,10 @@ pub mod simd {
 
     kernels!(block, TB_BYTES, ACT_BYTES);
 
-    /// One block: Σ q_w·q_x per row as |w| times x with w's sign (the activations stay within
-    /// ±127, so no product saturates; AVX2 widens per load), then d_w·d_x·Σ.
+    /// One block: Σ q_w·q_x per row, then d_w·d_x·Σ. AVX2 multiplies |w| by x with w's sign
+    /// (the activations stay within ±127, so no product saturates; it widens per load). VNNI
+    /// multiplies the weights offset to unsigned, w + 128, in two chains (its latency), and
+    /// takes 128·Σ x off with the block's sum.
     #[inline(always)]
     unsafe fn block<const R: usize, const VNNI: bool>(
         t: *const u8,
@@ -65,22 +69,38 @@ pub mod simd {
     ) {
         super::super::prefetch_ahead(t, TB_BYTES);
         let mut sumi = [_mm256_setzero_si256(); R];
+        let mut odd = [_mm256_setzero_si256(); R];
         for quarter in 0..8 {
             let w = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
-            let aw = _mm256_abs_epi8(w);
-            for r in 0..R {
-                let xq = (x[r].add(2 + 4 * quarter) as *const i32).read_unaligned();
-                let sx = _mm256_sign_epi8(_mm256_set1_epi32(xq), w);
-                sumi[r] = if VNNI {
-                    _mm256_dpbusd_epi32(sumi[r], aw, sx)
-                } else {
+            let xq = |r: usize| {
+                _mm256_set1_epi32((x[r].add(4 + 4 * quarter) as *const i32).read_unaligned())
+            };
+            if VNNI {
+                let wu = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
+                for r in 0..R {
+                    let chain = if quarter % 2 == 0 {
+                        &mut sumi[r]
+                    } else {
+                        &mut odd[r]
+                    };
+                    *chain = _mm256_dpbusd_epi32(*chain, wu, xq(r));
+                }
+            } else {
+                let aw = _mm256_abs_epi8(w);
+                for (r, sumi) in sumi.iter_mut().enumerate() {
+                    let sx = _mm256_sign_epi8(xq(r), w);
                     let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
-                    _mm256_add_epi32(sumi[r], p)
-                };
+                    *sumi = _mm256_add_epi32(*sumi, p);
+                }
             }
         }
         let d = super::super::row_scales(t.add(D));
         for r in 0..R {
+            if VNNI {
+                let offset = 128 * super::super::act_sum(x[r]);
+                sumi[r] =
+                    _mm256_sub_epi32(_mm256_add_epi32(sumi[r], odd[r]), _mm256_set1_epi32(offset));
+            }
             acc[r] = super::super::add_scaled(acc[r], d, super::super::f16_scale(x[r]), sumi[r]);
         }
     }
