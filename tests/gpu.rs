@@ -593,7 +593,9 @@ fn fused_pass_runs_adapter_pairs_like_candle_ops() {
 /// hands back (a nucleus wider than its head), and those the host picks and marks.
 #[test]
 fn the_device_sampler_picks_as_the_host() {
-    use lerpscope::engine::device_sampling::{pick_as_the_kernel, DeviceSampler, Pick};
+    use lerpscope::engine::device_sampling::{
+        lm_like_logits, pick_as_the_kernel, DeviceSampler, Pick,
+    };
     use lerpscope::engine::{Sampler, SamplingParams};
     let Some(dev) = gpu() else { return };
     let mut rng = StdRng::seed_from_u64(23);
@@ -622,17 +624,7 @@ fn the_device_sampler_picks_as_the_host() {
             let mut device = DeviceSampler::new(&dev, vocab, &starts).unwrap();
             let mut hosts: Vec<Sampler> = (0..rows).map(|_| Sampler::new(params)).collect();
             for step in 0..24 {
-                let sharp = [2.5f32, 1.2, 0.5][step % 3];
-                let logits: Vec<f32> = (0..rows * vocab)
-                    .map(|_| {
-                        let l = -sharp * (1.0 + (vocab - 1) as f32 * rng.random::<f32>()).ln();
-                        if step % 4 == 0 {
-                            (l * 2.0).round() / 2.0
-                        } else {
-                            l
-                        }
-                    })
-                    .collect();
+                let logits = lm_like_logits(&mut rng, rows * vocab, vocab, step);
                 let t = Tensor::from_vec(logits.clone(), (rows, vocab), &dev).unwrap();
                 let u: Vec<f32> = hosts.iter_mut().map(Sampler::draw).collect();
                 let words = device.sample(&t, &u, &params).unwrap().to_vec();

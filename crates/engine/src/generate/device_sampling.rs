@@ -189,6 +189,23 @@ pub fn pick_as_the_kernel(logits: &[f32], seen: &[bool], p: &SamplingParams, u: 
 #[cfg(feature = "cuda")]
 pub use gpu::DeviceSampler;
 
+/// `n` logits shaped like a language model's (a few likely tokens, a long tail) over a
+/// vocabulary of `vocab`, for holding samplers together: sharper or flatter by `step`, and
+/// every fourth step rounded to halves, so that many tie exactly.
+pub fn lm_like_logits(rng: &mut impl rand::Rng, n: usize, vocab: usize, step: usize) -> Vec<f32> {
+    let sharp = [2.5f32, 1.5, 0.6][step % 3];
+    (0..n)
+        .map(|_| {
+            let l = -sharp * (1.0 + (vocab - 1) as f32 * rng.random::<f32>()).ln();
+            if step.is_multiple_of(4) {
+                (l * 2.0).round() / 2.0
+            } else {
+                l + 0.1 * rng.random::<f32>()
+            }
+        })
+        .collect()
+}
+
 /// The token loop's rows picking on the device: made for a model that takes the fused GPU
 /// pass (see [`crate::model::FUSED_SWITCH`]: both wait for `scripts/gpu-check.sh` on a GPU),
 /// where no row needs its whole distribution back (per-token details). Without the `cuda`
@@ -481,18 +498,7 @@ mod tests {
             for vocab in [700, 5000] {
                 let mut host = Sampler::new(params);
                 for step in 0..120 {
-                    let sharp = [2.5, 1.5, 0.6][step % 3];
-                    let logits: Vec<f32> = (0..vocab)
-                        .map(|_| {
-                            let l = -sharp * (1.0 + (vocab - 1) as f32 * rng.random::<f32>()).ln();
-                            // Coarse values every few steps: many exact ties.
-                            if step % 4 == 0 {
-                                (l * 2.0).round() / 2.0
-                            } else {
-                                l + 0.1 * rng.random::<f32>()
-                            }
-                        })
-                        .collect();
+                    let logits = lm_like_logits(&mut rng, vocab, vocab, step);
                     let history: Vec<u32> =
                         (0..20).map(|_| rng.random_range(0..vocab as u32)).collect();
                     let mut seen = vec![false; vocab];
