@@ -70,13 +70,18 @@ for dt in f32 bf16; do
 done
 
 # 4. Where a decode step's time goes, both paths (enqueue, wait for the GPU, logits back,
-#    sampling), one column and four.
+#    sampling), one column and four. The fused path samples on the device ("copy" is then its
+#    launch and the ids back); at T 0.8 a random model's nucleus spans the vocabulary, so its
+#    rows are handed back to the host, and greedy (T 0) shows the device's pick alone.
 for k in 1 4; do
-  bench step-k$k step --shape smollm2-135m --dtype bf16 --tokens 64 --iters 1 --k $k
-  for i in 0 1; do
-    r=$(j "$OUT/step-k$k.json" "(lambda p: f\"{p['step_ms']:.3f} ms = {p['enqueue_ms']:.3f}+{p['wait_ms']:.3f}+{p['copy_ms']:.3f}+{p['sample_ms']:.3f}\")(j['paths'][$i])")
-    name=$(j "$OUT/step-k$k.json" "j['paths'][$i]['path']")
-    row "135M bf16 step, $name, K = $k" "$r" "(enqueue+wait+copy+sample)" info
+  for t in 0.8 0; do
+    f=step-k$k-t$t
+    bench $f step --shape smollm2-135m --dtype bf16 --tokens 64 --iters 1 --k $k --temperature $t
+    for i in 0 1; do
+      r=$(j "$OUT/$f.json" "(lambda p: f\"{p['step_ms']:.3f} ms = {p['enqueue_ms']:.3f}+{p['wait_ms']:.3f}+{p['copy_ms']:.3f}+{p['sample_ms']:.3f}\")(j['paths'][$i])")
+      name=$(j "$OUT/$f.json" "j['paths'][$i]['path']")
+      row "135M bf16 step, $name, K = $k, T $t" "$r" "(enqueue+wait+copy+sample)" info
+    done
   done
 done
 
