@@ -808,6 +808,9 @@ pub enum BenchCommand {
     /// Where one decode step's time goes: enqueuing the forward pass, waiting for the device,
     /// copying the logits back, sampling; on a GPU for the fused pass and candle's ops.
     Step(BenchStepArgs),
+    /// One quantized matrix's product through each tile kernel this CPU has (AVX2, VNNI on
+    /// 256 and on 512 bits) and the plain twin, alone on one thread.
+    Kernels(BenchKernelsArgs),
 }
 
 /// The pair a benchmark runs on: two endpoints, a random pair of a named shape, or (neither)
@@ -947,6 +950,27 @@ pub struct BenchColumnsArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct BenchKernelsArgs {
+    /// The matrix's type.
+    #[arg(long, default_value = "q4_k", value_parser = clap::builder::PossibleValuesParser::new(crate::engine::kernel_timing::TILED_TYPES))]
+    pub quant: String,
+    /// Output rows (a multiple of 16).
+    #[arg(long, default_value_t = 8192)]
+    pub rows: usize,
+    /// Columns (whole blocks of the type).
+    #[arg(long, default_value_t = 2048)]
+    pub cols: usize,
+    /// Activation rows per product: 1 is a decode step at one column, 4 a batch of four.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub act_rows: Vec<usize>,
+    /// Timed repetitions; medians are reported.
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct BenchStepArgs {
     /// The prompt is prefilled once; steps decode after it (--tokens steps per run).
     #[command(flatten)]

@@ -170,6 +170,57 @@ fn bench_generate_and_columns_report_their_figures() {
     assert!(["batched", "re-blend"].contains(&c["faster"].as_str().unwrap()));
 }
 
+/// `bench kernels` times every kernel this CPU has and the plain twin at each count of
+/// activation rows; flags it cannot honour get one line naming them.
+#[test]
+fn bench_kernels_times_each_kernel_and_names_bad_flags() {
+    let out = lerpscope(&[
+        "bench",
+        "kernels",
+        "--quant",
+        "q4_1",
+        "--rows",
+        "32",
+        "--cols",
+        "64",
+        "--act-rows",
+        "1,3",
+        "--iters",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let timings = v["timings"].as_array().unwrap();
+    for m in [1, 3] {
+        let kernels: Vec<&str> = timings
+            .iter()
+            .filter(|t| t["act_rows"] == m)
+            .map(|t| t["kernel"].as_str().unwrap())
+            .collect();
+        assert_eq!(kernels[..2], ["plain", "avx2"], "{kernels:?}");
+    }
+    assert!(timings.iter().all(|t| t["us"].as_f64().unwrap() > 0.0));
+    for (flags, needle) in [
+        (&["--rows", "24"][..], "--rows 24"),
+        (&["--rows", "0"][..], "--rows 0"),
+        (&["--cols", "48", "--quant", "q4_k"][..], "--cols 48"),
+        (&["--act-rows", "0"][..], "--act-rows"),
+        (&["--iters", "0"][..], "--iters"),
+        (&["--quant", "q5_k"][..], "--quant"),
+    ] {
+        let out = lerpscope(&[&["bench", "kernels"], flags].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{flags:?}: {err}");
+    }
+}
+
 /// `--quant`: a random GGUF of the shape, kept quantized when loaded (with the tokenizer
 /// written beside it), and rank-R adapters on it; llama3-8b's full pair is refused by name.
 #[test]

@@ -709,6 +709,52 @@ fn median_f64(v: &mut [f64]) -> f64 {
 /// the logits to the host, and sampling every row. On a GPU both forward paths run, candle's
 /// ops and the fused pass, in one process; the fused pass samples on the device, so its copy
 /// is the sampler's launch with the ids coming back, and its sampling the rows handed back.
+/// `lerpscope bench kernels`: every tile kernel over one matrix, in this process's thread.
+pub fn kernels(args: crate::cli::BenchKernelsArgs) -> Result<()> {
+    use crate::engine::kernel_timing::time_kernels;
+    let timings = time_kernels(
+        &args.quant,
+        (args.rows, args.cols),
+        &args.act_rows,
+        args.iters,
+    )
+    .map_err(|e| anyhow::anyhow!("bench kernels: {e}"))?;
+    if args.json {
+        let rows: Vec<_> = timings
+            .iter()
+            .map(|t| {
+                json!({"kernel": t.kernel, "act_rows": t.act_rows, "us": t.micros,
+                       "gb_per_s": t.gb_per_s})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"quant": args.quant, "rows": args.rows, "cols": args.cols, "timings": rows})
+        );
+        return Ok(());
+    }
+    println!(
+        "kernels {} [{} × {}], one thread, medians of {}",
+        args.quant, args.rows, args.cols, args.iters
+    );
+    for t in &timings {
+        let fastest = timings
+            .iter()
+            .filter(|o| o.act_rows == t.act_rows)
+            .map(|o| o.micros)
+            .fold(f64::INFINITY, f64::min);
+        println!(
+            "  {} rows  {:<9} {:>10.1} µs  {:>6.1} GB/s  ({:.2} × the fastest)",
+            t.act_rows,
+            t.kernel,
+            t.micros,
+            t.gb_per_s,
+            t.micros / fastest
+        );
+    }
+    Ok(())
+}
+
 pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
     use crate::engine::copy_to_host;
     use crate::engine::device_sampling::{OnDevice, Pick};

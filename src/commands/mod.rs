@@ -24,6 +24,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Bench(BenchCommand::Columns(args))) => on_pool(|| bench::columns(args)),
         Some(Command::Bench(BenchCommand::Inspect(args))) => on_pool(|| bench::inspect(args)),
         Some(Command::Bench(BenchCommand::Step(args))) => on_pool(|| bench::step(args)),
+        Some(Command::Bench(BenchCommand::Kernels(args))) => bench::kernels(args),
         Some(Command::Perplexity(args)) => on_pool(|| perplexity::run(args)),
         Some(Command::Score(args)) => on_pool(|| score::run(args)),
         Some(Command::Sweep(args)) => on_pool(|| sweep::run(args)),

@@ -42,6 +42,7 @@ pub use generate::{
 };
 pub use memory::{check_host_memory, device_memory, device_name, memory_fit};
 pub use model::{fused_requested, Kernels, Model};
+pub use quantized::kernel_timing;
 pub use threads::{on_pool, pin_thread_count};
 pub use weights::full::Buffer;
 pub use weights::layers::LayerStrip;

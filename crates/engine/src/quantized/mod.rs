@@ -11,6 +11,7 @@
 
 pub mod activations;
 pub mod k_rows;
+pub mod kernel_timing;
 pub mod legacy;
 pub mod random;
 pub mod tiles;
@@ -510,7 +511,7 @@ impl QMatrix {
             self.rows
                 .div_ceil(4 * rayon::current_num_threads())
                 .max(MIN_ROWS_PER_TASK)
-                .next_multiple_of(tiles::TILE_ROWS)
+                .next_multiple_of(tiles::TASK_ROWS)
         };
         // Task t's stretch of every activation row's outputs.
         let mut tasks: Vec<Vec<&mut [f32]>> = Vec::new();

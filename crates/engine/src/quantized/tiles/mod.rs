@@ -11,32 +11,35 @@
 //! the AVX2 kernels, their VNNI variants and their plain twins agree bit for bit, and a row's
 //! result never depends on the batch it came in.
 
-/// A type's two kernels over one block function `$block::<R, VNNI>` (which adds one tile
-/// block's products into R rows' accumulators): AVX2, and VNNI for CPUs that have it. The
-/// block function picks its integer instructions by `VNNI`; the sums are the same integers
-/// either way, so the two kernels give the same bits.
+/// A type's kernels over one block function `$block::<L, R, VNNI>` (which adds one tile
+/// block's products into R rows' accumulators, in the lanes L): AVX2 and VNNI over one tile,
+/// and VNNI over two tiles at once in 512-bit registers. The block function picks its integer
+/// instructions by `VNNI`; the sums are the same integers either way, and each lane's float
+/// steps the same in both widths, so every kernel gives the same bits.
 #[cfg(simd_kernels)]
 macro_rules! kernels {
     ($block:ident, $tile_block:expr, $act:expr) => {
+        use super::super::lanes::{At, Lanes, Y8, Z16};
+
         /// One tile (`blocks` blocks of eight rows) against R activation rows, AVX2.
         ///
         /// # Safety
-        /// AVX2, FMA and F16C must be available; `tile` holds `blocks` blocks and every
-        /// `xs[r]` as many activation blocks.
+        /// AVX2, FMA and F16C must be available; the tile holds `blocks` blocks, every `xs[r]`
+        /// as many activation blocks, and `out` R × 8 values.
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn dot_tile<const R: usize>(
-            tile: &[u8],
+            tiles: At,
             blocks: usize,
             xs: &[&[u8]],
-            out: &mut [[f32; TILE_ROWS]],
+            out: &mut [f32],
         ) {
-            super::super::over_blocks::<R>(
-                tile,
+            super::super::over_blocks::<Y8, R>(
+                tiles,
                 blocks,
                 ($tile_block, $act),
                 xs,
                 out,
-                |t, x, acc| $block::<R, false>(t, x, acc),
+                |t, x, acc| $block::<Y8, R, false>(t, x, acc),
             )
         }
 
@@ -47,23 +50,47 @@ macro_rules! kernels {
         /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
         pub unsafe fn dot_tile_vnni<const R: usize>(
-            tile: &[u8],
+            tiles: At,
             blocks: usize,
             xs: &[&[u8]],
-            out: &mut [[f32; TILE_ROWS]],
+            out: &mut [f32],
         ) {
-            super::super::over_blocks::<R>(
-                tile,
+            super::super::over_blocks::<Y8, R>(
+                tiles,
                 blocks,
                 ($tile_block, $act),
                 xs,
                 out,
-                |t, x, acc| $block::<R, true>(t, x, acc),
+                |t, x, acc| $block::<Y8, R, true>(t, x, acc),
+            )
+        }
+
+        /// [`dot_tile_vnni`] over two tiles at once (the second `tiles.next` bytes on), in
+        /// 512-bit registers: `out` holds R × 16 values, the first tile's eight rows first.
+        ///
+        /// # Safety
+        /// As [`dot_tile_vnni`], for both tiles; the CPU must have AVX-512 F, BW, VL and VNNI.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn dot_pair_vnni<const R: usize>(
+            tiles: At,
+            blocks: usize,
+            xs: &[&[u8]],
+            out: &mut [f32],
+        ) {
+            super::super::over_blocks::<Z16, R>(
+                tiles,
+                blocks,
+                ($tile_block, $act),
+                xs,
+                out,
+                |t, x, acc| $block::<Z16, R, true>(t, x, acc),
             )
         }
     };
 }
 
+#[cfg(simd_kernels)]
+mod lanes;
 mod q4_0;
 mod q4_1;
 mod q4k;
@@ -76,6 +103,9 @@ use rayon::prelude::*;
 
 /// Output rows per tile.
 pub const TILE_ROWS: usize = 8;
+/// Output rows a task's stretch is a multiple of: whole pairs of tiles, so the wide kernels
+/// cover all of it.
+pub const TASK_ROWS: usize = 2 * TILE_ROWS;
 /// Activation rows one pass over a tile serves (each unpacked weight register is reused for
 /// all of them).
 const PASS_ROWS: usize = 4;
@@ -117,29 +147,59 @@ impl Kind {
     }
 }
 
-/// A kernel: one tile (of `blocks` blocks) against up to [`PASS_ROWS`] activation rows.
+/// A kernel: one tile, or two (of `blocks` blocks each), against up to [`PASS_ROWS`]
+/// activation rows, each row's outputs (eight a tile) one after another in `out`.
 #[cfg(simd_kernels)]
-type Kernel = unsafe fn(&[u8], usize, &[&[u8]], &mut [[f32; TILE_ROWS]]);
+type Kernel = unsafe fn(lanes::At, usize, &[&[u8]], &mut [f32]);
 
-/// A type's kernels by pass size (index R − 1): AVX2, or with `vnni` VNNI's.
+/// The instructions a kernel uses.
 #[cfg(simd_kernels)]
-fn kernels(kind: Kind, vnni: bool) -> [Kernel; PASS_ROWS] {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    Avx2,
+    /// AVX-512 VNNI on 256-bit registers, one tile at a time.
+    Vnni,
+    /// AVX-512 VNNI on 512-bit registers, two tiles at a time.
+    Vnni512,
+}
+
+#[cfg(simd_kernels)]
+impl Isa {
+    /// Tiles one call covers.
+    fn tiles(self) -> usize {
+        if self == Isa::Vnni512 {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// A type's kernels by pass size (index R − 1).
+#[cfg(simd_kernels)]
+fn kernels(kind: Kind, isa: Isa) -> [Kernel; PASS_ROWS] {
     macro_rules! by_rows {
         ($($f:ident)::+) => {
             [$($f)::+::<1>, $($f)::+::<2>, $($f)::+::<3>, $($f)::+::<4>]
         };
     }
-    match (kind, vnni) {
-        (Kind::Q4_0, false) => by_rows!(q4_0::simd::dot_tile),
-        (Kind::Q4_0, true) => by_rows!(q4_0::simd::dot_tile_vnni),
-        (Kind::Q4_1, false) => by_rows!(q4_1::simd::dot_tile),
-        (Kind::Q4_1, true) => by_rows!(q4_1::simd::dot_tile_vnni),
-        (Kind::Q8_0, false) => by_rows!(q8_0::simd::dot_tile),
-        (Kind::Q8_0, true) => by_rows!(q8_0::simd::dot_tile_vnni),
-        (Kind::Q4K, false) => by_rows!(q4k::simd::dot_tile),
-        (Kind::Q4K, true) => by_rows!(q4k::simd::dot_tile_vnni),
-        (Kind::Q6K, false) => by_rows!(q6k::simd::dot_tile),
-        (Kind::Q6K, true) => by_rows!(q6k::simd::dot_tile_vnni),
+    use Isa::{Avx2, Vnni, Vnni512};
+    match (kind, isa) {
+        (Kind::Q4_0, Avx2) => by_rows!(q4_0::simd::dot_tile),
+        (Kind::Q4_0, Vnni) => by_rows!(q4_0::simd::dot_tile_vnni),
+        (Kind::Q4_0, Vnni512) => by_rows!(q4_0::simd::dot_pair_vnni),
+        (Kind::Q4_1, Avx2) => by_rows!(q4_1::simd::dot_tile),
+        (Kind::Q4_1, Vnni) => by_rows!(q4_1::simd::dot_tile_vnni),
+        (Kind::Q4_1, Vnni512) => by_rows!(q4_1::simd::dot_pair_vnni),
+        (Kind::Q8_0, Avx2) => by_rows!(q8_0::simd::dot_tile),
+        (Kind::Q8_0, Vnni) => by_rows!(q8_0::simd::dot_tile_vnni),
+        (Kind::Q8_0, Vnni512) => by_rows!(q8_0::simd::dot_pair_vnni),
+        (Kind::Q4K, Avx2) => by_rows!(q4k::simd::dot_tile),
+        (Kind::Q4K, Vnni) => by_rows!(q4k::simd::dot_tile_vnni),
+        (Kind::Q4K, Vnni512) => by_rows!(q4k::simd::dot_pair_vnni),
+        (Kind::Q6K, Avx2) => by_rows!(q6k::simd::dot_tile),
+        (Kind::Q6K, Vnni) => by_rows!(q6k::simd::dot_tile_vnni),
+        (Kind::Q6K, Vnni512) => by_rows!(q6k::simd::dot_pair_vnni),
     }
 }
 
@@ -150,8 +210,11 @@ pub struct Tiles {
     words: Vec<u64>,
     /// Blocks per row.
     blocks: usize,
+    /// One tile at a time, and two at a time where the CPU has the wide kernels.
     #[cfg(simd_kernels)]
     kernels: [Kernel; PASS_ROWS],
+    #[cfg(simd_kernels)]
+    pair_kernels: Option<[Kernel; PASS_ROWS]>,
 }
 
 impl Tiles {
@@ -201,18 +264,30 @@ impl Tiles {
             words,
             blocks,
             #[cfg(simd_kernels)]
-            kernels: kernels(kind, has_vnni()),
+            kernels: kernels(kind, if has_vnni() { Isa::Vnni } else { Isa::Avx2 }),
+            #[cfg(simd_kernels)]
+            pair_kernels: has_vnni512().then(|| kernels(kind, Isa::Vnni512)),
         })
     }
 
-    fn tile(&self, t: usize) -> &[u8] {
+    /// Bytes from one tile's start to the next's.
+    fn tile_stride(&self) -> usize {
+        (self.blocks * self.kind.sizes().tile_block).next_multiple_of(8)
+    }
+
+    /// Tiles `t..t + count`, the last without its padding.
+    fn tiles_at(&self, t: usize, count: usize) -> &[u8] {
         let n = self.blocks * self.kind.sizes().tile_block;
-        let words = n.div_ceil(8);
         // SAFETY: plain bytes of an owned word buffer.
         let bytes = unsafe {
             std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.words.len() * 8)
         };
-        &bytes[t * words * 8..][..n]
+        &bytes[t * self.tile_stride()..][..(count - 1) * self.tile_stride() + n]
+    }
+
+    #[cfg(any(test, not(simd_kernels)))]
+    fn tile(&self, t: usize) -> &[u8] {
+        self.tiles_at(t, 1)
     }
 
     /// Output rows `first..first + n` against every activation row (`xs`, quantized for this
@@ -225,35 +300,109 @@ impl Tiles {
         debug_assert!(xs
             .iter()
             .all(|x| x.len() == self.blocks * self.kind.sizes().act));
-        for k in 0..n / TILE_ROWS {
-            let tile = self.tile(first / TILE_ROWS + k);
+        let tiles = n / TILE_ROWS;
+        let mut k = 0;
+        while k < tiles {
+            let count = if k + 1 < tiles { self.widest() } else { 1 };
+            let rows = count * TILE_ROWS;
             for (xs, outs) in xs.chunks(PASS_ROWS).zip(outs.chunks_mut(PASS_ROWS)) {
-                let mut y = [[0f32; TILE_ROWS]; PASS_ROWS];
-                self.dot_tile(tile, xs, &mut y[..xs.len()]);
-                for (y, out) in y.iter().zip(outs) {
-                    out[k * TILE_ROWS..(k + 1) * TILE_ROWS].copy_from_slice(y);
+                let mut y = [0f32; 2 * TILE_ROWS * PASS_ROWS];
+                self.dot_tiles(first / TILE_ROWS + k, count, xs, &mut y[..rows * xs.len()]);
+                for (y, out) in y.chunks_exact(rows).zip(outs) {
+                    out[k * TILE_ROWS..][..rows].copy_from_slice(y);
                 }
             }
+            k += count;
         }
     }
 
-    /// One tile against up to [`PASS_ROWS`] activation rows.
-    fn dot_tile(&self, tile: &[u8], xs: &[&[u8]], out: &mut [[f32; TILE_ROWS]]) {
+    /// Tiles one kernel call can cover: two with the wide kernels, else one.
+    fn widest(&self) -> usize {
         #[cfg(simd_kernels)]
-        // SAFETY: the build targets AVX2, FMA and F16C (held to the CPU at start-up), and VNNI
-        // kernels are chosen only where detected; the tile and every activation row have
-        // `blocks` blocks (both come from the matrix's columns).
-        unsafe {
-            self.kernels[xs.len() - 1](tile, self.blocks, xs, out)
+        if self.pair_kernels.is_some() {
+            return 2;
+        }
+        1
+    }
+
+    /// Tiles `t..t + count` (count ≤ [`Tiles::widest`]) against up to [`PASS_ROWS`]
+    /// activation rows: each row's 8·count outputs one after another in `out`.
+    fn dot_tiles(&self, t: usize, count: usize, xs: &[&[u8]], out: &mut [f32]) {
+        let tiles = self.tiles_at(t, count);
+        #[cfg(simd_kernels)]
+        {
+            let kernels = match (count, &self.pair_kernels) {
+                (2, Some(pair)) => pair,
+                _ => &self.kernels,
+            };
+            let at = lanes::At {
+                at: tiles.as_ptr(),
+                next: self.tile_stride(),
+            };
+            // SAFETY: the build targets AVX2, FMA and F16C (held to the CPU at start-up), and
+            // VNNI kernels are chosen only where detected; `tiles` holds `count` tiles, every
+            // activation row `blocks` blocks (both come from the matrix's columns), and `out`
+            // 8·count values a row.
+            unsafe { kernels[xs.len() - 1](at, self.blocks, xs, out) }
         }
         #[cfg(not(simd_kernels))]
-        for (x, o) in xs.iter().zip(out) {
-            *o = self.plain(tile, x);
+        for (x, o) in xs.iter().zip(out.chunks_exact_mut(TILE_ROWS)) {
+            debug_assert_eq!(count, 1);
+            o.copy_from_slice(&self.plain(tiles, x));
         }
+    }
+
+    /// A full pass over every tile by each kernel set this CPU has, and by the plain twin,
+    /// each named (`bench kernels`); the outputs go to a scratch buffer.
+    #[allow(clippy::type_complexity)]
+    pub fn kernel_runs(&self) -> Vec<(&'static str, Box<dyn Fn(&[&[u8]]) + '_>)> {
+        let tiles = self.words.len() * 8 / self.tile_stride();
+        let mut runs: Vec<(&'static str, Box<dyn Fn(&[&[u8]]) + '_>)> = vec![(
+            "plain",
+            Box::new(move |xs: &[&[u8]]| {
+                for k in 0..tiles {
+                    for x in xs {
+                        std::hint::black_box(self.plain(self.tiles_at(k, 1), x));
+                    }
+                }
+            }),
+        )];
+        #[cfg(simd_kernels)]
+        {
+            let mut isas = vec![("avx2", Isa::Avx2)];
+            if has_vnni() {
+                isas.push(("vnni-256", Isa::Vnni));
+            }
+            if has_vnni512() {
+                isas.push(("vnni-512", Isa::Vnni512));
+            }
+            for (name, isa) in isas {
+                let (set, count) = (kernels(self.kind, isa), isa.tiles());
+                runs.push((
+                    name,
+                    Box::new(move |xs: &[&[u8]]| {
+                        let mut y = [0f32; 2 * TILE_ROWS * PASS_ROWS];
+                        for k in (0..tiles).step_by(count) {
+                            let at = lanes::At {
+                                at: self.tiles_at(k, count).as_ptr(),
+                                next: self.tile_stride(),
+                            };
+                            for xs in xs.chunks(PASS_ROWS) {
+                                let out = &mut y[..count * TILE_ROWS * xs.len()];
+                                // SAFETY: as in `dot_tiles`; the caller's tiles are whole
+                                // pairs where `count` is 2.
+                                unsafe { set[xs.len() - 1](at, self.blocks, xs, out) };
+                                std::hint::black_box(&y);
+                            }
+                        }
+                    }),
+                ));
+            }
+        }
+        runs
     }
 
     /// The plain twin of one tile against one activation row.
-    #[cfg(any(test, not(simd_kernels)))]
     fn plain(&self, tile: &[u8], x: &[u8]) -> [f32; TILE_ROWS] {
         match self.kind {
             Kind::Q4_0 => q4_0::plain(tile, self.blocks, x),
@@ -290,52 +439,28 @@ fn prefetch_ahead(at: *const u8, len: usize) {
     }
 }
 
-/// The tile's eight rows' f16 scales at `at`, as f32 lanes.
+/// `acc + (d·dx)·Σ`: one activation row's block (its scale `dx`) against the rows' scales `d`
+/// and integer sums `sumi`, the float step every kernel ends a block with.
 ///
 /// # Safety
-/// 16 bytes are readable at `at`; the caller has F16C.
+/// As [`lanes::Lanes`].
 #[cfg(simd_kernels)]
 #[inline(always)]
-unsafe fn row_scales(at: *const u8) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::*;
-    _mm256_cvtph_ps(_mm_loadu_si128(at as *const __m128i))
-}
-
-/// `acc + (d·dx)·Σ`: one activation row's block (its scale `dx`) against the eight rows'
-/// scales `d` and integer sums `sumi`, the float step every kernel ends a block with.
-///
-/// # Safety
-/// The caller has AVX2 and FMA.
-#[cfg(simd_kernels)]
-#[inline(always)]
-unsafe fn add_scaled(
-    acc: std::arch::x86_64::__m256,
-    d: std::arch::x86_64::__m256,
-    dx: f32,
-    sumi: std::arch::x86_64::__m256i,
-) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::*;
-    _mm256_fmadd_ps(
-        _mm256_mul_ps(d, _mm256_set1_ps(dx)),
-        _mm256_cvtepi32_ps(sumi),
-        acc,
-    )
+unsafe fn add_scaled<L: lanes::Lanes>(acc: L::F, d: L::F, dx: f32, sumi: L::I) -> L::F {
+    L::fmadd(L::fmul(d, L::fsplat(dx)), L::to_f32(sumi), acc)
 }
 
 /// AVX2's pair sums, 16 bits each, widened to 32 (VNNI's sums are 32 bits already).
 ///
 /// # Safety
-/// The caller has AVX2.
+/// As [`lanes::Lanes`].
 #[cfg(simd_kernels)]
 #[inline(always)]
-unsafe fn widened<const VNNI: bool>(
-    sums: std::arch::x86_64::__m256i,
-) -> std::arch::x86_64::__m256i {
-    use std::arch::x86_64::*;
+unsafe fn widened<L: lanes::Lanes, const VNNI: bool>(sums: L::I) -> L::I {
     if VNNI {
         sums
     } else {
-        _mm256_madd_epi16(sums, _mm256_set1_epi16(1))
+        L::madd16(sums, L::splat16(1))
     }
 }
 
@@ -361,30 +486,30 @@ unsafe fn act_sum(at: *const u8) -> i32 {
 
 /// The loop every tile kernel shares: `block` adds each block's products (given the tile
 /// block's bytes and each activation row's block) into the R rows' accumulators, which end as
-/// the eight outputs of each row.
+/// each activation row's outputs, [`lanes::Lanes::ROWS`] of them, one row after another in
+/// `out`.
 ///
 /// # Safety
-/// `tile` holds `blocks` blocks of `tile_block` bytes, every `xs[r]` as many of `act` bytes;
-/// the caller has AVX.
+/// Each tile at `tiles` holds `blocks` blocks of `tile_block` bytes, every `xs[r]` as many of
+/// `act` bytes, `out` R·ROWS values; the caller has L's instructions.
 #[cfg(simd_kernels)]
 #[inline(always)]
-unsafe fn over_blocks<const R: usize>(
-    tile: &[u8],
+unsafe fn over_blocks<L: lanes::Lanes, const R: usize>(
+    tiles: lanes::At,
     blocks: usize,
     (tile_block, act): (usize, usize),
     xs: &[&[u8]],
-    out: &mut [[f32; TILE_ROWS]],
-    mut block: impl FnMut(*const u8, &[*const u8; R], &mut [std::arch::x86_64::__m256; R]),
+    out: &mut [f32],
+    mut block: impl FnMut(lanes::At, &[*const u8; R], &mut [L::F; R]),
 ) {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_ps(); R];
+    debug_assert!(xs.len() == R && out.len() == R * L::ROWS);
+    let mut acc = [L::fzero(); R];
     for b in 0..blocks {
-        let t = tile.as_ptr().add(b * tile_block);
         let x = std::array::from_fn(|r| xs[r].as_ptr().add(b * act));
-        block(t, &x, &mut acc);
+        block(tiles.add(b * tile_block), &x, &mut acc);
     }
-    for r in 0..R {
-        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+    for (r, acc) in acc.iter().enumerate() {
+        L::store(*acc, out.as_mut_ptr().add(r * L::ROWS));
     }
 }
 
@@ -394,6 +519,15 @@ unsafe fn over_blocks<const R: usize>(
 fn has_vnni() -> bool {
     std::arch::is_x86_feature_detected!("avx512vnni")
         && std::arch::is_x86_feature_detected!("avx512vl")
+}
+
+/// Whether this CPU also has the 512-bit registers' byte instructions (AVX-512 F and BW) for
+/// two tiles at a time.
+#[cfg(simd_kernels)]
+fn has_vnni512() -> bool {
+    has_vnni()
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
 /// The nibble layout the 4-bit types' tiles share, per 32 values of each of the eight rows:
@@ -410,7 +544,6 @@ fn put_nibbles(qs: &mut [u8], r: usize, q: impl Fn(usize) -> u8) {
 }
 
 /// Value v (0..32) of row r in 128 bytes laid out by [`put_nibbles`].
-#[cfg(any(test, not(simd_kernels)))]
 fn nibble(qs: &[u8], r: usize, v: usize) -> u8 {
     let byte = qs[32 * (v / 8) + 4 * r + v % 4];
     if v % 8 < 4 {
@@ -441,7 +574,6 @@ fn block_nibbles(qs: &[u8], r: usize, out: &mut [u8]) {
 
 /// The plain twins' loop: `row(tile block, activation block, r, acc)` adds row r's terms of
 /// one block to its accumulator, block by block as the kernels do.
-#[cfg(any(test, not(simd_kernels)))]
 fn plain_rows(
     tile: &[u8],
     blocks: usize,
@@ -461,7 +593,6 @@ fn plain_rows(
 }
 
 /// The f16 at byte `at` of `b`, as f32 (the plain twins' scales).
-#[cfg(any(test, not(simd_kernels)))]
 fn f16_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
@@ -515,15 +646,16 @@ mod tests {
         assert!(Tiles::pack(QType::Q5K, 8, 256, |i| q.row(i)).is_none());
     }
 
-    /// Every kernel (AVX2, and VNNI where this CPU has it; every pass size) equals the plain
-    /// twin bit for bit, so a row's result does not depend on the rows it is computed with.
+    /// Every kernel (AVX2, and VNNI on one tile and on two where this CPU has it; every pass
+    /// size) equals the plain twin bit for bit, so a row's result does not depend on the rows
+    /// it is computed with.
     #[test]
     fn the_kernels_are_their_plain_twin_whatever_the_batch() {
         // 1,024 columns: 32 blocks of 32, 4 super-blocks of 256; 32 + 3 columns make the
-        // Q4_1 and Q8_0 rows an odd number of blocks.
+        // Q4_1 and Q8_0 rows an odd number of blocks. Three tiles: a pair and one alone.
         for t in TYPES {
             for cols in [1024, if t.block_values() == 32 { 96 } else { 256 }] {
-                let rows = 16;
+                let rows = 24;
                 let q = matrix(t, rows, cols);
                 let tiles = Tiles::pack(t, rows, cols, |i| q.row(i)).unwrap();
                 for m in 1..=6 {
@@ -532,33 +664,49 @@ mod tests {
                         .collect();
                     let acts = q.quantize_rows(&x, m, t.tile_activations());
                     let xs: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
-                    let mut out = vec![0f32; rows * m];
-                    let mut outs: Vec<&mut [f32]> = out.chunks_mut(rows).collect();
-                    tiles.rows_into(0, &xs, &mut outs);
-                    for k in 0..rows / TILE_ROWS {
-                        for (a, x) in xs.iter().enumerate() {
-                            let plain = tiles.plain(tiles.tile(k), x);
-                            for (r, p) in plain.iter().enumerate() {
-                                let i = TILE_ROWS * k + r;
-                                let got = out[a * rows + i];
+                    let plain = |k: usize, x: &[u8]| tiles.plain(tiles.tile(k), x);
+                    for first in [0, TILE_ROWS] {
+                        let n = rows - first;
+                        let mut out = vec![0f32; n * m];
+                        let mut outs: Vec<&mut [f32]> = out.chunks_mut(n).collect();
+                        tiles.rows_into(first, &xs, &mut outs);
+                        for i in 0..n {
+                            let k = (first + i) / TILE_ROWS;
+                            for (a, x) in xs.iter().enumerate() {
+                                let p = plain(k, x)[(first + i) % TILE_ROWS];
+                                let got = out[a * n + i];
                                 assert_eq!(got.to_bits(), p.to_bits(), "{t:?} m {m} row {i} x {a}");
                             }
                         }
                     }
                     #[cfg(simd_kernels)]
-                    for vnni in [false, has_vnni()] {
-                        for (pass, kernel) in kernels(tiles.kind, vnni).iter().enumerate().take(m) {
+                    for isa in [Isa::Avx2, Isa::Vnni, Isa::Vnni512] {
+                        let detected = match isa {
+                            Isa::Avx2 => true,
+                            Isa::Vnni => has_vnni(),
+                            Isa::Vnni512 => has_vnni512(),
+                        };
+                        if !detected {
+                            continue;
+                        }
+                        let n = TILE_ROWS * isa.tiles();
+                        for (pass, kernel) in kernels(tiles.kind, isa).iter().enumerate().take(m) {
                             let xs = &xs[..pass + 1];
-                            let mut y = [[0f32; TILE_ROWS]; PASS_ROWS];
-                            // SAFETY: AVX2 is the build's target; VNNI only where detected.
-                            unsafe { kernel(tiles.tile(1), tiles.blocks, xs, &mut y[..xs.len()]) };
+                            let mut y = vec![0f32; n * xs.len()];
+                            let at = lanes::At {
+                                at: tiles.tiles_at(1, isa.tiles()).as_ptr(),
+                                next: tiles.tile_stride(),
+                            };
+                            // SAFETY: AVX2 is the build's target; VNNI only where detected;
+                            // tiles 1 and 2 exist.
+                            unsafe { kernel(at, tiles.blocks, xs, &mut y) };
                             for (a, x) in xs.iter().enumerate() {
-                                let plain = tiles.plain(tiles.tile(1), x);
-                                assert_eq!(
-                                    y[a].map(f32::to_bits),
-                                    plain.map(f32::to_bits),
-                                    "{t:?} VNNI {vnni} pass {pass} x {a}"
-                                );
+                                let want: Vec<u32> = (1..=isa.tiles())
+                                    .flat_map(|k| plain(k, x).map(f32::to_bits))
+                                    .collect();
+                                let got: Vec<u32> =
+                                    y[a * n..(a + 1) * n].iter().map(|v| v.to_bits()).collect();
+                                assert_eq!(got, want, "{t:?} {isa:?} pass {pass} x {a}");
                             }
                         }
                     }

@@ -32,7 +32,6 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
 
 /// The plain twin: per row and block, the exact Σ (q − 8)·x, then one multiply-add by
 /// d_w·d_x.
-#[cfg(any(test, not(simd_kernels)))]
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
         let sumi: i32 = (0..32)
@@ -44,8 +43,7 @@ pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
 
 #[cfg(simd_kernels)]
 pub mod simd {
-    use super::{ACT_BYTES, D, QS, TB_BYTES, TILE_ROWS};
-    use std::arch::x86_64::*;
+    use super::{ACT_BYTES, D, QS, TB_BYTES};
 
     kernels!(block, TB_BYTES, ACT_BYTES);
 
@@ -55,47 +53,45 @@ pub mod simd {
     /// they are, in two chains (low and high: its latency), and takes 8·Σ x off with the
     /// block's sum.
     #[inline(always)]
-    unsafe fn block<const R: usize, const VNNI: bool>(
-        t: *const u8,
+    unsafe fn block<L: Lanes, const R: usize, const VNNI: bool>(
+        t: At,
         x: &[*const u8; R],
-        acc: &mut [__m256; R],
+        acc: &mut [L::F; R],
     ) {
-        super::super::prefetch_ahead(t, TB_BYTES);
-        let (m4, eight) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(8));
-        let mut sums = [_mm256_setzero_si256(); R];
-        let mut highs = [_mm256_setzero_si256(); R];
+        L::prefetch(t, TB_BYTES);
+        let (m4, eight) = (L::splat8(0x0F), L::splat8(8));
+        let mut sums = [L::zero(); R];
+        let mut highs = [L::zero(); R];
         for quarter in 0..4 {
-            let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
-            let lo = _mm256_and_si256(bits, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-            let xq = |r: usize, i: usize| {
-                _mm256_set1_epi32((x[r].add(4 + 4 * i) as *const i32).read_unaligned())
-            };
+            let bits = L::load(t.add(QS + 32 * quarter));
+            let lo = L::and(bits, m4);
+            let hi = L::and(L::srl16_4(bits), m4);
+            let xq = |r: usize, i: usize| L::broadcast4(x[r].add(4 + 4 * i));
             if VNNI {
                 for r in 0..R {
-                    sums[r] = _mm256_dpbusd_epi32(sums[r], lo, xq(r, 2 * quarter));
-                    highs[r] = _mm256_dpbusd_epi32(highs[r], hi, xq(r, 2 * quarter + 1));
+                    sums[r] = L::dpbusd(sums[r], lo, xq(r, 2 * quarter));
+                    highs[r] = L::dpbusd(highs[r], hi, xq(r, 2 * quarter + 1));
                 }
             } else {
-                let (lo, hi) = (_mm256_sub_epi8(lo, eight), _mm256_sub_epi8(hi, eight));
-                let (alo, ahi) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
+                let (lo, hi) = (L::sub8(lo, eight), L::sub8(hi, eight));
+                let (alo, ahi) = (L::abs8(lo), L::abs8(hi));
                 for (r, sums) in sums.iter_mut().enumerate() {
-                    let sl = _mm256_sign_epi8(xq(r, 2 * quarter), lo);
-                    let sh = _mm256_sign_epi8(xq(r, 2 * quarter + 1), hi);
-                    let s = _mm256_add_epi16(*sums, _mm256_maddubs_epi16(alo, sl));
-                    *sums = _mm256_add_epi16(s, _mm256_maddubs_epi16(ahi, sh));
+                    let sl = L::sign8(xq(r, 2 * quarter), lo);
+                    let sh = L::sign8(xq(r, 2 * quarter + 1), hi);
+                    let s = L::add16(*sums, L::maddubs(alo, sl));
+                    *sums = L::add16(s, L::maddubs(ahi, sh));
                 }
             }
         }
-        let d = super::super::row_scales(t.add(D));
+        let d = L::f16_rows(t.add(D));
         for r in 0..R {
             let sumi = if VNNI {
-                let offset = _mm256_set1_epi32(8 * super::super::act_sum(x[r]));
-                _mm256_sub_epi32(_mm256_add_epi32(sums[r], highs[r]), offset)
+                let offset = L::splat32(8 * super::super::act_sum(x[r]));
+                L::sub32(L::add32(sums[r], highs[r]), offset)
             } else {
-                super::super::widened::<false>(sums[r])
+                super::super::widened::<L, false>(sums[r])
             };
-            acc[r] = super::super::add_scaled(acc[r], d, super::super::f16_scale(x[r]), sumi);
+            acc[r] = super::super::add_scaled::<L>(acc[r], d, super::super::f16_scale(x[r]), sumi);
         }
     }
 }

@@ -34,7 +34,6 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
 
 /// The plain twin: per row and block, the exact Σ q·x, then d_w·d_x·Σ and m_w·s_x added in
 /// that order.
-#[cfg(any(test, not(simd_kernels)))]
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
         let sumi: i32 = (0..32)
@@ -47,52 +46,51 @@ pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
 
 #[cfg(simd_kernels)]
 pub mod simd {
-    use super::{ACT_BYTES, D, M, QS, TB_BYTES, TILE_ROWS};
-    use std::arch::x86_64::*;
+    use super::{ACT_BYTES, D, M, QS, TB_BYTES};
 
     kernels!(block, TB_BYTES, ACT_BYTES);
 
     /// Activation bytes 4i..4i + 4 of a block, in every lane.
     #[inline(always)]
-    unsafe fn x4(x: *const u8, i: usize) -> __m256i {
-        _mm256_set1_epi32((x.add(4 + 4 * i) as *const i32).read_unaligned())
+    unsafe fn x4<L: Lanes>(x: *const u8, i: usize) -> L::I {
+        L::broadcast4(x.add(4 + 4 * i))
     }
 
     /// One block: Σ q·x per row (AVX2: eight `maddubs` add in 16 bits, at most 16 products of
     /// 15 × 127, before one widening add), then d_w·d_x·Σ and m_w·s_x.
     #[inline(always)]
-    unsafe fn block<const R: usize, const VNNI: bool>(
-        t: *const u8,
+    unsafe fn block<L: Lanes, const R: usize, const VNNI: bool>(
+        t: At,
         x: &[*const u8; R],
-        acc: &mut [__m256; R],
+        acc: &mut [L::F; R],
     ) {
-        super::super::prefetch_ahead(t, TB_BYTES);
-        let m4 = _mm256_set1_epi8(0x0F);
-        let mut sums = [_mm256_setzero_si256(); R];
+        L::prefetch(t, TB_BYTES);
+        let m4 = L::splat8(0x0F);
+        let mut sums = [L::zero(); R];
         for quarter in 0..4 {
-            let bits = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
-            let lo = _mm256_and_si256(bits, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            let bits = L::load(t.add(QS + 32 * quarter));
+            let lo = L::and(bits, m4);
+            let hi = L::and(L::srl16_4(bits), m4);
             for r in 0..R {
-                let (xl, xh) = (x4(x[r], 2 * quarter), x4(x[r], 2 * quarter + 1));
+                let (xl, xh) = (x4::<L>(x[r], 2 * quarter), x4::<L>(x[r], 2 * quarter + 1));
                 sums[r] = if VNNI {
-                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sums[r], lo, xl), hi, xh)
+                    L::dpbusd(L::dpbusd(sums[r], lo, xl), hi, xh)
                 } else {
-                    let s = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(lo, xl));
-                    _mm256_add_epi16(s, _mm256_maddubs_epi16(hi, xh))
+                    let s = L::add16(sums[r], L::maddubs(lo, xl));
+                    L::add16(s, L::maddubs(hi, xh))
                 };
             }
         }
-        let d = super::super::row_scales(t.add(D));
-        let m = super::super::row_scales(t.add(M));
+        let d = L::f16_rows(t.add(D));
+        let m = L::f16_rows(t.add(M));
         for r in 0..R {
-            let sumi = super::super::widened::<VNNI>(sums[r]);
+            let sumi = super::super::widened::<L, VNNI>(sums[r]);
             let (dx, sx) = (
                 super::super::f16_scale(x[r]),
                 super::super::f16_scale(x[r].add(2)),
             );
-            acc[r] = super::super::add_scaled(acc[r], d, dx, sumi);
-            acc[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(sx), acc[r]);
+            acc[r] = super::super::add_scaled::<L>(acc[r], d, dx, sumi);
+            acc[r] = L::fmadd(m, L::fsplat(sx), acc[r]);
         }
     }
 }

@@ -113,7 +113,6 @@ pub fn unpack(sb: &[u8], r: usize, out: &mut [u8]) {
 
 /// The plain twin of the SIMD kernels: the same exact integer sums and the same two float
 /// multiply-adds per super-block, so the same bits.
-#[cfg(any(test, not(simd_kernels)))]
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (SB_BYTES, X_BYTES), x, |sb, x, r, acc| {
         let xd = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
@@ -136,7 +135,7 @@ pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
 
 #[cfg(simd_kernels)]
 pub mod simd {
-    use super::{D, DMIN, MINS, QS, SB_BYTES, SCALES, TILE_ROWS, X_BYTES};
+    use super::{D, DMIN, MINS, QS, SB_BYTES, SCALES, X_BYTES};
     use std::arch::x86_64::*;
 
     kernels!(block, SB_BYTES, X_BYTES);
@@ -147,59 +146,58 @@ pub mod simd {
     /// both 16-bit halves of each lane); VNNI's sum in 32 bits, in two chains (low and high
     /// nibbles: one dependent chain per row stalls on `vpdpbusd`'s latency), then one multiply.
     #[inline(always)]
-    unsafe fn block<const R: usize, const VNNI: bool>(
-        t: *const u8,
+    unsafe fn block<L: Lanes, const R: usize, const VNNI: bool>(
+        t: At,
         x: &[*const u8; R],
-        acc: &mut [__m256; R],
+        acc: &mut [L::F; R],
     ) {
-        super::super::prefetch_ahead(t, QS);
-        let m4 = _mm256_set1_epi8(0x0F);
-        let summ = mins_term::<R>(t, x);
-        let mut sumi = [_mm256_setzero_si256(); R];
+        L::prefetch(t, QS);
+        let m4 = L::splat8(0x0F);
+        let summ = mins_term::<L, R>(t, x);
+        let mut sumi = [L::zero(); R];
         for s in 0..8 {
-            super::super::prefetch_ahead(t.add(QS + 128 * s), 128);
-            let mut sums = [_mm256_setzero_si256(); R];
-            let mut highs = [_mm256_setzero_si256(); R];
+            L::prefetch(t.add(QS + 128 * s), 128);
+            let mut sums = [L::zero(); R];
+            let mut highs = [L::zero(); R];
             for quarter in 0..4 {
-                let bits = _mm256_loadu_si256(t.add(QS + 32 * (4 * s + quarter)) as *const __m256i);
-                let lo = _mm256_and_si256(bits, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                let bits = L::load(t.add(QS + 32 * (4 * s + quarter)));
+                let lo = L::and(bits, m4);
+                let hi = L::and(L::srl16_4(bits), m4);
                 for r in 0..R {
                     let q8 = x[r].add(4 + 32 * s + 8 * quarter);
-                    let xl = _mm256_set1_epi32((q8 as *const i32).read_unaligned());
-                    let xh = _mm256_set1_epi32((q8.add(4) as *const i32).read_unaligned());
+                    let (xl, xh) = (L::broadcast4(q8), L::broadcast4(q8.add(4)));
                     if VNNI {
-                        sums[r] = _mm256_dpbusd_epi32(sums[r], lo, xl);
-                        highs[r] = _mm256_dpbusd_epi32(highs[r], hi, xh);
+                        sums[r] = L::dpbusd(sums[r], lo, xl);
+                        highs[r] = L::dpbusd(highs[r], hi, xh);
                     } else {
-                        let a = _mm256_add_epi16(sums[r], _mm256_maddubs_epi16(lo, xl));
-                        sums[r] = _mm256_add_epi16(a, _mm256_maddubs_epi16(hi, xh));
+                        let a = L::add16(sums[r], L::maddubs(lo, xl));
+                        sums[r] = L::add16(a, L::maddubs(hi, xh));
                     }
                 }
             }
             if VNNI {
                 for r in 0..R {
-                    sums[r] = _mm256_add_epi32(sums[r], highs[r]);
+                    sums[r] = L::add32(sums[r], highs[r]);
                 }
             }
-            let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
-            let sc16 = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+            let sc = L::u8_rows(t.add(SCALES + 8 * s));
+            let sc16 = L::or(sc, L::sll32_16(sc));
             for r in 0..R {
                 let scaled = if VNNI {
-                    _mm256_mullo_epi32(sums[r], sc)
+                    L::mullo32(sums[r], sc)
                 } else {
-                    _mm256_madd_epi16(sums[r], sc16)
+                    L::madd16(sums[r], sc16)
                 };
-                sumi[r] = _mm256_add_epi32(sumi[r], scaled);
+                sumi[r] = L::add32(sumi[r], scaled);
             }
         }
-        accumulate::<R>(t, x, &sumi, &summ, acc);
+        accumulate::<L, R>(t, x, &sumi, &summ, acc);
     }
 
     /// The mins' term of one super-block for each activation row: Σ_s min(row, s)·(sum of
     /// sub-block s's activation quants), the sums paired as the mins are.
     #[inline(always)]
-    unsafe fn mins_term<const R: usize>(t: *const u8, x: &[*const u8; R]) -> [__m256i; R] {
+    unsafe fn mins_term<L: Lanes, const R: usize>(t: At, x: &[*const u8; R]) -> [L::I; R] {
         let mut pairs = [[0i32; 4]; R];
         for r in 0..R {
             let bsums = _mm256_loadu_si256(x[r].add(260) as *const __m256i);
@@ -209,14 +207,13 @@ pub mod simd {
             );
             _mm_storeu_si128(pairs[r].as_mut_ptr() as *mut __m128i, bs);
         }
-        let mut summ = [_mm256_setzero_si256(); R];
+        let mut summ = [L::zero(); R];
         #[allow(clippy::needless_range_loop)] // p picks the mins' bytes and each row's pair
         for p in 0..4 {
-            let mins =
-                _mm256_cvtepu8_epi16(_mm_loadu_si128(t.add(MINS + 16 * p) as *const __m128i));
+            let mins = L::u8_pairs(t.add(MINS + 16 * p));
             for r in 0..R {
-                let pair = _mm256_set1_epi32(pairs[r][p]);
-                summ[r] = _mm256_add_epi32(summ[r], _mm256_madd_epi16(mins, pair));
+                let pair = L::splat32(pairs[r][p]);
+                summ[r] = L::add32(summ[r], L::madd16(mins, pair));
             }
         }
         summ
@@ -224,20 +221,19 @@ pub mod simd {
 
     /// A super-block's two float multiply-adds per row: d·xd·sumi, then − dmin·xd·summ.
     #[inline(always)]
-    unsafe fn accumulate<const R: usize>(
-        t: *const u8,
+    unsafe fn accumulate<L: Lanes, const R: usize>(
+        t: At,
         x: &[*const u8; R],
-        sumi: &[__m256i; R],
-        summ: &[__m256i; R],
-        acc: &mut [__m256; R],
+        sumi: &[L::I; R],
+        summ: &[L::I; R],
+        acc: &mut [L::F; R],
     ) {
-        let d = super::super::row_scales(t.add(D));
-        let dmin = super::super::row_scales(t.add(DMIN));
+        let d = L::f16_rows(t.add(D));
+        let dmin = L::f16_rows(t.add(DMIN));
         for r in 0..R {
             let dx = (x[r] as *const f32).read_unaligned();
-            acc[r] = super::super::add_scaled(acc[r], d, dx, sumi[r]);
-            let xd = _mm256_set1_ps(dx);
-            acc[r] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, xd), _mm256_cvtepi32_ps(summ[r]), acc[r]);
+            acc[r] = super::super::add_scaled::<L>(acc[r], d, dx, sumi[r]);
+            acc[r] = L::fnmadd(L::fmul(dmin, L::fsplat(dx)), L::to_f32(summ[r]), acc[r]);
         }
     }
 }

@@ -111,7 +111,6 @@ pub fn unpack(sb: &[u8], r: usize, out: &mut [u8]) {
 }
 
 /// Value v (0..256, unsigned) of row r in a tile's super-block.
-#[cfg(any(test, not(simd_kernels)))]
 fn value(sb: &[u8], r: usize, v: usize) -> u8 {
     let (quarter, i) = (v / 8, v % 8);
     let byte = sb[ql(quarter) + 4 * r + i % 4];
@@ -123,7 +122,6 @@ fn value(sb: &[u8], r: usize, v: usize) -> u8 {
 
 /// The plain twin of the SIMD kernels: per row, Σ_s scale·(Σ q·x − 32·Σ x) exactly, then one
 /// float multiply-add per super-block.
-#[cfg(any(test, not(simd_kernels)))]
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (SB_BYTES, X_BYTES), x, |sb, x, r, acc| {
         let xd = f32::from_le_bytes([x[0], x[1], x[2], x[3]]);
@@ -141,38 +139,37 @@ pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
 
 #[cfg(simd_kernels)]
 pub mod simd {
-    use super::{qh, ql, D, Q, SB_BYTES, SCALES, TILE_ROWS, X_BYTES};
-    use std::arch::x86_64::*;
+    use super::{qh, ql, D, Q, SB_BYTES, SCALES, X_BYTES};
 
     /// The four 4-value chunks of sub-block s of a tile super-block, as unsigned bytes (each
     /// lane a row's four values).
     #[inline(always)]
-    unsafe fn sub_block(t: *const u8, s: usize) -> [__m256i; 4] {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let m2 = _mm256_set1_epi8(0x30);
-        let high_bits = _mm256_loadu_si256(t.add(qh(s)) as *const __m256i);
+    unsafe fn sub_block<L: Lanes>(t: At, s: usize) -> [L::I; 4] {
+        let m4 = L::splat8(0x0F);
+        let m2 = L::splat8(0x30);
+        let high_bits = L::load(t.add(qh(s)));
         // Bits 2p, 2p + 1 of each byte to bits 4, 5 (16-bit shifts: the mask drops what
         // crosses a byte).
         let high = [
-            _mm256_and_si256(_mm256_slli_epi16(high_bits, 4), m2),
-            _mm256_and_si256(_mm256_slli_epi16(high_bits, 2), m2),
-            _mm256_and_si256(high_bits, m2),
-            _mm256_and_si256(_mm256_srli_epi16(high_bits, 2), m2),
+            L::and(L::sll16_4(high_bits), m2),
+            L::and(L::sll16_2(high_bits), m2),
+            L::and(high_bits, m2),
+            L::and(L::srl16_2(high_bits), m2),
         ];
-        let a = _mm256_loadu_si256(t.add(ql(2 * s)) as *const __m256i);
-        let b = _mm256_loadu_si256(t.add(ql(2 * s + 1)) as *const __m256i);
+        let a = L::load(t.add(ql(2 * s)));
+        let b = L::load(t.add(ql(2 * s + 1)));
         [
-            _mm256_or_si256(_mm256_and_si256(a, m4), high[0]),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), m4), high[1]),
-            _mm256_or_si256(_mm256_and_si256(b, m4), high[2]),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m4), high[3]),
+            L::or(L::and(a, m4), high[0]),
+            L::or(L::and(L::srl16_4(a), m4), high[1]),
+            L::or(L::and(b, m4), high[2]),
+            L::or(L::and(L::srl16_4(b), m4), high[3]),
         ]
     }
 
     /// Activation bytes 4c..4c + 4 of sub-block s, in every lane.
     #[inline(always)]
-    unsafe fn x4(x: *const u8, s: usize, c: usize) -> __m256i {
-        _mm256_set1_epi32((x.add(4 + 16 * s + 4 * c) as *const i32).read_unaligned())
+    unsafe fn x4<L: Lanes>(x: *const u8, s: usize, c: usize) -> L::I {
+        L::broadcast4(x.add(4 + 16 * s + 4 * c))
     }
 
     /// 32 × sub-block s's activation sum, in every lane.
@@ -183,16 +180,16 @@ pub mod simd {
 
     /// The super-block's float multiply-add per row.
     #[inline(always)]
-    unsafe fn accumulate<const R: usize>(
-        t: *const u8,
+    unsafe fn accumulate<L: Lanes, const R: usize>(
+        t: At,
         x: &[*const u8; R],
-        sumi: &[__m256i; R],
-        acc: &mut [__m256; R],
+        sumi: &[L::I; R],
+        acc: &mut [L::F; R],
     ) {
-        let d = super::super::row_scales(t.add(D));
+        let d = L::f16_rows(t.add(D));
         for r in 0..R {
             let dx = (x[r] as *const f32).read_unaligned();
-            acc[r] = super::super::add_scaled(acc[r], d, dx, sumi[r]);
+            acc[r] = super::super::add_scaled::<L>(acc[r], d, dx, sumi[r]);
         }
     }
 
@@ -203,47 +200,44 @@ pub mod simd {
     /// 16-bit halves of each lane), and 32·scale·Σx comes off through a 16·Σx pair; VNNI's
     /// start from −32·Σx, sum in 32 bits, then one multiply.
     #[inline(always)]
-    unsafe fn block<const R: usize, const VNNI: bool>(
-        t: *const u8,
+    unsafe fn block<L: Lanes, const R: usize, const VNNI: bool>(
+        t: At,
         x: &[*const u8; R],
-        acc: &mut [__m256; R],
+        acc: &mut [L::F; R],
     ) {
-        super::super::prefetch_ahead(t, Q);
-        let mut sumi = [_mm256_setzero_si256(); R];
+        L::prefetch(t, Q);
+        let mut sumi = [L::zero(); R];
         for s in 0..16 {
-            super::super::prefetch_ahead(t.add(Q + 96 * s), 96);
-            let q = sub_block(t, s);
-            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(t.add(SCALES + 8 * s) as *const __m128i));
-            let sc16 = _mm256_or_si256(
-                _mm256_and_si256(sc, _mm256_set1_epi32(0xFFFF)),
-                _mm256_slli_epi32(sc, 16),
-            );
+            L::prefetch(t.add(Q + 96 * s), 96);
+            let q = sub_block::<L>(t, s);
+            let sc = L::i8_rows(t.add(SCALES + 8 * s));
+            let sc16 = L::or(L::and(sc, L::splat32(0xFFFF)), L::sll32_16(sc));
             for r in 0..R {
                 let v = if VNNI {
-                    let mut a = _mm256_set1_epi32(-offset(x[r], s));
+                    let mut a = L::splat32(-offset(x[r], s));
                     for (c, q) in q.iter().enumerate() {
-                        a = _mm256_dpbusd_epi32(a, *q, x4(x[r], s, c));
+                        a = L::dpbusd(a, *q, x4::<L>(x[r], s, c));
                     }
-                    _mm256_mullo_epi32(a, sc)
+                    L::mullo32(a, sc)
                 } else {
-                    let p0 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(q[0], x4(x[r], s, 0)),
-                        _mm256_maddubs_epi16(q[1], x4(x[r], s, 1)),
+                    let p0 = L::add16(
+                        L::maddubs(q[0], x4::<L>(x[r], s, 0)),
+                        L::maddubs(q[1], x4::<L>(x[r], s, 1)),
                     );
-                    let p1 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(q[2], x4(x[r], s, 2)),
-                        _mm256_maddubs_epi16(q[3], x4(x[r], s, 3)),
+                    let p1 = L::add16(
+                        L::maddubs(q[2], x4::<L>(x[r], s, 2)),
+                        L::maddubs(q[3], x4::<L>(x[r], s, 3)),
                     );
                     let o = offset(x[r], s) / 2;
-                    let o = _mm256_set1_epi32((o & 0xFFFF) | (o << 16));
-                    _mm256_sub_epi32(
-                        _mm256_add_epi32(_mm256_madd_epi16(p0, sc16), _mm256_madd_epi16(p1, sc16)),
-                        _mm256_madd_epi16(o, sc16),
+                    let o = L::splat32((o & 0xFFFF) | (o << 16));
+                    L::sub32(
+                        L::add32(L::madd16(p0, sc16), L::madd16(p1, sc16)),
+                        L::madd16(o, sc16),
                     )
                 };
-                sumi[r] = _mm256_add_epi32(sumi[r], v);
+                sumi[r] = L::add32(sumi[r], v);
             }
         }
-        accumulate::<R>(t, x, &sumi, acc);
+        accumulate::<L, R>(t, x, &sumi, acc);
     }
 }

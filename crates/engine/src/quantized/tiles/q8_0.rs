@@ -25,7 +25,6 @@ pub fn pack(blocks: [&[u8]; TILE_ROWS], tb: &mut [u8]) {
 }
 
 /// Value v (0..32) of row r in a tile block.
-#[cfg(any(test, not(simd_kernels)))]
 fn value(tb: &[u8], r: usize, v: usize) -> i8 {
     tb[QS + 32 * (v / 4) + 4 * r + v % 4] as i8
 }
@@ -40,7 +39,6 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
 }
 
 /// The plain twin: per row and block, the exact Σ q_w·q_x, then one multiply-add by d_w·d_x.
-#[cfg(any(test, not(simd_kernels)))]
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
         let sumi: i32 = (0..32)
@@ -52,8 +50,7 @@ pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
 
 #[cfg(simd_kernels)]
 pub mod simd {
-    use super::{ACT_BYTES, D, QS, TB_BYTES, TILE_ROWS};
-    use std::arch::x86_64::*;
+    use super::{ACT_BYTES, D, QS, TB_BYTES};
 
     kernels!(block, TB_BYTES, ACT_BYTES);
 
@@ -62,46 +59,44 @@ pub mod simd {
     /// multiplies the weights offset to unsigned, w + 128, in two chains (its latency), and
     /// takes 128·Σ x off with the block's sum.
     #[inline(always)]
-    unsafe fn block<const R: usize, const VNNI: bool>(
-        t: *const u8,
+    unsafe fn block<L: Lanes, const R: usize, const VNNI: bool>(
+        t: At,
         x: &[*const u8; R],
-        acc: &mut [__m256; R],
+        acc: &mut [L::F; R],
     ) {
-        super::super::prefetch_ahead(t, TB_BYTES);
-        let mut sumi = [_mm256_setzero_si256(); R];
-        let mut odd = [_mm256_setzero_si256(); R];
+        L::prefetch(t, TB_BYTES);
+        let mut sumi = [L::zero(); R];
+        let mut odd = [L::zero(); R];
         for quarter in 0..8 {
-            let w = _mm256_loadu_si256(t.add(QS + 32 * quarter) as *const __m256i);
-            let xq = |r: usize| {
-                _mm256_set1_epi32((x[r].add(4 + 4 * quarter) as *const i32).read_unaligned())
-            };
+            let w = L::load(t.add(QS + 32 * quarter));
+            let xq = |r: usize| L::broadcast4(x[r].add(4 + 4 * quarter));
             if VNNI {
-                let wu = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
+                let wu = L::xor(w, L::splat8(-128));
                 for r in 0..R {
                     let chain = if quarter % 2 == 0 {
                         &mut sumi[r]
                     } else {
                         &mut odd[r]
                     };
-                    *chain = _mm256_dpbusd_epi32(*chain, wu, xq(r));
+                    *chain = L::dpbusd(*chain, wu, xq(r));
                 }
             } else {
-                let aw = _mm256_abs_epi8(w);
+                let aw = L::abs8(w);
                 for (r, sumi) in sumi.iter_mut().enumerate() {
-                    let sx = _mm256_sign_epi8(xq(r), w);
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1));
-                    *sumi = _mm256_add_epi32(*sumi, p);
+                    let sx = L::sign8(xq(r), w);
+                    let p = L::madd16(L::maddubs(aw, sx), L::splat16(1));
+                    *sumi = L::add32(*sumi, p);
                 }
             }
         }
-        let d = super::super::row_scales(t.add(D));
+        let d = L::f16_rows(t.add(D));
         for r in 0..R {
             if VNNI {
                 let offset = 128 * super::super::act_sum(x[r]);
-                sumi[r] =
-                    _mm256_sub_epi32(_mm256_add_epi32(sumi[r], odd[r]), _mm256_set1_epi32(offset));
+                sumi[r] = L::sub32(L::add32(sumi[r], odd[r]), L::splat32(offset));
             }
-            acc[r] = super::super::add_scaled(acc[r], d, super::super::f16_scale(x[r]), sumi[r]);
+            acc[r] =
+                super::super::add_scaled::<L>(acc[r], d, super::super::f16_scale(x[r]), sumi[r]);
         }
     }
 }
