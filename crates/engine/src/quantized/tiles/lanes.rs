@@ -35,7 +35,7 @@ impl At {
 ///
 /// # Safety
 /// Every method needs the instruction sets its type's kernels are compiled for (AVX2, FMA and
-/// F16C; [`Z16`] also AVX-512 F, BW and VNNI); the loads need their bytes readable.
+/// F16C; [`Z16`] also AVX-512 F, BW and VNNI, and GFNI); the loads need their bytes readable.
 pub trait Lanes: Copy {
     /// Rows (lanes of 32 bits).
     const ROWS: usize;
@@ -69,6 +69,12 @@ pub trait Lanes: Copy {
     unsafe fn maddubs(a: Self::I, b: Self::I) -> Self::I;
     /// acc + four u8·i8 products per 32-bit lane (`vpdpbusd`).
     unsafe fn dpbusd(acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
+    /// acc + two i16·i16 products per 32-bit lane (`vpdpwssd`).
+    unsafe fn dpwssd(acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
+    /// Each lane's low 16 bits of `lo` below the low 16 bits of `hi`.
+    unsafe fn pack16(lo: Self::I, hi: Self::I) -> Self::I;
+    /// Each byte's high nibble, as a byte 0..=15.
+    unsafe fn high_nibbles(a: Self::I) -> Self::I;
     unsafe fn abs8(a: Self::I) -> Self::I;
     /// a with the sign of b per byte (0 where b is 0).
     unsafe fn sign8(a: Self::I, b: Self::I) -> Self::I;
@@ -195,6 +201,18 @@ impl Lanes for Y8 {
     #[inline(always)]
     unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(acc, a, b)
+    }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+        _mm256_dpwssd_epi32(acc, a, b)
+    }
+    #[inline(always)]
+    unsafe fn pack16(lo: __m256i, hi: __m256i) -> __m256i {
+        _mm256_blend_epi16(lo, _mm256_slli_epi32(hi, 16), 0xAA)
+    }
+    #[inline(always)]
+    unsafe fn high_nibbles(a: __m256i) -> __m256i {
+        _mm256_and_si256(_mm256_srli_epi16(a, 4), _mm256_set1_epi8(0x0F))
     }
     #[inline(always)]
     unsafe fn abs8(a: __m256i) -> __m256i {
@@ -377,6 +395,20 @@ impl Lanes for Z16 {
     #[inline(always)]
     unsafe fn dpbusd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
         _mm512_dpbusd_epi32(acc, a, b)
+    }
+    #[inline(always)]
+    unsafe fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+        _mm512_dpwssd_epi32(acc, a, b)
+    }
+    #[inline(always)]
+    unsafe fn pack16(lo: __m512i, hi: __m512i) -> __m512i {
+        _mm512_mask_blend_epi16(0xAAAA_AAAA, lo, _mm512_slli_epi32(hi, 16))
+    }
+    #[inline(always)]
+    unsafe fn high_nibbles(a: __m512i) -> __m512i {
+        // One GFNI affine step: each byte's bits 4..8 to bits 0..4 (matrix byte 7 − i picks
+        // the source of bit i), where a shift and a mask take two.
+        _mm512_gf2p8affine_epi64_epi8(a, _mm512_set1_epi64(0x1020_4080_0000_0000), 0)
     }
     #[inline(always)]
     unsafe fn abs8(a: __m512i) -> __m512i {

@@ -69,8 +69,9 @@ macro_rules! kernels {
         /// 512-bit registers: `out` holds R × 16 values, the first tile's eight rows first.
         ///
         /// # Safety
-        /// As [`dot_tile_vnni`], for both tiles; the CPU must have AVX-512 F, BW, VL and VNNI.
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        /// As [`dot_tile_vnni`], for both tiles; the CPU must have AVX-512 F, BW, VL and VNNI,
+        /// and GFNI.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,gfni")]
         pub unsafe fn dot_pair_vnni<const R: usize>(
             tiles: At,
             blocks: usize,
@@ -521,13 +522,14 @@ fn has_vnni() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vl")
 }
 
-/// Whether this CPU also has the 512-bit registers' byte instructions (AVX-512 F and BW) for
-/// two tiles at a time.
+/// Whether this CPU also has the 512-bit registers' byte instructions (AVX-512 F and BW, and
+/// GFNI) for two tiles at a time.
 #[cfg(simd_kernels)]
 fn has_vnni512() -> bool {
     has_vnni()
         && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("gfni")
 }
 
 /// The nibble layout the 4-bit types' tiles share, per 32 values of each of the eight rows:

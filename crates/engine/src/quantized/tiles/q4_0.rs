@@ -65,7 +65,7 @@ pub mod simd {
         for quarter in 0..4 {
             let bits = L::load(t.add(QS + 32 * quarter));
             let lo = L::and(bits, m4);
-            let hi = L::and(L::srl16_4(bits), m4);
+            let hi = L::high_nibbles(bits);
             let xq = |r: usize, i: usize| L::broadcast4(x[r].add(4 + 4 * i));
             if VNNI {
                 for r in 0..R {

@@ -70,7 +70,7 @@ pub mod simd {
         for quarter in 0..4 {
             let bits = L::load(t.add(QS + 32 * quarter));
             let lo = L::and(bits, m4);
-            let hi = L::and(L::srl16_4(bits), m4);
+            let hi = L::high_nibbles(bits);
             for r in 0..R {
                 let (xl, xh) = (x4::<L>(x[r], 2 * quarter), x4::<L>(x[r], 2 * quarter + 1));
                 sums[r] = if VNNI {

@@ -144,7 +144,8 @@ pub mod simd {
     /// Per row and sub-block, AVX2's eight `maddubs` sums add up in 16 bits (at most 16
     /// products of 15 × 128: no overflow) before one multiply by the eight rows' scales (in
     /// both 16-bit halves of each lane); VNNI's sum in 32 bits, in two chains (low and high
-    /// nibbles: one dependent chain per row stalls on `vpdpbusd`'s latency), then one multiply.
+    /// nibbles: one dependent chain per row stalls on `vpdpbusd`'s latency), then both chains
+    /// meet the scales in one `vpdpwssd`.
     #[inline(always)]
     unsafe fn block<L: Lanes, const R: usize, const VNNI: bool>(
         t: At,
@@ -162,7 +163,7 @@ pub mod simd {
             for quarter in 0..4 {
                 let bits = L::load(t.add(QS + 32 * (4 * s + quarter)));
                 let lo = L::and(bits, m4);
-                let hi = L::and(L::srl16_4(bits), m4);
+                let hi = L::high_nibbles(bits);
                 for r in 0..R {
                     let q8 = x[r].add(4 + 32 * s + 8 * quarter);
                     let (xl, xh) = (L::broadcast4(q8), L::broadcast4(q8.add(4)));
@@ -175,20 +176,16 @@ pub mod simd {
                     }
                 }
             }
-            if VNNI {
-                for r in 0..R {
-                    sums[r] = L::add32(sums[r], highs[r]);
-                }
-            }
             let sc = L::u8_rows(t.add(SCALES + 8 * s));
             let sc16 = L::or(sc, L::sll32_16(sc));
             for r in 0..R {
-                let scaled = if VNNI {
-                    L::mullo32(sums[r], sc)
+                sumi[r] = if VNNI {
+                    // Each chain's sum fits 16 bits (16 products of 15 × ±128): both chains
+                    // times the scale in one `vpdpwssd`.
+                    L::dpwssd(sumi[r], L::pack16(sums[r], highs[r]), sc16)
                 } else {
-                    L::madd16(sums[r], sc16)
+                    L::add32(sumi[r], L::madd16(sums[r], sc16))
                 };
-                sumi[r] = L::add32(sumi[r], scaled);
             }
         }
         accumulate::<L, R>(t, x, &sumi, &summ, acc);
