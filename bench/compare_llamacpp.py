@@ -20,6 +20,11 @@ Usage (from the repository root, after `cargo build --release`):
       --adapter assets/smollm2-sentiment/positive --llama-cpp PATH/vendor/llama.cpp
 (--lora-gguf FILE skips the conversion; --llama-cpp is llama-cpp-python's source tree, for the
 converter.) Needs: llama-cpp-python and gguf (bench/requirements.txt), transformers.
+On a CPU with AMX, llama-cpp-python 0.3.36 built natively crashed at its first evaluation (in
+its AMX path); build it with AMX off and the CPU's other instruction sets on, e.g.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+  -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON
+  -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON" pip install llama-cpp-python==0.3.36
 """
 
 import argparse
