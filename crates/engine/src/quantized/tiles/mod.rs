@@ -8,8 +8,9 @@
 //!
 //! The repack is lossless (every field is moved, none rounded: a test rebuilds the original
 //! blocks) and the sums are exact integers up to each super-block's float multiply-adds, so
-//! the AVX2 kernels, their VNNI variants and their plain twins agree bit for bit, and a row's
-//! result never depends on the batch it came in.
+//! the AVX2 kernels, their VNNI variants (one tile in 256-bit registers, or two in 512-bit
+//! ones) and their plain twins agree bit for bit, and a row's result never depends on the batch
+//! it came in.
 
 /// A type's kernels over one block function `$block::<L, R, VNNI>` (which adds one tile
 /// block's products into R rows' accumulators, in the lanes L): AVX2 and VNNI over one tile,
@@ -18,75 +19,39 @@
 /// steps the same in both widths, so every kernel gives the same bits.
 #[cfg(simd_kernels)]
 macro_rules! kernels {
+    (@one $block:ident, $sizes:expr, $name:ident, $lanes:ident, $vnni:expr, $features:literal,
+     $doc:literal) => {
+        #[doc = $doc]
+        ///
+        /// # Safety
+        /// The CPU has the instructions named above; each tile holds `blocks` blocks, every
+        /// `xs[r]` as many activation blocks, and `out` R values per row of the tiles.
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name<const R: usize>(
+            tiles: At,
+            blocks: usize,
+            xs: &[&[u8]],
+            out: &mut [f32],
+        ) {
+            super::super::over_blocks::<$lanes, R>(tiles, blocks, $sizes, xs, out, |t, x, acc| {
+                $block::<$lanes, R, $vnni>(t, x, acc)
+            })
+        }
+    };
     ($block:ident, $tile_block:expr, $act:expr) => {
         use super::super::lanes::{At, Lanes, Y8, Z16};
 
-        /// One tile (`blocks` blocks of eight rows) against R activation rows, AVX2.
-        ///
-        /// # Safety
-        /// AVX2, FMA and F16C must be available; the tile holds `blocks` blocks, every `xs[r]`
-        /// as many activation blocks, and `out` R × 8 values.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn dot_tile<const R: usize>(
-            tiles: At,
-            blocks: usize,
-            xs: &[&[u8]],
-            out: &mut [f32],
-        ) {
-            super::super::over_blocks::<Y8, R>(
-                tiles,
-                blocks,
-                ($tile_block, $act),
-                xs,
-                out,
-                |t, x, acc| $block::<Y8, R, false>(t, x, acc),
-            )
-        }
-
-        /// [`dot_tile`] with VNNI's `vpdpbusd`, which multiplies and sums four byte pairs into
-        /// 32 bits in one instruction.
-        ///
-        /// # Safety
-        /// As [`dot_tile`], and the CPU must have AVX-512 VNNI and VL.
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn dot_tile_vnni<const R: usize>(
-            tiles: At,
-            blocks: usize,
-            xs: &[&[u8]],
-            out: &mut [f32],
-        ) {
-            super::super::over_blocks::<Y8, R>(
-                tiles,
-                blocks,
-                ($tile_block, $act),
-                xs,
-                out,
-                |t, x, acc| $block::<Y8, R, true>(t, x, acc),
-            )
-        }
-
-        /// [`dot_tile_vnni`] over two tiles at once (the second `tiles.next` bytes on), in
-        /// 512-bit registers: `out` holds R × 16 values, the first tile's eight rows first.
-        ///
-        /// # Safety
-        /// As [`dot_tile_vnni`], for both tiles; the CPU must have AVX-512 F, BW, VL and VNNI,
-        /// and GFNI.
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,gfni")]
-        pub unsafe fn dot_pair_vnni<const R: usize>(
-            tiles: At,
-            blocks: usize,
-            xs: &[&[u8]],
-            out: &mut [f32],
-        ) {
-            super::super::over_blocks::<Z16, R>(
-                tiles,
-                blocks,
-                ($tile_block, $act),
-                xs,
-                out,
-                |t, x, acc| $block::<Z16, R, true>(t, x, acc),
-            )
-        }
+        kernels!(@one $block, ($tile_block, $act), dot_tile, Y8, false, "avx2,fma,f16c",
+            "One tile (`blocks` blocks of eight rows) against R activation rows, AVX2.");
+        kernels!(@one $block, ($tile_block, $act), dot_tile_vnni, Y8, true,
+            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+            "[`dot_tile`] with VNNI's `vpdpbusd`, which multiplies and sums four byte pairs \
+             into 32 bits in one instruction (the CPU must have AVX-512 VNNI and VL).");
+        kernels!(@one $block, ($tile_block, $act), dot_pair_vnni, Z16, true,
+            "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,gfni",
+            "[`dot_tile_vnni`] over two tiles at once (the second `tiles.next` bytes on), in \
+             512-bit registers: `out` holds R × 16 values, the first tile's eight rows first \
+             (the CPU must have AVX-512 F, BW, VL and VNNI, and GFNI).");
     };
 }
 
@@ -203,6 +168,9 @@ fn kernels(kind: Kind, isa: Isa) -> [Kernel; PASS_ROWS] {
         (Kind::Q6K, Vnni512) => by_rows!(q6k::simd::dot_pair_vnni),
     }
 }
+
+/// A named pass of one kernel set over every tile, given the activation rows.
+pub type KernelRun<'a> = (&'static str, Box<dyn Fn(&[&[u8]]) + 'a>);
 
 /// A `[rows, cols]` matrix as tiles of [`TILE_ROWS`] rows.
 pub struct Tiles {
@@ -355,10 +323,9 @@ impl Tiles {
 
     /// A full pass over every tile by each kernel set this CPU has, and by the plain twin,
     /// each named (`bench kernels`); the outputs go to a scratch buffer.
-    #[allow(clippy::type_complexity)]
-    pub fn kernel_runs(&self) -> Vec<(&'static str, Box<dyn Fn(&[&[u8]]) + '_>)> {
+    pub fn kernel_runs(&self) -> Vec<KernelRun<'_>> {
         let tiles = self.words.len() * 8 / self.tile_stride();
-        let mut runs: Vec<(&'static str, Box<dyn Fn(&[&[u8]]) + '_>)> = vec![(
+        let mut runs: Vec<KernelRun<'_>> = vec![(
             "plain",
             Box::new(move |xs: &[&[u8]]| {
                 for k in 0..tiles {
