@@ -206,30 +206,42 @@ impl LowRankPair {
             let c = &coef[(row / per_mix_row % k) * rank..][..rank];
             u.iter_mut().zip(c).for_each(|(u, c)| *u *= c);
         }
-        // Each output's rank terms add in rank order, however the columns are split.
-        let add = |u: &[f32], y: &mut [f32], first: usize| {
-            for (s, up) in u.iter().zip(up_t.chunks(out)) {
-                if *s != 0.0 {
-                    y.iter_mut()
-                        .zip(&up[first..])
-                        .for_each(|(y, w)| *y = s.mul_add(*w, *y));
+        // Each output's rank terms add in rank order, however the columns are split. A task
+        // takes a stretch of columns across every row, so each rank's up row is read once
+        // for the whole batch rather than once per row.
+        let add = |y: &mut [&mut [f32]], first: usize| {
+            for (r, up) in up_t.chunks(out).enumerate() {
+                let up = &up[first..];
+                for (y, u) in y.iter_mut().zip(u.chunks(rank)) {
+                    let s = u[r];
+                    if s != 0.0 {
+                        y.iter_mut()
+                            .zip(up)
+                            .for_each(|(y, w)| *y = s.mul_add(*w, *y));
+                    }
                 }
             }
         };
+        // At least four tasks where the columns allow (two cores, and a slack for balance).
+        let per_task = out.div_ceil(4).next_multiple_of(64).clamp(256, 1024);
+        let mut stretches: Vec<Vec<&mut [f32]>> = (0..out.div_ceil(per_task))
+            .map(|_| Vec::with_capacity(m))
+            .collect();
+        for row in y.chunks_mut(out) {
+            for (stretch, y) in stretches.iter_mut().zip(row.chunks_mut(per_task)) {
+                stretch.push(y);
+            }
+        }
         if m * rank * out < 1 << 15 {
-            for (u, y) in u.chunks(rank).zip(y.chunks_mut(out)) {
-                add(u, y, 0);
+            for (c, mut stretch) in stretches.into_iter().enumerate() {
+                add(&mut stretch, c * per_task);
             }
         } else {
             use rayon::prelude::*;
-            const COLUMNS_PER_TASK: usize = 1024;
-            y.par_chunks_mut(out)
-                .zip(u.par_chunks(rank))
-                .for_each(|(y, u)| {
-                    y.par_chunks_mut(COLUMNS_PER_TASK)
-                        .enumerate()
-                        .for_each(|(c, y)| add(u, y, c * COLUMNS_PER_TASK))
-                });
+            stretches
+                .into_par_iter()
+                .enumerate()
+                .for_each(|(c, mut stretch)| add(&mut stretch, c * per_task));
         }
         true
     }

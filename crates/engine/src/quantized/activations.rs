@@ -1,10 +1,11 @@
 //! Activations quantized to Q8 before each quantized dot product, as llama.cpp does: Q8_0 for
-//! Q4_0, Q5_0 and Q8_0 weights, Q8_1 (with each block's scaled sum) for Q4_1 and Q5_1. Q4_0
-//! and Q8_0 in tiles take Q8_0 blocks that carry their integer sum (Q8_0S), which lets VNNI
-//! multiply unsigned weights.
+//! Q4_0, Q5_0 and Q8_0 weights, Q8_1 (with each block's scaled sum) for Q4_1 and Q5_1, Q8_K
+//! (256 values, an f32 scale and sixteen sums) for the k-quants. Q4_0 and Q8_0 in tiles take
+//! Q8_0 blocks that carry their integer sum (Q8_0S), which lets VNNI multiply unsigned weights.
 //!
-//! These follow llama.cpp's AVX2 quantizers rather than its scalar reference (and candle's):
-//! the inverse scale is 127 / max|x| and values round half to even. That keeps a row's
+//! Q8_0 and Q8_1 follow llama.cpp's AVX2 quantizers rather than its scalar reference (and
+//! candle's): the inverse scale is 127 / max|x| and values round half to even. Q8_K is
+//! candle's (see [`q8k_into`]). That keeps a row's
 //! quantized activations equal to llama.cpp's on this machine, so the two differ only in
 //! the order of their f32 sums.
 
@@ -74,6 +75,38 @@ pub fn q8_1_into(x: &[f32], out: &mut [u8]) {
     }
 }
 
+/// Values per Q8_K block.
+pub const QK_K: usize = 256;
+/// Bytes of one Q8_K block (candle's and llama.cpp's `block_q8_K`): f32 scale, 256 × i8, the
+/// sums of each 16 of them as i16.
+pub const Q8K_BYTES: usize = 4 + QK_K + QK_K / 16 * 2;
+
+/// `x` (a multiple of 256 values) as Q8_K blocks into `out`.
+pub fn q8k_into(x: &[f32], out: &mut [u8]) {
+    for (b, x) in out.chunks_exact_mut(Q8K_BYTES).zip(x.chunks_exact(QK_K)) {
+        #[cfg(simd_kernels)]
+        // SAFETY: the build targets AVX2 (held to the CPU at start-up); `x` holds 256 values
+        // and `b` one block's bytes (checked there).
+        unsafe {
+            simd::q8k_block(x, b)
+        }
+        #[cfg(not(simd_kernels))]
+        q8k_block_plain(x, b)
+    }
+}
+
+/// One Q8_K block by candle's `BlockQ8K::from_float` (the twin of the fast block, and its
+/// fallback): the value of largest magnitude (the first, on a tie) maps to −127, products
+/// round half away from zero. That rounding, not llama.cpp's half to even, is the one its
+/// recorded logits agree with (a tie flips the Q2_K fixture's step by 0.17).
+fn q8k_block_plain(x: &[f32], out: &mut [u8]) {
+    use candle_core::quantized::{k_quants::BlockQ8K, GgmlType};
+    const _: () = assert!(std::mem::size_of::<BlockQ8K>() == Q8K_BYTES);
+    let mut block = [BlockQ8K::zeros()];
+    BlockQ8K::from_float(&x[..QK_K], &mut block);
+    out[..Q8K_BYTES].copy_from_slice(super::bytes_of(&block));
+}
+
 /// `x` (a multiple of 32 values) as Q8_0 blocks, in words so that the blocks' f16 fields are
 /// aligned for candle's block types.
 #[cfg(test)]
@@ -137,6 +170,85 @@ mod simd {
         let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, bytes);
         (d, sum)
+    }
+
+    /// [`super::q8k_block_plain`] eight values at a time: the first value of largest
+    /// magnitude found by a max and then a search, products rounded half away from zero (a
+    /// truncation, plus a signed one where the part cut off is at least a half: both exact),
+    /// each 16 values packed and summed together. A NaN, or a scale whose inverse overflows,
+    /// goes to the plain twin.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn q8k_block(x: &[f32], out: &mut [u8]) {
+        use super::{Q8K_BYTES, QK_K};
+        assert!(x.len() >= QK_K && out.len() >= Q8K_BYTES);
+        let p = x.as_ptr();
+        let sign = _mm256_set1_ps(-0.0);
+        let mut m = _mm256_setzero_ps();
+        let mut nan = 0;
+        for i in (0..QK_K).step_by(8) {
+            let v = _mm256_loadu_ps(p.add(i));
+            nan |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v));
+        }
+        let h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        let amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+        if nan != 0 || amax == 0.0 {
+            return super::q8k_block_plain(x, out);
+        }
+        let wanted = _mm256_set1_ps(amax);
+        let max = (0..QK_K)
+            .step_by(8)
+            .find_map(|i| {
+                let v = _mm256_loadu_ps(p.add(i));
+                let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(
+                    _mm256_andnot_ps(sign, v),
+                    wanted,
+                ));
+                (hit != 0).then(|| x[i + hit.trailing_zeros() as usize])
+            })
+            .expect("the largest magnitude is one of the values");
+        let iscale = -127.0 / max;
+        if !iscale.is_finite() {
+            return super::q8k_block_plain(x, out);
+        }
+        let vs = _mm256_set1_ps(iscale);
+        let (half, one) = (_mm256_set1_ps(0.5), _mm256_set1_ps(1.0));
+        let ones = _mm256_set1_epi16(1);
+        let q = out.as_mut_ptr().add(4);
+        let sums = out.as_mut_ptr().add(4 + QK_K);
+        for c in 0..QK_K / 32 {
+            let i = [0, 8, 16, 24].map(|j| {
+                let v = _mm256_mul_ps(_mm256_loadu_ps(p.add(32 * c + j)), vs);
+                let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+                let up =
+                    _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_andnot_ps(sign, _mm256_sub_ps(v, t)), half);
+                let step = _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(v, sign), one));
+                _mm256_cvtps_epi32(_mm256_add_ps(t, step))
+            });
+            // Each pack holds one 16-value group (out of order within it, which a sum
+            // ignores); the values are within ±127, so the sums are the bytes'.
+            let words = [
+                _mm256_packs_epi32(i[0], i[1]),
+                _mm256_packs_epi32(i[2], i[3]),
+            ];
+            for (g, w) in words.iter().enumerate() {
+                let s = _mm256_madd_epi16(*w, ones);
+                let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+                let s = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s)));
+                std::ptr::copy_nonoverlapping(
+                    (s as i16).to_le_bytes().as_ptr(),
+                    sums.add(4 * c + 2 * g),
+                    2,
+                );
+            }
+            let bytes = _mm256_packs_epi16(words[0], words[1]);
+            let bytes =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(q.add(32 * c) as *mut __m256i, bytes);
+        }
+        out[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
     }
 }
 
@@ -213,6 +325,56 @@ mod tests {
                 (b.0.to_bits(), b.1, plain),
                 "case {case}"
             );
+        }
+    }
+
+    /// The fast Q8_K block is candle's bit for bit: ties, a tie for the largest magnitude
+    /// between signs, zero blocks, huge and tiny scales, NaN.
+    #[test]
+    fn a_q8k_block_is_its_plain_twin() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(5);
+        for case in 0..600 {
+            let scale = [1.0f32, 1e-3, 1e30, 1e-40, 0.0][case % 5];
+            let mut x: Vec<f32> = (0..QK_K)
+                .map(|i| match (case / 5 + i) % 7 {
+                    0 => -0.0,
+                    1 => (rng.random::<f32>() - 0.5) * scale,
+                    // Halves of a unit step when the largest magnitude is 127.
+                    _ => ((rng.random::<f32>() * 252.0).round() - 126.0) / 2.0 * scale,
+                })
+                .collect();
+            match case % 4 {
+                0 => x[case % QK_K] = -127.0 * scale,
+                1 => {
+                    x[case % 200] = 127.0 * scale;
+                    x[case % 200 + 7] = -127.0 * scale;
+                }
+                _ => {}
+            }
+            if case % 61 == 0 {
+                x[case % QK_K] = f32::NAN;
+            }
+            let (mut fast, mut plain) = ([0u8; Q8K_BYTES], [0u8; Q8K_BYTES]);
+            q8k_into(&x, &mut fast);
+            q8k_block_plain(&x, &mut plain);
+            assert_eq!(fast, plain, "case {case}");
+        }
+        // The layout candle's k-quant dot products read: the values come back within half
+        // a step.
+        use candle_core::quantized::{k_quants::BlockQ8K, GgmlType};
+        assert_eq!(std::mem::size_of::<BlockQ8K>(), Q8K_BYTES);
+        let x: Vec<f32> = (0..2 * QK_K).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut blocks = vec![BlockQ8K::zeros(); 2];
+        // SAFETY: the blocks are plain data of exactly these bytes (sizes asserted above).
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(blocks.as_mut_ptr() as *mut u8, 2 * Q8K_BYTES)
+        };
+        q8k_into(&x, bytes);
+        let mut back = vec![0f32; 2 * QK_K];
+        BlockQ8K::to_float(&blocks, &mut back);
+        for (b, v) in back.iter().zip(&x) {
+            assert!((b - v).abs() <= 0.5 / 127.0 + 1e-6, "{b} vs {v}");
         }
     }
 

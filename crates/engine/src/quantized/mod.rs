@@ -148,7 +148,7 @@ impl Act {
             Act::Q8_0 => cols / 32 * activations::Q8_0_BYTES,
             Act::Q8_0S => cols / 32 * activations::Q8_0S_BYTES,
             Act::Q8_1 => cols / 32 * activations::Q8_1_BYTES,
-            Act::Q8K => cols / 256 * std::mem::size_of::<BlockQ8K>(),
+            Act::Q8K => cols / activations::QK_K * activations::Q8K_BYTES,
         }
     }
 
@@ -158,11 +158,7 @@ impl Act {
             Act::Q8_0 => activations::q8_0_into(x, out),
             Act::Q8_0S => activations::q8_0s_into(x, out),
             Act::Q8_1 => activations::q8_1_into(x, out),
-            Act::Q8K => {
-                let mut blocks = vec![BlockQ8K::zeros(); x.len() / 256];
-                BlockQ8K::from_float(x, &mut blocks);
-                out.copy_from_slice(bytes_of(&blocks));
-            }
+            Act::Q8K => activations::q8k_into(x, out),
         }
     }
 
