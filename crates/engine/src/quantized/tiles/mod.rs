@@ -56,6 +56,8 @@ macro_rules! kernels {
 }
 
 #[cfg(simd_kernels)]
+mod amx;
+#[cfg(simd_kernels)]
 mod lanes;
 mod q4_0;
 mod q4_1;
@@ -75,6 +77,11 @@ pub const TASK_ROWS: usize = 2 * TILE_ROWS;
 /// Activation rows one pass over a tile serves (each unpacked weight register is reused for
 /// all of them).
 const PASS_ROWS: usize = 4;
+/// Activation rows from which a product goes through AMX where it can: below, VNNI is faster
+/// (`bench kernels --quant q4_k` on 8192 × 2048 and 2048 × 2048, one thread: AMX 1.5–1.6×
+/// slower at 4 rows, 1.10× slower at 8, 1.03–1.06× faster at 12, 1.14–1.17× at 16 and 64).
+#[cfg(simd_kernels)]
+const AMX_FROM_ROWS: usize = 12;
 
 /// The types kept in tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +191,9 @@ pub struct Tiles {
     kernels: [Kernel; PASS_ROWS],
     #[cfg(simd_kernels)]
     pair_kernels: Option<[Kernel; PASS_ROWS]>,
+    /// Several activation rows at once go through AMX's tiles (Q4_K, where the CPU has them).
+    #[cfg(simd_kernels)]
+    amx: bool,
 }
 
 impl Tiles {
@@ -236,6 +246,8 @@ impl Tiles {
             kernels: kernels(kind, if has_vnni() { Isa::Vnni } else { Isa::Avx2 }),
             #[cfg(simd_kernels)]
             pair_kernels: has_vnni512().then(|| kernels(kind, Isa::Vnni512)),
+            #[cfg(simd_kernels)]
+            amx: kind == Kind::Q4K && amx::has_amx(),
         })
     }
 
@@ -271,6 +283,10 @@ impl Tiles {
             .all(|x| x.len() == self.blocks * self.kind.sizes().act));
         let tiles = n / TILE_ROWS;
         let mut k = 0;
+        #[cfg(simd_kernels)]
+        if self.amx && xs.len() >= AMX_FROM_ROWS {
+            k = self.amx_pairs_into(first, xs, outs);
+        }
         while k < tiles {
             let count = if k + 1 < tiles { self.widest() } else { 1 };
             let rows = count * TILE_ROWS;
@@ -283,6 +299,59 @@ impl Tiles {
             }
             k += count;
         }
+    }
+
+    /// [`Tiles::rows_into`]'s whole pairs of tiles on AMX, up to [`amx::ROWS`] activation rows
+    /// at a time; the tiles done.
+    #[cfg(simd_kernels)]
+    fn amx_pairs_into(&self, first: usize, xs: &[&[u8]], outs: &mut [&mut [f32]]) -> usize {
+        let pairs = outs[0].len() / TASK_ROWS;
+        // The tile unit reads the activation rows at one stride: the caller's rows where they
+        // lie so (one buffer, as products quantize them), else a copy.
+        let row_bytes = xs[0].len();
+        let stride = xs.get(1).map_or(row_bytes, |x1| {
+            (x1.as_ptr() as usize).wrapping_sub(xs[0].as_ptr() as usize)
+        });
+        let in_place = xs
+            .windows(2)
+            .all(|w| (w[1].as_ptr() as usize).wrapping_sub(w[0].as_ptr() as usize) == stride);
+        let copy: Vec<u8>;
+        let (base, stride) = if in_place {
+            (xs[0].as_ptr(), stride)
+        } else {
+            copy = xs.concat();
+            (copy.as_ptr(), row_bytes)
+        };
+        // Whole tile multiplies of sixteen rows in one session (the weights unpacked once for
+        // all of them), then the rows left over in another.
+        let whole = outs.len() / amx::ROWS * amx::ROWS;
+        let (head, tail) = outs.split_at_mut(whole);
+        let mut y = vec![0f32; TASK_ROWS * head.len().max(tail.len())];
+        for (start, tile_rows, outs) in [(0, amx::ROWS, head), (whole, tail.len(), tail)] {
+            if outs.is_empty() {
+                continue;
+            }
+            // SAFETY: `amx` is set only where `has_amx` is true; the session is this
+            // thread's and ends with this pass.
+            let _session = unsafe { amx::Session::new(tile_rows) };
+            let y = &mut y[..TASK_ROWS * outs.len()];
+            for p in 0..pairs {
+                let at = lanes::At {
+                    at: self.tiles_at(first / TILE_ROWS + 2 * p, 2).as_ptr(),
+                    next: self.tile_stride(),
+                };
+                // SAFETY: the tiles hold `blocks` super-blocks, each activation row (at
+                // `stride` from the last, all inside `xs` or its copy) as many Q8_K blocks.
+                unsafe {
+                    let x = (base.add(start * stride), stride);
+                    amx::q4k_pair(at, self.blocks, x, tile_rows, outs.len(), y)
+                };
+                for (y, out) in y.chunks_exact(TASK_ROWS).zip(outs.iter_mut()) {
+                    out[p * TASK_ROWS..][..TASK_ROWS].copy_from_slice(y);
+                }
+            }
+        }
+        2 * pairs
     }
 
     /// Tiles one kernel call can cover: two with the wide kernels, else one.
@@ -366,6 +435,19 @@ impl Tiles {
                     }),
                 ));
             }
+        }
+        #[cfg(simd_kernels)]
+        if self.amx && tiles >= 2 {
+            runs.push((
+                "amx",
+                Box::new(move |xs: &[&[u8]]| {
+                    let n = tiles / 2 * TASK_ROWS;
+                    let mut y = vec![0f32; n * xs.len()];
+                    let mut outs: Vec<&mut [f32]> = y.chunks_mut(n).collect();
+                    self.amx_pairs_into(0, xs, &mut outs);
+                    std::hint::black_box(&y);
+                }),
+            ));
         }
         runs
     }
@@ -677,6 +759,50 @@ mod tests {
                                     y[a * n..(a + 1) * n].iter().map(|v| v.to_bits()).collect();
                                 assert_eq!(got, want, "{t:?} {isa:?} pass {pass} x {a}");
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Q4_K on AMX is its plain twin bit for bit: every number of rows one tile multiply
+    /// takes, more than that (two sessions), rows copied to one stride and rows in place,
+    /// whole pairs of tiles at both row offsets.
+    #[cfg(simd_kernels)]
+    #[test]
+    fn amx_is_the_plain_twin_whatever_the_rows() {
+        if !amx::has_amx() {
+            eprintln!("no AMX here: skipped");
+            return;
+        }
+        let (rows, cols) = (40, 512);
+        let q = matrix(QType::Q4K, rows, cols);
+        let tiles = Tiles::pack(QType::Q4K, rows, cols, |i| q.row(i)).unwrap();
+        assert!(tiles.amx);
+        for m in (1..=18).chain([33]) {
+            let x: Vec<f32> = (0..m * cols)
+                .map(|i| ((i * 29 + m * 5) % 101) as f32 / 11.0 - 4.5)
+                .collect();
+            let acts = q.quantize_rows(&x, m, QType::Q4K.tile_activations());
+            let in_place: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
+            let scattered: Vec<Vec<u8>> = in_place.iter().rev().map(|r| r.to_vec()).collect();
+            let scattered: Vec<&[u8]> = scattered.iter().rev().map(|r| &r[..]).collect();
+            for xs in [&in_place, &scattered] {
+                for first in [0, TILE_ROWS] {
+                    let n = rows - first;
+                    let mut out = vec![0f32; n * m];
+                    let mut outs: Vec<&mut [f32]> = out.chunks_mut(n).collect();
+                    // Whole pairs on AMX whatever the rows (products take it from
+                    // AMX_FROM_ROWS); the lone tile is left alone.
+                    let done = TILE_ROWS * tiles.amx_pairs_into(first, xs, &mut outs);
+                    assert_eq!(done, n / TASK_ROWS * TASK_ROWS);
+                    for i in 0..n {
+                        let k = (first + i) / TILE_ROWS;
+                        for (a, x) in xs.iter().enumerate() {
+                            let p = tiles.plain(tiles.tile(k), x)[(first + i) % TILE_ROWS];
+                            let want = if i < done { p.to_bits() } else { 0 };
+                            assert_eq!(out[a * n + i].to_bits(), want, "m {m} row {i} x {a}");
                         }
                     }
                 }

@@ -10,9 +10,9 @@ use crate::quantized::k_rows::{Q4K_BYTES, X_BYTES};
 pub const SB_BYTES: usize = 16 + 16 + 64 + 64 + 1024;
 const D: usize = 0;
 const DMIN: usize = 16;
-const SCALES: usize = 32;
+pub(super) const SCALES: usize = 32;
 const MINS: usize = 96;
-const QS: usize = 160;
+pub(super) const QS: usize = 160;
 const _: () = assert!(QS + 1024 == SB_BYTES && SB_BYTES.is_multiple_of(8));
 
 /// One Q4_K super-block's fields, unpacked.
@@ -194,7 +194,10 @@ pub mod simd {
     /// The mins' term of one super-block for each activation row: Σ_s min(row, s)·(sum of
     /// sub-block s's activation quants), the sums paired as the mins are.
     #[inline(always)]
-    unsafe fn mins_term<L: Lanes, const R: usize>(t: At, x: &[*const u8; R]) -> [L::I; R] {
+    pub(in crate::quantized::tiles) unsafe fn mins_term<L: Lanes, const R: usize>(
+        t: At,
+        x: &[*const u8; R],
+    ) -> [L::I; R] {
         let mut pairs = [[0i32; 4]; R];
         for r in 0..R {
             let bsums = _mm256_loadu_si256(x[r].add(260) as *const __m256i);
@@ -218,7 +221,7 @@ pub mod simd {
 
     /// A super-block's two float multiply-adds per row: d·xd·sumi, then − dmin·xd·summ.
     #[inline(always)]
-    unsafe fn accumulate<L: Lanes, const R: usize>(
+    pub(in crate::quantized::tiles) unsafe fn accumulate<L: Lanes, const R: usize>(
         t: At,
         x: &[*const u8; R],
         sumi: &[L::I; R],
