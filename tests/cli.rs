@@ -221,6 +221,27 @@ fn bench_kernels_times_each_kernel_and_names_bad_flags() {
     }
 }
 
+/// A reader that goes away before the report (`lerpscope bench kernels | head -1`, closed
+/// early): the command ends quietly and successfully, no panic about a broken pipe.
+#[test]
+fn a_closed_pipe_on_stdout_ends_a_command_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args([
+            "bench", "kernels", "--quant", "q4_0", "--rows", "32", "--cols", "64", "--iters", "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lerpscope");
+    // Closing the read end before anything is written makes the first write fail.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// `--quant`: a random GGUF of the shape, kept quantized when loaded (with the tokenizer
 /// written beside it), and rank-R adapters on it; llama3-8b's full pair is refused by name.
 #[test]

@@ -91,7 +91,7 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
     let copy_gbs = 2.0 * bytes as f64 / tc.as_secs_f64() / 1e9;
     let ratio = blend_gbs / copy_gbs;
     if args.json {
-        println!(
+        say!(
             "{}",
             json!({
                 "bench": "blend",
@@ -109,25 +109,25 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
             })
         );
     } else {
-        println!(
+        say!(
             "blend {source}: {} params, {}, {}",
             working.elem_count(),
             dtype_name(working.dtype()),
             crate::engine::device_name(&device)
         );
-        println!(
+        say!(
             "  blend  {:8.2} ms  {:6.2} GB/s  ({streams} × {:.1} MB per move)",
             tb.as_secs_f64() * 1e3,
             blend_gbs,
             bytes as f64 / 1e6
         );
-        println!(
+        say!(
             "  copy   {:8.2} ms  {:6.2} GB/s  (2 × {:.1} MB)",
             tc.as_secs_f64() * 1e3,
             copy_gbs,
             bytes as f64 / 1e6
         );
-        println!("  blend / copy bandwidth: {ratio:.2}  (median of {iters})");
+        say!("  blend / copy bandwidth: {ratio:.2}  (median of {iters})");
     }
     Ok(())
 }
@@ -154,7 +154,7 @@ fn merge(mut engine: Engine, args: BenchBlendArgs) -> Result<()> {
     let copy_gbs = 2.0 * bytes as f64 / tc.as_secs_f64() / 1e9;
     let i = &engine.info;
     if args.json {
-        println!(
+        say!(
             "{}",
             json!({
                 "bench": "blend", "source": i.description, "device": i.device, "dtype": i.dtype,
@@ -164,22 +164,25 @@ fn merge(mut engine: Engine, args: BenchBlendArgs) -> Result<()> {
             })
         );
     } else {
-        println!(
+        say!(
             "merge {}: {} params, {}, {}",
-            i.description, i.params, i.dtype, i.device
+            i.description,
+            i.params,
+            i.dtype,
+            i.device
         );
-        println!(
+        say!(
             "  merge  {:8.2} ms  {merge_gbs:6.2} GB/s  ({} changed params, {:.1} MB rewritten per α change)",
             ms(tm),
             w.elem_count(),
             bytes as f64 / 1e6
         );
-        println!(
+        say!(
             "  copy   {:8.2} ms  {copy_gbs:6.2} GB/s  (2 × {:.1} MB)",
             ms(tc),
             bytes as f64 / 1e6
         );
-        println!(
+        say!(
             "  merge / copy bandwidth: {:.2}  (median of {iters})",
             merge_gbs / copy_gbs
         );
@@ -281,16 +284,16 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
     let pct = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     let (p50, p95, p99, max) = (pct(0.5), pct(0.95), pct(0.99), v[v.len() - 1]);
     if args.json {
-        println!(
+        say!(
             "{}",
             json!({"bench": "ui", "keys": v.len(), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "max_ms": max})
         );
     } else {
-        println!(
+        say!(
             "key press → frame, {} presses while columns generate:",
             v.len()
         );
-        println!("  p50 {p50:.2} ms  p95 {p95:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
+        say!("  p50 {p50:.2} ms  p95 {p95:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
     }
     Ok(())
 }
@@ -444,10 +447,10 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
             o.insert("factored_ttft_ms".into(), json!(ms(ttft)));
             o.insert("factored_decode_tok_s".into(), json!(rate));
         }
-        println!("{v}");
+        say!("{v}");
     } else {
         let i = &bench.engine.info;
-        println!(
+        say!(
             "generate {}: {} {} params, {}, {}, {} prompt tokens, {} new",
             bench.label,
             i.architecture,
@@ -462,32 +465,32 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
         } else {
             "adapters: the merged path"
         };
-        println!(
+        say!(
             "  α change → first token  {:8.2} ms  (blend {:.2} ms; {path})",
             ms(ttft),
             ms(blend)
         );
         // Each decode step reads every weight once (the tied embedding once, as the head).
-        println!(
+        say!(
             "  decode                  {rate:8.1} tok/s  ({:.1} MB/token → {:.1} GB/s)",
             weights as f64 / 1e6,
             rate * weights as f64 / 1e9
         );
         if let Some((f_ttft, f_rate)) = factored {
-            println!(
+            say!(
                 "  factored: α change → first token {:8.2} ms (no merge), decode {f_rate:.1} tok/s",
                 ms(f_ttft)
             );
         }
         if let Some(p) = peak {
-            println!(
+            say!(
                 "  peak memory             {:8.1} MB  ({:.2} × one model's {:.1} MB)",
                 p as f64 / 1e6,
                 p as f64 / weights as f64,
                 weights as f64 / 1e6
             );
         }
-        println!("  (medians of {iters})");
+        say!("  (medians of {iters})");
     }
     Ok(())
 }
@@ -557,31 +560,36 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
         o.insert("one_steps_per_s".into(), json!(one_rate));
         o.insert("batched_first_token_ms".into(), json!(ms(batch_first)));
         o.insert("batched_steps_per_s".into(), json!(batch_rate));
-        println!("{v}");
+        say!("{v}");
     } else {
         let i = &bench.engine.info;
-        println!(
+        say!(
             "columns {}: {} {} params, {}, {}, K = {k}, {} tokens per column",
-            bench.label, i.architecture, i.params, i.dtype, i.device, bench.params.max_tokens
+            bench.label,
+            i.architecture,
+            i.params,
+            i.dtype,
+            i.device,
+            bench.params.max_tokens
         );
-        println!("  one column           {:9.1} ms", ms(one));
-        println!(
+        say!("  one column           {:9.1} ms", ms(one));
+        say!(
             "  K re-blended         {:9.1} ms  ({:.2} × one)",
             ms(seq),
             ratio(seq)
         );
-        println!(
+        say!(
             "  K in one batch       {:9.1} ms  ({:.2} × one)",
             ms(batch),
             ratio(batch)
         );
-        println!(
+        say!(
             "  phases: one column first token {:.1} ms, {one_rate:.1} steps/s; batch first \
              token {:.1} ms, {batch_rate:.1} steps/s",
             ms(one_first),
             ms(batch_first)
         );
-        println!("  faster: {best}  (medians of {iters})");
+        say!("  faster: {best}  (medians of {iters})");
     }
     Ok(())
 }
@@ -660,10 +668,10 @@ pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
         o.insert("scrub_coarse_first_ms".into(), json!(ms(two)));
         o.insert("scrub_coarse_first_ratio".into(), json!(ratio(two)));
         o.insert("scrub_first_points_ms".into(), json!(ms(first)));
-        println!("{v}");
+        say!("{v}");
     } else {
         let i = &bench.engine.info;
-        println!(
+        say!(
             "inspect {}: {} {} params, {}, {}, prefix {} tokens",
             bench.label,
             i.architecture,
@@ -672,28 +680,28 @@ pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
             i.device,
             prefix.len()
         );
-        println!(
+        say!(
             "  decode                   {without:8.1} tok/s; with token data {with:.1} ({:+.1}%)",
             -100.0 * cost
         );
-        println!(
+        say!(
             "  one batched pass of {n} rows over the prefix  {:8.1} ms",
             ms(forward)
         );
-        println!(
+        say!(
             "  α-scrub, one pass          {:8.1} ms  ({:.2} ×)",
             ms(one),
             ratio(one)
         );
-        println!(
+        say!(
             "  α-scrub, coarse points first {:6.1} ms  ({:.2} ×; first {} points after {:.1} ms)",
             ms(two),
             ratio(two),
             passes[0].len(),
             ms(first)
         );
-        println!("  (the UI scrubs in one pass where it expects that to take under 0.4 s)");
-        println!("  (medians of {iters}, runs interleaved)");
+        say!("  (the UI scrubs in one pass where it expects that to take under 0.4 s)");
+        say!("  (medians of {iters}, runs interleaved)");
     }
     Ok(())
 }
@@ -727,15 +735,18 @@ pub fn kernels(args: crate::cli::BenchKernelsArgs) -> Result<()> {
                        "gb_per_s": t.gb_per_s})
             })
             .collect();
-        println!(
+        say!(
             "{}",
             json!({"quant": args.quant, "rows": args.rows, "cols": args.cols, "timings": rows})
         );
         return Ok(());
     }
-    println!(
+    say!(
         "kernels {} [{} × {}], one thread, medians of {}",
-        args.quant, args.rows, args.cols, args.iters
+        args.quant,
+        args.rows,
+        args.cols,
+        args.iters
     );
     for t in &timings {
         let fastest = timings
@@ -743,7 +754,7 @@ pub fn kernels(args: crate::cli::BenchKernelsArgs) -> Result<()> {
             .filter(|o| o.act_rows == t.act_rows)
             .map(|o| o.micros)
             .fold(f64::INFINITY, f64::min);
-        println!(
+        say!(
             "  {} rows  {:<9} {:>10.1} µs  {:>6.1} GB/s  ({:.2} × the fastest)",
             t.act_rows,
             t.kernel,
@@ -864,10 +875,10 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
         o.insert("k".into(), json!(k));
         o.insert("steps".into(), json!(steps));
         o.insert("paths".into(), json!(results));
-        println!("{v}");
+        say!("{v}");
     } else {
         let i = &bench.engine.info;
-        println!(
+        say!(
             "decode step {}: {} {} params, {}, {}, {k} row(s), median of {steps} steps after a {}-token prompt",
             bench.label,
             i.architecture,
@@ -876,10 +887,10 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
             i.device,
             bench.prompt.len()
         );
-        println!("  path     enqueue    wait    copy  sample    step (ms)");
+        say!("  path     enqueue    wait    copy  sample    step (ms)");
         for r in &results {
             let f = |key: &str| r[key].as_f64().unwrap_or(f64::NAN);
-            println!(
+            say!(
                 "  {:<7} {:8.3} {:7.3} {:7.3} {:7.3} {:7.3}",
                 r["path"].as_str().unwrap_or("?"),
                 f("enqueue_ms"),

@@ -37,7 +37,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         bar.set_position(done)
     })?;
     bar.finish_and_clear();
-    println!(
+    say!(
         "wrote {} (α = {alpha}, {}, {:.1} MB of weights)",
         path.display(),
         crate::engine::dtype_name(dtype),

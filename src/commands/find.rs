@@ -79,7 +79,7 @@ pub fn run(args: FindArgs) -> Result<()> {
     let outcome = search.outcome().expect("the search is done").clone();
     let at = |alpha| search.points().iter().find(|p| p.alpha == alpha);
     if args.json {
-        println!("{}", report(&search, &outcome, &meter_name, seconds));
+        say!("{}", report(&search, &outcome, &meter_name, seconds));
     }
     let closest = at(outcome.alpha).map_or(String::new(), |p| {
         format!(" ({})", estimate_text(&p.meter()))
@@ -89,12 +89,12 @@ pub fn run(args: FindArgs) -> Result<()> {
             if !args.json {
                 let p = at(outcome.alpha).expect("α* is measured");
                 let (clo, chi) = outcome.alpha_ci.expect("found has an interval");
-                println!(
+                say!(
                     "α* = {}  (95% CI {clo:.3} … {chi:.3}, bootstrap over prompts and samples)",
                     outcome.alpha
                 );
                 let ppl = p.perplexity();
-                println!(
+                say!(
                     "{meter_name} at α*: {}, perplexity {:.2} [{:.2}, {:.2}]{}",
                     estimate_text(&p.meter()),
                     ppl.mean,
@@ -106,7 +106,7 @@ pub fn run(args: FindArgs) -> Result<()> {
                         " (its interval misses the target: the bracket ran out of width or points first)"
                     }
                 );
-                println!(
+                say!(
                     "{} points evaluated in {seconds:.1} s",
                     search.points().len()
                 );

@@ -1,5 +1,16 @@
 //! The subcommands, each a thin driver of the engine.
 
+/// `println!` that returns a closed pipe (`lerpscope bench … | head`) as an error, which `main`
+/// ends on quietly, where `println!` would panic. For functions that return a `Result`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(
+            &mut std::io::stdout(),
+            format_args!("{}\n", format_args!($($arg)*)),
+        )?
+    };
+}
+
 mod bench;
 mod export;
 mod find;

@@ -20,12 +20,12 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         let (nll, n) = engine.generator().nll(&ids)?;
         let ppl = perplexity(nll, n);
         if args.json {
-            println!(
+            say!(
                 "{}",
                 json!({"alpha": alpha, "perplexity": ppl, "tokens": n})
             );
         } else {
-            println!("α = {alpha:>6}: perplexity {ppl:.3} over {n} tokens");
+            say!("α = {alpha:>6}: perplexity {ppl:.3} over {n} tokens");
         }
     }
     Ok(())

@@ -86,7 +86,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             None => args.out.clone(),
         };
         if let Some(beta) = beta {
-            println!("── β = {beta} ──");
+            say!("── β = {beta} ──");
         }
         let summary = sweep_one(&mut engine, config, &out, &args)?;
         if let Some(beta) = beta {
@@ -95,7 +95,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     if !grid.is_empty() {
         write_grid(&args.out, &grid, &args.label)?;
-        println!(
+        say!(
             "wrote {}/{{grid.csv, plots/grid-*.png|svg}}",
             args.out.display()
         );
@@ -119,12 +119,16 @@ fn sweep_one(
         tokens_per_s: Default::default(),
     };
     let summary = sweep.run(engine)?;
-    println!(
+    say!(
         "{:>8}  {:>22}  {:>24}  {:>6}  {:>6}",
-        "α", "VADER (95% CI)", "perplexity (95% CI)", "dist-1", "dist-2"
+        "α",
+        "VADER (95% CI)",
+        "perplexity (95% CI)",
+        "dist-1",
+        "dist-2"
     );
     for s in &summary {
-        println!(
+        say!(
             "{:>8}  {:>6.3} [{:>6.3}, {:>6.3}]  {:>7.2} [{:>7.2}, {:>7.2}]  {:>6.3}  {:>6.3}",
             s.alpha,
             s.vader.mean,
@@ -138,19 +142,24 @@ fn sweep_one(
         );
     }
     for s in summary.iter().filter(|s| s.empty > 0) {
-        println!(
+        say!(
             "{:>8}  {} empty sample(s) (an end token first), left out of the estimates",
-            s.alpha, s.empty
+            s.alpha,
+            s.empty
         );
     }
     for s in summary.iter().filter(|s| s.classifier.is_some()) {
         let e = s.classifier.expect("filtered");
-        println!(
+        say!(
             "{:>8}  classifier P({}) {:.3} [{:.3}, {:.3}]",
-            s.alpha, args.label, e.mean, e.ci_low, e.ci_high
+            s.alpha,
+            args.label,
+            e.mean,
+            e.ci_low,
+            e.ci_high
         );
     }
-    println!(
+    say!(
         "wrote {}/{{samples.jsonl, summary.csv, summary.json, plots/}} in {:.1}s{}",
         out.display(),
         t.elapsed().as_secs_f64(),
