@@ -97,8 +97,8 @@ pub fn q8k_into(x: &[f32], out: &mut [u8]) {
 
 /// One Q8_K block by candle's `BlockQ8K::from_float` (the twin of the fast block, and its
 /// fallback): the value of largest magnitude (the first, on a tie) maps to −127, products
-/// round half away from zero. That rounding, not llama.cpp's half to even, is the one its
-/// recorded logits agree with (a tie flips the Q2_K fixture's step by 0.17).
+/// round half away from zero. That rounding, not llama.cpp's half to even, is the one the
+/// recorded llama.cpp logits agree with (a tie flips the Q2_K fixture's step by 0.17).
 fn q8k_block_plain(x: &[f32], out: &mut [u8]) {
     use candle_core::quantized::{k_quants::BlockQ8K, GgmlType};
     const _: () = assert!(std::mem::size_of::<BlockQ8K>() == Q8K_BYTES);

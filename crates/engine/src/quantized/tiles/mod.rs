@@ -79,7 +79,7 @@ pub const TASK_ROWS: usize = 2 * TILE_ROWS;
 const PASS_ROWS: usize = 4;
 /// Activation rows from which a product goes through AMX where it can: below, VNNI is faster
 /// (`bench kernels --quant q4_k` on 8192 × 2048 and 2048 × 2048, one thread: AMX 1.5–1.6×
-/// slower at 4 rows, 1.10× slower at 8, 1.03–1.06× faster at 12, 1.14–1.17× at 16 and 64).
+/// slower at 4 rows, 1.10× slower at 8, about even at 12, 1.14–1.17× faster at 16 and 64).
 #[cfg(simd_kernels)]
 const AMX_FROM_ROWS: usize = 12;
 
@@ -301,8 +301,8 @@ impl Tiles {
         }
     }
 
-    /// [`Tiles::rows_into`]'s whole pairs of tiles on AMX, up to [`amx::ROWS`] activation rows
-    /// at a time; the tiles done.
+    /// [`Tiles::rows_into`]'s whole pairs of tiles on AMX, [`amx::ROWS`] activation rows to a
+    /// tile multiply; the tiles done.
     #[cfg(simd_kernels)]
     fn amx_pairs_into(&self, first: usize, xs: &[&[u8]], outs: &mut [&mut [f32]]) -> usize {
         let pairs = outs[0].len() / TASK_ROWS;
@@ -440,12 +440,18 @@ impl Tiles {
         if self.amx && tiles >= 2 {
             runs.push((
                 "amx",
-                Box::new(move |xs: &[&[u8]]| {
-                    let n = tiles / 2 * TASK_ROWS;
-                    let mut y = vec![0f32; n * xs.len()];
-                    let mut outs: Vec<&mut [f32]> = y.chunks_mut(n).collect();
-                    self.amx_pairs_into(0, xs, &mut outs);
-                    std::hint::black_box(&y);
+                // The outputs allocated once, as the other runs' scratch is, so that only the
+                // products are timed.
+                Box::new({
+                    let y = std::cell::RefCell::new(Vec::new());
+                    move |xs: &[&[u8]]| {
+                        let n = tiles / 2 * TASK_ROWS;
+                        let mut y = y.borrow_mut();
+                        y.resize(n * xs.len(), 0.0);
+                        let mut outs: Vec<&mut [f32]> = y.chunks_mut(n).collect();
+                        self.amx_pairs_into(0, xs, &mut outs);
+                        std::hint::black_box(&outs);
+                    }
                 }),
             ));
         }
