@@ -1,7 +1,10 @@
 //! Activations quantized to Q8 before each quantized dot product, as llama.cpp does: Q8_0 for
 //! Q4_0, Q5_0 and Q8_0 weights, Q8_1 (with each block's scaled sum) for Q4_1 and Q5_1, Q8_K
 //! (256 values, an f32 scale and sixteen sums) for the k-quants. Q4_0 and Q8_0 in tiles take
-//! Q8_0 blocks that carry their integer sum (Q8_0S), which lets VNNI multiply unsigned weights.
+//! Q8_0 blocks that carry their integer sum (Q8_0S), which lets VNNI multiply unsigned weights,
+//! and Q4_1 in tiles Q8_1F. The tiles' formats keep their fields in 32 bits (the f16 values
+//! widened, so the same numbers): a kernel then reads each block's scale straight into a
+//! broadcast, where an f16 costs a conversion and a shuffle per activation row and block.
 //!
 //! Q8_0 and Q8_1 follow llama.cpp's AVX2 quantizers rather than its scalar reference (and
 //! candle's): the inverse scale is 127 / max|x| and values round half to even. Q8_K is
@@ -17,9 +20,13 @@ pub const QK8: usize = 32;
 pub const Q8_0_BYTES: usize = 34;
 /// Bytes of one Q8_1 block: f16 scale, f16 scale × Σ q, 32 × i8.
 pub const Q8_1_BYTES: usize = 36;
-/// Bytes of one Q8_0 block with its sum, for the tiled Q4_0 and Q8_0 kernels: f16 scale,
-/// Σ q as i16, 32 × i8.
-pub const Q8_0S_BYTES: usize = 36;
+/// Bytes of one Q8_0 block with its sum, for the tiled Q4_0 and Q8_0 kernels: the f16 scale
+/// as f32, Σ q as i32, 32 × i8.
+pub const Q8_0S_BYTES: usize = 40;
+/// Bytes of one Q8_1 block for the tiled Q4_1 kernels: its two f16 fields as f32, 32 × i8.
+pub const Q8_1F_BYTES: usize = 40;
+/// Where a wide block's values start.
+pub const WIDE_QS: usize = 8;
 
 /// One block of 32 values quantized into `q` (32 bytes): its scale and the sum of its values.
 fn block(x: &[f32], q: &mut [u8]) -> (f32, i32) {
@@ -59,10 +66,9 @@ pub fn q8_0_into(x: &[f32], out: &mut [u8]) {
 /// `x` (a multiple of 32 values) as Q8_0 blocks with their sums into `out`.
 pub fn q8_0s_into(x: &[f32], out: &mut [u8]) {
     for (b, x) in out.chunks_exact_mut(Q8_0S_BYTES).zip(x.chunks_exact(QK8)) {
-        let (d, sum) = block(x, &mut b[4..]);
-        b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        // |Σ q| ≤ 32 · 127.
-        b[2..4].copy_from_slice(&(sum as i16).to_le_bytes());
+        let (d, sum) = block(x, &mut b[WIDE_QS..]);
+        b[..4].copy_from_slice(&f16::from_f32(d).to_f32().to_le_bytes());
+        b[4..8].copy_from_slice(&sum.to_le_bytes());
     }
 }
 
@@ -72,6 +78,15 @@ pub fn q8_1_into(x: &[f32], out: &mut [u8]) {
         let (d, sum) = block(x, &mut b[4..]);
         b[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
         b[2..4].copy_from_slice(&f16::from_f32(d * sum as f32).to_le_bytes());
+    }
+}
+
+/// `x` (a multiple of 32 values) as Q8_1F blocks into `out`: Q8_1's fields, widened.
+pub fn q8_1f_into(x: &[f32], out: &mut [u8]) {
+    for (b, x) in out.chunks_exact_mut(Q8_1F_BYTES).zip(x.chunks_exact(QK8)) {
+        let (d, sum) = block(x, &mut b[WIDE_QS..]);
+        b[..4].copy_from_slice(&f16::from_f32(d).to_f32().to_le_bytes());
+        b[4..8].copy_from_slice(&f16::from_f32(d * sum as f32).to_f32().to_le_bytes());
     }
 }
 
@@ -276,6 +291,17 @@ pub fn dequantize_q8(bytes: &[u8], block_bytes: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The values wide blocks (Q8_0S, Q8_1F) stand for: `d·q` in f32.
+pub fn dequantize_wide(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(Q8_0S_BYTES)
+        .flat_map(|b| {
+            let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            b[WIDE_QS..].iter().map(move |&q| d * (q as i8) as f32)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +402,44 @@ mod tests {
         for (b, v) in back.iter().zip(&x) {
             assert!((b - v).abs() <= 0.5 / 127.0 + 1e-6, "{b} vs {v}");
         }
+    }
+
+    /// The tiles' wide blocks hold the narrow ones' fields as they are, widened, and the
+    /// same quants.
+    #[test]
+    fn wide_blocks_are_the_narrow_ones_widened() {
+        let x: Vec<f32> = (0..96)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .chain([0.0; 32])
+            .collect();
+        let (narrow0, narrow1) = (q8_0(&x), q8_1(&x));
+        let mut wide0 = vec![0u8; x.len() / QK8 * Q8_0S_BYTES];
+        let mut wide1 = vec![0u8; x.len() / QK8 * Q8_1F_BYTES];
+        q8_0s_into(&x, &mut wide0);
+        q8_1f_into(&x, &mut wide1);
+        let f32_at = |b: &[u8], at: usize| f32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+        let f16_at = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+        let blocks = as_bytes(&narrow0)
+            .chunks_exact(Q8_0_BYTES)
+            .zip(as_bytes(&narrow1).chunks_exact(Q8_1_BYTES))
+            .zip(
+                wide0
+                    .chunks_exact(Q8_0S_BYTES)
+                    .zip(wide1.chunks_exact(Q8_1F_BYTES)),
+            );
+        for ((n0, n1), (w0, w1)) in blocks {
+            assert_eq!(&n0[2..], &w0[WIDE_QS..]);
+            assert_eq!(&n1[4..], &w1[WIDE_QS..]);
+            assert_eq!(f32_at(w0, 0).to_bits(), f16_at(n0, 0).to_bits());
+            assert_eq!(f32_at(w1, 0).to_bits(), f16_at(n1, 0).to_bits());
+            assert_eq!(f32_at(w1, 4).to_bits(), f16_at(n1, 2).to_bits());
+            let sum: i32 = n0[2..].iter().map(|&q| q as i8 as i32).sum();
+            assert_eq!(i32::from_le_bytes(w0[4..8].try_into().unwrap()), sum);
+        }
+        assert_eq!(
+            dequantize_wide(&wide0),
+            dequantize_q8(as_bytes(&narrow0), Q8_0_BYTES)
+        );
     }
 
     #[test]

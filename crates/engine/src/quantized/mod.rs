@@ -126,6 +126,7 @@ impl QType {
     fn tile_activations(self) -> Act {
         match self {
             Self::Q4_0 | Self::Q8_0 => Act::Q8_0S,
+            Self::Q4_1 => Act::Q8_1F,
             t => t.activations(),
         }
     }
@@ -135,9 +136,11 @@ impl QType {
 #[derive(Clone, Copy)]
 enum Act {
     Q8_0,
-    /// Q8_0 with each block's integer sum (the tiled Q4_0 and Q8_0 kernels').
+    /// Q8_0 with each block's integer sum (the tiled Q4_0 and Q8_0 kernels'), in 32 bits.
     Q8_0S,
     Q8_1,
+    /// Q8_1 in 32 bits (the tiled Q4_1 kernels').
+    Q8_1F,
     Q8K,
 }
 
@@ -148,6 +151,7 @@ impl Act {
             Act::Q8_0 => cols / 32 * activations::Q8_0_BYTES,
             Act::Q8_0S => cols / 32 * activations::Q8_0S_BYTES,
             Act::Q8_1 => cols / 32 * activations::Q8_1_BYTES,
+            Act::Q8_1F => cols / 32 * activations::Q8_1F_BYTES,
             Act::Q8K => cols / activations::QK_K * activations::Q8K_BYTES,
         }
     }
@@ -158,6 +162,7 @@ impl Act {
             Act::Q8_0 => activations::q8_0_into(x, out),
             Act::Q8_0S => activations::q8_0s_into(x, out),
             Act::Q8_1 => activations::q8_1_into(x, out),
+            Act::Q8_1F => activations::q8_1f_into(x, out),
             Act::Q8K => activations::q8k_into(x, out),
         }
     }
@@ -166,7 +171,7 @@ impl Act {
     fn dequantize(self, row: &[u8]) -> Vec<f32> {
         match self {
             Act::Q8_0 => activations::dequantize_q8(row, activations::Q8_0_BYTES),
-            Act::Q8_0S => activations::dequantize_q8(row, activations::Q8_0S_BYTES),
+            Act::Q8_0S | Act::Q8_1F => activations::dequantize_wide(row),
             Act::Q8_1 => activations::dequantize_q8(row, activations::Q8_1_BYTES),
             Act::Q8K => to_float::<BlockQ8K>(row),
         }

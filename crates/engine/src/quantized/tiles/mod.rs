@@ -520,25 +520,29 @@ unsafe fn widened<L: lanes::Lanes, const VNNI: bool>(sums: L::I) -> L::I {
     }
 }
 
-/// An activation block's f16 scale at `at`.
-///
-/// # Safety
-/// Two bytes are readable at `at`.
-#[cfg(simd_kernels)]
-#[inline(always)]
-unsafe fn f16_scale(at: *const u8) -> f32 {
-    half::f16::from_bits((at as *const u16).read_unaligned()).to_f32()
-}
-
-/// A Q8_0S activation block's integer sum (bytes 2..4).
+/// A wide activation block's scale (bytes 0..4: its f16 scale as f32), or Q8_1F's scaled sum
+/// at `at + 4`.
 ///
 /// # Safety
 /// Four bytes are readable at `at`.
 #[cfg(simd_kernels)]
 #[inline(always)]
-unsafe fn act_sum(at: *const u8) -> i32 {
-    (at.add(2) as *const i16).read_unaligned() as i32
+unsafe fn act_scale(at: *const u8) -> f32 {
+    (at as *const f32).read_unaligned()
 }
+
+/// A Q8_0S activation block's integer sum (bytes 4..8).
+///
+/// # Safety
+/// Eight bytes are readable at `at`.
+#[cfg(simd_kernels)]
+#[inline(always)]
+unsafe fn act_sum(at: *const u8) -> i32 {
+    (at.add(4) as *const i32).read_unaligned()
+}
+
+/// Where a wide activation block's 32 quants start.
+const ACT_QS: usize = crate::quantized::activations::WIDE_QS;
 
 /// The loop every tile kernel shares: `block` adds each block's products (given the tile
 /// block's bytes and each activation row's block) into the R rows' accumulators, which end as
@@ -652,6 +656,11 @@ fn plain_rows(
 /// The f16 at byte `at` of `b`, as f32 (the plain twins' scales).
 fn f16_at(b: &[u8], at: usize) -> f32 {
     half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The f32 at byte `at` of `b` (the plain twins' activation scales).
+fn f32_at(b: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
 fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {

@@ -7,8 +7,8 @@ use super::TILE_ROWS;
 
 /// Bytes of one Q4_0 block: d (f16), 16 bytes of nibbles (value j < 16 low, j + 16 high).
 pub const BLOCK_BYTES: usize = 18;
-/// Bytes of one Q8_0S activation block: d (f16), Σ q (i16), 32 × i8.
-pub const ACT_BYTES: usize = 36;
+/// Bytes of one Q8_0S activation block: d (an f16 value as f32), Σ q (i32), 32 × i8.
+pub const ACT_BYTES: usize = crate::quantized::activations::Q8_0S_BYTES;
 /// Bytes of one block of a tile.
 pub const TB_BYTES: usize = 16 + 128;
 const D: usize = 0;
@@ -35,9 +35,11 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
         let sumi: i32 = (0..32)
-            .map(|v| (super::nibble(&tb[QS..], r, v) as i32 - 8) * x[4 + v] as i8 as i32)
+            .map(|v| {
+                (super::nibble(&tb[QS..], r, v) as i32 - 8) * x[super::ACT_QS + v] as i8 as i32
+            })
             .sum();
-        (super::f16_at(tb, D + 2 * r) * super::f16_at(x, 0)).mul_add(sumi as f32, acc)
+        (super::f16_at(tb, D + 2 * r) * super::f32_at(x, 0)).mul_add(sumi as f32, acc)
     })
 }
 
@@ -66,7 +68,7 @@ pub mod simd {
             let bits = L::load(t.add(QS + 32 * quarter));
             let lo = L::and(bits, m4);
             let hi = L::high_nibbles(bits);
-            let xq = |r: usize, i: usize| L::broadcast4(x[r].add(4 + 4 * i));
+            let xq = |r: usize, i: usize| L::broadcast4(x[r].add(super::super::ACT_QS + 4 * i));
             if VNNI {
                 for r in 0..R {
                     sums[r] = L::dpbusd(sums[r], lo, xq(r, 2 * quarter));
@@ -91,7 +93,7 @@ pub mod simd {
             } else {
                 super::super::widened::<L, false>(sums[r])
             };
-            acc[r] = super::super::add_scaled::<L>(acc[r], d, super::super::f16_scale(x[r]), sumi);
+            acc[r] = super::super::add_scaled::<L>(acc[r], d, super::super::act_scale(x[r]), sumi);
         }
     }
 }

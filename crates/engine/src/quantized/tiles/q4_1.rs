@@ -1,4 +1,4 @@
-//! Q4_1 in tiles of eight rows, against Q8_1 activations. A tile's block holds, for its eight
+//! Q4_1 in tiles of eight rows, against Q8_1 activations in 32-bit fields (Q8_1F). A tile's block holds, for its eight
 //! rows: d and m (f16 bits), then the nibbles by [quarter of 8 values][row][4 bytes], byte k
 //! holding values 8q + k (low nibble) and 8q + 4 + k (high) of the block of 32.
 
@@ -6,8 +6,8 @@ use super::TILE_ROWS;
 
 /// Bytes of one Q4_1 block: d, m (f16), 16 bytes of nibbles (value j < 16 low, j + 16 high).
 pub const BLOCK_BYTES: usize = 20;
-/// Bytes of one Q8_1 activation block: d, d·Σq (f16), 32 × i8.
-pub const ACT_BYTES: usize = 36;
+/// Bytes of one Q8_1F activation block: d, d·Σq (f16 values as f32), 32 × i8.
+pub const ACT_BYTES: usize = crate::quantized::activations::Q8_1F_BYTES;
 /// Bytes of one block of a tile.
 pub const TB_BYTES: usize = 16 + 16 + 128;
 const D: usize = 0;
@@ -37,10 +37,10 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
         let sumi: i32 = (0..32)
-            .map(|v| super::nibble(&tb[QS..], r, v) as i32 * x[4 + v] as i8 as i32)
+            .map(|v| super::nibble(&tb[QS..], r, v) as i32 * x[super::ACT_QS + v] as i8 as i32)
             .sum();
-        let acc = (super::f16_at(tb, D + 2 * r) * super::f16_at(x, 0)).mul_add(sumi as f32, acc);
-        super::f16_at(tb, M + 2 * r).mul_add(super::f16_at(x, 2), acc)
+        let acc = (super::f16_at(tb, D + 2 * r) * super::f32_at(x, 0)).mul_add(sumi as f32, acc);
+        super::f16_at(tb, M + 2 * r).mul_add(super::f32_at(x, 4), acc)
     })
 }
 
@@ -53,7 +53,7 @@ pub mod simd {
     /// Activation bytes 4i..4i + 4 of a block, in every lane.
     #[inline(always)]
     unsafe fn x4<L: Lanes>(x: *const u8, i: usize) -> L::I {
-        L::broadcast4(x.add(4 + 4 * i))
+        L::broadcast4(x.add(super::super::ACT_QS + 4 * i))
     }
 
     /// One block: Σ q·x per row (AVX2: eight `maddubs` add in 16 bits, at most 16 products of
@@ -86,8 +86,8 @@ pub mod simd {
         for r in 0..R {
             let sumi = super::super::widened::<L, VNNI>(sums[r]);
             let (dx, sx) = (
-                super::super::f16_scale(x[r]),
-                super::super::f16_scale(x[r].add(2)),
+                super::super::act_scale(x[r]),
+                super::super::act_scale(x[r].add(4)),
             );
             acc[r] = super::super::add_scaled::<L>(acc[r], d, dx, sumi);
             acc[r] = L::fmadd(m, L::fsplat(sx), acc[r]);

@@ -6,8 +6,8 @@ use super::TILE_ROWS;
 
 /// Bytes of one Q8_0 block: d (f16), 32 × i8.
 pub const BLOCK_BYTES: usize = 34;
-/// Bytes of one Q8_0S activation block: d (f16), Σ q (i16), 32 × i8.
-pub const ACT_BYTES: usize = 36;
+/// Bytes of one Q8_0S activation block: d (an f16 value as f32), Σ q (i32), 32 × i8.
+pub const ACT_BYTES: usize = crate::quantized::activations::Q8_0S_BYTES;
 /// Bytes of one block of a tile.
 pub const TB_BYTES: usize = 16 + 256;
 const D: usize = 0;
@@ -42,9 +42,9 @@ pub fn unpack(tb: &[u8], r: usize, out: &mut [u8]) {
 pub fn plain(tile: &[u8], blocks: usize, x: &[u8]) -> [f32; TILE_ROWS] {
     super::plain_rows(tile, blocks, (TB_BYTES, ACT_BYTES), x, |tb, x, r, acc| {
         let sumi: i32 = (0..32)
-            .map(|v| value(tb, r, v) as i32 * x[4 + v] as i8 as i32)
+            .map(|v| value(tb, r, v) as i32 * x[super::ACT_QS + v] as i8 as i32)
             .sum();
-        (super::f16_at(tb, D + 2 * r) * super::f16_at(x, 0)).mul_add(sumi as f32, acc)
+        (super::f16_at(tb, D + 2 * r) * super::f32_at(x, 0)).mul_add(sumi as f32, acc)
     })
 }
 
@@ -69,7 +69,7 @@ pub mod simd {
         let mut odd = [L::zero(); R];
         for quarter in 0..8 {
             let w = L::load(t.add(QS + 32 * quarter));
-            let xq = |r: usize| L::broadcast4(x[r].add(4 + 4 * quarter));
+            let xq = |r: usize| L::broadcast4(x[r].add(super::super::ACT_QS + 4 * quarter));
             if VNNI {
                 let wu = L::xor(w, L::splat8(-128));
                 for r in 0..R {
@@ -96,7 +96,7 @@ pub mod simd {
                 sumi[r] = L::sub32(L::add32(sumi[r], odd[r]), L::splat32(offset));
             }
             acc[r] =
-                super::super::add_scaled::<L>(acc[r], d, super::super::f16_scale(x[r]), sumi[r]);
+                super::super::add_scaled::<L>(acc[r], d, super::super::act_scale(x[r]), sumi[r]);
         }
     }
 }
