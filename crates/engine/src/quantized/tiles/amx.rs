@@ -171,8 +171,9 @@ pub unsafe fn q4k_pair(
     let sums = std::ptr::addr_of_mut!((*scratch.as_mut_ptr()).sums) as *mut i32;
     let m4 = Z16::splat8(0x0F);
     let mut acc = vec![Z16::fzero(); rows];
+    let mut ahead = super::Ahead::new(SB_BYTES, blocks, 2, t.next);
     for b in 0..blocks {
-        let tb = t.add(b * SB_BYTES);
+        let tb = t.add(b * SB_BYTES).ahead(ahead.offset(b));
         Z16::prefetch(tb, QS);
         for s in 0..8 {
             Z16::prefetch(tb.add(QS + 128 * s), 128);

@@ -12,22 +12,35 @@
 use std::arch::x86_64::*;
 
 /// Where a kernel reads its tiles: the first tile's block at `at`, and (for [`Z16`]) the
-/// second's `next` bytes on.
+/// second's `next` bytes on; `ahead` bytes from `at` is where this stream will read
+/// [`super::PREFETCH_BYTES`] later (see [`super::Ahead`]).
 #[derive(Clone, Copy)]
 pub struct At {
     pub at: *const u8,
     pub next: usize,
+    pub ahead: isize,
 }
 
 impl At {
+    /// The tiles at `at`, `next` bytes apart, not yet placed in their stream.
+    pub fn new(at: *const u8, next: usize) -> Self {
+        Self { at, next, ahead: 0 }
+    }
+
     /// `off` bytes into the block.
     #[inline(always)]
     pub fn add(self, off: usize) -> Self {
         Self {
             // SAFETY of use: callers stay within the tile block, as with a plain pointer.
             at: self.at.wrapping_add(off),
-            next: self.next,
+            ..self
         }
+    }
+
+    /// The same bytes, whose stream reads `ahead` bytes on [`super::PREFETCH_BYTES`] later.
+    #[inline(always)]
+    pub fn ahead(self, ahead: isize) -> Self {
+        Self { ahead, ..self }
     }
 }
 
@@ -71,8 +84,6 @@ pub trait Lanes: Copy {
     unsafe fn dpbusd(acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
     /// acc + two i16·i16 products per 32-bit lane (`vpdpwssd`).
     unsafe fn dpwssd(acc: Self::I, a: Self::I, b: Self::I) -> Self::I;
-    /// Each lane's low 16 bits of `lo` below the low 16 bits of `hi`.
-    unsafe fn pack16(lo: Self::I, hi: Self::I) -> Self::I;
     /// Each byte's high nibble, as a byte 0..=15.
     unsafe fn high_nibbles(a: Self::I) -> Self::I;
     unsafe fn abs8(a: Self::I) -> Self::I;
@@ -207,10 +218,6 @@ impl Lanes for Y8 {
         _mm256_dpwssd_epi32(acc, a, b)
     }
     #[inline(always)]
-    unsafe fn pack16(lo: __m256i, hi: __m256i) -> __m256i {
-        _mm256_blend_epi16(lo, _mm256_slli_epi32(hi, 16), 0xAA)
-    }
-    #[inline(always)]
     unsafe fn high_nibbles(a: __m256i) -> __m256i {
         _mm256_and_si256(_mm256_srli_epi16(a, 4), _mm256_set1_epi8(0x0F))
     }
@@ -240,7 +247,7 @@ impl Lanes for Y8 {
     }
     #[inline(always)]
     unsafe fn prefetch(at: At, len: usize) {
-        super::prefetch_ahead(at.at, len)
+        super::prefetch_ahead(at.at, at.ahead, len)
     }
     #[inline(always)]
     unsafe fn fzero() -> __m256 {
@@ -401,10 +408,6 @@ impl Lanes for Z16 {
         _mm512_dpwssd_epi32(acc, a, b)
     }
     #[inline(always)]
-    unsafe fn pack16(lo: __m512i, hi: __m512i) -> __m512i {
-        _mm512_mask_blend_epi16(0xAAAA_AAAA, lo, _mm512_slli_epi32(hi, 16))
-    }
-    #[inline(always)]
     unsafe fn high_nibbles(a: __m512i) -> __m512i {
         // One GFNI affine step: each byte's bits 4..8 to bits 0..4 (matrix byte 7 − i picks
         // the source of bit i), where a shift and a mask take two.
@@ -438,8 +441,8 @@ impl Lanes for Z16 {
     }
     #[inline(always)]
     unsafe fn prefetch(at: At, len: usize) {
-        super::prefetch_ahead(at.at, len);
-        super::prefetch_ahead(Self::second(at), len);
+        super::prefetch_ahead(at.at, at.ahead, len);
+        super::prefetch_ahead(Self::second(at), at.ahead, len);
     }
     #[inline(always)]
     unsafe fn fzero() -> __m512 {

@@ -336,10 +336,10 @@ impl Tiles {
             let _session = unsafe { amx::Session::new(tile_rows) };
             let y = &mut y[..TASK_ROWS * outs.len()];
             for p in 0..pairs {
-                let at = lanes::At {
-                    at: self.tiles_at(first / TILE_ROWS + 2 * p, 2).as_ptr(),
-                    next: self.tile_stride(),
-                };
+                let at = lanes::At::new(
+                    self.tiles_at(first / TILE_ROWS + 2 * p, 2).as_ptr(),
+                    self.tile_stride(),
+                );
                 // SAFETY: the tiles hold `blocks` super-blocks, each activation row (at
                 // `stride` from the last, all inside `xs` or its copy) as many Q8_K blocks.
                 unsafe {
@@ -373,10 +373,7 @@ impl Tiles {
                 (2, Some(pair)) => pair,
                 _ => &self.kernels,
             };
-            let at = lanes::At {
-                at: tiles.as_ptr(),
-                next: self.tile_stride(),
-            };
+            let at = lanes::At::new(tiles.as_ptr(), self.tile_stride());
             // SAFETY: the build targets AVX2, FMA and F16C (held to the CPU at start-up), and
             // VNNI kernels are chosen only where detected; `tiles` holds `count` tiles, every
             // activation row `blocks` blocks (both come from the matrix's columns), and `out`
@@ -420,10 +417,10 @@ impl Tiles {
                     Box::new(move |xs: &[&[u8]]| {
                         let mut y = [0f32; 2 * TILE_ROWS * PASS_ROWS];
                         for k in (0..tiles).step_by(count) {
-                            let at = lanes::At {
-                                at: self.tiles_at(k, count).as_ptr(),
-                                next: self.tile_stride(),
-                            };
+                            let at = lanes::At::new(
+                                self.tiles_at(k, count).as_ptr(),
+                                self.tile_stride(),
+                            );
                             for xs in xs.chunks(PASS_ROWS) {
                                 let out = &mut y[..count * TILE_ROWS * xs.len()];
                                 // SAFETY: as in `dot_tiles`; the caller's tiles are whole
@@ -471,27 +468,69 @@ impl Tiles {
 }
 
 /// How far ahead of the loads a kernel asks for its tile's bytes, a few lines at a time as it
-/// goes (a whole super-block's lines at once slowed Q6_K down). This machine's hardware
-/// prefetchers alone leave a stream under its bandwidth (as `few_rows` found): one thread
-/// over an 8192 × 8192 matrix read from memory went from 21–23 to 26 GB/s in Q4_K and from
-/// 21 to 28 GB/s in Q6_K (candle's row-at-a-time kernels: 19 and 23).
+/// goes (a whole super-block's lines at once slowed Q6_K down), counted along the stream it
+/// reads: on through its tile, then on into the tiles its next call takes ([`Ahead`]). This
+/// machine's hardware prefetchers alone leave a stream under its bandwidth (as `few_rows`
+/// found). Counted in plain bytes, the lines past a tile's end fell in the tile read beside
+/// it (already on its way) rather than in the next pair: four activation rows then waited on
+/// memory their products could have hidden. On the 1B Q4_K shape with an adapter, a K = 4
+/// decode step went from 51.0–52.3 to 44.4–45.1 ms (one row: 37.3–38.6 and 37.7–38.6 ms);
+/// 8 KiB along the stream gave 46.3–46.5 ms, 16 KiB in plain bytes 46.5–47.5.
 #[cfg(simd_kernels)]
 const PREFETCH_BYTES: usize = 4096;
 
-/// Prefetch the `len` bytes [`PREFETCH_BYTES`] past `at`: the same span of a later
-/// super-block (past the buffer's end the hint is dropped; it never faults).
+/// Where a kernel's stream will be [`PREFETCH_BYTES`] after each of its blocks, as an offset
+/// from the block: `lead` blocks further into its tile, or, past the tile's end, as far into
+/// the tiles its next call reads (`tiles` tiles of `stride` bytes on: the next pair for the
+/// wide kernels). Advanced block by block without a division.
+#[cfg(simd_kernels)]
+struct Ahead {
+    tile_block: isize,
+    blocks: usize,
+    /// Bytes to the tiles of the call `calls` on.
+    call_bytes: isize,
+    /// The block the stream will be in, and how many calls on.
+    block: usize,
+    calls: isize,
+}
+
+#[cfg(simd_kernels)]
+impl Ahead {
+    fn new(tile_block: usize, blocks: usize, tiles: usize, stride: usize) -> Self {
+        let lead = PREFETCH_BYTES.div_ceil(tile_block);
+        Self {
+            tile_block: tile_block as isize,
+            blocks,
+            call_bytes: (tiles * stride) as isize,
+            block: lead % blocks.max(1),
+            calls: (lead / blocks.max(1)) as isize,
+        }
+    }
+
+    /// The offset for block `b`, asked for b = 0, 1, … in order.
+    #[inline(always)]
+    fn offset(&mut self, b: usize) -> isize {
+        let off =
+            self.calls * self.call_bytes + (self.block as isize - b as isize) * self.tile_block;
+        self.block += 1;
+        if self.block == self.blocks {
+            self.block = 0;
+            self.calls += 1;
+        }
+        off
+    }
+}
+
+/// Prefetch the `len` bytes `ahead` of `at`: the same span of a later block in the stream
+/// (past the buffer's end the hint is dropped; it never faults).
 #[cfg(simd_kernels)]
 #[inline(always)]
-fn prefetch_ahead(at: *const u8, len: usize) {
+fn prefetch_ahead(at: *const u8, ahead: isize, len: usize) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    let at = at.wrapping_offset(ahead);
     for line in (0..len).step_by(64) {
         // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-        unsafe {
-            _mm_prefetch(
-                at.wrapping_add(PREFETCH_BYTES + line) as *const i8,
-                _MM_HINT_T0,
-            )
-        };
+        unsafe { _mm_prefetch(at.wrapping_add(line) as *const i8, _MM_HINT_T0) };
     }
 }
 
@@ -564,9 +603,11 @@ unsafe fn over_blocks<L: lanes::Lanes, const R: usize>(
 ) {
     debug_assert!(xs.len() == R && out.len() == R * L::ROWS);
     let mut acc = [L::fzero(); R];
+    let mut ahead = Ahead::new(tile_block, blocks, L::ROWS / TILE_ROWS, tiles.next);
     for b in 0..blocks {
         let x = std::array::from_fn(|r| xs[r].as_ptr().add(b * act));
-        block(tiles.add(b * tile_block), &x, &mut acc);
+        let t = tiles.add(b * tile_block).ahead(ahead.offset(b));
+        block(t, &x, &mut acc);
     }
     for (r, acc) in acc.iter().enumerate() {
         L::store(*acc, out.as_mut_ptr().add(r * L::ROWS));
@@ -681,6 +722,29 @@ mod tests {
         QType::Q6K,
     ];
 
+    /// Each block's prefetch lands [`PREFETCH_BYTES`] (rounded up to whole blocks) further
+    /// along the stream the kernels read: through the tile, then into the tiles of the calls
+    /// after it, however the blocks compare with the distance.
+    #[cfg(simd_kernels)]
+    #[test]
+    fn prefetches_land_further_along_the_stream() {
+        for (tile_block, blocks, tiles) in [(1184, 8, 2), (1184, 32, 1), (160, 18, 2), (272, 3, 1)]
+        {
+            let stride = blocks * tile_block + 8;
+            // Stream position i: call i / blocks, block i % blocks of its first tile.
+            let at = |i: usize| (i / blocks * tiles * stride + i % blocks * tile_block) as isize;
+            let lead = PREFETCH_BYTES.div_ceil(tile_block);
+            let mut ahead = Ahead::new(tile_block, blocks, tiles, stride);
+            for b in 0..blocks {
+                assert_eq!(
+                    ahead.offset(b),
+                    at(b + lead) - at(b),
+                    "block {b} of {blocks} ({tile_block} bytes, {tiles} tiles a call)"
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_repack_is_lossless() {
         for t in TYPES {
@@ -759,10 +823,10 @@ mod tests {
                         for (pass, kernel) in kernels(tiles.kind, isa).iter().enumerate().take(m) {
                             let xs = &xs[..pass + 1];
                             let mut y = vec![0f32; n * xs.len()];
-                            let at = lanes::At {
-                                at: tiles.tiles_at(1, isa.tiles()).as_ptr(),
-                                next: tiles.tile_stride(),
-                            };
+                            let at = lanes::At::new(
+                                tiles.tiles_at(1, isa.tiles()).as_ptr(),
+                                tiles.tile_stride(),
+                            );
                             // SAFETY: AVX2 is the build's target; VNNI only where detected;
                             // tiles 1 and 2 exist.
                             unsafe { kernel(at, tiles.blocks, xs, &mut y) };

@@ -144,8 +144,9 @@ pub mod simd {
     /// Per row and sub-block, AVX2's eight `maddubs` sums add up in 16 bits (at most 16
     /// products of 15 × 128: no overflow) before one multiply by the eight rows' scales (in
     /// both 16-bit halves of each lane); VNNI's sum in 32 bits, in two chains (low and high
-    /// nibbles: one dependent chain per row stalls on `vpdpbusd`'s latency), then both chains
-    /// meet the scales in one `vpdpwssd`.
+    /// nibbles: one dependent chain per row stalls on `vpdpbusd`'s latency), then each chain
+    /// meets the scales in a `vpdpwssd` (where packing the two chains into one register cost
+    /// two instructions a row).
     #[inline(always)]
     unsafe fn block<L: Lanes, const R: usize, const VNNI: bool>(
         t: At,
@@ -176,15 +177,18 @@ pub mod simd {
                     }
                 }
             }
+            // The scales zero-extended (a lane's low 16 bits its row's scale, its high 16 bits
+            // zero) for VNNI, in both halves for AVX2.
             let sc = L::u8_rows(t.add(SCALES + 8 * s));
-            let sc16 = L::or(sc, L::sll32_16(sc));
+            let sc = if VNNI { sc } else { L::or(sc, L::sll32_16(sc)) };
             for r in 0..R {
                 sumi[r] = if VNNI {
-                    // Each chain's sum fits 16 bits (16 products of 15 × ±128): both chains
-                    // times the scale in one `vpdpwssd`.
-                    L::dpwssd(sumi[r], L::pack16(sums[r], highs[r]), sc16)
+                    // Each chain's sum fits 16 bits (16 products of 15 × ±128), so the low
+                    // half of its lane is the whole sum: one `vpdpwssd` per chain takes it
+                    // times the scale (the high half meets a zero).
+                    L::dpwssd(L::dpwssd(sumi[r], sums[r], sc), highs[r], sc)
                 } else {
-                    L::add32(sumi[r], L::madd16(sums[r], sc16))
+                    L::add32(sumi[r], L::madd16(sums[r], sc))
                 };
             }
         }
