@@ -36,6 +36,14 @@ pub trait Weight: Copy + Send + Sync + 'static {
     unsafe fn load16(p: *const Self) -> [std::arch::x86_64::__m256; 2] {
         [Self::load8(p), Self::load8(p.add(8))]
     }
+
+    /// Thirty-two consecutive weights from `p` in 512-bit registers, in [`Weight::load16`]'s
+    /// order over blocks of 32.
+    ///
+    /// # Safety
+    /// `p` must be valid for reads of 32 elements, and the CPU must have AVX-512 F and BW.
+    #[cfg(simd_kernels)]
+    unsafe fn load32(p: *const Self) -> [std::arch::x86_64::__m512; 2];
 }
 
 impl Weight for f32 {
@@ -46,6 +54,12 @@ impl Weight for f32 {
     #[inline(always)]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+    #[cfg(simd_kernels)]
+    #[inline(always)]
+    unsafe fn load32(p: *const Self) -> [std::arch::x86_64::__m512; 2] {
+        use std::arch::x86_64::*;
+        [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))]
     }
 }
 
@@ -58,6 +72,13 @@ impl Weight for half::f16 {
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         use std::arch::x86_64::*;
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[cfg(simd_kernels)]
+    #[inline(always)]
+    unsafe fn load32(p: *const Self) -> [std::arch::x86_64::__m512; 2] {
+        use std::arch::x86_64::*;
+        let half = |p: *const Self| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        [half(p), half(p.add(16))]
     }
 }
 
@@ -89,26 +110,79 @@ impl Weight for half::bf16 {
             _mm256_castsi256_ps(odd),
         ]
     }
+    #[cfg(simd_kernels)]
+    #[inline(always)]
+    unsafe fn load32(p: *const Self) -> [std::arch::x86_64::__m512; 2] {
+        use std::arch::x86_64::*;
+        let pairs = _mm512_loadu_si512(p as *const _);
+        let odd = _mm512_and_si512(pairs, _mm512_set1_epi32(0xffff_0000u32 as i32));
+        [
+            _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16)),
+            _mm512_castsi512_ps(odd),
+        ]
+    }
 }
 
-/// `x [m, k]` in the order [`Weight::load16`] yields W's elements: unchanged, or each whole
-/// block of sixteen split into its even elements then its odd ones (the tail stays in place).
-fn arranged<W: Weight>(x: &[f32], m: usize, k: usize) -> std::borrow::Cow<'_, [f32]> {
+/// `x [m, k]` in the order [`Weight::load16`] (`block` 16) or [`Weight::load32`] (`block` 32)
+/// yields W's elements: unchanged, or each whole block split into its even elements then its
+/// odd ones (the tail stays in place).
+fn arranged<W: Weight>(x: &[f32], m: usize, k: usize, block: usize) -> std::borrow::Cow<'_, [f32]> {
     if !W::EVENS_THEN_ODDS || !cfg!(simd_kernels) {
         return x.into();
     }
     let mut out = x.to_vec();
+    let half = block / 2;
     for r in 0..m {
         let row = &x[r * k..(r + 1) * k];
         let dst = &mut out[r * k..(r + 1) * k];
-        for (src, dst) in row.chunks_exact(16).zip(dst.chunks_exact_mut(16)) {
-            for t in 0..8 {
+        for (src, dst) in row.chunks_exact(block).zip(dst.chunks_exact_mut(block)) {
+            for t in 0..half {
                 dst[t] = src[2 * t];
-                dst[8 + t] = src[2 * t + 1];
+                dst[half + t] = src[2 * t + 1];
             }
         }
     }
     out.into()
+}
+
+/// The register width the `[out, in]` kernels take for rows of k values: 512 bits where the
+/// CPU has AVX-512 (twice the multiply-adds an instruction; a product of several rows is
+/// bound by them) and a row holds whole blocks of 32, else 256. It depends on k alone, so a
+/// matrix is always read the same way and a row's result does not depend on its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Width {
+    Avx2,
+    #[cfg_attr(not(simd_kernels), allow(dead_code))]
+    Avx512,
+}
+
+impl Width {
+    fn for_rows_of(k: usize) -> Self {
+        #[cfg(simd_kernels)]
+        if k.is_multiple_of(32) && has_avx512() {
+            return Width::Avx512;
+        }
+        let _ = k;
+        Width::Avx2
+    }
+
+    /// Elements a kernel step takes from each weight row (x is arranged in blocks of them).
+    fn block(self) -> usize {
+        match self {
+            Width::Avx2 => 16,
+            Width::Avx512 => 32,
+        }
+    }
+}
+
+/// Whether the CPU has AVX-512 F and BW (detected once; the build targets x86-64-v3).
+#[cfg(simd_kernels)]
+fn has_avx512() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    })
 }
 
 /// `y [m, n]` back in order from outputs the `[in, out]` kernel wrote in [`Weight::load16`]'s
@@ -151,10 +225,23 @@ const MIN_TASK_WORK: usize = 1 << 14;
 
 /// `y [m, n] = x [m, k] · w [n, k]ᵀ`, all row-major and contiguous.
 pub fn matmul_wt<W: Weight>(x: &[f32], w: &[W], m: usize, n: usize, k: usize, y: &mut [f32]) {
+    matmul_wt_in(Width::for_rows_of(k), x, w, m, n, k, y)
+}
+
+/// [`matmul_wt`] in registers of `width`.
+fn matmul_wt_in<W: Weight>(
+    width: Width,
+    x: &[f32],
+    w: &[W],
+    m: usize,
+    n: usize,
+    k: usize,
+    y: &mut [f32],
+) {
     assert_eq!(w.len(), n * k, "w is [n, k]");
-    let x = &arranged::<W>(x, m, k)[..];
+    let x = &arranged::<W>(x, m, k, width.block())[..];
     run(x, m, n, k, y, |first, rows, out| {
-        dot_rows(x, &w[first * k..(first + rows) * k], None, m, k, out)
+        dot_rows(width, x, &w[first * k..(first + rows) * k], None, m, k, out)
     });
 }
 
@@ -175,10 +262,12 @@ pub fn matmul_wt_mixed<W: Weight>(
     assert_eq!(wa.len(), n * k, "wa is [n, k]");
     assert_eq!(wb.len(), n * k, "wb is [n, k]");
     assert!(keep.len() == m && take.len() == m, "one weight per row");
-    let x = &arranged::<W>(x, m, k)[..];
+    let width = Width::for_rows_of(k);
+    let x = &arranged::<W>(x, m, k, width.block())[..];
     run(x, m, n, k, y, |first, rows, out| {
         let range = first * k..(first + rows) * k;
         dot_rows(
+            width,
             x,
             &wa[range.clone()],
             Some((&wb[range], keep, take)),
@@ -255,14 +344,29 @@ pub fn matmul_wt_reference<W: Weight>(
 type Mixed<'a, W> = Option<(&'a [W], &'a [f32], &'a [f32])>;
 
 /// `out [rows, m]`: each of `w`'s rows dotted with each of `x`'s m rows (mixed with `wb`'s).
-fn dot_rows<W: Weight>(x: &[f32], w: &[W], mixed: Mixed<W>, m: usize, k: usize, out: &mut [f32]) {
+fn dot_rows<W: Weight>(
+    width: Width,
+    x: &[f32],
+    w: &[W],
+    mixed: Mixed<W>,
+    m: usize,
+    k: usize,
+    out: &mut [f32],
+) {
     #[cfg(simd_kernels)]
     {
-        // SAFETY: the target features are enabled at compile time (see .cargo/config.toml).
-        unsafe { simd::dot_rows(x, w, mixed, m, k, out) }
+        // SAFETY: AVX2, FMA and F16C are the build's target (see .cargo/config.toml), AVX-512
+        // is chosen only where detected.
+        unsafe {
+            match width {
+                Width::Avx2 => simd::dot_rows_avx2(x, w, mixed, m, k, out),
+                Width::Avx512 => simd::dot_rows_avx512(x, w, mixed, m, k, out),
+            }
+        }
     }
     #[cfg(not(simd_kernels))]
     {
+        let _ = width;
         let dot =
             |a: &[f32], b: &[W]| -> f32 { a.iter().zip(b).map(|(p, q)| p * q.to_f32()).sum() };
         for (j, wrow) in w.chunks_exact(k).enumerate() {
@@ -284,8 +388,107 @@ mod simd {
     use super::{Mixed, Weight, PREFETCH_BYTES};
     use std::arch::x86_64::*;
 
+    /// f32 registers of one width: what the kernels below need of them.
+    trait Lanes {
+        /// f32 values a register holds.
+        const LANES: usize;
+        type F: Copy;
+        unsafe fn zero() -> Self::F;
+        unsafe fn load(p: *const f32) -> Self::F;
+        unsafe fn fmadd(a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+        unsafe fn hsum(v: Self::F) -> f32;
+        /// 2·LANES weights from `p` ([`Weight::load16`] or [`Weight::load32`]).
+        unsafe fn weights<W: Weight>(p: *const W) -> [Self::F; 2];
+    }
+
+    struct Y8;
+    struct Z16;
+
+    impl Lanes for Y8 {
+        const LANES: usize = 8;
+        type F = __m256;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn hsum(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            _mm_cvtss_f32(s)
+        }
+        #[inline(always)]
+        unsafe fn weights<W: Weight>(p: *const W) -> [__m256; 2] {
+            W::load16(p)
+        }
+    }
+
+    impl Lanes for Z16 {
+        const LANES: usize = 16;
+        type F = __m512;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn hsum(v: __m512) -> f32 {
+            // The two halves added, then the 256-bit register's sum: a fixed order.
+            let h = _mm256_add_ps(
+                _mm512_castps512_ps256(v),
+                _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+            );
+            Y8::hsum(h)
+        }
+        #[inline(always)]
+        unsafe fn weights<W: Weight>(p: *const W) -> [__m512; 2] {
+            W::load32(p)
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_rows<W: Weight>(
+    pub unsafe fn dot_rows_avx2<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        mixed: Mixed<W>,
+        m: usize,
+        k: usize,
+        out: &mut [f32],
+    ) {
+        dot_rows::<Y8, W>(x, w, mixed, m, k, out)
+    }
+
+    /// [`dot_rows_avx2`] in 512-bit registers (k a multiple of 32).
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw")]
+    pub unsafe fn dot_rows_avx512<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        mixed: Mixed<W>,
+        m: usize,
+        k: usize,
+        out: &mut [f32],
+    ) {
+        dot_rows::<Z16, W>(x, w, mixed, m, k, out)
+    }
+
+    #[inline(always)]
+    unsafe fn dot_rows<L: Lanes, W: Weight>(
         x: &[f32],
         w: &[W],
         mixed: Mixed<W>,
@@ -308,7 +511,7 @@ mod simd {
         for j0 in (0..n).step_by(w_chunk) {
             for r0 in (0..m).step_by(x_block) {
                 let rows = j0..(j0 + w_chunk).min(n);
-                dot_block(x, w, mixed, m, k, r0..(r0 + x_block).min(m), rows, out);
+                dot_block::<L, W>(x, w, mixed, m, k, r0..(r0 + x_block).min(m), rows, out);
             }
         }
     }
@@ -321,7 +524,7 @@ mod simd {
     /// `out[j·m + r]` for the weight rows `js` and the rows `rs` of x.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    unsafe fn dot_block<W: Weight>(
+    unsafe fn dot_block<L: Lanes, W: Weight>(
         x: &[f32],
         w: &[W],
         mixed: Mixed<W>,
@@ -345,7 +548,7 @@ mod simd {
             };
             for j in js {
                 let ws = [row(j), wb.as_ptr().add(j * k)];
-                every_row(xp, rows, k, ws, |r, d| store(r, j, d, out));
+                every_row::<L, W>(xp, rows, k, ws, |r, d| store(r, j, d, out));
             }
             return;
         }
@@ -358,14 +561,14 @@ mod simd {
         };
         let (mut j, end) = (js.start, js.end);
         while j + 2 <= end {
-            every_row(xp, rows, k, [row(j), row(j + 1)], |r, d| {
+            every_row::<L, W>(xp, rows, k, [row(j), row(j + 1)], |r, d| {
                 store(r, j, d, out)
             });
             j += 2;
         }
         if j < end {
             for r in 0..rows {
-                out[j * m + r0 + r] = tile::<W, 1, 1>(xp.add(r * k), [row(j)], k)[0][0];
+                out[j * m + r0 + r] = tile::<L, W, 1, 1>(xp.add(r * k), [row(j)], k)[0][0];
             }
         }
     }
@@ -373,7 +576,7 @@ mod simd {
     /// Every row of x (m rows from `xp`) against two weight rows, four rows at a time; `store`
     /// gets the first row of each tile and its dot products.
     #[inline(always)]
-    unsafe fn every_row<W: Weight>(
+    unsafe fn every_row<L: Lanes, W: Weight>(
         xp: *const f32,
         m: usize,
         k: usize,
@@ -382,13 +585,13 @@ mod simd {
     ) {
         let mut r = 0;
         while r + 4 <= m {
-            store(r, &tile::<W, 4, 2>(xp.add(r * k), ws, k));
+            store(r, &tile::<L, W, 4, 2>(xp.add(r * k), ws, k));
             r += 4;
         }
         match m - r {
-            3 => store(r, &tile::<W, 3, 2>(xp.add(r * k), ws, k)),
-            2 => store(r, &tile::<W, 2, 2>(xp.add(r * k), ws, k)),
-            1 => store(r, &tile::<W, 1, 2>(xp.add(r * k), ws, k)),
+            3 => store(r, &tile::<L, W, 3, 2>(xp.add(r * k), ws, k)),
+            2 => store(r, &tile::<L, W, 2, 2>(xp.add(r * k), ws, k)),
+            1 => store(r, &tile::<L, W, 1, 2>(xp.add(r * k), ws, k)),
             _ => {}
         }
     }
@@ -398,42 +601,43 @@ mod simd {
     /// in the same order whatever R and C are, so a row's result does not depend on the other
     /// rows of its batch.
     #[inline(always)]
-    unsafe fn tile<W: Weight, const R: usize, const C: usize>(
+    unsafe fn tile<L: Lanes, W: Weight, const R: usize, const C: usize>(
         xp: *const f32,
         ws: [*const W; C],
         k: usize,
     ) -> [[f32; C]; R] {
-        let mut acc = [[_mm256_setzero_ps(); C]; R];
-        let body = k / 16 * 16;
+        let mut acc = [[L::zero(); C]; R];
+        let step = 2 * L::LANES;
+        let body = k / step * step;
         let ahead = PREFETCH_BYTES / std::mem::size_of::<W>();
         // A prefetch per 32 bytes of weights: per 64-byte line measured slower (f32 decode on
         // the smollm2-135m shape 34.6 tok/s against 36.2).
         let half_line = 32 / std::mem::size_of::<W>();
         let mut i = 0;
         while i < body {
-            let mut wv = [[_mm256_setzero_ps(); 2]; C];
+            let mut wv = [[L::zero(); 2]; C];
             for (v, w) in wv.iter_mut().zip(ws) {
                 let mut at = 0;
-                while at < 16 {
+                while at < step {
                     _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i + ahead + at) as *const i8);
                     at += half_line;
                 }
-                *v = W::load16(w.add(i));
+                *v = L::weights(w.add(i));
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                let x0 = _mm256_loadu_ps(xp.add(r * k + i));
-                let x1 = _mm256_loadu_ps(xp.add(r * k + i + 8));
+                let x0 = L::load(xp.add(r * k + i));
+                let x1 = L::load(xp.add(r * k + i + L::LANES));
                 for c in 0..C {
-                    row[c] = _mm256_fmadd_ps(wv[c][0], x0, row[c]);
-                    row[c] = _mm256_fmadd_ps(wv[c][1], x1, row[c]);
+                    row[c] = L::fmadd(wv[c][0], x0, row[c]);
+                    row[c] = L::fmadd(wv[c][1], x1, row[c]);
                 }
             }
-            i += 16;
+            i += step;
         }
         let mut d = [[0f32; C]; R];
         for r in 0..R {
             for c in 0..C {
-                let mut s = hsum(acc[r][c]);
+                let mut s = L::hsum(acc[r][c]);
                 for t in body..k {
                     s += *xp.add(r * k + t) * (*ws[c].add(t)).to_f32();
                 }
@@ -441,14 +645,6 @@ mod simd {
             }
         }
         d
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
     }
 }
 
@@ -746,9 +942,15 @@ mod tests {
     #[test]
     fn a_rows_result_does_not_depend_on_its_batch() {
         fn check<W: Weight>(convert: fn(f32) -> W) {
+            // k large enough that the [in, out] kernel splits it across tasks at every m; 416
+            // is whole blocks of 32 (the 512-bit kernels where the CPU has them), 403 is not.
+            for k in [403, 416] {
+                check_k(convert, k);
+            }
+        }
+        fn check_k<W: Weight>(convert: fn(f32) -> W, k: usize) {
             let mut rng = StdRng::seed_from_u64(9);
-            // k large enough that the [in, out] kernel splits it across tasks at every m.
-            let (n, k) = (67, 403);
+            let n = 67;
             let m = 17;
             let x: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() - 0.5).collect();
             let w: Vec<W> = (0..n * k)
@@ -783,8 +985,8 @@ mod tests {
                     mixed(xs, &w, &wb, kp, tk, rows, n, k, &mut ym);
                     for (r, (p, mx)) in alone.iter().take(rows).enumerate() {
                         let at = r * n..(r + 1) * n;
-                        assert_eq!(&y[at.clone()], &p[..], "{layout} row {r} of {rows}");
-                        assert_eq!(&ym[at], &mx[..], "{layout} mixed row {r} of {rows}");
+                        assert_eq!(&y[at.clone()], &p[..], "{layout} k {k} row {r} of {rows}");
+                        assert_eq!(&ym[at], &mx[..], "{layout} k {k} mixed row {r} of {rows}");
                     }
                 }
             }
@@ -792,6 +994,41 @@ mod tests {
         check::<f32>(|v| v);
         check::<half::f16>(half::f16::from_f32);
         check::<half::bf16>(half::bf16::from_f32);
+    }
+
+    /// Both register widths (each where the CPU has it) are held to the f64 reference, for
+    /// every weight type and row count.
+    #[test]
+    fn both_widths_match_the_reference() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let widths = [Width::Avx2, Width::Avx512];
+        #[cfg(simd_kernels)]
+        let widths = &widths[..if has_avx512() { 2 } else { 1 }];
+        #[cfg(not(simd_kernels))]
+        let widths = &widths[..1];
+        if widths.len() == 1 {
+            eprintln!("both_widths_match_the_reference: no AVX-512 here, the 256-bit kernels only");
+        }
+        for &(n, k) in &[(9, 32), (130, 64), (33, 576)] {
+            for m in (1..=9).chain([17, MAX_ROWS]) {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let w: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>() - 0.5).collect();
+                let w16: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+                let wbf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                for &width in widths {
+                    let what = |t: &str| format!("{width:?} {t} m {m} n {n} k {k}");
+                    let mut y = vec![f32::NAN; m * n];
+                    matmul_wt_in(width, &x, &w, m, n, k, &mut y);
+                    assert_close(&y, &matmul_wt_reference(&x, &w, m, n, k), k, &what("f32"));
+                    matmul_wt_in(width, &x, &w16, m, n, k, &mut y);
+                    let want = matmul_wt_reference(&x, &w16, m, n, k);
+                    assert_close(&y, &want, k, &what("f16"));
+                    matmul_wt_in(width, &x, &wbf, m, n, k, &mut y);
+                    let want = matmul_wt_reference(&x, &wbf, m, n, k);
+                    assert_close(&y, &want, k, &what("bf16"));
+                }
+            }
+        }
     }
 
     #[test]
