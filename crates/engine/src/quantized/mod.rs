@@ -291,8 +291,12 @@ pub struct QMatrix {
 }
 
 /// Products smaller than this many multiply-adds run on the calling thread: splitting them
-/// costs more than it saves.
-const SERIAL_BELOW: usize = 1 << 15;
+/// costs more than it saves. A quantized product is a few microseconds up to about two million
+/// (a SmolLM2 matrix at one row), less than waking the pool's other thread and waiting for
+/// it: at 2^15 SmolLM2 Q4_1 with an adapter decoded one row in 5.9–6.3 ms (two threads barely
+/// beat one), at 2^20 in 5.3 ms, at 2^21 in 4.9–5.3 ms, at 2^22 no better and four rows slower
+/// (10.4–11.0 → 11.9–12.4 ms); the 1B shape's products are larger and did not move.
+const SERIAL_BELOW: usize = 1 << 21;
 /// Output rows per parallel task at least: enough to amortise scheduling.
 const MIN_ROWS_PER_TASK: usize = 64;
 
