@@ -291,12 +291,15 @@ pub struct QMatrix {
 }
 
 /// Products smaller than this many multiply-adds run on the calling thread: splitting them
-/// costs more than it saves. A quantized product is a few microseconds up to about two million
-/// (a SmolLM2 matrix at one row), less than waking the pool's other thread and waiting for
-/// it: at 2^15 SmolLM2 Q4_1 with an adapter decoded one row in 5.9–6.3 ms (two threads barely
-/// beat one), at 2^20 in 5.3 ms, at 2^21 in 4.9–5.3 ms, at 2^22 no better and four rows slower
-/// (10.4–11.0 → 11.9–12.4 ms); the 1B shape's products are larger and did not move.
-const SERIAL_BELOW: usize = 1 << 21;
+/// costs more than it saves.
+const SERIAL_BELOW: usize = 1 << 15;
+/// The same for matrices in tiles, whose kernels are several times faster than the row
+/// kernels (candle's among them): a product of up to about two million multiply-adds (a
+/// SmolLM2 matrix at one row) takes a few microseconds, less than waking the pool's other
+/// thread and waiting for it. SmolLM2 Q4_1 with an adapter decoded one row in 5.9–6.3 ms at
+/// 2^15 (two threads barely beat one), 5.3 ms at 2^20, 4.9–5.3 ms at 2^21; at 2^22 four rows
+/// got slower (10.4–11.0 → 11.9–12.4 ms). The 1B shape's products are larger and did not move.
+const SERIAL_BELOW_TILED: usize = 1 << 21;
 /// Output rows per parallel task at least: enough to amortise scheduling.
 const MIN_ROWS_PER_TASK: usize = 64;
 
@@ -510,7 +513,12 @@ impl QMatrix {
         };
         // One long stretch of rows per task keeps each core's prefetcher on one stream; a
         // few tasks per thread still balance the load.
-        let per_task = if m * self.rows * self.cols < SERIAL_BELOW {
+        let serial_below = if tiles.is_some() {
+            SERIAL_BELOW_TILED
+        } else {
+            SERIAL_BELOW
+        };
+        let per_task = if m * self.rows * self.cols < serial_below {
             self.rows
         } else {
             self.rows
