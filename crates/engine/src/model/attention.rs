@@ -2,7 +2,8 @@
 //!
 //! [`attend`] is what the models call. For a few query rows on the CPU (decode steps, batched
 //! columns) it reads keys and values in place from the cache's strided views and maps each
-//! query head to its key/value head, in one pass per row. The general path ([`attention`],
+//! query head to its key/value head, in one pass per row and group of query heads that share
+//! a key/value head (each key and value row is read once for the group). The general path ([`attention`],
 //! also the twin the tests hold the direct one to) first repeats grouped heads and copies the
 //! caches contiguous, then runs about ten tensor ops: per layer and token that is copies of
 //! the whole cache and op overheads that cost more than the arithmetic at decode sizes.
@@ -173,7 +174,9 @@ struct Shape {
     stride: [usize; 3],
 }
 
-/// Every (batch, query row, head)'s output, written as `[b, t, heads·d]`.
+/// Every (batch, query row, key/value head)'s group of query heads, written as `[b, t,
+/// heads·d]` (a group's heads are adjacent there). A group shares its keys and values, so each
+/// key row is read once for all its heads.
 fn attend_rows(
     q: &[f32],
     k: &[f32],
@@ -182,80 +185,181 @@ fn attend_rows(
     s: &Shape,
     opts: &AttentionOptions,
 ) -> Vec<f32> {
-    let (d, t, heads) = (s.d, s.t, s.heads);
+    let (d, t, heads, group) = (s.d, s.t, s.heads, s.group);
+    let kv_heads = heads / group;
     let mut y = vec![0f32; b * t * heads * d];
     let one = |(i, out): (usize, &mut [f32])| {
-        let (bi, ti, h) = (i / (t * heads), i / heads % t, i % heads);
+        let (bi, ti, kvh) = (i / (t * kv_heads), i / kv_heads % t, i % kv_heads);
         let (first, end) = opts.visible(s.total - t + ti);
-        let kv = bi * s.stride[0] + h / s.group * s.stride[1] + first * s.stride[2];
-        let qrow = &q[((bi * heads + h) * t + ti) * d..][..d];
-        attend_row(
-            qrow,
-            &k[kv..],
-            &v[kv..],
-            s.stride[2],
-            end - first,
-            opts,
-            out,
-        );
+        let kv = bi * s.stride[0] + kvh * s.stride[1] + first * s.stride[2];
+        // q is `[b, heads, t, d]`: the group's heads are t·d apart.
+        let q = &q[((bi * heads + kvh * group) * t + ti) * d..];
+        let keys = Keys {
+            k: &k[kv..],
+            v: &v[kv..],
+            step: s.stride[2],
+            visible: end - first,
+            d,
+        };
+        attend_group(q, t * d, &keys, opts, out);
     };
     if b * t * heads * s.total * d < SERIAL_BELOW {
-        y.chunks_mut(d).enumerate().for_each(one);
+        y.chunks_mut(group * d).enumerate().for_each(one);
     } else {
-        y.par_chunks_mut(d).enumerate().for_each(one);
+        y.par_chunks_mut(group * d).enumerate().for_each(one);
     }
     y
 }
 
-/// One query row against the first `visible` keys (rows `step` apart from `k` and `v`).
-fn attend_row(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+/// The keys and values one query row sees: `visible` rows of `d` values, `step` apart.
+struct Keys<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
     step: usize,
     visible: usize,
-    opts: &AttentionOptions,
-    out: &mut [f32],
-) {
-    let d = q.len();
+    d: usize,
+}
+
+/// The query heads of one group (rows `q_stride` apart in `q`) against their keys; `out` holds
+/// the heads' outputs one after another.
+fn attend_group(q: &[f32], q_stride: usize, keys: &Keys, opts: &AttentionOptions, out: &mut [f32]) {
+    let (d, visible) = (keys.d, keys.visible);
+    let group = out.len() / d;
     let scale = opts.scale as f32;
-    let mut scores: Vec<f32> = (0..visible)
-        .map(|j| dot(q, &k[j * step..][..d]) * scale)
-        .collect();
-    if let Some(cap) = opts.softcap {
-        scores.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
-    }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    out.fill(0.0);
-    for (j, p) in scores.iter().enumerate() {
-        let p = p / sum;
-        for (o, x) in out.iter_mut().zip(&v[j * step..][..d]) {
-            *o += p * x;
+    let mut scores = vec![0f32; group * visible];
+    for j in 0..visible {
+        let key = &keys.k[j * keys.step..][..d];
+        for h in 0..group {
+            scores[h * visible + j] = dot(&q[h * q_stride..][..d], key) * scale;
         }
+    }
+    for (s, out) in scores.chunks_mut(visible.max(1)).zip(out.chunks_mut(d)) {
+        if let Some(cap) = opts.softcap {
+            s.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
+        }
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for s in s.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        weighted_rows(s, keys.v, keys.step, out);
+        out.iter_mut().for_each(|o| *o /= sum);
     }
 }
 
-/// Eight partial sums, so the compiler vectorises it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+/// `out = Σ_j p[j]·v[j·step..][..d]`.
+fn weighted_rows(p: &[f32], v: &[f32], step: usize, out: &mut [f32]) {
+    let d = out.len();
+    assert!(
+        p.is_empty() || (p.len() - 1) * step + d <= v.len(),
+        "values out of range"
+    );
+    #[allow(unused_mut)]
+    let mut c = 0;
+    #[cfg(simd_kernels)]
+    // SAFETY: AVX2 and FMA are the build's target; every row read holds d values (above).
+    unsafe {
+        while c + 32 <= d {
+            simd::weighted::<4>(p, v, step, c, out);
+            c += 32;
+        }
+        while c + 8 <= d {
+            simd::weighted::<1>(p, v, step, c, out);
+            c += 8;
         }
     }
-    acc.iter().sum::<f32>() + tail
+    for (i, o) in out.iter_mut().enumerate().skip(c) {
+        *o = p
+            .iter()
+            .enumerate()
+            .fold(0.0, |s, (j, p)| p.mul_add(v[j * step + i], s));
+    }
+}
+
+/// `Σ a[i]·b[i]`.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(simd_kernels)]
+    // SAFETY: AVX2 and FMA are the build's target.
+    unsafe {
+        simd::dot(a, b)
+    }
+    #[cfg(not(simd_kernels))]
+    a.iter().zip(b).fold(0.0, |s, (x, y)| x.mul_add(*y, s))
+}
+
+/// The direct path's inner loops in AVX2 registers. Written out, since the compiler kept the
+/// sums of the same loops in plain Rust on the stack.
+#[cfg(simd_kernels)]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// Two 8-lane sums, sixteen values at a time (consecutive chunks do not wait on each
+    /// other's adds), then the rest one at a time.
+    #[inline(always)]
+    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let d = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 16 <= d {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+            s1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8)),
+                _mm256_loadu_ps(pb.add(i + 8)),
+                s1,
+            );
+            i += 16;
+        }
+        if i + 8 <= d {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+            i += 8;
+        }
+        let s = _mm256_add_ps(s0, s1);
+        let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let mut sum = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+        while i < d {
+            sum = a[i].mul_add(b[i], sum);
+            i += 1;
+        }
+        sum
+    }
+
+    /// `out[c..c + 8·N] = Σ_j p[j]·v[j·step + c..][..8·N]`, even and odd keys in separate
+    /// sums: two independent chains per lane, each key's adds not waiting on the last one's.
+    #[inline(always)]
+    pub unsafe fn weighted<const N: usize>(
+        p: &[f32],
+        v: &[f32],
+        step: usize,
+        c: usize,
+        out: &mut [f32],
+    ) {
+        let (mut even, mut odd) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        let row = |j: usize| v.as_ptr().add(j * step + c);
+        let add = |acc: &mut [__m256; N], pj: f32, r: *const f32| {
+            let w = _mm256_set1_ps(pj);
+            for (n, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(r.add(8 * n)), *a);
+            }
+        };
+        let mut pairs = p.chunks_exact(2);
+        let mut j = 0;
+        for pair in pairs.by_ref() {
+            add(&mut even, pair[0], row(j));
+            add(&mut odd, pair[1], row(j + 1));
+            j += 2;
+        }
+        if let [last] = pairs.remainder() {
+            add(&mut even, *last, row(j));
+        }
+        for n in 0..N {
+            let sum = _mm256_add_ps(even[n], odd[n]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * n), sum);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -265,7 +369,8 @@ mod tests {
 
     /// The direct path against the general one, reading from a cache's strided views, for
     /// grouped and plain heads, one and several query rows, one and two sequences, with and
-    /// without a scale, soft-capping and sliding windows (a window of 1 sees itself only).
+    /// without a scale, soft-capping and sliding windows (a window of 1 sees itself only), and
+    /// head sizes that are and are not whole vector registers.
     #[test]
     fn direct_attention_matches_the_general_path() -> Result<()> {
         let dev = Device::Cpu;
@@ -287,9 +392,10 @@ mod tests {
                 ..plain
             },
         ];
-        for (&(b, heads, kv_heads, d), opts) in [(1, 9, 3, 64), (2, 4, 4, 16), (3, 6, 2, 24)]
-            .iter()
-            .flat_map(|shape| options.iter().map(move |o| (shape, *o)))
+        for (&(b, heads, kv_heads, d), opts) in
+            [(1, 9, 3, 64), (2, 4, 4, 16), (3, 6, 2, 24), (1, 4, 2, 20)]
+                .iter()
+                .flat_map(|shape| options.iter().map(move |o| (shape, *o)))
         {
             let mut cache = KvCache::new(2, 64);
             let mut past = 0;
@@ -316,6 +422,37 @@ mod tests {
                 assert!(
                     diff < 1e-5,
                     "b {b} heads {heads}/{kv_heads} t {t} {opts:?}: {diff}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A query row's output is the same bits alone as among other sequences and other rows
+    /// of its block (batched columns and resumed sweeps rely on it).
+    #[test]
+    fn a_rows_attention_does_not_depend_on_its_batch() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, heads, kv_heads, d, t) = (3, 6, 2, 72, 4);
+        let opts = AttentionOptions::plain(d);
+        let mut cache = KvCache::new(2, 64);
+        let rand = |h: usize, t: usize| Tensor::randn(0f32, 1.0, (b, h, t, d), &dev);
+        cache.append(&rand(kv_heads, 9)?, &rand(kv_heads, 9)?)?;
+        let q = rand(heads, t)?;
+        let (k, v) = cache.append(&rand(kv_heads, t)?, &rand(kv_heads, t)?)?;
+        let total = k.dim(2)?;
+        let all = direct(&q, &k, &v, &opts)?.expect("applies");
+        for bi in 0..b {
+            for ti in 0..t {
+                let seen = total - t + ti + 1;
+                let one = |x: &Tensor| x.narrow(0, bi, 1);
+                let (kr, vr) = (one(&k)?.narrow(2, 0, seen)?, one(&v)?.narrow(2, 0, seen)?);
+                let alone = direct(&one(&q)?.narrow(2, ti, 1)?, &kr, &vr, &opts)?.expect("applies");
+                let want = all.narrow(0, bi, 1)?.narrow(1, ti, 1)?;
+                assert_eq!(
+                    alone.flatten_all()?.to_vec1::<f32>()?,
+                    want.flatten_all()?.to_vec1::<f32>()?,
+                    "sequence {bi} row {ti}"
                 );
             }
         }
