@@ -237,14 +237,28 @@ fn attend_group(q: &[f32], q_stride: usize, keys: &Keys, opts: &AttentionOptions
         if let Some(cap) = opts.softcap {
             s.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
         }
+        let sum = softmax_weights(s);
+        weighted_rows(s, keys.v, keys.step, out);
+        out.iter_mut().for_each(|o| *o /= sum);
+    }
+}
+
+/// `s[j] = exp(s[j] − max s)`; returns their sum.
+fn softmax_weights(s: &mut [f32]) -> f32 {
+    #[cfg(simd_kernels)]
+    // SAFETY: AVX2 and FMA are the build's target.
+    unsafe {
+        simd::softmax_weights(s)
+    }
+    #[cfg(not(simd_kernels))]
+    {
         let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0;
         for s in s.iter_mut() {
             *s = (*s - max).exp();
             sum += *s;
         }
-        weighted_rows(s, keys.v, keys.step, out);
-        out.iter_mut().for_each(|o| *o /= sum);
+        sum
     }
 }
 
@@ -325,6 +339,85 @@ mod simd {
             i += 1;
         }
         sum
+    }
+
+    /// [`super::softmax_weights`] eight scores at a time: the maximum, each exponential and
+    /// the sum in vector registers (one score at a time, each step waited on the last one's
+    /// compare or add, and libm's `expf` took half of a long context's attention).
+    #[inline(always)]
+    pub unsafe fn softmax_weights(s: &mut [f32]) -> f32 {
+        let n = s.len();
+        let body = n / 8 * 8;
+        let p = s.as_mut_ptr();
+        let mut max = _mm256_set1_ps(f32::NEG_INFINITY);
+        for i in (0..body).step_by(8) {
+            max = _mm256_max_ps(max, _mm256_loadu_ps(p.add(i)));
+        }
+        let m = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps(max, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+        let max = s[body..].iter().fold(_mm_cvtss_f32(m), |a, &b| a.max(b));
+        let shift = _mm256_set1_ps(max);
+        let mut sum = _mm256_setzero_ps();
+        for i in (0..body).step_by(8) {
+            let e = exp(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), shift));
+            _mm256_storeu_ps(p.add(i), e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        let h = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let mut total = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+        if body < n {
+            // The last few through the same exponential, in a padded register.
+            let mut tail = [0f32; 8];
+            tail[..n - body].copy_from_slice(&s[body..]);
+            let mut e = [0f32; 8];
+            _mm256_storeu_ps(
+                e.as_mut_ptr(),
+                exp(_mm256_sub_ps(_mm256_loadu_ps(tail.as_ptr()), shift)),
+            );
+            s[body..].copy_from_slice(&e[..n - body]);
+            total += e[..n - body].iter().sum::<f32>();
+        }
+        total
+    }
+
+    /// e^x in each lane, Cephes' `expf` (as in avx_mathfun): x = n·ln 2 + r with |r| ≤ ½ ln 2,
+    /// a degree-5 polynomial for e^r, 2^n put into the exponent. Within 2 ulp of e^x from −87
+    /// to 88 (a test holds it to f64); below, e^x flushes toward 0 (a softmax's weight of a key
+    /// 87 below the largest score), and NaN stays NaN.
+    #[inline(always)]
+    pub unsafe fn exp(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(_mm256_set1_ps(88.376_26), x);
+        let x = _mm256_max_ps(_mm256_set1_ps(-88.376_26), x);
+        let n = _mm256_floor_ps(_mm256_fmadd_ps(
+            x,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+            _mm256_set1_ps(0.5),
+        ));
+        // ln 2 in two parts, so r is exact: n·0.693359375 has few bits.
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut y = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            0.166_666_65,
+            0.5,
+        ] {
+            y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+        }
+        let y = _mm256_fmadd_ps(
+            y,
+            _mm256_mul_ps(r, r),
+            _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+        );
+        let pow2 = _mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)),
+            23,
+        );
+        _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
     }
 
     /// `out[c..c + 8·N] = Σ_j p[j]·v[j·step + c..][..8·N]`, even and odd keys in separate
@@ -457,6 +550,45 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// The vector exponential against f64's, over the range a softmax feeds it and beyond.
+    #[cfg(simd_kernels)]
+    #[test]
+    fn the_vector_exponential_is_within_two_ulp() {
+        use std::arch::x86_64::*;
+        let xs: Vec<f32> = (0..=200_000)
+            .map(|i| -87.0 + 175.0 * i as f32 / 200_000.0)
+            .chain([0.0, -0.0, 1e-8, -1e-8, 0.5, -0.5])
+            .collect();
+        for x in xs.chunks(8) {
+            let mut lanes = [0f32; 8];
+            lanes[..x.len()].copy_from_slice(x);
+            let mut got = [0f32; 8];
+            // SAFETY: AVX2 and FMA are the build's target.
+            unsafe {
+                let e = simd::exp(_mm256_loadu_ps(lanes.as_ptr()));
+                _mm256_storeu_ps(got.as_mut_ptr(), e);
+            }
+            for (x, e) in x.iter().zip(got) {
+                let want = (*x as f64).exp();
+                let ulp = (want as f32).abs() * f32::EPSILON;
+                assert!(
+                    ((e as f64) - want).abs() <= 2.0 * ulp as f64,
+                    "exp({x}) = {e}, want {want}"
+                );
+            }
+        }
+        let mut edge = [f32::NAN, -1e4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        // SAFETY: as above.
+        unsafe {
+            let e = simd::exp(_mm256_loadu_ps(edge.as_ptr()));
+            _mm256_storeu_ps(edge.as_mut_ptr(), e);
+        }
+        assert!(
+            edge[0].is_nan() && edge[1] == 0.0 && edge[2] == 1.0,
+            "{edge:?}"
+        );
     }
 
     #[test]
