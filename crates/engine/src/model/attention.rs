@@ -176,7 +176,9 @@ struct Shape {
 
 /// Every (batch, query row, key/value head)'s group of query heads, written as `[b, t,
 /// heads·d]` (a group's heads are adjacent there). A group shares its keys and values, so each
-/// key row is read once for all its heads.
+/// key row is read once for all its heads. Where that leaves too few tasks to spread over the
+/// threads (one row's three groups on two threads), a task takes one head; each head's
+/// arithmetic is the same either way, so the split does not change the bits.
 fn attend_rows(
     q: &[f32],
     k: &[f32],
@@ -186,14 +188,21 @@ fn attend_rows(
     opts: &AttentionOptions,
 ) -> Vec<f32> {
     let (d, t, heads, group) = (s.d, s.t, s.heads, s.group);
-    let kv_heads = heads / group;
     let mut y = vec![0f32; b * t * heads * d];
+    let serial = b * t * heads * s.total * d < SERIAL_BELOW;
+    let per_task = if serial || b * t * (heads / group) >= 4 * rayon::current_num_threads() {
+        group
+    } else {
+        1
+    };
+    let tasks_per_row = heads / per_task;
     let one = |(i, out): (usize, &mut [f32])| {
-        let (bi, ti, kvh) = (i / (t * kv_heads), i / kv_heads % t, i % kv_heads);
+        let (bi, ti) = (i / (t * tasks_per_row), i / tasks_per_row % t);
+        let h = i % tasks_per_row * per_task;
         let (first, end) = opts.visible(s.total - t + ti);
-        let kv = bi * s.stride[0] + kvh * s.stride[1] + first * s.stride[2];
-        // q is `[b, heads, t, d]`: the group's heads are t·d apart.
-        let q = &q[((bi * heads + kvh * group) * t + ti) * d..];
+        let kv = bi * s.stride[0] + h / group * s.stride[1] + first * s.stride[2];
+        // q is `[b, heads, t, d]`: the task's heads are t·d apart.
+        let q = &q[((bi * heads + h) * t + ti) * d..];
         let keys = Keys {
             k: &k[kv..],
             v: &v[kv..],
@@ -203,10 +212,10 @@ fn attend_rows(
         };
         attend_group(q, t * d, &keys, opts, out);
     };
-    if b * t * heads * s.total * d < SERIAL_BELOW {
-        y.chunks_mut(group * d).enumerate().for_each(one);
+    if serial {
+        y.chunks_mut(per_task * d).enumerate().for_each(one);
     } else {
-        y.par_chunks_mut(group * d).enumerate().for_each(one);
+        y.par_chunks_mut(per_task * d).enumerate().for_each(one);
     }
     y
 }
@@ -522,15 +531,17 @@ mod tests {
     }
 
     /// A query row's output is the same bits alone as among other sequences and other rows
-    /// of its block (batched columns and resumed sweeps rely on it).
+    /// of its block (batched columns and resumed sweeps rely on it). The cache is long enough
+    /// that both run in parallel: the block a group of heads a task, a row alone (two groups)
+    /// one head a task.
     #[test]
     fn a_rows_attention_does_not_depend_on_its_batch() -> Result<()> {
         let dev = Device::Cpu;
         let (b, heads, kv_heads, d, t) = (3, 6, 2, 72, 4);
         let opts = AttentionOptions::plain(d);
-        let mut cache = KvCache::new(2, 64);
+        let mut cache = KvCache::new(2, 1024);
         let rand = |h: usize, t: usize| Tensor::randn(0f32, 1.0, (b, h, t, d), &dev);
-        cache.append(&rand(kv_heads, 9)?, &rand(kv_heads, 9)?)?;
+        cache.append(&rand(kv_heads, 700)?, &rand(kv_heads, 700)?)?;
         let q = rand(heads, t)?;
         let (k, v) = cache.append(&rand(kv_heads, t)?, &rand(kv_heads, t)?)?;
         let total = k.dim(2)?;
