@@ -3,10 +3,11 @@
 //! [`attend`] is what the models call. For a few query rows on the CPU (decode steps, batched
 //! columns) it reads keys and values in place from the cache's strided views and maps each
 //! query head to its key/value head, in one pass per row and group of query heads that share
-//! a key/value head (each key and value row is read once for the group). The general path ([`attention`],
-//! also the twin the tests hold the direct one to) first repeats grouped heads and copies the
-//! caches contiguous, then runs about ten tensor ops: per layer and token that is copies of
-//! the whole cache and op overheads that cost more than the arithmetic at decode sizes.
+//! a key/value head (each key and value row is read once for the group). The general path
+//! ([`attention`], also the twin the tests hold the direct one to) first repeats grouped heads
+//! and copies the caches contiguous, then runs about ten tensor ops: per layer and token that
+//! is copies of the whole cache and op overheads that cost more than the arithmetic at decode
+//! sizes.
 
 use super::Kernels;
 use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
