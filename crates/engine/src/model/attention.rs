@@ -340,15 +340,20 @@ mod simd {
             s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
             i += 8;
         }
-        let s = _mm256_add_ps(s0, s1);
-        let h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        let mut sum = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+        let mut sum = hsum(_mm256_add_ps(s0, s1));
         while i < d {
             sum = a[i].mul_add(b[i], sum);
             i += 1;
         }
         sum
+    }
+
+    /// The sum of a register's eight lanes.
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)))
     }
 
     /// [`super::softmax_weights`] eight scores at a time: the maximum, each exponential and
@@ -374,9 +379,7 @@ mod simd {
             _mm256_storeu_ps(p.add(i), e);
             sum = _mm256_add_ps(sum, e);
         }
-        let h = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        let mut total = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+        let mut total = hsum(sum);
         if body < n {
             // The last few through the same exponential, in a padded register.
             let mut tail = [0f32; 8];
