@@ -333,3 +333,14 @@ fn rows_cancelled_around_their_first_token_have_sane_rates() {
         }
     }
 }
+
+/// A batch of few rows on rayon's pool keeps the other workers spinning between ops
+/// (`threads::BusyWorkers`); the logits are the same bits as off the pool, where it does not.
+#[test]
+fn busy_workers_leave_the_logits_unchanged() {
+    let (_tmp, e) = engine(Arch::Llama);
+    let alphas = [0.25, 0.75];
+    let off = e.logits_columns(&PROMPT_IDS, &alphas).unwrap();
+    let on = lerpscope::engine::on_pool(|| e.logits_columns(&PROMPT_IDS, &alphas).unwrap());
+    assert_eq!(on, off);
+}

@@ -27,6 +27,13 @@ pub enum Model {
 /// their twins either way ([`crate::Engine::set_fused`] switches a loaded pair).
 pub const FUSED_SWITCH: &str = "LERPSCOPE_GPU_FUSED";
 
+/// Rows (sequences × positions) up to which a CPU forward pass keeps the pool's workers
+/// spinning between its ops ([`crate::threads::BusyWorkers`]): decode steps, batched columns
+/// and short prompts, whose ops are small enough that waking a worker for each one shows.
+/// Longer prompts' ops are long, and they ran slower with spinning workers (64 rows of
+/// SmolLM2 Q4_1: 76 → 87–102 ms; `bench columns --prompt-tokens 64`).
+const BUSY_MAX_ROWS: usize = 16;
+
 /// Whether [`FUSED_SWITCH`] asks for the fused GPU kernels.
 pub fn fused_requested() -> bool {
     std::env::var(FUSED_SWITCH).is_ok_and(|v| v == "1")
@@ -313,7 +320,10 @@ impl Model {
 
     /// [`Model::forward_rows`] through candle's ops.
     fn forward_candle(&self, ids: &Tensor, cache: &mut Cache, mix: Option<&Mix>) -> Result<Tensor> {
-        let t = ids.dim(1)?;
+        let (rows, t) = ids.dims2()?;
+        let _busy = (self.device().is_cpu() && rows * t <= BUSY_MAX_ROWS)
+            .then(crate::threads::BusyWorkers::start)
+            .flatten();
         let hidden = match self {
             Model::Decoder(m) => m.hidden(ids, Some(&mut *cache), mix)?,
             Model::Gpt2(m) => m.hidden(ids, Some(&mut *cache), mix)?,
