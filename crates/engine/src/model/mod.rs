@@ -27,13 +27,6 @@ pub enum Model {
 /// their twins either way ([`crate::Engine::set_fused`] switches a loaded pair).
 pub const FUSED_SWITCH: &str = "LERPSCOPE_GPU_FUSED";
 
-/// Rows (sequences × positions) up to which a CPU forward pass keeps the pool's workers
-/// spinning between its ops ([`crate::threads::BusyWorkers`]): decode steps, batched columns
-/// and short prompts, whose ops are small enough that waking a worker for each one shows.
-/// Longer prompts' ops are long, and they ran slower with spinning workers (64 rows of
-/// SmolLM2 Q4_1: 76 → 87–102 ms; `bench columns --prompt-tokens 64`).
-const BUSY_MAX_ROWS: usize = 16;
-
 /// Whether [`FUSED_SWITCH`] asks for the fused GPU kernels.
 pub fn fused_requested() -> bool {
     std::env::var(FUSED_SWITCH).is_ok_and(|v| v == "1")
@@ -320,8 +313,12 @@ impl Model {
 
     /// [`Model::forward_rows`] through candle's ops.
     fn forward_candle(&self, ids: &Tensor, cache: &mut Cache, mix: Option<&Mix>) -> Result<Tensor> {
-        let (rows, t) = ids.dims2()?;
-        let _busy = (self.device().is_cpu() && rows * t <= BUSY_MAX_ROWS)
+        let t = ids.dim(1)?;
+        // Workers kept spinning between the pass's ops: most of a decode step's ops are too
+        // small to be worth a wake-up each.
+        let _busy = self
+            .device()
+            .is_cpu()
             .then(crate::threads::BusyWorkers::start)
             .flatten();
         let hidden = match self {
