@@ -384,11 +384,11 @@ impl Decoder {
                     (y.narrow(2, 0, f)?, y.narrow(2, f, f)?)
                 }
             };
-            let g = match o.activation {
-                Activation::Silu => candle_nn::ops::silu(&g)?,
-                Activation::GeluTanh => g.gelu()?,
+            let gated = match o.activation {
+                Activation::Silu => k_.silu_mul(&g, &u)?,
+                Activation::GeluTanh => (g.gelu()? * u)?,
             };
-            let mut m = linear(&(g * u)?, &block.down)?;
+            let mut m = linear(&gated, &block.down)?;
             if let Some(n) = &block.post_mlp_norm {
                 m = self.norm(&m, n, mix)?;
             }

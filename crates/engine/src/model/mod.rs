@@ -2,12 +2,14 @@
 //! into the blended working buffer: they never copy or transform a weight at load time, so an
 //! in-place blend is seen by the next forward pass.
 
+mod activation;
 mod attention;
 pub mod decoder;
 #[cfg(feature = "cuda")]
 pub mod fused;
 pub mod gpt2;
 pub mod param;
+mod vector_exp;
 
 use crate::formats::config::ModelConfig;
 use crate::weights::few_rows::{matmul_w, matmul_wt, Weight};
@@ -95,6 +97,16 @@ impl Kernels {
             }
         }
         linear_t(x, &like(w, x)?)
+    }
+    /// The gated MLP's `silu(g)·u`: the fast kernels in one pass on the CPU in f32
+    /// ([`activation`]); elsewhere, and as its twin, candle's `silu` and a product.
+    pub(crate) fn silu_mul(self, g: &Tensor, u: &Tensor) -> Result<Tensor> {
+        if self == Kernels::Fast {
+            if let Some(y) = activation::silu_mul(g, u)? {
+                return Ok(y);
+            }
+        }
+        candle_nn::ops::silu(g)? * u
     }
     pub(crate) fn rope(self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         match self {
