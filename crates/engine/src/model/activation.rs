@@ -11,37 +11,82 @@ use candle_core::{Result, Tensor};
 #[cfg(simd_kernels)]
 const CHUNK: usize = 1 << 14;
 
-/// `silu(g)·u` for f32 tensors of one shape on the CPU, both contiguous; `None` elsewhere.
+/// `silu(g)·u` for f32 tensors of one shape on the CPU whose rows are contiguous (whole
+/// tensors, or the halves of a fused gate-and-up product); `None` elsewhere.
 #[cfg(simd_kernels)]
 pub(crate) fn silu_mul(g: &Tensor, u: &Tensor) -> Result<Option<Tensor>> {
     use candle_core::{CpuStorage, DType, Storage};
     use rayon::prelude::*;
-    let applies = g.device().is_cpu()
-        && [g.dtype(), u.dtype()] == [DType::F32; 2]
-        && g.shape() == u.shape()
-        && g.is_contiguous()
-        && u.is_contiguous();
+    let applies =
+        g.device().is_cpu() && [g.dtype(), u.dtype()] == [DType::F32; 2] && g.shape() == u.shape();
     if !applies {
         return Ok(None);
     }
-    let n = g.elem_count();
     let (gs, gl) = g.storage_and_layout();
     let (us, ul) = u.storage_and_layout();
     let (Storage::Cpu(CpuStorage::F32(gd)), Storage::Cpu(CpuStorage::F32(ud))) = (&*gs, &*us)
     else {
         return Ok(None);
     };
-    let (gd, ud) = (&gd[gl.start_offset()..][..n], &ud[ul.start_offset()..][..n]);
-    let mut out = vec![0f32; n];
-    // SAFETY (both calls): AVX2 and FMA are the build's target; the slices have equal lengths.
-    if n <= CHUNK {
-        unsafe { simd::silu_mul(gd, ud, &mut out) };
+    let (Some((g_starts, len)), Some((u_starts, u_len))) = (runs(gl), runs(ul)) else {
+        return Ok(None);
+    };
+    if len != u_len || g_starts.len() != u_starts.len() {
+        return Ok(None);
+    }
+    // Pieces of at most CHUNK values, each a stretch of one run of g, of u and of the output.
+    let out_len = g.elem_count();
+    let mut out = vec![0f32; out_len];
+    let mut pieces = Vec::new();
+    let mut rest = out.as_mut_slice();
+    for (gs, us) in g_starts.into_iter().zip(u_starts) {
+        for off in (0..len).step_by(CHUNK) {
+            let n = CHUNK.min(len - off);
+            let (piece, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            pieces.push((&gd[gs + off..][..n], &ud[us + off..][..n], piece));
+        }
+    }
+    // SAFETY (both calls): AVX2 and FMA are the build's target; each piece's slices have one
+    // length.
+    if out_len <= CHUNK {
+        for (g, u, out) in pieces {
+            unsafe { simd::silu_mul(g, u, out) };
+        }
     } else {
-        out.par_chunks_mut(CHUNK)
-            .zip(gd.par_chunks(CHUNK).zip(ud.par_chunks(CHUNK)))
-            .for_each(|(out, (g, u))| unsafe { simd::silu_mul(g, u, out) });
+        pieces
+            .into_par_iter()
+            .for_each(|(g, u, out)| unsafe { simd::silu_mul(g, u, out) });
     }
     Ok(Some(Tensor::from_vec(out, g.shape(), g.device())?))
+}
+
+/// A layout's runs of consecutive values, in order: their starts, and their one length (the
+/// whole tensor where it is contiguous, else its rows). `None` where the last dimension is
+/// not consecutive or its rows are shorter than a register (a transposed view), which the
+/// twin handles.
+#[cfg(simd_kernels)]
+fn runs(l: &candle_core::Layout) -> Option<(Vec<usize>, usize)> {
+    let n = l.shape().elem_count();
+    if l.is_contiguous() {
+        return Some((vec![l.start_offset()], n));
+    }
+    let (dims, stride) = (l.dims(), l.stride());
+    let (&len, lead) = dims.split_last()?;
+    if stride.last() != Some(&1) || len < 8 {
+        return None;
+    }
+    let starts = (0..n / len)
+        .map(|mut row| {
+            let mut at = l.start_offset();
+            for (d, s) in lead.iter().zip(stride).rev() {
+                at += row % d * s;
+                row /= d;
+            }
+            at
+        })
+        .collect();
+    Some((starts, len))
 }
 
 /// Without the SIMD kernels there is no fast path.
@@ -116,6 +161,29 @@ mod tests {
         let nan = Tensor::new(&[f32::NAN, 1.0], &dev)?;
         let y = silu_mul(&nan, &nan.ones_like()?)?.expect("applies");
         assert!(y.to_vec1::<f32>()?[0].is_nan());
+        Ok(())
+    }
+
+    /// The halves of a fused gate-and-up product (`[b, t, 2f]` narrowed), whose rows are
+    /// contiguous but not the whole: the same as candle's ops on them.
+    #[test]
+    fn fused_halves_take_the_fast_path() -> Result<()> {
+        let dev = Device::Cpu;
+        for (b, t, f) in [(2, 3, 1536), (1, 1, 20), (3, 16, 2 * CHUNK + 3)] {
+            let y = Tensor::randn(0f32, 3.0, (b, t, 2 * f), &dev)?;
+            let (g, u) = (y.narrow(2, 0, f)?, y.narrow(2, f, f)?);
+            let got = silu_mul(&g, &u)?
+                .expect("applies")
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let want = (candle_nn::ops::silu(&g)? * &u)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                let tol = (8.0 * f32::EPSILON * b.abs()).max(1e-30);
+                assert!((a - b).abs() <= tol, "f = {f}, value {i}: {a} against {b}");
+            }
+        }
         Ok(())
     }
 
