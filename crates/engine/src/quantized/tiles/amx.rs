@@ -1,18 +1,20 @@
-//! Q4_K products on AMX, the tile multiply unit of Sapphire Rapids and later Xeons: one
-//! `tdpbssd` multiplies up to sixteen activation rows by a pair of tiles' sixteen weight rows
-//! over one sub-block of 32 values, where VNNI takes eight `vpdpbusd` per activation row. It
-//! pays where several rows share the weights (a prefill, K columns); one row stays on VNNI.
+//! Q4_K and Q4_1 products on AMX, the tile multiply unit of Sapphire Rapids and later Xeons:
+//! one `tdpbssd` multiplies up to sixteen activation rows by a pair of tiles' sixteen weight
+//! rows over one sub-block (Q4_1: one block) of 32 values, where VNNI takes eight `vpdpbusd`
+//! per activation row. It pays where many rows share the weights (a prefill, the first token
+//! of K columns); a decode step stays on VNNI.
 //!
 //! The tiles need no second layout: a 512-bit load of a pair of tiles (four bytes of each of
 //! sixteen rows), split into low and high nibbles, is one row of AMX's weight operand as it is
 //! (groups of four bytes per output row), and in the order low, high, quarter by quarter, those
 //! rows meet the activation bytes of the sub-block in order, so the activation operand is the
-//! Q8_K rows read in place. Each sub-block's integer sums come back from the tile unit and
-//! take their scales in 32 bits; the mins and the float steps are the VNNI kernel's own. The
-//! sums are the same exact integers, so the results are the VNNI kernel's and the plain
-//! twin's bit for bit (held by a test).
+//! Q8_K (Q4_1: Q8_1F) rows read in place. Each sub-block's integer sums come back from the tile
+//! unit and take their scales (Q4_K's in 32 bits); the mins and the float steps are the VNNI
+//! kernel's own. The sums are the same exact integers, so the results are the VNNI kernel's and
+//! the plain twin's bit for bit (held by a test).
 
 use super::lanes::{At, Lanes, Z16};
+use super::q4_1;
 use super::q4k::{self, QS, SB_BYTES, SCALES};
 use crate::quantized::k_rows::X_BYTES;
 use std::arch::{asm, x86_64::*};
@@ -108,24 +110,25 @@ struct Scratch {
 }
 
 /// Four sub-blocks' tile multiplies (`$s` the first), each into its own sums' tile, then the
-/// four tiles stored: the stores and loads around the tile unit wait once per four.
+/// four tiles stored: the stores and loads around the tile unit wait once per four. A row's
+/// sub-blocks lie `$xstep` bytes apart in the activations.
 macro_rules! four_sub_blocks {
-    ($s:literal, $a:expr, $stride:expr, $w:expr, $c:expr) => {
+    ($s:literal, $xstep:literal, $a:expr, $stride:expr, $w:expr, $c:expr) => {
         asm!(
             "tilezero tmm0",
-            concat!("tileloadd tmm4, [{a} + {stride}*1 + 32*(", $s, "+0)]"),
+            concat!("tileloadd tmm4, [{a} + {stride}*1 + ", $xstep, "*(", $s, "+0)]"),
             concat!("tileloadd tmm6, [{w} + {w_stride}*1 + 512*(", $s, "+0)]"),
             "tdpbssd tmm0, tmm4, tmm6",
             "tilezero tmm1",
-            concat!("tileloadd tmm5, [{a} + {stride}*1 + 32*(", $s, "+1)]"),
+            concat!("tileloadd tmm5, [{a} + {stride}*1 + ", $xstep, "*(", $s, "+1)]"),
             concat!("tileloadd tmm7, [{w} + {w_stride}*1 + 512*(", $s, "+1)]"),
             "tdpbssd tmm1, tmm5, tmm7",
             "tilezero tmm2",
-            concat!("tileloadd tmm4, [{a} + {stride}*1 + 32*(", $s, "+2)]"),
+            concat!("tileloadd tmm4, [{a} + {stride}*1 + ", $xstep, "*(", $s, "+2)]"),
             concat!("tileloadd tmm6, [{w} + {w_stride}*1 + 512*(", $s, "+2)]"),
             "tdpbssd tmm2, tmm4, tmm6",
             "tilezero tmm3",
-            concat!("tileloadd tmm5, [{a} + {stride}*1 + 32*(", $s, "+3)]"),
+            concat!("tileloadd tmm5, [{a} + {stride}*1 + ", $xstep, "*(", $s, "+3)]"),
             concat!("tileloadd tmm7, [{w} + {w_stride}*1 + 512*(", $s, "+3)]"),
             "tdpbssd tmm3, tmm5, tmm7",
             concat!("tilestored [{c} + {c_stride}*1 + 1024*(", $s, "+0)], tmm0"),
@@ -141,6 +144,39 @@ macro_rules! four_sub_blocks {
             options(nostack),
         )
     };
+}
+
+/// One block's tile multiply, its sums stored: a group's last blocks where fewer than four
+/// are left.
+macro_rules! one_block {
+    ($a:expr, $stride:expr, $w:expr, $c:expr) => {
+        asm!(
+            "tilezero tmm0",
+            "tileloadd tmm4, [{a} + {stride}*1]",
+            "tileloadd tmm6, [{w} + {w_stride}*1]",
+            "tdpbssd tmm0, tmm4, tmm6",
+            "tilestored [{c} + {c_stride}*1], tmm0",
+            a = in(reg) $a,
+            stride = in(reg) $stride,
+            w = in(reg) $w,
+            w_stride = in(reg) 64usize,
+            c = in(reg) $c,
+            c_stride = in(reg) 64usize,
+            options(nostack),
+        )
+    };
+}
+
+/// A pair of tiles' block of 32 values as AMX's weight operand (8 rows of 64 bytes at `w`):
+/// the nibbles of each quarter, low then high, are two rows as they lie (four bytes of each
+/// of sixteen rows), and in that order they meet the block's activation bytes in order.
+#[inline(always)]
+unsafe fn nibble_operand(nibbles: At, w: *mut u8, m4: __m512i) {
+    for quarter in 0..4 {
+        let bits = Z16::load(nibbles.add(32 * quarter));
+        _mm512_store_si512(w.add(128 * quarter) as *mut _, Z16::and(bits, m4));
+        _mm512_store_si512(w.add(128 * quarter + 64) as *mut _, Z16::high_nibbles(bits));
+    }
 }
 
 /// One pair of Q4_K tiles (`blocks` super-blocks of sixteen rows, the second tile `t.next`
@@ -177,18 +213,13 @@ pub unsafe fn q4k_pair(
         Z16::prefetch(tb, QS);
         for s in 0..8 {
             Z16::prefetch(tb.add(QS + 128 * s), 128);
-            let w = weights.add(512 * s);
-            for quarter in 0..4 {
-                let bits = Z16::load(tb.add(QS + 32 * (4 * s + quarter)));
-                _mm512_store_si512(w.add(128 * quarter) as *mut _, Z16::and(bits, m4));
-                _mm512_store_si512(w.add(128 * quarter + 64) as *mut _, Z16::high_nibbles(bits));
-            }
+            nibble_operand(tb.add(QS + 128 * s), weights.add(512 * s), m4);
         }
         for (chunk, acc) in acc.chunks_mut(tile_rows).enumerate() {
             let xb = x.add(chunk * tile_rows * x_stride + b * X_BYTES);
             let a = xb.add(4);
-            four_sub_blocks!("0", a, x_stride, weights, sums);
-            four_sub_blocks!("4", a, x_stride, weights, sums);
+            four_sub_blocks!("0", "32", a, x_stride, weights, sums);
+            four_sub_blocks!("4", "32", a, x_stride, weights, sums);
             let mut sumi = [Z16::zero(); ROWS];
             for s in 0..8 {
                 let sc = Z16::u8_rows(tb.add(SCALES + 8 * s));
@@ -231,4 +262,86 @@ unsafe fn finish<const R: usize>(
     let mut a: [__m512; R] = std::array::from_fn(|r| acc[r]);
     q4k::simd::accumulate::<Z16, R>(tb, &x, &sumi, &summ, &mut a);
     acc[..R].copy_from_slice(&a);
+}
+
+/// Q4_1 blocks whose weight operands are unpacked, and whose sums are in flight, together.
+const Q4_1_GROUP: usize = 4;
+
+#[repr(C, align(64))]
+struct Q4_1Scratch {
+    /// A group's weight operands, one per block: 8 rows of 64 bytes.
+    weights: [[u8; 512]; Q4_1_GROUP],
+    /// A group's sums, one per block: up to 16 rows of 16 × i32.
+    sums: [[i32; 256]; Q4_1_GROUP],
+}
+
+/// One pair of Q4_1 tiles (`blocks` blocks of sixteen rows, the second tile `t.next` bytes
+/// on) against `rows` activation rows (Q8_1F, row r at `x + r·x_stride`), `tile_rows` of
+/// them to each tile multiply, as [`q4k_pair`] takes Q4_K's: four blocks' weights unpacked
+/// at once for all the rows, each block's integer sums from the tile unit, then the VNNI
+/// kernel's float steps in its order (d_w·d_x·Σ, then m_w·s_x, block after block). `out` as
+/// [`q4_1::simd::dot_pair_vnni`]'s.
+///
+/// # Safety
+/// As [`q4k_pair`], with Q4_1 blocks and Q8_1F activation blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,gfni")]
+pub unsafe fn q4_1_pair(
+    t: At,
+    blocks: usize,
+    (x, x_stride): (*const u8, usize),
+    tile_rows: usize,
+    rows: usize,
+    out: &mut [f32],
+) {
+    use q4_1::{ACT_BYTES, D, M, QS, TB_BYTES};
+    debug_assert!((1..=ROWS).contains(&tile_rows) && rows.is_multiple_of(tile_rows));
+    debug_assert_eq!(out.len(), rows * 16);
+    // Not zeroed, as in `q4k_pair`: every byte read is written first.
+    let mut scratch = std::mem::MaybeUninit::<Q4_1Scratch>::uninit();
+    let weights = std::ptr::addr_of_mut!((*scratch.as_mut_ptr()).weights) as *mut u8;
+    let sums = std::ptr::addr_of_mut!((*scratch.as_mut_ptr()).sums) as *mut i32;
+    let m4 = Z16::splat8(0x0F);
+    let mut acc = vec![Z16::fzero(); rows];
+    let mut ahead = super::Ahead::new(TB_BYTES, blocks, 2, t.next);
+    let mut b = 0;
+    while b < blocks {
+        let n = Q4_1_GROUP.min(blocks - b);
+        for i in 0..n {
+            let tb = t.add((b + i) * TB_BYTES).ahead(ahead.offset(b + i));
+            Z16::prefetch(tb, TB_BYTES);
+            nibble_operand(tb.add(QS), weights.add(512 * i), m4);
+        }
+        let scales: [_; Q4_1_GROUP] = std::array::from_fn(|i| {
+            let tb = t.add((b + i.min(n - 1)) * TB_BYTES);
+            (Z16::f16_rows(tb.add(D)), Z16::f16_rows(tb.add(M)))
+        });
+        for (chunk, acc) in acc.chunks_mut(tile_rows).enumerate() {
+            let xb = x.add(chunk * tile_rows * x_stride + b * ACT_BYTES);
+            let a = xb.add(super::ACT_QS);
+            if n == Q4_1_GROUP {
+                four_sub_blocks!("0", "40", a, x_stride, weights, sums);
+            } else {
+                for i in 0..n {
+                    one_block!(
+                        a.add(i * ACT_BYTES),
+                        x_stride,
+                        weights.add(512 * i),
+                        sums.add(256 * i)
+                    );
+                }
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                for (i, &(d, m)) in scales.iter().enumerate().take(n) {
+                    let xr = xb.add(r * x_stride + i * ACT_BYTES);
+                    let sumi = _mm512_load_si512(sums.add(256 * i + 16 * r) as *const _);
+                    *acc = super::add_scaled::<Z16>(*acc, d, super::act_scale(xr), sumi);
+                    *acc = Z16::fmadd(m, Z16::fsplat(super::act_scale(xr.add(4))), *acc);
+                }
+            }
+        }
+        b += n;
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        Z16::store(*acc, out.as_mut_ptr().add(16 * r));
+    }
 }

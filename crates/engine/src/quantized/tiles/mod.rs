@@ -77,11 +77,19 @@ pub const TASK_ROWS: usize = 2 * TILE_ROWS;
 /// Activation rows one pass over a tile serves (each unpacked weight register is reused for
 /// all of them).
 const PASS_ROWS: usize = 4;
-/// Activation rows from which a product goes through AMX where it can: below, VNNI is faster
-/// (`bench kernels --quant q4_k` on 8192 × 2048 and 2048 × 2048, one thread: AMX 1.5–1.6×
-/// slower at 4 rows, 1.10× slower at 8, about even at 12, 1.14–1.17× faster at 16 and 64).
+/// Activation rows from which a product goes through AMX where it can: below, VNNI is faster.
+/// `bench kernels` on one thread: Q4_K (8192 × 2048 and 2048 × 2048) AMX 1.5–1.6× slower at
+/// 4 rows, 1.10× slower at 8, about even at 12, 1.14–1.17× faster at 16 and 64; Q4_1
+/// (1536 × 576 and 576 × 1536) 1.7–2.7× slower at 4, 1.1–1.55× at 8, 1.08–1.10× at 12, even
+/// to 1.2× faster at 16, 1.23–1.34× faster at 64.
 #[cfg(simd_kernels)]
-const AMX_FROM_ROWS: usize = 12;
+fn amx_from_rows(kind: Kind) -> usize {
+    if kind == Kind::Q4K {
+        12
+    } else {
+        16
+    }
+}
 
 /// The types kept in tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +199,7 @@ pub struct Tiles {
     kernels: [Kernel; PASS_ROWS],
     #[cfg(simd_kernels)]
     pair_kernels: Option<[Kernel; PASS_ROWS]>,
-    /// Several activation rows at once go through AMX's tiles (Q4_K, where the CPU has them).
+    /// Several activation rows at once go through AMX's tiles (Q4_K and Q4_1, where the CPU has them).
     #[cfg(simd_kernels)]
     amx: bool,
 }
@@ -247,7 +255,7 @@ impl Tiles {
             #[cfg(simd_kernels)]
             pair_kernels: has_vnni512().then(|| kernels(kind, Isa::Vnni512)),
             #[cfg(simd_kernels)]
-            amx: kind == Kind::Q4K && amx::has_amx(),
+            amx: matches!(kind, Kind::Q4K | Kind::Q4_1) && amx::has_amx(),
         })
     }
 
@@ -284,7 +292,7 @@ impl Tiles {
         let tiles = n / TILE_ROWS;
         let mut k = 0;
         #[cfg(simd_kernels)]
-        if self.amx && xs.len() >= AMX_FROM_ROWS {
+        if self.amx && xs.len() >= amx_from_rows(self.kind) {
             k = self.amx_pairs_into(first, xs, outs);
         }
         while k < tiles {
@@ -340,11 +348,14 @@ impl Tiles {
                     self.tiles_at(first / TILE_ROWS + 2 * p, 2).as_ptr(),
                     self.tile_stride(),
                 );
-                // SAFETY: the tiles hold `blocks` super-blocks, each activation row (at
-                // `stride` from the last, all inside `xs` or its copy) as many Q8_K blocks.
+                // SAFETY: the tiles hold `blocks` blocks, each activation row (at `stride` from
+                // the last, all inside `xs` or its copy) as many activation blocks.
                 unsafe {
                     let x = (base.add(start * stride), stride);
-                    amx::q4k_pair(at, self.blocks, x, tile_rows, outs.len(), y)
+                    match self.kind {
+                        Kind::Q4K => amx::q4k_pair(at, self.blocks, x, tile_rows, outs.len(), y),
+                        _ => amx::q4_1_pair(at, self.blocks, x, tile_rows, outs.len(), y),
+                    }
                 };
                 for (y, out) in y.chunks_exact(TASK_ROWS).zip(outs.iter_mut()) {
                     out[p * TASK_ROWS..][..TASK_ROWS].copy_from_slice(y);
@@ -845,9 +856,10 @@ mod tests {
         }
     }
 
-    /// Q4_K on AMX is its plain twin bit for bit: every number of rows one tile multiply
-    /// takes, more than that (two sessions), rows copied to one stride and rows in place,
-    /// whole pairs of tiles at both row offsets.
+    /// Q4_K and Q4_1 on AMX are their plain twins bit for bit: every number of rows one tile
+    /// multiply takes, more than that (two sessions), rows copied to one stride and rows in
+    /// place, whole pairs of tiles at both row offsets; Q4_1 rows of whole groups of four
+    /// blocks and rows that end in a shorter group.
     #[cfg(simd_kernels)]
     #[test]
     fn amx_is_the_plain_twin_whatever_the_rows() {
@@ -855,33 +867,36 @@ mod tests {
             eprintln!("no AMX here: skipped");
             return;
         }
-        let (rows, cols) = (40, 512);
-        let q = matrix(QType::Q4K, rows, cols);
-        let tiles = Tiles::pack(QType::Q4K, rows, cols, |i| q.row(i)).unwrap();
-        assert!(tiles.amx);
-        for m in (1..=18).chain([33]) {
-            let x: Vec<f32> = (0..m * cols)
-                .map(|i| ((i * 29 + m * 5) % 101) as f32 / 11.0 - 4.5)
-                .collect();
-            let acts = q.quantize_rows(&x, m, QType::Q4K.tile_activations());
-            let in_place: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
-            let scattered: Vec<Vec<u8>> = in_place.iter().rev().map(|r| r.to_vec()).collect();
-            let scattered: Vec<&[u8]> = scattered.iter().rev().map(|r| &r[..]).collect();
-            for xs in [&in_place, &scattered] {
-                for first in [0, TILE_ROWS] {
-                    let n = rows - first;
-                    let mut out = vec![0f32; n * m];
-                    let mut outs: Vec<&mut [f32]> = out.chunks_mut(n).collect();
-                    // Whole pairs on AMX whatever the rows (products take it from
-                    // AMX_FROM_ROWS); the lone tile is left alone.
-                    let done = TILE_ROWS * tiles.amx_pairs_into(first, xs, &mut outs);
-                    assert_eq!(done, n / TASK_ROWS * TASK_ROWS);
-                    for i in 0..n {
-                        let k = (first + i) / TILE_ROWS;
-                        for (a, x) in xs.iter().enumerate() {
-                            let p = tiles.plain(tiles.tile(k), x)[(first + i) % TILE_ROWS];
-                            let want = if i < done { p.to_bits() } else { 0 };
-                            assert_eq!(out[a * n + i].to_bits(), want, "m {m} row {i} x {a}");
+        for (t, cols) in [(QType::Q4K, 512), (QType::Q4_1, 512), (QType::Q4_1, 224)] {
+            let rows = 40;
+            let q = matrix(t, rows, cols);
+            let tiles = Tiles::pack(t, rows, cols, |i| q.row(i)).unwrap();
+            assert!(tiles.amx);
+            for m in (1..=18).chain([33]) {
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| ((i * 29 + m * 5) % 101) as f32 / 11.0 - 4.5)
+                    .collect();
+                let acts = q.quantize_rows(&x, m, t.tile_activations());
+                let in_place: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
+                let scattered: Vec<Vec<u8>> = in_place.iter().rev().map(|r| r.to_vec()).collect();
+                let scattered: Vec<&[u8]> = scattered.iter().rev().map(|r| &r[..]).collect();
+                for xs in [&in_place, &scattered] {
+                    for first in [0, TILE_ROWS] {
+                        let n = rows - first;
+                        let mut out = vec![0f32; n * m];
+                        let mut outs: Vec<&mut [f32]> = out.chunks_mut(n).collect();
+                        // Whole pairs on AMX whatever the rows (products take it from
+                        // `amx_from_rows`); the lone tile is left alone.
+                        let done = TILE_ROWS * tiles.amx_pairs_into(first, xs, &mut outs);
+                        assert_eq!(done, n / TASK_ROWS * TASK_ROWS);
+                        for i in 0..n {
+                            let k = (first + i) / TILE_ROWS;
+                            for (a, x) in xs.iter().enumerate() {
+                                let p = tiles.plain(tiles.tile(k), x)[(first + i) % TILE_ROWS];
+                                let want = if i < done { p.to_bits() } else { 0 };
+                                let got = out[a * n + i].to_bits();
+                                assert_eq!(got, want, "{t:?} {cols} m {m} row {i} x {a}");
+                            }
                         }
                     }
                 }

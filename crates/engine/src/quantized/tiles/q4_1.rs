@@ -10,9 +10,9 @@ pub const BLOCK_BYTES: usize = 20;
 pub const ACT_BYTES: usize = crate::quantized::activations::Q8_1F_BYTES;
 /// Bytes of one block of a tile.
 pub const TB_BYTES: usize = 16 + 16 + 128;
-const D: usize = 0;
-const M: usize = 16;
-const QS: usize = 32;
+pub(super) const D: usize = 0;
+pub(super) const M: usize = 16;
+pub(super) const QS: usize = 32;
 const _: () = assert!(TB_BYTES == TILE_ROWS * BLOCK_BYTES);
 
 /// Fill one tile block from its eight rows' blocks.
