@@ -294,12 +294,14 @@ pub struct QMatrix {
 /// costs more than it saves.
 const SERIAL_BELOW: usize = 1 << 15;
 /// The same for matrices in tiles, whose kernels are several times faster than the row
-/// kernels (candle's among them): a product of up to about two million multiply-adds (a
-/// SmolLM2 matrix at one row) takes a few microseconds, less than waking the pool's other
-/// thread and waiting for it. SmolLM2 Q4_1 with an adapter decoded one row in 5.9–6.3 ms at
-/// 2^15 (two threads barely beat one), 5.3 ms at 2^20, 4.9–5.3 ms at 2^21; at 2^22 four rows
-/// got slower (10.4–11.0 → 11.9–12.4 ms). The 1B shape's products are larger and did not move.
-const SERIAL_BELOW_TILED: usize = 1 << 21;
+/// kernels (candle's among them). While the pool's other thread slept between products, a
+/// split had to wake it, and SmolLM2 Q4_1 with an adapter decoded one row fastest at 2^21
+/// (5.9–6.3 ms a step at 2^15, 4.9–5.3 ms at 2^21). A forward pass now keeps that thread
+/// spinning ([`crate::threads::BusyWorkers`]), so a split costs a steal: at 2^17 one column
+/// decodes at 160–164 steps/s against 118–121 at 2^21 (`bench columns --k 4`, two
+/// alternating rounds; 2^19 and 2^15 within noise of 2^17), and four columns did not move.
+/// Larger models' matrices split at either.
+const SERIAL_BELOW_TILED: usize = 1 << 17;
 /// Output rows per parallel task at least: enough to amortise scheduling.
 const MIN_ROWS_PER_TASK: usize = 64;
 
