@@ -71,8 +71,18 @@ impl QuantizedWeight {
         let inp = *dims.last().expect("x has a last dimension");
         let m = x.elem_count() / inp.max(1);
         let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut y = self.matrix.matmul_t(&xs, m);
-        let added = delta.is_some_and(|(mix, lr)| lr.add_host(&mut y, &xs, m, mix));
+        let terms = delta.and_then(|(mix, lr)| Some((lr, lr.host_terms(&xs, m, mix)?)));
+        // The low-rank terms join each task's stretch of the product while it is in cache,
+        // in the same parallel pass.
+        let y = match &terms {
+            Some((lr, u)) => self
+                .matrix
+                .matmul_t_then(&xs, m, &|first, ys: &mut [&mut [f32]]| {
+                    lr.add_host_stretch(u, first, ys)
+                }),
+            None => self.matrix.matmul_t(&xs, m),
+        };
+        let added = terms.is_some();
         let mut shape = dims;
         *shape.last_mut().expect("x has a last dimension") = self.matrix.rows();
         Ok((
@@ -185,18 +195,15 @@ impl LowRankPair {
         Ok(pair)
     }
 
-    /// `y [m, out] += Σ_r c[row, r]·(x·downᵀ)[.., r]·up[:, r]` on host slices, `x [m, in]`;
-    /// rows belong to the mix's rows in order (all to its one row, if it has one). `up` is
-    /// held transposed (`[rank, out]`), so each rank adds one contiguous row to y.
-    fn add_host(&self, y: &mut [f32], x: &[f32], m: usize, mix: &Mix) -> bool {
-        let Some((up_t, down)) = &self.host else {
-            return false;
-        };
+    /// The low-rank terms' weights for `x [m, in]` on host slices: `u [m, rank]` =
+    /// c[row]·(x·downᵀ), rows belonging to the mix's rows in order (all to its one row, if it
+    /// has one); None where this pair has no host factors or the rows do not fit the mix.
+    fn host_terms(&self, x: &[f32], m: usize, mix: &Mix) -> Option<Vec<f32>> {
+        let (_, down) = self.host.as_ref()?;
         let (rank, inp) = (self.rank, down.len() / self.rank.max(1));
-        let out = up_t.len() / rank.max(1);
         let k = mix.alphas().len();
         if rank == 0 || m == 0 || (k != 1 && !m.is_multiple_of(k)) {
-            return false;
+            return None;
         }
         let coef = mix.rank_weights_host(self.sides, self.factor());
         let per_mix_row = m / k;
@@ -206,44 +213,27 @@ impl LowRankPair {
             let c = &coef[(row / per_mix_row % k) * rank..][..rank];
             u.iter_mut().zip(c).for_each(|(u, c)| *u *= c);
         }
-        // Each output's rank terms add in rank order, however the columns are split. A task
-        // takes a stretch of columns across every row, so each rank's up row is read once
-        // for the whole batch rather than once per row.
-        let add = |y: &mut [&mut [f32]], first: usize| {
-            for (r, up) in up_t.chunks(out).enumerate() {
-                let up = &up[first..];
-                for (y, u) in y.iter_mut().zip(u.chunks(rank)) {
-                    let s = u[r];
-                    if s != 0.0 {
-                        y.iter_mut()
-                            .zip(up)
-                            .for_each(|(y, w)| *y = s.mul_add(*w, *y));
-                    }
+        Some(u)
+    }
+
+    /// `ys[a] += Σ_r u[a, r]·up[first.., r]` for a stretch of output columns starting at
+    /// `first` (one slice per row of `u`, from [`LowRankPair::host_terms`]). `up` is held
+    /// transposed (`[rank, out]`), so each rank adds one contiguous run; each output's rank
+    /// terms add in rank order, however the columns are split.
+    fn add_host_stretch(&self, u: &[f32], first: usize, ys: &mut [&mut [f32]]) {
+        let Some((up_t, _)) = &self.host else {
+            return;
+        };
+        let out = up_t.len() / self.rank.max(1);
+        for (y, u) in ys.iter_mut().zip(u.chunks(self.rank)) {
+            for (up, &s) in up_t.chunks(out).zip(u) {
+                if s != 0.0 {
+                    y.iter_mut()
+                        .zip(&up[first..])
+                        .for_each(|(y, w)| *y = s.mul_add(*w, *y));
                 }
             }
-        };
-        // At least four tasks where the columns allow (two cores, and a slack for balance).
-        let per_task = out.div_ceil(4).next_multiple_of(64).clamp(256, 1024);
-        let mut stretches: Vec<Vec<&mut [f32]>> = (0..out.div_ceil(per_task))
-            .map(|_| Vec::with_capacity(m))
-            .collect();
-        for row in y.chunks_mut(out) {
-            for (stretch, y) in stretches.iter_mut().zip(row.chunks_mut(per_task)) {
-                stretch.push(y);
-            }
         }
-        if m * rank * out < 1 << 15 {
-            for (c, mut stretch) in stretches.into_iter().enumerate() {
-                add(&mut stretch, c * per_task);
-            }
-        } else {
-            use rayon::prelude::*;
-            stretches
-                .into_par_iter()
-                .enumerate()
-                .for_each(|(c, mut stretch)| add(&mut stretch, c * per_task));
-        }
-        true
     }
 
     /// `Σ_side c_k·(x·downᵀ)·upᵀ` for x `[K, t, in]`: `[K, t, out]`.

@@ -290,6 +290,10 @@ pub struct QMatrix {
     tiles: OnceLock<Option<tiles::Tiles>>,
 }
 
+/// Work on a stretch of a product's outputs as its task finishes: `(first, ys)`, `ys[a]`
+/// being y[a, first..] for each activation row a.
+pub type Epilogue<'a> = dyn Fn(usize, &mut [&mut [f32]]) + Sync + 'a;
+
 /// Products smaller than this many multiply-adds run on the calling thread: splitting them
 /// costs more than it saves.
 const SERIAL_BELOW: usize = 1 << 15;
@@ -461,23 +465,31 @@ impl QMatrix {
 
     /// `x [m, cols]` (f32, row-major) times the matrix transposed: `[m, rows]`.
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_t_then(x, m, &|_, _| {})
+    }
+
+    /// [`QMatrix::matmul_t`], then `then(first, ys)` on each stretch of output rows as the
+    /// task that computed it finishes (`ys[a]` is y[a, first..], one slice per activation
+    /// row), in the same parallel pass.
+    pub fn matmul_t_then(&self, x: &[f32], m: usize, then: &Epilogue<'_>) -> Vec<f32> {
+        let product = |dot| self.product(x, m, dot, then);
         match self.qtype {
-            QType::Q4_0 => self.product(x, m, Dot::Rows(legacy::Kind::Q4_0)),
-            QType::Q4_1 => self.product(x, m, Dot::Rows(legacy::Kind::Q4_1)),
-            QType::Q8_0 => self.product(x, m, Dot::Rows(legacy::Kind::Q8_0)),
-            QType::Q5_0 => self.product(x, m, Dot::One(pairs_dot::<BlockQ5_0>)),
-            QType::Q5_1 => self.product(x, m, Dot::One(pairs_dot::<BlockQ5_1>)),
-            QType::Q2K => self.product(x, m, Dot::One(candle_dot::<BlockQ2K>)),
-            QType::Q3K => self.product(x, m, Dot::One(candle_dot::<BlockQ3K>)),
-            QType::Q4K => self.product(x, m, Dot::KRows(k_rows::Kind::Q4K)),
-            QType::Q5K => self.product(x, m, Dot::One(candle_dot::<BlockQ5K>)),
-            QType::Q6K => self.product(x, m, Dot::KRows(k_rows::Kind::Q6K)),
+            QType::Q4_0 => product(Dot::Rows(legacy::Kind::Q4_0)),
+            QType::Q4_1 => product(Dot::Rows(legacy::Kind::Q4_1)),
+            QType::Q8_0 => product(Dot::Rows(legacy::Kind::Q8_0)),
+            QType::Q5_0 => product(Dot::One(pairs_dot::<BlockQ5_0>)),
+            QType::Q5_1 => product(Dot::One(pairs_dot::<BlockQ5_1>)),
+            QType::Q2K => product(Dot::One(candle_dot::<BlockQ2K>)),
+            QType::Q3K => product(Dot::One(candle_dot::<BlockQ3K>)),
+            QType::Q4K => product(Dot::KRows(k_rows::Kind::Q4K)),
+            QType::Q5K => product(Dot::One(candle_dot::<BlockQ5K>)),
+            QType::Q6K => product(Dot::KRows(k_rows::Kind::Q6K)),
         }
     }
 
     /// Quantize the m activation rows once, then every output row's dot with each of them:
     /// a weight row is read once for all m.
-    fn product(&self, x: &[f32], m: usize, dot: Dot) -> Vec<f32> {
+    fn product(&self, x: &[f32], m: usize, dot: Dot, then: &Epilogue<'_>) -> Vec<f32> {
         assert_eq!(x.len(), m * self.cols, "x is [m, cols]");
         let mut y = vec![0f32; m * self.rows];
         if y.is_empty() {
@@ -538,13 +550,17 @@ impl QMatrix {
                 tasks[t].push(part);
             }
         }
+        let task = |t: usize, outs: &mut Vec<&mut [f32]>| {
+            rows_of(t * per_task, outs);
+            then(t * per_task, outs);
+        };
         if tasks.len() == 1 {
-            rows_of(0, &mut tasks[0]);
+            task(0, &mut tasks[0]);
         } else {
             tasks
                 .par_iter_mut()
                 .enumerate()
-                .for_each(|(t, outs)| rows_of(t * per_task, outs));
+                .for_each(|(t, outs)| task(t, outs));
         }
         y
     }
@@ -663,6 +679,48 @@ mod tests {
             QType::Q6K => quantize::<BlockQ6K>(&w),
         };
         QMatrix::owned(t, (rows, cols), &bytes).unwrap()
+    }
+
+    /// The epilogue meets every output once, after the product wrote it, whether the product
+    /// runs serially or split into tasks, tiled or not: the result is the product's, then
+    /// the epilogue's step, bit for bit.
+    #[test]
+    fn the_epilogue_follows_the_product_on_every_stretch_once() {
+        // 2^17 multiply-adds and more split into tasks; 72 rows of 512 at one row do not.
+        for (t, rows, m) in [
+            (QType::Q4_1, 72, 1),
+            (QType::Q4_1, 576, 1),
+            (QType::Q4_1, 576, 4),
+            (QType::Q5_0, 576, 3),
+        ] {
+            let (q, cols) = (matrix(t, rows, 512), 512);
+            let x = values(m * cols, 5);
+            let plain = q.matmul_t(&x, m);
+            let step = |a: usize, j: usize, y: f32| 0.25f32.mul_add(y, (a * rows + j) as f32);
+            let seen = std::sync::Mutex::new(vec![0u32; m * rows]);
+            let got = q.matmul_t_then(&x, m, &|first, ys: &mut [&mut [f32]]| {
+                assert_eq!(ys.len(), m);
+                let mut seen = seen.lock().unwrap();
+                for (a, y) in ys.iter_mut().enumerate() {
+                    for (j, y) in y.iter_mut().enumerate() {
+                        seen[a * rows + first + j] += 1;
+                        *y = step(a, first + j, *y);
+                    }
+                }
+            });
+            assert!(
+                seen.into_inner().unwrap().iter().all(|&n| n == 1),
+                "{t:?} {rows} {m}"
+            );
+            for (i, (g, p)) in got.iter().zip(&plain).enumerate() {
+                let want = step(i / rows, i % rows, *p);
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
+                    "{t:?} {rows} × {m}: output {i}"
+                );
+            }
+        }
     }
 
     #[test]
