@@ -228,6 +228,7 @@ fn candle_dot<T: GgmlType>(w: &[u8], x: &[u8]) -> f32 {
 struct ActRows {
     words: Vec<u64>,
     row_bytes: usize,
+    m: usize,
 }
 
 impl ActRows {
@@ -235,6 +236,7 @@ impl ActRows {
         Self {
             words: vec![0u64; (row_bytes * m).div_ceil(8)],
             row_bytes,
+            m,
         }
     }
 
@@ -246,12 +248,13 @@ impl ActRows {
         &all[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
-    fn row_mut(&mut self, r: usize) -> &mut [u8] {
+    /// Every row's bytes, one after another (the padding to a word left out).
+    fn all_mut(&mut self) -> &mut [u8] {
         let len = self.words.len() * 8;
         // SAFETY: as above, uniquely borrowed.
         let all =
             unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, len) };
-        &mut all[r * self.row_bytes..(r + 1) * self.row_bytes]
+        &mut all[..self.row_bytes * self.m]
     }
 }
 
@@ -306,6 +309,9 @@ const SERIAL_BELOW: usize = 1 << 15;
 /// alternating rounds; 2^19 and 2^15 within noise of 2^17), and four columns did not move.
 /// Larger models' matrices split at either.
 const SERIAL_BELOW_TILED: usize = 1 << 17;
+/// Activation values from which a product quantizes its rows on both threads: a prompt's
+/// rows, not a decode step's.
+const QUANTIZE_SERIAL_BELOW: usize = 1 << 13;
 /// Output rows per parallel task at least: enough to amortise scheduling.
 const MIN_ROWS_PER_TASK: usize = 64;
 
@@ -566,10 +572,20 @@ impl QMatrix {
     }
 
     /// The m rows of `x` quantized for this type's dot product.
+    /// Each row on its own, so a row's bytes do not depend on how the rows are split.
     fn quantize_rows(&self, x: &[f32], m: usize, act: Act) -> ActRows {
-        let mut rows = ActRows::new(act.row_bytes(self.cols), m);
-        for (r, x) in x.chunks_exact(self.cols).enumerate() {
-            act.quantize(x, rows.row_mut(r));
+        let row_bytes = act.row_bytes(self.cols);
+        let mut rows = ActRows::new(row_bytes, m);
+        if m * self.cols < QUANTIZE_SERIAL_BELOW {
+            rows.all_mut()
+                .chunks_exact_mut(row_bytes)
+                .zip(x.chunks_exact(self.cols))
+                .for_each(|(q, x)| act.quantize(x, q));
+        } else {
+            rows.all_mut()
+                .par_chunks_exact_mut(row_bytes)
+                .zip(x.par_chunks_exact(self.cols))
+                .for_each(|(q, x)| act.quantize(x, q));
         }
         rows
     }
@@ -679,6 +695,24 @@ mod tests {
             QType::Q6K => quantize::<BlockQ6K>(&w),
         };
         QMatrix::owned(t, (rows, cols), &bytes).unwrap()
+    }
+
+    /// Many rows (quantized on both threads) give each row the bytes it gets alone.
+    #[test]
+    fn rows_quantize_alike_split_or_alone() {
+        let (cols, m) = (512, 40);
+        assert!(m * cols >= QUANTIZE_SERIAL_BELOW && cols < QUANTIZE_SERIAL_BELOW);
+        let x = values(m * cols, 9);
+        for t in [QType::Q4_1, QType::Q4K, QType::Q8_0] {
+            let q = matrix(t, 16, cols);
+            for act in [t.activations(), t.tile_activations()] {
+                let all = q.quantize_rows(&x, m, act);
+                for r in 0..m {
+                    let alone = q.quantize_rows(&x[r * cols..(r + 1) * cols], 1, act);
+                    assert_eq!(all.row(r), alone.row(0), "{t:?} row {r}");
+                }
+            }
+        }
     }
 
     /// The epilogue meets every output once, after the product wrote it, whether the product
