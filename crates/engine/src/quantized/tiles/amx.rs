@@ -101,12 +101,41 @@ impl Drop for Session {
     }
 }
 
+/// The weight operands and the sums of `N` sub-blocks (Q4_1: blocks) in flight: 8 rows of 64
+/// bytes, and up to 16 rows of 16 × i32, each.
 #[repr(C, align(64))]
-struct Scratch {
-    /// A super-block's weight operands, one per sub-block: 8 rows of 64 bytes.
-    weights: [[u8; 512]; 8],
-    /// A super-block's sums, one per sub-block: up to 16 rows of 16 × i32.
-    sums: [[i32; 256]; 8],
+struct Scratch<const N: usize> {
+    weights: [[u8; 512]; N],
+    sums: [[i32; 256]; N],
+}
+
+impl<const N: usize> Scratch<N> {
+    /// Uninitialised (12 KB for Q4_K): every byte a kernel reads it writes first, the weights
+    /// by their stores and each row of sums by the tile store before it.
+    fn uninit() -> std::mem::MaybeUninit<Self> {
+        std::mem::MaybeUninit::uninit()
+    }
+
+    /// The weights' and the sums' first bytes.
+    fn parts(scratch: &mut std::mem::MaybeUninit<Self>) -> (*mut u8, *mut i32) {
+        let p = scratch.as_mut_ptr();
+        // SAFETY: field addresses only; nothing is read.
+        unsafe {
+            (
+                std::ptr::addr_of_mut!((*p).weights) as *mut u8,
+                std::ptr::addr_of_mut!((*p).sums) as *mut i32,
+            )
+        }
+    }
+}
+
+/// Each row's sixteen accumulators into `out`, one row after another (AVX-512 F, and `out`
+/// holds 16 values a row).
+#[inline(always)]
+unsafe fn store_rows(acc: &[__m512], out: &mut [f32]) {
+    for (r, acc) in acc.iter().enumerate() {
+        Z16::store(*acc, out.as_mut_ptr().add(16 * r));
+    }
 }
 
 /// Four sub-blocks' tile multiplies (`$s` the first), each into its own sums' tile, then the
@@ -200,11 +229,8 @@ pub unsafe fn q4k_pair(
 ) {
     debug_assert!((1..=ROWS).contains(&tile_rows) && rows.is_multiple_of(tile_rows));
     debug_assert_eq!(out.len(), rows * 16);
-    // Not zeroed (12 KB a call): every byte read is written first, the weights by the
-    // stores below and each row of sums read by the tile store before it.
-    let mut scratch = std::mem::MaybeUninit::<Scratch>::uninit();
-    let weights = std::ptr::addr_of_mut!((*scratch.as_mut_ptr()).weights) as *mut u8;
-    let sums = std::ptr::addr_of_mut!((*scratch.as_mut_ptr()).sums) as *mut i32;
+    let mut scratch = Scratch::<8>::uninit();
+    let (weights, sums) = Scratch::parts(&mut scratch);
     let m4 = Z16::splat8(0x0F);
     let mut acc = vec![Z16::fzero(); rows];
     let mut ahead = super::Ahead::new(SB_BYTES, blocks, 2, t.next);
@@ -243,9 +269,7 @@ pub unsafe fn q4k_pair(
             }
         }
     }
-    for (r, acc) in acc.iter().enumerate() {
-        Z16::store(*acc, out.as_mut_ptr().add(16 * r));
-    }
+    store_rows(&acc, out);
 }
 
 /// A super-block's mins' term and float steps for R rows, by the VNNI kernel's own code.
@@ -266,14 +290,6 @@ unsafe fn finish<const R: usize>(
 
 /// Q4_1 blocks whose weight operands are unpacked, and whose sums are in flight, together.
 const Q4_1_GROUP: usize = 4;
-
-#[repr(C, align(64))]
-struct Q4_1Scratch {
-    /// A group's weight operands, one per block: 8 rows of 64 bytes.
-    weights: [[u8; 512]; Q4_1_GROUP],
-    /// A group's sums, one per block: up to 16 rows of 16 × i32.
-    sums: [[i32; 256]; Q4_1_GROUP],
-}
 
 /// One pair of Q4_1 tiles (`blocks` blocks of sixteen rows, the second tile `t.next` bytes
 /// on) against `rows` activation rows (Q8_1F, row r at `x + r·x_stride`), `tile_rows` of
@@ -296,10 +312,8 @@ pub unsafe fn q4_1_pair(
     use q4_1::{ACT_BYTES, D, M, QS, TB_BYTES};
     debug_assert!((1..=ROWS).contains(&tile_rows) && rows.is_multiple_of(tile_rows));
     debug_assert_eq!(out.len(), rows * 16);
-    // Not zeroed, as in `q4k_pair`: every byte read is written first.
-    let mut scratch = std::mem::MaybeUninit::<Q4_1Scratch>::uninit();
-    let weights = std::ptr::addr_of_mut!((*scratch.as_mut_ptr()).weights) as *mut u8;
-    let sums = std::ptr::addr_of_mut!((*scratch.as_mut_ptr()).sums) as *mut i32;
+    let mut scratch = Scratch::<Q4_1_GROUP>::uninit();
+    let (weights, sums) = Scratch::parts(&mut scratch);
     let m4 = Z16::splat8(0x0F);
     let mut acc = vec![Z16::fzero(); rows];
     let mut ahead = super::Ahead::new(TB_BYTES, blocks, 2, t.next);
@@ -341,7 +355,5 @@ pub unsafe fn q4_1_pair(
         }
         b += n;
     }
-    for (r, acc) in acc.iter().enumerate() {
-        Z16::store(*acc, out.as_mut_ptr().add(16 * r));
-    }
+    store_rows(&acc, out);
 }
