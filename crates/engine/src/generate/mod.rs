@@ -16,6 +16,7 @@ use crate::generate::token_stream::TokenStream;
 use crate::model::param::Mix;
 use crate::model::Model;
 use candle_core::Tensor;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -483,6 +484,21 @@ impl Generator<'_> {
                 }
             };
             let vocab = out.dim(1)?;
+            // On the host each row picks from its own logits with its own sampler and history,
+            // so the rows of a batch pick at once on the pool's threads: the same tokens as
+            // one after another.
+            let mut on_host: Vec<Option<Result<HostPick>>> = match picks {
+                Some(_) => Vec::new(),
+                None => rows
+                    .par_iter_mut()
+                    .zip(logits.par_chunks_mut(vocab))
+                    .map(|(row, logits)| {
+                        row.stop
+                            .is_none()
+                            .then(|| row.pick_on_host(logits, params.token_info))
+                    })
+                    .collect(),
+            };
             next.clear();
             for (i, row) in rows.iter_mut().enumerate() {
                 if row.stop.is_some() {
@@ -501,18 +517,7 @@ impl Generator<'_> {
                             (t, None)
                         }
                     },
-                    _ => {
-                        let row_logits = &mut logits[i * vocab..(i + 1) * vocab];
-                        if row_logits.iter().any(|l| !l.is_finite()) {
-                            bail!(Invalid, "{NON_FINITE_LOGITS}");
-                        }
-                        // Before sampling: the penalty rewrites the logits in place.
-                        let summary = params.token_info.then(|| Summary::of(row_logits));
-                        let token = row.sampler.sample(row_logits, &row.history);
-                        let info = summary
-                            .map(|s| s.info(token, row.sampler.raw_logit(row_logits, token)));
-                        (token, info)
-                    }
+                    _ => on_host[i].take().expect("an active row picked on the host")?,
                 };
                 row.first_token.get_or_insert_with(|| start.elapsed());
                 next.push(token);
@@ -587,6 +592,9 @@ const NON_FINITE_LOGITS: &str =
     "non-finite logits (the weights overflow); try an α closer to [0, 1]";
 
 /// One row's state in the token loop.
+/// A token picked on the host, with its view where asked.
+type HostPick = (u32, Option<TokenInfo>);
+
 struct Row<'t> {
     sampler: Sampler,
     stream: TokenStream<'t>,
@@ -602,6 +610,23 @@ struct Row<'t> {
 }
 
 impl<'t> Row<'t> {
+    /// The next token from this row's copy of the logits (which the penalty rewrites in
+    /// place), with its view where asked.
+    fn pick_on_host(
+        &mut self,
+        logits: &mut [f32],
+        token_info: bool,
+    ) -> Result<HostPick> {
+        if logits.iter().any(|l| !l.is_finite()) {
+            bail!(Invalid, "{NON_FINITE_LOGITS}");
+        }
+        // Before sampling: the penalty rewrites the logits in place.
+        let summary = token_info.then(|| Summary::of(logits));
+        let token = self.sampler.sample(logits, &self.history);
+        let info = summary.map(|s| s.info(token, self.sampler.raw_logit(logits, token)));
+        Ok((token, info))
+    }
+
     fn new(tokenizer: &'t Tokenizer, params: &GenerationParams, prompt: &[u32]) -> Self {
         let mut history = Vec::with_capacity(prompt.len() + params.max_tokens);
         history.extend_from_slice(prompt);
