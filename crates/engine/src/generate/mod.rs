@@ -517,7 +517,9 @@ impl Generator<'_> {
                             (t, None)
                         }
                     },
-                    _ => on_host[i].take().expect("an active row picked on the host")?,
+                    _ => on_host[i]
+                        .take()
+                        .expect("an active row picked on the host")?,
                 };
                 row.first_token.get_or_insert_with(|| start.elapsed());
                 next.push(token);
@@ -612,11 +614,7 @@ struct Row<'t> {
 impl<'t> Row<'t> {
     /// The next token from this row's copy of the logits (which the penalty rewrites in
     /// place), with its view where asked.
-    fn pick_on_host(
-        &mut self,
-        logits: &mut [f32],
-        token_info: bool,
-    ) -> Result<HostPick> {
+    fn pick_on_host(&mut self, logits: &mut [f32], token_info: bool) -> Result<HostPick> {
         if logits.iter().any(|l| !l.is_finite()) {
             bail!(Invalid, "{NON_FINITE_LOGITS}");
         }

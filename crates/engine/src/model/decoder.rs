@@ -332,11 +332,13 @@ impl Decoder {
                 None => [None; 3],
             };
             let (q, k, v) = match &block.qkv {
-                Qkv::Separate { q, k, v } => (
-                    biased(linear(&h, q)?, qb)?,
-                    biased(linear(&h, k)?, kb)?,
-                    biased(linear(&h, v)?, vb)?,
-                ),
+                Qkv::Separate { q, k, v } => {
+                    let [yq, yk, yv] = match grouped(&[q, k, v], &h, mix, k_)? {
+                        Some(ys) => ys,
+                        None => [linear(&h, q)?, linear(&h, k)?, linear(&h, v)?],
+                    };
+                    (biased(yq, qb)?, biased(yk, kb)?, biased(yv, vb)?)
+                }
                 Qkv::Fused(w) => {
                     let y = linear(&h, w)?;
                     let (nq, nk) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
@@ -377,7 +379,10 @@ impl Decoder {
             let r = x.clone();
             let h = self.norm(&x, &block.mlp_norm, mix)?;
             let (g, u) = match &block.gate_up {
-                GateUp::Separate { gate, up } => (linear(&h, gate)?, linear(&h, up)?),
+                GateUp::Separate { gate, up } => match grouped(&[gate, up], &h, mix, k_)? {
+                    Some([g, u]) => (g, u),
+                    None => (linear(&h, gate)?, linear(&h, up)?),
+                },
                 GateUp::Fused(w) => {
                     let y = linear(&h, w)?;
                     let f = y.dim(2)? / 2;
@@ -453,6 +458,23 @@ impl Decoder {
             None => Ok(logits),
         }
     }
+}
+
+/// Products of one input (query, key and value; gate and up) as one pass where the weights
+/// allow it ([`Param::linear_group`]): the same outputs, the small products beside the large.
+fn grouped<const N: usize>(
+    ws: &[&Param; N],
+    x: &Tensor,
+    mix: Option<&Mix>,
+    kernels: Kernels,
+) -> Result<Option<[Tensor; N]>> {
+    if kernels != Kernels::Fast {
+        return Ok(None);
+    }
+    Ok(Param::linear_group(ws, x, mix)?.map(|ys| {
+        ys.try_into()
+            .unwrap_or_else(|_| unreachable!("one output a weight"))
+    }))
 }
 
 /// `cap · tanh(x / cap)`.

@@ -9,11 +9,11 @@
 //! `W0·x + (1−α_k)·ΔA·x + α_k·ΔB·x`, reading W0 once for all rows (the factored path).
 
 use super::Kernels;
-use crate::quantized::QMatrix;
+use crate::quantized::{Epilogue, QMatrix};
 use crate::weights::few_rows::matmul_wt;
 use crate::weights::lowrank::RankSides;
 use crate::Alpha;
-use candle_core::{DType, Device, Result, Shape, Tensor};
+use candle_core::{CpuStorage, DType, Device, Result, Shape, Storage, Tensor};
 use candle_nn::VarBuilder;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,28 +67,58 @@ impl QuantizedWeight {
     /// `x [.., in] · Wᵀ`: `[.., out]` in x's dtype, with the low-rank updates of `delta` at
     /// the mix's rows where their factors are on the host (then the second value is true).
     fn linear(&self, x: &Tensor, delta: Option<(&Mix, &LowRankPair)>) -> Result<(Tensor, bool)> {
+        let mut ys = Self::linear_group(&[(self, delta)], x)?;
+        Ok(ys.pop().expect("one product"))
+    }
+
+    /// [`QuantizedWeight::linear`] of several weights on the same x, as one parallel pass
+    /// ([`QMatrix::matmul_t_group`]).
+    fn linear_group(
+        weights: &[(&QuantizedWeight, Option<(&Mix, &LowRankPair)>)],
+        x: &Tensor,
+    ) -> Result<Vec<(Tensor, bool)>> {
         let dims = x.dims().to_vec();
         let inp = *dims.last().expect("x has a last dimension");
         let m = x.elem_count() / inp.max(1);
-        let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let terms = delta.and_then(|(mix, lr)| Some((lr, lr.host_terms(&xs, m, mix)?)));
-        // The low-rank terms join each task's stretch of the product while it is in cache,
-        // in the same parallel pass.
-        let y = match &terms {
-            Some((lr, u)) => self
-                .matrix
-                .matmul_t_then(&xs, m, &|first, ys: &mut [&mut [f32]]| {
-                    lr.add_host_stretch(u, first, ys)
-                }),
-            None => self.matrix.matmul_t(&xs, m),
-        };
-        let added = terms.is_some();
-        let mut shape = dims;
-        *shape.last_mut().expect("x has a last dimension") = self.matrix.rows();
-        Ok((
-            Tensor::from_vec(y, shape, x.device())?.to_dtype(x.dtype())?,
-            added,
-        ))
+        let ys = with_host_f32(x, |xs| {
+            let terms: Vec<_> = weights
+                .iter()
+                .map(|(_, delta)| {
+                    delta.and_then(|(mix, lr)| Some((lr, lr.host_terms(xs, m, mix)?)))
+                })
+                .collect();
+            // The low-rank terms join each task's stretch of the product while it is in
+            // cache, in the same parallel pass.
+            let epilogues: Vec<Box<Epilogue>> = terms
+                .iter()
+                .map(|t| -> Box<Epilogue> {
+                    match t {
+                        Some((lr, u)) => Box::new(move |first, ys: &mut [&mut [f32]]| {
+                            lr.add_host_stretch(u, first, ys)
+                        }),
+                        None => Box::new(|_, _: &mut [&mut [f32]]| {}),
+                    }
+                })
+                .collect();
+            let products: Vec<(&QMatrix, &Epilogue)> = weights
+                .iter()
+                .zip(&epilogues)
+                .map(|((w, _), then)| (&w.matrix, then.as_ref()))
+                .collect();
+            let ys = QMatrix::matmul_t_group(xs, m, &products);
+            ys.into_iter()
+                .zip(terms.iter().map(Option::is_some))
+                .collect::<Vec<_>>()
+        })?;
+        ys.into_iter()
+            .zip(weights)
+            .map(|((y, added), (w, _))| {
+                let mut shape = dims.clone();
+                *shape.last_mut().expect("x has a last dimension") = w.matrix.rows();
+                let y = Tensor::from_vec(y, shape, x.device())?.to_dtype(x.dtype())?;
+                Ok((y, added))
+            })
+            .collect()
     }
 
     /// Rows of `ids [b, t]`: `[b, t, cols]` in f32.
@@ -99,6 +129,23 @@ impl QuantizedWeight {
             .dequantize_rows(&ids.flatten_all()?.to_vec1::<u32>()?);
         Tensor::from_vec(rows, (b, t, self.matrix.cols()), ids.device())
     }
+}
+
+/// `f` on x's values as one f32 slice: read in place where x is a contiguous f32 tensor on the
+/// CPU (a forward pass's activations), else from a copy.
+fn with_host_f32<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = x.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(data)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&data[start..end]));
+        }
+    }
+    Ok(f(&x
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?))
 }
 
 /// The adapters' updates of one weight, ΔW = up·down in the forward's orientation (`[out, in]`;
@@ -340,6 +387,34 @@ impl Param {
         }
         let y = self.apply(mix, |w| kernels.linear_t(x, w))?;
         self.add_delta(y, x, mix)
+    }
+
+    /// [`Param::linear`] of several weights on the same x (a layer's query, key and value, or
+    /// its gate and up) as one parallel pass, where each is kept quantized and its product needs
+    /// no second one (neither two quantized endpoints nor a dense B mixed in): None otherwise,
+    /// for the caller to take them one at a time. The outputs are those of `linear`, bit for bit.
+    pub fn linear_group(
+        params: &[&Param],
+        x: &Tensor,
+        mix: Option<&Mix>,
+    ) -> Result<Option<Vec<Tensor>>> {
+        let mut weights = Vec::with_capacity(params.len());
+        for p in params {
+            let Stored::Quantized(q) = &p.a else {
+                return Ok(None);
+            };
+            if mix.is_some() && (p.b.is_some() || p.b_quantized.is_some()) {
+                return Ok(None);
+            }
+            let delta = mix.and_then(|m| p.low_rank.as_deref().map(|lr| (m, lr)));
+            weights.push((q.as_ref(), delta));
+        }
+        let ys = QuantizedWeight::linear_group(&weights, x)?;
+        ys.into_iter()
+            .zip(params)
+            .map(|((y, added), p)| if added { Ok(y) } else { p.add_delta(y, x, mix) })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 
     /// `y` plus the low-rank updates' share of the op on `x` (for ops linear in the weight
@@ -679,4 +754,90 @@ pub fn embed(w: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
     let d = w.dim(1)?;
     w.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantized::{tests::matrix, QType};
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed * 104729) % 1013) as f32 - 506.0) / 700.0)
+            .collect()
+    }
+
+    fn quantized(rows: usize, cols: usize, low_rank: Option<LowRankPair>) -> Param {
+        Param {
+            a: Stored::Quantized(Arc::new(QuantizedWeight::new(matrix(
+                QType::Q4_1,
+                rows,
+                cols,
+            )))),
+            b: None,
+            b_quantized: None,
+            low_rank: low_rank.map(Arc::new),
+        }
+    }
+
+    /// Rank 2 for A and 2 for B; on host slices (the factored pass inside the product) or as
+    /// tensors only (their terms added after it).
+    fn pair(out: usize, inp: usize, seed: usize, on_host: bool) -> LowRankPair {
+        let sides = RankSides {
+            a: 2,
+            b: 2,
+            c: 0,
+            d: 0,
+        };
+        let (up, down) = (values(out * 4, seed), values(4 * inp, seed + 1));
+        if on_host {
+            LowRankPair::on_host(up, down, (out, inp), sides).unwrap()
+        } else {
+            let up = Tensor::from_vec(up, (out, 4), &Device::Cpu).unwrap();
+            let down = Tensor::from_vec(down, (4, inp), &Device::Cpu).unwrap();
+            LowRankPair::new(up, down, sides).unwrap()
+        }
+    }
+
+    /// Query, key and value (and the like) as one pass give what each gives alone, bit for
+    /// bit, with and without a batch of alphas, whatever low-rank terms each weight has.
+    #[test]
+    fn a_group_of_linears_gives_each_its_own() {
+        let cols = 512;
+        let params = [
+            quantized(576, cols, Some(pair(576, cols, 1, true))),
+            quantized(192, cols, Some(pair(192, cols, 3, false))),
+            quantized(192, cols, None),
+            quantized(64, cols, Some(pair(64, cols, 5, true))),
+        ];
+        let refs: Vec<&Param> = params.iter().collect();
+        let alphas = [0.0, 0.4, 1.3].map(|a| Alpha::new(a).unwrap());
+        let mix = Mix::new(&alphas, &Device::Cpu).unwrap();
+        for (k, mix) in [(1, None), (3, Some(&mix))] {
+            let x = Tensor::from_vec(values(k * cols, 7), (k, 1, cols), &Device::Cpu).unwrap();
+            let group = Param::linear_group(&refs, &x, mix)
+                .unwrap()
+                .expect("all quantized");
+            for (p, y) in params.iter().zip(&group) {
+                let alone = p.linear(&x, mix, Kernels::Fast).unwrap();
+                let bits = |t: &Tensor| {
+                    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    v.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+                };
+                assert_eq!(y.dims(), alone.dims());
+                assert_eq!(bits(y), bits(&alone), "k = {k}");
+            }
+        }
+        // A weight held dense leaves the group to one product at a time.
+        let dense = Param {
+            a: Stored::Dense(Tensor::zeros((8, cols), DType::F32, &Device::Cpu).unwrap()),
+            b: None,
+            b_quantized: None,
+            low_rank: None,
+        };
+        let x = Tensor::zeros((1, 1, cols), DType::F32, &Device::Cpu).unwrap();
+        assert!(Param::linear_group(&[&params[0], &dense], &x, None)
+            .unwrap()
+            .is_none());
+    }
 }

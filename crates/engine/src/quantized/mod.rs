@@ -133,7 +133,7 @@ impl QType {
 }
 
 /// The Q8 formats activations are quantized to.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Act {
     Q8_0,
     /// Q8_0 with each block's integer sum (the tiled Q4_0 and Q8_0 kernels'), in 32 bits.
@@ -275,6 +275,43 @@ enum Blocks {
     Mapped { map: Arc<Mmap>, range: Range<usize> },
     /// A copy, for blocks the file does not align (words, so the copy is aligned).
     Owned { words: Vec<u64>, len: usize },
+}
+
+/// One matrix's share of a product pass: how it reads its rows, the activation rows in the
+/// form it reads, its stretch per task, and what follows each stretch.
+struct Part<'a> {
+    matrix: &'a QMatrix,
+    tiles: Option<&'a tiles::Tiles>,
+    dot: Dot,
+    act_rows: Vec<&'a [u8]>,
+    per_task: usize,
+    then: &'a Epilogue<'a>,
+}
+
+impl Part<'_> {
+    /// Output rows `first..` of every activation row, each written where it ends up
+    /// (`outs[a][j]` is y[a, first + j]): no transposition after.
+    fn rows_into(&self, first: usize, outs: &mut [&mut [f32]]) {
+        if let Some(tiles) = self.tiles {
+            return tiles.rows_into(first, &self.act_rows, outs);
+        }
+        let mut out = vec![0f32; self.act_rows.len()];
+        for j in 0..outs[0].len() {
+            let w = self.matrix.row(first + j);
+            match self.dot {
+                Dot::Rows(kind) => legacy::dot_rows(kind, w, &self.act_rows, &mut out),
+                Dot::KRows(kind) => k_rows::dot_rows(kind, w, &self.act_rows, &mut out),
+                Dot::One(dot) => {
+                    for (o, x) in out.iter_mut().zip(&self.act_rows) {
+                        *o = dot(w, x);
+                    }
+                }
+            }
+            for (o, &v) in outs.iter_mut().zip(&out) {
+                o[j] = v;
+            }
+        }
+    }
 }
 
 /// A `[rows, cols]` weight (the `[out, in]` of a linear layer, or an embedding table) kept as
@@ -478,97 +515,121 @@ impl QMatrix {
     /// task that computed it finishes (`ys[a]` is y[a, first..], one slice per activation
     /// row), in the same parallel pass.
     pub fn matmul_t_then(&self, x: &[f32], m: usize, then: &Epilogue<'_>) -> Vec<f32> {
-        let product = |dot| self.product(x, m, dot, then);
-        match self.qtype {
-            QType::Q4_0 => product(Dot::Rows(legacy::Kind::Q4_0)),
-            QType::Q4_1 => product(Dot::Rows(legacy::Kind::Q4_1)),
-            QType::Q8_0 => product(Dot::Rows(legacy::Kind::Q8_0)),
-            QType::Q5_0 => product(Dot::One(pairs_dot::<BlockQ5_0>)),
-            QType::Q5_1 => product(Dot::One(pairs_dot::<BlockQ5_1>)),
-            QType::Q2K => product(Dot::One(candle_dot::<BlockQ2K>)),
-            QType::Q3K => product(Dot::One(candle_dot::<BlockQ3K>)),
-            QType::Q4K => product(Dot::KRows(k_rows::Kind::Q4K)),
-            QType::Q5K => product(Dot::One(candle_dot::<BlockQ5K>)),
-            QType::Q6K => product(Dot::KRows(k_rows::Kind::Q6K)),
+        Self::matmul_t_group(x, m, &[(self, then)])
+            .pop()
+            .expect("one product")
+    }
+
+    /// [`QMatrix::matmul_t_then`] of several matrices of one width on the same `x [m, cols]`
+    /// (a layer's query, key and value, or its gate and up) in one parallel pass. The rows are
+    /// quantized once for every matrix that reads them in the same form, and the matrices'
+    /// stretches are tasks of one pass, so a matrix too small to split runs beside the others
+    /// rather than alone while the other thread waits. Each output is bit for bit what its own
+    /// product gives: a row's sums depend neither on its task nor on its neighbours.
+    pub fn matmul_t_group(
+        x: &[f32],
+        m: usize,
+        products: &[(&QMatrix, &Epilogue<'_>)],
+    ) -> Vec<Vec<f32>> {
+        let mut forms: Vec<(Act, ActRows)> = Vec::new();
+        for (q, _) in products {
+            assert_eq!(x.len(), m * q.cols, "x is [m, cols]");
+            let act = q.act();
+            if !forms.iter().any(|(a, _)| *a == act) {
+                forms.push((act, q.quantize_rows(x, m, act)));
+            }
+        }
+        let parts: Vec<Part> = products
+            .iter()
+            .map(|&(matrix, then)| {
+                let act = matrix.act();
+                let (_, acts) = forms.iter().find(|(a, _)| *a == act).expect("quantized");
+                Part {
+                    matrix,
+                    tiles: matrix.tiles(),
+                    dot: matrix.dot(),
+                    act_rows: (0..m).map(|r| acts.row(r)).collect(),
+                    per_task: matrix.rows_per_task(m),
+                    then,
+                }
+            })
+            .collect();
+        let mut ys: Vec<Vec<f32>> = parts
+            .iter()
+            .map(|p| vec![0f32; m * p.matrix.rows])
+            .collect();
+        // (part, its first output row, that stretch of every activation row's outputs).
+        type Task<'y> = (usize, usize, Vec<&'y mut [f32]>);
+        let mut tasks: Vec<Task> = Vec::new();
+        for (p, (y, part)) in ys.iter_mut().zip(&parts).enumerate() {
+            if y.is_empty() {
+                continue;
+            }
+            let first_task = tasks.len();
+            for row in y.chunks_mut(part.matrix.rows) {
+                for (t, stretch) in row.chunks_mut(part.per_task).enumerate() {
+                    if first_task + t == tasks.len() {
+                        tasks.push((p, t * part.per_task, Vec::with_capacity(m)));
+                    }
+                    tasks[first_task + t].2.push(stretch);
+                }
+            }
+        }
+        let run = |(p, first, outs): &mut Task| {
+            let part = &parts[*p];
+            part.rows_into(*first, outs);
+            (part.then)(*first, outs);
+        };
+        match tasks.as_mut_slice() {
+            [] => {}
+            [one] => run(one),
+            all => all.par_iter_mut().for_each(run),
+        }
+        drop(tasks);
+        ys
+    }
+
+    /// The form this matrix's products read their activation rows in.
+    fn act(&self) -> Act {
+        match self.tiles() {
+            Some(_) => self.qtype.tile_activations(),
+            None => self.qtype.activations(),
         }
     }
 
-    /// Quantize the m activation rows once, then every output row's dot with each of them:
-    /// a weight row is read once for all m.
-    fn product(&self, x: &[f32], m: usize, dot: Dot, then: &Epilogue<'_>) -> Vec<f32> {
-        assert_eq!(x.len(), m * self.cols, "x is [m, cols]");
-        let mut y = vec![0f32; m * self.rows];
-        if y.is_empty() {
-            return y;
+    /// The kernel for a row at a time, where the type has no tiles.
+    fn dot(&self) -> Dot {
+        match self.qtype {
+            QType::Q4_0 => Dot::Rows(legacy::Kind::Q4_0),
+            QType::Q4_1 => Dot::Rows(legacy::Kind::Q4_1),
+            QType::Q8_0 => Dot::Rows(legacy::Kind::Q8_0),
+            QType::Q5_0 => Dot::One(pairs_dot::<BlockQ5_0>),
+            QType::Q5_1 => Dot::One(pairs_dot::<BlockQ5_1>),
+            QType::Q2K => Dot::One(candle_dot::<BlockQ2K>),
+            QType::Q3K => Dot::One(candle_dot::<BlockQ3K>),
+            QType::Q4K => Dot::KRows(k_rows::Kind::Q4K),
+            QType::Q5K => Dot::One(candle_dot::<BlockQ5K>),
+            QType::Q6K => Dot::KRows(k_rows::Kind::Q6K),
         }
-        let tiles = self.tiles();
-        let act = match tiles {
-            Some(_) => self.qtype.tile_activations(),
-            None => self.qtype.activations(),
-        };
-        let acts = self.quantize_rows(x, m, act);
-        let act_rows: Vec<&[u8]> = (0..m).map(|r| acts.row(r)).collect();
-        // Output rows first.. of every activation row, each written where it ends up
-        // (`outs[a][j]` is y[a, first + j]): no transposition after.
-        let rows_of = |first: usize, outs: &mut [&mut [f32]]| {
-            if let Some(tiles) = tiles {
-                return tiles.rows_into(first, &act_rows, outs);
-            }
-            let mut out = vec![0f32; m];
-            for j in 0..outs[0].len() {
-                let w = self.row(first + j);
-                match dot {
-                    Dot::Rows(kind) => legacy::dot_rows(kind, w, &act_rows, &mut out),
-                    Dot::KRows(kind) => k_rows::dot_rows(kind, w, &act_rows, &mut out),
-                    Dot::One(dot) => {
-                        for (o, x) in out.iter_mut().zip(&act_rows) {
-                            *o = dot(w, x);
-                        }
-                    }
-                }
-                for (o, &v) in outs.iter_mut().zip(&out) {
-                    o[j] = v;
-                }
-            }
-        };
-        // One long stretch of rows per task keeps each core's prefetcher on one stream; a
-        // few tasks per thread still balance the load.
-        let serial_below = if tiles.is_some() {
+    }
+
+    /// Output rows per task of a product with m activation rows: all of them below the size
+    /// worth splitting, else one long stretch per task, which keeps each core's prefetcher on
+    /// one stream, with a few tasks per thread to balance the load.
+    fn rows_per_task(&self, m: usize) -> usize {
+        let serial_below = if self.tiles().is_some() {
             SERIAL_BELOW_TILED
         } else {
             SERIAL_BELOW
         };
-        let per_task = if m * self.rows * self.cols < serial_below {
+        if m * self.rows * self.cols < serial_below {
             self.rows
         } else {
             self.rows
                 .div_ceil(4 * rayon::current_num_threads())
                 .max(MIN_ROWS_PER_TASK)
                 .next_multiple_of(tiles::TASK_ROWS)
-        };
-        // Task t's stretch of every activation row's outputs.
-        let mut tasks: Vec<Vec<&mut [f32]>> = Vec::new();
-        for row in y.chunks_mut(self.rows) {
-            for (t, part) in row.chunks_mut(per_task).enumerate() {
-                if t == tasks.len() {
-                    tasks.push(Vec::with_capacity(m));
-                }
-                tasks[t].push(part);
-            }
         }
-        let task = |t: usize, outs: &mut Vec<&mut [f32]>| {
-            rows_of(t * per_task, outs);
-            then(t * per_task, outs);
-        };
-        if tasks.len() == 1 {
-            task(0, &mut tasks[0]);
-        } else {
-            tasks
-                .par_iter_mut()
-                .enumerate()
-                .for_each(|(t, outs)| task(t, outs));
-        }
-        y
     }
 
     /// The m rows of `x` quantized for this type's dot product.
@@ -651,7 +712,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const TYPES: [QType; 10] = [
@@ -753,6 +814,49 @@ mod tests {
                     want.to_bits(),
                     "{t:?} {rows} × {m}: output {i}"
                 );
+            }
+        }
+    }
+
+    /// Several matrices on one input in one pass give each its own product and epilogue, bit
+    /// for bit: types that read the rows in different forms (so the rows are quantized once
+    /// per form), tiled and not, small ones that run as one task beside split ones, and an
+    /// empty one.
+    #[test]
+    fn a_group_of_products_gives_each_its_own() {
+        let cols = 512;
+        let group = [
+            (QType::Q4_1, 576),
+            (QType::Q4_1, 64),
+            (QType::Q8_0, 192),
+            (QType::Q4K, 72),
+            (QType::Q5_0, 70),
+            (QType::Q4_1, 0),
+        ]
+        .map(|(t, rows)| matrix(t, rows, cols));
+        let step = |p: usize| {
+            move |first: usize, ys: &mut [&mut [f32]]| {
+                for (a, y) in ys.iter_mut().enumerate() {
+                    for (j, y) in y.iter_mut().enumerate() {
+                        *y = 0.5f32.mul_add(*y, (p * 1000 + a * 100 + first + j) as f32);
+                    }
+                }
+            }
+        };
+        let epilogues: Vec<_> = (0..group.len()).map(step).collect();
+        for m in [1, 4, 16] {
+            let x = values(m * cols, 9);
+            let products: Vec<(&QMatrix, &Epilogue)> = group
+                .iter()
+                .zip(&epilogues)
+                .map(|(q, e)| (q, e as &Epilogue))
+                .collect();
+            let got = QMatrix::matmul_t_group(&x, m, &products);
+            for (p, (q, y)) in group.iter().zip(&got).enumerate() {
+                let alone = q.matmul_t_then(&x, m, &epilogues[p]);
+                assert_eq!(y.len(), m * q.rows(), "{:?} × {m}", q.qtype());
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(y), bits(&alone), "{:?} {} × {m}", q.qtype(), q.rows());
             }
         }
     }
