@@ -498,3 +498,30 @@ fn generate_with_no_token_budget_writes_empty_continuations() {
         }
     }
 }
+
+/// Two quantized endpoints pushed far past B overflow: each command that reads logits says so
+/// in one line naming α, where a product of 8-bit activations used to read the NaNs as zeros
+/// and report a uniform distribution as a score.
+#[test]
+fn an_alpha_that_overflows_is_refused_by_name() {
+    let q = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/quantized");
+    let (a, b) = (format!("{q}/base-q4_1.gguf"), format!("{q}/b-q4_1.gguf"));
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "The movie was great and the food was fine.\n").unwrap();
+    let text = text.display().to_string();
+    for command in [
+        &["perplexity", "--file", &text][..],
+        &["score", "--text", &text],
+        &["generate", "--prompt", "x", "--max-tokens", "3"],
+    ] {
+        let out = lerpscope(&[command, &["--a", &a, "--b", &b, "--alphas", "0,1000"]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{command:?}: {err}");
+        assert!(
+            err.contains("α = 1000") && err.contains("non-finite"),
+            "{command:?}: {err}"
+        );
+    }
+}

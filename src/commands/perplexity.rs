@@ -17,7 +17,10 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     }
     for alpha in alphas {
         engine.set_alpha(alpha)?;
-        let (nll, n) = engine.generator().nll(&ids)?;
+        let (nll, n) = engine
+            .generator()
+            .nll(&ids)
+            .with_context(|| format!("at α = {alpha}"))?;
         let ppl = perplexity(nll, n);
         if args.json {
             say!(

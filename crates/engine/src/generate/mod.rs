@@ -209,7 +209,7 @@ impl Generator<'_> {
             total -= lp.gather(&y, 1)?.sum_all()?.to_scalar::<f32>()? as f64;
             count += w.len() - 1;
         }
-        Ok((total, count))
+        finite_nll(total, count)
     }
 
     /// What the model thinks of every token of `ids` after the first, given those before it
@@ -236,6 +236,9 @@ impl Generator<'_> {
             .to_dtype(candle_core::DType::F32)?;
         let mut host = Vec::new();
         copy_to_host(&logits.contiguous()?, &mut host)?;
+        if !host.iter().all(|l| l.is_finite()) {
+            bail!(Invalid, "{NON_FINITE_LOGITS}");
+        }
         let vocab = host.len() / (ids.len() - 1);
         Ok(host
             .chunks(vocab)
@@ -266,7 +269,7 @@ impl Generator<'_> {
         let lp = candle_nn::ops::log_softmax(&logits.narrow(0, all.len() - 1 - n, n)?, D::Minus1)?;
         let y = Tensor::new(&all[all.len() - n..], device)?.unsqueeze(1)?;
         let total = -(lp.gather(&y, 1)?.sum_all()?.to_scalar::<f32>()? as f64);
-        Ok((total, n))
+        finite_nll(total, n)
     }
 
     pub fn run(
@@ -588,6 +591,15 @@ impl Generator<'_> {
             })
             .collect()
     }
+}
+
+/// A text's negative log-likelihood, refused where the logits were not finite (a NaN would
+/// otherwise pass for a score, and a model that overflows has none to give).
+fn finite_nll(total: f64, count: usize) -> Result<(f64, usize)> {
+    if !total.is_finite() {
+        bail!(Invalid, "{NON_FINITE_LOGITS}");
+    }
+    Ok((total, count))
 }
 
 const NON_FINITE_LOGITS: &str =

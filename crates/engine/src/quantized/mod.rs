@@ -277,6 +277,14 @@ enum Blocks {
     Owned { words: Vec<u64>, len: usize },
 }
 
+/// Whether every value is finite: exponent bits tested without an early exit, which the
+/// compiler turns into a few SIMD instructions per register of values.
+fn all_finite(x: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    !x.iter()
+        .fold(false, |any, v| any | (v.to_bits() & EXPONENT == EXPONENT))
+}
+
 /// One matrix's share of a product pass: how it reads its rows, the activation rows in the
 /// form it reads, its stretch per task, and what follows each stretch.
 struct Part<'a> {
@@ -531,6 +539,7 @@ impl QMatrix {
         m: usize,
         products: &[(&QMatrix, &Epilogue<'_>)],
     ) -> Vec<Vec<f32>> {
+        let cols = products.first().map_or(0, |(q, _)| q.cols);
         let mut forms: Vec<(Act, ActRows)> = Vec::new();
         for (q, _) in products {
             assert_eq!(x.len(), m * q.cols, "x is [m, cols]");
@@ -586,6 +595,17 @@ impl QMatrix {
             all => all.par_iter_mut().for_each(run),
         }
         drop(tasks);
+        // Quantizing to 8 bits reads a NaN as 0 and scales around an infinity, so a row
+        // that is not all finite would come out as finite nonsense (all-zero logits: a
+        // uniform distribution). A float product would give NaN there; so does this one.
+        for (a, x) in x.chunks(cols.max(1)).enumerate() {
+            if !all_finite(x) {
+                for (y, part) in ys.iter_mut().zip(&parts) {
+                    let rows = part.matrix.rows;
+                    y[a * rows..(a + 1) * rows].fill(f32::NAN);
+                }
+            }
+        }
         ys
     }
 
@@ -857,6 +877,25 @@ pub(crate) mod tests {
                 assert_eq!(y.len(), m * q.rows(), "{:?} × {m}", q.qtype());
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(y), bits(&alone), "{:?} {} × {m}", q.qtype(), q.rows());
+            }
+        }
+    }
+
+    /// A row with a NaN or an infinity gives NaN outputs, as a float product would, and the
+    /// other rows of its batch keep their values.
+    #[test]
+    fn a_row_that_is_not_finite_gives_nan() {
+        let cols = 512;
+        for t in [QType::Q4_1, QType::Q8_0, QType::Q4K, QType::Q5_0] {
+            let q = matrix(t, 72, cols);
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut x = values(3 * cols, 4);
+                let clean = q.matmul_t(&x, 3);
+                x[cols + 17] = bad;
+                let y = q.matmul_t(&x, 3);
+                assert!(y[72..144].iter().all(|v| v.is_nan()), "{t:?} {bad}");
+                assert_eq!(y[..72], clean[..72]);
+                assert_eq!(y[144..], clean[144..]);
             }
         }
     }
