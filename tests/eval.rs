@@ -476,3 +476,69 @@ fn a_sweep_keeps_the_mode_it_started_in() {
     assert!(err.contains("reblend mode"), "{err}");
     run(ColumnsMode::Auto, &mut e).unwrap();
 }
+
+/// A judge with a tokenizer of its own reads each sample in its own tokens (the prompt as
+/// text, then the sample's text), where the pair's ids used to index past its vocabulary; a
+/// GGUF file or an adapter as judge is refused in one line before the sweep writes anything.
+#[test]
+fn a_judge_with_its_own_tokenizer_scores_the_text_in_its_tokens() {
+    use lerpscope::engine::{perplexity, Standalone};
+    let (tmp, a, b, mut e) = tiny_pair(Arch::Llama);
+    let judge_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo/negative");
+    let judge = Standalone::load(judge_dir, candle_core::DType::F32, e.device()).unwrap();
+    assert_ne!(
+        judge.tokenizer().get_vocab_size(true),
+        e.tokenizer().get_vocab_size(true)
+    );
+    let out = tmp.path().join("judged");
+    let mut s = sweep(&a, &b, &out);
+    s.config.ppl_ref = PplRef::Model(judge_dir.into());
+    s.run(&mut e).unwrap();
+    let mut scored = 0;
+    for line in std::fs::read_to_string(out.join("samples.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = r["text"].as_str().unwrap();
+        let prompt = &s.config.prompts[r["prompt_index"].as_u64().unwrap() as usize];
+        let g = judge.generator();
+        let prompt_text = e
+            .tokenizer()
+            .decode(&e.generator().encode(prompt).unwrap(), false)
+            .unwrap();
+        let (nll, n) = g
+            .continuation_nll(
+                &g.encode_text(&prompt_text).unwrap(),
+                &g.encode_continuation(text).unwrap(),
+            )
+            .unwrap();
+        match r["perplexity"].as_f64() {
+            Some(p) => {
+                let want = perplexity(nll, n);
+                assert!((p - want).abs() <= 1e-6 * want, "{text:?}: {p} vs {want}");
+                scored += 1;
+            }
+            None => assert_eq!(n, 0, "{text:?}"),
+        }
+    }
+    assert!(scored > 0);
+    for judge in [
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/quantized/base-q4_1.gguf"
+        ),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/assets/smollm2-sentiment/positive"
+        ),
+    ] {
+        let out = tmp.path().join("refused");
+        let mut s = sweep(&a, &b, &out);
+        s.config.ppl_ref = PplRef::Model(judge.into());
+        let err = format!("{:#}", s.run(&mut e).unwrap_err());
+        assert!(err.contains(judge) && err.contains("judge"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out.exists(), "{judge}");
+    }
+}

@@ -61,6 +61,8 @@ impl Point {
 pub struct Fluency {
     pub judge: PplRef,
     reference: Option<Standalone>,
+    /// The judge model reads its own tokens: a sample's text is tokenized again for it.
+    retokenize: bool,
 }
 
 impl Fluency {
@@ -73,7 +75,14 @@ impl Fluency {
             )?),
             _ => None,
         };
-        Ok(Self { judge, reference })
+        let retokenize = reference
+            .as_ref()
+            .is_some_and(|r| r.tokenizer().get_vocab(true) != engine.tokenizer().get_vocab(true));
+        Ok(Self {
+            judge,
+            reference,
+            retokenize,
+        })
     }
 
     /// Whether generation must record each token's log-probability (the blend judges).
@@ -98,6 +107,19 @@ impl Fluency {
                 -g.tokens.iter().map(|t| t.logprob as f64).sum::<f64>(),
                 g.tokens.len(),
             ),
+            (_, Some(r)) if self.retokenize => {
+                // The prompt as text (its template's tokens written out), then the sample's
+                // text, in the judge's own tokens: its NLL per token of its own.
+                let prompt = engine
+                    .tokenizer()
+                    .decode(prompt_ids, false)
+                    .map_err(|e| anyhow::anyhow!("cannot write the prompt as text: {e}"))?;
+                let judge = r.generator();
+                judge.continuation_nll(
+                    &judge.encode_text(&prompt)?,
+                    &judge.encode_continuation(&g.text)?,
+                )?
+            }
             (_, Some(r)) => r.generator().continuation_nll(prompt_ids, &g.token_ids)?,
             (_, None) => engine
                 .generator()

@@ -23,7 +23,8 @@ pub enum PplRef {
     B,
     /// The blend that wrote the text.
     Blend,
-    /// Another model directory or Hub id (same tokenizer).
+    /// Another model directory or Hub id; a sample is tokenized again where its tokenizer
+    /// differs.
     Model(String),
 }
 
@@ -176,6 +177,12 @@ pub struct Sweep {
 impl Sweep {
     pub fn run(&self, engine: &mut Engine) -> Result<Vec<AlphaSummary>> {
         let out = &self.out;
+        // The judges first: one that does not load leaves no sweep behind.
+        let fluency = super::points::Fluency::new(self.config.ppl_ref.clone(), engine)?;
+        let classifier = match &self.config.classifier {
+            Some((src, label)) => Some(super::classifier::Classifier::load(src, label)?),
+            None => None,
+        };
         std::fs::create_dir_all(out)
             .with_context(|| format!("--out {}: cannot create", out.display()))?;
         let cfg_path = out.join("sweep.json");
@@ -239,12 +246,7 @@ impl Sweep {
             .expect("template"),
         );
         bar.set_position(done.len() as u64);
-        let fluency = super::points::Fluency::new(c.ppl_ref.clone(), engine)?;
         let vader = Vader;
-        let classifier = match &c.classifier {
-            Some((src, label)) => Some(super::classifier::Classifier::load(src, label)?),
-            None => None,
-        };
         let missing = |cell: &Cell| {
             !done.contains(&(
                 grid.alpha(*cell).value().to_bits(),

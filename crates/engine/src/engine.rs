@@ -1768,6 +1768,21 @@ pub struct Standalone {
 
 impl Standalone {
     pub fn load(spec: &str, dtype: DType, device: &Device) -> Result<Self> {
+        let path = std::path::Path::new(spec);
+        if crate::formats::gguf::is_gguf(path) {
+            bail!(
+                Invalid,
+                "{spec}: a GGUF file cannot be a judge; give a Hugging Face model (a directory \
+                 with config.json and safetensors, or a Hub id)"
+            );
+        }
+        if source::is_adapter_dir(path) {
+            bail!(
+                Invalid,
+                "{spec}: an adapter cannot be a judge on its own; give a full Hugging Face model \
+                 (or judge with an endpoint: a or b)"
+            );
+        }
         let files = source::resolve(spec)?;
         let config = ModelConfig::load(&files.config)?;
         let tokenizer = crate::formats::tokenizer::load_tokenizer(&files.tokenizer)?;

@@ -62,7 +62,7 @@ pub fn resolve_endpoint(spec: &str) -> Result<Endpoint> {
     }
 }
 
-fn is_adapter_dir(dir: &Path) -> bool {
+pub(crate) fn is_adapter_dir(dir: &Path) -> bool {
     dir.join("adapter_config.json").is_file()
 }
 

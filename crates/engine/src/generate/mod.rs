@@ -179,6 +179,12 @@ impl Generator<'_> {
         self.tokenize(text, true)
     }
 
+    /// The ids of a text that follows another, without the tokens a tokenizer adds at the
+    /// start of a text (a BOS).
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenize(text, false)
+    }
+
     fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let enc = crate::guard::catch("cannot tokenise the prompt", || {
             self.tokenizer
