@@ -567,6 +567,9 @@ impl SamplingArgs {
             token_info: defaults.token_info,
         };
         params.sampling.validate()?;
+        if self.stop.iter().any(String::is_empty) {
+            anyhow::bail!("--stop \"\": an empty stop text would end every column at once");
+        }
         Ok(params)
     }
 }
@@ -1086,8 +1089,13 @@ pub fn alpha_grid(spec: &str) -> Result<Alphas, String> {
             .map(Alpha::value)
             .map_err(|e| e.to_string())
     };
-    let (start, stop, step) = (p(parts[0])?, p(parts[1])?, p(parts[2])?);
-    if step <= 0.0 || stop < start {
+    // The step is a width, not a point: finer than any α's precision is still a step.
+    let step = parts[2]
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| format!("{}: not a number", parts[2]))?;
+    let (start, stop) = (p(parts[0])?, p(parts[1])?);
+    if !(step.is_finite() && step > 0.0) || stop < start {
         return Err("expected START:STOP:STEP with STOP ≥ START and STEP > 0".into());
     }
     let n = ((stop - start) / step + 1e-9).floor() as usize;

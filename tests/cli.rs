@@ -525,3 +525,72 @@ fn an_alpha_that_overflows_is_refused_by_name() {
         );
     }
 }
+
+/// Settings that cannot do what they say are refused in one line naming the flag, before any
+/// work: a sweep with no samples or no tokens (it used to write NaN tables), an empty stop
+/// text (it cut every column at once), a grid step finer than α's precision (it blamed the
+/// order of START and STOP), and batched columns off the line (they were re-blended silently).
+#[test]
+fn settings_that_cannot_work_are_refused_by_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep").display().to_string();
+    let svg = tmp.path().join("x.svg").display().to_string();
+    let sweep = |extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            "--out",
+            &out,
+            "--num-prompts",
+            "1",
+            "--alphas",
+            "0,1",
+        ];
+        args.extend_from_slice(extra);
+        lerpscope(&args)
+    };
+    let cases: Vec<(std::process::Output, &str)> = vec![
+        (sweep(&["--samples", "0"]), "--samples 0"),
+        (sweep(&["--max-tokens", "0"]), "--max-tokens 0"),
+        (sweep(&["--stop", ""]), "--stop"),
+        (
+            lerpscope(&["generate", "--prompt", "x", "--stop", ""]),
+            "--stop",
+        ),
+        (
+            lerpscope(&["sweep", "--out", &out, "--alphas", "0:1:1e-7"]),
+            "too many",
+        ),
+        (
+            lerpscope(&[
+                "tui",
+                "--screenshot",
+                &svg,
+                "--columns",
+                "batched",
+                "--method",
+                "slerp",
+            ]),
+            "--columns batched",
+        ),
+        (
+            lerpscope(&[
+                "tui",
+                "--screenshot",
+                &svg,
+                "--columns",
+                "batched",
+                "--layer-alphas",
+                "mlp=0,1",
+            ]),
+            "--columns batched",
+        ),
+    ];
+    for (out, needle) in cases {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{needle}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{needle}: {err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(!tmp.path().join("sweep").exists());
+    assert!(!tmp.path().join("x.svg").exists());
+}

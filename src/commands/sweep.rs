@@ -33,6 +33,12 @@ pub(super) fn read_prompts(source: &str, num: Option<usize>) -> Result<Vec<Strin
 }
 
 pub fn run(args: SweepArgs) -> Result<()> {
+    if args.samples == 0 {
+        bail!("--samples 0: every α needs at least one sample");
+    }
+    if args.sampling.params(SWEEP)?.max_tokens == 0 {
+        bail!("--max-tokens 0: no text to score");
+    }
     let alphas = args.alphas.0.clone();
     let prompts = read_prompts(&args.prompts, args.num_prompts)?;
     let (a, b) = args.pair.endpoints();

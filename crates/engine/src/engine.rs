@@ -1342,8 +1342,25 @@ impl Engine {
         if mode == ColumnsMode::Reblend && self.kept_quantized() {
             bail!(Unsupported, "{}", REBLEND_ON_QUANTIZED);
         }
+        if mode == ColumnsMode::Batched && !self.on_line() {
+            bail!(
+                Unsupported,
+                "--columns batched: rows at several alphas in one batch follow the line only, \
+                 not {}; use --columns reblend",
+                self.off_line_path()
+            );
+        }
         self.columns_mode = mode;
         Ok(())
+    }
+
+    /// What takes the weights off the line, in the flag's words.
+    fn off_line_path(&self) -> String {
+        match (self.third.is_some(), path_note(self.method(), None)) {
+            (true, _) => "--c (a plane)".to_string(),
+            (false, Some(m)) => format!("--method {m}"),
+            (false, None) => "α per layer".to_string(),
+        }
     }
 
     /// Whether this pair on a GPU runs the fused kernels (the forward pass of model/fused.rs
@@ -1425,11 +1442,7 @@ impl Engine {
             bail!(
                 Unsupported,
                 "{}: rows at several alphas in one batch follow the line only; each α is re-blended instead (--alpha-mode reblend)",
-                match (self.third.is_some(), path_note(self.method(), None)) {
-                    (true, _) => "--c (a plane)".to_string(),
-                    (false, Some(m)) => format!("--method {m}"),
-                    (false, None) => "α per layer".to_string(),
-                }
+                self.off_line_path()
             );
         }
         let alphas = alphas_of(alphas)?;

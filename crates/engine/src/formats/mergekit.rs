@@ -238,6 +238,14 @@ impl Reader<'_> {
                 let (a, others) =
                     base_and_others(file, &merge_method, base.as_deref(), &inputs, 3)?;
                 let lambda = scalar(file, &shared, "lambda")?.unwrap_or(1.0);
+                if !(lambda.is_finite() && lambda.abs() <= crate::alpha::MAX_ABS_ALPHA) {
+                    bail!(
+                        Invalid,
+                        "{file}: parameters.lambda: {lambda} is not a finite number of at most {} \
+                         in size",
+                        crate::alpha::MAX_ABS_ALPHA
+                    );
+                }
                 let normalize = flag(file, &shared, "normalize")?.unwrap_or(false);
                 let weights = others
                     .iter()
@@ -683,6 +691,19 @@ dtype: bfloat16
             ta.layers.value("model.layers.3.mlp.up_proj.weight", 1.0),
             Some(0.5)
         );
+    }
+
+    /// lambda scales every weight: NaN, an infinity or an absurd size is refused by its own
+    /// name (a NaN used to reach the factors and be blamed on parameters.weight).
+    #[test]
+    fn an_absurd_lambda_is_refused_by_name() {
+        for lambda in [".nan", ".inf", "-.inf", "1e9"] {
+            let yaml = format!(
+                "models:\n  - model: y\n    parameters: {{weight: 1}}\nbase_model: x\nmerge_method: task_arithmetic\nparameters: {{lambda: {lambda}}}\n"
+            );
+            let e = MergeRecipe::parse(&yaml, "t.yaml").unwrap_err().to_string();
+            assert!(e.contains("t.yaml: parameters.lambda"), "{lambda}: {e}");
+        }
     }
 
     /// Four models: linear's C and D take their shares of all four weights, task_arithmetic's
