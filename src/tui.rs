@@ -84,7 +84,15 @@ fn screenshot(cfg: TuiConfig) -> Result<()> {
             }
             match rx.recv().await {
                 Some(e) => {
+                    let done = matches!(e, EngineEvent::Done { .. });
                     apply(&mut app, Msg::Engine(e), &mut columns);
+                    // An animation runs until a key: the shot takes its first step, then
+                    // stops it (a key while it runs does nothing else) and lets the step
+                    // it queued finish.
+                    if done && app.animating.is_some() {
+                        let stop = KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE);
+                        apply(&mut app, Msg::Key(stop), &mut columns);
+                    }
                 }
                 None => anyhow::bail!("the engine stopped before the columns finished"),
             }

@@ -446,6 +446,30 @@ fn a_screenshot_draws_the_finished_columns_into_an_svg() {
     // Both columns finished before the picture was taken.
     assert_eq!(text.matches('✓').count(), 2, "{text}");
 
+    // The animation runs until a key: the shot takes its first step, stops it, and goes on
+    // to the next key (it used to wait for the animation to settle, forever).
+    let out = lerpscope(&[
+        "tui",
+        "--alphas",
+        "0,1",
+        "--max-tokens",
+        "4",
+        "--screenshot",
+        svg.to_str().unwrap(),
+        "--press",
+        "vz",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.contains('█'),
+        "presenter mode after the animation: {text}"
+    );
+
     let bad = lerpscope(&["tui", "--screenshot", "x.svg", "--size", "90by24"]);
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && err.contains("--size"), "{err}");
