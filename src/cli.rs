@@ -584,7 +584,7 @@ pub struct GenerateArgs {
     pub alphas: Option<Alphas>,
     /// On a plane (--c, or the demo's --plane): one β per α, paired in order, so each
     /// continuation is at its own point (α_i, β_i) (instead of one --beta for all).
-    #[arg(long, allow_hyphen_values = true, value_parser = alpha_list, conflicts_with = "beta")]
+    #[arg(long, allow_hyphen_values = true, value_parser = beta_list, conflicts_with = "beta")]
     pub betas: Option<Alphas>,
     /// [default: "The food at this place"; smollm2 demo: "Tell me about your day."]
     #[arg(long)]
@@ -711,7 +711,7 @@ pub struct SweepArgs {
     /// With --c (or the demo's --plane): sweep the (α, β) grid, β over these values (--alphas'
     /// syntax), each β's sweep in OUT/beta<β>/, and the grid as OUT/grid.csv and heat maps in
     /// OUT/plots/.
-    #[arg(long, allow_hyphen_values = true, value_parser = alpha_grid,
+    #[arg(long, allow_hyphen_values = true, value_parser = beta_grid,
           conflicts_with = "beta")]
     pub betas: Option<Alphas>,
 }
@@ -1076,6 +1076,16 @@ pub fn alpha_list(list: &str) -> Result<Alphas, String> {
         return Err("give at least one α".into());
     }
     Ok(Alphas(v))
+}
+
+/// [`alpha_list`] for β, in β's words.
+pub fn beta_list(list: &str) -> Result<Alphas, String> {
+    alpha_list(list).map_err(|e| e.replace('α', "β"))
+}
+
+/// [`alpha_grid`] for β, in β's words.
+pub fn beta_grid(spec: &str) -> Result<Alphas, String> {
+    alpha_grid(spec).map_err(|e| e.replace('α', "β"))
 }
 
 /// `START:STOP:STEP` (inclusive) or a comma-separated list (a value parser).

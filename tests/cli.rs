@@ -386,6 +386,23 @@ fn generate_runs_on_the_demo_pair_with_no_pair_given() {
 
 #[test]
 fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
+    // Counts below what a run needs were quietly raised, and the report described another run.
+    for (args, needle) in [
+        (&["bench", "columns", "--k", "0"][..], "--k 0"),
+        (&["bench", "step", "--k", "0"], "--k 0"),
+        (
+            &["bench", "blend", "--iters", "0", "--params", "1000"],
+            "--iters 0",
+        ),
+        (&["bench", "generate", "--iters", "0"], "--iters 0"),
+        (&["bench", "inspect", "--points", "1"], "--points 1"),
+    ] {
+        let out = lerpscope(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
     let out = lerpscope(&["bench", "ui", "--keys", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -617,4 +634,13 @@ fn settings_that_cannot_work_are_refused_by_flag() {
     }
     assert!(!tmp.path().join("sweep").exists());
     assert!(!tmp.path().join("x.svg").exists());
+    // An empty prompt is refused before any column's header is printed.
+    let out = lerpscope(&["generate", "--prompt", ""]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--prompt"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -314,6 +314,20 @@ fn bad_recipes_name_the_file_and_key() {
         "{err}"
     );
 
+    // A model that is neither a path nor a Hub id, named with the recipe that names it.
+    let lost = dir.path().join("lost.yaml");
+    std::fs::write(
+        &lost,
+        "merge_method: linear\nmodels: [{model: ./no/such/model, parameters: {weight: 1}}, \
+         {model: ./other, parameters: {weight: 1}}]\n",
+    )
+    .unwrap();
+    let (ok, err) = lerpscope(&["generate", "--recipe", lost.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("lost.yaml") && err.contains("'./no/such/model'"),
+        "{err}"
+    );
+
     let missing = dir.path().join("absent.yaml");
     let (ok, err) = lerpscope(&["generate", "--recipe", missing.to_str().unwrap()]);
     assert!(

@@ -63,7 +63,7 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
     };
     let device = working.device().clone();
     let bytes = working.elem_count() * working.dtype().size_in_bytes();
-    let iters = args.iters.max(1);
+    let iters = at_least("--iters", args.iters, 1)?;
     let mut blend_t = Vec::with_capacity(iters);
     let mut copy_t = Vec::with_capacity(iters);
     let mut path = engine.as_mut().filter(|e| !e.on_line());
@@ -137,7 +137,7 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
 /// bytes (the pass reads each changed weight's source once and writes it once, as a copy does;
 /// the factors are small).
 fn merge(mut engine: Engine, args: BenchBlendArgs) -> Result<()> {
-    let iters = args.iters.max(1);
+    let iters = at_least("--iters", args.iters, 1)?;
     engine.set_alpha(0.25)?;
     let w = engine.weights().working().clone();
     let device = w.device().clone();
@@ -400,7 +400,7 @@ fn ms(d: Duration) -> f64 {
 /// sampled token), and the decode rate after it, at one column.
 pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
     let mut bench = GenBench::load(&args.model)?;
-    let iters = args.model.iters.max(1);
+    let iters = at_least("--iters", args.model.iters, 1)?;
     bench.engine.set_alpha(Alpha::new(0.5)?)?;
     bench.one()?; // warm-up: page faults, allocator pools
     let (mut blend, mut ttft, mut rate) = (Vec::new(), Vec::new(), Vec::new());
@@ -499,7 +499,7 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
 /// as one batch, against one column; runs alternate so all three see the same machine.
 pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
     let mut bench = GenBench::load(&args.model)?;
-    let k = args.k.max(1);
+    let k = at_least("--k", args.k, 1)?;
     let alphas: Vec<Alpha> = (0..k)
         .map(|i| {
             Alpha::saturating(if k == 1 {
@@ -509,7 +509,7 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
             })
         })
         .collect();
-    let iters = args.model.iters.max(1);
+    let iters = at_least("--iters", args.model.iters, 1)?;
     bench.engine.set_alpha(Alpha::new(0.5)?)?;
     bench.one()?;
     bench.batch(&alphas)?;
@@ -599,7 +599,7 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
 /// them) against one batched forward pass of N rows over the same prefix.
 pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
     let mut bench = GenBench::load(&args.model)?;
-    let iters = args.model.iters.max(1);
+    let iters = at_least("--iters", args.model.iters, 1)?;
     bench.engine.set_alpha(Alpha::new(0.5)?)?;
     let plain = bench.params;
     let recording = crate::engine::GenerationParams {
@@ -620,7 +620,7 @@ pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
     let (without, with) = (median_f64(&mut without), median_f64(&mut with));
     let cost = 1.0 - with / without;
 
-    let n = args.points.max(2);
+    let n = at_least("--points", args.points, 2)?;
     let alphas: Vec<Alpha> = (0..n)
         .map(|i| Alpha::saturating(-1.0 + 3.0 * i as f64 / (n - 1) as f64))
         .collect();
@@ -771,7 +771,7 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
     use crate::engine::device_sampling::{OnDevice, Pick};
     use crate::engine::Sampler;
     let mut bench = GenBench::load(&args.model)?;
-    let k = args.k.max(1);
+    let k = at_least("--k", args.k, 1)?;
     let steps = args.model.tokens.max(1);
     let alphas: Vec<Alpha> = (0..k)
         .map(|i| {
@@ -902,4 +902,13 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A count flag below what it needs is refused by name, not quietly raised (a report would
+/// then describe a run other than the one asked for).
+fn at_least(flag: &str, n: usize, least: usize) -> Result<usize> {
+    if n < least {
+        anyhow::bail!("{flag} {n}: needs at least {least}");
+    }
+    Ok(n)
 }

@@ -33,6 +33,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let (a, b) = args.pair.endpoints();
     let mut engine = Engine::load(&a, &b, &opts)?;
     engine.set_stop_texts(args.sampling.stop.clone());
+    if engine.encode(&prompt)?.is_empty() {
+        bail!("--prompt: empty after tokenisation; give some text to continue");
+    }
+    // Through a chat template the model writes a reply, not a continuation: on a line of
+    // its own under the prompt.
+    let reply = engine.info.chat_template && !crate::engine::tokens::is_formatted(&prompt);
     let never = AtomicBool::new(false);
     let stdout = std::io::stdout();
     for (i, alpha) in alphas.into_iter().enumerate() {
@@ -83,14 +89,21 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 _ => writeln!(out, "── α = {alpha} ──")?,
             }
             write!(out, "{}", prompt)?;
+            if reply {
+                writeln!(out)?;
+            }
             out.flush()?;
             let g = engine.generate(&prompt, &params, &never, &mut |piece| {
                 let _ = write!(out, "{}", crate::engine::tokens::plain(piece));
                 let _ = out.flush();
             })?;
+            let why = match g.stop {
+                crate::engine::StopReason::Context => ", stopped at the model's context",
+                _ => "",
+            };
             writeln!(
                 out,
-                "\n[{} tokens, {:.1} tok/s, blend {:.1} ms]\n",
+                "\n[{} tokens, {:.1} tok/s, blend {:.1} ms{why}]\n",
                 g.token_ids.len(),
                 g.tokens_per_s(),
                 blend.as_secs_f64() * 1e3

@@ -46,7 +46,25 @@ impl MergeRecipe {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("--recipe {}: cannot read", path.display()))?;
-        Self::parse(&text, &path.display().to_string())
+        let recipe = Self::parse(&text, &path.display().to_string())?;
+        // A model that is neither here nor a Hub id is named with the recipe that names it.
+        let models = [&recipe.a, &recipe.b]
+            .into_iter()
+            .chain(recipe.c.iter().chain(&recipe.d).map(|(m, _)| m));
+        for m in models {
+            if m != crate::formats::source::BASE
+                && !Path::new(m).exists()
+                && crate::formats::source::HubId::parse(m).is_none()
+            {
+                bail!(
+                    Invalid,
+                    "{}: model '{m}' is neither an existing path nor a Hub id of the form \
+                     org/name[@revision]",
+                    path.display()
+                );
+            }
+        }
+        Ok(recipe)
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Self> {

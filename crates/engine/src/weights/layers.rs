@@ -113,6 +113,23 @@ impl LayerAlphas {
                 Ok(Rule { filter, values })
             })
             .collect::<Result<Vec<Rule>>>()?;
+        // Filters match by substring, first match winning: a rule whose filter holds an
+        // earlier one's matches nothing that one has not taken.
+        for (i, r) in rules.iter().enumerate() {
+            let Some(f) = r.filter.as_deref() else {
+                continue;
+            };
+            if let Some(e) = rules[..i]
+                .iter()
+                .filter_map(|e| e.filter.as_deref())
+                .find(|e| !e.is_empty() && f.contains(e))
+            {
+                bail!(
+                    Invalid,
+                    "{WHAT}: rule {f:?} would never apply: every tensor it matches matches {e:?} first"
+                );
+            }
+        }
         Self::new(rules, WHAT)
     }
 
@@ -424,6 +441,8 @@ mod tests {
             ("=1,2", "empty filter"),
             ("mlp=1e9", "at most"),
             ("mlp=nan", "finite"),
+            ("mlp=1;mlp=0", "\"mlp\" would never apply"),
+            ("mlp=1;mlp.up_proj=0", "\"mlp.up_proj\" would never apply"),
         ] {
             let e = LayerAlphas::parse(spec).unwrap_err().to_string();
             assert!(
