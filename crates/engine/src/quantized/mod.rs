@@ -540,6 +540,27 @@ impl QMatrix {
         products: &[(&QMatrix, &Epilogue<'_>)],
     ) -> Vec<Vec<f32>> {
         let cols = products.first().map_or(0, |(q, _)| q.cols);
+        // Quantizing to 8 bits reads a NaN as 0 and scales around an infinity, so a row that
+        // is not all finite would come out as finite nonsense (all-zero logits: a uniform
+        // distribution) after integer sums no kernel is made for. Such a row goes through the
+        // kernels as zeros, and its outputs are NaN at the end, as a float product's.
+        let bad: Vec<usize> = x
+            .chunks(cols.max(1))
+            .enumerate()
+            .filter(|(_, row)| !all_finite(row))
+            .map(|(a, _)| a)
+            .collect();
+        let zeroed;
+        let x = if bad.is_empty() {
+            x
+        } else {
+            let mut clean = x.to_vec();
+            for &a in &bad {
+                clean[a * cols..(a + 1) * cols].fill(0.0);
+            }
+            zeroed = clean;
+            &zeroed
+        };
         let mut forms: Vec<(Act, ActRows)> = Vec::new();
         for (q, _) in products {
             assert_eq!(x.len(), m * q.cols, "x is [m, cols]");
@@ -595,15 +616,10 @@ impl QMatrix {
             all => all.par_iter_mut().for_each(run),
         }
         drop(tasks);
-        // Quantizing to 8 bits reads a NaN as 0 and scales around an infinity, so a row
-        // that is not all finite would come out as finite nonsense (all-zero logits: a
-        // uniform distribution). A float product would give NaN there; so does this one.
-        for (a, x) in x.chunks(cols.max(1)).enumerate() {
-            if !all_finite(x) {
-                for (y, part) in ys.iter_mut().zip(&parts) {
-                    let rows = part.matrix.rows;
-                    y[a * rows..(a + 1) * rows].fill(f32::NAN);
-                }
+        for &a in &bad {
+            for (y, part) in ys.iter_mut().zip(&parts) {
+                let rows = part.matrix.rows;
+                y[a * rows..(a + 1) * rows].fill(f32::NAN);
             }
         }
         ys
