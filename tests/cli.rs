@@ -13,6 +13,17 @@ fn lerpscope(args: &[&str]) -> std::process::Output {
         .expect("run lerpscope")
 }
 
+/// `out` failed with one line on stderr that holds every needle.
+fn refused_in_one_line(out: &std::process::Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{needles:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{needles:?}: {err}");
+    assert!(
+        needles.iter().all(|n| err.contains(n)),
+        "{needles:?}: {err}"
+    );
+}
+
 fn greedy_alone(path: &str, prompt: &str, n: usize) -> String {
     // The same pair loaded with A = B = path: α is irrelevant, so this is the model alone.
     let opts = LoadOptions {
@@ -397,11 +408,7 @@ fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
         (&["bench", "generate", "--iters", "0"], "--iters 0"),
         (&["bench", "inspect", "--points", "1"], "--points 1"),
     ] {
-        let out = lerpscope(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: {err}");
+        refused_in_one_line(&lerpscope(args), &[needle]);
     }
     let out = lerpscope(&["bench", "ui", "--keys", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -557,13 +564,7 @@ fn an_alpha_that_overflows_is_refused_by_name() {
         &["generate", "--prompt", "x", "--max-tokens", "3"],
     ] {
         let out = lerpscope(&[command, &["--a", &a, "--b", &b, "--alphas", "0,1000"]].concat());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{command:?}");
-        assert_eq!(err.trim().lines().count(), 1, "{command:?}: {err}");
-        assert!(
-            err.contains("α = 1000") && err.contains("non-finite"),
-            "{command:?}: {err}"
-        );
+        refused_in_one_line(&out, &["α = 1000", "non-finite"]);
     }
 }
 
@@ -627,10 +628,7 @@ fn settings_that_cannot_work_are_refused_by_flag() {
         ),
     ];
     for (out, needle) in cases {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{needle}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{needle}: {err}");
-        assert!(err.contains(needle), "{needle}: {err}");
+        refused_in_one_line(&out, &[needle]);
     }
     assert!(!tmp.path().join("sweep").exists());
     assert!(!tmp.path().join("x.svg").exists());

@@ -89,21 +89,20 @@ impl QuantizedWeight {
                 .collect();
             // The low-rank terms join each task's stretch of the product while it is in
             // cache, in the same parallel pass.
-            let epilogues: Vec<Box<Epilogue>> = terms
+            let epilogues: Vec<_> = terms
                 .iter()
-                .map(|t| -> Box<Epilogue> {
-                    match t {
-                        Some((lr, u)) => Box::new(move |first, ys: &mut [&mut [f32]]| {
+                .map(|t| {
+                    move |first, ys: &mut [&mut [f32]]| {
+                        if let Some((lr, u)) = t {
                             lr.add_host_stretch(u, first, ys)
-                        }),
-                        None => Box::new(|_, _: &mut [&mut [f32]]| {}),
+                        }
                     }
                 })
                 .collect();
             let products: Vec<(&QMatrix, &Epilogue)> = weights
                 .iter()
                 .zip(&epilogues)
-                .map(|((w, _), then)| (&w.matrix, then.as_ref()))
+                .map(|((w, _), then)| (&w.matrix, then as &Epilogue))
                 .collect();
             let ys = QMatrix::matmul_t_group(xs, m, &products);
             ys.into_iter()
