@@ -1080,12 +1080,17 @@ pub fn alpha_list(list: &str) -> Result<Alphas, String> {
 
 /// [`alpha_list`] for β, in β's words.
 pub fn beta_list(list: &str) -> Result<Alphas, String> {
-    alpha_list(list).map_err(|e| e.replace('α', "β"))
+    alpha_list(list).map_err(|e| in_betas_words(&e))
 }
 
 /// [`alpha_grid`] for β, in β's words.
 pub fn beta_grid(spec: &str) -> Result<Alphas, String> {
-    alpha_grid(spec).map_err(|e| e.replace('α', "β"))
+    alpha_grid(spec).map_err(|e| in_betas_words(&e))
+}
+
+/// An α error said of β, which moves toward C rather than B.
+fn in_betas_words(e: &str) -> String {
+    e.replace("1 is B", "1 is C").replace('α', "β")
 }
 
 /// `START:STOP:STEP` (inclusive) or a comma-separated list (a value parser).
@@ -1099,7 +1104,8 @@ pub fn alpha_grid(spec: &str) -> Result<Alphas, String> {
             .map(Alpha::value)
             .map_err(|e| e.to_string())
     };
-    // The step is a width, not a point: finer than any α's precision is still a step.
+    // The step is a width, not a point, so it is read as a plain number; finer than α's
+    // grid it would give the same α several times over.
     let step = parts[2]
         .trim()
         .parse::<f64>()
@@ -1107,6 +1113,13 @@ pub fn alpha_grid(spec: &str) -> Result<Alphas, String> {
     let (start, stop) = (p(parts[0])?, p(parts[1])?);
     if !(step.is_finite() && step > 0.0) || stop < start {
         return Err("expected START:STOP:STEP with STOP ≥ START and STEP > 0".into());
+    }
+    if step < Alpha::PRECISION {
+        return Err(format!(
+            "STEP {} is finer than α's precision, {}",
+            parts[2].trim(),
+            Alpha::PRECISION
+        ));
     }
     let n = ((stop - start) / step + 1e-9).floor() as usize;
     if n > 1000 {

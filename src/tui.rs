@@ -84,12 +84,13 @@ fn screenshot(cfg: TuiConfig) -> Result<()> {
             }
             match rx.recv().await {
                 Some(e) => {
-                    let done = matches!(e, EngineEvent::Done { .. });
+                    let alpha = |app: &App| app.columns.get(app.focused).map(|c| c.alpha);
+                    let before = alpha(&app);
                     apply(&mut app, Msg::Engine(e), &mut columns);
-                    // An animation runs until a key: the shot takes its first step, then
-                    // stops it (a key while it runs does nothing else) and lets the step
-                    // it queued finish.
-                    if done && app.animating.is_some() {
+                    // An animation runs until a key: the shot takes its first step (the
+                    // focused column's α moves), then stops it (a key while it runs does
+                    // nothing else) and lets the step it queued finish.
+                    if app.animating.is_some() && alpha(&app) != before {
                         let stop = KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE);
                         apply(&mut app, Msg::Key(stop), &mut columns);
                     }

@@ -704,6 +704,13 @@ fn generate_takes_one_beta_per_alpha() {
         !o.status.success() && err.contains("--betas: 1 values for 2 alphas"),
         "{err}"
     );
+    // β's errors speak of β, which moves toward C.
+    let o = run(&["--alphas", "0", "--betas", "5000"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("β = 5000") && err.contains("1 is C"),
+        "{err}"
+    );
 }
 
 /// slerp over adapters is slerp over the two models they make, W0 + ΔA and W0 + ΔB, each

@@ -398,17 +398,18 @@ fn generate_runs_on_the_demo_pair_with_no_pair_given() {
 #[test]
 fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
     // Counts below what a run needs were quietly raised, and the report described another run.
+    // They are refused before any work: a pair that does not exist is never looked for.
+    let missing = ["--a", "/nonexistent/a", "--b", "/nonexistent/b"];
     for (args, needle) in [
         (&["bench", "columns", "--k", "0"][..], "--k 0"),
+        (&["bench", "columns", "--iters", "0"], "--iters 0"),
         (&["bench", "step", "--k", "0"], "--k 0"),
-        (
-            &["bench", "blend", "--iters", "0", "--params", "1000"],
-            "--iters 0",
-        ),
+        (&["bench", "blend", "--iters", "0"], "--iters 0"),
         (&["bench", "generate", "--iters", "0"], "--iters 0"),
         (&["bench", "inspect", "--points", "1"], "--points 1"),
     ] {
-        refused_in_one_line(&lerpscope(args), &[needle]);
+        let out = lerpscope(&[args, &missing[..]].concat());
+        refused_in_one_line(&out, &[needle]);
     }
     let out = lerpscope(&["bench", "ui", "--keys", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -570,8 +571,8 @@ fn an_alpha_that_overflows_is_refused_by_name() {
 
 /// Settings that cannot do what they say are refused in one line naming the flag, before any
 /// work: a sweep with no samples or no tokens (it used to write NaN tables), an empty stop
-/// text (it cut every column at once), a grid step finer than α's precision (it blamed the
-/// order of START and STOP), and batched columns off the line (they were re-blended silently).
+/// text (it cut every column at once), a grid step finer than α's precision (the same α over
+/// and over) or with too many points, and batched columns off the line (they were re-blended silently).
 #[test]
 fn settings_that_cannot_work_are_refused_by_flag() {
     let tmp = tempfile::tempdir().unwrap();
@@ -599,7 +600,11 @@ fn settings_that_cannot_work_are_refused_by_flag() {
             "--stop",
         ),
         (
-            lerpscope(&["sweep", "--out", &out, "--alphas", "0:1:1e-7"]),
+            lerpscope(&["sweep", "--out", &out, "--alphas", "0:0.00001:1e-7"]),
+            "finer than α's precision",
+        ),
+        (
+            lerpscope(&["sweep", "--out", &out, "--alphas", "0:1000:0.1"]),
             "too many",
         ),
         (

@@ -122,4 +122,10 @@ fn a_stop_text_stops_the_column() {
         .unwrap();
     assert_eq!(g.stop, StopReason::StopText, "{stop:?} in {:?}", free.text);
     assert!(g.text.contains(&stop) && g.token_ids.len() < free.token_ids.len());
+    // An empty stop text is in every text: it is left out rather than stopping at once.
+    e.set_stop_texts(vec![String::new()]);
+    let g = e
+        .generate("The movie", &greedy(16, true), &never, &mut |_| {})
+        .unwrap();
+    assert_eq!(g.token_ids, free.token_ids);
 }

@@ -20,6 +20,8 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
         Some((a, b, _)) => Some((a, b)),
         None => args.a.clone().zip(args.b.clone()),
     };
+    // Counts are checked before any work.
+    let iters = at_least("--iters", args.iters, 1)?;
     let off_line = opts.third.is_some()
         || opts.layers.is_some()
         || opts.method != crate::engine::Method::Linear;
@@ -63,7 +65,6 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
     };
     let device = working.device().clone();
     let bytes = working.elem_count() * working.dtype().size_in_bytes();
-    let iters = at_least("--iters", args.iters, 1)?;
     let mut blend_t = Vec::with_capacity(iters);
     let mut copy_t = Vec::with_capacity(iters);
     let mut path = engine.as_mut().filter(|e| !e.on_line());
@@ -399,8 +400,8 @@ fn ms(d: Duration) -> f64 {
 /// `lerpscope bench generate`: time to first token after an α change (blend + prefill + one
 /// sampled token), and the decode rate after it, at one column.
 pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
-    let mut bench = GenBench::load(&args.model)?;
     let iters = at_least("--iters", args.model.iters, 1)?;
+    let mut bench = GenBench::load(&args.model)?;
     bench.engine.set_alpha(Alpha::new(0.5)?)?;
     bench.one()?; // warm-up: page faults, allocator pools
     let (mut blend, mut ttft, mut rate) = (Vec::new(), Vec::new(), Vec::new());
@@ -498,8 +499,9 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
 /// `lerpscope bench columns --k K`: K columns at K alphas, re-blending for each in turn and
 /// as one batch, against one column; runs alternate so all three see the same machine.
 pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
-    let mut bench = GenBench::load(&args.model)?;
     let k = at_least("--k", args.k, 1)?;
+    let iters = at_least("--iters", args.model.iters, 1)?;
+    let mut bench = GenBench::load(&args.model)?;
     let alphas: Vec<Alpha> = (0..k)
         .map(|i| {
             Alpha::saturating(if k == 1 {
@@ -509,7 +511,6 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
             })
         })
         .collect();
-    let iters = at_least("--iters", args.model.iters, 1)?;
     bench.engine.set_alpha(Alpha::new(0.5)?)?;
     bench.one()?;
     bench.batch(&alphas)?;
@@ -598,8 +599,9 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
 /// data (interleaved runs, medians), and an α-scrub of N points (its passes as the UI runs
 /// them) against one batched forward pass of N rows over the same prefix.
 pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
-    let mut bench = GenBench::load(&args.model)?;
     let iters = at_least("--iters", args.model.iters, 1)?;
+    let n = at_least("--points", args.points, 2)?;
+    let mut bench = GenBench::load(&args.model)?;
     bench.engine.set_alpha(Alpha::new(0.5)?)?;
     let plain = bench.params;
     let recording = crate::engine::GenerationParams {
@@ -620,7 +622,6 @@ pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
     let (without, with) = (median_f64(&mut without), median_f64(&mut with));
     let cost = 1.0 - with / without;
 
-    let n = at_least("--points", args.points, 2)?;
     let alphas: Vec<Alpha> = (0..n)
         .map(|i| Alpha::saturating(-1.0 + 3.0 * i as f64 / (n - 1) as f64))
         .collect();
@@ -770,8 +771,8 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
     use crate::engine::copy_to_host;
     use crate::engine::device_sampling::{OnDevice, Pick};
     use crate::engine::Sampler;
-    let mut bench = GenBench::load(&args.model)?;
     let k = at_least("--k", args.k, 1)?;
+    let mut bench = GenBench::load(&args.model)?;
     let steps = args.model.tokens.max(1);
     let alphas: Vec<Alpha> = (0..k)
         .map(|i| {

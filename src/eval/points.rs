@@ -8,7 +8,9 @@ use super::stats::{estimate, Estimate};
 use super::sweep::{PplRef, SAMPLE_BATCH};
 use super::Scorer;
 use crate::engine::tokens::without_specials;
-use crate::engine::{perplexity, Alpha, Engine, Generation, GenerationParams, Standalone};
+use crate::engine::{
+    perplexity, Alpha, Engine, ErrorKind, Generation, GenerationParams, Standalone,
+};
 use anyhow::{Context, Result};
 
 /// What one point measures: these prompts, this many samples each, these settings.
@@ -68,11 +70,10 @@ pub struct Fluency {
 impl Fluency {
     pub fn new(judge: PplRef, engine: &Engine) -> Result<Self> {
         let reference = match &judge {
-            PplRef::Model(src) => Some(Standalone::load(
-                src,
-                engine.weights().dtype(),
-                engine.device(),
-            )?),
+            PplRef::Model(src) => Some(
+                Standalone::load(src, engine.weights().dtype(), engine.device())
+                    .context("--ppl-ref")?,
+            ),
             _ => None,
         };
         let retokenize = reference
@@ -102,25 +103,36 @@ impl Fluency {
     /// (NLL, tokens) of a sample's continuation; the engine is at [`Self::judge_alpha`] when
     /// that is set.
     pub fn nll(&self, engine: &Engine, prompt_ids: &[u32], g: &Generation) -> Result<(f64, usize)> {
+        let judged = |scored: crate::engine::Result<(f64, usize)>| match scored {
+            // The judge's weights are its own, whatever α is: the advice for a blend's overflow
+            // would mislead.
+            Err(e) if e.kind() == ErrorKind::Invalid => {
+                let PplRef::Model(spec) = &self.judge else {
+                    unreachable!("only a model of its own is a judge apart")
+                };
+                Err(anyhow::anyhow!(
+                    "--ppl-ref {spec}: the judge's own logits are not finite on this sample"
+                ))
+            }
+            other => other.map_err(anyhow::Error::from),
+        };
         Ok(match (&self.judge, &self.reference) {
             (PplRef::Blend, _) => (
                 -g.tokens.iter().map(|t| t.logprob as f64).sum::<f64>(),
                 g.tokens.len(),
             ),
             (_, Some(r)) if self.retokenize => {
-                // The prompt as text (its template's tokens written out), then the sample's
-                // text, in the judge's own tokens: its NLL per token of its own.
+                // The prompt as plain text (the pair's special tokens, a BOS and a chat
+                // template's markers, are not the judge's), then the sample's text, in the
+                // judge's own tokens: its NLL per token of its own.
                 let prompt = engine
                     .tokenizer()
-                    .decode(prompt_ids, false)
+                    .decode(prompt_ids, true)
                     .map_err(|e| anyhow::anyhow!("cannot write the prompt as text: {e}"))?;
-                let judge = r.generator();
-                judge.continuation_nll(
-                    &judge.encode_text(&prompt)?,
-                    &judge.encode_continuation(&g.text)?,
-                )?
+                let (prompt, sample) = r.generator().encode_split(&prompt, &g.text)?;
+                judged(r.generator().continuation_nll(&prompt, &sample))?
             }
-            (_, Some(r)) => r.generator().continuation_nll(prompt_ids, &g.token_ids)?,
+            (_, Some(r)) => judged(r.generator().continuation_nll(prompt_ids, &g.token_ids))?,
             (_, None) => engine
                 .generator()
                 .continuation_nll(prompt_ids, &g.token_ids)?,

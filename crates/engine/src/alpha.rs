@@ -77,6 +77,9 @@ impl Alpha {
     /// Endpoint B.
     pub const B: Alpha = Alpha(1.0);
 
+    /// The grid's spacing: the smallest difference between two alphas.
+    pub const PRECISION: f64 = 1.0 / GRID_PER_UNIT;
+
     pub fn new(x: f64) -> Result<Self, AlphaError> {
         if !x.is_finite() {
             return Err(AlphaError::NotFinite(x));

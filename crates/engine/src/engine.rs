@@ -835,8 +835,10 @@ impl Engine {
         &self.text.tokenizer
     }
 
-    /// Texts after which generation stops (besides the end tokens).
-    pub fn set_stop_texts(&mut self, stop: Vec<String>) {
+    /// Texts after which generation stops (besides the end tokens). An empty text would
+    /// stop every row at its first token, and is left out (the command line refuses it).
+    pub fn set_stop_texts(&mut self, mut stop: Vec<String>) {
+        stop.retain(|s| !s.is_empty());
         self.text.stop = stop;
     }
 

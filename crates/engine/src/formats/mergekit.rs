@@ -720,7 +720,10 @@ dtype: bfloat16
                 "models:\n  - model: y\n    parameters: {{weight: 1}}\nbase_model: x\nmerge_method: task_arithmetic\nparameters: {{lambda: {lambda}}}\n"
             );
             let e = MergeRecipe::parse(&yaml, "t.yaml").unwrap_err().to_string();
-            assert!(e.contains("t.yaml: parameters.lambda"), "{lambda}: {e}");
+            assert!(
+                e.contains("t.yaml: parameters.lambda") && e.contains("is not a finite number"),
+                "{lambda}: {e}"
+            );
         }
     }
 

@@ -179,19 +179,25 @@ impl Generator<'_> {
         self.tokenize(text, true)
     }
 
-    /// The ids of a text that follows another, without the tokens a tokenizer adds at the
-    /// start of a text (a BOS).
-    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenize(text, false)
+    /// The ids of `prompt` followed by `continuation`, split where the continuation's text
+    /// starts: the two texts are tokenized as one, since a text tokenized alone can start
+    /// differently (SentencePiece's tokenizers put a `▁` before every text they are given).
+    /// A token that spans the seam belongs to the continuation.
+    pub fn encode_split(&self, prompt: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let whole = self.encoding(&format!("{prompt}{continuation}"), true)?;
+        Ok(split_at_text(&whole, prompt.len()))
     }
 
     fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        let enc = crate::guard::catch("cannot tokenise the prompt", || {
+        Ok(self.encoding(text, special)?.get_ids().to_vec())
+    }
+
+    fn encoding(&self, text: &str, special: bool) -> Result<tokenizers::Encoding> {
+        crate::guard::catch("cannot tokenise the prompt", || {
             self.tokenizer
                 .encode(text, special)
                 .map_err(|e| err!(Format, "cannot tokenise the prompt: {e}"))
-        })?;
-        Ok(enc.get_ids().to_vec())
+        })
     }
 
     /// Total negative log-likelihood of `ids[1..]` given what precedes each (in windows of
@@ -611,10 +617,21 @@ fn finite_nll(total: f64, count: usize) -> Result<(f64, usize)> {
 const NON_FINITE_LOGITS: &str =
     "non-finite logits (the weights overflow); try an α closer to [0, 1]";
 
-/// One row's state in the token loop.
+/// An encoding's ids before and after byte `at` of its text; a token that spans it goes after.
+fn split_at_text(enc: &tokenizers::Encoding, at: usize) -> (Vec<u32>, Vec<u32>) {
+    let split = enc
+        .get_offsets()
+        .iter()
+        .position(|&(_, end)| end > at)
+        .unwrap_or(enc.len());
+    let ids = enc.get_ids();
+    (ids[..split].to_vec(), ids[split..].to_vec())
+}
+
 /// A token picked on the host, with its view where asked.
 type HostPick = (u32, Option<TokenInfo>);
 
+/// One row's state in the token loop.
 struct Row<'t> {
     sampler: Sampler,
     stream: TokenStream<'t>,
@@ -680,4 +697,41 @@ pub fn copy_to_host(t: &Tensor, buf: &mut Vec<f32>) -> candle_core::Result<()> {
     }
     buf.extend(t.flatten_all()?.to_vec1::<f32>()?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    /// A SentencePiece-style tokenizer as Llama 2's tokenizer.json has it: a `▁` put before
+    /// every text it is given and for every space, over a word-level vocabulary.
+    fn metaspace() -> tokenizers::Tokenizer {
+        tokenizers::Tokenizer::from_str(
+            r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+            "normalizer":{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"▁"},
+              {"type":"Replace","pattern":{"String":" "},"content":"▁"}]},
+            "pre_tokenizer":{"type":"Metaspace","replacement":"▁","prepend_scheme":"never","split":true},
+            "post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","unk_token":"<unk>",
+              "vocab":{"<unk>":0,"▁Hello":1,"▁world":2,"▁":3,"▁again":4}}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_continuation_is_split_off_the_tokens_of_the_whole_text() {
+        let t = metaspace();
+        let whole = t.encode("Hello world again", false).unwrap();
+        assert_eq!(split_at_text(&whole, 5), (vec![1], vec![2, 4]));
+        // Alone, the continuation would start with a stray `▁`: what the split avoids.
+        assert_eq!(
+            t.encode(" world again", false).unwrap().get_ids(),
+            [3, 2, 4]
+        );
+        // The seam inside a token: the token goes with the continuation.
+        assert_eq!(split_at_text(&whole, 3), (vec![], vec![1, 2, 4]));
+        // Nothing after the prompt.
+        assert_eq!(split_at_text(&whole, 17), (vec![1, 2, 4], vec![]));
+    }
 }

@@ -398,10 +398,15 @@ impl Param {
         mix: Option<&Mix>,
     ) -> Result<Option<Vec<Tensor>>> {
         let mut weights = Vec::with_capacity(params.len());
+        let width = x.dims().last().copied();
         for p in params {
+            // One pass reads one input: anything else goes a product at a time.
             let Stored::Quantized(q) = &p.a else {
                 return Ok(None);
             };
+            if Some(q.matrix.cols()) != width {
+                return Ok(None);
+            }
             if mix.is_some() && (p.b.is_some() || p.b_quantized.is_some()) {
                 return Ok(None);
             }

@@ -540,6 +540,11 @@ impl QMatrix {
         products: &[(&QMatrix, &Epilogue<'_>)],
     ) -> Vec<Vec<f32>> {
         let cols = products.first().map_or(0, |(q, _)| q.cols);
+        assert!(
+            products.iter().all(|(q, _)| q.cols == cols),
+            "a group's matrices read one input: widths {:?}",
+            products.iter().map(|(q, _)| q.cols).collect::<Vec<_>>()
+        );
         // Quantizing to 8 bits reads a NaN as 0 and scales around an infinity, so a row that
         // is not all finite would come out as finite nonsense (all-zero logits: a uniform
         // distribution) after integer sums no kernel is made for. Such a row goes through the

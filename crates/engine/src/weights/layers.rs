@@ -113,20 +113,20 @@ impl LayerAlphas {
                 Ok(Rule { filter, values })
             })
             .collect::<Result<Vec<Rule>>>()?;
-        // Filters match by substring, first match winning: a rule whose filter holds an
-        // earlier one's matches nothing that one has not taken.
+        // Filters match by substring (`*` every name), first match winning: a rule whose
+        // filter holds an earlier one's, or that follows a `*`, matches nothing that one has
+        // not taken.
         for (i, r) in rules.iter().enumerate() {
-            let Some(f) = r.filter.as_deref() else {
-                continue;
-            };
+            let f = r.filter.as_deref();
             if let Some(e) = rules[..i]
                 .iter()
                 .filter_map(|e| e.filter.as_deref())
-                .find(|e| !e.is_empty() && f.contains(e))
+                .find(|&e| e == "*" || f.is_some_and(|f| !e.is_empty() && f.contains(e)))
             {
+                let rule = f.map_or("without a filter".into(), |f| format!("{f:?}"));
                 bail!(
                     Invalid,
-                    "{WHAT}: rule {f:?} would never apply: every tensor it matches matches {e:?} first"
+                    "{WHAT}: rule {rule} would never apply: every tensor it matches matches {e:?} first"
                 );
             }
         }
@@ -443,6 +443,8 @@ mod tests {
             ("mlp=nan", "finite"),
             ("mlp=1;mlp=0", "\"mlp\" would never apply"),
             ("mlp=1;mlp.up_proj=0", "\"mlp.up_proj\" would never apply"),
+            ("*=1;mlp=0", "\"mlp\" would never apply"),
+            ("*=1;0.5", "rule without a filter would never apply"),
         ] {
             let e = LayerAlphas::parse(spec).unwrap_err().to_string();
             assert!(
