@@ -440,7 +440,8 @@ fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
             Effect::Export { alpha, beta, out } => engine.export(crate::session::ExportJob {
                 alpha,
                 beta,
-                out,
+                // The UI has no --force: a bake never replaces an earlier one.
+                out: free_path(out),
                 format: crate::engine::export::Format::Hf,
             }),
             Effect::Save(session) => {
@@ -472,11 +473,15 @@ pub fn save_session(s: &crate::app::Session) -> Result<String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let base = std::env::current_dir()?.join(format!("lerpscope-session-{stamp}"));
-    let md = base.with_extension("md");
-    let json = base.with_extension("json");
-    let html = base.with_extension("html");
-    std::fs::write(&md, s.to_markdown())
+    let dir = std::env::current_dir()
+        .context("cannot save the session: the working directory cannot be read")?;
+    let [md, json, html] = session_files(&dir, stamp);
+    // The first file is created new, so a save can never replace another's.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&md)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, s.to_markdown().as_bytes()))
         .with_context(|| format!("{}: cannot write", md.display()))?;
     std::fs::write(&json, serde_json::to_string_pretty(s)?)
         .with_context(|| format!("{}: cannot write", json.display()))?;
@@ -485,9 +490,72 @@ pub fn save_session(s: &crate::app::Session) -> Result<String> {
     Ok(format!("{} (.json, .html)", md.display()))
 }
 
+/// The session's three files in `dir`, named by the second it is saved in: the first names
+/// none of whose files exist (two saves within a second get `-2`, `-3`, …).
+fn session_files(dir: &std::path::Path, stamp: u64) -> [PathBuf; 3] {
+    (1u32..)
+        .map(|n| {
+            let name = match n {
+                1 => format!("lerpscope-session-{stamp}"),
+                n => format!("lerpscope-session-{stamp}-{n}"),
+            };
+            ["md", "json", "html"].map(|ext| dir.join(format!("{name}.{ext}")))
+        })
+        .find(|files| files.iter().all(|f| !f.exists()))
+        .expect("some name is free")
+}
+
+/// `path`, or the first of `path-2`, `path-3`, … that does not exist.
+fn free_path(path: PathBuf) -> PathBuf {
+    if !path.exists() {
+        return path;
+    }
+    (2u32..)
+        .map(|n| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(format!("-{n}"));
+            PathBuf::from(name)
+        })
+        .find(|p| !p.exists())
+        .expect("some name is free")
+}
+
 /// Whether to shade without colours: NO_COLOR (no-color.org) is set, or the terminal reports
 /// fewer than eight colours.
 fn monochrome() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
         || crossterm::style::available_color_count() < 8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two saves within a second keep both: the second takes the next free name.
+    #[test]
+    fn a_session_never_takes_the_name_of_one_saved_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = || session_files(dir.path(), 7).map(|f| f.display().to_string());
+        let first = names();
+        assert!(first[0].ends_with("lerpscope-session-7.md"), "{first:?}");
+        std::fs::write(&first[0], "").unwrap();
+        let second = names();
+        assert!(
+            second[1].ends_with("lerpscope-session-7-2.json"),
+            "{second:?}"
+        );
+        // Any one of a name's files takes the name.
+        std::fs::write(&second[2], "").unwrap();
+        assert!(names()[0].ends_with("lerpscope-session-7-3.md"));
+    }
+
+    /// A bake from the UI goes beside an earlier one of the same α rather than failing.
+    #[test]
+    fn a_bake_takes_a_free_folder_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("b-alpha0.5");
+        assert_eq!(free_path(out.clone()), out);
+        std::fs::create_dir(&out).unwrap();
+        assert_eq!(free_path(out.clone()), dir.path().join("b-alpha0.5-2"));
+    }
 }

@@ -239,6 +239,19 @@ fn engine_errors_show_in_the_column_and_status() {
         ColumnState::Failed("non-finite logits".into())
     );
     assert_eq!(a.last_error.as_deref(), Some("non-finite logits"));
+    // Once every column has failed the status no longer says they are generating, and the
+    // next key clears the error it showed (the columns keep theirs).
+    for job in &jobs0 {
+        a.update(Msg::Engine(EngineEvent::Failed {
+            column: ColumnId(job.column),
+            job: job.id,
+            error: "non-finite logits".into(),
+        }));
+    }
+    assert_eq!(a.activity, "idle");
+    a.update(key(KeyCode::Tab));
+    assert!(a.last_error.is_none());
+    assert!(matches!(a.columns[1].state, ColumnState::Failed(_)));
 }
 
 #[test]
@@ -1015,15 +1028,26 @@ fn the_pad_and_typed_points_set_alpha_and_beta() {
     assert!(a.last_error.is_some());
     assert_eq!(a.beta().map(|b| b.value()), Some(0.25));
 
-    // Off a plane: no pad, and a comma is not taken ("0.30.25" is no α).
+    // Off a plane: no pad, and "1,2" is refused by name (it used to set α = 12).
     let (mut line, _) = loaded();
     let areas = lerpscope::ui::layout(ratatui::layout::Rect::new(0, 0, 100, 40), &line);
     assert!(areas.pad.is_none());
-    for c in "0.3,0.25".chars() {
+    let before = alpha(&line, line.focused);
+    for c in "1,2".chars() {
         line.update(key(KeyCode::Char(c)));
     }
+    assert_eq!(line.mode, Mode::EnterAlpha("1,2".into()));
     assert!(line.update(key(KeyCode::Enter)).is_empty());
-    assert!(line.last_error.is_some());
+    let err = line.last_error.clone().unwrap();
+    assert!(err.contains("1,2") && err.contains("--c"), "{err}");
+    assert_eq!(alpha(&line, line.focused), before);
+    // On the plane, a third number needs a fourth endpoint.
+    for c in "0.2,0.5,0.7".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    assert!(a.update(key(KeyCode::Enter)).is_empty());
+    let err = a.last_error.clone().unwrap();
+    assert!(err.contains("--d"), "{err}");
 }
 
 /// `l` edits α per layer: the entry starts from the rules in force, Enter asks the engine, and
@@ -1057,8 +1081,13 @@ fn l_edits_alpha_per_layer_and_the_answer_regenerates_the_columns() {
         "every column regenerates under the new rules"
     );
     assert!(a.notice.as_deref().unwrap_or("").contains("mlp=0,1"));
-    // The entry starts from the rules in force; Esc leaves them.
+    // The entry starts from the rules in force, and takes no chords (Ctrl-U was a 'u');
+    // Esc leaves them.
     a.update(key(KeyCode::Char('l')));
+    a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    )));
     assert_eq!(a.mode, Mode::EnterLayers("mlp=0,1".into()));
     assert!(a.update(key(KeyCode::Esc)).is_empty());
     assert_eq!(a.mode, Mode::Normal);

@@ -328,6 +328,13 @@ fn failed_exports_leave_nothing_behind() {
     assert!(lerpscope(&forced, tmp.path()).status.success());
     assert!(out.join("model.safetensors").exists() && !out.join("keep.txt").exists());
     no_leftovers(tmp.path());
+    // The weights are as readable as the folder's other files (they were private: 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |f: &str| std::fs::metadata(out.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode("model.safetensors"), mode("config.json"));
+    }
     // A full disk: the file size limit makes writes fail (EFBIG) part way.
     let o = Command::new("sh")
         .arg("-c")

@@ -4,7 +4,7 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use lerpscope::app::keymap::Keymap;
-use lerpscope::app::{App, Effect, Msg, Pointer, TokenView};
+use lerpscope::app::{App, Effect, Msg, Pointer, TokenCursor, TokenView};
 use lerpscope::engine::{Alpha, GenerationParams, PairInfo, StopReason, TextScore};
 use lerpscope::engine::{Alternative, TokenInfo};
 use lerpscope::session::{ColumnId, EngineEvent, Job, JobKind, Token};
@@ -285,6 +285,36 @@ fn forking_on_an_alternative_continues_from_it() {
     );
     assert_eq!(c.pieces[2].info.unwrap().id, 3);
     assert!((probs[3] - 0.4).abs() < 1e-6);
+}
+
+/// The panel opens on the token the column wrote, wherever it stands among the alternatives
+/// (a sampled token need not be the likeliest), so Enter straight away forks to that same
+/// token, and after a fork it stays on the token chosen.
+#[test]
+fn the_panel_opens_on_the_written_token() {
+    let (mut a, _) = streamed();
+    let ids: Vec<u32> = a.columns[0].pieces.iter().map(|p| p.id).collect();
+    let piece = &mut a.columns[0].pieces[1];
+    let mut second = piece.info.unwrap();
+    second.top.swap(0, 1);
+    piece.info = Some(second);
+    key(&mut a, KeyCode::Char('c'));
+    key(&mut a, KeyCode::Right);
+    assert_eq!(
+        a.cursor.unwrap(),
+        TokenCursor {
+            token: 1,
+            choice: 1
+        }
+    );
+    let effects = key(&mut a, KeyCode::Enter);
+    let Some(Effect::Submit { job, .. }) =
+        effects.iter().find(|e| matches!(e, Effect::Submit { .. }))
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(job.kind, JobKind::Fork(ids[..2].to_vec()));
+    assert_eq!(a.cursor.unwrap().choice, 1);
 }
 
 #[test]

@@ -470,6 +470,21 @@ fn an_export_writes_its_own_mergekit_config() {
             &tensors(&out.join("model.safetensors")),
         );
     }
+    // Folders given relative to where the export ran are written absolute, so the config
+    // reads the same from anywhere.
+    let rel = dir.path().join("relative");
+    let out = export_dir(
+        &[
+            "--a",
+            "tests/fixtures/tiny-llama-a",
+            "--b",
+            "tests/fixtures/tiny-llama-b",
+        ],
+        "0.4",
+        &rel,
+    );
+    let config = std::fs::read_to_string(out.join("mergekit_config.yml")).unwrap();
+    assert!(config.contains(&format!("model: {a}")), "{config}");
     // A linear recipe's normalised shares have no mergekit config away from its own α.
     let lin = recipe("linear-gradient");
     let out = export_dir(&["--recipe", lin.to_str().unwrap()], "0.4", dir.path());

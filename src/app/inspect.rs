@@ -103,7 +103,7 @@ impl App {
         let token = token.min(n - 1);
         let choice = match self.cursor {
             Some(c) if c.token == token => c.choice,
-            _ => 0,
+            _ => self.written_choice(token),
         };
         self.cursor = Some(TokenCursor { token, choice });
         self.scrub_effect()
@@ -118,6 +118,18 @@ impl App {
             None => self.divergence_of(self.focused).unwrap_or(0) as isize,
         };
         self.cursor_to(at.clamp(0, n.saturating_sub(1) as isize) as usize)
+    }
+
+    /// The alternative the focused column wrote at `token` (the first where it wrote none of
+    /// them), so that Enter straight away does not fork to another.
+    fn written_choice(&self, token: usize) -> usize {
+        let Some(piece) = self.focused_pieces().get(token) else {
+            return 0;
+        };
+        piece
+            .info
+            .and_then(|i| i.top.iter().position(|a| a.id == piece.id))
+            .unwrap_or(0)
     }
 
     /// Where column `i` parts from column `i - 1`.
@@ -188,9 +200,10 @@ impl App {
         ));
         let effects = self.submit_kind(self.focused, true, crate::session::JobKind::Fork(given));
         self.columns[self.focused].carry = carry;
+        // The panel stays on the token the column now goes on from.
         self.cursor = Some(TokenCursor {
             token: cursor.token,
-            choice: 0,
+            choice: cursor.choice.min(info.top.len() - 1),
         });
         effects
     }

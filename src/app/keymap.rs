@@ -454,8 +454,14 @@ impl Keymap {
         }
         let file: File = toml::from_str(text)
             .with_context(|| format!("{}: malformed key configuration", origin.display()))?;
-        let mut map = Self::default();
-        for (name, keys) in file.keys {
+        // The file's bindings first, so a key it gives two actions is refused whatever
+        // order they come in; then they replace those actions' defaults, and take their keys
+        // from any other action's defaults.
+        let mut chosen: HashMap<Key, Action> = HashMap::new();
+        let mut actions = Vec::new();
+        let mut names: Vec<&String> = file.keys.keys().collect();
+        names.sort();
+        for name in names {
             let Some(action) = Action::all().find(|a| a.name() == name) else {
                 let names: Vec<&str> = Action::all().map(|a| a.name()).collect();
                 bail!(
@@ -464,13 +470,23 @@ impl Keymap {
                     names.join(", ")
                 );
             };
-            map.bindings.retain(|_, a| *a != action);
-            for k in keys {
-                let key = Key::parse(&k)
+            actions.push(action);
+            for k in &file.keys[name] {
+                let key = Key::parse(k)
                     .with_context(|| format!("{}: action {name}", origin.display()))?;
-                map.bindings.insert(key, action);
+                match chosen.insert(key, action) {
+                    Some(other) if other != action => bail!(
+                        "{}: {k:?} is bound to both {} and {name}",
+                        origin.display(),
+                        other.name()
+                    ),
+                    _ => {}
+                }
             }
         }
+        let mut map = Self::default();
+        map.bindings.retain(|_, a| !actions.contains(a));
+        map.bindings.extend(chosen);
         Ok(map)
     }
 
@@ -567,5 +583,23 @@ mod tests {
         assert!(e.to_string().contains("/x/keys.toml") && e.to_string().contains("fly"));
         let e = Keymap::from_toml("[keys]\nquit = [\"hyper+q\"]", Path::new("k.toml")).unwrap_err();
         assert!(format!("{e:#}").contains("hyper+q"));
+    }
+
+    /// One key for two of the file's actions is refused by name: which one won used to change
+    /// from launch to launch.
+    #[test]
+    fn a_key_bound_to_two_actions_is_refused() {
+        let e = Keymap::from_toml(
+            "[keys]\nsave = [\"x\"]\nresample = [\"Up\", \"x\"]",
+            Path::new("k.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("k.toml") && e.contains("\"x\" is bound to both resample and save"),
+            "{e}"
+        );
+        // Twice for one action is no conflict.
+        assert!(Keymap::from_toml("[keys]\nsave = [\"x\", \"x\"]", Path::new("k.toml")).is_ok());
     }
 }

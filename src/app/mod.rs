@@ -446,13 +446,21 @@ impl App {
         if k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL) {
             return vec![Effect::Quit];
         }
+        // The status line's notice and error described what came before this key.
+        self.notice = None;
+        self.last_error = None;
         // Any key stops the animation (and does nothing else).
         if self.animating.take().is_some() {
             self.notice = Some("animation stopped".to_string());
             return vec![];
         }
+        // The one-line entries take plain characters: Ctrl-U is no 'u'.
+        let chord = matches!(k.code, KeyCode::Char(_))
+            && k.modifiers
+                .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
         match self.mode.clone() {
             Mode::EditPrompt => self.on_prompt_key(k),
+            Mode::EnterAlpha(_) | Mode::EnterTarget(_) | Mode::EnterLayers(_) if chord => vec![],
             Mode::EnterAlpha(buf) => self.on_alpha_key(k, buf),
             Mode::EnterTarget(buf) => self.on_target_key(k, buf),
             Mode::EnterLayers(buf) => self.on_layers_key(k, buf),
@@ -866,6 +874,14 @@ impl App {
                 self.mode = Mode::Normal;
                 // On a plane, "α,β" sets both; with a fourth endpoint "α,β,γ" moves γ too.
                 let parts: Vec<&str> = buf.split(',').map(str::trim).collect();
+                if parts.len() > self.commas_allowed() + 1 {
+                    self.last_error = Some(match self.commas_allowed() {
+                        0 => format!("{buf}: one α here (α,β needs a third endpoint, --c)"),
+                        1 => format!("{buf}: α,β at most (γ needs a fourth endpoint, --d)"),
+                        _ => format!("{buf}: α,β,γ at most"),
+                    });
+                    return vec![];
+                }
                 let value = |i: usize, name: &str| {
                     parts[i].parse::<Alpha>().map_err(|e| match name {
                         "α" => e.to_string(),
@@ -890,7 +906,8 @@ impl App {
                     Err(e) => self.last_error = Some(e),
                 }
             }
-            KeyCode::Char(',') if self.commas_allowed() > buf.matches(',').count() => {
+            // Shown as typed even where it is not taken, so Enter can say why.
+            KeyCode::Char(',') if buf.len() < 24 => {
                 buf.push(',');
                 self.mode = Mode::EnterAlpha(buf);
             }
@@ -1117,6 +1134,7 @@ impl App {
                     c.state = ColumnState::Failed(error.clone());
                     self.last_error = Some(error);
                 }
+                self.idle_when_done();
                 vec![]
             }
             EngineEvent::Recovered(error) => {

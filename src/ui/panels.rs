@@ -184,9 +184,17 @@ fn differences_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         })
         .collect();
     if app.columns.iter().any(|c| c.score.is_none()) {
-        Paragraph::new("scoring…")
-            .style(Style::default().fg(Color::DarkGray))
-            .render(inner, buf);
+        let failed = app
+            .columns
+            .iter()
+            .any(|c| matches!(c.state, crate::app::ColumnState::Failed(_)));
+        Paragraph::new(if failed {
+            "a column could not score the text: its error is in it"
+        } else {
+            "scoring…"
+        })
+        .style(Style::default().fg(Color::DarkGray))
+        .render(inner, buf);
         return;
     }
     let columns: Vec<&[f32]> = logprobs.iter().map(Vec::as_slice).collect();

@@ -1000,6 +1000,18 @@ impl Engine {
         self.info.beta
     }
 
+    /// "at α = 0.5", with β and γ where the blend has them: an error's context, naming every
+    /// weight that could be at fault.
+    fn at_point(&self) -> String {
+        let mut at = format!("at α = {}", self.alpha());
+        for (name, w) in [("β", self.beta()), ("γ", self.gamma())] {
+            if let Some(w) = w {
+                at.push_str(&format!(", {name} = {w}"));
+            }
+        }
+        at
+    }
+
     /// Move to α and, on a plane with a β of its own, to β (None: β stays): one blend (one
     /// merge over adapters), however many of the two move.
     pub fn set_point(&mut self, alpha: impl IntoAlpha, beta: Option<f64>) -> Result<Duration> {
@@ -1151,7 +1163,7 @@ impl Engine {
     ) -> Result<Generation> {
         self.generator()
             .run(prompt, params, cancel, on_text)
-            .with_context(|| format!("at α = {}", self.alpha()))
+            .with_context(|| self.at_point())
     }
 
     /// Generate one continuation per α as one batch, every row at its own α, without
@@ -1200,7 +1212,7 @@ impl Engine {
             None => self
                 .generator()
                 .run_rows(prompt_ids, given, None, params, cancel, on_step)
-                .with_context(|| format!("at α = {}", self.alpha())),
+                .with_context(|| self.at_point()),
             Some(mix) => self.pair_generator().run_rows(
                 prompt_ids,
                 given,
@@ -1217,7 +1229,7 @@ impl Engine {
         Ok(self
             .generator()
             .token_details(ids)
-            .with_context(|| format!("at α = {}", self.alpha()))?
+            .with_context(|| self.at_point())?
             .iter()
             .map(|t| t.logprob)
             .collect())
@@ -1256,7 +1268,7 @@ impl Engine {
         let tokens = self
             .generator()
             .token_details(&token_ids)
-            .with_context(|| format!("at α = {alpha}"))?;
+            .with_context(|| self.at_point())?;
         let nll = -tokens.iter().map(|t| t.logprob as f64).sum::<f64>();
         Ok(TextScore {
             alpha,

@@ -154,6 +154,12 @@ pub(super) fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64))
         write_point(&p)?;
         safetensors::serialize_to_file(views, Some(metadata.clone()), &p)
             .map_err(|e| err!(Format, "{}: cannot write ({e})", p.display()))?;
+        // The writer goes through a private temporary file (mode 0600 on Unix): the shard
+        // takes config.json's permissions, which followed the user's umask like the rest.
+        let perms = std::fs::metadata(dir.join("config.json"))
+            .map(|m| m.permissions())
+            .with_context(|| format!("{}: cannot read", dir.join("config.json").display()))?;
+        io(std::fs::set_permissions(&p, perms), &p)?;
         done += shard
             .iter()
             .map(|&i| snap.tensors[i].2.len() as u64)

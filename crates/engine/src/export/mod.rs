@@ -52,12 +52,21 @@ impl Recipe {
     /// The recipe as a mergekit config (`mergekit_config.yml`, the name mergekit gives its
     /// own), for two full models; None for adapters and where mergekit has no config for it.
     pub fn mergekit_yaml(&self) -> Option<String> {
-        let source = |role: &str| {
-            self.sources
-                .iter()
-                .find(|s| s.0 == role)
-                .map(|s| s.1.as_str())
-        };
+        // A local folder as an absolute path, so the config reads the same from anywhere
+        // (a Hub id stays as it is).
+        let sources: Vec<(&str, String)> = self
+            .sources
+            .iter()
+            .map(|(role, s, _)| {
+                let path = std::path::Path::new(s);
+                let s = match std::path::absolute(path) {
+                    Ok(p) if path.exists() => p.display().to_string(),
+                    _ => s.clone(),
+                };
+                (role.as_str(), s)
+            })
+            .collect();
+        let source = |role: &str| sources.iter().find(|s| s.0 == role).map(|s| s.1.as_str());
         // mergekit merges full models in Hugging Face folders (or Hub ids) only.
         if source("base").is_some() || self.sources.iter().any(|s| s.1.ends_with(".gguf")) {
             return None;
