@@ -1067,6 +1067,11 @@ pub struct Alphas(pub Vec<Alpha>);
 
 /// A comma-separated list of alphas (a value parser: clap names the flag in its error).
 pub fn alpha_list(list: &str) -> Result<Alphas, String> {
+    if list.contains(':') {
+        return Err(format!(
+            "{list}: a range START:STOP:STEP is for sweep's --alphas; list the values here (0,0.5,1)"
+        ));
+    }
     let v: Vec<Alpha> = list
         .split(',')
         .filter(|s| !s.trim().is_empty())
@@ -1096,8 +1101,10 @@ fn in_betas_words(e: &str) -> String {
 /// `START:STOP:STEP` (inclusive) or a comma-separated list (a value parser).
 pub fn alpha_grid(spec: &str) -> Result<Alphas, String> {
     let parts: Vec<&str> = spec.split(':').collect();
-    if parts.len() != 3 {
-        return alpha_list(spec);
+    match parts.len() {
+        1 => return alpha_list(spec),
+        3 => {}
+        _ => return Err(format!("{spec}: expected START:STOP:STEP or a list")),
     }
     let p = |s: &str| {
         s.parse::<Alpha>()

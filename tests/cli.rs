@@ -608,6 +608,14 @@ fn settings_that_cannot_work_are_refused_by_flag() {
             "too many",
         ),
         (
+            lerpscope(&["sweep", "--out", &out, "--alphas", "0:1"]),
+            "expected START:STOP:STEP",
+        ),
+        (
+            lerpscope(&["generate", "--prompt", "x", "--alphas", "0:1:0.5"]),
+            "for sweep's --alphas",
+        ),
+        (
             lerpscope(&[
                 "tui",
                 "--screenshot",

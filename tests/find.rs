@@ -150,6 +150,10 @@ fn one_line_error(args: &[&str], names: &str) {
 #[test]
 fn bad_requests_and_unreachable_targets_get_one_line() {
     one_line_error(&["--target", "nan"], "--target");
+    one_line_error(
+        &["--target", "2"],
+        "--target 2: VADER's compound lies in [-1, 1]",
+    );
     one_line_error(&["--target", "0", "--samples", "0"], "--samples 0");
     one_line_error(&["--target", "0", "--max-points", "1"], "--max-points 1");
     one_line_error(&["--target", "0", "--tolerance", "0"], "--tolerance 0");

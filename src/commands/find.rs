@@ -13,6 +13,17 @@ pub fn run(args: FindArgs) -> Result<()> {
     if !args.target.is_finite() {
         bail!("--target {}: not a number", args.target);
     }
+    // What the meter can read at all: VADER's compound lies in [−1, 1], a probability in [0, 1].
+    let (lo, hi, meter) = match &args.classifier {
+        Some(_) => (0.0, 1.0, "a classifier's probability"),
+        None => (-1.0, 1.0, "VADER's compound"),
+    };
+    if !(lo..=hi).contains(&args.target) {
+        bail!(
+            "--target {}: {meter} lies in [{lo}, {hi}], so no α reaches it",
+            args.target
+        );
+    }
     if args.samples == 0 {
         bail!("--samples 0: every point needs at least one sample");
     }
