@@ -304,6 +304,10 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         let latencies = event_loop(&mut terminal, &mut app, input, rx, &mut columns).await?;
         drop(columns);
         drop(session);
+        // A pair that never loaded: its error stays on the shell, and the exit status says so.
+        if let crate::app::PairState::Failed(e) = &app.pair {
+            anyhow::bail!("{e}");
+        }
         if let Some(path) = std::env::var_os("LERPSCOPE_LATENCY_LOG").map(PathBuf::from) {
             let text: String = latencies.iter().map(|l| format!("{l:.3}\n")).collect();
             std::fs::write(&path, text)

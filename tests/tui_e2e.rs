@@ -178,6 +178,31 @@ fn tui_streams_reacts_to_keys_and_restores_the_terminal() {
     );
 }
 
+/// A pair that does not load is shown in the UI; on quitting, its error stays on the shell
+/// and the exit status is not 0.
+#[test]
+fn a_pair_that_fails_to_load_exits_with_its_error() {
+    if !have_tmux() {
+        return;
+    }
+    let tmux = run_in_tmux(
+        "--a /nonexistent/a --b /nonexistent/b --device cpu",
+        "",
+        "",
+        (100, 30),
+        "load-failed",
+    );
+    tmux.wait_for("the load error", |s| s.contains("/nonexistent/a"));
+    tmux.keys(&["q"]);
+    let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
+    assert!(end.contains("exit=1"), "{end}");
+    assert!(
+        end.lines()
+            .any(|l| l.starts_with("error:") && l.contains("/nonexistent/a")),
+        "{end}"
+    );
+}
+
 #[test]
 fn a_panic_restores_the_terminal() {
     let Some((_tmp, tmux)) = launch(
