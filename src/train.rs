@@ -224,7 +224,15 @@ pub fn save_model_dir(
             c.clone(),
         ))?)?,
     )?;
-    varmap.save(dir.join("model.safetensors"))?;
+    let weights = dir.join("model.safetensors");
+    varmap.save(&weights)?;
+    // The writer goes through a private temporary file: the weights take config.json's
+    // permissions, which followed the user's umask.
+    std::fs::set_permissions(
+        &weights,
+        std::fs::metadata(dir.join("config.json"))?.permissions(),
+    )
+    .with_context(|| format!("{}: cannot set its permissions", weights.display()))?;
     std::fs::copy(tokenizer, dir.join("tokenizer.json"))
         .with_context(|| format!("{}: cannot copy", tokenizer.display()))?;
     Ok(())

@@ -103,6 +103,50 @@ fn shape_changing_config_field() {
     );
 }
 
+/// Fields that change what the forward pass computes are held together too: the model is
+/// built from A's config, so B's RoPE or norm settings would be dropped without a word. A
+/// value written as f64 in one file and as a GGUF's f32 in the other is the same value.
+#[test]
+fn config_fields_of_the_forward_pass_must_agree() {
+    for (field, value, says) in [
+        ("rope_theta", serde_json::json!(20000.0), "rope_theta"),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "linear", "factor": 2.0}),
+            "rope_scaling",
+        ),
+        ("rms_norm_eps", serde_json::json!(1e-3), "rms_norm_eps"),
+        (
+            "num_hidden_layers",
+            serde_json::json!(1),
+            "num_hidden_layers",
+        ),
+    ] {
+        let p = pair(Arch::Llama);
+        let path = p.b.join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v[field] = value;
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = err(&p.a, &p.b);
+        assert_has(
+            &e,
+            &[
+                &format!("config field {says} differs"),
+                &path.display().to_string(),
+            ],
+        );
+    }
+    let p = pair(Arch::Llama);
+    let path = p.b.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let eps = v["rms_norm_eps"].as_f64().unwrap_or(1e-5);
+    v["rms_norm_eps"] = ((eps as f32) as f64).into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    load(&p.a, &p.b, false).unwrap();
+}
+
 #[test]
 fn tensor_missing_from_one_endpoint() {
     let p = pair(Arch::Llama);

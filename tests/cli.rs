@@ -645,13 +645,41 @@ fn settings_that_cannot_work_are_refused_by_flag() {
     }
     assert!(!tmp.path().join("sweep").exists());
     assert!(!tmp.path().join("x.svg").exists());
-    // An empty prompt is refused before any column's header is printed.
-    let out = lerpscope(&["generate", "--prompt", ""]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("--prompt"), "{err}");
+    // An empty prompt, or one as long as the context, is refused before any column's header
+    // is printed.
+    let long = "the food was great ".repeat(200);
+    for prompt in ["", long.as_str()] {
+        let out = lerpscope(&["generate", "--prompt", prompt]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--prompt"), "{err}");
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+/// A --max-tokens far past the context reserved memory for all of it (an abort that left the
+/// UI's terminal raw): generation stops at the context, as with any count past it.
+#[test]
+fn a_huge_token_count_stops_at_the_context() {
+    let out = lerpscope(&[
+        "generate",
+        "--prompt",
+        "The food",
+        "--alphas",
+        "0",
+        "--max-tokens",
+        &usize::MAX.to_string(),
+        "--json",
+    ]);
     assert!(
-        out.stdout.is_empty(),
+        out.status.success(),
         "{}",
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stderr)
     );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = line["token_ids"].as_array().unwrap().len();
+    assert!(n > 0 && n < 256, "{n} tokens");
 }

@@ -58,6 +58,16 @@ fn the_recipe_in_miniature() {
         for f in ["config.json", "model.safetensors", "tokenizer.json"] {
             assert!(out.join(side).join(f).is_file(), "{side}/{f} missing");
         }
+        // The weights are as readable as the rest (they were private: 0600).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |f: &str| {
+                let m = std::fs::metadata(out.join(side).join(f)).unwrap();
+                m.permissions().mode()
+            };
+            assert_eq!(mode("model.safetensors"), mode("config.json"), "{side}");
+        }
     }
     // Pre-training learns: the last losses are well below the first.
     let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();

@@ -33,8 +33,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let (a, b) = args.pair.endpoints();
     let mut engine = Engine::load(&a, &b, &opts)?;
     engine.set_stop_texts(args.sampling.stop.clone());
-    if engine.encode(&prompt)?.is_empty() {
+    // Refused before any header or prompt is printed.
+    let prompt_tokens = engine.encode(&prompt)?.len();
+    if prompt_tokens == 0 {
         bail!("--prompt: empty after tokenisation; give some text to continue");
+    }
+    let context = engine.generator().max_positions;
+    if prompt_tokens >= context {
+        bail!("--prompt: {prompt_tokens} tokens; the model's context is {context}");
     }
     // Through a chat template the model writes a reply, not a continuation: on a line of
     // its own under the prompt.

@@ -379,12 +379,23 @@ impl ModelConfig {
         ids.map(TokenIds::to_vec).unwrap_or_default()
     }
 
-    /// The fields whose values decide tensor shapes (or how tensors are read): two endpoints
-    /// must agree on all of them to be blended.
+    /// The fields whose values decide tensor shapes, how tensors are read, or what the forward
+    /// pass computes with them (the model is built from A's config): two endpoints must agree
+    /// on all of them to be blended. The plain sizes come first, so a pair that differs in
+    /// several is told of the one a person reads most easily. Floats are compared as the f32
+    /// a GGUF file stores them in.
     pub fn shape_fields(&self) -> Vec<(&'static str, String)> {
         match self {
             ModelConfig::Decoder(c) => vec![
                 ("architectures", self.architecture().to_string()),
+                ("hidden_size", c.hidden_size.to_string()),
+                ("intermediate_size", c.intermediate_size.to_string()),
+                ("num_hidden_layers", c.num_hidden_layers.to_string()),
+                ("num_attention_heads", c.num_attention_heads.to_string()),
+                ("num_key_value_heads", c.kv_heads().to_string()),
+                ("head_dim", c.head_dim().to_string()),
+                ("vocab_size", c.vocab_size.to_string()),
+                ("tie_word_embeddings", c.tie_word_embeddings.to_string()),
                 ("block options", format!("{:?}", c.opts)),
                 (
                     "layer_types",
@@ -396,14 +407,11 @@ impl ModelConfig {
                     ),
                 ),
                 ("sliding_window", format!("{:?}", c.sliding_window)),
-                ("hidden_size", c.hidden_size.to_string()),
-                ("intermediate_size", c.intermediate_size.to_string()),
-                ("num_hidden_layers", c.num_hidden_layers.to_string()),
-                ("num_attention_heads", c.num_attention_heads.to_string()),
-                ("num_key_value_heads", c.kv_heads().to_string()),
-                ("head_dim", c.head_dim().to_string()),
-                ("vocab_size", c.vocab_size.to_string()),
-                ("tie_word_embeddings", c.tie_word_embeddings.to_string()),
+                ("rms_norm_eps", (c.rms_norm_eps as f32).to_string()),
+                ("rope_theta", c.rope_theta.to_string()),
+                ("rope_scaling", format!("{:?}", c.rope_scaling)),
+                ("rope_factors", format!("{:?}", c.rope_factors)),
+                ("local rope", format!("{:?}", c.local_rope)),
             ],
             ModelConfig::Gpt2(c) => vec![
                 ("n_embd", c.n_embd.to_string()),
@@ -412,6 +420,10 @@ impl ModelConfig {
                 ("n_inner", c.inner().to_string()),
                 ("n_positions", c.n_positions.to_string()),
                 ("vocab_size", c.vocab_size.to_string()),
+                (
+                    "layer_norm_epsilon",
+                    (c.layer_norm_epsilon as f32).to_string(),
+                ),
             ],
         }
     }

@@ -417,7 +417,10 @@ impl Generator<'_> {
             (None, None) => 1,
         };
         let start = Instant::now();
-        let capacity = (prompt_ids.len() + params.max_tokens).min(self.max_positions);
+        let capacity = prompt_ids
+            .len()
+            .saturating_add(params.max_tokens)
+            .min(self.max_positions);
         let mut cache = self.model.new_cache(capacity);
         let mut rows: Vec<Row> = (0..k)
             .map(|i| {
@@ -425,7 +428,7 @@ impl Generator<'_> {
                 if let Some(seeds) = seeds {
                     p.sampling.seed = seeds[i];
                 }
-                Row::new(self.tokenizer, &p, prompt_ids)
+                Row::new(self.tokenizer, &p, prompt_ids, capacity)
             })
             .collect();
         for (i, row) in rows.iter_mut().enumerate() {
@@ -660,19 +663,25 @@ impl<'t> Row<'t> {
         Ok((token, info))
     }
 
-    fn new(tokenizer: &'t Tokenizer, params: &GenerationParams, prompt: &[u32]) -> Self {
-        let mut history = Vec::with_capacity(prompt.len() + params.max_tokens);
+    /// A row that will hold at most `positions` tokens, its prompt's included (the context
+    /// ends a generation however large `--max-tokens` is).
+    fn new(
+        tokenizer: &'t Tokenizer,
+        params: &GenerationParams,
+        prompt: &[u32],
+        positions: usize,
+    ) -> Self {
+        let new_tokens = params
+            .max_tokens
+            .min(positions.saturating_sub(prompt.len()));
+        let mut history = Vec::with_capacity(prompt.len() + new_tokens);
         history.extend_from_slice(prompt);
         Self {
             sampler: Sampler::new(params.sampling),
             stream: TokenStream::new(tokenizer),
             history,
-            out: Vec::with_capacity(params.max_tokens),
-            infos: Vec::with_capacity(if params.token_info {
-                params.max_tokens
-            } else {
-                0
-            }),
+            out: Vec::with_capacity(new_tokens),
+            infos: Vec::with_capacity(if params.token_info { new_tokens } else { 0 }),
             text: String::new(),
             first_token: None,
             ended: None,
