@@ -290,6 +290,15 @@ fn bad_adapters_get_one_line_naming_the_file_and_key() {
     let (_t, d) = copy_adapter("llama-plain-a");
     edit_config(&d, |c| c["base_model_name_or_path"] = Value::Null);
     has(&load_err(d.to_str().unwrap(), "base", None), &["--base"]);
+    // A base the adapter names that is not there: the message says where the name came from.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| {
+        c["base_model_name_or_path"] = "/nonexistent/base".into()
+    });
+    has(
+        &load_err(d.to_str().unwrap(), "base", None),
+        &["base_model_name_or_path: /nonexistent/base", "pass --base"],
+    );
     // Kinds that do not pair.
     let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama-b");
     has(

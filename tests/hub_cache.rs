@@ -36,6 +36,13 @@ fn hub_ids_resolve_through_the_cache_offline() {
     assert_eq!(engine.info.a, "lerp/neg");
     assert_eq!(engine.info.b, "lerp/pos@v1");
     assert_eq!(engine.info.architecture, "GPT2LMHeadModel");
+    // A revision given as its full commit hash is read from its snapshot, with no ref naming
+    // it (huggingface_hub writes none when it downloads by hash).
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    put_in_cache(&cache, "lerp/pinned", "main", commit, &b);
+    std::fs::remove_file(cache.join("models--lerp--pinned/refs/main")).unwrap();
+    let pinned = format!("lerp/pinned@{commit}");
+    Engine::load("lerp/neg", &pinned, &opts).unwrap();
 
     // Adapters by Hub id, on a base by Hub id (named by the adapters, as PEFT writes it).
     let fx = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters");

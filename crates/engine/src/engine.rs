@@ -527,7 +527,12 @@ impl Engine {
                 layers.source()
             );
         }
-        let mut base_files = source::resolve(&base_spec)?;
+        let mut base_files = source::resolve(&base_spec).with_context(|| match opts.base {
+            Some(_) => "--base".to_string(),
+            None => format!(
+                "the base the adapters name (base_model_name_or_path: {base_spec}); pass --base to give it"
+            ),
+        })?;
         if let Some(t) = &opts.tokenizer {
             base_files.tokenizer = t.clone();
         }

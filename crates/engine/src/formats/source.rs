@@ -232,6 +232,9 @@ struct HubRepo {
     label: String,
     cache_dir: PathBuf,
     cached: hf_hub::CacheRepo,
+    /// A revision given as a full commit hash: its snapshot folder. huggingface_hub writes no
+    /// `refs/<hash>` when it downloads by hash, and hf-hub's cache looks a revision up there.
+    snapshot: Option<PathBuf>,
     api: Option<hf_hub::api::sync::ApiRepo>,
     how_to_get: String,
 }
@@ -242,6 +245,14 @@ impl HubRepo {
         let cache_dir = hub_cache_dir();
         let repo = Repo::with_revision(id.repo.clone(), RepoType::Model, id.revision.clone());
         let cached = Cache::new(cache_dir.clone()).repo(repo.clone());
+        let is_commit =
+            id.revision.len() == 40 && id.revision.bytes().all(|b| b.is_ascii_hexdigit());
+        let snapshot = is_commit.then(|| {
+            cache_dir
+                .join(repo.folder_name())
+                .join("snapshots")
+                .join(&id.revision)
+        });
         let label = if id.revision == "main" {
             id.repo.clone()
         } else {
@@ -264,6 +275,7 @@ impl HubRepo {
             label,
             cache_dir,
             cached,
+            snapshot,
             api,
             how_to_get,
         }
@@ -272,6 +284,10 @@ impl HubRepo {
     fn fetch(&self, name: &str) -> Option<PathBuf> {
         self.cached
             .get(name)
+            .or_else(|| {
+                let path = self.snapshot.as_ref()?.join(name);
+                path.exists().then_some(path)
+            })
             .or_else(|| self.api.as_ref().and_then(|r| r.get(name).ok()))
     }
 
