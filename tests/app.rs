@@ -1025,7 +1025,11 @@ fn the_pad_and_typed_points_set_alpha_and_beta() {
         a.update(key(KeyCode::Char(c)));
     }
     assert!(a.update(key(KeyCode::Enter)).is_empty());
-    assert!(a.last_error.is_some());
+    let err = a.last_error.clone().unwrap();
+    assert!(
+        err.contains("β = 1000000000") && !err.contains('α'),
+        "{err}"
+    );
     assert_eq!(a.beta().map(|b| b.value()), Some(0.25));
 
     // Off a plane: no pad, and "1,2" is refused by name (it used to set α = 12).

@@ -882,10 +882,15 @@ impl App {
                     });
                     return vec![];
                 }
+                // β and γ are read as alphas; their errors speak of themselves.
                 let value = |i: usize, name: &str| {
                     parts[i].parse::<Alpha>().map_err(|e| match name {
                         "α" => e.to_string(),
-                        _ => format!("{name}: {e}"),
+                        _ => {
+                            let toward = if name == "β" { "1 is C" } else { "1 is D" };
+                            let e = e.to_string().replace("1 is B", toward).replace('α', name);
+                            format!("{name}: {e}")
+                        }
                     })
                 };
                 let point = (|| -> Result<_, String> {
