@@ -80,6 +80,41 @@ fn hub_ids_resolve_through_the_cache_offline() {
         adapters.info.description
     );
 
+    // PEFT's `revision` names the base's revision: the base is read at it, not at main.
+    put_in_cache(
+        &cache,
+        "lerp/tiny-base-pinned",
+        "v2",
+        "9999",
+        &fx.join("base-llama-tied"),
+    );
+    for (repo, dir) in [
+        ("lerp/lora-neg-v2", "llama-plain-a"),
+        ("lerp/lora-pos-v2", "llama-plain-b"),
+    ] {
+        let copy = tmp.path().join(format!("{dir}-v2"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(fx.join(dir).join(f), copy.join(f)).unwrap();
+        }
+        let cfg = copy.join("adapter_config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        c["base_model_name_or_path"] = "lerp/tiny-base-pinned".into();
+        c["revision"] = "v2".into();
+        std::fs::write(&cfg, c.to_string()).unwrap();
+        put_in_cache(&cache, repo, "main", "cdef", &copy);
+    }
+    let pinned = Engine::load("lerp/lora-neg-v2", "lerp/lora-pos-v2", &opts).unwrap();
+    assert!(
+        pinned
+            .info
+            .description
+            .starts_with("base lerp/tiny-base-pinned@v2 + LoRA r4"),
+        "{}",
+        pinned.info.description
+    );
+
     // A model that is not cached, offline: one line saying where we looked and what to do.
     let e = Engine::load("lerp/neg", "lerp/absent", &opts)
         .err()

@@ -1704,7 +1704,7 @@ fn choose_base(
             } else {
                 base
             };
-            named.push((flag, base));
+            named.push((flag, with_revision(base, config.base_revision.as_deref())));
         }
     }
     match named.as_slice() {
@@ -1720,6 +1720,21 @@ fn choose_base(
                 named[0].0
             ),
         },
+    }
+}
+
+/// A base named by Hub id at the revision PEFT recorded (its `revision`), as PEFT loads it: a
+/// local path, or an id that names its own revision, stays as it is.
+fn with_revision(base: String, revision: Option<&str>) -> String {
+    match revision {
+        Some(rev)
+            if !std::path::Path::new(&base).exists()
+                && !base.contains('@')
+                && crate::formats::source::HubId::parse(&base).is_some() =>
+        {
+            format!("{base}@{rev}")
+        }
+        _ => base,
     }
 }
 

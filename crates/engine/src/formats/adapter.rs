@@ -48,6 +48,8 @@ pub struct AdapterConfig {
     pub targets: Option<Targets>,
     pub modules_to_save: Vec<String>,
     pub base_model: Option<String>,
+    /// The base's revision on the Hub (PEFT's `revision`), where one is named.
+    pub base_revision: Option<String>,
 }
 
 fn unsupported_true(v: &serde_json::Value, key: &str) -> bool {
@@ -159,6 +161,11 @@ impl AdapterConfig {
             .and_then(|b| b.as_str())
             .filter(|b| !b.is_empty())
             .map(String::from);
+        let base_revision = v
+            .get("revision")
+            .and_then(|b| b.as_str())
+            .filter(|b| !b.is_empty())
+            .map(String::from);
         Ok(Self {
             r,
             lora_alpha,
@@ -168,6 +175,7 @@ impl AdapterConfig {
             targets,
             modules_to_save,
             base_model,
+            base_revision,
         })
     }
 
