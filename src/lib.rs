@@ -19,16 +19,32 @@ pub mod ui;
 
 /// An error and its causes as one line: "outer: inner: root". Takes the engine's errors as
 /// they are and anyhow's as `&*e`.
-pub fn one_line(e: &dyn std::error::Error) -> String {
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let chain = std::iter::successors(Some(e), |e| e.source());
     for cause in chain {
-        let s = cause.to_string().replace('\n', " ");
+        let s = match cause.downcast_ref::<candle_core::Error>() {
+            Some(c) => candle_text(c),
+            None => cause.to_string(),
+        }
+        .replace('\n', " ");
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
     }
     parts.join(": ")
+}
+
+/// A candle error's message without the backtrace candle attaches when RUST_BACKTRACE is set
+/// (dozens of lines that would swamp the one line).
+fn candle_text(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_text(inner),
+        candle_core::Error::Context { inner, context } => {
+            format!("{context}: {}", candle_text(inner))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Keep freed large buffers in the process instead of returning them to the kernel on every
@@ -42,5 +58,22 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A candle error carrying a backtrace (RUST_BACKTRACE set) still reads as one short
+    /// line: its message and context, no frames.
+    #[test]
+    fn a_backtrace_stays_out_of_the_one_line() {
+        let e = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("shape mismatch in q_proj".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        }
+        .context("layer 3");
+        let e = anyhow::Error::from(e).context("model.safetensors");
+        let line = super::one_line(&*e);
+        assert_eq!(line, "model.safetensors: layer 3: shape mismatch in q_proj");
     }
 }
