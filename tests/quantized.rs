@@ -186,6 +186,39 @@ fn two_quantized_endpoints_are_llama_cpp_at_each_end_and_mix_rows_between() {
     }
 }
 
+/// Two quantized endpoints of different types differ in every tensor, the token embedding
+/// too: at α = 1 the pair is B alone, bit for bit, and in between its rows stay near the
+/// dequantised blend (which reads both embeddings).
+#[test]
+fn two_quantized_endpoints_read_both_embeddings() {
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        chat_template: false,
+        ..Default::default()
+    };
+    let (a, b) = (
+        dir().join("base-q8_0.gguf").display().to_string(),
+        dir().join("b-q4_1.gguf").display().to_string(),
+    );
+    let ids = [5u32, 17, 42, 8, 99, 3];
+    let mut pair = Engine::load(&a, &b, &opts).unwrap();
+    assert!(pair.kept_quantized());
+    let mut alone = Engine::load(&b, &b, &opts).unwrap();
+    pair.set_alpha(1.0).unwrap();
+    alone.set_alpha(1.0).unwrap();
+    assert_eq!(pair.logits(&ids).unwrap(), alone.logits(&ids).unwrap());
+    let mut plain = Engine::load(
+        &a,
+        &b,
+        &LoadOptions {
+            dequantize: true,
+            ..opts
+        },
+    )
+    .unwrap();
+    rows_match_alone_and_dequantised(&mut pair, &mut plain, &ids, &[0.0, 0.5, 1.0], "q8_0 ↔ q4_1");
+}
+
 /// Rows of `engine` at `alphas` in one batch: each equals its α alone, bit for bit (a row's
 /// result does not depend on its batch), and lies within DEQUANTISED of `plain`, the
 /// dequantised path, which skips the activations' Q8 rounding.

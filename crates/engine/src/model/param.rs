@@ -471,6 +471,10 @@ impl Param {
     /// The embedding rows of `ids [b, t]`: `[b, t, d]`, with the updates' rows.
     pub fn embed(&self, ids: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
         let rows = match (&self.a, mix, &self.b) {
+            (Stored::Quantized(q), Some(m), _) if self.b_quantized.is_some() => {
+                let qb = self.b_quantized.as_deref().expect("checked");
+                mix_endpoints(m, |w| w.embed(ids), q, qb)?
+            }
             (Stored::Quantized(q), Some(m), Some(b)) => {
                 m.combine(&q.embed(ids)?, &embed(b, ids)?)?
             }
