@@ -56,10 +56,11 @@ pub struct ExportArgs {
     /// `.gguf`) in the working directory.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
-    /// hf (a Hugging Face folder: config, tokenizer, safetensors) or gguf (one llama.cpp file).
-    #[arg(long, default_value = "hf", value_parser = ["hf", "gguf"])]
-    pub format: String,
-    /// Replace an existing --out.
+    /// hf (a Hugging Face folder: config, tokenizer, safetensors) or gguf (one llama.cpp file);
+    /// by default gguf where --out ends in `.gguf`, else hf.
+    #[arg(long, value_parser = ["hf", "gguf"])]
+    pub format: Option<String>,
+    /// Replace an existing --out (a model folder or a GGUF file, never the sources' own).
     #[arg(long)]
     pub force: bool,
 }

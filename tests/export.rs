@@ -323,10 +323,62 @@ fn failed_exports_leave_nothing_behind() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(out.join("keep.txt").exists());
+    // --force replaces a model folder, not a folder of other things...
     let mut forced = args.to_vec();
     forced.push("--force");
+    let o = lerpscope(&forced, tmp.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not a model folder"),
+        "{err}"
+    );
+    assert!(out.join("keep.txt").exists());
+    // ...nor the folder an endpoint is read from (the blend would replace its source).
+    let own = tmp.path().join("b-copy");
+    std::fs::create_dir_all(&own).unwrap();
+    for f in std::fs::read_dir(&b).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, own.join(f.file_name().unwrap())).unwrap();
+    }
+    let before = std::fs::read(own.join("model.safetensors")).unwrap();
+    let o = lerpscope(
+        &[
+            "export", "--a", &a, "--b", "b-copy", "--alpha", "0.5", "--out", "b-copy", "--force",
+            "--device", "cpu",
+        ],
+        tmp.path(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("the b endpoint is read from there"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(own.join("model.safetensors")).unwrap(),
+        before
+    );
+    std::fs::write(out.join("config.json"), "{}").unwrap();
     assert!(lerpscope(&forced, tmp.path()).status.success());
     assert!(out.join("model.safetensors").exists() && !out.join("keep.txt").exists());
+    // An --out named .gguf is a GGUF file without --format.
+    let o = lerpscope(
+        &[
+            "export",
+            "--a",
+            &a,
+            "--b",
+            &b,
+            "--alpha",
+            "0.5",
+            "--out",
+            "blend.gguf",
+            "--device",
+            "cpu",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(tmp.path().join("blend.gguf").is_file());
     no_leftovers(tmp.path());
     // The weights are as readable as the folder's other files (they were private: 0600).
     #[cfg(unix)]

@@ -8,9 +8,16 @@ use candle_core::DType;
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let alpha = args.alpha;
-    let format = match args.format.as_str() {
-        "gguf" => Format::Gguf,
-        _ => Format::Hf,
+    let named_gguf = args
+        .out
+        .as_ref()
+        .and_then(|o| o.extension())
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let format = match args.format.as_deref() {
+        Some("gguf") => Format::Gguf,
+        Some(_) => Format::Hf,
+        None if named_gguf => Format::Gguf,
+        None => Format::Hf,
     };
     let mut opts = args.pair.options()?;
     // The blend is computed and written in one dtype: the one asked for, else f32.

@@ -285,6 +285,9 @@ pub fn write(
             out.display()
         );
     }
+    if out.exists() {
+        check_replaceable(snap, out)?;
+    }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -334,6 +337,46 @@ pub fn write(
     std::fs::rename(&tmp, out)
         .with_context(|| format!("--out {}: cannot move the export into place", out.display()))?;
     Ok(out.to_path_buf())
+}
+
+/// What `--force` may replace: never a source's own files (or a folder holding them), and of
+/// folders only a model folder (one with a config.json, or empty), so a mistyped `--out` cannot
+/// delete a folder of other things.
+fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
+    let Ok(target) = std::fs::canonicalize(out) else {
+        return Ok(());
+    };
+    let files = &snap.model_files;
+    let given = snap
+        .recipe
+        .sources
+        .iter()
+        .map(|(role, s, _)| (format!("the {role} endpoint"), PathBuf::from(s)));
+    let read = [&files.config, &files.tokenizer]
+        .into_iter()
+        .chain(&files.weights)
+        .map(|p| ("a source".to_string(), p.clone()));
+    for (what, p) in given.chain(read) {
+        if let Ok(p) = std::fs::canonicalize(&p) {
+            if p.starts_with(&target) {
+                bail!(
+                    Invalid,
+                    "--out {}: {what} is read from there ({}); write the export elsewhere",
+                    out.display(),
+                    p.display()
+                );
+            }
+        }
+    }
+    let empty = || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_none());
+    if out.is_dir() && !out.join("config.json").is_file() && !empty() {
+        bail!(
+            Invalid,
+            "--out {}: a folder that is not a model folder (no config.json); --force replaces only a model folder or a GGUF file",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 fn io<T>(r: std::io::Result<T>, path: &Path) -> Result<T> {
