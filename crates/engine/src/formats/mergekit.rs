@@ -229,6 +229,18 @@ impl Reader<'_> {
             ),
         };
         let (inputs, layer_range, slice_params) = self.inputs()?;
+        // mergekit keys its models by name: a second entry of one model is not a second model.
+        for (i, x) in inputs.iter().enumerate() {
+            if let Some(first) = inputs[..i].iter().position(|y| y.model == x.model) {
+                bail!(
+                    Invalid,
+                    "{file}: {} is listed twice (entries {} and {}); give each model once",
+                    x.model,
+                    first + 1,
+                    i + 1
+                );
+            }
+        }
         let base = self.str("base_model")?;
         let global = self.mapping("parameters")?;
         // mergekit's precedence for shared parameters: the slice's, then the config's.
@@ -294,7 +306,7 @@ impl Reader<'_> {
                             }],
                             &what("weight"),
                         )?,
-                        (true, _) => own.shared_among(others_of(&weights, i)),
+                        (true, _) => own.shared_among(others_of(&weights, i)).zero_sum_as_one(),
                     };
                     Ok(f.scaled(lambda).required())
                 };
@@ -553,23 +565,36 @@ fn only_parameters(file: &str, scopes: &[Option<&Mapping>], allowed: &[&str]) ->
     Ok(())
 }
 
-/// A parameter's rules, from the most specific scope that sets it: the model's own, then the
-/// shared ones in order.
+/// A parameter's rules over every scope that sets it, the most specific first: the model's
+/// own, then the shared ones in order. mergekit reads a tensor's value from the first scope
+/// whose rules give one and moves on to the next where none matches, which is first match over
+/// the scopes' rules one after another; a scope with a rule for every tensor ends the search.
 fn setting(
     file: &str,
     shared: &[Option<&Mapping>],
     own: &[Option<&Mapping>],
     name: &str,
 ) -> Result<Option<Vec<Rule>>> {
-    let Some(v) = own.iter().chain(shared).flatten().find_map(|m| m.get(name)) else {
-        return Ok(None);
-    };
-    rules(v).map(Some).map_err(|why| {
-        err!(
-            Format,
-            "{file}: parameters.{name}: {why} (a number, a list of numbers, or a list of {{filter, value}})"
-        )
-    })
+    let mut all: Vec<Rule> = Vec::new();
+    for v in own
+        .iter()
+        .chain(shared)
+        .flatten()
+        .filter_map(|m| m.get(name))
+    {
+        let scope = rules(v).map_err(|why| {
+            err!(
+                Format,
+                "{file}: parameters.{name}: {why} (a number, a list of numbers, or a list of {{filter, value}})"
+            )
+        })?;
+        let total = scope.iter().any(|r| r.filter.is_none());
+        all.extend(scope);
+        if total {
+            break;
+        }
+    }
+    Ok((!all.is_empty()).then_some(all))
 }
 
 fn rules(v: &Value) -> std::result::Result<Vec<Rule>, String> {
@@ -756,6 +781,65 @@ dtype: bfloat16
         assert_eq!([at(&ta.layers), at(&d.1)], [Some(0.25), Some(0.5)]);
     }
 
+    /// Where a model's own rules give no value for a tensor, the slice's and then the
+    /// config's are read (mergekit's ConfigReader), whichever method reads the parameter.
+    #[test]
+    fn a_scope_without_a_matching_rule_falls_back_to_the_next() {
+        let at = |l: &LayerAlphas, n: &str| l.value(n, 0.0);
+        let (attn, mlp) = (
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.mlp.up_proj.weight",
+        );
+        let ta = MergeRecipe::parse(
+            "models:\n  - model: y\n    parameters:\n      weight: [{filter: self_attn, value: 0.2}]\nbase_model: x\nmerge_method: task_arithmetic\nparameters: {weight: 0.5}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            [at(&ta.layers, attn), at(&ta.layers, mlp)],
+            [Some(0.2), Some(0.5)]
+        );
+        let slerp = MergeRecipe::parse(
+            "slices:\n  - sources:\n      - {model: a, layer_range: [0, 2]}\n      - {model: b, layer_range: [0, 2]}\n    parameters:\n      t: [{filter: mlp, value: 0.9}]\nmerge_method: slerp\nbase_model: a\nparameters: {t: 0.4}\n",
+            "s.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            [at(&slerp.layers, attn), at(&slerp.layers, mlp)],
+            [Some(0.4), Some(0.9)]
+        );
+        // A scope with a rule for every tensor ends the search: the config's is never read.
+        let own = MergeRecipe::parse(
+            "models:\n  - {model: x, parameters: {weight: [{filter: mlp, value: 1}, {value: 3}]}}\n  - {model: y, parameters: {weight: 1}}\nmerge_method: linear\nparameters: {weight: 7}\n",
+            "l.yaml",
+        )
+        .unwrap();
+        assert_eq!(at(&own.layers, attn), Some(0.25));
+    }
+
+    /// task_arithmetic's normalize divides by the weights' sum, and by 1 where that sum is
+    /// within 1e-8 of zero (mergekit's guard); linear has no guard, and is refused there.
+    #[test]
+    fn weights_that_sum_to_zero_normalise_as_mergekit_does() {
+        let n = "model.layers.0.mlp.up_proj.weight";
+        let ta = MergeRecipe::parse(
+            "models:\n  - {model: y, parameters: {weight: 0.5}}\n  - {model: z, parameters: {weight: -0.5}}\nbase_model: x\nmerge_method: task_arithmetic\nparameters: {normalize: true}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let c = ta.c.as_ref().unwrap();
+        assert_eq!(
+            [ta.layers.value(n, 0.0), c.1.value(n, 0.0)],
+            [Some(0.5), Some(-0.5)]
+        );
+        let lin = MergeRecipe::parse(
+            "models:\n  - {model: y, parameters: {weight: 0.5}}\n  - {model: z, parameters: {weight: -0.5}}\nmerge_method: linear\n",
+            "l.yaml",
+        )
+        .unwrap();
+        assert!(!lin.layers.value(n, 0.0).unwrap().is_finite());
+    }
+
     #[test]
     fn bad_configs_name_the_file_and_key() {
         for (yaml, says) in [
@@ -776,6 +860,7 @@ dtype: bfloat16
             ("- not a mapping\n", "mapping"),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: 0.5}\ndtype: float32\nout_dtype: bfloat16\n", "out_dtype \"bfloat16\""),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: 0.5}\ntokenizer_source: {kind: union}\n", "tokenizer_source"),
+            ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: a, parameters: {weight: 3}}, {model: b, parameters: {weight: 1}}]\n", "a is listed twice (entries 1 and 2)"),
         ] {
             let e = MergeRecipe::parse(yaml, "r.yaml").unwrap_err().to_string();
             assert!(e.starts_with("r.yaml") && e.contains(says), "{yaml}\n→ {e}");

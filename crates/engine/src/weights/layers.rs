@@ -30,6 +30,9 @@ pub struct LayerAlphas {
     /// With partners' rules, the factor is this one's share of them all, v/(Σ partners + v)
     /// (normalised weights: linear's, task_arithmetic's with `normalize`).
     share: Vec<LayerAlphas>,
+    /// Whether a sum of weights within 1e-8 of zero divides by 1 instead (task_arithmetic's
+    /// normalize does; linear divides by it).
+    zero_sum_is_one: bool,
     /// Whether a tensor no rule matches is an error (mergekit's required parameters) rather
     /// than factor 1.
     required: bool,
@@ -78,6 +81,7 @@ impl LayerAlphas {
             rules,
             scale: 1.0,
             share: Vec::new(),
+            zero_sum_is_one: false,
             required: false,
             layer_range: None,
             what: what.to_string(),
@@ -142,6 +146,15 @@ impl LayerAlphas {
     pub fn shared_among(self, partners: Vec<LayerAlphas>) -> Self {
         Self {
             share: partners,
+            ..self
+        }
+    }
+
+    /// A share whose sum of weights divides by 1 where it is within 1e-8 of zero, as mergekit's
+    /// task arithmetic normalises.
+    pub fn zero_sum_as_one(self) -> Self {
+        Self {
+            zero_sum_is_one: true,
             ..self
         }
     }
@@ -222,7 +235,12 @@ impl LayerAlphas {
                 for p in rest {
                     sum += p.own(name, t)?;
                 }
-                v / (sum + v)
+                let total = sum + v;
+                if self.zero_sum_is_one && total.abs() < 1e-8 {
+                    v
+                } else {
+                    v / total
+                }
             }
             None => v,
         };
