@@ -147,9 +147,9 @@ pub struct DemoOrPair {
     /// 0, or --beta).
     #[arg(long, requires = "demo", conflicts_with = "c")]
     pub plane: bool,
-    /// A mergekit config (YAML: linear, slerp or task_arithmetic over two models) as the pair
-    /// and its path: A is its base_model (linear: its first model), B the other, and α scales
-    /// the config's t or weights, its own merge at α = 1.
+    /// A mergekit config (YAML: linear, slerp or task_arithmetic over two to four models) as
+    /// the endpoints and their path: A is its base_model (linear: its first model), B, C and D
+    /// the others, and α scales the config's t or weights, its own merge at α = 1.
     #[arg(long, value_name = "FILE", value_parser = parse_recipe,
           conflicts_with_all = ["a", "b", "demo", "method", "layer_alphas", "c", "d"])]
     pub recipe: Option<Box<crate::engine::MergeRecipe>>,

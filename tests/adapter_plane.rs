@@ -562,6 +562,15 @@ fn an_export_on_the_plane_is_peft_cat_merged() {
     assert_eq!(meta["lerpscope.beta"], beta.to_string());
     assert!(meta["lerpscope.c"].ends_with("c"), "{meta:?}");
     assert!(meta["lerpscope.formula"].contains("beta"), "{meta:?}");
+    // The model card says the same: the plane's formula, β, and C as C (not as the base).
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains(&meta["lerpscope.formula"]), "{card}");
+    assert!(card.contains(&format!("- β: `{beta}`")), "{card}");
+    assert!(
+        card.lines()
+            .any(|l| l.starts_with("| C |") && l.contains(&path(&exp, "c"))),
+        "{card}"
+    );
     assert!(
         !out.join("mergekit_config.yml").exists(),
         "no mergekit form for adapters"

@@ -764,3 +764,33 @@ fn a_beta_grid_sweeps_the_plane() {
     let (ok, err) = try_sweep(&with_d("0.5"), &four);
     assert!(!ok && err.contains("other settings"), "{err}");
 }
+
+/// The pair's description (the header, and a saved session's path) gives each extra model's
+/// weight: a recipe's C and D at their own factors, not as bare α.
+#[test]
+fn a_recipes_description_gives_every_models_weight() {
+    use lerpscope::engine::{DeviceChoice, Engine, ExtraEndpoint, LoadOptions, MergeRecipe};
+    let r = MergeRecipe::load(&recipe("task-arithmetic-four")).unwrap();
+    let extra = |x: &Option<(String, lerpscope::engine::LayerAlphas)>| {
+        x.as_ref().map(|(source, f)| ExtraEndpoint {
+            source: source.clone(),
+            weight: None,
+            factors: Some(f.clone()),
+        })
+    };
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        method: r.method,
+        layers: Some(r.layers.clone()),
+        third: extra(&r.c),
+        fourth: extra(&r.d),
+        ..Default::default()
+    };
+    let e = Engine::load(&r.a, &r.b, &opts).unwrap();
+    let d = &e.info.description;
+    assert!(
+        d.contains(" + α·0.5·(tests/fixtures/recipes/c − A)")
+            && d.contains(" + α·-0.3·(tests/fixtures/recipes/d − A)"),
+        "{d}"
+    );
+}

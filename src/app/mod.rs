@@ -1357,17 +1357,14 @@ impl App {
         effects
     }
 
-    /// A plane's terms, "β·(C − A)" (or "α·(C − A)" for a recipe's direction, and with a
-    /// fourth endpoint "… + γ·(D − A)"), from the pair's description.
+    /// A plane's terms, "β·(C − A)" (or "α·0.5·(C − A)" for a recipe's direction at its
+    /// factor, and with a fourth endpoint "… + γ·(D − A)"), from the pair's description.
     pub fn plane_term(&self) -> Option<&str> {
         let PairState::Ready(info) = &self.pair else {
             return None;
         };
         let d = &info.description;
-        let at = [" + β·(", " + α·("]
-            .iter()
-            .filter_map(|t| d.find(t))
-            .min()?;
+        let at = [" + β·", " + α·"].iter().filter_map(|t| d.find(t)).min()?;
         Some(&d[at + " + ".len()..])
     }
 

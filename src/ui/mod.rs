@@ -334,8 +334,12 @@ fn alpha_marks<'a>(app: &App, marks: &'a [Vec<(f64, f64)>]) -> Vec<ratatui::widg
 /// architecture, dtype and device after them stay on screen.
 fn compact_paths(text: &str) -> String {
     text.split(' ')
-        .map(|w| match w.rsplit_once('/') {
-            Some((_, last)) if w.chars().count() > 32 && !last.is_empty() => format!("…/{last}"),
+        .map(|w| match (w.find('/'), w.rsplit_once('/')) {
+            (Some(first), Some((_, last))) if w.chars().count() > 32 && !last.is_empty() => {
+                // What leads into the path ("β·(" of a plane's term) stays.
+                let lead = &w[..w[..first].rfind('(').map_or(0, |i| i + 1)];
+                format!("{lead}…/{last}")
+            }
             _ => w.to_string(),
         })
         .collect::<Vec<_>>()
@@ -865,5 +869,22 @@ fn human_count(n: usize) -> String {
         n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
         n if n >= 1_000 => format!("{:.1}k", n as f64 / 1e3),
         n => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Long paths shrink to their last part, and what leads into one ("β·(") stays.
+    #[test]
+    fn compact_paths_keeps_what_leads_into_a_path() {
+        let long = "/tmp/a/rather/long/folder/of/models/for/c";
+        assert_eq!(
+            super::compact_paths(&format!("A ↔ B + β·({long} − A)")),
+            "A ↔ B + β·(…/c − A)"
+        );
+        assert_eq!(
+            super::compact_paths(&format!("{long} ↔ tests/x")),
+            "…/c ↔ tests/x"
+        );
     }
 }

@@ -415,7 +415,13 @@ impl Engine {
         let given = extras.iter().filter_map(|x| x.as_ref());
         for ((x, cx), name) in given.zip(&beyond).zip(["β", "γ"]) {
             let weight = if x.weight.is_some() { name } else { "α" };
-            description.push_str(&format!(" + {weight}·({} − A)", cx.label()));
+            // A recipe's factors on its weight, as a number or as its rules.
+            let factor = match x.factors.as_ref().map(|f| f.spec()) {
+                Some(k) if k.parse::<f64>().is_ok() => format!("{k}·"),
+                Some(k) => format!("[{k}]·"),
+                None => String::new(),
+            };
+            description.push_str(&format!(" + {weight}·{factor}({} − A)", cx.label()));
         }
         let files = source_files;
         let roles = ["a", "b", "c", "d"];

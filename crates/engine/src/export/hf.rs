@@ -184,17 +184,47 @@ pub(super) fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64))
 
 fn model_card(snap: &Snapshot) -> String {
     let r = &snap.recipe;
+    let entries = r.entries();
+    let get = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
     let mut s = format!(
-        "---\nlibrary_name: transformers\ntags:\n- lerpscope\n- merge\n---\n\n# A blend at α = {}\n\nThis model is θ(α) = θ_A + α·(θ_B − θ_A) at α = {}, written by lerpscope {} in {}.\n\n| role | source | SHA-256 of its files |\n|---|---|---|\n",
+        "---\nlibrary_name: transformers\ntags:\n- lerpscope\n- merge\n---\n\n# A blend at α = {}\n\nThis model is `{}` at α = {}, written by lerpscope {} in {}.\n",
         r.alpha,
+        get("lerpscope.formula").unwrap_or_default(),
         r.alpha,
         env!("CARGO_PKG_VERSION"),
         dtype_name(r.dtype)
     );
+    let details = [
+        ("lerpscope.method", "method"),
+        (
+            "lerpscope.layer_alphas",
+            "α per layer (each tensor at α times its factor)",
+        ),
+        ("lerpscope.beta", "β"),
+        ("lerpscope.c_factors", "C's factors on its weight"),
+        ("lerpscope.gamma", "γ"),
+        ("lerpscope.d_factors", "D's factors on its weight"),
+    ];
+    let listed: Vec<String> = details
+        .iter()
+        .filter_map(|(key, name)| Some(format!("- {name}: `{}`\n", get(key)?)))
+        .collect();
+    if !listed.is_empty() {
+        s.push('\n');
+        s.push_str(&listed.concat());
+    }
+    s.push_str("\n| role | source | SHA-256 of its files |\n|---|---|---|\n");
     for (role, spec, sha) in &r.sources {
         let role = match role.as_str() {
             "a" => "A (α = 0)",
             "b" => "B (α = 1)",
+            "c" => "C",
+            "d" => "D",
             _ => "base",
         };
         s.push_str(&format!(
