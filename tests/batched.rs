@@ -344,3 +344,25 @@ fn busy_workers_leave_the_logits_unchanged() {
     let on = lerpscope::engine::on_pool(|| e.logits_columns(&PROMPT_IDS, &alphas).unwrap());
     assert_eq!(on, off);
 }
+
+/// A batch larger than the memory can hold is refused in one line before it allocates its
+/// rows (ten million rows ran the process out of memory).
+#[test]
+fn a_batch_the_memory_cannot_hold_is_refused() {
+    let (_tmp, e) = engine(Arch::Llama);
+    let ids = e.encode("The movie was").unwrap();
+    let seeds: Vec<u64> = (0..10_000_000).collect();
+    let params = GenerationParams {
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let err = e
+        .generator()
+        .run_samples(&ids, &seeds, None, &params, &mut |_, _| {})
+        .unwrap_err();
+    let line = lerpscope::one_line(&err);
+    assert!(
+        line.contains("10000000 rows at once need about") && line.contains("fewer columns"),
+        "{line}"
+    );
+}

@@ -406,6 +406,8 @@ fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
         (&["bench", "step", "--k", "0"], "--k 0"),
         (&["bench", "blend", "--iters", "0"], "--iters 0"),
         (&["bench", "generate", "--iters", "0"], "--iters 0"),
+        (&["bench", "generate", "--tokens", "0"], "--tokens 0"),
+        (&["bench", "columns", "--tokens", "0"], "--tokens 0"),
         (&["bench", "inspect", "--points", "1"], "--points 1"),
     ] {
         let out = lerpscope(&[args, &missing[..]].concat());

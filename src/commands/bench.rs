@@ -310,6 +310,8 @@ struct GenBench {
 
 impl GenBench {
     fn load(args: &crate::cli::BenchModelArgs) -> Result<Self> {
+        // No tokens would time nothing: every rate would be 0 or NaN.
+        at_least("--tokens", args.tokens, 1)?;
         let (a, b, mut label) = args.endpoints()?;
         let engine = Engine::load(&a, &b, &args.options()?)?;
         if let (Some(c), Some(beta)) = (&args.c, args.beta) {
@@ -463,8 +465,10 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
         );
         let path = if bench.engine.kept_quantized() {
             "kept quantized: nothing merged"
-        } else {
+        } else if bench.engine.is_adapter_pair() {
             "adapters: the merged path"
+        } else {
+            "a full pair, blended in place"
         };
         say!(
             "  α change → first token  {:8.2} ms  (blend {:.2} ms; {path})",

@@ -1767,6 +1767,7 @@ fn text_spec(c: &Checkpoint, tokenizer: Tokenizer) -> Result<TextSpec> {
     Ok(TextSpec {
         eos: eos_ids(&c.config, &tokenizer, c.files.config.parent()),
         max_positions: c.config.max_positions(),
+        memory: crate::generate::RowMemory::of(&c.config),
         tokenizer,
         stop: Vec::new(),
         chat: None,
@@ -1846,6 +1847,7 @@ impl Standalone {
             text: TextSpec {
                 eos: eos_ids(&config, &tokenizer, files.config.parent()),
                 max_positions: config.max_positions(),
+                memory: crate::generate::RowMemory::of(&config),
                 tokenizer,
                 stop: Vec::new(),
                 chat: None,

@@ -110,6 +110,20 @@ pub fn check_host_memory(device: &Device, bytes: u64) -> Result<()> {
     }
 }
 
+/// Refuse a batch of `rows` rows whose caches and activations (`bytes`, from
+/// [`crate::generate::RowMemory`]) the device cannot hold.
+pub fn check_rows(device: &Device, bytes: u64, rows: usize) -> Result<()> {
+    match available(device) {
+        Some((free, place)) if bytes > free => bail!(
+            Memory,
+            "{rows} rows at once need about {:.2} GiB (key/value caches and activations) but {place} has {:.2} GiB available; run fewer columns, alphas or samples at once",
+            gib(bytes),
+            gib(free)
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Whether three buffers of `buffer_bytes` and `kv_bytes` of caches fit in `free` bytes of GPU
 /// memory; the error gives the memory needed and available.
 pub fn memory_fit(buffer_bytes: u64, kv_bytes: u64, free: u64) -> Result<()> {

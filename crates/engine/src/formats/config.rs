@@ -349,6 +349,14 @@ impl ModelConfig {
         }
     }
 
+    /// The residual stream's width and the MLP's inner width.
+    pub fn widths(&self) -> (usize, usize) {
+        match self {
+            ModelConfig::Decoder(c) => (c.hidden_size, c.intermediate_size),
+            ModelConfig::Gpt2(c) => (c.n_embd, c.inner()),
+        }
+    }
+
     /// Bytes of key/value cache per position per sequence, at `dtype_bytes` per element.
     pub fn kv_bytes_per_position(&self, dtype_bytes: usize) -> u64 {
         let (layers, width) = match self {

@@ -126,12 +126,50 @@ pub fn perplexity(nll: f64, n: usize) -> f64 {
     }
 }
 
+/// What one row of a batch holds in memory, roughly, so that a batch the memory cannot take
+/// is refused before it starts rather than ending the process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowMemory {
+    /// Key/value cache per position (f32).
+    pub kv_per_position: u64,
+    /// Activations of a forward pass per position it runs (f32: the residual stream and its
+    /// copies, the MLP's inner rows).
+    pub per_position: u64,
+    /// Logits and the sampler's buffers.
+    pub per_row: u64,
+}
+
+impl RowMemory {
+    pub fn of(config: &crate::formats::config::ModelConfig) -> Self {
+        let (hidden, inner) = config.widths();
+        let f32s = |n: usize| (n as u64).saturating_mul(4);
+        Self {
+            kv_per_position: config.kv_bytes_per_position(4),
+            per_position: f32s(hidden.saturating_mul(6))
+                .saturating_add(f32s(inner.saturating_mul(3))),
+            per_row: f32s(config.vocab_size().saturating_mul(3)),
+        }
+    }
+
+    /// Bytes of `rows` rows, each with a cache of `capacity` positions, whose first pass runs
+    /// `prompt` positions.
+    pub fn bytes(&self, rows: usize, prompt: usize, capacity: usize) -> u64 {
+        let per_row = self
+            .kv_per_position
+            .saturating_mul(capacity as u64)
+            .saturating_add(self.per_position.saturating_mul(prompt as u64))
+            .saturating_add(self.per_row);
+        per_row.saturating_mul(rows as u64)
+    }
+}
+
 /// What generation needs besides a model: the tokenizer, the end-of-text ids and the context
 /// length.
 pub struct TextSpec {
     pub tokenizer: Tokenizer,
     pub eos: Vec<u32>,
     pub max_positions: usize,
+    pub memory: RowMemory,
     /// Texts after which generation stops.
     pub stop: Vec<String>,
     /// Plain prompts go through this template (a user turn, the assistant's turn opened).
@@ -145,6 +183,7 @@ impl TextSpec {
             tokenizer: &self.tokenizer,
             eos: &self.eos,
             max_positions: self.max_positions,
+            memory: self.memory,
             stop: &self.stop,
             chat: self.chat.as_ref(),
         }
@@ -157,6 +196,7 @@ pub struct Generator<'a> {
     pub tokenizer: &'a Tokenizer,
     pub eos: &'a [u32],
     pub max_positions: usize,
+    pub memory: RowMemory,
     pub stop: &'a [String],
     pub chat: Option<&'a crate::generate::chat::ChatTemplate>,
 }
@@ -421,6 +461,12 @@ impl Generator<'_> {
             .len()
             .saturating_add(params.max_tokens)
             .min(self.max_positions);
+        let first_pass = prompt_ids.len() + given.len();
+        crate::memory::check_rows(
+            self.model.device(),
+            self.memory.bytes(k, first_pass, capacity),
+            k,
+        )?;
         let mut cache = self.model.new_cache(capacity);
         let mut rows: Vec<Row> = (0..k)
             .map(|i| {
