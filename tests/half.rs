@@ -173,3 +173,35 @@ fn batched_columns_in_bf16_agree_with_one_alpha_at_a_time() {
         }
     }
 }
+
+/// Endpoints saved at different float widths (one fine-tune in f16, the other in f32) pair:
+/// each is read into the working dtype, and α = 1 is B as f32 reads it.
+#[test]
+fn endpoints_saved_in_different_float_widths_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b16 = tmp.path().join("b-f16");
+    std::fs::create_dir_all(&b16).unwrap();
+    let src = PathBuf::from(fixture("tiny-llama-b"));
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), b16.join(f)).unwrap();
+    }
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let half: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(n, t)| (n, t.to_dtype(DType::F16).unwrap()))
+        .collect();
+    candle_core::safetensors::save(&half, b16.join("model.safetensors")).unwrap();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        dtype: Some(DType::F32),
+        ..Default::default()
+    };
+    let b16 = b16.display().to_string();
+    let mut mixed = Engine::load(&fixture("tiny-llama-a"), &b16, &opts).unwrap();
+    let alone = Engine::load(&b16, &b16, &opts).unwrap();
+    mixed.set_alpha(1.0).unwrap();
+    let ids = [1u32, 5, 9, 13];
+    assert_eq!(mixed.logits(&ids).unwrap(), alone.logits(&ids).unwrap());
+}
