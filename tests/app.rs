@@ -397,6 +397,32 @@ fn save_produces_the_session() {
     assert!(a.notice.as_deref().unwrap().contains("/tmp/x.md"));
 }
 
+/// The Markdown keeps a prompt and a model's text verbatim: a line of backticks or HTML in
+/// either cannot close the fence or render; a chat reply starts on a line of its own.
+#[test]
+fn a_saved_session_keeps_its_texts_verbatim_in_markdown() {
+    let (mut a, first) = loaded();
+    a.update(Msg::Engine(EngineEvent::Text {
+        column: ColumnId(0),
+        job: first[0].id,
+        piece: " <b>bold</b> ````".into(),
+        token: None,
+    }));
+    let e = a.update(key(KeyCode::Char('s')));
+    let Effect::Save(s) = &e[0] else {
+        panic!("{e:?}")
+    };
+    let mut s = s.clone();
+    s.prompt = "```\n# not a heading".into();
+    let md = s.to_markdown();
+    assert!(
+        md.contains("`````\n```\n# not a heading <b>bold</b> ````\n`````"),
+        "{md}"
+    );
+    s.reply = true;
+    assert!(s.to_markdown().contains("# not a heading\n <b>bold</b>"));
+}
+
 #[test]
 fn clicking_and_dragging_the_slider_sets_alpha() {
     let (mut a, _) = loaded();

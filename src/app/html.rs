@@ -119,7 +119,7 @@ fn column(h: &mut String, s: &Session, c: &SessionColumn) {
         escape(&stats)
     );
     if s.score_text.is_none() {
-        let _ = write!(h, "<span class=\"prompt\">{}</span>", escape(&s.prompt));
+        let _ = write!(h, "<span class=\"prompt\">{}</span>", escape(&s.lead()));
     }
     for (i, t) in c.token_detail.iter().enumerate() {
         token(h, t, i, c.diverges_at);

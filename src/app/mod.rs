@@ -258,6 +258,9 @@ pub struct Session {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     pub prompt: String,
+    /// Whether each column's text is a reply in a turn of its own (a chat template wrapped
+    /// the prompt) rather than the prompt's continuation.
+    pub reply: bool,
     pub params: GenerationParams,
     /// Score mode: the text every column scored (their text), instead of generating.
     pub score_text: Option<String>,
@@ -1395,6 +1398,8 @@ impl App {
             b: self.b.clone(),
             path: self.path(),
             prompt: self.prompt.text(),
+            reply: matches!(&self.pair, PairState::Ready(info) if info.chat_template)
+                && !crate::engine::tokens::is_formatted(&self.prompt.text()),
             params: self.params,
             score_text: self.score_mode.then(|| self.score_text.text()),
             columns: self
@@ -1415,7 +1420,7 @@ impl App {
                             id: p.id,
                             text: {
                                 let (s, e) = inspect::span(&c.pieces, t);
-                                c.text.get(s..e).unwrap_or_default().to_string()
+                                crate::engine::tokens::plain(c.text.get(s..e).unwrap_or_default())
                             },
                             logprob: p.info.map(|t| t.logprob),
                             entropy: p.info.map(|t| t.entropy),
@@ -1478,9 +1483,19 @@ pub fn point_label(alpha: Alpha, beta: Option<Alpha>) -> String {
 }
 
 impl Session {
+    /// What stands before each column's text: the prompt, and a line break where the text
+    /// is a reply of its own (score mode: nothing, the column's text is the scored text).
+    pub fn lead(&self) -> String {
+        match (&self.score_text, self.reply) {
+            (Some(_), _) => String::new(),
+            (None, true) => format!("{}\n", self.prompt),
+            (None, false) => self.prompt.clone(),
+        }
+    }
+
     pub fn to_markdown(&self) -> String {
         let mut md = format!(
-            "# lerpscope session\n\n- A (α = 0): `{}`\n- B (α = 1): `{}`\n{}- sampling: temperature {}, top-p {}, top-k {}, repeat penalty {}, seed {}, max tokens {}\n\n## Prompt\n\n```\n{}\n```\n",
+            "# lerpscope session\n\n- A (α = 0): `{}`\n- B (α = 1): `{}`\n{}- sampling: temperature {}, top-p {}, top-k {}, repeat penalty {}, seed {}, max tokens {}\n\n## Prompt\n\n{}\n",
             self.a,
             self.b,
             self.path
@@ -1492,19 +1507,26 @@ impl Session {
             self.params.sampling.repeat_penalty,
             self.params.sampling.seed,
             self.params.max_tokens,
-            self.prompt
+            fenced(&self.prompt)
         );
         for c in &self.columns {
             md.push_str(&format!(
-                "\n## {}{}\n\n{}{}\n",
+                "\n## {}{}\n\n{}\n",
                 c.point(),
                 if c.complete { "" } else { " (incomplete)" },
-                self.prompt,
-                c.text
+                fenced(&format!("{}{}", self.lead(), c.text))
             ));
         }
         md
     }
+}
+
+/// `text` verbatim in a Markdown code fence longer than any run of backticks inside it, so
+/// that nothing in a prompt or a model's text closes it or renders as Markdown or HTML.
+fn fenced(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}\n{text}\n{fence}")
 }
 
 /// How a failure reads on screen: its line (a memory error's has the numbers and a smaller
