@@ -1057,6 +1057,18 @@ fn the_pad_and_typed_points_set_alpha_and_beta() {
         "{err}"
     );
     assert_eq!(a.beta().map(|b| b.value()), Some(0.25));
+    // An empty α or β keeps the focused column's: ",0.7" moves β alone (the comma opens the
+    // entry; it was dropped, and α became 0.7), "0.4," α alone.
+    for c in ",0.7".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    let subs = jobs(a.update(key(KeyCode::Enter)));
+    assert_eq!((subs[0].alpha, subs[0].beta), (0.3, Some(0.7)));
+    for c in "0.4,".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    let subs = jobs(a.update(key(KeyCode::Enter)));
+    assert_eq!((subs[0].alpha, subs[0].beta), (0.4, Some(0.7)));
 
     // Off a plane: no pad, and "1,2" is refused by name (it used to set α = 12).
     let (mut line, _) = loaded();

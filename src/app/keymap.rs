@@ -251,8 +251,10 @@ const BINDINGS: &[Binding] = &[
     Binding {
         action: Action::TypeAlpha,
         name: "type_alpha",
-        help: "type α (α,β; α,β,γ), Enter sets",
-        keys: &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "-", "."],
+        help: "type α (α,β; α,β,γ; an empty α or β keeps it), Enter sets",
+        keys: &[
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "-", ".", ",",
+        ],
     },
     Binding {
         action: Action::ScrollUp,

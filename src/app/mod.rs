@@ -885,8 +885,14 @@ impl App {
                     });
                     return vec![];
                 }
-                // β and γ are read as alphas; their errors speak of themselves.
+                // β and γ are read as alphas; their errors speak of themselves. An empty α
+                // or β (",0.7", "0.3,") keeps the focused column's.
+                let focused = &self.columns[self.focused];
+                let kept = [Some(focused.alpha), focused.beta];
                 let value = |i: usize, name: &str| {
+                    if let (true, Some(Some(v))) = (parts[i].is_empty(), kept.get(i)) {
+                        return Ok(*v);
+                    }
                     parts[i].parse::<Alpha>().map_err(|e| match name {
                         "α" => e.to_string(),
                         _ => {
