@@ -330,6 +330,13 @@ fn alpha_marks<'a>(app: &App, marks: &'a [Vec<(f64, f64)>]) -> Vec<ratatui::widg
         .collect()
 }
 
+/// "Q4_1 + Q8_0, kept quantized" from a full pair's description "A ↔ B (…, kept quantized)".
+fn kept_quantized(description: &str) -> Option<&str> {
+    let end = description.rfind(", kept quantized)")? + ", kept quantized".len();
+    let start = description[..end].rfind(" (")? + 2;
+    Some(&description[start..end])
+}
+
 /// Long paths in a header text cut to their last component ("…/model.gguf"), so that the
 /// architecture, dtype and device after them stay on screen.
 fn compact_paths(text: &str) -> String {
@@ -375,6 +382,9 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             spans.truncate(1);
             spans.push(Span::styled("base ", dim));
             spans.push(Span::raw(compact_paths(rest)));
+        } else if let Some(kept) = kept_quantized(&info.description) {
+            // Two full endpoints kept quantized: their types, as adapters' bases show them.
+            spans.push(Span::styled(format!(" ({kept})"), dim));
         }
         if info.method != crate::engine::Method::Linear {
             spans.push(Span::styled(
@@ -874,6 +884,15 @@ fn human_count(n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_pair_kept_quantized_shows_its_types() {
+        assert_eq!(
+            super::kept_quantized("a.gguf ↔ b.gguf (Q4_1 + Q8_0, kept quantized)"),
+            Some("Q4_1 + Q8_0, kept quantized")
+        );
+        assert_eq!(super::kept_quantized("a ↔ b"), None);
+    }
+
     /// Long paths shrink to their last part, and what leads into one ("β·(") stays.
     #[test]
     fn compact_paths_keeps_what_leads_into_a_path() {
