@@ -648,6 +648,10 @@ fn number(v: &Value) -> std::result::Result<f64, String> {
 fn scalar(file: &str, shared: &[Option<&Mapping>], name: &str) -> Result<Option<f64>> {
     match shared.iter().flatten().find_map(|m| m.get(name)) {
         None => Ok(None),
+        Some(Value::Sequence(_)) => bail!(
+            Unsupported,
+            "{file}: parameters.{name}: one number here (a gradient or filtered rules for {name} are not supported)"
+        ),
         Some(v) => number(v)
             .map(Some)
             .map_err(|why| err!(Format, "{file}: parameters.{name}: {why}")),
@@ -861,6 +865,7 @@ dtype: bfloat16
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: 0.5}\ndtype: float32\nout_dtype: bfloat16\n", "out_dtype \"bfloat16\""),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: 0.5}\ntokenizer_source: {kind: union}\n", "tokenizer_source"),
             ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: a, parameters: {weight: 3}}, {model: b, parameters: {weight: 1}}]\n", "a is listed twice (entries 1 and 2)"),
+            ("merge_method: task_arithmetic\nbase_model: a\nmodels: [{model: b, parameters: {weight: 1}}]\nparameters: {lambda: [0.5, 1]}\n", "parameters.lambda: one number here"),
         ] {
             let e = MergeRecipe::parse(yaml, "r.yaml").unwrap_err().to_string();
             assert!(e.starts_with("r.yaml") && e.contains(says), "{yaml}\n→ {e}");
