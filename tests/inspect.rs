@@ -310,6 +310,30 @@ fn score_json_follows_the_schema_and_equals_transformers() {
         plain.contains("perplexity") && plain.contains("disagree most"),
         "{plain}"
     );
+    // On a plane each line gives β too (and γ with a fourth endpoint): the whole point.
+    let args = [
+        "--a", &a, "--b", &b, "--c", &a, "--beta", "0.25", "--d", &b, "--gamma", "-0.5",
+        "--alphas", "0.5", "--device", "cpu",
+    ];
+    let text = text.to_str().unwrap();
+    let scored = json_lines(&lerpscope(
+        &[&["score", "--json", "--text", text][..], &args].concat(),
+    ));
+    let fluent = json_lines(&lerpscope(
+        &[&["perplexity", "--json", "--file", text][..], &args].concat(),
+    ));
+    for line in [&scored[0], &fluent[0]] {
+        assert_eq!(
+            (line["beta"].as_f64(), line["gamma"].as_f64()),
+            (Some(0.25), Some(-0.5))
+        );
+    }
+    let out = lerpscope(&[&["score", "--text", text][..], &args].concat());
+    let plain = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        plain.contains("α = 0.5 (β = 0.25, γ = -0.5): NLL"),
+        "{plain}"
+    );
 }
 
 #[test]

@@ -757,6 +757,12 @@ fn a_beta_grid_sweeps_the_plane() {
     sweep(&with_d("0.4"), &four);
     let config = read(four.join("beta0/sweep.json"));
     assert!(config.contains("γ 0.4"), "{config}");
+    let csv = read(four.join("grid.csv"));
+    let rows: Vec<&str> = csv.lines().collect();
+    assert!(
+        rows[0].ends_with(",empty,gamma") && rows[1..].iter().all(|r| r.ends_with(",0.4")),
+        "{csv}"
+    );
     assert_ne!(
         read(four.join("beta0/samples.jsonl")),
         read(line.join("samples.jsonl"))

@@ -62,12 +62,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 "tokens_per_s": g.tokens_per_s(),
                 "blend_ms": blend.as_secs_f64() * 1e3,
             });
-            if let Some(beta) = engine.info.beta {
-                line["beta"] = json!(beta);
-            }
-            if let Some(gamma) = engine.info.gamma {
-                line["gamma"] = json!(gamma);
-            }
+            super::add_point(&engine, &mut line);
             if args.logprobs {
                 let top = |t: &crate::engine::TokenInfo| {
                     t.top

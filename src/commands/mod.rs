@@ -48,3 +48,26 @@ pub fn run(cli: Cli) -> Result<()> {
         None => tui::run(cli.tui),
     }
 }
+
+/// A plane's β and a fourth endpoint's γ, where the pair has them, as JSON fields of a result
+/// line: with α, every coordinate needed to reach the same point again.
+fn add_point(engine: &crate::engine::Engine, line: &mut serde_json::Value) {
+    if let Some(beta) = engine.beta() {
+        line["beta"] = serde_json::json!(beta);
+    }
+    if let Some(gamma) = engine.gamma() {
+        line["gamma"] = serde_json::json!(gamma);
+    }
+}
+
+/// The same for a plain line: " (β = 0.5, γ = -0.3)", or nothing on the line.
+fn point_suffix(engine: &crate::engine::Engine) -> String {
+    let parts: Vec<String> = [("β", engine.beta()), ("γ", engine.gamma())]
+        .into_iter()
+        .filter_map(|(name, v)| Some(format!("{name} = {}", v?)))
+        .collect();
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", parts.join(", ")),
+    }
+}

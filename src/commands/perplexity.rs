@@ -23,12 +23,14 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
             .with_context(|| format!("at α = {alpha}"))?;
         let ppl = perplexity(nll, n);
         if args.json {
-            say!(
-                "{}",
-                json!({"alpha": alpha, "perplexity": ppl, "tokens": n})
-            );
+            let mut line = json!({"alpha": alpha, "perplexity": ppl, "tokens": n});
+            super::add_point(&engine, &mut line);
+            say!("{line}");
         } else {
-            say!("α = {alpha:>6}: perplexity {ppl:.3} over {n} tokens");
+            say!(
+                "α = {alpha:>6}{}: perplexity {ppl:.3} over {n} tokens",
+                super::point_suffix(&engine)
+            );
         }
     }
     Ok(())

@@ -50,14 +50,16 @@ fn score_json(engine: &Engine, s: &TextScore) -> serde_json::Value {
     let logprobs: Vec<Option<f32>> = std::iter::once(None)
         .chain(s.tokens.iter().map(|t| Some(t.logprob)))
         .collect();
-    json!({
+    let mut line = json!({
         "alpha": s.alpha,
         "token_ids": s.token_ids,
         "tokens": pieces(engine, &s.token_ids),
         "logprobs": logprobs,
         "nll": s.nll,
         "ppl": s.perplexity,
-    })
+    });
+    super::add_point(engine, &mut line);
+    line
 }
 
 /// The tokenizer's piece string of each id.
@@ -80,8 +82,11 @@ fn print_plain(out: &mut impl Write, engine: &Engine, scores: &[TextScore]) -> R
     for s in scores {
         writeln!(
             out,
-            "α = {:>6}: NLL {:>9.3}  perplexity {:>9.3}",
-            s.alpha, s.nll, s.perplexity
+            "α = {:>6}{}: NLL {:>9.3}  perplexity {:>9.3}",
+            s.alpha,
+            super::point_suffix(engine),
+            s.nll,
+            s.perplexity
         )?;
     }
     let logprobs: Vec<Vec<f32>> = scores.iter().map(TextScore::logprobs).collect();

@@ -100,7 +100,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         }
     }
     if !grid.is_empty() {
-        write_grid(&args.out, &grid, &args.label)?;
+        write_grid(&args.out, &grid, engine.gamma(), &args.label)?;
         say!(
             "wrote {}/{{grid.csv, plots/grid-*.png|svg}}",
             args.out.display()
@@ -177,17 +177,24 @@ fn sweep_one(
     Ok(summary)
 }
 
-/// The (α, β) grid: grid.csv (one row per cell: β, α, each meter's mean and 95% interval) and
-/// a heat map of each meter's mean.
-fn write_grid(out: &std::path::Path, grid: &[(Alpha, AlphaSummary)], label: &str) -> Result<()> {
+/// The (α, β) grid: grid.csv (one row per cell: β, α, each meter's mean and 95% interval, and
+/// with a fourth endpoint its γ, the same in every row) and a heat map of each meter's mean.
+fn write_grid(
+    out: &std::path::Path,
+    grid: &[(Alpha, AlphaSummary)],
+    gamma: Option<f64>,
+    label: &str,
+) -> Result<()> {
     let mut csv = String::from(
-        "beta,alpha,vader_mean,vader_ci_low,vader_ci_high,perplexity_mean,perplexity_ci_low,perplexity_ci_high,classifier_mean,classifier_ci_low,classifier_ci_high,empty\n",
+        "beta,alpha,vader_mean,vader_ci_low,vader_ci_high,perplexity_mean,perplexity_ci_low,perplexity_ci_high,classifier_mean,classifier_ci_low,classifier_ci_high,empty",
     );
+    let gamma_field = gamma.map_or(String::new(), |g| format!(",{g}"));
+    csv.push_str(if gamma.is_some() { ",gamma\n" } else { "\n" });
     let field = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for (beta, s) in grid {
         let c = s.classifier;
         csv.push_str(&format!(
-            "{beta},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{beta},{},{},{},{},{},{},{},{},{},{},{}{gamma_field}\n",
             s.alpha,
             s.vader.mean,
             s.vader.ci_low,
