@@ -1142,4 +1142,19 @@ fn l_edits_alpha_per_layer_and_the_answer_regenerates_the_columns() {
         .as_deref()
         .unwrap_or("")
         .contains("not a number"));
+    // A recipe's normalised shares are no rules to edit: said at once, no entry opened.
+    let recipe = PairInfo {
+        layers: Some("share 1 of 3 + 1".into()),
+        ..self::info()
+    };
+    a.update(Msg::Engine(EngineEvent::LayersChanged(Ok(Box::new(
+        recipe,
+    )))));
+    assert!(a.update(key(KeyCode::Char('l'))).is_empty());
+    assert_eq!(a.mode, Mode::Normal);
+    assert!(a
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("edit the recipe"));
 }

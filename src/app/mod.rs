@@ -632,7 +632,15 @@ impl App {
                 let PairState::Ready(info) = &self.pair else {
                     return vec![];
                 };
-                self.mode = Mode::EnterLayers(info.layers.clone().unwrap_or_default());
+                // A recipe's shares ("share … of …") are not rules the entry could take back.
+                let spec = info.layers.clone().unwrap_or_default();
+                if !spec.is_empty() && crate::engine::LayerAlphas::parse(&spec).is_err() {
+                    self.last_error = Some(format!(
+                        "α per layer: {spec}: the recipe's weights are its own; edit the recipe and load it again"
+                    ));
+                    return vec![];
+                }
+                self.mode = Mode::EnterLayers(spec);
                 vec![]
             }
         }
