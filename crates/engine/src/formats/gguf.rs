@@ -196,9 +196,29 @@ fn ggml_dtype(t: u32) -> Option<GgmlDType> {
 
 /// ggml's name of a type id, for messages.
 pub fn type_name(t: u32) -> String {
-    match ggml_dtype(t) {
-        Some(d) => format!("{d:?}"),
-        None => format!("ggml type {t}"),
+    // ggml's types that nothing here reads, by their id in ggml.h.
+    const OTHERS: [(u32, &str); 16] = [
+        (16, "IQ2_XXS"),
+        (17, "IQ2_XS"),
+        (18, "IQ3_XXS"),
+        (19, "IQ1_S"),
+        (20, "IQ4_NL"),
+        (21, "IQ3_S"),
+        (22, "IQ2_S"),
+        (23, "IQ4_XS"),
+        (24, "I8"),
+        (25, "I16"),
+        (26, "I32"),
+        (27, "I64"),
+        (28, "F64"),
+        (29, "IQ1_M"),
+        (34, "TQ1_0"),
+        (35, "TQ2_0"),
+    ];
+    match (ggml_dtype(t), OTHERS.iter().find(|(id, _)| *id == t)) {
+        (Some(d), _) => format!("{d:?}"),
+        (None, Some((_, name))) => format!("{name} (ggml type {t})"),
+        (None, None) => format!("ggml type {t}"),
     }
 }
 
