@@ -24,7 +24,7 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
     let chain = std::iter::successors(Some(e), |e| e.source());
     for cause in chain {
         let s = match cause.downcast_ref::<candle_core::Error>() {
-            Some(c) => candle_text(c),
+            Some(c) => engine::candle_text(c),
             None => cause.to_string(),
         }
         .replace('\n', " ");
@@ -33,18 +33,6 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
         }
     }
     parts.join(": ")
-}
-
-/// A candle error's message without the backtrace candle attaches when RUST_BACKTRACE is set
-/// (dozens of lines that would swamp the one line).
-fn candle_text(e: &candle_core::Error) -> String {
-    match e {
-        candle_core::Error::WithBacktrace { inner, .. } => candle_text(inner),
-        candle_core::Error::Context { inner, context } => {
-            format!("{context}: {}", candle_text(inner))
-        }
-        other => other.to_string(),
-    }
 }
 
 /// Keep freed large buffers in the process instead of returning them to the kernel on every

@@ -32,7 +32,7 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// A tensor operation failed.
-    #[error(transparent)]
+    #[error("{}", candle_text(.0))]
     Candle(#[from] candle_core::Error),
     /// An error with what was being done when it happened.
     #[error("{context}: {source}")]
@@ -41,6 +41,18 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+}
+
+/// A candle error's message without the backtrace candle attaches when RUST_BACKTRACE is set
+/// (dozens of lines that would swamp a one-line error), through its own wrappers.
+pub fn candle_text(e: &candle_core::Error) -> String {
+    use candle_core::Error as C;
+    match e {
+        C::WithBacktrace { inner, .. } => candle_text(inner),
+        C::Context { inner, context } => format!("{context}: {}", candle_text(inner)),
+        C::WithPath { inner, path } => format!("{}: {}", path.display(), candle_text(inner)),
+        other => other.to_string(),
+    }
 }
 
 impl Error {
@@ -143,5 +155,24 @@ mod tests {
         let e = r.context("loading a.safetensors").unwrap_err();
         assert_eq!(e.to_string(), "loading a.safetensors: tensor x differs");
         assert!(matches!(e.root(), Error::Mismatch(_)));
+    }
+}
+
+#[cfg(test)]
+mod candle_tests {
+    use super::*;
+
+    /// A backtrace stays out of the engine's own errors too, however candle wrapped it.
+    #[test]
+    fn a_candle_backtrace_stays_out_of_the_message() {
+        let traced = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("no tensor q_proj".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        let e = Error::Context {
+            context: "model.safetensors".into(),
+            source: Box::new(Error::Candle(traced.with_path("/m"))),
+        };
+        assert_eq!(e.to_string(), "model.safetensors: /m: no tensor q_proj");
     }
 }

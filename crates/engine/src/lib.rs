@@ -31,7 +31,7 @@ pub use engine::{
     build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, ExtraEndpoint,
     LoadOptions, PairInfo, Standalone, TextScore, REBLEND_ON_QUANTIZED,
 };
-pub use error::{Error, ErrorKind, Result};
+pub use error::{candle_text, Error, ErrorKind, Result};
 pub use formats::checkpoint::{Checkpoint, TensorFiles};
 pub use formats::config::{DecoderConfig, Family, ModelConfig, TokenIds};
 pub use formats::mergekit::MergeRecipe;
