@@ -191,7 +191,12 @@ fn bad_gguf_files_get_one_line_naming_the_file_and_what() {
     );
     has(
         &load_err(&gguf("bad-type")),
-        &["bad-type.gguf", "token_embd.weight", "cannot dequantise", "IQ2_XXS"],
+        &[
+            "bad-type.gguf",
+            "token_embd.weight",
+            "cannot dequantise",
+            "IQ2_XXS",
+        ],
     );
     has(
         &load_err(&gguf("no-tokenizer")),

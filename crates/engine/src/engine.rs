@@ -805,9 +805,12 @@ impl Engine {
         (a, b, description): (String, String, String),
         weights: Weights,
         (model, pair_model): (Model, Model),
-        text: TextSpec,
+        mut text: TextSpec,
         device: &Device,
     ) -> Self {
+        // Caches and activations are held in the dtype the forward pass computes in.
+        let computes_in = crate::model::compute_dtype(weights.dtype(), device);
+        text.memory = crate::generate::RowMemory::of(&c.config, computes_in);
         let info = PairInfo {
             a,
             b,
@@ -1767,7 +1770,7 @@ fn text_spec(c: &Checkpoint, tokenizer: Tokenizer) -> Result<TextSpec> {
     Ok(TextSpec {
         eos: eos_ids(&c.config, &tokenizer, c.files.config.parent()),
         max_positions: c.config.max_positions(),
-        memory: crate::generate::RowMemory::of(&c.config),
+        memory: crate::generate::RowMemory::of(&c.config, DType::F32),
         tokenizer,
         stop: Vec::new(),
         chat: None,
@@ -1847,7 +1850,10 @@ impl Standalone {
             text: TextSpec {
                 eos: eos_ids(&config, &tokenizer, files.config.parent()),
                 max_positions: config.max_positions(),
-                memory: crate::generate::RowMemory::of(&config),
+                memory: crate::generate::RowMemory::of(
+                    &config,
+                    crate::model::compute_dtype(dtype, device),
+                ),
                 tokenizer,
                 stop: Vec::new(),
                 chat: None,

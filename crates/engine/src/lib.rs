@@ -40,7 +40,9 @@ pub use generate::token_info::{Alternative, TokenInfo};
 pub use generate::{
     copy_to_host, perplexity, Cancel, Generation, GenerationParams, Generator, Step, StopReason,
 };
-pub use memory::{check_host_memory, device_memory, device_name, memory_fit};
+pub use memory::{
+    check_host_memory, device_memory, device_name, host_available_memory, memory_fit,
+};
 pub use model::{fused_requested, Kernels, Model};
 pub use quantized::kernel_timing;
 pub use threads::{on_pool, pin_thread_count};

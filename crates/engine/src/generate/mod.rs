@@ -130,24 +130,28 @@ pub fn perplexity(nll: f64, n: usize) -> f64 {
 /// is refused before it starts rather than ending the process.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RowMemory {
-    /// Key/value cache per position (f32).
+    /// Key/value cache per position.
     pub kv_per_position: u64,
-    /// Activations of a forward pass per position it runs (f32: the residual stream and its
+    /// Activations of a forward pass per position it runs (the residual stream and its
     /// copies, the MLP's inner rows).
     pub per_position: u64,
-    /// Logits and the sampler's buffers.
+    /// Logits and the sampler's buffers (f32).
     pub per_row: u64,
 }
 
 impl RowMemory {
-    pub fn of(config: &crate::formats::config::ModelConfig) -> Self {
+    /// For a model computing in `dtype` (its caches and activations held in it).
+    pub fn of(config: &crate::formats::config::ModelConfig, dtype: candle_core::DType) -> Self {
         let (hidden, inner) = config.widths();
-        let f32s = |n: usize| (n as u64).saturating_mul(4);
+        let bytes = |n: usize, width: usize| (n as u64).saturating_mul(width as u64);
+        let size = dtype.size_in_bytes();
+        let widths = hidden
+            .saturating_mul(6)
+            .saturating_add(inner.saturating_mul(3));
         Self {
-            kv_per_position: config.kv_bytes_per_position(4),
-            per_position: f32s(hidden.saturating_mul(6))
-                .saturating_add(f32s(inner.saturating_mul(3))),
-            per_row: f32s(config.vocab_size().saturating_mul(3)),
+            kv_per_position: config.kv_bytes_per_position(size),
+            per_position: bytes(widths, size),
+            per_row: bytes(config.vocab_size().saturating_mul(3), 4),
         }
     }
 
@@ -758,6 +762,28 @@ pub fn copy_to_host(t: &Tensor, buf: &mut Vec<f32>) -> candle_core::Result<()> {
 mod tests {
     use super::*;
     use std::str::FromStr;
+
+    /// A row's memory follows the dtype the model computes in: a bf16 model's caches and
+    /// activations take half an f32 model's (the logits stay f32). SmolLM2-135M's shape: 8
+    /// rows of 4,096 positions are about 1.4 GiB in f32.
+    #[test]
+    fn row_memory_follows_the_compute_dtype() {
+        let config = crate::formats::config::ModelConfig::parse(
+            r#"{"architectures":["LlamaForCausalLM"],"hidden_size":576,"intermediate_size":1536,
+            "num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,
+            "vocab_size":49152,"max_position_embeddings":8192}"#,
+        )
+        .unwrap();
+        let (f32, bf16) = (
+            RowMemory::of(&config, candle_core::DType::F32),
+            RowMemory::of(&config, candle_core::DType::BF16),
+        );
+        assert_eq!(f32.kv_per_position, 2 * bf16.kv_per_position);
+        assert_eq!(f32.per_position, 2 * bf16.per_position);
+        assert_eq!(f32.per_row, bf16.per_row);
+        let gib = f32.bytes(8, 16, 4096) as f64 / (1u64 << 30) as f64;
+        assert!((1.3..1.6).contains(&gib), "{gib}");
+    }
 
     /// A SentencePiece-style tokenizer as Llama 2's tokenizer.json has it: a `▁` put before
     /// every text it is given and for every space, over a word-level vocabulary.
