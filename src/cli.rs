@@ -60,7 +60,8 @@ pub struct ExportArgs {
     /// by default gguf where --out ends in `.gguf`, else hf.
     #[arg(long, value_parser = ["hf", "gguf"])]
     pub format: Option<String>,
-    /// Replace an existing --out (a model folder or a GGUF file, never the sources' own).
+    /// Replace an existing --out: a model folder or a GGUF file, never what a source or the
+    /// recipe is read from.
     #[arg(long)]
     pub force: bool,
 }

@@ -357,6 +357,51 @@ fn failed_exports_leave_nothing_behind() {
         std::fs::read(own.join("model.safetensors")).unwrap(),
         before
     );
+    // ...nor a file that is not a GGUF file (a recipe given as --out), nor a folder holding
+    // the recipe the export reads.
+    std::fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
+    let mut onto_file = args.to_vec();
+    onto_file[8] = "notes.txt";
+    onto_file.push("--force");
+    let o = lerpscope(&onto_file, tmp.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("not a GGUF file"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("notes.txt")).unwrap(),
+        "mine"
+    );
+    let recipe = own.join("merge.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "models:\n  - {{model: {a}, parameters: {{weight: 1}}}}\n  - {{model: {b}, parameters: {{weight: 1}}}}\nmerge_method: linear\n"
+        ),
+    )
+    .unwrap();
+    let o = lerpscope(
+        &[
+            "export",
+            "--recipe",
+            "b-copy/merge.yaml",
+            "--alpha",
+            "1",
+            "--out",
+            "b-copy",
+            "--force",
+            "--device",
+            "cpu",
+        ],
+        tmp.path(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("the recipe b-copy/merge.yaml is read from there"),
+        "{err}"
+    );
+    assert!(recipe.is_file());
     std::fs::write(out.join("config.json"), "{}").unwrap();
     assert!(lerpscope(&forced, tmp.path()).status.success());
     assert!(out.join("model.safetensors").exists() && !out.join("keep.txt").exists());

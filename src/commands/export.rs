@@ -31,6 +31,16 @@ pub fn run(args: ExportArgs) -> Result<()> {
             Format::Gguf => format!("{name}.gguf").into(),
         }
     });
+    // The recipe is read from its file, which --force must not replace with the export.
+    if let (Some(r), Ok(o)) = (&args.pair.recipe, std::fs::canonicalize(&out)) {
+        if std::fs::canonicalize(&r.file).is_ok_and(|f| f.starts_with(&o)) {
+            anyhow::bail!(
+                "--out {}: the recipe {} is read from there; write the export elsewhere",
+                out.display(),
+                r.file
+            );
+        }
+    }
     let mut engine = Engine::load(&a, &b, &opts)?;
     let snapshot = engine.snapshot(alpha, dtype)?;
     drop(engine);

@@ -326,16 +326,32 @@ pub fn write(
             )
         });
     }
-    if out.exists() {
-        let removed = if out.is_dir() {
-            std::fs::remove_dir_all(out)
-        } else {
-            std::fs::remove_file(out)
-        };
-        removed.with_context(|| format!("--out {}: cannot replace", out.display()))?;
+    // What --out held steps aside until the export is in place, and comes back if it cannot
+    // be (the name it steps aside to is one the next export clears).
+    let aside = parent.join(format!("{stem}old-{}", std::process::id()));
+    let held = out.exists();
+    if held {
+        std::fs::rename(out, &aside).with_context(|| {
+            let _ = remove_any(&tmp);
+            format!("--out {}: cannot replace", out.display())
+        })?;
     }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("--out {}: cannot move the export into place", out.display()))?;
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        let _ = remove_any(&tmp);
+        if held {
+            let _ = std::fs::rename(&aside, out);
+        }
+        return Err(e).with_context(|| {
+            format!(
+                "--out {}: cannot move the export into place, nothing was replaced",
+                out.display()
+            )
+        });
+    }
+    if held {
+        remove_any(&aside)
+            .with_context(|| format!("{}: cannot remove the replaced export", aside.display()))?;
+    }
     Ok(out.to_path_buf())
 }
 
@@ -376,7 +392,23 @@ fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
             out.display()
         );
     }
+    if out.is_file() && !crate::formats::gguf::has_gguf_magic(out) {
+        bail!(
+            Invalid,
+            "--out {}: a file that is not a GGUF file; --force replaces only a model folder or a GGUF file",
+            out.display()
+        );
+    }
     Ok(())
+}
+
+/// Remove a file or a folder.
+fn remove_any(p: &Path) -> std::io::Result<()> {
+    if p.is_dir() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    }
 }
 
 fn io<T>(r: std::io::Result<T>, path: &Path) -> Result<T> {

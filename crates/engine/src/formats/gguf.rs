@@ -230,6 +230,11 @@ pub fn is_gguf(path: &Path) -> bool {
     {
         return true;
     }
+    has_gguf_magic(path)
+}
+
+/// Whether `path` is a file that starts as a GGUF file does.
+pub fn has_gguf_magic(path: &Path) -> bool {
     let mut magic = [0u8; 4];
     use std::io::Read;
     path.is_file()
