@@ -204,4 +204,14 @@ fn endpoints_saved_in_different_float_widths_pair() {
     mixed.set_alpha(1.0).unwrap();
     let ids = [1u32, 5, 9, 13];
     assert_eq!(mixed.logits(&ids).unwrap(), alone.logits(&ids).unwrap());
+    // --dtype auto holds such a pair in f32, whichever endpoint is the half one: neither is
+    // rounded (A in f16 used to round B to f16 wherever f16 measured faster).
+    let auto = LoadOptions {
+        dtype: None,
+        ..opts
+    };
+    let a = fixture("tiny-llama-a");
+    for (x, y) in [(&b16, &a), (&a, &b16)] {
+        assert_eq!(Engine::load(x, y, &auto).unwrap().info.dtype, "f32");
+    }
 }

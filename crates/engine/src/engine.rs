@@ -322,7 +322,7 @@ impl Engine {
         if let (Some(d), None) = (&opts.fourth, &opts.third) {
             bail!(Invalid, "--d {}: needs --c, the third endpoint", d.source);
         }
-        let dtype = held_dtype(opts.dtype, &ca, &names, &device);
+        let dtype = held_dtype(opts.dtype, &[&ca, &cb], &names, &device);
         let layout_bytes = crate::weights::flat::FlatLayout::new(
             names
                 .iter()
@@ -574,7 +574,7 @@ impl Engine {
             );
         }
         let [aa, ab, ac, ad] = &sides;
-        let dtype = held_dtype(opts.dtype, &base, &names, &device);
+        let dtype = held_dtype(opts.dtype, &[&base], &names, &device);
         let shape = |n: &String| base.weights.tensors[n].shape.iter().product::<usize>() as u64;
         let base_bytes: u64 = names.iter().map(shape).sum::<u64>() * dtype.size_in_bytes() as u64;
         let changed: std::collections::BTreeSet<&String> = sides
@@ -1615,26 +1615,43 @@ fn weights_vb<'a>(
     ))
 }
 
-/// The dtype the blended tensors `names` of `checkpoint` are held in: `asked`, or
-/// [`dtype_choice::auto`](crate::dtype_choice::auto) from their stored dtypes and the largest.
+/// The dtype the blended tensors `names` of `checkpoints` (each endpoint's, in which they
+/// may be stored at different widths) are held in: `asked`, or
+/// [`dtype_choice::auto`](crate::dtype_choice::auto) from all their stored dtypes and the
+/// largest.
 fn held_dtype(
     asked: Option<DType>,
-    checkpoint: &Checkpoint,
+    checkpoints: &[&Checkpoint],
     names: &[String],
     device: &Device,
 ) -> DType {
     asked.unwrap_or_else(|| {
-        let tensors = &checkpoint.weights.tensors;
-        let stored: Vec<_> = names
-            .iter()
-            .map(|n| native_dtype(tensors[n].dtype))
-            .collect();
         let largest = names
             .iter()
-            .map(|n| tensors[n].shape.iter().product::<usize>())
+            .map(|n| {
+                checkpoints[0].weights.tensors[n]
+                    .shape
+                    .iter()
+                    .product::<usize>()
+            })
             .max()
             .unwrap_or(0);
-        crate::dtype_choice::auto(&stored, device, largest)
+        let choices: Vec<DType> = checkpoints
+            .iter()
+            .map(|c| {
+                let stored: Vec<_> = names
+                    .iter()
+                    .map(|n| native_dtype(c.weights.tensors[n].dtype))
+                    .collect();
+                crate::dtype_choice::auto(&stored, device, largest)
+            })
+            .collect();
+        // Endpoints that would be held at different widths are held in f32, which rounds
+        // neither (α = 1 is then B as B alone runs).
+        match choices.split_first() {
+            Some((first, rest)) if rest.iter().all(|d| d == first) => *first,
+            _ => DType::F32,
+        }
     })
 }
 
