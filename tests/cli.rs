@@ -614,6 +614,10 @@ fn settings_that_cannot_work_are_refused_by_flag() {
             "expected START:STOP:STEP",
         ),
         (
+            lerpscope(&["sweep", "--out", &out, "--alphas", "0,0.5,0.5000001"]),
+            "--alphas: 0.5 is given twice",
+        ),
+        (
             lerpscope(&["generate", "--prompt", "x", "--alphas", "0:1:0.5"]),
             "for sweep's --alphas",
         ),

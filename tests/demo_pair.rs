@@ -53,6 +53,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
             layers: None,
             plane: None,
             alpha_mode: Default::default(),
+            held: None,
         },
         mode: lerpscope::engine::ColumnsMode::Auto,
         out: tmp.path().join("sweep"),

@@ -166,6 +166,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
             layers: None,
             plane: None,
             alpha_mode: Default::default(),
+            held: None,
         },
         mode: ColumnsMode::Auto,
         out: out.to_path_buf(),
@@ -552,4 +553,25 @@ fn a_judge_with_its_own_tokenizer_scores_the_text_in_its_tokens() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(!out.exists(), "{judge}");
     }
+}
+
+/// A sweep records how its pair is held and what ends a sample (stop texts, dtype, the
+/// chat template, the base and what is kept quantized), and a resume that changes any of it
+/// is refused: the samples after the cut would differ from the ones before. A sweep.json
+/// written before this was recorded resumes as it did.
+#[test]
+fn a_resume_with_other_stop_texts_is_refused() {
+    let (tmp, a, b, mut e) = tiny_pair(Arch::Llama);
+    let out = tmp.path().join("sweep");
+    let s = sweep(&a, &b, &out);
+    s.run(&mut e).unwrap();
+    let cfg = std::fs::read_to_string(out.join("sweep.json")).unwrap();
+    assert!(cfg.contains("\"held\"") && cfg.contains("stop []"), "{cfg}");
+    e.set_stop_texts(vec![" ".into()]);
+    let err = s.run(&mut e).unwrap_err().to_string();
+    assert!(err.contains("other settings"), "{err}");
+    let mut old: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    old.as_object_mut().unwrap().remove("held");
+    std::fs::write(out.join("sweep.json"), old.to_string()).unwrap();
+    s.run(&mut e).unwrap();
 }

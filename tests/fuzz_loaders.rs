@@ -532,6 +532,7 @@ impl Corpus {
             layers: None,
             plane: None,
             alpha_mode: lerpscope::eval::sweep::AlphaMode::Batched,
+            held: None,
         };
         let record = |i: usize| {
             serde_json::json!({"alpha": 0.5, "prompt_index": i, "sample": 1, "seed": 7,

@@ -32,6 +32,17 @@ pub(super) fn read_prompts(source: &str, num: Option<usize>) -> Result<Vec<Strin
     Ok(prompts)
 }
 
+/// Refuse a value given twice (on α's 10⁻⁶ grid): its samples would be pooled into one row
+/// counted twice, and the second row left empty.
+fn once_each(flag: &str, values: &[Alpha]) -> Result<()> {
+    for (i, v) in values.iter().enumerate() {
+        if values[..i].contains(v) {
+            bail!("{flag}: {v} is given twice (values are kept to 10⁻⁶); give each once");
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: SweepArgs) -> Result<()> {
     if args.samples == 0 {
         bail!("--samples 0: every α needs at least one sample");
@@ -40,6 +51,10 @@ pub fn run(args: SweepArgs) -> Result<()> {
         bail!("--max-tokens 0: no text to score");
     }
     let alphas = args.alphas.0.clone();
+    once_each("--alphas", &alphas)?;
+    if let Some(betas) = &args.betas {
+        once_each("--betas", &betas.0)?;
+    }
     let prompts = read_prompts(&args.prompts, args.num_prompts)?;
     let (a, b) = args.pair.endpoints();
     // With --betas, one sweep per β, each in a folder of its own, then the grid.
@@ -86,6 +101,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 }
             }),
             alpha_mode: Default::default(),
+            held: None,
         };
         let out = match beta {
             Some(beta) => args.out.join(format!("beta{beta}")),

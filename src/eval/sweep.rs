@@ -67,6 +67,25 @@ pub struct SweepConfig {
     /// [`Sweep::mode`]) and keeps it for every resume; what a caller puts here is replaced.
     #[serde(default)]
     pub alpha_mode: AlphaMode,
+    /// How the loaded pair holds and reads its weights, and what ends a sample: its
+    /// description (the base, the types kept quantized), dtype, chat template and stop
+    /// texts. [`Sweep::run`] records it from the engine, and a resume must find the same
+    /// (sweeps written before it was recorded resume unchecked); what a caller puts here is
+    /// replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+}
+
+/// [`SweepConfig::held`] of `engine`.
+fn held(engine: &Engine) -> String {
+    let i = &engine.info;
+    format!(
+        "{} · {} · chat template {} · stop {:?}",
+        i.description,
+        i.dtype,
+        if i.chat_template { "on" } else { "off" },
+        engine.stop_texts()
+    )
 }
 
 /// How a sweep's alphas are generated. The two round differently (a re-blended weight against
@@ -190,6 +209,7 @@ impl Sweep {
             let old = read_config(&cfg_path)?;
             let asked = SweepConfig {
                 alpha_mode: old.alpha_mode,
+                held: old.held.as_ref().map(|_| held(engine)),
                 ..self.config.clone()
             };
             if asked != old {
@@ -211,6 +231,7 @@ impl Sweep {
         } else {
             let c = SweepConfig {
                 alpha_mode: self.settle_mode(engine)?,
+                held: Some(held(engine)),
                 ..self.config.clone()
             };
             std::fs::write(&cfg_path, serde_json::to_string_pretty(&c)?)?;

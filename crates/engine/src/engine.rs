@@ -856,6 +856,11 @@ impl Engine {
         self.text.stop = stop;
     }
 
+    /// The texts after which generation stops.
+    pub fn stop_texts(&self) -> &[String] {
+        &self.text.stop
+    }
+
     /// The tokens that end a generation.
     pub fn end_tokens(&self) -> &[u32] {
         &self.text.eos
