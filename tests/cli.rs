@@ -618,6 +618,10 @@ fn settings_that_cannot_work_are_refused_by_flag() {
             "--alphas: 0.5 is given twice",
         ),
         (
+            sweep(&["--samples", "100000000"]),
+            "more than a sweep plans",
+        ),
+        (
             lerpscope(&["generate", "--prompt", "x", "--alphas", "0:1:0.5"]),
             "for sweep's --alphas",
         ),

@@ -56,6 +56,20 @@ pub fn run(args: SweepArgs) -> Result<()> {
         once_each("--betas", &betas.0)?;
     }
     let prompts = read_prompts(&args.prompts, args.num_prompts)?;
+    let planned = alphas
+        .len()
+        .saturating_mul(prompts.len())
+        .saturating_mul(args.samples);
+    if planned > crate::eval::sweep::MOST_SAMPLES {
+        bail!(
+            "--samples {}: {} alphas × {} prompts × {} samples is {planned} samples, more than a sweep plans at once ({}); sweep fewer, or in parts with separate --out",
+            args.samples,
+            alphas.len(),
+            prompts.len(),
+            args.samples,
+            crate::eval::sweep::MOST_SAMPLES
+        );
+    }
     let (a, b) = args.pair.endpoints();
     // With --betas, one sweep per β, each in a folder of its own, then the grid.
     if args.betas.is_some() && !args.pair.has_plane() {

@@ -178,6 +178,13 @@ pub fn read_records(path: &Path) -> Result<Vec<SampleRecord>> {
 /// Samples of one prompt generated together as one batch, at most.
 pub const SAMPLE_BATCH: usize = 16;
 
+/// Batches of one α a re-blended stage generates before it scores and writes them: at most
+/// 512 samples held at once, and one more re-blend (to the judge's α and back) per stretch.
+const STAGE_BATCHES: usize = 32;
+
+/// Samples one sweep plans, at most (α × prompt × sample): its plan is held whole.
+pub const MOST_SAMPLES: usize = 10_000_000;
+
 /// Rows of one batch in [`AlphaMode::Batched`], at most: as many whole alphas' sample groups
 /// as fit (at least one).
 pub const ALPHA_BATCH_ROWS: usize = 64;
@@ -449,13 +456,21 @@ fn stages(grid: &SampleGrid, mode: AlphaMode) -> Vec<Stage> {
     let prompts = 0..grid.prompts.len();
     match mode {
         AlphaMode::Reblend => (0..grid.alphas.len())
-            .map(|a| Stage {
-                alpha: Some(grid.alphas[a]),
-                batches: prompts
+            .flat_map(|a| {
+                let batches: Vec<Vec<Cell>> = prompts
                     .clone()
                     .flat_map(groups)
                     .map(|(p, samples)| samples.map(|s| cell(a, p, s)).collect())
-                    .collect(),
+                    .collect();
+                // An α's batches in stretches, each scored and written as it ends: a stage
+                // holds its generations until then.
+                batches
+                    .chunks(STAGE_BATCHES)
+                    .map(|b| Stage {
+                        alpha: Some(grid.alphas[a]),
+                        batches: b.to_vec(),
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect(),
         AlphaMode::Batched => {
