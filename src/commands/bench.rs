@@ -777,7 +777,7 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
     use crate::engine::Sampler;
     let k = at_least("--k", args.k, 1)?;
     let mut bench = GenBench::load(&args.model)?;
-    let steps = args.model.tokens.max(1);
+    let steps = args.model.tokens;
     let alphas: Vec<Alpha> = (0..k)
         .map(|i| {
             Alpha::saturating(if k == 1 {

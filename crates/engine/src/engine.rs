@@ -1757,7 +1757,8 @@ fn choose_base(
 /// A base named by Hub id at the revision PEFT recorded (its `revision`), as PEFT loads it: a
 /// local path, or an id that names its own revision, stays as it is.
 fn with_revision(base: String, revision: Option<&str>) -> String {
-    match revision {
+    // main is what an id without one is read at.
+    match revision.filter(|r| *r != "main") {
         Some(rev)
             if !std::path::Path::new(&base).exists()
                 && !base.contains('@')

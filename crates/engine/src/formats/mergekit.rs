@@ -299,13 +299,17 @@ impl Reader<'_> {
                     let own = weights[i].clone();
                     let f = match (normalize, weights.len()) {
                         (false, _) => own,
-                        (true, 1) => LayerAlphas::new(
-                            vec![Rule {
-                                filter: None,
-                                values: vec![1.0],
-                            }],
-                            &what("weight"),
-                        )?,
+                        // Alone, a weight over itself: 1, or the weight where it is within
+                        // 1e-8 of zero (mergekit's guard divides by 1 there).
+                        (true, 1) => own
+                            .shared_among(vec![LayerAlphas::new(
+                                vec![Rule {
+                                    filter: None,
+                                    values: vec![0.0],
+                                }],
+                                &what("weight"),
+                            )?])
+                            .zero_sum_as_one(),
                         (true, _) => own.shared_among(others_of(&weights, i)).zero_sum_as_one(),
                     };
                     Ok(f.scaled(lambda).required())
@@ -826,6 +830,17 @@ dtype: bfloat16
     #[test]
     fn weights_that_sum_to_zero_normalise_as_mergekit_does() {
         let n = "model.layers.0.mlp.up_proj.weight";
+        // One model: its weight over itself, 1, but 0 where the weight is 0.
+        let one = MergeRecipe::parse(
+            "models:\n  - {model: y, parameters: {weight: [{filter: mlp, value: 0}, {value: 0.4}]}}\nbase_model: x\nmerge_method: task_arithmetic\nparameters: {normalize: true}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let attn = "model.layers.0.self_attn.q_proj.weight";
+        assert_eq!(
+            [one.layers.value(n, 0.0), one.layers.value(attn, 0.0)],
+            [Some(0.0), Some(1.0)]
+        );
         let ta = MergeRecipe::parse(
             "models:\n  - {model: y, parameters: {weight: 0.5}}\n  - {model: z, parameters: {weight: -0.5}}\nbase_model: x\nmerge_method: task_arithmetic\nparameters: {normalize: true}\n",
             "t.yaml",
