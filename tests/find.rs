@@ -105,6 +105,11 @@ fn the_demo_pairs_target_zero_is_where_a_fresh_sweep_measures_it() {
 #[test]
 fn a_points_samples_are_the_sweeps_samples() {
     let r = find_json(&["--target", "0.1", "--seed", "5", "--num-prompts", "6"]);
+    // The answer names the pair it is about (and on a plane, β and γ).
+    assert!(
+        r["a"].is_string() && r["b"].is_string() && r["pair"].is_string(),
+        "{r}"
+    );
     let alpha = r["alpha"].as_f64().unwrap();
     let want = sweep_at(&[], alpha, 5, 8, &["--num-prompts", "6"]);
     assert_eq!(r["at_alpha"]["meter"], want, "{r}");

@@ -90,7 +90,12 @@ pub fn run(args: FindArgs) -> Result<()> {
     let outcome = search.outcome().expect("the search is done").clone();
     let at = |alpha| search.points().iter().find(|p| p.alpha == alpha);
     if args.json {
-        say!("{}", report(&search, &outcome, &meter_name, seconds));
+        let mut line = report(&search, &outcome, &meter_name, seconds);
+        line["a"] = json!(engine.info.a);
+        line["b"] = json!(engine.info.b);
+        line["pair"] = json!(engine.info.description);
+        super::add_point(&engine, &mut line);
+        say!("{line}");
     }
     let closest = at(outcome.alpha).map_or(String::new(), |p| {
         format!(" ({})", estimate_text(&p.meter()))

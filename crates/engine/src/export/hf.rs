@@ -212,7 +212,13 @@ fn model_card(snap: &Snapshot) -> String {
     ];
     let listed: Vec<String> = details
         .iter()
-        .filter_map(|(key, name)| Some(format!("- {name}: `{}`\n", get(key)?)))
+        .filter_map(|(key, name)| {
+            Some(match get(key)? {
+                // A recipe's C and D move with α rather than at a weight of their own.
+                "alpha" => format!("- {name}: α (it moves with α)\n"),
+                v => format!("- {name}: `{v}`\n"),
+            })
+        })
         .collect();
     if !listed.is_empty() {
         s.push('\n');
