@@ -251,7 +251,7 @@ const BINDINGS: &[Binding] = &[
     Binding {
         action: Action::TypeAlpha,
         name: "type_alpha",
-        help: "type α (α,β; α,β,γ; an empty α or β keeps it), Enter sets",
+        help: "type α (α,β; α,β,γ), Enter sets",
         keys: &[
             "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "-", ".", ",",
         ],

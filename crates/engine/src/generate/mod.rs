@@ -768,7 +768,7 @@ mod tests {
 
     /// A row's memory follows the dtype the model computes in: a bf16 model's caches and
     /// activations take half an f32 model's (the logits stay f32). SmolLM2-135M's shape: 8
-    /// rows of 4,096 positions are about 1.4 GiB in f32.
+    /// rows of 4,096 positions are about 1.9 GiB in f32 (1.4 GiB and a third).
     #[test]
     fn row_memory_follows_the_compute_dtype() {
         let config = crate::formats::config::ModelConfig::parse(
@@ -785,7 +785,7 @@ mod tests {
         assert_eq!(f32.per_position, 2 * bf16.per_position);
         assert_eq!(f32.per_row, bf16.per_row);
         let gib = f32.bytes(8, 16, 4096) as f64 / (1u64 << 30) as f64;
-        assert!((1.3..1.6).contains(&gib), "{gib}");
+        assert!((1.7..2.1).contains(&gib), "{gib}");
     }
 
     /// A SentencePiece-style tokenizer as Llama 2's tokenizer.json has it: a `▁` put before
