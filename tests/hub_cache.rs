@@ -18,6 +18,38 @@ fn put_in_cache(cache: &Path, repo: &str, revision: &str, commit: &str, model: &
     }
 }
 
+/// The fixture's two adapters cached as `{prefix}-neg` and `{prefix}-pos`, naming `base` as
+/// their base, each at its revision (None: no `revision` key).
+fn cache_adapters(
+    cache: &Path,
+    tmp: &Path,
+    prefix: &str,
+    base: &str,
+    revisions: [Option<&str>; 2],
+) {
+    let fx = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters");
+    for ((side, dir), revision) in [("neg", "llama-plain-a"), ("pos", "llama-plain-b")]
+        .into_iter()
+        .zip(revisions)
+    {
+        let repo = format!("{prefix}-{side}");
+        let copy = tmp.join(repo.replace('/', "--"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(fx.join(dir).join(f), copy.join(f)).unwrap();
+        }
+        let cfg = copy.join("adapter_config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        c["base_model_name_or_path"] = base.into();
+        if let Some(r) = revision {
+            c["revision"] = r.into();
+        }
+        std::fs::write(&cfg, c.to_string()).unwrap();
+        put_in_cache(cache, &repo, "main", "cdef", &copy);
+    }
+}
+
 #[test]
 fn hub_ids_resolve_through_the_cache_offline() {
     let tmp = tempfile::tempdir().unwrap();
@@ -53,26 +85,14 @@ fn hub_ids_resolve_through_the_cache_offline() {
         "89ab",
         &fx.join("base-llama-tied"),
     );
-    for (repo, dir) in [
-        ("lerp/lora-neg", "llama-plain-a"),
-        ("lerp/lora-pos", "llama-plain-b"),
-    ] {
-        let copy = tmp.path().join(dir);
-        std::fs::create_dir_all(&copy).unwrap();
-        for f in ["adapter_config.json", "adapter_model.safetensors"] {
-            std::fs::copy(fx.join(dir).join(f), copy.join(f)).unwrap();
-        }
-        let cfg = copy.join("adapter_config.json");
-        let mut c: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-        c["base_model_name_or_path"] = "lerp/tiny-base".into();
-        // One records main as its base's revision, the other none: the same base.
-        if repo.ends_with("neg") {
-            c["revision"] = "main".into();
-        }
-        std::fs::write(&cfg, c.to_string()).unwrap();
-        put_in_cache(&cache, repo, "main", "cdef", &copy);
-    }
+    // One records main as its base's revision, the other none: the same base.
+    cache_adapters(
+        &cache,
+        tmp.path(),
+        "lerp/lora",
+        "lerp/tiny-base",
+        [Some("main"), None],
+    );
     let adapters = Engine::load("lerp/lora-neg", "lerp/lora-pos", &opts).unwrap();
     assert!(adapters.is_adapter_pair());
     assert!(
@@ -92,24 +112,14 @@ fn hub_ids_resolve_through_the_cache_offline() {
         "9999",
         &fx.join("base-llama-tied"),
     );
-    for (repo, dir) in [
-        ("lerp/lora-neg-v2", "llama-plain-a"),
-        ("lerp/lora-pos-v2", "llama-plain-b"),
-    ] {
-        let copy = tmp.path().join(format!("{dir}-v2"));
-        std::fs::create_dir_all(&copy).unwrap();
-        for f in ["adapter_config.json", "adapter_model.safetensors"] {
-            std::fs::copy(fx.join(dir).join(f), copy.join(f)).unwrap();
-        }
-        let cfg = copy.join("adapter_config.json");
-        let mut c: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-        c["base_model_name_or_path"] = "lerp/tiny-base-pinned".into();
-        c["revision"] = "v2".into();
-        std::fs::write(&cfg, c.to_string()).unwrap();
-        put_in_cache(&cache, repo, "main", "cdef", &copy);
-    }
-    let pinned = Engine::load("lerp/lora-neg-v2", "lerp/lora-pos-v2", &opts).unwrap();
+    cache_adapters(
+        &cache,
+        tmp.path(),
+        "lerp/lora-v2",
+        "lerp/tiny-base-pinned",
+        [Some("v2"), Some("v2")],
+    );
+    let pinned = Engine::load("lerp/lora-v2-neg", "lerp/lora-v2-pos", &opts).unwrap();
     assert!(
         pinned
             .info
