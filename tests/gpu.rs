@@ -15,7 +15,8 @@ fn gpu() -> Option<Device> {
     match Device::new_cuda(0) {
         Ok(d) => Some(d),
         Err(e) => {
-            lerpscope::shapes::skip(&format!("no CUDA GPU ({e})"), "LERPSCOPE_REQUIRE_GPU");
+            let why = lerpscope::engine::candle_text(&e);
+            lerpscope::shapes::skip(&format!("no CUDA GPU ({why})"), "LERPSCOPE_REQUIRE_GPU");
             None
         }
     }
