@@ -1406,14 +1406,20 @@ impl App {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
+    /// Whether the columns' texts are replies in a turn of their own (a chat template wraps
+    /// the plain prompt) rather than the prompt's continuation.
+    pub fn reply_apart(&self) -> bool {
+        matches!(&self.pair, PairState::Ready(info) if info.chat_template)
+            && !crate::engine::tokens::is_formatted(&self.prompt.text())
+    }
+
     pub fn session(&self) -> Session {
         Session {
             a: self.a.clone(),
             b: self.b.clone(),
             path: self.path(),
             prompt: self.prompt.text(),
-            reply: matches!(&self.pair, PairState::Ready(info) if info.chat_template)
-                && !crate::engine::tokens::is_formatted(&self.prompt.text()),
+            reply: self.reply_apart(),
             params: self.params,
             score_text: self.score_mode.then(|| self.score_text.text()),
             columns: self

@@ -5,7 +5,7 @@
 
 use super::wrap;
 use crate::app::inspect::span;
-use crate::app::{App, PairState, Piece, TokenView};
+use crate::app::{App, Piece, TokenView};
 use crate::engine::tokens::{SPECIAL_END, SPECIAL_START};
 use crate::engine::TokenInfo;
 use ratatui::style::{Color, Modifier, Style};
@@ -104,17 +104,13 @@ pub struct ColumnText {
 impl ColumnText {
     pub fn of(app: &App, i: usize, width: usize) -> Self {
         let c = &app.columns[i];
-        let prompt = match &app.pair {
-            _ if app.score_mode => String::new(),
+        let prompt = if app.score_mode {
+            String::new()
+        } else if app.reply_apart() {
             // A chat model replies in a turn of its own: start the reply on a new line.
-            PairState::Ready(info) if info.chat_template => {
-                let text = app.prompt.text();
-                match crate::engine::tokens::is_formatted(&text) {
-                    true => text,
-                    false => text + "\n",
-                }
-            }
-            _ => app.prompt.text(),
+            app.prompt.text() + "\n"
+        } else {
+            app.prompt.text()
         };
         let raw = format!("{prompt}{}", c.text);
         let mut specials = Vec::new();

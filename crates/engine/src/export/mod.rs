@@ -306,8 +306,7 @@ pub fn write(
     if let Ok(entries) = std::fs::read_dir(&parent) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(&stem) {
-                let _ = std::fs::remove_dir_all(e.path());
-                let _ = std::fs::remove_file(e.path());
+                let _ = remove_any(&e.path());
             }
         }
     }
@@ -317,8 +316,7 @@ pub fn write(
         Format::Gguf => write_gguf(snap, &tmp, progress),
     };
     if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        let _ = std::fs::remove_file(&tmp);
+        let _ = remove_any(&tmp);
         return Err(e).with_context(|| {
             format!(
                 "--out {}: export failed, nothing was written",
