@@ -240,12 +240,7 @@ fn attend_group(q: &[f32], q_stride: usize, keys: &Keys, opts: &AttentionOptions
     let group = out.len() / d;
     let scale = opts.scale as f32;
     let mut scores = vec![0f32; group * visible];
-    for j in 0..visible {
-        let key = &keys.k[j * keys.step..][..d];
-        for h in 0..group {
-            scores[h * visible + j] = dot(&q[h * q_stride..][..d], key) * scale;
-        }
-    }
+    group_scores(q, q_stride, keys, scale, &mut scores);
     for (s, out) in scores.chunks_mut(visible.max(1)).zip(out.chunks_mut(d)) {
         if let Some(cap) = opts.softcap {
             s.iter_mut().for_each(|s| *s = cap * (*s / cap).tanh());
@@ -253,6 +248,39 @@ fn attend_group(q: &[f32], q_stride: usize, keys: &Keys, opts: &AttentionOptions
         let sum = softmax_weights(s);
         weighted_rows(s, keys.v, keys.step, out);
         out.iter_mut().for_each(|o| *o /= sum);
+    }
+}
+
+/// `scores[h·visible + j] = (q_h · k_j)·scale` for the group's heads `h` (rows `q_stride` apart
+/// in `q`) and the visible keys `j`.
+fn group_scores(q: &[f32], q_stride: usize, keys: &Keys, scale: f32, scores: &mut [f32]) {
+    let (d, visible) = (keys.d, keys.visible);
+    if visible == 0 {
+        return;
+    }
+    let group = scores.len() / visible;
+    assert!(
+        (group - 1) * q_stride + d <= q.len() && (visible - 1) * keys.step + d <= keys.k.len(),
+        "queries or keys out of range"
+    );
+    #[cfg(simd_kernels)]
+    if d.is_multiple_of(16) && crate::weights::few_rows::has_avx512() {
+        // SAFETY: the CPU has AVX-512 F; every row read holds d values (above).
+        unsafe { simd512::group_scores(q, q_stride, keys, scale, scores) };
+        return;
+    }
+    group_scores_by_key(q, q_stride, keys, scale, scores);
+}
+
+/// [`group_scores`] one key and one head at a time: the twin the blocked kernel is held to.
+fn group_scores_by_key(q: &[f32], q_stride: usize, keys: &Keys, scale: f32, scores: &mut [f32]) {
+    let (d, visible) = (keys.d, keys.visible);
+    let group = scores.len() / visible.max(1);
+    for j in 0..visible {
+        let key = &keys.k[j * keys.step..][..d];
+        for h in 0..group {
+            scores[h * visible + j] = dot(&q[h * q_stride..][..d], key) * scale;
+        }
     }
 }
 
@@ -277,6 +305,15 @@ fn softmax_weights(s: &mut [f32]) -> f32 {
 
 /// `out = Σ_j p[j]·v[j·step..][..d]`.
 fn weighted_rows(p: &[f32], v: &[f32], step: usize, out: &mut [f32]) {
+    #[cfg(simd_kernels)]
+    let wide = crate::weights::few_rows::has_avx512();
+    #[cfg(not(simd_kernels))]
+    let wide = false;
+    weighted_rows_on(p, v, step, out, wide);
+}
+
+/// [`weighted_rows`], on 512-bit registers where `wide` (the CPU has them).
+fn weighted_rows_on(p: &[f32], v: &[f32], step: usize, out: &mut [f32], wide: bool) {
     let d = out.len();
     assert!(
         p.is_empty() || (p.len() - 1) * step + d <= v.len(),
@@ -284,6 +321,20 @@ fn weighted_rows(p: &[f32], v: &[f32], step: usize, out: &mut [f32]) {
     );
     #[allow(unused_mut)]
     let mut c = 0;
+    #[cfg(simd_kernels)]
+    if wide {
+        // SAFETY: the CPU has AVX-512 F; every row read holds d values (above).
+        unsafe {
+            while c + 64 <= d {
+                simd512::weighted::<4>(p, v, step, c, out);
+                c += 64;
+            }
+            while c + 16 <= d {
+                simd512::weighted::<1>(p, v, step, c, out);
+                c += 16;
+            }
+        }
+    }
     #[cfg(simd_kernels)]
     // SAFETY: AVX2 and FMA are the build's target; every row read holds d values (above).
     unsafe {
@@ -434,6 +485,137 @@ mod simd {
     }
 }
 
+/// The direct path's two hot loops on 512-bit registers, for CPUs that have them. Each lane does
+/// the arithmetic of the AVX2 loops above in the same order, so the bits are theirs (held by
+/// tests): a 16-lane sum of a dot is the AVX2 loop's two 8-lane sums side by side, and the
+/// reduction keeps their tree.
+#[cfg(simd_kernels)]
+mod simd512 {
+    use super::Keys;
+    use std::arch::x86_64::*;
+
+    /// Keys scored together: each loaded chunk of a key serves every head of the pass, and each
+    /// head's chunk every key of the block.
+    const KEYS: usize = 4;
+
+    /// [`super::group_scores`] for `d` a multiple of 16: heads in passes of up to four.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub unsafe fn group_scores(
+        q: &[f32],
+        q_stride: usize,
+        keys: &Keys,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let group = out.len() / keys.visible;
+        let mut h = 0;
+        while h < group {
+            let q = q.as_ptr().add(h * q_stride);
+            let out = &mut out[h * keys.visible..];
+            h += match group - h {
+                1 => pass::<1>(q, q_stride, keys, scale, out),
+                2 => pass::<2>(q, q_stride, keys, scale, out),
+                3 => pass::<3>(q, q_stride, keys, scale, out),
+                _ => pass::<4>(q, q_stride, keys, scale, out),
+            };
+        }
+    }
+
+    /// `H` heads against every visible key, [`KEYS`] keys at a time; returns `H`.
+    #[inline(always)]
+    unsafe fn pass<const H: usize>(
+        q: *const f32,
+        q_stride: usize,
+        keys: &Keys,
+        scale: f32,
+        out: &mut [f32],
+    ) -> usize {
+        let (d, visible) = (keys.d, keys.visible);
+        let key = |j: usize, c: usize| _mm512_loadu_ps(keys.k.as_ptr().add(j * keys.step + c));
+        let mut j = 0;
+        while j < visible {
+            let n = (visible - j).min(KEYS);
+            let mut acc = [[_mm512_setzero_ps(); KEYS]; H];
+            for c in (0..d).step_by(16) {
+                let k: [__m512; KEYS] = std::array::from_fn(|b| key(j + b.min(n - 1), c));
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let qh = _mm512_loadu_ps(q.add(h * q_stride + c));
+                    for (a, k) in acc.iter_mut().zip(&k) {
+                        *a = _mm512_fmadd_ps(qh, *k, *a);
+                    }
+                }
+            }
+            for (h, acc) in acc.iter().enumerate() {
+                let sums = sum4(acc);
+                for (b, s) in sums[..n].iter().enumerate() {
+                    out[h * visible + j + b] = s * scale;
+                }
+            }
+            j += n;
+        }
+        H
+    }
+
+    /// The sums of four registers' sixteen lanes, each in the AVX2 dot's order: the two 8-lane
+    /// halves added, then their two 4-lane halves, then lanes (0 + 2) + (1 + 3).
+    #[inline(always)]
+    unsafe fn sum4(a: &[__m512; KEYS]) -> [f32; KEYS] {
+        // [a0 lo256 + hi256 | a1 lo256 + hi256], and the same for a2, a3.
+        let t01 = _mm512_add_ps(
+            _mm512_shuffle_f32x4(a[0], a[1], 0x44),
+            _mm512_shuffle_f32x4(a[0], a[1], 0xEE),
+        );
+        let t23 = _mm512_add_ps(
+            _mm512_shuffle_f32x4(a[2], a[3], 0x44),
+            _mm512_shuffle_f32x4(a[2], a[3], 0xEE),
+        );
+        // 128-bit lane i: register i's low 128 + high 128 of its 8-lane sum.
+        let h = _mm512_add_ps(
+            _mm512_shuffle_f32x4(t01, t23, 0x88),
+            _mm512_shuffle_f32x4(t01, t23, 0xDD),
+        );
+        // Lanes (0 + 2, 1 + 3), then their sum in lane 0 of each 128 bits.
+        let h = _mm512_add_ps(h, _mm512_permute_ps(h, 0xEE));
+        let h = _mm512_add_ps(h, _mm512_permute_ps(h, 0x01));
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), h);
+        [lanes[0], lanes[4], lanes[8], lanes[12]]
+    }
+
+    /// `out[c..c + 16·N]` as [`super::simd::weighted`] computes it, 16 columns a register.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub unsafe fn weighted<const N: usize>(
+        p: &[f32],
+        v: &[f32],
+        step: usize,
+        c: usize,
+        out: &mut [f32],
+    ) {
+        let (mut even, mut odd) = ([_mm512_setzero_ps(); N], [_mm512_setzero_ps(); N]);
+        let row = |j: usize| v.as_ptr().add(j * step + c);
+        let add = |acc: &mut [__m512; N], pj: f32, r: *const f32| {
+            let w = _mm512_set1_ps(pj);
+            for (n, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(r.add(16 * n)), *a);
+            }
+        };
+        let mut pairs = p.chunks_exact(2);
+        let mut j = 0;
+        for pair in pairs.by_ref() {
+            add(&mut even, pair[0], row(j));
+            add(&mut odd, pair[1], row(j + 1));
+            j += 2;
+        }
+        if let [last] = pairs.remainder() {
+            add(&mut even, *last, row(j));
+        }
+        for n in 0..N {
+            let sum = _mm512_add_ps(even[n], odd[n]);
+            _mm512_storeu_ps(out.as_mut_ptr().add(c + 16 * n), sum);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,8 +715,63 @@ mod tests {
         Ok(())
     }
 
-    /// The vector exponential against f64's, over the range a softmax feeds it and beyond.
-    #[cfg(simd_kernels)]
+    fn has_wide_registers() -> bool {
+        #[cfg(simd_kernels)]
+        return crate::weights::few_rows::has_avx512();
+        #[cfg(not(simd_kernels))]
+        false
+    }
+
+    /// The blocked scores and the 512-bit weighted sums are the one-key-at-a-time AVX2 loops'
+    /// bits, for every group size, head size (whole 512-bit registers or not) and count of keys
+    /// (whole blocks of four or not), on keys and heads that are rows of longer strides.
+    #[test]
+    fn wide_attention_loops_are_the_narrow_ones_bit_for_bit() {
+        let mut seed = 7u64;
+        let mut rand = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                })
+                .collect()
+        };
+        for d in [16, 24, 64, 80, 128] {
+            for group in 1..=8 {
+                for visible in [1, 2, 3, 4, 5, 7, 33] {
+                    let (q_stride, step) = (d + 8, d + 16);
+                    let q = rand(group * q_stride);
+                    let (k, v) = (rand(visible * step), rand(visible * step));
+                    let keys = Keys {
+                        k: &k,
+                        v: &v,
+                        step,
+                        visible,
+                        d,
+                    };
+                    let (mut fast, mut twin) =
+                        (vec![0f32; group * visible], vec![0f32; group * visible]);
+                    group_scores(&q, q_stride, &keys, 0.125, &mut fast);
+                    group_scores_by_key(&q, q_stride, &keys, 0.125, &mut twin);
+                    let bits = |x: &[f32]| x.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&fast),
+                        bits(&twin),
+                        "scores d {d} group {group} keys {visible}"
+                    );
+                    let p = &fast[..visible];
+                    let (mut wide, mut narrow) = (vec![0f32; d], vec![0f32; d]);
+                    weighted_rows_on(p, &v, step, &mut wide, has_wide_registers());
+                    weighted_rows_on(p, &v, step, &mut narrow, false);
+                    assert_eq!(bits(&wide), bits(&narrow), "values d {d} keys {visible}");
+                }
+            }
+        }
+    }
+
+    /// Prompts longer than the direct path takes, and dtypes other than f32, go the general way.
     #[test]
     fn long_prompts_and_other_dtypes_take_the_general_path() -> Result<()> {
         let dev = Device::Cpu;

@@ -177,7 +177,7 @@ impl Width {
 
 /// Whether the CPU has AVX-512 F and BW (detected once; the build targets x86-64-v3).
 #[cfg(simd_kernels)]
-fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| {
         std::arch::is_x86_feature_detected!("avx512f")
