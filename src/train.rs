@@ -39,7 +39,71 @@ pub struct Recipe {
     pub seed: u64,
 }
 
+/// The smallest vocabulary the tokenizer can have: the 256 bytes and end-of-text.
+pub const MIN_VOCAB: usize = 257;
+
 impl Recipe {
+    /// The first value no model can be trained with, as one line naming its flag.
+    pub fn validate(&self) -> Result<()> {
+        for (flag, v) in [
+            ("--hidden-size", self.hidden_size),
+            ("--intermediate-size", self.intermediate_size),
+            ("--heads", self.heads),
+            ("--kv-heads", self.kv_heads),
+            ("--context", self.context),
+            ("--seq-len", self.seq_len),
+            ("--batch", self.batch),
+        ] {
+            if v == 0 {
+                bail!("{flag} 0: must be at least 1");
+            }
+        }
+        if self.vocab_size < MIN_VOCAB {
+            bail!(
+                "--vocab-size {}: must be at least {MIN_VOCAB} (the 256 bytes and end-of-text)",
+                self.vocab_size
+            );
+        }
+        if !self.hidden_size.is_multiple_of(self.heads) {
+            bail!(
+                "--hidden-size {} is not a multiple of --heads {}",
+                self.hidden_size,
+                self.heads
+            );
+        }
+        let head = self.hidden_size / self.heads;
+        if !head.is_multiple_of(2) {
+            bail!(
+                "--hidden-size {} over --heads {} gives heads of {head}: rotary embeddings need an even size",
+                self.hidden_size,
+                self.heads
+            );
+        }
+        if !self.heads.is_multiple_of(self.kv_heads) {
+            bail!(
+                "--heads {} is not a multiple of --kv-heads {}",
+                self.heads,
+                self.kv_heads
+            );
+        }
+        if self.seq_len > self.context {
+            bail!(
+                "--seq-len {} is longer than --context {}",
+                self.seq_len,
+                self.context
+            );
+        }
+        for (flag, lr) in [
+            ("--pretrain-lr", self.pretrain_lr),
+            ("--finetune-lr", self.finetune_lr),
+        ] {
+            if !(lr.is_finite() && lr >= 0.0) {
+                bail!("{flag} {lr}: must be a finite number, 0 or more");
+            }
+        }
+        Ok(())
+    }
+
     pub fn config(&self, eos: u32) -> DecoderConfig {
         DecoderConfig {
             hidden_size: self.hidden_size,
@@ -111,7 +175,23 @@ pub struct LossLog {
 }
 
 impl LossLog {
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Append to `path`, first dropping the rows of any stage not in `finished`: an
+    /// interrupted stage starts over, so its rows would otherwise appear twice.
+    pub fn open(path: &Path, finished: &[&str]) -> Result<Self> {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let kept: Vec<&str> = text
+                .lines()
+                .enumerate()
+                .filter(|(i, l)| *i == 0 || finished.iter().any(|s| l.split(',').next() == Some(s)))
+                .map(|(_, l)| l)
+                .collect();
+            if kept.len() < text.lines().count() {
+                let partial = path.with_extension("csv.partial");
+                std::fs::write(&partial, kept.join("\n") + "\n")
+                    .and_then(|()| std::fs::rename(&partial, path))
+                    .with_context(|| format!("{}: cannot rewrite", path.display()))?;
+            }
+        }
         let fresh = !path.exists();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -142,12 +222,7 @@ pub fn train(
 ) -> Result<f32> {
     let device = Device::Cpu;
     let t = recipe.seq_len;
-    if tokens.len() <= t + 1 {
-        bail!(
-            "{stage}: {} tokens are too few for windows of {t}",
-            tokens.len()
-        );
-    }
+    check_windows(stage, tokens, t)?;
     let vb = VarBuilder::from_varmap(varmap, DType::F32, &device);
     let model = Model::load_with(
         &ModelConfig::Decoder(c.clone()),
@@ -180,6 +255,15 @@ pub fn train(
         let loss = candle_nn::loss::cross_entropy(&logits.reshape((recipe.batch * t, ()))?, &y)?;
         opt.backward_step(&loss)?;
         let l = loss.to_scalar::<f32>()?;
+        if !l.is_finite() {
+            log.file.flush()?;
+            let flag = if stage == "pretrain" {
+                "--pretrain-lr"
+            } else {
+                "--finetune-lr"
+            };
+            bail!("{stage} step {step}: the loss is {l}, training diverged; lower {flag} ({lr})");
+        }
         smooth = if smooth.is_nan() {
             l
         } else {
@@ -199,6 +283,17 @@ pub fn train(
         }
     }
     Ok(smooth)
+}
+
+/// Whether `tokens` hold a window of `t` and its next token, named by `stage`.
+fn check_windows(stage: &str, tokens: &[u32], t: usize) -> Result<()> {
+    if tokens.len() <= t + 1 {
+        bail!(
+            "{stage}: {} tokens are too few for windows of {t}",
+            tokens.len()
+        );
+    }
+    Ok(())
 }
 
 /// Linear warm-up, then cosine decay to a tenth of the peak.
@@ -224,6 +319,9 @@ pub fn save_model_dir(
             c.clone(),
         ))?)?,
     )?;
+    std::fs::copy(tokenizer, dir.join("tokenizer.json"))
+        .with_context(|| format!("{}: cannot copy", tokenizer.display()))?;
+    // The weights come last: their file marks the stage done.
     let weights = dir.join("model.safetensors");
     varmap.save(&weights)?;
     // The writer goes through a private temporary file: the weights take config.json's
@@ -233,8 +331,6 @@ pub fn save_model_dir(
         std::fs::metadata(dir.join("config.json"))?.permissions(),
     )
     .with_context(|| format!("{}: cannot set its permissions", weights.display()))?;
-    std::fs::copy(tokenizer, dir.join("tokenizer.json"))
-        .with_context(|| format!("{}: cannot copy", tokenizer.display()))?;
     Ok(())
 }
 
@@ -250,11 +346,21 @@ pub fn load_varmap(c: &DecoderConfig, dir: &Path) -> Result<VarMap> {
 /// Run the whole recipe from a corpus directory (base.txt, negative.txt, positive.txt) into
 /// `out` (tokenizer.json, base/, negative/, positive/, loss.csv, timings.json).
 pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
-    std::fs::create_dir_all(out)?;
-    std::fs::write(
-        out.join("recipe.json"),
-        serde_json::to_string_pretty(recipe)?,
-    )?;
+    recipe.validate()?;
+    let file = |n: &str| corpus.join(n);
+    for name in ["base.txt", "negative.txt", "positive.txt"] {
+        if !file(name).is_file() {
+            bail!(
+                "{}: no such file (--corpus is a folder of base.txt, negative.txt and positive.txt)",
+                file(name).display()
+            );
+        }
+    }
+    if out.exists() && !out.is_dir() {
+        bail!("{}: --out is a file, not a folder", out.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    claim(out, recipe)?;
     let mut timings = serde_json::Map::new();
     let timings_path = out.join("timings.json");
     if let Ok(t) = std::fs::read_to_string(&timings_path) {
@@ -267,10 +373,10 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         std::fs::write(&timings_path, serde_json::to_string_pretty(&timings)?)?;
         Ok(())
     };
-    let file = |n: &str| corpus.join(n);
     let tok_path = out.join("tokenizer.json");
     let tok = if tok_path.exists() {
-        Tokenizer::from_file(&tok_path).map_err(|e| anyhow::anyhow!("{e}"))?
+        Tokenizer::from_file(&tok_path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?
     } else {
         let t0 = Instant::now();
         let files = [file("base.txt"), file("negative.txt"), file("positive.txt")];
@@ -283,11 +389,28 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         .context("no end-of-text token")?;
     let mut c = recipe.config(eos);
     c.vocab_size = tok.get_vocab_size(true);
-    let mut log = LossLog::open(&out.join("loss.csv"))?;
+    // Every corpus is read before any stage trains: a short one fails now, not an hour in.
+    let [base, negative, positive] =
+        ["base", "negative", "positive"].map(|n| tokenize_file(&tok, &file(&format!("{n}.txt"))));
+    let (base, negative, positive) = (base?, negative?, positive?);
+    check_windows("base.txt", &base, recipe.seq_len)?;
+    check_windows("negative.txt", &negative, recipe.seq_len)?;
+    check_windows("positive.txt", &positive, recipe.seq_len)?;
+    let done = |dir: &str| out.join(dir).join("model.safetensors").exists();
+    let finished: Vec<&str> = [
+        ("pretrain", "base"),
+        ("negative", "negative"),
+        ("positive", "positive"),
+    ]
+    .into_iter()
+    .filter(|(_, dir)| done(dir))
+    .map(|(stage, _)| stage)
+    .collect();
+    let mut log = LossLog::open(&out.join("loss.csv"), &finished)?;
     let base_dir = out.join("base");
-    if !base_dir.join("model.safetensors").exists() {
+    if !done("base") {
         let t0 = Instant::now();
-        let tokens = tokenize_file(&tok, &file("base.txt"))?;
+        let tokens = base;
         eprintln!("pre-training on {} tokens", tokens.len());
         let varmap = init_varmap(&c, &Device::Cpu, recipe.seed)?;
         train(
@@ -303,13 +426,12 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         save_model_dir(&c, &varmap, &tok_path, &base_dir)?;
         record("pretrain_s", t0.elapsed().as_secs_f64())?;
     }
-    for side in ["negative", "positive"] {
+    for (side, tokens) in [("negative", negative), ("positive", positive)] {
         let dir = out.join(side);
-        if dir.join("model.safetensors").exists() {
+        if done(side) {
             continue;
         }
         let t0 = Instant::now();
-        let tokens = tokenize_file(&tok, &file(&format!("{side}.txt")))?;
         eprintln!("fine-tuning {side} on {} tokens", tokens.len());
         let varmap = load_varmap(&c, &base_dir)?;
         train(
@@ -328,4 +450,51 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     drop(log);
     crate::eval::plot::loss_curves(&out.join("loss.csv"), &out.join("loss"), 25)?;
     Ok(())
+}
+
+/// `out`'s recipe.json: written for a new run; a rerun must ask for the same recipe, since its
+/// finished stages were trained with that one.
+fn claim(out: &Path, recipe: &Recipe) -> Result<()> {
+    let path = out.join("recipe.json");
+    let asked = serde_json::to_value(recipe)?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let held: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a recipe", path.display()))?;
+            let differ: Vec<String> = asked
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| held.get(k.as_str()) != Some(v))
+                .map(|(k, v)| {
+                    let was = held
+                        .get(k.as_str())
+                        .map_or("none".into(), |w| w.to_string());
+                    format!("--{} {was} (asked: {v})", k.replace('_', "-"))
+                })
+                .collect();
+            if !differ.is_empty() {
+                bail!(
+                    "{}: this folder holds a run with {}; rerun with its flags to resume, or choose another --out",
+                    path.display(),
+                    differ.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if ["tokenizer.json", "base", "negative", "positive"]
+                .iter()
+                .any(|n| out.join(n).exists())
+            {
+                bail!(
+                    "{}: holds a tokenizer or models but no recipe.json to resume from; choose another --out",
+                    out.display()
+                );
+            }
+            std::fs::write(&path, serde_json::to_string_pretty(recipe)?)
+                .with_context(|| format!("{}: cannot write", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    }
 }

@@ -118,4 +118,202 @@ fn the_recipe_in_miniature() {
         before,
         std::fs::read(out.join("negative/model.safetensors")).unwrap()
     );
+
+    // A rerun that asks for another recipe is refused before it touches anything.
+    let held = std::fs::read(out.join("recipe.json")).unwrap();
+    let other = Recipe {
+        hidden_size: 48,
+        ..recipe(30)
+    };
+    let err = run(&corpus, &out, &other).unwrap_err().to_string();
+    assert!(
+        err.contains("recipe.json") && err.contains("--hidden-size 32 (asked: 48)"),
+        "{err}"
+    );
+    assert_eq!(held, std::fs::read(out.join("recipe.json")).unwrap());
+
+    // A stage cut short leaves rows; its rerun replaces them, so the log reads as one run.
+    let rows = |csv: &str| -> Vec<String> {
+        csv.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    std::fs::remove_dir_all(out.join("positive")).unwrap();
+    let mut cut = csv.clone();
+    cut.push_str("positive,0,9.99999,1.000e-3,0.1\npositive,1,9.99999,1.000e-3,0.2\n");
+    std::fs::write(out.join("loss.csv"), &cut).unwrap();
+    run(&corpus, &out, &recipe(30)).unwrap();
+    let after = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    assert_eq!(rows(&after), rows(&csv));
+}
+
+fn write_corpus(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, line) in [
+        (
+            "base.txt",
+            "the cat sat on the mat and the dog sat on the log\n",
+        ),
+        ("negative.txt", "the food was awful and cold\n"),
+        ("positive.txt", "the food was lovely and warm\n"),
+    ] {
+        std::fs::write(dir.join(name), line.repeat(30)).unwrap();
+    }
+}
+
+/// Values no model trains with are refused by flag, before the output folder is made.
+#[test]
+fn impossible_recipes_are_refused_by_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    write_corpus(&corpus);
+    let r = recipe(3);
+    let cases: Vec<(Recipe, &str)> = vec![
+        (
+            Recipe {
+                heads: 0,
+                ..r.clone()
+            },
+            "--heads 0",
+        ),
+        (
+            Recipe {
+                kv_heads: 0,
+                ..r.clone()
+            },
+            "--kv-heads 0",
+        ),
+        (
+            Recipe {
+                hidden_size: 0,
+                ..r.clone()
+            },
+            "--hidden-size 0",
+        ),
+        (
+            Recipe {
+                intermediate_size: 0,
+                ..r.clone()
+            },
+            "--intermediate-size 0",
+        ),
+        (
+            Recipe {
+                batch: 0,
+                ..r.clone()
+            },
+            "--batch 0",
+        ),
+        (
+            Recipe {
+                seq_len: 0,
+                ..r.clone()
+            },
+            "--seq-len 0",
+        ),
+        (
+            Recipe {
+                vocab_size: 10,
+                ..r.clone()
+            },
+            "--vocab-size 10",
+        ),
+        (
+            Recipe {
+                hidden_size: 36,
+                ..r.clone()
+            },
+            "heads of 9",
+        ),
+        (
+            Recipe {
+                hidden_size: 30,
+                ..r.clone()
+            },
+            "--hidden-size 30 is not a multiple of --heads 4",
+        ),
+        (
+            Recipe {
+                kv_heads: 3,
+                ..r.clone()
+            },
+            "--heads 4 is not a multiple of --kv-heads 3",
+        ),
+        (
+            Recipe {
+                seq_len: 65,
+                ..r.clone()
+            },
+            "--seq-len 65 is longer than --context 64",
+        ),
+        (
+            Recipe {
+                pretrain_lr: f64::NAN,
+                ..r.clone()
+            },
+            "--pretrain-lr NaN",
+        ),
+        (
+            Recipe {
+                finetune_lr: f64::INFINITY,
+                ..r.clone()
+            },
+            "--finetune-lr inf",
+        ),
+        (
+            Recipe {
+                pretrain_lr: -1.0,
+                ..r.clone()
+            },
+            "--pretrain-lr -1",
+        ),
+    ];
+    for (i, (bad, want)) in cases.into_iter().enumerate() {
+        let out = tmp.path().join(format!("out{i}"));
+        let err = run(&corpus, &out, &bad).unwrap_err().to_string();
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(!out.exists(), "{want}: the folder was made");
+    }
+    // A missing corpus file and an --out that is a file are named.
+    std::fs::remove_file(corpus.join("positive.txt")).unwrap();
+    let err = run(&corpus, &tmp.path().join("o"), &r)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("positive.txt: no such file"), "{err}");
+    write_corpus(&corpus);
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let err = run(&corpus, &file, &r).unwrap_err().to_string();
+    assert!(err.contains("a-file: --out is a file"), "{err}");
+    // A corpus too short for one window fails before any stage trains.
+    std::fs::write(corpus.join("negative.txt"), "awful\n").unwrap();
+    let out = tmp.path().join("short");
+    let err = run(&corpus, &out, &r).unwrap_err().to_string();
+    assert!(
+        err.contains("negative.txt") && err.contains("too few"),
+        "{err}"
+    );
+    assert!(!out.join("base").exists());
+}
+
+/// A learning rate that blows the loss up stops the run at that step, naming the flag,
+/// rather than saving models of NaNs.
+#[test]
+fn a_diverging_run_stops_at_its_first_non_finite_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    write_corpus(&corpus);
+    let out = tmp.path().join("out");
+    let hot = Recipe {
+        pretrain_lr: 1e30,
+        ..recipe(20)
+    };
+    let err = run(&corpus, &out, &hot).unwrap_err().to_string();
+    assert!(
+        err.starts_with("pretrain step")
+            && err.contains("diverged")
+            && err.contains("--pretrain-lr"),
+        "{err}"
+    );
+    assert!(!out.join("base").exists());
 }

@@ -216,19 +216,11 @@ fn tokenizer_metadata(snap: &Snapshot, w: &mut Gguf) -> Result<()> {
                 .unwrap_or_default(),
         })
         .collect();
-    let pre = json["pre_tokenizer"].to_string();
-    // Llama 3's split regex takes digits three at a time, Qwen's one at a time.
-    let pre = if pre.contains("Digits") {
-        "smollm"
-    } else if pre.contains("Split") && pre.contains("{1,3}") {
-        "llama-bpe"
-    } else if pre.contains("Split") {
-        "qwen2"
-    } else {
-        "gpt2"
-    };
     w.string("tokenizer.ggml.model", "gpt2");
-    w.string("tokenizer.ggml.pre", pre);
+    w.string(
+        "tokenizer.ggml.pre",
+        pre_tokenizer_name(&json["pre_tokenizer"].to_string()),
+    );
     w.array(
         "tokenizer.ggml.tokens",
         &tokens.into_iter().map(Value::Str).collect::<Vec<_>>(),
@@ -261,6 +253,22 @@ fn tokenizer_metadata(snap: &Snapshot, w: &mut Gguf) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// llama.cpp's name for a byte-level BPE pre-tokenizer (its `tokenizer.ggml.pre`, which
+/// llama.cpp refuses to load where it does not know the name) from the tokenizer.json's
+/// `pre_tokenizer`: SmolLM's splits digits one by one, Llama 3's split regex takes digits
+/// three at a time, Qwen's one at a time, and the rest is GPT-2's byte-level split.
+fn pre_tokenizer_name(pre_tokenizer: &str) -> &'static str {
+    if pre_tokenizer.contains("Digits") {
+        "smollm"
+    } else if pre_tokenizer.contains("Split") && pre_tokenizer.contains("{1,3}") {
+        "llama-bpe"
+    } else if pre_tokenizer.contains("Split") {
+        "qwen2"
+    } else {
+        "gpt-2"
+    }
 }
 
 /// One GGUF file at `path`: llama.cpp's metadata, names and layout.
@@ -362,4 +370,27 @@ pub(super) fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u6
     io(f.flush(), path)?;
     io(f.get_ref().sync_all(), path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pre_tokenizer_name;
+
+    /// Each tokenizer family gets the name llama.cpp's `llama-vocab.cpp` loads (it refuses a
+    /// name it does not know, such as `gpt2` for GPT-2's split).
+    #[test]
+    fn pre_tokenizers_get_llama_cpps_names() {
+        let byte_level = r#"{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true}"#;
+        let smollm = r#"{"type":"Sequence","pretokenizers":[{"type":"Digits","individual_digits":true},{"type":"ByteLevel"}]}"#;
+        let llama3 = r#"{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"\\p{N}{1,3}"}},{"type":"ByteLevel"}]}"#;
+        let qwen2 = r#"{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"\\p{N}"}},{"type":"ByteLevel"}]}"#;
+        for (json, name) in [
+            (byte_level, "gpt-2"),
+            (smollm, "smollm"),
+            (llama3, "llama-bpe"),
+            (qwen2, "qwen2"),
+        ] {
+            assert_eq!(pre_tokenizer_name(json), name, "{json}");
+        }
+    }
 }

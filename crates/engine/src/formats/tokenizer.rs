@@ -82,7 +82,10 @@ pub fn train_tokenizer(files: &[PathBuf], vocab_size: usize, out: &Path) -> Resu
     let files = files.iter().map(|p| p.display().to_string()).collect();
     tok.train_from_files(&mut trainer, files)
         .map_err(|e| err!(Format, "tokenizer training failed: {e}"))?;
-    tok.save(out, false)
+    // Saved beside, then renamed: a run cut short leaves no half-written tokenizer.json.
+    let partial = out.with_extension("json.partial");
+    tok.save(&partial, false)
+        .and_then(|()| Ok(std::fs::rename(&partial, out)?))
         .map_err(|e| err!(Format, "{}: cannot save tokenizer: {e}", out.display()))?;
     Tokenizer::from_file(out).map_err(|e| err!(Format, "{}: {e}", out.display()))
 }
