@@ -307,3 +307,19 @@ fn rope_freqs_read_back_as_llama3_scaling() {
         c.rope_scaling
     );
 }
+
+/// A GGUF's f32 settings read back as the decimals they were written from: the config an HF
+/// export writes says `rms_norm_eps: 1e-05`, as the source folder does, not the f32's f64
+/// expansion 9.999999747378752e-6.
+#[test]
+fn f32_settings_read_back_as_their_decimals() {
+    let ck = Checkpoint::open(lerpscope::engine::source::local(&gguf("llama-f32"), "a").unwrap())
+        .unwrap();
+    let written = lerpscope::engine::config_json(&ck.config).unwrap();
+    let folder: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tiny-llama-a/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written["rms_norm_eps"], folder["rms_norm_eps"]);
+    assert_eq!(written["rms_norm_eps"].as_f64(), Some(1e-5));
+}

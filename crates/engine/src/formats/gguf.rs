@@ -133,7 +133,14 @@ impl<'a> Reader<'a> {
             3 => Value::Int(i16::from_le_bytes(self.take(2, key)?.try_into().expect("2")) as i64),
             4 => Value::UInt(self.u32(key)? as u64),
             5 => Value::Int(i32::from_le_bytes(self.take(4, key)?.try_into().expect("4")) as i64),
-            6 => Value::Float(f32::from_le_bytes(self.take(4, key)?.try_into().expect("4")) as f64),
+            // An f32 as the decimal it was written from (1e-5, not 9.999999747378752e-6), which
+            // rounds back to the same f32.
+            6 => Value::Float(
+                f32::from_le_bytes(self.take(4, key)?.try_into().expect("4"))
+                    .to_string()
+                    .parse()
+                    .expect("a float's own text"),
+            ),
             7 => Value::Bool(self.take(1, key)?[0] != 0),
             8 => Value::Str(self.string(key)?),
             9 => {
