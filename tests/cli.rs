@@ -693,3 +693,40 @@ fn a_huge_token_count_stops_at_the_context() {
     let n = line["token_ids"].as_array().unwrap().len();
     assert!(n > 0 && n < 256, "{n} tokens");
 }
+
+/// The plain output's closing line counts its tokens in words a person would write, and gives
+/// a rate only where there are two tokens to measure it between.
+#[test]
+fn the_closing_line_counts_tokens_and_rates_only_two_or_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    for (n, want) in [
+        ("0", "[0 tokens, blend"),
+        ("1", "[1 token, blend"),
+        ("3", "[3 tokens, "),
+    ] {
+        let out = lerpscope(&[
+            "generate",
+            "--a",
+            &a,
+            "--b",
+            &b,
+            "--alphas",
+            "0.5",
+            "--prompt",
+            "The movie",
+            "--max-tokens",
+            n,
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--device",
+            "cpu",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(want), "{n}: {text}");
+        assert_eq!(text.contains("tok/s"), n == "3", "{n}: {text}");
+    }
+}

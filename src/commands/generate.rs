@@ -102,11 +102,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 crate::engine::StopReason::Context => ", stopped at the model's context",
                 _ => "",
             };
+            // A rate needs two tokens: it is measured from the first token on.
+            let count = match g.token_ids.len() {
+                1 => "1 token".to_string(),
+                n if n < 2 => format!("{n} tokens"),
+                n => format!("{n} tokens, {:.1} tok/s", g.tokens_per_s()),
+            };
             writeln!(
                 out,
-                "\n[{} tokens, {:.1} tok/s, blend {:.1} ms{why}]\n",
-                g.token_ids.len(),
-                g.tokens_per_s(),
+                "\n[{count}, blend {:.1} ms{why}]\n",
                 blend.as_secs_f64() * 1e3
             )?;
         }
