@@ -190,14 +190,21 @@ impl std::str::FromStr for Alpha {
 
 /// The shortest decimal that reads back as this α (0.3, not 0.30000000000000004).
 impl fmt::Display for Alpha {
+    /// As the number, honouring width and precision (`{:>8}` pads a table's column).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_as_its_number_with_width_and_precision() {
+        let a = Alpha::new(-0.5).unwrap();
+        assert_eq!(format!("{a}|{a:>6}|{a:<6}|{a:.2}"), "-0.5|  -0.5|-0.5  |-0.50");
+    }
 
     #[test]
     fn validates_once_with_one_message_each() {
