@@ -287,20 +287,6 @@ fn bad_family_ggufs_get_one_line_naming_the_key_or_tensor() {
         &load_err(&gguf("bad-arch")),
         &["mamba", "supported", "qwen2", "gemma3", "phi3", "gpt2"],
     );
-    // An end token past the vocabulary: the model could never stop on it.
-    let key = "tokenizer.ggml.eos_token_id";
-    let eos = patched(&qwen2, key, |b, at| {
-        let v = at + key.len() + 4;
-        b[v..v + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
-    });
-    has(
-        &load_err(&write("eos.gguf", eos)),
-        &[
-            "eos.gguf",
-            "eos_token_id [1000000]",
-            "outside the vocabulary",
-        ],
-    );
 }
 
 /// Llama 3.1's RoPE scaling, stored by llama.cpp as per-frequency divisors, reads back as the
