@@ -142,6 +142,8 @@ pub trait JobSink {
     fn submit(&mut self, column: ColumnId, job: Job);
     fn remove(&mut self, column: ColumnId);
     fn curve(&mut self, job: CurveJob);
+    /// Stop the quick sweep with this id (its panel was closed).
+    fn cancel_curve(&mut self, id: u64);
     fn find(&mut self, job: crate::session::FindJob);
     fn cancel_find(&mut self, id: u64);
     fn scrub(&mut self, job: crate::session::ScrubJob);
@@ -180,6 +182,9 @@ impl JobSink for SessionColumns<'_> {
     }
     fn curve(&mut self, job: CurveJob) {
         self.session.curve(job);
+    }
+    fn cancel_curve(&mut self, id: u64) {
+        self.session.cancel_curve(id);
     }
     fn find(&mut self, job: crate::session::FindJob) {
         self.session.find(job);
@@ -437,6 +442,7 @@ fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
         match effect {
             Effect::Submit { column, job } => engine.submit(column, job),
             Effect::Curve(job) => engine.curve(job),
+            Effect::CancelCurve(id) => engine.cancel_curve(id),
             Effect::Find(job) => engine.find(job),
             Effect::CancelFind(id) => engine.cancel_find(id),
             Effect::Scrub(job) => engine.scrub(job),

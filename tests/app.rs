@@ -541,15 +541,36 @@ fn the_curve_panel_runs_a_quick_sweep_and_collects_its_points() {
         a.update(key(KeyCode::Char('+')));
     }
     assert_eq!(a.curve.samples, lerpscope::app::CURVE_MAX_SAMPLES);
-    assert!(
-        a.update(key(KeyCode::Char('g'))).is_empty(),
-        "closing starts nothing"
+    let running = a.curve.id;
+    assert_eq!(
+        a.update(key(KeyCode::Char('g'))),
+        vec![Effect::CancelCurve(running)],
+        "closing stops the unfinished sweep"
     );
     assert!(!a.show_curve);
     assert!(
         a.update(key(KeyCode::Char('+'))).is_empty(),
         "+ with the curve closed starts nothing"
     );
+}
+
+/// Closing a finished curve has nothing to stop.
+#[test]
+fn closing_a_finished_curve_stops_nothing() {
+    let (mut a, _) = loaded();
+    let e = a.update(key(KeyCode::Char('g')));
+    let Effect::Curve(job) = &e[0] else {
+        panic!("{e:?}")
+    };
+    for alpha in &job.alphas {
+        a.update(Msg::Engine(EngineEvent::CurvePoint {
+            id: job.id,
+            alpha: *alpha,
+            beta: None,
+            vader: estimate(&[0.1]),
+        }));
+    }
+    assert!(a.update(key(KeyCode::Char('g'))).is_empty());
 }
 
 fn type_keys(a: &mut App, text: &str) -> Vec<Effect> {

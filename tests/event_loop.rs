@@ -19,6 +19,7 @@ impl JobSink for Recorder {
     fn curve(&mut self, _job: CurveJob) {}
     fn find(&mut self, _job: lerpscope::session::FindJob) {}
     fn cancel_find(&mut self, _id: u64) {}
+    fn cancel_curve(&mut self, _id: u64) {}
     fn scrub(&mut self, _job: lerpscope::session::ScrubJob) {}
     fn export(&mut self, _job: lerpscope::session::ExportJob) {}
     fn set_layer_alphas(&mut self, _spec: String) {}

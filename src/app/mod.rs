@@ -149,6 +149,8 @@ pub enum Effect {
         job: Job,
     },
     Curve(CurveJob),
+    /// Stop the quick sweep with this id: its panel was closed before it finished.
+    CancelCurve(u64),
     Find(FindJob),
     /// Stop the search with this id.
     CancelFind(u64),
@@ -608,7 +610,12 @@ impl App {
             Action::Curve => {
                 self.show_curve = !self.show_curve;
                 if !self.show_curve {
-                    return vec![];
+                    // Nobody is looking: the rest of its sweep would only take the CPU.
+                    return if self.curve.points.len() < self.curve.expected {
+                        vec![Effect::CancelCurve(self.curve.id)]
+                    } else {
+                        vec![]
+                    };
                 }
                 self.start_curve(CURVE_SAMPLES)
             }

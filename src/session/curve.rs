@@ -35,6 +35,10 @@ pub(super) struct CurveState {
 }
 
 impl CurveState {
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
     pub(super) fn new(job: CurveJob) -> Self {
         let points = match job.betas.as_slice() {
             [] => job.alphas.iter().map(|&a| (a, None)).collect(),

@@ -242,6 +242,8 @@ enum Request {
     Find(FindJob),
     /// Stop the find job with this id (if it is still running).
     CancelFind(u64),
+    /// Stop the quick sweep with this id (if it is still running).
+    CancelCurve(u64),
     Scrub(ScrubJob),
     Export(ExportJob),
     Remove(ColumnId),
@@ -353,6 +355,11 @@ impl Session {
     /// Start a background quick sweep, replacing any earlier one.
     pub fn curve(&self, job: CurveJob) {
         let _ = self.tx.send(Request::Curve(job));
+    }
+
+    /// Stop the quick sweep with this id, if it is still running.
+    pub fn cancel_curve(&self, id: u64) {
+        let _ = self.tx.send(Request::CancelCurve(id));
     }
 
     /// Start an α-scrub, replacing any earlier one.
@@ -531,6 +538,11 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
                 Request::CancelFind(id) => {
                     if find.as_ref().is_some_and(|f| f.id() == id) {
                         find = None;
+                    }
+                }
+                Request::CancelCurve(id) => {
+                    if curve.as_ref().is_some_and(|c| c.id() == id) {
+                        curve = None;
                     }
                 }
                 Request::Scrub(job) => scrub = Some(ScrubState::new(job)),

@@ -203,7 +203,10 @@ mod tests {
     #[test]
     fn formats_as_its_number_with_width_and_precision() {
         let a = Alpha::new(-0.5).unwrap();
-        assert_eq!(format!("{a}|{a:>6}|{a:<6}|{a:.2}"), "-0.5|  -0.5|-0.5  |-0.50");
+        assert_eq!(
+            format!("{a}|{a:>6}|{a:<6}|{a:.2}"),
+            "-0.5|  -0.5|-0.5  |-0.50"
+        );
     }
 
     #[test]
