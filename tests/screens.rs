@@ -501,6 +501,47 @@ fn the_pad_draws_the_triangle_and_the_focused_point() {
     insta::assert_snapshot!(render(&a, 100, 40));
 }
 
+/// A column on one of the heat map's grid points draws its marker beside the cell's value,
+/// never over a digit of it.
+#[test]
+fn heat_map_markers_leave_the_values_whole() {
+    let mut a = App::new(
+        "base".into(),
+        "neg".into(),
+        "The food",
+        &[Alpha::new(0.5).unwrap()],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        beta: Some(0.0),
+        ..pair_info("base", "neg", "A ↔ B + β·(C − A)")
+    })));
+    let effects = key(&mut a, KeyCode::Char('g'));
+    let Some(Effect::Curve(job)) = effects.into_iter().find(|e| matches!(e, Effect::Curve(_)))
+    else {
+        panic!("no curve job")
+    };
+    assert!(job.alphas.iter().any(|x| x.value() == 0.5));
+    assert!(job.betas.iter().any(|x| x.value() == 0.0));
+    for &beta in &job.betas {
+        for &alpha in &job.alphas {
+            a.update(Msg::Engine(EngineEvent::CurvePoint {
+                id: job.id,
+                alpha,
+                beta: Some(beta),
+                vader: lerpscope::eval::stats::estimate(&[-0.23, -0.03]),
+            }));
+        }
+    }
+    for (w, h) in [(100, 40), (120, 40), (80, 30)] {
+        let screen = render(&a, w, h);
+        let cells = job.alphas.len() * job.betas.len();
+        assert_eq!(screen.matches("-0.13").count(), cells, "{w}×{h}: {screen}");
+        assert!(screen.contains('●'), "{w}×{h}: the column's marker: {screen}");
+    }
+}
+
 /// With α per layer the strip sits under the slider: a row per module kind, a bar per layer of
 /// the focused column's α times the layer's factor, and the range they span.
 #[test]

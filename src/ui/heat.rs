@@ -36,6 +36,9 @@ pub fn render(app: &App, grid: &HeatGrid, r: Rect, buf: &mut Buffer) {
     // The grid: every cell the same size, the last row of the panel for the α labels.
     let (cw, ch) = ((inner.width - LABEL_W) / na, (inner.height - 1) / nb);
     let (gx, gy) = (inner.x + LABEL_W, inner.y);
+    // Where each value is written (row, first column, end, and its cell's end), so that no
+    // marker covers a digit of one.
+    let mut values: Vec<(u16, u16, u16, u16)> = Vec::new();
     for (bi, row) in grid.cells.iter().enumerate() {
         // The highest β at the top.
         let y = gy + (nb - 1 - bi as u16) * ch;
@@ -51,9 +54,11 @@ pub fn render(app: &App, grid: &HeatGrid, r: Rect, buf: &mut Buffer) {
             for yy in area.top()..area.bottom() {
                 buf.set_stringn(x, yy, " ".repeat(cw as usize), cw as usize, style);
             }
-            if text.chars().count() as u16 <= cw {
-                let tx = x + (cw - text.chars().count() as u16) / 2;
+            let len = text.chars().count() as u16;
+            if len <= cw {
+                let tx = x + (cw - len) / 2;
                 buf.set_stringn(tx, y + ch / 2, &text, cw as usize, style);
+                values.push((y + ch / 2, tx, tx + len, x + cw));
             }
         }
     }
@@ -73,14 +78,22 @@ pub fn render(app: &App, grid: &HeatGrid, r: Rect, buf: &mut Buffer) {
         let y = slider::cell_of((blo, bhi), (nb - 1) * ch + 1, beta.value());
         if let (Some(x), Some(y)) = (x, y) {
             let (sym, style) = slider::look(app, i);
-            let under = buf[(gx + cw / 2 + x, gy + ch / 2 + (nb - 1) * ch - y)].style();
-            buf.set_stringn(
-                gx + cw / 2 + x,
-                gy + ch / 2 + (nb - 1) * ch - y,
-                &sym,
-                1,
-                under.patch(style),
-            );
+            let (mut mx, my) = (gx + cw / 2 + x, gy + ch / 2 + (nb - 1) * ch - y);
+            // On a value: just after it, or just before it, in its cell.
+            if let Some(&(_, start, end, cell_end)) = values
+                .iter()
+                .find(|&&(row, start, end, _)| row == my && (start..end).contains(&mx))
+            {
+                mx = if end < cell_end {
+                    end
+                } else if start > gx && start - 1 >= cell_end - cw {
+                    start - 1
+                } else {
+                    continue;
+                };
+            }
+            let under = buf[(mx, my)].style();
+            buf.set_stringn(mx, my, &sym, 1, under.patch(style));
         }
     }
 }
