@@ -86,7 +86,7 @@ pub fn render(app: &App, grid: &HeatGrid, r: Rect, buf: &mut Buffer) {
             {
                 mx = if end < cell_end {
                     end
-                } else if start > gx && start - 1 >= cell_end - cw {
+                } else if start > cell_end - cw {
                     start - 1
                 } else {
                     continue;
