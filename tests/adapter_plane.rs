@@ -153,6 +153,10 @@ fn check_plane(a: &str, plane: &str) {
         "{}",
         e.info.description
     );
+    // The pair names C and the base beside A and B (saved sessions record them).
+    let roles: Vec<&str> = e.info.others.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, ["c", "base"], "{:?}", e.info.others);
+    assert_eq!(e.info.others[0].1, path(&exp, "c"));
     for point in points {
         let (alpha, beta) = (
             point["alpha"].as_f64().unwrap(),

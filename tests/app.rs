@@ -25,6 +25,7 @@ fn info() -> PairInfo {
         beta: None,
         gamma: None,
         layer_strip: vec![],
+        others: vec![],
     }
 }
 
@@ -421,6 +422,59 @@ fn a_saved_session_keeps_its_texts_verbatim_in_markdown() {
     );
     s.reply = true;
     assert!(s.to_markdown().contains("# not a heading\n <b>bold</b>"));
+}
+
+/// A plane's C and the adapters' base are named in all three saved forms, so the session can
+/// be loaded again; score mode's Markdown says so and gives each column's NLL and perplexity.
+#[test]
+fn a_saved_session_names_every_source_and_says_when_it_scored() {
+    let mut a = app();
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        others: vec![
+            ("c".into(), "adapters/positive".into()),
+            ("base".into(), "SmolLM2.Q4_1.gguf".into()),
+        ],
+        ..plane_info()
+    })));
+    let e = a.update(key(KeyCode::Char('s')));
+    let Effect::Save(s) = &e[0] else {
+        panic!("{e:?}")
+    };
+    let md = s.to_markdown();
+    assert!(
+        md.contains("- C: `adapters/positive`\n- base: `SmolLM2.Q4_1.gguf`\n"),
+        "{md}"
+    );
+    let json = serde_json::to_value(s).unwrap();
+    assert_eq!(json["sources"]["c"], "adapters/positive");
+    assert_eq!(json["sources"]["base"], "SmolLM2.Q4_1.gguf");
+    let html = lerpscope::app::html::render(s);
+    assert!(
+        html.contains(" · C: adapters/positive · base: SmolLM2.Q4_1.gguf"),
+        "{html}"
+    );
+
+    let mut scored = s.clone();
+    scored.score_text = Some("The food was cold.".into());
+    for c in &mut scored.columns {
+        c.text = "The food was cold.".into();
+        c.score = Some((12.5, 3.25));
+    }
+    let md = scored.to_markdown();
+    assert!(
+        md.contains("- score mode: every column scores the same text"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Scored text\n\n```\nThe food was cold.\n```"),
+        "{md}"
+    );
+    assert!(
+        !md.contains("## Prompt") && !md.contains("sampling:"),
+        "{md}"
+    );
+    assert!(md.contains(": NLL 12.500, perplexity 3.250\n"), "{md}");
+    assert_eq!(md.matches("The food was cold.").count(), 1, "{md}");
 }
 
 #[test]

@@ -44,6 +44,7 @@ fn app() -> (App, Vec<(ColumnId, Job)>) {
             beta: None,
             gamma: None,
             layer_strip: vec![],
+            others: vec![],
         })))
         .into_iter()
         .filter_map(|e| match e {

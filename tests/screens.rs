@@ -44,6 +44,7 @@ fn pair_info(a: impl Into<String>, b: impl Into<String>, description: &str) -> P
         beta: None,
         gamma: None,
         layer_strip: vec![],
+        others: vec![],
     }
 }
 
@@ -313,6 +314,7 @@ fn the_header_names_a_method_other_than_the_line() {
         beta: None,
         gamma: None,
         layer_strip: vec![],
+        others: vec![],
     })));
     let screen = render(&a, 120, 20);
     let header = screen.lines().next().unwrap();
@@ -538,7 +540,10 @@ fn heat_map_markers_leave_the_values_whole() {
         let screen = render(&a, w, h);
         let cells = job.alphas.len() * job.betas.len();
         assert_eq!(screen.matches("-0.13").count(), cells, "{w}×{h}: {screen}");
-        assert!(screen.contains('●'), "{w}×{h}: the column's marker: {screen}");
+        assert!(
+            screen.contains('●'),
+            "{w}×{h}: the column's marker: {screen}"
+        );
     }
 }
 

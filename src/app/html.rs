@@ -55,10 +55,14 @@ pub fn render(s: &Session) -> String {
     let _ = write!(
         h,
         "<h1>lerpscope: {} columns between A and B</h1>\n<div class=\"meta\">A (α = 0): {} · \
-         B (α = 1): {}{}<br>{}</div>\n",
+         B (α = 1): {}{}{}<br>{}</div>\n",
         s.columns.len(),
         escape(&s.a),
         escape(&s.b),
+        s.other_sources()
+            .iter()
+            .map(|(label, source)| format!(" · {label}: {}", escape(source)))
+            .collect::<String>(),
         s.path
             .as_ref()
             .map_or(String::new(), |p| format!(" · path: {}", escape(p))),

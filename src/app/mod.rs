@@ -255,6 +255,10 @@ pub enum Mode {
 pub struct Session {
     pub a: String,
     pub b: String,
+    /// Sources beyond A and B (a plane's C, D, the adapters' base), by role: what it takes,
+    /// with A and B, to load the same blend again.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sources: std::collections::BTreeMap<String, String>,
     /// How the weights move with α, where it is not the line: the method, α per layer, a
     /// plane's C and β.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1424,6 +1428,10 @@ impl App {
         Session {
             a: self.a.clone(),
             b: self.b.clone(),
+            sources: match &self.pair {
+                PairState::Ready(info) => info.others.iter().cloned().collect(),
+                _ => Default::default(),
+            },
             path: self.path(),
             prompt: self.prompt.text(),
             reply: self.reply_apart(),
@@ -1520,29 +1528,66 @@ impl Session {
         }
     }
 
+    /// The sources beyond A and B as `(label, source)`: C, D, then the base.
+    pub fn other_sources(&self) -> Vec<(&'static str, &str)> {
+        [("c", "C"), ("d", "D"), ("base", "base")]
+            .into_iter()
+            .filter_map(|(role, label)| Some((label, self.sources.get(role)?.as_str())))
+            .collect()
+    }
+
     pub fn to_markdown(&self) -> String {
+        let others: String = self
+            .other_sources()
+            .iter()
+            .map(|(label, source)| format!("- {label}: `{source}`\n"))
+            .collect();
+        let (settings, heading, text) = match &self.score_text {
+            Some(t) => (
+                "- score mode: every column scores the same text (NLL in nats, and perplexity)"
+                    .to_string(),
+                "Scored text",
+                t.as_str(),
+            ),
+            None => (
+                format!(
+                    "- sampling: temperature {}, top-p {}, top-k {}, repeat penalty {}, seed {}, max tokens {}",
+                    self.params.sampling.temperature,
+                    self.params.sampling.top_p,
+                    self.params.sampling.top_k,
+                    self.params.sampling.repeat_penalty,
+                    self.params.sampling.seed,
+                    self.params.max_tokens,
+                ),
+                "Prompt",
+                self.prompt.as_str(),
+            ),
+        };
         let mut md = format!(
-            "# lerpscope session\n\n- A (α = 0): `{}`\n- B (α = 1): `{}`\n{}- sampling: temperature {}, top-p {}, top-k {}, repeat penalty {}, seed {}, max tokens {}\n\n## Prompt\n\n{}\n",
+            "# lerpscope session\n\n- A (α = 0): `{}`\n- B (α = 1): `{}`\n{others}{}{settings}\n\n## {heading}\n\n{}\n",
             self.a,
             self.b,
             self.path
                 .as_ref()
                 .map_or(String::new(), |p| format!("- path: {p}\n")),
-            self.params.sampling.temperature,
-            self.params.sampling.top_p,
-            self.params.sampling.top_k,
-            self.params.sampling.repeat_penalty,
-            self.params.sampling.seed,
-            self.params.max_tokens,
-            fenced(&self.prompt)
+            fenced(text)
         );
         for c in &self.columns {
+            let stats = c.score.map_or(String::new(), |(nll, ppl)| {
+                format!(": NLL {nll:.3}, perplexity {ppl:.3}")
+            });
             md.push_str(&format!(
-                "\n## {}{}\n\n{}\n",
+                "\n## {}{}{stats}\n",
                 c.point(),
                 if c.complete { "" } else { " (incomplete)" },
-                fenced(&format!("{}{}", self.lead(), c.text))
             ));
+            // In score mode the column's text is the scored text itself, given once above.
+            if self.score_text.is_none() {
+                md.push_str(&format!(
+                    "\n{}\n",
+                    fenced(&format!("{}{}", self.lead(), c.text))
+                ));
+            }
         }
         md
     }

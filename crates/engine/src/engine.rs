@@ -231,6 +231,10 @@ pub struct PairInfo {
     /// With α per layer: each module kind's factor on α at every layer (the layer strip).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layer_strip: Vec<LayerStrip>,
+    /// Sources beyond A and B, as given: a plane's C, a fourth endpoint D, the adapters' base
+    /// (role "c", "d" or "base", and the source).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<(String, String)>,
 }
 
 /// Where a pair came from, for exports: the model whose config and tokenizer files describe the
@@ -827,6 +831,12 @@ impl Engine {
             beta: weights.full().and_then(|w| w.beta()),
             gamma: None,
             layer_strip: Vec::new(),
+            others: origin
+                .sources
+                .iter()
+                .filter(|(role, _, _)| !matches!(role.as_str(), "a" | "b"))
+                .map(|(role, source, _)| (role.clone(), source.clone()))
+                .collect(),
         };
         Self {
             info,
