@@ -257,12 +257,10 @@ pub fn train(
         let l = loss.to_scalar::<f32>()?;
         if !l.is_finite() {
             log.file.flush()?;
-            let flag = if stage == "pretrain" {
-                "--pretrain-lr"
-            } else {
-                "--finetune-lr"
-            };
-            bail!("{stage} step {step}: the loss is {l}, training diverged; lower {flag} ({lr})");
+            bail!(
+                "{stage} step {step}: the loss is {l}, training diverged; lower {} ({lr})",
+                lr_flag(stage)
+            );
         }
         smooth = if smooth.is_nan() {
             l
@@ -282,14 +280,38 @@ pub fn train(
             );
         }
     }
+    // A loss is measured before its step's update: the last update is checked on the weights.
+    for var in varmap.all_vars() {
+        let finite = var
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .all(|x| x.is_finite());
+        if !finite {
+            log.file.flush()?;
+            bail!(
+                "{stage}: the weights are not finite after the last step, training diverged; lower {} ({lr})",
+                lr_flag(stage)
+            );
+        }
+    }
     Ok(smooth)
 }
 
-/// Whether `tokens` hold a window of `t` and its next token, named by `stage`.
-fn check_windows(stage: &str, tokens: &[u32], t: usize) -> Result<()> {
+/// The flag that sets `stage`'s learning rate.
+fn lr_flag(stage: &str) -> &'static str {
+    if stage == "pretrain" {
+        "--pretrain-lr"
+    } else {
+        "--finetune-lr"
+    }
+}
+
+/// Whether `tokens` hold a window of `t` and its next token, named by `what`.
+fn check_windows(what: &str, tokens: &[u32], t: usize) -> Result<()> {
     if tokens.len() <= t + 1 {
         bail!(
-            "{stage}: {} tokens are too few for windows of {t}",
+            "{what}: {} tokens are too few for windows of --seq-len {t}",
             tokens.len()
         );
     }
@@ -360,7 +382,9 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         bail!("{}: --out is a file, not a folder", out.display());
     }
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
-    claim(out, recipe)?;
+    let done = |dir: &str| out.join(dir).join("model.safetensors").exists();
+    let trained = ["base", "negative", "positive"].iter().any(|d| done(d));
+    claim(out, recipe, trained)?;
     let mut timings = serde_json::Map::new();
     let timings_path = out.join("timings.json");
     if let Ok(t) = std::fs::read_to_string(&timings_path) {
@@ -393,22 +417,35 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     let [base, negative, positive] =
         ["base", "negative", "positive"].map(|n| tokenize_file(&tok, &file(&format!("{n}.txt"))));
     let (base, negative, positive) = (base?, negative?, positive?);
-    check_windows("base.txt", &base, recipe.seq_len)?;
-    check_windows("negative.txt", &negative, recipe.seq_len)?;
-    check_windows("positive.txt", &positive, recipe.seq_len)?;
-    let done = |dir: &str| out.join(dir).join("model.safetensors").exists();
+    for (name, tokens) in [
+        ("base.txt", &base),
+        ("negative.txt", &negative),
+        ("positive.txt", &positive),
+    ] {
+        let at = file(name).display().to_string();
+        check_windows(&at, tokens, recipe.seq_len)?;
+    }
+    // The recipe is recorded once the run can start: until then a rerun may change it.
+    std::fs::write(
+        out.join("recipe.json"),
+        serde_json::to_string_pretty(recipe)?,
+    )
+    .with_context(|| format!("{}: cannot write", out.join("recipe.json").display()))?;
+    // The base is needed while a fine-tune is still to run (a folder may ship the pair alone,
+    // as assets/demo does); the pre-training rows stay unless it trains again.
+    let needs_base = !done("negative") || !done("positive");
     let finished: Vec<&str> = [
-        ("pretrain", "base"),
-        ("negative", "negative"),
-        ("positive", "positive"),
+        ("pretrain", done("base") || !needs_base),
+        ("negative", done("negative")),
+        ("positive", done("positive")),
     ]
     .into_iter()
-    .filter(|(_, dir)| done(dir))
+    .filter(|(_, finished)| *finished)
     .map(|(stage, _)| stage)
     .collect();
     let mut log = LossLog::open(&out.join("loss.csv"), &finished)?;
     let base_dir = out.join("base");
-    if !done("base") {
+    if needs_base && !done("base") {
         let t0 = Instant::now();
         let tokens = base;
         eprintln!("pre-training on {} tokens", tokens.len());
@@ -452,15 +489,27 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     Ok(())
 }
 
-/// `out`'s recipe.json: written for a new run; a rerun must ask for the same recipe, since its
-/// finished stages were trained with that one.
-fn claim(out: &Path, recipe: &Recipe) -> Result<()> {
+/// Whether `out` may run `recipe`. Once a stage has trained there, only the recipe in its
+/// recipe.json may resume it; before that a rerun may change the recipe (a first attempt that
+/// failed on a short corpus or a diverging loss), and a tokenizer made for another vocabulary,
+/// or for no recorded recipe, is made again.
+fn claim(out: &Path, recipe: &Recipe, trained: bool) -> Result<()> {
     let path = out.join("recipe.json");
     let asked = serde_json::to_value(recipe)?;
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let held: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a recipe", path.display()))?;
+    let held: Option<serde_json::Value> = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a recipe", path.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    };
+    match held {
+        None if trained => bail!(
+            "{}: holds models but no recipe.json to resume from; choose another --out",
+            out.display()
+        ),
+        Some(held) if trained => {
             let differ: Vec<String> = asked
                 .as_object()
                 .into_iter()
@@ -480,21 +529,15 @@ fn claim(out: &Path, recipe: &Recipe) -> Result<()> {
                     differ.join(", ")
                 );
             }
-            Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if ["tokenizer.json", "base", "negative", "positive"]
-                .iter()
-                .any(|n| out.join(n).exists())
-            {
-                bail!(
-                    "{}: holds a tokenizer or models but no recipe.json to resume from; choose another --out",
-                    out.display()
-                );
+        held => {
+            let same_vocab = held.is_some_and(|h| h.get("vocab_size") == asked.get("vocab_size"));
+            let tokenizer = out.join("tokenizer.json");
+            if !same_vocab && tokenizer.exists() {
+                std::fs::remove_file(&tokenizer)
+                    .with_context(|| format!("{}: cannot replace", tokenizer.display()))?;
             }
-            std::fs::write(&path, serde_json::to_string_pretty(recipe)?)
-                .with_context(|| format!("{}: cannot write", path.display()))
         }
-        Err(e) => Err(e).with_context(|| format!("{}: cannot read", path.display())),
     }
+    Ok(())
 }

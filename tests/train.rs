@@ -132,6 +132,19 @@ fn the_recipe_in_miniature() {
     );
     assert_eq!(held, std::fs::read(out.join("recipe.json")).unwrap());
 
+    // A folder that ships the pair without its base (as assets/demo does) trains nothing
+    // again and keeps its pre-training rows.
+    let full_log = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    let kept = out.join("base-aside");
+    std::fs::rename(out.join("base"), &kept).unwrap();
+    run(&corpus, &out, &recipe(30)).unwrap();
+    assert!(!out.join("base").exists());
+    assert_eq!(
+        full_log,
+        std::fs::read_to_string(out.join("loss.csv")).unwrap()
+    );
+    std::fs::rename(&kept, out.join("base")).unwrap();
+
     // A stage cut short leaves rows; its rerun replaces them, so the log reads as one run.
     let rows = |csv: &str| -> Vec<String> {
         csv.lines()
@@ -285,15 +298,24 @@ fn impossible_recipes_are_refused_by_flag() {
     std::fs::write(&file, "x").unwrap();
     let err = run(&corpus, &file, &r).unwrap_err().to_string();
     assert!(err.contains("a-file: --out is a file"), "{err}");
-    // A corpus too short for one window fails before any stage trains.
-    std::fs::write(corpus.join("negative.txt"), "awful\n").unwrap();
+    // A corpus too short for one window fails before any stage trains, naming the file and
+    // the flag; the same folder then takes the shorter window the message suggests.
+    std::fs::write(
+        corpus.join("negative.txt"),
+        "the food was awful\n".repeat(2),
+    )
+    .unwrap();
     let out = tmp.path().join("short");
     let err = run(&corpus, &out, &r).unwrap_err().to_string();
+    let at = corpus.join("negative.txt").display().to_string();
     assert!(
-        err.contains("negative.txt") && err.contains("too few"),
+        err.starts_with(&at) && err.contains("too few for windows of --seq-len 16"),
         "{err}"
     );
-    assert!(!out.join("base").exists());
+    assert!(!out.join("base").exists() && !out.join("recipe.json").exists());
+    let shorter = Recipe { seq_len: 4, ..r };
+    run(&corpus, &out, &shorter).unwrap();
+    assert!(out.join("positive/model.safetensors").exists());
 }
 
 /// A learning rate that blows the loss up stops the run at that step, naming the flag,
@@ -316,4 +338,7 @@ fn a_diverging_run_stops_at_its_first_non_finite_loss() {
         "{err}"
     );
     assert!(!out.join("base").exists());
+    // Nothing trained there, so the same folder takes the lower rate.
+    run(&corpus, &out, &recipe(20)).unwrap();
+    assert!(out.join("base/model.safetensors").exists());
 }
