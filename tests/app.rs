@@ -181,6 +181,32 @@ fn typing_a_number_sets_alpha_exactly() {
     assert_eq!(alpha(&a, 0), -0.75);
 }
 
+/// A key bound to the α entry that is not part of a number opens it empty.
+#[test]
+fn a_rebound_alpha_entry_key_opens_it_empty() {
+    let keys = Keymap::from_toml(
+        "[keys]\ntype_alpha = [\"=\", \"0\", \"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\", \"9\", \".\", \"-\", \",\"]",
+        std::path::Path::new("k.toml"),
+    )
+    .unwrap();
+    let mut a = App::new(
+        "neg".into(),
+        "pos".into(),
+        "The food",
+        &[Alpha::A],
+        GenerationParams::default(),
+        keys,
+    );
+    a.update(Msg::Engine(EngineEvent::Loaded(info())));
+    a.update(key(KeyCode::Char('=')));
+    assert_eq!(a.mode, Mode::EnterAlpha(String::new()));
+    for c in "0.3".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    let j = jobs(a.update(key(KeyCode::Enter)));
+    assert_eq!(j[0].alpha, 0.3);
+}
+
 #[test]
 fn stale_events_are_ignored_and_current_ones_stream() {
     let (mut a, first) = loaded();

@@ -303,6 +303,16 @@ impl Action {
     }
 }
 
+/// A letter under Ctrl in one case: terminals cannot tell Ctrl+Q from Ctrl+q, and send `q`.
+fn control_letter(code: KeyCode, mods: KeyModifiers) -> KeyCode {
+    match code {
+        KeyCode::Char(c) if mods.contains(KeyModifiers::CONTROL) => {
+            KeyCode::Char(c.to_ascii_lowercase())
+        }
+        code => code,
+    }
+}
+
 /// A key as the keymap sees it: the code and the modifiers that matter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -321,7 +331,10 @@ impl Key {
         if e.code == KeyCode::BackTab {
             mods.remove(KeyModifiers::SHIFT);
         }
-        Key { code: e.code, mods }
+        Key {
+            code: control_letter(e.code, mods),
+            mods,
+        }
     }
 
     /// Parse "q", "ctrl+c", "shift+Right", "Enter", "F1", "?".
@@ -372,16 +385,22 @@ impl Key {
                 }
             }
         };
-        if let KeyCode::Char(c) = code {
-            if mods.contains(KeyModifiers::SHIFT) {
+        // What terminals send: Shift+Tab is BackTab, and Shift is in a printable character.
+        let code = match code {
+            KeyCode::Tab if mods.contains(KeyModifiers::SHIFT) => {
                 mods.remove(KeyModifiers::SHIFT);
-                return Ok(Key {
-                    code: KeyCode::Char(c.to_ascii_uppercase()),
-                    mods,
-                });
+                KeyCode::BackTab
             }
-        }
-        Ok(Key { code, mods })
+            KeyCode::Char(c) if mods.contains(KeyModifiers::SHIFT) => {
+                mods.remove(KeyModifiers::SHIFT);
+                KeyCode::Char(c.to_ascii_uppercase())
+            }
+            code => code,
+        };
+        Ok(Key {
+            code: control_letter(code, mods),
+            mods,
+        })
     }
 
     pub fn label(&self) -> String {
@@ -577,6 +596,30 @@ mod tests {
             k.action(&ev(KeyCode::Char('l'), KeyModifiers::NONE)),
             Some(Action::AlphaUp)
         );
+    }
+
+    /// Bindings fire as terminals send them: Shift+Tab arrives as BackTab, Ctrl+Q as Ctrl+q.
+    #[test]
+    fn bindings_match_what_terminals_send() {
+        assert_eq!(
+            Key::parse("shift+Tab").unwrap(),
+            Key::parse("BackTab").unwrap()
+        );
+        let k = Keymap::from_toml(
+            "[keys]\nprev_column = [\"shift+Tab\"]\nquit = [\"ctrl+Q\"]",
+            Path::new("k.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            k.action(&ev(KeyCode::BackTab, KeyModifiers::SHIFT)),
+            Some(Action::PrevColumn)
+        );
+        assert_eq!(
+            k.action(&ev(KeyCode::Char('q'), KeyModifiers::CONTROL)),
+            Some(Action::Quit)
+        );
+        // A plain Q is another key.
+        assert_eq!(k.action(&ev(KeyCode::Char('Q'), KeyModifiers::SHIFT)), None);
     }
 
     #[test]

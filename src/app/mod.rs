@@ -490,9 +490,17 @@ impl App {
                 }
                 match self.keymap.action(&k) {
                     Some(Action::TypeAlpha) => {
-                        if let KeyCode::Char(c) = k.code {
-                            self.mode = Mode::EnterAlpha(c.to_string());
-                        }
+                        // The key starts the entry's text where it is some (keys.toml may bind
+                        // any key to the entry: `=` opens it empty).
+                        let first = match k.code {
+                            KeyCode::Char(c)
+                                if c.is_ascii_digit() || matches!(c, '-' | '.' | ',' | '+') =>
+                            {
+                                c.to_string()
+                            }
+                            _ => String::new(),
+                        };
+                        self.mode = Mode::EnterAlpha(first);
                         vec![]
                     }
                     Some(a) => self.on_action(a),
