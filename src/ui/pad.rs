@@ -26,7 +26,9 @@ pub fn beta_at(range: (f64, f64), height: u16, y: u16) -> f64 {
     if height <= 1 {
         return lo;
     }
-    hi - (y.min(height - 1) as f64) / ((height - 1) as f64) * (hi - lo)
+    let y = y.min(height - 1);
+    let center = hi - y as f64 * (hi - lo) / (height - 1) as f64;
+    super::slider::roundest(center, |v| row_of(range, height, v) == Some(y))
 }
 
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
@@ -98,6 +100,25 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row gives back a β drawn in that same row, and the rows where 0 and 1 are drawn
+    /// give exactly 0 and 1, at every height.
+    #[test]
+    fn a_rows_beta_is_its_roundest_and_stays_in_it() {
+        let r = (-0.5, 1.5);
+        for h in 2..60u16 {
+            for y in 0..h {
+                let b = beta_at(r, h, y);
+                assert_eq!(row_of(r, h, b), Some(y), "height {h} row {y}: {b}");
+            }
+            for v in [0.0, 1.0] {
+                let y = row_of(r, h, v).unwrap();
+                if h >= 4 {
+                    assert_eq!(beta_at(r, h, y), v, "height {h}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn rows_and_betas_round_trip() {

@@ -16,13 +16,26 @@ pub fn cell_of(range: (f64, f64), width: u16, alpha: f64) -> Option<u16> {
     Some(((alpha - lo) / (hi - lo) * span).round() as u16)
 }
 
-/// The α under cell x of a track `width` cells wide.
+/// The α under cell x of a track `width` cells wide: the roundest value the cell stands for, so
+/// a click on the cell where 0 or a vertex is drawn gives that value, not a fraction off it.
 pub fn alpha_at(range: (f64, f64), width: u16, x: u16) -> f64 {
     let (lo, hi) = range;
     if width <= 1 {
         return lo;
     }
-    lo + (x.min(width - 1) as f64) / ((width - 1) as f64) * (hi - lo)
+    let x = x.min(width - 1);
+    let center = lo + x as f64 * (hi - lo) / (width - 1) as f64;
+    roundest(center, |v| cell_of(range, width, v) == Some(x))
+}
+
+/// The value nearest `center` with the fewest decimals that `fits` (drawn in the same cell);
+/// `center` where none is rounder than a hundredth.
+pub fn roundest(center: f64, fits: impl Fn(f64) -> bool) -> f64 {
+    [1.0, 0.5, 0.25, 0.1, 0.05, 0.01]
+        .into_iter()
+        .map(|grain| (center / grain).round() * grain)
+        .find(|&v| fits(v))
+        .unwrap_or(center)
 }
 
 /// Draw the track in `track` (one line) and, if there is room, the tick labels below it.
@@ -131,5 +144,24 @@ mod tests {
         assert!((alpha_at(r, 31, 10) - 0.0).abs() < 1e-12);
         assert!((alpha_at(r, 31, 20) - 1.0).abs() < 1e-12);
         assert_eq!(alpha_at(r, 1, 0), -1.0);
+    }
+
+    /// A cell gives back a value that is drawn in that same cell, and the cells where 0 and 1
+    /// are drawn give exactly 0 and 1, at every width.
+    #[test]
+    fn a_cells_value_is_its_roundest_and_stays_in_it() {
+        let r = (-1.0, 2.0);
+        for w in 2..160u16 {
+            for x in 0..w {
+                let a = alpha_at(r, w, x);
+                assert_eq!(cell_of(r, w, a), Some(x), "width {w} cell {x}: {a}");
+            }
+            for v in [-1.0, 0.0, 1.0, 2.0] {
+                let x = cell_of(r, w, v).unwrap();
+                if w >= 4 {
+                    assert_eq!(alpha_at(r, w, x), v, "width {w}");
+                }
+            }
+        }
     }
 }
