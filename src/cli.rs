@@ -278,6 +278,7 @@ impl DemoOrPair {
     pub fn options(&self) -> Result<LoadOptions> {
         let mut opts = self.load.options()?;
         if let Some(r) = &self.recipe {
+            opts.recipe = Some(r.file.clone());
             opts.method = r.method;
             opts.layers = Some(r.layers.clone());
             opts.dtype = opts.dtype.or(r.dtype);
@@ -490,6 +491,7 @@ impl LoadArgs {
             third: None,
             fourth: None,
             dequantize: self.dequantize,
+            recipe: None,
         })
     }
 }

@@ -376,6 +376,31 @@ fn bad_recipes_name_the_file_and_key() {
         "1",
     ]);
     assert!(!ok && err.contains("layer_range [0, 1]"), "{err}");
+
+    // A full model and an adapter cannot blend: the line names the recipe's model, not the
+    // flag --a, which the user never typed.
+    let mixed = dir.path().join("mixed.yaml");
+    let (full, adapter) = (fixture("tiny-llama-a"), fixture("adapters/llama-plain-b"));
+    std::fs::write(
+        &mixed,
+        format!(
+            "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 0.5}}\n  - model: {}\n    parameters: {{weight: 0.5}}\ndtype: float32\n",
+            full.display(),
+            adapter.display()
+        ),
+    )
+    .unwrap();
+    let (ok, err) = lerpscope(&[
+        "generate",
+        "--recipe",
+        mixed.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "1",
+    ]);
+    let model = format!("mixed.yaml: model {} is a full model", full.display());
+    assert!(!ok && err.contains(&model) && !err.contains("--a"), "{err}");
 }
 
 /// Over adapters the factors apply too (tests/adapter_plane.rs holds them to the full pair);

@@ -141,6 +141,9 @@ pub struct LoadOptions {
     /// Dequantize a quantized GGUF base for adapters even where `auto` would keep it
     /// quantized (`--dequantize`).
     pub dequantize: bool,
+    /// The recipe file the endpoints come from (`--recipe`): messages about an endpoint then
+    /// name it as the recipe's model, not as a flag the user did not type.
+    pub recipe: Option<String>,
 }
 
 /// An endpoint beyond A and B (C of a plane, or D), and how far towards it.
@@ -180,6 +183,7 @@ impl Default for LoadOptions {
             third: None,
             fourth: None,
             dequantize: false,
+            recipe: None,
         }
     }
 }
@@ -284,6 +288,32 @@ impl Engine {
     /// Load a pair from two sources (directories or Hub ids): two full models, or two PEFT
     /// adapters (or `base` and an adapter) on one base.
     pub fn load(a: &str, b: &str, opts: &LoadOptions) -> Result<Self> {
+        let loaded = Self::load_endpoints(a, b, opts);
+        let Some(file) = &opts.recipe else {
+            return loaded;
+        };
+        // "--a X: …" reads "merge.yaml: model X: …" where X came from the recipe.
+        let sources = [Some(a), Some(b)]
+            .into_iter()
+            .chain([&opts.third, &opts.fourth].map(|x| x.as_ref().map(|x| x.source.as_str())));
+        let named: Vec<(String, String)> = ["--a", "--b", "--c", "--d"]
+            .into_iter()
+            .zip(sources)
+            .filter_map(|(flag, s)| {
+                let s = s?;
+                Some((format!("{flag} {s}"), format!("{file}: model {s}")))
+            })
+            .collect();
+        loaded.map_err(|e| {
+            e.map_messages(&|m: &str| {
+                named
+                    .iter()
+                    .fold(m.to_string(), |m, (flag, model)| m.replace(flag, model))
+            })
+        })
+    }
+
+    fn load_endpoints(a: &str, b: &str, opts: &LoadOptions) -> Result<Self> {
         let tokenizer = |e: Endpoint| match (e, &opts.tokenizer) {
             (Endpoint::Model(mut f), Some(t)) => {
                 f.tokenizer = t.clone();

@@ -56,6 +56,24 @@ pub fn candle_text(e: &candle_core::Error) -> String {
 }
 
 impl Error {
+    /// The same error, its messages and contexts rewritten by `f` (an I/O, α or candle error's
+    /// own text is kept).
+    pub fn map_messages(self, f: &dyn Fn(&str) -> String) -> Error {
+        match self {
+            Error::Format(m) => Error::Format(f(&m)),
+            Error::Unsupported(m) => Error::Unsupported(f(&m)),
+            Error::Mismatch(m) => Error::Mismatch(f(&m)),
+            Error::NotFound(m) => Error::NotFound(f(&m)),
+            Error::Memory(m) => Error::Memory(f(&m)),
+            Error::Invalid(m) => Error::Invalid(f(&m)),
+            Error::Context { context, source } => Error::Context {
+                context: f(&context),
+                source: Box::new(source.map_messages(f)),
+            },
+            e => e,
+        }
+    }
+
     /// The innermost error, past every added context.
     pub fn root(&self) -> &Error {
         match self {
