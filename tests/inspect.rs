@@ -331,7 +331,7 @@ fn score_json_follows_the_schema_and_equals_transformers() {
     let out = lerpscope(&[&["score", "--text", text][..], &args].concat());
     let plain = String::from_utf8_lossy(&out.stdout);
     assert!(
-        plain.contains("α = 0.5 (β = 0.25, γ = -0.5): NLL"),
+        plain.contains("α =    0.5 (β = 0.25, γ = -0.5): NLL"),
         "{plain}"
     );
 }
