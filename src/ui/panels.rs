@@ -209,7 +209,8 @@ fn differences_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             Line::from(vec![
                 Span::raw(format!(
                     "#{:<4} {:<18}",
-                    d.token + 1,
+                    // The token's index in the text, as `score` numbers it.
+                    d.token,
                     quoted(&token_text(app, 0, d.token))
                 )),
                 Span::styled(
