@@ -258,8 +258,9 @@ pub fn train(
         if !l.is_finite() {
             log.file.flush()?;
             bail!(
-                "{stage} step {step}: the loss is {l}, training diverged; lower {} ({lr})",
-                lr_flag(stage)
+                "{stage} step {step}: the loss is {l}, training diverged; lower {} ({})",
+                lr_flag(stage),
+                serde_json::json!(lr)
             );
         }
         smooth = if smooth.is_nan() {
@@ -290,8 +291,9 @@ pub fn train(
         if !finite {
             log.file.flush()?;
             bail!(
-                "{stage}: the weights are not finite after the last step, training diverged; lower {} ({lr})",
-                lr_flag(stage)
+                "{stage}: the weights are not finite after the last step, training diverged; lower {} ({})",
+                lr_flag(stage),
+                serde_json::json!(lr)
             );
         }
     }
@@ -384,7 +386,14 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let done = |dir: &str| out.join(dir).join("model.safetensors").exists();
     let trained = ["base", "negative", "positive"].iter().any(|d| done(d));
-    claim(out, recipe, trained)?;
+    // With the base alone trained, the fine-tunes' settings may still change (a diverged
+    // fine-tune reruns at a lower rate); once one fine-tune is done the other must match it.
+    let open: &[&str] = if done("negative") || done("positive") {
+        &[]
+    } else {
+        &["finetune_steps", "finetune_lr"]
+    };
+    claim(out, recipe, trained, open)?;
     let mut timings = serde_json::Map::new();
     let timings_path = out.join("timings.json");
     if let Ok(t) = std::fs::read_to_string(&timings_path) {
@@ -490,10 +499,11 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
 }
 
 /// Whether `out` may run `recipe`. Once a stage has trained there, only the recipe in its
-/// recipe.json may resume it; before that a rerun may change the recipe (a first attempt that
-/// failed on a short corpus or a diverging loss), and a tokenizer made for another vocabulary,
-/// or for no recorded recipe, is made again.
-fn claim(out: &Path, recipe: &Recipe, trained: bool) -> Result<()> {
+/// recipe.json may resume it, but for the `open` fields, which only stages still to run use;
+/// before that a rerun may change the recipe (a first attempt that failed on a short corpus or
+/// a diverging loss), and a tokenizer made for another vocabulary, or for no recorded recipe,
+/// is made again.
+fn claim(out: &Path, recipe: &Recipe, trained: bool, open: &[&str]) -> Result<()> {
     let path = out.join("recipe.json");
     let asked = serde_json::to_value(recipe)?;
     let held: Option<serde_json::Value> = match std::fs::read_to_string(&path) {
@@ -514,7 +524,7 @@ fn claim(out: &Path, recipe: &Recipe, trained: bool) -> Result<()> {
                 .as_object()
                 .into_iter()
                 .flatten()
-                .filter(|(k, v)| held.get(k.as_str()) != Some(v))
+                .filter(|(k, v)| held.get(k.as_str()) != Some(v) && !open.contains(&k.as_str()))
                 .map(|(k, v)| {
                     let was = held
                         .get(k.as_str())

@@ -341,4 +341,34 @@ fn a_diverging_run_stops_at_its_first_non_finite_loss() {
     // Nothing trained there, so the same folder takes the lower rate.
     run(&corpus, &out, &recipe(20)).unwrap();
     assert!(out.join("base/model.safetensors").exists());
+
+    // A fine-tune that diverges after the base trained: the same folder takes the lower
+    // fine-tuning rate its message asks for, and keeps the base.
+    let out = tmp.path().join("fine");
+    let hot = Recipe {
+        finetune_lr: 1e30,
+        ..recipe(20)
+    };
+    let err = run(&corpus, &out, &hot).unwrap_err().to_string();
+    assert!(
+        err.starts_with("negative step") && err.contains("--finetune-lr (1e+30)"),
+        "{err}"
+    );
+    let base = std::fs::read(out.join("base/model.safetensors")).unwrap();
+    run(&corpus, &out, &recipe(20)).unwrap();
+    assert!(out.join("positive/model.safetensors").exists());
+    assert_eq!(
+        base,
+        std::fs::read(out.join("base/model.safetensors")).unwrap()
+    );
+    // Once a fine-tune is done, the other must match it.
+    let other = Recipe {
+        finetune_lr: 2e-3,
+        ..recipe(20)
+    };
+    let err = run(&corpus, &out, &other).unwrap_err().to_string();
+    assert!(
+        err.contains("recipe.json") && err.contains("--finetune-lr"),
+        "{err}"
+    );
 }
