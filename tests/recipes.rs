@@ -401,6 +401,31 @@ fn bad_recipes_name_the_file_and_key() {
     ]);
     let model = format!("mixed.yaml: model {} is a full model", full.display());
     assert!(!ok && err.contains(&model) && !err.contains("--a"), "{err}");
+
+    // Models of two architectures: the line says which recipe named them.
+    let families = dir.path().join("families.yaml");
+    std::fs::write(
+        &families,
+        format!(
+            "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 0.5}}\n  - model: {}\n    parameters: {{weight: 0.5}}\ndtype: float32\n",
+            fixture("tiny-llama-a").display(),
+            fixture("tiny-gpt2-b").display()
+        ),
+    )
+    .unwrap();
+    let (ok, err) = lerpscope(&[
+        "generate",
+        "--recipe",
+        families.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "1",
+    ]);
+    assert!(
+        !ok && err.contains("families.yaml: ") && err.contains("architectures differ"),
+        "{err}"
+    );
 }
 
 /// Over adapters the factors apply too (tests/adapter_plane.rs holds them to the full pair);

@@ -305,11 +305,20 @@ impl Engine {
             })
             .collect();
         loaded.map_err(|e| {
-            e.map_messages(&|m: &str| {
+            let e = e.map_messages(&|m: &str| {
                 named
                     .iter()
                     .fold(m.to_string(), |m, (flag, model)| m.replace(flag, model))
-            })
+            });
+            // Every line about the recipe's models says which recipe named them.
+            if e.to_string().contains(file.as_str()) {
+                e
+            } else {
+                Error::Context {
+                    context: file.clone(),
+                    source: Box::new(e),
+                }
+            }
         })
     }
 
