@@ -18,8 +18,20 @@ pub(super) const UNIT: Unit = Unit {
     read,
     write,
     from_gguf,
-    to_gguf: super::qwen_to_gguf,
+    to_gguf,
 };
+
+/// Qwen2's keys, where llama.cpp would run the model: its `qwen3` loads biases on q, k and v
+/// but none on the output projection, and refuses a file that has one.
+fn to_gguf(c: &DecoderConfig, k: &mut super::gguf::Keys) -> Result<()> {
+    if c.opts.attention_bias == AttentionBias::QkvO {
+        bail!(
+            Unsupported,
+            "--format gguf: this Qwen3 has attention_bias, whose output-projection bias (attn_output.bias) llama.cpp's qwen3 does not load; use --format hf"
+        );
+    }
+    super::qwen_to_gguf(c, k)
+}
 
 fn read(v: &Value) -> Result<DecoderConfig> {
     let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
