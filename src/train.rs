@@ -104,6 +104,26 @@ impl Recipe {
         Ok(())
     }
 
+    /// About how many bytes training takes: f32 weights with their gradients and AdamW's two
+    /// moments, and a step's activations (each layer's, the logits and their gradient).
+    /// Saturating: the sizes are the user's, checked against memory before anything else.
+    pub fn training_bytes(&self) -> (u64, u64) {
+        let m = |xs: &[usize]| xs.iter().fold(1u64, |p, &x| p.saturating_mul(x as u64));
+        let (h, i, l) = (self.hidden_size, self.intermediate_size, self.layers);
+        let kv = h / self.heads.max(1) * self.kv_heads;
+        let per_layer = m(&[h, 2 * h + 2 * kv])
+            .saturating_add(m(&[3, h, i]))
+            .saturating_add(m(&[2, h]));
+        let params = m(&[self.vocab_size, h])
+            .saturating_add(m(&[l as usize]).saturating_mul(per_layer))
+            .saturating_add(h as u64);
+        let state = params.saturating_mul(16);
+        let per_token = m(&[l, 10 * h + 4 * i + 2 * self.heads * self.seq_len])
+            .saturating_add(m(&[3, self.vocab_size]));
+        let activations = m(&[self.batch, self.seq_len, 4]).saturating_mul(per_token);
+        (state, activations)
+    }
+
     pub fn config(&self, eos: u32) -> DecoderConfig {
         DecoderConfig {
             hidden_size: self.hidden_size,
@@ -371,6 +391,21 @@ pub fn load_varmap(c: &DecoderConfig, dir: &Path) -> Result<VarMap> {
 /// `out` (tokenizer.json, base/, negative/, positive/, loss.csv, timings.json).
 pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     recipe.validate()?;
+    if let Some(free) = crate::engine::host_available_memory() {
+        let (state, activations) = recipe.training_bytes();
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        if state.saturating_add(activations) > free {
+            bail!(
+                "training needs about {:.1} GiB (weights and optimizer state {:.1} GiB from the model's sizes, activations {:.1} GiB at --batch {} --seq-len {}) but {:.1} GiB is available",
+                gib(state.saturating_add(activations)),
+                gib(state),
+                gib(activations),
+                recipe.batch,
+                recipe.seq_len,
+                gib(free)
+            );
+        }
+    }
     let file = |n: &str| corpus.join(n);
     for name in ["base.txt", "negative.txt", "positive.txt"] {
         if !file(name).is_file() {

@@ -280,6 +280,20 @@ fn impossible_recipes_are_refused_by_flag() {
             },
             "--pretrain-lr -1",
         ),
+        (
+            Recipe {
+                batch: 1_000_000_000,
+                ..r.clone()
+            },
+            "GiB (weights and optimizer state",
+        ),
+        (
+            Recipe {
+                hidden_size: 1 << 20,
+                ..r.clone()
+            },
+            "GiB (weights and optimizer state",
+        ),
     ];
     for (i, (bad, want)) in cases.into_iter().enumerate() {
         let out = tmp.path().join(format!("out{i}"));
