@@ -115,7 +115,7 @@ impl Recipe {
             .saturating_add(m(&[3, h, i]))
             .saturating_add(m(&[2, h]));
         let params = m(&[self.vocab_size, h])
-            .saturating_add(m(&[l as usize]).saturating_mul(per_layer))
+            .saturating_add(m(&[l]).saturating_mul(per_layer))
             .saturating_add(h as u64);
         let state = params.saturating_mul(16);
         let per_token = m(&[l, 10 * h + 4 * i + 2 * self.heads * self.seq_len])

@@ -503,8 +503,8 @@ fn the_pad_draws_the_triangle_and_the_focused_point() {
     insta::assert_snapshot!(render(&a, 100, 40));
 }
 
-/// A column on one of the heat map's grid points draws its marker beside the cell's value,
-/// never over a digit of it.
+/// A column on one of the heat map's grid points draws its marker a space from the cell's
+/// value, never over or against a digit of it.
 #[test]
 fn heat_map_markers_leave_the_values_whole() {
     let mut a = App::new(
@@ -539,7 +539,13 @@ fn heat_map_markers_leave_the_values_whole() {
     for (w, h) in [(100, 40), (120, 40), (80, 30)] {
         let screen = render(&a, w, h);
         let cells = job.alphas.len() * job.betas.len();
-        assert_eq!(screen.matches("-0.13").count(), cells, "{w}×{h}: {screen}");
+        // Each value whole, with a space on both sides (a marker against it would read as a
+        // digit).
+        assert_eq!(
+            screen.matches(" -0.13 ").count(),
+            cells,
+            "{w}×{h}: {screen}"
+        );
         assert!(
             screen.contains('●'),
             "{w}×{h}: the column's marker: {screen}"

@@ -79,15 +79,17 @@ pub fn render(app: &App, grid: &HeatGrid, r: Rect, buf: &mut Buffer) {
         if let (Some(x), Some(y)) = (x, y) {
             let (sym, style) = slider::look(app, i);
             let (mut mx, my) = (gx + cw / 2 + x, gy + ch / 2 + (nb - 1) * ch - y);
-            // On a value: just after it, or just before it, in its cell.
-            if let Some(&(_, start, end, cell_end)) = values
-                .iter()
-                .find(|&&(row, start, end, _)| row == my && (start..end).contains(&mx))
+            // On a value or against it (where it would read as one more digit): a space after
+            // it, or before it, in its cell.
+            if let Some(&(_, start, end, cell_end)) =
+                values.iter().find(|&&(row, start, end, _)| {
+                    row == my && (start.saturating_sub(1)..=end).contains(&mx)
+                })
             {
-                mx = if end < cell_end {
-                    end
-                } else if start > cell_end - cw {
-                    start - 1
+                mx = if end + 1 < cell_end {
+                    end + 1
+                } else if start >= cell_end - cw + 2 {
+                    start - 2
                 } else {
                     continue;
                 };
