@@ -649,8 +649,8 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         spans.push(Span::styled("score ", Style::default().fg(Color::Cyan)));
         for c in &app.columns {
             let fit = match c.score {
-                Some((nll, ppl)) => format!("α {}: NLL {nll:.1} ppl {ppl:.1}", fmt_alpha(c.alpha)),
-                None => format!("α {}: …", fmt_alpha(c.alpha)),
+                Some((nll, ppl)) => format!("{}: NLL {nll:.1} ppl {ppl:.1}", short_point(c)),
+                None => format!("{}: …", short_point(c)),
             };
             spans.push(Span::raw(fit));
             spans.push(Span::styled(" · ", dim));
@@ -905,5 +905,14 @@ mod tests {
             super::compact_paths(&format!("{long} ↔ tests/x")),
             "…/c ↔ tests/x"
         );
+    }
+}
+
+/// A column's point in few characters, for lines that name columns: "α 0.50", and on a plane
+/// "α 0.50 β 0.20" (two columns may share an α there).
+pub(crate) fn short_point(c: &crate::app::Column) -> String {
+    match c.beta {
+        Some(b) => format!("α {} β {}", fmt_alpha(c.alpha), fmt_alpha(b)),
+        None => format!("α {}", fmt_alpha(c.alpha)),
     }
 }

@@ -215,17 +215,17 @@ fn differences_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
                 )),
                 Span::styled(
                     format!(
-                        "{:>8.2} at α {:<6}",
+                        "{:>8.2} at {:<8}",
                         lp(d.lowest),
-                        fmt_alpha(app.columns[d.lowest].alpha)
+                        super::short_point(&app.columns[d.lowest])
                     ),
                     Style::default().fg(Color::Red),
                 ),
                 Span::styled(
                     format!(
-                        "{:>8.2} at α {:<6}",
+                        "{:>8.2} at {:<8}",
                         lp(d.highest),
-                        fmt_alpha(app.columns[d.highest].alpha)
+                        super::short_point(&app.columns[d.highest])
                     ),
                     Style::default().fg(Color::Green),
                 ),
