@@ -2,7 +2,7 @@
 //! the tokens the columns disagree about most.
 
 use super::tokens::token_text;
-use crate::app::{fmt_alpha, App};
+use crate::app::App;
 use crate::eval::differences;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
