@@ -882,6 +882,15 @@ fn human_count(n: usize) -> String {
     }
 }
 
+/// A column's point in few characters, for lines that name columns: "α 0.50", and on a plane
+/// "α 0.50 β 0.20" (two columns may share an α there).
+pub(crate) fn short_point(c: &crate::app::Column) -> String {
+    match c.beta {
+        Some(b) => format!("α {} β {}", fmt_alpha(c.alpha), fmt_alpha(b)),
+        None => format!("α {}", fmt_alpha(c.alpha)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -905,14 +914,5 @@ mod tests {
             super::compact_paths(&format!("{long} ↔ tests/x")),
             "…/c ↔ tests/x"
         );
-    }
-}
-
-/// A column's point in few characters, for lines that name columns: "α 0.50", and on a plane
-/// "α 0.50 β 0.20" (two columns may share an α there).
-pub(crate) fn short_point(c: &crate::app::Column) -> String {
-    match c.beta {
-        Some(b) => format!("α {} β {}", fmt_alpha(c.alpha), fmt_alpha(b)),
-        None => format!("α {}", fmt_alpha(c.alpha)),
     }
 }
