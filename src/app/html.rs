@@ -95,15 +95,7 @@ pub fn render(s: &Session) -> String {
 fn settings(s: &Session) -> String {
     match &s.score_text {
         Some(_) => "score mode: every column scores the same text".to_string(),
-        None => format!(
-            "temperature {} · top-p {} · top-k {} · repeat penalty {} · seed {} · {} tokens",
-            s.params.sampling.temperature,
-            s.params.sampling.top_p,
-            s.params.sampling.top_k,
-            s.params.sampling.repeat_penalty,
-            s.params.sampling.seed,
-            s.params.max_tokens
-        ),
+        None => s.sampling(" · "),
     }
 }
 

@@ -1536,6 +1536,20 @@ impl Session {
         }
     }
 
+    /// The sampling settings, `sep` between them (Markdown and HTML write them alike).
+    pub fn sampling(&self, sep: &str) -> String {
+        let s = &self.params.sampling;
+        [
+            format!("temperature {}", s.temperature),
+            format!("top-p {}", s.top_p),
+            format!("top-k {}", s.top_k),
+            format!("repeat penalty {}", s.repeat_penalty),
+            format!("seed {}", s.seed),
+            format!("max tokens {}", self.params.max_tokens),
+        ]
+        .join(sep)
+    }
+
     /// The sources beyond A and B as `(label, source)`: C, D, then the base.
     pub fn other_sources(&self) -> Vec<(&'static str, &str)> {
         [("c", "C"), ("d", "D"), ("base", "base")]
@@ -1558,15 +1572,7 @@ impl Session {
                 t.as_str(),
             ),
             None => (
-                format!(
-                    "- sampling: temperature {}, top-p {}, top-k {}, repeat penalty {}, seed {}, max tokens {}",
-                    self.params.sampling.temperature,
-                    self.params.sampling.top_p,
-                    self.params.sampling.top_k,
-                    self.params.sampling.repeat_penalty,
-                    self.params.sampling.seed,
-                    self.params.max_tokens,
-                ),
+                format!("- sampling: {}", self.sampling(", ")),
                 "Prompt",
                 self.prompt.as_str(),
             ),

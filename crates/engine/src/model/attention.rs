@@ -305,11 +305,7 @@ fn softmax_weights(s: &mut [f32]) -> f32 {
 
 /// `out = Σ_j p[j]·v[j·step..][..d]`.
 fn weighted_rows(p: &[f32], v: &[f32], step: usize, out: &mut [f32]) {
-    #[cfg(simd_kernels)]
-    let wide = crate::weights::few_rows::has_avx512();
-    #[cfg(not(simd_kernels))]
-    let wide = false;
-    weighted_rows_on(p, v, step, out, wide);
+    weighted_rows_on(p, v, step, out, true);
 }
 
 /// [`weighted_rows`], on 512-bit registers where `wide` and the CPU has them.
