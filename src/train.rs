@@ -48,6 +48,8 @@ impl Recipe {
         for (flag, v) in [
             ("--hidden-size", self.hidden_size),
             ("--intermediate-size", self.intermediate_size),
+            // No decoder layer leaves no attention: a bigram table, not a model to steer.
+            ("--layers", self.layers),
             ("--heads", self.heads),
             ("--kv-heads", self.kv_heads),
             ("--context", self.context),

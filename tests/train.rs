@@ -219,6 +219,13 @@ fn impossible_recipes_are_refused_by_flag() {
         ),
         (
             Recipe {
+                layers: 0,
+                ..r.clone()
+            },
+            "--layers 0",
+        ),
+        (
+            Recipe {
                 seq_len: 0,
                 ..r.clone()
             },
