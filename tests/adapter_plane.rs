@@ -554,6 +554,12 @@ fn an_export_on_the_plane_is_peft_cat_merged() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Its closing line names the point, β with α.
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains(&format!("α = {alpha}, β = {beta},")),
+        "{said}"
+    );
     let dir = out.display().to_string();
     let e = Engine::load(&dir, &dir, &cpu()).unwrap();
     let run = &point["runs"][0];
@@ -578,6 +584,27 @@ fn an_export_on_the_plane_is_peft_cat_merged() {
     assert!(
         !out.join("mergekit_config.yml").exists(),
         "no mergekit form for adapters"
+    );
+    // Without --out, the folder's name carries β too: exports at two βs do not collide.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .current_dir(tmp.path())
+        .args(["export", "--device", "cpu", "--a", &path(&exp, "a"), "--b"])
+        .arg(path(&exp, "b"))
+        .args(["--c", &path(&exp, "c"), "--beta", &beta.to_string()])
+        .args(["--alpha", &alpha.to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b_name = Path::new(&path(&exp, "b"))
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let named = tmp.path().join(format!("{b_name}-alpha{alpha}-beta{beta}"));
+    assert!(
+        named.join("model.safetensors").exists(),
+        "{}",
+        named.display()
     );
 }
 

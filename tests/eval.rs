@@ -478,6 +478,26 @@ fn a_sweep_keeps_the_mode_it_started_in() {
     run(ColumnsMode::Auto, &mut e).unwrap();
 }
 
+/// A mode the pair cannot take is refused before the sweep's folder is made: a batched
+/// sweep off the line (here slerp) used to leave an empty `--out` (with `--betas`, an empty
+/// `beta…` folder) behind its error.
+#[test]
+fn a_refused_mode_leaves_no_folder() {
+    let (tmp, a, b, _) = tiny_pair(Arch::Gpt2);
+    let opts = LoadOptions {
+        method: lerpscope::engine::Method::Slerp,
+        ..cpu()
+    };
+    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &opts).unwrap();
+    let out = tmp.path().join("out");
+    let mut s = sweep(&a, &b, &out);
+    s.config.method = lerpscope::engine::Method::Slerp;
+    s.mode = ColumnsMode::Batched;
+    let err = s.run(&mut e).unwrap_err().to_string();
+    assert!(err.contains("--alpha-mode batched"), "{err}");
+    assert!(!out.exists(), "{} was made", out.display());
+}
+
 /// A judge with a tokenizer of its own reads each sample in its own tokens (the prompt as
 /// text, then the sample's text), where the pair's ids used to index past its vocabulary; a
 /// GGUF file or an adapter as judge is refused in one line before the sweep writes anything.

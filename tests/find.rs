@@ -232,3 +232,48 @@ fn find_follows_the_slerp_path_too() {
         "slerp and the line wrote the same samples at α = {alpha}"
     );
 }
+
+/// On a plane the text output says where β was held, in the plan line and beside α*: the
+/// search moves α alone.
+#[test]
+fn the_text_output_names_the_beta_it_held() {
+    let neg = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo/negative");
+    let pos = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo/positive");
+    let out = lerpscope(&[
+        "find",
+        "--target",
+        "0",
+        "--a",
+        neg,
+        "--b",
+        pos,
+        "--c",
+        neg,
+        "--beta",
+        "0.25",
+        "--num-prompts",
+        "2",
+        "--samples",
+        "2",
+        "--max-tokens",
+        "6",
+        "--max-points",
+        "3",
+    ]);
+    let (said, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let plan = err.lines().find(|l| l.starts_with("find:")).unwrap_or("");
+    assert!(plan.ends_with("(β = 0.25)"), "{err}");
+    // Found or not, the answer (or the closest point) comes with β.
+    if out.status.success() {
+        let star = said.lines().find(|l| l.starts_with("α*")).unwrap_or("");
+        assert!(star.contains("(β = 0.25)"), "{said}");
+    } else {
+        assert!(
+            err.contains("point is α = ") && err.contains("(β = 0.25)"),
+            "{err}"
+        );
+    }
+}

@@ -779,6 +779,37 @@ fn a_beta_grid_sweeps_the_plane() {
     sweep(&["--c", c.to_str().unwrap(), "--betas", "0,0.5"], &grid);
     let line = dir.path().join("line");
     sweep(&[], &line);
+    // One β without --betas: one sweep in --out, its table and plots naming the β it held.
+    let single = dir.path().join("single");
+    let o = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args([
+            "sweep",
+            "--a",
+            a.to_str().unwrap(),
+            "--b",
+            b.to_str().unwrap(),
+        ])
+        .args([
+            "--c",
+            c.to_str().unwrap(),
+            "--beta",
+            "0.5",
+            "--device",
+            "cpu",
+        ])
+        .args(["--alphas", "0,1", "--samples", "1", "--max-tokens", "4"])
+        .args(["--prompts", prompts.to_str().unwrap(), "--out"])
+        .arg(&single)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(said.contains("── β = 0.5 ──"), "{said}");
+    let plot = std::fs::read_to_string(single.join("plots/vader.svg")).unwrap();
+    assert!(
+        plot.contains("Sentiment vs α (β = 0.5)"),
+        "the title names β"
+    );
     let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
     assert_eq!(
         read(grid.join("beta0/samples.jsonl")),

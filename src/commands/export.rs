@@ -24,8 +24,16 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let dtype = opts.dtype.unwrap_or(DType::F32);
     opts.dtype = Some(dtype);
     let (a, b) = args.pair.endpoints();
+    // A plane's fixed weights, named wherever α is: ("beta", β) and ("gamma", γ).
+    let fixed: Vec<(&str, f64)> = [("beta", &opts.third), ("gamma", &opts.fourth)]
+        .into_iter()
+        .filter_map(|(name, e)| Some((name, e.as_ref()?.weight?)))
+        .collect();
     let out = args.out.clone().unwrap_or_else(|| {
-        let name = export::default_name(&b, alpha);
+        let mut name = export::default_name(&b, alpha);
+        for (label, w) in &fixed {
+            name.push_str(&format!("-{label}{w}"));
+        }
         match format {
             Format::Hf => name.into(),
             Format::Gguf => format!("{name}.gguf").into(),
@@ -54,8 +62,13 @@ pub fn run(args: ExportArgs) -> Result<()> {
         bar.set_position(done)
     })?;
     bar.finish_and_clear();
+    let greek = |label: &str| if label == "beta" { "β" } else { "γ" };
+    let point: String = fixed
+        .iter()
+        .map(|(label, w)| format!(", {} = {w}", greek(label)))
+        .collect();
     say!(
-        "wrote {} (α = {alpha}, {}, {:.1} MB of weights)",
+        "wrote {} (α = {alpha}{point}, {}, {:.1} MB of weights)",
         path.display(),
         crate::engine::dtype_name(dtype),
         total as f64 / 1e6

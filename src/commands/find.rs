@@ -73,8 +73,10 @@ pub fn run(args: FindArgs) -> Result<()> {
     settings.max_ppl_ratio = args.max_ppl_ratio;
     settings.seed = params.sampling.seed;
     let (lo, hi) = args.range.bounds();
+    // On a plane the search moves α alone; β (and γ) stay where they were set.
+    let held = crate::eval::held_point(&engine);
     eprintln!(
-        "find: {meter_name} mean = {} over {} prompt(s) × {} sample(s), α in [{lo}, {hi}]",
+        "find: {meter_name} mean = {} over {} prompt(s) × {} sample(s), α in [{lo}, {hi}]{held}",
         args.target,
         plan.prompts.len(),
         plan.samples
@@ -106,7 +108,7 @@ pub fn run(args: FindArgs) -> Result<()> {
                 let p = at(outcome.alpha).expect("α* is measured");
                 let (clo, chi) = outcome.alpha_ci.expect("found has an interval");
                 say!(
-                    "α* = {}  (95% CI {clo:.3} … {chi:.3}, bootstrap over prompts and samples)",
+                    "α* = {}{held}  (95% CI {clo:.3} … {chi:.3}, bootstrap over prompts and samples)",
                     outcome.alpha
                 );
                 let ppl = p.perplexity();
@@ -137,7 +139,7 @@ pub fn run(args: FindArgs) -> Result<()> {
                     (a.min(m), b.max(m))
                 });
             bail!(
-                "--target {} is out of reach in --range {lo}:{hi}: {meter_name} spans {min:.3} … {max:.3} there; the closest point is α = {}{closest}",
+                "--target {} is out of reach in --range {lo}:{hi}: {meter_name} spans {min:.3} … {max:.3} there; the closest point is α = {}{held}{closest}",
                 args.target,
                 outcome.alpha
             )
@@ -145,13 +147,13 @@ pub fn run(args: FindArgs) -> Result<()> {
         Verdict::NotMonotone => {
             let (a, b) = outcome.bracket.unwrap_or((args.range.lo(), args.range.hi()));
             bail!(
-                "--target {}: {meter_name} is not monotone in α across [{a}, {b}] (it turns back by more than the samples' noise); the closest point is α = {}{closest}",
+                "--target {}: {meter_name} is not monotone in α across [{a}, {b}] (it turns back by more than the samples' noise); the closest point is α = {}{held}{closest}",
                 args.target,
                 outcome.alpha
             )
         }
         Verdict::TooPerplexed => bail!(
-            "--target {} is reached only where perplexity is above --max-ppl-ratio {} × the endpoints' ({:.2}); the closest fluent point is α = {}{closest}",
+            "--target {} is reached only where perplexity is above --max-ppl-ratio {} × the endpoints' ({:.2}); the closest fluent point is α = {}{held}{closest}",
             args.target,
             args.max_ppl_ratio.unwrap_or(f64::NAN),
             outcome.ppl_limit.unwrap_or(f64::NAN),

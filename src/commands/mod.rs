@@ -59,15 +59,3 @@ fn add_point(engine: &crate::engine::Engine, line: &mut serde_json::Value) {
         line["gamma"] = serde_json::json!(gamma);
     }
 }
-
-/// The same for a plain line: " (β = 0.5, γ = -0.3)", or nothing on the line.
-fn point_suffix(engine: &crate::engine::Engine) -> String {
-    let parts: Vec<String> = [("β", engine.beta()), ("γ", engine.gamma())]
-        .into_iter()
-        .filter_map(|(name, v)| Some(format!("{name} = {}", v?)))
-        .collect();
-    match parts.is_empty() {
-        true => String::new(),
-        false => format!(" ({})", parts.join(", ")),
-    }
-}

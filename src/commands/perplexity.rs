@@ -29,7 +29,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
         } else {
             say!(
                 "α = {alpha:>6}{}: perplexity {ppl:.3} over {n} tokens",
-                super::point_suffix(&engine)
+                crate::eval::held_point(&engine)
             );
         }
     }

@@ -84,7 +84,7 @@ fn print_plain(out: &mut impl Write, engine: &Engine, scores: &[TextScore]) -> R
             out,
             "α = {:>6}{}: NLL {:>9.3}  perplexity {:>9.3}",
             s.alpha,
-            super::point_suffix(engine),
+            crate::eval::held_point(engine),
             s.nll,
             s.perplexity
         )?;

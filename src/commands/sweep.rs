@@ -155,6 +155,12 @@ fn sweep_one(
         tokens_per_s: Default::default(),
     };
     let summary = sweep.run(engine)?;
+    // With one β (no --betas folders), the table says where the plane was held, as each
+    // --betas table does.
+    let held = crate::eval::held_point(engine);
+    if args.betas.is_none() && !held.is_empty() {
+        say!("── {} ──", held.trim().trim_matches(['(', ')']));
+    }
     say!(
         "{:>8}  {:>22}  {:>24}  {:>6}  {:>6}",
         "α",

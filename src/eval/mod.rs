@@ -13,6 +13,19 @@ pub mod vader;
 
 use std::collections::HashSet;
 
+/// Where a plane's other coordinates are held, for a line of text beside α: " (β = 0.5,
+/// γ = -0.3)", or nothing on the line.
+pub fn held_point(engine: &crate::engine::Engine) -> String {
+    let parts: Vec<String> = [("β", engine.beta()), ("γ", engine.gamma())]
+        .into_iter()
+        .filter_map(|(name, v)| Some(format!("{name} = {}", v?)))
+        .collect();
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", parts.join(", ")),
+    }
+}
+
 /// Scores one text for an attribute.
 pub trait Scorer {
     fn name(&self) -> &str;

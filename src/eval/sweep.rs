@@ -209,40 +209,49 @@ impl Sweep {
             Some((src, label)) => Some(super::classifier::Classifier::load(src, label)?),
             None => None,
         };
+        let cfg_path = out.join("sweep.json");
+        // A new sweep settles its mode before its folder is made: a mode the pair cannot take
+        // leaves nothing behind.
+        let fresh_mode = match cfg_path.exists() {
+            true => None,
+            false => Some(self.settle_mode(engine)?),
+        };
         std::fs::create_dir_all(out)
             .with_context(|| format!("--out {}: cannot create", out.display()))?;
-        let cfg_path = out.join("sweep.json");
-        let c = &if cfg_path.exists() {
-            let old = read_config(&cfg_path)?;
-            let asked = SweepConfig {
-                alpha_mode: old.alpha_mode,
-                held: old.held.as_ref().map(|_| held(engine)),
-                ..self.config.clone()
-            };
-            if asked != old {
-                bail!(
-                    "--out {} holds a sweep with other settings ({}); use another --out to start a new one",
-                    out.display(),
-                    cfg_path.display()
-                );
+        let c = &match fresh_mode {
+            None => {
+                let old = read_config(&cfg_path)?;
+                let asked = SweepConfig {
+                    alpha_mode: old.alpha_mode,
+                    held: old.held.as_ref().map(|_| held(engine)),
+                    ..self.config.clone()
+                };
+                if asked != old {
+                    bail!(
+                        "--out {} holds a sweep with other settings ({}); use another --out to start a new one",
+                        out.display(),
+                        cfg_path.display()
+                    );
+                }
+                if AlphaMode::asked(self.mode).is_some_and(|m| m != old.alpha_mode) {
+                    bail!(
+                        "--alpha-mode {}: --out {} holds a sweep made in {} mode, which it keeps to resume exactly; use another --out for a new mode",
+                        self.mode.name(),
+                        out.display(),
+                        old.alpha_mode.name()
+                    );
+                }
+                old
             }
-            if AlphaMode::asked(self.mode).is_some_and(|m| m != old.alpha_mode) {
-                bail!(
-                    "--alpha-mode {}: --out {} holds a sweep made in {} mode, which it keeps to resume exactly; use another --out for a new mode",
-                    self.mode.name(),
-                    out.display(),
-                    old.alpha_mode.name()
-                );
+            Some(alpha_mode) => {
+                let c = SweepConfig {
+                    alpha_mode,
+                    held: Some(held(engine)),
+                    ..self.config.clone()
+                };
+                std::fs::write(&cfg_path, serde_json::to_string_pretty(&c)?)?;
+                c
             }
-            old
-        } else {
-            let c = SweepConfig {
-                alpha_mode: self.settle_mode(engine)?,
-                held: Some(held(engine)),
-                ..self.config.clone()
-            };
-            std::fs::write(&cfg_path, serde_json::to_string_pretty(&c)?)?;
-            c
         };
         let samples_path = out.join("samples.jsonl");
         let mut records = read_records(&samples_path)?;
@@ -370,7 +379,7 @@ impl Sweep {
         );
         bar.finish_and_clear();
         let summary = summarise(&c.alphas, &records);
-        write_summary(out, &summary)?;
+        write_summary(out, &summary, &super::held_point(engine))?;
         Ok(summary)
     }
 
@@ -533,7 +542,8 @@ pub fn summarise(alphas: &[Alpha], records: &[SampleRecord]) -> Vec<AlphaSummary
         .collect()
 }
 
-fn write_summary(out: &Path, summary: &[AlphaSummary]) -> Result<()> {
+/// The summary files and plots; `held` (" (β = 0.5)" on a plane) goes into the plots' titles.
+fn write_summary(out: &Path, summary: &[AlphaSummary], held: &str) -> Result<()> {
     let mut csv = String::from("alpha,metric,mean,ci_low,ci_high,n\n");
     for s in summary {
         let metrics = [
@@ -574,7 +584,7 @@ fn write_summary(out: &Path, summary: &[AlphaSummary]) -> Result<()> {
     };
     super::plot::metric_vs_alpha(
         &plots.join("vader"),
-        "Sentiment vs α",
+        &format!("Sentiment vs α{held}"),
         "VADER compound (mean, 95% CI)",
         &series(|s| s.vader),
     )?;
@@ -585,14 +595,14 @@ fn write_summary(out: &Path, summary: &[AlphaSummary]) -> Result<()> {
             .collect();
         super::plot::metric_vs_alpha(
             &plots.join("classifier"),
-            "Classifier vs α",
+            &format!("Classifier vs α{held}"),
             "P(label) (mean, 95% CI)",
             &points,
         )?;
     }
     super::plot::metric_vs_alpha(
         &plots.join("perplexity"),
-        "Perplexity vs α",
+        &format!("Perplexity vs α{held}"),
         "perplexity (mean, 95% CI)",
         &series(|s| s.perplexity),
     )?;
