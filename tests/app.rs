@@ -484,7 +484,10 @@ fn a_saved_session_names_every_source_and_says_when_it_scored() {
     scored.score_text = Some("The food was cold.".into());
     for c in &mut scored.columns {
         c.text = "The food was cold.".into();
-        c.score = Some((12.5, 3.25));
+        c.score = Some(lerpscope::app::ColumnScore {
+            nll: 12.5,
+            perplexity: 3.25,
+        });
     }
     let md = scored.to_markdown();
     assert!(
@@ -501,6 +504,13 @@ fn a_saved_session_names_every_source_and_says_when_it_scored() {
     );
     assert!(md.contains(": NLL 12.500, perplexity 3.250\n"), "{md}");
     assert_eq!(md.matches("The food was cold.").count(), 1, "{md}");
+    // The JSON keys each number, with the names `score --json` uses.
+    let json = serde_json::to_value(&scored).unwrap();
+    let score = &json["columns"][0]["score"];
+    assert_eq!(
+        (score["nll"].as_f64(), score["perplexity"].as_f64()),
+        (Some(12.5), Some(3.25))
+    );
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn settings(s: &Session) -> String {
 
 fn column(h: &mut String, s: &Session, c: &SessionColumn) {
     let stats = match c.score {
-        Some((nll, ppl)) => format!("NLL {nll:.1} · ppl {ppl:.1}"),
+        Some(s) => format!("NLL {:.1} · ppl {:.1}", s.nll, s.perplexity),
         None => format!(
             "{} tokens{}",
             c.tokens,

@@ -286,8 +286,16 @@ pub struct SessionColumn {
     pub token_detail: Vec<SessionToken>,
     /// Where this column first differs from the one to its left (a token index).
     pub diverges_at: Option<usize>,
-    /// Score mode: (NLL, perplexity) of the text at this α.
-    pub score: Option<(f64, f64)>,
+    /// Score mode: the text's fit at this column's point.
+    pub score: Option<ColumnScore>,
+}
+
+/// A scored text's fit under one column's blend, as `score` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ColumnScore {
+    /// −Σ log p over the text's tokens after the first (natural log).
+    pub nll: f64,
+    pub perplexity: f64,
 }
 
 /// One token of a saved column: its text as it reads in the column (empty while a character
@@ -1480,7 +1488,9 @@ impl App {
                         })
                         .collect(),
                     diverges_at: self.divergence_of(i),
-                    score: c.score,
+                    score: c
+                        .score
+                        .map(|(nll, perplexity)| ColumnScore { nll, perplexity }),
                 })
                 .collect(),
         }
@@ -1587,8 +1597,8 @@ impl Session {
             fenced(text)
         );
         for c in &self.columns {
-            let stats = c.score.map_or(String::new(), |(nll, ppl)| {
-                format!(": NLL {nll:.3}, perplexity {ppl:.3}")
+            let stats = c.score.map_or(String::new(), |s| {
+                format!(": NLL {:.3}, perplexity {:.3}", s.nll, s.perplexity)
             });
             md.push_str(&format!(
                 "\n## {}{}{stats}\n",
