@@ -328,6 +328,23 @@ fn bad_recipes_name_the_file_and_key() {
         "{err}"
     );
 
+    // mergekit's base+LoRA form is named as such, with what to write instead.
+    let plus = dir.path().join("plus.yaml");
+    std::fs::write(
+        &plus,
+        "merge_method: linear\nmodels: [{model: base, parameters: {weight: 1}}, \
+         {model: base+adapters/pos, parameters: {weight: 1}}]\n",
+    )
+    .unwrap();
+    let (ok, err) = lerpscope(&["generate", "--recipe", plus.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("plus.yaml")
+            && err.contains("base+LoRA form")
+            && err.contains("adapter adapters/pos as the model")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+
     let missing = dir.path().join("absent.yaml");
     let (ok, err) = lerpscope(&["generate", "--recipe", missing.to_str().unwrap()]);
     assert!(

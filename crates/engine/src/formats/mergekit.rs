@@ -498,6 +498,16 @@ fn input<'a>(file: &str, at: &str, v: &'a Value, allowed: &[&str]) -> Result<Inp
         Some(Value::String(s)) => s.clone(),
         _ => bail!(Format, "{file}: {at}.model must be a path or Hub id"),
     };
+    // mergekit's `base+lora` merges an adapter into its base first. No Hub id holds a '+', so
+    // one in a path that does not exist is that form.
+    if let Some((base, lora)) = model.split_once('+') {
+        if !std::path::Path::new(&model).exists() {
+            bail!(
+                Unsupported,
+                "{file}: {at}.model {model}: mergekit's base+LoRA form is not read here; give the adapter {lora} as the model, on its base {base} (base_model, or --base)"
+            );
+        }
+    }
     let parameters = match m.get("parameters") {
         None | Some(Value::Null) => None,
         Some(Value::Mapping(p)) => Some(p),
