@@ -1770,8 +1770,9 @@ fn choose_base(
     if let Some(b) = given {
         return Ok(b.to_string());
     }
-    let mut named: Vec<(&str, String)> = Vec::new();
-    for (flag, f) in ["--a", "--b", "--c", "--d"].into_iter().zip(sides) {
+    // Each base with the adapter that names it, by folder: a recipe's models have no flags.
+    let mut named: Vec<(String, String)> = Vec::new();
+    for f in sides {
         let Some(f) = f else { continue };
         let text = std::fs::read_to_string(&f.config)
             .with_context(|| format!("{}: cannot read", f.config.display()))?;
@@ -1784,7 +1785,10 @@ fn choose_base(
             } else {
                 base
             };
-            named.push((flag, with_revision(base, config.base_revision.as_deref())));
+            named.push((
+                f.dir.display().to_string(),
+                with_revision(base, config.base_revision.as_deref()),
+            ));
         }
     }
     match named.as_slice() {
