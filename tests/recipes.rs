@@ -345,6 +345,30 @@ fn bad_recipes_name_the_file_and_key() {
         "{err}"
     );
 
+    // Adapters on different bases: each base named with the recipe's model, not a flag.
+    let (pa, sb) = (
+        fixture("adapters/llama-plain-a"),
+        fixture("adapters/llama-saved-b"),
+    );
+    let bases = dir.path().join("bases.yaml");
+    std::fs::write(
+        &bases,
+        format!(
+            "merge_method: linear\nmodels: [{{model: {}, parameters: {{weight: 1}}}}, \
+             {{model: {}, parameters: {{weight: 1}}}}]\n",
+            pa.display(),
+            sb.display()
+        ),
+    )
+    .unwrap();
+    let (ok, err) = lerpscope(&["generate", "--recipe", bases.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("different bases")
+            && err.contains(&format!("for {}: model {}", bases.display(), pa.display()))
+            && !err.contains("for --"),
+        "{err}"
+    );
+
     let missing = dir.path().join("absent.yaml");
     let (ok, err) = lerpscope(&["generate", "--recipe", missing.to_str().unwrap()]);
     assert!(

@@ -1770,9 +1770,10 @@ fn choose_base(
     if let Some(b) = given {
         return Ok(b.to_string());
     }
-    // Each base with the adapter that names it, by folder: a recipe's models have no flags.
+    // Each base with the adapter that names it, "--a X" (a recipe's load rewrites that as the
+    // recipe's model X).
     let mut named: Vec<(String, String)> = Vec::new();
-    for f in sides {
+    for (flag, f) in ["--a", "--b", "--c", "--d"].into_iter().zip(sides) {
         let Some(f) = f else { continue };
         let text = std::fs::read_to_string(&f.config)
             .with_context(|| format!("{}: cannot read", f.config.display()))?;
@@ -1786,7 +1787,7 @@ fn choose_base(
                 base
             };
             named.push((
-                f.dir.display().to_string(),
+                format!("{flag} {}", f.label),
                 with_revision(base, config.base_revision.as_deref()),
             ));
         }
