@@ -775,6 +775,10 @@ pub struct PerplexityArgs {
     pub pair: DemoOrPair,
     #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true, value_parser = alpha_list)]
     pub alphas: Alphas,
+    /// On a plane (--c, or the demo's --plane): one β per α, paired in order, so each
+    /// perplexity is at its own point (α_i, β_i) (instead of one --beta for all).
+    #[arg(long, allow_hyphen_values = true, value_parser = beta_list, conflicts_with = "beta")]
+    pub betas: Option<Alphas>,
     /// The text to score.
     #[arg(long)]
     pub file: std::path::PathBuf,
@@ -788,6 +792,10 @@ pub struct ScoreArgs {
     pub pair: DemoOrPair,
     #[arg(long, default_value = "0,0.5,1", allow_hyphen_values = true, value_parser = alpha_list)]
     pub alphas: Alphas,
+    /// On a plane (--c, or the demo's --plane): one β per α, paired in order, so each
+    /// score is at its own point (α_i, β_i) (instead of one --beta for all).
+    #[arg(long, allow_hyphen_values = true, value_parser = beta_list, conflicts_with = "beta")]
+    pub betas: Option<Alphas>,
     /// The text to score, as it stands (no chat template; BOS only where the tokenizer adds
     /// it); - reads standard input.
     #[arg(long)]

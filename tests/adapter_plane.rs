@@ -753,6 +753,51 @@ fn generate_takes_one_beta_per_alpha() {
     );
 }
 
+/// `score --betas` and `perplexity --betas` pair one β with each α as generate does: each
+/// line equals the same command at that point alone (`--beta`), and names its β.
+#[test]
+fn score_and_perplexity_take_one_beta_per_alpha() {
+    let exp = expected();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("text.txt");
+    std::fs::write(
+        &file,
+        "The food at this place was cold and the staff were rude.",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let run = |cmd: &str, extra: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+            .args([cmd, "--device", "cpu", "--a", &path(&exp, "a"), "--b"])
+            .arg(path(&exp, "b"))
+            .args(["--c", &path(&exp, "c"), "--json"])
+            .args([if cmd == "score" { "--text" } else { "--file" }, &file])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let points = [("0.3", "0.6"), ("1", "-0.25")];
+    for (cmd, key) in [("score", "nll"), ("perplexity", "perplexity")] {
+        let paired = run(cmd, &["--alphas", "0.3,1", "--betas", "0.6,-0.25"]);
+        assert_eq!(paired.len(), 2);
+        for (line, (alpha, beta)) in paired.iter().zip(points) {
+            let alone = &run(cmd, &["--alphas", alpha, "--beta", beta])[0];
+            assert_eq!(line["beta"].as_f64(), beta.parse().ok(), "{cmd}: {line}");
+            assert_eq!(line[key], alone[key], "{cmd} at ({alpha}, {beta})");
+        }
+        assert_ne!(
+            paired[0][key], paired[1][key],
+            "{cmd}: two points, two values"
+        );
+    }
+}
+
 /// slerp over adapters is slerp over the two models they make, W0 + ΔA and W0 + ΔB, each
 /// exported whole (the full pair's slerp is held to mergekit in tests/recipes.rs): each
 /// tensor's angle between them, and the base at the sum of the two coefficients, which is not

@@ -504,7 +504,7 @@ fn a_saved_session_names_every_source_and_says_when_it_scored() {
     );
     assert!(md.contains(": NLL 12.500, perplexity 3.250\n"), "{md}");
     assert_eq!(md.matches("The food was cold.").count(), 1, "{md}");
-    // The JSON keys each number, with the names `score --json` uses.
+    // The JSON keys each number: nll as `score --json` names it, perplexity in full.
     let json = serde_json::to_value(&scored).unwrap();
     let score = &json["columns"][0]["score"];
     assert_eq!(

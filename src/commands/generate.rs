@@ -19,17 +19,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let prompt = args.prompt.clone().unwrap_or(defaults.prompt.to_string());
     // --betas: one point (α_i, β_i) per continuation; the pair loads at the first β.
-    let betas = args.betas.as_ref().map(|b| b.0.clone());
-    let opts = match &betas {
-        Some(b) if b.len() != alphas.len() => bail!(
-            "--betas: {} values for {} alphas; give one β per α, paired in order",
-            b.len(),
-            alphas.len()
-        ),
-        Some(_) if !args.pair.has_plane() => bail!("{}", crate::cli::BETAS_NEED_A_PLANE),
-        Some(b) => args.pair.options_at_beta(b[0])?,
-        None => args.pair.options()?,
-    };
+    let (opts, betas) = super::paired_betas(&args.pair, &alphas, args.betas.as_ref())?;
     let (a, b) = args.pair.endpoints();
     let mut engine = Engine::load(&a, &b, &opts)?;
     engine.set_stop_texts(args.sampling.stop.clone());
@@ -48,8 +38,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let never = AtomicBool::new(false);
     let stdout = std::io::stdout();
     for (i, alpha) in alphas.into_iter().enumerate() {
-        let beta = betas.as_ref().map(|b| b[i].value());
-        let blend = engine.set_point(alpha, beta)?;
+        let blend = engine.set_point(alpha, betas[i])?;
         let mut out = stdout.lock();
         if args.json {
             let g = engine.generate(&prompt, &params, &never, &mut |_| {})?;

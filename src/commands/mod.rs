@@ -49,6 +49,30 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `--betas` paired with `--alphas`: the load options (at the first β) and each α's β (None
+/// without `--betas`: β stays where --beta set it).
+fn paired_betas(
+    pair: &crate::cli::DemoOrPair,
+    alphas: &[crate::engine::Alpha],
+    betas: Option<&crate::cli::Alphas>,
+) -> Result<(crate::engine::LoadOptions, Vec<Option<f64>>)> {
+    let Some(betas) = betas else {
+        return Ok((pair.options()?, vec![None; alphas.len()]));
+    };
+    if betas.0.len() != alphas.len() {
+        anyhow::bail!(
+            "--betas: {} values for {} alphas; give one β per α, paired in order",
+            betas.0.len(),
+            alphas.len()
+        );
+    }
+    if !pair.has_plane() {
+        anyhow::bail!("{}", crate::cli::BETAS_NEED_A_PLANE);
+    }
+    let each = betas.0.iter().map(|b| Some(b.value())).collect();
+    Ok((pair.options_at_beta(betas.0[0])?, each))
+}
+
 /// A plane's β and a fourth endpoint's γ, where the pair has them, as JSON fields of a result
 /// line: with α, every coordinate needed to reach the same point again.
 fn add_point(engine: &crate::engine::Engine, line: &mut serde_json::Value) {

@@ -10,17 +10,18 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("--file {}: cannot read", args.file.display()))?;
     let (a, b) = args.pair.endpoints();
-    let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;
+    let (opts, betas) = super::paired_betas(&args.pair, &alphas, args.betas.as_ref())?;
+    let mut engine = Engine::load(&a, &b, &opts)?;
     let ids = engine.encode_text(&text)?;
     if ids.len() < 2 {
         bail!("--file {}: too short to score", args.file.display());
     }
-    for alpha in alphas {
-        engine.set_alpha(alpha)?;
+    for (alpha, beta) in alphas.into_iter().zip(betas) {
+        engine.set_point(alpha, beta)?;
         let (nll, n) = engine
             .generator()
             .nll(&ids)
-            .with_context(|| format!("at α = {alpha}"))?;
+            .with_context(|| format!("at α = {alpha}{}", crate::eval::held_point(&engine)))?;
         let ppl = perplexity(nll, n);
         if args.json {
             let mut line = json!({"alpha": alpha, "perplexity": ppl, "tokens": n});

@@ -14,17 +14,19 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     let alphas = args.alphas.0.clone();
     let text = read_text(&args.text)?;
     let (a, b) = args.pair.endpoints();
-    let mut engine = Engine::load(&a, &b, &args.pair.options()?)?;
+    let (opts, betas) = super::paired_betas(&args.pair, &alphas, args.betas.as_ref())?;
+    let mut engine = Engine::load(&a, &b, &opts)?;
     let mut out = std::io::stdout().lock();
     let mut scores = Vec::with_capacity(alphas.len());
-    for alpha in alphas {
+    for (alpha, beta) in alphas.into_iter().zip(betas) {
         let s = engine
-            .score_text(&text, alpha)
+            .score_text_at(&text, alpha, beta)
             .with_context(|| format!("--text {}", args.text.display()))?;
         if args.json {
             writeln!(out, "{}", score_json(&engine, &s))?;
         }
-        scores.push(s);
+        // Where it was scored, beside its α in the plain output.
+        scores.push((s, crate::eval::held_point(&engine)));
     }
     if !args.json {
         print_plain(&mut out, &engine, &scores)?;
@@ -69,8 +71,13 @@ pub(super) fn pieces(engine: &Engine, ids: &[u32]) -> Vec<String> {
         .collect()
 }
 
-fn print_plain(out: &mut impl Write, engine: &Engine, scores: &[TextScore]) -> Result<()> {
-    let Some(first) = scores.first() else {
+/// Each score with the β (and γ) it was taken at, as [`crate::eval::held_point`] gives them.
+fn print_plain(
+    out: &mut impl Write,
+    engine: &Engine,
+    scores: &[(TextScore, String)],
+) -> Result<()> {
+    let Some((first, _)) = scores.first() else {
         return Ok(());
     };
     writeln!(
@@ -79,38 +86,40 @@ fn print_plain(out: &mut impl Write, engine: &Engine, scores: &[TextScore]) -> R
         first.token_ids.len(),
         first.tokens.len()
     )?;
-    for s in scores {
+    for (s, held) in scores {
         writeln!(
             out,
-            "α = {:>6}{}: NLL {:>9.3}  perplexity {:>9.3}",
-            s.alpha,
-            crate::eval::held_point(engine),
-            s.nll,
-            s.perplexity
+            "α = {:>6}{held}: NLL {:>9.3}  perplexity {:>9.3}",
+            s.alpha, s.nll, s.perplexity
         )?;
     }
-    let logprobs: Vec<Vec<f32>> = scores.iter().map(TextScore::logprobs).collect();
+    let logprobs: Vec<Vec<f32>> = scores.iter().map(|(s, _)| s.logprobs()).collect();
     let columns: Vec<&[f32]> = logprobs.iter().map(Vec::as_slice).collect();
     let diffs = differences::biggest(&columns, LISTED);
     if diffs.is_empty() {
         return Ok(());
     }
+    let what = match scores.iter().any(|(_, held)| !held.is_empty()) {
+        true => "points",
+        false => "alphas",
+    };
     writeln!(
         out,
-        "\nwhere the alphas disagree most (log-probability, nats):"
+        "\nwhere the {what} disagree most (log-probability, nats):"
     )?;
     let names = pieces(engine, &first.token_ids);
     for d in diffs {
         let (lo, hi) = (&scores[d.lowest], &scores[d.highest]);
+        let at = |(s, held): &(TextScore, String)| format!("{}{held}", s.alpha);
         writeln!(
             out,
             "  #{:<4} {:<16} {:>7.3} at α = {:<6} {:>7.3} at α = {:<6} (spread {:.3})",
             d.token,
             format!("{:?}", names[d.token]),
-            lo.tokens[d.token - 1].logprob,
-            lo.alpha.to_string(),
-            hi.tokens[d.token - 1].logprob,
-            hi.alpha.to_string(),
+            lo.0.tokens[d.token - 1].logprob,
+            at(lo),
+            hi.0.tokens[d.token - 1].logprob,
+            at(hi),
             d.spread
         )?;
     }
