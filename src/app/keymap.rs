@@ -630,6 +630,19 @@ mod tests {
         assert!(format!("{e:#}").contains("hyper+q"));
     }
 
+    /// A key the file gives one action leaves the action that had it by default, as the
+    /// README says: that action is then without a key until the file gives it one.
+    #[test]
+    fn a_key_given_to_an_action_leaves_its_default_owner() {
+        let k = Keymap::from_toml("[keys]\nsave = [\"r\"]", Path::new("k.toml")).unwrap();
+        assert_eq!(
+            k.action(&ev(KeyCode::Char('r'), KeyModifiers::NONE)),
+            Some(Action::Save)
+        );
+        assert!(k.keys_of(Action::Resample).is_empty());
+        assert_eq!(k.action(&ev(KeyCode::Char('s'), KeyModifiers::NONE)), None);
+    }
+
     /// One key for two of the file's actions is refused by name: which one won used to change
     /// from launch to launch.
     #[test]
