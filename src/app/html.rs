@@ -29,8 +29,17 @@ h1 { font-size: 1.2em; margin: 0 0 .3em; }
 .t .tip { display: none; position: absolute; z-index: 1; left: 0; top: 1.5em; background: #333;
   color: #eee; padding: .4em .6em; border-radius: 4px; white-space: pre; font-size: .85em; }
 .t:hover .tip { display: block; }
-.special { color: #888; font-style: italic; }
+.t, .prompt { unicode-bidi: isolate; }
 "#;
+
+/// "A and B", or on a plane "A, B and C" (and D).
+fn endpoints(s: &Session) -> &'static str {
+    match (s.sources.contains_key("c"), s.sources.contains_key("d")) {
+        (_, true) => "A, B, C and D",
+        (true, false) => "A, B and C",
+        (false, false) => "A and B",
+    }
+}
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -54,9 +63,10 @@ pub fn render(s: &Session) -> String {
     );
     let _ = write!(
         h,
-        "<h1>lerpscope: {} columns between A and B</h1>\n<div class=\"meta\">A (α = 0): {} · \
+        "<h1>lerpscope: {} columns between {}</h1>\n<div class=\"meta\">A (α = 0): {} · \
          B (α = 1): {}{}{}<br>{}</div>\n",
         s.columns.len(),
+        endpoints(s),
         escape(&s.a),
         escape(&s.b),
         s.other_sources()
