@@ -992,7 +992,7 @@ fn up_and_down_move_the_focused_columns_beta() {
     let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
         panic!("no save")
     };
-    assert_eq!(s.path.as_deref(), Some("+ β·(C − A)"));
+    assert_eq!(s.path.as_deref(), Some("A + α·(B − A) + β·(C − A)"));
     let md = s.to_markdown();
     assert!(md.contains("## α = 0.00, β = 0.30"), "{md}");
     assert!(md.contains("## α = 0.50, β = 0.55"), "{md}");

@@ -414,7 +414,7 @@ fn a_fourth_endpoint_shows_its_gamma() {
     );
     assert_eq!(
         a.session().path.as_deref(),
-        Some("+ β·(C − A) + γ·(D − A); γ = 0.3")
+        Some("A + α·(B − A) + β·(C − A) + γ·(D − A); γ = 0.3")
     );
 }
 

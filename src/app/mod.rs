@@ -1425,7 +1425,7 @@ impl App {
             parts.push(format!("α per layer {l}"));
         }
         if let Some(c) = self.plane_term() {
-            parts.push(format!("+ {c}"));
+            parts.push(format!("A + α·(B − A) + {c}"));
         }
         if let Some(gamma) = info.gamma {
             parts.push(format!("γ = {gamma}"));
