@@ -416,6 +416,9 @@ fn a_fourth_endpoint_shows_its_gamma() {
         a.session().path.as_deref(),
         Some("A + α·(B − A) + β·(C − A) + γ·(D − A); γ = 0.3")
     );
+    // The JSON gives γ as a number too.
+    let json = serde_json::to_value(a.session()).unwrap();
+    assert_eq!(json["gamma"].as_f64(), Some(0.3));
 }
 
 /// On a plane the pad shows the triangle's vertices where α and β put them, and the focused

@@ -263,6 +263,9 @@ pub struct Session {
     /// plane's C and β.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// With a fourth endpoint D: γ, one for every column (each column's β is its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
     pub prompt: String,
     /// Whether each column's text is a reply in a turn of its own (a chat template wrapped
     /// the prompt) rather than the prompt's continuation.
@@ -1449,6 +1452,10 @@ impl App {
                 _ => Default::default(),
             },
             path: self.path(),
+            gamma: match &self.pair {
+                PairState::Ready(info) => info.gamma,
+                _ => None,
+            },
             prompt: self.prompt.text(),
             reply: self.reply_apart(),
             params: self.params,
