@@ -477,7 +477,10 @@ fn a_saved_session_names_every_source_and_says_when_it_scored() {
     let html = lerpscope::app::html::render(s);
     assert!(html.contains("columns between A, B and C</h1>"), "{html}");
     // Right-to-left text in a token does not reorder its neighbours.
-    assert!(html.contains(".t, .prompt { unicode-bidi: isolate; }"), "{html}");
+    assert!(
+        html.contains(".t, .prompt { unicode-bidi: isolate; }"),
+        "{html}"
+    );
     assert!(
         html.contains(" · C: adapters/positive · base: SmolLM2.Q4_1.gguf"),
         "{html}"

@@ -24,15 +24,15 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let dtype = opts.dtype.unwrap_or(DType::F32);
     opts.dtype = Some(dtype);
     let (a, b) = args.pair.endpoints();
-    // A plane's fixed weights, named wherever α is: ("beta", β) and ("gamma", γ).
-    let fixed: Vec<(&str, f64)> = [("beta", &opts.third), ("gamma", &opts.fourth)]
+    // A plane's fixed weights, named wherever α is: (file-name word, symbol, value).
+    let fixed: Vec<(&str, &str, f64)> = [("beta", "β", &opts.third), ("gamma", "γ", &opts.fourth)]
         .into_iter()
-        .filter_map(|(name, e)| Some((name, e.as_ref()?.weight?)))
+        .filter_map(|(word, symbol, e)| Some((word, symbol, e.as_ref()?.weight?)))
         .collect();
     let out = args.out.clone().unwrap_or_else(|| {
         let mut name = export::default_name(&b, alpha);
-        for (label, w) in &fixed {
-            name.push_str(&format!("-{label}{w}"));
+        for (word, _, w) in &fixed {
+            name.push_str(&format!("-{word}{w}"));
         }
         match format {
             Format::Hf => name.into(),
@@ -62,10 +62,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
         bar.set_position(done)
     })?;
     bar.finish_and_clear();
-    let greek = |label: &str| if label == "beta" { "β" } else { "γ" };
     let point: String = fixed
         .iter()
-        .map(|(label, w)| format!(", {} = {w}", greek(label)))
+        .map(|(_, symbol, w)| format!(", {symbol} = {w}"))
         .collect();
     say!(
         "wrote {} (α = {alpha}{point}, {}, {:.1} MB of weights)",
