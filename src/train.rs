@@ -431,6 +431,8 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         &["finetune_steps", "finetune_lr"]
     };
     claim(out, recipe, trained, open)?;
+    let digests = corpus_digests(corpus)?;
+    claim_corpus(out, corpus, &digests, trained)?;
     let mut timings = serde_json::Map::new();
     let timings_path = out.join("timings.json");
     if let Ok(t) = std::fs::read_to_string(&timings_path) {
@@ -471,12 +473,17 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         let at = file(name).display().to_string();
         check_windows(&at, tokens, recipe.seq_len)?;
     }
-    // The recipe is recorded once the run can start: until then a rerun may change it.
-    std::fs::write(
-        out.join("recipe.json"),
-        serde_json::to_string_pretty(recipe)?,
-    )
-    .with_context(|| format!("{}: cannot write", out.join("recipe.json").display()))?;
+    // The recipe and the corpus are recorded once the run can start: until then a rerun may
+    // change them. A folder trained before corpus.json was written gets none: nothing says
+    // which text its models saw.
+    let mut records = vec![("recipe.json", serde_json::to_string_pretty(recipe)?)];
+    if !trained {
+        records.push(("corpus.json", serde_json::to_string_pretty(&digests)?));
+    }
+    for (name, json) in records {
+        std::fs::write(out.join(name), json)
+            .with_context(|| format!("{}: cannot write", out.join(name).display()))?;
+    }
     // The base is needed while a fine-tune is still to run (a folder may ship the pair alone,
     // as assets/demo does); the pre-training rows stay unless it trains again.
     let needs_base = !done("negative") || !done("positive");
@@ -532,6 +539,57 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     }
     drop(log);
     crate::eval::plot::loss_curves(&out.join("loss.csv"), &out.join("loss"), 25)?;
+    Ok(())
+}
+
+/// SHA-256 of each corpus file, by name: the text a folder's run trains on.
+fn corpus_digests(corpus: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    ["base.txt", "negative.txt", "positive.txt"]
+        .into_iter()
+        .map(|n| {
+            let digest = crate::engine::export::sha256(&[corpus.join(n)])?;
+            Ok((n.to_string(), digest))
+        })
+        .collect()
+}
+
+/// Whether `out` may train on this corpus. Once a stage has trained, the corpus recorded in
+/// corpus.json must be the one given (the tokenizer read all three files, the base read
+/// base.txt); before that, a tokenizer made from other text is made again. A folder from
+/// before corpus.json was written is taken as it is.
+fn claim_corpus(
+    out: &Path,
+    corpus: &Path,
+    digests: &std::collections::BTreeMap<String, String>,
+    trained: bool,
+) -> Result<()> {
+    let path = out.join("corpus.json");
+    let held: std::collections::BTreeMap<String, String> = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a corpus record", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+    };
+    let changed: Vec<String> = digests
+        .iter()
+        .filter(|(name, digest)| held.get(*name) != Some(*digest))
+        .map(|(name, _)| corpus.join(name).display().to_string())
+        .collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    if trained {
+        bail!(
+            "{}: changed since this folder's run began ({} records the text it trained on); restore it to resume, or choose another --out",
+            changed.join(", "),
+            path.display()
+        );
+    }
+    let tokenizer = out.join("tokenizer.json");
+    if tokenizer.exists() {
+        std::fs::remove_file(&tokenizer)
+            .with_context(|| format!("{}: cannot replace", tokenizer.display()))?;
+    }
     Ok(())
 }
 

@@ -51,6 +51,7 @@ fn the_recipe_in_miniature() {
         "loss.png",
         "timings.json",
         "recipe.json",
+        "corpus.json",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -131,6 +132,20 @@ fn the_recipe_in_miniature() {
         "{err}"
     );
     assert_eq!(held, std::fs::read(out.join("recipe.json")).unwrap());
+
+    // So is a rerun on a corpus that changed: the models were trained on other text.
+    let negative = std::fs::read(corpus.join("negative.txt")).unwrap();
+    std::fs::write(
+        corpus.join("negative.txt"),
+        "the food was fine\n".repeat(30),
+    )
+    .unwrap();
+    let err = run(&corpus, &out, &recipe(30)).unwrap_err().to_string();
+    assert!(
+        err.contains("negative.txt: changed") && err.contains("corpus.json"),
+        "{err}"
+    );
+    std::fs::write(corpus.join("negative.txt"), negative).unwrap();
 
     // A folder that ships the pair without its base (as assets/demo does) trains nothing
     // again and keeps its pre-training rows.
