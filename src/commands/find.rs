@@ -167,10 +167,14 @@ fn holds(e: &Estimate, target: f64) -> bool {
 }
 
 fn estimate_text(e: &Estimate) -> String {
-    format!(
-        "{:+.3} [{:+.3}, {:+.3}] (n = {})",
-        e.mean, e.ci_low, e.ci_high, e.n
-    )
+    match e.n {
+        // One sample has a value and no spread to make an interval of.
+        ..=1 => format!("{:+.3} (n = {}, no interval)", e.mean, e.n),
+        _ => format!(
+            "{:+.3} [{:+.3}, {:+.3}] (n = {})",
+            e.mean, e.ci_low, e.ci_high, e.n
+        ),
+    }
 }
 
 fn point_line(p: &Point) -> String {

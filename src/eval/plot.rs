@@ -58,8 +58,9 @@ where
     let (mut xlo, mut xhi) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| {
         (a.min(*x), b.max(*x))
     });
+    // The means and every defined bound (f64::min and max pass over NaN).
     let (mut ylo, mut yhi) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), (_, e)| {
-        (a.min(e.ci_low), b.max(e.ci_high))
+        (a.min(e.mean).min(e.ci_low), b.max(e.mean).max(e.ci_high))
     });
     if finite.is_empty() {
         (xlo, xhi, ylo, yhi) = (0.0, 1.0, 0.0, 1.0);
@@ -88,10 +89,16 @@ where
             blue.stroke_width(2),
         ))
         .map_err(err)?;
+    // A point of one sample has no interval to draw.
     chart
-        .draw_series(finite.iter().map(|(x, e)| {
-            ErrorBar::new_vertical(*x, e.ci_low, e.mean, e.ci_high, blue.filled(), 8)
-        }))
+        .draw_series(
+            finite
+                .iter()
+                .filter(|(_, e)| e.ci_low.is_finite() && e.ci_high.is_finite())
+                .map(|(x, e)| {
+                    ErrorBar::new_vertical(*x, e.ci_low, e.mean, e.ci_high, blue.filled(), 8)
+                }),
+        )
         .map_err(err)?;
     chart
         .draw_series(

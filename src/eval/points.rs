@@ -35,7 +35,8 @@ pub struct Point {
 }
 
 impl Point {
-    /// The meter's mean with its 95% interval (`stats::estimate`, as `sweep` reports it).
+    /// The meter's mean with its 95% interval (`stats::estimate`, as `sweep` reports it), cut
+    /// to [−1, 1], where every meter reads (VADER's compound; a probability in [0, 1]).
     pub fn meter(&self) -> Estimate {
         estimate(
             &self
@@ -46,10 +47,11 @@ impl Point {
                 .copied()
                 .collect::<Vec<_>>(),
         )
+        .within(-1.0, 1.0)
     }
 
     pub fn perplexity(&self) -> Estimate {
-        estimate(&self.perplexities)
+        estimate(&self.perplexities).within(1.0, f64::INFINITY)
     }
 
     /// Samples with no tokens.

@@ -531,9 +531,10 @@ pub fn summarise(alphas: &[Alpha], records: &[SampleRecord]) -> Vec<AlphaSummary
             AlphaSummary {
                 alpha,
                 empty: all - rs.len(),
-                vader: estimate(&vader),
-                perplexity: estimate(&ppl),
-                classifier: (!classifier.is_empty()).then(|| estimate(&classifier)),
+                vader: estimate(&vader).within(-1.0, 1.0),
+                perplexity: estimate(&ppl).within(1.0, f64::INFINITY),
+                classifier: (!classifier.is_empty())
+                    .then(|| estimate(&classifier).within(0.0, 1.0)),
                 distinct_1: distinct_n(texts(), 1),
                 distinct_2: distinct_n(texts(), 2),
                 distinct_3: distinct_n(texts(), 3),
@@ -607,4 +608,44 @@ fn write_summary(out: &Path, summary: &[AlphaSummary], held: &str) -> Result<()>
         &series(|s| s.perplexity),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sample: usize, vader: f64, perplexity: f64, classifier: f64) -> SampleRecord {
+        SampleRecord {
+            alpha: Alpha::new(0.5).unwrap(),
+            prompt_index: 0,
+            sample,
+            seed: sample as u64,
+            prompt: "p".into(),
+            text: "some text".into(),
+            tokens: 2,
+            vader,
+            perplexity: Some(perplexity),
+            classifier: Some(classifier),
+        }
+    }
+
+    /// Two samples far apart: Student's t at one degree of freedom reaches far past what the
+    /// metrics can read (a perplexity below zero was reported), so each interval is cut to its
+    /// metric's range; one sample has no interval.
+    #[test]
+    fn intervals_stay_within_what_each_metric_reads() {
+        let alpha = [Alpha::new(0.5).unwrap()];
+        let s = &summarise(
+            &alpha,
+            &[record(0, -0.9, 2.0, 0.05), record(1, 0.8, 100.0, 0.9)],
+        )[0];
+        assert_eq!((s.vader.ci_low, s.vader.ci_high), (-1.0, 1.0));
+        assert_eq!(s.perplexity.ci_low, 1.0);
+        assert!(s.perplexity.ci_high > 100.0);
+        let c = s.classifier.unwrap();
+        assert_eq!((c.ci_low, c.ci_high), (0.0, 1.0));
+        let one = &summarise(&alpha, &[record(0, 0.3, 5.0, 0.5)])[0];
+        assert_eq!(one.vader.mean, 0.3);
+        assert!(one.vader.ci_low.is_nan() && one.perplexity.ci_high.is_nan());
+    }
 }
