@@ -776,7 +776,7 @@ pub fn gemma_from_gguf(c: &mut DecoderConfig, layers_27b: usize) {
     c.opts.query_scalar = Some(gemma_query_scalar(c, layers_27b));
 }
 
-/// What a Gemma GGUF cannot say: a query scale other than llama.cpp's.
+/// What a Gemma GGUF cannot say: an output-projection bias, a query scale other than llama.cpp's.
 pub fn gemma_check(c: &DecoderConfig, layers_27b: usize) -> Result<()> {
     let derived = gemma_query_scalar(c, layers_27b);
     if c.opts.query_scalar != Some(derived) {
@@ -784,6 +784,14 @@ pub fn gemma_check(c: &DecoderConfig, layers_27b: usize) -> Result<()> {
             Unsupported,
             "--format gguf: query_pre_attn_scalar {:?} is not the {derived} llama.cpp derives for this model (GGUF has no key for it); use --format hf",
             c.opts.query_scalar.unwrap_or_default()
+        );
+    }
+    // llama.cpp's gemma2 and gemma3 load no output-projection bias, and refuse a file with
+    // one ("wrong number of tensors").
+    if c.opts.attention_bias == crate::formats::config::AttentionBias::QkvO {
+        bail!(
+            Unsupported,
+            "--format gguf: this Gemma has attention_bias, whose output-projection bias (attn_output.bias) llama.cpp's gemma does not load; use --format hf"
         );
     }
     Ok(())

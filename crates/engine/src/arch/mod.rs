@@ -675,4 +675,24 @@ mod tests {
             &["MixtralForCausalLM", "Qwen3ForCausalLM"],
         );
     }
+
+    /// A Gemma with an output-projection bias has no GGUF form: llama.cpp's gemma2 and gemma3
+    /// refuse the file ("wrong number of tensors"). Without it, the same config writes.
+    #[test]
+    fn a_gemma_with_an_output_bias_is_refused_for_gguf() {
+        for class in ["Gemma2ForCausalLM", "Gemma3ForCausalLM"] {
+            for bias in [true, false] {
+                let mut c = parse(class, &format!(r#","attention_bias":{bias}"#)).unwrap();
+                c.opts.query_scalar = Some(super::gguf::gemma_query_scalar(&c, 62));
+                let checked = super::gguf::gemma_check(&c, 62);
+                match bias {
+                    true => {
+                        let e = checked.unwrap_err().to_string();
+                        assert!(e.contains("attn_output.bias"), "{class}: {e}");
+                    }
+                    false => checked.unwrap(),
+                }
+            }
+        }
+    }
 }
