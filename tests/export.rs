@@ -527,3 +527,36 @@ fn an_export_stopped_at_any_write_leaves_no_half_written_model() {
         assert!(writes >= 3, "{format}: only {writes} write points");
     }
 }
+
+/// A tensor the config never reads (here a bias on o_proj where the config turns biases off)
+/// is left alone when loading; a GGUF export has no name for it and says why, in one line.
+#[test]
+fn a_tensor_the_config_does_not_use_is_named_for_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sides = Vec::new();
+    for side in ["a", "b"] {
+        let dir = tmp.path().join(side);
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = root().join(format!("tests/fixtures/tiny-llama-{side}"));
+        for f in ["config.json", "generation_config.json", "tokenizer.json"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        let file = src.join("model.safetensors");
+        let mut tensors = candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+        let o = &tensors["model.layers.0.self_attn.o_proj.weight"];
+        let bias = candle_core::Tensor::zeros(o.dim(0).unwrap(), o.dtype(), o.device()).unwrap();
+        tensors.insert("model.layers.0.self_attn.o_proj.bias".into(), bias);
+        candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+        sides.push(dir.display().to_string());
+    }
+    let out = tmp.path().join("x.gguf");
+    let o = try_export(&sides[0], &sides[1], "0.5", &out, "gguf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !out.exists(), "{err}");
+    assert!(
+        err.trim().lines().count() == 1
+            && err.contains("o_proj.bias")
+            && err.contains("does not use it"),
+        "{err}"
+    );
+}

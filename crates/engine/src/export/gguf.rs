@@ -311,9 +311,11 @@ pub(super) fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u6
     let mut tensors: Vec<Stored> = Vec::new();
     for (name, shape, bytes) in &snap.tensors {
         let n = names.get(name).ok_or_else(|| {
+            // The names cover every tensor the config's model reads: this one it never reads
+            // (a bias the config turns off, say), and it has no place in the file.
             err!(
                 Unsupported,
-                "--format gguf: tensor {name} has no llama.cpp name"
+                "--format gguf: tensor {name} has no llama.cpp name: the model its config.json describes does not use it; remove it from the source, or use --format hf"
             )
         })?;
         let (ty, data, shape) = if shape.len() == 1 || n.layout == Layout::PlusOne {
