@@ -828,10 +828,13 @@ impl App {
                 points,
             } => {
                 let f = self.finding.take().expect("matched above");
-                let at = format!(
-                    "VADER {:+.2} [{:+.2}, {:+.2}]",
-                    vader.mean, vader.ci_low, vader.ci_high
-                );
+                let at = match vader.ci_low.is_nan() {
+                    true => format!("VADER {:+.2} (n = {})", vader.mean, vader.n),
+                    false => format!(
+                        "VADER {:+.2} [{:+.2}, {:+.2}]",
+                        vader.mean, vader.ci_low, vader.ci_high
+                    ),
+                };
                 if outcome.verdict != Verdict::Found {
                     let why = match outcome.verdict {
                         Verdict::OutOfReach => "out of reach in the slider's range",
@@ -845,9 +848,12 @@ impl App {
                     ));
                     return vec![];
                 }
-                let (lo, hi) = outcome.alpha_ci.unwrap_or((f64::NAN, f64::NAN));
+                let interval = match outcome.alpha_ci {
+                    Some((lo, hi)) => format!("95% CI {lo:.2} … {hi:.2}"),
+                    None => "no interval".to_string(),
+                };
                 self.notice = Some(format!(
-                    "α* = {} (95% CI {lo:.2} … {hi:.2}) for sentiment {:+.2}: {at}, {points} points",
+                    "α* = {} ({interval}) for sentiment {:+.2}: {at}, {points} points",
                     fmt_alpha(outcome.alpha),
                     f.target
                 ));

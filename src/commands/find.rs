@@ -106,23 +106,26 @@ pub fn run(args: FindArgs) -> Result<()> {
         Verdict::Found => {
             if !args.json {
                 let p = at(outcome.alpha).expect("α* is measured");
-                let (clo, chi) = outcome.alpha_ci.expect("found has an interval");
-                say!(
-                    "α* = {}{held}  (95% CI {clo:.3} … {chi:.3}, bootstrap over prompts and samples)",
-                    outcome.alpha
-                );
+                let interval = match outcome.alpha_ci {
+                    Some((clo, chi)) => format!(
+                        "95% CI {clo:.3} … {chi:.3}, bootstrap over prompts and samples"
+                    ),
+                    None => "no interval: one sample a point".to_string(),
+                };
+                say!("α* = {}{held}  ({interval})", outcome.alpha);
                 let ppl = p.perplexity();
+                let ppl = match ppl.n {
+                    ..=1 => format!("{:.2}", ppl.mean),
+                    _ => format!("{:.2} [{:.2}, {:.2}]", ppl.mean, ppl.ci_low, ppl.ci_high),
+                };
+                let why = match (p.meter().n, holds(&p.meter(), args.target)) {
+                    (_, true) => "",
+                    (..=1, false) => " (one sample: nothing tells it from the target)",
+                    _ => " (its interval misses the target: the bracket ran out of width or points first)",
+                };
                 say!(
-                    "{meter_name} at α*: {}, perplexity {:.2} [{:.2}, {:.2}]{}",
+                    "{meter_name} at α*: {}, perplexity {ppl}{why}",
                     estimate_text(&p.meter()),
-                    ppl.mean,
-                    ppl.ci_low,
-                    ppl.ci_high,
-                    if holds(&p.meter(), args.target) {
-                        ""
-                    } else {
-                        " (its interval misses the target: the bracket ran out of width or points first)"
-                    }
                 );
                 say!(
                     "{} points evaluated in {seconds:.1} s",
@@ -168,8 +171,9 @@ fn holds(e: &Estimate, target: f64) -> bool {
 
 fn estimate_text(e: &Estimate) -> String {
     match e.n {
+        0 => "no samples (n = 0)".to_string(),
         // One sample has a value and no spread to make an interval of.
-        ..=1 => format!("{:+.3} (n = {}, no interval)", e.mean, e.n),
+        1 => format!("{:+.3} (n = 1, no interval)", e.mean),
         _ => format!(
             "{:+.3} [{:+.3}, {:+.3}] (n = {})",
             e.mean, e.ci_low, e.ci_high, e.n

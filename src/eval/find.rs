@@ -63,7 +63,7 @@ pub struct Outcome {
     /// α* when found; otherwise the measured point closest to the target (an answer-worthy
     /// one, where there is any).
     pub alpha: Alpha,
-    /// α*'s 95% bootstrap interval over prompts and samples (found only).
+    /// α*'s 95% bootstrap interval over prompts and samples (found, from two samples a point).
     pub alpha_ci: Option<(f64, f64)>,
     /// The last bracket, where one was found.
     pub bracket: Option<(Alpha, Alpha)>,
@@ -250,19 +250,17 @@ impl Search {
             return Err(self.failed(Verdict::NotMonotone));
         }
         if let Some(alpha) = self.last_call {
-            // The final point is measured (its interval missed the target: still the best
-            // estimate there is).
-            return Err(
-                if self
-                    .points
-                    .iter()
-                    .any(|p| p.alpha == alpha && self.eligible(p))
-                {
-                    self.found(alpha)
-                } else {
-                    self.failed(Verdict::TooPerplexed)
-                },
-            );
+            // The final point is measured and its interval missed the target: the answer is
+            // the measured point nearest the target (the final one, unless the samples are
+            // too few to place the crossing and another lies nearer).
+            let fluent = self
+                .points
+                .iter()
+                .any(|p| p.alpha == alpha && self.eligible(p));
+            return Err(match self.closest_eligible() {
+                Some(closest) if fluent => self.found(closest),
+                _ => self.failed(Verdict::TooPerplexed),
+            });
         }
         let (p, q) = (&self.points[i], &self.points[j]);
         if !self.eligible(p) && !self.eligible(q) {
@@ -341,11 +339,30 @@ impl Search {
         })
     }
 
+    /// The in-range point fluent enough to answer whose mean is nearest the target.
+    fn closest_eligible(&self) -> Option<Alpha> {
+        let t = self.settings.target;
+        self.points
+            .iter()
+            .filter(|p| self.in_range(p.alpha) && self.eligible(p))
+            .min_by(|a, b| {
+                (a.meter().mean - t)
+                    .abs()
+                    .total_cmp(&(b.meter().mean - t).abs())
+            })
+            .map(|p| p.alpha)
+    }
+
     fn found(&self, alpha: Alpha) -> Outcome {
+        // One sample a point: every resample is the same sample, so there is no interval.
+        let single = self
+            .points
+            .first()
+            .is_none_or(|p| p.scores.iter().map(Vec::len).sum::<usize>() < 2);
         Outcome {
             verdict: Verdict::Found,
             alpha,
-            alpha_ci: Some(self.bootstrap(alpha)),
+            alpha_ci: (!single).then(|| self.bootstrap(alpha)),
             bracket: self.bracket(),
             ppl_limit: self.ppl_limit(),
         }
@@ -502,6 +519,7 @@ mod tests {
             alpha,
             scores,
             perplexities: vec![ppl; prompts * samples],
+            range: (-1.0, 1.0),
         }
     }
 
@@ -540,6 +558,34 @@ mod tests {
             assert!((o.alpha.value() - want).abs() < 0.2, "{o:?} for {want}");
             assert!(asked.len() <= 8, "{asked:?}");
         }
+    }
+
+    /// One sample a point (one prompt, one sample): the search still ends, on the measured
+    /// point nearest the target, with no interval. The readings go as a user's did: the last
+    /// point, at the crossing, overshoots further than B had.
+    #[test]
+    fn one_sample_a_point_answers_with_the_nearest_point_and_no_interval() {
+        let reading = |a: f64| match (a * 1000.0).round() as i64 {
+            0 => -0.772,
+            1000 => 0.226,
+            _ => 0.382,
+        };
+        let mut search = Search::new(Settings::new(0.0, range("0:1")));
+        let mut asked = Vec::new();
+        while let Step::Measure(a) = search.next_step() {
+            asked.push(a);
+            search.add(Point {
+                alpha: a,
+                scores: vec![vec![Some(reading(a.value()))]],
+                perplexities: vec![10.0],
+                range: (-1.0, 1.0),
+            });
+            assert!(asked.len() < 10, "{asked:?}");
+        }
+        let o = search.outcome().expect("done");
+        assert_eq!(o.verdict, Verdict::Found, "{o:?}");
+        assert_eq!(o.alpha.value(), 1.0, "{o:?} after {asked:?}");
+        assert_eq!(o.alpha_ci, None);
     }
 
     #[test]
