@@ -187,4 +187,7 @@ impl Scorer for Classifier {
     fn score(&self, text: &str) -> Result<f64> {
         Ok(self.probabilities(text)?[self.label] as f64)
     }
+    fn range(&self) -> (f64, f64) {
+        (0.0, 1.0)
+    }
 }

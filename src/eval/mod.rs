@@ -30,6 +30,10 @@ pub fn held_point(engine: &crate::engine::Engine) -> String {
 pub trait Scorer {
     fn name(&self) -> &str;
     fn score(&self, text: &str) -> anyhow::Result<f64>;
+    /// The values a score can take (VADER's compound: [−1, 1]), where intervals are cut.
+    fn range(&self) -> (f64, f64) {
+        (-1.0, 1.0)
+    }
 }
 
 /// VADER's compound sentiment score in [−1, 1] (vaderSentiment 3.3.2, ported in `vader`).

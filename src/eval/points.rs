@@ -32,11 +32,13 @@ pub struct Point {
     pub scores: Vec<Vec<Option<f64>>>,
     /// Perplexity of each non-empty sample's continuation under the fluency judge.
     pub perplexities: Vec<f64>,
+    /// What the meter can read ([`Scorer::range`]): its interval is cut to it.
+    pub range: (f64, f64),
 }
 
 impl Point {
     /// The meter's mean with its 95% interval (`stats::estimate`, as `sweep` reports it), cut
-    /// to [−1, 1], where every meter reads (VADER's compound; a probability in [0, 1]).
+    /// to what the meter can read.
     pub fn meter(&self) -> Estimate {
         estimate(
             &self
@@ -47,7 +49,7 @@ impl Point {
                 .copied()
                 .collect::<Vec<_>>(),
         )
-        .within(-1.0, 1.0)
+        .within(self.range.0, self.range.1)
     }
 
     pub fn perplexity(&self) -> Estimate {
@@ -240,6 +242,7 @@ impl Measuring {
             alpha: self.alpha,
             scores: vec![Vec::with_capacity(self.plan.samples); self.plan.prompts.len()],
             perplexities: Vec::new(),
+            range: meter.range(),
         };
         for (prompt_index, prompt_ids, gens) in std::mem::take(&mut self.made) {
             for g in gens {
