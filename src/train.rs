@@ -433,6 +433,12 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     claim(out, recipe, trained, open)?;
     let digests = corpus_digests(corpus)?;
     claim_corpus(out, corpus, &digests, trained)?;
+    // With both fine-tunes there, nothing trains: the folder is left as it is (one shipped
+    // without its tokenizer or base, as assets/demo is, gains none).
+    if done("negative") && done("positive") {
+        eprintln!("{}: every stage is trained; nothing to do", out.display());
+        return Ok(());
+    }
     let mut timings = serde_json::Map::new();
     let timings_path = out.join("timings.json");
     if let Ok(t) = std::fs::read_to_string(&timings_path) {

@@ -147,13 +147,17 @@ fn the_recipe_in_miniature() {
     );
     std::fs::write(corpus.join("negative.txt"), negative).unwrap();
 
-    // A folder that ships the pair without its base (as assets/demo does) trains nothing
-    // again and keeps its pre-training rows.
+    // A folder that ships the pair without its base or tokenizer (as assets/demo does) trains
+    // nothing again, keeps its pre-training rows and gains no file.
     let full_log = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    let timings = std::fs::read(out.join("timings.json")).unwrap();
     let kept = out.join("base-aside");
     std::fs::rename(out.join("base"), &kept).unwrap();
+    std::fs::rename(out.join("tokenizer.json"), out.join("tokenizer-aside.json")).unwrap();
     run(&corpus, &out, &recipe(30)).unwrap();
-    assert!(!out.join("base").exists());
+    assert!(!out.join("base").exists() && !out.join("tokenizer.json").exists());
+    assert_eq!(timings, std::fs::read(out.join("timings.json")).unwrap());
+    std::fs::rename(out.join("tokenizer-aside.json"), out.join("tokenizer.json")).unwrap();
     assert_eq!(
         full_log,
         std::fs::read_to_string(out.join("loss.csv")).unwrap()
