@@ -1107,7 +1107,9 @@ pub fn beta_grid(spec: &str) -> Result<Alphas, String> {
 
 /// An α error said of β, which moves toward C rather than B.
 fn in_betas_words(e: &str) -> String {
-    e.replace("1 is B", "1 is C").replace('α', "β")
+    e.replace("1 is B", "1 is C")
+        .replace("--alphas", "--betas")
+        .replace('α', "β")
 }
 
 /// `START:STOP:STEP` (inclusive) or a comma-separated list (a value parser).

@@ -372,6 +372,11 @@ fn bare_lerpscope_takes_the_ui_flags_and_commands_default_to_the_demo_pair() {
         err.contains("--alpha-mode") && err.contains("reblend"),
         "{err}"
     );
+    // A range given to score's --betas is sweep's --betas' form, said in β's words.
+    let err = Cli::try_parse_from(["lerpscope", "score", "--text", "t", "--betas", "0:1:0.5"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is for sweep's --betas"), "{err}");
 }
 
 #[test]

@@ -344,6 +344,18 @@ fn bad_recipes_name_the_file_and_key() {
             && err.lines().count() == 1,
         "{err}"
     );
+    // The same form as base_model.
+    std::fs::write(
+        &plus,
+        "merge_method: task_arithmetic\nbase_model: base+adapters/neg\n\
+         models: [{model: adapters/pos, parameters: {weight: 1}}]\n",
+    )
+    .unwrap();
+    let (ok, err) = lerpscope(&["generate", "--recipe", plus.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("base_model base+adapters/neg: mergekit's base+LoRA form"),
+        "{err}"
+    );
 
     // Adapters on different bases: each base named with the recipe's model, not a flag.
     let (pa, sb) = (

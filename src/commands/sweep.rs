@@ -122,7 +122,10 @@ pub fn run(args: SweepArgs) -> Result<()> {
             None => args.out.clone(),
         };
         if let Some(beta) = beta {
-            say!("── β = {beta} ──");
+            let gamma = engine
+                .gamma()
+                .map_or(String::new(), |g| format!(", γ = {g}"));
+            say!("── β = {beta}{gamma} ──");
         }
         let summary = sweep_one(&mut engine, config, &out, &args)?;
         if let Some(beta) = beta {
@@ -169,16 +172,19 @@ fn sweep_one(
         "dist-1",
         "dist-2"
     );
+    // An interval's bounds, or "no interval" in their width (one sample).
+    let bounds = |e: &crate::eval::stats::Estimate, w: usize, p: usize| match e.ci_low.is_nan() {
+        true => format!("{:^width$}", "(no interval)", width = 2 * w + 4),
+        false => format!("[{:>w$.p$}, {:>w$.p$}]", e.ci_low, e.ci_high),
+    };
     for s in &summary {
         say!(
-            "{:>8}  {:>6.3} [{:>6.3}, {:>6.3}]  {:>7.2} [{:>7.2}, {:>7.2}]  {:>6.3}  {:>6.3}",
+            "{:>8}  {:>6.3} {}  {:>7.2} {}  {:>6.3}  {:>6.3}",
             s.alpha,
             s.vader.mean,
-            s.vader.ci_low,
-            s.vader.ci_high,
+            bounds(&s.vader, 6, 3),
             s.perplexity.mean,
-            s.perplexity.ci_low,
-            s.perplexity.ci_high,
+            bounds(&s.perplexity, 7, 2),
             s.distinct_1,
             s.distinct_2
         );

@@ -315,7 +315,7 @@ pub(super) fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u6
             // (a bias the config turns off, say), and it has no place in the file.
             err!(
                 Unsupported,
-                "--format gguf: tensor {name} has no llama.cpp name: the model its config.json describes does not use it; remove it from the source, or use --format hf"
+                "--format gguf: tensor {name} has no llama.cpp name: the model its config.json describes does not use it; use --format hf"
             )
         })?;
         let (ty, data, shape) = if shape.len() == 1 || n.layout == Layout::PlusOne {

@@ -242,6 +242,9 @@ impl Reader<'_> {
             }
         }
         let base = self.str("base_model")?;
+        if let Some(b) = &base {
+            no_lora_form(file, "base_model", b)?;
+        }
         let global = self.mapping("parameters")?;
         // mergekit's precedence for shared parameters: the slice's, then the config's.
         let shared = [slice_params, global];
@@ -498,22 +501,27 @@ fn input<'a>(file: &str, at: &str, v: &'a Value, allowed: &[&str]) -> Result<Inp
         Some(Value::String(s)) => s.clone(),
         _ => bail!(Format, "{file}: {at}.model must be a path or Hub id"),
     };
-    // mergekit's `base+lora` merges an adapter into its base first. No Hub id holds a '+', so
-    // one in a path that does not exist is that form.
-    if let Some((base, lora)) = model.split_once('+') {
-        if !std::path::Path::new(&model).exists() {
-            bail!(
-                Unsupported,
-                "{file}: {at}.model {model}: mergekit's base+LoRA form is not read here; give the adapter {lora} as the model, on its base {base} (base_model, or --base)"
-            );
-        }
-    }
+    no_lora_form(file, &format!("{at}.model"), &model)?;
     let parameters = match m.get("parameters") {
         None | Some(Value::Null) => None,
         Some(Value::Mapping(p)) => Some(p),
         Some(_) => bail!(Format, "{file}: {at}.parameters must be a mapping"),
     };
     Ok(Input { model, parameters })
+}
+
+/// mergekit's `base+lora` form merges an adapter into its base first; it is refused with what
+/// to write instead. No Hub id holds a '+', so one in a path that does not exist is that form.
+fn no_lora_form(file: &str, key: &str, model: &str) -> Result<()> {
+    if let Some((base, lora)) = model.split_once('+') {
+        if !std::path::Path::new(model).exists() {
+            bail!(
+                Unsupported,
+                "{file}: {key} {model}: mergekit's base+LoRA form is not read here; name the adapter {lora} as the model and its base {base} with --base (or in the adapter's own config), with every other model an adapter too, or `base` for the base itself"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Every weight but the `i`th, in order (the partners of its share).
