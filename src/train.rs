@@ -490,11 +490,10 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         std::fs::write(out.join(name), json)
             .with_context(|| format!("{}: cannot write", out.join(name).display()))?;
     }
-    // The base is needed while a fine-tune is still to run (a folder may ship the pair alone,
-    // as assets/demo does); the pre-training rows stay unless it trains again.
-    let needs_base = !done("negative") || !done("positive");
+    // A fine-tune is still to run (above), so the base is needed; the pre-training rows stay
+    // unless it trains again.
     let finished: Vec<&str> = [
-        ("pretrain", done("base") || !needs_base),
+        ("pretrain", done("base")),
         ("negative", done("negative")),
         ("positive", done("positive")),
     ]
@@ -504,7 +503,7 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     .collect();
     let mut log = LossLog::open(&out.join("loss.csv"), &finished)?;
     let base_dir = out.join("base");
-    if needs_base && !done("base") {
+    if !done("base") {
         let t0 = Instant::now();
         let tokens = base;
         eprintln!("pre-training on {} tokens", tokens.len());

@@ -111,7 +111,7 @@ fn settings(s: &Session) -> String {
 
 fn column(h: &mut String, s: &Session, c: &SessionColumn) {
     let stats = match c.score {
-        Some(s) => format!("NLL {:.1} · ppl {:.1}", s.nll, s.perplexity),
+        Some(fit) => format!("NLL {:.1} · ppl {:.1}", fit.nll, fit.perplexity),
         None => format!(
             "{} tokens{}",
             c.tokens,

@@ -120,7 +120,7 @@ pub fn run(args: FindArgs) -> Result<()> {
                 };
                 let why = match (p.meter().n, holds(&p.meter(), args.target)) {
                     (_, true) => "",
-                    (..=1, false) => " (one sample: nothing tells it from the target)",
+                    (..=1, false) => " (too few samples to tell it from the target)",
                     _ => " (its interval misses the target: the bracket ran out of width or points first)",
                 };
                 say!(

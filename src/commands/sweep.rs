@@ -121,12 +121,6 @@ pub fn run(args: SweepArgs) -> Result<()> {
             Some(beta) => args.out.join(format!("beta{beta}")),
             None => args.out.clone(),
         };
-        if let Some(beta) = beta {
-            let gamma = engine
-                .gamma()
-                .map_or(String::new(), |g| format!(", γ = {g}"));
-            say!("── β = {beta}{gamma} ──");
-        }
         let summary = sweep_one(&mut engine, config, &out, &args)?;
         if let Some(beta) = beta {
             grid.extend(summary.into_iter().map(|s| (beta, s)));
@@ -158,11 +152,9 @@ fn sweep_one(
         tokens_per_s: Default::default(),
     };
     let summary = sweep.run(engine)?;
-    // With one β (no --betas folders), the table says where the plane was held, as each
-    // --betas table does.
-    let held = crate::eval::held_point(engine);
-    if args.betas.is_none() && !held.is_empty() {
-        say!("── {} ──", held.trim().trim_matches(['(', ')']));
+    // On a plane the table says where β (and γ) were held: one --beta, or each of --betas.
+    if let Some(held) = crate::eval::held_coordinates(engine) {
+        say!("── {held} ──");
     }
     say!(
         "{:>8}  {:>22}  {:>24}  {:>6}  {:>6}",

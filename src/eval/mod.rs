@@ -16,14 +16,16 @@ use std::collections::HashSet;
 /// Where a plane's other coordinates are held, for a line of text beside α: " (β = 0.5,
 /// γ = -0.3)", or nothing on the line.
 pub fn held_point(engine: &crate::engine::Engine) -> String {
+    held_coordinates(engine).map_or(String::new(), |c| format!(" ({c})"))
+}
+
+/// The same bare, "β = 0.5, γ = -0.3", or None on the line.
+pub fn held_coordinates(engine: &crate::engine::Engine) -> Option<String> {
     let parts: Vec<String> = [("β", engine.beta()), ("γ", engine.gamma())]
         .into_iter()
         .filter_map(|(name, v)| Some(format!("{name} = {}", v?)))
         .collect();
-    match parts.is_empty() {
-        true => String::new(),
-        false => format!(" ({})", parts.join(", ")),
-    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// Scores one text for an attribute.
