@@ -1275,3 +1275,32 @@ fn l_edits_alpha_per_layer_and_the_answer_regenerates_the_columns() {
         .unwrap_or("")
         .contains("edit the recipe"));
 }
+
+/// A saved session's path puts B's factors on B's term, as C's are on C's: a mergekit
+/// recipe's weight on B reads `α·0.7·(B − A)`, rules read `α·[rules]·(B − A)`, and on the
+/// line alone they stay "α per layer …".
+#[test]
+fn a_session_path_gives_b_its_own_factor() {
+    let path = |description: &str, layers: &str| {
+        let mut a = app();
+        a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+            description: description.into(),
+            layers: Some(layers.into()),
+            beta: None,
+            ..plane_info()
+        })));
+        a.path()
+    };
+    assert_eq!(
+        path("A ↔ B (α per layer 0.7) + α·0.5·(C − A)", "0.7").as_deref(),
+        Some("A + α·0.7·(B − A) + α·0.5·(C − A)")
+    );
+    assert_eq!(
+        path("A ↔ B (α per layer mlp=0,1;0.5) + β·(C − A)", "mlp=0,1;0.5").as_deref(),
+        Some("A + α·[mlp=0,1;0.5]·(B − A) + β·(C − A)")
+    );
+    assert_eq!(
+        path("A ↔ B (α per layer mlp=0,1;0.5)", "mlp=0,1;0.5").as_deref(),
+        Some("α per layer mlp=0,1;0.5")
+    );
+}

@@ -289,7 +289,7 @@ fn score_json_follows_the_schema_and_equals_transformers() {
         }
         assert!((line["nll"].as_f64().unwrap() - nll).abs() < 1e-3);
         let ppl = (nll / (n - 1) as f64).exp();
-        assert!((line["ppl"].as_f64().unwrap() / ppl - 1.0).abs() < 1e-4);
+        assert!((line["perplexity"].as_f64().unwrap() / ppl - 1.0).abs() < 1e-4);
     }
     // The plain output names the most contested tokens.
     let out = lerpscope(&[

@@ -1430,11 +1430,18 @@ impl App {
         if info.method != crate::engine::Method::Linear {
             parts.push(info.method.name().to_string());
         }
-        if let Some(l) = &info.layers {
-            parts.push(format!("α per layer {l}"));
-        }
-        if let Some(c) = self.plane_term() {
-            parts.push(format!("A + α·(B − A) + {c}"));
+        match (&info.layers, self.plane_term()) {
+            // B's factors go on its own term, as C's do (a recipe's weight on B, say).
+            (Some(l), Some(c)) => {
+                let k = match l.parse::<f64>() {
+                    Ok(_) => format!("{l}·"),
+                    Err(_) => format!("[{l}]·"),
+                };
+                parts.push(format!("A + α·{k}(B − A) + {c}"));
+            }
+            (Some(l), None) => parts.push(format!("α per layer {l}")),
+            (None, Some(c)) => parts.push(format!("A + α·(B − A) + {c}")),
+            (None, None) => {}
         }
         if let Some(gamma) = info.gamma {
             parts.push(format!("γ = {gamma}"));

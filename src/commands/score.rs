@@ -58,7 +58,7 @@ fn score_json(engine: &Engine, s: &TextScore) -> serde_json::Value {
         "tokens": pieces(engine, &s.token_ids),
         "logprobs": logprobs,
         "nll": s.nll,
-        "ppl": s.perplexity,
+        "perplexity": s.perplexity,
     });
     super::add_point(engine, &mut line);
     line

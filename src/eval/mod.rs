@@ -51,8 +51,8 @@ impl Scorer for Vader {
     }
 }
 
-/// distinct-n over a set of texts: distinct word n-grams / all word n-grams (0 when there are
-/// none).
+/// distinct-n over a set of texts: distinct word n-grams / all word n-grams. Undefined (NaN,
+/// `null` in JSON) when there are none, as after one-word samples: 0 would read as "all repeats".
 pub fn distinct_n<'a>(texts: impl IntoIterator<Item = &'a str>, n: usize) -> f64 {
     let mut seen = HashSet::new();
     let mut total = 0usize;
@@ -64,7 +64,7 @@ pub fn distinct_n<'a>(texts: impl IntoIterator<Item = &'a str>, n: usize) -> f64
         }
     }
     if total == 0 {
-        0.0
+        f64::NAN
     } else {
         seen.len() as f64 / total as f64
     }
@@ -78,7 +78,8 @@ mod tests {
     fn distinct_counts_unique_ngrams() {
         assert_eq!(distinct_n(["a b a b"], 1), 0.5);
         assert_eq!(distinct_n(["a b a b"], 2), 2.0 / 3.0);
-        assert_eq!(distinct_n(["a"], 2), 0.0);
+        assert!(distinct_n(["a"], 2).is_nan());
+        assert!(distinct_n(["", ""], 1).is_nan());
     }
 
     #[test]
