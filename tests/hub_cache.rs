@@ -129,6 +129,23 @@ fn hub_ids_resolve_through_the_cache_offline() {
         pinned.info.description
     );
 
+    // Adapters on different bases, named by a recipe at @main (labelled without it): the
+    // message names each as the recipe's model, never as a flag.
+    let recipe = LoadOptions {
+        recipe: Some("merge.yaml".into()),
+        ..opts.clone()
+    };
+    let e = Engine::load("lerp/lora-neg@main", "lerp/lora-v2-pos", &recipe)
+        .err()
+        .unwrap();
+    let msg = lerpscope::one_line(&e);
+    assert!(
+        msg.contains("different bases")
+            && msg.contains("merge.yaml: model lerp/lora-neg@main")
+            && !msg.contains("--a"),
+        "{msg}"
+    );
+
     // A model that is not cached, offline: one line saying where we looked and what to do.
     let e = Engine::load("lerp/neg", "lerp/absent", &opts)
         .err()

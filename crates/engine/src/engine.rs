@@ -299,9 +299,15 @@ impl Engine {
         let named: Vec<(String, String)> = ["--a", "--b", "--c", "--d"]
             .into_iter()
             .zip(sources)
-            .filter_map(|(flag, s)| {
-                let s = s?;
-                Some((format!("{flag} {s}"), format!("{file}: model {s}")))
+            .filter_map(|(flag, s)| Some((flag, s?)))
+            .flat_map(|(flag, s)| {
+                let model = format!("{file}: model {s}");
+                // A Hub id at @main is labelled without it: match that form too, after the
+                // full one (which contains it).
+                let bare = s
+                    .strip_suffix("@main")
+                    .map(|b| (format!("{flag} {b}"), model.clone()));
+                std::iter::once((format!("{flag} {s}"), model)).chain(bare)
             })
             .collect();
         loaded.map_err(|e| {
