@@ -489,13 +489,20 @@ fn a_refused_mode_leaves_no_folder() {
         ..cpu()
     };
     let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &opts).unwrap();
-    let out = tmp.path().join("out");
-    let mut s = sweep(&a, &b, &out);
-    s.config.method = lerpscope::engine::Method::Slerp;
-    s.mode = ColumnsMode::Batched;
-    let err = s.run(&mut e).unwrap_err().to_string();
-    assert!(err.contains("--alpha-mode batched"), "{err}");
-    assert!(!out.exists(), "{} was made", out.display());
+    // The folder is made before the mode is settled (so a --out that cannot be made fails
+    // first) and taken back, parents included; a folder that was there stays.
+    let new = tmp.path().join("new");
+    let existing = tmp.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    for out in [new.join("out"), existing.clone()] {
+        let mut s = sweep(&a, &b, &out);
+        s.config.method = lerpscope::engine::Method::Slerp;
+        s.mode = ColumnsMode::Batched;
+        let err = s.run(&mut e).unwrap_err().to_string();
+        assert!(err.contains("--alpha-mode batched"), "{err}");
+    }
+    assert!(!new.exists(), "{} was made", new.display());
+    assert!(existing.is_dir());
 }
 
 /// A judge with a tokenizer of its own reads each sample in its own tokens (the prompt as

@@ -210,14 +210,28 @@ impl Sweep {
             None => None,
         };
         let cfg_path = out.join("sweep.json");
-        // A new sweep settles its mode before its folder is made: a mode the pair cannot take
-        // leaves nothing behind.
-        let fresh_mode = match cfg_path.exists() {
-            true => None,
-            false => Some(self.settle_mode(engine)?),
-        };
+        // The folder first, so that a --out that cannot be made fails before auto's timing;
+        // a mode the pair cannot take then removes the folder it made, leaving nothing behind.
+        let made: Vec<PathBuf> = out
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+            .map(Path::to_path_buf)
+            .collect();
         std::fs::create_dir_all(out)
             .with_context(|| format!("--out {}: cannot create", out.display()))?;
+        let fresh_mode = match cfg_path.exists() {
+            true => None,
+            false => match self.settle_mode(engine) {
+                Ok(mode) => Some(mode),
+                Err(e) => {
+                    // Innermost first; each is still empty.
+                    for dir in &made {
+                        let _ = std::fs::remove_dir(dir);
+                    }
+                    return Err(e);
+                }
+            },
+        };
         let c = &match fresh_mode {
             None => {
                 let old = read_config(&cfg_path)?;
