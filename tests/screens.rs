@@ -357,6 +357,12 @@ fn the_header_shows_the_plane_and_its_beta() {
         "{header}"
     );
     assert!(screen.contains(" α = 0.00, β = 0.55 "), "{screen}");
+    // Narrow columns keep β: the title shortens before it is cut.
+    for _ in 0..4 {
+        key(&mut a, KeyCode::Char('a'));
+    }
+    let narrow = render(&a, 60, 20);
+    assert!(narrow.contains(" α 2.00 β 0.55 "), "{narrow}");
     // Over adapters: the base and each side, then C once, with β.
     let mut adapters = App::new(
         "base".into(),

@@ -485,7 +485,12 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         },
         ColumnState::Failed(_) => "✗ error".to_string(),
     };
-    let title = format!(" {} ", crate::app::point_label(c.alpha, c.beta));
+    // The short form where the long one does not fit, so a narrow column keeps β as well as α.
+    let title = [crate::app::point_label(c.alpha, c.beta), short_point(c)]
+        .into_iter()
+        .map(|t| format!(" {t} "))
+        .find(|t| wrap::width(t) + 2 <= r.width as usize)
+        .unwrap_or_else(|| format!(" {} ", short_point(c)));
     let state = format!(" {state} ");
     let mut block = Block::bordered()
         .border_type(if focused {
