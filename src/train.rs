@@ -420,6 +420,18 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     if out.exists() && !out.is_dir() {
         bail!("{}: --out is a file, not a folder", out.display());
     }
+    // A model's own folder is not a run's: its tokenizer.json would be made again.
+    if let Some(model) = ["config.json", "model.safetensors"]
+        .iter()
+        .map(|f| out.join(f))
+        .find(|f| f.exists())
+    {
+        bail!(
+            "{}: --out holds a model ({}); train writes base/, negative/ and positive/ into a folder of its own: choose another --out",
+            out.display(),
+            model.display()
+        );
+    }
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let done = |dir: &str| out.join(dir).join("model.safetensors").exists();
     let trained = ["base", "negative", "positive"].iter().any(|d| done(d));

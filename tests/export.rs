@@ -408,9 +408,22 @@ fn failed_exports_leave_nothing_behind() {
         "{err}"
     );
     assert!(recipe.is_file());
+    // A config.json beside other things (notes, a subfolder) is not a model folder either.
     std::fs::write(out.join("config.json"), "{}").unwrap();
+    std::fs::create_dir(out.join("src")).unwrap();
+    for _ in 0..2 {
+        let o = lerpscope(&forced, tmp.path());
+        let err = String::from_utf8_lossy(&o.stderr);
+        let named = ["keep.txt", "src"]
+            .into_iter()
+            .find(|h| err.contains(&format!("holds {h}, which is not a model's file")));
+        assert!(!o.status.success(), "{err}");
+        let held = out.join(named.unwrap_or_else(|| panic!("{err}")));
+        assert!(held.exists());
+        remove_any(&held);
+    }
     assert!(lerpscope(&forced, tmp.path()).status.success());
-    assert!(out.join("model.safetensors").exists() && !out.join("keep.txt").exists());
+    assert!(out.join("model.safetensors").exists());
     // An --out named .gguf is a GGUF file without --format.
     let o = lerpscope(
         &[
@@ -559,4 +572,12 @@ fn a_tensor_the_config_does_not_use_is_named_for_gguf() {
             && err.contains("does not use it"),
         "{err}"
     );
+}
+
+fn remove_any(p: &std::path::Path) {
+    if p.is_dir() {
+        std::fs::remove_dir_all(p).unwrap()
+    } else {
+        std::fs::remove_file(p).unwrap()
+    }
 }

@@ -146,6 +146,43 @@ fn hub_ids_resolve_through_the_cache_offline() {
         "{msg}"
     );
 
+    // An export never replaces a cached endpoint's snapshot, whose files are links into
+    // blobs/ as huggingface_hub makes them.
+    let root = cache.join("models--lerp--linked");
+    let snap = root.join("snapshots/5555");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(root.join("blobs")).unwrap();
+    std::fs::create_dir_all(root.join("refs")).unwrap();
+    std::fs::write(root.join("refs/main"), "5555").unwrap();
+    for (i, f) in std::fs::read_dir(&b).unwrap().enumerate() {
+        let f = f.unwrap().path();
+        let blob = root.join(format!("blobs/{i:040}"));
+        std::fs::copy(&f, &blob).unwrap();
+        std::os::unix::fs::symlink(&blob, snap.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut linked = Engine::load("lerp/neg", "lerp/linked", &opts).unwrap();
+    let shot = linked
+        .snapshot(
+            lerpscope::engine::Alpha::new(0.5).unwrap(),
+            candle_core::DType::F32,
+        )
+        .unwrap();
+    let before = std::fs::read(snap.join("model.safetensors")).unwrap();
+    let e = lerpscope::engine::export::write(
+        &shot,
+        lerpscope::engine::export::Format::Hf,
+        &snap,
+        true,
+        &|_, _| {},
+    )
+    .unwrap_err();
+    let msg = lerpscope::one_line(&e);
+    assert!(msg.contains("is read from there"), "{msg}");
+    assert_eq!(
+        std::fs::read(snap.join("model.safetensors")).unwrap(),
+        before
+    );
+
     // A model that is not cached, offline: one line saying where we looked and what to do.
     let e = Engine::load("lerp/neg", "lerp/absent", &opts)
         .err()

@@ -338,6 +338,20 @@ fn impossible_recipes_are_refused_by_flag() {
     std::fs::write(&file, "x").unwrap();
     let err = run(&corpus, &file, &r).unwrap_err().to_string();
     assert!(err.contains("a-file: --out is a file"), "{err}");
+    // A model's folder is refused, its tokenizer untouched.
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    std::fs::write(model.join("tokenizer.json"), "mine").unwrap();
+    let err = run(&corpus, &model, &r).unwrap_err().to_string();
+    assert!(
+        err.contains("--out holds a model") && err.contains("config.json"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(model.join("tokenizer.json")).unwrap(),
+        "mine"
+    );
     // A corpus too short for one window fails before any stage trains, naming the file and
     // the flag; the same folder then takes the shorter window the message suggests.
     std::fs::write(

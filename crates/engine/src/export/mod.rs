@@ -159,6 +159,9 @@ pub struct Snapshot {
     /// (HF name, shape, little-endian bytes in `recipe.dtype`), in name order.
     pub tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
     pub recipe: Recipe,
+    /// Every file the endpoints were read from (a Hub id's included), which `--force` must
+    /// not replace.
+    pub source_files: Vec<PathBuf>,
 }
 
 /// SHA-256 of a source's files, in order, as one digest (hex).
@@ -245,6 +248,12 @@ impl Engine {
                 fourth: self.fourth().cloned(),
                 quantization: self.origin.quantization.clone(),
             },
+            source_files: self
+                .origin
+                .sources
+                .iter()
+                .flat_map(|(_, _, files)| files.iter().cloned())
+                .collect(),
         })
     }
 }
@@ -369,10 +378,21 @@ fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
     let read = [&files.config, &files.tokenizer]
         .into_iter()
         .chain(&files.weights)
+        .chain(&snap.source_files)
         .map(|p| ("a source".to_string(), p.clone()));
     for (what, p) in given.chain(read) {
-        if let Ok(p) = std::fs::canonicalize(&p) {
-            if p.starts_with(&target) {
+        // Where the path itself lies as well as what it links to: a Hub snapshot's files are
+        // links into its blobs/, and replacing the snapshot would change the endpoint.
+        let lexical = p
+            .parent()
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .zip(p.file_name())
+            .map(|(d, f)| d.join(f));
+        for p in [std::fs::canonicalize(&p).ok(), lexical]
+            .into_iter()
+            .flatten()
+        {
+            if p.starts_with(&target) && p.exists() {
                 bail!(
                     Invalid,
                     "--out {}: {what} is read from there ({}); write the export elsewhere",
@@ -390,6 +410,22 @@ fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
             out.display()
         );
     }
+    // A model folder holds a model's files only: anything else (a subfolder, notes, code)
+    // says it is more than that, and --force would delete it.
+    if out.is_dir() {
+        let entries = std::fs::read_dir(out)
+            .with_context(|| format!("--out {}: cannot read", out.display()))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !entry.path().is_file() || !is_model_file(&name) {
+                bail!(
+                    Invalid,
+                    "--out {}: holds {name}, which is not a model's file; --force replaces only a folder of a model's files (config.json, weights, tokenizer) or a GGUF file",
+                    out.display()
+                );
+            }
+        }
+    }
     if out.is_file() && !crate::formats::gguf::has_gguf_magic(out) {
         bail!(
             Invalid,
@@ -398,6 +434,30 @@ fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether a file of this name belongs in a model folder, as exports and the Hub write them:
+/// configs and tokenizer files, weights, this tool's recipe and model card.
+fn is_model_file(name: &str) -> bool {
+    const NAMES: [&str; 5] = [
+        "README.md",
+        ".gitattributes",
+        "merges.txt",
+        "vocab.txt",
+        "LICENSE",
+    ];
+    const ENDS: [&str; 9] = [
+        ".json",
+        ".safetensors",
+        ".gguf",
+        ".bin",
+        ".model",
+        ".yml",
+        ".yaml",
+        ".pt",
+        ".jinja",
+    ];
+    NAMES.contains(&name) || ENDS.iter().any(|e| name.ends_with(e))
 }
 
 /// Remove a file or a folder.
