@@ -306,9 +306,21 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         app.size = (size.width, size.height);
         let input = spawn_input_reader();
         let mut columns = SessionColumns::new(&session);
-        let latencies = event_loop(&mut terminal, &mut app, input, rx, &mut columns).await?;
+        // A kill (SIGTERM, SIGINT from outside: Ctrl-C is a key in raw mode, SIGHUP) ends the
+        // loop like `q`, so the terminal is put back before the process exits.
+        let ended = tokio::select! {
+            r = event_loop(&mut terminal, &mut app, input, rx, &mut columns) => Ok(r),
+            signal = quit_signal() => Err(signal),
+        };
         drop(columns);
         drop(session);
+        let latencies = match ended {
+            Ok(r) => r?,
+            Err(signal) => {
+                restore_terminal();
+                std::process::exit(128 + signal);
+            }
+        };
         // A pair that never loaded: its error stays on the shell, and the exit status says so.
         if let crate::app::PairState::Failed(e) = &app.pair {
             anyhow::bail!("{e}");
@@ -320,6 +332,25 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The number of the first of SIGTERM, SIGINT and SIGHUP to arrive (pending forever if they
+/// cannot be listened for).
+async fn quit_signal() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (term, int, hup) = (
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+    );
+    let (Ok(mut t), Ok(mut i), Ok(mut h)) = (signal(term), signal(int), signal(hup)) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = t.recv() => term.as_raw_value(),
+        _ = i.recv() => int.as_raw_value(),
+        _ = h.recv() => hup.as_raw_value(),
+    }
 }
 
 /// Terminal input read on its own thread into a channel (a blocking read is simpler and more

@@ -225,6 +225,54 @@ fn a_panic_restores_the_terminal() {
     );
 }
 
+/// A kill from outside (SIGTERM, SIGINT, SIGHUP) puts the terminal back as `q` does: raw mode,
+/// the alternate screen, mouse capture and the hidden cursor all undone; the exit status is
+/// the signal's.
+#[test]
+fn a_kill_restores_the_terminal() {
+    for (signal, status) in [("TERM", 143), ("INT", 130)] {
+        let Some((_tmp, tmux)) = launch(
+            Arch::Gpt2,
+            "",
+            "--prompt 'The movie' --max-tokens 400",
+            (100, 30),
+            &format!("kill-{signal}"),
+        ) else {
+            return;
+        };
+        tmux.wait_for("a column to stream", |s| s.contains("tok"));
+        let shell = tmux.run(&["display", "-p", "-t", "ui", "#{pane_pid}"]);
+        let pid = Command::new("pgrep")
+            .args(["-P", shell.trim()])
+            .output()
+            .expect("pgrep");
+        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+        assert!(!pid.is_empty(), "no lerpscope under the pane's shell");
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
+        assert!(end.contains(&format!("exit={status}")), "{end}");
+        assert!(
+            end.lines().any(|l| l.starts_with("icanon")),
+            "raw mode was turned off:\n{end}"
+        );
+        let modes = tmux.run(&[
+            "display",
+            "-p",
+            "-t",
+            "ui",
+            "#{mouse_any_flag} #{alternate_on} #{cursor_flag}",
+        ]);
+        assert_eq!(
+            modes.trim(),
+            "0 0 1",
+            "mouse, alternate screen, cursor:\n{end}"
+        );
+    }
+}
+
 #[test]
 fn presenter_mode_in_a_wide_and_a_small_terminal() {
     for (size, name) in [((120, 40), "presenter-wide"), ((80, 24), "presenter-small")] {
