@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod cpu;
 pub mod eval;
+pub mod files;
 pub mod session;
 pub mod train;
 pub mod tui;

@@ -193,6 +193,7 @@ pub fn init_varmap(c: &DecoderConfig, device: &Device, seed: u64) -> Result<VarM
 
 pub struct LossLog {
     file: std::fs::File,
+    path: std::path::PathBuf,
     start: Instant,
 }
 
@@ -215,18 +216,31 @@ impl LossLog {
             }
         }
         let fresh = !path.exists();
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("{}: cannot open", path.display()))?;
-        if fresh {
-            writeln!(file, "stage,step,loss,lr,elapsed_s")?;
-        }
-        Ok(Self {
+        let mut log = Self {
             file,
+            path: path.to_path_buf(),
             start: Instant::now(),
-        })
+        };
+        if fresh {
+            log.row(format_args!("stage,step,loss,lr,elapsed_s"))?;
+        }
+        Ok(log)
+    }
+
+    fn row(&mut self, row: std::fmt::Arguments) -> Result<()> {
+        writeln!(self.file, "{row}")
+            .with_context(|| format!("{}: cannot write", self.path.display()))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .flush()
+            .with_context(|| format!("{}: cannot write", self.path.display()))
     }
 }
 
@@ -278,7 +292,7 @@ pub fn train(
         opt.backward_step(&loss)?;
         let l = loss.to_scalar::<f32>()?;
         if !l.is_finite() {
-            log.file.flush()?;
+            log.flush()?;
             bail!(
                 "{stage} step {step}: the loss is {l}, training diverged; lower {} ({})",
                 lr_flag(stage),
@@ -290,13 +304,12 @@ pub fn train(
         } else {
             0.98 * smooth + 0.02 * l
         };
-        writeln!(
-            log.file,
-            "{stage},{step},{l:.5},{cur_lr:.3e},{:.1}",
-            log.start.elapsed().as_secs_f64()
-        )?;
+        let elapsed = log.start.elapsed().as_secs_f64();
+        log.row(format_args!(
+            "{stage},{step},{l:.5},{cur_lr:.3e},{elapsed:.1}"
+        ))?;
         if step % 50 == 0 || step + 1 == steps {
-            log.file.flush()?;
+            log.flush()?;
             eprintln!(
                 "{stage} step {step}/{steps} loss {l:.3} (smoothed {smooth:.3}) lr {cur_lr:.2e} {:.0}s",
                 log.start.elapsed().as_secs_f64()
@@ -311,7 +324,7 @@ pub fn train(
             .iter()
             .all(|x| x.is_finite());
         if !finite {
-            log.file.flush()?;
+            log.flush()?;
             bail!(
                 "{stage}: the weights are not finite after the last step, training diverged; lower {} ({})",
                 lr_flag(stage),
@@ -359,8 +372,8 @@ pub fn save_model_dir(
     dir: &Path,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    std::fs::write(
-        dir.join("config.json"),
+    crate::files::write_whole(
+        &dir.join("config.json"),
         serde_json::to_string_pretty(&crate::engine::config_json(&ModelConfig::Decoder(
             c.clone(),
         ))?)?,
@@ -369,7 +382,9 @@ pub fn save_model_dir(
         .with_context(|| format!("{}: cannot copy", tokenizer.display()))?;
     // The weights come last: their file marks the stage done.
     let weights = dir.join("model.safetensors");
-    varmap.save(&weights)?;
+    varmap
+        .save(&weights)
+        .with_context(|| format!("{}: cannot write", weights.display()))?;
     // The writer goes through a private temporary file: the weights take config.json's
     // permissions, which followed the user's umask.
     std::fs::set_permissions(
@@ -460,7 +475,7 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     }
     let mut record = |stage: &str, secs: f64| -> Result<()> {
         timings.insert(stage.to_string(), serde_json::json!(secs));
-        std::fs::write(&timings_path, serde_json::to_string_pretty(&timings)?)?;
+        crate::files::write_whole(&timings_path, serde_json::to_string_pretty(&timings)?)?;
         Ok(())
     };
     let tok_path = out.join("tokenizer.json");
@@ -499,8 +514,7 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         records.push(("corpus.json", serde_json::to_string_pretty(&digests)?));
     }
     for (name, json) in records {
-        std::fs::write(out.join(name), json)
-            .with_context(|| format!("{}: cannot write", out.join(name).display()))?;
+        crate::files::write_whole(&out.join(name), json)?;
     }
     // A fine-tune is still to run (above), so the base is needed; the pre-training rows stay
     // unless it trains again.

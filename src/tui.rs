@@ -518,16 +518,23 @@ pub fn save_session(s: &crate::app::Session) -> Result<String> {
         .context("cannot save the session: the working directory cannot be read")?;
     let [md, json, html] = session_files(&dir, stamp);
     // The first file is created new, so a save can never replace another's.
-    std::fs::OpenOptions::new()
+    let mut first = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&md)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, s.to_markdown().as_bytes()))
         .with_context(|| format!("{}: cannot write", md.display()))?;
-    std::fs::write(&json, serde_json::to_string_pretty(s)?)
-        .with_context(|| format!("{}: cannot write", json.display()))?;
-    std::fs::write(&html, crate::app::html::render(s))
-        .with_context(|| format!("{}: cannot write", html.display()))?;
+    let written = std::io::Write::write_all(&mut first, s.to_markdown().as_bytes())
+        .with_context(|| format!("{}: cannot write", md.display()))
+        .and_then(|()| Ok(serde_json::to_string_pretty(s)?))
+        .and_then(|text| crate::files::write_whole(&json, text))
+        .and_then(|()| crate::files::write_whole(&html, crate::app::html::render(s)));
+    // A save that fails (a full disk) takes back what it wrote: no empty or torn file stays.
+    if let Err(e) = written {
+        for f in [&md, &json, &html] {
+            let _ = std::fs::remove_file(f);
+        }
+        return Err(e);
+    }
     Ok(format!("{} (.json, .html)", md.display()))
 }
 

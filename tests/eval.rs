@@ -227,6 +227,9 @@ fn interrupted_sweep_resumes(mode: ColumnsMode) {
         std::fs::copy(whole.join("sweep.json"), part.join("sweep.json")).unwrap();
         let mut kept: String = lines[..cut].iter().map(|l| format!("{l}\n")).collect();
         kept.push_str(&lines[cut][..lines[cut].len() / 2]);
+        // A full disk may cut a write inside a character: the first byte of a two-byte one.
+        let mut kept = kept.into_bytes();
+        kept.push(0xC3);
         std::fs::write(part.join("samples.jsonl"), kept).unwrap();
         sweep(&part).run(&mut e).unwrap();
         for (f, want) in files.iter().zip(&want) {
@@ -241,6 +244,11 @@ fn interrupted_sweep_resumes(mode: ColumnsMode) {
     other.config.samples = 4;
     let err = other.run(&mut e).unwrap_err().to_string();
     assert!(err.contains("other settings"), "{err}");
+    // So are samples whose sweep.json is gone: nothing says what made them.
+    std::fs::remove_file(whole.join("sweep.json")).unwrap();
+    let err = sweep(&whole).run(&mut e).unwrap_err().to_string();
+    assert!(err.contains("but no sweep.json"), "{err}");
+    assert_eq!(read(&whole, "samples.jsonl"), want[0]);
 }
 
 #[test]

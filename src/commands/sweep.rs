@@ -243,7 +243,7 @@ fn write_grid(
         ));
     }
     let path = out.join("grid.csv");
-    std::fs::write(&path, csv).with_context(|| format!("{}: cannot write", path.display()))?;
+    crate::files::write_whole(&path, csv)?;
     let plots = out.join("plots");
     std::fs::create_dir_all(&plots)
         .with_context(|| format!("{}: cannot create", plots.display()))?;

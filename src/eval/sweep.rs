@@ -147,18 +147,19 @@ pub fn read_config(path: &Path) -> Result<SweepConfig> {
 /// writing it) is cut off so appending continues cleanly; a damaged complete line is an error
 /// naming it, so that no record after it is silently dropped.
 pub fn read_records(path: &Path) -> Result<Vec<SampleRecord>> {
-    let text = match std::fs::read_to_string(path) {
+    // Bytes, not text: a write cut short (a full disk) may end inside a character.
+    let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
     };
     let mut records = Vec::new();
     let mut good = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        if !line.ends_with('\n') {
+    for (i, line) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+        if !line.ends_with(b"\n") {
             break; // torn: cut below
         }
-        let r = serde_json::from_str::<SampleRecord>(line.trim_end()).with_context(|| {
+        let r = serde_json::from_slice::<SampleRecord>(line).with_context(|| {
             format!(
                 "{}: line {} is not a sample record; fix or remove it to resume",
                 path.display(),
@@ -212,6 +213,15 @@ impl Sweep {
         let cfg_path = out.join("sweep.json");
         // The folder first, so that a --out that cannot be made fails before auto's timing;
         // a mode the pair cannot take then removes the folder it made, leaving nothing behind.
+        // Samples without the settings they were made with cannot be matched to a new run's.
+        let samples_path = out.join("samples.jsonl");
+        if !cfg_path.exists() && samples_path.metadata().is_ok_and(|m| m.len() > 0) {
+            bail!(
+                "--out {}: holds {} but no sweep.json, so the settings its samples were made with are unknown; use another --out",
+                out.display(),
+                samples_path.display()
+            );
+        }
         let made: Vec<PathBuf> = out
             .ancestors()
             .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
@@ -263,11 +273,10 @@ impl Sweep {
                     held: Some(held(engine)),
                     ..self.config.clone()
                 };
-                std::fs::write(&cfg_path, serde_json::to_string_pretty(&c)?)?;
+                crate::files::write_whole(&cfg_path, serde_json::to_string_pretty(&c)?)?;
                 c
             }
         };
-        let samples_path = out.join("samples.jsonl");
         let mut records = read_records(&samples_path)?;
         let done: HashSet<(u64, usize, usize)> = records
             .iter()
@@ -382,10 +391,12 @@ impl Sweep {
                     text: plain(&g.text),
                     tokens: g.token_ids.len(),
                 };
-                writeln!(file, "{}", serde_json::to_string(&r)?)?;
+                writeln!(file, "{}", serde_json::to_string(&r)?)
+                    .with_context(|| format!("{}: cannot write", samples_path.display()))?;
                 records.push(r);
             }
-            file.flush()?;
+            file.flush()
+                .with_context(|| format!("{}: cannot write", samples_path.display()))?;
         }
         self.tokens_per_s.set(
             (generated_tokens > 0)
@@ -587,9 +598,9 @@ fn write_summary(out: &Path, summary: &[AlphaSummary], held: &str) -> Result<()>
             s.vader.n + k
         ));
     }
-    std::fs::write(out.join("summary.csv"), csv)?;
-    std::fs::write(
-        out.join("summary.json"),
+    crate::files::write_whole(&out.join("summary.csv"), csv)?;
+    crate::files::write_whole(
+        &out.join("summary.json"),
         serde_json::to_string_pretty(summary)?,
     )?;
     let plots = out.join("plots");

@@ -1,0 +1,45 @@
+//! Files written whole: a full disk or a kill mid-write leaves the old file (or none), never
+//! a torn or empty one that the next run would trip over.
+
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Write `bytes` to `path` through a hidden file beside it, renamed over `path` once whole.
+/// An error names `path`.
+pub fn write_whole(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    let partial = partial_of(path);
+    let written = std::fs::write(&partial, bytes).and_then(|()| std::fs::rename(&partial, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+fn partial_of(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file_and_leaves_nothing_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sweep.json");
+        write_whole(&path, "old").unwrap();
+        write_whole(&path, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        // The partial file cannot be made (its name is taken by a folder): the old file stays.
+        std::fs::create_dir(partial_of(&path)).unwrap();
+        std::fs::create_dir(partial_of(&path).join("x")).unwrap();
+        let e = write_whole(&path, "newer").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("sweep.json: cannot write"),
+            "{e:#}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+}
