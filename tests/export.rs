@@ -581,3 +581,23 @@ fn remove_any(p: &std::path::Path) {
         std::fs::remove_file(p).unwrap()
     }
 }
+
+/// One export twice is one file twice, byte for byte: the safetensors metadata (the recipe's
+/// `lerpscope.*` keys) is written in order, not in a hash map's.
+#[test]
+fn an_export_is_byte_for_byte_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = |n: &str| root().join("tests/fixtures").join(n).display().to_string();
+    let (a, b) = (fixture("tiny-llama-a"), fixture("tiny-llama-b"));
+    let outs = [tmp.path().join("one"), tmp.path().join("two")];
+    for out in &outs {
+        export(&a, &b, "0.3", out, "hf");
+    }
+    let [one, two] = outs.map(|o| std::fs::read(o.join("model.safetensors")).unwrap());
+    assert!(one == two, "two exports of one blend differ");
+    // Still a safetensors file that says what it is.
+    let st = safetensors::SafeTensors::read_metadata(&one).unwrap().1;
+    let meta = st.metadata().as_ref().unwrap();
+    assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
+    assert_eq!(meta.get("lerpscope.alpha").map(String::as_str), Some("0.3"));
+}

@@ -154,6 +154,7 @@ pub(super) fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64))
         write_point(&p)?;
         safetensors::serialize_to_file(views, Some(metadata.clone()), &p)
             .map_err(|e| err!(Format, "{}: cannot write ({e})", p.display()))?;
+        sort_metadata(&p)?;
         // The writer goes through a private temporary file (mode 0600 on Unix): the shard
         // takes config.json's permissions, which followed the user's umask like the rest.
         let perms = std::fs::metadata(dir.join("config.json"))
@@ -247,3 +248,47 @@ fn model_card(snap: &Snapshot) -> String {
 }
 
 // -- GGUF ------------------------------------------------------------------------------------
+
+/// Rewrite a safetensors file's header with its metadata keys in order. The writer takes the
+/// metadata as a `HashMap`, whose order changes from run to run: without this, one export
+/// twice gives two different files. The header keeps its length (the same JSON, reordered),
+/// so it is rewritten in place.
+fn sort_metadata(path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let io = |e: std::io::Error| err!(Format, "{}: cannot write ({e})", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io)?;
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let mut top: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| {
+            err!(
+                Format,
+                "{}: cannot read back its header ({e})",
+                path.display()
+            )
+        })?;
+    if let Some(m) = top.remove("__metadata__") {
+        let sorted: BTreeMap<String, String> = serde_json::from_value(m).map_err(|e| {
+            err!(
+                Format,
+                "{}: cannot read back its metadata ({e})",
+                path.display()
+            )
+        })?;
+        top.insert("__metadata__".into(), serde_json::to_value(sorted)?);
+    }
+    let mut sorted = serde_json::to_vec(&top)?;
+    if sorted.len() > header.len() {
+        return Ok(()); // not the writer's compact JSON: left as written
+    }
+    sorted.resize(header.len(), b' ');
+    f.seek(SeekFrom::Start(8)).map_err(io)?;
+    f.write_all(&sorted).map_err(io)?;
+    Ok(())
+}
