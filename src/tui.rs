@@ -131,6 +131,7 @@ fn new_app(cfg: &TuiConfig, keymap: Keymap) -> App {
         keymap,
     );
     app.range = cfg.range;
+    app.columns_mode = cfg.columns;
     if let Some(text) = &cfg.score_text {
         app.start_in_score_mode(text);
     }

@@ -996,6 +996,18 @@ fn up_and_down_move_the_focused_columns_beta() {
         panic!("no save")
     };
     assert_eq!(s.path.as_deref(), Some("A + α·(B − A) + β·(C − A)"));
+    // It says what ran the columns: dtype, device, the columns mode and the header's model.
+    let engine = s.engine.as_ref().expect("the engine recorded");
+    assert_eq!(
+        engine.line(),
+        "f32 on cpu, --columns auto: A ↔ B + β·(C − A)"
+    );
+    assert!(s
+        .to_markdown()
+        .contains(&format!("- engine: {}\n", engine.line())));
+    let json = serde_json::to_value(s).unwrap();
+    assert_eq!(json["engine"]["dtype"], "f32");
+    assert_eq!(json["engine"]["columns"], "auto");
     let md = s.to_markdown();
     assert!(md.contains("## α = 0.00, β = 0.30"), "{md}");
     assert!(md.contains("## α = 0.50, β = 0.55"), "{md}");

@@ -75,7 +75,11 @@ pub fn render(s: &Session) -> String {
             .collect::<String>(),
         s.path
             .as_ref()
-            .map_or(String::new(), |p| format!(" · path: {}", escape(p))),
+            .map_or(String::new(), |p| format!(" · path: {}", escape(p)))
+            + &s.engine.as_ref().map_or(String::new(), |e| format!(
+                " · engine: {}",
+                escape(&e.line())
+            )),
         escape(&settings(s))
     );
     h.push_str("<div class=\"legend meta\">p(token), the model's own distribution: ");

@@ -266,6 +266,10 @@ pub struct Session {
     /// With a fourth endpoint D: γ, one for every column (each column's β is its own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
+    /// What ran the columns (None before the pair loaded): in half precision, or on a base
+    /// kept quantized, these change the text as much as the sampling does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<SessionEngine>,
     pub prompt: String,
     /// Whether each column's text is a reply in a turn of its own (a chat template wrapped
     /// the prompt) rather than the prompt's continuation.
@@ -274,6 +278,28 @@ pub struct Session {
     /// Score mode: the text every column scored (their text), instead of generating.
     pub score_text: Option<String>,
     pub columns: Vec<SessionColumn>,
+}
+
+/// The engine a session ran on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionEngine {
+    /// The header's description: the sources, what was kept quantized, the path.
+    pub model: String,
+    pub dtype: String,
+    pub device: String,
+    /// `--columns` as asked: auto, batched or reblend (auto batches where that measures
+    /// faster; in half precision a batch rounds differently from a column alone).
+    pub columns: String,
+}
+
+impl SessionEngine {
+    /// "f32 on cpu, --columns auto: <model>".
+    pub fn line(&self) -> String {
+        format!(
+            "{} on {}, --columns {}: {}",
+            self.dtype, self.device, self.columns, self.model
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -352,6 +378,8 @@ pub struct App {
     pub score_text: Editor,
     /// No colours: token shading by underline, bold and reverse instead.
     pub monochrome: bool,
+    /// `--columns` as asked, for saved sessions.
+    pub columns_mode: crate::engine::ColumnsMode,
     pub vocab: Vocab,
     /// What the status line says the engine is doing.
     pub activity: String,
@@ -410,6 +438,7 @@ impl App {
             score_mode: false,
             score_text: Editor::new(""),
             monochrome: false,
+            columns_mode: Default::default(),
             vocab: Vocab::default(),
             activity: "loading the pair…".to_string(),
             last_error: None,
@@ -1469,6 +1498,15 @@ impl App {
                 PairState::Ready(info) => info.gamma,
                 _ => None,
             },
+            engine: match &self.pair {
+                PairState::Ready(info) => Some(SessionEngine {
+                    model: info.description.clone(),
+                    dtype: info.dtype.clone(),
+                    device: info.device.clone(),
+                    columns: self.columns_mode.name().to_string(),
+                }),
+                _ => None,
+            },
             prompt: self.prompt.text(),
             reply: self.reply_apart(),
             params: self.params,
@@ -1613,7 +1651,11 @@ impl Session {
             self.b,
             self.path
                 .as_ref()
-                .map_or(String::new(), |p| format!("- path: {p}\n")),
+                .map_or(String::new(), |p| format!("- path: {p}\n"))
+                + &self
+                    .engine
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("- engine: {}\n", e.line())),
             fenced(text)
         );
         for c in &self.columns {
