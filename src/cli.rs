@@ -264,6 +264,18 @@ impl DemoOrPair {
         self.c.is_some() || self.plane
     }
 
+    /// Why `flag` (--beta, --betas, --gamma) has nothing to move: no plane, or a recipe, whose
+    /// models all follow α.
+    pub fn no_plane(&self, flag: &str, usual: &str) -> String {
+        match &self.recipe {
+            Some(r) => format!(
+                "{flag}: every model of the recipe {} moves with α (its own weights at α = 1); β and γ move a plane's --c and --d",
+                r.file
+            ),
+            None => usual.to_string(),
+        }
+    }
+
     /// How to load the pair with the plane's β at `beta` (a β grid's sweep).
     pub fn options_at_beta(&self, beta: Alpha) -> Result<LoadOptions> {
         Self {
@@ -302,7 +314,10 @@ impl DemoOrPair {
         }
         match (&self.c, self.beta) {
             _ if self.plane => {}
-            (None, Some(_)) => bail!("--beta: needs --c C, the plane's third endpoint"),
+            (None, Some(_)) => bail!(
+                "{}",
+                self.no_plane("--beta", "--beta: needs --c C, the plane's third endpoint")
+            ),
             (Some(c), Some(beta)) => {
                 opts.third = Some(crate::engine::ExtraEndpoint::fixed(c.clone(), beta.value()))
             }
@@ -310,7 +325,10 @@ impl DemoOrPair {
             _ => {}
         }
         match (&self.d, self.gamma) {
-            (None, Some(_)) => bail!("--gamma: needs --d D, the fourth endpoint"),
+            (None, Some(_)) => bail!(
+                "{}",
+                self.no_plane("--gamma", "--gamma: needs --d D, the fourth endpoint")
+            ),
             (Some(d), Some(gamma)) => {
                 opts.fourth = Some(crate::engine::ExtraEndpoint::fixed(
                     d.clone(),

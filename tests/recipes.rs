@@ -934,3 +934,52 @@ fn a_recipes_description_gives_every_models_weight() {
         "{d}"
     );
 }
+
+/// Refusals speak of what the recipe holds, not of flags the user never typed: a batched
+/// sweep off the line names the recipe's method, third model or weights; --beta and --betas
+/// say that a recipe's models all move with α.
+#[test]
+fn refusals_name_the_recipe_not_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (recipe, what) in [
+        ("slerp-gradient", "merge_method slerp"),
+        ("linear-four", "third model (a plane)"),
+        ("task-arithmetic", "weights (α per layer"),
+    ] {
+        let file = format!("tests/fixtures/recipes/{recipe}.yaml");
+        let out = tmp.path().join(recipe);
+        let (ok, err) = lerpscope(&[
+            "sweep",
+            "--recipe",
+            &file,
+            "--alpha-mode",
+            "batched",
+            "--alphas",
+            "0,1",
+            "--max-tokens",
+            "2",
+            "--samples",
+            "1",
+            "--num-prompts",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            !ok && err.contains(&format!("not the recipe {file}'s {what}"))
+                && !err.contains("--method"),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+    let plane = "tests/fixtures/recipes/task-arithmetic-plane.yaml";
+    for flags in [&["--beta", "0.9"][..], &["--alphas", "0", "--betas", "0.5"]] {
+        let mut args = vec!["generate", "--recipe", plane, "--max-tokens", "1"];
+        args.extend_from_slice(flags);
+        let (ok, err) = lerpscope(&args);
+        assert!(
+            !ok && err.contains("every model of the recipe") && !err.contains("needs --c"),
+            "{err}"
+        );
+    }
+}

@@ -67,7 +67,10 @@ fn paired_betas(
         );
     }
     if !pair.has_plane() {
-        anyhow::bail!("{}", crate::cli::BETAS_NEED_A_PLANE);
+        anyhow::bail!(
+            "{}",
+            pair.no_plane("--betas", crate::cli::BETAS_NEED_A_PLANE)
+        );
     }
     let each = betas.0.iter().map(|b| Some(b.value())).collect();
     Ok((pair.options_at_beta(betas.0[0])?, each))

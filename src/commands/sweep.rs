@@ -73,7 +73,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let (a, b) = args.pair.endpoints();
     // With --betas, one sweep per β, each in a folder of its own, then the grid.
     if args.betas.is_some() && !args.pair.has_plane() {
-        bail!("{}", crate::cli::BETAS_NEED_A_PLANE);
+        bail!(
+            "{}",
+            args.pair
+                .no_plane("--betas", crate::cli::BETAS_NEED_A_PLANE)
+        );
     }
     let betas: Vec<Option<Alpha>> = match &args.betas {
         Some(list) => list.0.iter().copied().map(Some).collect(),

@@ -420,11 +420,7 @@ impl Sweep {
                 );
             }
             if mode == AlphaMode::Batched && !engine.on_line() {
-                let path = match (engine.third().is_some(), engine.method()) {
-                    (true, _) => "--c (a plane)".to_string(),
-                    (false, crate::engine::Method::Linear) => "α per layer".to_string(),
-                    (false, m) => format!("--method {}", m.name()),
-                };
+                let path = engine.off_line_path();
                 bail!(
                     "--alpha-mode batched: rows at several alphas in one batch follow the line only, not {path}; use --alpha-mode reblend"
                 );

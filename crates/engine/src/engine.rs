@@ -265,6 +265,8 @@ pub struct Engine {
     /// Per-token step times measured on first use, by batch size (1: the working model).
     step_times: std::collections::HashMap<(usize, bool), Duration>,
     columns_mode: ColumnsMode,
+    /// The recipe file the pair came from, for messages in its words rather than flags.
+    recipe: Option<String>,
     text: TextSpec,
     /// With α per layer: the rules each tensor's factor came from.
     layers: Option<LayerAlphas>,
@@ -310,22 +312,27 @@ impl Engine {
                 std::iter::once((format!("{flag} {s}"), model)).chain(bare)
             })
             .collect();
-        loaded.map_err(|e| {
-            let e = e.map_messages(&|m: &str| {
-                named
-                    .iter()
-                    .fold(m.to_string(), |m, (flag, model)| m.replace(flag, model))
-            });
-            // Every line about the recipe's models says which recipe named them.
-            if e.to_string().contains(file.as_str()) {
-                e
-            } else {
-                Error::Context {
-                    context: file.clone(),
-                    source: Box::new(e),
+        loaded
+            .map(|mut engine| {
+                engine.recipe = Some(file.clone());
+                engine
+            })
+            .map_err(|e| {
+                let e = e.map_messages(&|m: &str| {
+                    named
+                        .iter()
+                        .fold(m.to_string(), |m, (flag, model)| m.replace(flag, model))
+                });
+                // Every line about the recipe's models says which recipe named them.
+                if e.to_string().contains(file.as_str()) {
+                    e
+                } else {
+                    Error::Context {
+                        context: file.clone(),
+                        source: Box::new(e),
+                    }
                 }
-            }
-        })
+            })
     }
 
     fn load_endpoints(a: &str, b: &str, opts: &LoadOptions) -> Result<Self> {
@@ -896,6 +903,7 @@ impl Engine {
             fourth: None,
             adapted: None,
             columns_mode: ColumnsMode::Auto,
+            recipe: None,
             text,
         }
     }
@@ -1442,12 +1450,18 @@ impl Engine {
         Ok(())
     }
 
-    /// What takes the weights off the line, in the flag's words.
-    fn off_line_path(&self) -> String {
-        match (self.third.is_some(), path_note(self.method(), None)) {
-            (true, _) => "--c (a plane)".to_string(),
-            (false, Some(m)) => format!("--method {m}"),
-            (false, None) => "α per layer".to_string(),
+    /// What takes the weights off the line, in the words of the flag or the recipe that did.
+    pub fn off_line_path(&self) -> String {
+        let method = path_note(self.method(), None);
+        match (&self.recipe, self.third.is_some(), method) {
+            (None, true, _) => "--c (a plane)".to_string(),
+            (None, false, Some(m)) => format!("--method {m}"),
+            (None, false, None) => "α per layer".to_string(),
+            (Some(file), true, _) => format!("the recipe {file}'s third model (a plane)"),
+            (Some(file), false, Some(m)) => format!("the recipe {file}'s merge_method {m}"),
+            (Some(file), false, None) => {
+                format!("the recipe {file}'s weights (α per layer, or a weight on B other than 1)")
+            }
         }
     }
 
