@@ -601,3 +601,27 @@ fn an_export_is_byte_for_byte_reproducible() {
     assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
     assert_eq!(meta.get("lerpscope.alpha").map(String::as_str), Some("0.3"));
 }
+
+/// An export killed between stepping --out's old model aside and moving the new one in left
+/// only `.NAME.partial-old-PID`: the next export puts it back first, so it is neither
+/// cleared away nor replaced without --force.
+#[test]
+fn a_model_stepped_aside_by_a_killed_export_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture = |n: &str| root().join("tests/fixtures").join(n).display().to_string();
+    let (a, b) = (fixture("tiny-llama-a"), fixture("tiny-llama-b"));
+    let old = tmp.path().join("old");
+    export(&a, &b, "0.2", &old, "hf");
+    let aside = tmp.path().join(".cut.partial-old-4242");
+    std::fs::rename(&old, &aside).unwrap();
+    let cut = tmp.path().join("cut");
+    let o = try_export(&a, &b, "0.7", &cut, "hf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("already exists"),
+        "{err}"
+    );
+    assert!(cut.join("model.safetensors").is_file() && !aside.exists());
+    let card = std::fs::read_to_string(cut.join("README.md")).unwrap();
+    assert!(card.contains("0.2"), "{card}");
+}

@@ -278,6 +278,7 @@ pub fn write(
     force: bool,
     progress: &dyn Fn(u64, u64),
 ) -> Result<PathBuf> {
+    restore_stepped_aside(out);
     let exists_non_empty = match format {
         Format::Hf => {
             out.is_dir()
@@ -434,6 +435,33 @@ fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// An export killed between stepping --out's old content aside and moving the new one in left
+/// `.NAME.partial-old-PID` and no NAME: put it back before anything else, so that it is
+/// neither lost to the next export's clean-up nor replaced without --force.
+fn restore_stepped_aside(out: &Path) {
+    if out.exists() {
+        return;
+    }
+    let (Some(parent), Some(name)) = (out.parent(), out.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let aside = format!(".{}.partial-old-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    if let Some(e) = entries
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&aside))
+    {
+        let _ = std::fs::rename(e.path(), out);
+    }
 }
 
 /// Whether a file of this name belongs in a model folder, as exports and the Hub write them:
