@@ -590,6 +590,24 @@ fn a_type_nothing_implements_and_a_truncated_block_fail_in_one_line() {
     std::fs::write(&cut, &full[..full.len() - 7]).unwrap();
     let e = load_error(&cut);
     assert!(e.contains("cut.gguf") && !e.contains('\n'), "{e}");
+    // A llama.cpp LoRA file, as an endpoint or a base, is named for what it is.
+    let lora = dir().join("lora.gguf").display().to_string();
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    for (a, b) in [(lora.as_str(), lora.as_str()), ("base", lora.as_str())] {
+        let e = match Engine::load(a, b, &opts) {
+            Ok(_) => panic!("{lora} loaded"),
+            Err(e) => lerpscope::one_line(&e),
+        };
+        assert!(
+            e.contains("lora.gguf: a llama.cpp LoRA adapter") && !e.contains("head_count"),
+            "{e}"
+        );
+    }
+    let e = load_error(&dir().join("lora.gguf"));
+    assert!(e.contains("a llama.cpp LoRA adapter"), "{e}");
 }
 
 #[test]

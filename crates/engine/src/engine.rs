@@ -522,11 +522,21 @@ impl Engine {
             match e {
                 Endpoint::Adapter(f) => Ok(Some(f)),
                 Endpoint::Base => Ok(None),
-                Endpoint::Model(m) => bail!(
-                    Mismatch,
-                    "{flag} {} is a full model but the other side is an adapter or `base`: blend two full models, or two adapters (or `base` and an adapter) on one base",
-                    m.label
-                ),
+                Endpoint::Model(m) => {
+                    // A llama.cpp LoRA file reads as a GGUF model here: its header says what it is.
+                    let gguf = m
+                        .weights
+                        .iter()
+                        .find(|p| crate::formats::gguf::has_gguf_magic(p));
+                    if let Some(g) = gguf {
+                        crate::formats::gguf::Header::read(g)?;
+                    }
+                    bail!(
+                        Mismatch,
+                        "{flag} {} is a full model but the other side is an adapter or `base`: blend two full models, or two adapters (or `base` and an adapter) on one base",
+                        m.label
+                    )
+                }
             }
         };
         let (fa, fb) = (side(a, "--a")?, side(b, "--b")?);

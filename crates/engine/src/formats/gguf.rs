@@ -285,6 +285,13 @@ impl Header {
             let value = r.value(kind, &key, 0)?;
             metadata.insert(key, value);
         }
+        // llama.cpp's LoRA files hold only the low-rank factors, named as no model's tensors.
+        if metadata.get("general.type").and_then(Value::as_str) == Some("adapter") {
+            bail!(
+                Unsupported,
+                "{p}: a llama.cpp LoRA adapter (general.type adapter), not a model; give the adapter as its PEFT folder (adapter_config.json and adapter_model.safetensors), with the GGUF as --base"
+            );
+        }
         let mut infos = Vec::new();
         for _ in 0..n_tensors {
             let name = r.string("a tensor name")?;
