@@ -608,7 +608,17 @@ impl Engine {
         if let Some(t) = &opts.tokenizer {
             base_files.tokenizer = t.clone();
         }
-        let base = Checkpoint::open(base_files).with_context(|| format!("the base {base_spec}"))?;
+        // "the base X: X: …" says X twice: the file's own message names it already.
+        let base = Checkpoint::open(base_files).map_err(|e| {
+            let context = match e.to_string().contains(base_spec.as_str()) {
+                true => "the base".to_string(),
+                false => format!("the base {base_spec}"),
+            };
+            Error::Context {
+                context,
+                source: Box::new(e),
+            }
+        })?;
         let tokenizer = crate::formats::tokenizer::load_tokenizer(&base.files.tokenizer)?;
         let load = |f: Option<crate::formats::adapter::AdapterFiles>| -> Result<Option<Adapter>> {
             f.map(|f| Adapter::load(f, &base)).transpose()
