@@ -600,7 +600,8 @@ fn write_summary(out: &Path, summary: &[AlphaSummary], held: &str) -> Result<()>
         serde_json::to_string_pretty(summary)?,
     )?;
     let plots = out.join("plots");
-    std::fs::create_dir_all(&plots)?;
+    std::fs::create_dir_all(&plots)
+        .with_context(|| format!("{}: cannot create", plots.display()))?;
     let series = |f: fn(&AlphaSummary) -> Estimate| -> Vec<(f64, Estimate)> {
         summary.iter().map(|s| (s.alpha.value(), f(s))).collect()
     };
