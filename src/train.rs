@@ -215,7 +215,14 @@ impl LossLog {
                     .with_context(|| format!("{}: cannot rewrite", path.display()))?;
             }
         }
-        let fresh = !path.exists();
+        // Empty, or a header cut short by a full disk: no row was written after it.
+        const HEADER: &str = "stage,step,loss,lr,elapsed_s";
+        let fresh =
+            std::fs::read_to_string(path).map_or(true, |t| t.lines().next() != Some(HEADER));
+        if fresh && path.exists() {
+            std::fs::remove_file(path)
+                .with_context(|| format!("{}: cannot rewrite", path.display()))?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -227,7 +234,7 @@ impl LossLog {
             start: Instant::now(),
         };
         if fresh {
-            log.row(format_args!("stage,step,loss,lr,elapsed_s"))?;
+            log.row(format_args!("{HEADER}"))?;
         }
         Ok(log)
     }
@@ -667,8 +674,17 @@ fn claim(out: &Path, recipe: &Recipe, trained: bool, open: &[&str]) -> Result<()
             }
         }
         held => {
-            let same_vocab = held.is_some_and(|h| h.get("vocab_size") == asked.get("vocab_size"));
             let tokenizer = out.join("tokenizer.json");
+            // A run that made a tokenizer recorded its time in timings.json (recipe.json comes
+            // later): a tokenizer with neither beside it is not ours to replace.
+            let ours = held.is_some() || out.join("timings.json").exists();
+            if !ours && tokenizer.exists() {
+                bail!(
+                    "{}: not made by train (no recipe.json or timings.json beside it), and a run would replace it; choose another --out",
+                    tokenizer.display()
+                );
+            }
+            let same_vocab = held.is_some_and(|h| h.get("vocab_size") == asked.get("vocab_size"));
             if !same_vocab && tokenizer.exists() {
                 std::fs::remove_file(&tokenizer)
                     .with_context(|| format!("{}: cannot replace", tokenizer.display()))?;

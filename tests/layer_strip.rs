@@ -166,6 +166,20 @@ fn what_cannot_take_rules_live_is_refused_in_one_line() {
     };
     let mut e = Engine::load(&a, &b, &recipe).unwrap();
     refused(&mut e, "mlp=1,0", &["merge.yaml", "recipe"]);
+    // A slerp recipe is refused as the recipe, not as a --method the user did not type.
+    let slerp_recipe = LoadOptions {
+        method: Method::Slerp,
+        recipe: Some("slerp.yaml".into()),
+        ..cpu()
+    };
+    let mut e = Engine::load(&a, &b, &slerp_recipe).unwrap();
+    refused(
+        &mut e,
+        "mlp=1,0",
+        &["the recipe slerp.yaml's weights are its own"],
+    );
+    let err = e.set_layer_alphas("mlp=1,0").unwrap_err().to_string();
+    assert!(!err.contains("--method"), "{err}");
     // Tensors an adapter replaces whole.
     let saved = LoadOptions {
         base: Some(fixture("adapters/base-llama-tied")),

@@ -352,6 +352,27 @@ fn impossible_recipes_are_refused_by_flag() {
         std::fs::read_to_string(model.join("tokenizer.json")).unwrap(),
         "mine"
     );
+    // So is any folder with a tokenizer.json that no run of ours made (an adapter's).
+    let adapter = tmp.path().join("adapter");
+    std::fs::create_dir(&adapter).unwrap();
+    std::fs::write(adapter.join("adapter_config.json"), "{}").unwrap();
+    std::fs::write(adapter.join("tokenizer.json"), "mine").unwrap();
+    let err = run(&corpus, &adapter, &r).unwrap_err().to_string();
+    assert!(err.contains("not made by train"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(adapter.join("tokenizer.json")).unwrap(),
+        "mine"
+    );
+    // A loss.csv left empty, or with its header cut short, gets its header back.
+    for left in ["", "stage,ste"] {
+        let loss = tmp.path().join("loss.csv");
+        std::fs::write(&loss, left).unwrap();
+        drop(lerpscope::train::LossLog::open(&loss, &[]).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&loss).unwrap(),
+            "stage,step,loss,lr,elapsed_s\n"
+        );
+    }
     // A corpus too short for one window fails before any stage trains, naming the file and
     // the flag; the same folder then takes the shorter window the message suggests.
     std::fs::write(

@@ -392,6 +392,9 @@ impl Engine {
             && (opts.method != Method::Linear || opts.layers.is_some() || opts.third.is_some())
         {
             let what = match (&opts.third, &opts.layers) {
+                _ if opts.recipe.is_some() => {
+                    format!("the recipe {}", opts.recipe.as_deref().unwrap_or_default())
+                }
                 (Some(_), _) if opts.fourth.is_some() => "--c, --d: four endpoints".to_string(),
                 (Some(_), _) => "--c: the plane".to_string(),
                 (None, Some(l)) => format!("{}: α per layer", l.source()),
@@ -610,7 +613,7 @@ impl Engine {
         }
         // "the base X: X: …" says X twice: the file's own message names it already.
         let base = Checkpoint::open(base_files).map_err(|e| {
-            let context = match e.to_string().contains(base_spec.as_str()) {
+            let context = match e.to_string().starts_with(&format!("{base_spec}:")) {
                 true => "the base".to_string(),
                 false => format!("the base {base_spec}"),
             };
@@ -995,6 +998,12 @@ impl Engine {
             "" => None,
             s => Some(LayerAlphas::parse(s)?),
         };
+        if let Some(file) = &self.recipe {
+            bail!(
+                Unsupported,
+                "{FLAG}: the recipe {file}'s weights are its own; edit the recipe and load it again"
+            );
+        }
         if self.method() != Method::Linear {
             bail!(
                 Unsupported,

@@ -289,7 +289,7 @@ impl Header {
         if metadata.get("general.type").and_then(Value::as_str) == Some("adapter") {
             bail!(
                 Unsupported,
-                "{p}: a llama.cpp LoRA adapter (general.type adapter), not a model; give the adapter as its PEFT folder (adapter_config.json and adapter_model.safetensors), with the GGUF as --base"
+                "{p}: a llama.cpp LoRA adapter (general.type adapter), not a model; give the adapter as its PEFT folder (adapter_config.json and adapter_model.safetensors) and the model it adapts as --base"
             );
         }
         let mut infos = Vec::new();
