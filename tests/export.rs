@@ -411,10 +411,11 @@ fn failed_exports_leave_nothing_behind() {
     // A config.json beside other things (notes, a subfolder) is not a model folder either.
     std::fs::write(out.join("config.json"), "{}").unwrap();
     std::fs::create_dir(out.join("src")).unwrap();
-    for _ in 0..2 {
+    std::fs::write(out.join("eval_results.json"), "{}").unwrap();
+    for _ in 0..3 {
         let o = lerpscope(&forced, tmp.path());
         let err = String::from_utf8_lossy(&o.stderr);
-        let named = ["keep.txt", "src"]
+        let named = ["keep.txt", "src", "eval_results.json"]
             .into_iter()
             .find(|h| err.contains(&format!("holds {h}, which is not a model's file")));
         assert!(!o.status.success(), "{err}");
@@ -612,16 +613,26 @@ fn a_model_stepped_aside_by_a_killed_export_comes_back() {
     let (a, b) = (fixture("tiny-llama-a"), fixture("tiny-llama-b"));
     let old = tmp.path().join("old");
     export(&a, &b, "0.2", &old, "hf");
-    let aside = tmp.path().join(".cut.partial-old-4242");
+    // No process has this id (above any pid_max).
+    let aside = tmp.path().join(".cut.partial-old-999999999");
     std::fs::rename(&old, &aside).unwrap();
     let cut = tmp.path().join("cut");
     let o = try_export(&a, &b, "0.7", &cut, "hf");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("already exists"),
+        !o.status.success() && err.contains("already exists (put back from"),
         "{err}"
     );
     assert!(cut.join("model.safetensors").is_file() && !aside.exists());
     let card = std::fs::read_to_string(cut.join("README.md")).unwrap();
     assert!(card.contains("0.2"), "{card}");
+    // A live export's (here this process's) is its own to move in: left alone.
+    let live = tmp
+        .path()
+        .join(format!(".cut.partial-old-{}", std::process::id()));
+    std::fs::rename(&cut, &live).unwrap();
+    let o = try_export(&a, &b, "0.7", &cut, "hf");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let card = std::fs::read_to_string(cut.join("README.md")).unwrap();
+    assert!(card.contains("0.7") && live.exists(), "{card}");
 }

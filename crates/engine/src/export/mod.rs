@@ -278,7 +278,7 @@ pub fn write(
     force: bool,
     progress: &dyn Fn(u64, u64),
 ) -> Result<PathBuf> {
-    restore_stepped_aside(out);
+    let restored = restore_stepped_aside(out);
     let exists_non_empty = match format {
         Format::Hf => {
             out.is_dir()
@@ -291,8 +291,12 @@ pub fn write(
     if (exists_non_empty || (out.exists() && !out.is_dir() && format == Format::Hf)) && !force {
         bail!(
             Invalid,
-            "--out {}: already exists; choose another --out or pass --force to replace it",
-            out.display()
+            "--out {}: already exists{}; choose another --out or pass --force to replace it",
+            out.display(),
+            restored.map_or(String::new(), |p| format!(
+                " (put back from {}, where an interrupted export had stepped it aside)",
+                p.display()
+            ))
         );
     }
     if out.exists() {
@@ -312,10 +316,14 @@ pub fn write(
         )
     })?;
     let stem = format!(".{}.partial-", name.to_string_lossy());
-    // What an interrupted export to the same place left behind.
+    // What an interrupted export to the same place left behind (not a running one's).
     if let Ok(entries) = std::fs::read_dir(&parent) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&stem) {
+            let name = e.file_name().to_string_lossy().to_string();
+            let pid = name
+                .strip_prefix(&stem)
+                .map(|p| p.trim_start_matches("old-"));
+            if pid.is_some_and(process_gone) {
                 let _ = remove_any(&e.path());
             }
         }
@@ -364,8 +372,8 @@ pub fn write(
 }
 
 /// What `--force` may replace: never a source's own files (or a folder holding them), and of
-/// folders only a model folder (one with a config.json, or empty), so a mistyped `--out` cannot
-/// delete a folder of other things.
+/// folders only a model folder (a config.json and a model's files only, or empty), so a
+/// mistyped `--out` cannot delete a folder of other things.
 fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
     let Ok(target) = std::fs::canonicalize(out) else {
         return Ok(());
@@ -440,12 +448,12 @@ fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
 /// An export killed between stepping --out's old content aside and moving the new one in left
 /// `.NAME.partial-old-PID` and no NAME: put it back before anything else, so that it is
 /// neither lost to the next export's clean-up nor replaced without --force.
-fn restore_stepped_aside(out: &Path) {
+fn restore_stepped_aside(out: &Path) -> Option<PathBuf> {
     if out.exists() {
-        return;
+        return None;
     }
     let (Some(parent), Some(name)) = (out.parent(), out.file_name()) else {
-        return;
+        return None;
     };
     let parent = if parent.as_os_str().is_empty() {
         Path::new(".")
@@ -453,39 +461,50 @@ fn restore_stepped_aside(out: &Path) {
         parent
     };
     let aside = format!(".{}.partial-old-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    if let Some(e) = entries
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with(&aside))
-    {
-        let _ = std::fs::rename(e.path(), out);
-    }
+    // Only a dead export's: a live one is about to move its own export in.
+    let found = std::fs::read_dir(parent).ok()?.flatten().find(|e| {
+        let n = e.file_name().to_string_lossy().to_string();
+        n.strip_prefix(&aside).is_some_and(process_gone)
+    })?;
+    std::fs::rename(found.path(), out).ok()?;
+    Some(found.path())
+}
+
+/// Whether the process a partial file is named for (its id, as text) has ended, so that what
+/// it left is no longer its own.
+fn process_gone(pid: &str) -> bool {
+    pid.parse::<u32>()
+        .is_ok_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
 }
 
 /// Whether a file of this name belongs in a model folder, as exports and the Hub write them:
-/// configs and tokenizer files, weights, this tool's recipe and model card.
+/// configs, tokenizer files, weights, a model card, this tool's mergekit recipe. Named one by
+/// one (not "any .json"): a folder with eval results or notes beside its config is more than
+/// a model, and --force would delete them.
 fn is_model_file(name: &str) -> bool {
-    const NAMES: [&str; 5] = [
-        "README.md",
-        ".gitattributes",
+    const NAMES: [&str; 16] = [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
         "merges.txt",
         "vocab.txt",
-        "LICENSE",
+        "tokenizer.model",
+        "chat_template.jinja",
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+        "mergekit_config.yml",
+        "README.md",
+        ".gitattributes",
     ];
-    const ENDS: [&str; 9] = [
-        ".json",
-        ".safetensors",
-        ".gguf",
-        ".bin",
-        ".model",
-        ".yml",
-        ".yaml",
-        ".pt",
-        ".jinja",
-    ];
-    NAMES.contains(&name) || ENDS.iter().any(|e| name.ends_with(e))
+    let weights = |ext: &str, stem: &str| name.ends_with(ext) && name.starts_with(stem);
+    NAMES.contains(&name)
+        || name.ends_with(".gguf")
+        || weights(".safetensors", "model")
+        || weights(".bin", "pytorch_model")
 }
 
 /// Remove a file or a folder.
