@@ -8,16 +8,21 @@ use std::path::{Path, PathBuf};
 /// An error names `path`.
 pub fn write_whole(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     let partial = partial_of(path);
-    let written = std::fs::write(&partial, bytes).and_then(|()| std::fs::rename(&partial, path));
+    // The file it replaces keeps its permissions (a new one takes the umask's, as before).
+    let keep = std::fs::metadata(path).ok().map(|m| m.permissions());
+    let written = std::fs::write(&partial, bytes)
+        .and_then(|()| keep.map_or(Ok(()), |p| std::fs::set_permissions(&partial, p)))
+        .and_then(|()| std::fs::rename(&partial, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
     written.with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// The partial file's name carries the process id, so two writers never share one.
 fn partial_of(path: &Path) -> PathBuf {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.partial"))
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
 #[cfg(test)]
@@ -41,5 +46,12 @@ mod tests {
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // A file replaced keeps its permissions.
+        std::fs::remove_dir_all(partial_of(&path)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_whole(&path, "newest").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
     }
 }

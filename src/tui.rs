@@ -286,6 +286,8 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         install_panic_hook();
+        // Listening before the terminal changes, so no kill finds it changed and unheard.
+        let quit = quit_signal();
         let _guard = TerminalGuard::enter()?;
         if std::env::var_os("LERPSCOPE_TEST_PANIC").is_some() {
             // Lets the end-to-end test check that a panic leaves a usable terminal.
@@ -311,7 +313,7 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         // loop like `q`, so the terminal is put back before the process exits.
         let ended = tokio::select! {
             r = event_loop(&mut terminal, &mut app, input, rx, &mut columns) => Ok(r),
-            signal = quit_signal() => Err(signal),
+            signal = quit => Err(signal),
         };
         drop(columns);
         drop(session);
@@ -335,22 +337,28 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
     })
 }
 
-/// The number of the first of SIGTERM, SIGINT and SIGHUP to arrive (pending forever if they
-/// cannot be listened for).
-async fn quit_signal() -> i32 {
+/// The number of the first of SIGTERM, SIGINT and SIGHUP to arrive. The handlers are
+/// installed on the call, not on the first poll (pending forever if they cannot be).
+fn quit_signal() -> impl std::future::Future<Output = i32> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (term, int, hup) = (
+    let kinds = [
         SignalKind::terminate(),
         SignalKind::interrupt(),
         SignalKind::hangup(),
-    );
-    let (Ok(mut t), Ok(mut i), Ok(mut h)) = (signal(term), signal(int), signal(hup)) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = t.recv() => term.as_raw_value(),
-        _ = i.recv() => int.as_raw_value(),
-        _ = h.recv() => hup.as_raw_value(),
+    ];
+    let streams: Option<Vec<_>> = kinds.iter().map(|&k| signal(k).ok()).collect();
+    async move {
+        let Some(mut s) = streams else {
+            return std::future::pending().await;
+        };
+        let [t, i, h] = &mut s[..] else {
+            unreachable!("three kinds")
+        };
+        tokio::select! {
+            _ = t.recv() => kinds[0].as_raw_value(),
+            _ = i.recv() => kinds[1].as_raw_value(),
+            _ = h.recv() => kinds[2].as_raw_value(),
+        }
     }
 }
 

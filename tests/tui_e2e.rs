@@ -230,7 +230,7 @@ fn a_panic_restores_the_terminal() {
 /// the signal's.
 #[test]
 fn a_kill_restores_the_terminal() {
-    for (signal, status) in [("TERM", 143), ("INT", 130)] {
+    for (signal, status) in [("TERM", 143), ("INT", 130), ("HUP", 129)] {
         let Some((_tmp, tmux)) = launch(
             Arch::Gpt2,
             "",
