@@ -173,16 +173,21 @@ fn sweep_one(
         true => format!("{:^width$}", "(no interval)", width = 2 * w + 4),
         false => format!("[{:>w$.p$}, {:>w$.p$}]", e.ci_low, e.ci_high),
     };
+    // distinct-n without n-grams (one-word samples) is undefined: a dash, not NaN.
+    let distinct = |d: f64| match d.is_nan() {
+        true => format!("{:>6}", "–"),
+        false => format!("{d:>6.3}"),
+    };
     for s in &summary {
         say!(
-            "{:>8}  {:>6.3} {}  {:>7.2} {}  {:>6.3}  {:>6.3}",
+            "{:>8}  {:>6.3} {}  {:>7.2} {}  {}  {}",
             s.alpha,
             s.vader.mean,
             bounds(&s.vader, 6, 3),
             s.perplexity.mean,
             bounds(&s.perplexity, 7, 2),
-            s.distinct_1,
-            s.distinct_2
+            distinct(s.distinct_1),
+            distinct(s.distinct_2)
         );
     }
     for s in summary.iter().filter(|s| s.empty > 0) {
