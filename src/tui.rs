@@ -468,6 +468,15 @@ where
         for msg in ordered {
             quit |= apply(app, msg, engine);
         }
+        // A cursor whose panel has no room would take keys out of sight: closed, saying why.
+        if app.cursor.is_some() {
+            let area = ratatui::layout::Rect::new(0, 0, app.size.0, app.size.1);
+            if crate::ui::layout(area, app).panel.is_none() {
+                app.cursor = None;
+                app.last_error =
+                    Some("the token cursor needs a taller terminal: its panel has no room".into());
+            }
+        }
         if let Some(why) = &app.broken {
             anyhow::bail!("the engine stopped: {why}");
         }

@@ -1316,3 +1316,13 @@ fn a_session_path_gives_b_its_own_factor() {
         Some("α per layer mlp=0,1;0.5")
     );
 }
+
+/// Score mode takes a --text file exactly as `score` does: its final newline is a token.
+#[test]
+fn score_mode_keeps_the_files_final_newline() {
+    let mut a = app();
+    a.start_in_score_mode("Good food.\n");
+    a.update(Msg::Engine(EngineEvent::Loaded(info())));
+    assert_eq!(a.score_text.text(), "Good food.\n");
+    assert_eq!(a.session().score_text.as_deref(), Some("Good food.\n"));
+}

@@ -560,3 +560,54 @@ fn the_html_page_opens_in_headless_chromium() {
         bytes.len()
     );
 }
+
+/// On a plane in a small terminal the open cursor's panel takes the pad's rows: the keys it
+/// takes (↑ picks, Enter forks) are never answered out of sight.
+#[test]
+fn an_open_cursor_shows_its_panel_before_the_pad() {
+    let mut a = App::new(
+        "neg".into(),
+        "pos".into(),
+        "The food",
+        &[Alpha::A, Alpha::B],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    let jobs: Vec<(ColumnId, Job)> = a
+        .update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+            a: "neg".into(),
+            b: "pos".into(),
+            description: "A ↔ B + β·(C − A)".into(),
+            architecture: "LlamaForCausalLM".into(),
+            params: 1000,
+            dtype: "f32".into(),
+            device: "cpu".into(),
+            buffer_bytes: 4000,
+            gpu_memory: None,
+            chat_template: false,
+            method: Default::default(),
+            layers: None,
+            beta: Some(0.5),
+            gamma: None,
+            layer_strip: vec![],
+            others: vec![],
+        })))
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Submit { column, job } => Some((column, job)),
+            _ => None,
+        })
+        .collect();
+    a.update(Msg::Engine(EngineEvent::Vocabulary(Arc::new(
+        VOCAB.iter().map(|s| s.to_string()).collect(),
+    ))));
+    stream(&mut a, &jobs[0], &[(0, 0.9), (1, 0.3), (2, 0.6)]);
+    let area = ratatui::layout::Rect::new(0, 0, 80, 24);
+    let closed = lerpscope::ui::layout(area, &a);
+    assert!(closed.pad.is_some() && closed.panel.is_none());
+    key(&mut a, KeyCode::Char('c'));
+    assert!(a.cursor.is_some());
+    let open = lerpscope::ui::layout(area, &a);
+    assert!(open.panel.is_some(), "the panel has no room");
+    assert!(open.pad.is_none(), "the pad keeps its rows");
+}

@@ -262,10 +262,11 @@ impl App {
         self.submit_all()
     }
 
-    /// Open in score mode on `text` (scored as soon as the pair is loaded).
+    /// Open in score mode on `text` (scored as soon as the pair is loaded), exactly as given:
+    /// a file's final newline is a token `score` counts too.
     pub fn start_in_score_mode(&mut self, text: &str) {
         self.score_mode = true;
-        self.score_text = super::editor::Editor::new(text.trim_end_matches('\n'));
+        self.score_text = super::editor::Editor::new(text);
     }
 
     /// A score job's result: the column shows the text, token by token.

@@ -99,20 +99,23 @@ pub fn layout(area: Rect, app: &App) -> Areas {
             top += 1;
         }
     }
+    // The token panel comes first where it is wanted: the strip and the pad yield their rows
+    // to it, so an open cursor is never out of sight.
+    let wants_panel = app.cursor.is_some() || app.score_mode;
+    let for_panel = if app.cursor.is_some() { PANEL_ROWS } else { 0 };
     // With α per layer the strip sits under the slider, where the columns keep rows.
     let strip = strip::rows(app);
-    if strip > 0 && bottom.saturating_sub(top) >= strip + 8 && w >= 40 {
+    if strip > 0 && bottom.saturating_sub(top) >= strip + 8 + for_panel && w >= 40 {
         a.strip = Some(Rect::new(x, top, w, strip));
         top += strip;
     }
     // On a plane the pad sits under the slider where the columns keep rows of their own.
-    if app.beta().is_some() && bottom.saturating_sub(top) >= PAD_ROWS + 8 && w >= 40 {
+    if app.beta().is_some() && bottom.saturating_sub(top) >= PAD_ROWS + 8 + for_panel && w >= 40 {
         let margin = 6;
         a.pad = Some(Rect::new(x + margin, top, w - 2 * margin, PAD_ROWS));
         top += PAD_ROWS;
     }
     // The panel takes rows from the columns only where they keep a few of their own.
-    let wants_panel = app.cursor.is_some() || app.score_mode;
     if wants_panel && bottom.saturating_sub(top) >= PANEL_ROWS + 6 && w >= 40 {
         bottom -= PANEL_ROWS;
         a.panel = Some(Rect::new(x, bottom, w, PANEL_ROWS));
