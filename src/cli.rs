@@ -1162,7 +1162,10 @@ pub fn alpha_grid(spec: &str) -> Result<Alphas, String> {
     }
     let n = ((stop - start) / step + 1e-9).floor() as usize;
     if n > 1000 {
-        return Err(format!("{n} alphas is too many"));
+        return Err(format!(
+            "{} alphas is too many (a grid takes 1001 at most)",
+            n + 1
+        ));
     }
     (0..=n)
         .map(|i| Alpha::new(start + i as f64 * step).map_err(|e| e.to_string()))

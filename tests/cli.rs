@@ -612,7 +612,7 @@ fn settings_that_cannot_work_are_refused_by_flag() {
         ),
         (
             lerpscope(&["sweep", "--out", &out, "--alphas", "0:1000:0.1"]),
-            "too many",
+            "too many (a grid takes 1001 at most)",
         ),
         (
             lerpscope(&["sweep", "--out", &out, "--alphas", "0:1"]),

@@ -703,10 +703,12 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     if app.show_details {
         spans.push(Span::styled(
             format!(
-                " · seed {} · T {} · top-p {} · {} tokens",
+                " · seed {} · T {} · top-k {} · top-p {} · penalty {} · {} tokens",
                 app.params.sampling.seed,
                 app.params.sampling.temperature,
+                app.params.sampling.top_k,
                 app.params.sampling.top_p,
+                app.params.sampling.repeat_penalty,
                 app.params.max_tokens
             ),
             dim,
