@@ -735,3 +735,25 @@ fn the_closing_line_counts_tokens_and_rates_only_two_or_more() {
         assert_eq!(text.contains("tok/s"), n == "3", "{n}: {text}");
     }
 }
+
+/// A bench on a device this build cannot open says so before it writes its --shape pair
+/// (hundreds of megabytes to gigabytes) into the temporary folder.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_bench_on_a_missing_device_writes_no_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "bench", "step", "--shape", "demo", "--k", "1", "--device", "cuda",
+        ][..],
+        &["bench", "blend", "--shape", "demo", "--device", "cuda"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+            .args(args)
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        refused_in_one_line(&out, &["--device cuda", "no CUDA support"]);
+        assert!(!tmp.path().join("lerpscope-shapes").exists(), "{args:?}");
+    }
+}

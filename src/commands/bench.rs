@@ -16,6 +16,7 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
     // Keep the engine alive (when loaded) so its buffers stay valid; off the line (slerp, α
     // per layer) its own pass is timed, through `set_alpha`.
     let mut engine: Option<Engine> = None;
+    opts.device.open()?;
     let pair = match crate::cli::shape_endpoints(args.shape, args.lora_rank)? {
         Some((a, b, _)) => Some((a, b)),
         None => args.a.clone().zip(args.b.clone()),
@@ -312,8 +313,11 @@ impl GenBench {
     fn load(args: &crate::cli::BenchModelArgs) -> Result<Self> {
         // No tokens would time nothing: every rate would be 0 or NaN.
         at_least("--tokens", args.tokens, 1)?;
+        // The device first: a --shape pair (gigabytes) is written only for a device that opens.
+        let opts = args.options()?;
+        opts.device.open()?;
         let (a, b, mut label) = args.endpoints()?;
-        let engine = Engine::load(&a, &b, &args.options()?)?;
+        let engine = Engine::load(&a, &b, &opts)?;
         if let (Some(c), Some(beta)) = (&args.c, args.beta) {
             label.push_str(&format!(" + β·({c} − A) at β = {beta}"));
         }
