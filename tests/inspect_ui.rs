@@ -19,11 +19,16 @@ const VOCAB: [&str; 12] = [
 ];
 
 fn app() -> (App, Vec<(ColumnId, Job)>) {
+    app_on(&[Alpha::A, Alpha::new(0.5).unwrap(), Alpha::B], None)
+}
+
+/// Columns at `alphas`, on a plane at β when `beta` is given.
+fn app_on(alphas: &[Alpha], beta: Option<f64>) -> (App, Vec<(ColumnId, Job)>) {
     let mut a = App::new(
         "neg".into(),
         "pos".into(),
         "The food",
-        &[Alpha::A, Alpha::new(0.5).unwrap(), Alpha::B],
+        alphas,
         GenerationParams::default(),
         Keymap::default(),
     );
@@ -31,7 +36,10 @@ fn app() -> (App, Vec<(ColumnId, Job)>) {
         .update(Msg::Engine(EngineEvent::Loaded(PairInfo {
             a: "neg".into(),
             b: "pos".into(),
-            description: "A ↔ B".into(),
+            description: match beta {
+                Some(_) => "A ↔ B + β·(C − A)".into(),
+                None => "A ↔ B".into(),
+            },
             architecture: "LlamaForCausalLM".into(),
             params: 1000,
             dtype: "f32".into(),
@@ -41,7 +49,7 @@ fn app() -> (App, Vec<(ColumnId, Job)>) {
             chat_template: false,
             method: Default::default(),
             layers: None,
-            beta: None,
+            beta,
             gamma: None,
             layer_strip: vec![],
             others: vec![],
@@ -565,42 +573,7 @@ fn the_html_page_opens_in_headless_chromium() {
 /// takes (↑ picks, Enter forks) are never answered out of sight.
 #[test]
 fn an_open_cursor_shows_its_panel_before_the_pad() {
-    let mut a = App::new(
-        "neg".into(),
-        "pos".into(),
-        "The food",
-        &[Alpha::A, Alpha::B],
-        GenerationParams::default(),
-        Keymap::default(),
-    );
-    let jobs: Vec<(ColumnId, Job)> = a
-        .update(Msg::Engine(EngineEvent::Loaded(PairInfo {
-            a: "neg".into(),
-            b: "pos".into(),
-            description: "A ↔ B + β·(C − A)".into(),
-            architecture: "LlamaForCausalLM".into(),
-            params: 1000,
-            dtype: "f32".into(),
-            device: "cpu".into(),
-            buffer_bytes: 4000,
-            gpu_memory: None,
-            chat_template: false,
-            method: Default::default(),
-            layers: None,
-            beta: Some(0.5),
-            gamma: None,
-            layer_strip: vec![],
-            others: vec![],
-        })))
-        .into_iter()
-        .filter_map(|e| match e {
-            Effect::Submit { column, job } => Some((column, job)),
-            _ => None,
-        })
-        .collect();
-    a.update(Msg::Engine(EngineEvent::Vocabulary(Arc::new(
-        VOCAB.iter().map(|s| s.to_string()).collect(),
-    ))));
+    let (mut a, jobs) = app_on(&[Alpha::A, Alpha::B], Some(0.5));
     stream(&mut a, &jobs[0], &[(0, 0.9), (1, 0.3), (2, 0.6)]);
     let area = ratatui::layout::Rect::new(0, 0, 80, 24);
     let closed = lerpscope::ui::layout(area, &a);
