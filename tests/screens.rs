@@ -596,3 +596,20 @@ fn the_layer_strip_shows_each_layers_alpha() {
     let small = render(&a, 80, 12);
     assert!(!small.contains("self_attn"), "{small}");
 }
+
+/// A --text file ends in a newline: out of editing, its box shows the text from its start,
+/// not the empty line after the newline where the cursor sits.
+#[test]
+fn a_scored_files_text_shows_from_its_start() {
+    let mut a = app();
+    a.start_in_score_mode("Good food here.\n");
+    load(&mut a);
+    let screen = render(&a, 100, 24);
+    let boxed = screen
+        .lines()
+        .skip_while(|l| !l.contains("text to score"))
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(boxed.contains("Good food here."), "{screen}");
+}

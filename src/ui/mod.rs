@@ -446,8 +446,12 @@ fn prompt(app: &App, r: Rect, frame: &mut Frame) {
     } else {
         (r, None)
     };
-    // Keep the cursor's line in view.
-    let first = (row + 1).saturating_sub(inner.height as usize);
+    // Editing, the cursor's line stays in view; otherwise the text shows from its start (a
+    // --text file's final newline would otherwise leave only its empty last line in sight).
+    let first = match editing {
+        true => (row + 1).saturating_sub(inner.height as usize),
+        false => 0,
+    };
     let text: Vec<Line> = lines
         .iter()
         .skip(first)
@@ -456,7 +460,10 @@ fn prompt(app: &App, r: Rect, frame: &mut Frame) {
     // Scroll horizontally so the cursor stays visible on long lines.
     let prefix: String = lines[row].chars().take(col).collect();
     let cursor_x = wrap::width(&prefix) as u16;
-    let hscroll = cursor_x.saturating_sub(inner.width.saturating_sub(1));
+    let hscroll = match editing {
+        true => cursor_x.saturating_sub(inner.width.saturating_sub(1)),
+        false => 0,
+    };
     let p = Paragraph::new(text).scroll((0, hscroll));
     if let Some(b) = block {
         frame.render_widget(b, r);
