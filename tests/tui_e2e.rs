@@ -242,16 +242,15 @@ fn a_kill_restores_the_terminal() {
         };
         tmux.wait_for("a column to stream", |s| s.contains("tok"));
         let shell = tmux.run(&["display", "-p", "-t", "ui", "#{pane_pid}"]);
-        let pid = Command::new("pgrep")
-            .args(["-P", shell.trim()])
-            .output()
-            .expect("pgrep");
-        let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
-        assert!(!pid.is_empty(), "no lerpscope under the pane's shell");
-        Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
+        let pid =
+            child_of(shell.trim().parse().unwrap()).expect("lerpscope under the pane's shell");
+        let number = match signal {
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            _ => libc::SIGHUP,
+        };
+        // SAFETY: kill(2) on a process this test started; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, number) }, 0);
         let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
         assert!(end.contains(&format!("exit={status}")), "{end}");
         assert!(
@@ -271,6 +270,23 @@ fn a_kill_restores_the_terminal() {
             "mouse, alternate screen, cursor:\n{end}"
         );
     }
+}
+
+/// A child of process `parent`, from /proc (no procps on a bare machine).
+fn child_of(parent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        // "pid (comm) state ppid …": the name may hold spaces, so split after its ')'.
+        let ppid: i32 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (ppid == parent).then_some(pid)
+    })
 }
 
 #[test]
