@@ -209,10 +209,7 @@ impl LossLog {
                 .map(|(_, l)| l)
                 .collect();
             if kept.len() < text.lines().count() {
-                let partial = path.with_extension("csv.partial");
-                std::fs::write(&partial, kept.join("\n") + "\n")
-                    .and_then(|()| std::fs::rename(&partial, path))
-                    .with_context(|| format!("{}: cannot rewrite", path.display()))?;
+                crate::files::write_whole(path, kept.join("\n") + "\n")?;
             }
         }
         // Empty, or a header cut short by a full disk: no row was written after it.
