@@ -6,7 +6,7 @@ use lerpscope::app::{App, ColumnState, Effect, Mode, Msg, PairState};
 use lerpscope::engine::{Alpha, GenerationParams, PairInfo, StopReason};
 use lerpscope::eval::find::{Outcome, Verdict};
 use lerpscope::eval::stats::estimate;
-use lerpscope::session::{ColumnId, EngineEvent, FindReport, JobId};
+use lerpscope::session::{ColumnId, ColumnRun, EngineEvent, FindReport, JobId};
 
 fn info() -> PairInfo {
     PairInfo {
@@ -222,7 +222,7 @@ fn stale_events_are_ignored_and_current_ones_stream() {
     a.update(Msg::Engine(EngineEvent::Started {
         column: ColumnId(0),
         job: new,
-        blend_ms: Some(0.4),
+        run: ColumnRun::Blended { ms: 0.4 },
     }));
     assert_eq!(a.columns[0].state, ColumnState::Generating);
     a.update(Msg::Engine(EngineEvent::Text {
@@ -402,6 +402,21 @@ fn ctrl_c_quits_from_any_mode() {
 #[test]
 fn save_produces_the_session() {
     let (mut a, first) = loaded();
+    // Columns 0 and 1 ran as one batch, column 2 alone; each says so, in every format.
+    for (i, run) in [
+        ColumnRun::Batch { rows: 2 },
+        ColumnRun::Batch { rows: 2 },
+        ColumnRun::Blended { ms: 0.3 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        a.update(Msg::Engine(EngineEvent::Started {
+            column: ColumnId(i as u64),
+            job: first[i].id,
+            run,
+        }));
+    }
     a.update(Msg::Engine(EngineEvent::Text {
         column: ColumnId(2),
         job: first[2].id,
@@ -420,6 +435,25 @@ fn save_produces_the_session() {
         s.path.is_none() && !md.contains("path:"),
         "the line has no path line"
     );
+    assert!(
+        md.contains("## α = 0.00 (incomplete)\n\nRan a row of a batch of 2.\n"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## α = 1.00 (incomplete)\n\nRan alone at its blend.\n"),
+        "{md}"
+    );
+    let json = serde_json::to_value(s).unwrap();
+    assert_eq!(json["columns"][1]["run"], "a row of a batch of 2");
+    assert_eq!(json["columns"][2]["run"], "alone at its blend");
+    assert!(lerpscope::app::html::render(s).contains("a row of a batch of 2"));
+    // A column sent again has not run yet: what ran before no longer describes its text.
+    a.update(key(KeyCode::Right));
+    let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
+        panic!("no save")
+    };
+    let runs: Vec<_> = s.columns.iter().map(|c| c.run.as_deref()).collect();
+    assert_eq!(runs[0], None, "{runs:?}");
     a.update(Msg::Saved(Ok("/tmp/x.md".into())));
     assert!(a.notice.as_deref().unwrap().contains("/tmp/x.md"));
 }

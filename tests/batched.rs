@@ -144,14 +144,14 @@ fn non_finite_alpha_is_refused() {
 #[test]
 fn worker_batches_waiting_columns_with_the_same_results() {
     use lerpscope::engine::{Alpha, ColumnsMode};
-    use lerpscope::session::{ColumnId, EngineEvent, Job, JobId, Session};
+    use lerpscope::session::{ColumnId, ColumnRun, EngineEvent, Job, JobId, Session};
     use std::collections::BTreeMap;
     use std::sync::mpsc;
 
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
-    let run = |mode: ColumnsMode| -> (BTreeMap<ColumnId, String>, Vec<Option<f64>>) {
+    let run = |mode: ColumnsMode| -> (BTreeMap<ColumnId, String>, Vec<ColumnRun>) {
         let (a, b) = (a.display().to_string(), b.display().to_string());
         let (go_tx, go_rx) = mpsc::channel::<()>();
         let (tx, rx) = mpsc::channel();
@@ -194,7 +194,7 @@ fn worker_batches_waiting_columns_with_the_same_results() {
         let (mut texts, mut blends, mut scored) = (BTreeMap::new(), Vec::new(), 0);
         while scored < 3 {
             match rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap() {
-                EngineEvent::Started { blend_ms, .. } => blends.push(blend_ms),
+                EngineEvent::Started { run, .. } => blends.push(run),
                 EngineEvent::Text { column, piece, .. } => texts
                     .entry(column)
                     .or_insert_with(String::new)
@@ -211,12 +211,16 @@ fn worker_batches_waiting_columns_with_the_same_results() {
     assert_eq!(batched.len(), 3);
     assert_eq!(batched, reblended);
     assert!(
-        batched_blends.iter().all(Option::is_none),
-        "one batch, no blends"
+        batched_blends
+            .iter()
+            .all(|r| *r == ColumnRun::Batch { rows: 3 }),
+        "one batch of three, no blends: {batched_blends:?}"
     );
     assert!(
-        reblend_blends.iter().all(Option::is_some),
-        "a blend per column"
+        reblend_blends
+            .iter()
+            .all(|r| matches!(r, ColumnRun::Blended { .. })),
+        "a blend per column: {reblend_blends:?}"
     );
 }
 

@@ -5,7 +5,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use lerpscope::app::keymap::Keymap;
 use lerpscope::app::{App, Effect, Msg};
 use lerpscope::engine::{Alpha, GenerationParams, PairInfo, StopReason};
-use lerpscope::session::{ColumnId, EngineEvent, Job};
+use lerpscope::session::{ColumnId, ColumnRun, EngineEvent, Job};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
@@ -75,7 +75,7 @@ fn stream(a: &mut App, (column, job): &(ColumnId, Job), pieces: &[&str], done: b
     a.update(Msg::Engine(EngineEvent::Started {
         column,
         job: job.id,
-        blend_ms: Some(0.12),
+        run: ColumnRun::Blended { ms: 0.12 },
     }));
     for (i, p) in pieces.iter().enumerate() {
         a.update(Msg::Engine(EngineEvent::Text {

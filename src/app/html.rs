@@ -117,9 +117,10 @@ fn column(h: &mut String, s: &Session, c: &SessionColumn) {
     let stats = match c.score {
         Some(fit) => format!("NLL {:.1} · ppl {:.1}", fit.nll, fit.perplexity),
         None => format!(
-            "{} tokens{}",
+            "{} tokens{}{}",
             c.tokens,
-            if c.complete { "" } else { " (incomplete)" }
+            if c.complete { "" } else { " (incomplete)" },
+            c.run.as_ref().map_or(String::new(), |r| format!(" · {r}"))
         ),
     };
     let _ = write!(

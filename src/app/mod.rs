@@ -11,7 +11,8 @@ use crate::engine::{Alpha, AlphaRange, GenerationParams, PairInfo, StopReason};
 use crate::eval::find::Verdict;
 use crate::eval::stats::Estimate;
 use crate::session::{
-    ColumnId, CurveJob, EngineEvent, Failure, FindJob, FindReport, Job, JobId, JobKind, ScrubJob,
+    ColumnId, ColumnRun, CurveJob, EngineEvent, Failure, FindJob, FindReport, Job, JobId, JobKind,
+    ScrubJob,
 };
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use editor::Editor;
@@ -209,7 +210,8 @@ pub struct Column {
     pub job: Option<JobId>,
     pub tokens: usize,
     pub tokens_per_s: Option<f64>,
-    pub blend_ms: Option<f64>,
+    /// How its latest text is made, once started.
+    pub run: Option<crate::session::ColumnRun>,
     /// Lines scrolled up from the bottom (0 follows the stream).
     pub scroll: u16,
     /// (VADER compound, perplexity) once the text is complete.
@@ -231,7 +233,7 @@ impl Column {
             job: None,
             tokens: 0,
             tokens_per_s: None,
-            blend_ms: None,
+            run: None,
             scroll: 0,
             meters: None,
             score: None,
@@ -288,7 +290,7 @@ pub struct SessionEngine {
     pub dtype: String,
     pub device: String,
     /// `--columns` as asked: auto, batched or reblend (auto batches where that measures
-    /// faster; in half precision a batch rounds differently from a column alone).
+    /// faster); each column records how it actually ran.
     pub columns: String,
 }
 
@@ -315,6 +317,10 @@ pub struct SessionColumn {
     pub token_detail: Vec<SessionToken>,
     /// Where this column first differs from the one to its left (a token index).
     pub diverges_at: Option<usize>,
+    /// How its text was made ("alone at its blend", "a row of a batch of 4"): the two can
+    /// round differently. None where no text was generated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
     /// Score mode: the text's fit at this column's point.
     pub score: Option<ColumnScore>,
 }
@@ -1055,22 +1061,20 @@ impl App {
                 self.pair = PairState::Failed(error);
                 vec![]
             }
-            EngineEvent::Started {
-                column,
-                job,
-                blend_ms,
-            } => {
+            EngineEvent::Started { column, job, run } => {
                 if let Some(c) = self.current(column, job) {
                     c.state = ColumnState::Generating;
-                    c.blend_ms = blend_ms;
+                    c.run = Some(run);
                     let alpha = c.alpha;
-                    self.activity = match blend_ms {
-                        Some(_) => format!("generating α = {}", fmt_alpha(alpha)),
-                        None => "generating the columns as one batch".to_string(),
+                    self.activity = match run {
+                        ColumnRun::Blended { ms } => {
+                            self.last_blend_ms = Some(ms);
+                            format!("generating α = {}", fmt_alpha(alpha))
+                        }
+                        ColumnRun::Batch { .. } => {
+                            "generating the columns as one batch".to_string()
+                        }
                     };
-                    if blend_ms.is_some() {
-                        self.last_blend_ms = blend_ms;
-                    }
                 }
                 vec![]
             }
@@ -1410,6 +1414,7 @@ impl App {
         c.carry.clear();
         c.tokens = 0;
         c.tokens_per_s = None;
+        c.run = None;
         c.meters = None;
         c.score = None;
         c.scroll = 0;
@@ -1546,6 +1551,7 @@ impl App {
                         })
                         .collect(),
                     diverges_at: self.divergence_of(i),
+                    run: c.run.map(|r| r.describe()),
                     score: c
                         .score
                         .map(|(nll, perplexity)| ColumnScore { nll, perplexity }),
@@ -1667,6 +1673,9 @@ impl Session {
                 c.point(),
                 if c.complete { "" } else { " (incomplete)" },
             ));
+            if let Some(run) = &c.run {
+                md.push_str(&format!("\nRan {run}.\n"));
+            }
             // In score mode the column's text is the scored text itself, given once above.
             if self.score_text.is_none() {
                 md.push_str(&format!(

@@ -130,6 +130,26 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// How a column's text is made: the two ways can round differently (a batch of adapter
+/// columns takes the factored path; in half precision a batch rounds unlike a column alone).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ColumnRun {
+    /// Alone, at weights blended to its point; the blend took `ms`.
+    Blended { ms: f64 },
+    /// A row of a batch of `rows`, each row at its own point, with no blend.
+    Batch { rows: usize },
+}
+
+impl ColumnRun {
+    /// "alone at its blend" or "a row of a batch of 4".
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Blended { .. } => "alone at its blend".to_string(),
+            Self::Batch { rows } => format!("a row of a batch of {rows}"),
+        }
+    }
+}
+
 /// One token of a column's text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Token {
@@ -144,12 +164,11 @@ pub enum EngineEvent {
     /// Each token id's text, for naming alternatives (follows `Loaded`).
     Vocabulary(Arc<Vec<String>>),
     LoadFailed(Failure),
-    /// The job's α is blended in (taking `blend_ms`; None when the column runs in a batch
-    /// and needs no blend); text follows.
+    /// The job runs (alone at its blend, or as a row of a batch); text follows.
     Started {
         column: ColumnId,
         job: JobId,
-        blend_ms: Option<f64>,
+        run: ColumnRun,
     },
     /// Text for the column: a token and the text it completed (possibly none yet), or (no
     /// token) text left over at the end.
@@ -743,7 +762,7 @@ fn run_batch(engine: &mut Engine, jobs: &[Pending], inject: bool, emit: &Emit) {
         emit(EngineEvent::Started {
             column: p.column,
             job: p.job.id,
-            blend_ms: None,
+            run: ColumnRun::Batch { rows: jobs.len() },
         });
     }
     if inject {
@@ -843,7 +862,9 @@ fn run_job(engine: &mut Engine, p: &Pending, inject: bool, emit: &Emit) {
     emit(EngineEvent::Started {
         column,
         job,
-        blend_ms: Some(blend.as_secs_f64() * 1e3),
+        run: ColumnRun::Blended {
+            ms: blend.as_secs_f64() * 1e3,
+        },
     });
     if inject {
         injected_panic(engine);
