@@ -10,13 +10,22 @@ pub fn write_whole(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     let partial = partial_of(path);
     // The file it replaces keeps its permissions (a new one takes the umask's, as before).
     let keep = std::fs::metadata(path).ok().map(|m| m.permissions());
-    let written = std::fs::write(&partial, bytes)
+    let written = write_synced(&partial, bytes.as_ref())
         .and_then(|()| keep.map_or(Ok(()), |p| std::fs::set_permissions(&partial, p)))
         .and_then(|()| std::fs::rename(&partial, path));
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
     written.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// The bytes on the disk before the rename makes them the file: after a power loss the name
+/// holds the old contents or the new, not an empty file.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// The partial file's name carries the process id, so two writers never share one.
