@@ -147,6 +147,64 @@ fn config_fields_of_the_forward_pass_must_agree() {
     load(&p.a, &p.b, false).unwrap();
 }
 
+/// Under dynamic NTK scaling the context length decides where the rotation changes, so it must
+/// agree too; otherwise it need not (the pair runs within the shorter).
+#[test]
+fn the_context_length_must_agree_under_dynamic_rope() {
+    let p = pair(Arch::Llama);
+    let edit = |dir: &Path, f: &dyn Fn(&mut serde_json::Value)| {
+        let path = dir.join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, v.to_string()).unwrap();
+    };
+    edit(&p.b, &|v| v["max_position_embeddings"] = 64.into());
+    load(&p.a, &p.b, false).unwrap();
+    for dir in [&p.a, &p.b] {
+        edit(dir, &|v| {
+            v["rope_scaling"] = serde_json::json!({"rope_type": "dynamic", "factor": 2.0})
+        });
+    }
+    let e = err(&p.a, &p.b);
+    assert_has(
+        &e,
+        &[
+            "config field max_position_embeddings differs",
+            &p.b.join("config.json").display().to_string(),
+        ],
+    );
+}
+
+/// GPT-2 options the block here does not compute are refused by name, even for one model.
+#[test]
+fn gpt2_options_it_does_not_compute_are_refused() {
+    for (field, value) in [
+        ("activation_function", serde_json::json!("relu")),
+        ("scale_attn_weights", serde_json::json!(false)),
+        ("scale_attn_by_inverse_layer_idx", serde_json::json!(true)),
+    ] {
+        let p = pair(Arch::Gpt2);
+        let path = p.b.join("config.json");
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v[field] = value;
+        std::fs::write(&path, v.to_string()).unwrap();
+        let e = err(&p.b, &p.b);
+        assert_has(&e, &[field, "not supported", &path.display().to_string()]);
+    }
+    // The defaults, written out, are what it computes.
+    let p = pair(Arch::Gpt2);
+    let path = p.b.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["activation_function"] = "gelu_new".into();
+    v["scale_attn_weights"] = true.into();
+    v["scale_attn_by_inverse_layer_idx"] = false.into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    load(&p.a, &p.b, false).unwrap();
+}
+
 #[test]
 fn tensor_missing_from_one_endpoint() {
     let p = pair(Arch::Llama);
@@ -278,6 +336,58 @@ fn different_tokenizers_are_refused_unless_allowed() {
         ],
     );
     load(&p.a, &p.b, true).unwrap();
+}
+
+/// One vocabulary is not one tokenizer: a normalizer, a pre-tokenizer setting, fewer merges
+/// or a post-processor that adds BOS would feed B other ids than it was trained on.
+#[test]
+fn tokenizers_with_one_vocabulary_that_split_text_apart_are_refused() {
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit); 4] = [
+        ("lowercase", |t| {
+            t["normalizer"] = serde_json::json!({"type": "Lowercase"})
+        }),
+        ("prefix space", |t| {
+            t["pre_tokenizer"]["add_prefix_space"] = true.into()
+        }),
+        ("merges cut", |t| {
+            let m = t["model"]["merges"].as_array_mut().unwrap();
+            m.truncate(5);
+        }),
+        ("BOS added", |t| {
+            t["post_processor"] = serde_json::json!({
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                           {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>",
+                    "ids": [0], "tokens": ["<|endoftext|>"]}}
+            })
+        }),
+    ];
+    for (what, edit) in edits {
+        let p = pair(Arch::Llama);
+        let tok = p.b.join("tokenizer.json");
+        let mut t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
+        edit(&mut t);
+        std::fs::write(&tok, t.to_string()).unwrap();
+        let e = match load(&p.a, &p.b, false) {
+            Ok(_) => panic!("{what}: B's tokenizer was taken for A's"),
+            Err(e) => e,
+        };
+        assert_has(
+            &e,
+            &[
+                "tokenizers differ",
+                "split",
+                &tok.display().to_string(),
+                "--allow-tokenizer-mismatch",
+            ],
+        );
+        load(&p.a, &p.b, true).unwrap();
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! End tokens: every end-of-text/end-of-turn token the model has stops a column, `--stop` texts
 //! stop it too, `--ignore-eos` goes on, and a special token that appears in the text is kept as
-//! a marker, never dropped.
+//! a marker, never dropped. A pair's text settings come from both endpoints: end tokens,
+//! context and chat template.
 
 use lerpscope::engine::tokens::{plain, without_specials, SPECIAL_END, SPECIAL_START};
 use lerpscope::engine::{
@@ -128,4 +129,68 @@ fn a_stop_text_stops_the_column() {
         .generate("The movie", &greedy(16, true), &never, &mut |_| {})
         .unwrap();
     assert_eq!(g.token_ids, free.token_ids);
+}
+
+/// A pair of full models ends a text as either endpoint would, and runs within the shorter
+/// context of the two, whichever endpoint is A.
+#[test]
+fn either_endpoints_end_tokens_and_the_shorter_context_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    std::fs::write(b.join("generation_config.json"), r#"{"eos_token_id": 71}"#).unwrap();
+    let p = b.join("config.json");
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let context = c["max_position_embeddings"].as_u64().unwrap() as usize;
+    c["max_position_embeddings"] = (context / 2).into();
+    std::fs::write(&p, c.to_string()).unwrap();
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        let e = load(x, y);
+        assert!(e.end_tokens().contains(&71), "{:?}", e.end_tokens());
+        let at = |n: usize| {
+            e.scrub(
+                &vec![5; n],
+                6,
+                &[lerpscope::engine::Alpha::new(0.5).unwrap()],
+            )
+        };
+        at(context / 2 - 1).unwrap();
+        let refused = at(context / 2).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("1 to {}", context / 2 - 1)),
+            "{refused}"
+        );
+    }
+}
+
+/// The chat template is read from chat_template.jinja (which transformers writes, and prefers
+/// to tokenizer_config.json's), and a pair takes the first endpoint's that has one, A or B.
+#[test]
+fn a_chat_template_of_its_own_file_or_of_either_endpoint_is_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    std::fs::write(
+        b.join("tokenizer_config.json"),
+        r#"{"chat_template": "[{{ messages[0]['content'] }}]"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("chat_template.jinja"),
+        "the {{ messages[0]['content'] }} sat",
+    )
+    .unwrap();
+    for (x, y) in [(&a, &b), (&b, &a)] {
+        let e = load(x, y);
+        assert!(e.has_chat_template());
+        assert_eq!(
+            e.encode("cat").unwrap(),
+            e.encode_text("the cat sat").unwrap()
+        );
+    }
+    // Without the file, tokenizer_config.json's template.
+    std::fs::remove_file(b.join("chat_template.jinja")).unwrap();
+    let e = load(&a, &b);
+    assert_eq!(e.encode("cat").unwrap(), e.encode_text("[cat]").unwrap());
 }

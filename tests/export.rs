@@ -636,3 +636,28 @@ fn a_model_stepped_aside_by_a_killed_export_comes_back() {
     let card = std::fs::read_to_string(cut.join("README.md")).unwrap();
     assert!(card.contains("0.7") && live.exists(), "{card}");
 }
+
+/// A chat template in a file of its own (chat_template.jinja) goes with the export, in both
+/// formats.
+#[test]
+fn an_export_keeps_a_chat_template_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    lerpscope::shapes::write_tiny_pair(&a, &b, lerpscope::shapes::Arch::Llama).unwrap();
+    let template = "<|user|>{{ messages[0]['content'] }}<|assistant|>";
+    std::fs::write(a.join("chat_template.jinja"), template).unwrap();
+    let (hf, gguf) = (tmp.path().join("hf"), tmp.path().join("m.gguf"));
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    export(sa, sb, "0.5", &hf, "hf");
+    assert_eq!(
+        std::fs::read_to_string(hf.join("chat_template.jinja")).unwrap(),
+        template
+    );
+    export(sa, sb, "0.5", &gguf, "gguf");
+    let g = gguf.to_str().unwrap();
+    let e = Engine::load(g, g, &cpu()).unwrap();
+    assert_eq!(
+        e.encode("cat").unwrap(),
+        e.encode_text("<|user|>cat<|assistant|>").unwrap()
+    );
+}

@@ -108,6 +108,7 @@ impl ModelConfig {
             );
         }
         let cfg = if arch == "GPT2LMHeadModel" || arch.is_empty() && model_type == Some("gpt2") {
+            gpt2_options(&value)?;
             ModelConfig::Gpt2(serde_json::from_value(value).context("invalid GPT-2 config")?)
         } else {
             match find(&arch, model_type) {
@@ -137,6 +138,30 @@ impl ModelConfig {
 
 /// config.json for a config: what an export from a GGUF writes, and the tiny models of
 /// [`crate::shapes`]. Reading it back gives the same config.
+/// GPT-2 options that change what the forward pass computes, where a config sets them to what
+/// the GPT-2 block here does not do: each is refused by name rather than ignored.
+fn gpt2_options(v: &Value) -> Result<()> {
+    let act = v["activation_function"].as_str().unwrap_or("gelu_new");
+    if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
+        bail!(
+            Unsupported,
+            "GPT-2 with activation_function {act:?} is not supported (gelu_new is)"
+        );
+    }
+    for (key, supported) in [
+        ("scale_attn_weights", true),
+        ("scale_attn_by_inverse_layer_idx", false),
+    ] {
+        if let Some(set) = v[key].as_bool().filter(|&b| b != supported) {
+            bail!(
+                Unsupported,
+                "GPT-2 with {key} {set} is not supported ({supported} is)"
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn config_json(c: &ModelConfig) -> Result<Value> {
     let c = match c {
         ModelConfig::Decoder(c) => c,

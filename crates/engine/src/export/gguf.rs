@@ -245,12 +245,8 @@ fn tokenizer_metadata(snap: &Snapshot, w: &mut Gguf) -> Result<()> {
             .to_string()
             .contains("TemplateProcessing"),
     );
-    let tc = src.tokenizer.with_file_name("tokenizer_config.json");
-    if let Ok(text) = std::fs::read_to_string(&tc) {
-        if let Some(t) = serde_json::from_str::<serde_json::Value>(&text)?["chat_template"].as_str()
-        {
-            w.string("tokenizer.chat_template", t);
-        }
+    if let Some(t) = crate::generate::chat::template_source(&src.tokenizer) {
+        w.string("tokenizer.chat_template", &t);
     }
     Ok(())
 }

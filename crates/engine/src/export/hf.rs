@@ -78,6 +78,7 @@ pub(super) fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64))
         for f in [
             "tokenizer.json",
             "tokenizer_config.json",
+            crate::generate::chat::TEMPLATE_FILE,
             "special_tokens_map.json",
             "vocab.json",
             "merges.txt",

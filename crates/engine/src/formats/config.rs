@@ -394,33 +394,43 @@ impl ModelConfig {
     /// a GGUF file stores them in.
     pub fn shape_fields(&self) -> Vec<(&'static str, String)> {
         match self {
-            ModelConfig::Decoder(c) => vec![
-                ("architectures", self.architecture().to_string()),
-                ("hidden_size", c.hidden_size.to_string()),
-                ("intermediate_size", c.intermediate_size.to_string()),
-                ("num_hidden_layers", c.num_hidden_layers.to_string()),
-                ("num_attention_heads", c.num_attention_heads.to_string()),
-                ("num_key_value_heads", c.kv_heads().to_string()),
-                ("head_dim", c.head_dim().to_string()),
-                ("vocab_size", c.vocab_size.to_string()),
-                ("tie_word_embeddings", c.tie_word_embeddings.to_string()),
-                ("block options", format!("{:?}", c.opts)),
-                (
-                    "layer_types",
-                    format!(
-                        "{:?}",
-                        (0..c.num_hidden_layers)
-                            .map(|i| c.layer_type(i))
-                            .collect::<Vec<_>>()
+            ModelConfig::Decoder(c) => {
+                let mut fields = vec![
+                    ("architectures", self.architecture().to_string()),
+                    ("hidden_size", c.hidden_size.to_string()),
+                    ("intermediate_size", c.intermediate_size.to_string()),
+                    ("num_hidden_layers", c.num_hidden_layers.to_string()),
+                    ("num_attention_heads", c.num_attention_heads.to_string()),
+                    ("num_key_value_heads", c.kv_heads().to_string()),
+                    ("head_dim", c.head_dim().to_string()),
+                    ("vocab_size", c.vocab_size.to_string()),
+                    ("tie_word_embeddings", c.tie_word_embeddings.to_string()),
+                    ("block options", format!("{:?}", c.opts)),
+                    (
+                        "layer_types",
+                        format!(
+                            "{:?}",
+                            (0..c.num_hidden_layers)
+                                .map(|i| c.layer_type(i))
+                                .collect::<Vec<_>>()
+                        ),
                     ),
-                ),
-                ("sliding_window", format!("{:?}", c.sliding_window)),
-                ("rms_norm_eps", (c.rms_norm_eps as f32).to_string()),
-                ("rope_theta", c.rope_theta.to_string()),
-                ("rope_scaling", format!("{:?}", c.rope_scaling)),
-                ("rope_factors", format!("{:?}", c.rope_factors)),
-                ("local rope", format!("{:?}", c.local_rope)),
-            ],
+                    ("sliding_window", format!("{:?}", c.sliding_window)),
+                    ("rms_norm_eps", (c.rms_norm_eps as f32).to_string()),
+                    ("rope_theta", c.rope_theta.to_string()),
+                    ("rope_scaling", format!("{:?}", c.rope_scaling)),
+                    ("rope_factors", format!("{:?}", c.rope_factors)),
+                    ("local rope", format!("{:?}", c.local_rope)),
+                ];
+                // Dynamic NTK scaling starts past this length: there it changes the rotation.
+                if matches!(c.rope_scaling, Some(RopeScaling::Dynamic { .. })) {
+                    fields.push((
+                        "max_position_embeddings",
+                        c.max_position_embeddings.to_string(),
+                    ));
+                }
+                fields
+            }
             ModelConfig::Gpt2(c) => vec![
                 ("n_embd", c.n_embd.to_string()),
                 ("n_layer", c.n_layer.to_string()),

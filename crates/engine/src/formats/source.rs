@@ -321,6 +321,16 @@ impl HubRepo {
         } else {
             return Err(self.missing("model.safetensors"));
         };
+        // Read from beside tokenizer.json where a snapshot has them: the chat template, the
+        // end tokens, the special tokens' names.
+        for optional in [
+            "tokenizer_config.json",
+            crate::generate::chat::TEMPLATE_FILE,
+            "generation_config.json",
+            "special_tokens_map.json",
+        ] {
+            let _ = self.fetch(optional);
+        }
         Ok(ModelFiles {
             label: self.label.clone(),
             config,

@@ -20,7 +20,9 @@ pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
     })
 }
 
-/// Two tokenizers agree when they map the same token strings to the same ids.
+/// Two tokenizers agree when they map the same token strings to the same ids and split the
+/// same text into the same ids, special tokens added: a normalizer, pre-tokenizer, merges or
+/// post-processor of their own would feed B other ids than it was trained on.
 pub fn check_tokenizers(
     a: &Tokenizer,
     pa: &std::path::Path,
@@ -52,7 +54,56 @@ pub fn check_tokenizers(
             );
         }
     }
+    if let Some(how) = first_split_difference(a, b)? {
+        bail!(
+            Mismatch,
+            "tokenizers differ: {} and {} {how}; {hint}",
+            pa.display(),
+            pb.display()
+        );
+    }
     Ok(())
+}
+
+/// Texts that tell tokenizers with one vocabulary apart: case, accents, spaces at the start
+/// and in runs, digits, punctuation, words past the common merges, scripts beyond ASCII,
+/// emoji, and special tokens' strings.
+const PROBES: [&str; 8] = [
+    "The cat sat on the mat, and then the dog ran away.",
+    " leading space, Title Case, UPPER and lower; naïve café résumé",
+    "Numbers 0 12 345 6789 3.14159 $1,000 50% 2024-12-06",
+    "  double  spaces,\ttabs\n\nnew lines\r\n and trailing   ",
+    "unbelievably antidisestablishmentarianism pneumonoultramicroscopic",
+    "日本語のテキスト, 中文文本, русский текст, ελληνικά, עברית",
+    "emoji 😀🎉👍🏽 and symbols ©®™ ∑∫√ ← → «quotes» “smart” ‘single’",
+    "<|endoftext|><|im_start|>user\nhi<|im_end|>\n<s></s>[INST]",
+];
+
+/// How the two treat the first probe text they split into different ids (with the special
+/// tokens the tokenizer adds, as prompts are encoded) or whose ids they decode differently.
+fn first_split_difference(a: &Tokenizer, b: &Tokenizer) -> Result<Option<String>> {
+    let ids = |t: &Tokenizer, text: &str| -> Result<Vec<u32>> {
+        let e = t
+            .encode(text, true)
+            .map_err(|e| err!(Format, "cannot encode a probe text ({e})"))?;
+        Ok(e.get_ids().to_vec())
+    };
+    let decoded = |t: &Tokenizer, ids: &[u32]| t.decode(ids, false).ok();
+    for text in PROBES {
+        let (ia, ib) = (ids(a, text)?, ids(b, text)?);
+        if ia != ib {
+            let at = ia.iter().zip(&ib).take_while(|(x, y)| x == y).count();
+            return Ok(Some(format!(
+                "split {text:?} apart from token {at} ({} tokens against {})",
+                ia.len(),
+                ib.len()
+            )));
+        }
+        if decoded(a, &ia) != decoded(b, &ia) {
+            return Ok(Some(format!("decode the tokens of {text:?} differently")));
+        }
+    }
+    Ok(None)
 }
 
 /// Train a byte-level BPE tokenizer (GPT-2 style: no prefix space, byte fallback through the

@@ -17,27 +17,17 @@ impl ChatTemplate {
         Self { source, bos, eos }
     }
 
-    /// The template of a Hugging Face model folder (tokenizer_config.json beside its
-    /// tokenizer.json) or of a GGUF file; None when it has none.
+    /// The template of a Hugging Face model folder (beside its tokenizer.json: the file
+    /// chat_template.jinja, which transformers writes and prefers, else tokenizer_config.json's
+    /// `chat_template`) or of a GGUF file; None when it has none.
     pub fn of(tokenizer_file: &std::path::Path) -> Option<Self> {
         if crate::formats::gguf::is_gguf(tokenizer_file) {
             let h = crate::formats::gguf::Header::read(tokenizer_file).ok()?;
             let source = h.get("tokenizer.chat_template")?.as_str()?.to_string();
             return Some(Self::new(source, String::new(), String::new()));
         }
-        let text =
-            std::fs::read_to_string(tokenizer_file.with_file_name("tokenizer_config.json")).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let source = match &v["chat_template"] {
-            serde_json::Value::String(s) => s.clone(),
-            // A list of named templates: the default one.
-            serde_json::Value::Array(a) => {
-                a.iter().find(|t| t["name"] == "default").or(a.first())?["template"]
-                    .as_str()?
-                    .to_string()
-            }
-            _ => return None,
-        };
+        let source = template_source(tokenizer_file)?;
+        let v = tokenizer_config(tokenizer_file).unwrap_or_default();
         let token = |k: &str| match &v[k] {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Object(o) => o
@@ -97,6 +87,35 @@ pub fn is_formatted(prompt: &str) -> bool {
     ]
     .iter()
     .any(|m| prompt.contains(m))
+}
+
+/// The Jinja text of a Hugging Face folder's chat template, beside `tokenizer_file`:
+/// chat_template.jinja where there is one (transformers writes it there and reads it first),
+/// else tokenizer_config.json's `chat_template` (a string, or a list of named templates whose
+/// "default" is taken).
+pub fn template_source(tokenizer_file: &std::path::Path) -> Option<String> {
+    let jinja = tokenizer_file.with_file_name(TEMPLATE_FILE);
+    if let Ok(source) = std::fs::read_to_string(jinja) {
+        return Some(source);
+    }
+    match &tokenizer_config(tokenizer_file)?["chat_template"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => Some(
+            a.iter().find(|t| t["name"] == "default").or(a.first())?["template"]
+                .as_str()?
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+/// The file a chat template has to itself in a Hugging Face folder.
+pub const TEMPLATE_FILE: &str = "chat_template.jinja";
+
+fn tokenizer_config(tokenizer_file: &std::path::Path) -> Option<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(tokenizer_file.with_file_name("tokenizer_config.json")).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 #[cfg(test)]
