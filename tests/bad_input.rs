@@ -176,6 +176,34 @@ fn the_context_length_must_agree_under_dynamic_rope() {
     );
 }
 
+/// Mistral with no sliding window runs Llama's block (llama.cpp writes it as `llama`), so it
+/// blends with Llama, and gives what the Llama pair gives; with a window it does not.
+#[test]
+fn mistral_without_a_window_blends_with_llama() {
+    let p = pair(Arch::Llama);
+    let path = p.b.join("config.json");
+    let llama = load(&p.a, &p.b, false).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["architectures"] = serde_json::json!(["MistralForCausalLM"]);
+    v["model_type"] = "mistral".into();
+    v["sliding_window"] = serde_json::Value::Null;
+    std::fs::write(&path, v.to_string()).unwrap();
+    let mut mixed = load(&p.a, &p.b, false).unwrap();
+    let mut llama = llama;
+    for e in [&mut mixed, &mut llama] {
+        e.set_alpha(0.5).unwrap();
+    }
+    assert_eq!(
+        mixed.logits(&[5, 6, 7]).unwrap(),
+        llama.logits(&[5, 6, 7]).unwrap()
+    );
+    v["sliding_window"] = 4096.into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &["architectures differ", "MistralForCausalLM"]);
+}
+
 /// GPT-2 options the block here does not compute are refused by name, even for one model.
 #[test]
 fn gpt2_options_it_does_not_compute_are_refused() {
@@ -343,7 +371,10 @@ fn different_tokenizers_are_refused_unless_allowed() {
 #[test]
 fn tokenizers_with_one_vocabulary_that_split_text_apart_are_refused() {
     type Edit = fn(&mut serde_json::Value);
-    let edits: [(&str, Edit); 4] = [
+    let edits: [(&str, Edit); 5] = [
+        ("end of text not special", |t| {
+            t["added_tokens"][0]["special"] = false.into()
+        }),
         ("lowercase", |t| {
             t["normalizer"] = serde_json::json!({"type": "Lowercase"})
         }),
@@ -381,7 +412,6 @@ fn tokenizers_with_one_vocabulary_that_split_text_apart_are_refused() {
             &e,
             &[
                 "tokenizers differ",
-                "split",
                 &tok.display().to_string(),
                 "--allow-tokenizer-mismatch",
             ],

@@ -134,10 +134,21 @@ impl ModelConfig {
             ModelConfig::Gpt2(_) => "GPT2LMHeadModel",
         }
     }
+
+    /// The architecture whose forward pass this config runs: Mistral with no sliding window is
+    /// Llama's block (llama.cpp writes it as `llama`), so the two blend.
+    pub fn computes_as(&self) -> &'static str {
+        match self {
+            ModelConfig::Decoder(c)
+                if c.family == Family::Mistral && c.sliding_window.is_none() =>
+            {
+                unit(Family::Llama).class
+            }
+            _ => self.architecture(),
+        }
+    }
 }
 
-/// config.json for a config: what an export from a GGUF writes, and the tiny models of
-/// [`crate::shapes`]. Reading it back gives the same config.
 /// GPT-2 options that change what the forward pass computes, where a config sets them to what
 /// the GPT-2 block here does not do: each is refused by name rather than ignored.
 fn gpt2_options(v: &Value) -> Result<()> {
@@ -162,6 +173,8 @@ fn gpt2_options(v: &Value) -> Result<()> {
     Ok(())
 }
 
+/// config.json for a config: what an export from a GGUF writes, and the tiny models of
+/// [`crate::shapes`]. Reading it back gives the same config.
 pub fn config_json(c: &ModelConfig) -> Result<Value> {
     let c = match c {
         ModelConfig::Decoder(c) => c,

@@ -396,7 +396,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Decoder(c) => {
                 let mut fields = vec![
-                    ("architectures", self.architecture().to_string()),
+                    ("architectures", self.computes_as().to_string()),
                     ("hidden_size", c.hidden_size.to_string()),
                     ("intermediate_size", c.intermediate_size.to_string()),
                     ("num_hidden_layers", c.num_hidden_layers.to_string()),

@@ -17,7 +17,7 @@ pub fn blended_names(c: &Checkpoint) -> Vec<String> {
 
 pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
     let (fa, fb) = (a.files.config.display(), b.files.config.display());
-    if a.config.architecture() != b.config.architecture() {
+    if a.config.computes_as() != b.config.computes_as() {
         bail!(
             Mismatch,
             "architectures differ: {fa} is {}, {fb} is {}",

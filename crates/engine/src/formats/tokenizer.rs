@@ -54,6 +54,22 @@ pub fn check_tokenizers(
             );
         }
     }
+    let (sa, sb) = (a.get_added_tokens_decoder(), b.get_added_tokens_decoder());
+    let mut added: Vec<_> = sa.iter().collect();
+    added.sort_by_key(|(id, _)| **id);
+    for (id, t) in added {
+        let special = |x: &tokenizers::AddedToken| x.special;
+        if sb.get(id).map(special) != Some(t.special) {
+            let (yes, no) = if t.special { (pa, pb) } else { (pb, pa) };
+            bail!(
+                Mismatch,
+                "tokenizers differ: token {:?} (id {id}) is special in {} but not in {}; {hint}",
+                t.content,
+                yes.display(),
+                no.display()
+            );
+        }
+    }
     if let Some(how) = first_split_difference(a, b)? {
         bail!(
             Mismatch,
