@@ -225,6 +225,20 @@ fn bad_adapters_get_one_line_naming_the_file_and_key() {
         &load_err(d.to_str().unwrap(), &other, None),
         &["bias", "lora_only"],
     );
+    // Factors on a layer the config says it leaves alone.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["layers_to_transform"] = serde_json::json!([1]));
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &[
+            "adapter_model.safetensors",
+            "layers.0.",
+            "outside layers_to_transform [1]",
+        ],
+    );
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["layers_to_transform"] = serde_json::json!([0, 1]));
+    Engine::load(d.to_str().unwrap(), &other, &cpu()).unwrap();
     let (_t, d) = copy_adapter("llama-plain-a");
     add_tensor(
         &d,

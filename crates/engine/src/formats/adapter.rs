@@ -50,6 +50,8 @@ pub struct AdapterConfig {
     pub base_model: Option<String>,
     /// The base's revision on the Hub (PEFT's `revision`), where one is named.
     pub base_revision: Option<String>,
+    /// The layers PEFT put factors on (`layers_to_transform`); None for every layer.
+    pub layers: Option<Vec<usize>>,
 }
 
 fn unsupported_true(v: &serde_json::Value, key: &str) -> bool {
@@ -81,21 +83,45 @@ impl AdapterConfig {
             );
         }
         let bias = v.get("bias").and_then(|b| b.as_str()).unwrap_or("none");
-        if bias != "none" || unsupported_true(&v, "lora_bias") {
+        if bias != "none" {
             bail!(
                 Unsupported,
                 "{p}: bias {bias:?}: adapters with trained biases are not supported (bias must be \"none\")"
             );
         }
+        // Each changes what the adapter computes beyond W + s·B·A on every token.
+        for key in ["lora_bias", "use_qalora"] {
+            if unsupported_true(&v, key) {
+                bail!(Unsupported, "{p}: {key} true is not supported");
+            }
+        }
         for key in [
             "target_parameters",
             "trainable_token_indices",
             "layer_replication",
+            "alora_invocation_tokens",
+            "arrow_config",
         ] {
             if v.get(key).is_some_and(|x| !x.is_null()) {
                 bail!(Unsupported, "{p}: {key} is not supported");
             }
         }
+        let layers = match v.get("layers_to_transform") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(x) => {
+                let list = match x.as_array() {
+                    Some(a) => a.iter().map(serde_json::Value::as_u64).collect(),
+                    None => x.as_u64().map(|n| vec![n]),
+                };
+                let list = list.ok_or_else(|| {
+                    err!(
+                        Format,
+                        "{p}: layers_to_transform must be a layer number or a list of them"
+                    )
+                })?;
+                Some(list.into_iter().map(|n| n as usize).collect())
+            }
+        };
         let positive = |key: &str| -> Result<f64> {
             let x = v
                 .get(key)
@@ -176,7 +202,20 @@ impl AdapterConfig {
             modules_to_save,
             base_model,
             base_revision,
+            layers,
         })
+    }
+
+    /// Whether `module` (a name with its layer number as one of its parts, like
+    /// `model.layers.3.mlp.up_proj`) is in a layer the adapter transforms.
+    pub fn transforms_layer_of(&self, module: &str) -> bool {
+        let Some(layers) = &self.layers else {
+            return true;
+        };
+        let layer = module
+            .split('.')
+            .find_map(|part| part.parse::<usize>().ok());
+        layer.is_none_or(|l| layers.contains(&l))
     }
 
     /// Rank and scale of `module`, PEFT's way: the first pattern whose regex matches the end of
@@ -312,6 +351,14 @@ impl Adapter {
                 bail!(
                     Unsupported,
                     "{wpath}: {key}: DoRA adapters (lora_magnitude_vector) are not supported"
+                );
+            }
+            if !config.transforms_layer_of(&rest) {
+                bail!(
+                    Format,
+                    "{wpath}: {key} is for a layer outside layers_to_transform {:?} in {}",
+                    config.layers.as_deref().unwrap_or_default(),
+                    files.config.display()
                 );
             }
             if let Some(m) = rest.strip_suffix(".lora_A.weight") {
@@ -607,6 +654,26 @@ mod tests {
                 "bias",
             ),
             (
+                r#"{"peft_type":"LORA","r":8,"lora_alpha":8,"lora_bias":true}"#,
+                "lora_bias true is not supported",
+            ),
+            (
+                r#"{"peft_type":"LORA","r":8,"lora_alpha":8,"use_qalora":true}"#,
+                "use_qalora true is not supported",
+            ),
+            (
+                r#"{"peft_type":"LORA","r":8,"lora_alpha":8,"alora_invocation_tokens":[5]}"#,
+                "alora_invocation_tokens is not supported",
+            ),
+            (
+                r#"{"peft_type":"LORA","r":8,"lora_alpha":8,"arrow_config":{"top_k":2}}"#,
+                "arrow_config is not supported",
+            ),
+            (
+                r#"{"peft_type":"LORA","r":8,"lora_alpha":8,"layers_to_transform":"x"}"#,
+                "layers_to_transform must be",
+            ),
+            (
                 r#"{"peft_type":"LORA","r":0,"lora_alpha":8}"#,
                 "r must be positive",
             ),
@@ -625,5 +692,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn layers_to_transform_names_the_layers_with_factors() {
+        let p = Path::new("adapter_config.json");
+        let parse = |layers: &str| {
+            AdapterConfig::parse(
+                &format!(r#"{{"r":8,"lora_alpha":8,"layers_to_transform":{layers}}}"#),
+                p,
+            )
+            .unwrap()
+        };
+        let c = parse("[1, 3]");
+        assert!(c.transforms_layer_of("model.layers.3.mlp.up_proj"));
+        assert!(!c.transforms_layer_of("model.layers.0.mlp.up_proj"));
+        assert!(c.transforms_layer_of("lm_head"), "a module of no layer");
+        let one = parse("2");
+        assert!(one.transforms_layer_of("transformer.h.2.attn.c_attn"));
+        assert!(!one.transforms_layer_of("transformer.h.1.attn.c_attn"));
+        assert!(parse("null").transforms_layer_of("model.layers.0.mlp.up_proj"));
     }
 }
