@@ -731,7 +731,7 @@ impl<'t> Row<'t> {
         history.extend_from_slice(prompt);
         Self {
             sampler: Sampler::new(params.sampling),
-            stream: TokenStream::new(tokenizer),
+            stream: TokenStream::after(tokenizer, prompt),
             history,
             out: Vec::with_capacity(new_tokens),
             infos: Vec::with_capacity(if params.token_info { new_tokens } else { 0 }),

@@ -39,22 +39,29 @@ impl Default for SamplingParams {
     }
 }
 
+/// The smallest temperature other than 0, and the penalty's range: past them a logit divided or
+/// multiplied overflows f32 to ±∞ (and the weights to NaN), where any finite logit stays
+/// finite inside them (any logit below 10^26 in size, both at their extremes).
+pub const MIN_TEMPERATURE: f32 = 1e-6;
+pub const PENALTY_RANGE: (f32, f32) = (1e-6, 1e6);
+
 impl SamplingParams {
     pub fn validate(&self) -> crate::Result<()> {
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+        let t = self.temperature;
+        if !(t.is_finite() && (t == 0.0 || t >= MIN_TEMPERATURE)) {
             crate::error::bail!(
                 Invalid,
-                "--temperature must be ≥ 0, got {}",
-                self.temperature
+                "--temperature must be 0 (greedy) or from {MIN_TEMPERATURE:e}, got {t}"
             );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             crate::error::bail!(Invalid, "--top-p must be in (0, 1], got {}", self.top_p);
         }
-        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+        let (low, high) = PENALTY_RANGE;
+        if !(low..=high).contains(&self.repeat_penalty) {
             crate::error::bail!(
                 Invalid,
-                "--repeat-penalty must be > 0, got {}",
+                "--repeat-penalty must be from {low:e} to {high:e} (1 is none), got {}",
                 self.repeat_penalty
             );
         }
@@ -301,6 +308,38 @@ mod tests {
             repeat_penalty: 1.0,
             seed: 7,
         }
+    }
+
+    /// Values that would overflow a logit to ±∞ are refused, naming the flag; their edges pass.
+    #[test]
+    fn temperatures_and_penalties_that_overflow_are_refused() {
+        let with = |temperature: f32, repeat_penalty: f32| SamplingParams {
+            temperature,
+            repeat_penalty,
+            ..Default::default()
+        };
+        for (p, flag) in [
+            (with(1e-38, 1.0), "--temperature"),
+            (with(-1.0, 1.0), "--temperature"),
+            (with(f32::INFINITY, 1.0), "--temperature"),
+            (with(1.0, 1e-38), "--repeat-penalty"),
+            (with(1.0, 1e7), "--repeat-penalty"),
+            (with(1.0, f32::NAN), "--repeat-penalty"),
+        ] {
+            let e = p.validate().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+        for p in [with(0.0, 1.0), with(1e-6, 1e-6), with(1e6, 1e6)] {
+            p.validate().unwrap();
+        }
+        // At the edges, a large logit stays finite through the penalty and the temperature.
+        let mut s = Sampler::new(with(1e-6, 1e-6));
+        let mut logits = [1e2, 99.0, -1e2];
+        assert_eq!(s.sample(&mut logits, &[0, 2]), 0);
+        assert!(
+            logits.iter().all(|l| (l / 1e-6f32).is_finite()),
+            "{logits:?}"
+        );
     }
 
     #[test]

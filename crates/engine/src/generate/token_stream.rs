@@ -34,6 +34,10 @@ pub fn without_specials(text: &str) -> String {
 
 use tokenizers::Tokenizer;
 
+/// Ordinary tokens decoded before a new one for context: enough for a decoder's start-of-text
+/// rules to fall on them, and for a character split across byte tokens to be whole.
+const CONTEXT: usize = 4;
+
 pub struct TokenStream<'t> {
     tokenizer: &'t Tokenizer,
     tokens: Vec<u32>,
@@ -53,6 +57,31 @@ impl<'t> TokenStream<'t> {
         }
     }
 
+    /// A stream whose text continues `context` (the prompt): its last few ordinary tokens
+    /// are decoded with every new one, so a decoder that strips the first token's leading
+    /// space (SentencePiece's `Strip`) strips it from the context, not from the first new
+    /// token. The text is then the whole decode less the prompt's, as a reader expects.
+    pub fn after(tokenizer: &'t Tokenizer, context: &[u32]) -> Self {
+        let mut stream = Self::new(tokenizer);
+        stream.keep_context(context);
+        stream
+    }
+
+    /// Start the window at the last [`CONTEXT`] ordinary tokens of `ids`, decoded already.
+    fn keep_context(&mut self, ids: &[u32]) {
+        let mut tail: Vec<u32> = ids
+            .iter()
+            .rev()
+            .filter(|&&id| self.special(id).is_none())
+            .take(CONTEXT)
+            .copied()
+            .collect();
+        tail.reverse();
+        self.prev = 0;
+        self.current = tail.len();
+        self.tokens = tail;
+    }
+
     fn decode(&self, ids: &[u32]) -> crate::Result<String> {
         crate::guard::catch("cannot decode tokens", || {
             self.tokenizer
@@ -69,9 +98,10 @@ impl<'t> TokenStream<'t> {
             piece.push(SPECIAL_START);
             piece.push_str(&special);
             piece.push(SPECIAL_END);
-            self.tokens.clear();
-            self.prev = 0;
-            self.current = 0;
+            // The text on the far side of the marker continues the text before it (a full
+            // decode skips the special token).
+            let before = std::mem::take(&mut self.tokens);
+            self.keep_context(&before);
             return Ok(Some(piece));
         }
         let before = self.decode(&self.tokens[self.prev..self.current])?;
@@ -111,5 +141,66 @@ impl<'t> TokenStream<'t> {
         } else {
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SentencePiece-style tokenizer (Llama 2, Mistral): `▁` for spaces, and a decoder that
+    /// strips the space that starts the text.
+    fn sentencepiece() -> Tokenizer {
+        let vocab = [
+            "<unk>", "<s>", "</s>", "▁I", "▁went", "▁and", "▁then", "▁go", "ne",
+        ];
+        let json = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [
+                {"id": 2, "content": "</s>", "single_word": false, "lstrip": false,
+                 "rstrip": false, "normalized": false, "special": true}
+            ],
+            "normalizer": null,
+            "pre_tokenizer": null,
+            "post_processor": null,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                {"type": "ByteFallback"},
+                {"type": "Fuse"},
+                {"type": "Strip", "content": " ", "start": 1, "stop": 0}
+            ]},
+            "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": true,
+                "vocab": vocab.iter().enumerate().map(|(i, t)| (t.to_string(), serde_json::Value::from(i)))
+                    .collect::<serde_json::Map<_, _>>(),
+                "merges": []}
+        });
+        json.to_string().parse().unwrap()
+    }
+
+    fn text(stream: &mut TokenStream, ids: &[u32]) -> String {
+        let mut out = String::new();
+        for &id in ids {
+            out.extend(stream.push(id).unwrap());
+        }
+        out.extend(stream.finish().unwrap());
+        out
+    }
+
+    /// The text after a prompt is the whole decode less the prompt's: the first new token
+    /// keeps its space, and so does the first after a special token.
+    #[test]
+    fn a_continuation_keeps_the_space_a_decoder_strips_at_the_start() {
+        let t = sentencepiece();
+        let (prompt, new) = ([3, 4, 5], [6, 7, 8, 2, 6]);
+        let got = text(&mut TokenStream::after(&t, &prompt), &new);
+        assert_eq!(
+            got,
+            format!(" then gone{SPECIAL_START}</s>{SPECIAL_END} then")
+        );
+        let whole = t.decode(&[&prompt[..], &new[..]].concat(), true).unwrap();
+        let alone = t.decode(&prompt, true).unwrap();
+        assert_eq!(format!("{alone}{}", without_specials(&got)), whole);
+        // Alone, a stream starts the text: the decoder's rule applies to its first token.
+        assert_eq!(text(&mut TokenStream::new(&t), &[6, 7]), "then go");
     }
 }
