@@ -132,6 +132,7 @@ fn new_app(cfg: &TuiConfig, keymap: Keymap) -> App {
     );
     app.range = cfg.range;
     app.columns_mode = cfg.columns;
+    app.stop = cfg.stop.clone();
     if let Some(text) = &cfg.score_text {
         app.start_in_score_mode(text);
     }

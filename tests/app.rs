@@ -454,6 +454,19 @@ fn save_produces_the_session() {
     };
     let runs: Vec<_> = s.columns.iter().map(|c| c.run.as_deref()).collect();
     assert_eq!(runs[0], None, "{runs:?}");
+    // The stop texts the columns ran with are part of the settings.
+    assert!(!s.to_markdown().contains("stop texts"));
+    a.stop = vec!["bomb".into(), "a \"b\"".into()];
+    let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
+        panic!("no save")
+    };
+    assert!(
+        s.to_markdown()
+            .contains(r#"max tokens 64, stop texts "bomb", "a \"b\"""#),
+        "{}",
+        s.to_markdown()
+    );
+    assert_eq!(serde_json::to_value(s).unwrap()["stop"][0], "bomb");
     a.update(Msg::Saved(Ok("/tmp/x.md".into())));
     assert!(a.notice.as_deref().unwrap().contains("/tmp/x.md"));
 }

@@ -277,6 +277,8 @@ pub struct Session {
     /// the prompt) rather than the prompt's continuation.
     pub reply: bool,
     pub params: GenerationParams,
+    /// Texts that stop a column once it writes them (`--stop`).
+    pub stop: Vec<String>,
     /// Score mode: the text every column scored (their text), instead of generating.
     pub score_text: Option<String>,
     pub columns: Vec<SessionColumn>,
@@ -386,6 +388,8 @@ pub struct App {
     pub monochrome: bool,
     /// `--columns` as asked, for saved sessions.
     pub columns_mode: crate::engine::ColumnsMode,
+    /// `--stop` texts, for saved sessions (the engine stops columns at them).
+    pub stop: Vec<String>,
     pub vocab: Vocab,
     /// What the status line says the engine is doing.
     pub activity: String,
@@ -445,6 +449,7 @@ impl App {
             score_text: Editor::new(""),
             monochrome: false,
             columns_mode: Default::default(),
+            stop: Vec::new(),
             vocab: Vocab::default(),
             activity: "loading the pair…".to_string(),
             last_error: None,
@@ -1515,6 +1520,7 @@ impl App {
             prompt: self.prompt.text(),
             reply: self.reply_apart(),
             params: self.params,
+            stop: self.stop.clone(),
             score_text: self.score_mode.then(|| self.score_text.text()),
             columns: self
                 .columns
@@ -1621,6 +1627,12 @@ impl Session {
             format!("seed {}", s.seed),
             format!("max tokens {}", self.params.max_tokens),
         ]
+        .into_iter()
+        .chain((!self.stop.is_empty()).then(|| {
+            let texts: Vec<String> = self.stop.iter().map(|t| format!("{t:?}")).collect();
+            format!("stop texts {}", texts.join(", "))
+        }))
+        .collect::<Vec<_>>()
         .join(sep)
     }
 
