@@ -167,7 +167,7 @@ pub enum Effect {
         beta: Option<Alpha>,
         out: std::path::PathBuf,
     },
-    Save(Session),
+    Save(Box<Session>),
     /// Edit α per layer (`--layer-alphas` syntax; empty: off).
     SetLayers(String),
     /// Move a fourth endpoint's γ (every column regenerates when the engine answers).
@@ -629,7 +629,7 @@ impl App {
                 self.notice = Some(format!("seed {}", self.params.sampling.seed));
                 self.submit_all()
             }
-            Action::Save => vec![Effect::Save(self.session())],
+            Action::Save => vec![Effect::Save(Box::new(self.session()))],
             Action::Presenter => {
                 self.presenter = !self.presenter;
                 vec![]
