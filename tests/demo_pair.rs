@@ -54,6 +54,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
             plane: None,
             alpha_mode: Default::default(),
             held: None,
+            seeds: lerpscope::eval::grid::Seeds::Mixed,
         },
         mode: lerpscope::engine::ColumnsMode::Auto,
         out: tmp.path().join("sweep"),

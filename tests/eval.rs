@@ -167,6 +167,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
             plane: None,
             alpha_mode: Default::default(),
             held: None,
+            seeds: lerpscope::eval::grid::Seeds::Mixed,
         },
         mode: ColumnsMode::Auto,
         out: out.to_path_buf(),
@@ -249,6 +250,48 @@ fn interrupted_sweep_resumes(mode: ColumnsMode) {
     let err = sweep(&whole).run(&mut e).unwrap_err().to_string();
     assert!(err.contains("but no sweep.json"), "{err}");
     assert_eq!(read(&whole, "samples.jsonl"), want[0]);
+}
+
+/// Two sweeps at neighbouring --seed values share no sample seed; a sweep whose sweep.json
+/// predates the recorded scheme resumes with the seeds it was started with.
+#[test]
+fn sweeps_at_neighbouring_seeds_are_independent_and_old_ones_resume_as_made() {
+    let (tmp, a, b, mut e) = tiny_pair(Arch::Llama);
+    let seeds = |dir: &Path| -> Vec<u64> {
+        lerpscope::eval::sweep::read_records(&dir.join("samples.jsonl"))
+            .unwrap()
+            .iter()
+            .map(|r| r.seed)
+            .collect()
+    };
+    let (s5, s6) = (tmp.path().join("s5"), tmp.path().join("s6"));
+    sweep(&a, &b, &s5).run(&mut e).unwrap();
+    let mut six = sweep(&a, &b, &s6);
+    six.config.params.sampling.seed = 6;
+    six.run(&mut e).unwrap();
+    let (x, y) = (seeds(&s5), seeds(&s6));
+    assert_eq!(x.len(), 18);
+    assert!(
+        x.iter().all(|s| !y.contains(s)),
+        "{x:?} and {y:?} share seeds"
+    );
+    let config = std::fs::read_to_string(s5.join("sweep.json")).unwrap();
+    assert!(config.contains("\"seeds\": \"mixed\""), "{config}");
+    // The same sweep as an older version wrote it: no `seeds`, base + prompt·2^32 + sample.
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    v.as_object_mut().unwrap().remove("seeds");
+    std::fs::write(old.join("sweep.json"), v.to_string()).unwrap();
+    sweep(&a, &b, &old).run(&mut e).unwrap();
+    let records = lerpscope::eval::sweep::read_records(&old.join("samples.jsonl")).unwrap();
+    assert_eq!(records.len(), 18);
+    for r in &records {
+        assert_eq!(
+            r.seed,
+            5 + ((r.prompt_index as u64) << 32) + r.sample as u64
+        );
+    }
 }
 
 #[test]

@@ -533,6 +533,7 @@ impl Corpus {
             plane: None,
             alpha_mode: lerpscope::eval::sweep::AlphaMode::Batched,
             held: None,
+            seeds: lerpscope::eval::grid::Seeds::Mixed,
         };
         let record = |i: usize| {
             serde_json::json!({"alpha": 0.5, "prompt_index": i, "sample": 1, "seed": 7,

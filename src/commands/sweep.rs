@@ -120,6 +120,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             }),
             alpha_mode: Default::default(),
             held: None,
+            seeds: crate::eval::grid::Seeds::Mixed,
         };
         let out = match beta {
             Some(beta) => args.out.join(format!("beta{beta}")),

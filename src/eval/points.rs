@@ -203,6 +203,7 @@ impl Measuring {
                 prompts: self.plan.prompts.clone(),
                 samples: self.plan.samples,
                 params: self.plan.params,
+                seeds: crate::eval::grid::Seeds::Mixed,
             };
             let mut params = self.plan.params;
             params.token_info = fluency.needs_token_info();

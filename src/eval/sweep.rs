@@ -74,6 +74,10 @@ pub struct SweepConfig {
     /// replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// How each sample's seed comes from `params`' seed (what a caller puts here is
+    /// replaced by the earlier sweep's on a resume).
+    #[serde(default = "super::grid::Seeds::unrecorded")]
+    pub seeds: super::grid::Seeds,
 }
 
 /// [`SweepConfig::held`] of `engine`.
@@ -247,6 +251,7 @@ impl Sweep {
                 let old = read_config(&cfg_path)?;
                 let asked = SweepConfig {
                     alpha_mode: old.alpha_mode,
+                    seeds: old.seeds,
                     held: old.held.as_ref().map(|_| held(engine)),
                     ..self.config.clone()
                 };
@@ -292,6 +297,7 @@ impl Sweep {
             prompts: c.prompts.clone(),
             samples: c.samples,
             params: c.params,
+            seeds: c.seeds,
         };
         let total = grid.len() as u64;
         let bar = if self.progress {

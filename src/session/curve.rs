@@ -208,7 +208,7 @@ impl FindState {
 mod tests {
     use super::*;
     use crate::engine::{DeviceChoice, LoadOptions, SamplingParams};
-    use crate::eval::grid::{Cell, SampleGrid};
+    use crate::eval::grid::{Cell, SampleGrid, Seeds};
     use crate::eval::Scorer;
     use std::sync::{Arc, Mutex};
 
@@ -259,6 +259,7 @@ mod tests {
             prompts: vec![job.prompt.clone()],
             samples: job.samples,
             params: job.params,
+            seeds: Seeds::Mixed,
         };
         let mut want = Vec::new();
         for (alpha_index, &alpha) in job.alphas.iter().enumerate() {
