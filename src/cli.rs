@@ -536,10 +536,13 @@ pub struct SamplingArgs {
     /// Random seed; every α uses the same random stream [default: 42; sweep: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Stop a column once this text appears (repeatable); the model's end tokens always stop it.
+    /// Stop a column once its text holds this (repeatable; anywhere, inside words too, with
+    /// special tokens read as their text); the text keeps it and the rest of the token that
+    /// completed it. The model's end tokens always stop a column.
     #[arg(long)]
     pub stop: Vec<String>,
-    /// Go on past the model's end tokens (they show as ⟨markers⟩).
+    /// Go on past the model's end tokens (the UI shows them as ⟨markers⟩, text output as
+    /// their text).
     #[arg(long)]
     pub ignore_eos: bool,
 }

@@ -98,6 +98,20 @@ fn every_end_token_stops_and_ignored_ones_show_as_markers() {
     assert_eq!(streamed, on.text);
     assert!(!without_specials(&on.text).contains(SPECIAL_START));
     assert!(plain(&on.text).len() < on.text.len());
+    // A stop text is found in the plain text, where it runs across an end token's edge.
+    let end = on.text.find(SPECIAL_END).unwrap();
+    let last = on.text[..end].chars().next_back().unwrap();
+    let next = on.text[end + SPECIAL_END.len_utf8()..]
+        .chars()
+        .next()
+        .expect("text after the end token");
+    let mut e = e;
+    e.set_stop_texts(vec![format!("{last}{next}")]);
+    let stopped = e
+        .generate("The movie", &greedy(6, true), &never, &mut |_| {})
+        .unwrap();
+    assert_eq!(stopped.stop, StopReason::StopText, "{:?}", on.text);
+    assert!(stopped.token_ids.len() < on.token_ids.len());
 }
 
 #[test]

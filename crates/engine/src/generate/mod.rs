@@ -12,7 +12,7 @@ use crate::error::{bail, err, Result};
 use crate::generate::device_sampling::{OnDevice, Pick};
 use crate::generate::sampling::{Sampler, SamplingParams};
 use crate::generate::token_info::{Summary, TokenInfo};
-use crate::generate::token_stream::TokenStream;
+use crate::generate::token_stream::{plain, TokenStream, SPECIAL_START};
 use crate::model::param::Mix;
 use crate::model::Model;
 use candle_core::Tensor;
@@ -612,17 +612,16 @@ impl Generator<'_> {
                 );
                 if let Some(piece) = piece {
                     row.text.push_str(&piece);
-                    // A stop text may span pieces: look in the tail that could hold it.
+                    // A stop text may span pieces, and special tokens (read as their plain
+                    // content): look in the tail that could hold it, with room for markers.
                     let longest = self.stop.iter().map(String::len).max().unwrap_or(0);
-                    let mut from = row.text.len().saturating_sub(longest + piece.len());
+                    let reach = longest + piece.len() + 4 * SPECIAL_START.len_utf8();
+                    let mut from = row.text.len().saturating_sub(reach);
                     while !row.text.is_char_boundary(from) {
                         from -= 1;
                     }
-                    if self
-                        .stop
-                        .iter()
-                        .any(|s| row.text[from..].contains(s.as_str()))
-                    {
+                    let tail = plain(&row.text[from..]);
+                    if self.stop.iter().any(|s| tail.contains(s.as_str())) {
                         row.stop = Some(StopReason::StopText);
                     }
                 }
