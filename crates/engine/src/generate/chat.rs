@@ -76,17 +76,24 @@ impl ChatTemplate {
     }
 }
 
-/// Whether `prompt` is already in a chat format (holds one of the special markers templates use).
+/// Whether `prompt` is already in a chat format: it opens with a turn marker a template
+/// writes (after a BOS written out, if any). A prompt that only mentions a marker ("what does
+/// <|im_start|> mean?") is plain text, and goes through the template.
 pub fn is_formatted(prompt: &str) -> bool {
+    let mut rest = prompt.trim_start();
+    for bos in ["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"] {
+        rest = rest.strip_prefix(bos).unwrap_or(rest).trim_start();
+    }
     [
         "<|im_start|>",
         "<|start_header_id|>",
         "[INST]",
         "<start_of_turn>",
         "<|user|>",
+        "<|system|>",
     ]
     .iter()
-    .any(|m| prompt.contains(m))
+    .any(|m| rest.starts_with(m))
 }
 
 /// The Jinja text of a Hugging Face folder's chat template, beside `tokenizer_file`:
@@ -135,6 +142,18 @@ mod tests {
         );
         assert!(is_formatted("<|im_start|>user\nx"));
         assert!(!is_formatted("The food was"));
+        for formatted in [
+            "  <|im_start|>system\nBe brief<|im_end|>\n<|im_start|>user\nhi",
+            "<s>[INST] hi [/INST]",
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi",
+            "<bos><start_of_turn>user\nhi<end_of_turn>\n",
+            "<|system|>\nBe brief<|end|>\n<|user|>\nhi",
+        ] {
+            assert!(is_formatted(formatted), "{formatted:?}");
+        }
+        // Mentioning a marker is not using one.
+        assert!(!is_formatted(r#"What does "<|im_start|>" mean in ChatML?"#));
+        assert!(!is_formatted("Explain [INST] tags"));
         let bad = ChatTemplate::new("{% if %}".into(), String::new(), String::new());
         assert!(bad
             .render("x")
