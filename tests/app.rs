@@ -467,6 +467,14 @@ fn save_produces_the_session() {
         s.to_markdown()
     );
     assert_eq!(serde_json::to_value(s).unwrap()["stop"][0], "bomb");
+    assert!(!s.to_markdown().contains("end tokens"));
+    a.params.ignore_eos = true;
+    let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
+        panic!("no save")
+    };
+    assert!(s
+        .to_markdown()
+        .contains("max tokens 64, going on past end tokens, stop texts"));
     a.update(Msg::Saved(Ok("/tmp/x.md".into())));
     assert!(a.notice.as_deref().unwrap().contains("/tmp/x.md"));
 }

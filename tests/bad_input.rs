@@ -202,6 +202,13 @@ fn mistral_without_a_window_blends_with_llama() {
     std::fs::write(&path, v.to_string()).unwrap();
     let e = err(&p.a, &p.b);
     assert_has(&e, &["architectures differ", "MistralForCausalLM"]);
+    // Two Mistrals, one with a window: the window is what differs.
+    let a_config = p.a.join("config.json");
+    let mut w = v.clone();
+    w["sliding_window"] = serde_json::Value::Null;
+    std::fs::write(&a_config, w.to_string()).unwrap();
+    let e = err(&p.a, &p.b);
+    assert_has(&e, &["config field sliding_window differs", "4096"]);
 }
 
 /// GPT-2 options the block here does not compute are refused by name, even for one model.
@@ -211,6 +218,8 @@ fn gpt2_options_it_does_not_compute_are_refused() {
         ("activation_function", serde_json::json!("relu")),
         ("scale_attn_weights", serde_json::json!(false)),
         ("scale_attn_by_inverse_layer_idx", serde_json::json!(true)),
+        ("activation_function", serde_json::json!(5)),
+        ("scale_attn_weights", serde_json::json!(0)),
     ] {
         let p = pair(Arch::Gpt2);
         let path = p.b.join("config.json");
@@ -408,15 +417,52 @@ fn tokenizers_with_one_vocabulary_that_split_text_apart_are_refused() {
             Ok(_) => panic!("{what}: B's tokenizer was taken for A's"),
             Err(e) => e,
         };
+        let how = if what == "end of text not special" {
+            "is special in"
+        } else {
+            "split"
+        };
         assert_has(
             &e,
             &[
                 "tokenizers differ",
+                how,
                 &tok.display().to_string(),
                 "--allow-tokenizer-mismatch",
             ],
         );
         load(&p.a, &p.b, true).unwrap();
+    }
+    // A token special in B only is refused whichever endpoint is A, naming the right file.
+    let p = pair(Arch::Llama);
+    let tok = p.b.join("tokenizer.json");
+    let mut t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
+    let (word, id) = {
+        let vocab = t["model"]["vocab"].as_object().unwrap();
+        let (w, id) = vocab
+            .iter()
+            .find(|(w, _)| w.len() > 3 && !w.starts_with('<'))
+            .unwrap();
+        (w.clone(), id.as_u64().unwrap())
+    };
+    t["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+        "id": id, "content": word, "single_word": false, "lstrip": false,
+        "rstrip": false, "normalized": false, "special": true}));
+    std::fs::write(&tok, t.to_string()).unwrap();
+    for (x, y) in [(&p.a, &p.b), (&p.b, &p.a)] {
+        let e = err(x, y);
+        let a_tok = p.a.join("tokenizer.json").display().to_string();
+        assert!(
+            e.contains(&format!(
+                "is special in {} but not in {a_tok}",
+                tok.display()
+            )),
+            "{e}"
+        );
     }
 }
 

@@ -1628,6 +1628,11 @@ impl Session {
             format!("max tokens {}", self.params.max_tokens),
         ]
         .into_iter()
+        .chain(
+            self.params
+                .ignore_eos
+                .then(|| "going on past end tokens".to_string()),
+        )
         .chain((!self.stop.is_empty()).then(|| {
             let texts: Vec<String> = self.stop.iter().map(|t| format!("{t:?}")).collect();
             format!("stop texts {}", texts.join(", "))

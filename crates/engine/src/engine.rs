@@ -464,7 +464,7 @@ impl Engine {
             weights_vb(&weights, Buffer::B, &device)?,
         )?;
         let others: Vec<&Checkpoint> = std::iter::once(&cb).chain(&beyond).collect();
-        let text = pair_text_spec(&ca, &others, tok_a, opts.chat_template)?;
+        let text = pair_text_spec(&ca, &others, tok_a, opts)?;
         let mut description = match path_note(opts.method, opts.layers.as_ref()) {
             None => format!("{} ↔ {}", ca.label(), cb.label()),
             Some(note) => format!("{} ↔ {} ({note})", ca.label(), cb.label()),
@@ -761,7 +761,7 @@ impl Engine {
         let mut model = build()?;
         model.set_default_mix(Some(Mix::new(&[weights.alpha()], &device)?))?;
         let pair_model = build()?;
-        let text = pair_text_spec(&ca, &[&cb], tokenizer, opts.chat_template)?;
+        let text = pair_text_spec(&ca, &[&cb], tokenizer, opts)?;
         let description = format!(
             "{} ↔ {} ({}, kept quantized)",
             ca.label(),
@@ -1899,25 +1899,28 @@ fn text_spec(c: &Checkpoint, tokenizer: Tokenizer) -> Result<TextSpec> {
 }
 
 /// Two or more full models speak as all of them: A's tokenizer (the others' are checked
-/// against it), every endpoint's end tokens (a blend may end a text as either endpoint would),
-/// the shortest context among them, and the chat template of the first endpoint that has one
-/// (A, then B, …), so that with a base and its instruct model either way round every column
-/// is prompted alike.
+/// against it), every endpoint's end tokens (a blend may end a text as either endpoint would;
+/// A's alone under `--allow-tokenizer-mismatch`, where the others' ids name other tokens), the
+/// shortest context among them, and the chat template of the first endpoint that has one (A,
+/// then B, …), so that with a base and its instruct model either way round every column is
+/// prompted alike.
 fn pair_text_spec(
     first: &Checkpoint,
     others: &[&Checkpoint],
     tokenizer: Tokenizer,
-    chat: bool,
+    opts: &LoadOptions,
 ) -> Result<TextSpec> {
     let mut text = text_spec(first, tokenizer)?;
     for c in others {
-        let ids = eos_ids(&c.config, &text.tokenizer, c.files.config.parent());
-        text.eos.extend(ids);
+        if !opts.allow_tokenizer_mismatch {
+            let ids = eos_ids(&c.config, &text.tokenizer, c.files.config.parent());
+            text.eos.extend(ids);
+        }
         text.max_positions = text.max_positions.min(c.config.max_positions());
     }
     text.eos.sort_unstable();
     text.eos.dedup();
-    if chat {
+    if opts.chat_template {
         text.chat = std::iter::once(first)
             .chain(others.iter().copied())
             .find_map(|c| crate::generate::chat::ChatTemplate::of(&c.files.tokenizer));

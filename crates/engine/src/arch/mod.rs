@@ -152,18 +152,19 @@ impl ModelConfig {
 /// GPT-2 options that change what the forward pass computes, where a config sets them to what
 /// the GPT-2 block here does not do: each is refused by name rather than ignored.
 fn gpt2_options(v: &Value) -> Result<()> {
-    let act = v["activation_function"].as_str().unwrap_or("gelu_new");
-    if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
+    let act = &v["activation_function"];
+    if !(act.is_null() || matches!(act.as_str(), Some("gelu_new" | "gelu_pytorch_tanh"))) {
         bail!(
             Unsupported,
-            "GPT-2 with activation_function {act:?} is not supported (gelu_new is)"
+            "GPT-2 with activation_function {act} is not supported (gelu_new is)"
         );
     }
     for (key, supported) in [
         ("scale_attn_weights", true),
         ("scale_attn_by_inverse_layer_idx", false),
     ] {
-        if let Some(set) = v[key].as_bool().filter(|&b| b != supported) {
+        let set = &v[key];
+        if !(set.is_null() || set.as_bool() == Some(supported)) {
             bail!(
                 Unsupported,
                 "GPT-2 with {key} {set} is not supported ({supported} is)"

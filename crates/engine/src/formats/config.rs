@@ -396,7 +396,6 @@ impl ModelConfig {
         match self {
             ModelConfig::Decoder(c) => {
                 let mut fields = vec![
-                    ("architectures", self.computes_as().to_string()),
                     ("hidden_size", c.hidden_size.to_string()),
                     ("intermediate_size", c.intermediate_size.to_string()),
                     ("num_hidden_layers", c.num_hidden_layers.to_string()),
@@ -406,6 +405,7 @@ impl ModelConfig {
                     ("vocab_size", c.vocab_size.to_string()),
                     ("tie_word_embeddings", c.tie_word_embeddings.to_string()),
                     ("block options", format!("{:?}", c.opts)),
+                    ("sliding_window", format!("{:?}", c.sliding_window)),
                     (
                         "layer_types",
                         format!(
@@ -415,7 +415,6 @@ impl ModelConfig {
                                 .collect::<Vec<_>>()
                         ),
                     ),
-                    ("sliding_window", format!("{:?}", c.sliding_window)),
                     ("rms_norm_eps", (c.rms_norm_eps as f32).to_string()),
                     ("rope_theta", c.rope_theta.to_string()),
                     ("rope_scaling", format!("{:?}", c.rope_scaling)),
@@ -429,6 +428,8 @@ impl ModelConfig {
                         c.max_position_embeddings.to_string(),
                     ));
                 }
+                // Last: where the block differs, the field that makes it so is named first.
+                fields.push(("architectures", self.computes_as().to_string()));
                 fields
             }
             ModelConfig::Gpt2(c) => vec![

@@ -282,13 +282,16 @@ impl HubRepo {
     }
 
     fn fetch(&self, name: &str) -> Option<PathBuf> {
-        self.cached
-            .get(name)
-            .or_else(|| {
-                let path = self.snapshot.as_ref()?.join(name);
-                path.exists().then_some(path)
-            })
+        self.cached_file(name)
             .or_else(|| self.api.as_ref().and_then(|r| r.get(name).ok()))
+    }
+
+    /// `name` where the cache already holds it, with no request.
+    fn cached_file(&self, name: &str) -> Option<PathBuf> {
+        self.cached.get(name).or_else(|| {
+            let path = self.snapshot.as_ref()?.join(name);
+            path.exists().then_some(path)
+        })
     }
 
     fn missing(&self, name: &str) -> crate::Error {
@@ -308,6 +311,7 @@ impl HubRepo {
 
     /// A full model's files.
     fn files(&self) -> Result<ModelFiles> {
+        let downloading = self.cached_file("config.json").is_none();
         let fetch = |name: &str| self.fetch(name).ok_or_else(|| self.missing(name));
         let config = fetch("config.json")?;
         let tokenizer = fetch("tokenizer.json")?;
@@ -322,14 +326,17 @@ impl HubRepo {
             return Err(self.missing("model.safetensors"));
         };
         // Read from beside tokenizer.json where a snapshot has them: the chat template, the
-        // end tokens, the special tokens' names.
-        for optional in [
-            "tokenizer_config.json",
-            crate::generate::chat::TEMPLATE_FILE,
-            "generation_config.json",
-            "special_tokens_map.json",
-        ] {
-            let _ = self.fetch(optional);
+        // end tokens, the special tokens' names. Fetched with a download of the model; a
+        // cached model loads with no request (a repository may lack any of them).
+        if downloading {
+            for optional in [
+                "tokenizer_config.json",
+                crate::generate::chat::TEMPLATE_FILE,
+                "generation_config.json",
+                "special_tokens_map.json",
+            ] {
+                let _ = self.fetch(optional);
+            }
         }
         Ok(ModelFiles {
             label: self.label.clone(),

@@ -54,23 +54,28 @@ pub fn check_tokenizers(
             );
         }
     }
+    // Which tokens are special decides what ends a text and what a decode drops.
     let (sa, sb) = (a.get_added_tokens_decoder(), b.get_added_tokens_decoder());
-    let mut added: Vec<_> = sa.iter().collect();
-    added.sort_by_key(|(id, _)| **id);
-    for (id, t) in added {
-        let special = |x: &tokenizers::AddedToken| x.special;
-        if sb.get(id).map(special) != Some(t.special) {
-            let (yes, no) = if t.special { (pa, pb) } else { (pb, pa) };
+    let mut ids: Vec<u32> = sa.keys().chain(sb.keys()).copied().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let (in_a, in_b) = (
+            sa.get(&id).is_some_and(|t| t.special),
+            sb.get(&id).is_some_and(|t| t.special),
+        );
+        if in_a != in_b {
+            let (yes, no) = if in_a { (pa, pb) } else { (pb, pa) };
+            let content = sa.get(&id).or(sb.get(&id)).map_or("", |t| &t.content);
             bail!(
                 Mismatch,
-                "tokenizers differ: token {:?} (id {id}) is special in {} but not in {}; {hint}",
-                t.content,
+                "tokenizers differ: token {content:?} (id {id}) is special in {} but not in {}; {hint}",
                 yes.display(),
                 no.display()
             );
         }
     }
-    if let Some(how) = first_split_difference(a, b)? {
+    if let Some(how) = first_split_difference((a, pa), (b, pb))? {
         bail!(
             Mismatch,
             "tokenizers differ: {} and {} {how}; {hint}",
@@ -97,16 +102,23 @@ const PROBES: [&str; 8] = [
 
 /// How the two treat the first probe text they split into different ids (with the special
 /// tokens the tokenizer adds, as prompts are encoded) or whose ids they decode differently.
-fn first_split_difference(a: &Tokenizer, b: &Tokenizer) -> Result<Option<String>> {
-    let ids = |t: &Tokenizer, text: &str| -> Result<Vec<u32>> {
-        let e = t
-            .encode(text, true)
-            .map_err(|e| err!(Format, "cannot encode a probe text ({e})"))?;
+fn first_split_difference(
+    (a, pa): (&Tokenizer, &Path),
+    (b, pb): (&Tokenizer, &Path),
+) -> Result<Option<String>> {
+    let ids = |t: &Tokenizer, path: &Path, text: &str| -> Result<Vec<u32>> {
+        let e = t.encode(text, true).map_err(|e| {
+            err!(
+                Format,
+                "{}: cannot encode the text {text:?} ({e})",
+                path.display()
+            )
+        })?;
         Ok(e.get_ids().to_vec())
     };
     let decoded = |t: &Tokenizer, ids: &[u32]| t.decode(ids, false).ok();
     for text in PROBES {
-        let (ia, ib) = (ids(a, text)?, ids(b, text)?);
+        let (ia, ib) = (ids(a, pa, text)?, ids(b, pb, text)?);
         if ia != ib {
             let at = ia.iter().zip(&ib).take_while(|(x, y)| x == y).count();
             return Ok(Some(format!(

@@ -12,7 +12,7 @@ use crate::error::{bail, err, Result};
 use crate::generate::device_sampling::{OnDevice, Pick};
 use crate::generate::sampling::{Sampler, SamplingParams};
 use crate::generate::token_info::{Summary, TokenInfo};
-use crate::generate::token_stream::{plain, TokenStream, SPECIAL_START};
+use crate::generate::token_stream::{plain, TokenStream, SPECIAL_END, SPECIAL_START};
 use crate::model::param::Mix;
 use crate::model::Model;
 use candle_core::Tensor;
@@ -613,14 +613,9 @@ impl Generator<'_> {
                 if let Some(piece) = piece {
                     row.text.push_str(&piece);
                     // A stop text may span pieces, and special tokens (read as their plain
-                    // content): look in the tail that could hold it, with room for markers.
+                    // content): look in the plain tail that could hold it.
                     let longest = self.stop.iter().map(String::len).max().unwrap_or(0);
-                    let reach = longest + piece.len() + 4 * SPECIAL_START.len_utf8();
-                    let mut from = row.text.len().saturating_sub(reach);
-                    while !row.text.is_char_boundary(from) {
-                        from -= 1;
-                    }
-                    let tail = plain(&row.text[from..]);
+                    let tail = plain(plain_tail(&row.text, longest + piece.len()));
                     if self.stop.iter().any(|s| tail.contains(s.as_str())) {
                         row.stop = Some(StopReason::StopText);
                     }
@@ -742,6 +737,23 @@ impl<'t> Row<'t> {
     }
 }
 
+/// The end of `text` that holds its last `bytes` bytes of plain text (markers not counted).
+fn plain_tail(text: &str, bytes: usize) -> &str {
+    if bytes == 0 {
+        return &text[text.len()..];
+    }
+    let mut plain = 0;
+    for (i, c) in text.char_indices().rev() {
+        if c != SPECIAL_START && c != SPECIAL_END {
+            plain += c.len_utf8();
+        }
+        if plain >= bytes {
+            return &text[i..];
+        }
+    }
+    text
+}
+
 /// Copy an f32 tensor into `buf` (reused across steps): on the CPU straight from the
 /// tensor's storage, with no intermediate vector; from a GPU, the one device-to-host copy.
 pub fn copy_to_host(t: &Tensor, buf: &mut Vec<f32>) -> candle_core::Result<()> {
@@ -762,6 +774,18 @@ pub fn copy_to_host(t: &Tensor, buf: &mut Vec<f32>) -> candle_core::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The tail that holds n plain bytes reaches past any number of markers.
+    #[test]
+    fn a_plain_tail_does_not_count_markers() {
+        let (s, e) = (SPECIAL_START, SPECIAL_END);
+        let text = format!("ab{s}</s>{e}{s}</s>{e}{s}</s>{e}{s}</s>{e}c");
+        let tail = plain_tail(&text, 18);
+        assert_eq!(plain(tail), "b</s></s></s></s>c");
+        assert_eq!(plain_tail("abc", 10), "abc");
+        assert_eq!(plain_tail("abc", 0), "");
+    }
+
     use super::*;
     use std::str::FromStr;
 

@@ -99,9 +99,14 @@ impl<'t> TokenStream<'t> {
             piece.push_str(&special);
             piece.push(SPECIAL_END);
             // The text on the far side of the marker continues the text before it (a full
-            // decode skips the special token).
+            // decode skips the special token), unless that ended inside a character: its
+            // bytes are out already, as U+FFFD, and a window holding them would never again
+            // decode to a prefix of itself.
             let before = std::mem::take(&mut self.tokens);
             self.keep_context(&before);
+            if self.decode(&self.tokens)?.ends_with('\u{FFFD}') {
+                self.keep_context(&[]);
+            }
             return Ok(Some(piece));
         }
         let before = self.decode(&self.tokens[self.prev..self.current])?;
@@ -152,7 +157,8 @@ mod tests {
     /// strips the space that starts the text.
     fn sentencepiece() -> Tokenizer {
         let vocab = [
-            "<unk>", "<s>", "</s>", "▁I", "▁went", "▁and", "▁then", "▁go", "ne",
+            "<unk>", "<s>", "</s>", "▁I", "▁went", "▁and", "▁then", "▁go", "ne", "<0xE2>",
+            "<0x82>", "<0xAC>",
         ];
         let json = serde_json::json!({
             "version": "1.0",
@@ -202,5 +208,15 @@ mod tests {
         assert_eq!(format!("{alone}{}", without_specials(&got)), whole);
         // Alone, a stream starts the text: the decoder's rule applies to its first token.
         assert_eq!(text(&mut TokenStream::new(&t), &[6, 7]), "then go");
+    }
+
+    /// A special token inside a character (its first bytes before, the last after) garbles
+    /// that character, as it must, but no text after it is lost.
+    #[test]
+    fn a_special_token_inside_a_character_loses_no_later_text() {
+        let t = sentencepiece();
+        let got = text(&mut TokenStream::after(&t, &[3]), &[5, 9, 10, 2, 11, 6, 7]);
+        assert!(got.ends_with(" then go"), "{got:?}");
+        assert!(got.starts_with(" and"), "{got:?}");
     }
 }
