@@ -660,4 +660,38 @@ fn an_export_keeps_a_chat_template_file() {
         e.encode("cat").unwrap(),
         e.encode_text("<|user|>cat<|assistant|>").unwrap()
     );
+    // B's template and end token, where A has none of its own: the export is prompted and
+    // stops as the pair was.
+    std::fs::remove_file(a.join("chat_template.jinja")).unwrap();
+    std::fs::write(
+        b.join("tokenizer_config.json"),
+        serde_json::json!({ "chat_template": template }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(b.join("generation_config.json"), r#"{"eos_token_id": 5}"#).unwrap();
+    let pair = Engine::load(sa, sb, &cpu()).unwrap();
+    let (hf, gguf) = (tmp.path().join("hf-b"), tmp.path().join("b.gguf"));
+    export(sa, sb, "0.5", &hf, "hf");
+    assert_eq!(
+        std::fs::read_to_string(hf.join("chat_template.jinja")).unwrap(),
+        template
+    );
+    let gen: Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("generation_config.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u32> = serde_json::from_value(gen["eos_token_id"].clone()).unwrap();
+    assert_eq!(ids, pair.end_tokens(), "{gen}");
+    assert!(ids.contains(&5), "{ids:?}");
+    let h = hf.to_str().unwrap();
+    assert_eq!(
+        Engine::load(h, h, &cpu()).unwrap().end_tokens(),
+        pair.end_tokens()
+    );
+    export(sa, sb, "0.5", &gguf, "gguf");
+    let g = gguf.to_str().unwrap();
+    let e = Engine::load(g, g, &cpu()).unwrap();
+    assert_eq!(
+        e.encode("cat").unwrap(),
+        e.encode_text("<|user|>cat<|assistant|>").unwrap()
+    );
 }

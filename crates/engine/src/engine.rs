@@ -251,6 +251,17 @@ pub struct Origin {
     /// (role, the GGUF quantization types it was stored in: "Q4_1 + Q8_0"), for quantized
     /// sources.
     pub quantization: Vec<(String, String)>,
+    /// What the pair's text follows beyond `model`'s own files, for an export to carry.
+    pub beyond_model: TextBeyondModel,
+}
+
+/// Text settings a pair of full models takes from endpoints other than A.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextBeyondModel {
+    /// The chat template, where A has none and a later endpoint has.
+    pub chat_template: Option<String>,
+    /// Every endpoint's end tokens, where they go beyond A's.
+    pub end_tokens: Option<Vec<u32>>,
 }
 
 pub struct Engine {
@@ -464,7 +475,7 @@ impl Engine {
             weights_vb(&weights, Buffer::B, &device)?,
         )?;
         let others: Vec<&Checkpoint> = std::iter::once(&cb).chain(&beyond).collect();
-        let text = pair_text_spec(&ca, &others, tok_a, opts)?;
+        let (text, beyond_model) = pair_text_spec(&ca, &others, tok_a, opts)?;
         let mut description = match path_note(opts.method, opts.layers.as_ref()) {
             None => format!("{} ↔ {}", ca.label(), cb.label()),
             Some(note) => format!("{} ↔ {} ({note})", ca.label(), cb.label()),
@@ -495,6 +506,7 @@ impl Engine {
                 .zip(&all)
                 .filter_map(|(role, c)| Some((role.to_string(), c.weights.quantization()?)))
                 .collect(),
+            beyond_model,
         };
         let mut engine = Self::assemble(
             origin,
@@ -761,7 +773,7 @@ impl Engine {
         let mut model = build()?;
         model.set_default_mix(Some(Mix::new(&[weights.alpha()], &device)?))?;
         let pair_model = build()?;
-        let text = pair_text_spec(&ca, &[&cb], tokenizer, opts)?;
+        let (text, beyond_model) = pair_text_spec(&ca, &[&cb], tokenizer, opts)?;
         let description = format!(
             "{} ↔ {} ({}, kept quantized)",
             ca.label(),
@@ -779,6 +791,7 @@ impl Engine {
                 .into_iter()
                 .filter_map(|(role, c)| Some((role.to_string(), c.weights.quantization()?)))
                 .collect(),
+            beyond_model,
         };
         Ok(Self::assemble(
             origin,
@@ -1674,6 +1687,7 @@ fn adapter_origin(
             .quantization()
             .map(|q| vec![("base".to_string(), q)])
             .unwrap_or_default(),
+        beyond_model: TextBeyondModel::default(),
     };
     ((label(aa), label(ab), description), origin)
 }
@@ -1909,8 +1923,9 @@ fn pair_text_spec(
     others: &[&Checkpoint],
     tokenizer: Tokenizer,
     opts: &LoadOptions,
-) -> Result<TextSpec> {
+) -> Result<(TextSpec, TextBeyondModel)> {
     let mut text = text_spec(first, tokenizer)?;
+    let own_end_tokens = text.eos.clone();
     for c in others {
         if !opts.allow_tokenizer_mismatch {
             let ids = eos_ids(&c.config, &text.tokenizer, c.files.config.parent());
@@ -1920,12 +1935,27 @@ fn pair_text_spec(
     }
     text.eos.sort_unstable();
     text.eos.dedup();
+    let (i, chat) = std::iter::once(first)
+        .chain(others.iter().copied())
+        .enumerate()
+        .find_map(|(i, c)| {
+            Some((
+                i,
+                crate::generate::chat::ChatTemplate::of(&c.files.tokenizer)?,
+            ))
+        })
+        .unzip();
+    let beyond = TextBeyondModel {
+        chat_template: chat
+            .as_ref()
+            .filter(|_| i > Some(0))
+            .map(|t| t.source().to_string()),
+        end_tokens: (text.eos != own_end_tokens).then(|| text.eos.clone()),
+    };
     if opts.chat_template {
-        text.chat = std::iter::once(first)
-            .chain(others.iter().copied())
-            .find_map(|c| crate::generate::chat::ChatTemplate::of(&c.files.tokenizer));
+        text.chat = chat;
     }
-    Ok(text)
+    Ok((text, beyond))
 }
 
 /// Every token that ends a generation: the config's EOS, generation_config.json's beside it,

@@ -29,7 +29,7 @@ pub use alpha::{Alpha, AlphaError, AlphaRange, IntoAlpha, MAX_ABS_ALPHA};
 pub use arch::{config_json, tensors::parameters};
 pub use engine::{
     build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, ExtraEndpoint,
-    LoadOptions, PairInfo, Standalone, TextScore, REBLEND_ON_QUANTIZED,
+    LoadOptions, PairInfo, Standalone, TextBeyondModel, TextScore, REBLEND_ON_QUANTIZED,
 };
 pub use error::{candle_text, Error, ErrorKind, Result};
 pub use formats::checkpoint::{Checkpoint, TensorFiles};

@@ -245,7 +245,8 @@ fn tokenizer_metadata(snap: &Snapshot, w: &mut Gguf) -> Result<()> {
             .to_string()
             .contains("TemplateProcessing"),
     );
-    if let Some(t) = crate::generate::chat::template_source(&src.tokenizer) {
+    let template = snap.beyond_model.chat_template.clone();
+    if let Some(t) = template.or_else(|| crate::generate::chat::template_source(&src.tokenizer)) {
         w.string("tokenizer.chat_template", &t);
     }
     Ok(())

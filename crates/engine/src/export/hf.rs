@@ -105,6 +105,18 @@ pub(super) fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64))
         write_point(&p)?;
         io(std::fs::write(&p, serde_json::to_string_pretty(&g)?), &p)?;
     }
+    // What the pair's text took from endpoints beyond A: the template (which transformers
+    // reads from chat_template.jinja before tokenizer_config.json), every end token.
+    if let Some(t) = &snap.beyond_model.chat_template {
+        let p = dir.join(crate::generate::chat::TEMPLATE_FILE);
+        write_point(&p)?;
+        io(std::fs::write(&p, t), &p)?;
+    }
+    if let Some(ids) = &snap.beyond_model.end_tokens {
+        let mut g: serde_json::Value = serde_json::from_str(&io(std::fs::read_to_string(&p), &p)?)?;
+        g["eos_token_id"] = ids.clone().into();
+        io(std::fs::write(&p, serde_json::to_string_pretty(&g)?), &p)?;
+    }
     // How to make the same model with mergekit.
     if let Some(yaml) = snap.recipe.mergekit_yaml() {
         let p = dir.join("mergekit_config.yml");

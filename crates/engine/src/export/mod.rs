@@ -162,6 +162,8 @@ pub struct Snapshot {
     /// Every file the endpoints were read from (a Hub id's included), which `--force` must
     /// not replace.
     pub source_files: Vec<PathBuf>,
+    /// The chat template and end tokens the pair took beyond `model_files`' own.
+    pub beyond_model: crate::engine::TextBeyondModel,
 }
 
 /// SHA-256 of a source's files, in order, as one digest (hex).
@@ -254,6 +256,7 @@ impl Engine {
                 .iter()
                 .flat_map(|(_, _, files)| files.iter().cloned())
                 .collect(),
+            beyond_model: self.origin.beyond_model.clone(),
         })
     }
 }

@@ -40,6 +40,11 @@ impl ChatTemplate {
         Some(Self::new(source, token("bos_token"), token("eos_token")))
     }
 
+    /// The template's Jinja text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// `prompt` as one user turn, with the assistant's turn opened.
     pub fn render(&self, prompt: &str) -> Result<String> {
         let mut env = minijinja::Environment::new();
