@@ -382,20 +382,27 @@ pub fn save_model_dir(
             c.clone(),
         ))?)?,
     )?;
-    std::fs::copy(tokenizer, dir.join("tokenizer.json"))
-        .with_context(|| format!("{}: cannot copy", tokenizer.display()))?;
-    // The weights come last: their file marks the stage done.
+    let tokenizer_bytes = std::fs::read(tokenizer)
+        .with_context(|| format!("{}: cannot read", tokenizer.display()))?;
+    crate::files::write_whole(&dir.join("tokenizer.json"), tokenizer_bytes)?;
+    // The weights come last: their file marks the stage done, so it appears whole and on the
+    // disk (written beside, synced, renamed), with config.json's permissions, which followed
+    // the user's umask (the writer makes a private file).
     let weights = dir.join("model.safetensors");
-    varmap
-        .save(&weights)
-        .with_context(|| format!("{}: cannot write", weights.display()))?;
-    // The writer goes through a private temporary file: the weights take config.json's
-    // permissions, which followed the user's umask.
-    std::fs::set_permissions(
-        &weights,
-        std::fs::metadata(dir.join("config.json"))?.permissions(),
-    )
-    .with_context(|| format!("{}: cannot set its permissions", weights.display()))?;
+    let partial = dir.join(format!(".model.safetensors.partial-{}", std::process::id()));
+    let written = varmap
+        .save(&partial)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(std::fs::File::open(&partial)?.sync_all()?))
+        .and_then(|()| {
+            let mode = std::fs::metadata(dir.join("config.json"))?.permissions();
+            Ok(std::fs::set_permissions(&partial, mode)?)
+        })
+        .and_then(|()| Ok(std::fs::rename(&partial, &weights)?));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.with_context(|| format!("{}: cannot write", weights.display()))?;
     Ok(())
 }
 

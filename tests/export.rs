@@ -694,4 +694,18 @@ fn an_export_keeps_a_chat_template_file() {
         e.encode("cat").unwrap(),
         e.encode_text("<|user|>cat<|assistant|>").unwrap()
     );
+    // A GGUF's template that writes the BOS itself gets the BOS's text (token 0 here).
+    let with_bos = format!("{{{{ bos_token }}}}{template}");
+    std::fs::write(b.join("chat_template.jinja"), &with_bos).unwrap();
+    let gguf = tmp.path().join("bos.gguf");
+    export(sa, sb, "0.5", &gguf, "gguf");
+    let g = gguf.to_str().unwrap();
+    let e = Engine::load(g, g, &cpu()).unwrap();
+    let ids = e.encode("cat").unwrap();
+    assert_eq!(ids[0], 0, "{ids:?}");
+    assert_eq!(
+        ids,
+        e.encode_text("<|endoftext|><|user|>cat<|assistant|>")
+            .unwrap()
+    );
 }

@@ -335,7 +335,8 @@ pub fn write(
     let result = match format {
         Format::Hf => write_hf(snap, &tmp, progress),
         Format::Gguf => write_gguf(snap, &tmp, progress),
-    };
+    }
+    .and_then(|()| sync_all(&tmp));
     if let Err(e) = result {
         let _ = remove_any(&tmp);
         return Err(e).with_context(|| {
@@ -372,6 +373,18 @@ pub fn write(
             .with_context(|| format!("{}: cannot remove the replaced export", aside.display()))?;
     }
     Ok(out.to_path_buf())
+}
+
+/// Every file at `path` (a file, or a folder's files) on the disk, before the rename that puts
+/// it in place of what `--out` held: after a power loss the name holds a whole model, old or new.
+fn sync_all(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        for entry in io(std::fs::read_dir(path), path)? {
+            sync_all(&io(entry, path)?.path())?;
+        }
+        return Ok(());
+    }
+    io(std::fs::File::open(path).and_then(|f| f.sync_all()), path)
 }
 
 /// What `--force` may replace: never a source's own files (or a folder holding them), and of

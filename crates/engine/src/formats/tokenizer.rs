@@ -164,6 +164,7 @@ pub fn train_tokenizer(files: &[PathBuf], vocab_size: usize, out: &Path) -> Resu
     // Saved beside, then renamed: a run cut short leaves no half-written tokenizer.json.
     let partial = out.with_extension("json.partial");
     tok.save(&partial, false)
+        .and_then(|()| Ok(std::fs::File::open(&partial)?.sync_all()?))
         .and_then(|()| Ok(std::fs::rename(&partial, out)?))
         .map_err(|e| err!(Format, "{}: cannot save tokenizer: {e}", out.display()))?;
     Tokenizer::from_file(out).map_err(|e| err!(Format, "{}: {e}", out.display()))

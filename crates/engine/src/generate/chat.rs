@@ -22,9 +22,27 @@ impl ChatTemplate {
     /// `chat_template`) or of a GGUF file; None when it has none.
     pub fn of(tokenizer_file: &std::path::Path) -> Option<Self> {
         if crate::formats::gguf::is_gguf(tokenizer_file) {
+            use crate::formats::gguf::Value;
             let h = crate::formats::gguf::Header::read(tokenizer_file).ok()?;
             let source = h.get("tokenizer.chat_template")?.as_str()?.to_string();
-            return Some(Self::new(source, String::new(), String::new()));
+            // Templates write `{{ bos_token }}` themselves (Gemma, Llama 3): its text, from
+            // the token list.
+            let token = |key: &str| -> String {
+                let id = h.get(key).and_then(Value::as_u64);
+                match (h.get("tokenizer.ggml.tokens"), id) {
+                    (Some(Value::Array(tokens)), Some(id)) => tokens
+                        .get(id as usize)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    _ => String::new(),
+                }
+            };
+            let (bos, eos) = (
+                token("tokenizer.ggml.bos_token_id"),
+                token("tokenizer.ggml.eos_token_id"),
+            );
+            return Some(Self::new(source, bos, eos));
         }
         let source = template_source(tokenizer_file)?;
         let v = tokenizer_config(tokenizer_file).unwrap_or_default();

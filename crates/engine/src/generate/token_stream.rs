@@ -77,6 +77,11 @@ impl<'t> TokenStream<'t> {
             .copied()
             .collect();
         tail.reverse();
+        // The window must start where a character does: byte tokens of a character begun
+        // before it decode (byte fallback) to U+FFFD, and so would every later window.
+        while !tail.is_empty() && self.decode(&tail).is_ok_and(|t| t.starts_with('\u{FFFD}')) {
+            tail.remove(0);
+        }
         self.prev = 0;
         self.current = tail.len();
         self.tokens = tail;
@@ -208,6 +213,17 @@ mod tests {
         assert_eq!(format!("{alone}{}", without_specials(&got)), whole);
         // Alone, a stream starts the text: the decoder's rule applies to its first token.
         assert_eq!(text(&mut TokenStream::new(&t), &[6, 7]), "then go");
+    }
+
+    /// A prompt ending in characters spelled in byte tokens: the context starts at a
+    /// character, so the new text is whole ("€" is three byte tokens here).
+    #[test]
+    fn a_prompt_ending_in_byte_tokens_leaves_the_new_text_whole() {
+        let t = sentencepiece();
+        let euro = [9, 10, 11];
+        let prompt = [&[3][..], &euro, &euro].concat();
+        let got = text(&mut TokenStream::after(&t, &prompt), &[9, 10, 11, 6]);
+        assert_eq!(got, "€ then");
     }
 
     /// A special token inside a character (its first bytes before, the last after) garbles
