@@ -817,8 +817,8 @@ pub struct ScoreArgs {
     /// score is at its own point (α_i, β_i) (instead of one --beta for all).
     #[arg(long, allow_hyphen_values = true, value_parser = beta_list, conflicts_with = "beta")]
     pub betas: Option<Alphas>,
-    /// The text to score, as it stands (no chat template; BOS only where the tokenizer adds
-    /// it); - reads standard input.
+    /// A file holding the text to score, read as it stands (no chat template; BOS only where
+    /// the tokenizer adds it); - reads standard input.
     #[arg(long)]
     pub text: std::path::PathBuf,
     /// One JSON object per α: alpha, token_ids, tokens, logprobs (null for the first token;

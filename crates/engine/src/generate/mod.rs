@@ -209,6 +209,12 @@ pub struct Generator<'a> {
 }
 
 impl Generator<'_> {
+    /// The token the tokenizer puts before every text it encodes (a BOS), if it adds one.
+    fn added_bos(&self) -> Option<u32> {
+        let empty = self.tokenizer.encode("", true).ok()?;
+        empty.get_ids().first().copied()
+    }
+
     /// A prompt's ids: through the chat template when the model has one and the prompt is
     /// plain text.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
@@ -253,7 +259,8 @@ impl Generator<'_> {
         use candle_core::{Tensor, D};
         let device = self.model.device();
         let (mut total, mut count) = (0f64, 0usize);
-        for w in ids.chunks(self.max_positions.min(1024)) {
+        for w in windows(ids, self.max_positions.min(1024), self.added_bos()) {
+            let w = &w[..];
             if w.len() < 2 {
                 continue;
             }
@@ -737,6 +744,32 @@ impl<'t> Row<'t> {
     }
 }
 
+/// `ids` in windows of at most `size` tokens, each read from its own start. Where the text
+/// opens with the BOS its tokenizer adds (`bos`), every later window opens with it too, as
+/// the model was trained to read (llama.cpp's perplexity does the same): Gemma reads a text
+/// without it as noise.
+fn windows(ids: &[u32], size: usize, bos: Option<u32>) -> Vec<std::borrow::Cow<'_, [u32]>> {
+    use std::borrow::Cow;
+    let bos = bos.filter(|b| ids.first() == Some(b) && size > 1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < ids.len() {
+        match bos {
+            Some(b) if start > 0 => {
+                let end = (start + size - 1).min(ids.len());
+                out.push(Cow::Owned([&[b], &ids[start..end]].concat()));
+                start = end;
+            }
+            _ => {
+                let end = (start + size).min(ids.len());
+                out.push(Cow::Borrowed(&ids[start..end]));
+                start = end;
+            }
+        }
+    }
+    out
+}
+
 /// The end of `text` that holds its last `bytes` bytes of plain text (markers not counted).
 fn plain_tail(text: &str, bytes: usize) -> &str {
     if bytes == 0 {
@@ -774,6 +807,26 @@ pub fn copy_to_host(t: &Tensor, buf: &mut Vec<f32>) -> candle_core::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Windows after the first open with the BOS a text opened with; without one they are
+    /// plain chunks.
+    #[test]
+    fn later_windows_open_with_the_bos() {
+        let ids = [1, 10, 11, 12, 13, 14, 15];
+        let w = |bos| -> Vec<Vec<u32>> {
+            windows(&ids, 3, bos)
+                .into_iter()
+                .map(|w| w.into_owned())
+                .collect()
+        };
+        assert_eq!(
+            w(Some(1)),
+            [vec![1, 10, 11], vec![1, 12, 13], vec![1, 14, 15]]
+        );
+        assert_eq!(w(None), [vec![1, 10, 11], vec![12, 13, 14], vec![15]]);
+        // A text that does not open with the BOS is chunked plainly.
+        assert_eq!(w(Some(7)), w(None));
+    }
 
     /// The tail that holds n plain bytes reaches past any number of markers.
     #[test]
