@@ -12,7 +12,8 @@ pub fn write_whole(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     let keep = std::fs::metadata(path).ok().map(|m| m.permissions());
     let written = write_synced(&partial, bytes.as_ref())
         .and_then(|()| keep.map_or(Ok(()), |p| std::fs::set_permissions(&partial, p)))
-        .and_then(|()| std::fs::rename(&partial, path));
+        .and_then(|()| std::fs::rename(&partial, path))
+        .and_then(|()| sync_folder_of(path));
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
@@ -26,6 +27,14 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(path)?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+/// The folder entry of a renamed file on the disk too.
+fn sync_folder_of(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => std::fs::File::open(".")?.sync_all(),
+    }
 }
 
 /// The partial file's name carries the process id, so two writers never share one.

@@ -211,6 +211,26 @@ fn mistral_without_a_window_blends_with_llama() {
     assert_has(&e, &["config field sliding_window differs", "4096"]);
 }
 
+/// A context too small to hold a token and its prediction is refused by name.
+#[test]
+fn a_context_of_no_room_is_refused() {
+    for (arch, key) in [
+        (Arch::Llama, "max_position_embeddings"),
+        (Arch::Gpt2, "n_positions"),
+    ] {
+        let p = pair(arch);
+        for dir in [&p.a, &p.b] {
+            let path = dir.join("config.json");
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            v[key] = 1.into();
+            std::fs::write(&path, v.to_string()).unwrap();
+        }
+        let e = err(&p.a, &p.b);
+        assert_has(&e, &[key, "no room", "config.json"]);
+    }
+}
+
 /// GPT-2 options the block here does not compute are refused by name, even for one model.
 #[test]
 fn gpt2_options_it_does_not_compute_are_refused() {

@@ -207,4 +207,12 @@ fn a_chat_template_of_its_own_file_or_of_either_endpoint_is_used() {
     std::fs::remove_file(b.join("chat_template.jinja")).unwrap();
     let e = load(&a, &b);
     assert_eq!(e.encode("cat").unwrap(), e.encode_text("[cat]").unwrap());
+    // Under --allow-tokenizer-mismatch B's template would speak B's tokens: A's alone.
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        allow_tokenizer_mismatch: true,
+        ..Default::default()
+    };
+    let e = Engine::load(&a.display().to_string(), &b.display().to_string(), &opts).unwrap();
+    assert!(!e.has_chat_template());
 }

@@ -637,6 +637,16 @@ fn a_model_stepped_aside_by_a_killed_export_comes_back() {
     assert!(card.contains("0.7") && live.exists(), "{card}");
 }
 
+/// The model at `gguf` prompts "cat" through the template `<|user|>…<|assistant|>`.
+fn prompted_through_the_template(gguf: &Path) {
+    let g = gguf.to_str().unwrap();
+    let e = Engine::load(g, g, &cpu()).unwrap();
+    assert_eq!(
+        e.encode("cat").unwrap(),
+        e.encode_text("<|user|>cat<|assistant|>").unwrap()
+    );
+}
+
 /// A chat template in a file of its own (chat_template.jinja) goes with the export, in both
 /// formats.
 #[test]
@@ -654,12 +664,7 @@ fn an_export_keeps_a_chat_template_file() {
         template
     );
     export(sa, sb, "0.5", &gguf, "gguf");
-    let g = gguf.to_str().unwrap();
-    let e = Engine::load(g, g, &cpu()).unwrap();
-    assert_eq!(
-        e.encode("cat").unwrap(),
-        e.encode_text("<|user|>cat<|assistant|>").unwrap()
-    );
+    prompted_through_the_template(&gguf);
     // B's template and end token, where A has none of its own: the export is prompted and
     // stops as the pair was.
     std::fs::remove_file(a.join("chat_template.jinja")).unwrap();
@@ -688,12 +693,7 @@ fn an_export_keeps_a_chat_template_file() {
         pair.end_tokens()
     );
     export(sa, sb, "0.5", &gguf, "gguf");
-    let g = gguf.to_str().unwrap();
-    let e = Engine::load(g, g, &cpu()).unwrap();
-    assert_eq!(
-        e.encode("cat").unwrap(),
-        e.encode_text("<|user|>cat<|assistant|>").unwrap()
-    );
+    prompted_through_the_template(&gguf);
     // A GGUF's template that writes the BOS itself gets the BOS's text (token 0 here).
     let with_bos = format!("{{{{ bos_token }}}}{template}");
     std::fs::write(b.join("chat_template.jinja"), &with_bos).unwrap();

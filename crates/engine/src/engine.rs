@@ -1935,8 +1935,13 @@ fn pair_text_spec(
     }
     text.eos.sort_unstable();
     text.eos.dedup();
+    // Under --allow-tokenizer-mismatch another endpoint's template speaks its own tokens.
+    let endpoints = match opts.allow_tokenizer_mismatch {
+        true => &[][..],
+        false => others,
+    };
     let (i, chat) = std::iter::once(first)
-        .chain(others.iter().copied())
+        .chain(endpoints.iter().copied())
         .enumerate()
         .find_map(|(i, c)| {
             Some((

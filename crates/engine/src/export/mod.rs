@@ -375,14 +375,14 @@ pub fn write(
     Ok(out.to_path_buf())
 }
 
-/// Every file at `path` (a file, or a folder's files) on the disk, before the rename that puts
-/// it in place of what `--out` held: after a power loss the name holds a whole model, old or new.
+/// Every file at `path` (a file, or a folder's files and entries) on the disk, before the
+/// rename that puts it in place of what `--out` held, so that the name never holds a model
+/// whose files are empty after a power loss.
 fn sync_all(path: &Path) -> Result<()> {
     if path.is_dir() {
         for entry in io(std::fs::read_dir(path), path)? {
             sync_all(&io(entry, path)?.path())?;
         }
-        return Ok(());
     }
     io(std::fs::File::open(path).and_then(|f| f.sync_all()), path)
 }

@@ -293,6 +293,18 @@ impl ModelConfig {
                 "{layers} layers is absurd (lerpscope reads models of up to {MAX_LAYERS})"
             );
         }
+        // A text needs room for a token and the one it predicts.
+        if self.max_positions() < 2 {
+            let key = match self {
+                ModelConfig::Decoder(_) => "max_position_embeddings",
+                ModelConfig::Gpt2(_) => "n_positions",
+            };
+            bail!(
+                Format,
+                "{key} {} leaves no room for text (at least 2)",
+                self.max_positions()
+            );
+        }
         match self {
             ModelConfig::Decoder(c) => {
                 if c.num_attention_heads == 0

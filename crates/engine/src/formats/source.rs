@@ -37,7 +37,14 @@ pub fn resolve_endpoint(spec: &str) -> Result<Endpoint> {
     match HubId::parse(spec) {
         Some(id) => {
             let repo = HubRepo::open(&id);
-            if let Some(config) = repo.fetch("adapter_config.json") {
+            // A model cached whole is not asked about an adapter it does not have.
+            let adapter = repo.cached_file("adapter_config.json").or_else(|| {
+                match repo.cached_file("config.json") {
+                    Some(_) => None,
+                    None => repo.fetch("adapter_config.json"),
+                }
+            });
+            if let Some(config) = adapter {
                 let weights = repo.fetch("adapter_model.safetensors").ok_or_else(|| {
                     if repo.fetch("adapter_model.bin").is_some() {
                         bin_only(&repo.label)
@@ -311,24 +318,43 @@ impl HubRepo {
 
     /// A full model's files.
     fn files(&self) -> Result<ModelFiles> {
-        let downloading = self.cached_file("config.json").is_none();
-        let fetch = |name: &str| self.fetch(name).ok_or_else(|| self.missing(name));
+        // Whether any file of the model had to be downloaded (this time, or by a run cut
+        // short before it fetched the optional files).
+        let downloading = std::cell::Cell::new(false);
+        let fetch = |name: &str| {
+            self.cached_file(name)
+                .or_else(|| {
+                    downloading.set(true);
+                    self.fetch(name)
+                })
+                .ok_or_else(|| self.missing(name))
+        };
         let config = fetch("config.json")?;
         let tokenizer = fetch("tokenizer.json")?;
-        let weights = if let Some(single) = self.fetch("model.safetensors") {
+        let (single, index) = ("model.safetensors", "model.safetensors.index.json");
+        let cached_index = self.cached_file(index);
+        let weights = if let Some(single) = self.cached_file(single) {
             vec![single]
-        } else if let Some(index) = self.fetch("model.safetensors.index.json") {
+        } else if let Some(index) = cached_index.or_else(|| {
+            downloading.set(true);
+            self.fetch(single)
+                .is_none()
+                .then(|| self.fetch(index))
+                .flatten()
+        }) {
             shard_names(&index)?
                 .iter()
                 .map(|f| fetch(f))
                 .collect::<Result<_>>()?
+        } else if let Some(single) = self.cached_file(single) {
+            vec![single]
         } else {
-            return Err(self.missing("model.safetensors"));
+            return Err(self.missing(single));
         };
         // Read from beside tokenizer.json where a snapshot has them: the chat template, the
-        // end tokens, the special tokens' names. Fetched with a download of the model; a
-        // cached model loads with no request (a repository may lack any of them).
-        if downloading {
+        // end tokens, the special tokens' names. Fetched along with a download of the model;
+        // a model cached whole loads with no request (a repository may lack any of them).
+        if downloading.get() {
             for optional in [
                 "tokenizer_config.json",
                 crate::generate::chat::TEMPLATE_FILE,

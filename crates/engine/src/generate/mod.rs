@@ -750,7 +750,9 @@ impl<'t> Row<'t> {
 /// without it as noise.
 fn windows(ids: &[u32], size: usize, bos: Option<u32>) -> Vec<std::borrow::Cow<'_, [u32]>> {
     use std::borrow::Cow;
-    let bos = bos.filter(|b| ids.first() == Some(b) && size > 1);
+    // Every window moves on by a token at least (a context is 2 or more: config checks).
+    let size = size.max(2);
+    let bos = bos.filter(|b| ids.first() == Some(b));
     let mut out = Vec::new();
     let mut start = 0;
     while start < ids.len() {
@@ -826,6 +828,8 @@ mod tests {
         assert_eq!(w(None), [vec![1, 10, 11], vec![12, 13, 14], vec![15]]);
         // A text that does not open with the BOS is chunked plainly.
         assert_eq!(w(Some(7)), w(None));
+        // Windows too small to hold a prediction still move on.
+        assert_eq!(windows(&ids, 0, Some(1)).len(), 6);
     }
 
     /// The tail that holds n plain bytes reaches past any number of markers.
