@@ -621,10 +621,11 @@ impl Generator<'_> {
                     row.text.push_str(&piece);
                     // A stop text may span pieces, and special tokens (read as their plain
                     // content): look in the plain tail that could hold it.
-                    let longest = self.stop.iter().map(String::len).max().unwrap_or(0);
-                    let tail = plain(plain_tail(&row.text, longest + piece.len()));
-                    if self.stop.iter().any(|s| tail.contains(s.as_str())) {
-                        row.stop = Some(StopReason::StopText);
+                    if let Some(longest) = self.stop.iter().map(String::len).max() {
+                        let tail = plain(plain_tail(&row.text, longest + piece.len()));
+                        if self.stop.iter().any(|s| tail.contains(s.as_str())) {
+                            row.stop = Some(StopReason::StopText);
+                        }
                     }
                 }
             }

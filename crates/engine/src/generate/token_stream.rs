@@ -133,7 +133,9 @@ impl<'t> TokenStream<'t> {
 
     /// The content of `token` if the tokenizer marks it special.
     fn special(&self, token: u32) -> Option<String> {
+        // Borrowed: `Tokenizer::get_added_tokens_decoder` clones the whole map, per token.
         self.tokenizer
+            .get_added_vocabulary()
             .get_added_tokens_decoder()
             .get(&token)
             .filter(|t| t.special)
