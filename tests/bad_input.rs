@@ -45,6 +45,14 @@ fn assert_has(msg: &str, parts: &[&str]) {
     }
 }
 
+/// Rewrite the JSON file at `path` through `edit`.
+fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
 /// Rewrite B's weights through `edit` (names, shapes and values as f32).
 fn rewrite_b(
     p: &Pair,
@@ -152,17 +160,12 @@ fn config_fields_of_the_forward_pass_must_agree() {
 #[test]
 fn the_context_length_must_agree_under_dynamic_rope() {
     let p = pair(Arch::Llama);
-    let edit = |dir: &Path, f: &dyn Fn(&mut serde_json::Value)| {
-        let path = dir.join("config.json");
-        let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        f(&mut v);
-        std::fs::write(&path, v.to_string()).unwrap();
-    };
-    edit(&p.b, &|v| v["max_position_embeddings"] = 64.into());
+    edit_json(&p.b.join("config.json"), |v| {
+        v["max_position_embeddings"] = 64.into()
+    });
     load(&p.a, &p.b, false).unwrap();
     for dir in [&p.a, &p.b] {
-        edit(dir, &|v| {
+        edit_json(&dir.join("config.json"), |v| {
             v["rope_scaling"] = serde_json::json!({"rope_type": "dynamic", "factor": 2.0})
         });
     }
@@ -220,11 +223,7 @@ fn a_context_of_no_room_is_refused() {
     ] {
         let p = pair(arch);
         for dir in [&p.a, &p.b] {
-            let path = dir.join("config.json");
-            let mut v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            v[key] = 1.into();
-            std::fs::write(&path, v.to_string()).unwrap();
+            edit_json(&dir.join("config.json"), |v| v[key] = 1.into());
         }
         let e = err(&p.a, &p.b);
         assert_has(&e, &[key, "no room", "config.json"]);
@@ -243,22 +242,17 @@ fn gpt2_options_it_does_not_compute_are_refused() {
     ] {
         let p = pair(Arch::Gpt2);
         let path = p.b.join("config.json");
-        let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        v[field] = value;
-        std::fs::write(&path, v.to_string()).unwrap();
+        edit_json(&path, |v| v[field] = value);
         let e = err(&p.b, &p.b);
         assert_has(&e, &[field, "not supported", &path.display().to_string()]);
     }
     // The defaults, written out, are what it computes.
     let p = pair(Arch::Gpt2);
-    let path = p.b.join("config.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    v["activation_function"] = "gelu_new".into();
-    v["scale_attn_weights"] = true.into();
-    v["scale_attn_by_inverse_layer_idx"] = false.into();
-    std::fs::write(&path, v.to_string()).unwrap();
+    edit_json(&p.b.join("config.json"), |v| {
+        v["activation_function"] = "gelu_new".into();
+        v["scale_attn_weights"] = true.into();
+        v["scale_attn_by_inverse_layer_idx"] = false.into();
+    });
     load(&p.a, &p.b, false).unwrap();
 }
 
@@ -429,10 +423,7 @@ fn tokenizers_with_one_vocabulary_that_split_text_apart_are_refused() {
     for (what, edit) in edits {
         let p = pair(Arch::Llama);
         let tok = p.b.join("tokenizer.json");
-        let mut t: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
-        edit(&mut t);
-        std::fs::write(&tok, t.to_string()).unwrap();
+        edit_json(&tok, edit);
         let e = match load(&p.a, &p.b, false) {
             Ok(_) => panic!("{what}: B's tokenizer was taken for A's"),
             Err(e) => e,
@@ -456,23 +447,22 @@ fn tokenizers_with_one_vocabulary_that_split_text_apart_are_refused() {
     // A token special in B only is refused whichever endpoint is A, naming the right file.
     let p = pair(Arch::Llama);
     let tok = p.b.join("tokenizer.json");
-    let mut t: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&tok).unwrap()).unwrap();
-    let (word, id) = {
-        let vocab = t["model"]["vocab"].as_object().unwrap();
-        let (w, id) = vocab
-            .iter()
-            .find(|(w, _)| w.len() > 3 && !w.starts_with('<'))
-            .unwrap();
-        (w.clone(), id.as_u64().unwrap())
-    };
-    t["added_tokens"]
-        .as_array_mut()
-        .unwrap()
-        .push(serde_json::json!({
-        "id": id, "content": word, "single_word": false, "lstrip": false,
-        "rstrip": false, "normalized": false, "special": true}));
-    std::fs::write(&tok, t.to_string()).unwrap();
+    edit_json(&tok, |t| {
+        let (word, id) = {
+            let vocab = t["model"]["vocab"].as_object().unwrap();
+            let (w, id) = vocab
+                .iter()
+                .find(|(w, _)| w.len() > 3 && !w.starts_with('<'))
+                .unwrap();
+            (w.clone(), id.as_u64().unwrap())
+        };
+        t["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+            "id": id, "content": word, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true}));
+    });
     for (x, y) in [(&p.a, &p.b), (&p.b, &p.a)] {
         let e = err(x, y);
         let a_tok = p.a.join("tokenizer.json").display().to_string();
