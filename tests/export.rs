@@ -423,8 +423,22 @@ fn failed_exports_leave_nothing_behind() {
         assert!(held.exists());
         remove_any(&held);
     }
+    // What a killed run left of a model file is part of the model folder; a running one's
+    // partial file is not (its writer is still at work there).
+    let live = out.join(format!(".model.safetensors.partial-{}", std::process::id()));
+    std::fs::write(&live, "writing").unwrap();
+    let o = lerpscope(&forced, tmp.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("which is not a model's file"),
+        "{err}"
+    );
+    std::fs::remove_file(&live).unwrap();
+    std::fs::write(out.join(".model.safetensors.partial-4999999"), "killed").unwrap();
+    std::fs::write(out.join(".config.json.partial-4999998"), "killed").unwrap();
     assert!(lerpscope(&forced, tmp.path()).status.success());
     assert!(out.join("model.safetensors").exists());
+    assert!(!out.join(".model.safetensors.partial-4999999").exists());
     // An --out named .gguf is a GGUF file without --format.
     let o = lerpscope(
         &[

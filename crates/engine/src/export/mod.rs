@@ -442,7 +442,7 @@ fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
             .with_context(|| format!("--out {}: cannot read", out.display()))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if !entry.path().is_file() || !is_model_file(&name) {
+            if !entry.path().is_file() || !(is_model_file(&name) || is_dead_partial(&name)) {
                 bail!(
                     Invalid,
                     "--out {}: holds {name}, which is not a model's file; --force replaces only a folder of a model's files (config.json, weights, tokenizer) or a GGUF file",
@@ -521,6 +521,14 @@ fn is_model_file(name: &str) -> bool {
         || name.ends_with(".gguf")
         || weights(".safetensors", "model")
         || weights(".bin", "pytorch_model")
+}
+
+/// A model file's partial copy (`.NAME.partial-PID`, as whole-file writes and `train` name
+/// them) whose writer has ended: what a killed run left of a model file, part of the folder.
+fn is_dead_partial(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.rsplit_once(".partial-"))
+        .is_some_and(|(file, pid)| is_model_file(file) && process_gone(pid))
 }
 
 /// Remove a file or a folder.
