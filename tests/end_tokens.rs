@@ -216,3 +216,97 @@ fn a_chat_template_of_its_own_file_or_of_either_endpoint_is_used() {
     let e = Engine::load(&a.display().to_string(), &b.display().to_string(), &opts).unwrap();
     assert!(!e.has_chat_template());
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+/// A tokenizer saved beside an adapter (training scripts save one) must agree with the
+/// base's: one that splits text otherwise would feed the adapter other ids than it was trained
+/// on. A template saved there is its endpoint's: A's own, then the base's, then B's.
+#[test]
+fn an_adapters_own_tokenizer_is_held_to_the_base_and_its_template_used() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    for (base, adapter, tokenizer) in [
+        (
+            "adapters/base-llama-tied",
+            "adapters/llama-plain",
+            "adapters/base-llama-tied",
+        ),
+        // A GGUF base kept quantized: its rebuilt tokenizer against the one it was made from.
+        ("quantized/base-q4_1.gguf", "quantized/lora", "tiny-llama-a"),
+    ] {
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let _ = (std::fs::remove_dir_all(&a), std::fs::remove_dir_all(&b));
+        let plain = adapter.ends_with("plain");
+        match plain {
+            true => {
+                copy_dir(&fixtures.join(format!("{adapter}-a")), &a);
+                copy_dir(&fixtures.join(format!("{adapter}-b")), &b);
+            }
+            false => copy_dir(&fixtures.join(adapter), &b),
+        }
+        let (a_spec, b_spec) = (
+            match plain {
+                true => a.display().to_string(),
+                false => "base".to_string(),
+            },
+            b.display().to_string(),
+        );
+        let opts = LoadOptions {
+            device: DeviceChoice::Cpu,
+            base: Some(fixtures.join(base).display().to_string()),
+            ..Default::default()
+        };
+        let load = |opts: &LoadOptions| Engine::load(&a_spec, &b_spec, opts);
+        let own = b.join("tokenizer.json");
+        std::fs::copy(fixtures.join(tokenizer).join("tokenizer.json"), &own).unwrap();
+        assert!(!load(&opts).unwrap().has_chat_template(), "{base}");
+        // B's template is used where the base has none, and recorded for exports.
+        let template = "the {{ messages[0]['content'] }} sat";
+        std::fs::write(b.join("chat_template.jinja"), template).unwrap();
+        let e = load(&opts).unwrap();
+        assert_eq!(
+            e.encode("cat").unwrap(),
+            e.encode_text("the cat sat").unwrap(),
+            "{base}"
+        );
+        assert_eq!(
+            e.origin.beyond_model.chat_template.as_deref(),
+            Some(template)
+        );
+        if plain {
+            // A's own comes first.
+            std::fs::write(
+                a.join("tokenizer_config.json"),
+                r#"{"chat_template": "[{{ messages[0]['content'] }}]"}"#,
+            )
+            .unwrap();
+            let e = load(&opts).unwrap();
+            assert_eq!(e.encode("cat").unwrap(), e.encode_text("[cat]").unwrap());
+        }
+        // A tokenizer that lowercases: refused, naming it; under --allow-tokenizer-mismatch
+        // the base's tokenizer and template alone.
+        let mut t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&own).unwrap()).unwrap();
+        t["normalizer"] = serde_json::json!({"type": "Lowercase"});
+        std::fs::write(&own, t.to_string()).unwrap();
+        let err = load(&opts).err().expect("refused").to_string();
+        assert!(
+            err.contains("tokenizers differ") && err.contains(&own.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let e = load(&LoadOptions {
+            allow_tokenizer_mismatch: true,
+            ..opts.clone()
+        })
+        .unwrap();
+        assert!(!e.has_chat_template(), "{base}");
+    }
+}

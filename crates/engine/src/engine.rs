@@ -258,7 +258,8 @@ pub struct Origin {
 /// Text settings a pair of full models takes from endpoints other than A.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TextBeyondModel {
-    /// The chat template, where A has none and a later endpoint has.
+    /// The chat template, where it is not A's model's own: A has none and a later endpoint
+    /// has, or an adapter carries its own beside it.
     pub chat_template: Option<String>,
     /// Every endpoint's end tokens, where they go beyond A's.
     pub end_tokens: Option<Vec<u32>>,
@@ -637,6 +638,7 @@ impl Engine {
             f.map(|f| Adapter::load(f, &base)).transpose()
         };
         let sides = [load(fa)?, load(fb)?, load(fc)?, load(fd)?];
+        let text = adapter_text_spec(&base, &sides, tokenizer, opts)?;
         if beta.is_some() {
             // C may be the base itself: A's and B's replacements are refused all the same.
             crate::weights::adapters::refuse_replacements(
@@ -653,14 +655,7 @@ impl Engine {
                     "--method slerp over adapters on a base kept quantized: the angles need the merged tensors; use --dequantize"
                 );
             }
-            return Self::load_on_quantized(
-                base,
-                base_spec,
-                tokenizer,
-                (sides, factors),
-                &names,
-                opts,
-            );
+            return Self::load_on_quantized(base, base_spec, text, (sides, factors), &names, opts);
         }
         let [aa, ab, ac, ad] = &sides;
         let dtype = held_dtype(opts.dtype, &[&base], &names, &device);
@@ -706,12 +701,10 @@ impl Engine {
             layout: base_layout(&base, &names),
         };
         let pair_model = Model::load_factored(&base.config, vb(va), vb(vbv), low_rank)?;
-        let mut text = text_spec(&base, tokenizer)?;
-        if opts.chat_template {
-            text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
-        }
+        let (text, beyond_model) = text;
         let plane = beta.map(|_| [ac, ad]);
-        let (names, origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, None);
+        let (names, mut origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, None);
+        origin.beyond_model = beyond_model;
         let mut engine = Self::assemble(
             origin,
             &base,
@@ -809,7 +802,7 @@ impl Engine {
     fn load_on_quantized(
         base: Checkpoint,
         base_spec: String,
-        tokenizer: Tokenizer,
+        (text, beyond_model): (TextSpec, TextBeyondModel),
         (sides, factors): (
             [Option<Adapter>; 4],
             Option<std::collections::HashMap<String, f64>>,
@@ -864,14 +857,11 @@ impl Engine {
         )?;
         model.set_default_mix(Some(mix))?;
         let pair_model = build()?;
-        let mut text = text_spec(&base, tokenizer)?;
-        if opts.chat_template {
-            text.chat = crate::generate::chat::ChatTemplate::of(&base.files.tokenizer);
-        }
         let kept = format!("{}, kept quantized", weights.base.types());
         let [aa, ab, ac, ad] = &sides;
         let plane = beta.map(|_| [ac, ad]);
-        let (names, origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, Some(&kept));
+        let (names, mut origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, Some(&kept));
+        origin.beyond_model = beyond_model;
         let mut engine = Self::assemble(
             origin,
             &base,
@@ -1959,6 +1949,61 @@ fn pair_text_spec(
     };
     if opts.chat_template {
         text.chat = chat;
+    }
+    Ok((text, beyond))
+}
+
+/// An adapter pair's text: the base's tokenizer, held to any tokenizer an adapter's folder
+/// carries (training scripts save one beside the adapter; one that splits text otherwise
+/// would feed the adapter ids it was not trained on), and the chat template of the first
+/// endpoint that has one. An adapter's own template (beside it) is its endpoint's; an
+/// endpoint without one speaks the base's. So: A's own, the base's, then B's, C's, D's own.
+fn adapter_text_spec(
+    base: &Checkpoint,
+    sides: &[Option<Adapter>; 4],
+    tokenizer: Tokenizer,
+    opts: &LoadOptions,
+) -> Result<(TextSpec, TextBeyondModel)> {
+    use crate::generate::chat::ChatTemplate;
+    let beside = |x: &Adapter| x.files.dir.join("tokenizer.json");
+    // Under --allow-tokenizer-mismatch the base's tokenizer and template alone are used.
+    let adapters: Vec<&Adapter> = match opts.allow_tokenizer_mismatch {
+        true => Vec::new(),
+        false => sides.iter().flatten().collect(),
+    };
+    for x in &adapters {
+        let own = beside(x);
+        if own.is_file() {
+            let theirs = crate::formats::tokenizer::load_tokenizer(&own)?;
+            crate::formats::tokenizer::check_tokenizers(
+                &tokenizer,
+                &base.files.tokenizer,
+                &theirs,
+                &own,
+            )?;
+        }
+    }
+    let own_template = |x: &Option<Adapter>| {
+        x.as_ref()
+            .filter(|_| !opts.allow_tokenizer_mismatch)
+            .map(beside)
+            .filter(|t| crate::generate::chat::template_source(t).is_some())
+            .and_then(|t| ChatTemplate::of(&t))
+    };
+    let chat = own_template(&sides[0])
+        .map(|t| (t, true))
+        .or_else(|| ChatTemplate::of(&base.files.tokenizer).map(|t| (t, false)))
+        .or_else(|| sides[1..].iter().find_map(own_template).map(|t| (t, true)));
+    let mut text = text_spec(base, tokenizer)?;
+    let beyond = TextBeyondModel {
+        chat_template: chat
+            .as_ref()
+            .filter(|(_, theirs)| *theirs)
+            .map(|(t, _)| t.source().to_string()),
+        end_tokens: None,
+    };
+    if opts.chat_template {
+        text.chat = chat.map(|(t, _)| t);
     }
     Ok((text, beyond))
 }

@@ -37,6 +37,10 @@ pub fn resolve_endpoint(spec: &str) -> Result<Endpoint> {
     match HubId::parse(spec) {
         Some(id) => {
             let repo = HubRepo::open(&id);
+            // Whether the adapter's files are all in the cache already (asked before any fetch).
+            let cached_whole = ["adapter_config.json", "adapter_model.safetensors"]
+                .iter()
+                .all(|f| repo.cached_file(f).is_some());
             // A model cached whole is not asked about an adapter it does not have.
             let adapter = repo.cached_file("adapter_config.json").or_else(|| {
                 match repo.cached_file("config.json") {
@@ -52,6 +56,17 @@ pub fn resolve_endpoint(spec: &str) -> Result<Endpoint> {
                         repo.missing("adapter_model.safetensors")
                     }
                 })?;
+                // A tokenizer and template saved beside the adapter are read from there (the
+                // base's must agree with it): fetched along with a download, as a model's are.
+                if !cached_whole {
+                    for optional in [
+                        "tokenizer.json",
+                        "tokenizer_config.json",
+                        crate::generate::chat::TEMPLATE_FILE,
+                    ] {
+                        let _ = repo.fetch(optional);
+                    }
+                }
                 let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
                 return Ok(Endpoint::Adapter(AdapterFiles {
                     label: repo.label.clone(),
