@@ -323,3 +323,25 @@ fn f32_settings_read_back_as_their_decimals() {
     assert_eq!(written["rms_norm_eps"], folder["rms_norm_eps"]);
     assert_eq!(written["rms_norm_eps"].as_f64(), Some(1e-5));
 }
+
+/// A GGUF file holds its own end tokens: a generation_config.json in the folder it lies in
+/// (another model's, downloaded beside it) is not read.
+#[test]
+fn a_gguf_ignores_a_generation_config_beside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("llama-f32.gguf");
+    std::fs::copy(gguf("llama-f32"), &file).unwrap();
+    let spec = file.display().to_string();
+    let own = Engine::load(&spec, &spec, &cpu())
+        .unwrap()
+        .end_tokens()
+        .to_vec();
+    let other = (0..64u32).find(|i| !own.contains(i)).unwrap();
+    std::fs::write(
+        tmp.path().join("generation_config.json"),
+        format!(r#"{{"eos_token_id": [{other}]}}"#),
+    )
+    .unwrap();
+    let e = Engine::load(&spec, &spec, &cpu()).unwrap();
+    assert_eq!(e.end_tokens(), &own[..]);
+}

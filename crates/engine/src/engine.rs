@@ -1893,7 +1893,7 @@ fn text_spec(c: &Checkpoint, tokenizer: Tokenizer) -> Result<TextSpec> {
         );
     }
     Ok(TextSpec {
-        eos: eos_ids(&c.config, &tokenizer, c.files.config.parent()),
+        eos: eos_ids(&c.config, &tokenizer, &c.files.config),
         max_positions: c.config.max_positions(),
         memory: crate::generate::RowMemory::of(&c.config, DType::F32),
         tokenizer,
@@ -1918,7 +1918,7 @@ fn pair_text_spec(
     let own_end_tokens = text.eos.clone();
     for c in others {
         if !opts.allow_tokenizer_mismatch {
-            let ids = eos_ids(&c.config, &text.tokenizer, c.files.config.parent());
+            let ids = eos_ids(&c.config, &text.tokenizer, &c.files.config);
             text.eos.extend(ids);
         }
         text.max_positions = text.max_positions.min(c.config.max_positions());
@@ -2010,9 +2010,14 @@ fn adapter_text_spec(
 
 /// Every token that ends a generation: the config's EOS, generation_config.json's beside it,
 /// and the end-of-text and end-of-turn tokens the tokenizer holds as special (a chat model may
-/// emit `<|endoftext|>` where its config names only `<|im_end|>`).
-fn eos_ids(config: &ModelConfig, tokenizer: &Tokenizer, dir: Option<&std::path::Path>) -> Vec<u32> {
+/// emit `<|endoftext|>` where its config names only `<|im_end|>`). A GGUF file holds its own
+/// (a folder of GGUF files may hold another model's generation_config.json).
+fn eos_ids(config: &ModelConfig, tokenizer: &Tokenizer, config_file: &std::path::Path) -> Vec<u32> {
     let mut ids = config.eos_ids();
+    let dir = match crate::formats::gguf::is_gguf(config_file) {
+        true => None,
+        false => config_file.parent(),
+    };
     if let Some(text) =
         dir.and_then(|d| std::fs::read_to_string(d.join("generation_config.json")).ok())
     {
@@ -2079,7 +2084,7 @@ impl Standalone {
         let model = Model::load(&config, vb)?;
         Ok(Self {
             text: TextSpec {
-                eos: eos_ids(&config, &tokenizer, files.config.parent()),
+                eos: eos_ids(&config, &tokenizer, &files.config),
                 max_positions: config.max_positions(),
                 memory: crate::generate::RowMemory::of(
                     &config,
