@@ -20,6 +20,7 @@ fn info() -> PairInfo {
         buffer_bytes: 9_600_000,
         gpu_memory: None,
         chat_template: false,
+        turn_markers: vec![],
         method: Default::default(),
         layers: None,
         beta: None,

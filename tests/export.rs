@@ -723,3 +723,52 @@ fn an_export_keeps_a_chat_template_file() {
             .unwrap()
     );
 }
+
+/// A GGUF's chat template stays its own when `--tokenizer` gives the tokenizer apart (the
+/// template is read from the GGUF where the tokenizer.json has none beside it).
+#[test]
+fn a_gguf_keeps_its_template_under_a_tokenizer_given_apart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    lerpscope::shapes::write_tiny_pair(&a, &b, lerpscope::shapes::Arch::Llama).unwrap();
+    std::fs::write(
+        a.join("chat_template.jinja"),
+        "the {{ messages[0]['content'] }} sat",
+    )
+    .unwrap();
+    let o = lerpscope(
+        &[
+            "export",
+            "--a",
+            "a",
+            "--b",
+            "b",
+            "--alpha",
+            "0.5",
+            "--out",
+            "blend.gguf",
+            "--device",
+            "cpu",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let apart = tmp.path().join("tokenizer-only");
+    std::fs::create_dir(&apart).unwrap();
+    std::fs::copy(a.join("tokenizer.json"), apart.join("tokenizer.json")).unwrap();
+    let file = tmp.path().join("blend.gguf").display().to_string();
+    let e = Engine::load(
+        &file,
+        &file,
+        &LoadOptions {
+            tokenizer: Some(apart.join("tokenizer.json")),
+            ..cpu()
+        },
+    )
+    .unwrap();
+    assert!(e.has_chat_template());
+    assert_eq!(
+        e.encode("cat").unwrap(),
+        e.encode_text("the cat sat").unwrap()
+    );
+}

@@ -345,3 +345,33 @@ fn a_gguf_ignores_a_generation_config_beside_it() {
     let e = Engine::load(&spec, &spec, &cpu()).unwrap();
     assert_eq!(e.end_tokens(), &own[..]);
 }
+
+/// A prompt or text that writes the BOS out (a conversation pasted whole) gets no second one.
+#[test]
+fn a_bos_written_out_is_not_doubled() {
+    use lerpscope::shapes::{write_tiny_pair, Arch};
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    // A tokenizer that puts its end-of-text token before every text, as a BOS.
+    for d in [&a, &b] {
+        let p = d.join("tokenizer.json");
+        let mut t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        t["post_processor"] = serde_json::json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>",
+                "ids": [0], "tokens": ["<|endoftext|>"]}}
+        });
+        std::fs::write(&p, t.to_string()).unwrap();
+    }
+    let e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let plain = e.encode_text("The movie").unwrap();
+    assert_eq!(e.encode_text("").unwrap(), vec![0], "a BOS is added");
+    assert_eq!(e.encode_text("<|endoftext|>The movie").unwrap(), plain);
+    assert_eq!(e.encode("<|endoftext|>The movie").unwrap(), plain);
+}

@@ -47,6 +47,7 @@ fn app_on(alphas: &[Alpha], beta: Option<f64>) -> (App, Vec<(ColumnId, Job)>) {
             buffer_bytes: 4000,
             gpu_memory: None,
             chat_template: false,
+            turn_markers: vec![],
             method: Default::default(),
             layers: None,
             beta,

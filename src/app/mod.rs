@@ -1491,8 +1491,9 @@ impl App {
     /// Whether the columns' texts are replies in a turn of their own (a chat template wraps
     /// the plain prompt) rather than the prompt's continuation.
     pub fn reply_apart(&self) -> bool {
-        matches!(&self.pair, PairState::Ready(info) if info.chat_template)
-            && !crate::engine::tokens::is_formatted(&self.prompt.text())
+        matches!(&self.pair, PairState::Ready(info)
+            if info.chat_template
+                && !crate::engine::tokens::is_formatted(&self.prompt.text(), &info.turn_markers))
     }
 
     pub fn session(&self) -> Session {

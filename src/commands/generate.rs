@@ -34,7 +34,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
     // Through a chat template the model writes a reply, not a continuation: on a line of
     // its own under the prompt.
-    let reply = engine.info.chat_template && !crate::engine::tokens::is_formatted(&prompt);
+    let reply = engine.info.chat_template
+        && !crate::engine::tokens::is_formatted(&prompt, &engine.info.turn_markers);
     let never = AtomicBool::new(false);
     let stdout = std::io::stdout();
     for (i, alpha) in alphas.into_iter().enumerate() {

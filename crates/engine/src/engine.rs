@@ -220,6 +220,10 @@ pub struct PairInfo {
     /// user turn, and what is generated is the assistant's reply).
     #[serde(default)]
     pub chat_template: bool,
+    /// The turn markers the chat template opens its prompts with: a prompt that opens with
+    /// one is already formatted, and goes to the model as it stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn_markers: Vec<String>,
     /// How the weights move with α.
     #[serde(default)]
     pub method: Method,
@@ -899,6 +903,12 @@ impl Engine {
             buffer_bytes: weights.model_bytes(),
             gpu_memory: device_memory(device).map(|(free, total)| (total - free, total)),
             chat_template: text.chat.is_some(),
+            turn_markers: text
+                .chat
+                .iter()
+                .flat_map(|t| t.markers())
+                .map(|m| m.to_string())
+                .collect(),
             method: weights.method(),
             layers: None,
             beta: weights.full().and_then(|w| w.beta()),
@@ -1930,16 +1940,17 @@ fn pair_text_spec(
         true => &[][..],
         false => others,
     };
-    let (i, chat) = std::iter::once(first)
+    let mut chat = None;
+    for (i, c) in std::iter::once(first)
         .chain(endpoints.iter().copied())
         .enumerate()
-        .find_map(|(i, c)| {
-            Some((
-                i,
-                crate::generate::chat::ChatTemplate::of(&c.files.tokenizer)?,
-            ))
-        })
-        .unzip();
+    {
+        if let Some(t) = template_read(model_template(c), opts)? {
+            chat = Some((i, t));
+            break;
+        }
+    }
+    let (i, chat) = chat.unzip();
     let beyond = TextBeyondModel {
         chat_template: chat
             .as_ref()
@@ -1983,17 +1994,21 @@ fn adapter_text_spec(
             )?;
         }
     }
-    let own_template = |x: &Option<Adapter>| {
-        x.as_ref()
-            .filter(|_| !opts.allow_tokenizer_mismatch)
-            .map(beside)
-            .filter(|t| crate::generate::chat::template_source(t).is_some())
-            .and_then(|t| ChatTemplate::of(&t))
+    let own_template = |x: &Option<Adapter>| -> Result<Option<(ChatTemplate, bool)>> {
+        match x.as_ref().filter(|_| !opts.allow_tokenizer_mismatch) {
+            Some(x) => Ok(template_read(ChatTemplate::of(&beside(x)), opts)?.map(|t| (t, true))),
+            None => Ok(None),
+        }
     };
-    let chat = own_template(&sides[0])
-        .map(|t| (t, true))
-        .or_else(|| ChatTemplate::of(&base.files.tokenizer).map(|t| (t, false)))
-        .or_else(|| sides[1..].iter().find_map(own_template).map(|t| (t, true)));
+    let mut chat = own_template(&sides[0])?;
+    if chat.is_none() {
+        chat = template_read(model_template(base), opts)?.map(|t| (t, false));
+    }
+    for x in &sides[1..] {
+        if chat.is_none() {
+            chat = own_template(x)?;
+        }
+    }
     let mut text = text_spec(base, tokenizer)?;
     let beyond = TextBeyondModel {
         chat_template: chat
@@ -2006,6 +2021,21 @@ fn adapter_text_spec(
         text.chat = chat.map(|(t, _)| t);
     }
     Ok((text, beyond))
+}
+
+/// A model's chat template: its tokenizer's, else its model file's (a GGUF read with a
+/// tokenizer.json given apart).
+fn model_template(c: &Checkpoint) -> Result<Option<crate::generate::chat::ChatTemplate>> {
+    crate::generate::chat::ChatTemplate::of_model(&c.files.tokenizer, &c.files.config)
+}
+
+/// A template read for prompts: one that cannot be read is an error, unless prompts skip
+/// templates (`--no-chat-template`), where it is read as absent.
+fn template_read<T>(read: Result<Option<T>>, opts: &LoadOptions) -> Result<Option<T>> {
+    match (read, opts.chat_template) {
+        (Err(_), false) => Ok(None),
+        (read, _) => read,
+    }
 }
 
 /// Every token that ends a generation: the config's EOS, generation_config.json's beside it,

@@ -246,7 +246,11 @@ fn tokenizer_metadata(snap: &Snapshot, w: &mut Gguf) -> Result<()> {
             .contains("TemplateProcessing"),
     );
     let template = snap.beyond_model.chat_template.clone();
-    if let Some(t) = template.or_else(|| crate::generate::chat::template_source(&src.tokenizer)) {
+    let own = || {
+        crate::generate::chat::ChatTemplate::of_model(&src.tokenizer, &src.config)
+            .map(|t| t.map(|t| t.source().to_string()))
+    };
+    if let Some(t) = template.map_or_else(own, |t| Ok(Some(t)))? {
         w.string("tokenizer.chat_template", &t);
     }
     Ok(())

@@ -3,59 +3,151 @@
 //! plain prompt reaches it as a user turn followed by the start of the assistant's reply.
 
 use crate::error::{err, Result};
+use std::path::Path;
 
 /// A model's chat template.
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
     source: String,
-    bos: String,
-    eos: String,
+    /// Where it was read (a file, or a GGUF's key), for messages.
+    origin: String,
+    /// The special tokens' texts a template may write (`bos_token`, `eos_token`, `pad_token`,
+    /// …), as transformers passes them.
+    tokens: Vec<(String, minijinja::Value)>,
+    /// The turn markers a rendered prompt opens with: a prompt that opens with one of them is
+    /// already in this template's format.
+    markers: Vec<&'static str>,
 }
+
+/// Markers that open a turn, by chat format: ChatML, Llama 3, Mistral, Gemma, Phi-3/Zephyr.
+const TURN_MARKERS: [&[&str]; 5] = [
+    &["<|im_start|>"],
+    &["<|start_header_id|>"],
+    &["[INST]"],
+    &["<start_of_turn>"],
+    &["<|user|>", "<|system|>"],
+];
 
 impl ChatTemplate {
     pub fn new(source: String, bos: String, eos: String) -> Self {
-        Self { source, bos, eos }
+        Self::with_tokens(
+            source,
+            "the chat template".into(),
+            vec![
+                ("bos_token".into(), bos.into()),
+                ("eos_token".into(), eos.into()),
+            ],
+        )
+    }
+
+    fn with_tokens(
+        source: String,
+        origin: String,
+        tokens: Vec<(String, minijinja::Value)>,
+    ) -> Self {
+        // Jinja2 reads a template's line ends as "\n" (a file saved on Windows renders the same).
+        let source = source.replace("\r\n", "\n");
+        let mut t = Self {
+            source,
+            origin,
+            tokens,
+            markers: Vec::new(),
+        };
+        // The formats it writes: seen in a prompt it renders (a template may build markers
+        // from parts, as `'<|' + role + '|>'`) or named in its text (a system turn's).
+        let seen = format!("{}{}", t.render("\u{1}").unwrap_or_default(), t.source);
+        t.markers = TURN_MARKERS
+            .into_iter()
+            .filter(|format| format.iter().any(|m| seen.contains(m)))
+            .flatten()
+            .copied()
+            .collect();
+        t
+    }
+
+    /// The template of a model: of its tokenizer file (a Hugging Face folder's, beside
+    /// tokenizer.json, or a GGUF's), else of its model file (a GGUF whose tokenizer is given
+    /// apart, by `--tokenizer`).
+    pub fn of_model(tokenizer_file: &Path, model_file: &Path) -> Result<Option<Self>> {
+        match Self::of(tokenizer_file)? {
+            Some(t) => Ok(Some(t)),
+            None if model_file != tokenizer_file => Self::of(model_file),
+            None => Ok(None),
+        }
     }
 
     /// The template of a Hugging Face model folder (beside its tokenizer.json: the file
     /// chat_template.jinja, which transformers writes and prefers, else tokenizer_config.json's
     /// `chat_template`) or of a GGUF file; None when it has none.
-    pub fn of(tokenizer_file: &std::path::Path) -> Option<Self> {
+    pub fn of(tokenizer_file: &Path) -> Result<Option<Self>> {
         if crate::formats::gguf::is_gguf(tokenizer_file) {
             use crate::formats::gguf::Value;
-            let h = crate::formats::gguf::Header::read(tokenizer_file).ok()?;
-            let source = h.get("tokenizer.chat_template")?.as_str()?.to_string();
+            let Ok(h) = crate::formats::gguf::Header::read(tokenizer_file) else {
+                return Ok(None);
+            };
+            let Some(source) = h.get("tokenizer.chat_template").and_then(Value::as_str) else {
+                return Ok(None);
+            };
             // Templates write `{{ bos_token }}` themselves (Gemma, Llama 3): its text, from
             // the token list.
-            let token = |key: &str| -> String {
-                let id = h.get(key).and_then(Value::as_u64);
-                match (h.get("tokenizer.ggml.tokens"), id) {
-                    (Some(Value::Array(tokens)), Some(id)) => tokens
-                        .get(id as usize)
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    _ => String::new(),
+            let token = |key: &str| -> Option<String> {
+                let id = h.get(key).and_then(Value::as_u64)?;
+                match h.get("tokenizer.ggml.tokens") {
+                    Some(Value::Array(tokens)) => {
+                        Some(tokens.get(id as usize)?.as_str()?.to_string())
+                    }
+                    _ => None,
                 }
             };
-            let (bos, eos) = (
-                token("tokenizer.ggml.bos_token_id"),
-                token("tokenizer.ggml.eos_token_id"),
-            );
-            return Some(Self::new(source, bos, eos));
+            let tokens = [
+                ("bos_token", "tokenizer.ggml.bos_token_id"),
+                ("eos_token", "tokenizer.ggml.eos_token_id"),
+                ("unk_token", "tokenizer.ggml.unknown_token_id"),
+                ("pad_token", "tokenizer.ggml.padding_token_id"),
+            ]
+            .into_iter()
+            .map(|(name, key)| (name.to_string(), token(key).unwrap_or_default().into()))
+            .collect();
+            let origin = format!("{} (tokenizer.chat_template)", tokenizer_file.display());
+            return Ok(Some(Self::with_tokens(source.to_string(), origin, tokens)));
         }
-        let source = template_source(tokenizer_file)?;
-        let v = tokenizer_config(tokenizer_file).unwrap_or_default();
-        let token = |k: &str| match &v[k] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Object(o) => o
-                .get("content")
-                .and_then(|c| c.as_str())
-                .unwrap_or("")
-                .to_string(),
-            _ => String::new(),
+        let Some((source, origin)) = template_source(tokenizer_file)? else {
+            return Ok(None);
         };
-        Some(Self::new(source, token("bos_token"), token("eos_token")))
+        // Every special token's text, as transformers passes them: `*_token` strings (or
+        // added-token objects) and the list of additional ones.
+        let config = tokenizer_config(tokenizer_file)?.unwrap_or_default();
+        let content = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => Some(o.get("content")?.as_str()?.to_string()),
+            _ => None,
+        };
+        let mut tokens: Vec<(String, minijinja::Value)> = ["bos_token", "eos_token"]
+            .into_iter()
+            .map(|k| {
+                (
+                    k.to_string(),
+                    content(&config[k]).unwrap_or_default().into(),
+                )
+            })
+            .collect();
+        if let Some(o) = config.as_object() {
+            for (k, v) in o {
+                if k.ends_with("_token") && !tokens.iter().any(|(t, _)| t == k) {
+                    if let Some(text) = content(v) {
+                        tokens.push((k.clone(), text.into()));
+                    }
+                }
+            }
+            if let Some(list) = o
+                .get("additional_special_tokens")
+                .and_then(|v| v.as_array())
+            {
+                let texts: Vec<String> = list.iter().filter_map(content).collect();
+                tokens.push(("additional_special_tokens".into(), texts.into()));
+            }
+        }
+        Ok(Some(Self::with_tokens(source, origin, tokens)))
     }
 
     /// The template's Jinja text.
@@ -63,9 +155,26 @@ impl ChatTemplate {
         &self.source
     }
 
-    /// `prompt` as one user turn, with the assistant's turn opened.
+    /// The turn markers its prompts open with.
+    pub fn markers(&self) -> &[&'static str] {
+        &self.markers
+    }
+
+    /// Whether `prompt` is already in this template's format: it opens with a turn marker the
+    /// template writes (after a BOS written out, if any). A prompt that only mentions a marker
+    /// ("what does <|im_start|> mean?"), or opens with another format's, is plain text.
+    pub fn formats(&self, prompt: &str) -> bool {
+        is_formatted(prompt, &self.markers)
+    }
+
+    /// `prompt` as one user turn, with the assistant's turn opened, rendered as transformers'
+    /// `apply_chat_template` renders it: Jinja2's block trimming, Python's string and dict
+    /// methods, `tojson` as Python's `json.dumps`, `strftime_now`, `raise_exception`.
     pub fn render(&self, prompt: &str) -> Result<String> {
         let mut env = minijinja::Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -75,113 +184,342 @@ impl ChatTemplate {
                 ))
             },
         );
-        env.add_function("strftime_now", |_fmt: String| String::new());
+        env.add_function("strftime_now", |format: String| {
+            strftime(&format, std::time::SystemTime::now())
+        });
+        env.add_filter("tojson", tojson);
+        let origin = &self.origin;
         env.add_template("chat", &self.source).map_err(|e| {
             err!(
                 Format,
-                "the chat template does not parse ({e}); pass --no-chat-template"
+                "{origin}: the chat template does not parse ({e}); pass --no-chat-template"
             )
         })?;
-        let ctx = minijinja::context! {
-            messages => vec![minijinja::context! { role => "user", content => prompt }],
-            add_generation_prompt => true,
-            bos_token => self.bos.clone(),
-            eos_token => self.eos.clone(),
-        };
+        let mut ctx: std::collections::BTreeMap<String, minijinja::Value> =
+            self.tokens.iter().cloned().collect();
+        ctx.insert(
+            "messages".into(),
+            minijinja::Value::from_serialize(vec![
+                minijinja::context! { role => "user", content => prompt },
+            ]),
+        );
+        ctx.insert("add_generation_prompt".into(), true.into());
         env.get_template("chat")
             .and_then(|t| t.render(ctx))
             .map_err(|e| {
                 err!(
                     Format,
-                    "the chat template fails on this prompt ({e}); pass --no-chat-template"
+                    "{origin}: the chat template fails on this prompt ({e}); pass --no-chat-template"
                 )
             })
     }
 }
 
-/// Whether `prompt` is already in a chat format: it opens with a turn marker a template
-/// writes (after a BOS written out, if any). A prompt that only mentions a marker ("what does
-/// <|im_start|> mean?") is plain text, and goes through the template.
-pub fn is_formatted(prompt: &str) -> bool {
+/// Whether `prompt` opens with one of `markers` (after a BOS written out, if any).
+pub fn is_formatted(prompt: &str, markers: &[impl AsRef<str>]) -> bool {
     let mut rest = prompt.trim_start();
     for bos in ["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"] {
         rest = rest.strip_prefix(bos).unwrap_or(rest).trim_start();
     }
-    [
-        "<|im_start|>",
-        "<|start_header_id|>",
-        "[INST]",
-        "<start_of_turn>",
-        "<|user|>",
-        "<|system|>",
-    ]
-    .iter()
-    .any(|m| rest.starts_with(m))
+    markers.iter().any(|m| rest.starts_with(m.as_ref()))
 }
 
-/// The Jinja text of a Hugging Face folder's chat template, beside `tokenizer_file`:
-/// chat_template.jinja where there is one (transformers writes it there and reads it first),
-/// else tokenizer_config.json's `chat_template` (a string, or a list of named templates whose
-/// "default" is taken).
-pub fn template_source(tokenizer_file: &std::path::Path) -> Option<String> {
+/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)`, as transformers' `tojson`:
+/// `", "` and `": "` between items without an indent, one item a line with one.
+fn tojson(
+    value: minijinja::Value,
+    indent: Option<usize>,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<String, minijinja::Error> {
+    let indent = kwargs.get::<Option<usize>>("indent")?.or(indent);
+    let _ = kwargs.get::<Option<minijinja::Value>>("separators")?;
+    let _ = kwargs.get::<Option<bool>>("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+    })?;
+    let mut out = String::new();
+    write_python_json(&json, indent, 0, &mut out);
+    Ok(out)
+}
+
+fn write_python_json(v: &serde_json::Value, indent: Option<usize>, depth: usize, out: &mut String) {
+    use serde_json::Value;
+    let (open, close, items): (char, char, Vec<(Option<&String>, &Value)>) = match v {
+        Value::Array(a) => ('[', ']', a.iter().map(|x| (None, x)).collect()),
+        Value::Object(o) => ('{', '}', o.iter().map(|(k, x)| (Some(k), x)).collect()),
+        leaf => {
+            out.push_str(&leaf.to_string());
+            return;
+        }
+    };
+    out.push(open);
+    if items.is_empty() {
+        out.push(close);
+        return;
+    }
+    let newline = |out: &mut String, depth: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * depth));
+        }
+    };
+    for (i, (key, x)) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(if indent.is_some() { "," } else { ", " });
+        }
+        newline(out, depth + 1);
+        if let Some(k) = key {
+            out.push_str(&Value::String(k.clone()).to_string());
+            out.push_str(": ");
+        }
+        write_python_json(x, indent, depth + 1, out);
+    }
+    newline(out, depth);
+    out.push(close);
+}
+
+/// Python's `datetime.now().strftime(format)` for the codes chat templates use (Llama 3's
+/// "Today Date: %d %b %Y"), in UTC.
+fn strftime(format: &str, now: std::time::SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = (days + 3).rem_euclid(7) as usize; // 1970-01-01 was a Thursday.
+    let month_name = MONTHS[(month - 1) as usize];
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", year.rem_euclid(100))),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('B') => out.push_str(month_name),
+            Some('b') => out.push_str(&month_name[..3]),
+            Some('A') => out.push_str(DAYS[weekday]),
+            Some('a') => out.push_str(&DAYS[weekday][..3]),
+            Some('H') => out.push_str(&format!("{:02}", rem / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", rem / 60 % 60)),
+            Some('S') => out.push_str(&format!("{:02}", rem % 60)),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// The Jinja text of a Hugging Face folder's chat template, beside `tokenizer_file`, and the
+/// file it is read from: chat_template.jinja where there is one (transformers writes it there
+/// and reads it first), else tokenizer_config.json's `chat_template` (a string, or a list of
+/// named templates whose "default" is taken).
+fn template_source(tokenizer_file: &Path) -> Result<Option<(String, String)>> {
     let jinja = tokenizer_file.with_file_name(TEMPLATE_FILE);
-    if let Ok(source) = std::fs::read_to_string(jinja) {
-        return Some(source);
+    if let Ok(source) = std::fs::read_to_string(&jinja) {
+        return Ok(Some((source, jinja.display().to_string())));
     }
-    match &tokenizer_config(tokenizer_file)?["chat_template"] {
+    let Some(config) = tokenizer_config(tokenizer_file)? else {
+        return Ok(None);
+    };
+    let origin = tokenizer_file
+        .with_file_name("tokenizer_config.json")
+        .display()
+        .to_string();
+    let source = match &config["chat_template"] {
         serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(a) => Some(
-            a.iter().find(|t| t["name"] == "default").or(a.first())?["template"]
-                .as_str()?
-                .to_string(),
-        ),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .find(|t| t["name"] == "default")
+            .or(a.first())
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_string),
         _ => None,
-    }
+    };
+    Ok(source.map(|s| (s, origin)))
 }
 
 /// The file a chat template has to itself in a Hugging Face folder.
 pub const TEMPLATE_FILE: &str = "chat_template.jinja";
 
-fn tokenizer_config(tokenizer_file: &std::path::Path) -> Option<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(tokenizer_file.with_file_name("tokenizer_config.json")).ok()?;
-    serde_json::from_str(&text).ok()
+/// tokenizer_config.json beside `tokenizer_file`, if there is one. One that does not parse is
+/// refused where it holds a chat template (the prompt would silently lose it), and read as
+/// absent otherwise.
+fn tokenizer_config(tokenizer_file: &Path) -> Result<Option<serde_json::Value>> {
+    let path = tokenizer_file.with_file_name("tokenizer_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    match serde_json::from_str(&text) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if text.contains("chat_template") => Err(err!(
+            Format,
+            "{}: not valid JSON ({e}), and its chat template cannot be read; fix the file or pass --no-chat-template",
+            path.display()
+        )),
+        Err(_) => Ok(None),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn template(source: &str) -> ChatTemplate {
+        ChatTemplate::new(source.into(), "<s>".into(), "</s>".into())
+    }
+
     #[test]
     fn renders_a_chatml_template_as_one_user_turn() {
-        let t = ChatTemplate::new(
-            "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}".into(),
-            String::new(),
-            String::new(),
-        );
+        let t = template(CHATML);
         assert_eq!(
             t.render("Hi there").unwrap(),
             "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
         );
-        assert!(is_formatted("<|im_start|>user\nx"));
-        assert!(!is_formatted("The food was"));
-        for formatted in [
-            "  <|im_start|>system\nBe brief<|im_end|>\n<|im_start|>user\nhi",
-            "<s>[INST] hi [/INST]",
-            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi",
-            "<bos><start_of_turn>user\nhi<end_of_turn>\n",
-            "<|system|>\nBe brief<|end|>\n<|user|>\nhi",
-        ] {
-            assert!(is_formatted(formatted), "{formatted:?}");
-        }
-        // Mentioning a marker is not using one.
-        assert!(!is_formatted(r#"What does "<|im_start|>" mean in ChatML?"#));
-        assert!(!is_formatted("Explain [INST] tags"));
-        let bad = ChatTemplate::new("{% if %}".into(), String::new(), String::new());
+        assert!(t.formats("<|im_start|>user\nx"));
+        assert!(t.formats("  <|im_start|>system\nBe brief<|im_end|>\n<|im_start|>user\nhi"));
+        assert!(!t.formats("The food was"));
+        // Mentioning a marker is not using one, and another format's marker is plain text.
+        assert!(!t.formats(r#"What does "<|im_start|>" mean in ChatML?"#));
+        assert!(!t.formats("[INST] is a tag in some prompt formats. What does it do?"));
+        let bad = template("{% if %}");
         assert!(bad
             .render("x")
             .unwrap_err()
             .to_string()
             .contains("--no-chat-template"));
+    }
+
+    /// Each format's markers, including those a template builds from parts (Phi-3).
+    #[test]
+    fn a_template_knows_the_markers_it_writes() {
+        for (source, formatted) in [
+            ("<s>{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}", "<s>[INST] hi [/INST]"),
+            ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>{% endfor %}", "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi"),
+            ("{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}", "<bos><start_of_turn>user\nhi<end_of_turn>\n"),
+            ("{% for m in messages %}{{ '<|' + m['role'] + '|>' + '\n' + m['content'] + '<|end|>\n' }}{% endfor %}", "<|system|>\nBe brief<|end|>\n<|user|>\nhi"),
+        ] {
+            let t = template(source);
+            assert!(t.formats(formatted), "{formatted:?}");
+            assert!(!t.formats("<|im_start|>user\nhi"), "{source}");
+        }
+    }
+
+    /// Rendered as transformers renders: block tags take their line's newline and indentation
+    /// with them (Zephyr's template is written without `{%-`), Python's string methods work,
+    /// `tojson` writes Python's JSON, `strftime_now` writes the date, line ends are "\n".
+    #[test]
+    fn renders_as_transformers_does() {
+        let zephyr = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}";
+        assert_eq!(
+            template(zephyr).render("hello world").unwrap(),
+            "<|user|>\nhello world</s>\n<|assistant|>\n"
+        );
+        let indented = "{% for m in messages %}\n    {% if m.role == 'user' %}\n[{{ m.content }}]\n    {% endif %}\n{% endfor %}";
+        assert_eq!(template(indented).render("x").unwrap(), "[x]\n");
+        // Qwen3's and Llama 2's templates call Python's methods.
+        let methods = "{% set c = messages[0]['content'] %}{{ c.strip().upper() }}|{{ c.startswith(' a') }}|{{ c.split(',')|length }}|{{ messages[0].get('role') }}";
+        assert_eq!(
+            template(methods).render(" a,b ").unwrap(),
+            "A,B|True|2|user"
+        );
+        let json = "{{ messages[0]|tojson }}|{{ {'a': [1, 'é']}|tojson(indent=2) }}";
+        assert_eq!(
+            template(json).render("q\"").unwrap(),
+            "{\"content\": \"q\\\"\", \"role\": \"user\"}|{\n  \"a\": [\n    1,\n    \"é\"\n  ]\n}"
+        );
+        let crlf = "{% for m in messages %}\r\n{{ m.content }}\r\n{% endfor %}";
+        assert_eq!(template(crlf).render("x").unwrap(), "x\n");
+        let date = template("{{ strftime_now('%d %b %Y') }}")
+            .render("x")
+            .unwrap();
+        assert_eq!(date.len(), 11, "{date}");
+        assert!(!date.contains('%'), "{date}");
+    }
+
+    #[test]
+    fn strftime_writes_pythons_codes() {
+        // 2024-02-29 13:05:09 UTC, a Thursday.
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_709_211_909);
+        assert_eq!(
+            strftime("%d %b %Y|%B %A %a %m/%y %H:%M:%S %%", t),
+            "29 Feb 2024|February Thursday Thu 02/24 13:05:09 %"
+        );
+        assert_eq!(strftime("%d %b %Y", std::time::UNIX_EPOCH), "01 Jan 1970");
+    }
+
+    #[test]
+    fn a_template_in_a_broken_tokenizer_config_is_refused_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tok = tmp.path().join("tokenizer.json");
+        let config = tmp.path().join("tokenizer_config.json");
+        std::fs::write(&config, r#"{"chat_template": "{{ x }}",}"#).unwrap();
+        let e = ChatTemplate::of(&tok).unwrap_err().to_string();
+        assert!(e.contains(&config.display().to_string()), "{e}");
+        // Without a template in it, it holds nothing a prompt needs.
+        std::fs::write(&config, r#"{"model_max_length": 1,}"#).unwrap();
+        assert!(ChatTemplate::of(&tok).unwrap().is_none());
+        // Every special token's text reaches the template; errors name the file.
+        std::fs::write(
+            &config,
+            r#"{"chat_template": "{{ pad_token }}{{ unk_token }}{{ additional_special_tokens[0] }}{{ raise_exception('no') }}", "pad_token": {"content": "<pad>"}, "unk_token": "<unk>", "additional_special_tokens": ["<x>"]}"#,
+        )
+        .unwrap();
+        let t = ChatTemplate::of(&tok).unwrap().unwrap();
+        let e = t.render("hi").unwrap_err().to_string();
+        assert!(
+            e.contains("tokenizer_config.json: the chat template fails") && e.contains("no"),
+            "{e}"
+        );
+        std::fs::write(
+            &config,
+            r#"{"chat_template": "{{ pad_token }}{{ unk_token }}{{ additional_special_tokens[0] }}", "pad_token": {"content": "<pad>"}, "unk_token": "<unk>", "additional_special_tokens": ["<x>"]}"#,
+        )
+        .unwrap();
+        let t = ChatTemplate::of(&tok).unwrap().unwrap();
+        assert_eq!(t.render("hi").unwrap(), "<pad><unk><x>");
     }
 }

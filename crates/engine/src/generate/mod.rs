@@ -216,20 +216,28 @@ impl Generator<'_> {
     }
 
     /// A prompt's ids: through the chat template when the model has one and the prompt is
-    /// plain text.
+    /// plain text. A prompt already in the template's format goes as it stands, less the
+    /// indentation before its first marker (pasted text's, not the format's).
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
         match self.chat {
-            Some(t) if !crate::generate::chat::is_formatted(prompt) => {
-                // The template writes the special tokens itself.
-                self.tokenize(&t.render(prompt)?, false)
-            }
-            _ => self.tokenize(prompt, true),
+            // The template writes the special tokens itself.
+            Some(t) if !t.formats(prompt) => self.tokenize(&t.render(prompt)?, false),
+            Some(_) => self.encode_text(prompt.trim_start()),
+            None => self.encode_text(prompt),
         }
     }
 
-    /// A text's ids as it stands (no template): for scoring text.
+    /// A text's ids as it stands (no template): for scoring text. A text that writes the BOS
+    /// out itself does not get a second one.
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenize(text, true)
+        self.tokenize(text, !self.writes_bos(text))
+    }
+
+    /// Whether `text` opens with the BOS the tokenizer would add, written out.
+    fn writes_bos(&self, text: &str) -> bool {
+        self.added_bos()
+            .and_then(|id| self.tokenizer.id_to_token(id))
+            .is_some_and(|bos| text.starts_with(&bos))
     }
 
     /// The ids of `prompt` followed by `continuation`, split where the continuation's text
@@ -237,7 +245,7 @@ impl Generator<'_> {
     /// differently (SentencePiece's tokenizers put a `▁` before every text they are given).
     /// A token that spans the seam belongs to the continuation.
     pub fn encode_split(&self, prompt: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-        let whole = self.encoding(&format!("{prompt}{continuation}"), true)?;
+        let whole = self.encoding(&format!("{prompt}{continuation}"), !self.writes_bos(prompt))?;
         Ok(split_at_text(&whole, prompt.len()))
     }
 
