@@ -368,9 +368,25 @@ fn quit_signal() -> impl std::future::Future<Output = i32> {
 /// the time it waits behind a draw.
 fn spawn_input_reader() -> UnboundedReceiver<Input> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    // The controlling terminal, watched apart: crossterm spins on a hung-up terminal's end of
+    // file (a terminal closed while SIGHUP is ignored), so it is asked only once the terminal
+    // has input or the wait has timed out (a resize reaches crossterm by a signal).
+    let tty = std::fs::File::open("/dev/tty").ok();
     std::thread::Builder::new()
         .name("lerpscope-input".into())
         .spawn(move || loop {
+            if let Some(tty) = &tty {
+                let ready = terminal_ready(tty, 100)
+                    .and_then(|_| crossterm::event::poll(std::time::Duration::ZERO));
+                match ready {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(e) => {
+                        let _ = tx.send((Instant::now(), Err(e)));
+                        break;
+                    }
+                }
+            }
             let e = crossterm::event::read();
             let failed = e.is_err();
             if tx.send((Instant::now(), e)).is_err() || failed {
@@ -379,6 +395,32 @@ fn spawn_input_reader() -> UnboundedReceiver<Input> {
         })
         .expect("spawn input thread");
     rx
+}
+
+/// Whether the terminal has input, waiting up to `timeout_ms`; an error once it has hung up.
+fn terminal_ready(tty: &std::fs::File, timeout_ms: i32) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: tty.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the length given.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.kind() {
+            std::io::ErrorKind::Interrupted => Ok(false),
+            _ => Err(e),
+        };
+    }
+    if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "the terminal hung up",
+        ));
+    }
+    Ok(n > 0)
 }
 
 /// Input and engine events in, effects out, one frame per batch. Generic over the backend, and

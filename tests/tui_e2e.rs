@@ -272,6 +272,34 @@ fn a_kill_restores_the_terminal() {
     }
 }
 
+/// A terminal that goes away while SIGHUP is ignored (a shell that traps it) ends the UI: it
+/// used to spin a core forever reading the hung-up terminal's end of file.
+#[test]
+fn a_terminal_gone_without_a_hangup_signal_ends_the_ui() {
+    if !have_tmux() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
+    let pair = format!("--a {} --b {} --device cpu", a.display(), b.display());
+    let tmux = run_in_tmux(&pair, "trap '' HUP;", "--max-tokens 4", (100, 30), "gone");
+    tmux.wait_for("the columns", |s| s.contains("α = "));
+    let shell = tmux.run(&["display", "-p", "-t", "ui", "#{pane_pid}"]);
+    let pid = child_of(shell.trim().parse().unwrap()).expect("lerpscope under the pane's shell");
+    tmux.run(&["kill-server"]);
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let start = Instant::now();
+    while alive() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive() {
+        // SAFETY: kill(2) on a process this test started; no memory is involved.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        panic!("the UI outlived its terminal");
+    }
+}
+
 /// A child of process `parent`, from /proc (no procps on a bare machine).
 fn child_of(parent: i32) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
