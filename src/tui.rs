@@ -76,6 +76,13 @@ fn screenshot(cfg: TuiConfig) -> Result<()> {
             if let crate::app::PairState::Failed(e) = &app.pair {
                 anyhow::bail!("{e}");
             }
+            // An animation runs until a key: the shot takes its first step (to the range's
+            // low end), then stops it (a key while it runs does nothing else).
+            if app.settled() && app.animating.is_some() {
+                let stop = KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE);
+                apply(&mut app, Msg::Key(stop), &mut columns);
+                continue;
+            }
             if app.settled() {
                 let Some(c) = keys.next() else { break };
                 let key = KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
@@ -84,16 +91,7 @@ fn screenshot(cfg: TuiConfig) -> Result<()> {
             }
             match rx.recv().await {
                 Some(e) => {
-                    let alpha = |app: &App| app.columns.get(app.focused).map(|c| c.alpha);
-                    let before = alpha(&app);
                     apply(&mut app, Msg::Engine(e), &mut columns);
-                    // An animation runs until a key: the shot takes its first step (the
-                    // focused column's α moves), then stops it (a key while it runs does
-                    // nothing else) and lets the step it queued finish.
-                    if app.animating.is_some() && alpha(&app) != before {
-                        let stop = KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE);
-                        apply(&mut app, Msg::Key(stop), &mut columns);
-                    }
                 }
                 None => anyhow::bail!("the engine stopped before the columns finished"),
             }
@@ -444,6 +442,7 @@ where
     let mut engine_open = true;
     let mut waiting: Vec<Instant> = Vec::new();
     let mut dragging = false;
+    let mut wake_at: Option<tokio::time::Instant> = None;
     while !quit && (input_open || engine_open) {
         terminal.draw(|f| crate::ui::view(app, f))?;
         let drawn = Instant::now();
@@ -470,6 +469,10 @@ where
                 }
                 None => engine_open = false,
             },
+            _ = sleep_until(wake_at), if wake_at.is_some() => {
+                wake_at = None;
+                batch.push(Msg::Wake);
+            }
         }
         // Take everything else that is already waiting, so a burst of tokens or keys costs
         // one frame, not one frame each.
@@ -509,7 +512,11 @@ where
         }
         ordered.append(&mut batch);
         for msg in ordered {
-            quit |= apply(app, msg, engine);
+            let applied = apply(app, msg, engine);
+            quit |= applied.quit;
+            if let Some(d) = applied.wake {
+                wake_at = Some(tokio::time::Instant::now() + d);
+            }
         }
         // A cursor whose panel has no room would take keys out of sight: closed, saying why.
         if app.cursor.is_some() {
@@ -527,9 +534,25 @@ where
     Ok(latencies)
 }
 
-/// Update the app with one message and carry out its effects; true when it asks to quit.
-fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
-    let mut quit = false;
+/// Sleep until `at` (forever where there is none; the branch is off then anyway).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What carrying out a message's effects asks of the loop.
+#[derive(Default)]
+struct Applied {
+    quit: bool,
+    /// Send `Msg::Wake` after this long.
+    wake: Option<std::time::Duration>,
+}
+
+/// Update the app with one message and carry out its effects.
+fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> Applied {
+    let mut out = Applied::default();
     for effect in app.update(msg) {
         match effect {
             Effect::Submit { column, job } => engine.submit(column, job),
@@ -553,10 +576,11 @@ fn apply(app: &mut App, msg: Msg, engine: &mut dyn JobSink) -> bool {
             }
             Effect::SetLayers(spec) => engine.set_layer_alphas(spec),
             Effect::SetGamma(gamma) => engine.set_gamma(gamma.value()),
-            Effect::Quit => quit = true,
+            Effect::WakeAfter(d) => out.wake = Some(d),
+            Effect::Quit => out.quit = true,
         }
     }
-    quit
+    out
 }
 
 fn to_msg(e: Event) -> Option<Msg> {

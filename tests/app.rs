@@ -899,14 +899,23 @@ fn the_animation_sweeps_the_focused_alpha_until_a_key_is_pressed() {
     let (mut a, _) = loaded();
     let j = jobs(a.update(key(KeyCode::Char('v'))));
     assert_eq!(j[0].alpha, -1.0, "from the slider's low end");
+    // A finished step stays on screen a while: the next comes on the wake it asks for.
     let done = |a: &mut App, sub: &Sub| {
-        jobs(a.update(Msg::Engine(EngineEvent::Done {
+        let effects = a.update(Msg::Engine(EngineEvent::Done {
             column: ColumnId(sub.column),
             job: sub.id,
             tokens: 3,
             tokens_per_s: 100.0,
             stop: StopReason::MaxTokens,
-        })))
+        }));
+        if effects.is_empty() {
+            return vec![];
+        }
+        assert_eq!(
+            effects,
+            vec![Effect::WakeAfter(lerpscope::app::ANIMATION_DWELL)]
+        );
+        jobs(a.update(Msg::Wake))
     };
     let mut sub = j[0].clone();
     let mut seen = vec![sub.alpha];
@@ -931,6 +940,7 @@ fn the_animation_sweeps_the_focused_alpha_until_a_key_is_pressed() {
     );
     assert!(done(&mut a, &sub).is_empty());
     assert!(a.animating.is_none());
+    assert!(a.update(Msg::Wake).is_empty(), "a late wake moves nothing");
 }
 
 #[test]

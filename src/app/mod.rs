@@ -27,6 +27,9 @@ pub const COARSE_STEP: f64 = 0.25;
 pub const PAGE_LINES: i32 = 5;
 /// The α step of the animation (`v`), across the slider's range and back.
 pub const ANIMATION_STEP: f64 = 0.25;
+/// How long a step's finished text stays before the animation moves on: long enough to read,
+/// where a small pair would otherwise sweep the whole range in under a second.
+pub const ANIMATION_DWELL: std::time::Duration = std::time::Duration::from_millis(500);
 /// The quick sweep behind the curve panel: points across the slider's range, samples each
 /// (at first: `+` doubles them while the panel is open, up to the most).
 pub const CURVE_POINTS: usize = 9;
@@ -123,6 +126,8 @@ pub enum Msg {
     Resize(u16, u16),
     Engine(EngineEvent),
     Saved(Result<String, Failure>),
+    /// The time asked for by `Effect::WakeAfter` has passed.
+    Wake,
 }
 
 /// What a mouse event means on the screen as drawn (see `ui::pointer`).
@@ -172,6 +177,8 @@ pub enum Effect {
     SetLayers(String),
     /// Move a fourth endpoint's γ (every column regenerates when the engine answers).
     SetGamma(Alpha),
+    /// Send `Msg::Wake` after this long (the animation's pause between steps).
+    WakeAfter(std::time::Duration),
     Quit,
 }
 
@@ -491,6 +498,11 @@ impl App {
                 vec![]
             }
             Msg::Engine(e) => self.on_engine(e),
+            // A wake left from an animation since stopped (or restarted) moves nothing.
+            Msg::Wake => match self.columns.get(self.focused).map(|c| &c.state) {
+                Some(ColumnState::Done(_)) => self.animation_step(),
+                _ => vec![],
+            },
             Msg::Saved(r) => {
                 match r {
                     Ok(p) => self.notice = Some(format!("saved {p}")),
@@ -1154,9 +1166,13 @@ impl App {
                     c.tokens = tokens;
                     c.tokens_per_s = Some(tokens_per_s);
                     self.last_tokens_per_s = Some(tokens_per_s);
-                    // The animated column finished a step: on to the next α.
-                    if self.columns[self.focused].id == column && stop != StopReason::Cancelled {
-                        effects = self.animation_step();
+                    // The animated column finished a step: on to the next α once it has been
+                    // on screen a while.
+                    if self.animating.is_some()
+                        && self.columns[self.focused].id == column
+                        && stop != StopReason::Cancelled
+                    {
+                        effects = vec![Effect::WakeAfter(ANIMATION_DWELL)];
                     }
                 }
                 self.idle_when_done();
