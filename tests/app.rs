@@ -1392,3 +1392,43 @@ fn score_mode_keeps_the_files_final_newline() {
     assert_eq!(a.score_text.text(), "Good food.\n");
     assert_eq!(a.session().score_text.as_deref(), Some("Good food.\n"));
 }
+
+/// The status line says what the engine is doing: a single column's row is "generating α = …",
+/// and with the columns done, the curve's sweep until its last point.
+#[test]
+fn the_status_line_names_a_single_row_and_a_running_sweep() {
+    let (mut a, subs) = loaded();
+    a.update(Msg::Engine(EngineEvent::Started {
+        column: ColumnId(subs[0].column),
+        job: subs[0].id,
+        run: ColumnRun::Batch { rows: 1 },
+    }));
+    assert!(a.activity.starts_with("generating α = "), "{}", a.activity);
+    for s in &subs {
+        a.update(Msg::Engine(EngineEvent::Done {
+            column: ColumnId(s.column),
+            job: s.id,
+            tokens: 3,
+            tokens_per_s: 100.0,
+            stop: StopReason::MaxTokens,
+        }));
+    }
+    assert_eq!(a.activity, "idle");
+    let e = a.update(key(KeyCode::Char('g')));
+    let Effect::Curve(job) = &e[0] else {
+        panic!("{e:?}")
+    };
+    for (i, alpha) in job.alphas.iter().enumerate() {
+        a.update(Msg::Engine(EngineEvent::CurvePoint {
+            id: job.id,
+            alpha: *alpha,
+            beta: None,
+            vader: estimate(&[0.1]),
+        }));
+        let expected = match i + 1 < job.alphas.len() {
+            true => "sweeping the curve",
+            false => "idle",
+        };
+        assert_eq!(a.activity, expected, "after point {i}");
+    }
+}

@@ -1088,8 +1088,11 @@ impl App {
                             self.last_blend_ms = Some(ms);
                             format!("generating α = {}", fmt_alpha(alpha))
                         }
-                        ColumnRun::Batch { .. } => {
-                            "generating the columns as one batch".to_string()
+                        ColumnRun::Batch { rows: 1 } => {
+                            format!("generating α = {}", fmt_alpha(alpha))
+                        }
+                        ColumnRun::Batch { rows } => {
+                            format!("generating {rows} columns as one batch")
                         }
                     };
                 }
@@ -1200,6 +1203,7 @@ impl App {
                     if let (Some(grid), Some(beta)) = (self.curve.grid.as_mut(), beta) {
                         grid.record(alpha, beta, vader);
                     }
+                    self.idle_when_done();
                 }
                 vec![]
             }
@@ -1266,7 +1270,11 @@ impl App {
 
     fn idle_when_done(&mut self) {
         if self.settled() {
-            self.activity = "idle".to_string();
+            let sweeping = self.show_curve && self.curve.points.len() < self.curve.expected;
+            self.activity = match sweeping {
+                true => "sweeping the curve".to_string(),
+                false => "idle".to_string(),
+            };
         }
     }
 
