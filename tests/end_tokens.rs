@@ -310,3 +310,29 @@ fn an_adapters_own_tokenizer_is_held_to_the_base_and_its_template_used() {
         assert!(!e.has_chat_template(), "{base}");
     }
 }
+
+/// A template that cannot be read (a tokenizer_config.json that is not JSON) is refused by
+/// name; with --no-chat-template no template is read at all.
+#[test]
+fn an_unreadable_template_is_refused_unless_templates_are_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let config = a.join("tokenizer_config.json");
+    std::fs::write(&config, r#"{"chat_template": "{{ x }}",}"#).unwrap();
+    let (sa, sb) = (a.display().to_string(), b.display().to_string());
+    let cpu = LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..Default::default()
+    };
+    let err = Engine::load(&sa, &sb, &cpu)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains(&config.display().to_string()), "{err}");
+    let off = LoadOptions {
+        chat_template: false,
+        ..cpu
+    };
+    assert!(!Engine::load(&sa, &sb, &off).unwrap().has_chat_template());
+}

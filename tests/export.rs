@@ -430,7 +430,7 @@ fn failed_exports_leave_nothing_behind() {
     let o = lerpscope(&forced, tmp.path());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("which is not a model's file"),
+        !o.status.success() && err.contains("which a running process"),
         "{err}"
     );
     std::fs::remove_file(&live).unwrap();

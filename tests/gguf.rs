@@ -369,9 +369,34 @@ fn a_bos_written_out_is_not_doubled() {
         });
         std::fs::write(&p, t.to_string()).unwrap();
     }
-    let e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let load = || Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu());
+    let mut e = load().unwrap();
     let plain = e.encode_text("The movie").unwrap();
     assert_eq!(e.encode_text("").unwrap(), vec![0], "a BOS is added");
     assert_eq!(e.encode_text("<|endoftext|>The movie").unwrap(), plain);
     assert_eq!(e.encode("<|endoftext|>The movie").unwrap(), plain);
+    let scored = e
+        .score_text_at("<|endoftext|>The movie", 0.5, None)
+        .unwrap();
+    assert_eq!(scored.token_ids, plain, "score");
+    // A conversation pasted whole, in the template's format, reaches the model as the template
+    // renders the plain prompt (no special tokens added to either).
+    std::fs::write(
+        a.join("chat_template.jinja"),
+        "<|endoftext|>[{{ messages[0]['content'] }}]",
+    )
+    .unwrap();
+    let e = load().unwrap();
+    assert_eq!(
+        e.encode("hi").unwrap(),
+        e.encode("<|endoftext|>[hi]").unwrap()
+    );
+    assert_eq!(
+        e.encode("hi").unwrap(),
+        e.encode("  <|endoftext|>[hi]").unwrap()
+    );
+    assert_eq!(
+        e.encode("hi").unwrap()[..2],
+        [0, e.encode_text("[").unwrap()[1]]
+    );
 }

@@ -1370,9 +1370,7 @@ impl Engine {
     ) -> Result<TextScore> {
         let alpha = alpha.into_alpha()?;
         let enc = crate::guard::catch("cannot tokenise the text", || {
-            self.text
-                .tokenizer
-                .encode(text, true)
+            crate::generate::encode_with_specials(&self.text.tokenizer, text)
                 .map_err(|e| err!(Format, "cannot tokenise the text: {e}"))
         })?;
         let token_ids = enc.get_ids().to_vec();
@@ -1945,7 +1943,7 @@ fn pair_text_spec(
         .chain(endpoints.iter().copied())
         .enumerate()
     {
-        if let Some(t) = template_read(model_template(c), opts)? {
+        if let Some(t) = template_read(|| model_template(c), opts)? {
             chat = Some((i, t));
             break;
         }
@@ -1994,15 +1992,17 @@ fn adapter_text_spec(
             )?;
         }
     }
+    // An adapter's template takes the special tokens' texts from beside it, else the base's.
     let own_template = |x: &Option<Adapter>| -> Result<Option<(ChatTemplate, bool)>> {
         match x.as_ref().filter(|_| !opts.allow_tokenizer_mismatch) {
-            Some(x) => Ok(template_read(ChatTemplate::of(&beside(x)), opts)?.map(|t| (t, true))),
+            Some(x) => Ok(template_read(|| ChatTemplate::of(&beside(x)), opts)?
+                .map(|t| (t.with_tokens_of(&base.files.tokenizer), true))),
             None => Ok(None),
         }
     };
     let mut chat = own_template(&sides[0])?;
     if chat.is_none() {
-        chat = template_read(model_template(base), opts)?.map(|t| (t, false));
+        chat = template_read(|| model_template(base), opts)?.map(|t| (t, false));
     }
     for x in &sides[1..] {
         if chat.is_none() {
@@ -2029,12 +2029,15 @@ fn model_template(c: &Checkpoint) -> Result<Option<crate::generate::chat::ChatTe
     crate::generate::chat::ChatTemplate::of_model(&c.files.tokenizer, &c.files.config)
 }
 
-/// A template read for prompts: one that cannot be read is an error, unless prompts skip
-/// templates (`--no-chat-template`), where it is read as absent.
-fn template_read<T>(read: Result<Option<T>>, opts: &LoadOptions) -> Result<Option<T>> {
-    match (read, opts.chat_template) {
-        (Err(_), false) => Ok(None),
-        (read, _) => read,
+/// A template read for prompts: none where prompts skip templates (`--no-chat-template`, where
+/// none is read at all).
+fn template_read<T>(
+    read: impl FnOnce() -> Result<Option<T>>,
+    opts: &LoadOptions,
+) -> Result<Option<T>> {
+    match opts.chat_template {
+        true => read(),
+        false => Ok(None),
     }
 }
 

@@ -246,11 +246,15 @@ fn tokenizer_metadata(snap: &Snapshot, w: &mut Gguf) -> Result<()> {
             .contains("TemplateProcessing"),
     );
     let template = snap.beyond_model.chat_template.clone();
+    // The model's own, as prompts read it (one that cannot be read, which only
+    // --no-chat-template lets through, is left out).
     let own = || {
         crate::generate::chat::ChatTemplate::of_model(&src.tokenizer, &src.config)
-            .map(|t| t.map(|t| t.source().to_string()))
+            .ok()
+            .flatten()
+            .map(|t| t.source().to_string())
     };
-    if let Some(t) = template.map_or_else(own, |t| Ok(Some(t)))? {
+    if let Some(t) = template.or_else(own) {
         w.string("tokenizer.chat_template", &t);
     }
     Ok(())

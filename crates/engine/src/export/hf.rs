@@ -57,11 +57,10 @@ pub(super) fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64))
         };
         let mut tc = serde_json::json!({"tokenizer_class": "PreTrainedTokenizerFast",
             "model_max_length": snap.config.max_positions()});
-        if let Some(t) = h
-            .get("tokenizer.chat_template")
-            .and_then(crate::formats::gguf::Value::as_str)
-        {
-            tc["chat_template"] = t.into();
+        // The template prompts read: beside a tokenizer given apart, else the GGUF's.
+        let template = crate::generate::chat::ChatTemplate::of_model(&src.tokenizer, &src.config);
+        if let Some(t) = template.ok().flatten() {
+            tc["chat_template"] = t.source().into();
         }
         for (key, k) in [
             ("bos_token", "tokenizer.ggml.bos_token_id"),

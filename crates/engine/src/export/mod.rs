@@ -442,6 +442,13 @@ fn check_replaceable(snap: &Snapshot, out: &Path) -> Result<()> {
             .with_context(|| format!("--out {}: cannot read", out.display()))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(pid) = partial_of_model_file(&name).filter(|pid| !process_gone(pid)) {
+                bail!(
+                    Invalid,
+                    "--out {}: holds {name}, which a running process ({pid}) is writing; let it finish first",
+                    out.display()
+                );
+            }
             if !entry.path().is_file() || !(is_model_file(&name) || is_dead_partial(&name)) {
                 bail!(
                     Invalid,
@@ -526,9 +533,15 @@ fn is_model_file(name: &str) -> bool {
 /// A model file's partial copy (`.NAME.partial-PID`, as whole-file writes and `train` name
 /// them) whose writer has ended: what a killed run left of a model file, part of the folder.
 fn is_dead_partial(name: &str) -> bool {
+    partial_of_model_file(name).is_some_and(process_gone)
+}
+
+/// The writer's process id, where `name` is a model file's partial copy.
+fn partial_of_model_file(name: &str) -> Option<&str> {
     name.strip_prefix('.')
         .and_then(|n| n.rsplit_once(".partial-"))
-        .is_some_and(|(file, pid)| is_model_file(file) && process_gone(pid))
+        .filter(|(file, _)| is_model_file(file))
+        .map(|(_, pid)| pid)
 }
 
 /// Remove a file or a folder.

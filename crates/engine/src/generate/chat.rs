@@ -3,6 +3,7 @@
 //! plain prompt reaches it as a user turn followed by the start of the assistant's reply.
 
 use crate::error::{err, Result};
+use minijinja::Value;
 use std::path::Path;
 
 /// A model's chat template.
@@ -13,10 +14,10 @@ pub struct ChatTemplate {
     origin: String,
     /// The special tokens' texts a template may write (`bos_token`, `eos_token`, `pad_token`,
     /// …), as transformers passes them.
-    tokens: Vec<(String, minijinja::Value)>,
+    tokens: Vec<(String, Value)>,
     /// The turn markers a rendered prompt opens with: a prompt that opens with one of them is
     /// already in this template's format.
-    markers: Vec<&'static str>,
+    markers: Vec<String>,
 }
 
 /// Markers that open a turn, by chat format: ChatML, Llama 3, Mistral, Gemma, Phi-3/Zephyr.
@@ -27,6 +28,13 @@ const TURN_MARKERS: [&[&str]; 5] = [
     &["<start_of_turn>"],
     &["<|user|>", "<|system|>"],
 ];
+
+/// BOS texts a formatted prompt may open with before its first marker.
+const BOS_TEXTS: [&str; 4] = ["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"];
+
+/// Steps a template may take to render one prompt: real templates take thousands; a runaway
+/// one stops with an error instead of holding the load.
+const TEMPLATE_FUEL: u64 = 5_000_000;
 
 impl ChatTemplate {
     pub fn new(source: String, bos: String, eos: String) -> Self {
@@ -40,11 +48,7 @@ impl ChatTemplate {
         )
     }
 
-    fn with_tokens(
-        source: String,
-        origin: String,
-        tokens: Vec<(String, minijinja::Value)>,
-    ) -> Self {
+    fn with_tokens(source: String, origin: String, tokens: Vec<(String, Value)>) -> Self {
         // Jinja2 reads a template's line ends as "\n" (a file saved on Windows renders the same).
         let source = source.replace("\r\n", "\n");
         let mut t = Self {
@@ -53,16 +57,54 @@ impl ChatTemplate {
             tokens,
             markers: Vec::new(),
         };
-        // The formats it writes: seen in a prompt it renders (a template may build markers
-        // from parts, as `'<|' + role + '|>'`) or named in its text (a system turn's).
-        let seen = format!("{}{}", t.render("\u{1}").unwrap_or_default(), t.source);
-        t.markers = TURN_MARKERS
+        t.markers = t.find_markers();
+        t
+    }
+
+    /// The markers of the formats it writes: seen in a prompt it renders (a template may build
+    /// them from parts, as `'<|' + role + '|>'`) or named in its text (a system turn's), and
+    /// the tag its rendered prompt opens with (`[SYSTEM_PROMPT]`, `<|start_of_role|>`, …),
+    /// also with its own BOS text before it.
+    fn find_markers(&self) -> Vec<String> {
+        let rendered = self.render("\u{1}").unwrap_or_default();
+        let seen = format!("{rendered}{}", self.source);
+        let mut markers: Vec<String> = TURN_MARKERS
             .into_iter()
             .filter(|format| format.iter().any(|m| seen.contains(m)))
             .flatten()
-            .copied()
+            .map(|m| m.to_string())
             .collect();
-        t
+        let bos = self.token("bos_token").filter(|b| !b.is_empty());
+        let mut rest = rendered.trim_start();
+        for b in BOS_TEXTS.iter().copied().chain(bos.as_deref()) {
+            rest = rest.strip_prefix(b).unwrap_or(rest).trim_start();
+        }
+        let close = match rest.chars().next() {
+            Some('<') => Some('>'),
+            Some('[') => Some(']'),
+            _ => None,
+        };
+        let opening = close
+            .and_then(|c| rest.find(c).map(|i| &rest[..i + c.len_utf8()]))
+            .filter(|m| m.chars().count() <= 48 && !m.contains('\u{1}'));
+        if let Some(m) = opening {
+            if !markers.iter().any(|x| x == m) {
+                markers.push(m.to_string());
+            }
+        }
+        if let Some(b) = bos.filter(|b| !BOS_TEXTS.contains(&b.as_str())) {
+            let with_bos: Vec<String> = markers.iter().map(|m| format!("{b}{m}")).collect();
+            markers.extend(with_bos);
+        }
+        markers
+    }
+
+    /// The text of a special token the template is given.
+    fn token(&self, name: &str) -> Option<String> {
+        self.tokens
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
     }
 
     /// The template of a model: of its tokenizer file (a Hugging Face folder's, beside
@@ -81,73 +123,39 @@ impl ChatTemplate {
     /// `chat_template`) or of a GGUF file; None when it has none.
     pub fn of(tokenizer_file: &Path) -> Result<Option<Self>> {
         if crate::formats::gguf::is_gguf(tokenizer_file) {
-            use crate::formats::gguf::Value;
+            use crate::formats::gguf::Value as G;
             let Ok(h) = crate::formats::gguf::Header::read(tokenizer_file) else {
                 return Ok(None);
             };
-            let Some(source) = h.get("tokenizer.chat_template").and_then(Value::as_str) else {
+            let Some(source) = h.get("tokenizer.chat_template").and_then(G::as_str) else {
                 return Ok(None);
             };
-            // Templates write `{{ bos_token }}` themselves (Gemma, Llama 3): its text, from
-            // the token list.
-            let token = |key: &str| -> Option<String> {
-                let id = h.get(key).and_then(Value::as_u64)?;
-                match h.get("tokenizer.ggml.tokens") {
-                    Some(Value::Array(tokens)) => {
-                        Some(tokens.get(id as usize)?.as_str()?.to_string())
-                    }
-                    _ => None,
-                }
-            };
-            let tokens = [
-                ("bos_token", "tokenizer.ggml.bos_token_id"),
-                ("eos_token", "tokenizer.ggml.eos_token_id"),
-                ("unk_token", "tokenizer.ggml.unknown_token_id"),
-                ("pad_token", "tokenizer.ggml.padding_token_id"),
-            ]
-            .into_iter()
-            .map(|(name, key)| (name.to_string(), token(key).unwrap_or_default().into()))
-            .collect();
             let origin = format!("{} (tokenizer.chat_template)", tokenizer_file.display());
+            let tokens = special_tokens(tokenizer_file);
             return Ok(Some(Self::with_tokens(source.to_string(), origin, tokens)));
         }
         let Some((source, origin)) = template_source(tokenizer_file)? else {
             return Ok(None);
         };
-        // Every special token's text, as transformers passes them: `*_token` strings (or
-        // added-token objects) and the list of additional ones.
-        let config = tokenizer_config(tokenizer_file)?.unwrap_or_default();
-        let content = |v: &serde_json::Value| match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Object(o) => Some(o.get("content")?.as_str()?.to_string()),
-            _ => None,
-        };
-        let mut tokens: Vec<(String, minijinja::Value)> = ["bos_token", "eos_token"]
-            .into_iter()
-            .map(|k| {
-                (
-                    k.to_string(),
-                    content(&config[k]).unwrap_or_default().into(),
-                )
-            })
-            .collect();
-        if let Some(o) = config.as_object() {
-            for (k, v) in o {
-                if k.ends_with("_token") && !tokens.iter().any(|(t, _)| t == k) {
-                    if let Some(text) = content(v) {
-                        tokens.push((k.clone(), text.into()));
-                    }
-                }
-            }
-            if let Some(list) = o
-                .get("additional_special_tokens")
-                .and_then(|v| v.as_array())
-            {
-                let texts: Vec<String> = list.iter().filter_map(content).collect();
-                tokens.push(("additional_special_tokens".into(), texts.into()));
+        Ok(Some(Self::with_tokens(
+            source,
+            origin,
+            special_tokens(tokenizer_file),
+        )))
+    }
+
+    /// The same template, with the special tokens of the model at `tokenizer_file` where its
+    /// own folder names none (a template saved beside an adapter, whose base holds them).
+    pub fn with_tokens_of(self, tokenizer_file: &Path) -> Self {
+        let mut tokens = self.tokens;
+        for (k, v) in special_tokens(tokenizer_file) {
+            match tokens.iter_mut().find(|(name, _)| *name == k) {
+                Some((_, old)) if old.as_str().is_some_and(str::is_empty) => *old = v,
+                Some(_) => {}
+                None => tokens.push((k, v)),
             }
         }
-        Ok(Some(Self::with_tokens(source, origin, tokens)))
+        Self::with_tokens(self.source, self.origin, tokens)
     }
 
     /// The template's Jinja text.
@@ -156,7 +164,7 @@ impl ChatTemplate {
     }
 
     /// The turn markers its prompts open with.
-    pub fn markers(&self) -> &[&'static str] {
+    pub fn markers(&self) -> &[String] {
         &self.markers
     }
 
@@ -169,11 +177,13 @@ impl ChatTemplate {
 
     /// `prompt` as one user turn, with the assistant's turn opened, rendered as transformers'
     /// `apply_chat_template` renders it: Jinja2's block trimming, Python's string and dict
-    /// methods, `tojson` as Python's `json.dumps`, `strftime_now`, `raise_exception`.
+    /// methods, `tojson` as Python's `json.dumps`, `strftime_now`, `raise_exception`, no tools
+    /// and no documents.
     pub fn render(&self, prompt: &str) -> Result<String> {
         let mut env = minijinja::Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -195,15 +205,19 @@ impl ChatTemplate {
                 "{origin}: the chat template does not parse ({e}); pass --no-chat-template"
             )
         })?;
-        let mut ctx: std::collections::BTreeMap<String, minijinja::Value> =
-            self.tokens.iter().cloned().collect();
-        ctx.insert(
-            "messages".into(),
-            minijinja::Value::from_serialize(vec![
-                minijinja::context! { role => "user", content => prompt },
-            ]),
-        );
-        ctx.insert("add_generation_prompt".into(), true.into());
+        let mut ctx: Vec<(String, Value)> = self.tokens.clone();
+        ctx.extend([
+            (
+                "messages".to_string(),
+                Value::from_serialize(vec![
+                    minijinja::context! { role => "user", content => prompt },
+                ]),
+            ),
+            ("add_generation_prompt".to_string(), true.into()),
+            ("tools".to_string(), Value::from(())),
+            ("documents".to_string(), Value::from(())),
+        ]);
+        let ctx: Value = ctx.into_iter().collect();
         env.get_template("chat")
             .and_then(|t| t.render(ctx))
             .map_err(|e| {
@@ -217,66 +231,157 @@ impl ChatTemplate {
 
 /// Whether `prompt` opens with one of `markers` (after a BOS written out, if any).
 pub fn is_formatted(prompt: &str, markers: &[impl AsRef<str>]) -> bool {
-    let mut rest = prompt.trim_start();
-    for bos in ["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"] {
+    let whole = prompt.trim_start();
+    let mut rest = whole;
+    for bos in BOS_TEXTS {
         rest = rest.strip_prefix(bos).unwrap_or(rest).trim_start();
     }
-    markers.iter().any(|m| rest.starts_with(m.as_ref()))
+    markers
+        .iter()
+        .any(|m| rest.starts_with(m.as_ref()) || whole.starts_with(m.as_ref()))
 }
 
-/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)`, as transformers' `tojson`:
-/// `", "` and `": "` between items without an indent, one item a line with one.
+/// The special tokens' texts of the model at `tokenizer_file`, as transformers gives them to a
+/// template: tokenizer_config.json's `*_token` entries (strings or added-token objects) and
+/// its `additional_special_tokens`, with special_tokens_map.json's where the config has none;
+/// a GGUF's from its token list. A file that cannot be read gives none.
+fn special_tokens(tokenizer_file: &Path) -> Vec<(String, Value)> {
+    if crate::formats::gguf::is_gguf(tokenizer_file) {
+        use crate::formats::gguf::Value as G;
+        let Ok(h) = crate::formats::gguf::Header::read(tokenizer_file) else {
+            return Vec::new();
+        };
+        let text = |key: &str| -> Option<String> {
+            let id = h.get(key).and_then(G::as_u64)?;
+            match h.get("tokenizer.ggml.tokens") {
+                Some(G::Array(tokens)) => Some(tokens.get(id as usize)?.as_str()?.to_string()),
+                _ => None,
+            }
+        };
+        return [
+            ("bos_token", "tokenizer.ggml.bos_token_id"),
+            ("eos_token", "tokenizer.ggml.eos_token_id"),
+            ("unk_token", "tokenizer.ggml.unknown_token_id"),
+            ("pad_token", "tokenizer.ggml.padding_token_id"),
+        ]
+        .into_iter()
+        .map(|(name, key)| (name.to_string(), text(key).unwrap_or_default().into()))
+        .collect();
+    }
+    let content = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => Some(o.get("content")?.as_str()?.to_string()),
+        _ => None,
+    };
+    let read = |name: &str| -> serde_json::Map<String, serde_json::Value> {
+        std::fs::read_to_string(tokenizer_file.with_file_name(name))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default()
+    };
+    let (config, map) = (
+        read("tokenizer_config.json"),
+        read("special_tokens_map.json"),
+    );
+    let mut tokens: Vec<(String, Value)> = Vec::new();
+    for k in ["bos_token", "eos_token"] {
+        let text = config.get(k).or(map.get(k)).and_then(content);
+        tokens.push((k.to_string(), text.unwrap_or_default().into()));
+    }
+    for (k, v) in config.iter().chain(&map) {
+        if k.ends_with("_token") && !tokens.iter().any(|(t, _)| t == k) {
+            if let Some(text) = content(v) {
+                tokens.push((k.clone(), text.into()));
+            }
+        }
+    }
+    let additional = config
+        .get("additional_special_tokens")
+        .or(map.get("additional_special_tokens"));
+    if let Some(list) = additional.and_then(|v| v.as_array()) {
+        let texts: Vec<String> = list.iter().filter_map(content).collect();
+        tokens.push(("additional_special_tokens".into(), texts.into()));
+    }
+    tokens
+}
+
+/// Python's `json.dumps(value, ensure_ascii=False, indent=indent, separators=separators)`, as
+/// transformers' `tojson`: `", "` and `": "` between items without an indent, `","` and `": "`
+/// with one, keys in the order the value holds them.
 fn tojson(
-    value: minijinja::Value,
+    value: Value,
     indent: Option<usize>,
     kwargs: minijinja::value::Kwargs,
 ) -> std::result::Result<String, minijinja::Error> {
     let indent = kwargs.get::<Option<usize>>("indent")?.or(indent);
-    let _ = kwargs.get::<Option<minijinja::Value>>("separators")?;
+    let separators = kwargs.get::<Option<Vec<String>>>("separators")?;
     let _ = kwargs.get::<Option<bool>>("sort_keys")?;
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&value).map_err(|e| {
-        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-    })?;
+    let (item, key) = match separators.as_deref() {
+        Some([item, key]) => (item.clone(), key.clone()),
+        _ if indent.is_some() => (",".to_string(), ": ".to_string()),
+        _ => (", ".to_string(), ": ".to_string()),
+    };
     let mut out = String::new();
-    write_python_json(&json, indent, 0, &mut out);
+    write_python_json(&value, (indent, &item, &key), 0, &mut out)?;
     Ok(out)
 }
 
-fn write_python_json(v: &serde_json::Value, indent: Option<usize>, depth: usize, out: &mut String) {
-    use serde_json::Value;
-    let (open, close, items): (char, char, Vec<(Option<&String>, &Value)>) = match v {
-        Value::Array(a) => ('[', ']', a.iter().map(|x| (None, x)).collect()),
-        Value::Object(o) => ('{', '}', o.iter().map(|(k, x)| (Some(k), x)).collect()),
-        leaf => {
-            out.push_str(&leaf.to_string());
-            return;
+fn write_python_json(
+    v: &Value,
+    style: (Option<usize>, &str, &str),
+    depth: usize,
+    out: &mut String,
+) -> std::result::Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind;
+    let (indent, item_sep, key_sep) = style;
+    let quoted = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let (open, close, is_map) = match v.kind() {
+        ValueKind::Seq | ValueKind::Iterable => ('[', ']', false),
+        ValueKind::Map => ('{', '}', true),
+        ValueKind::Undefined | ValueKind::None => {
+            out.push_str("null");
+            return Ok(());
+        }
+        ValueKind::String => {
+            out.push_str(&quoted(v.as_str().unwrap_or_default()));
+            return Ok(());
+        }
+        _ => {
+            let leaf = serde_json::to_string(v).map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+            })?;
+            out.push_str(&leaf);
+            return Ok(());
         }
     };
+    let items: Vec<Value> = v.try_iter()?.collect();
     out.push(open);
-    if items.is_empty() {
-        out.push(close);
-        return;
-    }
     let newline = |out: &mut String, depth: usize| {
         if let Some(n) = indent {
             out.push('\n');
             out.push_str(&" ".repeat(n * depth));
         }
     };
-    for (i, (key, x)) in items.into_iter().enumerate() {
+    for (i, x) in items.iter().enumerate() {
         if i > 0 {
-            out.push_str(if indent.is_some() { "," } else { ", " });
+            out.push_str(item_sep);
         }
         newline(out, depth + 1);
-        if let Some(k) = key {
-            out.push_str(&Value::String(k.clone()).to_string());
-            out.push_str(": ");
+        if is_map {
+            out.push_str(&quoted(&x.to_string()));
+            out.push_str(key_sep);
+            write_python_json(&v.get_item(x)?, style, depth + 1, out)?;
+        } else {
+            write_python_json(x, style, depth + 1, out)?;
         }
-        write_python_json(x, indent, depth + 1, out);
     }
-    newline(out, depth);
+    if !items.is_empty() {
+        newline(out, depth);
+    }
     out.push(close);
+    Ok(())
 }
 
 /// Python's `datetime.now().strftime(format)` for the codes chat templates use (Llama 3's
@@ -328,18 +433,33 @@ fn strftime(format: &str, now: std::time::SystemTime) -> String {
             out.push(c);
             continue;
         }
-        match chars.next() {
+        // glibc's `-` flag: no padding (`%-d`, as Llama 3.1's date is sometimes written).
+        let mut code = chars.next();
+        let padded = code != Some('-');
+        if !padded {
+            code = chars.next();
+        }
+        let num = |out: &mut String, n: i64, width: usize| match padded {
+            true => out.push_str(&format!("{n:0width$}")),
+            false => out.push_str(&n.to_string()),
+        };
+        let hour = rem / 3600;
+        match code {
             Some('Y') => out.push_str(&year.to_string()),
-            Some('y') => out.push_str(&format!("{:02}", year.rem_euclid(100))),
-            Some('m') => out.push_str(&format!("{month:02}")),
-            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('y') => num(&mut out, year.rem_euclid(100), 2),
+            Some('m') => num(&mut out, month, 2),
+            Some('d') => num(&mut out, day, 2),
+            Some('e') => out.push_str(&format!("{day:>2}")),
+            Some('j') => num(&mut out, doy_of_year(year, month, day), 3),
             Some('B') => out.push_str(month_name),
             Some('b') => out.push_str(&month_name[..3]),
             Some('A') => out.push_str(DAYS[weekday]),
             Some('a') => out.push_str(&DAYS[weekday][..3]),
-            Some('H') => out.push_str(&format!("{:02}", rem / 3600)),
-            Some('M') => out.push_str(&format!("{:02}", rem / 60 % 60)),
-            Some('S') => out.push_str(&format!("{:02}", rem % 60)),
+            Some('H') => num(&mut out, hour, 2),
+            Some('I') => num(&mut out, (hour + 11) % 12 + 1, 2),
+            Some('p') => out.push_str(if hour < 12 { "AM" } else { "PM" }),
+            Some('M') => num(&mut out, rem / 60 % 60, 2),
+            Some('S') => num(&mut out, rem % 60, 2),
             Some('%') => out.push('%'),
             Some(other) => {
                 out.push('%');
@@ -349,6 +469,13 @@ fn strftime(format: &str, now: std::time::SystemTime) -> String {
         }
     }
     out
+}
+
+/// The day of the year (1 on January 1st).
+fn doy_of_year(year: i64, month: i64, day: i64) -> i64 {
+    const BEFORE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    BEFORE[(month - 1) as usize] + day + i64::from(leap && month > 2)
 }
 
 /// The Jinja text of a Hugging Face folder's chat template, beside `tokenizer_file`, and the
@@ -446,6 +573,20 @@ mod tests {
             assert!(t.formats(formatted), "{formatted:?}");
             assert!(!t.formats("<|im_start|>user\nhi"), "{source}");
         }
+        // A format beyond the known ones: the tag its prompt opens with, after its own BOS.
+        let t = ChatTemplate::new(
+            "{{ bos_token }}[SYSTEM_PROMPT]Be brief[/SYSTEM_PROMPT][INST]{{ messages[0]['content'] }}[/INST]".into(),
+            "<|bos|>".into(),
+            String::new(),
+        );
+        assert!(t.formats("[SYSTEM_PROMPT]x[/SYSTEM_PROMPT][INST]hi[/INST]"));
+        assert!(t.formats("<|bos|>[SYSTEM_PROMPT]x[/SYSTEM_PROMPT]"));
+        assert!(!t.formats("[SYSTEM] is not it"));
+        // A runaway template stops with an error.
+        let slow = template(
+            "{% for i in range(100000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+        );
+        assert!(slow.render("x").is_err());
     }
 
     /// Rendered as transformers renders: block tags take their line's newline and indentation
@@ -469,7 +610,12 @@ mod tests {
         let json = "{{ messages[0]|tojson }}|{{ {'a': [1, 'é']}|tojson(indent=2) }}";
         assert_eq!(
             template(json).render("q\"").unwrap(),
-            "{\"content\": \"q\\\"\", \"role\": \"user\"}|{\n  \"a\": [\n    1,\n    \"é\"\n  ]\n}"
+            "{\"role\": \"user\", \"content\": \"q\\\"\"}|{\n  \"a\": [\n    1,\n    \"é\"\n  ]\n}"
+        );
+        let more = "{{ {'b': 1, 'a': none}|tojson(separators=(',', ':')) }}|{{ tools is none }}|{{ documents is none }}";
+        assert_eq!(
+            template(more).render("x").unwrap(),
+            "{\"b\":1,\"a\":null}|True|True"
         );
         let crlf = "{% for m in messages %}\r\n{{ m.content }}\r\n{% endfor %}";
         assert_eq!(template(crlf).render("x").unwrap(), "x\n");
@@ -489,6 +635,7 @@ mod tests {
             "29 Feb 2024|February Thursday Thu 02/24 13:05:09 %"
         );
         assert_eq!(strftime("%d %b %Y", std::time::UNIX_EPOCH), "01 Jan 1970");
+        assert_eq!(strftime("%e|%-d|%j|%I %p|%-m", t), "29|29|060|01 PM|2");
     }
 
     #[test]
@@ -521,5 +668,20 @@ mod tests {
         .unwrap();
         let t = ChatTemplate::of(&tok).unwrap().unwrap();
         assert_eq!(t.render("hi").unwrap(), "<pad><unk><x>");
+        // A template alone in a folder (beside an adapter) takes its tokens from its model's.
+        let alone = tmp.path().join("adapter");
+        std::fs::create_dir(&alone).unwrap();
+        std::fs::write(alone.join(TEMPLATE_FILE), "{{ bos_token }}{{ pad_token }}").unwrap();
+        std::fs::write(&config, r#"{"bos_token": "<s>", "pad_token": "<pad>"}"#).unwrap();
+        let t = ChatTemplate::of(&alone.join("tokenizer.json"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.render("hi").unwrap(), "");
+        assert_eq!(t.with_tokens_of(&tok).render("hi").unwrap(), "<s><pad>");
+        // A broken config beside a chat_template.jinja does not stop the template.
+        std::fs::write(alone.join("tokenizer_config.json"), "{,").unwrap();
+        assert!(ChatTemplate::of(&alone.join("tokenizer.json"))
+            .unwrap()
+            .is_some());
     }
 }

@@ -197,6 +197,24 @@ impl TextSpec {
     }
 }
 
+/// A text's encoding with the special tokens the tokenizer adds, less a BOS the text writes
+/// out itself (a conversation pasted whole), which would otherwise come twice: where the two
+/// encodings differ by that one leading token alone.
+pub fn encode_with_specials(
+    tokenizer: &Tokenizer,
+    text: &str,
+) -> tokenizers::Result<tokenizers::Encoding> {
+    let with = tokenizer.encode(text, true)?;
+    let ids = with.get_ids();
+    if ids.len() >= 2 && ids[0] == ids[1] {
+        let without = tokenizer.encode(text, false)?;
+        if without.len() + 1 == with.len() && without.get_ids() == &ids[1..] {
+            return Ok(without);
+        }
+    }
+    Ok(with)
+}
+
 /// A model with what it takes to generate from it.
 pub struct Generator<'a> {
     pub model: &'a Model,
@@ -216,28 +234,21 @@ impl Generator<'_> {
     }
 
     /// A prompt's ids: through the chat template when the model has one and the prompt is
-    /// plain text. A prompt already in the template's format goes as it stands, less the
-    /// indentation before its first marker (pasted text's, not the format's).
+    /// plain text. A prompt already in the template's format goes as a rendered one does, as
+    /// it stands with no special tokens added, less the indentation before its first marker
+    /// (pasted text's, not the format's).
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
         match self.chat {
             // The template writes the special tokens itself.
             Some(t) if !t.formats(prompt) => self.tokenize(&t.render(prompt)?, false),
-            Some(_) => self.encode_text(prompt.trim_start()),
+            Some(_) => self.tokenize(prompt.trim_start(), false),
             None => self.encode_text(prompt),
         }
     }
 
-    /// A text's ids as it stands (no template): for scoring text. A text that writes the BOS
-    /// out itself does not get a second one.
+    /// A text's ids as it stands (no template): for scoring text.
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
-        self.tokenize(text, !self.writes_bos(text))
-    }
-
-    /// Whether `text` opens with the BOS the tokenizer would add, written out.
-    fn writes_bos(&self, text: &str) -> bool {
-        self.added_bos()
-            .and_then(|id| self.tokenizer.id_to_token(id))
-            .is_some_and(|bos| text.starts_with(&bos))
+        self.tokenize(text, true)
     }
 
     /// The ids of `prompt` followed by `continuation`, split where the continuation's text
@@ -245,7 +256,7 @@ impl Generator<'_> {
     /// differently (SentencePiece's tokenizers put a `▁` before every text they are given).
     /// A token that spans the seam belongs to the continuation.
     pub fn encode_split(&self, prompt: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-        let whole = self.encoding(&format!("{prompt}{continuation}"), !self.writes_bos(prompt))?;
+        let whole = self.encoding(&format!("{prompt}{continuation}"), true)?;
         Ok(split_at_text(&whole, prompt.len()))
     }
 
@@ -255,9 +266,11 @@ impl Generator<'_> {
 
     fn encoding(&self, text: &str, special: bool) -> Result<tokenizers::Encoding> {
         crate::guard::catch("cannot tokenise the prompt", || {
-            self.tokenizer
-                .encode(text, special)
-                .map_err(|e| err!(Format, "cannot tokenise the prompt: {e}"))
+            match special {
+                true => encode_with_specials(self.tokenizer, text),
+                false => self.tokenizer.encode(text, false),
+            }
+            .map_err(|e| err!(Format, "cannot tokenise the prompt: {e}"))
         })
     }
 
