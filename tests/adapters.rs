@@ -253,6 +253,22 @@ fn bad_adapters_get_one_line_naming_the_file_and_key() {
             "DoRA",
         ],
     );
+    // A LoRA on a head tied to the embeddings would change the head alone.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| {
+        c["target_modules"] = serde_json::json!(["q_proj", "v_proj", "lm_head"])
+    });
+    add_tensor(&d, "base_model.model.lm_head.lora_A.weight", vec![4, 48]);
+    add_tensor(&d, "base_model.model.lm_head.lora_B.weight", vec![300, 4]);
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &[
+            "adapter_model.safetensors",
+            "lm_head",
+            "tied",
+            "not supported",
+        ],
+    );
     // Only the pickle format.
     let (_t, d) = copy_adapter("llama-plain-a");
     std::fs::rename(

@@ -500,11 +500,23 @@ fn factors(
     let wpath = files.weights.display();
     let name = format!("{module}.weight");
     let meta = base.weights.tensors.get(&name).ok_or_else(|| {
-        err!(
-            Mismatch,
-            "{wpath}: module {module} is not in the base {} (no tensor {name})",
-            base.label()
-        )
+        // A tied head is the embedding's tensor: a LoRA on it alone would untie the two.
+        let tied = module == "lm_head"
+            && ["model.embed_tokens.weight", "transformer.wte.weight"]
+                .iter()
+                .any(|e| base.weights.tensors.contains_key(*e));
+        match tied {
+            true => err!(
+                Unsupported,
+                "{wpath}: a LoRA on lm_head of the base {}, whose head is tied to its embeddings (tie_word_embeddings), is not supported: it would change the head alone",
+                base.label()
+            ),
+            false => err!(
+                Mismatch,
+                "{wpath}: module {module} is not in the base {} (no tensor {name})",
+                base.label()
+            ),
+        }
     })?;
     let (sa, sb) = (&store.tensors[key_a].shape, &store.tensors[key_b].shape);
     if meta.shape.len() != 2 || sa.len() != 2 || sb.len() != 2 {
