@@ -583,7 +583,7 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
         );
         say!("  one column           {:9.1} ms", ms(one));
         say!(
-            "  K re-blended         {:9.1} ms  ({:.2} × one)",
+            "  K one after another  {:9.1} ms  ({:.2} × one)",
             ms(seq),
             ratio(seq)
         );
