@@ -55,6 +55,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
             alpha_mode: Default::default(),
             held: None,
             seeds: lerpscope::eval::grid::Seeds::Mixed,
+            prompt_tokens: None,
         },
         mode: lerpscope::engine::ColumnsMode::Auto,
         out: tmp.path().join("sweep"),

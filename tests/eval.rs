@@ -168,6 +168,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
             alpha_mode: Default::default(),
             held: None,
             seeds: lerpscope::eval::grid::Seeds::Mixed,
+            prompt_tokens: None,
         },
         mode: ColumnsMode::Auto,
         out: out.to_path_buf(),
@@ -245,6 +246,18 @@ fn interrupted_sweep_resumes(mode: ColumnsMode) {
     other.config.samples = 4;
     let err = other.run(&mut e).unwrap_err().to_string();
     assert!(err.contains("other settings"), "{err}");
+    // So are prompts that now reach the model as other tokens (another version's rendering).
+    let config = whole.join("sweep.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let recorded = v["prompt_tokens"].as_str().expect("recorded").to_string();
+    v["prompt_tokens"] = "0123456789abcdef".into();
+    std::fs::write(&config, v.to_string()).unwrap();
+    let err = sweep(&whole).run(&mut e).unwrap_err().to_string();
+    assert!(err.contains("other tokens"), "{err}");
+    v["prompt_tokens"] = recorded.into();
+    std::fs::write(&config, v.to_string()).unwrap();
+    sweep(&whole).run(&mut e).unwrap();
     // So are samples whose sweep.json is gone: nothing says what made them.
     std::fs::remove_file(whole.join("sweep.json")).unwrap();
     let err = sweep(&whole).run(&mut e).unwrap_err().to_string();

@@ -534,6 +534,7 @@ impl Corpus {
             alpha_mode: lerpscope::eval::sweep::AlphaMode::Batched,
             held: None,
             seeds: lerpscope::eval::grid::Seeds::Mixed,
+            prompt_tokens: None,
         };
         let record = |i: usize| {
             serde_json::json!({"alpha": 0.5, "prompt_index": i, "sample": 1, "seed": 7,

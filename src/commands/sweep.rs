@@ -121,6 +121,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             alpha_mode: Default::default(),
             held: None,
             seeds: crate::eval::grid::Seeds::Mixed,
+            prompt_tokens: None,
         };
         let out = match beta {
             Some(beta) => args.out.join(format!("beta{beta}")),

@@ -78,6 +78,27 @@ pub struct SweepConfig {
     /// replaced by the earlier sweep's on a resume).
     #[serde(default = "super::grid::Seeds::unrecorded")]
     pub seeds: super::grid::Seeds,
+    /// A digest of every prompt's token ids as they reach the model (through the chat
+    /// template, where one is on): a resume must find the same, or its samples would answer
+    /// other prompts (another tokenizer, or a template rendered otherwise by another version).
+    /// [`Sweep::run`] records it; sweeps written before it was recorded resume unchecked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<String>,
+}
+
+/// [`SweepConfig::prompt_tokens`] of `prompts` under `engine`: FNV-1a over every prompt's ids
+/// (stable across builds and platforms, unlike the standard library's hasher).
+fn prompt_tokens(engine: &Engine, prompts: &[String]) -> Result<String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in prompts {
+        let ids = engine.encode(p)?;
+        for word in ids.iter().copied().chain([u32::MAX]) {
+            for byte in word.to_le_bytes() {
+                h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    Ok(format!("{h:016x}"))
 }
 
 /// [`SweepConfig::held`] of `engine`.
@@ -246,13 +267,21 @@ impl Sweep {
                 }
             },
         };
+        let tokens = prompt_tokens(engine, &self.config.prompts)?;
         let c = &match fresh_mode {
             None => {
                 let old = read_config(&cfg_path)?;
+                if old.prompt_tokens.as_ref().is_some_and(|t| *t != tokens) {
+                    bail!(
+                        "--out {}: its prompts now reach the model as other tokens than when the sweep started (another tokenizer, or its chat template rendered otherwise); use another --out to start a new one",
+                        out.display()
+                    );
+                }
                 let asked = SweepConfig {
                     alpha_mode: old.alpha_mode,
                     seeds: old.seeds,
                     held: old.held.as_ref().map(|_| held(engine)),
+                    prompt_tokens: old.prompt_tokens.clone(),
                     ..self.config.clone()
                 };
                 if asked != old {
@@ -276,6 +305,7 @@ impl Sweep {
                 let c = SweepConfig {
                     alpha_mode,
                     held: Some(held(engine)),
+                    prompt_tokens: Some(tokens),
                     ..self.config.clone()
                 };
                 crate::files::write_whole(&cfg_path, serde_json::to_string_pretty(&c)?)?;
