@@ -366,19 +366,28 @@ fn quit_signal() -> impl std::future::Future<Output = i32> {
 /// the time it waits behind a draw.
 fn spawn_input_reader() -> UnboundedReceiver<Input> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    // The controlling terminal, watched apart: crossterm spins on a hung-up terminal's end of
-    // file (a terminal closed while SIGHUP is ignored), so it is asked only once the terminal
-    // has input or the wait has timed out (a resize reaches crossterm by a signal).
-    let tty = std::fs::File::open("/dev/tty").ok();
+    // The terminal crossterm reads (standard input where it is one, else the controlling
+    // terminal), watched apart: crossterm spins on a hung-up terminal's end of file (a
+    // terminal closed while SIGHUP is ignored), so it is asked only once the terminal has
+    // input or the wait has timed out (a resize reaches crossterm by a signal).
+    let tty = Watched::open();
     std::thread::Builder::new()
         .name("lerpscope-input".into())
         .spawn(move || loop {
             if let Some(tty) = &tty {
-                let ready = terminal_ready(tty, 100)
+                // Not hung up, and an event queued or readable now: read it. Otherwise wait
+                // for the terminal (crossterm may hold several events from one read, so this
+                // is asked again after every event).
+                let ready = terminal_ready(tty.fd(), 0)
                     .and_then(|_| crossterm::event::poll(std::time::Duration::ZERO));
-                match ready {
-                    Ok(false) => continue,
-                    Ok(true) => {}
+                let waited = match ready {
+                    Ok(true) => Ok(false),
+                    Ok(false) => terminal_ready(tty.fd(), 100).map(|_| true),
+                    Err(e) => Err(e),
+                };
+                match waited {
+                    Ok(false) => {}
+                    Ok(true) => continue,
                     Err(e) => {
                         let _ = tx.send((Instant::now(), Err(e)));
                         break;
@@ -395,11 +404,34 @@ fn spawn_input_reader() -> UnboundedReceiver<Input> {
     rx
 }
 
+/// The terminal input comes from: standard input, or the controlling terminal opened.
+enum Watched {
+    Stdin,
+    Tty(std::fs::File),
+}
+
+impl Watched {
+    fn open() -> Option<Self> {
+        use std::io::IsTerminal;
+        match std::io::stdin().is_terminal() {
+            true => Some(Self::Stdin),
+            false => std::fs::File::open("/dev/tty").ok().map(Self::Tty),
+        }
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Self::Stdin => std::io::stdin().as_raw_fd(),
+            Self::Tty(f) => f.as_raw_fd(),
+        }
+    }
+}
+
 /// Whether the terminal has input, waiting up to `timeout_ms`; an error once it has hung up.
-fn terminal_ready(tty: &std::fs::File, timeout_ms: i32) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
+fn terminal_ready(fd: std::os::fd::RawFd, timeout_ms: i32) -> std::io::Result<bool> {
     let mut p = libc::pollfd {
-        fd: tty.as_raw_fd(),
+        fd,
         events: libc::POLLIN,
         revents: 0,
     };

@@ -941,6 +941,14 @@ fn the_animation_sweeps_the_focused_alpha_until_a_key_is_pressed() {
     assert!(done(&mut a, &sub).is_empty());
     assert!(a.animating.is_none());
     assert!(a.update(Msg::Wake).is_empty(), "a late wake moves nothing");
+    // A mouse press stops it as a key does (it used to move the animation to the column
+    // clicked, or stall it).
+    a.update(key(KeyCode::Char('v')));
+    assert!(a.animating.is_some());
+    assert!(a
+        .update(Msg::Pointer(lerpscope::app::Pointer::Column(1)))
+        .is_empty());
+    assert!(a.animating.is_none());
 }
 
 #[test]
@@ -1413,6 +1421,14 @@ fn the_status_line_names_a_single_row_and_a_running_sweep() {
             stop: StopReason::MaxTokens,
         }));
     }
+    assert_eq!(a.activity, "idle");
+    let e = a.update(key(KeyCode::Char('g')));
+    let Effect::Curve(job) = &e[0] else {
+        panic!("{e:?}")
+    };
+    assert_eq!(a.activity, "sweeping the curve", "from the start");
+    // Closed mid-sweep: nothing runs any more.
+    a.update(key(KeyCode::Char('g')));
     assert_eq!(a.activity, "idle");
     let e = a.update(key(KeyCode::Char('g')));
     let Effect::Curve(job) = &e[0] else {

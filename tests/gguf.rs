@@ -379,24 +379,70 @@ fn a_bos_written_out_is_not_doubled() {
         .score_text_at("<|endoftext|>The movie", 0.5, None)
         .unwrap();
     assert_eq!(scored.token_ids, plain, "score");
-    // A conversation pasted whole, in the template's format, reaches the model as the template
-    // renders the plain prompt (no special tokens added to either).
+    // A conversation pasted whole, in the template's format (its own opening tag), reaches
+    // the model as the template renders the plain prompt: with the BOS the template writes,
+    // whether the paste has it or not, and no second one.
     std::fs::write(
         a.join("chat_template.jinja"),
-        "<|endoftext|>[{{ messages[0]['content'] }}]",
+        "{{ bos_token }}[USER]{{ messages[0]['content'] }}[/USER]",
+    )
+    .unwrap();
+    std::fs::write(
+        a.join("tokenizer_config.json"),
+        r#"{"bos_token": "<|endoftext|>"}"#,
     )
     .unwrap();
     let e = load().unwrap();
+    let rendered = e.encode("hi").unwrap();
     assert_eq!(
-        e.encode("hi").unwrap(),
-        e.encode("<|endoftext|>[hi]").unwrap()
+        rendered,
+        e.encode_text("<|endoftext|>[USER]hi[/USER]").unwrap()
     );
-    assert_eq!(
-        e.encode("hi").unwrap(),
-        e.encode("  <|endoftext|>[hi]").unwrap()
+    for pasted in [
+        "<|endoftext|>[USER]hi[/USER]",
+        "[USER]hi[/USER]",
+        "  [USER]hi[/USER]",
+    ] {
+        assert_eq!(e.encode(pasted).unwrap(), rendered, "{pasted:?}");
+    }
+    // A plain prompt that only opens with the BOS text is not a conversation.
+    assert_ne!(
+        e.encode("<|endoftext|>hi").unwrap(),
+        e.encode_text("<|endoftext|>hi").unwrap()
     );
-    assert_eq!(
-        e.encode("hi").unwrap()[..2],
-        [0, e.encode_text("[").unwrap()[1]]
-    );
+}
+
+/// A tokenizer that adds a BOS and an EOS: a text that writes its BOS out keeps one BOS, and
+/// the EOS the tokenizer adds after it.
+#[test]
+fn a_bos_written_out_is_not_doubled_where_an_eos_is_added_too() {
+    use lerpscope::shapes::{write_tiny_pair, Arch};
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    for d in [&a, &b] {
+        let p = d.join("tokenizer.json");
+        let mut t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        t["post_processor"] = serde_json::json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>",
+                "ids": [0], "tokens": ["<|endoftext|>"]}}
+        });
+        std::fs::write(&p, t.to_string()).unwrap();
+    }
+    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let plain = e.encode_text("The movie").unwrap();
+    assert_eq!((plain[0], plain[plain.len() - 1]), (0, 0));
+    assert_eq!(e.encode_text("<|endoftext|>The movie").unwrap(), plain);
+    let scored = e
+        .score_text_at("<|endoftext|>The movie", 0.5, None)
+        .unwrap();
+    assert_eq!(scored.token_ids, plain);
+    assert_eq!(scored.offsets.len(), plain.len());
 }

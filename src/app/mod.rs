@@ -685,6 +685,7 @@ impl App {
             Action::Curve => {
                 self.show_curve = !self.show_curve;
                 if !self.show_curve {
+                    self.idle_when_done();
                     // Nobody is looking: the rest of its sweep would only take the CPU.
                     return if self.curve.points.len() < self.curve.expected {
                         vec![Effect::CancelCurve(self.curve.id)]
@@ -784,6 +785,7 @@ impl App {
             grid,
             samples,
         };
+        self.idle_when_done();
         let mut params = self.params;
         params.max_tokens = params.max_tokens.min(24);
         vec![Effect::Curve(CurveJob {
@@ -1033,6 +1035,11 @@ impl App {
     }
 
     fn on_pointer(&mut self, p: Pointer) -> Vec<Effect> {
+        // Like a key, a press stops the animation (and does nothing else).
+        if self.animating.take().is_some() {
+            self.notice = Some("animation stopped".to_string());
+            return vec![];
+        }
         match p {
             Pointer::Slider(alpha) => self.set_alpha(alpha),
             Pointer::Pad(alpha, beta) => self.set_point(alpha, beta),

@@ -2029,15 +2029,16 @@ fn model_template(c: &Checkpoint) -> Result<Option<crate::generate::chat::ChatTe
     crate::generate::chat::ChatTemplate::of_model(&c.files.tokenizer, &c.files.config)
 }
 
-/// A template read for prompts: none where prompts skip templates (`--no-chat-template`, where
-/// none is read at all).
+/// A template read for prompts (and for exports, which carry it even where prompts skip it):
+/// one that cannot be read is an error, unless prompts skip templates (`--no-chat-template`),
+/// where it is read as absent. Reading one runs nothing.
 fn template_read<T>(
     read: impl FnOnce() -> Result<Option<T>>,
     opts: &LoadOptions,
 ) -> Result<Option<T>> {
-    match opts.chat_template {
-        true => read(),
-        false => Ok(None),
+    match (read(), opts.chat_template) {
+        (Err(_), false) => Ok(None),
+        (read, _) => read,
     }
 }
 

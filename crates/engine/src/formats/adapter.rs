@@ -502,7 +502,7 @@ fn factors(
     let meta = base.weights.tensors.get(&name).ok_or_else(|| {
         // A tied head is the embedding's tensor: a LoRA on it alone would untie the two.
         let tied = module == "lm_head"
-            && ["model.embed_tokens.weight", "transformer.wte.weight"]
+            && ["model.embed_tokens.weight", "transformer.wte.weight", "wte.weight"]
                 .iter()
                 .any(|e| base.weights.tensors.contains_key(*e));
         match tied {

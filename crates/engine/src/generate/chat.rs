@@ -15,9 +15,19 @@ pub struct ChatTemplate {
     /// The special tokens' texts a template may write (`bos_token`, `eos_token`, `pad_token`,
     /// …), as transformers passes them.
     tokens: Vec<(String, Value)>,
+    /// How its prompts open, found by rendering one the first time it is asked (a template
+    /// read but not used, under `--no-chat-template`, is never run).
+    opening: std::sync::OnceLock<Opening>,
+}
+
+/// How a template's rendered prompts open.
+#[derive(Debug, Clone, Default)]
+struct Opening {
     /// The turn markers a rendered prompt opens with: a prompt that opens with one of them is
     /// already in this template's format.
     markers: Vec<String>,
+    /// The BOS text the template writes first, if it writes one.
+    bos: Option<String>,
 }
 
 /// Markers that open a turn, by chat format: ChatML, Llama 3, Mistral, Gemma, Phi-3/Zephyr.
@@ -51,21 +61,23 @@ impl ChatTemplate {
     fn with_tokens(source: String, origin: String, tokens: Vec<(String, Value)>) -> Self {
         // Jinja2 reads a template's line ends as "\n" (a file saved on Windows renders the same).
         let source = source.replace("\r\n", "\n");
-        let mut t = Self {
+        Self {
             source,
             origin,
             tokens,
-            markers: Vec::new(),
-        };
-        t.markers = t.find_markers();
-        t
+            opening: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn opening(&self) -> &Opening {
+        self.opening.get_or_init(|| self.find_opening())
     }
 
     /// The markers of the formats it writes: seen in a prompt it renders (a template may build
     /// them from parts, as `'<|' + role + '|>'`) or named in its text (a system turn's), and
     /// the tag its rendered prompt opens with (`[SYSTEM_PROMPT]`, `<|start_of_role|>`, …),
     /// also with its own BOS text before it.
-    fn find_markers(&self) -> Vec<String> {
+    fn find_opening(&self) -> Opening {
         let rendered = self.render("\u{1}").unwrap_or_default();
         let seen = format!("{rendered}{}", self.source);
         let mut markers: Vec<String> = TURN_MARKERS
@@ -92,11 +104,19 @@ impl ChatTemplate {
                 markers.push(m.to_string());
             }
         }
+        let written = BOS_TEXTS
+            .iter()
+            .map(|b| b.to_string())
+            .chain(bos.clone())
+            .find(|b| rendered.starts_with(b.as_str()));
         if let Some(b) = bos.filter(|b| !BOS_TEXTS.contains(&b.as_str())) {
             let with_bos: Vec<String> = markers.iter().map(|m| format!("{b}{m}")).collect();
             markers.extend(with_bos);
         }
-        markers
+        Opening {
+            markers,
+            bos: written,
+        }
     }
 
     /// The text of a special token the template is given.
@@ -165,14 +185,25 @@ impl ChatTemplate {
 
     /// The turn markers its prompts open with.
     pub fn markers(&self) -> &[String] {
-        &self.markers
+        &self.opening().markers
     }
 
     /// Whether `prompt` is already in this template's format: it opens with a turn marker the
     /// template writes (after a BOS written out, if any). A prompt that only mentions a marker
     /// ("what does <|im_start|> mean?"), or opens with another format's, is plain text.
     pub fn formats(&self, prompt: &str) -> bool {
-        is_formatted(prompt, &self.markers)
+        is_formatted(prompt, self.markers())
+    }
+
+    /// A prompt already in this format as the template would have written it: with the BOS
+    /// text the template writes first where the prompt leaves it out, less the indentation
+    /// before its first marker (pasted text's, not the format's).
+    pub fn as_written(&self, prompt: &str) -> String {
+        let text = prompt.trim_start();
+        match &self.opening().bos {
+            Some(b) if !text.starts_with(b.as_str()) => format!("{b}{text}"),
+            _ => text.to_string(),
+        }
     }
 
     /// `prompt` as one user turn, with the assistant's turn opened, rendered as transformers'
@@ -285,20 +316,24 @@ fn special_tokens(tokenizer_file: &Path) -> Vec<(String, Value)> {
         read("special_tokens_map.json"),
     );
     let mut tokens: Vec<(String, Value)> = Vec::new();
+    // special_tokens_map.json's win, as transformers loads them over the config's.
     for k in ["bos_token", "eos_token"] {
-        let text = config.get(k).or(map.get(k)).and_then(content);
+        let text = map
+            .get(k)
+            .and_then(content)
+            .or_else(|| config.get(k).and_then(content));
         tokens.push((k.to_string(), text.unwrap_or_default().into()));
     }
-    for (k, v) in config.iter().chain(&map) {
+    for (k, v) in map.iter().chain(&config) {
         if k.ends_with("_token") && !tokens.iter().any(|(t, _)| t == k) {
             if let Some(text) = content(v) {
                 tokens.push((k.clone(), text.into()));
             }
         }
     }
-    let additional = config
+    let additional = map
         .get("additional_special_tokens")
-        .or(map.get("additional_special_tokens"));
+        .or(config.get("additional_special_tokens"));
     if let Some(list) = additional.and_then(|v| v.as_array()) {
         let texts: Vec<String> = list.iter().filter_map(content).collect();
         tokens.push(("additional_special_tokens".into(), texts.into()));
@@ -306,9 +341,9 @@ fn special_tokens(tokenizer_file: &Path) -> Vec<(String, Value)> {
     tokens
 }
 
-/// Python's `json.dumps(value, ensure_ascii=False, indent=indent, separators=separators)`, as
-/// transformers' `tojson`: `", "` and `": "` between items without an indent, `","` and `": "`
-/// with one, keys in the order the value holds them.
+/// Python's `json.dumps(value, ensure_ascii=False, indent=…, separators=…, sort_keys=…)`, as
+/// transformers' `tojson`: `", "` and `": "` between items without an indent, `","` and
+/// `": "` with one, keys in the order the value holds them unless sorted.
 fn tojson(
     value: Value,
     indent: Option<usize>,
@@ -316,27 +351,62 @@ fn tojson(
 ) -> std::result::Result<String, minijinja::Error> {
     let indent = kwargs.get::<Option<usize>>("indent")?.or(indent);
     let separators = kwargs.get::<Option<Vec<String>>>("separators")?;
-    let _ = kwargs.get::<Option<bool>>("sort_keys")?;
+    let sort_keys = kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false);
+    let ascii = kwargs.get::<Option<bool>>("ensure_ascii")?.unwrap_or(false);
     kwargs.assert_all_used()?;
     let (item, key) = match separators.as_deref() {
         Some([item, key]) => (item.clone(), key.clone()),
         _ if indent.is_some() => (",".to_string(), ": ".to_string()),
         _ => (", ".to_string(), ": ".to_string()),
     };
+    let style = JsonStyle {
+        indent,
+        item,
+        key,
+        sort_keys,
+        ascii,
+    };
     let mut out = String::new();
-    write_python_json(&value, (indent, &item, &key), 0, &mut out)?;
+    write_python_json(&value, &style, 0, &mut out)?;
     Ok(out)
+}
+
+struct JsonStyle {
+    indent: Option<usize>,
+    item: String,
+    key: String,
+    sort_keys: bool,
+    /// Characters beyond ASCII written as `\uXXXX` escapes (`ensure_ascii=True`).
+    ascii: bool,
+}
+
+impl JsonStyle {
+    fn quoted(&self, s: &str) -> String {
+        let json = serde_json::Value::String(s.to_string()).to_string();
+        if !self.ascii {
+            return json;
+        }
+        let mut out = String::with_capacity(json.len());
+        for c in json.chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+        out
+    }
 }
 
 fn write_python_json(
     v: &Value,
-    style: (Option<usize>, &str, &str),
+    style: &JsonStyle,
     depth: usize,
     out: &mut String,
 ) -> std::result::Result<(), minijinja::Error> {
     use minijinja::value::ValueKind;
-    let (indent, item_sep, key_sep) = style;
-    let quoted = |s: &str| serde_json::Value::String(s.to_string()).to_string();
     let (open, close, is_map) = match v.kind() {
         ValueKind::Seq | ValueKind::Iterable => ('[', ']', false),
         ValueKind::Map => ('{', '}', true),
@@ -345,7 +415,7 @@ fn write_python_json(
             return Ok(());
         }
         ValueKind::String => {
-            out.push_str(&quoted(v.as_str().unwrap_or_default()));
+            out.push_str(&style.quoted(v.as_str().unwrap_or_default()));
             return Ok(());
         }
         _ => {
@@ -356,22 +426,25 @@ fn write_python_json(
             return Ok(());
         }
     };
-    let items: Vec<Value> = v.try_iter()?.collect();
+    let mut items: Vec<Value> = v.try_iter()?.collect();
+    if is_map && style.sort_keys {
+        items.sort_by_key(|k| k.to_string());
+    }
     out.push(open);
     let newline = |out: &mut String, depth: usize| {
-        if let Some(n) = indent {
+        if let Some(n) = style.indent {
             out.push('\n');
             out.push_str(&" ".repeat(n * depth));
         }
     };
     for (i, x) in items.iter().enumerate() {
         if i > 0 {
-            out.push_str(item_sep);
+            out.push_str(&style.item);
         }
         newline(out, depth + 1);
         if is_map {
-            out.push_str(&quoted(&x.to_string()));
-            out.push_str(key_sep);
+            out.push_str(&style.quoted(&x.to_string()));
+            out.push_str(&style.key);
             write_python_json(&v.get_item(x)?, style, depth + 1, out)?;
         } else {
             write_python_json(x, style, depth + 1, out)?;
@@ -612,10 +685,10 @@ mod tests {
             template(json).render("q\"").unwrap(),
             "{\"role\": \"user\", \"content\": \"q\\\"\"}|{\n  \"a\": [\n    1,\n    \"é\"\n  ]\n}"
         );
-        let more = "{{ {'b': 1, 'a': none}|tojson(separators=(',', ':')) }}|{{ tools is none }}|{{ documents is none }}";
+        let more = "{{ {'b': 1, 'a': none}|tojson(separators=(',', ':')) }}|{{ {'b': 'é', 'a': 2}|tojson(sort_keys=true, ensure_ascii=true) }}|{{ tools is none }}|{{ documents is none }}";
         assert_eq!(
             template(more).render("x").unwrap(),
-            "{\"b\":1,\"a\":null}|True|True"
+            "{\"b\":1,\"a\":null}|{\"a\": 2, \"b\": \"\\u00e9\"}|True|True"
         );
         let crlf = "{% for m in messages %}\r\n{{ m.content }}\r\n{% endfor %}";
         assert_eq!(template(crlf).render("x").unwrap(), "x\n");

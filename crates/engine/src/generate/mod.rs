@@ -198,18 +198,21 @@ impl TextSpec {
 }
 
 /// A text's encoding with the special tokens the tokenizer adds, less a BOS the text writes
-/// out itself (a conversation pasted whole), which would otherwise come twice: where the two
-/// encodings differ by that one leading token alone.
+/// out itself (a conversation pasted whole), which would otherwise come twice: where the
+/// text's own tokens open with the token the tokenizer puts before them (what it adds after
+/// them, an EOS, stays).
 pub fn encode_with_specials(
     tokenizer: &Tokenizer,
     text: &str,
 ) -> tokenizers::Result<tokenizers::Encoding> {
-    let with = tokenizer.encode(text, true)?;
+    let mut with = tokenizer.encode(text, true)?;
     let ids = with.get_ids();
     if ids.len() >= 2 && ids[0] == ids[1] {
         let without = tokenizer.encode(text, false)?;
-        if without.len() + 1 == with.len() && without.get_ids() == &ids[1..] {
-            return Ok(without);
+        let own = without.get_ids();
+        if own.first() == Some(&ids[0]) && ids[1..].starts_with(own) {
+            let keep = with.len() - 1;
+            with.truncate(keep, 0, tokenizers::TruncationDirection::Left);
         }
     }
     Ok(with)
@@ -234,14 +237,13 @@ impl Generator<'_> {
     }
 
     /// A prompt's ids: through the chat template when the model has one and the prompt is
-    /// plain text. A prompt already in the template's format goes as a rendered one does, as
-    /// it stands with no special tokens added, less the indentation before its first marker
-    /// (pasted text's, not the format's).
+    /// plain text. A prompt already in the template's format goes as a rendered one does: as
+    /// the template would have written it, with no special tokens added.
     pub fn encode(&self, prompt: &str) -> Result<Vec<u32>> {
         match self.chat {
             // The template writes the special tokens itself.
             Some(t) if !t.formats(prompt) => self.tokenize(&t.render(prompt)?, false),
-            Some(_) => self.tokenize(prompt.trim_start(), false),
+            Some(t) => self.tokenize(&t.as_written(prompt), false),
             None => self.encode_text(prompt),
         }
     }
