@@ -371,6 +371,9 @@ fn spawn_input_reader() -> UnboundedReceiver<Input> {
     // terminal closed while SIGHUP is ignored), so it is asked only once the terminal has
     // input or the wait has timed out (a resize reaches crossterm by a signal).
     let tty = Watched::open();
+    // Whether the terminal held input crossterm did not take: it reads a burst 1 KiB at a time
+    // and hears of the rest only when more arrives, so waiting on the terminal would not wait.
+    let mut held_back = false;
     std::thread::Builder::new()
         .name("lerpscope-input".into())
         .spawn(move || loop {
@@ -381,8 +384,18 @@ fn spawn_input_reader() -> UnboundedReceiver<Input> {
                 let ready = terminal_ready(tty.fd(), 0)
                     .and_then(|_| crossterm::event::poll(std::time::Duration::ZERO));
                 let waited = match ready {
-                    Ok(true) => Ok(false),
-                    Ok(false) => terminal_ready(tty.fd(), 100).map(|_| true),
+                    Ok(true) => {
+                        held_back = false;
+                        Ok(false)
+                    }
+                    Ok(false) if held_back => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        Ok(true)
+                    }
+                    Ok(false) => terminal_ready(tty.fd(), 100).map(|input| {
+                        held_back = input;
+                        true
+                    }),
                     Err(e) => Err(e),
                 };
                 match waited {

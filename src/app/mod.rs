@@ -1035,8 +1035,8 @@ impl App {
     }
 
     fn on_pointer(&mut self, p: Pointer) -> Vec<Effect> {
-        // Like a key, a press stops the animation (and does nothing else).
-        if self.animating.take().is_some() {
+        // Like a key, a press stops the animation (and does nothing else); the wheel scrolls.
+        if !matches!(p, Pointer::Scroll(_)) && self.animating.take().is_some() {
             self.notice = Some("animation stopped".to_string());
             return vec![];
         }

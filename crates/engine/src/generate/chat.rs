@@ -108,7 +108,7 @@ impl ChatTemplate {
             .iter()
             .map(|b| b.to_string())
             .chain(bos.clone())
-            .find(|b| rendered.starts_with(b.as_str()));
+            .find(|b| rendered.trim_start().starts_with(b.as_str()));
         if let Some(b) = bos.filter(|b| !BOS_TEXTS.contains(&b.as_str())) {
             let with_bos: Vec<String> = markers.iter().map(|m| format!("{b}{m}")).collect();
             markers.extend(with_bos);
@@ -273,9 +273,9 @@ pub fn is_formatted(prompt: &str, markers: &[impl AsRef<str>]) -> bool {
 }
 
 /// The special tokens' texts of the model at `tokenizer_file`, as transformers gives them to a
-/// template: tokenizer_config.json's `*_token` entries (strings or added-token objects) and
-/// its `additional_special_tokens`, with special_tokens_map.json's where the config has none;
-/// a GGUF's from its token list. A file that cannot be read gives none.
+/// template: special_tokens_map.json's and tokenizer_config.json's `*_token` entries (strings
+/// or added-token objects) and `additional_special_tokens`, the map's first where both name
+/// one; a GGUF's from its token list. A file that cannot be read gives none.
 fn special_tokens(tokenizer_file: &Path) -> Vec<(String, Value)> {
     if crate::formats::gguf::is_gguf(tokenizer_file) {
         use crate::formats::gguf::Value as G;
@@ -751,6 +751,20 @@ mod tests {
             .unwrap();
         assert_eq!(t.render("hi").unwrap(), "");
         assert_eq!(t.with_tokens_of(&tok).render("hi").unwrap(), "<s><pad>");
+        // special_tokens_map.json's win over the config's, as transformers loads them.
+        std::fs::write(
+            tmp.path().join("special_tokens_map.json"),
+            r#"{"bos_token": {"content": "<m>"}}"#,
+        )
+        .unwrap();
+        std::fs::write(&config, r#"{"bos_token": null, "pad_token": "<pad>"}"#).unwrap();
+        let alone_t = ChatTemplate::of(&alone.join("tokenizer.json"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            alone_t.with_tokens_of(&tok).render("hi").unwrap(),
+            "<m><pad>"
+        );
         // A broken config beside a chat_template.jinja does not stop the template.
         std::fs::write(alone.join("tokenizer_config.json"), "{,").unwrap();
         assert!(ChatTemplate::of(&alone.join("tokenizer.json"))
