@@ -349,26 +349,11 @@ fn a_gguf_ignores_a_generation_config_beside_it() {
 /// A prompt or text that writes the BOS out (a conversation pasted whole) gets no second one.
 #[test]
 fn a_bos_written_out_is_not_doubled() {
-    use lerpscope::shapes::{write_tiny_pair, Arch};
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
     // A tokenizer that puts its end-of-text token before every text, as a BOS.
-    for d in [&a, &b] {
-        let p = d.join("tokenizer.json");
-        let mut t: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        t["post_processor"] = serde_json::json!({
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"Sequence": {"id": "A", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>",
-                "ids": [0], "tokens": ["<|endoftext|>"]}}
-        });
-        std::fs::write(&p, t.to_string()).unwrap();
-    }
+    let (_tmp, a, b) = pair_whose_tokenizer_adds(serde_json::json!([
+        {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+        {"Sequence": {"id": "A", "type_id": 0}}
+    ]));
     let load = || Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu());
     let mut e = load().unwrap();
     let plain = e.encode_text("The movie").unwrap();
@@ -416,6 +401,25 @@ fn a_bos_written_out_is_not_doubled() {
 /// the EOS the tokenizer adds after it.
 #[test]
 fn a_bos_written_out_is_not_doubled_where_an_eos_is_added_too() {
+    let (_tmp, a, b) = pair_whose_tokenizer_adds(serde_json::json!([
+        {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+        {"Sequence": {"id": "A", "type_id": 0}},
+        {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}
+    ]));
+    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
+    let plain = e.encode_text("The movie").unwrap();
+    assert_eq!((plain[0], plain[plain.len() - 1]), (0, 0));
+    assert_eq!(e.encode_text("<|endoftext|>The movie").unwrap(), plain);
+    let scored = e
+        .score_text_at("<|endoftext|>The movie", 0.5, None)
+        .unwrap();
+    assert_eq!(scored.token_ids, plain);
+    assert_eq!(scored.offsets.len(), plain.len());
+}
+
+/// A tiny Llama pair whose tokenizers put the end-of-text token (id 0) around every text as
+/// `single` says (a post-processor's template).
+fn pair_whose_tokenizer_adds(single: serde_json::Value) -> (tempfile::TempDir, PathBuf, PathBuf) {
     use lerpscope::shapes::{write_tiny_pair, Arch};
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -426,9 +430,7 @@ fn a_bos_written_out_is_not_doubled_where_an_eos_is_added_too() {
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         t["post_processor"] = serde_json::json!({
             "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}},
-                       {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+            "single": single,
             "pair": [{"Sequence": {"id": "A", "type_id": 0}},
                      {"Sequence": {"id": "B", "type_id": 1}}],
             "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>",
@@ -436,13 +438,5 @@ fn a_bos_written_out_is_not_doubled_where_an_eos_is_added_too() {
         });
         std::fs::write(&p, t.to_string()).unwrap();
     }
-    let mut e = Engine::load(&a.display().to_string(), &b.display().to_string(), &cpu()).unwrap();
-    let plain = e.encode_text("The movie").unwrap();
-    assert_eq!((plain[0], plain[plain.len() - 1]), (0, 0));
-    assert_eq!(e.encode_text("<|endoftext|>The movie").unwrap(), plain);
-    let scored = e
-        .score_text_at("<|endoftext|>The movie", 0.5, None)
-        .unwrap();
-    assert_eq!(scored.token_ids, plain);
-    assert_eq!(scored.offsets.len(), plain.len());
+    (tmp, a, b)
 }
