@@ -259,7 +259,8 @@ pub struct Origin {
     pub beyond_model: TextBeyondModel,
 }
 
-/// Text settings a pair of full models takes from endpoints other than A.
+/// Text settings a pair takes from beyond A's model: other endpoints' (full models), or an
+/// adapter's own folder.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TextBeyondModel {
     /// The chat template, where it is not A's model's own: A has none and a later endpoint
@@ -707,8 +708,8 @@ impl Engine {
         let pair_model = Model::load_factored(&base.config, vb(va), vb(vbv), low_rank)?;
         let (text, beyond_model) = text;
         let plane = beta.map(|_| [ac, ad]);
-        let (names, mut origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, None);
-        origin.beyond_model = beyond_model;
+        let (names, origin) =
+            adapter_origin(&base, &base_spec, [aa, ab], plane, (None, beyond_model));
         let mut engine = Self::assemble(
             origin,
             &base,
@@ -864,8 +865,13 @@ impl Engine {
         let kept = format!("{}, kept quantized", weights.base.types());
         let [aa, ab, ac, ad] = &sides;
         let plane = beta.map(|_| [ac, ad]);
-        let (names, mut origin) = adapter_origin(&base, &base_spec, [aa, ab], plane, Some(&kept));
-        origin.beyond_model = beyond_model;
+        let (names, origin) = adapter_origin(
+            &base,
+            &base_spec,
+            [aa, ab],
+            plane,
+            (Some(&kept), beyond_model),
+        );
         let mut engine = Self::assemble(
             origin,
             &base,
@@ -1644,7 +1650,7 @@ fn adapter_origin(
     base_spec: &str,
     [aa, ab]: [&Option<Adapter>; 2],
     plane: Option<[&Option<Adapter>; 2]>,
-    kept: Option<&str>,
+    (kept, beyond_model): (Option<&str>, TextBeyondModel),
 ) -> ((String, String, String), Origin) {
     let label = |x: &Option<Adapter>| match x {
         Some(x) => x.files.label.clone(),
@@ -1685,7 +1691,7 @@ fn adapter_origin(
             .quantization()
             .map(|q| vec![("base".to_string(), q)])
             .unwrap_or_default(),
-        beyond_model: TextBeyondModel::default(),
+        beyond_model,
     };
     ((label(aa), label(ab), description), origin)
 }
