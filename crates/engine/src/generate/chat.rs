@@ -113,6 +113,11 @@ impl ChatTemplate {
             let with_bos: Vec<String> = markers.iter().map(|m| format!("{b}{m}")).collect();
             markers.extend(with_bos);
         }
+        // A prompt that writes out the BOS this template opens with is raw model text, even
+        // where plain text follows it (a system prompt DeepSeek-R1's template writes bare).
+        if let Some(b) = written.as_ref().filter(|b| !markers.contains(b)) {
+            markers.push(b.clone());
+        }
         Opening {
             markers,
             bos: written,
@@ -655,6 +660,15 @@ mod tests {
         assert!(t.formats("[SYSTEM_PROMPT]x[/SYSTEM_PROMPT][INST]hi[/INST]"));
         assert!(t.formats("<|bos|>[SYSTEM_PROMPT]x[/SYSTEM_PROMPT]"));
         assert!(!t.formats("[SYSTEM] is not it"));
+        // A format whose system text follows its BOS bare: the BOS written out marks it.
+        let t = ChatTemplate::new(
+            "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}{% else %}<｜User｜>{{ m['content'] }}{% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜>{% endif %}".into(),
+            "<｜begin▁of▁sentence｜>".into(),
+            String::new(),
+        );
+        assert!(t.formats("<｜begin▁of▁sentence｜>Be brief.<｜User｜>hi<｜Assistant｜>"));
+        assert!(t.formats("<｜User｜>hi<｜Assistant｜>"));
+        assert!(!t.formats("Be brief. Say hi."));
         // A runaway template stops with an error.
         let slow = template(
             "{% for i in range(100000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
