@@ -299,6 +299,42 @@ fn prompt_editing_and_enter_regenerates_everything() {
     assert_eq!(j[0].prompt, "The food q was\nok");
 }
 
+/// An edit left with Esc runs nowhere: an α move, a new column and the saved session keep
+/// the prompt the columns ran, until Enter runs every column with the edit.
+#[test]
+fn an_edit_left_with_esc_is_not_run_until_enter() {
+    let (mut a, _) = loaded();
+    a.update(key(KeyCode::Char('e')));
+    for c in " NOT RUN".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    assert!(jobs(a.update(key(KeyCode::Esc))).is_empty());
+    assert!(a.edit_pending());
+    assert_eq!(a.prompt.text(), "The food NOT RUN");
+    let j = jobs(a.update(key(KeyCode::Right)));
+    assert_eq!(j.len(), 1);
+    assert_eq!(j[0].prompt, "The food");
+    let j = jobs(a.update(key(KeyCode::Char('a'))));
+    assert_eq!(j[0].prompt, "The food");
+    assert_eq!(a.session().prompt, "The food");
+    a.update(key(KeyCode::Char('e')));
+    let j = jobs(a.update(key(KeyCode::Enter)));
+    assert_eq!(j.len(), 4);
+    assert!(j.iter().all(|x| x.prompt == "The food NOT RUN"));
+    assert!(!a.edit_pending());
+    assert_eq!(a.session().prompt, "The food NOT RUN");
+    // The same for the text score mode scores.
+    a.update(key(KeyCode::Char('S')));
+    a.update(Msg::Paste("Scored.".into()));
+    assert_eq!(jobs(a.update(key(KeyCode::Enter))).len(), 4);
+    a.update(key(KeyCode::Char('e')));
+    a.update(Msg::Paste(" More.".into()));
+    a.update(key(KeyCode::Esc));
+    let j = jobs(a.update(key(KeyCode::Right)));
+    assert_eq!(j[0].prompt, "Scored.");
+    assert_eq!(a.session().score_text.as_deref(), Some("Scored."));
+}
+
 #[test]
 fn resample_changes_the_seed_for_all_columns_alike() {
     let (mut a, first) = loaded();

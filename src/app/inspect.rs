@@ -229,7 +229,7 @@ impl App {
         }
         let before: Vec<u32> = c.pieces[..cursor.token].iter().map(|p| p.id).collect();
         let (token, column, beta) = (piece.id, c.id, c.beta);
-        let prompt = (!self.score_mode).then(|| self.prompt.text());
+        let prompt = (!self.score_mode).then(|| self.ran_prompt().to_string());
         let id = self.fresh_id();
         let (lo, hi) = self.range.bounds();
         let alphas = (0..SCRUB_POINTS)
@@ -267,6 +267,7 @@ impl App {
     pub fn start_in_score_mode(&mut self, text: &str) {
         self.score_mode = true;
         self.score_text = super::editor::Editor::new(text);
+        self.ran.score_text = text.to_string();
     }
 
     /// A score job's result: the column shows the text, token by token.

@@ -361,6 +361,12 @@ pub struct SessionAlternative {
     pub logprob: f32,
 }
 
+/// The texts the columns last ran with.
+struct Ran {
+    prompt: String,
+    score_text: String,
+}
+
 pub struct App {
     pub a: String,
     pub b: String,
@@ -391,6 +397,10 @@ pub struct App {
     /// Score mode: the columns score `score_text` instead of generating.
     pub score_mode: bool,
     pub score_text: Editor,
+    /// The prompt and the text to score as the columns last ran them. An edit left with Esc
+    /// stays in its editor, but nothing runs it (an α move included) until every column
+    /// runs again, so the columns always share one prompt and the session records it.
+    ran: Ran,
     /// No colours: token shading by underline, bold and reverse instead.
     pub monochrome: bool,
     /// `--columns` as asked, for saved sessions.
@@ -454,6 +464,10 @@ impl App {
             scrub: Scrub::default(),
             score_mode: false,
             score_text: Editor::new(""),
+            ran: Ran {
+                prompt: prompt.to_string(),
+                score_text: String::new(),
+            },
             monochrome: false,
             columns_mode: Default::default(),
             stop: Vec::new(),
@@ -792,7 +806,7 @@ impl App {
             id,
             alphas,
             betas,
-            prompt: self.prompt.text(),
+            prompt: self.ran.prompt.clone(),
             samples,
             params,
         })]
@@ -854,7 +868,7 @@ impl App {
             target,
             range: self.range,
             beta: self.beta(),
-            prompt: self.prompt.text(),
+            prompt: self.ran.prompt.clone(),
             samples: FIND_SAMPLES,
             params,
         }));
@@ -918,6 +932,25 @@ impl App {
                 self.set_alpha(outcome.alpha)
             }
         }
+    }
+
+    /// The prompt the columns ran (in score mode, the text they scored).
+    pub fn ran_text(&self) -> &str {
+        if self.score_mode {
+            &self.ran.score_text
+        } else {
+            &self.ran.prompt
+        }
+    }
+
+    /// The prompt the columns ran, which an edit not yet run leaves as it was.
+    pub fn ran_prompt(&self) -> &str {
+        &self.ran.prompt
+    }
+
+    /// Whether the editor holds an edit that has not run.
+    pub fn edit_pending(&self) -> bool {
+        self.editor().text() != self.ran_text()
     }
 
     /// The text being edited: the prompt, or in score mode the text to score.
@@ -1442,7 +1475,7 @@ impl App {
             self.cursor = None;
         }
         let id = JobId(self.fresh_id());
-        let prompt = self.editor().text();
+        let prompt = self.ran_text().to_string();
         let c = &mut self.columns[column];
         c.job = Some(id);
         c.text.clear();
@@ -1471,6 +1504,10 @@ impl App {
 
     /// Regenerate every column, the focused one first.
     fn submit_all(&mut self) -> Vec<Effect> {
+        self.ran = Ran {
+            prompt: self.prompt.text(),
+            score_text: self.score_text.text(),
+        };
         let mut effects = self.submit(self.focused, true);
         for i in 0..self.columns.len() {
             if i != self.focused {
@@ -1524,7 +1561,7 @@ impl App {
     pub fn reply_apart(&self) -> bool {
         matches!(&self.pair, PairState::Ready(info)
             if info.chat_template
-                && !crate::engine::tokens::is_formatted(&self.prompt.text(), &info.turn_markers))
+                && !crate::engine::tokens::is_formatted(&self.ran.prompt, &info.turn_markers))
     }
 
     pub fn session(&self) -> Session {
@@ -1549,11 +1586,11 @@ impl App {
                 }),
                 _ => None,
             },
-            prompt: self.prompt.text(),
+            prompt: self.ran.prompt.clone(),
             reply: self.reply_apart(),
             params: self.params,
             stop: self.stop.clone(),
-            score_text: self.score_mode.then(|| self.score_text.text()),
+            score_text: self.score_mode.then(|| self.ran.score_text.clone()),
             columns: self
                 .columns
                 .iter()

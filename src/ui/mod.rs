@@ -435,11 +435,17 @@ fn prompt(app: &App, r: Rect, frame: &mut Frame) {
         Style::default().fg(Color::DarkGray)
     };
     let (inner, block) = if r.height >= 3 {
-        let title = match (app.score_mode, editing) {
-            (false, true) => " prompt — Enter runs · Alt+Enter new line · Esc leaves ",
-            (false, false) => " prompt (e to edit) ",
-            (true, true) => " text to score — Enter scores · paste or type · Esc leaves ",
-            (true, false) => " text to score (e to edit · S back to generating) ",
+        let title = match (app.score_mode, editing, app.edit_pending()) {
+            (false, true, _) => " prompt — Enter runs · Alt+Enter new line · Esc leaves ",
+            (false, false, false) => " prompt (e to edit) ",
+            (false, false, true) => {
+                " prompt — edited, not run: the columns show the last one (e, Enter runs it) "
+            }
+            (true, true, _) => " text to score — Enter scores · paste or type · Esc leaves ",
+            (true, false, false) => " text to score (e to edit · S back to generating) ",
+            (true, false, true) => {
+                " text to score — edited, not scored: the columns show the last (e, Enter scores) "
+            }
         };
         let b = Block::bordered().border_style(style).title(title);
         (b.inner(r), Some(b))

@@ -108,9 +108,9 @@ impl ColumnText {
             String::new()
         } else if app.reply_apart() {
             // A chat model replies in a turn of its own: start the reply on a new line.
-            app.prompt.text() + "\n"
+            format!("{}\n", app.ran_prompt())
         } else {
-            app.prompt.text()
+            app.ran_prompt().to_string()
         };
         let raw = format!("{prompt}{}", c.text);
         let mut specials = Vec::new();
