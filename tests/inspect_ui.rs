@@ -295,6 +295,17 @@ fn forking_on_an_alternative_continues_from_it() {
     );
     assert_eq!(c.pieces[2].info.unwrap().id, 3);
     assert!((probs[3] - 0.4).abs() < 1e-6);
+    // The saved session says where the text was forked, and onto what.
+    let saved = &a.session().columns[0];
+    assert_eq!((saved.forks.len(), saved.forks[0].token), (1, 2));
+    assert!(saved
+        .how()
+        .unwrap()
+        .contains(&format!("forked at token 3 onto {:?}", VOCAB[3])));
+    // A run of the column's own (here at a new α) is no fork.
+    key(&mut a, KeyCode::Esc);
+    key(&mut a, KeyCode::Right);
+    assert!(a.session().columns[0].forks.is_empty());
 }
 
 /// The panel opens on the token the column wrote, wherever it stands among the alternatives

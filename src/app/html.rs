@@ -117,10 +117,11 @@ fn column(h: &mut String, s: &Session, c: &SessionColumn) {
     let stats = match c.score {
         Some(fit) => format!("NLL {:.1} · ppl {:.1}", fit.nll, fit.perplexity),
         None => format!(
-            "{} tokens{}{}",
+            "{} token{}{}{}",
             c.tokens,
+            if c.tokens == 1 { "" } else { "s" },
             if c.complete { "" } else { " (incomplete)" },
-            c.run.as_ref().map_or(String::new(), |r| format!(" · {r}"))
+            c.how().map_or(String::new(), |r| format!(" · {r}"))
         ),
     };
     let _ = write!(

@@ -199,7 +199,11 @@ impl App {
             self.vocab.text(alt.id)
         ));
         let effects = self.submit_kind(self.focused, true, crate::session::JobKind::Fork(given));
-        self.columns[self.focused].carry = carry;
+        let c = &mut self.columns[self.focused];
+        c.carry = carry;
+        if !effects.is_empty() {
+            c.forks.push((cursor.token, alt.id));
+        }
         // The panel stays on the token the column now goes on from.
         self.cursor = Some(TokenCursor {
             token: cursor.token,

@@ -219,6 +219,9 @@ pub struct Column {
     pub tokens_per_s: Option<f64>,
     /// How its latest text is made, once started.
     pub run: Option<crate::session::ColumnRun>,
+    /// Where the text was forked onto a token the model did not sample: (token index, id),
+    /// earliest first. A fork keeps the ones before its own token.
+    pub forks: Vec<(usize, u32)>,
     /// Lines scrolled up from the bottom (0 follows the stream).
     pub scroll: u16,
     /// (VADER compound, perplexity) once the text is complete.
@@ -241,6 +244,7 @@ impl Column {
             tokens: 0,
             tokens_per_s: None,
             run: None,
+            forks: Vec::new(),
             scroll: 0,
             meters: None,
             score: None,
@@ -330,8 +334,20 @@ pub struct SessionColumn {
     /// round differently. None where no text was generated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// Tokens the text was forked onto (the token cursor's Enter): its tokens before each
+    /// were sampled as `run` says, the fork's token was chosen, and sampling went on from it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forks: Vec<SessionFork>,
     /// Score mode: the text's fit at this column's point.
     pub score: Option<ColumnScore>,
+}
+
+/// A token a column's text was forked onto.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionFork {
+    /// Its index among the column's tokens (as `diverges_at` and `token_detail` count).
+    pub token: usize,
+    pub text: String,
 }
 
 /// A scored text's fit under one column's blend, as `score` reports it.
@@ -1484,6 +1500,10 @@ impl App {
         c.tokens = 0;
         c.tokens_per_s = None;
         c.run = None;
+        match &kind {
+            JobKind::Fork(given) => c.forks.retain(|&(t, _)| t + 1 < given.len()),
+            _ => c.forks.clear(),
+        }
         c.meters = None;
         c.score = None;
         c.scroll = 0;
@@ -1627,6 +1647,14 @@ impl App {
                         .collect(),
                     diverges_at: self.divergence_of(i),
                     run: c.run.map(|r| r.describe()),
+                    forks: c
+                        .forks
+                        .iter()
+                        .map(|&(token, id)| SessionFork {
+                            token,
+                            text: self.vocab.text(id),
+                        })
+                        .collect(),
                     score: c
                         .score
                         .map(|(nll, perplexity)| ColumnScore { nll, perplexity }),
@@ -1663,6 +1691,17 @@ impl SessionColumn {
     /// "α = 0.50", or on a plane "α = 0.50, β = 0.20".
     pub fn point(&self) -> String {
         point_label(self.alpha, self.beta)
+    }
+
+    /// How its text was made: "alone at its blend", with its forks ("…, forked at token 4
+    /// onto \" a\"") where the text was forked.
+    pub fn how(&self) -> Option<String> {
+        let forks = self
+            .forks
+            .iter()
+            .map(|f| format!("forked at token {} onto {:?}", f.token + 1, f.text));
+        let parts: Vec<String> = self.run.clone().into_iter().chain(forks).collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
     }
 }
 
@@ -1759,8 +1798,8 @@ impl Session {
                 c.point(),
                 if c.complete { "" } else { " (incomplete)" },
             ));
-            if let Some(run) = &c.run {
-                md.push_str(&format!("\nRan {run}.\n"));
+            if let Some(how) = c.how() {
+                md.push_str(&format!("\nRan {how}.\n"));
             }
             // In score mode the column's text is the scored text itself, given once above.
             if self.score_text.is_none() {
