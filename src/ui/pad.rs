@@ -40,23 +40,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         return;
     }
     let (xr, yr) = (app.range.bounds(), app.beta_range());
-    let edge = Color::Gray;
-    Canvas::default()
-        .marker(Marker::Braille)
-        .x_bounds([xr.0, xr.1])
-        .y_bounds([yr.0, yr.1])
-        .paint(|ctx| {
-            ctx.draw(&Line::new(xr.0, beta, xr.1, beta, Color::DarkGray));
-            ctx.layer();
-            for ((x1, y1), (x2, y2)) in [
-                ((0.0, 0.0), (1.0, 0.0)),
-                ((1.0, 0.0), (0.0, 1.0)),
-                ((0.0, 1.0), (0.0, 0.0)),
-            ] {
-                ctx.draw(&Line::new(x1, y1, x2, y2, edge));
-            }
-        })
-        .render(area, buf);
+    edges(area, xr, yr, beta, buf);
     let cell = |alpha: f64, beta: f64| {
         Some((
             slider::cell_of(xr, area.width, alpha)?,
@@ -97,6 +81,42 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     );
 }
 
+/// The triangle's edges and the focused β's guide, in braille, through the very cells where
+/// [`slider::cell_of`] and [`row_of`] put the vertices' labels and the markers.
+fn edges(area: Rect, xr: (f64, f64), yr: (f64, f64), beta: f64, buf: &mut Buffer) {
+    // In dots: ratatui's braille canvas has 2 × 4 dots a cell, and with bounds [0, 2w − 1] ×
+    // [0, 4h − 1] a point's dot is its coordinate rounded. A value cell_of/row_of round to
+    // cell c lies within half a cell of c, so shifting it by a quarter of a cell (half of a
+    // column's 2 dots, 1.5 of a row's 4) puts its dot inside cell c.
+    let (w, h) = (area.width as f64, area.height as f64);
+    let top = 4.0 * h - 1.0;
+    let dot = |alpha: f64, beta: f64| {
+        let col = (alpha - xr.0) / (xr.1 - xr.0) * (w - 1.0);
+        let row = (yr.1 - beta) / (yr.1 - yr.0) * (h - 1.0);
+        (2.0 * col + 0.5, top - (4.0 * row + 1.5))
+    };
+    let line = |(a1, b1): (f64, f64), (a2, b2): (f64, f64), color| {
+        let ((x1, y1), (x2, y2)) = (dot(a1, b1), dot(a2, b2));
+        Line::new(x1, y1, x2, y2, color)
+    };
+    Canvas::default()
+        .marker(Marker::Braille)
+        .x_bounds([0.0, 2.0 * w - 1.0])
+        .y_bounds([0.0, top])
+        .paint(|ctx| {
+            ctx.draw(&line((xr.0, beta), (xr.1, beta), Color::DarkGray));
+            ctx.layer();
+            for (from, to) in [
+                ((0.0, 0.0), (1.0, 0.0)),
+                ((1.0, 0.0), (0.0, 1.0)),
+                ((0.0, 1.0), (0.0, 0.0)),
+            ] {
+                ctx.draw(&line(from, to, Color::Gray));
+            }
+        })
+        .render(area, buf);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +149,40 @@ mod tests {
         assert_eq!(row_of(r, 9, 2.0), None);
         assert!((beta_at(r, 9, 6) - 0.0).abs() < 1e-12);
         assert!((beta_at(r, 9, 2) - 1.0).abs() < 1e-12);
+    }
+
+    /// The A–B edge (β = 0) lies in the row where the labels A and B and a marker at β = 0
+    /// are drawn, at every height and β range (ratatui's own rounding put it a row below).
+    #[test]
+    fn the_edges_run_through_the_vertices_cells() {
+        let blank = |c: &str| c == " " || c == "\u{2800}";
+        for hi in [1.5, 1.85, 2.3, 3.0, 7.0] {
+            for (lo_a, hi_a) in [(-1.0, 2.0), (-0.3, 1.7), (-3.0, 5.0)] {
+                for (w, h) in [(40u16, 9u16), (61, 13), (100, 17), (33, 7)] {
+                    let (xr, yr) = ((lo_a, hi_a), (-0.5, hi));
+                    let area = Rect::new(0, 0, w, h);
+                    let mut buf = Buffer::empty(area);
+                    edges(area, xr, yr, -10.0, &mut buf);
+                    let row = row_of(yr, h, 0.0).unwrap();
+                    let (a, b) = (
+                        slider::cell_of(xr, w, 0.0).unwrap(),
+                        slider::cell_of(xr, w, 1.0).unwrap(),
+                    );
+                    let cell = |x: u16, y: u16| buf[(x, y)].symbol().to_string();
+                    let case = format!("β to {hi}, α {lo_a}..{hi_a}, {w}×{h}");
+                    for x in a..=b {
+                        assert!(!blank(&cell(x, row)), "{case}: ({x}, {row})");
+                    }
+                    // Nothing of the triangle below its A–B edge (the guide is off the pad).
+                    for y in row + 1..h {
+                        for x in a + 1..b {
+                            assert!(blank(&cell(x, y)), "{case}: ({x}, {y})");
+                        }
+                    }
+                    let c = row_of(yr, h, 1.0).unwrap();
+                    assert!(!blank(&cell(a, c)), "{case}: C's cell");
+                }
+            }
+        }
     }
 }
