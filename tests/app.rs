@@ -25,6 +25,7 @@ fn info() -> PairInfo {
         layers: None,
         beta: None,
         gamma: None,
+        layers_fixed: None,
         layer_strip: vec![],
         others: vec![],
     }
@@ -1349,6 +1350,7 @@ fn l_edits_alpha_per_layer_and_the_answer_regenerates_the_columns() {
     assert_eq!(a.mode, Mode::Normal);
     let info = PairInfo {
         layers: Some("mlp=0,1".into()),
+        layers_fixed: None,
         layer_strip: vec![lerpscope::engine::LayerStrip {
             kind: "mlp".into(),
             factors: vec![0.0, 0.5, 1.0],
@@ -1362,28 +1364,45 @@ fn l_edits_alpha_per_layer_and_the_answer_regenerates_the_columns() {
         "every column regenerates under the new rules"
     );
     assert!(a.notice.as_deref().unwrap_or("").contains("mlp=0,1"));
-    // The entry starts from the rules in force, and takes no chords (Ctrl-U was a 'u');
-    // Esc leaves them.
+    // The entry starts from the rules in force, takes no chords as characters (Alt-U was a
+    // 'u'), and Ctrl-U empties it; Esc leaves them.
     a.update(key(KeyCode::Char('l')));
+    a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::ALT,
+    )));
+    assert_eq!(a.mode, Mode::EnterLayers("mlp=0,1".into()));
     a.update(Msg::Key(KeyEvent::new(
         KeyCode::Char('u'),
         KeyModifiers::CONTROL,
     )));
-    assert_eq!(a.mode, Mode::EnterLayers("mlp=0,1".into()));
+    assert_eq!(a.mode, Mode::EnterLayers(String::new()));
     assert!(a.update(key(KeyCode::Esc)).is_empty());
     assert_eq!(a.mode, Mode::Normal);
+    // Refused rules: the message speaks of the entry, not the flag, and the entry opens
+    // again on them as typed.
+    a.update(key(KeyCode::Char('l')));
+    a.update(key(KeyCode::Char(',')));
+    a.update(key(KeyCode::Char('x')));
+    a.update(key(KeyCode::Enter));
     let effects = a.update(Msg::Engine(EngineEvent::LayersChanged(Err(
-        "--layer-alphas: \"x\" in rule \"mlp=x\" is not a number".into(),
+        "--layer-alphas: \"x\" in rule \"mlp=0,1,x\" is not a number".into(),
     ))));
     assert!(effects.is_empty());
-    assert!(a
-        .last_error
-        .as_deref()
-        .unwrap_or("")
-        .contains("not a number"));
+    let err = a.last_error.clone().unwrap_or_default();
+    assert!(
+        err.starts_with("α per layer: ") && err.contains("not a number"),
+        "{err}"
+    );
+    a.update(key(KeyCode::Char('l')));
+    assert_eq!(a.mode, Mode::EnterLayers("mlp=0,1,x".into()));
+    a.update(key(KeyCode::Esc));
     // A recipe's normalised shares are no rules to edit: said at once, no entry opened.
     let recipe = PairInfo {
         layers: Some("share 1 of 3 + 1".into()),
+        layers_fixed: Some(
+            "the recipe m.yaml's weights are its own; edit the recipe and load it again".into(),
+        ),
         ..self::info()
     };
     a.update(Msg::Engine(EngineEvent::LayersChanged(Ok(Box::new(

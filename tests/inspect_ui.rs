@@ -52,6 +52,7 @@ fn app_on(alphas: &[Alpha], beta: Option<f64>) -> (App, Vec<(ColumnId, Job)>) {
             layers: None,
             beta,
             gamma: None,
+            layers_fixed: None,
             layer_strip: vec![],
             others: vec![],
         })))

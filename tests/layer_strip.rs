@@ -127,6 +127,11 @@ fn refused(e: &mut Engine, spec: &str, parts: &[&str]) {
     for p in parts {
         assert!(err.contains(p), "{err:?} lacks {p:?}");
     }
+    // Where the pair takes no rules at all, the UI reads the same reason before its entry
+    // opens.
+    if let Some(fixed) = &e.info.layers_fixed {
+        assert!(err.ends_with(fixed.as_str()), "{err:?} / {fixed:?}");
+    }
     assert_eq!(
         (e.info.layers.clone(), e.logits(&IDS).unwrap()),
         before,
@@ -152,7 +157,9 @@ fn what_cannot_take_rules_live_is_refused_in_one_line() {
         method: Method::Slerp,
         ..cpu()
     };
+    assert!(line.info.layers_fixed.is_none());
     let mut e = Engine::load(&a, &b, &slerp).unwrap();
+    assert!(e.info.layers_fixed.is_some());
     refused(&mut e, "mlp=0,1", &["--layer-alphas", "slerp"]);
     // Rules from a recipe are the recipe's.
     let from_recipe = LayerAlphas::new(
@@ -165,6 +172,7 @@ fn what_cannot_take_rules_live_is_refused_in_one_line() {
         ..cpu()
     };
     let mut e = Engine::load(&a, &b, &recipe).unwrap();
+    assert!(e.info.layers_fixed.is_some());
     refused(&mut e, "mlp=1,0", &["merge.yaml", "recipe"]);
     // A slerp recipe is refused as the recipe, not as a --method the user did not type.
     let slerp_recipe = LoadOptions {
@@ -173,6 +181,7 @@ fn what_cannot_take_rules_live_is_refused_in_one_line() {
         ..cpu()
     };
     let mut e = Engine::load(&a, &b, &slerp_recipe).unwrap();
+    assert!(e.info.layers_fixed.is_some());
     refused(
         &mut e,
         "mlp=1,0",

@@ -44,6 +44,7 @@ fn pair_info(a: impl Into<String>, b: impl Into<String>, description: &str) -> P
         layers: None,
         beta: None,
         gamma: None,
+        layers_fixed: None,
         layer_strip: vec![],
         others: vec![],
     }
@@ -315,6 +316,7 @@ fn the_header_names_a_method_other_than_the_line() {
         layers: None,
         beta: None,
         gamma: None,
+        layers_fixed: None,
         layer_strip: vec![],
         others: vec![],
     })));
@@ -579,6 +581,7 @@ fn the_layer_strip_shows_each_layers_alpha() {
     a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
         layers: Some("self_attn=0,1;mlp=1,0".into()),
         gamma: None,
+        layers_fixed: None,
         layer_strip: vec![
             lerpscope::engine::LayerStrip {
                 kind: "self_attn".into(),

@@ -423,6 +423,9 @@ pub struct App {
     pub columns_mode: crate::engine::ColumnsMode,
     /// `--stop` texts, for saved sessions (the engine stops columns at them).
     pub stop: Vec<String>,
+    /// α per layer's rules as last sent to the engine, until it takes them: refused ones
+    /// open the entry again as typed.
+    layers_asked: Option<String>,
     pub vocab: Vocab,
     /// What the status line says the engine is doing.
     pub activity: String,
@@ -487,6 +490,7 @@ impl App {
             monochrome: false,
             columns_mode: Default::default(),
             stop: Vec::new(),
+            layers_asked: None,
             vocab: Vocab::default(),
             activity: "loading the pair…".to_string(),
             last_error: None,
@@ -562,7 +566,17 @@ impl App {
                 .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT);
         match self.mode.clone() {
             Mode::EditPrompt => self.on_prompt_key(k),
-            Mode::EnterAlpha(_) | Mode::EnterTarget(_) | Mode::EnterLayers(_) if chord => vec![],
+            Mode::EnterAlpha(_) | Mode::EnterTarget(_) | Mode::EnterLayers(_) if chord => {
+                // Ctrl-U empties the entry, as in a shell (the layers' opens filled in).
+                if k.code == KeyCode::Char('u') && k.modifiers == KeyModifiers::CONTROL {
+                    self.mode = match self.mode {
+                        Mode::EnterAlpha(_) => Mode::EnterAlpha(String::new()),
+                        Mode::EnterTarget(_) => Mode::EnterTarget(String::new()),
+                        _ => Mode::EnterLayers(String::new()),
+                    };
+                }
+                vec![]
+            }
             Mode::EnterAlpha(buf) => self.on_alpha_key(k, buf),
             Mode::EnterTarget(buf) => self.on_target_key(k, buf),
             Mode::EnterLayers(buf) => self.on_layers_key(k, buf),
@@ -745,14 +759,18 @@ impl App {
                 let PairState::Ready(info) = &self.pair else {
                     return vec![];
                 };
-                // A recipe's shares ("share … of …") are not rules the entry could take back.
-                let spec = info.layers.clone().unwrap_or_default();
-                if !spec.is_empty() && crate::engine::LayerAlphas::parse(&spec).is_err() {
-                    self.last_error = Some(format!(
-                        "α per layer: {spec}: the recipe's weights are its own; edit the recipe and load it again"
-                    ));
+                // Refused before the entry opens where nothing typed could be taken: a
+                // recipe's rules (its shares, "share … of …", are not even rules), a method
+                // other than the line's.
+                if let Some(why) = &info.layers_fixed {
+                    self.last_error = Some(format!("α per layer: {why}"));
                     return vec![];
                 }
+                // Rules the engine refused open again as typed, to be put right.
+                let spec = match self.layers_asked.take() {
+                    Some(asked) => asked,
+                    None => info.layers.clone().unwrap_or_default(),
+                };
                 self.mode = Mode::EnterLayers(spec);
                 vec![]
             }
@@ -771,6 +789,7 @@ impl App {
             KeyCode::Enter => {
                 self.mode = Mode::Normal;
                 self.activity = "α per layer…".to_string();
+                self.layers_asked = Some(buf.trim().to_string());
                 return vec![Effect::SetLayers(buf.trim().to_string())];
             }
             KeyCode::Char(c) if !c.is_control() => {
@@ -1272,6 +1291,7 @@ impl App {
                 vec![]
             }
             EngineEvent::LayersChanged(Ok(info)) => {
+                self.layers_asked = None;
                 let notice = match &info.layers {
                     Some(l) => format!("α per layer: {l}"),
                     None => "α per layer: off (every tensor on the line)".to_string(),
@@ -1284,7 +1304,12 @@ impl App {
             }
             EngineEvent::LayersChanged(Err(error)) | EngineEvent::GammaChanged(Err(error)) => {
                 self.activity = "ready".to_string();
-                self.last_error = Some(explain(&error));
+                // Typed in the strip's entry, not given as the flag its messages name.
+                let message = explain(&error);
+                self.last_error = Some(match message.strip_prefix("--layer-alphas: ") {
+                    Some(rest) => format!("α per layer: {rest}"),
+                    None => message,
+                });
                 vec![]
             }
             EngineEvent::ExportProgress { done, total } => {

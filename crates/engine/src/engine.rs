@@ -236,6 +236,10 @@ pub struct PairInfo {
     /// With a fourth endpoint at a weight of its own (`--d` with `--gamma`): γ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gamma: Option<f64>,
+    /// Why α per layer cannot be edited live here (a recipe's rules, another method, a
+    /// GPU), where it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers_fixed: Option<String>,
     /// With α per layer: each module kind's factor on α at every layer (the layer strip).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layer_strip: Vec<LayerStrip>,
@@ -307,7 +311,10 @@ impl Engine {
     /// Load a pair from two sources (directories or Hub ids): two full models, or two PEFT
     /// adapters (or `base` and an adapter) on one base.
     pub fn load(a: &str, b: &str, opts: &LoadOptions) -> Result<Self> {
-        let loaded = Self::load_endpoints(a, b, opts);
+        let loaded = Self::load_endpoints(a, b, opts).map(|mut engine| {
+            engine.info.layers_fixed = engine.layers_fixed();
+            engine
+        });
         let Some(file) = &opts.recipe else {
             return loaded;
         };
@@ -332,6 +339,7 @@ impl Engine {
         loaded
             .map(|mut engine| {
                 engine.recipe = Some(file.clone());
+                engine.info.layers_fixed = engine.layers_fixed();
                 engine
             })
             .map_err(|e| {
@@ -919,6 +927,7 @@ impl Engine {
             layers: None,
             beta: weights.full().and_then(|w| w.beta()),
             gamma: None,
+            layers_fixed: None,
             layer_strip: Vec::new(),
             others: origin
                 .sources
@@ -1002,6 +1011,39 @@ impl Engine {
         crate::weights::layers::strips(layers, &names, self.config.layers())
     }
 
+    /// Why α per layer cannot be edited live on this pair, if it cannot: the rules are a
+    /// recipe's, the method is not the line's, or the weights are on a GPU.
+    pub fn layers_fixed(&self) -> Option<String> {
+        if let Some(file) = &self.recipe {
+            return Some(format!(
+                "the recipe {file}'s weights are its own; edit the recipe and load it again"
+            ));
+        }
+        if self.method() != Method::Linear {
+            return Some(format!(
+                "α per layer is edited live on the line; this pair follows --method {}",
+                self.method().name()
+            ));
+        }
+        if let Some(l) = self
+            .layers
+            .as_ref()
+            .filter(|l| l.source() != "--layer-alphas")
+        {
+            return Some(format!(
+                "{}'s gradients are its own; edit the recipe and load it again",
+                l.source()
+            ));
+        }
+        if self.third.as_ref().is_some_and(|t| t.factors.is_some()) {
+            return Some("the recipe's C has gradients of its own; edit the recipe".into());
+        }
+        if !self.device().is_cpu() {
+            return Some("α per layer runs on the CPU for now; use --device cpu".into());
+        }
+        None
+    }
+
     /// Edit α per layer live (the layer strip): `spec` in `--layer-alphas` syntax, empty for
     /// none. The working weights move to the current α under the new rules (adapters:
     /// re-merged, and the factored models' factors moved in place). Refused where the rules
@@ -1012,37 +1054,8 @@ impl Engine {
             "" => None,
             s => Some(LayerAlphas::parse(s)?),
         };
-        if let Some(file) = &self.recipe {
-            bail!(
-                Unsupported,
-                "{FLAG}: the recipe {file}'s weights are its own; edit the recipe and load it again"
-            );
-        }
-        if self.method() != Method::Linear {
-            bail!(
-                Unsupported,
-                "{FLAG}: α per layer is edited live on the line; this pair follows --method {}",
-                self.method().name()
-            );
-        }
-        if let Some(l) = self.layers.as_ref().filter(|l| l.source() != FLAG) {
-            bail!(
-                Unsupported,
-                "{}: the recipe's gradients are its own; edit the recipe and load it again",
-                l.source()
-            );
-        }
-        if self.third.as_ref().is_some_and(|t| t.factors.is_some()) {
-            bail!(
-                Unsupported,
-                "{FLAG}: the recipe's C has gradients of its own; edit the recipe"
-            );
-        }
-        if !self.device().is_cpu() {
-            bail!(
-                Unsupported,
-                "{FLAG}: α per layer runs on the CPU for now; use --device cpu"
-            );
+        if let Some(why) = self.layers_fixed() {
+            bail!(Unsupported, "{FLAG}: {why}");
         }
         let n = self.config.layers();
         let t = std::time::Instant::now();
