@@ -661,6 +661,16 @@ fn a_resume_with_other_stop_texts_is_refused() {
     e.set_stop_texts(vec![" ".into()]);
     let err = s.run(&mut e).unwrap_err().to_string();
     assert!(err.contains("other settings"), "{err}");
+    // It says which: the held line, as it was and as it is now.
+    assert!(
+        err.contains("held \"") && err.contains("there, \""),
+        "{err}"
+    );
+    assert!(!err.contains('\n'), "{err}");
+    let mut more = sweep(&a, &b, &out);
+    more.config.samples += 1;
+    let err = more.run(&mut e).unwrap_err().to_string();
+    assert!(err.contains("samples 3 there, 4 now"), "{err}");
     let mut old: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     old.as_object_mut().unwrap().remove("held");
     std::fs::write(out.join("sweep.json"), old.to_string()).unwrap();

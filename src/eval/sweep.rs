@@ -40,6 +40,57 @@ impl std::str::FromStr for PplRef {
     }
 }
 
+/// Where two sweeps' settings part, for a refused resume: "samples 8 there, 4 now; params.seed
+/// …" (the first few, values cut short).
+fn settings_apart(there: &SweepConfig, now: &SweepConfig) -> String {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.dedup();
+                let mut seen = std::collections::HashSet::new();
+                for k in keys.into_iter().filter(|k| seen.insert(*k)) {
+                    let name = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let none = Value::Null;
+                    walk(
+                        &name,
+                        x.get(k).unwrap_or(&none),
+                        y.get(k).unwrap_or(&none),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => {
+                let short = |v: &Value| {
+                    let t = v.to_string();
+                    match t.char_indices().nth(40) {
+                        Some((i, _)) => format!("{}…", &t[..i]),
+                        None => t,
+                    }
+                };
+                out.push(format!("{path} {} there, {} now", short(a), short(b)));
+            }
+            _ => {}
+        }
+    }
+    let (Ok(a), Ok(b)) = (serde_json::to_value(there), serde_json::to_value(now)) else {
+        return "settings".into();
+    };
+    let mut apart = Vec::new();
+    walk("", &a, &b, &mut apart);
+    let more = apart.len().saturating_sub(3);
+    apart.truncate(3);
+    match more {
+        0 => apart.join("; "),
+        n => format!("{}; and {n} more", apart.join("; ")),
+    }
+}
+
 /// What defines a sweep; a rerun into the same directory must match it to resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepConfig {
@@ -286,9 +337,10 @@ impl Sweep {
                 };
                 if asked != old {
                     bail!(
-                        "--out {} holds a sweep with other settings ({}); use another --out to start a new one",
+                        "--out {} holds a sweep with other settings ({}: {}); use another --out to start a new one",
                         out.display(),
-                        cfg_path.display()
+                        cfg_path.display(),
+                        settings_apart(&old, &asked)
                     );
                 }
                 if AlphaMode::asked(self.mode).is_some_and(|m| m != old.alpha_mode) {
