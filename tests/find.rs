@@ -72,6 +72,14 @@ fn check_found(pair: &[&str], target: f64, check_samples: usize, sweep: &[&str])
     assert_eq!(r["verdict"], "found", "{r}");
     let points = r["points_evaluated"].as_u64().unwrap();
     assert!(points <= 8, "{points} points: {r}");
+    // The report holds what a rerun needs: the seed and sampling, the prompts.
+    assert_eq!(r["settings"]["params"]["sampling"]["seed"], 1, "{r}");
+    assert!(
+        r["settings"]["prompts"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty()),
+        "{r}"
+    );
     let alpha = r["alpha"].as_f64().unwrap();
     let ci = r["alpha_ci"].as_array().unwrap();
     let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());

@@ -97,6 +97,17 @@ pub fn run(args: FindArgs) -> Result<()> {
         line["b"] = json!(engine.info.b);
         line["pair"] = json!(engine.info.description);
         super::add_point(&engine, &mut line);
+        // What a rerun needs to ask the same: the prompts, the sampling, the search's limits.
+        line["settings"] = json!({
+            "prompts": plan.prompts,
+            "samples": plan.samples,
+            "params": plan.params,
+            "stop": args.sampling.stop,
+            "tolerance": args.tolerance,
+            "max_points": args.max_points,
+            "max_ppl_ratio": args.max_ppl_ratio,
+            "ppl_ref": args.ppl_ref,
+        });
         say!("{line}");
     }
     let closest = at(outcome.alpha).map_or(String::new(), |p| {
