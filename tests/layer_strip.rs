@@ -202,3 +202,53 @@ fn what_cannot_take_rules_live_is_refused_in_one_line() {
     .unwrap();
     refused(&mut e, "mlp=0,1", &["--layer-alphas", "modules_to_save"]);
 }
+
+/// α per layer cannot carry a tensor past α's own bound: α times the largest factor is held
+/// to |α| ≤ 1000 on every path (one α, rows of a batch, new rules at the current α), where
+/// it used to give an empty text from a model blown past any meaning.
+#[test]
+fn alpha_times_a_layer_factor_stays_within_alphas_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    let opts = LoadOptions {
+        layers: Some(LayerAlphas::parse("mlp=1000;1").unwrap()),
+        ..cpu()
+    };
+    let mut e = Engine::load(&a, &b, &opts).unwrap();
+    e.set_alpha(1.0).unwrap();
+    e.set_alpha(-1.0).unwrap();
+    let err = e.set_alpha(2.0).unwrap_err().to_string();
+    assert!(err.contains("2000") && err.contains("1000"), "{err}");
+    assert!(e.set_point(2.0, None).is_err());
+    // Rows of a batch, over adapters.
+    let adapters = LoadOptions {
+        base: Some(fixture("adapters/base-llama-tied")),
+        layers: Some(LayerAlphas::parse("mlp=1000;1").unwrap()),
+        ..cpu()
+    };
+    let pair = Engine::load(
+        &fixture("adapters/llama-plain-a"),
+        &fixture("adapters/llama-plain-b"),
+        &adapters,
+    )
+    .unwrap();
+    pair.logits_columns(&IDS, &[0.5, 1.0]).unwrap();
+    let err = pair
+        .logits_columns(&IDS, &[0.5, 1.5])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1500"), "{err}");
+    // New rules at the current α (1.5 here) are held to the same bound.
+    let mut line = Engine::load(&a, &b, &cpu()).unwrap();
+    line.set_alpha(1.5).unwrap();
+    let before = line.logits(&IDS).unwrap();
+    let err = line.set_layer_alphas("mlp=1000").unwrap_err().to_string();
+    assert!(
+        err.starts_with("--layer-alphas: ") && err.contains("1500"),
+        "{err}"
+    );
+    assert_eq!(line.logits(&IDS).unwrap(), before, "nothing changed");
+    line.set_layer_alphas("mlp=600").unwrap();
+}

@@ -2,7 +2,7 @@
 //! generation. It knows nothing of terminals; the CLI, the UI's worker thread and the
 //! benchmarks drive this one API.
 
-use crate::alpha::{alphas_of, Alpha, IntoAlpha};
+use crate::alpha::{alphas_of, Alpha, IntoAlpha, MAX_ABS_ALPHA};
 use crate::error::{bail, err, Context, Error, Result};
 use crate::formats::adapter::Adapter;
 use crate::formats::checkpoint::{native_dtype, Checkpoint};
@@ -999,16 +999,51 @@ impl Engine {
         let Some(layers) = &self.layers else {
             return Vec::new();
         };
-        let names: Vec<&str> = match (&self.weights, &self.adapted) {
+        crate::weights::layers::strips(layers, &self.moving_tensors(), self.config.layers())
+    }
+
+    /// The tensors α per layer moves: every tensor of full models, the adapted ones over
+    /// adapters (sorted by name).
+    fn moving_tensors(&self) -> Vec<&str> {
+        match (&self.weights, &self.adapted) {
             (Weights::Full(w), _) => w.layout.slots.iter().map(|s| s.name.as_str()).collect(),
             (_, Some(a)) => {
                 let mut n: Vec<&str> = a.low_rank.keys().map(String::as_str).collect();
                 n.sort_unstable();
                 n
             }
-            _ => return Vec::new(),
-        };
-        crate::weights::layers::strips(layers, &names, self.config.layers())
+            _ => Vec::new(),
+        }
+    }
+
+    /// How far α per layer moves the most moved tensor per unit of α (1 without it).
+    fn layer_reach(&self) -> f64 {
+        match &self.layers {
+            Some(l) => crate::weights::layers::largest_factor(
+                l,
+                &self.moving_tensors(),
+                self.config.layers(),
+            ),
+            None => 1.0,
+        }
+    }
+
+    /// α where it stays within bounds under α per layer: each tensor moves by α times its
+    /// factor, and that product is held to α's own bound, |α| ≤ 1000 (beyond it the blend is
+    /// no model, and its text comes out empty rather than refused).
+    fn check_reach(&self, alpha: Alpha) -> Result<()> {
+        Self::within_reach(alpha, self.layer_reach())
+    }
+
+    fn within_reach(alpha: Alpha, reach: f64) -> Result<()> {
+        let moved = alpha.value() * reach;
+        if moved.abs() > MAX_ABS_ALPHA {
+            bail!(
+                Invalid,
+                "α = {alpha} moves a tensor by {moved} under α per layer (its largest factor is {reach}); α × factor must be at most {MAX_ABS_ALPHA} in size"
+            );
+        }
+        Ok(())
     }
 
     /// Why α per layer cannot be edited live on this pair, if it cannot: the rules are a
@@ -1058,6 +1093,10 @@ impl Engine {
             bail!(Unsupported, "{FLAG}: {why}");
         }
         let n = self.config.layers();
+        if let Some(l) = &layers {
+            let reach = crate::weights::layers::largest_factor(l, &self.moving_tensors(), n);
+            Self::within_reach(self.alpha(), reach).map_err(|e| err!(Invalid, "{FLAG}: {e}"))?;
+        }
         let t = std::time::Instant::now();
         match (&mut self.weights, &self.adapted) {
             (Weights::Full(w), _) => match &layers {
@@ -1154,6 +1193,7 @@ impl Engine {
     /// merge over adapters), however many of the two move.
     pub fn set_point(&mut self, alpha: impl IntoAlpha, beta: Option<f64>) -> Result<Duration> {
         let alpha = alpha.into_alpha()?;
+        self.check_reach(alpha)?;
         let Some(beta) = beta else {
             return self.set_alpha(alpha);
         };
@@ -1262,6 +1302,7 @@ impl Engine {
     /// kept quantized nothing is merged: the model runs at α from its next pass.)
     pub fn set_alpha(&mut self, alpha: impl IntoAlpha) -> Result<Duration> {
         let alpha = alpha.into_alpha()?;
+        self.check_reach(alpha)?;
         if self.kept_quantized() {
             let mix = Mix::on_plane(&[alpha], self.adapter_beyond(), self.device())?;
             self.model.set_default_mix(Some(mix))?;
@@ -1602,6 +1643,9 @@ impl Engine {
             );
         }
         let alphas = alphas_of(alphas)?;
+        for &a in &alphas {
+            self.check_reach(a)?;
+        }
         let [beta, gamma] = self.adapter_beyond();
         let betas: Vec<f64> = match betas {
             None => vec![beta; alphas.len()],

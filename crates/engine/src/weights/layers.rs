@@ -339,6 +339,20 @@ pub fn strips(layers: &LayerAlphas, names: &[&str], n_layers: usize) -> Vec<Laye
         .collect()
 }
 
+/// The largest factor in size that `layers` gives any of the tensors `names` (1 where no rule
+/// matches): α times it is how far the most moved tensor goes.
+pub fn largest_factor(layers: &LayerAlphas, names: &[&str], n_layers: usize) -> f64 {
+    names
+        .iter()
+        .map(|name| {
+            layers
+                .value(name, position(name, n_layers))
+                .unwrap_or(1.0)
+                .abs()
+        })
+        .fold(1.0, f64::max)
+}
+
 /// The module a layer's tensor belongs to: the part of its name after the layer index
 /// (`model.layers.3.self_attn.q_proj.weight` → `self_attn`), None for norms.
 fn kind_of(name: &str) -> Option<&str> {
