@@ -1293,10 +1293,19 @@ fn the_pad_and_typed_points_set_alpha_and_beta() {
     assert!(a.update(key(KeyCode::Enter)).is_empty());
     let err = a.last_error.clone().unwrap();
     assert!(
-        err.contains("β = 1000000000") && !err.contains('α'),
+        err.starts_with("β = 1000000000") && !err.contains('α'),
         "{err}"
     );
     assert_eq!(a.beta().map(|b| b.value()), Some(0.25));
+    for c in "0.1,-".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    a.update(key(KeyCode::Enter));
+    let err = a.last_error.clone().unwrap();
+    assert!(
+        err.starts_with("β: ") && err.contains("not a number"),
+        "{err}"
+    );
     // An empty α or β keeps the focused column's: ",0.7" moves β alone (the comma opens the
     // entry; it was dropped, and α became 0.7), "0.4," α alone.
     for c in ",0.7".chars() {

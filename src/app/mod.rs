@@ -1064,7 +1064,12 @@ impl App {
                         _ => {
                             let toward = if name == "β" { "1 is C" } else { "1 is D" };
                             let e = e.to_string().replace("1 is B", toward).replace('α', name);
-                            format!("{name}: {e}")
+                            // "β = 1000.5 is absurd …" names itself already; "\"x\" is not a
+                            // number" does not.
+                            match e.contains(name) {
+                                true => e,
+                                false => format!("{name}: {e}"),
+                            }
                         }
                     })
                 };

@@ -33,6 +33,12 @@ pub fn bar(alpha: f64, (lo, hi): (f64, f64)) -> char {
     BARS[((t * 7.0).round() as usize).min(7)]
 }
 
+/// A value to two places, with no sign on what rounds to zero (α −1 times a factor 0 is
+/// −0.0, and −0.001 is no "-0.00" either).
+fn two_places(v: f64) -> String {
+    format!("{:.2}", (v * 100.0).round() / 100.0 + 0.0)
+}
+
 pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let alpha = app.columns[app.focused].alpha.value();
     let range = app.range.bounds();
@@ -46,7 +52,7 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
             });
         let bars: String = alphas.iter().map(|&a| bar(a, range)).collect();
         let span = if lo.is_finite() {
-            format!(" α {lo:.2}…{hi:.2}")
+            format!(" α {}…{}", two_places(lo), two_places(hi))
         } else {
             String::new()
         };
@@ -73,5 +79,13 @@ mod tests {
         assert_eq!(bar(2.0, r), '█');
         assert_eq!(bar(5.0, r), '█');
         assert_eq!(bar(0.5, r), '▅');
+    }
+
+    #[test]
+    fn zero_has_no_sign() {
+        assert_eq!(two_places(-0.0), "0.00");
+        assert_eq!(two_places(-0.001), "0.00");
+        assert_eq!(two_places(-0.005), "-0.01");
+        assert_eq!(two_places(1.234), "1.23");
     }
 }
