@@ -437,6 +437,19 @@ fn ctrl_c_quits_from_any_mode() {
     assert_eq!(e, vec![Effect::Quit]);
 }
 
+/// A pair loaded from a mergekit recipe names it in the saved session, beside its sources.
+#[test]
+fn a_session_names_the_recipe_its_pair_came_from() {
+    let mut a = app();
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        others: vec![("recipe".into(), "merges/m.yaml".into())],
+        ..info()
+    })));
+    let s = a.session();
+    assert!(s.to_markdown().contains("- recipe: `merges/m.yaml`"));
+    assert!(lerpscope::app::html::render(&s).contains("recipe: merges/m.yaml"));
+}
+
 #[test]
 fn save_produces_the_session() {
     let (mut a, first) = loaded();

@@ -30,6 +30,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
         .collect();
     let sweep = Sweep {
         config: SweepConfig {
+            recipe: None,
             a: demo("negative"),
             b: demo("positive"),
             alphas: vec![Alpha::A, Alpha::B],

@@ -144,6 +144,7 @@ fn tiny_pair(arch: Arch) -> (tempfile::TempDir, PathBuf, PathBuf, Engine) {
 fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
     Sweep {
         config: SweepConfig {
+            recipe: None,
             a: a.display().to_string(),
             b: b.display().to_string(),
             alphas: [0.0, 0.5, 1.0].map(|a| Alpha::new(a).unwrap()).to_vec(),

@@ -520,6 +520,7 @@ impl Corpus {
         let llama = pair(Arch::Llama, "llama");
         let gpt2 = pair(Arch::Gpt2, "gpt2");
         let config = lerpscope::eval::sweep::SweepConfig {
+            recipe: None,
             a: "a".into(),
             b: "b".into(),
             alphas: vec![Alpha::A, Alpha::new(0.5).unwrap(), Alpha::B],

@@ -592,6 +592,16 @@ fn an_export_writes_its_own_mergekit_config() {
     let lin = recipe("linear-gradient");
     let out = export_dir(&["--recipe", lin.to_str().unwrap()], "0.4", dir.path());
     assert!(!out.join("mergekit_config.yml").exists());
+    // The recipe it came from is named all the same, with its digest (metadata and card).
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(
+        card.contains("mergekit recipe") && card.contains(lin.to_str().unwrap()),
+        "{card}"
+    );
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8_lossy(&bytes[8..8 + n]).to_string();
+    assert!(header.contains("\"lerpscope.recipe.sha256\""), "{header}");
 }
 
 /// mergekit itself, run on the config an export wrote, merges the export's weights (where a

@@ -1779,12 +1779,18 @@ impl Session {
         .join(sep)
     }
 
-    /// The sources beyond A and B as `(label, source)`: C, D, then the base.
+    /// The sources beyond A and B as `(label, source)`: C, D, the base, then the recipe
+    /// that named them.
     pub fn other_sources(&self) -> Vec<(&'static str, &str)> {
-        [("c", "C"), ("d", "D"), ("base", "base")]
-            .into_iter()
-            .filter_map(|(role, label)| Some((label, self.sources.get(role)?.as_str())))
-            .collect()
+        [
+            ("c", "C"),
+            ("d", "D"),
+            ("base", "base"),
+            ("recipe", "recipe"),
+        ]
+        .into_iter()
+        .filter_map(|(role, label)| Some((label, self.sources.get(role)?.as_str())))
+        .collect()
     }
 
     pub fn to_markdown(&self) -> String {

@@ -106,6 +106,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             ppl_ref: args.ppl_ref.parse()?,
             classifier: args.classifier.clone().map(|c| (c, args.label.clone())),
             method: opts.method,
+            recipe: opts.recipe.clone(),
             layers: opts.layers.map(|l| l.spec()),
             plane: opts.third.map(|c| {
                 let term = |t: crate::engine::ExtraEndpoint, name: &str| {

@@ -107,6 +107,9 @@ pub struct SweepConfig {
     /// How the weights move with α (sweeps written before this was recorded were linear).
     #[serde(default)]
     pub method: crate::engine::Method,
+    /// The mergekit recipe that named the endpoints and their path (`--recipe`), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
     /// With α per layer: its rules (`--layer-alphas` syntax), absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<String>,

@@ -243,8 +243,9 @@ pub struct PairInfo {
     /// With α per layer: each module kind's factor on α at every layer (the layer strip).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layer_strip: Vec<LayerStrip>,
-    /// Sources beyond A and B, as given: a plane's C, a fourth endpoint D, the adapters' base
-    /// (role "c", "d" or "base", and the source).
+    /// Sources beyond A and B, as given: a plane's C, a fourth endpoint D, the adapters' base,
+    /// the mergekit recipe that named them (role "c", "d", "base" or "recipe", and the
+    /// source).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub others: Vec<(String, String)>,
 }
@@ -340,6 +341,7 @@ impl Engine {
             .map(|mut engine| {
                 engine.recipe = Some(file.clone());
                 engine.info.layers_fixed = engine.layers_fixed();
+                engine.info.others.push(("recipe".into(), file.clone()));
                 engine
             })
             .map_err(|e| {
@@ -990,6 +992,11 @@ impl Engine {
     }
 
     /// With α per layer: its rules.
+    /// The mergekit recipe the pair was loaded from, as given.
+    pub fn recipe_file(&self) -> Option<&str> {
+        self.recipe.as_deref()
+    }
+
     pub fn layer_alphas(&self) -> Option<&LayerAlphas> {
         self.layers.as_ref()
     }

@@ -213,6 +213,10 @@ fn model_card(snap: &Snapshot) -> String {
         dtype_name(r.dtype)
     );
     let details = [
+        (
+            "lerpscope.recipe",
+            "mergekit recipe (its weights or t scaled by α)",
+        ),
         ("lerpscope.method", "method"),
         (
             "lerpscope.layer_alphas",

@@ -46,6 +46,9 @@ pub struct Recipe {
     /// (role, the GGUF quantization types it was stored in), for quantized sources: the export
     /// holds their exact dequantisation.
     pub quantization: Vec<(String, String)>,
+    /// The mergekit recipe the pair was loaded from: (the file as given, SHA-256 of it). At α
+    /// the export is that recipe with its weights (or t) scaled by α.
+    pub recipe_file: Option<(String, String)>,
 }
 
 impl Recipe {
@@ -133,6 +136,12 @@ impl Recipe {
                 if let Some(f) = &x.factors {
                     e.push((format!("lerpscope.{role}_factors"), f.spec()));
                 }
+            }
+        }
+        if let Some((file, sha)) = &self.recipe_file {
+            e.push(("lerpscope.recipe".to_string(), file.clone()));
+            if !sha.is_empty() {
+                e.push(("lerpscope.recipe.sha256".to_string(), sha.clone()));
             }
         }
         for (role, spec, sha) in &self.sources {
@@ -249,6 +258,11 @@ impl Engine {
                 third: self.third().cloned(),
                 fourth: self.fourth().cloned(),
                 quantization: self.origin.quantization.clone(),
+                // Read at load; a file since gone leaves its digest out, not the export.
+                recipe_file: self.recipe_file().map(|f| {
+                    let sha = sha256(&[PathBuf::from(f)]).unwrap_or_default();
+                    (f.to_string(), sha)
+                }),
             },
             source_files: self
                 .origin
