@@ -336,6 +336,44 @@ fn an_edit_left_with_esc_is_not_run_until_enter() {
     assert_eq!(a.session().score_text.as_deref(), Some("Scored."));
 }
 
+/// Score mode left with Esc before anything was scored is generating again (nothing would
+/// score an empty text), and switching modes runs only the new mode's own text: a prompt
+/// edit left with Esc stays unrun through S.
+#[test]
+fn score_mode_left_unscored_generates_and_modes_keep_their_own_texts() {
+    let (mut a, _) = loaded();
+    a.update(key(KeyCode::Char('S')));
+    assert_eq!(a.mode, Mode::EditPrompt);
+    a.update(Msg::Paste("Hello there.".into()));
+    assert!(jobs(a.update(key(KeyCode::Esc))).is_empty());
+    assert!(!a.score_mode);
+    let j = jobs(a.update(key(KeyCode::Right)));
+    assert_eq!(j[0].prompt, "The food");
+    // A prompt edit left unrun, then score mode on (its text scored) and off again.
+    a.update(key(KeyCode::Char('e')));
+    a.update(Msg::Paste(" DRAFT".into()));
+    a.update(key(KeyCode::Esc));
+    let j = jobs(a.update(key(KeyCode::Char('S'))));
+    assert!(j.iter().all(|x| x.prompt == "Hello there."), "{j:?}");
+    let mut s = a.session();
+    assert_eq!(s.prompt, "The food");
+    let j = jobs(a.update(key(KeyCode::Char('S'))));
+    assert!(j.iter().all(|x| x.prompt == "The food DRAFT"), "{j:?}");
+    s = a.session();
+    assert_eq!(s.prompt, "The food DRAFT");
+    // An empty α entry closes with Enter, running nothing.
+    a.update(key(KeyCode::Char('1')));
+    a.update(key(KeyCode::Backspace));
+    assert_eq!(a.mode, Mode::Normal);
+    a.update(key(KeyCode::Char('1')));
+    a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    )));
+    assert!(jobs(a.update(key(KeyCode::Enter))).is_empty());
+    assert_eq!(a.mode, Mode::Normal);
+}
+
 #[test]
 fn resample_changes_the_seed_for_all_columns_alike() {
     let (mut a, first) = loaded();

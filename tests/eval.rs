@@ -662,9 +662,9 @@ fn a_resume_with_other_stop_texts_is_refused() {
     e.set_stop_texts(vec![" ".into()]);
     let err = s.run(&mut e).unwrap_err().to_string();
     assert!(err.contains("other settings"), "{err}");
-    // It says which: the held line, as it was and as it is now.
+    // It says which: the held line, as it was and as it is now, where the two part.
     assert!(
-        err.contains("held \"") && err.contains("there, \""),
+        err.contains("held …") && err.contains(r#"stop [\" \"]" now"#),
         "{err}"
     );
     assert!(!err.contains('\n'), "{err}");
@@ -672,6 +672,14 @@ fn a_resume_with_other_stop_texts_is_refused() {
     more.config.samples += 1;
     let err = more.run(&mut e).unwrap_err().to_string();
     assert!(err.contains("samples 3 there, 4 now"), "{err}");
+    // Other prompts are other settings, not the same prompts tokenized otherwise.
+    let mut asked = sweep(&a, &b, &out);
+    asked.config.prompts.push("Another prompt".into());
+    let err = asked.run(&mut e).unwrap_err().to_string();
+    assert!(
+        err.contains("prompts ") && !err.contains("other tokens"),
+        "{err}"
+    );
     let mut old: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     old.as_object_mut().unwrap().remove("held");
     std::fs::write(out.join("sweep.json"), old.to_string()).unwrap();

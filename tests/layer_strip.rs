@@ -240,15 +240,29 @@ fn alpha_times_a_layer_factor_stays_within_alphas_bound() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("1500"), "{err}");
-    // New rules at the current α (1.5 here) are held to the same bound.
+    // New rules are taken whatever α the engine last blended (the UI's columns hold their
+    // own); a column then runs or is refused at its own α.
     let mut line = Engine::load(&a, &b, &cpu()).unwrap();
     line.set_alpha(1.5).unwrap();
-    let before = line.logits(&IDS).unwrap();
-    let err = line.set_layer_alphas("mlp=1000").unwrap_err().to_string();
-    assert!(
-        err.starts_with("--layer-alphas: ") && err.contains("1500"),
-        "{err}"
-    );
-    assert_eq!(line.logits(&IDS).unwrap(), before, "nothing changed");
-    line.set_layer_alphas("mlp=600").unwrap();
+    line.set_layer_alphas("mlp=1000").unwrap();
+    assert!(line
+        .set_alpha(1.5)
+        .unwrap_err()
+        .to_string()
+        .contains("1500"));
+    line.set_alpha(0.5).unwrap();
+    // A recipe's C moves with α at its own weight, and is held to the same bound.
+    let c = tmp.path().join("c");
+    write_tiny_pair(&c, &tmp.path().join("d"), Arch::Llama).unwrap();
+    let recipe = LoadOptions {
+        third: Some(lerpscope::engine::ExtraEndpoint {
+            source: c.display().to_string(),
+            weight: None,
+            factors: Some(LayerAlphas::parse("1000").unwrap()),
+        }),
+        ..cpu()
+    };
+    let mut e = Engine::load(&a, &b, &recipe).unwrap();
+    e.set_alpha(1.0).unwrap();
+    assert!(e.set_alpha(2.0).unwrap_err().to_string().contains("2000"));
 }

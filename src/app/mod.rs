@@ -219,8 +219,8 @@ pub struct Column {
     pub tokens_per_s: Option<f64>,
     /// How its latest text is made, once started.
     pub run: Option<crate::session::ColumnRun>,
-    /// Where the text was forked onto a token the model did not sample: (token index, id),
-    /// earliest first. A fork keeps the ones before its own token.
+    /// Where the text was forked (the token cursor's Enter: that token given, sampling going
+    /// on from it): (token index, id), earliest first. A fork keeps the ones before it.
     pub forks: Vec<(usize, u32)>,
     /// Lines scrolled up from the bottom (0 follows the stream).
     pub scroll: u16,
@@ -1013,6 +1013,13 @@ impl App {
             }
             editor::Outcome::Leave => {
                 self.mode = Mode::Normal;
+                // Score mode left before anything was scored: the columns still show
+                // generations, so it is generating again (the text stays for the next S).
+                if self.score_mode && self.ran.score_text.is_empty() {
+                    self.score_mode = false;
+                    self.notice =
+                        Some("nothing scored: generating (S, a text, Enter scores it)".into());
+                }
                 vec![]
             }
             editor::Outcome::Edited | editor::Outcome::Ignored => vec![],
@@ -1039,6 +1046,7 @@ impl App {
                     Mode::EnterAlpha(buf)
                 };
             }
+            KeyCode::Enter if buf.trim().is_empty() => self.mode = Mode::Normal,
             KeyCode::Enter => {
                 self.mode = Mode::Normal;
                 // On a plane, "α,β" sets both; with a fourth endpoint "α,β,γ" moves γ too.
@@ -1554,10 +1562,12 @@ impl App {
 
     /// Regenerate every column, the focused one first.
     fn submit_all(&mut self) -> Vec<Effect> {
-        self.ran = Ran {
-            prompt: self.prompt.text(),
-            score_text: self.score_text.text(),
-        };
+        // What every column now runs: the edit of this mode's text (the other's stays as
+        // it was until its own mode runs).
+        match self.score_mode {
+            true => self.ran.score_text = self.score_text.text(),
+            false => self.ran.prompt = self.prompt.text(),
+        }
         let mut effects = self.submit(self.focused, true);
         for i in 0..self.columns.len() {
             if i != self.focused {
@@ -1834,8 +1844,10 @@ impl Session {
                 c.point(),
                 if c.complete { "" } else { " (incomplete)" },
             ));
-            if let Some(how) = c.how() {
-                md.push_str(&format!("\nRan {how}.\n"));
+            match (c.how(), &c.run) {
+                (Some(how), Some(_)) => md.push_str(&format!("\nRan {how}.\n")),
+                (Some(how), None) => md.push_str(&format!("\nNot yet run: {how}.\n")),
+                (None, _) => {}
             }
             // In score mode the column's text is the scored text itself, given once above.
             if self.score_text.is_none() {

@@ -73,6 +73,12 @@ pub fn run(args: FindArgs) -> Result<()> {
     settings.max_ppl_ratio = args.max_ppl_ratio;
     settings.seed = params.sampling.seed;
     let (lo, hi) = args.range.bounds();
+    // The whole range within reach before any point (α per layer, a recipe's weights).
+    for end in [args.range.lo(), args.range.hi()] {
+        engine
+            .check_reach(end)
+            .map_err(|e| anyhow::anyhow!("--range {lo}:{hi}: {e}"))?;
+    }
     // On a plane the search moves α alone; β (and γ) stay where they were set.
     let held = crate::eval::held_point(&engine);
     eprintln!(
@@ -107,6 +113,7 @@ pub fn run(args: FindArgs) -> Result<()> {
             "max_points": args.max_points,
             "max_ppl_ratio": args.max_ppl_ratio,
             "ppl_ref": args.ppl_ref,
+            "classifier": args.classifier.as_ref().map(|c| json!([c, args.label])),
         });
         say!("{line}");
     }

@@ -66,14 +66,22 @@ fn settings_apart(there: &SweepConfig, now: &SweepConfig) -> String {
                 }
             }
             _ if a != b => {
-                let short = |v: &Value| {
-                    let t = v.to_string();
-                    match t.char_indices().nth(40) {
-                        Some((i, _)) => format!("{}…", &t[..i]),
-                        None => t,
-                    }
+                let (a, b) = (a.to_string(), b.to_string());
+                // Around where the two part: long texts (the held pair) share long openings.
+                let from = a
+                    .chars()
+                    .zip(b.chars())
+                    .take_while(|(x, y)| x == y)
+                    .count()
+                    .saturating_sub(12);
+                let short = |t: &str| {
+                    let lead = if from > 0 { "…" } else { "" };
+                    let rest: Vec<char> = t.chars().skip(from).collect();
+                    let kept: String = rest.iter().take(40).collect();
+                    let tail = if rest.len() > 40 { "…" } else { "" };
+                    format!("{lead}{kept}{tail}")
                 };
-                out.push(format!("{path} {} there, {} now", short(a), short(b)));
+                out.push(format!("{path} {} there, {} now", short(&a), short(&b)));
             }
             _ => {}
         }
@@ -283,6 +291,10 @@ pub struct Sweep {
 impl Sweep {
     pub fn run(&self, engine: &mut Engine) -> Result<Vec<AlphaSummary>> {
         let out = &self.out;
+        // Every α within reach before any sample (α per layer, a recipe's weights).
+        for &alpha in &self.config.alphas {
+            engine.check_reach(alpha)?;
+        }
         // The judges first: one that does not load leaves no sweep behind.
         let fluency = super::points::Fluency::new(self.config.ppl_ref.clone(), engine)?;
         let classifier = match &self.config.classifier {
@@ -325,12 +337,6 @@ impl Sweep {
         let c = &match fresh_mode {
             None => {
                 let old = read_config(&cfg_path)?;
-                if old.prompt_tokens.as_ref().is_some_and(|t| *t != tokens) {
-                    bail!(
-                        "--out {}: its prompts now reach the model as other tokens than when the sweep started (another tokenizer, or its chat template rendered otherwise); use another --out to start a new one",
-                        out.display()
-                    );
-                }
                 let asked = SweepConfig {
                     alpha_mode: old.alpha_mode,
                     seeds: old.seeds,
@@ -344,6 +350,13 @@ impl Sweep {
                         out.display(),
                         cfg_path.display(),
                         settings_apart(&old, &asked)
+                    );
+                }
+                // The same prompts, and settings, but other tokens.
+                if old.prompt_tokens.as_ref().is_some_and(|t| *t != tokens) {
+                    bail!(
+                        "--out {}: its prompts now reach the model as other tokens than when the sweep started (another tokenizer, or its chat template rendered otherwise); use another --out to start a new one",
+                        out.display()
                     );
                 }
                 if AlphaMode::asked(self.mode).is_some_and(|m| m != old.alpha_mode) {

@@ -83,7 +83,7 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     // The prompt box: bordered with up to three lines when there is room, one bare line when
     // space is short, none on the smallest screens.
     if h >= 18 {
-        let lines = (app.prompt.lines().count() as u16).clamp(1, 3);
+        let lines = (app.editor().lines().count() as u16).clamp(1, 3);
         a.prompt = Some(Rect::new(x, top, w, lines + 2));
         top += lines + 2;
     } else if h >= 10 {
@@ -458,11 +458,20 @@ fn prompt(app: &App, r: Rect, frame: &mut Frame) {
         true => (row + 1).saturating_sub(inner.height as usize),
         false => 0,
     };
-    let text: Vec<Line> = lines
+    let mut text: Vec<Line> = lines
         .iter()
         .skip(first)
         .map(|l| Line::raw(l.clone()))
         .collect();
+    // A bare line has no title to say that its edit has not run.
+    if block.is_none() && !editing && app.edit_pending() {
+        if let Some(l) = text.first_mut() {
+            l.spans.insert(
+                0,
+                Span::styled("not run: ", Style::default().fg(Color::Yellow)),
+            );
+        }
+    }
     // Scroll horizontally so the cursor stays visible on long lines.
     let prefix: String = lines[row].chars().take(col).collect();
     let cursor_x = wrap::width(&prefix) as u16;

@@ -86,8 +86,9 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
 fn edges(area: Rect, xr: (f64, f64), yr: (f64, f64), beta: f64, buf: &mut Buffer) {
     // In dots: ratatui's braille canvas has 2 × 4 dots a cell, and with bounds [0, 2w − 1] ×
     // [0, 4h − 1] a point's dot is its coordinate rounded. A value cell_of/row_of round to
-    // cell c lies within half a cell of c, so shifting it by a quarter of a cell (half of a
-    // column's 2 dots, 1.5 of a row's 4) puts its dot inside cell c.
+    // cell c lies within half a cell of c, at 2c ± 1 dots across (4c ± 2 down); shifted by
+    // 0.5 dot across (1.5 down), towards the middle of the cell's dots, it rounds to a dot
+    // inside cell c.
     let (w, h) = (area.width as f64, area.height as f64);
     let top = 4.0 * h - 1.0;
     let dot = |alpha: f64, beta: f64| {

@@ -1023,38 +1023,42 @@ impl Engine {
         }
     }
 
-    /// How far α per layer moves the most moved tensor per unit of α (1 without it).
+    /// How far α moves the most moved tensor per unit of α: 1 on the line, the largest
+    /// factor under α per layer, and a recipe's C or D (which move with α) at their weights.
     fn layer_reach(&self) -> f64 {
-        match &self.layers {
-            Some(l) => crate::weights::layers::largest_factor(
-                l,
-                &self.moving_tensors(),
-                self.config.layers(),
-            ),
-            None => 1.0,
-        }
+        let names = self.moving_tensors();
+        let n = self.config.layers();
+        let largest = |l: &LayerAlphas| crate::weights::layers::largest_factor(l, &names, n);
+        let beyond = [&self.third, &self.fourth]
+            .into_iter()
+            .flatten()
+            .filter(|x| x.weight.is_none())
+            .map(|x| x.factors.as_ref().map_or(1.0, largest));
+        self.layers
+            .iter()
+            .map(largest)
+            .chain(beyond)
+            .fold(1.0, f64::max)
     }
 
     /// α where it stays within bounds under α per layer: each tensor moves by α times its
     /// factor, and that product is held to α's own bound, |α| ≤ 1000 (beyond it the blend is
     /// no model, and its text comes out empty rather than refused).
-    fn check_reach(&self, alpha: Alpha) -> Result<()> {
-        Self::within_reach(alpha, self.layer_reach())
-    }
-
-    fn within_reach(alpha: Alpha, reach: f64) -> Result<()> {
+    pub fn check_reach(&self, alpha: Alpha) -> Result<()> {
+        let reach = self.layer_reach();
         let moved = alpha.value() * reach;
         if moved.abs() > MAX_ABS_ALPHA {
             bail!(
                 Invalid,
-                "α = {alpha} moves a tensor by {moved} under α per layer (its largest factor is {reach}); α × factor must be at most {MAX_ABS_ALPHA} in size"
+                "α = {alpha} moves a tensor by {moved} (its largest factor on α, from α per layer or a recipe's weights, is {reach}); α × factor must be at most {MAX_ABS_ALPHA} in size"
             );
         }
         Ok(())
     }
 
     /// Why α per layer cannot be edited live on this pair, if it cannot: the rules are a
-    /// recipe's, the method is not the line's, or the weights are on a GPU.
+    /// recipe's, the method is not the line's, the weights are on a GPU, two quantized
+    /// endpoints, or adapters that replace tensors whole.
     pub fn layers_fixed(&self) -> Option<String> {
         if let Some(file) = &self.recipe {
             return Some(format!(
@@ -1063,7 +1067,7 @@ impl Engine {
         }
         if self.method() != Method::Linear {
             return Some(format!(
-                "α per layer is edited live on the line; this pair follows --method {}",
+                "edited live on the line only; this pair follows --method {}",
                 self.method().name()
             ));
         }
@@ -1081,9 +1085,19 @@ impl Engine {
             return Some("the recipe's C has gradients of its own; edit the recipe".into());
         }
         if !self.device().is_cpu() {
-            return Some("α per layer runs on the CPU for now; use --device cpu".into());
+            return Some("on the CPU only for now; use --device cpu".into());
         }
-        None
+        match &self.weights {
+            Weights::QuantizedPair(_) => Some(
+                "two quantized endpoints mix rows on the line; load them with --dequantize for α per layer"
+                    .into(),
+            ),
+            Weights::Adapters(w) if w.has_replacements() => Some(
+                "an adapter replaces tensors whole (modules_to_save), and α per layer over adapters moves low-rank updates only"
+                    .into(),
+            ),
+            _ => None,
+        }
     }
 
     /// Edit α per layer live (the layer strip): `spec` in `--layer-alphas` syntax, empty for
@@ -1099,11 +1113,9 @@ impl Engine {
         if let Some(why) = self.layers_fixed() {
             bail!(Unsupported, "{FLAG}: {why}");
         }
+        // Columns whose α goes too far under the new rules are refused as each runs
+        // (`check_reach`): which α they hold is the UI's, not the engine's.
         let n = self.config.layers();
-        if let Some(l) = &layers {
-            let reach = crate::weights::layers::largest_factor(l, &self.moving_tensors(), n);
-            Self::within_reach(self.alpha(), reach).map_err(|e| err!(Invalid, "{FLAG}: {e}"))?;
-        }
         let t = std::time::Instant::now();
         match (&mut self.weights, &self.adapted) {
             (Weights::Full(w), _) => match &layers {

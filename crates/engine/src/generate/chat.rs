@@ -76,7 +76,8 @@ impl ChatTemplate {
     /// The markers of the formats it writes: seen in a prompt it renders (a template may build
     /// them from parts, as `'<|' + role + '|>'`) or named in its text (a system turn's), and
     /// the tag its rendered prompt opens with (`[SYSTEM_PROMPT]`, `<|start_of_role|>`, …),
-    /// also with its own BOS text before it.
+    /// also with its own BOS text before it, and that BOS text alone where the template
+    /// writes it first.
     fn find_opening(&self) -> Opening {
         let rendered = self.render("\u{1}").unwrap_or_default();
         let seen = format!("{rendered}{}", self.source);
@@ -194,8 +195,9 @@ impl ChatTemplate {
     }
 
     /// Whether `prompt` is already in this template's format: it opens with a turn marker the
-    /// template writes (after a BOS written out, if any). A prompt that only mentions a marker
-    /// ("what does <|im_start|> mean?"), or opens with another format's, is plain text.
+    /// template writes (after a BOS written out, if any), or with the BOS text the template
+    /// writes first. A prompt that only mentions a marker ("what does <|im_start|> mean?"),
+    /// or opens with another format's, is plain text.
     pub fn formats(&self, prompt: &str) -> bool {
         is_formatted(prompt, self.markers())
     }
