@@ -618,3 +618,24 @@ fn a_scored_files_text_shows_from_its_start() {
         .to_string();
     assert!(boxed.contains("Good food here."), "{screen}");
 }
+
+/// A pair loaded from a mergekit recipe names it in the header, and the slider calls α = 1
+/// the recipe's own merge rather than B.
+#[test]
+fn a_recipe_is_named_in_the_header_and_on_the_slider() {
+    let mut a = app();
+    a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+        others: vec![("recipe".into(), "merges/linear-four.yaml".into())],
+        ..pair_info(a.a.clone(), a.b.clone(), "A ↔ B")
+    })));
+    let screen = render(&a, 140, 24);
+    assert!(screen.contains("(recipe linear-four.yaml)"), "{screen}");
+    let labels = screen
+        .lines()
+        .find(|l| l.contains("α=0.00"))
+        .expect("the slider's labels");
+    assert!(
+        labels.contains("recipe") && !labels.contains(" B "),
+        "{labels}"
+    );
+}

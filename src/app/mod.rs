@@ -1588,6 +1588,17 @@ impl App {
         Some(&d[at + " + ".len()..])
     }
 
+    /// The mergekit recipe the pair was loaded from, as given.
+    pub fn recipe(&self) -> Option<&str> {
+        let PairState::Ready(info) = &self.pair else {
+            return None;
+        };
+        info.others
+            .iter()
+            .find(|(role, _)| role == "recipe")
+            .map(|(_, file)| file.as_str())
+    }
+
     /// The pair's path beyond the line, in words (None on the line).
     pub fn path(&self) -> Option<String> {
         let PairState::Ready(info) = &self.pair else {

@@ -395,6 +395,15 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
                 Style::default().fg(Color::Cyan),
             ));
         }
+        if let Some(file) = app.recipe() {
+            let name = std::path::Path::new(file)
+                .file_name()
+                .map_or(file.into(), |n| n.to_string_lossy());
+            spans.push(Span::styled(
+                format!(" (recipe {name})"),
+                Style::default().fg(Color::Cyan),
+            ));
+        }
         // The path's other parts, from the description: α per layer, a plane's C and β.
         if info.layers.is_some() {
             spans.push(Span::styled(

@@ -72,7 +72,13 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
             let x = x.min(l.width.saturating_sub(s.len() as u16));
             buf.set_stringn(l.x + x, l.y, s, (l.width - x) as usize, style);
         };
-        for (alpha, text) in [(0.0, "A"), (1.0, "B")] {
+        // A recipe's α = 1 is its own merge (B only where that is B alone).
+        let one = if app.recipe().is_some() {
+            "recipe"
+        } else {
+            "B"
+        };
+        for (alpha, text) in [(0.0, "A"), (1.0, one)] {
             if let Some(x) = cell_of(app.range.bounds(), w, alpha) {
                 put(buf, x, text, Style::default().fg(Color::Gray));
             }
