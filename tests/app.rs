@@ -361,6 +361,23 @@ fn score_mode_left_unscored_generates_and_modes_keep_their_own_texts() {
     assert!(j.iter().all(|x| x.prompt == "The food DRAFT"), "{j:?}");
     s = a.session();
     assert_eq!(s.prompt, "The food DRAFT");
+    // Scored once, then back to generating: S opening an empty editor and Esc leave the
+    // columns generating, and the session says so.
+    a.update(key(KeyCode::Char('S')));
+    assert!(a.score_mode);
+    a.update(key(KeyCode::Char('e')));
+    a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('u'),
+        KeyModifiers::CONTROL,
+    )));
+    a.update(key(KeyCode::Esc));
+    let j = jobs(a.update(key(KeyCode::Char('S'))));
+    assert!(!a.score_mode && j.iter().all(|x| x.prompt == "The food DRAFT"));
+    a.update(key(KeyCode::Char('S')));
+    assert_eq!(a.mode, Mode::EditPrompt);
+    a.update(key(KeyCode::Esc));
+    assert!(!a.score_mode);
+    assert_eq!(a.session().score_text, None);
     // An empty α entry closes with Enter, running nothing.
     a.update(key(KeyCode::Char('1')));
     a.update(key(KeyCode::Backspace));

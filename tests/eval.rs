@@ -685,3 +685,23 @@ fn a_resume_with_other_stop_texts_is_refused() {
     std::fs::write(out.join("sweep.json"), old.to_string()).unwrap();
     s.run(&mut e).unwrap();
 }
+
+/// sweep.json records the recipe a sweep came from, as named; a resume that names it
+/// otherwise (from another working directory), or an older sweep.json without it, resumes.
+#[test]
+fn a_recipes_path_is_recorded_not_compared() {
+    let (tmp, a, b, mut e) = tiny_pair(Arch::Llama);
+    let out = tmp.path().join("sweep");
+    let mut s = sweep(&a, &b, &out);
+    s.config.recipe = Some("merge.yaml".into());
+    s.run(&mut e).unwrap();
+    s.config.recipe = Some("/elsewhere/merge.yaml".into());
+    s.run(&mut e).unwrap();
+    let cfg = out.join("sweep.json");
+    let mut old: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(old["recipe"], "merge.yaml");
+    old.as_object_mut().unwrap().remove("recipe");
+    std::fs::write(&cfg, old.to_string()).unwrap();
+    s.run(&mut e).unwrap();
+}

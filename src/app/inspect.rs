@@ -272,6 +272,7 @@ impl App {
         self.score_mode = true;
         self.score_text = super::editor::Editor::new(text);
         self.ran.score_text = text.to_string();
+        self.ran.scored = true;
     }
 
     /// A score job's result: the column shows the text, token by token.

@@ -268,7 +268,7 @@ pub enum Mode {
 pub struct Session {
     pub a: String,
     pub b: String,
-    /// Sources beyond A and B (a plane's C, D, the adapters' base), by role: what it takes,
+    /// Sources beyond A and B (a plane's C, D, the adapters' base, the recipe that named them), by role: what it takes,
     /// with A and B, to load the same blend again.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sources: std::collections::BTreeMap<String, String>,
@@ -377,10 +377,12 @@ pub struct SessionAlternative {
     pub logprob: f32,
 }
 
-/// The texts the columns last ran with.
+/// The texts the columns last ran with, and whether they scored one (score mode) or
+/// generated from the prompt.
 struct Ran {
     prompt: String,
     score_text: String,
+    scored: bool,
 }
 
 pub struct App {
@@ -486,6 +488,7 @@ impl App {
             ran: Ran {
                 prompt: prompt.to_string(),
                 score_text: String::new(),
+                scored: false,
             },
             monochrome: false,
             columns_mode: Default::default(),
@@ -969,9 +972,9 @@ impl App {
         }
     }
 
-    /// The prompt the columns ran (in score mode, the text they scored).
+    /// The prompt the columns ran (where they scored a text, that text).
     pub fn ran_text(&self) -> &str {
-        if self.score_mode {
+        if self.ran.scored {
             &self.ran.score_text
         } else {
             &self.ran.prompt
@@ -983,9 +986,10 @@ impl App {
         &self.ran.prompt
     }
 
-    /// Whether the editor holds an edit that has not run.
+    /// Whether the editor holds an edit that has not run (or a mode the columns have not
+    /// run in yet).
     pub fn edit_pending(&self) -> bool {
-        self.editor().text() != self.ran_text()
+        self.score_mode != self.ran.scored || self.editor().text() != self.ran_text()
     }
 
     /// The text being edited: the prompt, or in score mode the text to score.
@@ -1015,7 +1019,7 @@ impl App {
                 self.mode = Mode::Normal;
                 // Score mode left before anything was scored: the columns still show
                 // generations, so it is generating again (the text stays for the next S).
-                if self.score_mode && self.ran.score_text.is_empty() {
+                if self.score_mode && !self.ran.scored {
                     self.score_mode = false;
                     self.notice =
                         Some("nothing scored: generating (S, a text, Enter scores it)".into());
@@ -1512,7 +1516,9 @@ impl App {
 
     /// Generate (or in score mode, score) column `column` afresh.
     fn submit(&mut self, column: usize, urgent: bool) -> Vec<Effect> {
-        let kind = if self.score_mode {
+        // As the other columns run: score mode on with its editor still open has scored
+        // nothing yet.
+        let kind = if self.ran.scored {
             JobKind::Score
         } else {
             JobKind::Generate
@@ -1568,6 +1574,7 @@ impl App {
             true => self.ran.score_text = self.score_text.text(),
             false => self.ran.prompt = self.prompt.text(),
         }
+        self.ran.scored = self.score_mode;
         let mut effects = self.submit(self.focused, true);
         for i in 0..self.columns.len() {
             if i != self.focused {
@@ -1661,7 +1668,7 @@ impl App {
             reply: self.reply_apart(),
             params: self.params,
             stop: self.stop.clone(),
-            score_text: self.score_mode.then(|| self.ran.score_text.clone()),
+            score_text: self.ran.scored.then(|| self.ran.score_text.clone()),
             columns: self
                 .columns
                 .iter()

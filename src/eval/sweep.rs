@@ -342,6 +342,10 @@ impl Sweep {
                     seeds: old.seeds,
                     held: old.held.as_ref().map(|_| held(engine)),
                     prompt_tokens: old.prompt_tokens.clone(),
+                    // A record of where the recipe was read, which may be named otherwise
+                    // (another working directory) or not at all (older sweeps): what it says
+                    // is checked as the rules and the plane it gave.
+                    recipe: old.recipe.clone(),
                     ..self.config.clone()
                 };
                 if asked != old {

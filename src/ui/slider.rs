@@ -68,21 +68,11 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
             .set_style(style);
     }
     if let Some(l) = labels {
+        // Where a label of `s` starting at cell x lands, kept inside the line.
+        let at = |x: u16, s: &str| x.min(l.width.saturating_sub(s.chars().count() as u16));
         let put = |buf: &mut Buffer, x: u16, s: &str, style: Style| {
-            let x = x.min(l.width.saturating_sub(s.len() as u16));
             buf.set_stringn(l.x + x, l.y, s, (l.width - x) as usize, style);
         };
-        // A recipe's α = 1 is its own merge (B only where that is B alone).
-        let one = if app.recipe().is_some() {
-            "recipe"
-        } else {
-            "B"
-        };
-        for (alpha, text) in [(0.0, "A"), (1.0, one)] {
-            if let Some(x) = cell_of(app.range.bounds(), w, alpha) {
-                put(buf, x, text, Style::default().fg(Color::Gray));
-            }
-        }
         let focused = app.columns[app.focused].alpha;
         let text = format!("α={}", fmt_alpha(focused));
         let focused = focused.value();
@@ -93,11 +83,28 @@ pub fn render(app: &App, track: Rect, labels: Option<Rect>, buf: &mut Buffer) {
                 w - 1
             },
         );
-        // Keep the focused label clear of the A/B labels when they would collide.
-        let x = x.saturating_sub(text.chars().count() as u16 / 2);
+        // Centred on its α.
+        let fx = at(x.saturating_sub(text.chars().count() as u16 / 2), &text);
+        let taken = fx..fx + text.chars().count() as u16;
+        // A recipe's α = 1 is its own merge (B only where that is B alone).
+        let one = if app.recipe().is_some() {
+            "recipe"
+        } else {
+            "B"
+        };
+        for (alpha, name) in [(0.0, "A"), (1.0, one)] {
+            if let Some(x) = cell_of(app.range.bounds(), w, alpha) {
+                // Left out where the focused label covers any of it.
+                let x = at(x, name);
+                let span = x..x + name.chars().count() as u16;
+                if span.end <= taken.start || taken.end <= span.start {
+                    put(buf, x, name, Style::default().fg(Color::Gray));
+                }
+            }
+        }
         put(
             buf,
-            x,
+            fx,
             &text,
             Style::default()
                 .fg(Color::Yellow)

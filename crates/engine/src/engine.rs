@@ -289,6 +289,8 @@ pub struct Engine {
     columns_mode: ColumnsMode,
     /// The recipe file the pair came from, for messages in its words rather than flags.
     recipe: Option<String>,
+    /// SHA-256 of the recipe file as it was read.
+    recipe_sha256: String,
     text: TextSpec,
     /// With α per layer: the rules each tensor's factor came from.
     layers: Option<LayerAlphas>,
@@ -340,6 +342,8 @@ impl Engine {
         loaded
             .map(|mut engine| {
                 engine.recipe = Some(file.clone());
+                engine.recipe_sha256 =
+                    crate::export::sha256(&[std::path::PathBuf::from(file)]).unwrap_or_default();
                 engine.info.layers_fixed = engine.layers_fixed();
                 engine.info.others.push(("recipe".into(), file.clone()));
                 engine
@@ -952,6 +956,7 @@ impl Engine {
             adapted: None,
             columns_mode: ColumnsMode::Auto,
             recipe: None,
+            recipe_sha256: String::new(),
             text,
         }
     }
@@ -991,12 +996,15 @@ impl Engine {
         self.weights.method()
     }
 
-    /// With α per layer: its rules.
-    /// The mergekit recipe the pair was loaded from, as given.
-    pub fn recipe_file(&self) -> Option<&str> {
-        self.recipe.as_deref()
+    /// The mergekit recipe the pair was loaded from, as given, and the SHA-256 of the file as
+    /// it was read (empty where it could not be read again).
+    pub fn recipe_file(&self) -> Option<(&str, &str)> {
+        self.recipe
+            .as_deref()
+            .map(|f| (f, self.recipe_sha256.as_str()))
     }
 
+    /// With α per layer: its rules.
     pub fn layer_alphas(&self) -> Option<&LayerAlphas> {
         self.layers.as_ref()
     }

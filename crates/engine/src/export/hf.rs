@@ -217,6 +217,7 @@ fn model_card(snap: &Snapshot) -> String {
             "lerpscope.recipe",
             "mergekit recipe (its weights or t scaled by α)",
         ),
+        ("lerpscope.recipe.sha256", "the recipe's SHA-256"),
         ("lerpscope.method", "method"),
         (
             "lerpscope.layer_alphas",

@@ -258,11 +258,10 @@ impl Engine {
                 third: self.third().cloned(),
                 fourth: self.fourth().cloned(),
                 quantization: self.origin.quantization.clone(),
-                // Read at load; a file since gone leaves its digest out, not the export.
-                recipe_file: self.recipe_file().map(|f| {
-                    let sha = sha256(&[PathBuf::from(f)]).unwrap_or_default();
-                    (f.to_string(), sha)
-                }),
+                // Digested as it was read: an edit since is not what the weights follow.
+                recipe_file: self
+                    .recipe_file()
+                    .map(|(f, sha)| (f.to_string(), sha.to_string())),
             },
             source_files: self
                 .origin
