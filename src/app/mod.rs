@@ -268,8 +268,8 @@ pub enum Mode {
 pub struct Session {
     pub a: String,
     pub b: String,
-    /// Sources beyond A and B (a plane's C, D, the adapters' base, the recipe that named them), by role: what it takes,
-    /// with A and B, to load the same blend again.
+    /// Sources beyond A and B (a plane's C, D, the adapters' base, the recipe that named
+    /// them), by role: what it takes, with A and B, to load the same blend again.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub sources: std::collections::BTreeMap<String, String>,
     /// How the weights move with α, where it is not the line: the method, α per layer, a
