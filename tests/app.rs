@@ -336,6 +336,28 @@ fn an_edit_left_with_esc_is_not_run_until_enter() {
     assert_eq!(a.session().score_text.as_deref(), Some("Scored."));
 }
 
+/// A load (or a pair changed under the columns) runs every column as it last ran: an
+/// editor open meanwhile keeps its half-typed text, and score mode with nothing scored yet
+/// still shows generations.
+#[test]
+fn a_load_runs_what_ran_not_an_open_editor() {
+    let mut a = app();
+    a.update(key(KeyCode::Char('S')));
+    assert!(a.score_mode && !a.scored());
+    let j = jobs(a.update(Msg::Engine(EngineEvent::Loaded(info()))));
+    assert_eq!(j.len(), 3);
+    assert!(j.iter().all(|x| x.prompt == "The food"), "{j:?}");
+    assert!(!a.scored());
+    a.update(key(KeyCode::Esc));
+    assert!(!a.score_mode);
+    a.update(key(KeyCode::Char('e')));
+    a.update(Msg::Paste(" half".into()));
+    let j = jobs(a.update(Msg::Engine(EngineEvent::LayersChanged(Ok(
+        Box::new(info()),
+    )))));
+    assert!(j.iter().all(|x| x.prompt == "The food"), "{j:?}");
+}
+
 /// Score mode left with Esc before anything was scored is generating again (nothing would
 /// score an empty text), and switching modes runs only the new mode's own text: a prompt
 /// edit left with Esc stays unrun through S.
@@ -501,8 +523,17 @@ fn a_session_names_the_recipe_its_pair_came_from() {
         ..info()
     })));
     let s = a.session();
-    assert!(s.to_markdown().contains("- recipe: `merges/m.yaml`"));
-    assert!(lerpscope::app::html::render(&s).contains("recipe: merges/m.yaml"));
+    let md = s.to_markdown();
+    assert!(
+        md.contains("- recipe (its merge at α = 1): `merges/m.yaml`"),
+        "{md}"
+    );
+    assert!(md.contains("- B: `pos`"), "{md}");
+    let html = lerpscope::app::html::render(&s);
+    assert!(
+        html.contains("recipe (its merge at α = 1): merges/m.yaml"),
+        "{html}"
+    );
 }
 
 #[test]

@@ -64,10 +64,11 @@ pub fn render(s: &Session) -> String {
     let _ = write!(
         h,
         "<h1>lerpscope: {} columns between {}</h1>\n<div class=\"meta\">A (α = 0): {} · \
-         B (α = 1): {}{}{}<br>{}</div>\n",
+         B{}: {}{}{}<br>{}</div>\n",
         s.columns.len(),
         endpoints(s),
         escape(&s.a),
+        s.b_at_one(),
         escape(&s.b),
         s.other_sources()
             .iter()

@@ -182,7 +182,7 @@ impl App {
         let (Some(cursor), Some(info)) = (self.cursor, self.cursor_info()) else {
             return vec![];
         };
-        if self.score_mode {
+        if self.scored() {
             self.notice = Some("score mode scores a fixed text: nothing to fork".to_string());
             return vec![];
         }
@@ -221,7 +221,7 @@ impl App {
         let Some(piece) = c.pieces.get(cursor.token) else {
             return vec![];
         };
-        if piece.info.is_none() && self.score_mode {
+        if piece.info.is_none() && self.scored() {
             // The text's first token has nothing before it.
             return vec![];
         }
@@ -233,7 +233,7 @@ impl App {
         }
         let before: Vec<u32> = c.pieces[..cursor.token].iter().map(|p| p.id).collect();
         let (token, column, beta) = (piece.id, c.id, c.beta);
-        let prompt = (!self.score_mode).then(|| self.ran_prompt().to_string());
+        let prompt = (!self.scored()).then(|| self.ran_prompt().to_string());
         let id = self.fresh_id();
         let (lo, hi) = self.range.bounds();
         let alphas = (0..SCRUB_POINTS)

@@ -981,6 +981,12 @@ impl App {
         }
     }
 
+    /// Whether the columns hold scores of a text (score mode, once its text has run) rather
+    /// than generations: what they show, and what acts on them, follows this.
+    pub fn scored(&self) -> bool {
+        self.ran.scored
+    }
+
     /// The prompt the columns ran, which an edit not yet run leaves as it was.
     pub fn ran_prompt(&self) -> &str {
         &self.ran.prompt
@@ -1161,7 +1167,7 @@ impl App {
                     c.beta = beta;
                 }
                 self.pair = PairState::Ready(info);
-                self.submit_all()
+                self.rerun_all()
             }
             EngineEvent::LoadFailed(error) => {
                 let error = explain(&error);
@@ -1417,7 +1423,7 @@ impl App {
         self.activity = "ready".to_string();
         self.notice = Some(notice);
         self.pair = PairState::Ready(info);
-        let mut effects = self.submit_all();
+        let mut effects = self.rerun_all();
         if self.show_curve {
             let samples = self.curve.samples;
             effects.extend(self.start_curve(samples));
@@ -1575,6 +1581,12 @@ impl App {
             false => self.ran.prompt = self.prompt.text(),
         }
         self.ran.scored = self.score_mode;
+        self.rerun_all()
+    }
+
+    /// Every column again as it last ran, the focused one first (the pair changed, or
+    /// loaded): an editor open meanwhile keeps its text to itself.
+    fn rerun_all(&mut self) -> Vec<Effect> {
         let mut effects = self.submit(self.focused, true);
         for i in 0..self.columns.len() {
             if i != self.focused {
@@ -1807,6 +1819,14 @@ impl Session {
         .join(sep)
     }
 
+    /// " (α = 1)" after B's label, except for a recipe, whose α = 1 is its own merge.
+    pub fn b_at_one(&self) -> &'static str {
+        match self.sources.contains_key("recipe") {
+            true => "",
+            false => " (α = 1)",
+        }
+    }
+
     /// The sources beyond A and B as `(label, source)`: C, D, the base, then the recipe
     /// that named them.
     pub fn other_sources(&self) -> Vec<(&'static str, &str)> {
@@ -1814,7 +1834,7 @@ impl Session {
             ("c", "C"),
             ("d", "D"),
             ("base", "base"),
-            ("recipe", "recipe"),
+            ("recipe", "recipe (its merge at α = 1)"),
         ]
         .into_iter()
         .filter_map(|(role, label)| Some((label, self.sources.get(role)?.as_str())))
@@ -1841,8 +1861,9 @@ impl Session {
             ),
         };
         let mut md = format!(
-            "# lerpscope session\n\n- A (α = 0): `{}`\n- B (α = 1): `{}`\n{others}{}{settings}\n\n## {heading}\n\n{}\n",
+            "# lerpscope session\n\n- A (α = 0): `{}`\n- B{}: `{}`\n{others}{}{settings}\n\n## {heading}\n\n{}\n",
             self.a,
+            self.b_at_one(),
             self.b,
             self.path
                 .as_ref()

@@ -101,7 +101,7 @@ pub fn layout(area: Rect, app: &App) -> Areas {
     }
     // The token panel comes first where it is wanted: the strip and the pad yield their rows
     // to it, so an open cursor is never out of sight.
-    let wants_panel = app.cursor.is_some() || app.score_mode;
+    let wants_panel = app.cursor.is_some() || app.scored();
     let for_panel = if app.cursor.is_some() { PANEL_ROWS } else { 0 };
     // With α per layer the strip sits under the slider, where the columns keep rows.
     let strip = strip::rows(app);
@@ -683,7 +683,7 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         )),
         Mode::Normal => {}
     }
-    if app.score_mode {
+    if app.scored() {
         // Each column's fit to the text, left to right.
         spans.push(Span::styled("score ", Style::default().fg(Color::Cyan)));
         for c in &app.columns {

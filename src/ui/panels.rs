@@ -13,7 +13,7 @@ pub fn render(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     Clear.render(r, buf);
     if app.cursor.is_some() {
         cursor_panel(app, r, buf);
-    } else if app.score_mode {
+    } else if app.scored() {
         differences_panel(app, r, buf);
     }
 }
@@ -54,7 +54,7 @@ fn cursor_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         return;
     }
     let Some(info) = info else {
-        Paragraph::new(if app.score_mode {
+        Paragraph::new(if app.scored() {
             "the text's first token: nothing before it to predict it"
         } else {
             "a token given to a fork: no distribution recorded for it here"

@@ -58,7 +58,7 @@ fn bucket_style(bucket: usize, monochrome: bool) -> Style {
 /// The shading in effect: the token view, or in score mode probability when the view is off.
 pub fn shading(app: &App) -> TokenView {
     match app.token_view {
-        TokenView::Off if app.score_mode => TokenView::Probability,
+        TokenView::Off if app.scored() => TokenView::Probability,
         v => v,
     }
 }
@@ -104,7 +104,7 @@ pub struct ColumnText {
 impl ColumnText {
     pub fn of(app: &App, i: usize, width: usize) -> Self {
         let c = &app.columns[i];
-        let prompt = if app.score_mode {
+        let prompt = if app.scored() {
             String::new()
         } else if app.reply_apart() {
             // A chat model replies in a turn of its own: start the reply on a new line.

@@ -246,6 +246,8 @@ fn model_card(snap: &Snapshot) -> String {
     for (role, spec, sha) in &r.sources {
         let role = match role.as_str() {
             "a" => "A (α = 0)",
+            // A recipe's α = 1 is its own merge, B with its weight among the others.
+            "b" if r.recipe_file.is_some() => "B",
             "b" => "B (α = 1)",
             "c" => "C",
             "d" => "D",
