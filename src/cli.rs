@@ -518,22 +518,22 @@ impl LoadArgs {
 /// command's defaults: [`INTERACTIVE`] for the UI and `generate`, [`SWEEP`] for `sweep`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SamplingArgs {
-    /// Tokens to generate per column or sample [default: 64; sweep: 32].
+    /// Tokens to generate per column or sample [default: 64 (smollm2 demo: 80); sweep and find: 32].
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// Softmax temperature; 0 is greedy decoding [default: 0.8; sweep: 1].
+    /// Softmax temperature; 0 is greedy decoding [default: 0.8; sweep and find: 1].
     #[arg(long)]
     pub temperature: Option<f32>,
-    /// Nucleus sampling mass; 1 disables it [default: 0.95; sweep: 0.9].
+    /// Nucleus sampling mass; 1 disables it [default: 0.95; sweep and find: 0.9].
     #[arg(long)]
     pub top_p: Option<f32>,
     /// Keep only the K most likely tokens; 0 disables it [default: 0].
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// Penalty for tokens already seen; 1 disables it [default: 1.1; sweep: 1].
+    /// Penalty for tokens already seen; 1 disables it [default: 1.1; sweep and find: 1].
     #[arg(long)]
     pub repeat_penalty: Option<f32>,
-    /// Random seed; every α uses the same random stream [default: 42; sweep: 0].
+    /// Random seed; every α uses the same random stream [default: 42; sweep and find: 0].
     #[arg(long)]
     pub seed: Option<u64>,
     /// Stop a column once its text holds this (repeatable; anywhere, inside words too, with

@@ -317,6 +317,19 @@ fn an_edit_left_with_esc_is_not_run_until_enter() {
     assert_eq!(j[0].prompt, "The food");
     let j = jobs(a.update(key(KeyCode::Char('a'))));
     assert_eq!(j[0].prompt, "The food");
+    // A new seed, or every column again, reruns what ran.
+    for k in ['r', '\n'] {
+        let code = if k == '\n' {
+            KeyCode::Enter
+        } else {
+            KeyCode::Char(k)
+        };
+        let j = jobs(a.update(key(code)));
+        assert!(
+            j.len() == 4 && j.iter().all(|x| x.prompt == "The food"),
+            "{j:?}"
+        );
+    }
     assert_eq!(a.session().prompt, "The food");
     a.update(key(KeyCode::Char('e')));
     let j = jobs(a.update(key(KeyCode::Enter)));

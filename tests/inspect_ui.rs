@@ -273,18 +273,22 @@ fn forking_on_an_alternative_continues_from_it() {
     assert_eq!(a.cursor.unwrap().token, 2);
     // The engine streams the given tokens back without data; the app keeps what it knew.
     let fork = (*column, job.clone());
+    // The old token's α-scrub is gone; the new one's is asked for when it comes back.
+    assert!(a.scrub.points.is_empty() && a.scrub.column.is_none());
     for (id, info) in [
         (0u32, None),
         (1, None),
         (3, None),
         (5, Some(info(5, 0.4, 1.0))),
     ] {
-        a.update(Msg::Engine(EngineEvent::Text {
+        let effects = a.update(Msg::Engine(EngineEvent::Text {
             column: fork.0,
             job: fork.1.id,
             piece: VOCAB[id as usize].into(),
             token: Some(Token { id, info }),
         }));
+        let scrub = effects.iter().any(|e| matches!(e, Effect::Scrub(_)));
+        assert_eq!(scrub, id == 3, "token {id}: {effects:?}");
     }
     let c = &a.columns[0];
     assert_eq!(c.text, " was awful cold the");

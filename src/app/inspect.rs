@@ -204,7 +204,9 @@ impl App {
         if !effects.is_empty() {
             c.forks.push((cursor.token, alt.id));
         }
-        // The panel stays on the token the column now goes on from.
+        // The panel stays on the token the column now goes on from; its α-scrub is the new
+        // token's, asked for when it comes back.
+        self.scrub = Default::default();
         self.cursor = Some(TokenCursor {
             token: cursor.token,
             choice: cursor.choice.min(info.top.len() - 1),

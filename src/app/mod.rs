@@ -682,11 +682,11 @@ impl App {
                 self.mode = Mode::EditPrompt;
                 vec![]
             }
-            Action::Regenerate => self.submit_all(),
+            Action::Regenerate => self.rerun_all(),
             Action::Resample => {
                 self.params.sampling.seed = self.params.sampling.seed.wrapping_add(1);
                 self.notice = Some(format!("seed {}", self.params.sampling.seed));
-                self.submit_all()
+                self.rerun_all()
             }
             Action::Save => vec![Effect::Save(Box::new(self.session()))],
             Action::Presenter => {
@@ -1213,6 +1213,15 @@ impl App {
                                 info: t.info.or(carried),
                             });
                             c.tokens = c.pieces.len();
+                            // A fork's own token, back under the cursor: its α-scrub now.
+                            let arrived = c.pieces.len() - 1;
+                            let id = c.id;
+                            if self.scrub.column.is_none()
+                                && self.columns[self.focused].id == id
+                                && self.cursor.is_some_and(|k| k.token == arrived)
+                            {
+                                return self.scrub_effect();
+                            }
                         }
                         None => {
                             if let Some(last) = c.pieces.last_mut() {
