@@ -390,11 +390,14 @@ fn a_bos_written_out_is_not_doubled() {
     ] {
         assert_eq!(e.encode(pasted).unwrap(), rendered, "{pasted:?}");
     }
-    // A plain prompt that only opens with the BOS text is not a conversation.
-    assert_ne!(
+    // A prompt that opens with the BOS text the template writes is raw model text (some
+    // formats put a bare system prompt right after it): it goes as written, not wrapped as a
+    // user turn with a second BOS inside it.
+    assert_eq!(
         e.encode("<|endoftext|>hi").unwrap(),
         e.encode_text("<|endoftext|>hi").unwrap()
     );
+    assert_ne!(e.encode("hi").unwrap(), e.encode_text("hi").unwrap());
 }
 
 /// A tokenizer that adds a BOS and an EOS: a text that writes its BOS out keeps one BOS, and
