@@ -515,7 +515,8 @@ impl LoadArgs {
 }
 
 /// The sampling flags, shared by every command that generates. Unset flags take the
-/// command's defaults: [`INTERACTIVE`] for the UI and `generate`, [`SWEEP`] for `sweep`.
+/// command's defaults: [`INTERACTIVE`] for the UI and `generate`, [`SWEEP`] for `sweep` and
+/// `find`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SamplingArgs {
     /// Tokens to generate per column or sample [default: 64 (smollm2 demo: 80); sweep and find: 32].

@@ -368,12 +368,17 @@ fn a_load_runs_what_ran_not_an_open_editor() {
     let j = jobs(a.update(Msg::Engine(EngineEvent::LayersChanged(Ok(
         Box::new(info()),
     )))));
-    assert!(j.iter().all(|x| x.prompt == "The food"), "{j:?}");
+    assert!(
+        j.len() == 3 && j.iter().all(|x| x.prompt == "The food"),
+        "{j:?}"
+    );
+    assert_eq!(a.mode, Mode::EditPrompt);
+    assert_eq!(a.prompt.text(), "The food half");
 }
 
 /// Score mode left with Esc before anything was scored is generating again (nothing would
-/// score an empty text), and switching modes runs only the new mode's own text: a prompt
-/// edit left with Esc stays unrun through S.
+/// score an empty text), and S runs the text of the mode it switches to: a prompt edit left
+/// with Esc stays unrun while score mode is on, and runs as S leaves it.
 #[test]
 fn score_mode_left_unscored_generates_and_modes_keep_their_own_texts() {
     let (mut a, _) = loaded();

@@ -252,6 +252,17 @@ fn the_cursor_opens_where_the_column_parts_and_scrubs_each_token() {
     assert!(a.scrub.complete);
     key(&mut a, KeyCode::Esc);
     assert!(a.cursor.is_none());
+    // A rerun of the column (a new seed) drops its α-scrub: the token under a cursor opened
+    // at the same place again is another, and its scrub is asked for anew.
+    key(&mut a, KeyCode::Char('r'));
+    assert!(a.scrub.points.is_empty() && a.scrub.column.is_none());
+    // `x` takes the cursor and the scrub with the removed column.
+    let (mut b, _) = streamed();
+    key(&mut b, KeyCode::Tab);
+    key(&mut b, KeyCode::Char('c'));
+    assert!(b.cursor.is_some() && b.scrub.column.is_some());
+    key(&mut b, KeyCode::Char('x'));
+    assert!(b.cursor.is_none() && b.scrub.column.is_none());
 }
 
 #[test]

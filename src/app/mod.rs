@@ -676,6 +676,9 @@ impl App {
                 // Only the removed column's work stops; the others keep their generations.
                 let gone = self.columns.remove(self.focused);
                 self.focused = self.focused.min(self.columns.len() - 1);
+                // The token cursor and its α-scrub were the removed column's.
+                self.cursor = None;
+                self.scrub = Default::default();
                 vec![Effect::Remove { column: gone.id }]
             }
             Action::EditPrompt => {
@@ -1546,8 +1549,9 @@ impl App {
             return vec![];
         }
         if column == self.focused && !matches!(kind, JobKind::Fork(_)) {
-            // Its tokens are about to change.
+            // Its tokens are about to change, and with them the α-scrub's token.
             self.cursor = None;
+            self.scrub = Default::default();
         }
         let id = JobId(self.fresh_id());
         let prompt = self.ran_text().to_string();
