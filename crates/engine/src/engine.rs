@@ -343,7 +343,7 @@ impl Engine {
             .map(|mut engine| {
                 engine.recipe = Some(file.clone());
                 engine.recipe_sha256 =
-                    crate::export::sha256(&[std::path::PathBuf::from(file)]).unwrap_or_default();
+                    source::sha256(&[std::path::PathBuf::from(file)]).unwrap_or_default();
                 engine.info.layers_fixed = engine.layers_fixed();
                 engine.info.others.push(("recipe".into(), file.clone()));
                 engine

@@ -175,30 +175,7 @@ pub struct Snapshot {
     pub beyond_model: crate::engine::TextBeyondModel,
 }
 
-/// SHA-256 of a source's files, in order, as one digest (hex).
-pub fn sha256(files: &[PathBuf]) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    if files.is_empty() {
-        return Ok(String::new());
-    }
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for f in files {
-        let mut file =
-            std::fs::File::open(f).with_context(|| format!("{}: cannot read", f.display()))?;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .with_context(|| format!("{}: cannot read", f.display()))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
+pub use crate::formats::source::sha256;
 
 fn bytes_of(t: &Tensor, dtype: DType) -> Result<Vec<u8>> {
     let t = t

@@ -2,7 +2,7 @@
 //! (`org/name[@revision]`) resolved through the hf-hub cache; either may hold a full model or a
 //! PEFT adapter.
 
-use crate::error::{bail, err, Result};
+use crate::error::{bail, err, Context, Result};
 use crate::formats::adapter::AdapterFiles;
 use crate::formats::files::shard_names;
 pub use crate::formats::files::ModelFiles;
@@ -21,6 +21,31 @@ pub enum Endpoint {
 
 /// The word that names the base itself as an endpoint (a folder of that name is `./base`).
 pub const BASE: &str = "base";
+
+/// SHA-256 of a source's files, in order, as one digest (hex).
+pub fn sha256(files: &[PathBuf]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    if files.is_empty() {
+        return Ok(String::new());
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        let mut file =
+            std::fs::File::open(f).with_context(|| format!("{}: cannot read", f.display()))?;
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("{}: cannot read", f.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// Resolve `spec` to a full model, an adapter, or the base.
 pub fn resolve_endpoint(spec: &str) -> Result<Endpoint> {
