@@ -47,10 +47,8 @@ fn settings_apart(there: &SweepConfig, now: &SweepConfig) -> String {
         use serde_json::Value;
         match (a, b) {
             (Value::Object(x), Value::Object(y)) => {
-                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-                keys.dedup();
                 let mut seen = std::collections::HashSet::new();
-                for k in keys.into_iter().filter(|k| seen.insert(*k)) {
+                for k in x.keys().chain(y.keys()).filter(|k| seen.insert(*k)) {
                     let name = if path.is_empty() {
                         k.clone()
                     } else {
@@ -292,9 +290,7 @@ impl Sweep {
     pub fn run(&self, engine: &mut Engine) -> Result<Vec<AlphaSummary>> {
         let out = &self.out;
         // Every α within reach before any sample (α per layer, a recipe's weights).
-        for &alpha in &self.config.alphas {
-            engine.check_reach(alpha)?;
-        }
+        engine.check_reach_all(&self.config.alphas)?;
         // The judges first: one that does not load leaves no sweep behind.
         let fluency = super::points::Fluency::new(self.config.ppl_ref.clone(), engine)?;
         let classifier = match &self.config.classifier {

@@ -1034,6 +1034,15 @@ impl Engine {
     /// How far α moves the most moved tensor per unit of α: 1 on the line, the largest
     /// factor under α per layer, and a recipe's C or D (which move with α) at their weights.
     fn layer_reach(&self) -> f64 {
+        let moves_with_alpha =
+            |x: &Option<ExtraEndpoint>| x.as_ref().is_some_and(|x| x.weight.is_none());
+        // The line (and a plane at a fixed β): no tensor list to walk on every α change.
+        if self.layers.is_none()
+            && !moves_with_alpha(&self.third)
+            && !moves_with_alpha(&self.fourth)
+        {
+            return 1.0;
+        }
         let names = self.moving_tensors();
         let n = self.config.layers();
         let largest = |l: &LayerAlphas| crate::weights::layers::largest_factor(l, &names, n);
@@ -1053,13 +1062,20 @@ impl Engine {
     /// factor, and that product is held to α's own bound, |α| ≤ 1000 (beyond it the blend is
     /// no model, and its text comes out empty rather than refused).
     pub fn check_reach(&self, alpha: Alpha) -> Result<()> {
+        self.check_reach_all(&[alpha])
+    }
+
+    /// [`Engine::check_reach`] for every α of a batch, the factors read once.
+    pub fn check_reach_all(&self, alphas: &[Alpha]) -> Result<()> {
         let reach = self.layer_reach();
-        let moved = alpha.value() * reach;
-        if moved.abs() > MAX_ABS_ALPHA {
-            bail!(
-                Invalid,
-                "α = {alpha} moves a tensor by {moved} (its largest factor on α, from α per layer or a recipe's weights, is {reach}); α × factor must be at most {MAX_ABS_ALPHA} in size"
-            );
+        for &alpha in alphas {
+            let moved = alpha.value() * reach;
+            if moved.abs() > MAX_ABS_ALPHA {
+                bail!(
+                    Invalid,
+                    "α = {alpha} moves a tensor by {moved} (its largest factor on α, from α per layer or a recipe's weights, is {reach}); α × factor must be at most {MAX_ABS_ALPHA} in size"
+                );
+            }
         }
         Ok(())
     }
@@ -1670,9 +1686,7 @@ impl Engine {
             );
         }
         let alphas = alphas_of(alphas)?;
-        for &a in &alphas {
-            self.check_reach(a)?;
-        }
+        self.check_reach_all(&alphas)?;
         let [beta, gamma] = self.adapter_beyond();
         let betas: Vec<f64> = match betas {
             None => vec![beta; alphas.len()],
