@@ -219,14 +219,15 @@ impl Search {
         }
         let budget_left = s.max_points.saturating_sub(self.points.len());
         // A point whose interval holds the target: these samples cannot tell it from the
-        // target, so it is the answer (the one closest in mean, where several are).
+        // target, so it is the answer (the one closest in mean, where several are). A mean
+        // on the target is one too, with or without an interval (one sample has none).
         let holds = self
             .points
             .iter()
             .filter(|p| self.eligible(p))
             .filter(|p| {
                 let e = p.meter();
-                e.ci_low <= t && t <= e.ci_high
+                (e.ci_low <= t && t <= e.ci_high) || e.mean == t
             })
             .min_by(|a, b| {
                 (a.meter().mean - t)
@@ -585,6 +586,33 @@ mod tests {
         let o = search.outcome().expect("done");
         assert_eq!(o.verdict, Verdict::Found, "{o:?}");
         assert_eq!(o.alpha.value(), 1.0, "{o:?} after {asked:?}");
+        assert_eq!(o.alpha_ci, None);
+    }
+
+    #[test]
+    fn one_sample_on_the_target_is_the_answer() {
+        // VADER gives exactly 0 to neutral text: with one sample there is no interval, and
+        // the points on the target straddle nothing.
+        let reading = |a: f64| match (a * 1000.0).round() as i64 {
+            0 => -0.296,
+            2000 => 0.941,
+            _ => 0.0,
+        };
+        let mut search = Search::new(Settings::new(0.0, range("-1:2")));
+        let mut asked = Vec::new();
+        while let Step::Measure(a) = search.next_step() {
+            asked.push(a);
+            search.add(Point {
+                alpha: a,
+                scores: vec![vec![Some(reading(a.value()))]],
+                perplexities: vec![10.0],
+                range: (-1.0, 1.0),
+            });
+            assert!(asked.len() < 10, "{asked:?}");
+        }
+        let o = search.outcome().expect("done");
+        assert_eq!(o.verdict, Verdict::Found, "{o:?} after {asked:?}");
+        assert_eq!(o.alpha, Alpha::B, "{o:?} after {asked:?}");
         assert_eq!(o.alpha_ci, None);
     }
 
