@@ -264,6 +264,24 @@ fn interrupted_sweep_resumes(mode: ColumnsMode) {
     let err = sweep(&whole).run(&mut e).unwrap_err().to_string();
     assert!(err.contains("but no sweep.json"), "{err}");
     assert_eq!(read(&whole, "samples.jsonl"), want[0]);
+    // A new sweep is not written over a folder of other files, nor over a file.
+    let theirs = tmp.path().join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("summary.csv"), "mine\n").unwrap();
+    let err = sweep(&theirs).run(&mut e).unwrap_err().to_string();
+    assert!(
+        err.contains("other files") && err.contains("theirs"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("summary.csv")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1);
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let err = sweep(&file).run(&mut e).unwrap_err().to_string();
+    assert!(err.contains("is not a folder"), "{err}");
 }
 
 /// Two sweeps at neighbouring --seed values share no sample seed; a sweep whose sweep.json

@@ -309,6 +309,20 @@ impl Sweep {
                 samples_path.display()
             );
         }
+        // A new sweep writes its files over whatever holds their names: only into a folder
+        // that is new or empty.
+        if !cfg_path.exists() && out.exists() {
+            let empty = std::fs::read_dir(out)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                bail!(
+                    "--out {}: {} and holds no sweep (sweep.json) to resume; a new sweep goes into a new or empty folder",
+                    out.display(),
+                    if out.is_dir() { "is a folder with other files in it" } else { "is not a folder" }
+                );
+            }
+        }
         let made: Vec<PathBuf> = out
             .ancestors()
             .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
