@@ -81,6 +81,7 @@ pub struct TrainArgs {
     pub hidden_size: usize,
     #[arg(long, default_value_t = 512)]
     pub intermediate_size: usize,
+    /// Decoder layers, 1 to 128.
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
     #[arg(long, default_value_t = 6)]

@@ -42,6 +42,9 @@ pub struct Recipe {
 /// The smallest vocabulary the tokenizer can have: the 256 bytes and end-of-text.
 pub const MIN_VOCAB: usize = 257;
 
+/// The most decoder layers `train` builds.
+pub const MAX_LAYERS: usize = 128;
+
 impl Recipe {
     /// The first value no model can be trained with, as one line naming its flag.
     pub fn validate(&self) -> Result<()> {
@@ -59,6 +62,19 @@ impl Recipe {
             if v == 0 {
                 bail!("{flag} 0: must be at least 1");
             }
+        }
+        // Autograd walks the graph recursively, one level per op, on a pool thread's stack:
+        // past a few hundred layers it overflows. The deepest released models have 126.
+        if self.layers > MAX_LAYERS {
+            bail!(
+                "--layers {}: at most {MAX_LAYERS} (training walks every layer's ops in one recursion)",
+                self.layers
+            );
+        }
+        // A fine-tune that cannot move leaves both endpoints equal to the base: a pair with
+        // nothing between them to interpolate.
+        if self.finetune_steps == 0 {
+            bail!("--finetune-steps 0: must be at least 1, or both fine-tunes are the base");
         }
         if self.vocab_size < MIN_VOCAB {
             bail!(
@@ -102,6 +118,9 @@ impl Recipe {
             if !(lr.is_finite() && lr >= 0.0) {
                 bail!("{flag} {lr}: must be a finite number, 0 or more");
             }
+        }
+        if self.finetune_lr == 0.0 {
+            bail!("--finetune-lr 0: must be more than 0, or both fine-tunes are the base");
         }
         Ok(())
     }
@@ -442,6 +461,16 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
                 file(name).display()
             );
         }
+        // The tokenizer's trainer reads all three and names none of them.
+        let bytes = std::fs::read(file(name))
+            .with_context(|| format!("{}: cannot read", file(name).display()))?;
+        if let Err(e) = std::str::from_utf8(&bytes) {
+            bail!(
+                "{}: not UTF-8 text (invalid byte at offset {})",
+                file(name).display(),
+                e.valid_up_to()
+            );
+        }
     }
     if out.exists() && !out.is_dir() {
         bail!("{}: --out is a file, not a folder", out.display());
@@ -635,6 +664,26 @@ fn claim_corpus(
     Ok(())
 }
 
+/// Whether `out`'s timings.json, if any, is a run's: an object of stage times only.
+fn own_timings(out: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(out.join("timings.json")) else {
+        return true;
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(m)) => m.iter().all(|(k, v)| {
+            v.is_number()
+                && [
+                    "tokenizer_s",
+                    "pretrain_s",
+                    "finetune_negative_s",
+                    "finetune_positive_s",
+                ]
+                .contains(&k.as_str())
+        }),
+        _ => false,
+    }
+}
+
 /// Whether `out` may run `recipe`. Once a stage has trained there, only the recipe in its
 /// recipe.json may resume it, but for the `open` fields, which only stages still to run use;
 /// before that a rerun may change the recipe (a first attempt that failed on a short corpus or
@@ -679,6 +728,22 @@ fn claim(out: &Path, recipe: &Recipe, trained: bool, open: &[&str]) -> Result<()
         }
         held => {
             let tokenizer = out.join("tokenizer.json");
+            // Before recipe.json, a run has written at most its tokenizer and that stage's time
+            // in timings.json: anything else of a run's names is another's file, which the run
+            // would write over.
+            if held.is_none() {
+                let theirs = ["loss.csv", "loss.png", "loss.svg", "corpus.json"]
+                    .into_iter()
+                    .map(|f| out.join(f))
+                    .chain((!own_timings(out)).then(|| out.join("timings.json")))
+                    .find(|f| f.exists());
+                if let Some(f) = theirs {
+                    bail!(
+                        "{}: not made by train (no recipe.json beside it), and a run would replace it; choose another --out",
+                        f.display()
+                    );
+                }
+            }
             // A run that made a tokenizer recorded its time in timings.json (recipe.json comes
             // later): a tokenizer with neither beside it is not ours to replace.
             let ours = held.is_some() || out.join("timings.json").exists();

@@ -252,6 +252,27 @@ fn impossible_recipes_are_refused_by_flag() {
         ),
         (
             Recipe {
+                layers: 129,
+                ..r.clone()
+            },
+            "--layers 129: at most 128",
+        ),
+        (
+            Recipe {
+                finetune_steps: 0,
+                ..r.clone()
+            },
+            "--finetune-steps 0",
+        ),
+        (
+            Recipe {
+                finetune_lr: 0.0,
+                ..r.clone()
+            },
+            "--finetune-lr 0",
+        ),
+        (
+            Recipe {
                 vocab_size: 10,
                 ..r.clone()
             },
@@ -363,6 +384,38 @@ fn impossible_recipes_are_refused_by_flag() {
         std::fs::read_to_string(adapter.join("tokenizer.json")).unwrap(),
         "mine"
     );
+    // A corpus file that is not UTF-8 is named.
+    let latin1 = tmp.path().join("latin1");
+    std::fs::create_dir(&latin1).unwrap();
+    for n in ["base.txt", "negative.txt", "positive.txt"] {
+        std::fs::copy(corpus.join(n), latin1.join(n)).unwrap();
+    }
+    std::fs::write(latin1.join("negative.txt"), b"caf\xe9 au lait\n").unwrap();
+    let err = run(&latin1, &tmp.path().join("out-latin1"), &r)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("negative.txt: not UTF-8 text (invalid byte at offset 3)"),
+        "{err}"
+    );
+    // So is a folder of other files that carry the names a run writes, or whose timings.json
+    // is not a run's (it would vouch for a foreign tokenizer).
+    for (name, text) in [
+        ("loss.csv", "epoch,val_loss\n1,0.5\n"),
+        ("timings.json", "{\"my\": \"notes\"}"),
+        ("loss.png", "png"),
+    ] {
+        let theirs = tmp.path().join(format!("theirs-{name}"));
+        std::fs::create_dir(&theirs).unwrap();
+        std::fs::write(theirs.join(name), text).unwrap();
+        let err = run(&corpus, &theirs, &r).unwrap_err().to_string();
+        assert!(
+            err.contains(name) && err.contains("not made by train"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(theirs.join(name)).unwrap(), text);
+        assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1, "{name}");
+    }
     // A loss.csv left empty, or with its header cut short, gets its header back.
     for left in ["", "stage,ste"] {
         let loss = tmp.path().join("loss.csv");
