@@ -179,6 +179,41 @@ fn bench_generate_and_columns_report_their_figures() {
         assert!(c[key].as_f64().unwrap() > 0.0, "{key}");
     }
     assert!(["batched", "re-blend"].contains(&c["faster"].as_str().unwrap()));
+    // Two quantized endpoints are both read by each step between them.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quantized");
+    let (qa, qb) = (dir.join("base-q4_1.gguf"), dir.join("b-q4_1.gguf"));
+    let q = json(lerpscope(&[
+        "bench",
+        "generate",
+        "--json",
+        "--a",
+        qa.to_str().unwrap(),
+        "--b",
+        qb.to_str().unwrap(),
+        "--iters",
+        "1",
+        "--tokens",
+        "3",
+    ]));
+    assert_eq!(
+        q["bytes_per_token"].as_u64().unwrap(),
+        2 * q["model_bytes"].as_u64().unwrap(),
+        "{q}"
+    );
+}
+
+/// Keys back to back (`--interval-ms 0`) are each timed to their frame: they used to reach the
+/// app before it had taken the load in, with `q` behind them in the same batch.
+#[test]
+fn bench_ui_times_keys_sent_back_to_back() {
+    let out = lerpscope(&["bench", "ui", "--keys", "3", "--interval-ms", "0", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["keys"], 3, "{v}");
 }
 
 /// `bench kernels` times every kernel this CPU has and the plain twin at each count of
@@ -221,6 +256,7 @@ fn bench_kernels_times_each_kernel_and_names_bad_flags() {
         (&["--rows", "0"][..], "--rows 0"),
         (&["--cols", "48", "--quant", "q4_k"][..], "--cols 48"),
         (&["--act-rows", "0"][..], "--act-rows"),
+        (&["--act-rows", "1,4,1"][..], "--act-rows: 1 is given twice"),
         (&["--iters", "0"][..], "--iters"),
         (&["--quant", "q5_k"][..], "--quant"),
     ] {
@@ -414,9 +450,28 @@ fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
         (&["bench", "generate", "--tokens", "0"], "--tokens 0"),
         (&["bench", "columns", "--tokens", "0"], "--tokens 0"),
         (&["bench", "inspect", "--points", "1"], "--points 1"),
+        // A decode rate needs a token after the first; a prompt of none was raised to one.
+        (&["bench", "generate", "--tokens", "1"], "--tokens 1"),
+        (
+            &["bench", "columns", "--prompt-tokens", "0"],
+            "--prompt-tokens 0",
+        ),
+        (&["bench", "step", "--iters", "0"], "--iters 0"),
     ] {
         let out = lerpscope(&[args, &missing[..]].concat());
         refused_in_one_line(&out, &[needle]);
+    }
+    // Generation stops at the context, so a report of N tokens past it made fewer: refused
+    // (the demo pair's context is 256).
+    for bench in ["generate", "columns", "step"] {
+        let out = lerpscope(&["bench", bench, "--prompt-tokens", "250", "--tokens", "10"]);
+        refused_in_one_line(
+            &out,
+            &[
+                "--prompt-tokens 250 + --tokens 10 = 260 positions",
+                "context of 256",
+            ],
+        );
     }
     let out = lerpscope(&["bench", "ui", "--keys", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -223,12 +223,16 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
     let (keys, interval) = (args.keys, Duration::from_millis(args.interval_ms));
     let (latencies, frames_ok) = rt.block_on(async move {
         let (etx, erx) = tokio::sync::mpsc::unbounded_channel();
-        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
+        // Keys start once a column has started generating, which the app asks for only
+        // after it has taken the load in: keys sent at Loaded could reach it first (its loop
+        // takes waiting input before waiting engine events), and `q` would end it unready.
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
         let session = Session::spawn(a.clone(), b.clone(), opts, move |e| {
-            if matches!(e, EngineEvent::Loaded(_)) {
-                let _ = loaded_tx.send(());
-            }
+            let start = matches!(e, EngineEvent::Started { .. } | EngineEvent::LoadFailed(_));
             let _ = etx.send(e);
+            if start {
+                let _ = started_tx.send(());
+            }
         });
         let params = GenerationParams {
             max_tokens: args.max_tokens,
@@ -247,9 +251,9 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
         app.size = (120, 40);
         let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40))?;
         let (itx, irx) = tokio::sync::mpsc::unbounded_channel();
-        // Keys start once the pair is loaded, so every press lands while columns generate.
+        // Every press lands while columns generate.
         std::thread::spawn(move || {
-            let _ = loaded_rx.recv_timeout(Duration::from_secs(120));
+            let _ = started_rx.recv_timeout(Duration::from_secs(120));
             for i in 0..keys {
                 std::thread::sleep(interval);
                 let code = if i % 2 == 0 {
@@ -262,7 +266,9 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
                     return;
                 }
             }
-            std::thread::sleep(interval);
+            // `q` in the same batch as the last keys would end the loop before the frame
+            // they are timed to.
+            std::thread::sleep(interval.max(Duration::from_millis(100)));
             let quit = Event::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE));
             let _ = itx.send((std::time::Instant::now(), Ok(quit)));
         });
@@ -313,11 +319,21 @@ impl GenBench {
     fn load(args: &crate::cli::BenchModelArgs) -> Result<Self> {
         // No tokens would time nothing: every rate would be 0 or NaN.
         at_least("--tokens", args.tokens, 1)?;
+        let prompt = at_least("--prompt-tokens", args.prompt_tokens, 1)?;
         // The device first: a --shape pair (gigabytes) is written only for a device that opens.
         let opts = args.options()?;
         opts.device.open()?;
         let (a, b, mut label) = args.endpoints()?;
         let engine = Engine::load(&a, &b, &opts)?;
+        // Generation stops at the context: a report of N tokens must have made N.
+        let context = engine.config().max_positions();
+        if prompt.saturating_add(args.tokens) > context {
+            anyhow::bail!(
+                "--prompt-tokens {prompt} + --tokens {} = {} positions: more than the model's context of {context}",
+                args.tokens,
+                prompt.saturating_add(args.tokens)
+            );
+        }
         if let (Some(c), Some(beta)) = (&args.c, args.beta) {
             label.push_str(&format!(" + β·({c} − A) at β = {beta}"));
         }
@@ -327,7 +343,7 @@ impl GenBench {
         Ok(Self {
             engine,
             label,
-            prompt: (1..=args.prompt_tokens.max(1) as u32).collect(),
+            prompt: (1..=prompt as u32).collect(),
             params: crate::engine::GenerationParams {
                 max_tokens: args.tokens,
                 sampling: crate::engine::SamplingParams {
@@ -407,6 +423,8 @@ fn ms(d: Duration) -> f64 {
 /// sampled token), and the decode rate after it, at one column.
 pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
     let iters = at_least("--iters", args.model.iters, 1)?;
+    // The decode rate is over the tokens after the first (which the prompt's pass makes).
+    at_least("--tokens", args.model.tokens, 2)?;
     let mut bench = GenBench::load(&args.model)?;
     bench.engine.set_alpha(Alpha::new(0.5)?)?;
     bench.one()?; // warm-up: page faults, allocator pools
@@ -436,6 +454,9 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
         None
     };
     let weights = bench.engine.info.buffer_bytes as u64;
+    // Each decode step reads every weight once (the tied embedding once, as the head); two
+    // quantized endpoints are both read at these alphas.
+    let read = bench.engine.weights().step_bytes() as u64;
     let peak = peak_rss();
     if args.model.json {
         let mut v = bench.describe();
@@ -445,8 +466,8 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
         o.insert("blend_ms".into(), json!(ms(blend)));
         o.insert("ttft_ms".into(), json!(ms(ttft)));
         o.insert("decode_tok_s".into(), json!(rate));
-        o.insert("bytes_per_token".into(), json!(weights));
-        o.insert("decode_gb_s".into(), json!(rate * weights as f64 / 1e9));
+        o.insert("bytes_per_token".into(), json!(read));
+        o.insert("decode_gb_s".into(), json!(rate * read as f64 / 1e9));
         o.insert("model_bytes".into(), json!(weights));
         o.insert("peak_rss_bytes".into(), json!(peak));
         if let Some((ttft, rate)) = factored {
@@ -479,11 +500,10 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
             ms(ttft),
             ms(blend)
         );
-        // Each decode step reads every weight once (the tied embedding once, as the head).
         say!(
             "  decode                  {rate:8.1} tok/s  ({:.1} MB/token → {:.1} GB/s)",
-            weights as f64 / 1e6,
-            rate * weights as f64 / 1e9
+            read as f64 / 1e6,
+            rate * read as f64 / 1e9
         );
         if let Some((f_ttft, f_rate)) = factored {
             say!(
@@ -729,6 +749,10 @@ fn median_f64(v: &mut [f64]) -> f64 {
 /// `lerpscope bench kernels`: every tile kernel over one matrix, in this process's thread.
 pub fn kernels(args: crate::cli::BenchKernelsArgs) -> Result<()> {
     use crate::engine::kernel_timing::time_kernels;
+    let rows = &args.act_rows;
+    if let Some(r) = (1..rows.len()).find(|&i| rows[..i].contains(&rows[i])) {
+        anyhow::bail!("--act-rows: {} is given twice", rows[r]);
+    }
     let timings = time_kernels(
         &args.quant,
         (args.rows, args.cols),
@@ -780,6 +804,7 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
     use crate::engine::device_sampling::{OnDevice, Pick};
     use crate::engine::Sampler;
     let k = at_least("--k", args.k, 1)?;
+    let iters = at_least("--iters", args.model.iters, 1)?;
     let mut bench = GenBench::load(&args.model)?;
     let steps = args.model.tokens;
     let alphas: Vec<Alpha> = (0..k)
@@ -811,9 +836,9 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
         let device = model.device().clone();
         let mut phases: [Vec<Duration>; 4] = Default::default();
         let mut logits = Vec::new();
-        // A warm-up run (allocator pools, module loads), then the timed one.
-        for timed in [false, true] {
-            let mut cache = model.new_cache(bench.prompt.len() + steps + 1);
+        // A warm-up run (allocator pools, module loads), then the timed ones.
+        for timed in std::iter::once(false).chain(std::iter::repeat_n(true, iters)) {
+            let mut cache = model.new_cache(bench.prompt.len() + steps);
             let prompt: Vec<u32> = bench.prompt.repeat(k);
             let first = model.forward_ids(&prompt, k, &mut cache, mix.as_ref())?;
             device.synchronize()?;
@@ -883,12 +908,13 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
         o.insert("bench".into(), json!("step"));
         o.insert("k".into(), json!(k));
         o.insert("steps".into(), json!(steps));
+        o.insert("iters".into(), json!(iters));
         o.insert("paths".into(), json!(results));
         say!("{v}");
     } else {
         let i = &bench.engine.info;
         say!(
-            "decode step {}: {} {} params, {}, {}, {k} row(s), median of {steps} steps after a {}-token prompt",
+            "decode step {}: {} {} params, {}, {}, {k} row(s), median of {steps} steps × {iters} runs after a {}-token prompt",
             bench.label,
             i.architecture,
             i.params,

@@ -2,7 +2,7 @@
 //! given shape, and anyone who wants a pair to try the engine on without downloading one.
 
 use crate::arch::tensors::parameters;
-use crate::error::{err, Context, Result};
+use crate::error::{bail, err, Context, Result};
 use crate::formats::config::{DecoderConfig, Gpt2Config, ModelConfig, TokenIds};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
@@ -341,8 +341,11 @@ impl Shape {
     pub fn pair_in(self, root: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
         let dir = root.join(self.name());
         let (a, b) = (dir.join("a"), dir.join("b"));
-        let done = dir.join("complete");
-        if done.exists() {
+        let files: Vec<PathBuf> = [&a, &b]
+            .iter()
+            .flat_map(|d| ["config.json", "tokenizer.json", "model.safetensors"].map(|f| d.join(f)))
+            .collect();
+        if written(&dir, &files) {
             return Ok((a, b));
         }
         if self == Shape::Llama3_8b {
@@ -370,7 +373,7 @@ impl Shape {
                 self.file_dtype(),
             )?;
         }
-        std::fs::write(&done, "")?;
+        mark_written(&dir, &files)?;
         Ok((a, b))
     }
 
@@ -385,7 +388,8 @@ impl Shape {
     pub fn quantized_in(self, root: &Path, quant: Quant) -> Result<PathBuf> {
         let dir = root.join(self.name()).join(quant.name());
         let file = dir.join("model.gguf");
-        if dir.join("complete").exists() {
+        let files = [file.clone(), dir.join("tokenizer.json")];
+        if written(&dir, &files) {
             return Ok(file);
         }
         if matches!(self.config(), ModelConfig::Gpt2(_)) {
@@ -397,7 +401,7 @@ impl Shape {
         std::fs::create_dir_all(&dir)?;
         write_tokenizer(&dir.join("tokenizer.json"), 300)?;
         crate::quantized::random::write(&self.config(), quant.scheme(), &file, 1)?;
-        std::fs::write(dir.join("complete"), "")?;
+        mark_written(&dir, &files)?;
         Ok(file)
     }
 
@@ -427,7 +431,11 @@ impl Shape {
     /// Two random rank-`rank` LoRA adapters under `dir` on `base` (named by absolute path).
     fn adapters_on(self, base: &Path, dir: &Path, rank: usize) -> Result<(PathBuf, PathBuf)> {
         let (a, b) = (dir.join("a"), dir.join("b"));
-        if dir.join("complete").exists() {
+        let files: Vec<PathBuf> = [&a, &b]
+            .iter()
+            .flat_map(|d| ["adapter_config.json", "adapter_model.safetensors"].map(|f| d.join(f)))
+            .collect();
+        if written(dir, &files) {
             return Ok((a, b));
         }
         let (_, params) = self.model()?;
@@ -453,6 +461,20 @@ impl Shape {
                         .any(|t| n.ends_with(&format!(".{t}.weight")))
             })
             .collect();
+        // A rank past every matrix's smaller side adds nothing but bytes (gigabytes, at
+        // absurd ranks).
+        let widest = linear
+            .iter()
+            .map(|(_, s)| s[0].min(s[1]))
+            .max()
+            .unwrap_or(0);
+        if rank > widest {
+            bail!(
+                Invalid,
+                "--lora-rank {rank}: more than the {widest} that the widest adapted matrix of {} allows (a rank is at most a matrix's smaller side)",
+                self.name()
+            );
+        }
         let gpt2 = matches!(self, Shape::Gpt2_124m | Shape::Gpt2_774m);
         let base_abs = std::fs::canonicalize(base)?;
         for (seed, d) in [(11u64, &a), (12, &b)] {
@@ -503,9 +525,46 @@ impl Shape {
                 serde_json::to_string_pretty(&config)?,
             )?;
         }
-        std::fs::write(dir.join("complete"), "")?;
+        mark_written(dir, &files)?;
         Ok((a, b))
     }
+}
+
+/// Whether `dir`'s files were all written and are as they were then: its `complete` marker
+/// records each file's size, so a file cut short since (a full disk, a truncation) is written
+/// again rather than read as a broken model. A marker from before sizes were recorded is empty
+/// and taken at its word.
+fn written(dir: &Path, files: &[PathBuf]) -> bool {
+    let Ok(marker) = std::fs::read_to_string(dir.join("complete")) else {
+        return false;
+    };
+    marker.lines().all(|line| {
+        let Some((size, name)) = line.split_once(' ') else {
+            return false;
+        };
+        let Some(file) = files
+            .iter()
+            .find(|f| f.strip_prefix(dir).is_ok_and(|r| r == Path::new(name)))
+        else {
+            return false;
+        };
+        std::fs::metadata(file).is_ok_and(|m| size.parse() == Ok(m.len()))
+    }) && (marker.is_empty() || marker.lines().count() == files.len())
+}
+
+/// Mark `dir`'s `files` as written, with their sizes (see [`written`]).
+fn mark_written(dir: &Path, files: &[PathBuf]) -> Result<()> {
+    let mut marker = String::new();
+    for f in files {
+        let name = f.strip_prefix(dir).unwrap_or(f);
+        marker.push_str(&format!(
+            "{} {}\n",
+            std::fs::metadata(f)?.len(),
+            name.display()
+        ));
+    }
+    std::fs::write(dir.join("complete"), marker)?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -557,5 +616,40 @@ pub fn skip(reason: &str, required_by: &str) {
         {
             let _ = f.write_all(line.as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_file_cut_short_is_written_again() {
+        let root = tempfile::tempdir().unwrap();
+        let file = Shape::Demo.quantized_in(root.path(), Quant::Q8_0).unwrap();
+        let whole = std::fs::read(&file).unwrap();
+        // Reused as it is...
+        Shape::Demo.quantized_in(root.path(), Quant::Q8_0).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), whole);
+        // ...and written again once cut short.
+        std::fs::write(&file, &whole[..whole.len() / 2]).unwrap();
+        Shape::Demo.quantized_in(root.path(), Quant::Q8_0).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), whole);
+        // A marker from before sizes were recorded is taken at its word.
+        let marker = file.with_file_name("complete");
+        std::fs::write(&marker, "").unwrap();
+        std::fs::write(&file, b"cut").unwrap();
+        Shape::Demo.quantized_in(root.path(), Quant::Q8_0).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"cut");
+        // Adapters too.
+        let (a, _) = Shape::Demo.adapters_in(root.path(), 4).unwrap();
+        let weights = a.join("adapter_model.safetensors");
+        let whole = std::fs::read(&weights).unwrap();
+        std::fs::write(&weights, &whole[..10]).unwrap();
+        Shape::Demo.adapters_in(root.path(), 4).unwrap();
+        assert_eq!(std::fs::read(&weights).unwrap(), whole);
+        // A rank past every matrix's smaller side is refused by name.
+        let err = Shape::Demo.adapters_in(root.path(), 100_000).unwrap_err();
+        assert!(err.to_string().contains("--lora-rank 100000"), "{err}");
     }
 }

@@ -147,4 +147,13 @@ impl Weights {
             Weights::QuantizedPair(w) => w.bytes(),
         }
     }
+
+    /// Bytes of weights a decode step reads at an α between the endpoints: one model's,
+    /// but both endpoints' where each row multiplies by both (two quantized endpoints).
+    pub fn step_bytes(&self) -> usize {
+        match self {
+            Weights::QuantizedPair(w) => w.bytes_both(),
+            _ => self.model_bytes(),
+        }
+    }
 }

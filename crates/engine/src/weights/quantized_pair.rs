@@ -108,4 +108,9 @@ impl QuantizedPair {
     pub fn bytes(&self) -> usize {
         self.a.bytes()
     }
+
+    /// Bytes of both endpoints as held: what a row off the endpoints reads.
+    pub fn bytes_both(&self) -> usize {
+        self.a.bytes() + self.b.bytes()
+    }
 }
