@@ -338,7 +338,7 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
 
 /// The number of the first of SIGTERM, SIGINT and SIGHUP to arrive. The handlers are
 /// installed on the call, not on the first poll (pending forever if they cannot be).
-fn quit_signal() -> impl std::future::Future<Output = i32> {
+pub(crate) fn quit_signal() -> impl std::future::Future<Output = i32> {
     use tokio::signal::unix::{signal, SignalKind};
     let kinds = [
         SignalKind::terminate(),

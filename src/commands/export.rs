@@ -7,6 +7,7 @@ use anyhow::Result;
 use candle_core::DType;
 
 pub fn run(args: ExportArgs) -> Result<()> {
+    remove_partial_on_signal();
     let alpha = args.alpha;
     let named_gguf = args
         .out
@@ -73,4 +74,22 @@ pub fn run(args: ExportArgs) -> Result<()> {
         total as f64 / 1e6
     );
     Ok(())
+}
+
+/// Ctrl-C or a kill mid-export takes the partial copy with the process, then exits as the
+/// signal would have (128 + its number).
+fn remove_partial_on_signal() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    // The handlers are in place before the export starts: installed here, awaited there.
+    let signal = rt.block_on(async { crate::tui::quit_signal() });
+    std::thread::spawn(move || {
+        let number = rt.block_on(signal);
+        export::remove_partial();
+        std::process::exit(128 + number);
+    });
 }

@@ -322,6 +322,7 @@ pub fn write(
         }
     }
     let tmp = parent.join(format!("{stem}{}", std::process::id()));
+    let _writing = Writing::start(&tmp);
     let result = match format {
         Format::Hf => write_hf(snap, &tmp, progress),
         Format::Gguf => write_gguf(snap, &tmp, progress),
@@ -363,6 +364,39 @@ pub fn write(
             .with_context(|| format!("{}: cannot remove the replaced export", aside.display()))?;
     }
     Ok(out.to_path_buf())
+}
+
+/// The partial copy an export in this process is writing now.
+static WRITING: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Names the partial copy in [`WRITING`] while it lives.
+struct Writing;
+
+impl Writing {
+    fn start(tmp: &Path) -> Self {
+        if let Ok(mut w) = WRITING.lock() {
+            *w = Some(tmp.to_path_buf());
+        }
+        Writing
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if let Ok(mut w) = WRITING.lock() {
+            *w = None;
+        }
+    }
+}
+
+/// Remove the partial copy an export in this process is writing, if any: for a handler of
+/// Ctrl-C or a kill, which then ends the process. The copy is hidden (`.NAME.partial-PID`) and
+/// may be gigabytes; only the next export to the same --out would clear it otherwise.
+pub fn remove_partial() {
+    let partial = WRITING.lock().ok().and_then(|w| w.clone());
+    if let Some(p) = partial {
+        let _ = remove_any(&p);
+    }
 }
 
 /// Every file at `path` (a file, or a folder's files and entries) on the disk, before the
@@ -549,25 +583,31 @@ fn io<T>(r: std::io::Result<T>, path: &Path) -> Result<T> {
 
 /// Test hook, called before every write of an export: `LERPSCOPE_TEST_FAIL_WRITE=k` makes the
 /// k-th write fail (as a full disk would), `LERPSCOPE_TEST_KILL_AT_WRITE=k` ends the process
-/// there on the spot (as a kill would, nothing cleaned up). Writes are counted per process.
+/// there on the spot (as a kill would, nothing cleaned up), `LERPSCOPE_TEST_PAUSE_AT_WRITE=k`
+/// waits there a minute (for a signal from outside). Writes are counted per process.
 fn write_point(path: &Path) -> Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::OnceLock;
     static WRITES: AtomicUsize = AtomicUsize::new(0);
-    static AT: OnceLock<(Option<usize>, Option<usize>)> = OnceLock::new();
-    let (fail, kill) = *AT.get_or_init(|| {
+    type At = Option<usize>;
+    static AT: OnceLock<(At, At, At)> = OnceLock::new();
+    let (fail, kill, pause) = *AT.get_or_init(|| {
         let at = |v: &str| std::env::var(v).ok().and_then(|k| k.parse().ok());
         (
             at("LERPSCOPE_TEST_FAIL_WRITE"),
             at("LERPSCOPE_TEST_KILL_AT_WRITE"),
+            at("LERPSCOPE_TEST_PAUSE_AT_WRITE"),
         )
     });
-    if fail.is_none() && kill.is_none() {
+    if fail.is_none() && kill.is_none() && pause.is_none() {
         return Ok(());
     }
     let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
     if kill == Some(n) {
         std::process::abort();
+    }
+    if pause == Some(n) {
+        std::thread::sleep(std::time::Duration::from_secs(60));
     }
     if fail == Some(n) {
         let e = std::io::Error::other("injected failure (LERPSCOPE_TEST_FAIL_WRITE)");
