@@ -788,6 +788,8 @@ pub struct FindArgs {
     /// Evaluate at most this many alphas (the final one included).
     #[arg(long, default_value_t = 8)]
     pub max_points: usize,
+    /// The outcome as one JSON object on standard output (verdict, alpha, alpha_ci, bracket,
+    /// every point measured, the pair and the settings), also when the target is not found.
     #[arg(long)]
     pub json: bool,
 }
@@ -802,9 +804,11 @@ pub struct PerplexityArgs {
     /// perplexity is at its own point (α_i, β_i) (instead of one --beta for all).
     #[arg(long, allow_hyphen_values = true, value_parser = beta_list, conflicts_with = "beta")]
     pub betas: Option<Alphas>,
-    /// The text to score.
+    /// The text to score (read as it stands, as `score --text` reads it); - reads standard
+    /// input.
     #[arg(long)]
     pub file: std::path::PathBuf,
+    /// One JSON object per α: alpha, perplexity, tokens (how many were scored).
     #[arg(long)]
     pub json: bool,
 }
@@ -824,7 +828,7 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub text: std::path::PathBuf,
     /// One JSON object per α: alpha, token_ids, tokens, logprobs (null for the first token;
-    /// natural log), nll, ppl.
+    /// natural log), nll, perplexity.
     #[arg(long)]
     pub json: bool,
 }

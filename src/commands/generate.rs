@@ -49,7 +49,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 "text": crate::engine::tokens::plain(&g.text),
                 "token_ids": g.token_ids,
                 "tokens": super::score::pieces(&engine, &g.token_ids),
-                "tokens_per_s": g.tokens_per_s(),
+                // A rate needs two tokens: it is measured from the first token on.
+                "tokens_per_s": (g.token_ids.len() >= 2).then(|| g.tokens_per_s()),
                 "blend_ms": blend.as_secs_f64() * 1e3,
             });
             super::add_point(&engine, &mut line);

@@ -7,8 +7,7 @@ use serde_json::json;
 
 pub fn run(args: PerplexityArgs) -> Result<()> {
     let alphas = args.alphas.0.clone();
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("--file {}: cannot read", args.file.display()))?;
+    let text = super::score::read_text("--file", &args.file)?;
     let (a, b) = args.pair.endpoints();
     let (opts, betas) = super::paired_betas(&args.pair, &alphas, args.betas.as_ref())?;
     let mut engine = Engine::load(&a, &b, &opts)?;

@@ -12,7 +12,7 @@ const LISTED: usize = 8;
 
 pub fn run(args: ScoreArgs) -> Result<()> {
     let alphas = args.alphas.0.clone();
-    let text = read_text(&args.text)?;
+    let text = read_text("--text", &args.text)?;
     let (a, b) = args.pair.endpoints();
     let (opts, betas) = super::paired_betas(&args.pair, &alphas, args.betas.as_ref())?;
     let mut engine = Engine::load(&a, &b, &opts)?;
@@ -34,15 +34,16 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_text(path: &std::path::Path) -> Result<String> {
+/// The text `flag` names: a file, or standard input for `-`.
+pub(super) fn read_text(flag: &str, path: &std::path::Path) -> Result<String> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
         std::io::stdin()
             .read_to_string(&mut text)
-            .context("--text -: cannot read standard input")?;
+            .with_context(|| format!("{flag} -: cannot read standard input"))?;
     } else {
         text = std::fs::read_to_string(path)
-            .with_context(|| format!("--text {}: cannot read", path.display()))?;
+            .with_context(|| format!("{flag} {}: cannot read", path.display()))?;
     }
     Ok(text)
 }
