@@ -267,7 +267,8 @@ impl LossLog {
     }
 }
 
-/// Train `varmap` for `steps` steps on random windows of `tokens`.
+/// Train `varmap` for `steps` steps on random windows of `tokens`. A diverging run's error
+/// says to lower the rate, and `where_to`, where that can be done.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     stage: &str,
@@ -278,6 +279,7 @@ pub fn train(
     steps: usize,
     lr: f64,
     log: &mut LossLog,
+    where_to: &str,
 ) -> Result<f32> {
     let device = Device::Cpu;
     let t = recipe.seq_len;
@@ -317,7 +319,7 @@ pub fn train(
         if !l.is_finite() {
             log.flush()?;
             bail!(
-                "{stage} step {step}: the loss is {l}, training diverged; lower {} ({})",
+                "{stage} step {step}: the loss is {l}, training diverged; lower {} ({}){where_to}",
                 lr_flag(stage),
                 serde_json::json!(lr)
             );
@@ -349,7 +351,7 @@ pub fn train(
         if !finite {
             log.flush()?;
             bail!(
-                "{stage}: the weights are not finite after the last step, training diverged; lower {} ({})",
+                "{stage}: the weights are not finite after the last step, training diverged; lower {} ({}){where_to}",
                 lr_flag(stage),
                 serde_json::json!(lr)
             );
@@ -583,6 +585,7 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
             recipe.pretrain_steps,
             recipe.pretrain_lr,
             &mut log,
+            "",
         )?;
         save_model_dir(&c, &varmap, &tok_path, &base_dir)?;
         record("pretrain_s", t0.elapsed().as_secs_f64())?;
@@ -595,6 +598,11 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         let t0 = Instant::now();
         eprintln!("fine-tuning {side} on {} tokens", tokens.len());
         let varmap = load_varmap(&c, &base_dir)?;
+        // Once one fine-tune is done, this folder resumes only at its rate (see `claim`).
+        let where_to = match side == "positive" && done("negative") {
+            true => " in a new --out (the negative fine-tune here was trained at this rate, and the two must match)",
+            false => "",
+        };
         train(
             side,
             &c,
@@ -604,6 +612,7 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
             recipe.finetune_steps,
             recipe.finetune_lr,
             &mut log,
+            where_to,
         )?;
         save_model_dir(&c, &varmap, &tok_path, &dir)?;
         record(&format!("finetune_{side}_s"), t0.elapsed().as_secs_f64())?;
