@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod eval;
 pub mod files;
 pub mod session;
+pub mod signals;
 pub mod train;
 pub mod tui;
 pub mod ui;

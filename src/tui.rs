@@ -286,7 +286,7 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
     rt.block_on(async move {
         install_panic_hook();
         // Listening before the terminal changes, so no kill finds it changed and unheard.
-        let quit = quit_signal();
+        let quit = crate::signals::quit_signal();
         let _guard = TerminalGuard::enter()?;
         if std::env::var_os("LERPSCOPE_TEST_PANIC").is_some() {
             // Lets the end-to-end test check that a panic leaves a usable terminal.
@@ -320,7 +320,9 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
             Ok(r) => r?,
             Err(signal) => {
                 restore_terminal();
-                std::process::exit(128 + signal);
+                // A save or export the UI was writing.
+                crate::engine::export::remove_partial();
+                crate::signals::die_by(signal);
             }
         };
         // A pair that never loaded: its error stays on the shell, and the exit status says so.
@@ -334,31 +336,6 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
         }
         Ok(())
     })
-}
-
-/// The number of the first of SIGTERM, SIGINT and SIGHUP to arrive. The handlers are
-/// installed on the call, not on the first poll (pending forever if they cannot be).
-pub(crate) fn quit_signal() -> impl std::future::Future<Output = i32> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let kinds = [
-        SignalKind::terminate(),
-        SignalKind::interrupt(),
-        SignalKind::hangup(),
-    ];
-    let streams: Option<Vec<_>> = kinds.iter().map(|&k| signal(k).ok()).collect();
-    async move {
-        let Some(mut s) = streams else {
-            return std::future::pending().await;
-        };
-        let [t, i, h] = &mut s[..] else {
-            unreachable!("three kinds")
-        };
-        tokio::select! {
-            _ = t.recv() => kinds[0].as_raw_value(),
-            _ = i.recv() => kinds[1].as_raw_value(),
-            _ = h.recv() => kinds[2].as_raw_value(),
-        }
-    }
 }
 
 /// Terminal input read on its own thread into a channel (a blocking read is simpler and more

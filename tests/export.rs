@@ -488,49 +488,73 @@ fn failed_exports_leave_nothing_behind() {
 }
 
 /// Ctrl-C (or a kill) in the middle of an export takes its hidden partial copy with it, and
-/// the exit status says which signal ended it.
+/// the process then ends by that signal (a script stops there); a signal it was started
+/// ignoring (`nohup`) stays ignored.
 #[test]
 fn an_interrupted_export_removes_its_partial_copy() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     lerpscope::shapes::write_tiny_pair(&a, &b, lerpscope::shapes::Arch::Llama).unwrap();
-    for (format, out, signal) in [
-        ("hf", "cut", libc::SIGINT),
-        ("gguf", "cut.gguf", libc::SIGTERM),
-    ] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
-            .args([
-                "export",
-                "--a",
-                a.to_str().unwrap(),
-                "--b",
-                b.to_str().unwrap(),
-            ])
-            .args([
-                "--alpha", "0.5", "--out", out, "--format", format, "--device", "cpu",
-            ])
-            .env("LERPSCOPE_TEST_PAUSE_AT_WRITE", "2")
-            .current_dir(tmp.path())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let partial = || {
-            std::fs::read_dir(tmp.path())
-                .unwrap()
-                .any(|e| e.unwrap().file_name().to_string_lossy().contains("partial"))
-        };
+    let partial = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("partial"))
+    };
+    let paused = |format: &str, out: &str, ignore: Option<i32>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lerpscope"));
+        c.args([
+            "export",
+            "--a",
+            a.to_str().unwrap(),
+            "--b",
+            b.to_str().unwrap(),
+        ])
+        .args([
+            "--alpha", "0.5", "--out", out, "--format", format, "--device", "cpu",
+        ])
+        .env("LERPSCOPE_TEST_PAUSE_AT_WRITE", "2")
+        .current_dir(tmp.path())
+        .stderr(std::process::Stdio::piped());
+        if let Some(signal) = ignore {
+            // SAFETY: signal(2) in the child before exec, as nohup does.
+            unsafe {
+                c.pre_exec(move || {
+                    libc::signal(signal, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let child = c.spawn().unwrap();
         let start = std::time::Instant::now();
         while !partial() {
             assert!(start.elapsed().as_secs() < 30, "{format}: no partial copy");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        child
+    };
+    for (format, out, signal) in [
+        ("hf", "cut", libc::SIGINT),
+        ("gguf", "cut.gguf", libc::SIGTERM),
+    ] {
+        let mut child = paused(format, out, None);
         // SAFETY: a signal to our own child.
         assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
         let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(128 + signal), "{format}");
+        assert_eq!(status.signal(), Some(signal), "{format}: {status:?}");
         no_leftovers(tmp.path());
         assert!(!tmp.path().join(out).exists(), "{format}");
     }
+    let mut child = paused("hf", "nohup", Some(libc::SIGHUP));
+    // SAFETY: signals to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "an ignored SIGHUP ended it"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// An export killed at each of its writes in turn (LERPSCOPE_TEST_KILL_AT_WRITE: the process

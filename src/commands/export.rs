@@ -76,8 +76,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
-/// Ctrl-C or a kill mid-export takes the partial copy with the process, then exits as the
-/// signal would have (128 + its number).
+/// Ctrl-C or a kill mid-export takes the partial copy with the process, which then ends as
+/// the signal would have ended it.
 fn remove_partial_on_signal() {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -86,10 +86,10 @@ fn remove_partial_on_signal() {
         return;
     };
     // The handlers are in place before the export starts: installed here, awaited there.
-    let signal = rt.block_on(async { crate::tui::quit_signal() });
+    let signal = rt.block_on(async { crate::signals::quit_signal() });
     std::thread::spawn(move || {
         let number = rt.block_on(signal);
         export::remove_partial();
-        std::process::exit(128 + number);
+        crate::signals::die_by(number);
     });
 }

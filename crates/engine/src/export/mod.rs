@@ -337,6 +337,10 @@ pub fn write(
             )
         });
     }
+    // The copy is whole: a signal from here waits until it is in place (or what --out held is
+    // put back) rather than removing it halfway through.
+    let _commit = COMMIT.lock().unwrap_or_else(|e| e.into_inner());
+    drop(_writing);
     // What --out held steps aside until the export is in place, and comes back if it cannot
     // be (the name it steps aside to is one the next export clears).
     let aside = parent.join(format!("{stem}old-{}", std::process::id()));
@@ -369,6 +373,9 @@ pub fn write(
 /// The partial copy an export in this process is writing now.
 static WRITING: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 
+/// Held while a whole copy replaces --out (the renames, and the removal of what it replaced).
+static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Names the partial copy in [`WRITING`] while it lives.
 struct Writing;
 
@@ -390,12 +397,21 @@ impl Drop for Writing {
 }
 
 /// Remove the partial copy an export in this process is writing, if any: for a handler of
-/// Ctrl-C or a kill, which then ends the process. The copy is hidden (`.NAME.partial-PID`) and
-/// may be gigabytes; only the next export to the same --out would clear it otherwise.
+/// Ctrl-C or a kill, on its way to ending the process. The copy is hidden (`.NAME.partial-PID`)
+/// and may be gigabytes; only the next export to the same --out would clear it otherwise. An
+/// export putting a whole copy in place is let finish first; none starts after this.
 pub fn remove_partial() {
+    let commit = COMMIT.lock().unwrap_or_else(|e| e.into_inner());
+    // Held until the process ends: no copy goes in place after its files are removed.
+    std::mem::forget(commit);
     let partial = WRITING.lock().ok().and_then(|w| w.clone());
     if let Some(p) = partial {
-        let _ = remove_any(&p);
+        // The writer may still be adding files as they go: a few tries.
+        for _ in 0..3 {
+            if remove_any(&p).is_ok() || !p.exists() {
+                break;
+            }
+        }
     }
 }
 
