@@ -86,7 +86,10 @@ fn remove_partial_on_signal() {
         return;
     };
     // The handlers are in place before the export starts: installed here, awaited there.
-    let signal = rt.block_on(async { crate::signals::quit_signal() });
+    let signal = {
+        let _in = rt.enter();
+        crate::signals::quit_signal()
+    };
     std::thread::spawn(move || {
         let number = rt.block_on(signal);
         export::remove_partial();
