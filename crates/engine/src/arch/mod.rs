@@ -332,9 +332,32 @@ fn qwen_to_gguf(c: &DecoderConfig, k: &mut gguf::Keys) -> Result<()> {
 /// `theta` are the family's defaults.
 fn read_base(value: &Value, rms_eps: f64, theta: f32) -> Result<DecoderConfig> {
     let mut value = value.clone();
-    let rope = ["rope_parameters", "rope_scaling"]
-        .iter()
-        .find_map(|k| value.get(*k).filter(|v| v.is_object()).cloned());
+    // As transformers reads a config holding both, and either beside flat keys: a non-empty
+    // `rope_scaling` wins over `rope_parameters`, and the RoPE object's own `rope_theta` over
+    // a flat one.
+    let mut rope = ["rope_scaling", "rope_parameters"].iter().find_map(|k| {
+        value
+            .get(*k)
+            .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+            .cloned()
+    });
+    if let Some(Value::Object(r)) = rope.as_mut() {
+        // The pre-training context of the types that scale past it: a flat key wins (Phi-3
+        // saves it there), then the RoPE object's, then the model's context.
+        let kind = r.get("rope_type").or_else(|| r.get("type"));
+        if kind.and_then(Value::as_str) == Some("llama3") {
+            let key = "original_max_position_embeddings";
+            match value
+                .get(key)
+                .or_else(|| value.get("max_position_embeddings"))
+            {
+                Some(top) if value.get(key).is_some() || !r.contains_key(key) => {
+                    r.insert(key.into(), top.clone());
+                }
+                _ => {}
+            }
+        }
+    }
     let rope_scaling = match &rope {
         Some(r) => RopeScaling::from_json(r)?,
         None => None,
@@ -345,7 +368,7 @@ fn read_base(value: &Value, rms_eps: f64, theta: f32) -> Result<DecoderConfig> {
     obj.remove("rope_scaling");
     obj.remove("rope_parameters");
     if let Some(theta) = rope.as_ref().and_then(|r| r.get("rope_theta")) {
-        obj.entry("rope_theta").or_insert(theta.clone());
+        obj.insert("rope_theta".into(), theta.clone());
     }
     if !obj.contains_key("rope_theta") {
         obj.insert("rope_theta".into(), theta.into());
@@ -458,19 +481,25 @@ fn qwen_windows(v: &Value, c: &mut DecoderConfig) -> Result<()> {
     } else {
         None
     };
-    let from = count(v, "max_window_layers")?.unwrap_or(28);
     let n = c.num_hidden_layers;
     c.layer_types = match layer_types(v, n)? {
         Some(t) => t,
-        None => (0..n)
-            .map(|i| {
-                if on && i >= from {
-                    LayerType::Sliding
-                } else {
-                    LayerType::Full
-                }
-            })
-            .collect(),
+        None => {
+            // 0 is every layer sliding.
+            let from = match get(v, "max_window_layers") {
+                Some(x) if x.as_u64() == Some(0) => 0,
+                _ => count(v, "max_window_layers")?.unwrap_or(28),
+            };
+            (0..n)
+                .map(|i| {
+                    if on && i >= from {
+                        LayerType::Sliding
+                    } else {
+                        LayerType::Full
+                    }
+                })
+                .collect()
+        }
     };
     if !on && c.layer_types.contains(&LayerType::Sliding) {
         bail!(
@@ -629,6 +658,14 @@ mod tests {
         .unwrap();
         assert_eq!(q.layer_type(1), LayerType::Full);
         assert_eq!(q.layer_type(2), LayerType::Sliding);
+        // max_window_layers 0: every layer slides (transformers writes such configs), and
+        // with layer_types beside it the list decides.
+        let q = parse(
+            "Qwen2ForCausalLM",
+            r#","use_sliding_window":true,"sliding_window":4,"max_window_layers":0"#,
+        )
+        .unwrap();
+        assert_eq!(q.layer_type(0), LayerType::Sliding);
         // Qwen3: head_dim 128 unless given, q/k norms, biases everywhere with attention_bias.
         let q3 = parse("Qwen3ForCausalLM", r#","attention_bias":true"#).unwrap();
         assert_eq!(q3.head_dim(), 128);
@@ -657,6 +694,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.architecture(), "Qwen3ForCausalLM");
+    }
+
+    /// A config with RoPE in two places is read as transformers reads it: a non-empty
+    /// rope_scaling over rope_parameters, the RoPE object's rope_theta over a flat one, and
+    /// llama3's pre-training context from a flat key first, then the object, then the model's.
+    #[test]
+    fn rope_given_twice_is_read_as_transformers_reads_it() {
+        let c = parse(
+            "LlamaForCausalLM",
+            r#","rope_theta":10000.0,"rope_parameters":{"rope_type":"default","rope_theta":100.0}"#,
+        )
+        .unwrap();
+        assert_eq!((c.rope_theta, c.rope_scaling), (100.0, None));
+        let c = parse(
+            "LlamaForCausalLM",
+            r#","rope_parameters":{"rope_type":"default","rope_theta":10000.0},
+            "rope_scaling":{"rope_type":"linear","factor":4.0}"#,
+        )
+        .unwrap();
+        assert_eq!(c.rope_scaling, Some(RopeScaling::Linear { factor: 4.0 }));
+        // An empty rope_scaling (older exports) leaves rope_parameters in charge.
+        let c = parse(
+            "LlamaForCausalLM",
+            r#","rope_scaling":{},"rope_parameters":{"rope_type":"linear","factor":2.0}"#,
+        )
+        .unwrap();
+        assert_eq!(c.rope_scaling, Some(RopeScaling::Linear { factor: 2.0 }));
+        let llama3 = |extra: &str| {
+            let text = format!(
+                r#","max_position_embeddings":128,"rope_parameters":{{"rope_type":"llama3",
+                "factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0{extra}"#
+            );
+            match parse("LlamaForCausalLM", &text).unwrap().rope_scaling {
+                Some(RopeScaling::Llama3 {
+                    original_max_position_embeddings,
+                    ..
+                }) => original_max_position_embeddings,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(llama3(r#","original_max_position_embeddings":64}"#), 64);
+        assert_eq!(
+            llama3(
+                r#","original_max_position_embeddings":64},"original_max_position_embeddings":16"#
+            ),
+            16
+        );
+        assert_eq!(llama3(r#"},"original_max_position_embeddings":16"#), 16);
+        assert_eq!(llama3("}"), 128);
     }
 
     /// What the block does not implement is refused by name, never defaulted.
