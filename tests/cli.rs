@@ -851,3 +851,40 @@ fn perplexity_and_score_read_standard_input() {
         assert_eq!(from_stdin.stdout, from_file.stdout, "{command}");
     }
 }
+
+/// A grid of sweeps (--betas) writes grid.csv and plots/ into --out: a folder holding anything
+/// a grid did not write is refused before any work, its files untouched.
+#[test]
+fn a_grid_is_not_written_over_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("gridout");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("grid.csv"), "my notes").unwrap();
+    let args = [
+        "sweep",
+        "--a",
+        "/nonexistent/a",
+        "--b",
+        "/nonexistent/b",
+        "--c",
+        "/nonexistent/c",
+        "--betas",
+        "0,0.5",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    refused_in_one_line(&lerpscope(&args), &["holds grid.csv", "gridout"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("grid.csv")).unwrap(),
+        "my notes"
+    );
+    // grid.csv beside a β's sweep is a grid's own, and the run goes on (to the missing pair).
+    std::fs::create_dir_all(out.join("beta0")).unwrap();
+    std::fs::write(out.join("beta0/sweep.json"), "{}").unwrap();
+    let out = lerpscope(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("holds grid.csv") && err.contains("/nonexistent/"),
+        "{err}"
+    );
+}

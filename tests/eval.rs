@@ -270,7 +270,7 @@ fn interrupted_sweep_resumes(mode: ColumnsMode) {
     std::fs::write(theirs.join("summary.csv"), "mine\n").unwrap();
     let err = sweep(&theirs).run(&mut e).unwrap_err().to_string();
     assert!(
-        err.contains("other files") && err.contains("theirs"),
+        err.contains("holds summary.csv") && err.contains("theirs"),
         "{err}"
     );
     assert_eq!(
@@ -282,6 +282,13 @@ fn interrupted_sweep_resumes(mode: ColumnsMode) {
     std::fs::write(&file, "x").unwrap();
     let err = sweep(&file).run(&mut e).unwrap_err().to_string();
     assert!(err.contains("is not a folder"), "{err}");
+    // What a sweep stopped before its first sample leaves is no one else's: it starts there.
+    let stopped = tmp.path().join("stopped");
+    std::fs::create_dir_all(&stopped).unwrap();
+    std::fs::write(stopped.join("samples.jsonl"), "").unwrap();
+    std::fs::write(stopped.join(".sweep.json.partial-4999999"), "{").unwrap();
+    sweep(&stopped).run(&mut e).unwrap();
+    assert_eq!(read(&stopped, "samples.jsonl"), want[0]);
 }
 
 /// Two sweeps at neighbouring --seed values share no sample seed; a sweep whose sweep.json

@@ -87,6 +87,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
         Some(beta) => args.pair.options_at_beta(beta),
         None => args.pair.options(),
     };
+    if args.betas.is_some() {
+        check_grid_out(&args.out)?;
+    }
     let opts = options(betas[0])?;
     let mut engine = Engine::load(&a, &b, &opts)?;
     engine.set_stop_texts(args.sampling.stop.clone());
@@ -138,6 +141,35 @@ pub fn run(args: SweepArgs) -> Result<()> {
         say!(
             "wrote {}/{{grid.csv, plots/grid-*.png|svg}}",
             args.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// A grid's --out holds nothing but what grids write (`beta*/` sweeps, and beside them
+/// grid.csv and plots/), so that a new grid writes over nobody's files: each β's folder is
+/// then checked as one sweep's --out is.
+fn check_grid_out(out: &std::path::Path) -> Result<()> {
+    let entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("--out {}: cannot read", out.display())),
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let sweeps = names
+        .iter()
+        .any(|n| n.starts_with("beta") && out.join(n).join("sweep.json").is_file());
+    let theirs = names.iter().find(|n| {
+        let grid = *n == "grid.csv" || *n == "plots";
+        !(n.starts_with("beta") && out.join(n).is_dir() || grid && sweeps)
+    });
+    if let Some(name) = theirs {
+        bail!(
+            "--out {}: holds {name}, which no grid of sweeps wrote; a new grid goes into a new or empty folder",
+            out.display()
         );
     }
     Ok(())

@@ -310,16 +310,24 @@ impl Sweep {
             );
         }
         // A new sweep writes its files over whatever holds their names: only into a folder
-        // that is new or empty.
+        // that is new, or holds no more than a sweep stopped before its first sample leaves
+        // (an empty samples.jsonl, the partial copy of a record being written).
         if !cfg_path.exists() && out.exists() {
-            let empty = std::fs::read_dir(out)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false);
-            if !empty {
+            if !out.is_dir() {
+                bail!("--out {}: is not a folder", out.display());
+            }
+            let entries = std::fs::read_dir(out)
+                .with_context(|| format!("--out {}: cannot read", out.display()))?;
+            let theirs = entries.flatten().find(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let partial = name.starts_with('.') && name.contains(".partial-");
+                !(partial || name == "samples.jsonl")
+            });
+            if let Some(e) = theirs {
                 bail!(
-                    "--out {}: {} and holds no sweep (sweep.json) to resume; a new sweep goes into a new or empty folder",
+                    "--out {}: holds {} and no sweep (sweep.json) to resume; a new sweep goes into a new or empty folder",
                     out.display(),
-                    if out.is_dir() { "is a folder with other files in it" } else { "is not a folder" }
+                    e.file_name().to_string_lossy()
                 );
             }
         }
