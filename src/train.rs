@@ -467,10 +467,11 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         let bytes = std::fs::read(file(name))
             .with_context(|| format!("{}: cannot read", file(name).display()))?;
         if let Err(e) = std::str::from_utf8(&bytes) {
+            let at = e.valid_up_to();
+            let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
             bail!(
-                "{}: not UTF-8 text (invalid byte at offset {})",
-                file(name).display(),
-                e.valid_up_to()
+                "{}: not UTF-8 text (line {line}, byte {at})",
+                file(name).display()
             );
         }
     }

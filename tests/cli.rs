@@ -452,6 +452,8 @@ fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
         (&["bench", "inspect", "--points", "1"], "--points 1"),
         // A decode rate needs a token after the first; a prompt of none was raised to one.
         (&["bench", "generate", "--tokens", "1"], "--tokens 1"),
+        (&["bench", "columns", "--tokens", "1"], "--tokens 1"),
+        (&["bench", "inspect", "--tokens", "1"], "--tokens 1"),
         (
             &["bench", "columns", "--prompt-tokens", "0"],
             "--prompt-tokens 0",
@@ -463,16 +465,32 @@ fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
     }
     // Generation stops at the context, so a report of N tokens past it made fewer: refused
     // (the demo pair's context is 256).
-    for bench in ["generate", "columns", "step"] {
-        let out = lerpscope(&["bench", bench, "--prompt-tokens", "250", "--tokens", "10"]);
-        refused_in_one_line(
-            &out,
-            &[
-                "--prompt-tokens 250 + --tokens 10 = 260 positions",
-                "context of 256",
-            ],
-        );
+    // Generation feeds back all but its last token; `step` runs a forward pass per token.
+    for (bench, tokens, needed) in [
+        ("generate", "10", "259"),
+        ("columns", "10", "259"),
+        ("inspect", "10", "259"),
+        ("step", "7", "257"),
+    ] {
+        let out = lerpscope(&["bench", bench, "--prompt-tokens", "250", "--tokens", tokens]);
+        let needs = format!("--prompt-tokens 250 and --tokens {tokens} need {needed} positions");
+        refused_in_one_line(&out, &[&needs, "context of 256"]);
     }
+    let out = lerpscope(&[
+        "bench",
+        "generate",
+        "--prompt-tokens",
+        "250",
+        "--tokens",
+        "7",
+        "--iters",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = lerpscope(&["bench", "ui", "--keys", "0"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

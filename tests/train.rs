@@ -390,12 +390,12 @@ fn impossible_recipes_are_refused_by_flag() {
     for n in ["base.txt", "negative.txt", "positive.txt"] {
         std::fs::copy(corpus.join(n), latin1.join(n)).unwrap();
     }
-    std::fs::write(latin1.join("negative.txt"), b"caf\xe9 au lait\n").unwrap();
+    std::fs::write(latin1.join("negative.txt"), b"coffee\ncaf\xe9 au lait\n").unwrap();
     let err = run(&latin1, &tmp.path().join("out-latin1"), &r)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("negative.txt: not UTF-8 text (invalid byte at offset 3)"),
+        err.contains("negative.txt: not UTF-8 text (line 2, byte 10)"),
         "{err}"
     );
     // So is a folder of other files that carry the names a run writes, or whose timings.json

@@ -268,7 +268,7 @@ pub fn ui(args: crate::cli::BenchUiArgs) -> Result<()> {
             }
             // `q` in the same batch as the last keys would end the loop before the frame
             // they are timed to.
-            std::thread::sleep(interval.max(Duration::from_millis(100)));
+            std::thread::sleep(interval.max(Duration::from_millis(500)));
             let quit = Event::Key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE));
             let _ = itx.send((std::time::Instant::now(), Ok(quit)));
         });
@@ -316,22 +316,25 @@ struct GenBench {
 }
 
 impl GenBench {
-    fn load(args: &crate::cli::BenchModelArgs) -> Result<Self> {
-        // No tokens would time nothing: every rate would be 0 or NaN.
-        at_least("--tokens", args.tokens, 1)?;
+    /// `steps`: the bench runs `--tokens` forward steps after the prompt (`bench step`), so
+    /// needs a position for each; generation feeds back all but its last token. Elsewhere the
+    /// rates are over the tokens after the first, so there must be two.
+    fn load(args: &crate::cli::BenchModelArgs, steps: bool) -> Result<Self> {
+        at_least("--tokens", args.tokens, if steps { 1 } else { 2 })?;
         let prompt = at_least("--prompt-tokens", args.prompt_tokens, 1)?;
         // The device first: a --shape pair (gigabytes) is written only for a device that opens.
         let opts = args.options()?;
         opts.device.open()?;
         let (a, b, mut label) = args.endpoints()?;
         let engine = Engine::load(&a, &b, &opts)?;
-        // Generation stops at the context: a report of N tokens must have made N.
-        let context = engine.config().max_positions();
-        if prompt.saturating_add(args.tokens) > context {
+        // Generation stops at the context (the smallest of the endpoints'): a report of N
+        // tokens must have made N.
+        let context = engine.generator().max_positions;
+        let needed = prompt.saturating_add(args.tokens) - usize::from(!steps);
+        if needed > context {
             anyhow::bail!(
-                "--prompt-tokens {prompt} + --tokens {} = {} positions: more than the model's context of {context}",
-                args.tokens,
-                prompt.saturating_add(args.tokens)
+                "--prompt-tokens {prompt} and --tokens {} need {needed} positions: more than the model's context of {context}",
+                args.tokens
             );
         }
         if let (Some(c), Some(beta)) = (&args.c, args.beta) {
@@ -423,9 +426,7 @@ fn ms(d: Duration) -> f64 {
 /// sampled token), and the decode rate after it, at one column.
 pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
     let iters = at_least("--iters", args.model.iters, 1)?;
-    // The decode rate is over the tokens after the first (which the prompt's pass makes).
-    at_least("--tokens", args.model.tokens, 2)?;
-    let mut bench = GenBench::load(&args.model)?;
+    let mut bench = GenBench::load(&args.model, false)?;
     bench.engine.set_alpha(Alpha::new(0.5)?)?;
     bench.one()?; // warm-up: page faults, allocator pools
     let (mut blend, mut ttft, mut rate) = (Vec::new(), Vec::new(), Vec::new());
@@ -529,7 +530,7 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
 pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
     let k = at_least("--k", args.k, 1)?;
     let iters = at_least("--iters", args.model.iters, 1)?;
-    let mut bench = GenBench::load(&args.model)?;
+    let mut bench = GenBench::load(&args.model, false)?;
     let alphas: Vec<Alpha> = (0..k)
         .map(|i| {
             Alpha::saturating(if k == 1 {
@@ -629,7 +630,7 @@ pub fn columns(args: crate::cli::BenchColumnsArgs) -> Result<()> {
 pub fn inspect(args: crate::cli::BenchInspectArgs) -> Result<()> {
     let iters = at_least("--iters", args.model.iters, 1)?;
     let n = at_least("--points", args.points, 2)?;
-    let mut bench = GenBench::load(&args.model)?;
+    let mut bench = GenBench::load(&args.model, false)?;
     bench.engine.set_alpha(Alpha::new(0.5)?)?;
     let plain = bench.params;
     let recording = crate::engine::GenerationParams {
@@ -805,7 +806,7 @@ pub fn step(args: crate::cli::BenchStepArgs) -> Result<()> {
     use crate::engine::Sampler;
     let k = at_least("--k", args.k, 1)?;
     let iters = at_least("--iters", args.model.iters, 1)?;
-    let mut bench = GenBench::load(&args.model)?;
+    let mut bench = GenBench::load(&args.model, true)?;
     let steps = args.model.tokens;
     let alphas: Vec<Alpha> = (0..k)
         .map(|i| {

@@ -1,6 +1,7 @@
 //! Finding the α at which the meter's mean reaches a target: a bracket found inside the range,
 //! then safeguarded secant steps, stopping when the bracket is narrow, when its two ends can no
-//! longer be told apart with these samples, or when a point's interval holds the target.
+//! longer be told apart with these samples, or when a point's interval (or its mean) holds the
+//! target.
 //!
 //! The search is a state machine over measured [`Point`]s: [`Search::next_step`] says which α to
 //! measure (or that it is done), [`Search::add`] takes the measurement. `find` drives it in a

@@ -408,6 +408,7 @@ impl Shape {
     /// Two random rank-`rank` LoRA adapters on every linear layer of this shape's A model (the
     /// base, which they name by absolute path), written once under `root`: their directories.
     pub fn adapters_in(self, root: &Path, rank: usize) -> Result<(PathBuf, PathBuf)> {
+        self.check_rank(rank)?;
         let (base, _) = self.pair_in(root)?;
         let dir = root.join(self.name()).join(format!("lora-r{rank}"));
         self.adapters_on(&base, &dir, rank)
@@ -420,6 +421,7 @@ impl Shape {
         quant: Quant,
         rank: usize,
     ) -> Result<(PathBuf, PathBuf)> {
+        self.check_rank(rank)?;
         let base = self.quantized_in(root, quant)?;
         let dir = root
             .join(self.name())
@@ -439,42 +441,7 @@ impl Shape {
             return Ok((a, b));
         }
         let (_, params) = self.model()?;
-        let targets = [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "qkv_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "gate_up_proj",
-            "down_proj",
-        ]
-        .iter()
-        .chain(&["c_attn", "c_proj", "c_fc"]);
-        let linear: Vec<&(String, Vec<usize>)> = params
-            .iter()
-            .filter(|(n, s)| {
-                s.len() == 2
-                    && targets
-                        .clone()
-                        .any(|t| n.ends_with(&format!(".{t}.weight")))
-            })
-            .collect();
-        // A rank past every matrix's smaller side adds nothing but bytes (gigabytes, at
-        // absurd ranks).
-        let widest = linear
-            .iter()
-            .map(|(_, s)| s[0].min(s[1]))
-            .max()
-            .unwrap_or(0);
-        if rank > widest {
-            bail!(
-                Invalid,
-                "--lora-rank {rank}: more than the {widest} that the widest adapted matrix of {} allows (a rank is at most a matrix's smaller side)",
-                self.name()
-            );
-        }
+        let linear = adapted(&params);
         let gpt2 = matches!(self, Shape::Gpt2_124m | Shape::Gpt2_774m);
         let base_abs = std::fs::canonicalize(base)?;
         for (seed, d) in [(11u64, &a), (12, &b)] {
@@ -510,9 +477,8 @@ impl Shape {
                 &tensors,
                 safetensors::Dtype::F32,
             )?;
-            let names: Vec<&str> = targets
-                .clone()
-                .copied()
+            let names: Vec<&str> = ADAPTED
+                .into_iter()
                 .filter(|t| linear.iter().any(|(n, _)| n.contains(&format!(".{t}."))))
                 .collect();
             let config = serde_json::json!({
@@ -527,6 +493,53 @@ impl Shape {
         }
         mark_written(dir, &files)?;
         Ok((a, b))
+    }
+}
+
+/// The module names random adapters target (Llama-family, then GPT-2's).
+const ADAPTED: [&str; 12] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "qkv_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "gate_up_proj",
+    "down_proj",
+    "c_attn",
+    "c_proj",
+    "c_fc",
+];
+
+/// The matrices of `params` random adapters adapt.
+fn adapted(params: &[(String, Vec<usize>)]) -> Vec<&(String, Vec<usize>)> {
+    params
+        .iter()
+        .filter(|(n, s)| {
+            s.len() == 2 && ADAPTED.iter().any(|t| n.ends_with(&format!(".{t}.weight")))
+        })
+        .collect()
+}
+
+impl Shape {
+    /// A rank past every adapted matrix's smaller side adds nothing but bytes (gigabytes, at
+    /// absurd ranks): refused before anything is written.
+    fn check_rank(self, rank: usize) -> Result<()> {
+        let (_, params) = self.model()?;
+        let widest = adapted(&params)
+            .iter()
+            .map(|(_, s)| s[0].min(s[1]))
+            .max()
+            .unwrap_or(0);
+        if rank > widest {
+            bail!(
+                Invalid,
+                "--lora-rank {rank}: more than the {widest} that the widest adapted matrix of {} allows (a rank is at most a matrix's smaller side)",
+                self.name()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -648,8 +661,15 @@ mod tests {
         std::fs::write(&weights, &whole[..10]).unwrap();
         Shape::Demo.adapters_in(root.path(), 4).unwrap();
         assert_eq!(std::fs::read(&weights).unwrap(), whole);
-        // A rank past every matrix's smaller side is refused by name.
-        let err = Shape::Demo.adapters_in(root.path(), 100_000).unwrap_err();
+        // A rank past every matrix's smaller side is refused by name, before anything is
+        // written (the base pair included).
+        let fresh = tempfile::tempdir().unwrap();
+        let err = Shape::Demo.adapters_in(fresh.path(), 100_000).unwrap_err();
         assert!(err.to_string().contains("--lora-rank 100000"), "{err}");
+        let err = Shape::Demo
+            .quantized_adapters_in(fresh.path(), Quant::Q8_0, 100_000)
+            .unwrap_err();
+        assert!(err.to_string().contains("--lora-rank 100000"), "{err}");
+        assert_eq!(std::fs::read_dir(fresh.path()).unwrap().count(), 0);
     }
 }

@@ -469,16 +469,6 @@ impl Engine {
         }
     }
 
-    /// C's and D's weights over adapters (0 on the line, and for full models, whose plane
-    /// never shares a batch).
-    pub(super) fn adapter_beyond(&self) -> [f64; 2] {
-        match &self.weights {
-            Weights::Adapters(w) => [w.beta(), w.gamma()],
-            Weights::Quantized(w) => [w.beta(), w.gamma()],
-            Weights::Full(_) | Weights::QuantizedPair(_) => [0.0, 0.0],
-        }
-    }
-
     /// Two quantized GGUF endpoints kept as they are: both mapped, nothing blended at any α.
     fn load_quantized_pair(
         ca: Checkpoint,

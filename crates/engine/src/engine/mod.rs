@@ -309,6 +309,16 @@ struct AdaptedTensors {
 }
 
 impl Engine {
+    /// C's and D's weights over adapters (0 on the line, and for full models, whose plane
+    /// never shares a batch).
+    fn adapter_beyond(&self) -> [f64; 2] {
+        match &self.weights {
+            Weights::Adapters(w) => [w.beta(), w.gamma()],
+            Weights::Quantized(w) => [w.beta(), w.gamma()],
+            Weights::Full(_) | Weights::QuantizedPair(_) => [0.0, 0.0],
+        }
+    }
+
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.text.tokenizer
     }

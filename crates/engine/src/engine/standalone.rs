@@ -3,7 +3,7 @@
 use super::text_spec::eos_ids;
 use crate::error::{bail, Result};
 use crate::formats::config::ModelConfig;
-use crate::formats::source::{self};
+use crate::formats::source;
 use crate::generate::{Generator, TextSpec};
 use crate::model::Model;
 use candle_core::{DType, Device};

@@ -11,7 +11,7 @@ use candle_core::DType;
 use tokenizers::Tokenizer;
 
 /// The tokenizer, end-of-text ids and context of a checkpoint, checked against its vocabulary.
-pub(super) fn text_spec(c: &Checkpoint, tokenizer: Tokenizer) -> Result<TextSpec> {
+fn text_spec(c: &Checkpoint, tokenizer: Tokenizer) -> Result<TextSpec> {
     let vocab = c.config.vocab_size();
     if tokenizer.get_vocab_size(true) > vocab {
         bail!(
@@ -146,16 +146,14 @@ pub(super) fn adapter_text_spec(
 
 /// A model's chat template: its tokenizer's, else its model file's (a GGUF read with a
 /// tokenizer.json given apart).
-pub(super) fn model_template(
-    c: &Checkpoint,
-) -> Result<Option<crate::generate::chat::ChatTemplate>> {
+fn model_template(c: &Checkpoint) -> Result<Option<crate::generate::chat::ChatTemplate>> {
     crate::generate::chat::ChatTemplate::of_model(&c.files.tokenizer, &c.files.config)
 }
 
 /// A template read for prompts (and for exports, which carry it even where prompts skip it):
 /// one that cannot be read is an error, unless prompts skip templates (`--no-chat-template`),
 /// where it is read as absent. Reading one runs nothing.
-pub(super) fn template_read<T>(
+fn template_read<T>(
     read: impl FnOnce() -> Result<Option<T>>,
     opts: &LoadOptions,
 ) -> Result<Option<T>> {
