@@ -269,6 +269,24 @@ fn bad_adapters_get_one_line_naming_the_file_and_key() {
             "not supported",
         ],
     );
+    // So would an embedding replaced whole: PEFT runs the head apart from it (untied).
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| {
+        c["modules_to_save"] = serde_json::json!(["embed_tokens"])
+    });
+    add_tensor(
+        &d,
+        "base_model.model.model.embed_tokens.weight",
+        vec![300, 48],
+    );
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &[
+            "model.embed_tokens.weight whole (modules_to_save)",
+            "ties its head",
+            "not supported",
+        ],
+    );
     // Only the pickle format.
     let (_t, d) = copy_adapter("llama-plain-a");
     std::fs::rename(

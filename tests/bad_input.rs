@@ -239,6 +239,7 @@ fn gpt2_options_it_does_not_compute_are_refused() {
         ("scale_attn_by_inverse_layer_idx", serde_json::json!(true)),
         ("activation_function", serde_json::json!(5)),
         ("scale_attn_weights", serde_json::json!(0)),
+        ("tie_word_embeddings", serde_json::json!(false)),
     ] {
         let p = pair(Arch::Gpt2);
         let path = p.b.join("config.json");
@@ -252,6 +253,7 @@ fn gpt2_options_it_does_not_compute_are_refused() {
         v["activation_function"] = "gelu_new".into();
         v["scale_attn_weights"] = true.into();
         v["scale_attn_by_inverse_layer_idx"] = false.into();
+        v["tie_word_embeddings"] = true.into();
     });
     load(&p.a, &p.b, false).unwrap();
 }

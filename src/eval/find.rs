@@ -562,17 +562,9 @@ mod tests {
         }
     }
 
-    /// One sample a point (one prompt, one sample): the search still ends, on the measured
-    /// point nearest the target, with no interval. The readings go as a user's did: the last
-    /// point, at the crossing, overshoots further than B had.
-    #[test]
-    fn one_sample_a_point_answers_with_the_nearest_point_and_no_interval() {
-        let reading = |a: f64| match (a * 1000.0).round() as i64 {
-            0 => -0.772,
-            1000 => 0.226,
-            _ => 0.382,
-        };
-        let mut search = Search::new(Settings::new(0.0, range("0:1")));
+    /// A search whose every point is one sample, `reading(α)`, at a perplexity of 10.
+    fn one_sample_each(settings: Settings, reading: &dyn Fn(f64) -> f64) -> (Outcome, Vec<Alpha>) {
+        let mut search = Search::new(settings);
         let mut asked = Vec::new();
         while let Step::Measure(a) = search.next_step() {
             asked.push(a);
@@ -584,7 +576,20 @@ mod tests {
             });
             assert!(asked.len() < 10, "{asked:?}");
         }
-        let o = search.outcome().expect("done");
+        (search.outcome().expect("done").clone(), asked)
+    }
+
+    /// One sample a point (one prompt, one sample): the search still ends, on the measured
+    /// point nearest the target, with no interval. The readings go as a user's did: the last
+    /// point, at the crossing, overshoots further than B had.
+    #[test]
+    fn one_sample_a_point_answers_with_the_nearest_point_and_no_interval() {
+        let reading = |a: f64| match (a * 1000.0).round() as i64 {
+            0 => -0.772,
+            1000 => 0.226,
+            _ => 0.382,
+        };
+        let (o, asked) = one_sample_each(Settings::new(0.0, range("0:1")), &reading);
         assert_eq!(o.verdict, Verdict::Found, "{o:?}");
         assert_eq!(o.alpha.value(), 1.0, "{o:?} after {asked:?}");
         assert_eq!(o.alpha_ci, None);
@@ -599,19 +604,7 @@ mod tests {
             2000 => 0.941,
             _ => 0.0,
         };
-        let mut search = Search::new(Settings::new(0.0, range("-1:2")));
-        let mut asked = Vec::new();
-        while let Step::Measure(a) = search.next_step() {
-            asked.push(a);
-            search.add(Point {
-                alpha: a,
-                scores: vec![vec![Some(reading(a.value()))]],
-                perplexities: vec![10.0],
-                range: (-1.0, 1.0),
-            });
-            assert!(asked.len() < 10, "{asked:?}");
-        }
-        let o = search.outcome().expect("done");
+        let (o, asked) = one_sample_each(Settings::new(0.0, range("-1:2")), &reading);
         assert_eq!(o.verdict, Verdict::Found, "{o:?} after {asked:?}");
         assert_eq!(o.alpha, Alpha::B, "{o:?} after {asked:?}");
         assert_eq!(o.alpha_ci, None);

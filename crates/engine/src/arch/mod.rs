@@ -159,9 +159,11 @@ fn gpt2_options(v: &Value) -> Result<()> {
             "GPT-2 with activation_function {act} is not supported (gelu_new is)"
         );
     }
+    // The block's head is `wte`: an untied checkpoint's `lm_head.weight` would go unread.
     for (key, supported) in [
         ("scale_attn_weights", true),
         ("scale_attn_by_inverse_layer_idx", false),
+        ("tie_word_embeddings", true),
     ] {
         let set = &v[key];
         if !(set.is_null() || set.as_bool() == Some(supported)) {

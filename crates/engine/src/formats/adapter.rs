@@ -381,6 +381,21 @@ impl Adapter {
                     Some(m) => format!("{m}.weight"),
                     None => rest.clone(),
                 };
+                // On a tied base PEFT replaces the embedding alone: the head stays the base's
+                // embedding (untied), which a blend of one model's tensors cannot hold.
+                let tied = match &base.config {
+                    ModelConfig::Decoder(c) => c.tie_word_embeddings,
+                    ModelConfig::Gpt2(_) => true,
+                };
+                let embedding = ["model.embed_tokens.weight", "transformer.wte.weight"];
+                if tied && !rest.ends_with(".base_layer.weight") {
+                    if embedding.contains(&name.as_str()) || name == "lm_head.weight" {
+                        bail!(
+                            Unsupported,
+                            "{wpath}: {key} replaces {name} whole (modules_to_save), but the base {base_label} ties its head to its embedding: PEFT then runs the two apart (untied), which is not supported"
+                        );
+                    }
+                }
                 let meta = base.weights.tensors.get(&name).ok_or_else(|| {
                     err!(
                         Mismatch,
