@@ -388,13 +388,13 @@ impl Adapter {
                     ModelConfig::Gpt2(_) => true,
                 };
                 let embedding = ["model.embed_tokens.weight", "transformer.wte.weight"];
-                if tied && !rest.ends_with(".base_layer.weight") {
-                    if embedding.contains(&name.as_str()) || name == "lm_head.weight" {
-                        bail!(
-                            Unsupported,
-                            "{wpath}: {key} replaces {name} whole (modules_to_save), but the base {base_label} ties its head to its embedding: PEFT then runs the two apart (untied), which is not supported"
-                        );
-                    }
+                let head_or_embedding =
+                    embedding.contains(&name.as_str()) || name == "lm_head.weight";
+                if tied && head_or_embedding && !rest.ends_with(".base_layer.weight") {
+                    bail!(
+                        Unsupported,
+                        "{wpath}: {key} replaces {name} whole (modules_to_save), but the base {base_label} ties its head to its embedding: PEFT then runs the two apart (untied), which is not supported"
+                    );
                 }
                 let meta = base.weights.tensors.get(&name).ok_or_else(|| {
                     err!(
