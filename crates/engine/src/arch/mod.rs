@@ -344,8 +344,9 @@ fn read_base(value: &Value, rms_eps: f64, theta: f32) -> Result<DecoderConfig> {
             .cloned()
     });
     if let Some(Value::Object(r)) = rope.as_mut() {
-        // The pre-training context of the types that scale past it: a flat key wins (Phi-3
-        // saves it there), then the RoPE object's, then the model's context.
+        // The pre-training context of the types that scale past it: a flat key wins (the
+        // rotary embedding transformers builds reads it first), then the RoPE object's, then
+        // the model's context.
         let kind = r.get("rope_type").or_else(|| r.get("type"));
         if kind.and_then(Value::as_str) == Some("llama3") {
             let key = "original_max_position_embeddings";
@@ -660,8 +661,7 @@ mod tests {
         .unwrap();
         assert_eq!(q.layer_type(1), LayerType::Full);
         assert_eq!(q.layer_type(2), LayerType::Sliding);
-        // max_window_layers 0: every layer slides (transformers writes such configs), and
-        // with layer_types beside it the list decides.
+        // max_window_layers 0: every layer slides (transformers writes such configs).
         let q = parse(
             "Qwen2ForCausalLM",
             r#","use_sliding_window":true,"sliding_window":4,"max_window_layers":0"#,

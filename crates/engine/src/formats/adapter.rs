@@ -381,8 +381,9 @@ impl Adapter {
                     Some(m) => format!("{m}.weight"),
                     None => rest.clone(),
                 };
-                // On a tied base PEFT replaces the embedding alone: the head stays the base's
-                // embedding (untied), which a blend of one model's tensors cannot hold.
+                // On a tied base PEFT replaces the embedding alone (the head stays the base's
+                // embedding, untied) unless the adapter asks to keep them tied: the head
+                // following the replacement is only right in that case, so neither is taken.
                 let tied = match &base.config {
                     ModelConfig::Decoder(c) => c.tie_word_embeddings,
                     ModelConfig::Gpt2(_) => true,
@@ -393,7 +394,7 @@ impl Adapter {
                 if tied && head_or_embedding && !rest.ends_with(".base_layer.weight") {
                     bail!(
                         Unsupported,
-                        "{wpath}: {key} replaces {name} whole (modules_to_save), but the base {base_label} ties its head to its embedding: PEFT then runs the two apart (untied), which is not supported"
+                        "{wpath}: {key} replaces {name} whole (modules_to_save), but the base {base_label} ties its head to its embedding; replacing one of a tied pair is not supported (PEFT runs them apart unless ensure_weight_tying)"
                     );
                 }
                 let meta = base.weights.tensors.get(&name).ok_or_else(|| {
