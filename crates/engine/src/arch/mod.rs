@@ -479,10 +479,11 @@ fn layer_types(v: &Value, layers: usize) -> Result<Option<Vec<LayerType>>> {
 /// `max_window_layers` on (or as `layer_types` lists them).
 fn qwen_windows(v: &Value, c: &mut DecoderConfig) -> Result<()> {
     let on = flag(v, "use_sliding_window");
-    c.sliding_window = if on {
-        Some(count(v, "sliding_window")?.unwrap_or(4096))
-    } else {
-        None
+    // As transformers reads it: 4096 when the key is absent, no window when it is null.
+    c.sliding_window = match v.get("sliding_window") {
+        _ if !on => None,
+        None => Some(4096),
+        Some(_) => count(v, "sliding_window")?,
     };
     let n = c.num_hidden_layers;
     c.layer_types = match layer_types(v, n)? {
@@ -509,6 +510,10 @@ fn qwen_windows(v: &Value, c: &mut DecoderConfig) -> Result<()> {
             Format,
             "layer_types has sliding_attention layers but use_sliding_window is false"
         );
+    }
+    if c.sliding_window.is_none() {
+        // A sliding layer without a window attends to everything.
+        c.layer_types = vec![LayerType::Full; n];
     }
     Ok(())
 }
@@ -650,6 +655,15 @@ mod tests {
         let none = parse("MistralForCausalLM", r#","sliding_window":null"#).unwrap();
         assert_eq!(none.sliding_window, None);
         assert_eq!(none.layer_type(3), LayerType::Full);
+        // Qwen2: use_sliding_window with a null window is no window (absent: 4096).
+        let q = parse(
+            "Qwen2ForCausalLM",
+            r#","use_sliding_window":true,"sliding_window":null,"max_window_layers":0"#,
+        )
+        .unwrap();
+        assert_eq!((q.sliding_window, q.layer_type(0)), (None, LayerType::Full));
+        let q = parse("Qwen2ForCausalLM", r#","use_sliding_window":true"#).unwrap();
+        assert_eq!(q.sliding_window, Some(4096));
         // Qwen2: a window only where use_sliding_window says, from max_window_layers on.
         let q = parse("Qwen2ForCausalLM", r#","sliding_window":4"#).unwrap();
         assert_eq!((q.sliding_window, q.layer_type(3)), (None, LayerType::Full));
