@@ -75,23 +75,22 @@ impl Summary {
         }
         let max = best[0].0;
         // Pass 2: Z = Σ e^d and Σ e^d·d with d = l − max ≤ 0; H = log Z − (Σ e^d·d) / Z.
-        // Eight f32 lanes keep the loop free of a serial dependency; f64 joins them.
-        let mut z = [0f32; 8];
-        let mut zd = [0f32; 8];
+        // Eight lanes keep the loop free of a serial dependency. The sums are f64: in f32 a
+        // lane's thousands of terms far below its sum round away, Z comes out short and every
+        // log-probability high (by ~2e-5 nats on a 49k vocabulary, the same sign each token).
+        let mut z = [0f64; 8];
+        let mut zd = [0f64; 8];
         let chunks = logits.chunks_exact(8);
         let tail = chunks.remainder();
         for c in chunks {
             for j in 0..8 {
                 let d = c[j] - max;
                 let e = d.exp();
-                z[j] += e;
-                zd[j] += e * d;
+                z[j] += e as f64;
+                zd[j] += (e * d) as f64;
             }
         }
-        let (mut z, mut zd) = (
-            z.iter().map(|&x| x as f64).sum::<f64>(),
-            zd.iter().map(|&x| x as f64).sum::<f64>(),
-        );
+        let (mut z, mut zd) = (z.iter().sum::<f64>(), zd.iter().sum::<f64>());
         for &l in tail {
             let d = (l - max) as f64;
             z += d.exp();
@@ -190,6 +189,26 @@ mod tests {
                     assert!(close(g.logprob, w.logprob, 1e-5));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn many_small_terms_are_not_rounded_away() {
+        // Each e^-17 is below half an f32 ulp of a lane already holding e^0: summed in f32
+        // they would vanish, Z would be 0.04% short and the logprobs that much too high.
+        let mut logits = vec![-17f32; 80_001];
+        logits[0] = 0.0;
+        for id in [0, 1] {
+            let (got, want) = (
+                Summary::of(&logits).info(id, logits[id as usize]),
+                reference(&logits, id),
+            );
+            assert!(
+                (got.logprob - want.logprob).abs() < 1e-6,
+                "{id}: {} vs {}",
+                got.logprob,
+                want.logprob
+            );
         }
     }
 
