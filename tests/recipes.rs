@@ -1,7 +1,8 @@
 //! mergekit recipes and α per layer against mergekit itself: tests/fixtures/make_recipes.py
 //! merged the tiny Llama pair with each config in tests/fixtures/recipes/ (slerp with a
 //! filtered gradient on t, task_arithmetic with a filtered weight and λ, over three and four
-//! models, linear with per-model filtered gradients over two and four models), kept mergekit's
+//! models, linear with per-model filtered gradients over two and four models, linear with a
+//! base_model its models leave out, which mergekit merges too), kept mergekit's
 //! merged weights, and recorded transformers' logits and greedy tokens on them.
 
 mod support;
@@ -14,13 +15,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const RECIPES: [&str; 6] = [
+const RECIPES: [&str; 7] = [
     "slerp-gradient",
     "task-arithmetic",
     "task-arithmetic-plane",
     "task-arithmetic-four",
     "linear-gradient",
     "linear-four",
+    "linear-base",
 ];
 
 fn fixture(name: &str) -> PathBuf {

@@ -293,7 +293,7 @@ impl Reader<'_> {
                                 )
                             },
                         )?;
-                        LayerAlphas::new(w, &what("weight"))
+                        LayerAlphas::new(w, &format!("{} for {}", what("weight"), o.model))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 // normalize divides the weighted deltas by the weights' sum: each model's
@@ -333,14 +333,30 @@ impl Reader<'_> {
                 if flag(file, &shared, "normalize")? == Some(false) {
                     bail!(
                         Unsupported,
-                        "{file}: linear with normalize: false leaves the line between the two models; use task_arithmetic for A + w·(B − A)"
+                        "{file}: linear with normalize: false (weights that need not sum to 1) is not read; use task_arithmetic for A + Σ wᵢ·(Xᵢ − A)"
                     );
+                }
+                // mergekit merges a base_model that the `models:` form does not list as one
+                // more model, at the shared weight (the `slices:` form leaves it out). Here it
+                // is A, as every method's base_model is.
+                let mut inputs = inputs;
+                if let Some(b) = base.as_deref() {
+                    if self.top.contains_key("models") && !inputs.iter().any(|i| i.model == b) {
+                        inputs.insert(
+                            0,
+                            Input {
+                                model: b.to_string(),
+                                parameters: None,
+                            },
+                        );
+                    }
                 }
                 let n = inputs.len();
                 if !(2..=4).contains(&n) {
                     bail!(
                         Unsupported,
-                        "{file}: {merge_method} over {n} models; lerpscope takes two to four"
+                        "{file}: {merge_method} over {n} model{}; lerpscope takes two to four",
+                        if n == 1 { "" } else { "s" }
                     );
                 }
                 let weights = inputs
@@ -350,7 +366,7 @@ impl Reader<'_> {
                         let w = setting(file, &shared, &[i.parameters], "weight")?.ok_or_else(
                             || err!(Format, "{file}: linear needs a weight for {}", i.model),
                         )?;
-                        LayerAlphas::new(w, &what("weight"))
+                        LayerAlphas::new(w, &format!("{} for {}", what("weight"), i.model))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 // Each model after A at its share of all the weights.
