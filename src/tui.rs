@@ -348,8 +348,8 @@ fn spawn_input_reader() -> UnboundedReceiver<Input> {
     // terminal closed while SIGHUP is ignored), so it is asked only once the terminal has
     // input or the wait has timed out (a resize reaches crossterm by a signal).
     let tty = Watched::open();
-    // Whether the terminal held input crossterm did not take: it reads a burst 1 KiB at a time
-    // and hears of the rest only when more arrives, so waiting on the terminal would not wait.
+    // Whether the terminal held input crossterm did not turn into an event (the start of an
+    // escape sequence whose rest has not come): waiting on the terminal would not wait.
     let mut held_back = false;
     std::thread::Builder::new()
         .name("lerpscope-input".into())
@@ -357,9 +357,10 @@ fn spawn_input_reader() -> UnboundedReceiver<Input> {
             if let Some(tty) = &tty {
                 // Not hung up, and an event queued or readable now: read it. Otherwise wait
                 // for the terminal (crossterm may hold several events from one read, so this
-                // is asked again after every event).
+                // is asked again after every event). Its poll(2) source looks at nothing when
+                // given no time at all: hence a millisecond.
                 let ready = terminal_ready(tty.fd(), 0)
-                    .and_then(|_| crossterm::event::poll(std::time::Duration::ZERO));
+                    .and_then(|_| crossterm::event::poll(std::time::Duration::from_millis(1)));
                 let waited = match ready {
                     Ok(true) => {
                         held_back = false;

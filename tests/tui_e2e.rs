@@ -178,6 +178,27 @@ fn tui_streams_reacts_to_keys_and_restores_the_terminal() {
     );
 }
 
+/// A burst of keys past crossterm's 1 KiB read (scripted input, an unbracketed paste) is
+/// taken whole at once, not a kilobyte per later key.
+#[test]
+fn a_burst_of_keys_longer_than_one_read_is_taken_whole() {
+    let Some((_tmp, tmux)) = launch(
+        Arch::Llama,
+        "",
+        "--prompt 'The movie' --max-tokens 4",
+        (120, 40),
+        "burst",
+    ) else {
+        return;
+    };
+    tmux.wait_for("three finished columns", |s| s.matches('✓').count() == 3);
+    // 400 × Right is 1,200 bytes (ESC [ C each) in one write; from α 0 by 0.05 a key.
+    tmux.keys(&["Right"; 400]);
+    tmux.wait_for("α = 20.00", |s| s.contains("α = 20.00"));
+    tmux.keys(&["q"]);
+    tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
+}
+
 /// A pair that does not load is shown in the UI; on quitting, its error stays on the shell
 /// and the exit status is not 0.
 #[test]
