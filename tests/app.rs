@@ -615,13 +615,23 @@ fn save_produces_the_session() {
     let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
         panic!("no save")
     };
+    // Literal in Markdown: its backslashes and a tag-like stop text escaped.
     assert!(
         s.to_markdown()
-            .contains(r#"max tokens 64, stop texts "bomb", "a \"b\"""#),
+            .contains(r#"max tokens 64, stop texts "bomb", "a \\"b\\"""#),
         "{}",
         s.to_markdown()
     );
     assert_eq!(serde_json::to_value(s).unwrap()["stop"][0], "bomb");
+    a.stop = vec!["</s>".into()];
+    let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
+        panic!("no save")
+    };
+    assert!(
+        s.to_markdown().contains(r#"stop texts "\</s\>""#),
+        "{}",
+        s.to_markdown()
+    );
     assert!(!s.to_markdown().contains("end tokens"));
     a.params.ignore_eos = true;
     let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
@@ -632,6 +642,58 @@ fn save_produces_the_session() {
         .contains("max tokens 64, going on past end tokens, stop texts"));
     a.update(Msg::Saved(Ok("/tmp/x.md".into())));
     assert!(a.notice.as_deref().unwrap().contains("/tmp/x.md"));
+}
+
+/// A saved session holds the model's text as it came (a tab, a control character), where the
+/// screen shows it made safe; a column that failed says why, in every form.
+#[test]
+fn a_saved_session_keeps_the_models_characters_and_its_failures() {
+    let (mut a, first) = loaded();
+    for (piece, id) in [(" a\tb", 7), ("\u{8}c\u{85}", 9)] {
+        a.update(Msg::Engine(EngineEvent::Text {
+            column: ColumnId(0),
+            job: first[0].id,
+            piece: piece.into(),
+            token: Some(lerpscope::session::Token { id, info: None }),
+        }));
+    }
+    assert_eq!(
+        a.columns[0].text, " a b\u{FFFD}c\u{FFFD}",
+        "the screen's text"
+    );
+    a.update(Msg::Engine(EngineEvent::Failed {
+        column: ColumnId(1),
+        job: first[1].id,
+        error: "the prompt has 301 tokens; the model's context is 256".into(),
+    }));
+    let Effect::Save(s) = &a.update(key(KeyCode::Char('s')))[0] else {
+        panic!("no save")
+    };
+    assert_eq!(s.columns[0].text, " a\tb\u{8}c\u{85}");
+    let texts: Vec<&str> = s.columns[0]
+        .token_detail
+        .iter()
+        .map(|t| t.text.as_str())
+        .collect();
+    assert_eq!(texts, [" a\tb", "\u{8}c\u{85}"]);
+    let json = serde_json::to_value(s).unwrap();
+    assert_eq!(json["columns"][0]["text"], " a\tb\u{8}c\u{85}");
+    assert!(json["columns"][0].get("error").is_none());
+    assert_eq!(
+        json["columns"][1]["error"],
+        "the prompt has 301 tokens; the model's context is 256"
+    );
+    let md = s.to_markdown();
+    assert!(
+        md.contains("## α = 0.50 (failed)\n\nFailed: the prompt has 301 tokens"),
+        "{md}"
+    );
+    assert!(md.contains("## α = 0.00 (incomplete)"), "{md}");
+    let html = lerpscope::app::html::render(s);
+    assert!(
+        html.contains("(failed)") && html.contains("failed: the prompt has 301 tokens"),
+        "{html}"
+    );
 }
 
 /// The Markdown keeps a prompt and a model's text verbatim: a line of backticks or HTML in

@@ -22,6 +22,7 @@ h1 { font-size: 1.2em; margin: 0 0 .3em; }
 .col h2 small { color: #777; font-weight: normal; }
 .text { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: .92em; }
 .prompt { color: #999; }
+.error { color: #b00; white-space: normal; margin: 0 0 .4em; }
 .t { position: relative; border-radius: 2px; }
 .t.shared { opacity: .45; }
 .t.parts { outline: 2px solid #b0f; }
@@ -63,9 +64,10 @@ pub fn render(s: &Session) -> String {
     );
     let _ = write!(
         h,
-        "<h1>lerpscope: {} columns between {}</h1>\n<div class=\"meta\">A (α = 0): {} · \
+        "<h1>lerpscope: {} column{} between {}</h1>\n<div class=\"meta\">A (α = 0): {} · \
          B{}: {}{}{}<br>{}</div>\n",
         s.columns.len(),
+        if s.columns.len() == 1 { "" } else { "s" },
         endpoints(s),
         escape(&s.a),
         s.b_at_one(),
@@ -121,7 +123,7 @@ fn column(h: &mut String, s: &Session, c: &SessionColumn) {
             "{} token{}{}{}",
             c.tokens,
             if c.tokens == 1 { "" } else { "s" },
-            if c.complete { "" } else { " (incomplete)" },
+            c.unfinished(),
             c.how().map_or(String::new(), |r| format!(" · {r}"))
         ),
     };
@@ -131,6 +133,9 @@ fn column(h: &mut String, s: &Session, c: &SessionColumn) {
         escape(&c.point()),
         escape(&stats)
     );
+    if let Some(e) = &c.error {
+        let _ = write!(h, "<p class=\"error\">failed: {}</p>", escape(e));
+    }
     if s.score_text.is_none() {
         let _ = write!(h, "<span class=\"prompt\">{}</span>", escape(&s.lead()));
     }

@@ -29,12 +29,13 @@ impl TokenView {
     }
 }
 
-/// One token of a column's text: its id, where its text ends in the column's text, and what
-/// the model thought of it.
+/// One token of a column's text: its id, where its text ends in the column's text (and in
+/// the model's own, `Column::raw`), and what the model thought of it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Piece {
     pub id: u32,
     pub end: usize,
+    pub raw_end: usize,
     pub info: Option<TokenInfo>,
 }
 
@@ -42,6 +43,12 @@ pub struct Piece {
 pub fn span(pieces: &[Piece], i: usize) -> (usize, usize) {
     let start = if i == 0 { 0 } else { pieces[i - 1].end };
     (start, pieces[i].end.max(start))
+}
+
+/// Token `i`'s byte range in the model's own text, `Column::raw`.
+pub fn raw_span(pieces: &[Piece], i: usize) -> (usize, usize) {
+    let start = if i == 0 { 0 } else { pieces[i - 1].raw_end };
+    (start, pieces[i].raw_end.max(start))
 }
 
 /// The first token where `right` differs from `left`: where α changed the text.
@@ -283,25 +290,28 @@ impl App {
             return;
         };
         c.text.clear();
+        c.raw.clear();
         c.pieces.clear();
         let mut done = 0;
         for (i, (&id, &(_, end))) in score.token_ids.iter().zip(&score.offsets).enumerate() {
             let end = end.clamp(done, score.text.len());
             if score.text.is_char_boundary(end) {
-                c.text.push_str(&super::sanitize(&score.text[done..end]));
+                c.push_text(&score.text[done..end]);
                 done = end;
             }
             let info = i.checked_sub(1).and_then(|j| score.tokens.get(j)).copied();
             c.pieces.push(Piece {
                 id,
                 end: c.text.len(),
+                raw_end: c.raw.len(),
                 info,
             });
         }
         if let Some(rest) = score.text.get(done..) {
-            c.text.push_str(&super::sanitize(rest));
+            c.push_text(rest);
             if let Some(last) = c.pieces.last_mut() {
                 last.end = c.text.len();
+                last.raw_end = c.raw.len();
             }
         }
         c.tokens = c.pieces.len();
@@ -320,6 +330,7 @@ mod tests {
             .map(|(i, &id)| Piece {
                 id,
                 end: 2 * (i + 1),
+                raw_end: 2 * (i + 1),
                 info: None,
             })
             .collect()

@@ -207,7 +207,11 @@ pub struct Column {
     pub alpha: Alpha,
     /// On a plane with a β of its own, the column's β: each column sits at its own point.
     pub beta: Option<Alpha>,
+    /// The text as terminal cells show it ([`sanitize`]d).
     pub text: String,
+    /// The text as the model wrote it (tabs and control characters too): what a saved
+    /// session holds, as `generate` writes it.
+    pub raw: String,
     /// The text's tokens, in order.
     pub pieces: Vec<Piece>,
     /// For a fork: what is known of the tokens it was given, by position.
@@ -231,12 +235,19 @@ pub struct Column {
 }
 
 impl Column {
+    /// A piece of the model's text, kept as it came and as the screen shows it.
+    fn push_text(&mut self, piece: &str) {
+        self.raw.push_str(piece);
+        self.text.push_str(&sanitize(piece));
+    }
+
     fn new(id: ColumnId, alpha: Alpha) -> Self {
         Self {
             id,
             alpha,
             beta: None,
             text: String::new(),
+            raw: String::new(),
             pieces: Vec::new(),
             carry: Vec::new(),
             state: ColumnState::Idle,
@@ -326,6 +337,9 @@ pub struct SessionColumn {
     pub text: String,
     pub tokens: usize,
     pub complete: bool,
+    /// Why the column stopped short, where it failed (its text is what came before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Every token with what the model thought of it (see [`SessionToken`]).
     pub token_detail: Vec<SessionToken>,
     /// Where this column first differs from the one to its left (a token index).
@@ -1206,13 +1220,14 @@ impl App {
                 token,
             } => {
                 if let Some(c) = self.current(column, job) {
-                    c.text.push_str(&sanitize(&piece));
+                    c.push_text(&piece);
                     match token {
                         Some(t) => {
                             let carried = c.carry.get(c.pieces.len()).copied().flatten();
                             c.pieces.push(Piece {
                                 id: t.id,
                                 end: c.text.len(),
+                                raw_end: c.raw.len(),
                                 info: t.info.or(carried),
                             });
                             c.tokens = c.pieces.len();
@@ -1229,6 +1244,7 @@ impl App {
                         None => {
                             if let Some(last) = c.pieces.last_mut() {
                                 last.end = c.text.len();
+                                last.raw_end = c.raw.len();
                             }
                         }
                     }
@@ -1558,6 +1574,7 @@ impl App {
         let c = &mut self.columns[column];
         c.job = Some(id);
         c.text.clear();
+        c.raw.clear();
         c.pieces.clear();
         c.carry.clear();
         c.tokens = 0;
@@ -1701,9 +1718,13 @@ impl App {
                 .map(|(i, c)| SessionColumn {
                     alpha: c.alpha,
                     beta: c.beta,
-                    text: crate::engine::tokens::plain(&c.text),
+                    text: crate::engine::tokens::plain(&c.raw),
                     tokens: c.tokens,
                     complete: matches!(c.state, ColumnState::Done(_)),
+                    error: match &c.state {
+                        ColumnState::Failed(e) => Some(e.clone()),
+                        _ => None,
+                    },
                     token_detail: c
                         .pieces
                         .iter()
@@ -1711,8 +1732,8 @@ impl App {
                         .map(|(t, p)| SessionToken {
                             id: p.id,
                             text: {
-                                let (s, e) = inspect::span(&c.pieces, t);
-                                crate::engine::tokens::plain(c.text.get(s..e).unwrap_or_default())
+                                let (s, e) = inspect::raw_span(&c.pieces, t);
+                                crate::engine::tokens::plain(c.raw.get(s..e).unwrap_or_default())
                             },
                             logprob: p.info.map(|t| t.logprob),
                             entropy: p.info.map(|t| t.entropy),
@@ -1771,6 +1792,15 @@ pub fn sanitize(s: &str) -> String {
 }
 
 impl SessionColumn {
+    /// " (failed)" or " (incomplete)" after its point, where it did not finish.
+    pub fn unfinished(&self) -> &'static str {
+        match (self.complete, &self.error) {
+            (true, _) => "",
+            (false, Some(_)) => " (failed)",
+            (false, None) => " (incomplete)",
+        }
+    }
+
     /// "α = 0.50", or on a plane "α = 0.50, β = 0.20".
     pub fn point(&self) -> String {
         point_label(self.alpha, self.beta)
@@ -1858,7 +1888,7 @@ impl Session {
         let others: String = self
             .other_sources()
             .iter()
-            .map(|(label, source)| format!("- {label}: `{source}`\n"))
+            .map(|(label, source)| format!("- {label}: {}\n", code_span(source)))
             .collect();
         let (settings, heading, text) = match &self.score_text {
             Some(t) => (
@@ -1868,34 +1898,33 @@ impl Session {
                 t.as_str(),
             ),
             None => (
-                format!("- sampling: {}", self.sampling(", ")),
+                format!("- sampling: {}", md_text(&self.sampling(", "))),
                 "Prompt",
                 self.prompt.as_str(),
             ),
         };
         let mut md = format!(
-            "# lerpscope session\n\n- A (α = 0): `{}`\n- B{}: `{}`\n{others}{}{settings}\n\n## {heading}\n\n{}\n",
-            self.a,
+            "# lerpscope session\n\n- A (α = 0): {}\n- B{}: {}\n{others}{}{settings}\n\n## {heading}\n\n{}\n",
+            code_span(&self.a),
             self.b_at_one(),
-            self.b,
+            code_span(&self.b),
             self.path
                 .as_ref()
-                .map_or(String::new(), |p| format!("- path: {p}\n"))
+                .map_or(String::new(), |p| format!("- path: {}\n", md_text(p)))
                 + &self
                     .engine
                     .as_ref()
-                    .map_or(String::new(), |e| format!("- engine: {}\n", e.line())),
+                    .map_or(String::new(), |e| format!("- engine: {}\n", md_text(&e.line()))),
             fenced(text)
         );
         for c in &self.columns {
             let stats = c.score.map_or(String::new(), |s| {
                 format!(": NLL {:.3}, perplexity {:.3}", s.nll, s.perplexity)
             });
-            md.push_str(&format!(
-                "\n## {}{}{stats}\n",
-                c.point(),
-                if c.complete { "" } else { " (incomplete)" },
-            ));
+            md.push_str(&format!("\n## {}{}{stats}\n", c.point(), c.unfinished(),));
+            if let Some(e) = &c.error {
+                md.push_str(&format!("\nFailed: {}\n", md_text(e)));
+            }
             match (c.how(), &c.run) {
                 (Some(how), Some(_)) => md.push_str(&format!("\nRan {how}.\n")),
                 (Some(how), None) => md.push_str(&format!("\nNot yet run: {how}.\n")),
@@ -1911,6 +1940,35 @@ impl Session {
         }
         md
     }
+}
+
+/// `s` as literal Markdown text: the punctuation that could start markup or HTML escaped
+/// (a stop text `</s>` would otherwise vanish as a tag).
+fn md_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(
+            c,
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '&' | '~' | '!' | '|' | '#'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `s` as a Markdown code span, in a run of backticks longer than any inside it (a path may
+/// hold one).
+fn code_span(s: &str) -> String {
+    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let ticks = "`".repeat(longest + 1);
+    let pad = if s.starts_with('`') || s.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{ticks}{pad}{s}{pad}{ticks}")
 }
 
 /// `text` verbatim in a Markdown code fence longer than any run of backticks inside it, so
