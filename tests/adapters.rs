@@ -253,6 +253,29 @@ fn bad_adapters_get_one_line_naming_the_file_and_key() {
             "DoRA",
         ],
     );
+    // Factors for a module target_modules does not name (PEFT leaves them out), or no
+    // target_modules at all (PEFT would take a default of its own).
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["target_modules"] = serde_json::json!(["q_proj"]));
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["adapter_model.safetensors", "v_proj", "target_modules"],
+    );
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["target_modules"] = ".*q_proj".into());
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["v_proj", "target_modules"],
+    );
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["target_modules"] = serde_json::Value::Null);
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["adapter_config.json", "target_modules is not given"],
+    );
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["target_modules"] = ".*(q|v)_proj".into());
+    Engine::load(d.to_str().unwrap(), &other, &cpu()).unwrap();
     // A LoRA on a head tied to the embeddings would change the head alone.
     let (_t, d) = copy_adapter("llama-plain-a");
     edit_config(&d, |c| {

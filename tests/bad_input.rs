@@ -285,8 +285,8 @@ fn tensor_shape_mismatch() {
     assert_has(&e, &["transformer.ln_f.bias", "shape", "[32]", "[2, 16]"]);
 }
 
-/// Float tensors stored at different widths pair (each is read into the working dtype); an
-/// integer tensor against a float one does not.
+/// Float tensors stored at different widths pair (each is read into the working dtype); a
+/// weight stored as integers is named as such, against a float one or paired with itself.
 #[test]
 fn tensor_dtype_mismatch() {
     let p = pair(Arch::Llama);
@@ -294,7 +294,9 @@ fn tensor_dtype_mismatch() {
     load(&p.a, &p.b, false).unwrap();
     rewrite_b(&p, safetensors::Dtype::I32, |_| {});
     let e = err(&p.a, &p.b);
-    assert_has(&e, &["dtype", "F32", "I32", "model.safetensors"]);
+    assert_has(&e, &["stored as I32", "F32", "model.safetensors"]);
+    let e = err(&p.b, &p.b);
+    assert_has(&e, &["stored as I32", "model.safetensors"]);
 }
 
 #[test]

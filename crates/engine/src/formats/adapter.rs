@@ -474,6 +474,16 @@ impl Adapter {
             );
         }
         check_targets(&config, base, &files.config)?;
+        for module in updates.keys() {
+            let module = module.strip_suffix(".weight").unwrap_or(module);
+            if !targeted(&config, module, &files.config)? {
+                bail!(
+                    Format,
+                    "{wpath}: holds LoRA factors for {module}, which target_modules in {} does not name (PEFT would leave them out)",
+                    files.config.display()
+                );
+            }
+        }
         Ok(Self {
             files,
             config,
@@ -591,6 +601,23 @@ fn factors(
             out: inp,
             inp: out,
         },
+    })
+}
+
+/// Whether PEFT would put a LoRA on `module`: a name in the list that is the module's or
+/// its last dotted part(s), or a regex matching the whole name.
+fn targeted(config: &AdapterConfig, module: &str, path: &Path) -> Result<bool> {
+    Ok(match &config.targets {
+        Some(Targets::List(names)) => names
+            .iter()
+            .any(|t| module == t || module.ends_with(&format!(".{t}"))),
+        Some(Targets::Regex(re)) => pattern_matches(&format!("^(?:{re})$"), module, re, path)?,
+        Some(Targets::AllLinear) => true,
+        None => bail!(
+            Format,
+            "{}: target_modules is not given (PEFT would take its default for the model type); name the modules",
+            path.display()
+        ),
     })
 }
 

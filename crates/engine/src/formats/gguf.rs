@@ -68,6 +68,10 @@ const MAGIC: &[u8; 4] = b"GGUF";
 const MAX_DIMS: u64 = 4;
 /// Array nesting deeper than this is not a model (and would recurse without bound).
 const MAX_DEPTH: usize = 4;
+/// The most entries an array may hold: a vocabulary's largest (a quarter million tokens,
+/// as many merges) many times over. A count past it is a corrupt file, whose parsed values
+/// (32 bytes each) would otherwise grow to many times the file's size.
+const MAX_ARRAY: u64 = 1 << 24;
 
 /// A cursor over the header bytes that refuses to read past them.
 struct Reader<'a> {
@@ -159,7 +163,14 @@ impl<'a> Reader<'a> {
                     _ => 8, // strings (a length each), arrays, 64-bit values
                 };
                 let n = self.count(min, key)?;
-                let mut v = Vec::with_capacity(n as usize);
+                if n > MAX_ARRAY {
+                    bail!(
+                        Format,
+                        "{}: {key} is an array of {n} entries; lerpscope reads at most {MAX_ARRAY} (the file is corrupt?)",
+                        self.path.display()
+                    );
+                }
+                let mut v = Vec::with_capacity(n.min(1 << 16) as usize);
                 for _ in 0..n {
                     v.push(self.value(inner, key, depth + 1)?);
                 }
@@ -283,7 +294,10 @@ impl Header {
             let key = r.string("a metadata key")?;
             let kind = r.u32(&key)?;
             let value = r.value(kind, &key, 0)?;
-            metadata.insert(key, value);
+            // As llama.cpp: which of two values a reader takes is not for a file to leave open.
+            if metadata.insert(key.clone(), value).is_some() {
+                bail!(Format, "{p}: metadata key {key} appears twice");
+            }
         }
         // llama.cpp's LoRA files hold only the low-rank factors, named as no model's tensors.
         if metadata.get("general.type").and_then(Value::as_str) == Some("adapter") {
@@ -311,7 +325,10 @@ impl Header {
             None => 32,
             Some(v) => match v.as_u64() {
                 Some(a) if a > 0 && a <= 1 << 20 && a % 8 == 0 => a,
-                _ => bail!(Format, "{p}: general.alignment must be a multiple of 8"),
+                _ => bail!(
+                    Format,
+                    "{p}: general.alignment must be a multiple of 8 from 8 to 1 MiB"
+                ),
             },
         };
         let data_start = (r.at as u64).div_ceil(alignment) * alignment;
@@ -349,8 +366,14 @@ impl Header {
                 .zip(bytes)
                 .and_then(|(s, b)| s.checked_add(b).map(|e| s..e));
             let bytes = bytes.unwrap_or(u64::MAX);
+            if offset % alignment != 0 {
+                bail!(
+                    Format,
+                    "{p}: tensor {name} starts at data offset {offset}, not a multiple of the alignment {alignment}; the file is corrupt"
+                );
+            }
             let range = match end {
-                Some(r) if r.end <= len && offset % alignment == 0 => r,
+                Some(r) if r.end <= len => r,
                 _ => bail!(
                     Format,
                     "{p}: tensor {name} lies outside the file ({bytes} bytes at data offset {offset}); the file is truncated or corrupt"
@@ -368,6 +391,20 @@ impl Header {
                 .is_some()
             {
                 bail!(Format, "{p}: tensor {name} appears twice");
+            }
+        }
+        // Two tensors over the same bytes are a corrupt file, read as if whole (llama.cpp
+        // refuses any tensor not where the one before it ends).
+        let mut spans: Vec<(&String, &std::ops::Range<u64>)> =
+            tensors.iter().map(|(n, t)| (n, &t.range)).collect();
+        spans.sort_by_key(|(_, r)| (r.start, r.end));
+        for w in spans.windows(2) {
+            let ((first, a), (second, b)) = (w[0], w[1]);
+            if b.start < a.end {
+                bail!(
+                    Format,
+                    "{p}: tensors {first} and {second} overlap in the file; it is corrupt"
+                );
             }
         }
         Ok(Self {
@@ -490,5 +527,77 @@ pub fn native_dtype(t: u32) -> candle_core::DType {
         1 => candle_core::DType::F16,
         30 => candle_core::DType::BF16,
         _ => candle_core::DType::F32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+
+    /// A GGUF file of metadata `kv` (each a value type and its bytes) and one-dimensional F32
+    /// tensors `(name, values, data offset)` over `data` bytes of tensor data.
+    fn file(kv: &[(&str, u32, Vec<u8>)], tensors: &[(&str, u64, u64)], data: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(MAGIC);
+        b.extend(3u32.to_le_bytes());
+        b.extend((tensors.len() as u64).to_le_bytes());
+        b.extend((kv.len() as u64).to_le_bytes());
+        for (k, kind, value) in kv {
+            string(&mut b, k);
+            b.extend(kind.to_le_bytes());
+            b.extend(value);
+        }
+        for (name, n, offset) in tensors {
+            string(&mut b, name);
+            b.extend(1u32.to_le_bytes());
+            b.extend(n.to_le_bytes());
+            b.extend(0u32.to_le_bytes());
+            b.extend(offset.to_le_bytes());
+        }
+        b.resize(b.len().div_ceil(32) * 32 + data, 0);
+        b
+    }
+
+    fn read(bytes: &[u8]) -> Result<Header> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        Header::read(f.path())
+    }
+
+    fn u32_kv(k: &str, v: u32) -> (&str, u32, Vec<u8>) {
+        (k, 4, v.to_le_bytes().to_vec())
+    }
+
+    #[test]
+    fn corrupt_layouts_are_refused_by_name() {
+        let two = [("x", 8, 0), ("y", 8, 32)];
+        let ok = read(&file(&[u32_kv("a.b", 1)], &two, 64)).unwrap();
+        assert_eq!(ok.tensors["y"].range.end - ok.tensors["x"].range.start, 64);
+        let e = |bytes: Vec<u8>| read(&bytes).unwrap_err().to_string();
+        let overlap = e(file(&[], &[("x", 8, 0), ("y", 8, 0)], 64));
+        assert!(overlap.contains("tensors x and y overlap"), "{overlap}");
+        let twice = e(file(&[u32_kv("a.b", 1), u32_kv("a.b", 2)], &two, 64));
+        assert!(twice.contains("metadata key a.b appears twice"), "{twice}");
+        let off = e(file(&[], &[("x", 8, 4)], 64));
+        assert!(
+            off.contains("offset 4, not a multiple of the alignment 32"),
+            "{off}"
+        );
+        // An array of more entries than any model holds, whole in the file: refused before
+        // its values are parsed (32 bytes each).
+        let n = MAX_ARRAY + 1;
+        let mut array = 0u32.to_le_bytes().to_vec();
+        array.extend(n.to_le_bytes());
+        array.resize(array.len() + n as usize, 7);
+        let big = e(file(&[("a.tokens", 9, array)], &[], 0));
+        assert!(
+            big.contains("a.tokens is an array of 16777217 entries"),
+            "{big}"
+        );
     }
 }

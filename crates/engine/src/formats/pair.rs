@@ -37,6 +37,23 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
             );
         }
     }
+    // A weight stored as integers (an 8-bit quantized checkpoint, a broken conversion) would
+    // be left out of the blend and then be missing from the model: named as what it is.
+    for c in [a, b] {
+        if let Some((name, t)) = c
+            .weights
+            .tensors
+            .iter()
+            .find(|(n, t)| n.ends_with(".weight") && !t.is_float())
+        {
+            bail!(
+                Unsupported,
+                "tensor {name} in {} is stored as {:?}; lerpscope reads weights stored as F32, F16, BF16 or F64",
+                c.weights.file_of(name).display(),
+                t.dtype
+            );
+        }
+    }
     for (name, ta) in &a.weights.tensors {
         let Some(tb) = b.weights.tensors.get(name) else {
             bail!(

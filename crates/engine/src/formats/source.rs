@@ -47,6 +47,14 @@ pub fn sha256(files: &[PathBuf]) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A `.gguf` path that is not there is named as a missing file (not looked up as a Hub id).
+fn missing_gguf(spec: &str) -> Result<()> {
+    if spec.to_ascii_lowercase().ends_with(".gguf") && !Path::new(spec).exists() {
+        bail!(NotFound, "{spec}: no such file");
+    }
+    Ok(())
+}
+
 /// Resolve `spec` to a full model, an adapter, or the base.
 pub fn resolve_endpoint(spec: &str) -> Result<Endpoint> {
     if spec == BASE {
@@ -59,6 +67,7 @@ pub fn resolve_endpoint(spec: &str) -> Result<Endpoint> {
         }
         return local(path, spec).map(Endpoint::Model);
     }
+    missing_gguf(spec)?;
     match HubId::parse(spec) {
         Some(id) => {
             let repo = HubRepo::open(&id);
@@ -149,6 +158,7 @@ pub fn resolve(spec: &str) -> Result<ModelFiles> {
     if path.exists() {
         return local(path, spec);
     }
+    missing_gguf(spec)?;
     match HubId::parse(spec) {
         Some(id) => hub(&id),
         None => bail!(
@@ -242,7 +252,9 @@ impl HubId {
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
-        (parts.next().is_none() && ok(org) && ok(name)).then(|| HubId {
+        // `dir/model.gguf` is a file's path, not a repository.
+        let file = name.to_ascii_lowercase().ends_with(".gguf");
+        (parts.next().is_none() && ok(org) && ok(name) && !file).then(|| HubId {
             repo: repo.to_string(),
             revision: revision.to_string(),
         })
@@ -436,6 +448,9 @@ mod tests {
             "v1.0".to_string()
         );
         assert_eq!(HubId::parse("gpt2"), None);
+        assert_eq!(HubId::parse("models/SmolLM2.Q4_1.gguf"), None);
+        let e = resolve_endpoint("models/SmolLM2.Q4_1.gguf").err().unwrap();
+        assert_eq!(e.to_string(), "models/SmolLM2.Q4_1.gguf: no such file");
         assert_eq!(HubId::parse("a/b/c"), None);
         assert_eq!(HubId::parse("org/name@"), None);
         assert_eq!(HubId::parse("org/na me"), None);

@@ -695,8 +695,10 @@ fn finite_nll(total: f64, count: usize) -> Result<(f64, usize)> {
     Ok((total, count))
 }
 
+/// Either cause can be the one: an α far out, or a corrupt file (a quantized block's scale,
+/// read in place, is not checked at load) whose values overflow at any α.
 const NON_FINITE_LOGITS: &str =
-    "non-finite logits (the weights overflow); try an α closer to [0, 1]";
+    "non-finite logits: the weights overflow (an α far outside [0, 1], or a weight file holding values that are not finite)";
 
 /// An encoding's ids before and after byte `at` of its text; a token that spans it goes after.
 fn split_at_text(enc: &tokenizers::Encoding, at: usize) -> (Vec<u32>, Vec<u32>) {
