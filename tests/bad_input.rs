@@ -74,6 +74,26 @@ fn rewrite_b(
     write_safetensors(&p.b.join("model.safetensors"), &tensors, dtype).unwrap();
 }
 
+/// A config that counts fewer layers than the weights hold would run a truncated model.
+#[test]
+fn layers_past_the_configs_count_are_refused() {
+    for arch in [Arch::Llama, Arch::Gpt2] {
+        let p = pair(arch);
+        let key = match arch {
+            Arch::Gpt2 => "n_layer",
+            _ => "num_hidden_layers",
+        };
+        for dir in [&p.a, &p.b] {
+            edit_json(&dir.join("config.json"), |v| v[key] = 1.into());
+        }
+        let e = err(&p.a, &p.b);
+        assert_has(
+            &e,
+            &["model.safetensors", "of layer 1", "config.json", "1 layers"],
+        );
+    }
+}
+
 #[test]
 fn a_good_pair_loads() {
     let p = pair(Arch::Llama);

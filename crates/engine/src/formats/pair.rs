@@ -54,6 +54,23 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
             );
         }
     }
+    // A layer past the config's count would be left out of the model, which would then run
+    // short (transformers loads such a file too, listing the keys as unexpected).
+    for c in [a, b] {
+        let n = c.config.layers();
+        if let Some((name, i)) =
+            c.weights.tensors.keys().find_map(|t| {
+                Some((t, crate::weights::layers::layer_of(t)?)).filter(|&(_, i)| i >= n)
+            })
+        {
+            bail!(
+                Mismatch,
+                "tensor {name} in {} is of layer {i}, but {} gives {n} layers",
+                c.weights.file_of(name).display(),
+                c.files.config.display()
+            );
+        }
+    }
     for (name, ta) in &a.weights.tensors {
         let Some(tb) = b.weights.tensors.get(name) else {
             bail!(
