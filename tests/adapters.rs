@@ -276,6 +276,13 @@ fn bad_adapters_get_one_line_naming_the_file_and_key() {
     let (_t, d) = copy_adapter("llama-plain-a");
     edit_config(&d, |c| c["target_modules"] = ".*(q|v)_proj".into());
     Engine::load(d.to_str().unwrap(), &other, &cpu()).unwrap();
+    // Its weights without its config.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    std::fs::remove_file(d.join("adapter_config.json")).unwrap();
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["adapter_model.safetensors but no adapter_config.json"],
+    );
     // A LoRA on a head tied to the embeddings would change the head alone.
     let (_t, d) = copy_adapter("llama-plain-a");
     edit_config(&d, |c| {

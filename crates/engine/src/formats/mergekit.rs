@@ -902,7 +902,7 @@ dtype: bfloat16
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}, {model: c}]\nparameters: {t: 0.5}\n", "2 models besides"),
             ("merge_method: task_arithmetic\nbase_model: a\nmodels: [{model: b}, {model: c}, {model: d}, {model: e}]\nparameters: {weight: 0.5}\n", "4 models besides"),
             ("merge_method: linear\nmodels: [{model: a}, {model: b}, {model: c}, {model: d}, {model: e}]\nparameters: {weight: 1}\n", "over 5 models"),
-            ("merge_method: linear\nmodels: [{model: a}]\nparameters: {weight: 1}\n", "over 1 models"),
+            ("merge_method: linear\nmodels: [{model: a}]\nparameters: {weight: 1}\n", "over 1 model;"),
             ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 1}}]\nparameters: {normalize: false}\n", "normalize: false"),
             ("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b}]\n", "needs a weight for b"),
             ("merge_method: slerp\nbase_model: a\nmodels: [{model: a}, {model: b}]\nparameters: {t: [{filter: mlp, value: x}]}\n", "parameters.t"),
@@ -919,5 +919,12 @@ dtype: bfloat16
             let e = MergeRecipe::parse(yaml, "r.yaml").unwrap_err().to_string();
             assert!(e.starts_with("r.yaml") && e.contains(says), "{yaml}\n→ {e}");
         }
+        // One model and a base_model the list leaves out: mergekit merges the two.
+        let r = MergeRecipe::parse(
+            "merge_method: linear\nbase_model: a\nmodels: [{model: b}]\nparameters: {weight: 1}\n",
+            "r.yaml",
+        )
+        .unwrap();
+        assert_eq!((r.a.as_str(), r.b.as_str()), ("a", "b"));
     }
 }

@@ -194,6 +194,14 @@ pub fn local(dir: &Path, label: &str) -> Result<ModelFiles> {
             bail!(NotFound, "{}: missing {name}", dir.display())
         }
     };
+    // An adapter's weights without their config read as a model missing its own.
+    if !dir.join("config.json").is_file() && dir.join("adapter_model.safetensors").is_file() {
+        bail!(
+            NotFound,
+            "{}: holds adapter_model.safetensors but no adapter_config.json",
+            dir.display()
+        );
+    }
     let config = need("config.json")?;
     let tokenizer = need("tokenizer.json")?;
     let single = dir.join("model.safetensors");
