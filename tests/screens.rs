@@ -208,6 +208,32 @@ fn editing_prompt_and_typing_alpha() {
     insta::assert_snapshot!(format!("{editing}\n{}", render(&a, 80, 20)));
 }
 
+/// A tab in the prompt shows as a space (a cell drops a bare tab), and the cursor after it
+/// sits where the text ends.
+#[test]
+fn a_tab_in_the_prompt_is_shown() {
+    let mut a = App::new(
+        "a".into(),
+        "b".into(),
+        "The food\tat",
+        &[Alpha::A],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    key(&mut a, KeyCode::Char('e'));
+    let mut t = draw(&a, 60, 12);
+    let screen = format!("{}", t.backend());
+    assert!(screen.contains("The food at"), "{screen}");
+    let line = screen.lines().find(|l| l.contains("The food at")).unwrap();
+    let x = line
+        .trim_start_matches('"')
+        .chars()
+        .position(|c| c == 'T')
+        .unwrap()
+        + 11;
+    assert_eq!(t.get_cursor_position().unwrap().x as usize, x);
+}
+
 #[test]
 fn every_size_renders_without_panicking() {
     let mut a = streaming_app();

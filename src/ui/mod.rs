@@ -467,10 +467,12 @@ fn prompt(app: &App, r: Rect, frame: &mut Frame) {
         true => (row + 1).saturating_sub(inner.height as usize),
         false => 0,
     };
+    // Tabs and control characters as the columns show them (a terminal cell drops a tab).
     let mut text: Vec<Line> = lines
         .iter()
         .skip(first)
-        .map(|l| Line::raw(l.clone()))
+        .take(inner.height as usize)
+        .map(|l| Line::raw(crate::app::sanitize(l)))
         .collect();
     // A bare line has no title to say that its edit has not run.
     if block.is_none() && !editing && app.edit_pending() {
@@ -483,7 +485,7 @@ fn prompt(app: &App, r: Rect, frame: &mut Frame) {
     }
     // Scroll horizontally so the cursor stays visible on long lines.
     let prefix: String = lines[row].chars().take(col).collect();
-    let cursor_x = wrap::width(&prefix) as u16;
+    let cursor_x = wrap::width(&crate::app::sanitize(&prefix)) as u16;
     let hscroll = match editing {
         true => cursor_x.saturating_sub(inner.width.saturating_sub(1)),
         false => 0,
