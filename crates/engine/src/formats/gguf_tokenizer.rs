@@ -47,6 +47,12 @@ fn numbers(h: &Header, key: &str, n: usize) -> Result<Option<Vec<f64>>> {
             })
             .collect::<Result<Vec<_>>>()
             .map(Some),
+        Some(Value::Array(a)) => bail!(
+            Format,
+            "{}: {key} holds {} entries but tokenizer.ggml.tokens holds {n} (one each per token)",
+            h.path.display(),
+            a.len()
+        ),
         Some(_) => bail!(
             Format,
             "{}: {key} must be a list of {n} numbers (one per token)",
@@ -204,4 +210,35 @@ fn spm_merges(tokens: &[&str], scores: &[f64]) -> Vec<[String; 2]> {
     }
     merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
     merges.into_iter().map(|m| m.3).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_types_of_another_count_name_both_lists() {
+        let list = |v: Vec<Value>| Value::Array(v);
+        let h = Header {
+            path: "m.gguf".into(),
+            version: 3,
+            metadata: [
+                ("tokenizer.ggml.model", Value::Str("gpt2".into())),
+                (
+                    "tokenizer.ggml.tokens",
+                    list(vec![Value::Str("a".into()), Value::Str("b".into())]),
+                ),
+                ("tokenizer.ggml.token_type", list(vec![Value::Int(1)])),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            tensors: Default::default(),
+        };
+        let e = from_gguf(&h).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "m.gguf: tokenizer.ggml.token_type holds 1 entries but tokenizer.ggml.tokens holds 2 (one each per token)"
+        );
+    }
 }
