@@ -216,6 +216,7 @@ static ENTERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 
 impl TerminalGuard {
     fn enter() -> Result<Self> {
+        crate::signals::restore_terminal_on_bus_error();
         terminal::enable_raw_mode().context("cannot switch the terminal to raw mode")?;
         ENTERED.store(true, std::sync::atomic::Ordering::SeqCst);
         let guard = TerminalGuard;

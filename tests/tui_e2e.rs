@@ -246,12 +246,13 @@ fn a_panic_restores_the_terminal() {
     );
 }
 
-/// A kill from outside (SIGTERM, SIGINT, SIGHUP) puts the terminal back as `q` does: raw mode,
+/// A kill from outside (SIGTERM, SIGINT, SIGHUP, SIGBUS) puts the terminal back as `q` does: raw mode,
 /// the alternate screen, mouse capture and the hidden cursor all undone; the exit status is
 /// the signal's.
 #[test]
 fn a_kill_restores_the_terminal() {
-    for (signal, status) in [("TERM", 143), ("INT", 130), ("HUP", 129)] {
+    // SIGBUS: a GGUF read in place, truncated while the UI runs (no destructor runs).
+    for (signal, status) in [("TERM", 143), ("INT", 130), ("HUP", 129), ("BUS", 135)] {
         let Some((_tmp, tmux)) = launch(
             Arch::Gpt2,
             "",
@@ -268,6 +269,7 @@ fn a_kill_restores_the_terminal() {
         let number = match signal {
             "TERM" => libc::SIGTERM,
             "INT" => libc::SIGINT,
+            "BUS" => libc::SIGBUS,
             _ => libc::SIGHUP,
         };
         // SAFETY: kill(2) on a process this test started; no memory is involved.
