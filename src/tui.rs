@@ -347,53 +347,101 @@ fn spawn_input_reader() -> UnboundedReceiver<Input> {
     // The terminal crossterm reads (standard input where it is one, else the controlling
     // terminal), watched apart: crossterm spins on a hung-up terminal's end of file (a
     // terminal closed while SIGHUP is ignored), so it is asked only once the terminal has
-    // input or the wait has timed out (a resize reaches crossterm by a signal).
+    // input or was resized.
     let tty = Watched::open();
-    // Whether the terminal held input crossterm did not turn into an event (the start of an
-    // escape sequence whose rest has not come): waiting on the terminal would not wait.
-    let mut held_back = false;
+    let resized = resize_pipe();
     std::thread::Builder::new()
         .name("lerpscope-input".into())
-        .spawn(move || loop {
-            if let Some(tty) = &tty {
-                // Not hung up, and an event queued or readable now: read it. Otherwise wait
-                // for the terminal (crossterm may hold several events from one read, so this
-                // is asked again after every event). Its poll(2) source looks at nothing when
-                // given no time at all: hence a millisecond.
-                let ready = terminal_ready(tty.fd(), 0)
-                    .and_then(|_| crossterm::event::poll(std::time::Duration::from_millis(1)));
-                let waited = match ready {
-                    Ok(true) => {
-                        held_back = false;
-                        Ok(false)
-                    }
-                    Ok(false) if held_back => {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                        Ok(true)
-                    }
-                    Ok(false) => terminal_ready(tty.fd(), 100).map(|input| {
-                        held_back = input;
-                        true
-                    }),
-                    Err(e) => Err(e),
-                };
-                match waited {
-                    Ok(false) => {}
-                    Ok(true) => continue,
-                    Err(e) => {
-                        let _ = tx.send((Instant::now(), Err(e)));
-                        break;
+        .spawn(move || {
+            // Right after an event crossterm may hold more from the same read: it is asked
+            // before the terminal is waited on.
+            let mut more = false;
+            loop {
+                if let Some(tty) = &tty {
+                    // Not hung up, and an event queued, input readable or a resize: read it.
+                    // crossterm is asked with a millisecond: its poll(2) source looks at
+                    // nothing when given no time at all.
+                    let ready = terminal_ready(tty.fd(), 0)
+                        .and_then(|_| match more {
+                            true => Ok(true),
+                            false => input_or_resize(tty.fd(), resized.as_ref(), 100),
+                        })
+                        .and_then(|ready| match ready {
+                            true => crossterm::event::poll(std::time::Duration::from_millis(1)),
+                            false => Ok(false),
+                        });
+                    match ready {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            more = false;
+                            continue;
+                        }
+                        Err(e) => {
+                            let _ = tx.send((Instant::now(), Err(e)));
+                            break;
+                        }
                     }
                 }
-            }
-            let e = crossterm::event::read();
-            let failed = e.is_err();
-            if tx.send((Instant::now(), e)).is_err() || failed {
-                break;
+                let e = crossterm::event::read();
+                more = true;
+                let failed = e.is_err();
+                if tx.send((Instant::now(), e)).is_err() || failed {
+                    break;
+                }
             }
         })
         .expect("spawn input thread");
     rx
+}
+
+/// A pipe that SIGWINCH writes to (crossterm hears a resize through a pipe of its own, which it
+/// reads only while polled): the input thread's wait wakes for a resize as for a key.
+fn resize_pipe() -> Option<std::os::unix::net::UnixStream> {
+    let (read, write) = std::os::unix::net::UnixStream::pair().ok()?;
+    read.set_nonblocking(true).ok()?;
+    write.set_nonblocking(true).ok()?;
+    signal_hook::low_level::pipe::register(libc::SIGWINCH, write).ok()?;
+    Some(read)
+}
+
+/// Whether the terminal has input or was resized, waiting up to `timeout_ms`; an error once
+/// the terminal has hung up. Without a resize pipe every wait ends as if resized, so that
+/// crossterm is asked about one.
+fn input_or_resize(
+    tty: std::os::fd::RawFd,
+    resized: Option<&std::os::unix::net::UnixStream>,
+    timeout_ms: i32,
+) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let Some(pipe) = resized else {
+        return terminal_ready(tty, timeout_ms).map(|_| true);
+    };
+    let mut fds = [tty, pipe.as_raw_fd()].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: two valid pollfds, for the length given.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.kind() {
+            std::io::ErrorKind::Interrupted => Ok(false),
+            _ => Err(e),
+        };
+    }
+    if fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "the terminal hung up",
+        ));
+    }
+    if fds[1].revents & libc::POLLIN != 0 {
+        // Emptied: crossterm's own pipe holds the resize for it.
+        let mut buf = [0u8; 64];
+        while std::io::Read::read(&mut &*pipe, &mut buf).is_ok_and(|n| n > 0) {}
+    }
+    Ok(n > 0)
 }
 
 /// The terminal input comes from: standard input, or the controlling terminal opened.
