@@ -68,9 +68,9 @@ const MAGIC: &[u8; 4] = b"GGUF";
 const MAX_DIMS: u64 = 4;
 /// Array nesting deeper than this is not a model (and would recurse without bound).
 const MAX_DEPTH: usize = 4;
-/// The most entries an array may hold: a vocabulary's largest (a quarter million tokens,
-/// as many merges) many times over. A count past it is a corrupt file, whose parsed values
-/// (32 bytes each) would otherwise grow to many times the file's size.
+/// The most entries the metadata's arrays may hold in all: a vocabulary's largest (a quarter
+/// million tokens, as many merges, their types and scores) many times over. Past it the file
+/// is corrupt, and its parsed values (32 bytes each) would grow to many times its size.
 const MAX_ARRAY: u64 = 1 << 24;
 
 /// A cursor over the header bytes that refuses to read past them.
@@ -78,6 +78,8 @@ struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
     path: &'a Path,
+    /// Array entries read so far, against [`MAX_ARRAY`].
+    entries: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -163,10 +165,11 @@ impl<'a> Reader<'a> {
                     _ => 8, // strings (a length each), arrays, 64-bit values
                 };
                 let n = self.count(min, key)?;
-                if n > MAX_ARRAY {
+                self.entries = self.entries.saturating_add(n);
+                if self.entries > MAX_ARRAY {
                     bail!(
                         Format,
-                        "{}: {key} is an array of {n} entries; lerpscope reads at most {MAX_ARRAY} (the file is corrupt?)",
+                        "{}: {key} is an array of {n} entries, past the {MAX_ARRAY} lerpscope reads in all the metadata's arrays (the file is corrupt?)",
                         self.path.display()
                     );
                 }
@@ -274,6 +277,7 @@ impl Header {
             bytes: &map,
             at: 0,
             path,
+            entries: 0,
         };
         if r.take(4, "the magic number")? != MAGIC {
             bail!(Format, "{p}: not a GGUF file (wrong magic number)");
@@ -588,15 +592,24 @@ mod tests {
             off.contains("offset 4, not a multiple of the alignment 32"),
             "{off}"
         );
-        // An array of more entries than any model holds, whole in the file: refused before
-        // its values are parsed (32 bytes each).
-        let n = MAX_ARRAY + 1;
-        let mut array = 0u32.to_le_bytes().to_vec();
-        array.extend(n.to_le_bytes());
-        array.resize(array.len() + n as usize, 7);
-        let big = e(file(&[("a.tokens", 9, array)], &[], 0));
+        // Arrays of more entries than any model holds, whole in the file: refused before
+        // their values are parsed (32 bytes each), one alone or two together.
+        let array = |n: u64| {
+            let mut a = 0u32.to_le_bytes().to_vec();
+            a.extend(n.to_le_bytes());
+            a.resize(a.len() + n as usize, 7);
+            a
+        };
+        let big = e(file(&[("a.tokens", 9, array(MAX_ARRAY + 1))], &[], 0));
         assert!(
             big.contains("a.tokens is an array of 16777217 entries"),
+            "{big}"
+        );
+        let half = MAX_ARRAY / 2;
+        let two = [("a.x", 9, array(half)), ("a.y", 9, array(half + 1))];
+        let big = e(file(&two, &[], 0));
+        assert!(
+            big.contains("a.y is an array of 8388609 entries, past"),
             "{big}"
         );
     }
