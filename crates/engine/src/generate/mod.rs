@@ -279,7 +279,7 @@ impl Generator<'_> {
     /// Total negative log-likelihood of `ids[1..]` given what precedes each (in windows of
     /// the model's context), and the number of tokens scored.
     pub fn nll(&self, ids: &[u32]) -> Result<(f64, usize)> {
-        use candle_core::{Tensor, D};
+        use candle_core::Tensor;
         let device = self.model.device();
         let (mut total, mut count) = (0f64, 0usize);
         for w in windows(ids, self.max_positions.min(1024), self.added_bos()) {
@@ -336,7 +336,7 @@ impl Generator<'_> {
 
     /// Negative log-likelihood of `continuation` given `prompt` (summed), and its length.
     pub fn continuation_nll(&self, prompt: &[u32], continuation: &[u32]) -> Result<(f64, usize)> {
-        use candle_core::{Tensor, D};
+        use candle_core::Tensor;
         if continuation.is_empty() || prompt.is_empty() {
             return Ok((0.0, 0));
         }
