@@ -354,26 +354,35 @@ fn spawn_input_reader() -> UnboundedReceiver<Input> {
         .name("lerpscope-input".into())
         .spawn(move || {
             // Right after an event crossterm may hold more from the same read: it is asked
-            // before the terminal is waited on.
-            let mut more = false;
+            // before the terminal is waited on. So it is on the first pass too, which makes its
+            // event source (and the pipe it hears a resize through) before any resize comes.
+            let mut more = true;
             loop {
                 if let Some(tty) = &tty {
                     // Not hung up, and an event queued, input readable or a resize: read it.
-                    // crossterm is asked with a millisecond: its poll(2) source looks at
-                    // nothing when given no time at all.
-                    let ready = terminal_ready(tty.fd(), 0)
+                    // crossterm is given 10 ms: its poll(2) source looks at nothing when given
+                    // no time at all, and returns at once when it has an event.
+                    let asked = terminal_ready(tty.fd(), 0)
                         .and_then(|_| match more {
-                            true => Ok(true),
+                            true => Ok(Wake::Input),
                             false => input_or_resize(tty.fd(), resized.as_ref(), 100),
                         })
-                        .and_then(|ready| match ready {
-                            true => crossterm::event::poll(std::time::Duration::from_millis(1)),
-                            false => Ok(false),
+                        .and_then(|woke| match woke {
+                            Wake::Nothing => Ok((woke, false)),
+                            _ => crossterm::event::poll(std::time::Duration::from_millis(10))
+                                .map(|event| (woke, event)),
                         });
-                    match ready {
-                        Ok(true) => {}
-                        Ok(false) => {
+                    match asked {
+                        Ok((_, true)) => {}
+                        Ok((woke, false)) => {
                             more = false;
+                            // A resize crossterm did not hear of (it read its pipe first, or had
+                            // none yet): the new size, sent from here.
+                            if woke == Wake::Resized {
+                                if let Ok((w, h)) = crossterm::terminal::size() {
+                                    let _ = tx.send((Instant::now(), Ok(Event::Resize(w, h))));
+                                }
+                            }
                             continue;
                         }
                         Err(e) => {
@@ -404,6 +413,14 @@ fn resize_pipe() -> Option<std::os::unix::net::UnixStream> {
     Some(read)
 }
 
+/// What ended the input thread's wait.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Wake {
+    Nothing,
+    Input,
+    Resized,
+}
+
 /// Whether the terminal has input or was resized, waiting up to `timeout_ms`; an error once
 /// the terminal has hung up. Without a resize pipe every wait ends as if resized, so that
 /// crossterm is asked about one.
@@ -411,10 +428,13 @@ fn input_or_resize(
     tty: std::os::fd::RawFd,
     resized: Option<&std::os::unix::net::UnixStream>,
     timeout_ms: i32,
-) -> std::io::Result<bool> {
+) -> std::io::Result<Wake> {
     use std::os::fd::AsRawFd;
     let Some(pipe) = resized else {
-        return terminal_ready(tty, timeout_ms).map(|_| true);
+        return terminal_ready(tty, timeout_ms).map(|input| match input {
+            true => Wake::Input,
+            false => Wake::Resized,
+        });
     };
     let mut fds = [tty, pipe.as_raw_fd()].map(|fd| libc::pollfd {
         fd,
@@ -426,7 +446,7 @@ fn input_or_resize(
     if n < 0 {
         let e = std::io::Error::last_os_error();
         return match e.kind() {
-            std::io::ErrorKind::Interrupted => Ok(false),
+            std::io::ErrorKind::Interrupted => Ok(Wake::Nothing),
             _ => Err(e),
         };
     }
@@ -436,12 +456,16 @@ fn input_or_resize(
             "the terminal hung up",
         ));
     }
+    if fds[0].revents & libc::POLLIN != 0 {
+        return Ok(Wake::Input);
+    }
     if fds[1].revents & libc::POLLIN != 0 {
-        // Emptied: crossterm's own pipe holds the resize for it.
+        // Emptied: crossterm's own pipe holds the resize for it too.
         let mut buf = [0u8; 64];
         while std::io::Read::read(&mut &*pipe, &mut buf).is_ok_and(|n| n > 0) {}
+        return Ok(Wake::Resized);
     }
-    Ok(n > 0)
+    Ok(Wake::Nothing)
 }
 
 /// The terminal input comes from: standard input, or the controlling terminal opened.
@@ -515,7 +539,13 @@ where
     let mut waiting: Vec<Instant> = Vec::new();
     let mut dragging = false;
     let mut wake_at: Option<tokio::time::Instant> = None;
+    let mut resized = false;
     while !quit && (input_open || engine_open) {
+        // Every resize redraws whole: resizes that end at the size last drawn leave ratatui
+        // nothing to compare against, and the terminal may have reflowed the old frame.
+        if std::mem::take(&mut resized) {
+            terminal.clear()?;
+        }
         terminal.draw(|f| crate::ui::view(app, f))?;
         let drawn = Instant::now();
         latencies.extend(waiting.drain(..).map(|t| (drawn - t).as_secs_f64() * 1e3));
@@ -570,6 +600,7 @@ where
         let mut ordered = Vec::with_capacity(inputs.len() + batch.len());
         for (read, e) in inputs {
             let e = e.context("reading terminal input")?;
+            resized |= matches!(e, Event::Resize(..));
             let msg = match e {
                 Event::Mouse(m) => {
                     let area = ratatui::layout::Rect::new(0, 0, app.size.0, app.size.1);

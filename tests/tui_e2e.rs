@@ -192,16 +192,28 @@ fn a_burst_of_keys_longer_than_one_read_is_taken_whole() {
         return;
     };
     tmux.wait_for("three finished columns", |s| s.matches('✓').count() == 3);
+    // A resize with no key before or after it is drawn at the new width: the columns' right
+    // border ends the widest lines there.
+    let resized_to = |w: u16| {
+        tmux.run(&[
+            "resize-window",
+            "-t",
+            "ui",
+            "-x",
+            &w.to_string(),
+            "-y",
+            "30",
+        ]);
+        tmux.wait_for(&format!("the columns at {w} wide"), |s| {
+            s.lines()
+                .any(|l| l.chars().count() == w as usize && l.ends_with(['┐', '╮', '┓']))
+        });
+    };
+    resized_to(100);
     // 400 × Right is 1,200 bytes (ESC [ C each) in one write; from α 0 by 0.05 a key.
     tmux.keys(&["Right"; 400]);
     tmux.wait_for("α = 20.00", |s| s.contains("α = 20.00"));
-    // A resize with no key after it is drawn at the new width: the columns' right border
-    // ends the widest lines at column 90.
-    tmux.run(&["resize-window", "-t", "ui", "-x", "90", "-y", "30"]);
-    tmux.wait_for("the columns at 90 wide", |s| {
-        s.lines()
-            .any(|l| l.chars().count() == 90 && l.ends_with(['┐', '╮', '┓']))
-    });
+    resized_to(90);
     tmux.keys(&["q"]);
     tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
 }

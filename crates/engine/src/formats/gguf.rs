@@ -169,8 +169,9 @@ impl<'a> Reader<'a> {
                 if self.entries > MAX_ARRAY {
                     bail!(
                         Format,
-                        "{}: {key} is an array of {n} entries, past the {MAX_ARRAY} lerpscope reads in all the metadata's arrays (the file is corrupt?)",
-                        self.path.display()
+                        "{}: {key} is an array of {n} entries, which brings the metadata's arrays to {} in all, past the {MAX_ARRAY} lerpscope reads (the file is corrupt?)",
+                        self.path.display(),
+                        self.entries
                     );
                 }
                 let mut v = Vec::with_capacity(n.min(1 << 16) as usize);
@@ -609,7 +610,9 @@ mod tests {
         let two = [("a.x", 9, array(half)), ("a.y", 9, array(half + 1))];
         let big = e(file(&two, &[], 0));
         assert!(
-            big.contains("a.y is an array of 8388609 entries, past"),
+            big.contains(
+                "a.y is an array of 8388609 entries, which brings the metadata's arrays to 16777217"
+            ),
             "{big}"
         );
     }
