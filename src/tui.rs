@@ -441,21 +441,7 @@ fn input_or_resize(
         events: libc::POLLIN,
         revents: 0,
     });
-    // SAFETY: two valid pollfds, for the length given.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.kind() {
-            std::io::ErrorKind::Interrupted => Ok(Wake::Nothing),
-            _ => Err(e),
-        };
-    }
-    if fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::BrokenPipe,
-            "the terminal hung up",
-        ));
-    }
+    poll_terminal(&mut fds, timeout_ms)?;
     if fds[0].revents & libc::POLLIN != 0 {
         return Ok(Wake::Input);
     }
@@ -494,27 +480,37 @@ impl Watched {
 
 /// Whether the terminal has input, waiting up to `timeout_ms`; an error once it has hung up.
 fn terminal_ready(fd: std::os::fd::RawFd, timeout_ms: i32) -> std::io::Result<bool> {
-    let mut p = libc::pollfd {
+    let mut p = [libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
-    };
-    // SAFETY: one valid pollfd, for the length given.
-    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    }];
+    poll_terminal(&mut p, timeout_ms)?;
+    Ok(p[0].revents & libc::POLLIN != 0)
+}
+
+/// poll(2) on `fds`, the terminal first, for up to `timeout_ms`: an error once the terminal
+/// has hung up; a signal's interruption reads as nothing ready.
+fn poll_terminal(fds: &mut [libc::pollfd], timeout_ms: i32) -> std::io::Result<()> {
+    // SAFETY: valid pollfds, for the length given.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     if n < 0 {
         let e = std::io::Error::last_os_error();
         return match e.kind() {
-            std::io::ErrorKind::Interrupted => Ok(false),
+            std::io::ErrorKind::Interrupted => {
+                fds.iter_mut().for_each(|p| p.revents = 0);
+                Ok(())
+            }
             _ => Err(e),
         };
     }
-    if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+    if fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::BrokenPipe,
             "the terminal hung up",
         ));
     }
-    Ok(n > 0)
+    Ok(())
 }
 
 /// Input and engine events in, effects out, one frame per batch. Generic over the backend, and
