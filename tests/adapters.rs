@@ -276,6 +276,24 @@ fn bad_adapters_get_one_line_naming_the_file_and_key() {
     let (_t, d) = copy_adapter("llama-plain-a");
     edit_config(&d, |c| c["target_modules"] = ".*(q|v)_proj".into());
     Engine::load(d.to_str().unwrap(), &other, &cpu()).unwrap();
+    // PEFT's all-linear takes every linear layer but the head: not an embedding.
+    let (_t, d) = copy_adapter("llama-plain-a");
+    edit_config(&d, |c| c["target_modules"] = "all-linear".into());
+    Engine::load(d.to_str().unwrap(), &other, &cpu()).unwrap();
+    add_tensor(
+        &d,
+        "base_model.model.model.embed_tokens.lora_embedding_A",
+        vec![4, 300],
+    );
+    add_tensor(
+        &d,
+        "base_model.model.model.embed_tokens.lora_embedding_B",
+        vec![48, 4],
+    );
+    has(
+        &load_err(d.to_str().unwrap(), &other, None),
+        &["model.embed_tokens", "\"all-linear\" leaves out"],
+    );
     // Its weights without its config.
     let (_t, d) = copy_adapter("llama-plain-a");
     std::fs::remove_file(d.join("adapter_config.json")).unwrap();

@@ -474,12 +474,18 @@ impl Adapter {
             );
         }
         check_targets(&config, base, &files.config)?;
-        for module in updates.keys() {
+        for (module, update) in &updates {
             let module = module.strip_suffix(".weight").unwrap_or(module);
-            if !targeted(&config, module, &files.config)? {
+            if !targeted(&config, module, update.kind, &files.config)? {
+                let why = match config.targets {
+                    Some(Targets::AllLinear) => {
+                        "\"all-linear\" leaves out (PEFT skips the output head and embeddings there)"
+                    }
+                    _ => "does not name (PEFT would leave them out)",
+                };
                 bail!(
                     Format,
-                    "{wpath}: holds LoRA factors for {module}, which target_modules in {} does not name (PEFT would leave them out)",
+                    "{wpath}: holds LoRA factors for {module}, which target_modules in {} {why}",
                     files.config.display()
                 );
             }
@@ -605,14 +611,16 @@ fn factors(
 }
 
 /// Whether PEFT would put a LoRA on `module`: a name in the list that is the module's or
-/// its last dotted part(s), or a regex matching the whole name.
-fn targeted(config: &AdapterConfig, module: &str, path: &Path) -> Result<bool> {
+/// its last dotted part(s), a regex matching the whole name, or for `all-linear` any linear
+/// layer but the output head (PEFT drops the model's output embeddings from that set, and an
+/// embedding is not a linear layer).
+fn targeted(config: &AdapterConfig, module: &str, kind: ModuleKind, path: &Path) -> Result<bool> {
     Ok(match &config.targets {
         Some(Targets::List(names)) => names
             .iter()
             .any(|t| module == t || module.ends_with(&format!(".{t}"))),
         Some(Targets::Regex(re)) => pattern_matches(&format!("^(?:{re})$"), module, re, path)?,
-        Some(Targets::AllLinear) => true,
+        Some(Targets::AllLinear) => kind != ModuleKind::Embedding && module != "lm_head",
         None => bail!(
             Format,
             "{}: target_modules is not given (PEFT would take its default for the model type); name the modules",
