@@ -483,7 +483,8 @@ fn parse_weight(s: &str, name: &str, endpoint: &str) -> Result<Alpha, String> {
     use crate::engine::AlphaError;
     s.parse::<Alpha>().map_err(|e| match e {
         AlphaError::OutOfRange(x) => format!(
-            "{name} = {x} is absurd (|{name}| must be at most {}); 0 adds none of {endpoint} − A, 1 all of it",
+            "{name} = {} is absurd (|{name}| must be at most {}); 0 adds none of {endpoint} − A, 1 all of it",
+            crate::engine::shown(x),
             crate::engine::MAX_ABS_ALPHA
         ),
         other => other.to_string().replace('α', name),

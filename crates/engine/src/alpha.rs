@@ -26,10 +26,20 @@ pub enum AlphaError {
     NotANumber(String),
     #[error("α must be a finite number, got {0}")]
     NotFinite(f64),
-    #[error("α = {0} is absurd (|α| must be at most {MAX_ABS_ALPHA}); 0 is A, 1 is B")]
+    #[error("α = {} is absurd (|α| must be at most {MAX_ABS_ALPHA}); 0 is A, 1 is B", shown(*.0))]
     OutOfRange(f64),
     #[error("expected LOW:HIGH with LOW below HIGH, got {0:?}")]
     Range(String),
+}
+
+/// A number as a message shows it: plainly, or in exponent form where plainly would take
+/// more than a dozen digits (1e300 is 301 of them).
+pub fn shown(x: f64) -> String {
+    if x != 0.0 && !(1e-6..1e12).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
 }
 
 /// Alphas from LOW up to HIGH, LOW < HIGH: the slider's visible range (`--range`).
@@ -221,6 +231,12 @@ mod tests {
             Err(AlphaError::NotFinite(_))
         ));
         assert!(matches!(Alpha::new(1000.5), Err(AlphaError::OutOfRange(_))));
+        // A huge α is shown in exponent form, not as its 301 digits.
+        let e = Alpha::new(-1e300).unwrap_err().to_string();
+        assert!(e.starts_with("α = -1e300 is absurd"), "{e}");
+        assert_eq!(shown(0.5), "0.5");
+        assert_eq!(shown(1e-9), "1e-9");
+        assert_eq!(shown(0.0), "0");
         assert!(Alpha::new(-1000.0).is_ok());
         assert!(matches!(
             "x".parse::<Alpha>(),

@@ -431,7 +431,9 @@ impl Engine {
             if moved.abs() > MAX_ABS_ALPHA {
                 bail!(
                     Invalid,
-                    "α = {alpha} moves a tensor by {moved} (its largest factor on α, from α per layer or a recipe's weights, is {reach}); α × factor must be at most {MAX_ABS_ALPHA} in size"
+                    "α = {alpha} moves a tensor by {} (its largest factor on α, from α per layer or a recipe's weights, is {}); α × factor must be at most {MAX_ABS_ALPHA} in size",
+                    crate::alpha::shown(moved),
+                    crate::alpha::shown(reach)
                 );
             }
         }

@@ -63,7 +63,8 @@ impl LayerAlphas {
             {
                 bail!(
                     Invalid,
-                    "{what}: rule {name:?} has the value {v}; values must be finite, at most {MAX_ABS_ALPHA} in size"
+                    "{what}: rule {name:?} has the value {}; values must be finite, at most {MAX_ABS_ALPHA} in size",
+                    crate::alpha::shown(*v)
                 );
             }
             if matches!(r.filter.as_deref(), Some("")) {
