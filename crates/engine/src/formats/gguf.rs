@@ -452,9 +452,30 @@ impl Header {
         })
     }
 
+    /// A count, or `default` where the key is absent. llama.cpp also takes some counts
+    /// (heads, key-value heads, feed-forward width) as an array with one per layer; one
+    /// whose layers all agree is that count, and a key of another type is refused rather
+    /// than read as absent.
     pub(crate) fn usize_or(&self, key: &str, default: Option<u64>) -> Result<usize> {
-        let v = match (self.get(key).and_then(Value::as_u64), default) {
-            (Some(v), _) => v,
+        let p = self.path.display();
+        let v = match (self.get(key), default) {
+            (Some(Value::Array(items)), _) => {
+                let counts: Option<Vec<u64>> = items.iter().map(Value::as_u64).collect();
+                match counts.as_deref() {
+                    Some([first, rest @ ..]) if rest.iter().all(|c| c == first) => *first,
+                    Some([_, ..]) => bail!(
+                        Unsupported,
+                        "{p}: metadata {key} differs from layer to layer, which lerpscope does not support"
+                    ),
+                    _ => bail!(
+                        Format,
+                        "{p}: metadata {key} is an empty array or not of whole numbers"
+                    ),
+                }
+            }
+            (Some(x), _) => x
+                .as_u64()
+                .ok_or_else(|| err!(Format, "{p}: metadata {key} is not a whole number"))?,
             (None, Some(d)) => d,
             (None, None) => return self.need_u64(key).map(|v| v as usize),
         };
@@ -615,5 +636,34 @@ mod tests {
             ),
             "{big}"
         );
+    }
+
+    /// A count given per layer (as llama.cpp allows for heads and key-value heads) is that
+    /// count where the layers agree; a count of the wrong type is refused, not read as absent.
+    #[test]
+    fn counts_per_layer_are_read_where_the_layers_agree() {
+        let u32s = |v: &[u32]| {
+            let mut a = 4u32.to_le_bytes().to_vec();
+            a.extend((v.len() as u64).to_le_bytes());
+            v.iter().for_each(|x| a.extend(x.to_le_bytes()));
+            a
+        };
+        let kv = [
+            ("a.same", 9, u32s(&[2, 2, 2])),
+            ("a.differ", 9, u32s(&[2, 4])),
+            ("a.empty", 9, u32s(&[])),
+            ("a.text", 8, {
+                let mut b = Vec::new();
+                string(&mut b, "2");
+                b
+            }),
+        ];
+        let h = read(&file(&kv, &[], 0)).unwrap();
+        assert_eq!(h.usize_or("a.same", Some(9)).unwrap(), 2);
+        assert_eq!(h.usize_or("a.absent", Some(9)).unwrap(), 9);
+        let e = |k: &str| h.usize_or(k, Some(9)).unwrap_err().to_string();
+        assert!(e("a.differ").contains("a.differ differs from layer to layer"));
+        assert!(e("a.empty").contains("a.empty is an empty array"));
+        assert!(e("a.text").contains("a.text is not a whole number"));
     }
 }
