@@ -88,6 +88,48 @@ fn perplexity_equals_transformers_on_the_same_tokens() {
     }
 }
 
+/// A judge whose context is shorter than prompt + sample reads them in overlapping windows
+/// of its context, each sample token with at least half a context before it: the NLL is the
+/// sum over sample tokens of log p(token | the window's tokens before it), every token once.
+/// (It scored only the last context's worth, silently.)
+#[test]
+fn a_short_judge_reads_prompt_and_sample_in_windows() {
+    let g = goldens();
+    let (a, b) = fixture_pair("llama");
+    let e = Engine::load(&a, &b, &cpu()).unwrap();
+    let (_, score) = g["scores"]["llama"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let ids: Vec<u32> = serde_json::from_value(score["token_ids"].clone()).unwrap();
+    let mut judge = e.generator();
+    let whole = judge.continuation_nll(&ids[..3], &ids[3..]).unwrap();
+    judge.max_positions = ids.len();
+    assert_eq!(judge.continuation_nll(&ids[..3], &ids[3..]).unwrap(), whole);
+    for context in [2, 5, 6] {
+        assert!(ids.len() > context + 3, "the text must outrun the context");
+        judge.max_positions = context;
+        let (nll, n) = judge.continuation_nll(&ids[..3], &ids[3..]).unwrap();
+        assert_eq!(n, ids.len() - 3);
+        let half = context / 2;
+        let mut want = 0.0;
+        for t in 3..ids.len() {
+            // Target t is scored in the window whose new tokens (half a context) include it.
+            let end = (3 + ((t - 3) / half + 1) * half).min(ids.len());
+            let start = end.saturating_sub(context);
+            assert!(t - start >= half, "{t}: context {}", t - start);
+            let info = judge.token_details(&ids[start..end]).unwrap();
+            want -= info[t - start - 1].logprob as f64;
+        }
+        assert!(
+            (nll - want).abs() <= 1e-5 * want.abs(),
+            "context {context}: {nll} vs {want}"
+        );
+    }
+}
+
 /// A greedy sweep records, for each sample, the perplexity transformers gives the same
 /// continuation under the blend that wrote it (the goldens' greedy_perplexity), from the
 /// log-probabilities recorded as it generated (--ppl-ref blend). Mutation tried: the sweep's perplexity over one token more than it scored (fails).

@@ -335,20 +335,31 @@ impl Generator<'_> {
     }
 
     /// Negative log-likelihood of `continuation` given `prompt` (summed), and its length.
+    /// Where the two are longer than the context, they are read in overlapping windows of
+    /// the context (transformers' strided perplexity), each continuation token with at
+    /// least half a context before it: no token goes unscored, none is scored twice.
     pub fn continuation_nll(&self, prompt: &[u32], continuation: &[u32]) -> Result<(f64, usize)> {
-        use candle_core::Tensor;
         if continuation.is_empty() || prompt.is_empty() {
             return Ok((0.0, 0));
         }
         let all: Vec<u32> = prompt.iter().chain(continuation).copied().collect();
-        let all = &all[all.len().saturating_sub(self.max_positions)..];
-        let n = continuation.len().min(all.len() - 1);
+        let context = self.max_positions.max(2);
+        let mut total = 0.0;
+        for (start, first, end) in nll_windows(prompt.len(), all.len(), context) {
+            total += self.window_nll(&all[start..end], first - start)?;
+        }
+        finite_nll(total, continuation.len())
+    }
+
+    /// The summed NLL of `window[first..]`, each token given those before it in the window.
+    fn window_nll(&self, window: &[u32], first: usize) -> Result<f64> {
+        use candle_core::Tensor;
         let device = self.model.device();
-        let x = Tensor::new(&all[..all.len() - 1], device)?.unsqueeze(0)?;
+        let n = window.len() - first;
+        let x = Tensor::new(&window[..window.len() - 1], device)?.unsqueeze(0)?;
         let logits = self.model.forward_all(&x)?.squeeze(0)?;
-        let y = Tensor::new(&all[all.len() - n..], device)?.unsqueeze(1)?;
-        let total = nll_of(&logits.narrow(0, all.len() - 1 - n, n)?, &y)?;
-        finite_nll(total, n)
+        let y = Tensor::new(&window[first..], device)?.unsqueeze(1)?;
+        nll_of(&logits.narrow(0, first - 1, n)?, &y)
     }
 
     pub fn run(
@@ -694,6 +705,25 @@ fn nll_of(logits: &candle_core::Tensor, y: &candle_core::Tensor) -> Result<f64> 
             .to_scalar::<f64>()?;
     }
     Ok(total)
+}
+
+/// The windows in which [`Generator::continuation_nll`] reads `len` tokens whose first
+/// `scored_from` are the prompt: `(start, first, end)` scores tokens `first..end` given
+/// `start..` (at most `context` tokens). One window where everything fits; else each
+/// scores up to half a context of new tokens, so each has at least half a context before it.
+fn nll_windows(scored_from: usize, len: usize, context: usize) -> Vec<(usize, usize, usize)> {
+    if len <= context {
+        return vec![(0, scored_from, len)];
+    }
+    let step = context / 2;
+    let mut windows = Vec::new();
+    let mut first = scored_from;
+    while first < len {
+        let end = (first + step).min(len);
+        windows.push((end.saturating_sub(context), first, end));
+        first = end;
+    }
+    windows
 }
 
 /// A text's negative log-likelihood, refused where the logits were not finite (a NaN would
