@@ -212,12 +212,53 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
             held: None,
             seeds: lerpscope::eval::grid::Seeds::Mixed,
             prompt_tokens: None,
+            judges: None,
         },
         mode: ColumnsMode::Auto,
         out: out.to_path_buf(),
         progress: false,
         tokens_per_s: Default::default(),
     }
+}
+
+/// A resume checks the classifier by its files, not its path: the same folder by another
+/// path resumes, and other files at the same path are refused (their scores would mix with
+/// the first model's, as if α had moved them).
+#[test]
+fn a_resume_checks_the_classifier_by_its_files() {
+    let (tmp, a, b, mut e) = tiny_pair(Arch::Llama);
+    let classifier = tmp.path().join("cls");
+    std::fs::create_dir(&classifier).unwrap();
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/classifier");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture.join("tiny-bert").join(f), classifier.join(f)).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let with = |path: &Path| {
+        let mut s = sweep(&a, &b, &out);
+        s.config.classifier = Some((path.display().to_string(), "positive".into()));
+        s
+    };
+    with(&classifier).run(&mut e).unwrap();
+    let samples = std::fs::read(out.join("samples.jsonl")).unwrap();
+    with(&classifier.join(".")).run(&mut e).unwrap();
+    assert_eq!(std::fs::read(out.join("samples.jsonl")).unwrap(), samples);
+    // Another model of the same shape would load; one more key in its config stands in.
+    let config = classifier.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    v["retrained"] = true.into();
+    std::fs::write(&config, v.to_string()).unwrap();
+    let err = format!("{:#}", with(&classifier).run(&mut e).unwrap_err());
+    assert!(
+        err.contains("classifier or fluency judge") && err.contains("other files"),
+        "{err}"
+    );
+    // The label is still a setting of its own.
+    let mut other = with(&classifier.join("."));
+    other.config.classifier.as_mut().unwrap().1 = "negative".into();
+    let err = format!("{:#}", other.run(&mut e).unwrap_err());
+    assert!(err.contains("other settings"), "{err}");
 }
 
 /// A sweep cut off after any record (and with half of the next line torn), resumed, writes

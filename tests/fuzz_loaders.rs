@@ -536,6 +536,7 @@ impl Corpus {
             held: None,
             seeds: lerpscope::eval::grid::Seeds::Mixed,
             prompt_tokens: None,
+            judges: None,
         };
         let record = |i: usize| {
             serde_json::json!({"alpha": 0.5, "prompt_index": i, "sample": 1, "seed": 7,

@@ -126,6 +126,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             held: None,
             seeds: crate::eval::grid::Seeds::Mixed,
             prompt_tokens: None,
+            judges: None,
         };
         let out = match beta {
             Some(beta) => args.out.join(format!("beta{beta}")),

@@ -144,6 +144,46 @@ pub struct SweepConfig {
     /// [`Sweep::run`] records it; sweeps written before it was recorded resume unchecked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<String>,
+    /// SHA-256 of the files of the models that score samples apart from the pair (the
+    /// classifier, a fluency judge of its own), which their paths alone do not pin down: a
+    /// resume must find the same files, by whatever path. [`Sweep::run`] records it; sweeps
+    /// written before it was recorded resume on the paths as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judges: Option<String>,
+}
+
+/// [`SweepConfig::judges`] of `c`: None where the pair alone scores.
+fn judges_digest(c: &SweepConfig) -> Result<Option<String>> {
+    let mut files = Vec::new();
+    let sources = c
+        .classifier
+        .iter()
+        .map(|(src, _)| src)
+        .chain(match &c.ppl_ref {
+            PplRef::Model(src) => Some(src),
+            _ => None,
+        });
+    for src in sources {
+        let f = crate::engine::source::resolve(src)?;
+        files.extend([f.config, f.tokenizer].into_iter().chain(f.weights));
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    files.dedup();
+    Ok(Some(crate::engine::source::sha256(&files)?))
+}
+
+/// `asked` with the classifier's and the judge's paths as `old` names them, where both name
+/// one (their files are compared instead); the label, and which kind of judge, still count.
+fn same_judge_paths(mut asked: SweepConfig, old: &SweepConfig) -> SweepConfig {
+    if let (Some((path, _)), Some((theirs, _))) = (&mut asked.classifier, &old.classifier) {
+        path.clone_from(theirs);
+    }
+    if let (PplRef::Model(path), PplRef::Model(theirs)) = (&mut asked.ppl_ref, &old.ppl_ref) {
+        path.clone_from(theirs);
+    }
+    asked
 }
 
 /// [`SweepConfig::prompt_tokens`] of `prompts` under `engine`: FNV-1a over every prompt's ids
@@ -364,7 +404,13 @@ impl Sweep {
                     // (another working directory) or not at all (older sweeps): what it says
                     // is checked as the rules and the plane it gave.
                     recipe: old.recipe.clone(),
+                    judges: old.judges.clone(),
                     ..self.config.clone()
+                };
+                // With the judges' files recorded, they are checked by content, below.
+                let asked = match old.judges {
+                    Some(_) => same_judge_paths(asked, &old),
+                    None => asked,
                 };
                 if asked != old {
                     bail!(
@@ -378,6 +424,12 @@ impl Sweep {
                 if old.prompt_tokens.as_ref().is_some_and(|t| *t != tokens) {
                     bail!(
                         "--out {}: its prompts now reach the model as other tokens than when the sweep started (another tokenizer, or its chat template rendered otherwise); use another --out to start a new one",
+                        out.display()
+                    );
+                }
+                if old.judges.is_some() && judges_digest(&self.config)? != old.judges {
+                    bail!(
+                        "--out {}: the classifier or fluency judge (--classifier, --ppl-ref) holds other files than when the sweep started; use another --out to start a new one",
                         out.display()
                     );
                 }
@@ -396,6 +448,7 @@ impl Sweep {
                     alpha_mode,
                     held: Some(held(engine)),
                     prompt_tokens: Some(tokens),
+                    judges: judges_digest(&self.config)?,
                     ..self.config.clone()
                 };
                 crate::files::write_whole(&cfg_path, serde_json::to_string_pretty(&c)?)?;
