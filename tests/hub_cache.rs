@@ -201,3 +201,121 @@ fn hub_ids_resolve_through_the_cache_offline() {
         .unwrap();
     assert!(lerpscope::one_line(&e).contains("lerp/neg@v9"));
 }
+
+/// `lerpscope generate` on `a` and `b` with only `env` of the Hugging Face and proxy
+/// variables set: its exit and its stderr.
+fn generate_with(env: &[(&str, &std::ffi::OsStr)], a: &str, b: &str) -> (bool, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lerpscope"));
+    cmd.args([
+        "generate",
+        "--a",
+        a,
+        "--b",
+        b,
+        "--alphas",
+        "0",
+        "--max-tokens",
+        "1",
+    ]);
+    cmd.args(["--prompt", "hi"]);
+    for k in [
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_HOME",
+        "XDG_CACHE_HOME",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HF_ENDPOINT",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The cache is where huggingface_hub looks for it (XDG_CACHE_HOME, the older
+/// HUGGINGFACE_HUB_CACHE, `~` and `$VAR` expanded), TRANSFORMERS_OFFLINE is offline, a
+/// relative path is never a Hub id, and a Hub that accepts the connection but never answers
+/// gives one line instead of a hang.
+#[test]
+fn the_cache_and_the_hub_are_found_as_huggingface_hub_finds_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Gpt2).unwrap();
+    let xdg = tmp.path().join("xdg");
+    let cache = xdg.join("huggingface/hub");
+    put_in_cache(&cache, "lerp/neg", "main", "0123abcd", &a);
+    let off: (&str, &std::ffi::OsStr) = ("HF_HUB_OFFLINE", "1".as_ref());
+    let found = |env: &[(&str, &std::ffi::OsStr)]| {
+        let (ok, err) = generate_with(env, "lerp/neg", "lerp/neg");
+        assert!(ok, "{env:?}: {err}");
+    };
+    found(&[("XDG_CACHE_HOME", xdg.as_os_str()), off]);
+    found(&[("HUGGINGFACE_HUB_CACHE", cache.as_os_str()), off]);
+    found(&[
+        ("HOME", tmp.path().as_os_str()),
+        ("HF_HOME", "~/xdg/huggingface".as_ref()),
+        off,
+    ]);
+    found(&[
+        ("LERP_TEST_ROOT", tmp.path().as_os_str()),
+        (
+            "HF_HUB_CACHE",
+            "${LERP_TEST_ROOT}/xdg/huggingface/hub".as_ref(),
+        ),
+        off,
+    ]);
+    let (ok, err) = generate_with(
+        &[
+            ("HF_HUB_CACHE", cache.as_os_str()),
+            ("TRANSFORMERS_OFFLINE", "1".as_ref()),
+        ],
+        "lerp/neg",
+        "lerp/absent",
+    );
+    assert!(
+        !ok && err.contains("offline: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set"),
+        "{err}"
+    );
+    // `../absent` is a path that is not there, not a repository to download.
+    let (ok, err) = generate_with(
+        &[("HF_HUB_CACHE", cache.as_os_str()), off],
+        "lerp/neg",
+        "../absent",
+    );
+    assert!(!ok && !err.contains("Hugging Face cache"), "{err}");
+    // A Hub that takes the connection and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let (ok, err) = generate_with(
+        &[
+            ("HF_HUB_CACHE", cache.as_os_str()),
+            ("HF_ENDPOINT", endpoint.as_ref()),
+        ],
+        "lerp/neg",
+        "lerp/absent",
+    );
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!("the Hub at {endpoint} did not answer"))
+            && err.contains("HF_HUB_OFFLINE=1"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

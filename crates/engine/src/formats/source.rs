@@ -255,10 +255,16 @@ impl HubId {
         };
         let mut parts = repo.split('/');
         let (org, name) = (parts.next()?, parts.next()?);
+        // huggingface_hub's validate_repo_id: word characters, '-' and '.', not at either
+        // end, and no "--" or "..". So `./model` and `../base` are paths, never ids.
         let ok = |s: &str| {
             !s.is_empty()
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && !s.starts_with(['-', '.'])
+                && !s.ends_with(['-', '.'])
+                && !s.contains("--")
+                && !s.contains("..")
         };
         // `dir/model.gguf` is a file's path, not a repository.
         let file = name.to_ascii_lowercase().ends_with(".gguf");
@@ -269,28 +275,96 @@ impl HubId {
     }
 }
 
-/// The hub cache directory, as huggingface_hub finds it: HF_HUB_CACHE, else HF_HOME/hub,
-/// else ~/.cache/huggingface/hub.
+/// The hub cache directory, as huggingface_hub finds it: HF_HUB_CACHE (or the older
+/// HUGGINGFACE_HUB_CACHE), else HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+/// ~/.cache/huggingface/hub; a leading `~` and `$VAR`s expanded, as it expands them.
 pub fn hub_cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("HF_HUB_CACHE") {
-        return PathBuf::from(p);
+    let var = |k: &str| std::env::var(k).ok();
+    if let Some(p) = var("HF_HUB_CACHE").or_else(|| var("HUGGINGFACE_HUB_CACHE")) {
+        return PathBuf::from(expand_path(&p));
     }
-    if let Some(p) = std::env::var_os("HF_HOME") {
-        return PathBuf::from(p).join("hub");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".cache/huggingface/hub")
+    let home = match var("HF_HOME") {
+        Some(p) => expand_path(&p),
+        None => {
+            let cache = var("XDG_CACHE_HOME").unwrap_or_else(|| expand_path("~/.cache"));
+            format!("{}/huggingface", expand_path(&cache))
+        }
+    };
+    PathBuf::from(home).join("hub")
 }
 
+/// Python's `expandvars(expanduser(p))`: `~` at the start is HOME, `$NAME` and `${NAME}` are
+/// that variable where it is set (left as written where not).
+fn expand_path(p: &str) -> String {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    let p = match p.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
+        _ => p.to_string(),
+    };
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::new();
+    let mut rest = p.as_str();
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, len) = match after.strip_prefix('{') {
+            Some(inner) => match inner.find('}') {
+                Some(end) => (&inner[..end], end + 2),
+                None => ("", 0),
+            },
+            None => {
+                let end = after.find(|c: char| !word(c)).unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        match std::env::var(name) {
+            Ok(v) if !name.is_empty() => out.push_str(&v),
+            _ => out.push_str(&rest[at..at + 1 + len]),
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// HF_HUB_OFFLINE, or TRANSFORMERS_OFFLINE, as huggingface_hub reads them.
 fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| {
+    ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"].iter().any(|k| {
+        std::env::var(k).is_ok_and(|v| {
             matches!(
                 v.trim().to_ascii_lowercase().as_str(),
                 "1" | "true" | "yes" | "on"
             )
         })
-        .unwrap_or(false)
+    })
+}
+
+/// The Hub's address: HF_ENDPOINT (a mirror), else huggingface.co.
+fn endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| e.trim().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| "https://huggingface.co".into())
+}
+
+/// How long the Hub may take to answer before lerpscope gives up on it: hf-hub's client
+/// has no read timeout, so a network that accepts a connection and never answers would
+/// hang a load with no word.
+const HUB_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the Hub answers at all (any HTTP status counts), asked once before the first
+/// download with timeouts of its own; the reason where it does not.
+fn hub_answers(url: &str) -> std::result::Result<(), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(HUB_ANSWER)
+        .timeout_read(HUB_ANSWER)
+        .try_proxy_from_env(true)
+        .build();
+    match agent.head(url).call() {
+        Ok(_) | Err(ureq::Error::Status(..)) => Ok(()),
+        Err(ureq::Error::Transport(t)) => Err(t.to_string()),
+    }
 }
 
 /// A Hub repository: its cache, and (unless HF_HUB_OFFLINE) the Hub to download missing files
@@ -303,11 +377,18 @@ struct HubRepo {
     /// `refs/<hash>` when it downloads by hash, and hf-hub's cache looks a revision up there.
     snapshot: Option<PathBuf>,
     api: Option<hf_hub::api::sync::ApiRepo>,
+    /// Whether the Hub answered (asked before the first download), or why not.
+    reachable: std::cell::OnceCell<std::result::Result<(), String>>,
     how_to_get: String,
 }
 
 impl HubRepo {
     fn open(id: &HubId) -> Self {
+        Self::open_as(id, !offline())
+    }
+
+    /// The repository in the cache alone (`online` false), or with the Hub behind it.
+    fn open_as(id: &HubId, online: bool) -> Self {
         use hf_hub::{Cache, Repo, RepoType};
         let cache_dir = hub_cache_dir();
         let repo = Repo::with_revision(id.repo.clone(), RepoType::Model, id.revision.clone());
@@ -329,14 +410,21 @@ impl HubRepo {
             "download it with `huggingface-cli download {} --revision {}` (or `hf download`), or pass a local model directory",
             id.repo, id.revision
         );
-        let api = if offline() {
+        let api = if !online {
             None
         } else {
-            hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
+            let token = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"]
+                .iter()
+                .find_map(|k| std::env::var(k).ok().filter(|t| !t.trim().is_empty()));
+            let builder = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
                 .with_progress(false)
-                .build()
-                .ok()
-                .map(|api| api.repo(repo))
+                .with_endpoint(endpoint());
+            // Else hf-hub's own: the token file beside the cache.
+            let builder = match token {
+                Some(t) => builder.with_token(Some(t.trim().to_string())),
+                None => builder,
+            };
+            builder.build().ok().map(|api| api.repo(repo))
         };
         Self {
             label,
@@ -344,13 +432,21 @@ impl HubRepo {
             cached,
             snapshot,
             api,
+            reachable: std::cell::OnceCell::new(),
             how_to_get,
         }
     }
 
     fn fetch(&self, name: &str) -> Option<PathBuf> {
-        self.cached_file(name)
-            .or_else(|| self.api.as_ref().and_then(|r| r.get(name).ok()))
+        self.cached_file(name).or_else(|| {
+            let api = self.api.as_ref()?;
+            let url = api.url(name);
+            self.reachable
+                .get_or_init(|| hub_answers(&url))
+                .as_ref()
+                .ok()?;
+            api.get(name).ok()
+        })
     }
 
     /// `name` where the cache already holds it, with no request.
@@ -367,10 +463,13 @@ impl HubRepo {
             "model '{}': {name} is not in the Hugging Face cache at {}{}; {}",
             self.label,
             self.cache_dir.display(),
-            if offline() {
-                " (HF_HUB_OFFLINE is set)"
-            } else {
-                " and could not be downloaded"
+            match (offline(), self.reachable.get()) {
+                (true, _) => " (offline: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set)".into(),
+                (false, Some(Err(why))) => format!(
+                    " and the Hub at {} did not answer ({why}; HF_HUB_OFFLINE=1 skips it)",
+                    endpoint()
+                ),
+                (false, _) => " and could not be downloaded".to_string(),
             },
             self.how_to_get
         )
@@ -436,6 +535,11 @@ impl HubRepo {
 /// Resolve a Hub id: the cache first, then (unless HF_HUB_OFFLINE) a download into the cache.
 pub fn hub(id: &HubId) -> Result<ModelFiles> {
     HubRepo::open(id).files()
+}
+
+/// A Hub id's files where the cache holds them whole, with no request.
+pub fn cached(id: &HubId) -> Result<ModelFiles> {
+    HubRepo::open_as(id, false).files()
 }
 
 #[cfg(test)]
