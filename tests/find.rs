@@ -192,7 +192,50 @@ fn bad_requests_and_unreachable_targets_get_one_line() {
             "--num-prompts",
             "4",
         ],
-        "--max-ppl-ratio 0.5",
+        "no point measured is that fluent; the closest point is",
+    );
+    // Two points cannot reach past B: the points ran out, which is not out of reach.
+    one_line_error(
+        &["--target", "0.5", "--max-points", "2", "--num-prompts", "4"],
+        "not bracketed within --max-points 2 (the curve heads towards it at α = 2, not measured)",
+    );
+}
+
+/// An out-of-reach target's span is the range's: A and B, measured outside it for the
+/// perplexity guard alone, are left out.
+#[test]
+fn out_of_reach_spans_the_range_alone() {
+    let out = lerpscope(&[
+        "find",
+        "--json",
+        "--target=-0.95",
+        "--range",
+        "2:3",
+        "--max-ppl-ratio",
+        "100",
+        "--num-prompts",
+        "2",
+        "--samples",
+        "2",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(!out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["verdict"], "out_of_reach", "{r}");
+    let means: Vec<f64> = r["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["alpha"].as_f64().unwrap() >= 2.0)
+        .map(|p| p["meter"]["mean"].as_f64().unwrap())
+        .collect();
+    assert_eq!(means.len(), 2, "{r}");
+    let (lo, hi) = (means[0].min(means[1]), means[0].max(means[1]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("spans {lo:.3} … {hi:.3} there")),
+        "{err}"
     );
 }
 

@@ -962,6 +962,7 @@ impl App {
                     let why = match outcome.verdict {
                         Verdict::OutOfReach => "out of reach in the slider's range",
                         Verdict::NotMonotone => "not monotone in α here",
+                        Verdict::OutOfPoints => "not bracketed within the points allowed",
                         _ => "reached only where the text turns disfluent",
                     };
                     self.last_error = Some(format!(

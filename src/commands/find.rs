@@ -153,7 +153,13 @@ pub fn run(args: FindArgs) -> Result<()> {
             Ok(())
         }
         Verdict::OutOfReach => {
-            let means: Vec<f64> = search.points().iter().map(|p| p.meter().mean).collect();
+            // The range's points alone: A and B measured outside it for the guard do not count.
+            let means: Vec<f64> = search
+                .points()
+                .iter()
+                .filter(|p| (lo..=hi).contains(&p.alpha.value()))
+                .map(|p| p.meter().mean)
+                .collect();
             let (min, max) = means
                 .iter()
                 .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &m| {
@@ -173,11 +179,28 @@ pub fn run(args: FindArgs) -> Result<()> {
                 outcome.alpha
             )
         }
-        Verdict::TooPerplexed => bail!(
-            "--target {} is reached only where perplexity is above --max-ppl-ratio {} × the endpoints' ({:.2}); the closest fluent point is α = {}{held}{closest}",
+        Verdict::TooPerplexed => {
+            let limit = outcome.ppl_limit.unwrap_or(f64::NAN);
+            let fluent = at(outcome.alpha).is_some_and(|p| {
+                let ppl = p.perplexity().mean;
+                ppl <= limit || ppl.is_nan()
+            });
+            let which = match fluent {
+                true => "the closest fluent point",
+                false => "no point measured is that fluent; the closest point",
+            };
+            bail!(
+                "--target {} is reached only where perplexity is above --max-ppl-ratio {} × the endpoints' ({limit:.2}); {which} is α = {}{held}{closest}",
+                args.target,
+                args.max_ppl_ratio.unwrap_or(f64::NAN),
+                outcome.alpha
+            )
+        }
+        Verdict::OutOfPoints => bail!(
+            "--target {}: not bracketed within --max-points {} (the curve heads towards it at α = {}, not measured); raise --max-points; the closest point is α = {}{held}{closest}",
             args.target,
-            args.max_ppl_ratio.unwrap_or(f64::NAN),
-            outcome.ppl_limit.unwrap_or(f64::NAN),
+            args.max_points,
+            outcome.unmeasured.map_or(String::new(), |a| a.to_string()),
             outcome.alpha
         ),
     }

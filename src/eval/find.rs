@@ -56,6 +56,9 @@ pub enum Verdict {
     NotMonotone,
     /// The target is reached only where perplexity is above the guard.
     TooPerplexed,
+    /// `max_points` ran out before the target was bracketed; the curve still heads towards it
+    /// at a range end not yet measured.
+    OutOfPoints,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,8 +69,11 @@ pub struct Outcome {
     pub alpha: Alpha,
     /// α*'s 95% bootstrap interval over prompts and samples (found, from two samples a point).
     pub alpha_ci: Option<(f64, f64)>,
-    /// The last bracket, where one was found.
+    /// The last bracket, where one was found (for [`Verdict::NotMonotone`], the first: the
+    /// one the curve turns back in).
     pub bracket: Option<(Alpha, Alpha)>,
+    /// For [`Verdict::OutOfPoints`], the range end the curve heads towards.
+    pub unmeasured: Option<Alpha>,
     /// The perplexity above which a point was refused, with the guard on.
     pub ppl_limit: Option<f64>,
 }
@@ -242,7 +248,11 @@ impl Search {
         let Some((i, j)) = self.tight_bracket() else {
             return match self.extension() {
                 Some(end) if budget_left > 0 => Ok(end),
-                _ => Err(self.failed(Verdict::OutOfReach)),
+                Some(end) => Err(Outcome {
+                    unmeasured: Some(end),
+                    ..self.failed(Verdict::OutOfPoints)
+                }),
+                None => Err(self.failed(Verdict::OutOfReach)),
             };
         };
         if self.first_bracket.is_none() {
@@ -367,6 +377,7 @@ impl Search {
             alpha_ci: (!single).then(|| self.bootstrap(alpha)),
             bracket: self.bracket(),
             ppl_limit: self.ppl_limit(),
+            unmeasured: None,
         }
     }
 
@@ -390,8 +401,12 @@ impl Search {
             verdict,
             alpha: closest,
             alpha_ci: None,
-            bracket: self.bracket(),
+            bracket: match verdict {
+                Verdict::NotMonotone => self.first_bracket,
+                _ => self.bracket(),
+            },
             ppl_limit: self.ppl_limit(),
+            unmeasured: None,
         }
     }
 
@@ -650,6 +665,14 @@ mod tests {
         assert_eq!(o.verdict, Verdict::Found, "{o:?}");
         assert_eq!(asked[2], Alpha::new(-1.0).unwrap());
         assert!((o.alpha.value() + 0.667).abs() < 0.15, "{o:?}");
+        // With no point left for the range's end, the points ran out: not out of reach.
+        let mut s = Settings::new(0.45, range("-1:2"));
+        s.max_points = 2;
+        let (o, asked) = run(s, &curve, 0.1, &|_| 10.0);
+        assert_eq!(asked.len(), 2);
+        assert_eq!(o.verdict, Verdict::OutOfPoints, "{o:?}");
+        assert_eq!(o.unmeasured, Some(Alpha::new(2.0).unwrap()));
+        assert_eq!(o.alpha, Alpha::B);
     }
 
     #[test]
@@ -677,6 +700,8 @@ mod tests {
         };
         let (o, _) = run(Settings::new(0.3, range("0:1")), &curve, 0.05, &|_| 10.0);
         assert_eq!(o.verdict, Verdict::NotMonotone, "{o:?}");
+        // Named by the bracket it turns back in, not the tighter one found inside it.
+        assert_eq!(o.bracket, Some((Alpha::A, Alpha::B)), "{o:?}");
         // The same wiggle within the noise is not a turn.
         let tiny = |a: f64| a - 0.5 - 0.01 * (a * 20.0).sin();
         let (o, _) = run(Settings::new(0.0, range("0:1")), &tiny, 0.3, &|_| 10.0);
