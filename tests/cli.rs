@@ -126,6 +126,27 @@ fn bad_flags_fail_with_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains(needle), "{flag}: {err}");
     }
+    // An α that a layer rule takes out of reach is refused before any α's output, by
+    // generate, score and perplexity alike (score blamed --text, after printing).
+    let text = tmp.path().join("text.txt");
+    std::fs::write(&text, "the film was fine").unwrap();
+    let text = text.display().to_string();
+    for (command, input) in [
+        ("generate", ["--prompt", "x"]),
+        ("score", ["--text", text.as_str()]),
+        ("perplexity", ["--file", text.as_str()]),
+    ] {
+        let out = lerpscope(
+            &[
+                &[command, "--a", &a, "--b", &b, "--json"][..],
+                &["--layer-alphas", "mlp=500;1", "--alphas", "0.5,3"],
+                &input,
+            ]
+            .concat(),
+        );
+        refused_in_one_line(&out, &["--alphas: α = 3 moves a tensor by 1500"]);
+        assert!(out.stdout.is_empty(), "{command}: printed before refusing");
+    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use crate::cli::{default_alphas, Demo, GenerateArgs};
 use crate::engine::Engine;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
@@ -23,6 +23,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let (a, b) = args.pair.endpoints();
     let mut engine = Engine::load(&a, &b, &opts)?;
     engine.set_stop_texts(args.sampling.stop.clone());
+    // Every α within reach before the first one's output (α per layer, a recipe's weights).
+    engine.check_reach_all(&alphas).context("--alphas")?;
     // Refused before any header or prompt is printed.
     let prompt_tokens = engine.encode(&prompt)?.len();
     if prompt_tokens == 0 {

@@ -11,6 +11,8 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let (a, b) = args.pair.endpoints();
     let (opts, betas) = super::paired_betas(&args.pair, &alphas, args.betas.as_ref())?;
     let mut engine = Engine::load(&a, &b, &opts)?;
+    // Every α within reach before the first one's output (α per layer, a recipe's weights).
+    engine.check_reach_all(&alphas).context("--alphas")?;
     let ids = engine.encode_text(&text)?;
     if ids.len() < 2 {
         bail!("--file {}: too short to score", args.file.display());

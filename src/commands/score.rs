@@ -16,6 +16,8 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     let (a, b) = args.pair.endpoints();
     let (opts, betas) = super::paired_betas(&args.pair, &alphas, args.betas.as_ref())?;
     let mut engine = Engine::load(&a, &b, &opts)?;
+    // Every α within reach before the first one's output (α per layer, a recipe's weights).
+    engine.check_reach_all(&alphas).context("--alphas")?;
     let mut out = std::io::stdout().lock();
     let mut scores = Vec::with_capacity(alphas.len());
     for (alpha, beta) in alphas.into_iter().zip(betas) {
