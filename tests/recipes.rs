@@ -359,6 +359,37 @@ fn bad_recipes_name_the_file_and_key() {
         "{err}"
     );
 
+    // Three adapters on one base: a recipe moves two of them; the line says what does take
+    // a third (it pointed to --beta, which is refused beside a recipe).
+    let three = dir.path().join("three.yaml");
+    std::fs::write(
+        &three,
+        format!(
+            "merge_method: task_arithmetic\nbase_model: base\nmodels: [{}]\n",
+            ["llama-plain-a", "llama-plain-b", "llama-saved-b"]
+                .map(|a| format!(
+                    "{{model: {}, parameters: {{weight: 0.5}}}}",
+                    fixture(&format!("adapters/{a}")).display()
+                ))
+                .join(", ")
+        ),
+    )
+    .unwrap();
+    let base = fixture("adapters/base-llama-tied").display().to_string();
+    let (ok, err) = lerpscope(&[
+        "generate",
+        "--recipe",
+        three.to_str().unwrap(),
+        "--base",
+        &base,
+    ]);
+    assert!(
+        !ok && err.contains("three.yaml")
+            && err.contains("a recipe over adapters takes its base and at most two models")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+
     // Adapters on different bases: each base named with the recipe's model, not a flag.
     let (pa, sb) = (
         fixture("adapters/llama-plain-a"),

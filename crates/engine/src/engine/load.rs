@@ -296,6 +296,14 @@ impl Engine {
         let extra = |x: &Option<ExtraEndpoint>, (flag, weight, name): (&str, &str, &str)| {
             let Some(x) = x else { return Ok((None, None)) };
             let Some(w) = x.weight else {
+                // A recipe's weights all follow α; over adapters a third moves by β alone.
+                if opts.recipe.is_some() {
+                    bail!(
+                        Unsupported,
+                        "{flag} {}: a recipe over adapters takes its base and at most two models (a third adapter moves by a β of its own, which a recipe's weights do not give); give the adapters as --a, --b and --c with --beta instead",
+                        x.source
+                    );
+                }
                 bail!(
                     Unsupported,
                     "{flag} {}: over adapters it needs its own {name} ({weight}); its weight cannot follow α",
