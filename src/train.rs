@@ -318,6 +318,12 @@ pub fn train(
         let l = loss.to_scalar::<f32>()?;
         if !l.is_finite() {
             log.flush()?;
+            // Step 0's loss is the starting weights', before this stage's rate moved them.
+            if step == 0 && stage != "pretrain" {
+                bail!(
+                    "{stage} step 0: the base's loss is {l} before any fine-tune step, so the base diverged in pre-training; train again in a new --out with a lower --pretrain-lr"
+                );
+            }
             bail!(
                 "{stage} step {step}: the loss is {l}, training diverged; lower {} ({}){where_to}",
                 lr_flag(stage),
@@ -507,6 +513,11 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     // without its tokenizer or base, as assets/demo is, gains none).
     if done("negative") && done("positive") {
         eprintln!("{}: every stage is trained; nothing to do", out.display());
+        // A run stopped between its last model and its plots draws them now.
+        let loss = out.join("loss.csv");
+        if loss.exists() && !out.join("loss.png").exists() {
+            crate::eval::plot::loss_curves(&loss, &out.join("loss"), 25)?;
+        }
         return Ok(());
     }
     let mut timings = serde_json::Map::new();
@@ -515,6 +526,11 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
         if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&t) {
             timings = m;
         }
+    }
+    // timings.json beside a tokenizer says the tokenizer is a run's (`claim`): it goes in
+    // first, so that a run stopped once the tokenizer is in place resumes.
+    if !timings_path.exists() {
+        crate::files::write_whole(&timings_path, "{}")?;
     }
     let mut record = |stage: &str, secs: f64| -> Result<()> {
         timings.insert(stage.to_string(), serde_json::json!(secs));

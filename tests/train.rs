@@ -119,6 +119,10 @@ fn the_recipe_in_miniature() {
         before,
         std::fs::read(out.join("negative/model.safetensors")).unwrap()
     );
+    // One stopped after its last model, before its plots, draws them.
+    std::fs::remove_file(out.join("loss.png")).unwrap();
+    run(&corpus, &out, &recipe(30)).unwrap();
+    assert!(out.join("loss.png").is_file());
 
     // A rerun that asks for another recipe is refused before it touches anything.
     let held = std::fs::read(out.join("recipe.json")).unwrap();
@@ -489,6 +493,22 @@ fn a_diverging_run_stops_at_its_first_non_finite_loss() {
         base,
         std::fs::read(out.join("base/model.safetensors")).unwrap()
     );
+    // A base whose weights grew huge (finite, so pre-training ends) gives a fine-tune a
+    // non-finite loss before its first step: the base is named, not the fine-tuning rate.
+    let out = tmp.path().join("huge");
+    let huge = Recipe {
+        pretrain_lr: 1e10,
+        pretrain_steps: 1,
+        ..recipe(20)
+    };
+    let err = run(&corpus, &out, &huge).unwrap_err().to_string();
+    assert!(
+        err.starts_with("negative step 0: the base's loss")
+            && err.contains("lower --pretrain-lr")
+            && !err.contains("--finetune-lr"),
+        "{err}"
+    );
+    let out = tmp.path().join("fine");
     // Once a fine-tune is done, the other must match it.
     let other = Recipe {
         finetune_lr: 2e-3,
