@@ -508,6 +508,18 @@ fn missing_files_and_directories() {
     std::fs::remove_file(p.b.join("tokenizer.json")).unwrap();
     let e = err(&p.a, &p.b);
     assert_has(&e, &["missing tokenizer.json", &p.b.display().to_string()]);
+    // --tokenizer stands in for it (an older model ships tokenizer.model alone).
+    let opts = LoadOptions {
+        device: DeviceChoice::Cpu,
+        tokenizer: Some(p.a.join("tokenizer.json")),
+        ..Default::default()
+    };
+    Engine::load(
+        &p.a.display().to_string(),
+        &p.b.display().to_string(),
+        &opts,
+    )
+    .unwrap();
     std::fs::remove_file(p.a.join("model.safetensors")).unwrap();
     let e = err(&p.a, &p.a);
     assert_has(&e, &["no model.safetensors"]);

@@ -287,6 +287,44 @@ fn the_cache_and_the_hub_are_found_as_huggingface_hub_finds_them() {
         !ok && err.contains("offline: HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set"),
         "{err}"
     );
+    // A repository recorded without a tokenizer.json (huggingface_hub's .no_exist marker):
+    // no download is suggested, and --tokenizer stands in for it.
+    let notok = tmp.path().join("notok");
+    std::fs::create_dir(&notok).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(a.join(f), notok.join(f)).unwrap();
+    }
+    put_in_cache(&cache, "lerp/notok", "main", "77aa", &notok);
+    let marker = cache.join("models--lerp--notok/.no_exist/77aa");
+    std::fs::create_dir_all(&marker).unwrap();
+    std::fs::write(marker.join("tokenizer.json"), "").unwrap();
+    let (ok, err) = generate_with(
+        &[("HF_HUB_CACHE", cache.as_os_str()), off],
+        "lerp/neg",
+        "lerp/notok",
+    );
+    assert!(
+        !ok && err.contains("missing tokenizer.json") && !err.contains("download"),
+        "{err}"
+    );
+    std::fs::remove_file(marker.join("tokenizer.json")).unwrap();
+    std::fs::write(marker.join("model.safetensors"), "").unwrap();
+    std::fs::remove_file(cache.join("models--lerp--notok/snapshots/77aa/model.safetensors"))
+        .unwrap();
+    std::fs::copy(
+        a.join("tokenizer.json"),
+        cache.join("models--lerp--notok/snapshots/77aa/tokenizer.json"),
+    )
+    .unwrap();
+    let (ok, err) = generate_with(
+        &[("HF_HUB_CACHE", cache.as_os_str()), off],
+        "lerp/neg",
+        "lerp/notok",
+    );
+    assert!(
+        !ok && err.contains("the repository has no model.safetensors at this revision"),
+        "{err}"
+    );
     // `../absent` is a path that is not there, not a repository to download.
     let (ok, err) = generate_with(
         &[("HF_HUB_CACHE", cache.as_os_str()), off],

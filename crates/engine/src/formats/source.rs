@@ -203,7 +203,8 @@ pub fn local(dir: &Path, label: &str) -> Result<ModelFiles> {
         );
     }
     let config = need("config.json")?;
-    let tokenizer = need("tokenizer.json")?;
+    // Where the folder has none, --tokenizer stands in; without it, reading it says so.
+    let tokenizer = dir.join("tokenizer.json");
     let single = dir.join("model.safetensors");
     let index = dir.join("model.safetensors.index.json");
     let weights = if single.is_file() {
@@ -380,6 +381,9 @@ struct HubRepo {
     /// Whether the Hub answered (asked before the first download), or why not.
     reachable: std::cell::OnceCell<std::result::Result<(), String>>,
     how_to_get: String,
+    /// The repository's folder in the cache and the revision asked for.
+    folder: PathBuf,
+    revision: String,
 }
 
 impl HubRepo {
@@ -393,6 +397,7 @@ impl HubRepo {
         let cache_dir = hub_cache_dir();
         let repo = Repo::with_revision(id.repo.clone(), RepoType::Model, id.revision.clone());
         let cached = Cache::new(cache_dir.clone()).repo(repo.clone());
+        let folder = cache_dir.join(repo.folder_name());
         let is_commit =
             id.revision.len() == 40 && id.revision.bytes().all(|b| b.is_ascii_hexdigit());
         let snapshot = is_commit.then(|| {
@@ -434,7 +439,27 @@ impl HubRepo {
             api,
             reachable: std::cell::OnceCell::new(),
             how_to_get,
+            folder,
+            revision: id.revision.clone(),
         }
+    }
+
+    /// The commit the revision names in the cache: itself where it is a full hash, else
+    /// what refs/<revision> holds.
+    fn commit(&self) -> Option<String> {
+        match &self.snapshot {
+            Some(_) => Some(self.revision.clone()),
+            None => std::fs::read_to_string(self.folder.join("refs").join(&self.revision))
+                .ok()
+                .map(|c| c.trim().to_string()),
+        }
+    }
+
+    /// Whether huggingface_hub recorded `name` as absent from the repository at this commit
+    /// (`.no_exist/<commit>/<name>`): no download can bring it.
+    fn recorded_absent(&self, name: &str) -> bool {
+        self.commit()
+            .is_some_and(|c| self.folder.join(".no_exist").join(c).join(name).exists())
     }
 
     fn fetch(&self, name: &str) -> Option<PathBuf> {
@@ -458,6 +483,14 @@ impl HubRepo {
     }
 
     fn missing(&self, name: &str) -> crate::Error {
+        if self.recorded_absent(name) {
+            return err!(
+                NotFound,
+                "model '{}': the repository has no {name} at this revision (the Hugging Face cache at {} records it absent)",
+                self.label,
+                self.cache_dir.display()
+            );
+        }
         err!(
             NotFound,
             "model '{}': {name} is not in the Hugging Face cache at {}{}; {}",
@@ -489,7 +522,14 @@ impl HubRepo {
                 .ok_or_else(|| self.missing(name))
         };
         let config = fetch("config.json")?;
-        let tokenizer = fetch("tokenizer.json")?;
+        // A repository without a tokenizer.json (an older one with tokenizer.model alone)
+        // loads with --tokenizer; without it, reading the path says it is missing.
+        let tokenizer = match fetch("tokenizer.json") {
+            Err(_) if self.recorded_absent("tokenizer.json") => {
+                config.with_file_name("tokenizer.json")
+            }
+            other => other?,
+        };
         let (single, index) = ("model.safetensors", "model.safetensors.index.json");
         let cached_index = self.cached_file(index);
         let weights = if let Some(single) = self.cached_file(single) {

@@ -14,6 +14,15 @@ pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
             path,
         )?);
     }
+    if !path.exists() {
+        let dir = path.parent().unwrap_or(path);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        bail!(
+            NotFound,
+            "{}: missing {name} (`--tokenizer FILE` gives one where a command takes it)",
+            dir.display()
+        );
+    }
     let what = format!("{}: cannot load tokenizer", path.display());
     crate::guard::catch(&what, || {
         Tokenizer::from_file(path).map_err(|e| err!(Format, "{what} ({e})"))
