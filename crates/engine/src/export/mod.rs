@@ -254,12 +254,22 @@ impl Engine {
 /// Where an export goes when `--out` is not given: `<name of B>-alpha<X>` (beside nothing; the
 /// working directory).
 pub fn default_name(b: &str, alpha: Alpha) -> String {
-    let name = Path::new(b.trim_end_matches('/'))
+    // A Hub id's revision may hold slashes (`org/name@refs/pr/1`): the name is the path's
+    // last part before it, the revision joined on.
+    let (path, revision) = match b.split_once('@') {
+        Some((p, r)) if !Path::new(b).exists() => (p, Some(r)),
+        _ => (b, None),
+    };
+    let name = Path::new(path.trim_end_matches('/'))
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| b.to_string());
-    let name = name.trim_end_matches(".gguf").replace(['/', '@'], "-");
-    format!("{name}-alpha{alpha}")
+        .unwrap_or_else(|| path.to_string());
+    let name = name.trim_end_matches(".gguf");
+    let name = match revision {
+        Some(r) => format!("{name}-{r}"),
+        None => name.to_string(),
+    };
+    format!("{}-alpha{alpha}", name.replace(['/', '@'], "-"))
 }
 
 /// Write `snap` to `out` as `format`. `out` must not exist, or be empty, or `force` be set.
@@ -630,4 +640,24 @@ fn write_point(path: &Path) -> Result<()> {
         return io(Err(e), path);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// B's name, its Hub revision kept whole (a revision may hold slashes).
+    #[test]
+    fn default_names_keep_the_name_and_the_revision() {
+        let half = Alpha::new(0.5).unwrap();
+        for (b, want) in [
+            ("models/positive/", "positive-alpha0.5"),
+            ("SmolLM2.Q4_1.gguf", "SmolLM2.Q4_1-alpha0.5"),
+            ("org/two", "two-alpha0.5"),
+            ("org/two@v1", "two-v1-alpha0.5"),
+            ("org/two@refs/pr/1", "two-refs-pr-1-alpha0.5"),
+        ] {
+            assert_eq!(default_name(b, half), want, "{b}");
+        }
+    }
 }
