@@ -356,4 +356,53 @@ fn the_cache_and_the_hub_are_found_as_huggingface_hub_finds_them() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // A Hub that answers 404 and keeps each request's headers: the login token goes with the
+    // requests from HF_HOME's `token`, the cache elsewhere; HF_HUB_OFFLINE=0 is online
+    // whatever TRANSFORMERS_OFFLINE says.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            log.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&request));
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let home = tmp.path().join("hfhome");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("token"), "hf_test_token\n").unwrap();
+    let (ok, err) = generate_with(
+        &[
+            ("HF_HUB_CACHE", cache.as_os_str()),
+            ("HF_HOME", home.as_os_str()),
+            ("HF_ENDPOINT", endpoint.as_ref()),
+            ("HF_HUB_OFFLINE", "0".as_ref()),
+            ("TRANSFORMERS_OFFLINE", "1".as_ref()),
+        ],
+        "lerp/neg",
+        "lerp/absent",
+    );
+    assert!(!ok && err.contains("could not be downloaded"), "{err}");
+    let seen = seen.lock().unwrap().to_ascii_lowercase();
+    assert!(
+        seen.contains("/lerp/absent/resolve/main/config.json")
+            && seen.contains("authorization: bearer hf_test_token"),
+        "{seen}"
+    );
 }

@@ -266,6 +266,8 @@ impl HubId {
                 && !s.ends_with(['-', '.'])
                 && !s.contains("--")
                 && !s.contains("..")
+                && !s.ends_with(".git")
+                && s.len() <= 96
         };
         // `dir/model.gguf` is a file's path, not a repository.
         let file = name.to_ascii_lowercase().ends_with(".gguf");
@@ -284,14 +286,19 @@ pub fn hub_cache_dir() -> PathBuf {
     if let Some(p) = var("HF_HUB_CACHE").or_else(|| var("HUGGINGFACE_HUB_CACHE")) {
         return PathBuf::from(expand_path(&p));
     }
-    let home = match var("HF_HOME") {
+    hf_home().join("hub")
+}
+
+/// HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface.
+fn hf_home() -> PathBuf {
+    let var = |k: &str| std::env::var(k).ok();
+    PathBuf::from(match var("HF_HOME") {
         Some(p) => expand_path(&p),
         None => {
             let cache = var("XDG_CACHE_HOME").unwrap_or_else(|| expand_path("~/.cache"));
             format!("{}/huggingface", expand_path(&cache))
         }
-    };
-    PathBuf::from(home).join("hub")
+    })
 }
 
 /// Python's `expandvars(expanduser(p))`: `~` at the start is HOME, `$NAME` and `${NAME}` are
@@ -328,16 +335,36 @@ fn expand_path(p: &str) -> String {
     out
 }
 
-/// HF_HUB_OFFLINE, or TRANSFORMERS_OFFLINE, as huggingface_hub reads them.
+/// HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE, as huggingface_hub reads them (the first one
+/// set and not empty decides: HF_HUB_OFFLINE=0 is online whatever the other says).
 fn offline() -> bool {
-    ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"].iter().any(|k| {
-        std::env::var(k).is_ok_and(|v| {
+    ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .is_some_and(|v| {
             matches!(
                 v.trim().to_ascii_lowercase().as_str(),
                 "1" | "true" | "yes" | "on"
             )
         })
-    })
+}
+
+/// The Hub token as huggingface_hub finds it: HF_TOKEN (or the older
+/// HUGGING_FACE_HUB_TOKEN), else the file HF_TOKEN_PATH names, else HF_HOME's `token`
+/// (where `hf auth login` writes it).
+fn hub_token() -> Option<String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    if let Some(t) = var("HF_TOKEN").or_else(|| var("HUGGING_FACE_HUB_TOKEN")) {
+        return Some(t.trim().to_string());
+    }
+    let path = match var("HF_TOKEN_PATH") {
+        Some(p) => PathBuf::from(expand_path(&p)),
+        None => hf_home().join("token"),
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 /// The Hub's address: HF_ENDPOINT (a mirror), else huggingface.co.
@@ -418,18 +445,13 @@ impl HubRepo {
         let api = if !online {
             None
         } else {
-            let token = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"]
-                .iter()
-                .find_map(|k| std::env::var(k).ok().filter(|t| !t.trim().is_empty()));
-            let builder = hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
+            hf_hub::api::sync::ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
                 .with_progress(false)
-                .with_endpoint(endpoint());
-            // Else hf-hub's own: the token file beside the cache.
-            let builder = match token {
-                Some(t) => builder.with_token(Some(t.trim().to_string())),
-                None => builder,
-            };
-            builder.build().ok().map(|api| api.repo(repo))
+                .with_endpoint(endpoint())
+                .with_token(hub_token())
+                .build()
+                .ok()
+                .map(|api| api.repo(repo))
         };
         Self {
             label,
@@ -606,5 +628,17 @@ mod tests {
         assert_eq!(HubId::parse("a/b/c"), None);
         assert_eq!(HubId::parse("org/name@"), None);
         assert_eq!(HubId::parse("org/na me"), None);
+        // huggingface_hub's validate_repo_id: paths, `.git` and over 96 characters are not ids.
+        for spec in [
+            "./model",
+            "../base",
+            "org/name.git",
+            "org/-name",
+            "org/a--b",
+        ] {
+            assert_eq!(HubId::parse(spec), None, "{spec}");
+        }
+        assert_eq!(HubId::parse(&format!("org/{}", "n".repeat(97))), None);
+        assert!(HubId::parse(&format!("org/{}", "n".repeat(96))).is_some());
     }
 }
