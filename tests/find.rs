@@ -197,7 +197,7 @@ fn bad_requests_and_unreachable_targets_get_one_line() {
     // Two points cannot reach past B: the points ran out, which is not out of reach.
     one_line_error(
         &["--target", "0.5", "--max-points", "2", "--num-prompts", "4"],
-        "not bracketed within --max-points 2 (the curve heads towards it at α = 2, not measured)",
+        "not bracketed within --max-points 2 (the range end α = 2 is not measured yet)",
     );
 }
 

@@ -197,7 +197,7 @@ pub fn run(args: FindArgs) -> Result<()> {
             )
         }
         Verdict::OutOfPoints => bail!(
-            "--target {}: not bracketed within --max-points {} (the curve heads towards it at α = {}, not measured); raise --max-points; the closest point is α = {}{held}{closest}",
+            "--target {}: not bracketed within --max-points {} (the range end α = {} is not measured yet); raise --max-points; the closest point is α = {}{held}{closest}",
             args.target,
             args.max_points,
             outcome.unmeasured.map_or(String::new(), |a| a.to_string()),
@@ -248,6 +248,7 @@ fn report(search: &Search, o: &Outcome, meter: &str, seconds: f64) -> serde_json
         "alpha_ci": o.alpha_ci.map(|(a, b)| [a, b]),
         "at_alpha": at.map(|p| json!({"meter": p.meter(), "perplexity": p.perplexity(), "empty": p.empty()})),
         "bracket": o.bracket.map(|(a, b)| [a, b]),
+        "unmeasured": o.unmeasured,
         "ppl_limit": o.ppl_limit,
         "points_evaluated": search.points().len(),
         "points": search.points().iter().map(|p| json!({

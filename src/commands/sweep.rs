@@ -236,12 +236,11 @@ fn sweep_one(
     for s in summary.iter().filter(|s| s.classifier.is_some()) {
         let e = s.classifier.expect("filtered");
         say!(
-            "{:>8}  classifier P({}) {:.3} [{:.3}, {:.3}]",
+            "{:>8}  classifier P({}) {:.3} {}",
             s.alpha,
             args.label,
             e.mean,
-            e.ci_low,
-            e.ci_high
+            bounds(&e, 5, 3)
         );
     }
     say!(

@@ -69,8 +69,12 @@ impl Classifier {
                 labels.join(", ")
             );
         };
-        // RoBERTa's positions start after the padding index (1): two fewer are usable.
-        let reserved = if arch.contains("Roberta") { 2 } else { 0 };
+        // RoBERTa numbers positions from the padding index + 1 (transformers'
+        // create_position_ids_from_input_ids): that many fewer are usable (2 for pad 1).
+        let reserved = match arch.contains("Roberta") {
+            true => value["pad_token_id"].as_u64().unwrap_or(1) + 1,
+            false => 0,
+        };
         let positions = value["max_position_embeddings"].as_u64().unwrap_or(512);
         if positions <= reserved {
             bail!(

@@ -383,9 +383,20 @@ impl Search {
 
     fn failed(&self, verdict: Verdict) -> Outcome {
         let t = self.settings.target;
-        let eligible: Vec<&Point> = self.points.iter().filter(|p| self.eligible(p)).collect();
+        // The range's points only (A and B may be measured outside it, for the guard alone):
+        // the fluent ones where there are any.
+        let inside: Vec<&Point> = self
+            .points
+            .iter()
+            .filter(|p| self.in_range(p.alpha))
+            .collect();
+        let eligible: Vec<&Point> = inside
+            .iter()
+            .copied()
+            .filter(|p| self.eligible(p))
+            .collect();
         let pool = if eligible.is_empty() {
-            self.points.iter().collect()
+            inside
         } else {
             eligible
         };
@@ -742,6 +753,17 @@ mod tests {
             "{asked:?}"
         );
         assert_eq!(o.verdict, Verdict::Found, "{o:?}");
+        assert!(o.alpha.value() >= 1.2, "{o:?}");
+        // Out of reach there: the closest point is the range's, never A or B outside it
+        // (whose meter, nearer the target, was measured for the guard alone).
+        let mut s = Settings::new(-0.5, range("1.2:2"));
+        s.max_ppl_ratio = Some(100.0);
+        let (o, _) = run(s.clone(), &curve, 0.1, &|_| 10.0);
+        assert_eq!(o.verdict, Verdict::OutOfReach, "{o:?}");
+        assert_eq!(o.alpha, Alpha::new(1.2).unwrap(), "{o:?}");
+        // And where no point of the range is fluent, still one of the range's.
+        s.max_ppl_ratio = Some(0.5);
+        let (o, _) = run(s, &curve, 0.1, &|a| if a > 1.1 { 50.0 } else { 10.0 });
         assert!(o.alpha.value() >= 1.2, "{o:?}");
     }
 

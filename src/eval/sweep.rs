@@ -713,6 +713,8 @@ pub fn summarise(alphas: &[Alpha], records: &[SampleRecord]) -> Vec<AlphaSummary
             .or_default()
             .push(r);
     }
+    // With a classifier every α has its row, one of no samples included.
+    let classified = records.iter().any(|r| r.classifier.is_some());
     alphas
         .iter()
         .map(|&alpha| {
@@ -733,8 +735,7 @@ pub fn summarise(alphas: &[Alpha], records: &[SampleRecord]) -> Vec<AlphaSummary
                 empty: all - rs.len(),
                 vader: estimate(&vader).within(-1.0, 1.0),
                 perplexity: estimate(&ppl).within(1.0, f64::INFINITY),
-                classifier: (!classifier.is_empty())
-                    .then(|| estimate(&classifier).within(0.0, 1.0)),
+                classifier: classified.then(|| estimate(&classifier).within(0.0, 1.0)),
                 distinct_1: distinct_n(texts(), 1),
                 distinct_2: distinct_n(texts(), 2),
                 distinct_3: distinct_n(texts(), 3),
@@ -848,5 +849,24 @@ mod tests {
         let one = &summarise(&alpha, &[record(0, 0.3, 5.0, 0.5)])[0];
         assert_eq!(one.vader.mean, 0.3);
         assert!(one.vader.ci_low.is_nan() && one.perplexity.ci_high.is_nan());
+    }
+
+    /// An α whose samples are all empty keeps its classifier row (no samples, n 0), as it
+    /// keeps its VADER and perplexity rows: it was left out of summary.csv and grid.csv.
+    #[test]
+    fn an_alpha_of_empty_samples_keeps_its_classifier_row() {
+        let (half, one) = (Alpha::new(0.5).unwrap(), Alpha::B);
+        let empty = SampleRecord {
+            alpha: one,
+            tokens: 0,
+            text: String::new(),
+            perplexity: None,
+            classifier: None,
+            ..record(0, 0.0, 1.0, 0.0)
+        };
+        let s = summarise(&[half, one], &[record(0, 0.3, 5.0, 0.5), empty]);
+        let c = s[1].classifier.expect("a row at α = 1");
+        assert_eq!((c.n, s[1].vader.n, s[1].empty), (0, 0, 1));
+        assert!(c.mean.is_nan());
     }
 }
