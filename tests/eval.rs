@@ -551,6 +551,8 @@ fn a_classifier_with_no_room_for_a_token_is_refused() {
     let config = tmp.path().join("config.json");
     let mut c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    // Positions are numbered from the padding index + 1: with pad 1, two are reserved.
+    c["pad_token_id"] = 1.into();
     for n in [0, 1, 2] {
         c["max_position_embeddings"] = n.into();
         std::fs::write(&config, c.to_string()).unwrap();
