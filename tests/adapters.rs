@@ -278,7 +278,7 @@ fn bad_adapters_get_one_line_naming_the_file_and_key() {
     Engine::load(d.to_str().unwrap(), &other, &cpu()).unwrap();
     // PEFT's all-linear takes every linear layer but the head: not an embedding.
     let (_t, d) = copy_adapter("llama-plain-a");
-    edit_config(&d, |c| c["target_modules"] = "all-linear".into());
+    edit_config(&d, |c| c["target_modules"] = "ALL-Linear".into());
     Engine::load(d.to_str().unwrap(), &other, &cpu()).unwrap();
     add_tensor(
         &d,

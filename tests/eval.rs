@@ -502,6 +502,35 @@ fn classifiers_match_transformers_and_look_labels_up_by_name() {
         Classifier::load(&dir, "ÉTÉ").unwrap().name(),
         "classifier:Été"
     );
+    // Labels that differ only in case: the one as written, and no guess between them.
+    v["id2label"] = serde_json::json!({"0": "pos", "1": "POS"});
+    std::fs::write(&config, v.to_string()).unwrap();
+    assert_eq!(
+        Classifier::load(&dir, "POS").unwrap().name(),
+        "classifier:POS"
+    );
+    let err = Classifier::load(&dir, "Pos").err().unwrap().to_string();
+    assert!(
+        err.contains("matches 2 labels") && err.contains("pos, POS"),
+        "{err}"
+    );
+    // A tokenizer_config.json's model_max_length below the positions cuts there, [SEP] kept.
+    std::fs::write(
+        tmp.path().join("tokenizer_config.json"),
+        r#"{"model_max_length": 8}"#,
+    )
+    .unwrap();
+    let c = Classifier::load(&dir, "POS").unwrap();
+    let (ids, _) = c
+        .token_ids(&"the food was great and the film was awful ".repeat(4))
+        .unwrap();
+    let full = Classifier::load(&root.join("tiny-bert").display().to_string(), "positive")
+        .unwrap()
+        .token_ids("the food was great")
+        .unwrap()
+        .0;
+    assert_eq!(ids.len(), 8);
+    assert_eq!(ids.last(), full.last(), "the closing [SEP]");
     // A causal LM is not a classifier: one clear line.
     let lm = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama-a");
     let err = Classifier::load(&lm.display().to_string(), "positive")
@@ -721,14 +750,20 @@ fn a_judge_with_its_own_tokenizer_scores_the_text_in_its_tokens() {
     let out = tmp.path().join("judged");
     let mut s = sweep(&a, &b, &out);
     s.config.ppl_ref = PplRef::Model(judge_dir.into());
+    // Past the end token too: the judge reads it as the saved text writes it (it read the
+    // private-use marks that bracket special tokens in a generation's text).
+    s.config.params.ignore_eos = true;
+    s.config.params.max_tokens = 24;
     s.run(&mut e).unwrap();
     let mut scored = 0;
+    let mut specials = 0;
     for line in std::fs::read_to_string(out.join("samples.jsonl"))
         .unwrap()
         .lines()
     {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
         let text = r["text"].as_str().unwrap();
+        specials += text.matches("<|endoftext|>").count();
         let prompt = &s.config.prompts[r["prompt_index"].as_u64().unwrap() as usize];
         let g = judge.generator();
         // The judge reads the prompt as plain text, then the sample: the NLL of the whole text
@@ -759,6 +794,7 @@ fn a_judge_with_its_own_tokenizer_scores_the_text_in_its_tokens() {
         }
     }
     assert!(scored > 0);
+    assert!(specials > 0, "no sample ran past an end token");
     for judge in [
         concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -385,7 +385,7 @@ fn bad_recipes_name_the_file_and_key() {
     ]);
     assert!(
         !ok && err.contains("three.yaml")
-            && err.contains("a recipe over adapters takes its base and at most two models")
+            && err.contains("a recipe over adapters moves one line, from its base_model")
             && err.lines().count() == 1,
         "{err}"
     );

@@ -62,7 +62,20 @@ impl Classifier {
         }
         let labels = labels_of(&value)
             .with_context(|| format!("{}: malformed id2label", files.config.display()))?;
-        let Some(index) = labels.iter().position(|l| same_label(l, label)) else {
+        // The label as written first; in another case only where it names one label alone.
+        let exact = labels.iter().position(|l| l == label);
+        let folded: Vec<usize> = (0..labels.len())
+            .filter(|&i| same_label(&labels[i], label))
+            .collect();
+        if exact.is_none() && folded.len() > 1 {
+            bail!(
+                "--label {label:?} matches {} labels of {} in another case ({}); give one as written",
+                folded.len(),
+                files.label,
+                folded.iter().map(|&i| labels[i].as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        let Some(index) = exact.or(folded.first().copied()) else {
             bail!(
                 "--label {label:?} is not a label of {} (its labels: {})",
                 files.label,
@@ -134,6 +147,8 @@ impl Classifier {
             Encoder::Roberta(_) => None,
             _ => Some(candle_nn::linear(h, labels.len(), vb.pp("classifier"))?),
         };
+        // transformers cuts at the tokenizer's model_max_length where that is the smaller.
+        let max_len = max_len.min(model_max_length(&files.tokenizer).unwrap_or(usize::MAX));
         Ok(Self {
             encoder,
             head,
@@ -220,6 +235,15 @@ fn labels_of(config: &serde_json::Value) -> Result<Vec<String>> {
 /// A label as asked for matches one of the config's regardless of case (any script's).
 fn same_label(label: &str, asked: &str) -> bool {
     label == asked || label.to_lowercase() == asked.to_lowercase()
+}
+
+/// `model_max_length` in the tokenizer_config.json beside `tokenizer`, where it names a real
+/// length (transformers writes a huge sentinel, int(1e30), where there is none).
+fn model_max_length(tokenizer: &std::path::Path) -> Option<usize> {
+    let text = std::fs::read_to_string(tokenizer.with_file_name("tokenizer_config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let n = config["model_max_length"].as_u64()?;
+    (n > 0 && n < 1 << 40).then_some(n as usize)
 }
 
 /// The tokenizer cutting what it encodes to `max_len` ids, special tokens included, as

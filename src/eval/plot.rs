@@ -151,7 +151,12 @@ pub fn loss_curves(csv: &Path, stem: &Path, window: usize) -> Result<()> {
         })
         .collect();
     let png = stem.with_extension("png");
-    let root = BitMapBackend::new(&png, (900, 500)).into_drawing_area();
+    // Drawn aside and renamed whole: a run stopped mid-plot leaves no half PNG, which a
+    // rerun (that draws only a missing one) would keep.
+    // (Its name ends in .png: the encoder goes by the extension.)
+    let name = stem.file_name().unwrap_or_default().to_string_lossy();
+    let partial = png.with_file_name(format!(".{name}.partial-{}.png", std::process::id()));
+    let root = BitMapBackend::new(&partial, (900, 500)).into_drawing_area();
     let err = drawing_error;
     root.fill(&WHITE).map_err(err)?;
     let xmax = smoothed
@@ -205,6 +210,9 @@ pub fn loss_curves(csv: &Path, stem: &Path, window: usize) -> Result<()> {
         .draw()
         .map_err(err)?;
     root.present().map_err(err)?;
+    drop(chart);
+    drop(root);
+    std::fs::rename(&partial, &png).with_context(|| format!("{}: cannot write", png.display()))?;
     Ok(())
 }
 

@@ -133,7 +133,10 @@ impl Fluency {
                     .tokenizer()
                     .decode(prompt_ids, true)
                     .map_err(|e| anyhow::anyhow!("cannot write the prompt as text: {e}"))?;
-                let (prompt, sample) = r.generator().encode_split(&prompt, &g.text)?;
+                // The sample as samples.jsonl has it: special tokens as their text, without
+                // the private-use marks that bracket them in a generation's text.
+                let text = crate::engine::tokens::plain(&g.text);
+                let (prompt, sample) = r.generator().encode_split(&prompt, &text)?;
                 judged(r.generator().continuation_nll(&prompt, &sample))?
             }
             (_, Some(r)) => judged(r.generator().continuation_nll(prompt_ids, &g.token_ids))?,

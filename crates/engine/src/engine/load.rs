@@ -300,7 +300,7 @@ impl Engine {
                 if opts.recipe.is_some() {
                     bail!(
                         Unsupported,
-                        "{flag} {}: a recipe over adapters takes its base and at most two models (a third adapter moves by a β of its own, which a recipe's weights do not give); give the adapters as --a, --b and --c with --beta instead",
+                        "{flag} {}: a recipe over adapters moves one line, from its base_model (`base` or an adapter) to one other adapter; a further adapter moves by a β of its own, which a recipe's weights do not give: give the adapters as --a, --b and --c with --beta instead",
                         x.source
                     );
                 }

@@ -174,7 +174,10 @@ impl AdapterConfig {
         };
         let targets = match v.get("target_modules") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) if s == "all-linear" => Some(Targets::AllLinear),
+            // PEFT takes the shorthand in any case.
+            Some(serde_json::Value::String(s)) if s.eq_ignore_ascii_case("all-linear") => {
+                Some(Targets::AllLinear)
+            }
             Some(serde_json::Value::String(s)) => Some(Targets::Regex(s.clone())),
             Some(x) => Some(Targets::List(strings(x, "target_modules")?)),
         };
