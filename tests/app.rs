@@ -922,6 +922,33 @@ fn the_curve_panel_runs_a_quick_sweep_and_collects_its_points() {
     );
 }
 
+/// A shown curve is of the prompt the columns run: a new prompt starts it over (its points
+/// stayed the old prompt's), and the same prompt run again leaves it be.
+#[test]
+fn a_new_prompt_starts_a_shown_curve_over() {
+    let (mut a, _) = loaded();
+    let e = a.update(key(KeyCode::Char('g')));
+    let Effect::Curve(first) = &e[0] else {
+        panic!("{e:?}")
+    };
+    let first = first.id;
+    a.update(key(KeyCode::Char('e')));
+    for c in " was bad".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    let e = a.update(key(KeyCode::Enter));
+    let curve = e.iter().find_map(|e| match e {
+        Effect::Curve(j) => Some(j),
+        _ => None,
+    });
+    let curve = curve.expect("the curve starts over");
+    assert_eq!(curve.prompt, "The food was bad");
+    assert_ne!(curve.id, first);
+    a.update(key(KeyCode::Char('e')));
+    let e = a.update(key(KeyCode::Enter));
+    assert!(!e.iter().any(|e| matches!(e, Effect::Curve(_))), "{e:?}");
+}
+
 /// Closing a finished curve has nothing to stop.
 #[test]
 fn closing_a_finished_curve_stops_nothing() {

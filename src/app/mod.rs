@@ -1607,12 +1607,19 @@ impl App {
     fn submit_all(&mut self) -> Vec<Effect> {
         // What every column now runs: the edit of this mode's text (the other's stays as
         // it was until its own mode runs).
+        let prompt = self.ran.prompt.clone();
         match self.score_mode {
             true => self.ran.score_text = self.score_text.text(),
             false => self.ran.prompt = self.prompt.text(),
         }
         self.ran.scored = self.score_mode;
-        self.rerun_all()
+        let mut effects = self.rerun_all();
+        // The curve is the prompt's too: a shown one of the old prompt starts over.
+        if self.show_curve && self.ran.prompt != prompt {
+            let samples = self.curve.samples;
+            effects.extend(self.start_curve(samples));
+        }
+        effects
     }
 
     /// Every column again as it last ran, the focused one first (the pair changed, or
