@@ -384,6 +384,42 @@ fn the_cache_and_the_hub_are_found_as_huggingface_hub_finds_them() {
             );
         }
     });
+    // A Hub that answers the first question and then stops sending: the download is given
+    // up after 30 s without a byte, in one line (it waited for ever).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stalling = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut held = Vec::new();
+        let mut first = true;
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            // The first request (whether the Hub answers at all) is answered; no other is.
+            if std::mem::take(&mut first) {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            } else {
+                held.push(stream);
+            }
+        }
+    });
+    let (ok, err) = generate_with(
+        &[
+            ("HF_HUB_CACHE", cache.as_os_str()),
+            ("HF_ENDPOINT", stalling.as_ref()),
+        ],
+        "lerp/neg",
+        "lerp/absent",
+    );
+    assert!(
+        !ok && err.contains("its download stopped: no byte in 30 s"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
     let home = tmp.path().join("hfhome");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(home.join("token"), "hf_test_token\n").unwrap();

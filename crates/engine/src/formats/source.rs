@@ -381,6 +381,64 @@ fn endpoint() -> String {
 /// hang a load with no word.
 const HUB_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Why a download came to nothing: the Hub stopped sending (and why), or anything else.
+enum Stalled {
+    Yes(String),
+    No,
+}
+
+/// How long a download may go without a byte before it is given up.
+const DOWNLOAD_SILENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `name` of `repo` downloaded into the cache, on a thread of its own watched for progress:
+/// hf-hub's client has no read timeout, so a transfer that stops sending would block for
+/// ever. Given up (the thread left to its socket) after [`DOWNLOAD_SILENCE`] without a byte;
+/// the error says why.
+fn download(
+    api: &hf_hub::api::sync::Api,
+    repo: &hf_hub::Repo,
+    name: &str,
+) -> std::result::Result<PathBuf, Stalled> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    /// Milliseconds from the start to the last sign of life.
+    struct Beat(Arc<AtomicU64>, std::time::Instant);
+    impl hf_hub::api::Progress for Beat {
+        fn init(&mut self, _: usize, _: &str) {
+            self.0
+                .store(self.1.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        fn update(&mut self, _: usize) {
+            self.0
+                .store(self.1.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        fn finish(&mut self) {}
+    }
+    let start = std::time::Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let beat = Beat(last.clone(), start);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (api, repo, file) = (api.clone(), repo.clone(), name.to_string());
+    std::thread::spawn(move || {
+        let _ = tx.send(api.repo(repo).download_with_progress(&file, beat));
+    });
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            Ok(done) => return done.map_err(|_| Stalled::No),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(Stalled::No),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let quiet = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
+                if quiet > DOWNLOAD_SILENCE.as_millis() as u64 {
+                    return Err(Stalled::Yes(format!(
+                        "stopped: no byte in {} s (HF_HUB_OFFLINE=1 skips the Hub)",
+                        DOWNLOAD_SILENCE.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+}
+
 /// Whether the Hub answers at all (any HTTP status counts), asked once before the first
 /// download with timeouts of its own; the reason where it does not.
 fn hub_answers(url: &str) -> std::result::Result<(), String> {
@@ -404,9 +462,12 @@ struct HubRepo {
     /// A revision given as a full commit hash: its snapshot folder. huggingface_hub writes no
     /// `refs/<hash>` when it downloads by hash, and hf-hub's cache looks a revision up there.
     snapshot: Option<PathBuf>,
-    api: Option<hf_hub::api::sync::ApiRepo>,
+    /// The Hub client and the repository to ask it for (None offline).
+    api: Option<(hf_hub::api::sync::Api, hf_hub::Repo)>,
     /// Whether the Hub answered (asked before the first download), or why not.
     reachable: std::cell::OnceCell<std::result::Result<(), String>>,
+    /// Why the last download was given up, where it stalled.
+    stalled: std::cell::RefCell<Option<String>>,
     how_to_get: String,
     /// The repository's folder in the cache and the revision asked for.
     folder: PathBuf,
@@ -451,7 +512,7 @@ impl HubRepo {
                 .with_token(hub_token())
                 .build()
                 .ok()
-                .map(|api| api.repo(repo))
+                .map(|api| (api, repo))
         };
         Self {
             label,
@@ -460,6 +521,7 @@ impl HubRepo {
             snapshot,
             api,
             reachable: std::cell::OnceCell::new(),
+            stalled: std::cell::RefCell::new(None),
             how_to_get,
             folder,
             revision: id.revision.clone(),
@@ -486,13 +548,25 @@ impl HubRepo {
 
     fn fetch(&self, name: &str) -> Option<PathBuf> {
         self.cached_file(name).or_else(|| {
-            let api = self.api.as_ref()?;
-            let url = api.url(name);
+            // After one stalled download the Hub is not asked again.
+            if self.stalled.borrow().is_some() {
+                return None;
+            }
+            let (api, repo) = self.api.as_ref()?;
+            let url = api.repo(repo.clone()).url(name);
             self.reachable
                 .get_or_init(|| hub_answers(&url))
                 .as_ref()
                 .ok()?;
-            api.get(name).ok()
+            match download(api, repo, name) {
+                Ok(path) => Some(path),
+                Err(Stalled::Yes(why)) => {
+                    self.stalled.replace(Some(why));
+                    None
+                }
+                // Not there, or refused: the caller says what is missing.
+                Err(Stalled::No) => None,
+            }
         })
     }
 
@@ -524,7 +598,10 @@ impl HubRepo {
                     " and the Hub at {} did not answer ({why}; HF_HUB_OFFLINE=1 skips it)",
                     endpoint()
                 ),
-                (false, _) => " and could not be downloaded".to_string(),
+                (false, _) => match self.stalled.borrow().as_ref() {
+                    Some(why) => format!(" and its download {why}"),
+                    None => " and could not be downloaded".to_string(),
+                },
             },
             self.how_to_get
         )
