@@ -284,6 +284,20 @@ pub fn train(
     let device = Device::Cpu;
     let t = recipe.seq_len;
     check_windows(stage, tokens, t)?;
+    // A fine-tune starts from the base: weights far past any trained model's say the base
+    // diverged, which a lower fine-tuning rate cannot mend.
+    let start_size = match stage {
+        "pretrain" => 0.0,
+        _ => largest_weight(varmap)?,
+    };
+    let blame = |lr_flag: &str, lr: f64| {
+        match start_size > 1e4 {
+        true => format!(
+            "the base's weights reach {start_size:.1e}, so the base diverged in pre-training; train again in a new --out with a lower --pretrain-lr"
+        ),
+        false => format!("lower {lr_flag} ({}){where_to}", serde_json::json!(lr)),
+    }
+    };
     let vb = VarBuilder::from_varmap(varmap, DType::F32, &device);
     let model = Model::load_with(
         &ModelConfig::Decoder(c.clone()),
@@ -325,9 +339,8 @@ pub fn train(
                 );
             }
             bail!(
-                "{stage} step {step}: the loss is {l}, training diverged; lower {} ({}){where_to}",
-                lr_flag(stage),
-                serde_json::json!(lr)
+                "{stage} step {step}: the loss is {l}, training diverged; {}",
+                blame(lr_flag(stage), lr)
             );
         }
         smooth = if smooth.is_nan() {
@@ -357,9 +370,8 @@ pub fn train(
         if !finite {
             log.flush()?;
             bail!(
-                "{stage}: the weights are not finite after the last step, training diverged; lower {} ({}){where_to}",
-                lr_flag(stage),
-                serde_json::json!(lr)
+                "{stage}: the weights are not finite after the last step, training diverged; {}",
+                blame(lr_flag(stage), lr)
             );
         }
     }
@@ -393,6 +405,17 @@ fn schedule(step: usize, steps: usize, warmup: usize, peak: f64) -> f64 {
     }
     let p = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
     peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+}
+
+/// The largest |weight| in `varmap` (NaN counts as infinite).
+fn largest_weight(varmap: &VarMap) -> Result<f32> {
+    let mut largest = 0f32;
+    for var in varmap.all_vars() {
+        for x in var.flatten_all()?.to_vec1::<f32>()? {
+            largest = largest.max(if x.is_nan() { f32::INFINITY } else { x.abs() });
+        }
+    }
+    Ok(largest)
 }
 
 /// Write a Hugging Face model directory: config.json, model.safetensors, tokenizer.json.

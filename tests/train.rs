@@ -508,6 +508,22 @@ fn a_diverging_run_stops_at_its_first_non_finite_loss() {
             && !err.contains("--finetune-lr"),
         "{err}"
     );
+    // The same with a first loss still finite: the base's size names it, at any step.
+    let out = tmp.path().join("huger");
+    let huge = Recipe {
+        pretrain_lr: 1e38,
+        pretrain_steps: 1,
+        finetune_lr: 1e-9,
+        ..recipe(20)
+    };
+    let err = run(&corpus, &out, &huge).unwrap_err().to_string();
+    assert!(
+        err.starts_with("negative step")
+            && err.contains("the base")
+            && err.contains("lower --pretrain-lr")
+            && !err.contains("--finetune-lr"),
+        "{err}"
+    );
     let out = tmp.path().join("fine");
     // Once a fine-tune is done, the other must match it.
     let other = Recipe {
