@@ -664,4 +664,19 @@ fn a_recipe_is_named_in_the_header_and_on_the_slider() {
         labels.contains("recipe") && !labels.contains(" B "),
         "{labels}"
     );
+    // Its single weight on B is no rule per layer; a gradient is.
+    for (layers, per_layer) in [("0.7", false), ("[0.2, 1]", true)] {
+        let mut a = app();
+        a.update(Msg::Engine(EngineEvent::Loaded(PairInfo {
+            others: vec![("recipe".into(), "merges/task.yaml".into())],
+            layers: Some(layers.into()),
+            ..pair_info(a.a.clone(), a.b.clone(), "A ↔ B")
+        })));
+        let screen = render(&a, 140, 24);
+        assert_eq!(
+            screen.contains("(α per layer)"),
+            per_layer,
+            "{layers}: {screen}"
+        );
+    }
 }

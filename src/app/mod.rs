@@ -1674,6 +1674,10 @@ impl App {
                 };
                 parts.push(format!("A + α·{k}(B − A) + {c}"));
             }
+            // A recipe's single weight on B is its factor, not a rule per layer.
+            (Some(l), None) if self.recipe().is_some() && l.parse::<f64>().is_ok() => {
+                parts.push(format!("A + α·{l}·(B − A)"))
+            }
             (Some(l), None) => parts.push(format!("α per layer {l}")),
             (None, Some(c)) => parts.push(format!("A + α·(B − A) + {c}")),
             (None, None) => {}

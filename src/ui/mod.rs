@@ -405,7 +405,9 @@ fn header(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             ));
         }
         // The path's other parts, from the description: α per layer, a plane's C and β.
-        if info.layers.is_some() {
+        // A recipe's single weight on B is no rule per layer: the recipe names it.
+        let scalar = |l: &String| app.recipe().is_some() && l.parse::<f64>().is_ok();
+        if info.layers.as_ref().is_some_and(|l| !scalar(l)) {
             spans.push(Span::styled(
                 " (α per layer)",
                 Style::default().fg(Color::Cyan),
