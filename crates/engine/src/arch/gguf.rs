@@ -474,6 +474,22 @@ pub fn config(h: &Header) -> Result<ModelConfig> {
             h.tensors.len()
         );
     }
+    // A count given per layer has one entry a layer, as llama.cpp requires.
+    for k in [
+        "attention.head_count",
+        "attention.head_count_kv",
+        "feed_forward_length",
+    ] {
+        if let Some(Value::Array(items)) = m.get(k) {
+            if items.len() != blocks {
+                bail!(
+                    Format,
+                    "{p}: {arch}.{k} has {} entries for {blocks} layers (block_count)",
+                    items.len()
+                );
+            }
+        }
+    }
     let config = if arch == "gpt2" {
         ModelConfig::Gpt2(gpt2_config(&m)?)
     } else {

@@ -665,5 +665,22 @@ mod tests {
         assert!(e("a.differ").contains("a.differ differs from layer to layer"));
         assert!(e("a.empty").contains("a.empty is an empty array"));
         assert!(e("a.text").contains("a.text is not a whole number"));
+        // Per layer means one entry a layer, as llama.cpp requires.
+        let text = |v: &str| {
+            let mut b = Vec::new();
+            string(&mut b, v);
+            b
+        };
+        let kv = [
+            ("general.architecture", 8, text("llama")),
+            u32_kv("llama.block_count", 0),
+            ("llama.attention.head_count", 9, u32s(&[4, 4])),
+        ];
+        let h = read(&file(&kv, &[], 0)).unwrap();
+        let e = crate::arch::gguf::config(&h).unwrap_err().to_string();
+        assert!(
+            e.contains("llama.attention.head_count has 2 entries for 0 layers"),
+            "{e}"
+        );
     }
 }
