@@ -502,6 +502,18 @@ fn classifiers_match_transformers_and_look_labels_up_by_name() {
         Classifier::load(&dir, "ÉTÉ").unwrap().name(),
         "classifier:Été"
     );
+    // transformers' names of the tanh GELU load; another activation is named in one line.
+    v["hidden_act"] = "gelu_new".into();
+    std::fs::write(&config, v.to_string()).unwrap();
+    Classifier::load(&dir, "ÉTÉ").unwrap();
+    v["hidden_act"] = "silu".into();
+    std::fs::write(&config, v.to_string()).unwrap();
+    let err = format!("{:#}", Classifier::load(&dir, "ÉTÉ").err().unwrap());
+    assert!(
+        err.contains("hidden_act \"silu\" is not supported"),
+        "{err}"
+    );
+    v["hidden_act"] = "gelu".into();
     // Labels that differ only in case: the one as written, and no guess between them.
     v["id2label"] = serde_json::json!({"0": "pos", "1": "POS"});
     std::fs::write(&config, v.to_string()).unwrap();

@@ -103,8 +103,10 @@ impl Classifier {
         let cannot = || format!("{}: cannot build the {arch} encoder", files.label);
         let (encoder, h, max_len) = match arch.as_str() {
             "BertForSequenceClassification" => {
-                let cfg: BertConfig =
-                    serde_json::from_value(value.clone()).with_context(invalid)?;
+                let mut v = value.clone();
+                v["hidden_act"] = bert_activation(&v["hidden_act"], "hidden_act")
+                    .with_context(|| files.config.display().to_string())?;
+                let cfg: BertConfig = serde_json::from_value(v).with_context(invalid)?;
                 let h = cfg.hidden_size;
                 let model = BertModel::load(vb.clone(), &cfg).with_context(cannot)?;
                 let pooler = candle_nn::linear(h, h, vb.pp("bert.pooler.dense"))?;
@@ -290,7 +292,7 @@ fn distilbert_as_bert(
         "num_hidden_layers": field("n_layers")?,
         "num_attention_heads": field("n_heads")?,
         "intermediate_size": field("hidden_dim")?,
-        "hidden_act": config.get("activation").cloned().unwrap_or("gelu".into()),
+        "hidden_act": bert_activation(&config["activation"], "activation")?,
         "hidden_dropout_prob": 0.0,
         "max_position_embeddings": config["max_position_embeddings"].as_u64().unwrap_or(512),
         "type_vocab_size": 1,
@@ -314,6 +316,21 @@ fn distilbert_as_bert(
         Tensor::zeros((1, dim), DType::F32, device)?,
     );
     Ok((cfg, tensors))
+}
+
+/// A transformers activation name as candle's BERT reads it: "gelu" (erf), the tanh forms
+/// ("gelu_new", "gelu_pytorch_tanh") as its approximate GELU, "relu"; "gelu" where absent.
+fn bert_activation(name: &serde_json::Value, key: &str) -> Result<serde_json::Value> {
+    let name = name.as_str().unwrap_or("gelu");
+    Ok(match name {
+        "gelu" => "gelu",
+        "gelu_new" | "gelu_pytorch_tanh" => "geluapproximate",
+        "relu" => "relu",
+        other => bail!(
+            "{key} {other:?} is not supported (supported: gelu, gelu_new, gelu_pytorch_tanh, relu)"
+        ),
+    }
+    .into())
 }
 
 /// The BERT name of a DistilBERT tensor (None for its heads, which keep theirs).
