@@ -420,6 +420,32 @@ fn the_cache_and_the_hub_are_found_as_huggingface_hub_finds_them() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
+    // A gated repository (401): the line says access was refused, and how to give a token.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gated = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let _ = stream.read(&mut [0u8; 4096]);
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let (ok, err) = generate_with(
+        &[
+            ("HF_HUB_CACHE", cache.as_os_str()),
+            ("HF_ENDPOINT", gated.as_ref()),
+        ],
+        "lerp/neg",
+        "lerp/gated",
+    );
+    assert!(
+        !ok && err.contains("its download was refused (HTTP 401") && err.contains("HF_TOKEN"),
+        "{err}"
+    );
+
     let home = tmp.path().join("hfhome");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(home.join("token"), "hf_test_token\n").unwrap();

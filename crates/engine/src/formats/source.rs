@@ -381,10 +381,25 @@ fn endpoint() -> String {
 /// hang a load with no word.
 const HUB_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Why a download came to nothing: the Hub stopped sending (and why), or anything else.
+/// Why a download came to nothing: something to say (the Hub stopped sending, or refused
+/// access), or nothing beyond the file being missing.
 enum Stalled {
     Yes(String),
     No,
+}
+
+/// What a refused download says: access (401, 403) is worth a word; a missing file is not.
+fn refusal(e: &hf_hub::api::sync::ApiError) -> Stalled {
+    use hf_hub::api::sync::ApiError;
+    match e {
+        ApiError::RequestError(e) => match **e {
+            ureq::Error::Status(code @ (401 | 403), _) => Stalled::Yes(format!(
+                "was refused (HTTP {code}: a gated or private repository needs a token with access: HF_TOKEN, or `hf auth login`)"
+            )),
+            _ => Stalled::No,
+        },
+        _ => Stalled::No,
+    }
 }
 
 /// How long a download may go without a byte before it is given up.
@@ -424,7 +439,7 @@ fn download(
     });
     loop {
         match rx.recv_timeout(std::time::Duration::from_millis(500)) {
-            Ok(done) => return done.map_err(|_| Stalled::No),
+            Ok(done) => return done.map_err(|e| refusal(&e)),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(Stalled::No),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let quiet = start.elapsed().as_millis() as u64 - last.load(Ordering::Relaxed);
@@ -466,7 +481,7 @@ struct HubRepo {
     api: Option<(hf_hub::api::sync::Api, hf_hub::Repo)>,
     /// Whether the Hub answered (asked before the first download), or why not.
     reachable: std::cell::OnceCell<std::result::Result<(), String>>,
-    /// Why the last download was given up, where it stalled.
+    /// Why the last download was given up, where it stalled or was refused.
     stalled: std::cell::RefCell<Option<String>>,
     how_to_get: String,
     /// The repository's folder in the cache and the revision asked for.
@@ -548,7 +563,7 @@ impl HubRepo {
 
     fn fetch(&self, name: &str) -> Option<PathBuf> {
         self.cached_file(name).or_else(|| {
-            // After one stalled download the Hub is not asked again.
+            // After one stalled or refused download the Hub is not asked again.
             if self.stalled.borrow().is_some() {
                 return None;
             }
