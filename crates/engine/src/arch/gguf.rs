@@ -812,3 +812,26 @@ pub fn gemma_check(c: &DecoderConfig, layers_27b: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::formats::gguf::tests::{file, read, string, u32_kv, u32s};
+
+    /// A count given per layer has one entry a layer, as llama.cpp requires.
+    #[test]
+    fn a_per_layer_count_of_another_length_is_refused() {
+        let mut arch = Vec::new();
+        string(&mut arch, "llama");
+        let kv = [
+            ("general.architecture", 8, arch),
+            u32_kv("llama.block_count", 0),
+            ("llama.attention.head_count", 9, u32s(&[4, 4])),
+        ];
+        let h = read(&file(&kv, &[], 0)).unwrap();
+        let e = super::config(&h).unwrap_err().to_string();
+        assert!(
+            e.contains("llama.attention.head_count has 2 entries for 0 layers"),
+            "{e}"
+        );
+    }
+}
