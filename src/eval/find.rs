@@ -56,8 +56,8 @@ pub enum Verdict {
     NotMonotone,
     /// The target is reached only where perplexity is above the guard.
     TooPerplexed,
-    /// `max_points` ran out before the target was bracketed; the curve still heads towards it
-    /// at a range end not yet measured.
+    /// `max_points` ran out before the target was bracketed, with a range end still to
+    /// measure.
     OutOfPoints,
 }
 
@@ -72,7 +72,7 @@ pub struct Outcome {
     /// The last bracket, where one was found (for [`Verdict::NotMonotone`], the first: the
     /// one the curve turns back in).
     pub bracket: Option<(Alpha, Alpha)>,
-    /// For [`Verdict::OutOfPoints`], the range end the curve heads towards.
+    /// For [`Verdict::OutOfPoints`], the range end it would have measured next.
     pub unmeasured: Option<Alpha>,
     /// The perplexity above which a point was refused, with the guard on.
     pub ppl_limit: Option<f64>,
