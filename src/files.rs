@@ -43,6 +43,30 @@ fn partial_of(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
+/// Remove the partial files a killed writer left in `dir` (`.NAME.partial-PID`, with or
+/// without an extension after the id) whose process is gone. A live writer's file stays, so
+/// two runs over one folder do not pull files from under each other. Returns how many went.
+pub fn remove_stale_partials(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let gone = partial_writer(&name).is_some_and(crate::engine::export::process_gone);
+        if gone && entry.file_type().is_ok_and(|t| t.is_file()) {
+            removed += usize::from(std::fs::remove_file(entry.path()).is_ok());
+        }
+    }
+    removed
+}
+
+/// The writer's process id, as text, when `name` is a partial file's name.
+fn partial_writer(name: &str) -> Option<&str> {
+    let (_, tail) = name.strip_prefix('.')?.rsplit_once(".partial-")?;
+    tail.split('.').next()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +95,27 @@ mod tests {
         write_whole(&path, "newest").unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o640);
+    }
+
+    #[test]
+    fn a_dead_writers_partial_files_go_and_a_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |name: &str| std::fs::write(dir.path().join(name), "x").unwrap();
+        // No process has an id this large (Linux caps them at 2^22).
+        let dead = 4_000_000_000u32;
+        put(&format!(".model.safetensors.partial-{dead}"));
+        put(&format!(".loss.partial-{dead}.png"));
+        put(&format!(".timings.json.partial-{}", std::process::id()));
+        put("model.safetensors");
+        put(".partial-notes");
+        assert_eq!(remove_stale_partials(dir.path()), 2);
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let own = format!(".timings.json.partial-{}", std::process::id());
+        assert_eq!(left, [".partial-notes", own.as_str(), "model.safetensors"]);
+        assert_eq!(remove_stale_partials(&dir.path().join("absent")), 0);
     }
 }

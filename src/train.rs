@@ -532,6 +532,13 @@ pub fn run(corpus: &Path, out: &Path, recipe: &Recipe) -> Result<()> {
     claim(out, recipe, trained, open)?;
     let digests = corpus_digests(corpus)?;
     claim_corpus(out, corpus, &digests, trained)?;
+    // A run killed mid-write left its partial copies beside the files; this run makes its own.
+    for dir in [out.to_path_buf()]
+        .into_iter()
+        .chain(["base", "negative", "positive"].map(|d| out.join(d)))
+    {
+        crate::files::remove_stale_partials(&dir);
+    }
     // With both fine-tunes there, nothing trains: the folder is left as it is (one shipped
     // without its tokenizer or base, as assets/demo is, gains none).
     if done("negative") && done("positive") {

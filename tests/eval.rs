@@ -372,6 +372,8 @@ fn interrupted_sweep_resumes(mode: ColumnsMode) {
     std::fs::write(stopped.join(".sweep.json.partial-4999999"), "{").unwrap();
     sweep(&stopped).run(&mut e).unwrap();
     assert_eq!(read(&stopped, "samples.jsonl"), want[0]);
+    // The killed writer's partial copy went with the run that followed it.
+    assert!(!stopped.join(".sweep.json.partial-4999999").exists());
 }
 
 /// Two sweeps at neighbouring --seed values share no sample seed; a sweep whose sweep.json

@@ -178,9 +178,19 @@ fn the_recipe_in_miniature() {
     let mut cut = csv.clone();
     cut.push_str("positive,0,9.99999,1.000e-3,0.1\npositive,1,9.99999,1.000e-3,0.2\n");
     std::fs::write(out.join("loss.csv"), &cut).unwrap();
+    // The run killed mid-stage left its partial copies (no process has an id this large).
+    let left = [
+        out.join("positive/.model.safetensors.partial-4000000000"),
+        out.join(".loss.partial-4000000000.png"),
+    ];
+    std::fs::create_dir_all(out.join("positive")).unwrap();
+    for f in &left {
+        std::fs::write(f, "killed").unwrap();
+    }
     run(&corpus, &out, &recipe(30)).unwrap();
     let after = std::fs::read_to_string(out.join("loss.csv")).unwrap();
     assert_eq!(rows(&after), rows(&csv));
+    assert!(left.iter().all(|f| !f.exists()), "{left:?}");
 }
 
 fn write_corpus(dir: &std::path::Path) {

@@ -378,6 +378,8 @@ impl Sweep {
             .collect();
         std::fs::create_dir_all(out)
             .with_context(|| format!("--out {}: cannot create", out.display()))?;
+        // What a killed sweep was writing is not a record; this run writes its own.
+        crate::files::remove_stale_partials(out);
         let fresh_mode = match cfg_path.exists() {
             true => None,
             false => match self.settle_mode(engine) {

@@ -544,10 +544,13 @@ fn restore_stepped_aside(out: &Path) -> Option<PathBuf> {
 }
 
 /// Whether the process a partial file is named for (its id, as text) has ended, so that what
-/// it left is no longer its own.
-fn process_gone(pid: &str) -> bool {
-    pid.parse::<u32>()
-        .is_ok_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+/// it left is no longer its own. Where that cannot be told (no /proc), it has not.
+pub fn process_gone(pid: &str) -> bool {
+    let proc = Path::new("/proc");
+    proc.join("self").exists()
+        && pid
+            .parse::<u32>()
+            .is_ok_and(|pid| !proc.join(pid.to_string()).exists())
 }
 
 /// Whether a file of this name belongs in a model folder, as exports and the Hub write them:
