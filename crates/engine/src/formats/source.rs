@@ -301,13 +301,25 @@ fn hf_home() -> PathBuf {
     })
 }
 
-/// Python's `expandvars(expanduser(p))`: `~` at the start is HOME, `$NAME` and `${NAME}` are
-/// that variable where it is set (left as written where not).
+/// Python's `expandvars(expanduser(p))`: `~` at the start is HOME and `~user` that user's
+/// home, `$NAME` and `${NAME}` are that variable where it is set (left as written where not).
 fn expand_path(p: &str) -> String {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
     let p = match p.strip_prefix('~') {
-        Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("{home}{rest}"),
-        _ => p.to_string(),
+        Some(rest) => {
+            let (user, rest) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let home = match user {
+                "" => std::env::var("HOME").ok().or_else(|| Some("/tmp".into())),
+                user => home_of(
+                    user,
+                    &std::fs::read_to_string("/etc/passwd").unwrap_or_default(),
+                ),
+            };
+            home.map_or_else(
+                || p.to_string(),
+                |h| format!("{}{rest}", h.trim_end_matches('/')),
+            )
+        }
+        None => p.to_string(),
     };
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::new();
@@ -333,6 +345,16 @@ fn expand_path(p: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A user's home folder from the text of /etc/passwd (`name:pw:uid:gid:gecos:home:shell`);
+/// None for a user it does not list, whose `~user` Python leaves as written.
+fn home_of(user: &str, passwd: &str) -> Option<String> {
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[0] == user)
+        .map(|f| f[5].to_string())
 }
 
 /// HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE, as huggingface_hub reads them (the first one
@@ -732,5 +754,21 @@ mod tests {
         }
         assert_eq!(HubId::parse(&format!("org/{}", "n".repeat(97))), None);
         assert!(HubId::parse(&format!("org/{}", "n".repeat(96))).is_some());
+    }
+
+    #[test]
+    fn a_users_home_is_read_from_the_password_file() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n#comment\nann:x:1000:1000:Ann,,,:/home/ann:/bin/sh\nbad\n";
+        assert_eq!(home_of("ann", passwd).as_deref(), Some("/home/ann"));
+        assert_eq!(home_of("root", passwd).as_deref(), Some("/root"));
+        assert_eq!(home_of("an", passwd), None);
+        assert_eq!(home_of("bob", passwd), None);
+        // A user the system does not know stays as written, as Python's expanduser leaves it.
+        assert_eq!(expand_path("~nobody-here-xyz/hub"), "~nobody-here-xyz/hub");
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        if let Some(root) = home_of("root", &passwd) {
+            assert_eq!(expand_path("~root/hub"), format!("{root}/hub"));
+            assert_eq!(expand_path("~root"), root);
+        }
     }
 }
