@@ -632,6 +632,11 @@ pub struct GenerateArgs {
     /// the model's own distribution (softmax of the raw logits, before penalty, top-k, top-p).
     #[arg(long, requires = "json")]
     pub logprobs: bool,
+    /// How the alphas are generated: one batch with a per-row α (printed once all are done),
+    /// or whichever measures faster here, as the UI's columns [default: one α after another
+    /// at its own blend, streamed; `reblend` says so and is refused on a base kept quantized].
+    #[arg(long, value_parser = columns_mode())]
+    pub columns: Option<ColumnsMode>,
 }
 
 #[derive(Args, Debug, Clone)]

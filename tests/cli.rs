@@ -927,3 +927,70 @@ fn a_grid_is_not_written_over_other_files() {
         "{err}"
     );
 }
+
+/// `generate --columns batched` writes every α as a row of one batch: greedy, the same tokens
+/// as one α after another at its own blend, each line saying how it was made. Off the line
+/// it is refused in one line; with no budget it writes empty continuations.
+#[test]
+fn generate_batches_its_alphas_where_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--a",
+            &a,
+            "--b",
+            &b,
+            "--alphas",
+            "0,0.5,1.5",
+            "--prompt",
+            "The movie",
+            "--temperature",
+            "0",
+            "--device",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--max-tokens") {
+            args.extend_from_slice(&["--max-tokens", "6"]);
+        }
+        lerpscope(&args)
+    };
+    let lines = |out: std::process::Output| -> Vec<Value> {
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let apart = lines(run(&["--json"]));
+    let batched = lines(run(&["--json", "--columns", "batched"]));
+    assert_eq!(apart.len(), 3);
+    for (x, y) in apart.iter().zip(&batched) {
+        assert_eq!(x["alpha"], y["alpha"]);
+        assert_eq!(x["token_ids"], y["token_ids"]);
+        assert_eq!(x["run"], "alone at its blend");
+        assert!(x["blend_ms"].is_number());
+        assert_eq!(y["run"], "a row of a batch of 3");
+        assert!(y["blend_ms"].is_null());
+    }
+    let text = run(&["--columns", "batched"]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert_eq!(text.matches("a row of a batch of 3]").count(), 3, "{text}");
+    for row in lines(run(&[
+        "--json",
+        "--columns",
+        "batched",
+        "--max-tokens",
+        "0",
+    ])) {
+        assert_eq!(row["text"], "");
+    }
+    let plane = run(&["--columns", "batched", "--c", &a, "--beta", "0.5"]);
+    refused_in_one_line(&plane, &["--columns batched", "--c (a plane)"]);
+}

@@ -38,13 +38,37 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     // its own under the prompt.
     let reply = engine.info.chat_template
         && !crate::engine::tokens::is_formatted(&prompt, &engine.info.turn_markers);
+    // --columns: the alphas as rows of one batch where asked (or where that measures faster);
+    // the working weights then stay where they are.
+    let batch = match args.columns {
+        None => None,
+        Some(mode) => {
+            engine.set_columns_mode(mode)?;
+            engine
+                .prefer_batch(alphas.len(), params.max_tokens)?
+                .then(|| {
+                    engine.generate_columns(&prompt, &alphas, &params, &|_| false, &mut |_, _| {})
+                })
+                .transpose()?
+        }
+    };
+    let mut batch = batch.map(Vec::into_iter);
+    let rows = alphas.len();
     let never = AtomicBool::new(false);
     let stdout = std::io::stdout();
     for (i, alpha) in alphas.into_iter().enumerate() {
-        let blend = engine.set_point(alpha, betas[i])?;
+        // A row of the batch has no blend of its own.
+        let blend = match &batch {
+            Some(_) => None,
+            None => Some(engine.set_point(alpha, betas[i])?),
+        };
+        let blend_ms = blend.map(|b| b.as_secs_f64() * 1e3);
         let mut out = stdout.lock();
         if args.json {
-            let g = engine.generate(&prompt, &params, &never, &mut |_| {})?;
+            let g = match batch.as_mut().and_then(Iterator::next) {
+                Some(g) => g,
+                None => engine.generate(&prompt, &params, &never, &mut |_| {})?,
+            };
             let mut line = json!({
                 "alpha": alpha,
                 "prompt": prompt,
@@ -53,7 +77,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 "tokens": super::score::pieces(&engine, &g.token_ids),
                 // A rate needs two tokens: it is measured from the first token on.
                 "tokens_per_s": (g.token_ids.len() >= 2).then(|| g.tokens_per_s()),
-                "blend_ms": blend.as_secs_f64() * 1e3,
+                "blend_ms": blend_ms,
+                "run": run_name(blend.is_none(), rows),
             });
             super::add_point(&engine, &mut line);
             if args.logprobs {
@@ -87,10 +112,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 writeln!(out)?;
             }
             out.flush()?;
-            let g = engine.generate(&prompt, &params, &never, &mut |piece| {
+            let mut show = |piece: &str| {
                 let _ = write!(out, "{}", crate::engine::tokens::plain(piece));
                 let _ = out.flush();
-            })?;
+            };
+            let g = match batch.as_mut().and_then(Iterator::next) {
+                Some(g) => {
+                    show(&g.text);
+                    g
+                }
+                None => engine.generate(&prompt, &params, &never, &mut show)?,
+            };
             let why = match g.stop {
                 crate::engine::StopReason::Context => ", stopped at the model's context",
                 _ => "",
@@ -101,12 +133,20 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 n if n < 2 => format!("{n} tokens"),
                 n => format!("{n} tokens, {:.1} tok/s", g.tokens_per_s()),
             };
-            writeln!(
-                out,
-                "\n[{count}, blend {:.1} ms{why}]\n",
-                blend.as_secs_f64() * 1e3
-            )?;
+            let how = match blend_ms {
+                Some(ms) => format!("blend {ms:.1} ms"),
+                None => run_name(true, rows).to_string(),
+            };
+            writeln!(out, "\n[{count}, {how}{why}]\n")?;
         }
     }
     Ok(())
+}
+
+/// How a continuation was made, as the UI's saved sessions say it.
+fn run_name(batched: bool, rows: usize) -> String {
+    match batched {
+        true => format!("a row of a batch of {rows}"),
+        false => "alone at its blend".to_string(),
+    }
 }
