@@ -313,6 +313,14 @@ fn control_letter(code: KeyCode, mods: KeyModifiers) -> KeyCode {
     }
 }
 
+/// Ctrl+C, which always quits.
+fn ctrl_c() -> Key {
+    Key {
+        code: KeyCode::Char('c'),
+        mods: KeyModifiers::CONTROL,
+    }
+}
+
 /// A key as the keymap sees it: the code and the modifiers that matter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -375,7 +383,10 @@ impl Key {
             "pagedown" => KeyCode::PageDown,
             "space" => KeyCode::Char(' '),
             f if f.len() >= 2 && f.starts_with('f') && f[1..].parse::<u8>().is_ok() => {
-                KeyCode::F(f[1..].parse()?)
+                match f[1..].parse()? {
+                    n @ 1..=24 => KeyCode::F(n),
+                    _ => bail!("{s:?}: no such key (function keys are F1 to F24)"),
+                }
             }
             _ => {
                 let mut chars = rest.chars();
@@ -386,17 +397,37 @@ impl Key {
             }
         };
         // What terminals send: Shift+Tab is BackTab, and Shift is in a printable character.
+        let shift = mods.contains(KeyModifiers::SHIFT);
         let code = match code {
-            KeyCode::Tab if mods.contains(KeyModifiers::SHIFT) => {
+            KeyCode::Tab | KeyCode::BackTab if shift => {
                 mods.remove(KeyModifiers::SHIFT);
                 KeyCode::BackTab
             }
-            KeyCode::Char(c) if mods.contains(KeyModifiers::SHIFT) => {
+            KeyCode::Char(c) if shift && c.is_ascii_alphabetic() => {
                 mods.remove(KeyModifiers::SHIFT);
                 KeyCode::Char(c.to_ascii_uppercase())
             }
+            // Which character Shift makes of a digit or symbol depends on the keyboard's layout.
+            KeyCode::Char(_) if shift => bail!(
+                "{s:?}: Shift with a digit or symbol types another character; write the character it types (\"!\" for Shift+1 on a US keyboard)"
+            ),
             code => code,
         };
+        // Keys a terminal sends as others would never reach the action.
+        if mods.contains(KeyModifiers::CONTROL) {
+            if let KeyCode::Char(c) = code {
+                let sent_as = match c.to_ascii_lowercase() {
+                    'm' | 'j' => Some("Enter"),
+                    'i' => Some("Tab"),
+                    'h' => Some("Backspace"),
+                    '[' => Some("Esc"),
+                    _ => None,
+                };
+                if let Some(other) = sent_as {
+                    bail!("{s:?}: terminals send this key as {other}; choose another");
+                }
+            }
+        }
         Ok(Key {
             code: control_letter(code, mods),
             mods,
@@ -469,6 +500,7 @@ impl Keymap {
     /// names.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
         #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
         struct File {
             #[serde(default)]
             keys: HashMap<String, Vec<String>>,
@@ -495,6 +527,12 @@ impl Keymap {
             for k in &file.keys[name] {
                 let key = Key::parse(k)
                     .with_context(|| format!("{}: action {name}", origin.display()))?;
+                if key == ctrl_c() && action != Action::Quit {
+                    bail!(
+                        "{}: action {name}: {k:?} always quits; choose another key",
+                        origin.display()
+                    );
+                }
                 match chosen.insert(key, action) {
                     Some(other) if other != action => bail!(
                         "{}: {k:?} is bound to both {} and {name}",
@@ -508,6 +546,8 @@ impl Keymap {
         let mut map = Self::default();
         map.bindings.retain(|_, a| !actions.contains(a));
         map.bindings.extend(chosen);
+        // Ctrl+C quits whatever the file says (the event loop sees it first); the help says so.
+        map.bindings.insert(ctrl_c(), Action::Quit);
         Ok(map)
     }
 
@@ -659,5 +699,53 @@ mod tests {
         );
         // Twice for one action is no conflict.
         assert!(Keymap::from_toml("[keys]\nsave = [\"x\", \"x\"]", Path::new("k.toml")).is_ok());
+    }
+
+    /// Keys that could never fire are refused by name: a shifted digit or symbol (its
+    /// character depends on the layout), keys terminals send as others, F0 and F99, Ctrl+C
+    /// for anything but quitting. A misspelt table is refused, not ignored; Ctrl+C quits
+    /// whatever the file says, and the help lists it.
+    #[test]
+    fn keys_that_could_never_fire_are_refused() {
+        let err = |text: &str| {
+            let e = Keymap::from_toml(text, Path::new("k.toml")).unwrap_err();
+            format!("{e:#}")
+        };
+        for (text, needle) in [
+            (
+                "[keys]\nsave = [\"shift+1\"]",
+                "write the character it types",
+            ),
+            (
+                "[keys]\nhelp = [\"shift+/\"]",
+                "write the character it types",
+            ),
+            ("[keys]\nsave = [\"ctrl+m\"]", "as Enter"),
+            ("[keys]\nsave = [\"ctrl+i\"]", "as Tab"),
+            ("[keys]\nsave = [\"ctrl+h\"]", "as Backspace"),
+            ("[keys]\nsave = [\"F0\"]", "F1 to F24"),
+            ("[keys]\nsave = [\"F99\"]", "F1 to F24"),
+            ("[keys]\nsave = [\"ctrl+c\"]", "always quits"),
+            ("[key]\nsave = [\"x\"]", "unknown field `key`"),
+            ("quit = [\"x\"]", "unknown field `quit`"),
+        ] {
+            let e = err(text);
+            assert!(e.contains("k.toml") && e.contains(needle), "{text}: {e}");
+        }
+        let k = Keymap::from_toml(
+            "[keys]\nquit = []\nprev_column = [\"shift+BackTab\"]\nsave = [\"!\", \"F24\"]",
+            Path::new("k.toml"),
+        )
+        .unwrap();
+        assert_eq!(k.keys_of(Action::Quit), ["Ctrl+c"]);
+        assert_eq!(
+            k.action(&ev(KeyCode::BackTab, KeyModifiers::SHIFT)),
+            Some(Action::PrevColumn)
+        );
+        assert_eq!(k.keys_of(Action::PrevColumn), ["Shift+Tab"]);
+        assert_eq!(
+            k.action(&ev(KeyCode::Char('!'), KeyModifiers::SHIFT)),
+            Some(Action::Save)
+        );
     }
 }
