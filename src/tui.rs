@@ -326,6 +326,12 @@ pub fn run(cfg: TuiConfig) -> Result<()> {
                 crate::signals::die_by(signal);
             }
         };
+        // A bake still being written when the user quit ends with the process: its partial
+        // copy (hidden, maybe gigabytes) goes with it, and the shell is told.
+        if crate::engine::export::remove_partial() {
+            restore_terminal();
+            eprintln!("quit while baking: the bake was stopped and its partial copy removed");
+        }
         // A pair that never loaded: its error stays on the shell, and the exit status says so.
         if let crate::app::PairState::Failed(e) = &app.pair {
             anyhow::bail!("{e}");

@@ -514,3 +514,43 @@ fn a_job_panic_is_reported_and_the_ui_carries_on() {
     let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
     assert!(end.contains("exit=0"), "{end}");
 }
+
+/// Quitting while `b` bakes stops the bake and removes its hidden partial copy (it used to
+/// stay beside the models, a whole model's size), and the shell is told.
+#[test]
+fn quitting_in_the_middle_of_a_bake_leaves_no_partial_copy() {
+    if !have_tmux() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tiny_pair(&a, &b, Arch::Llama).unwrap();
+    let here = tmp.path().join("here");
+    std::fs::create_dir(&here).unwrap();
+    let pair = format!("--a {} --b {} --device cpu", a.display(), b.display());
+    for key in ["q", "C-c"] {
+        let env = format!(
+            "cd {} && LERPSCOPE_TEST_SLOW_EXPORT_MS=3000",
+            here.display()
+        );
+        let tmux = run_in_tmux(
+            &pair,
+            &env,
+            "--alphas 0.5 --max-tokens 4",
+            (100, 30),
+            &format!("bake-quit-{key}"),
+        );
+        tmux.wait_for("the column", |s| s.contains('✓'));
+        tmux.keys(&["b"]);
+        tmux.wait_for("the bake to start", |s| s.contains("baking"));
+        tmux.keys(&[key]);
+        let end = tmux.wait_for("the program to exit", |s| s.contains("LERPSCOPE_EXITED"));
+        assert!(end.contains("exit=0"), "{end}");
+        assert!(end.contains("quit while baking"), "{end}");
+        let left: Vec<_> = std::fs::read_dir(&here)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{key}: {left:?}");
+    }
+}

@@ -615,7 +615,17 @@ fn serve(mut engine: Engine, rx: Receiver<Request>, emit_arc: Arc<Emit>) {
             let emit = emit_arc.clone();
             let writer = move || {
                 let snapshot = snapshot.and_then(|s| s)?;
-                let progress = |done, total| emit(EngineEvent::ExportProgress { done, total });
+                // Lets the end-to-end test quit in the middle of a bake of a tiny pair.
+                let pause = std::env::var("LERPSCOPE_TEST_SLOW_EXPORT_MS")
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                    .map(std::time::Duration::from_millis);
+                let progress = |done, total| {
+                    if let Some(pause) = pause {
+                        std::thread::sleep(pause);
+                    }
+                    emit(EngineEvent::ExportProgress { done, total })
+                };
                 crate::engine::export::write(&snapshot, job.format, &job.out, false, &progress)
                     .map_err(|e| Failure::engine(&e))
             };

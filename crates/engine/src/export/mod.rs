@@ -409,20 +409,22 @@ impl Drop for Writing {
 /// Remove the partial copy an export in this process is writing, if any: for a handler of
 /// Ctrl-C or a kill, on its way to ending the process. The copy is hidden (`.NAME.partial-PID`)
 /// and may be gigabytes; only the next export to the same --out would clear it otherwise. An
-/// export putting a whole copy in place is let finish first; none starts after this.
-pub fn remove_partial() {
+/// export putting a whole copy in place is let finish first; none starts after this. Returns
+/// whether there was a copy to remove (an export cut short).
+pub fn remove_partial() -> bool {
     let commit = COMMIT.lock().unwrap_or_else(|e| e.into_inner());
     // Held until the process ends: no copy goes in place after its files are removed.
     std::mem::forget(commit);
     let partial = WRITING.lock().ok().and_then(|w| w.clone());
-    if let Some(p) = partial {
+    if let Some(p) = &partial {
         // The writer may still be adding files as they go: a few tries.
         for _ in 0..3 {
-            if remove_any(&p).is_ok() || !p.exists() {
+            if remove_any(p).is_ok() || !p.exists() {
                 break;
             }
         }
     }
+    partial.is_some()
 }
 
 /// Every file at `path` (a file, or a folder's files and entries) on the disk, before the
