@@ -557,6 +557,60 @@ fn an_interrupted_export_removes_its_partial_copy() {
     child.wait().unwrap();
 }
 
+/// What comes to --out while an export is written (the user's files, another export that
+/// finished first) is not replaced without --force: the export that finds it there at the end
+/// is refused and leaves it as it is. It used to be replaced, whatever it was.
+#[test]
+fn what_comes_to_out_during_an_export_is_not_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    lerpscope::shapes::write_tiny_pair(&a, &b, lerpscope::shapes::Arch::Llama).unwrap();
+    let partial = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("partial"))
+    };
+    for (format, out, theirs) in [
+        ("hf", "late", "late/notes.txt"),
+        ("gguf", "late.gguf", "late.gguf"),
+    ] {
+        let child = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+            .args([
+                "export",
+                "--a",
+                a.to_str().unwrap(),
+                "--b",
+                b.to_str().unwrap(),
+            ])
+            .args([
+                "--alpha", "0.5", "--out", out, "--format", format, "--device", "cpu",
+            ])
+            .env("LERPSCOPE_TEST_PAUSE_AT_WRITE", "2")
+            .env("LERPSCOPE_TEST_PAUSE_SECS", "2")
+            .current_dir(tmp.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while !partial() {
+            assert!(start.elapsed().as_secs() < 30, "{format}: no partial copy");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let theirs = tmp.path().join(theirs);
+        std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+        std::fs::write(&theirs, "mine").unwrap();
+        let done = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(!done.status.success(), "{format}: {err}");
+        assert!(
+            err.contains("already exists (it appeared while the export was written)"),
+            "{format}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "mine");
+        no_leftovers(tmp.path());
+    }
+}
+
 /// An export killed at each of its writes in turn (LERPSCOPE_TEST_KILL_AT_WRITE: the process
 /// ends on the spot, nothing cleaned up) never leaves a model at --out, and the next export to
 /// the same place removes what it left; one whose k-th write fails instead

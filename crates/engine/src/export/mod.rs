@@ -282,29 +282,13 @@ pub fn write(
     progress: &dyn Fn(u64, u64),
 ) -> Result<PathBuf> {
     let restored = restore_stepped_aside(out);
-    let exists_non_empty = match format {
-        Format::Hf => {
-            out.is_dir()
-                && std::fs::read_dir(out)
-                    .map(|mut d| d.next().is_some())
-                    .unwrap_or(true)
-        }
-        Format::Gguf => out.exists(),
-    };
-    if (exists_non_empty || (out.exists() && !out.is_dir() && format == Format::Hf)) && !force {
-        bail!(
-            Invalid,
-            "--out {}: already exists{}; choose another --out or pass --force to replace it",
-            out.display(),
-            restored.map_or(String::new(), |p| format!(
-                " (put back from {}, where an interrupted export had stepped it aside)",
-                p.display()
-            ))
-        );
-    }
-    if out.exists() {
-        check_replaceable(snap, out)?;
-    }
+    let note = restored.map_or(String::new(), |p| {
+        format!(
+            " (put back from {}, where an interrupted export had stepped it aside)",
+            p.display()
+        )
+    });
+    check_out(snap, format, out, force, &note)?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -351,6 +335,18 @@ pub fn write(
     // put back) rather than removing it halfway through.
     let _commit = COMMIT.lock().unwrap_or_else(|e| e.into_inner());
     drop(_writing);
+    // What came to --out while the copy was written (another export, the user's files) is
+    // replaced only as it could have been at the start.
+    if let Err(e) = check_out(
+        snap,
+        format,
+        out,
+        force,
+        " (it appeared while the export was written)",
+    ) {
+        let _ = remove_any(&tmp);
+        return Err(e);
+    }
     // What --out held steps aside until the export is in place, and comes back if it cannot
     // be (the name it steps aside to is one the next export clears).
     let aside = parent.join(format!("{stem}old-{}", std::process::id()));
@@ -378,6 +374,31 @@ pub fn write(
             .with_context(|| format!("{}: cannot remove the replaced export", aside.display()))?;
     }
     Ok(out.to_path_buf())
+}
+
+/// Whether `out` may take the export: it is new (or an empty folder), or --force replaces a
+/// model there. `note` ends the refusal's first clause.
+fn check_out(snap: &Snapshot, format: Format, out: &Path, force: bool, note: &str) -> Result<()> {
+    let exists_non_empty = match format {
+        Format::Hf => {
+            out.is_dir()
+                && std::fs::read_dir(out)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+        }
+        Format::Gguf => out.exists(),
+    };
+    if (exists_non_empty || (out.exists() && !out.is_dir() && format == Format::Hf)) && !force {
+        bail!(
+            Invalid,
+            "--out {}: already exists{note}; choose another --out or pass --force to replace it",
+            out.display(),
+        );
+    }
+    if out.exists() {
+        check_replaceable(snap, out)?;
+    }
+    Ok(())
 }
 
 /// The partial copy an export in this process is writing now.
@@ -615,7 +636,8 @@ fn io<T>(r: std::io::Result<T>, path: &Path) -> Result<T> {
 /// Test hook, called before every write of an export: `LERPSCOPE_TEST_FAIL_WRITE=k` makes the
 /// k-th write fail (as a full disk would), `LERPSCOPE_TEST_KILL_AT_WRITE=k` ends the process
 /// there on the spot (as a kill would, nothing cleaned up), `LERPSCOPE_TEST_PAUSE_AT_WRITE=k`
-/// waits there a minute (for a signal from outside). Writes are counted per process.
+/// waits there a minute, or `LERPSCOPE_TEST_PAUSE_SECS` (for a signal, or a file, from
+/// outside). Writes are counted per process.
 fn write_point(path: &Path) -> Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::OnceLock;
@@ -638,7 +660,11 @@ fn write_point(path: &Path) -> Result<()> {
         std::process::abort();
     }
     if pause == Some(n) {
-        std::thread::sleep(std::time::Duration::from_secs(60));
+        let secs = std::env::var("LERPSCOPE_TEST_PAUSE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(60);
+        std::thread::sleep(std::time::Duration::from_secs(secs));
     }
     if fail == Some(n) {
         let e = std::io::Error::other("injected failure (LERPSCOPE_TEST_FAIL_WRITE)");
