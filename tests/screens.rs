@@ -680,3 +680,75 @@ fn a_recipe_is_named_in_the_header_and_on_the_slider() {
         );
     }
 }
+
+/// The help lists every key in force, however many a keys.toml gives an action (it cut them at
+/// 12 characters), and shows in presenter mode too (the key that opened it swallowed the next
+/// one there, with nothing drawn).
+#[test]
+fn the_help_shows_every_rebound_key_and_in_presenter_mode() {
+    let keymap = Keymap::from_toml(
+        "[keys]\nquit = [\"q\", \"ctrl+q\", \"F10\", \"Esc\"]",
+        std::path::Path::new("k.toml"),
+    )
+    .unwrap();
+    let mut a = App::new(
+        "assets/demo/negative".into(),
+        "assets/demo/positive".into(),
+        "The food at this place",
+        &[Alpha::A, Alpha::B],
+        GenerationParams::default(),
+        keymap,
+    );
+    load(&mut a);
+    key(&mut a, KeyCode::Char('?'));
+    let screen = render(&a, 120, 50);
+    assert!(screen.contains("Ctrl+c Ctrl+q Esc F10 q"), "{screen}");
+    key(&mut a, KeyCode::Char('x'));
+    key(&mut a, KeyCode::Char('z'));
+    key(&mut a, KeyCode::Char('?'));
+    let screen = render(&a, 120, 50);
+    assert!(screen.contains("keys (any key closes)"), "{screen}");
+}
+
+/// A column shows its prompt as it shows the model's text: a tab as a space, a control
+/// character as � (the tab vanished and ESC and CR were dropped without a mark).
+#[test]
+fn a_columns_prompt_shows_tabs_and_control_characters() {
+    let mut a = App::new(
+        "a".into(),
+        "b".into(),
+        "tab\there esc\u{1b}[31mred cr\rx",
+        &[Alpha::A],
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    let jobs = load(&mut a);
+    stream(&mut a, &jobs[0], &[" ok"], true);
+    let screen = render(&a, 80, 20);
+    assert!(screen.contains("tab here esc�[31mred cr�x ok"), "{screen}");
+}
+
+/// The hints on the screen name the keys in force, not the defaults a keys.toml took away.
+#[test]
+fn the_hints_name_the_rebound_keys() {
+    let keymap = Keymap::from_toml(
+        "[keys]\nedit_prompt = [\"i\"]\nhelp = [\"h\"]\nscore_mode = [\"alt+s\"]",
+        std::path::Path::new("k.toml"),
+    )
+    .unwrap();
+    let mut a = App::new(
+        "a".into(),
+        "b".into(),
+        "The food",
+        &[Alpha::A],
+        GenerationParams::default(),
+        keymap,
+    );
+    load(&mut a);
+    let screen = render(&a, 100, 20);
+    assert!(
+        screen.contains("prompt (i to edit)") && screen.contains("h keys"),
+        "{screen}"
+    );
+    assert!(!screen.contains("(e to edit)") && !screen.contains("? keys"));
+}

@@ -63,9 +63,12 @@ impl Editor {
         (c.0, c.1)
     }
 
-    /// Paste: newlines become lines, tabs spaces, other control characters are dropped.
+    /// Paste: newlines become lines (CR LF and a lone CR too: many terminals paste line breaks
+    /// as CR), tabs spaces, other control characters are dropped.
     pub fn insert_str(&mut self, s: &str) {
         let clean: String = s
+            .replace("\r\n", "\n")
+            .replace('\r', "\n")
             .chars()
             .filter_map(|c| match c {
                 '\t' => Some(' '),
@@ -227,5 +230,9 @@ mod tests {
         e.insert_str("one\r\ntwo\tthree\u{1b}[31m");
         assert_eq!(e.text(), "xone\ntwo three[31m");
         assert_eq!(e.cursor(), (1, 13));
+        // A paste whose line breaks are CR alone (tmux, xterm) keeps its lines.
+        let mut e = Editor::new("");
+        e.insert_str("first\rsecond\r\rthird");
+        assert_eq!(e.text(), "first\nsecond\n\nthird");
     }
 }

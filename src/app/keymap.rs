@@ -496,6 +496,25 @@ impl Keymap {
         v
     }
 
+    /// The one key a hint on the screen names for `a` ("e to edit"): its first default key
+    /// while that still does it, else the first of those a keys.toml gave it; "no key" where
+    /// it has none.
+    pub fn hint(&self, a: Action) -> String {
+        let default = a
+            .defaults()
+            .iter()
+            .filter_map(|k| Key::parse(k).ok())
+            .find(|k| self.bindings.get(k) == Some(&a));
+        match default {
+            Some(k) => k.label(),
+            None => self
+                .keys_of(a)
+                .into_iter()
+                .next()
+                .unwrap_or("no key".into()),
+        }
+    }
+
     /// The defaults with the bindings of `text` (keys.toml) replacing those of each action it
     /// names.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {

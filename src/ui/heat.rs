@@ -24,8 +24,9 @@ pub fn render(app: &App, grid: &HeatGrid, r: Rect, buf: &mut Buffer) {
         String::new()
     };
     let title = format!(
-        " sentiment over (α, β): {} samples per point{progress} (+ more, g closes) ",
-        app.curve.samples
+        " sentiment over (α, β): {} samples per point{progress} ({}) ",
+        app.curve.samples,
+        super::curve_keys(app)
     );
     Clear.render(r, buf);
     let block = Block::bordered()

@@ -218,6 +218,10 @@ pub fn view(app: &App, frame: &mut Frame) {
     let buf = frame.buffer_mut();
     if app.presenter && !areas.columns.is_empty() {
         presenter(app, &areas, buf);
+        // The help the key opened shows here too (it closes on the next key either way).
+        if app.show_help {
+            help(app, area, buf);
+        }
         return;
     }
     let Some(status) = areas.status else {
@@ -446,17 +450,26 @@ fn prompt(app: &App, r: Rect, frame: &mut Frame) {
         Style::default().fg(Color::DarkGray)
     };
     let (inner, block) = if r.height >= 3 {
+        use crate::app::keymap::Action;
+        let (e, back) = (
+            app.keymap.hint(Action::EditPrompt),
+            app.keymap.hint(Action::ScoreMode),
+        );
         let title = match (app.score_mode, editing, app.edit_pending()) {
-            (false, true, _) => " prompt — Enter runs · Alt+Enter new line · Esc leaves ",
-            (false, false, false) => " prompt (e to edit) ",
-            (false, false, true) => {
-                " prompt — edited, not run: the columns show the last one (e, Enter runs it) "
+            (false, true, _) => " prompt — Enter runs · Alt+Enter new line · Esc leaves ".into(),
+            (false, false, false) => format!(" prompt ({e} to edit) "),
+            (false, false, true) => format!(
+                " prompt — edited, not run: the columns show the last one ({e}, Enter runs it) "
+            ),
+            (true, true, _) => {
+                " text to score — Enter scores · paste or type · Esc leaves ".to_string()
             }
-            (true, true, _) => " text to score — Enter scores · paste or type · Esc leaves ",
-            (true, false, false) => " text to score (e to edit · S back to generating) ",
-            (true, false, true) => {
-                " text to score — edited, not scored: the columns show the last (e, Enter scores) "
+            (true, false, false) => {
+                format!(" text to score ({e} to edit · {back} back to generating) ")
             }
+            (true, false, true) => format!(
+                " text to score — edited, not scored: the columns show the last ({e}, Enter scores) "
+            ),
         };
         let b = Block::bordered().border_style(style).title(title);
         (b.inner(r), Some(b))
@@ -757,7 +770,8 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         spans.push(Span::styled(" · ", dim));
         spans.push(Span::styled(e.clone(), Style::default().fg(Color::Red)));
     }
-    spans.push(Span::styled("  ? keys", dim));
+    let help = app.keymap.hint(crate::app::keymap::Action::Help);
+    spans.push(Span::styled(format!("  {help} keys"), dim));
     Line::from(spans).render(r, buf);
 }
 
@@ -771,25 +785,37 @@ fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
     for (k, what) in crate::app::editor::KEYS {
         entries.push((k.to_string(), what.to_string()));
     }
+    // The keys' column as wide as its longest entry (rebound keys can be many), within reason.
+    let kw = entries
+        .iter()
+        .map(|(k, _)| wrap::width(k))
+        .max()
+        .unwrap_or(0)
+        .clamp(12, 30);
     // Two columns when one would not fit the height and the width allows.
     let rows_one = entries.len() as u16 + 4;
-    let halves = if rows_one > area.height && area.width >= 96 {
+    let two_wide = 2 * (kw + 2 + 34 + 1) + 2;
+    let halves = if rows_one > area.height && area.width as usize >= two_wide.max(96) {
         2
     } else {
         1
     };
     let per = entries.len().div_ceil(halves);
-    let col_w = if halves == 2 { 48 } else { 60 };
+    let dw = if halves == 2 { 34 } else { 46 };
+    let col_w = kw + 2 + dw;
     let key = Style::default().fg(Color::Cyan);
     let mut lines: Vec<Line> = (0..per)
         .map(|row| {
             let mut spans = Vec::new();
             for h in 0..halves {
                 if let Some((k, what)) = entries.get(h * per + row) {
-                    let k: String = k.chars().take(12).collect();
-                    let what: String = what.chars().take(col_w - 14).collect();
-                    let pad = (col_w - 14).saturating_sub(wrap::width(&what));
-                    spans.push(Span::styled(format!("{k:>12}  "), key));
+                    let k: String = match wrap::width(k) > kw {
+                        true => k.chars().take(kw - 1).chain(['…']).collect(),
+                        false => k.clone(),
+                    };
+                    let what: String = what.chars().take(dw).collect();
+                    let pad = dw.saturating_sub(wrap::width(&what));
+                    spans.push(Span::styled(format!("{k:>kw$}  "), key));
                     spans.push(Span::raw(format!("{what}{}", " ".repeat(pad + 1))));
                 }
             }
@@ -819,6 +845,16 @@ fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
                 .border_style(Style::default().fg(Color::Cyan)),
         )
         .render(r, buf);
+}
+
+/// The curve panel's keys, as bound: "+ more, g closes".
+pub(crate) fn curve_keys(app: &App) -> String {
+    use crate::app::keymap::Action;
+    format!(
+        "{} more, {} closes",
+        app.keymap.hint(Action::CurveMore),
+        app.keymap.hint(Action::Curve)
+    )
 }
 
 /// A key list for the help: ten digit keys read as "0-9".
@@ -889,8 +925,9 @@ fn curve_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         String::new()
     };
     let title = format!(
-        " sentiment vs α: {} samples per point{progress} (+ more, g closes) ",
-        app.curve.samples
+        " sentiment vs α: {} samples per point{progress} ({}) ",
+        app.curve.samples,
+        curve_keys(app)
     );
     Clear.render(r, buf);
     Chart::new(sets)

@@ -18,12 +18,12 @@ pub fn render(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     }
 }
 
-fn block(title: String, hint: &'static str) -> Block<'static> {
+fn block(title: String, hint: impl Into<String>) -> Block<'static> {
     let cyan = Style::default().fg(Color::Cyan);
     Block::bordered()
         .border_style(cyan)
         .title(Line::styled(title, cyan.add_modifier(Modifier::BOLD)))
-        .title(Line::styled(hint, Style::default().fg(Color::DarkGray)).right_aligned())
+        .title(Line::styled(hint.into(), Style::default().fg(Color::DarkGray)).right_aligned())
 }
 
 /// A token as a quoted, visible string.
@@ -168,7 +168,16 @@ fn scrub_chart(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
 fn differences_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
     let b = block(
         " where the columns disagree most (log p, nats) ".to_string(),
-        " c: token cursor · e: edit the text · S: back ",
+        {
+            use crate::app::keymap::Action;
+            let hint = |a| app.keymap.hint(a);
+            format!(
+                " {}: token cursor · {}: edit the text · {}: back ",
+                hint(Action::Inspect),
+                hint(Action::EditPrompt),
+                hint(Action::ScoreMode)
+            )
+        },
     );
     let inner = b.inner(r);
     b.render(r, buf);

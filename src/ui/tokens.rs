@@ -104,13 +104,15 @@ pub struct ColumnText {
 impl ColumnText {
     pub fn of(app: &App, i: usize, width: usize) -> Self {
         let c = &app.columns[i];
+        // The prompt as the screen shows the model's text: tabs as spaces, controls as �.
+        let shown = crate::app::sanitize(app.ran_prompt());
         let prompt = if app.scored() {
             String::new()
         } else if app.reply_apart() {
             // A chat model replies in a turn of its own: start the reply on a new line.
-            format!("{}\n", app.ran_prompt())
+            format!("{shown}\n")
         } else {
-            app.ran_prompt().to_string()
+            shown
         };
         let raw = format!("{prompt}{}", c.text);
         let mut specials = Vec::new();
