@@ -1123,8 +1123,17 @@ pub fn alpha_list(list: &str) -> Result<Alphas, String> {
             "{list}: a range START:STOP:STEP is for sweep's --alphas; list the values here (0,0.5,1)"
         ));
     }
-    let v: Vec<Alpha> = list
-        .split(',')
+    // A trailing comma is taken; an empty value between two is a value left out ("0,,1").
+    let items: Vec<&str> = list.split(',').collect();
+    let first = items.iter().position(|s| !s.trim().is_empty());
+    let last = items.iter().rposition(|s| !s.trim().is_empty());
+    if let (Some(f), Some(l)) = (first, last) {
+        if items[f..=l].iter().any(|s| s.trim().is_empty()) {
+            return Err(format!("{list}: an empty value between commas"));
+        }
+    }
+    let v: Vec<Alpha> = items
+        .into_iter()
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.parse::<Alpha>().map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;

@@ -654,3 +654,30 @@ fn a_pair_too_large_for_ram_is_refused_before_loading_with_the_numbers() {
     // Refused from the headers alone: nothing was read or allocated.
     assert!(t.elapsed().as_secs() < 10, "took {:?}", t.elapsed());
 }
+
+/// A value left out of a list ("0,,1" for "0,0.5,1") is refused, not skipped; a trailing
+/// comma is taken. `--betas` without a plane says so first, whatever its count.
+#[test]
+fn a_list_with_a_value_left_out_and_betas_without_a_plane() {
+    use lerpscope::cli::alpha_list;
+    let e = alpha_list("0,,1").unwrap_err();
+    assert!(e.contains("0,,1: an empty value between commas"), "{e}");
+    assert_eq!(alpha_list("0,1,").unwrap().0.len(), 2);
+    assert_eq!(alpha_list(" 0 , 1").unwrap().0.len(), 2);
+    let p = pair(Arch::Llama);
+    let text = p.a.with_file_name("text.txt");
+    std::fs::write(&text, "The food was good").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args(["perplexity", "--a", p.a.to_str().unwrap(), "--b"])
+        .args([
+            p.b.to_str().unwrap(),
+            "--betas",
+            "0,1",
+            "--file",
+            text.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("needs --c"), "{err}");
+}

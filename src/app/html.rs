@@ -118,7 +118,11 @@ fn settings(s: &Session) -> String {
 
 fn column(h: &mut String, s: &Session, c: &SessionColumn) {
     let stats = match c.score {
-        Some(fit) => format!("NLL {:.1} · ppl {:.1}", fit.nll, fit.perplexity),
+        Some(fit) => format!(
+            "NLL {:.1} · ppl {}",
+            fit.nll,
+            crate::engine::fixed(fit.perplexity, 1)
+        ),
         None => format!(
             "{} token{}{}{}",
             c.tokens,

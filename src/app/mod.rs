@@ -1931,7 +1931,11 @@ impl Session {
         );
         for c in &self.columns {
             let stats = c.score.map_or(String::new(), |s| {
-                format!(": NLL {:.3}, perplexity {:.3}", s.nll, s.perplexity)
+                format!(
+                    ": NLL {:.3}, perplexity {}",
+                    s.nll,
+                    crate::engine::fixed(s.perplexity, 3)
+                )
             });
             md.push_str(&format!("\n## {}{}{stats}\n", c.point(), c.unfinished(),));
             if let Some(e) = &c.error {

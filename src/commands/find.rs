@@ -229,10 +229,10 @@ fn point_line(p: &Point) -> String {
         k => format!(", {k} empty"),
     };
     format!(
-        "α = {:<8} {}  perplexity {:.2}{empty}",
+        "α = {:<8} {}  perplexity {}{empty}",
         p.alpha.to_string(),
         estimate_text(&p.meter()),
-        ppl.mean
+        crate::engine::fixed(ppl.mean, 2)
     )
 }
 

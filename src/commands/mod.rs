@@ -59,17 +59,18 @@ fn paired_betas(
     let Some(betas) = betas else {
         return Ok((pair.options()?, vec![None; alphas.len()]));
     };
+    // No plane first: without one, no count of β is right.
+    if !pair.has_plane() {
+        anyhow::bail!(
+            "{}",
+            pair.no_plane("--betas", crate::cli::BETAS_NEED_A_PLANE)
+        );
+    }
     if betas.0.len() != alphas.len() {
         anyhow::bail!(
             "--betas: {} values for {} alphas; give one β per α, paired in order",
             betas.0.len(),
             alphas.len()
-        );
-    }
-    if !pair.has_plane() {
-        anyhow::bail!(
-            "{}",
-            pair.no_plane("--betas", crate::cli::BETAS_NEED_A_PLANE)
         );
     }
     let each = betas.0.iter().map(|b| Some(b.value())).collect();

@@ -30,8 +30,9 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
             say!("{line}");
         } else {
             say!(
-                "α = {alpha:>6}{}: perplexity {ppl:.3} over {n} tokens",
-                crate::eval::held_point(&engine)
+                "α = {alpha:>6}{}: perplexity {} over {n} tokens",
+                crate::eval::held_point(&engine),
+                crate::engine::fixed(ppl, 3)
             );
         }
     }

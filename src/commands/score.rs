@@ -92,8 +92,10 @@ fn print_plain(
     for (s, held) in scores {
         writeln!(
             out,
-            "α = {:>6}{held}: NLL {:>9.3}  perplexity {:>9.3}",
-            s.alpha, s.nll, s.perplexity
+            "α = {:>6}{held}: NLL {:>9.3}  perplexity {:>9}",
+            s.alpha,
+            s.nll,
+            crate::engine::fixed(s.perplexity, 3)
         )?;
     }
     let logprobs: Vec<Vec<f32>> = scores.iter().map(|(s, _)| s.logprobs()).collect();

@@ -567,7 +567,7 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
             Color::Gray
         };
         let ppl = if ppl.is_finite() {
-            format!("{ppl:.1}")
+            crate::engine::fixed(ppl, 1)
         } else {
             "–".to_string()
         };
@@ -577,7 +577,7 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         }
     }
     if let Some((nll, ppl)) = c.score {
-        let score = format!(" NLL {nll:.1} · ppl {ppl:.1} ");
+        let score = format!(" NLL {nll:.1} · ppl {} ", crate::engine::fixed(ppl, 1));
         if wrap::width(&score) + 2 <= r.width as usize {
             block = block.title_bottom(Line::styled(score, Style::default().fg(Color::Cyan)));
         }
@@ -705,7 +705,11 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         spans.push(Span::styled("score ", Style::default().fg(Color::Cyan)));
         for c in &app.columns {
             let fit = match c.score {
-                Some((nll, ppl)) => format!("{}: NLL {nll:.1} ppl {ppl:.1}", short_point(c)),
+                Some((nll, ppl)) => format!(
+                    "{}: NLL {nll:.1} ppl {}",
+                    short_point(c),
+                    crate::engine::fixed(ppl, 1)
+                ),
                 None => format!("{}: …", short_point(c)),
             };
             spans.push(Span::raw(fit));

@@ -42,6 +42,16 @@ pub fn shown(x: f64) -> String {
     }
 }
 
+/// A figure such as a perplexity with `prec` decimals, or in exponent form with three
+/// significant digits from 1e9 up (an extrapolated model's perplexity can have fifty digits).
+pub fn fixed(x: f64, prec: usize) -> String {
+    if x.is_finite() && x.abs() >= 1e9 {
+        format!("{x:.2e}")
+    } else {
+        format!("{x:.prec$}")
+    }
+}
+
 /// Alphas from LOW up to HIGH, LOW < HIGH: the slider's visible range (`--range`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AlphaRange {
@@ -209,6 +219,14 @@ impl fmt::Display for Alpha {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_figures_read_in_exponent_form() {
+        assert_eq!(fixed(79.6512, 1), "79.7");
+        assert_eq!(fixed(999_999_999.0, 1), "999999999.0");
+        assert_eq!(fixed(3.97e50, 1), "3.97e50");
+        assert_eq!(fixed(f64::INFINITY, 3), "inf");
+    }
 
     #[test]
     fn formats_as_its_number_with_width_and_precision() {

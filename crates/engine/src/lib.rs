@@ -25,7 +25,7 @@ pub mod export;
 pub mod guard;
 pub mod shapes;
 
-pub use alpha::{shown, Alpha, AlphaError, AlphaRange, IntoAlpha, MAX_ABS_ALPHA};
+pub use alpha::{fixed, shown, Alpha, AlphaError, AlphaRange, IntoAlpha, MAX_ABS_ALPHA};
 pub use arch::{config_json, tensors::parameters};
 pub use engine::{
     build_model, dtype_name, parse_dtype, ColumnsMode, DeviceChoice, Engine, ExtraEndpoint,

@@ -837,10 +837,20 @@ impl Engine {
                 .map_err(|e| err!(Format, "cannot tokenise the text: {e}"))
         })?;
         let token_ids = enc.get_ids().to_vec();
+        // Before the blend, and with no α named: neither depends on the point.
         if token_ids.len() < 2 {
+            let n = token_ids.len();
             bail!(
                 Invalid,
-                "the text has {} token(s); scoring needs at least 2",
+                "too short to score: {n} token{} (a BOS the tokenizer adds included); scoring needs at least 2",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        let context = self.generator().max_positions;
+        if token_ids.len() > context {
+            bail!(
+                Invalid,
+                "the text has {} tokens; the model's context is {context}",
                 token_ids.len()
             );
         }
