@@ -896,3 +896,90 @@ fn a_gguf_keeps_its_template_under_a_tokenizer_given_apart() {
         e.encode_text("the cat sat").unwrap()
     );
 }
+
+/// An export whose values overflow the dtype asked (f16 past ±65504, far out on the line) is
+/// refused by tensor, with nothing written: it used to write infinities that no tool runs.
+#[test]
+fn an_export_past_f16s_range_is_refused_by_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    lerpscope::shapes::write_tiny_pair(&a, &b, lerpscope::shapes::Arch::Llama).unwrap();
+    // B far from A: every weight of B a hundred times its own.
+    let weights = b.join("model.safetensors");
+    let big: std::collections::HashMap<String, candle_core::Tensor> =
+        candle_core::safetensors::load(&weights, &candle_core::Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, (t * 100.0).unwrap()))
+            .collect();
+    candle_core::safetensors::save(&big, &weights).unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    for format in ["hf", "gguf"] {
+        let out = tmp.path().join(format!("far-{format}"));
+        let o = try_export_dtype(a, b, "1000", &out, format, "f16");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{format}: {err}");
+        assert!(
+            err.contains("tensor ")
+                && err.contains("not finite in f16")
+                && err.contains("--dtype bf16"),
+            "{format}: {err}"
+        );
+        assert!(!out.exists(), "{format}");
+        no_leftovers(tmp.path());
+        // In f32 the same point is written.
+        let o = try_export_dtype(a, b, "1000", &out, format, "f32");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+fn try_export_dtype(
+    a: &str,
+    b: &str,
+    alpha: &str,
+    out: &Path,
+    format: &str,
+    dtype: &str,
+) -> std::process::Output {
+    let out = out.to_str().unwrap();
+    lerpscope(
+        &[
+            "export", "--a", a, "--b", b, "--alpha", alpha, "--out", out, "--format", format,
+            "--dtype", dtype, "--device", "cpu",
+        ],
+        &root(),
+    )
+}
+
+/// A failed export takes away the folders it made for --out ("nothing was written" left
+/// them), and an --out under a file names both.
+#[test]
+fn a_failed_export_leaves_no_folder_it_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    lerpscope::shapes::write_tiny_pair(&a, &b, lerpscope::shapes::Arch::Llama).unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let out = tmp.path().join("nd/deeper/x.gguf");
+    let o = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+        .args([
+            "export", "--a", a, "--b", b, "--alpha", "0.5", "--device", "cpu",
+        ])
+        .args(["--out", out.to_str().unwrap(), "--format", "gguf"])
+        .env("LERPSCOPE_TEST_FAIL_WRITE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("nd").exists(), "{err}");
+    let file = tmp.path().join("f1");
+    std::fs::write(&file, "x").unwrap();
+    let o = try_export(a, b, "0.5", &file.join("sub"), "hf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("f1/sub: cannot create its folder") && err.contains("f1"),
+        "{err}"
+    );
+}

@@ -177,11 +177,29 @@ pub struct Snapshot {
 
 pub use crate::formats::source::sha256;
 
-fn bytes_of(t: &Tensor, dtype: DType) -> Result<Vec<u8>> {
+/// The tensor `name` in `dtype`, as little-endian bytes. A value that is not finite there is
+/// refused: the model written would not run (f16 overflows past ±65504, far out on the line).
+fn bytes_of(name: &str, t: &Tensor, dtype: DType) -> Result<Vec<u8>> {
     let t = t
         .to_dtype(dtype)?
         .to_device(&candle_core::Device::Cpu)?
         .flatten_all()?;
+    let finite = t
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?
+        .iter()
+        .all(|x| x.is_finite());
+    if !finite {
+        let hint = match dtype {
+            DType::F16 => " (past f16's ±65504: export with --dtype bf16 or f32)",
+            _ => " (try an α closer to [0, 1])",
+        };
+        bail!(
+            Invalid,
+            "tensor {name}: a value is not finite in {}{hint}; nothing was written",
+            crate::dtype_name(dtype)
+        );
+    }
     Ok(match dtype {
         DType::F32 => t
             .to_vec1::<f32>()?
@@ -212,7 +230,10 @@ impl Engine {
         let views = self.weights().merged_views()?;
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = views
             .into_iter()
-            .map(|(name, t)| Ok((name, t.dims().to_vec(), bytes_of(&t, dtype)?)))
+            .map(|(name, t)| {
+                let bytes = bytes_of(&name, &t, dtype)?;
+                Ok((name, t.dims().to_vec(), bytes))
+            })
             .collect::<Result<_>>()?;
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         let sources = self
@@ -260,10 +281,15 @@ pub fn default_name(b: &str, alpha: Alpha) -> String {
         Some((p, r)) if !Path::new(b).exists() => (p, Some(r)),
         _ => (b, None),
     };
-    let name = Path::new(path.trim_end_matches('/'))
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| path.to_string());
+    // `.` and `..` are named by the folder they are.
+    let trimmed = Path::new(path.trim_end_matches('/'));
+    let name = match trimmed.file_name() {
+        Some(n) => n.to_string_lossy().to_string(),
+        None => std::fs::canonicalize(trimmed)
+            .ok()
+            .and_then(|p| Some(p.file_name()?.to_string_lossy().to_string()))
+            .unwrap_or_else(|| "model".to_string()),
+    };
     let name = name.trim_end_matches(".gguf");
     let name = match revision {
         Some(r) => format!("{name}-{r}"),
@@ -293,8 +319,24 @@ pub fn write(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("--out {}: cannot create", parent.display()))?;
+    // The folders made for --out go again if nothing is written into them (innermost first).
+    let made: Vec<PathBuf> = parent
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    let unmake = || {
+        for dir in &made {
+            let _ = std::fs::remove_dir(dir);
+        }
+    };
+    std::fs::create_dir_all(&parent).with_context(|| {
+        format!(
+            "--out {}: cannot create its folder {}",
+            out.display(),
+            parent.display()
+        )
+    })?;
     let name = out.file_name().ok_or_else(|| {
         err!(
             Invalid,
@@ -324,6 +366,7 @@ pub fn write(
     .and_then(|()| sync_all(&tmp));
     if let Err(e) = result {
         let _ = remove_any(&tmp);
+        unmake();
         return Err(e).with_context(|| {
             format!(
                 "--out {}: export failed, nothing was written",
@@ -689,6 +732,12 @@ mod tests {
             ("org/two@refs/pr/1", "two-refs-pr-1-alpha0.5"),
         ] {
             assert_eq!(default_name(b, half), want, "{b}");
+        }
+        // `.` is the folder it is, not a hidden `.-alpha0.5` inside it.
+        let here = std::env::current_dir().unwrap();
+        let name = here.file_name().unwrap().to_string_lossy().to_string();
+        for b in [".", "./"] {
+            assert_eq!(default_name(b, half), format!("{name}-alpha0.5"), "{b}");
         }
     }
 }
