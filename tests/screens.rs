@@ -752,3 +752,26 @@ fn the_hints_name_the_rebound_keys() {
     );
     assert!(!screen.contains("(e to edit)") && !screen.contains("? keys"));
 }
+
+/// In score mode the columns' fits fill the status line: an error said there comes before
+/// them (a refused α entry used to look as if nothing had happened).
+#[test]
+fn score_mode_shows_an_error_before_the_fits() {
+    let mut a = App::new(
+        "a".into(),
+        "b".into(),
+        "x",
+        &[0.0, 0.25, 0.5, 0.75, 1.0].map(|x| Alpha::new(x).unwrap()),
+        GenerationParams::default(),
+        Keymap::default(),
+    );
+    a.start_in_score_mode("Good food here.\n");
+    load(&mut a);
+    for c in ['1', '0', '0', '1'] {
+        key(&mut a, KeyCode::Char(c));
+    }
+    key(&mut a, KeyCode::Enter);
+    let screen = render(&a, 80, 24);
+    let status = screen.lines().last().unwrap();
+    assert!(status.contains("1001"), "{screen}");
+}

@@ -145,6 +145,9 @@ pub enum Pointer {
     Token { column: usize, token: usize },
     /// The wheel: lines up (positive) or down.
     Scroll(i32),
+    /// A press on nothing that takes one (the header, a label, the status line), or on
+    /// anything while the help is open: it stops an animation, closes the help, and no more.
+    Elsewhere,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1149,6 +1152,11 @@ impl App {
             self.notice = Some("animation stopped".to_string());
             return vec![];
         }
+        // Like a key, a press closes the help (and does nothing beneath it).
+        if !matches!(p, Pointer::Scroll(_)) && self.show_help {
+            self.show_help = false;
+            return vec![];
+        }
         match p {
             Pointer::Slider(alpha) => self.set_alpha(alpha),
             Pointer::Pad(alpha, beta) => self.set_point(alpha, beta),
@@ -1173,6 +1181,7 @@ impl App {
                 self.scroll_focused(lines);
                 vec![]
             }
+            Pointer::Elsewhere => vec![],
         }
     }
 

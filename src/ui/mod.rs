@@ -160,6 +160,10 @@ pub fn pointer(
     match m.kind {
         MouseEventKind::Down(MouseButton::Left) | MouseEventKind::Drag(MouseButton::Left) => {
             let press = matches!(m.kind, MouseEventKind::Down(_));
+            // Over the help, or while α animates, a press only closes or stops it.
+            if press && (app.show_help || app.animating.is_some()) {
+                return Some(Pointer::Elsewhere);
+            }
             if let Some(track) = areas.slider_track {
                 if inside(track) || (*dragging && !press) {
                     *dragging = true;
@@ -187,7 +191,9 @@ pub fn pointer(
             if areas.prompt.is_some_and(inside) {
                 return Some(Pointer::Prompt);
             }
-            let &(i, r) = areas.columns.iter().find(|(_, r)| inside(*r))?;
+            let Some(&(i, r)) = areas.columns.iter().find(|(_, r)| inside(*r)) else {
+                return Some(Pointer::Elsewhere);
+            };
             // A press on a token of the text puts the cursor there.
             let token = column_window(app, i, r).and_then(|(text, inner, start)| {
                 if !inside(inner) {
@@ -700,7 +706,20 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         )),
         Mode::Normal => {}
     }
+    // The notice and the error, in the colours they have at the line's end.
+    let said = |spans: &mut Vec<Span<'static>>| {
+        if let Some(n) = &app.notice {
+            spans.push(Span::styled(n.clone(), Style::default().fg(Color::Green)));
+            spans.push(Span::styled(" · ", dim));
+        }
+        if let Some(e) = &app.last_error {
+            spans.push(Span::styled(e.clone(), Style::default().fg(Color::Red)));
+            spans.push(Span::styled(" · ", dim));
+        }
+    };
     if app.scored() {
+        // The columns' fits can fill the line: what was just said goes before them.
+        said(&mut spans);
         // Each column's fit to the text, left to right.
         spans.push(Span::styled("score ", Style::default().fg(Color::Cyan)));
         for c in &app.columns {
@@ -766,13 +785,11 @@ fn status_line(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             dim,
         ));
     }
-    if let Some(n) = &app.notice {
+    if !app.scored() && (app.notice.is_some() || app.last_error.is_some()) {
         spans.push(Span::styled(" · ", dim));
-        spans.push(Span::styled(n.clone(), Style::default().fg(Color::Green)));
-    }
-    if let Some(e) = &app.last_error {
-        spans.push(Span::styled(" · ", dim));
-        spans.push(Span::styled(e.clone(), Style::default().fg(Color::Red)));
+        said(&mut spans);
+        // The separator `said` ends with has nothing after it.
+        spans.pop();
     }
     let help = app.keymap.hint(crate::app::keymap::Action::Help);
     spans.push(Span::styled(format!("  {help} keys"), dim));
