@@ -842,13 +842,19 @@ fn clicking_and_dragging_the_slider_sets_alpha() {
     );
     assert_eq!(a.focused, i);
     // With the help open, a press on the slider closes the help and moves nothing.
-    a.update(Msg::Key(KeyEvent::new(KeyCode::Char('?'), KeyModifiers::NONE)));
+    a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('?'),
+        KeyModifiers::NONE,
+    )));
     assert!(a.show_help);
     let press = MouseEventKind::Down(MouseButton::Left);
     assert!(jobs(mouse(&mut a, press, track.x, track.y)).is_empty());
     assert!(!a.show_help);
     // A press on the header (nothing to press there) stops an animation, as a key does.
-    a.update(Msg::Key(KeyEvent::new(KeyCode::Char('v'), KeyModifiers::NONE)));
+    a.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('v'),
+        KeyModifiers::NONE,
+    )));
     assert!(a.animating.is_some());
     assert!(jobs(mouse(&mut a, press, 1, 0)).is_empty());
     assert!(a.animating.is_none());

@@ -681,3 +681,25 @@ fn a_list_with_a_value_left_out_and_betas_without_a_plane() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("needs --c"), "{err}");
 }
+
+/// A `--tokenizer` that is not there is named as given: the message used to split the path
+/// into a folder "missing" a file and ask for the very flag that was passed.
+#[test]
+fn a_tokenizer_flag_naming_no_file_is_refused_as_given() {
+    let p = pair(Arch::Llama);
+    for (t, want) in [
+        (p.a.join("nope.json"), "no such file"),
+        (p.a.clone(), "a folder, not a file"),
+    ] {
+        let opts = LoadOptions {
+            device: DeviceChoice::Cpu,
+            tokenizer: Some(t.clone()),
+            ..Default::default()
+        };
+        let Err(e) = Engine::load(p.a.to_str().unwrap(), p.b.to_str().unwrap(), &opts) else {
+            panic!("{}: loaded", t.display());
+        };
+        let e = one_line(&e);
+        assert_eq!(e, format!("--tokenizer {}: {want}", t.display()));
+    }
+}

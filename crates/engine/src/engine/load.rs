@@ -84,6 +84,15 @@ impl Engine {
     }
 
     fn load_endpoints(a: &str, b: &str, opts: &LoadOptions) -> Result<Self> {
+        // The user's own file, named as given (not as a model folder missing its tokenizer).
+        if let Some(t) = opts.tokenizer.as_ref().filter(|t| !t.is_file()) {
+            let what = if t.is_dir() {
+                "a folder, not a file"
+            } else {
+                "no such file"
+            };
+            bail!(NotFound, "--tokenizer {}: {what}", t.display());
+        }
         let tokenizer = |e: Endpoint| match (e, &opts.tokenizer) {
             (Endpoint::Model(mut f), Some(t)) => {
                 f.tokenizer = t.clone();
