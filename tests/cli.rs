@@ -221,6 +221,25 @@ fn bench_generate_and_columns_report_their_figures() {
         2 * q["model_bytes"].as_u64().unwrap(),
         "{q}"
     );
+    // Adapters along slerp merge at every α: timed so, with no factored row (the bench used
+    // to fail after its measurement, asking for a flag it does not have).
+    let s = json(lerpscope(&[
+        "bench",
+        "generate",
+        "--json",
+        "--shape",
+        "demo",
+        "--lora-rank",
+        "4",
+        "--method",
+        "slerp",
+        "--iters",
+        "1",
+        "--tokens",
+        "3",
+    ]));
+    assert!(s["decode_tok_s"].as_f64().unwrap() > 0.0, "{s}");
+    assert!(s.get("factored_decode_tok_s").is_none(), "{s}");
 }
 
 /// Keys back to back (`--interval-ms 0`) are each timed to their frame: they used to reach the

@@ -326,6 +326,9 @@ impl GenBench {
         let opts = args.options()?;
         opts.device.open()?;
         let (a, b, mut label) = args.endpoints()?;
+        // Writing a --shape pair the first time holds its random weights: the peak reported
+        // is the model's from here, the same on every run.
+        reset_peak_rss();
         let engine = Engine::load(&a, &b, &opts)?;
         // Generation stops at the context (the smallest of the endpoints'): a report of N
         // tokens must have made N.
@@ -410,6 +413,11 @@ impl GenBench {
     }
 }
 
+/// Start [`peak_rss`] again from the memory resident now (Linux: 5 to clear_refs).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Peak resident memory of this process so far (VmHWM), in bytes, where /proc says.
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -441,7 +449,8 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
     rate.sort_by(f64::total_cmp);
     let (blend, ttft, rate) = (median(&mut blend), median(&mut ttft), rate[rate.len() / 2]);
     // Adapters: the factored path at one column, where an α change is new row weights only.
-    let factored = if bench.engine.is_adapter_pair() {
+    // (Off the line, as slerp, every α is merged: there is no batched row to time.)
+    let factored = if bench.engine.is_adapter_pair() && bench.engine.on_line() {
         let (mut ttft, mut rate) = (Vec::new(), Vec::new());
         for i in 0..iters {
             let alpha = Alpha::new(if i % 2 == 0 { 0.3 } else { 0.7 })?;

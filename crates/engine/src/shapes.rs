@@ -112,11 +112,44 @@ pub fn write_safetensors(
 
 /// Train the fixtures' tokenizer into `path` (a byte-level BPE of about `vocab` tokens).
 pub fn write_tokenizer(path: &Path, vocab: usize) -> Result<tokenizers::Tokenizer> {
-    let text = path.with_extension("txt");
-    std::fs::write(&text, TOKENIZER_TEXT.repeat(4))?;
+    // The training text under a name of this process's own, made new: two runs writing one
+    // shape at once each have theirs, and no link planted at the name is written through.
+    let text = path.with_extension(format!("txt.{}", crate::formats::files::own_suffix()));
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&text)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, TOKENIZER_TEXT.repeat(4).as_bytes()));
+    made.with_context(|| format!("{}: cannot write", text.display()))?;
     let tok = crate::formats::tokenizer::train_tokenizer(std::slice::from_ref(&text), vocab, path);
-    std::fs::remove_file(&text)?;
+    let _ = std::fs::remove_file(&text);
     tok
+}
+
+/// Write `bytes` to `path` through a file of this process's own beside it, renamed over
+/// `path`: a link at `path` is replaced, not written through, and two writers do not collide.
+fn put(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let partial = path.with_file_name(format!(
+        ".{name}.partial-{}",
+        crate::formats::files::own_suffix()
+    ));
+    let written = std::fs::write(&partial, bytes).and_then(|()| std::fs::rename(&partial, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// `create_dir_all`, its error naming the folder.
+fn make_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))
+}
+
+/// A copy of `from` at `to`, as [`put`] writes.
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("{}: cannot read", from.display()))?;
+    put(to, bytes)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +162,7 @@ pub enum Arch {
 /// tokenizer.json; a tokenizer.json already there is kept). The same seed gives the same
 /// weights.
 pub fn write_tiny_model(dir: &Path, arch: Arch, seed: u64) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
+    make_dir(dir)?;
     let tok_path = dir.join("tokenizer.json");
     let tok = if tok_path.exists() {
         crate::formats::tokenizer::load_tokenizer(&tok_path)?
@@ -143,8 +176,8 @@ pub fn write_tiny_model(dir: &Path, arch: Arch, seed: u64) -> Result<()> {
     };
     let params = parameters(&config);
     let config = crate::arch::config_json(&config)?;
-    std::fs::write(
-        dir.join("config.json"),
+    put(
+        &dir.join("config.json"),
         serde_json::to_string_pretty(&config)?,
     )?;
     write_safetensors(
@@ -157,8 +190,8 @@ pub fn write_tiny_model(dir: &Path, arch: Arch, seed: u64) -> Result<()> {
 /// Two tiny random models of one architecture sharing one tokenizer: endpoints `a` and `b`.
 pub fn write_tiny_pair(a: &Path, b: &Path, arch: Arch) -> Result<()> {
     write_tiny_model(a, arch, 1)?;
-    std::fs::create_dir_all(b)?;
-    std::fs::copy(a.join("tokenizer.json"), b.join("tokenizer.json"))?;
+    make_dir(b)?;
+    copy(&a.join("tokenizer.json"), &b.join("tokenizer.json"))?;
     write_tiny_model(b, arch, 2)
 }
 
@@ -356,16 +389,16 @@ impl Shape {
         }
         let (config, params) = self.model()?;
         for (seed, d) in [(1, &a), (2, &b)] {
-            std::fs::create_dir_all(d)?;
-            std::fs::write(
-                d.join("config.json"),
+            make_dir(d)?;
+            put(
+                &d.join("config.json"),
                 serde_json::to_string_pretty(&config)?,
             )?;
             let tok = d.join("tokenizer.json");
             if seed == 1 {
                 write_tokenizer(&tok, 300)?;
             } else {
-                std::fs::copy(a.join("tokenizer.json"), &tok)?;
+                copy(&a.join("tokenizer.json"), &tok)?;
             }
             write_safetensors(
                 &d.join("model.safetensors"),
@@ -398,7 +431,7 @@ impl Shape {
                 "--quant: random quantized files are written for Llama-family shapes"
             ));
         }
-        std::fs::create_dir_all(&dir)?;
+        make_dir(&dir)?;
         write_tokenizer(&dir.join("tokenizer.json"), 300)?;
         crate::quantized::random::write(&self.config(), quant.scheme(), &file, 1)?;
         mark_written(&dir, &files)?;
@@ -445,7 +478,7 @@ impl Shape {
         let gpt2 = matches!(self, Shape::Gpt2_124m | Shape::Gpt2_774m);
         let base_abs = std::fs::canonicalize(base)?;
         for (seed, d) in [(11u64, &a), (12, &b)] {
-            std::fs::create_dir_all(d)?;
+            make_dir(d)?;
             let mut rng = StdRng::seed_from_u64(seed);
             let mut tensors = Vec::new();
             for (name, shape) in &linear {
@@ -486,8 +519,8 @@ impl Shape {
                 "target_modules": names, "fan_in_fan_out": gpt2,
                 "base_model_name_or_path": base_abs.display().to_string(),
             });
-            std::fs::write(
-                d.join("adapter_config.json"),
+            put(
+                &d.join("adapter_config.json"),
                 serde_json::to_string_pretty(&config)?,
             )?;
         }
@@ -572,12 +605,13 @@ fn mark_written(dir: &Path, files: &[PathBuf]) -> Result<()> {
         let name = f.strip_prefix(dir).unwrap_or(f);
         marker.push_str(&format!(
             "{} {}\n",
-            std::fs::metadata(f)?.len(),
+            std::fs::metadata(f)
+                .with_context(|| format!("{}: cannot read", f.display()))?
+                .len(),
             name.display()
         ));
     }
-    std::fs::write(dir.join("complete"), marker)?;
-    Ok(())
+    put(&dir.join("complete"), marker)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -671,5 +705,38 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("--lora-rank 100000"), "{err}");
         assert_eq!(std::fs::read_dir(fresh.path()).unwrap().count(), 0);
+    }
+
+    /// Two writers of one shape at once both end with the pair (they shared scratch names,
+    /// and one failed naming no file), and a link planted where a file goes is replaced, not
+    /// written through (the folder's name is fixed, under a shared temporary directory).
+    #[test]
+    fn writers_at_once_and_planted_links_are_safe() {
+        let root = tempfile::tempdir().unwrap();
+        let victim = root.path().join("victim.txt");
+        std::fs::write(&victim, "mine").unwrap();
+        let a = root.path().join("demo/a");
+        std::fs::create_dir_all(&a).unwrap();
+        std::os::unix::fs::symlink(&victim, a.join("config.json")).unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let root = root.path().to_path_buf();
+                std::thread::spawn(move || Shape::Demo.pair_in(&root).map(|_| ()))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+        assert!(!a.join("config.json").is_symlink());
+        let (a, b) = Shape::Demo.pair_in(root.path()).unwrap();
+        crate::formats::tokenizer::load_tokenizer(&b.join("tokenizer.json")).unwrap();
+        assert!(a.join("model.safetensors").is_file());
+        let stray: Vec<_> = std::fs::read_dir(&a)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("partial") || n.contains(".txt"))
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
     }
 }

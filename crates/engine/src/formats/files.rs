@@ -14,6 +14,14 @@ pub struct ModelFiles {
     pub weights: Vec<PathBuf>,
 }
 
+/// A name part no other writer uses at once, for a file written beside its final name: this
+/// process's id and a count within it.
+pub(crate) fn own_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
 /// The distinct shard file names of a safetensors index, sorted.
 pub(crate) fn shard_names(index: &Path) -> Result<Vec<String>> {
     #[derive(serde::Deserialize)]

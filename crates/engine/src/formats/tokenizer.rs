@@ -171,7 +171,11 @@ pub fn train_tokenizer(files: &[PathBuf], vocab_size: usize, out: &Path) -> Resu
     tok.train_from_files(&mut trainer, files)
         .map_err(|e| err!(Format, "tokenizer training failed: {e}"))?;
     // Saved beside, then renamed: a run cut short leaves no half-written tokenizer.json.
-    let partial = out.with_extension("json.partial");
+    // A name of this process's own: two runs writing one tokenizer at once do not collide.
+    let partial = out.with_extension(format!(
+        "json.partial-{}",
+        crate::formats::files::own_suffix()
+    ));
     tok.save(&partial, false)
         .and_then(|()| Ok(std::fs::File::open(&partial)?.sync_all()?))
         .and_then(|()| Ok(std::fs::rename(&partial, out)?))
