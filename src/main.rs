@@ -56,6 +56,27 @@ fn exit_on_bad_flags(e: clap::Error) -> ! {
                     .collect();
                 first = format!("{first} {}", listed.join(", "));
             }
+            // What to write instead, where clap says: the values a flag takes, its tip.
+            for l in text.lines().map(str::trim) {
+                if let Some(values) = l
+                    .strip_prefix("[possible values: ")
+                    .and_then(|v| v.strip_suffix(']'))
+                {
+                    first = format!("{first} (possible values: {values})");
+                } else if let Some(tip) = l.strip_prefix("tip: ") {
+                    first = format!("{first} ({tip})");
+                }
+            }
+            // A negative number after a flag reads as a flag of its own.
+            let negative = first
+                .split("unexpected argument '-")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit() || c == '.'));
+            if negative {
+                first.push_str(
+                    " (a negative value is written with its flag and `=`, as --beta=-0.5)",
+                );
+            }
             eprintln!("{first}");
             std::process::exit(2)
         }

@@ -1013,3 +1013,25 @@ fn generate_batches_its_alphas_where_asked() {
     let plane = run(&["--columns", "batched", "--c", &a, "--beta", "0.5"]);
     refused_in_one_line(&plane, &["--columns batched", "--c (a plane)"]);
 }
+
+/// A bad flag value is one line that says what to write instead: the values the flag takes,
+/// and for a negative number read as a flag, how to give it.
+#[test]
+fn a_bad_flag_value_says_what_to_write_instead() {
+    refused_in_one_line(
+        &lerpscope(&["bench", "generate", "--shape", "unknown"]),
+        &[
+            "'unknown'",
+            "--shape",
+            "possible values: demo, smollm2-135m",
+        ],
+    );
+    refused_in_one_line(
+        &lerpscope(&["generate", "--temperature", "-1"]),
+        &["'-1'", "with its flag and `=`"],
+    );
+    refused_in_one_line(
+        &lerpscope(&["generate", "--columns", "x"]),
+        &["possible values: auto, batched, reblend"],
+    );
+}

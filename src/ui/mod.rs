@@ -171,8 +171,7 @@ pub fn pointer(
                         .column
                         .clamp(track.x, track.x + track.width.saturating_sub(1));
                     let alpha = slider::alpha_at(range, track.width, x - track.x);
-                    // The pointer's resolution: a hundredth, not a cell's arbitrary fraction.
-                    let alpha = crate::engine::Alpha::saturating((alpha * 100.0).round() / 100.0);
+                    let alpha = round_to_cell(alpha, range, track.width);
                     return Some(Pointer::Slider(alpha));
                 }
             }
@@ -180,9 +179,10 @@ pub fn pointer(
                 if inside(pad) {
                     let alpha = slider::alpha_at(range, pad.width, m.column - pad.x);
                     let beta = pad::beta_at(app.beta_range(), pad.height, m.row - pad.y);
-                    let hundredth =
-                        |v: f64| crate::engine::Alpha::saturating((v * 100.0).round() / 100.0);
-                    return Some(Pointer::Pad(hundredth(alpha), hundredth(beta)));
+                    return Some(Pointer::Pad(
+                        round_to_cell(alpha, range, pad.width),
+                        round_to_cell(beta, app.beta_range(), pad.height),
+                    ));
                 }
             }
             if !press {
@@ -216,6 +216,15 @@ pub fn pointer(
         MouseEventKind::ScrollDown => Some(Pointer::Scroll(-1)),
         _ => None,
     }
+}
+
+/// A value under the pointer at the pointer's resolution: the power of ten at or below one
+/// cell's span of `range` over `cells` (a hundredth on the default range, finer on a narrow
+/// one, where hundredths would skip cells), not a cell's arbitrary fraction.
+fn round_to_cell(v: f64, (lo, hi): (f64, f64), cells: u16) -> crate::engine::Alpha {
+    let span = (hi - lo) / f64::from(cells.max(2) - 1);
+    let unit = 10f64.powf(span.log10().floor()).clamp(1e-6, 1.0);
+    crate::engine::Alpha::saturating((v / unit).round() * unit)
 }
 
 pub fn view(app: &App, frame: &mut Frame) {
@@ -996,6 +1005,20 @@ pub(crate) fn short_point(c: &crate::app::Column) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// The pointer resolves a cell on any range: hundredths on the default one, finer on a
+    /// narrow one (hundredths there put eleven values on 128 cells).
+    #[test]
+    fn the_pointer_resolves_a_cell_on_any_range() {
+        let v = |x: f64, range, cells| super::round_to_cell(x, range, cells).value();
+        assert_eq!(v(0.123456, (-1.0, 2.0), 128), 0.12);
+        assert_eq!(v(0.0123456, (0.0, 0.1), 128), 0.0123);
+        let narrow: std::collections::BTreeSet<i64> = (0..128u16)
+            .map(|c| (v(0.1 * f64::from(c) / 127.0, (0.0, 0.1), 128) * 1e6).round() as i64)
+            .collect();
+        assert_eq!(narrow.len(), 128);
+        assert_eq!(v(0.5, (0.0, 1e-5), 128), 0.5);
+    }
+
     #[test]
     fn a_full_pair_kept_quantized_shows_its_types() {
         assert_eq!(
