@@ -169,6 +169,14 @@ fn typing_a_number_sets_alpha_exactly() {
     let j = jobs(a.update(key(KeyCode::Enter)));
     assert_eq!(j[0].alpha, -0.75);
     assert_eq!(a.mode, Mode::Normal);
+    // Past 24 characters nothing more is taken, and the entry says so.
+    for _ in 0..30 {
+        a.update(key(KeyCode::Char('0')));
+    }
+    assert_eq!(a.mode, Mode::EnterAlpha("0".repeat(24)));
+    assert!(a.last_error.as_deref().unwrap().contains("24 characters"));
+    a.update(key(KeyCode::Esc));
+    a.last_error = None;
     // Nonsense is refused with a message, α unchanged.
     for c in "1e9".chars() {
         a.update(key(KeyCode::Char(c)));

@@ -1138,6 +1138,8 @@ impl App {
             KeyCode::Char(c) if c.is_ascii_digit() || matches!(c, '-' | '.' | 'e' | 'E' | '+') => {
                 if buf.len() < 24 {
                     buf.push(c);
+                } else {
+                    self.last_error = Some("α entry: 24 characters at most".to_string());
                 }
                 self.mode = Mode::EnterAlpha(buf);
             }
