@@ -188,6 +188,7 @@ fn bench_generate_and_columns_report_their_figures() {
     ));
     assert_eq!(g["bench"], "generate");
     assert_eq!(g["tokens"], 6);
+    assert_eq!(g["temperature"], 0.8, "as written, not an f32 widened");
     assert!(g["ttft_ms"].as_f64().unwrap() > g["blend_ms"].as_f64().unwrap());
     assert!(g["decode_tok_s"].as_f64().unwrap() > 0.0);
     assert!(g["peak_rss_bytes"].as_u64().unwrap() > g["model_bytes"].as_u64().unwrap());

@@ -527,6 +527,17 @@ impl App {
         matches!(self.pair, PairState::Ready(_))
     }
 
+    /// Not loaded (yet): a key that needs the pair says so, rather than doing nothing.
+    fn not_ready(&mut self) -> bool {
+        let why = match &self.pair {
+            PairState::Ready(_) => return false,
+            PairState::Failed(_) => "the pair did not load",
+            _ => "the pair is still loading",
+        };
+        self.notice = Some(why.to_string());
+        true
+    }
+
     /// Loaded, and no column waiting or generating.
     pub fn settled(&self) -> bool {
         self.ready()
@@ -714,7 +725,7 @@ impl App {
                 vec![]
             }
             Action::Animate => {
-                if !self.ready() {
+                if self.not_ready() {
                     return vec![];
                 }
                 // From the range's low end up, then back down, until a key is pressed.
@@ -723,7 +734,7 @@ impl App {
                 self.set_alpha(self.range.lo())
             }
             Action::Bake => {
-                if !self.ready() {
+                if self.not_ready() {
                     return vec![];
                 }
                 let (alpha, beta) = (self.columns[self.focused].alpha, self.beta());
@@ -772,13 +783,16 @@ impl App {
                 self.start_curve(samples)
             }
             Action::Find => {
-                if !self.ready() {
+                if self.not_ready() {
                     return vec![];
                 }
                 self.mode = Mode::EnterTarget(String::new());
                 vec![]
             }
             Action::Layers => {
+                if self.not_ready() {
+                    return vec![];
+                }
                 let PairState::Ready(info) = &self.pair else {
                     return vec![];
                 };
@@ -829,7 +843,7 @@ impl App {
     /// A fresh quick sweep for the curve panel, `samples` per point (the prompt may have
     /// changed since the last one).
     fn start_curve(&mut self, samples: usize) -> Vec<Effect> {
-        if !self.ready() {
+        if self.not_ready() {
             return vec![];
         }
         let id = self.fresh_id();

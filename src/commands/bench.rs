@@ -408,7 +408,8 @@ impl GenBench {
             "threads": rayon::current_num_threads(),
             "prompt_tokens": self.prompt.len(),
             "tokens": self.params.max_tokens,
-            "temperature": self.params.sampling.temperature,
+            // As written (0.8), not the f32's widening (0.800000011920929).
+            "temperature": self.params.sampling.temperature.to_string().parse::<f64>().ok(),
         })
     }
 }
