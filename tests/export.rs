@@ -496,26 +496,8 @@ fn an_interrupted_export_removes_its_partial_copy() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     lerpscope::shapes::write_tiny_pair(&a, &b, lerpscope::shapes::Arch::Llama).unwrap();
-    let partial = || {
-        std::fs::read_dir(tmp.path())
-            .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().contains("partial"))
-    };
     let paused = |format: &str, out: &str, ignore: Option<i32>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_lerpscope"));
-        c.args([
-            "export",
-            "--a",
-            a.to_str().unwrap(),
-            "--b",
-            b.to_str().unwrap(),
-        ])
-        .args([
-            "--alpha", "0.5", "--out", out, "--format", format, "--device", "cpu",
-        ])
-        .env("LERPSCOPE_TEST_PAUSE_AT_WRITE", "2")
-        .current_dir(tmp.path())
-        .stderr(std::process::Stdio::piped());
+        let mut c = paused_export(&a, &b, out, format, tmp.path());
         if let Some(signal) = ignore {
             // SAFETY: signal(2) in the child before exec, as nohup does.
             unsafe {
@@ -526,11 +508,7 @@ fn an_interrupted_export_removes_its_partial_copy() {
             }
         }
         let child = c.spawn().unwrap();
-        let start = std::time::Instant::now();
-        while !partial() {
-            assert!(start.elapsed().as_secs() < 30, "{format}: no partial copy");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for_partial(tmp.path(), format);
         child
     };
     for (format, out, signal) in [
@@ -565,37 +543,15 @@ fn what_comes_to_out_during_an_export_is_not_replaced() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     lerpscope::shapes::write_tiny_pair(&a, &b, lerpscope::shapes::Arch::Llama).unwrap();
-    let partial = || {
-        std::fs::read_dir(tmp.path())
-            .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().contains("partial"))
-    };
     for (format, out, theirs) in [
         ("hf", "late", "late/notes.txt"),
         ("gguf", "late.gguf", "late.gguf"),
     ] {
-        let child = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
-            .args([
-                "export",
-                "--a",
-                a.to_str().unwrap(),
-                "--b",
-                b.to_str().unwrap(),
-            ])
-            .args([
-                "--alpha", "0.5", "--out", out, "--format", format, "--device", "cpu",
-            ])
-            .env("LERPSCOPE_TEST_PAUSE_AT_WRITE", "2")
+        let child = paused_export(&a, &b, out, format, tmp.path())
             .env("LERPSCOPE_TEST_PAUSE_SECS", "2")
-            .current_dir(tmp.path())
-            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let start = std::time::Instant::now();
-        while !partial() {
-            assert!(start.elapsed().as_secs() < 30, "{format}: no partial copy");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for_partial(tmp.path(), format);
         let theirs = tmp.path().join(theirs);
         std::fs::create_dir_all(theirs.parent().unwrap()).unwrap();
         std::fs::write(&theirs, "mine").unwrap();
@@ -982,4 +938,38 @@ fn a_failed_export_leaves_no_folder_it_made() {
         err.contains("f1/sub: cannot create its folder") && err.contains("f1"),
         "{err}"
     );
+}
+
+/// An export of the tiny pair at `a` and `b` to `out` in `dir`, paused at its second write
+/// (LERPSCOPE_TEST_PAUSE_AT_WRITE) for something to happen from outside.
+fn paused_export(a: &Path, b: &Path, out: &str, format: &str, dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lerpscope"));
+    c.args([
+        "export",
+        "--a",
+        a.to_str().unwrap(),
+        "--b",
+        b.to_str().unwrap(),
+    ])
+    .args([
+        "--alpha", "0.5", "--out", out, "--format", format, "--device", "cpu",
+    ])
+    .env("LERPSCOPE_TEST_PAUSE_AT_WRITE", "2")
+    .current_dir(dir)
+    .stderr(std::process::Stdio::piped());
+    c
+}
+
+/// Wait (30 s at most) until an export's partial copy is in `dir`.
+fn wait_for_partial(dir: &Path, format: &str) {
+    let start = std::time::Instant::now();
+    let partial = || {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("partial"))
+    };
+    while !partial() {
+        assert!(start.elapsed().as_secs() < 30, "{format}: no partial copy");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
