@@ -1036,3 +1036,26 @@ fn a_bad_flag_value_says_what_to_write_instead() {
         &["possible values: auto, batched, reblend"],
     );
 }
+
+/// A bench refused for its device, rank or context writes no random files first (a llama3-8b
+/// Q4_K is 4.5 GB): the checks need only the shape.
+#[test]
+fn a_refused_bench_writes_no_shape_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    for extra in [
+        &["--quant", "q8_0", "--lora-rank", "100000"][..],
+        &["--quant", "q4_0", "--prompt-tokens", "100000"],
+        &["--lora-rank", "4", "--prompt-tokens", "100000"],
+        &["--quant", "q8_0", "--device", "cuda"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lerpscope"))
+            .args(["bench", "generate", "--shape", "demo", "--tokens", "4"])
+            .args(extra)
+            .env("TMPDIR", tmp.path())
+            .output()
+            .unwrap();
+        refused_in_one_line(&out, &[]);
+        let written: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(written.is_empty(), "{extra:?}: {written:?}");
+    }
+}

@@ -322,9 +322,17 @@ impl GenBench {
     fn load(args: &crate::cli::BenchModelArgs, steps: bool) -> Result<Self> {
         at_least("--tokens", args.tokens, if steps { 1 } else { 2 })?;
         let prompt = at_least("--prompt-tokens", args.prompt_tokens, 1)?;
-        // The device first: a --shape pair (gigabytes) is written only for a device that opens.
+        // A --shape pair or GGUF (gigabytes) is written only for a device that opens, a rank
+        // its matrices can take and a run that fits its context.
+        args.load.options()?.device.open()?;
+        let needed = prompt.saturating_add(args.tokens) - usize::from(!steps);
+        if let Some(shape) = args.shape {
+            if let Some(rank) = args.lora_rank.filter(|&r| r > 0) {
+                shape.check_rank(rank)?;
+            }
+            check_context(needed, args, shape.config().max_positions())?;
+        }
         let opts = args.options()?;
-        opts.device.open()?;
         let (a, b, mut label) = args.endpoints()?;
         // Writing a --shape pair the first time holds its random weights: the peak reported
         // is the model's from here, the same on every run.
@@ -332,14 +340,7 @@ impl GenBench {
         let engine = Engine::load(&a, &b, &opts)?;
         // Generation stops at the context (the smallest of the endpoints'): a report of N
         // tokens must have made N.
-        let context = engine.generator().max_positions;
-        let needed = prompt.saturating_add(args.tokens) - usize::from(!steps);
-        if needed > context {
-            anyhow::bail!(
-                "--prompt-tokens {prompt} and --tokens {} need {needed} positions: more than the model's context of {context}",
-                args.tokens
-            );
-        }
+        check_context(needed, args, engine.generator().max_positions)?;
         if let (Some(c), Some(beta)) = (&args.c, args.beta) {
             label.push_str(&format!(" + β·({c} − A) at β = {beta}"));
         }
@@ -412,6 +413,19 @@ impl GenBench {
             "temperature": self.params.sampling.temperature.to_string().parse::<f64>().ok(),
         })
     }
+}
+
+/// `--prompt-tokens` and `--tokens` within the model's context: a report of N tokens must
+/// have made N.
+fn check_context(needed: usize, args: &crate::cli::BenchModelArgs, context: usize) -> Result<()> {
+    if needed > context {
+        anyhow::bail!(
+            "--prompt-tokens {} and --tokens {} need {needed} positions: more than the model's context of {context}",
+            args.prompt_tokens,
+            args.tokens
+        );
+    }
+    Ok(())
 }
 
 /// Start [`peak_rss`] again from the memory resident now (Linux: 5 to clear_refs).

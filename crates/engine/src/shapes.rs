@@ -558,7 +558,7 @@ fn adapted(params: &[(String, Vec<usize>)]) -> Vec<&(String, Vec<usize>)> {
 impl Shape {
     /// A rank past every adapted matrix's smaller side adds nothing but bytes (gigabytes, at
     /// absurd ranks): refused before anything is written.
-    fn check_rank(self, rank: usize) -> Result<()> {
+    pub fn check_rank(self, rank: usize) -> Result<()> {
         let (_, params) = self.model()?;
         let widest = adapted(&params)
             .iter()
