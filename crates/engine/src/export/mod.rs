@@ -184,11 +184,24 @@ fn bytes_of(name: &str, t: &Tensor, dtype: DType) -> Result<Vec<u8>> {
         .to_dtype(dtype)?
         .to_device(&candle_core::Device::Cpu)?
         .flatten_all()?;
-    let finite = t
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?
-        .iter()
-        .all(|x| x.is_finite());
+    // The values as they are written, each checked on the way (no second copy of the tensor).
+    let (bytes, finite) = match dtype {
+        DType::F32 => le_bytes(&t.to_vec1::<f32>()?, |x| x.is_finite(), |x| x.to_le_bytes()),
+        DType::F16 => le_bytes(
+            &t.to_vec1::<half::f16>()?,
+            |x| x.is_finite(),
+            |x| x.to_le_bytes(),
+        ),
+        DType::BF16 => le_bytes(
+            &t.to_vec1::<half::bf16>()?,
+            |x| x.is_finite(),
+            |x| x.to_le_bytes(),
+        ),
+        other => bail!(
+            Unsupported,
+            "--dtype {other:?}: export writes f32, f16 or bf16"
+        ),
+    };
     if !finite {
         let hint = match dtype {
             DType::F16 => " (past f16's ±65504: export with --dtype bf16 or f32)",
@@ -200,27 +213,22 @@ fn bytes_of(name: &str, t: &Tensor, dtype: DType) -> Result<Vec<u8>> {
             crate::dtype_name(dtype)
         );
     }
-    Ok(match dtype {
-        DType::F32 => t
-            .to_vec1::<f32>()?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        DType::F16 => t
-            .to_vec1::<half::f16>()?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        DType::BF16 => t
-            .to_vec1::<half::bf16>()?
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        other => bail!(
-            Unsupported,
-            "--dtype {other:?}: export writes f32, f16 or bf16"
-        ),
-    })
+    Ok(bytes)
+}
+
+/// `values` as little-endian bytes, and whether every one is finite.
+fn le_bytes<T: Copy, const N: usize>(
+    values: &[T],
+    finite: impl Fn(T) -> bool,
+    to_le: impl Fn(T) -> [u8; N],
+) -> (Vec<u8>, bool) {
+    let mut bytes = Vec::with_capacity(values.len() * N);
+    let mut all_finite = true;
+    for &x in values {
+        all_finite &= finite(x);
+        bytes.extend_from_slice(&to_le(x));
+    }
+    (bytes, all_finite)
 }
 
 impl Engine {
