@@ -459,6 +459,8 @@ impl Key {
 #[derive(Debug, Clone)]
 pub struct Keymap {
     bindings: HashMap<Key, Action>,
+    /// Each action's hint, worked out once: the screen names a few of them on every frame.
+    hints: HashMap<Action, String>,
 }
 
 impl Default for Keymap {
@@ -469,11 +471,20 @@ impl Default for Keymap {
                 bindings.insert(Key::parse(k).expect("default key"), a);
             }
         }
-        Self { bindings }
+        Self::with_bindings(bindings)
     }
 }
 
 impl Keymap {
+    fn with_bindings(bindings: HashMap<Key, Action>) -> Self {
+        let mut map = Self {
+            bindings,
+            hints: HashMap::new(),
+        };
+        map.hints = Action::all().map(|a| (a, map.find_hint(a))).collect();
+        map
+    }
+
     pub fn action(&self, e: &KeyEvent) -> Option<Action> {
         self.bindings.get(&Key::from_event(e)).copied()
     }
@@ -499,7 +510,11 @@ impl Keymap {
     /// The one key a hint on the screen names for `a` ("e to edit"): its first default key
     /// while that still does it, else the first of those a keys.toml gave it; "no key" where
     /// it has none.
-    pub fn hint(&self, a: Action) -> String {
+    pub fn hint(&self, a: Action) -> &str {
+        &self.hints[&a]
+    }
+
+    fn find_hint(&self, a: Action) -> String {
         let default = a
             .defaults()
             .iter()
@@ -562,12 +577,12 @@ impl Keymap {
                 }
             }
         }
-        let mut map = Self::default();
-        map.bindings.retain(|_, a| !actions.contains(a));
-        map.bindings.extend(chosen);
+        let mut bindings = Self::default().bindings;
+        bindings.retain(|_, a| !actions.contains(a));
+        bindings.extend(chosen);
         // Ctrl+C quits whatever the file says (the event loop sees it first); the help says so.
-        map.bindings.insert(ctrl_c(), Action::Quit);
-        Ok(map)
+        bindings.insert(ctrl_c(), Action::Quit);
+        Ok(Self::with_bindings(bindings))
     }
 
     /// The per-user key file, if the platform has a config directory.
