@@ -467,6 +467,23 @@ fn score_mode_shows_the_text_under_each_alpha() {
 }
 
 #[test]
+fn score_mode_with_one_column_says_there_is_nothing_to_compare() {
+    let mut a = score_mode();
+    assert!(
+        marked(&a, 100, 30).contains("#9    \" good\""),
+        "counted from 1"
+    );
+    key(&mut a, KeyCode::Char('x'));
+    key(&mut a, KeyCode::Char('x'));
+    assert_eq!(a.columns.len(), 1);
+    let screen = marked(&a, 100, 30);
+    assert!(
+        screen.contains("one column: nothing to compare it with (a adds a column)"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn token_view_in_colour() {
     let (mut a, _) = streamed();
     key(&mut a, KeyCode::Char('t'));

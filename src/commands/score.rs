@@ -119,7 +119,8 @@ fn print_plain(
         writeln!(
             out,
             "  #{:<4} {:<16} {:>7.3} at α = {:<6} {:>7.3} at α = {:<6} (spread {:.3})",
-            d.token,
+            // Counted from 1, as the UI's token cursor counts (the JSON's arrays are 0-based).
+            d.token + 1,
             format!("{:?}", names[d.token]),
             lo.0.tokens[d.token - 1].logprob,
             at(lo),

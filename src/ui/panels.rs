@@ -206,6 +206,15 @@ fn differences_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
         .render(inner, buf);
         return;
     }
+    if app.columns.len() < 2 {
+        Paragraph::new(format!(
+            "one column: nothing to compare it with ({} adds a column)",
+            app.keymap.hint(crate::app::keymap::Action::AddColumn)
+        ))
+        .style(Style::default().fg(Color::DarkGray))
+        .render(inner, buf);
+        return;
+    }
     let columns: Vec<&[f32]> = logprobs.iter().map(Vec::as_slice).collect();
     let lines: Vec<Line> = differences::biggest(&columns, inner.height as usize)
         .into_iter()
@@ -218,8 +227,9 @@ fn differences_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             Line::from(vec![
                 Span::raw(format!(
                     "#{:<4} {:<18}",
-                    // The token's index in the text, as `score` numbers it.
-                    d.token,
+                    // The token's place in the text, counted from 1 as the cursor and
+                    // `score` count it.
+                    d.token + 1,
                     quoted(&token_text(app, 0, d.token))
                 )),
                 Span::styled(
