@@ -484,6 +484,29 @@ fn score_mode_with_one_column_says_there_is_nothing_to_compare() {
 }
 
 #[test]
+fn scrolling_stops_at_the_top_of_the_text() {
+    let (mut a, jobs) = app();
+    let ids: Vec<(u32, f32)> = (0..400).map(|i| (i % 12, 0.5)).collect();
+    stream(&mut a, &jobs[0], &ids);
+    marked(&a, 100, 24);
+    let limit = a.columns[0].scroll_limit.get();
+    assert!(limit > 10 && limit < 200, "{limit}");
+    for _ in 0..50 {
+        key(&mut a, KeyCode::PageUp);
+    }
+    assert_eq!(
+        a.columns[0].scroll, limit,
+        "presses past the top pile up nothing"
+    );
+    key(&mut a, KeyCode::PageDown);
+    assert!(a.columns[0].scroll < limit, "one press comes back down");
+    for _ in 0..50 {
+        key(&mut a, KeyCode::PageDown);
+    }
+    assert_eq!(a.columns[0].scroll, 0);
+}
+
+#[test]
 fn token_view_in_colour() {
     let (mut a, _) = streamed();
     key(&mut a, KeyCode::Char('t'));

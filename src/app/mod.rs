@@ -231,6 +231,9 @@ pub struct Column {
     pub forks: Vec<(usize, u32)>,
     /// Lines scrolled up from the bottom (0 follows the stream).
     pub scroll: u16,
+    /// The most `scroll` can show, as the column was last drawn (its lines less its height):
+    /// scrolling stops there rather than piling up presses to undo.
+    pub scroll_limit: std::cell::Cell<u16>,
     /// (VADER compound, perplexity) once the text is complete.
     pub meters: Option<(f64, f64)>,
     /// Score mode: (NLL, perplexity) of the text.
@@ -260,6 +263,7 @@ impl Column {
             run: None,
             forks: Vec::new(),
             scroll: 0,
+            scroll_limit: std::cell::Cell::new(u16::MAX),
             meters: None,
             score: None,
         }
@@ -1462,7 +1466,9 @@ impl App {
 
     fn scroll_focused(&mut self, lines: i32) {
         if let Some(c) = self.columns.get_mut(self.focused) {
-            c.scroll = (c.scroll as i32 + lines).clamp(0, u16::MAX as i32) as u16;
+            // What the screen shows after a resize is the scroll within the limit.
+            let limit = c.scroll_limit.get();
+            c.scroll = (c.scroll.min(limit) as i32 + lines).clamp(0, limit as i32) as u16;
         }
     }
 

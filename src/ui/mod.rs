@@ -653,6 +653,8 @@ fn column_window(app: &App, i: usize, r: Rect) -> Option<(tokens::ColumnText, Re
             text.line_of(text.split + s)
         });
     let (start, _) = text.window(inner.height as usize, c.scroll as usize, cursor_line);
+    let limit = text.lines.len().saturating_sub(inner.height as usize);
+    c.scroll_limit.set(limit.min(u16::MAX as usize) as u16);
     Some((text, inner, start))
 }
 
