@@ -869,6 +869,45 @@ fn clicking_and_dragging_the_slider_sets_alpha() {
 }
 
 #[test]
+fn clicking_a_column_at_the_edge_of_the_window_does_not_shift_the_others() {
+    let (mut a, _) = loaded();
+    for _ in 0..3 {
+        a.update(key(KeyCode::Char('a')));
+    }
+    assert_eq!(a.columns.len(), 6);
+    a.update(Msg::Resize(60, 30));
+    let rect = ratatui::layout::Rect::new(0, 0, 60, 30);
+    while a.focused + 1 < a.columns.len() {
+        a.update(key(KeyCode::Tab));
+        lerpscope::ui::layout(rect, &a);
+    }
+    let shown = |a: &App| -> Vec<usize> {
+        let areas = lerpscope::ui::layout(rect, a);
+        areas.columns.iter().map(|(i, _)| *i).collect()
+    };
+    assert_eq!(shown(&a), [3, 4, 5]);
+    let areas = lerpscope::ui::layout(rect, &a);
+    let (i, r) = areas.columns[0];
+    let m = MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: r.x + 2,
+        row: r.y + 2,
+        modifiers: KeyModifiers::NONE,
+    };
+    let p = lerpscope::ui::pointer(&a, &areas, &mut false, m).unwrap();
+    a.update(Msg::Pointer(p));
+    assert_eq!(a.focused, i);
+    assert_eq!(
+        shown(&a),
+        [3, 4, 5],
+        "the clicked column stays under the pointer"
+    );
+    // Focus past the window's left edge moves it by one.
+    a.update(key(KeyCode::BackTab));
+    assert_eq!(shown(&a), [2, 3, 4]);
+}
+
+#[test]
 fn meters_arrive_after_completion_and_clear_on_regeneration() {
     let (mut a, first) = loaded();
     a.update(Msg::Engine(EngineEvent::Scored {

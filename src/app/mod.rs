@@ -414,6 +414,10 @@ pub struct App {
     pub mode: Mode,
     pub columns: Vec<Column>,
     pub focused: usize,
+    /// The first column shown when they do not all fit side by side, as last drawn: the
+    /// window moves only as far as it must to hold the focused column, so a click on a
+    /// column at its edge does not shift the others.
+    pub first_shown: std::cell::Cell<usize>,
     /// The slider's visible α range.
     pub range: AlphaRange,
     pub params: GenerationParams,
@@ -487,6 +491,7 @@ impl App {
             next_column: columns.len() as u64,
             columns,
             focused: 0,
+            first_shown: std::cell::Cell::new(0),
             range: "-1:2".parse().expect("a valid range"),
             // The token view, the cursor and the saved session read every token's data.
             params: GenerationParams {

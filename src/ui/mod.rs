@@ -129,10 +129,14 @@ fn column_areas(app: &App, x: u16, w: u16, top: u16, rows: u16) -> Vec<(usize, R
     let mut out = Vec::new();
     let k = app.columns.len() as u16;
     let shown = (w / MIN_COLUMN_WIDTH).clamp(1, k.max(1));
-    // A window of `shown` columns that contains the focused one.
-    let first = (app.focused as u16 + 1)
-        .saturating_sub(shown)
-        .min(k - shown);
+    // A window of `shown` columns that contains the focused one, moved from where it was
+    // only as far as that needs.
+    let focused = app.focused as u16;
+    let first = (app.first_shown.get() as u16)
+        .min(focused)
+        .max((focused + 1).saturating_sub(shown))
+        .min(k.saturating_sub(shown));
+    app.first_shown.set(first as usize);
     let width = w / shown;
     for j in 0..shown {
         let cx = x + j * width;
