@@ -1797,3 +1797,18 @@ fn keys_that_need_the_pair_say_it_is_loading() {
         );
     }
 }
+
+/// α on the screen: two decimals, and as many more as it has, up to six, so columns at
+/// 0.3331 and 0.3334 do not both read 0.333.
+#[test]
+fn alpha_shows_every_decimal_it_has() {
+    let f = |x: f64| lerpscope::app::fmt_alpha(Alpha::new(x).unwrap());
+    assert_eq!(f(0.5), "0.50");
+    assert_eq!(f(-1.0), "-1.00");
+    assert_eq!(f(0.333), "0.333");
+    assert_eq!(f(0.3331), "0.3331");
+    assert_eq!(f(0.3334), "0.3334");
+    assert_eq!(f(1.0 / 3.0), "0.333333");
+    assert_eq!(f(0.0123), "0.0123");
+    assert_eq!(f(12.5), "12.50");
+}

@@ -1816,14 +1816,12 @@ impl App {
     }
 }
 
-/// α for the screen: two decimals, three when it has them (a typed 0.333).
+/// α for the screen: two decimals, more where it has them (a typed 0.333, a found 0.3418),
+/// up to six, so that columns at different points never show one number.
 pub fn fmt_alpha(a: Alpha) -> String {
-    let a = a.value();
-    if ((a * 100.0).round() - a * 100.0).abs() > 1e-9 {
-        format!("{a:.3}")
-    } else {
-        format!("{a:.2}")
-    }
+    let fixed = format!("{:.6}", a.value());
+    let (whole, fraction) = fixed.split_once('.').expect("a fixed-point number");
+    format!("{whole}.{:0<2}", fraction.trim_end_matches('0'))
 }
 
 /// Text safe to put in terminal cells: control characters (escape sequences from a model's
