@@ -931,6 +931,29 @@ fn meters_arrive_after_completion_and_clear_on_regeneration() {
 }
 
 #[test]
+fn a_saved_session_holds_the_meters_of_its_columns() {
+    let (mut a, first) = loaded();
+    a.update(Msg::Engine(EngineEvent::Scored {
+        column: ColumnId(1),
+        job: first[1].id,
+        vader: 0.42,
+        perplexity: 23.5,
+    }));
+    let s = a.session();
+    let md = s.to_markdown();
+    assert!(md.contains(": VADER +0.42, ppl 23.5\n"), "{md}");
+    assert_eq!(md.matches("VADER").count(), 1, "{md}");
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(
+        json["columns"][1]["meters"],
+        serde_json::json!({"vader": 0.42, "perplexity": 23.5})
+    );
+    assert!(json["columns"][0].get("meters").is_none());
+    let html = lerpscope::app::html::render(&s);
+    assert!(html.contains(" · VADER +0.42 · ppl 23.5</small>"), "{html}");
+}
+
+#[test]
 fn the_curve_panel_runs_a_quick_sweep_and_collects_its_points() {
     let (mut a, _) = loaded();
     let e = a.update(key(KeyCode::Char('g')));

@@ -124,11 +124,13 @@ fn column(h: &mut String, s: &Session, c: &SessionColumn) {
             crate::engine::fixed(fit.perplexity, 1)
         ),
         None => format!(
-            "{} token{}{}{}",
+            "{} token{}{}{}{}",
             c.tokens,
             if c.tokens == 1 { "" } else { "s" },
             c.unfinished(),
-            c.how().map_or(String::new(), |r| format!(" · {r}"))
+            c.how().map_or(String::new(), |r| format!(" · {r}")),
+            c.meters
+                .map_or(String::new(), |m| format!(" · {}", m.line(" · ")))
         ),
     };
     let _ = write!(

@@ -361,6 +361,29 @@ pub struct SessionColumn {
     pub forks: Vec<SessionFork>,
     /// Score mode: the text's fit at this column's point.
     pub score: Option<ColumnScore>,
+    /// The meters at the column's foot, once its text is complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meters: Option<ColumnMeters>,
+}
+
+/// A finished column's meters, as the screen shows them at its foot.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ColumnMeters {
+    /// VADER's compound sentiment of the text, −1 … 1.
+    pub vader: f64,
+    /// The continuation's perplexity under the blend that wrote it (null where not finite).
+    pub perplexity: f64,
+}
+
+impl ColumnMeters {
+    /// "VADER +0.42 · ppl 23.5", with `sep` between the two.
+    pub fn line(&self, sep: &str) -> String {
+        let ppl = match self.perplexity.is_finite() {
+            true => crate::engine::fixed(self.perplexity, 1),
+            false => "–".to_string(),
+        };
+        format!("VADER {:+.2}{sep}ppl {ppl}", self.vader)
+    }
 }
 
 /// A token a column's text was forked onto.
@@ -1810,6 +1833,9 @@ impl App {
                     score: c
                         .score
                         .map(|(nll, perplexity)| ColumnScore { nll, perplexity }),
+                    meters: c
+                        .meters
+                        .map(|(vader, perplexity)| ColumnMeters { vader, perplexity }),
                 })
                 .collect(),
         }
@@ -1964,13 +1990,15 @@ impl Session {
             fenced(text)
         );
         for c in &self.columns {
-            let stats = c.score.map_or(String::new(), |s| {
-                format!(
+            let stats = match (c.score, c.meters) {
+                (Some(s), _) => format!(
                     ": NLL {:.3}, perplexity {}",
                     s.nll,
                     crate::engine::fixed(s.perplexity, 3)
-                )
-            });
+                ),
+                (None, Some(m)) => format!(": {}", m.line(", ")),
+                (None, None) => String::new(),
+            };
             md.push_str(&format!("\n## {}{}{stats}\n", c.point(), c.unfinished(),));
             if let Some(e) = &c.error {
                 md.push_str(&format!("\nFailed: {}\n", md_text(e)));

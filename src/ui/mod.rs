@@ -577,7 +577,7 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
     if wrap::width(&title) + wrap::width(&state) + 2 <= r.width as usize {
         block = block.title(Line::styled(state, border).right_aligned());
     }
-    if let Some((vader, ppl)) = c.meters {
+    if let Some((vader, perplexity)) = c.meters {
         let colour = if vader > 0.05 {
             Color::Green
         } else if vader < -0.05 {
@@ -585,12 +585,8 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         } else {
             Color::Gray
         };
-        let ppl = if ppl.is_finite() {
-            crate::engine::fixed(ppl, 1)
-        } else {
-            "–".to_string()
-        };
-        let meters = format!(" VADER {vader:+.2} · ppl {ppl} ");
+        let meters = crate::app::ColumnMeters { vader, perplexity };
+        let meters = format!(" {} ", meters.line(" · "));
         if wrap::width(&meters) + 2 <= r.width as usize {
             block = block.title_bottom(Line::styled(meters, Style::default().fg(colour)));
         }
