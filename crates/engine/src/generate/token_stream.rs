@@ -114,21 +114,38 @@ impl<'t> TokenStream<'t> {
             }
             return Ok(Some(piece));
         }
-        let before = self.decode(&self.tokens[self.prev..self.current])?;
         self.tokens.push(token);
-        let after = self.decode(&self.tokens[self.prev..])?;
-        if after.len() > before.len()
-            && !after.ends_with('\u{FFFD}')
-            && after.is_char_boundary(before.len())
-            && after.starts_with(&before)
-        {
-            let piece = after[before.len()..].to_string();
-            self.prev = self.current;
-            self.current = self.tokens.len();
-            Ok(Some(piece))
-        } else {
-            Ok(None)
+        let (before, after) = self.window()?;
+        if after.ends_with('\u{FFFD}') {
+            return Ok(None);
         }
+        if after.starts_with(&before) {
+            if after.len() == before.len() {
+                return Ok(None);
+            }
+            return Ok(Some(self.advance(after[before.len()..].to_string())));
+        }
+        // The new token ends an invalid byte sequence that began in text already out (a
+        // ByteFallback decoder then rewrites the whole run, its valid first bytes too): no
+        // later window would decode to a prefix of itself, so the pending tokens go out
+        // decoded on their own, as llama.cpp would show them.
+        let pending = self.decode(&self.tokens[self.current..])?;
+        Ok(Some(self.advance(pending)))
+    }
+
+    /// The window decoded without and with the tokens not yet out.
+    fn window(&self) -> crate::Result<(String, String)> {
+        Ok((
+            self.decode(&self.tokens[self.prev..self.current])?,
+            self.decode(&self.tokens[self.prev..])?,
+        ))
+    }
+
+    /// Move the window past the tokens `piece` holds the text of.
+    fn advance(&mut self, piece: String) -> String {
+        self.prev = self.current;
+        self.current = self.tokens.len();
+        piece
     }
 
     /// The content of `token` if the tokenizer marks it special.
@@ -144,15 +161,17 @@ impl<'t> TokenStream<'t> {
 
     /// Whatever is left undecoded at the end (lossy if the model stopped mid-character).
     pub fn finish(&mut self) -> crate::Result<Option<String>> {
-        let before = self.decode(&self.tokens[self.prev..self.current])?;
-        let after = self.decode(&self.tokens[self.prev..])?;
-        self.prev = self.current;
-        self.current = self.tokens.len();
-        if after.len() > before.len() && after.is_char_boundary(before.len()) {
-            Ok(Some(after[before.len()..].to_string()))
-        } else {
-            Ok(None)
+        if self.current == self.tokens.len() {
+            return Ok(None);
         }
+        let (before, after) = self.window()?;
+        let piece = match after.strip_prefix(&before) {
+            Some(rest) => rest.to_string(),
+            // A rewritten run, as in `push`.
+            None => self.decode(&self.tokens[self.current..])?,
+        };
+        let piece = self.advance(piece);
+        Ok((!piece.is_empty()).then_some(piece))
     }
 }
 
@@ -165,7 +184,7 @@ mod tests {
     fn sentencepiece() -> Tokenizer {
         let vocab = [
             "<unk>", "<s>", "</s>", "▁I", "▁went", "▁and", "▁then", "▁go", "ne", "<0xE2>",
-            "<0x82>", "<0xAC>",
+            "<0x82>", "<0xAC>", "<0x45>",
         ];
         let json = serde_json::json!({
             "version": "1.0",
@@ -236,5 +255,19 @@ mod tests {
         let got = text(&mut TokenStream::after(&t, &[3]), &[5, 9, 10, 2, 11, 6, 7]);
         assert!(got.ends_with(" then go"), "{got:?}");
         assert!(got.starts_with(" and"), "{got:?}");
+    }
+
+    /// An invalid byte sequence that starts with a valid byte already out ("E", then a lone
+    /// first byte of "€"): a ByteFallback decoder rewrites the whole run, the "E" too, but
+    /// the stream keeps the "E" and every token after the run.
+    #[test]
+    fn an_invalid_byte_run_loses_no_later_text() {
+        let t = sentencepiece();
+        let ids = [3, 12, 9, 4, 5, 9, 10, 11, 6];
+        let got = text(&mut TokenStream::new(&t), &ids);
+        assert_eq!(got, "IE\u{FFFD} went and€ then");
+        // Ended inside the run, the stream still gives what it has.
+        let got = text(&mut TokenStream::new(&t), &[3, 12, 9, 9]);
+        assert!(got.starts_with("IE"), "{got:?}");
     }
 }
