@@ -512,12 +512,37 @@ pub fn config(h: &Header) -> Result<ModelConfig> {
     Ok(config)
 }
 
-fn token_ids(h: &Header) -> (Option<u32>, Option<TokenIds>) {
-    let id = |k: &str| h.get(k).and_then(Value::as_u64).map(|x| x as u32);
-    (
-        id("tokenizer.ggml.bos_token_id"),
-        id("tokenizer.ggml.eos_token_id").map(TokenIds::One),
-    )
+/// The BOS id, and the ids that end generation: EOS and, as llama.cpp counts them, the
+/// end-of-turn and end-of-message tokens.
+fn token_ids(h: &Header) -> Result<(Option<u32>, Option<TokenIds>)> {
+    let id = |k: &str| -> Result<Option<u32>> {
+        match h.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| err!(Format, "{}: {k} is {v:?}, not a token id", h.path.display())),
+        }
+    };
+    let mut ends = Vec::new();
+    for k in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
+        if let Some(i) = id(k)? {
+            if !ends.contains(&i) {
+                ends.push(i);
+            }
+        }
+    }
+    let eos = match ends.len() {
+        0 => None,
+        1 => Some(TokenIds::One(ends[0])),
+        _ => Some(TokenIds::Many(ends)),
+    };
+    Ok((id("tokenizer.ggml.bos_token_id")?, eos))
 }
 
 /// The vocabulary's size: the embedding's rows (which llama.cpp's converter may trim to the
@@ -540,7 +565,7 @@ fn vocab(m: &Meta) -> Result<usize> {
 }
 
 fn gpt2_config(m: &Meta) -> Result<Gpt2Config> {
-    let (bos, eos) = token_ids(m.h);
+    let (bos, eos) = token_ids(m.h)?;
     Ok(Gpt2Config {
         n_embd: m.count("embedding_length")?,
         n_layer: m.count("block_count")?,
@@ -585,7 +610,7 @@ fn decoder_base(m: &Meta) -> Result<DecoderConfig> {
             "{p}: {scaling_key} {other:?} is not supported (supported: none, linear)"
         ),
     };
-    let (bos, eos) = token_ids(m.h);
+    let (bos, eos) = token_ids(m.h)?;
     let bias = |t: &str| m.has_tensor(&format!("blk.0.{t}.bias"));
     let mut c = DecoderConfig {
         hidden_size: hidden,

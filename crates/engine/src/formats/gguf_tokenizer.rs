@@ -2,13 +2,18 @@
 //! as the tokenizer.json the model's own repository would hold and loaded by `tokenizers`.
 //!
 //! - `gpt2` (byte-level BPE): the vocabulary is `.tokens` in id order and the merges `.merges`;
-//!   the pre-tokenizer follows `.pre` (llama.cpp's names: `gpt2`/`default`, `smollm` with
-//!   single digits, `llama-bpe`/`llama3` and `qwen2` with their split regexes).
+//!   the pre-tokenizer follows `.pre` as llama.cpp reads it: `gpt2`/`gpt-2` GPT-2's split,
+//!   `default` (also where `.pre` is missing) llama.cpp's own four splits, `smollm` with
+//!   single digits, `llama-bpe`/`llama3` and `qwen2` with their split regexes.
 //! - `llama` (SentencePiece BPE): the vocabulary and scores, merges rebuilt from them as
 //!   transformers' converter does, "▁" for spaces, byte fallback, and a "▁" before the text
 //!   unless `.add_space_prefix` is false (Gemma's).
-//! - Tokens of type 3 (control) are special added tokens, type 4 (user-defined) plain added ones;
-//!   `.add_bos_token` decides whether the BOS token is prepended.
+//! - Tokens of type 2 (unknown) and 3 (control) are special added tokens, type 4 (user-defined)
+//!   plain added ones, all matched in the text as written (transformers' `normalized: false`);
+//!   `.add_bos_token` and `.add_eos_token` decide whether BOS and EOS are added, with
+//!   llama.cpp's defaults where they are missing (BOS for SentencePiece, neither for `gpt2`).
+//! - The vocabulary must name each token once, and the BOS, EOS and unknown ids must be in it,
+//!   as llama.cpp requires.
 //!
 //! Anything else is refused with a message that names `--tokenizer` (a tokenizer.json to use
 //! instead).
@@ -20,6 +25,14 @@ use tokenizers::Tokenizer;
 
 /// The split regex of Llama 3 (and of llama.cpp's `llama-bpe`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// llama.cpp's `default` BPE pre-tokenizer: four splits, each of the pieces of the one before
+/// (runs of punctuation, GPT-2's split, runs of digits, then digits in threes).
+const DEFAULT_SPLITS: [&str; 4] = [
+    r"[\p{P}\$\+<=>\^~\|]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+];
 /// Qwen 2's: like Llama 3's, with single digits.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -71,48 +84,100 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
         .ok_or_else(|| err!(NotFound, "{p}: no tokenizer.ggml.model; {hint}"))?;
     let tokens = strings(h, "tokenizer.ggml.tokens")?;
     let types = numbers(h, "tokenizer.ggml.token_type", tokens.len())?;
-    let id = |k: &str| {
-        h.get(k)
-            .and_then(Value::as_u64)
-            .filter(|&i| (i as usize) < tokens.len())
+    let id = |k: &str| -> Result<Option<usize>> {
+        match h.get(k) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(i) if (i as usize) < tokens.len() => Ok(Some(i as usize)),
+                _ => bail!(
+                    Format,
+                    "{p}: {k} is {v:?}, not one of the {} tokens of tokenizer.ggml.tokens",
+                    tokens.len()
+                ),
+            },
+        }
     };
-    let bos = id("tokenizer.ggml.bos_token_id");
-    let add_bos = matches!(
-        h.get("tokenizer.ggml.add_bos_token"),
-        Some(Value::Bool(true))
-    );
+    let flag = |k: &str, default: bool| -> Result<bool> {
+        match h.get(k) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => bail!(Format, "{p}: {k} is {v:?}, not true or false"),
+        }
+    };
+    let spm = model == "llama";
+    let bos = id("tokenizer.ggml.bos_token_id")?;
+    let eos = id("tokenizer.ggml.eos_token_id")?;
+    let unk = id("tokenizer.ggml.unknown_token_id")?;
+    let add_bos = flag("tokenizer.ggml.add_bos_token", spm)?;
+    let add_eos = flag("tokenizer.ggml.add_eos_token", false)?;
     let mut added = Vec::new();
     if let Some(types) = &types {
         for (i, (&t, tok)) in types.iter().zip(&tokens).enumerate() {
-            if t == 3.0 || t == 4.0 {
+            if t == 2.0 || t == 3.0 || t == 4.0 {
                 added.push(json!({"id": i, "content": tok, "single_word": false,
-                    "lstrip": false, "rstrip": false, "normalized": t == 4.0, "special": t == 3.0}));
+                    "lstrip": false, "rstrip": false, "normalized": false, "special": t != 4.0}));
             }
         }
     }
-    let vocab: serde_json::Map<String, serde_json::Value> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), json!(i)))
-        .collect();
-    let post = |base: serde_json::Value| -> serde_json::Value {
-        match (add_bos, bos) {
-            (true, Some(b)) => {
-                let t = tokens[b as usize];
-                json!({"type": "Sequence", "processors": [base, {
-                    "type": "TemplateProcessing",
-                    "single": [{"SpecialToken": {"id": t, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-                    "pair": [{"SpecialToken": {"id": t, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                             {"Sequence": {"id": "B", "type_id": 1}}],
-                    "special_tokens": {t: {"id": t, "ids": [b], "tokens": [t]}}
-                }]})
-            }
-            _ => base,
+    let mut vocab = serde_json::Map::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        if let Some(first) = vocab.insert(t.to_string(), json!(i)) {
+            bail!(
+                Format,
+                "{p}: tokenizer.ggml.tokens holds {t:?} twice (ids {first} and {i}); each token must be there once"
+            );
         }
+    }
+    let post = |base: serde_json::Value| -> Result<serde_json::Value> {
+        let mut ends = Vec::new();
+        for (add, id, key) in [
+            (add_bos, bos, "bos_token_id"),
+            (add_eos, eos, "eos_token_id"),
+        ] {
+            match (add, id) {
+                (true, Some(i)) => ends.push((i, tokens[i])),
+                (true, None) => bail!(
+                    Format,
+                    "{p}: tokenizer.ggml.add_{} is true but there is no tokenizer.ggml.{key}",
+                    &key[..3]
+                ),
+                (false, _) => ends.push((usize::MAX, "")),
+            }
+        }
+        if ends.iter().all(|e| e.0 == usize::MAX) {
+            return Ok(base);
+        }
+        let special = |(_, t): &(usize, &str)| json!({"SpecialToken": {"id": t, "type_id": 0}});
+        let (start, end): (Vec<_>, Vec<_>) = (
+            ends[..1]
+                .iter()
+                .filter(|e| e.0 != usize::MAX)
+                .map(special)
+                .collect(),
+            ends[1..]
+                .iter()
+                .filter(|e| e.0 != usize::MAX)
+                .map(special)
+                .collect(),
+        );
+        let a = json!({"Sequence": {"id": "A", "type_id": 0}});
+        let b = json!({"Sequence": {"id": "B", "type_id": 1}});
+        let single: Vec<_> = start.iter().chain([&a]).chain(&end).cloned().collect();
+        let pair: Vec<_> = single.iter().chain([&b]).chain(&end).cloned().collect();
+        let specials: serde_json::Map<String, serde_json::Value> = ends
+            .iter()
+            .filter(|e| e.0 != usize::MAX)
+            .map(|&(i, t)| (t.to_string(), json!({"id": t, "ids": [i], "tokens": [t]})))
+            .collect();
+        Ok(json!({"type": "Sequence", "processors": [base, {
+            "type": "TemplateProcessing", "single": single, "pair": pair,
+            "special_tokens": specials
+        }]}))
     };
     let json = match model {
         "gpt2" => {
             let merges = strings(h, "tokenizer.ggml.merges")?;
+            check_merges(h, &merges, &vocab)?;
             let pre = h
                 .get("tokenizer.ggml.pre")
                 .and_then(Value::as_str)
@@ -120,7 +185,10 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
             let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
             let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
             let pre_tokenizer = match pre {
-                "gpt2" | "default" | "gpt-2" => byte_level(true),
+                "gpt2" | "gpt-2" => byte_level(true),
+                "default" => json!({"type": "Sequence", "pretokenizers":
+                    DEFAULT_SPLITS.iter().map(|re| split(re)).chain([byte_level(false)])
+                        .collect::<Vec<_>>()}),
                 "smollm" => json!({"type": "Sequence", "pretokenizers": [
                     {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
                 "llama-bpe" | "llama3" | "llama-v3" => json!({"type": "Sequence", "pretokenizers": [
@@ -136,7 +204,7 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
                 "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
                 "normalizer": null, "pre_tokenizer": pre_tokenizer,
                 "post_processor": post(json!({"type": "ByteLevel", "add_prefix_space": true,
-                    "trim_offsets": false, "use_regex": true})),
+                    "trim_offsets": false, "use_regex": true}))?,
                 "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
                 "model": {"type": "BPE", "dropout": null, "unk_token": null,
                     "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
@@ -146,7 +214,7 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
         "llama" => {
             let scores = numbers(h, "tokenizer.ggml.scores", tokens.len())?
                 .ok_or_else(|| err!(Format, "{p}: no tokenizer.ggml.scores; {hint}"))?;
-            let unk = id("tokenizer.ggml.unknown_token_id").map(|i| tokens[i as usize]);
+            let unk = unk.map(|i| tokens[i]);
             // llama.cpp's default for SentencePiece vocabularies is true.
             let prefix = !matches!(
                 h.get("tokenizer.ggml.add_space_prefix"),
@@ -172,7 +240,7 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
                 "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
                 "normalizer": normalizer,
                 "pre_tokenizer": null,
-                "post_processor": post(json!({"type": "Sequence", "processors": []})),
+                "post_processor": post(json!({"type": "Sequence", "processors": []}))?,
                 "decoder": {"type": "Sequence", "decoders": decoders},
                 "model": {"type": "BPE", "dropout": null, "unk_token": unk,
                     "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
@@ -191,6 +259,37 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
             .parse::<Tokenizer>()
             .map_err(|e| err!(Format, "{what}: {e}"))
     })
+}
+
+/// Each merge of a `gpt2` vocabulary is two tokens of it, separated by one space, whose join
+/// is a token too: otherwise one line names the merge, where `tokenizers` would name an offset
+/// in JSON the user never wrote.
+fn check_merges(
+    h: &Header,
+    merges: &[&str],
+    vocab: &serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    for (i, m) in merges.iter().enumerate() {
+        let bad = |why: String| {
+            err!(
+                Format,
+                "{}: tokenizer.ggml.merges entry {i} ({m:?}) {why}",
+                h.path.display()
+            )
+        };
+        let mut parts = m.split(' ');
+        let (Some(l), Some(r), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("is not two tokens separated by one space".into()));
+        };
+        for t in [l, r, &format!("{l}{r}")] {
+            if !vocab.contains_key(t) {
+                return Err(bad(format!(
+                    "needs {t:?}, which tokenizer.ggml.tokens lacks"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SentencePiece BPE merges from a vocabulary and its scores, as transformers rebuilds them:
@@ -239,6 +338,149 @@ mod tests {
         assert_eq!(
             e,
             "m.gguf: tokenizer.ggml.token_type holds 1 entries but tokenizer.ggml.tokens holds 2 (one each per token)"
+        );
+    }
+
+    /// A GGUF header holding `keys` and nothing else.
+    fn header(keys: Vec<(&str, Value)>) -> Header {
+        Header {
+            path: "m.gguf".into(),
+            version: 3,
+            metadata: keys.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            tensors: Default::default(),
+        }
+    }
+
+    fn strs(v: &[&str]) -> Value {
+        Value::Array(v.iter().map(|s| Value::Str(s.to_string())).collect())
+    }
+
+    fn nums(v: &[f64]) -> Value {
+        Value::Array(v.iter().map(|&x| Value::Float(x)).collect())
+    }
+
+    /// A SentencePiece vocabulary as llama.cpp's converter writes one: `<unk>` (type 2),
+    /// `<s>`/`</s>` (3), a chat marker added as user-defined (4), and pieces; `extra` adds or
+    /// replaces keys.
+    fn spm(extra: Vec<(&'static str, Value)>) -> Header {
+        let tokens = [
+            "<unk>",
+            "<s>",
+            "</s>",
+            "<|im_start|>",
+            "▁",
+            "u",
+            "s",
+            "e",
+            "r",
+            "▁the",
+            "t",
+            "h",
+            "\n",
+            "<0x0A>",
+            "us",
+            "use",
+            "user",
+            "▁user",
+        ];
+        let mut types = vec![2.0, 3.0, 3.0, 4.0];
+        types.resize(tokens.len(), 1.0);
+        let scores: Vec<f64> = (0..tokens.len()).map(|i| -(i as f64)).collect();
+        let mut keys = vec![
+            ("tokenizer.ggml.model", Value::Str("llama".into())),
+            ("tokenizer.ggml.tokens", strs(&tokens)),
+            ("tokenizer.ggml.token_type", nums(&types)),
+            ("tokenizer.ggml.scores", nums(&scores)),
+            ("tokenizer.ggml.unknown_token_id", Value::UInt(0)),
+            ("tokenizer.ggml.bos_token_id", Value::UInt(1)),
+            ("tokenizer.ggml.eos_token_id", Value::UInt(2)),
+        ];
+        for (k, v) in extra {
+            keys.retain(|(old, _)| *old != k);
+            keys.push((k, v));
+        }
+        header(keys)
+    }
+
+    fn ids(h: &Header, text: &str) -> Vec<u32> {
+        let t = from_gguf(h).unwrap();
+        t.encode(text, true).unwrap().get_ids().to_vec()
+    }
+
+    /// llama.cpp and transformers' GGUF loader match a user-defined token wherever it is
+    /// written, a space before it or not, and add BOS to a SentencePiece vocabulary that does
+    /// not say (llama.cpp's default for it).
+    #[test]
+    fn user_defined_tokens_match_anywhere_and_bos_defaults_on() {
+        let got = ids(&spm(vec![]), "<|im_start|>user\n<|im_start|>");
+        assert_eq!(got[0], 1, "BOS");
+        assert_eq!(got.iter().filter(|&&i| i == 3).count(), 2, "{got:?}");
+        let no_bos = spm(vec![("tokenizer.ggml.add_bos_token", Value::Bool(false))]);
+        assert_ne!(ids(&no_bos, "user")[0], 1);
+        // `<unk>` written in the text is the unknown token, as llama.cpp reads it.
+        assert_eq!(ids(&no_bos, "<unk>"), [0]);
+    }
+
+    #[test]
+    fn add_eos_token_appends_eos() {
+        let h = spm(vec![("tokenizer.ggml.add_eos_token", Value::Bool(true))]);
+        let got = ids(&h, "user");
+        assert_eq!((got[0], *got.last().unwrap()), (1, 2), "{got:?}");
+    }
+
+    #[test]
+    fn malformed_vocabularies_are_refused_by_key() {
+        let e = |h: Header| from_gguf(&h).unwrap_err().to_string();
+        assert_eq!(
+            e(spm(vec![("tokenizer.ggml.bos_token_id", Value::UInt(9999))])),
+            "m.gguf: tokenizer.ggml.bos_token_id is UInt(9999), not one of the 18 tokens of tokenizer.ggml.tokens"
+        );
+        assert_eq!(
+            e(spm(vec![("tokenizer.ggml.add_bos_token", Value::UInt(1))])),
+            "m.gguf: tokenizer.ggml.add_bos_token is UInt(1), not true or false"
+        );
+        let mut twice = spm(vec![]);
+        if let Some(Value::Array(t)) = twice.metadata.get_mut("tokenizer.ggml.tokens") {
+            t[16] = Value::Str("use".into());
+        }
+        assert_eq!(
+            e(twice),
+            "m.gguf: tokenizer.ggml.tokens holds \"use\" twice (ids 15 and 16); each token must be there once"
+        );
+    }
+
+    fn gpt2(pre: &str, merges: &[&str]) -> Header {
+        // Byte-level BPE over "Ġ" (space) and a few letters.
+        let tokens = [
+            "I", "'", "m", "Ġ", "y", "o", "u", "Ġy", "Ġyou", "ou", "'m", "1", "2",
+        ];
+        header(vec![
+            ("tokenizer.ggml.model", Value::Str("gpt2".into())),
+            ("tokenizer.ggml.pre", Value::Str(pre.into())),
+            ("tokenizer.ggml.tokens", strs(&tokens)),
+            ("tokenizer.ggml.merges", strs(merges)),
+        ])
+    }
+
+    /// llama.cpp's `default` splits runs of punctuation before GPT-2's split: "I'm" is three
+    /// pieces there, two under `gpt2` (whose "'m" is one).
+    #[test]
+    fn the_default_pre_tokenizer_is_llama_cpps() {
+        let merges = ["Ġ y", "o u", "Ġy ou", "' m"];
+        assert_eq!(ids(&gpt2("default", &merges), "I'm you"), [0, 1, 2, 8]);
+        assert_eq!(ids(&gpt2("gpt2", &merges), "I'm you"), [0, 10, 8]);
+    }
+
+    #[test]
+    fn a_malformed_merge_is_named() {
+        let e = |m: &[&str]| from_gguf(&gpt2("gpt2", m)).unwrap_err().to_string();
+        assert_eq!(
+            e(&["Ġ y", "abc"]),
+            "m.gguf: tokenizer.ggml.merges entry 1 (\"abc\") is not two tokens separated by one space"
+        );
+        assert_eq!(
+            e(&["y o"]),
+            "m.gguf: tokenizer.ggml.merges entry 0 (\"y o\") needs \"yo\", which tokenizer.ggml.tokens lacks"
         );
     }
 }
