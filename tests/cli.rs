@@ -716,6 +716,10 @@ fn settings_that_cannot_work_are_refused_by_flag() {
     let cases: Vec<(std::process::Output, &str)> = vec![
         (sweep(&["--samples", "0"]), "--samples 0"),
         (sweep(&["--max-tokens", "0"]), "--max-tokens 0"),
+        (
+            lerpscope(&["sweep", "--out", &out, "--num-prompts", "0"]),
+            "--num-prompts 0: no prompts to sweep",
+        ),
         (sweep(&["--stop", ""]), "--stop"),
         (
             lerpscope(&["generate", "--prompt", "x", "--stop", ""]),
@@ -940,12 +944,16 @@ fn a_grid_is_not_written_over_other_files() {
     // grid.csv beside a β's sweep is a grid's own, and the run goes on (to the missing pair).
     std::fs::create_dir_all(out.join("beta0")).unwrap();
     std::fs::write(out.join("beta0/sweep.json"), "{}").unwrap();
-    let out = lerpscope(&args);
-    let err = String::from_utf8_lossy(&out.stderr);
+    // So is the partial copy of grid.csv that a killed grid left (its process is gone).
+    let partial = out.join(".grid.csv.partial-4999999");
+    std::fs::write(&partial, "β,α").unwrap();
+    let run = lerpscope(&args);
+    let err = String::from_utf8_lossy(&run.stderr);
     assert!(
         !err.contains("holds grid.csv") && err.contains("/nonexistent/"),
         "{err}"
     );
+    assert!(!partial.exists());
 }
 
 /// `generate --columns batched` writes every α as a row of one batch: greedy, the same tokens

@@ -58,6 +58,7 @@ fn the_demo_pair_loads_and_alpha_moves_sentiment() {
             seeds: lerpscope::eval::grid::Seeds::Mixed,
             prompt_tokens: None,
             judges: None,
+            endpoints: None,
         },
         mode: lerpscope::engine::ColumnsMode::Auto,
         out: tmp.path().join("sweep"),

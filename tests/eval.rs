@@ -213,6 +213,7 @@ fn sweep(a: &Path, b: &Path, out: &Path) -> Sweep {
             seeds: lerpscope::eval::grid::Seeds::Mixed,
             prompt_tokens: None,
             judges: None,
+            endpoints: None,
         },
         mode: ColumnsMode::Auto,
         out: out.to_path_buf(),
@@ -243,6 +244,11 @@ fn a_resume_checks_the_classifier_by_its_files() {
     let samples = std::fs::read(out.join("samples.jsonl")).unwrap();
     with(&classifier.join(".")).run(&mut e).unwrap();
     assert_eq!(std::fs::read(out.join("samples.jsonl")).unwrap(), samples);
+    // A label is named in any case, as the classifier reads it: the same sweep.
+    let mut shouted = with(&classifier);
+    shouted.config.classifier.as_mut().unwrap().1 = "POSITIVE".into();
+    shouted.run(&mut e).unwrap();
+    assert_eq!(std::fs::read(out.join("samples.jsonl")).unwrap(), samples);
     // Another model of the same shape would load; one more key in its config stands in.
     let config = classifier.join("config.json");
     let mut v: serde_json::Value =
@@ -259,6 +265,40 @@ fn a_resume_checks_the_classifier_by_its_files() {
     other.config.classifier.as_mut().unwrap().1 = "negative".into();
     let err = format!("{:#}", other.run(&mut e).unwrap_err());
     assert!(err.contains("other settings"), "{err}");
+}
+
+/// A sweep's endpoints are pinned by their files: the same folders named by another path
+/// resume, and a model retrained in place (same size, newer files) is refused rather than
+/// mixed into the old samples.
+#[test]
+fn a_resume_checks_the_endpoints_by_their_files() {
+    let (tmp, a, b, mut e) = tiny_pair(Arch::Llama);
+    let out = tmp.path().join("out");
+    sweep(&a, &b, &out).run(&mut e).unwrap();
+    let samples = std::fs::read(out.join("samples.jsonl")).unwrap();
+    let config = std::fs::read(out.join("sweep.json")).unwrap();
+    sweep(&a.join("."), &b, &out).run(&mut e).unwrap();
+    assert_eq!(std::fs::read(out.join("samples.jsonl")).unwrap(), samples);
+    assert_eq!(std::fs::read(out.join("sweep.json")).unwrap(), config);
+    let weights = std::fs::read_dir(&a)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let err = sweep(&a, &b, &out).run(&mut e).unwrap_err().to_string();
+    assert!(
+        err.contains("the endpoints (--a, --b and any C or D) are other files"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("samples.jsonl")).unwrap(), samples);
 }
 
 /// A sweep cut off after any record (and with half of the next line torn), resumed, writes
@@ -374,6 +414,28 @@ fn interrupted_sweep_resumes(mode: ColumnsMode) {
     assert_eq!(read(&stopped, "samples.jsonl"), want[0]);
     // The killed writer's partial copy went with the run that followed it.
     assert!(!stopped.join(".sweep.json.partial-4999999").exists());
+    // One sweep at a time in a folder: a second, while the first holds its records, is
+    // refused and writes nothing.
+    let held = std::fs::OpenOptions::new()
+        .append(true)
+        .open(whole.join("samples.jsonl"))
+        .unwrap();
+    held.try_lock().unwrap();
+    std::fs::copy(stopped.join("sweep.json"), whole.join("sweep.json")).unwrap();
+    let err = sweep(&whole).run(&mut e).unwrap_err().to_string();
+    assert!(err.contains("another sweep is writing there now"), "{err}");
+    drop(held);
+    assert_eq!(read(&whole, "samples.jsonl"), want[0]);
+    let err = sweep(&tmp.path().join("busy-new")).run(&mut e);
+    assert!(err.is_ok(), "a lock is only on its own folder: {err:?}");
+    // A record given twice would be counted twice: it is named instead.
+    let twice = format!("{text}{}\n", lines[3]);
+    std::fs::write(whole.join("samples.jsonl"), twice).unwrap();
+    let err = sweep(&whole).run(&mut e).unwrap_err().to_string();
+    assert!(
+        err.contains("line 19 repeats the sample of line 4"),
+        "{err}"
+    );
 }
 
 /// Two sweeps at neighbouring --seed values share no sample seed; a sweep whose sweep.json

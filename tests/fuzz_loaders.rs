@@ -537,6 +537,7 @@ impl Corpus {
             seeds: lerpscope::eval::grid::Seeds::Mixed,
             prompt_tokens: None,
             judges: None,
+            endpoints: None,
         };
         let record = |i: usize| {
             serde_json::json!({"alpha": 0.5, "prompt_index": i, "sample": 1, "seed": 7,

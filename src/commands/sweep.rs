@@ -11,6 +11,9 @@ pub const BUILTIN_PROMPTS: &str = include_str!("../../assets/prompts.txt");
 
 /// The prompts of `--prompts FILE|builtin`, the first `num` of them where given.
 pub(super) fn read_prompts(source: &str, num: Option<usize>) -> Result<Vec<String>> {
+    if num == Some(0) {
+        bail!("--num-prompts 0: no prompts to sweep; give at least 1");
+    }
     let text = if source == "builtin" {
         BUILTIN_PROMPTS.to_string()
     } else {
@@ -127,6 +130,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             seeds: crate::eval::grid::Seeds::Mixed,
             prompt_tokens: None,
             judges: None,
+            endpoints: None,
         };
         let out = match beta {
             Some(beta) => args.out.join(format!("beta{beta}")),
@@ -151,6 +155,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
 /// grid.csv and plots/), so that a new grid writes over nobody's files: each β's folder is
 /// then checked as one sweep's --out is.
 fn check_grid_out(out: &std::path::Path) -> Result<()> {
+    // A grid killed while it wrote grid.csv or a plot left its partial copy: a rerun resumes.
+    crate::files::remove_stale_partials(out);
     let entries = match std::fs::read_dir(out) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -150,6 +150,63 @@ pub struct SweepConfig {
     /// written before it was recorded resume on the paths as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judges: Option<String>,
+    /// A digest of where the endpoints given as local paths are (`--a`, `--b`, C and D:
+    /// their canonical paths) and of their files' names, sizes and modification times: a
+    /// resume must find the same files, by whatever path it names them, and not a model
+    /// retrained in place or another one under the same relative path. Hub ids count as
+    /// named. [`Sweep::run`] records it; sweeps written before it was recorded resume on the
+    /// paths as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<String>,
+}
+
+/// [`SweepConfig::endpoints`] of the pair `engine` loaded from `a` and `b`.
+fn endpoints_digest(a: &str, b: &str, engine: &Engine) -> Result<String> {
+    let extra = [engine.third(), engine.fourth()];
+    let sources = [a, b]
+        .into_iter()
+        .chain(extra.iter().flatten().map(|e| e.source.as_str()));
+    let mut text = String::new();
+    for src in sources {
+        let path = Path::new(src);
+        if !path.exists() {
+            text.push_str(&format!("{src}\n"));
+            continue;
+        }
+        let path = path
+            .canonicalize()
+            .with_context(|| format!("{src}: cannot resolve"))?;
+        let mut files = vec![path.clone()];
+        if path.is_dir() {
+            files = std::fs::read_dir(&path)
+                .with_context(|| format!("{}: cannot read", path.display()))?
+                .flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            text.push_str(&format!("{}\n", path.display()));
+        }
+        for f in files {
+            let m =
+                std::fs::metadata(&f).with_context(|| format!("{}: cannot read", f.display()))?;
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            text.push_str(&format!("{} {} {modified}\n", f.display(), m.len()));
+        }
+    }
+    Ok(format!("{:016x}", fnv1a(text.as_bytes())))
+}
+
+/// FNV-1a, 64 bits: stable across builds and platforms, unlike the standard library's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// [`SweepConfig::judges`] of `c`: None where the pair alone scores.
@@ -186,19 +243,27 @@ fn same_judge_paths(mut asked: SweepConfig, old: &SweepConfig) -> SweepConfig {
     asked
 }
 
-/// [`SweepConfig::prompt_tokens`] of `prompts` under `engine`: FNV-1a over every prompt's ids
-/// (stable across builds and platforms, unlike the standard library's hasher).
+/// `asked` with its classifier label written as `old` wrote it, where the two differ only in
+/// case: the classifier reads a label in any case, so the sweep is the same.
+fn same_label_case(mut asked: SweepConfig, old: &SweepConfig) -> SweepConfig {
+    if let (Some((_, label)), Some((_, theirs))) = (&mut asked.classifier, &old.classifier) {
+        if label.to_lowercase() == theirs.to_lowercase() {
+            label.clone_from(theirs);
+        }
+    }
+    asked
+}
+
+/// [`SweepConfig::prompt_tokens`] of `prompts` under `engine`: FNV-1a over every prompt's ids.
 fn prompt_tokens(engine: &Engine, prompts: &[String]) -> Result<String> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut bytes = Vec::new();
     for p in prompts {
         let ids = engine.encode(p)?;
         for word in ids.iter().copied().chain([u32::MAX]) {
-            for byte in word.to_le_bytes() {
-                h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-            }
+            bytes.extend(word.to_le_bytes());
         }
     }
-    Ok(format!("{h:016x}"))
+    Ok(format!("{:016x}", fnv1a(&bytes)))
 }
 
 /// [`SweepConfig::held`] of `engine`.
@@ -279,6 +344,7 @@ pub fn read_records(path: &Path) -> Result<Vec<SampleRecord>> {
         Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
     };
     let mut records = Vec::new();
+    let mut lines = std::collections::HashMap::new();
     let mut good = 0;
     for (i, line) in text.split_inclusive(|&b| b == b'\n').enumerate() {
         if !line.ends_with(b"\n") {
@@ -291,12 +357,32 @@ pub fn read_records(path: &Path) -> Result<Vec<SampleRecord>> {
                 i + 1
             )
         })?;
+        // A sample counted twice would narrow every interval it is in.
+        let key = (r.alpha.value().to_bits(), r.prompt_index, r.sample);
+        if let Some(first) = lines.insert(key, i + 1) {
+            bail!(
+                "{}: line {} repeats the sample of line {first} (α {}, prompt {}, sample {}); remove one to resume",
+                path.display(),
+                i + 1,
+                r.alpha,
+                r.prompt_index,
+                r.sample
+            );
+        }
         records.push(r);
         good += line.len();
     }
     if good < text.len() {
-        let f = std::fs::OpenOptions::new().write(true).open(path)?;
-        f.set_len(good as u64)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(good as u64))
+            .with_context(|| {
+                format!(
+                    "{}: cannot cut off its torn last line to resume",
+                    path.display()
+                )
+            })?;
     }
     Ok(records)
 }
@@ -378,6 +464,25 @@ impl Sweep {
             .collect();
         std::fs::create_dir_all(out)
             .with_context(|| format!("--out {}: cannot create", out.display()))?;
+        // One sweep at a time in a folder: two would both append to one record file, and
+        // a later run would count their samples together. The records file is the lock,
+        // held until this run is done; whatever this run decides below, it decides alone.
+        let new_records = !samples_path.exists();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&samples_path)
+            .with_context(|| format!("{}: cannot open", samples_path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "--out {}: another sweep is writing there now; wait for it, or use another --out",
+                out.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("{}: cannot lock", samples_path.display()))
+            }
+        }
         // What a killed sweep was writing is not a record; this run writes its own.
         crate::files::remove_stale_partials(out);
         let fresh_mode = match cfg_path.exists() {
@@ -385,6 +490,9 @@ impl Sweep {
             false => match self.settle_mode(engine) {
                 Ok(mode) => Some(mode),
                 Err(e) => {
+                    if new_records {
+                        let _ = std::fs::remove_file(&samples_path);
+                    }
                     // Innermost first; each is still empty.
                     for dir in &made {
                         let _ = std::fs::remove_dir(dir);
@@ -407,13 +515,32 @@ impl Sweep {
                     // is checked as the rules and the plane it gave.
                     recipe: old.recipe.clone(),
                     judges: old.judges.clone(),
+                    endpoints: old.endpoints.clone(),
                     ..self.config.clone()
+                };
+                // Recorded, the endpoints are checked by their files, whatever path names them.
+                let asked = match &old.endpoints {
+                    Some(digest) => {
+                        if endpoints_digest(&asked.a, &asked.b, engine)? != *digest {
+                            bail!(
+                                "--out {}: the endpoints (--a, --b and any C or D) are other files than when the sweep started (another path, or files changed since: their sizes or times differ); use another --out to start a new one",
+                                out.display()
+                            );
+                        }
+                        SweepConfig {
+                            a: old.a.clone(),
+                            b: old.b.clone(),
+                            ..asked
+                        }
+                    }
+                    None => asked,
                 };
                 // With the judges' files recorded, they are checked by content, below.
                 let asked = match old.judges {
                     Some(_) => same_judge_paths(asked, &old),
                     None => asked,
                 };
+                let asked = same_label_case(asked, &old);
                 if asked != old {
                     bail!(
                         "--out {} holds a sweep with other settings ({}: {}); use another --out to start a new one",
@@ -451,6 +578,7 @@ impl Sweep {
                     held: Some(held(engine)),
                     prompt_tokens: Some(tokens),
                     judges: judges_digest(&self.config)?,
+                    endpoints: Some(endpoints_digest(&self.config.a, &self.config.b, engine)?),
                     ..self.config.clone()
                 };
                 crate::files::write_whole(&cfg_path, serde_json::to_string_pretty(&c)?)?;
@@ -462,11 +590,6 @@ impl Sweep {
             .iter()
             .map(|r| (r.alpha.value().to_bits(), r.prompt_index, r.sample))
             .collect();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&samples_path)
-            .with_context(|| format!("{}: cannot open", samples_path.display()))?;
         let grid = SampleGrid {
             alphas: c.alphas.clone(),
             prompts: c.prompts.clone(),
