@@ -756,9 +756,10 @@ fn a_saved_session_names_every_source_and_says_when_it_scored() {
     assert_eq!(json["sources"]["base"], "SmolLM2.Q4_1.gguf");
     let html = lerpscope::app::html::render(s);
     assert!(html.contains("columns between A, B and C</h1>"), "{html}");
-    // Right-to-left text in a token does not reorder its neighbours.
+    // The prompt's right-to-left text does not reorder the text after it, and tokens are not
+    // isolated from each other: a right-to-left word spelled in several reads as one.
     assert!(
-        html.contains(".t, .prompt { unicode-bidi: isolate; }"),
+        html.contains(".prompt, .tip { unicode-bidi: isolate; }") && !html.contains(".t,"),
         "{html}"
     );
     assert!(
@@ -775,6 +776,12 @@ fn a_saved_session_names_every_source_and_says_when_it_scored() {
             perplexity: 3.25,
         });
     }
+    // The page holds the scored text itself, so a failed column's loses nothing.
+    let html = lerpscope::app::html::render(&scored);
+    assert!(
+        html.contains("<summary>the scored text (18 characters)</summary><div class=\"text prompt\">The food was cold.</div>"),
+        "{html}"
+    );
     let md = scored.to_markdown();
     assert!(
         md.contains("- score mode: every column scores the same text"),

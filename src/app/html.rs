@@ -18,19 +18,23 @@ h1 { font-size: 1.2em; margin: 0 0 .3em; }
 .legend span { display: inline-block; padding: 0 .5em; margin-right: .3em; border: 1px solid #ddd; }
 .columns { display: grid; gap: 1em; grid-template-columns: repeat(var(--n), minmax(14em, 1fr)); }
 .col { background: #fff; border: 1px solid #ccc; border-radius: 6px; padding: .6em .8em; }
-.col h2 { font-size: 1em; margin: 0 0 .4em; display: flex; justify-content: space-between; }
+.col h2 { font-size: 1em; margin: 0 0 .4em; display: flex; flex-wrap: wrap; gap: 0 .6em;
+  justify-content: space-between; }
+.col h2 .point { white-space: nowrap; }
 .col h2 small { color: #777; font-weight: normal; }
 .text { white-space: pre-wrap; font-family: ui-monospace, monospace; font-size: .92em; }
 .prompt { color: #999; }
 .error { color: #b00; white-space: normal; margin: 0 0 .4em; }
 .t { position: relative; border-radius: 2px; }
-.t.shared { opacity: .45; }
+.t.shared { color: #aaa; }
 .t.parts { outline: 2px solid #b0f; }
 .t.parts::before { content: "▸"; color: #b0f; font-weight: bold; }
 .t .tip { display: none; position: absolute; z-index: 1; left: 0; top: 1.5em; background: #333;
   color: #eee; padding: .4em .6em; border-radius: 4px; white-space: pre; font-size: .85em; }
+.col:last-child .t .tip { left: auto; right: 0; }
 .t:hover .tip { display: block; }
-.t, .prompt { unicode-bidi: isolate; }
+.prompt, .tip { unicode-bidi: isolate; }
+details.meta .text { margin: .3em 0 0; color: #444; }
 "#;
 
 /// "A and B", or on a plane "A, B and C" (and D).
@@ -85,6 +89,16 @@ pub fn render(s: &Session) -> String {
             )),
         escape(&settings(s))
     );
+    // Score mode's text, once: the columns hold it as tokens, and a failed one has none.
+    if let Some(text) = &s.score_text {
+        let _ = writeln!(
+            h,
+            "<details class=\"meta\"><summary>the scored text ({} characters)</summary>\
+             <div class=\"text prompt\">{}</div></details>",
+            text.chars().count(),
+            escape(text)
+        );
+    }
     h.push_str("<div class=\"legend meta\">p(token), the model's own distribution: ");
     for (i, label) in ["&lt;5%", "&lt;20%", "&lt;50%", "&lt;80%", "≥80%"]
         .iter()
@@ -135,7 +149,7 @@ fn column(h: &mut String, s: &Session, c: &SessionColumn) {
     };
     let _ = write!(
         h,
-        "<section class=\"col\"><h2>{} <small>{}</small></h2><div class=\"text\">",
+        "<section class=\"col\"><h2><span class=\"point\">{}</span> <small>{}</small></h2><div class=\"text\">",
         escape(&c.point()),
         escape(&stats)
     );
