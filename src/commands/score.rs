@@ -118,10 +118,11 @@ fn print_plain(
         let at = |(s, held): &(TextScore, String)| format!("{}{held}", s.alpha);
         writeln!(
             out,
-            "  #{:<4} {:<16} {:>7.3} at α = {:<6} {:>7.3} at α = {:<6} (spread {:.3})",
+            "  #{:<4} {} {:>7.3} at α = {:<6} {:>7.3} at α = {:<6} (spread {:.3})",
             // Counted from 1, as the UI's token cursor counts (the JSON's arrays are 0-based).
             d.token + 1,
-            format!("{:?}", names[d.token]),
+            // Padded by width: a wide character takes two cells.
+            crate::ui::wrap::pad(&format!("{:?}", names[d.token]), 16),
             lo.0.tokens[d.token - 1].logprob,
             at(lo),
             hi.0.tokens[d.token - 1].logprob,

@@ -78,6 +78,8 @@ where
         .configure_mesh()
         .x_desc("α  (0 = A, 1 = B)")
         .y_desc(ylabel)
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
         .draw()
@@ -185,6 +187,8 @@ pub fn loss_curves(csv: &Path, stem: &Path, window: usize) -> Result<()> {
         .configure_mesh()
         .x_desc("step")
         .y_desc(format!("loss (trailing mean of {window})"))
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(err)?;
@@ -342,4 +346,25 @@ where
         }))
         .map_err(err)?;
     Ok(())
+}
+
+/// A tick's label as plotters writes it, but zero as "0.0" where a step's rounding left it a
+/// hair below (plotters would write "-0.0").
+fn tick(v: &f64) -> String {
+    use plotters::coord::ranged1d::ValueFormatter;
+    let s = plotters::coord::types::RangedCoordf64::format(v);
+    match s.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => s,
+    }
+}
+
+#[cfg(test)]
+mod tick_tests {
+    #[test]
+    fn a_zero_tick_has_no_sign() {
+        assert_eq!(super::tick(&-2e-17), "0.0");
+        assert_eq!(super::tick(&-0.25), "-0.25");
+        assert_eq!(super::tick(&0.5), "0.5");
+    }
 }

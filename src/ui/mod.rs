@@ -841,14 +841,10 @@ fn help(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
             let mut spans = Vec::new();
             for h in 0..halves {
                 if let Some((k, what)) = entries.get(h * per + row) {
-                    let k: String = match wrap::width(k) > kw {
-                        true => k.chars().take(kw - 1).chain(['…']).collect(),
-                        false => k.clone(),
-                    };
-                    let what: String = what.chars().take(dw).collect();
-                    let pad = dw.saturating_sub(wrap::width(&what));
-                    spans.push(Span::styled(format!("{k:>kw$}  "), key));
-                    spans.push(Span::raw(format!("{what}{}", " ".repeat(pad + 1))));
+                    let k = wrap::fit(k, kw);
+                    let k = format!("{}{k}  ", " ".repeat(kw - wrap::width(&k)));
+                    spans.push(Span::styled(k, key));
+                    spans.push(Span::raw(wrap::pad(&wrap::fit(what, dw), dw + 1)));
                 }
             }
             Line::from(spans)

@@ -226,11 +226,14 @@ fn differences_panel(app: &App, r: Rect, buf: &mut ratatui::buffer::Buffer) {
             };
             Line::from(vec![
                 Span::raw(format!(
-                    "#{:<4} {:<18}",
+                    "#{:<4} {}",
                     // The token's place in the text, counted from 1 as the cursor and
                     // `score` count it.
                     d.token + 1,
-                    quoted(&token_text(app, 0, d.token))
+                    super::wrap::pad(
+                        &super::wrap::fit(&quoted(&token_text(app, 0, d.token)), 18),
+                        18
+                    )
                 )),
                 Span::styled(
                     format!(

@@ -7,6 +7,33 @@ pub fn width(s: &str) -> usize {
     s.chars().map(|c| c.width().unwrap_or(0)).sum()
 }
 
+/// `s` in at most `max` cells: cut, with "…" in its last cell, where it is wider.
+pub fn fit(s: &str, max: usize) -> String {
+    if width(s) <= max {
+        return s.to_string();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w + 1 > max {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    if max > 0 {
+        out.push('…');
+    }
+    out
+}
+
+/// `s` padded with spaces to `cells` cells (as `{:<N}` pads characters, but by width: a
+/// wide character such as an emoji takes two).
+pub fn pad(s: &str, cells: usize) -> String {
+    format!("{s}{}", " ".repeat(cells.saturating_sub(width(s))))
+}
+
 /// Lines of at most `max` cells as (start, end) byte ranges of `text`. Breaks at spaces where
 /// possible, inside words longer than a line otherwise; `\n` always breaks.
 pub fn wrap(text: &str, max: usize) -> Vec<(usize, usize)> {
@@ -51,6 +78,16 @@ pub fn wrap(text: &str, max: usize) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fit_and_pad_count_cells_not_characters() {
+        assert_eq!(fit("edit α per layer", 40), "edit α per layer");
+        assert_eq!(fit("edit α per layer", 8), "edit α …");
+        assert_eq!(fit("🍕🍕🍕", 4), "🍕…");
+        assert_eq!(fit("abc", 0), "");
+        assert_eq!(pad("🍕", 4), "🍕  ");
+        assert_eq!(width(&pad("\"🍕\"", 18)), 18);
+    }
 
     fn lines(text: &str, max: usize) -> Vec<&str> {
         wrap(text, max)
