@@ -92,6 +92,9 @@ fn generate_json_follows_the_schema_for_both_architectures() {
                 .all(Value::is_u64));
             assert!(line["tokens_per_s"].as_f64().unwrap() >= 0.0);
             assert!(line["blend_ms"].as_f64().unwrap() >= 0.0);
+            let n = line["token_ids"].as_array().unwrap().len();
+            let stop = if n < 10 { "eos" } else { "max_tokens" };
+            assert_eq!(line["stop"], stop, "{line}");
         }
         assert_eq!(
             lines[0]["text"],
@@ -1066,4 +1069,39 @@ fn a_refused_bench_writes_no_shape_files() {
         let written: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert!(written.is_empty(), "{extra:?}: {written:?}");
     }
+}
+
+/// A text the model's context cut short says so, in JSON as in text: its length is the
+/// context's, not --max-tokens.
+#[test]
+fn generate_says_when_the_context_ended_the_text() {
+    let demo = |side: &str| format!("{}/assets/demo/{side}", env!("CARGO_MANIFEST_DIR"));
+    let (a, b) = (demo("negative"), demo("positive"));
+    let args = [
+        "generate",
+        "--a",
+        &a,
+        "--b",
+        &b,
+        "--alphas",
+        "0",
+        "--prompt",
+        "Hi",
+        "--max-tokens",
+        "100000",
+        "--ignore-eos",
+        "--device",
+        "cpu",
+    ];
+    let out = lerpscope(&[&args[..], &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["stop"], "context", "{line}");
+    assert!(line["token_ids"].as_array().unwrap().len() < 1000);
+    let out = lerpscope(&args);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped at the model's context"));
 }

@@ -507,6 +507,21 @@ fn scrolling_stops_at_the_top_of_the_text() {
 }
 
 #[test]
+fn a_column_the_context_cut_short_says_so() {
+    let (mut a, jobs) = app();
+    let (column, job) = &jobs[0];
+    a.update(Msg::Engine(EngineEvent::Done {
+        column: *column,
+        job: job.id,
+        tokens: 3,
+        tokens_per_s: 400.0,
+        stop: StopReason::Context,
+    }));
+    let screen = marked(&a, 120, 24);
+    assert!(screen.contains("✓ 3 tok · context full"), "{screen}");
+}
+
+#[test]
 fn token_view_in_colour() {
     let (mut a, _) = streamed();
     key(&mut a, KeyCode::Char('t'));

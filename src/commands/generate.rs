@@ -79,6 +79,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 "tokens_per_s": (g.token_ids.len() >= 2).then(|| g.tokens_per_s()),
                 "blend_ms": blend_ms,
                 "run": run_name(blend.is_none(), rows),
+                "stop": g.stop,
             });
             super::add_point(&engine, &mut line);
             if args.logprobs {

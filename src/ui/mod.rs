@@ -549,6 +549,8 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         ColumnState::Queued => "queued".to_string(),
         ColumnState::Generating => format!("▸ {} tok", c.tokens),
         ColumnState::Done(StopReason::Cancelled) => "stopped".to_string(),
+        // A text the context cut short says so: its length is the context's, not the budget.
+        ColumnState::Done(StopReason::Context) => format!("✓ {} tok · context full", c.tokens),
         ColumnState::Done(_) => match c.tokens_per_s {
             Some(t) if t > 0.0 => format!("✓ {} tok · {:.0}/s", c.tokens, t),
             _ => format!("✓ {} tok", c.tokens),
