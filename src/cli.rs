@@ -1087,9 +1087,9 @@ pub struct BenchBlendArgs {
     /// γ, with --d.
     #[arg(long, requires = "d", allow_hyphen_values = true, value_parser = parse_gamma)]
     pub gamma: Option<crate::engine::Alpha>,
-    /// Parameters of a random working set, when no pair is given.
-    #[arg(long, default_value = "100000000", value_parser = parse_params)]
-    pub params: usize,
+    /// Parameters of a random working set, when no pair is given [default: 100000000].
+    #[arg(long, value_parser = parse_params, conflicts_with_all = ["a", "shape"])]
+    pub params: Option<usize>,
     #[command(flatten)]
     pub load: LoadArgs,
     /// Timed repetitions of each operation.

@@ -507,6 +507,14 @@ fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
         let out = lerpscope(&[args, &missing[..]].concat());
         refused_in_one_line(&out, &[needle]);
     }
+    // Flags a run would ignore are refused: loading flags with random weights, and --params
+    // beside a pair of --shape.
+    let out = lerpscope(&["bench", "blend", "--tokenizer", "t.json", "--params", "10"]);
+    refused_in_one_line(&out, &["--tokenizer is for loading a pair"]);
+    let out = lerpscope(&["bench", "blend", "--base", "/nonexistent/base"]);
+    refused_in_one_line(&out, &["--base is for loading a pair"]);
+    let out = lerpscope(&["bench", "blend", "--shape", "demo", "--params", "10"]);
+    refused_in_one_line(&out, &["--params", "--shape"]);
     // Generation stops at the context, so a report of N tokens past it made fewer: refused
     // (the demo pair's context is 256).
     // Generation feeds back all but its last token; `step` runs a forward pass per token.
@@ -878,6 +886,13 @@ fn a_bench_on_a_missing_device_writes_no_shape() {
         refused_in_one_line(&out, &["--device cuda", "no CUDA support"]);
         assert!(!tmp.path().join("lerpscope-shapes").exists(), "{args:?}");
     }
+    // The device is named as given, once, without candle's own words after it.
+    let out = lerpscope(&["generate", "--prompt", "x", "--device", "cuda:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "error: --device cuda:1: this build has no CUDA support (rebuild with --features cuda)"
+    );
 }
 
 /// `perplexity --file -` and `score --text -` read standard input, and give what the same

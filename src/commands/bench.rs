@@ -31,6 +31,18 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
             "bench blend: --c, --d, --layer-alphas and --method time a loaded pair; give --a and --b or --shape"
         );
     }
+    let l = &args.load;
+    let loading = [
+        (l.base.is_some(), "--base"),
+        (l.tokenizer.is_some(), "--tokenizer"),
+        (l.allow_tokenizer_mismatch, "--allow-tokenizer-mismatch"),
+        (l.no_chat_template, "--no-chat-template"),
+    ];
+    if let (None, Some((_, flag))) = (&pair, loading.iter().find(|(given, _)| *given)) {
+        anyhow::bail!(
+            "bench blend: {flag} is for loading a pair, and random weights (--params) load none; give --a and --b or --shape"
+        );
+    }
     let (working, a, b, source) = match &pair {
         Some((pa, pb)) => {
             let e = Engine::load(pa, pb, &opts)?;
@@ -49,7 +61,7 @@ pub fn blend(args: BenchBlendArgs) -> Result<()> {
         None => {
             let device = opts.device.open()?;
             let dtype = opts.dtype.unwrap_or(DType::F32);
-            let n = args.params;
+            let n = args.params.unwrap_or(100_000_000);
             crate::engine::check_host_memory(&device, 3 * n as u64 * dtype.size_in_bytes() as u64)
                 .map_err(|e| anyhow::anyhow!("--params {n}: {e}"))?;
             let rand = |seed: f64| -> Result<Tensor> {

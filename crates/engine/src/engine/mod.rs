@@ -70,14 +70,20 @@ impl DeviceChoice {
     pub fn open(&self) -> Result<Device> {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Cuda(n) => Device::new_cuda(*n).with_context(|| {
-                if candle_core::utils::cuda_is_available() {
-                    format!("--device cuda:{n}: cannot open this GPU")
-                } else {
-                    "--device cuda: this build has no CUDA support (rebuild with --features cuda)"
-                        .to_string()
+            DeviceChoice::Cuda(n) => {
+                let flag = match n {
+                    0 => "--device cuda".to_string(),
+                    n => format!("--device cuda:{n}"),
+                };
+                if !candle_core::utils::cuda_is_available() {
+                    // candle's own words would only repeat it.
+                    bail!(
+                        Unsupported,
+                        "{flag}: this build has no CUDA support (rebuild with --features cuda)"
+                    );
                 }
-            }),
+                Device::new_cuda(*n).with_context(|| format!("{flag}: cannot open this GPU"))
+            }
             DeviceChoice::Auto => {
                 if candle_core::utils::cuda_is_available() {
                     if let Ok(d) = Device::new_cuda(0) {
