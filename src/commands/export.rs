@@ -63,6 +63,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
         bar.set_position(done)
     })?;
     bar.finish_and_clear();
+    if let (Format::Gguf, Some(note)) = (format, snapshot.gguf_note()) {
+        eprintln!("{note}");
+    }
     let point: String = fixed
         .iter()
         .map(|(_, symbol, w)| format!(", {symbol} = {w}"))

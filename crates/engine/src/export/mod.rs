@@ -282,6 +282,28 @@ impl Engine {
 
 /// Where an export goes when `--out` is not given: `<name of B>-alpha<X>` (beside nothing; the
 /// working directory).
+impl Snapshot {
+    /// What a GGUF of this model runs differently in llama.cpp, which applies no sliding
+    /// window to Mistral, Qwen or Phi-3: past the window the two part.
+    pub fn gguf_note(&self) -> Option<String> {
+        use crate::formats::config::{Family, LayerType};
+        let ModelConfig::Decoder(c) = &self.config else {
+            return None;
+        };
+        let window = c.sliding_window?;
+        let windowed = matches!(
+            c.family,
+            Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Phi3
+        ) && (0..c.num_hidden_layers).any(|i| c.layer_type(i) == LayerType::Sliding)
+            && window < c.max_position_embeddings;
+        windowed.then(|| {
+            format!(
+                "note: llama.cpp runs this model without its sliding window of {window} tokens, so past {window} tokens of context its output parts from transformers' (the window is kept in attention.sliding_window)"
+            )
+        })
+    }
+}
+
 pub fn default_name(b: &str, alpha: Alpha) -> String {
     // A Hub id's revision may hold slashes (`org/name@refs/pr/1`): the name is the path's
     // last part before it, the revision joined on.
