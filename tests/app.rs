@@ -1817,7 +1817,7 @@ fn the_status_line_names_a_single_row_and_a_running_sweep() {
 /// Keys that need the pair say so while it loads (they did nothing, with no word).
 #[test]
 fn keys_that_need_the_pair_say_it_is_loading() {
-    for k in ['b', 'f', 'l', 'v', 'g'] {
+    for k in ['b', 'f', 'l', 'v', 'g', 's'] {
         let mut a = app();
         assert!(a.update(key(KeyCode::Char(k))).is_empty(), "{k}");
         assert_eq!(

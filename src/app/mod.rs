@@ -751,6 +751,9 @@ impl App {
                 self.notice = Some(format!("seed {}", self.params.sampling.seed));
                 self.rerun_all()
             }
+            // Before the pair is loaded a session would say nothing of how it is held, and
+            // no column has text.
+            Action::Save if self.not_ready() => vec![],
             Action::Save => vec![Effect::Save(Box::new(self.session()))],
             Action::Presenter => {
                 self.presenter = !self.presenter;
