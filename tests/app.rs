@@ -1546,6 +1546,33 @@ fn a_typed_gamma_moves_d_for_every_column() {
     );
 }
 
+/// The pad's "(α, β) =" label moves to the bottom row rather than hide a marker in the top
+/// right corner.
+#[test]
+fn the_pad_label_never_hides_a_marker() {
+    let mut a = app();
+    a.update(Msg::Engine(EngineEvent::Loaded(plane_info())));
+    a.update(Msg::Resize(100, 40));
+    // The focused column to the top right corner: α at the range's top, β at its top.
+    for c in "2,1.5".chars() {
+        a.update(key(KeyCode::Char(c)));
+    }
+    a.update(key(KeyCode::Enter));
+    let area = ratatui::layout::Rect::new(0, 0, 100, 40);
+    let pad = lerpscope::ui::layout(area, &a).pad.unwrap();
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(100, 40)).unwrap();
+    t.draw(|f| lerpscope::ui::view(&a, f)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let row = |y: u16| -> String {
+        (pad.x..pad.x + pad.width)
+            .map(|x| buf[(x, y)].symbol().to_string())
+            .collect()
+    };
+    let (top, bottom) = (row(pad.y), row(pad.y + pad.height - 1));
+    assert!(top.trim_end().ends_with('●'), "{top}");
+    assert!(bottom.contains("(α, β) = (2.00, 1.50)"), "{bottom}");
+}
+
 /// On a plane the pad sits under the slider: a click sets the focused column's point (α, β),
 /// typing `α,β` does the same, and the other columns stay where they are; off a plane there
 /// is no pad and `,` is not taken.

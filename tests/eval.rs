@@ -267,9 +267,8 @@ fn a_resume_checks_the_classifier_by_its_files() {
     assert!(err.contains("other settings"), "{err}");
 }
 
-/// A sweep's endpoints are pinned by their files: the same folders named by another path
-/// resume, and a model retrained in place (same size, newer files) is refused rather than
-/// mixed into the old samples.
+/// A sweep's endpoints are pinned by their files as well as their paths: a model retrained
+/// in place (same size, newer files) is refused rather than mixed into the old samples.
 #[test]
 fn a_resume_checks_the_endpoints_by_their_files() {
     let (tmp, a, b, mut e) = tiny_pair(Arch::Llama);
@@ -277,7 +276,7 @@ fn a_resume_checks_the_endpoints_by_their_files() {
     sweep(&a, &b, &out).run(&mut e).unwrap();
     let samples = std::fs::read(out.join("samples.jsonl")).unwrap();
     let config = std::fs::read(out.join("sweep.json")).unwrap();
-    sweep(&a.join("."), &b, &out).run(&mut e).unwrap();
+    sweep(&a, &b, &out).run(&mut e).unwrap();
     assert_eq!(std::fs::read(out.join("samples.jsonl")).unwrap(), samples);
     assert_eq!(std::fs::read(out.join("sweep.json")).unwrap(), config);
     let weights = std::fs::read_dir(&a)

@@ -152,10 +152,10 @@ pub struct SweepConfig {
     pub judges: Option<String>,
     /// A digest of where the endpoints given as local paths are (`--a`, `--b`, C and D:
     /// their canonical paths) and of their files' names, sizes and modification times: a
-    /// resume must find the same files, by whatever path it names them, and not a model
+    /// resume, which names them as the sweep did, must find the same files, not a model
     /// retrained in place or another one under the same relative path. Hub ids count as
     /// named. [`Sweep::run`] records it; sweeps written before it was recorded resume on the
-    /// paths as given.
+    /// paths alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<String>,
 }
@@ -518,23 +518,16 @@ impl Sweep {
                     endpoints: old.endpoints.clone(),
                     ..self.config.clone()
                 };
-                // Recorded, the endpoints are checked by their files, whatever path names them.
-                let asked = match &old.endpoints {
-                    Some(digest) => {
-                        if endpoints_digest(&asked.a, &asked.b, engine)? != *digest {
-                            bail!(
-                                "--out {}: the endpoints (--a, --b and any C or D) are other files than when the sweep started (another path, or files changed since: their sizes or times differ); use another --out to start a new one",
-                                out.display()
-                            );
-                        }
-                        SweepConfig {
-                            a: old.a.clone(),
-                            b: old.b.clone(),
-                            ..asked
-                        }
+                // Recorded, the endpoints' files are checked too: the same path may name
+                // a model retrained since, or another one (from another working folder).
+                if let Some(digest) = &old.endpoints {
+                    if endpoints_digest(&asked.a, &asked.b, engine)? != *digest {
+                        bail!(
+                            "--out {}: the endpoints (--a, --b and any C or D) are other files than when the sweep started (elsewhere, or changed since: their sizes or times differ); use another --out to start a new one",
+                            out.display()
+                        );
                     }
-                    None => asked,
-                };
+                }
                 // With the judges' files recorded, they are checked by content, below.
                 let asked = match old.judges {
                     Some(_) => same_judge_paths(asked, &old),

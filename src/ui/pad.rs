@@ -54,18 +54,18 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
     let label = Style::default()
         .fg(Color::Gray)
         .add_modifier(Modifier::BOLD);
-    for (a, b, name) in [(0.0, 0.0, "A"), (1.0, 0.0, "B"), (0.0, 1.0, "C")] {
-        if let Some(at) = cell(a, b) {
-            put(buf, at, name, label);
-        }
-    }
-    for i in slider::draw_order(app) {
-        let c = &app.columns[i];
-        if let Some(at) = cell(c.alpha.value(), c.beta.map_or(beta, |b| b.value())) {
-            let (sym, style) = slider::look(app, i);
-            put(buf, at, &sym, style);
-        }
-    }
+    let markers: Vec<(usize, (u16, u16))> = slider::draw_order(app)
+        .into_iter()
+        .filter_map(|i| {
+            let c = &app.columns[i];
+            Some((
+                i,
+                cell(c.alpha.value(), c.beta.map_or(beta, |b| b.value()))?,
+            ))
+        })
+        .collect();
+    // The point's label in a corner no marker is under (the top right, else the bottom
+    // right), drawn first so that a marker is never hidden by it.
     let focused = app.columns[app.focused].alpha;
     let (a, b) = (fmt_alpha(focused), fmt_alpha(focused_beta));
     // With a fourth endpoint the pad is the plane's slice at D's held γ.
@@ -73,12 +73,27 @@ pub fn render(app: &App, area: Rect, buf: &mut Buffer) {
         None => format!("(α, β) = ({a}, {b})"),
         Some(g) => format!("(α, β, γ) = ({a}, {b}, {g:.2})"),
     };
+    let from = area.width.saturating_sub(point.chars().count() as u16);
+    let free = |row: u16| !markers.iter().any(|&(_, (x, y))| y == row && x >= from);
+    let row = match free(0) || !free(area.height - 1) {
+        true => 0,
+        false => area.height - 1,
+    };
     put(
         buf,
-        (area.width, 0),
+        (area.width, row),
         &point,
         Style::default().fg(Color::Yellow),
     );
+    for (a, b, name) in [(0.0, 0.0, "A"), (1.0, 0.0, "B"), (0.0, 1.0, "C")] {
+        if let Some(at) = cell(a, b) {
+            put(buf, at, name, label);
+        }
+    }
+    for (i, at) in markers {
+        let (sym, style) = slider::look(app, i);
+        put(buf, at, &sym, style);
+    }
 }
 
 /// The triangle's edges and the focused β's guide, in braille, through the very cells where

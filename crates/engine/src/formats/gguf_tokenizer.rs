@@ -10,10 +10,13 @@
 //!   unless `.add_space_prefix` is false (Gemma's).
 //! - Tokens of type 2 (unknown) and 3 (control) are special added tokens, type 4 (user-defined)
 //!   plain added ones, all matched in the text as written (transformers' `normalized: false`);
-//!   `.add_bos_token` and `.add_eos_token` decide whether BOS and EOS are added, with
-//!   llama.cpp's defaults where they are missing (BOS for SentencePiece, neither for `gpt2`).
-//! - The vocabulary must name each token once, and the BOS, EOS and unknown ids must be in it,
-//!   as llama.cpp requires.
+//!   `.add_bos_token` decides whether BOS is added, with llama.cpp's default where it is
+//!   missing (yes for SentencePiece and Llama 3's pre-tokenizer, no for other `gpt2` ones).
+//!   `.add_eos_token` is not applied: an EOS after the prompt would end the text before it
+//!   began (llama.cpp's tools refuse such a decoder).
+//! - As llama.cpp reads them: a special id missing or past the vocabulary is its default for
+//!   the kind of vocabulary, an empty token is named `[EMPTY_<id>]`, and a token listed twice
+//!   is refused.
 //!
 //! Anything else is refused with a message that names `--tokenizer` (a tokenizer.json to use
 //! instead).
@@ -82,20 +85,27 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
         .get("tokenizer.ggml.model")
         .and_then(Value::as_str)
         .ok_or_else(|| err!(NotFound, "{p}: no tokenizer.ggml.model; {hint}"))?;
-    let tokens = strings(h, "tokenizer.ggml.tokens")?;
+    // llama.cpp names an empty token by its id, so that it is one token among the others.
+    let named: Vec<String> = strings(h, "tokenizer.ggml.tokens")?
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| match t.is_empty() {
+            true => format!("[EMPTY_{i}]"),
+            false => t.to_string(),
+        })
+        .collect();
+    let tokens: Vec<&str> = named.iter().map(String::as_str).collect();
     let types = numbers(h, "tokenizer.ggml.token_type", tokens.len())?;
-    let id = |k: &str| -> Result<Option<usize>> {
-        match h.get(k) {
-            None => Ok(None),
-            Some(v) => match v.as_u64() {
-                Some(i) if (i as usize) < tokens.len() => Ok(Some(i as usize)),
-                _ => bail!(
-                    Format,
-                    "{p}: {k} is {v:?}, not one of the {} tokens of tokenizer.ggml.tokens",
-                    tokens.len()
-                ),
-            },
-        }
+    let spm = model == "llama";
+    let pre = h.get("tokenizer.ggml.pre").and_then(Value::as_str);
+    // A special id missing, or past the vocabulary, is llama.cpp's default for the kind of
+    // vocabulary (which it warns of and loads).
+    let id = |k: &str, default: Option<usize>| -> Option<usize> {
+        let given = h.get(k).and_then(Value::as_u64).map(|i| i as usize);
+        given
+            .or(default)
+            .filter(|&i| i < tokens.len())
+            .or(default.filter(|&i| i < tokens.len()))
     };
     let flag = |k: &str, default: bool| -> Result<bool> {
         match h.get(k) {
@@ -104,12 +114,18 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
             Some(v) => bail!(Format, "{p}: {k} is {v:?}, not true or false"),
         }
     };
-    let spm = model == "llama";
-    let bos = id("tokenizer.ggml.bos_token_id")?;
-    let eos = id("tokenizer.ggml.eos_token_id")?;
-    let unk = id("tokenizer.ggml.unknown_token_id")?;
-    let add_bos = flag("tokenizer.ggml.add_bos_token", spm)?;
-    let add_eos = flag("tokenizer.ggml.add_eos_token", false)?;
+    let (bos, unk) = match spm {
+        true => (
+            id("tokenizer.ggml.bos_token_id", Some(1)),
+            id("tokenizer.ggml.unknown_token_id", Some(0)),
+        ),
+        false => (id("tokenizer.ggml.bos_token_id", Some(11)), None),
+    };
+    // llama.cpp adds BOS by default to SentencePiece vocabularies and Llama 3's. It never
+    // adds EOS to a prompt of a model without an encoder (its tools refuse one whose
+    // `.add_eos_token` is true): a prompt ending in EOS would end the text before it began.
+    let llama3 = matches!(pre, Some("llama-bpe" | "llama3" | "llama-v3"));
+    let add_bos = flag("tokenizer.ggml.add_bos_token", spm || llama3)?;
     let mut added = Vec::new();
     if let Some(types) = &types {
         for (i, (&t, tok)) in types.iter().zip(&tokens).enumerate() {
@@ -122,6 +138,7 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
     let mut vocab = serde_json::Map::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         if let Some(first) = vocab.insert(t.to_string(), json!(i)) {
+            // llama.cpp stops on this too (its vocabulary must map both ways).
             bail!(
                 Format,
                 "{p}: tokenizer.ggml.tokens holds {t:?} twice (ids {first} and {i}); each token must be there once"
@@ -129,59 +146,29 @@ pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
         }
     }
     let post = |base: serde_json::Value| -> Result<serde_json::Value> {
-        let mut ends = Vec::new();
-        for (add, id, key) in [
-            (add_bos, bos, "bos_token_id"),
-            (add_eos, eos, "eos_token_id"),
-        ] {
-            match (add, id) {
-                (true, Some(i)) => ends.push((i, tokens[i])),
-                (true, None) => bail!(
-                    Format,
-                    "{p}: tokenizer.ggml.add_{} is true but there is no tokenizer.ggml.{key}",
-                    &key[..3]
-                ),
-                (false, _) => ends.push((usize::MAX, "")),
-            }
-        }
-        if ends.iter().all(|e| e.0 == usize::MAX) {
+        if !add_bos {
             return Ok(base);
         }
-        let special = |(_, t): &(usize, &str)| json!({"SpecialToken": {"id": t, "type_id": 0}});
-        let (start, end): (Vec<_>, Vec<_>) = (
-            ends[..1]
-                .iter()
-                .filter(|e| e.0 != usize::MAX)
-                .map(special)
-                .collect(),
-            ends[1..]
-                .iter()
-                .filter(|e| e.0 != usize::MAX)
-                .map(special)
-                .collect(),
-        );
-        let a = json!({"Sequence": {"id": "A", "type_id": 0}});
-        let b = json!({"Sequence": {"id": "B", "type_id": 1}});
-        let single: Vec<_> = start.iter().chain([&a]).chain(&end).cloned().collect();
-        let pair: Vec<_> = single.iter().chain([&b]).chain(&end).cloned().collect();
-        let specials: serde_json::Map<String, serde_json::Value> = ends
-            .iter()
-            .filter(|e| e.0 != usize::MAX)
-            .map(|&(i, t)| (t.to_string(), json!({"id": t, "ids": [i], "tokens": [t]})))
-            .collect();
+        let Some(b) = bos else {
+            bail!(
+                Format,
+                "{p}: tokenizer.ggml.add_bos_token is true but there is no tokenizer.ggml.bos_token_id"
+            );
+        };
+        let t = tokens[b];
         Ok(json!({"type": "Sequence", "processors": [base, {
-            "type": "TemplateProcessing", "single": single, "pair": pair,
-            "special_tokens": specials
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": t, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": t, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {t: {"id": t, "ids": [b], "tokens": [t]}}
         }]}))
     };
     let json = match model {
         "gpt2" => {
             let merges = strings(h, "tokenizer.ggml.merges")?;
             check_merges(h, &merges, &vocab)?;
-            let pre = h
-                .get("tokenizer.ggml.pre")
-                .and_then(Value::as_str)
-                .unwrap_or("default");
+            let pre = pre.unwrap_or("default");
             let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
             let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
             let pre_tokenizer = match pre {
@@ -421,20 +408,34 @@ mod tests {
         assert_eq!(ids(&no_bos, "<unk>"), [0]);
     }
 
+    /// A prompt never ends in EOS: it would end the text before it began.
     #[test]
-    fn add_eos_token_appends_eos() {
+    fn add_eos_token_adds_no_eos_to_a_prompt() {
         let h = spm(vec![("tokenizer.ggml.add_eos_token", Value::Bool(true))]);
         let got = ids(&h, "user");
-        assert_eq!((got[0], *got.last().unwrap()), (1, 2), "{got:?}");
+        assert_eq!(got[0], 1);
+        assert_ne!(*got.last().unwrap(), 2, "{got:?}");
     }
 
+    /// What llama.cpp loads with a warning loads here as it does there; what it stops on is
+    /// refused by key.
     #[test]
-    fn malformed_vocabularies_are_refused_by_key() {
+    fn vocabularies_llama_cpp_mends_or_refuses() {
+        // A BOS past the vocabulary, or none: llama.cpp's SentencePiece default, 1.
+        let far = spm(vec![("tokenizer.ggml.bos_token_id", Value::UInt(9999))]);
+        assert_eq!(ids(&far, "user")[0], 1);
+        let mut none = spm(vec![]);
+        none.metadata.remove("tokenizer.ggml.bos_token_id");
+        assert_eq!(ids(&none, "user")[0], 1);
+        // Two empty tokens are each named by id.
+        let mut empty = spm(vec![]);
+        if let Some(Value::Array(t)) = empty.metadata.get_mut("tokenizer.ggml.tokens") {
+            t[14] = Value::Str(String::new());
+            t[15] = Value::Str(String::new());
+        }
+        let t = from_gguf(&empty).unwrap();
+        assert_eq!(t.id_to_token(15).as_deref(), Some("[EMPTY_15]"));
         let e = |h: Header| from_gguf(&h).unwrap_err().to_string();
-        assert_eq!(
-            e(spm(vec![("tokenizer.ggml.bos_token_id", Value::UInt(9999))])),
-            "m.gguf: tokenizer.ggml.bos_token_id is UInt(9999), not one of the 18 tokens of tokenizer.ggml.tokens"
-        );
         assert_eq!(
             e(spm(vec![("tokenizer.ggml.add_bos_token", Value::UInt(1))])),
             "m.gguf: tokenizer.ggml.add_bos_token is UInt(1), not true or false"
@@ -469,6 +470,9 @@ mod tests {
         let merges = ["Ġ y", "o u", "Ġy ou", "' m"];
         assert_eq!(ids(&gpt2("default", &merges), "I'm you"), [0, 1, 2, 8]);
         assert_eq!(ids(&gpt2("gpt2", &merges), "I'm you"), [0, 10, 8]);
+        // Llama 3's vocabulary adds BOS unless it says otherwise (llama.cpp's default id for
+        // byte-level vocabularies, 11, where none is given).
+        assert_eq!(ids(&gpt2("llama-bpe", &merges), "I"), [11, 0]);
     }
 
     #[test]
