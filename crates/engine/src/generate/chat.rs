@@ -222,7 +222,29 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_fuel(Some(TEMPLATE_FUEL));
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(|state, value, method, args| {
+            // Python strips its own whitespace, which counts U+001C…U+001F as well.
+            match (value.as_str(), method, args) {
+                (Some(s), "strip", []) => Ok(Value::from(s.trim_matches(python_space))),
+                (Some(s), "lstrip", []) => Ok(Value::from(s.trim_start_matches(python_space))),
+                (Some(s), "rstrip", []) => Ok(Value::from(s.trim_end_matches(python_space))),
+                _ => {
+                    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+                }
+            }
+        });
+        env.add_filter("trim", |s: String, chars: Option<String>| match chars {
+            Some(chars) => s.trim_matches(|c| chars.contains(c)).to_string(),
+            None => s.trim_matches(python_space).to_string(),
+        });
+        // Jinja2's `sequence` is anything with a length and items: strings and dicts too.
+        env.add_test("sequence", |v: Value| {
+            use minijinja::value::ValueKind;
+            matches!(
+                v.kind(),
+                ValueKind::Seq | ValueKind::Map | ValueKind::String
+            )
+        });
         env.add_function(
             "raise_exception",
             |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -464,6 +486,12 @@ fn write_python_json(
     Ok(())
 }
 
+/// Whitespace as Python's `str.isspace` has it: Unicode's, and the four separators
+/// U+001C…U+001F.
+fn python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
 /// Python's `datetime.now().strftime(format)` for the codes chat templates use (Llama 3's
 /// "Today Date: %d %b %Y"), in UTC.
 fn strftime(format: &str, now: std::time::SystemTime) -> String {
@@ -541,6 +569,45 @@ fn strftime(format: &str, now: std::time::SystemTime) -> String {
             Some('M') => num(&mut out, rem / 60 % 60, 2),
             Some('S') => num(&mut out, rem % 60, 2),
             Some('%') => out.push('%'),
+            // The composite codes, as glibc spells them out in the C locale.
+            Some(c @ ('D' | 'x' | 'F' | 'X' | 'T' | 'R' | 'r' | 'c')) => {
+                let spelled = match c {
+                    'D' | 'x' => "%m/%d/%y",
+                    'F' => "%Y-%m-%d",
+                    'X' | 'T' => "%H:%M:%S",
+                    'R' => "%H:%M",
+                    'r' => "%I:%M:%S %p",
+                    _ => "%a %b %e %H:%M:%S %Y",
+                };
+                out.push_str(&strftime(spelled, now));
+            }
+            Some('h') => out.push_str(&month_name[..3]),
+            Some('C') => num(&mut out, year.div_euclid(100), 2),
+            Some('u') => out.push_str(&(weekday + 1).to_string()),
+            Some('w') => out.push_str(&((weekday + 1) % 7).to_string()),
+            Some('k') => out.push_str(&format!("{hour:>2}")),
+            Some('l') => out.push_str(&format!("{:>2}", (hour + 11) % 12 + 1)),
+            // Weeks of the year, from its first Sunday (U) or Monday (W).
+            Some(c @ ('U' | 'W')) => {
+                let yday = doy_of_year(year, month, day) - 1;
+                let wday = match c {
+                    'U' => (weekday as i64 + 1) % 7,
+                    _ => weekday as i64,
+                };
+                num(&mut out, (yday + 7 - wday) / 7, 2);
+            }
+            Some(c @ ('G' | 'g' | 'V')) => {
+                let (iso_year, week) = iso_week(year, doy_of_year(year, month, day), weekday);
+                match c {
+                    'G' => out.push_str(&iso_year.to_string()),
+                    'g' => num(&mut out, iso_year.rem_euclid(100), 2),
+                    _ => num(&mut out, week, 2),
+                }
+            }
+            Some('z') => out.push_str("+0000"),
+            Some('Z') => out.push_str("UTC"),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
             Some(other) => {
                 out.push('%');
                 out.push(other);
@@ -549,6 +616,23 @@ fn strftime(format: &str, now: std::time::SystemTime) -> String {
         }
     }
     out
+}
+
+/// The ISO 8601 year and week of the `doy`th day (from 1) of `year`, a `weekday` (Monday 0).
+fn iso_week(year: i64, doy: i64, weekday: usize) -> (i64, i64) {
+    let weeks_in = |y: i64| {
+        let p =
+            |y: i64| (y + y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400)).rem_euclid(7);
+        52 + i64::from(p(y) == 4 || p(y - 1) == 3)
+    };
+    let week = (doy - (weekday as i64 + 1) + 10) / 7;
+    if week < 1 {
+        (year - 1, weeks_in(year - 1))
+    } else if week > weeks_in(year) {
+        (year + 1, 1)
+    } else {
+        (year, week)
+    }
 }
 
 /// The day of the year (1 on January 1st).
@@ -725,6 +809,37 @@ mod tests {
         );
         assert_eq!(strftime("%d %b %Y", std::time::UNIX_EPOCH), "01 Jan 1970");
         assert_eq!(strftime("%e|%-d|%j|%I %p|%-m", t), "29|29|060|01 PM|2");
+        // Every other code Python's strftime takes, as it writes them (UTC, the C locale),
+        // on days whose ISO year is not their own.
+        let codes = "%D|%F|%x|%X|%T|%R|%r|%c|%h|%C|%u|%w|%U|%W|%G|%V|%g|%z|%Z|%n|%t|%k|%l";
+        for (secs, python) in [
+            (1_709_211_909, "02/29/24|2024-02-29|02/29/24|13:05:09|13:05:09|13:05|01:05:09 PM|Thu Feb 29 13:05:09 2024|Feb|20|4|4|08|09|2024|09|24|+0000|UTC|\n|\t|13| 1"),
+            (1_609_459_200, "01/01/21|2021-01-01|01/01/21|00:00:00|00:00:00|00:00|12:00:00 AM|Fri Jan  1 00:00:00 2021|Jan|20|5|5|00|00|2020|53|20|+0000|UTC|\n|\t| 0|12"),
+            (1_735_560_000, "12/30/24|2024-12-30|12/30/24|12:00:00|12:00:00|12:00|12:00:00 PM|Mon Dec 30 12:00:00 2024|Dec|20|1|1|52|53|2025|01|25|+0000|UTC|\n|\t|12|12"),
+            (1_798_246_821, "12/26/26|2026-12-26|12/26/26|01:00:21|01:00:21|01:00|01:00:21 AM|Sat Dec 26 01:00:21 2026|Dec|20|6|6|51|51|2026|52|26|+0000|UTC|\n|\t| 1| 1"),
+        ] {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            assert_eq!(strftime(codes, t), python, "{secs}");
+        }
+    }
+
+    /// Python's whitespace (U+001C…U+001F included) for `trim` and `.strip()`, and Jinja2's
+    /// `sequence` test (strings and dicts are sequences), as transformers renders them.
+    #[test]
+    fn python_whitespace_and_jinja2_sequences() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tok = tmp.path().join("tokenizer.json");
+        let template = "{% set c = messages[0].content %}[{{ c|trim }}][{{ c.strip() }}]\
+            [{{ c.lstrip() }}][{{ c.rstrip() }}][{{ c|trim('x') }}]\
+            {% if c is sequence %}S{% endif %}{% if messages[0] is sequence %}M{% endif %}\
+            {% if 3 is sequence %}N{% endif %}";
+        let config = serde_json::json!({ "chat_template": template });
+        std::fs::write(tmp.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+        let t = ChatTemplate::of(&tok).unwrap().unwrap();
+        assert_eq!(
+            t.render("\u{1f} hi\u{1c}").unwrap(),
+            "[hi][hi][hi\u{1c}][\u{1f} hi][\u{1f} hi\u{1c}]SM"
+        );
     }
 
     #[test]
