@@ -83,6 +83,19 @@ fn screenshot(cfg: TuiConfig) -> Result<()> {
                 apply(&mut app, Msg::Key(stop), &mut columns);
                 continue;
             }
+            // A finished column's meters follow it from the engine: the shot waits a
+            // moment for them (a meter that fails sends nothing).
+            let unmetered = app.columns.iter().any(|c| {
+                matches!(c.state, crate::app::ColumnState::Done(s) if s != crate::engine::StopReason::Cancelled)
+                    && c.meters.is_none()
+            });
+            if app.settled() && unmetered && !app.score_mode {
+                let wait = std::time::Duration::from_secs(5);
+                if let Ok(Some(e)) = tokio::time::timeout(wait, rx.recv()).await {
+                    apply(&mut app, Msg::Engine(e), &mut columns);
+                    continue;
+                }
+            }
             if app.settled() {
                 let Some(c) = keys.next() else { break };
                 let key = KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);

@@ -795,6 +795,17 @@ fn score_and_perplexity_take_one_beta_per_alpha() {
             paired[0][key], paired[1][key],
             "{cmd}: two points, two values"
         );
+        // Both name the text's NLL, whose mean over its tokens is the perplexity's log.
+        for line in &paired {
+            let (nll, ppl) = (
+                line["nll"].as_f64().unwrap(),
+                line["perplexity"].as_f64().unwrap(),
+            );
+            let n = line["tokens"]
+                .as_f64()
+                .unwrap_or_else(|| line["token_ids"].as_array().unwrap().len() as f64 - 1.0);
+            assert!((nll / n - ppl.ln()).abs() < 1e-6, "{cmd}: {line}");
+        }
     }
 }
 

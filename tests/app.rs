@@ -937,6 +937,38 @@ fn meters_arrive_after_completion_and_clear_on_regeneration() {
     assert_eq!(a.columns[1].meters, None);
 }
 
+/// A column too narrow for its meters in full shows what fits, the sentiment first.
+#[test]
+fn a_narrow_column_keeps_its_sentiment_meter() {
+    let (mut a, first) = loaded();
+    a.update(Msg::Engine(EngineEvent::Scored {
+        column: ColumnId(1),
+        job: first[1].id,
+        vader: 0.42,
+        perplexity: 23.5,
+    }));
+    let mut screen = |w: u16| {
+        let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, 30)).unwrap();
+        a.size = (w, 30);
+        t.draw(|f| lerpscope::ui::view(&a, f)).unwrap();
+        let buf = t.backend().buffer().clone();
+        (0..30)
+            .map(|y| {
+                (0..w)
+                    .map(|x| buf[(x, y)].symbol().to_string())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(screen(120).contains(" VADER +0.42 · ppl 23.5 "));
+    let narrow = screen(60);
+    assert!(
+        narrow.contains(" V +0.42 ") && !narrow.contains("VADER"),
+        "{narrow}"
+    );
+}
+
 #[test]
 fn a_saved_session_holds_the_meters_of_its_columns() {
     let (mut a, first) = loaded();

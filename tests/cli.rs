@@ -602,6 +602,25 @@ fn a_screenshot_draws_the_finished_columns_into_an_svg() {
     assert!(text.contains('█'), "{text}");
     // Both columns finished before the picture was taken.
     assert_eq!(text.matches('✓').count(), 2, "{text}");
+    // Their meters too, as a live screen shows them once they arrive.
+    let out = lerpscope(&[
+        "tui",
+        "--alphas",
+        "0,1",
+        "--max-tokens",
+        "6",
+        "--screenshot",
+        svg.to_str().unwrap(),
+        "--size",
+        "90x24",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(text.matches("VADER").count(), 2, "{text}");
 
     // The animation runs until a key: the shot takes its first step, stops it, and goes on
     // to the next key (it used to wait for the animation to settle, forever).

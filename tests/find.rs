@@ -74,6 +74,9 @@ fn check_found(pair: &[&str], target: f64, check_samples: usize, sweep: &[&str])
     assert!(points <= 8, "{points} points: {r}");
     // The report holds what a rerun needs: the seed and sampling, the prompts.
     assert_eq!(r["settings"]["params"]["sampling"]["seed"], 1, "{r}");
+    // As written, not widened from f32 (0.8999999761581421).
+    let top_p = r["settings"]["params"]["sampling"]["top_p"].to_string();
+    assert!(top_p.len() <= 6, "{top_p}");
     assert!(
         r["settings"]["prompts"]
             .as_array()

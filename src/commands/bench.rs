@@ -476,8 +476,12 @@ pub fn generate(args: crate::cli::BenchGenerateArgs) -> Result<()> {
     rate.sort_by(f64::total_cmp);
     let (blend, ttft, rate) = (median(&mut blend), median(&mut ttft), rate[rate.len() / 2]);
     // Adapters: the factored path at one column, where an α change is new row weights only.
-    // (Off the line, as slerp, every α is merged: there is no batched row to time.)
-    let factored = if bench.engine.is_adapter_pair() && bench.engine.on_line() {
+    // (Off the line, as slerp, every α is merged: there is no batched row to time; on a base
+    // kept quantized the row above is already the factored path.)
+    let factored = if bench.engine.is_adapter_pair()
+        && bench.engine.on_line()
+        && !bench.engine.kept_quantized()
+    {
         let (mut ttft, mut rate) = (Vec::new(), Vec::new());
         for i in 0..iters {
             let alpha = Alpha::new(if i % 2 == 0 { 0.3 } else { 0.7 })?;

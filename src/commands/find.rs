@@ -107,7 +107,8 @@ pub fn run(args: FindArgs) -> Result<()> {
         line["settings"] = json!({
             "prompts": plan.prompts,
             "samples": plan.samples,
-            "params": plan.params,
+            // Through its own text, so an f32 reads as written (0.9, not 0.8999999761581421).
+            "params": serde_json::from_str::<serde_json::Value>(&serde_json::to_string(&plan.params)?)?,
             "stop": args.sampling.stop,
             "tolerance": args.tolerance,
             "max_points": args.max_points,

@@ -25,7 +25,8 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
             .with_context(|| format!("at α = {alpha}{}", crate::eval::held_point(&engine)))?;
         let ppl = perplexity(nll, n);
         if args.json {
-            let mut line = json!({"alpha": alpha, "perplexity": ppl, "tokens": n});
+            // "nll" as `score --json` names it: finite where a far α's perplexity is not.
+            let mut line = json!({"alpha": alpha, "nll": nll, "perplexity": ppl, "tokens": n});
             super::add_point(&engine, &mut line);
             say!("{line}");
         } else {

@@ -563,7 +563,6 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         .map(|t| format!(" {t} "))
         .find(|t| wrap::width(t) + 2 <= r.width as usize)
         .unwrap_or_else(|| format!(" {} ", short_point(c)));
-    let state = format!(" {state} ");
     let mut block = Block::bordered()
         .border_type(if focused {
             BorderType::Thick
@@ -575,8 +574,21 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
             title.clone(),
             border.add_modifier(Modifier::BOLD),
         ));
-    // The state goes only where it fits beside α: α is what a narrow column must show.
-    if wrap::width(&title) + wrap::width(&state) + 2 <= r.width as usize {
+    // The state goes only where it fits beside α (α is what a narrow column must show): in
+    // full, else its first part ("✓ 20 tok"), else its mark.
+    let first_part = state.split(" · ").next().unwrap_or_default().to_string();
+    // A mark alone says something only where it is a symbol (✓, ▸, ✗), not a word's letter.
+    let mark: String = state
+        .chars()
+        .take(1)
+        .filter(|c| !c.is_alphanumeric())
+        .collect();
+    let fits = [state, first_part, mark]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!(" {s} "))
+        .find(|s| wrap::width(&title) + wrap::width(s) + 2 <= r.width as usize);
+    if let Some(state) = fits {
         block = block.title(Line::styled(state, border).right_aligned());
     }
     if let Some((vader, perplexity)) = c.meters {
@@ -587,9 +599,15 @@ fn column(app: &App, i: usize, c: &Column, r: Rect, buf: &mut ratatui::buffer::B
         } else {
             Color::Gray
         };
-        let meters = crate::app::ColumnMeters { vader, perplexity };
-        let meters = format!(" {} ", meters.line(" · "));
-        if wrap::width(&meters) + 2 <= r.width as usize {
+        let long = crate::app::ColumnMeters { vader, perplexity }.line(" · ");
+        // A narrow column keeps what fits: the sentiment first.
+        let short = long.replacen("VADER", "V", 1);
+        let shortest = format!("V {vader:+.2}");
+        let fits = [long, short, shortest]
+            .into_iter()
+            .map(|m| format!(" {m} "))
+            .find(|m| wrap::width(m) + 2 <= r.width as usize);
+        if let Some(meters) = fits {
             block = block.title_bottom(Line::styled(meters, Style::default().fg(colour)));
         }
     }
