@@ -40,6 +40,26 @@ fn plane_info() -> PairInfo {
     }
 }
 
+/// The screen of `a` drawn at `w` × `h`, one string per row.
+fn screen_rows(a: &App, w: u16, h: u16) -> Vec<String> {
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
+    t.draw(|f| lerpscope::ui::view(a, f)).unwrap();
+    let buf = t.backend().buffer();
+    (0..h)
+        .map(|y| (0..w).map(|x| buf[(x, y)].symbol()).collect())
+        .collect()
+}
+
+/// The engine's meters for column 1 of `loaded()`, as its job finished.
+fn meters_on(a: &mut App, job: JobId, vader: f64, perplexity: f64) {
+    a.update(Msg::Engine(EngineEvent::Scored {
+        column: ColumnId(1),
+        job,
+        vader,
+        perplexity,
+    }));
+}
+
 fn app() -> App {
     App::new(
         "neg".into(),
@@ -917,23 +937,13 @@ fn clicking_a_column_at_the_edge_of_the_window_does_not_shift_the_others() {
 #[test]
 fn meters_arrive_after_completion_and_clear_on_regeneration() {
     let (mut a, first) = loaded();
-    a.update(Msg::Engine(EngineEvent::Scored {
-        column: ColumnId(1),
-        job: first[1].id,
-        vader: 0.42,
-        perplexity: 23.5,
-    }));
+    meters_on(&mut a, first[1].id, 0.42, 23.5);
     assert_eq!(a.columns[1].meters, Some((0.42, 23.5)));
     // A stale score is dropped; a new job clears the old meters.
     a.update(key(KeyCode::Tab));
     a.update(key(KeyCode::Right));
     assert_eq!(a.columns[1].meters, None);
-    a.update(Msg::Engine(EngineEvent::Scored {
-        column: ColumnId(1),
-        job: first[1].id,
-        vader: 0.1,
-        perplexity: 9.0,
-    }));
+    meters_on(&mut a, first[1].id, 0.1, 9.0);
     assert_eq!(a.columns[1].meters, None);
 }
 
@@ -941,25 +951,10 @@ fn meters_arrive_after_completion_and_clear_on_regeneration() {
 #[test]
 fn a_narrow_column_keeps_its_sentiment_meter() {
     let (mut a, first) = loaded();
-    a.update(Msg::Engine(EngineEvent::Scored {
-        column: ColumnId(1),
-        job: first[1].id,
-        vader: 0.42,
-        perplexity: 23.5,
-    }));
+    meters_on(&mut a, first[1].id, 0.42, 23.5);
     let mut screen = |w: u16| {
-        let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, 30)).unwrap();
         a.size = (w, 30);
-        t.draw(|f| lerpscope::ui::view(&a, f)).unwrap();
-        let buf = t.backend().buffer().clone();
-        (0..30)
-            .map(|y| {
-                (0..w)
-                    .map(|x| buf[(x, y)].symbol().to_string())
-                    .collect::<String>()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        screen_rows(&a, w, 30).join("\n")
     };
     assert!(screen(120).contains(" VADER +0.42 · ppl 23.5 "));
     let narrow = screen(60);
@@ -972,12 +967,7 @@ fn a_narrow_column_keeps_its_sentiment_meter() {
 #[test]
 fn a_saved_session_holds_the_meters_of_its_columns() {
     let (mut a, first) = loaded();
-    a.update(Msg::Engine(EngineEvent::Scored {
-        column: ColumnId(1),
-        job: first[1].id,
-        vader: 0.42,
-        perplexity: 23.5,
-    }));
+    meters_on(&mut a, first[1].id, 0.42, 23.5);
     let s = a.session();
     let md = s.to_markdown();
     assert!(md.contains(": VADER +0.42, ppl 23.5\n"), "{md}");
@@ -1592,12 +1582,12 @@ fn the_pad_label_never_hides_a_marker() {
     a.update(key(KeyCode::Enter));
     let area = ratatui::layout::Rect::new(0, 0, 100, 40);
     let pad = lerpscope::ui::layout(area, &a).pad.unwrap();
-    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(100, 40)).unwrap();
-    t.draw(|f| lerpscope::ui::view(&a, f)).unwrap();
-    let buf = t.backend().buffer().clone();
+    let rows = screen_rows(&a, 100, 40);
     let row = |y: u16| -> String {
-        (pad.x..pad.x + pad.width)
-            .map(|x| buf[(x, y)].symbol().to_string())
+        rows[y as usize]
+            .chars()
+            .skip(pad.x as usize)
+            .take(pad.width as usize)
             .collect()
     };
     let (top, bottom) = (row(pad.y), row(pad.y + pad.height - 1));

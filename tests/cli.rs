@@ -578,48 +578,38 @@ fn bench_flags_that_used_to_panic_or_truncate_are_answered_in_one_line() {
 fn a_screenshot_draws_the_finished_columns_into_an_svg() {
     let tmp = tempfile::tempdir().unwrap();
     let svg = tmp.path().join("ui.svg");
-    let out = lerpscope(&[
-        "tui",
-        "--alphas",
-        "0,1",
-        "--max-tokens",
-        "6",
-        "--screenshot",
-        svg.to_str().unwrap(),
-        "--size",
-        "90x24",
-        "--press",
-        "z",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&svg).unwrap();
+    let shot = |extra: &[&str]| {
+        let args = [
+            "tui",
+            "--alphas",
+            "0,1",
+            "--max-tokens",
+            "6",
+            "--screenshot",
+        ];
+        let out = lerpscope(
+            &[
+                &args[..],
+                &[svg.to_str().unwrap(), "--size", "90x24"],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&svg).unwrap()
+    };
+    let text = shot(&["--press", "z"]);
     assert!(text.starts_with("<svg") && text.contains(r#"width="756" height="432""#));
     // Presenter mode, pressed once the columns were done: the big digits of the focused α.
     assert!(text.contains('█'), "{text}");
     // Both columns finished before the picture was taken.
     assert_eq!(text.matches('✓').count(), 2, "{text}");
     // Their meters too, as a live screen shows them once they arrive.
-    let out = lerpscope(&[
-        "tui",
-        "--alphas",
-        "0,1",
-        "--max-tokens",
-        "6",
-        "--screenshot",
-        svg.to_str().unwrap(),
-        "--size",
-        "90x24",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&svg).unwrap();
+    let text = shot(&[]);
     assert_eq!(text.matches("VADER").count(), 2, "{text}");
 
     // The animation runs until a key: the shot takes its first step, stops it, and goes on
