@@ -973,3 +973,31 @@ fn wait_for_partial(dir: &Path, format: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// LongRoPE with partial rotary (Phi-3) and YaRN (Qwen2) survive export in both formats: each
+/// export, read back, computes transformers' logits for the torch blend at the same α
+/// (tests/fixtures/families/rope.json, from make_rope_families.py). The GGUF carries Phi-3's
+/// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
+#[test]
+fn long_context_ropes_export_to_both_formats() {
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/families/rope.json")).unwrap(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for family in ["phi3-longrope", "qwen2-yarn"] {
+        let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
+        for format in ["hf", "gguf"] {
+            let out = tmp.path().join(format!("{family}.{format}"));
+            export(&side("a"), &side("b"), "0.3", &out, format);
+            let path = out.display().to_string();
+            let engine = Engine::load(&path, &path, &cpu()).unwrap();
+            for run in exp["families"][family]["0.3"].as_array().unwrap() {
+                let ids: Vec<u32> = serde_json::from_value(run["prompt_ids"].clone()).unwrap();
+                let want: Vec<f32> = serde_json::from_value(run["logits"].clone()).unwrap();
+                let d = max_diff(&engine.logits(&ids).unwrap(), &want);
+                assert!(d < 1e-4, "{family} as {format}: max |Δlogit| = {d}");
+            }
+        }
+    }
+}

@@ -170,6 +170,40 @@ fn phi3_matches_transformers_with_fused_projections() {
     check("phi3", "Phi3ForCausalLM");
 }
 
+/// LongRoPE with partial rotary (Phi-4-mini's form, in Phi-3.5's config layout): prompts that
+/// start past the pre-training context and prompts that cross it while decoding
+/// (tests/fixtures/make_rope_families.py).
+#[test]
+fn phi3_matches_transformers_with_longrope_and_partial_rotary() {
+    check_form(
+        "phi3-longrope",
+        "Phi3ForCausalLM",
+        Form::Folders,
+        &read_json("families/rope.json"),
+    );
+}
+
+/// YaRN, as Qwen2.5's long-context setting gives it.
+#[test]
+fn qwen2_matches_transformers_with_yarn() {
+    check_form(
+        "qwen2-yarn",
+        "Qwen2ForCausalLM",
+        Form::Folders,
+        &read_json("families/rope.json"),
+    );
+}
+
+/// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
+/// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
+/// YaRN as its scaling keys.
+#[test]
+fn gguf_longrope_and_yarn_match_transformers() {
+    let exp = read_json("families/rope.json");
+    check_form("phi3-longrope", "Phi3ForCausalLM", Form::Gguf, &exp);
+    check_form("qwen2-yarn", "Qwen2ForCausalLM", Form::Gguf, &exp);
+}
+
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
 /// projections fused, Llama 3.1's RoPE scaling as rope_freqs.weight, Q8_0/F16/Q4_0 matrices)
 /// compute what transformers computes on the weights they dequantise to.
@@ -333,7 +367,12 @@ fn adapter_pairs_on_the_families_match_peft() {
 fn each_familys_config_json_reads_back_as_itself() {
     use lerpscope::engine::{config_json, ModelConfig};
     let mut configs: Vec<(String, ModelConfig)> = Vec::new();
-    for family in expected()["families"].as_object().unwrap().keys() {
+    let rope = read_json("families/rope.json");
+    let families = expected()["families"].as_object().unwrap().clone();
+    for family in families
+        .keys()
+        .chain(rope["families"].as_object().unwrap().keys())
+    {
         let path = PathBuf::from(fixture(&format!("families/{family}-a"))).join("config.json");
         configs.push((family.clone(), ModelConfig::load(&path).unwrap()));
     }

@@ -235,7 +235,8 @@ fn patched(file: &[u8], key: &str, edit: impl Fn(&mut [u8], usize)) -> Vec<u8> {
 
 /// The families' GGUFs refused in one line naming the file and what is wrong: a key the
 /// architecture needs, a RoPE scaling nothing implements, a fused tensor of the wrong shape,
-/// Phi-3's longrope, an architecture nothing reads (with the ones that are read).
+/// LongRoPE's factors missing or not fitting the rotated dimensions, partial rotary outside
+/// Phi-3, YaRN without a factor, an architecture nothing reads (with the ones that are read).
 #[test]
 fn bad_family_ggufs_get_one_line_naming_the_key_or_tensor() {
     let has = |e: &str, parts: &[&str]| {
@@ -281,7 +282,46 @@ fn bad_family_ggufs_get_one_line_naming_the_key_or_tensor() {
     });
     has(
         &load_err(&write("longrope.gguf", longrope)),
-        &["longrope.gguf", "rope_factors_long.weight", "Phi-3-mini-4k"],
+        &[
+            "longrope.gguf",
+            "rope_factors_long.weight without rope_factors_short.weight",
+        ],
+    );
+    // Phi-3's LongRoPE with 4 rotated dimensions: its lists of 3 factors no longer fit.
+    let phi3_longrope = std::fs::read(gguf("phi3-longrope-a")).unwrap();
+    let dims = patched(&phi3_longrope, "phi3.rope.dimension_count", |b, at| {
+        let v = at + "phi3.rope.dimension_count".len() + 4;
+        b[v..v + 4].copy_from_slice(&4u32.to_le_bytes());
+    });
+    has(
+        &load_err(&write("dims.gguf", dims)),
+        &[
+            "dims.gguf",
+            "rope_factors_long.weight must hold 2 positive factors (4 rotary dimensions), got 3",
+        ],
+    );
+    // Partial rotary where llama.cpp has none: `llama` rotates whole heads.
+    let llama = std::fs::read(gguf("llama-f32")).unwrap();
+    let partial = patched(&llama, "llama.rope.dimension_count", |b, at| {
+        let v = at + "llama.rope.dimension_count".len() + 4;
+        b[v..v + 4].copy_from_slice(&4u32.to_le_bytes());
+    });
+    has(
+        &load_err(&write("partial.gguf", partial)),
+        &["partial.gguf", "llama.rope.dimension_count 4", "phi3 only"],
+    );
+    // YaRN without a factor to scale by.
+    let qwen2_yarn = std::fs::read(gguf("qwen2-yarn-a")).unwrap();
+    let zero = patched(&qwen2_yarn, "qwen2.rope.scaling.factor", |b, at| {
+        let v = at + "qwen2.rope.scaling.factor".len() + 4;
+        b[v..v + 4].copy_from_slice(&0f32.to_le_bytes());
+    });
+    has(
+        &load_err(&write("zero.gguf", zero)),
+        &[
+            "zero.gguf",
+            "YaRN needs a positive qwen2.rope.scaling.factor, got 0",
+        ],
     );
     has(
         &load_err(&gguf("bad-arch")),

@@ -95,7 +95,7 @@ fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     k.f32(&format!("{a}.attn_logit_softcapping"), attn as f64);
     k.f32(&format!("{a}.final_logit_softcapping"), last as f64);
     super::gguf::write_windows(c, k, two);
-    if let Some(local) = c.local_rope {
+    if let Some(local) = &c.local_rope {
         k.f32(&format!("{a}.rope.freq_base_swa"), local.theta as f64);
     }
     Ok(())

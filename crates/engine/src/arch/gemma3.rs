@@ -84,7 +84,7 @@ fn read(v: &Value) -> Result<DecoderConfig> {
 }
 
 fn rope_json(r: Rope) -> Value {
-    let mut v = match r.scaling {
+    let mut v = match &r.scaling {
         Some(s) => super::scaling_json(s),
         None => json!({"rope_type": "default"}),
     };
@@ -102,9 +102,9 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
     super::gemma_json(c, map);
     let global = Rope {
         theta: c.rope_theta,
-        scaling: c.rope_scaling,
+        scaling: c.rope_scaling.clone(),
     };
-    let local = c.local_rope.unwrap_or(global);
+    let local = c.local_rope.clone().unwrap_or_else(|| global.clone());
     map.remove("rope_theta");
     map.remove("rope_scaling");
     map.insert(
@@ -137,7 +137,7 @@ fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     if let Some(cap) = c.opts.final_softcap {
         k.f32(&format!("{a}.final_logit_softcapping"), cap as f64);
     }
-    let local = c.local_rope.unwrap_or(Rope {
+    let local = c.local_rope.clone().unwrap_or(Rope {
         theta: LOCAL_THETA,
         scaling: None,
     });

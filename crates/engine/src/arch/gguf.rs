@@ -11,7 +11,7 @@
 use super::tensors::parameters;
 use crate::error::{bail, err, Context, Result};
 use crate::formats::config::{
-    AttentionBias, DecoderConfig, Gpt2Config, LayerType, ModelConfig, RopeScaling, TokenIds,
+    AttentionBias, DecoderConfig, Gpt2Config, LayerType, ModelConfig, RopeScaling, TokenIds, Yarn,
 };
 use crate::formats::gguf::{Header, Value};
 use crate::formats::layout::Layout;
@@ -247,9 +247,12 @@ const GPT2_LAYER: &[(&str, &str, Kind, When)] = &[
     ("ffn_down.bias", "mlp.c_proj.bias", Kind::AsIs, When::Always),
 ];
 
-/// Tensors a GGUF may hold that are not parameters: read into the config
-/// (`rope_freqs.weight`), or GPT-2's tied head written out again by llama.cpp's converter.
-pub(crate) const NOT_PARAMETERS: &[&str] = &["rope_freqs.weight"];
+/// Tensors a GGUF may hold that are not parameters: RoPE's divisors, read into the config.
+pub(crate) const NOT_PARAMETERS: &[&str] = &[
+    "rope_freqs.weight",
+    "rope_factors_long.weight",
+    "rope_factors_short.weight",
+];
 
 /// llama.cpp's architecture name for a config.
 pub fn gguf_arch(c: &ModelConfig) -> &'static str {
@@ -587,27 +590,33 @@ fn decoder_base(m: &Meta) -> Result<DecoderConfig> {
     let hidden = m.count("embedding_length")?;
     let key_length = m.count_or("attention.key_length", 0)?;
     let rope_dim = m.count_or("rope.dimension_count", 0)?;
-    let head_dim = match (key_length, rope_dim) {
-        (0, 0) => hidden / heads.max(1),
-        (0, r) => r,
-        (k, _) => k,
+    // As llama.cpp sizes heads: the key length, or the width over the heads.
+    let head_dim = match key_length {
+        0 => hidden / heads.max(1),
+        k => k,
     };
-    if rope_dim != 0 && rope_dim != head_dim {
-        bail!(
+    // Fewer rotated dimensions than the head has: partial rotary, which Phi-4-mini has (in
+    // Phi-3's rotate-half layout; llama.cpp refuses it for `llama`).
+    let rotary_dim = match rope_dim {
+        0 => None,
+        r if r == head_dim => None,
+        r if m.arch == "phi3" && r < head_dim => Some(r),
+        r => bail!(
             Unsupported,
-            "{p}: {}.rope.dimension_count {rope_dim} is not the head dimension {head_dim}: partial rotary embeddings are not supported",
+            "{p}: {}.rope.dimension_count {r} is not the head dimension {head_dim}: partial rotary embeddings are supported for phi3 only",
             m.arch
-        );
-    }
+        ),
+    };
     let scaling_key = format!("{}.rope.scaling.type", m.arch);
     let rope_scaling = match m.get("rope.scaling.type").and_then(Value::as_str) {
         None | Some("none") => None,
         Some("linear") => Some(RopeScaling::Linear {
             factor: m.number_or("rope.scaling.factor", 1.0)? as f32,
         }),
+        Some("yarn") => Some(yarn(m)?),
         Some(other) => bail!(
             Unsupported,
-            "{p}: {scaling_key} {other:?} is not supported (supported: none, linear)"
+            "{p}: {scaling_key} {other:?} is not supported (supported: none, linear, yarn)"
         ),
     };
     let (bos, eos) = token_ids(m.h)?;
@@ -629,12 +638,68 @@ fn decoder_base(m: &Meta) -> Result<DecoderConfig> {
         rope_scaling,
         ..Default::default()
     };
+    c.opts.rotary_dim = rotary_dim;
     c.opts.attention_bias = match (bias("attn_q"), bias("attn_output")) {
         (false, _) => AttentionBias::None,
         (true, false) => AttentionBias::Qkv,
         (true, true) => AttentionBias::QkvO,
     };
     Ok(c)
+}
+
+/// YaRN as llama.cpp reads it: a factor over `original_context_length` (the context where
+/// not given), its ramp from `yarn_beta_fast` (32) to `yarn_beta_slow` (1) rotations rounded
+/// outwards, cos and sin scaled by 1 + 0.1·ln factor. The keys that change the attention
+/// factor or the ramp's weight, which llama.cpp and transformers read differently, are refused
+/// by name.
+fn yarn(m: &Meta) -> Result<RopeScaling> {
+    let a = m.arch;
+    for key in [
+        "rope.scaling.attn_factor",
+        "rope.scaling.yarn_ext_factor",
+        "rope.scaling.yarn_attn_factor",
+        "rope.scaling.yarn_log_multiplier",
+    ] {
+        if m.get(key).is_some() {
+            bail!(
+                Unsupported,
+                "{}: {a}.{key} is not supported with YaRN (its factor and original_context_length are)",
+                m.path()
+            );
+        }
+    }
+    let factor = m.number_or("rope.scaling.factor", 0.0)?;
+    if !(factor.is_finite() && factor > 0.0) {
+        bail!(
+            Format,
+            "{}: YaRN needs a positive {a}.rope.scaling.factor, got {factor}",
+            m.path()
+        );
+    }
+    let beta = |key: &str| -> Result<Option<f32>> {
+        let full = format!("rope.scaling.{key}");
+        match m.get(&full) {
+            None => Ok(None),
+            Some(_) => match m.number_or(&full, 0.0)? {
+                b if b.is_finite() && b > 0.0 => Ok(Some(b as f32)),
+                b => bail!(Format, "{}: {a}.{full} must be positive, got {b}", m.path()),
+            },
+        }
+    };
+    let original = match m.count_or("rope.scaling.original_context_length", 0)? {
+        0 => None,
+        n => Some(n),
+    };
+    Ok(RopeScaling::Yarn(Box::new(Yarn {
+        factor: Some(factor as f32),
+        original_max_position_embeddings: original,
+        beta_fast: beta("yarn_beta_fast")?,
+        beta_slow: beta("yarn_beta_slow")?,
+        attention_factor: None,
+        mscale: None,
+        mscale_all_dim: None,
+        truncate: true,
+    })))
 }
 
 /// GGUF metadata to write, in order.
@@ -685,17 +750,35 @@ pub fn metadata(c: &ModelConfig) -> Result<Keys> {
                 &format!("{a}.attention.layer_norm_rms_epsilon"),
                 c.rms_norm_eps,
             );
-            match c.rope_scaling {
+            match &c.rope_scaling {
                 None => {}
                 Some(RopeScaling::Linear { factor }) => {
                     k.string(&format!("{a}.rope.scaling.type"), "linear");
-                    k.f32(&format!("{a}.rope.scaling.factor"), factor as f64);
+                    k.f32(&format!("{a}.rope.scaling.factor"), *factor as f64);
                 }
-                // Llama 3's becomes the rope_freqs.weight tensor (see `rope_freqs`).
+                // Llama 3's becomes the rope_freqs.weight tensor (see `rope_tensors`).
                 Some(RopeScaling::Llama3 { .. }) if a == "llama" => {}
+                // Phi-3's are two tensors and its own keys (see `rope_tensors`).
+                Some(RopeScaling::LongRope(_)) if a == "phi3" => {}
+                Some(RopeScaling::Yarn(y)) if y.is_llamacpps() => {
+                    let max = c.max_position_embeddings;
+                    k.string(&format!("{a}.rope.scaling.type"), "yarn");
+                    k.f32(&format!("{a}.rope.scaling.factor"), y.factor(max));
+                    k.u32(
+                        &format!("{a}.rope.scaling.original_context_length"),
+                        y.original(max),
+                    );
+                    if let Some(b) = y.beta_fast {
+                        k.f32(&format!("{a}.rope.scaling.yarn_beta_fast"), b as f64);
+                    }
+                    if let Some(b) = y.beta_slow {
+                        k.f32(&format!("{a}.rope.scaling.yarn_beta_slow"), b as f64);
+                    }
+                }
                 Some(other) => bail!(
                     Unsupported,
-                    "--format gguf: RoPE scaling {other:?} has no GGUF form for {a}; use --format hf"
+                    "--format gguf: RoPE scaling {:?} has no GGUF form for {a} here; use --format hf",
+                    other.name()
                 ),
             }
             (super::unit(c.family).to_gguf)(c, &mut k)?;
@@ -704,9 +787,28 @@ pub fn metadata(c: &ModelConfig) -> Result<Keys> {
     Ok(k)
 }
 
+/// The RoPE divisors llama.cpp stores as tensors: Llama 3's (`rope_freqs.weight`, computed as
+/// its converter does, or as a GGUF gave them) and Phi-3's LongRoPE lists
+/// (`rope_factors_long.weight`, `rope_factors_short.weight`).
+pub fn rope_tensors(c: &ModelConfig) -> Vec<(&'static str, Vec<f32>)> {
+    if let ModelConfig::Decoder(DecoderConfig {
+        rope_scaling: Some(RopeScaling::LongRope(l)),
+        ..
+    }) = c
+    {
+        return vec![
+            ("rope_factors_long.weight", l.long_factor.clone()),
+            ("rope_factors_short.weight", l.short_factor.clone()),
+        ];
+    }
+    rope_freqs(c)
+        .map(|f| vec![("rope_freqs.weight", f)])
+        .unwrap_or_default()
+}
+
 /// Llama 3's RoPE scaling as llama.cpp stores it: one divisor per frequency
 /// (`rope_freqs.weight`), computed as its converter does. None for any other RoPE.
-pub fn rope_freqs(c: &ModelConfig) -> Option<Vec<f32>> {
+pub(super) fn rope_freqs(c: &ModelConfig) -> Option<Vec<f32>> {
     let ModelConfig::Decoder(c) = c else {
         return None;
     };

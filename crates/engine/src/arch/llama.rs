@@ -85,7 +85,7 @@ fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
             original_max_position_embeddings: original,
         };
         let mut as_llama3 = c.clone();
-        as_llama3.rope_scaling = Some(llama3);
+        as_llama3.rope_scaling = Some(llama3.clone());
         let same =
             super::gguf::rope_freqs(&crate::formats::config::ModelConfig::Decoder(as_llama3))
                 .is_some_and(|f| {

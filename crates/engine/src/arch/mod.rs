@@ -229,7 +229,7 @@ pub fn config_json(c: &ModelConfig) -> Result<Value> {
         },
     });
     let map = v.as_object_mut().expect("an object");
-    if let Some(s) = c.rope_scaling {
+    if let Some(s) = &c.rope_scaling {
         map.insert("rope_scaling".into(), scaling_json(s));
     }
     (u.write)(c, map)?;
@@ -245,7 +245,13 @@ fn eos_json(ids: &Option<crate::formats::config::TokenIds>) -> Value {
 }
 
 /// A RoPE scaling as transformers writes it.
-fn scaling_json(s: RopeScaling) -> Value {
+fn scaling_json(s: &RopeScaling) -> Value {
+    // An optional parameter is written where the config gave it.
+    let put = |v: &mut Value, key: &str, x: Option<f32>| {
+        if let Some(x) = x {
+            v[key] = x.into();
+        }
+    };
     match s {
         RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),
         RopeScaling::Dynamic { factor } => json!({"rope_type": "dynamic", "factor": factor}),
@@ -257,6 +263,32 @@ fn scaling_json(s: RopeScaling) -> Value {
         } => json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
             "high_freq_factor": high_freq_factor,
             "original_max_position_embeddings": original_max_position_embeddings}),
+        RopeScaling::Yarn(y) => {
+            let mut v = json!({"rope_type": "yarn"});
+            put(&mut v, "factor", y.factor);
+            if let Some(o) = y.original_max_position_embeddings {
+                v["original_max_position_embeddings"] = o.into();
+            }
+            put(&mut v, "beta_fast", y.beta_fast);
+            put(&mut v, "beta_slow", y.beta_slow);
+            put(&mut v, "attention_factor", y.attention_factor);
+            put(&mut v, "mscale", y.mscale);
+            put(&mut v, "mscale_all_dim", y.mscale_all_dim);
+            if !y.truncate {
+                v["truncate"] = false.into();
+            }
+            v
+        }
+        RopeScaling::LongRope(l) => {
+            let mut v = json!({"rope_type": "longrope", "short_factor": l.short_factor,
+                "long_factor": l.long_factor});
+            put(&mut v, "factor", l.factor);
+            if let Some(o) = l.original_max_position_embeddings {
+                v["original_max_position_embeddings"] = o.into();
+            }
+            put(&mut v, "attention_factor", l.attention_factor);
+            v
+        }
     }
 }
 
@@ -348,7 +380,10 @@ fn read_base(value: &Value, rms_eps: f64, theta: f32) -> Result<DecoderConfig> {
         // rotary embedding transformers builds reads it first), then the RoPE object's, then
         // the model's context.
         let kind = r.get("rope_type").or_else(|| r.get("type"));
-        if kind.and_then(Value::as_str) == Some("llama3") {
+        if matches!(
+            kind.and_then(Value::as_str),
+            Some("llama3" | "yarn" | "longrope")
+        ) {
             let key = "original_max_position_embeddings";
             match value
                 .get(key)
@@ -641,7 +676,10 @@ mod tests {
         // Defaults: five sliding layers to one full, windows of 4096, RoPE bases 10⁶ and 10⁴.
         let d = parse("Gemma3ForCausalLM", "").unwrap();
         assert_eq!(d.sliding_window, Some(4096));
-        assert_eq!((d.rope_theta, d.local_rope.unwrap().theta), (1e6, 1e4));
+        assert_eq!(
+            (d.rope_theta, d.local_rope.as_ref().unwrap().theta),
+            (1e6, 1e4)
+        );
         assert_eq!(d.head_dim(), 256);
     }
 
@@ -700,6 +738,23 @@ mod tests {
         let p = parse("Phi3ForCausalLM", "").unwrap();
         assert!(p.opts.fused_projections);
         assert_eq!((p.rms_norm_eps, p.sliding_window), (1e-5, None));
+        // Phi-3.5's `su` is LongRoPE over Phi3Config's default pre-training context (4096);
+        // Phi-4-mini rotates int(0.75 · 16) = 12 of each head's dimensions.
+        let factors = format!("[{}]", ["1.0"; 6].join(","));
+        let p = parse(
+            "Phi3ForCausalLM",
+            &format!(
+                r#","partial_rotary_factor":0.75,"rope_scaling":{{"type":"su","short_factor":{factors},"long_factor":{factors}}}"#
+            ),
+        )
+        .unwrap();
+        assert_eq!(p.opts.rotary_dim, Some(12));
+        match &p.rope_scaling {
+            Some(RopeScaling::LongRope(l)) => {
+                assert_eq!(l.original_max_position_embeddings, Some(4096))
+            }
+            other => panic!("{other:?}"),
+        }
         // Llama: attention_bias puts biases on q, k, v and o.
         let l = parse("LlamaForCausalLM", r#","attention_bias":true"#).unwrap();
         assert_eq!(l.opts.attention_bias, AttentionBias::QkvO);
@@ -782,12 +837,17 @@ mod tests {
         refused(
             "Phi3ForCausalLM",
             r#","rope_scaling":{"type":"longrope","short_factor":[1.0],"long_factor":[2.0]}"#,
-            &["longrope"],
+            &["short_factor", "1 entries", "need 8"],
         );
         refused(
             "Phi3ForCausalLM",
-            r#","partial_rotary_factor":0.5"#,
-            &["partial_rotary_factor", "0.5"],
+            r#","partial_rotary_factor":1.5"#,
+            &["partial_rotary_factor", "1.5"],
+        );
+        refused(
+            "Phi3ForCausalLM",
+            r#","partial_rotary_factor":0.01"#,
+            &["partial_rotary_factor", "0 of the head's 16"],
         );
         refused("LlamaForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
         refused(

@@ -349,9 +349,9 @@ pub(super) fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u6
         }
         tensors.push((n.gguf.clone(), shape, ty, data));
     }
-    if let Some(f) = crate::arch::gguf::rope_freqs(&snap.config) {
+    for (name, f) in crate::arch::gguf::rope_tensors(&snap.config) {
         let b: Vec<u8> = f.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push(("rope_freqs.weight".into(), vec![f.len()], 0, b.into()));
+        tensors.push((name.into(), vec![f.len()], 0, b.into()));
     }
     let f = std::fs::File::create(path)
         .with_context(|| format!("{}: cannot create", path.display()))?;

@@ -28,7 +28,7 @@ impl TokenIds {
 
 /// How RoPE's frequencies are stretched for longer contexts (`rope_scaling`, or
 /// `rope_parameters` in transformers ≥ 5, by its `rope_type`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RopeScaling {
     /// Positions divided by `factor` (every frequency scaled down alike).
     Linear { factor: f32 },
@@ -41,9 +41,110 @@ pub enum RopeScaling {
         high_freq_factor: f32,
         original_max_position_embeddings: usize,
     },
+    /// YaRN: low frequencies interpolated by `factor`, high ones kept, a linear ramp between
+    /// (from `beta_fast` to `beta_slow` rotations over the pre-training context), cos and sin
+    /// scaled by an attention factor. Options left out here take transformers' defaults.
+    Yarn(Box<Yarn>),
+    /// LongRoPE (Phi-3.5, Phi-4-mini): a divisor per frequency, the short list up to the
+    /// pre-training context and the long one past it, cos and sin scaled by an attention
+    /// factor.
+    LongRope(Box<LongRope>),
+}
+
+/// YaRN's parameters as a config gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Yarn {
+    /// None: the context over the pre-training context.
+    pub factor: Option<f32>,
+    /// None: `max_position_embeddings`.
+    pub original_max_position_embeddings: Option<usize>,
+    pub beta_fast: Option<f32>,
+    pub beta_slow: Option<f32>,
+    pub attention_factor: Option<f32>,
+    pub mscale: Option<f32>,
+    pub mscale_all_dim: Option<f32>,
+    /// Whether the ramp's ends are rounded outwards to whole dimensions (true by default).
+    pub truncate: bool,
+}
+
+/// LongRoPE's parameters as a config gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LongRope {
+    pub short_factor: Vec<f32>,
+    pub long_factor: Vec<f32>,
+    /// None: the context over the pre-training context.
+    pub factor: Option<f32>,
+    /// None: `max_position_embeddings`.
+    pub original_max_position_embeddings: Option<usize>,
+    pub attention_factor: Option<f32>,
+}
+
+impl Yarn {
+    /// The pre-training context, for a model of `max_positions`.
+    pub fn original(&self, max_positions: usize) -> usize {
+        self.original_max_position_embeddings
+            .unwrap_or(max_positions)
+    }
+
+    /// The factor, or the context over the pre-training context.
+    pub fn factor(&self, max_positions: usize) -> f64 {
+        self.factor.map_or(
+            max_positions as f64 / self.original(max_positions) as f64,
+            f64::from,
+        )
+    }
+
+    /// Whether llama.cpp's YaRN computes it: its keys give the factor, the pre-training
+    /// context and the ramp's ends, and it takes transformers' defaults for the rest.
+    pub fn is_llamacpps(&self) -> bool {
+        let Yarn {
+            attention_factor,
+            mscale,
+            mscale_all_dim,
+            truncate,
+            ..
+        } = self;
+        attention_factor.is_none()
+            // transformers uses the two only together.
+            && (mscale.is_none() || mscale_all_dim.is_none())
+            && *truncate
+    }
+}
+
+impl LongRope {
+    /// The pre-training context, for a model of `max_positions`.
+    pub fn original(&self, max_positions: usize) -> usize {
+        self.original_max_position_embeddings
+            .unwrap_or(max_positions)
+    }
+
+    /// The factor cos and sin are scaled by: given, or √(1 + ln s / ln original) for the
+    /// context's ratio s to the pre-training context (1 where s ≤ 1).
+    pub fn attention_factor(&self, max_positions: usize) -> f64 {
+        let original = self.original(max_positions) as f64;
+        let factor = self
+            .factor
+            .map_or(max_positions as f64 / original, f64::from);
+        match self.attention_factor {
+            Some(a) => a as f64,
+            None if factor <= 1.0 => 1.0,
+            None => (1.0 + factor.ln() / original.ln()).sqrt(),
+        }
+    }
 }
 
 impl RopeScaling {
+    /// The `rope_type` transformers names it by.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RopeScaling::Linear { .. } => "linear",
+            RopeScaling::Dynamic { .. } => "dynamic",
+            RopeScaling::Llama3 { .. } => "llama3",
+            RopeScaling::Yarn(_) => "yarn",
+            RopeScaling::LongRope(_) => "longrope",
+        }
+    }
+
     /// The scaling a config asks for: None for the default; an error names any other type.
     pub(crate) fn from_json(v: &serde_json::Value) -> Result<Option<Self>> {
         let kind = v
@@ -62,6 +163,39 @@ impl RopeScaling {
                 );
             }
             Ok(x as f32)
+        };
+        let optional = |key: &str| -> Result<Option<f32>> {
+            match v.get(key).filter(|x| !x.is_null()) {
+                Some(_) => num(key).map(Some),
+                None => Ok(None),
+            }
+        };
+        let factors = |key: &str| -> Result<Vec<f32>> {
+            let list = v.get(key).and_then(|x| x.as_array()).ok_or_else(|| {
+                err!(
+                    Format,
+                    "rope_scaling of type {kind:?} needs a list of numbers {key}"
+                )
+            })?;
+            list.iter()
+                .map(|x| match x.as_f64() {
+                    Some(x) if x.is_finite() && x > 0.0 && x < 1e9 => Ok(x as f32),
+                    _ => bail!(
+                        Format,
+                        "rope_scaling {key} must hold positive numbers, got {x}"
+                    ),
+                })
+                .collect()
+        };
+        // transformers reads these with `or`: a 0 takes the default too.
+        let zero_is_default = |key: &str| -> Result<Option<f32>> {
+            match v.get(key).and_then(|x| x.as_f64()) {
+                Some(0.0) => Ok(None),
+                _ => optional(key),
+            }
+        };
+        let original = || -> Result<Option<usize>> {
+            Ok(optional("original_max_position_embeddings")?.map(|x| x as usize))
         };
         Ok(match kind {
             "default" => None,
@@ -87,9 +221,31 @@ impl RopeScaling {
                         as usize,
                 })
             }
+            "yarn" => Some(RopeScaling::Yarn(Box::new(Yarn {
+                factor: optional("factor")?,
+                original_max_position_embeddings: original()?,
+                beta_fast: zero_is_default("beta_fast")?,
+                beta_slow: zero_is_default("beta_slow")?,
+                attention_factor: optional("attention_factor")?,
+                mscale: optional("mscale")?,
+                mscale_all_dim: optional("mscale_all_dim")?,
+                truncate: match v.get("truncate").filter(|x| !x.is_null()) {
+                    None => true,
+                    Some(t) => t.as_bool().ok_or_else(|| {
+                        err!(Format, "rope_scaling truncate must be true or false, got {t}")
+                    })?,
+                },
+            }))),
+            "longrope" => Some(RopeScaling::LongRope(Box::new(LongRope {
+                short_factor: factors("short_factor")?,
+                long_factor: factors("long_factor")?,
+                factor: optional("factor")?,
+                original_max_position_embeddings: original()?,
+                attention_factor: optional("attention_factor")?,
+            }))),
             other => bail!(
                 Unsupported,
-                "rope_type {other:?} is not supported (supported: default, linear, dynamic, llama3)"
+                "rope_type {other:?} is not supported (supported: default, linear, dynamic, llama3, yarn, longrope)"
             ),
         })
     }
@@ -158,6 +314,9 @@ pub struct BlockOptions {
     pub query_scalar: Option<f32>,
     /// q, k and v as one `qkv_proj`, gate and up as one `gate_up_proj` (Phi-3).
     pub fused_projections: bool,
+    /// How many leading dimensions of each head RoPE rotates, where not all of them do
+    /// (`partial_rotary_factor`: Phi-4-mini); the rest pass through.
+    pub rotary_dim: Option<usize>,
 }
 
 /// A layer's attention: over every earlier position, or the last `sliding_window` ones.
@@ -168,7 +327,7 @@ pub enum LayerType {
 }
 
 /// A RoPE: its base and scaling.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rope {
     pub theta: f32,
     pub scaling: Option<RopeScaling>,
@@ -332,6 +491,34 @@ impl ModelConfig {
                         c.head_dim()
                     );
                 }
+                let rotary = c.opts.rotary_dim.unwrap_or(c.head_dim());
+                if rotary == 0 || rotary % 2 != 0 || rotary > c.head_dim() {
+                    bail!(
+                        Format,
+                        "partial_rotary_factor leaves {rotary} of the head's {} dimensions to rotate; they must be even and at least 2",
+                        c.head_dim()
+                    );
+                }
+                let scalings = std::iter::once(&c.rope_scaling)
+                    .chain(c.local_rope.as_ref().map(|r| &r.scaling));
+                for scaling in scalings {
+                    let Some(RopeScaling::LongRope(l)) = scaling else {
+                        continue;
+                    };
+                    for (key, f) in [
+                        ("short_factor", &l.short_factor),
+                        ("long_factor", &l.long_factor),
+                    ] {
+                        if f.len() != rotary / 2 {
+                            bail!(
+                                Format,
+                                "rope_scaling {key} has {} entries; {rotary} rotary dimensions need {}",
+                                f.len(),
+                                rotary / 2
+                            );
+                        }
+                    }
+                }
             }
             ModelConfig::Gpt2(c) => {
                 if c.n_head == 0 || c.n_embd % c.n_head != 0 {
@@ -434,7 +621,15 @@ impl ModelConfig {
                     ("local rope", format!("{:?}", c.local_rope)),
                 ];
                 // Dynamic NTK scaling starts past this length: there it changes the rotation.
-                if matches!(c.rope_scaling, Some(RopeScaling::Dynamic { .. })) {
+                // YaRN's and LongRoPE's factors default to its ratio to the original context.
+                if matches!(
+                    c.rope_scaling,
+                    Some(
+                        RopeScaling::Dynamic { .. }
+                            | RopeScaling::Yarn(_)
+                            | RopeScaling::LongRope(_)
+                    )
+                ) {
                     fields.push((
                         "max_position_embeddings",
                         c.max_position_embeddings.to_string(),
@@ -526,7 +721,8 @@ mod tests {
             scaling(llama_with(r#","rope_scaling":null"#).unwrap()),
             None
         );
-        for kind in ["yarn", "longrope", "su"] {
+        // Phi-3's own names for LongRoPE are its family's alone.
+        for kind in ["su", "ntk"] {
             let e = llama_with(&format!(
                 r#","rope_scaling":{{"rope_type":"{kind}","factor":4.0}}"#
             ))
@@ -534,6 +730,40 @@ mod tests {
             assert!(e.to_string().contains(kind), "{e}");
             assert!(matches!(e.root(), crate::Error::Unsupported(_)), "{e:?}");
         }
+        // YaRN: transformers' defaults left as None, the flat pre-training context taken in.
+        let yarn = llama_with(
+            r#","original_max_position_embeddings":64,"rope_scaling":{"rope_type":"yarn","factor":4.0,"beta_fast":0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            scaling(yarn),
+            Some(RopeScaling::Yarn(Box::new(Yarn {
+                factor: Some(4.0),
+                original_max_position_embeddings: Some(64),
+                beta_fast: None,
+                beta_slow: None,
+                attention_factor: None,
+                mscale: None,
+                mscale_all_dim: None,
+                truncate: true,
+            })))
+        );
+        // LongRoPE needs both lists, one entry per rotated pair of dimensions.
+        let e = llama_with(r#","rope_scaling":{"rope_type":"longrope","factor":4.0}"#).unwrap_err();
+        assert!(e.to_string().contains("short_factor"), "{e}");
+        let e = llama_with(
+            r#","rope_scaling":{"rope_type":"longrope","short_factor":[1.0],"long_factor":[1.0]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("short_factor has 1 entries"), "{e}");
+        let e = llama_with(
+            r#","rope_scaling":{"rope_type":"longrope","short_factor":[1.0,-2.0],"long_factor":[1.0]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("short_factor must hold positive"),
+            "{e}"
+        );
         let e = llama_with(r#","rope_scaling":{"type":"linear"}"#).unwrap_err();
         assert!(e.to_string().contains("factor"), "{e}");
     }

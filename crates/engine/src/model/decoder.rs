@@ -6,9 +6,10 @@
 
 use super::attention::{attend, AttentionOptions};
 use super::param::{Loader, Mix, Param};
+use super::rope::Rotary;
 use super::{check_context, Cache, Kernels};
 use crate::formats::config::{
-    Activation, AttentionBias, BlockOptions, DecoderConfig, LayerType, Rope, RopeScaling,
+    Activation, AttentionBias, BlockOptions, DecoderConfig, LayerType, Rope,
 };
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -57,13 +58,11 @@ pub struct Decoder {
     opts: BlockOptions,
     /// √hidden_size, where the family scales its embeddings.
     embed_scale: Option<f64>,
-    /// RoPE's inverse frequencies `[1, head_dim / 2]` (f32), of the full layers (first) and,
-    /// where they differ, of the sliding ones. The angles of the positions a forward pass
-    /// needs are made from them on the spot: a table for every position the config allows
-    /// would be sized by a number in a file (and 10⁹ positions is one JSON edit away).
-    inv_freqs: Vec<Tensor>,
-    /// (θ, factor, positions before scaling starts) for dynamic scaling.
-    dynamic: Option<(f32, f32, usize)>,
+    /// The RoPEs of the full layers (first) and, where they differ, of the sliding ones. The
+    /// angles of the positions a forward pass needs are made on the spot: a table for every
+    /// position the config allows would be sized by a number in a file (and 10⁹ positions is
+    /// one JSON edit away).
+    rotary: Rotary,
     /// The activations' dtype ([`compute_dtype`](super::compute_dtype)).
     act: DType,
     heads: usize,
@@ -161,17 +160,17 @@ impl Decoder {
         };
         let global = Rope {
             theta: c.rope_theta,
-            scaling: c.rope_scaling,
+            scaling: c.rope_scaling.clone(),
         };
-        let mut inv_freqs = vec![inverse_frequencies(
-            &global,
+        let ropes: Vec<&Rope> = std::iter::once(&global).chain(&c.local_rope).collect();
+        let rotary = Rotary::new(
+            &ropes,
             c.rope_factors.as_deref(),
-            c.head_dim(),
+            hd,
+            o.rotary_dim.unwrap_or(hd),
+            c.max_position_embeddings,
             vb.device(),
-        )?];
-        if let Some(local) = &c.local_rope {
-            inv_freqs.push(inverse_frequencies(local, None, c.head_dim(), vb.device())?);
-        }
+        )?;
         #[allow(unused_mut)]
         let mut model = Self {
             embed: embed_w,
@@ -182,13 +181,7 @@ impl Decoder {
             lm_head,
             opts: o,
             embed_scale: o.embed_scale.then(|| (h as f64).sqrt()),
-            inv_freqs,
-            dynamic: match c.rope_scaling {
-                Some(RopeScaling::Dynamic { factor }) => {
-                    Some((c.rope_theta, factor, c.max_position_embeddings))
-                }
-                _ => None,
-            },
+            rotary,
             act: super::compute_dtype(vb.dtype(), vb.device()),
             heads: nh,
             kv_heads: nkv,
@@ -211,7 +204,7 @@ impl Decoder {
     fn fused_parts(&self) -> Option<super::fused::Parts<'_>> {
         use super::fused::{BlockParts, Parts};
         let c = &self.config;
-        let plain = self.opts == BlockOptions::default() && self.inv_freqs.len() == 1;
+        let plain = self.opts == BlockOptions::default() && self.rotary.plain();
         let blocks = self
             .blocks
             .iter()
@@ -237,7 +230,7 @@ impl Decoder {
             blocks,
             norm: &self.norm,
             lm_head: &self.lm_head,
-            inv_freq: &self.inv_freqs[0],
+            inv_freq: self.rotary.first().0,
             eps: self.eps,
             heads: self.heads,
             kv_heads: self.kv_heads,
@@ -263,7 +256,7 @@ impl Decoder {
             (true, Some(f)) => Some(f),
             (true, None) if self.kernels == Kernels::Fast => match self.fused_parts() {
                 Some(parts) => {
-                    super::fused::FusedLlama::new(&parts, self.dynamic.is_some())?.map(Box::new)
+                    super::fused::FusedLlama::new(&parts, self.rotary.first().1)?.map(Box::new)
                 }
                 None => None,
             },
@@ -307,11 +300,8 @@ impl Decoder {
         check_context(pos, t, self.max_pos)?;
         let k_ = self.kernels;
         let o = &self.opts;
-        let angles = self
-            .inv_freqs
-            .iter()
-            .enumerate()
-            .map(|(i, f)| self.rope_angles(f, i == 0, pos, t))
+        let angles = (0..self.rotary.len())
+            .map(|i| self.rotary.angles(i, pos, t, self.act))
             .collect::<Result<Vec<_>>>()?;
         let linear = |x: &Tensor, w: &Param| w.linear(x, mix, k_);
         // A bias added per row: (1 − α)·b_A + α·b_B in the batched mode.
@@ -355,8 +345,12 @@ impl Decoder {
                 k = self.norm(&k, kn, mix)?;
             }
             let (cos, sin) = &angles[block.rope];
-            let q = k_.rope(&q.transpose(1, 2)?.contiguous()?, cos, sin)?;
-            let k = k_.rope(&k.transpose(1, 2)?.contiguous()?, cos, sin)?;
+            let q = self
+                .rotary
+                .apply(k_, &q.transpose(1, 2)?.contiguous()?, cos, sin)?;
+            let k = self
+                .rotary
+                .apply(k_, &k.transpose(1, 2)?.contiguous()?, cos, sin)?;
             let v = heads(v, self.kv_heads)?.transpose(1, 2)?.contiguous()?;
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => c.layers[i].append(&k, &v)?,
@@ -415,38 +409,6 @@ impl Decoder {
         })
     }
 
-    /// cos and sin `[t, head_dim / 2]` of positions `pos..pos + t` from `inv_freq`, in the
-    /// activations' dtype. With dynamic scaling (of the full layers' RoPE, `global`) a call
-    /// that reaches past the original context uses frequencies for its length; keys already
-    /// cached keep theirs, as in transformers.
-    fn rope_angles(
-        &self,
-        inv_freq: &Tensor,
-        global: bool,
-        pos: usize,
-        t: usize,
-    ) -> Result<(Tensor, Tensor)> {
-        let device = inv_freq.device();
-        let grown;
-        let inv_freq = match self.dynamic {
-            Some((theta, factor, original)) if global && pos + t > original => {
-                let f = dynamic_frequencies(theta, self.head_dim, factor, original, pos + t);
-                let n = f.len();
-                grown = Tensor::from_vec(f, (1, n), device)?;
-                &grown
-            }
-            _ => inv_freq,
-        };
-        let positions = Tensor::arange(pos as u32, (pos + t) as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((t, 1))?;
-        let freqs = positions.matmul(inv_freq)?;
-        Ok((
-            freqs.cos()?.to_dtype(self.act)?,
-            freqs.sin()?.to_dtype(self.act)?,
-        ))
-    }
-
     /// Final norm and LM head: `[b, t, hidden]` → `[b, t, vocab]`, soft-capped where the
     /// family caps its logits.
     pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
@@ -480,70 +442,4 @@ fn grouped<const N: usize>(
 /// `cap · tanh(x / cap)`.
 pub(crate) fn softcap(x: &Tensor, cap: f32) -> Result<Tensor> {
     (x / cap as f64)?.tanh()? * cap as f64
-}
-
-/// RoPE's inverse frequencies for HF's rotate-half layout: `1 / θ^(i / d)` for even i < d.
-fn base_frequencies(theta: f32, head_dim: usize) -> Vec<f32> {
-    (0..head_dim)
-        .step_by(2)
-        .map(|i| 1.0 / theta.powf(i as f32 / head_dim as f32))
-        .collect()
-}
-
-/// RoPE's inverse frequencies `[1, head_dim / 2]` at the start of a sequence, with the
-/// per-frequency divisors a GGUF gave and the scaling (dynamic scaling changes them later, see
-/// [`Decoder::rope_angles`]).
-fn inverse_frequencies(
-    rope: &Rope,
-    factors: Option<&[f32]>,
-    head_dim: usize,
-    device: &Device,
-) -> Result<Tensor> {
-    let mut inv_freq = base_frequencies(rope.theta, head_dim);
-    if let Some(factors) = factors {
-        inv_freq.iter_mut().zip(factors).for_each(|(f, d)| *f /= d);
-    }
-    match rope.scaling {
-        Some(RopeScaling::Linear { factor }) => inv_freq.iter_mut().for_each(|f| *f /= factor),
-        Some(RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        }) => {
-            let original = original_max_position_embeddings as f32;
-            let low_wavelen = original / low_freq_factor;
-            let high_wavelen = original / high_freq_factor;
-            for f in inv_freq.iter_mut() {
-                let wavelen = 2.0 * std::f32::consts::PI / *f;
-                *f = if wavelen < high_wavelen {
-                    *f
-                } else if wavelen > low_wavelen {
-                    *f / factor
-                } else {
-                    let smooth = (original / wavelen - low_freq_factor)
-                        / (high_freq_factor - low_freq_factor);
-                    (1.0 - smooth) * *f / factor + smooth * *f
-                };
-            }
-        }
-        Some(RopeScaling::Dynamic { .. }) | None => {}
-    }
-    let n = inv_freq.len();
-    Tensor::from_vec(inv_freq, (1, n), device)
-}
-
-/// Dynamic NTK scaling as transformers does it: once a sequence reaches `seq_len` positions
-/// past `original`, the base becomes θ·(f·seq_len/original − (f − 1))^(d/(d−2)).
-fn dynamic_frequencies(
-    theta: f32,
-    head_dim: usize,
-    factor: f32,
-    original: usize,
-    seq_len: usize,
-) -> Vec<f32> {
-    let (f, d) = (factor as f64, head_dim as f64);
-    let grown =
-        theta as f64 * (f * seq_len as f64 / original as f64 - (f - 1.0)).powf(d / (d - 2.0));
-    base_frequencies(grown as f32, head_dim)
 }

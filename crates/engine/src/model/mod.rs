@@ -9,6 +9,7 @@ pub mod decoder;
 pub mod fused;
 pub mod gpt2;
 pub mod param;
+mod rope;
 mod vector_exp;
 
 use crate::formats::config::ModelConfig;
