@@ -974,7 +974,8 @@ fn wait_for_partial(dir: &Path, format: &str) {
     }
 }
 
-/// LongRoPE with partial rotary (Phi-3) and YaRN (Qwen2) survive export in both formats: each
+/// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2) and NoPE layers (SmolLM3) survive
+/// export in both formats: each
 /// export, read back, computes transformers' logits for the torch blend at the same α
 /// (tests/fixtures/families/rope.json, from make_rope_families.py). The GGUF carries Phi-3's
 /// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
@@ -985,7 +986,7 @@ fn long_context_ropes_export_to_both_formats() {
     )
     .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    for family in ["phi3-longrope", "qwen2-yarn"] {
+    for family in ["phi3-longrope", "qwen2-yarn", "smollm3"] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
         for format in ["hf", "gguf"] {
             let out = tmp.path().join(format!("{family}.{format}"));
@@ -1000,4 +1001,36 @@ fn long_context_ropes_export_to_both_formats() {
             }
         }
     }
+}
+
+/// A SmolLM3 whose NoPE layers are not every fourth has no GGUF form (llama.cpp fixes them):
+/// the export says so and writes nothing; to Hugging Face it keeps its pattern.
+#[test]
+fn smollm3_with_other_nope_layers_is_refused_for_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = root().join("tests/fixtures/families/smollm3-a");
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), model.join(f.file_name())).unwrap();
+    }
+    let config = model.join("config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["no_rope_layers"] = serde_json::json!([1, 0, 1, 0]);
+    std::fs::write(&config, c.to_string()).unwrap();
+    let m = model.to_str().unwrap();
+    let gg = tmp.path().join("out.gguf");
+    let o = try_export(m, m, "0.5", &gg, "gguf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("every fourth layer"),
+        "{err}"
+    );
+    assert!(!gg.exists());
+    let hf = tmp.path().join("out");
+    export(m, m, "0.5", &hf, "hf");
+    let back: Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(back["no_rope_layers"], serde_json::json!([1, 0, 1, 0]));
 }

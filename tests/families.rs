@@ -194,14 +194,26 @@ fn qwen2_matches_transformers_with_yarn() {
     );
 }
 
+/// SmolLM3: its last layer applies no RoPE.
+#[test]
+fn smollm3_matches_transformers_with_nope_layers() {
+    check_form(
+        "smollm3",
+        "SmolLM3ForCausalLM",
+        Form::Folders,
+        &read_json("families/rope.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
-/// YaRN as its scaling keys.
+/// YaRN as its scaling keys; SmolLM3 as `smollm3`, its Q and K rows interleaved.
 #[test]
-fn gguf_longrope_and_yarn_match_transformers() {
+fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/rope.json");
     check_form("phi3-longrope", "Phi3ForCausalLM", Form::Gguf, &exp);
     check_form("qwen2-yarn", "Qwen2ForCausalLM", Form::Gguf, &exp);
+    check_form("smollm3", "SmolLM3ForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's

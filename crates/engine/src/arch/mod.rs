@@ -13,6 +13,7 @@ mod mistral;
 mod phi3;
 mod qwen2;
 mod qwen3;
+mod smollm3;
 pub mod tensors;
 
 use crate::error::{bail, err, Context, Result};
@@ -44,7 +45,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 7] = [
+pub(crate) const UNITS: [Unit; 8] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -52,6 +53,7 @@ pub(crate) const UNITS: [Unit; 7] = [
     gemma2::UNIT,
     gemma3::UNIT,
     phi3::UNIT,
+    smollm3::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -755,6 +757,39 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // SmolLM3: every fourth layer without RoPE by default, a tied head, θ 2·10⁶; a window
+        // (with use_sliding_window) on the NoPE layers unless layer_types says otherwise.
+        let s = parse("SmolLM3ForCausalLM", "").unwrap();
+        let rotates = |c: &DecoderConfig| (0..4).map(|i| c.rotates(i)).collect::<Vec<_>>();
+        assert_eq!(rotates(&s), [true, true, true, false]);
+        assert_eq!((s.tie_word_embeddings, s.rope_theta), (true, 2e6));
+        assert_eq!(s.sliding_window, None);
+        let s = parse(
+            "SmolLM3ForCausalLM",
+            r#","no_rope_layer_interval":2,"use_sliding_window":true,"sliding_window":8"#,
+        )
+        .unwrap();
+        assert_eq!(rotates(&s), [true, false, true, false]);
+        assert_eq!(s.sliding_window, Some(8));
+        assert_eq!(
+            (0..4).map(|i| s.layer_type(i)).collect::<Vec<_>>(),
+            [
+                LayerType::Full,
+                LayerType::Sliding,
+                LayerType::Full,
+                LayerType::Sliding
+            ]
+        );
+        let s = parse(
+            "SmolLM3ForCausalLM",
+            r#","no_rope_layers":[0,1,1,1],"sliding_window":8"#,
+        )
+        .unwrap();
+        assert_eq!(rotates(&s), [false, true, true, true]);
+        assert_eq!(
+            s.sliding_window, None,
+            "no window without use_sliding_window"
+        );
         // Llama: attention_bias puts biases on q, k, v and o.
         let l = parse("LlamaForCausalLM", r#","attention_bias":true"#).unwrap();
         assert_eq!(l.opts.attention_bias, AttentionBias::QkvO);
@@ -850,6 +885,22 @@ mod tests {
             &["partial_rotary_factor", "0 of the head's 16"],
         );
         refused("LlamaForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
+        refused("SmolLM3ForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
+        refused(
+            "SmolLM3ForCausalLM",
+            r#","no_rope_layers":[1,1,0]"#,
+            &["no_rope_layers", "each of the 4 layers"],
+        );
+        refused(
+            "SmolLM3ForCausalLM",
+            r#","no_rope_layers":[1,1,2,1]"#,
+            &["no_rope_layers", "0 or 1", "2"],
+        );
+        refused(
+            "SmolLM3ForCausalLM",
+            r#","no_rope_layer_interval":0"#,
+            &["no_rope_layer_interval"],
+        );
         refused(
             "LlamaForCausalLM",
             r#","hidden_act":"relu""#,

@@ -3,6 +3,9 @@
 use crate::error::{bail, err, Result};
 use serde::Deserialize;
 
+// A handful of configs live at once: their size does not matter, and a box would only add
+// noise to every match on them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
     Decoder(DecoderConfig),
@@ -270,6 +273,7 @@ pub enum Family {
     Gemma2,
     Gemma3,
     Phi3,
+    SmolLm3,
 }
 
 /// Which bias vectors the attention's projections have.
@@ -349,6 +353,10 @@ pub struct DecoderConfig {
     /// The RoPE of sliding layers where it differs from the full layers' (Gemma 3).
     #[serde(skip)]
     pub local_rope: Option<Rope>,
+    /// One per layer, true where the layer applies no RoPE (SmolLM3's NoPE layers), or none:
+    /// every layer rotates ([`DecoderConfig::rotates`]).
+    #[serde(skip)]
+    pub nope_layers: Vec<bool>,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
@@ -406,6 +414,11 @@ impl DecoderConfig {
     /// Layer `i`'s attention.
     pub fn layer_type(&self, i: usize) -> LayerType {
         self.layer_types.get(i).copied().unwrap_or(LayerType::Full)
+    }
+
+    /// Whether layer `i` applies RoPE to its queries and keys.
+    pub fn rotates(&self, i: usize) -> bool {
+        !self.nope_layers.get(i).copied().unwrap_or(false)
     }
     pub fn head_dim(&self) -> usize {
         self.head_dim
@@ -619,6 +632,15 @@ impl ModelConfig {
                     ("rope_scaling", format!("{:?}", c.rope_scaling)),
                     ("rope_factors", format!("{:?}", c.rope_factors)),
                     ("local rope", format!("{:?}", c.local_rope)),
+                    (
+                        "no_rope_layers",
+                        format!(
+                            "{:?}",
+                            (0..c.num_hidden_layers)
+                                .map(|i| c.rotates(i))
+                                .collect::<Vec<_>>()
+                        ),
+                    ),
                 ];
                 // Dynamic NTK scaling starts past this length: there it changes the rotation.
                 // YaRN's and LongRoPE's factors default to its ratio to the original context.

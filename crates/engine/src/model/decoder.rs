@@ -44,8 +44,8 @@ struct Block {
     post_mlp_norm: Option<Param>,
     /// This layer's sliding window, if it has one.
     window: Option<usize>,
-    /// Which of the decoder's RoPEs this layer uses.
-    rope: usize,
+    /// Which of the decoder's RoPEs this layer uses, if any.
+    rope: Option<usize>,
 }
 
 pub struct Decoder {
@@ -149,7 +149,9 @@ impl Decoder {
                 down: mlp.get((h, f), "down_proj.weight")?,
                 post_mlp_norm,
                 window: if sliding { c.sliding_window } else { None },
-                rope: usize::from(sliding && c.local_rope.is_some()),
+                rope: c
+                    .rotates(i)
+                    .then_some(usize::from(sliding && c.local_rope.is_some())),
             });
         }
         let norm = m.get(h, "norm.weight")?;
@@ -199,7 +201,7 @@ impl Decoder {
     }
 
     /// The params and shape the fused GPU pass reads: Llama's block only (no option of
-    /// another family set, every layer full attention, one RoPE).
+    /// another family set, every layer full attention with the one RoPE).
     #[cfg(feature = "cuda")]
     fn fused_parts(&self) -> Option<super::fused::Parts<'_>> {
         use super::fused::{BlockParts, Parts};
@@ -208,8 +210,8 @@ impl Decoder {
         let blocks = self
             .blocks
             .iter()
-            .map(|b| match (&b.qkv, &b.gate_up, b.window) {
-                (Qkv::Separate { q, k, v }, GateUp::Separate { gate, up }, None) => {
+            .map(|b| match (&b.qkv, &b.gate_up, b.window, b.rope) {
+                (Qkv::Separate { q, k, v }, GateUp::Separate { gate, up }, None, Some(0)) => {
                     Some(BlockParts {
                         attn_norm: &b.attn_norm,
                         q,
@@ -344,13 +346,20 @@ impl Decoder {
                 q = self.norm(&q, qn, mix)?;
                 k = self.norm(&k, kn, mix)?;
             }
-            let (cos, sin) = &angles[block.rope];
-            let q = self
-                .rotary
-                .apply(k_, &q.transpose(1, 2)?.contiguous()?, cos, sin)?;
-            let k = self
-                .rotary
-                .apply(k_, &k.transpose(1, 2)?.contiguous()?, cos, sin)?;
+            let (q, k) = (
+                q.transpose(1, 2)?.contiguous()?,
+                k.transpose(1, 2)?.contiguous()?,
+            );
+            let (q, k) = match block.rope {
+                Some(r) => {
+                    let (cos, sin) = &angles[r];
+                    (
+                        self.rotary.apply(k_, &q, cos, sin)?,
+                        self.rotary.apply(k_, &k, cos, sin)?,
+                    )
+                }
+                None => (q, k),
+            };
             let v = heads(v, self.kv_heads)?.transpose(1, 2)?.contiguous()?;
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => c.layers[i].append(&k, &v)?,
