@@ -974,19 +974,19 @@ fn wait_for_partial(dir: &Path, format: &str) {
     }
 }
 
-/// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2) and NoPE layers (SmolLM3) survive
-/// export in both formats: each
+/// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2), NoPE layers (SmolLM3) and Granite's
+/// scalars survive export in both formats: each
 /// export, read back, computes transformers' logits for the torch blend at the same α
-/// (tests/fixtures/families/rope.json, from make_rope_families.py). The GGUF carries Phi-3's
+/// (tests/fixtures/families/variants.json, from make_variant_families.py). The GGUF carries Phi-3's
 /// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
 #[test]
 fn long_context_ropes_export_to_both_formats() {
     let exp: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/fixtures/families/rope.json")).unwrap(),
+        &std::fs::read_to_string(root().join("tests/fixtures/families/variants.json")).unwrap(),
     )
     .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    for family in ["phi3-longrope", "qwen2-yarn", "smollm3"] {
+    for family in ["phi3-longrope", "qwen2-yarn", "smollm3", "granite"] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
         for format in ["hf", "gguf"] {
             let out = tmp.path().join(format!("{family}.{format}"));

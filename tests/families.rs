@@ -172,14 +172,14 @@ fn phi3_matches_transformers_with_fused_projections() {
 
 /// LongRoPE with partial rotary (Phi-4-mini's form, in Phi-3.5's config layout): prompts that
 /// start past the pre-training context and prompts that cross it while decoding
-/// (tests/fixtures/make_rope_families.py).
+/// (tests/fixtures/make_variant_families.py).
 #[test]
 fn phi3_matches_transformers_with_longrope_and_partial_rotary() {
     check_form(
         "phi3-longrope",
         "Phi3ForCausalLM",
         Form::Folders,
-        &read_json("families/rope.json"),
+        &read_json("families/variants.json"),
     );
 }
 
@@ -190,7 +190,7 @@ fn qwen2_matches_transformers_with_yarn() {
         "qwen2-yarn",
         "Qwen2ForCausalLM",
         Form::Folders,
-        &read_json("families/rope.json"),
+        &read_json("families/variants.json"),
     );
 }
 
@@ -201,19 +201,32 @@ fn smollm3_matches_transformers_with_nope_layers() {
         "smollm3",
         "SmolLM3ForCausalLM",
         Form::Folders,
-        &read_json("families/rope.json"),
+        &read_json("families/variants.json"),
+    );
+}
+
+/// Granite: its four scalars, none of them 1.
+#[test]
+fn granite_matches_transformers_with_its_scalars() {
+    check_form(
+        "granite",
+        "GraniteForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
     );
 }
 
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
-/// YaRN as its scaling keys; SmolLM3 as `smollm3`, its Q and K rows interleaved.
+/// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
+/// interleaved, Granite's scalars as its keys.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
-    let exp = read_json("families/rope.json");
+    let exp = read_json("families/variants.json");
     check_form("phi3-longrope", "Phi3ForCausalLM", Form::Gguf, &exp);
     check_form("qwen2-yarn", "Qwen2ForCausalLM", Form::Gguf, &exp);
     check_form("smollm3", "SmolLM3ForCausalLM", Form::Gguf, &exp);
+    check_form("granite", "GraniteForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -379,7 +392,7 @@ fn adapter_pairs_on_the_families_match_peft() {
 fn each_familys_config_json_reads_back_as_itself() {
     use lerpscope::engine::{config_json, ModelConfig};
     let mut configs: Vec<(String, ModelConfig)> = Vec::new();
-    let rope = read_json("families/rope.json");
+    let rope = read_json("families/variants.json");
     let families = expected()["families"].as_object().unwrap().clone();
     for family in families
         .keys()

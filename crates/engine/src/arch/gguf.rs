@@ -321,7 +321,10 @@ fn layout(c: &ModelConfig, kind: Kind) -> Layout {
         }
     };
     // llama.cpp's converter permutes them for `llama` and the architectures built on it.
-    let interleaved = matches!(super::unit(d.family).gguf_arch, "llama" | "smollm3");
+    let interleaved = matches!(
+        super::unit(d.family).gguf_arch,
+        "llama" | "smollm3" | "granite"
+    );
     match kind {
         Kind::Norm if d.opts.norm_plus_one => Layout::PlusOne,
         Kind::RopeQ if interleaved => Layout::RopeInterleaved {

@@ -8,6 +8,7 @@
 mod gemma2;
 mod gemma3;
 pub mod gguf;
+mod granite;
 mod llama;
 mod mistral;
 mod phi3;
@@ -45,7 +46,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 8] = [
+pub(crate) const UNITS: [Unit; 9] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -54,6 +55,7 @@ pub(crate) const UNITS: [Unit; 8] = [
     gemma3::UNIT,
     phi3::UNIT,
     smollm3::UNIT,
+    granite::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -790,6 +792,30 @@ mod tests {
             s.sliding_window, None,
             "no window without use_sliding_window"
         );
+        // Granite: its scalars 1 unless given, the attention's too (not head_dim^-½).
+        let g = parse("GraniteForCausalLM", "").unwrap();
+        assert_eq!(g.opts.attention_scale, Some(1.0));
+        assert_eq!(
+            (
+                g.opts.embed_multiplier,
+                g.opts.residual_multiplier,
+                g.opts.logits_divisor
+            ),
+            (None, None, None)
+        );
+        let g = parse(
+            "GraniteForCausalLM",
+            r#","embedding_multiplier":12,"residual_multiplier":0.22,"logits_scaling":8"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                g.opts.embed_multiplier,
+                g.opts.residual_multiplier,
+                g.opts.logits_divisor
+            ),
+            (Some(12.0), Some(0.22), Some(8.0))
+        );
         // Llama: attention_bias puts biases on q, k, v and o.
         let l = parse("LlamaForCausalLM", r#","attention_bias":true"#).unwrap();
         assert_eq!(l.opts.attention_bias, AttentionBias::QkvO);
@@ -886,6 +912,12 @@ mod tests {
         );
         refused("LlamaForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
         refused("SmolLM3ForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
+        refused("GraniteForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
+        refused(
+            "GraniteForCausalLM",
+            r#","logits_scaling":0"#,
+            &["logits_scaling", "nonzero", "0"],
+        );
         refused(
             "SmolLM3ForCausalLM",
             r#","no_rope_layers":[1,1,0]"#,

@@ -274,6 +274,7 @@ pub enum Family {
     Gemma3,
     Phi3,
     SmolLm3,
+    Granite,
 }
 
 /// Which bias vectors the attention's projections have.
@@ -321,6 +322,16 @@ pub struct BlockOptions {
     /// How many leading dimensions of each head RoPE rotates, where not all of them do
     /// (`partial_rotary_factor`: Phi-4-mini); the rest pass through.
     pub rotary_dim: Option<usize>,
+    /// Embeddings multiplied by it (Granite's `embedding_multiplier`).
+    pub embed_multiplier: Option<f32>,
+    /// Attention scores scaled by it in place of head_dim^-½ (Granite's
+    /// `attention_multiplier`).
+    pub attention_scale: Option<f32>,
+    /// Attention and feed-forward outputs multiplied by it before each residual add
+    /// (Granite's `residual_multiplier`).
+    pub residual_multiplier: Option<f32>,
+    /// Logits divided by it (Granite's `logits_scaling`).
+    pub logits_divisor: Option<f32>,
 }
 
 /// A layer's attention: over every earlier position, or the last `sliding_window` ones.

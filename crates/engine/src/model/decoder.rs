@@ -56,7 +56,8 @@ pub struct Decoder {
     kernels: Kernels,
     lm_head: Param,
     opts: BlockOptions,
-    /// √hidden_size, where the family scales its embeddings.
+    /// What the family multiplies its embeddings by: √hidden_size (Gemma) or a given
+    /// multiplier (Granite).
     embed_scale: Option<f64>,
     /// The RoPEs of the full layers (first) and, where they differ, of the sliding ones. The
     /// angles of the positions a forward pass needs are made on the spot: a table for every
@@ -182,7 +183,10 @@ impl Decoder {
             kernels,
             lm_head,
             opts: o,
-            embed_scale: o.embed_scale.then(|| (h as f64).sqrt()),
+            embed_scale: match o.embed_multiplier {
+                Some(m) => Some(m as f64),
+                None => o.embed_scale.then(|| (h as f64).sqrt()),
+            },
             rotary,
             act: super::compute_dtype(vb.dtype(), vb.device()),
             heads: nh,
@@ -366,9 +370,10 @@ impl Decoder {
                 None => (k, v),
             };
             let att = AttentionOptions {
-                scale: match o.query_scalar {
-                    Some(s) => 1.0 / (s as f64).sqrt(),
-                    None => 1.0 / (self.head_dim as f64).sqrt(),
+                scale: match (o.attention_scale, o.query_scalar) {
+                    (Some(s), _) => s as f64,
+                    (None, Some(s)) => 1.0 / (s as f64).sqrt(),
+                    (None, None) => 1.0 / (self.head_dim as f64).sqrt(),
                 },
                 softcap: o.attn_softcap,
                 window: block.window,
@@ -378,7 +383,7 @@ impl Decoder {
             if let Some(n) = &block.post_attn_norm {
                 a = self.norm(&a, n, mix)?;
             }
-            x = (a + r)?;
+            x = (self.residual(a)? + r)?;
             let r = x.clone();
             let h = self.norm(&x, &block.mlp_norm, mix)?;
             let (g, u) = match &block.gate_up {
@@ -400,9 +405,17 @@ impl Decoder {
             if let Some(n) = &block.post_mlp_norm {
                 m = self.norm(&m, n, mix)?;
             }
-            x = (m + r)?;
+            x = (self.residual(m)? + r)?;
         }
         Ok(x)
+    }
+
+    /// A block's attention or feed-forward output as it joins the residual stream.
+    fn residual(&self, y: Tensor) -> Result<Tensor> {
+        match self.opts.residual_multiplier {
+            Some(m) => y * m as f64,
+            None => Ok(y),
+        }
     }
 
     /// RMS norm of `x` over its last dimension with `g`'s gains (as 1 + g where the family
@@ -423,7 +436,10 @@ impl Decoder {
     pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
         let mix = mix.or(self.default_mix.as_deref());
         let x = self.norm(x, &self.norm, mix)?;
-        let logits = self.lm_head.linear(&x, mix, self.kernels)?;
+        let mut logits = self.lm_head.linear(&x, mix, self.kernels)?;
+        if let Some(d) = self.opts.logits_divisor {
+            logits = (logits / d as f64)?;
+        }
         match self.opts.final_softcap {
             Some(cap) => softcap(&logits, cap),
             None => Ok(logits),
