@@ -974,8 +974,8 @@ fn wait_for_partial(dir: &Path, format: &str) {
     }
 }
 
-/// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2), NoPE layers (SmolLM3) and Granite's
-/// scalars survive export in both formats: each
+/// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2), NoPE layers (SmolLM3), Granite's
+/// scalars and Gemma 1's norms survive export in both formats: each
 /// export, read back, computes transformers' logits for the torch blend at the same α
 /// (tests/fixtures/families/variants.json, from make_variant_families.py). The GGUF carries Phi-3's
 /// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
@@ -986,7 +986,7 @@ fn long_context_ropes_export_to_both_formats() {
     )
     .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    for family in ["phi3-longrope", "qwen2-yarn", "smollm3", "granite"] {
+    for family in ["phi3-longrope", "qwen2-yarn", "smollm3", "granite", "gemma"] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
         for format in ["hf", "gguf"] {
             let out = tmp.path().join(format!("{family}.{format}"));

@@ -216,10 +216,21 @@ fn granite_matches_transformers_with_its_scalars() {
     );
 }
 
+/// Gemma 1: (1 + w) pre-norms only, scaled embeddings, GeGLU from the legacy "gelu".
+#[test]
+fn gemma_matches_transformers() {
+    check_form(
+        "gemma",
+        "GemmaForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
-/// interleaved, Granite's scalars as its keys.
+/// interleaved, Granite's scalars as its keys; Gemma 1's norms plus one.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -227,6 +238,7 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("qwen2-yarn", "Qwen2ForCausalLM", Form::Gguf, &exp);
     check_form("smollm3", "SmolLM3ForCausalLM", Form::Gguf, &exp);
     check_form("granite", "GraniteForCausalLM", Form::Gguf, &exp);
+    check_form("gemma", "GemmaForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's

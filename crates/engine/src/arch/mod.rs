@@ -5,6 +5,7 @@
 //! Adding a family: a file here with its `read` (and its GGUF names in `crate::formats::gguf`), a row in
 //! [`UNITS`], a variant of [`Family`], and its tiny pair in tests/fixtures/make_families.py.
 
+mod gemma;
 mod gemma2;
 mod gemma3;
 pub mod gguf;
@@ -46,7 +47,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 9] = [
+pub(crate) const UNITS: [Unit; 10] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -56,6 +57,7 @@ pub(crate) const UNITS: [Unit; 9] = [
     phi3::UNIT,
     smollm3::UNIT,
     granite::UNIT,
+    gemma::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -618,7 +620,7 @@ fn positive(v: &Value, key: &str) -> Result<Option<f32>> {
 mod tests {
     use crate::error::Result;
     use crate::formats::config::{
-        AttentionBias, DecoderConfig, Family, LayerType, ModelConfig, Rope, RopeScaling,
+        Activation, AttentionBias, DecoderConfig, Family, LayerType, ModelConfig, Rope, RopeScaling,
     };
 
     fn parse(class: &str, extra: &str) -> Result<DecoderConfig> {
@@ -792,6 +794,11 @@ mod tests {
             s.sliding_window, None,
             "no window without use_sliding_window"
         );
+        // Gemma 1: the legacy "gelu" is the tanh approximation; head_dim 256, a tied head.
+        let g = parse("GemmaForCausalLM", r#","hidden_act":"gelu""#).unwrap();
+        assert_eq!(g.opts.activation, Activation::GeluTanh);
+        assert_eq!((g.head_dim(), g.tie_word_embeddings), (256, true));
+        assert!(g.opts.norm_plus_one && g.opts.embed_scale && !g.opts.sandwich_norms);
         // Granite: its scalars 1 unless given, the attention's too (not head_dim^-½).
         let g = parse("GraniteForCausalLM", "").unwrap();
         assert_eq!(g.opts.attention_scale, Some(1.0));
@@ -913,6 +920,11 @@ mod tests {
         refused("LlamaForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
         refused("SmolLM3ForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
         refused("GraniteForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
+        refused(
+            "GemmaForCausalLM",
+            r#","hidden_act":"silu""#,
+            &["hidden_act", "GemmaForCausalLM"],
+        );
         refused(
             "GraniteForCausalLM",
             r#","logits_scaling":0"#,

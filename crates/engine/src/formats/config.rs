@@ -275,6 +275,7 @@ pub enum Family {
     Phi3,
     SmolLm3,
     Granite,
+    Gemma,
 }
 
 /// Which bias vectors the attention's projections have.
