@@ -266,6 +266,9 @@ fn every_family_pair_is_checked() {
     let exp = expected();
     let families: Vec<&String> = exp["families"].as_object().unwrap().keys().collect();
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
+    let variants = read_json("families/variants.json");
+    let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
+    assert_eq!(variants.len(), 5, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of
@@ -273,10 +276,20 @@ fn every_family_pair_is_checked() {
 /// first step whose f32 margin is within twice the two runs' distance.
 #[test]
 fn every_family_in_bf16_writes_what_it_writes_in_f32() {
-    let exp = expected();
+    let (exp, variants) = (expected(), read_json("families/variants.json"));
     let n = exp["new_tokens"].as_u64().unwrap() as usize;
     let mut compared = 0;
-    for family in exp["families"].as_object().unwrap().keys() {
+    let families = exp["families"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|f| (f, &exp));
+    let variants = variants["families"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|f| (f, &variants));
+    for (family, exp) in families.chain(variants) {
         let (mut full, mut half) = (load(family, DType::F32), load(family, DType::BF16));
         let ids: Vec<u32> =
             serde_json::from_value(exp["families"][family]["0.3"][0]["prompt_ids"].clone())
