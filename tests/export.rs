@@ -1008,17 +1008,9 @@ fn long_context_ropes_export_to_both_formats() {
 #[test]
 fn smollm3_with_other_nope_layers_is_refused_for_gguf() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = root().join("tests/fixtures/families/smollm3-a");
-    let model = tmp.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), model.join(f.file_name())).unwrap();
-    }
-    let config = model.join("config.json");
-    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    c["no_rope_layers"] = serde_json::json!([1, 0, 1, 0]);
-    std::fs::write(&config, c.to_string()).unwrap();
+    let model = edited_fixture("smollm3-a", tmp.path(), |c| {
+        c["no_rope_layers"] = serde_json::json!([1, 0, 1, 0]);
+    });
     let m = model.to_str().unwrap();
     let gg = tmp.path().join("out.gguf");
     let o = try_export(m, m, "0.5", &gg, "gguf");
@@ -1033,4 +1025,60 @@ fn smollm3_with_other_nope_layers_is_refused_for_gguf() {
     let back: Value =
         serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(back["no_rope_layers"], serde_json::json!([1, 0, 1, 0]));
+}
+
+/// A copy of fixture folder `name` with its config.json edited by `edit`, in `dir`.
+fn edited_fixture(name: &str, dir: &Path, edit: impl Fn(&mut Value)) -> PathBuf {
+    let model = dir.join(name);
+    std::fs::create_dir(&model).unwrap();
+    for f in std::fs::read_dir(root().join("tests/fixtures/families").join(name)).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), model.join(f.file_name())).unwrap();
+    }
+    let config = model.join("config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    edit(&mut c);
+    std::fs::write(&config, c.to_string()).unwrap();
+    model
+}
+
+/// What llama.cpp reads of these families' GGUFs, written whole: a Granite whose config leaves
+/// its scalars at transformers' defaults still gets all four keys (llama.cpp requires them,
+/// and an absent attention scale would read as head_dim^-½), so the GGUF computes what the
+/// folder does; a YaRN ramp other than llama.cpp's has no GGUF form.
+#[test]
+fn gguf_exports_carry_what_llamacpp_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let granite = edited_fixture("granite-a", tmp.path(), |c| {
+        for key in [
+            "embedding_multiplier",
+            "attention_multiplier",
+            "residual_multiplier",
+            "logits_scaling",
+        ] {
+            c.as_object_mut().unwrap().remove(key);
+        }
+    });
+    let g = granite.to_str().unwrap();
+    let gg = tmp.path().join("granite.gguf");
+    export(g, g, "0", &gg, "gguf");
+    let (folder, file) = (
+        Engine::load(g, g, &cpu()).unwrap(),
+        Engine::load(gg.to_str().unwrap(), gg.to_str().unwrap(), &cpu()).unwrap(),
+    );
+    let ids = [5, 17, 40, 22, 9];
+    let d = max_diff(&folder.logits(&ids).unwrap(), &file.logits(&ids).unwrap());
+    assert!(d < 1e-5, "granite with default scalars, as GGUF: {d}");
+    let yarn = edited_fixture("qwen2-yarn-a", tmp.path(), |c| {
+        c["rope_parameters"]["beta_fast"] = 8.into();
+    });
+    let y = yarn.to_str().unwrap();
+    let out = tmp.path().join("yarn.gguf");
+    let o = try_export(y, y, "0", &out, "gguf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("\"yarn\" has no GGUF form"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }

@@ -300,6 +300,19 @@ fn bad_family_ggufs_get_one_line_naming_the_key_or_tensor() {
             "rope_factors_long.weight must hold 2 positive factors (4 rotary dimensions), got 3",
         ],
     );
+    // LongRoPE's lists where llama.cpp reads none (it refuses the file).
+    let llama_f32 = std::fs::read(gguf("llama-f32")).unwrap();
+    let stray = patched(&llama_f32, "blk.0.attn_output.weight", |b, at| {
+        b[at..at + 24].copy_from_slice(b"rope_factors_long.weight");
+    });
+    has(
+        &load_err(&write("stray.gguf", stray)),
+        &[
+            "stray.gguf",
+            "rope_factors_long.weight",
+            "not part of a llama model",
+        ],
+    );
     // Partial rotary where llama.cpp has none: `llama` rotates whole heads.
     let llama = std::fs::read(gguf("llama-f32")).unwrap();
     let partial = patched(&llama, "llama.rope.dimension_count", |b, at| {

@@ -31,7 +31,7 @@ fn gemma_block(c: &mut DecoderConfig) {
 }
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
+    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA, 8192)?;
     c.family = Family::Gemma;
     refuse_true(v, "use_bidirectional_attention", "Gemma")?;
     gemma_block(&mut c);

@@ -25,7 +25,7 @@ pub(super) const UNIT: Unit = Unit {
 const LAYERS_27B: usize = 46;
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
+    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA, 8192)?;
     c.family = Family::Gemma2;
     gemma_common(v, &mut c)?;
     // Absent means the default; null turns it off.

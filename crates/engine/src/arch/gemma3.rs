@@ -41,7 +41,7 @@ fn read(v: &Value) -> Result<DecoderConfig> {
         .and_then(|o| o.remove("rope_parameters"))
         .filter(|r| !r.is_null());
     let legacy_scaling = flat.as_object_mut().and_then(|o| o.remove("rope_scaling"));
-    let mut c = read_base(&flat, 1e-6, 1e6)?;
+    let mut c = read_base(&flat, 1e-6, 1e6, 131_072)?;
     c.family = Family::Gemma3;
     gemma_common(v, &mut c)?;
     c.opts.qk_norm = true;

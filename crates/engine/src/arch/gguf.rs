@@ -247,7 +247,8 @@ const GPT2_LAYER: &[(&str, &str, Kind, When)] = &[
     ("ffn_down.bias", "mlp.c_proj.bias", Kind::AsIs, When::Always),
 ];
 
-/// Tensors a GGUF may hold that are not parameters: RoPE's divisors, read into the config.
+/// Tensors a GGUF may hold that are not parameters: RoPE's divisors, read into the config
+/// (Phi-3's LongRoPE lists by `phi3` only: llama.cpp refuses them elsewhere).
 pub(crate) const NOT_PARAMETERS: &[&str] = &[
     "rope_freqs.weight",
     "rope_factors_long.weight",
@@ -347,7 +348,8 @@ pub fn hf_names(h: &Header, c: &ModelConfig) -> Result<BTreeMap<String, Named>> 
     let by_gguf: BTreeMap<&str, &Named> = names.iter().map(|n| (n.gguf.as_str(), n)).collect();
     for name in h.tensors.keys() {
         let known = by_gguf.contains_key(name.as_str())
-            || NOT_PARAMETERS.contains(&name.as_str())
+            || (NOT_PARAMETERS.contains(&name.as_str())
+                && (arch == "phi3" || !name.starts_with("rope_factors_")))
             || (arch == "gpt2" && name == "output.weight");
         if !known {
             bail!(
@@ -652,10 +654,10 @@ fn decoder_base(m: &Meta) -> Result<DecoderConfig> {
 }
 
 /// YaRN as llama.cpp reads it: a factor over `original_context_length` (the context where
-/// not given), its ramp from `yarn_beta_fast` (32) to `yarn_beta_slow` (1) rotations rounded
-/// outwards, cos and sin scaled by 1 + 0.1·ln factor. The keys that change the attention
-/// factor or the ramp's weight, which llama.cpp and transformers read differently, are refused
-/// by name.
+/// not given), its ramp from 32 to 1 rotations rounded outwards, cos and sin scaled by
+/// 1 + 0.1·ln factor. The keys llama.cpp's families here do not read (the ramp's ends, other
+/// than their defaults) or read differently from transformers (the attention factor's) are
+/// refused by name: the file would run as one thing there and another here.
 fn yarn(m: &Meta) -> Result<RopeScaling> {
     let a = m.arch;
     for key in [
@@ -680,13 +682,18 @@ fn yarn(m: &Meta) -> Result<RopeScaling> {
             m.path()
         );
     }
-    let beta = |key: &str| -> Result<Option<f32>> {
+    // Written by converters with the defaults too, which are what llama.cpp runs.
+    let beta = |key: &str, default: f64| -> Result<Option<f32>> {
         let full = format!("rope.scaling.{key}");
         match m.get(&full) {
             None => Ok(None),
             Some(_) => match m.number_or(&full, 0.0)? {
-                b if b.is_finite() && b > 0.0 => Ok(Some(b as f32)),
-                b => bail!(Format, "{}: {a}.{full} must be positive, got {b}", m.path()),
+                b if b == default => Ok(None),
+                b => bail!(
+                    Unsupported,
+                    "{}: {a}.{full} {b} is not read by llama.cpp's {a}, which ramps YaRN from {default}; lerpscope would run it otherwise",
+                    m.path()
+                ),
             },
         }
     };
@@ -697,8 +704,8 @@ fn yarn(m: &Meta) -> Result<RopeScaling> {
     Ok(RopeScaling::Yarn(Box::new(Yarn {
         factor: Some(factor as f32),
         original_max_position_embeddings: original,
-        beta_fast: beta("yarn_beta_fast")?,
-        beta_slow: beta("yarn_beta_slow")?,
+        beta_fast: beta("yarn_beta_fast", 32.0)?,
+        beta_slow: beta("yarn_beta_slow", 1.0)?,
         attention_factor: None,
         mscale: None,
         mscale_all_dim: None,
@@ -772,12 +779,6 @@ pub fn metadata(c: &ModelConfig) -> Result<Keys> {
                         &format!("{a}.rope.scaling.original_context_length"),
                         y.original(max),
                     );
-                    if let Some(b) = y.beta_fast {
-                        k.f32(&format!("{a}.rope.scaling.yarn_beta_fast"), b as f64);
-                    }
-                    if let Some(b) = y.beta_slow {
-                        k.f32(&format!("{a}.rope.scaling.yarn_beta_slow"), b as f64);
-                    }
                 }
                 Some(other) => bail!(
                     Unsupported,

@@ -44,7 +44,7 @@ fn scalar(name: &str, x: Option<f64>) -> Result<Option<f32>> {
 }
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
+    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA, 2048)?;
     c.family = Family::Granite;
     refuse_true(v, "mlp_bias", "Granite")?;
     if super::flag(v, "attention_bias") {
@@ -122,15 +122,17 @@ fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     let o = &c.opts;
     k.u32(&format!("{a}.rope.dimension_count"), c.head_dim());
     k.u32(&format!("{a}.vocab_size"), c.vocab_size);
+    // llama.cpp requires all four.
+    let attention = o
+        .attention_scale
+        .unwrap_or(1.0 / (c.head_dim() as f32).sqrt());
     for ((_, gguf), x) in [
-        (EMBEDDING, o.embed_multiplier),
-        (ATTENTION, o.attention_scale),
-        (RESIDUAL, o.residual_multiplier),
-        (LOGITS, o.logits_divisor),
+        (EMBEDDING, o.embed_multiplier.unwrap_or(1.0)),
+        (ATTENTION, attention),
+        (RESIDUAL, o.residual_multiplier.unwrap_or(1.0)),
+        (LOGITS, o.logits_divisor.unwrap_or(1.0)),
     ] {
-        if let Some(x) = x {
-            k.f32(&format!("{a}.{gguf}"), x as f64);
-        }
+        k.f32(&format!("{a}.{gguf}"), x as f64);
     }
     Ok(())
 }

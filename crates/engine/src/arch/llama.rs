@@ -22,7 +22,7 @@ pub(super) const UNIT: Unit = Unit {
 };
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
+    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA, 2048)?;
     c.family = Family::Llama;
     refuse_true(v, "mlp_bias", "Llama")?;
     if super::flag(v, "attention_bias") {

@@ -21,7 +21,7 @@ pub(super) const UNIT: Unit = Unit {
 };
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut c = super::read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
+    let mut c = super::read_base(v, 1e-6, DEFAULT_ROPE_THETA, 131_072)?;
     c.family = Family::Mistral;
     if activation(v, "hidden_act", Activation::Silu)? != Activation::Silu {
         bail!(

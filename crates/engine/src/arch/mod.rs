@@ -368,10 +368,17 @@ fn qwen_to_gguf(c: &DecoderConfig, k: &mut gguf::Keys) -> Result<()> {
 }
 
 /// What every family shares: sizes, ids, eps, and RoPE given as flat keys (`rope_theta`,
-/// `rope_scaling`) or as one `rope_parameters` object (transformers ≥ 5). `rms_eps` and
-/// `theta` are the family's defaults.
-fn read_base(value: &Value, rms_eps: f64, theta: f32) -> Result<DecoderConfig> {
+/// `rope_scaling`) or as one `rope_parameters` object (transformers ≥ 5). `rms_eps`, `theta`
+/// and `context` (`max_position_embeddings`, from which YaRN and LongRoPE scale) are the
+/// family's defaults, as its transformers class has them.
+fn read_base(value: &Value, rms_eps: f64, theta: f32, context: usize) -> Result<DecoderConfig> {
     let mut value = value.clone();
+    if let Some(obj) = value.as_object_mut() {
+        let key = "max_position_embeddings";
+        if obj.get(key).is_none_or(Value::is_null) {
+            obj.insert(key.into(), context.into());
+        }
+    }
     // As transformers reads a config holding both, and either beside flat keys: a non-empty
     // `rope_scaling` wins over `rope_parameters`, and the RoPE object's own `rope_theta` over
     // a flat one.
@@ -755,6 +762,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.opts.rotary_dim, Some(12));
+        // The factor inside the RoPE object counts too, as Phi3Config keeps it there.
+        let inside = parse(
+            "Phi3ForCausalLM",
+            &format!(
+                r#","rope_scaling":{{"type":"longrope","partial_rotary_factor":0.75,"short_factor":{factors},"long_factor":{factors}}}"#
+            ),
+        )
+        .unwrap();
+        assert_eq!(inside.opts.rotary_dim, Some(12));
         match &p.rope_scaling {
             Some(RopeScaling::LongRope(l)) => {
                 assert_eq!(l.original_max_position_embeddings, Some(4096))
@@ -794,6 +810,31 @@ mod tests {
             s.sliding_window, None,
             "no window without use_sliding_window"
         );
+        // Given layer_types decide alone, as transformers' masks do; booleans are 0 and 1.
+        let s = parse(
+            "SmolLM3ForCausalLM",
+            r#","no_rope_layers":[true,true,true,false],"sliding_window":8,
+            "layer_types":["full_attention","sliding_attention","full_attention","full_attention"]"#,
+        )
+        .unwrap();
+        assert_eq!(rotates(&s), [true, true, true, false]);
+        assert_eq!(s.sliding_window, Some(8));
+        assert_eq!(s.layer_type(1), LayerType::Sliding);
+        // The context each class has when a config leaves it out (YaRN and LongRoPE scale
+        // from it).
+        for (class, context) in [
+            ("LlamaForCausalLM", 2048),
+            ("MistralForCausalLM", 131_072),
+            ("Qwen2ForCausalLM", 32_768),
+            ("Phi3ForCausalLM", 4096),
+            ("GemmaForCausalLM", 8192),
+        ] {
+            assert_eq!(
+                parse(class, "").unwrap().max_position_embeddings,
+                context,
+                "{class}"
+            );
+        }
         // Gemma 1: the legacy "gelu" is the tanh approximation; head_dim 256, a tied head.
         let g = parse("GemmaForCausalLM", r#","hidden_act":"gelu""#).unwrap();
         assert_eq!(g.opts.activation, Activation::GeluTanh);

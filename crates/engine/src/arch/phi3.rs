@@ -31,13 +31,19 @@ fn read(v: &Value) -> Result<DecoderConfig> {
     let mut v = v.clone();
     as_transformers_reads(&mut v);
     let v = &v;
-    let mut c = read_base(v, 1e-5, DEFAULT_ROPE_THETA)?;
+    let mut c = read_base(v, 1e-5, DEFAULT_ROPE_THETA, 4096)?;
     c.family = Family::Phi3;
     c.opts.fused_projections = true;
     if activation(v, "hidden_act", Activation::Silu)? != Activation::Silu {
         bail!(Unsupported, "hidden_act must be silu for Phi3ForCausalLM");
     }
-    let partial = match v.get("rope_parameters").filter(|r| r.is_object()) {
+    // As Phi3Config reads it: the RoPE object's (a non-empty rope_scaling over
+    // rope_parameters), else the flat key.
+    let rope = ["rope_scaling", "rope_parameters"].iter().find_map(|k| {
+        v.get(*k)
+            .filter(|r| r.as_object().is_some_and(|o| !o.is_empty()))
+    });
+    let partial = match rope {
         Some(r) => number(r, "partial_rotary_factor")?,
         None => None,
     }

@@ -22,7 +22,7 @@ pub(super) const UNIT: Unit = Unit {
 };
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
+    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA, 32_768)?;
     c.family = Family::Qwen2;
     c.opts.attention_bias = AttentionBias::Qkv;
     if activation(v, "hidden_act", Activation::Silu)? != Activation::Silu {

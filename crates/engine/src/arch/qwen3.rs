@@ -34,7 +34,7 @@ fn to_gguf(c: &DecoderConfig, k: &mut super::gguf::Keys) -> Result<()> {
 }
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA)?;
+    let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA, 32_768)?;
     c.family = Family::Qwen3;
     c.opts.qk_norm = true;
     c.head_dim = Some(c.head_dim.unwrap_or(128));

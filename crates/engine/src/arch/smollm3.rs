@@ -1,7 +1,7 @@
 //! SmolLM3ForCausalLM (SmolLM3-3B and its fine-tunes): Llama's block with no RoPE on some
 //! layers (`no_rope_layers`, one 0/1 per layer, or every `no_rope_layer_interval`-th layer:
 //! the fourth by default), a sliding window on the layers `layer_types` names (by default the
-//! NoPE layers, with `use_sliding_window`), a tied head and θ = 2·10⁶ unless given.
+//! NoPE layers, when `use_sliding_window`), a tied head and θ = 2·10⁶ unless given.
 //!
 //! In GGUF (`smollm3`): Llama's tensors, Q and K rows interleaved as for `llama`. llama.cpp
 //! skips RoPE on every fourth layer whatever the file says, so only that pattern is written
@@ -36,7 +36,7 @@ fn every(interval: usize, layers: usize) -> Vec<bool> {
 }
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut c = read_base(v, 1e-6, THETA)?;
+    let mut c = read_base(v, 1e-6, THETA, 32_768)?;
     c.family = Family::SmolLm3;
     refuse_true(v, "mlp_bias", "SmolLM3")?;
     if flag(v, "attention_bias") {
@@ -61,28 +61,31 @@ fn read(v: &Value) -> Result<DecoderConfig> {
                 )
             })?;
             list.iter()
-                .map(|x| match x.as_u64() {
-                    // 1: the layer rotates.
-                    Some(1) => Ok(false),
-                    Some(0) => Ok(true),
+                .map(|x| match (x.as_u64(), x.as_bool()) {
+                    // 1 (or true): the layer rotates.
+                    (Some(1), _) | (_, Some(true)) => Ok(false),
+                    (Some(0), _) | (_, Some(false)) => Ok(true),
                     _ => bail!(Format, "no_rope_layers entries must be 0 or 1, got {x}"),
                 })
                 .collect::<Result<_>>()?
         }
         None => every(count(v, "no_rope_layer_interval")?.unwrap_or(INTERVAL), n),
     };
-    // A layer slides where layer_types says so and use_sliding_window is on; layer_types
-    // defaults to the NoPE layers.
+    // A layer slides where layer_types says so (transformers builds the mask from it alone);
+    // without layer_types, the NoPE layers do when use_sliding_window is on.
+    let window = count(v, "sliding_window")?;
     let types = match layer_types(v, n)? {
         Some(t) => t,
         None => (0..n)
-            .map(|i| match c.nope_layers[i] {
-                true => LayerType::Sliding,
-                false => LayerType::Full,
-            })
+            .map(
+                |i| match c.nope_layers[i] && flag(v, "use_sliding_window") {
+                    true => LayerType::Sliding,
+                    false => LayerType::Full,
+                },
+            )
             .collect(),
     };
-    c.sliding_window = count(v, "sliding_window")?.filter(|_| flag(v, "use_sliding_window"));
+    c.sliding_window = window;
     if c.sliding_window.is_some() && types.contains(&LayerType::Sliding) {
         c.layer_types = types;
     } else {

@@ -97,17 +97,22 @@ impl Yarn {
         )
     }
 
-    /// Whether llama.cpp's YaRN computes it: its keys give the factor, the pre-training
-    /// context and the ramp's ends, and it takes transformers' defaults for the rest.
+    /// Whether llama.cpp's YaRN computes it: its keys give the factor and the pre-training
+    /// context, and it takes transformers' defaults for the rest (it reads no β keys for the
+    /// families here).
     pub fn is_llamacpps(&self) -> bool {
         let Yarn {
+            beta_fast,
+            beta_slow,
             attention_factor,
             mscale,
             mscale_all_dim,
             truncate,
             ..
         } = self;
-        attention_factor.is_none()
+        beta_fast.is_none_or(|b| b == 32.0)
+            && beta_slow.is_none_or(|b| b == 1.0)
+            && attention_factor.is_none()
             // transformers uses the two only together.
             && (mscale.is_none() || mscale_all_dim.is_none())
             && *truncate
@@ -537,7 +542,7 @@ impl ModelConfig {
                         if f.len() != rotary / 2 {
                             bail!(
                                 Format,
-                                "rope_scaling {key} has {} entries; {rotary} rotary dimensions need {}",
+                                "LongRoPE's {key} has {} entries; {rotary} rotary dimensions need {}",
                                 f.len(),
                                 rotary / 2
                             );
