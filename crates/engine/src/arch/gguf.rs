@@ -683,15 +683,15 @@ fn yarn(m: &Meta) -> Result<RopeScaling> {
         );
     }
     // Written by converters with the defaults too, which are what llama.cpp runs.
-    let beta = |key: &str, default: f64| -> Result<Option<f32>> {
+    let beta = |key: &str, default: f64| -> Result<()> {
         let full = format!("rope.scaling.{key}");
         match m.get(&full) {
-            None => Ok(None),
+            None => Ok(()),
             Some(_) => match m.number_or(&full, 0.0)? {
-                b if b == default => Ok(None),
+                b if b == default => Ok(()),
                 b => bail!(
                     Unsupported,
-                    "{}: {a}.{full} {b} is not read by llama.cpp's {a}, which ramps YaRN from {default}; lerpscope would run it otherwise",
+                    "{}: {a}.{full} {b} is not read by llama.cpp's {a} (it ramps YaRN from 32 to 1 rotations); lerpscope would run the file otherwise",
                     m.path()
                 ),
             },
@@ -701,15 +701,12 @@ fn yarn(m: &Meta) -> Result<RopeScaling> {
         0 => None,
         n => Some(n),
     };
+    beta("yarn_beta_fast", 32.0)?;
+    beta("yarn_beta_slow", 1.0)?;
     Ok(RopeScaling::Yarn(Box::new(Yarn {
         factor: Some(factor as f32),
         original_max_position_embeddings: original,
-        beta_fast: beta("yarn_beta_fast", 32.0)?,
-        beta_slow: beta("yarn_beta_slow", 1.0)?,
-        attention_factor: None,
-        mscale: None,
-        mscale_all_dim: None,
-        truncate: true,
+        ..Yarn::default()
     })))
 }
 

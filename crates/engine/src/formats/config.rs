@@ -82,6 +82,22 @@ pub struct LongRope {
     pub attention_factor: Option<f32>,
 }
 
+/// Transformers' defaults: every option left out, the ramp's ends rounded.
+impl Default for Yarn {
+    fn default() -> Self {
+        Yarn {
+            factor: None,
+            original_max_position_embeddings: None,
+            beta_fast: None,
+            beta_slow: None,
+            attention_factor: None,
+            mscale: None,
+            mscale_all_dim: None,
+            truncate: true,
+        }
+    }
+}
+
 impl Yarn {
     /// The pre-training context, for a model of `max_positions`.
     pub fn original(&self, max_positions: usize) -> usize {
@@ -779,12 +795,7 @@ mod tests {
             Some(RopeScaling::Yarn(Box::new(Yarn {
                 factor: Some(4.0),
                 original_max_position_embeddings: Some(64),
-                beta_fast: None,
-                beta_slow: None,
-                attention_factor: None,
-                mscale: None,
-                mscale_all_dim: None,
-                truncate: true,
+                ..Yarn::default()
             })))
         );
         // LongRoPE needs both lists, one entry per rotated pair of dimensions.

@@ -324,12 +324,7 @@ mod tests {
         Yarn {
             factor: Some(factor),
             original_max_position_embeddings: Some(original),
-            beta_fast: None,
-            beta_slow: None,
-            attention_factor: None,
-            mscale: None,
-            mscale_all_dim: None,
-            truncate: true,
+            ..Yarn::default()
         }
     }
 
