@@ -762,6 +762,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.opts.rotary_dim, Some(12));
+        // Written back as a factor int(head_dim · factor) reads as the same dimensions, where
+        // the plain ratio would not (30 / 44 · 44 is 29.999…).
+        let odd = parse(
+            "Phi3ForCausalLM",
+            r#","head_dim":44,"partial_rotary_factor":0.69"#,
+        )
+        .unwrap();
+        assert_eq!(odd.opts.rotary_dim, Some(30));
+        let json = super::config_json(&ModelConfig::Decoder(odd)).unwrap();
+        let back = ModelConfig::parse(&json.to_string()).unwrap();
+        let ModelConfig::Decoder(back) = back else {
+            panic!("not a decoder")
+        };
+        assert_eq!(back.opts.rotary_dim, Some(30), "{json}");
         // The factor inside the RoPE object counts too, as Phi3Config keeps it there.
         let inside = parse(
             "Phi3ForCausalLM",

@@ -94,7 +94,13 @@ const ORIGINAL_CONTEXT: usize = 4096;
 
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
     if let Some(rotary) = c.opts.rotary_dim {
-        let factor = rotary as f64 / c.head_dim() as f64;
+        // A factor that int(head_dim · factor) reads back as `rotary`: the ratio itself where
+        // it rounds back (0.75 of 128), else one half a dimension above it.
+        let head = c.head_dim() as f64;
+        let factor = match rotary as f64 / head {
+            f if (head * f) as usize == rotary => f,
+            _ => (rotary as f64 + 0.5) / head,
+        };
         map.insert("partial_rotary_factor".into(), factor.into());
     }
     // Phi3Config reads the flat key over the RoPE object's.
