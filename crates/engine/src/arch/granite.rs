@@ -87,18 +87,25 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
         (o.attention_bias == AttentionBias::QkvO).into(),
     );
     map.insert("mlp_bias".into(), false.into());
+    for ((key, _), x) in scalars(c) {
+        map.insert(key.into(), x.into());
+    }
+    Ok(())
+}
+
+/// The four scalars as the block runs them, each with its keys: both formats write all four
+/// (llama.cpp requires them, and reads an absent attention scale as head_dim^-½).
+fn scalars(c: &DecoderConfig) -> [((&'static str, &'static str), f32); 4] {
+    let o = &c.opts;
     let attention = o
         .attention_scale
         .unwrap_or(1.0 / (c.head_dim() as f32).sqrt());
-    for ((key, _), x) in [
+    [
         (EMBEDDING, o.embed_multiplier.unwrap_or(1.0)),
         (ATTENTION, attention),
         (RESIDUAL, o.residual_multiplier.unwrap_or(1.0)),
         (LOGITS, o.logits_divisor.unwrap_or(1.0)),
-    ] {
-        map.insert(key.into(), x.into());
-    }
-    Ok(())
+    ]
 }
 
 fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
@@ -119,19 +126,9 @@ fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
 
 fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     let a = UNIT.gguf_arch;
-    let o = &c.opts;
     k.u32(&format!("{a}.rope.dimension_count"), c.head_dim());
     k.u32(&format!("{a}.vocab_size"), c.vocab_size);
-    // llama.cpp requires all four.
-    let attention = o
-        .attention_scale
-        .unwrap_or(1.0 / (c.head_dim() as f32).sqrt());
-    for ((_, gguf), x) in [
-        (EMBEDDING, o.embed_multiplier.unwrap_or(1.0)),
-        (ATTENTION, attention),
-        (RESIDUAL, o.residual_multiplier.unwrap_or(1.0)),
-        (LOGITS, o.logits_divisor.unwrap_or(1.0)),
-    ] {
+    for ((_, gguf), x) in scalars(c) {
         k.f32(&format!("{a}.{gguf}"), x as f64);
     }
     Ok(())
