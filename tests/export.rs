@@ -975,7 +975,8 @@ fn wait_for_partial(dir: &Path, format: &str) {
 }
 
 /// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2), NoPE layers (SmolLM3), Granite's
-/// scalars and Gemma 1's norms survive export in both formats: each
+/// scalars, Gemma 1's norms, OLMo 2's post-norms and OLMo 3's windows with YaRN on its full
+/// layers survive export in both formats: each
 /// export, read back, computes transformers' logits for the torch blend at the same α
 /// (tests/fixtures/families/variants.json, from make_variant_families.py). The GGUF carries Phi-3's
 /// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
@@ -986,7 +987,15 @@ fn long_context_ropes_export_to_both_formats() {
     )
     .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    for family in ["phi3-longrope", "qwen2-yarn", "smollm3", "granite", "gemma"] {
+    for family in [
+        "phi3-longrope",
+        "qwen2-yarn",
+        "smollm3",
+        "granite",
+        "gemma",
+        "olmo2",
+        "olmo3",
+    ] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
         for format in ["hf", "gguf"] {
             let out = tmp.path().join(format!("{family}.{format}"));
@@ -1025,6 +1034,34 @@ fn smollm3_with_other_nope_layers_is_refused_for_gguf() {
     let back: Value =
         serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(back["no_rope_layers"], serde_json::json!([1, 0, 1, 0]));
+}
+
+/// An OLMo 3 whose sliding layers scale their RoPE too has no GGUF form (llama.cpp runs them
+/// on the plain one): the export says so and writes nothing; to Hugging Face it keeps both
+/// RoPEs.
+#[test]
+fn olmo3_with_scaled_sliding_layers_is_refused_for_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = edited_fixture("olmo3-a", tmp.path(), |c| {
+        let full = c["rope_parameters"]["full_attention"].clone();
+        c["rope_parameters"]["sliding_attention"] = full;
+    });
+    let m = model.to_str().unwrap();
+    let gg = tmp.path().join("out.gguf");
+    let o = try_export(m, m, "0.5", &gg, "gguf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("sliding layers on an unscaled RoPE"),
+        "{err}"
+    );
+    assert!(!gg.exists());
+    let hf = tmp.path().join("out");
+    export(m, m, "0.5", &hf, "hf");
+    let back: Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    let rope = &back["rope_parameters"];
+    assert_eq!(rope["sliding_attention"]["rope_type"], "yarn");
+    assert_eq!(rope["full_attention"]["rope_type"], "yarn");
 }
 
 /// A copy of fixture folder `name` with its config.json edited by `edit`, in `dir`.

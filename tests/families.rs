@@ -227,10 +227,35 @@ fn gemma_matches_transformers() {
     );
 }
 
+/// OLMo 2: no pre-norms, the outputs of attention and the feed-forward normed before their
+/// residual adds, q and k normed over the whole projection.
+#[test]
+fn olmo2_matches_transformers_with_post_norms() {
+    check_form(
+        "olmo2",
+        "Olmo2ForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
+/// OLMo 3: OLMo 2's block, a window of 4 on three layers of four, YaRN on the full layer
+/// only. Endpoint a's config has the RoPEs keyed by layer type, b's as flat keys.
+#[test]
+fn olmo3_matches_transformers_with_windows_and_yarn_on_full_layers() {
+    check_form(
+        "olmo3",
+        "Olmo3ForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
-/// interleaved, Granite's scalars as its keys; Gemma 1's norms plus one.
+/// interleaved, Granite's scalars as its keys; Gemma 1's norms plus one; OLMo 2 and 3 as
+/// `olmo2`, OLMo 3's window and pattern and its YaRN keys as the converter writes them.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -239,6 +264,8 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("smollm3", "SmolLM3ForCausalLM", Form::Gguf, &exp);
     check_form("granite", "GraniteForCausalLM", Form::Gguf, &exp);
     check_form("gemma", "GemmaForCausalLM", Form::Gguf, &exp);
+    check_form("olmo2", "Olmo2ForCausalLM", Form::Gguf, &exp);
+    check_form("olmo3", "Olmo3ForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -268,7 +295,7 @@ fn every_family_pair_is_checked() {
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
     let variants = read_json("families/variants.json");
     let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
-    assert_eq!(variants.len(), 5, "{variants:?}: add a test for each pair");
+    assert_eq!(variants.len(), 7, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of

@@ -236,7 +236,8 @@ fn patched(file: &[u8], key: &str, edit: impl Fn(&mut [u8], usize)) -> Vec<u8> {
 /// The families' GGUFs refused in one line naming the file and what is wrong: a key the
 /// architecture needs, a RoPE scaling nothing implements, a fused tensor of the wrong shape,
 /// LongRoPE's factors missing or not fitting the rotated dimensions, partial rotary outside
-/// Phi-3, YaRN without a factor, an architecture nothing reads (with the ones that are read).
+/// Phi-3, YaRN without a factor or with an attention factor other than llama.cpp's, an
+/// architecture nothing reads (with the ones that are read).
 #[test]
 fn bad_family_ggufs_get_one_line_naming_the_key_or_tensor() {
     let has = |e: &str, parts: &[&str]| {
@@ -334,6 +335,22 @@ fn bad_family_ggufs_get_one_line_naming_the_key_or_tensor() {
         &[
             "zero.gguf",
             "YaRN needs a positive qwen2.rope.scaling.factor, got 0",
+        ],
+    );
+    // OLMo 3's YaRN attention factor as llama.cpp's converter copies it (the default,
+    // 1 + 0.1·ln 4) reads (tests/families.rs); any other is refused: llama.cpp would multiply
+    // it into that default, transformers would take it alone.
+    let olmo3 = std::fs::read(gguf("olmo3-a")).unwrap();
+    let attn = patched(&olmo3, "olmo2.rope.scaling.attn_factor", |b, at| {
+        let v = at + "olmo2.rope.scaling.attn_factor".len() + 4;
+        b[v..v + 4].copy_from_slice(&1.5f32.to_le_bytes());
+    });
+    has(
+        &load_err(&write("attn.gguf", attn)),
+        &[
+            "attn.gguf",
+            "olmo2.rope.scaling.attn_factor 1.5 is not supported with YaRN",
+            "only that default is read",
         ],
     );
     has(

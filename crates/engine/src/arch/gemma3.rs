@@ -14,7 +14,7 @@
 use super::gguf::{gemma_check, gemma_from_gguf, pattern, Keys, Meta};
 use super::{count, gemma_common, gemma_layers, positive, read_base, rope_of, Unit};
 use crate::error::{bail, Result};
-use crate::formats::config::{DecoderConfig, Family, LayerType, Rope};
+use crate::formats::config::{DecoderConfig, Family, LayerType, QkNorm, Rope};
 use serde_json::{json, Map, Value};
 
 pub(super) const UNIT: Unit = Unit {
@@ -44,7 +44,7 @@ fn read(v: &Value) -> Result<DecoderConfig> {
     let mut c = read_base(&flat, 1e-6, 1e6, 131_072)?;
     c.family = Family::Gemma3;
     gemma_common(v, &mut c)?;
-    c.opts.qk_norm = true;
+    c.opts.qk_norm = QkNorm::PerHead;
     c.opts.final_softcap = positive(v, "final_logit_softcapping")?;
     let (global, local) = match nested {
         Some(r) => {
@@ -120,7 +120,7 @@ fn six(n: usize) -> Vec<LayerType> {
 
 fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
     gemma_from_gguf(c, LAYERS_27B);
-    c.opts.qk_norm = true;
+    c.opts.qk_norm = QkNorm::PerHead;
     c.opts.final_softcap =
         Some(m.number_or("final_logit_softcapping", 0.0)? as f32).filter(|&x| x > 0.0);
     super::gguf::read_windows(m, c, None, six)?;

@@ -11,7 +11,8 @@
 use super::tensors::parameters;
 use crate::error::{bail, err, Context, Result};
 use crate::formats::config::{
-    AttentionBias, DecoderConfig, Gpt2Config, LayerType, ModelConfig, RopeScaling, TokenIds, Yarn,
+    AttentionBias, DecoderConfig, Gpt2Config, LayerType, ModelConfig, NormPlacement, RopeScaling,
+    TokenIds, Yarn,
 };
 use crate::formats::gguf::{Header, Value};
 use crate::formats::layout::Layout;
@@ -31,14 +32,16 @@ enum Kind {
     Conv,
 }
 
-/// Which configs a row applies to (where one name means two things).
+/// Which configs a row applies to (where one name means two things: transformers'
+/// `post_attention_layernorm` is the norm before the feed-forward in Llama's block, and the one
+/// after attention in Gemma's and OLMo 2's).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum When {
     Always,
-    /// Gemma's four norms per layer.
-    Sandwich,
-    /// Every other decoder's two.
-    NoSandwich,
+    /// Norms before attention and before the feed-forward only.
+    PreNorms,
+    /// A norm after attention (Gemma's sandwich, OLMo 2's post-norms).
+    NormAfterAttention,
 }
 
 /// The decoder block's rows: (GGUF name, Hugging Face name, kind, when). Per-layer names are
@@ -136,25 +139,25 @@ const DECODER_LAYER: &[(&str, &str, Kind, When)] = &[
         "ffn_norm.weight",
         "post_attention_layernorm.weight",
         Kind::Norm,
-        When::NoSandwich,
+        When::PreNorms,
     ),
     (
         "post_attention_norm.weight",
         "post_attention_layernorm.weight",
         Kind::Norm,
-        When::Sandwich,
+        When::NormAfterAttention,
     ),
     (
         "ffn_norm.weight",
         "pre_feedforward_layernorm.weight",
         Kind::Norm,
-        When::Sandwich,
+        When::Always,
     ),
     (
         "post_ffw_norm.weight",
         "post_feedforward_layernorm.weight",
         Kind::Norm,
-        When::Sandwich,
+        When::Always,
     ),
     (
         "ffn_gate.weight",
@@ -280,11 +283,14 @@ pub fn tensor_names(c: &ModelConfig) -> Vec<Named> {
         ModelConfig::Decoder(_) => (DECODER_GLOBAL, DECODER_LAYER, "model.layers."),
         ModelConfig::Gpt2(_) => (GPT2_GLOBAL, GPT2_LAYER, "transformer.h."),
     };
-    let sandwich = matches!(c, ModelConfig::Decoder(d) if d.opts.sandwich_norms);
+    let pre_norms = match c {
+        ModelConfig::Decoder(d) => d.opts.norms == NormPlacement::Pre,
+        ModelConfig::Gpt2(_) => true,
+    };
     let applies = |w: When| match w {
         When::Always => true,
-        When::Sandwich => sandwich,
-        When::NoSandwich => !sandwich,
+        When::PreNorms => pre_norms,
+        When::NormAfterAttention => !pre_norms,
     };
     parameters(c)
         .into_iter()
@@ -658,10 +664,32 @@ fn decoder_base(m: &Meta) -> Result<DecoderConfig> {
 /// 1 + 0.1·ln factor. The keys llama.cpp's families here do not read (the ramp's ends, other
 /// than their defaults) or read differently from transformers (the attention factor's) are
 /// refused by name: the file would run as one thing there and another here.
+///
+/// One exception: an attention factor equal to that default, as llama.cpp's converter copies
+/// OLMo 3's `attention_factor` into `rope.scaling.attn_factor`. It says what the model was
+/// trained with, and runs so here; llama.cpp multiplies it into its own default, squaring it.
 fn yarn(m: &Meta) -> Result<RopeScaling> {
     let a = m.arch;
+    let factor = m.number_or("rope.scaling.factor", 0.0)?;
+    if !(factor.is_finite() && factor > 0.0) {
+        bail!(
+            Format,
+            "{}: YaRN needs a positive {a}.rope.scaling.factor, got {factor}",
+            m.path()
+        );
+    }
+    if m.get("rope.scaling.attn_factor").is_some() {
+        let given = m.number_or("rope.scaling.attn_factor", 0.0)?;
+        let default = Yarn::default_attention_factor(factor);
+        if (given - default).abs() > 1e-6 * default {
+            bail!(
+                Unsupported,
+                "{}: {a}.rope.scaling.attn_factor {given} is not supported with YaRN: llama.cpp multiplies it into its own attention factor ({default}, 1 + 0.1·ln factor), transformers takes it alone; only that default is read",
+                m.path()
+            );
+        }
+    }
     for key in [
-        "rope.scaling.attn_factor",
         "rope.scaling.yarn_ext_factor",
         "rope.scaling.yarn_attn_factor",
         "rope.scaling.yarn_log_multiplier",
@@ -673,14 +701,6 @@ fn yarn(m: &Meta) -> Result<RopeScaling> {
                 m.path()
             );
         }
-    }
-    let factor = m.number_or("rope.scaling.factor", 0.0)?;
-    if !(factor.is_finite() && factor > 0.0) {
-        bail!(
-            Format,
-            "{}: YaRN needs a positive {a}.rope.scaling.factor, got {factor}",
-            m.path()
-        );
     }
     // Written by converters with the defaults too, which are what llama.cpp runs.
     let beta = |key: &str, default: f64| -> Result<()> {
@@ -768,7 +788,7 @@ pub fn metadata(c: &ModelConfig) -> Result<Keys> {
                 Some(RopeScaling::Llama3 { .. }) if a == "llama" => {}
                 // Phi-3's are two tensors and its own keys (see `rope_tensors`).
                 Some(RopeScaling::LongRope(_)) if a == "phi3" => {}
-                Some(RopeScaling::Yarn(y)) if y.is_llamacpps() => {
+                Some(RopeScaling::Yarn(y)) if y.is_llamacpps(c.max_position_embeddings) => {
                     let max = c.max_position_embeddings;
                     k.string(&format!("{a}.rope.scaling.type"), "yarn");
                     k.f32(&format!("{a}.rope.scaling.factor"), y.factor(max));
@@ -915,7 +935,7 @@ pub fn gemma_query_scalar(c: &DecoderConfig, layers_27b: usize) -> f32 {
 /// The options every Gemma GGUF shares, as llama.cpp runs them.
 pub fn gemma_from_gguf(c: &mut DecoderConfig, layers_27b: usize) {
     c.opts.norm_plus_one = true;
-    c.opts.sandwich_norms = true;
+    c.opts.norms = NormPlacement::Sandwich;
     c.opts.embed_scale = true;
     c.opts.activation = crate::formats::config::Activation::GeluTanh;
     c.opts.query_scalar = Some(gemma_query_scalar(c, layers_27b));

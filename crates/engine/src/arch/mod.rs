@@ -12,6 +12,8 @@ pub mod gguf;
 mod granite;
 mod llama;
 mod mistral;
+mod olmo2;
+mod olmo3;
 mod phi3;
 mod qwen2;
 mod qwen3;
@@ -20,7 +22,7 @@ pub mod tensors;
 
 use crate::error::{bail, err, Context, Result};
 use crate::formats::config::{
-    Activation, DecoderConfig, Family, LayerType, ModelConfig, Rope, RopeScaling,
+    Activation, DecoderConfig, Family, LayerType, ModelConfig, NormPlacement, Rope, RopeScaling,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -47,7 +49,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 10] = [
+pub(crate) const UNITS: [Unit; 12] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -58,6 +60,9 @@ pub(crate) const UNITS: [Unit; 10] = [
     smollm3::UNIT,
     granite::UNIT,
     gemma::UNIT,
+    // OLMo 2's first: llama.cpp's `olmo2` files are read by its unit.
+    olmo2::UNIT,
+    olmo3::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -591,7 +596,7 @@ fn gemma_layers(v: &Value, c: &mut DecoderConfig, pattern: usize) -> Result<()> 
 fn gemma_common(v: &Value, c: &mut DecoderConfig) -> Result<()> {
     refuse_true(v, "use_bidirectional_attention", "Gemma")?;
     c.opts.norm_plus_one = true;
-    c.opts.sandwich_norms = true;
+    c.opts.norms = NormPlacement::Sandwich;
     c.opts.embed_scale = true;
     // Gemma's key; the `hidden_act` its configs also carry is not read by transformers.
     c.opts.activation = activation(v, "hidden_activation", Activation::GeluTanh)?;
@@ -627,7 +632,8 @@ fn positive(v: &Value, key: &str) -> Result<Option<f32>> {
 mod tests {
     use crate::error::Result;
     use crate::formats::config::{
-        Activation, AttentionBias, DecoderConfig, Family, LayerType, ModelConfig, Rope, RopeScaling,
+        Activation, AttentionBias, DecoderConfig, Family, LayerType, ModelConfig, NormPlacement,
+        QkNorm, Rope, RopeScaling,
     };
 
     fn parse(class: &str, extra: &str) -> Result<DecoderConfig> {
@@ -681,7 +687,8 @@ mod tests {
         );
         assert_eq!(v5.layer_type(0), LayerType::Sliding);
         assert_eq!(v5.layer_type(1), LayerType::Full);
-        assert!(v5.opts.qk_norm && v5.opts.norm_plus_one && v5.opts.sandwich_norms);
+        assert_eq!(v5.opts.qk_norm, QkNorm::PerHead);
+        assert!(v5.opts.norm_plus_one && v5.opts.norms == NormPlacement::Sandwich);
         assert_eq!(
             v5.opts.attn_softcap, None,
             "Gemma 3 never soft-caps attention"
@@ -736,7 +743,7 @@ mod tests {
         // Qwen3: head_dim 128 unless given, q/k norms, biases everywhere with attention_bias.
         let q3 = parse("Qwen3ForCausalLM", r#","attention_bias":true"#).unwrap();
         assert_eq!(q3.head_dim(), 128);
-        assert!(q3.opts.qk_norm);
+        assert_eq!(q3.opts.qk_norm, QkNorm::PerHead);
         assert_eq!(q3.opts.attention_bias, AttentionBias::QkvO);
         // Gemma 2: both caps by default, null turns one off; even layers slide.
         let g2 = parse("Gemma2ForCausalLM", r#","final_logit_softcapping":null"#).unwrap();
@@ -853,7 +860,7 @@ mod tests {
         let g = parse("GemmaForCausalLM", r#","hidden_act":"gelu""#).unwrap();
         assert_eq!(g.opts.activation, Activation::GeluTanh);
         assert_eq!((g.head_dim(), g.tie_word_embeddings), (256, true));
-        assert!(g.opts.norm_plus_one && g.opts.embed_scale && !g.opts.sandwich_norms);
+        assert!(g.opts.norm_plus_one && g.opts.embed_scale && g.opts.norms == NormPlacement::Pre);
         // Granite: its scalars 1 unless given, the attention's too (not head_dim^-½).
         let g = parse("GraniteForCausalLM", "").unwrap();
         assert_eq!(g.opts.attention_scale, Some(1.0));
@@ -888,6 +895,87 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.architecture(), "Qwen3ForCausalLM");
+    }
+
+    /// OLMo 2's post-norm block and OLMo 3's windows and RoPEs, from each of its config forms.
+    #[test]
+    fn olmo_configs_read_as_transformers_reads_them() {
+        let o = parse("Olmo2ForCausalLM", "").unwrap();
+        assert_eq!(
+            (o.opts.norms, o.opts.qk_norm),
+            (NormPlacement::Post, QkNorm::Whole)
+        );
+        assert_eq!((o.rms_norm_eps, o.rope_theta), (1e-5, 10_000.0));
+        assert_eq!(
+            (o.max_position_embeddings, o.tie_word_embeddings),
+            (2048, false)
+        );
+        assert!(o.layer_types.is_empty() && o.local_rope.is_none());
+        let o = parse("Olmo2ForCausalLM", r#","attention_bias":true"#).unwrap();
+        assert_eq!(o.opts.attention_bias, AttentionBias::QkvO);
+        // OLMo 3's defaults: every fourth layer full, a window of 4096, θ 5·10⁵.
+        let o = parse("Olmo3ForCausalLM", "").unwrap();
+        assert_eq!(
+            (o.opts.norms, o.opts.qk_norm),
+            (NormPlacement::Post, QkNorm::Whole)
+        );
+        assert_eq!((o.sliding_window, o.rope_theta), (Some(4096), 5e5));
+        let types: Vec<LayerType> = (0..4).map(|i| o.layer_type(i)).collect();
+        use LayerType::{Full, Sliding};
+        assert_eq!(types, [Sliding, Sliding, Sliding, Full]);
+        assert!(o.local_rope.is_none(), "one RoPE where none is scaled");
+        // As OLMo 3 ships its long-context configs: flat keys, YaRN for the full layers, the
+        // sliding layers on the plain RoPE of the same base.
+        let yarn = r#"{"rope_type":"yarn","factor":8.0,"original_max_position_embeddings":8192,
+            "attention_factor":1.2079441541679836,"beta_fast":32,"beta_slow":1}"#;
+        let flat = parse(
+            "Olmo3ForCausalLM",
+            &format!(
+                r#","rope_theta":500000,"rope_scaling":{yarn},"max_position_embeddings":65536"#
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            flat.rope_scaling.as_ref().map(RopeScaling::name),
+            Some("yarn")
+        );
+        assert_eq!(
+            flat.local_rope,
+            Some(Rope {
+                theta: 5e5,
+                scaling: None
+            })
+        );
+        // The same as transformers 5 writes it, keyed by layer type.
+        let nested = parse(
+            "Olmo3ForCausalLM",
+            &format!(
+                r#","max_position_embeddings":65536,"rope_parameters":{{
+                "full_attention":{},
+                "sliding_attention":{{"rope_type":"default","rope_theta":500000}}}}"#,
+                yarn.replace('}', r#","rope_theta":500000}"#)
+            ),
+        )
+        .unwrap();
+        assert_eq!(nested, flat);
+        // No window: every layer full.
+        let o = parse("Olmo3ForCausalLM", r#","sliding_window":null"#).unwrap();
+        assert_eq!((o.sliding_window, o.layer_type(0)), (None, Full));
+        refused(
+            "Olmo2ForCausalLM",
+            r#","layer_types":["sliding_attention","full_attention","full_attention","full_attention"]"#,
+            &["sliding_attention", "Olmo3ForCausalLM"],
+        );
+        refused(
+            "Olmo3ForCausalLM",
+            r#","rope_parameters":{"full_attention":{"rope_type":"default"}}"#,
+            &["rope_parameters", "sliding_attention"],
+        );
+        refused(
+            "Olmo2ForCausalLM",
+            r#","hidden_act":"relu""#,
+            &["hidden_act"],
+        );
     }
 
     /// A config with RoPE in two places is read as transformers reads it: a non-empty

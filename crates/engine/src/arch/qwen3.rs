@@ -6,7 +6,7 @@ use super::gguf::Meta;
 use super::{activation, qwen_windows, read_base, Unit};
 use crate::error::{bail, Result};
 use crate::formats::config::{
-    Activation, AttentionBias, DecoderConfig, Family, DEFAULT_ROPE_THETA,
+    Activation, AttentionBias, DecoderConfig, Family, QkNorm, DEFAULT_ROPE_THETA,
 };
 use serde_json::{Map, Value};
 
@@ -36,7 +36,7 @@ fn to_gguf(c: &DecoderConfig, k: &mut super::gguf::Keys) -> Result<()> {
 fn read(v: &Value) -> Result<DecoderConfig> {
     let mut c = read_base(v, 1e-6, DEFAULT_ROPE_THETA, 32_768)?;
     c.family = Family::Qwen3;
-    c.opts.qk_norm = true;
+    c.opts.qk_norm = QkNorm::PerHead;
     c.head_dim = Some(c.head_dim.unwrap_or(128));
     if super::flag(v, "attention_bias") {
         c.opts.attention_bias = AttentionBias::QkvO;
@@ -64,6 +64,6 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
 }
 
 fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
-    c.opts.qk_norm = true;
+    c.opts.qk_norm = QkNorm::PerHead;
     super::gguf::read_windows(m, c, None, super::gguf::all_sliding)
 }

@@ -2,7 +2,9 @@
 //! config holds, what the tiny models of `shapes` are written from, and the list the GGUF name
 //! map ([`super::gguf`]) is built on.
 
-use crate::formats::config::{AttentionBias, DecoderConfig, Gpt2Config, ModelConfig};
+use crate::formats::config::{
+    AttentionBias, DecoderConfig, Gpt2Config, ModelConfig, NormPlacement, QkNorm,
+};
 
 /// A parameter's name and shape (candle order).
 pub type Parameter = (String, Vec<usize>);
@@ -27,7 +29,9 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
     for i in 0..c.num_hidden_layers {
         let l = format!("model.layers.{i}");
         let mut add = |name: &str, shape: Vec<usize>| p.push((format!("{l}.{name}"), shape));
-        add("input_layernorm.weight", vec![h]);
+        if o.norms != NormPlacement::Post {
+            add("input_layernorm.weight", vec![h]);
+        }
         if o.fused_projections {
             add("self_attn.qkv_proj.weight", vec![q + 2 * kv, h]);
         } else {
@@ -40,17 +44,27 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
             add("self_attn.k_proj.bias", vec![kv]);
             add("self_attn.v_proj.bias", vec![kv]);
         }
-        if o.qk_norm {
-            add("self_attn.q_norm.weight", vec![hd]);
-            add("self_attn.k_norm.weight", vec![hd]);
+        match o.qk_norm {
+            QkNorm::None => {}
+            QkNorm::PerHead => {
+                add("self_attn.q_norm.weight", vec![hd]);
+                add("self_attn.k_norm.weight", vec![hd]);
+            }
+            QkNorm::Whole => {
+                add("self_attn.q_norm.weight", vec![q]);
+                add("self_attn.k_norm.weight", vec![kv]);
+            }
         }
         add("self_attn.o_proj.weight", vec![h, q]);
         if o.attention_bias == AttentionBias::QkvO {
             add("self_attn.o_proj.bias", vec![h]);
         }
+        // Llama's norm before the feed-forward; Gemma's and OLMo 2's after attention.
         add("post_attention_layernorm.weight", vec![h]);
-        if o.sandwich_norms {
+        if o.norms == NormPlacement::Sandwich {
             add("pre_feedforward_layernorm.weight", vec![h]);
+        }
+        if o.norms != NormPlacement::Pre {
             add("post_feedforward_layernorm.weight", vec![h]);
         }
         if o.fused_projections {

@@ -113,10 +113,20 @@ impl Yarn {
         )
     }
 
-    /// Whether llama.cpp's YaRN computes it: its keys give the factor and the pre-training
-    /// context, and it takes transformers' defaults for the rest (it reads no β keys for the
-    /// families here).
-    pub fn is_llamacpps(&self) -> bool {
+    /// The attention factor transformers derives where none is given: 1 + 0.1·ln factor.
+    pub fn default_attention_factor(factor: f64) -> f64 {
+        if factor > 1.0 {
+            0.1 * factor.ln() + 1.0
+        } else {
+            1.0
+        }
+    }
+
+    /// Whether llama.cpp's YaRN computes it, in a model of `max_positions`: its keys give the
+    /// factor and the pre-training context, and it takes transformers' defaults for the rest
+    /// (it reads no β keys for the families here). An attention factor given as that default
+    /// (as OLMo 3's configs give it) is the default.
+    pub fn is_llamacpps(&self, max_positions: usize) -> bool {
         let Yarn {
             beta_fast,
             beta_slow,
@@ -126,9 +136,10 @@ impl Yarn {
             truncate,
             ..
         } = self;
+        let default = Self::default_attention_factor(self.factor(max_positions));
         beta_fast.is_none_or(|b| b == 32.0)
             && beta_slow.is_none_or(|b| b == 1.0)
-            && attention_factor.is_none()
+            && attention_factor.is_none_or(|a| (a as f64 - default).abs() <= 1e-6 * default)
             // transformers uses the two only together.
             && (mscale.is_none() || mscale_all_dim.is_none())
             && *truncate
@@ -297,6 +308,8 @@ pub enum Family {
     SmolLm3,
     Granite,
     Gemma,
+    Olmo2,
+    Olmo3,
 }
 
 /// Which bias vectors the attention's projections have.
@@ -308,6 +321,30 @@ pub enum AttentionBias {
     Qkv,
     /// q, k, v and o (Llama's `attention_bias`).
     QkvO,
+}
+
+/// RMSNorm of the projected q and k, before RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QkNorm {
+    #[default]
+    None,
+    /// Each head's over the head dimension, one gain vector shared by the heads (Qwen3,
+    /// Gemma 3).
+    PerHead,
+    /// The whole projection's over all its heads at once, a gain per dimension of it (OLMo 2).
+    Whole,
+}
+
+/// Where a layer's norms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NormPlacement {
+    /// Before attention and before the feed-forward (Llama).
+    #[default]
+    Pre,
+    /// Before and after each, the outputs normed before their residual add (Gemma 2 and 3).
+    Sandwich,
+    /// After each only: the inputs go in unnormed (OLMo 2).
+    Post,
 }
 
 /// The feed-forward's gate activation.
@@ -324,12 +361,12 @@ pub enum Activation {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct BlockOptions {
     pub attention_bias: AttentionBias,
-    /// RMSNorm of each head's q and k (over the head dimension) before RoPE (Qwen3, Gemma 3).
-    pub qk_norm: bool,
+    /// RMSNorm of q and k before RoPE, where the family has it.
+    pub qk_norm: QkNorm,
     /// RMSNorm gains stored as w and applied as (1 + w) (Gemma).
     pub norm_plus_one: bool,
-    /// Norms after attention and after the feed-forward too, before each residual add (Gemma).
-    pub sandwich_norms: bool,
+    /// Where each layer's norms sit around attention and the feed-forward.
+    pub norms: NormPlacement,
     /// Embeddings scaled by √hidden_size (Gemma).
     pub embed_scale: bool,
     pub activation: Activation,

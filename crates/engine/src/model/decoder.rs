@@ -1,6 +1,6 @@
 //! The decoder block every family in `arch/` runs: Llama's (pre-norm attention with RoPE and
 //! grouped key/value heads, a gated feed-forward), with the options the families differ in
-//! ([`BlockOptions`]): biases, per-head q/k norms, (1 + w) gains and sandwich norms, scaled
+//! ([`BlockOptions`]): biases, q/k norms, (1 + w) gains, sandwich or post-only norms, scaled
 //! embeddings, GeGLU, soft-capping, a query scalar, sliding windows with their own RoPE, fused
 //! projections. Tied or untied heads.
 
@@ -9,7 +9,7 @@ use super::param::{Loader, Mix, Param};
 use super::rope::Rotary;
 use super::{check_context, Cache, Kernels};
 use crate::formats::config::{
-    Activation, AttentionBias, BlockOptions, DecoderConfig, LayerType, Rope,
+    Activation, AttentionBias, BlockOptions, DecoderConfig, LayerType, NormPlacement, QkNorm, Rope,
 };
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -26,21 +26,22 @@ enum GateUp {
 }
 
 struct Block {
-    attn_norm: Param,
+    /// Before attention (none in OLMo 2's post-norm block).
+    attn_norm: Option<Param>,
     qkv: Qkv,
     /// Biases of q, k and v, where the family has them.
     qkv_bias: Option<[Param; 3]>,
-    /// Per-head RMSNorm gains of q and k.
+    /// RMSNorm gains of q and k ([`QkNorm`]).
     qk_norm: Option<[Param; 2]>,
     o: Param,
     o_bias: Option<Param>,
-    /// After attention, before the residual add (Gemma).
+    /// After attention, before the residual add (Gemma, OLMo 2).
     post_attn_norm: Option<Param>,
-    /// Before the feed-forward.
-    mlp_norm: Param,
+    /// Before the feed-forward (none in OLMo 2's block).
+    mlp_norm: Option<Param>,
     gate_up: GateUp,
     down: Param,
-    /// After the feed-forward, before the residual add (Gemma).
+    /// After the feed-forward, before the residual add (Gemma, OLMo 2).
     post_mlp_norm: Option<Param>,
     /// This layer's sliding window, if it has one.
     window: Option<usize>,
@@ -119,25 +120,42 @@ impl Decoder {
                     up: mlp.get((f, h), "up_proj.weight")?,
                 }
             };
-            // Gemma's names: its post_attention_layernorm follows attention, and the norm
-            // before the feed-forward is its own.
-            let (post_attn_norm, mlp_norm, post_mlp_norm) = if o.sandwich_norms {
-                (
+            // Llama's post_attention_layernorm is the norm before the feed-forward; Gemma's
+            // and OLMo 2's follows attention.
+            let (attn_norm, post_attn_norm, mlp_norm, post_mlp_norm) = match o.norms {
+                NormPlacement::Pre => (
+                    Some(l.get(h, "input_layernorm.weight")?),
+                    None,
                     Some(l.get(h, "post_attention_layernorm.weight")?),
-                    l.get(h, "pre_feedforward_layernorm.weight")?,
+                    None,
+                ),
+                NormPlacement::Sandwich => (
+                    Some(l.get(h, "input_layernorm.weight")?),
+                    Some(l.get(h, "post_attention_layernorm.weight")?),
+                    Some(l.get(h, "pre_feedforward_layernorm.weight")?),
                     Some(l.get(h, "post_feedforward_layernorm.weight")?),
-                )
-            } else {
-                (None, l.get(h, "post_attention_layernorm.weight")?, None)
+                ),
+                NormPlacement::Post => (
+                    None,
+                    Some(l.get(h, "post_attention_layernorm.weight")?),
+                    None,
+                    Some(l.get(h, "post_feedforward_layernorm.weight")?),
+                ),
             };
             let sliding = c.layer_type(i) == LayerType::Sliding;
             blocks.push(Block {
-                attn_norm: l.get(h, "input_layernorm.weight")?,
+                attn_norm,
                 qkv,
                 qkv_bias,
                 qk_norm: match o.qk_norm {
-                    true => Some([a.get(hd, "q_norm.weight")?, a.get(hd, "k_norm.weight")?]),
-                    false => None,
+                    QkNorm::None => None,
+                    QkNorm::PerHead => {
+                        Some([a.get(hd, "q_norm.weight")?, a.get(hd, "k_norm.weight")?])
+                    }
+                    QkNorm::Whole => Some([
+                        a.get(nh * hd, "q_norm.weight")?,
+                        a.get(nkv * hd, "k_norm.weight")?,
+                    ]),
                 },
                 o: a.get((h, nh * hd), "o_proj.weight")?,
                 o_bias: match o.attention_bias {
@@ -217,12 +235,12 @@ impl Decoder {
             .map(|b| match (&b.qkv, &b.gate_up, b.window, b.rope) {
                 (Qkv::Separate { q, k, v }, GateUp::Separate { gate, up }, None, Some(0)) => {
                     Some(BlockParts {
-                        attn_norm: &b.attn_norm,
+                        attn_norm: b.attn_norm.as_ref()?,
                         q,
                         k,
                         v,
                         o: &b.o,
-                        mlp_norm: &b.mlp_norm,
+                        mlp_norm: b.mlp_norm.as_ref()?,
                         gate,
                         up,
                         down: &b.down,
@@ -322,7 +340,7 @@ impl Decoder {
         let heads = |y: Tensor, n: usize| y.reshape((b, t, n, self.head_dim));
         for (i, block) in self.blocks.iter().enumerate() {
             let r = x.clone();
-            let h = self.norm(&x, &block.attn_norm, mix)?;
+            let h = self.maybe_norm(&x, block.attn_norm.as_ref(), mix)?;
             let [qb, kb, vb] = match &block.qkv_bias {
                 Some([q, k, v]) => [Some(q), Some(k), Some(v)],
                 None => [None; 3],
@@ -345,8 +363,16 @@ impl Decoder {
                     )
                 }
             };
+            // A norm over the whole projection comes before the split into heads, a norm
+            // per head after it.
+            let (q, k) = match (&block.qk_norm, o.qk_norm) {
+                (Some([qn, kn]), QkNorm::Whole) => {
+                    (self.norm(&q, qn, mix)?, self.norm(&k, kn, mix)?)
+                }
+                _ => (q, k),
+            };
             let (mut q, mut k) = (heads(q, self.heads)?, heads(k, self.kv_heads)?);
-            if let Some([qn, kn]) = &block.qk_norm {
+            if let (Some([qn, kn]), QkNorm::PerHead) = (&block.qk_norm, o.qk_norm) {
                 q = self.norm(&q, qn, mix)?;
                 k = self.norm(&k, kn, mix)?;
             }
@@ -385,7 +411,7 @@ impl Decoder {
             }
             x = (self.residual(a)? + r)?;
             let r = x.clone();
-            let h = self.norm(&x, &block.mlp_norm, mix)?;
+            let h = self.maybe_norm(&x, block.mlp_norm.as_ref(), mix)?;
             let (g, u) = match &block.gate_up {
                 GateUp::Separate { gate, up } => match grouped(&[gate, up], &h, mix, k_)? {
                     Some([g, u]) => (g, u),
@@ -415,6 +441,14 @@ impl Decoder {
         match self.opts.residual_multiplier {
             Some(m) => y * m as f64,
             None => Ok(y),
+        }
+    }
+
+    /// `x` normed by `g` where the block has that norm, else as it is.
+    fn maybe_norm(&self, x: &Tensor, g: Option<&Param>, mix: Option<&Mix>) -> Result<Tensor> {
+        match g {
+            Some(g) => self.norm(x, g, mix),
+            None => Ok(x.clone()),
         }
     }
 
