@@ -995,9 +995,16 @@ fn long_context_ropes_export_to_both_formats() {
         "gemma",
         "olmo2",
         "olmo3",
+        "exaone4",
+        "exaone4-dense",
     ] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
-        for format in ["hf", "gguf"] {
+        // llama.cpp slides only a 64-layer EXAONE 4.0 (exaone4_windows_other_than_llamacpps_…).
+        let formats: &[&str] = match family {
+            "exaone4" => &["hf"],
+            _ => &["hf", "gguf"],
+        };
+        for &format in formats {
             let out = tmp.path().join(format!("{family}.{format}"));
             export(&side("a"), &side("b"), "0.3", &out, format);
             let path = out.display().to_string();
@@ -1062,6 +1069,93 @@ fn olmo3_with_scaled_sliding_layers_is_refused_for_gguf() {
     let rope = &back["rope_parameters"];
     assert_eq!(rope["sliding_attention"]["rope_type"], "yarn");
     assert_eq!(rope["full_attention"]["rope_type"], "yarn");
+}
+
+/// llama.cpp's `exaone4` slides only a model of 64 layers: the 4-layer EXAONE 4.0 with
+/// windows (and no RoPE on its full layer) has no GGUF form, said in one line with nothing
+/// written; the same model without its window does.
+#[test]
+fn exaone4_windows_other_than_llamacpps_are_refused_for_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = root().join("tests/fixtures/families/exaone4-a");
+    let m = m.to_str().unwrap();
+    let gg = tmp.path().join("out.gguf");
+    let o = try_export(m, m, "0.5", &gg, "gguf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("slides only a model of 64 layers"),
+        "{err}"
+    );
+    assert!(!gg.exists());
+    let windowless = edited_fixture("exaone4-a", tmp.path(), |c| {
+        c["sliding_window"] = Value::Null;
+        c["layer_types"] = serde_json::json!([
+            "full_attention",
+            "full_attention",
+            "full_attention",
+            "full_attention"
+        ]);
+    });
+    let w = windowless.to_str().unwrap();
+    export(w, w, "0.5", &gg, "gguf");
+    let engine = Engine::load(gg.to_str().unwrap(), gg.to_str().unwrap(), &cpu()).unwrap();
+    assert_eq!(engine.info.architecture, "Exaone4ForCausalLM");
+}
+
+/// EXAONE 4.0 32B's layout, 64 layers (the fixture's four repeated), every fourth full and
+/// without RoPE: the one window llama.cpp's `exaone4` runs. Exported to GGUF, it reads back
+/// with the same windows and RoPE-less layers, and computes what the folder computes.
+#[test]
+fn exaone4_with_64_layers_keeps_its_windows_through_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = root().join("tests/fixtures/families/exaone4-a");
+    let model = tmp.path().join("exaone4-64");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(src.join("tokenizer.json"), model.join("tokenizer.json")).unwrap();
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let obj = config.as_object_mut().unwrap();
+    obj.insert("num_hidden_layers".into(), 64.into());
+    obj.remove("layer_types");
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
+    for (name, view) in st.tensors() {
+        match name.strip_prefix("model.layers.") {
+            Some(rest) => {
+                let (layer, part) = rest.split_once('.').unwrap();
+                let layer: usize = layer.parse().unwrap();
+                for i in (layer..64).step_by(4) {
+                    tensors.push((format!("model.layers.{i}.{part}"), view.clone()));
+                }
+            }
+            None => tensors.push((name, view)),
+        }
+    }
+    safetensors::serialize_to_file(tensors, None, &model.join("model.safetensors")).unwrap();
+    let m = model.to_str().unwrap();
+    let gg = tmp.path().join("out.gguf");
+    export(m, m, "0.5", &gg, "gguf");
+    let g = gg.to_str().unwrap();
+    let (folder, gguf) = (
+        Engine::load(m, m, &cpu()).unwrap(),
+        Engine::load(g, g, &cpu()).unwrap(),
+    );
+    let ids = [5u32, 17, 42, 8, 99, 3, 61, 7, 12];
+    let d = max_diff(&folder.logits(&ids).unwrap(), &gguf.logits(&ids).unwrap());
+    assert!(d < 1e-5, "max |Δlogit| = {d}");
+    let hf = tmp.path().join("back");
+    export(g, g, "0.5", &hf, "hf");
+    let back: Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(back["sliding_window"], 4);
+    let types = back["layer_types"].as_array().unwrap();
+    assert_eq!(types.len(), 64);
+    assert!(types
+        .iter()
+        .enumerate()
+        .all(|(i, t)| (t == "full_attention") == (i % 4 == 3)));
 }
 
 /// A copy of fixture folder `name` with its config.json edited by `edit`, in `dir`.

@@ -251,11 +251,35 @@ fn olmo3_matches_transformers_with_windows_and_yarn_on_full_layers() {
     );
 }
 
+/// EXAONE 4.0 32B's form: post-norms, per-head q/k norms, a window of 4 on three layers of
+/// four, no RoPE on the full layer, Llama 3's RoPE scaling.
+#[test]
+fn exaone4_matches_transformers_with_windows_and_nope_full_layers() {
+    check_form(
+        "exaone4",
+        "Exaone4ForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
+/// EXAONE 4.0 1.2B's form: no window, so every layer rotates; a tied head.
+#[test]
+fn exaone4_without_a_window_rotates_every_layer() {
+    check_form(
+        "exaone4-dense",
+        "Exaone4ForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
 /// interleaved, Granite's scalars as its keys; Gemma 1's norms plus one; OLMo 2 and 3 as
-/// `olmo2`, OLMo 3's window and pattern and its YaRN keys as the converter writes them.
+/// `olmo2`, OLMo 3's window and pattern and its YaRN keys as the converter writes them;
+/// EXAONE 4.0's dense form as `exaone4`, its RoPE scaling as divisors without a context key.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -266,6 +290,7 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("gemma", "GemmaForCausalLM", Form::Gguf, &exp);
     check_form("olmo2", "Olmo2ForCausalLM", Form::Gguf, &exp);
     check_form("olmo3", "Olmo3ForCausalLM", Form::Gguf, &exp);
+    check_form("exaone4-dense", "Exaone4ForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -295,7 +320,7 @@ fn every_family_pair_is_checked() {
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
     let variants = read_json("families/variants.json");
     let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
-    assert_eq!(variants.len(), 7, "{variants:?}: add a test for each pair");
+    assert_eq!(variants.len(), 9, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of

@@ -785,7 +785,7 @@ pub fn metadata(c: &ModelConfig) -> Result<Keys> {
                     k.f32(&format!("{a}.rope.scaling.factor"), *factor as f64);
                 }
                 // Llama 3's becomes the rope_freqs.weight tensor (see `rope_tensors`).
-                Some(RopeScaling::Llama3 { .. }) if a == "llama" => {}
+                Some(RopeScaling::Llama3 { .. }) if matches!(a, "llama" | "exaone4") => {}
                 // Phi-3's are two tensors and its own keys (see `rope_tensors`).
                 Some(RopeScaling::LongRope(_)) if a == "phi3" => {}
                 Some(RopeScaling::Yarn(y)) if y.is_llamacpps(c.max_position_embeddings) => {

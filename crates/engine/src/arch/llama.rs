@@ -64,6 +64,12 @@ fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
     if c.sliding_window.is_some() {
         c.family = Family::Mistral;
     }
+    rope_freqs_from_gguf(m, c)
+}
+
+/// Llama 3's RoPE scaling, from the divisors llama.cpp stores (`rope_freqs.weight`) where they
+/// are the ones Llama 3.1 and 3.2 ship with; other divisors stay divisors.
+pub(super) fn rope_freqs_from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
     if m.has_tensor("rope_freqs.weight") {
         let factors = m.h.read_f32("rope_freqs.weight")?;
         if factors.len() != c.head_dim() / 2 {

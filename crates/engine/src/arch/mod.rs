@@ -5,6 +5,7 @@
 //! Adding a family: a file here with its `read` (and its GGUF names in `crate::formats::gguf`), a row in
 //! [`UNITS`], a variant of [`Family`], and its tiny pair in tests/fixtures/make_families.py.
 
+mod exaone4;
 mod gemma;
 mod gemma2;
 mod gemma3;
@@ -49,7 +50,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 12] = [
+pub(crate) const UNITS: [Unit; 13] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -63,6 +64,7 @@ pub(crate) const UNITS: [Unit; 12] = [
     // OLMo 2's first: llama.cpp's `olmo2` files are read by its unit.
     olmo2::UNIT,
     olmo3::UNIT,
+    exaone4::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -975,6 +977,35 @@ mod tests {
             "Olmo2ForCausalLM",
             r#","hidden_act":"relu""#,
             &["hidden_act"],
+        );
+    }
+
+    /// EXAONE 4.0: windows by `sliding_window_pattern` or `layer_types`, and no RoPE on the
+    /// full layers only where the config has a window.
+    #[test]
+    fn exaone4_configs_read_as_transformers_reads_them() {
+        use LayerType::{Full, Sliding};
+        let e = parse("Exaone4ForCausalLM", "").unwrap();
+        assert_eq!(
+            (e.opts.norms, e.opts.qk_norm),
+            (NormPlacement::Post, QkNorm::PerHead)
+        );
+        assert_eq!(e.sliding_window, Some(4096));
+        let types: Vec<LayerType> = (0..4).map(|i| e.layer_type(i)).collect();
+        assert_eq!(types, [Sliding, Sliding, Sliding, Full]);
+        let rotates: Vec<bool> = (0..4).map(|i| e.rotates(i)).collect();
+        assert_eq!(rotates, [true, true, true, false]);
+        let e = parse("Exaone4ForCausalLM", r#","sliding_window_pattern":2"#).unwrap();
+        assert_eq!(e.layer_type(1), Full);
+        assert!(!e.rotates(1) && e.rotates(2));
+        // No window (the 1.2B): every layer full, and every layer rotates.
+        let e = parse("Exaone4ForCausalLM", r#","sliding_window":null"#).unwrap();
+        assert_eq!((e.sliding_window, e.layer_type(3)), (None, Full));
+        assert!((0..4).all(|i| e.rotates(i)));
+        refused(
+            "Exaone4ForCausalLM",
+            r#","sliding_window_pattern":"LLLG""#,
+            &["sliding_window_pattern", "layer_types"],
         );
     }
 

@@ -310,6 +310,7 @@ pub enum Family {
     Gemma,
     Olmo2,
     Olmo3,
+    Exaone4,
 }
 
 /// Which bias vectors the attention's projections have.
