@@ -1043,32 +1043,52 @@ fn smollm3_with_other_nope_layers_is_refused_for_gguf() {
     assert_eq!(back["no_rope_layers"], serde_json::json!([1, 0, 1, 0]));
 }
 
-/// An OLMo 3 whose sliding layers scale their RoPE too has no GGUF form (llama.cpp runs them
-/// on the plain one): the export says so and writes nothing; to Hugging Face it keeps both
-/// RoPEs.
+/// An OLMo 3 whose sliding layers scale their RoPE too, or rotate at a base of their own, has
+/// no GGUF form (llama.cpp runs them on the plain RoPE of the full layers' base): the export
+/// says so and writes nothing; to Hugging Face it keeps both RoPEs.
 #[test]
 fn olmo3_with_scaled_sliding_layers_is_refused_for_gguf() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = edited_fixture("olmo3-a", tmp.path(), |c| {
+    let scaled = |c: &mut Value| {
         let full = c["rope_parameters"]["full_attention"].clone();
         c["rope_parameters"]["sliding_attention"] = full;
-    });
-    let m = model.to_str().unwrap();
-    let gg = tmp.path().join("out.gguf");
-    let o = try_export(m, m, "0.5", &gg, "gguf");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("sliding layers on an unscaled RoPE"),
-        "{err}"
-    );
-    assert!(!gg.exists());
-    let hf = tmp.path().join("out");
-    export(m, m, "0.5", &hf, "hf");
-    let back: Value =
-        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
-    let rope = &back["rope_parameters"];
-    assert_eq!(rope["sliding_attention"]["rope_type"], "yarn");
-    assert_eq!(rope["full_attention"]["rope_type"], "yarn");
+    };
+    let own_base = |c: &mut Value| {
+        c["rope_parameters"]["sliding_attention"]["rope_theta"] = 10_000.into();
+    };
+    for (name, edit, says, sliding) in [
+        (
+            "scaled",
+            &scaled as &dyn Fn(&mut Value),
+            "sliding layers on an unscaled RoPE",
+            ("yarn", 500_000.0),
+        ),
+        (
+            "own-base",
+            &own_base,
+            "at the full layers' RoPE base",
+            ("default", 10_000.0),
+        ),
+    ] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let model = edited_fixture("olmo3-a", &dir, edit);
+        let m = model.to_str().unwrap();
+        let gg = dir.join("out.gguf");
+        let o = try_export(m, m, "0.5", &gg, "gguf");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{name}: {err}");
+        assert!(!gg.exists());
+        let hf = dir.join("out");
+        export(m, m, "0.5", &hf, "hf");
+        let back: Value =
+            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap())
+                .unwrap();
+        let rope = &back["rope_parameters"];
+        assert_eq!(rope["sliding_attention"]["rope_type"], sliding.0, "{name}");
+        assert_eq!(rope["sliding_attention"]["rope_theta"], sliding.1, "{name}");
+        assert_eq!(rope["full_attention"]["rope_type"], "yarn", "{name}");
+    }
 }
 
 /// llama.cpp's `exaone4` slides only a model of 64 layers: the 4-layer EXAONE 4.0 with
@@ -1083,7 +1103,7 @@ fn exaone4_windows_other_than_llamacpps_are_refused_for_gguf() {
     let o = try_export(m, m, "0.5", &gg, "gguf");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("slides only a model of 64 layers"),
+        !o.status.success() && err.contains("slides a model of 64 layers, and no other"),
         "{err}"
     );
     assert!(!gg.exists());
@@ -1102,22 +1122,15 @@ fn exaone4_windows_other_than_llamacpps_are_refused_for_gguf() {
     assert_eq!(engine.info.architecture, "Exaone4ForCausalLM");
 }
 
-/// EXAONE 4.0 32B's layout, 64 layers (the fixture's four repeated), every fourth full and
-/// without RoPE: the one window llama.cpp's `exaone4` runs. Exported to GGUF, it reads back
-/// with the same windows and RoPE-less layers, and computes what the folder computes.
+/// EXAONE 4.0 32B's layout, 64 layers (the fixture's four repeated), windows on the sliding
+/// layers and no RoPE on the full ones: the depth llama.cpp's `exaone4` slides. Exported to
+/// GGUF, by default (every fourth layer full) and with other layer types (every second, which
+/// goes out as `sliding_window_pattern`), it reads back with the same windows and RoPE-less
+/// layers, and computes what the folder computes.
 #[test]
 fn exaone4_with_64_layers_keeps_its_windows_through_gguf() {
     let tmp = tempfile::tempdir().unwrap();
     let src = root().join("tests/fixtures/families/exaone4-a");
-    let model = tmp.path().join("exaone4-64");
-    std::fs::create_dir(&model).unwrap();
-    std::fs::copy(src.join("tokenizer.json"), model.join("tokenizer.json")).unwrap();
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    let obj = config.as_object_mut().unwrap();
-    obj.insert("num_hidden_layers".into(), 64.into());
-    obj.remove("layer_types");
-    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
@@ -1133,29 +1146,62 @@ fn exaone4_with_64_layers_keeps_its_windows_through_gguf() {
             None => tensors.push((name, view)),
         }
     }
-    safetensors::serialize_to_file(tensors, None, &model.join("model.safetensors")).unwrap();
-    let m = model.to_str().unwrap();
-    let gg = tmp.path().join("out.gguf");
-    export(m, m, "0.5", &gg, "gguf");
-    let g = gg.to_str().unwrap();
-    let (folder, gguf) = (
-        Engine::load(m, m, &cpu()).unwrap(),
-        Engine::load(g, g, &cpu()).unwrap(),
-    );
-    let ids = [5u32, 17, 42, 8, 99, 3, 61, 7, 12];
-    let d = max_diff(&folder.logits(&ids).unwrap(), &gguf.logits(&ids).unwrap());
-    assert!(d < 1e-5, "max |Δlogit| = {d}");
-    let hf = tmp.path().join("back");
-    export(g, g, "0.5", &hf, "hf");
-    let back: Value =
-        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
-    assert_eq!(back["sliding_window"], 4);
-    let types = back["layer_types"].as_array().unwrap();
-    assert_eq!(types.len(), 64);
-    assert!(types
-        .iter()
-        .enumerate()
-        .all(|(i, t)| (t == "full_attention") == (i % 4 == 3)));
+    let every_second: Vec<Value> = (0..64)
+        .map(|i| match i % 2 {
+            1 => "full_attention".into(),
+            _ => "sliding_attention".into(),
+        })
+        .collect();
+    for (name, period, layer_types) in [
+        ("fourth", 4, None),
+        ("second", 2, Some(Value::from(every_second))),
+    ] {
+        let model = tmp.path().join(name);
+        std::fs::create_dir(&model).unwrap();
+        std::fs::copy(src.join("tokenizer.json"), model.join("tokenizer.json")).unwrap();
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap())
+                .unwrap();
+        let obj = config.as_object_mut().unwrap();
+        obj.insert("num_hidden_layers".into(), 64.into());
+        match &layer_types {
+            Some(t) => obj.insert("layer_types".into(), t.clone()),
+            None => obj.remove("layer_types"),
+        };
+        std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+        safetensors::serialize_to_file(
+            tensors.iter().map(|(n, v)| (n.clone(), v.clone())),
+            None,
+            &model.join("model.safetensors"),
+        )
+        .unwrap();
+        let m = model.to_str().unwrap();
+        let gg = tmp.path().join(format!("{name}.gguf"));
+        export(m, m, "0.5", &gg, "gguf");
+        let g = gg.to_str().unwrap();
+        let (folder, gguf) = (
+            Engine::load(m, m, &cpu()).unwrap(),
+            Engine::load(g, g, &cpu()).unwrap(),
+        );
+        let ids = [5u32, 17, 42, 8, 99, 3, 61, 7, 12];
+        let d = max_diff(&folder.logits(&ids).unwrap(), &gguf.logits(&ids).unwrap());
+        assert!(d < 1e-5, "{name}: max |Δlogit| = {d}");
+        let hf = tmp.path().join(format!("{name}-back"));
+        export(g, g, "0.5", &hf, "hf");
+        let back: Value =
+            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(back["sliding_window"], 4, "{name}");
+        let types = back["layer_types"].as_array().unwrap();
+        assert_eq!(types.len(), 64);
+        assert!(
+            types
+                .iter()
+                .enumerate()
+                .all(|(i, t)| (t == "full_attention") == (i % period == period - 1)),
+            "{name}: {types:?}"
+        );
+    }
 }
 
 /// A copy of fixture folder `name` with its config.json edited by `edit`, in `dir`.

@@ -4,12 +4,13 @@
 //! on the full layers (EXAONE 4.0 32B); without one (the 1.2B), every layer rotates.
 //!
 //! In GGUF (`exaone4`): Q and K rows as transformers stores them, Llama 3's RoPE scaling as
-//! `rope_freqs.weight`. llama.cpp slides only a model of 64 layers, every fourth layer full
-//! (its window from `attention.sliding_window`, 4096 unless given), and reads no pattern; so a
-//! file is read so, and other windows have no GGUF form.
+//! `rope_freqs.weight`. llama.cpp slides only a model of 64 layers (its window from
+//! `attention.sliding_window`, 4096 unless given; its layers from
+//! `attention.sliding_window_pattern`, every fourth full unless given) and no other, whatever
+//! the file says; so a file is read so, and other windows have no GGUF form.
 
 use super::gguf::{pattern, Keys, Meta};
-use super::{activation, count, get, layer_types, read_base, Unit};
+use super::{activation, count, layer_types, read_base, Unit};
 use crate::error::{bail, Result};
 use crate::formats::config::{
     Activation, DecoderConfig, Family, LayerType, NormPlacement, QkNorm, RopeScaling,
@@ -62,9 +63,13 @@ fn read(v: &Value) -> Result<DecoderConfig> {
         Some(_) => count(v, "sliding_window")?,
     };
     c.layer_types = match layer_types(v, n)? {
+        Some(t) if c.sliding_window.is_none() && t.contains(&LayerType::Sliding) => bail!(
+            Unsupported,
+            "layer_types has sliding_attention layers but sliding_window is null (transformers cannot run that)"
+        ),
         Some(t) => t,
         None if c.sliding_window.is_none() => vec![LayerType::Full; n],
-        None => match get(v, "sliding_window_pattern") {
+        None => match v.get("sliding_window_pattern") {
             None => pattern(n, PATTERN),
             Some(p) => match p.as_u64() {
                 Some(p) if p > 0 => pattern(n, p as usize),
@@ -93,12 +98,20 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
-/// What llama.cpp runs of a config: windows, every fourth layer full, at 64 layers only.
-fn as_llamacpp_runs(c: &DecoderConfig, window: Option<usize>) -> DecoderConfig {
+/// What llama.cpp runs of a config given a window and layer types (every fourth full where
+/// none are given): windows at 64 layers only.
+fn as_llamacpp_runs(
+    c: &DecoderConfig,
+    window: Option<usize>,
+    types: Option<Vec<LayerType>>,
+) -> DecoderConfig {
     let mut l = c.clone();
     let n = c.num_hidden_layers;
     (l.sliding_window, l.layer_types) = match n {
-        SLIDING_LAYERS => (Some(window.unwrap_or(WINDOW)), pattern(n, PATTERN)),
+        SLIDING_LAYERS => (
+            Some(window.unwrap_or(WINDOW)),
+            types.unwrap_or_else(|| pattern(n, PATTERN)),
+        ),
         _ => (None, Vec::new()),
     };
     block(&mut l);
@@ -123,25 +136,30 @@ fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
         None => None,
         Some(_) => Some(m.count("attention.sliding_window")?),
     };
-    *c = as_llamacpp_runs(c, window);
+    let types = m.sliding_pattern(c.num_hidden_layers)?;
+    *c = as_llamacpp_runs(c, window, types);
     super::llama::rope_freqs_from_gguf(m, c)
 }
 
 fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
-    let runs = as_llamacpp_runs(c, c.sliding_window);
+    let n = c.num_hidden_layers;
+    let types: Vec<LayerType> = (0..n).map(|i| c.layer_type(i)).collect();
+    let runs = as_llamacpp_runs(c, c.sliding_window, Some(types.clone()));
     if layers(&runs) != layers(c) {
         bail!(
             Unsupported,
-            "--format gguf: llama.cpp's exaone4 slides only a model of {SLIDING_LAYERS} layers, every fourth layer full and without RoPE; this model's windows differ; use --format hf"
+            "--format gguf: llama.cpp's exaone4 slides a model of {SLIDING_LAYERS} layers, and no other; this model's windows differ; use --format hf"
         );
     }
-    let slides = runs.sliding_window.is_some();
     let a = UNIT.gguf_arch;
-    if slides {
-        k.u32(
-            &format!("{a}.attention.sliding_window"),
-            c.sliding_window.unwrap_or(WINDOW),
-        );
+    if let Some(w) = runs.sliding_window {
+        k.u32(&format!("{a}.attention.sliding_window"), w);
+        if types != pattern(n, PATTERN) {
+            k.bools(
+                &format!("{a}.attention.sliding_window_pattern"),
+                types.iter().map(|&t| t == LayerType::Sliding),
+            );
+        }
     }
     if let Some(RopeScaling::Llama3 {
         original_max_position_embeddings,

@@ -983,4 +983,23 @@ mod tests {
             "{e}"
         );
     }
+
+    /// llama.cpp's `olmo2` rotates the sliding layers at `rope.freq_base`: a file that gives
+    /// them another base is refused by key; the same base reads.
+    #[test]
+    fn an_olmo3_gguf_with_its_own_sliding_base_is_refused() {
+        use crate::formats::gguf::{Header, Value};
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/gguf/olmo3-a.gguf");
+        let mut h = Header::read(&path).unwrap();
+        let key = "olmo2.rope.freq_base_swa".to_string();
+        h.metadata.insert(key.clone(), Value::Float(500_000.0));
+        assert!(super::config(&h).is_ok());
+        h.metadata.insert(key, Value::Float(10_000.0));
+        let e = super::config(&h).unwrap_err().to_string();
+        assert!(
+            e.contains("olmo2.rope.freq_base_swa 10000 differs from rope.freq_base 500000"),
+            "{e}"
+        );
+    }
 }

@@ -915,8 +915,8 @@ mod tests {
         assert!(o.layer_types.is_empty() && o.local_rope.is_none());
         let o = parse("Olmo2ForCausalLM", r#","attention_bias":true"#).unwrap();
         assert_eq!(o.opts.attention_bias, AttentionBias::QkvO);
-        // OLMo 3's defaults: every fourth layer full, a window of 4096, θ 5·10⁵.
-        let o = parse("Olmo3ForCausalLM", "").unwrap();
+        // OLMo 3's defaults: every fourth layer full, a window of 4096.
+        let o = parse("Olmo3ForCausalLM", r#","rope_theta":500000"#).unwrap();
         assert_eq!(
             (o.opts.norms, o.opts.qk_norm),
             (NormPlacement::Post, QkNorm::Whole)
@@ -960,9 +960,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(nested, flat);
-        // No window: every layer full.
-        let o = parse("Olmo3ForCausalLM", r#","sliding_window":null"#).unwrap();
-        assert_eq!((o.sliding_window, o.layer_type(0)), (None, Full));
+        // Keyed by layer type without θ inside: the full layers take a flat rope_theta, the
+        // sliding ones the class's θ; a flat rope_scaling joins the full layers' RoPE.
+        let o = parse(
+            "Olmo3ForCausalLM",
+            r#","rope_theta":10000,"rope_scaling":{"rope_type":"linear","factor":2.0},
+            "rope_parameters":{"full_attention":{"rope_type":"default"},
+            "sliding_attention":{"rope_type":"default"}}"#,
+        )
+        .unwrap();
+        assert_eq!(o.rope_theta, 10_000.0);
+        assert_eq!(
+            o.rope_scaling.as_ref().map(RopeScaling::name),
+            Some("linear")
+        );
+        assert_eq!(
+            o.local_rope,
+            Some(Rope {
+                theta: 5e5,
+                scaling: None
+            })
+        );
+        // Where transformers 4 and 5 read the flat keys differently (the sliding layers' θ),
+        // or cannot run the config at all.
+        for extra in ["", r#","rope_theta":10000"#] {
+            refused(
+                "Olmo3ForCausalLM",
+                extra,
+                &["rope_theta", "keyed by layer type"],
+            );
+        }
+        refused(
+            "Olmo3ForCausalLM",
+            r#","rope_theta":500000,"sliding_window":null"#,
+            &["sliding_window null"],
+        );
+        refused(
+            "Olmo3ForCausalLM",
+            r#","rope_parameters":{"rope_type":"default","rope_theta":500000}"#,
+            &["rope_parameters", "sliding_attention"],
+        );
         refused(
             "Olmo2ForCausalLM",
             r#","layer_types":["sliding_attention","full_attention","full_attention","full_attention"]"#,
@@ -1002,10 +1039,17 @@ mod tests {
         let e = parse("Exaone4ForCausalLM", r#","sliding_window":null"#).unwrap();
         assert_eq!((e.sliding_window, e.layer_type(3)), (None, Full));
         assert!((0..4).all(|i| e.rotates(i)));
+        for pattern in ["\"LLLG\"", "null"] {
+            refused(
+                "Exaone4ForCausalLM",
+                &format!(r#","sliding_window_pattern":{pattern}"#),
+                &["sliding_window_pattern", "layer_types"],
+            );
+        }
         refused(
             "Exaone4ForCausalLM",
-            r#","sliding_window_pattern":"LLLG""#,
-            &["sliding_window_pattern", "layer_types"],
+            r#","sliding_window":null,"layer_types":["sliding_attention","full_attention","full_attention","full_attention"]"#,
+            &["sliding_window is null"],
         );
     }
 

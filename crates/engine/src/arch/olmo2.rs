@@ -86,17 +86,27 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
 }
 
 /// llama.cpp's `olmo2`: OLMo 2, or OLMo 3 where the file gives a window (its sliding layers
-/// on the plain RoPE, as llama.cpp runs them).
+/// on the plain RoPE of the same base, as llama.cpp runs them).
 pub(super) fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
     c.opts.norms = NormPlacement::Post;
     c.opts.qk_norm = QkNorm::Whole;
     super::gguf::read_windows(m, c, None, super::olmo3::default_layers)?;
+    // llama.cpp's olmo2 rotates the sliding layers at `rope.freq_base`, whatever
+    // `rope.freq_base_swa` says: a file that gives another would run otherwise here.
+    let swa = m.number_or("rope.freq_base_swa", c.rope_theta as f64)? as f32;
+    if swa != c.rope_theta {
+        bail!(
+            Unsupported,
+            "{}: olmo2.rope.freq_base_swa {swa} differs from rope.freq_base {}; llama.cpp's olmo2 does not read it",
+            m.path(),
+            c.rope_theta
+        );
+    }
     if c.sliding_window.is_some() {
         c.family = Family::Olmo3;
-        let theta = m.number_or("rope.freq_base_swa", c.rope_theta as f64)? as f32;
-        if theta != c.rope_theta || c.rope_scaling.is_some() {
+        if c.rope_scaling.is_some() {
             c.local_rope = Some(Rope {
-                theta,
+                theta: c.rope_theta,
                 scaling: None,
             });
         }
@@ -105,7 +115,7 @@ pub(super) fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
 }
 
 /// What llama.cpp's `olmo2` can run: heads that split the hidden width, no biases, a head of
-/// its own; and, for OLMo 3, sliding layers on an unscaled RoPE.
+/// its own; and, for OLMo 3, sliding layers on an unscaled RoPE of the full layers' base.
 pub(super) fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     let class = super::unit(c.family).class;
     if c.head_dim() * c.num_attention_heads != c.hidden_size {
@@ -151,9 +161,11 @@ pub(super) fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
             );
         }
         if local.theta != c.rope_theta {
-            k.f32(
-                &format!("{}.rope.freq_base_swa", UNIT.gguf_arch),
-                local.theta as f64,
+            bail!(
+                Unsupported,
+                "--format gguf: llama.cpp runs {class}'s sliding layers at the full layers' RoPE base; this model's are at {} and {}; use --format hf",
+                local.theta,
+                c.rope_theta
             );
         }
     }

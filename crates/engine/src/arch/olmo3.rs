@@ -2,13 +2,14 @@
 //! ([`super::olmo2`]) with sliding windows (4096 by default) on three layers of every four,
 //! θ = 5·10⁵ unless given, and the sliding layers on the plain RoPE where the full layers'
 //! is scaled (OLMo 3's long-context YaRN). The RoPEs come as flat keys (`rope_theta`,
-//! `rope_scaling`: the full layers') or as `rope_parameters` keyed by layer type.
+//! `rope_scaling`: the full layers'; read only at OLMo 3's θ, where transformers 4 and 5 agree)
+//! or as `rope_parameters` keyed by layer type.
 //!
 //! In GGUF: llama.cpp's `olmo2` with a window and its pattern, read by OLMo 2's unit.
 
 use super::gguf::pattern;
 use super::{count, layer_types, read_base, rope_of, Unit};
-use crate::error::{bail, Result};
+use crate::error::{bail, err, Result};
 use crate::formats::config::{DecoderConfig, Family, LayerType, Rope};
 use serde_json::{json, Map, Value};
 
@@ -32,22 +33,18 @@ pub(super) fn default_layers(n: usize) -> Vec<LayerType> {
 }
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    // The RoPEs are read here; the shared reader must not take the nested object for one.
+    // The RoPEs are read here, as Olmo3Config reads them; the shared reader takes neither.
     let mut flat = v.clone();
-    let nested = flat
+    let obj = flat
         .as_object_mut()
-        .and_then(|o| o.remove("rope_parameters"))
-        .filter(|r| !r.is_null())
-        .filter(|r| r.get("full_attention").is_some() || r.get("sliding_attention").is_some());
-    if nested.is_none() {
-        if let (Some(o), Some(r)) = (flat.as_object_mut(), v.get("rope_parameters")) {
-            o.insert("rope_parameters".into(), r.clone());
-        }
-    }
+        .ok_or_else(|| err!(Format, "config is not a JSON object"))?;
+    let nested = obj.remove("rope_parameters").filter(|r| !r.is_null());
+    let flat_scaling = obj.remove("rope_scaling").filter(|r| !r.is_null());
+    let flat_theta = super::number(v, "rope_theta")?;
     let mut c = read_base(&flat, 1e-5, THETA, 2048)?;
     c.family = Family::Olmo3;
     super::olmo2::block(v, &mut c, UNIT.class)?;
-    let (global, local) = match nested {
+    let (mut full, sliding) = match nested {
         Some(r) => {
             let (Some(full), Some(sliding)) = (r.get("full_attention"), r.get("sliding_attention"))
             else {
@@ -56,38 +53,54 @@ fn read(v: &Value) -> Result<DecoderConfig> {
                     "rope_parameters must be keyed by both layer types (full_attention, sliding_attention) for Olmo3ForCausalLM"
                 );
             };
-            (rope_of(full, THETA)?, rope_of(sliding, THETA)?)
+            (full.clone(), sliding.clone())
         }
-        // Flat keys: the full layers', and the sliding layers on the same base, unscaled.
+        // Flat keys: transformers 5 runs the sliding layers at Olmo3Config's θ whatever
+        // `rope_theta` says, transformers 4 ran them at `rope_theta` (10⁴ when absent). Only a
+        // config both read alike is read.
         None => {
-            let global = Rope {
-                theta: c.rope_theta,
-                scaling: c.rope_scaling.clone(),
-            };
-            let local = Rope {
-                theta: c.rope_theta,
-                scaling: None,
-            };
-            (global, local)
+            if flat_theta != Some(THETA as f64) {
+                bail!(
+                    Unsupported,
+                    "rope_theta {} with flat keys: transformers 5 runs Olmo3ForCausalLM's sliding layers at 500000 and transformers 4 at rope_theta (10000 when absent); give rope_parameters keyed by layer type",
+                    flat_theta.map_or("absent".to_string(), |t| t.to_string())
+                );
+            }
+            (
+                json!({"rope_type": "default"}),
+                json!({"rope_type": "default"}),
+            )
         }
     };
+    // Olmo3Config's merging: a flat `rope_scaling` into the full layers' RoPE, and the flat
+    // θ as its default; the sliding layers' default θ is the class's.
+    if let (Some(Value::Object(s)), Some(f)) = (flat_scaling, full.as_object_mut()) {
+        f.extend(s);
+    }
+    if let Some(f) = full.as_object_mut() {
+        f.entry("rope_theta")
+            .or_insert_with(|| flat_theta.unwrap_or(THETA as f64).into());
+    }
+    let (global, local) = (rope_of(&full, THETA)?, rope_of(&sliding, THETA)?);
     c.rope_theta = global.theta;
     c.rope_scaling = global.scaling.clone();
     c.local_rope = (local != global).then_some(local);
     let n = c.num_hidden_layers;
-    // As transformers reads it: 4096 when the key is absent, no window when it is null.
+    // 4096 when the key is absent; transformers cannot run the class without a window.
     c.sliding_window = match v.get("sliding_window") {
         None => Some(4096),
-        Some(_) => count(v, "sliding_window")?,
+        Some(_) => match count(v, "sliding_window")? {
+            Some(w) => Some(w),
+            None => bail!(
+                Unsupported,
+                "sliding_window null is not supported for Olmo3ForCausalLM (transformers cannot run it without a window; OLMo 2's class has none)"
+            ),
+        },
     };
     c.layer_types = match layer_types(v, n)? {
         Some(t) => t,
         None => default_layers(n),
     };
-    if c.sliding_window.is_none() {
-        // A sliding layer without a window attends to everything.
-        c.layer_types = vec![LayerType::Full; n];
-    }
     Ok(c)
 }
 
@@ -102,6 +115,12 @@ fn rope_json(r: &Rope) -> Value {
 
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
     super::olmo2::bias_json(c, map, UNIT.class)?;
+    if c.sliding_window.is_none() {
+        bail!(
+            Unsupported,
+            "Olmo3ForCausalLM runs only with a window; this model has none"
+        );
+    }
     let global = Rope {
         theta: c.rope_theta,
         scaling: c.rope_scaling.clone(),
