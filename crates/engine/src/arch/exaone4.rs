@@ -13,8 +13,7 @@ use super::gguf::{pattern, Keys, Meta};
 use super::{activation, count, layer_types, read_base, Unit};
 use crate::error::{bail, Result};
 use crate::formats::config::{
-    Activation, DecoderConfig, Family, LayerType, NormPlacement, QkNorm, RopeScaling,
-    DEFAULT_ROPE_THETA,
+    Activation, DecoderConfig, Family, LayerType, NormPlacement, QkNorm, DEFAULT_ROPE_THETA,
 };
 use serde_json::{Map, Value};
 
@@ -161,15 +160,6 @@ fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
             );
         }
     }
-    if let Some(RopeScaling::Llama3 {
-        original_max_position_embeddings,
-        ..
-    }) = c.rope_scaling
-    {
-        k.u32(
-            &format!("{a}.rope.scaling.original_context_length"),
-            original_max_position_embeddings,
-        );
-    }
+    super::llama::llama3_context_key(c, k, a);
     Ok(())
 }

@@ -15,7 +15,7 @@ use super::gguf::{gemma_check, gemma_from_gguf, pattern, Keys, Meta};
 use super::{count, gemma_common, gemma_layers, positive, read_base, rope_of, Unit};
 use crate::error::{bail, Result};
 use crate::formats::config::{DecoderConfig, Family, LayerType, QkNorm, Rope};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 pub(super) const UNIT: Unit = Unit {
     family: Family::Gemma3,
@@ -83,15 +83,6 @@ fn read(v: &Value) -> Result<DecoderConfig> {
     Ok(c)
 }
 
-fn rope_json(r: Rope) -> Value {
-    let mut v = match &r.scaling {
-        Some(s) => super::scaling_json(s),
-        None => json!({"rope_type": "default"}),
-    };
-    v["rope_theta"] = r.theta.into();
-    v
-}
-
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
     if c.opts.attn_softcap.is_some() {
         bail!(
@@ -100,17 +91,7 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
         );
     }
     super::gemma_json(c, map);
-    let global = Rope {
-        theta: c.rope_theta,
-        scaling: c.rope_scaling.clone(),
-    };
-    let local = c.local_rope.clone().unwrap_or_else(|| global.clone());
-    map.remove("rope_theta");
-    map.remove("rope_scaling");
-    map.insert(
-        "rope_parameters".into(),
-        json!({"full_attention": rope_json(global), "sliding_attention": rope_json(local)}),
-    );
+    super::ropes_by_layer_type_json(c, map);
     Ok(())
 }
 

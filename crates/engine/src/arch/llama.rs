@@ -67,6 +67,21 @@ fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
     rope_freqs_from_gguf(m, c)
 }
 
+/// Llama 3's pre-training context beside its divisors (`rope_freqs.weight`), from which they
+/// read back as the scaling they came from.
+pub(super) fn llama3_context_key(c: &DecoderConfig, k: &mut Keys, arch: &str) {
+    if let Some(RopeScaling::Llama3 {
+        original_max_position_embeddings,
+        ..
+    }) = c.rope_scaling
+    {
+        k.u32(
+            &format!("{arch}.rope.scaling.original_context_length"),
+            original_max_position_embeddings,
+        );
+    }
+}
+
 /// Llama 3's RoPE scaling, from the divisors llama.cpp stores (`rope_freqs.weight`) where they
 /// are the ones Llama 3.1 and 3.2 ship with; other divisors stay divisors.
 pub(super) fn rope_freqs_from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
@@ -119,16 +134,7 @@ fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     let a = UNIT.gguf_arch;
     k.u32(&format!("{a}.rope.dimension_count"), c.head_dim());
     k.u32(&format!("{a}.vocab_size"), c.vocab_size);
-    if let Some(RopeScaling::Llama3 {
-        original_max_position_embeddings,
-        ..
-    }) = c.rope_scaling
-    {
-        k.u32(
-            &format!("{a}.rope.scaling.original_context_length"),
-            original_max_position_embeddings,
-        );
-    }
+    llama3_context_key(c, k, a);
     super::gguf::write_windows(c, k, super::gguf::all_sliding);
     Ok(())
 }

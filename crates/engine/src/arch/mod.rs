@@ -305,6 +305,30 @@ fn scaling_json(s: &RopeScaling) -> Value {
     }
 }
 
+/// The full and sliding layers' RoPEs as transformers 5 writes them for Gemma 3 and OLMo 3:
+/// `rope_parameters` keyed by layer type, each with its θ, in place of the flat keys.
+fn ropes_by_layer_type_json(c: &DecoderConfig, map: &mut Map<String, Value>) {
+    let global = Rope {
+        theta: c.rope_theta,
+        scaling: c.rope_scaling.clone(),
+    };
+    let local = c.local_rope.as_ref().unwrap_or(&global);
+    let rope_json = |r: &Rope| {
+        let mut v = match &r.scaling {
+            Some(s) => scaling_json(s),
+            None => json!({"rope_type": "default"}),
+        };
+        v["rope_theta"] = r.theta.into();
+        v
+    };
+    map.remove("rope_theta");
+    map.remove("rope_scaling");
+    map.insert(
+        "rope_parameters".into(),
+        json!({"full_attention": rope_json(&global), "sliding_attention": rope_json(local)}),
+    );
+}
+
 /// Each layer's type as `layer_types` lists them.
 fn layer_types_json(c: &DecoderConfig) -> Value {
     (0..c.num_hidden_layers)

@@ -10,7 +10,7 @@
 use super::gguf::pattern;
 use super::{count, layer_types, read_base, rope_of, Unit};
 use crate::error::{bail, err, Result};
-use crate::formats::config::{DecoderConfig, Family, LayerType, Rope};
+use crate::formats::config::{DecoderConfig, Family, LayerType};
 use serde_json::{json, Map, Value};
 
 pub(super) const UNIT: Unit = Unit {
@@ -104,15 +104,6 @@ fn read(v: &Value) -> Result<DecoderConfig> {
     Ok(c)
 }
 
-fn rope_json(r: &Rope) -> Value {
-    let mut v = match &r.scaling {
-        Some(s) => super::scaling_json(s),
-        None => json!({"rope_type": "default"}),
-    };
-    v["rope_theta"] = r.theta.into();
-    v
-}
-
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
     super::olmo2::bias_json(c, map, UNIT.class)?;
     if c.sliding_window.is_none() {
@@ -121,19 +112,9 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
             "Olmo3ForCausalLM runs only with a window; this model has none"
         );
     }
-    let global = Rope {
-        theta: c.rope_theta,
-        scaling: c.rope_scaling.clone(),
-    };
-    let local = c.local_rope.clone().unwrap_or_else(|| global.clone());
     // The form transformers 5 writes; its reading of flat keys gives the sliding layers
     // Olmo3Config's default θ rather than `rope_theta`.
-    map.remove("rope_theta");
-    map.remove("rope_scaling");
-    map.insert(
-        "rope_parameters".into(),
-        json!({"full_attention": rope_json(&global), "sliding_attention": rope_json(&local)}),
-    );
+    super::ropes_by_layer_type_json(c, map);
     map.insert("sliding_window".into(), c.sliding_window.into());
     map.insert("layer_types".into(), super::layer_types_json(c));
     Ok(())
