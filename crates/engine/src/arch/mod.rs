@@ -1233,4 +1233,23 @@ mod tests {
             }
         }
     }
+
+    /// What llama.cpp's `olmo2` does not load has no GGUF form: biases, a tied head, heads that
+    /// do not split the hidden width; each refused by name, and the plain block written.
+    #[test]
+    fn an_olmo_that_llamacpp_cannot_run_is_refused_for_gguf() {
+        let gguf = |extra: &str| {
+            let c = parse("Olmo2ForCausalLM", extra).unwrap();
+            super::gguf::metadata(&ModelConfig::Decoder(c)).map(|_| ())
+        };
+        gguf("").unwrap();
+        for (extra, says) in [
+            (r#","attention_bias":true"#, "attention_bias"),
+            (r#","tie_word_embeddings":true"#, "output.weight"),
+            (r#","head_dim":8"#, "head_dim × heads = hidden_size"),
+        ] {
+            let e = gguf(extra).unwrap_err().to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+    }
 }
