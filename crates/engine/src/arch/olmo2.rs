@@ -143,28 +143,21 @@ pub(super) fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     let slides = (0..c.num_hidden_layers).any(|i| c.layer_type(i) == LayerType::Sliding)
         && c.sliding_window.is_some();
     if slides {
-        let local = match &c.local_rope {
-            Some(r) => r.clone(),
-            None if c.rope_scaling.is_none() => Rope {
-                theta: c.rope_theta,
-                scaling: None,
-            },
-            None => bail!(
-                Unsupported,
-                "--format gguf: llama.cpp runs {class}'s sliding layers on an unscaled RoPE; this model scales theirs; use --format hf"
-            ),
+        // Without a RoPE of their own, the sliding layers take the full layers' (scaled or not).
+        let (theta, scaled) = match &c.local_rope {
+            Some(r) => (r.theta, r.scaling.is_some()),
+            None => (c.rope_theta, c.rope_scaling.is_some()),
         };
-        if local.scaling.is_some() {
+        if scaled {
             bail!(
                 Unsupported,
                 "--format gguf: llama.cpp runs {class}'s sliding layers on an unscaled RoPE; this model scales theirs; use --format hf"
             );
         }
-        if local.theta != c.rope_theta {
+        if theta != c.rope_theta {
             bail!(
                 Unsupported,
-                "--format gguf: llama.cpp runs {class}'s sliding layers at the full layers' RoPE base; this model's are at {} and {}; use --format hf",
-                local.theta,
+                "--format gguf: llama.cpp runs {class}'s sliding layers at the full layers' RoPE base; this model's are at {theta} and {}; use --format hf",
                 c.rope_theta
             );
         }
