@@ -975,8 +975,8 @@ fn wait_for_partial(dir: &Path, format: &str) {
 }
 
 /// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2), NoPE layers (SmolLM3), Granite's
-/// scalars, Gemma 1's norms, OLMo 2's post-norms and OLMo 3's windows with YaRN on its full
-/// layers survive export in both formats: each
+/// scalars, Gemma 1's norms, OLMo 2's post-norms, OLMo 3's windows with YaRN on its full
+/// layers and Phi-2's parallel LayerNorm blocks survive export in both formats: each
 /// export, read back, computes transformers' logits for the torch blend at the same α
 /// (tests/fixtures/families/variants.json, from make_variant_families.py). The GGUF carries Phi-3's
 /// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
@@ -997,6 +997,7 @@ fn long_context_ropes_export_to_both_formats() {
         "olmo3",
         "exaone4",
         "exaone4-dense",
+        "phi",
     ] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
         // llama.cpp slides only a 64-layer EXAONE 4.0 (exaone4_windows_other_than_llamacpps_…).
@@ -1016,6 +1017,38 @@ fn long_context_ropes_export_to_both_formats() {
                 assert!(d < 1e-4, "{family} as {format}: max |Δlogit| = {d}");
             }
         }
+    }
+}
+
+/// llama.cpp's phi2 reads its own head and runs GELU: a Phi with a tied head, or with silu,
+/// has no GGUF form. The export says so and writes nothing; to Hugging Face it keeps both.
+#[test]
+fn phi_with_a_tied_head_or_silu_is_refused_for_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, key, value, says) in [
+        ("tied", "tie_word_embeddings", Value::Bool(true), "ties it"),
+        (
+            "silu",
+            "hidden_act",
+            Value::from("silu"),
+            "hidden_act is silu",
+        ),
+    ] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let model = edited_fixture("phi-a", &dir, |c| c[key] = value.clone());
+        let m = model.to_str().unwrap();
+        let gg = dir.join("out.gguf");
+        let o = try_export(m, m, "0.5", &gg, "gguf");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{name}: {err}");
+        assert!(!gg.exists(), "{name}");
+        let hf = dir.join("out");
+        export(m, m, "0.5", &hf, "hf");
+        let back: Value =
+            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(back[key], value, "{name}");
     }
 }
 

@@ -5,7 +5,9 @@
 //! and greedy tokens at α ∈ {0, 0.3, 1, 1.5} on torch-blended state dicts are in
 //! tests/fixtures/families/expected.json (every greedy step's top-2 margin ≥ 1e-3). Held in
 //! the re-blended path and the batched one (every α a row of one batch), and in bf16 against
-//! the same model's own f32 run.
+//! the same model's own f32 run. The families beyond those (long-context RoPEs, NoPE layers,
+//! Granite, Gemma 1, OLMo 2 and 3, EXAONE 4.0, Phi-2) the same way, from
+//! tests/fixtures/make_variant_families.py and families/variants.json.
 
 use candle_core::DType;
 use lerpscope::engine::{
@@ -274,12 +276,26 @@ fn exaone4_without_a_window_rotates_every_layer() {
     );
 }
 
+/// Phi-2's block: one LayerNorm feeding attention and the feed-forward side by side, biases on
+/// every projection and the head, an ungated gelu_new feed-forward, half of each head rotating.
+/// Endpoint b's config is the flat form microsoft/phi-2 ships.
+#[test]
+fn phi_matches_transformers_with_parallel_layernorm_blocks() {
+    check_form(
+        "phi",
+        "PhiForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
 /// interleaved, Granite's scalars as its keys; Gemma 1's norms plus one; OLMo 2 and 3 as
 /// `olmo2`, OLMo 3's window and pattern and its YaRN keys as the converter writes them;
-/// EXAONE 4.0's dense form as `exaone4`, its RoPE scaling as divisors without a context key.
+/// EXAONE 4.0's dense form as `exaone4`, its RoPE scaling as divisors without a context key;
+/// Phi-2 as `phi2`, its LayerNorms' eps and rotated dimensions as keys, no RoPE base.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -291,6 +307,7 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("olmo2", "Olmo2ForCausalLM", Form::Gguf, &exp);
     check_form("olmo3", "Olmo3ForCausalLM", Form::Gguf, &exp);
     check_form("exaone4-dense", "Exaone4ForCausalLM", Form::Gguf, &exp);
+    check_form("phi", "PhiForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -320,7 +337,7 @@ fn every_family_pair_is_checked() {
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
     let variants = read_json("families/variants.json");
     let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
-    assert_eq!(variants.len(), 9, "{variants:?}: add a test for each pair");
+    assert_eq!(variants.len(), 10, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of
@@ -399,11 +416,22 @@ fn margin(logits: &[f32]) -> f32 {
 /// adapters' low-rank products, every α a row of one batch).
 #[test]
 fn adapter_pairs_on_the_families_match_peft() {
-    let exp = expected();
+    check_adapter_pairs(&expected(), 3);
+}
+
+/// The same for PEFT adapter pairs on Phi-2's, OLMo 2's and EXAONE 4.0's blocks, each on its
+/// family's module names (`dense`, `fc1`, `fc2`; `all-linear`), from
+/// make_variant_families.py.
+#[test]
+fn adapter_pairs_on_the_variant_families_match_peft() {
+    check_adapter_pairs(&read_json("families/variants.json"), 3);
+}
+
+fn check_adapter_pairs(exp: &Value, count: usize) {
     let new_tokens = exp["new_tokens"].as_u64().unwrap() as usize;
     let params = greedy_params(new_tokens);
     let pairs = exp["adapters"].as_object().unwrap();
-    assert_eq!(pairs.len(), 3, "{:?}", pairs.keys());
+    assert_eq!(pairs.len(), count, "{:?}", pairs.keys());
     for (family, runs) in pairs {
         let opts = LoadOptions {
             device: DeviceChoice::Cpu,

@@ -60,12 +60,32 @@ const DECODER_GLOBAL: &[(&str, &str, Kind, When)] = &[
         When::Always,
     ),
     ("output.weight", "lm_head.weight", Kind::AsIs, When::Always),
+    // Phi-2's LayerNorm and head bias.
+    (
+        "output_norm.weight",
+        "model.final_layernorm.weight",
+        Kind::Norm,
+        When::Always,
+    ),
+    (
+        "output_norm.bias",
+        "model.final_layernorm.bias",
+        Kind::AsIs,
+        When::Always,
+    ),
+    ("output.bias", "lm_head.bias", Kind::AsIs, When::Always),
 ];
 const DECODER_LAYER: &[(&str, &str, Kind, When)] = &[
     (
         "attn_norm.weight",
         "input_layernorm.weight",
         Kind::Norm,
+        When::Always,
+    ),
+    (
+        "attn_norm.bias",
+        "input_layernorm.bias",
+        Kind::AsIs,
         When::Always,
     ),
     (
@@ -183,6 +203,28 @@ const DECODER_LAYER: &[(&str, &str, Kind, When)] = &[
         Kind::AsIs,
         When::Always,
     ),
+    // Phi-2's names for the output projection and its ungated feed-forward.
+    (
+        "attn_output.weight",
+        "self_attn.dense.weight",
+        Kind::AsIs,
+        When::Always,
+    ),
+    (
+        "attn_output.bias",
+        "self_attn.dense.bias",
+        Kind::AsIs,
+        When::Always,
+    ),
+    ("ffn_up.weight", "mlp.fc1.weight", Kind::AsIs, When::Always),
+    ("ffn_up.bias", "mlp.fc1.bias", Kind::AsIs, When::Always),
+    (
+        "ffn_down.weight",
+        "mlp.fc2.weight",
+        Kind::AsIs,
+        When::Always,
+    ),
+    ("ffn_down.bias", "mlp.fc2.bias", Kind::AsIs, When::Always),
 ];
 const GPT2_GLOBAL: &[(&str, &str, Kind, When)] = &[
     (
@@ -607,15 +649,15 @@ fn decoder_base(m: &Meta) -> Result<DecoderConfig> {
         0 => hidden / heads.max(1),
         k => k,
     };
-    // Fewer rotated dimensions than the head has: partial rotary, which Phi-4-mini has (in
-    // Phi-3's rotate-half layout; llama.cpp refuses it for `llama`).
+    // Fewer rotated dimensions than the head has: partial rotary, which Phi-4-mini and Phi-2
+    // have (in the rotate-half layout; llama.cpp refuses it for `llama`).
     let rotary_dim = match rope_dim {
         0 => None,
         r if r == head_dim => None,
-        r if m.arch == "phi3" && r < head_dim => Some(r),
+        r if matches!(m.arch, "phi3" | "phi2") && r < head_dim => Some(r),
         r => bail!(
             Unsupported,
-            "{p}: {}.rope.dimension_count {r} is not the head dimension {head_dim}: partial rotary embeddings are supported for phi3 only",
+            "{p}: {}.rope.dimension_count {r} is not the head dimension {head_dim}: partial rotary embeddings are supported for phi2 and phi3 only",
             m.arch
         ),
     };
@@ -774,10 +816,11 @@ pub fn metadata(c: &ModelConfig) -> Result<Keys> {
             k.u32(&format!("{a}.attention.key_length"), c.head_dim());
             k.u32(&format!("{a}.attention.value_length"), c.head_dim());
             k.f32(&format!("{a}.rope.freq_base"), c.rope_theta as f64);
-            k.f32(
-                &format!("{a}.attention.layer_norm_rms_epsilon"),
-                c.rms_norm_eps,
-            );
+            let eps = match c.opts.layer_norm {
+                true => "layer_norm_epsilon",
+                false => "layer_norm_rms_epsilon",
+            };
+            k.f32(&format!("{a}.attention.{eps}"), c.rms_norm_eps);
             match &c.rope_scaling {
                 None => {}
                 Some(RopeScaling::Linear { factor }) => {

@@ -15,6 +15,7 @@ mod llama;
 mod mistral;
 mod olmo2;
 mod olmo3;
+mod phi;
 mod phi3;
 mod qwen2;
 mod qwen3;
@@ -50,7 +51,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 13] = [
+pub(crate) const UNITS: [Unit; 14] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -65,6 +66,7 @@ pub(crate) const UNITS: [Unit; 13] = [
     olmo2::UNIT,
     olmo3::UNIT,
     exaone4::UNIT,
+    phi::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -472,6 +474,45 @@ fn read_base(value: &Value, rms_eps: f64, theta: f32, context: usize) -> Result<
     Ok(c)
 }
 
+/// `partial_rotary_factor` as Phi3Config and PhiConfig read it (the RoPE object's, a
+/// non-empty rope_scaling over rope_parameters, else the flat key, else `default`), sized as
+/// transformers sizes it: int(head_dim · factor) leading dimensions rotate.
+fn partial_rotary(v: &Value, c: &mut DecoderConfig, default: f64) -> Result<()> {
+    let rope = ["rope_scaling", "rope_parameters"].iter().find_map(|k| {
+        v.get(*k)
+            .filter(|r| r.as_object().is_some_and(|o| !o.is_empty()))
+    });
+    let partial = match rope {
+        Some(r) => number(r, "partial_rotary_factor")?,
+        None => None,
+    }
+    .or(number(v, "partial_rotary_factor")?)
+    .unwrap_or(default);
+    if !(partial > 0.0 && partial <= 1.0) {
+        bail!(
+            Format,
+            "partial_rotary_factor must be in (0, 1], got {partial}"
+        );
+    }
+    // Odd or too few dimensions are refused with the other values (`check_values`).
+    let rotary = (c.head_dim() as f64 * partial) as usize;
+    c.opts.rotary_dim = (rotary < c.head_dim()).then_some(rotary);
+    Ok(())
+}
+
+/// The `partial_rotary_factor` that int(head_dim · factor) reads back as the rotated
+/// dimensions: the ratio itself where it rounds back (0.75 of 128), else one half a dimension
+/// above it (30 of 44 is 0.6818…, which rounds down to 29).
+fn partial_rotary_json(c: &DecoderConfig, map: &mut Map<String, Value>) {
+    let rotary = c.opts.rotary_dim.unwrap_or(c.head_dim());
+    let head = c.head_dim() as f64;
+    let factor = match rotary as f64 / head {
+        f if (head * f) as usize == rotary => f,
+        _ => (rotary as f64 + 0.5) / head,
+    };
+    map.insert("partial_rotary_factor".into(), factor.into());
+}
+
 /// A key's value, if it is present and not null.
 fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.get(key).filter(|x| !x.is_null())
@@ -517,10 +558,13 @@ fn activation(v: &Value, key: &str, default: Activation) -> Result<Activation> {
     match get(v, key).map(|x| x.as_str().unwrap_or("")) {
         None => Ok(default),
         Some("silu") | Some("swish") => Ok(Activation::Silu),
-        Some("gelu_pytorch_tanh") | Some("gelu_tanh") => Ok(Activation::GeluTanh),
+        // gelu_new is the same tanh approximation (Phi-2's).
+        Some("gelu_pytorch_tanh") | Some("gelu_tanh") | Some("gelu_new") => {
+            Ok(Activation::GeluTanh)
+        }
         Some(other) => bail!(
             Unsupported,
-            "{key} {other:?} is not supported (supported: silu, gelu_pytorch_tanh)"
+            "{key} {other:?} is not supported (supported: silu, gelu_pytorch_tanh, gelu_new)"
         ),
     }
 }
@@ -921,6 +965,85 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.architecture(), "Qwen3ForCausalLM");
+    }
+
+    /// Phi's block from PhiConfig's keys and defaults (half of each head rotating, the eps
+    /// as `layer_norm_eps`), in both RoPE forms; what it does not run, refused by name.
+    #[test]
+    fn phi_configs_read_as_transformers_reads_them() {
+        let p = parse("PhiForCausalLM", r#","layer_norm_eps":1e-6"#).unwrap();
+        assert_eq!(p.family, Family::Phi);
+        let o = p.opts;
+        assert_eq!(
+            (
+                o.norms,
+                o.layer_norm,
+                o.plain_mlp,
+                o.head_bias,
+                o.attention_bias
+            ),
+            (
+                NormPlacement::Parallel,
+                true,
+                true,
+                true,
+                AttentionBias::QkvO
+            )
+        );
+        assert_eq!(
+            (o.activation, o.rotary_dim),
+            (Activation::GeluTanh, Some(8))
+        );
+        assert_eq!((p.rms_norm_eps, p.rope_theta), (1e-6, 10_000.0));
+        assert_eq!(
+            (p.max_position_embeddings, p.tie_word_embeddings),
+            (2048, false)
+        );
+        // Flat, as microsoft/phi-2 ships it, and inside rope_parameters, as transformers 5
+        // writes it (the object's wins over a flat key).
+        let flat = parse("PhiForCausalLM", r#","partial_rotary_factor":0.25"#).unwrap();
+        assert_eq!(flat.opts.rotary_dim, Some(4));
+        let nested = parse(
+            "PhiForCausalLM",
+            r#","partial_rotary_factor":0.5,"rope_parameters":{"rope_type":"default","rope_theta":100.0,"partial_rotary_factor":0.25}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (nested.opts.rotary_dim, nested.rope_theta),
+            (Some(4), 100.0)
+        );
+        let whole = parse("PhiForCausalLM", r#","partial_rotary_factor":1.0"#).unwrap();
+        assert_eq!(whole.opts.rotary_dim, None);
+        // Written and read back: the same block.
+        let json = super::config_json(&ModelConfig::Decoder(flat.clone())).unwrap();
+        assert_eq!(json["layer_norm_eps"], 1e-5);
+        assert!(json.get("rms_norm_eps").is_none());
+        match ModelConfig::parse(&json.to_string()).unwrap() {
+            // head_dim is written out.
+            ModelConfig::Decoder(back) => assert_eq!(
+                back,
+                DecoderConfig {
+                    head_dim: Some(16),
+                    ..flat
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        refused(
+            "PhiForCausalLM",
+            r#","qk_layernorm":true"#,
+            &["qk_layernorm"],
+        );
+        refused(
+            "PhiForCausalLM",
+            r#","hidden_act":"gelu""#,
+            &["hidden_act", "\"gelu\""],
+        );
+        refused(
+            "PhiForCausalLM",
+            r#","model_type":"phi-msft""#,
+            &["phi-msft", "model_type \"phi\""],
+        );
     }
 
     /// OLMo 2's post-norm block and OLMo 3's windows and RoPEs, from each of its config forms.

@@ -9,7 +9,7 @@
 //! transformers does (the two differ only past it: 2047 tokens on Phi-3-mini).
 
 use super::gguf::{Keys, Meta};
-use super::{activation, count, number, read_base, Unit};
+use super::{activation, count, partial_rotary, partial_rotary_json, read_base, Unit};
 use crate::error::{bail, Result};
 use crate::formats::config::{
     Activation, DecoderConfig, Family, LayerType, LongRope, RopeScaling, DEFAULT_ROPE_THETA,
@@ -37,25 +37,7 @@ fn read(v: &Value) -> Result<DecoderConfig> {
     if activation(v, "hidden_act", Activation::Silu)? != Activation::Silu {
         bail!(Unsupported, "hidden_act must be silu for Phi3ForCausalLM");
     }
-    // As Phi3Config reads it: the RoPE object's (a non-empty rope_scaling over
-    // rope_parameters), else the flat key.
-    let rope = ["rope_scaling", "rope_parameters"].iter().find_map(|k| {
-        v.get(*k)
-            .filter(|r| r.as_object().is_some_and(|o| !o.is_empty()))
-    });
-    let partial = match rope {
-        Some(r) => number(r, "partial_rotary_factor")?,
-        None => None,
-    }
-    .or(number(v, "partial_rotary_factor")?);
-    match partial {
-        Some(p) if !(p > 0.0 && p <= 1.0) => {
-            bail!(Format, "partial_rotary_factor must be in (0, 1], got {p}")
-        }
-        // As transformers sizes it: int(head_dim · factor).
-        Some(p) if p < 1.0 => c.opts.rotary_dim = Some((c.head_dim() as f64 * p) as usize),
-        _ => {}
-    }
+    partial_rotary(v, &mut c, 1.0)?;
     c.sliding_window = count(v, "sliding_window")?;
     if c.sliding_window.is_some() {
         c.layer_types = vec![LayerType::Sliding; c.num_hidden_layers];
@@ -93,15 +75,8 @@ fn as_transformers_reads(v: &mut Value) {
 const ORIGINAL_CONTEXT: usize = 4096;
 
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
-    if let Some(rotary) = c.opts.rotary_dim {
-        // A factor that int(head_dim · factor) reads back as `rotary`: the ratio itself where
-        // it rounds back (0.75 of 128), else one half a dimension above it.
-        let head = c.head_dim() as f64;
-        let factor = match rotary as f64 / head {
-            f if (head * f) as usize == rotary => f,
-            _ => (rotary as f64 + 0.5) / head,
-        };
-        map.insert("partial_rotary_factor".into(), factor.into());
+    if c.opts.rotary_dim.is_some() {
+        partial_rotary_json(c, map);
     }
     // Phi3Config reads the flat key over the RoPE object's.
     if let Some(RopeScaling::LongRope(l)) = &c.rope_scaling {

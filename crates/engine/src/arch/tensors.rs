@@ -3,8 +3,39 @@
 //! map ([`super::gguf`]) is built on.
 
 use crate::formats::config::{
-    AttentionBias, DecoderConfig, Gpt2Config, ModelConfig, NormPlacement, QkNorm,
+    AttentionBias, DecoderConfig, Family, Gpt2Config, ModelConfig, NormPlacement, QkNorm,
 };
+
+/// What a family calls the block's parts where it does not use Llama's names (the rest are
+/// shared): `self_attn.<o>`, `mlp.<up>`, `mlp.<down>`, `model.<final_norm>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Names {
+    pub o: &'static str,
+    /// The ungated feed-forward's input projection (a gated one has `gate_proj` and
+    /// `up_proj`, or `gate_up_proj`).
+    pub up: &'static str,
+    pub down: &'static str,
+    pub final_norm: &'static str,
+}
+
+impl Names {
+    pub fn of(c: &DecoderConfig) -> Self {
+        match c.family {
+            Family::Phi => Names {
+                o: "dense",
+                up: "fc1",
+                down: "fc2",
+                final_norm: "final_layernorm",
+            },
+            _ => Names {
+                o: "o_proj",
+                up: "up_proj",
+                down: "down_proj",
+                final_norm: "norm",
+            },
+        }
+    }
+}
 
 /// A parameter's name and shape (candle order).
 pub type Parameter = (String, Vec<usize>);
@@ -22,6 +53,7 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
     let (h, hd, f) = (c.hidden_size, c.head_dim(), c.intermediate_size);
     let (q, kv) = (c.num_attention_heads * hd, c.kv_heads() * hd);
     let o = &c.opts;
+    let n = Names::of(c);
     let mut p = vec![(
         "model.embed_tokens.weight".to_string(),
         vec![c.vocab_size, h],
@@ -29,8 +61,9 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
     for i in 0..c.num_hidden_layers {
         let l = format!("model.layers.{i}");
         let mut add = |name: &str, shape: Vec<usize>| p.push((format!("{l}.{name}"), shape));
+        let norm = |name: &str| norm_parameters(name, h, o.layer_norm);
         if o.norms != NormPlacement::Post {
-            add("input_layernorm.weight", vec![h]);
+            norm("input_layernorm").for_each(|(n, s)| add(&n, s));
         }
         if o.fused_projections {
             add("self_attn.qkv_proj.weight", vec![q + 2 * kv, h]);
@@ -55,31 +88,57 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
                 add("self_attn.k_norm.weight", vec![kv]);
             }
         }
-        add("self_attn.o_proj.weight", vec![h, q]);
+        add(&format!("self_attn.{}.weight", n.o), vec![h, q]);
         if o.attention_bias == AttentionBias::QkvO {
-            add("self_attn.o_proj.bias", vec![h]);
+            add(&format!("self_attn.{}.bias", n.o), vec![h]);
         }
         // Llama's norm before the feed-forward; Gemma's and OLMo 2's after attention.
-        add("post_attention_layernorm.weight", vec![h]);
+        let mut norms = vec![];
+        if o.norms != NormPlacement::Parallel {
+            norms.push("post_attention_layernorm");
+        }
         if o.norms == NormPlacement::Sandwich {
-            add("pre_feedforward_layernorm.weight", vec![h]);
+            norms.push("pre_feedforward_layernorm");
         }
-        if o.norms != NormPlacement::Pre {
-            add("post_feedforward_layernorm.weight", vec![h]);
+        if matches!(o.norms, NormPlacement::Sandwich | NormPlacement::Post) {
+            norms.push("post_feedforward_layernorm");
         }
-        if o.fused_projections {
+        norms
+            .into_iter()
+            .flat_map(norm)
+            .for_each(|(n, s)| add(&n, s));
+        if o.plain_mlp {
+            add(&format!("mlp.{}.weight", n.up), vec![f, h]);
+            add(&format!("mlp.{}.bias", n.up), vec![f]);
+        } else if o.fused_projections {
             add("mlp.gate_up_proj.weight", vec![2 * f, h]);
         } else {
             add("mlp.gate_proj.weight", vec![f, h]);
             add("mlp.up_proj.weight", vec![f, h]);
         }
-        add("mlp.down_proj.weight", vec![h, f]);
+        add(&format!("mlp.{}.weight", n.down), vec![h, f]);
+        if o.plain_mlp {
+            add(&format!("mlp.{}.bias", n.down), vec![h]);
+        }
     }
-    p.push(("model.norm.weight".to_string(), vec![h]));
+    p.extend(norm_parameters(
+        &format!("model.{}", n.final_norm),
+        h,
+        o.layer_norm,
+    ));
     if !c.tie_word_embeddings {
         p.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
     }
+    if o.head_bias {
+        p.push(("lm_head.bias".to_string(), vec![c.vocab_size]));
+    }
     p
+}
+
+/// A norm's parameters: its gains, and its bias where the norms are LayerNorms.
+fn norm_parameters(name: &str, h: usize, layer_norm: bool) -> impl Iterator<Item = Parameter> {
+    let bias = layer_norm.then(|| (format!("{name}.bias"), vec![h]));
+    std::iter::once((format!("{name}.weight"), vec![h])).chain(bias)
 }
 
 /// GPT-2's parameters, with the `transformer.` prefix HF writes (Conv1D weights `[in, out]`).

@@ -311,6 +311,7 @@ pub enum Family {
     Olmo2,
     Olmo3,
     Exaone4,
+    Phi,
 }
 
 /// Which bias vectors the attention's projections have.
@@ -346,6 +347,9 @@ pub enum NormPlacement {
     Sandwich,
     /// After each only: the inputs go in unnormed (OLMo 2).
     Post,
+    /// One norm before both, which read its output side by side and join the residual
+    /// together: x + attn(n(x)) + ffn(n(x)) (Phi-2).
+    Parallel,
 }
 
 /// The feed-forward's gate activation.
@@ -354,7 +358,7 @@ pub enum Activation {
     /// SiLU (SwiGLU): Llama, Mistral, Qwen, Phi-3.
     #[default]
     Silu,
-    /// GELU, tanh approximation (GeGLU): Gemma.
+    /// GELU, tanh approximation: Gemma's GeGLU, Phi-2's plain feed-forward.
     GeluTanh,
 }
 
@@ -392,6 +396,13 @@ pub struct BlockOptions {
     pub residual_multiplier: Option<f32>,
     /// Logits divided by it (Granite's `logits_scaling`).
     pub logits_divisor: Option<f32>,
+    /// The norms are LayerNorms, each with a bias, rather than RMSNorms (Phi-2).
+    pub layer_norm: bool,
+    /// The feed-forward is ungated: up (with a bias), the activation, down (with a bias)
+    /// (Phi-2's fc1 and fc2).
+    pub plain_mlp: bool,
+    /// The LM head has a bias (Phi-2).
+    pub head_bias: bool,
 }
 
 /// A layer's attention: over every earlier position, or the last `sliding_window` ones.
@@ -435,6 +446,8 @@ pub struct DecoderConfig {
     pub num_key_value_heads: Option<usize>,
     pub head_dim: Option<usize>,
     pub vocab_size: usize,
+    /// The norms' eps (their LayerNorms' where the family has them: Phi's `layer_norm_eps`,
+    /// which its unit reads into this).
     #[serde(default = "default_rms_eps")]
     pub rms_norm_eps: f64,
     #[serde(default = "default_rope_theta")]

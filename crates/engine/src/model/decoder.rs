@@ -1,13 +1,15 @@
 //! The decoder block every family in `arch/` runs: Llama's (pre-norm attention with RoPE and
 //! grouped key/value heads, a gated feed-forward), with the options the families differ in
-//! ([`BlockOptions`]): biases, q/k norms, (1 + w) gains, sandwich or post-only norms, scaled
-//! embeddings, GeGLU, soft-capping, a query scalar, sliding windows with their own RoPE, fused
-//! projections. Tied or untied heads.
+//! ([`BlockOptions`]): biases, q/k norms, (1 + w) gains, sandwich, post-only or parallel norms,
+//! LayerNorms, scaled embeddings, GeGLU or an ungated feed-forward, soft-capping, a query
+//! scalar, sliding windows with their own RoPE, fused projections. Tied or untied heads, with
+//! or without a bias. Tensor names are the family's ([`Names`]).
 
 use super::attention::{attend, AttentionOptions};
-use super::param::{Loader, Mix, Param};
+use super::param::{affine2, Loader, Mix, Param};
 use super::rope::Rotary;
 use super::{check_context, Cache, Kernels};
+use crate::arch::tensors::Names;
 use crate::formats::config::{
     Activation, AttentionBias, BlockOptions, DecoderConfig, LayerType, NormPlacement, QkNorm, Rope,
 };
@@ -19,15 +21,24 @@ enum Qkv {
     Fused(Param),
 }
 
-/// Gate and up: two weights, or one `gate_up_proj` whose output rows are the gate's, then up's.
+/// Gate and up: two weights, or one `gate_up_proj` whose output rows are the gate's, then
+/// up's; or an ungated feed-forward's one input projection and its bias (Phi-2's `fc1`).
 enum GateUp {
     Separate { gate: Param, up: Param },
     Fused(Param),
+    Plain { up: Param, bias: Param },
+}
+
+/// A norm's gains, and its bias where the family's norms are LayerNorms (boxed, as the head's
+/// bias: most families have neither).
+struct Norm {
+    w: Param,
+    b: Option<Box<Param>>,
 }
 
 struct Block {
-    /// Before attention (none in OLMo 2's post-norm block).
-    attn_norm: Option<Param>,
+    /// Before attention (none in OLMo 2's post-norm block; before both in Phi-2's).
+    attn_norm: Option<Norm>,
     qkv: Qkv,
     /// Biases of q, k and v, where the family has them.
     qkv_bias: Option<[Param; 3]>,
@@ -36,13 +47,15 @@ struct Block {
     o: Param,
     o_bias: Option<Param>,
     /// After attention, before the residual add (Gemma, OLMo 2).
-    post_attn_norm: Option<Param>,
-    /// Before the feed-forward (none in OLMo 2's block).
-    mlp_norm: Option<Param>,
+    post_attn_norm: Option<Norm>,
+    /// Before the feed-forward (none in OLMo 2's block or Phi-2's).
+    mlp_norm: Option<Norm>,
     gate_up: GateUp,
     down: Param,
+    /// Down's bias, in an ungated feed-forward.
+    down_bias: Option<Param>,
     /// After the feed-forward, before the residual add (Gemma, OLMo 2).
-    post_mlp_norm: Option<Param>,
+    post_mlp_norm: Option<Norm>,
     /// This layer's sliding window, if it has one.
     window: Option<usize>,
     /// Which of the decoder's RoPEs this layer uses, if any.
@@ -52,10 +65,11 @@ struct Block {
 pub struct Decoder {
     embed: Param,
     blocks: Vec<Block>,
-    norm: Param,
+    norm: Norm,
     eps: f64,
     kernels: Kernels,
     lm_head: Param,
+    lm_head_bias: Option<Box<Param>>,
     opts: BlockOptions,
     /// What the family multiplies its embeddings by: √hidden_size (Gemma) or a given
     /// multiplier (Granite).
@@ -88,7 +102,18 @@ impl Decoder {
         let (h, hd, f) = (c.hidden_size, c.head_dim(), c.intermediate_size);
         let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
         let o = c.opts;
+        let names = Names::of(c);
         let m = vb.pp("model");
+        // `name.weight`, and `name.bias` where the norms are LayerNorms.
+        let norm = |vb: &Loader, name: &str| -> Result<Norm> {
+            Ok(Norm {
+                w: vb.get(h, &format!("{name}.weight"))?,
+                b: match o.layer_norm {
+                    true => Some(Box::new(vb.get(h, &format!("{name}.bias"))?)),
+                    false => None,
+                },
+            })
+        };
         let embed_w = m.get((c.vocab_size, h), "embed_tokens.weight")?;
         let mut blocks = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
@@ -112,7 +137,12 @@ impl Decoder {
                     a.get(nkv * hd, "v_proj.bias")?,
                 ]),
             };
-            let gate_up = if o.fused_projections {
+            let gate_up = if o.plain_mlp {
+                GateUp::Plain {
+                    up: mlp.get((f, h), &format!("{}.weight", names.up))?,
+                    bias: mlp.get(f, &format!("{}.bias", names.up))?,
+                }
+            } else if o.fused_projections {
                 GateUp::Fused(mlp.get((2 * f, h), "gate_up_proj.weight")?)
             } else {
                 GateUp::Separate {
@@ -124,23 +154,24 @@ impl Decoder {
             // and OLMo 2's follows attention.
             let (attn_norm, post_attn_norm, mlp_norm, post_mlp_norm) = match o.norms {
                 NormPlacement::Pre => (
-                    Some(l.get(h, "input_layernorm.weight")?),
+                    Some(norm(&l, "input_layernorm")?),
                     None,
-                    Some(l.get(h, "post_attention_layernorm.weight")?),
+                    Some(norm(&l, "post_attention_layernorm")?),
                     None,
                 ),
                 NormPlacement::Sandwich => (
-                    Some(l.get(h, "input_layernorm.weight")?),
-                    Some(l.get(h, "post_attention_layernorm.weight")?),
-                    Some(l.get(h, "pre_feedforward_layernorm.weight")?),
-                    Some(l.get(h, "post_feedforward_layernorm.weight")?),
+                    Some(norm(&l, "input_layernorm")?),
+                    Some(norm(&l, "post_attention_layernorm")?),
+                    Some(norm(&l, "pre_feedforward_layernorm")?),
+                    Some(norm(&l, "post_feedforward_layernorm")?),
                 ),
                 NormPlacement::Post => (
                     None,
-                    Some(l.get(h, "post_attention_layernorm.weight")?),
+                    Some(norm(&l, "post_attention_layernorm")?),
                     None,
-                    Some(l.get(h, "post_feedforward_layernorm.weight")?),
+                    Some(norm(&l, "post_feedforward_layernorm")?),
                 ),
+                NormPlacement::Parallel => (Some(norm(&l, "input_layernorm")?), None, None, None),
             };
             let sliding = c.layer_type(i) == LayerType::Sliding;
             blocks.push(Block {
@@ -157,15 +188,19 @@ impl Decoder {
                         a.get(nkv * hd, "k_norm.weight")?,
                     ]),
                 },
-                o: a.get((h, nh * hd), "o_proj.weight")?,
+                o: a.get((h, nh * hd), &format!("{}.weight", names.o))?,
                 o_bias: match o.attention_bias {
-                    AttentionBias::QkvO => Some(a.get(h, "o_proj.bias")?),
+                    AttentionBias::QkvO => Some(a.get(h, &format!("{}.bias", names.o))?),
                     _ => None,
                 },
                 post_attn_norm,
                 mlp_norm,
                 gate_up,
-                down: mlp.get((h, f), "down_proj.weight")?,
+                down: mlp.get((h, f), &format!("{}.weight", names.down))?,
+                down_bias: match o.plain_mlp {
+                    true => Some(mlp.get(h, &format!("{}.bias", names.down))?),
+                    false => None,
+                },
                 post_mlp_norm,
                 window: if sliding { c.sliding_window } else { None },
                 rope: c
@@ -173,11 +208,15 @@ impl Decoder {
                     .then_some(usize::from(sliding && c.local_rope.is_some())),
             });
         }
-        let norm = m.get(h, "norm.weight")?;
+        let final_norm = norm(&m, names.final_norm)?;
         let lm_head = if c.tie_word_embeddings {
             embed_w.clone()
         } else {
             vb.get((c.vocab_size, h), "lm_head.weight")?
+        };
+        let lm_head_bias = match o.head_bias {
+            true => Some(Box::new(vb.get(c.vocab_size, "lm_head.bias")?)),
+            false => None,
         };
         let global = Rope {
             theta: c.rope_theta,
@@ -196,10 +235,11 @@ impl Decoder {
         let mut model = Self {
             embed: embed_w,
             blocks,
-            norm,
+            norm: final_norm,
             eps: c.rms_norm_eps,
             kernels,
             lm_head,
+            lm_head_bias,
             opts: o,
             embed_scale: match o.embed_multiplier {
                 Some(m) => Some(m as f64),
@@ -235,12 +275,12 @@ impl Decoder {
             .map(|b| match (&b.qkv, &b.gate_up, b.window, b.rope) {
                 (Qkv::Separate { q, k, v }, GateUp::Separate { gate, up }, None, Some(0)) => {
                     Some(BlockParts {
-                        attn_norm: b.attn_norm.as_ref()?,
+                        attn_norm: &b.attn_norm.as_ref()?.w,
                         q,
                         k,
                         v,
                         o: &b.o,
-                        mlp_norm: b.mlp_norm.as_ref()?,
+                        mlp_norm: &b.mlp_norm.as_ref()?.w,
                         gate,
                         up,
                         down: &b.down,
@@ -252,7 +292,7 @@ impl Decoder {
         plain.then(|| Parts {
             embed: &self.embed,
             blocks,
-            norm: &self.norm,
+            norm: &self.norm.w,
             lm_head: &self.lm_head,
             inv_freq: self.rotary.first().0,
             eps: self.eps,
@@ -301,7 +341,7 @@ impl Decoder {
 
     pub fn device(&self) -> &Device {
         // The final norm's gains: never kept quantized.
-        self.norm.tensor().device()
+        self.norm.w.tensor().device()
     }
 
     /// Run passes given no [`Mix`] at this one (None: at the weights as they are).
@@ -328,11 +368,7 @@ impl Decoder {
             .map(|i| self.rotary.angles(i, pos, t, self.act))
             .collect::<Result<Vec<_>>>()?;
         let linear = |x: &Tensor, w: &Param| w.linear(x, mix, k_);
-        // A bias added per row: (1 − α)·b_A + α·b_B in the batched mode.
-        let biased = |y: Tensor, b: Option<&Param>| match b {
-            Some(b) => b.apply(mix, |b| y.broadcast_add(&super::like(b, &y)?)),
-            None => Ok(y),
-        };
+        let biased = |y: Tensor, b: Option<&Param>| biased(y, b, mix);
         let mut x = self.embed.embed(ids, mix)?.to_dtype(self.act)?;
         if let Some(s) = self.embed_scale {
             x = (x * s)?;
@@ -366,15 +402,13 @@ impl Decoder {
             // A norm over the whole projection comes before the split into heads, a norm
             // per head after it.
             let (q, k) = match (&block.qk_norm, o.qk_norm) {
-                (Some([qn, kn]), QkNorm::Whole) => {
-                    (self.norm(&q, qn, mix)?, self.norm(&k, kn, mix)?)
-                }
+                (Some([qn, kn]), QkNorm::Whole) => (self.rms(&q, qn, mix)?, self.rms(&k, kn, mix)?),
                 _ => (q, k),
             };
             let (mut q, mut k) = (heads(q, self.heads)?, heads(k, self.kv_heads)?);
             if let (Some([qn, kn]), QkNorm::PerHead) = (&block.qk_norm, o.qk_norm) {
-                q = self.norm(&q, qn, mix)?;
-                k = self.norm(&k, kn, mix)?;
+                q = self.rms(&q, qn, mix)?;
+                k = self.rms(&k, kn, mix)?;
             }
             let (q, k) = (
                 q.transpose(1, 2)?.contiguous()?,
@@ -409,31 +443,53 @@ impl Decoder {
             if let Some(n) = &block.post_attn_norm {
                 a = self.norm(&a, n, mix)?;
             }
+            if o.norms == NormPlacement::Parallel {
+                // The feed-forward reads attention's input; both join the residual at once,
+                // added as transformers adds them.
+                let m = self.feed_forward(block, &h, mix)?;
+                x = ((self.residual(a)? + self.residual(m)?)? + r)?;
+                continue;
+            }
             x = (self.residual(a)? + r)?;
             let r = x.clone();
             let h = self.maybe_norm(&x, block.mlp_norm.as_ref(), mix)?;
-            let (g, u) = match &block.gate_up {
-                GateUp::Separate { gate, up } => match grouped(&[gate, up], &h, mix, k_)? {
-                    Some([g, u]) => (g, u),
-                    None => (linear(&h, gate)?, linear(&h, up)?),
-                },
-                GateUp::Fused(w) => {
-                    let y = linear(&h, w)?;
-                    let f = y.dim(2)? / 2;
-                    (y.narrow(2, 0, f)?, y.narrow(2, f, f)?)
-                }
-            };
-            let gated = match o.activation {
-                Activation::Silu => k_.silu_mul(&g, &u)?,
-                Activation::GeluTanh => (g.gelu()? * u)?,
-            };
-            let mut m = linear(&gated, &block.down)?;
+            let mut m = self.feed_forward(block, &h, mix)?;
             if let Some(n) = &block.post_mlp_norm {
                 m = self.norm(&m, n, mix)?;
             }
             x = (self.residual(m)? + r)?;
         }
         Ok(x)
+    }
+
+    /// A block's feed-forward of its normed input `h`, before any post-norm.
+    fn feed_forward(&self, block: &Block, h: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
+        let k_ = self.kernels;
+        let linear = |x: &Tensor, w: &Param| w.linear(x, mix, k_);
+        let (g, u) = match &block.gate_up {
+            GateUp::Separate { gate, up } => match grouped(&[gate, up], h, mix, k_)? {
+                Some([g, u]) => (g, u),
+                None => (linear(h, gate)?, linear(h, up)?),
+            },
+            GateUp::Fused(w) => {
+                let y = linear(h, w)?;
+                let f = y.dim(2)? / 2;
+                (y.narrow(2, 0, f)?, y.narrow(2, f, f)?)
+            }
+            GateUp::Plain { up, bias } => {
+                let u = biased(linear(h, up)?, Some(bias), mix)?;
+                let a = match self.opts.activation {
+                    Activation::Silu => u.silu()?,
+                    Activation::GeluTanh => u.gelu()?,
+                };
+                return biased(linear(&a, &block.down)?, block.down_bias.as_ref(), mix);
+            }
+        };
+        let gated = match self.opts.activation {
+            Activation::Silu => k_.silu_mul(&g, &u)?,
+            Activation::GeluTanh => (g.gelu()? * u)?,
+        };
+        linear(&gated, &block.down)
     }
 
     /// A block's attention or feed-forward output as it joins the residual stream.
@@ -444,17 +500,28 @@ impl Decoder {
         }
     }
 
-    /// `x` normed by `g` where the block has that norm, else as it is.
-    fn maybe_norm(&self, x: &Tensor, g: Option<&Param>, mix: Option<&Mix>) -> Result<Tensor> {
-        match g {
-            Some(g) => self.norm(x, g, mix),
+    /// `x` normed by `n` where the block has that norm, else as it is.
+    fn maybe_norm(&self, x: &Tensor, n: Option<&Norm>, mix: Option<&Mix>) -> Result<Tensor> {
+        match n {
+            Some(n) => self.norm(x, n, mix),
             None => Ok(x.clone()),
+        }
+    }
+
+    /// `x` normed over its last dimension by `n`: a LayerNorm where it has a bias, else an
+    /// RMS norm; per row in the batched mode.
+    fn norm(&self, x: &Tensor, n: &Norm, mix: Option<&Mix>) -> Result<Tensor> {
+        match &n.b {
+            Some(b) => affine2(&n.w, b, mix, |w, b| {
+                self.kernels.layer_norm(x, w, b, self.eps)
+            }),
+            None => self.rms(x, &n.w, mix),
         }
     }
 
     /// RMS norm of `x` over its last dimension with `g`'s gains (as 1 + g where the family
     /// stores them so), per row in the batched mode.
-    fn norm(&self, x: &Tensor, g: &Param, mix: Option<&Mix>) -> Result<Tensor> {
+    fn rms(&self, x: &Tensor, g: &Param, mix: Option<&Mix>) -> Result<Tensor> {
         g.apply(mix, |g| {
             if self.opts.norm_plus_one {
                 self.kernels
@@ -470,7 +537,8 @@ impl Decoder {
     pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
         let mix = mix.or(self.default_mix.as_deref());
         let x = self.norm(x, &self.norm, mix)?;
-        let mut logits = self.lm_head.linear(&x, mix, self.kernels)?;
+        let logits = self.lm_head.linear(&x, mix, self.kernels)?;
+        let mut logits = biased(logits, self.lm_head_bias.as_deref(), mix)?;
         if let Some(d) = self.opts.logits_divisor {
             logits = (logits / d as f64)?;
         }
@@ -478,6 +546,14 @@ impl Decoder {
             Some(cap) => softcap(&logits, cap),
             None => Ok(logits),
         }
+    }
+}
+
+/// `y` plus bias `b` where there is one: (1 − α)·b_A + α·b_B per row in the batched mode.
+fn biased(y: Tensor, b: Option<&Param>, mix: Option<&Mix>) -> Result<Tensor> {
+    match b {
+        Some(b) => b.apply(mix, |b| y.broadcast_add(&super::like(b, &y)?)),
+        None => Ok(y),
     }
 }
 

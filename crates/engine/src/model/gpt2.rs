@@ -3,7 +3,7 @@
 //! the LM head is tied to `wte`.
 
 use super::attention::{attend, AttentionOptions};
-use super::param::{Loader, Mix, Param};
+use super::param::{affine2, Loader, Mix, Param};
 use super::{check_context, conv1d, conv1d_mixed, Cache, Kernels};
 use crate::formats::config::Gpt2Config;
 use candle_core::{Device, Result, Tensor};
@@ -182,23 +182,5 @@ impl Gpt2 {
     pub fn head(&self, x: &Tensor, mix: Option<&Mix>) -> Result<Tensor> {
         let x = self.norm(&self.ln_f, x, mix)?;
         self.wte.linear(&x, mix, self.kernels)
-    }
-}
-
-/// An op affine in a (weight, bias) pair jointly: evaluated once per endpoint and mixed, as
-/// [`Param::apply`] does for one weight.
-fn affine2(
-    w: &Param,
-    b: &Param,
-    mix: Option<&Mix>,
-    op: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
-) -> Result<Tensor> {
-    match (mix, w.endpoint_b(), b.endpoint_b()) {
-        (None, ..) | (Some(_), None, None) => op(w.tensor(), b.tensor()),
-        // Either has a B version (an adapter may replace just one): the other keeps its one.
-        (Some(m), wb, bb) => m.combine(
-            &op(w.tensor(), b.tensor())?,
-            &op(wb.unwrap_or(w.tensor()), bb.unwrap_or(b.tensor()))?,
-        ),
     }
 }

@@ -802,6 +802,24 @@ pub fn embed(w: &Tensor, ids: &Tensor) -> Result<Tensor> {
     w.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, d))
 }
 
+/// An op affine in a (weight, bias) pair jointly: evaluated once per endpoint and mixed, as
+/// [`Param::apply`] does for one weight.
+pub(super) fn affine2(
+    w: &Param,
+    b: &Param,
+    mix: Option<&Mix>,
+    op: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    match (mix, w.endpoint_b(), b.endpoint_b()) {
+        (None, ..) | (Some(_), None, None) => op(w.tensor(), b.tensor()),
+        // Either has a B version (an adapter may replace just one): the other keeps its one.
+        (Some(m), wb, bb) => m.combine(
+            &op(w.tensor(), b.tensor())?,
+            &op(wb.unwrap_or(w.tensor()), bb.unwrap_or(b.tensor()))?,
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

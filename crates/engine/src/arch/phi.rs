@@ -1,0 +1,102 @@
+//! PhiForCausalLM (Phi-1, Phi-1.5, Phi-2 and their fine-tunes): one LayerNorm per layer,
+//! whose output attention and the feed-forward read side by side, both joining the residual at
+//! once; biases on every projection and on the head; an ungated GELU feed-forward (`fc1`,
+//! `fc2`); the output projection named `dense`, the final norm `final_layernorm`; partial
+//! rotary (`partial_rotary_factor`, 0.5 unless given; Phi-2's is 0.4).
+//!
+//! In GGUF (`phi2`): q, k and v as transformers has them (llama.cpp's converter keeps them
+//! apart and unpermuted), the LayerNorms' and the head's biases as `.bias` tensors, the rotated
+//! dimensions as `rope.dimension_count`, the eps as `attention.layer_norm_epsilon`.
+
+use super::gguf::{Keys, Meta};
+use super::{activation, partial_rotary, partial_rotary_json, read_base, refuse_true, Unit};
+use crate::error::{bail, Result};
+use crate::formats::config::{
+    Activation, AttentionBias, DecoderConfig, Family, NormPlacement, DEFAULT_ROPE_THETA,
+};
+use serde_json::{Map, Value};
+
+pub(super) const UNIT: Unit = Unit {
+    family: Family::Phi,
+    class: "PhiForCausalLM",
+    model_type: "phi",
+    gguf_arch: "phi2",
+    read,
+    write,
+    from_gguf,
+    to_gguf,
+};
+
+/// What every Phi block has, whichever file it comes from.
+fn block(c: &mut DecoderConfig) {
+    c.family = Family::Phi;
+    let o = &mut c.opts;
+    o.norms = NormPlacement::Parallel;
+    o.layer_norm = true;
+    o.plain_mlp = true;
+    o.head_bias = true;
+    o.attention_bias = AttentionBias::QkvO;
+}
+
+fn read(v: &Value) -> Result<DecoderConfig> {
+    if v.get("model_type").and_then(Value::as_str) == Some("phi-msft") {
+        bail!(
+            Unsupported,
+            "model_type \"phi-msft\" (the layout Phi-2 shipped in before transformers had it) is not supported; the transformers layout (model_type \"phi\", as microsoft/phi-2 ships it now) is"
+        );
+    }
+    // PhiConfig's eps is `layer_norm_eps` (1e-5 unless given).
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("rms_norm_eps");
+        if let Some(e) = o.get("layer_norm_eps").filter(|e| !e.is_null()).cloned() {
+            o.insert("rms_norm_eps".into(), e);
+        }
+    }
+    let v = &v;
+    let mut c = read_base(v, 1e-5, DEFAULT_ROPE_THETA, 2048)?;
+    block(&mut c);
+    c.opts.activation = activation(v, "hidden_act", Activation::GeluTanh)?;
+    partial_rotary(v, &mut c, 0.5)?;
+    refuse_true(v, "qk_layernorm", UNIT.class)?;
+    Ok(c)
+}
+
+fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
+    map.remove("rms_norm_eps");
+    map.insert("layer_norm_eps".into(), c.rms_norm_eps.into());
+    if c.opts.activation == Activation::GeluTanh {
+        map.insert("hidden_act".into(), "gelu_new".into());
+    }
+    partial_rotary_json(c, map);
+    map.insert("qk_layernorm".into(), false.into());
+    Ok(())
+}
+
+fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
+    block(c);
+    c.opts.activation = Activation::GeluTanh;
+    c.rms_norm_eps = m.number_or("attention.layer_norm_epsilon", 1e-5)?;
+    Ok(())
+}
+
+fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
+    let a = UNIT.gguf_arch;
+    k.u32(
+        &format!("{a}.rope.dimension_count"),
+        c.opts.rotary_dim.unwrap_or(c.head_dim()),
+    );
+    if c.tie_word_embeddings {
+        bail!(
+            Unsupported,
+            "--format gguf: llama.cpp's phi2 needs its own head (output.weight); this Phi model ties it to the embeddings; use --format hf"
+        );
+    }
+    if c.opts.activation != Activation::GeluTanh {
+        bail!(
+            Unsupported,
+            "--format gguf: llama.cpp's phi2 runs GELU (tanh); this Phi model's hidden_act is silu; use --format hf"
+        );
+    }
+    Ok(())
+}
