@@ -6,7 +6,7 @@
 //! tests/fixtures/families/expected.json (every greedy step's top-2 margin ≥ 1e-3). Held in
 //! the re-blended path and the batched one (every α a row of one batch), and in bf16 against
 //! the same model's own f32 run. The families beyond those (long-context RoPEs, NoPE layers,
-//! Granite, Gemma 1, OLMo 2 and 3, EXAONE 4.0, Phi-2) the same way, from
+//! Granite, Gemma 1, OLMo 2 and 3, EXAONE 4.0, Phi-2, GPT-NeoX) the same way, from
 //! tests/fixtures/make_variant_families.py and families/variants.json.
 
 use candle_core::DType;
@@ -289,13 +289,38 @@ fn phi_matches_transformers_with_parallel_layernorm_blocks() {
     );
 }
 
+/// GPT-NeoX's (Pythia's) block: LayerNorms, attention and the feed-forward side by side each
+/// from its own norm, q, k and v fused head by head, biases, exact GELU, half of each head
+/// rotating. Endpoint b's config is Pythia's form (`rotary_pct`, `rotary_emb_base`).
+#[test]
+fn gpt_neox_matches_transformers_with_parallel_residuals() {
+    check_form(
+        "gptneox",
+        "GPTNeoXForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
+/// GPT-NeoX with `use_parallel_residual` false: the feed-forward after attention's residual.
+#[test]
+fn gpt_neox_matches_transformers_in_sequence() {
+    check_form(
+        "gptneox-sequential",
+        "GPTNeoXForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
 /// interleaved, Granite's scalars as its keys; Gemma 1's norms plus one; OLMo 2 and 3 as
 /// `olmo2`, OLMo 3's window and pattern and its YaRN keys as the converter writes them;
 /// EXAONE 4.0's dense form as `exaone4`, its RoPE scaling as divisors without a context key;
-/// Phi-2 as `phi2`, its LayerNorms' eps and rotated dimensions as keys, no RoPE base.
+/// Phi-2 as `phi2`, its LayerNorms' eps and rotated dimensions as keys, no RoPE base; GPT-NeoX
+/// as `gptneox`, q, k and v regrouped by kind, both residual orders.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -308,6 +333,8 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("olmo3", "Olmo3ForCausalLM", Form::Gguf, &exp);
     check_form("exaone4-dense", "Exaone4ForCausalLM", Form::Gguf, &exp);
     check_form("phi", "PhiForCausalLM", Form::Gguf, &exp);
+    check_form("gptneox", "GPTNeoXForCausalLM", Form::Gguf, &exp);
+    check_form("gptneox-sequential", "GPTNeoXForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -337,7 +364,7 @@ fn every_family_pair_is_checked() {
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
     let variants = read_json("families/variants.json");
     let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
-    assert_eq!(variants.len(), 10, "{variants:?}: add a test for each pair");
+    assert_eq!(variants.len(), 12, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of
@@ -419,12 +446,12 @@ fn adapter_pairs_on_the_families_match_peft() {
     check_adapter_pairs(&expected(), 3);
 }
 
-/// The same for PEFT adapter pairs on Phi-2's, OLMo 2's and EXAONE 4.0's blocks, each on its
-/// family's module names (`dense`, `fc1`, `fc2`; `all-linear`), from
-/// make_variant_families.py.
+/// The same for PEFT adapter pairs on Phi-2's, OLMo 2's, EXAONE 4.0's and GPT-NeoX's blocks,
+/// each on its family's module names (`dense`, `fc1`, `fc2`; `all-linear`; GPT-NeoX's
+/// `query_key_value` fused head by head), from make_variant_families.py.
 #[test]
 fn adapter_pairs_on_the_variant_families_match_peft() {
-    check_adapter_pairs(&read_json("families/variants.json"), 3);
+    check_adapter_pairs(&read_json("families/variants.json"), 4);
 }
 
 fn check_adapter_pairs(exp: &Value, count: usize) {

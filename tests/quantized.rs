@@ -705,3 +705,31 @@ fn the_real_smollm2_q4_1_base_matches_llama_cpp() {
         }
     }
 }
+
+/// GPT-NeoX's fused q, k and v rows, stored regrouped by kind (all q, then k, then v) as
+/// llama.cpp's converter writes them, are read where they lie through a row map: two Q8_0
+/// endpoints kept quantized give each α's rows alone and stay near the dequantised path, which
+/// puts the rows back in transformers' order (tests/fixtures/gguf/gptneox-q8_0-{a,b}.gguf,
+/// from make_variant_families.py).
+#[test]
+fn gpt_neox_qkv_rows_kept_quantized_are_read_through_their_regrouping() {
+    let fixture = |side: &str| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/gguf/gptneox-q8_0-{side}.gguf"))
+            .display()
+            .to_string()
+    };
+    let load = |dequantize: bool| {
+        let opts = LoadOptions {
+            device: DeviceChoice::Cpu,
+            chat_template: false,
+            dequantize,
+            ..Default::default()
+        };
+        Engine::load(&fixture("a"), &fixture("b"), &opts).unwrap()
+    };
+    let (mut kept, mut plain) = (load(false), load(true));
+    assert!(kept.info.description.contains("kept quantized"));
+    let ids = [5u32, 17, 42, 8, 99, 3];
+    rows_match_alone_and_dequantised(&mut kept, &mut plain, &ids, &[0.0, 0.3, 1.0], "gptneox");
+}

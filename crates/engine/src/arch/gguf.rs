@@ -30,6 +30,8 @@ enum Kind {
     RopeK,
     /// GPT-2's Conv1D weights.
     Conv,
+    /// GPT-NeoX's fused q, k, v weight or bias: grouped by kind in GGUF.
+    QkvByHead,
 }
 
 /// Which configs a row applies to (where one name means two things: transformers'
@@ -74,6 +76,31 @@ const DECODER_GLOBAL: &[(&str, &str, Kind, When)] = &[
         When::Always,
     ),
     ("output.bias", "lm_head.bias", Kind::AsIs, When::Always),
+    // GPT-NeoX's.
+    (
+        "token_embd.weight",
+        "gpt_neox.embed_in.weight",
+        Kind::AsIs,
+        When::Always,
+    ),
+    (
+        "output_norm.weight",
+        "gpt_neox.final_layer_norm.weight",
+        Kind::Norm,
+        When::Always,
+    ),
+    (
+        "output_norm.bias",
+        "gpt_neox.final_layer_norm.bias",
+        Kind::AsIs,
+        When::Always,
+    ),
+    (
+        "output.weight",
+        "embed_out.weight",
+        Kind::AsIs,
+        When::Always,
+    ),
 ];
 const DECODER_LAYER: &[(&str, &str, Kind, When)] = &[
     (
@@ -225,6 +252,61 @@ const DECODER_LAYER: &[(&str, &str, Kind, When)] = &[
         When::Always,
     ),
     ("ffn_down.bias", "mlp.fc2.bias", Kind::AsIs, When::Always),
+    // GPT-NeoX's, its q, k and v fused head by head.
+    (
+        "ffn_norm.bias",
+        "post_attention_layernorm.bias",
+        Kind::AsIs,
+        When::PreNorms,
+    ),
+    (
+        "attn_qkv.weight",
+        "attention.query_key_value.weight",
+        Kind::QkvByHead,
+        When::Always,
+    ),
+    (
+        "attn_qkv.bias",
+        "attention.query_key_value.bias",
+        Kind::QkvByHead,
+        When::Always,
+    ),
+    (
+        "attn_output.weight",
+        "attention.dense.weight",
+        Kind::AsIs,
+        When::Always,
+    ),
+    (
+        "attn_output.bias",
+        "attention.dense.bias",
+        Kind::AsIs,
+        When::Always,
+    ),
+    (
+        "ffn_up.weight",
+        "mlp.dense_h_to_4h.weight",
+        Kind::AsIs,
+        When::Always,
+    ),
+    (
+        "ffn_up.bias",
+        "mlp.dense_h_to_4h.bias",
+        Kind::AsIs,
+        When::Always,
+    ),
+    (
+        "ffn_down.weight",
+        "mlp.dense_4h_to_h.weight",
+        Kind::AsIs,
+        When::Always,
+    ),
+    (
+        "ffn_down.bias",
+        "mlp.dense_4h_to_h.bias",
+        Kind::AsIs,
+        When::Always,
+    ),
 ];
 const GPT2_GLOBAL: &[(&str, &str, Kind, When)] = &[
     (
@@ -322,11 +404,20 @@ pub struct Named {
 /// reader and the GGUF export go through.
 pub fn tensor_names(c: &ModelConfig) -> Vec<Named> {
     let (global, layer, prefix) = match c {
-        ModelConfig::Decoder(_) => (DECODER_GLOBAL, DECODER_LAYER, "model.layers."),
-        ModelConfig::Gpt2(_) => (GPT2_GLOBAL, GPT2_LAYER, "transformer.h."),
+        ModelConfig::Decoder(d) => (
+            DECODER_GLOBAL,
+            DECODER_LAYER,
+            format!("{}.layers.", super::tensors::Names::of(d).model),
+        ),
+        ModelConfig::Gpt2(_) => (GPT2_GLOBAL, GPT2_LAYER, "transformer.h.".into()),
     };
+    // Llama's post_attention_layernorm is the norm before the feed-forward, and so is
+    // GPT-NeoX's.
     let pre_norms = match c {
-        ModelConfig::Decoder(d) => d.opts.norms == NormPlacement::Pre,
+        ModelConfig::Decoder(d) => matches!(
+            d.opts.norms,
+            NormPlacement::Pre | NormPlacement::ParallelTwoNorms
+        ),
         ModelConfig::Gpt2(_) => true,
     };
     let applies = |w: When| match w {
@@ -337,7 +428,7 @@ pub fn tensor_names(c: &ModelConfig) -> Vec<Named> {
     parameters(c)
         .into_iter()
         .map(|(hf, hf_shape)| {
-            let found = match hf.strip_prefix(prefix).and_then(|r| r.split_once('.')) {
+            let found = match hf.strip_prefix(&prefix).and_then(|r| r.split_once('.')) {
                 Some((i, part)) => layer
                     .iter()
                     .find(|r| r.1 == part && applies(r.3))
@@ -381,6 +472,9 @@ fn layout(c: &ModelConfig, kind: Kind) -> Layout {
         },
         Kind::RopeK if interleaved => Layout::RopeInterleaved {
             heads: d.kv_heads(),
+        },
+        Kind::QkvByHead => Layout::QkvByHead {
+            heads: d.num_attention_heads,
         },
         _ => Layout::AsIs,
     }
@@ -654,10 +748,10 @@ fn decoder_base(m: &Meta) -> Result<DecoderConfig> {
     let rotary_dim = match rope_dim {
         0 => None,
         r if r == head_dim => None,
-        r if matches!(m.arch, "phi3" | "phi2") && r < head_dim => Some(r),
+        r if matches!(m.arch, "phi3" | "phi2" | "gptneox") && r < head_dim => Some(r),
         r => bail!(
             Unsupported,
-            "{p}: {}.rope.dimension_count {r} is not the head dimension {head_dim}: partial rotary embeddings are supported for phi2 and phi3 only",
+            "{p}: {}.rope.dimension_count {r} is not the head dimension {head_dim}: partial rotary embeddings are supported for gptneox, phi2 and phi3 only",
             m.arch
         ),
     };
@@ -782,6 +876,9 @@ impl Keys {
     }
     pub fn f32(&mut self, k: &str, v: f64) {
         self.0.push((k.into(), Value::Float(v)));
+    }
+    pub fn bool(&mut self, k: &str, v: bool) {
+        self.0.push((k.into(), Value::Bool(v)));
     }
     pub fn string(&mut self, k: &str, v: &str) {
         self.0.push((k.into(), Value::Str(v.into())));

@@ -10,6 +10,7 @@ mod gemma;
 mod gemma2;
 mod gemma3;
 pub mod gguf;
+mod gpt_neox;
 mod granite;
 mod llama;
 mod mistral;
@@ -51,7 +52,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 14] = [
+pub(crate) const UNITS: [Unit; 15] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -67,6 +68,7 @@ pub(crate) const UNITS: [Unit; 14] = [
     olmo3::UNIT,
     exaone4::UNIT,
     phi::UNIT,
+    gpt_neox::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -238,10 +240,7 @@ pub fn config_json(c: &ModelConfig) -> Result<Value> {
         "eos_token_id": eos_json(&c.eos_token_id),
         // Unknown here, and some families' defaults lie outside a small vocabulary.
         "pad_token_id": null,
-        "hidden_act": match c.opts.activation {
-            Activation::Silu => "silu",
-            Activation::GeluTanh => "gelu_pytorch_tanh",
-        },
+        "hidden_act": activation_name(c.opts.activation),
     });
     let map = v.as_object_mut().expect("an object");
     if let Some(s) = &c.rope_scaling {
@@ -474,6 +473,19 @@ fn read_base(value: &Value, rms_eps: f64, theta: f32, context: usize) -> Result<
     Ok(c)
 }
 
+/// A config whose norms' eps is `layer_norm_eps` (PhiConfig's, GPTNeoXConfig's), with that
+/// value under the key [`read_base`] reads (and its default where it is not given).
+fn layer_norm_eps(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("rms_norm_eps");
+        if let Some(e) = o.get("layer_norm_eps").filter(|e| !e.is_null()).cloned() {
+            o.insert("rms_norm_eps".into(), e);
+        }
+    }
+    v
+}
+
 /// `partial_rotary_factor` as Phi3Config and PhiConfig read it (the RoPE object's, a
 /// non-empty rope_scaling over rope_parameters, else the flat key, else `default`), sized as
 /// transformers sizes it: int(head_dim · factor) leading dimensions rotate.
@@ -500,17 +512,21 @@ fn partial_rotary(v: &Value, c: &mut DecoderConfig, default: f64) -> Result<()> 
     Ok(())
 }
 
-/// The `partial_rotary_factor` that int(head_dim · factor) reads back as the rotated
-/// dimensions: the ratio itself where it rounds back (0.75 of 128), else one half a dimension
-/// above it (30 of 44 is 0.6818…, which rounds down to 29).
-fn partial_rotary_json(c: &DecoderConfig, map: &mut Map<String, Value>) {
+/// The rotary factor that int(head_dim · factor) reads back as the rotated dimensions: the
+/// ratio itself where it rounds back (0.75 of 128), else one half a dimension above it (30 of
+/// 44 is 0.6818…, which rounds down to 29).
+fn rotary_factor(c: &DecoderConfig) -> f64 {
     let rotary = c.opts.rotary_dim.unwrap_or(c.head_dim());
     let head = c.head_dim() as f64;
-    let factor = match rotary as f64 / head {
+    match rotary as f64 / head {
         f if (head * f) as usize == rotary => f,
         _ => (rotary as f64 + 0.5) / head,
-    };
-    map.insert("partial_rotary_factor".into(), factor.into());
+    }
+}
+
+/// `partial_rotary_factor` as [`rotary_factor`] gives it.
+fn partial_rotary_json(c: &DecoderConfig, map: &mut Map<String, Value>) {
+    map.insert("partial_rotary_factor".into(), rotary_factor(c).into());
 }
 
 /// A key's value, if it is present and not null.
@@ -552,6 +568,15 @@ fn refuse_true(v: &Value, key: &str, family: &str) -> Result<()> {
     Ok(())
 }
 
+/// An activation's `hidden_act` name.
+fn activation_name(a: Activation) -> &'static str {
+    match a {
+        Activation::Silu => "silu",
+        Activation::GeluTanh => "gelu_pytorch_tanh",
+        Activation::Gelu => "gelu",
+    }
+}
+
 /// The gate activation named by `key` (`hidden_act` or Gemma's `hidden_activation`), which
 /// must be one the block has.
 fn activation(v: &Value, key: &str, default: Activation) -> Result<Activation> {
@@ -562,9 +587,10 @@ fn activation(v: &Value, key: &str, default: Activation) -> Result<Activation> {
         Some("gelu_pytorch_tanh") | Some("gelu_tanh") | Some("gelu_new") => {
             Ok(Activation::GeluTanh)
         }
+        Some("gelu") => Ok(Activation::Gelu),
         Some(other) => bail!(
             Unsupported,
-            "{key} {other:?} is not supported (supported: silu, gelu_pytorch_tanh, gelu_new)"
+            "{key} {other:?} is not supported (supported: silu, gelu_pytorch_tanh, gelu_new, gelu)"
         ),
     }
 }
@@ -1036,14 +1062,102 @@ mod tests {
         );
         refused(
             "PhiForCausalLM",
-            r#","hidden_act":"gelu""#,
-            &["hidden_act", "\"gelu\""],
+            r#","hidden_act":"relu""#,
+            &["hidden_act", "\"relu\""],
         );
         refused(
             "PhiForCausalLM",
             r#","model_type":"phi-msft""#,
             &["phi-msft", "model_type \"phi\""],
         );
+    }
+
+    /// GPT-NeoX's block from GPTNeoXConfig's keys and defaults (a quarter of each head
+    /// rotating, exact GELU, parallel residuals, biases), its RoPE from Pythia's keys or the
+    /// RoPE object; flat keys it does not read refused where they say otherwise.
+    #[test]
+    fn gpt_neox_configs_read_as_transformers_reads_them() {
+        let neox = |extra: &str| {
+            ModelConfig::parse(&format!(
+                r#"{{"architectures":["GPTNeoXForCausalLM"],"hidden_size":64,
+                "intermediate_size":256,"num_hidden_layers":2,"num_attention_heads":4,
+                "vocab_size":100{extra}}}"#
+            ))
+        };
+        let c = match neox("").unwrap() {
+            ModelConfig::Decoder(c) => c,
+            other => panic!("{other:?}"),
+        };
+        let o = c.opts;
+        assert_eq!(c.family, Family::GptNeoX);
+        assert_eq!(
+            (o.norms, o.layer_norm, o.plain_mlp, o.qkv_by_head),
+            (NormPlacement::ParallelTwoNorms, true, true, true)
+        );
+        assert_eq!(
+            (o.attention_bias, o.activation, o.rotary_dim, o.head_bias),
+            (AttentionBias::QkvO, Activation::Gelu, Some(4), false)
+        );
+        assert_eq!(
+            (c.rope_theta, c.rms_norm_eps, c.max_position_embeddings),
+            (10_000.0, 1e-5, 2048)
+        );
+        let read = |extra: &str| match neox(extra).unwrap() {
+            ModelConfig::Decoder(c) => c,
+            other => panic!("{other:?}"),
+        };
+        let pythia = read(
+            r#","rotary_pct":0.5,"rotary_emb_base":100,"use_parallel_residual":false,"attention_bias":false,"layer_norm_eps":1e-6"#,
+        );
+        assert_eq!(
+            (pythia.opts.rotary_dim, pythia.rope_theta),
+            (Some(8), 100.0)
+        );
+        assert_eq!(pythia.opts.norms, NormPlacement::Pre);
+        assert_eq!(
+            (pythia.opts.attention_bias, pythia.rms_norm_eps),
+            (AttentionBias::None, 1e-6)
+        );
+        // The RoPE object's over Pythia's keys, as GPTNeoXConfig reads them.
+        let v5 = read(
+            r#","rotary_pct":0.5,"rope_parameters":{"rope_type":"default","rope_theta":7.0,"partial_rotary_factor":1.0}"#,
+        );
+        assert_eq!((v5.opts.rotary_dim, v5.rope_theta), (None, 7.0));
+        // Written and read back: the same block.
+        let json = super::config_json(&ModelConfig::Decoder(pythia.clone())).unwrap();
+        assert_eq!(
+            (
+                json["rotary_pct"].as_f64(),
+                json["rotary_emb_base"].as_f64()
+            ),
+            (Some(0.5), Some(100.0))
+        );
+        assert!(json.get("rope_theta").is_none());
+        match ModelConfig::parse(&json.to_string()).unwrap() {
+            ModelConfig::Decoder(back) => assert_eq!(
+                back,
+                DecoderConfig {
+                    head_dim: Some(16),
+                    ..pythia
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        for (extra, says) in [
+            (r#","rope_theta":500"#, "rope_theta 500 is not read"),
+            (
+                r#","partial_rotary_factor":0.5"#,
+                "partial_rotary_factor 0.5 is not read",
+            ),
+            (r#","num_key_value_heads":2"#, "num_key_value_heads 2"),
+            (r#","head_dim":8"#, "head_dim 8"),
+            (r#","use_parallel_residual":"yes""#, "use_parallel_residual"),
+        ] {
+            let e = neox(extra).unwrap_err().to_string();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        // The flat keys where they agree with what is read.
+        read(r#","rope_theta":10000,"partial_rotary_factor":0.25"#);
     }
 
     /// OLMo 2's post-norm block and OLMo 3's windows and RoPEs, from each of its config forms.

@@ -9,7 +9,9 @@
 //! dimensions as `rope.dimension_count`, the eps as `attention.layer_norm_epsilon`.
 
 use super::gguf::{Keys, Meta};
-use super::{activation, partial_rotary, partial_rotary_json, read_base, refuse_true, Unit};
+use super::{
+    activation, layer_norm_eps, partial_rotary, partial_rotary_json, read_base, refuse_true, Unit,
+};
 use crate::error::{bail, Result};
 use crate::formats::config::{
     Activation, AttentionBias, DecoderConfig, Family, NormPlacement, DEFAULT_ROPE_THETA,
@@ -45,15 +47,7 @@ fn read(v: &Value) -> Result<DecoderConfig> {
             "model_type \"phi-msft\" (the layout Phi-2 shipped in before transformers had it) is not supported; the transformers layout (model_type \"phi\", as microsoft/phi-2 ships it now) is"
         );
     }
-    // PhiConfig's eps is `layer_norm_eps` (1e-5 unless given).
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("rms_norm_eps");
-        if let Some(e) = o.get("layer_norm_eps").filter(|e| !e.is_null()).cloned() {
-            o.insert("rms_norm_eps".into(), e);
-        }
-    }
-    let v = &v;
+    let v = &layer_norm_eps(v);
     let mut c = read_base(v, 1e-5, DEFAULT_ROPE_THETA, 2048)?;
     block(&mut c);
     c.opts.activation = activation(v, "hidden_act", Activation::GeluTanh)?;
@@ -95,7 +89,8 @@ fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     if c.opts.activation != Activation::GeluTanh {
         bail!(
             Unsupported,
-            "--format gguf: llama.cpp's phi2 runs GELU (tanh); this Phi model's hidden_act is silu; use --format hf"
+            "--format gguf: llama.cpp's phi2 runs GELU (tanh); this Phi model's hidden_act is {}; use --format hf",
+            super::activation_name(c.opts.activation)
         );
     }
     Ok(())

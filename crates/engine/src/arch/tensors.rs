@@ -7,16 +7,34 @@ use crate::formats::config::{
 };
 
 /// What a family calls the block's parts where it does not use Llama's names (the rest are
-/// shared): `self_attn.<o>`, `mlp.<up>`, `mlp.<down>`, `model.<final_norm>`.
+/// shared): `<model>.<embed>`, `<model>.layers.N.<attn>.<o>`, `<attn>.<qkv>` where q, k and
+/// v are fused, `mlp.<up>`, `mlp.<down>`, `<model>.<final_norm>`, `<head>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Names {
+    pub model: &'static str,
+    pub embed: &'static str,
+    pub attn: &'static str,
+    pub qkv: &'static str,
     pub o: &'static str,
     /// The ungated feed-forward's input projection (a gated one has `gate_proj` and
     /// `up_proj`, or `gate_up_proj`).
     pub up: &'static str,
     pub down: &'static str,
     pub final_norm: &'static str,
+    pub head: &'static str,
 }
+
+const LLAMA: Names = Names {
+    model: "model",
+    embed: "embed_tokens",
+    attn: "self_attn",
+    qkv: "qkv_proj",
+    o: "o_proj",
+    up: "up_proj",
+    down: "down_proj",
+    final_norm: "norm",
+    head: "lm_head",
+};
 
 impl Names {
     pub fn of(c: &DecoderConfig) -> Self {
@@ -26,13 +44,20 @@ impl Names {
                 up: "fc1",
                 down: "fc2",
                 final_norm: "final_layernorm",
+                ..LLAMA
             },
-            _ => Names {
-                o: "o_proj",
-                up: "up_proj",
-                down: "down_proj",
-                final_norm: "norm",
+            Family::GptNeoX => Names {
+                model: "gpt_neox",
+                embed: "embed_in",
+                attn: "attention",
+                qkv: "query_key_value",
+                o: "dense",
+                up: "dense_h_to_4h",
+                down: "dense_4h_to_h",
+                final_norm: "final_layer_norm",
+                head: "embed_out",
             },
+            _ => LLAMA,
         }
     }
 }
@@ -54,43 +79,45 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
     let (q, kv) = (c.num_attention_heads * hd, c.kv_heads() * hd);
     let o = &c.opts;
     let n = Names::of(c);
-    let mut p = vec![(
-        "model.embed_tokens.weight".to_string(),
-        vec![c.vocab_size, h],
-    )];
+    let (m, a) = (n.model, n.attn);
+    let mut p = vec![(format!("{m}.{}.weight", n.embed), vec![c.vocab_size, h])];
     for i in 0..c.num_hidden_layers {
-        let l = format!("model.layers.{i}");
+        let l = format!("{m}.layers.{i}");
         let mut add = |name: &str, shape: Vec<usize>| p.push((format!("{l}.{name}"), shape));
         let norm = |name: &str| norm_parameters(name, h, o.layer_norm);
         if o.norms != NormPlacement::Post {
             norm("input_layernorm").for_each(|(n, s)| add(&n, s));
         }
-        if o.fused_projections {
-            add("self_attn.qkv_proj.weight", vec![q + 2 * kv, h]);
+        let biases = o.attention_bias != AttentionBias::None;
+        if o.fused_projections || o.qkv_by_head {
+            add(&format!("{a}.{}.weight", n.qkv), vec![q + 2 * kv, h]);
+            if biases && o.qkv_by_head {
+                add(&format!("{a}.{}.bias", n.qkv), vec![q + 2 * kv]);
+            }
         } else {
-            add("self_attn.q_proj.weight", vec![q, h]);
-            add("self_attn.k_proj.weight", vec![kv, h]);
-            add("self_attn.v_proj.weight", vec![kv, h]);
+            add(&format!("{a}.q_proj.weight"), vec![q, h]);
+            add(&format!("{a}.k_proj.weight"), vec![kv, h]);
+            add(&format!("{a}.v_proj.weight"), vec![kv, h]);
         }
-        if o.attention_bias != AttentionBias::None {
-            add("self_attn.q_proj.bias", vec![q]);
-            add("self_attn.k_proj.bias", vec![kv]);
-            add("self_attn.v_proj.bias", vec![kv]);
+        if biases && !o.qkv_by_head {
+            add(&format!("{a}.q_proj.bias"), vec![q]);
+            add(&format!("{a}.k_proj.bias"), vec![kv]);
+            add(&format!("{a}.v_proj.bias"), vec![kv]);
         }
         match o.qk_norm {
             QkNorm::None => {}
             QkNorm::PerHead => {
-                add("self_attn.q_norm.weight", vec![hd]);
-                add("self_attn.k_norm.weight", vec![hd]);
+                add(&format!("{a}.q_norm.weight"), vec![hd]);
+                add(&format!("{a}.k_norm.weight"), vec![hd]);
             }
             QkNorm::Whole => {
-                add("self_attn.q_norm.weight", vec![q]);
-                add("self_attn.k_norm.weight", vec![kv]);
+                add(&format!("{a}.q_norm.weight"), vec![q]);
+                add(&format!("{a}.k_norm.weight"), vec![kv]);
             }
         }
-        add(&format!("self_attn.{}.weight", n.o), vec![h, q]);
+        add(&format!("{a}.{}.weight", n.o), vec![h, q]);
         if o.attention_bias == AttentionBias::QkvO {
-            add(&format!("self_attn.{}.bias", n.o), vec![h]);
+            add(&format!("{a}.{}.bias", n.o), vec![h]);
         }
         // Llama's norm before the feed-forward; Gemma's and OLMo 2's after attention.
         let mut norms = vec![];
@@ -122,15 +149,15 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
         }
     }
     p.extend(norm_parameters(
-        &format!("model.{}", n.final_norm),
+        &format!("{m}.{}", n.final_norm),
         h,
         o.layer_norm,
     ));
     if !c.tie_word_embeddings {
-        p.push(("lm_head.weight".to_string(), vec![c.vocab_size, h]));
+        p.push((format!("{}.weight", n.head), vec![c.vocab_size, h]));
     }
     if o.head_bias {
-        p.push(("lm_head.bias".to_string(), vec![c.vocab_size]));
+        p.push((format!("{}.bias", n.head), vec![c.vocab_size]));
     }
     p
 }

@@ -281,7 +281,7 @@ fn pre_tokenizer_name(pre_tokenizer: &str) -> &'static str {
 type Stored<'a> = (String, Vec<usize>, u32, std::borrow::Cow<'a, [u8]>);
 
 pub(super) fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u64)) -> Result<()> {
-    use crate::formats::layout::{permute_rows, Layout};
+    use crate::formats::layout::{group_qkv_rows, permute_rows, Layout};
     use std::borrow::Cow;
     use std::io::Write;
     let mut w = Gguf::new();
@@ -334,6 +334,11 @@ pub(super) fn write_gguf(snap: &Snapshot, path: &Path, progress: &dyn Fn(u64, u6
                 Layout::RopeInterleaved { heads } => (
                     ty,
                     permute_rows(bytes, heads, shape[0]).into(),
+                    shape.clone(),
+                ),
+                Layout::QkvByHead { heads } => (
+                    ty,
+                    group_qkv_rows(bytes, heads, shape[0]).into(),
                     shape.clone(),
                 ),
                 Layout::Transposed => (

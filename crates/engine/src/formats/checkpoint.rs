@@ -181,7 +181,10 @@ impl TensorFiles {
         use crate::formats::layout::Layout;
         let t = self.tensors.get(name)?;
         let (ty, layout) = t.ggml?;
-        let rows_readable = matches!(layout, Layout::AsIs | Layout::RopeInterleaved { .. });
+        let rows_readable = matches!(
+            layout,
+            Layout::AsIs | Layout::RopeInterleaved { .. } | Layout::QkvByHead { .. }
+        );
         (t.shape.len() == 2 && rows_readable)
             .then(|| crate::quantized::QType::from_ggml(ty))
             .flatten()

@@ -312,6 +312,7 @@ pub enum Family {
     Olmo3,
     Exaone4,
     Phi,
+    GptNeoX,
 }
 
 /// Which bias vectors the attention's projections have.
@@ -350,6 +351,9 @@ pub enum NormPlacement {
     /// One norm before both, which read its output side by side and join the residual
     /// together: x + attn(n(x)) + ffn(n(x)) (Phi-2).
     Parallel,
+    /// Attention and the feed-forward side by side, each with its own norm of the same input:
+    /// x + attn(n₁(x)) + ffn(n₂(x)) (GPT-NeoX's `use_parallel_residual`).
+    ParallelTwoNorms,
 }
 
 /// The feed-forward's gate activation.
@@ -360,6 +364,8 @@ pub enum Activation {
     Silu,
     /// GELU, tanh approximation: Gemma's GeGLU, Phi-2's plain feed-forward.
     GeluTanh,
+    /// GELU, exact (erf): GPT-NeoX's (`hidden_act` "gelu").
+    Gelu,
 }
 
 /// What the decoder families differ in, beyond sizes. The default is Llama's block.
@@ -403,6 +409,9 @@ pub struct BlockOptions {
     pub plain_mlp: bool,
     /// The LM head has a bias (Phi-2).
     pub head_bias: bool,
+    /// q, k and v as one projection whose rows go head by head, each head's q, k and v in
+    /// turn (GPT-NeoX's `query_key_value`), with one bias where there are biases.
+    pub qkv_by_head: bool,
 }
 
 /// A layer's attention: over every earlier position, or the last `sliding_window` ones.

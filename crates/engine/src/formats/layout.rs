@@ -14,6 +14,9 @@ pub enum Layout {
     Transposed,
     /// Gemma's RMSNorm gains: Hugging Face stores w for (1 + w), llama.cpp stores 1 + w.
     PlusOne,
+    /// GPT-NeoX's fused q, k and v rows (weight or bias): head by head in Hugging Face (each
+    /// head's q, k, v), all of q, then k, then v in GGUF (llama.cpp's converter regroups them).
+    QkvByHead { heads: usize },
 }
 
 impl Layout {
@@ -33,6 +36,11 @@ impl Layout {
                 let d = rows / heads;
                 Some((0..rows).map(|hf| interleaved(hf, d) as u32).collect())
             }
+            Layout::QkvByHead { heads } => Some(
+                (0..rows)
+                    .map(|hf| qkv_grouped(hf, heads, rows) as u32)
+                    .collect(),
+            ),
             _ => None,
         }
     }
@@ -42,6 +50,9 @@ impl Layout {
         match self {
             Layout::AsIs => v,
             Layout::RopeInterleaved { heads } => unpermute_rows(&v, heads, stored[0]),
+            Layout::QkvByHead { heads } => {
+                gather_rows(&v, stored[0], |hf| qkv_grouped(hf, heads, stored[0]))
+            }
             Layout::Transposed => transpose(&v, stored[0], stored[1]),
             // Done in f32, as llama.cpp's converter adds it.
             Layout::PlusOne => v.into_iter().map(|x| x - 1.0).collect(),
@@ -55,6 +66,7 @@ impl Layout {
             Layout::RopeInterleaved { heads } => {
                 (permute_rows(&v, heads, shape[0]), shape.to_vec())
             }
+            Layout::QkvByHead { heads } => (group_qkv_rows(&v, heads, shape[0]), shape.to_vec()),
             Layout::Transposed => (transpose(&v, shape[0], shape[1]), vec![shape[1], shape[0]]),
             Layout::PlusOne => (v.into_iter().map(|x| x + 1.0).collect(), shape.to_vec()),
         }
@@ -74,6 +86,28 @@ fn interleaved(hf: usize, d: usize) -> usize {
     let (h, r) = (hf / d, hf % d);
     let (j, i) = (r / (d / 2), r % (d / 2));
     h * d + 2 * i + j
+}
+
+/// The stored row of Hugging Face row `hf` of GPT-NeoX's fused q, k, v (`rows` rows of
+/// `heads` heads): HF row `h·3d + j·d + i` (head h's q, k or v, j = 0, 1, 2) is stored at
+/// `j·heads·d + h·d + i`.
+fn qkv_grouped(hf: usize, heads: usize, rows: usize) -> usize {
+    let d = rows / (3 * heads);
+    let (h, r) = (hf / (3 * d), hf % (3 * d));
+    let (j, i) = (r / d, r % d);
+    j * heads * d + h * d + i
+}
+
+/// GPT-NeoX's fused q, k, v rows regrouped as llama.cpp stores them: all of q, then k, then
+/// v (the inverse of reading them back through [`qkv_grouped`]).
+pub fn group_qkv_rows<T: Copy>(w: &[T], heads: usize, rows: usize) -> Vec<T> {
+    let d = rows / (3 * heads);
+    // Stored row j·heads·d + h·d + i holds HF row h·3d + j·d + i.
+    gather_rows(w, rows, |s| {
+        let (j, r) = (s / (heads * d), s % (heads * d));
+        let (h, i) = (r / d, r % d);
+        h * 3 * d + j * d + i
+    })
 }
 
 /// `w` (`rows` rows of any element or byte type) with output row `k` taken from row `from(k)`.
@@ -124,16 +158,35 @@ mod tests {
         assert_eq!(permute_rows(&hf, heads, heads * d), stored);
     }
 
+    /// llama.cpp stores GPT-NeoX's q, k, v grouped by kind: with two heads of two rows, HF rows
+    /// q0 q0' k0 k0' v0 v0' q1 q1' k1 k1' v1 v1' (0..12) sit at 0, 1, 4, 5, 8, 9, 2, 3, 6, 7, 10,
+    /// 11 (written out, not computed): stored, q0 q0' q1 q1' k0 k0' k1 k1' v0 v0' v1 v1'. The
+    /// quantized path reads them through the same map.
+    #[test]
+    fn qkv_by_head_is_grouped_as_llama_cpp_stores_it() {
+        let stored_at = [0, 1, 4, 5, 8, 9, 2, 3, 6, 7, 10, 11];
+        let layout = Layout::QkvByHead { heads: 2 };
+        let hf: Vec<f32> = (0..12).map(|r| r as f32).collect();
+        let (stored, _) = layout.to_gguf(hf.clone(), &[12]);
+        for (row, &at) in stored_at.iter().enumerate() {
+            assert_eq!(stored[at], row as f32, "HF row {row}");
+        }
+        let order = layout.stored_row_order(12).unwrap();
+        assert_eq!(order, stored_at.map(|r| r as u32));
+        assert_eq!(layout.to_hf(stored, &[12]), hf);
+    }
+
     /// Every layout's two directions are inverses, shapes included.
     #[test]
     fn each_layout_round_trips() {
-        let shape = [8, 3];
+        let shape = [12, 2];
         let v: Vec<f32> = (0..24).map(|x| x as f32 * 0.5 - 3.0).collect();
         for layout in [
             Layout::AsIs,
             Layout::RopeInterleaved { heads: 2 },
             Layout::Transposed,
             Layout::PlusOne,
+            Layout::QkvByHead { heads: 2 },
         ] {
             let (stored, stored_shape) = layout.to_gguf(v.clone(), &shape);
             assert_eq!(layout.hf_shape(&stored_shape), shape, "{layout:?}");

@@ -15,10 +15,12 @@ use crate::formats::config::{
 };
 use candle_core::{DType, Device, Result, Tensor};
 
-/// q, k and v: three weights, or one `qkv_proj` whose output rows are q's, k's, then v's.
+/// q, k and v: three weights, or one `qkv_proj` whose output rows are q's, k's, then v's,
+/// or one whose rows go head by head (GPT-NeoX's `query_key_value`, with its one bias).
 enum Qkv {
     Separate { q: Param, k: Param, v: Param },
     Fused(Param),
+    ByHead { w: Param, b: Option<Param> },
 }
 
 /// Gate and up: two weights, or one `gate_up_proj` whose output rows are the gate's, then
@@ -103,7 +105,7 @@ impl Decoder {
         let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
         let o = c.opts;
         let names = Names::of(c);
-        let m = vb.pp("model");
+        let m = vb.pp(names.model);
         // `name.weight`, and `name.bias` where the norms are LayerNorms.
         let norm = |vb: &Loader, name: &str| -> Result<Norm> {
             Ok(Norm {
@@ -114,14 +116,23 @@ impl Decoder {
                 },
             })
         };
-        let embed_w = m.get((c.vocab_size, h), "embed_tokens.weight")?;
+        let embed_w = m.get((c.vocab_size, h), &format!("{}.weight", names.embed))?;
         let mut blocks = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let l = m.pp(format!("layers.{i}"));
-            let a = l.pp("self_attn");
+            let a = l.pp(names.attn);
             let mlp = l.pp("mlp");
-            let qkv = if o.fused_projections {
-                Qkv::Fused(a.get(((nh + 2 * nkv) * hd, h), "qkv_proj.weight")?)
+            let qkv_rows = (nh + 2 * nkv) * hd;
+            let qkv = if o.qkv_by_head {
+                Qkv::ByHead {
+                    w: a.get((qkv_rows, h), &format!("{}.weight", names.qkv))?,
+                    b: match o.attention_bias {
+                        AttentionBias::None => None,
+                        _ => Some(a.get(qkv_rows, &format!("{}.bias", names.qkv))?),
+                    },
+                }
+            } else if o.fused_projections {
+                Qkv::Fused(a.get((qkv_rows, h), &format!("{}.weight", names.qkv))?)
             } else {
                 Qkv::Separate {
                     q: a.get((nh * hd, h), "q_proj.weight")?,
@@ -131,6 +142,7 @@ impl Decoder {
             };
             let qkv_bias = match o.attention_bias {
                 AttentionBias::None => None,
+                _ if o.qkv_by_head => None,
                 AttentionBias::Qkv | AttentionBias::QkvO => Some([
                     a.get(nh * hd, "q_proj.bias")?,
                     a.get(nkv * hd, "k_proj.bias")?,
@@ -172,6 +184,12 @@ impl Decoder {
                     Some(norm(&l, "post_feedforward_layernorm")?),
                 ),
                 NormPlacement::Parallel => (Some(norm(&l, "input_layernorm")?), None, None, None),
+                NormPlacement::ParallelTwoNorms => (
+                    Some(norm(&l, "input_layernorm")?),
+                    None,
+                    Some(norm(&l, "post_attention_layernorm")?),
+                    None,
+                ),
             };
             let sliding = c.layer_type(i) == LayerType::Sliding;
             blocks.push(Block {
@@ -212,10 +230,12 @@ impl Decoder {
         let lm_head = if c.tie_word_embeddings {
             embed_w.clone()
         } else {
-            vb.get((c.vocab_size, h), "lm_head.weight")?
+            vb.get((c.vocab_size, h), &format!("{}.weight", names.head))?
         };
         let lm_head_bias = match o.head_bias {
-            true => Some(Box::new(vb.get(c.vocab_size, "lm_head.bias")?)),
+            true => Some(Box::new(
+                vb.get(c.vocab_size, &format!("{}.bias", names.head))?,
+            )),
             false => None,
         };
         let global = Rope {
@@ -398,6 +418,13 @@ impl Decoder {
                         y.narrow(2, nq + nk, nk)?,
                     )
                 }
+                Qkv::ByHead { w, b: bias } => {
+                    // Each head's q, k and v in turn (as many key/value heads as heads).
+                    let (n, d) = (self.heads, self.head_dim);
+                    let y = biased(linear(&h, w)?, bias.as_ref())?.reshape((b, t, n, 3 * d))?;
+                    let part = |j: usize| y.narrow(3, j * d, d)?.reshape((b, t, n * d));
+                    (part(0)?, part(1)?, part(2)?)
+                }
             };
             // A norm over the whole projection comes before the split into heads, a norm
             // per head after it.
@@ -443,9 +470,16 @@ impl Decoder {
             if let Some(n) = &block.post_attn_norm {
                 a = self.norm(&a, n, mix)?;
             }
-            if o.norms == NormPlacement::Parallel {
-                // The feed-forward reads attention's input; both join the residual at once,
-                // added as transformers adds them.
+            if matches!(
+                o.norms,
+                NormPlacement::Parallel | NormPlacement::ParallelTwoNorms
+            ) {
+                // The feed-forward reads attention's input (through its own norm where it has
+                // one); both join the residual at once, added as transformers adds them.
+                let h = match &block.mlp_norm {
+                    Some(n) => self.norm(&r, n, mix)?,
+                    None => h,
+                };
                 let m = self.feed_forward(block, &h, mix)?;
                 x = ((self.residual(a)? + self.residual(m)?)? + r)?;
                 continue;
@@ -481,6 +515,7 @@ impl Decoder {
                 let a = match self.opts.activation {
                     Activation::Silu => u.silu()?,
                     Activation::GeluTanh => u.gelu()?,
+                    Activation::Gelu => u.gelu_erf()?,
                 };
                 return biased(linear(&a, &block.down)?, block.down_bias.as_ref(), mix);
             }
@@ -488,6 +523,7 @@ impl Decoder {
         let gated = match self.opts.activation {
             Activation::Silu => k_.silu_mul(&g, &u)?,
             Activation::GeluTanh => (g.gelu()? * u)?,
+            Activation::Gelu => (g.gelu_erf()? * u)?,
         };
         linear(&gated, &block.down)
     }
