@@ -6,7 +6,7 @@
 //! tests/fixtures/families/expected.json (every greedy step's top-2 margin ≥ 1e-3). Held in
 //! the re-blended path and the batched one (every α a row of one batch), and in bf16 against
 //! the same model's own f32 run. The families beyond those (long-context RoPEs, NoPE layers,
-//! Granite, Gemma 1, OLMo 2 and 3, EXAONE 4.0, Phi-2, GPT-NeoX) the same way, from
+//! Granite, Gemma 1, OLMo 2 and 3, EXAONE 4.0, Phi-2, GPT-NeoX, StableLM) the same way, from
 //! tests/fixtures/make_variant_families.py and families/variants.json.
 
 use candle_core::DType;
@@ -313,6 +313,30 @@ fn gpt_neox_matches_transformers_in_sequence() {
     );
 }
 
+/// StableLM 2 1.6B's form: Llama's block with LayerNorms, biases on q, k and v, partial
+/// rotary, grouped key/value heads.
+#[test]
+fn stablelm_matches_transformers_with_layer_norms() {
+    check_form(
+        "stablelm",
+        "StableLmForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
+/// StableLM with `use_parallel_residual`: one LayerNorm before attention and the gated
+/// feed-forward side by side.
+#[test]
+fn stablelm_matches_transformers_with_parallel_residuals() {
+    check_form(
+        "stablelm-parallel",
+        "StableLmForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
@@ -320,7 +344,8 @@ fn gpt_neox_matches_transformers_in_sequence() {
 /// `olmo2`, OLMo 3's window and pattern and its YaRN keys as the converter writes them;
 /// EXAONE 4.0's dense form as `exaone4`, its RoPE scaling as divisors without a context key;
 /// Phi-2 as `phi2`, its LayerNorms' eps and rotated dimensions as keys, no RoPE base; GPT-NeoX
-/// as `gptneox`, q, k and v regrouped by kind, both residual orders.
+/// as `gptneox`, q, k and v regrouped by kind, both residual orders; StableLM as `stablelm`,
+/// parallel where a block has no `ffn_norm`.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -335,6 +360,8 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("phi", "PhiForCausalLM", Form::Gguf, &exp);
     check_form("gptneox", "GPTNeoXForCausalLM", Form::Gguf, &exp);
     check_form("gptneox-sequential", "GPTNeoXForCausalLM", Form::Gguf, &exp);
+    check_form("stablelm", "StableLmForCausalLM", Form::Gguf, &exp);
+    check_form("stablelm-parallel", "StableLmForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -364,7 +391,7 @@ fn every_family_pair_is_checked() {
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
     let variants = read_json("families/variants.json");
     let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
-    assert_eq!(variants.len(), 12, "{variants:?}: add a test for each pair");
+    assert_eq!(variants.len(), 14, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of

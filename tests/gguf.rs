@@ -322,7 +322,21 @@ fn bad_family_ggufs_get_one_line_naming_the_key_or_tensor() {
     });
     has(
         &load_err(&write("partial.gguf", partial)),
-        &["partial.gguf", "llama.rope.dimension_count 4", "phi3 only"],
+        &[
+            "partial.gguf",
+            "llama.rope.dimension_count 4",
+            "supported for gptneox, phi2, phi3 and stablelm only",
+        ],
+    );
+    // Phi-2 with q, k and v in one tensor, as converted from its pre-transformers layout
+    // (llama.cpp runs it; the reader names it).
+    has(
+        &load_err(&gguf("phi-fused-qkv")),
+        &[
+            "phi-fused-qkv.gguf",
+            "blk.N.attn_qkv",
+            "attn_q, attn_k and attn_v",
+        ],
     );
     // YaRN without a factor to scale by.
     let qwen2_yarn = std::fs::read(gguf("qwen2-yarn-a")).unwrap();

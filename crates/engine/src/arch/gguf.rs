@@ -76,6 +76,13 @@ const DECODER_GLOBAL: &[(&str, &str, Kind, When)] = &[
         When::Always,
     ),
     ("output.bias", "lm_head.bias", Kind::AsIs, When::Always),
+    // StableLM's final LayerNorm.
+    (
+        "output_norm.bias",
+        "model.norm.bias",
+        Kind::AsIs,
+        When::Always,
+    ),
     // GPT-NeoX's.
     (
         "token_embd.weight",
@@ -748,10 +755,12 @@ fn decoder_base(m: &Meta) -> Result<DecoderConfig> {
     let rotary_dim = match rope_dim {
         0 => None,
         r if r == head_dim => None,
-        r if matches!(m.arch, "phi3" | "phi2" | "gptneox") && r < head_dim => Some(r),
+        r if matches!(m.arch, "phi3" | "phi2" | "gptneox" | "stablelm") && r < head_dim => {
+            Some(r)
+        }
         r => bail!(
             Unsupported,
-            "{p}: {}.rope.dimension_count {r} is not the head dimension {head_dim}: partial rotary embeddings are supported for gptneox, phi2 and phi3 only",
+            "{p}: {}.rope.dimension_count {r} is not the head dimension {head_dim}: partial rotary embeddings are supported for gptneox, phi2, phi3 and stablelm only",
             m.arch
         ),
     };

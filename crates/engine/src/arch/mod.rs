@@ -21,6 +21,7 @@ mod phi3;
 mod qwen2;
 mod qwen3;
 mod smollm3;
+mod stablelm;
 pub mod tensors;
 
 use crate::error::{bail, err, Context, Result};
@@ -52,7 +53,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 15] = [
+pub(crate) const UNITS: [Unit; 16] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -69,6 +70,7 @@ pub(crate) const UNITS: [Unit; 15] = [
     exaone4::UNIT,
     phi::UNIT,
     gpt_neox::UNIT,
+    stablelm::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -1158,6 +1160,58 @@ mod tests {
         }
         // The flat keys where they agree with what is read.
         read(r#","rope_theta":10000,"partial_rotary_factor":0.25"#);
+    }
+
+    /// StableLM's block from StableLmConfig's keys and defaults; StableLM 2 12B's per-head
+    /// LayerNorms refused by name.
+    #[test]
+    fn stablelm_configs_read_as_transformers_reads_them() {
+        let s = parse("StableLmForCausalLM", "").unwrap();
+        assert_eq!(s.family, Family::StableLm);
+        assert_eq!(
+            (
+                s.opts.norms,
+                s.opts.layer_norm,
+                s.opts.plain_mlp,
+                s.opts.attention_bias
+            ),
+            (NormPlacement::Pre, true, false, AttentionBias::None)
+        );
+        assert_eq!(
+            (s.opts.rotary_dim, s.opts.activation),
+            (Some(4), Activation::Silu)
+        );
+        assert_eq!((s.max_position_embeddings, s.rms_norm_eps), (4096, 1e-5));
+        let p = parse(
+            "StableLmForCausalLM",
+            r#","use_parallel_residual":true,"use_qkv_bias":true,"partial_rotary_factor":0.5,"layer_norm_eps":1e-6"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                p.opts.norms,
+                p.opts.attention_bias,
+                p.opts.rotary_dim,
+                p.rms_norm_eps
+            ),
+            (NormPlacement::Parallel, AttentionBias::Qkv, Some(8), 1e-6)
+        );
+        let json = super::config_json(&ModelConfig::Decoder(p.clone())).unwrap();
+        match ModelConfig::parse(&json.to_string()).unwrap() {
+            ModelConfig::Decoder(back) => assert_eq!(
+                back,
+                DecoderConfig {
+                    head_dim: Some(16),
+                    ..p
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        refused(
+            "StableLmForCausalLM",
+            r#","qk_layernorm":true"#,
+            &["qk_layernorm", "StableLmForCausalLM"],
+        );
     }
 
     /// OLMo 2's post-norm block and OLMo 3's windows and RoPEs, from each of its config forms.

@@ -68,6 +68,14 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
 }
 
 fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
+    // Files converted from the layout Phi-2 shipped in before transformers had it.
+    if m.has_tensor("blk.0.attn_qkv.weight") {
+        bail!(
+            Unsupported,
+            "{}: q, k and v fused in one tensor (blk.N.attn_qkv, as converted from Phi-2's phi-msft layout) are not supported for phi2; a file with attn_q, attn_k and attn_v (as llama.cpp converts transformers' Phi-2 now) is",
+            m.path()
+        );
+    }
     block(c);
     c.opts.activation = Activation::GeluTanh;
     c.rms_norm_eps = m.number_or("attention.layer_norm_epsilon", 1e-5)?;

@@ -313,6 +313,7 @@ pub enum Family {
     Exaone4,
     Phi,
     GptNeoX,
+    StableLm,
 }
 
 /// Which bias vectors the attention's projections have.
@@ -349,7 +350,7 @@ pub enum NormPlacement {
     /// After each only: the inputs go in unnormed (OLMo 2).
     Post,
     /// One norm before both, which read its output side by side and join the residual
-    /// together: x + attn(n(x)) + ffn(n(x)) (Phi-2).
+    /// together: x + attn(n(x)) + ffn(n(x)) (Phi-2, StableLM's `use_parallel_residual`).
     Parallel,
     /// Attention and the feed-forward side by side, each with its own norm of the same input:
     /// x + attn(n₁(x)) + ffn(n₂(x)) (GPT-NeoX's `use_parallel_residual`).

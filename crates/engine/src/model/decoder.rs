@@ -475,7 +475,8 @@ impl Decoder {
                 NormPlacement::Parallel | NormPlacement::ParallelTwoNorms
             ) {
                 // The feed-forward reads attention's input (through its own norm where it has
-                // one); both join the residual at once, added as transformers adds them.
+                // one); both join the residual at once, in Phi's and GPT-NeoX's order
+                // (StableLM adds the residual first: a rounding apart).
                 let h = match &block.mlp_norm {
                     Some(n) => self.norm(&r, n, mix)?,
                     None => h,
