@@ -543,6 +543,15 @@ pub fn hf_names(h: &Header, c: &ModelConfig) -> Result<BTreeMap<String, Named>> 
     Ok(out)
 }
 
+/// The header as the families' readers take it: tensors a converter stored in another form
+/// than the one the table names, put in that form (Phi-2's fused q, k and v).
+pub fn normalize(h: &mut Header) -> Result<()> {
+    match h.get("general.architecture").and_then(Value::as_str) {
+        Some("phi2") => super::phi::split_fused_qkv(h),
+        _ => Ok(()),
+    }
+}
+
 /// A GGUF's metadata under one architecture's prefix.
 pub struct Meta<'a> {
     pub h: &'a Header,

@@ -16,6 +16,7 @@ use crate::error::{bail, Result};
 use crate::formats::config::{
     Activation, AttentionBias, DecoderConfig, Family, NormPlacement, DEFAULT_ROPE_THETA,
 };
+use crate::formats::gguf::{Header, TensorInfo};
 use serde_json::{Map, Value};
 
 pub(super) const UNIT: Unit = Unit {
@@ -67,15 +68,60 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
-fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
-    // Files converted from the layout Phi-2 shipped in before transformers had it.
-    if m.has_tensor("blk.0.attn_qkv.weight") {
-        bail!(
-            Unsupported,
-            "{}: q, k and v fused in one tensor (blk.N.attn_qkv, as converted from Phi-2's phi-msft layout) are not supported for phi2; a file with attn_q, attn_k and attn_v (as llama.cpp converts transformers' Phi-2 now) is",
-            m.path()
-        );
+/// Phi-2 files converted from the layout it shipped in before transformers had it hold q, k
+/// and v as one `attn_qkv` (weight and bias), which llama.cpp runs as they are. Each is read
+/// as the three tensors a phi2 file holds otherwise, views of its rows (q's, k's, then v's),
+/// before anything else reads the header.
+pub(super) fn split_fused_qkv(h: &mut Header) -> Result<()> {
+    let fused: Vec<String> = h
+        .tensors
+        .keys()
+        .filter(|n| n.starts_with("blk.") && n.contains(".attn_qkv."))
+        .cloned()
+        .collect();
+    if fused.is_empty() {
+        return Ok(());
     }
+    let m = Meta { h, arch: "phi2" };
+    let heads = m.count("attention.head_count")?;
+    let head_dim = match m.count_or("attention.key_length", 0)? {
+        0 => m.count("embedding_length")? / heads.max(1),
+        k => k,
+    };
+    let (q, kv) = (
+        heads * head_dim,
+        m.count_or("attention.head_count_kv", heads)? * head_dim,
+    );
+    let p = h.path.display().to_string();
+    for name in fused {
+        let t = h.tensors.remove(&name).expect("listed above");
+        let rows = *t.dims.last().unwrap_or(&0) as usize;
+        let bytes = (t.range.end - t.range.start) as usize;
+        // A bias's rows are its values: whole only in a type of one value per block.
+        let whole = t.dims.len() == 2 || matches!(t.ggml_type, 0 | 1 | 30);
+        if rows != q + 2 * kv || !whole || !bytes.is_multiple_of(rows) {
+            bail!(
+                Format,
+                "{p}: tensor {name} has {rows} rows; q, k and v fused need {q} + 2·{kv} whole rows"
+            );
+        }
+        let row = (bytes / rows) as u64;
+        for (part, first, n) in [("attn_q", 0, q), ("attn_k", q, kv), ("attn_v", q + kv, kv)] {
+            let mut dims = t.dims.clone();
+            *dims.last_mut().expect("a dimension") = n as u64;
+            let start = t.range.start + first as u64 * row;
+            let info = TensorInfo {
+                dims,
+                ggml_type: t.ggml_type,
+                range: start..start + n as u64 * row,
+            };
+            h.tensors.insert(name.replace("attn_qkv", part), info);
+        }
+    }
+    Ok(())
+}
+
+fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
     block(c);
     c.opts.activation = Activation::GeluTanh;
     c.rms_norm_eps = m.number_or("attention.layer_norm_epsilon", 1e-5)?;

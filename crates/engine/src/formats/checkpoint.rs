@@ -53,7 +53,8 @@ impl Checkpoint {
     pub fn open(files: ModelFiles) -> Result<Self> {
         if let [one] = files.weights.as_slice() {
             if crate::formats::gguf::is_gguf(one) {
-                let header = crate::formats::gguf::Header::read(one)?;
+                let mut header = crate::formats::gguf::Header::read(one)?;
+                crate::arch::gguf::normalize(&mut header)?;
                 let config = crate::arch::gguf::config(&header)?;
                 let weights = TensorFiles::from_gguf(&header, &config)?;
                 return Ok(Self {
