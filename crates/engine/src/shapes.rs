@@ -198,7 +198,8 @@ pub fn write_tiny_pair(a: &Path, b: &Path, arch: Arch) -> Result<()> {
 /// Model shapes the benchmarks run at, as random pairs: the demo pair's and common Hub
 /// models' (same architecture, sizes and vocabulary; random weights, since timings do not
 /// depend on the values). `phi3-mini-8l` is Phi-3-mini with 8 of its 32 layers: a full pair
-/// of it (3 × 7.6 GB in bf16) does not fit this project's 24 GB machines.
+/// of it (3 × 7.6 GB in bf16) does not fit this project's 24 GB machines; `phi-2-4l` is
+/// Phi-2 with 4 of its 32 layers, for the same reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     Demo,
@@ -207,6 +208,10 @@ pub enum Shape {
     Qwen2_5_0_5b,
     Gemma3_270m,
     Phi3Mini8l,
+    /// Pythia 160M (GPT-NeoX's block).
+    Pythia160m,
+    /// Phi-2 with 4 of its 32 layers (Phi's parallel LayerNorm block).
+    Phi2_4l,
     Gpt2_124m,
     Gpt2_774m,
     /// Llama 3.2 1B (tied embeddings, 128k vocabulary).
@@ -282,13 +287,15 @@ impl std::str::FromStr for Shape {
 }
 
 impl Shape {
-    pub const ALL: [Shape; 10] = [
+    pub const ALL: [Shape; 12] = [
         Shape::Demo,
         Shape::Smollm2_135m,
         Shape::Smollm2_1_7b,
         Shape::Qwen2_5_0_5b,
         Shape::Gemma3_270m,
         Shape::Phi3Mini8l,
+        Shape::Pythia160m,
+        Shape::Phi2_4l,
         Shape::Gpt2_124m,
         Shape::Gpt2_774m,
         Shape::Llama3_2_1b,
@@ -303,6 +310,8 @@ impl Shape {
             Shape::Qwen2_5_0_5b => "qwen2.5-0.5b",
             Shape::Gemma3_270m => "gemma3-270m",
             Shape::Phi3Mini8l => "phi3-mini-8l",
+            Shape::Pythia160m => "pythia-160m",
+            Shape::Phi2_4l => "phi-2-4l",
             Shape::Gpt2_124m => "gpt2-124m",
             Shape::Gpt2_774m => "gpt2-774m",
             Shape::Llama3_2_1b => "llama3.2-1b",
@@ -337,6 +346,20 @@ impl Shape {
                 "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096,
                 "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "sliding_window": 2047,
                 "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 0}),
+            Shape::Pythia160m => serde_json::json!({
+                "architectures": ["GPTNeoXForCausalLM"], "hidden_size": 768,
+                "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+                "vocab_size": 50304, "max_position_embeddings": 2048, "rotary_pct": 0.25,
+                "rotary_emb_base": 10000, "use_parallel_residual": true,
+                "layer_norm_eps": 1e-5, "hidden_act": "gelu", "tie_word_embeddings": false,
+                "bos_token_id": 0, "eos_token_id": 0}),
+            Shape::Phi2_4l => serde_json::json!({
+                "architectures": ["PhiForCausalLM"], "hidden_size": 2560,
+                "intermediate_size": 10240, "num_hidden_layers": 4, "num_attention_heads": 32,
+                "vocab_size": 51200, "max_position_embeddings": 2048,
+                "partial_rotary_factor": 0.4, "rope_theta": 10000.0, "layer_norm_eps": 1e-5,
+                "hidden_act": "gelu_new", "tie_word_embeddings": false, "bos_token_id": 0,
+                "eos_token_id": 0}),
             Shape::Llama3_2_1b => llama_json(2048, 8192, 16, 32, 8, 128256, 8192, 500_000.0),
             Shape::Llama3_8b => {
                 let mut j = llama_json(4096, 14336, 32, 32, 8, 128256, 8192, 500_000.0);
@@ -363,6 +386,7 @@ impl Shape {
             | Shape::Qwen2_5_0_5b
             | Shape::Gemma3_270m
             | Shape::Phi3Mini8l
+            | Shape::Phi2_4l
             | Shape::Llama3_2_1b
             | Shape::Llama3_8b => safetensors::Dtype::BF16,
             _ => safetensors::Dtype::F32,
