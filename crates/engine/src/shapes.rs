@@ -356,7 +356,7 @@ impl Shape {
             Shape::Phi2_4l => serde_json::json!({
                 "architectures": ["PhiForCausalLM"], "hidden_size": 2560,
                 "intermediate_size": 10240, "num_hidden_layers": 4, "num_attention_heads": 32,
-                "vocab_size": 51200, "max_position_embeddings": 2048,
+                "num_key_value_heads": 32, "vocab_size": 51200, "max_position_embeddings": 2048,
                 "partial_rotary_factor": 0.4, "rope_theta": 10000.0, "layer_norm_eps": 1e-5,
                 "hidden_act": "gelu_new", "tie_word_embeddings": false, "bos_token_id": 0,
                 "eos_token_id": 0}),
