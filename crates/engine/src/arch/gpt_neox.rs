@@ -125,8 +125,6 @@ fn read(v: &Value) -> Result<DecoderConfig> {
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
     // Every head has its own keys and values; GPTNeoXConfig has no key for it.
     map.remove("num_key_value_heads");
-    map.remove("rms_norm_eps");
-    map.insert("layer_norm_eps".into(), c.rms_norm_eps.into());
     // Its own keys for the RoPE (which transformers 4 and 5 both read), not the flat ones.
     map.remove("rope_theta");
     map.insert("rotary_emb_base".into(), c.rope_theta.into());
@@ -171,28 +169,17 @@ fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
 
 fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     let a = UNIT.gguf_arch;
-    k.u32(
-        &format!("{a}.rope.dimension_count"),
-        c.opts.rotary_dim.unwrap_or(c.head_dim()),
-    );
     k.bool(
         &format!("{a}.use_parallel_residual"),
         c.opts.norms == NormPlacement::ParallelTwoNorms,
     );
-    let refuse = |why: &str| {
+    if c.opts.attention_bias != AttentionBias::QkvO {
         bail!(
             Unsupported,
-            "--format gguf: llama.cpp's gptneox {why}; use --format hf"
-        )
-    };
-    if c.tie_word_embeddings {
-        return refuse("needs its own head (output.weight); this model ties it to the embeddings");
+            "--format gguf: llama.cpp's gptneox needs biases on q, k, v and dense; this model has none; use --format hf"
+        );
     }
-    if c.opts.attention_bias != AttentionBias::QkvO {
-        return refuse("needs biases on q, k, v and dense; this model has none");
-    }
-    if c.opts.activation == Activation::Silu {
-        return refuse("runs GELU; this model's hidden_act is silu");
-    }
-    Ok(())
+    // Either GELU: llama.cpp runs the tanh form for both.
+    let gelus = [Activation::Gelu, Activation::GeluTanh];
+    super::layer_norm_to_gguf(c, k, a, &gelus, "GELU")
 }

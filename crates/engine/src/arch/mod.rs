@@ -245,6 +245,12 @@ pub fn config_json(c: &ModelConfig) -> Result<Value> {
         "hidden_act": activation_name(c.opts.activation),
     });
     let map = v.as_object_mut().expect("an object");
+    // The LayerNorm families' configs name their eps so (PhiConfig, GPTNeoXConfig,
+    // StableLmConfig).
+    if c.opts.layer_norm {
+        map.remove("rms_norm_eps");
+        map.insert("layer_norm_eps".into(), c.rms_norm_eps.into());
+    }
     if let Some(s) = &c.rope_scaling {
         map.insert("rope_scaling".into(), scaling_json(s));
     }
@@ -473,6 +479,36 @@ fn read_base(value: &Value, rms_eps: f64, theta: f32, context: usize) -> Result<
         );
     }
     Ok(c)
+}
+
+/// The GGUF keys and refusals the LayerNorm families (Phi, GPT-NeoX, StableLM) share: the
+/// rotated dimensions, and a refusal where llama.cpp's `arch` would run the model otherwise
+/// (it reads a head of its own, and runs only the activations `runs`, named `runs_name`).
+fn layer_norm_to_gguf(
+    c: &DecoderConfig,
+    k: &mut gguf::Keys,
+    arch: &str,
+    runs: &[Activation],
+    runs_name: &str,
+) -> Result<()> {
+    k.u32(
+        &format!("{arch}.rope.dimension_count"),
+        c.opts.rotary_dim.unwrap_or(c.head_dim()),
+    );
+    if c.tie_word_embeddings {
+        bail!(
+            Unsupported,
+            "--format gguf: llama.cpp's {arch} needs its own head (output.weight); this model ties it to the embeddings; use --format hf"
+        );
+    }
+    if !runs.contains(&c.opts.activation) {
+        bail!(
+            Unsupported,
+            "--format gguf: llama.cpp's {arch} runs {runs_name}; this model's hidden_act is {}; use --format hf",
+            activation_name(c.opts.activation)
+        );
+    }
+    Ok(())
 }
 
 /// A config whose norms' eps is `layer_norm_eps` (PhiConfig's, GPTNeoXConfig's), with that

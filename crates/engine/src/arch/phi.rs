@@ -58,8 +58,6 @@ fn read(v: &Value) -> Result<DecoderConfig> {
 }
 
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
-    map.remove("rms_norm_eps");
-    map.insert("layer_norm_eps".into(), c.rms_norm_eps.into());
     if c.opts.activation == Activation::GeluTanh {
         map.insert("hidden_act".into(), "gelu_new".into());
     }
@@ -129,23 +127,5 @@ fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
 }
 
 fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
-    let a = UNIT.gguf_arch;
-    k.u32(
-        &format!("{a}.rope.dimension_count"),
-        c.opts.rotary_dim.unwrap_or(c.head_dim()),
-    );
-    if c.tie_word_embeddings {
-        bail!(
-            Unsupported,
-            "--format gguf: llama.cpp's phi2 needs its own head (output.weight); this Phi model ties it to the embeddings; use --format hf"
-        );
-    }
-    if c.opts.activation != Activation::GeluTanh {
-        bail!(
-            Unsupported,
-            "--format gguf: llama.cpp's phi2 runs GELU (tanh); this Phi model's hidden_act is {}; use --format hf",
-            super::activation_name(c.opts.activation)
-        );
-    }
-    Ok(())
+    super::layer_norm_to_gguf(c, k, UNIT.gguf_arch, &[Activation::GeluTanh], "GELU (tanh)")
 }

@@ -54,8 +54,6 @@ fn read(v: &Value) -> Result<DecoderConfig> {
 }
 
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
-    map.remove("rms_norm_eps");
-    map.insert("layer_norm_eps".into(), c.rms_norm_eps.into());
     partial_rotary_json(c, map);
     map.insert(
         "use_parallel_residual".into(),
@@ -83,26 +81,9 @@ fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
 
 fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     let a = UNIT.gguf_arch;
-    k.u32(
-        &format!("{a}.rope.dimension_count"),
-        c.opts.rotary_dim.unwrap_or(c.head_dim()),
-    );
     k.bool(
         &format!("{a}.use_parallel_residual"),
         c.opts.norms == NormPlacement::Parallel,
     );
-    if c.tie_word_embeddings {
-        bail!(
-            Unsupported,
-            "--format gguf: llama.cpp's stablelm needs its own head (output.weight); this model ties it to the embeddings; use --format hf"
-        );
-    }
-    if c.opts.activation != Activation::Silu {
-        bail!(
-            Unsupported,
-            "--format gguf: llama.cpp's stablelm runs SiLU; this model's hidden_act is {}; use --format hf",
-            super::activation_name(c.opts.activation)
-        );
-    }
-    Ok(())
+    super::layer_norm_to_gguf(c, k, a, &[Activation::Silu], "SiLU")
 }
