@@ -337,6 +337,31 @@ fn stablelm_matches_transformers_with_parallel_residuals() {
     );
 }
 
+/// StarCoder2's block: Llama's order with LayerNorms, biases on q, k, v, o and on the ungated
+/// GELU-tanh feed-forward (`c_fc`, `c_proj`), grouped key/value heads, a tied head,
+/// `norm_epsilon`.
+#[test]
+fn starcoder2_matches_transformers_with_biases_everywhere() {
+    check_form(
+        "starcoder2",
+        "Starcoder2ForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
+/// StarCoder2 with a window of 4 on every layer, shorter than prompt plus generation, and an
+/// untied head.
+#[test]
+fn starcoder2_matches_transformers_with_a_sliding_window() {
+    check_form(
+        "starcoder2-window",
+        "Starcoder2ForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
@@ -345,7 +370,8 @@ fn stablelm_matches_transformers_with_parallel_residuals() {
 /// EXAONE 4.0's dense form as `exaone4`, its RoPE scaling as divisors without a context key;
 /// Phi-2 as `phi2`, its LayerNorms' eps and rotated dimensions as keys, no RoPE base; GPT-NeoX
 /// as `gptneox`, q, k and v regrouped by kind, both residual orders; StableLM as `stablelm`,
-/// parallel where a block has no `ffn_norm`.
+/// parallel where a block has no `ffn_norm`; StarCoder2 as `starcoder2`, its head tied by
+/// leaving `output.weight` out.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -362,6 +388,7 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("gptneox-sequential", "GPTNeoXForCausalLM", Form::Gguf, &exp);
     check_form("stablelm", "StableLmForCausalLM", Form::Gguf, &exp);
     check_form("stablelm-parallel", "StableLmForCausalLM", Form::Gguf, &exp);
+    check_form("starcoder2", "Starcoder2ForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -391,7 +418,7 @@ fn every_family_pair_is_checked() {
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
     let variants = read_json("families/variants.json");
     let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
-    assert_eq!(variants.len(), 14, "{variants:?}: add a test for each pair");
+    assert_eq!(variants.len(), 16, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of
@@ -473,12 +500,13 @@ fn adapter_pairs_on_the_families_match_peft() {
     check_adapter_pairs(&expected(), 3);
 }
 
-/// The same for PEFT adapter pairs on Phi-2's, OLMo 2's, EXAONE 4.0's and GPT-NeoX's blocks,
-/// each on its family's module names (`dense`, `fc1`, `fc2`; `all-linear`; GPT-NeoX's
-/// `query_key_value` fused head by head), from make_variant_families.py.
+/// The same for PEFT adapter pairs on Phi-2's, OLMo 2's, EXAONE 4.0's, GPT-NeoX's and
+/// StarCoder2's blocks, each on its family's module names (`dense`, `fc1`, `fc2`;
+/// `all-linear`; GPT-NeoX's `query_key_value` fused head by head; `c_fc`, `c_proj`), from
+/// make_variant_families.py.
 #[test]
 fn adapter_pairs_on_the_variant_families_match_peft() {
-    check_adapter_pairs(&read_json("families/variants.json"), 4);
+    check_adapter_pairs(&read_json("families/variants.json"), 5);
 }
 
 fn check_adapter_pairs(exp: &Value, count: usize) {

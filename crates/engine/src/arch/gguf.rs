@@ -259,6 +259,16 @@ const DECODER_LAYER: &[(&str, &str, Kind, When)] = &[
         When::Always,
     ),
     ("ffn_down.bias", "mlp.fc2.bias", Kind::AsIs, When::Always),
+    // StarCoder2's ungated feed-forward.
+    ("ffn_up.weight", "mlp.c_fc.weight", Kind::AsIs, When::Always),
+    ("ffn_up.bias", "mlp.c_fc.bias", Kind::AsIs, When::Always),
+    (
+        "ffn_down.weight",
+        "mlp.c_proj.weight",
+        Kind::AsIs,
+        When::Always,
+    ),
+    ("ffn_down.bias", "mlp.c_proj.bias", Kind::AsIs, When::Always),
     // GPT-NeoX's, its q, k and v fused head by head.
     (
         "ffn_norm.bias",

@@ -22,6 +22,7 @@ mod qwen2;
 mod qwen3;
 mod smollm3;
 mod stablelm;
+mod starcoder2;
 pub mod tensors;
 
 use crate::error::{bail, err, Context, Result};
@@ -53,7 +54,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 16] = [
+pub(crate) const UNITS: [Unit; 17] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -71,6 +72,7 @@ pub(crate) const UNITS: [Unit; 16] = [
     phi::UNIT,
     gpt_neox::UNIT,
     stablelm::UNIT,
+    starcoder2::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -1247,6 +1249,71 @@ mod tests {
             "StableLmForCausalLM",
             r#","qk_layernorm":true"#,
             &["qk_layernorm", "StableLmForCausalLM"],
+        );
+    }
+
+    /// StarCoder2's block from Starcoder2Config's keys and defaults (two key/value heads, no
+    /// window, `norm_epsilon`); `use_bias: false` refused by name; a config written back reads
+    /// the same.
+    #[test]
+    fn starcoder2_configs_read_as_transformers_reads_them() {
+        let text = r#"{"architectures":["Starcoder2ForCausalLM"],"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":4,
+            "vocab_size":100,"rms_norm_eps":0.5}"#;
+        let ModelConfig::Decoder(s) = ModelConfig::parse(text).unwrap() else {
+            panic!("not a decoder")
+        };
+        assert_eq!(s.family, Family::StarCoder2);
+        assert_eq!(
+            (
+                s.opts.norms,
+                s.opts.layer_norm,
+                s.opts.plain_mlp,
+                s.opts.attention_bias,
+                s.opts.activation
+            ),
+            (
+                NormPlacement::Pre,
+                true,
+                true,
+                AttentionBias::QkvO,
+                Activation::GeluTanh
+            )
+        );
+        assert_eq!(
+            (
+                s.kv_heads(),
+                s.sliding_window,
+                s.rms_norm_eps,
+                s.tie_word_embeddings
+            ),
+            (2, None, 1e-5, true)
+        );
+        assert_eq!(s.max_position_embeddings, 4096);
+        let w = parse(
+            "Starcoder2ForCausalLM",
+            r#","sliding_window":8,"norm_epsilon":1e-6,"use_bias":true,"tie_word_embeddings":false"#,
+        )
+        .unwrap();
+        assert_eq!((w.sliding_window, w.rms_norm_eps), (Some(8), 1e-6));
+        assert!((0..4).all(|i| w.layer_type(i) == LayerType::Sliding));
+        let json = super::config_json(&ModelConfig::Decoder(w.clone())).unwrap();
+        assert_eq!(json["norm_epsilon"], 1e-6);
+        assert!(json.get("layer_norm_eps").is_none());
+        match ModelConfig::parse(&json.to_string()).unwrap() {
+            ModelConfig::Decoder(back) => assert_eq!(
+                back,
+                DecoderConfig {
+                    head_dim: Some(16),
+                    ..w
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        refused(
+            "Starcoder2ForCausalLM",
+            r#","use_bias":false"#,
+            &["use_bias", "Starcoder2ForCausalLM"],
         );
     }
 

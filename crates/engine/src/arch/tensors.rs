@@ -57,6 +57,11 @@ impl Names {
                 final_norm: "final_layer_norm",
                 head: "embed_out",
             },
+            Family::StarCoder2 => Names {
+                up: "c_fc",
+                down: "c_proj",
+                ..LLAMA
+            },
             _ => LLAMA,
         }
     }

@@ -314,6 +314,7 @@ pub enum Family {
     Phi,
     GptNeoX,
     StableLm,
+    StarCoder2,
 }
 
 /// Which bias vectors the attention's projections have.
