@@ -977,7 +977,7 @@ fn wait_for_partial(dir: &Path, format: &str) {
 /// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2), NoPE layers (SmolLM3), Granite's
 /// scalars, Gemma 1's norms, OLMo 2's post-norms, OLMo 3's windows with YaRN on its full
 /// layers, Phi-2's parallel LayerNorm blocks, GPT-NeoX's (q, k and v fused head by head),
-/// StableLM's and StarCoder2's (its window too) survive export in both formats: each
+/// StableLM's, StarCoder2's (its window too) and GLM-4's survive export in both formats: each
 /// export, read back, computes transformers' logits for the torch blend at the same α
 /// (tests/fixtures/families/variants.json, from make_variant_families.py). The GGUF carries Phi-3's
 /// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
@@ -1005,6 +1005,7 @@ fn long_context_ropes_export_to_both_formats() {
         "stablelm-parallel",
         "starcoder2",
         "starcoder2-window",
+        "glm4",
     ] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
         // llama.cpp slides only a 64-layer EXAONE 4.0 (exaone4_windows_other_than_llamacpps_…).

@@ -325,7 +325,7 @@ fn bad_family_ggufs_get_one_line_naming_the_key_or_tensor() {
         &[
             "partial.gguf",
             "llama.rope.dimension_count 4",
-            "supported for gptneox, phi2, phi3 and stablelm only",
+            "supported for glm4, gptneox, phi2, phi3 and stablelm only",
         ],
     );
 

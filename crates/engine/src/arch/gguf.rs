@@ -40,9 +40,9 @@ enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum When {
     Always,
-    /// Norms before attention and before the feed-forward only.
+    /// `post_attention_layernorm` is the norm before the feed-forward (Llama's, GLM-4's).
     PreNorms,
-    /// A norm after attention (Gemma's sandwich, OLMo 2's post-norms).
+    /// `post_attention_layernorm` follows attention (Gemma's sandwich, OLMo 2's post-norms).
     NormAfterAttention,
 }
 
@@ -259,6 +259,19 @@ const DECODER_LAYER: &[(&str, &str, Kind, When)] = &[
         When::Always,
     ),
     ("ffn_down.bias", "mlp.fc2.bias", Kind::AsIs, When::Always),
+    // GLM-4's norms after attention and after the feed-forward.
+    (
+        "post_attention_norm.weight",
+        "post_self_attn_layernorm.weight",
+        Kind::Norm,
+        When::Always,
+    ),
+    (
+        "post_ffw_norm.weight",
+        "post_mlp_layernorm.weight",
+        Kind::Norm,
+        When::Always,
+    ),
     // StarCoder2's ungated feed-forward.
     ("ffn_up.weight", "mlp.c_fc.weight", Kind::AsIs, When::Always),
     ("ffn_up.bias", "mlp.c_fc.bias", Kind::AsIs, When::Always),
@@ -428,13 +441,16 @@ pub fn tensor_names(c: &ModelConfig) -> Vec<Named> {
         ),
         ModelConfig::Gpt2(_) => (GPT2_GLOBAL, GPT2_LAYER, "transformer.h.".into()),
     };
-    // Llama's post_attention_layernorm is the norm before the feed-forward, and so is
-    // GPT-NeoX's.
+    // Llama's post_attention_layernorm is the norm before the feed-forward, and so are
+    // GPT-NeoX's and GLM-4's.
     let pre_norms = match c {
-        ModelConfig::Decoder(d) => matches!(
-            d.opts.norms,
-            NormPlacement::Pre | NormPlacement::ParallelTwoNorms
-        ),
+        ModelConfig::Decoder(d) => match d.opts.norms {
+            NormPlacement::Pre | NormPlacement::ParallelTwoNorms => true,
+            NormPlacement::Sandwich => {
+                super::tensors::Names::of(d).before_mlp_norm == "post_attention_layernorm"
+            }
+            NormPlacement::Post | NormPlacement::Parallel => false,
+        },
         ModelConfig::Gpt2(_) => true,
     };
     let applies = |w: When| match w {
@@ -774,12 +790,12 @@ fn decoder_base(m: &Meta) -> Result<DecoderConfig> {
     let rotary_dim = match rope_dim {
         0 => None,
         r if r == head_dim => None,
-        r if matches!(m.arch, "phi3" | "phi2" | "gptneox" | "stablelm") && r < head_dim => {
+        r if matches!(m.arch, "phi3" | "phi2" | "gptneox" | "stablelm" | "glm4") && r < head_dim => {
             Some(r)
         }
         r => bail!(
             Unsupported,
-            "{p}: {}.rope.dimension_count {r} is not the head dimension {head_dim}: partial rotary embeddings are supported for gptneox, phi2, phi3 and stablelm only",
+            "{p}: {}.rope.dimension_count {r} is not the head dimension {head_dim}: partial rotary embeddings are supported for glm4, gptneox, phi2, phi3 and stablelm only",
             m.arch
         ),
     };

@@ -10,6 +10,7 @@ mod gemma;
 mod gemma2;
 mod gemma3;
 pub mod gguf;
+mod glm4;
 mod gpt_neox;
 mod granite;
 mod llama;
@@ -54,7 +55,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 17] = [
+pub(crate) const UNITS: [Unit; 18] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -73,6 +74,7 @@ pub(crate) const UNITS: [Unit; 17] = [
     gpt_neox::UNIT,
     stablelm::UNIT,
     starcoder2::UNIT,
+    glm4::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -892,7 +894,7 @@ mod tests {
         assert_eq!(g2.opts.query_scalar, Some(256.0));
         // Phi-3: fused projections, eps 1e-5, a window only when given.
         let p = parse("Phi3ForCausalLM", "").unwrap();
-        assert!(p.opts.fused_projections);
+        assert!(p.opts.fused_qkv && p.opts.fused_gate_up);
         assert_eq!((p.rms_norm_eps, p.sliding_window), (1e-5, None));
         // Phi-3.5's `su` is LongRoPE over Phi3Config's default pre-training context (4096);
         // Phi-4-mini rotates int(0.75 · 16) = 12 of each head's dimensions.
@@ -1315,6 +1317,61 @@ mod tests {
             r#","use_bias":false"#,
             &["use_bias", "Starcoder2ForCausalLM"],
         );
+    }
+
+    /// GLM-4's block from Glm4Config's keys and defaults (head_dim 128, two key/value heads,
+    /// biases on q, k and v, half of each head turning in adjacent pairs); a config written
+    /// back reads the same.
+    #[test]
+    fn glm4_configs_read_as_transformers_reads_them() {
+        let text = r#"{"architectures":["Glm4ForCausalLM"],"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":4,
+            "vocab_size":100}"#;
+        let ModelConfig::Decoder(g) = ModelConfig::parse(text).unwrap() else {
+            panic!("not a decoder")
+        };
+        assert_eq!(g.family, Family::Glm4);
+        assert_eq!(
+            (
+                g.opts.norms,
+                g.opts.fused_gate_up,
+                g.opts.fused_qkv,
+                g.opts.rope_interleaved,
+                g.opts.attention_bias
+            ),
+            (
+                NormPlacement::Sandwich,
+                true,
+                false,
+                true,
+                AttentionBias::Qkv
+            )
+        );
+        assert_eq!(
+            (
+                g.head_dim(),
+                g.kv_heads(),
+                g.opts.rotary_dim,
+                g.rms_norm_eps
+            ),
+            (128, 2, Some(64), 1.5625e-7)
+        );
+        assert!(!g.tie_word_embeddings);
+        let p = parse(
+            "Glm4ForCausalLM",
+            r#","head_dim":16,"attention_bias":false,"partial_rotary_factor":1.0"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.opts.rotary_dim, p.opts.attention_bias),
+            (None, AttentionBias::None)
+        );
+        let json = super::config_json(&ModelConfig::Decoder(p.clone())).unwrap();
+        assert_eq!(json["partial_rotary_factor"], 1.0);
+        match ModelConfig::parse(&json.to_string()).unwrap() {
+            ModelConfig::Decoder(back) => assert_eq!(back, p),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// OLMo 2's post-norm block and OLMo 3's windows and RoPEs, from each of its config forms.

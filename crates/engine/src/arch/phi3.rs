@@ -33,7 +33,8 @@ fn read(v: &Value) -> Result<DecoderConfig> {
     let v = &v;
     let mut c = read_base(v, 1e-5, DEFAULT_ROPE_THETA, 4096)?;
     c.family = Family::Phi3;
-    c.opts.fused_projections = true;
+    c.opts.fused_qkv = true;
+    c.opts.fused_gate_up = true;
     if activation(v, "hidden_act", Activation::Silu)? != Activation::Silu {
         bail!(Unsupported, "hidden_act must be silu for Phi3ForCausalLM");
     }
@@ -89,7 +90,8 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
 }
 
 fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
-    c.opts.fused_projections = true;
+    c.opts.fused_qkv = true;
+    c.opts.fused_gate_up = true;
     if let Some(l) = longrope_from_gguf(m, c)? {
         if c.rope_scaling.is_some() {
             bail!(

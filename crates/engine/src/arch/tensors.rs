@@ -8,7 +8,9 @@ use crate::formats::config::{
 
 /// What a family calls the block's parts where it does not use Llama's names (the rest are
 /// shared): `<model>.<embed>`, `<model>.layers.N.<attn>.<o>`, `<attn>.<qkv>` where q, k and
-/// v are fused, `mlp.<up>`, `mlp.<down>`, `<model>.<final_norm>`, `<head>`.
+/// v are fused, `mlp.<up>`, `mlp.<down>`, `<model>.<final_norm>`, `<head>`; where norms follow
+/// attention or sit around the feed-forward (Gemma's sandwich, OLMo 2's post-norms), their
+/// names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Names {
     pub model: &'static str,
@@ -22,6 +24,9 @@ pub struct Names {
     pub down: &'static str,
     pub final_norm: &'static str,
     pub head: &'static str,
+    pub after_attn_norm: &'static str,
+    pub before_mlp_norm: &'static str,
+    pub after_mlp_norm: &'static str,
 }
 
 const LLAMA: Names = Names {
@@ -34,6 +39,9 @@ const LLAMA: Names = Names {
     down: "down_proj",
     final_norm: "norm",
     head: "lm_head",
+    after_attn_norm: "post_attention_layernorm",
+    before_mlp_norm: "pre_feedforward_layernorm",
+    after_mlp_norm: "post_feedforward_layernorm",
 };
 
 impl Names {
@@ -56,10 +64,18 @@ impl Names {
                 down: "dense_4h_to_h",
                 final_norm: "final_layer_norm",
                 head: "embed_out",
+                ..LLAMA
             },
             Family::StarCoder2 => Names {
                 up: "c_fc",
                 down: "c_proj",
+                ..LLAMA
+            },
+            // Its post_attention_layernorm is the norm before the feed-forward, as Llama's.
+            Family::Glm4 => Names {
+                after_attn_norm: "post_self_attn_layernorm",
+                before_mlp_norm: "post_attention_layernorm",
+                after_mlp_norm: "post_mlp_layernorm",
                 ..LLAMA
             },
             _ => LLAMA,
@@ -94,7 +110,7 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
             norm("input_layernorm").for_each(|(n, s)| add(&n, s));
         }
         let biases = o.attention_bias != AttentionBias::None;
-        if o.fused_projections || o.qkv_by_head {
+        if o.fused_qkv || o.qkv_by_head {
             add(&format!("{a}.{}.weight", n.qkv), vec![q + 2 * kv, h]);
             if biases && o.qkv_by_head {
                 add(&format!("{a}.{}.bias", n.qkv), vec![q + 2 * kv]);
@@ -124,17 +140,14 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
         if o.attention_bias == AttentionBias::QkvO {
             add(&format!("{a}.{}.bias", n.o), vec![h]);
         }
-        // Llama's norm before the feed-forward; Gemma's and OLMo 2's after attention.
-        let mut norms = vec![];
-        if o.norms != NormPlacement::Parallel {
-            norms.push("post_attention_layernorm");
-        }
-        if o.norms == NormPlacement::Sandwich {
-            norms.push("pre_feedforward_layernorm");
-        }
-        if matches!(o.norms, NormPlacement::Sandwich | NormPlacement::Post) {
-            norms.push("post_feedforward_layernorm");
-        }
+        let norms = match o.norms {
+            NormPlacement::Pre | NormPlacement::ParallelTwoNorms => {
+                vec!["post_attention_layernorm"]
+            }
+            NormPlacement::Sandwich => vec![n.after_attn_norm, n.before_mlp_norm, n.after_mlp_norm],
+            NormPlacement::Post => vec![n.after_attn_norm, n.after_mlp_norm],
+            NormPlacement::Parallel => vec![],
+        };
         norms
             .into_iter()
             .flat_map(norm)
@@ -142,7 +155,7 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
         if o.plain_mlp {
             add(&format!("mlp.{}.weight", n.up), vec![f, h]);
             add(&format!("mlp.{}.bias", n.up), vec![f]);
-        } else if o.fused_projections {
+        } else if o.fused_gate_up {
             add("mlp.gate_up_proj.weight", vec![2 * f, h]);
         } else {
             add("mlp.gate_proj.weight", vec![f, h]);

@@ -315,6 +315,7 @@ pub enum Family {
     GptNeoX,
     StableLm,
     StarCoder2,
+    Glm4,
 }
 
 /// Which bias vectors the attention's projections have.
@@ -389,8 +390,13 @@ pub struct BlockOptions {
     pub final_softcap: Option<f32>,
     /// Scores scaled by this^-½ instead of head_dim^-½ (Gemma's `query_pre_attn_scalar`).
     pub query_scalar: Option<f32>,
-    /// q, k and v as one `qkv_proj`, gate and up as one `gate_up_proj` (Phi-3).
-    pub fused_projections: bool,
+    /// q, k and v as one `qkv_proj`, rows q's, k's, then v's (Phi-3).
+    pub fused_qkv: bool,
+    /// Gate and up as one `gate_up_proj`, gate's rows first (Phi-3, GLM-4).
+    pub fused_gate_up: bool,
+    /// RoPE turns each head's dimensions in adjacent pairs (2i, 2i + 1), GLM's order, rather
+    /// than i with i + d/2 (Llama's rotate-half).
+    pub rope_interleaved: bool,
     /// How many leading dimensions of each head RoPE rotates, where not all of them do
     /// (`partial_rotary_factor`: Phi-4-mini); the rest pass through.
     pub rotary_dim: Option<usize>,

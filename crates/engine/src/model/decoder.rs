@@ -131,7 +131,7 @@ impl Decoder {
                         _ => Some(a.get(qkv_rows, &format!("{}.bias", names.qkv))?),
                     },
                 }
-            } else if o.fused_projections {
+            } else if o.fused_qkv {
                 Qkv::Fused(a.get((qkv_rows, h), &format!("{}.weight", names.qkv))?)
             } else {
                 Qkv::Separate {
@@ -154,7 +154,7 @@ impl Decoder {
                     up: mlp.get((f, h), &format!("{}.weight", names.up))?,
                     bias: mlp.get(f, &format!("{}.bias", names.up))?,
                 }
-            } else if o.fused_projections {
+            } else if o.fused_gate_up {
                 GateUp::Fused(mlp.get((2 * f, h), "gate_up_proj.weight")?)
             } else {
                 GateUp::Separate {
@@ -173,15 +173,15 @@ impl Decoder {
                 ),
                 NormPlacement::Sandwich => (
                     Some(norm(&l, "input_layernorm")?),
-                    Some(norm(&l, "post_attention_layernorm")?),
-                    Some(norm(&l, "pre_feedforward_layernorm")?),
-                    Some(norm(&l, "post_feedforward_layernorm")?),
+                    Some(norm(&l, names.after_attn_norm)?),
+                    Some(norm(&l, names.before_mlp_norm)?),
+                    Some(norm(&l, names.after_mlp_norm)?),
                 ),
                 NormPlacement::Post => (
                     None,
-                    Some(norm(&l, "post_attention_layernorm")?),
+                    Some(norm(&l, names.after_attn_norm)?),
                     None,
-                    Some(norm(&l, "post_feedforward_layernorm")?),
+                    Some(norm(&l, names.after_mlp_norm)?),
                 ),
                 NormPlacement::Parallel => (Some(norm(&l, "input_layernorm")?), None, None, None),
                 NormPlacement::ParallelTwoNorms => (
@@ -248,6 +248,7 @@ impl Decoder {
             c.rope_factors.as_deref(),
             hd,
             o.rotary_dim.unwrap_or(hd),
+            o.rope_interleaved,
             c.max_position_embeddings,
             vb.device(),
         )?;

@@ -109,10 +109,21 @@ impl Kernels {
         }
         candle_nn::ops::silu(g)? * u
     }
-    pub(crate) fn rope(self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        match self {
-            Kernels::Fast => candle_nn::rotary_emb::rope(x, cos, sin),
-            Kernels::Differentiable => candle_nn::rotary_emb::rope_slow(x, cos, sin),
+    /// RoPE over the last dimension: i with i + d/2 (rotate-half), or with `interleaved`
+    /// adjacent pairs (2i, 2i + 1).
+    pub(crate) fn rope(
+        self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        interleaved: bool,
+    ) -> Result<Tensor> {
+        use candle_nn::rotary_emb as r;
+        match (self, interleaved) {
+            (Kernels::Fast, false) => r::rope(x, cos, sin),
+            (Kernels::Differentiable, false) => r::rope_slow(x, cos, sin),
+            (Kernels::Fast, true) => r::rope_i(x, cos, sin),
+            (Kernels::Differentiable, true) => r::rope_i_slow(x, cos, sin),
         }
     }
 }

@@ -36,6 +36,8 @@ pub(super) struct Rotary {
     /// Leading dimensions of each head that rotate (all of them but with partial rotary).
     dim: usize,
     head_dim: usize,
+    /// Pairs (2i, 2i + 1) turn together rather than (i, i + dim/2).
+    interleaved: bool,
 }
 
 impl Rotary {
@@ -46,6 +48,7 @@ impl Rotary {
         factors: Option<&[f32]>,
         head_dim: usize,
         rotary_dim: usize,
+        interleaved: bool,
         max_positions: usize,
         device: &Device,
     ) -> Result<Self> {
@@ -61,6 +64,7 @@ impl Rotary {
             ropes,
             dim: rotary_dim,
             head_dim,
+            interleaved,
         })
     }
 
@@ -75,6 +79,7 @@ impl Rotary {
     pub(super) fn plain(&self) -> bool {
         self.ropes.len() == 1
             && self.dim == self.head_dim
+            && !self.interleaved
             && self.ropes[0].attention_factor == 1.0
             && !matches!(self.ropes[0].growth, Some(Growth::Long { .. }))
     }
@@ -136,9 +141,10 @@ impl Rotary {
         sin: &Tensor,
     ) -> Result<Tensor> {
         if self.dim == self.head_dim {
-            return k.rope(x, cos, sin);
+            return k.rope(x, cos, sin, self.interleaved);
         }
-        let rotated = k.rope(&x.narrow(3, 0, self.dim)?.contiguous()?, cos, sin)?;
+        let part = x.narrow(3, 0, self.dim)?.contiguous()?;
+        let rotated = k.rope(&part, cos, sin, self.interleaved)?;
         let kept = x.narrow(3, self.dim, self.head_dim - self.dim)?;
         Tensor::cat(&[&rotated, &kept], 3)?.contiguous()
     }
@@ -319,6 +325,54 @@ pub(crate) fn longrope_frequencies(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// GLM's partial interleaved RoPE, both kernels, against the formula written out: of each
+    /// head's 8 dimensions the leading 4 turn in pairs (0, 1) and (2, 3) at θ = 100's two
+    /// frequencies, the rest pass through.
+    #[test]
+    fn interleaved_partial_rope_turns_adjacent_pairs() {
+        let (head_dim, dim, theta) = (8, 4, 100f32);
+        let rope = Rope {
+            theta,
+            scaling: None,
+        };
+        let rotary = Rotary::new(&[&rope], None, head_dim, dim, true, 256, &Device::Cpu).unwrap();
+        let (heads, t, pos) = (2, 3, 5);
+        let xs: Vec<f32> = (0..heads * t * head_dim)
+            .map(|i| ((i * 7919) % 97) as f32 / 48.5 - 1.0)
+            .collect();
+        let x = Tensor::from_vec(xs.clone(), (1, heads, t, head_dim), &Device::Cpu).unwrap();
+        let (cos, sin) = rotary.angles(0, pos, t, DType::F32).unwrap();
+        let mut want = xs.clone();
+        for h in 0..heads {
+            for p in 0..t {
+                let row = (h * t + p) * head_dim;
+                for j in 0..dim / 2 {
+                    let angle =
+                        (pos + p) as f64 * (theta as f64).powf(-2.0 * j as f64 / dim as f64);
+                    let (c, s) = (angle.cos(), angle.sin());
+                    let (a, b) = (xs[row + 2 * j] as f64, xs[row + 2 * j + 1] as f64);
+                    want[row + 2 * j] = (a * c - b * s) as f32;
+                    want[row + 2 * j + 1] = (b * c + a * s) as f32;
+                }
+            }
+        }
+        for k in [Kernels::Fast, Kernels::Differentiable] {
+            let got: Vec<f32> = rotary
+                .apply(k, &x, &cos, &sin)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let d = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-5, "{k:?}: {d}");
+        }
+    }
 
     fn yarn(factor: f32, original: usize) -> Yarn {
         Yarn {
