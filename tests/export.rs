@@ -1045,6 +1045,10 @@ fn phi_with_a_tied_head_or_silu_is_refused_for_gguf() {
         let dir = tmp.path().join(name);
         std::fs::create_dir(&dir).unwrap();
         let model = edited_fixture("phi-a", &dir, |c| c[key] = value.clone());
+        if name == "tied" {
+            // Tied for real: a head of its own beside a tied config would run untied.
+            drop_tensor(&model, "lm_head.weight");
+        }
         let m = model.to_str().unwrap();
         let gg = dir.join("out.gguf");
         let o = try_export(m, m, "0.5", &gg, "gguf");
@@ -1246,6 +1250,24 @@ fn exaone4_with_64_layers_keeps_its_windows_through_gguf() {
 }
 
 /// A copy of fixture folder `name` with its config.json edited by `edit`, in `dir`.
+/// The model folder `model` (one model.safetensors) without tensor `name`.
+fn drop_tensor(model: &Path, name: &str) {
+    let path = model.join("model.safetensors");
+    let files = TensorFiles::open(std::slice::from_ref(&path)).unwrap();
+    let kept: Vec<_> = files
+        .tensors
+        .iter()
+        .filter(|(n, _)| *n != name)
+        .map(|(n, t)| (n.clone(), t.shape.clone(), files.read_f32(n).unwrap()))
+        .collect();
+    assert!(
+        kept.len() < files.tensors.len(),
+        "{name} is not in {path:?}"
+    );
+    drop(files);
+    lerpscope::shapes::write_safetensors(&path, &kept, safetensors::Dtype::F32).unwrap();
+}
+
 fn edited_fixture(name: &str, dir: &Path, edit: impl Fn(&mut Value)) -> PathBuf {
     let model = dir.join(name);
     std::fs::create_dir(&model).unwrap();
@@ -1258,6 +1280,40 @@ fn edited_fixture(name: &str, dir: &Path, edit: impl Fn(&mut Value)) -> PathBuf 
     edit(&mut c);
     std::fs::write(&config, c.to_string()).unwrap();
     model
+}
+
+/// A config that ties the head beside a checkpoint holding a head of its own (a fine-tune that
+/// trained it apart and kept the base's config): lerpscope runs the checkpoint's head, as
+/// transformers 5 does, giving the untied pair's goldens, and its export says so in its
+/// config, so transformers reads back what lerpscope ran (a head equal to the embeddings stays
+/// tied: `formats::checkpoint`'s unit tests).
+#[test]
+fn a_tied_config_beside_a_head_of_its_own_runs_that_head() {
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/families/variants.json")).unwrap(),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = edited_fixture("glm4-a", tmp.path(), |c| {
+        c["tie_word_embeddings"] = Value::Bool(true)
+    });
+    let a = a.to_str().unwrap();
+    let engine = Engine::load(a, a, &cpu()).unwrap();
+    for run in exp["families"]["glm4"]["0.0"].as_array().unwrap() {
+        let ids: Vec<u32> = serde_json::from_value(run["prompt_ids"].clone()).unwrap();
+        let want: Vec<f32> = serde_json::from_value(run["logits"].clone()).unwrap();
+        let d = max_diff(&engine.logits(&ids).unwrap(), &want);
+        assert!(d < 1e-4, "max |Δlogit| = {d}");
+    }
+    let out = tmp.path().join("out");
+    export(a, a, "0.5", &out, "hf");
+    let back: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(back["tie_word_embeddings"], Value::Bool(false));
+    let files = TensorFiles::open(&[out.join("model.safetensors")]).unwrap();
+    assert!(!files
+        .same_values("lm_head.weight", "model.embed_tokens.weight")
+        .unwrap());
 }
 
 /// What llama.cpp reads of these families' GGUFs, written whole: a Granite whose config leaves

@@ -4,6 +4,7 @@
 use super::{io, write_point, Snapshot, SHARD_BYTES};
 use crate::engine::dtype_name;
 use crate::error::{err, Context, Result};
+use crate::formats::config::ModelConfig;
 use candle_core::DType;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,6 +32,16 @@ pub(super) fn write_hf(snap: &Snapshot, dir: &Path, progress: &dyn Fn(u64, u64))
         };
         o.insert("torch_dtype".into(), d.into());
         o.insert("dtype".into(), d.into());
+        // A head the source's config ties but its checkpoint holds apart ran untied
+        // (`formats::checkpoint`): the export says so.
+        if let ModelConfig::Decoder(c) = &snap.config {
+            if !c.tie_word_embeddings {
+                o.insert("tie_word_embeddings".into(), false.into());
+                if let Some(t) = o.get_mut("text_config").and_then(|t| t.as_object_mut()) {
+                    t.insert("tie_word_embeddings".into(), false.into());
+                }
+            }
+        }
     }
     let p = dir.join("config.json");
     write_point(&p)?;

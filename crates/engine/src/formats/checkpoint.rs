@@ -64,8 +64,9 @@ impl Checkpoint {
                 });
             }
         }
-        let config = ModelConfig::load(&files.config)?;
+        let mut config = ModelConfig::load(&files.config)?;
         let weights = TensorFiles::open(&files.weights)?;
+        untie_a_head_of_its_own(&mut config, &weights)?;
         Ok(Self {
             files,
             config,
@@ -76,6 +77,27 @@ impl Checkpoint {
     pub fn label(&self) -> &str {
         &self.files.label
     }
+}
+
+/// A config that ties the head to the embeddings beside a checkpoint that holds a head of its
+/// own, with other values: run untied, with the checkpoint's head, as transformers 5 runs it
+/// ("both are present in the checkpoints with different values, so we will NOT tie them"),
+/// so that an export's config says what was run. A head equal to the embeddings stays tied.
+fn untie_a_head_of_its_own(config: &mut ModelConfig, weights: &TensorFiles) -> Result<()> {
+    let ModelConfig::Decoder(c) = config else {
+        return Ok(());
+    };
+    if !c.tie_word_embeddings {
+        return Ok(());
+    }
+    let n = crate::arch::tensors::Names::of(c);
+    let head = format!("{}.weight", n.head);
+    let embed = format!("{}.{}.weight", n.model, n.embed);
+    let both = weights.tensors.contains_key(&head) && weights.tensors.contains_key(&embed);
+    if both && !weights.same_values(&head, &embed)? {
+        c.tie_word_embeddings = false;
+    }
+    Ok(())
 }
 
 /// The tensors of one or more safetensors files: headers validated up front, data read (and
@@ -253,6 +275,23 @@ impl TensorFiles {
         Ok(())
     }
 
+    /// Whether tensors `a` and `b` hold the same values: their bytes where they share a dtype,
+    /// else their values as f32.
+    pub fn same_values(&self, a: &str, b: &str) -> Result<bool> {
+        let (ta, tb) = (self.meta(a)?, self.meta(b)?);
+        if ta.shape != tb.shape {
+            return Ok(false);
+        }
+        if ta.dtype != tb.dtype || ta.ggml.is_some() || tb.ggml.is_some() {
+            return Ok(self.read_f32(a)? == self.read_f32(b)?);
+        }
+        let (sa, sb) = (&self.shards[ta.shard], &self.shards[tb.shard]);
+        let same = sa.map[ta.range.clone()] == sb.map[tb.range.clone()];
+        super::pages::release(&sa.map, ta.range.clone());
+        super::pages::release(&sb.map, tb.range.clone());
+        Ok(same)
+    }
+
     /// Tensor `name` as f32 (tests and tools).
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         let mut v = vec![0f32; self.meta(name)?.numel()];
@@ -349,5 +388,59 @@ pub fn native_dtype(d: Dtype) -> Option<candle_core::DType> {
         Dtype::F16 => Some(candle_core::DType::F16),
         Dtype::BF16 => Some(candle_core::DType::BF16),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    /// A decoder config that ties its head, and a checkpoint of its embeddings and a head
+    /// (each as `(dtype, bytes)`).
+    fn tied_beside(head: (Dtype, Vec<u8>), embed: (Dtype, Vec<u8>)) -> (ModelConfig, TensorFiles) {
+        let config = ModelConfig::parse(
+            r#"{"architectures":["LlamaForCausalLM"],"hidden_size":2,"intermediate_size":4,
+            "num_hidden_layers":1,"num_attention_heads":1,"vocab_size":2,
+            "tie_word_embeddings":true}"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let views = [
+            ("lm_head.weight", &head),
+            ("model.embed_tokens.weight", &embed),
+        ]
+        .map(|(n, (d, b))| (n, TensorView::new(*d, vec![2, 2], b).unwrap()));
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        let files = TensorFiles::open(&[path]).unwrap();
+        (config, files)
+    }
+
+    fn f32s(v: [f32; 4]) -> (Dtype, Vec<u8>) {
+        (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    fn ties(head: (Dtype, Vec<u8>), embed: (Dtype, Vec<u8>)) -> bool {
+        let (mut config, files) = tied_beside(head, embed);
+        untie_a_head_of_its_own(&mut config, &files).unwrap();
+        match config {
+            ModelConfig::Decoder(c) => c.tie_word_embeddings,
+            _ => unreachable!(),
+        }
+    }
+
+    /// As transformers 5 decides: a head of other values runs untied; one equal to the
+    /// embeddings, in the same dtype or another, stays tied.
+    #[test]
+    fn a_tied_config_unties_only_a_head_of_other_values() {
+        let e = [0.5, -1.0, 2.0, 0.25];
+        assert!(!ties(f32s([0.5, -1.0, 2.0, 0.5]), f32s(e)));
+        assert!(ties(f32s(e), f32s(e)));
+        let bf16: Vec<u8> = e
+            .iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect();
+        assert!(ties((Dtype::BF16, bf16), f32s(e)));
     }
 }
