@@ -977,7 +977,8 @@ fn wait_for_partial(dir: &Path, format: &str) {
 /// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2), NoPE layers (SmolLM3), Granite's
 /// scalars, Gemma 1's norms, OLMo 2's post-norms, OLMo 3's windows with YaRN on its full
 /// layers, Phi-2's parallel LayerNorm blocks, GPT-NeoX's (q, k and v fused head by head),
-/// StableLM's, StarCoder2's (its window too) and GLM-4's survive export in both formats: each
+/// StableLM's, StarCoder2's (its window too), GLM-4's and Cohere's survive export in both
+/// formats: each
 /// export, read back, computes transformers' logits for the torch blend at the same α
 /// (tests/fixtures/families/variants.json, from make_variant_families.py). The GGUF carries Phi-3's
 /// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
@@ -1006,6 +1007,7 @@ fn long_context_ropes_export_to_both_formats() {
         "starcoder2",
         "starcoder2-window",
         "glm4",
+        "cohere",
     ] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
         // llama.cpp slides only a 64-layer EXAONE 4.0 (exaone4_windows_other_than_llamacpps_…).
@@ -1250,22 +1252,29 @@ fn exaone4_with_64_layers_keeps_its_windows_through_gguf() {
 }
 
 /// A copy of fixture folder `name` with its config.json edited by `edit`, in `dir`.
-/// The model folder `model` (one model.safetensors) without tensor `name`.
-fn drop_tensor(model: &Path, name: &str) {
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// The model folder `model` (one model.safetensors) with its tensors edited.
+fn rewrite_tensors(model: &Path, edit: impl FnOnce(&mut Tensors)) {
     let path = model.join("model.safetensors");
     let files = TensorFiles::open(std::slice::from_ref(&path)).unwrap();
-    let kept: Vec<_> = files
+    let mut tensors: Tensors = files
         .tensors
         .iter()
-        .filter(|(n, _)| *n != name)
         .map(|(n, t)| (n.clone(), t.shape.clone(), files.read_f32(n).unwrap()))
         .collect();
-    assert!(
-        kept.len() < files.tensors.len(),
-        "{name} is not in {path:?}"
-    );
     drop(files);
-    lerpscope::shapes::write_safetensors(&path, &kept, safetensors::Dtype::F32).unwrap();
+    edit(&mut tensors);
+    lerpscope::shapes::write_safetensors(&path, &tensors, safetensors::Dtype::F32).unwrap();
+}
+
+/// The model folder `model` without tensor `name`.
+fn drop_tensor(model: &Path, name: &str) {
+    rewrite_tensors(model, |t| {
+        let n = t.len();
+        t.retain(|(n, ..)| n != name);
+        assert!(t.len() < n, "{name} is not in {model:?}");
+    });
 }
 
 fn edited_fixture(name: &str, dir: &Path, edit: impl Fn(&mut Value)) -> PathBuf {
@@ -1280,6 +1289,52 @@ fn edited_fixture(name: &str, dir: &Path, edit: impl Fn(&mut Value)) -> PathBuf 
     edit(&mut c);
     std::fs::write(&config, c.to_string()).unwrap();
     model
+}
+
+/// llama.cpp's command-r reads the embeddings as its head, no attention biases and runs
+/// SwiGLU: a Cohere with a head of its own, or GELU, has no GGUF form. The export says so and
+/// writes nothing; to Hugging Face it keeps them.
+#[test]
+fn cohere_with_a_head_of_its_own_or_gelu_is_refused_for_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, key, value, says) in [
+        (
+            "untied",
+            "tie_word_embeddings",
+            Value::Bool(false),
+            "head of its own",
+        ),
+        (
+            "gelu",
+            "hidden_act",
+            Value::from("gelu_pytorch_tanh"),
+            "hidden_act is gelu_pytorch_tanh",
+        ),
+    ] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let model = edited_fixture("cohere-a", &dir, |c| c[key] = value.clone());
+        if name == "untied" {
+            rewrite_tensors(&model, |t| {
+                let e = t.iter().find(|(n, ..)| n == "model.embed_tokens.weight");
+                let (_, shape, values) = e.unwrap().clone();
+                let head = values.iter().map(|x| x * 0.5).collect();
+                t.push(("lm_head.weight".into(), shape, head));
+            });
+        }
+        let m = model.to_str().unwrap();
+        let gg = dir.join("out.gguf");
+        let o = try_export(m, m, "0.5", &gg, "gguf");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{name}: {err}");
+        assert!(!gg.exists(), "{name}");
+        let hf = dir.join("out");
+        export(m, m, "0.5", &hf, "hf");
+        let back: Value =
+            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(back[key], value, "{name}");
+    }
 }
 
 /// A config that ties the head beside a checkpoint holding a head of its own (a fine-tune that

@@ -375,6 +375,19 @@ fn glm4_matches_transformers_with_interleaved_partial_rope() {
     );
 }
 
+/// Cohere's block (Command R, Aya): one LayerNorm of gains only feeding attention and the gated
+/// feed-forward side by side, RoPE turning adjacent pairs, logits times `logit_scale`, a tied
+/// head. Endpoint b's config is the flat form Aya Expanse ships.
+#[test]
+fn cohere_matches_transformers_with_parallel_blocks_and_a_logit_scale() {
+    check_form(
+        "cohere",
+        "CohereForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
@@ -384,7 +397,8 @@ fn glm4_matches_transformers_with_interleaved_partial_rope() {
 /// Phi-2 as `phi2`, its LayerNorms' eps and rotated dimensions as keys, no RoPE base; GPT-NeoX
 /// as `gptneox`, q, k and v regrouped by kind, both residual orders; StableLM as `stablelm`,
 /// parallel where a block has no `ffn_norm`; StarCoder2 as `starcoder2`, its head tied by
-/// leaving `output.weight` out; GLM-4 as `glm4`, q and k as transformers stores them.
+/// leaving `output.weight` out; GLM-4 as `glm4` and Cohere as `command-r`, q and k as
+/// transformers stores them.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -403,6 +417,7 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("stablelm-parallel", "StableLmForCausalLM", Form::Gguf, &exp);
     check_form("starcoder2", "Starcoder2ForCausalLM", Form::Gguf, &exp);
     check_form("glm4", "Glm4ForCausalLM", Form::Gguf, &exp);
+    check_form("cohere", "CohereForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -432,7 +447,7 @@ fn every_family_pair_is_checked() {
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
     let variants = read_json("families/variants.json");
     let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
-    assert_eq!(variants.len(), 17, "{variants:?}: add a test for each pair");
+    assert_eq!(variants.len(), 18, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of
@@ -515,12 +530,12 @@ fn adapter_pairs_on_the_families_match_peft() {
 }
 
 /// The same for PEFT adapter pairs on Phi-2's, OLMo 2's, EXAONE 4.0's, GPT-NeoX's,
-/// StarCoder2's and GLM-4's blocks, each on its family's module names (`dense`, `fc1`, `fc2`;
+/// StarCoder2's, GLM-4's and Cohere's blocks, each on its family's module names (`dense`, `fc1`, `fc2`;
 /// `all-linear`; GPT-NeoX's `query_key_value` fused head by head; `c_fc`, `c_proj`; GLM-4's
 /// fused `gate_up_proj`), from make_variant_families.py.
 #[test]
 fn adapter_pairs_on_the_variant_families_match_peft() {
-    check_adapter_pairs(&read_json("families/variants.json"), 6);
+    check_adapter_pairs(&read_json("families/variants.json"), 7);
 }
 
 fn check_adapter_pairs(exp: &Value, count: usize) {

@@ -957,7 +957,7 @@ pub fn metadata(c: &ModelConfig) -> Result<Keys> {
             k.u32(&format!("{a}.attention.key_length"), c.head_dim());
             k.u32(&format!("{a}.attention.value_length"), c.head_dim());
             k.f32(&format!("{a}.rope.freq_base"), c.rope_theta as f64);
-            let eps = match c.opts.layer_norm {
+            let eps = match c.opts.norm_kind.is_layer() {
                 true => "layer_norm_epsilon",
                 false => "layer_norm_rms_epsilon",
             };

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::error::{bail, err, Result};
 use crate::formats::config::{
-    Activation, AttentionBias, DecoderConfig, Family, NormPlacement, DEFAULT_ROPE_THETA,
+    Activation, AttentionBias, DecoderConfig, Family, NormKind, NormPlacement, DEFAULT_ROPE_THETA,
 };
 use crate::formats::gguf::Value as GgufValue;
 use serde_json::{Map, Value};
@@ -42,7 +42,7 @@ fn block(c: &mut DecoderConfig, parallel: bool) {
         true => NormPlacement::ParallelTwoNorms,
         false => NormPlacement::Pre,
     };
-    o.layer_norm = true;
+    o.norm_kind = NormKind::Layer;
     o.plain_mlp = true;
     o.qkv_by_head = true;
 }

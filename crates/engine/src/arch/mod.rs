@@ -5,6 +5,7 @@
 //! Adding a family: a file here with its `read` (and its GGUF names in `crate::formats::gguf`), a row in
 //! [`UNITS`], a variant of [`Family`], and its tiny pair in tests/fixtures/make_families.py.
 
+mod cohere;
 mod exaone4;
 mod gemma;
 mod gemma2;
@@ -55,7 +56,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 18] = [
+pub(crate) const UNITS: [Unit; 19] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -75,6 +76,7 @@ pub(crate) const UNITS: [Unit; 18] = [
     stablelm::UNIT,
     starcoder2::UNIT,
     glm4::UNIT,
+    cohere::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -250,8 +252,8 @@ pub fn config_json(c: &ModelConfig) -> Result<Value> {
     });
     let map = v.as_object_mut().expect("an object");
     // The LayerNorm families' configs name their eps so (PhiConfig, GPTNeoXConfig,
-    // StableLmConfig).
-    if c.opts.layer_norm {
+    // StableLmConfig, CohereConfig).
+    if c.opts.norm_kind.is_layer() {
         map.remove("rms_norm_eps");
         map.insert("layer_norm_eps".into(), c.rms_norm_eps.into());
     }
@@ -770,8 +772,8 @@ fn positive(v: &Value, key: &str) -> Result<Option<f32>> {
 mod tests {
     use crate::error::Result;
     use crate::formats::config::{
-        Activation, AttentionBias, DecoderConfig, Family, LayerType, ModelConfig, NormPlacement,
-        QkNorm, Rope, RopeScaling,
+        Activation, AttentionBias, DecoderConfig, Family, LayerType, ModelConfig, NormKind,
+        NormPlacement, QkNorm, Rope, RopeScaling,
     };
 
     fn parse(class: &str, extra: &str) -> Result<DecoderConfig> {
@@ -1045,14 +1047,14 @@ mod tests {
         assert_eq!(
             (
                 o.norms,
-                o.layer_norm,
+                o.norm_kind,
                 o.plain_mlp,
                 o.head_bias,
                 o.attention_bias
             ),
             (
                 NormPlacement::Parallel,
-                true,
+                NormKind::Layer,
                 true,
                 true,
                 AttentionBias::QkvO
@@ -1133,8 +1135,8 @@ mod tests {
         let o = c.opts;
         assert_eq!(c.family, Family::GptNeoX);
         assert_eq!(
-            (o.norms, o.layer_norm, o.plain_mlp, o.qkv_by_head),
-            (NormPlacement::ParallelTwoNorms, true, true, true)
+            (o.norms, o.norm_kind, o.plain_mlp, o.qkv_by_head),
+            (NormPlacement::ParallelTwoNorms, NormKind::Layer, true, true)
         );
         assert_eq!(
             (o.attention_bias, o.activation, o.rotary_dim, o.head_bias),
@@ -1211,11 +1213,16 @@ mod tests {
         assert_eq!(
             (
                 s.opts.norms,
-                s.opts.layer_norm,
+                s.opts.norm_kind,
                 s.opts.plain_mlp,
                 s.opts.attention_bias
             ),
-            (NormPlacement::Pre, true, false, AttentionBias::None)
+            (
+                NormPlacement::Pre,
+                NormKind::Layer,
+                false,
+                AttentionBias::None
+            )
         );
         assert_eq!(
             (s.opts.rotary_dim, s.opts.activation),
@@ -1269,14 +1276,14 @@ mod tests {
         assert_eq!(
             (
                 s.opts.norms,
-                s.opts.layer_norm,
+                s.opts.norm_kind,
                 s.opts.plain_mlp,
                 s.opts.attention_bias,
                 s.opts.activation
             ),
             (
                 NormPlacement::Pre,
-                true,
+                NormKind::Layer,
                 true,
                 AttentionBias::QkvO,
                 Activation::GeluTanh
@@ -1372,6 +1379,71 @@ mod tests {
             ModelConfig::Decoder(back) => assert_eq!(back, p),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Cohere's block from CohereConfig's keys and defaults (a tied head, logit scale 0.0625,
+    /// transformers 5's RoPE base); Command R+'s q/k norms refused by name; a config written
+    /// back reads the same.
+    #[test]
+    fn cohere_configs_read_as_transformers_reads_them() {
+        let c = parse("CohereForCausalLM", "").unwrap();
+        assert_eq!(c.family, Family::Cohere);
+        assert_eq!(
+            (
+                c.opts.norms,
+                c.opts.norm_kind,
+                c.opts.rope_interleaved,
+                c.opts.logit_scale,
+                c.opts.attention_bias
+            ),
+            (
+                NormPlacement::Parallel,
+                NormKind::LayerNoBias,
+                true,
+                Some(0.0625),
+                AttentionBias::None
+            )
+        );
+        assert_eq!(
+            (
+                c.tie_word_embeddings,
+                c.rope_theta,
+                c.max_position_embeddings
+            ),
+            (true, 500_000.0, 8192)
+        );
+        let p = parse(
+            "CohereForCausalLM",
+            r#","logit_scale":0.125,"rope_theta":10000,"layer_norm_eps":1e-6,"attention_bias":true"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                p.opts.logit_scale,
+                p.rope_theta,
+                p.rms_norm_eps,
+                p.opts.attention_bias
+            ),
+            (Some(0.125), 10_000.0, 1e-6, AttentionBias::QkvO)
+        );
+        let json = super::config_json(&ModelConfig::Decoder(p.clone())).unwrap();
+        assert_eq!(json["layer_norm_eps"], 1e-6);
+        match ModelConfig::parse(&json.to_string()).unwrap() {
+            ModelConfig::Decoder(back) => assert_eq!(
+                back,
+                DecoderConfig {
+                    head_dim: Some(16),
+                    ..p
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        refused(
+            "CohereForCausalLM",
+            r#","use_qk_norm":true"#,
+            &["use_qk_norm", "CohereForCausalLM"],
+        );
+        refused("CohereForCausalLM", r#","logit_scale":0"#, &["logit_scale"]);
     }
 
     /// OLMo 2's post-norm block and OLMo 3's windows and RoPEs, from each of its config forms.

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::error::{bail, Result};
 use crate::formats::config::{
-    Activation, AttentionBias, DecoderConfig, Family, NormPlacement, DEFAULT_ROPE_THETA,
+    Activation, AttentionBias, DecoderConfig, Family, NormKind, NormPlacement, DEFAULT_ROPE_THETA,
 };
 use crate::formats::gguf::{Header, TensorInfo};
 use serde_json::{Map, Value};
@@ -35,7 +35,7 @@ fn block(c: &mut DecoderConfig) {
     c.family = Family::Phi;
     let o = &mut c.opts;
     o.norms = NormPlacement::Parallel;
-    o.layer_norm = true;
+    o.norm_kind = NormKind::Layer;
     o.plain_mlp = true;
     o.head_bias = true;
     o.attention_bias = AttentionBias::QkvO;

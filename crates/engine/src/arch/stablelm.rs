@@ -15,7 +15,7 @@ use super::{
 };
 use crate::error::{bail, Result};
 use crate::formats::config::{
-    Activation, AttentionBias, DecoderConfig, Family, NormPlacement, DEFAULT_ROPE_THETA,
+    Activation, AttentionBias, DecoderConfig, Family, NormKind, NormPlacement, DEFAULT_ROPE_THETA,
 };
 use serde_json::{Map, Value};
 
@@ -33,7 +33,7 @@ pub(super) const UNIT: Unit = Unit {
 /// What every StableLM block has, whichever file it comes from.
 fn block(c: &mut DecoderConfig, parallel: bool) {
     c.family = Family::StableLm;
-    c.opts.layer_norm = true;
+    c.opts.norm_kind = NormKind::Layer;
     c.opts.norms = match parallel {
         true => NormPlacement::Parallel,
         false => NormPlacement::Pre,

@@ -16,7 +16,8 @@ use super::gguf::{Keys, Meta};
 use super::{activation, count, get, read_base, Unit};
 use crate::error::{bail, err, Result};
 use crate::formats::config::{
-    Activation, AttentionBias, DecoderConfig, Family, LayerType, NormPlacement, DEFAULT_ROPE_THETA,
+    Activation, AttentionBias, DecoderConfig, Family, LayerType, NormKind, NormPlacement,
+    DEFAULT_ROPE_THETA,
 };
 use serde_json::{Map, Value};
 
@@ -36,7 +37,7 @@ fn block(c: &mut DecoderConfig) {
     c.family = Family::StarCoder2;
     let o = &mut c.opts;
     o.norms = NormPlacement::Pre;
-    o.layer_norm = true;
+    o.norm_kind = NormKind::Layer;
     o.plain_mlp = true;
     o.attention_bias = AttentionBias::QkvO;
 }

@@ -105,7 +105,7 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
     for i in 0..c.num_hidden_layers {
         let l = format!("{m}.layers.{i}");
         let mut add = |name: &str, shape: Vec<usize>| p.push((format!("{l}.{name}"), shape));
-        let norm = |name: &str| norm_parameters(name, h, o.layer_norm);
+        let norm = |name: &str| norm_parameters(name, h, o.norm_kind.has_bias());
         if o.norms != NormPlacement::Post {
             norm("input_layernorm").for_each(|(n, s)| add(&n, s));
         }
@@ -169,7 +169,7 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
     p.extend(norm_parameters(
         &format!("{m}.{}", n.final_norm),
         h,
-        o.layer_norm,
+        o.norm_kind.has_bias(),
     ));
     if !c.tie_word_embeddings {
         p.push((format!("{}.weight", n.head), vec![c.vocab_size, h]));
@@ -180,9 +180,9 @@ fn decoder_parameters(c: &DecoderConfig) -> Vec<Parameter> {
     p
 }
 
-/// A norm's parameters: its gains, and its bias where the norms are LayerNorms.
-fn norm_parameters(name: &str, h: usize, layer_norm: bool) -> impl Iterator<Item = Parameter> {
-    let bias = layer_norm.then(|| (format!("{name}.bias"), vec![h]));
+/// A norm's parameters: its gains, and its bias where it has one.
+fn norm_parameters(name: &str, h: usize, bias: bool) -> impl Iterator<Item = Parameter> {
+    let bias = bias.then(|| (format!("{name}.bias"), vec![h]));
     std::iter::once((format!("{name}.weight"), vec![h])).chain(bias)
 }
 

@@ -316,6 +316,29 @@ pub enum Family {
     StableLm,
     StarCoder2,
     Glm4,
+    Cohere,
+}
+
+/// What a norm computes over the hidden width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NormKind {
+    /// RMSNorm, gains only (Llama).
+    #[default]
+    Rms,
+    /// LayerNorm with gains and a bias (Phi-2, GPT-NeoX, StableLM, StarCoder2).
+    Layer,
+    /// LayerNorm with gains only (Cohere).
+    LayerNoBias,
+}
+
+impl NormKind {
+    /// Mean-centred: a LayerNorm of either form.
+    pub fn is_layer(self) -> bool {
+        self != NormKind::Rms
+    }
+    pub fn has_bias(self) -> bool {
+        self == NormKind::Layer
+    }
 }
 
 /// Which bias vectors the attention's projections have.
@@ -410,8 +433,10 @@ pub struct BlockOptions {
     pub residual_multiplier: Option<f32>,
     /// Logits divided by it (Granite's `logits_scaling`).
     pub logits_divisor: Option<f32>,
-    /// The norms are LayerNorms, each with a bias, rather than RMSNorms (Phi-2).
-    pub layer_norm: bool,
+    /// Logits multiplied by it (Cohere's `logit_scale`).
+    pub logit_scale: Option<f32>,
+    /// What each norm computes: an RMSNorm, or a LayerNorm with or without a bias.
+    pub norm_kind: NormKind,
     /// The feed-forward is ungated: up (with a bias), the activation, down (with a bias)
     /// (Phi-2's fc1 and fc2).
     pub plain_mlp: bool,

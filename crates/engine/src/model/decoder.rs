@@ -11,9 +11,10 @@ use super::rope::Rotary;
 use super::{check_context, Cache, Kernels};
 use crate::arch::tensors::Names;
 use crate::formats::config::{
-    Activation, AttentionBias, BlockOptions, DecoderConfig, LayerType, NormPlacement, QkNorm, Rope,
+    Activation, AttentionBias, BlockOptions, DecoderConfig, LayerType, NormKind, NormPlacement,
+    QkNorm, Rope,
 };
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor, D};
 
 /// q, k and v: three weights, or one `qkv_proj` whose output rows are q's, k's, then v's,
 /// or one whose rows go head by head (GPT-NeoX's `query_key_value`, with its one bias).
@@ -106,11 +107,11 @@ impl Decoder {
         let o = c.opts;
         let names = Names::of(c);
         let m = vb.pp(names.model);
-        // `name.weight`, and `name.bias` where the norms are LayerNorms.
+        // `name.weight`, and `name.bias` where the norms have one.
         let norm = |vb: &Loader, name: &str| -> Result<Norm> {
             Ok(Norm {
                 w: vb.get(h, &format!("{name}.weight"))?,
-                b: match o.layer_norm {
+                b: match o.norm_kind.has_bias() {
                     true => Some(Box::new(vb.get(h, &format!("{name}.bias"))?)),
                     false => None,
                 },
@@ -546,14 +547,20 @@ impl Decoder {
         }
     }
 
-    /// `x` normed over its last dimension by `n`: a LayerNorm where it has a bias, else an
-    /// RMS norm; per row in the batched mode.
+    /// `x` normed over its last dimension by `n` as the family's norms are: an RMS norm, or
+    /// a LayerNorm with or without a bias; per row in the batched mode.
     fn norm(&self, x: &Tensor, n: &Norm, mix: Option<&Mix>) -> Result<Tensor> {
-        match &n.b {
-            Some(b) => affine2(&n.w, b, mix, |w, b| {
+        match (&n.b, self.opts.norm_kind) {
+            (Some(b), _) => affine2(&n.w, b, mix, |w, b| {
                 self.kernels.layer_norm(x, w, b, self.eps)
             }),
-            None => self.rms(x, &n.w, mix),
+            // A LayerNorm without a bias is the RMS norm of x less its mean: the variance is
+            // the centred x's mean square.
+            (None, NormKind::LayerNoBias) => {
+                let mean = x.mean_keepdim(D::Minus1)?;
+                self.rms(&x.broadcast_sub(&mean)?, &n.w, mix)
+            }
+            (None, _) => self.rms(x, &n.w, mix),
         }
     }
 
@@ -579,6 +586,9 @@ impl Decoder {
         let mut logits = biased(logits, self.lm_head_bias.as_deref(), mix)?;
         if let Some(d) = self.opts.logits_divisor {
             logits = (logits / d as f64)?;
+        }
+        if let Some(s) = self.opts.logit_scale {
+            logits = (logits * s as f64)?;
         }
         match self.opts.final_softcap {
             Some(cap) => softcap(&logits, cap),
