@@ -977,8 +977,8 @@ fn wait_for_partial(dir: &Path, format: &str) {
 /// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2), NoPE layers (SmolLM3), Granite's
 /// scalars, Gemma 1's norms, OLMo 2's post-norms, OLMo 3's windows with YaRN on its full
 /// layers, Phi-2's parallel LayerNorm blocks, GPT-NeoX's (q, k and v fused head by head),
-/// StableLM's, StarCoder2's (its window too), GLM-4's and Cohere's survive export in both
-/// formats: each
+/// StableLM's, StarCoder2's (its window too), GLM-4's, Cohere's and Cohere 2's survive export
+/// in both formats: each
 /// export, read back, computes transformers' logits for the torch blend at the same α
 /// (tests/fixtures/families/variants.json, from make_variant_families.py). The GGUF carries Phi-3's
 /// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
@@ -1008,6 +1008,7 @@ fn long_context_ropes_export_to_both_formats() {
         "starcoder2-window",
         "glm4",
         "cohere",
+        "cohere2",
     ] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
         // llama.cpp slides only a 64-layer EXAONE 4.0 (exaone4_windows_other_than_llamacpps_…).
@@ -1335,6 +1336,32 @@ fn cohere_with_a_head_of_its_own_or_gelu_is_refused_for_gguf() {
                 .unwrap();
         assert_eq!(back[key], value, "{name}");
     }
+}
+
+/// llama.cpp's cohere2 slides every layer but each fourth, whatever a file says: a Cohere 2
+/// with other windows has no GGUF form (refused in one line, nothing written); to Hugging
+/// Face it keeps them.
+#[test]
+fn cohere2_with_other_windows_is_refused_for_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let types = ["sliding_attention", "full_attention"].repeat(2);
+    let model = edited_fixture("cohere2-a", tmp.path(), |c| {
+        c["layer_types"] = types.clone().into();
+    });
+    let m = model.to_str().unwrap();
+    let gg = tmp.path().join("out.gguf");
+    let o = try_export(m, m, "0.5", &gg, "gguf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("slides every layer but each fourth"),
+        "{err}"
+    );
+    assert!(!gg.exists());
+    let hf = tmp.path().join("out");
+    export(m, m, "0.5", &hf, "hf");
+    let back: Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(back["layer_types"], Value::from(types));
 }
 
 /// A config that ties the head beside a checkpoint holding a head of its own (a fine-tune that

@@ -388,6 +388,19 @@ fn cohere_matches_transformers_with_parallel_blocks_and_a_logit_scale() {
     );
 }
 
+/// Cohere 2's block (Command R7B): Cohere's, with a window of 4 on three layers of four and
+/// RoPE on those only. Endpoint b's config is the form Command R7B ships
+/// (`sliding_window_pattern`).
+#[test]
+fn cohere2_matches_transformers_with_windows_and_rope_on_them_only() {
+    check_form(
+        "cohere2",
+        "Cohere2ForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
@@ -397,8 +410,8 @@ fn cohere_matches_transformers_with_parallel_blocks_and_a_logit_scale() {
 /// Phi-2 as `phi2`, its LayerNorms' eps and rotated dimensions as keys, no RoPE base; GPT-NeoX
 /// as `gptneox`, q, k and v regrouped by kind, both residual orders; StableLM as `stablelm`,
 /// parallel where a block has no `ffn_norm`; StarCoder2 as `starcoder2`, its head tied by
-/// leaving `output.weight` out; GLM-4 as `glm4` and Cohere as `command-r`, q and k as
-/// transformers stores them.
+/// leaving `output.weight` out; GLM-4 as `glm4`, Cohere as `command-r` and Cohere 2 as
+/// `cohere2` (llama.cpp's fixed pattern), q and k as transformers stores them.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -418,6 +431,7 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("starcoder2", "Starcoder2ForCausalLM", Form::Gguf, &exp);
     check_form("glm4", "Glm4ForCausalLM", Form::Gguf, &exp);
     check_form("cohere", "CohereForCausalLM", Form::Gguf, &exp);
+    check_form("cohere2", "Cohere2ForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -447,7 +461,7 @@ fn every_family_pair_is_checked() {
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
     let variants = read_json("families/variants.json");
     let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
-    assert_eq!(variants.len(), 18, "{variants:?}: add a test for each pair");
+    assert_eq!(variants.len(), 19, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of

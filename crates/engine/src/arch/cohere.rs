@@ -34,9 +34,10 @@ pub(super) const UNIT: Unit = Unit {
 const DEFAULT_THETA: f32 = 500_000.0;
 const DEFAULT_LOGIT_SCALE: f64 = 0.0625;
 
-/// What every Cohere block has, whichever file it comes from.
-fn block(c: &mut DecoderConfig) {
-    c.family = Family::Cohere;
+/// What every Cohere block has, whichever file it comes from (Cohere 2's too, `family` set
+/// by its unit).
+pub(super) fn block(c: &mut DecoderConfig, family: Family) {
+    c.family = family;
     let o = &mut c.opts;
     o.norms = NormPlacement::Parallel;
     o.norm_kind = NormKind::LayerNoBias;
@@ -54,7 +55,15 @@ fn logit_scale(what: &str, x: f64) -> Result<f32> {
 fn read(v: &Value) -> Result<DecoderConfig> {
     let v = &layer_norm_eps(v);
     let mut c = read_base(v, 1e-5, DEFAULT_THETA, 8192)?;
-    block(&mut c);
+    block(&mut c, Family::Cohere);
+    read_options(v, &mut c)?;
+    refuse_true(v, "use_qk_norm", UNIT.class)?;
+    Ok(c)
+}
+
+/// The keys Cohere and Cohere 2 share: the head, attention biases, the activation and the
+/// logit scale.
+pub(super) fn read_options(v: &Value, c: &mut DecoderConfig) -> Result<()> {
     if get(v, "tie_word_embeddings").is_none() {
         c.tie_word_embeddings = true;
     }
@@ -64,11 +73,17 @@ fn read(v: &Value) -> Result<DecoderConfig> {
     c.opts.activation = activation(v, "hidden_act", Activation::Silu)?;
     let scale = number(v, "logit_scale")?.unwrap_or(DEFAULT_LOGIT_SCALE);
     c.opts.logit_scale = Some(logit_scale("logit_scale", scale)?);
-    refuse_true(v, "use_qk_norm", UNIT.class)?;
-    Ok(c)
+    Ok(())
 }
 
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
+    write_options(c, map)?;
+    map.insert("use_qk_norm".into(), false.into());
+    Ok(())
+}
+
+/// [`read_options`]' keys written back.
+pub(super) fn write_options(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
     let bias = match c.opts.attention_bias {
         AttentionBias::None => false,
         AttentionBias::QkvO => true,
@@ -82,12 +97,16 @@ fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
         "logit_scale".into(),
         (c.opts.logit_scale.unwrap_or(1.0) as f64).into(),
     );
-    map.insert("use_qk_norm".into(), false.into());
     Ok(())
 }
 
 fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
-    block(c);
+    block(c, Family::Cohere);
+    options_from_gguf(m, c)
+}
+
+/// The eps and logit scale of a `command-r` or `cohere2` file.
+pub(super) fn options_from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
     c.rms_norm_eps = m.number_or("attention.layer_norm_epsilon", 1e-5)?;
     let what = format!("{}: {}.logit_scale", m.path(), m.arch);
     c.opts.logit_scale = Some(logit_scale(&what, m.number_or("logit_scale", 1.0)?)?);
@@ -95,7 +114,12 @@ fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {
 }
 
 fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
-    let a = UNIT.gguf_arch;
+    options_to_gguf(c, k, UNIT.gguf_arch)
+}
+
+/// The logit scale, and the refusals where llama.cpp's `arch` (`command-r`, `cohere2`) would
+/// run the model otherwise.
+pub(super) fn options_to_gguf(c: &DecoderConfig, k: &mut Keys, a: &str) -> Result<()> {
     k.f32(
         &format!("{a}.logit_scale"),
         c.opts.logit_scale.unwrap_or(1.0) as f64,
@@ -103,7 +127,7 @@ fn to_gguf(c: &DecoderConfig, k: &mut Keys) -> Result<()> {
     let refuse = |what: &str| -> Result<()> {
         bail!(
             Unsupported,
-            "--format gguf: llama.cpp's command-r {what}; use --format hf"
+            "--format gguf: llama.cpp's {a} {what}; use --format hf"
         )
     };
     if !c.tie_word_embeddings {

@@ -6,6 +6,7 @@
 //! [`UNITS`], a variant of [`Family`], and its tiny pair in tests/fixtures/make_families.py.
 
 mod cohere;
+mod cohere2;
 mod exaone4;
 mod gemma;
 mod gemma2;
@@ -56,7 +57,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 19] = [
+pub(crate) const UNITS: [Unit; 20] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -77,6 +78,7 @@ pub(crate) const UNITS: [Unit; 19] = [
     starcoder2::UNIT,
     glm4::UNIT,
     cohere::UNIT,
+    cohere2::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -1444,6 +1446,43 @@ mod tests {
             &["use_qk_norm", "CohereForCausalLM"],
         );
         refused("CohereForCausalLM", r#","logit_scale":0"#, &["logit_scale"]);
+    }
+
+    /// Cohere 2's windows and RoPE-less layers from Cohere2Config's keys and defaults (a
+    /// window of 4096 on three layers of four, heads of hidden / heads whatever head_dim
+    /// says), from `layer_types` or a period; no window, no RoPE at all.
+    #[test]
+    fn cohere2_configs_read_as_transformers_reads_them() {
+        let c = parse("Cohere2ForCausalLM", r#","head_dim":64"#).unwrap();
+        assert_eq!(c.family, Family::Cohere2);
+        assert_eq!((c.sliding_window, c.head_dim()), (Some(4096), 16));
+        let sliding = |c: &DecoderConfig| -> Vec<bool> {
+            (0..4)
+                .map(|i| c.layer_type(i) == LayerType::Sliding)
+                .collect()
+        };
+        let rotates = |c: &DecoderConfig| -> Vec<bool> { (0..4).map(|i| c.rotates(i)).collect() };
+        assert_eq!(sliding(&c), [true, true, true, false]);
+        assert_eq!(rotates(&c), [true, true, true, false]);
+        let p = parse(
+            "Cohere2ForCausalLM",
+            r#","sliding_window":8,"sliding_window_pattern":2"#,
+        )
+        .unwrap();
+        assert_eq!(rotates(&p), [true, false, true, false]);
+        let t = parse(
+            "Cohere2ForCausalLM",
+            r#","layer_types":["full_attention","sliding_attention","sliding_attention","sliding_attention"]"#,
+        )
+        .unwrap();
+        assert_eq!(rotates(&t), [false, true, true, true]);
+        let none = parse("Cohere2ForCausalLM", r#","sliding_window":null"#).unwrap();
+        assert_eq!(rotates(&none), [false; 4]);
+        let json = super::config_json(&ModelConfig::Decoder(t.clone())).unwrap();
+        match ModelConfig::parse(&json.to_string()).unwrap() {
+            ModelConfig::Decoder(back) => assert_eq!(back, t),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// OLMo 2's post-norm block and OLMo 3's windows and RoPEs, from each of its config forms.

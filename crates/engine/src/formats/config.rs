@@ -317,6 +317,7 @@ pub enum Family {
     StarCoder2,
     Glm4,
     Cohere,
+    Cohere2,
 }
 
 /// What a norm computes over the hidden width.
