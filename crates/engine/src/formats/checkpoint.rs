@@ -65,8 +65,8 @@ impl Checkpoint {
             }
         }
         let mut config = ModelConfig::load(&files.config)?;
-        let weights = TensorFiles::open(&files.weights)?;
-        untie_a_head_of_its_own(&mut config, &weights)?;
+        let mut weights = TensorFiles::open(&files.weights)?;
+        settle_a_tied_head(&mut config, &mut weights)?;
         Ok(Self {
             files,
             config,
@@ -79,11 +79,14 @@ impl Checkpoint {
     }
 }
 
-/// A config that ties the head to the embeddings beside a checkpoint that holds a head of its
-/// own, with other values: run untied, with the checkpoint's head, as transformers 5 runs it
-/// ("both are present in the checkpoints with different values, so we will NOT tie them"),
-/// so that an export's config says what was run. A head equal to the embeddings stays tied.
-fn untie_a_head_of_its_own(config: &mut ModelConfig, weights: &TensorFiles) -> Result<()> {
+/// A config that ties the head to the embeddings, beside a checkpoint that stores the head, as
+/// transformers 5 reads it:
+/// - with the embeddings too, of other values: run untied, with the checkpoint's head ("both
+///   are present in the checkpoints with different values, so we will NOT tie them"), so that
+///   an export's config says what was run; a head equal to the embeddings stays tied;
+/// - in place of the embeddings (safetensors' `save_model` keeps one name of a shared tensor,
+///   and it may be the head's): the head's values are the embeddings.
+fn settle_a_tied_head(config: &mut ModelConfig, weights: &mut TensorFiles) -> Result<()> {
     let ModelConfig::Decoder(c) = config else {
         return Ok(());
     };
@@ -93,9 +96,14 @@ fn untie_a_head_of_its_own(config: &mut ModelConfig, weights: &TensorFiles) -> R
     let n = crate::arch::tensors::Names::of(c);
     let head = format!("{}.weight", n.head);
     let embed = format!("{}.{}.weight", n.model, n.embed);
-    let both = weights.tensors.contains_key(&head) && weights.tensors.contains_key(&embed);
-    if both && !weights.same_values(&head, &embed)? {
-        c.tie_word_embeddings = false;
+    let has = |name: &str| weights.tensors.contains_key(name);
+    match (has(&head), has(&embed)) {
+        (true, true) if !weights.same_values(&head, &embed)? => c.tie_word_embeddings = false,
+        (true, false) => {
+            let stored = weights.tensors.remove(&head).expect("present");
+            weights.tensors.insert(embed, stored);
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -396,9 +404,9 @@ mod tests {
     use super::*;
     use safetensors::tensor::TensorView;
 
-    /// A decoder config that ties its head, and a checkpoint of its embeddings and a head
-    /// (each as `(dtype, bytes)`).
-    fn tied_beside(head: (Dtype, Vec<u8>), embed: (Dtype, Vec<u8>)) -> (ModelConfig, TensorFiles) {
+    /// A decoder config that ties its head, and a checkpoint of `tensors` (each
+    /// `(name, dtype, bytes)`, 2 × 2).
+    fn tied_beside(tensors: &[(&str, (Dtype, Vec<u8>))]) -> (ModelConfig, TensorFiles) {
         let config = ModelConfig::parse(
             r#"{"architectures":["LlamaForCausalLM"],"hidden_size":2,"intermediate_size":4,
             "num_hidden_layers":1,"num_attention_heads":1,"vocab_size":2,
@@ -407,11 +415,9 @@ mod tests {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.safetensors");
-        let views = [
-            ("lm_head.weight", &head),
-            ("model.embed_tokens.weight", &embed),
-        ]
-        .map(|(n, (d, b))| (n, TensorView::new(*d, vec![2, 2], b).unwrap()));
+        let views = tensors
+            .iter()
+            .map(|(n, (d, b))| (*n, TensorView::new(*d, vec![2, 2], b).unwrap()));
         safetensors::serialize_to_file(views, None, &path).unwrap();
         let files = TensorFiles::open(&[path]).unwrap();
         (config, files)
@@ -421,13 +427,22 @@ mod tests {
         (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
     }
 
-    fn ties(head: (Dtype, Vec<u8>), embed: (Dtype, Vec<u8>)) -> bool {
-        let (mut config, files) = tied_beside(head, embed);
-        untie_a_head_of_its_own(&mut config, &files).unwrap();
+    /// Whether the config still ties, and the checkpoint after.
+    fn settled(tensors: &[(&str, (Dtype, Vec<u8>))]) -> (bool, TensorFiles) {
+        let (mut config, mut files) = tied_beside(tensors);
+        settle_a_tied_head(&mut config, &mut files).unwrap();
         match config {
-            ModelConfig::Decoder(c) => c.tie_word_embeddings,
+            ModelConfig::Decoder(c) => (c.tie_word_embeddings, files),
             _ => unreachable!(),
         }
+    }
+
+    fn ties(head: (Dtype, Vec<u8>), embed: (Dtype, Vec<u8>)) -> bool {
+        settled(&[
+            ("lm_head.weight", head),
+            ("model.embed_tokens.weight", embed),
+        ])
+        .0
     }
 
     /// As transformers 5 decides: a head of other values runs untied; one equal to the
@@ -442,5 +457,16 @@ mod tests {
             .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
             .collect();
         assert!(ties((Dtype::BF16, bf16), f32s(e)));
+    }
+
+    /// A tied checkpoint that stores the shared tensor under the head's name only: its values
+    /// are the embeddings.
+    #[test]
+    fn a_tied_head_stored_alone_is_read_as_the_embeddings() {
+        let e = [0.5, -1.0, 2.0, 0.25];
+        let (tied, files) = settled(&[("lm_head.weight", f32s(e))]);
+        assert!(tied);
+        assert!(!files.tensors.contains_key("lm_head.weight"));
+        assert_eq!(files.read_f32("model.embed_tokens.weight").unwrap(), e);
     }
 }
