@@ -1130,19 +1130,24 @@ fn generate_says_when_the_context_ended_the_text() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("stopped at the model's context"));
 }
 
-/// llama.cpp runs Mistral without its sliding window: a GGUF export of one says where the two
-/// part; an HF export, which transformers runs with the window, says nothing.
+/// llama.cpp runs Mistral and StarCoder2 without their sliding windows: a GGUF export of one
+/// says where the two part; an HF export, which transformers runs with the window, says
+/// nothing.
 #[test]
 fn a_gguf_export_of_a_windowed_mistral_says_llama_cpp_runs_it_without() {
     let tmp = tempfile::tempdir().unwrap();
-    let fam = |side: &str| {
-        format!(
-            "{}/tests/fixtures/families/mistral-{side}",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    };
-    let (a, b) = (fam("a"), fam("b"));
-    for (out, noted) in [("m.gguf", true), ("m-hf", false)] {
+    for (family, out, noted) in [
+        ("mistral", "m.gguf", true),
+        ("mistral", "m-hf", false),
+        ("starcoder2-window", "s.gguf", true),
+    ] {
+        let fam = |side: &str| {
+            format!(
+                "{}/tests/fixtures/families/{family}-{side}",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        };
+        let (a, b) = (fam("a"), fam("b"));
         let out = tmp.path().join(out).display().to_string();
         let run = lerpscope(&[
             "export", "--a", &a, "--b", &b, "--alpha", "0.5", "--out", &out, "--device", "cpu",

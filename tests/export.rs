@@ -977,8 +977,8 @@ fn wait_for_partial(dir: &Path, format: &str) {
 /// LongRoPE with partial rotary (Phi-3), YaRN (Qwen2), NoPE layers (SmolLM3), Granite's
 /// scalars, Gemma 1's norms, OLMo 2's post-norms, OLMo 3's windows with YaRN on its full
 /// layers, Phi-2's parallel LayerNorm blocks, GPT-NeoX's (q, k and v fused head by head),
-/// StableLM's, StarCoder2's (its window too), GLM-4's, Cohere's and Cohere 2's survive export
-/// in both formats: each
+/// StableLM's, StarCoder2's (its window too), GLM-4's, Cohere's, Cohere 2's, ERNIE 4.5's and
+/// Seed-OSS's survive export in both formats: each
 /// export, read back, computes transformers' logits for the torch blend at the same α
 /// (tests/fixtures/families/variants.json, from make_variant_families.py). The GGUF carries Phi-3's
 /// factor lists as tensors and its attention factor, as llama.cpp's converter writes them.
@@ -1009,6 +1009,8 @@ fn long_context_ropes_export_to_both_formats() {
         "glm4",
         "cohere",
         "cohere2",
+        "ernie4_5",
+        "seed_oss",
     ] {
         let side = |s: &str| format!("tests/fixtures/families/{family}-{s}");
         // llama.cpp slides only a 64-layer EXAONE 4.0 (exaone4_windows_other_than_llamacpps_…).
@@ -1036,35 +1038,45 @@ fn long_context_ropes_export_to_both_formats() {
 #[test]
 fn phi_with_a_tied_head_or_silu_is_refused_for_gguf() {
     let tmp = tempfile::tempdir().unwrap();
-    for (name, key, value, says) in [
-        ("tied", "tie_word_embeddings", Value::Bool(true), "ties it"),
-        (
-            "silu",
-            "hidden_act",
-            Value::from("silu"),
-            "hidden_act is silu",
-        ),
-    ] {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir(&dir).unwrap();
-        let model = edited_fixture("phi-a", &dir, |c| c[key] = value.clone());
-        if name == "tied" {
-            // Tied for real: a head of its own beside a tied config would run untied.
-            drop_tensor(&model, "lm_head.weight");
-        }
-        let m = model.to_str().unwrap();
-        let gg = dir.join("out.gguf");
-        let o = try_export(m, m, "0.5", &gg, "gguf");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains(says), "{name}: {err}");
-        assert!(!gg.exists(), "{name}");
-        let hf = dir.join("out");
-        export(m, m, "0.5", &hf, "hf");
-        let back: Value =
-            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap())
-                .unwrap();
-        assert_eq!(back[key], value, "{name}");
-    }
+    // Tied for real: a head of its own beside a tied config would run untied.
+    refused_for_gguf(
+        tmp.path(),
+        ("phi-a", "tie_word_embeddings", Value::Bool(true)),
+        "ties it",
+        |m| drop_tensor(m, "lm_head.weight"),
+    );
+    refused_for_gguf(
+        tmp.path(),
+        ("phi-a", "hidden_act", Value::from("silu")),
+        "hidden_act is silu",
+        |_| {},
+    );
+}
+
+/// Fixture `family` with config `key` set to `value` (and `prepare` run on its folder): its
+/// GGUF export is refused saying `says`, and writes nothing; its Hugging Face export keeps
+/// the key.
+fn refused_for_gguf(
+    dir: &Path,
+    (family, key, value): (&str, &str, Value),
+    says: &str,
+    prepare: impl Fn(&Path),
+) {
+    let dir = dir.join(format!("{family}-{key}"));
+    std::fs::create_dir(&dir).unwrap();
+    let model = edited_fixture(family, &dir, |c| c[key] = value.clone());
+    prepare(&model);
+    let m = model.to_str().unwrap();
+    let gg = dir.join("out.gguf");
+    let o = try_export(m, m, "0.5", &gg, "gguf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains(says), "{key}: {err}");
+    assert!(!gg.exists(), "{key}");
+    let hf = dir.join("out");
+    export(m, m, "0.5", &hf, "hf");
+    let back: Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(back[key], value, "{key}");
 }
 
 /// A SmolLM3 whose NoPE layers are not every fourth has no GGUF form (llama.cpp fixes them):
@@ -1298,44 +1310,25 @@ fn edited_fixture(name: &str, dir: &Path, edit: impl Fn(&mut Value)) -> PathBuf 
 #[test]
 fn cohere_with_a_head_of_its_own_or_gelu_is_refused_for_gguf() {
     let tmp = tempfile::tempdir().unwrap();
-    for (name, key, value, says) in [
-        (
-            "untied",
-            "tie_word_embeddings",
-            Value::Bool(false),
-            "head of its own",
-        ),
-        (
-            "gelu",
-            "hidden_act",
-            Value::from("gelu_pytorch_tanh"),
-            "hidden_act is gelu_pytorch_tanh",
-        ),
-    ] {
-        let dir = tmp.path().join(name);
-        std::fs::create_dir(&dir).unwrap();
-        let model = edited_fixture("cohere-a", &dir, |c| c[key] = value.clone());
-        if name == "untied" {
-            rewrite_tensors(&model, |t| {
+    refused_for_gguf(
+        tmp.path(),
+        ("cohere-a", "tie_word_embeddings", Value::Bool(false)),
+        "head of its own",
+        |m| {
+            rewrite_tensors(m, |t| {
                 let e = t.iter().find(|(n, ..)| n == "model.embed_tokens.weight");
                 let (_, shape, values) = e.unwrap().clone();
                 let head = values.iter().map(|x| x * 0.5).collect();
                 t.push(("lm_head.weight".into(), shape, head));
-            });
-        }
-        let m = model.to_str().unwrap();
-        let gg = dir.join("out.gguf");
-        let o = try_export(m, m, "0.5", &gg, "gguf");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains(says), "{name}: {err}");
-        assert!(!gg.exists(), "{name}");
-        let hf = dir.join("out");
-        export(m, m, "0.5", &hf, "hf");
-        let back: Value =
-            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap())
-                .unwrap();
-        assert_eq!(back[key], value, "{name}");
-    }
+            })
+        },
+    );
+    refused_for_gguf(
+        tmp.path(),
+        ("cohere-a", "hidden_act", Value::from("gelu_pytorch_tanh")),
+        "hidden_act is gelu_pytorch_tanh",
+        |_| {},
+    );
 }
 
 /// llama.cpp's cohere2 slides every layer but each fourth, whatever a file says: a Cohere 2
@@ -1345,23 +1338,61 @@ fn cohere_with_a_head_of_its_own_or_gelu_is_refused_for_gguf() {
 fn cohere2_with_other_windows_is_refused_for_gguf() {
     let tmp = tempfile::tempdir().unwrap();
     let types = ["sliding_attention", "full_attention"].repeat(2);
-    let model = edited_fixture("cohere2-a", tmp.path(), |c| {
-        c["layer_types"] = types.clone().into();
-    });
-    let m = model.to_str().unwrap();
-    let gg = tmp.path().join("out.gguf");
-    let o = try_export(m, m, "0.5", &gg, "gguf");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("slides every layer but each fourth"),
-        "{err}"
+    refused_for_gguf(
+        tmp.path(),
+        ("cohere2-a", "layer_types", Value::from(types)),
+        "slides every layer but each fourth",
+        |_| {},
     );
-    assert!(!gg.exists());
-    let hf = tmp.path().join("out");
-    export(m, m, "0.5", &hf, "hf");
-    let back: Value =
-        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
-    assert_eq!(back["layer_types"], Value::from(types));
+}
+
+/// A fine-tune with a head of its own blends with a base whose head is tied: the base's head
+/// is its embeddings, so the pair computes what it computes with the base's embeddings copied
+/// into a head of its own, bit for bit, in either order, and at α = 1 the base alone.
+#[test]
+fn a_head_of_its_own_blends_with_a_tied_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        d
+    };
+    let tied = edited_fixture("glm4-b", &dir("tied"), |c| {
+        c["tie_word_embeddings"] = Value::Bool(true)
+    });
+    drop_tensor(&tied, "lm_head.weight");
+    let copied = edited_fixture("glm4-b", &dir("copied"), |_| {});
+    rewrite_tensors(&copied, |t| {
+        let e = t.iter().find(|(n, ..)| n == "model.embed_tokens.weight");
+        let embed = e.unwrap().2.clone();
+        let head = t.iter_mut().find(|(n, ..)| n == "lm_head.weight").unwrap();
+        head.2 = embed;
+    });
+    let own = root().join("tests/fixtures/families/glm4-a");
+    let (own, tied, copied) = (
+        own.to_str().unwrap(),
+        tied.to_str().unwrap(),
+        copied.to_str().unwrap(),
+    );
+    let ids = [5u32, 17, 42, 8, 99, 3];
+    let logits = |a: &str, b: &str, alpha: f64| {
+        let mut e = Engine::load(a, b, &cpu()).unwrap();
+        e.set_alpha(alpha).unwrap();
+        e.logits(&ids).unwrap()
+    };
+    for alpha in [0.3, 1.0] {
+        assert_eq!(
+            logits(own, tied, alpha),
+            logits(own, copied, alpha),
+            "α {alpha}"
+        );
+        assert_eq!(
+            logits(tied, own, 1.0 - alpha),
+            logits(copied, own, 1.0 - alpha),
+            "α {alpha}"
+        );
+    }
+    assert_eq!(logits(own, tied, 1.0), logits(tied, tied, 0.0));
 }
 
 /// A config that ties the head beside a checkpoint holding a head of its own (a fine-tune that

@@ -401,6 +401,29 @@ fn cohere2_matches_transformers_with_windows_and_rope_on_them_only() {
     );
 }
 
+/// ERNIE 4.5's block: Llama's with RoPE turning adjacent pairs, a tied head. Endpoint b's config
+/// is the flat form ERNIE-4.5-0.3B ships.
+#[test]
+fn ernie4_5_matches_transformers_with_interleaved_rope() {
+    check_form(
+        "ernie4_5",
+        "Ernie4_5ForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
+/// Seed-OSS-36B's block: Llama's with biases on q, k and v and a head_dim of its own.
+#[test]
+fn seed_oss_matches_transformers_with_qkv_biases() {
+    check_form(
+        "seed_oss",
+        "SeedOssForCausalLM",
+        Form::Folders,
+        &read_json("families/variants.json"),
+    );
+}
+
 /// The same endpoints as llama.cpp's converter writes them (F32): Phi-3's LongRoPE as its
 /// factor tensors, attention-factor key and a rope.dimension_count under the head's; Qwen2's
 /// YaRN as its scaling keys; SmolLM3 as `smollm3` and Granite as `granite`, Q and K rows
@@ -410,8 +433,10 @@ fn cohere2_matches_transformers_with_windows_and_rope_on_them_only() {
 /// Phi-2 as `phi2`, its LayerNorms' eps and rotated dimensions as keys, no RoPE base; GPT-NeoX
 /// as `gptneox`, q, k and v regrouped by kind, both residual orders; StableLM as `stablelm`,
 /// parallel where a block has no `ffn_norm`; StarCoder2 as `starcoder2`, its head tied by
-/// leaving `output.weight` out; GLM-4 as `glm4`, Cohere as `command-r` and Cohere 2 as
-/// `cohere2` (llama.cpp's fixed pattern), q and k as transformers stores them.
+/// leaving `output.weight` out; GLM-4 as `glm4`, Cohere as `command-r`, Cohere 2 as `cohere2`
+/// (llama.cpp's fixed pattern), ERNIE 4.5 as `ernie4_5` and Seed-OSS as `seed_oss` (its norm
+/// before the feed-forward named as the norm after attention), q and k as transformers stores
+/// them.
 #[test]
 fn gguf_longrope_yarn_and_nope_match_transformers() {
     let exp = read_json("families/variants.json");
@@ -432,6 +457,8 @@ fn gguf_longrope_yarn_and_nope_match_transformers() {
     check_form("glm4", "Glm4ForCausalLM", Form::Gguf, &exp);
     check_form("cohere", "CohereForCausalLM", Form::Gguf, &exp);
     check_form("cohere2", "Cohere2ForCausalLM", Form::Gguf, &exp);
+    check_form("ernie4_5", "Ernie4_5ForCausalLM", Form::Gguf, &exp);
+    check_form("seed_oss", "SeedOssForCausalLM", Form::Gguf, &exp);
 }
 
 /// GGUF pairs written by llama.cpp's `gguf` package (Gemma 3's norms stored plus one, Phi-3's
@@ -461,7 +488,7 @@ fn every_family_pair_is_checked() {
     assert_eq!(families.len(), 6, "{families:?}: add a test for each pair");
     let variants = read_json("families/variants.json");
     let variants: Vec<&String> = variants["families"].as_object().unwrap().keys().collect();
-    assert_eq!(variants.len(), 19, "{variants:?}: add a test for each pair");
+    assert_eq!(variants.len(), 21, "{variants:?}: add a test for each pair");
 }
 
 /// In bf16 each family's logits are its own f32 run's within the half-precision tolerance of
@@ -544,12 +571,13 @@ fn adapter_pairs_on_the_families_match_peft() {
 }
 
 /// The same for PEFT adapter pairs on Phi-2's, OLMo 2's, EXAONE 4.0's, GPT-NeoX's,
-/// StarCoder2's, GLM-4's and Cohere's blocks, each on its family's module names (`dense`, `fc1`, `fc2`;
+/// StarCoder2's, GLM-4's, Cohere's, ERNIE 4.5's and Seed-OSS's blocks, each on its family's
+/// module names (`dense`, `fc1`, `fc2`;
 /// `all-linear`; GPT-NeoX's `query_key_value` fused head by head; `c_fc`, `c_proj`; GLM-4's
 /// fused `gate_up_proj`), from make_variant_families.py.
 #[test]
 fn adapter_pairs_on_the_variant_families_match_peft() {
-    check_adapter_pairs(&read_json("families/variants.json"), 7);
+    check_adapter_pairs(&read_json("families/variants.json"), 9);
 }
 
 fn check_adapter_pairs(exp: &Value, count: usize) {

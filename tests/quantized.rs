@@ -713,25 +713,7 @@ fn the_real_smollm2_q4_1_base_matches_llama_cpp() {
 /// from make_variant_families.py).
 #[test]
 fn gpt_neox_qkv_rows_kept_quantized_are_read_through_their_regrouping() {
-    let fixture = |side: &str| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("tests/fixtures/gguf/gptneox-q8_0-{side}.gguf"))
-            .display()
-            .to_string()
-    };
-    let load = |dequantize: bool| {
-        let opts = LoadOptions {
-            device: DeviceChoice::Cpu,
-            chat_template: false,
-            dequantize,
-            ..Default::default()
-        };
-        Engine::load(&fixture("a"), &fixture("b"), &opts).unwrap()
-    };
-    let (mut kept, mut plain) = (load(false), load(true));
-    assert!(kept.info.description.contains("kept quantized"));
-    let ids = [5u32, 17, 42, 8, 99, 3];
-    rows_match_alone_and_dequantised(&mut kept, &mut plain, &ids, &[0.0, 0.3, 1.0], "gptneox");
+    q8_0_pair_kept_matches_its_dequantised_pair("gptneox");
 }
 
 /// GLM-4's fused gate and up (`ffn_up`) and its interleaved partial RoPE kept quantized: two
@@ -739,9 +721,15 @@ fn gpt_neox_qkv_rows_kept_quantized_are_read_through_their_regrouping() {
 /// (tests/fixtures/gguf/glm4-q8_0-{a,b}.gguf, from make_variant_families.py).
 #[test]
 fn glm4_kept_quantized_matches_its_dequantised_pair() {
+    q8_0_pair_kept_matches_its_dequantised_pair("glm4");
+}
+
+/// tests/fixtures/gguf/<family>-q8_0-{a,b}.gguf kept quantized, against the same pair
+/// dequantised.
+fn q8_0_pair_kept_matches_its_dequantised_pair(family: &str) {
     let fixture = |side: &str| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("tests/fixtures/gguf/glm4-q8_0-{side}.gguf"))
+            .join(format!("tests/fixtures/gguf/{family}-q8_0-{side}.gguf"))
             .display()
             .to_string()
     };
@@ -757,5 +745,5 @@ fn glm4_kept_quantized_matches_its_dequantised_pair() {
     let (mut kept, mut plain) = (load(false), load(true));
     assert!(kept.info.description.contains("kept quantized"));
     let ids = [5u32, 17, 42, 8, 99, 3];
-    rows_match_alone_and_dequantised(&mut kept, &mut plain, &ids, &[0.0, 0.3, 1.0], "glm4");
+    rows_match_alone_and_dequantised(&mut kept, &mut plain, &ids, &[0.0, 0.3, 1.0], family);
 }

@@ -1,9 +1,8 @@
 //! Cohere2ForCausalLM (Command R7B, Command A and their fine-tunes): Cohere's block
 //! ([`super::cohere`]) with windows on three layers of four (`sliding_window`, 4096 unless
-//! given; `layer_types`, or a period `sliding_window_pattern`, 4 unless given), RoPE on the
-//! sliding layers only, and heads of hidden_size / num_attention_heads whatever `head_dim`
-//! says (Cohere2Config sets it so). Where the config has no window no layer rotates, as
-//! transformers runs it.
+//! given; `layer_types`, or a period `sliding_window_pattern`, 4 unless given) and RoPE on
+//! the sliding layers only. Where the config has no window no layer rotates, as transformers
+//! runs it.
 //!
 //! In GGUF (`cohere2`): Cohere's keys and the window as `attention.sliding_window`;
 //! llama.cpp slides every layer but each fourth and reads no pattern, so a model with other
@@ -41,7 +40,6 @@ fn block(c: &mut DecoderConfig) {
 fn read(v: &Value) -> Result<DecoderConfig> {
     let v = &layer_norm_eps(v);
     let mut c = read_base(v, 1e-5, DEFAULT_ROPE_THETA, 8192)?;
-    c.head_dim = Some(c.hidden_size / c.num_attention_heads.max(1));
     super::cohere::read_options(v, &mut c)?;
     let n = c.num_hidden_layers;
     // As transformers reads it: 4096 when the key is absent, no window when it is null.

@@ -11,8 +11,8 @@
 use super::tensors::parameters;
 use crate::error::{bail, err, Context, Result};
 use crate::formats::config::{
-    AttentionBias, DecoderConfig, Gpt2Config, LayerType, ModelConfig, NormPlacement, RopeScaling,
-    TokenIds, Yarn,
+    AttentionBias, DecoderConfig, Family, Gpt2Config, LayerType, ModelConfig, NormPlacement,
+    RopeScaling, TokenIds, Yarn,
 };
 use crate::formats::gguf::{Header, Value};
 use crate::formats::layout::Layout;
@@ -445,6 +445,9 @@ pub fn tensor_names(c: &ModelConfig) -> Vec<Named> {
     // GPT-NeoX's and GLM-4's.
     let pre_norms = match c {
         ModelConfig::Decoder(d) => match d.opts.norms {
+            // llama.cpp's seed_oss stores its norm before the feed-forward as the norm after
+            // attention (`post_attention_norm`).
+            NormPlacement::Pre if d.family == Family::SeedOss => false,
             NormPlacement::Pre | NormPlacement::ParallelTwoNorms => true,
             NormPlacement::Sandwich => {
                 super::tensors::Names::of(d).before_mlp_norm == "post_attention_layernorm"

@@ -12,8 +12,8 @@
 //! `rope.dimension_count`.
 
 use super::gguf::{Keys, Meta};
-use super::{activation, get, partial_rotary, partial_rotary_json, read_base, Unit};
-use crate::error::{bail, err, Result};
+use super::{activation, get, partial_rotary, partial_rotary_json, read_base, with_default, Unit};
+use crate::error::{bail, Result};
 use crate::formats::config::{
     Activation, AttentionBias, DecoderConfig, Family, NormPlacement, DEFAULT_ROPE_THETA,
 };
@@ -40,14 +40,7 @@ fn block(c: &mut DecoderConfig) {
 }
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut v = v.clone();
-    let obj = v
-        .as_object_mut()
-        .ok_or_else(|| err!(Format, "config is not a JSON object"))?;
-    if obj.get("num_key_value_heads").is_none_or(Value::is_null) {
-        obj.insert("num_key_value_heads".into(), 2.into());
-    }
-    let v = &v;
+    let v = &with_default(v, "num_key_value_heads", 2.into());
     let mut c = read_base(v, 1.5625e-7, DEFAULT_ROPE_THETA, 131_072)?;
     block(&mut c);
     c.head_dim = Some(c.head_dim.unwrap_or(128));

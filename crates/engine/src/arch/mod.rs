@@ -7,6 +7,7 @@
 
 mod cohere;
 mod cohere2;
+mod ernie4_5;
 mod exaone4;
 mod gemma;
 mod gemma2;
@@ -23,6 +24,7 @@ mod phi;
 mod phi3;
 mod qwen2;
 mod qwen3;
+mod seed_oss;
 mod smollm3;
 mod stablelm;
 mod starcoder2;
@@ -57,7 +59,7 @@ pub(crate) struct Unit {
     pub to_gguf: fn(&DecoderConfig, &mut gguf::Keys) -> Result<()>,
 }
 
-pub(crate) const UNITS: [Unit; 20] = [
+pub(crate) const UNITS: [Unit; 22] = [
     llama::UNIT,
     mistral::UNIT,
     qwen2::UNIT,
@@ -79,6 +81,8 @@ pub(crate) const UNITS: [Unit; 20] = [
     glm4::UNIT,
     cohere::UNIT,
     cohere2::UNIT,
+    ernie4_5::UNIT,
+    seed_oss::UNIT,
 ];
 
 /// The family a config names, by its class or (without one) its model_type.
@@ -573,6 +577,18 @@ fn rotary_factor(c: &DecoderConfig) -> f64 {
 /// `partial_rotary_factor` as [`rotary_factor`] gives it.
 fn partial_rotary_json(c: &DecoderConfig, map: &mut Map<String, Value>) {
     map.insert("partial_rotary_factor".into(), rotary_factor(c).into());
+}
+
+/// `v` with `key` set to `value` where the config leaves it out or null: a family's own default
+/// for a key the shared reader defaults otherwise.
+fn with_default(v: &Value, key: &str, value: Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        if o.get(key).is_none_or(Value::is_null) {
+            o.insert(key.into(), value);
+        }
+    }
+    v
 }
 
 /// A key's value, if it is present and not null.
@@ -1449,11 +1465,11 @@ mod tests {
     }
 
     /// Cohere 2's windows and RoPE-less layers from Cohere2Config's keys and defaults (a
-    /// window of 4096 on three layers of four, heads of hidden / heads whatever head_dim
-    /// says), from `layer_types` or a period; no window, no RoPE at all.
+    /// window of 4096 on three layers of four), from `layer_types` or a period; no window, no
+    /// RoPE at all.
     #[test]
     fn cohere2_configs_read_as_transformers_reads_them() {
-        let c = parse("Cohere2ForCausalLM", r#","head_dim":64"#).unwrap();
+        let c = parse("Cohere2ForCausalLM", "").unwrap();
         assert_eq!(c.family, Family::Cohere2);
         assert_eq!((c.sliding_window, c.head_dim()), (Some(4096), 16));
         let sliding = |c: &DecoderConfig| -> Vec<bool> {
@@ -1480,9 +1496,89 @@ mod tests {
         assert_eq!(rotates(&none), [false; 4]);
         let json = super::config_json(&ModelConfig::Decoder(t.clone())).unwrap();
         match ModelConfig::parse(&json.to_string()).unwrap() {
-            ModelConfig::Decoder(back) => assert_eq!(back, t),
+            ModelConfig::Decoder(back) => assert_eq!(
+                back,
+                DecoderConfig {
+                    head_dim: Some(16),
+                    ..t
+                }
+            ),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// ERNIE 4.5's block from Ernie4_5Config's defaults (head_dim 128, two key/value heads, a
+    /// tied head, RoPE over adjacent pairs at 5·10⁵); `use_bias` refused by name.
+    #[test]
+    fn ernie4_5_configs_read_as_transformers_reads_them() {
+        let text = r#"{"architectures":["Ernie4_5ForCausalLM"],"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":4,
+            "vocab_size":100}"#;
+        let ModelConfig::Decoder(e) = ModelConfig::parse(text).unwrap() else {
+            panic!("not a decoder")
+        };
+        assert_eq!(e.family, Family::Ernie45);
+        assert_eq!(
+            (
+                e.head_dim(),
+                e.kv_heads(),
+                e.tie_word_embeddings,
+                e.rope_theta,
+                e.opts.rope_interleaved
+            ),
+            (128, 2, true, 500_000.0, true)
+        );
+        let json = super::config_json(&ModelConfig::Decoder(e.clone())).unwrap();
+        match ModelConfig::parse(&json.to_string()).unwrap() {
+            ModelConfig::Decoder(back) => assert_eq!(back, e),
+            other => panic!("{other:?}"),
+        }
+        refused(
+            "Ernie4_5ForCausalLM",
+            r#","use_bias":true"#,
+            &["use_bias", "Ernie4_5ForCausalLM"],
+        );
+    }
+
+    /// Seed-OSS's biases from SeedOssConfig's keys and defaults (q, k and v unless
+    /// `attention_bias` is false; o with `attention_out_bias`), its head_dim and key/value
+    /// heads; `mlp_bias` and a bias on o alone refused by name.
+    #[test]
+    fn seed_oss_configs_read_as_transformers_reads_them() {
+        let text = r#"{"architectures":["SeedOssForCausalLM"],"hidden_size":64,
+            "intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":8,
+            "vocab_size":100}"#;
+        let ModelConfig::Decoder(s) = ModelConfig::parse(text).unwrap() else {
+            panic!("not a decoder")
+        };
+        assert_eq!(s.family, Family::SeedOss);
+        assert_eq!(
+            (
+                s.head_dim(),
+                s.kv_heads(),
+                s.opts.attention_bias,
+                s.rms_norm_eps
+            ),
+            (128, 8, AttentionBias::Qkv, 1e-6)
+        );
+        for (extra, bias) in [
+            (r#","attention_out_bias":true"#, AttentionBias::QkvO),
+            (r#","attention_bias":false"#, AttentionBias::None),
+        ] {
+            let c = parse("SeedOssForCausalLM", extra).unwrap();
+            assert_eq!(c.opts.attention_bias, bias, "{extra}");
+            let json = super::config_json(&ModelConfig::Decoder(c.clone())).unwrap();
+            match ModelConfig::parse(&json.to_string()).unwrap() {
+                ModelConfig::Decoder(back) => assert_eq!(back, c),
+                other => panic!("{other:?}"),
+            }
+        }
+        refused("SeedOssForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
+        refused(
+            "SeedOssForCausalLM",
+            r#","attention_bias":false,"attention_out_bias":true"#,
+            &["attention_out_bias", "o alone"],
+        );
     }
 
     /// OLMo 2's post-norm block and OLMo 3's windows and RoPEs, from each of its config forms.

@@ -13,7 +13,7 @@
 //! `attention.sliding_window` is read with it, as lerpscope writes it.
 
 use super::gguf::{Keys, Meta};
-use super::{activation, count, get, read_base, Unit};
+use super::{activation, count, get, read_base, with_default, Unit};
 use crate::error::{bail, err, Result};
 use crate::formats::config::{
     Activation, AttentionBias, DecoderConfig, Family, LayerType, NormKind, NormPlacement,
@@ -43,7 +43,7 @@ fn block(c: &mut DecoderConfig) {
 }
 
 fn read(v: &Value) -> Result<DecoderConfig> {
-    let mut v = v.clone();
+    let mut v = with_default(v, "num_key_value_heads", 2.into());
     let obj = v
         .as_object_mut()
         .ok_or_else(|| err!(Format, "config is not a JSON object"))?;
@@ -51,9 +51,6 @@ fn read(v: &Value) -> Result<DecoderConfig> {
     obj.remove("rms_norm_eps");
     if let Some(e) = obj.get("norm_epsilon").filter(|e| !e.is_null()).cloned() {
         obj.insert("rms_norm_eps".into(), e);
-    }
-    if get(&Value::Object(obj.clone()), "num_key_value_heads").is_none() {
-        obj.insert("num_key_value_heads".into(), 2.into());
     }
     let v = &v;
     if let Some(b) = get(v, "use_bias") {

@@ -123,8 +123,9 @@ impl Engine {
         let (ta, tb) = (a.tokenizer.clone(), b.tokenizer.clone());
         // Configs and headers first: a file that is not a model says so before its tokenizer
         // is looked for.
-        let ca = Checkpoint::open(a)?;
-        let cb = Checkpoint::open(b)?;
+        let mut ca = Checkpoint::open(a)?;
+        let mut cb = Checkpoint::open(b)?;
+        pair::match_heads(&mut ca, &mut cb);
         let tok_a = crate::formats::tokenizer::load_tokenizer(&ta)?;
         let tok_b = crate::formats::tokenizer::load_tokenizer(&tb)?;
         if !opts.allow_tokenizer_mismatch {
@@ -187,7 +188,7 @@ impl Engine {
         let mut beyond = Vec::new();
         for (flag, x) in ["--c", "--d"].into_iter().zip(extras) {
             let Some(x) = x else { continue };
-            let cx = match source::resolve_endpoint(&x.source)? {
+            let mut cx = match source::resolve_endpoint(&x.source)? {
                 Endpoint::Model(mut f) => {
                     if let Some(tok) = &opts.tokenizer {
                         f.tokenizer = tok.clone();
@@ -208,6 +209,10 @@ impl Engine {
                     &tok_x,
                     &cx.files.tokenizer,
                 )?;
+            }
+            // A and B are laid out already: a tied C or D meets their heads, not the reverse.
+            if !ca.config.tie_word_embeddings() {
+                cx.untie();
             }
             pair::validate(&ca, &cx)?;
             weights.add_endpoint(&cx, x.weight, x.factors.as_ref(), ca.config.layers())?;

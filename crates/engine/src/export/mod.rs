@@ -293,7 +293,7 @@ impl Snapshot {
         let window = c.sliding_window?;
         let windowed = matches!(
             c.family,
-            Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Phi3
+            Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Phi3 | Family::StarCoder2
         ) && (0..c.num_hidden_layers).any(|i| c.layer_type(i) == LayerType::Sliding)
             && window < c.max_position_embeddings;
         windowed.then(|| {

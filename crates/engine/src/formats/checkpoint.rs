@@ -77,6 +77,24 @@ impl Checkpoint {
     pub fn label(&self) -> &str {
         &self.files.label
     }
+
+    /// A tied head as a head of its own: the embeddings' tensor read again under the head's
+    /// name, so that this model blends with one whose head is its own (each of its heads is
+    /// its embeddings). Nothing where the head is not tied.
+    pub fn untie(&mut self) {
+        let ModelConfig::Decoder(c) = &mut self.config else {
+            return;
+        };
+        if !c.tie_word_embeddings {
+            return;
+        }
+        let n = crate::arch::tensors::Names::of(c);
+        let embed = format!("{}.{}.weight", n.model, n.embed);
+        if let Some(t) = self.weights.tensors.get(&embed).cloned() {
+            c.tie_word_embeddings = false;
+            self.weights.tensors.insert(format!("{}.weight", n.head), t);
+        }
+    }
 }
 
 /// A config that ties the head to the embeddings, beside a checkpoint that stores the head, as

@@ -318,6 +318,8 @@ pub enum Family {
     Glm4,
     Cohere,
     Cohere2,
+    Ernie45,
+    SeedOss,
 }
 
 /// What a norm computes over the hidden width.
@@ -574,6 +576,14 @@ impl Gpt2Config {
 }
 
 impl ModelConfig {
+    /// Whether the head is the embeddings (GPT-2's always is).
+    pub fn tie_word_embeddings(&self) -> bool {
+        match self {
+            ModelConfig::Decoder(c) => c.tie_word_embeddings,
+            ModelConfig::Gpt2(_) => true,
+        }
+    }
+
     /// How many decoder layers the model has.
     pub fn layers(&self) -> usize {
         match self {

@@ -15,6 +15,20 @@ pub fn blended_names(c: &Checkpoint) -> Vec<String> {
         .collect()
 }
 
+/// Where one endpoint ties its head to its embeddings and the other has a head of its own (a
+/// fine-tune that trained its head, beside its base), the tied one's head is read as a head of
+/// its own: the blend's head moves from one to the other as every other tensor does.
+pub fn match_heads(a: &mut Checkpoint, b: &mut Checkpoint) {
+    match (
+        a.config.tie_word_embeddings(),
+        b.config.tie_word_embeddings(),
+    ) {
+        (true, false) => a.untie(),
+        (false, true) => b.untie(),
+        _ => {}
+    }
+}
+
 pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
     let (fa, fb) = (a.files.config.display(), b.files.config.display());
     // Two configs of one class that run different blocks (a Mistral with a window and one
