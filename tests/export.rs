@@ -1393,6 +1393,32 @@ fn a_head_of_its_own_blends_with_a_tied_head() {
         );
     }
     assert_eq!(logits(own, tied, 1.0), logits(tied, tied, 0.0));
+    // As a third endpoint beside a tied A and B it is refused, saying which is which; as A
+    // beside a tied C it blends.
+    let plane = |a: &str, c: &str| {
+        let out = tmp.path().join("plane");
+        let args = [
+            "export", "--a", a, "--b", a, "--c", c, "--beta", "0.5", "--alpha", "0.3", "--out",
+        ];
+        let mut args: Vec<&str> = args.to_vec();
+        let out = out.to_str().unwrap().to_string();
+        args.extend([out.as_str(), "--force", "--device", "cpu"]);
+        lerpscope(&args, &root())
+    };
+    let refused = plane(tied, own);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && err.contains("has a head of its own")
+            && err.contains("give the one with a head of its own as A or B"),
+        "{err}"
+    );
+    let blended = plane(own, tied);
+    assert!(
+        blended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&blended.stderr)
+    );
 }
 
 /// A config that ties the head beside a checkpoint holding a head of its own (a fine-tune that

@@ -44,6 +44,18 @@ pub fn validate(a: &Checkpoint, b: &Checkpoint) -> Result<()> {
         );
     }
     for ((field, va), (_, vb)) in a.config.shape_fields().iter().zip(b.config.shape_fields()) {
+        // A and B are matched (`match_heads`); a third endpoint with a head of its own beside
+        // a tied A is not, as A and B are laid out first.
+        if *field == "tie_word_embeddings" && *va != vb {
+            let (own, tied) = match va.as_str() {
+                "false" => (&fa, &fb),
+                _ => (&fb, &fa),
+            };
+            bail!(
+                Mismatch,
+                "{own}'s model has a head of its own and {tied}'s ties its head to its embeddings: give the one with a head of its own as A or B"
+            );
+        }
         if *va != vb {
             bail!(
                 Mismatch,
