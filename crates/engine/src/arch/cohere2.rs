@@ -59,18 +59,8 @@ fn read(v: &Value) -> Result<DecoderConfig> {
 }
 
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
-    let mut derived = c.clone();
-    block(&mut derived);
-    if derived.nope_layers != c.nope_layers {
-        bail!(
-            Unsupported,
-            "Cohere2ForCausalLM turns RoPE on exactly its sliding layers; this model's RoPE-less layers are others"
-        );
-    }
     super::cohere::write_options(c, map)?;
-    map.insert("sliding_window".into(), c.sliding_window.into());
-    map.insert("layer_types".into(), super::layer_types_json(c));
-    Ok(())
+    super::derived_windows_json(c, map, block, "turns RoPE on exactly its sliding layers")
 }
 
 fn from_gguf(m: &Meta, c: &mut DecoderConfig) -> Result<()> {

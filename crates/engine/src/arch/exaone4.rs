@@ -84,17 +84,12 @@ fn read(v: &Value) -> Result<DecoderConfig> {
 }
 
 fn write(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
-    let mut derived = c.clone();
-    block(&mut derived);
-    if derived.nope_layers != c.nope_layers {
-        bail!(
-            Unsupported,
-            "Exaone4ForCausalLM skips RoPE on exactly the full layers of a model with a window; this model's RoPE-less layers are others"
-        );
-    }
-    map.insert("sliding_window".into(), c.sliding_window.into());
-    map.insert("layer_types".into(), super::layer_types_json(c));
-    Ok(())
+    super::derived_windows_json(
+        c,
+        map,
+        block,
+        "skips RoPE on exactly the full layers of a model with a window",
+    )
 }
 
 /// What llama.cpp runs of a config given a window and layer types (every fourth full where

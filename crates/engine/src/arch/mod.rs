@@ -361,6 +361,29 @@ fn layer_types_json(c: &DecoderConfig) -> Value {
         .into()
 }
 
+/// config.json's window and layer types for a family whose RoPE-less layers follow from them
+/// (`derive` sets them, as the family's reader does; `rule` says how): refused where this
+/// model's are others.
+fn derived_windows_json(
+    c: &DecoderConfig,
+    map: &mut Map<String, Value>,
+    derive: fn(&mut DecoderConfig),
+    rule: &str,
+) -> Result<()> {
+    let mut derived = c.clone();
+    derive(&mut derived);
+    if derived.nope_layers != c.nope_layers {
+        bail!(
+            Unsupported,
+            "{} {rule}; this model's RoPE-less layers are others",
+            unit(c.family).class
+        );
+    }
+    map.insert("sliding_window".into(), c.sliding_window.into());
+    map.insert("layer_types".into(), layer_types_json(c));
+    Ok(())
+}
+
 /// A window on every layer or none, as Mistral and Phi-3 configs give it (`sliding_window`,
 /// null for none); any other pattern has no such form.
 fn uniform_window_json(c: &DecoderConfig, map: &mut Map<String, Value>) -> Result<()> {
@@ -806,6 +829,26 @@ mod tests {
         }
     }
 
+    /// A config with no key/value head count, so that the family's default applies.
+    fn parse_bare(class: &str, heads: usize, extra: &str) -> Result<DecoderConfig> {
+        let text = format!(
+            r#"{{"architectures":["{class}"],"hidden_size":64,"intermediate_size":128,
+            "num_hidden_layers":4,"num_attention_heads":{heads},"vocab_size":100{extra}}}"#
+        );
+        match ModelConfig::parse(&text)? {
+            ModelConfig::Decoder(c) => Ok(c),
+            other => panic!("not a decoder: {other:?}"),
+        }
+    }
+
+    /// The decoder config a written config.json reads back as.
+    fn read_back(json: &serde_json::Value) -> DecoderConfig {
+        match ModelConfig::parse(&json.to_string()).unwrap() {
+            ModelConfig::Decoder(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn refused(class: &str, extra: &str, says: &[&str]) {
         let e = parse(class, extra).unwrap_err().to_string();
         for s in says {
@@ -1195,16 +1238,13 @@ mod tests {
             (Some(0.5), Some(100.0))
         );
         assert!(json.get("rope_theta").is_none());
-        match ModelConfig::parse(&json.to_string()).unwrap() {
-            ModelConfig::Decoder(back) => assert_eq!(
-                back,
-                DecoderConfig {
-                    head_dim: Some(16),
-                    ..pythia
-                }
-            ),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            read_back(&json),
+            DecoderConfig {
+                head_dim: Some(16),
+                ..pythia
+            }
+        );
         for (extra, says) in [
             (r#","rope_theta":500"#, "rope_theta 500 is not read"),
             (
@@ -1262,16 +1302,13 @@ mod tests {
             (NormPlacement::Parallel, AttentionBias::Qkv, Some(8), 1e-6)
         );
         let json = super::config_json(&ModelConfig::Decoder(p.clone())).unwrap();
-        match ModelConfig::parse(&json.to_string()).unwrap() {
-            ModelConfig::Decoder(back) => assert_eq!(
-                back,
-                DecoderConfig {
-                    head_dim: Some(16),
-                    ..p
-                }
-            ),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            read_back(&json),
+            DecoderConfig {
+                head_dim: Some(16),
+                ..p
+            }
+        );
         refused(
             "StableLmForCausalLM",
             r#","qk_layernorm":true"#,
@@ -1284,12 +1321,7 @@ mod tests {
     /// the same.
     #[test]
     fn starcoder2_configs_read_as_transformers_reads_them() {
-        let text = r#"{"architectures":["Starcoder2ForCausalLM"],"hidden_size":64,
-            "intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":4,
-            "vocab_size":100,"rms_norm_eps":0.5}"#;
-        let ModelConfig::Decoder(s) = ModelConfig::parse(text).unwrap() else {
-            panic!("not a decoder")
-        };
+        let s = parse_bare("Starcoder2ForCausalLM", 4, r#","rms_norm_eps":0.5"#).unwrap();
         assert_eq!(s.family, Family::StarCoder2);
         assert_eq!(
             (
@@ -1327,16 +1359,13 @@ mod tests {
         let json = super::config_json(&ModelConfig::Decoder(w.clone())).unwrap();
         assert_eq!(json["norm_epsilon"], 1e-6);
         assert!(json.get("layer_norm_eps").is_none());
-        match ModelConfig::parse(&json.to_string()).unwrap() {
-            ModelConfig::Decoder(back) => assert_eq!(
-                back,
-                DecoderConfig {
-                    head_dim: Some(16),
-                    ..w
-                }
-            ),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            read_back(&json),
+            DecoderConfig {
+                head_dim: Some(16),
+                ..w
+            }
+        );
         refused(
             "Starcoder2ForCausalLM",
             r#","use_bias":false"#,
@@ -1349,12 +1378,7 @@ mod tests {
     /// back reads the same.
     #[test]
     fn glm4_configs_read_as_transformers_reads_them() {
-        let text = r#"{"architectures":["Glm4ForCausalLM"],"hidden_size":64,
-            "intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":4,
-            "vocab_size":100}"#;
-        let ModelConfig::Decoder(g) = ModelConfig::parse(text).unwrap() else {
-            panic!("not a decoder")
-        };
+        let g = parse_bare("Glm4ForCausalLM", 4, "").unwrap();
         assert_eq!(g.family, Family::Glm4);
         assert_eq!(
             (
@@ -1393,10 +1417,7 @@ mod tests {
         );
         let json = super::config_json(&ModelConfig::Decoder(p.clone())).unwrap();
         assert_eq!(json["partial_rotary_factor"], 1.0);
-        match ModelConfig::parse(&json.to_string()).unwrap() {
-            ModelConfig::Decoder(back) => assert_eq!(back, p),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(read_back(&json), p);
     }
 
     /// Cohere's block from CohereConfig's keys and defaults (a tied head, logit scale 0.0625,
@@ -1446,16 +1467,13 @@ mod tests {
         );
         let json = super::config_json(&ModelConfig::Decoder(p.clone())).unwrap();
         assert_eq!(json["layer_norm_eps"], 1e-6);
-        match ModelConfig::parse(&json.to_string()).unwrap() {
-            ModelConfig::Decoder(back) => assert_eq!(
-                back,
-                DecoderConfig {
-                    head_dim: Some(16),
-                    ..p
-                }
-            ),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            read_back(&json),
+            DecoderConfig {
+                head_dim: Some(16),
+                ..p
+            }
+        );
         refused(
             "CohereForCausalLM",
             r#","use_qk_norm":true"#,
@@ -1495,28 +1513,20 @@ mod tests {
         let none = parse("Cohere2ForCausalLM", r#","sliding_window":null"#).unwrap();
         assert_eq!(rotates(&none), [false; 4]);
         let json = super::config_json(&ModelConfig::Decoder(t.clone())).unwrap();
-        match ModelConfig::parse(&json.to_string()).unwrap() {
-            ModelConfig::Decoder(back) => assert_eq!(
-                back,
-                DecoderConfig {
-                    head_dim: Some(16),
-                    ..t
-                }
-            ),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            read_back(&json),
+            DecoderConfig {
+                head_dim: Some(16),
+                ..t
+            }
+        );
     }
 
     /// ERNIE 4.5's block from Ernie4_5Config's defaults (head_dim 128, two key/value heads, a
     /// tied head, RoPE over adjacent pairs at 5·10⁵); `use_bias` refused by name.
     #[test]
     fn ernie4_5_configs_read_as_transformers_reads_them() {
-        let text = r#"{"architectures":["Ernie4_5ForCausalLM"],"hidden_size":64,
-            "intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":4,
-            "vocab_size":100}"#;
-        let ModelConfig::Decoder(e) = ModelConfig::parse(text).unwrap() else {
-            panic!("not a decoder")
-        };
+        let e = parse_bare("Ernie4_5ForCausalLM", 4, "").unwrap();
         assert_eq!(e.family, Family::Ernie45);
         assert_eq!(
             (
@@ -1529,10 +1539,7 @@ mod tests {
             (128, 2, true, 500_000.0, true)
         );
         let json = super::config_json(&ModelConfig::Decoder(e.clone())).unwrap();
-        match ModelConfig::parse(&json.to_string()).unwrap() {
-            ModelConfig::Decoder(back) => assert_eq!(back, e),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(read_back(&json), e);
         refused(
             "Ernie4_5ForCausalLM",
             r#","use_bias":true"#,
@@ -1545,12 +1552,7 @@ mod tests {
     /// heads; `mlp_bias` and a bias on o alone refused by name.
     #[test]
     fn seed_oss_configs_read_as_transformers_reads_them() {
-        let text = r#"{"architectures":["SeedOssForCausalLM"],"hidden_size":64,
-            "intermediate_size":128,"num_hidden_layers":4,"num_attention_heads":8,
-            "vocab_size":100}"#;
-        let ModelConfig::Decoder(s) = ModelConfig::parse(text).unwrap() else {
-            panic!("not a decoder")
-        };
+        let s = parse_bare("SeedOssForCausalLM", 8, "").unwrap();
         assert_eq!(s.family, Family::SeedOss);
         assert_eq!(
             (
@@ -1568,10 +1570,7 @@ mod tests {
             let c = parse("SeedOssForCausalLM", extra).unwrap();
             assert_eq!(c.opts.attention_bias, bias, "{extra}");
             let json = super::config_json(&ModelConfig::Decoder(c.clone())).unwrap();
-            match ModelConfig::parse(&json.to_string()).unwrap() {
-                ModelConfig::Decoder(back) => assert_eq!(back, c),
-                other => panic!("{other:?}"),
-            }
+            assert_eq!(read_back(&json), c);
         }
         refused("SeedOssForCausalLM", r#","mlp_bias":true"#, &["mlp_bias"]);
         refused(
